@@ -1,0 +1,56 @@
+"""The `uscl` command line: a thin shell over the library.
+
+Each command lives in its own module with a ``register(app)`` function; this module builds the
+one Typer application, and :func:`main` is the single exit path: expected errors
+(:class:`~gmse_cli.errors.UsclError`) become one line on stderr and exit code 2, anything else
+is a bug and keeps its traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from gmse_cli.cli import _fit, _formats, _gmse, _mse, _rank, _search, _train
+from gmse_cli.cli._console import err_console
+from gmse_cli.errors import UsclError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="uscl",
+    help=(
+        "Unified scaling laws for compressed representations: Gaussian MSE, capacity, "
+        "effective parameters and predicted loss of any numeric format."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+for _module in (_formats, _gmse, _rank, _fit, _train, _mse, _search):
+    _module.register(app)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``uscl`` console script."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
+    except UsclError as exc:
+        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,46 @@
+"""The one error hierarchy of uscl.
+
+Every *expected* failure (bad user input, a missing optional backend, a fit that cannot run)
+raises a subclass of :class:`UsclError`. The CLI maps these, in one place, to a single line on
+stderr and exit code 2; anything else is a bug and exits 1 with a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UsclError",
+    "SpecError",
+    "LawError",
+    "FitError",
+    "DataError",
+    "BackendMissing",
+    "TrainError",
+]
+
+
+class UsclError(Exception):
+    """Base class: the message is shown to the user as one line."""
+
+
+class SpecError(UsclError, ValueError):
+    """A format, scheme or sweep spec is malformed or names something unknown."""
+
+
+class LawError(UsclError, ValueError):
+    """A law file is malformed, or a law does not cover what it is asked about."""
+
+
+class FitError(UsclError):
+    """A fit cannot run on the given runs, or failed to converge."""
+
+
+class DataError(UsclError):
+    """An input file (runs, checkpoint, corpus) is missing, unreadable or malformed."""
+
+
+class BackendMissing(UsclError, ImportError):
+    """An optional dependency (torch, transformers, ...) is needed but not installed."""
+
+
+class TrainError(UsclError):
+    """A training configuration cannot run (unknown preset, budget too small, ...)."""

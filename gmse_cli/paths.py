@@ -1,0 +1,46 @@
+"""Where the shipped data folders are: in a source checkout, or inside an installed wheel."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["catalog_dir", "sweeps_dir", "laws_dir", "cache_dir"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _data_dir(package: str, repo_folder: str) -> Path:
+    # A source checkout (editable install or plain PYTHONPATH) reads the top-level folder the
+    # user edits; a wheel carries the same files mapped into the package.
+    local = _REPO_ROOT / repo_folder
+    if local.is_dir() and (_REPO_ROOT / "pyproject.toml").is_file():
+        return local
+    return Path(str(resources.files(package)))
+
+
+@cache
+def catalog_dir() -> Path:
+    """The folder of shipped format TOML files (``formats/``)."""
+    return _data_dir("gmse_cli.catalog", "formats")
+
+
+@cache
+def sweeps_dir() -> Path:
+    """The folder of shipped sweep specs (``train/``)."""
+    return _data_dir("gmse_cli.sweeps", "train")
+
+
+def laws_dir() -> Path:
+    """The folder of shipped law files (package data)."""
+    return Path(__file__).resolve().parent / "laws"
+
+
+def cache_dir() -> Path:
+    """Per-user cache (computed codebooks, numba kernels): ``$USCL_CACHE_DIR`` or ~/.cache/uscl."""
+    root = os.environ.get("USCL_CACHE_DIR")
+    path = Path(root) if root else Path.home() / ".cache" / "uscl"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
