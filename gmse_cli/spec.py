@@ -738,7 +738,9 @@ def catalog() -> dict[str, Format]:
         fmt = load_format_toml(path)
         assert fmt.name is not None
         formats[fmt.name] = fmt
-    return formats
+    # Listed by family, then cost: the order a person scans the catalog in.
+    order = sorted(formats.values(), key=lambda f: (f.family, f.bits_per_param(), f.name))
+    return {f.name: f for f in order}
 
 
 def catalog_names() -> list[str]:
@@ -868,6 +870,8 @@ def parse_shorthand(text: str) -> Format:
     text = text.strip().lower()
     if not text:
         raise SpecError("empty format name")
+    if text in catalog():
+        return catalog()[text]
     pieces = text.split("+")
     if any(not p for p in pieces):
         raise SpecError(f"'{text}': empty stage between '+' signs")

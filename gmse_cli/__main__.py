@@ -1,0 +1,5 @@
+"""`python -m gmse_cli` runs the `uscl` command line."""
+
+from gmse_cli.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""`uscl gmse`: Gaussian MSE of formats with confidence intervals."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gmse_cli.spec import SHORTHAND_HELP
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("gmse", epilog=SHORTHAND_HELP.replace("\n", "\n\n"))
+    def gmse_command(
+        formats: Annotated[list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand")] = None,
+        all_formats: Annotated[bool, typer.Option("--all", help="the whole catalog")] = False,
+        rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo")] = 1e-3,
+        seed: Annotated[int, typer.Option(help="seed of the shared Gaussian sample bank")] = 0,
+        row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
+        exact: Annotated[
+            bool | None,
+            typer.Option("--exact/--monte-carlo", help="force quadrature or Monte Carlo (default: exact where it exists)"),
+        ] = None,
+        vs: Annotated[str | None, typer.Option(help="also report GMSE(format) - GMSE(VS) on common random numbers")] = None,
+        backend: Annotated[str, typer.Option(help="numba (default), numpy (reference) or torch")] = "numba",
+        device: Annotated[str, typer.Option(help="torch device for --backend torch (cpu, cuda)")] = "cpu",
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+    ) -> None:
+        """GMSE of each FORMAT: point estimate, 95% interval, effective bits = log_{1/4}(GMSE)."""
+        from gmse_cli.cli._console import print_json
+        from gmse_cli.errors import SpecError
+        from gmse_cli.gmse import SampleBank, estimate_gmse
+        from gmse_cli.spec import catalog, resolve_format
+
+        names = list(formats or [])
+        if all_formats:
+            names = list(catalog()) + names
+        if not names:
+            raise SpecError("name at least one format, or pass --all for the whole catalog")
+        if backend not in ("numba", "numpy", "torch"):
+            raise SpecError(f"--backend '{backend}' is not one of numba, numpy, torch")
+        method = "auto" if exact is None else ("exact" if exact else "monte-carlo")
+        resolved = [resolve_format(n) for n in names]
+        reference = resolve_format(vs) if vs else None
+        bank = SampleBank(seed=seed, row_length=row_length, backend=backend, device=device)
+        results = estimate_gmse(
+            resolved, rel_err=rel_err, seed=seed, row_length=row_length, method=method,
+            backend=backend, device=device, progress=not json_out, bank=bank,
+        )
+        diffs = [bank.difference(f, reference, rel_err=rel_err) for f in resolved] if reference else None
+        if json_out:
+            payload = [r.model_dump(mode="json") for r in results]
+            for item, diff in zip(payload, diffs or [], strict=False):
+                item["vs"] = diff.model_dump(mode="json")
+            print_json(payload)
+            return
+        _render(results, diffs)
+
+    def _render(results, diffs) -> None:
+        from rich.table import Table
+
+        from gmse_cli.cli._console import out_console
+
+        table = Table(title="Gaussian MSE (95% intervals)", title_justify="left")
+        for col in ("name", "bits/param", "GMSE", "95% CI", "eff. bits", "method", "samples"):
+            table.add_column(col, justify="left" if col in ("name", "method") else "right")
+        if diffs:
+            table.add_column(f"minus {diffs[0].b} (paired 95% CI)", justify="right")
+        for i, r in enumerate(results):
+            ci = f"[{r.ci_low:.5g}, {r.ci_high:.5g}]" if r.method == "monte-carlo" else "exact"
+            eff = f"{r.effective_bits:.3f}" if r.effective_bits is not None else "inf"
+            row = [r.name, f"{r.bits_per_param:.4g}", f"{r.gmse:.5g}", ci, eff, r.method, f"{r.samples:,}"]
+            if diffs:
+                d = diffs[i]
+                row.append(f"{d.difference:+.4g} [{d.ci_low:+.3g}, {d.ci_high:+.3g}]")
+            table.add_row(*row)
+        out_console.print(table)

@@ -1,0 +1,112 @@
+"""`uscl formats` and `uscl gmse` through the real entry point; the core without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gmse_cli.spec import catalog
+
+
+def test_formats_lists_the_catalog(run_cli):
+    res = run_cli("formats", "--json")
+    assert res.code == 0 and res.stderr == ""
+    rows = json.loads(res.stdout)
+    assert {r["name"] for r in rows} == set(catalog())
+    assert {"name", "family", "bits_per_param", "description"} <= set(rows[0])
+
+
+def test_formats_family_filter(run_cli):
+    rows = json.loads(run_cli("formats", "--family", "vq", "--json").stdout)
+    assert rows and all(r["family"] == "vq" for r in rows)
+
+
+def test_formats_help_documents_the_grammar(run_cli):
+    res = run_cli("formats", "--help")
+    assert res.code == 0
+    assert "Modifiers" in res.stdout and "2:4+int4" in res.stdout
+
+
+def test_show_prints_toml_that_every_command_accepts(run_cli, tmp_path):
+    res = run_cli("formats", "show", "e2m1-g32-absmax-se8m0")
+    assert res.code == 0
+    path = tmp_path / "mine.toml"
+    path.write_text(res.stdout)
+    out = json.loads(run_cli("gmse", str(path), "mxfp4", "--json", "--rel-err", "1e-2").stdout)
+    # same spec, same shared bank -> the same estimate bit for bit
+    assert out[0]["gmse"] == out[1]["gmse"]
+
+
+def test_gmse_json_keys(run_cli):
+    res = run_cli("gmse", "int4", "nvfp4", "--json", "--rel-err", "1e-2")
+    assert res.code == 0
+    rows = json.loads(res.stdout)
+    keys = {"name", "bits_per_param", "gmse", "ci_low", "ci_high", "effective_bits", "method", "samples"}
+    assert all(keys <= set(r) for r in rows)
+    assert rows[0]["method"] == "exact" and rows[1]["method"] == "monte-carlo"
+    assert rows[1]["ci_low"] < rows[1]["gmse"] < rows[1]["ci_high"]
+
+
+def test_gmse_table_and_vs(run_cli):
+    res = run_cli("gmse", "fp4", "--monte-carlo", "--vs", "int4", "--rel-err", "1e-2")
+    assert res.code == 0
+    assert "fp4" in res.stdout and "minus int4" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["gmse", "inr4"], "did you mean 'int4'"),
+        (["gmse", "int0"], "bits=0"),
+        (["gmse", "int4-g100"], "does not divide the row length 4096"),
+        (["gmse", "5:4"], "N=5 > M=4"),
+        (["gmse", "sparse-120"], "outside [0, 1)"),
+        (["gmse", "int4", "--rel-err", "0"], "--rel-err 0"),
+        (["gmse", "int4", "--rel-err", "-1"], "must be a positive"),
+        (["gmse"], "at least one format"),
+        (["gmse", "missing.toml"], "cannot read format file"),
+        (["formats", "show", "nope4"], "unknown format"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(run_cli, args, message):
+    res = run_cli(*args)
+    assert res.code == 2
+    assert message in res.stderr
+    assert res.stderr.strip().count("\n") == 0
+    assert "Traceback" not in res.stderr
+
+
+def test_malformed_toml_file(run_cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[stages]\nkind=")
+    res = run_cli("gmse", str(bad))
+    assert res.code == 2 and "malformed TOML" in res.stderr
+
+
+def test_core_runs_without_torch(tmp_path):
+    """Block every torch import, then use the core API and CLI end to end."""
+    script = textwrap.dedent(
+        """
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        from gmse_cli import gmse_of, resolve_format
+        assert gmse_of("2:4+int4", rel_err=1e-2).gmse > 0
+        from gmse_cli.cli import main
+        try:
+            main(["gmse", "int4", "mxfp4", "--json", "--rel-err", "1e-2"])
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        assert "torch" not in sys.modules
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["name"] == "int4"

@@ -1,0 +1,248 @@
+"""The format language: catalog, bit accounting, shorthand, TOML, and clean failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gmse_cli.errors import SpecError
+from gmse_cli.spec import (
+    Format,
+    Quantize,
+    Rotate,
+    Sparsify,
+    catalog,
+    format_to_toml,
+    load_format_toml,
+    parse_shorthand,
+    resolve_format,
+)
+
+REQUIRED = (
+    [f"int{b}" for b in range(1, 9)]
+    + ["ternary"]
+    + [f"lloyd-max-{b}" for b in range(1, 5)]
+    + ["fp4", "fp6-e2m3", "fp6-e3m2", "fp8-e4m3", "fp8-e5m2"]
+    + ["mxfp4", "mxfp6-e2m3", "mxfp6-e3m2", "mxfp8-e4m3", "mxfp8-e5m2", "mxint8", "nvfp4", "nf4"]
+    + ["int4-g128", "int8-g128", "int4-asym-g128", "int8-asym-g128"]
+    + [f"sparse-{p}" for p in range(10, 100, 10)]
+    + ["2:4", "1:4", "4:8", "2:4+int4", "sparse-50+int4"]
+    + ["vq2-b2", "vq2-b3", "vq2-b4", "vq4-b1", "vq4-b2", "e8p", "bf16", "fp16", "fp32"]
+)
+
+
+def test_catalog_has_every_required_name():
+    missing = [n for n in REQUIRED if n not in catalog()]
+    assert not missing
+
+
+@pytest.mark.parametrize("name", sorted(catalog()))
+def test_catalog_round_trips(name, tmp_path):
+    fmt = catalog()[name]
+    assert Format.model_validate(fmt.model_dump()) == fmt
+    path = tmp_path / "f.toml"
+    path.write_text(format_to_toml(fmt))
+    assert load_format_toml(path) == fmt
+    assert resolve_format(name) == fmt
+
+
+# Bit accounting worked out by hand (row length 4096).
+@pytest.mark.parametrize(
+    "name, bits",
+    [
+        ("int4", 4 + 32 / 4096),
+        ("mxfp4", 4 + 8 / 32),
+        ("nvfp4", 4 + 8 / 16),
+        ("nf4", 4 + 32 / 64),
+        ("int4-g128", 4 + 16 / 128),
+        ("int4-asym-g128", 4 + (16 + 4) / 128),
+        ("mxint8", 8 + 8 / 32),
+        ("ternary", math.log2(3) + 32 / 4096),
+        ("bf16", 16.0),
+        ("2:4", math.log2(6) / 4 + 0.5 * 16),
+        ("sparse-50", 1.0 + 0.5 * 16),
+        ("2:4+int4", math.log2(6) / 4 + 0.5 * 4 + 0.5 * 32 / 4096),
+        ("vq4-b2", 2 + 32 / 4096),
+        ("e8p", 2 + 32 / 4096),
+    ],
+)
+def test_bits_per_param(name, bits):
+    assert resolve_format(name).bits_per_param(4096) == pytest.approx(bits, rel=1e-12)
+
+
+def test_sparse_mask_bits_are_binary_entropy():
+    s = resolve_format("sparse-30")
+    h = -(0.7 * math.log2(0.7) + 0.3 * math.log2(0.3))
+    assert s.bits_per_param() == pytest.approx(h + 0.7 * 16)
+
+
+def test_shorthand_rebuilds_catalog_entries():
+    assert parse_shorthand("e2m1-g32-absmax-se8m0").stages == catalog()["mxfp4"].stages
+    assert parse_shorthand("e2m1-g16-absmax-se4m3").stages == catalog()["nvfp4"].stages
+    assert parse_shorthand("sint4-g128-sfp16").stages == catalog()["int4-g128"].stages
+    assert parse_shorthand("2:4+int4").stages == catalog()["2:4+int4"].stages
+    assert parse_shorthand("sparse50+int4").stages == catalog()["sparse-50+int4"].stages
+
+
+def test_shorthand_composes_stages():
+    fmt = parse_shorthand("had64+2:4+lm3-g128")
+    assert isinstance(fmt.stages[0], Rotate) and fmt.stages[0].block == 64
+    assert isinstance(fmt.stages[1], Sparsify) and (fmt.stages[1].n, fmt.stages[1].m) == (2, 4)
+    q = fmt.stages[2]
+    assert isinstance(q, Quantize) and q.grid == "lloyd-max" and q.bits == 3 and q.group == 128
+    assert fmt.family == "sparsity+quantization"
+    assert [f for f, _ in fmt.stage_formats()] == ["sparsity", "quantization"]
+
+
+def test_stage_formats_carry_rotation_with_the_quantizer():
+    parts = parse_shorthand("had+sparse30+int4").stage_formats()
+    assert [len(f.stages) for _, f in parts] == [1, 2]
+    assert isinstance(parts[1][1].stages[0], Rotate)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("inr4", "did you mean 'int4'"),
+        ("int0", "bits=0"),
+        ("int99", "bits=99"),
+        ("5:4", "N=5 > M=4"),
+        ("sparse-100", "outside [0, 1)"),
+        ("int4-g0", "group"),
+        ("int4-bogus", "unknown modifier 'bogus'"),
+        ("int4+2:4", "stages must run rotate, then sparsify"),
+        ("int4+int8", "at most one quantize"),
+        ("vq4-b5", "2^20 codewords"),
+        ("had100", "not a power of two"),
+        ("", "empty format"),
+        ("int4++int8", "empty stage"),
+        ("lut[1,a]", "lut values must be numbers"),
+        ("lut[1,0]", "strictly increasing"),
+    ],
+)
+def test_bad_shorthand_is_a_clean_error(text, message):
+    with pytest.raises(SpecError, match=None) as info:
+        resolve_format(text)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_group_must_divide_row_length():
+    with pytest.raises(SpecError, match="does not divide the row length 4096"):
+        resolve_format("int4-g3000").check_row_length(4096)
+    with pytest.raises(SpecError, match="N:M group M 3"):
+        resolve_format("2:3").check_row_length(4096)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("[[stages]]\nkind = 'quantize'\ngrid = 'int'\nbits = 4\ncolour = 'red'\n", "unknown key"),
+        ("[[stages]]\nkind = 'quantize'\ngrid = 'int'\n", "needs 'bits'"),
+        ("[[stages]]\nkind = 'nope'\n", "stages.0"),
+        ("stages = [\n", "malformed TOML"),
+        ("name = 'x'\n", "stages"),
+        ("[[stages]]\nkind = 'sparsify'\npattern = 'n:m'\nn = 4\nm = 2\n", "N=4 > M=2"),
+    ],
+)
+def test_bad_toml_is_a_clean_error(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(SpecError) as info:
+        load_format_toml(path)
+    assert message in str(info.value)
+
+
+def test_toml_keys_are_case_normalized(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text("[[stages]]\nkind='quantize'\ngrid='FP'\nexponent_bits=2\nmantissa_bits=1\nscale='ABSMAX'\ngroup=32\nscale_format='E8M0'\n")
+    assert load_format_toml(path).stages == catalog()["mxfp4"].stages
+
+
+_ALPHABET = string.ascii_lowercase + string.digits + "-+:[],."
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=_ALPHABET, max_size=24))
+def test_any_string_parses_or_fails_cleanly(text):
+    try:
+        fmt = resolve_format(text)
+    except SpecError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert fmt.bits_per_param() > 0
+
+
+_stage_dicts = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("quantize"),
+            "grid": st.sampled_from(["int", "fp", "lut", "lloyd-max", "bogus"]),
+        },
+        optional={
+            "bits": st.integers(-2, 40),
+            "exponent_bits": st.integers(-1, 10),
+            "mantissa_bits": st.integers(-1, 25),
+            "values": st.lists(st.floats(allow_nan=True), max_size=5),
+            "scale": st.sampled_from(["absmax", "rms", "mse", "none", "x"]),
+            "group": st.one_of(st.integers(-3, 300), st.sampled_from(["row", "tensor", "col"])),
+            "scale_format": st.sampled_from(["fp32", "e8m0", "e4m3", "int8", "nope"]),
+            "scale_constant": st.floats(-1, 5),
+            "int_style": st.sampled_from(["midrise", "signed", "asymmetric", "odd"]),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"kind": st.just("sparsify")},
+        optional={
+            "pattern": st.sampled_from(["magnitude", "n:m", "block", "random"]),
+            "sparsity": st.floats(-1, 2),
+            "n": st.integers(-1, 10),
+            "m": st.integers(-1, 100),
+            "block": st.integers(-1, 64),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"kind": st.just("vq")},
+        optional={
+            "dim": st.integers(-1, 20),
+            "bits": st.floats(-1, 6),
+            "codebook": st.sampled_from(["gaussian", "e8", "x.npy", "other"]),
+        },
+    ),
+    st.fixed_dictionaries({"kind": st.just("rotate")}, optional={"block": st.integers(-4, 4096)}),
+)
+
+
+def _toml_scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.lists(_stage_dicts, min_size=0, max_size=3), extra_key=st.booleans())
+def test_generated_specs_validate_or_fail_cleanly(stages, extra_key):
+    lines = ['name = "gen"'] + (["unexpected = 1"] if extra_key else [])
+    for stage in stages:
+        lines.append("[[stages]]")
+        lines += [f"{k} = {_toml_scalar(v)}" for k, v in stage.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gen.toml"
+        path.write_text("\n".join(lines) + "\n")
+        try:
+            fmt = load_format_toml(path)
+        except SpecError as exc:
+            assert str(exc) and "\n" not in str(exc)
+        else:
+            assert fmt.bits_per_param() > 0 and not extra_key
