@@ -24,9 +24,8 @@ stage -- is :func:`single_gmse_capacity`; it equals the factorized value for one
 
 Uncertainty (:func:`sample_law`, :func:`capacity_interval`, :func:`loss_interval`) is
 propagated by Monte Carlo over the constants, seeded, not by the delta method: rho is bounded
-and strongly curved in L, F, C (the paper's L = 1.0 +/- 0.7 is far outside the delta method's
-linear regime). Each constant is drawn independently (a law file carries no covariances, so
-intervals on quantities where constants trade off -- A against L -- are conservative):
+and strongly curved in F and C, so a linearization misplaces the interval's ends. Each constant
+is drawn independently (a law file carries no covariances):
 
 - ``low`` and ``high`` given: a split normal with the mode at ``value`` and each half's sigma
   = (distance to that end) / 1.96, reading [low, high] as a central 95% interval;
@@ -37,6 +36,13 @@ intervals on quantities where constants trade off -- A against L -- are conserva
 - each stage's GMSE is drawn from a normal with its standard error (0 for exact quadrature),
   truncated to GMSE > 0, independently of the constants.
 
+L is held at its value unless ``vary_L=True``. The paper's L = 1.0 +/- 0.7 (Llama/C4) next to
+F = 0.41 +/- 0.02 cannot be an uncertainty about capacity relative to the dense model: 8-bit
+runs (rho ~ L * 0.99) pin that ratio to a few percent. A spread that wide means L trades off
+against A in the bootstrap -- A (N L t)^-alpha only fixes A * L^-alpha once the dense runs too
+are read through the curve -- so L is not identified alone, and drawing it independently of A
+would report a 95% capacity interval of [0.05, 0.82] for int4, which the fit's own predictions
+(of loss, where A compensates) never show. ``vary_L=True`` draws it anyway (truncated as above).
 The interval is the central ``level`` quantile range of the draws, widened if needed so it
 always contains the point value (computed from the constants' values, not the draws' median).
 """
@@ -144,7 +150,9 @@ class Law(_Model):
     def _check(self) -> Law:
         for key in ("A", "alpha", "B", "beta"):
             if getattr(self, key).value <= 0:
-                raise LawError(f"law '{self.name}': {key} = {getattr(self, key).value} must be positive")
+                raise LawError(
+                    f"law '{self.name}': {key} = {getattr(self, key).value} must be positive (check its sign)"
+                )
         if self.E.value < 0:
             raise LawError(f"law '{self.name}': E = {self.E.value} must not be negative")
         return self
@@ -392,8 +400,11 @@ class LawSamples:
         )
 
 
-def sample_law(law: Law, *, draws: int = 4000, rng: np.random.Generator | int = 0) -> LawSamples:
-    """Monte Carlo draws of every constant of ``law`` (``rng`` a Generator or a seed)."""
+def sample_law(
+    law: Law, *, draws: int = 4000, rng: np.random.Generator | int = 0, vary_L: bool = False
+) -> LawSamples:
+    """Monte Carlo draws of the constants of ``law`` (``rng`` a Generator or a seed); each
+    family's L is held at its value unless ``vary_L`` (why: module docstring)."""
     if draws < 2:
         raise LawError(f"draws = {draws}: need at least 2 Monte Carlo draws for an interval")
     rng = np.random.default_rng(rng)
@@ -402,7 +413,7 @@ def sample_law(law: Law, *, draws: int = 4000, rng: np.random.Generator | int = 
         return sample_constant(const, size=draws, rng=rng, lower=lower, upper=upper)
 
     curves = {
-        family: (draw(curve.L, upper=1.0), draw(curve.F), draw(curve.C))
+        family: (draw(curve.L, upper=1.0) if vary_L else np.full(draws, curve.L.value), draw(curve.F), draw(curve.C))
         for family, curve in sorted(law.families.items())  # fixed order: same seed, same draws
     }
     return LawSamples(
@@ -425,7 +436,7 @@ def _check_level(level: float) -> None:
 def capacity_interval(
     law: Law, stages: Sequence[tuple[Family | str, float, float]], *,
     level: float = 0.95, draws: int = 4000, rng: np.random.Generator | int = 0,
-    samples: LawSamples | None = None,
+    samples: LawSamples | None = None, vary_L: bool = False,
 ) -> Interval:
     """Factorized capacity of (family, GMSE, GMSE standard error) stages with its interval.
 
@@ -434,7 +445,7 @@ def capacity_interval(
     _check_level(level)
     law.check_covers(family for family, _, _ in stages)
     rng = np.random.default_rng(rng)
-    samples = samples or sample_law(law, draws=draws, rng=rng)
+    samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
     value = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
     return _interval(samples.capacity(stages, rng=rng), value, level=level)
 
@@ -442,7 +453,7 @@ def capacity_interval(
 def loss_interval(
     law: Law, params: float, tokens: float, stages: Sequence[tuple[Family | str, float, float]], *,
     level: float = 0.95, draws: int = 4000, rng: np.random.Generator | int = 0,
-    samples: LawSamples | None = None,
+    samples: LawSamples | None = None, vary_L: bool = False,
 ) -> Interval:
     """Predicted loss of a model of ``params`` parameters trained on ``tokens`` tokens over the
     given stages, with the interval from the constants' and the GMSEs' uncertainty."""
@@ -450,7 +461,7 @@ def loss_interval(
     check_scale(params, tokens)
     law.check_covers(family for family, _, _ in stages)
     rng = np.random.default_rng(rng)
-    samples = samples or sample_law(law, draws=draws, rng=rng)
+    samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
     rho = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
     value = float(law.loss(params, tokens, rho))
     return _interval(samples.loss(params, tokens, samples.capacity(stages, rng=rng)), value, level=level)
@@ -498,13 +509,23 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
     except LawError as exc:
         raise LawError(f"{source}: {exc}") from None
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # A misspelt key shows up as both "missing" and "unknown"; the unknown one names the typo.
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+        err = errors[0]
         where = ".".join(str(p) for p in err.get("loc", ()))
         ctx_error = (err.get("ctx") or {}).get("error")
         msg = str(ctx_error) if isinstance(ctx_error, LawError) else err.get("msg", "invalid")
         if err.get("type") == "missing":
-            msg = "missing (every law needs A, alpha, B, beta, E, each with value and provenance)"
-        raise LawError(f"{source}: {where}: {msg}") from None
+            loc = [str(p) for p in err.get("loc", ())]
+            if loc and loc[-1] in ("value", "provenance"):
+                msg = "missing (every constant needs a value and its provenance)"
+            elif loc and loc[0] == "families":
+                msg = "missing (every family curve needs L, F and C)"
+            else:
+                msg = "missing (every law needs A, alpha, B, beta and E)"
+        elif err.get("type") == "extra_forbidden":
+            msg = "unknown key (check its spelling)"
+        raise LawError(f"{source}: {where}: {msg}" if where else f"{source}: {msg}") from None
 
 
 def law_to_toml(law: Law) -> str:

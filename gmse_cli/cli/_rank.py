@@ -1,9 +1,300 @@
-"""`uscl rank`: filled in by its issue."""
+"""`uscl rank` and `uscl predict`: capacity, effective parameters and predicted loss."""
 
 from __future__ import annotations
 
+import re
+from typing import Annotated
+
 import typer
+
+from gmse_cli.spec import SHORTHAND_HELP
+
+_COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
+_PER_PARAM = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*x\s*$", re.IGNORECASE)
+
+_PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
+_TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x [default: 100x]"
+_LAW_HELP = "law file (.toml) or shipped law name [default: paper-llama-c4]"
+
+
+def _count(text: str, option: str) -> float:
+    """'200e6', '200M', '1.5B' -> a positive float; anything else is one clear line."""
+    from gmse_cli.errors import LawError
+
+    match = _COUNT.match(text)
+    if not match:
+        raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B")
+    value = float(match[1]) * _SUFFIX[match[2].lower()]
+    if not value > 0:
+        raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
+    return value
+
+
+def _scale(params: str, tokens: str | None) -> tuple[float, float | None]:
+    n = _count(params, "--params")
+    if tokens is None:
+        return n, None
+    if per := _PER_PARAM.match(tokens):
+        ratio = float(per[1])
+        if not ratio > 0:
+            from gmse_cli.errors import LawError
+
+            raise LawError(f"--tokens {tokens} must be positive (e.g. 100x or 20e9)")
+        return n, ratio * n
+    return n, _count(tokens, "--tokens")
+
+
+def _si(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "inf"
+    for div, suffix in ((1e12, "T"), (1e9, "B" if not unit else "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {suffix}{unit}" if unit else f"{x / div:.3g}{suffix}"
+    return f"{x:.3g} {unit}" if unit else f"{x:.3g}"
+
+
+def _bytes(x: float | None) -> str:
+    return "inf" if x is None else _si(x, "B")
+
+
+def _num(x: float | None, fmt: str = ".4g") -> str:
+    return "inf" if x is None else format(x, fmt)
+
+
+def _span(value: float | None, low: float | None, high: float | None, fmt: str = ".3g", signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    if value is None:
+        return "inf"
+    return f"{value:{sign}{fmt}} [{_num(low, sign + fmt)}, {_num(high, sign + fmt)}]"
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the application (none yet)."""
+    @app.command("rank", epilog=SHORTHAND_HELP.replace("\n", "\n\n"))
+    def rank_command(
+        formats: Annotated[
+            list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand [default: the catalog]")
+        ] = None,
+        params: Annotated[str, typer.Option(help=_PARAMS_HELP)] = "200e6",
+        tokens: Annotated[str | None, typer.Option(help=_TOKENS_HELP, show_default=False)] = None,
+        sort: Annotated[
+            str, typer.Option(help="column to sort by (any JSON key); more-is-better columns sort descending")
+        ] = "memory_to_match_bytes",
+        reverse: Annotated[bool, typer.Option("--reverse", help="flip the sort order")] = False,
+        family: Annotated[
+            str | None, typer.Option(help="only formats with a stage of this family: quantization, sparsity, vq")
+        ] = None,
+        act: Annotated[str | None, typer.Option(help="activation format applied to every row (W x A)")] = None,
+        law: Annotated[str | None, typer.Option(help=_LAW_HELP, show_default=False)] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        csv_out: Annotated[bool, typer.Option("--csv", help="print CSV to stdout")] = False,
+        plot: Annotated[
+            str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE.png")
+        ] = None,
+        rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo GMSE")] = 1e-3,
+        seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0,
+        row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
+        level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95,
+    ) -> None:
+        """Rank formats by capacity, effective parameters, predicted loss and the memory to match bf16.
+
+        One row per FORMAT (default: the catalog): bits/param, GMSE with its 95% interval, effective bits, capacity rho with its interval from the law's uncertainties, effective parameters N*rho, predicted loss and its difference from the dense bf16 model at --params/--tokens, the parameters a format needs to match that model (N/rho) and the memory they take (N/rho * bits/param).
+
+        * marks the Pareto frontier: no other format has fewer bits and higher rho.
+        """
+        from gmse_cli.cli._console import err_console
+        from gmse_cli.errors import SpecError
+        from gmse_cli.law import load_law
+        from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
+        from gmse_cli.spec import Family, catalog, resolve_format
+
+        if json_out and csv_out:
+            raise SpecError("choose one of --json and --csv")
+        n, d = _scale(params, tokens)
+        plot_path = check_plot_path(plot) if plot else None
+        the_law = load_law(law)
+        wanted: Family | None = None
+        if family is not None:
+            try:
+                wanted = Family(family.strip().lower())
+            except ValueError:
+                raise SpecError(
+                    f"--family '{family}' is not one of {', '.join(f.value for f in Family)}"
+                ) from None
+        if formats:
+            items = [resolve_format(f) for f in formats]
+        else:
+            items = list(catalog().values())
+            uncovered = [f for f in items if any(fam not in the_law.families for fam in f.families)]
+            if uncovered:
+                missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
+                err_console.print(
+                    f"skipping {len(uncovered)} catalog formats of families law '{the_law.name}' does not "
+                    f"cover ({', '.join(missing)})"
+                )
+                items = [f for f in items if f not in uncovered]
+        if wanted is not None:
+            items = [f for f in items if wanted in f.families or (wanted is Family.NONE and not f.families)]
+            if not items:
+                raise SpecError(f"no format of family '{wanted}' to rank")
+        rows = rank(
+            items, law=the_law, params=n, tokens=d, act=act, rel_err=rel_err, seed=seed,
+            row_length=row_length, level=level, progress=not (json_out or csv_out) and err_console.is_terminal,
+        )
+        rows = sort_rows(rows, sort.strip().lower(), reverse=reverse)
+        if plot_path is not None:
+            plot_rank(rows, plot_path, law=the_law)
+            err_console.print(f"plot written to {plot_path}")
+        if json_out:
+            from gmse_cli.cli._console import print_json
+
+            print_json([r.model_dump(mode="json") for r in rows])
+        elif csv_out:
+            _write_csv(rows)
+        else:
+            _render_rank(rows)
+
+    @app.command("predict", epilog=SHORTHAND_HELP.replace("\n", "\n\n"))
+    def predict_command(
+        format: Annotated[str, typer.Argument(help="catalog name, .toml file or shorthand")],
+        params: Annotated[str, typer.Option(help=_PARAMS_HELP)] = "200e6",
+        tokens: Annotated[str | None, typer.Option(help=_TOKENS_HELP, show_default=False)] = None,
+        act: Annotated[str | None, typer.Option(help="activation format (W x A)")] = None,
+        law: Annotated[str | None, typer.Option(help=_LAW_HELP, show_default=False)] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo GMSE")] = 1e-3,
+        seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0,
+        row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
+        level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95,
+    ) -> None:
+        """The law's prediction for one FORMAT: each stage's GMSE and capacity, their product, and the loss terms A (N rho)^-alpha + B D^-beta + E at --params N and --tokens D."""
+        from gmse_cli.law import load_law
+        from gmse_cli.rank import predict
+
+        n, d = _scale(params, tokens)
+        the_law = load_law(law)
+        pred = predict(format, n, d, the_law, act=act, rel_err=rel_err, seed=seed, row_length=row_length, level=level)
+        if json_out:
+            from gmse_cli.cli._console import print_json
+
+            print_json(pred.model_dump(mode="json"))
+            return
+        _render_prediction(pred, the_law)
+
+
+def _write_csv(rows) -> None:
+    import csv
+    import sys
+
+    fields = list(type(rows[0]).model_fields) if rows else []
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in r.model_dump(mode="json").items()})
+
+
+def _print(renderable) -> None:
+    # Piped output is read by people too: do not squeeze it into rich's default 80 columns.
+    import sys
+
+    from rich.console import Console
+
+    from gmse_cli.cli._console import out_console
+
+    console = out_console if out_console.is_terminal else Console(file=sys.stdout, width=240, soft_wrap=True)
+    console.print(renderable)
+
+
+def _render_rank(rows) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not rows:
+        return
+    first = rows[0]
+    pct = f"{first.level:.0%}"
+    acts = {r.activations for r in rows}
+    act_note = f", activations {escape(str(next(iter(acts))))}" if len(acts) == 1 and None not in acts else ""
+    title = (
+        f"uscl rank - law {escape(first.law)}, N = {_si(first.params)} params, D = {_si(first.tokens)} tokens "
+        f"({first.tokens / first.params:.3g}/param){act_note}; {pct} intervals; * = Pareto frontier"
+    )
+    single = any(abs(r.rho_single_gmse - r.rho) > 1e-9 * max(r.rho, 1e-300) for r in rows)
+    table = Table(title=title, title_justify="left")
+    columns = [
+        ("", "left"), ("format", "left"), ("bits/param", "right"), (f"GMSE [{pct}]", "right"),
+        ("eff. bits", "right"), (f"rho [{pct}]", "right"),
+    ]
+    if single:
+        columns.append(("rho single-GMSE", "right"))
+    columns += [
+        ("N*rho", "right"), (f"loss [{pct}]", "right"), ("loss - bf16", "right"),
+        ("N/rho", "right"), ("memory to match", "right"),
+    ]
+    for name, just in columns:
+        table.add_column(name, justify=just)
+    for r in rows:
+        gmse = f"{r.gmse:.4g}" if r.gmse_low == r.gmse_high else f"{r.gmse:.4g} [{r.gmse_low:.4g}, {r.gmse_high:.4g}]"
+        cells = [
+            "*" if r.pareto else "", escape(r.name), f"{r.bits_per_param:.4g}", gmse,
+            "inf" if r.effective_bits is None else f"{r.effective_bits:.3f}",
+            _span(r.rho, r.rho_low, r.rho_high),
+        ]
+        if single:
+            differs = abs(r.rho_single_gmse - r.rho) > 1e-9 * max(r.rho, 1e-300)
+            cells.append(f"{r.rho_single_gmse:.3g}" if differs else "")
+        cells += [
+            _si(r.effective_params), _span(r.predicted_loss, r.loss_low, r.loss_high, ".4g"),
+            _span(r.delta_loss_vs_bf16, r.delta_loss_low, r.delta_loss_high, ".3g", signed=True),
+            _si(r.params_to_match), _bytes(r.memory_to_match_bytes),
+        ]
+        table.add_row(*cells, style="bold" if r.pareto else None)
+    _print(table)
+
+
+def _render_prediction(pred, law) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    pct = f"{pred.level:.0%}"
+    stages = Table(
+        title=(
+            f"uscl predict {escape(pred.name)} - law {escape(law.name)}, N = {_si(pred.params)} params, "
+            f"D = {_si(pred.tokens)} tokens; {pct} intervals"
+        ),
+        title_justify="left",
+    )
+    for name in ("tensor", "stage", "family", f"GMSE [{pct}]", "eff. bits", f"rho [{pct}]"):
+        stages.add_column(name, justify="left" if name in ("tensor", "stage", "family") else "right")
+    for s in pred.stages:
+        gmse = f"{s.gmse:.5g}" if s.gmse_method == "exact" else f"{s.gmse:.5g} [{s.gmse_low:.5g}, {s.gmse_high:.5g}]"
+        stages.add_row(
+            s.tensor, escape(s.name), s.family.value, gmse,
+            "inf" if s.effective_bits is None else f"{s.effective_bits:.3f}", _span(s.rho, s.rho_low, s.rho_high, ".4g"),
+        )
+    if not pred.stages:
+        stages.add_row("weights", escape(pred.name), "none", "0", "inf", "1 (lossless)")
+    _print(stages)
+
+    summary = Table(show_header=False, box=None, padding=(0, 2))
+    summary.add_column(justify="left")
+    summary.add_column(justify="right")
+    product = " x ".join(f"{s.rho:.4g}" for s in pred.stages) or "1"
+    summary.add_row("capacity rho (product of stages)", f"{product} = {_span(pred.rho, pred.rho_low, pred.rho_high, '.4g')}")
+    if abs(pred.rho_single_gmse - pred.rho) > 1e-9 * max(pred.rho, 1e-300):
+        summary.add_row("rho from the whole pipeline's GMSE", f"{pred.rho_single_gmse:.4g}")
+    summary.add_row("bits per parameter", f"{pred.bits_per_param:.4g}")
+    summary.add_row("effective parameters N*rho", _si(pred.effective_params))
+    summary.add_row(
+        f"A (N rho)^-alpha  (A={law.A.value:.4g}, alpha={law.alpha.value:.3g})", _num(pred.params_term)
+    )
+    summary.add_row(f"B D^-beta  (B={law.B.value:.4g}, beta={law.beta.value:.3g})", f"{pred.data_term:.4g}")
+    summary.add_row("E", f"{pred.irreducible:.4g}")
+    summary.add_row("predicted loss", _span(pred.predicted_loss, pred.loss_low, pred.loss_high, ".4g"))
+    summary.add_row("dense bf16 loss (rho = 1)", f"{pred.dense_loss:.4g}")
+    summary.add_row(
+        "loss - bf16", _span(pred.delta_loss_vs_bf16, pred.delta_loss_low, pred.delta_loss_high, ".3g", signed=True)
+    )
+    summary.add_row("parameters to match bf16 (N/rho)", _si(pred.params_to_match))
+    summary.add_row("memory to match bf16", _bytes(pred.memory_to_match_bytes))
+    _print(summary)

@@ -1,9 +1,153 @@
-"""`uscl search`: filled in by its issue."""
+"""`uscl search`: the format with the highest capacity at or below a bit budget."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+_EPILOG = """\
+The space: int (midrise, signed, asymmetric), fp ExMy, Lloyd-Max and lookup-table grids (NF4)
+x scale rule (rms, absmax, mse) x group (row, 256 ... 16) x scale format (fp32, bf16, e8m0,
+e4m3); those quantizers after 2:4, 4:8, 1:4 or 10-50% magnitude sparsity; vector quantizers
+of dimension 2, 4, 8 up to 256 codewords; the catalog formats. Capacity is the law's,
+factorized over stages. Candidates are named in shorthand, so any name printed here can be
+passed back to `uscl gmse`, `uscl rank` or `uscl mse`; --out-dir writes each frontier member
+as a TOML file as well. With --checkpoint the objective is the real-weight MSE of rows
+sampled from the checkpoint's layers, and Hadamard-rotated variants join the space."""
+
+
+def _paragraphs(text: str) -> str:
+    # Rich help keeps single newlines as breaks; rewrap each paragraph as one line.
+    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the application (none yet)."""
+    @app.command("search", epilog=_paragraphs(_EPILOG))
+    def search_command(
+        bits: Annotated[float, typer.Option("--bits", help="budget in bits per parameter (e.g. 4.25)")],
+        law: Annotated[str | None, typer.Option("--law", help="law file or shipped law name (default: the shipped law)")] = None,
+        rel_err: Annotated[float, typer.Option(help="target relative standard error of the final estimates")] = 1e-3,
+        seed: Annotated[int, typer.Option(help="seed of the shared Gaussian sample bank (or of the row sample)")] = 0,
+        checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="optimize real-weight MSE on this safetensors checkpoint")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", help="with --checkpoint: layers to use (glob or re:REGEX)")] = None,
+        exclude: Annotated[list[str] | None, typer.Option("--exclude", help="with --checkpoint: layers to leave out")] = None,
+        rows_per_layer: Annotated[int, typer.Option(help="with --checkpoint: rows sampled per layer")] = 256,
+        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="write each frontier member as a format TOML here")] = None,
+        plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of capacity vs bits with the frontier")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print the frontier as JSON to stdout")] = False,
+    ) -> None:
+        """Search the format space for the highest capacity at or below --bits; print the
+        Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
+        from gmse_cli.cli._console import err_console, print_json
+        from gmse_cli.rank import check_plot_path
+        from gmse_cli.errors import SpecError
+        from gmse_cli.search import search_formats, write_frontier
+
+        if rows_per_layer < 2:
+            raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
+        if checkpoint is None and (include or exclude):
+            raise SpecError("--include/--exclude select checkpoint layers; give --checkpoint too")
+        if plot is not None:
+            check_plot_path(plot)
+
+        bar = None
+        task = None
+        if not json_out:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            bar = Progress(TextColumn("search: {task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), console=err_console, transient=True)
+            task = bar.add_task("", total=None)
+            bar.start()
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if bar is not None:
+                bar.update(task, description=phase, completed=done, total=total)
+
+        try:
+            result = search_formats(
+                bits, law=law if law is not None else "default", rel_err=rel_err, seed=seed,
+                checkpoint=checkpoint, include=include or (), exclude=exclude or (),
+                rows_per_layer=rows_per_layer, progress=progress,
+            )
+        finally:
+            if bar is not None:
+                bar.stop()
+        err_console.print(
+            f"{result.candidates:,} candidates at or below {bits:g} bits: {result.pruned_by_bound:,} pruned by "
+            f"the rate-distortion bound, {result.stages_measured:,} stage formats measured, "
+            f"{result.refined:,} refined, in {result.seconds:.1f} s",
+            highlight=False,
+        )
+        if out_dir is not None:
+            paths = write_frontier(result, out_dir)
+            err_console.print(f"wrote {len(paths)} format files to {out_dir}")
+        if plot is not None:
+            _plot(result, plot)
+            err_console.print(f"wrote {plot}")
+        if json_out:
+            print_json([p.model_dump(mode="json") for p in result.frontier])
+            return
+        _render(result)
+
+
+def _render(result) -> None:
+    from rich.table import Table
+
+    from gmse_cli.cli._console import out_console
+
+    error = "GMSE" if result.objective == "gaussian" else "MSE (real)"
+    table = Table(title=f"Pareto frontier at or below {result.budget:g} bits/param (law {result.law})", title_justify="left")
+    for col in ("format", "bits/param", error, "rho", "+/- (1 se)", "source"):
+        table.add_column(col, justify="left" if col in ("format", "source") else "right")
+    for p in result.frontier:
+        table.add_row(p.name, f"{p.bits_per_param:.4f}", f"{p.gmse:.5g}", f"{p.rho:.4f}", f"{p.rho_std_err:.1e}", p.source)
+    out_console.print(table)
+    b = result.best
+    out_console.print(f"best at or below {result.budget:g} bits: {b.name} ({b.bits_per_param:.4f} bits/param, "
+                      f"{error} {b.gmse:.5g}, rho {b.rho:.4f})", highlight=False)
+    if not result.comparisons:
+        return
+    table = Table(title="Catalog formats vs the best searched format at the same or fewer bits", title_justify="left")
+    for col in ("catalog", "bits", "rho", "best searched", "bits ", "rho ", "gain"):
+        table.add_column(col, justify="left" if col in ("catalog", "best searched") else "right")
+    for c in result.comparisons:
+        table.add_row(c.catalog, f"{c.catalog_bits:.4f}", f"{c.catalog_rho:.4f}", c.best, f"{c.best_bits:.4f}",
+                      f"{c.best_rho:.4f}", f"{c.gain:+.4f} ({c.gain_relative:+.1%})")
+    out_console.print(table)
+
+
+def _plot(result, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gmse_cli.errors import DataError
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.scatter([p[1] for p in result.points], [p[2] for p in result.points], s=6, c="0.75", label="candidates (cheap pass)")
+    ax.step([p.bits_per_param for p in result.frontier], [p.rho for p in result.frontier], where="post",
+            color="C0", lw=1.5, label="Pareto frontier")
+    ax.scatter([p.bits_per_param for p in result.frontier], [p.rho for p in result.frontier], s=14, color="C0")
+    for c in result.comparisons:
+        ax.scatter([c.catalog_bits], [c.catalog_rho], marker="x", color="C3", s=20)
+        ax.annotate(c.catalog, (c.catalog_bits, c.catalog_rho), fontsize=6, color="C3",
+                    xytext=(3, -8), textcoords="offset points")
+    b = result.best
+    ax.annotate(b.name, (b.bits_per_param, b.rho), fontsize=7, color="C0", xytext=(-10, 6),
+                textcoords="offset points", ha="right")
+    ax.set_xlabel("bits per parameter")
+    ax.set_ylabel("capacity rho")
+    ax.set_title(f"uscl search --bits {result.budget:g} ({result.objective}, law {result.law})")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise DataError(f"--plot {path}: cannot write it: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)

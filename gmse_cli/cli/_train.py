@@ -1,9 +1,298 @@
-"""`uscl train`: filled in by its issue."""
+"""`uscl train` (QAT pretraining sweeps) and `uscl tokenizer train` (a local byte-level BPE)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+_TRAIN_EPILOG = """\
+Examples:
+
+  uscl train train/cpu-mini.toml --out runs/cpu-mini.jsonl
+
+  uscl train --preset tiny --weights int4 --acts int4 --tokens-per-param 20 --data corpus.txt.xz --tokenizer bpe:4096 --out runs.jsonl
+
+  uscl train train/paper-c4.toml --dry-run
+
+  uscl train train/paper-c4.toml --launcher torchrun --nproc-per-node 8 --out runs/paper-c4.jsonl
+
+  uscl train train/paper-c4.toml --launcher slurm --out runs/paper-c4.jsonl
+
+Flags given with a SWEEP file replace the spec's values for every run. A re-run skips the runs
+already in --out and resumes an interrupted one from its last checkpoint; Ctrl-C writes a
+checkpoint and stops."""
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the application (none yet)."""
+    @app.command("train", epilog=_TRAIN_EPILOG.replace("\n", "\n\n"))
+    def train_command(
+        sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags")] = None,
+        out: Annotated[Path, typer.Option(help="results file: one JSON line appended per finished run")] = Path("runs.jsonl"),
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the planned runs and exit")] = False,
+        preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny tiny-1m tiny-3m")] = None,
+        weights: Annotated[str | None, typer.Option(help="weight format (catalog name, .toml or shorthand); default fp32")] = None,
+        acts: Annotated[str | None, typer.Option(help="activation format; default none (full precision); 'same' = the weight format")] = None,
+        tokens_per_param: Annotated[float | None, typer.Option(help="token budget D = this x N (default 100)")] = None,
+        max_steps: Annotated[int | None, typer.Option(help="stop after this many steps (shrinks the budget)")] = None,
+        data: Annotated[str | None, typer.Option(help="'c4' (default, streamed) or a local text/JSONL/parquet file or folder")] = None,
+        tokenizer: Annotated[str | None, typer.Option(help="hub id, tokenizer.json, or bpe:V (trained on --data and cached)")] = None,
+        seed: Annotated[int | None, typer.Option(help="seed (model init and batch order)")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="sequences per step over all processes (default: the preset's)")] = None,
+        micro_batch_size: Annotated[int | None, typer.Option(help="sequences per forward pass per process (gradient accumulation)")] = None,
+        context: Annotated[int | None, typer.Option(help="sequence length (default: the preset's)")] = None,
+        lr: Annotated[float | None, typer.Option(help="peak learning rate (default: the preset's)")] = None,
+        rbbm_p: Annotated[float | None, typer.Option(help="RBBM backward masking for sparse formats, p in (0, 0.5)")] = None,
+        eval_tokens: Annotated[int | None, typer.Option(help="held-out tokens for the final loss")] = None,
+        eval_every: Annotated[int | None, typer.Option(help="steps between held-out evaluations (0 = end only)")] = None,
+        checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints (0 = none)")] = None,
+        checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder (default: OUT with .ckpt)")] = None,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+        launcher: Annotated[str, typer.Option(help="local (in process), torchrun (all GPUs of this node), slurm (submitit)")] = "local",
+        nproc_per_node: Annotated[int, typer.Option(help="processes for --launcher torchrun")] = 1,
+        compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
+        no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+    ) -> None:
+        """Pretrain Llama models over compressed weights/activations and record the final losses.
+
+        Runs come from a SWEEP spec (sizes x tokens per parameter x weight formats x activation
+        formats x seeds) or from the flags; each finished run appends one JSON line to --out.
+        """
+        from gmse_cli.errors import TrainError
+        from gmse_cli.training.results import finished_keys
+        from gmse_cli.training.sweep import expand_sweep, plan_sweep
+
+        if launcher not in ("local", "torchrun", "slurm"):
+            raise TrainError(f"--launcher '{launcher}' is not one of local, torchrun, slurm")
+        spec = _build_spec(sweep, preset=preset, weights=weights, acts=acts, tokens_per_param=tokens_per_param,
+                           seed=seed, data=data, tokenizer=tokenizer, lr=lr, rbbm_p=rbbm_p)
+        overrides = {k: v for k, v in {
+            "max_steps": max_steps, "batch_size": batch_size, "micro_batch_size": micro_batch_size,
+            "context": context, "eval_tokens": eval_tokens, "eval_every": eval_every,
+            "checkpoint_every": checkpoint_every,
+        }.items() if v is not None}
+        runs = expand_sweep(spec, overrides=overrides)
+        from gmse_cli.training.config import check_format_fits
+
+        for cfg in runs:
+            check_format_fits(cfg)
+        finished = finished_keys(out)  # also rejects a results file that is not JSON lines
+        if dry_run:
+            flops = _flops_per_second(device, nproc_per_node if launcher == "torchrun" else 1)
+            plans = plan_sweep(runs, flops_per_second=flops, finished=finished)
+            _render_plans(spec.name, plans, json_out=json_out, flops=flops)
+            return
+        plan_sweep(runs)  # every budget must be at least one step before anything trains
+        ckpt_root = checkpoint_dir or out.with_name(out.name + ".ckpt")
+        _run(spec, runs, out=out, ckpt_root=ckpt_root, device=device, launcher=launcher,
+             nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not (no_progress or json_out),
+             json_out=json_out, argv=_worker_argv(locals()))
+
+    tokenizer_app = typer.Typer(help="Tokenizers for offline training.", no_args_is_help=True)
+
+    @tokenizer_app.command("train")
+    def tokenizer_train_command(
+        text: Annotated[Path, typer.Argument(help="text file or folder (.txt, .xz, .gz, JSON lines, parquet)")],
+        vocab_size: Annotated[int, typer.Option(help="vocabulary size, including 256 byte tokens and <|endoftext|>")] = 8192,
+        out: Annotated[Path, typer.Option(help="where to write tokenizer.json")] = Path("tokenizer.json"),
+        text_field: Annotated[str, typer.Option(help="JSON lines / parquet text field")] = "text",
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+    ) -> None:
+        """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library."""
+        import hashlib
+
+        from gmse_cli.cli._console import err_console, out_console, print_json
+        from gmse_cli.training.data import iter_corpus, train_bpe
+
+        err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} ...")
+        tok = train_bpe((t for t, _ in iter_corpus(text, text_field=text_field)), vocab_size=vocab_size)
+        blob = tok.to_str()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(blob, encoding="utf-8")
+        info = {"path": str(out), "vocab_size": tok.get_vocab_size(), "sha256": hashlib.sha256(blob.encode()).hexdigest()}
+        if json_out:
+            print_json(info)
+        else:
+            out_console.print(f"{out}\tvocab {info['vocab_size']}\tsha256 {info['sha256'][:16]}")
+
+    app.add_typer(tokenizer_app, name="tokenizer")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers (no math: building specs from flags, launching, rendering)
+# --------------------------------------------------------------------------------------------
+
+
+def _build_spec(sweep: Path | None, **flags: Any):
+    """A sweep spec from the file (or defaults for a single run) with the flags applied."""
+    from pydantic import ValidationError
+
+    from gmse_cli.errors import TrainError
+    from gmse_cli.training.config import config_error
+    from gmse_cli.training.sweep import SweepSpec, load_sweep
+
+    if sweep is not None:
+        base = load_sweep(sweep).model_dump()
+    else:
+        if flags["preset"] is None:
+            raise TrainError("give a SWEEP spec file, or --preset (e.g. --preset tiny) to run one configuration")
+        base = {"name": "single", "presets": [flags["preset"]], "tokens_per_param": [100.0]}
+    single = {
+        "preset": ("presets", lambda v: [v]),
+        "weights": ("weights", lambda v: [v]),
+        "acts": ("activations", lambda v: [v]),
+        "tokens_per_param": ("tokens_per_param", lambda v: [v]),
+        "seed": ("seeds", lambda v: [v]),
+    }
+    for flag, (key, wrap) in single.items():
+        if flags[flag] is not None:
+            base[key] = wrap(flags[flag])
+            if flag in ("weights", "acts"):
+                base["schemes"] = []
+    for flag, section, key in (("data", "data", "source"), ("tokenizer", "data", "tokenizer"),
+                               ("lr", "optim", "lr"), ("rbbm_p", "estimator", "rbbm_p")):
+        if flags[flag] is not None:
+            base.setdefault(section, {})[key] = flags[flag]
+    try:
+        return SweepSpec.model_validate(base)
+    except ValidationError as exc:
+        raise config_error(exc, source=str(sweep) if sweep else "uscl train") from None
+
+
+def _worker_argv(params: dict[str, Any]) -> list[str]:
+    """The same command for torchrun workers (launcher local, no dry run)."""
+    args = ["train"]
+    if params["sweep"] is not None:
+        args.append(str(params["sweep"]))
+    names = {
+        "out": "--out", "preset": "--preset", "weights": "--weights", "acts": "--acts",
+        "tokens_per_param": "--tokens-per-param", "max_steps": "--max-steps", "data": "--data",
+        "tokenizer": "--tokenizer", "seed": "--seed", "batch_size": "--batch-size",
+        "micro_batch_size": "--micro-batch-size", "context": "--context", "lr": "--lr",
+        "rbbm_p": "--rbbm-p", "eval_tokens": "--eval-tokens", "eval_every": "--eval-every",
+        "checkpoint_every": "--checkpoint-every", "checkpoint_dir": "--checkpoint-dir", "device": "--device",
+    }
+    for key, flag in names.items():
+        if params.get(key) is not None:
+            args += [flag, str(params[key])]
+    if params.get("compile_model"):
+        args.append("--compile")
+    if params.get("no_progress"):
+        args.append("--no-progress")
+    return args + ["--launcher", "local"]
+
+
+def _run(spec, runs, *, out: Path, ckpt_root: Path, device: str, launcher: str, nproc_per_node: int,
+         compile_model: bool, progress: bool, json_out: bool, argv: list[str]) -> None:
+    from gmse_cli.cli._console import err_console, print_json
+    from gmse_cli.errors import TrainError
+    from gmse_cli.training.launch import run_local, run_slurm, run_torchrun
+
+    def log(message: str) -> None:
+        err_console.print(message, highlight=False)
+
+    if launcher == "torchrun":
+        code = run_torchrun(argv, nproc_per_node=nproc_per_node)
+        if code != 0:
+            raise TrainError(f"torchrun workers exited with code {code} (see their output above)")
+        _render_records(_records_for(out, runs), json_out=json_out)
+        return
+    if launcher == "slurm":
+        outcome = run_slurm(runs, out=out, checkpoint_root=ckpt_root, settings=spec.slurm, sweep=spec.name, log=log)
+    else:
+        outcome = run_local(runs, out=out, checkpoint_root=ckpt_root, device=device, progress=progress,
+                            compile_model=compile_model, sweep=spec.name, log=log)
+    from gmse_cli.training.loop import dist_env
+
+    if not dist_env().main:
+        return
+    if outcome.submitted and not outcome.records:
+        if json_out:
+            print_json({"submitted": outcome.submitted, "out": str(out)})
+        return
+    _render_records(_records_for(out, runs), json_out=json_out)
+
+
+def _records_for(out: Path, runs) -> list:
+    from gmse_cli.training.results import load_records
+
+    keys = {cfg.run_key() for cfg in runs}
+    return [r for r in load_records(out) if r.run_key in keys] if out.exists() else []
+
+
+def _render_records(records, *, json_out: bool) -> None:
+    from rich.table import Table
+
+    from gmse_cli.cli._console import out_console, print_json
+
+    if json_out:
+        print_json([r.model_dump(mode="json") for r in records])
+        return
+    table = Table(title="training runs", title_justify="left")
+    for col in ("run", "N", "D", "val loss", "status", "wall s"):
+        table.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for r in records:
+        loss = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
+        table.add_row(r.name, f"{r.params:,}", f"{r.tokens:,}", loss, r.status, f"{r.wall_time_s:.0f}")
+    out_console.print(table)
+
+
+def _flops_per_second(device: str, processes: int) -> float | None:
+    """Rough sustained training FLOP/s: a timed matmul on this device x 40% x processes."""
+    try:
+        import time
+
+        import torch
+    except ImportError:
+        return None
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    dev = torch.device("cuda" if use_cuda else "cpu")
+    dtype = torch.bfloat16 if use_cuda else torch.float32
+    n = 2048 if use_cuda else 512
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    reps = 0
+    (a @ a).sum().item()
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.2:
+        (a @ a).sum().item()
+        reps += 1
+    measured = 2 * n**3 * reps / (time.perf_counter() - start)
+    # 40%: the share of peak matmul speed a small transformer's training step usually sustains.
+    return 0.4 * measured * processes
+
+
+def _render_plans(name: str, plans, *, json_out: bool, flops: float | None) -> None:
+    from rich.table import Table
+
+    from gmse_cli.cli._console import err_console, out_console, print_json
+
+    if json_out:
+        print_json([p.model_dump(mode="json") for p in plans])
+        return
+    table = Table(title=f"sweep '{name}': {len(plans)} runs", title_justify="left")
+    for col in ("run", "N", "D", "tokens/step", "steps", "FLOPs", "est. time", "done"):
+        table.add_column(col, justify="left" if col in ("run", "done") else "right")
+    total_flops = 0.0
+    total_s = 0.0
+    for p in plans:
+        total_flops += p.plan.flops
+        total_s += p.est_seconds or 0.0
+        table.add_row(
+            p.plan.name, f"{p.plan.params:,}", f"{p.plan.tokens:,}", f"{p.plan.tokens_per_step:,}",
+            f"{p.plan.steps:,}", f"{p.plan.flops:.3g}", _duration(p.est_seconds), "yes" if p.done else "",
+        )
+    out_console.print(table)
+    rate = f" at ~{flops:.3g} FLOP/s (a timed matmul x 40%)" if flops else ""
+    err_console.print(f"total {total_flops:.3g} FLOPs, about {_duration(total_s)}{rate}")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -33,8 +33,6 @@ def compress(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> np.nd
     Stages run in order: rotations, then the sparsity mask, then the quantizer (which sees
     only the kept values), then the rotations are undone.
     """
-    from gmse_cli.compress import rotate, scalar, sparsity, vq
-
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"compress expects a 2-D (rows, row_length) array, got shape {x.shape}")
@@ -42,16 +40,24 @@ def compress(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> np.nd
     reference = backend == "numpy"
     y = x
     rotations = [s for s in fmt.stages if isinstance(s, Rotate)]
+    if rotations:
+        from gmse_cli.compress import rotate
     for stage in rotations:
         y = rotate.hadamard(y, stage, inverse=False, reference=reference)
     mask = None
     for stage in fmt.stages:
         if isinstance(stage, Sparsify):
+            from gmse_cli.compress import sparsity
+
             mask = sparsity.mask_reference(stage, y) if reference else sparsity.mask(stage, y)
             y = np.where(mask, y, np.float32(0.0))
         elif isinstance(stage, Quantize):
+            from gmse_cli.compress import scalar
+
             y = (scalar.quantize_reference if reference else scalar.quantize)(stage, y, mask)
         elif isinstance(stage, VQ):
+            from gmse_cli.compress import vq
+
             y = (vq.quantize_reference if reference else vq.quantize)(stage, y, mask)
     for stage in reversed(rotations):
         y = rotate.hadamard(y, stage, inverse=True, reference=reference)

@@ -16,13 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gmse_cli.errors import TrainError
 
-__all__ = ["ModelPreset", "PRESETS", "get_preset", "llama_ffn_dim", "CPU_PRESETS"]
+__all__ = ["ModelPreset", "PRESETS", "get_preset", "llama_ffn_dim", "padded_vocab", "CPU_PRESETS"]
 
 
 def llama_ffn_dim(d_model: int, multiple_of: int = 256) -> int:
     """The SwiGLU hidden size of QuEST's Llama (llm-baselines): 8/3 * d rounded up to 256."""
     hidden = int(2 * (4 * d_model) / 3)
     return multiple_of * math.ceil(hidden / multiple_of)
+
+
+def padded_vocab(vocab_size: int) -> int:
+    """Embedding rows: the tokenizer's vocabulary rounded up to a multiple of 64 (as QuEST pads
+    GPT-2's 50257 to 50304) for matmul efficiency; the extra rows are never targets."""
+    return 64 * math.ceil(vocab_size / 64)
 
 
 class ModelPreset(BaseModel):
@@ -36,6 +42,10 @@ class ModelPreset(BaseModel):
     d_model: int = Field(ge=2)
     ffn_dim: int = Field(ge=1)
     lr: float = Field(gt=0)
+    context: int = Field(default=512, ge=8, description="default sequence length (paper: 512)")
+    batch_size: int = Field(
+        default=512, ge=1, description="default sequences per step (paper: 512 x 512 = 262,144 tokens)"
+    )
     fsdp: bool = Field(default=False, description="shard with FSDP under torchrun (large presets)")
     description: str = ""
 
@@ -82,13 +92,14 @@ _ALL = [
     _paper("430m", 13, 13, 1664, 1.5e-4, fsdp=True, description="QuEST 430M"),
     _paper("800m", 16, 16, 2048, 7.5e-5, fsdp=True, description="QuEST 800M"),
     # CPU presets: same shape rules (ffn about 8/3 d, rounded to 64), learning rates continued
-    # from the paper's trend (smaller models tolerate larger rates).
-    ModelPreset(name="tiny", layers=2, heads=4, d_model=128, ffn_dim=384, lr=3e-3,
-                description="CPU tests and sweeps, 0.43M non-embedding"),
-    ModelPreset(name="tiny-1m", layers=3, heads=4, d_model=160, ffn_dim=448, lr=3e-3,
-                description="CPU, 0.95M non-embedding"),
-    ModelPreset(name="tiny-3m", layers=4, heads=4, d_model=256, ffn_dim=704, lr=2e-3,
-                description="CPU, 3.2M non-embedding"),
+    # from the paper's trend (smaller models tolerate larger rates), short contexts and batches
+    # of 32 x 128 = 4,096 tokens so that a step takes well under a second on two cores.
+    ModelPreset(name="tiny", layers=2, heads=4, d_model=128, ffn_dim=384, lr=3e-3, context=128,
+                batch_size=32, description="CPU tests and sweeps, 0.43M non-embedding"),
+    ModelPreset(name="tiny-1m", layers=3, heads=4, d_model=160, ffn_dim=448, lr=3e-3, context=128,
+                batch_size=32, description="CPU, 0.95M non-embedding"),
+    ModelPreset(name="tiny-3m", layers=4, heads=4, d_model=256, ffn_dim=704, lr=2e-3, context=128,
+                batch_size=32, description="CPU, 3.2M non-embedding"),
 ]
 
 PRESETS: dict[str, ModelPreset] = {p.name: p for p in _ALL}

@@ -1,0 +1,492 @@
+"""Scalar grids: their levels, floating-point casts, and exact Gaussian quadrature.
+
+A scalar quantizer is ``Q(x) = s * q(x / s)`` where ``q`` maps a number to the nearest level
+of a fixed *native* grid (integers, ExMy floats, a lookup table, Lloyd-Max levels) and ``s``
+is a scale. This module knows the native grids:
+
+- :func:`fp_cast` -- round to nearest even onto an ExMy grid, saturating (bit-exact with
+  ml_dtypes where it has the type); :func:`fp_cast_reference` is its plain numpy twin.
+- :func:`grid_levels`, :func:`grid_max`, :func:`grid_emax` -- the native levels of a stage.
+- :func:`lloyd_max_levels` -- the Gaussian-MSE-optimal 2^b levels (Max, 1960).
+- :func:`gaussian_mse` -- the exact E[(x - Q(x))^2] for x ~ N(0, 1) and a fixed scale, by
+  closed-form integrals of the normal density over the decision cells.
+- :func:`optimal_rms_constant` -- the scale (in units of RMS = 1) that minimizes it.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from scipy import optimize
+from scipy.linalg import solve_banded
+from scipy.special import ndtr, ndtri
+
+from gmse_cli.errors import SpecError
+from gmse_cli.spec import FpStyle, GridKind, IntStyle, Quantize, fp_max
+
+__all__ = [
+    "FpParams",
+    "fp_params",
+    "fp_cast",
+    "fp_cast_reference",
+    "grid_levels",
+    "grid_max",
+    "grid_emax",
+    "lloyd_max_levels",
+    "gaussian_mse",
+    "optimal_rms_constant",
+    "MAX_ENUMERATED_FP_BITS",
+]
+
+MAX_ENUMERATED_FP_BITS = 16
+"""FP grids up to this width (bf16, fp16) are enumerated; wider ones (fp32) are not."""
+
+_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+
+
+# --------------------------------------------------------------------------------------------
+# Floating-point grids
+# --------------------------------------------------------------------------------------------
+
+
+class FpParams(NamedTuple):
+    """What rounding onto an ExMy grid needs (all values exact powers of two or finite)."""
+
+    emin: int  # exponent of the smallest normal binade (1 - bias); subnormals share its step
+    mantissa_bits: int
+    max_value: float  # largest finite value; larger magnitudes saturate to it
+
+
+@cache
+def fp_params(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> FpParams:
+    """Validated rounding parameters of an ExMy format."""
+    if not 1 <= exponent_bits <= 8 or not 0 <= mantissa_bits <= 23:
+        raise SpecError(
+            f"fp grid e{exponent_bits}m{mantissa_bits}: need 1 <= exponent_bits <= 8 and "
+            "0 <= mantissa_bits <= 23 (wider formats do not fit float32)"
+        )
+    style = FpStyle(style)
+    if style is FpStyle.IEEE and exponent_bits < 2:
+        # With one exponent bit the reserved all-ones exponent leaves no normal numbers.
+        raise SpecError(
+            f"fp grid e{exponent_bits}m{mantissa_bits}: fp_style 'ieee' needs exponent_bits >= 2 "
+            "(use fp_style 'finite')"
+        )
+    if style is FpStyle.FN and mantissa_bits == 0:
+        raise SpecError(
+            f"fp grid e{exponent_bits}m0: fp_style 'fn' needs at least one mantissa bit"
+        )
+    bias = 2 ** (exponent_bits - 1) - 1
+    return FpParams(1 - bias, mantissa_bits, fp_max(exponent_bits, mantissa_bits, style))
+
+
+def _fp_round_reference(v: np.ndarray, p: FpParams) -> np.ndarray:
+    """Round float64 values to the ExMy grid: nearest, ties to even, saturating.
+
+    Every operation is exact except ``rint``: the step of v's binade is a power of two, so
+    v / step and the product back are exact in float64 (steps lie in [2^-149, 2^127]).
+    """
+    _, ex = np.frexp(np.abs(v))  # |v| = m * 2^ex with m in [0.5, 1): floor(log2 |v|) = ex - 1
+    step = np.ldexp(1.0, np.maximum(ex - 1, p.emin) - p.mantissa_bits)
+    r = np.rint(v / step) * step
+    return np.where(np.abs(r) > p.max_value, np.copysign(p.max_value, v), r)
+
+
+@numba.njit(cache=True, inline="always")
+def _k_fp_round(v: float, emin: int, mantissa_bits: int, max_value: float) -> float:
+    """Scalar twin of :func:`_fp_round_reference`: no libm calls, one (NaN) branch.
+
+    With E = max(floor(log2 |v|), emin) - M read off the float64 exponent bits, adding and
+    subtracting C = 2^(E + 52) rounds |v| < C to a multiple of ulp(C) = 2^E, to nearest even,
+    by the hardware's own float64 rounding.
+    """
+    if v != v:
+        return v
+    a = min(abs(v), 2.0 * max_value)  # larger values saturate anyway; keeps C finite
+    exponent = (np.float64(a).view(np.int64) >> 52) - 1023
+    big = np.int64(np.int64(max(exponent, emin) - mantissa_bits + 52 + 1023) << 52).view(np.float64)
+    return math.copysign(min((a + big) - big, max_value), v)
+
+
+@numba.njit(cache=True, parallel=True)
+def _k_fp_cast(
+    x: np.ndarray, out: np.ndarray, emin: int, mantissa_bits: int, max_value: float
+) -> None:
+    for i in numba.prange(x.size):
+        out[i] = _k_fp_round(np.float64(x[i]), emin, mantissa_bits, max_value)
+
+
+def _as_float32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def fp_cast_reference(
+    x: np.ndarray, exponent_bits: int, mantissa_bits: int, style: FpStyle
+) -> np.ndarray:
+    """Plain numpy twin of :func:`fp_cast`."""
+    p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
+    x = _as_float32(x)
+    return _fp_round_reference(x.astype(np.float64), p).astype(np.float32)
+
+
+def fp_cast(x: np.ndarray, exponent_bits: int, mantissa_bits: int, style: FpStyle) -> np.ndarray:
+    """Cast float32 values onto the ExMy grid (round to nearest even, saturating to +-max).
+
+    Returns float32 values of the grid (every ExMy with E <= 8, M <= 23 fits in float32). NaN
+    stays NaN; +-inf saturate like any value beyond the largest finite one; the sign of zero
+    is kept. Equal bit for bit to ml_dtypes' casts of the input clipped to +-max. With M = 0
+    (powers of two) a tie between 2^e and 2^(e+1) goes up, as ml_dtypes' e8m0 does.
+    """
+    p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
+    x = _as_float32(x)
+    out = np.empty_like(x)
+    _k_fp_cast(x.reshape(-1), out.reshape(-1), p.emin, p.mantissa_bits, p.max_value)
+    return out
+
+
+def _fp_positive_values(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> np.ndarray:
+    """Every finite non-negative value of an ExMy format, from its codes."""
+    p = fp_params(exponent_bits, mantissa_bits, style)
+    codes = np.arange(2 ** (exponent_bits + mantissa_bits), dtype=np.int64)
+    field, mant = codes >> mantissa_bits, codes & (2**mantissa_bits - 1)
+    frac = mant / 2.0**mantissa_bits
+    values = np.where(
+        field == 0,
+        np.ldexp(frac, p.emin),  # subnormals: 0.m * 2^emin
+        np.ldexp(1.0 + frac, field - 1 + p.emin),  # normals: 1.m * 2^(field - bias)
+    )
+    return values[values <= p.max_value]  # drops inf/NaN codes of the ieee and fn styles
+
+
+# --------------------------------------------------------------------------------------------
+# Native levels of a stage
+# --------------------------------------------------------------------------------------------
+
+
+def _fp_stage_params(stage: Quantize) -> FpParams:
+    assert stage.exponent_bits is not None and stage.mantissa_bits is not None
+    return fp_params(stage.exponent_bits, stage.mantissa_bits, stage.resolved_fp_style)
+
+
+def grid_levels(stage: Quantize) -> np.ndarray:
+    """The sorted native levels (float64) a stage rounds to, before scaling.
+
+    int midrise: (2k + 1 - 2^b) / (2^b - 1); signed: -(2^(b-1) - 1) ... 2^(b-1) - 1;
+    asymmetric: 0 ... 2^b - 1 (before the zero point); lut: its values; lloyd-max: the
+    Gaussian-optimal levels; fp: every finite value (formats of at most 16 bits).
+    """
+    if stage.grid is GridKind.INT:
+        assert stage.bits is not None
+        n = 2**stage.bits
+        k = np.arange(n, dtype=np.float64)
+        style = stage.resolved_int_style
+        if style is IntStyle.MIDRISE:
+            return (2 * k + 1 - n) / (n - 1)
+        if style is IntStyle.SIGNED:
+            return k[: n - 1] - (n // 2 - 1)
+        return k
+    if stage.grid is GridKind.LUT:
+        assert stage.values is not None
+        return np.array(stage.values, dtype=np.float64)
+    if stage.grid is GridKind.LLOYD_MAX:
+        assert stage.bits is not None
+        return lloyd_max_levels(stage.bits).copy()
+    assert stage.exponent_bits is not None and stage.mantissa_bits is not None
+    width = 1 + stage.exponent_bits + stage.mantissa_bits
+    if width > MAX_ENUMERATED_FP_BITS:
+        raise SpecError(
+            f"grid e{stage.exponent_bits}m{stage.mantissa_bits} has {width} bits; only fp grids of "
+            f"at most {MAX_ENUMERATED_FP_BITS} bits are enumerated"
+        )
+    pos = _fp_positive_values(stage.exponent_bits, stage.mantissa_bits, stage.resolved_fp_style)
+    return np.concatenate([-pos[:0:-1], pos])  # pos[0] is the single zero
+
+
+def grid_max(stage: Quantize) -> float:
+    """The largest magnitude among the native levels (what absmax scaling maps amax to)."""
+    if stage.grid is GridKind.FP:
+        return _fp_stage_params(stage).max_value
+    if stage.grid is GridKind.INT:
+        assert stage.bits is not None
+        n = 2**stage.bits
+        return {IntStyle.MIDRISE: 1.0, IntStyle.SIGNED: n / 2 - 1.0, IntStyle.ASYMMETRIC: n - 1.0}[
+            stage.resolved_int_style
+        ]
+    return float(np.max(np.abs(grid_levels(stage))))
+
+
+def grid_emax(stage: Quantize) -> int:
+    """floor(log2(grid_max)): OCP MX's emax_elem (e2m1: 2, e4m3: 8, e5m2: 15, int8: 6)."""
+    return math.frexp(grid_max(stage))[1] - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian integrals over cells
+# --------------------------------------------------------------------------------------------
+
+
+def _phi(t: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", under="ignore"):
+        return np.where(np.isinf(t), 0.0, _INV_SQRT_2PI * np.exp(-0.5 * np.square(t)))
+
+
+def _mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Phi(b) - Phi(a) for a <= b, from the side where it is not a difference of near-ones."""
+    return np.where(a > 0, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
+
+
+def _cell_moments(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integrals of phi, x phi and x^2 phi over [a, b] (a, b may be infinite)."""
+    pa, pb = _phi(a), _phi(b)
+    m0 = _mass(a, b)
+    m1 = pa - pb
+    with np.errstate(invalid="ignore"):
+        apa = np.where(np.isinf(a), 0.0, a * pa)
+        bpb = np.where(np.isinf(b), 0.0, b * pb)
+    return m0, m1, m0 - (bpb - apa)
+
+
+def _cells(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-level decision cells [a_i, b_i] of sorted levels."""
+    mid = 0.5 * (levels[:-1] + levels[1:])
+    return np.concatenate([[-np.inf], mid]), np.concatenate([mid, [np.inf]])
+
+
+def _relevant(levels: np.ndarray, scale: float, reach: float = 40.0) -> np.ndarray:
+    # Levels beyond 40 sigma own cells of Gaussian mass < 1e-300: keep the innermost one on
+    # each side (its cell absorbs the tail) and drop the rest, which also keeps c^2 finite.
+    inside = np.flatnonzero(np.abs(levels * scale) <= reach)
+    if inside.size == 0:
+        return levels
+    return levels[max(inside[0] - 1, 0) : inside[-1] + 2]
+
+
+def _levels_mse(levels: np.ndarray, scale: float) -> float:
+    """E[(x - s*q(x/s))^2], q = nearest of ``levels``: sum of closed-form cell integrals."""
+    c = _relevant(levels, scale) * scale
+    m0, m1, m2 = _cell_moments(*_cells(c))
+    return float(np.sum(m2 - 2.0 * c * m1 + c * c * m0))
+
+
+def _levels_mse_slope(levels: np.ndarray, scale: float) -> float:
+    """d/ds of :func:`_levels_mse`: -2 sum y_i (int_cell x phi - s y_i int_cell phi).
+
+    The cell boundaries move with s too, but at a nearest-level boundary the two neighbouring
+    errors are equal, so those terms cancel. No cancellation between large terms, unlike the
+    MSE itself, so its root locates the optimum to ~1e-10 even for 8-bit grids.
+    """
+    y = _relevant(levels, scale)
+    c = y * scale
+    m0, m1, _ = _cell_moments(*_cells(c))
+    return float(-2.0 * np.sum(y * (m1 - c * m0)))
+
+
+def _fp_mse_by_binades(p: FpParams, scale: float) -> float:
+    """Gaussian MSE of a fine fp grid (too wide to enumerate) from its binades.
+
+    Within a binade the levels are uniform with step D, so the error is uniform on +-D/2 up to
+    O(D^2) in the density's curvature: its mean square is D^2/12 times the binade's mass. The
+    subnormal range is one more uniform region; beyond the largest value the error is exact.
+    Relative accuracy ~2^-M, which is all an fp32-like grid needs.
+    """
+    top = math.frexp(p.max_value)[1] - 1  # binade of the largest value
+    e = np.arange(p.emin, top + 1, dtype=np.float64)
+    lo = np.concatenate([[0.0], np.exp2(e)])  # the subnormal region [0, 2^emin) first
+    hi = np.minimum(np.concatenate([np.exp2(e[:1]), np.exp2(e + 1)]), p.max_value)
+    step = np.exp2(np.concatenate([[p.emin], e]) - p.mantissa_bits)
+    granular = 2.0 * np.sum(np.square(step * scale) / 12.0 * _mass(lo * scale, hi * scale))
+    c = p.max_value * scale
+    m0, m1, m2 = _cell_moments(np.array([c]), np.array([np.inf]))
+    clipped = 2.0 * float((m2 - 2.0 * c * m1 + c * c * m0)[0])
+    return float(granular) + clipped
+
+
+def _check_fixed_scale_grid(stage: Quantize, what: str) -> None:
+    if stage.grid is GridKind.INT and stage.resolved_int_style is IntStyle.ASYMMETRIC:
+        raise SpecError(
+            f"{what}: an asymmetric int grid has a data-dependent zero point and no fixed-scale "
+            "Gaussian MSE (use int_style 'signed' or 'midrise', or Monte Carlo)"
+        )
+
+
+def gaussian_mse(stage: Quantize, scale: float) -> float:
+    """Exact E[(x - Q(x))^2] for x ~ N(0, 1), Q(x) = scale * (nearest native level to x/scale).
+
+    Nearest-level rounding is what every grid here does (fp: RNE with saturation; ints:
+    nearest, clamped; lut, lloyd-max: nearest), ties having probability zero. The sum of
+    closed-form integrals in Phi and phi over the decision cells; fp grids wider than
+    :data:`MAX_ENUMERATED_FP_BITS` (fp32) use :func:`_fp_mse_by_binades` instead.
+    """
+    _check_fixed_scale_grid(stage, "gaussian_mse")
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SpecError(f"gaussian_mse: scale={scale!r} must be a positive finite number")
+    return _grid_mse(_grid_key(stage), value)
+
+
+# A grid key: the grid a stage rounds onto, without its scale rule, group or scale format
+# (what the cached quadrature and optimal constants depend on), as a hashable tuple.
+_GridKey = tuple
+
+
+def _grid_key(stage: Quantize) -> _GridKey:
+    if stage.grid is GridKind.FP:
+        return (GridKind.FP, stage.exponent_bits, stage.mantissa_bits, stage.resolved_fp_style)
+    if stage.grid is GridKind.INT:
+        return (GridKind.INT, stage.bits, stage.resolved_int_style)
+    if stage.grid is GridKind.LUT:
+        return (GridKind.LUT, stage.values)
+    return (GridKind.LLOYD_MAX, stage.bits)
+
+
+def _key_stage(key: _GridKey) -> Quantize:
+    kind = key[0]
+    if kind is GridKind.FP:
+        return Quantize(grid=kind, exponent_bits=key[1], mantissa_bits=key[2], fp_style=key[3])
+    if kind is GridKind.INT:
+        return Quantize(grid=kind, bits=key[1], int_style=key[2])
+    if kind is GridKind.LUT:
+        return Quantize(grid=kind, values=key[1])
+    return Quantize(grid=kind, bits=key[1])
+
+
+def _enumerable(key: _GridKey) -> bool:
+    return key[0] is not GridKind.FP or 1 + key[1] + key[2] <= MAX_ENUMERATED_FP_BITS
+
+
+@cache
+def _key_levels(key: _GridKey) -> np.ndarray:
+    levels = grid_levels(_key_stage(key))
+    levels.flags.writeable = False
+    return levels
+
+
+def _grid_mse(key: _GridKey, scale: float) -> float:
+    if _enumerable(key):
+        return _levels_mse(_key_levels(key), scale)
+    return _fp_mse_by_binades(fp_params(key[1], key[2], key[3]), scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimal scale
+# --------------------------------------------------------------------------------------------
+
+_CLIP_RANGE = (0.05, 20.0)  # where the largest level may sit, in units of sigma
+_CLIP_POINTS = 241  # ~2.5% apart: finer than the spacing of distinct local minima
+_REFINED_MINIMA = 3  # coarse grids (fp4, luts) have several local minima; refine the best few
+
+
+def optimal_rms_constant(stage: Quantize) -> float:
+    """argmin over c of :func:`gaussian_mse` (stage, c): the best scale for RMS = 1.
+
+    A log-spaced search of the position of the largest level (0.05 to 20 sigma), then each of
+    the best few local minima refined: by a root of the exact slope bracketed by the search's
+    neighbouring points (enumerable grids), or a bounded Brent search (fp32-like grids).
+    """
+    _check_fixed_scale_grid(stage, "optimal_rms_constant")
+    return _optimal_constant(_grid_key(stage))
+
+
+@cache
+def _optimal_constant(key: _GridKey) -> float:
+    top = grid_max(_key_stage(key))
+    c = np.geomspace(*_CLIP_RANGE, _CLIP_POINTS) / top
+    mse = np.array([_grid_mse(key, float(ci)) for ci in c])
+    interior = np.flatnonzero((mse[1:-1] <= mse[:-2]) & (mse[1:-1] <= mse[2:])) + 1
+    candidates = interior[np.argsort(mse[interior])][:_REFINED_MINIMA]
+    if len(candidates) == 0:
+        candidates = np.array([int(np.argmin(mse))])
+    best_c, best_mse = float(c[int(np.argmin(mse))]), float(np.min(mse))
+    for i in candidates:
+        lo, hi = float(c[max(i - 1, 0)]), float(c[min(i + 1, len(c) - 1)])
+        ci = _refine(key, lo, hi)
+        mi = _grid_mse(key, ci)
+        if mi < best_mse:
+            best_c, best_mse = ci, mi
+    return best_c
+
+
+def _refine(key: _GridKey, lo: float, hi: float) -> float:
+    if _enumerable(key):
+        levels = _key_levels(key)
+        f_lo, f_hi = _levels_mse_slope(levels, lo), _levels_mse_slope(levels, hi)
+        if f_lo < 0 < f_hi:
+            return float(
+                optimize.brentq(
+                    lambda s: _levels_mse_slope(levels, s), lo, hi, xtol=1e-15, rtol=1e-13
+                )
+            )
+    res = optimize.minimize_scalar(
+        lambda s: _grid_mse(key, s),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-12 * hi},
+    )
+    return float(res.x)
+
+
+# --------------------------------------------------------------------------------------------
+# Lloyd-Max
+# --------------------------------------------------------------------------------------------
+
+
+def lloyd_max_levels(bits: int, *, tol: float = 1e-12, max_iter: int = 200) -> np.ndarray:
+    """The Gaussian-MSE-optimal 2^bits levels (Lloyd-Max), sorted, read-only, cached.
+
+    Solves Lloyd's fixed point -- each level is the centroid E[x | cell] of its cell, cells
+    split at midpoints -- with exact Gaussian integrals. Plain Lloyd iteration contracts
+    slowly for many levels (ratio ~1 - O(4^-b)), so each step is a Newton step on the
+    fixed-point equations (the centroid map's Jacobian is tridiagonal) until the largest
+    change is below ``tol``. Levels are symmetric; the positive half is solved.
+    """
+    if not 1 <= bits <= 8:
+        raise SpecError(f"lloyd_max_levels: bits={bits} is outside the supported 1..8")
+    if not tol > 0:
+        raise SpecError(f"lloyd_max_levels: tol={tol} must be positive")
+    return _lloyd_max_levels(bits, tol, max_iter)
+
+
+@cache
+def _lloyd_max_levels(bits: int, tol: float, max_iter: int) -> np.ndarray:
+    n = 2**bits
+    half = n // 2
+    # Start from Panter-Dite companding (level density ~ phi^(1/3), i.e. quantiles of N(0, 3)).
+    y = math.sqrt(3.0) * ndtri(0.5 + (np.arange(half) + 0.5) / n)
+    for _ in range(max_iter):
+        g, jac = _centroids(y)
+        # Newton on F(y) = g(y) - y: (J - I) dy = -(g - y); J is tridiagonal (banded form).
+        jac[1] -= 1.0
+        step = solve_banded((1, 1), jac, y - g)
+        y = y + step
+        if np.max(np.abs(step)) < tol:
+            break
+    else:
+        raise RuntimeError(f"Lloyd-Max for {bits} bits did not converge in {max_iter} Newton steps")
+    levels = np.concatenate([-y[::-1], y])
+    levels.flags.writeable = False
+    return levels
+
+
+def _centroids(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centroids of the positive half-grid ``y`` and the centroid map's banded Jacobian."""
+    t = np.concatenate([[0.0], 0.5 * (y[:-1] + y[1:]), [np.inf]])
+    a, b = t[:-1], t[1:]
+    m0, m1, _ = _cell_moments(a, b)
+    g = m1 / m0
+    # d g_i / d a = phi(a)(g - a)/m0, d g_i / d b = phi(b)(b - g)/m0 (b = inf: 0); the
+    # boundary at 0 is fixed by symmetry, each inner boundary moves by half of each level.
+    dga = np.where(a > 0, _phi(a) * (g - a) / m0, 0.0)
+    with np.errstate(invalid="ignore"):
+        dgb = np.where(np.isinf(b), 0.0, _phi(b) * (b - g) / m0)
+    jac = np.zeros((3, len(y)))
+    jac[0, 1:] = 0.5 * dgb[:-1]  # d g_i / d y_{i+1}
+    jac[1] = 0.5 * (dga + dgb)  # d g_i / d y_i
+    jac[2, :-1] = 0.5 * dga[1:]  # d g_i / d y_{i-1}
+    return g, jac

@@ -1,0 +1,91 @@
+"""Blockwise orthonormal Walsh-Hadamard rotation of each row.
+
+Each row is cut into blocks of ``stage.block`` consecutive entries (a power of two) and every
+block ``v`` is replaced by ``H D v``: ``H`` the Sylvester-ordered Hadamard matrix scaled by
+``1 / sqrt(block)`` (so ``H = H^T = H^-1``), ``D`` a diagonal of +-1 signs drawn from
+``np.random.default_rng(stage.seed)`` when ``stage.random_signs`` (QuIP#'s randomized
+Hadamard), the identity otherwise. The inverse is ``D H`` (signs after the transform).
+
+The transform is orthonormal, so it changes no Gaussian statistics (GMSE is invariant); on
+real weights it spreads outliers across a block before quantization.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from scipy.linalg import hadamard as _dense_hadamard
+
+from gmse_cli.errors import DataError, SpecError
+from gmse_cli.spec import Rotate
+
+__all__ = ["hadamard", "signs"]
+
+
+def signs(stage: Rotate) -> np.ndarray:
+    """The +-1 diagonal (float32, length ``stage.block``); all ones without random signs."""
+    if not stage.random_signs:
+        return np.ones(stage.block, dtype=np.float32)
+    draws = np.random.default_rng(stage.seed).integers(0, 2, size=stage.block)
+    return (1 - 2 * draws).astype(np.float32)
+
+
+def _validate(x: np.ndarray, stage: Rotate) -> np.ndarray:
+    if not isinstance(stage, Rotate):
+        raise SpecError(f"rotate: expected a Rotate stage, got {type(stage).__name__}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise DataError(f"rotate: x must be 2-D (rows, row_length), got shape {x.shape}")
+    stage.check_row_length(x.shape[1])
+    return x
+
+
+def _hadamard_reference(x: np.ndarray, stage: Rotate, inverse: bool) -> np.ndarray:
+    block = stage.block
+    h = _dense_hadamard(block).astype(np.float64) / np.sqrt(block)  # symmetric: H^T = H
+    d = signs(stage).astype(np.float64)
+    v = x.astype(np.float64).reshape(x.shape[0], -1, block)  # (rows, blocks, block)
+    v = (v @ h) * d if inverse else (v * d) @ h
+    return v.reshape(x.shape).astype(np.float32)
+
+
+@numba.njit(parallel=True, cache=True)
+def _k_fwht(y, block, d, use_signs, inverse):
+    """In place: every block of every row of ``y`` becomes H D v (inverse: D H v)."""
+    rows, n = y.shape
+    scale = np.float32(1.0 / np.sqrt(block))
+    for r in numba.prange(rows):
+        for b0 in range(0, n, block):
+            if use_signs and not inverse:
+                for j in range(block):
+                    y[r, b0 + j] *= d[j]
+            # Sylvester butterflies: H_2k = [[H_k, H_k], [H_k, -H_k]] on pairs (j, j + h).
+            h = 1
+            while h < block:
+                for i in range(b0, b0 + block, 2 * h):
+                    for j in range(i, i + h):
+                        a = y[r, j]
+                        c = y[r, j + h]
+                        y[r, j] = a + c
+                        y[r, j + h] = a - c
+                h *= 2
+            for j in range(block):
+                y[r, b0 + j] *= scale
+            if use_signs and inverse:
+                for j in range(block):
+                    y[r, b0 + j] *= d[j]
+
+
+def hadamard(x: np.ndarray, stage: Rotate, *, inverse: bool, reference: bool = False) -> np.ndarray:
+    """Rotate each row of ``x`` (rows, row_length) blockwise; ``inverse`` undoes it.
+
+    ``reference=True`` multiplies by the dense matrix (``scipy.linalg.hadamard``) in float64;
+    otherwise a float32 fast transform (numba, parallel over rows, ``log2(block)`` butterfly
+    stages). Both return a new float32 array; they agree to float32 rounding.
+    """
+    x = _validate(x, stage)
+    if reference:
+        return _hadamard_reference(x, stage, inverse)
+    y = x.copy()
+    _k_fwht(y, stage.block, signs(stage), stage.random_signs, inverse)
+    return y

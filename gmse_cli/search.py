@@ -1,0 +1,794 @@
+"""Format search: the highest capacity at or below a bit budget, and the Pareto frontier.
+
+The search space (:class:`SearchSpace`) is a grid over scalar grids (int midrise / signed /
+asymmetric, fp ExMy, Lloyd-Max, lookup tables such as NF4), scale rules, group sizes and scale
+storage formats; sparsity patterns composed with those quantizers; vector quantizers; and, on
+real weights, Hadamard rotations. Every candidate is named by the shorthand it parses from
+(``int4-g128-absmax-sbf16``, ``2:4+e2m1-g32-absmax-se8m0``, ``vq2-b3.5-row-sfp32``), so a
+frontier member can be typed back into any command; it is also written out as a TOML file.
+
+Capacity is the law's factorized one, as in the paper: rho = prod_k rho_family(k)(GMSE_k) over
+the lossy stages, each stage measured alone. A composite candidate therefore shares its
+quantizer's measurement with every other candidate using that quantizer.
+
+How the search saves work (each step is conservative: it never drops a candidate that could
+reach the frontier within its statistical margin):
+
+1. *Rate-distortion bound.* A stage of b bits per parameter has GMSE >= 4^-b, so its capacity
+   is at most rho_family(4^-b). A candidate whose bound falls below the frontier already
+   found at its bit cost is dropped unevaluated (composites with an expensive mask are the
+   usual victims).
+2. *A cheap pass.* Every remaining stage is measured on a small slice of one shared sample
+   bank (common random numbers: candidates see the same Gaussian rows, so their differences
+   are precise even on few samples).
+3. *Refinement.* Only candidates within ``z`` standard errors of the frontier are re-measured
+   on a larger slice, and the survivors of that get the full estimate (exact quadrature where
+   it exists, otherwise Monte Carlo on the same bank to ``rel_err``).
+
+``objective="checkpoint"`` replaces the Gaussian bank by rows sampled from a checkpoint's
+layers, and GMSE by the parameter-weighted real-weight MSE (see :mod:`gmse_cli.realmse`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from gmse_cli.errors import LawError, SpecError
+from gmse_cli.spec import (
+    DEFAULT_ROW_LENGTH,
+    Family,
+    Format,
+    Quantize,
+    ScaleFormat,
+    ScaleRule,
+    catalog,
+    format_to_toml,
+    parse_shorthand,
+)
+
+__all__ = [
+    "SearchSpace",
+    "Candidate",
+    "SearchPoint",
+    "CatalogComparison",
+    "SearchResult",
+    "enumerate_candidates",
+    "pareto_frontier",
+    "search_formats",
+    "write_frontier",
+]
+
+_Z95 = 1.959963984540054
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Group = Literal["row"] | int
+
+
+class SearchSpace(_Model):
+    """What to enumerate. Defaults cover the issue's axes at a cost of about a minute."""
+
+    grids: tuple[Literal["int", "sint", "aint", "fp", "lloyd-max", "lut"], ...] = (
+        "int", "sint", "aint", "fp", "lloyd-max", "lut",
+    )
+    max_element_bits: int = Field(default=8, ge=1, le=16, description="largest scalar element width")
+    max_exponent_bits: int = Field(default=5, ge=1, le=8, description="fp grids: ExMy with X up to this")
+    luts: tuple[str, ...] = Field(default=("nf4",), description="catalog names of lookup-table grids")
+    scale_rules: tuple[ScaleRule, ...] = (ScaleRule.RMS, ScaleRule.ABSMAX, ScaleRule.MSE)
+    groups: tuple[Group, ...] = ("row", 256, 128, 64, 32, 16)
+    scale_formats: tuple[ScaleFormat, ...] = (ScaleFormat.FP32, ScaleFormat.BF16, ScaleFormat.E8M0, ScaleFormat.E4M3)
+    sparsity: tuple[str, ...] = Field(
+        default=("2:4", "4:8", "1:4", "sparse10", "sparse20", "sparse30", "sparse50"),
+        description="sparsity stages (shorthand) composed with every quantizer",
+    )
+    vq_dims: tuple[int, ...] = (2, 4, 8)
+    vq_max_codewords: int = Field(default=256, ge=2, description="larger codebooks are slow to search")
+    vq_groups: tuple[Group, ...] = ("row", 128)
+    vq_scale_formats: tuple[ScaleFormat, ...] = (ScaleFormat.FP32, ScaleFormat.BF16)
+    rotations: tuple[int, ...] = Field(default=(), description="Hadamard blocks to try (real weights only)")
+    include_catalog: bool = Field(default=True, description="catalog formats are candidates too")
+
+
+class Candidate(_Model):
+    """One point of the search space."""
+
+    name: str = Field(description="shorthand that parses back to this format")
+    spec: Format
+    bits_per_param: float
+    source: Literal["search", "catalog"] = "search"
+
+
+class StagePoint(_Model):
+    family: Family
+    name: str
+    gmse: float
+    std_err: float
+
+
+class SearchPoint(_Model):
+    """A measured candidate (Gaussian objective: ``gmse`` is GMSE; checkpoint: real-weight MSE)."""
+
+    name: str
+    bits_per_param: float
+    gmse: float = Field(description="the whole format's error (joint, all stages together)")
+    gmse_std_err: float
+    rho: float = Field(description="factorized capacity: prod of the stage capacities")
+    rho_std_err: float
+    spec: Format
+    stages: tuple[StagePoint, ...]
+    source: Literal["search", "catalog"]
+
+
+class CatalogComparison(_Model):
+    """A named catalog format against the best searched format at the same or fewer bits."""
+
+    catalog: str
+    catalog_bits: float
+    catalog_rho: float
+    best: str
+    best_bits: float
+    best_rho: float
+    gain: float = Field(description="best_rho - catalog_rho")
+    gain_relative: float = Field(description="best_rho / catalog_rho - 1")
+
+
+class SearchResult(_Model):
+    budget: float
+    objective: Literal["gaussian", "checkpoint"]
+    law: str
+    best: SearchPoint
+    frontier: tuple[SearchPoint, ...]
+    comparisons: tuple[CatalogComparison, ...]
+    candidates: int = Field(description="candidates within the budget")
+    pruned_by_bound: int = Field(description="dropped by the rate-distortion bound, never measured")
+    stages_measured: int = Field(description="distinct stage formats measured in the cheap pass")
+    refined: int = Field(description="candidates given the full estimate")
+    seconds: float
+    points: tuple[tuple[str, float, float], ...] = Field(
+        description="(name, bits, rho) of every measured candidate (cheap-pass values unless refined)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Enumeration
+# --------------------------------------------------------------------------------------------
+
+_RULE_TOKEN = {ScaleRule.RMS: "rms", ScaleRule.ABSMAX: "absmax", ScaleRule.MSE: "mse"}
+# Rules that make sense per grid: an asymmetric grid is min/max scaled by construction.
+_GRID_RULES = {
+    "int": (ScaleRule.RMS, ScaleRule.ABSMAX, ScaleRule.MSE),
+    "sint": (ScaleRule.RMS, ScaleRule.ABSMAX, ScaleRule.MSE),
+    "aint": (ScaleRule.ABSMAX, ScaleRule.MSE),
+    "fp": (ScaleRule.RMS, ScaleRule.ABSMAX, ScaleRule.MSE),
+    "lloyd-max": (ScaleRule.RMS, ScaleRule.ABSMAX, ScaleRule.MSE),
+    "lut": (ScaleRule.RMS, ScaleRule.ABSMAX, ScaleRule.MSE),
+}
+
+
+def _group_token(group: Group) -> str:
+    return "row" if group == "row" else f"g{group}"
+
+
+def _grid_bases(space: SearchSpace) -> list[tuple[str, str, float]]:
+    """(grid kind, shorthand base, element bits) of every scalar grid in the space."""
+    out: list[tuple[str, str, float]] = []
+    top = space.max_element_bits
+    for kind in space.grids:
+        if kind == "int":
+            out += [(kind, f"int{b}", b) for b in range(1, top + 1)]
+        elif kind == "sint":
+            out += [(kind, f"sint{b}", b) for b in range(2, top + 1)]
+        elif kind == "aint":
+            out += [(kind, f"aint{b}", b) for b in range(1, top + 1)]
+        elif kind == "lloyd-max":
+            out += [(kind, f"lm{b}", b) for b in range(1, min(top, 8) + 1)]
+        elif kind == "fp":
+            for width in range(3, top + 1):
+                for e in range(1, min(space.max_exponent_bits, width - 1) + 1):
+                    out.append((kind, f"e{e}m{width - 1 - e}", width))
+        else:
+            for name in space.luts:
+                fmt = catalog().get(name)
+                if fmt is None or len(fmt.stages) != 1 or not isinstance(fmt.stages[0], Quantize):
+                    raise SpecError(f"search space: luts entry '{name}' is not a single-stage catalog quantizer")
+                out.append((kind, name, fmt.stages[0].element_bits))
+    return out
+
+
+def _quantizer_names(space: SearchSpace, max_bits: float, *, vq: bool = True) -> list[str]:
+    """Shorthand of every scalar (and vector) quantizer whose element bits fit ``max_bits``."""
+    names: list[str] = []
+    for kind, base, element_bits in _grid_bases(space):
+        if element_bits > max_bits:
+            continue
+        for rule in space.scale_rules:
+            if rule not in _GRID_RULES[kind]:
+                continue
+            for group in space.groups:
+                for sfmt in space.scale_formats:
+                    names.append(f"{base}-{_group_token(group)}-{_RULE_TOKEN[rule]}-s{sfmt.value}")
+    for dim in space.vq_dims if vq else ():
+        for index_bits in range(1, 17):
+            if 2**index_bits > space.vq_max_codewords:
+                break
+            bits = index_bits / dim
+            if bits > max_bits:
+                break
+            for group in space.vq_groups:
+                for sfmt in space.vq_scale_formats:
+                    names.append(f"vq{dim}-b{bits:g}-{_group_token(group)}-s{sfmt.value}")
+    return names
+
+
+@lru_cache(maxsize=None)
+def _parse(name: str) -> Format | None:
+    """The format a shorthand names, or None when the combination is invalid (cached: the
+    same few thousand names come back in every search of a process)."""
+    try:
+        return parse_shorthand(name)
+    except SpecError:
+        return None
+
+
+@dataclass
+class _Pool:
+    """The search space at one budget, composites kept as (sparsity, quantizer) index pairs so
+    that the thousands of them cost nothing until one survives the bounds."""
+
+    singles: list[Candidate]  # dense quantizers, vector quantizers, catalog formats
+    quantizers: list[tuple[str, Format, float]]  # scalar quantizers composites draw from
+    sparsifiers: list[tuple[str, Format, float, float]]  # name, format, mask bits, density
+    pair_s: np.ndarray  # composite i = sparsifiers[pair_s[i]] then quantizers[pair_q[i]]
+    pair_q: np.ndarray
+    pair_bits: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.singles) + len(self.pair_bits)
+
+    def pair(self, i: int) -> Candidate:
+        s_name, s_fmt, _, _ = self.sparsifiers[self.pair_s[i]]
+        q_name, q_fmt, _ = self.quantizers[self.pair_q[i]]
+        name = f"{s_name}+{q_name}"
+        return Candidate(name=name, spec=Format(name=name, stages=(*s_fmt.stages, *q_fmt.stages)),
+                         bits_per_param=float(self.pair_bits[i]))
+
+
+def _build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weights: Sequence[float]) -> _Pool:
+    total = float(sum(weights))
+
+    def cost(fmt: Format) -> float:
+        return sum(fmt.bits_per_param(n) * w for n, w in zip(lengths, weights, strict=True)) / total
+
+    def fits(fmt: Format) -> bool:
+        try:
+            for n in lengths:
+                fmt.check_row_length(n)
+        except SpecError:
+            return False
+        return True
+
+    seen: set[tuple] = set()
+    singles: list[Candidate] = []
+
+    def add(name: str, fmt: Format | None, source: str) -> None:
+        if fmt is None or fmt.stages in seen or not fits(fmt):
+            return
+        bits = cost(fmt)
+        if bits <= budget + 1e-12:
+            seen.add(fmt.stages)
+            singles.append(Candidate(name=name, spec=fmt, bits_per_param=bits, source=source))
+
+    # Catalog first, so a searched duplicate goes by its catalog name.
+    if space.include_catalog:
+        for name, fmt in catalog().items():
+            if fmt.quantizer is not None or fmt.sparsifier is not None:
+                add(name, fmt, "catalog")
+    prefixes = [""] + [f"had{k}+" for k in space.rotations]
+    for q in _quantizer_names(space, budget):
+        for prefix in prefixes:
+            add(prefix + q, _parse(prefix + q), "search")
+
+    sparsifiers = []
+    for name in space.sparsity:
+        fmt = _parse(name)
+        if fmt is None or fmt.sparsifier is None or len(fmt.stages) != 1:
+            raise SpecError(f"search space: sparsity entry '{name}' is not a sparsity shorthand (e.g. 2:4, sparse30)")
+        if fits(fmt):
+            stage = fmt.sparsifier
+            sparsifiers.append((name, fmt, stage.mask_bits, stage.density))
+    # Kept values cost density * (the quantizer's dense bits), so quantizers up to
+    # (budget - mask) / density bits can still fit.
+    room = max(((budget - m) / d for _, _, m, d in sparsifiers), default=0.0)
+    quantizers = []
+    for q in _quantizer_names(space, room, vq=False):
+        fmt = _parse(q)
+        if fmt is not None and fits(fmt):
+            quantizers.append((q, fmt, cost(fmt)))
+    q_bits = np.array([b for _, _, b in quantizers])
+    ps, pq, pb = [], [], []
+    for i, (_, _, mask, density) in enumerate(sparsifiers):
+        bits = mask + density * q_bits
+        (ok,) = np.nonzero(bits <= budget + 1e-12)
+        ps.append(np.full(len(ok), i))
+        pq.append(ok)
+        pb.append(bits[ok])
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype)
+
+    return _Pool(singles=singles, quantizers=quantizers, sparsifiers=sparsifiers,
+                 pair_s=cat(ps, np.int64), pair_q=cat(pq, np.int64), pair_bits=cat(pb, float))
+
+
+def enumerate_candidates(
+    budget: float,
+    *,
+    space: SearchSpace | None = None,
+    row_lengths: Sequence[int] = (DEFAULT_ROW_LENGTH,),
+    weights: Sequence[float] | None = None,
+) -> list[Candidate]:
+    """Every candidate of ``space`` at or below ``budget`` bits per parameter.
+
+    Bits are ``Format.bits_per_param`` at each row length, weighted by ``weights`` (parameters
+    per row length on a checkpoint). A candidate must split every row length. Duplicates
+    (the same stages under two names) are kept once, under the catalog name if there is one.
+    """
+    weights = list(weights) if weights is not None else [1.0] * len(row_lengths)
+    pool = _build_pool(budget, space or SearchSpace(), list(row_lengths), weights)
+    return pool.singles + [pool.pair(i) for i in range(len(pool.pair_bits))]
+
+
+# --------------------------------------------------------------------------------------------
+# Capacity and the frontier
+# --------------------------------------------------------------------------------------------
+
+
+def pareto_frontier(points: Iterable[tuple[float, float]]) -> list[int]:
+    """Indices of the (bits, rho) points that no other point beats (fewer-or-equal bits and
+    more-or-equal capacity, one strictly), in increasing bits; the rule of `uscl rank`."""
+    from gmse_cli.rank import _pareto_mask
+
+    pts = list(points)
+    if not pts:
+        return []
+    bits = np.array([p[0] for p in pts], dtype=float)
+    rho = np.array([p[1] for p in pts], dtype=float)
+    on = np.flatnonzero(_pareto_mask(bits, rho))
+    return sorted(on.tolist(), key=lambda i: (bits[i], i))
+
+
+def _stage_capacity(law, family: Family, value: float, se: float) -> tuple[float, float]:
+    """rho_family(value) and its delta-method standard error (central difference)."""
+    rho = float(law.rho(family, max(value, 1e-300)))
+    if se <= 0 or not math.isfinite(se):
+        return rho, 0.0 if se == 0 else math.inf
+    lo = float(law.rho(family, max(value - se, 1e-300)))
+    hi = float(law.rho(family, value + se))
+    return rho, abs(lo - hi) / 2
+
+
+def _combine_capacity(parts: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    rho = math.prod(r for r, _ in parts)
+    if rho == 0:
+        return 0.0, math.sqrt(sum(s**2 for _, s in parts))
+    var = sum((rho / r * s) ** 2 if r > 0 else s**2 for r, s in parts)
+    return rho, math.sqrt(var)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluators: the Gaussian bank, or rows of a checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+class _Evaluator:
+    """Measures a format's error on ``level_rows[level]`` rows; ``final`` is the report value."""
+
+    level_rows: tuple[int, ...]
+
+    @property
+    def levels(self) -> int:
+        return len(self.level_rows)
+
+    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def final(self, fmt: Format) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+class _GaussianEvaluator(_Evaluator):
+    """The first rows of one shared :class:`~gmse_cli.gmse.SampleBank` (common random numbers:
+    every candidate sees the same rows); the final value is the engine's own estimate, exact
+    where quadrature exists, otherwise Monte Carlo to ``rel_err`` on the same bank."""
+
+    def __init__(self, *, seed: int, rel_err: float, row_length: int, level_rows: Sequence[int]) -> None:
+        from gmse_cli.gmse import SampleBank
+
+        self.bank = SampleBank(seed=seed, row_length=row_length)
+        self.rel_err = rel_err
+        self.row_length = row_length
+        self.level_rows = tuple(level_rows)
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _sample(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        if rows not in self._rows:
+            per = self.bank.rows_per_batch
+            parts = [self.bank.batch(i) for i in range(-(-rows // per))]
+            x = np.ascontiguousarray(np.concatenate([p[0] for p in parts])[:rows])
+            self._rows[rows] = (x, np.concatenate([p[1] for p in parts])[:rows])
+        return self._rows[rows]
+
+    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+        from gmse_cli.compress import compress
+        from gmse_cli.realmse import ratio_estimate, row_errors
+
+        x, norm = self._sample(self.level_rows[level])
+        err, _ = row_errors(x, compress(fmt, x))
+        return ratio_estimate(err, norm)
+
+    def final(self, fmt: Format) -> tuple[float, float]:
+        from gmse_cli.gmse import estimate_gmse
+
+        (est,) = estimate_gmse([fmt], rel_err=self.rel_err, row_length=self.row_length, bank=self.bank)
+        return est.gmse, est.std_err
+
+
+class _CheckpointEvaluator(_Evaluator):
+    """Rows sampled once from each selected layer and held in memory; a format's error is the
+    parameter-weighted mean over layers of ||W - C(W)||^2 / ||W||^2 on those rows. Every level
+    uses a prefix of a random permutation, so each prefix is itself a random sample."""
+
+    def __init__(self, layers, *, rows_per_layer: int, seed: int) -> None:
+        from gmse_cli.checkpoint import read_rows
+
+        rng = np.random.default_rng(seed)
+        self.data: list[tuple[np.ndarray, int, int]] = []  # (sampled rows, params, population)
+        for info in layers:
+            picked = rng.permutation(info.rows)[: min(info.rows, rows_per_layer)]
+            order = np.argsort(picked)
+            x = read_rows(info, picked[order])  # memory maps read best in file order
+            self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params, info.rows))
+        self.total = float(sum(p for _, p, _ in self.data))
+        self.level_rows = (max(2, rows_per_layer // 8), max(2, rows_per_layer // 2))
+        self.all_rows = rows_per_layer
+
+    def _run(self, fmt: Format, rows: int) -> tuple[float, float]:
+        from gmse_cli.compress import compress
+        from gmse_cli.realmse import ratio_estimate, row_errors
+
+        value = 0.0
+        var = 0.0
+        for x, params, population in self.data:
+            x = x[:rows]
+            err, norm = row_errors(x, compress(fmt, x))
+            r, se = ratio_estimate(err, norm, population=population)
+            w = params / self.total
+            value += w * r
+            var += (w * se) ** 2
+        return value, math.sqrt(var)
+
+    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+        return self._run(fmt, self.level_rows[level])
+
+    def final(self, fmt: Format) -> tuple[float, float]:
+        return self._run(fmt, self.all_rows)
+
+
+# --------------------------------------------------------------------------------------------
+# The search
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    cand: Candidate
+    stages: list[tuple[Family, Format]]
+    rho: float = math.nan
+    rho_se: float = math.inf
+    level: int = -1
+
+
+class _Frontier:
+    """The frontier of conservative capacities rho - z*se among measured entries: what another
+    candidate must be able to reach (its upper bound) to be worth measuring."""
+
+    def __init__(self, entries: Sequence[_Entry], z: float) -> None:
+        pts = [(e.cand.bits_per_param, e.rho - z * e.rho_se) for e in entries]
+        keep = pareto_frontier(pts)
+        self.bits = np.array([pts[i][0] for i in keep])
+        self.rho = np.array([pts[i][1] for i in keep])
+
+    def at(self, bits: np.ndarray | float) -> np.ndarray | float:
+        """Best conservative capacity with at most ``bits`` (-inf where none)."""
+        k = np.searchsorted(self.bits, np.asarray(bits) + 1e-12, side="right")
+        padded = np.concatenate([[-math.inf], self.rho])
+        out = padded[k]
+        return float(out) if np.ndim(out) == 0 else out
+
+
+def _validate(budget: float, rel_err: float, z: float, rows_per_layer: int) -> None:
+    if not (math.isfinite(budget) and budget > 0):
+        raise SpecError(f"--bits {budget} must be a positive number of bits per parameter (e.g. 4.25)")
+    if not (0 < rel_err < 1):
+        raise SpecError(f"--rel-err {rel_err} must be in (0, 1) (e.g. 1e-3)")
+    if not z > 0:
+        raise SpecError(f"z {z} must be positive (standard errors of margin when pruning)")
+    if rows_per_layer < 2:
+        raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
+
+
+def search_formats(
+    budget: float,
+    *,
+    law: object | None = "default",
+    space: SearchSpace | None = None,
+    rel_err: float = 1e-3,
+    seed: int = 0,
+    z: float = 3.0,
+    row_length: int = DEFAULT_ROW_LENGTH,
+    level_rows: Sequence[int] = (16, 64),
+    checkpoint: str | Path | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    rows_per_layer: int = 256,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SearchResult:
+    """Search ``space`` for the highest capacity at or below ``budget`` bits per parameter.
+
+    ``law``: a Law, a law file / shipped name, or ``"default"``. ``rel_err``: target relative
+    standard error of the final estimates. ``z``: pruning margin in standard errors (larger
+    keeps more candidates for refinement). ``level_rows``: Gaussian rows of ``row_length``
+    used by the cheap pass and by the refinement pass. With ``checkpoint``, the objective is
+    real-weight MSE on up to ``rows_per_layer`` rows of each layer selected by
+    ``include``/``exclude``, and 128-block rotations join the space.
+    ``progress(phase, done, total)`` is called as work proceeds.
+    """
+    _validate(budget, rel_err, z, rows_per_layer)
+    start = time.perf_counter()
+    from gmse_cli.realmse import resolve_law, stage_targets
+
+    law_obj = resolve_law(law)
+    if law_obj is None:
+        raise LawError("the search needs a law for capacity (give --law or use the shipped one)")
+    space = space or SearchSpace()
+
+    evaluator: _Evaluator
+    if checkpoint is not None:
+        from gmse_cli.checkpoint import open_checkpoint, select_layers
+
+        layers = select_layers(open_checkpoint(checkpoint), include=include, exclude=exclude)
+        by_length: dict[int, int] = {}
+        for info in layers:
+            by_length[info.row_length] = by_length.get(info.row_length, 0) + info.params
+        if not space.rotations:
+            space = space.model_copy(update={"rotations": (128,)})
+        lengths, weights = list(by_length), list(by_length.values())
+        objective = "checkpoint"
+    else:
+        lengths, weights = [row_length], [1.0]
+        objective = "gaussian"
+
+    pool = _build_pool(budget, space, lengths, weights)
+    if pool.size == 0:
+        wide = _build_pool(64.0, space, lengths, weights)
+        cheapest = min(wide.singles, key=lambda c: c.bits_per_param, default=None)
+        if len(wide.pair_bits) and (cheapest is None or wide.pair_bits.min() < cheapest.bits_per_param):
+            cheapest = wide.pair(int(np.argmin(wide.pair_bits)))
+        hint = f"; the cheapest is {cheapest.name} at {cheapest.bits_per_param:.4g}" if cheapest else ""
+        raise SpecError(f"--bits {budget:g} is below every format in the search space{hint}")
+    if checkpoint is not None:
+        evaluator = _CheckpointEvaluator(layers, rows_per_layer=rows_per_layer, seed=seed)
+    else:
+        evaluator = _GaussianEvaluator(seed=seed, rel_err=rel_err, row_length=row_length, level_rows=level_rows)
+
+    cache: dict[tuple[tuple, int], tuple[float, float]] = {}
+    refused: set[tuple] = set()
+
+    def stage_value(fmt: Format, level: int) -> tuple[float, float]:
+        key = (fmt.stages, level)
+        if key not in cache:
+            cache[key] = evaluator.final(fmt) if level == evaluator.levels else evaluator.measure(fmt, level)
+        return cache[key]
+
+    def evaluate(entry: _Entry, level: int) -> bool:
+        """Measure every stage at ``level``; False if a compressor refuses the combination."""
+        parts = []
+        for family, fmt in entry.stages:
+            if fmt.stages in refused:
+                return False
+            try:
+                value, se = stage_value(fmt, level)
+            except SpecError:
+                refused.add(fmt.stages)  # a combination the compressors reject: not a candidate
+                return False
+            parts.append(_stage_capacity(law_obj, family, value, se))
+        entry.rho, entry.rho_se = _combine_capacity(parts)
+        entry.level = level
+        return True
+
+    def rd_bound(family: Family, fmt: Format) -> float:
+        # A stage of b bits per Gaussian entry has GMSE >= 4^-b (rate-distortion), hence
+        # capacity <= rho(4^-b). Real weights obey no such bound.
+        if objective != "gaussian":
+            return 1.0
+        return float(law_obj.rho(family, 4.0 ** (-min(fmt.bits_per_param(n) for n in lengths))))
+
+    # -- cheap pass 1: single formats, cheapest first, pruned against the frontier so far ----
+    singles = []
+    for cand in pool.singles:
+        stages = stage_targets(cand.spec)
+        try:
+            law_obj.check_covers(f for f, _ in stages)
+        except LawError:
+            continue  # a family the law cannot rank
+        singles.append(_Entry(cand=cand, stages=stages))
+    singles.sort(key=lambda e: (e.cand.bits_per_param, e.cand.name))
+    measured: list[_Entry] = []
+    pruned = 0
+    front = _Frontier([], z)
+    since = 0
+    for n, entry in enumerate(singles):
+        if progress and n % 16 == 0:
+            progress("cheap pass", n, len(singles))
+        if since >= 32:
+            front, since = _Frontier(measured, z), 0
+        bound = math.prod(rd_bound(f, fmt) for f, fmt in entry.stages)
+        if bound < front.at(entry.cand.bits_per_param):
+            pruned += 1
+            continue
+        if evaluate(entry, 0):
+            measured.append(entry)
+            since += 1
+
+    # -- cheap pass 2: composites, bounded by (sparsity capacity) x (quantizer bound) --------
+    n_pairs = len(pool.pair_bits)
+    if n_pairs:
+        law_obj.check_covers([Family.SPARSITY, Family.QUANTIZATION])
+        s_hi = np.empty(len(pool.sparsifiers))
+        for i, (_, s_fmt, _, _) in enumerate(pool.sparsifiers):
+            v, se = stage_value(s_fmt, 0)
+            r, r_se = _stage_capacity(law_obj, Family.SPARSITY, v, se)
+            s_hi[i] = r + z * r_se
+        q_hi = np.array([rd_bound(Family.QUANTIZATION, q_fmt) for _, q_fmt, _ in pool.quantizers])
+        order = np.argsort(pool.pair_bits, kind="stable")
+        front, since = _Frontier(measured, z), 0
+        # Most composites fall at once: their bound is below the frontier of single formats.
+        alive = order[(s_hi[pool.pair_s[order]] * q_hi[pool.pair_q[order]]) >= front.at(pool.pair_bits[order])]
+        pruned += n_pairs - len(alive)
+        for n, i in enumerate(alive):
+            if progress and n % 16 == 0:
+                progress("composites", n, len(alive))
+            if since >= 32:
+                front, since = _Frontier(measured, z), 0
+            qi = pool.pair_q[i]
+            q_fmt = pool.quantizers[qi][1]
+            if (q_fmt.stages, 0) in cache:  # measured already: its own upper value is sharper
+                v, se = cache[(q_fmt.stages, 0)]
+                r, r_se = _stage_capacity(law_obj, Family.QUANTIZATION, v, se)
+                q_hi[qi] = min(q_hi[qi], r + z * r_se)
+            if s_hi[pool.pair_s[i]] * q_hi[qi] < front.at(pool.pair_bits[i]):
+                pruned += 1
+                continue
+            cand = pool.pair(int(i))
+            entry = _Entry(cand=cand, stages=stage_targets(cand.spec))
+            if evaluate(entry, 0):
+                measured.append(entry)
+                since += 1
+    stages_measured = sum(1 for (_, level) in cache if level == 0)
+
+    # -- refinement: keep what is within z standard errors of the frontier, measure better --
+    survivors = measured
+    for level in range(1, evaluator.levels + 1):
+        front = _Frontier(survivors, z)
+        survivors = [e for e in survivors if e.rho + z * e.rho_se >= front.at(e.cand.bits_per_param)]
+        kept = []
+        for n, entry in enumerate(survivors):
+            if progress:
+                progress(f"refine {level}/{evaluator.levels}", n, len(survivors))
+            if evaluate(entry, level):
+                kept.append(entry)
+        survivors = kept
+    final = survivors
+    if not final:
+        raise SpecError(f"no format in the search space at or below {budget:g} bits could be measured")
+    frontier_entries = [final[i] for i in pareto_frontier((e.cand.bits_per_param, e.rho) for e in final)]
+
+    def to_point(entry: _Entry) -> SearchPoint:
+        if len(entry.stages) == 1:
+            joint = stage_value(entry.stages[0][1], evaluator.levels)
+        else:
+            joint = evaluator.final(entry.cand.spec)
+        stages = []
+        for family, fmt in entry.stages:
+            value, se = stage_value(fmt, evaluator.levels)
+            stages.append(StagePoint(family=family, name=fmt.display_name, gmse=value, std_err=se))
+        spec = entry.cand.spec.model_copy(update={"name": entry.cand.name})
+        return SearchPoint(
+            name=entry.cand.name, bits_per_param=entry.cand.bits_per_param, gmse=joint[0],
+            gmse_std_err=joint[1], rho=entry.rho, rho_std_err=entry.rho_se, spec=spec,
+            stages=tuple(stages), source=entry.cand.source,
+        )
+
+    frontier = tuple(to_point(e) for e in frontier_entries)
+    comparisons = _compare_catalog(singles, final, evaluate, evaluator.levels)
+    return SearchResult(
+        budget=budget,
+        objective=objective,
+        law=law_obj.name,
+        best=frontier[-1],
+        frontier=frontier,
+        comparisons=tuple(comparisons),
+        candidates=pool.size,
+        pruned_by_bound=pruned,
+        stages_measured=stages_measured,
+        refined=len(final),
+        seconds=time.perf_counter() - start,
+        points=tuple((e.cand.name, e.cand.bits_per_param, e.rho) for e in measured),
+    )
+
+
+def _compare_catalog(entries, final, evaluate, level) -> list[CatalogComparison]:
+    """Each catalog candidate (fully measured, even if pruned) against the best final entry
+    at the same or fewer bits."""
+    out = []
+    final_sorted = sorted(final, key=lambda e: e.cand.bits_per_param)
+    for entry in entries:
+        if entry.cand.source != "catalog":
+            continue
+        if entry.level != level and not evaluate(entry, level):
+            continue
+        pool = [e for e in final_sorted if e.cand.bits_per_param <= entry.cand.bits_per_param + 1e-12]
+        best = max(pool + [entry], key=lambda e: (e.rho, -e.cand.bits_per_param))
+        out.append(
+            CatalogComparison(
+                catalog=entry.cand.name, catalog_bits=entry.cand.bits_per_param, catalog_rho=entry.rho,
+                best=best.cand.name, best_bits=best.cand.bits_per_param, best_rho=best.rho,
+                gain=best.rho - entry.rho, gain_relative=best.rho / entry.rho - 1 if entry.rho > 0 else math.inf,
+            )
+        )
+    out.sort(key=lambda c: (c.catalog_bits, c.catalog))
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-._" else {"+": "_", ":": "of"}.get(ch, "-") for ch in name)
+
+
+def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
+    """Write each frontier member as ``NN-<name>.toml`` (a format file every command reads)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"--out-dir {out_dir}: cannot create it: {exc.strerror or exc}") from None
+    paths = []
+    for i, point in enumerate(result.frontier):
+        spec = point.spec.model_copy(
+            update={
+                "description": (
+                    f"uscl search --bits {result.budget:g}: {point.bits_per_param:.4f} bits/param, "
+                    f"{'GMSE' if result.objective == 'gaussian' else 'real-weight MSE'} {point.gmse:.6g}, "
+                    f"rho {point.rho:.4f} (law {result.law})"
+                )
+            }
+        )
+        path = out_dir / f"{i:02d}-{_slug(point.name)}.toml"
+        try:
+            path.write_text(format_to_toml(spec), encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"--out-dir: cannot write {path}: {exc.strerror or exc}") from None
+        paths.append(path)
+    return paths

@@ -1,0 +1,147 @@
+"""Training checkpoints: safetensors weights and optimizer moments plus a small JSON state.
+
+Layout of a run's folder::
+
+    <run_dir>/
+      latest                  # name of the newest complete checkpoint (written last, atomically)
+      step-000120/
+        model.safetensors     # full (unsharded) state dict
+        optimizer.safetensors # AdamW moments and step counts, keyed state.<index>.<name>
+        state.json            # step, elapsed time, loss trace, eval trace, config hash
+
+A checkpoint folder is written under a temporary name and renamed into place, then ``latest``
+is replaced; a run killed at any moment leaves the previous checkpoint intact and readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gmse_cli.errors import DataError
+
+__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights and moments that a resumed run needs to continue exactly."""
+
+    run_key: str
+    step: int = 0  # optimizer steps completed; also the data position (batches are indexed)
+    elapsed_s: float = 0.0
+    train_loss: list[float] = field(default_factory=list)  # one per completed step
+    eval_steps: list[int] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_key": self.run_key,
+            "step": self.step,
+            "elapsed_s": self.elapsed_s,
+            "train_loss": self.train_loss,
+            "eval_steps": self.eval_steps,
+            "eval_loss": self.eval_loss,
+        }
+
+
+def _optimizer_tensors(optim_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, state in optim_state["state"].items():
+        for name, value in state.items():
+            key = f"state.{index}.{name}"
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value.detach().cpu().contiguous()
+            else:
+                scalars[key] = value
+    return tensors, scalars
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    optim_state: dict[str, Any],
+    state: TrainState,
+    keep: int = 1,
+) -> Path:
+    """Write a complete checkpoint atomically; keep the newest ``keep`` ones."""
+    from safetensors.torch import save_file
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{state.step:09d}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=run_dir))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+        save_file(weights, str(staging / "model.safetensors"))
+        tensors, scalars = _optimizer_tensors(optim_state)
+        save_file(tensors, str(staging / "optimizer.safetensors"))
+        payload = state.to_json() | {
+            "optimizer_scalars": scalars,
+            "param_groups": optim_state["param_groups"],
+            "rng_cpu": torch.get_rng_state().tolist(),
+        }
+        (staging / "state.json").write_text(json.dumps(payload))
+        for path in staging.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        final = run_dir / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pointer = run_dir / ".latest.tmp"
+    pointer.write_text(name)
+    os.replace(pointer, run_dir / "latest")
+    old = sorted(p for p in run_dir.glob("step-*") if p.is_dir() and p.name != name)
+    for stale in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "latest"
+    if not pointer.is_file():
+        return None
+    folder = run_dir / pointer.read_text().strip()
+    return folder if (folder / "state.json").is_file() else None
+
+
+def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainState]:
+    """(model state dict, optimizer state dict, train state) of a checkpoint folder."""
+    from safetensors.torch import load_file
+
+    try:
+        payload = json.loads((folder / "state.json").read_text())
+        weights = load_file(str(folder / "model.safetensors"))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"checkpoint {folder} is unreadable ({exc}); delete it to start over") from None
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in payload["optimizer_scalars"].items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    optim_state = {"state": state, "param_groups": payload["param_groups"]}
+    torch.set_rng_state(torch.tensor(payload["rng_cpu"], dtype=torch.uint8))
+    train_state = TrainState(
+        run_key=payload["run_key"],
+        step=payload["step"],
+        elapsed_s=payload["elapsed_s"],
+        train_loss=list(payload["train_loss"]),
+        eval_steps=list(payload["eval_steps"]),
+        eval_loss=list(payload["eval_loss"]),
+    )
+    return weights, optim_state, train_state

@@ -1,0 +1,194 @@
+"""Running a list of runs: in process, across the GPUs of a node (torchrun), or on Slurm.
+
+- ``local``: runs one after another in this process. Under ``torchrun`` (WORLD_SIZE set) every
+  process walks the same list and each run is data-parallel across them (DDP, or FSDP for the
+  presets flagged ``fsdp``); rank 0 appends the results.
+- ``torchrun``: re-executes the same ``uscl train`` command under
+  ``python -m torch.distributed.run --standalone --nproc_per_node N`` (the worker entry point is
+  ``python -m gmse_cli.training``), which then takes the ``local`` path in each process.
+- ``slurm``: one submitit job per unfinished run, resources from the spec's ``[slurm]`` table;
+  a multi-GPU job runs one task per GPU and sets up torch.distributed from Slurm's variables.
+  Jobs resume from their last checkpoint when requeued after preemption or timeout.
+
+Finished runs (their key already in the results file) are skipped in every mode; a diverged
+run is recorded with status "diverged" and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gmse_cli.errors import BackendMissing, TrainError
+from gmse_cli.training.config import RunConfig
+from gmse_cli.training.results import RunRecord, append_record, finished_keys
+from gmse_cli.training.sweep import SlurmSettings
+
+__all__ = ["SweepOutcome", "run_local", "run_torchrun", "run_slurm", "SlurmRun"]
+
+
+@dataclass
+class SweepOutcome:
+    records: list[RunRecord]
+    skipped: list[str]
+    submitted: list[str]  # Slurm job ids
+
+
+def _ckpt_dir(root: Path, cfg: RunConfig) -> Path:
+    return root / cfg.run_key()
+
+
+def run_local(
+    runs: list[RunConfig],
+    *,
+    out: Path,
+    checkpoint_root: Path,
+    device: str = "auto",
+    progress: bool = True,
+    compile_model: bool = False,
+    sweep: str | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> SweepOutcome:
+    """Train every unfinished run in order; append each record as soon as it finishes."""
+    from gmse_cli.training.loop import dist_env, train_run
+
+    env = dist_env()
+    done = finished_keys(out)
+    outcome = SweepOutcome(records=[], skipped=[], submitted=[])
+    for i, cfg in enumerate(runs, start=1):
+        key = cfg.run_key()
+        if key in done:
+            outcome.skipped.append(cfg.name)
+            if env.main:
+                log(f"[{i}/{len(runs)}] {cfg.name}: already in {out}, skipped")
+            continue
+        if env.main:
+            log(f"[{i}/{len(runs)}] {cfg.name}")
+        record = train_run(cfg, run_dir=_ckpt_dir(checkpoint_root, cfg), device=device, progress=progress,
+                           compile_model=compile_model, sweep=sweep)
+        if record is not None:
+            append_record(out, record)
+            outcome.records.append(record)
+            loss = "diverged" if record.val_loss is None else f"{record.val_loss:.4f}"
+            log(f"    val loss {loss}  N={record.params:,}  D={record.tokens:,}  {record.wall_time_s:.0f} s")
+        _barrier()
+    return outcome
+
+
+def _barrier() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is present whenever training ran
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def run_torchrun(args: list[str], *, nproc_per_node: int) -> int:
+    """Run ``uscl <args>`` under torch.distributed.run; returns its exit code."""
+    if nproc_per_node < 1:
+        raise TrainError(f"--nproc-per-node {nproc_per_node} must be at least 1")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={nproc_per_node}", "-m", "gmse_cli.training", *args,
+    ]
+    return subprocess.call(cmd)
+
+
+class SlurmRun:
+    """A submitit job: train one run (resuming from its checkpoint) and append its record.
+
+    ``checkpoint`` makes submitit requeue the same job on preemption or timeout; the requeued
+    job resumes from the run's last checkpoint.
+    """
+
+    def __init__(self, cfg_json: str, out: str, checkpoint_root: str, sweep: str | None) -> None:
+        self.cfg_json = cfg_json
+        self.out = out
+        self.checkpoint_root = checkpoint_root
+        self.sweep = sweep
+
+    def __call__(self) -> dict[str, Any] | None:
+        from gmse_cli.training.loop import train_run
+
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        cfg = RunConfig.model_validate_json(self.cfg_json)
+        if cfg.run_key() in finished_keys(self.out):
+            return None
+        record = train_run(cfg, run_dir=Path(self.checkpoint_root) / cfg.run_key(), progress=False,
+                           sweep=self.sweep)
+        if record is None:
+            return None
+        append_record(self.out, record)
+        return record.model_dump(mode="json")
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def run_slurm(
+    runs: list[RunConfig],
+    *,
+    out: Path,
+    checkpoint_root: Path,
+    settings: SlurmSettings,
+    sweep: str | None = None,
+    wait: bool | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> SweepOutcome:
+    """Submit one job per unfinished run; waits for them only on the local/debug executors."""
+    try:
+        import submitit
+    except ImportError:
+        raise BackendMissing("--launcher slurm needs submitit: pip install 'uscl[train]'") from None
+    done = finished_keys(out)
+    todo = [cfg for cfg in runs if cfg.run_key() not in done]
+    outcome = SweepOutcome(records=[], skipped=[c.name for c in runs if c.run_key() in done], submitted=[])
+    if not todo:
+        return outcome
+    executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
+    params: dict[str, Any] = {
+        "timeout_min": settings.timeout_min,
+        "nodes": settings.nodes,
+        "cpus_per_task": settings.cpus_per_task,
+        "name": f"uscl-{sweep or 'train'}",
+    }
+    if settings.cluster == "slurm":
+        gpus = settings.gpus_per_node
+        params |= {
+            "gpus_per_node": gpus,
+            "tasks_per_node": max(1, gpus),
+            "slurm_array_parallelism": settings.max_parallel,
+        }
+        for key in ("partition", "account", "qos", "constraint"):
+            value = getattr(settings, key)
+            if value:
+                params[f"slurm_{key}"] = value
+        if settings.mem_gb:
+            params["mem_gb"] = settings.mem_gb
+        if settings.setup:
+            params["slurm_setup"] = list(settings.setup)
+    executor.update_parameters(**params)
+    out_abs, ckpt_abs = str(Path(out).resolve()), str(Path(checkpoint_root).resolve())
+    jobs = []
+    with executor.batch():
+        for cfg in todo:
+            jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep)))
+    outcome.submitted = [str(j.job_id) for j in jobs]
+    log(f"submitted {len(jobs)} job(s): {', '.join(outcome.submitted)}; results go to {out_abs}")
+    if wait if wait is not None else settings.cluster != "slurm":
+        for job in jobs:
+            result = job.result()
+            if result is not None:
+                outcome.records.append(RunRecord.model_validate(result))
+    return outcome

