@@ -22,6 +22,7 @@ import time
 import torch
 
 from gmse_cli.spec import resolve_format
+from gmse_cli.training.loop import single_thread_kernels
 from gmse_cli.training.model import build_model
 from gmse_cli.training.presets import get_preset
 
@@ -56,6 +57,7 @@ def cpu_benchmark(steps: int) -> None:
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, VOCAB, (batch_size, context + 1), generator=gen) for _ in range(steps + 1)]
     variants = {"fp32": (None, None), "int4 W+A": ("int4", "int4")}
+    single_thread_kernels()  # as train_run does on CPU
     models = {name: _make("tiny", f, context, "cpu") for name, f in variants.items()}
     for model, opt in models.values():  # warm-up: numba compilation, allocator
         _step(model, opt, batches[0], "cpu")

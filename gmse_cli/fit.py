@@ -312,8 +312,65 @@ def _two_loop(g, s_hist, y_hist, rho_hist, count, head, m):
     return -r
 
 
+_two_loop_kernel = None
+
+
+def _two_loop_numba(g, s_hist, y_hist, rho_hist, count, head, idx, m):
+    """:func:`_two_loop` for rows ``idx`` of the full history arrays, without gathering copies."""
+    global _two_loop_kernel
+    if _two_loop_kernel is None:
+        import numba
+
+        @numba.njit(cache=True)
+        def kernel(g, s_hist, y_hist, rho_hist, count, head, idx, m):  # pragma: no cover - compiled
+            k, P = g.shape
+            out = np.empty((k, P))
+            alphas = np.empty(m)
+            q = np.empty(P)
+            for r in range(k):
+                row = idx[r]
+                for p in range(P):
+                    q[p] = g[r, p]
+                n_pairs = count[row]
+                for j in range(n_pairs):  # newest to oldest
+                    pos = (head[row] - 1 - j) % m
+                    dot = 0.0
+                    for p in range(P):
+                        dot += s_hist[row, pos, p] * q[p]
+                    a = rho_hist[row, pos] * dot
+                    alphas[j] = a
+                    for p in range(P):
+                        q[p] -= a * y_hist[row, pos, p]
+                gamma = 1.0
+                if n_pairs > 0:
+                    pos = (head[row] - 1) % m
+                    sy = 0.0
+                    yy = 0.0
+                    for p in range(P):
+                        sy += s_hist[row, pos, p] * y_hist[row, pos, p]
+                        yy += y_hist[row, pos, p] * y_hist[row, pos, p]
+                    if yy > 0:
+                        gamma = sy / yy
+                for p in range(P):
+                    q[p] *= gamma
+                for j in range(n_pairs - 1, -1, -1):  # oldest to newest
+                    pos = (head[row] - 1 - j) % m
+                    dot = 0.0
+                    for p in range(P):
+                        dot += y_hist[row, pos, p] * q[p]
+                    b = rho_hist[row, pos] * dot
+                    for p in range(P):
+                        q[p] += (alphas[j] - b) * s_hist[row, pos, p]
+                for p in range(P):
+                    out[r, p] = -q[p]
+            return out
+
+        _two_loop_kernel = kernel
+    return _two_loop_kernel(g, s_hist, y_hist, rho_hist, count, head, idx, m)
+
+
 def _batched_lbfgs(fun, x0: np.ndarray, *, max_iter: int = 1000, history: int = 10,
-                   ftol: float = 1e-11, gtol: float = 1e-10, max_step: float = 5.0,
+                   ftol: float = 1e-10, gtol: float = 1e-10, max_step: float = 5.0,
                    max_backtracks: int = 40, merge_every: int = 10, merge_tol: float = 1e-4):
     """Minimize independent problems, one per row of ``x0``, with L-BFGS and Armijo backtracking.
 
@@ -353,7 +410,7 @@ def _batched_lbfgs(fun, x0: np.ndarray, *, max_iter: int = 1000, history: int = 
                 active[idx[copies]] = False
                 idx = idx[np.sort(first)]
         gi = g[idx]
-        d = _two_loop(gi, s_hist[idx], y_hist[idx], rho_hist[idx], count[idx], head[idx], m)
+        d = _two_loop_numba(gi, s_hist, y_hist, rho_hist, count, head, idx, m)
         slope = np.einsum("ij,ij->i", gi, d)
         bad = ~(slope < 0) | ~np.all(np.isfinite(d), axis=1)
         if bad.any():  # not a descent direction: restart from steepest descent
@@ -421,31 +478,46 @@ def _batched_lbfgs(fun, x0: np.ndarray, *, max_iter: int = 1000, history: int = 
 class _NoCapacity:
     names: tuple[str, ...] = ()
 
-    def logrho(self, c):
+    def logrho(self, c, alpha=None):
         return np.zeros((c.shape[0], 1))
 
-    def backprop(self, c, u):
-        return np.zeros((c.shape[0], 0))
+    def backprop(self, c, u, alpha=None):
+        return np.zeros((c.shape[0], 0)), None
 
 
 class _DecoupledPart:
-    """log rho of each run = the free log-capacity of its scheme (the reference pinned at 0)."""
+    """Each run's scheme carries a free capacity; the reference scheme is pinned at rho = 1.
+
+    Parametrized by the shift phi_s = alpha * log rho_s of the A term's exponent, not by
+    log rho_s: the loss sees log rho only through alpha * log rho, so with a small alpha the
+    raw log-capacities are badly scaled against the law and strongly coupled to alpha (L-BFGS
+    then needs thousands of iterations); in phi the problem is nearly separable.
+    """
+
+    uses_alpha = True
 
     def __init__(self, scheme_of_run: np.ndarray, schemes: Sequence[str], reference: int):
         self.free = [i for i in range(len(schemes)) if i != reference]
-        self.names = tuple(f"logrho:{schemes[i]}" for i in self.free)
-        column = {s: j for j, s in enumerate(self.free)}
-        n = len(scheme_of_run)
-        self.onehot = np.zeros((n, len(self.free)))
-        for i, s in enumerate(scheme_of_run):
-            if s != reference:
-                self.onehot[i, column[s]] = 1.0
+        self.names = tuple(f"phi:{schemes[i]}" for i in self.free)
+        column = {s: j + 1 for j, s in enumerate(self.free)}  # column 0: the reference, phi = 0
+        self.column = np.array([column.get(int(s), 0) for s in scheme_of_run], dtype=int)
+        # Runs sorted by column, for segment sums in backprop (no BLAS: tiny matmuls on a
+        # busy machine cost more in thread hand-offs than in arithmetic).
+        self.order = np.argsort(self.column, kind="stable")
+        sorted_cols = self.column[self.order]
+        self.starts = np.searchsorted(sorted_cols, np.arange(1, len(self.free) + 1))
 
-    def logrho(self, c):
-        return c @ self.onehot.T
+    def _phi(self, c):
+        return np.hstack([np.zeros((c.shape[0], 1)), c])[:, self.column]
 
-    def backprop(self, c, u):
-        return u @ self.onehot
+    def logrho(self, c, alpha):
+        return self._phi(c) / alpha[:, None]
+
+    def backprop(self, c, u, alpha):
+        """Gradients for phi, and the extra alpha gradient through log rho = phi / alpha."""
+        phi = self._phi(c)
+        seg = np.add.reduceat(u[:, self.order], self.starts, axis=1) if len(self.free) else np.zeros((c.shape[0], 0))
+        return seg / alpha[:, None], -(u * phi).sum(axis=1) / alpha**2
 
 
 class _StagePart:
@@ -477,11 +549,11 @@ class _StagePart:
         logT = np.where(self.lossless, 0.0, np.log(T))
         return logL, F, C, z, T, logT
 
-    def logrho(self, c):
+    def logrho(self, c, alpha=None):
         logL, _, C, _, _, logT = self._stage_terms(c)
         return (logL + C * logT) @ self.incidence
 
-    def backprop(self, c, u):
+    def backprop(self, c, u, alpha=None):
         _, _, C, z, T, logT = self._stage_terms(c)
         us = u @ self.incidence.T  # (k, stages)
         # d/dlogF of C log tanh(z) = C z (1 - T^2) / T = C * 2z / sinh(2z)
@@ -492,7 +564,7 @@ class _StagePart:
         out[:, 0::3] = us @ self.fam_onehot
         out[:, 1::3] = (us * dF) @ self.fam_onehot
         out[:, 2::3] = (us * dC) @ self.fam_onehot
-        return out
+        return out, None
 
 
 class _KumarPart:
@@ -503,13 +575,13 @@ class _KumarPart:
     def __init__(self, w_bits: np.ndarray, a_bits: np.ndarray):
         self.bits = np.stack([w_bits, a_bits])  # (2, n)
 
-    def logrho(self, c):
+    def logrho(self, c, alpha=None):
         z = self.bits[None, :, :] / np.exp(c)[:, :, None]  # (k, 2, n)
         return np.log(-np.expm1(-z)).sum(axis=1)
 
-    def backprop(self, c, u):
+    def backprop(self, c, u, alpha=None):
         z = self.bits[None, :, :] / np.exp(c)[:, :, None]
-        return np.einsum("kn,kxn->kx", u, -z / np.expm1(z))
+        return np.einsum("kn,kxn->kx", u, -z / np.expm1(z)), None
 
 
 def _law_numpy(theta, logN, logD, y, logrho, weights, delta):
@@ -647,24 +719,27 @@ class _LossObjective:
         """Log-loss predictions for internal parameters (k, P) -> (k, n)."""
         theta = np.atleast_2d(theta)
         a, alpha, b, beta, e = (theta[:, j : j + 1] for j in range(5))
-        x1 = self.logN + (self.part.logrho(theta[:, 5:]) if theta.shape[1] > 5 else 0.0)
+        x1 = self.logN + (self.part.logrho(theta[:, 5:], theta[:, 1]) if theta.shape[1] > 5 else 0.0)
         return np.logaddexp(np.logaddexp(a - alpha * x1, b - beta * self.logD), e)
 
     def logrho(self, theta: np.ndarray) -> np.ndarray:
         theta = np.atleast_2d(theta)
-        return np.broadcast_to(self.part.logrho(theta[:, 5:]), (theta.shape[0], len(self.y)))
+        return np.broadcast_to(self.part.logrho(theta[:, 5:], theta[:, 1]), (theta.shape[0], len(self.y)))
 
     def value_grad(self, theta, weights=None):
         theta = np.ascontiguousarray(theta, dtype=float)
         if theta.shape[1] == 5:
             logrho = self._zeros
         else:
-            logrho = np.ascontiguousarray(self.part.logrho(theta[:, 5:]), dtype=float)
+            logrho = np.ascontiguousarray(self.part.logrho(theta[:, 5:], theta[:, 1]), dtype=float)
         w = self._ones if weights is None else np.ascontiguousarray(weights, dtype=float)
         f, g_law, urho = self._law(theta[:, :5].copy(), self.logN, self.logD, self.y, logrho, w, self.delta)
         if theta.shape[1] == 5:
             return f, g_law
-        return f, np.hstack([g_law, self.part.backprop(theta[:, 5:], urho)])
+        g_part, g_alpha = self.part.backprop(theta[:, 5:], urho, theta[:, 1])
+        if g_alpha is not None:
+            g_law[:, 1] += g_alpha
+        return f, np.hstack([g_law, g_part])
 
 
 class _CapacityObjective:
@@ -684,7 +759,7 @@ class _CapacityObjective:
         u = _huber_grad(r, self.delta)
         if weights is not None:
             h, u = h * weights, u * weights
-        return h.sum(axis=1), self.part.backprop(theta, u * rho)
+        return h.sum(axis=1), self.part.backprop(theta, u * rho)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,20 +853,32 @@ def _bootstrap_weights(groups: np.ndarray, K: int, rng: np.random.Generator) -> 
     return W
 
 
-def _multistart(problem: _Problem, starts: np.ndarray, *, weights=None):
-    """Batched L-BFGS from every start (free coordinates), then polish the best."""
-    x0 = starts[:, problem.free]
-    x0 = np.unique(x0, axis=0)
+def _multistart(problem: _Problem, starts: np.ndarray, *, weights=None, grid_iter: int = 300,
+                finalists: int = 4, final_iter: int = 3000):
+    """L-BFGS from every start, then the best few to convergence, then polish the best.
+
+    The grid stage runs every start (batched) for at most ``grid_iter`` iterations: enough to
+    settle each start into its basin (a Chinchilla start needs about 100-200), not to finish a
+    badly conditioned one. The ``finalists`` best distinct rows then continue for up to
+    ``final_iter`` iterations, and scipy's L-BFGS-B polishes the winner.
+    """
+    x0 = np.unique(starts[:, problem.free], axis=0)
     fun = problem.fun(None if weights is None else np.broadcast_to(weights, (len(x0), len(weights))))
-    x, f, _, _ = _batched_lbfgs(fun, x0)
-    if not np.any(np.isfinite(f)):
+    x, f, _, _ = _batched_lbfgs(fun, x0, max_iter=grid_iter)
+    finite = np.flatnonzero(np.isfinite(f))
+    if finite.size == 0:
         raise FitError("the fit did not converge: no start reached a finite objective")
-    order = np.argsort(f)
-    best = x[order[0]]
-    xp, fp, ok = problem.polish(best, weights)
-    if fp > f[order[0]]:
-        xp, fp = best, f[order[0]]
-    return xp, fp, len(x0), ok
+    order = finite[np.argsort(f[finite])]
+    key = np.round(x[order] / (1e-3 * np.maximum(np.abs(x[order]), 1.0)))
+    _, first = np.unique(key, axis=0, return_index=True)
+    pick = order[np.sort(first)[:finalists]]
+    fun = problem.fun(None if weights is None else np.broadcast_to(weights, (len(pick), len(weights))))
+    xf, ff, _, _ = _batched_lbfgs(fun, x[pick], max_iter=final_iter)
+    best = int(np.argmin(ff))
+    xp, fp, _ = problem.polish(xf[best], weights)
+    if not fp <= ff[best]:
+        xp, fp = xf[best], ff[best]
+    return xp, fp, len(x0), True
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,20 +922,26 @@ class GmseCache:
         return value
 
 
-def run_stages(run: Run, gmse: Callable[[Format], float]) -> list[tuple[Family, float]]:
-    """(family, GMSE) of every lossy stage of a run's weights and activations."""
+def run_stages(run: Run, gmse: Callable[[Format], float], *, use_recorded: bool = True) -> list[tuple[Family, float]]:
+    """(family, GMSE) of every lossy stage of a run's weights and activations.
+
+    GMSEs a training record carries (``run.stage_gmse``) are used as recorded unless
+    ``use_recorded`` is False; everything else goes through ``gmse``.
+    """
+    parts = [(fam, part) for fmt in (run.weight_format(), run.activation_format()) if fmt is not None
+             for fam, part in fmt.stage_formats()]
+    recorded = run.stage_gmse if use_recorded else None
+    if recorded is not None and [Family(f) for f, _ in recorded] != [f for f, _ in parts]:
+        recorded = None  # the record does not match the format's stages: recompute
     stages: list[tuple[Family, float]] = []
-    for fmt in (run.weight_format(), run.activation_format()):
-        if fmt is None:
-            continue
-        for family, part in fmt.stage_formats():
-            value = gmse(part)
-            if not value < 1.0:
-                raise FitError(
-                    f"scheme '{run.scheme}': stage {part.display_name} has GMSE {value:.3g} >= 1 "
-                    "(it keeps nothing), so its capacity is 0 and log-loss cannot be fitted"
-                )
-            stages.append((family, value))
+    for k, (family, part) in enumerate(parts):
+        value = recorded[k][1] if recorded is not None else gmse(part)
+        if not value < 1.0:
+            raise FitError(
+                f"scheme '{run.scheme}': stage {part.display_name} has GMSE {value:.3g} >= 1 "
+                "(it keeps nothing), so its capacity is 0 and log-loss cannot be fitted"
+            )
+        stages.append((family, value))
     return stages
 
 
@@ -932,8 +1025,6 @@ def _internal_fixed(fixed: Mapping[str, float] | None, names: Sequence[str]) -> 
         value = float(value)
         if key in _CONSTANT_NAMES:
             internal = _CONSTANT_NAMES[key]
-        elif key.startswith("rho:"):
-            internal = "logrho:" + key[4:]
         elif key in ("gamma_w", "gamma_a"):
             internal = "logGamma_" + key[-1]
         elif "." in key and key.rsplit(".", 1)[1] in _FAMILY_KEYS:
@@ -943,7 +1034,7 @@ def _internal_fixed(fixed: Mapping[str, float] | None, names: Sequence[str]) -> 
             raise FitError(f"fixed constant '{key}' is not a constant of this model (known: {', '.join(_public_names(names))})")
         if internal not in names:
             raise FitError(f"fixed constant '{key}' is not a constant of this model (known: {', '.join(_public_names(names))})")
-        if internal.startswith("log"):
+        if _is_log(internal):
             if not value > 0:
                 raise FitError(f"fixed constant {key} = {value} must be positive")
             value = math.log(value)
@@ -954,8 +1045,8 @@ def _internal_fixed(fixed: Mapping[str, float] | None, names: Sequence[str]) -> 
 def _public_name(internal: str) -> str:
     if internal in _LAW_INTERNAL:
         return _LAW[_LAW_INTERNAL.index(internal)]
-    if internal.startswith("logrho:"):
-        return "rho:" + internal[7:]
+    if internal.startswith("phi:"):
+        return internal
     if internal.startswith("logGamma_"):
         return "gamma_" + internal[-1]
     fam, k = internal.rsplit(".", 1)
@@ -966,14 +1057,17 @@ def _public_names(names: Sequence[str]) -> list[str]:
     return [_public_name(n) for n in names]
 
 
+def _is_log(internal: str) -> bool:
+    """Parameters fitted through their logarithm: log A, log B, log E, log gamma, family.logL/F/C."""
+    return internal.rsplit(".", 1)[-1].startswith("log")
+
+
 def _public_values(names: Sequence[str], theta: np.ndarray) -> np.ndarray:
     """Internal coordinates -> natural values (exp of the log-parametrized ones)."""
     theta = np.atleast_2d(theta)
     out = theta.copy()
     for j, n in enumerate(names):
-        if n.startswith("log"):
-            out[:, j] = np.exp(theta[:, j])
-        elif "." in n and n.rsplit(".", 1)[1].startswith("log"):
+        if _is_log(n):
             out[:, j] = np.exp(theta[:, j])
     return out
 
@@ -1015,7 +1109,7 @@ def fit(
     - ``bootstrap``: K refits on runs resampled within each scheme; every constant (and every
       decoupled capacity) gets a 95% percentile interval and a 1-sigma.
     - ``fixed``: constants held at given values, by public name: ``A``, ``alpha``, ``B``,
-      ``beta``, ``E``, ``quantization.L`` ..., ``gamma_w``, ``rho:SCHEME``.
+      ``beta``, ``E``, ``quantization.L`` ..., ``gamma_w``, ``gamma_a``.
     - ``base_law``: a :class:`~gmse_cli.law.Law` whose capacity curves are used for families the
       runs cannot identify (fewer than 3 distinct GMSE values).
     - ``gmse``: stage GMSE provider (default: a :class:`GmseCache` on the GMSE engine).
@@ -1070,8 +1164,9 @@ def fit(
         part = _StagePart(families, stage_family, stage_bits, incidence)
         for j, fam in enumerate(families):
             family_info[fam] = len({b for b, sf in zip(stage_bits, stage_family, strict=True) if sf == j})
-        names = _LAW_INTERNAL + part.names
-        held.update(_hold_unidentified(families, family_info, incidence, stage_family, base_law, names, notes))
+        names = list(_LAW_INTERNAL + part.names)
+        held.update(_hold_unidentified(families, family_info, incidence, stage_family, base_law, names, notes,
+                                       _internal_fixed(fixed, names)))
 
     names = list(_LAW_INTERNAL + tuple(part.names))
     user_fixed = _internal_fixed(fixed, names)
@@ -1210,11 +1305,15 @@ def _converged(problem: _Problem, x: np.ndarray) -> bool:
     return bool(np.all(rel <= 1e-5 * max(abs(f[0]), 1e-300)))
 
 
-def _hold_unidentified(families, n_gmse, incidence, stage_family, base_law, names, notes) -> dict[int, tuple[float, str]]:
+def _hold_unidentified(families, n_gmse, incidence, stage_family, base_law, names, notes,
+                       user_fixed: Mapping[int, float]) -> dict[int, tuple[float, str]]:
     """Families the runs cannot identify are held at the base law (or L at 1 if only L is lost)."""
     held: dict[int, tuple[float, str]] = {}
     fitted: list[int] = []
     for j, fam in enumerate(families):
+        idx = [names.index(f"{fam}.log{k}") for k in _FAMILY_KEYS]
+        if all(i in user_fixed for i in idx):
+            continue
         if n_gmse[fam] >= 3:
             fitted.append(j)
             continue
@@ -1229,8 +1328,9 @@ def _hold_unidentified(families, n_gmse, incidence, stage_family, base_law, name
         notes.append(f"family '{fam}': {n_gmse[fam]} distinct GMSE value(s), too few to fit; L, F, C held at law '{base_law.name}'")
     # L_f is confounded with A unless the runs differ in how many stages of f they carry
     # (e.g. weights-only vs weights + activations): check the design's rank.
+    fitted = [j for j in fitted if names.index(f"{families[j]}.logL") not in user_fixed]
     counts = np.stack([incidence[stage_family == j].sum(axis=0) for j in fitted], axis=1) if fitted else None
-    if counts is not None:
+    if counts is not None and 0 not in user_fixed:  # with A held, L is identified by the data
         design = np.ones((counts.shape[0], 1))
         for col, j in enumerate(fitted):
             trial = np.hstack([design, counts[:, col : col + 1]])
@@ -1267,7 +1367,7 @@ def _constants(names, theta, boot_theta, fixed_all, held, user_fixed) -> dict[st
     boot = _public_values(names, boot_theta) if boot_theta is not None and len(boot_theta) else None
     out: dict[str, ConstantEstimate] = {}
     for j, n in enumerate(names):
-        if n.startswith("logrho:"):
+        if n.startswith("phi:"):
             continue  # reported as capacities
         pub = _public_name(n)
         is_fixed = j in fixed_all
@@ -1451,8 +1551,7 @@ def fit_capacity(
         fb = fb.reshape(K, R)
         pick = np.argmin(np.where(np.isfinite(fb), fb, np.inf), axis=1)
         boot_theta = problem.full(xb.reshape(K, R, -1)[np.arange(K), pick])
-    constants = _constants(names, objective.to_public(theta)[0],
-                           None if boot_theta is None else objective.to_public(boot_theta), fixed_all, held, user_fixed)
+    constants = _constants(names, theta[0], boot_theta, fixed_all, held, user_fixed)
     pred = objective.predict(theta)[0]
     fams = {fam: FamilyFit(L=constants[f"{fam}.L"].value, F=constants[f"{fam}.F"].value, C=constants[f"{fam}.C"].value,
                            held=all(constants[f"{fam}.{k}"].fixed for k in _FAMILY_KEYS), n_gmse=n_gmse[fam])
@@ -1467,7 +1566,7 @@ def fit_capacity(
 def _fit_capacity_model(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, starts, capacity_delta,
                         data_files, bootstrap_starts) -> FitResult:
     """Decoupled capacities, then curves through them; the law re-predicts runs from the curves."""
-    law_fixed = {k: v for k, v in (fixed or {}).items() if k in _LAW or k.startswith("rho:")}
+    law_fixed = {k: v for k, v in (fixed or {}).items() if k in _LAW}
     cap_fixed = {k: v for k, v in (fixed or {}).items() if k not in law_fixed}
     dec = fit(runs, model="decoupled", huber_delta=delta, bootstrap=bootstrap, seed=seed, fixed=law_fixed,
               starts=starts, sensitivity=False, bootstrap_starts=bootstrap_starts, data_files=data_files)

@@ -58,7 +58,7 @@ Method = Literal["auto", "exact", "monte-carlo"]
 GmseBackend = Literal["numba", "numpy", "torch"]
 
 _Z95 = 1.959963984540054  # two-sided 95% normal quantile
-_BATCH_ELEMENTS = 1 << 18  # ~1 MB of float32 per batch: big enough for kernels, small for memory
+_BATCH_ELEMENTS = 1 << 17  # 512 KB of float32 per batch: big enough for kernels, small enough to stop early
 _MIN_BATCHES = 16  # below this the batch-variance estimate itself is too noisy
 _DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements = 256 MB of bank at most
 # Effective bits may exceed stored bits only by Monte Carlo noise; anything beyond is a bug.

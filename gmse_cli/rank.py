@@ -2,6 +2,7 @@
 
     rank(["int4", "fp4", "nvfp4"], params=200e6)   -> list[RankRow]   (one row per format)
     predict("2:4+int4", params=200e6, tokens=20e9) -> Prediction      (the full breakdown)
+    compare(["fp4", "int4"])                        -> Comparison      (who wins, how often)
 
 Every format (or weight x activation :class:`~gmse_cli.spec.Scheme`) goes through the same
 steps: the GMSE of each tensor's whole pipeline and of each lossy stage alone (one
@@ -14,8 +15,9 @@ parameters a format needs to match that dense model (N / rho) and the memory the
 
 Intervals come from one set of Monte Carlo draws of the law's constants shared by every row
 (:func:`~gmse_cli.law.sample_law`; model in :mod:`gmse_cli.law`) together with draws of each
-stage's GMSE within its standard error. The GMSE draws of a row are seeded from ``seed`` and the
-row's own spec, so a format gets the same interval whether it is ranked alone or in the catalog.
+stage's GMSE within its standard error. A stage's GMSE draws are seeded from ``seed`` and the
+measurement itself, so a format gets the same interval whether it is ranked alone or in the
+catalog. :func:`compare` reads the same draws jointly: how often each format wins.
 The loss difference to bf16 is computed draw by draw, so the constants common to both models
 (E, B D^-beta) cancel and its interval is far tighter than the loss interval.
 """
@@ -58,14 +60,18 @@ __all__ = [
     "compare",
     "predict",
     "pareto_front",
+    "pareto_mask",
     "sort_rows",
     "SORT_COLUMNS",
     "plot_rank",
+    "check_plot_path",
 ]
 
 DEFAULT_PARAMS = 200e6  # the paper's largest Llama size of its own sweep (200M non-embedding)
 DEFAULT_TOKENS_PER_PARAM = 100.0  # the middle of the paper's 50/100/200 tokens per parameter
-DEFAULT_DRAWS = 4000  # Monte Carlo draws of the constants: 95% quantiles to about +/-1% of the tail mass
+# Monte Carlo draws of the constants: the 2.5% quantile then sits within +/-0.25 percentage points
+# of probability (one standard error), and a catalog's draws stay a few MB.
+DEFAULT_DRAWS = 4000
 
 
 class _Model(BaseModel):
@@ -348,7 +354,7 @@ def rank(
 
 
 def _rows(preds: Sequence[Prediction]) -> list[RankRow]:
-    front = _pareto_mask(np.array([p.bits_per_param for p in preds]), np.array([p.rho for p in preds]))
+    front = pareto_mask(np.array([p.bits_per_param for p in preds]), np.array([p.rho for p in preds]))
     return [
         RankRow(**p.model_dump(exclude={"stages", "params_term", "data_term", "irreducible", "dense_loss"}),
                 pareto=bool(on))
@@ -421,7 +427,7 @@ def predict(
     return pred
 
 
-def _pareto_mask(bits: np.ndarray, rho: np.ndarray) -> np.ndarray:
+def pareto_mask(bits: np.ndarray, rho: np.ndarray) -> np.ndarray:
     """True where no other point has bits <= and rho >= with one of them strict.
 
     Sweep in order of bits: a point is on the frontier when its rho is the best among equal
@@ -445,9 +451,12 @@ def _pareto_mask(bits: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return mask
 
 
+_pareto_mask = pareto_mask  # the name gmse_cli.search imports
+
+
 def pareto_front(rows: Sequence[RankRow]) -> list[RankRow]:
     """The rows no other row beats on both bits per parameter and capacity, by bits."""
-    mask = _pareto_mask(np.array([r.bits_per_param for r in rows]), np.array([r.rho for r in rows]))
+    mask = pareto_mask(np.array([r.bits_per_param for r in rows]), np.array([r.rho for r in rows]))
     return sorted((r for r, on in zip(rows, mask, strict=True) if on), key=lambda r: r.bits_per_param)
 
 

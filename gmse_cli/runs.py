@@ -88,6 +88,9 @@ class Run(BaseModel):
     source: str = Field(default="", description="file the run was read from")
     weights_spec: Format | None = Field(default=None, description="full weight format when given inline")
     activations_spec: Format | None = Field(default=None, description="full activation format when given inline")
+    stage_gmse: tuple[tuple[str, float], ...] | None = Field(
+        default=None, description="(family, GMSE) of each lossy stage, weights first, as the run recorded them"
+    )
     meta: dict[str, MetaValue] = Field(default_factory=dict, description="anything else recorded")
 
     @model_validator(mode="after")
@@ -385,6 +388,13 @@ def load_train_jsonl(path: str | Path) -> list[Run]:
             continue
         weights, w_spec = _format_field(_lookup(rec, _KEYS_W), where, "weights")
         activations, a_spec = _format_field(_lookup(rec, _KEYS_A), where, "activations")
+        # uscl train records carry the full specs beside the display names: prefer them.
+        if isinstance(rec.get("weights_spec"), dict):
+            w_spec = _format_field(rec["weights_spec"], where, "weights_spec")[1]
+            weights = weights or (w_spec.display_name if w_spec else None)
+        if isinstance(rec.get("activations_spec"), dict):
+            a_spec = _format_field(rec["activations_spec"], where, "activations_spec")[1]
+            activations = activations or (a_spec.display_name if a_spec else None)
         if weights is None:
             weights = "bf16"
         if w_spec is None:
@@ -395,6 +405,7 @@ def load_train_jsonl(path: str | Path) -> list[Run]:
             k: v for k, v in rec.items()
             if isinstance(v, str | int | float | bool) and k not in (*_KEYS_N, *_KEYS_D, *_KEYS_LOSS, *_KEYS_W, *_KEYS_A)
         }
+        recorded = _recorded_gmse(rec.get("stage_gmse"), activations is not None, where)
         runs.append(
             Run(
                 scheme=str(rec["scheme_name"]) if isinstance(rec.get("scheme_name"), str) else scheme_name(weights, activations),
@@ -406,10 +417,27 @@ def load_train_jsonl(path: str | Path) -> list[Run]:
                 source=str(path),
                 weights_spec=w_spec,
                 activations_spec=a_spec,
+                stage_gmse=recorded,
                 meta=meta,
             )
         )
     return runs
+
+
+def _recorded_gmse(value: Any, has_activations: bool, where: str) -> tuple[tuple[str, float], ...] | None:
+    """``stage_gmse`` of a uscl train record -> ((family, GMSE), ...), weights' stages first."""
+    if not isinstance(value, dict):
+        return None
+    out: list[tuple[str, float]] = []
+    for tensor in ("weights", "activations") if has_activations else ("weights",):
+        stages = value.get(tensor)
+        if not isinstance(stages, list):
+            return None
+        for stage in stages:
+            if not isinstance(stage, dict) or "family" not in stage or "gmse" not in stage:
+                raise DataError(f"{where}: stage_gmse.{tensor} entries need 'family' and 'gmse'")
+            out.append((str(stage["family"]), _number(stage["gmse"], "stage_gmse", where)))
+    return tuple(out)
 
 
 def _check_spec(spec: str, where: str, key: str) -> None:

@@ -282,6 +282,11 @@ class Quantize(_Spec):
                 raise SpecError("quantize: fp_style 'fn' needs at least one mantissa bit")
         elif self.exponent_bits is not None or self.mantissa_bits is not None or self.fp_style is not None:
             raise SpecError(f"quantize: exponent_bits/mantissa_bits/fp_style only apply to grid 'fp', not '{grid}'")
+        if self.resolved_int_style is IntStyle.ASYMMETRIC and grid is GridKind.INT and self.scale in (ScaleRule.RMS, ScaleRule.NONE):
+            raise SpecError(
+                f"quantize: an asymmetric int grid takes scale 'absmax' or 'mse', not '{self.scale}' "
+                "(its zero point comes from the group's min/max)"
+            )
         if self.int_style is not None and grid is not GridKind.INT:
             raise SpecError(f"quantize: int_style only applies to grid 'int', not '{grid}'")
         if grid is GridKind.LUT:

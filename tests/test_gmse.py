@@ -48,8 +48,10 @@ def _closed_form_sparsity(s: float) -> float:
 def test_sparsity_exact_and_monte_carlo_match_closed_form(percent):
     truth = _closed_form_sparsity(percent / 100)
     assert gmse_of(f"sparse-{percent}").gmse == pytest.approx(truth, rel=1e-9)
-    mc = gmse_of(f"sparse-{percent}", method="monte-carlo", rel_err=2e-3)
-    assert mc.ci_low - 2e-3 * truth <= truth <= mc.ci_high + 2e-3 * truth
+    # Per-row top-k over a finite row is biased by O(1/row_length) against the infinite-row
+    # closed form (0.7% at 10% sparsity on rows of 4096): long rows make the bias negligible.
+    mc = gmse_of(f"sparse-{percent}", method="monte-carlo", rel_err=2e-3, row_length=1 << 16)
+    assert mc.ci_low - 1e-3 * truth <= truth <= mc.ci_high + 1e-3 * truth
 
 
 @pytest.mark.parametrize("name", ["int2", "int4", "fp4", "ternary", "lloyd-max-3", "2:4"])
@@ -96,12 +98,20 @@ def test_hadamard_rotation_leaves_gmse_unchanged():
     assert est.ci_low - 5e-4 * est.gmse <= PAPER_GMSE["int4"] <= est.ci_high + 5e-4 * est.gmse
 
 
-def test_paired_difference_is_tighter_than_either_interval():
+def test_paired_difference_is_tighter_than_unpaired():
     bank = SampleBank(seed=11)
-    a, b = resolve_format("fp4"), resolve_format("int4")
+    # Similar formats share most of their error on common samples: the paired interval is
+    # tighter than either estimate's, let alone the unpaired difference's.
+    a, b = resolve_format("int4-g128"), resolve_format("int4-g64")
     diff = bank.difference(a, b, rel_err=5e-3)
     ea, eb = bank.estimate(a, rel_err=5e-3), bank.estimate(b, rel_err=5e-3)
     assert diff.std_err < min(ea.std_err, eb.std_err)
+    assert diff.ci_low > 0  # g128 is worse than g64, resolved
+    # Dissimilar grids share less, but pairing still beats independent sampling.
+    a, b = resolve_format("fp4"), resolve_format("int4")
+    diff = bank.difference(a, b, rel_err=5e-3)
+    ea, eb = bank.estimate(a, rel_err=5e-3), bank.estimate(b, rel_err=5e-3)
+    assert diff.std_err < math.hypot(ea.std_err, eb.std_err)
     # fp4 is worse than int4 (paper: 0.012685 vs 0.011543), resolved by the paired interval
     assert diff.ci_low > 0
 
@@ -139,8 +149,8 @@ def test_bank_does_not_depend_on_access_order():
 
 
 def test_sample_count_adapts_to_rel_err():
-    loose = gmse_of("nvfp4", rel_err=1e-2)
-    tight = gmse_of("nvfp4", rel_err=1e-3)
+    loose = gmse_of("int4-g128", rel_err=1e-2)
+    tight = gmse_of("int4-g128", rel_err=1e-3)
     assert tight.samples > loose.samples
     assert tight.std_err <= 1e-3 * tight.gmse
 

@@ -23,9 +23,9 @@ from gmse_cli.law import save_law
 from gmse_cli.rank import (
     DEFAULT_TOKENS_PER_PARAM,
     RankRow,
-    _pareto_mask,
     compare,
     pareto_front,
+    pareto_mask,
     predict,
     rank,
     sort_rows,
@@ -186,7 +186,7 @@ def brute_force_front(bits, rho):
 def test_pareto_mask_matches_brute_force(points):
     bits = np.array([p[0] for p in points])
     rho = np.array([p[1] for p in points])
-    assert np.array_equal(_pareto_mask(bits, rho), brute_force_front(bits, rho))
+    assert np.array_equal(pareto_mask(bits, rho), brute_force_front(bits, rho))
 
 
 def test_pareto_rows(rows):

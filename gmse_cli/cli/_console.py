@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -10,8 +11,9 @@ from rich.console import Console
 
 __all__ = ["out_console", "err_console", "print_json"]
 
-# Rich respects NO_COLOR by itself; soft_wrap keeps data lines unbroken when piped.
-out_console = Console(soft_wrap=True)
+# Rich respects NO_COLOR by itself. Piped tables get a wide page (COLUMNS still wins) so that
+# numbers are not folded into unreadable cells.
+out_console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err_console = Console(stderr=True)
 
 

@@ -80,9 +80,10 @@ def register(app: typer.Typer) -> None:
             check_format_fits(cfg)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
         if dry_run:
-            flops = _flops_per_second(device, nproc_per_node if launcher == "torchrun" else 1)
-            plans = plan_sweep(runs, flops_per_second=flops, finished=finished)
-            _render_plans(spec.name, plans, json_out=json_out, flops=flops)
+            flops, source = _flops_per_second(device, nproc_per_node if launcher == "torchrun" else 1)
+            plans = plan_sweep(runs, vocab_size=_plan_vocab(spec.data.tokenizer), flops_per_second=flops,
+                               finished=finished)
+            _render_plans(spec.name, plans, json_out=json_out, flops=flops, source=source)
             return
         plan_sweep(runs)  # every budget must be at least one step before anything trains
         ckpt_root = checkpoint_dir or out.with_name(out.name + ".ckpt")
@@ -223,34 +224,51 @@ def _records_for(out: Path, runs) -> list:
 
 
 def _render_records(records, *, json_out: bool) -> None:
-    from rich.table import Table
-
-    from gmse_cli.cli._console import out_console, print_json
+    from gmse_cli.cli._console import print_json
 
     if json_out:
         print_json([r.model_dump(mode="json") for r in records])
         return
-    table = Table(title="training runs", title_justify="left")
-    for col in ("run", "N", "D", "val loss", "status", "wall s"):
-        table.add_column(col, justify="left" if col in ("run", "status") else "right")
+    rows = [("run", "N", "D", "val_loss", "status", "wall_s")]
     for r in records:
         loss = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
-        table.add_row(r.name, f"{r.params:,}", f"{r.tokens:,}", loss, r.status, f"{r.wall_time_s:.0f}")
-    out_console.print(table)
+        rows.append((r.name, f"{r.params:,}", f"{r.tokens:,}", loss, r.status, f"{r.wall_time_s:.0f}"))
+    _print_rows(rows)
 
 
-def _flops_per_second(device: str, processes: int) -> float | None:
-    """Rough sustained training FLOP/s: a timed matmul on this device x 40% x processes."""
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
+    """Aligned plain-text columns on stdout (never wrapped or cut, so pipes get whole lines)."""
+    import sys
+
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
+    sys.stdout.flush()
+
+
+# Dense bf16 peak of an H100 SXM (NVIDIA datasheet), assumed when planning for CUDA without one.
+_H100_BF16 = 989e12
+# The share of peak a small transformer's training step sustains (QuEST-size models reach
+# roughly 30-50% MFU on H100s); a planning figure, not a measurement.
+_ASSUMED_MFU = 0.4
+
+
+def _flops_per_second(device: str, processes: int) -> tuple[float | None, str]:
+    """Rough sustained training FLOP/s for time estimates, and where the number comes from."""
     try:
         import time
 
         import torch
     except ImportError:
-        return None
+        return None, "no torch: no time estimate"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        rate = _ASSUMED_MFU * _H100_BF16 * processes
+        return rate, f"assumed H100s: {processes} x 989 TFLOP/s bf16 x {_ASSUMED_MFU:.0%}"
     use_cuda = device != "cpu" and torch.cuda.is_available()
     dev = torch.device("cuda" if use_cuda else "cpu")
     dtype = torch.bfloat16 if use_cuda else torch.float32
-    n = 2048 if use_cuda else 512
+    n = 4096 if use_cuda else 512
     a = torch.randn(n, n, device=dev, dtype=dtype)
     reps = 0
     (a @ a).sum().item()
@@ -259,33 +277,43 @@ def _flops_per_second(device: str, processes: int) -> float | None:
         (a @ a).sum().item()
         reps += 1
     measured = 2 * n**3 * reps / (time.perf_counter() - start)
-    # 40%: the share of peak matmul speed a small transformer's training step usually sustains.
-    return 0.4 * measured * processes
+    where = torch.cuda.get_device_name() if use_cuda else "this CPU"
+    return _ASSUMED_MFU * measured * processes, (
+        f"a timed {n}x{n} matmul on {where} x {_ASSUMED_MFU:.0%}" + (f" x {processes} processes" if processes > 1 else "")
+    )
 
 
-def _render_plans(name: str, plans, *, json_out: bool, flops: float | None) -> None:
-    from rich.table import Table
-
-    from gmse_cli.cli._console import err_console, out_console, print_json
+def _render_plans(name: str, plans, *, json_out: bool, flops: float | None, source: str) -> None:
+    from gmse_cli.cli._console import err_console, print_json
 
     if json_out:
         print_json([p.model_dump(mode="json") for p in plans])
         return
-    table = Table(title=f"sweep '{name}': {len(plans)} runs", title_justify="left")
-    for col in ("run", "N", "D", "tokens/step", "steps", "FLOPs", "est. time", "done"):
-        table.add_column(col, justify="left" if col in ("run", "done") else "right")
+    rows = [("run", "N", "D", "tokens/step", "steps", "FLOPs", "est_time", "done")]
     total_flops = 0.0
     total_s = 0.0
     for p in plans:
         total_flops += p.plan.flops
-        total_s += p.est_seconds or 0.0
-        table.add_row(
+        total_s += 0.0 if p.done else (p.est_seconds or 0.0)
+        rows.append((
             p.plan.name, f"{p.plan.params:,}", f"{p.plan.tokens:,}", f"{p.plan.tokens_per_step:,}",
-            f"{p.plan.steps:,}", f"{p.plan.flops:.3g}", _duration(p.est_seconds), "yes" if p.done else "",
-        )
-    out_console.print(table)
-    rate = f" at ~{flops:.3g} FLOP/s (a timed matmul x 40%)" if flops else ""
-    err_console.print(f"total {total_flops:.3g} FLOPs, about {_duration(total_s)}{rate}")
+            f"{p.plan.steps:,}", f"{p.plan.flops:.3g}", _duration(p.est_seconds), "yes" if p.done else "no",
+        ))
+    _print_rows(rows)
+    todo = sum(not p.done for p in plans)
+    rate = f" at {flops:.3g} FLOP/s ({source})" if flops else ""
+    err_console.print(
+        f"sweep '{name}': {len(plans)} runs ({todo} to do), {total_flops:.3g} FLOPs, "
+        f"about {_duration(total_s)} left{rate}",
+        highlight=False,
+    )
+
+
+def _plan_vocab(tokenizer: str) -> int:
+    """The vocabulary FLOPs are planned with: V of bpe:V, else Llama-2's 32,000."""
+    from gmse_cli.training.sweep import DEFAULT_VOCAB_FOR_PLANS
+
+    return int(tokenizer[4:]) if tokenizer.startswith("bpe:") else DEFAULT_VOCAB_FOR_PLANS
 
 
 def _duration(seconds: float | None) -> str:

@@ -391,7 +391,7 @@ def _k_level(v, z, grid, gr):
     return gr[6][k]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _k_stats(xs, ms, has_mask):
     """(count, sum of squares, amax, min(0, min), max(0, max)) over the kept entries."""
     count, ss, amax, lo, hi = 0.0, 0.0, 0.0, 0.0, 0.0
@@ -446,29 +446,58 @@ def _k_error(xs, ms, has_mask, scale, z, gr):
 
 
 @numba.njit(cache=True, inline="always")
-def _k_write_grid(xs, ms, has_mask, os, scale, z, grid, gr):
-    for j in range(xs.size):
-        level = _k_level(np.float64(xs[j]) / scale, z, grid, gr)
-        os[j] = level * scale if not has_mask or ms[j] else 0.0
+def _k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, grid, gr):
+    # The groups of one row: inlined once per grid, so each copy has a constant grid code
+    # and the compiler drops the other grids' branches from the inner loop.
+    for b in range(scales.size):
+        s, z = scales[b], zs[b]
+        xg, og = xs[b * g : (b + 1) * g], os[b * g : (b + 1) * g]
+        mg = ms[b * g : (b + 1) * g] if has_mask else ms
+        if not s > 0:
+            og[:] = 0.0
+            continue
+        for j in range(g):
+            level = _k_level(np.float64(xg[j]) / s, z, grid, gr)
+            og[j] = level * s if not has_mask or mg[j] else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _k_write_row_table(xs, ms, has_mask, os, g, scales, gr):
+    # Lookup tables: count the midpoints <= v one midpoint at a time over the whole group
+    # (a vectorizable loop), instead of a search per element. Same index as _k_level's.
+    mids, table = gr[5], gr[6]
+    v, k = np.empty(g), np.empty(g, dtype=np.int64)
+    for b in range(scales.size):
+        s = scales[b]
+        xg, og = xs[b * g : (b + 1) * g], os[b * g : (b + 1) * g]
+        mg = ms[b * g : (b + 1) * g] if has_mask else ms
+        if not s > 0:
+            og[:] = 0.0
+            continue
+        for j in range(g):
+            v[j] = np.float64(xg[j]) / s
+            k[j] = 0
+        for m in mids:
+            for j in range(g):
+                k[j] += v[j] >= m
+        for j in range(g):
+            og[j] = table[k[j]] * s if not has_mask or mg[j] else 0.0
 
 
 @numba.njit(cache=True)
-def _k_write(xs, ms, has_mask, os, scale, z, gr):
+def _k_write_row(xs, ms, has_mask, os, g, scales, zs, gr):
+    """Round one row, group b with scale scales[b] and zero point zs[b]; zero scale -> 0."""
     grid = gr[0]
-    if not scale > 0:
-        os[:] = 0.0
-    # One loop per grid, each with a constant grid code, so the compiler drops the other
-    # grids' branches from the inner loop.
-    elif grid == _MIDRISE:
-        _k_write_grid(xs, ms, has_mask, os, scale, z, _MIDRISE, gr)
+    if grid == _MIDRISE:
+        _k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, _MIDRISE, gr)
     elif grid == _SIGNED:
-        _k_write_grid(xs, ms, has_mask, os, scale, z, _SIGNED, gr)
+        _k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, _SIGNED, gr)
     elif grid == _ASYM:
-        _k_write_grid(xs, ms, has_mask, os, scale, z, _ASYM, gr)
+        _k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, _ASYM, gr)
     elif grid == _FP:
-        _k_write_grid(xs, ms, has_mask, os, scale, z, _FP, gr)
+        _k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, _FP, gr)
     else:
-        _k_write_grid(xs, ms, has_mask, os, scale, z, _TABLE, gr)
+        _k_write_row_table(xs, ms, has_mask, os, g, scales, gr)
 
 
 @numba.njit(cache=True)
@@ -518,21 +547,23 @@ def _k_mask_row(mask, has_mask, i):
 
 @numba.njit(cache=True, parallel=True)
 def _k_groups(x, mask, has_mask, out, g, fused, rule, constant, sfmt, gmax, emax, gr, stats, ratio):
-    """Per group: statistics, (mse) clipping ratio and, if ``fused``, the stored scale and the
-    rounded group, written while the group is still in cache (per-group scale formats).
+    """Per group: statistics and (mse) clipping ratio; if ``fused``, also the stored scales,
+    and the row is rounded right after, while it is still in cache (per-group formats).
 
     Otherwise (two-level formats, tensor groups) the statistics (count, sum of squares, amax,
     lo, hi) go to ``stats`` (rows, groups, 5) and the ratio to ``ratio``; ``rule`` = _NONE
     there skips the search (tensor groups search over the whole tensor instead).
     """
     rows, cols = x.shape
+    groups = cols // g
     asym, n = gr[0] == _ASYM, gr[1]
     # Two-level formats measure mse candidates with the float32 raw scale.
     measure = sfmt if fused else _FP32
     for i in numba.prange(rows):
         m_row = _k_mask_row(mask, has_mask, i)
-        for b in range(cols // g):
-            xs, os = x[i, b * g : (b + 1) * g], out[i, b * g : (b + 1) * g]
+        scales, zs = np.empty(groups), np.empty(groups)
+        for b in range(groups):
+            xs = x[i, b * g : (b + 1) * g]
             ms = m_row[b * g : (b + 1) * g] if has_mask else m_row
             count, ss, amax, lo, hi = _k_stats(xs, ms, has_mask)
             r = 1.0
@@ -540,8 +571,8 @@ def _k_groups(x, mask, has_mask, out, g, fused, rule, constant, sfmt, gmax, emax
                 r = _k_mse_ratio(xs, ms, has_mask, amax, lo, hi, measure, gr, gmax, emax)
             if fused:
                 s_raw = _k_raw(rule, constant, count, ss, amax, lo, hi, r, asym, n, gmax)
-                scale = _k_store_local(s_raw, amax, sfmt, rule, asym, emax, rule == _MSE)
-                _k_write(xs, ms, has_mask, os, scale, _k_zero_point(r * lo, scale, asym, n), gr)
+                scales[b] = _k_store_local(s_raw, amax, sfmt, rule, asym, emax, rule == _MSE)
+                zs[b] = _k_zero_point(r * lo, scales[b], asym, n)
             else:
                 stats[i, b, 0] = count
                 stats[i, b, 1] = ss
@@ -549,24 +580,16 @@ def _k_groups(x, mask, has_mask, out, g, fused, rule, constant, sfmt, gmax, emax
                 stats[i, b, 3] = lo
                 stats[i, b, 4] = hi
                 ratio[i, b] = r
+        if fused:
+            _k_write_row(x[i], m_row, has_mask, out[i], g, scales, zs, gr)
 
 
 @numba.njit(cache=True, parallel=True)
 def _k_write_groups(x, mask, has_mask, out, g, scales, zs, gr):
-    rows, cols = x.shape
-    for i in numba.prange(rows):
-        m_row = _k_mask_row(mask, has_mask, i)
-        for b in range(cols // g):
-            ms = m_row[b * g : (b + 1) * g] if has_mask else m_row
-            _k_write(
-                x[i, b * g : (b + 1) * g],
-                ms,
-                has_mask,
-                out[i, b * g : (b + 1) * g],
-                scales[i, b],
-                zs[i, b],
-                gr,
-            )
+    for i in numba.prange(x.shape[0]):
+        _k_write_row(
+            x[i], _k_mask_row(mask, has_mask, i), has_mask, out[i], g, scales[i], zs[i], gr
+        )
 
 
 @numba.njit(cache=True, parallel=True)

@@ -82,7 +82,7 @@ _EXACT_LLOYD_MAX = 1024  # above this, Lloyd's assignment is restricted to neigh
 _GRID_MAX = 4096  # d = 2 codebooks up to this size use the cell grid
 _GROUPS_MIN = 1024  # flat search groups codewords above this size
 _CANDIDATES = 64  # refine buffer; more near-ties than this fall back to brute force
-_CONSTANT_SAMPLES = 2**17  # vectors for the Monte Carlo scale constant
+_CONSTANT_SAMPLES = 2**16  # vectors for the Monte Carlo scale constant
 
 
 class CodebookInfo(BaseModel):
@@ -695,38 +695,45 @@ def nearest(stage: VQ, q: np.ndarray) -> np.ndarray:
 # ============================================================================================
 
 
+# QuIP#'s 29 norm-12 patterns (five 3/2, three 1/2), named by where the three 1/2 sit: the 28
+# position triples meeting coordinates 0..3 an odd number of times, less {1, 4, 5}, plus
+# {0, 1, 4} and {2, 3, 7} (its final table, after the fix of a duplicated entry).
+_E8P_EXTRA_DROP = frozenset({(1, 4, 5)})
+_E8P_EXTRA_ADD = frozenset({(0, 1, 4), (2, 3, 7)})
+
+
 @cache
 def _e8p_abs_patterns() -> np.ndarray:
     """QuIP#'s 256 absolute patterns (256, 8) float64, in this module's canonical order.
 
     E8 = D8 u (D8 + 1/2): integer vectors with an even coordinate sum, and the same shifted by
-    1/2 in every coordinate. The patterns are absolute values |v| of half-integer lattice
-    points v (every pattern of positive half-integers is |v| for some v with an even sum):
+    1/2 in every coordinate. The patterns are absolute values |v| of points v of the
+    half-integer coset (every pattern of positive half-integers is |v| for some v with an
+    even sum, since flipping one sign changes the sum by an odd integer):
 
-    - the 227 patterns with |v|^2 <= 10;
-    - 29 of the 56 patterns with |v|^2 = 12 made of five 3/2 and three 1/2: the 28 whose three
-      1/2 entries fall an odd number of times in coordinates 0..3, plus the one with 1/2 at
-      coordinates {2, 3, 7}. (QuIP#'s table intends this set but prints {0, 4, 5} twice where
-      {1, 4, 5} belongs, which would leave 256 duplicate points; we keep all 2^16 distinct.)
+    - all 227 patterns with |v|^2 <= 10;
+    - 29 of the 56 patterns with |v|^2 = 12 made of five 3/2 and three 1/2 (QuIP#'s choice,
+      see ``_E8P_EXTRA_*``), filling the table to 2^8.
 
     Order: by squared norm, then lexicographically.
     """
     halves = np.array([0.5, 1.5, 2.5])
     grid = np.stack(np.meshgrid(*[halves] * 8, indexing="ij"), axis=-1).reshape(-1, 8)
     norm2 = (grid**2).sum(1)
-    inner = grid[norm2 <= 10.0 + 1e-9]
-    ones_at = [set(np.flatnonzero(p == 0.5)) for p in grid]
-    twelve = [
-        p
-        for p, ones in zip(grid, ones_at, strict=True)
-        if abs((p**2).sum() - 12.0) < 1e-9
-        and np.count_nonzero(p == 1.5) == 5
-        and (len(ones & {0, 1, 2, 3}) % 2 == 1 or ones == {2, 3, 7})
-    ]
-    patterns = np.concatenate([inner, np.array(twelve)])
+    inner = grid[norm2 <= 10.0]  # exact: squares of halves are exact binary fractions
+
+    def chosen(p: np.ndarray) -> bool:
+        ones = tuple(int(i) for i in np.flatnonzero(p == 0.5))
+        if len(ones) != 3 or np.count_nonzero(p == 1.5) != 5:
+            return False
+        odd = len(set(ones) & {0, 1, 2, 3}) % 2 == 1
+        return (odd and ones not in _E8P_EXTRA_DROP) or ones in _E8P_EXTRA_ADD
+
+    twelve = np.array([p for p in grid if chosen(p)])
+    patterns = np.concatenate([inner, twelve])
     assert patterns.shape == (256, 8), patterns.shape
-    order = np.lexsort(tuple(patterns[:, i] for i in range(7, -1, -1)) + ((patterns**2).sum(1),))
-    return patterns[order]
+    keys = tuple(patterns[:, i] for i in range(7, -1, -1)) + ((patterns**2).sum(1),)
+    return patterns[np.lexsort(keys)]
 
 
 @cache
@@ -1093,10 +1100,13 @@ def _mse_at(sr: _Searcher, cb: np.ndarray, x: np.ndarray, constant: float) -> fl
     return float(np.einsum("ij,ij->", diff, diff)) / x.size
 
 
-def _optimal_constant(cb: np.ndarray, *, e8p: bool, seed: int, xtol: float = 1e-4) -> tuple[float, float]:
-    """Monte Carlo: argmin over c of E|x - c Q(x / c)|^2, x ~ N(0, I) (golden section).
+def _optimal_constant(cb: np.ndarray, *, e8p: bool, seed: int, xtol: float = 1e-3) -> tuple[float, float]:
+    """Monte Carlo: the c minimizing E|x - c Q(x / c)|^2 for x ~ N(0, I), and that MSE.
 
-    Common random numbers (one fixed sample) make the objective a deterministic function of c.
+    :data:`_CONSTANT_SAMPLES` vectors from ``seed``, shared by every c (common random numbers:
+    the objective is a deterministic, piecewise-smooth function of c). A geometric grid of 13
+    points over a factor of 10 around ``1 / RMS(codebook)`` brackets the minimum; golden-section
+    search narrows it to a relative width ``xtol``.
     """
     sr = _build_searcher(cb, e8p=e8p)
     x = np.random.default_rng(seed).standard_normal((_CONSTANT_SAMPLES, cb.shape[1]), dtype=np.float32)
@@ -1105,9 +1115,7 @@ def _optimal_constant(cb: np.ndarray, *, e8p: bool, seed: int, xtol: float = 1e-
     def f(c: float) -> float:
         return _mse_at(sr, cb, x, c)
 
-    # The codebook's RMS coordinate is about c * (signal RMS) at the optimum; bracket around it.
-    lo, hi = 0.3 / rms, 3.0 / rms
-    grid = np.geomspace(lo, hi, 25)
+    grid = np.geomspace(0.3 / rms, 3.0 / rms, 13)
     values = [f(c) for c in grid]
     i = int(np.argmin(values))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]

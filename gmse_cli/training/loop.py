@@ -43,7 +43,7 @@ from gmse_cli.training.results import (
     TrainingInfo,
 )
 
-__all__ = ["train_run", "lr_at", "DistEnv", "dist_env", "format_gmse", "loss_curve_summary", "evaluate"]
+__all__ = ["train_run", "lr_at", "single_thread_kernels", "DistEnv", "dist_env", "format_gmse", "loss_curve_summary", "evaluate"]
 
 _CURVE_POINTS = 64
 _EVAL_BATCH = 16
@@ -52,6 +52,18 @@ _EVAL_BATCH = 16
 # --------------------------------------------------------------------------------------------
 # Pieces
 # --------------------------------------------------------------------------------------------
+
+
+def single_thread_kernels() -> None:
+    """Run the compressors' numba kernels on the calling thread.
+
+    torch's intra-op pool already owns the cores during training; a second (numba) pool
+    spinning against it for the many small per-layer calls costs far more than it saves
+    (measured on 2 cores: 15 ms vs 1.5 ms for int4 on a 512 x 128 activation).
+    """
+    import numba
+
+    numba.set_num_threads(1)
 
 
 def lr_at(step: int, *, steps: int, peak: float, warmup: int, min_ratio: float) -> float:
@@ -336,6 +348,8 @@ def train_run(
     _init_distributed(env, dev)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if dev.type == "cpu":
+        single_thread_kernels()
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -349,7 +363,7 @@ def train_run(
         return prepare_tokens(
             cfg.data.source, cfg.data.tokenizer, val_fraction=cfg.data.val_fraction,
             text_field=cfg.data.text_field, min_train_tokens=_budget_tokens(cfg),
-            min_val_tokens=min(cfg.eval_tokens, 1 << 30) + 1,
+            min_val_tokens=cfg.context + 1,  # a short held-out split is used whole (recorded)
             progress=(lambda m: _note(m)) if (progress and env.main) else None,
         )
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import torch
@@ -104,10 +105,11 @@ def _fp_round(v: torch.Tensor, emin: int, mantissa_bits: int, max_value: float) 
 class _Scalar:
     """One Quantize stage; the plan (grid codes, levels, constants) is the numpy kernel's own."""
 
-    def __init__(self, stage: Quantize, row_length: int) -> None:
+    def __init__(self, stage: Quantize, row_length: int, *, numba: bool = True) -> None:
         from gmse_cli.compress import scalar as sc
 
         self.sc = sc
+        self.numba = numba
         self.stage = stage
         self.p = sc._plan(stage, row_length)
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -234,7 +236,7 @@ class _Scalar:
 
     def __call__(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(dequantized float32 x, trust mask or None) for float32 x of shape (rows, cols)."""
-        if x.device.type == "cpu" and self.fast_cpu:
+        if self.numba and x.device.type == "cpu" and self.fast_cpu:
             return self.call_numba(x, kept, trust)
         return self.call_torch(x, kept, trust)
 
@@ -423,15 +425,21 @@ def rbbm_mask(x: torch.Tensor, kept: torch.Tensor, p: float, *, per_row: bool = 
 
 
 class _Sparse:
-    def __init__(self, stage: Sparsify, row_length: int, rbbm_p: float | None) -> None:
+    def __init__(self, stage: Sparsify, row_length: int, rbbm_p: float | None, *, numba: bool = True) -> None:
         self.stage = stage
         self.rbbm_p = rbbm_p
+        self.numba = numba
         if rbbm_p is not None and stage.pattern is SparsityPattern.BLOCK:
             raise TrainError("RBBM (rbbm_p) is defined for magnitude and N:M sparsity, not block sparsity")
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(masked x, kept mask, backward mask or None for straight-through)."""
-        kept = sparsity_mask_torch(self.stage, x)
+        if self.numba and x.device.type == "cpu":
+            from gmse_cli.compress import sparsity
+
+            kept = torch.from_numpy(sparsity.mask(self.stage, x.detach().contiguous().numpy()))
+        else:
+            kept = sparsity_mask_torch(self.stage, x)
         y = torch.where(kept, x, torch.zeros_like(x))
         if self.rbbm_p is None:
             return y, kept, None
@@ -541,10 +549,11 @@ def vq_trust_radius(codewords: np.ndarray) -> float:
 class _VQ:
     """One VQ stage: codebook, scale constant and search of gmse_cli.compress.vq."""
 
-    def __init__(self, stage: VQ, row_length: int) -> None:
+    def __init__(self, stage: VQ, row_length: int, *, numba: bool = True) -> None:
         from gmse_cli.compress import vq
 
         self.vq = vq
+        self.numba = numba
         self.stage = stage
         cb, info = vq.codebook_and_info(stage)
         self.codewords = np.array(cb, dtype=np.float32)  # a writable copy for torch
@@ -614,7 +623,7 @@ class _VQ:
         per_entry = scales.repeat_interleave(self.group, dim=1)  # (rows, cols)
         zero_scale = per_entry == 0
         q = x / torch.where(zero_scale, torch.ones_like(per_entry), per_entry)  # float32, as vq divides
-        if x.device.type == "cpu":
+        if self.numba and x.device.type == "cpu":
             keep = kept.contiguous().numpy() if kept is not None else None
             out = torch.from_numpy(self.vq.quantize(self.stage, x.detach().contiguous().numpy(), keep))
         else:
@@ -639,9 +648,13 @@ class _VQ:
 class TorchCompressor:
     """A format as a differentiable torch function on (rows, row_length) tensors."""
 
-    def __init__(self, fmt: Format, estimator: EstimatorConfig | None = None) -> None:
+    def __init__(self, fmt: Format, estimator: EstimatorConfig | None = None, *,
+                 kernels: Literal["auto", "torch"] = "auto") -> None:
+        """``kernels="auto"``: CPU tensors go through gmse_cli.compress's numba kernels (the
+        same bits, several times faster); ``"torch"``: torch ops on every device."""
         self.fmt = fmt
         self.estimator = estimator or EstimatorConfig()
+        self.kernels = kernels
         self._stages: dict[int, list] = {}
 
     def _built(self, row_length: int) -> list:
@@ -650,11 +663,11 @@ class TorchCompressor:
             built = []
             for stage in self.fmt.stages:
                 if isinstance(stage, Quantize):
-                    built.append(_Scalar(stage, row_length))
+                    built.append(_Scalar(stage, row_length, numba=self.kernels == "auto"))
                 elif isinstance(stage, Sparsify):
-                    built.append(_Sparse(stage, row_length, self.estimator.rbbm_p))
+                    built.append(_Sparse(stage, row_length, self.estimator.rbbm_p, numba=self.kernels == "auto"))
                 elif isinstance(stage, VQ):
-                    built.append(_VQ(stage, row_length))
+                    built.append(_VQ(stage, row_length, numba=self.kernels == "auto"))
                 else:
                     built.append(stage)
             self._stages[row_length] = built

@@ -1,0 +1,194 @@
+"""Sparsity masks and their exact Gaussian MSEs, against numbers derived outside the module.
+
+References:
+- unstructured magnitude pruning: the closed form (2 Phi(t) - 1) - 2 t phi(t) of paper.md,
+  recomputed here with scipy, and the integral of x^2 phi(x) over |x| < t by quadrature;
+- 1:2 pruning: E[min(|x1|, |x2|)^2] = 1 - 2/pi (in polar coordinates, min(cos^2, sin^2) of a
+  uniform angle averages 1/2 - 1/pi, and E[r^2] = 2), so GMSE(1:2) = (1 - 2/pi) / 2;
+- N:M pruning in general: Monte Carlo with a sort-based pruner written in this file;
+- masks: their defining properties (counts, structure, ordering), checked exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from gmse_cli.compress import sparsity
+from gmse_cli.errors import DataError, SpecError
+from gmse_cli.spec import Sparsify
+
+STAGES = [
+    Sparsify(sparsity=0.5),
+    Sparsify(sparsity=0.3),
+    Sparsify(sparsity=0.9, granularity="tensor"),
+    Sparsify(pattern="n:m", n=2, m=4),
+    Sparsify(pattern="n:m", n=1, m=4),
+    Sparsify(pattern="n:m", n=4, m=8),
+    Sparsify(pattern="n:m", n=5, m=64),
+    Sparsify(pattern="n:m", n=60, m=64),
+    Sparsify(pattern="block", block=16, sparsity=0.4),
+    Sparsify(pattern="block", block=4, sparsity=0.25, granularity="tensor"),
+    Sparsify(sparsity=0.0),
+]
+
+
+def _gaussian(rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, cols), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact GMSEs
+# ---------------------------------------------------------------------------------------------
+
+
+def _closed_form(s: float) -> float:
+    t = stats.norm.ppf((1 + s) / 2)
+    return (2 * stats.norm.cdf(t) - 1) - 2 * t * stats.norm.pdf(t)
+
+
+@pytest.mark.parametrize("s", [0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_magnitude_gmse_closed_form_and_quadrature(s):
+    t = stats.norm.ppf((1 + s) / 2)
+    quad, _ = integrate.quad(lambda x: x * x * stats.norm.pdf(x), -t, t, epsabs=1e-14, epsrel=1e-13)
+    assert sparsity.magnitude_gmse(s) == pytest.approx(_closed_form(s), rel=1e-12)
+    assert sparsity.magnitude_gmse(s) == pytest.approx(quad, rel=1e-10)
+
+
+def test_magnitude_gmse_edges():
+    assert sparsity.magnitude_gmse(0.0) == 0.0
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(SpecError, match="sparsity"):
+            sparsity.magnitude_gmse(bad)
+
+
+@pytest.mark.parametrize("s", [0.2, 0.5, 0.8])
+def test_magnitude_mask_monte_carlo_matches_closed_form(s):
+    x = _gaussian(256, 4096, seed=1)
+    kept = sparsity.mask(Sparsify(sparsity=s), x)
+    x64 = x.astype(np.float64)
+    per_row = (np.where(kept, 0.0, x64) ** 2).sum(1) / (x64**2).sum(1)
+    # 256 independent rows give the standard error; the per-row pruning threshold is an order
+    # statistic of 4096 values, whose O(1/n) bias is far below it.
+    se = per_row.std(ddof=1) / math.sqrt(len(per_row))
+    assert abs(per_row.mean() - _closed_form(s)) < 4 * se + 2e-4 * _closed_form(s)
+
+
+def test_nm_gmse_one_of_two_closed_form():
+    assert sparsity.nm_gmse(1, 2) == pytest.approx((1 - 2 / math.pi) / 2, rel=1e-11)
+
+
+def _nm_monte_carlo(n: int, m: int, samples: int, seed: int) -> tuple[float, float]:
+    x = np.random.default_rng(seed).standard_normal((samples // m, m))
+    mag = np.sort(np.abs(x), axis=1)
+    lost = (mag[:, : m - n] ** 2).sum(1)  # the m - n smallest magnitudes are pruned
+    total = (x**2).sum(1)
+    # ratio estimator: its spread from per-group contributions around the ratio
+    ratio = lost.sum() / total.sum()
+    resid = lost - ratio * total
+    se = resid.std(ddof=1) * math.sqrt(len(resid)) / total.sum()
+    return ratio, se
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (4, 8), (3, 4), (1, 8)])
+def test_nm_gmse_matches_monte_carlo(n, m):
+    mc, se = _nm_monte_carlo(n, m, 2**22, seed=n * 100 + m)
+    assert abs(sparsity.nm_gmse(n, m) - mc) < 4 * se
+
+
+def test_nm_gmse_edges_and_bad_input():
+    assert sparsity.nm_gmse(4, 4) == 0.0
+    # many groups of a large M approach unstructured pruning of the same density
+    assert sparsity.nm_gmse(32, 64) == pytest.approx(sparsity.magnitude_gmse(0.5), rel=0.05)
+    for n, m in [(5, 4), (0, 4), (2.0, 4)]:
+        with pytest.raises(SpecError, match="nm_gmse"):
+            sparsity.nm_gmse(n, m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks: structure, exactly
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s", [0.1, 0.5, 0.75, 0.999])
+def test_magnitude_rows_keep_exact_count_and_the_largest(s):
+    x = _gaussian(64, 1000, seed=2)
+    kept = sparsity.mask(Sparsify(sparsity=s), x)
+    keep = math.floor((1 - s) * 1000 + 0.5)
+    assert (kept.sum(1) == keep).all()
+    a = np.abs(x)
+    if 0 < keep < 1000:
+        assert (np.where(kept, a, np.inf).min(1) >= np.where(kept, -np.inf, a).max(1)).all()
+
+
+def test_magnitude_tensor_keeps_a_global_count():
+    x = _gaussian(32, 256, seed=3)
+    kept = sparsity.mask(Sparsify(sparsity=0.7, granularity="tensor"), x)
+    assert kept.sum() == round(0.3 * x.size)
+    a = np.abs(x)
+    assert a[kept].min() >= a[~kept].max()
+    assert len(set(kept.sum(1))) > 1  # rows differ: the threshold is global
+
+
+def test_half_up_rounding_and_index_ties():
+    # 10 entries at 25% sparsity keep round(7.5) = 8; equal magnitudes go to the lower index
+    x = np.ones((3, 10), dtype=np.float32)
+    x[1] = -1.0
+    x[2, ::2] = -1.0
+    for fn in (sparsity.mask, sparsity.mask_reference):
+        kept = fn(Sparsify(sparsity=0.25), x)
+        assert (kept == (np.arange(10) < 8)).all()
+    nm = sparsity.mask(Sparsify(pattern="n:m", n=2, m=4), np.ones((1, 8), dtype=np.float32))
+    assert nm.tolist() == [[True, True, False, False] * 2]
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (4, 8), (7, 8), (3, 64)])
+def test_nm_keeps_n_largest_of_every_group(n, m):
+    x = _gaussian(16, 256, seed=4)
+    kept = sparsity.mask(Sparsify(pattern="n:m", n=n, m=m), x).reshape(16, -1, m)
+    a = np.abs(x).reshape(16, -1, m)
+    assert (kept.sum(-1) == n).all()
+    assert (np.where(kept, a, np.inf).min(-1) >= np.where(kept, -np.inf, a).max(-1)).all()
+
+
+def test_block_mask_zeroes_whole_blocks_of_smallest_norm():
+    x = _gaussian(8, 512, seed=5)
+    kept = sparsity.mask(Sparsify(pattern="block", block=16, sparsity=0.3), x).reshape(8, 32, 16)
+    assert (kept.all(-1) | ~kept.any(-1)).all()  # all or nothing per block
+    blocks_kept = kept.all(-1)
+    assert (blocks_kept.sum(1) == 32 - round(0.3 * 32)).all()
+    norms = (x.astype(np.float64).reshape(8, 32, 16) ** 2).sum(-1)
+    assert (np.where(blocks_kept, norms, np.inf).min(1) >= np.where(blocks_kept, -np.inf, norms).max(1)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# numba == numpy
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.label())
+@pytest.mark.parametrize("ties", [False, True])
+def test_kernel_equals_reference(stage, ties):
+    x = _gaussian(33, 512, seed=6)
+    if ties:  # coarse values: many equal magnitudes and block norms exercise the tie rule
+        x = np.round(x * 2) / 2
+    np.testing.assert_array_equal(sparsity.mask(stage, x), sparsity.mask_reference(stage, x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_input_is_a_clean_error():
+    with pytest.raises(DataError, match="2-D"):
+        sparsity.mask(Sparsify(sparsity=0.5), np.zeros(8, dtype=np.float32))
+    with pytest.raises(SpecError, match="does not divide"):
+        sparsity.mask(Sparsify(pattern="n:m", n=2, m=4), np.zeros((2, 6), dtype=np.float32))
+    with pytest.raises(SpecError, match="does not divide"):
+        sparsity.mask_reference(Sparsify(pattern="block", block=8, sparsity=0.5), np.zeros((2, 12)))
+    with pytest.raises(SpecError, match="Sparsify"):
+        sparsity.mask("sparse-50", np.zeros((2, 4)))

@@ -1,0 +1,305 @@
+"""Training backend, torch-free parts: presets, run configs and plans, sweep specs, the results
+schema and its atomic appends, and the CLI paths that fail before any training starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gmse_cli.errors import DataError, SpecError, TrainError
+from gmse_cli.training.config import RunConfig, plan_run
+from gmse_cli.training.presets import PRESETS, get_preset, llama_ffn_dim
+from gmse_cli.training.results import RunRecord, append_record, finished_keys, load_records
+from gmse_cli.training.sweep import expand_sweep, load_sweep, plan_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+
+def test_paper_presets_match_quest_published_parameter_counts(shared_data):
+    # QuEST's published runs carry their architecture and N: an independent record of the
+    # convention (all non-embedding weights, norms included).
+    runs = json.loads((shared_data / "quest_runs.json").read_text())
+    published = {
+        (r["args"]["n_layer"], r["args"]["n_head"], r["args"]["n_embd"]): r["non_embedding_parameters"]
+        for r in runs
+    }
+    by_shape = {(p.layers, p.heads, p.d_model): p for p in PRESETS.values()}
+    checked = 0
+    for shape, n in published.items():
+        if shape in by_shape:
+            assert by_shape[shape].non_embedding_params == n, shape
+            checked += 1
+    assert checked >= 3  # 30M, 100M, 200M (and 50M, 430M, 800M when present)
+
+
+def test_preset_table_matches_paper():
+    # paper.md section 3: layers, heads, d_model, lr.
+    table = {"30m": (6, 5, 640, 1.2e-3), "50m": (7, 6, 768, 1.2e-3), "100m": (8, 8, 1024, 6e-4),
+             "200m": (10, 10, 1280, 3e-4), "430m": (13, 13, 1664, 1.5e-4), "800m": (16, 16, 2048, 7.5e-5)}
+    for name, (layers, heads, d, lr) in table.items():
+        p = get_preset(name)
+        assert (p.layers, p.heads, p.d_model, p.lr) == (layers, heads, d, lr)
+        assert p.context == 512 and p.batch_size * p.context == 262_144
+    # SwiGLU width of QuEST's llama: 8/3 d rounded up to 256 (640 -> 1706.67 -> 1792).
+    assert llama_ffn_dim(640) == 1792 and llama_ffn_dim(768) == 2048 and llama_ffn_dim(1024) == 2816
+    tiny = get_preset("tiny")
+    assert tiny.non_embedding_params < 1_000_000
+    # by hand: 2 layers x (4*128^2 + 3*128*384 + 2*128) + 128
+    assert tiny.non_embedding_params == 2 * (65536 + 147456 + 256) + 128
+
+
+def test_unknown_preset_lists_valid_names():
+    with pytest.raises(TrainError, match=r"unknown preset 'tinyy' \(did you mean 'tiny'\?\).*30m"):
+        get_preset("tinyy")
+
+
+# --------------------------------------------------------------------------------------------
+# Run configs and plans
+# --------------------------------------------------------------------------------------------
+
+
+def test_run_config_defaults_and_key():
+    cfg = RunConfig(preset="tiny", weights="int4", activations="int4", tokens_per_param=3)
+    assert (cfg.context, cfg.batch_size) == (128, 32)  # the preset's
+    assert cfg.lr == 3e-3
+    assert cfg.weights.name == "int4" and cfg.activations is not None
+    again = RunConfig.model_validate(cfg.model_dump())
+    assert again == cfg and again.run_key() == cfg.run_key()
+    assert RunConfig(preset="tiny", weights="int4", activations="int4", tokens_per_param=3, seed=1).run_key() != cfg.run_key()
+    # checkpoint cadence does not change the result, so not the key
+    assert cfg.model_copy(update={"checkpoint_every": 7}).run_key() == cfg.run_key()
+    # fp32 activations mean no activation compression at all
+    assert RunConfig(preset="tiny", activations="fp32", tokens_per_param=1).activations is None
+
+
+def test_plan_budget_and_steps():
+    cfg = RunConfig(preset="tiny", tokens_per_param=3, batch_size=16, context=128)
+    plan = plan_run(cfg, vocab_size=2048)
+    # D target = 3 x 426,624 = 1,279,872 tokens; 2,048 per step -> 624 whole steps.
+    assert plan.steps == 624 and plan.tokens == 624 * 2048 and plan.warmup_steps == 62
+    capped = plan_run(cfg.model_copy(update={"max_steps": 10}), vocab_size=2048)
+    assert capped.steps == 10 and capped.tokens == 20480
+
+
+def test_budget_smaller_than_one_step_is_an_error():
+    cfg = RunConfig(preset="tiny", tokens_per_param=0.001, batch_size=32, context=128)
+    with pytest.raises(TrainError, match=r"less than one step of 4,096 tokens.*--tokens-per-param"):
+        plan_run(cfg, vocab_size=512)
+
+
+def test_rbbm_needs_a_sparse_format():
+    with pytest.raises(TrainError, match="rbbm_p=0.2 needs a sparse format"):
+        RunConfig(preset="tiny", weights="int4", tokens_per_param=1, estimator={"rbbm_p": 0.2})
+    RunConfig(preset="tiny", weights="sparse-50", tokens_per_param=1, estimator={"rbbm_p": 0.2})
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep specs
+# --------------------------------------------------------------------------------------------
+
+
+def test_shipped_sweeps_load_and_expand():
+    paper = load_sweep(REPO / "train" / "paper-c4.toml")
+    runs = expand_sweep(paper)
+    assert len(runs) == 4 * 3 * 22
+    assert {r.preset for r in runs} == {"30m", "50m", "100m", "200m"}
+    assert {r.tokens_per_param for r in runs} == {50, 100, 200}
+    assert all(r.tokens_per_step == 262_144 for r in runs)
+    names = {(r.weights.display_name, r.activations.display_name if r.activations else None) for r in runs}
+    assert ("int2", "int2") in names and ("int2", None) in names and ("2:4+int4", None) in names
+    plans = plan_sweep(runs)
+    p30 = next(p.plan for p in plans if p.plan.preset == "30m" and "tpp100" in p.plan.name)
+    # D = 100 x N (the exact N, 30,482,560): 3,048,256,000 tokens = 11,628.3 steps of 262,144.
+    # (QuEST budgeted the nominal 30M x 100 = 3e9 tokens, 11,444 steps.)
+    assert p30.steps == 11_628 and p30.tokens == 11_628 * 262_144
+
+    mini = load_sweep(REPO / "train" / "cpu-mini.toml")
+    runs = expand_sweep(mini)
+    assert len(runs) == 5  # fp32 x {none, same} collapses to one run
+    assert all(r.preset == "tiny" for r in runs)
+
+
+def test_sweep_spec_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('presets = ["tiny"]\ntokens_per_param = [1]\nweigths = ["int4"]\n')
+    with pytest.raises(TrainError, match=r"bad.toml: weigths: unknown key"):
+        load_sweep(bad)
+    bad.write_text('presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["int44x"]\n')
+    with pytest.raises((TrainError, SpecError), match="int44x"):
+        expand_sweep(load_sweep(bad))
+    bad.write_text('presets = ["huge"]\ntokens_per_param = [1]\n')
+    with pytest.raises(TrainError, match="unknown preset 'huge'"):
+        load_sweep(bad)
+    bad.write_text("presets = [\n")
+    with pytest.raises(SpecError, match="malformed TOML"):
+        load_sweep(bad)
+    with pytest.raises(DataError, match="does not exist"):
+        load_sweep(tmp_path / "missing.toml")
+
+
+# --------------------------------------------------------------------------------------------
+# Results schema and atomic appends
+# --------------------------------------------------------------------------------------------
+
+
+def _record(key: str = "k1", loss: float | None = 3.25, status: str = "ok") -> RunRecord:
+    from gmse_cli.spec import resolve_format
+
+    w = resolve_format("int4")
+    data = {
+        "run_key": key, "name": f"tiny/w:int4/{key}", "status": status,
+        "weights": "int4", "weights_spec": w.model_dump(mode="json"),
+        "activations": None, "activations_spec": None,
+        "stage_gmse": {"weights": [{"family": "quantization", "name": "int4[quantize]", "gmse": 0.011543,
+                                    "ci_low": 0.011543, "ci_high": 0.011543, "method": "exact"}]},
+        "format_gmse": {"weights": 0.011543},
+        "params": 426624, "tokens": 1277952, "tokens_per_param": 3.0, "val_loss": loss, "val_tokens": 65536,
+        "loss_curve": {"steps": [10, 20], "train_loss": [7.0, 6.0], "final_train_loss": 6.0, "min_train_loss": 5.9},
+        "model": {"preset": "tiny", "layers": 2, "heads": 4, "d_model": 128, "ffn_dim": 384, "vocab_size": 2048,
+                  "context": 128, "non_embedding_params": 426624, "embedding_params": 524288},
+        "training": {"steps": 624, "tokens_per_step": 2048, "batch_size": 16, "lr": 3e-3, "warmup_steps": 62,
+                     "min_lr_ratio": 0.1, "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.1, "grad_clip": 1.0,
+                     "trust": True, "rbbm_p": None, "precision": "fp32", "world_size": 1, "parallel": "none"},
+        "data": {"source": "corpus.txt", "sha256": "ab" * 32, "train_tokens": 10, "val_tokens": 5, "val_fraction": 0.02},
+        "tokenizer": {"source": "bpe:2048", "sha256": "cd" * 32, "vocab_size": 2048},
+        "seed": 0, "device": "cpu", "wall_time_s": 1.5, "uscl_version": "0.1.0", "torch_version": "2.13.0",
+        "finished_at": "2026-01-01T00:00:00+00:00",
+    }
+    return RunRecord.model_validate(data)
+
+
+def test_record_round_trip_and_schema():
+    rec = _record()
+    assert RunRecord.model_validate(rec.model_dump()) == rec
+    assert RunRecord.model_validate_json(rec.model_dump_json()) == rec
+    with pytest.raises(ValueError):
+        RunRecord.model_validate(rec.model_dump() | {"extra_field": 1})
+    with pytest.raises(ValueError):
+        RunRecord.model_validate(rec.model_dump() | {"status": "running"})
+
+
+def test_append_load_and_skip_keys(tmp_path):
+    out = tmp_path / "runs.jsonl"
+    assert finished_keys(out) == set()
+    append_record(out, _record("a"))
+    append_record(out, _record("b", loss=None, status="diverged"))
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["run_key"] in "ab" for line in lines)
+    assert [r.run_key for r in load_records(out)] == ["a", "b"]
+    assert finished_keys(out) == {"a", "b"}  # a diverged run counts as finished: no rerun
+
+
+def test_results_readable_by_the_fitter(tmp_path):
+    runs_mod = pytest.importorskip("gmse_cli.runs")
+    out = tmp_path / "runs.jsonl"
+    append_record(out, _record("a", loss=3.25))
+    append_record(out, _record("b", loss=None, status="diverged"))
+    with pytest.warns(Warning):
+        runs = runs_mod.load_train_jsonl(out)
+    assert len(runs) == 1
+    assert (runs[0].N, runs[0].D, runs[0].loss, runs[0].weights) == (426624, 1277952, 3.25, "int4")
+
+
+def test_killed_mid_append_leaves_a_valid_file(tmp_path):
+    out = tmp_path / "runs.jsonl"
+    append_record(out, _record("a"))
+    before = out.read_bytes()
+    # A child process appends and is SIGKILLed after its temporary file is written, before the
+    # rename: the moment a naive append would leave a torn line.
+    child = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import gmse_cli.training.results as results
+        from tests.test_train_results import _record
+        real = os.fsync
+        def fsync_then_die(fd):
+            real(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        results.os.fsync = fsync_then_die
+        results.append_record({str(out)!r}, _record("b"))
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    assert out.read_bytes() == before  # the old file, whole
+    assert [r.run_key for r in load_records(out)] == ["a"]
+    append_record(out, _record("c"))  # and appends go on
+    assert [r.run_key for r in load_records(out)] == ["a", "c"]
+
+
+def test_interrupted_append_in_process_cleans_up(tmp_path, monkeypatch):
+    import gmse_cli.training.results as results
+
+    out = tmp_path / "runs.jsonl"
+    append_record(out, _record("a"))
+
+    def boom(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        append_record(out, _record("b"))
+    assert [r.run_key for r in load_records(out)] == ["a"]
+    assert not list(tmp_path.glob(".runs.jsonl.*.tmp"))
+
+
+def test_not_json_lines_is_a_data_error(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    with pytest.raises(DataError, match=r"notes.txt:1: not a JSON line"):
+        load_records(bad)
+    bad.write_text('{"a": 1}\n')
+    with pytest.raises(DataError, match=r"notes.txt:1: not a uscl run record"):
+        finished_keys(bad)
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(_record("a").model_dump_json() + "\n" + '{"run_key": "b", "na')
+    with pytest.raises(DataError, match="torn.jsonl: the last line is incomplete"):
+        append_record(torn, _record("c"))
+
+
+# --------------------------------------------------------------------------------------------
+# CLI paths that fail (or plan) before training
+# --------------------------------------------------------------------------------------------
+
+
+def _one_error_line(result, pattern: str) -> None:
+    import re
+
+    assert result.code == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), result.stderr
+
+
+def test_cli_bad_input_before_training(run_cli, tmp_path):
+    _one_error_line(run_cli("train", "--preset", "gigantic", "--dry-run"), r"unknown preset 'gigantic'")
+    _one_error_line(run_cli("train", "--dry-run"), r"give a SWEEP spec file, or --preset")
+    _one_error_line(
+        run_cli("train", "--preset", "tiny", "--tokens-per-param", "0.0001", "--dry-run"),
+        r"less than one step",
+    )
+    _one_error_line(run_cli("train", "--preset", "tiny", "--weights", "block8-50"), r"cannot differentiate block sparsity")
+    _one_error_line(run_cli("train", "--preset", "tiny", "--weights", "had256+int4"), r"does not fit preset 'tiny'")
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not json\n")
+    _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(bad), "--dry-run"), r"not a JSON line")
+    _one_error_line(run_cli("train", str(tmp_path / "nope.toml")), r"sweep file .* does not exist")
+    _one_error_line(run_cli("train", "--preset", "tiny", "--launcher", "mpi"), r"--launcher 'mpi'")
+
+
+def test_cli_dry_run_json(run_cli, tmp_path):
+    result = run_cli("train", str(REPO / "train" / "cpu-mini.toml"), "--dry-run", "--json",
+                     "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 0, result.stderr
+    plans = json.loads(result.stdout)
+    assert len(plans) == 5
+    assert {p["plan"]["steps"] for p in plans} == {624}
+    assert all(p["plan"]["params"] == 426_624 and not p["done"] for p in plans)
