@@ -73,8 +73,8 @@ def magnitude_gmse(s: float) -> float:
 
 
 def paper_constant(value: float, sigma: float, what: str) -> Constant:
-    return Constant(value=value, sigma=sigma, low=value - 2 * sigma, high=value + 2 * sigma,
-                    provenance=f"{PAPER}; {what}")
+    # The paper reports a 1-sigma only; no interval is invented for it.
+    return Constant(value=value, sigma=sigma, provenance=f"{PAPER}; {what}")
 
 
 def calibrate_sparsity(bootstrap: int, seed: int) -> tuple[FamilyCurve, float, list[tuple[float, float, float, float]]]:
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
               "Llama/C4, GPT-2 tokenizer) with alpha, beta, E and every capacity curve held at the values in "
               "this file; capacity = product of per-stage rho from each stage's GMSE (weights x activations, "
               f"sparsity x quantization, bf16 at the rho of its GMSE); Huber on log-loss (delta {res.huber_delta:g}), "
-              f"L-BFGS; sigma and 95% interval from {res.bootstrap} bootstrap refits resampling runs within schemes; "
+              f"L-BFGS; sigma and 95% interval from {res.bootstrap} bootstrap refits resampling runs within schemes, "
+              "conditional on the held constants (their uncertainty is not propagated into A and B); "
               f"fit error (RMSE of log-loss) {res.fit_error:.4f}")
 
     def fitted(key: str) -> Constant:

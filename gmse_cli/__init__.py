@@ -44,6 +44,11 @@ _EXPORTS: dict[str, str] = {
     "load_law": "gmse_cli.law",
     "capacity": "gmse_cli.law",
     "predicted_loss": "gmse_cli.law",
+    # runs and fits
+    "Run": "gmse_cli.runs",
+    "load_runs": "gmse_cli.runs",
+    "fit": "gmse_cli.fit",
+    "FitResult": "gmse_cli.fit",
     # errors
     "UsclError": "gmse_cli.errors",
     "SpecError": "gmse_cli.errors",

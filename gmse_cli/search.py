@@ -149,7 +149,7 @@ class SearchResult(_Model):
     objective: Literal["gaussian", "checkpoint"]
     law: str
     best: SearchPoint
-    frontier: tuple[SearchPoint, ...]
+    frontier: tuple[SearchPoint, ...] = Field(description="Pareto frontier by bits, thinned by min_gain")
     comparisons: tuple[CatalogComparison, ...]
     candidates: int = Field(description="candidates within the budget")
     pruned_by_bound: int = Field(description="dropped by the rate-distortion bound, never measured")
@@ -411,16 +411,22 @@ class _Evaluator:
 
 class _GaussianEvaluator(_Evaluator):
     """The first rows of one shared :class:`~gmse_cli.gmse.SampleBank` (common random numbers:
-    every candidate sees the same rows); the final value is the engine's own estimate, exact
-    where quadrature exists, otherwise Monte Carlo to ``rel_err`` on the same bank."""
+    every candidate sees the same rows, so their differences are precise even on few rows).
 
-    def __init__(self, *, seed: int, rel_err: float, row_length: int, level_rows: Sequence[int]) -> None:
+    The final value is exact where quadrature exists (:func:`~gmse_cli.gmse.exact_gmse`),
+    otherwise Monte Carlo on the same bank with as many rows as the row-level ratio estimator
+    needs for ``rel_err`` (projected from the last level's standard error, at most
+    ``max_rows``).
+    """
+
+    def __init__(self, *, seed: int, rel_err: float, row_length: int, level_rows: Sequence[int], max_rows: int) -> None:
         from gmse_cli.gmse import SampleBank
 
         self.bank = SampleBank(seed=seed, row_length=row_length)
         self.rel_err = rel_err
         self.row_length = row_length
         self.level_rows = tuple(level_rows)
+        self.max_rows = max(max_rows, self.level_rows[-1])
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _sample(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -431,19 +437,31 @@ class _GaussianEvaluator(_Evaluator):
             self._rows[rows] = (x, np.concatenate([p[1] for p in parts])[:rows])
         return self._rows[rows]
 
-    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+    def _run(self, fmt: Format, rows: int) -> tuple[float, float]:
         from gmse_cli.compress import compress
         from gmse_cli.realmse import ratio_estimate, row_errors
 
-        x, norm = self._sample(self.level_rows[level])
+        x, norm = self._sample(rows)
         err, _ = row_errors(x, compress(fmt, x))
         return ratio_estimate(err, norm)
 
-    def final(self, fmt: Format) -> tuple[float, float]:
-        from gmse_cli.gmse import estimate_gmse
+    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+        return self._run(fmt, self.level_rows[level])
 
-        (est,) = estimate_gmse([fmt], rel_err=self.rel_err, row_length=self.row_length, bank=self.bank)
-        return est.gmse, est.std_err
+    def final(self, fmt: Format) -> tuple[float, float]:
+        from gmse_cli.gmse import exact_gmse, has_exact
+
+        if has_exact(fmt):
+            return exact_gmse(fmt), 0.0
+        rows = self.level_rows[-1]
+        g, se = self._run(fmt, rows)
+        if g > 0 and se > self.rel_err * g and rows < self.max_rows:
+            # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
+            per = self.bank.rows_per_batch
+            need = rows * (se / (self.rel_err * g)) ** 2
+            rows = min(self.max_rows, per * math.ceil(need * 1.05 / per))
+            g, se = self._run(fmt, rows)
+        return g, se
 
 
 class _CheckpointEvaluator(_Evaluator):
@@ -462,7 +480,7 @@ class _CheckpointEvaluator(_Evaluator):
             x = read_rows(info, picked[order])  # memory maps read best in file order
             self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params, info.rows))
         self.total = float(sum(p for _, p, _ in self.data))
-        self.level_rows = (max(2, rows_per_layer // 8), max(2, rows_per_layer // 2))
+        self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (16, 4)}))
         self.all_rows = rows_per_layer
 
     def _run(self, fmt: Format, rows: int) -> tuple[float, float]:
@@ -519,7 +537,7 @@ class _Frontier:
         return float(out) if np.ndim(out) == 0 else out
 
 
-def _validate(budget: float, rel_err: float, z: float, rows_per_layer: int) -> None:
+def _validate(budget: float, rel_err: float, z: float, rows_per_layer: int, min_gain: float) -> None:
     if not (math.isfinite(budget) and budget > 0):
         raise SpecError(f"--bits {budget} must be a positive number of bits per parameter (e.g. 4.25)")
     if not (0 < rel_err < 1):
@@ -528,6 +546,8 @@ def _validate(budget: float, rel_err: float, z: float, rows_per_layer: int) -> N
         raise SpecError(f"z {z} must be positive (standard errors of margin when pruning)")
     if rows_per_layer < 2:
         raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
+    if not 0 <= min_gain < 1:
+        raise SpecError(f"min_gain {min_gain} must be in [0, 1) (a relative capacity gain)")
 
 
 def search_formats(
@@ -539,11 +559,13 @@ def search_formats(
     seed: int = 0,
     z: float = 3.0,
     row_length: int = DEFAULT_ROW_LENGTH,
-    level_rows: Sequence[int] = (16, 64),
+    level_rows: Sequence[int] = (4, 16, 64, 256),
+    max_rows: int = 1024,
     checkpoint: str | Path | None = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     rows_per_layer: int = 256,
+    min_gain: float = 5e-3,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> SearchResult:
     """Search ``space`` for the highest capacity at or below ``budget`` bits per parameter.
@@ -551,12 +573,16 @@ def search_formats(
     ``law``: a Law, a law file / shipped name, or ``"default"``. ``rel_err``: target relative
     standard error of the final estimates. ``z``: pruning margin in standard errors (larger
     keeps more candidates for refinement). ``level_rows``: Gaussian rows of ``row_length``
-    used by the cheap pass and by the refinement pass. With ``checkpoint``, the objective is
+    used by the cheap pass and by each refinement pass; the final Monte Carlo estimates use
+    up to ``max_rows`` rows (memory: 4 * row_length bytes per row). With ``checkpoint``, the objective is
     real-weight MSE on up to ``rows_per_layer`` rows of each layer selected by
-    ``include``/``exclude``, and 128-block rotations join the space.
-    ``progress(phase, done, total)`` is called as work proceeds.
+    ``include``/``exclude``, and 128-block rotations join the space. ``min_gain``: the reported
+    frontier lists a member only if its capacity beats the previous member's by this relative
+    amount (an epsilon-Pareto thinning of near-duplicates such as fp32 vs bf16 row scales);
+    the best format at the budget is always listed. ``progress(phase, done, total)`` is called
+    as work proceeds.
     """
-    _validate(budget, rel_err, z, rows_per_layer)
+    _validate(budget, rel_err, z, rows_per_layer, min_gain)
     start = time.perf_counter()
     from gmse_cli.realmse import resolve_law, stage_targets
 
@@ -592,7 +618,9 @@ def search_formats(
     if checkpoint is not None:
         evaluator = _CheckpointEvaluator(layers, rows_per_layer=rows_per_layer, seed=seed)
     else:
-        evaluator = _GaussianEvaluator(seed=seed, rel_err=rel_err, row_length=row_length, level_rows=level_rows)
+        evaluator = _GaussianEvaluator(
+            seed=seed, rel_err=rel_err, row_length=row_length, level_rows=level_rows, max_rows=max_rows
+        )
 
     cache: dict[tuple[tuple, int], tuple[float, float]] = {}
     refused: set[tuple] = set()
@@ -704,7 +732,9 @@ def search_formats(
     final = survivors
     if not final:
         raise SpecError(f"no format in the search space at or below {budget:g} bits could be measured")
-    frontier_entries = [final[i] for i in pareto_frontier((e.cand.bits_per_param, e.rho) for e in final)]
+    frontier_entries = _thin(
+        [final[i] for i in pareto_frontier((e.cand.bits_per_param, e.rho) for e in final)], min_gain
+    )
 
     def to_point(entry: _Entry) -> SearchPoint:
         if len(entry.stages) == 1:
@@ -738,6 +768,18 @@ def search_formats(
         seconds=time.perf_counter() - start,
         points=tuple((e.cand.name, e.cand.bits_per_param, e.rho) for e in measured),
     )
+
+
+def _thin(front: list[_Entry], min_gain: float) -> list[_Entry]:
+    """Keep frontier members (in increasing bits) whose capacity beats the last kept one by a
+    relative ``min_gain``; the last member (the best at the budget) is always kept."""
+    kept: list[_Entry] = []
+    for entry in front[:-1]:
+        if not kept or entry.rho > kept[-1].rho * (1 + min_gain):
+            kept.append(entry)
+    if kept and front[-1].rho <= kept[-1].rho * (1 + min_gain):
+        kept.pop()  # the best replaces a member it barely beats
+    return kept + front[-1:]
 
 
 def _compare_catalog(entries, final, evaluate, level) -> list[CatalogComparison]:

@@ -60,8 +60,8 @@ PAPER_WA = {
 }
 PAPER_SPARSITY = dict(zip([.1, .2, .3, .4, .5, .6, .7, .8, .9], [.95, .89, .84, .78, .72, .64, .56, .47, .35], strict=True))
 
-# The paper's capacities are read off its figures and printed to two digits.
-READ_OFF = 0.005
+# The paper's capacities are read off its figures (two digits): allow +/-0.01 for the reading.
+READ_OFF = 0.01
 
 
 def _c(value, sigma=None, **kw) -> Constant:
@@ -378,10 +378,12 @@ needs_shipped = pytest.mark.skipif(
 @needs_shipped
 def test_shipped_law_carries_the_paper_constants():
     law = shipped_law()
-    for key, value in (("alpha", 0.13), ("beta", 0.33), ("E", 1.3)):
-        assert getattr(law, key).value == pytest.approx(value, abs=1e-9) or "fit" in getattr(law, key).provenance.lower()
+    # paper.md's Llama/C4 column, value and sigma
+    for key, value, sigma in (("alpha", 0.13, 0.05), ("beta", 0.33, 0.06), ("E", 1.3, 0.5)):
+        assert (getattr(law, key).value, getattr(law, key).sigma) == pytest.approx((value, sigma))
     q = law.curve(Family.QUANTIZATION)
     assert (q.L.value, q.F.value, q.C.value) == pytest.approx((1.0, 0.41, 1.39))
+    assert (q.L.sigma, q.F.sigma, q.C.sigma) == pytest.approx((0.7, 0.02, 0.08))
     assert {Family.QUANTIZATION, Family.SPARSITY, Family.VQ} <= set(law.families)
     assert all(getattr(law, k).provenance for k in ("A", "alpha", "B", "beta", "E"))
 
@@ -401,8 +403,29 @@ def fit_tolerance(law: Law, rho: float, family: Family) -> float:
     return FIT_ERROR[family] * loss * rho / (law.alpha.value * term)
 
 
+# Cells where the shipped law (the paper's own published L, F, C and the product rule) falls
+# short of the figure by more than the tolerance; it never exceeds it. Two causes, both in the
+# paper's numbers, not in this code: (1) where both tensors are quantized the figure is not the
+# product of its own margins -- W3A3 is .62 against .74 x .76 = .56, W2A2 .30 against
+# .45 x .48 = .22 -- while the paper's law (and its text: "factorization error around 1e-2")
+# multiplies; (2) at 3-4 bits the published constants give rho(int3) = 0.67 and rho(int4) = 0.82
+# where the figure reads .74-.76 and .90-.91. Strict where the miss is clear, so a law that comes
+# to reproduce such a cell turns its xfail into a failure and the list stays true; not strict
+# for the three cells within 0.005 of the tolerance (W4A2, W4A16, W16A3), where a recalibrated
+# A alone could tip the outcome either way.
+WA_SHORTFALL = {(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (3, 1), (3, 2), (3, 3), (3, 4), (4, 3), (4, 4), (16, 4)}
+WA_BORDERLINE = {(4, 2), (4, 16), (16, 3)}
+
+
 def _wa_cells():
-    return [(w, a) for w in PAPER_WA for a in PAPER_WA[w] if (w, a) != (16, 16)]
+    def cell(w, a):
+        if (w, a) in WA_SHORTFALL:
+            return pytest.param(w, a, marks=pytest.mark.xfail(strict=True, reason="figure vs published constants"))
+        if (w, a) in WA_BORDERLINE:
+            return pytest.param(w, a, marks=pytest.mark.xfail(strict=False, reason="within 0.005 of the tolerance"))
+        return (w, a)
+
+    return [cell(w, a) for w in PAPER_WA for a in PAPER_WA[w] if (w, a) != (16, 16)]
 
 
 @needs_shipped
@@ -416,6 +439,25 @@ def test_shipped_law_reproduces_the_weight_activation_table(w, a):
     assert interval.low - tol <= paper <= interval.high + tol, (
         f"W{w}A{a}: paper {paper}, law {interval.value:.3f} [{interval.low:.3f}, {interval.high:.3f}] +/- {tol:.3f}"
     )
+
+
+@needs_shipped
+def test_shipped_law_never_exceeds_the_figure():
+    # The shortfalls above are one-sided: the law's point value sits below every cell.
+    law = shipped_law()
+    for w in PAPER_WA:
+        for a in PAPER_WA[w]:
+            if (w, a) != (16, 16):
+                rho = factorized_capacity(law, [(Family.QUANTIZATION, QUEST_GMSE[b]) for b in (w, a) if b != 16])
+                assert rho < PAPER_WA[w][a], (w, a, rho)
+
+
+def test_the_figure_itself_does_not_factorize():
+    # Why WA_SHORTFALL exists, checked on the paper's numbers alone: where both tensors are
+    # quantized at 2-3 bits, the figure exceeds the product of its margins by far more than the
+    # ~1e-2 factorization error the paper states.
+    excess = {(w, a): PAPER_WA[w][a] - PAPER_WA[w][16] * PAPER_WA[16][a] for w in (2, 3) for a in (2, 3)}
+    assert all(e > 0.05 for e in excess.values()), excess
 
 
 @needs_shipped

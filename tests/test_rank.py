@@ -20,6 +20,7 @@ from test_law import QUEST_GMSE, magnitude_gmse, paper_like_law
 
 from gmse_cli.errors import LawError, SpecError
 from gmse_cli.law import save_law
+from gmse_cli.paths import laws_dir
 from gmse_cli.rank import (
     DEFAULT_TOKENS_PER_PARAM,
     RankRow,
@@ -333,3 +334,13 @@ def test_cli_catalog_default_filtered(run_cli, tmp_path, law):
     assert {d["name"] for d in json.loads(res.stdout)} == expect
     # catalog formats of a family the law lacks are skipped with a note, not an error
     assert "skipping" in res.stderr and "(vq)" in res.stderr
+
+
+@pytest.mark.skipif(not (laws_dir() / "paper-llama-c4.toml").is_file(), reason="shipped law not generated yet")
+def test_cli_uses_the_shipped_law_by_default(run_cli):
+    res = run_cli("predict", "sparse-50", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["law"] == "paper-llama-c4"
+    # the shipped sparsity curve is calibrated to the paper's capacity at 50% sparsity (.72)
+    assert data["rho"] == pytest.approx(0.72, abs=0.02)

@@ -1,9 +1,245 @@
-"""`uscl fit`: filled in by its issue."""
+"""`uscl fit`: fit a scaling law to training runs and show the evidence that it predicts."""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+_MODELS_HELP = (
+    "dense (Chinchilla form), decoupled (one free capacity per scheme), unified (capacity from GMSE, "
+    "the paper's law), capacity (curves through the decoupled capacities), kumar (precision law)"
+)
+
+_EPILOG = (
+    "FILES: `uscl train` results (JSON lines), QuEST's runs_for_scaling.json (a JSON list), or a "
+    "CSV with columns N, D (or 'Training FLOP': D = FLOP / 6N), loss and optional weights / "
+    "activations columns.\n\n"
+    "--where KEY OP VALUE keeps matching runs (repeatable; all must hold). OP: = != < <= > >= "
+    "~ (substring) !~. Keys: scheme, weights, activations, N, D, loss, w_bits, a_bits, "
+    "tokens_per_param, source, and any metadata field (e.g. w_quant for QuEST runs). Examples: "
+    "'w_bits=4', 'scheme~had', 'N>=1e8'.\n\n"
+    "Fit error is the RMSE of log-loss, as the paper reports it. Besiroglu et al.'s Chinchilla "
+    "replication: uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5"
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the application (none yet)."""
+    @app.command("fit", epilog=_EPILOG)
+    def fit_command(
+        files: Annotated[list[Path], typer.Argument(help="runs files (uscl train JSON lines, QuEST JSON, CSV)")],
+        model: Annotated[str, typer.Option("--model", "-m", help=_MODELS_HELP)] = "dense",
+        huber_delta: Annotated[
+            float | None, typer.Option(help="Huber threshold on log-loss residuals (default 1e-3; 1 = least squares)")
+        ] = None,
+        bootstrap: Annotated[int, typer.Option(help="bootstrap refits for intervals (resampling runs within schemes)")] = 0,
+        where: Annotated[list[str] | None, typer.Option("--where", help="keep runs matching KEY OP VALUE (repeatable)")] = None,
+        exclude_worst: Annotated[int, typer.Option(help="drop the K highest-loss runs first")] = 0,
+        fix: Annotated[
+            list[str] | None,
+            typer.Option("--fix", help="hold a constant: NAME=VALUE (A, alpha, B, beta, E, quantization.L, gamma_w, ...)"),
+        ] = None,
+        law: Annotated[
+            str | None, typer.Option(help="base law for families the runs cannot identify (default: the shipped law)")
+        ] = None,
+        out: Annotated[Path | None, typer.Option(help="write the fitted law (TOML) here")] = None,
+        plot: Annotated[Path | None, typer.Option(help="write a PNG: predicted vs observed, capacity vs GMSE")] = None,
+        residuals: Annotated[bool, typer.Option("--residuals", help="print every run's residual")] = False,
+        seed: Annotated[int, typer.Option(help="seed of the bootstrap and of Monte Carlo GMSE")] = 0,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+    ) -> None:
+        """Fit a scaling law to training runs: constants with bootstrap intervals, capacities, fit error,
+        residuals, leave-one-scheme-out prediction (unified) and a factorization check (decoupled)."""
+        from gmse_cli.cli._console import err_console, print_json
+        from gmse_cli.errors import DataError, FitError
+        from gmse_cli.fit import MODELS, fit
+        from gmse_cli.law import load_law, save_law
+        from gmse_cli.runs import RunsWarning, load_runs, select
+        from gmse_cli.runs import exclude_worst as drop_worst
+
+        if model not in MODELS:
+            raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}")
+        if out is not None and model in ("decoupled", "kumar"):
+            raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
+        if plot is not None and plot.suffix.lower() != ".png":
+            raise FitError(f"--plot {plot}: the plot is a PNG; give a file name ending in .png")
+        fixed = _parse_fix(fix or [])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RunsWarning)
+            runs = load_runs(files)
+        for w in caught:  # skipped runs (diverged, unfinished): one line each on stderr
+            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+        total = len(runs)
+        runs = select(runs, where or [])
+        runs = drop_worst(runs, exclude_worst)
+        if not runs:
+            raise DataError(f"no runs left after the selection ({total} loaded); loosen --where / --exclude-worst")
+        base_law = None
+        if model in ("unified", "capacity"):
+            base_law = load_law(law)
+        quiet = json_out
+        with err_console.status(f"fitting {model} law to {len(runs)} runs ...", spinner="dots") if not quiet else _null():
+            result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
+                         base_law=base_law, data_files=[str(f) for f in files])
+        if out is not None:
+            save_law(result.to_law(out.stem), out)
+            if not quiet:
+                err_console.print(f"wrote law {out}")
+        if plot is not None:
+            _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed)
+            if not quiet:
+                err_console.print(f"wrote plot {plot}")
+        if json_out:
+            print_json(result.model_dump(mode="json"))
+            return
+        _render(result, residuals)
+
+
+def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed) -> None:
+    """The fit's plot; the capacity panel shows decoupled points beside the relevant curves."""
+    from gmse_cli.fit import FamilyFit, fit, plot_fit, with_stage_gmse
+    from gmse_cli.law import load_law
+
+    if model in ("dense", "kumar"):
+        plot_fit(result, path)
+        return
+    if model == "decoupled":
+        law = base_law or load_law(None)
+        curves = {f.value: FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, held=True, n_gmse=0)
+                  for f, c in law.families.items()}
+        plot_fit(result, path, curves=curves, points=with_stage_gmse(result.capacities),
+                 curve_label=f"law {law.name}, ")
+        return
+    if model == "unified":
+        decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
+                        sensitivity=False)
+        plot_fit(result, path, points=with_stage_gmse(decoupled.capacities))
+        return
+    plot_fit(result, path)
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _parse_fix(items: list[str]) -> dict[str, float]:
+    from gmse_cli.errors import FitError
+
+    fixed: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            fixed[name.strip()] = float(value)
+        except ValueError:
+            raise FitError(f"--fix '{item}' is not NAME=VALUE (e.g. --fix alpha=0.13)") from None
+    return fixed
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _render(result, show_residuals: bool) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    from gmse_cli.cli._console import out_console
+
+    out_console.print(
+        f"[bold]{result.model}[/] fit: {result.n_runs} runs, {result.n_schemes} schemes, Huber delta "
+        f"{result.huber_delta:g}, {result.starts} starts, {result.bootstrap} bootstrap refits"
+    )
+    table = Table(title="Constants (95% bootstrap intervals)", title_justify="left")
+    for col in ("constant", "value", "sigma", "95% interval", "source"):
+        table.add_column(col, justify="left" if col in ("constant", "source") else "right")
+    for name, c in result.constants.items():
+        interval = f"[{_fmt(c.low)}, {_fmt(c.high)}]" if c.low is not None else "-"
+        table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, c.source)
+    out_console.print(table)
+    out_console.print(f"fit error (RMSE of log-loss): [bold]{result.fit_error:.4g}[/]"
+                      + (f"   capacity curves: RMSE of rho {result.capacity_fit_error:.4g}"
+                         if result.capacity_fit_error is not None else ""))
+
+    if result.capacities:
+        cap = Table(title="Capacities", title_justify="left")
+        cols = ["scheme", "runs", "rho", "95% interval"]
+        alt = any(c.rho_alt_delta is not None for c in result.capacities)
+        gm = any(c.stage_gmse for c in result.capacities)
+        if alt:
+            cols.append("rho, other delta")
+        if gm:
+            cols.append("stage GMSE")
+        for col in cols:
+            cap.add_column(col, justify="left" if col in ("scheme", "stage GMSE") else "right")
+        for c in result.capacities:
+            row = [c.scheme + (" (reference)" if c.reference else ""), str(c.n_runs), f"{c.rho:.4f}",
+                   f"[{c.rho_low:.3f}, {c.rho_high:.3f}]" if c.rho_low is not None else "-"]
+            if alt:
+                row.append(_fmt(c.rho_alt_delta))
+            if gm:
+                row.append(", ".join(f"{f[:5]} {g:.3g}" for f, g in c.stage_gmse or []))
+            cap.add_row(*row)
+        out_console.print(cap)
+
+    if result.families:
+        fam = Table(title="Capacity curves rho = L tanh(F log_1/4 GMSE)^C", title_justify="left")
+        for col in ("family", "L", "F", "C", "distinct GMSE", "status"):
+            fam.add_column(col, justify="left" if col in ("family", "status") else "right")
+        for name, f in result.families.items():
+            fam.add_row(name, f"{f.L:.4f}", f"{f.F:.4f}", f"{f.C:.4f}", str(f.n_gmse), "held" if f.held else "fitted")
+        out_console.print(fam)
+
+    if result.loso:
+        lo = Table(title="Leave-one-scheme-out: refit without the scheme, predict it from its GMSE",
+                   title_justify="left")
+        for col in ("scheme", "runs", "RMSE log-loss", "rho (all runs)", "rho (held out)", "note"):
+            lo.add_column(col, justify="left" if col in ("scheme", "note") else "right")
+        for e in result.loso:
+            lo.add_row(e.scheme, str(e.n_runs), _fmt(e.rmse), f"{e.rho_full:.4f}", _fmt(e.rho_loso), e.note)
+        out_console.print(lo)
+
+    fact = result.factorization
+    if fact is not None:
+        if fact.cells:
+            ft = Table(title="Factorization: rho(W, A) vs rho(W) * rho(A)", title_justify="left")
+            for col in ("weights", "activations", "rho", "rho(W)", "rho(A)", "product", "error"):
+                ft.add_column(col, justify="left" if col in ("weights", "activations") else "right")
+            for c in fact.cells:
+                ft.add_row(c.weights, c.activations + (" (tied)" if c.tied else ""), f"{c.rho:.4f}",
+                           f"{c.rho_weights:.4f}", f"{c.rho_activations:.4f}", f"{c.product:.4f}", f"{c.error:+.4f}")
+            out_console.print(ft)
+            out_console.print(f"factorization RMS error {fact.rms_error:.4f}, max {fact.max_abs_error:.4f} "
+                              "(the paper reports about 1e-2)")
+        if fact.rank1_rms is not None:
+            out_console.print(f"rank-1 fit of the W x A grid: RMS {fact.rank1_rms:.4f} ({fact.rank1_dof} degrees of freedom)")
+        elif fact.note:
+            out_console.print(f"rank-1 check: {fact.note}")
+
+    by_scheme: dict[str, list[float]] = {}
+    for r in result.residuals:
+        by_scheme.setdefault(r.scheme, []).append(r.residual)
+    rt = Table(title="Residuals by scheme: log(predicted) - log(observed)", title_justify="left")
+    for col in ("scheme", "runs", "mean", "RMSE", "max |r|"):
+        rt.add_column(col, justify="left" if col == "scheme" else "right")
+    for scheme, vals in by_scheme.items():
+        v = np.asarray(vals)
+        rt.add_row(scheme, str(len(v)), f"{v.mean():+.4f}", f"{np.sqrt(np.mean(v**2)):.4f}", f"{np.abs(v).max():.4f}")
+    out_console.print(rt)
+    if show_residuals:
+        full = Table(title="Residuals by run", title_justify="left")
+        for col in ("scheme", "N", "D", "loss", "predicted", "residual", "rho"):
+            full.add_column(col, justify="left" if col == "scheme" else "right")
+        for r in result.residuals:
+            full.add_row(r.scheme, f"{r.N:.4g}", f"{r.D:.4g}", f"{r.loss:.4f}", f"{r.predicted:.4f}",
+                         f"{r.residual:+.4f}", f"{r.rho:.4f}")
+        out_console.print(full)
+    for note in result.notes:
+        out_console.print(f"note: {note}")

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[int | None, typer.Option(help="stop after this many steps (shrinks the budget)")] = None,
         data: Annotated[str | None, typer.Option(help="'c4' (default, streamed) or a local text/JSONL/parquet file or folder")] = None,
         tokenizer: Annotated[str | None, typer.Option(help="hub id, tokenizer.json, or bpe:V (trained on --data and cached)")] = None,
+        val_fraction: Annotated[float | None, typer.Option(help="local data: the tail share held out for validation (default 0.02)")] = None,
         seed: Annotated[int | None, typer.Option(help="seed (model init and batch order)")] = None,
         batch_size: Annotated[int | None, typer.Option(help="sequences per step over all processes (default: the preset's)")] = None,
         micro_batch_size: Annotated[int | None, typer.Option(help="sequences per forward pass per process (gradient accumulation)")] = None,
@@ -49,6 +50,7 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints (0 = none)")] = None,
         checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder (default: OUT with .ckpt)")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+        threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine)")] = None,
         launcher: Annotated[str, typer.Option(help="local (in process), torchrun (all GPUs of this node), slurm (submitit)")] = "local",
         nproc_per_node: Annotated[int, typer.Option(help="processes for --launcher torchrun")] = 1,
         compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
@@ -64,10 +66,17 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.training.results import finished_keys
         from gmse_cli.training.sweep import expand_sweep, plan_sweep
 
+        if threads is not None:
+            if threads < 1:
+                raise TrainError(f"--threads {threads} must be at least 1")
+            import torch
+
+            torch.set_num_threads(threads)
         if launcher not in ("local", "torchrun", "slurm"):
             raise TrainError(f"--launcher '{launcher}' is not one of local, torchrun, slurm")
         spec = _build_spec(sweep, preset=preset, weights=weights, acts=acts, tokens_per_param=tokens_per_param,
-                           seed=seed, data=data, tokenizer=tokenizer, lr=lr, rbbm_p=rbbm_p)
+                           seed=seed, data=data, tokenizer=tokenizer, val_fraction=val_fraction, lr=lr,
+                           rbbm_p=rbbm_p)
         overrides = {k: v for k, v in {
             "max_steps": max_steps, "batch_size": batch_size, "micro_batch_size": micro_batch_size,
             "context": context, "eval_tokens": eval_tokens, "eval_every": eval_every,
@@ -153,6 +162,7 @@ def _build_spec(sweep: Path | None, **flags: Any):
             if flag in ("weights", "acts"):
                 base["schemes"] = []
     for flag, section, key in (("data", "data", "source"), ("tokenizer", "data", "tokenizer"),
+                               ("val_fraction", "data", "val_fraction"),
                                ("lr", "optim", "lr"), ("rbbm_p", "estimator", "rbbm_p")):
         if flags[flag] is not None:
             base.setdefault(section, {})[key] = flags[flag]
@@ -170,10 +180,11 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
     names = {
         "out": "--out", "preset": "--preset", "weights": "--weights", "acts": "--acts",
         "tokens_per_param": "--tokens-per-param", "max_steps": "--max-steps", "data": "--data",
-        "tokenizer": "--tokenizer", "seed": "--seed", "batch_size": "--batch-size",
+        "tokenizer": "--tokenizer", "val_fraction": "--val-fraction", "seed": "--seed", "batch_size": "--batch-size",
         "micro_batch_size": "--micro-batch-size", "context": "--context", "lr": "--lr",
         "rbbm_p": "--rbbm-p", "eval_tokens": "--eval-tokens", "eval_every": "--eval-every",
         "checkpoint_every": "--checkpoint-every", "checkpoint_dir": "--checkpoint-dir", "device": "--device",
+        "threads": "--threads",
     }
     for key, flag in names.items():
         if params.get(key) is not None:

@@ -44,7 +44,7 @@ def _hadamard_reference(x: np.ndarray, stage: Rotate, inverse: bool) -> np.ndarr
     block = stage.block
     h = _dense_hadamard(block).astype(np.float64) / np.sqrt(block)  # symmetric: H^T = H
     d = signs(stage).astype(np.float64)
-    v = x.astype(np.float64).reshape(x.shape[0], -1, block)  # (rows, blocks, block)
+    v = x.astype(np.float64).reshape(-1, block)  # (rows * blocks, block)
     v = (v @ h) * d if inverse else (v * d) @ h
     return v.reshape(x.shape).astype(np.float32)
 

@@ -12,9 +12,9 @@ standard deviation):
 
 - ``gaussian``: Lloyd's algorithm (k-means) on standard normal samples drawn from a fixed
   seed, grown by splitting (Linde-Buzo-Gray) up to 1024 codewords; larger codebooks start
-  from the product of two smaller ones and run Lloyd iterations whose assignment step only
-  looks at each sample's current codeword's nearest codewords (so distortion never increases,
-  and a 2^16-codeword codebook takes about a minute). Cached on disk under
+  from the product of two smaller ones and run Lloyd iterations on a fresh batch of samples
+  each, assigned by a walk on the graph of neighbouring codewords (see
+  :func:`_lloyd_streamed`; a 2^16-codeword codebook takes minutes, once). Cached on disk under
   ``cache_dir()/codebooks``, keyed by dimension, index bits, seed and
   :data:`ALGORITHM_VERSION`, with a JSON record of its training (:class:`CodebookInfo`,
   including the MSE measured on fresh samples). Their scale constant is 1: at a Lloyd fixed
@@ -32,7 +32,7 @@ coordinates in order) go to the lowest codeword index, exactly as the brute-forc
   nearest to some point of the cell (the rest are provably farther than another codeword);
 - E8P: per shift, the best sign pattern of each of the 256 absolute patterns in closed form;
 - otherwise: float32 scores ``|c|^2 - 2 q.c`` vectorized over codewords (for more than 1024
-  codewords, groups of codewords skipped by a triangle-inequality bound).
+  codewords in up to 6-D, groups of codewords skipped by a triangle-inequality bound).
 
 The float32 scores are only a filter: every codeword within a proven rounding margin of the best
 score is re-measured in float64, so the answer equals brute force bit for bit.
@@ -41,7 +41,7 @@ score is re-measured in float64, so the answer equals brute force bit for bit.
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import math
 import os
 import tempfile
@@ -77,10 +77,10 @@ ALGORITHM_VERSION = 1
 LLOYD_SEED = 20250602
 """Seed of the Gaussian training samples (fixed: the same codebook on every machine run)."""
 
-_U32 = 2.0**-24  # float32 unit roundoff
-_EXACT_LLOYD_MAX = 1024  # above this, Lloyd's assignment is restricted to neighbouring codewords
+_EXACT_LLOYD_MAX = 1024  # above this (in 2-D and up), Lloyd runs streamed (_lloyd_streamed)
 _GRID_MAX = 4096  # d = 2 codebooks up to this size use the cell grid
-_GROUPS_MIN = 1024  # flat search groups codewords above this size
+_GROUPS_MIN = 1024  # flat search groups codewords above this size ...
+_GROUPS_MAX_DIM = 6  # ... in up to 6-D (beyond, the triangle bound prunes too little to pay)
 _CANDIDATES = 64  # refine buffer; more near-ties than this fall back to brute force
 _CONSTANT_SAMPLES = 2**16  # vectors for the Monte Carlo scale constant
 
@@ -248,7 +248,7 @@ def _build_searcher(c: np.ndarray, *, e8p: bool = False) -> _Searcher:
 def _build_flat(c: np.ndarray) -> _Searcher:
     k, d = c.shape
     c64 = c.astype(np.float64)
-    if k <= _GROUPS_MIN:
+    if k <= _GROUPS_MIN or d > _GROUPS_MAX_DIM:
         labels = np.zeros(k, dtype=np.int64)
         groups = 1
     else:
@@ -286,8 +286,9 @@ def _coarse_labels(c64: np.ndarray, groups: int, iterations: int = 8) -> np.ndar
     """
     centres = c64[np.linspace(0, len(c64) - 1, groups).astype(np.int64)].copy()
     labels = np.zeros(len(c64), dtype=np.int64)
+    c32 = c64.astype(np.float32)
     for _ in range(iterations):
-        labels = nearest_reference(centres.astype(np.float32), c64.astype(np.float32))
+        labels = _nearest_with(_build_searcher(centres.astype(np.float32)), c32)
         counts = np.bincount(labels, minlength=groups)
         for i in range(c64.shape[1]):
             sums = np.bincount(labels, weights=c64[:, i], minlength=groups)
@@ -316,35 +317,39 @@ def _k_grid_lists(c, lo, w, cells):
 
     Codeword c can be nearest somewhere in box B only if its distance to B is at most the
     smallest, over codewords, of the farthest distance to B. Boxes are widened by a hair so
-    that a query's computed cell always contains it.
+    that a query's computed cell always contains it. Two passes: count, then fill.
     """
     k = c.shape[0]
     eps = 1e-7 * w * cells
     counts = np.zeros(cells * cells + 1, dtype=np.int64)
-    lists = np.empty(cells * cells * k, dtype=np.int64)
-    total = 0
-    for cx in range(cells):
-        for cy in range(cells):
-            x0 = lo[0] + cx * w - eps
-            x1 = lo[0] + (cx + 1) * w + eps
-            y0 = lo[1] + cy * w - eps
-            y1 = lo[1] + (cy + 1) * w + eps
-            min_far = np.inf
-            for j in range(k):
-                fx = max(abs(c[j, 0] - x0), abs(c[j, 0] - x1))
-                fy = max(abs(c[j, 1] - y0), abs(c[j, 1] - y1))
-                min_far = min(min_far, fx * fx + fy * fy)
-            cell = cx * cells + cy
-            start = total
-            for j in range(k):
-                nx = max(x0 - c[j, 0], 0.0, c[j, 0] - x1)
-                ny = max(y0 - c[j, 1], 0.0, c[j, 1] - y1)
-                if nx * nx + ny * ny <= min_far * (1 + 1e-9):
-                    lists[total] = j
-                    total += 1
-            counts[cell + 1] = total - start
-    cstart = np.cumsum(counts)
-    return cstart, lists[:total].copy()
+    lists = np.empty(0, dtype=np.int64)
+    for fill in range(2):
+        if fill:
+            counts = np.cumsum(counts)
+            lists = np.empty(counts[-1], dtype=np.int64)
+        for cx in range(cells):
+            for cy in range(cells):
+                x0 = lo[0] + cx * w - eps
+                x1 = lo[0] + (cx + 1) * w + eps
+                y0 = lo[1] + cy * w - eps
+                y1 = lo[1] + (cy + 1) * w + eps
+                min_far = np.inf
+                for j in range(k):
+                    fx = max(abs(c[j, 0] - x0), abs(c[j, 0] - x1))
+                    fy = max(abs(c[j, 1] - y0), abs(c[j, 1] - y1))
+                    min_far = min(min_far, fx * fx + fy * fy)
+                cell = cx * cells + cy
+                p = counts[cell] if fill else 0
+                for j in range(k):
+                    nx = max(x0 - c[j, 0], 0.0, c[j, 0] - x1)
+                    ny = max(y0 - c[j, 1], 0.0, c[j, 1] - y1)
+                    if nx * nx + ny * ny <= min_far * (1 + 1e-9):
+                        if fill:
+                            lists[p] = j
+                        p += 1
+                if not fill:
+                    counts[cell + 1] = p
+    return counts, lists
 
 
 # ============================================================================================
@@ -421,14 +426,19 @@ def _k_below(s, m, thr):
 @numba.njit(cache=True, fastmath=_FAST)
 def _k_scores(q, ct, cn, start, stop, s):
     """s[k] = |c|^2 - 2 q.c in float32 for codewords start..stop-1 (vectorized over them)."""
+    # 1-D row slices: unit stride is then known, so the loops use contiguous vector loads
+    # (indexing ct[i, k] directly compiles to gathers).
     m = stop - start
     q0 = np.float32(-2.0) * q[0]
+    row = ct[0, start:stop]
+    norms = cn[start:stop]
     for k in range(m):
-        s[k] = cn[start + k] + q0 * ct[0, start + k]
+        s[k] = norms[k] + q0 * row[k]
     for i in range(1, q.shape[0]):
         qi = np.float32(-2.0) * q[i]
+        row = ct[i, start:stop]
         for k in range(m):
-            s[k] += qi * ct[i, start + k]
+            s[k] += qi * row[k]
 
 
 @numba.njit(cache=True, inline="always")
@@ -529,8 +539,9 @@ def _k_e8_scores(y, at, an, apar, dots, mins, s):
         mins[k] = np.float32(np.inf)
     for i in range(8):
         w = abs(y[i])
+        row = at[i, :]  # a 1-D row: contiguous vector loads
         for k in range(kk):
-            t = at[i, k] * w
+            t = row[k] * w
             dots[k] += t
             mins[k] = t if t < mins[k] else mins[k]  # select form: vectorizes, min() does not
     for k in range(kk):
@@ -891,36 +902,56 @@ def _lbg(x: np.ndarray, codewords: int, *, tol: float, max_iter: int, rng: np.ra
 
 
 @numba.njit(parallel=True, cache=True)
-def _k_restricted_assign(x, c, neighbours, labels):
-    """Move each sample to the nearest of its codeword's neighbours (itself included first)."""
+def _k_walk_assign(x, order, c, neighbours, labels):
+    """Greedy descent on the neighbour graph: each sample moves to the nearest codeword in its
+    current codeword's list (itself first) until none is nearer. Samples go in ``order`` (by
+    starting codeword, so neighbouring codewords stay in cache)."""
     n, d = x.shape
-    for r in numba.prange(n):
-        cur = labels[r]
-        best = np.inf
-        arg = cur
-        for p in range(neighbours.shape[1]):
-            k = neighbours[cur, p]
-            dk = 0.0
-            for i in range(d):
-                t = np.float64(x[r, i]) - np.float64(c[k, i])
-                dk += t * t
-            if dk < best or (dk == best and k < arg):
-                best = dk
-                arg = k
-        labels[r] = arg
+    tasks = (n + 1023) // 1024
+    for t in numba.prange(tasks):
+        for p in range(t * 1024, min(n, (t + 1) * 1024)):
+            r = order[p]
+            cur = labels[r]
+            cur_d = np.inf
+            for _ in range(64):  # a walk is short; the cap only bounds pathological cases
+                arg = cur
+                best = cur_d
+                for j in range(neighbours.shape[1]):
+                    k = neighbours[cur, j]
+                    dk = 0.0
+                    for i in range(d):
+                        u = np.float64(x[r, i]) - np.float64(c[k, i])
+                        dk += u * u
+                    if dk < best:
+                        best = dk
+                        arg = k
+                if arg == cur:
+                    break
+                cur = arg
+                cur_d = best
+            labels[r] = cur
 
 
-def _restricted_assign_reference(x, c, neighbours, labels):
-    """Plain numpy twin of :func:`_k_restricted_assign` (returns new labels)."""
-    cand = neighbours[labels]  # (n, L)
-    d = np.zeros(cand.shape)
-    for i in range(x.shape[1]):
-        d += np.square(x[:, i, None].astype(np.float64) - c[cand, i].astype(np.float64))
-    # lowest distance, then lowest index: sort candidates by index first, argmin keeps the first
-    order = np.argsort(cand, axis=1, kind="stable")
-    cand = np.take_along_axis(cand, order, 1)
-    d = np.take_along_axis(d, order, 1)
-    return cand[np.arange(len(cand)), np.argmin(d, axis=1)]
+def _walk_assign_reference(x: np.ndarray, c: np.ndarray, neighbours: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Plain numpy twin of :func:`_k_walk_assign` (all samples step together; returns labels)."""
+    labels = labels.copy()
+    cur_d = np.full(len(x), np.inf)
+    active = np.ones(len(x), dtype=bool)
+    for _ in range(64):
+        if not active.any():
+            break
+        rows = np.flatnonzero(active)
+        cand = neighbours[labels[rows]]  # (n, L)
+        d = np.zeros(cand.shape)
+        for i in range(x.shape[1]):
+            d += np.square(x[rows, i, None].astype(np.float64) - c[cand, i].astype(np.float64))
+        j = np.argmin(d, axis=1)  # first of equal distances, as the kernel's strict '<'
+        best = d[np.arange(len(rows)), j]
+        moved = best < cur_d[rows]
+        labels[rows[moved]] = cand[moved, j[moved]]
+        cur_d[rows[moved]] = best[moved]
+        active[rows] = moved
+    return labels
 
 
 def _knn_small(c: np.ndarray, count: int) -> np.ndarray:
@@ -998,33 +1029,62 @@ def _refine_neighbours_reference(c: np.ndarray, nb: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lloyd_restricted(
-    x: np.ndarray, c: np.ndarray, labels: np.ndarray, nb: np.ndarray, *, tol: float, max_iter: int
-) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """Lloyd iterations whose assignment only considers each sample's codeword's neighbours.
+class _Streamed(NamedTuple):
+    batch: int  # fresh vectors per iteration
+    iterations: int
+    forget: float  # weight of the previous sums at each iteration
+    neighbours: int  # list length of the neighbour graph
+    refresh: int  # iterations between neighbour-list refreshes
 
-    Moving a sample to a nearer codeword and moving codewords to their cells' means both lower
-    the distortion, so it never increases. The neighbour lists follow the codewords: every
-    fourth iteration each list is rebuilt from its neighbours' lists.
+
+def _streamed_plan(dim: int) -> _Streamed:
+    # 2^23 floats per batch; forgetting 0.9 keeps about 10 batches' worth (~8e7 floats) in the
+    # sums, i.e. ~160 samples per codeword for 2^16 codewords in 8-D, fresh ones replacing old.
+    return _Streamed(batch=2**23 // dim, iterations=48, forget=0.9, neighbours=32, refresh=8)
+
+
+def _lloyd_streamed(
+    left: np.ndarray, right: np.ndarray, *, seed: int, plan: _Streamed
+) -> tuple[np.ndarray, int, int, float]:
+    """Lloyd for large codebooks: fresh samples every iteration, local assignment.
+
+    Starts from the product of two smaller codebooks (``left`` x ``right``). Each iteration
+    draws a fresh batch (antithetic pairs), starts each sample at the product codeword of its
+    nearest parts (exact, cheap) and walks the neighbour graph (:func:`_k_walk_assign`) to a
+    codeword nearer than all of its neighbours; codewords move to the means of their samples
+    over the recent batches (sums decayed by ``plan.forget``). Fresh samples keep the codebook
+    from overfitting a fixed sample, which costs nothing extra per iteration.
+
+    Returns codewords, iterations, samples drawn, and the MSE of the last batch.
     """
-    c = c.astype(np.float64)
-    prev = np.inf
-    mse = _distortion(x, c, labels)
-    it = 0
-    while it < max_iter:
-        it += 1
-        c, _, _ = _centroids(x, labels, c)  # empty cells stay where they are
+    d1 = left.shape[1]
+    kr = len(right)
+    c = np.concatenate([np.repeat(left, kr, axis=0), np.tile(right, (len(left), 1))], axis=1).astype(np.float64)
+    nb = _product_neighbours(left, right, plan.neighbours)
+    left_search = _build_searcher(left)
+    right_search = _build_searcher(right)
+    sums = np.zeros(c.shape)
+    counts = np.zeros(len(c))
+    mse = np.inf
+    seeds = np.random.SeedSequence([seed, 2]).spawn(plan.iterations)
+    for it, child in enumerate(seeds):
+        half = np.random.default_rng(child).standard_normal((plan.batch // 2, c.shape[1]), dtype=np.float32)
+        x = np.concatenate([half, -half])
+        labels = _nearest_with(left_search, x[:, :d1]) * kr + _nearest_with(right_search, x[:, d1:])
         c32 = c.astype(np.float32)
-        if it % 4 == 0:
+        if it and it % plan.refresh == 0:
             fresh = np.empty_like(nb)
             _k_refine_neighbours(c32, nb, fresh)
             nb = fresh
-        _k_restricted_assign(x, c32, nb, labels)
-        mse = _distortion(x, c, labels)
-        if prev - mse <= tol * mse:
-            break
-        prev = mse
-    return c, labels, it, mse
+        _k_walk_assign(x, np.argsort(labels, kind="stable"), c32, nb, labels)
+        batch_sums = np.empty(c.shape)
+        batch_counts = np.empty(len(c))
+        err = _k_accumulate(x, labels, c32, batch_sums, batch_counts)
+        mse = err / x.size
+        sums = plan.forget * sums + batch_sums
+        counts = plan.forget * counts + batch_counts
+        c = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1e-300)[:, None], c)
+    return c, plan.iterations, plan.iterations * plan.batch, mse
 
 
 def train_gaussian_codebook(
@@ -1035,41 +1095,35 @@ def train_gaussian_codebook(
     samples: int | None = None,
     tol: float = 1e-6,
     max_iter: int = 100,
+    plan: _Streamed | None = None,
 ) -> tuple[np.ndarray, CodebookInfo]:
     """Train a Gaussian-MSE codebook of ``2^index_bits`` codewords in ``dim`` dimensions.
 
-    ``samples`` standard normal vectors (default: about 1024 per codeword, between 2^20 and
-    2^25 floats) from ``np.random.default_rng(seed)``; Lloyd stops when an iteration improves
-    the training MSE by less than ``tol`` relative, or after ``max_iter`` iterations (40 for the
-    restricted iterations of large codebooks). Uncached: :func:`codebook` caches.
+    Up to 1024 codewords (and in 1-D): Linde-Buzo-Gray on ``samples`` standard normal vectors
+    (default: about 1024 per codeword, between 2^20 and 2^25 floats) drawn from ``seed`` as
+    antithetic pairs; each Lloyd run stops when an iteration improves the training MSE by less
+    than ``tol`` relative, or after ``max_iter`` iterations. Larger codebooks:
+    :func:`_lloyd_streamed` with ``plan`` (default :func:`_streamed_plan`). The returned
+    :class:`CodebookInfo` carries the MSE on 2^16 fresh vectors (seed + 1) with exact search.
+    Uncached: :func:`codebook` caches.
     """
     if not (1 <= dim <= 16 and 1 <= index_bits <= 16):
         raise SpecError(f"vq: need 1 <= dim <= 16 and 1 <= index bits <= 16, got dim={dim}, bits={index_bits}")
     k = 2**index_bits
-    n = samples if samples is not None else _sample_count(k, dim)
-    # Antithetic pairs (z, -z): the sample is exactly symmetric, so sampling noise cannot
-    # shift the whole codebook (a nearly free direction for Lloyd, which would amplify it).
-    half = np.random.default_rng(seed).standard_normal(((n + 1) // 2, dim), dtype=np.float32)
-    x = np.concatenate([half, -half])
-    n = len(x)
-    split_rng = np.random.default_rng([seed, 1])
-    if k <= _EXACT_LLOYD_MAX or dim == 1:
-        c, labels, iterations, mse = _lbg(x, k, tol=tol, max_iter=max_iter, rng=split_rng)
-    else:
-        # Product of two smaller codebooks, whose nearest codeword is the pair of nearest parts.
+    if k > _EXACT_LLOYD_MAX and dim > 1:
+        # Product start: two codebooks of about sqrt(K) codewords on the two halves.
         d1, b1 = dim // 2, index_bits // 2
         left, _ = codebook_and_info(VQ(dim=d1, bits=b1 / d1))
         right, _ = codebook_and_info(VQ(dim=dim - d1, bits=(index_bits - b1) / (dim - d1)))
-        c = np.concatenate(
-            [np.repeat(left, len(right), axis=0), np.tile(right, (len(left), 1))], axis=1
-        )
-        li = _nearest_with(_state_for(left, "gaussian").searcher, x[:, :d1])
-        ri = _nearest_with(_state_for(right, "gaussian").searcher, x[:, d1:])
-        labels = li * len(right) + ri
-        nb = _product_neighbours(left, right, 32 if dim <= 4 else 64)
-        c, labels, iterations, mse = _lloyd_restricted(
-            x, c, labels, nb, tol=max(tol, 1e-4), max_iter=min(max_iter, 40)
-        )
+        c, iterations, n, mse = _lloyd_streamed(left, right, seed=seed, plan=plan or _streamed_plan(dim))
+    else:
+        n = samples if samples is not None else _sample_count(k, dim)
+        # Antithetic pairs (z, -z): the sample is exactly symmetric, so sampling noise cannot
+        # shift the whole codebook (a nearly free direction for Lloyd, which would amplify it).
+        half = np.random.default_rng(seed).standard_normal(((n + 1) // 2, dim), dtype=np.float32)
+        x = np.concatenate([half, -half])
+        n = len(x)
+        c, _, iterations, mse = _lbg(x, k, tol=tol, max_iter=max_iter, rng=np.random.default_rng([seed, 1]))
     cb = _canonical(c)
     held_mse, held_n = _heldout_mse(cb, 1.0, seed=seed + 1, e8p=False)
     info = CodebookInfo(
@@ -1081,9 +1135,9 @@ def train_gaussian_codebook(
         mse=held_mse,
         mse_samples=held_n,
         seed=seed,
-        train_samples=n,
-        train_iterations=iterations,
-        train_mse=mse,
+        train_samples=int(n),
+        train_iterations=int(iterations),
+        train_mse=float(mse),
     )
     return cb, info
 
@@ -1239,8 +1293,6 @@ def _file_cached(path: str, digest: str, raw: bytes, dim: int, index_bits: int) 
     key = (digest, dim, index_bits)
     if key in _file_memo:
         return _file_memo[key]
-    import io
-
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as exc:
@@ -1325,6 +1377,14 @@ def _state_for(cb: np.ndarray, kind: str, constant: float = 1.0) -> _State:
         st = _State(cb, _build_searcher(cb, e8p=kind == "e8"), constant)
         _states[key] = st
     return st
+
+
+def _clear_caches() -> None:
+    """Forget every codebook held in memory (the disk cache stays)."""
+    _gaussian.cache_clear()
+    _e8p.cache_clear()
+    _file_memo.clear()
+    _states.clear()
 
 
 def _state(stage: VQ) -> _State:

@@ -222,6 +222,7 @@ class TokenizerHandle:
     vocab_size: int
     eos_id: int | None
     encode_batch: Callable[[list[str]], list[list[int]]]
+    decode: Callable[[list[int]], str]
 
 
 def _require_tokenizers() -> Any:
@@ -266,6 +267,7 @@ def _handle_from_tokenizers(tokenizer: Any, source: str) -> TokenizerHandle:
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
         eos_id=eos,
         encode_batch=encode_batch,
+        decode=tokenizer.decode,
     )
 
 
@@ -323,6 +325,7 @@ def _hub_tokenizer(name: str) -> TokenizerHandle:
         vocab_size=len(tok),
         eos_id=eos,
         encode_batch=encode_batch,
+        decode=backend.decode,
     )
 
 

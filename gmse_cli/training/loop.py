@@ -29,7 +29,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from gmse_cli.errors import TrainError
-from gmse_cli.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from gmse_cli.training.checkpoint import (
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gmse_cli.training.config import RunConfig, check_format_fits, plan_run
 from gmse_cli.training.data import TokenData, TokenWindows, eval_windows, prepare_tokens
 from gmse_cli.training.model import build_model, padded_vocab
@@ -202,7 +207,13 @@ class _Progress:
         self.bar = None
         if not enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         from gmse_cli.cli._console import err_console
 
@@ -399,8 +410,8 @@ def train_run(
     val = eval_windows(tokens.val, context=cfg.context, max_tokens=cfg.eval_tokens)
     val_periodic = val[: max(1, cfg.periodic_eval_tokens // cfg.context)]
     bar = _Progress(progress and env.main, plan.name, plan.steps, state.step)
-    if ckpt is not None:
-        bar.note(f"resuming {plan.name} from step {state.step} ({ckpt})")
+    if ckpt is not None and env.main:
+        _note(f"resuming {plan.name} from step {state.step} ({ckpt})")
 
     def checkpoint() -> None:
         model_sd, optim_sd = _state_dicts(model, optimizer, parallel)
@@ -425,11 +436,11 @@ def train_run(
                 for m in range(accum):
                     first = step * cfg.batch_size + env.rank * local_batch + m * micro
                     batch = torch.from_numpy(windows.samples(first, micro)).to(dev, non_blocking=True)
+                    # DDP all-reduces gradients on the last micro-batch only.
                     sync = parallel != "ddp" or m == accum - 1
-                    ctx = contextlib.nullcontext() if sync else model.no_sync()
-                    with ctx, _autocast(dev):
-                        loss = _loss(step_fn, batch, vocab) / accum
-                    with ctx:
+                    with contextlib.nullcontext() if sync else model.no_sync():
+                        with _autocast(dev):
+                            loss = _loss(step_fn, batch, vocab) / accum
                         loss.backward()
                     loss_sum += float(loss.detach())
                 if cfg.optim.grad_clip is not None:

@@ -162,6 +162,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def append_record(path: str | Path, record: RunRecord) -> None:
     """Append one line atomically (lock, copy + new line to a temp file, fsync, rename, fsync dir)."""
     path = Path(path)
@@ -173,6 +179,8 @@ def append_record(path: str | Path, record: RunRecord) -> None:
             raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            # mkstemp makes 0600 files; keep the results file's own mode (or the umask's default).
+            os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as handle:
                 handle.write(old)
                 handle.write(line.encode())

@@ -1,0 +1,304 @@
+"""Training on CPU: the model, data pipeline, loop, checkpoints, sweeps and launchers.
+
+Everything runs the ``tiny`` preset on a 300 KB slice of the offline corpus (the Python docs)
+with a byte-level BPE of 512 tokens, batches of 8 x 64 tokens and one torch thread (the
+machines these run on are shared; one thread is both fastest there and deterministic).
+Nothing reaches a hub (HF_HUB_OFFLINE is set by conftest).
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+from gmse_cli.errors import DataError  # noqa: E402
+from gmse_cli.spec import resolve_format  # noqa: E402
+from gmse_cli.training.config import RunConfig  # noqa: E402
+from gmse_cli.training.loop import lr_at, train_run  # noqa: E402
+from gmse_cli.training.model import CompressedLinear, build_model, non_embedding_params  # noqa: E402
+from gmse_cli.training.presets import get_preset  # noqa: E402
+from gmse_cli.training.results import RunRecord, load_records  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS_CHARS = 300_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, shared_data) -> Path:
+    """The first 300K characters of the offline corpus, as .xz (the reader decompresses)."""
+    with lzma.open(shared_data / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
+        text = handle.read(CORPUS_CHARS)
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt.xz"
+    with lzma.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def _cfg(corpus: Path, **kw) -> RunConfig:
+    base = dict(preset="tiny", tokens_per_param=1000, batch_size=8, context=64, eval_tokens=8192,
+                max_steps=12, checkpoint_every=0,
+                data={"source": str(corpus), "tokenizer": "bpe:512", "val_fraction": 0.1})
+    return RunConfig.model_validate(base | kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-1m", "30m"])
+def test_model_parameter_count_and_compressed_linears(name):
+    preset = get_preset(name)
+    model = build_model(preset, vocab_size=1000, context=64, weights=resolve_format("int4"),
+                        activations=resolve_format("int4"))
+    assert non_embedding_params(model) == preset.non_embedding_params
+    compressed = [m for m in model.modules() if isinstance(m, CompressedLinear)]
+    assert len(compressed) == 7 * preset.layers
+    assert all(m.weight_compressor is not None and m.act_compressor is not None for m in compressed)
+    # embeddings and head stay full precision; the vocabulary is padded to 64
+    assert not isinstance(model.lm_head, CompressedLinear) and model.lm_head.out_features == 1024
+
+
+def test_compressed_linear_forward_uses_compressed_weights_and_inputs():
+    lin = CompressedLinear(64, 8, weights=resolve_format("int2"), activations=resolve_format("int3"),
+                           estimator=RunConfig(preset="tiny", tokens_per_param=1).estimator)
+    x = torch.randn(5, 3, 64)
+    from gmse_cli.compress import compress
+
+    w_q = compress(resolve_format("int2"), lin.weight.detach().numpy())
+    x_q = compress(resolve_format("int3"), x.reshape(-1, 64).numpy()).reshape(5, 3, 64)
+    expected = torch.from_numpy(x_q) @ torch.from_numpy(w_q).T
+    torch.testing.assert_close(lin(x), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def test_data_formats_split_and_windows(tmp_path):
+    import gzip
+
+    from gmse_cli.training.data import TokenWindows, iter_corpus, prepare_tokens
+
+    docs = [f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * (5 + i % 7) for i in range(300)]
+    jl = tmp_path / "docs.jsonl.gz"
+    with gzip.open(jl, "wt") as handle:
+        for d in docs:
+            handle.write(json.dumps({"text": d}) + "\n")
+    assert [t for t, _ in iter_corpus(jl)] == docs
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"text": docs}), tmp_path / "docs.parquet")
+    assert [t for t, _ in iter_corpus(tmp_path / "docs.parquet")] == docs
+
+    data = prepare_tokens(str(jl), "bpe:300", val_fraction=0.1)
+    decode = data.tokenizer.decode
+    train_text = decode(np.asarray(data.train).tolist())
+    val_text = decode(np.asarray(data.val).tolist())
+    # The cut: the first line end after 90% of the characters; a document has no newline, so
+    # the one straddling the cut stays in training and the held-out split starts at the next.
+    cut = int(sum(len(d) for d in docs) * 0.9)
+    first_val = int(np.searchsorted(np.cumsum([len(d) for d in docs]), cut, side="right")) + 1
+    assert train_text.startswith("document 0:") and train_text.endswith(docs[first_val - 1])
+    assert val_text == "".join(docs[first_val:])  # the tail, exactly, and never in training
+    assert f"document {first_val}:" not in train_text
+    # batches depend only on their index (resuming needs no state)
+    w1 = TokenWindows(data.train, context=16, seed=3)
+    w2 = TokenWindows(data.train, context=16, seed=3)
+    np.testing.assert_array_equal(w1.samples(40, 5), np.concatenate([w2.samples(40 + i, 1) for i in range(5)]))
+    assert not np.array_equal(w1.samples(0, 4), TokenWindows(data.train, context=16, seed=4).samples(0, 4))
+    # a second call reuses the cache
+    assert prepare_tokens(str(jl), "bpe:300", val_fraction=0.1).folder == data.folder
+
+
+def test_missing_data_path_is_a_data_error(tmp_path):
+    from gmse_cli.training.data import prepare_tokens
+
+    with pytest.raises(DataError, match=r"data path '.*nowhere' does not exist"):
+        prepare_tokens(str(tmp_path / "nowhere"), "bpe:300")
+
+
+def test_tokenizer_train_cli(run_cli, corpus, tmp_path):
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "tok.json"
+    result = run_cli("tokenizer", "train", str(corpus), "--vocab-size", "400", "--out", str(out), "--json")
+    assert result.code == 0, result.stderr
+    info = json.loads(result.stdout)
+    tok = Tokenizer.from_file(str(out))
+    assert info["vocab_size"] == tok.get_vocab_size() == 400
+    text = "Byte-level BPE is lossless: déjà vu, 日本語, tabs\tand\nnewlines."
+    assert tok.decode(tok.encode(text).ids) == text  # every byte sequence round-trips
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def test_lr_schedule_closed_form():
+    steps, warmup, peak = 100, 10, 1e-3
+    assert lr_at(0, steps=steps, peak=peak, warmup=warmup, min_ratio=0.1) == pytest.approx(1e-4)
+    assert lr_at(9, steps=steps, peak=peak, warmup=warmup, min_ratio=0.1) == pytest.approx(1e-3)
+    assert lr_at(10, steps=steps, peak=peak, warmup=warmup, min_ratio=0.1) == pytest.approx(1e-3)
+    mid = 10 + 89 / 2  # halfway through the cosine: (peak + min) / 2
+    assert lr_at(int(mid), steps=steps, peak=peak, warmup=warmup, min_ratio=0.1) == pytest.approx(
+        1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * (int(mid) - 10) / 89)))
+    assert lr_at(99, steps=steps, peak=peak, warmup=warmup, min_ratio=0.1) == pytest.approx(1e-4)
+
+
+def test_loss_falls_and_record_is_complete(corpus, tmp_path):
+    cfg = _cfg(corpus, weights="int4", activations="int4", max_steps=40)
+    rec = train_run(cfg, run_dir=tmp_path / "ck", progress=False)
+    assert isinstance(rec, RunRecord) and rec.status == "ok"
+    RunRecord.model_validate_json(rec.model_dump_json())
+    # untrained: about ln(512) = 6.24 nats per token; 40 steps of 512 tokens learn a lot of BPE
+    assert rec.loss_curve.train_loss[0] > 5.5
+    assert rec.val_loss < rec.loss_curve.train_loss[0] - 1.0
+    assert rec.params == 426_624 and rec.tokens == 40 * 512 and rec.seed == 0
+    assert rec.weights == "int4" and rec.activations == "int4"
+    # GMSE of the int4 stage: the paper's 0.011543 (exact quadrature)
+    (stage,) = rec.stage_gmse["weights"]
+    assert stage.family == "quantization" and stage.gmse == pytest.approx(0.011543, rel=1e-4)
+    assert rec.tokenizer.vocab_size == 512 and rec.model.vocab_size == 512
+    assert rec.data.sha256 and rec.tokenizer.sha256 and rec.val_tokens == 8192
+    assert not (tmp_path / "ck").exists()  # checkpoints are removed after success
+
+
+def test_formats_order_by_precision(corpus, tmp_path):
+    # Same seed and batches: full precision < int4 W+A < int2 W+A in held-out loss.
+    losses = {}
+    for fmt in ("fp32", "int4", "int2"):
+        cfg = _cfg(corpus, weights=fmt, activations=None if fmt == "fp32" else fmt, max_steps=120,
+                   eval_tokens=16384)
+        losses[fmt] = train_run(cfg, run_dir=tmp_path / fmt, progress=False).val_loss
+    assert losses["fp32"] < losses["int4"] < losses["int2"], losses
+    assert losses["int2"] - losses["fp32"] > 0.05, losses
+
+
+def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):
+    cfg = _cfg(corpus, weights="2:4+int4", activations="int4", max_steps=12, checkpoint_every=5)
+    whole = train_run(cfg, run_dir=tmp_path / "a", progress=False)
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: handled at the step boundary
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, run_dir=tmp_path / "b", progress=False, on_step=interrupt)
+    assert (tmp_path / "b" / "latest").read_text() == "step-000000007"
+    resumed = train_run(cfg, run_dir=tmp_path / "b", progress=False)
+    assert resumed.val_loss == whole.val_loss  # bit for bit
+    assert resumed.loss_curve == whole.loss_curve
+
+
+def test_killed_process_resumes_from_checkpoint(corpus, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    args = [sys.executable, "-m", "gmse_cli", "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4",
+            "--tokens-per-param", "1000", "--max-steps", "30", "--batch-size", "8", "--context", "64",
+            "--eval-tokens", "8192", "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1",
+            "--out", str(out),
+            "--checkpoint-every", "3", "--threads", "1", "--no-progress"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt_root = tmp_path / "runs.jsonl.ckpt"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        latest = list(ckpt_root.glob("*/latest"))
+        if latest and latest[0].read_text() >= "step-000000006":
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    assert not out.exists()
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming tiny/w:int4/a:int4/tpp1000/s0 from step" in " ".join(done.stderr.split())
+    (rec,) = load_records(out)
+    whole = train_run(_cfg(corpus, weights="int4", activations="int4", max_steps=30, checkpoint_every=3),
+                      run_dir=tmp_path / "whole", progress=False)
+    assert rec.run_key == whole.run_key
+    assert rec.val_loss == whole.val_loss
+
+
+def test_sweep_appends_skips_and_records_divergence(run_cli, corpus, tmp_path):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(f"""
+name = "t"
+presets = ["tiny"]
+tokens_per_param = [1000]
+weights = ["int4", "int2"]
+[train]
+context = 64
+batch_size = 8
+max_steps = 3
+eval_tokens = 2048
+[data]
+source = "{corpus}"
+tokenizer = "bpe:512"
+val_fraction = 0.1
+[optim]
+lr = 1e12
+""")
+    out = tmp_path / "runs.jsonl"
+    first = run_cli("train", str(spec), "--out", str(out), "--no-progress")
+    assert first.code == 0, first.stderr
+    records = load_records(out)
+    assert [r.weights for r in records] == ["int4", "int2"]  # the sweep went on
+    assert all(r.status == "diverged" and r.val_loss is None for r in records)
+    again = run_cli("train", str(spec), "--out", str(out), "--no-progress")
+    assert again.code == 0 and again.stderr.count("skipped") == 2
+    assert len(load_records(out)) == 2
+
+
+def test_cli_missing_data_is_one_line(run_cli, tmp_path):
+    result = run_cli("train", "--preset", "tiny", "--max-steps", "1", "--data", str(tmp_path / "none.txt"),
+                     "--tokenizer", "bpe:300", "--out", str(tmp_path / "r.jsonl"), "--no-progress")
+    assert result.code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "error" in line]
+    assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_torchrun_two_processes(corpus, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "gmse_cli.training", "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4",
+           "--tokens-per-param", "1000", "--max-steps", "4", "--batch-size", "8", "--context", "64",
+           "--eval-tokens", "4096", "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1",
+           "--out", str(out),
+           "--device", "cpu", "--no-progress"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (rec,) = load_records(out)
+    assert rec.training.world_size == 2 and rec.training.parallel == "ddp" and rec.device == "cpu x2"
+    single = train_run(_cfg(corpus, weights="int4", activations="int4", max_steps=4, eval_tokens=4096),
+                       run_dir=tmp_path / "single", progress=False)
+    # Same global batches, gradients averaged across ranks: the same run up to reduction order.
+    assert rec.run_key == single.run_key
+    assert rec.val_loss == pytest.approx(single.val_loss, abs=2e-3)

@@ -1,0 +1,353 @@
+"""Vector quantization: codebooks and exact search, against references built in this file.
+
+References:
+- Max (1960), Table I: the Gaussian Lloyd-Max quantizers, 2 bits +-0.4528, +-1.5104 (MSE
+  0.1175), 3 bits +-0.2451, +-0.7560, +-1.3440, +-2.1520 (MSE 0.03455); 1 bit +-0.7979
+  (MSE 1 - 2/pi = 0.3634);
+- the Gaussian rate-distortion bound: MSE >= 4^-bits per coordinate;
+- E8: integer or half-integer vectors with an even coordinate sum; the half-integer points
+  with |v|^2 <= 10 are enumerated here with itertools;
+- QuIP#'s E8P code uses opt_scale = 1.03, found by sweeping s over Gaussian samples in its
+  convention Q(s x) / s; ours is c in c Q(x / c), so c = 1 / 1.03;
+- brute-force nearest codewords and Monte Carlo MSEs computed here with plain numpy.
+
+Every codebook is computed into a temporary cache (small ones only: the 2^16-point Gaussian
+codebooks are never trained here).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+
+import numpy as np
+import pytest
+
+from gmse_cli.compress import vq
+from gmse_cli.compress.sparsity import mask as sparsity_mask
+from gmse_cli.errors import DataError, SpecError
+from gmse_cli.spec import VQ, Sparsify
+
+MAX_2BIT = np.array([-1.5104, -0.4528, 0.4528, 1.5104])
+MAX_3BIT = np.array([-2.1520, -1.3440, -0.7560, -0.2451, 0.2451, 0.7560, 1.3440, 2.1520])
+LLOYD_MAX_MSE = {1: 1 - 2 / math.pi, 2: 0.1175}
+E8P = VQ(dim=8, bits=2, codebook="e8")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory):
+    old = os.environ.get("USCL_CACHE_DIR")
+    os.environ["USCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("uscl-cache"))
+    vq._clear_caches()
+    yield
+    vq._clear_caches()
+    if old is None:
+        os.environ.pop("USCL_CACHE_DIR", None)
+    else:
+        os.environ["USCL_CACHE_DIR"] = old
+
+
+def _brute_nearest(c: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Independent brute force: float64 distances via broadcasting, first index on ties."""
+    out = np.empty(len(q), dtype=np.int64)
+    c64 = c.astype(np.float64)
+    for start in range(0, len(q), 64):
+        chunk = q[start : start + 64].astype(np.float64)
+        d = ((chunk[:, None, :] - c64[None]) ** 2).sum(-1)
+        out[start : start + 64] = d.argmin(1)
+    return out
+
+
+def _mc_mse(c: np.ndarray, constant: float, vectors: int, seed: int) -> tuple[float, float]:
+    """Per-coordinate MSE of c * Q(x / c) on fresh N(0, I) vectors, with its standard error."""
+    x = np.random.default_rng(seed).standard_normal((vectors, c.shape[1]))
+    idx = _brute_nearest(c, (x / constant).astype(np.float32))
+    err = ((x - constant * c[idx].astype(np.float64)) ** 2).mean(1)
+    return float(err.mean()), float(err.std(ddof=1) / math.sqrt(vectors))
+
+
+def _save(tmp_path, name: str, arr: np.ndarray) -> str:
+    path = tmp_path / name
+    np.save(path, arr)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# E8P
+# ---------------------------------------------------------------------------------------------
+
+
+def test_e8p_points_are_distinct_and_in_shifted_e8():
+    cb = vq.codebook(E8P).astype(np.float64)
+    assert cb.shape == (65536, 8)
+    assert len(np.unique(cb, axis=0)) == 65536
+    v = cb - 0.25
+    integer = np.all(v == np.round(v), axis=1)
+    half = np.all(v - 0.5 == np.round(v - 0.5), axis=1)
+    even = np.round(v.sum(1)) % 2 == 0
+    assert np.all((integer | half) & even)
+
+
+def test_e8p_holds_every_small_half_integer_point():
+    # All v in D8 + 1/2 (half-integers, even sum) with |v|^2 <= 10, each shifted by +-1/4.
+    values = (-2.5, -1.5, -0.5, 0.5, 1.5, 2.5)
+    small = [
+        v for v in itertools.product(values, repeat=8) if sum(t * t for t in v) <= 10 and round(sum(v)) % 2 == 0
+    ]
+    assert len(small) == 227 * 128
+    cb = {tuple(row) for row in vq.codebook(E8P).astype(np.float64)}
+    for shift in (0.25, -0.25):
+        assert all(tuple(t + shift for t in v) in cb for v in small)
+    # the remaining 29 patterns are norm-12 points (five 3/2, three 1/2)
+    rest = [c for c in cb if abs(sum((t - 0.25) ** 2 for t in c) - 12) < 1e-9 or abs(sum((t + 0.25) ** 2 for t in c) - 12) < 1e-9]
+    assert len(rest) == 29 * 128 * 2
+
+
+def test_e8p_scale_constant_and_mse_match_quip_and_brute_force():
+    info = vq.codebook_info(E8P)
+    # QuIP#'s sweep used steps of 0.01 in s; our Monte Carlo is flat near the optimum.
+    assert info.scale_constant == pytest.approx(1 / 1.03, abs=0.015)
+    mc, se = _mc_mse(vq.codebook(E8P), info.scale_constant, 2048, seed=11)
+    assert abs(info.mse - mc) < 4 * se
+    assert 4.0**-2 < info.mse < LLOYD_MAX_MSE[2]  # beats every 2-bit scalar grid
+
+
+def test_e8p_fast_search_equals_brute_force_including_ties():
+    cb = vq.codebook(E8P)
+    rng = np.random.default_rng(3)
+    parts = [
+        rng.standard_normal((1500, 8)),
+        3 * rng.standard_normal((200, 8)),
+        np.zeros((3, 8)),
+        cb[rng.integers(0, 65536, 200)],  # codewords themselves
+        (cb[rng.integers(0, 65536, 300)] + cb[rng.integers(0, 65536, 300)]) / 2,  # exact midpoints
+        np.round(rng.standard_normal((300, 8)) * 2) / 2,  # lattice-like points: many exact ties
+        np.full((2, 8), 0.25),
+    ]
+    q = np.concatenate(parts).astype(np.float32)
+    np.testing.assert_array_equal(vq.nearest(E8P, q), _brute_nearest(cb, q))
+    np.testing.assert_array_equal(vq.nearest_reference(cb, q[:500]), _brute_nearest(cb, q[:500]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaussian Lloyd codebooks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_one_dimensional_codebooks_are_max_levels():
+    two = vq.codebook(VQ(dim=1, bits=2))[:, 0]
+    np.testing.assert_allclose(two, MAX_2BIT, atol=3e-3)  # ~1e6 samples: level noise ~1e-3
+    three = vq.codebook(VQ(dim=1, bits=3))[:, 0]
+    np.testing.assert_allclose(three, MAX_3BIT, atol=5e-3)
+    assert vq.scale_constant(VQ(dim=1, bits=2)) == 1.0
+
+
+@pytest.mark.parametrize("dim, bits", [(2, 2), (4, 1), (2, 1)])
+def test_vector_gain_within_rate_distortion_bound(dim, bits):
+    stage = VQ(dim=dim, bits=bits)
+    cb = vq.codebook(stage)
+    assert cb.shape == (2 ** (dim * bits), dim)
+    mse, se = _mc_mse(cb, 1.0, 20000, seed=5)
+    assert 4.0**-bits < mse - 4 * se
+    # d = 2 at 1 bit is the scalar 1-bit quantizer again (the quadrant centroids); higher d gains
+    if (dim, bits) == (2, 1):
+        assert mse == pytest.approx(LLOYD_MAX_MSE[1], abs=4 * se + 2e-3)
+    else:
+        assert mse + 4 * se < LLOYD_MAX_MSE[bits]
+    assert abs(vq.codebook_info(stage).mse - mse) < 4 * se + 1e-3
+
+
+def test_training_is_deterministic_and_cached_on_disk():
+    a, info_a = vq.train_gaussian_codebook(2, 4, samples=2**14)
+    b, info_b = vq.train_gaussian_codebook(2, 4, samples=2**14)
+    assert a.tobytes() == b.tobytes() and info_a == info_b
+    c, _ = vq.train_gaussian_codebook(2, 4, samples=2**14, seed=vq.LLOYD_SEED + 7)
+    assert a.tobytes() != c.tobytes()
+
+    stage = VQ(dim=2, bits=2)
+    first = vq.codebook(stage).copy()
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in (vq._codebook_dir()).glob("gaussian-d2-b4-*"))
+    assert [name.rsplit(".", 1)[1] for name, _ in files] == ["json", "npy"]
+    vq._clear_caches()
+    again = vq.codebook(stage)
+    assert again.tobytes() == first.tobytes()
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (vq._codebook_dir()).glob("gaussian-d2-b4-*")) == files
+    assert not again.flags.writeable
+
+
+def test_large_codebooks_use_restricted_lloyd_and_improve_on_their_start():
+    # 2^11 codewords: product of the 2^5 and 2^6 level scalar codebooks, then restricted Lloyd
+    cb, info = vq.train_gaussian_codebook(2, 11, samples=2**17)
+    assert cb.shape == (2048, 2) and len(np.unique(cb, axis=0)) == 2048
+    left = vq.codebook(VQ(dim=1, bits=5))
+    right = vq.codebook(VQ(dim=1, bits=6))
+    product = np.concatenate([np.repeat(left, 64, axis=0), np.tile(right, (32, 1))], axis=1)
+    start, se = _mc_mse(product, 1.0, 4000, seed=9)
+    assert info.mse < start
+    assert info.mse > 4.0**-5.5
+
+
+def test_kernel_twins():
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((300, 3)).astype(np.float32)
+    x = rng.standard_normal((5000, 3)).astype(np.float32)
+    nb = vq._knn_small(c, 16)
+    assert (nb[:, 0] == np.arange(300)).all()
+    fresh = np.empty_like(nb)
+    vq._k_refine_neighbours(c, nb, fresh)
+    np.testing.assert_array_equal(fresh, vq._refine_neighbours_reference(c, nb))
+    labels = rng.integers(0, 300, 5000)
+    want = vq._restricted_assign_reference(x, c, nb, labels)
+    got = labels.copy()
+    vq._k_restricted_assign(x, c, nb, got)
+    np.testing.assert_array_equal(got, want)
+    sums, counts = np.empty((300, 3)), np.empty(300)
+    err = vq._k_accumulate(x, got, c, sums, counts)
+    rs, rc, rerr = vq._accumulate_reference(x, got, c)
+    np.testing.assert_array_equal(counts, rc)
+    np.testing.assert_allclose(sums, rs, rtol=1e-12)
+    assert err == pytest.approx(rerr, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact search on arbitrary codebooks (files exercise every path)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dim, index_bits, symmetric",
+    [(1, 4, True), (2, 4, True), (2, 8, False), (3, 6, True), (4, 8, False), (3, 11, True), (8, 8, True)],
+)
+def test_fast_nearest_equals_brute_force(tmp_path, dim, index_bits, symmetric):
+    rng = np.random.default_rng(dim * 100 + index_bits)
+    k = 2**index_bits
+    if symmetric:  # +-c pairs: the origin and many midpoints are exact ties
+        half = rng.standard_normal((k // 2, dim))
+        c = np.concatenate([half, -half])
+        c = np.round(c * 8) / 8  # coarse coordinates: more exact ties
+        c = np.unique(c, axis=0)
+        while len(c) < k:
+            c = np.unique(np.concatenate([c, rng.standard_normal((k - len(c), dim))]), axis=0)
+    else:
+        c = rng.standard_normal((k, dim)) * rng.uniform(0.5, 2.0, dim)
+    c = c[:k].astype(np.float32)
+    stage = VQ(dim=dim, bits=index_bits / dim, codebook=_save(tmp_path, "cb.npy", c))
+    cb = vq.codebook(stage)
+    q = np.concatenate(
+        [
+            rng.standard_normal((3000, dim)),
+            6 * rng.standard_normal((100, dim)),  # beyond a grid's range
+            np.zeros((2, dim)),
+            (cb[rng.integers(0, k, 200)] + cb[rng.integers(0, k, 200)]) / 2,
+            cb[:50],
+        ]
+    ).astype(np.float32)
+    np.testing.assert_array_equal(vq.nearest(stage, q), _brute_nearest(cb, q))
+
+
+def test_file_codebook_constant_follows_its_scale(tmp_path):
+    base = vq.codebook(VQ(dim=2, bits=2))
+    stage = VQ(dim=2, bits=2, codebook=_save(tmp_path, "double.npy", 2 * base))
+    # c Q_{2C}(x / c) = 2c Q_C(x / 2c): the optimum moves from 1 to 1/2
+    assert vq.scale_constant(stage) == pytest.approx(0.5, rel=0.02)
+    assert vq.codebook_info(stage).mse == pytest.approx(vq.codebook_info(VQ(dim=2, bits=2)).mse, rel=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization
+# ---------------------------------------------------------------------------------------------
+
+
+def _quantize_by_hand(x, c, constant, dim, group, mask=None):
+    out = np.zeros_like(x)
+    kept = np.ones(x.shape, dtype=bool) if mask is None else mask
+    for r in range(x.shape[0]):
+        for g0 in range(0, x.shape[1], group):
+            sl = slice(g0, g0 + group)
+            vals = x[r, sl][kept[r, sl]].astype(np.float64)
+            if len(vals) == 0 or not vals.any():
+                continue
+            s = np.float32(constant * math.sqrt((vals**2).mean()))
+            for j in range(g0, g0 + group, dim):
+                u = x[r, j : j + dim] / s
+                k = _brute_nearest(c, u[None].astype(np.float32))[0]
+                out[r, j : j + dim] = s * c[k]
+    return np.where(kept, out, 0)
+
+
+@pytest.mark.parametrize("group", ["row", 8])
+@pytest.mark.parametrize("masked", [False, True])
+def test_quantize_by_hand(tmp_path, group, masked):
+    rng = np.random.default_rng(4)
+    c = rng.standard_normal((16, 2)).astype(np.float32)
+    stage = VQ(dim=2, bits=2, codebook=_save(tmp_path, "c16.npy", c), group=group)
+    x = rng.standard_normal((3, 32)).astype(np.float32)
+    x[2] = 0  # a zero row outputs zeros
+    m = rng.random(x.shape) < 0.6 if masked else None
+    want = _quantize_by_hand(x, vq.codebook(stage), vq.scale_constant(stage), 2, 32 if group == "row" else 8, m)
+    np.testing.assert_allclose(vq.quantize(stage, x, m), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        VQ(dim=2, bits=2),
+        VQ(dim=2, bits=2, group=16, scale_format="bf16"),
+        VQ(dim=4, bits=1, scale_format="e8m0"),
+        VQ(dim=2, bits=2, group=8, scale_format="e4m3"),
+        VQ(dim=1, bits=3, group=32, scale_format="int8"),
+        VQ(dim=8, bits=2, codebook="e8", group=64, scale_format="fp16"),
+    ],
+    ids=lambda s: f"d{s.dim}-b{s.bits:g}-{s.codebook}-{s.group}-{s.scale_format}",
+)
+def test_quantize_equals_reference(stage):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, 256)).astype(np.float32) * rng.uniform(0.1, 10, (6, 1)).astype(np.float32)
+    x[1] = 0
+    np.testing.assert_array_equal(vq.quantize(stage, x), vq.quantize_reference(stage, x))
+    m = sparsity_mask(Sparsify(pattern="n:m", n=2, m=4), x)
+    xs = np.where(m, x, np.float32(0))
+    got = vq.quantize(stage, xs, m)
+    np.testing.assert_array_equal(got, vq.quantize_reference(stage, xs, m))
+    assert not got[~m].any()
+
+
+def test_quantize_mse_is_the_codebook_mse():
+    stage = VQ(dim=4, bits=1)
+    x = np.random.default_rng(12).standard_normal((64, 4096)).astype(np.float32)
+    y = vq.quantize(stage, x)
+    mse = float(((y.astype(np.float64) - x) ** 2).mean())
+    # per-row RMS scales of 4096 entries differ from 1 by about 1/90: a tiny excess over the
+    # unit-variance codebook MSE
+    assert mse == pytest.approx(vq.codebook_info(stage).mse, rel=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_input_is_a_clean_error(tmp_path):
+    x = np.zeros((2, 16), dtype=np.float32)
+    with pytest.raises(DataError, match="cannot read"):
+        vq.codebook(VQ(dim=2, bits=2, codebook=str(tmp_path / "missing.npy")))
+    with pytest.raises(SpecError, match=r"shape \(8, 2\).*need \(16, 2\)"):
+        vq.codebook(VQ(dim=2, bits=2, codebook=_save(tmp_path, "short.npy", np.zeros((8, 2)))))
+    bad = np.random.default_rng(0).standard_normal((16, 2))
+    bad[3, 1] = np.nan
+    with pytest.raises(DataError, match="non-finite"):
+        vq.codebook(VQ(dim=2, bits=2, codebook=_save(tmp_path, "nan.npy", bad)))
+    with pytest.raises(DataError, match="repeats"):
+        vq.codebook(VQ(dim=2, bits=2, codebook=_save(tmp_path, "dup.npy", np.zeros((16, 2)))))
+    (tmp_path / "junk.npy").write_bytes(b"not an array")
+    with pytest.raises(DataError, match="not a .npy"):
+        vq.codebook(VQ(dim=2, bits=2, codebook=str(tmp_path / "junk.npy")))
+    with pytest.raises(DataError, match="2-D"):
+        vq.quantize(VQ(dim=2, bits=2), x[0])
+    with pytest.raises(DataError, match="mask shape"):
+        vq.quantize(VQ(dim=2, bits=2), x, np.ones((2, 8), dtype=bool))
+    with pytest.raises(SpecError, match="does not divide"):
+        vq.quantize(VQ(dim=4, bits=1), np.zeros((2, 18), dtype=np.float32))
+    with pytest.raises(DataError, match=r"shape \(n, 2\)"):
+        vq.nearest(VQ(dim=2, bits=2), np.zeros((3, 4), dtype=np.float32))
