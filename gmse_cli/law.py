@@ -45,6 +45,13 @@ would report a 95% capacity interval of [0.05, 0.82] for int4, which the fit's o
 (of loss, where A compensates) never show. ``vary_L=True`` draws it anyway (truncated as above).
 The interval is the central ``level`` quantile range of the draws, widened if needed so it
 always contains the point value (computed from the constants' values, not the draws' median).
+
+Caveat on loss intervals: A (and B) are usually calibrated with alpha (beta) held at one value,
+so they trade off the way L and A do; drawn independently, alpha's +/-0.05 moves A N^-alpha by a
+factor of several and the interval on the loss itself spans nats. Differences between formats
+at one N and D (the loss minus the dense model's, computed draw by draw) cancel E and B D^-beta
+and are the interval to read. A law file that carried the fit's bootstrap draws or covariances
+would fix this; the schema has only per-constant intervals.
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ __all__ = [
     "row_local",
     "row_errors",
     "ratio_estimate",
+    "ratio_influence",
     "stage_targets",
     "resolve_law",
 ]
@@ -182,23 +183,39 @@ def row_errors(x: np.ndarray, y: np.ndarray, *, reference: bool = False) -> tupl
     return _row_errors_numba(x, y)
 
 
-def ratio_estimate(err: np.ndarray, norm: np.ndarray, *, population: int | None = None) -> tuple[float, float]:
-    """sum(err) / sum(norm) over sampled rows and its delta-method standard error.
+def ratio_influence(
+    err: np.ndarray, norm: np.ndarray, *, population: int | None = None
+) -> tuple[float, np.ndarray]:
+    """sum(err) / sum(norm) over sampled rows, and each row's influence on it.
+
+    The influence vector ``psi`` is the linearization of the ratio around its value, scaled so
+    that ``sqrt(sum(psi**2))`` is the delta-method standard error. Two estimates made on the
+    same rows (common random numbers) have a difference whose standard error is
+    ``sqrt(sum((psi_a - psi_b)**2))``, far below either error when the formats err alike.
 
     ``population`` is the number of rows the sample was drawn from (without replacement); the
-    finite-population correction makes the error 0 when every row was measured.
+    finite-population correction makes the influence 0 when every row was measured. ``None``
+    means an unbounded population (i.i.d. rows, as from a Gaussian bank).
     """
     m = len(err)
     total = float(norm.sum())
     if total == 0.0:
-        return 0.0, 0.0
+        return 0.0, np.zeros(m)
     r = float(err.sum()) / total
-    population = m if population is None else population
-    if m >= population or m < 2:
-        return r, 0.0 if m >= population else math.inf
-    resid = err - r * norm
-    var = (1.0 - m / population) * float(resid @ resid) / (m * (m - 1)) / (total / m) ** 2
-    return r, math.sqrt(var)
+    if population is not None and m >= population:
+        return r, np.zeros(m)  # every row measured: the value is exact
+    if m < 2:
+        return r, np.full(m, math.inf)
+    fpc = 1.0 if population is None else 1.0 - m / population
+    psi = (err - r * norm) * (math.sqrt(fpc * m / (m - 1)) / total)
+    return r, psi
+
+
+def ratio_estimate(err: np.ndarray, norm: np.ndarray, *, population: int | None = None) -> tuple[float, float]:
+    """sum(err) / sum(norm) over sampled rows and its delta-method standard error (see
+    :func:`ratio_influence`; 0 when every row of a finite population was measured)."""
+    r, psi = ratio_influence(err, norm, population=population)
+    return r, math.sqrt(float(psi @ psi))
 
 
 # --------------------------------------------------------------------------------------------

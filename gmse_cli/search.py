@@ -370,22 +370,12 @@ def pareto_frontier(points: Iterable[tuple[float, float]]) -> list[int]:
     return sorted(on.tolist(), key=lambda i: (bits[i], i))
 
 
-def _stage_capacity(law, family: Family, value: float, se: float) -> tuple[float, float]:
-    """rho_family(value) and its delta-method standard error (central difference)."""
-    rho = float(law.rho(family, max(value, 1e-300)))
-    if se <= 0 or not math.isfinite(se):
-        return rho, 0.0 if se == 0 else math.inf
-    lo = float(law.rho(family, max(value - se, 1e-300)))
-    hi = float(law.rho(family, value + se))
-    return rho, abs(lo - hi) / 2
-
-
-def _combine_capacity(parts: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    rho = math.prod(r for r, _ in parts)
-    if rho == 0:
-        return 0.0, math.sqrt(sum(s**2 for _, s in parts))
-    var = sum((rho / r * s) ** 2 if r > 0 else s**2 for r, s in parts)
-    return rho, math.sqrt(var)
+def _capacity_slope(law, family: Family, value: float) -> tuple[float, float]:
+    """rho_family(value) and its derivative in the error (central difference, 1e-4 relative)."""
+    value = max(value, 1e-300)
+    rho = float(law.rho(family, value))
+    h = 1e-4 * value
+    return rho, (float(law.rho(family, value + h)) - float(law.rho(family, value - h))) / (2 * h)
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,7 +384,10 @@ def _combine_capacity(parts: Sequence[tuple[float, float]]) -> tuple[float, floa
 
 
 class _Evaluator:
-    """Measures a format's error on ``level_rows[level]`` rows; ``final`` is the report value."""
+    """Measures a format's error at precision levels 0, 1, ...: ``measure`` returns the value
+    and its per-row influence vector (see :func:`~gmse_cli.realmse.ratio_influence`) on rows
+    shared by every format at that level; ``final`` returns the reported value and its
+    standard error."""
 
     level_rows: tuple[int, ...]
 
@@ -402,7 +395,7 @@ class _Evaluator:
     def levels(self) -> int:
         return len(self.level_rows)
 
-    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+    def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
     def final(self, fmt: Format) -> tuple[float, float]:
@@ -414,9 +407,8 @@ class _GaussianEvaluator(_Evaluator):
     every candidate sees the same rows, so their differences are precise even on few rows).
 
     The final value is exact where quadrature exists (:func:`~gmse_cli.gmse.exact_gmse`),
-    otherwise Monte Carlo on the same bank with as many rows as the row-level ratio estimator
-    needs for ``rel_err`` (projected from the last level's standard error, at most
-    ``max_rows``).
+    otherwise Monte Carlo on the same bank with as many rows as the ratio estimator needs for
+    ``rel_err`` (projected from the last level's standard error, at most ``max_rows``).
     """
 
     def __init__(self, *, seed: int, rel_err: float, row_length: int, level_rows: Sequence[int], max_rows: int) -> None:
@@ -424,7 +416,6 @@ class _GaussianEvaluator(_Evaluator):
 
         self.bank = SampleBank(seed=seed, row_length=row_length)
         self.rel_err = rel_err
-        self.row_length = row_length
         self.level_rows = tuple(level_rows)
         self.max_rows = max(max_rows, self.level_rows[-1])
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -437,15 +428,15 @@ class _GaussianEvaluator(_Evaluator):
             self._rows[rows] = (x, np.concatenate([p[1] for p in parts])[:rows])
         return self._rows[rows]
 
-    def _run(self, fmt: Format, rows: int) -> tuple[float, float]:
+    def _run(self, fmt: Format, rows: int) -> tuple[float, np.ndarray]:
         from gmse_cli.compress import compress
-        from gmse_cli.realmse import ratio_estimate, row_errors
+        from gmse_cli.realmse import ratio_influence, row_errors
 
         x, norm = self._sample(rows)
         err, _ = row_errors(x, compress(fmt, x))
-        return ratio_estimate(err, norm)
+        return ratio_influence(err, norm)
 
-    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+    def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         return self._run(fmt, self.level_rows[level])
 
     def final(self, fmt: Format) -> tuple[float, float]:
@@ -454,55 +445,57 @@ class _GaussianEvaluator(_Evaluator):
         if has_exact(fmt):
             return exact_gmse(fmt), 0.0
         rows = self.level_rows[-1]
-        g, se = self._run(fmt, rows)
+        g, psi = self._run(fmt, rows)
+        se = math.sqrt(float(psi @ psi))
         if g > 0 and se > self.rel_err * g and rows < self.max_rows:
             # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
             per = self.bank.rows_per_batch
             need = rows * (se / (self.rel_err * g)) ** 2
-            rows = min(self.max_rows, per * math.ceil(need * 1.05 / per))
-            g, se = self._run(fmt, rows)
+            g, psi = self._run(fmt, min(self.max_rows, per * math.ceil(need * 1.05 / per)))
+            se = math.sqrt(float(psi @ psi))
         return g, se
 
 
 class _CheckpointEvaluator(_Evaluator):
     """Rows sampled once from each selected layer and held in memory; a format's error is the
-    parameter-weighted mean over layers of ||W - C(W)||^2 / ||W||^2 on those rows. Every level
-    uses a prefix of a random permutation, so each prefix is itself a random sample."""
+    parameter-weighted mean over layers of ||W - C(W)||^2 / ||W||^2 on those rows. Each level
+    uses a prefix of a random permutation of each layer's rows (itself a random sample), and
+    the final value uses all ``rows_per_layer``."""
 
     def __init__(self, layers, *, rows_per_layer: int, seed: int) -> None:
         from gmse_cli.checkpoint import read_rows
 
         rng = np.random.default_rng(seed)
-        self.data: list[tuple[np.ndarray, int, int]] = []  # (sampled rows, params, population)
+        self.data: list[tuple[np.ndarray, float, int]] = []  # (sampled rows, weight, population)
+        total = float(sum(info.params for info in layers))
         for info in layers:
             picked = rng.permutation(info.rows)[: min(info.rows, rows_per_layer)]
             order = np.argsort(picked)
-            x = read_rows(info, picked[order])  # memory maps read best in file order
-            self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params, info.rows))
-        self.total = float(sum(p for _, p, _ in self.data))
+            x = read_rows(info, picked[order])  # a memory map reads best in file order
+            self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params / total, info.rows))
         self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (16, 4)}))
         self.all_rows = rows_per_layer
 
-    def _run(self, fmt: Format, rows: int) -> tuple[float, float]:
+    def _run(self, fmt: Format, rows: int) -> tuple[float, np.ndarray]:
         from gmse_cli.compress import compress
-        from gmse_cli.realmse import ratio_estimate, row_errors
+        from gmse_cli.realmse import ratio_influence, row_errors
 
         value = 0.0
-        var = 0.0
-        for x, params, population in self.data:
+        psis = []
+        for x, weight, population in self.data:
             x = x[:rows]
             err, norm = row_errors(x, compress(fmt, x))
-            r, se = ratio_estimate(err, norm, population=population)
-            w = params / self.total
-            value += w * r
-            var += (w * se) ** 2
-        return value, math.sqrt(var)
+            r, psi = ratio_influence(err, norm, population=population)
+            value += weight * r
+            psis.append(weight * psi)  # layers are independent strata
+        return value, np.concatenate(psis)
 
-    def measure(self, fmt: Format, level: int) -> tuple[float, float]:
+    def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         return self._run(fmt, self.level_rows[level])
 
     def final(self, fmt: Format) -> tuple[float, float]:
-        return self._run(fmt, self.all_rows)
+        value, psi = self._run(fmt, self.all_rows)
+        return value, math.sqrt(float(psi @ psi))
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,25 +509,32 @@ class _Entry:
     stages: list[tuple[Family, Format]]
     rho: float = math.nan
     rho_se: float = math.inf
+    psi: np.ndarray | None = None  # influence of each shared row on rho (levels below final)
     level: int = -1
 
 
 class _Frontier:
-    """The frontier of conservative capacities rho - z*se among measured entries: what another
-    candidate must be able to reach (its upper bound) to be worth measuring."""
+    """The Pareto frontier of measured entries, queried by bit cost."""
 
-    def __init__(self, entries: Sequence[_Entry], z: float) -> None:
+    def __init__(self, entries: Sequence[_Entry], z: float = 0.0) -> None:
+        # z > 0: the frontier of conservative capacities rho - z*se, which a candidate's upper
+        # bound must reach to be worth measuring.
         pts = [(e.cand.bits_per_param, e.rho - z * e.rho_se) for e in entries]
         keep = pareto_frontier(pts)
+        self.members = [entries[i] for i in keep]
         self.bits = np.array([pts[i][0] for i in keep])
         self.rho = np.array([pts[i][1] for i in keep])
 
     def at(self, bits: np.ndarray | float) -> np.ndarray | float:
-        """Best conservative capacity with at most ``bits`` (-inf where none)."""
+        """Best (conservative) capacity with at most ``bits`` (-inf where none)."""
         k = np.searchsorted(self.bits, np.asarray(bits) + 1e-12, side="right")
-        padded = np.concatenate([[-math.inf], self.rho])
-        out = padded[k]
+        out = np.concatenate([[-math.inf], self.rho])[k]
         return float(out) if np.ndim(out) == 0 else out
+
+    def dominator(self, bits: float) -> _Entry | None:
+        """The member with the most capacity at or below ``bits``."""
+        k = int(np.searchsorted(self.bits, bits + 1e-12, side="right"))
+        return self.members[k - 1] if k else None
 
 
 def _validate(budget: float, rel_err: float, z: float, rows_per_layer: int, min_gain: float) -> None:
@@ -571,16 +571,17 @@ def search_formats(
     """Search ``space`` for the highest capacity at or below ``budget`` bits per parameter.
 
     ``law``: a Law, a law file / shipped name, or ``"default"``. ``rel_err``: target relative
-    standard error of the final estimates. ``z``: pruning margin in standard errors (larger
-    keeps more candidates for refinement). ``level_rows``: Gaussian rows of ``row_length``
-    used by the cheap pass and by each refinement pass; the final Monte Carlo estimates use
-    up to ``max_rows`` rows (memory: 4 * row_length bytes per row). With ``checkpoint``, the objective is
-    real-weight MSE on up to ``rows_per_layer`` rows of each layer selected by
-    ``include``/``exclude``, and 128-block rotations join the space. ``min_gain``: the reported
-    frontier lists a member only if its capacity beats the previous member's by this relative
-    amount (an epsilon-Pareto thinning of near-duplicates such as fp32 vs bf16 row scales);
-    the best format at the budget is always listed. ``progress(phase, done, total)`` is called
-    as work proceeds.
+    standard error of the final estimates. ``z``: pruning margin in standard errors; a
+    candidate is dropped at a level only if the frontier member that dominates it beats it by
+    more than ``z`` standard errors of their *paired* difference (common random numbers).
+    ``level_rows``: Gaussian rows of ``row_length`` used by the cheap pass and each refinement;
+    the final Monte Carlo estimates use up to ``max_rows`` rows (4 * row_length bytes each).
+    With ``checkpoint``, the objective is real-weight MSE on up to ``rows_per_layer`` rows of
+    each layer selected by ``include``/``exclude``, and 128-block rotations join the space.
+    ``min_gain``: the reported frontier lists a member only if its capacity beats the previous
+    member's by this relative amount (an epsilon-Pareto thinning of near-duplicates such as
+    fp32 vs bf16 row scales); the best format at the budget is always listed.
+    ``progress(phase, done, total)`` is called as work proceeds.
     """
     _validate(budget, rel_err, z, rows_per_layer, min_gain)
     start = time.perf_counter()
@@ -591,7 +592,6 @@ def search_formats(
         raise LawError("the search needs a law for capacity (give --law or use the shipped one)")
     space = space or SearchSpace()
 
-    evaluator: _Evaluator
     if checkpoint is not None:
         from gmse_cli.checkpoint import open_checkpoint, select_layers
 
@@ -615,35 +615,52 @@ def search_formats(
             cheapest = wide.pair(int(np.argmin(wide.pair_bits)))
         hint = f"; the cheapest is {cheapest.name} at {cheapest.bits_per_param:.4g}" if cheapest else ""
         raise SpecError(f"--bits {budget:g} is below every format in the search space{hint}")
+    evaluator: _Evaluator
     if checkpoint is not None:
         evaluator = _CheckpointEvaluator(layers, rows_per_layer=rows_per_layer, seed=seed)
     else:
         evaluator = _GaussianEvaluator(
             seed=seed, rel_err=rel_err, row_length=row_length, level_rows=level_rows, max_rows=max_rows
         )
+    final_level = evaluator.levels
 
-    cache: dict[tuple[tuple, int], tuple[float, float]] = {}
+    # (stages, level) -> (value, influence) below the final level, (value, std err) at it
+    cache: dict[tuple[tuple, int], tuple[float, object]] = {}
     refused: set[tuple] = set()
 
-    def stage_value(fmt: Format, level: int) -> tuple[float, float]:
+    def stage_value(fmt: Format, level: int):
         key = (fmt.stages, level)
         if key not in cache:
-            cache[key] = evaluator.final(fmt) if level == evaluator.levels else evaluator.measure(fmt, level)
+            cache[key] = evaluator.final(fmt) if level == final_level else evaluator.measure(fmt, level)
         return cache[key]
 
     def evaluate(entry: _Entry, level: int) -> bool:
-        """Measure every stage at ``level``; False if a compressor refuses the combination."""
+        """Measure every stage at ``level`` and combine the capacities (the paper's product);
+        False if a compressor refuses the combination."""
         parts = []
         for family, fmt in entry.stages:
             if fmt.stages in refused:
                 return False
             try:
-                value, se = stage_value(fmt, level)
+                parts.append((family, *stage_value(fmt, level)))
             except SpecError:
                 refused.add(fmt.stages)  # a combination the compressors reject: not a candidate
                 return False
-            parts.append(_stage_capacity(law_obj, family, value, se))
-        entry.rho, entry.rho_se = _combine_capacity(parts)
+        rhos = []
+        for family, value, spread in parts:
+            rho_k, slope = _capacity_slope(law_obj, family, value)
+            rhos.append((rho_k, slope, spread))
+        rho = math.prod(r for r, _, _ in rhos)
+        if level == final_level:
+            var = sum((math.prod(r for j, (r, _, _) in enumerate(rhos) if j != k) * slope * se) ** 2
+                      for k, (_, slope, se) in enumerate(rhos))
+            entry.rho, entry.rho_se, entry.psi = rho, math.sqrt(var), None
+        else:
+            # d rho = sum_k (prod of the other factors) * rho_k' * d GMSE_k, row by row
+            psi = sum(math.prod(r for j, (r, _, _) in enumerate(rhos) if j != k) * slope * infl
+                      for k, (_, slope, infl) in enumerate(rhos))
+            entry.rho, entry.psi = rho, np.asarray(psi, dtype=float)
+            entry.rho_se = math.sqrt(float(entry.psi @ entry.psi))
         entry.level = level
         return True
 
@@ -685,11 +702,13 @@ def search_formats(
     n_pairs = len(pool.pair_bits)
     if n_pairs:
         law_obj.check_covers([Family.SPARSITY, Family.QUANTIZATION])
-        s_hi = np.empty(len(pool.sparsifiers))
-        for i, (_, s_fmt, _, _) in enumerate(pool.sparsifiers):
-            v, se = stage_value(s_fmt, 0)
-            r, r_se = _stage_capacity(law_obj, Family.SPARSITY, v, se)
-            s_hi[i] = r + z * r_se
+
+        def upper(family: Family, fmt: Format) -> float:
+            value, psi = stage_value(fmt, 0)
+            rho_k, slope = _capacity_slope(law_obj, family, value)
+            return rho_k + z * abs(slope) * math.sqrt(float(psi @ psi))
+
+        s_hi = np.array([upper(Family.SPARSITY, s_fmt) for _, s_fmt, _, _ in pool.sparsifiers])
         q_hi = np.array([rd_bound(Family.QUANTIZATION, q_fmt) for _, q_fmt, _ in pool.quantizers])
         order = np.argsort(pool.pair_bits, kind="stable")
         front, since = _Frontier(measured, z), 0
@@ -704,9 +723,7 @@ def search_formats(
             qi = pool.pair_q[i]
             q_fmt = pool.quantizers[qi][1]
             if (q_fmt.stages, 0) in cache:  # measured already: its own upper value is sharper
-                v, se = cache[(q_fmt.stages, 0)]
-                r, r_se = _stage_capacity(law_obj, Family.QUANTIZATION, v, se)
-                q_hi[qi] = min(q_hi[qi], r + z * r_se)
+                q_hi[qi] = min(q_hi[qi], upper(Family.QUANTIZATION, q_fmt))
             if s_hi[pool.pair_s[i]] * q_hi[qi] < front.at(pool.pair_bits[i]):
                 pruned += 1
                 continue
@@ -717,15 +734,23 @@ def search_formats(
                 since += 1
     stages_measured = sum(1 for (_, level) in cache if level == 0)
 
-    # -- refinement: keep what is within z standard errors of the frontier, measure better --
+    # -- refinement: drop what its dominating frontier member beats by z paired std errors ---
     survivors = measured
-    for level in range(1, evaluator.levels + 1):
-        front = _Frontier(survivors, z)
-        survivors = [e for e in survivors if e.rho + z * e.rho_se >= front.at(e.cand.bits_per_param)]
+    for level in range(1, final_level + 1):
+        front = _Frontier(survivors)
+        kept_before = []
+        for e in survivors:
+            f = front.dominator(e.cand.bits_per_param)
+            if f is None or f is e:
+                kept_before.append(e)
+                continue
+            paired = math.sqrt(float((f.psi - e.psi) @ (f.psi - e.psi)))
+            if f.rho - e.rho <= z * paired:
+                kept_before.append(e)
         kept = []
-        for n, entry in enumerate(survivors):
-            if progress:
-                progress(f"refine {level}/{evaluator.levels}", n, len(survivors))
+        for n, entry in enumerate(kept_before):
+            if progress and n % 8 == 0:
+                progress(f"refine {level}/{final_level}", n, len(kept_before))
             if evaluate(entry, level):
                 kept.append(entry)
         survivors = kept
@@ -738,12 +763,12 @@ def search_formats(
 
     def to_point(entry: _Entry) -> SearchPoint:
         if len(entry.stages) == 1:
-            joint = stage_value(entry.stages[0][1], evaluator.levels)
+            joint = stage_value(entry.stages[0][1], final_level)
         else:
             joint = evaluator.final(entry.cand.spec)
         stages = []
         for family, fmt in entry.stages:
-            value, se = stage_value(fmt, evaluator.levels)
+            value, se = stage_value(fmt, final_level)
             stages.append(StagePoint(family=family, name=fmt.display_name, gmse=value, std_err=se))
         spec = entry.cand.spec.model_copy(update={"name": entry.cand.name})
         return SearchPoint(
@@ -753,7 +778,7 @@ def search_formats(
         )
 
     frontier = tuple(to_point(e) for e in frontier_entries)
-    comparisons = _compare_catalog(singles, final, evaluate, evaluator.levels)
+    comparisons = _compare_catalog(singles, final, evaluate, final_level)
     return SearchResult(
         budget=budget,
         objective=objective,

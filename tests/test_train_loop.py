@@ -172,14 +172,15 @@ def test_lr_schedule_closed_form():
 
 
 def test_loss_falls_and_record_is_complete(corpus, tmp_path):
-    cfg = _cfg(corpus, weights="int4", activations="int4", max_steps=40)
+    cfg = _cfg(corpus, weights="int4", activations="int4", max_steps=30)
     rec = train_run(cfg, run_dir=tmp_path / "ck", progress=False)
     assert isinstance(rec, RunRecord) and rec.status == "ok"
     RunRecord.model_validate_json(rec.model_dump_json())
-    # untrained: about ln(512) = 6.24 nats per token; 40 steps of 512 tokens learn a lot of BPE
-    assert rec.loss_curve.train_loss[0] > 5.5
-    assert rec.val_loss < rec.loss_curve.train_loss[0] - 1.0
-    assert rec.params == 426_624 and rec.tokens == 40 * 512 and rec.seed == 0
+    # untrained: about ln(512) = 6.24 nats per token; 30 steps of 512 tokens learn unigram
+    # statistics at least (measured: 6.26 -> 5.5)
+    assert rec.loss_curve.train_loss[0] > 6.0
+    assert rec.val_loss < rec.loss_curve.train_loss[0] - 0.5
+    assert rec.params == 426_624 and rec.tokens == 30 * 512 and rec.seed == 0
     assert rec.weights == "int4" and rec.activations == "int4"
     # GMSE of the int4 stage: the paper's 0.011543 (exact quadrature)
     (stage,) = rec.stage_gmse["weights"]
@@ -189,15 +190,16 @@ def test_loss_falls_and_record_is_complete(corpus, tmp_path):
     assert not (tmp_path / "ck").exists()  # checkpoints are removed after success
 
 
+@pytest.mark.slow
 def test_formats_order_by_precision(corpus, tmp_path):
-    # Same seed and batches: full precision < int4 W+A < int2 W+A in held-out loss.
+    # QuEST-style W+A quantization, same seed, init and batches: after 200 steps of 512 tokens
+    # full precision < int4 < int2 in held-out loss. (Measured margins on this corpus, seeds 0
+    # and 1: 0.05 and 0.13-0.15 nats; asserted: 0.02.)
     losses = {}
     for fmt in ("fp32", "int4", "int2"):
-        cfg = _cfg(corpus, weights=fmt, activations=None if fmt == "fp32" else fmt, max_steps=120,
-                   eval_tokens=16384)
+        cfg = _cfg(corpus, weights=fmt, activations=None if fmt == "fp32" else fmt, max_steps=200)
         losses[fmt] = train_run(cfg, run_dir=tmp_path / fmt, progress=False).val_loss
-    assert losses["fp32"] < losses["int4"] < losses["int2"], losses
-    assert losses["int2"] - losses["fp32"] > 0.05, losses
+    assert losses["fp32"] + 0.02 < losses["int4"] and losses["int4"] + 0.02 < losses["int2"], losses
 
 
 def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):

@@ -71,7 +71,7 @@ def test_unknown_preset_lists_valid_names():
 def test_run_config_defaults_and_key():
     cfg = RunConfig(preset="tiny", weights="int4", activations="int4", tokens_per_param=3)
     assert (cfg.context, cfg.batch_size) == (128, 32)  # the preset's
-    assert cfg.lr == 3e-3
+    assert cfg.lr == 1e-3
     assert cfg.weights.name == "int4" and cfg.activations is not None
     again = RunConfig.model_validate(cfg.model_dump())
     assert again == cfg and again.run_key() == cfg.run_key()

@@ -659,22 +659,34 @@ def _k_find(kind, q, c, ct, cn, perm, gstart, gcent, grad, cmax, lo, inv_w, cell
     return _k_e8p(q, c, at, an, apar, y, dots, mins, s2, icand)
 
 
-_BATCH = 256  # queries per parallel task (one scratch allocation each)
+_TASK_SLICES = 256  # slices per parallel task (one scratch allocation each)
 
 
 @numba.njit(parallel=True, cache=True)
-def _k_nearest(queries, kind, c, ct, cn, perm, gstart, gcent, grad, cmax, lo, inv_w, cells, cstart,
-               cidx, at, an, apar, out):
-    n, d = queries.shape
+def _k_assign(x, scales, group, out, kind, c, ct, cn, perm, gstart, gcent, grad, cmax, lo, inv_w,
+              cells, cstart, cidx, at, an, apar):
+    """out[r, t] = nearest codeword to slice t of row r divided by its group's scale (-1 where
+    the scale is 0). The one search kernel: nearest() is the case of one slice per row."""
+    rows, n = x.shape
+    d = c.shape[1]
+    slices = n // d
     groups = gstart.shape[0] - 1
-    tasks = (n + _BATCH - 1) // _BATCH
-    for t in numba.prange(tasks):
+    per_task = max(1, _TASK_SLICES // slices)  # rows per task
+    tasks = (rows + per_task - 1) // per_task
+    for task in numba.prange(tasks):
         q, s, gd, cand, y, dots, mins, s2, icand = _k_scratch(d, c.shape[0], groups)
-        for r in range(t * _BATCH, min(n, (t + 1) * _BATCH)):
-            for i in range(d):
-                q[i] = queries[r, i]
-            out[r] = _k_find(kind, q, c, ct, cn, perm, gstart, gcent, grad, cmax, lo, inv_w, cells,
-                             cstart, cidx, at, an, apar, s, gd, cand, y, dots, mins, s2, icand)
+        for r in range(task * per_task, min(rows, (task + 1) * per_task)):
+            for t in range(slices):
+                j0 = t * d
+                sc = scales[r, j0 // group]
+                if sc == 0.0:
+                    out[r, t] = -1
+                    continue
+                for i in range(d):
+                    q[i] = x[r, j0 + i] / sc
+                out[r, t] = _k_find(kind, q, c, ct, cn, perm, gstart, gcent, grad, cmax, lo, inv_w,
+                                    cells, cstart, cidx, at, an, apar, s, gd, cand, y, dots, mins, s2,
+                                    icand)
 
 
 def _search_args(sr: _Searcher) -> tuple:
@@ -684,10 +696,10 @@ def _search_args(sr: _Searcher) -> tuple:
 
 def _nearest_with(sr: _Searcher, q: np.ndarray) -> np.ndarray:
     q = np.ascontiguousarray(q, dtype=np.float32)
-    out = np.empty(q.shape[0], dtype=np.int64)
+    out = np.empty((q.shape[0], 1), dtype=np.int64)
     if q.shape[0]:
-        _k_nearest(q, *_search_args(sr), out)
-    return out
+        _k_assign(q, np.ones((q.shape[0], 1), dtype=np.float32), q.shape[1], out, *_search_args(sr))
+    return out[:, 0]
 
 
 def nearest(stage: VQ, q: np.ndarray) -> np.ndarray:
@@ -698,7 +710,7 @@ def nearest(stage: VQ, q: np.ndarray) -> np.ndarray:
     q = np.ascontiguousarray(q, dtype=np.float32)
     if q.ndim != 2 or q.shape[1] != stage.dim:
         raise DataError(f"vq: queries must have shape (n, {stage.dim}), got {q.shape}")
-    return _nearest_with(_state(stage).searcher, q)
+    return _nearest_with(_stage_searcher(stage), q)
 
 
 # ============================================================================================
@@ -885,13 +897,43 @@ def _canonical(c: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(c[order])
 
 
+def _lloyd_1d(x: np.ndarray, codewords: int, *, tol: float, max_iter: int):
+    """Lloyd in 1-D on sorted samples: cells are runs between midpoints, so each iteration is
+    a binary search per boundary plus prefix sums (O(K log n), not O(n)).
+
+    Starts at the sample quantiles (i + 1/2) / K. A sample exactly at a midpoint belongs to the
+    lower level (the search's tie rule). Returns levels, labels, iterations, MSE.
+    """
+    v = np.sort(x.astype(np.float64))
+    n = len(v)
+    s1 = np.concatenate([[0.0], np.cumsum(v)])
+    s2 = np.concatenate([[0.0], np.cumsum(v * v)])
+    c = np.quantile(v, (np.arange(codewords) + 0.5) / codewords)
+    prev = np.inf
+    mse = np.inf
+    it = 0
+    while it < max_iter:
+        it += 1
+        c = _canonical_for_search(c[:, None])[:, 0].astype(np.float64)
+        # cell j holds the samples in (mid_{j-1}, mid_j]
+        edges = np.concatenate([[0], np.searchsorted(v, (c[1:] + c[:-1]) / 2, side="right"), [n]])
+        count = np.diff(edges).astype(np.float64)
+        total = s1[edges[1:]] - s1[edges[:-1]]
+        squares = s2[edges[1:]] - s2[edges[:-1]]
+        mse = float((squares - 2 * c * total + count * c * c).sum()) / n
+        c = np.where(count > 0, total / np.maximum(count, 1.0), c)  # empty cells keep their level
+        if prev - mse <= tol * mse:
+            break
+        prev = mse
+    labels = np.zeros(0, dtype=np.int64)  # not needed by callers in 1-D
+    return c[:, None], labels, it, mse
+
+
 def _lbg(x: np.ndarray, codewords: int, *, tol: float, max_iter: int, rng: np.random.Generator):
     """Linde-Buzo-Gray: start at the mean, split every codeword in two, run Lloyd, repeat."""
     d = x.shape[1]
     if d == 1:
-        # In 1-D the sample quantiles at (i + 1/2) / K are already close to optimal.
-        c = np.quantile(x[:, 0].astype(np.float64), (np.arange(codewords) + 0.5) / codewords)[:, None]
-        return _lloyd_exact(x, c, tol=tol, max_iter=max_iter, rng=rng)
+        return _lloyd_1d(x[:, 0], codewords, tol=tol, max_iter=max_iter)
     c = x.astype(np.float64).mean(0, keepdims=True)
     while True:
         if len(c) == codewords:
@@ -1113,8 +1155,8 @@ def train_gaussian_codebook(
     if k > _EXACT_LLOYD_MAX and dim > 1:
         # Product start: two codebooks of about sqrt(K) codewords on the two halves.
         d1, b1 = dim // 2, index_bits // 2
-        left, _ = codebook_and_info(VQ(dim=d1, bits=b1 / d1))
-        right, _ = codebook_and_info(VQ(dim=dim - d1, bits=(index_bits - b1) / (dim - d1)))
+        left, _ = _gaussian(d1, b1)
+        right, _ = _gaussian(dim - d1, index_bits - b1)
         c, iterations, n, mse = _lloyd_streamed(left, right, seed=seed, plan=plan or _streamed_plan(dim))
     else:
         n = samples if samples is not None else _sample_count(k, dim)
@@ -1254,13 +1296,13 @@ def _gaussian(dim: int, index_bits: int) -> tuple[np.ndarray, CodebookInfo]:
 
 
 @cache
-def _e8p() -> tuple[np.ndarray, CodebookInfo]:
-    cb = e8p_codebook()
+def _e8p_info() -> CodebookInfo:
     stem = f"e8p-v{ALGORITHM_VERSION}"
     hit = _load(stem, with_array=False)
     if hit is not None:
-        return cb, hit[1]
-    constant, mse = _optimal_constant(cb, e8p=True, seed=LLOYD_SEED)
+        return hit[1]
+    cb = e8p_codebook()
+    constant, _ = _optimal_constant(cb, e8p=True, seed=LLOYD_SEED)
     held, held_n = _heldout_mse(cb, constant, seed=LLOYD_SEED + 1, e8p=True)
     info = CodebookInfo(
         kind="e8",
@@ -1273,87 +1315,102 @@ def _e8p() -> tuple[np.ndarray, CodebookInfo]:
         source="QuIP# E8P: 256 absolute patterns of D8 + 1/2, even sign flips, +-1/4 shift",
     )
     _save(stem, None, info)
-    return cb, info
+    return info
 
 
-def _file(path: str, dim: int, index_bits: int) -> tuple[np.ndarray, CodebookInfo]:
+class _FileBook(NamedTuple):
+    codewords: np.ndarray
+    path: str
+    digest: str
+    dim: int
+    index_bits: int
+
+
+# (resolved path, mtime_ns, size, dim, index bits) -> loaded file; digest -> its info
+_file_memo: dict[tuple[str, int, int, int, int], _FileBook] = {}
+_file_infos: dict[tuple[str, int, int], CodebookInfo] = {}
+
+
+def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
     p = Path(path).expanduser()
     try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size, dim, index_bits)
+        if key in _file_memo:  # unchanged since read: skip re-reading and re-hashing
+            return _file_memo[key]
         raw = p.read_bytes()
     except OSError as exc:
         raise DataError(f"vq: cannot read codebook file {p}: {exc.strerror or exc}") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    return _file_cached(str(p), digest, raw, dim, index_bits)
-
-
-_file_memo: dict[tuple[str, int, int], tuple[np.ndarray, CodebookInfo]] = {}
-
-
-def _file_cached(path: str, digest: str, raw: bytes, dim: int, index_bits: int) -> tuple[np.ndarray, CodebookInfo]:
-    key = (digest, dim, index_bits)
-    if key in _file_memo:
-        return _file_memo[key]
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as exc:
-        raise DataError(f"vq: {path} is not a .npy array file ({exc})") from None
+        raise DataError(f"vq: {p} is not a .npy array file ({exc})") from None
     want = (2**index_bits, dim)
     if not isinstance(arr, np.ndarray) or arr.shape != want:
         raise SpecError(
-            f"vq: codebook {path} has shape {getattr(arr, 'shape', '?')}, but dim={dim} and "
+            f"vq: codebook {p} has shape {getattr(arr, 'shape', '?')}, but dim={dim} and "
             f"bits={index_bits / dim:g} need {want} (2^(bits*dim) rows of dim coordinates)"
         )
     if arr.dtype.kind not in "fiu":
-        raise DataError(f"vq: codebook {path} holds {arr.dtype}, not numbers")
+        raise DataError(f"vq: codebook {p} holds {arr.dtype}, not numbers")
     cb = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(cb).all():
-        raise DataError(f"vq: codebook {path} holds non-finite values")
+        raise DataError(f"vq: codebook {p} holds non-finite values")
     if dim == 1:
-        cb = np.sort(cb, axis=0)
+        cb = np.sort(cb, axis=0)  # the 1-D search wants ascending levels
         if np.any(np.diff(cb[:, 0]) <= 0):
-            raise DataError(f"vq: codebook {path} repeats a value")
+            raise DataError(f"vq: codebook {p} repeats a value")
     elif len(np.unique(cb, axis=0)) != len(cb):
-        raise DataError(f"vq: codebook {path} repeats a codeword")
+        raise DataError(f"vq: codebook {p} repeats a codeword")
     cb.setflags(write=False)
-    stem = f"file-{digest[:32]}-d{dim}-b{index_bits}-v{ALGORITHM_VERSION}"
+    book = _FileBook(cb, str(p), hashlib.sha256(raw).hexdigest(), dim, index_bits)
+    _file_memo[key] = book
+    return book
+
+
+def _file_info(book: _FileBook) -> CodebookInfo:
+    key = (book.digest, book.dim, book.index_bits)
+    if key in _file_infos:
+        return _file_infos[key]
+    stem = f"file-{book.digest[:32]}-d{book.dim}-b{book.index_bits}-v{ALGORITHM_VERSION}"
     hit = _load(stem, with_array=False)
     if hit is not None:
         info = hit[1]
     else:
-        constant, _ = _optimal_constant(cb, e8p=False, seed=LLOYD_SEED)
-        held, held_n = _heldout_mse(cb, constant, seed=LLOYD_SEED + 1, e8p=False)
+        constant, _ = _optimal_constant(book.codewords, e8p=False, seed=LLOYD_SEED)
+        held, held_n = _heldout_mse(book.codewords, constant, seed=LLOYD_SEED + 1, e8p=False)
         info = CodebookInfo(
             kind="file",
-            dim=dim,
-            index_bits=index_bits,
-            codewords=len(cb),
+            dim=book.dim,
+            index_bits=book.index_bits,
+            codewords=len(book.codewords),
             scale_constant=constant,
             mse=held,
             mse_samples=held_n,
-            source=path,
-            sha256=digest,
+            source=book.path,
+            sha256=book.digest,
         )
         _save(stem, None, info)
-    _file_memo[key] = (cb, info)
-    return cb, info
-
-
-def codebook_and_info(stage: VQ) -> tuple[np.ndarray, CodebookInfo]:
-    if stage.codebook == "gaussian":
-        return _gaussian(stage.dim, _index_bits(stage))
-    if stage.codebook == "e8":
-        return _e8p()
-    return _file(stage.codebook, stage.dim, _index_bits(stage))
+    _file_infos[key] = info
+    return info
 
 
 def codebook(stage: VQ) -> np.ndarray:
     """The codebook of ``stage``: (2^(bits*dim), dim) float32, read-only, computed once."""
-    return codebook_and_info(stage)[0]
+    if stage.codebook == "gaussian":
+        return _gaussian(stage.dim, _index_bits(stage))[0]
+    if stage.codebook == "e8":
+        return e8p_codebook()
+    return _file_book(stage.codebook, stage.dim, _index_bits(stage)).codewords
 
 
 def codebook_info(stage: VQ) -> CodebookInfo:
-    """How ``stage``'s codebook was made and its Gaussian MSE (computes it if needed)."""
-    return codebook_and_info(stage)[1]
+    """How ``stage``'s codebook was made, its scale constant and Gaussian MSE (computed once)."""
+    if stage.codebook == "gaussian":
+        return _gaussian(stage.dim, _index_bits(stage))[1]
+    if stage.codebook == "e8":
+        return _e8p_info()
+    return _file_info(_file_book(stage.codebook, stage.dim, _index_bits(stage)))
 
 
 def scale_constant(stage: VQ) -> float:
@@ -1361,35 +1418,29 @@ def scale_constant(stage: VQ) -> float:
     return codebook_info(stage).scale_constant
 
 
-class _State(NamedTuple):
-    codewords: np.ndarray
-    searcher: _Searcher
-    constant: float
+# searchers by codebook identity (the entry keeps the array alive, so ids are not reused)
+_searchers: dict[int, tuple[np.ndarray, _Searcher]] = {}
 
 
-_states: dict[tuple[str, int], _State] = {}
+def _searcher_of(cb: np.ndarray, *, e8p: bool = False) -> _Searcher:
+    hit = _searchers.get(id(cb))
+    if hit is None or hit[0] is not cb:
+        hit = (cb, _build_searcher(cb, e8p=e8p))
+        _searchers[id(cb)] = hit
+    return hit[1]
 
 
-def _state_for(cb: np.ndarray, kind: str, constant: float = 1.0) -> _State:
-    key = (kind, id(cb))
-    st = _states.get(key)
-    if st is None or st.codewords is not cb:
-        st = _State(cb, _build_searcher(cb, e8p=kind == "e8"), constant)
-        _states[key] = st
-    return st
+def _stage_searcher(stage: VQ) -> _Searcher:
+    return _searcher_of(codebook(stage), e8p=stage.codebook == "e8")
 
 
 def _clear_caches() -> None:
     """Forget every codebook held in memory (the disk cache stays)."""
     _gaussian.cache_clear()
-    _e8p.cache_clear()
+    _e8p_info.cache_clear()
     _file_memo.clear()
-    _states.clear()
-
-
-def _state(stage: VQ) -> _State:
-    cb, info = codebook_and_info(stage)
-    return _state_for(cb, "e8" if stage.codebook == "e8" else "other", info.scale_constant)
+    _file_infos.clear()
+    _searchers.clear()
 
 
 # ============================================================================================
@@ -1474,30 +1525,19 @@ def _scales(stage: VQ, ss: np.ndarray, count: np.ndarray, constant: float) -> np
 
 
 @numba.njit(parallel=True, cache=True)
-def _k_quantize(x, mask, has_mask, scales, group, out, kind, c, ct, cn, perm, gstart, gcent, grad,
-                cmax, lo, inv_w, cells, cstart, cidx, at, an, apar):
-    rows, n = x.shape
+def _k_apply(idx, scales, group, c, mask, has_mask, out):
+    rows, n = out.shape
     d = c.shape[1]
-    groups = gstart.shape[0] - 1
-    slices = n // d
     for r in numba.prange(rows):
-        q, s, gd, cand, y, dots, mins, s2, icand = _k_scratch(d, c.shape[0], groups)
-        for t in range(slices):
-            j0 = t * d
-            sc = scales[r, j0 // group]
-            if sc == 0.0:
-                for i in range(d):
-                    out[r, j0 + i] = 0.0
-                continue
+        for t in range(n // d):
+            k = idx[r, t]
+            sc = scales[r, (t * d) // group]
             for i in range(d):
-                q[i] = x[r, j0 + i] / sc
-            k = _k_find(kind, q, c, ct, cn, perm, gstart, gcent, grad, cmax, lo, inv_w, cells,
-                        cstart, cidx, at, an, apar, s, gd, cand, y, dots, mins, s2, icand)
-            for i in range(d):
-                if has_mask and not mask[r, j0 + i]:
-                    out[r, j0 + i] = 0.0
+                j = t * d + i
+                if k < 0 or (has_mask and not mask[r, j]):
+                    out[r, j] = 0.0
                 else:
-                    out[r, j0 + i] = sc * c[k, i]
+                    out[r, j] = sc * c[k, i]
 
 
 def quantize(stage: VQ, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -1506,26 +1546,28 @@ def quantize(stage: VQ, x: np.ndarray, mask: np.ndarray | None = None) -> np.nda
     numba, parallel over rows; equal element for element to :func:`quantize_reference`.
     """
     x, mask, group = _validate(stage, x, mask)
-    st = _state(stage)
+    cb = codebook(stage)
     rows, n = x.shape
     ss = np.empty((rows, n // group))
     count = np.empty((rows, n // group))
     has_mask = mask is not None
     m = mask if has_mask else np.ones((1, 1), dtype=np.bool_)
     _k_group_stats(x, m, has_mask, group, ss, count)
-    scales = _scales(stage, ss, count, st.constant)
+    scales = _scales(stage, ss, count, scale_constant(stage))
+    idx = np.empty((rows, n // stage.dim), dtype=np.int64)
+    _k_assign(x, scales, group, idx, *_search_args(_stage_searcher(stage)))
     out = np.empty_like(x)
-    _k_quantize(x, m, has_mask, scales, group, out, *_search_args(st.searcher))
+    _k_apply(idx, scales, group, cb, m, has_mask, out)
     return out
 
 
 def quantize_reference(stage: VQ, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Plain numpy twin of :func:`quantize` (brute-force nearest codeword, chunked)."""
     x, mask, group = _validate(stage, x, mask)
-    cb, info = codebook_and_info(stage)
+    cb = codebook(stage)
     rows, n = x.shape
     ss, count = _group_stats_reference(x, mask, group)
-    scales = _scales(stage, ss, count, info.scale_constant)  # (rows, groups)
+    scales = _scales(stage, ss, count, scale_constant(stage))  # (rows, groups)
     per_entry = np.repeat(scales, group, axis=1)  # (rows, n)
     safe = np.where(per_entry == 0, np.float32(1.0), per_entry)
     q = (x / safe).reshape(-1, stage.dim)

@@ -1,10 +1,15 @@
 """Differentiable compressors: torch twins of :mod:`gmse_cli.compress` with training gradients.
 
-Forward: :func:`compress_torch` returns the same tensor as ``gmse_cli.compress.compress`` on
-the same float32 input (the numpy kernels' float64 arithmetic is repeated here in float64, so
-results agree bit for bit except where a value sits exactly on a rounding boundary and the two
-sums of squares differ in their last float64 bit). It runs on any device; it is also the GMSE
-engine's ``--backend torch``.
+Forward: :func:`compress_torch` returns the same tensor as ``gmse_cli.compress.compress`` (its
+numba path) on the same float32 input, on any device; it is also the GMSE engine's
+``--backend torch``. Two code paths, tested against each other and against the numpy twins:
+
+- ``kernels="torch"`` (every device; what a GPU runs): the numpy kernels' float64 arithmetic
+  repeated in torch float64, the Hadamard butterflies in float32 in the numba kernel's order,
+  exact nearest-codeword search in float64. Equal bit for bit except where a value sits exactly
+  on a rounding boundary and two sums of squares differ in their last float64 bit.
+- ``kernels="auto"`` (default): CPU tensors go through gmse_cli.compress's own numba kernels
+  (the same bits by construction) plus small kernels for the masks (:mod:`._cpu_kernels`).
 
 Backward (the estimator), stage by stage, composed by autograd in stage order:
 
@@ -20,10 +25,11 @@ Backward (the estimator), stage by stage, composed by autograd in stage order:
   lo - g_lo/2 <= x/s <= hi + g_hi/2. For QuEST's midrise grid (levels +-1, gap 2/(2^b - 1),
   s = a_b RMS) this is exactly |q(x) - x| <= RMS a_b/(2^b - 1), half a step; inside the range
   the nearest level is always within half the local gap, so only clipped outliers are cut.
-  Same rule for fp (top binade step), lut, Lloyd-Max, signed and asymmetric grids.
+  The same rule for fp (top binade step), lut, Lloyd-Max, signed and asymmetric grids (shifted
+  by the zero point); all-zero groups pass their (zero) gradient.
 - vq: straight-through, masked where ||v||^2 > R^2 for the scaled d-dimensional slice v, with
-  R = max codeword norm + half the minimum distance between codewords (in one dimension this
-  is the scalar rule above, so a 1-d uniform codebook reproduces QuEST's mask).
+  R = the largest codeword norm + half the distance from that codeword to its nearest
+  neighbour (in one dimension: the outermost level + half the outermost gap, the scalar rule).
 
 With ``trust=False`` every lossy stage is plainly straight-through.
 """
