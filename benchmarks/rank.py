@@ -1,18 +1,20 @@
 """Benchmark: what `uscl rank` adds on top of `uscl gmse --all` (target: under 10%).
 
-Measures, in one run on this machine, whole processes over the whole catalog:
-  (a) cold numba kernel cache (a fresh NUMBA_CACHE_DIR each, so compilation is included):
-      `uscl gmse --all --json` then `uscl rank --json`;
-  (b) warm kernel cache: the two commands interleaved --repeat times, the best of each compared;
-each as wall time and as the child's CPU time (user + system), which other load on a shared
-machine disturbs far less;
-  (c) in one process, after warm-up: the GMSE engine over the catalog alone against rank()
-      over the catalog (the law's Monte Carlo draws and the rows), and the import time of the
-      ranking modules.
-Both commands compute the same GMSEs (rank's stage formats of the catalog's composites are
-themselves catalog formats, so it asks the engine for nothing more).
+Measures, in one run on this machine, over the whole catalog:
+  (a) whole processes, cold numba kernel cache (a fresh NUMBA_CACHE_DIR each, compilation
+      included): `uscl gmse --all --json` then `uscl rank --json`;
+  (b) whole processes, warm kernel cache: the two commands interleaved --repeat times, the
+      best of each compared (other load only ever adds time);
+  (c) in one process: the GMSE engine over the catalog against the ranking layer alone (rank()
+      with the engine's answers memoized, so only the law, the Monte Carlo draws and the rows
+      are timed), medians of --repeat, and the import time of gmse_cli.rank on top of the engine.
+(a) and (b) report wall time and the child's CPU time (user + system), which other processes
+on a shared machine disturb far less. Both commands compute the same GMSEs: the stage formats
+of the catalog's composites are themselves catalog formats, so rank asks the engine for nothing
+more. The processes run on a snapshot of the package copied at start, so edits to the working
+tree during the run (which invalidate numba's cache) cannot skew the comparison.
 
-Run: python benchmarks/rank.py [--repeat 5] [--law FILE]
+Run: python benchmarks/rank.py [--repeat 3] [--law FILE]
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,15 +36,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 class _Timing(NamedTuple):
     wall: float
-    cpu: float  # user + system of the child: far less sensitive than wall time to other load
+    cpu: float  # user + system of the child
 
 
-def _run(args: list[str], numba_cache: str) -> _Timing:
-    env = dict(os.environ, NUMBA_CACHE_DIR=numba_cache, PYTHONPATH=str(REPO))
+def _snapshot(into: Path) -> Path:
+    for name in ("gmse_cli", "formats"):
+        shutil.copytree(REPO / name, into / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "pyproject.toml", into / "pyproject.toml")  # marks a source checkout
+    return into
+
+
+def _run(root: Path, args: list[str], numba_cache: str) -> _Timing:
+    env = dict(os.environ, NUMBA_CACHE_DIR=numba_cache, PYTHONPATH=str(root))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "gmse_cli", *args], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return _Timing(wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
@@ -52,36 +63,9 @@ def _ratio(name: str, gmse: _Timing, rank: _Timing) -> str:
             f"({(rank.cpu / gmse.cpu - 1) * 100:+.1f}% CPU)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5, help="warm runs of each command")
-    parser.add_argument("--law", default=None, help="law file for rank (default: the shipped law)")
-    args = parser.parse_args()
-    gmse_cmd = ["gmse", "--all", "--json"]
-    rank_cmd = ["rank", "--json"] + (["--law", args.law] if args.law else [])
-
-    # Warm the per-user caches that are not kernels (computed VQ codebooks) once, so the cold
-    # runs below differ from the warm ones by numba compilation alone.
-    with tempfile.TemporaryDirectory() as cache:
-        _run(rank_cmd, cache)
-
-    with tempfile.TemporaryDirectory() as c1, tempfile.TemporaryDirectory() as c2:
-        cold_gmse = _run(gmse_cmd, c1)
-        cold_rank = _run(rank_cmd, c2)
-    print(_ratio("(a) cold kernel cache", cold_gmse, cold_rank))
-
-    with tempfile.TemporaryDirectory() as cache:
-        _run(gmse_cmd, cache)  # compile once into this cache
-        warm_gmse, warm_rank = [], []
-        for _ in range(args.repeat):  # interleaved, so drifting load hits both alike
-            warm_gmse.append(_run(gmse_cmd, cache))
-            warm_rank.append(_run(rank_cmd, cache))
-    # The least of the repeats: other processes only ever add time.
-    best = lambda runs: _Timing(min(r.wall for r in runs), min(r.cpu for r in runs))  # noqa: E731
-    print(_ratio(f"(b) warm kernel cache, best of {args.repeat}", best(warm_gmse), best(warm_rank)))
-
-    sys.path.insert(0, str(REPO))
-    from gmse_cli.gmse import estimate_gmse
+def _in_process(root: Path, law_arg: str | None, repeat: int) -> None:
+    sys.path.insert(0, str(root))
+    import gmse_cli.gmse as engine_module
 
     start = time.perf_counter()
     import gmse_cli.rank  # noqa: F401  (import cost of the ranking layer on top of the engine)
@@ -91,17 +75,68 @@ def main() -> None:
     from gmse_cli.rank import rank
     from gmse_cli.spec import catalog
 
-    law = load_law(args.law)
+    law = load_law(law_arg)
     formats = [f for f in catalog().values() if all(fam in law.families for fam in f.families)]
+    real = engine_module.estimate_gmse
     rank(formats, law=law)  # warm-up: kernels, codebooks
-    start = time.perf_counter()
-    estimate_gmse(formats)
-    engine = time.perf_counter() - start
-    start = time.perf_counter()
-    rank(formats, law=law)
-    ranked = time.perf_counter() - start
-    print(f"(c) in process, {len(formats)} formats: GMSE engine {engine * 1e3:.0f} ms, rank() {ranked * 1e3:.0f} ms "
-          f"(ranking adds {(ranked - engine) * 1e3:.0f} ms); importing gmse_cli.rank took {imported * 1e3:.0f} ms")
+    engine = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        answers = real(formats)
+        engine.append(time.perf_counter() - start)
+    memo = {tuple(f.stages for f in formats): answers}
+
+    def remembered(fmts, **kwargs):
+        key = tuple(f.stages for f in fmts)
+        return memo[key] if key in memo else memo.setdefault(key, real(fmts, **kwargs))
+
+    engine_module.estimate_gmse = remembered
+    rank(formats, law=law)  # fills the memo in rank's own order
+    ranking = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        rank(formats, law=law)
+        ranking.append(time.perf_counter() - start)
+    engine_module.estimate_gmse = real
+    e, r = statistics.median(engine), statistics.median(ranking)
+    print(f"(c) in process, {len(formats)} formats, medians of {repeat}: GMSE engine {e * 1e3:.0f} ms, "
+          f"ranking layer alone {r * 1e3:.0f} ms = {r / e * 100:.1f}% of the engine; "
+          f"importing gmse_cli.rank on top of the engine {imported * 1e3:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3, help="warm runs of each command")
+    parser.add_argument("--law", default=None, help="law file for rank (default: the shipped law)")
+    args = parser.parse_args()
+    law_arg = str(Path(args.law).resolve()) if args.law else None
+    gmse_cmd = ["gmse", "--all", "--json"]
+    rank_cmd = ["rank", "--json"] + (["--law", law_arg] if law_arg else [])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _snapshot(Path(tmp))
+        # Warm the per-user caches that are not kernels (computed VQ codebooks) once, so the
+        # cold runs below differ from the warm ones by numba compilation alone.
+        with tempfile.TemporaryDirectory() as cache:
+            _run(root, rank_cmd, cache)
+
+        with tempfile.TemporaryDirectory() as c1, tempfile.TemporaryDirectory() as c2:
+            cold_gmse = _run(root, gmse_cmd, c1)
+            cold_rank = _run(root, rank_cmd, c2)
+        print(_ratio("(a) cold kernel cache", cold_gmse, cold_rank))
+
+        with tempfile.TemporaryDirectory() as cache:
+            _run(root, gmse_cmd, cache)  # compile once into this cache
+            warm_gmse, warm_rank = [], []
+            for _ in range(args.repeat):  # interleaved, so drifting load hits both alike
+                warm_gmse.append(_run(root, gmse_cmd, cache))
+                warm_rank.append(_run(root, rank_cmd, cache))
+
+        def best(runs: list[_Timing]) -> _Timing:
+            return _Timing(min(r.wall for r in runs), min(r.cpu for r in runs))
+
+        print(_ratio(f"(b) warm kernel cache, best of {args.repeat}", best(warm_gmse), best(warm_rank)))
+        _in_process(root, law_arg, args.repeat)
 
 
 if __name__ == "__main__":

@@ -398,7 +398,7 @@ class _Evaluator:
     def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
-    def final(self, fmt: Format) -> tuple[float, float]:
+    def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
         raise NotImplementedError
 
 
@@ -439,13 +439,14 @@ class _GaussianEvaluator(_Evaluator):
     def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         return self._run(fmt, self.level_rows[level])
 
-    def final(self, fmt: Format) -> tuple[float, float]:
+    def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
+        """``last``: the measurement at the last level, if made (it is not made again)."""
         from gmse_cli.gmse import exact_gmse, has_exact
 
         if has_exact(fmt):
             return exact_gmse(fmt), 0.0
         rows = self.level_rows[-1]
-        g, psi = self._run(fmt, rows)
+        g, psi = last if last is not None else self._run(fmt, rows)
         se = math.sqrt(float(psi @ psi))
         if g > 0 and se > self.rel_err * g and rows < self.max_rows:
             # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
@@ -493,7 +494,7 @@ class _CheckpointEvaluator(_Evaluator):
     def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         return self._run(fmt, self.level_rows[level])
 
-    def final(self, fmt: Format) -> tuple[float, float]:
+    def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
         value, psi = self._run(fmt, self.all_rows)
         return value, math.sqrt(float(psi @ psi))
 
@@ -631,7 +632,10 @@ def search_formats(
     def stage_value(fmt: Format, level: int):
         key = (fmt.stages, level)
         if key not in cache:
-            cache[key] = evaluator.final(fmt) if level == final_level else evaluator.measure(fmt, level)
+            if level == final_level:
+                cache[key] = evaluator.final(fmt, cache.get((fmt.stages, final_level - 1)))
+            else:
+                cache[key] = evaluator.measure(fmt, level)
         return cache[key]
 
     def evaluate(entry: _Entry, level: int) -> bool:
@@ -734,26 +738,35 @@ def search_formats(
                 since += 1
     stages_measured = sum(1 for (_, level) in cache if level == 0)
 
-    # -- refinement: drop what its dominating frontier member beats by z paired std errors ---
+    # -- refinement: keep the thinned frontier and what could still join it or beat its best
+    #    by z paired standard errors (common random numbers make the pairing tight) ---------
     survivors = measured
     for level in range(1, final_level + 1):
-        front = _Frontier(survivors)
+        thin = _thin(_Frontier(survivors).members, min_gain)
+        on = {id(e) for e in thin}
+        best = thin[-1]
+        thin_bits = np.array([e.cand.bits_per_param for e in thin])
         kept_before = []
         for e in survivors:
-            f = front.dominator(e.cand.bits_per_param)
-            if f is None or f is e:
+            k = int(np.searchsorted(thin_bits, e.cand.bits_per_param + 1e-12, side="right")) - 1
+            if id(e) in on or k < 0:
                 kept_before.append(e)
                 continue
-            paired = math.sqrt(float((f.psi - e.psi) @ (f.psi - e.psi)))
-            if f.rho - e.rho <= z * paired:
+            # Could it open a new step of the thinned frontier above the member covering it?
+            t = thin[k]
+            step = (1 + min_gain) * t.rho - e.rho
+            d = e.psi - (1 + min_gain) * t.psi
+            # ... or be the best at the budget?
+            gap = best.rho - e.rho
+            db = e.psi - best.psi
+            if step <= z * math.sqrt(float(d @ d)) or gap <= z * math.sqrt(float(db @ db)):
                 kept_before.append(e)
-        kept = []
+        survivors = []
         for n, entry in enumerate(kept_before):
             if progress and n % 8 == 0:
                 progress(f"refine {level}/{final_level}", n, len(kept_before))
             if evaluate(entry, level):
-                kept.append(entry)
-        survivors = kept
+                survivors.append(entry)
     final = survivors
     if not final:
         raise SpecError(f"no format in the search space at or below {budget:g} bits could be measured")

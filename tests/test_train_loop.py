@@ -221,7 +221,7 @@ def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):
 def test_killed_process_resumes_from_checkpoint(corpus, tmp_path):
     out = tmp_path / "runs.jsonl"
     args = [sys.executable, "-m", "gmse_cli", "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4",
-            "--tokens-per-param", "1000", "--max-steps", "30", "--batch-size", "8", "--context", "64",
+            "--tokens-per-param", "1000", "--max-steps", "16", "--batch-size", "8", "--context", "64",
             "--eval-tokens", "8192", "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1",
             "--out", str(out),
             "--checkpoint-every", "3", "--threads", "1", "--no-progress"]
@@ -242,7 +242,7 @@ def test_killed_process_resumes_from_checkpoint(corpus, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resuming tiny/w:int4/a:int4/tpp1000/s0 from step" in " ".join(done.stderr.split())
     (rec,) = load_records(out)
-    whole = train_run(_cfg(corpus, weights="int4", activations="int4", max_steps=30, checkpoint_every=3),
+    whole = train_run(_cfg(corpus, weights="int4", activations="int4", max_steps=16, checkpoint_every=3),
                       run_dir=tmp_path / "whole", progress=False)
     assert rec.run_key == whole.run_key
     assert rec.val_loss == whole.val_loss
@@ -304,3 +304,34 @@ def test_torchrun_two_processes(corpus, tmp_path):
     # Same global batches, gradients averaged across ranks: the same run up to reduction order.
     assert rec.run_key == single.run_key
     assert rec.val_loss == pytest.approx(single.val_loss, abs=2e-3)
+
+
+def test_slurm_launcher_through_submitit(run_cli, corpus, tmp_path):
+    # submitit's "debug" executor runs the job in this process: the same job object, parameters
+    # and result path a Slurm cluster gets, without a cluster.
+    pytest.importorskip("submitit")
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(f"""
+presets = ["tiny"]
+tokens_per_param = [1000]
+weights = ["int4"]
+[train]
+context = 64
+batch_size = 8
+max_steps = 2
+eval_tokens = 2048
+[data]
+source = "{corpus}"
+tokenizer = "bpe:512"
+val_fraction = 0.1
+[slurm]
+cluster = "debug"
+folder = "{tmp_path / 'logs'}/%j"
+""")
+    out = tmp_path / "runs.jsonl"
+    result = run_cli("train", str(spec), "--launcher", "slurm", "--out", str(out), "--json")
+    assert result.code == 0, result.stderr
+    (rec,) = load_records(out)
+    assert rec.status == "ok" and rec.tokens == 2 * 512
+    assert json.loads(result.stdout)[0]["run_key"] == rec.run_key
+    assert "submitted 1 job(s)" in result.stderr

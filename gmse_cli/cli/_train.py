@@ -7,26 +7,23 @@ from typing import Annotated, Any
 
 import typer
 
-_TRAIN_EPILOG = """\
-Examples:
-
-  uscl train train/cpu-mini.toml --out runs/cpu-mini.jsonl
-
-  uscl train --preset tiny --weights int4 --acts int4 --tokens-per-param 20 --data corpus.txt.xz --tokenizer bpe:4096 --out runs.jsonl
-
-  uscl train train/paper-c4.toml --dry-run
-
-  uscl train train/paper-c4.toml --launcher torchrun --nproc-per-node 8 --out runs/paper-c4.jsonl
-
-  uscl train train/paper-c4.toml --launcher slurm --out runs/paper-c4.jsonl
-
-Flags given with a SWEEP file replace the spec's values for every run. A re-run skips the runs
-already in --out and resumes an interrupted one from its last checkpoint; Ctrl-C writes a
-checkpoint and stops."""
+# Rich renders an epilog's paragraphs (separated by blank lines) one per line.
+_TRAIN_EPILOG = "\n\n".join([
+    "Examples:",
+    "  uscl train train/cpu-mini.toml --out runs/cpu-mini.jsonl",
+    "  uscl train --preset tiny --weights int4 --acts int4 --tokens-per-param 20 --data corpus.txt.xz "
+    "--tokenizer bpe:4096 --out runs.jsonl",
+    "  uscl train train/paper-c4.toml --dry-run --device cuda",
+    "  uscl train train/paper-c4.toml --launcher torchrun --nproc-per-node 8 --out runs/paper-c4.jsonl",
+    "  uscl train train/paper-c4.toml --launcher slurm --out runs/paper-c4.jsonl",
+    "Flags given with a SWEEP file replace the spec's values for every run. A re-run skips the runs "
+    "already in --out and resumes an interrupted one from its last checkpoint; Ctrl-C writes a "
+    "checkpoint and stops.",
+])
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", epilog=_TRAIN_EPILOG.replace("\n", "\n\n"))
+    @app.command("train", epilog=_TRAIN_EPILOG)
     def train_command(
         sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags")] = None,
         out: Annotated[Path, typer.Option(help="results file: one JSON line appended per finished run")] = Path("runs.jsonl"),

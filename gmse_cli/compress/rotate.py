@@ -55,25 +55,29 @@ def _k_fwht(y, block, d, use_signs, inverse):
     rows, n = y.shape
     scale = np.float32(1.0 / np.sqrt(block))
     for r in numba.prange(rows):
+        row = y[r]  # a 1-D view: unit stride lets the butterfly loops vectorize
         for b0 in range(0, n, block):
+            v = row[b0 : b0 + block]
             if use_signs and not inverse:
                 for j in range(block):
-                    y[r, b0 + j] *= d[j]
+                    v[j] *= d[j]
             # Sylvester butterflies: H_2k = [[H_k, H_k], [H_k, -H_k]] on pairs (j, j + h).
             h = 1
             while h < block:
-                for i in range(b0, b0 + block, 2 * h):
-                    for j in range(i, i + h):
-                        a = y[r, j]
-                        c = y[r, j + h]
-                        y[r, j] = a + c
-                        y[r, j + h] = a - c
+                for i in range(0, block, 2 * h):
+                    lo = v[i : i + h]
+                    hi = v[i + h : i + 2 * h]
+                    for j in range(h):
+                        a = lo[j]
+                        c = hi[j]
+                        lo[j] = a + c
+                        hi[j] = a - c
                 h *= 2
             for j in range(block):
-                y[r, b0 + j] *= scale
+                v[j] *= scale
             if use_signs and inverse:
                 for j in range(block):
-                    y[r, b0 + j] *= d[j]
+                    v[j] *= d[j]
 
 
 def hadamard(x: np.ndarray, stage: Rotate, *, inverse: bool, reference: bool = False) -> np.ndarray:

@@ -35,9 +35,6 @@ from gmse_cli.spec import Sparsify, SparsityPattern
 
 __all__ = ["mask", "mask_reference", "magnitude_gmse", "nm_gmse"]
 
-# Flat indices are packed beside the magnitude into one 64-bit sort key (see _k_keys).
-_MAX_FLAT_INDEX = 2**32 - 1
-
 
 def _round_count(fraction: float, n: int) -> int:
     """``round(fraction * n)``, half-up, clipped to [0, n]."""
@@ -51,11 +48,6 @@ def _validate(stage: Sparsify, x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise DataError(f"sparsify: x must be 2-D (rows, row_length), got shape {x.shape}")
     stage.check_row_length(x.shape[1])
-    if stage.granularity == "tensor" and x.size > _MAX_FLAT_INDEX:
-        raise DataError(
-            f"sparsify: a tensor of {x.size} entries is above the supported 2^32 - 1 for "
-            "granularity 'tensor' (use granularity 'row' or split the tensor)"
-        )
     return x
 
 
@@ -112,79 +104,128 @@ def mask_reference(stage: Sparsify, x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True)
-def _k_keys(values, first_index, keys):
-    """keys[i] orders entries by |values[i]|, then by lower flat index (first_index + i)."""
-    # |v| as float32 bits orders like |v| itself (non-negative IEEE floats sort as integers);
-    # the complemented index in the low half makes the lower index the larger key among equal
-    # |v|, so every key is distinct and selection needs no tie handling.
-    bits = np.abs(values).view(np.uint32)
-    for i in range(values.size):
-        keys[i] = (np.uint64(bits[i]) << np.uint64(32)) | (
-            np.uint64(_MAX_FLAT_INDEX) - np.uint64(first_index + i)
-        )
+_ABS = np.uint32(0x7FFFFFFF)  # float32 bits without the sign: |x| as an integer of equal order
 
 
 @numba.njit(cache=True)
-def _k_select_top(keys, keep, out):
-    """out[i] = keys[i] is among the ``keep`` largest of ``keys`` (all distinct)."""
-    n = keys.size
-    if keep == 0:
-        out[:] = False
+def _k_top(raw, keep, out, hist, cand):
+    """out[i] = entry i is among the ``keep`` largest |x| (lower index first among equals).
+
+    ``raw`` holds the float32 bits of x. Non-negative IEEE floats order like their bit
+    patterns, so this is a radix select on the 31 magnitude bits: a histogram of the top 11
+    bits finds the bin holding the keep-th largest; its members (collected in index order) are
+    narrowed by the next 11, then the last 9 bits to the exact threshold value T. Entries above
+    T are kept, and of those equal to T the first ones up to the count. Three passes over the
+    data (histogram, collect, output), unlike a sort. ``hist`` (2048) and ``cand`` (len(raw))
+    are scratch.
+    """
+    n = raw.size
+    if keep == 0 or keep == n:
+        for i in range(n):
+            out[i] = keep == n
         return
-    if keep == n:
-        out[:] = True
-        return
-    # Quickselect (numpy's introselect): the (n - keep)-th smallest key is the smallest kept.
-    threshold = np.partition(keys, n - keep)[n - keep]
+    hist[:] = 0
     for i in range(n):
-        out[i] = keys[i] >= threshold
+        hist[(raw[i] & _ABS) >> 20] += 1
+    need = keep
+    b = 2047
+    while hist[b] < need:
+        need -= hist[b]
+        b -= 1
+    m = 0
+    for i in range(n):
+        if ((raw[i] & _ABS) >> 20) == b:
+            cand[m] = i
+            m += 1
+    prefix = np.uint32(b)
+    for shift, width in ((9, 11), (0, 9)):
+        top = (1 << width) - 1
+        hist[: top + 1] = 0
+        for p in range(m):
+            hist[((raw[cand[p]] & _ABS) >> shift) & top] += 1
+        b = top
+        while hist[b] < need:
+            need -= hist[b]
+            b -= 1
+        prefix = (prefix << np.uint32(width)) | np.uint32(b)
+        kept = 0
+        for p in range(m):  # keep only the members of the chosen bin, in index order
+            if ((raw[cand[p]] & _ABS) >> shift) == prefix:
+                cand[kept] = cand[p]
+                kept += 1
+        m = kept
+    threshold = prefix  # now every candidate equals it; keep the first `need` of them
+    for i in range(n):
+        out[i] = (raw[i] & _ABS) > threshold
+    for p in range(need):
+        out[cand[p]] = True
 
 
 @numba.njit(parallel=True, cache=True)
-def _k_magnitude_rows(x, keep, out):
-    rows, n = x.shape
+def _k_magnitude_rows(raw, keep, out):
+    rows, n = raw.shape
     for r in numba.prange(rows):
-        keys = np.empty(n, dtype=np.uint64)
-        _k_keys(x[r], 0, keys)
-        _k_select_top(keys, keep, out[r])
+        hist = np.empty(2048, dtype=np.int64)
+        cand = np.empty(n, dtype=np.int64)
+        _k_top(raw[r], keep, out[r], hist, cand)
 
 
-@numba.njit(parallel=True, cache=True)
-def _k_magnitude_keys(x, keys):
-    rows, n = x.shape
-    for r in numba.prange(rows):
-        _k_keys(x[r], r * n, keys[r * n : (r + 1) * n])
+_NM_RANK_MAX = 16  # up to this M, rank by counting (M compares per entry, vectorized)
 
 
 @numba.njit(parallel=True, cache=True)
 def _k_nm(x, n_keep, m, out):
     rows, n = x.shape
-    drop = m - n_keep
+    groups = n // m
     for r in numba.prange(rows):
+        row = x[r]
+        if m <= _NM_RANK_MAX:
+            # Position-major copy (at[i, g] = |entry i of group g|): the counting loops below
+            # then run over contiguous groups and vectorize.
+            at = np.empty((m, groups), dtype=np.float32)
+            rank = np.empty(groups, dtype=np.int32)
+            for g in range(groups):
+                for i in range(m):
+                    at[i, g] = abs(row[g * m + i])
+            for i in range(m):
+                ai = at[i]
+                rank[:] = 0
+                for j in range(m):  # entry j outranks i: larger, or equal and earlier
+                    aj = at[j]
+                    if j < i:
+                        for g in range(groups):
+                            rank[g] += aj[g] >= ai[g]
+                    elif j > i:
+                        for g in range(groups):
+                            rank[g] += aj[g] > ai[g]
+                for g in range(groups):
+                    out[r, g * m + i] = rank[g] < n_keep
+            continue
+        # Large M: pick whichever side is smaller, one extreme per pass: O(min(n, M - n) * M).
         a = np.empty(m, dtype=np.float32)
+        keep = out[r]
+        drop = m - n_keep
         for g in range(0, n, m):
             for i in range(m):
-                a[i] = abs(x[r, g + i])
-            # Pick whichever side is smaller, one extreme per pass: O(min(n, m - n) * m).
+                a[i] = abs(row[g + i])
             if n_keep <= drop:
                 for i in range(m):
-                    out[r, g + i] = False
+                    keep[g + i] = False
                 for _ in range(n_keep):
                     best = -1
                     for i in range(m):  # largest untaken; strict '>' keeps the lower index on ties
-                        if not out[r, g + i] and (best < 0 or a[i] > a[best]):
+                        if not keep[g + i] and (best < 0 or a[i] > a[best]):
                             best = i
-                    out[r, g + best] = True
+                    keep[g + best] = True
             else:
                 for i in range(m):
-                    out[r, g + i] = True
+                    keep[g + i] = True
                 for _ in range(drop):
                     worst = -1
                     for i in range(m):  # smallest kept; '<=' drops the higher index on ties
-                        if out[r, g + i] and (worst < 0 or a[i] <= a[worst]):
+                        if keep[g + i] and (worst < 0 or a[i] <= a[worst]):
                             worst = i
-                    out[r, g + worst] = False
+                    keep[g + worst] = False
 
 
 @numba.njit(parallel=True, cache=True)
@@ -237,12 +278,13 @@ def mask(stage: Sparsify, x: np.ndarray) -> np.ndarray:
         _k_nm(x, stage.n, stage.m, out)
         return out
     if stage.pattern is SparsityPattern.MAGNITUDE:
+        raw = x.view(np.uint32)
         if stage.granularity == "tensor":
-            keys = np.empty(x.size, dtype=np.uint64)
-            _k_magnitude_keys(x, keys)
-            _k_select_top(keys, _round_count(stage.density, x.size), out.reshape(-1))
+            flat = raw.reshape(-1)
+            cand = np.empty(flat.size, dtype=np.int64)
+            _k_top(flat, _round_count(stage.density, x.size), out.reshape(-1), np.empty(2048, dtype=np.int64), cand)
         else:
-            _k_magnitude_rows(x, _round_count(stage.density, n), out)
+            _k_magnitude_rows(raw, _round_count(stage.density, n), out)
         return out
     assert stage.block is not None
     norms = np.empty((rows, n // stage.block), dtype=np.float64)

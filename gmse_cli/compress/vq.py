@@ -62,6 +62,7 @@ __all__ = [
     "CodebookInfo",
     "codebook",
     "codebook_info",
+    "codebook_and_info",
     "scale_constant",
     "e8p_codebook",
     "train_gaussian_codebook",
@@ -71,8 +72,9 @@ __all__ = [
     "quantize_reference",
 ]
 
-ALGORITHM_VERSION = 1
-"""Bumped whenever the Gaussian codebook training changes; part of every cache key."""
+ALGORITHM_VERSION = 2
+"""Bumped whenever codebook construction, training or the constant search changes; part of
+every cache key, so stale cache entries are simply never read."""
 
 LLOYD_SEED = 20250602
 """Seed of the Gaussian training samples (fixed: the same codebook on every machine run)."""
@@ -1098,6 +1100,12 @@ def _lloyd_streamed(
     from overfitting a fixed sample, which costs nothing extra per iteration.
 
     Returns codewords, iterations, samples drawn, and the MSE of the last batch.
+
+    Measured (default plan, 2^16 codewords in 8-D, 2 bits per coordinate): 143 s wall on a
+    busy 2-core machine, MSE 0.0916 on fresh vectors, against 0.0970 for its product start
+    (the 256-codeword 4-D codebook) and 0.0911 for E8P. The same Lloyd on a fixed sample of
+    2^21 vectors reached 0.084 on that sample but only 0.092 on fresh vectors: with ~32
+    samples per codeword, a fixed sample overfits.
     """
     d1 = left.shape[1]
     kr = len(right)
@@ -1249,6 +1257,7 @@ def _atomic_write(path: Path, write) -> None:
     # computing the same codebook both leave a complete one.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.replace(tmp, path)
@@ -1416,6 +1425,11 @@ def codebook_info(stage: VQ) -> CodebookInfo:
 def scale_constant(stage: VQ) -> float:
     """The MSE-optimal ``c`` in ``s = c * RMS`` for unit-variance inputs (1 for Lloyd codebooks)."""
     return codebook_info(stage).scale_constant
+
+
+def codebook_and_info(stage: VQ) -> tuple[np.ndarray, CodebookInfo]:
+    """``(codebook(stage), codebook_info(stage))``."""
+    return codebook(stage), codebook_info(stage)
 
 
 # searchers by codebook identity (the entry keeps the array alive, so ids are not reused)
