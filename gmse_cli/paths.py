@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 __all__ = ["catalog_dir", "sweeps_dir", "laws_dir", "cache_dir"]
@@ -12,25 +11,25 @@ __all__ = ["catalog_dir", "sweeps_dir", "laws_dir", "cache_dir"]
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _data_dir(package: str, repo_folder: str) -> Path:
+def _data_dir(package_folder: str, repo_folder: str) -> Path:
     # A source checkout (editable install or plain PYTHONPATH) reads the top-level folder the
-    # user edits; a wheel carries the same files mapped into the package.
+    # user edits; a wheel carries the same files mapped into the package (pyproject.toml).
     local = _REPO_ROOT / repo_folder
     if local.is_dir() and (_REPO_ROOT / "pyproject.toml").is_file():
         return local
-    return Path(str(resources.files(package)))
+    return Path(__file__).resolve().parent / package_folder
 
 
 @cache
 def catalog_dir() -> Path:
     """The folder of shipped format TOML files (``formats/``)."""
-    return _data_dir("gmse_cli.catalog", "formats")
+    return _data_dir("catalog", "formats")
 
 
 @cache
 def sweeps_dir() -> Path:
     """The folder of shipped sweep specs (``train/``)."""
-    return _data_dir("gmse_cli.sweeps", "train")
+    return _data_dir("sweeps", "train")
 
 
 def laws_dir() -> Path:

@@ -298,7 +298,7 @@ def test_layers_a_group_cannot_split_are_skipped_and_reported(minilm):
     assert "does not divide the row length 384" in r.skipped[0].reason
     assert notes and "skipped 31 layer(s)" in notes[0]
     with pytest.raises(SpecError, match="fits none of the selected layers"):
-        measure_mse(minilm, ["int4-g512"], law=None)
+        measure_mse(minilm, ["int4-g1024"], law=None)
 
 
 def test_composite_capacity_factorizes_over_stages(minilm):
@@ -307,8 +307,8 @@ def test_composite_capacity_factorizes_over_stages(minilm):
 
     law = load_law(None)
     include = ["encoder.layer.1.*"]
-    (both,) = measure_mse(minilm, ["2:4+int4"], include=include, law=law)
-    (sp,) = measure_mse(minilm, ["2:4"], include=include, law=law)
+    (both,) = measure_mse(minilm, ["2:4+int4"], include=include, law=law, rel_err=1e-2)
+    (sp,) = measure_mse(minilm, ["2:4"], include=include, law=law, rel_err=1e-2)
     (q,) = measure_mse(minilm, ["int4"], include=include, law=law)
     assert [s.family for s in both.stages] == ["sparsity", "quantization"]
     assert both.stages[0].mse == pytest.approx(sp.mse, rel=1e-12)
@@ -334,10 +334,26 @@ def test_bf16_checkpoint_measures_like_its_float32_copy(tmp_path):
 
 
 def test_uscl_train_checkpoint(tmp_path):
-    pytest.importorskip("torch")
-    training = pytest.importorskip("gmse_cli.training.checkpoint", reason="training checkpoints not available")
-    del training
-    pytest.skip("the training engine's checkpoint writer has no stable entry point to call yet")
+    # A run folder as `uscl train` writes it (save_checkpoint: latest -> step-*/model.safetensors
+    # beside optimizer.safetensors), holding a freshly initialized tiny Llama.
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from gmse_cli.realmse import measure_mse
+    from gmse_cli.training.checkpoint import TrainState, save_checkpoint
+    from gmse_cli.training.model import CompressedLinear, build_model
+    from gmse_cli.training.presets import get_preset
+
+    model = build_model(get_preset("tiny"), vocab_size=256, context=64, seed=0)
+    optim = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path, model_state=model.state_dict(), optim_state=optim.state_dict(),
+                    state=TrainState(run_key="test"))
+    plain, rotated = measure_mse(tmp_path, ["int4"], hadamard=True)
+    linears = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, CompressedLinear)}
+    assert {layer.name for layer in plain.layers} == linears  # no embeddings, norms or head
+    # Fresh weights are i.i.d. normal (std 0.02): they compress like Gaussians, rotated or not
+    # (GMSE here is taken at the same row lengths, 128 and 384).
+    for r in (plain, rotated):
+        assert abs(r.ratio - 1) < 0.03, (r.format, r.ratio)
 
 
 # --------------------------------------------------------------------------------------------

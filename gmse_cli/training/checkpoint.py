@@ -65,6 +65,13 @@ def _optimizer_tensors(optim_state: dict[str, Any]) -> tuple[dict[str, torch.Ten
     return tensors, scalars
 
 
+def _split_key(key: str) -> tuple[int | str, str]:
+    """'state.<index>.<name>' -> (index, name); the index is a number for plain optimizers and
+    a parameter's dotted name for FSDP's full state dicts."""
+    index, name = key.removeprefix("state.").rsplit(".", 1)
+    return (int(index) if index.isdigit() else index), name
+
+
 def save_checkpoint(
     run_dir: Path,
     *,
@@ -127,13 +134,10 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         tensors = load_file(str(folder / "optimizer.safetensors"))
     except (OSError, ValueError) as exc:
         raise DataError(f"checkpoint {folder} is unreadable ({exc}); delete it to start over") from None
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    for key, value in payload["optimizer_scalars"].items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
+    state: dict[int | str, dict[str, Any]] = {}
+    for key, value in [*tensors.items(), *payload["optimizer_scalars"].items()]:
+        index, name = _split_key(key)
+        state.setdefault(index, {})[name] = value
     optim_state = {"state": state, "param_groups": payload["param_groups"]}
     torch.set_rng_state(torch.tensor(payload["rng_cpu"], dtype=torch.uint8))
     train_state = TrainState(
