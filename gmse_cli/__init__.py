@@ -17,7 +17,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> defining module
+# public name -> defining module (never a submodule's own name: `gmse_cli.fit` stays the module)
 _EXPORTS: dict[str, str] = {
     # format language
     "Format": "gmse_cli.spec",
@@ -47,7 +47,6 @@ _EXPORTS: dict[str, str] = {
     # runs and fits
     "Run": "gmse_cli.runs",
     "load_runs": "gmse_cli.runs",
-    "fit": "gmse_cli.fit",
     "FitResult": "gmse_cli.fit",
     # errors
     "UsclError": "gmse_cli.errors",

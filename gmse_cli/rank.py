@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gmse_cli.errors import DataError, LawError, SpecError
 from gmse_cli.law import (
+    DEFAULT_DRAWS,
     Law,
     LawSamples,
     capacity_parts,
@@ -69,9 +70,6 @@ __all__ = [
 
 DEFAULT_PARAMS = 200e6  # the paper's largest Llama size of its own sweep (200M non-embedding)
 DEFAULT_TOKENS_PER_PARAM = 100.0  # the middle of the paper's 50/100/200 tokens per parameter
-# Monte Carlo draws of the constants: the 2.5% quantile then sits within +/-0.25 percentage points
-# of probability (one standard error), and a catalog's draws stay a few MB.
-DEFAULT_DRAWS = 4000
 
 
 class _Model(BaseModel):

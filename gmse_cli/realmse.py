@@ -320,7 +320,9 @@ def _sample_rows(info: TensorInfo, sample: float | None, rng: np.random.Generato
     k = min(info.rows, max(4, math.ceil(sample * info.rows)))
     if k >= info.rows:
         return everything
-    amax = np.concatenate([np.abs(x).max(axis=1) for x in iter_row_chunks(info, chunk_bytes=chunk_bytes)])
+    amax = np.concatenate(
+        [np.maximum(x.max(axis=1), -x.min(axis=1)) for x in iter_row_chunks(info, chunk_bytes=chunk_bytes)]
+    )
     top = np.argpartition(-amax, k // 2)[: k // 2]
     rest = np.setdiff1d(np.arange(info.rows), top, assume_unique=True)
     picked = rng.choice(rest, size=k - len(top), replace=False)
