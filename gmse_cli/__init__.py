@@ -33,7 +33,6 @@ _EXPORTS: dict[str, str] = {
     "load_format_toml": "gmse_cli.spec",
     "format_to_toml": "gmse_cli.spec",
     # compressors and GMSE
-    "compress": "gmse_cli.compress",
     "GmseEstimate": "gmse_cli.gmse",
     "SampleBank": "gmse_cli.gmse",
     "estimate_gmse": "gmse_cli.gmse",
@@ -44,6 +43,20 @@ _EXPORTS: dict[str, str] = {
     "load_law": "gmse_cli.law",
     "capacity": "gmse_cli.law",
     "predicted_loss": "gmse_cli.law",
+    "shipped_law": "gmse_cli.law",
+    "save_law": "gmse_cli.law",
+    "Constant": "gmse_cli.law",
+    "FamilyCurve": "gmse_cli.law",
+    "scheme_capacity": "gmse_cli.law",
+    "factorized_capacity": "gmse_cli.law",
+    "capacity_interval": "gmse_cli.law",
+    "loss_interval": "gmse_cli.law",
+    # ranking
+    "predict": "gmse_cli.rank",
+    "compare": "gmse_cli.rank",
+    "pareto_front": "gmse_cli.rank",
+    "RankRow": "gmse_cli.rank",
+    "Prediction": "gmse_cli.rank",
     # runs and fits
     "Run": "gmse_cli.runs",
     "load_runs": "gmse_cli.runs",

@@ -4,29 +4,35 @@ The search space (:class:`SearchSpace`) is a grid over scalar grids (int midrise
 asymmetric, fp ExMy, Lloyd-Max, lookup tables such as NF4), scale rules, group sizes and scale
 storage formats; sparsity patterns composed with those quantizers; vector quantizers; and, on
 real weights, Hadamard rotations. Every candidate is named by the shorthand it parses from
-(``int4-g128-absmax-sbf16``, ``2:4+e2m1-g32-absmax-se8m0``, ``vq2-b3.5-row-sfp32``), so a
-frontier member can be typed back into any command; it is also written out as a TOML file.
+(``int4-absmax-g128-sbf16``, ``2:4+e2m1-mse-g32-se8m0``, ``vq2-b3.5-row-sfp32``; a duplicate
+of a catalog format goes by the catalog name), so a frontier member can be typed back into any
+command; it is also written out as a TOML file.
 
 Capacity is the law's factorized one, as in the paper: rho = prod_k rho_family(k)(GMSE_k) over
 the lossy stages, each stage measured alone. A composite candidate therefore shares its
-quantizer's measurement with every other candidate using that quantizer.
+quantizer's measurement with every other candidate using that quantizer, and the thousands of
+(sparsity, quantizer) pairs are only index pairs until one survives the bounds.
 
-How the search saves work (each step is conservative: it never drops a candidate that could
-reach the frontier within its statistical margin):
+How the search saves work:
 
-1. *Rate-distortion bound.* A stage of b bits per parameter has GMSE >= 4^-b, so its capacity
-   is at most rho_family(4^-b). A candidate whose bound falls below the frontier already
-   found at its bit cost is dropped unevaluated (composites with an expensive mask are the
-   usual victims).
-2. *A cheap pass.* Every remaining stage is measured on a small slice of one shared sample
-   bank (common random numbers: candidates see the same Gaussian rows, so their differences
-   are precise even on few samples).
-3. *Refinement.* Only candidates within ``z`` standard errors of the frontier are re-measured
-   on a larger slice, and the survivors of that get the full estimate (exact quadrature where
-   it exists, otherwise Monte Carlo on the same bank to ``rel_err``).
+1. *Rate-distortion bound* (Gaussian objective only). A stage of b bits per parameter has
+   GMSE >= 4^-b, so its capacity is at most rho_family(4^-b). A candidate whose bound (for a
+   composite: the sparsity stage's measured capacity times its quantizer's bound) falls below
+   the conservative frontier already found at its bit cost is dropped unmeasured.
+2. *A cheap pass.* Every other candidate is measured on a few rows of one shared sample bank
+   (common random numbers: candidates see the same Gaussian rows).
+3. *Refinement* on 4x more rows per level. A candidate stays if it could open a new step of
+   the reported frontier or be the best at the budget, judged by the standard error of its
+   *paired* difference with the frontier member concerned (each measurement keeps every row's
+   influence on it, so the pairing costs nothing); the survivors of the last level get the
+   final estimate (exact quadrature where it exists, otherwise Monte Carlo on the same bank to
+   ``rel_err``).
+4. *Thinning.* The reported frontier is epsilon-Pareto: a member must beat the previous one
+   by ``min_gain`` in relative capacity (fp32 vs bf16 row scales differ by 1/512 bit and
+   nothing else); the best format at the budget is always reported.
 
-``objective="checkpoint"`` replaces the Gaussian bank by rows sampled from a checkpoint's
-layers, and GMSE by the parameter-weighted real-weight MSE (see :mod:`gmse_cli.realmse`).
+``checkpoint=...`` replaces the Gaussian bank by rows sampled from a checkpoint's layers and
+GMSE by the parameter-weighted real-weight MSE (see :mod:`gmse_cli.realmse`).
 """
 
 from __future__ import annotations

@@ -110,3 +110,14 @@ def test_core_runs_without_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["name"] == "int4"
+
+
+def test_public_api_exports_resolve_and_never_shadow_a_module():
+    import pkgutil
+
+    import gmse_cli
+
+    modules = {m.name for m in pkgutil.iter_modules(gmse_cli.__path__)}
+    assert not modules & set(gmse_cli.__all__)
+    for name in gmse_cli.__all__:
+        assert getattr(gmse_cli, name) is not None
