@@ -53,8 +53,13 @@ def test_gmse_json_keys(run_cli):
 
 def test_gmse_table_and_vs(run_cli):
     res = run_cli("gmse", "fp4", "--monte-carlo", "--vs", "int4", "--rel-err", "1e-2")
-    assert res.code == 0
-    assert "fp4" in res.stdout and "minus int4" in res.stdout
+    assert res.code == 0 and "Gaussian MSE" in res.stdout
+    rows = json.loads(run_cli("gmse", "fp4", "--monte-carlo", "--vs", "int4", "--rel-err", "1e-2", "--json").stdout)
+    vs = rows[0]["vs"]
+    assert vs["b"] == "int4" and vs["ci_low"] <= vs["difference"] <= vs["ci_high"]
+    # the paired difference agrees with the two estimates' difference (same samples)
+    int4 = 0.011543
+    assert abs(rows[0]["gmse"] - int4 - vs["difference"]) < 5 * vs["std_err"] + 2e-4 * int4
 
 
 @pytest.mark.parametrize(
