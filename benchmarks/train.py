@@ -11,7 +11,7 @@ tokens per step (one H100's share of the paper's 262,144-token batch): tokens/s 
 utilization (6N + attention FLOPs per token over the GPU's dense bf16 peak), fp32 weights vs
 int4 W+A, with and without ``torch.compile``. Without CUDA it says so.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/train.py [--steps 8] [--gpu-steps 20]
+    PYTHONPATH=. .venv/bin/python benchmarks/train.py [--steps 8] [--gpu-steps 20] [--threads N]
 """
 
 from __future__ import annotations
@@ -109,7 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="timed CPU steps per variant")
     parser.add_argument("--gpu-steps", type=int, default=20, help="timed GPU steps per variant")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cpu_benchmark(args.steps)
     gpu_benchmark(args.gpu_steps)
 
