@@ -791,7 +791,10 @@ def search_formats(
         if len(entry.stages) == 1:
             joint = stage_value(entry.stages[0][1], final_level)
         else:
-            joint = evaluator.final(entry.cand.spec)
+            # The joint error of a composite is reported beside the factorized capacity, not
+            # ranked on: the last level's rows (and their standard error) are enough.
+            value, psi = evaluator.measure(entry.cand.spec, final_level - 1)
+            joint = (value, math.sqrt(float(psi @ psi)))
         stages = []
         for family, fmt in entry.stages:
             value, se = stage_value(fmt, final_level)
