@@ -47,7 +47,7 @@ from gmse_cli.checkpoint import (
     read_rows,
     select_layers,
 )
-from gmse_cli.errors import DataError, LawError, SpecError
+from gmse_cli.errors import LawError, SpecError
 from gmse_cli.spec import (
     VQ,
     Family,

@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -158,7 +158,9 @@ class SearchResult(_Model):
     frontier: tuple[SearchPoint, ...] = Field(description="Pareto frontier by bits, thinned by min_gain")
     comparisons: tuple[CatalogComparison, ...]
     candidates: int = Field(description="candidates within the budget")
-    pruned_by_bound: int = Field(description="dropped by the rate-distortion bound, never measured")
+    pruned_by_bound: int = Field(
+        description="dropped unmeasured: capacity bound (rate-distortion, or the sparsity factor) below the frontier"
+    )
     stages_measured: int = Field(description="distinct stage formats measured in the cheap pass")
     refined: int = Field(description="candidates given the full estimate")
     seconds: float
@@ -240,7 +242,7 @@ def _quantizer_names(space: SearchSpace, max_bits: float, *, vq: bool = True) ->
     return names
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse(name: str) -> Format | None:
     """The format a shorthand names, or None when the combination is invalid (cached: the
     same few thousand names come back in every search of a process)."""
@@ -472,7 +474,9 @@ class _CheckpointEvaluator(_Evaluator):
     """Rows sampled once from each selected layer and held in memory; a format's error is the
     parameter-weighted mean over layers of ||W - C(W)||^2 / ||W||^2 on those rows. Each level
     uses a prefix of a random permutation of each layer's rows (itself a random sample), and
-    the final value uses all ``rows_per_layer``."""
+    the final value uses all ``rows_per_layer``. Row-local formats run once over the rows of
+    all layers of one row length stacked together (one kernel call instead of one per layer);
+    formats with a per-tensor statistic run layer by layer."""
 
     def __init__(self, layers, *, rows_per_layer: int, seed: int) -> None:
         from gmse_cli.checkpoint import read_rows
@@ -485,18 +489,43 @@ class _CheckpointEvaluator(_Evaluator):
             order = np.argsort(picked)
             x = read_rows(info, picked[order])  # a memory map reads best in file order
             self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params / total, info.rows))
-        self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (16, 4)}))
+        self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (64, 16, 4)}))
         self.all_rows = rows_per_layer
+        self._stacks: dict[int, list[tuple[np.ndarray, list[int]]]] = {}
+
+    def _stacked(self, rows: int) -> list[tuple[np.ndarray, list[int]]]:
+        """Per row length: the first ``rows`` rows of its layers stacked, and those layers."""
+        if rows not in self._stacks:
+            groups: dict[int, list[int]] = {}
+            for i, (x, _, _) in enumerate(self.data):
+                groups.setdefault(x.shape[1], []).append(i)
+            self._stacks[rows] = [
+                (np.ascontiguousarray(np.concatenate([self.data[i][0][:rows] for i in members])), members)
+                for members in groups.values()
+            ]
+        return self._stacks[rows]
 
     def _run(self, fmt: Format, rows: int) -> tuple[float, np.ndarray]:
         from gmse_cli.compress import compress
-        from gmse_cli.realmse import ratio_influence, row_errors
+        from gmse_cli.realmse import ratio_influence, row_errors, row_local
 
+        per_layer: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if row_local(fmt):
+            for stacked, members in self._stacked(rows):
+                err, norm = row_errors(stacked, compress(fmt, stacked))
+                start = 0
+                for i in members:
+                    n = min(rows, len(self.data[i][0]))
+                    per_layer[i] = (err[start : start + n], norm[start : start + n])
+                    start += n
+        else:
+            for i, (x, _, _) in enumerate(self.data):
+                x = x[:rows]
+                per_layer[i] = row_errors(x, compress(fmt, x))
         value = 0.0
         psis = []
-        for x, weight, population in self.data:
-            x = x[:rows]
-            err, norm = row_errors(x, compress(fmt, x))
+        for i, (_, weight, population) in enumerate(self.data):
+            err, norm = per_layer[i]
             r, psi = ratio_influence(err, norm, population=population)
             value += weight * r
             psis.append(weight * psi)  # layers are independent strata

@@ -45,8 +45,8 @@ def register(app: typer.Typer) -> None:
         """Real-weight MSE of each FORMAT on CHECKPOINT: per layer and overall, its ratio to
         GMSE, effective bits, and the capacity the law predicts from each."""
         from gmse_cli.cli._console import err_console, print_json
-        from gmse_cli.rank import check_plot_path
         from gmse_cli.errors import SpecError
+        from gmse_cli.rank import check_plot_path
         from gmse_cli.realmse import measure_mse
 
         if worst < 0:

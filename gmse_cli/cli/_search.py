@@ -41,8 +41,8 @@ def register(app: typer.Typer) -> None:
         """Search the format space for the highest capacity at or below --bits; print the
         Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
         from gmse_cli.cli._console import err_console, print_json
-        from gmse_cli.rank import check_plot_path
         from gmse_cli.errors import SpecError
+        from gmse_cli.rank import check_plot_path
         from gmse_cli.search import search_formats, write_frontier
 
         if rows_per_layer < 2:
@@ -55,7 +55,13 @@ def register(app: typer.Typer) -> None:
         bar = None
         task = None
         if not json_out:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             bar = Progress(TextColumn("search: {task.description}"), BarColumn(), MofNCompleteColumn(),
                            TimeElapsedColumn(), console=err_console, transient=True)
@@ -76,8 +82,8 @@ def register(app: typer.Typer) -> None:
             if bar is not None:
                 bar.stop()
         err_console.print(
-            f"{result.candidates:,} candidates at or below {bits:g} bits: {result.pruned_by_bound:,} pruned by "
-            f"the rate-distortion bound, {result.stages_measured:,} stage formats measured, "
+            f"{result.candidates:,} candidates at or below {bits:g} bits: {result.pruned_by_bound:,} pruned "
+            f"unmeasured by capacity bounds, {result.stages_measured:,} stage formats measured, "
             f"{result.refined:,} refined, in {result.seconds:.1f} s",
             highlight=False,
         )
