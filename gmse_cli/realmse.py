@@ -65,6 +65,7 @@ __all__ = [
     "StageMse",
     "FormatMse",
     "measure_mse",
+    "measure_layers",
     "with_hadamard",
     "row_local",
     "row_errors",
