@@ -8,8 +8,15 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-__all__ = ["out_console", "err_console", "print_json"]
+from gmse_cli.spec import SHORTHAND_HELP
+
+__all__ = ["out_console", "err_console", "print_json", "FORMAT_EPILOG"]
+
+# The format grammar as a Typer epilog: escaped (lut[...] is not rich markup), one paragraph a
+# line so the layout survives Typer's rich rendering.
+FORMAT_EPILOG = escape(SHORTHAND_HELP).replace("\n", "\n\n")
 
 # Rich respects NO_COLOR by itself. Piped tables get a wide page (COLUMNS still wins) so that
 # numbers are not folded into unreadable cells.

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.spec import SHORTHAND_HELP
+from gmse_cli.cli._console import FORMAT_EPILOG
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("gmse", epilog=SHORTHAND_HELP.replace("\n", "\n\n"))
+    @app.command("gmse", epilog=FORMAT_EPILOG)
     def gmse_command(
         formats: Annotated[list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand")] = None,
         all_formats: Annotated[bool, typer.Option("--all", help="the whole catalog")] = False,

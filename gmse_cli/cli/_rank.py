@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.spec import SHORTHAND_HELP
+from gmse_cli.cli._console import FORMAT_EPILOG
 
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
@@ -70,7 +70,7 @@ def _span(value: float | None, low: float | None, high: float | None, fmt: str =
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("rank", epilog=SHORTHAND_HELP.replace("\n", "\n\n"))
+    @app.command("rank", epilog=FORMAT_EPILOG)
     def rank_command(
         formats: Annotated[
             list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand [default: the catalog]")
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
         else:
             _render_rank(rows)
 
-    @app.command("predict", epilog=SHORTHAND_HELP.replace("\n", "\n\n"))
+    @app.command("predict", epilog=FORMAT_EPILOG)
     def predict_command(
         format: Annotated[str, typer.Argument(help="catalog name, .toml file or shorthand")],
         params: Annotated[str, typer.Option(help=_PARAMS_HELP)] = "200e6",
