@@ -125,7 +125,6 @@ def _plot(results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gmse_cli.errors import DataError
 
     names = list(dict.fromkeys(layer.name for r in results for layer in r.layers))
     position = {n: i for i, n in enumerate(names)}
@@ -140,9 +139,6 @@ def _plot(results, path: Path) -> None:
     ax.set_title("Per-layer real-weight MSE; dashed: GMSE")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise DataError(f"--plot {path}: cannot write it: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
+    from gmse_cli.cli._console import save_figure
+
+    save_figure(fig, path)

@@ -131,7 +131,6 @@ def _plot(result, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gmse_cli.errors import DataError
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     ax.scatter([p[1] for p in result.points], [p[2] for p in result.points], s=6, c="0.75", label="candidates (cheap pass)")
@@ -151,9 +150,6 @@ def _plot(result, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise DataError(f"--plot {path}: cannot write it: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
+    from gmse_cli.cli._console import save_figure
+
+    save_figure(fig, path)
