@@ -17,10 +17,14 @@ Decisions worth knowing:
 - A layer whose row length a format cannot split (a group of 128 on a row of 96) is *skipped*
   for that format and listed in ``skipped`` with the reason; it is never padded, because
   padding changes what is measured (the last group's scale statistics, the rotation).
-- Row-local formats run on chunks of rows (bounded memory). Formats with a per-tensor
-  statistic (``tensor`` granularity, e4m3/int8 scale storage with a per-tensor second-level
-  scale, tensor-wide sparsity) see the whole tensor at once -- or, with ``sample``, the
-  sampled rows stand in for the tensor.
+- Row-local formats run on chunks of rows (``chunk_bytes`` of float32 at a time). Formats with
+  a per-tensor statistic (``tensor`` granularity, e4m3/int8 scale storage with a per-tensor
+  second-level scale, tensor-wide sparsity) see the whole tensor at once -- or, with
+  ``sample``, the sampled rows stand in for the tensor. :func:`~gmse_cli.compress.compress`
+  takes no precomputed tensor statistic, so those cannot stream: the tensor is read into one
+  float32 array (block by block, no second copy) and the peak is that array, the compressed
+  copy and the compressor's working arrays (NVFP4: per-16-group float64 statistics, about
+  three float32 copies in all) for the largest layer.
 - ``sample`` measures a random subset of rows of every layer; the layer estimate is a ratio of
   sums with a finite-population-corrected delta-method interval, combined over layers as
   independent strata.
@@ -261,20 +265,13 @@ def row_local(fmt: Format) -> bool:
 def stage_targets(fmt: Format) -> list[tuple[Family, Format]]:
     """Each lossy stage of ``fmt`` as a format of its own, for the factorized capacity.
 
-    A single-stage format is its own target. Unlike :meth:`Format.stage_formats`, every stage
-    keeps the format's rotations: on real weights a rotated format sparsifies *rotated*
-    weights, so the sparsity stage alone must see them too (on Gaussians it makes no
-    difference).
+    A single-stage format is its own target. Otherwise :meth:`Format.stage_formats` with
+    every stage keeping the format's rotations: on real weights a rotated format sparsifies
+    *rotated* weights, so the sparsity stage alone must see them too.
     """
-    families = fmt.families
-    if len(families) <= 1:
-        return [(family, fmt) for family in families]
-    rotations = fmt.rotations
-    lossy = [s for s in fmt.stages if not isinstance(s, Rotate)]
-    return [
-        (family, Format(name=f"{fmt.display_name}[{stage.kind}]", stages=(*rotations, stage)))
-        for family, stage in zip(families, lossy, strict=True)
-    ]
+    if len(fmt.families) <= 1:
+        return [(family, fmt) for family in fmt.families]
+    return fmt.stage_formats(keep_rotations=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +369,8 @@ def measure_layers(
                     if j == 0:
                         norm.append(n)
         if whole:
-            x = read_rows(info, slice(None) if rows is None else rows)
+            # The compressor needs the tensor at once: one float32 copy, read block by block.
+            x = read_rows(info, slice(None) if rows is None else rows, chunk_bytes=chunk_bytes)
             for j, i in enumerate(whole):
                 e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
                 err[i].append(e)

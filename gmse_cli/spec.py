@@ -593,15 +593,21 @@ class Format(_Spec):
             return Family.NONE.value
         return "+".join(f.value for f in fams)
 
-    def stage_formats(self) -> list[tuple[Family, Format]]:
-        """Each lossy stage as a standalone format (rotations ride along with the quantizer).
+    def stage_formats(self, *, keep_rotations: bool = False) -> list[tuple[Family, Format]]:
+        """Each lossy stage as a standalone format, in order.
 
-        The capacity law factorizes over these: rho(format) = prod rho_family(GMSE(stage)).
+        The capacity law factorizes over these: rho(format) = prod rho_family(MSE(stage)).
+        Rotations ride along with the quantizer. The sparsity stage drops them by default, for
+        GMSE: a rotated i.i.d. Gaussian row is again i.i.d. Gaussian, so the rotation changes
+        nothing there, and without it the stage shares its GMSE estimate (and cache entry) with
+        the plain sparsity format. ``keep_rotations=True`` keeps them on every stage, for real
+        weights (:func:`gmse_cli.realmse.stage_targets`): a rotated format sparsifies *rotated*
+        weights, so its sparsity stage alone must see them rotated too.
         """
         rotations = self.rotations
         parts: list[tuple[Family, Format]] = []
         for family, stage in zip(self.families, (s for s in self.stages if s.kind != "rotate"), strict=True):
-            prefix = rotations if family is not Family.SPARSITY else ()
+            prefix = rotations if keep_rotations or family is not Family.SPARSITY else ()
             parts.append(
                 (family, Format(name=f"{self.display_name}[{stage.kind}]", stages=(*prefix, stage)))
             )

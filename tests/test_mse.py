@@ -194,6 +194,115 @@ def test_truncated_and_missing(tmp_path):
         open_checkpoint(tmp_path / "empty")
 
 
+def test_reading_holds_one_chunk_or_one_float32_copy(tmp_path):
+    # bf16 on disk: a float32 copy of the whole tensor would be 2x its bytes, a memory map of
+    # it would keep every touched page resident; both must stay out of the reader.
+    import tracemalloc
+
+    rows, cols, chunk = 512, 1024, 64 * 1024
+    u16 = np.random.default_rng(2).integers(0x3C00, 0x4000, size=(rows, cols), dtype=np.uint16)
+    path = tmp_path / "b.safetensors"
+    _write_safetensors(path, {"w.weight": ("BF16", (rows, cols), u16.astype("<u2").tobytes())})
+    (info,) = open_checkpoint(path).tensors
+    want = (u16.astype(np.uint32) << 16).view(np.float32)
+    tracemalloc.start()
+    try:
+        for x in iter_row_chunks(info, chunk_bytes=chunk):
+            assert x.nbytes <= chunk
+            del x
+        _, chunked_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        whole = read_rows(info, slice(None), chunk_bytes=chunk)
+        _, whole_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(whole, want)
+    assert chunked_peak < 3 * chunk  # the float32 chunk and the bf16 block it came from
+    assert whole_peak < whole.nbytes + 2 * chunk
+
+
+def _gpt2_like(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A one-block GPT-2 with nn.Linear-layout weights (out, in), heavy-tailed per output row."""
+    d = 64
+
+    def linear(out: int, inp: int) -> np.ndarray:
+        # rows (output channels) of very different scales: a transposed read mixes them
+        return (rng.standard_t(4, size=(out, inp)) * rng.uniform(0.1, 3.0, size=(out, 1))).astype(np.float32)
+
+    return {
+        "wte.weight": rng.standard_normal((50, d)).astype(np.float32),
+        "h.0.ln_1.weight": np.ones(d, np.float32),
+        "h.0.attn.c_attn.weight": linear(3 * d, d),
+        "h.0.attn.c_proj.weight": linear(d, d),
+        "h.0.mlp.c_fc.weight": linear(4 * d, d),
+        "h.0.mlp.c_proj.weight": linear(d, 4 * d),
+    }
+
+
+def _save_as_conv1d(folder: Path, linear: dict[str, np.ndarray], config: dict | None) -> Path:
+    """Save the weights as transformers' Conv1D stores them: (in, out)."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    conv = {k: np.ascontiguousarray(v.T) if k.startswith("h.") and v.ndim == 2 else v for k, v in linear.items()}
+    save_file(conv, str(folder / "model.safetensors"))
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("config", [{"model_type": "gpt2"}, None], ids=["config", "shapes"])
+def test_gpt2_conv1d_rows_are_output_channels(tmp_path, config):
+    from safetensors.numpy import save_file
+
+    from gmse_cli.realmse import measure_mse
+
+    linear = _gpt2_like(np.random.default_rng(4))
+    (tmp_path / "linear").mkdir()
+    save_file(linear, str(tmp_path / "linear" / "model.safetensors"))
+    conv = _save_as_conv1d(tmp_path / "conv", linear, config)
+
+    ckpt = open_checkpoint(conv)
+    layers = select_layers(ckpt)
+    assert {t.name for t in layers} == {k for k in linear if k.startswith("h.0.") and linear[k].ndim == 2}
+    for info in layers:
+        assert info.transposed and info.shape == linear[info.name].T.shape
+        assert (info.rows, info.row_length) == linear[info.name].shape  # (out, in)
+        assert np.array_equal(read_tensor(info), linear[info.name])
+        rows = np.array([0, 1, 5, info.rows - 1])
+        chunks = list(iter_row_chunks(info, rows=rows, chunk_bytes=3 * 4 * info.row_length))
+        assert np.array_equal(np.concatenate(chunks), linear[info.name][rows])
+    assert not ckpt.by_name["wte.weight"].transposed
+
+    # Per-row groups and a per-tensor scale alike measure the same as the nn.Linear copy.
+    fmts = ["int4", "int4-g32", "nvfp4"]
+    got = measure_mse(conv, fmts, law=None, rel_err=1e-2)
+    want = measure_mse(tmp_path / "linear", fmts, law=None, rel_err=1e-2)
+    for g, w in zip(got, want, strict=True):
+        assert [(layer.name, layer.shape, layer.mse) for layer in g.layers] == [
+            (layer.name, layer.shape, layer.mse) for layer in w.layers
+        ]
+    # Read as stored, rows would be input channels, mixing output scales: another value.
+    untransposed = _save_as_conv1d(tmp_path / "untransposed", linear, {"model_type": "llama"})
+    (wrong,) = measure_mse(untransposed, ["int4"], law=None, rel_err=1e-2)
+    assert not any(info.transposed for info in open_checkpoint(untransposed).tensors)
+    assert wrong.mse > 1.2 * got[0].mse
+
+
+def test_gpt_bigcode_names_in_linear_layout_are_not_transposed(tmp_path):
+    from safetensors.numpy import save_file
+
+    linear = _gpt2_like(np.random.default_rng(6))
+    for config in ({"model_type": "gpt_bigcode"}, None):
+        folder = tmp_path / f"m{config is None}"
+        folder.mkdir()
+        save_file(linear, str(folder / "model.safetensors"))
+        if config:
+            (folder / "config.json").write_text(json.dumps(config))
+        for info in select_layers(open_checkpoint(folder)):
+            assert not info.transposed and (info.rows, info.row_length) == linear[info.name].shape
+
+
 # --------------------------------------------------------------------------------------------
 # Real-weight MSE on MiniLM
 # --------------------------------------------------------------------------------------------
@@ -314,6 +423,21 @@ def test_composite_capacity_factorizes_over_stages(minilm):
     assert both.stages[0].mse == pytest.approx(sp.mse, rel=1e-12)
     assert both.stages[1].mse == pytest.approx(q.mse, rel=1e-12)
     assert both.rho == pytest.approx(sp.rho * q.rho, rel=1e-12)
+
+
+def test_stage_targets_keep_the_rotation_that_gaussian_stages_drop():
+    from gmse_cli.realmse import stage_targets
+    from gmse_cli.spec import Rotate, Sparsify, resolve_format
+
+    fmt = resolve_format("had128+2:4+int4")
+    real, gaussian = stage_targets(fmt), fmt.stage_formats()
+    assert [f for f, _ in real] == [f for f, _ in gaussian] == ["sparsity", "quantization"]
+    # the sparsity stage alone sees rotated weights on a checkpoint, plain Gaussians for GMSE
+    assert [type(s) for s in real[0][1].stages] == [Rotate, Sparsify]
+    assert [type(s) for s in gaussian[0][1].stages] == [Sparsify]
+    assert real[1][1] == gaussian[1][1]
+    single = resolve_format("had128+2:4")
+    assert stage_targets(single) == [("sparsity", single)]
 
 
 def test_bf16_checkpoint_measures_like_its_float32_copy(tmp_path):

@@ -13,9 +13,17 @@ without embeddings, norms and the output head. --include PAT (repeatable) replac
 --exclude PAT always removes. PAT is a shell glob on the whole tensor name, or a regular
 expression searched in it when written re:PAT.
 
-Rows are the last axis (the input dimension of a PyTorch Linear stored as (out, in)). A layer
-whose row length a format cannot split (group 128 on a row of 96) is skipped for that format
-and reported, never padded.
+Rows are the last axis (the input dimension of a PyTorch Linear stored as (out, in)), one per
+output channel; GPT-2-style Conv1D weights, stored (in, out), are read transposed so that
+holds for them too (found from config.json's model_type, or from their names and shapes). A
+layer whose row length a format cannot split (group 128 on a row of 96) is skipped for that
+format and reported, never padded.
+
+Memory: layers stream from disk a chunk of rows (32 MB of float32) at a time. Formats with a
+per-tensor statistic (tensor-wide groups, e4m3 or int8 scales as in nvfp4, tensor-wide
+sparsity) compress each layer whole: the largest layer in float32, its compressed copy and the
+compressor's scale statistics (about 3x the float32 layer for nvfp4); with --sample, only the
+sampled rows.
 
 MSE = ||W - C(W)||^2 / ||W||^2 per layer; the overall value weights layers by parameters.
 --sample FRAC measures that fraction of each layer's rows and reports a 95% interval."""
