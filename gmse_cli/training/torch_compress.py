@@ -150,7 +150,7 @@ class _Scalar:
     def dequantize(self, xg: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         pos = scale > 0
         safe = torch.where(pos, scale, torch.ones_like(scale))
-        return torch.where(pos, self.levels(xg / safe, z) * scale, torch.zeros_like(xg))
+        return torch.where(pos, self.levels(xg / safe, z) * scale, 0.0)
 
     # -- scales ----------------------------------------------------------------------------------
 
@@ -313,38 +313,54 @@ class _Scalar:
         hi = torch.where(pos, (self.trust_hi - z) * scale, torch.full_like(scale, math.inf))
         return lo, hi
 
+    def _stats(self, xg: torch.Tensor, kg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Per group (float64, over kept entries): only the statistics the scale rule reads --
+        count and sum of squares (rms), amax (absmax), lo and hi (asymmetric), all (mse) -- as
+        this runs on every forward pass; without a mask the masking is skipped (same values)."""
+        p, sc = self.p, self.sc
+        need = {"count", "ss"} if p.rule == sc._RMS else {"lo", "hi"} if p.grid == sc._ASYM else {"amax"}
+        if p.rule == sc._MSE:
+            need = {"count", "ss", "amax", "lo", "hi"}
+        if kg is None:
+            stats = {
+                "count": lambda: torch.full(xg.shape[:-1], float(xg.shape[-1]), dtype=_F64, device=xg.device),
+                "ss": lambda: (xg * xg).sum(-1),
+                "amax": lambda: xg.abs().amax(-1),
+                "lo": lambda: torch.clamp(xg.amin(-1), max=0.0),
+                "hi": lambda: torch.clamp(xg.amax(-1), min=0.0),
+            }
+        else:
+            stats = {
+                "count": lambda: kg.sum(-1).to(_F64),
+                "ss": lambda: torch.where(kg, xg * xg, 0.0).sum(-1),
+                "amax": lambda: torch.where(kg, xg.abs(), 0.0).amax(-1),
+                "lo": lambda: torch.clamp(torch.where(kg, xg, math.inf).amin(-1), max=0.0),
+                "hi": lambda: torch.clamp(torch.where(kg, xg, -math.inf).amax(-1), min=0.0),
+            }
+        out = {name: stats[name]() for name in need}
+        if p.tensor:  # one group: reduce the per-row statistics over rows
+            reduce = {"count": torch.sum, "ss": torch.sum, "amax": torch.amax, "lo": torch.amin, "hi": torch.amax}
+            out = {name: reduce[name](v, 0, keepdim=True) for name, v in out.items()}
+        return out
+
     def call_torch(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The float64 torch twin (any device)."""
         p, sc = self.p, self.sc
         rows, cols = x.shape
         x64 = x.to(_F64)
-        if kept is None:
-            kept = torch.ones_like(x, dtype=torch.bool)
-        zero = torch.zeros_like(x64)
         if p.rule == sc._NONE:
-            out = torch.where(kept, _fp_round(x64, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value), zero)
+            out = _fp_round(x64, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value)
+            if kept is not None:
+                out = torch.where(kept, out, 0.0)
             mask = ((x64 >= self.trust_lo) & (x64 <= self.trust_hi)) if trust else None
             return out.to(torch.float32), mask
         group = cols if p.tensor else p.group
         xg = x64.reshape(rows, cols // group, group)  # (rows, groups per row, group)
-        kg = kept.reshape(xg.shape)
-        zg = torch.zeros_like(xg)
-        stats = {
-            "count": kg.sum(-1).to(_F64),
-            "ss": torch.where(kg, xg * xg, zg).sum(-1),
-            "amax": torch.where(kg, xg.abs(), zg).amax(-1),
-            "lo": torch.clamp(torch.where(kg, xg, torch.full_like(xg, math.inf)).amin(-1), max=0.0),
-            "hi": torch.clamp(torch.where(kg, xg, torch.full_like(xg, -math.inf)).amax(-1), min=0.0),
-        }
-        if p.tensor:
-            stats = {
-                "count": stats["count"].sum(0, keepdim=True),
-                "ss": stats["ss"].sum(0, keepdim=True),
-                "amax": stats["amax"].amax(0, keepdim=True),
-                "lo": stats["lo"].amin(0, keepdim=True),
-                "hi": stats["hi"].amax(0, keepdim=True),
-            }
-        ratio = self.mse_ratio(xg, kg, stats) if p.rule == sc._MSE else torch.ones_like(stats["amax"])
+        kg = None if kept is None else kept.reshape(xg.shape)
+        stats = self._stats(xg, kg)
+        if p.rule == sc._MSE and kg is None:
+            kg = torch.ones_like(xg, dtype=torch.bool)
+        ratio = self.mse_ratio(xg, kg, stats) if p.rule == sc._MSE else 1.0
         if p.rule == sc._RMS:
             raw = p.constant * torch.sqrt(stats["ss"] / torch.clamp(stats["count"], min=1.0))
         elif p.grid == sc._ASYM:
@@ -353,14 +369,16 @@ class _Scalar:
             raw = ratio * (stats["amax"] / p.gmax)
         if p.sfmt in sc._GLOBAL_FORMATS:
             scale = self.store_global(raw)
-        else:
-            scale = self.store_local(raw, stats["amax"], mse_rule=p.rule == sc._MSE)
-        z = self.zero_point(ratio * stats["lo"], scale)
-        out = torch.where(kg, self.dequantize(xg, scale[..., None], z[..., None]), zg)
+        else:  # amax: read only by the symmetric absmax e8m0 rule, which has it
+            scale = self.store_local(raw, stats.get("amax", raw), mse_rule=p.rule == sc._MSE)
+        z = self.zero_point(ratio * stats["lo"], scale) if "lo" in stats else torch.zeros_like(scale)
+        out = self.dequantize(xg, scale[..., None], z[..., None])
+        if kg is not None:
+            out = torch.where(kg, out, 0.0)
         mask = None
         if trust:
             lo_e, hi_e = self.band(scale, z)
-            xg32 = xg.to(torch.float32)  # compared as the CPU kernel compares: float32 x, float32 edges
+            xg32 = x.reshape(xg.shape)  # compared as the CPU kernel compares: float32 x, float32 edges
             mask = (xg32 >= lo_e.to(torch.float32)[..., None]) & (xg32 <= hi_e.to(torch.float32)[..., None])
             mask = mask.reshape(rows, cols)
         return out.to(torch.float32).reshape(rows, cols), mask
