@@ -28,6 +28,7 @@ pytest.importorskip("tokenizers")
 from gmse_cli.errors import DataError  # noqa: E402
 from gmse_cli.spec import resolve_format  # noqa: E402
 from gmse_cli.training.config import RunConfig  # noqa: E402
+from gmse_cli.training.data import prepare_tokens  # noqa: E402
 from gmse_cli.training.loop import lr_at, train_run  # noqa: E402
 from gmse_cli.training.model import CompressedLinear, build_model, non_embedding_params  # noqa: E402
 from gmse_cli.training.presets import get_preset  # noqa: E402
@@ -101,7 +102,7 @@ def test_compressed_linear_forward_uses_compressed_weights_and_inputs():
 def test_data_formats_split_and_windows(tmp_path):
     import gzip
 
-    from gmse_cli.training.data import TokenWindows, iter_corpus, prepare_tokens
+    from gmse_cli.training.data import TokenWindows, iter_corpus
 
     docs = [f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * (5 + i % 7) for i in range(300)]
     jl = tmp_path / "docs.jsonl.gz"
@@ -188,6 +189,16 @@ def test_loss_falls_and_record_is_complete(corpus, tmp_path):
     assert rec.tokenizer.vocab_size == 512 and rec.model.vocab_size == 512
     assert rec.data.sha256 and rec.tokenizer.sha256 and rec.val_tokens == 8192
     assert not (tmp_path / "ck").exists()  # checkpoints are removed after success
+
+
+def test_local_corpus_smaller_than_the_budget_is_reused_in_epochs(corpus, tmp_path):
+    # 8 steps of 256 x 64 tokens = 131,072 tokens, more than the corpus's training split
+    # (300K characters: about 80K tokens at bpe:512): a local corpus is read in epochs (a note
+    # says so) where only C4 streaming must provide the whole budget.
+    cfg = _cfg(corpus, batch_size=256, max_steps=8, eval_tokens=1024)
+    rec = train_run(cfg, run_dir=tmp_path / "ck", progress=False)
+    train_tokens = prepare_tokens(str(corpus), "bpe:512", val_fraction=0.1).meta["train_tokens"]
+    assert rec.status == "ok" and rec.tokens == 8 * 256 * 64 > train_tokens
 
 
 @pytest.mark.slow

@@ -499,7 +499,7 @@ def _check_sizes(data: TokenData, min_train: int, min_val: int) -> None:
     if meta["train_tokens"] < max(min_train, 2):
         raise DataError(
             f"data '{data.source}' has {meta['train_tokens']:,} training tokens; a run needs at least "
-            f"{max(min_train, 2):,} (one batch)"
+            f"{max(min_train, 2):,}"
         )
     if meta["val_tokens"] < max(min_val, 2):
         raise DataError(

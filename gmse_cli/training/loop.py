@@ -369,11 +369,14 @@ def train_run(
     stage, whole = format_gmse(cfg)
     run_dir = Path(run_dir)
 
-    # Tokenize on rank 0 first; the others then read the cache.
+    # Tokenize on rank 0 first; the others then read the cache. C4 streams the whole budget;
+    # a local corpus needs one batch and is reused in epochs beyond its size (noted below).
+    streamed, is_c4 = _budget_tokens(cfg), cfg.data.source.strip().lower() == "c4"
+
     def data() -> TokenData:
         return prepare_tokens(
             cfg.data.source, cfg.data.tokenizer, val_fraction=cfg.data.val_fraction,
-            text_field=cfg.data.text_field, min_train_tokens=_budget_tokens(cfg),
+            text_field=cfg.data.text_field, min_train_tokens=streamed if is_c4 else cfg.tokens_per_step + 1,
             min_val_tokens=cfg.context + 1,  # a short held-out split is used whole (recorded)
             progress=(lambda m: _note(m)) if (progress and env.main) else None,
         )
@@ -384,6 +387,9 @@ def train_run(
     else:
         _barrier(env)
         tokens = data()
+    if env.main and streamed > tokens.meta["train_tokens"]:
+        _note(f"note: the run reads {streamed:,} tokens from {tokens.meta['train_tokens']:,} training tokens "
+              f"({streamed / tokens.meta['train_tokens']:.1f} epochs); scaling-law fits assume unique tokens")
     vocab = tokens.tokenizer.vocab_size
     plan = plan_run(cfg, vocab_size=padded_vocab(vocab))
     local_batch, micro = _batch_split(cfg, env)
@@ -537,7 +543,7 @@ def train_run(
 
 
 def _budget_tokens(cfg: RunConfig) -> int:
-    """Training tokens a streamed source must provide (local corpora are reused in epochs)."""
+    """Training tokens the run reads (a streamed source must provide them all)."""
     n = cfg.model_preset.non_embedding_params
     steps = math.floor(cfg.tokens_per_param * n / cfg.tokens_per_step)
     if cfg.max_steps is not None:
