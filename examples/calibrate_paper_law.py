@@ -19,7 +19,14 @@ Where every constant comes from (the same words go into each constant's provenan
    quest_runs.json: the same Llama/C4 setup, GPT-2 tokenizer) with every other constant held
    at the values above: each run's capacity is the product of its stages' capacities from
    their GMSEs (weights x activations, sparsity x quantization; the bf16 baseline at the rho
-   of the bf16 GMSE). Huber on log-loss (delta 1e-3), bootstrap over runs for sigma.
+   of the bf16 GMSE). Huber on log-loss (delta 1e-3).
+5. Joint draws ([draws] in the file), because A and B trade off against alpha, beta and E: per
+   draw, alpha, beta, E and the quantization F, C from their marginals (as gmse_cli.law draws
+   them: the paper's sigma, truncated to the physical domain; L held, as the law holds it), the
+   sparsity curve refitted on a bootstrap resample of its nine points, and A, B refitted on the
+   QuEST runs resampled within schemes (fit.py's bootstrap) with everything else held at the
+   drawn values -- so A, B compensate the drawn constants as the data demand. A's and B's sigma
+   and interval in the file are the marginals of these draws.
 
 The script prints the fit error (RMSE of log-loss) on the QuEST runs, the per-scheme mean
 residual, and the law's weights x activations capacities beside the paper's table.
@@ -32,6 +39,7 @@ import datetime as dt
 import hashlib
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +48,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gmse_cli import __version__  # noqa: E402
-from gmse_cli.fit import CapacityPoint, GmseCache, fit, fit_capacity  # noqa: E402
-from gmse_cli.law import Constant, FamilyCurve, Law, load_law, save_law  # noqa: E402
-from gmse_cli.runs import load_quest_runs  # noqa: E402
+from gmse_cli.errors import FitError  # noqa: E402
+
+# fit.py's own bootstrap pieces too (_bootstrap_weights, _percentiles, _schemes), so the joint
+# draws resample and summarize exactly as `uscl fit --bootstrap` does.
+from gmse_cli.fit import (  # noqa: E402
+    CapacityPoint,
+    GmseCache,
+    _bootstrap_weights,
+    _percentiles,
+    _schemes,
+    fit,
+    fit_capacity,
+    run_stages,
+)
+from gmse_cli.law import Constant, FamilyCurve, Law, LawDraws, load_law, sample_law, save_law  # noqa: E402
+from gmse_cli.runs import Run, load_quest_runs  # noqa: E402
 from gmse_cli.spec import Family  # noqa: E402
 
 PAPER = "paper (Panferov et al. 2025, arXiv 2506.01863), fitted constants for Llama on C4, +/- 1 sigma by bootstrap"
@@ -56,6 +77,15 @@ PAPER_SPARSITY = [(0.1, 0.95), (0.2, 0.89), (0.3, 0.84), (0.4, 0.78), (0.5, 0.72
 PAPER_WA = {1: [.09, .15, .19, .20, .21], 2: [.15, .30, .40, .45, .45], 3: [.19, .42, .62, .70, .74],
             4: [.20, .46, .72, .85, .90], 16: [.21, .48, .76, .91, 1.00]}
 BITS = [1, 2, 3, 4, 16]
+
+SPARSITY_DELTA = 1e-4  # Huber delta on rho, as the paper fits capacity shapes
+# 300 joint draws, each a refit of A and B (~0.03 s). A sparsity refit costs ~0.5 s (a full
+# start grid), so fewer are made and the draws cycle through them: the nine sparsity points and
+# the QuEST runs are independent data, so any pairing is a draw from the joint distribution.
+DEFAULT_JOINT_DRAWS = 300
+DEFAULT_SPARSITY_REFITS = 50
+# Draws are stored to 6 significant digits: far below their spread, and the file stays readable.
+DRAW_DIGITS = 6
 
 DEFAULT_OUT = REPO / "gmse_cli" / "laws" / "paper-llama-c4.toml"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "quest_runs.json"
@@ -77,10 +107,14 @@ def paper_constant(value: float, sigma: float, what: str) -> Constant:
     return Constant(value=value, sigma=sigma, provenance=f"{PAPER}; {what}")
 
 
+def sparsity_points() -> list[CapacityPoint]:
+    return [CapacityPoint(name=f"sparse-{round(100 * s)}", stages=((Family.SPARSITY, magnitude_gmse(s)),), rho=rho)
+            for s, rho in PAPER_SPARSITY]
+
+
 def calibrate_sparsity(bootstrap: int, seed: int) -> tuple[FamilyCurve, float, list[tuple[float, float, float, float]]]:
-    points = [CapacityPoint(name=f"sparse-{round(100 * s)}", stages=((Family.SPARSITY, magnitude_gmse(s)),), rho=rho)
-              for s, rho in PAPER_SPARSITY]
-    cf = fit_capacity(points, huber_delta=1e-4, bootstrap=bootstrap, seed=seed)
+    points = sparsity_points()
+    cf = fit_capacity(points, huber_delta=SPARSITY_DELTA, bootstrap=bootstrap, seed=seed)
     how = ("calibrated here: Huber (delta 1e-4) fit of rho = L tanh(F log_1/4 GMSE)^C to the paper's "
            "unstructured-magnitude sparsity capacities (.95 .89 .84 .78 .72 .64 .56 .47 .35 at sparsity "
            ".1-.9, read off its figure) at the closed-form magnitude GMSE; sigma and 95% interval from "
@@ -94,11 +128,91 @@ def calibrate_sparsity(bootstrap: int, seed: int) -> tuple[FamilyCurve, float, l
     return curve, cf.fit_error, table
 
 
+def sparsity_refits(count: int, rng: np.random.Generator) -> list[dict[str, float]]:
+    """``count`` refits of the sparsity curve on bootstrap resamples of its nine points.
+
+    A resample's best fit occasionally leaves the physical domain (L > 1: more capacity than
+    dense, which the law forbids); such refits are replaced by further resamples.
+    """
+    points = sparsity_points()
+    out: list[dict[str, float]] = []
+    candidates = _bootstrap_weights(np.zeros(len(points), dtype=int), 2 * count, rng)
+    for counts in candidates:
+        cf = fit_capacity([p.model_copy(update={"weight": float(c)}) for p, c in zip(points, counts, strict=True)],
+                          huber_delta=SPARSITY_DELTA)
+        curve = {f"sparsity.{k}": cf.constants[f"sparsity.{k}"].value for k in ("L", "F", "C")}
+        if curve["sparsity.L"] <= 1.0:
+            out.append(curve)
+        if len(out) == count:
+            return out
+    raise SystemExit(f"error: only {len(out)} of {len(candidates)} sparsity refits kept L <= 1")
+
+
+def joint_draws(point: Law, runs: list[Run], *, draws: int, refits: int, seed: int) -> tuple[LawDraws, int]:
+    """Rows of (A, alpha, B, beta, E, curves) drawn together (module docstring, step 5), and
+    how many A, B refits failed (those rows are dropped).
+
+    ``runs`` must carry their stage GMSEs (``stage_gmse``) so a refit computes none.
+    """
+    rng = np.random.default_rng(seed)
+    marginal = sample_law(point, draws=draws, rng=rng)  # the law's own model of its marginals
+    _, scheme_of_run = _schemes(runs)
+    run_counts = _bootstrap_weights(scheme_of_run, draws, rng)
+    sparsity = sparsity_refits(refits, rng)
+    # With only log A and log B free, one start at the point fit finds what fit.py's start grid
+    # finds, five times faster (checked on all 300 rows: the same to 6 digits, except B in the
+    # rows where it collapses below 1e-4, where B D^-beta < 1e-8 and the predictions agree).
+    start = np.array([[math.log(point.A.value), point.alpha.value, math.log(point.B.value), point.beta.value,
+                       math.log(point.E.value)]])
+
+    quant_L, quant_F, quant_C = marginal.curves[Family.QUANTIZATION]
+    rows: list[dict[str, float]] = []
+    for k in range(draws):
+        held = {"alpha": marginal.alpha[k], "beta": marginal.beta[k], "E": marginal.E[k],
+                "quantization.L": quant_L[k], "quantization.F": quant_F[k], "quantization.C": quant_C[k],
+                **sparsity[k % refits]}
+        resampled = [run for run, count in zip(runs, run_counts[k], strict=True) for _ in range(int(count))]
+        try:
+            refit = fit(resampled, model="unified", fixed=held, starts=start, loso=False, sensitivity=False)
+        except FitError:
+            continue
+        rows.append(held | {"A": refit.A, "B": refit.B})
+    # L is held (no column); VQ sits on the quantization curve, so its F, C move with it.
+    names = ["A", "alpha", "B", "beta", "E", "quantization.F", "quantization.C", "sparsity.L", "sparsity.F",
+             "sparsity.C"]
+    constants = {name: tuple(float(f"{row[name]:.{DRAW_DIGITS}g}") for row in rows) for name in names}
+    constants |= {f"vq.{k}": constants[f"quantization.{k}"] for k in ("F", "C")}
+    failed = draws - len(rows)
+    provenance = (
+        f"{len(rows)} joint draws by examples/calibrate_paper_law.py (seed {seed}"
+        + (f"; {failed} of {draws} A, B refits failed to converge and were dropped" if failed else "")
+        + "): each row draws alpha, beta, E and the quantization F, C from their marginals in this file "
+        "(normal with the paper's sigma, truncated to alpha, beta, F, C > 0 and E > 0, as gmse_cli.law "
+        f"draws them), takes the sparsity L, F, C from one of {refits} refits of that curve on bootstrap "
+        "resamples of its 9 points (rows cycle through them; refits with L > 1 are replaced), and refits A and B "
+        "on QuEST's runs resampled within schemes (Huber on log-loss, as the point fit) with everything else "
+        "held at the row's values, so A and B compensate the drawn constants as the data demand. Quantization "
+        "L is held at its value (no column: not identified apart from A; see gmse_cli.law, vary_L). The vq "
+        f"columns copy the quantization ones (VQ sits on the quantization curve). Values to {DRAW_DIGITS} "
+        "significant digits"
+    )
+    return LawDraws(provenance=provenance, constants=constants), failed
+
+
+def with_stage_gmse(runs: list[Run], gmse: GmseCache) -> list[Run]:
+    """The runs with their stages' GMSEs recorded, computed once for every refit."""
+    return [r.model_copy(update={"stage_gmse": tuple((f.value, g) for f, g in run_stages(r, gmse))}) for r in runs]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="QuEST quest_runs.json")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits for sigma (A, B, sparsity)")
+    ap.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap refits for the sparsity curve's sigma (and A, B's, conditional on the rest)")
+    ap.add_argument("--draws", type=int, default=DEFAULT_JOINT_DRAWS, help="joint draws of the constants")
+    ap.add_argument("--sparsity-refits", type=int, default=DEFAULT_SPARSITY_REFITS,
+                    help="bootstrap refits of the sparsity curve the joint draws cycle through")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--date", default=dt.date.today().isoformat(), help="date written into [meta]")
     ap.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
@@ -129,13 +243,31 @@ def main(argv: list[str] | None = None) -> int:
               "Llama/C4, GPT-2 tokenizer) with alpha, beta, E and every capacity curve held at the values in "
               "this file; capacity = product of per-stage rho from each stage's GMSE (weights x activations, "
               f"sparsity x quantization, bf16 at the rho of its GMSE); Huber on log-loss (delta {res.huber_delta:g}), "
-              f"L-BFGS; sigma and 95% interval from {res.bootstrap} bootstrap refits resampling runs within schemes, "
-              "conditional on the held constants (their uncertainty is not propagated into A and B); "
-              f"fit error (RMSE of log-loss) {res.fit_error:.4f}")
+              f"L-BFGS; fit error (RMSE of log-loss) {res.fit_error:.4f}. Sigma and 95% interval: the marginal of "
+              "this file's [draws], whose A, B refits compensate the drawn alpha, beta, E and curves (strongly "
+              "correlated with them: draw intervals from the rows, not from this marginal)")
 
-    def fitted(key: str) -> Constant:
+    def fitted(key: str, draws: LawDraws) -> Constant:
         c = res.constants[key]
-        return Constant(value=c.value, sigma=c.sigma, low=c.low, high=c.high, provenance=how_ab)
+        low, high, sigma = (float(x) for x in _percentiles(np.asarray(draws.constants[key])))
+        conditional = "" if c.sigma is None else (
+            f"; conditional on the held constants, {res.bootstrap} bootstrap refits alone give {key} +/- "
+            f"{c.sigma:.3g} (95% [{c.low:.4g}, {c.high:.4g}])")
+        return Constant(value=c.value, sigma=sigma, low=low, high=high, provenance=how_ab + conditional)
+
+    # The point law the draws start from: A, B as fitted, the other constants with their marginals.
+    point = Law(
+        name="paper-llama-c4", A=Constant(value=res.A, provenance="point fit"),
+        B=Constant(value=res.B, provenance="point fit"),
+        alpha=paper_constant(*PAPER_LAW["alpha"], "scaling exponent of parameters"),
+        beta=paper_constant(*PAPER_LAW["beta"], "scaling exponent of tokens"),
+        E=paper_constant(*PAPER_LAW["E"], "irreducible loss"),
+        families={Family.QUANTIZATION: quant, Family.SPARSITY: sparsity},
+    )
+    started = time.perf_counter()
+    draws, failed = joint_draws(point, with_stage_gmse(runs, gmse), draws=args.draws, refits=args.sparsity_refits,
+                                seed=args.seed)
+    seconds = time.perf_counter() - started
 
     law = Law(
         name="paper-llama-c4",
@@ -148,32 +280,47 @@ def main(argv: list[str] | None = None) -> int:
             "data": f"{args.data.name} (QuEST, IST-DASLab/QuEST for_plots/runs_for_scaling.json; sha256 {digest})",
             "runs": str(res.n_runs),
             "options": (f"A,B: unified fit, huber_delta={res.huber_delta:g}, bootstrap={res.bootstrap}, seed={args.seed}; "
-                        f"sparsity: capacity fit, huber_delta=1e-4, bootstrap={args.bootstrap}"),
+                        f"sparsity: capacity fit, huber_delta={SPARSITY_DELTA:g}, bootstrap={args.bootstrap}; "
+                        f"draws={args.draws}, sparsity_refits={args.sparsity_refits}, seed={args.seed}"),
             "fit_error_quest": f"{res.fit_error:.6f}",
             "fit_error_sparsity_rho": f"{sparsity_err:.6f}",
             "date": args.date,
             "uscl_version": __version__,
         },
-        A=fitted("A"),
-        alpha=paper_constant(*PAPER_LAW["alpha"], "scaling exponent of parameters"),
-        B=fitted("B"),
-        beta=paper_constant(*PAPER_LAW["beta"], "scaling exponent of tokens"),
-        E=paper_constant(*PAPER_LAW["E"], "irreducible loss"),
+        A=fitted("A", draws),
+        alpha=point.alpha,
+        B=fitted("B", draws),
+        beta=point.beta,
+        E=point.E,
         families={Family.QUANTIZATION: quant, Family.SPARSITY: sparsity, Family.VQ: vq},
+        draws=draws,
     )
 
     _report(law, res, table, sparsity_err, gmse)
+    print(f"joint draws: {draws.rows} rows in {seconds:.0f} s ({failed} refits failed); marginal 95%: "
+          f"A [{law.A.low:.4g}, {law.A.high:.4g}], B [{law.B.low:.4g}, {law.B.high:.4g}]")
     if args.check:
         shipped = load_law(args.out)
         bad = [k for k in ("A", "alpha", "B", "beta", "E")
                if not math.isclose(getattr(shipped, k).value, getattr(law, k).value, rel_tol=1e-6)]
         bad += [f"{f}.{k}" for f in law.families for k in ("L", "F", "C")
                 if not math.isclose(getattr(shipped.families[f], k).value, getattr(law.families[f], k).value, rel_tol=1e-6)]
+        if not _same_draws(shipped.draws, law.draws):
+            bad.append("draws")
         print(f"check against {args.out}: " + ("identical constants" if not bad else f"DIFFERENT: {', '.join(bad)}"))
         return 1 if bad else 0
     save_law(law, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _same_draws(a: LawDraws | None, b: LawDraws | None) -> bool:
+    # Refits may land a few ulps apart on another machine; that moves at most the last stored digit.
+    if a is None or b is None or a.constants.keys() != b.constants.keys():
+        return a is b
+    return all(len(a.constants[k]) == len(b.constants[k])
+               and np.allclose(a.constants[k], b.constants[k], rtol=10.0 ** (1 - DRAW_DIGITS), atol=0)
+               for k in a.constants)
 
 
 def _report(law: Law, res, table, sparsity_err: float, gmse) -> None:

@@ -24,15 +24,22 @@ stage -- is :func:`single_gmse_capacity`; it equals the factorized value for one
 
 Uncertainty (:func:`sample_law`, :func:`capacity_interval`, :func:`loss_interval`) is
 propagated by Monte Carlo over the constants, seeded, not by the delta method: rho is bounded
-and strongly curved in F and C, so a linearization misplaces the interval's ends. Each constant
-is drawn independently (a law file carries no covariances):
+and strongly curved in F and C, so a linearization misplaces the interval's ends.
+
+Joint draws. A law file may carry a ``[draws]`` table: rows of the constants drawn together
+(for the shipped law, each row refits A and B on bootstrapped runs with alpha, beta, E and the
+curves drawn first, so A and B compensate them as the data demand; see
+``examples/calibrate_paper_law.py``). Then every Monte Carlo draw takes one whole row, rows
+resampled with replacement by the seeded generator, for every constant the table has a column
+of. The constants it lacks, and every constant of a law without draws, are drawn independently
+from their marginals:
 
 - ``low`` and ``high`` given: a split normal with the mode at ``value`` and each half's sigma
   = (distance to that end) / 1.96, reading [low, high] as a central 95% interval;
 - only ``sigma``: a normal; neither: the constant is fixed;
 - draws are truncated (rejection, then clipping as a last resort) to the physical domain:
   A, alpha, B, beta, F, C > 0, E >= 0, and 0 < L <= max(1, value) because a compressed model
-  never has more capacity than its dense self;
+  never has more capacity than its dense self (a file's joint draws must lie in it too);
 - each stage's GMSE is drawn from a normal with its standard error (0 for exact quadrature),
   truncated to GMSE > 0, independently of the constants.
 
@@ -42,22 +49,25 @@ runs (rho ~ L * 0.99) pin that ratio to a few percent. A spread that wide means 
 against A in the bootstrap -- A (N L t)^-alpha only fixes A * L^-alpha once the dense runs too
 are read through the curve -- so L is not identified alone, and drawing it independently of A
 would report a 95% capacity interval of [0.05, 0.82] for int4, which the fit's own predictions
-(of loss, where A compensates) never show. ``vary_L=True`` draws it anyway (truncated as above).
+(of loss, where A compensates) never show. ``vary_L=True`` draws it anyway (truncated as above),
+independently of the joint rows. An L that the joint draws carry is always taken from its row,
+whatever ``vary_L`` says: the row's A was fitted with that L, so holding L at its value while A
+moves would break the compensation. (The shipped law's draws hold L at 1 and carry no L column.)
 The interval is the central ``level`` quantile range of the draws, widened if needed so it
 always contains the point value (computed from the constants' values, not the draws' median).
 
-Caveat on loss intervals: A (and B) are usually calibrated with alpha (beta) held at one value,
-so they trade off the way L and A do; drawn independently, alpha's +/-0.05 moves A N^-alpha by a
-factor of several and the interval on the loss itself spans nats. Differences between formats
-at one N and D (the loss minus the dense model's, computed draw by draw) cancel E and B D^-beta
-and are the interval to read. A law file that carried the fit's bootstrap draws or covariances
-would fix this; the schema has only per-constant intervals.
+Without joint draws, loss intervals are wide: A (and B) are usually calibrated with alpha
+(beta) held at one value, so they trade off the way L and A do; drawn independently, alpha's
++/-0.05 moves A N^-alpha by a factor of several and the interval on the loss itself spans
+nats. Differences between formats at one N and D (the loss minus the dense model's, computed
+draw by draw) cancel E and B D^-beta and stay tight either way.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,6 +84,7 @@ __all__ = [
     "Constant",
     "FamilyCurve",
     "Law",
+    "LawDraws",
     "effective_bits",
     "capacity",
     "predicted_loss",
@@ -95,6 +106,8 @@ __all__ = [
     "loss_interval",
     "check_scale",
     "DEFAULT_DRAWS",
+    "MAX_DRAWS",
+    "check_draws",
     "tensor_parts",
 ]
 
@@ -141,8 +154,46 @@ class FamilyCurve(_Model):
         return capacity(gmse, self.L.value, self.F.value, self.C.value)
 
 
+_LAW_KEYS = ("A", "alpha", "B", "beta", "E")
+_CURVE_KEYS = ("L", "F", "C")
+
+
+class LawDraws(_Model):
+    """Joint draws of a law's constants: element i of every column belongs to draw i.
+
+    Columns are named as ``uscl fit --fix`` names constants: ``A``, ``alpha``, ``B``, ``beta``,
+    ``E``, ``<family>.L`` / ``.F`` / ``.C``. A constant without a column is drawn from its
+    marginal (see the module docstring).
+    """
+
+    provenance: str = Field(min_length=1, description="how the draws were made")
+    constants: dict[str, tuple[float, ...]] = Field(min_length=1, description="one column of draws per constant")
+
+    @model_validator(mode="after")
+    def _check(self) -> LawDraws:
+        lengths = {name: len(column) for name, column in self.constants.items()}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{name} {n}" for name, n in lengths.items())
+            raise LawError(f"every column needs the same number of rows (got {shown})")
+        if self.rows < 2:
+            raise LawError(f"{self.rows} row(s); joint draws need at least 2")
+        for name, column in self.constants.items():
+            if not all(math.isfinite(x) for x in column):
+                raise LawError(f"column '{name}' has a value that is not finite")
+        return self
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.constants.values())))
+
+    def resample(self, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``size`` rows drawn with replacement, as one array per column."""
+        pick = rng.integers(0, self.rows, size=size)
+        return {name: np.asarray(column, dtype=float)[pick] for name, column in self.constants.items()}
+
+
 class Law(_Model):
-    """A scaling law with per-family capacity curves."""
+    """A scaling law with per-family capacity curves, and optionally joint draws of its constants."""
 
     name: str
     description: str = ""
@@ -153,6 +204,7 @@ class Law(_Model):
     beta: Constant
     E: Constant
     families: dict[Family, FamilyCurve] = Field(default_factory=dict)
+    draws: LawDraws | None = Field(default=None, description="joint draws of the constants, if any")
 
     @model_validator(mode="after")
     def _check(self) -> Law:
@@ -163,7 +215,35 @@ class Law(_Model):
                 )
         if self.E.value < 0:
             raise LawError(f"law '{self.name}': E = {self.E.value} must not be negative")
+        if self.draws is not None:
+            self._check_draws(self.draws)
         return self
+
+    def constants(self) -> dict[str, Constant]:
+        """Every constant by the name a draws column (or ``uscl fit --fix``) uses."""
+        out = {key: getattr(self, key) for key in _LAW_KEYS}
+        for family, curve in self.families.items():
+            out |= {f"{family.value}.{key}": getattr(curve, key) for key in _CURVE_KEYS}
+        return out
+
+    def _check_draws(self, draws: LawDraws) -> None:
+        # The domain the marginal draws are truncated to (module docstring).
+        known = self.constants()
+        for name, column in draws.constants.items():
+            if name not in known:
+                raise LawError(
+                    f"law '{self.name}': draws column '{name}' is not a constant of this law "
+                    f"(known: {', '.join(known)})"
+                )
+            lowest, highest = min(column), max(column)
+            if name == "E" and lowest < 0:
+                raise LawError(f"law '{self.name}': draws of E reach {lowest}; E must not be negative")
+            if name != "E" and lowest <= 0:
+                raise LawError(f"law '{self.name}': draws of {name} reach {lowest}; {name} must be positive")
+            if name.endswith(".L") and highest > max(1.0, known[name].value):
+                raise LawError(
+                    f"law '{self.name}': draws of {name} reach {highest}; L may not exceed max(1, its value)"
+                )
 
     def curve(self, family: Family | str) -> FamilyCurve:
         family = Family(family)
@@ -311,6 +391,8 @@ _Z95 = 1.959963984540054  # standard normal 97.5% quantile: [low, high] read as 
 # percentage points of probability (one standard error), about 0.06 sigma of the quantity:
 # the last printed digit of an interval. A catalog's draws then cost a few tens of ms.
 DEFAULT_DRAWS = 2000
+# A catalog's (rows, draws) matrices stay in the tens of MB; quantiles need nothing near this.
+MAX_DRAWS = 100_000
 _REJECTION_ROUNDS = 200
 
 
@@ -412,25 +494,43 @@ class LawSamples:
         )
 
 
+def check_draws(draws: int) -> None:
+    """Raise :class:`LawError` unless ``draws`` is a usable number of Monte Carlo draws."""
+    if isinstance(draws, bool) or not isinstance(draws, numbers.Integral):
+        raise LawError(f"draws = {draws!r} must be a whole number of Monte Carlo draws (e.g. {DEFAULT_DRAWS})")
+    if draws < 2:
+        raise LawError(f"draws = {draws}: need at least 2 Monte Carlo draws for an interval")
+    if draws > MAX_DRAWS:
+        raise LawError(f"draws = {draws}: at most {MAX_DRAWS} (more adds nothing to a printed interval)")
+
+
 def sample_law(
     law: Law, *, draws: int = DEFAULT_DRAWS, rng: np.random.Generator | int = 0, vary_L: bool = False
 ) -> LawSamples:
-    """Monte Carlo draws of the constants of ``law`` (``rng`` a Generator or a seed); each
-    family's L is held at its value unless ``vary_L`` (why: module docstring)."""
-    if draws < 2:
-        raise LawError(f"draws = {draws}: need at least 2 Monte Carlo draws for an interval")
+    """Monte Carlo draws of the constants of ``law`` (``rng`` a Generator or a seed): whole rows
+    of the law's joint draws where it has them, marginals for the rest; each family's L is held
+    at its value unless ``vary_L`` or the joint draws carry it (why: module docstring)."""
+    check_draws(draws)
     rng = np.random.default_rng(rng)
+    joint = law.draws.resample(draws, rng) if law.draws is not None else {}
 
-    def draw(const: Constant, lower: float = 0.0, upper: float = math.inf) -> np.ndarray:
+    def draw(name: str, const: Constant, lower: float = 0.0, upper: float = math.inf) -> np.ndarray:
+        if name in joint:
+            return joint[name]
         return sample_constant(const, size=draws, rng=rng, lower=lower, upper=upper)
 
+    def draw_L(name: str, const: Constant) -> np.ndarray:
+        if name in joint or vary_L:
+            return draw(name, const, upper=1.0)
+        return np.full(draws, const.value)
+
     curves = {
-        family: (draw(curve.L, upper=1.0) if vary_L else np.full(draws, curve.L.value), draw(curve.F), draw(curve.C))
+        family: (draw_L(f"{family}.L", curve.L), draw(f"{family}.F", curve.F), draw(f"{family}.C", curve.C))
         for family, curve in sorted(law.families.items())  # fixed order: same seed, same draws
     }
     return LawSamples(
-        law=law, A=draw(law.A), alpha=draw(law.alpha), B=draw(law.B), beta=draw(law.beta), E=draw(law.E),
-        curves=curves,
+        law=law, A=draw("A", law.A), alpha=draw("alpha", law.alpha), B=draw("B", law.B), beta=draw("beta", law.beta),
+        E=draw("E", law.E), curves=curves,
     )
 
 
@@ -529,7 +629,9 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
         msg = str(ctx_error) if isinstance(ctx_error, LawError) else err.get("msg", "invalid")
         if err.get("type") == "missing":
             loc = [str(p) for p in err.get("loc", ())]
-            if loc and loc[-1] in ("value", "provenance"):
+            if loc and loc[0] == "draws":
+                msg = "missing (joint draws need their provenance and a [draws.constants] table)"
+            elif loc and loc[-1] in ("value", "provenance"):
                 msg = "missing (every constant needs a value and its provenance)"
             elif loc and loc[0] == "families":
                 msg = "missing (every family curve needs L, F and C)"
@@ -556,12 +658,24 @@ def law_to_toml(law: Law) -> str:
                 lines.append(f"{key} = {const[key]!r}")
         lines.append(f"provenance = {_q(const['provenance'])}")
 
-    for key in ("A", "alpha", "B", "beta", "E"):
+    for key in _LAW_KEYS:
         table(key, data[key])
     for family, curve in data.get("families", {}).items():
-        for key in ("L", "F", "C"):
+        for key in _CURVE_KEYS:
             table(f"families.{family}.{key}", curve[key])
+    if "draws" in data:
+        lines += ["", "[draws]", f"provenance = {_q(data['draws']['provenance'])}", "", "[draws.constants]"]
+        for name, column in data["draws"]["constants"].items():
+            key = name if _BARE_KEY.fullmatch(name) else _q(name)  # "quantization.F" is one key, not a table
+            values = [repr(float(x)) for x in column]
+            lines.append(f"{key} = [")
+            lines += ["    " + ", ".join(values[i:i + _PER_LINE]) + "," for i in range(0, len(values), _PER_LINE)]
+            lines.append("]")
     return "\n".join(lines) + "\n"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_PER_LINE = 8  # values per line of a draws column
 
 
 def _q(text: str) -> str:

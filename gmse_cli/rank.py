@@ -14,7 +14,8 @@ parameters a format needs to match that dense model (N / rho) and the memory the
 (N / rho * bits per parameter).
 
 Intervals come from one set of Monte Carlo draws of the law's constants shared by every row
-(:func:`~gmse_cli.law.sample_law`; model in :mod:`gmse_cli.law`) together with draws of each
+(:func:`~gmse_cli.law.sample_law`: rows of the law's joint draws where the law file carries
+them, marginals otherwise; model in :mod:`gmse_cli.law`) together with draws of each
 stage's GMSE within its standard error. A stage's GMSE draws are seeded from ``seed`` and the
 measurement itself, so a format gets the same interval whether it is ranked alone or in the
 catalog. :func:`compare` reads the same draws jointly: how often each format wins.
@@ -39,6 +40,7 @@ from gmse_cli.law import (
     Law,
     LawSamples,
     capacity_parts,
+    check_draws,
     check_scale,
     factorized_capacity,
     load_law,
@@ -215,6 +217,7 @@ def _evaluate_all(
     params, tokens = _resolve_scale(params, tokens)
     if not 0 < level < 1:
         raise LawError(f"level = {level} must lie in (0, 1), e.g. 0.95")
+    check_draws(draws)  # before the GMSE work, not after it
     act_fmt = resolve_format(act) if act is not None else None
     schemes = [_as_scheme(item, act_fmt) for item in items]
     parts_of = [capacity_parts(s) for s in schemes]
@@ -337,7 +340,8 @@ def rank(
     activation format applied to every row. ``rel_err``, ``seed``, ``row_length``, ``method``,
     ``backend``, ``device``, ``bank`` go to :func:`~gmse_cli.gmse.estimate_gmse`; ``seed`` also
     seeds the ``draws`` Monte Carlo draws behind every ``level`` interval; ``vary_L`` also
-    draws each curve's L (see :mod:`gmse_cli.law` for why it is held by default).
+    draws each curve's L the law's joint draws do not carry (see :mod:`gmse_cli.law` for why it
+    is held by default).
 
     Raises :class:`LawError` for a family the law does not cover or a non-positive N or D,
     :class:`SpecError` for a format that does not resolve.

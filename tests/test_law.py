@@ -7,12 +7,15 @@ Independent references used here:
   evaluated here with scipy;
 - normal-distribution quantiles (value +/- 1.96 sigma) for the Monte Carlo propagation: with one
   uncertain constant that enters monotonically, the interval's ends are the function at the
-  constant's quantiles.
+  constant's quantiles;
+- joint draws built here so that the loss at one (N, D) is the same in every row (A an exact
+  function of alpha): the joint interval there must be a point, whatever the code does.
 """
 
 from __future__ import annotations
 
 import math
+import tomllib
 
 import numpy as np
 import pytest
@@ -25,6 +28,7 @@ from gmse_cli.law import (
     Constant,
     FamilyCurve,
     Law,
+    LawDraws,
     capacity,
     capacity_interval,
     capacity_parts,
@@ -309,6 +313,85 @@ def test_loss_interval_from_E_alone():
     assert interval.high == pytest.approx(value + Z95 * 0.05, abs=0.005)
 
 
+@pytest.mark.parametrize("draws", [0, 1, -5, 10**7, 2.5, True])
+def test_bad_draw_counts_are_law_errors(draws):
+    with pytest.raises(LawError, match="draws = "):
+        sample_law(paper_like_law(), draws=draws)
+
+
+# --------------------------------------------------------------------------------------------
+# Joint draws
+# --------------------------------------------------------------------------------------------
+
+N_STAR, D_STAR = 2e8, 2e10
+INT4 = [(Family.QUANTIZATION, QUEST_GMSE[4], 0.0)]
+RHO4 = capacity(QUEST_GMSE[4], 1.0, 0.41, 1.39)
+
+
+def compensating_law(**overrides) -> tuple[Law, np.ndarray, np.ndarray]:
+    """A law certain in everything but A and alpha, whose 300 joint rows keep the params term
+    A (N* rho)^-alpha at its point value 12 (N* rho)^-0.13: the loss at N* is the same in
+    every row. A's marginal sigma is the rows' spread, as a file consistent with them states."""
+    alpha = np.random.default_rng(1).normal(0.13, 0.05, 300).clip(0.01, None)
+    A = 12.0 * (N_STAR * RHO4) ** (alpha - 0.13)
+    fields = dict(
+        A=_c(12.0, float(A.std())), alpha=_c(0.13, 0.05), beta=_c(0.33), E=_c(1.3),
+        families={Family.QUANTIZATION: FamilyCurve(L=_c(1.0), F=_c(0.41), C=_c(1.39))},
+        draws=LawDraws(provenance="test: A compensates alpha exactly", constants={"A": tuple(A), "alpha": tuple(alpha)}),
+    )
+    return paper_like_law(**(fields | overrides)), A, alpha
+
+
+def test_joint_draws_keep_the_compensation_that_marginals_lose():
+    law, A, alpha = compensating_law()
+    value = 12.0 * (N_STAR * RHO4) ** -0.13 + 300.0 * D_STAR**-0.33 + 1.3
+    joint = loss_interval(law, N_STAR, D_STAR, INT4, rng=2)
+    assert joint.value == pytest.approx(value, rel=1e-12)
+    assert joint.high - joint.low < 1e-9 * value
+    # The same marginals drawn independently: alpha's +/-0.05 alone moves the loss by nats.
+    independent = loss_interval(law.model_copy(update={"draws": None}), N_STAR, D_STAR, INT4, rng=2)
+    assert independent.high - independent.low > 0.5
+    # Away from N* the rows differ; the interval is their own quantile range (rows resampled
+    # with replacement: with 20000 draws the 2.5% point lands within one row of its place).
+    rows = A * (100 * N_STAR * RHO4) ** -alpha + 300.0 * D_STAR**-0.33 + 1.3
+    far = loss_interval(law, 100 * N_STAR, D_STAR, INT4, draws=20000, rng=3)
+    assert np.quantile(rows, 0.015) <= far.low <= np.quantile(rows, 0.035)
+    assert np.quantile(rows, 0.965) <= far.high <= np.quantile(rows, 0.985)
+
+
+def test_each_draw_is_one_whole_row():
+    law, A, alpha = compensating_law()
+    samples = sample_law(law, draws=2000, rng=4)
+    rows = set(zip(A.tolist(), alpha.tolist(), strict=True))
+    assert all(pair in rows for pair in zip(samples.A.tolist(), samples.alpha.tolist(), strict=True))
+    assert len(set(samples.A.tolist())) > 250  # resampled across the rows, not a few of them
+    assert np.array_equal(sample_law(law, draws=2000, rng=4).A, samples.A)  # seeded
+
+
+def test_constants_without_a_column_keep_their_marginals():
+    # E uncertain but not in the rows: the loss at N* is then E's normal, value +/- 1.96 sigma_E.
+    law, _, _ = compensating_law(E=_c(1.3, 0.05))
+    interval = loss_interval(law, N_STAR, D_STAR, INT4, draws=20000, rng=5)
+    assert interval.low == pytest.approx(interval.value - Z95 * 0.05, abs=0.005)
+    assert interval.high == pytest.approx(interval.value + Z95 * 0.05, abs=0.005)
+
+
+def test_vary_L_with_joint_draws():
+    quant = FamilyCurve(L=_c(1.0, 0.7), F=_c(0.41, 0.02), C=_c(1.39, 0.08))
+    law, _, _ = compensating_law(families={Family.QUANTIZATION: quant})
+    # no L column: held unless vary_L, then its marginal (truncated to (0, 1])
+    assert np.all(sample_law(law, draws=500, rng=6).curves[Family.QUANTIZATION][0] == 1.0)
+    varied = sample_law(law, draws=500, rng=6, vary_L=True).curves[Family.QUANTIZATION][0]
+    assert varied.std() > 0.1 and varied.max() <= 1.0
+    # an L column: always its rows, since the row's A was fitted with that L
+    column = tuple(np.linspace(0.6, 1.0, law.draws.rows))
+    with_L = law.model_copy(update={"draws": LawDraws(
+        provenance="test", constants=law.draws.constants | {"quantization.L": column})})
+    for vary_L in (False, True):
+        L = sample_law(with_L, draws=500, rng=6, vary_L=vary_L).curves[Family.QUANTIZATION][0]
+        assert set(L.tolist()) <= set(column) and L.std() > 0.05
+
+
 @pytest.mark.parametrize("params, tokens", [(0, 1e9), (-1e6, 1e9), (1e8, 0), (math.inf, 1e9), (1e8, math.nan)])
 def test_bad_scale_is_a_law_error(params, tokens):
     with pytest.raises(LawError, match="must be a positive, finite count"):
@@ -326,6 +409,51 @@ def test_round_trip(tmp_path):
     save_law(law, path)
     assert load_law(path) == law
     assert Law.model_validate(law.model_dump()) == law
+
+
+def test_round_trip_with_draws(tmp_path):
+    rng = np.random.default_rng(0)
+    columns = {"A": tuple(rng.uniform(5, 20, 7)), "alpha": tuple(rng.uniform(0.1, 0.2, 7)),
+               "quantization.F": tuple(rng.uniform(0.3, 0.5, 7)), "sparsity.C": tuple(rng.uniform(0.5, 2, 7))}
+    law = paper_like_law(draws=LawDraws(provenance='made by "a test"', constants=columns))
+    path = tmp_path / "law.toml"
+    save_law(law, path)
+    assert load_law(path) == law
+    assert Law.model_validate(law.model_dump()) == law
+    # a dotted constant name is one key of [draws.constants], not a nested table
+    table = tomllib.loads(path.read_text())["draws"]["constants"]
+    assert sorted(table) == sorted(columns) and table["quantization.F"] == list(columns["quantization.F"])
+    # and a law without draws still writes and reads without them
+    assert "[draws" not in law_to_toml(paper_like_law())
+
+
+def _with_draws(body: str, provenance: str = 'provenance = "test"\n') -> str:
+    return law_to_toml(paper_like_law()) + f"\n[draws]\n{provenance}\n[draws.constants]\n{body}"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_with_draws("A = [1.0, 2.0]\nalpha = [0.1, 0.2, 0.3]\n"), "every column needs the same number of rows"),
+        (_with_draws("A = [1.0]\n"), "1 row"),
+        (_with_draws("gamma = [1.0, 2.0]\n"), "draws column 'gamma' is not a constant of this law"),
+        (_with_draws('"quantization.X" = [1.0, 2.0]\n'), "draws column 'quantization.X' is not a constant"),
+        (_with_draws("alpha = [0.1, -0.2]\n"), "draws of alpha reach -0.2; alpha must be positive"),
+        (_with_draws("E = [1.0, -0.5]\n"), "E must not be negative"),
+        (_with_draws('"quantization.L" = [0.9, 1.2]\n'), "L may not exceed"),
+        (_with_draws("A = [1.0, nan]\n"), "column 'A' has a value that is not finite"),
+        (_with_draws("A = [1.0, 2.0]\n", provenance=""), r"draws.provenance: missing \(joint draws need"),
+        (_with_draws("") , r"draws.constants: .*at least 1"),
+        (law_to_toml(paper_like_law()) + '\n[draws]\nprovenance = "test"\n', r"draws.constants: missing"),
+        (_with_draws("A = [1.0, 2.0]\n").replace("[draws.constants]", "[draws.constant]"), "unknown key"),
+    ],
+)
+def test_bad_draws_tables(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(LawError, match=message) as err:
+        load_law(path)
+    assert "\n" not in str(err.value)
 
 
 def _broken(tmp_path, edit) -> str:
@@ -386,6 +514,23 @@ def test_shipped_law_carries_the_paper_constants():
     assert (q.L.sigma, q.F.sigma, q.C.sigma) == pytest.approx((0.7, 0.02, 0.08))
     assert {Family.QUANTIZATION, Family.SPARSITY, Family.VQ} <= set(law.families)
     assert all(getattr(law, k).provenance for k in ("A", "alpha", "B", "beta", "E"))
+
+
+@needs_shipped
+def test_shipped_law_carries_joint_draws_consistent_with_its_marginals():
+    law = shipped_law()
+    assert law.draws is not None and 200 <= law.draws.rows <= 400
+    columns = law.draws.constants
+    assert {"A", "alpha", "B", "beta", "E", "quantization.F", "quantization.C"} <= set(columns)
+    assert "quantization.L" not in columns  # held: not identified apart from A
+    # A's and B's stated marginals are their draws' 95% range (not the conditional bootstrap)
+    for key in ("A", "B"):
+        low, high = np.percentile(columns[key], [2.5, 97.5])
+        assert (getattr(law, key).low, getattr(law, key).high) == pytest.approx((low, high), rel=1e-9)
+    # the paper constants' rows follow their marginals
+    for key in ("alpha", "beta", "E"):
+        assert np.mean(columns[key]) == pytest.approx(getattr(law, key).value, abs=0.3 * getattr(law, key).sigma)
+        assert np.std(columns[key]) == pytest.approx(getattr(law, key).sigma, rel=0.2)
 
 
 # The paper's fit error (its Table 1), read as a relative error of the predicted loss.

@@ -294,6 +294,11 @@ def test_cli_plot(run_cli, law_file, tmp_path):
         (["--family", "magic"], "--family 'magic' is not one of"),
         (["--sort", "speed"], "cannot sort by 'speed'"),
         (["--law", "/no/such/law.toml"], "cannot read law file"),
+        (["--draws", "1"], "draws = 1: need at least 2 Monte Carlo draws"),
+        (["--draws=-3"], "draws = -3: need at least 2"),
+        (["--draws", "10000000"], "draws = 10000000: at most"),
+        (["--draws", "many"], "--draws 'many' is not a whole number"),
+        (["--draws", "2.5"], "--draws '2.5' is not a whole number"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(run_cli, law_file, tmp_path, args, message):
@@ -304,6 +309,53 @@ def test_cli_bad_input_is_one_line_exit_2(run_cli, law_file, tmp_path, args, mes
     assert res.code == 2
     assert message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+
+
+def test_cli_draws_and_vary_L(run_cli, law_file, law):
+    res = run_cli("predict", "int4", "--law", law_file, "--draws", "500", "--vary-L", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    # the CLI passes both through: its intervals are the API's with the same options
+    api = predict("int4", law=law, draws=500, vary_L=True)
+    assert (data["rho_low"], data["loss_high"]) == (api.rho_low, api.loss_high)
+    held = predict("int4", law=law, draws=500)
+    # this law's L is 1 +/- 0.7 (the paper's): drawing it widens the capacity interval a lot
+    assert data["rho_high"] - data["rho_low"] > 2 * (held.rho_high - held.rho_low)
+    res = run_cli("rank", "int4", "fp4", "--law", law_file, "--draws", "500", "--vary-L", "--json")
+    assert res.code == 0, res.stderr
+    ranked = {d["name"]: d for d in json.loads(res.stdout)}
+    assert ranked["int4"]["rho_low"] == api.rho_low
+    res = run_cli("predict", "int4", "--law", law_file, "--draws", "0")
+    assert res.code == 2 and "need at least 2" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# Before joint draws the shipped law drew A, B independently from their bootstrap marginals
+# conditional on the other constants (as the file stated them then); its point constants were:
+OLD_A = dict(value=15.493932498104458, sigma=0.05520433932014246, low=15.374758436964012, high=15.633044376810064)
+OLD_B = dict(value=346.71767304168276, sigma=8.7608894785715, low=323.37821720564347, high=371.2201316116995)
+
+
+@pytest.mark.skipif(not (laws_dir() / "paper-llama-c4.toml").is_file(), reason="shipped law not generated yet")
+def test_shipped_law_int4_loss_interval_is_joint():
+    from gmse_cli.law import Constant, shipped_law
+
+    law = shipped_law()
+    new = predict("int4", 200e6, 20e9)
+    # the point value is the law's formula at the old constants (the point fit did not move)
+    rho = 1.0 * math.tanh(0.41 * -math.log(new.gmse) / math.log(4)) ** 1.39
+    point = OLD_A["value"] * (200e6 * rho) ** -0.13 + OLD_B["value"] * 20e9**-0.33 + 1.3
+    assert new.rho == pytest.approx(rho, rel=1e-12)
+    assert new.predicted_loss == pytest.approx(point, rel=1e-12)
+    assert new.loss_low < new.predicted_loss < new.loss_high
+    old_law = law.model_copy(update={
+        "draws": None, "A": Constant(**OLD_A, provenance="old"), "B": Constant(**OLD_B, provenance="old")})
+    old = predict("int4", 200e6, 20e9, old_law)
+    assert old.predicted_loss == new.predicted_loss
+    assert new.loss_high - new.loss_low < 0.2 * (old.loss_high - old.loss_low)
+    # QuEST's nearest run (weights-only had128+int4 at 203M params, 20B tokens) lost 2.7557: the
+    # rows were fitted to runs like it, so the joint interval holds it, a few hundredths from
+    # the point.
+    assert new.loss_low < 2.7557 < new.loss_high
 
 
 def test_cli_bad_law_files(run_cli, tmp_path, law_file):

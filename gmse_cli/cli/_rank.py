@@ -16,6 +16,14 @@ _PER_PARAM = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*x\s*$", re.IGNORECASE)
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
 _TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x [default: 100x]"
 _LAW_HELP = "law file (.toml) or shipped law name [default: paper-llama-c4]"
+_DRAWS_HELP = (
+    "Monte Carlo draws of the law's constants behind every interval (rows of the law's joint draws where it "
+    "has them; default 2000)"
+)
+_VARY_L_HELP = (
+    "also draw each capacity curve's L from its marginal where the law's joint draws do not carry it "
+    "(held by default: L is not identified apart from A)"
+)
 
 
 def _count(text: str, option: str) -> float:
@@ -43,6 +51,19 @@ def _scale(params: str, tokens: str | None) -> tuple[float, float | None]:
             raise LawError(f"--tokens {tokens} must be positive (e.g. 100x or 20e9)")
         return n, ratio * n
     return n, _count(tokens, "--tokens")
+
+
+def _draws(text: str | None) -> int:
+    """'--draws 500' -> 500 (its range is the law's check); parsed here so a typo is one clear line."""
+    from gmse_cli.errors import LawError
+    from gmse_cli.law import DEFAULT_DRAWS
+
+    if text is None:
+        return DEFAULT_DRAWS
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise LawError(f"--draws '{text}' is not a whole number of Monte Carlo draws (e.g. 2000)") from None
 
 
 def _si(x: float | None, unit: str = "") -> str:
@@ -95,6 +116,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0,
         row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
         level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95,
+        draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default=False)] = None,
+        vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False,
     ) -> None:
         """Rank formats by capacity, effective parameters, predicted loss and the memory to match bf16.
 
@@ -139,7 +162,8 @@ def register(app: typer.Typer) -> None:
                 raise SpecError(f"no format of family '{wanted}' to rank")
         rows = rank(
             items, law=the_law, params=n, tokens=d, act=act, rel_err=rel_err, seed=seed,
-            row_length=row_length, level=level, progress=not (json_out or csv_out) and err_console.is_terminal,
+            row_length=row_length, level=level, draws=_draws(draws), vary_L=vary_L,
+            progress=not (json_out or csv_out) and err_console.is_terminal,
         )
         rows = sort_rows(rows, sort.strip().lower(), reverse=reverse)
         if plot_path is not None:
@@ -166,6 +190,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0,
         row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
         level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95,
+        draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default=False)] = None,
+        vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False,
     ) -> None:
         """The law's prediction for one FORMAT: each stage's GMSE and capacity, their product, and the loss terms A (N rho)^-alpha + B D^-beta + E at --params N and --tokens D."""
         from gmse_cli.law import load_law
@@ -173,7 +199,8 @@ def register(app: typer.Typer) -> None:
 
         n, d = _scale(params, tokens)
         the_law = load_law(law)
-        pred = predict(format, n, d, the_law, act=act, rel_err=rel_err, seed=seed, row_length=row_length, level=level)
+        pred = predict(format, n, d, the_law, act=act, rel_err=rel_err, seed=seed, row_length=row_length, level=level,
+                       draws=_draws(draws), vary_L=vary_L)
         if json_out:
             from gmse_cli.cli._console import print_json
 
