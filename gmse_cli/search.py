@@ -372,14 +372,14 @@ def enumerate_candidates(
 def pareto_frontier(points: Iterable[tuple[float, float]]) -> list[int]:
     """Indices of the (bits, rho) points that no other point beats (fewer-or-equal bits and
     more-or-equal capacity, one strictly), in increasing bits; the rule of `uscl rank`."""
-    from gmse_cli.rank import _pareto_mask
+    from gmse_cli.rank import pareto_mask
 
     pts = list(points)
     if not pts:
         return []
     bits = np.array([p[0] for p in pts], dtype=float)
     rho = np.array([p[1] for p in pts], dtype=float)
-    on = np.flatnonzero(_pareto_mask(bits, rho))
+    on = np.flatnonzero(pareto_mask(bits, rho))
     return sorted(on.tolist(), key=lambda i: (bits[i], i))
 
 

@@ -75,6 +75,10 @@ def test_gmse_table_and_vs(run_cli):
         (["gmse"], "at least one format"),
         (["gmse", "missing.toml"], "cannot read format file"),
         (["formats", "show", "nope4"], "unknown format"),
+        # typer's own parsing errors take the same single line
+        (["predict", "int4", "--seed", "abc"], "valid integer"),
+        (["gmse", "int4", "--bogus"], "No such option: --bogus"),
+        (["nosuch"], "No such command"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run_cli, args, message):

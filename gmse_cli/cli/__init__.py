@@ -12,6 +12,12 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
+
+try:  # typer >= 0.20 raises from its own vendored copy of click
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - older typer raises click's own exceptions
+    _typer_click = click.exceptions
 
 from gmse_cli.cli import _fit, _formats, _gmse, _mse, _rank, _search, _train
 from gmse_cli.cli._console import err_console
@@ -45,12 +51,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
     except UsclError as exc:
-        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except (click.exceptions.ClickException, _typer_click.ClickException) as exc:
+        # Bad options and arguments: one line too, naming the command's help.
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        err_console.print(f"[bold red]error:[/] {escape(_one_line(exc.format_message()))}{escape(hint)}",
+                          highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, _typer_click.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
