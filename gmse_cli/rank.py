@@ -453,7 +453,6 @@ def pareto_mask(bits: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return mask
 
 
-_pareto_mask = pareto_mask  # the name gmse_cli.search imports
 
 
 def pareto_front(rows: Sequence[RankRow]) -> list[RankRow]:
