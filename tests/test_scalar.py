@@ -332,6 +332,28 @@ def test_zero_and_fully_masked_groups_output_zeros(rule, scale_format, grid):
     np.testing.assert_array_equal(_both(stage, x, mask)[1, :8], 0.0)
 
 
+@pytest.mark.parametrize("group", ["g8", "g32", "row", "tensor"])
+@pytest.mark.parametrize("scale_format", ["e8m0", "bf16", "fp16", "e4m3", "int8"])
+@pytest.mark.parametrize("base", ["int3", "sint4", "aint3", "e2m1", "nf4", "lm3"])
+def test_mse_search_with_tied_candidates_equals_the_plain_search(base, scale_format, group):
+    # The kernel skips candidates with a (scale, zero point) met before and stops an error sum
+    # once it reaches the best so far; the numpy twin measures every ratio in full. Coarse
+    # scale formats make many ratios share a candidate, and values on a grid of 1/4 give
+    # exactly tied errors: the first best must still win.
+    stage = resolve_format(f"{base}-mse-{group}-s{scale_format}").stages[0]
+    rng = np.random.default_rng(sum(map(ord, f"{base}{scale_format}{group}")))
+    x = np.zeros((6, 64), F32)  # row 0: all-zero groups
+    x[1:3] = rng.integers(-12, 13, (2, 64)) / 4.0
+    x[3] = rng.standard_normal(64) * 1e-3
+    x[4] = rng.standard_t(2, 64)
+    x[5, :32] = 0.5  # constant groups
+    x[5, 32:] = rng.standard_normal(32) * 100.0
+    mask = rng.random(x.shape) < 0.6
+    mask[1, :32] = False  # fully masked groups
+    _both(stage, x)
+    _both(stage, x, mask)
+
+
 def test_mse_rule_is_never_worse_than_absmax():
     rng = np.random.default_rng(12)
     x = rng.standard_t(3, (32, 256)).astype(F32)

@@ -31,7 +31,9 @@ Per group, all in float64 (so the numba kernel and its numpy twin agree bit for 
    A zero effective scale (all-zero or fully masked group, or underflow) outputs zeros.
    The ``mse`` search measures each candidate with its stored scale for the per-group
    formats (fp32, bf16, fp16, e8m0) and with the float32 raw scale for the two-level ones
-   (e4m3, int8), whose stored value depends on every group's choice;
+   (e4m3, int8), whose stored value depends on every group's choice. The kernel skips the
+   candidates that cannot win, which changes no result: a (scale, zero point) met before,
+   and an error sum once it reaches the best so far;
 
 4. rounding of v = x / scale, then x_hat = float32(level * scale):
 
@@ -110,6 +112,7 @@ _MSE_COARSE_STEP = 0.01
 _MSE_FINE = 9
 _MSE_FINE_STEP = 0.001
 _MSE_MIN_RATIO = 0.2
+_SUM_BLOCK = 16  # squared errors added between two checks of the bound
 
 
 class _Plan(NamedTuple):
@@ -406,6 +409,25 @@ def _k_stats(xs, ms, has_mask):
     return count, ss, amax, lo, hi
 
 
+@numba.njit(cache=True, inline="always")
+def _k_frexp(x):
+    """math.frexp(x), read off the float64 bits when x is normal (no libm call: the mse
+    search stores a scale per candidate)."""
+    bits = np.float64(x).view(np.int64)
+    biased = (bits >> 52) & 0x7FF
+    if biased == 0 or biased == 0x7FF:  # zero, subnormal, inf, NaN
+        m, e = math.frexp(x)
+        return m, np.int64(e)
+    e = biased - 1022
+    return np.int64(bits - (e << 52)).view(np.float64), e
+
+
+@numba.njit(cache=True, inline="always")
+def _k_pow2(k):
+    """2.0^k for k in the normal range [-1022, 1023], built from its float64 bits."""
+    return np.int64((k + 1023) << 52).view(np.float64)
+
+
 @numba.njit(cache=True)
 def _k_store_local(raw, amax, sfmt, rule, asym, emax, mse_rule):
     """Stored scale for per-group formats; float32-rounded raw for the two-level ones."""
@@ -416,14 +438,14 @@ def _k_store_local(raw, amax, sfmt, rule, asym, emax, mse_rule):
     if sfmt == _E8M0:
         if not raw > 0:
             return 0.0
-        m, e = math.frexp(raw)
+        m, e = _k_frexp(raw)
         if rule == _ABSMAX and not mse_rule and not asym:
-            k = math.frexp(amax)[1] - 1 - emax
+            k = _k_frexp(amax)[1] - 1 - emax
         elif rule == _ABSMAX and not mse_rule:
             k = e - 1 if m == 0.5 else e
         else:
             k = e if m >= _SQRT_HALF else e - 1
-        return math.ldexp(1.0, min(max(k, -_E8M0_EXP), _E8M0_EXP))
+        return _k_pow2(min(max(k, -_E8M0_EXP), _E8M0_EXP))
     return np.float64(np.float32(raw))
 
 
@@ -434,14 +456,64 @@ def _k_zero_point(lo, scale, asym, n):
     return min(max(np.rint(-lo / scale), 0.0), n - 1.0)
 
 
-@numba.njit(cache=True)
-def _k_error(xs, ms, has_mask, scale, z, gr):
-    """Sum over kept entries of (x_hat - x)^2, in order."""
-    err = 0.0
+@numba.njit(cache=True, inline="always")
+def _k_table_index(xg, s, mids, v, k):
+    """k[j] = table index of the level nearest xg[j] / s (v[j]): the midpoints <= v counted
+    one midpoint at a time over the whole group, a vectorizable loop instead of a search per
+    entry. Same index as _k_level's."""
+    for j in range(xg.size):
+        v[j] = np.float64(xg[j]) / s
+        k[j] = 0
+    for m in mids:
+        for j in range(xg.size):
+            k[j] += v[j] >= m
+
+
+@numba.njit(cache=True, inline="always")
+def _k_sq_errors(xs, scale, z, grid, gr, sq, idx):
+    """sq[j] = (x_hat - x)^2 for x = xs[j], masked or not, a scale > 0; idx: table index
+    scratch. Inlined once per grid with a constant grid code (as _k_write_row_grid), so the
+    loops carry no branches and vectorize."""
+    if grid == _TABLE:
+        _k_table_index(xs, scale, gr[5], sq, idx)  # sq: the scaled values until overwritten
     for j in range(xs.size):
         v = np.float64(xs[j])
-        d = _k_level(v / scale, z, gr[0], gr) * scale - v if scale > 0 else v
-        err += d * d if not has_mask or ms[j] else 0.0
+        level = gr[6][idx[j]] if grid == _TABLE else _k_level(v / scale, z, grid, gr)
+        d = level * scale - v
+        sq[j] = d * d
+
+
+@numba.njit(cache=True, inline="always")
+def _k_error_below(xs, ms, has_mask, scale, z, gr, bound, sq, idx):
+    """Sum over kept entries of (x_hat - x)^2, in order, abandoned once it reaches ``bound``.
+
+    The terms are nonnegative, so the partial sums never decrease: a partial sum >= bound
+    (what is returned then) means the full sum is >= bound too. Below the bound, the full sum.
+    The terms are computed first, into the scratch ``sq`` (``idx``: table indices) of at
+    least xs.size entries, in loops the compiler vectorizes, then added in order.
+    """
+    grid = gr[0]
+    if not scale > 0:  # x_hat = 0
+        for j in range(xs.size):
+            sq[j] = np.float64(xs[j]) * np.float64(xs[j])
+    elif grid == _MIDRISE:
+        _k_sq_errors(xs, scale, z, _MIDRISE, gr, sq, idx)
+    elif grid == _SIGNED:
+        _k_sq_errors(xs, scale, z, _SIGNED, gr, sq, idx)
+    elif grid == _ASYM:
+        _k_sq_errors(xs, scale, z, _ASYM, gr, sq, idx)
+    elif grid == _FP:
+        _k_sq_errors(xs, scale, z, _FP, gr, sq, idx)
+    else:
+        _k_sq_errors(xs, scale, z, _TABLE, gr, sq, idx)
+    # The bound is checked every _SUM_BLOCK terms: a check per term would cost about as much
+    # as the addition. Unsigned indices spare numba's negative-index wraparound.
+    err, n, block = 0.0, np.uint64(xs.size), np.uint64(_SUM_BLOCK)
+    for start in range(np.uint64(0), n, block):
+        for j in range(start, min(start + block, n)):
+            err += sq[j] if not has_mask or ms[j] else 0.0
+        if err >= bound:
+            break
     return err
 
 
@@ -463,9 +535,7 @@ def _k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, grid, gr):
 
 @numba.njit(cache=True, inline="always")
 def _k_write_row_table(xs, ms, has_mask, os, g, scales, gr):
-    # Lookup tables: count the midpoints <= v one midpoint at a time over the whole group
-    # (a vectorizable loop), instead of a search per element. Same index as _k_level's.
-    mids, table = gr[5], gr[6]
+    table = gr[6]
     v, k = np.empty(g), np.empty(g, dtype=np.int64)
     for b in range(scales.size):
         s = scales[b]
@@ -474,12 +544,7 @@ def _k_write_row_table(xs, ms, has_mask, os, g, scales, gr):
         if not s > 0:
             og[:] = 0.0
             continue
-        for j in range(g):
-            v[j] = np.float64(xg[j]) / s
-            k[j] = 0
-        for m in mids:
-            for j in range(g):
-                k[j] += v[j] >= m
+        _k_table_index(xg, s, gr[5], v, k)
         for j in range(g):
             og[j] = table[k[j]] * s if not has_mask or mg[j] else 0.0
 
@@ -500,33 +565,72 @@ def _k_write_row(xs, ms, has_mask, os, g, scales, zs, gr):
         _k_write_row_table(xs, ms, has_mask, os, g, scales, gr)
 
 
-@numba.njit(cache=True)
-def _k_candidate(r, amax, lo, hi, sfmt, gr, gmax, emax):
+@numba.njit(cache=True, inline="always")
+def _k_candidate(r, amax, lo, hi, sfmt, asym, n, gmax, emax):
     """(scale, zero point) the mse rule measures clipping ratio r with."""
-    asym, n = gr[0] == _ASYM, gr[1]
     base = (hi - lo) / (n - 1) if asym else amax / gmax
     scale = _k_store_local(r * base, amax, sfmt, _MSE, asym, emax, True)
     return scale, _k_zero_point(r * lo, scale, asym, n)
 
 
+@numba.njit(cache=True, inline="always")
+def _k_coarse_candidate(k, amax, lo, hi, sfmt, asym, n, gmax, emax):
+    """(scale, zero point) of coarse ratio number k; NaNs, equal to nothing, out of range."""
+    if k < 0 or k >= _MSE_COARSE:
+        return np.nan, np.nan
+    return _k_candidate(1.0 - _MSE_COARSE_STEP * k, amax, lo, hi, sfmt, asym, n, gmax, emax)
+
+
 @numba.njit(cache=True)
-def _k_mse_ratio(xs, ms, has_mask, amax, lo, hi, sfmt, gr, gmax, emax):
-    best_r, best_err = np.nan, np.inf
-    for k in range(_MSE_COARSE):
-        r = 1.0 - _MSE_COARSE_STEP * k
-        s, z = _k_candidate(r, amax, lo, hi, sfmt, gr, gmax, emax)
-        err = _k_error(xs, ms, has_mask, s, z, gr)
-        if err < best_err:
-            best_r, best_err = r, err
-    coarse = best_r
-    for j in range(-_MSE_FINE, _MSE_FINE + 1):
-        r = coarse + _MSE_FINE_STEP * j
-        if j == 0 or r < _MSE_MIN_RATIO or r > 1.0:
+def _k_mse_ratio(xs, ms, has_mask, amax, lo, hi, sfmt, gr, gmax, emax, sq, idx):
+    """The best clipping ratio, as trying every ratio in order finds it (first best wins,
+    strict <), skipping work that cannot change the outcome: a candidate whose (scale, zero
+    point) repeats one met before has the same error, so it cannot win and is not measured;
+    a measurement stops once its partial error reaches the best so far (_k_error_below).
+
+    Which repeats are looked for: the stored scale is monotone in the ratio, and so is the
+    zero point for a fixed scale, so equal candidates are adjacent in ratio order. In the
+    coarse pass the previous candidate is the only one to compare with; a fine ratio lies
+    strictly between the coarse neighbours of the best coarse ratio, so it can only repeat
+    one of those three or the previous fine candidate.
+    """
+    asym, n = gr[0] == _ASYM, gr[1]
+    best_r, best_err, best_k = np.nan, np.inf, -1
+    coarse, prev_s, prev_z = np.nan, np.nan, np.nan
+    # The fine pass's coarse neighbours of the best coarse ratio; NaNs equal nothing.
+    up_s, up_z, at_s, at_z, down_s, down_z = np.nan, np.nan, np.nan, np.nan, np.nan, np.nan
+    # Both passes in one loop, so that the (inlined) error measurement is compiled once.
+    for k in range(_MSE_COARSE + 2 * _MSE_FINE):
+        if k < _MSE_COARSE:
+            r = 1.0 - _MSE_COARSE_STEP * k
+        else:
+            if k == _MSE_COARSE:
+                coarse, prev_s, prev_z = best_r, np.nan, np.nan
+                up_s, up_z = _k_coarse_candidate(
+                    best_k - 1, amax, lo, hi, sfmt, asym, n, gmax, emax
+                )
+                at_s, at_z = _k_coarse_candidate(best_k, amax, lo, hi, sfmt, asym, n, gmax, emax)
+                down_s, down_z = _k_coarse_candidate(
+                    best_k + 1, amax, lo, hi, sfmt, asym, n, gmax, emax
+                )
+            j = k - _MSE_COARSE - _MSE_FINE  # fine steps -_MSE_FINE ... _MSE_FINE, 0 left out
+            j += j >= 0
+            r = coarse + _MSE_FINE_STEP * j
+            if r < _MSE_MIN_RATIO or r > 1.0:
+                continue
+        s, z = _k_candidate(r, amax, lo, hi, sfmt, asym, n, gmax, emax)
+        repeat = (
+            (s == prev_s and z == prev_z)
+            or (s == at_s and z == at_z)
+            or (s == up_s and z == up_z)
+            or (s == down_s and z == down_z)
+        )
+        prev_s, prev_z = s, z
+        if repeat:
             continue
-        s, z = _k_candidate(r, amax, lo, hi, sfmt, gr, gmax, emax)
-        err = _k_error(xs, ms, has_mask, s, z, gr)
+        err = _k_error_below(xs, ms, has_mask, s, z, gr, best_err, sq, idx)
         if err < best_err:
-            best_r, best_err = r, err
+            best_r, best_err, best_k = r, err, k
     return best_r
 
 
@@ -562,13 +666,15 @@ def _k_groups(x, mask, has_mask, out, g, fused, rule, constant, sfmt, gmax, emax
     for i in numba.prange(rows):
         m_row = _k_mask_row(mask, has_mask, i)
         scales, zs = np.empty(groups), np.empty(groups)
+        n_sq = g if rule == _MSE else 0  # the mse search's scratch
+        sq, idx = np.empty(n_sq), np.empty(n_sq, dtype=np.int64)
         for b in range(groups):
             xs = x[i, b * g : (b + 1) * g]
             ms = m_row[b * g : (b + 1) * g] if has_mask else m_row
             count, ss, amax, lo, hi = _k_stats(xs, ms, has_mask)
             r = 1.0
             if rule == _MSE:
-                r = _k_mse_ratio(xs, ms, has_mask, amax, lo, hi, measure, gr, gmax, emax)
+                r = _k_mse_ratio(xs, ms, has_mask, amax, lo, hi, measure, gr, gmax, emax, sq, idx)
             if fused:
                 s_raw = _k_raw(rule, constant, count, ss, amax, lo, hi, r, asym, n, gmax)
                 scales[b] = _k_store_local(s_raw, amax, sfmt, rule, asym, emax, rule == _MSE)
@@ -600,8 +706,11 @@ def _k_tensor_errors(x, mask, has_mask, scales, zs, gr):
     per_row = np.empty((rows, k))
     for i in numba.prange(rows):
         m_row = _k_mask_row(mask, has_mask, i)
+        sq, idx = np.empty(x.shape[1]), np.empty(x.shape[1], dtype=np.int64)
         for c in range(k):
-            per_row[i, c] = _k_error(x[i], m_row, has_mask, scales[c], zs[c], gr)
+            per_row[i, c] = _k_error_below(
+                x[i], m_row, has_mask, scales[c], zs[c], gr, np.inf, sq, idx
+            )
     total = np.zeros(k)
     for i in range(rows):
         for c in range(k):
@@ -717,12 +826,20 @@ def _tensor_scale(
     if p.rule == _MSE:
         measure = _FP32 if p.sfmt in _GLOBAL_FORMATS else p.sfmt
 
+        measured: set[tuple[float, float]] = set()
+
         def best_of(ratios: list[float], best: tuple[float, float]) -> tuple[float, float]:
-            cands = [_k_candidate(c, amax, lo, hi, measure, gr, p.gmax, p.emax) for c in ratios]
-            errs = _k_tensor_errors(
-                x, m, has_mask, np.array([s for s, _ in cands]), np.array([z for _, z in cands]), gr
-            )
-            for c, e in zip(ratios, errs, strict=True):
+            # Candidates in one pass over the tensor; a repeated (scale, zero point) cannot
+            # win (first best wins), so it is measured once (see _k_mse_ratio).
+            cands: dict[float, tuple[float, float]] = {}
+            for c in ratios:
+                pair = _k_candidate(c, amax, lo, hi, measure, asym, p.n, p.gmax, p.emax)
+                if pair not in measured:
+                    measured.add(pair)
+                    cands[c] = pair
+            scales, zs = (np.array([pair[i] for pair in cands.values()]) for i in (0, 1))
+            errs = _k_tensor_errors(x, m, has_mask, scales, zs, gr)
+            for c, e in zip(cands, errs, strict=True):
                 if e < best[1]:
                     best = (c, float(e))
             return best
