@@ -17,14 +17,14 @@ Decisions worth knowing:
 - A layer whose row length a format cannot split (a group of 128 on a row of 96) is *skipped*
   for that format and listed in ``skipped`` with the reason; it is never padded, because
   padding changes what is measured (the last group's scale statistics, the rotation).
-- Row-local formats run on chunks of rows (``chunk_bytes`` of float32 at a time). Formats with
-  a per-tensor statistic (``tensor`` granularity, e4m3/int8 scale storage with a per-tensor
-  second-level scale, tensor-wide sparsity) see the whole tensor at once -- or, with
-  ``sample``, the sampled rows stand in for the tensor. :func:`~gmse_cli.compress.compress`
-  takes no precomputed tensor statistic, so those cannot stream: the tensor is read into one
-  float32 array (block by block, no second copy) and the peak is that array, the compressed
-  copy and the compressor's working arrays (NVFP4: per-16-group float64 statistics, about
-  three float32 copies in all) for the largest layer.
+- Row-local formats run on chunks of rows (``chunk_bytes`` of float32 at a time). A scalar
+  quantizer with a per-tensor second-level scale (e4m3 as in NVFP4, int8) streams in two
+  passes: the first finds the tensor's largest raw group scale, the second quantizes each
+  chunk with it (the same result as the whole tensor). Formats with another per-tensor
+  statistic (``tensor`` granularity, tensor-wide sparsity, a VQ with a two-level scale) see
+  the whole tensor at once -- or, with ``sample``, the sampled rows stand in for the tensor:
+  it is read into one float32 array (block by block, no second copy), and the peak is that
+  array, the compressed copy and the compressor's working arrays for the largest layer.
 - ``sample`` measures a random subset of rows of every layer; the layer estimate is a ratio of
   sums with a finite-population-corrected delta-method interval, combined over layers as
   independent strata.
@@ -252,14 +252,24 @@ def with_hadamard(fmt: Format, *, block: int = 128) -> Format:
 
 def row_local(fmt: Format) -> bool:
     """Whether every stage acts on each row alone (so rows can be processed in chunks)."""
+    return _locality(fmt) == "rows"
+
+
+def _locality(fmt: Format) -> str:
+    """``rows``: every stage acts on each row alone; ``two-pass``: so does everything but a
+    scalar quantizer's second-level scale (e4m3 as in NVFP4, int8), which one pass over the
+    rows finds first; ``tensor``: the compressor needs the whole tensor at once."""
+    locality = "rows"
     for stage in fmt.stages:
         if isinstance(stage, Quantize | VQ):
+            if stage.group == "tensor":
+                return "tensor"
             # e4m3 (NVFP4) and int8 scales are stored relative to a per-tensor second-level scale.
-            if stage.group == "tensor" or stage.scale_format in (ScaleFormat.E4M3, ScaleFormat.INT8):
-                return False
+            if stage.scale_format in (ScaleFormat.E4M3, ScaleFormat.INT8):
+                locality = "two-pass" if isinstance(stage, Quantize) else "tensor"
         elif isinstance(stage, Sparsify) and stage.granularity == "tensor":
-            return False
-    return True
+            return "tensor"
+    return locality
 
 
 def stage_targets(fmt: Format) -> list[tuple[Family, Format]]:
@@ -339,13 +349,13 @@ def measure_layers(
     on_layer: Callable[[TensorInfo], None] | None = None,
 ) -> list[_Tally]:
     """Per-layer MSE of every target on every layer: one read of each tensor for all targets."""
-    from gmse_cli.compress import compress
+    from gmse_cli.compress import compress, top_raw_scale
 
     _validate(sample, chunk_bytes)
     reference = backend == "numpy"
     rng = np.random.default_rng(seed)
     tallies = [_Tally() for _ in targets]
-    local = [row_local(t) for t in targets]
+    locality = [_locality(t) for t in targets]
     for info in layers:
         fits: list[int] = []
         for i, target in enumerate(targets):
@@ -359,14 +369,26 @@ def measure_layers(
         measured = info.rows if rows is None else len(rows)
         err = {i: [] for i in fits}
         norm: list[np.ndarray] = []
-        chunked = [i for i in fits if local[i]]
-        whole = [i for i in fits if not local[i]]
-        if chunked:
+        chunked = [i for i in fits if locality[i] == "rows"]
+        two_pass = [i for i in fits if locality[i] == "two-pass"]
+        whole = [i for i in fits if locality[i] == "tensor"]
+        tops = dict.fromkeys(two_pass, 0.0)
+        if chunked or two_pass:
             for x in iter_row_chunks(info, rows=rows, chunk_bytes=chunk_bytes):
                 for j, i in enumerate(chunked):
                     e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
                     err[i].append(e)
                     if j == 0:
+                        norm.append(n)
+                for i in two_pass:  # first pass: the tensor's largest raw group scale
+                    tops[i] = max(tops[i], top_raw_scale(targets[i], x, backend=backend))
+        if two_pass:
+            for x in iter_row_chunks(info, rows=rows, chunk_bytes=chunk_bytes):
+                for j, i in enumerate(two_pass):
+                    y = compress(targets[i], x, backend=backend, top_raw_scale=tops[i])
+                    e, n = row_errors(x, y, reference=reference)
+                    err[i].append(e)
+                    if j == 0 and not chunked:
                         norm.append(n)
         if whole:
             # The compressor needs the tensor at once: one float32 copy, read block by block.
@@ -374,7 +396,7 @@ def measure_layers(
             for j, i in enumerate(whole):
                 e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
                 err[i].append(e)
-                if j == 0 and not chunked:
+                if j == 0 and not (chunked or two_pass):
                     norm.append(n)
             del x
         if fits:

@@ -396,6 +396,41 @@ def test_chunked_equals_whole_and_formats_share_one_read(minilm):
     assert a == b
 
 
+@pytest.mark.parametrize("name", ["nvfp4", "int4-g32-sint8", "had128+e2m1-mse-g16-se4m3"])
+def test_two_level_scales_stream_in_two_passes(tmp_path, name):
+    # A per-tensor second-level scale (NVFP4's e4m3 group scales over an fp32 tensor scale)
+    # depends on every row; the layer streams in chunks all the same: one pass finds the
+    # tensor's largest group scale, a second quantizes. Expected: the format applied to the
+    # whole tensor at once, the MSE summed here.
+    import tracemalloc
+
+    from safetensors.numpy import save_file
+
+    from gmse_cli.compress import compress
+    from gmse_cli.realmse import measure_layers
+    from gmse_cli.spec import resolve_format
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_t(3, size=(1024, 512)).astype(np.float32)
+    w[rng.integers(0, 1024), :] *= 40  # one outlier row sets the tensor scale
+    save_file({"l.weight": w}, str(tmp_path / "w.safetensors"))
+    fmt = resolve_format(name)
+    whole = compress(fmt, w)
+    want = float(np.sum((whole.astype(np.float64) - w) ** 2) / np.sum(w.astype(np.float64) ** 2))
+    chunk = 64 * 1024  # 32 rows of the 1024
+    layers = open_checkpoint(tmp_path / "w.safetensors").tensors
+    measure_layers(layers, [fmt], chunk_bytes=chunk)  # compile and warm up outside the trace
+    tracemalloc.start()
+    try:
+        (tally,) = measure_layers(layers, [fmt], chunk_bytes=chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    ((_, rows, mse, _, _),) = tally.layers
+    assert rows == 1024 and mse == pytest.approx(want, rel=1e-12)
+    assert peak < w.nbytes / 2  # never the whole layer (2 MB) at once
+
+
 def test_layers_a_group_cannot_split_are_skipped_and_reported(minilm):
     from gmse_cli.realmse import measure_mse
 

@@ -388,3 +388,29 @@ def test_bad_input_raises_clean_errors():
         quantize(Sparsify(sparsity=0.5), x)
     assert quantize(Quantize(grid="int", bits=4), np.zeros((0, 8), F32)).shape == (0, 8)
     assert math.isfinite(float(quantize_reference(Quantize(grid="int", bits=4), x).sum()))
+
+
+@pytest.mark.parametrize("name", ["nvfp4", "int4-g32-sint8", "e2m1-mse-g16-se4m3", "aint4-mse-g32-se4m3"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_two_level_scale_chunks_with_the_tensor_top_equal_the_whole(name, masked):
+    # A second-level scale depends on every group of the tensor: chunks of rows quantized with
+    # the tensor's largest raw group scale (the max of each chunk's) give the whole tensor's
+    # result, in the kernel and the reference alike; a chunk alone does not.
+    from gmse_cli.compress.scalar import top_raw_scale
+
+    stage = resolve_format(name).quantizer
+    rng = np.random.default_rng(11)
+    x = rng.standard_t(4, size=(300, 256)).astype(np.float32)
+    x[7] *= 30  # the outlier row sets the tensor's scale
+    mask = rng.random(x.shape) > 0.3 if masked else None
+    chunks = [slice(i, i + 64) for i in range(0, 300, 64)]
+
+    def part(c):
+        return None if mask is None else mask[c]
+
+    for quant, reference in ((quantize, False), (quantize_reference, True)):
+        whole = quant(stage, x, mask)
+        top = max(top_raw_scale(stage, x[c], part(c), reference=reference) for c in chunks)
+        pieces = np.concatenate([quant(stage, x[c], part(c), top_raw_scale=top) for c in chunks])
+        assert np.array_equal(whole, pieces)
+        assert not np.array_equal(quant(stage, x[64:128], part(slice(64, 128))), whole[64:128])

@@ -19,11 +19,11 @@ holds for them too (found from config.json's model_type, or from their names and
 layer whose row length a format cannot split (group 128 on a row of 96) is skipped for that
 format and reported, never padded.
 
-Memory: layers stream from disk a chunk of rows (32 MB of float32) at a time. Formats with a
-per-tensor statistic (tensor-wide groups, e4m3 or int8 scales as in nvfp4, tensor-wide
-sparsity) compress each layer whole: the largest layer in float32, its compressed copy and the
-compressor's scale statistics (about 3x the float32 layer for nvfp4); with --sample, only the
-sampled rows.
+Memory: layers stream from disk a chunk of rows (32 MB of float32) at a time; e4m3 or int8
+scales over a per-tensor scale (nvfp4) take two passes over the chunks. Formats with another
+per-tensor statistic (tensor-wide groups or sparsity) compress each layer whole: the largest
+layer in float32, its compressed copy and the compressor's working arrays; with --sample,
+only the sampled rows.
 
 MSE = ||W - C(W)||^2 / ||W||^2 per layer; the overall value weights layers by parameters.
 --sample FRAC measures that fraction of each layer's rows and reports a 95% interval."""

@@ -22,22 +22,19 @@ import numpy as np
 
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, Sparsify
 
-__all__ = ["compress", "Backend"]
+__all__ = ["compress", "top_raw_scale", "Backend"]
 
 Backend = Literal["numba", "numpy"]
 
 
-def compress(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> np.ndarray:
-    """Compress ``x`` (rows, row_length) with ``fmt``; returns the dequantized tensor.
-
-    Stages run in order: rotations, then the sparsity mask, then the quantizer (which sees
-    only the kept values), then the rotations are undone.
-    """
+def _rotated_and_masked(
+    fmt: Format, x: np.ndarray, reference: bool
+) -> tuple[np.ndarray, np.ndarray | None, list[Rotate]]:
+    """``x`` rotated and sparsified as the quantizer of ``fmt`` sees it: (y, kept mask, rotations)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"compress expects a 2-D (rows, row_length) array, got shape {x.shape}")
     fmt.check_row_length(x.shape[1])
-    reference = backend == "numpy"
     y = x
     rotations = [s for s in fmt.stages if isinstance(s, Rotate)]
     if rotations:
@@ -51,14 +48,45 @@ def compress(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> np.nd
 
             mask = sparsity.mask_reference(stage, y) if reference else sparsity.mask(stage, y)
             y = np.where(mask, y, np.float32(0.0))
-        elif isinstance(stage, Quantize):
+    return y, mask, rotations
+
+
+def compress(
+    fmt: Format, x: np.ndarray, *, backend: Backend = "numba", top_raw_scale: float | None = None
+) -> np.ndarray:
+    """Compress ``x`` (rows, row_length) with ``fmt``; returns the dequantized tensor.
+
+    Stages run in order: rotations, then the sparsity mask, then the quantizer (which sees
+    only the kept values), then the rotations are undone. ``top_raw_scale``: for a quantizer
+    with a two-level scale (e4m3, int8), the tensor's largest raw group scale when ``x`` is a
+    chunk of its rows (:func:`top_raw_scale`), so chunks quantize as the whole tensor would.
+    """
+    reference = backend == "numpy"
+    y, mask, rotations = _rotated_and_masked(fmt, x, reference)
+    for stage in fmt.stages:
+        if isinstance(stage, Quantize):
             from gmse_cli.compress import scalar
 
-            y = (scalar.quantize_reference if reference else scalar.quantize)(stage, y, mask)
+            quantize = scalar.quantize_reference if reference else scalar.quantize
+            y = quantize(stage, y, mask, top_raw_scale=top_raw_scale)
         elif isinstance(stage, VQ):
             from gmse_cli.compress import vq
 
             y = (vq.quantize_reference if reference else vq.quantize)(stage, y, mask)
+    if rotations:
+        from gmse_cli.compress import rotate
     for stage in reversed(rotations):
         y = rotate.hadamard(y, stage, inverse=True, reference=reference)
     return y
+
+
+def top_raw_scale(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> float:
+    """The largest raw group scale that the two-level scalar quantizer of ``fmt`` finds in the
+    rows ``x`` (after its rotations and sparsity): maximized over a tensor's chunks, it is the
+    ``top_raw_scale`` that lets :func:`compress` take the tensor a chunk at a time."""
+    from gmse_cli.compress import scalar
+
+    if not isinstance(fmt.quantizer, Quantize):
+        raise ValueError(f"format '{fmt.display_name}' has no scalar quantizer")
+    y, mask, _ = _rotated_and_masked(fmt, x, backend == "numpy")
+    return scalar.top_raw_scale(fmt.quantizer, y, mask, reference=backend == "numpy")

@@ -246,8 +246,9 @@ def _store_local_reference(
     return _cast_f32(raw)
 
 
-def _store_global_reference(p: _Plan, raw: np.ndarray) -> np.ndarray:
-    top = float(np.max(raw)) if raw.size else 0.0
+def _store_global_reference(p: _Plan, raw: np.ndarray, top: float | None = None) -> np.ndarray:
+    if top is None:
+        top = float(np.max(raw)) if raw.size else 0.0
     if p.sfmt == _E4M3:
         s_t = float(_cast_f32(top / _E4M3_MAX))
         if s_t == 0:
@@ -313,7 +314,7 @@ def _mse_ratio_reference(
 
 
 def quantize_reference(
-    stage: Quantize, x: np.ndarray, mask: np.ndarray | None = None
+    stage: Quantize, x: np.ndarray, mask: np.ndarray | None = None, *, top_raw_scale: float | None = None
 ) -> np.ndarray:
     """Plain vectorized numpy twin of :func:`quantize` (same results, bit for bit)."""
     x, mask = _validate(stage, x, mask)
@@ -321,11 +322,26 @@ def quantize_reference(
     if x.size == 0:
         return x.copy()
     p = _plan(stage, cols)
+    _check_top(p, top_raw_scale)
     kept = np.ones(x.shape, dtype=bool) if mask is None else mask
-    x64 = x.astype(np.float64)
     if p.rule == _NONE:
-        return np.where(kept, _fp_round_reference(x64, p.fp), 0.0).astype(np.float32)
+        return np.where(kept, _fp_round_reference(x.astype(np.float64), p.fp), 0.0).astype(np.float32)
+    xg, kg, stats, ratio, raw = _raw_scales_reference(p, x, kept)
+    if p.sfmt in _GLOBAL_FORMATS:
+        scale = _store_global_reference(p, raw, top_raw_scale)
+    else:
+        scale = _store_local_reference(p, raw, stats["amax"], mse_rule=p.rule == _MSE)
+    z = _zero_point_reference(p, ratio * stats["lo"], scale)
+    out = _dequantize_reference(p, xg, scale[..., None], z[..., None])
+    return np.where(kg, out, 0.0).astype(np.float32).reshape(rows, cols)
 
+
+def _raw_scales_reference(
+    p: _Plan, x: np.ndarray, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(groups of x in float64, their kept masks, statistics, mse ratio, raw scale)."""
+    rows, cols = x.shape
+    x64 = x.astype(np.float64)
     xg = x64.reshape(rows, cols // p.group, p.group)  # (rows, groups per row, group)
     kg = kept.reshape(xg.shape)
     stats = {
@@ -355,13 +371,7 @@ def quantize_reference(
         raw = ratio * ((stats["hi"] - stats["lo"]) / (p.n - 1))
     else:
         raw = ratio * (stats["amax"] / p.gmax)
-    if p.sfmt in _GLOBAL_FORMATS:
-        scale = _store_global_reference(p, raw)
-    else:
-        scale = _store_local_reference(p, raw, stats["amax"], mse_rule=p.rule == _MSE)
-    z = _zero_point_reference(p, ratio * stats["lo"], scale)
-    out = _dequantize_reference(p, xg, scale[..., None], z[..., None])
-    return np.where(kg, out, 0.0).astype(np.float32).reshape(rows, cols)
+    return xg, kg, stats, ratio, raw
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,12 +729,19 @@ def _k_tensor_errors(x, mask, has_mask, scales, zs, gr):
 
 
 @numba.njit(cache=True)
-def _k_store_global(raw, sfmt):
-    rows, groups = raw.shape
+def _k_top(raw):
     top = 0.0
-    for i in range(rows):
-        for b in range(groups):
+    for i in range(raw.shape[0]):
+        for b in range(raw.shape[1]):
             top = max(top, raw[i, b])
+    return top
+
+
+@numba.njit(cache=True)
+def _k_store_global(raw, sfmt, top):
+    """Stored effective scales of a two-level format: ``top`` is the largest raw scale of the
+    tensor, which sets the second-level scale s_t."""
+    rows, groups = raw.shape
     out = np.zeros_like(raw)
     s_t = np.float64(np.float32(top / (_E4M3_MAX if sfmt == _E4M3 else _INT8_MAX)))
     if not s_t > 0:
@@ -772,15 +789,22 @@ def _grid_args(p: _Plan) -> tuple:
     return (p.grid, p.n, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value, p.mids, p.table)
 
 
-def quantize(stage: Quantize, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def quantize(
+    stage: Quantize, x: np.ndarray, mask: np.ndarray | None = None, *, top_raw_scale: float | None = None
+) -> np.ndarray:
     """Quantize-dequantize ``x`` (rows, row_length) with one scalar stage (module docstring).
 
     Fused numba kernels, parallel over rows; the same results as :func:`quantize_reference`.
+    ``top_raw_scale`` (two-level scale formats, e4m3 and int8, only): the largest raw group
+    scale of the whole tensor that ``x`` is some rows of (:func:`top_raw_scale` of each chunk,
+    maximized), so that the tensor can be quantized a chunk of rows at a time with the
+    tensor's second-level scale: the same result as quantizing it whole.
     """
     x, mask = _validate(stage, x, mask)
     if x.size == 0:
         return x.copy()
     p = _plan(stage, x.shape[1])
+    _check_top(p, top_raw_scale)
     if p.rule == _NONE:
         out = fp_cast(x, stage.exponent_bits, stage.mantissa_bits, stage.resolved_fp_style)
         if mask is not None:
@@ -790,26 +814,66 @@ def quantize(stage: Quantize, x: np.ndarray, mask: np.ndarray | None = None) -> 
     has_mask = mask is not None
     m = mask if has_mask else np.ones((1, 1), dtype=np.bool_)
     gr = _grid_args(p)
-    rows, g = x.shape[0], x.shape[1] if p.tensor else p.group
+    g = x.shape[1] if p.tensor else p.group
     fused = not p.tensor and p.sfmt not in _GLOBAL_FORMATS
-    stats, ratio = np.zeros((rows, x.shape[1] // g, 5)), np.ones((rows, x.shape[1] // g))
-    rule = _NONE if p.tensor and p.rule == _MSE else p.rule
-    _k_groups(
-        x, m, has_mask, out, g, fused, rule, p.constant, p.sfmt, p.gmax, p.emax, gr, stats, ratio
-    )
+    stats, ratio = _group_pass(p, x, m, has_mask, out, fused)
     if fused:
         return out
     if p.tensor:
         scales, zs = _tensor_scale(p, x, m, has_mask, gr, stats[:, 0, :])
     else:
-        count, ss, amax, lo, hi = np.moveaxis(stats, -1, 0)
-        raw = _k_raws(
-            p.rule, p.constant, count, ss, amax, lo, hi, ratio, p.grid == _ASYM, p.n, p.gmax
-        )
-        scales = _k_store_global(raw, p.sfmt)
+        raw, lo = _raws(p, stats, ratio)
+        top = _k_top(raw) if top_raw_scale is None else float(top_raw_scale)
+        scales = _k_store_global(raw, p.sfmt, top)
         zs = _k_zero_points(ratio, lo, scales, p.grid == _ASYM, p.n)
     _k_write_groups(x, m, has_mask, out, g, scales, zs, gr)
     return out
+
+
+def top_raw_scale(
+    stage: Quantize, x: np.ndarray, mask: np.ndarray | None = None, *, reference: bool = False
+) -> float:
+    """The largest raw group scale of ``x`` for a two-level scale format (e4m3, int8): the
+    first pass of quantizing a tensor a chunk of rows at a time (see :func:`quantize`)."""
+    x, mask = _validate(stage, x, mask)
+    p = _plan(stage, x.shape[1])
+    _check_top(p, 0.0)
+    if x.size == 0:
+        return 0.0
+    if reference:
+        raw = _raw_scales_reference(p, x, np.ones(x.shape, dtype=bool) if mask is None else mask)[-1]
+        return float(np.max(raw))
+    has_mask = mask is not None
+    m = mask if has_mask else np.ones((1, 1), dtype=np.bool_)
+    unused_out = np.empty((1, 1), dtype=np.float32)  # written only by the fused (per-group) path
+    return float(_k_top(_raws(p, *_group_pass(p, x, m, has_mask, unused_out, False))[0]))
+
+
+def _check_top(p: _Plan, top: float | None) -> None:
+    if top is not None and (p.tensor or p.sfmt not in _GLOBAL_FORMATS or p.rule == _NONE):
+        raise SpecError("quantize: a tensor-wide top raw scale applies only to e4m3 and int8 scales of groups")
+    if top is not None and not (math.isfinite(top) and top >= 0):
+        raise DataError(f"quantize: top_raw_scale = {top} must be finite and >= 0")
+
+
+def _group_pass(
+    p: _Plan, x: np.ndarray, m: np.ndarray, has_mask: bool, out: np.ndarray, fused: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group statistics and mse ratios (and, if ``fused``, the quantized ``out``)."""
+    rows, g = x.shape[0], x.shape[1] if p.tensor else p.group
+    stats, ratio = np.zeros((rows, x.shape[1] // g, 5)), np.ones((rows, x.shape[1] // g))
+    rule = _NONE if p.tensor and p.rule == _MSE else p.rule
+    _k_groups(
+        x, m, has_mask, out, g, fused, rule, p.constant, p.sfmt, p.gmax, p.emax, _grid_args(p), stats, ratio
+    )
+    return stats, ratio
+
+
+def _raws(p: _Plan, stats: np.ndarray, ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(raw scale, lo) per group from the group pass."""
+    count, ss, amax, lo, hi = np.moveaxis(stats, -1, 0)
+    raw = _k_raws(p.rule, p.constant, count, ss, amax, lo, hi, ratio, p.grid == _ASYM, p.n, p.gmax)
+    return raw, lo
 
 
 def _tensor_scale(
@@ -851,7 +915,7 @@ def _tensor_scale(
         r = best_of([c for c in fine if _MSE_MIN_RATIO <= c <= 1.0], coarse)[0]
     raw = _k_raw(p.rule, p.constant, count, ss, amax, lo, hi, r, asym, p.n, p.gmax)
     if p.sfmt in _GLOBAL_FORMATS:
-        scale = float(_k_store_global(np.array([[raw]]), p.sfmt)[0, 0])
+        scale = float(_k_store_global(np.array([[raw]]), p.sfmt, raw)[0, 0])
     else:
         scale = _k_store_local(raw, amax, p.sfmt, p.rule, asym, p.emax, p.rule == _MSE)
     rows = x.shape[0]
