@@ -487,7 +487,7 @@ class _CheckpointEvaluator(_Evaluator):
         for info in layers:
             picked = rng.permutation(info.rows)[: min(info.rows, rows_per_layer)]
             order = np.argsort(picked)
-            x = read_rows(info, picked[order])  # a memory map reads best in file order
+            x = read_rows(info, picked[order])  # sorted: consecutive rows are read together
             self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params / total, info.rows))
         self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (64, 16, 4)}))
         self.all_rows = rows_per_layer
