@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from scipy.linalg import hadamard as _dense_hadamard
 
-from gmse_cli.errors import DataError, SpecError
+from gmse_cli.compress._checks import check_input
 from gmse_cli.spec import Rotate
 
 __all__ = ["hadamard", "signs"]
@@ -31,13 +31,7 @@ def signs(stage: Rotate) -> np.ndarray:
 
 
 def _validate(x: np.ndarray, stage: Rotate) -> np.ndarray:
-    if not isinstance(stage, Rotate):
-        raise SpecError(f"rotate: expected a Rotate stage, got {type(stage).__name__}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise DataError(f"rotate: x must be 2-D (rows, row_length), got shape {x.shape}")
-    stage.check_row_length(x.shape[1])
-    return x
+    return check_input(stage, Rotate, "rotate", x)[0]
 
 
 def _hadamard_reference(x: np.ndarray, stage: Rotate, inverse: bool) -> np.ndarray:

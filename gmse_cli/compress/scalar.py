@@ -57,6 +57,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from gmse_cli.compress._checks import check_input
 from gmse_cli.compress.grids import (
     FpParams,
     _fp_round_reference,
@@ -178,17 +179,7 @@ def _plan(stage: Quantize, row_length: int) -> _Plan:
 def _validate(
     stage: Quantize, x: np.ndarray, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    if not isinstance(stage, Quantize):
-        raise SpecError(f"quantize: expected a Quantize stage, got {type(stage).__name__}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise DataError(f"quantize: x must be 2-D (rows, row_length), got shape {x.shape}")
-    stage.check_row_length(x.shape[1])
-    if mask is not None:
-        mask = np.ascontiguousarray(mask, dtype=np.bool_)
-        if mask.shape != x.shape:
-            raise DataError(f"quantize: mask shape {mask.shape} differs from x shape {x.shape}")
-    return x, mask
+    return check_input(stage, Quantize, "quantize", x, mask)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ import numba
 import numpy as np
 from scipy import integrate, special
 
-from gmse_cli.errors import DataError, SpecError
+from gmse_cli.compress._checks import check_input
+from gmse_cli.errors import SpecError
 from gmse_cli.spec import Sparsify, SparsityPattern
 
 __all__ = ["mask", "mask_reference", "magnitude_gmse", "nm_gmse"]
@@ -42,13 +43,7 @@ def _round_count(fraction: float, n: int) -> int:
 
 
 def _validate(stage: Sparsify, x: np.ndarray) -> np.ndarray:
-    if not isinstance(stage, Sparsify):
-        raise SpecError(f"sparsify: expected a Sparsify stage, got {type(stage).__name__}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise DataError(f"sparsify: x must be 2-D (rows, row_length), got shape {x.shape}")
-    stage.check_row_length(x.shape[1])
-    return x
+    return check_input(stage, Sparsify, "sparsify", x)[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from gmse_cli.compress._checks import check_input
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.spec import VQ, FpStyle, ScaleFormat
 
@@ -1463,16 +1464,7 @@ def _clear_caches() -> None:
 
 
 def _validate(stage: VQ, x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, int]:
-    if not isinstance(stage, VQ):
-        raise SpecError(f"vq: expected a VQ stage, got {type(stage).__name__}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise DataError(f"vq: x must be 2-D (rows, row_length), got shape {x.shape}")
-    stage.check_row_length(x.shape[1])
-    if mask is not None:
-        mask = np.ascontiguousarray(mask, dtype=np.bool_)
-        if mask.shape != x.shape:
-            raise DataError(f"vq: mask shape {mask.shape} differs from x shape {x.shape}")
+    x, mask = check_input(stage, VQ, "vq", x, mask)
     group = x.shape[1] if stage.group == "row" else stage.group
     return x, mask, group
 
