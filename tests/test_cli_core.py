@@ -130,3 +130,25 @@ def test_public_api_exports_resolve_and_never_shadow_a_module():
     assert not modules & set(gmse_cli.__all__)
     for name in gmse_cli.__all__:
         assert getattr(gmse_cli, name) is not None
+
+
+@pytest.mark.parametrize("raised, code", [(RuntimeError("a bug"), None), (KeyboardInterrupt(), 130)])
+def test_unexpected_errors_keep_their_traceback_and_ctrl_c_aborts(monkeypatch, raised, code):
+    # Only expected errors become one line: a bug propagates with its own traceback (exit 1
+    # from the interpreter), Ctrl-C prints "aborted" and exits 130.
+    import typer
+
+    from gmse_cli import cli
+
+    class Failing:
+        def main(self, **_):
+            raise raised
+
+    monkeypatch.setattr(typer.main, "get_command", lambda app: Failing())
+    if code is None:
+        with pytest.raises(RuntimeError, match="a bug"):
+            cli.main(["gmse", "int4"])
+    else:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["gmse", "int4"])
+        assert exit_info.value.code == code

@@ -14,16 +14,19 @@ import click
 import typer
 from rich.markup import escape
 
-try:  # typer >= 0.20 raises from its own vendored copy of click
-    from typer._click import exceptions as _typer_click
+try:  # typer >= 0.20 raises parsing errors from its own vendored copy of click
+    from typer._click.exceptions import ClickException as _TyperClickException
 except ImportError:  # pragma: no cover - older typer raises click's own exceptions
-    _typer_click = click.exceptions
+    _TyperClickException = click.exceptions.ClickException
 
 from gmse_cli.cli import _fit, _formats, _gmse, _mse, _rank, _search, _train
 from gmse_cli.cli._console import err_console
 from gmse_cli.errors import UsclError
 
 __all__ = ["app", "main"]
+
+_USAGE_ERRORS = (click.exceptions.ClickException, _TyperClickException)
+_ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 
 app = typer.Typer(
     name="uscl",
@@ -53,14 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     except UsclError as exc:
         err_console.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (click.exceptions.ClickException, _typer_click.ClickException) as exc:
+    except _USAGE_ERRORS as exc:
         # Bad options and arguments: one line too, naming the command's help.
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         err_console.print(f"[bold red]error:[/] {escape(_one_line(exc.format_message()))}{escape(hint)}",
                           highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, _typer_click.Abort, KeyboardInterrupt):
+    except _ABORTS:
         err_console.print("aborted")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
