@@ -317,6 +317,34 @@ def test_torchrun_two_processes(corpus, tmp_path):
     assert rec.val_loss == pytest.approx(single.val_loss, abs=2e-3)
 
 
+def test_fsdp_two_processes(corpus, tmp_path):
+    # The 430m/800m presets shard with FSDP under torchrun; the same path on the tiny preset
+    # (FSDP2 on gloo, CPU), with compressed weights and activations and a checkpoint on the
+    # way, must train as one process does (same batches; all-gathered weights).
+    worker = tmp_path / "fsdp_worker.py"
+    worker.write_text(
+        "import sys\n"
+        "from gmse_cli.training import presets\n"
+        "presets.PRESETS['tiny'] = presets.PRESETS['tiny'].model_copy(update={'fsdp': True})\n"
+        "from gmse_cli.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    out = tmp_path / "runs.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+           "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4", "--tokens-per-param", "1000",
+           "--max-steps", "4", "--batch-size", "8", "--context", "64", "--eval-tokens", "4096",
+           "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1", "--out", str(out),
+           "--checkpoint-every", "2", "--device", "cpu", "--no-progress"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (rec,) = load_records(out)
+    assert rec.training.world_size == 2 and rec.training.parallel == "fsdp"
+    single = train_run(_cfg(corpus, weights="int4", activations="int4", max_steps=4, eval_tokens=4096),
+                       run_dir=tmp_path / "single", progress=False)
+    assert rec.val_loss == pytest.approx(single.val_loss, abs=2e-3)
+
+
 def test_slurm_launcher_through_submitit(run_cli, corpus, tmp_path):
     # submitit's "debug" executor runs the job in this process: the same job object, parameters
     # and result path a Slurm cluster gets, without a cluster.

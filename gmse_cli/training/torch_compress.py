@@ -83,6 +83,16 @@ class _MaskedSTE(torch.autograd.Function):
         return torch.where(mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)), None
 
 
+def _cpu_array(x: torch.Tensor) -> np.ndarray:
+    """``x``'s values as a C-contiguous numpy array for the numba kernels. A leaf that requires
+    grad (a parameter) is copied first: torch marks a storage that numpy views as not
+    resizable, and FSDP frees its unsharded parameters by resizing their storage."""
+    t = x.detach()
+    if x.is_leaf and x.requires_grad:
+        t = t.clone()
+    return t.contiguous().numpy()
+
+
 def _apply(x: torch.Tensor, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         return _MaskedSTE.apply(x, fn)
@@ -249,10 +259,10 @@ class _Scalar:
     def call_numba(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Forward by gmse_cli.compress.scalar.quantize itself (fused numba, the same bits);
         the trust mask from group scales recomputed by the kernels of ._cpu_kernels."""
-        xc = x.detach().contiguous()
+        xa = _cpu_array(x)
         keep = kept.contiguous().numpy() if kept is not None else None
-        out = torch.from_numpy(self.sc.quantize(self.stage, xc.numpy(), keep))
-        return out, (self.trust_from_scales(xc, kept) if trust else None)
+        out = torch.from_numpy(self.sc.quantize(self.stage, xa, keep))
+        return out, (self.trust_from_scales(torch.from_numpy(xa), kept) if trust else None)
 
     def trust_from_scales(self, x: torch.Tensor, kept: torch.Tensor | None, *, use_numba: bool = True) -> torch.Tensor:
         """The trust mask for the rms, absmax and none rules: group statistics, the stored scale
@@ -461,7 +471,7 @@ class _Sparse:
         if self.numba and x.device.type == "cpu":
             from gmse_cli.compress import sparsity
 
-            kept = torch.from_numpy(sparsity.mask(self.stage, x.detach().contiguous().numpy()))
+            kept = torch.from_numpy(sparsity.mask(self.stage, _cpu_array(x)))
         else:
             kept = sparsity_mask_torch(self.stage, x)
         y = torch.where(kept, x, torch.zeros_like(x))
@@ -649,7 +659,7 @@ class _VQ:
         q = x / torch.where(zero_scale, torch.ones_like(per_entry), per_entry)  # float32, as vq divides
         if self.numba and x.device.type == "cpu":
             keep = kept.contiguous().numpy() if kept is not None else None
-            out = torch.from_numpy(self.vq.quantize(self.stage, x.detach().contiguous().numpy(), keep))
+            out = torch.from_numpy(self.vq.quantize(self.stage, _cpu_array(x), keep))
         else:
             idx = self.nearest(q.reshape(-1, d))
             out = (per_entry.reshape(-1, d) * self.cb(x.device)[idx]).reshape(rows, cols)
