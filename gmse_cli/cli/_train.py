@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine)")] = None,
         launcher: Annotated[str, typer.Option(help="local (in process), torchrun (all GPUs of this node), slurm (submitit)")] = "local",
         nproc_per_node: Annotated[int, typer.Option(help="processes for --launcher torchrun")] = 1,
-        compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
+        compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model: on a GPU it fuses the quantizers (int4 W+A costs 1.16x fp32 compiled, 3.2x eager on an H100) after minutes of compiling; for long runs")] = False,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
     ) -> None:
