@@ -47,6 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gmse_cli.errors import FitError
+from gmse_cli.figures import save_figure
 from gmse_cli.runs import Run
 from gmse_cli.spec import Family, Format
 
@@ -1799,10 +1800,5 @@ def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, Family
         ax.set_ylim(0, 1.1)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise FitError(f"cannot write plot {path}: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gmse_cli.errors import DataError, LawError, SpecError
+from gmse_cli.figures import save_figure
 from gmse_cli.law import (
     DEFAULT_DRAWS,
     Law,
@@ -577,10 +578,5 @@ def plot_rank(rows: Sequence[RankRow], path: str | Path, *, law: Law | str | Pat
     ax_b.grid(alpha=0.3)
     # fixed margins: tight_layout would measure every label (seconds with a whole catalog)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.09, top=0.93, wspace=0.15)
-    try:
-        fig.savefig(path)
-    except OSError as exc:
-        raise DataError(f"cannot write plot '{path}': {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=None)
     return path

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from gmse_cli.spec import SHORTHAND_HELP
 
-__all__ = ["out_console", "err_console", "print_json", "save_figure", "FORMAT_EPILOG"]
+__all__ = ["out_console", "err_console", "print_json", "FORMAT_EPILOG"]
 
 # The format grammar as a Typer epilog: escaped (lut[...] is not rich markup), one paragraph a
 # line so the layout survives Typer's rich rendering.
@@ -22,20 +22,6 @@ FORMAT_EPILOG = escape(SHORTHAND_HELP).replace("\n", "\n\n")
 # numbers are not folded into unreadable cells.
 out_console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err_console = Console(stderr=True)
-
-
-def save_figure(fig: Any, path: Any) -> None:
-    """Write a matplotlib figure for ``--plot``; an unwritable path is one clean error."""
-    import matplotlib.pyplot as plt
-
-    from gmse_cli.errors import DataError
-
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise DataError(f"--plot {path}: cannot write it: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
 
 
 def print_json(payload: Any) -> None:

@@ -147,6 +147,6 @@ def _plot(results, path: Path) -> None:
     ax.set_title("Per-layer real-weight MSE; dashed: GMSE")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from gmse_cli.cli._console import save_figure
+    from gmse_cli.figures import save_figure
 
     save_figure(fig, path)

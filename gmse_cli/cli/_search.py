@@ -150,6 +150,6 @@ def _plot(result, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    from gmse_cli.cli._console import save_figure
+    from gmse_cli.figures import save_figure
 
     save_figure(fig, path)
