@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags")] = None,
         out: Annotated[Path, typer.Option(help="results file: one JSON line appended per finished run")] = Path("runs.jsonl"),
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the planned runs and exit")] = False,
-        preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny tiny-1m tiny-3m")] = None,
+        preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny-100k tiny-200k tiny tiny-1m tiny-3m")] = None,
         weights: Annotated[str | None, typer.Option(help="weight format (catalog name, .toml or shorthand); default fp32")] = None,
         acts: Annotated[str | None, typer.Option(help="activation format; default none (full precision); 'same' = the weight format")] = None,
         tokens_per_param: Annotated[float | None, typer.Option(help="token budget D = this x N (default 100)")] = None,
@@ -46,6 +46,8 @@ def register(app: typer.Typer) -> None:
         eval_every: Annotated[int | None, typer.Option(help="steps between held-out evaluations (0 = end only)")] = None,
         checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints (0 = none)")] = None,
         checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder (default: OUT with .ckpt)")] = None,
+        models_dir: Annotated[Path | None, typer.Option(help="where each finished run's final model is kept (default: the spec's models_dir, else OUT with .models)")] = None,
+        no_keep_models: Annotated[bool, typer.Option("--no-keep-models", help="do not keep finished runs' final models")] = False,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine)")] = None,
         launcher: Annotated[str, typer.Option(help="local (in process), torchrun (all GPUs of this node), slurm (submitit)")] = "local",
@@ -93,7 +95,10 @@ def register(app: typer.Typer) -> None:
             return
         plan_sweep(runs)  # every budget must be at least one step before anything trains
         ckpt_root = checkpoint_dir or out.with_name(out.name + ".ckpt")
-        _run(spec, runs, out=out, ckpt_root=ckpt_root, device=device, launcher=launcher,
+        models_root = None
+        if not no_keep_models:
+            models_root = models_dir or (Path(spec.models_dir) if spec.models_dir else out.with_name(out.name + ".models"))
+        _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
              nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not (no_progress or json_out),
              json_out=json_out, argv=_worker_argv(locals()))
 
@@ -181,7 +186,7 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
         "micro_batch_size": "--micro-batch-size", "context": "--context", "lr": "--lr",
         "rbbm_p": "--rbbm-p", "eval_tokens": "--eval-tokens", "eval_every": "--eval-every",
         "checkpoint_every": "--checkpoint-every", "checkpoint_dir": "--checkpoint-dir", "device": "--device",
-        "threads": "--threads",
+        "threads": "--threads", "models_dir": "--models-dir",
     }
     for key, flag in names.items():
         if params.get(key) is not None:
@@ -190,10 +195,12 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
         args.append("--compile")
     if params.get("no_progress"):
         args.append("--no-progress")
+    if params.get("no_keep_models"):
+        args.append("--no-keep-models")
     return args + ["--launcher", "local"]
 
 
-def _run(spec, runs, *, out: Path, ckpt_root: Path, device: str, launcher: str, nproc_per_node: int,
+def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, device: str, launcher: str, nproc_per_node: int,
          compile_model: bool, progress: bool, json_out: bool, argv: list[str]) -> None:
     from gmse_cli.cli._console import err_console, print_json
     from gmse_cli.errors import TrainError
@@ -209,10 +216,11 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, device: str, launcher: str, 
         _render_records(_records_for(out, runs), json_out=json_out)
         return
     if launcher == "slurm":
-        outcome = run_slurm(runs, out=out, checkpoint_root=ckpt_root, settings=spec.slurm, sweep=spec.name, log=log)
+        outcome = run_slurm(runs, out=out, checkpoint_root=ckpt_root, settings=spec.slurm, sweep=spec.name,
+                            models_root=models_root, log=log)
     else:
         outcome = run_local(runs, out=out, checkpoint_root=ckpt_root, device=device, progress=progress,
-                            compile_model=compile_model, sweep=spec.name, log=log)
+                            compile_model=compile_model, sweep=spec.name, models_root=models_root, log=log)
     from gmse_cli.training.loop import dist_env
 
     if not dist_env().main:

@@ -27,7 +27,19 @@ import torch
 
 from gmse_cli.errors import DataError
 
-__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+__all__ = [
+    "TrainState",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "discard_checkpoints",
+    "save_final_model",
+    "FINAL_MODEL_FILES",
+]
+
+# What a kept final model folder holds: a Hugging Face model folder (LlamaForCausalLM loads it)
+# plus the formats it was trained over, so its weights and activations can be measured later.
+FINAL_MODEL_FILES = ("config.json", "model.safetensors", "uscl.json")
 
 
 @dataclass
@@ -149,3 +161,51 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         eval_loss=list(payload["eval_loss"]),
     )
     return weights, optim_state, train_state
+
+
+def discard_checkpoints(run_dir: Path) -> None:
+    """Remove a run's checkpoint folder; call only once its result line is durable."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_final_model(
+    folder: Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    config_json: dict[str, Any],
+    uscl_meta: dict[str, Any],
+) -> Path:
+    """Write a finished run's model folder atomically (staging folder, fsync, rename).
+
+    ``model_state`` is the latent full-precision state dict (the weights the format compresses
+    in every forward pass); ``uscl_meta`` records the run key and the weight and activation
+    formats. An existing folder of the same name (a re-export after a kill) is replaced whole.
+    """
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
+        (staging / "uscl.json").write_text(json.dumps(uscl_meta, indent=2, sort_keys=True))
+        _fsync_tree(staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder

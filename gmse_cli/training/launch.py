@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import BackendMissing, TrainError
+from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
 from gmse_cli.training.results import RunRecord, append_record, finished_keys
 from gmse_cli.training.sweep import SlurmSettings
@@ -43,6 +44,16 @@ def _ckpt_dir(root: Path, cfg: RunConfig) -> Path:
     return root / cfg.run_key()
 
 
+def _finish(out: Path, record: RunRecord, model_dir: Path | None, ckpt_dir: Path) -> RunRecord:
+    """Append the record (durable), then drop the run's checkpoints: never the other order."""
+    if model_dir is not None and record.status == "ok":
+        rel = os.path.relpath(model_dir.resolve(), Path(out).resolve().parent)
+        record = record.model_copy(update={"model_dir": rel})
+    append_record(out, record)
+    discard_checkpoints(ckpt_dir)
+    return record
+
+
 def run_local(
     runs: list[RunConfig],
     *,
@@ -52,9 +63,13 @@ def run_local(
     progress: bool = True,
     compile_model: bool = False,
     sweep: str | None = None,
+    models_root: Path | None = None,
     log: Callable[[str], None] = lambda m: None,
 ) -> SweepOutcome:
-    """Train every unfinished run in order; append each record as soon as it finishes."""
+    """Train every unfinished run in order; append each record as soon as it finishes.
+
+    ``models_root``: keep each finished run's final model in ``models_root/<run key>/``.
+    """
     from gmse_cli.training.loop import dist_env, train_run
 
     env = dist_env()
@@ -62,17 +77,20 @@ def run_local(
     outcome = SweepOutcome(records=[], skipped=[], submitted=[])
     for i, cfg in enumerate(runs, start=1):
         key = cfg.run_key()
+        run_dir = _ckpt_dir(checkpoint_root, cfg)
         if key in done:
             outcome.skipped.append(cfg.name)
             if env.main:
+                discard_checkpoints(run_dir)  # left by a kill between the append and the clean-up
                 log(f"[{i}/{len(runs)}] {cfg.name}: already in {out}, skipped")
             continue
         if env.main:
             log(f"[{i}/{len(runs)}] {cfg.name}")
-        record = train_run(cfg, run_dir=_ckpt_dir(checkpoint_root, cfg), device=device, progress=progress,
-                           compile_model=compile_model, sweep=sweep)
+        model_dir = models_root / key if models_root is not None else None
+        record = train_run(cfg, run_dir=run_dir, device=device, progress=progress,
+                           compile_model=compile_model, sweep=sweep, model_dir=model_dir)
         if record is not None:
-            append_record(out, record)
+            record = _finish(out, record, model_dir, run_dir)
             outcome.records.append(record)
             loss = "diverged" if record.val_loss is None else f"{record.val_loss:.4f}"
             log(f"    val loss {loss}  N={record.params:,}  D={record.tokens:,}  {record.wall_time_s:.0f} s")
@@ -107,11 +125,13 @@ class SlurmRun:
     job resumes from the run's last checkpoint.
     """
 
-    def __init__(self, cfg_json: str, out: str, checkpoint_root: str, sweep: str | None) -> None:
+    def __init__(self, cfg_json: str, out: str, checkpoint_root: str, sweep: str | None,
+                 models_root: str | None = None) -> None:
         self.cfg_json = cfg_json
         self.out = out
         self.checkpoint_root = checkpoint_root
         self.sweep = sweep
+        self.models_root = models_root
 
     def __call__(self) -> dict[str, Any] | None:
         from gmse_cli.training.loop import train_run
@@ -121,14 +141,15 @@ class SlurmRun:
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         cfg = RunConfig.model_validate_json(self.cfg_json)
+        run_dir = Path(self.checkpoint_root) / cfg.run_key()
         if cfg.run_key() in finished_keys(self.out):
+            discard_checkpoints(run_dir)
             return None
-        record = train_run(cfg, run_dir=Path(self.checkpoint_root) / cfg.run_key(), progress=False,
-                           sweep=self.sweep)
+        model_dir = Path(self.models_root) / cfg.run_key() if self.models_root else None
+        record = train_run(cfg, run_dir=run_dir, progress=False, sweep=self.sweep, model_dir=model_dir)
         if record is None:
             return None
-        append_record(self.out, record)
-        return record.model_dump(mode="json")
+        return _finish(Path(self.out), record, model_dir, run_dir).model_dump(mode="json")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
@@ -143,6 +164,7 @@ def run_slurm(
     checkpoint_root: Path,
     settings: SlurmSettings,
     sweep: str | None = None,
+    models_root: Path | None = None,
     wait: bool | None = None,
     log: Callable[[str], None] = lambda m: None,
 ) -> SweepOutcome:
@@ -183,7 +205,8 @@ def run_slurm(
     jobs = []
     with executor.batch():
         for cfg in todo:
-            jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep)))
+            models_abs = str(Path(models_root).resolve()) if models_root is not None else None
+            jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
     outcome.submitted = [str(j.job_id) for j in jobs]
     log(f"submitted {len(jobs)} job(s): {', '.join(outcome.submitted)}; results go to {out_abs}")
     if wait if wait is not None else settings.cluster != "slurm":

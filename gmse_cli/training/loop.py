@@ -343,13 +343,17 @@ def train_run(
     resume: bool = True,
     compile_model: bool = False,
     deterministic: bool = True,
-    keep_checkpoint: bool = False,
+    model_dir: str | Path | None = None,
     sweep: str | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> RunRecord | None:
     """Train one configuration to its token budget; returns its record (None on ranks > 0).
 
-    ``run_dir`` holds this run's checkpoints (removed after success unless ``keep_checkpoint``).
+    ``run_dir`` holds this run's checkpoints. The last one is written when the budget is
+    reached, before the final evaluation, and is left in place: the caller removes it
+    (:func:`~gmse_cli.training.checkpoint.discard_checkpoints`) only once the record is
+    durable, so a kill at any point loses no finished training. ``model_dir``: write the final
+    model there (a Hugging Face folder plus ``uscl.json``; see ``save_final_model``).
     ``on_step(step, loss)`` is called after every optimizer step (logging hooks, tests).
     """
     from gmse_cli import __version__
@@ -405,8 +409,10 @@ def train_run(
     )
     state = TrainState(run_key=plan.run_key)
     ckpt = latest_checkpoint(run_dir) if resume else None
+    resumed_step = 0
     if ckpt is not None:
         weights, optim_state, state = load_checkpoint(ckpt)
+        resumed_step = state.step
         if state.run_key != plan.run_key:
             raise TrainError(f"checkpoint {ckpt} belongs to another configuration; remove {run_dir}")
         _load_state_dicts(model, optimizer, parallel, weights, optim_state)
@@ -483,19 +489,17 @@ def train_run(
 
     val_loss: float | None = None
     if status == "ok":
+        if ckpt is None or resumed_step < plan.steps:
+            checkpoint()  # the trained model is durable before the (long) final evaluation
         val_loss = evaluate(model, val, env=env, device=dev)
         if not math.isfinite(val_loss):
             status, val_loss = "diverged", None
     wall = time.perf_counter() - started
+    if status == "ok" and model_dir is not None:
+        _export_final_model(model, parallel, Path(model_dir), env=env, cfg=cfg, run_key=plan.run_key)
     _barrier(env)
     if not env.main:
         return None
-    if keep_checkpoint:
-        checkpoint()
-    else:
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
     meta = tokens.meta
     return RunRecord(
         run_key=plan.run_key,
@@ -540,6 +544,33 @@ def train_run(
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         sweep=sweep,
     )
+
+
+def _export_final_model(model: nn.Module, parallel: str, folder: Path, *, env: DistEnv, cfg: RunConfig,
+                        run_key: str) -> None:
+    """Every rank takes part in gathering the state dict (FSDP); rank 0 writes the folder."""
+    from gmse_cli.training.checkpoint import save_final_model
+
+    inner = model.module if parallel == "ddp" else model
+    if parallel == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        weights = inner.state_dict()
+    if not env.main:
+        return
+    config = inner.config.to_dict()
+    config["architectures"] = ["LlamaForCausalLM"]
+    meta = {
+        "run_key": run_key,
+        "name": cfg.name,
+        "weights": cfg.weights.model_dump(mode="json"),
+        "activations": cfg.activations.model_dump(mode="json") if cfg.activations else None,
+        "estimator": cfg.estimator.model_dump(mode="json"),
+        "note": "latent full-precision weights; the formats above compress them in every forward pass",
+    }
+    save_final_model(folder, model_state=weights, config_json=config, uscl_meta=meta)
 
 
 def _budget_tokens(cfg: RunConfig) -> int:

@@ -96,6 +96,10 @@ _ALL = [
     # measured on the tiny model (Python docs, 512-token steps), 3e-3 trained fp32 worse than
     # 2-bit weights (too large a step for unquantized weights) while 1e-3 ordered formats by
     # precision, as they should be.
+    ModelPreset(name="tiny-100k", layers=2, heads=4, d_model=64, ffn_dim=192, lr=1e-3, context=128,
+                batch_size=32, description="CPU law sweeps, 0.11M non-embedding"),
+    ModelPreset(name="tiny-200k", layers=2, heads=4, d_model=96, ffn_dim=256, lr=1e-3, context=128,
+                batch_size=32, description="CPU law sweeps, 0.22M non-embedding"),
     ModelPreset(name="tiny", layers=2, heads=4, d_model=128, ffn_dim=384, lr=1e-3, context=128,
                 batch_size=32, description="CPU tests and sweeps, 0.43M non-embedding"),
     ModelPreset(name="tiny-1m", layers=3, heads=4, d_model=160, ffn_dim=448, lr=1e-3, context=128,
@@ -105,7 +109,7 @@ _ALL = [
 ]
 
 PRESETS: dict[str, ModelPreset] = {p.name: p for p in _ALL}
-CPU_PRESETS = ("tiny", "tiny-1m", "tiny-3m")
+CPU_PRESETS = ("tiny-100k", "tiny-200k", "tiny", "tiny-1m", "tiny-3m")
 
 
 def get_preset(name: str) -> ModelPreset:

@@ -141,6 +141,10 @@ class RunRecord(_Rec):
     torch_version: str
     finished_at: str = Field(description="UTC time, ISO 8601")
     sweep: str | None = None
+    model_dir: str | None = Field(
+        default=None,
+        description="the kept final model (a Hugging Face folder), relative to the results file's folder",
+    )
 
 
 @contextlib.contextmanager

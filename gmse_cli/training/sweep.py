@@ -65,6 +65,13 @@ class _Cfg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _positive_tpp(value: list[float]) -> list[float]:
+    for v in value:
+        if not v > 0 or v != v or v == float("inf"):
+            raise TrainError(f"tokens_per_param {v} must be a positive finite number")
+    return value
+
+
 class TrainSettings(_Cfg):
     """RunConfig settings shared by every run of a sweep."""
 
@@ -99,8 +106,24 @@ class SlurmSettings(_Cfg):
 
 
 class SchemeEntry(_Cfg):
+    """Explicit (weights, activations) pairs; each may narrow the sweep's presets, tokens per
+    parameter and seeds (e.g. a second seed on a few configurations to measure seed noise)."""
+
     weights: str
     activations: str | None = None
+    presets: list[str] | None = Field(default=None, min_length=1)
+    tokens_per_param: list[float] | None = Field(default=None, min_length=1)
+    seeds: list[int] | None = Field(default=None, min_length=1)
+
+    @field_validator("presets")
+    @classmethod
+    def _presets(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [get_preset(p).name for p in value]
+
+    @field_validator("tokens_per_param")
+    @classmethod
+    def _tpp(cls, value: list[float] | None) -> list[float] | None:
+        return None if value is None else _positive_tpp(value)
 
 
 class SweepSpec(_Cfg):
@@ -112,6 +135,7 @@ class SweepSpec(_Cfg):
     activations: list[str] = Field(default_factory=lambda: ["none"])
     seeds: list[int] = Field(default_factory=lambda: [0])
     schemes: list[SchemeEntry] = Field(default_factory=list)
+    models_dir: str | None = Field(default=None, description="where finished runs' final models are kept")
     train: TrainSettings = Field(default_factory=TrainSettings)
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -126,10 +150,7 @@ class SweepSpec(_Cfg):
     @field_validator("tokens_per_param")
     @classmethod
     def _tpp(cls, value: list[float]) -> list[float]:
-        for v in value:
-            if not v > 0:
-                raise TrainError(f"tokens_per_param {v} must be positive")
-        return value
+        return _positive_tpp(value)
 
     @field_validator("weights", "activations", mode="before")
     @classmethod
@@ -189,17 +210,27 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
     ``overrides`` replace RunConfig fields for every run (the CLI's --max-steps, --data ...).
     Duplicate schemes (e.g. 'same' with 'none' weights) are dropped.
     """
-    pairs: list[tuple[str, str | None]] = [
-        (w, _act(a, w)) for w in spec.weights for a in spec.activations
+    # (weights, activations, presets, tokens per parameter, seeds) of every scheme
+    entries: list[tuple[str, str | None, list[str], list[float], list[int]]] = [
+        (w, _act(a, w), spec.presets, spec.tokens_per_param, spec.seeds)
+        for w in spec.weights for a in spec.activations
     ]
-    pairs += [(s.weights, _act(s.activations, s.weights)) for s in spec.schemes]
+    entries += [
+        (s.weights, _act(s.activations, s.weights), s.presets or spec.presets,
+         s.tokens_per_param or spec.tokens_per_param, s.seeds or spec.seeds)
+        for s in spec.schemes
+    ]
     runs: list[RunConfig] = []
     seen: set[str] = set()
     overrides = overrides or {}
-    for preset in spec.presets:
-        for tpp in spec.tokens_per_param:
-            for weights, acts in pairs:
-                for seed in spec.seeds:
+    all_presets = dict.fromkeys([*spec.presets, *(p for e in entries for p in e[2])])
+    all_tpps = dict.fromkeys([*spec.tokens_per_param, *(t for e in entries for t in e[3])])
+    for preset in all_presets:
+        for tpp in all_tpps:
+            for weights, acts, presets, tpps, seeds in entries:
+                if preset not in presets or tpp not in tpps:
+                    continue
+                for seed in seeds:
                     fields = spec.train.model_dump() | {
                         "preset": preset,
                         "weights": weights,
