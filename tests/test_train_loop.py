@@ -27,6 +27,7 @@ pytest.importorskip("tokenizers")
 
 from gmse_cli.errors import DataError  # noqa: E402
 from gmse_cli.spec import resolve_format  # noqa: E402
+from gmse_cli.training.checkpoint import latest_checkpoint  # noqa: E402
 from gmse_cli.training.config import RunConfig  # noqa: E402
 from gmse_cli.training.data import prepare_tokens  # noqa: E402
 from gmse_cli.training.loop import lr_at, train_run  # noqa: E402
@@ -188,7 +189,10 @@ def test_loss_falls_and_record_is_complete(corpus, tmp_path):
     assert stage.family == "quantization" and stage.gmse == pytest.approx(0.011543, rel=1e-4)
     assert rec.tokenizer.vocab_size == 512 and rec.model.vocab_size == 512
     assert rec.data.sha256 and rec.tokenizer.sha256 and rec.val_tokens == 8192
-    assert not (tmp_path / "ck").exists()  # checkpoints are removed after success
+    # The final checkpoint stays until the caller has made the record durable (run_local
+    # removes it after the append), so a kill after the final evaluation loses nothing.
+    latest = latest_checkpoint(tmp_path / "ck")
+    assert latest is not None and latest.name == "step-000000030"
 
 
 def test_local_corpus_smaller_than_the_budget_is_reused_in_epochs(corpus, tmp_path):
