@@ -15,10 +15,12 @@ is replaced; a run killed at any moment leaves the previous checkpoint intact an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,38 @@ def _split_key(key: str) -> tuple[int | str, str]:
     return (int(index) if index.isdigit() else index), name
 
 
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _staged_folder(final: Path) -> Iterator[Path]:
+    """An empty staging folder beside ``final``; on success its files are fsync'd and it is
+    renamed to ``final`` (replacing an older one), on failure removed: never a partial folder."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield staging
+        _fsync_tree(staging)
+        trash = None
+        if final.exists():  # a folder cannot be renamed over a non-empty one: move it aside first
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+            os.replace(final, trash / final.name)
+        os.replace(staging, final)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def save_checkpoint(
     run_dir: Path,
     *,
@@ -95,10 +129,9 @@ def save_checkpoint(
     """Write a complete checkpoint atomically; keep the newest ``keep`` ones."""
     from safetensors.torch import save_file
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step:09d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=run_dir))
-    try:
+    final = run_dir / name
+    with _staged_folder(final) as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
         save_file(weights, str(staging / "model.safetensors"))
         tensors, scalars = _optimizer_tensors(optim_state)
@@ -109,18 +142,11 @@ def save_checkpoint(
             "rng_cpu": torch.get_rng_state().tolist(),
         }
         (staging / "state.json").write_text(json.dumps(payload))
-        for path in staging.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        final = run_dir / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     pointer = run_dir / ".latest.tmp"
-    pointer.write_text(name)
+    with open(pointer, "w") as handle:
+        handle.write(name)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(pointer, run_dir / "latest")
     old = sorted(p for p in run_dir.glob("step-*") if p.is_dir() and p.name != name)
     for stale in old[: max(0, len(old) - (keep - 1))]:
@@ -129,11 +155,14 @@ def save_checkpoint(
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` names; if a kill left it missing, the newest complete one."""
     pointer = run_dir / "latest"
-    if not pointer.is_file():
-        return None
-    folder = run_dir / pointer.read_text().strip()
-    return folder if (folder / "state.json").is_file() else None
+    if pointer.is_file():
+        folder = run_dir / pointer.read_text().strip()
+        if (folder / "state.json").is_file():
+            return folder
+    complete = sorted(p for p in run_dir.glob("step-*") if (p / "state.json").is_file())
+    return complete[-1] if complete else None
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainState]:
@@ -168,17 +197,6 @@ def discard_checkpoints(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_final_model(
     folder: Path,
     *,
@@ -194,18 +212,9 @@ def save_final_model(
     """
     from safetensors.torch import save_file
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with _staged_folder(folder) as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
         save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
         (staging / "uscl.json").write_text(json.dumps(uscl_meta, indent=2, sort_keys=True))
-        _fsync_tree(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
