@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder (default: OUT with .ckpt)")] = None,
         models_dir: Annotated[Path | None, typer.Option(help="where each finished run's final model is kept (default: the spec's models_dir, else OUT with .models)")] = None,
         no_keep_models: Annotated[bool, typer.Option("--no-keep-models", help="do not keep finished runs' final models")] = False,
+        shard: Annotated[str | None, typer.Option(help="K/N: run only every N-th run of the sweep, starting at the K-th (N processes share one results file)")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine)")] = None,
         launcher: Annotated[str, typer.Option(help="local (in process), torchrun (all GPUs of this node), slurm (submitit)")] = "local",
@@ -82,6 +83,8 @@ def register(app: typer.Typer) -> None:
             "checkpoint_every": checkpoint_every,
         }.items() if v is not None}
         runs = expand_sweep(spec, overrides=overrides)
+        if shard is not None:
+            runs = _shard(runs, shard)
         from gmse_cli.training.config import check_format_fits
 
         for cfg in runs:
@@ -174,6 +177,16 @@ def _build_spec(sweep: Path | None, **flags: Any):
         raise config_error(exc, source=str(sweep) if sweep else "uscl train") from None
 
 
+def _shard(runs: list, shard: str) -> list:
+    """Runs K, K+N, K+2N, ... (1-based) of the sweep for ``--shard K/N``."""
+    from gmse_cli.errors import TrainError
+
+    k, _, n = shard.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+        raise TrainError(f"--shard '{shard}' must be K/N with 1 <= K <= N (e.g. 1/2)")
+    return runs[int(k) - 1 :: int(n)]
+
+
 def _worker_argv(params: dict[str, Any]) -> list[str]:
     """The same command for torchrun workers (launcher local, no dry run)."""
     args = ["train"]
@@ -186,7 +199,7 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
         "micro_batch_size": "--micro-batch-size", "context": "--context", "lr": "--lr",
         "rbbm_p": "--rbbm-p", "eval_tokens": "--eval-tokens", "eval_every": "--eval-every",
         "checkpoint_every": "--checkpoint-every", "checkpoint_dir": "--checkpoint-dir", "device": "--device",
-        "threads": "--threads", "models_dir": "--models-dir",
+        "threads": "--threads", "models_dir": "--models-dir", "shard": "--shard",
     }
     for key, flag in names.items():
         if params.get(key) is not None:
