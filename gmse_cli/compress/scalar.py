@@ -176,6 +176,9 @@ def _plan(stage: Quantize, row_length: int) -> _Plan:
     )
 
 
+plan = _plan  # public name the torch twin reads (stand-in until scalar.py names it so)
+
+
 def _validate(
     stage: Quantize, x: np.ndarray, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -42,6 +42,9 @@ def _round_count(fraction: float, n: int) -> int:
     return min(n, max(0, math.floor(fraction * n + 0.5)))
 
 
+round_count = _round_count  # public name the torch twin reads (stand-in until sparsity.py names it so)
+
+
 def _validate(stage: Sparsify, x: np.ndarray) -> np.ndarray:
     return check_input(stage, Sparsify, "sparsify", x)[0]
 

@@ -7,8 +7,9 @@ Modules (torch is imported only by the ones that need it):
 - :mod:`.config`         :class:`RunConfig`: one run as validated data                 [no torch]
 - :mod:`.results`        :class:`RunRecord`, the results-file schema; atomic appends    [no torch]
 - :mod:`.sweep`          sweep specs (TOML) and their expansion into runs              [no torch]
-- :mod:`.data`           corpora, tokenizers, the token cache, deterministic batches    [no torch]
-- :mod:`.torch_compress` differentiable compressors (also the GMSE engine's torch backend)
+- :mod:`.data`           corpora, tokenizers, the token cache, C4, deterministic batches [no torch]
+- :mod:`.torch_compress` differentiable compressors, one module per stage family, and their
+                         CPU numba kernels (also the GMSE engine's torch backend)
 - :mod:`.model`          LlamaForCausalLM with compressed linears
 - :mod:`.loop`           one training run (:func:`train_run`)
 - :mod:`.checkpoint`     safetensors checkpoints

@@ -2,8 +2,8 @@
 
 On CPU the compressor runs on every linear layer at every step; one parallel pass per kernel
 beats the chain of torch ops it replaces several times over. Their plain twin is the torch
-code of :meth:`gmse_cli.training.torch_compress._Scalar.trust_from_scales` (``numba=False``),
-which the tests compare them with.
+code of :meth:`.scalar.TorchQuantize.trust_from_scales` (``use_numba=False``), which the tests
+compare them with.
 """
 
 from __future__ import annotations

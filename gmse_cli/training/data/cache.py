@@ -1,0 +1,205 @@
+"""The token cache: tokens written once to ``<cache>/tokens/<key>/{train,val}.bin`` (uint16
+when the vocabulary fits, else uint32) with a ``meta.json``, and memory-mapped afterwards.
+
+An entry is built in a staging folder beside its final place and moved there whole, so a
+reader sees a complete entry or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmse_cli.errors import DataError
+from gmse_cli.paths import cache_dir
+from gmse_cli.training.data.tokenizer import TokenizerHandle
+
+__all__ = ["CACHE_VERSION", "TokenData", "check_sizes", "entry_folder", "write_entry"]
+
+CACHE_VERSION = "1"  # part of every entry's key: a change of the file layout starts afresh
+
+
+def entry_folder(key: str) -> Path:
+    """Where the cache entry ``key`` lives (it may not exist yet)."""
+    return cache_dir() / "tokens" / key
+
+
+def _dtype_for(vocab: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab <= 1 << 16 else np.dtype(np.uint32)
+
+
+def _write_tokens(
+    pieces: Iterable[tuple[str, bool]],
+    tok: TokenizerHandle,
+    path: Path,
+    *,
+    limit: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Tokenize ``pieces`` into a raw token file; stops once ``limit`` tokens are written."""
+    dtype = _dtype_for(tok.vocab_size)
+    written = 0
+    batch: list[tuple[str, bool]] = []
+
+    def flush(handle: io.BufferedWriter) -> None:
+        nonlocal written
+        ids = tok.encode_batch([t for t, _ in batch])
+        chunks = []
+        for (_, end), seq in zip(batch, ids, strict=True):
+            chunks.append(np.asarray(seq, dtype=dtype))
+            if end and tok.eos_id is not None:
+                chunks.append(np.asarray([tok.eos_id], dtype=dtype))
+        arr = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
+        if limit is not None:
+            arr = arr[: max(0, limit - written)]
+        handle.write(arr.tobytes())
+        written += arr.size
+        batch.clear()
+        if on_progress is not None:
+            on_progress(written)
+
+    with open(path, "wb") as handle:
+        for text, end in pieces:
+            # Split ~1M-char pieces further at newlines so encode_batch runs in parallel.
+            for sub, last in _subpieces(text):
+                batch.append((sub, end and last))
+            if len(batch) >= 64:
+                flush(handle)
+                if limit is not None and written >= limit:
+                    break
+        if batch and (limit is None or written < limit):
+            flush(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return written
+
+
+def _subpieces(text: str, size: int = 1 << 16) -> Iterator[tuple[str, bool]]:
+    start = 0
+    while start < len(text):
+        stop = min(len(text), start + size)
+        if stop < len(text):
+            nl = text.find("\n", stop)
+            stop = len(text) if nl < 0 else nl + 1
+        yield text[start:stop], stop >= len(text)
+        start = stop
+    if not text:
+        yield "", True
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """Memory-mapped training and validation tokens plus the identities a run records."""
+
+    folder: Path
+    source: str
+    data_sha256: str
+    tokenizer: TokenizerHandle
+    val_fraction: float | None
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.folder / "meta.json").read_text())
+
+    @cached_property
+    def train(self) -> np.ndarray:
+        return np.memmap(self.folder / "train.bin", dtype=self.meta["dtype"], mode="r")
+
+    @cached_property
+    def val(self) -> np.ndarray:
+        return np.memmap(self.folder / "val.bin", dtype=self.meta["dtype"], mode="r")
+
+
+def write_entry(
+    folder: Path,
+    *,
+    train: Iterable[tuple[str, bool]],
+    val: Iterable[tuple[str, bool]],
+    tok: TokenizerHandle,
+    tokenizer: str,
+    source: str,
+    data_sha256: str | None,
+    val_fraction: float | None,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+    replace: bool = False,
+) -> None:
+    """Tokenize the ``train`` and ``val`` pieces (up to the limits) into the entry ``folder``.
+
+    ``data_sha256=None`` records the hash of the training tokens written (a streamed source has
+    no file of its own to hash). ``replace`` swaps out an existing entry (a longer prefix of a
+    stream); otherwise a concurrent writer that finished first keeps its copy.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        n_train = _write_tokens(train, tok, staging / "train.bin", limit=train_limit)
+        n_val = _write_tokens(val, tok, staging / "val.bin", limit=val_limit)
+        if data_sha256 is None:
+            data_sha256 = _file_sha256(staging / "train.bin")
+        meta = {
+            "version": CACHE_VERSION,
+            "source": source,
+            "data_sha256": data_sha256,
+            "tokenizer": tokenizer,
+            "tokenizer_sha256": tok.sha256,
+            "vocab_size": tok.vocab_size,
+            "dtype": _dtype_for(tok.vocab_size).name,
+            "train_tokens": n_train,
+            "val_tokens": n_val,
+            "val_fraction": val_fraction,
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+        _publish(staging, folder, replace=replace)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _publish(staging: Path, folder: Path, *, replace: bool) -> None:
+    """Move a finished cache entry into place: over the old one (``replace``), or else leaving
+    the copy of a concurrent writer that won."""
+    if replace:
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+        return
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if not (folder / "meta.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(staging, folder)
+
+
+def check_sizes(data: TokenData, min_train: int, min_val: int) -> None:
+    """Refuse an entry too small for the run: at least ``min_*`` (and 2) tokens per split."""
+    meta = data.meta
+    if meta["train_tokens"] < max(min_train, 2):
+        raise DataError(
+            f"data '{data.source}' has {meta['train_tokens']:,} training tokens; a run needs at least "
+            f"{max(min_train, 2):,}"
+        )
+    if meta["val_tokens"] < max(min_val, 2):
+        raise DataError(
+            f"data '{data.source}' holds out {meta['val_tokens']:,} validation tokens; at least "
+            f"{max(min_val, 2):,} are needed (raise data.val_fraction or use more text)"
+        )

@@ -1,0 +1,142 @@
+"""Tokenizers: a hub id (transformers), a local ``tokenizer.json`` (tokenizers), or ``bpe:V`` --
+a byte-level BPE trained on the training text and cached by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gmse_cli.errors import BackendMissing, DataError
+from gmse_cli.paths import cache_dir
+
+__all__ = ["EOS_TOKEN", "TokenizerHandle", "load_tokenizer", "train_bpe"]
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class TokenizerHandle:
+    """A tokenizer reduced to what training needs."""
+
+    source: str
+    sha256: str
+    vocab_size: int
+    eos_id: int | None
+    encode_batch: Callable[[list[str]], list[list[int]]]
+    decode: Callable[[list[int]], str]
+
+
+def _require_tokenizers() -> Any:
+    try:
+        import tokenizers
+    except ImportError:
+        raise BackendMissing("training needs the [train] extra: pip install 'uscl[train]'") from None
+    return tokenizers
+
+
+def train_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) -> Any:
+    """A byte-level BPE (GPT-2 style, with one ``<|endoftext|>`` special token) trained on ``texts``."""
+    tk = _require_tokenizers()
+    if vocab_size <= 257:
+        raise DataError(f"vocab size {vocab_size} must exceed 257 (256 bytes + <|endoftext|>)")
+    tokenizer = tk.Tokenizer(tk.models.BPE())
+    tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def _handle_from_tokenizers(tokenizer: Any, source: str) -> TokenizerHandle:
+    blob = tokenizer.to_str()
+    eos = tokenizer.token_to_id(EOS_TOKEN)
+    if eos is None:
+        eos = tokenizer.token_to_id("</s>")
+
+    def encode_batch(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    return TokenizerHandle(
+        source=source,
+        sha256=hashlib.sha256(blob.encode()).hexdigest(),
+        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        eos_id=eos,
+        encode_batch=encode_batch,
+        decode=tokenizer.decode,
+    )
+
+
+def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None = None,
+                   corpus_tag: str | None = None) -> TokenizerHandle:
+    """Resolve a tokenizer spec: ``bpe:V``, a local tokenizer.json, or a hub id."""
+    tk = _require_tokenizers()
+    if spec.startswith("bpe:"):
+        if train_texts is None or corpus_tag is None:
+            raise DataError(f"tokenizer '{spec}' trains on a local corpus; give a tokenizer for 'c4'")
+        vocab = int(spec[4:])
+        folder = cache_dir() / "tokenizers"
+        folder.mkdir(parents=True, exist_ok=True)
+        cached = folder / f"bpe{vocab}-{corpus_tag}.json"
+        if not cached.exists():
+            tokenizer = train_bpe(train_texts(), vocab_size=vocab)
+            _atomic_write_text(cached, tokenizer.to_str())
+        return _handle_from_tokenizers(tk.Tokenizer.from_file(str(cached)), spec)
+    path = Path(spec).expanduser()
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise DataError(f"tokenizer file '{spec}' does not exist (train one: uscl tokenizer train)")
+        try:
+            tokenizer = tk.Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+            raise DataError(f"{spec}: not a tokenizers JSON file ({exc})") from None
+        return _handle_from_tokenizers(tokenizer, spec)
+    return _hub_tokenizer(spec)
+
+
+def _hub_tokenizer(name: str) -> TokenizerHandle:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise BackendMissing("hub tokenizers need transformers: pip install 'uscl[train]'") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # network, gating, missing repo: all end the same way for the user
+        raise DataError(
+            f"cannot load tokenizer '{name}' from the hub ({type(exc).__name__}); offline, give a "
+            "local tokenizer.json or bpe:V (e.g. --tokenizer bpe:8192)"
+        ) from None
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise DataError(f"tokenizer '{name}' has no fast (tokenizers) backend")
+    blob = backend.to_str()
+    eos = tok.eos_token_id
+
+    def encode_batch(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+
+    return TokenizerHandle(
+        source=name,
+        sha256=hashlib.sha256(blob.encode()).hexdigest(),
+        vocab_size=len(tok),
+        eos_id=eos,
+        encode_batch=encode_batch,
+        decode=backend.decode,
+    )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
