@@ -60,6 +60,7 @@ from gmse_cli.spec import (
     format_to_toml,
     parse_shorthand,
 )
+from gmse_cli.tomlfile import write_text_atomic
 
 __all__ = [
     "SearchSpace",
@@ -912,7 +913,7 @@ def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
         )
         path = out_dir / f"{i:02d}-{_slug(point.name)}.toml"
         try:
-            path.write_text(format_to_toml(spec), encoding="utf-8")
+            write_text_atomic(path, format_to_toml(spec))
         except OSError as exc:
             raise SpecError(f"--out-dir: cannot write {path}: {exc.strerror or exc}") from None
         paths.append(path)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from gmse_cli.spec import catalog
+from gmse_cli.spec import catalog, load_format_toml
 
 
 def test_formats_lists_the_catalog(run_cli):
@@ -39,6 +39,22 @@ def test_show_prints_toml_that_every_command_accepts(run_cli, tmp_path):
     out = json.loads(run_cli("gmse", str(path), "mxfp4", "--json", "--rel-err", "1e-2").stdout)
     # same spec, same shared bank -> the same estimate bit for bit
     assert out[0]["gmse"] == out[1]["gmse"]
+
+
+def test_show_round_trips_a_multiline_description(run_cli, tmp_path):
+    # `formats show` once wrote a raw newline inside a one-line TOML string, which uscl rejected.
+    mine = tmp_path / "mine.toml"
+    mine.write_text(
+        'description = """two lines,\nwith "quotes" and a \\\\ backslash"""\n\n'
+        '[[stages]]\nkind = "quantize"\ngrid = "fp"\nexponent_bits = 2\nmantissa_bits = 1\n'
+    )
+    res = run_cli("formats", "show", str(mine))
+    assert res.code == 0 and res.stderr == ""
+    shown = tmp_path / "shown.toml"
+    shown.write_text(res.stdout)
+    fmt = load_format_toml(shown)
+    assert fmt == load_format_toml(mine)
+    assert fmt.description == 'two lines,\nwith "quotes" and a \\ backslash'
 
 
 def test_gmse_json_keys(run_cli):

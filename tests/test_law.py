@@ -427,6 +427,90 @@ def test_round_trip_with_draws(tmp_path):
     assert "[draws" not in law_to_toml(paper_like_law())
 
 
+# The layout uscl wrote before its TOML writer was tomli-w (several draws per line, hand-made
+# headers); law files users already have look like this and must keep loading.
+OLD_LAYOUT = """\
+name = "old-style"
+description = "written by the first writer"
+
+[meta]
+source = "a test"
+
+[A]
+value = 12.0
+provenance = "stand-in"
+
+[alpha]
+value = 0.13
+sigma = 0.05
+provenance = "paper"
+
+[B]
+value = 300.0
+low = 200.0
+high = 450.5
+provenance = "stand-in"
+
+[beta]
+value = 0.33
+sigma = 0.06
+provenance = "paper"
+
+[E]
+value = 1.3
+sigma = 0.5
+provenance = "paper"
+
+[families.quantization.L]
+value = 1.0
+provenance = "paper"
+
+[families.quantization.F]
+value = 0.41
+provenance = "paper"
+
+[families.quantization.C]
+value = 1.39
+provenance = "paper"
+
+[draws]
+provenance = "made by hand"
+
+[draws.constants]
+A = [
+    11.0, 12.5, 13.0,
+]
+"quantization.F" = [
+    0.4, 0.41, 0.42,
+]
+"""
+
+
+def test_the_old_written_layout_still_loads(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text(OLD_LAYOUT)
+    curve = FamilyCurve(L=Constant(value=1.0, provenance="paper"), F=Constant(value=0.41, provenance="paper"),
+                        C=Constant(value=1.39, provenance="paper"))
+    expected = Law(
+        name="old-style", description="written by the first writer", meta={"source": "a test"},
+        A=Constant(value=12.0, provenance="stand-in"), alpha=Constant(value=0.13, sigma=0.05, provenance="paper"),
+        B=Constant(value=300.0, low=200.0, high=450.5, provenance="stand-in"),
+        beta=Constant(value=0.33, sigma=0.06, provenance="paper"), E=Constant(value=1.3, sigma=0.5, provenance="paper"),
+        families={Family.QUANTIZATION: curve},
+        draws=LawDraws(provenance="made by hand", constants={"A": (11.0, 12.5, 13.0), "quantization.F": (0.4, 0.41, 0.42)}),
+    )
+    assert load_law(path) == expected
+    save_law(expected, path)  # and the new writer's layout reads back the same
+    assert load_law(path) == expected
+
+
+def test_a_multiline_description_round_trips(tmp_path):
+    law = paper_like_law(description='first line\nsecond "line"\twith a tab', meta={"note": "a\nb"})
+    path = tmp_path / "law.toml"
+    save_law(law, path)
+    assert load_law(path) == law
+
+
 def _with_draws(body: str, provenance: str = 'provenance = "test"\n') -> str:
     return law_to_toml(paper_like_law()) + f"\n[draws]\n{provenance}\n[draws.constants]\n{body}"
 
@@ -531,6 +615,18 @@ def test_shipped_law_carries_joint_draws_consistent_with_its_marginals():
     for key in ("alpha", "beta", "E"):
         assert np.mean(columns[key]) == pytest.approx(getattr(law, key).value, abs=0.3 * getattr(law, key).sigma)
         assert np.std(columns[key]) == pytest.approx(getattr(law, key).sigma, rel=0.2)
+
+
+@needs_shipped
+def test_shipped_law_round_trips_with_its_draws(tmp_path):
+    law = shipped_law()
+    assert law.draws is not None
+    path = tmp_path / "again.toml"
+    save_law(law, path)
+    again = load_law(path)
+    assert again == law and again.draws == law.draws
+    # the file holds what the model does, nothing more (empty and unset fields left out)
+    assert tomllib.loads(path.read_text()) == law.model_dump(mode="json", exclude_none=True)
 
 
 # The paper's fit error (its Table 1), read as a relative error of the predicted loss.

@@ -53,6 +53,22 @@ def test_catalog_round_trips(name, tmp_path):
     assert resolve_format(name) == fmt
 
 
+def test_written_format_files_keep_the_catalog_layout():
+    text = format_to_toml(resolve_format("had128+2:4+int4"))
+    assert text.startswith('name = "had128+2:4+int4"\n\n[[stages]]\nkind = "rotate"\n')
+    assert text.count("[[stages]]") == 3 and "description" not in text  # empty: left out
+
+
+@settings(max_examples=100, deadline=None)
+@given(description=st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_any_description_round_trips(description):
+    fmt = resolve_format("nvfp4").model_copy(update={"description": description})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "f.toml"
+        path.write_text(format_to_toml(fmt), encoding="utf-8")
+        assert load_format_toml(path) == fmt
+
+
 # Bit accounting worked out by hand (row length 4096).
 @pytest.mark.parametrize(
     "name, bits",

@@ -27,13 +27,13 @@ This module needs no torch: ``--dry-run`` plans a sweep anywhere.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError
+from gmse_cli.tomlfile import read_toml
 from gmse_cli.training.config import (
     DataConfig,
     EstimatorConfig,
@@ -169,16 +169,9 @@ class SweepSpec(_Cfg):
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep TOML file (errors name the file and the field)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"sweep file {path} does not exist") from None
-    except OSError as exc:
-        raise DataError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: malformed TOML: {exc}") from None
+    if not path.exists():
+        raise DataError(f"sweep file {path} does not exist")
+    raw = read_toml(path, what="sweep file", error=SpecError, read_error=DataError)
     raw.setdefault("name", path.stem)
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("source"), str):

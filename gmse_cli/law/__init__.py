@@ -1,0 +1,77 @@
+"""The capacity law and the scaling law, and the law files that carry their constants.
+
+    rho(GMSE) = L * tanh(F * log_{1/4}(GMSE))^C            (one L, F, C per family)
+    Loss(N, D) = A * (N * rho)^(-alpha) + B * D^(-beta) + E
+
+Modules, each importing only those above it:
+
+- :mod:`~gmse_cli.law.model`       -- the law as data (constants with provenance, curves, joint
+  draws) and the two closed-form laws
+- :mod:`~gmse_cli.law.files`       -- law files (TOML), read and written; the shipped law
+- :mod:`~gmse_cli.law.compose`     -- a format's or scheme's capacity as the product of its
+  stages' capacities (the paper's factorization)
+- :mod:`~gmse_cli.law.uncertainty` -- capacity and loss intervals by Monte Carlo over the
+  constants (the model of the draws, and why L is held, is documented there)
+"""
+
+from gmse_cli.law.compose import (
+    CapacityPart,
+    capacity_parts,
+    factorized_capacity,
+    scheme_capacity,
+    single_gmse_capacity,
+    tensor_parts,
+)
+from gmse_cli.law.files import DEFAULT_LAW, law_to_toml, load_law, save_law, shipped_law
+from gmse_cli.law.model import (
+    Constant,
+    FamilyCurve,
+    Law,
+    LawDraws,
+    capacity,
+    effective_bits,
+    predicted_loss,
+)
+from gmse_cli.law.uncertainty import (
+    DEFAULT_DRAWS,
+    MAX_DRAWS,
+    Interval,
+    LawSamples,
+    capacity_interval,
+    check_draws,
+    check_scale,
+    loss_interval,
+    sample_constant,
+    sample_law,
+)
+
+__all__ = [
+    "Constant",
+    "FamilyCurve",
+    "Law",
+    "LawDraws",
+    "effective_bits",
+    "capacity",
+    "predicted_loss",
+    "load_law",
+    "save_law",
+    "law_to_toml",
+    "shipped_law",
+    "DEFAULT_LAW",
+    "CapacityPart",
+    "capacity_parts",
+    "factorized_capacity",
+    "single_gmse_capacity",
+    "scheme_capacity",
+    "Interval",
+    "LawSamples",
+    "sample_constant",
+    "sample_law",
+    "capacity_interval",
+    "loss_interval",
+    "check_scale",
+    "DEFAULT_DRAWS",
+    "MAX_DRAWS",
+    "check_draws",
+    "tensor_parts",
+]

@@ -1,0 +1,106 @@
+"""Composition: a format's or a scheme's capacity from its stages' GMSE.
+
+Composite formats and weight x activation schemes multiply per-stage capacities (the paper's
+factorization, rho(R1 and R2) = rho(R1) * rho(R2)): :func:`capacity_parts` lists the lossy
+stages of a :class:`~gmse_cli.spec.Format` or :class:`~gmse_cli.spec.Scheme` (each with its
+family and a standalone format to measure), :func:`factorized_capacity` multiplies. The
+"single-GMSE" alternative -- the whole pipeline's GMSE through the curve of its last lossy
+stage -- is :func:`single_gmse_capacity`; it equals the factorized value for one-stage formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple
+
+from gmse_cli.errors import LawError
+from gmse_cli.law.model import Law
+from gmse_cli.spec import Family, Format, Scheme
+
+__all__ = [
+    "Tensor", "CapacityPart", "capacity_parts", "tensor_parts", "factorized_capacity",
+    "scheme_capacity", "single_gmse_capacity",
+]
+
+Tensor = Literal["weights", "activations"]
+
+
+class CapacityPart(NamedTuple):
+    """One factor of a capacity product: which tensor, which curve, what to measure GMSE on."""
+
+    tensor: Tensor
+    family: Family
+    format: Format
+
+
+def _tensors(item: Format | Scheme) -> list[tuple[Tensor, Format]]:
+    if isinstance(item, Format):
+        return [("weights", item)]
+    pairs: list[tuple[Tensor, Format]] = [("weights", item.weights)]
+    if item.activations is not None:
+        pairs.append(("activations", item.activations))
+    return pairs
+
+
+def capacity_parts(item: Format | Scheme) -> list[CapacityPart]:
+    """The lossy stages the factorized capacity multiplies over (empty for a lossless format).
+
+    Each part's format is the stage alone (rotations ride along with the quantizer), as
+    :meth:`Format.stage_formats` gives it: 2:4+int4 is rho_sparsity(GMSE(2:4)) *
+    rho_quantization(GMSE(int4)).
+    """
+    return [
+        CapacityPart(tensor, family, stage)
+        for tensor, fmt in _tensors(item)
+        for family, stage in fmt.stage_formats()
+    ]
+
+
+def tensor_parts(item: Format | Scheme) -> list[CapacityPart]:
+    """One part per tensor: the whole pipeline, read through the curve of its last lossy stage.
+
+    This is the single-GMSE alternative to :func:`capacity_parts`; a lossless tensor gets
+    family ``none`` (capacity 1).
+    """
+    return [
+        CapacityPart(tensor, fmt.families[-1] if fmt.families else Family.NONE, fmt)
+        for tensor, fmt in _tensors(item)
+    ]
+
+
+def factorized_capacity(law: Law, stages: Iterable[tuple[Family | str, float]]) -> float:
+    """prod over (family, GMSE) of rho_family(GMSE): the paper's factorization rule."""
+    rho = 1.0
+    for family, gmse in stages:
+        rho *= float(law.rho(family, gmse))
+    return rho
+
+
+def _measured(parts: list[CapacityPart], gmse: Any) -> list[tuple[Family, float]]:
+    if callable(gmse):
+        values = [float(gmse(p.format)) for p in parts]
+    else:
+        values = [float(g) for g in gmse]
+        if len(values) != len(parts):
+            names = ", ".join(p.format.display_name for p in parts) or "none"
+            raise LawError(f"got {len(values)} GMSE values for {len(parts)} lossy stages ({names})")
+    return [(p.family, g) for p, g in zip(parts, values, strict=True)]
+
+
+def scheme_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:
+    """Factorized capacity of a format or scheme.
+
+    ``gmse`` is a callable ``Format -> float`` (for example
+    ``lambda f: gmse_of(f).gmse``) or the GMSE values in the order of :func:`capacity_parts`.
+    """
+    parts = capacity_parts(item)
+    law.check_covers(p.family for p in parts)
+    return factorized_capacity(law, _measured(parts, gmse))
+
+
+def single_gmse_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:
+    """Capacity from each tensor's whole-pipeline GMSE (values in :func:`tensor_parts` order)."""
+    parts = tensor_parts(item)
+    law.check_covers(p.family for p in parts)
+    return factorized_capacity(law, _measured(parts, gmse))
+

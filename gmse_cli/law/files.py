@@ -1,0 +1,99 @@
+"""Law files: a :class:`~gmse_cli.law.model.Law` as TOML, read and written.
+
+Every constant carries its value, optional 1-sigma and interval, and its provenance::
+
+    name = "paper-llama-c4"
+    description = "..."
+    [meta]                 # free-form strings: data files, fit options, date, version
+    [A]                    # value, sigma?, low?, high?, provenance
+    [alpha] / [B] / [beta] / [E]
+    [families.quantization.L] / .F / .C
+    [families.sparsity.L] ...
+    [families.vq.L] ...
+
+    [draws]                # optional joint draws: provenance
+    [draws.constants]      # one column per constant, e.g. "quantization.F" = [...]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gmse_cli.errors import LawError
+from gmse_cli.law.model import Law
+from gmse_cli.paths import laws_dir
+from gmse_cli.tomlfile import dumps_toml, read_toml, write_text_atomic
+
+__all__ = ["DEFAULT_LAW", "load_law", "shipped_law", "law_to_toml", "save_law"]
+
+DEFAULT_LAW = "paper-llama-c4"
+
+
+def load_law(path: str | Path | None = None) -> Law:
+    """Load a law file; ``None`` or a shipped name (``paper-llama-c4``) loads the shipped one."""
+    if path is None or (isinstance(path, str) and not path.endswith(".toml") and not Path(path).exists()):
+        return shipped_law(path or DEFAULT_LAW)
+    path = Path(path)
+    return _validate(read_toml(path, what="law file", error=LawError), source=str(path))
+
+
+def shipped_law(name: str = DEFAULT_LAW) -> Law:
+    """The law shipped with uscl under ``name`` (``gmse_cli/laws/<name>.toml``)."""
+    path = laws_dir() / f"{name}.toml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in laws_dir().glob("*.toml"))) or "none"
+        raise LawError(f"no law file or shipped law named '{name}' (shipped: {names})")
+    return load_law(path)
+
+
+def _validate(data: dict[str, Any], *, source: str) -> Law:
+    # One line naming the file, the key and what is wrong, for the errors a hand edit makes.
+    try:
+        return Law.model_validate(data)
+    except LawError as exc:
+        raise LawError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        # A misspelt key shows up as both "missing" and "unknown"; the unknown one names the typo.
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+        err = errors[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        ctx_error = (err.get("ctx") or {}).get("error")
+        msg = str(ctx_error) if isinstance(ctx_error, LawError) else err.get("msg", "invalid")
+        if err.get("type") == "missing":
+            loc = [str(p) for p in err.get("loc", ())]
+            if loc and loc[0] == "draws":
+                msg = "missing (joint draws need their provenance and a [draws.constants] table)"
+            elif loc and loc[-1] in ("value", "provenance"):
+                msg = "missing (every constant needs a value and its provenance)"
+            elif loc and loc[0] == "families":
+                msg = "missing (every family curve needs L, F and C)"
+            else:
+                msg = "missing (every law needs A, alpha, B, beta and E)"
+        elif err.get("type") == "extra_forbidden":
+            msg = "unknown key (check its spelling)"
+        raise LawError(f"{source}: {where}: {msg}" if where else f"{source}: {msg}") from None
+
+
+def law_to_toml(law: Law) -> str:
+    """Render a law as TOML that :func:`load_law` reads back to an equal model.
+
+    Unset fields (None) and an empty description, [meta] or families are left out; a draws column
+    named like ``quantization.F`` is one quoted key of [draws.constants], not a nested table.
+    """
+    data = law.model_dump(mode="json", exclude_none=True)
+    for key in ("description", "meta", "families"):
+        if not data.get(key):
+            data.pop(key, None)
+    return dumps_toml(data)
+
+
+def save_law(law: Law, path: str | Path) -> None:
+    """Write atomically: a crash never leaves a half-written law file."""
+    path = Path(path)
+    try:
+        write_text_atomic(path, law_to_toml(law))
+    except OSError as exc:
+        raise LawError(f"cannot write law file {path}: {exc.strerror or exc}") from None

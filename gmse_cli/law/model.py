@@ -1,0 +1,201 @@
+"""The law as data: constants with their provenance, capacity curves, joint draws, and the two
+closed-form laws they parametrize.
+
+    rho(GMSE) = L * tanh(F * log_{1/4}(GMSE))^C            (one L, F, C per family)
+    Loss(N, D) = A * (N * rho)^(-alpha) + B * D^(-beta) + E
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gmse_cli.errors import LawError
+from gmse_cli.spec import Family
+
+__all__ = ["Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Constant(_Model):
+    """One fitted constant with its uncertainty and where it came from."""
+
+    value: float
+    sigma: float | None = Field(default=None, ge=0, description="1-sigma uncertainty")
+    low: float | None = Field(default=None, description="lower end of its interval (e.g. bootstrap 95%)")
+    high: float | None = Field(default=None, description="upper end of its interval")
+    provenance: str = Field(min_length=1, description="where the number came from")
+
+    @model_validator(mode="after")
+    def _check(self) -> Constant:
+        if not math.isfinite(self.value):
+            raise LawError(f"constant value {self.value} is not finite")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise LawError(f"constant interval [{self.low}, {self.high}] is reversed")
+        return self
+
+
+class FamilyCurve(_Model):
+    """The capacity curve rho = L * tanh(F * log_{1/4} GMSE)^C of one family."""
+
+    L: Constant
+    F: Constant
+    C: Constant
+
+    @model_validator(mode="after")
+    def _check(self) -> FamilyCurve:
+        for key in ("L", "F", "C"):
+            if getattr(self, key).value <= 0:
+                raise LawError(f"capacity constant {key} = {getattr(self, key).value} must be positive")
+        return self
+
+    def rho(self, gmse: np.ndarray | float) -> np.ndarray | float:
+        return capacity(gmse, self.L.value, self.F.value, self.C.value)
+
+
+_LAW_KEYS = ("A", "alpha", "B", "beta", "E")
+_CURVE_KEYS = ("L", "F", "C")
+
+
+class LawDraws(_Model):
+    """Joint draws of a law's constants: element i of every column belongs to draw i.
+
+    Columns are named as ``uscl fit --fix`` names constants: ``A``, ``alpha``, ``B``, ``beta``,
+    ``E``, ``<family>.L`` / ``.F`` / ``.C``. A constant without a column is drawn from its
+    marginal (see :mod:`gmse_cli.law.uncertainty`).
+    """
+
+    provenance: str = Field(min_length=1, description="how the draws were made")
+    constants: dict[str, tuple[float, ...]] = Field(min_length=1, description="one column of draws per constant")
+
+    @model_validator(mode="after")
+    def _check(self) -> LawDraws:
+        lengths = {name: len(column) for name, column in self.constants.items()}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{name} {n}" for name, n in lengths.items())
+            raise LawError(f"every column needs the same number of rows (got {shown})")
+        if self.rows < 2:
+            raise LawError(f"{self.rows} row(s); joint draws need at least 2")
+        for name, column in self.constants.items():
+            if not all(math.isfinite(x) for x in column):
+                raise LawError(f"column '{name}' has a value that is not finite")
+        return self
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.constants.values())))
+
+    def resample(self, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``size`` rows drawn with replacement, as one array per column."""
+        pick = rng.integers(0, self.rows, size=size)
+        return {name: np.asarray(column, dtype=float)[pick] for name, column in self.constants.items()}
+
+
+class Law(_Model):
+    """A scaling law with per-family capacity curves, and optionally joint draws of its constants."""
+
+    name: str
+    description: str = ""
+    meta: dict[str, str] = Field(default_factory=dict)
+    A: Constant
+    alpha: Constant
+    B: Constant
+    beta: Constant
+    E: Constant
+    families: dict[Family, FamilyCurve] = Field(default_factory=dict)
+    draws: LawDraws | None = Field(default=None, description="joint draws of the constants, if any")
+
+    @model_validator(mode="after")
+    def _check(self) -> Law:
+        for key in ("A", "alpha", "B", "beta"):
+            if getattr(self, key).value <= 0:
+                raise LawError(
+                    f"law '{self.name}': {key} = {getattr(self, key).value} must be positive (check its sign)"
+                )
+        if self.E.value < 0:
+            raise LawError(f"law '{self.name}': E = {self.E.value} must not be negative")
+        if self.draws is not None:
+            self._check_draws(self.draws)
+        return self
+
+    def constants(self) -> dict[str, Constant]:
+        """Every constant by the name a draws column (or ``uscl fit --fix``) uses."""
+        out = {key: getattr(self, key) for key in _LAW_KEYS}
+        for family, curve in self.families.items():
+            out |= {f"{family.value}.{key}": getattr(curve, key) for key in _CURVE_KEYS}
+        return out
+
+    def _check_draws(self, draws: LawDraws) -> None:
+        # The domain the marginal draws are truncated to (gmse_cli.law.uncertainty).
+        known = self.constants()
+        for name, column in draws.constants.items():
+            if name not in known:
+                raise LawError(
+                    f"law '{self.name}': draws column '{name}' is not a constant of this law "
+                    f"(known: {', '.join(known)})"
+                )
+            lowest, highest = min(column), max(column)
+            if name == "E" and lowest < 0:
+                raise LawError(f"law '{self.name}': draws of E reach {lowest}; E must not be negative")
+            if name != "E" and lowest <= 0:
+                raise LawError(f"law '{self.name}': draws of {name} reach {lowest}; {name} must be positive")
+            if name.endswith(".L") and highest > max(1.0, known[name].value):
+                raise LawError(
+                    f"law '{self.name}': draws of {name} reach {highest}; L may not exceed max(1, its value)"
+                )
+
+    def curve(self, family: Family | str) -> FamilyCurve:
+        family = Family(family)
+        if family not in self.families:
+            covered = ", ".join(f.value for f in self.families) or "none"
+            raise LawError(f"law '{self.name}' has no capacity curve for family '{family}' (it covers: {covered})")
+        return self.families[family]
+
+    def rho(self, family: Family | str, gmse: np.ndarray | float) -> np.ndarray | float:
+        """Capacity of one lossy stage of ``family``; lossless stages (family none) give 1."""
+        if Family(family) is Family.NONE:
+            return np.ones_like(np.asarray(gmse, dtype=float)) if np.ndim(gmse) else 1.0
+        return self.curve(family).rho(gmse)
+
+    def check_covers(self, families: Iterable[Family | str]) -> None:
+        """Raise :class:`LawError` unless every lossy family has a curve in this law."""
+        for family in families:
+            if Family(family) is not Family.NONE:
+                self.curve(family)
+
+    def loss(self, params: np.ndarray | float, tokens: np.ndarray | float, rho: np.ndarray | float = 1.0):
+        return predicted_loss(
+            params, tokens, rho,
+            A=self.A.value, alpha=self.alpha.value, B=self.B.value, beta=self.beta.value, E=self.E.value,
+        )
+
+
+def effective_bits(gmse: np.ndarray | float) -> np.ndarray | float:
+    """log_{1/4}(GMSE): the bits a rate-distortion-optimal code would need for this error.
+
+    GMSE = 0 (a lossless cast of the samples) gives +inf.
+    """
+    with np.errstate(divide="ignore"):
+        return -np.log(gmse) / math.log(4.0)
+
+
+def capacity(gmse: np.ndarray | float, L: float, F: float, C: float) -> np.ndarray | float:
+    """rho = L * tanh(F * log_{1/4}(GMSE))^C; GMSE >= 1 (nothing kept) gives 0."""
+    bits = np.maximum(effective_bits(np.asarray(gmse, dtype=float)), 0.0)
+    out = L * np.tanh(F * bits) ** C
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def predicted_loss(params, tokens, rho=1.0, *, A: float, alpha: float, B: float, beta: float, E: float):
+    """Loss = A * (N * rho)^(-alpha) + B * D^(-beta) + E."""
+    n_eff = np.asarray(params, dtype=float) * np.asarray(rho, dtype=float)
+    with np.errstate(divide="ignore"):  # rho = 0 (nothing kept) is an infinite loss, not a warning
+        out = A * n_eff ** (-alpha) + B * np.asarray(tokens, dtype=float) ** (-beta) + E
+    return float(out) if np.ndim(out) == 0 else out
+

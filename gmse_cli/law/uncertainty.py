@@ -1,0 +1,264 @@
+"""Uncertainty: capacity and loss intervals by Monte Carlo over the law's constants.
+
+Intervals (:func:`sample_law`, :func:`capacity_interval`, :func:`loss_interval`) are
+propagated by Monte Carlo over the constants, seeded, not by the delta method: rho is bounded
+and strongly curved in F and C, so a linearization misplaces the interval's ends.
+
+Joint draws. A law file may carry a ``[draws]`` table: rows of the constants drawn together
+(for the shipped law, each row refits A and B on bootstrapped runs with alpha, beta, E and the
+curves drawn first, so A and B compensate them as the data demand; see
+``examples/calibrate_paper_law.py``). Then every Monte Carlo draw takes one whole row, rows
+resampled with replacement by the seeded generator, for every constant the table has a column
+of. The constants it lacks, and every constant of a law without draws, are drawn independently
+from their marginals:
+
+- ``low`` and ``high`` given: a split normal with the mode at ``value`` and each half's sigma
+  = (distance to that end) / 1.96, reading [low, high] as a central 95% interval;
+- only ``sigma``: a normal; neither: the constant is fixed;
+- draws are truncated (rejection, then clipping as a last resort) to the physical domain:
+  A, alpha, B, beta, F, C > 0, E >= 0, and 0 < L <= max(1, value) because a compressed model
+  never has more capacity than its dense self (a file's joint draws must lie in it too);
+- each stage's GMSE is drawn from a normal with its standard error (0 for exact quadrature),
+  truncated to GMSE > 0, independently of the constants.
+
+L is held at its value unless ``vary_L=True``. The paper's L = 1.0 +/- 0.7 (Llama/C4) next to
+F = 0.41 +/- 0.02 cannot be an uncertainty about capacity relative to the dense model: 8-bit
+runs (rho ~ L * 0.99) pin that ratio to a few percent. A spread that wide means L trades off
+against A in the bootstrap -- A (N L t)^-alpha only fixes A * L^-alpha once the dense runs too
+are read through the curve -- so L is not identified alone, and drawing it independently of A
+would report a 95% capacity interval of [0.05, 0.82] for int4, which the fit's own predictions
+(of loss, where A compensates) never show. ``vary_L=True`` draws it anyway (truncated as above),
+independently of the joint rows. An L that the joint draws carry is always taken from its row,
+whatever ``vary_L`` says: the row's A was fitted with that L, so holding L at its value while A
+moves would break the compensation. (The shipped law's draws hold L at 1 and carry no L column.)
+The interval is the central ``level`` quantile range of the draws, widened if needed so it
+always contains the point value (computed from the constants' values, not the draws' median).
+
+Without joint draws, loss intervals are wide: A (and B) are usually calibrated with alpha
+(beta) held at one value, so they trade off the way L and A do; drawn independently, alpha's
++/-0.05 moves A N^-alpha by a factor of several and the interval on the loss itself spans
+nats. Differences between formats at one N and D (the loss minus the dense model's, computed
+draw by draw) cancel E and B D^-beta and stay tight either way.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from gmse_cli.errors import LawError
+from gmse_cli.law.compose import factorized_capacity
+from gmse_cli.law.model import Constant, Law, capacity, predicted_loss
+from gmse_cli.spec import Family
+
+__all__ = [
+    "DEFAULT_DRAWS", "MAX_DRAWS", "Interval", "LawSamples", "sample_constant", "sample_law",
+    "capacity_interval", "loss_interval", "check_draws", "check_scale",
+]
+
+_Z95 = 1.959963984540054  # standard normal 97.5% quantile: [low, high] read as a 95% interval
+# Monte Carlo draws of the constants. The 2.5% quantile of 2000 draws sits within 0.35
+# percentage points of probability (one standard error), about 0.06 sigma of the quantity:
+# the last printed digit of an interval. A catalog's draws then cost a few tens of ms.
+DEFAULT_DRAWS = 2000
+# A catalog's (rows, draws) matrices stay in the tens of MB; quantiles need nothing near this.
+MAX_DRAWS = 100_000
+_REJECTION_ROUNDS = 200
+
+
+class Interval(BaseModel):
+    """A point value with a central interval from Monte Carlo draws."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float
+    low: float
+    high: float
+    level: float = Field(gt=0, lt=1, description="coverage of [low, high], e.g. 0.95")
+
+
+def _truncated_split_normal(
+    center: float, sigma_minus: float, sigma_plus: float, *, size: int, rng: np.random.Generator,
+    lower: float = -math.inf, upper: float = math.inf,
+) -> np.ndarray:
+    """Split-normal draws kept inside (lower, upper]; redrawn, so the shape is truncated, not piled up."""
+    out = np.empty(size)
+    todo = np.arange(size)
+    for _ in range(_REJECTION_ROUNDS):
+        z = rng.standard_normal(todo.size)
+        x = center + z * np.where(z < 0, sigma_minus, sigma_plus)
+        ok = (x > lower) & (x <= upper)
+        out[todo[ok]] = x[ok]
+        todo = todo[~ok]
+        if not todo.size:
+            return out
+    # Only a bound far inside the tail gets here; pin the stragglers to the nearest legal value.
+    tiny = abs(lower) * 1e-9 + 1e-300 if math.isfinite(lower) else 0.0
+    out[todo] = np.clip(center, lower + tiny, upper)
+    return out
+
+
+def sample_constant(
+    const: Constant, *, size: int, rng: np.random.Generator,
+    lower: float = -math.inf, upper: float = math.inf,
+) -> np.ndarray:
+    """``size`` draws of one constant inside (lower, upper] (the model: module docstring)."""
+    value = const.value
+    sigma = const.sigma or 0.0
+    sigma_minus = (value - const.low) / _Z95 if const.low is not None else sigma
+    sigma_plus = (const.high - value) / _Z95 if const.high is not None else sigma
+    sigma_minus, sigma_plus = max(sigma_minus, 0.0), max(sigma_plus, 0.0)
+    if sigma_minus == 0.0 and sigma_plus == 0.0:
+        return np.full(size, value)
+    return _truncated_split_normal(
+        value, sigma_minus, sigma_plus, size=size, rng=rng, lower=lower, upper=max(upper, value)
+    )
+
+
+def _gmse_draws(gmse: float, std_err: float, *, size: int, rng: np.random.Generator) -> np.ndarray:
+    if not std_err or not math.isfinite(std_err) or gmse <= 0:
+        return np.full(size, gmse)
+    return _truncated_split_normal(gmse, std_err, std_err, size=size, rng=rng, lower=0.0)
+
+
+@dataclass(frozen=True)
+class LawSamples:
+    """Joint draws of a law's constants: element i of every array belongs to draw i.
+
+    One set of draws is shared by every format of a comparison, so their intervals are
+    consistent (a common L moves all quantization formats together).
+    """
+
+    law: Law
+    A: np.ndarray
+    alpha: np.ndarray
+    B: np.ndarray
+    beta: np.ndarray
+    E: np.ndarray
+    curves: dict[Family, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+    @property
+    def draws(self) -> int:
+        return self.A.size
+
+    def rho(self, family: Family | str, gmse: np.ndarray | float) -> np.ndarray:
+        """Capacity draws of one stage (``gmse`` a scalar or one value per draw)."""
+        family = Family(family)
+        if family is Family.NONE:
+            return np.ones(self.draws)
+        self.law.curve(family)  # the LawError naming the covered families
+        L, F, C = self.curves[family]
+        return np.asarray(capacity(gmse, L, F, C), dtype=float) * np.ones(self.draws)
+
+    def capacity(
+        self, stages: Iterable[tuple[Family | str, float, float]], *, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Factorized capacity draws over (family, GMSE, GMSE standard error) stages."""
+        rho = np.ones(self.draws)
+        for family, gmse, std_err in stages:
+            rho = rho * self.rho(family, _gmse_draws(gmse, std_err, size=self.draws, rng=rng))
+        return rho
+
+    def loss(self, params: float, tokens: float, rho: np.ndarray | float) -> np.ndarray:
+        return np.asarray(
+            predicted_loss(params, tokens, rho, A=self.A, alpha=self.alpha, B=self.B, beta=self.beta, E=self.E),
+            dtype=float,
+        )
+
+
+def check_draws(draws: int) -> None:
+    """Raise :class:`LawError` unless ``draws`` is a usable number of Monte Carlo draws."""
+    if isinstance(draws, bool) or not isinstance(draws, numbers.Integral):
+        raise LawError(f"draws = {draws!r} must be a whole number of Monte Carlo draws (e.g. {DEFAULT_DRAWS})")
+    if draws < 2:
+        raise LawError(f"draws = {draws}: need at least 2 Monte Carlo draws for an interval")
+    if draws > MAX_DRAWS:
+        raise LawError(f"draws = {draws}: at most {MAX_DRAWS} (more adds nothing to a printed interval)")
+
+
+def sample_law(
+    law: Law, *, draws: int = DEFAULT_DRAWS, rng: np.random.Generator | int = 0, vary_L: bool = False
+) -> LawSamples:
+    """Monte Carlo draws of the constants of ``law`` (``rng`` a Generator or a seed): whole rows
+    of the law's joint draws where it has them, marginals for the rest; each family's L is held
+    at its value unless ``vary_L`` or the joint draws carry it (why: module docstring)."""
+    check_draws(draws)
+    rng = np.random.default_rng(rng)
+    joint = law.draws.resample(draws, rng) if law.draws is not None else {}
+
+    def draw(name: str, const: Constant, lower: float = 0.0, upper: float = math.inf) -> np.ndarray:
+        if name in joint:
+            return joint[name]
+        return sample_constant(const, size=draws, rng=rng, lower=lower, upper=upper)
+
+    def draw_L(name: str, const: Constant) -> np.ndarray:
+        if name in joint or vary_L:
+            return draw(name, const, upper=1.0)
+        return np.full(draws, const.value)
+
+    curves = {
+        family: (draw_L(f"{family}.L", curve.L), draw(f"{family}.F", curve.F), draw(f"{family}.C", curve.C))
+        for family, curve in sorted(law.families.items())  # fixed order: same seed, same draws
+    }
+    return LawSamples(
+        law=law, A=draw("A", law.A), alpha=draw("alpha", law.alpha), B=draw("B", law.B), beta=draw("beta", law.beta),
+        E=draw("E", law.E), curves=curves,
+    )
+
+
+def _interval(draws: np.ndarray, value: float, *, level: float) -> Interval:
+    # No interpolation: draws with rho = 0 give an infinite loss, and inf must stay inf (not nan).
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    return Interval(value=value, low=min(float(low), value), high=max(float(high), value), level=level)
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise LawError(f"level = {level} must lie in (0, 1), e.g. 0.95")
+
+
+def capacity_interval(
+    law: Law, stages: Sequence[tuple[Family | str, float, float]], *,
+    level: float = 0.95, draws: int = DEFAULT_DRAWS, rng: np.random.Generator | int = 0,
+    samples: LawSamples | None = None, vary_L: bool = False,
+) -> Interval:
+    """Factorized capacity of (family, GMSE, GMSE standard error) stages with its interval.
+
+    Pass ``samples`` to share one set of constant draws across many calls.
+    """
+    _check_level(level)
+    law.check_covers(family for family, _, _ in stages)
+    rng = np.random.default_rng(rng)
+    samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
+    value = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
+    return _interval(samples.capacity(stages, rng=rng), value, level=level)
+
+
+def loss_interval(
+    law: Law, params: float, tokens: float, stages: Sequence[tuple[Family | str, float, float]], *,
+    level: float = 0.95, draws: int = DEFAULT_DRAWS, rng: np.random.Generator | int = 0,
+    samples: LawSamples | None = None, vary_L: bool = False,
+) -> Interval:
+    """Predicted loss of a model of ``params`` parameters trained on ``tokens`` tokens over the
+    given stages, with the interval from the constants' and the GMSEs' uncertainty."""
+    _check_level(level)
+    check_scale(params, tokens)
+    law.check_covers(family for family, _, _ in stages)
+    rng = np.random.default_rng(rng)
+    samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
+    rho = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
+    value = float(law.loss(params, tokens, rho))
+    return _interval(samples.loss(params, tokens, samples.capacity(stages, rng=rng)), value, level=level)
+
+
+def check_scale(params: float, tokens: float) -> None:
+    """Raise :class:`LawError` unless the parameter and token counts are positive and finite."""
+    for what, value, example in (("params", params, "200e6"), ("tokens", tokens, "20e9")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+            raise LawError(f"{what} = {value!r} must be a positive, finite count (e.g. {example})")
+

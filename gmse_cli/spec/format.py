@@ -1,0 +1,176 @@
+"""A format (an ordered tuple of stages) and a scheme (weight and activation formats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from gmse_cli.errors import SpecError
+from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
+from gmse_cli.spec.vocab import DEFAULT_ROW_LENGTH, Family, SpecModel
+
+__all__ = ["Format", "Scheme", "validate_format", "validation_message"]
+
+_STAGE_ORDER = {"rotate": 0, "sparsify": 1, "quantize": 2, "vq": 2}
+
+
+class Format(SpecModel):
+    """A compressed representation: stages applied in order to each row."""
+
+    name: str | None = None
+    description: str = ""
+    stages: tuple[Stage, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Format:
+        order = [_STAGE_ORDER[s.kind] for s in self.stages]
+        if order != sorted(order):
+            raise SpecError(
+                "format: stages must run rotate, then sparsify, then quantize or vq "
+                f"(got {' -> '.join(s.kind for s in self.stages)})"
+            )
+        if sum(s.kind == "sparsify" for s in self.stages) > 1:
+            raise SpecError("format: at most one sparsify stage")
+        if sum(s.kind in ("quantize", "vq") for s in self.stages) > 1:
+            raise SpecError("format: at most one quantize or vq stage")
+        return self
+
+    # -- structure ----------------------------------------------------------------------------
+
+    @property
+    def display_name(self) -> str:
+        return self.name or "+".join(s.label() for s in self.stages)
+
+    @property
+    def quantizer(self) -> Quantize | VQ | None:
+        return next((s for s in self.stages if isinstance(s, Quantize | VQ)), None)
+
+    @property
+    def sparsifier(self) -> Sparsify | None:
+        return next((s for s in self.stages if isinstance(s, Sparsify)), None)
+
+    @property
+    def rotations(self) -> tuple[Rotate, ...]:
+        return tuple(s for s in self.stages if isinstance(s, Rotate))
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """Families of the lossy stages, in order (empty for a lossless format)."""
+        out: list[Family] = []
+        for stage in self.stages:
+            if isinstance(stage, Sparsify):
+                out.append(Family.SPARSITY)
+            elif isinstance(stage, Quantize):
+                out.append(Family.QUANTIZATION)
+            elif isinstance(stage, VQ):
+                out.append(Family.VQ)
+        return tuple(out)
+
+    @property
+    def family(self) -> str:
+        """One family name, or ``composite`` (e.g. ``sparsity+quantization``)."""
+        fams = self.families
+        if not fams:
+            return Family.NONE.value
+        return "+".join(f.value for f in fams)
+
+    def stage_formats(self, *, keep_rotations: bool = False) -> list[tuple[Family, Format]]:
+        """Each lossy stage as a standalone format, in order.
+
+        The capacity law factorizes over these: rho(format) = prod rho_family(MSE(stage)).
+        Rotations ride along with the quantizer. The sparsity stage drops them by default, for
+        GMSE: a rotated i.i.d. Gaussian row is again i.i.d. Gaussian, so the rotation changes
+        nothing there, and without it the stage shares its GMSE estimate (and cache entry) with
+        the plain sparsity format. ``keep_rotations=True`` keeps them on every stage, for real
+        weights (:func:`gmse_cli.realmse.stage_targets`): a rotated format sparsifies *rotated*
+        weights, so its sparsity stage alone must see them rotated too.
+        """
+        rotations = self.rotations
+        parts: list[tuple[Family, Format]] = []
+        for family, stage in zip(self.families, (s for s in self.stages if s.kind != "rotate"), strict=True):
+            prefix = rotations if keep_rotations or family is not Family.SPARSITY else ()
+            parts.append(
+                (family, Format(name=f"{self.display_name}[{stage.kind}]", stages=(*prefix, stage)))
+            )
+        return parts
+
+    # -- cost ---------------------------------------------------------------------------------
+
+    def bits_per_param(self, row_length: int = DEFAULT_ROW_LENGTH) -> float:
+        """Storage bits per parameter: elements + amortized scales + mask/indices + codebooks.
+
+        Scales of ``tensor`` granularity (and NVFP4's second-level fp32 scale) are amortized
+        over a whole tensor and counted as zero.
+        """
+        density = 1.0
+        bits = 0.0
+        sparsifier = self.sparsifier
+        if sparsifier is not None:
+            density = sparsifier.density
+            bits += sparsifier.mask_bits
+        quantizer = self.quantizer
+        if quantizer is None:
+            return bits + density * 16.0  # kept values stay in bf16
+        if isinstance(quantizer, Quantize):
+            bits += density * quantizer.element_bits
+        else:
+            bits += density * quantizer.bits
+            bits += quantizer.codebook_bits(row_length * row_length)
+        # Scales are per group of *positions*; with sparsity, one per group of kept values.
+        bits += quantizer.scale_bits(row_length) * (density if sparsifier is not None else 1.0)
+        return bits
+
+    def check_row_length(self, row_length: int) -> None:
+        """Raise :class:`SpecError` if a group, block or dimension does not divide the row."""
+        if row_length < 1:
+            raise SpecError(f"row length {row_length} must be positive")
+        for stage in self.stages:
+            stage.check_row_length(row_length)
+
+    def describe(self) -> str:
+        return self.description or " -> ".join(s.label() for s in self.stages)
+
+
+class Scheme(SpecModel):
+    """A weight format with an optional activation format (capacities multiply)."""
+
+    weights: Format
+    activations: Format | None = None
+    name: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.activations is None:
+            return self.weights.display_name
+        return f"W:{self.weights.display_name} A:{self.activations.display_name}"
+
+
+def validate_format(data: Any, *, source: str) -> Format:
+    """``data`` as a :class:`Format`; any validation error is a one-line :class:`SpecError` after ``source``."""
+    try:
+        return Format.model_validate(data)
+    except SpecError:
+        raise
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {validation_message(exc)}") from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first error of ``exc`` as one line: where, what, and the value given."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-"))
+    msg = err.get("msg", str(exc))
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, SpecError):
+        msg = str(ctx_error)
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key (check its spelling)"
+    given = err.get("input")
+    shown = f" (got {given!r})" if isinstance(given, str | int | float) and err.get("type") != "extra_forbidden" else ""
+    return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
+

@@ -1,0 +1,42 @@
+"""Format files: a :class:`~gmse_cli.spec.format.Format` as TOML, read and written.
+
+::
+
+    name = "nvfp4"                 # optional; defaults to the file's stem
+    description = "..."            # optional
+
+    [[stages]]                     # one table per stage, in order (schema: gmse_cli.spec.stages)
+    kind = "quantize"
+    grid = "fp"
+    ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gmse_cli.errors import SpecError
+from gmse_cli.spec.format import Format, validate_format
+from gmse_cli.tomlfile import dumps_toml, read_toml
+
+__all__ = ["load_format_toml", "format_to_toml"]
+
+
+def load_format_toml(path: str | Path) -> Format:
+    """Load one format from a TOML file (the schema of :class:`Format`)."""
+    path = Path(path)
+    data = read_toml(path, what="format file", error=SpecError)
+    data.setdefault("name", path.stem)
+    return validate_format(data, source=str(path))
+
+
+def format_to_toml(fmt: Format) -> str:
+    """Render a format as TOML that :func:`load_format_toml` reads back to an equal model.
+
+    Every stage field is written, defaults included (the full spec); unset ones (None) and an
+    empty description are left out.
+    """
+    data = fmt.model_dump(mode="json", exclude_none=True)
+    if not data.get("description"):
+        data.pop("description", None)
+    return dumps_toml(data)

@@ -1,0 +1,171 @@
+"""Naming a format: a catalog name, a TOML path, or the inline shorthand of :data:`SHORTHAND_HELP`."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gmse_cli.errors import SpecError
+from gmse_cli.spec.catalog import catalog
+from gmse_cli.spec.format import Format, validate_format, validation_message
+from gmse_cli.spec.formatfile import load_format_toml
+from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify
+from gmse_cli.spec.vocab import IntStyle, ScaleFormat
+
+__all__ = ["SHORTHAND_HELP", "parse_shorthand", "resolve_format", "resolve_formats"]
+
+SHORTHAND_HELP = """\
+A FORMAT is a catalog name (see `uscl formats`), a path to a .toml file, or a shorthand:
+
+  stage[+stage...]           stages run left to right: rotate, sparsify, then quantize/vq
+  stage = base[-modifier...]
+
+Bases:
+  <catalog name>             any single-stage catalog entry: int4, fp4, nf4, mxfp4, nvfp4, 2:4 ...
+  intB                       QuEST midrise grid, 2^B levels, scale = a_B * RMS (B = 1..16)
+  sintB | aintB              signed symmetric / asymmetric (zero point) integers, absmax scale
+  eXmY                       floating point with X exponent and Y mantissa bits (fp4 = e2m1)
+  lmB                        Lloyd-Max: the Gaussian-MSE-optimal 2^B levels (also lloyd-max-B)
+  lut[v1,v2,...]             an explicit list of grid values
+  N:M                        keep N of every M
+  sparseP                    unstructured magnitude pruning of P percent (also sparse-P)
+  blockK-P                   zero P percent of the blocks of K consecutive entries
+  vqD-bB                     D-dimensional Gaussian-optimal codebook, B bits per coordinate
+  e8p                        8-dimensional E8-lattice codebook, 2 bits per coordinate
+  hadK                       Hadamard rotation in blocks of K (had = had128)
+  bf16 | fp16 | fp32         plain casts
+
+Modifiers (quantize stages):
+  gN | row | tensor          scale granularity: groups of N, per row, per tensor
+  absmax | rms | mse         scale rule; rmsC sets scale = C * RMS (e.g. rms2.5)
+  sfp32 sbf16 sfp16 se8m0 se4m3 sint8
+                             the format scales are stored in
+
+Examples: int4, 2:4+int4, had128+int3, e2m1-g32-absmax-se8m0 (= mxfp4), sint4-g64,
+lm3-g128, sparse30+int4, vq4-b2, lut[-1,0,1]-rms1.224"""
+
+_SCALE_FORMAT_TOKENS = {f"s{f.value}": f for f in ScaleFormat}
+
+
+def _base_stage(token: str) -> Any:
+    """The stage a shorthand base token names, or None."""
+    cat = catalog()
+    if token in cat and len(cat[token].stages) == 1:
+        return cat[token].stages[0]
+    if m := re.fullmatch(r"int(\d+)", token):
+        return Quantize(grid="int", bits=int(m[1]))
+    if m := re.fullmatch(r"([sa])int(\d+)", token):
+        style = IntStyle.SIGNED if m[1] == "s" else IntStyle.ASYMMETRIC
+        return Quantize(grid="int", bits=int(m[2]), int_style=style, scale="absmax")
+    if m := re.fullmatch(r"e(\d+)m(\d+)", token):
+        return Quantize(grid="fp", exponent_bits=int(m[1]), mantissa_bits=int(m[2]))
+    if m := re.fullmatch(r"(?:lm|lloyd-max-)(\d+)", token):
+        return Quantize(grid="lloyd-max", bits=int(m[1]))
+    if m := re.fullmatch(r"lut\[([^\]]*)\]", token):
+        try:
+            values = tuple(float(v) for v in m[1].split(",") if v.strip())
+        except ValueError:
+            raise SpecError(f"'{token}': lut values must be numbers separated by commas") from None
+        return Quantize(grid="lut", values=values)
+    if m := re.fullmatch(r"(\d+):(\d+)", token):
+        return Sparsify(pattern="n:m", n=int(m[1]), m=int(m[2]))
+    if m := re.fullmatch(r"sparse-?(\d+(?:\.\d+)?)", token):
+        return Sparsify(pattern="magnitude", sparsity=float(m[1]) / 100)
+    if m := re.fullmatch(r"block(\d+)-(\d+(?:\.\d+)?)", token):
+        return Sparsify(pattern="block", block=int(m[1]), sparsity=float(m[2]) / 100)
+    if m := re.fullmatch(r"vq(\d+)-b(\d+(?:\.\d+)?)", token):
+        return VQ(dim=int(m[1]), bits=float(m[2]))
+    if token == "e8p":
+        return VQ(dim=8, bits=2, codebook="e8")
+    if m := re.fullmatch(r"had(\d*)", token):
+        return Rotate(block=int(m[1]) if m[1] else 128)
+    return None
+
+
+def _apply_modifier(stage: Any, token: str, context: str) -> Any:
+    if not isinstance(stage, Quantize | VQ):
+        raise SpecError(f"'{context}': modifier '{token}' only applies to quantize or vq stages")
+    update: dict[str, Any]
+    if m := re.fullmatch(r"g(\d+)", token):
+        update = {"group": int(m[1])}
+    elif token in ("row", "tensor"):
+        update = {"group": token}
+    elif token in ("absmax", "mse"):
+        update = {"scale": token, "scale_constant": None}
+    elif m := re.fullmatch(r"rms(\d+(?:\.\d+)?)?", token):
+        update = {"scale": "rms", "scale_constant": float(m[1]) if m[1] else None}
+    elif token in _SCALE_FORMAT_TOKENS:
+        update = {"scale_format": _SCALE_FORMAT_TOKENS[token]}
+    else:
+        raise SpecError(
+            f"'{context}': unknown modifier '{token}' (expected gN, row, tensor, absmax, rms[C], "
+            f"mse, or a scale format {', '.join(_SCALE_FORMAT_TOKENS)})"
+        )
+    if isinstance(stage, VQ) and "scale" in update:
+        raise SpecError(f"'{context}': vq stages use an rms scale; '{token}' does not apply")
+    data = stage.model_dump() | update
+    try:
+        return type(stage).model_validate(data)
+    except SpecError:
+        raise
+    except ValidationError as exc:
+        raise SpecError(f"'{context}': {validation_message(exc)}") from None
+
+
+def _parse_stage(text: str) -> tuple[Any, ...]:
+    """One '+'-separated piece: a (possibly multi-stage) catalog name, or base[-modifier...]."""
+    cat = catalog()
+    if text in cat:
+        return cat[text].stages
+    tokens = text.split("-")
+    # The longest prefix that names a base wins, so catalog names with dashes (fp6-e2m3,
+    # int4-g128, sparse-50) take precedence over reading their pieces as modifiers.
+    for cut in range(len(tokens), 0, -1):
+        base = _base_stage("-".join(tokens[:cut]))
+        if base is not None:
+            stage = base
+            for modifier in tokens[cut:]:
+                stage = _apply_modifier(stage, modifier, text)
+            return (stage,)
+    suggestion = difflib.get_close_matches(text, list(cat), n=1)
+    hint = f"; did you mean '{suggestion[0]}'?" if suggestion else "; see `uscl formats` or `uscl formats --help`"
+    raise SpecError(f"unknown format '{text}'{hint}")
+
+
+def parse_shorthand(text: str) -> Format:
+    """Parse the inline grammar (:data:`SHORTHAND_HELP`) into a :class:`Format`."""
+    text = text.strip().lower()
+    if not text:
+        raise SpecError("empty format name")
+    if text in catalog():
+        return catalog()[text]
+    pieces = text.split("+")
+    if any(not p for p in pieces):
+        raise SpecError(f"'{text}': empty stage between '+' signs")
+    stages: list[Any] = []
+    try:
+        for piece in pieces:
+            stages.extend(_parse_stage(piece))
+    except ValidationError as exc:
+        raise SpecError(f"'{text}': {validation_message(exc)}") from None
+    return validate_format({"name": text, "stages": [s.model_dump() for s in stages]}, source=f"'{text}'")
+
+
+def resolve_format(text: str | Path | Format) -> Format:
+    """A catalog name, a TOML path, or a shorthand -> :class:`Format`."""
+    if isinstance(text, Format):
+        return text
+    raw = str(text).strip()
+    if raw.endswith(".toml") or Path(raw).is_file():
+        return load_format_toml(raw)
+    return parse_shorthand(raw)
+
+
+def resolve_formats(texts: Iterable[str]) -> list[Format]:
+    """:func:`resolve_format` over each of ``texts``."""
+    return [resolve_format(t) for t in texts]

@@ -1,0 +1,358 @@
+"""The four stages a format is made of: :class:`Quantize`, :class:`Sparsify`, :class:`VQ` and
+:class:`Rotate`, each with its validation, storage cost and a one-line label."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gmse_cli.errors import SpecError
+from gmse_cli.spec.vocab import (
+    DEFAULT_ROW_LENGTH,
+    SCALE_FORMAT_BITS,
+    CaseInsensitive,
+    FpStyle,
+    Granularity,
+    GridKind,
+    IntStyle,
+    ScaleFormat,
+    ScaleRule,
+    SparsityPattern,
+    SpecModel,
+    lowercase,
+)
+
+__all__ = ["Quantize", "Sparsify", "VQ", "Rotate", "Stage"]
+
+_MAX_INT_BITS = 16
+_MAX_VQ_INDEX_BITS = 16  # at most 2^16 codewords
+
+
+def _granularity_size(granularity: Granularity, row_length: int) -> float:
+    """Elements sharing one scale (a tensor counts as unbounded)."""
+    if granularity == "tensor":
+        return math.inf
+    if granularity == "row":
+        return float(row_length)
+    return float(granularity)
+
+
+def _check_divides(what: str, size: int, row_length: int) -> None:
+    if row_length % size:
+        raise SpecError(f"{what} {size} does not divide the row length {row_length}")
+
+
+def _binary_entropy(p: float) -> float:
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def _default_fp_style(exponent_bits: int, mantissa_bits: int) -> FpStyle:
+    if exponent_bits >= 5:
+        return FpStyle.IEEE
+    if (exponent_bits, mantissa_bits) == (4, 3):
+        return FpStyle.FN
+    return FpStyle.FINITE
+
+
+class Quantize(SpecModel):
+    """A scalar grid applied element by element after dividing by a per-group scale."""
+
+    kind: Literal["quantize"] = "quantize"
+    grid: Annotated[GridKind, CaseInsensitive]
+    bits: int | None = Field(
+        default=None, description="element bits (int, lloyd-max); derived for fp and lut"
+    )
+    int_style: Annotated[IntStyle | None, CaseInsensitive] = Field(
+        default=None, description="int grids only; default midrise"
+    )
+    exponent_bits: int | None = Field(default=None, ge=1, le=8)
+    mantissa_bits: int | None = Field(default=None, ge=0, le=23)
+    fp_style: Annotated[FpStyle | None, CaseInsensitive] = None
+    values: tuple[float, ...] | None = Field(
+        default=None, description="lut grid values in native units, strictly increasing"
+    )
+    scale: Annotated[ScaleRule, CaseInsensitive] = ScaleRule.RMS
+    scale_constant: float | None = Field(
+        default=None,
+        gt=0,
+        description="rms rule: scale = constant * RMS; None = the Gaussian-MSE-optimal one",
+    )
+    group: Granularity = "row"
+    scale_format: Annotated[ScaleFormat, CaseInsensitive] = ScaleFormat.FP32
+
+    @field_validator("group", mode="before")
+    @classmethod
+    def _group(cls, value: Any) -> Any:
+        value = lowercase(value)
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Quantize:
+        grid = self.grid
+        if grid in (GridKind.INT, GridKind.LLOYD_MAX):
+            if self.bits is None:
+                raise SpecError(f"quantize: grid '{grid}' needs 'bits' (1 to {_MAX_INT_BITS})")
+            if not 1 <= self.bits <= _MAX_INT_BITS:
+                raise SpecError(
+                    f"quantize: bits={self.bits} is outside 1..{_MAX_INT_BITS} for grid '{grid}'"
+                )
+            if grid is GridKind.INT and self.resolved_int_style is IntStyle.SIGNED and self.bits < 2:
+                raise SpecError("quantize: a signed int grid needs bits >= 2 (use midrise for 1 bit)")
+            if grid is GridKind.LLOYD_MAX and self.bits > 8:
+                raise SpecError(f"quantize: lloyd-max bits={self.bits} is above the supported 8")
+        if grid is GridKind.FP:
+            if self.exponent_bits is None or self.mantissa_bits is None:
+                raise SpecError("quantize: grid 'fp' needs exponent_bits and mantissa_bits")
+            width = 1 + self.exponent_bits + self.mantissa_bits
+            if self.bits is not None and self.bits != width:
+                raise SpecError(
+                    f"quantize: bits={self.bits} disagrees with e{self.exponent_bits}m"
+                    f"{self.mantissa_bits} ({width} bits); leave bits out for fp grids"
+                )
+            if self.fp_style is FpStyle.FN and self.mantissa_bits == 0:
+                raise SpecError("quantize: fp_style 'fn' needs at least one mantissa bit")
+        elif self.exponent_bits is not None or self.mantissa_bits is not None or self.fp_style is not None:
+            raise SpecError(f"quantize: exponent_bits/mantissa_bits/fp_style only apply to grid 'fp', not '{grid}'")
+        if self.resolved_int_style is IntStyle.ASYMMETRIC and grid is GridKind.INT and self.scale in (ScaleRule.RMS, ScaleRule.NONE):
+            raise SpecError(
+                f"quantize: an asymmetric int grid takes scale 'absmax' or 'mse', not '{self.scale}' "
+                "(its zero point comes from the group's min/max)"
+            )
+        if self.int_style is not None and grid is not GridKind.INT:
+            raise SpecError(f"quantize: int_style only applies to grid 'int', not '{grid}'")
+        if grid is GridKind.LUT:
+            if not self.values or len(self.values) < 2:
+                raise SpecError("quantize: grid 'lut' needs 'values', a list of at least 2 numbers")
+            if len(self.values) > 2**_MAX_INT_BITS:
+                raise SpecError(f"quantize: a lut holds at most {2**_MAX_INT_BITS} values")
+            if any(not math.isfinite(v) for v in self.values):
+                raise SpecError("quantize: lut values must be finite")
+            if any(b <= a for a, b in zip(self.values, self.values[1:], strict=False)):
+                raise SpecError("quantize: lut values must be strictly increasing")
+            if max(abs(v) for v in self.values) == 0:
+                raise SpecError("quantize: lut values must not all be zero")
+        elif self.values is not None:
+            raise SpecError(f"quantize: 'values' only applies to grid 'lut', not '{grid}'")
+        if self.scale is ScaleRule.NONE and self.group != "row":
+            raise SpecError("quantize: scale 'none' takes no group (leave group out)")
+        if self.scale_constant is not None and self.scale is not ScaleRule.RMS:
+            raise SpecError(f"quantize: scale_constant only applies to scale 'rms', not '{self.scale}'")
+        if self.scale is ScaleRule.NONE and grid is not GridKind.FP:
+            raise SpecError(f"quantize: scale 'none' is only meaningful for fp grids, not '{grid}'")
+        return self
+
+    # -- derived properties ------------------------------------------------------------------
+
+    @property
+    def resolved_int_style(self) -> IntStyle:
+        return self.int_style or IntStyle.MIDRISE
+
+    @property
+    def resolved_fp_style(self) -> FpStyle:
+        assert self.exponent_bits is not None and self.mantissa_bits is not None
+        return self.fp_style or _default_fp_style(self.exponent_bits, self.mantissa_bits)
+
+    @property
+    def element_bits(self) -> float:
+        """Bits to store one element (log2 of the level count for a lut)."""
+        if self.grid is GridKind.FP:
+            assert self.exponent_bits is not None and self.mantissa_bits is not None
+            return float(1 + self.exponent_bits + self.mantissa_bits)
+        if self.grid is GridKind.LUT:
+            assert self.values is not None
+            return math.log2(len(self.values))
+        assert self.bits is not None
+        return float(self.bits)
+
+    def scale_bits(self, row_length: int = DEFAULT_ROW_LENGTH) -> float:
+        """Amortized bits per element spent on scales (and zero points)."""
+        if self.scale is ScaleRule.NONE:
+            return 0.0
+        per_group = SCALE_FORMAT_BITS[self.scale_format]
+        if self.grid is GridKind.INT and self.resolved_int_style is IntStyle.ASYMMETRIC:
+            per_group += self.element_bits  # an integer zero point per group
+        size = _granularity_size(self.group, row_length)
+        return 0.0 if math.isinf(size) else per_group / size
+
+    def check_row_length(self, row_length: int) -> None:
+        if isinstance(self.group, int):
+            _check_divides("quantize group size", self.group, row_length)
+
+    def label(self) -> str:
+        if self.grid is GridKind.FP:
+            core = f"fp e{self.exponent_bits}m{self.mantissa_bits}"
+        elif self.grid is GridKind.LUT:
+            core = f"lut[{len(self.values or ())}]"
+        elif self.grid is GridKind.INT:
+            core = f"int{self.bits} {self.resolved_int_style}"
+        else:
+            core = f"lloyd-max{self.bits}"
+        if self.scale is ScaleRule.NONE:
+            return core
+        group = self.group if isinstance(self.group, str) else f"g{self.group}"
+        return f"{core}, {self.scale} scale per {group} in {self.scale_format}"
+
+
+class Sparsify(SpecModel):
+    """Pruning: unstructured magnitude, N:M, or blocks."""
+
+    kind: Literal["sparsify"] = "sparsify"
+    pattern: Annotated[SparsityPattern, CaseInsensitive] = SparsityPattern.MAGNITUDE
+    sparsity: float | None = Field(default=None, description="fraction set to zero, in [0, 1)")
+    n: int | None = Field(default=None, ge=1, description="n:m: entries kept of every m")
+    m: int | None = Field(default=None, ge=1)
+    block: int | None = Field(default=None, ge=1, description="block pattern: block length")
+    granularity: Annotated[Literal["row", "tensor"], CaseInsensitive] = "row"
+
+    @model_validator(mode="after")
+    def _check(self) -> Sparsify:
+        if self.pattern is SparsityPattern.NM:
+            if self.n is None or self.m is None:
+                raise SpecError("sparsify: pattern 'n:m' needs n and m")
+            if self.n > self.m:
+                raise SpecError(f"sparsify: N={self.n} > M={self.m}; N:M keeps N of every M")
+            if self.m > 64:
+                raise SpecError(f"sparsify: M={self.m} is above the supported 64")
+            if self.sparsity is not None or self.block is not None:
+                raise SpecError("sparsify: pattern 'n:m' takes n and m only")
+        else:
+            if self.sparsity is None:
+                raise SpecError(f"sparsify: pattern '{self.pattern}' needs 'sparsity' in [0, 1)")
+            if not (0.0 <= self.sparsity < 1.0) or not math.isfinite(self.sparsity):
+                raise SpecError(f"sparsify: sparsity={self.sparsity} is outside [0, 1)")
+            if self.n is not None or self.m is not None:
+                raise SpecError("sparsify: n and m only apply to pattern 'n:m'")
+            if self.pattern is SparsityPattern.BLOCK and self.block is None:
+                raise SpecError("sparsify: pattern 'block' needs 'block', the block length")
+            if self.pattern is SparsityPattern.MAGNITUDE and self.block is not None:
+                raise SpecError("sparsify: 'block' only applies to pattern 'block'")
+        return self
+
+    @property
+    def density(self) -> float:
+        """Fraction of entries kept."""
+        if self.pattern is SparsityPattern.NM:
+            assert self.n is not None and self.m is not None
+            return self.n / self.m
+        assert self.sparsity is not None
+        return 1.0 - self.sparsity
+
+    @property
+    def mask_bits(self) -> float:
+        """Bits per parameter to store which entries are kept."""
+        if self.pattern is SparsityPattern.NM:
+            assert self.n is not None and self.m is not None
+            return math.log2(math.comb(self.m, self.n)) / self.m
+        entropy = _binary_entropy(self.density)
+        if self.pattern is SparsityPattern.BLOCK:
+            assert self.block is not None
+            return entropy / self.block
+        return entropy
+
+    def check_row_length(self, row_length: int) -> None:
+        if self.pattern is SparsityPattern.NM:
+            assert self.m is not None
+            _check_divides("N:M group M", self.m, row_length)
+        if self.pattern is SparsityPattern.BLOCK:
+            assert self.block is not None
+            _check_divides("sparsity block", self.block, row_length)
+
+    def label(self) -> str:
+        if self.pattern is SparsityPattern.NM:
+            return f"{self.n}:{self.m} sparsity"
+        extra = f" blocks of {self.block}" if self.pattern is SparsityPattern.BLOCK else ""
+        return f"{self.pattern} sparsity {self.sparsity:g}{extra} per {self.granularity}"
+
+
+class VQ(SpecModel):
+    """Vector quantization: each d-dimensional slice is replaced by its nearest codeword."""
+
+    kind: Literal["vq"] = "vq"
+    dim: int = Field(ge=1, le=16)
+    bits: float = Field(gt=0, description="bits per coordinate; bits * dim must be an integer")
+    codebook: str = Field(
+        default="gaussian",
+        description="'gaussian' (Lloyd on Gaussian samples), 'e8' (E8 lattice, d=8, 2 bits), or a .npy path",
+    )
+    scale: Literal["rms"] = "rms"
+    group: Literal["row"] | Annotated[int, Field(ge=1)] = "row"
+    scale_format: Annotated[ScaleFormat, CaseInsensitive] = ScaleFormat.FP32
+    codebook_shared: bool = Field(
+        default=True,
+        description="a universal codebook costs nothing per tensor; an unshared one is amortized",
+    )
+
+    @field_validator("codebook", mode="before")
+    @classmethod
+    def _codebook(cls, value: Any) -> Any:
+        # Named codebooks are case-insensitive; a file path is kept as written.
+        return value if isinstance(value, str) and value.endswith(".npy") else lowercase(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> VQ:
+        index_bits = self.bits * self.dim
+        if abs(index_bits - round(index_bits)) > 1e-9:
+            raise SpecError(f"vq: bits*dim = {index_bits:g} must be an integer (codebook of 2^(bits*dim))")
+        if round(index_bits) > _MAX_VQ_INDEX_BITS:
+            raise SpecError(f"vq: 2^{round(index_bits)} codewords is above the supported 2^{_MAX_VQ_INDEX_BITS}")
+        if self.codebook == "e8" and (self.dim != 8 or round(index_bits) != 16):
+            raise SpecError("vq: the e8 codebook is 8-dimensional with 2 bits per coordinate")
+        if self.codebook not in ("gaussian", "e8") and not self.codebook.endswith(".npy"):
+            raise SpecError(f"vq: codebook '{self.codebook}' is not 'gaussian', 'e8' or a .npy file")
+        return self
+
+    @property
+    def codewords(self) -> int:
+        return 2 ** round(self.bits * self.dim)
+
+    def scale_bits(self, row_length: int = DEFAULT_ROW_LENGTH) -> float:
+        return SCALE_FORMAT_BITS[self.scale_format] / _granularity_size(self.group, row_length)
+
+    def codebook_bits(self, tensor_elements: int) -> float:
+        """Amortized cost of an unshared fp16 codebook over one tensor."""
+        if self.codebook_shared:
+            return 0.0
+        return self.codewords * self.dim * 16 / tensor_elements
+
+    def check_row_length(self, row_length: int) -> None:
+        _check_divides("vq dimension", self.dim, row_length)
+        if isinstance(self.group, int):
+            _check_divides("vq group size", self.group, row_length)
+            if self.group % self.dim:
+                raise SpecError(f"vq: group size {self.group} is not a multiple of dim {self.dim}")
+
+    def label(self) -> str:
+        return f"vq d={self.dim} {self.bits:g} bits/coord ({self.codewords} {self.codebook} codewords)"
+
+
+class Rotate(SpecModel):
+    """Blockwise orthonormal Hadamard transform of each row (undone after compression)."""
+
+    kind: Literal["rotate"] = "rotate"
+    transform: Literal["hadamard"] = "hadamard"
+    block: int = Field(default=128, ge=2)
+    random_signs: bool = Field(default=False, description="randomized Hadamard (QuIP#-style)")
+    seed: int = 0
+
+    @field_validator("block")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise SpecError(f"rotate: Hadamard block {value} is not a power of two")
+        return value
+
+    def check_row_length(self, row_length: int) -> None:
+        _check_divides("Hadamard block", self.block, row_length)
+
+    def label(self) -> str:
+        signs = " with random signs" if self.random_signs else ""
+        return f"hadamard {self.block}{signs}"
+
+
+Stage = Annotated[Quantize | Sparsify | VQ | Rotate, Field(discriminator="kind")]

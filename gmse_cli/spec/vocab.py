@@ -1,0 +1,137 @@
+"""The format language's vocabulary: closed sets of names, the spec base model, shared constants.
+
+Every closed vocabulary is a string enum read case-insensitively (:data:`CaseInsensitive`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
+    "IntStyle", "FpStyle", "ScaleRule", "ScaleFormat", "SCALE_FORMAT_BITS", "SparsityPattern",
+    "Granularity", "fp_max",
+]
+
+DEFAULT_ROW_LENGTH = 4096
+"""Row length (input dimension) the GMSE engine and bit accounting assume unless told."""
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model."""
+
+    # Specs are immutable values: a typo is an error, never silently dropped.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+def lowercase(value: Any) -> Any:
+    """A string stripped and lowercased; anything else as it is."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+CaseInsensitive = BeforeValidator(lowercase)
+"""Field annotation for a closed vocabulary: ``Annotated[GridKind, CaseInsensitive]`` reads 'INT' as 'int'."""
+
+
+class Family(StrEnum):
+    """Compression families: each has its own capacity curve (L, F, C) in a law."""
+
+    QUANTIZATION = "quantization"
+    SPARSITY = "sparsity"
+    VQ = "vq"
+    NONE = "none"  # rotations alone: lossless
+
+
+class GridKind(StrEnum):
+    INT = "int"
+    FP = "fp"
+    LUT = "lut"
+    LLOYD_MAX = "lloyd-max"
+
+
+class IntStyle(StrEnum):
+    """Integer grids.
+
+    - ``midrise``: QuEST's 2^b uniform levels (2k + 1 - 2^b) / (2^b - 1) over [-1, 1], no zero.
+    - ``signed``: symmetric integers -(2^(b-1) - 1) ... 2^(b-1) - 1 (zero included).
+    - ``asymmetric``: 0 ... 2^b - 1 with a per-group zero point (min/max scaling).
+    """
+
+    MIDRISE = "midrise"
+    SIGNED = "signed"
+    ASYMMETRIC = "asymmetric"
+
+
+class FpStyle(StrEnum):
+    """Which FP codes are finite.
+
+    - ``ieee``: the all-ones exponent is reserved for inf/NaN (fp16, bf16, fp32, e5m2).
+    - ``fn``: only the all-ones code is NaN (OCP e4m3: max 448).
+    - ``finite``: every code is a finite number (OCP MX e2m1, e2m3, e3m2).
+    """
+
+    IEEE = "ieee"
+    FN = "fn"
+    FINITE = "finite"
+
+
+class ScaleRule(StrEnum):
+    """How a group's scale is chosen.
+
+    - ``absmax``: the largest magnitude maps to the grid's largest value (min/max for
+      asymmetric grids; OCP's floor(log2 amax) - emax rule with e8m0 scales).
+    - ``rms``: scale = c * RMS(group), c the Gaussian-MSE-optimal constant unless given.
+    - ``mse``: search the clipping ratio per group for the least squared error.
+    - ``none``: no scale (plain casts such as bf16).
+    """
+
+    ABSMAX = "absmax"
+    RMS = "rms"
+    MSE = "mse"
+    NONE = "none"
+
+
+class ScaleFormat(StrEnum):
+    """How scales are stored; e4m3 carries an fp32 per-tensor second-level scale (NVFP4)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    E8M0 = "e8m0"
+    E4M3 = "e4m3"
+    INT8 = "int8"
+
+
+SCALE_FORMAT_BITS: dict[ScaleFormat, int] = {
+    ScaleFormat.FP32: 32,
+    ScaleFormat.BF16: 16,
+    ScaleFormat.FP16: 16,
+    ScaleFormat.E8M0: 8,
+    ScaleFormat.E4M3: 8,
+    ScaleFormat.INT8: 8,
+}
+
+
+class SparsityPattern(StrEnum):
+    MAGNITUDE = "magnitude"  # unstructured: smallest |x| set to zero
+    NM = "n:m"  # keep the N largest of every M consecutive entries
+    BLOCK = "block"  # zero whole blocks of consecutive entries with the smallest L2 norm
+
+
+Granularity = Literal["tensor", "row"] | Annotated[int, Field(ge=1)]
+
+
+def fp_max(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> float:
+    """Largest finite value of an ExMy format (e.g. e2m1 finite: 6, e4m3 fn: 448)."""
+    bias = 2 ** (exponent_bits - 1) - 1
+    top = 2**exponent_bits - 1  # all-ones exponent field
+    if style is FpStyle.IEEE:
+        return 2.0 ** (top - 1 - bias) * (2 - 2.0**-mantissa_bits)
+    if style is FpStyle.FN:
+        # all-ones exponent usable except the all-ones mantissa (NaN)
+        return 2.0 ** (top - bias) * (2 - 2.0 ** (1 - mantissa_bits))
+    return 2.0 ** (top - bias) * (2 - 2.0**-mantissa_bits)
+
