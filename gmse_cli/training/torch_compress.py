@@ -127,7 +127,7 @@ class _Scalar:
         self.sc = sc
         self.numba = numba
         self.stage = stage
-        self.p = sc._plan(stage, row_length)
+        self.p = sc.plan(stage, row_length)
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.trust_lo, self.trust_hi = _trust_range(stage, self.p)
 
