@@ -33,6 +33,8 @@ __all__ = [
     "fp_params",
     "fp_cast",
     "fp_cast_reference",
+    "fp_round_reference",
+    "k_fp_round",
     "grid_levels",
     "grid_max",
     "grid_emax",
@@ -84,7 +86,7 @@ def fp_params(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> FpParam
     return FpParams(1 - bias, mantissa_bits, fp_max(exponent_bits, mantissa_bits, style))
 
 
-def _fp_round_reference(v: np.ndarray, p: FpParams) -> np.ndarray:
+def fp_round_reference(v: np.ndarray, p: FpParams) -> np.ndarray:
     """Round float64 values to the ExMy grid: nearest, ties to even, saturating.
 
     Every operation is exact except ``rint``: the step of v's binade is a power of two, so
@@ -97,8 +99,8 @@ def _fp_round_reference(v: np.ndarray, p: FpParams) -> np.ndarray:
 
 
 @numba.njit(cache=True, inline="always")
-def _k_fp_round(v: float, emin: int, mantissa_bits: int, max_value: float) -> float:
-    """Scalar twin of :func:`_fp_round_reference`: no libm calls, one (NaN) branch.
+def k_fp_round(v: float, emin: int, mantissa_bits: int, max_value: float) -> float:
+    """Scalar twin of :func:`fp_round_reference`: no libm calls, one (NaN) branch.
 
     With E = max(floor(log2 |v|), emin) - M read off the float64 exponent bits, adding and
     subtracting C = 2^(E + 52) rounds |v| < C to a multiple of ulp(C) = 2^E, to nearest even,
@@ -117,7 +119,7 @@ def _k_fp_cast(
     x: np.ndarray, out: np.ndarray, emin: int, mantissa_bits: int, max_value: float
 ) -> None:
     for i in numba.prange(x.size):
-        out[i] = _k_fp_round(np.float64(x[i]), emin, mantissa_bits, max_value)
+        out[i] = k_fp_round(np.float64(x[i]), emin, mantissa_bits, max_value)
 
 
 def _as_float32(x: np.ndarray) -> np.ndarray:
@@ -130,7 +132,7 @@ def fp_cast_reference(
     """Plain numpy twin of :func:`fp_cast`."""
     p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
     x = _as_float32(x)
-    return _fp_round_reference(x.astype(np.float64), p).astype(np.float32)
+    return fp_round_reference(x.astype(np.float64), p).astype(np.float32)
 
 
 def fp_cast(x: np.ndarray, exponent_bits: int, mantissa_bits: int, style: FpStyle) -> np.ndarray:

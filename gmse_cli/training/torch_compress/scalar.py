@@ -51,15 +51,15 @@ class TorchQuantize:
     def levels(self, v: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         p, sc = self.p, self.sc
         n = p.n
-        if p.grid == sc._MIDRISE:
+        if p.grid == sc.MIDRISE:
             h = v * (0.5 * (n - 1))
             j = torch.clamp(torch.floor(h.abs()), max=n // 2 - 1.0)
             return torch.copysign((2.0 * j + 1.0) / (n - 1), h)
-        if p.grid == sc._SIGNED:
+        if p.grid == sc.SIGNED:
             return torch.clamp(torch.round(v), 1.0 - n // 2, n // 2 - 1.0)
-        if p.grid == sc._ASYM:
+        if p.grid == sc.ASYM:
             return torch.clamp(torch.round(v) + z, 0, n - 1) - z
-        if p.grid == sc._FP:
+        if p.grid == sc.FP:
             return fp_round(v, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value)
         table, mids = self.tables(v.device)
         return table[torch.searchsorted(mids, v.contiguous(), right=True)]
@@ -74,41 +74,41 @@ class TorchQuantize:
     def _e8m0(self, raw: torch.Tensor, amax: torch.Tensor, mse_rule: bool) -> torch.Tensor:
         p, sc = self.p, self.sc
         m, e = torch.frexp(raw)
-        if p.rule == sc._ABSMAX and not mse_rule and p.grid != sc._ASYM:
+        if p.rule == sc.ABSMAX and not mse_rule and p.grid != sc.ASYM:
             k = torch.frexp(amax)[1] - 1 - p.emax
-        elif p.rule == sc._ABSMAX and not mse_rule:
+        elif p.rule == sc.ABSMAX and not mse_rule:
             k = torch.where(m == 0.5, e - 1, e)
         else:
-            k = torch.where(m >= sc._SQRT_HALF, e, e - 1)
-        k = torch.clamp(k, -sc._E8M0_EXP, sc._E8M0_EXP)
+            k = torch.where(m >= sc.SQRT_HALF, e, e - 1)
+        k = torch.clamp(k, -sc.E8M0_EXP, sc.E8M0_EXP)
         return torch.where(raw > 0, torch.ldexp(torch.ones_like(raw), k), torch.zeros_like(raw))
 
     def store_local(self, raw: torch.Tensor, amax: torch.Tensor, mse_rule: bool = False) -> torch.Tensor:
         p, sc = self.p, self.sc
-        if p.sfmt == sc._BF16:
-            return fp_round(raw, *sc._BF16_P)
-        if p.sfmt == sc._FP16:
-            return fp_round(raw, *sc._FP16_P)
-        if p.sfmt == sc._E8M0:
+        if p.sfmt == sc.BF16:
+            return fp_round(raw, *sc.BF16_P)
+        if p.sfmt == sc.FP16:
+            return fp_round(raw, *sc.FP16_P)
+        if p.sfmt == sc.E8M0:
             return self._e8m0(raw, amax, mse_rule)
         return raw.to(torch.float32).to(_F64)
 
     def store_global(self, raw: torch.Tensor) -> torch.Tensor:
         p, sc = self.p, self.sc
         top = float(raw.max()) if raw.numel() else 0.0
-        if p.sfmt == sc._E4M3:
-            s_t = float(np.float32(top / sc._E4M3_MAX))
+        if p.sfmt == sc.E4M3:
+            s_t = float(np.float32(top / sc.E4M3_MAX))
             if s_t == 0:
                 return torch.zeros_like(raw)
-            return fp_round(raw / s_t, *sc._E4M3_P) * s_t
-        s_t = float(np.float32(top / sc._INT8_MAX))
+            return fp_round(raw / s_t, *sc.E4M3_P) * s_t
+        s_t = float(np.float32(top / sc.INT8_MAX))
         if s_t == 0:
             return torch.zeros_like(raw)
-        return torch.where(raw > 0, torch.clamp(torch.round(raw / s_t), 1.0, sc._INT8_MAX) * s_t,
+        return torch.where(raw > 0, torch.clamp(torch.round(raw / s_t), 1.0, sc.INT8_MAX) * s_t,
                            torch.zeros_like(raw))
 
     def zero_point(self, lo: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        if self.p.grid != self.sc._ASYM:
+        if self.p.grid != self.sc.ASYM:
             return torch.zeros_like(scale)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         return torch.clamp(torch.round(-lo / safe), 0, self.p.n - 1)
@@ -122,8 +122,8 @@ class TorchQuantize:
 
     def _candidate(self, ratio, stats):
         p, sc = self.p, self.sc
-        base = (stats["hi"] - stats["lo"]) / (p.n - 1) if p.grid == sc._ASYM else stats["amax"] / p.gmax
-        if p.sfmt in sc._GLOBAL_FORMATS:  # two-level formats: measured with the float32 raw scale
+        base = (stats["hi"] - stats["lo"]) / (p.n - 1) if p.grid == sc.ASYM else stats["amax"] / p.gmax
+        if p.sfmt in sc.GLOBAL_FORMATS:  # two-level formats: measured with the float32 raw scale
             scale = (ratio * base).to(torch.float32).to(_F64)
         else:
             scale = self.store_local(ratio * base, stats["amax"], mse_rule=True)
@@ -134,18 +134,18 @@ class TorchQuantize:
         shape = stats["amax"].shape
         best_r = torch.full(shape, math.nan, dtype=_F64, device=xg.device)
         best_err = torch.full(shape, math.inf, dtype=_F64, device=xg.device)
-        for k in range(sc._MSE_COARSE):
-            r = torch.full(shape, 1.0 - sc._MSE_COARSE_STEP * k, dtype=_F64, device=xg.device)
+        for k in range(sc.MSE_COARSE):
+            r = torch.full(shape, 1.0 - sc.MSE_COARSE_STEP * k, dtype=_F64, device=xg.device)
             err = self._group_error(xg, kg, *self._candidate(r, stats))
             better = err < best_err
             best_r, best_err = torch.where(better, r, best_r), torch.where(better, err, best_err)
         coarse = best_r
-        for j in range(-sc._MSE_FINE, sc._MSE_FINE + 1):
+        for j in range(-sc.MSE_FINE, sc.MSE_FINE + 1):
             if j == 0:
                 continue
-            r = coarse + sc._MSE_FINE_STEP * j
+            r = coarse + sc.MSE_FINE_STEP * j
             err = self._group_error(xg, kg, *self._candidate(r, stats))
-            better = (err < best_err) & (r >= sc._MSE_MIN_RATIO) & (r <= 1.0)
+            better = (err < best_err) & (r >= sc.MSE_MIN_RATIO) & (r <= 1.0)
             best_r, best_err = torch.where(better, r, best_r), torch.where(better, err, best_err)
         return best_r
 
@@ -155,7 +155,7 @@ class TorchQuantize:
     def fast_cpu(self) -> bool:
         """CPU tensors take the numba compressor plus a cheap mask (not the mse rule, whose
         clipping ratio the mask would have to search again)."""
-        return self.p.rule != self.sc._MSE
+        return self.p.rule != self.sc.MSE
 
     def __call__(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(dequantized float32 x, trust mask or None) for float32 x of shape (rows, cols)."""
@@ -179,7 +179,7 @@ class TorchQuantize:
 
         p, sc = self.p, self.sc
         rows, cols = x.shape
-        if p.rule == sc._NONE:
+        if p.rule == sc.NONE:
             return (x >= self.trust_lo) & (x <= self.trust_hi)
         group = rows * cols if p.tensor else p.group
         flat = x.reshape(1, rows * cols) if p.tensor else x  # one group = the whole tensor
@@ -202,17 +202,17 @@ class TorchQuantize:
             return torch.where(kg, xg, zero).amax(-1).clamp(min=0.0)
 
         lo = None
-        if p.rule == sc._RMS:
+        if p.rule == sc.RMS:
             raw = p.constant * stat(kern.STAT_RMS)
             amax = raw  # only the absmax e8m0 rule reads amax
-        elif p.grid == sc._ASYM:
+        elif p.grid == sc.ASYM:
             lo, hi = stat(kern.STAT_LO), stat(kern.STAT_HI)
             amax = torch.maximum(-lo, hi)
             raw = (hi - lo) / (p.n - 1)
         else:
             amax = stat(kern.STAT_AMAX)
             raw = amax / p.gmax
-        scale = self.store_global(raw) if p.sfmt in sc._GLOBAL_FORMATS else self.store_local(raw, amax)
+        scale = self.store_global(raw) if p.sfmt in sc.GLOBAL_FORMATS else self.store_local(raw, amax)
         z = self.zero_point(lo, scale) if lo is not None else torch.zeros_like(scale)
         lo_e, hi_e = self.band(scale, z)
         if use_numba:
@@ -235,8 +235,8 @@ class TorchQuantize:
         count and sum of squares (rms), amax (absmax), lo and hi (asymmetric), all (mse) -- as
         this runs on every forward pass; without a mask the masking is skipped (same values)."""
         p, sc = self.p, self.sc
-        need = {"count", "ss"} if p.rule == sc._RMS else {"lo", "hi"} if p.grid == sc._ASYM else {"amax"}
-        if p.rule == sc._MSE:
+        need = {"count", "ss"} if p.rule == sc.RMS else {"lo", "hi"} if p.grid == sc.ASYM else {"amax"}
+        if p.rule == sc.MSE:
             need = {"count", "ss", "amax", "lo", "hi"}
         if kg is None:
             stats = {
@@ -265,7 +265,7 @@ class TorchQuantize:
         p, sc = self.p, self.sc
         rows, cols = x.shape
         x64 = x.to(_F64)
-        if p.rule == sc._NONE:
+        if p.rule == sc.NONE:
             out = fp_round(x64, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value)
             if kept is not None:
                 out = torch.where(kept, out, 0.0)
@@ -275,19 +275,19 @@ class TorchQuantize:
         xg = x64.reshape(rows, cols // group, group)  # (rows, groups per row, group)
         kg = None if kept is None else kept.reshape(xg.shape)
         stats = self._stats(xg, kg)
-        if p.rule == sc._MSE and kg is None:
+        if p.rule == sc.MSE and kg is None:
             kg = torch.ones_like(xg, dtype=torch.bool)
-        ratio = self.mse_ratio(xg, kg, stats) if p.rule == sc._MSE else 1.0
-        if p.rule == sc._RMS:
+        ratio = self.mse_ratio(xg, kg, stats) if p.rule == sc.MSE else 1.0
+        if p.rule == sc.RMS:
             raw = p.constant * torch.sqrt(stats["ss"] / torch.clamp(stats["count"], min=1.0))
-        elif p.grid == sc._ASYM:
+        elif p.grid == sc.ASYM:
             raw = ratio * ((stats["hi"] - stats["lo"]) / (p.n - 1))
         else:
             raw = ratio * (stats["amax"] / p.gmax)
-        if p.sfmt in sc._GLOBAL_FORMATS:
+        if p.sfmt in sc.GLOBAL_FORMATS:
             scale = self.store_global(raw)
         else:  # amax: read only by the symmetric absmax e8m0 rule, which has it
-            scale = self.store_local(raw, stats.get("amax", raw), mse_rule=p.rule == sc._MSE)
+            scale = self.store_local(raw, stats.get("amax", raw), mse_rule=p.rule == sc.MSE)
         z = self.zero_point(ratio * stats["lo"], scale) if "lo" in stats else torch.zeros_like(scale)
         out = self.dequantize(xg, scale[..., None], z[..., None])
         if kg is not None:
@@ -305,17 +305,17 @@ def _trust_range(stage: Quantize, plan) -> tuple[float, float]:
     """[lowest level - half its gap, highest level + half its gap] in native (scaled) units."""
     from gmse_cli.compress import scalar as sc
 
-    if plan.grid == sc._FP:
+    if plan.grid == sc.FP:
         # Top binade step of ExMy: 2^(floor(log2 max) - M); the grid is symmetric.
         top = math.frexp(plan.fp.max_value)[1] - 1
         reach = plan.fp.max_value + 0.5 * 2.0 ** (top - plan.fp.mantissa_bits)
         return -reach, reach
-    if plan.grid == sc._ASYM:
+    if plan.grid == sc.ASYM:
         return -0.5, plan.n - 1 + 0.5  # shifted by -z per group
-    if plan.grid == sc._MIDRISE:
+    if plan.grid == sc.MIDRISE:
         reach = 1.0 + 1.0 / (plan.n - 1)
         return -reach, reach
-    if plan.grid == sc._SIGNED:
+    if plan.grid == sc.SIGNED:
         reach = plan.n // 2 - 1 + 0.5
         return -reach, reach
     t = plan.table

@@ -65,9 +65,9 @@ class TorchVQ:
         if fmt == "fp32":
             return raw32
         if fmt == "bf16":
-            return fp_round(raw32.to(_F64), *sc._BF16_P).to(torch.float32)
+            return fp_round(raw32.to(_F64), *sc.BF16_P).to(torch.float32)
         if fmt == "fp16":
-            return fp_round(raw32.to(_F64), *sc._FP16_P).to(torch.float32)
+            return fp_round(raw32.to(_F64), *sc.FP16_P).to(torch.float32)
         if fmt == "e8m0":
             m, e = torch.frexp(raw)
             k = torch.clamp(torch.where(m >= math.sqrt(0.5), e, e - 1), -127, 127)
@@ -77,7 +77,7 @@ class TorchVQ:
             s_t = float(np.float32(top / 448.0))
             if s_t == 0:
                 return torch.zeros_like(raw32)
-            stored = fp_round((raw / s_t).to(torch.float32).to(_F64), *sc._E4M3_P)
+            stored = fp_round((raw / s_t).to(torch.float32).to(_F64), *sc.E4M3_P)
             return (stored * s_t).to(torch.float32)
         s_t = float(np.float32(top / 255.0))
         if s_t == 0:

@@ -1,0 +1,198 @@
+"""Rounding onto the grid: the level of a scaled value (midrise, signed and asymmetric ints,
+fp ExMy, lookup tables), dequantization, rows written group by group, and the squared error
+of a group under one (scale, zero point), which the mse search measures candidates with.
+
+Each numba kernel (``k_*``) has a numpy twin (``*_reference``) or is checked through
+:func:`~gmse_cli.compress.scalar.quantize_reference`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from gmse_cli.compress.grids import fp_round_reference, k_fp_round
+from gmse_cli.compress.scalar.plans import ASYM, FP, MIDRISE, SIGNED, TABLE, Plan
+
+SUM_BLOCK = 16  # squared errors added between two checks of the bound
+
+# --------------------------------------------------------------------------------------------
+# numpy reference
+# --------------------------------------------------------------------------------------------
+
+
+def levels_reference(p: Plan, v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Native level (q - z for asymmetric grids) of every scaled value ``v``."""
+    n = p.n
+    if p.grid == MIDRISE:
+        h = v * (0.5 * (n - 1))
+        j = np.minimum(np.floor(np.abs(h)), n // 2 - 1.0)
+        return np.copysign((2.0 * j + 1.0) / (n - 1), h)
+    if p.grid == SIGNED:
+        return np.clip(np.rint(v), 1.0 - n // 2, n // 2 - 1.0)
+    if p.grid == ASYM:
+        return np.clip(np.rint(v) + z, 0, n - 1) - z
+    if p.grid == FP:
+        return fp_round_reference(v, p.fp)
+    return p.table[np.searchsorted(p.mids, v, side="right")]
+
+
+def dequantize_reference(p: Plan, xg: np.ndarray, scale: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """level * scale in float64 (0 where the scale is 0); scale and z broadcast over groups."""
+    safe = np.where(scale > 0, scale, 1.0)
+    return np.where(scale > 0, levels_reference(p, xg / safe, z) * scale, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# numba kernels
+# --------------------------------------------------------------------------------------------
+
+
+# Every per-group helper works on 1-D slices of one row: indices that start at 0 let the
+# compiler drop numba's negative-index wraparound and vectorize the loops. ``gr`` is the
+# grid tuple (code, n, emin, mantissa bits, max value, midpoints, levels) of grid_args.
+
+
+@numba.njit(cache=True, inline="always")
+def k_level(v, z, grid, gr):
+    """Native level of the scaled value v (q - z for asymmetric grids); ``grid`` is gr[0]."""
+    n = gr[1]
+    if grid == MIDRISE:
+        h = v * (0.5 * (n - 1))
+        j = min(np.floor(abs(h)), n // 2 - 1.0)
+        return math.copysign((2.0 * j + 1.0) / (n - 1), h)
+    if grid == SIGNED:
+        return min(max(np.rint(v), 1.0 - n // 2), n // 2 - 1.0)
+    if grid == ASYM:
+        return min(max(np.rint(v) + z, 0.0), n - 1.0) - z
+    if grid == FP:
+        return k_fp_round(v, gr[2], gr[3], gr[4])
+    k = 0  # searchsorted(mids, v, side="right"), by counting: no branches to mispredict
+    for m in gr[5]:
+        k += m <= v
+    return gr[6][k]
+
+
+@numba.njit(cache=True, inline="always")
+def k_table_index(xg, s, mids, v, k):
+    """k[j] = table index of the level nearest xg[j] / s (v[j]): the midpoints <= v counted
+    one midpoint at a time over the whole group, a vectorizable loop instead of a search per
+    entry. Same index as k_level's."""
+    for j in range(xg.size):
+        v[j] = np.float64(xg[j]) / s
+        k[j] = 0
+    for m in mids:
+        for j in range(xg.size):
+            k[j] += v[j] >= m
+
+
+@numba.njit(cache=True, inline="always")
+def k_sq_errors(xs, scale, z, grid, gr, sq, idx):
+    """sq[j] = (x_hat - x)^2 for x = xs[j], masked or not, a scale > 0; idx: table index
+    scratch. Inlined once per grid with a constant grid code (as k_write_row_grid), so the
+    loops carry no branches and vectorize."""
+    if grid == TABLE:
+        k_table_index(xs, scale, gr[5], sq, idx)  # sq: the scaled values until overwritten
+    for j in range(xs.size):
+        v = np.float64(xs[j])
+        level = gr[6][idx[j]] if grid == TABLE else k_level(v / scale, z, grid, gr)
+        d = level * scale - v
+        sq[j] = d * d
+
+
+@numba.njit(cache=True, inline="always")
+def k_error_below(xs, ms, has_mask, scale, z, gr, bound, sq, idx):
+    """Sum over kept entries of (x_hat - x)^2, in order, abandoned once it reaches ``bound``.
+
+    The terms are nonnegative, so the partial sums never decrease: a partial sum >= bound
+    (what is returned then) means the full sum is >= bound too. Below the bound, the full sum.
+    The terms are computed first, into the scratch ``sq`` (``idx``: table indices) of at
+    least xs.size entries, in loops the compiler vectorizes, then added in order.
+    """
+    grid = gr[0]
+    if not scale > 0:  # x_hat = 0
+        for j in range(xs.size):
+            sq[j] = np.float64(xs[j]) * np.float64(xs[j])
+    elif grid == MIDRISE:
+        k_sq_errors(xs, scale, z, MIDRISE, gr, sq, idx)
+    elif grid == SIGNED:
+        k_sq_errors(xs, scale, z, SIGNED, gr, sq, idx)
+    elif grid == ASYM:
+        k_sq_errors(xs, scale, z, ASYM, gr, sq, idx)
+    elif grid == FP:
+        k_sq_errors(xs, scale, z, FP, gr, sq, idx)
+    else:
+        k_sq_errors(xs, scale, z, TABLE, gr, sq, idx)
+    # The bound is checked every SUM_BLOCK terms: a check per term would cost about as much
+    # as the addition. Unsigned indices spare numba's negative-index wraparound.
+    err, n, block = 0.0, np.uint64(xs.size), np.uint64(SUM_BLOCK)
+    for start in range(np.uint64(0), n, block):
+        for j in range(start, min(start + block, n)):
+            err += sq[j] if not has_mask or ms[j] else 0.0
+        if err >= bound:
+            break
+    return err
+
+
+@numba.njit(cache=True, inline="always")
+def k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, grid, gr):
+    # The groups of one row: inlined once per grid, so each copy has a constant grid code
+    # and the compiler drops the other grids' branches from the inner loop.
+    for b in range(scales.size):
+        s, z = scales[b], zs[b]
+        xg, og = xs[b * g : (b + 1) * g], os[b * g : (b + 1) * g]
+        mg = ms[b * g : (b + 1) * g] if has_mask else ms
+        if not s > 0:
+            og[:] = 0.0
+            continue
+        for j in range(g):
+            level = k_level(np.float64(xg[j]) / s, z, grid, gr)
+            og[j] = level * s if not has_mask or mg[j] else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def k_write_row_table(xs, ms, has_mask, os, g, scales, gr):
+    table = gr[6]
+    v, k = np.empty(g), np.empty(g, dtype=np.int64)
+    for b in range(scales.size):
+        s = scales[b]
+        xg, og = xs[b * g : (b + 1) * g], os[b * g : (b + 1) * g]
+        mg = ms[b * g : (b + 1) * g] if has_mask else ms
+        if not s > 0:
+            og[:] = 0.0
+            continue
+        k_table_index(xg, s, gr[5], v, k)
+        for j in range(g):
+            og[j] = table[k[j]] * s if not has_mask or mg[j] else 0.0
+
+
+@numba.njit(cache=True)
+def k_write_row(xs, ms, has_mask, os, g, scales, zs, gr):
+    """Round one row, group b with scale scales[b] and zero point zs[b]; zero scale -> 0."""
+    grid = gr[0]
+    if grid == MIDRISE:
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, MIDRISE, gr)
+    elif grid == SIGNED:
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, SIGNED, gr)
+    elif grid == ASYM:
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, ASYM, gr)
+    elif grid == FP:
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, FP, gr)
+    else:
+        k_write_row_table(xs, ms, has_mask, os, g, scales, gr)
+
+
+@numba.njit(cache=True, inline="always")
+def k_mask_row(mask, has_mask, i):
+    # Without a mask, a 1-element stand-in that is never read.
+    return mask[i] if has_mask else mask[0]
+
+
+@numba.njit(cache=True, parallel=True)
+def k_write_groups(x, mask, has_mask, out, g, scales, zs, gr):
+    for i in numba.prange(x.shape[0]):
+        k_write_row(
+            x[i], k_mask_row(mask, has_mask, i), has_mask, out[i], g, scales[i], zs[i], gr
+        )

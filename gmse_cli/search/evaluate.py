@@ -1,0 +1,154 @@
+"""How a candidate's error is measured at each precision level of the race: on the first rows
+of one shared Gaussian sample bank, or on rows sampled from a checkpoint's layers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from gmse_cli.spec import Format
+
+
+class Evaluator:
+    """Measures a format's error at precision levels 0, 1, ...: ``measure`` returns the value
+    and its per-row influence vector (see :func:`~gmse_cli.realmse.ratio_influence`) on rows
+    shared by every format at that level; ``final`` returns the reported value and its
+    standard error."""
+
+    level_rows: tuple[int, ...]
+
+    @property
+    def levels(self) -> int:
+        return len(self.level_rows)
+
+    def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+class GaussianEvaluator(Evaluator):
+    """The first rows of one shared :class:`~gmse_cli.gmse.SampleBank` (common random numbers:
+    every candidate sees the same rows, so their differences are precise even on few rows).
+
+    The final value is exact where quadrature exists (:func:`~gmse_cli.gmse.exact_gmse`),
+    otherwise Monte Carlo on the same bank with as many rows as the ratio estimator needs for
+    ``rel_err`` (projected from the last level's standard error, at most ``max_rows``).
+    """
+
+    def __init__(self, *, seed: int, rel_err: float, row_length: int, level_rows: Sequence[int], max_rows: int) -> None:
+        from gmse_cli.gmse import SampleBank
+
+        self.bank = SampleBank(seed=seed, row_length=row_length)
+        self.rel_err = rel_err
+        self.level_rows = tuple(level_rows)
+        self.max_rows = max(max_rows, self.level_rows[-1])
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _sample(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        if rows not in self._rows:
+            per = self.bank.rows_per_batch
+            parts = [self.bank.batch(i) for i in range(-(-rows // per))]
+            x = np.ascontiguousarray(np.concatenate([p[0] for p in parts])[:rows])
+            self._rows[rows] = (x, np.concatenate([p[1] for p in parts])[:rows])
+        return self._rows[rows]
+
+    def _run(self, fmt: Format, rows: int) -> tuple[float, np.ndarray]:
+        from gmse_cli.compress import compress
+        from gmse_cli.realmse import ratio_influence, row_errors
+
+        x, norm = self._sample(rows)
+        err, _ = row_errors(x, compress(fmt, x))
+        return ratio_influence(err, norm)
+
+    def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
+        return self._run(fmt, self.level_rows[level])
+
+    def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
+        """``last``: the measurement at the last level, if made (it is not made again)."""
+        from gmse_cli.gmse import exact_gmse, has_exact
+
+        if has_exact(fmt):
+            return exact_gmse(fmt), 0.0
+        rows = self.level_rows[-1]
+        g, psi = last if last is not None else self._run(fmt, rows)
+        se = math.sqrt(float(psi @ psi))
+        if g > 0 and se > self.rel_err * g and rows < self.max_rows:
+            # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
+            per = self.bank.rows_per_batch
+            need = rows * (se / (self.rel_err * g)) ** 2
+            g, psi = self._run(fmt, min(self.max_rows, per * math.ceil(need * 1.05 / per)))
+            se = math.sqrt(float(psi @ psi))
+        return g, se
+
+
+class CheckpointEvaluator(Evaluator):
+    """Rows sampled once from each selected layer and held in memory; a format's error is the
+    parameter-weighted mean over layers of ||W - C(W)||^2 / ||W||^2 on those rows. Each level
+    uses a prefix of a random permutation of each layer's rows (itself a random sample), and
+    the final value uses all ``rows_per_layer``. Row-local formats run once over the rows of
+    all layers of one row length stacked together (one kernel call instead of one per layer);
+    formats with a per-tensor statistic run layer by layer."""
+
+    def __init__(self, layers, *, rows_per_layer: int, seed: int) -> None:
+        from gmse_cli.checkpoint import read_rows
+
+        rng = np.random.default_rng(seed)
+        self.data: list[tuple[np.ndarray, float, int]] = []  # (sampled rows, weight, population)
+        total = float(sum(info.params for info in layers))
+        for info in layers:
+            picked = rng.permutation(info.rows)[: min(info.rows, rows_per_layer)]
+            order = np.argsort(picked)
+            x = read_rows(info, picked[order])  # sorted: consecutive rows are read together
+            self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params / total, info.rows))
+        self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (64, 16, 4)}))
+        self.all_rows = rows_per_layer
+        self._stacks: dict[int, list[tuple[np.ndarray, list[int]]]] = {}
+
+    def _stacked(self, rows: int) -> list[tuple[np.ndarray, list[int]]]:
+        """Per row length: the first ``rows`` rows of its layers stacked, and those layers."""
+        if rows not in self._stacks:
+            groups: dict[int, list[int]] = {}
+            for i, (x, _, _) in enumerate(self.data):
+                groups.setdefault(x.shape[1], []).append(i)
+            self._stacks[rows] = [
+                (np.ascontiguousarray(np.concatenate([self.data[i][0][:rows] for i in members])), members)
+                for members in groups.values()
+            ]
+        return self._stacks[rows]
+
+    def _run(self, fmt: Format, rows: int) -> tuple[float, np.ndarray]:
+        from gmse_cli.compress import compress
+        from gmse_cli.realmse import ratio_influence, row_errors, row_local
+
+        per_layer: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if row_local(fmt):
+            for stacked, members in self._stacked(rows):
+                err, norm = row_errors(stacked, compress(fmt, stacked))
+                start = 0
+                for i in members:
+                    n = min(rows, len(self.data[i][0]))
+                    per_layer[i] = (err[start : start + n], norm[start : start + n])
+                    start += n
+        else:
+            for i, (x, _, _) in enumerate(self.data):
+                x = x[:rows]
+                per_layer[i] = row_errors(x, compress(fmt, x))
+        value = 0.0
+        psis = []
+        for i, (_, weight, population) in enumerate(self.data):
+            err, norm = per_layer[i]
+            r, psi = ratio_influence(err, norm, population=population)
+            value += weight * r
+            psis.append(weight * psi)  # layers are independent strata
+        return value, np.concatenate(psis)
+
+    def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
+        return self._run(fmt, self.level_rows[level])
+
+    def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
+        value, psi = self._run(fmt, self.all_rows)
+        return value, math.sqrt(float(psi @ psi))

@@ -1,0 +1,124 @@
+"""What a search reports: measured candidates, the frontier, catalog comparisons, and the
+frontier written out as format TOML files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from gmse_cli.errors import SpecError
+from gmse_cli.search.space import FrozenModel
+from gmse_cli.spec import Family, Format, format_to_toml
+from gmse_cli.tomlfile import write_text_atomic
+
+
+class StagePoint(FrozenModel):
+    """One lossy stage of a measured candidate, measured alone (its capacity factor's input)."""
+
+    family: Family
+    name: str
+    gmse: float
+    std_err: float
+
+
+class SearchPoint(FrozenModel):
+    """A measured candidate (Gaussian objective: ``gmse`` is GMSE; checkpoint: real-weight MSE)."""
+
+    name: str
+    bits_per_param: float
+    gmse: float = Field(description="the whole format's error (joint, all stages together)")
+    gmse_std_err: float
+    rho: float = Field(description="factorized capacity: prod of the stage capacities")
+    rho_std_err: float
+    spec: Format
+    stages: tuple[StagePoint, ...]
+    source: Literal["search", "catalog"]
+
+
+class CatalogComparison(FrozenModel):
+    """A named catalog format against the best searched format at the same or fewer bits."""
+
+    catalog: str
+    catalog_bits: float
+    catalog_rho: float
+    best: str
+    best_bits: float
+    best_rho: float
+    gain: float = Field(description="best_rho - catalog_rho")
+    gain_relative: float = Field(description="best_rho / catalog_rho - 1")
+
+
+class SearchResult(FrozenModel):
+    budget: float
+    objective: Literal["gaussian", "checkpoint"]
+    law: str
+    best: SearchPoint
+    frontier: tuple[SearchPoint, ...] = Field(description="Pareto frontier by bits, thinned by min_gain")
+    comparisons: tuple[CatalogComparison, ...]
+    candidates: int = Field(description="candidates within the budget")
+    pruned_by_bound: int = Field(
+        description="dropped unmeasured: capacity bound (rate-distortion, or the sparsity factor) below the frontier"
+    )
+    stages_measured: int = Field(description="distinct stage formats measured in the cheap pass")
+    refined: int = Field(description="candidates given the full estimate")
+    seconds: float
+    points: tuple[tuple[str, float, float], ...] = Field(
+        description="(name, bits, rho) of every measured candidate (cheap-pass values unless refined)"
+    )
+
+
+def compare_catalog(entries, final, evaluate, level) -> list[CatalogComparison]:
+    """Each catalog candidate (fully measured, even if pruned) against the best final entry
+    at the same or fewer bits."""
+    out = []
+    final_sorted = sorted(final, key=lambda e: e.cand.bits_per_param)
+    for entry in entries:
+        if entry.cand.source != "catalog":
+            continue
+        if entry.level != level and not evaluate(entry, level):
+            continue
+        pool = [e for e in final_sorted if e.cand.bits_per_param <= entry.cand.bits_per_param + 1e-12]
+        best = max(pool + [entry], key=lambda e: (e.rho, -e.cand.bits_per_param))
+        out.append(
+            CatalogComparison(
+                catalog=entry.cand.name, catalog_bits=entry.cand.bits_per_param, catalog_rho=entry.rho,
+                best=best.cand.name, best_bits=best.cand.bits_per_param, best_rho=best.rho,
+                gain=best.rho - entry.rho, gain_relative=best.rho / entry.rho - 1 if entry.rho > 0 else math.inf,
+            )
+        )
+    out.sort(key=lambda c: (c.catalog_bits, c.catalog))
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-._" else {"+": "_", ":": "of"}.get(ch, "-") for ch in name)
+
+
+def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
+    """Write each frontier member as ``NN-<name>.toml`` (a format file every command reads)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"--out-dir {out_dir}: cannot create it: {exc.strerror or exc}") from None
+    paths = []
+    for i, point in enumerate(result.frontier):
+        spec = point.spec.model_copy(
+            update={
+                "description": (
+                    f"uscl search --bits {result.budget:g}: {point.bits_per_param:.4f} bits/param, "
+                    f"{'GMSE' if result.objective == 'gaussian' else 'real-weight MSE'} {point.gmse:.6g}, "
+                    f"rho {point.rho:.4f} (law {result.law})"
+                )
+            }
+        )
+        path = out_dir / f"{i:02d}-{_slug(point.name)}.toml"
+        try:
+            write_text_atomic(path, format_to_toml(spec))
+        except OSError as exc:
+            raise SpecError(f"--out-dir: cannot write {path}: {exc.strerror or exc}") from None
+        paths.append(path)
+    return paths
