@@ -26,6 +26,7 @@ import pytest
 
 from gmse_cli.compress import vq
 from gmse_cli.compress.sparsity import mask as sparsity_mask
+from gmse_cli.compress.vq import lloyd, store, streamed
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.spec import VQ, Sparsify
 
@@ -39,9 +40,9 @@ E8P = VQ(dim=8, bits=2, codebook="e8")
 def _private_cache(tmp_path_factory):
     old = os.environ.get("USCL_CACHE_DIR")
     os.environ["USCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("uscl-cache"))
-    vq._clear_caches()
+    vq.clear_caches()
     yield
-    vq._clear_caches()
+    vq.clear_caches()
     if old is None:
         os.environ.pop("USCL_CACHE_DIR", None)
     else:
@@ -178,19 +179,19 @@ def test_training_is_deterministic_and_cached_on_disk():
 
     stage = VQ(dim=2, bits=2)
     first = vq.codebook(stage).copy()
-    files = sorted((p.name, p.stat().st_mtime_ns) for p in (vq._codebook_dir()).glob("gaussian-d2-b4-*"))
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b4-*"))
     assert [name.rsplit(".", 1)[1] for name, _ in files] == ["json", "npy"]
-    vq._clear_caches()
+    vq.clear_caches()
     again = vq.codebook(stage)
     assert again.tobytes() == first.tobytes()
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in (vq._codebook_dir()).glob("gaussian-d2-b4-*")) == files
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b4-*")) == files
     assert not again.flags.writeable
 
 
 def test_large_codebooks_use_restricted_lloyd_and_improve_on_their_start():
     # 2^11 codewords: product of the 2^5 and 2^6 level scalar codebooks, then streamed Lloyd
     # (a short plan: the default one is for a one-off minutes-long run)
-    plan = vq._Streamed(batch=2**15, iterations=6, forget=0.8, neighbours=16, refresh=3)
+    plan = streamed.StreamedPlan(batch=2**15, iterations=6, forget=0.8, neighbours=16, refresh=3)
     cb, info = vq.train_gaussian_codebook(2, 11, plan=plan)
     assert cb.shape == (2048, 2) and len(np.unique(cb, axis=0)) == 2048
     left = vq.codebook(VQ(dim=1, bits=5))
@@ -205,23 +206,23 @@ def test_kernel_twins():
     rng = np.random.default_rng(0)
     c = rng.standard_normal((300, 3)).astype(np.float32)
     x = rng.standard_normal((5000, 3)).astype(np.float32)
-    nb = vq._knn_small(c, 16)
+    nb = streamed.knn_small(c, 16)
     assert (nb[:, 0] == np.arange(300)).all()
     fresh = np.empty_like(nb)
-    vq._k_refine_neighbours(c, nb, fresh)
-    np.testing.assert_array_equal(fresh, vq._refine_neighbours_reference(c, nb))
+    streamed._k_refine_neighbours(c, nb, fresh)
+    np.testing.assert_array_equal(fresh, streamed._refine_neighbours_reference(c, nb))
     labels = rng.integers(0, 300, 5000)
-    want = vq._walk_assign_reference(x, c, nb, labels)
+    want = streamed._walk_assign_reference(x, c, nb, labels)
     got = labels.copy()
-    vq._k_walk_assign(x, np.argsort(labels, kind="stable"), c, nb, got)
+    streamed._k_walk_assign(x, np.argsort(labels, kind="stable"), c, nb, got)
     np.testing.assert_array_equal(got, want)
     # the walk ends nearer than every neighbour of its codeword
     d_end = ((x - c[got]) ** 2).sum(1)
     d_nb = ((x[:, None, :] - c[nb[got]]) ** 2).sum(-1)
     assert (d_end[:, None] <= d_nb + 1e-6).all()
     sums, counts = np.empty((300, 3)), np.empty(300)
-    err = vq._k_accumulate(x, got, c, sums, counts)
-    rs, rc, rerr = vq._accumulate_reference(x, got, c)
+    err = lloyd._k_accumulate(x, got, c, sums, counts)
+    rs, rc, rerr = lloyd._accumulate_reference(x, got, c)
     np.testing.assert_array_equal(counts, rc)
     np.testing.assert_allclose(sums, rs, rtol=1e-12)
     assert err == pytest.approx(rerr, rel=1e-12)

@@ -6,7 +6,9 @@ path that the tests compare with it:
 - :mod:`.grids`    -- grid values (int, fp, lut, Lloyd-Max), FP casts, Gaussian quadrature
 - :mod:`.scalar`   -- scale rules and formats (absmax, rms, mse; fp32 ... e8m0, e4m3) + rounding
 - :mod:`.sparsity` -- magnitude, N:M and block masks
-- :mod:`.vq`       -- codebooks (Gaussian Lloyd, E8 lattice) and nearest-codeword search
+- :mod:`.vq`       -- a package: codebooks (Gaussian Lloyd, E8 lattice), nearest-codeword search
+  and the VQ compressor
+- :mod:`.group_stats` -- per-group statistics over kept entries (RMS, max |x|, min, max)
 - :mod:`.rotate`   -- blockwise fast Walsh-Hadamard transform
 
 Contract shared by every family: inputs are C-contiguous float32 arrays of shape

@@ -1,0 +1,205 @@
+"""A VQ stage's codebook, its record and its search structure, each computed once.
+
+Codebooks (``(K, dim)`` float32, ``K = 2^(bits * dim)``, coordinates in units of the input's
+standard deviation):
+
+- ``gaussian``: Lloyd on Gaussian samples (:mod:`gmse_cli.compress.vq.gaussian`), scale
+  constant 1;
+- ``e8``: QuIP#'s E8P (:mod:`gmse_cli.compress.vq.e8p`), with an MSE-optimal scale constant
+  found by Monte Carlo (:mod:`gmse_cli.compress.vq.measure`);
+- a ``.npy`` file of shape ``(2^(bits * dim), dim)``, with its constant found the same way.
+
+Records (:class:`~gmse_cli.compress.vq.store.CodebookInfo`) are cached on disk
+(:mod:`gmse_cli.compress.vq.store`); a file's record is keyed by the digest of its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from gmse_cli.compress.vq.e8p import e8p_codebook
+from gmse_cli.compress.vq.gaussian import gaussian_codebook
+from gmse_cli.compress.vq.measure import heldout_mse, optimal_constant
+from gmse_cli.compress.vq.search import Searcher, build_searcher
+from gmse_cli.compress.vq.store import (
+    ALGORITHM_VERSION,
+    LLOYD_SEED,
+    CodebookInfo,
+    load_codebook,
+    save_codebook,
+)
+from gmse_cli.errors import DataError, SpecError
+from gmse_cli.spec import VQ
+
+__all__ = [
+    "codebook",
+    "codebook_info",
+    "codebook_and_info",
+    "scale_constant",
+    "stage_searcher",
+    "clear_caches",
+]
+
+
+def _index_bits(stage: VQ) -> int:
+    return round(stage.bits * stage.dim)
+
+
+@cache
+def _e8p_info() -> CodebookInfo:
+    stem = f"e8p-v{ALGORITHM_VERSION}"
+    hit = load_codebook(stem, with_array=False)
+    if hit is not None:
+        return hit[1]
+    cb = e8p_codebook()
+    constant, _ = optimal_constant(cb, e8p=True, seed=LLOYD_SEED)
+    held, held_n = heldout_mse(cb, constant, seed=LLOYD_SEED + 1, e8p=True)
+    info = CodebookInfo(
+        kind="e8",
+        dim=8,
+        index_bits=16,
+        codewords=65536,
+        scale_constant=constant,
+        mse=held,
+        mse_samples=held_n,
+        source="QuIP# E8P: 256 absolute patterns of D8 + 1/2, even sign flips, +-1/4 shift",
+    )
+    save_codebook(stem, None, info)
+    return info
+
+
+class _FileBook(NamedTuple):
+    codewords: np.ndarray
+    path: str
+    digest: str
+    dim: int
+    index_bits: int
+
+
+# (resolved path, mtime_ns, size, dim, index bits) -> loaded file; digest -> its info
+_file_memo: dict[tuple[str, int, int, int, int], _FileBook] = {}
+_file_infos: dict[tuple[str, int, int], CodebookInfo] = {}
+
+
+def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size, dim, index_bits)
+        if key in _file_memo:  # unchanged since read: skip re-reading and re-hashing
+            return _file_memo[key]
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"vq: cannot read codebook file {p}: {exc.strerror or exc}") from None
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"vq: {p} is not a .npy array file ({exc})") from None
+    want = (2**index_bits, dim)
+    if not isinstance(arr, np.ndarray) or arr.shape != want:
+        raise SpecError(
+            f"vq: codebook {p} has shape {getattr(arr, 'shape', '?')}, but dim={dim} and "
+            f"bits={index_bits / dim:g} need {want} (2^(bits*dim) rows of dim coordinates)"
+        )
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"vq: codebook {p} holds {arr.dtype}, not numbers")
+    cb = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(cb).all():
+        raise DataError(f"vq: codebook {p} holds non-finite values")
+    if dim == 1:
+        cb = np.sort(cb, axis=0)  # the 1-D search wants ascending levels
+        if np.any(np.diff(cb[:, 0]) <= 0):
+            raise DataError(f"vq: codebook {p} repeats a value")
+    elif len(np.unique(cb, axis=0)) != len(cb):
+        raise DataError(f"vq: codebook {p} repeats a codeword")
+    cb.setflags(write=False)
+    book = _FileBook(cb, str(p), hashlib.sha256(raw).hexdigest(), dim, index_bits)
+    _file_memo[key] = book
+    return book
+
+
+def _file_info(book: _FileBook) -> CodebookInfo:
+    key = (book.digest, book.dim, book.index_bits)
+    if key in _file_infos:
+        return _file_infos[key]
+    stem = f"file-{book.digest[:32]}-d{book.dim}-b{book.index_bits}-v{ALGORITHM_VERSION}"
+    hit = load_codebook(stem, with_array=False)
+    if hit is not None:
+        info = hit[1]
+    else:
+        constant, _ = optimal_constant(book.codewords, e8p=False, seed=LLOYD_SEED)
+        held, held_n = heldout_mse(book.codewords, constant, seed=LLOYD_SEED + 1, e8p=False)
+        info = CodebookInfo(
+            kind="file",
+            dim=book.dim,
+            index_bits=book.index_bits,
+            codewords=len(book.codewords),
+            scale_constant=constant,
+            mse=held,
+            mse_samples=held_n,
+            source=book.path,
+            sha256=book.digest,
+        )
+        save_codebook(stem, None, info)
+    _file_infos[key] = info
+    return info
+
+
+def codebook(stage: VQ) -> np.ndarray:
+    """The codebook of ``stage``: (2^(bits*dim), dim) float32, read-only, computed once."""
+    if stage.codebook == "gaussian":
+        return gaussian_codebook(stage.dim, _index_bits(stage))[0]
+    if stage.codebook == "e8":
+        return e8p_codebook()
+    return _file_book(stage.codebook, stage.dim, _index_bits(stage)).codewords
+
+
+def codebook_info(stage: VQ) -> CodebookInfo:
+    """How ``stage``'s codebook was made, its scale constant and Gaussian MSE (computed once)."""
+    if stage.codebook == "gaussian":
+        return gaussian_codebook(stage.dim, _index_bits(stage))[1]
+    if stage.codebook == "e8":
+        return _e8p_info()
+    return _file_info(_file_book(stage.codebook, stage.dim, _index_bits(stage)))
+
+
+def scale_constant(stage: VQ) -> float:
+    """The MSE-optimal ``c`` in ``s = c * RMS`` for unit-variance inputs (1 for Lloyd codebooks)."""
+    return codebook_info(stage).scale_constant
+
+
+def codebook_and_info(stage: VQ) -> tuple[np.ndarray, CodebookInfo]:
+    """``(codebook(stage), codebook_info(stage))``."""
+    return codebook(stage), codebook_info(stage)
+
+
+# searchers by codebook identity (the entry keeps the array alive, so ids are not reused)
+_searchers: dict[int, tuple[np.ndarray, Searcher]] = {}
+
+
+def _searcher_of(cb: np.ndarray, *, e8p: bool = False) -> Searcher:
+    hit = _searchers.get(id(cb))
+    if hit is None or hit[0] is not cb:
+        hit = (cb, build_searcher(cb, e8p=e8p))
+        _searchers[id(cb)] = hit
+    return hit[1]
+
+
+def stage_searcher(stage: VQ) -> Searcher:
+    """The search structure of ``stage``'s codebook (built once per codebook)."""
+    return _searcher_of(codebook(stage), e8p=stage.codebook == "e8")
+
+
+def clear_caches() -> None:
+    """Forget every codebook held in memory (the disk cache stays)."""
+    gaussian_codebook.cache_clear()
+    _e8p_info.cache_clear()
+    _file_memo.clear()
+    _file_infos.clear()
+    _searchers.clear()

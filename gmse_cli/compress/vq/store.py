@@ -1,0 +1,98 @@
+"""Codebook records and the on-disk codebook cache.
+
+Computed codebooks (and the records of every codebook: how it was made, its scale constant and
+Gaussian MSE) live under ``cache_dir()/codebooks`` as ``STEM.npy`` and ``STEM.json``; each stem
+carries :data:`ALGORITHM_VERSION`, so a change of construction never reads a stale entry.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ALGORITHM_VERSION",
+    "LLOYD_SEED",
+    "CodebookInfo",
+    "codebook_dir",
+    "save_codebook",
+    "load_codebook",
+]
+
+ALGORITHM_VERSION = 2
+"""Bumped whenever codebook construction, training or the constant search changes; part of
+every cache key, so stale cache entries are simply never read."""
+
+LLOYD_SEED = 20250602
+"""Seed of the Gaussian training samples (fixed: the same codebook on every machine run)."""
+
+
+class CodebookInfo(BaseModel):
+    """What a codebook is and how well it quantizes a standard normal source."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["gaussian", "e8", "file"]
+    dim: int
+    index_bits: int = Field(description="log2 of the codeword count")
+    codewords: int
+    scale_constant: float = Field(description="s = constant * RMS minimizes the Gaussian MSE")
+    mse: float = Field(description="per-coordinate MSE on fresh N(0, 1) vectors at the constant")
+    mse_samples: int = Field(description="vectors behind `mse`")
+    algorithm_version: int = ALGORITHM_VERSION
+    seed: int | None = Field(default=None, description="gaussian: seed of the training samples")
+    train_samples: int | None = None
+    train_iterations: int | None = None
+    train_mse: float | None = Field(default=None, description="gaussian: MSE on the training samples")
+    source: str | None = Field(default=None, description="file: path; e8: construction")
+    sha256: str | None = Field(default=None, description="file: digest of the .npy bytes")
+
+
+def codebook_dir() -> Path:
+    """The cache folder of codebooks (created if absent)."""
+    from gmse_cli.paths import cache_dir
+
+    path = cache_dir() / "codebooks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
+    # Write beside the target, then rename: readers never see a partial file, and two processes
+    # computing the same codebook both leave a complete one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_codebook(stem: str, cb: np.ndarray | None, info: CodebookInfo) -> None:
+    """Write ``STEM.npy`` (unless ``cb`` is None) and ``STEM.json``, each atomically."""
+    directory = codebook_dir()
+    if cb is not None:
+        _atomic_write(directory / f"{stem}.npy", lambda fh: np.save(fh, cb, allow_pickle=False))
+    text = info.model_dump_json(indent=2).encode()
+    _atomic_write(directory / f"{stem}.json", lambda fh: fh.write(text))
+
+
+def load_codebook(stem: str, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:
+    """``(codewords or None, info)`` of a cached entry; None when absent or damaged."""
+    directory = codebook_dir()
+    try:
+        info = CodebookInfo.model_validate_json((directory / f"{stem}.json").read_text())
+        cb = np.load(directory / f"{stem}.npy", allow_pickle=False) if with_array else None
+    except (OSError, ValueError):
+        return None  # absent or damaged: recompute
+    if cb is not None and (cb.dtype != np.float32 or cb.shape != (info.codewords, info.dim)):
+        return None
+    return cb, info
