@@ -33,6 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gmse_cli import fit as F  # noqa: E402
+from gmse_cli.fit.params import LAW_INTERNAL  # noqa: E402
+from gmse_cli.fit.parts import StagePart  # noqa: E402
+from gmse_cli.fit.problem import coarse_law_grid, expand_starts  # noqa: E402
 from gmse_cli.law import load_law  # noqa: E402
 from gmse_cli.runs import exclude_worst, load_csv, load_quest_runs  # noqa: E402
 
@@ -132,16 +135,16 @@ def main(argv=None) -> int:
     gmse = F.GmseCache(seed=args.seed)
     law = load_law()
     stages = [F.run_stages(r, gmse) for r in quest]
-    F.fit(quest, model="unified", base_law=law, gmse=gmse, loso=False, starts=F._coarse_law_grid()[:2])
+    F.fit(quest, model="unified", base_law=law, gmse=gmse, loso=False, starts=coarse_law_grid()[:2])
     t = time.perf_counter()
     uni = F.fit(quest, model="unified", base_law=law, gmse=gmse, loso=False)
     ours_uni = time.perf_counter() - t
     families = sorted({f.value for st in stages for f, _ in st})
     held = {5 + 3 * j + i: math.log(getattr(law.families[fam], k).value)
             for j, fam in enumerate(families) if fam == "sparsity" for i, k in enumerate("LFC")}
-    ustarts = F._expand_starts("unified", F._coarse_law_grid(), F._StagePart(families, np.zeros(0, int), np.zeros(0),
-                                                                             np.zeros((0, len(quest)))),
-                               list(F._LAW_INTERNAL) + [f"{f}.log{k}" for f in families for k in "LFC"])
+    ustarts = expand_starts("unified", coarse_law_grid(), StagePart(families, np.zeros(0, int), np.zeros(0),
+                                                                    np.zeros((0, len(quest)))),
+                            list(LAW_INTERNAL) + [f"{f}.log{k}" for f in families for k in "LFC"])
     usub = ustarts[rng.choice(len(ustarts), size=max(2, args.baseline_starts // 2), replace=False)]
     qN, qD, qloss = (np.array([getattr(r, k) for r in quest]) for k in ("N", "D", "loss"))
     ustages = [[(f.value, g) for f, g in st] for st in stages]

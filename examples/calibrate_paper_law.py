@@ -24,7 +24,7 @@ Where every constant comes from (the same words go into each constant's provenan
    draw, alpha, beta, E and the quantization F, C from their marginals (as gmse_cli.law draws
    them: the paper's sigma, truncated to the physical domain; L held, as the law holds it), the
    sparsity curve refitted on a bootstrap resample of its nine points, and A, B refitted on the
-   QuEST runs resampled within schemes (fit.py's bootstrap) with everything else held at the
+   QuEST runs resampled within schemes (uscl fit's bootstrap) with everything else held at the
    drawn values -- so A, B compensate the drawn constants as the data demand. A's and B's sigma
    and interval in the file are the marginals of these draws.
 
@@ -49,19 +49,12 @@ sys.path.insert(0, str(REPO))
 
 from gmse_cli import __version__  # noqa: E402
 from gmse_cli.errors import FitError  # noqa: E402
+from gmse_cli.fit import CapacityPoint, GmseCache, fit, fit_capacity, run_stages  # noqa: E402
 
-# fit.py's own bootstrap pieces too (_bootstrap_weights, _percentiles, _schemes), so the joint
-# draws resample and summarize exactly as `uscl fit --bootstrap` does.
-from gmse_cli.fit import (  # noqa: E402
-    CapacityPoint,
-    GmseCache,
-    _bootstrap_weights,
-    _percentiles,
-    _schemes,
-    fit,
-    fit_capacity,
-    run_stages,
-)
+# The fit's own bootstrap pieces too, so the joint draws group, resample and summarize exactly
+# as `uscl fit --bootstrap` does.
+from gmse_cli.fit.design import group_by_scheme  # noqa: E402
+from gmse_cli.fit.resampling import bootstrap_weights, percentiles  # noqa: E402
 from gmse_cli.law import Constant, FamilyCurve, Law, LawDraws, load_law, sample_law, save_law  # noqa: E402
 from gmse_cli.runs import Run, load_quest_runs  # noqa: E402
 from gmse_cli.spec import Family  # noqa: E402
@@ -136,7 +129,7 @@ def sparsity_refits(count: int, rng: np.random.Generator) -> list[dict[str, floa
     """
     points = sparsity_points()
     out: list[dict[str, float]] = []
-    candidates = _bootstrap_weights(np.zeros(len(points), dtype=int), 2 * count, rng)
+    candidates = bootstrap_weights(np.zeros(len(points), dtype=int), 2 * count, rng)
     for counts in candidates:
         cf = fit_capacity([p.model_copy(update={"weight": float(c)}) for p, c in zip(points, counts, strict=True)],
                           huber_delta=SPARSITY_DELTA)
@@ -156,10 +149,10 @@ def joint_draws(point: Law, runs: list[Run], *, draws: int, refits: int, seed: i
     """
     rng = np.random.default_rng(seed)
     marginal = sample_law(point, draws=draws, rng=rng)  # the law's own model of its marginals
-    _, scheme_of_run = _schemes(runs)
-    run_counts = _bootstrap_weights(scheme_of_run, draws, rng)
+    _, scheme_of_run = group_by_scheme(runs)
+    run_counts = bootstrap_weights(scheme_of_run, draws, rng)
     sparsity = sparsity_refits(refits, rng)
-    # With only log A and log B free, one start at the point fit finds what fit.py's start grid
+    # With only log A and log B free, one start at the point fit finds what the fit's start grid
     # finds, five times faster (checked on all 300 rows: the same to 6 digits, except B in the
     # rows where it collapses below 1e-4, where B D^-beta < 1e-8 and the predictions agree).
     start = np.array([[math.log(point.A.value), point.alpha.value, math.log(point.B.value), point.beta.value,
@@ -249,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def fitted(key: str, draws: LawDraws) -> Constant:
         c = res.constants[key]
-        low, high, sigma = (float(x) for x in _percentiles(np.asarray(draws.constants[key])))
+        low, high, sigma = (float(x) for x in percentiles(np.asarray(draws.constants[key])))
         conditional = "" if c.sigma is None else (
             f"; conditional on the held constants, {res.bootstrap} bootstrap refits alone give {key} +/- "
             f"{c.sigma:.3g} (95% [{c.low:.4g}, {c.high:.4g}])")

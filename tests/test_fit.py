@@ -25,6 +25,11 @@ from scipy.stats import norm
 
 from gmse_cli import fit as F
 from gmse_cli.errors import DataError, FitError
+from gmse_cli.fit import drivers
+from gmse_cli.fit.objective import CapacityObjective, LossObjective, _law_numba, _law_numpy
+from gmse_cli.fit.optimize import _two_loop, _two_loop_numba, batched_lbfgs
+from gmse_cli.fit.parts import DecoupledPart, KumarPart, NoCapacity, StagePart
+from gmse_cli.fit.problem import Problem
 from gmse_cli.law import capacity, load_law, predicted_loss
 from gmse_cli.runs import Run, exclude_worst, load_csv, load_quest_runs
 
@@ -61,8 +66,8 @@ def test_law_kernel_matches_numpy_twin():
     theta = np.column_stack([rng.uniform(-1, 3, k), rng.uniform(0.05, 1, k), rng.uniform(-1, 3, k),
                              rng.uniform(0.05, 1, k), rng.uniform(-1, 1, k)])
     for logrho, w in [(np.zeros((1, n)), np.ones((1, n))), (rng.normal(0, 0.3, (k, n)), rng.integers(0, 3, (k, n)) * 1.0)]:
-        a = F._law_numba(theta, logN, logD, y, logrho, w, 0.05)
-        b = F._law_numpy(theta, logN, logD, y, logrho, w, 0.05)
+        a = _law_numba(theta, logN, logD, y, logrho, w, 0.05)
+        b = _law_numpy(theta, logN, logD, y, logrho, w, 0.05)
         for u, v in zip(a, b, strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
 
@@ -75,8 +80,8 @@ def test_two_loop_kernel_matches_numpy_twin():
     rho = 1 / np.einsum("ijk,ijk->ij", s, y)
     count, head, g = rng.integers(0, m + 1, S), rng.integers(0, m, S), rng.normal(size=(S, P))
     idx = np.arange(S)
-    np.testing.assert_allclose(F._two_loop_numba(g, s, y, rho, count, head, idx, m),
-                               F._two_loop(g, s, y, rho, count, head, m), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(_two_loop_numba(g, s, y, rho, count, head, idx, m),
+                               _two_loop(g, s, y, rho, count, head, m), rtol=1e-12, atol=1e-13)
 
 
 def _objectives():
@@ -94,17 +99,17 @@ def _objectives():
     inc[0, scheme == 3] = 1
     inc[2, scheme == 3] = 1
     parts = {
-        "dense": (F._NoCapacity(), []),
-        "decoupled": (F._DecoupledPart(scheme, ["a", "b", "c", "d"], 0), [-0.02, -0.05, -0.1]),
-        "unified": (F._StagePart(["quantization", "sparsity"], fam, bits, inc), [-0.05, -0.9, 0.3, 0.0, -1.2, -0.7]),
-        "kumar": (F._KumarPart(np.where(scheme > 1, 4.0, 16.0), np.where(scheme == 3, 8.0, 16.0)), [0.9, 1.1]),
+        "dense": (NoCapacity(), []),
+        "decoupled": (DecoupledPart(scheme, ["a", "b", "c", "d"], 0), [-0.02, -0.05, -0.1]),
+        "unified": (StagePart(["quantization", "sparsity"], fam, bits, inc), [-0.05, -0.9, 0.3, 0.0, -1.2, -0.7]),
+        "kumar": (KumarPart(np.where(scheme > 1, 4.0, 16.0), np.where(scheme == 3, 8.0, 16.0)), [0.9, 1.1]),
     }
     for name, (part, extra) in parts.items():
-        obj = F._LossObjective(logN, logD, y, part, 2e-2)
+        obj = LossObjective(logN, logD, y, part, 2e-2)
         theta = np.array([[1.5, 0.3, 2.0, 0.25, 0.4, *extra]])
         yield name, obj, theta
-    cap = F._CapacityObjective(F._StagePart(["quantization", "sparsity"], fam, bits, inc[:, :4] + np.eye(3, 4)),
-                               np.array([0.9, 0.5, 0.3, 0.2]), 1e-2)
+    cap = CapacityObjective(StagePart(["quantization", "sparsity"], fam, bits, inc[:, :4] + np.eye(3, 4)),
+                            np.array([0.9, 0.5, 0.3, 0.2]), 1e-2)
     yield "capacity", cap, np.array([[-0.05, -0.9, 0.3, 0.0, -1.2, -0.7]])
 
 
@@ -122,13 +127,13 @@ def test_analytic_gradients_match_finite_differences(name, obj, theta):
 
 def test_batched_lbfgs_reaches_scipy_minimum():
     """Each row's minimum equals scipy L-BFGS-B (finite differences) from the same start."""
-    obj = F._CapacityObjective(
-        F._StagePart(["quantization"], np.zeros(6, dtype=int), np.linspace(0.5, 6, 6), np.eye(6)),
+    obj = CapacityObjective(
+        StagePart(["quantization"], np.zeros(6, dtype=int), np.linspace(0.5, 6, 6), np.eye(6)),
         capacity(4.0 ** -np.linspace(0.5, 6, 6), 0.97, 0.45, 1.3), 1.0,
     )
-    problem = F._Problem(obj, {})
+    problem = Problem(obj, {})
     starts = np.log([[1.0, 0.3, 1.0], [0.8, 1.0, 2.5], [1.2, 0.1, 0.5]])
-    x, f, _, conv = F._batched_lbfgs(problem.fun(), starts)
+    x, f, _, conv = batched_lbfgs(problem.fun(), starts)
     for row, x0 in enumerate(starts):
         ref = minimize(lambda v: obj.value_grad(v[None])[0][0] * 1e4, x0, method="L-BFGS-B",
                        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
@@ -455,7 +460,7 @@ def test_unknown_fixed_constant_and_model():
 
 
 def test_non_convergence_is_reported(monkeypatch):
-    monkeypatch.setattr(F, "_converged", lambda problem, x: False)
+    monkeypatch.setattr(drivers, "is_converged", lambda problem, x: False)
     with pytest.raises(FitError, match="did not converge"):
         F.fit(_synthetic(np.random.default_rng(0), 0.0), model="dense", starts=SMALL_GRID)
 

@@ -1,0 +1,125 @@
+"""The design of a fit: which runs form which schemes, and what the runs can identify.
+
+Checked before any optimization, so the solver can assume clean input: option values, enough
+runs, model sizes and token counts for the law's exponents, an uncompressed reference scheme for
+decoupled capacities, and per family enough distinct GMSE values to fit its capacity curve
+(otherwise the curve is held at a base law) and a design in which L is not confounded with A.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from gmse_cli.errors import FitError
+from gmse_cli.fit.params import FAMILY_KEYS
+from gmse_cli.fit.results import MODELS
+from gmse_cli.runs import Run
+from gmse_cli.spec import Family
+
+__all__ = [
+    "validate_options",
+    "check_runs",
+    "group_by_scheme",
+    "reference_scheme",
+    "held_at_law",
+    "hold_unidentified",
+]
+
+
+def validate_options(model: str, huber_delta: float, bootstrap: int) -> None:
+    if model not in MODELS:
+        raise FitError(f"unknown model '{model}' (expected one of {', '.join(MODELS)})")
+    if not (huber_delta > 0 and math.isfinite(huber_delta)):
+        raise FitError(f"--huber-delta {huber_delta} must be a positive number (1e-3 is Chinchilla's)")
+    if bootstrap < 0:
+        raise FitError(f"--bootstrap {bootstrap} must not be negative")
+
+
+def check_runs(runs: Sequence[Run], model: str, n_free: int, *, law_free: Sequence[str]) -> None:
+    n = len(runs)
+    if n == 0:
+        raise FitError("no runs to fit (check the files and the --where / --exclude-worst selection)")
+    need = n_free + 1
+    if n < need:
+        raise FitError(
+            f"a {model} fit has {n_free} free constants and needs at least {need} runs; got {n} "
+            "(add runs, or hold constants fixed)"
+        )
+    sizes = len({r.N for r in runs})
+    tokens = len({r.D for r in runs})
+    if ("alpha" in law_free or "A" in law_free) and sizes < 3:
+        raise FitError(f"a {model} fit needs runs at 3 or more model sizes N to fit A and alpha; got {sizes}")
+    if ("beta" in law_free or "B" in law_free) and tokens < 3:
+        raise FitError(f"a {model} fit needs runs at 3 or more token counts D to fit B and beta; got {tokens}")
+
+
+def group_by_scheme(runs: Sequence[Run]) -> tuple[list[str], np.ndarray]:
+    """Scheme names in order of first appearance, and each run's index into them."""
+    names: list[str] = []
+    index: dict[str, int] = {}
+    of_run = np.empty(len(runs), dtype=int)
+    for i, r in enumerate(runs):
+        if r.scheme not in index:
+            index[r.scheme] = len(names)
+            names.append(r.scheme)
+        of_run[i] = index[r.scheme]
+    return names, of_run
+
+
+def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.ndarray) -> int:
+    """The uncompressed scheme a decoupled fit pins at rho = 1."""
+    dense = [j for j, s in enumerate(schemes) if runs[int(np.flatnonzero(of_run == j)[0])].is_dense]
+    if not dense:
+        raise FitError(
+            "a decoupled fit needs runs of an uncompressed reference scheme (bf16, fp16 or fp32 weights, "
+            f"no activation format) to pin rho = 1; schemes present: {', '.join(schemes)}"
+        )
+    # Prefer bf16, then the most runs.
+    return max(dense, key=lambda j: (schemes[j] == "bf16", int(np.sum(of_run == j))))
+
+
+def held_at_law(base_law, family: str, names: Sequence[str]) -> dict[int, tuple[float, str]]:
+    """A family's L, F, C held at ``base_law``'s curve: internal index -> (log value, origin)."""
+    curve = base_law.families[Family(family)]
+    return {names.index(f"{family}.log{k}"): (math.log(getattr(curve, k).value), f"held at law '{base_law.name}'")
+            for k in FAMILY_KEYS}
+
+
+def hold_unidentified(families, n_gmse, incidence, stage_family, base_law, names, notes,
+                      user_fixed: Mapping[int, float]) -> dict[int, tuple[float, str]]:
+    """Families the runs cannot identify are held at the base law (or L at 1 if only L is lost)."""
+    held: dict[int, tuple[float, str]] = {}
+    fitted: list[int] = []
+    for j, fam in enumerate(families):
+        idx = [names.index(f"{fam}.log{k}") for k in FAMILY_KEYS]
+        if all(i in user_fixed for i in idx):
+            continue
+        if n_gmse[fam] >= 3:
+            fitted.append(j)
+            continue
+        if base_law is None or Family(fam) not in base_law.families:
+            raise FitError(
+                f"family '{fam}' has {n_gmse[fam]} distinct GMSE value(s) in these runs; fitting its "
+                "L, F, C needs 3 or more (add runs, or give a base law that covers it)"
+            )
+        held.update(held_at_law(base_law, fam, names))
+        notes.append(f"family '{fam}': {n_gmse[fam]} distinct GMSE value(s), too few to fit; L, F, C held at law '{base_law.name}'")
+    # L_f is confounded with A unless the runs differ in how many stages of f they carry
+    # (e.g. weights-only vs weights + activations): check the design's rank.
+    fitted = [j for j in fitted if names.index(f"{families[j]}.logL") not in user_fixed]
+    counts = np.stack([incidence[stage_family == j].sum(axis=0) for j in fitted], axis=1) if fitted else None
+    if counts is not None and 0 not in user_fixed:  # with A held, L is identified by the data
+        design = np.ones((counts.shape[0], 1))
+        for col, j in enumerate(fitted):
+            trial = np.hstack([design, counts[:, col : col + 1]])
+            if np.linalg.matrix_rank(trial) > np.linalg.matrix_rank(design):
+                design = trial
+            else:
+                fam = families[j]
+                held[names.index(f"{fam}.logL")] = (0.0, "held at 1: not identifiable from A with these runs")
+                notes.append(f"family '{fam}': L is confounded with A (every run has the same number of "
+                             f"{fam} stages); held at 1")
+    return held

@@ -1,0 +1,210 @@
+"""What a fit returns: frozen models with named, documented fields.
+
+:class:`FitResult` is the ``uscl fit --json`` output (``model_dump(mode="json")``); its parts
+(constants, capacities, curves, residuals, held-out and factorization evidence) are models of
+their own so each report can be built and tested alone. Every name here without a leading
+underscore is public and re-exported by :mod:`gmse_cli.fit`, which lists them in its ``__all__``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gmse_cli.errors import FitError
+from gmse_cli.fit.params import FAMILY_KEYS, LAW
+from gmse_cli.spec import Family
+
+FitModel = Literal["dense", "decoupled", "unified", "capacity", "kumar"]
+MODELS: tuple[str, ...] = ("dense", "decoupled", "unified", "capacity", "kumar")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConstantEstimate(_Model):
+    """One fitted constant: point estimate and, after a bootstrap, its spread."""
+
+    value: float
+    sigma: float | None = Field(default=None, description="bootstrap 1-sigma (half the 15.9-84.1% range)")
+    low: float | None = Field(default=None, description="bootstrap 2.5% percentile")
+    high: float | None = Field(default=None, description="bootstrap 97.5% percentile")
+    fixed: bool = Field(default=False, description="held, not fitted")
+    source: str = Field(default="fit", description="'fit', 'fixed' (user) or where a held value came from")
+
+
+class SchemeCapacity(_Model):
+    """The capacity of one scheme: fitted (decoupled) or implied by the law (unified, kumar)."""
+
+    scheme: str
+    weights: str
+    activations: str | None
+    rho: float
+    rho_low: float | None = None
+    rho_high: float | None = None
+    sigma: float | None = None
+    n_runs: int
+    reference: bool = Field(default=False, description="pinned at rho = 1 (the uncompressed baseline)")
+    stage_gmse: list[tuple[str, float]] | None = Field(default=None, description="(family, GMSE) of each lossy stage")
+    rho_alt_delta: float | None = Field(default=None, description="rho refitted with the other Huber delta (sensitivity)")
+
+
+class FamilyFit(_Model):
+    """A capacity curve rho = L * tanh(F * log_{1/4} GMSE)^C (intervals in FitResult.constants)."""
+
+    L: float
+    F: float
+    C: float
+    held: bool = Field(default=False, description="not identifiable from these runs; held at a base law")
+    n_gmse: int = Field(description="distinct stage GMSE values of this family in the data")
+
+
+class RunResidual(_Model):
+    scheme: str
+    N: float
+    D: float
+    loss: float
+    predicted: float
+    residual: float = Field(description="log(predicted) - log(loss)")
+    rho: float
+
+
+class LosoEntry(_Model):
+    """Leave-one-scheme-out: refit without the scheme, predict its runs from its GMSE alone."""
+
+    scheme: str
+    n_runs: int
+    rmse: float | None = Field(description="RMSE of log-loss on the held-out runs (None: not testable)")
+    rho_full: float
+    rho_loso: float | None
+    note: str = ""
+
+
+class FactorizationCell(_Model):
+    """One weights x activations scheme: its fitted capacity against the product of its factors."""
+
+    weights: str = Field(description="weight format")
+    activations: str = Field(description="activation format")
+    # Capacities are never negative; the error, a difference of two of them, may be.
+    rho: float = Field(ge=0.0, description="fitted capacity of the weights x activations scheme")
+    rho_weights: float = Field(ge=0.0, description="the weights-only scheme's capacity (1 for the reference format)")
+    rho_activations: float = Field(ge=0.0, description="the activations-only scheme's capacity, else see tied")
+    product: float = Field(ge=0.0, description="rho_weights * rho_activations: the factorized prediction")
+    error: float = Field(description="rho - product")
+    tied: bool = Field(description="activation factor read from the same format applied to weights")
+
+
+class FactorizationCheck(_Model):
+    """Does rho(W, A) = rho(W) * rho(A)? (the paper reports errors around 1e-2)."""
+
+    cells: list[FactorizationCell]
+    rms_error: float | None
+    max_abs_error: float | None
+    rank1_rms: float | None = Field(description="RMS residual of the best rank-1 fit to the W x A grid")
+    rank1_dof: int = Field(description="grid cells minus rank-1 parameters (<= 0: not testable)")
+    note: str = ""
+
+
+class FitResult(_Model):
+    """Everything a fit produced; ``model_dump(mode='json')`` is the ``--json`` output."""
+
+    model: str
+    n_runs: int
+    n_schemes: int
+    huber_delta: float
+    A: float | None
+    alpha: float | None
+    B: float | None
+    beta: float | None
+    E: float | None
+    fit_error: float = Field(description="RMSE of log-loss over the runs (the paper's fit error)")
+    objective: float = Field(description="Huber objective at the optimum")
+    constants: dict[str, ConstantEstimate]
+    families: dict[str, FamilyFit]
+    capacities: list[SchemeCapacity]
+    residuals: list[RunResidual]
+    loso: list[LosoEntry] | None = None
+    factorization: FactorizationCheck | None = None
+    capacity_fit_error: float | None = Field(default=None, description="RMSE of rho (capacity model)")
+    bootstrap: int
+    bootstrap_failed: int = 0
+    starts: int
+    converged: bool
+    seed: int
+    data_files: list[str]
+    notes: list[str]
+
+    def law_constants(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in LAW}
+
+    def to_law(self, name: str, *, description: str = "", meta: Mapping[str, str] | None = None):
+        """This fit as a :class:`~gmse_cli.law.Law` (with every constant's interval and origin)."""
+        from gmse_cli import __version__
+        from gmse_cli.law import Constant, FamilyCurve, Law
+
+        if self.model in ("decoupled", "kumar"):
+            raise FitError(
+                f"a {self.model} fit has no capacity curves to write as a law; use --model unified, "
+                "or --model capacity (which fits curves to the decoupled capacities)"
+            )
+        files = ", ".join(Path(f).name for f in self.data_files) or "given runs"
+        how = (f"uscl fit --model {self.model} on {files} ({self.n_runs} runs), Huber delta "
+               f"{self.huber_delta:g}, {self.bootstrap} bootstrap refits")
+
+        def const(key: str) -> Constant:
+            est = self.constants[key]
+            if est.fixed:
+                origin = est.source if est.source not in ("fit", "fixed") else "held fixed in the fit"
+                provenance = f"{origin}; {how}" if est.source == "fixed" else origin
+            else:
+                provenance = f"fitted: {how}"
+            return Constant(value=est.value, sigma=est.sigma, low=est.low, high=est.high, provenance=provenance)
+
+        families = {
+            Family(fam): FamilyCurve(**{k: const(f"{fam}.{k}") for k in FAMILY_KEYS})
+            for fam in self.families
+        }
+        info = {
+            "model": self.model,
+            "data": files,
+            "runs": str(self.n_runs),
+            "huber_delta": f"{self.huber_delta:g}",
+            "bootstrap": str(self.bootstrap),
+            "seed": str(self.seed),
+            "fit_error": f"{self.fit_error:.3e}",
+            "date": _dt.date.today().isoformat(),
+            "uscl_version": __version__,
+        }
+        info.update(meta or {})
+        return Law(
+            name=name,
+            description=description or f"fitted by uscl fit --model {self.model}",
+            meta=info,
+            **{k: const(k) for k in LAW},
+            families=families,
+        )
+
+
+class CapacityPoint(_Model):
+    """A scheme's capacity and the (family, GMSE) of each of its lossy stages."""
+
+    name: str
+    stages: tuple[tuple[Family, float], ...]
+    rho: float
+    weight: float = 1.0
+
+
+class CapacityFit(_Model):
+    families: dict[str, FamilyFit]
+    constants: dict[str, ConstantEstimate]
+    fit_error: float = Field(description="RMSE of rho over the points")
+    huber_delta: float
+    n_points: int
+    predicted: list[float]
+    bootstrap: int
+    notes: list[str]
