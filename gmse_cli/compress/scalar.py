@@ -57,7 +57,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from gmse_cli.compress._checks import check_input
+from gmse_cli.compress.checks import check_input
 from gmse_cli.compress.grids import (
     FpParams,
     _fp_round_reference,

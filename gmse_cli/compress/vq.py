@@ -53,7 +53,7 @@ import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gmse_cli.compress._checks import check_input
+from gmse_cli.compress.checks import check_input
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.spec import VQ, FpStyle, ScaleFormat
 
