@@ -211,7 +211,7 @@ def _span(q, value: float) -> tuple[float, float]:
 def _evaluate_all(
     items: Sequence[Format | Scheme | str | Path], *, law: Law | str | Path | None, params: float,
     tokens: float | None, act: Format | str | None, seed: int, draws: int, level: float, progress: bool,
-    vary_L: bool, **gmse: Unpack[GmseOptions],
+    vary_L: bool, **options: Unpack[GmseOptions],
 ) -> tuple[list[Prediction], np.ndarray]:
     """The predictions, and the (rows, draws) capacity draws behind their intervals."""
     law = _resolve_law(law)
@@ -234,7 +234,7 @@ def _evaluate_all(
         unique.setdefault(_key(part.format), part.format)
     from gmse_cli.gmse import estimate_gmse
 
-    estimates = estimate_gmse(list(unique.values()), seed=seed, progress=progress, **gmse)
+    estimates = estimate_gmse(list(unique.values()), seed=seed, progress=progress, **options)
     gmse = dict(zip(unique, estimates, strict=True))
 
     # Every row's draws at once: (rows, draws) matrices, one quantile call per quantity.
@@ -276,7 +276,7 @@ def _evaluate_all(
         loss = float(law.loss(params, tokens, rho))
         w_est = whole["weights"][1]
         act_est = whole["activations"][1] if "activations" in whole else None
-        bits = scheme.weights.bits_per_param(gmse.get("row_length", DEFAULT_ROW_LENGTH))
+        bits = scheme.weights.bits_per_param(options.get("row_length", DEFAULT_ROW_LENGTH))
         (rho_low, rho_high), (loss_low, loss_high), (delta_low, delta_high) = (
             _span(q[:, i], value) for q, value in ((rho_q, rho), (loss_q, loss), (delta_q, loss - dense))
         )
@@ -322,7 +322,7 @@ def rank(
     level: float = 0.95,
     progress: bool = False,
     vary_L: bool = False,
-    **gmse: Unpack[GmseOptions],
+    **options: Unpack[GmseOptions],
 ) -> list[RankRow]:
     """One :class:`RankRow` per format or scheme, in the order given, Pareto frontier marked.
 
@@ -330,7 +330,7 @@ def rank(
     (``None``: the whole catalog). ``law``: a :class:`Law`, a law file or a shipped law name
     (``None``: the shipped default). ``params`` N and ``tokens`` D (default
     ``DEFAULT_TOKENS_PER_PARAM * params``) set the model the loss is predicted for. ``act`` is an
-    activation format applied to every row. ``seed`` and the ``gmse`` keywords (``rel_err``,
+    activation format applied to every row. ``seed`` and the GMSE ``options`` (``rel_err``,
     ``row_length``, ``method``, ``backend``, ``device``, ``max_samples``, ``bank``: see
     :class:`~gmse_cli.gmse.GmseOptions`) go to :func:`~gmse_cli.gmse.estimate_gmse`; ``seed`` also
     seeds the ``draws`` Monte Carlo draws behind every ``level`` interval; ``vary_L`` also
@@ -343,7 +343,7 @@ def rank(
     items = list(catalog().values()) if formats is None else list(formats)
     preds, _ = _evaluate_all(
         items, law=law, params=params, tokens=tokens, act=act, seed=seed, draws=draws, level=level,
-        progress=progress, vary_L=vary_L, **gmse,
+        progress=progress, vary_L=vary_L, **options,
     )
     return _rows(preds)
 
@@ -354,7 +354,8 @@ def _rank_keywords(caller: str, given: dict[str, Any], **fixed: Any) -> dict[str
     from gmse_cli.gmse import GmseOptions
 
     own = {k: p.default for k, p in inspect.signature(rank).parameters.items() if p.kind is p.KEYWORD_ONLY}
-    if unknown := set(given) - (set(own) | GmseOptions.__optional_keys__) - set(fixed):
+    allowed = (set(own) | GmseOptions.__optional_keys__) - set(fixed)
+    if unknown := set(given) - allowed:
         raise TypeError(f"{caller}() got unexpected keywords {sorted(unknown)}")
     return own | given | fixed
 
