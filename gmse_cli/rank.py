@@ -25,11 +25,12 @@ The loss difference to bf16 is computed draw by draw, so the constants common to
 
 from __future__ import annotations
 
+import inspect
 import math
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,7 +52,7 @@ from gmse_cli.law import (
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, Scheme, catalog, resolve_format
 
 if TYPE_CHECKING:
-    from gmse_cli.gmse import GmseEstimate, SampleBank
+    from gmse_cli.gmse import GmseEstimate, GmseOptions
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -209,9 +210,8 @@ def _span(q, value: float) -> tuple[float, float]:
 
 def _evaluate_all(
     items: Sequence[Format | Scheme | str | Path], *, law: Law | str | Path | None, params: float,
-    tokens: float | None, act: Format | str | None, rel_err: float, seed: int, row_length: int,
-    method: str, backend: str, device: str, draws: int, level: float, progress: bool,
-    bank: SampleBank | None, vary_L: bool,
+    tokens: float | None, act: Format | str | None, seed: int, draws: int, level: float, progress: bool,
+    vary_L: bool, **options: Unpack[GmseOptions],
 ) -> tuple[list[Prediction], np.ndarray]:
     """The predictions, and the (rows, draws) capacity draws behind their intervals."""
     law = _resolve_law(law)
@@ -234,10 +234,7 @@ def _evaluate_all(
         unique.setdefault(_key(part.format), part.format)
     from gmse_cli.gmse import estimate_gmse
 
-    estimates = estimate_gmse(
-        list(unique.values()), rel_err=rel_err, seed=seed, row_length=row_length, method=method,
-        backend=backend, device=device, progress=progress, bank=bank,
-    )
+    estimates = estimate_gmse(list(unique.values()), seed=seed, progress=progress, **options)
     gmse = dict(zip(unique, estimates, strict=True))
 
     # Every row's draws at once: (rows, draws) matrices, one quantile call per quantity.
@@ -279,7 +276,7 @@ def _evaluate_all(
         loss = float(law.loss(params, tokens, rho))
         w_est = whole["weights"][1]
         act_est = whole["activations"][1] if "activations" in whole else None
-        bits = scheme.weights.bits_per_param(row_length)
+        bits = scheme.weights.bits_per_param(options.get("row_length", DEFAULT_ROW_LENGTH))
         (rho_low, rho_high), (loss_low, loss_high), (delta_low, delta_high) = (
             _span(q[:, i], value) for q, value in ((rho_q, rho), (loss_q, loss), (delta_q, loss - dense))
         )
@@ -320,17 +317,12 @@ def rank(
     params: float = DEFAULT_PARAMS,
     tokens: float | None = None,
     act: Format | str | None = None,
-    rel_err: float = 1e-3,
     seed: int = 0,
-    row_length: int = DEFAULT_ROW_LENGTH,
-    method: str = "auto",
-    backend: str = "numba",
-    device: str = "cpu",
     draws: int = DEFAULT_DRAWS,
     level: float = 0.95,
     progress: bool = False,
-    bank: SampleBank | None = None,
     vary_L: bool = False,
+    **options: Unpack[GmseOptions],
 ) -> list[RankRow]:
     """One :class:`RankRow` per format or scheme, in the order given, Pareto frontier marked.
 
@@ -338,8 +330,9 @@ def rank(
     (``None``: the whole catalog). ``law``: a :class:`Law`, a law file or a shipped law name
     (``None``: the shipped default). ``params`` N and ``tokens`` D (default
     ``DEFAULT_TOKENS_PER_PARAM * params``) set the model the loss is predicted for. ``act`` is an
-    activation format applied to every row. ``rel_err``, ``seed``, ``row_length``, ``method``,
-    ``backend``, ``device``, ``bank`` go to :func:`~gmse_cli.gmse.estimate_gmse`; ``seed`` also
+    activation format applied to every row. ``seed`` and the GMSE ``options`` (``rel_err``,
+    ``row_length``, ``method``, ``backend``, ``device``, ``max_samples``, ``bank``: see
+    :class:`~gmse_cli.gmse.GmseOptions`) go to :func:`~gmse_cli.gmse.estimate_gmse`; ``seed`` also
     seeds the ``draws`` Monte Carlo draws behind every ``level`` interval; ``vary_L`` also
     draws each curve's L the law's joint draws do not carry (see :mod:`gmse_cli.law` for why it
     is held by default).
@@ -349,11 +342,22 @@ def rank(
     """
     items = list(catalog().values()) if formats is None else list(formats)
     preds, _ = _evaluate_all(
-        items, law=law, params=params, tokens=tokens, act=act, rel_err=rel_err, seed=seed,
-        row_length=row_length, method=method, backend=backend, device=device, draws=draws,
-        level=level, progress=progress, bank=bank, vary_L=vary_L,
+        items, law=law, params=params, tokens=tokens, act=act, seed=seed, draws=draws, level=level,
+        progress=progress, vary_L=vary_L, **options,
     )
     return _rows(preds)
+
+
+def _rank_keywords(caller: str, given: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """rank's keywords with rank's defaults, updated by ``given`` (checked) and ``fixed``: the
+    one signature compare and predict share, so the three cannot drift apart."""
+    from gmse_cli.gmse import GmseOptions
+
+    own = {k: p.default for k, p in inspect.signature(rank).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    allowed = (set(own) | GmseOptions.__optional_keys__) - set(fixed)
+    if unknown := set(given) - allowed:
+        raise TypeError(f"{caller}() got unexpected keywords {sorted(unknown)}")
+    return own | given | fixed
 
 
 def _rows(preds: Sequence[Prediction]) -> list[RankRow]:
@@ -385,13 +389,7 @@ def compare(formats: Sequence[Format | Scheme | str | Path], **kwargs: Any) -> C
     GMSE in every draw. The shares here are computed on the shared draws, so they carry that
     correlation (ties count for every tied row, so shares may sum to more than 1).
     """
-    import inspect
-
-    # rank's keywords and defaults, so the two cannot drift apart
-    defaults = {k: p.default for k, p in inspect.signature(rank).parameters.items() if k != "formats"}
-    if unknown := set(kwargs) - set(defaults):
-        raise TypeError(f"compare() got unexpected keywords {sorted(unknown)}")
-    preds, rho = _evaluate_all(list(formats), **(defaults | kwargs))
+    preds, rho = _evaluate_all(list(formats), **_rank_keywords("compare", kwargs))
     bits = np.array([p.bits_per_param for p in preds])[:, None]
     with np.errstate(divide="ignore"):
         memory = np.where(rho > 0, bits / np.where(rho > 0, rho, 1.0), np.inf)  # (rows, draws), up to N / 8
@@ -407,26 +405,12 @@ def predict(
     params: float = DEFAULT_PARAMS,
     tokens: float | None = None,
     law: Law | str | Path | None = None,
-    *,
-    act: Format | str | None = None,
-    rel_err: float = 1e-3,
-    seed: int = 0,
-    row_length: int = DEFAULT_ROW_LENGTH,
-    method: str = "auto",
-    backend: str = "numba",
-    device: str = "cpu",
-    draws: int = DEFAULT_DRAWS,
-    level: float = 0.95,
-    bank: SampleBank | None = None,
-    vary_L: bool = False,
+    **kwargs: Any,
 ) -> Prediction:
     """The law's prediction for one format or scheme, with each stage's GMSE and capacity and
-    the three loss terms (keywords as in :func:`rank`)."""
-    (pred,), _ = _evaluate_all(
-        [scheme], law=law, params=params, tokens=tokens, act=act, rel_err=rel_err, seed=seed,
-        row_length=row_length, method=method, backend=backend, device=device, draws=draws,
-        level=level, progress=False, bank=bank, vary_L=vary_L,
-    )
+    the three loss terms (other keywords as in :func:`rank`, ``progress`` aside)."""
+    keywords = _rank_keywords("predict", kwargs, params=params, tokens=tokens, law=law, progress=False)
+    (pred,), _ = _evaluate_all([scheme], **keywords)
     return pred
 
 

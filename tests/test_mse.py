@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 from scipy.linalg import hadamard
 
-from gmse_cli.checkpoint import (
+from gmse_cli.errors import DataError, SpecError
+from gmse_cli.realmse import (
     iter_row_chunks,
     open_checkpoint,
     read_rows,
     read_tensor,
     select_layers,
 )
-from gmse_cli.errors import DataError, SpecError
 
 PAPER_INT4_GMSE = 0.011543
 A4 = 2.5139305786  # QuEST's MSE-optimal clip for 4 bits (paper.md)

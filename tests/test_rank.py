@@ -160,6 +160,19 @@ def test_compare_uses_the_shared_draws(law):
         compare(["int4"], law=law, sorting="rho")
 
 
+def test_gmse_options_reach_the_engine_from_rank_predict_and_compare(law):
+    # int4 stores one fp32 scale per row: 4 + 32/2048 bits per parameter on rows of 2048.
+    expected = 4 + 32 / 2048
+    assert rank(["int4"], law=law, row_length=2048)[0].bits_per_param == expected
+    assert predict("int4", law=law, row_length=2048).bits_per_param == expected
+    assert compare(["int4"], law=law, row_length=2048).rows[0].bits_per_param == expected
+    # Monte Carlo asked for where quadrature exists: the estimate says so.
+    (row,) = rank(["int4"], law=law, method="monte-carlo", rel_err=1e-2)
+    assert row.gmse_low < row.gmse < row.gmse_high
+    with pytest.raises(TypeError, match="unexpected keywords"):
+        predict("int4", law=law, progress=True)
+
+
 def test_uncovered_family_and_bad_scale(law):
     narrow = paper_like_law(families={Family.QUANTIZATION: law.families[Family.QUANTIZATION]})
     with pytest.raises(LawError, match="format 'sparse-50': .*no capacity curve for family 'sparsity'"):

@@ -19,8 +19,8 @@ try:  # typer >= 0.20 raises parsing errors from its own vendored copy of click
 except ImportError:  # pragma: no cover - older typer raises click's own exceptions
     _TyperClickException = click.exceptions.ClickException
 
-from gmse_cli.cli import _fit, _formats, _gmse, _mse, _rank, _search, _train
-from gmse_cli.cli._console import err_console
+from gmse_cli.cli import fit, formats, gmse, mse, rank, search, train
+from gmse_cli.cli.console import err_console
 from gmse_cli.errors import UsclError
 
 __all__ = ["app", "main"]
@@ -40,7 +40,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for _module in (_formats, _gmse, _rank, _fit, _train, _mse, _search):
+for _module in (formats, gmse, rank, fit, train, mse, search):
     _module.register(app)
 
 

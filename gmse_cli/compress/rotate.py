@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from scipy.linalg import hadamard as _dense_hadamard
 
-from gmse_cli.compress._checks import check_input
+from gmse_cli.compress.checks import check_input
 from gmse_cli.spec import Rotate
 
 __all__ = ["hadamard", "signs"]

@@ -30,19 +30,16 @@ import numba
 import numpy as np
 from scipy import integrate, special
 
-from gmse_cli.compress._checks import check_input
+from gmse_cli.compress.checks import check_input
 from gmse_cli.errors import SpecError
 from gmse_cli.spec import Sparsify, SparsityPattern
 
-__all__ = ["mask", "mask_reference", "magnitude_gmse", "nm_gmse"]
+__all__ = ["mask", "mask_reference", "magnitude_gmse", "nm_gmse", "round_count"]
 
 
-def _round_count(fraction: float, n: int) -> int:
+def round_count(fraction: float, n: int) -> int:
     """``round(fraction * n)``, half-up, clipped to [0, n]."""
     return min(n, max(0, math.floor(fraction * n + 0.5)))
-
-
-round_count = _round_count  # public name the torch twin reads (stand-in until sparsity.py names it so)
 
 
 def _validate(stage: Sparsify, x: np.ndarray) -> np.ndarray:
@@ -84,16 +81,16 @@ def mask_reference(stage: Sparsify, x: np.ndarray) -> np.ndarray:
     if stage.pattern is SparsityPattern.MAGNITUDE:
         a = np.abs(x)
         if stage.granularity == "tensor":
-            return _top_mask_reference(a.reshape(-1), _round_count(stage.density, x.size)).reshape(rows, n)
-        return _top_mask_reference(a, _round_count(stage.density, n))
+            return _top_mask_reference(a.reshape(-1), round_count(stage.density, x.size)).reshape(rows, n)
+        return _top_mask_reference(a, round_count(stage.density, n))
     assert stage.block is not None
     norms = _block_norms_reference(x, stage.block)
     blocks = norms.shape[1]
     if stage.granularity == "tensor":
-        keep = norms.size - _round_count(stage.sparsity, norms.size)
+        keep = norms.size - round_count(stage.sparsity, norms.size)
         kept = _top_mask_reference(norms.reshape(-1), keep).reshape(norms.shape)
     else:
-        kept = _top_mask_reference(norms, blocks - _round_count(stage.sparsity, blocks))
+        kept = _top_mask_reference(norms, blocks - round_count(stage.sparsity, blocks))
     return np.repeat(kept, stage.block, axis=1)
 
 
@@ -280,9 +277,9 @@ def mask(stage: Sparsify, x: np.ndarray) -> np.ndarray:
         if stage.granularity == "tensor":
             flat = raw.reshape(-1)
             cand = np.empty(flat.size, dtype=np.int64)
-            _k_top(flat, _round_count(stage.density, x.size), out.reshape(-1), np.empty(2048, dtype=np.int64), cand)
+            _k_top(flat, round_count(stage.density, x.size), out.reshape(-1), np.empty(2048, dtype=np.int64), cand)
         else:
-            _k_magnitude_rows(raw, _round_count(stage.density, n), out)
+            _k_magnitude_rows(raw, round_count(stage.density, n), out)
         return out
     assert stage.block is not None
     norms = np.empty((rows, n // stage.block), dtype=np.float64)
@@ -290,9 +287,9 @@ def mask(stage: Sparsify, x: np.ndarray) -> np.ndarray:
     kept = np.empty(norms.shape, dtype=np.bool_)
     blocks = norms.shape[1]
     if stage.granularity == "tensor":
-        _k_block_top(norms.reshape(-1), norms.size - _round_count(stage.sparsity, norms.size), kept.reshape(-1))
+        _k_block_top(norms.reshape(-1), norms.size - round_count(stage.sparsity, norms.size), kept.reshape(-1))
     else:
-        _k_block_rows(norms, blocks - _round_count(stage.sparsity, blocks), kept)
+        _k_block_rows(norms, blocks - round_count(stage.sparsity, blocks), kept)
     _k_expand_blocks(kept, stage.block, out)
     return out
 

@@ -94,7 +94,7 @@ class CheckpointEvaluator(Evaluator):
     formats with a per-tensor statistic run layer by layer."""
 
     def __init__(self, layers, *, rows_per_layer: int, seed: int) -> None:
-        from gmse_cli.checkpoint import read_rows
+        from gmse_cli.realmse import read_rows
 
         rng = np.random.default_rng(seed)
         self.data: list[tuple[np.ndarray, float, int]] = []  # (sampled rows, weight, population)

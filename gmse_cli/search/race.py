@@ -296,7 +296,7 @@ def search_formats(
     space = space or SearchSpace()
 
     if checkpoint is not None:
-        from gmse_cli.checkpoint import open_checkpoint, select_layers
+        from gmse_cli.realmse import open_checkpoint, select_layers
 
         layers = select_layers(open_checkpoint(checkpoint), include=include, exclude=exclude)
         by_length: dict[int, int] = {}

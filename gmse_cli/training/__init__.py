@@ -9,7 +9,8 @@ Modules (torch is imported only by the ones that need it):
 - :mod:`.sweep`          sweep specs (TOML) and their expansion into runs              [no torch]
 - :mod:`.data`           corpora, tokenizers, the token cache, C4, deterministic batches [no torch]
 - :mod:`.torch_compress` differentiable compressors, one module per stage family, and their
-                         CPU numba kernels (also the GMSE engine's torch backend)
+                         CPU numba kernels
+- :mod:`.gmse_backend`   the GMSE engine's ``--backend torch`` (registers itself on import)
 - :mod:`.model`          LlamaForCausalLM with compressed linears
 - :mod:`.loop`           one training run (:func:`train_run`)
 - :mod:`.checkpoint`     safetensors checkpoints

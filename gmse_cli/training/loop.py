@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gmse_cli.errors import TrainError
+from gmse_cli.progress import info, task
 from gmse_cli.training.checkpoint import (
     TrainState,
     latest_checkpoint,
@@ -200,49 +201,6 @@ def _graceful_sigint() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-class _Progress:
-    """A rich progress bar on stderr (steps, tokens/s, loss, ETA), or nothing."""
-
-    def __init__(self, enabled: bool, name: str, total: int, done: int) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        from gmse_cli.cli._console import err_console
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=False,
-        )
-        self.task = self.bar.add_task(name, total=total, completed=done, tps="-", loss="-")
-        self.bar.start()
-
-    def update(self, step: int, tps: float, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, tps=f"{tps:,.0f}", loss=f"{loss:.4f}")
-
-    def note(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(message, highlight=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -382,7 +340,7 @@ def train_run(
             cfg.data.source, cfg.data.tokenizer, val_fraction=cfg.data.val_fraction,
             text_field=cfg.data.text_field, min_train_tokens=streamed if is_c4 else cfg.tokens_per_step + 1,
             min_val_tokens=cfg.context + 1,  # a short held-out split is used whole (recorded)
-            progress=(lambda m: _note(m)) if (progress and env.main) else None,
+            progress=info if (progress and env.main) else None,
         )
 
     if env.main:
@@ -392,7 +350,7 @@ def train_run(
         _barrier(env)
         tokens = data()
     if env.main and streamed > tokens.meta["train_tokens"]:
-        _note(f"note: the run reads {streamed:,} tokens from {tokens.meta['train_tokens']:,} training tokens "
+        info(f"note: the run reads {streamed:,} tokens from {tokens.meta['train_tokens']:,} training tokens "
               f"({streamed / tokens.meta['train_tokens']:.1f} epochs); scaling-law fits assume unique tokens")
     vocab = tokens.tokenizer.vocab_size
     plan = plan_run(cfg, vocab_size=padded_vocab(vocab))
@@ -421,9 +379,8 @@ def train_run(
     windows = TokenWindows(tokens.train, context=cfg.context, seed=cfg.seed)
     val = eval_windows(tokens.val, context=cfg.context, max_tokens=cfg.eval_tokens)
     val_periodic = val[: max(1, cfg.periodic_eval_tokens // cfg.context)]
-    bar = _Progress(progress and env.main, plan.name, plan.steps, state.step)
     if ckpt is not None and env.main:
-        _note(f"resuming {plan.name} from step {state.step} ({ckpt})")
+        info(f"resuming {plan.name} from step {state.step} ({ckpt})")
 
     def checkpoint() -> None:
         model_sd, optim_sd = _state_dicts(model, optimizer, parallel)
@@ -435,57 +392,59 @@ def train_run(
     started = time.perf_counter() - state.elapsed_s
     window_t, window_tokens = time.perf_counter(), 0
     model.train()
-    try:
-        with _graceful_sigint() as stop_requested:
-            while state.step < plan.steps:
-                step = state.step
-                lr = lr_at(step, steps=plan.steps, peak=cfg.lr, warmup=plan.warmup_steps,
-                           min_ratio=cfg.optim.min_lr_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss_sum = 0.0
-                accum = local_batch // micro
-                for m in range(accum):
-                    first = step * cfg.batch_size + env.rank * local_batch + m * micro
-                    batch = torch.from_numpy(windows.samples(first, micro)).to(dev, non_blocking=True)
-                    # DDP all-reduces gradients on the last micro-batch only.
-                    sync = parallel != "ddp" or m == accum - 1
-                    with contextlib.nullcontext() if sync else model.no_sync():
-                        with _autocast(dev):
-                            loss = _loss(step_fn, batch, vocab) / accum
-                        loss.backward()
-                    loss_sum += float(loss.detach())
-                if cfg.optim.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_value = _all_sum(env, [loss_sum], dev)[0] / env.world
-                state.train_loss.append(loss_value)
-                state.step = step + 1
-                state.elapsed_s = time.perf_counter() - started
-                window_tokens += cfg.tokens_per_step
-                if on_step is not None:
-                    on_step(state.step, loss_value)
-                if not math.isfinite(loss_value):
-                    status = "diverged"
-                    bar.note(f"{plan.name}: loss is {loss_value} at step {state.step}; recorded as diverged")
-                    break
-                now = time.perf_counter()
-                bar.update(state.step, window_tokens / max(now - window_t, 1e-9), loss_value)
-                if now - window_t > 10.0:
-                    window_t, window_tokens = now, 0
-                if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < plan.steps:
-                    state.eval_steps.append(state.step)
-                    state.eval_loss.append(evaluate(model, val_periodic, env=env, device=dev))
-                    bar.note(f"step {state.step}: held-out loss {state.eval_loss[-1]:.4f}")
-                if stop_requested():
-                    checkpoint()
-                    bar.close()
-                    raise KeyboardInterrupt(f"stopped at step {state.step}; checkpoint in {run_dir}")
-                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < plan.steps:
-                    checkpoint()
-    finally:
-        bar.close()
+    bar_columns = ("{tps} tok/s", "loss {loss}")
+    with (
+        task(plan.name, plan.steps, enabled=progress and env.main, completed=state.step, columns=bar_columns,
+             eta=True, keep=True) as bar,
+        _graceful_sigint() as stop_requested,
+    ):
+        while state.step < plan.steps:
+            step = state.step
+            lr = lr_at(step, steps=plan.steps, peak=cfg.lr, warmup=plan.warmup_steps,
+                       min_ratio=cfg.optim.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            accum = local_batch // micro
+            for m in range(accum):
+                first = step * cfg.batch_size + env.rank * local_batch + m * micro
+                batch = torch.from_numpy(windows.samples(first, micro)).to(dev, non_blocking=True)
+                # DDP all-reduces gradients on the last micro-batch only.
+                sync = parallel != "ddp" or m == accum - 1
+                with contextlib.nullcontext() if sync else model.no_sync():
+                    with _autocast(dev):
+                        loss = _loss(step_fn, batch, vocab) / accum
+                    loss.backward()
+                loss_sum += float(loss.detach())
+            if cfg.optim.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = _all_sum(env, [loss_sum], dev)[0] / env.world
+            state.train_loss.append(loss_value)
+            state.step = step + 1
+            state.elapsed_s = time.perf_counter() - started
+            window_tokens += cfg.tokens_per_step
+            if on_step is not None:
+                on_step(state.step, loss_value)
+            if not math.isfinite(loss_value):
+                status = "diverged"
+                bar.log(f"{plan.name}: loss is {loss_value} at step {state.step}; recorded as diverged")
+                break
+            now = time.perf_counter()
+            bar.update(completed=state.step, tps=f"{window_tokens / max(now - window_t, 1e-9):,.0f}",
+                       loss=f"{loss_value:.4f}")
+            if now - window_t > 10.0:
+                window_t, window_tokens = now, 0
+            if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < plan.steps:
+                state.eval_steps.append(state.step)
+                state.eval_loss.append(evaluate(model, val_periodic, env=env, device=dev))
+                bar.log(f"step {state.step}: held-out loss {state.eval_loss[-1]:.4f}")
+            if stop_requested():
+                checkpoint()
+                raise KeyboardInterrupt(f"stopped at step {state.step}; checkpoint in {run_dir}")
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < plan.steps:
+                checkpoint()
 
     val_loss: float | None = None
     if status == "ok":
@@ -598,9 +557,3 @@ def _device_name(dev: torch.device, env: DistEnv) -> str:
         name = torch.cuda.get_device_name(dev)
         return f"{env.world}x {name}" if env.world > 1 else name
     return f"cpu x{env.world}" if env.world > 1 else "cpu"
-
-
-def _note(message: str) -> None:
-    from gmse_cli.cli._console import err_console
-
-    err_console.print(message, highlight=False)

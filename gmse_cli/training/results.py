@@ -48,7 +48,7 @@ class StageGmse(_Rec):
 
     family: str = Field(description="quantization, sparsity or vq")
     name: str = Field(description="the stage as a standalone format")
-    gmse: float
+    gmse: float = Field(description="the stage's GMSE alone (a capacity factor of the format)")
     ci_low: float
     ci_high: float
     method: str = Field(description="exact or monte-carlo")

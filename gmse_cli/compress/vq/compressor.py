@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-from gmse_cli.compress._checks import check_input
+from gmse_cli.compress.checks import check_input
 from gmse_cli.compress.group_stats import STAT_RMS, group_stat, group_stat_reference
 from gmse_cli.compress.vq.codebooks import codebook, scale_constant, stage_searcher
 from gmse_cli.compress.vq.search import nearest_reference, nearest_with

@@ -52,10 +52,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit a scaling law to training runs: constants with bootstrap intervals, capacities, fit error,
         residuals, leave-one-scheme-out prediction (unified) and a factorization check (decoupled)."""
-        from gmse_cli.cli._console import err_console, print_json
+        from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.errors import DataError, FitError
         from gmse_cli.fit import MODELS, fit
         from gmse_cli.law import load_law, save_law
+        from gmse_cli.progress import status
         from gmse_cli.runs import RunsWarning, load_runs, select
         from gmse_cli.runs import exclude_worst as drop_worst
 
@@ -80,7 +81,7 @@ def register(app: typer.Typer) -> None:
         if model in ("unified", "capacity"):
             base_law = load_law(law)
         quiet = json_out
-        with err_console.status(f"fitting {model} law to {len(runs)} runs ...", spinner="dots") if not quiet else _null():
+        with status(f"fitting {model} law to {len(runs)} runs ...", enabled=not quiet):
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
                          base_law=base_law, data_files=[str(f) for f in files])
         if out is not None:
@@ -120,12 +121,6 @@ def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed) 
     plot_fit(result, path)
 
 
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 def _parse_fix(items: list[str]) -> dict[str, float]:
     from gmse_cli.errors import FitError
 
@@ -151,7 +146,7 @@ def _render(result, show_residuals: bool) -> None:
     import numpy as np
     from rich.table import Table
 
-    from gmse_cli.cli._console import out_console
+    from gmse_cli.cli.console import out_console
 
     out_console.print(
         f"[bold]{result.model}[/] fit: {result.n_runs} runs, {result.n_schemes} schemes, Huber delta "

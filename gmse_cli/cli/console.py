@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from gmse_cli.progress import stderr_console
 from gmse_cli.spec import SHORTHAND_HELP
 
 __all__ = ["out_console", "err_console", "print_json", "FORMAT_EPILOG"]
@@ -19,9 +20,10 @@ __all__ = ["out_console", "err_console", "print_json", "FORMAT_EPILOG"]
 FORMAT_EPILOG = escape(SHORTHAND_HELP).replace("\n", "\n\n")
 
 # Rich respects NO_COLOR by itself. Piped tables get a wide page (COLUMNS still wins) so that
-# numbers are not folded into unreadable cells.
+# numbers are not folded into unreadable cells. Messages and progress share the library's
+# stderr console (gmse_cli.progress), so a note printed during a bar lands above it.
 out_console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
-err_console = Console(stderr=True)
+err_console = stderr_console()
 
 
 def print_json(payload: Any) -> None:

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        from gmse_cli.cli._console import out_console, print_json
+        from gmse_cli.cli.console import out_console, print_json
         from gmse_cli.spec import catalog
 
         rows = [

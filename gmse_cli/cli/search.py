@@ -40,8 +40,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search the format space for the highest capacity at or below --bits; print the
         Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
-        from gmse_cli.cli._console import err_console, print_json
+        from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.errors import SpecError
+        from gmse_cli.progress import task
         from gmse_cli.rank import check_plot_path
         from gmse_cli.search import search_formats, write_frontier
 
@@ -52,35 +53,15 @@ def register(app: typer.Typer) -> None:
         if plot is not None:
             check_plot_path(plot)
 
-        bar = None
-        task = None
-        if not json_out:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            bar = Progress(TextColumn("search: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), console=err_console, transient=True)
-            task = bar.add_task("", total=None)
-            bar.start()
-
         def progress(phase: str, done: int, total: int) -> None:
-            if bar is not None:
-                bar.update(task, description=phase, completed=done, total=total)
+            bar.update(detail=phase, completed=done, total=total)
 
-        try:
+        with task("search:", None, enabled=not json_out) as bar:
             result = search_formats(
                 bits, law=law if law is not None else "default", rel_err=rel_err, seed=seed,
                 checkpoint=checkpoint, include=include or (), exclude=exclude or (),
                 rows_per_layer=rows_per_layer, progress=progress,
             )
-        finally:
-            if bar is not None:
-                bar.stop()
         err_console.print(
             f"{result.candidates:,} candidates at or below {bits:g} bits: {result.pruned_by_bound:,} pruned "
             f"unmeasured by capacity bounds, {result.stages_measured:,} stage formats measured, "
@@ -102,7 +83,7 @@ def register(app: typer.Typer) -> None:
 def _render(result) -> None:
     from rich.table import Table
 
-    from gmse_cli.cli._console import out_console
+    from gmse_cli.cli.console import out_console
 
     error = "GMSE" if result.objective == "gaussian" else "MSE (real)"
     table = Table(title=f"Pareto frontier at or below {result.budget:g} bits/param (law {result.law})", title_justify="left")

@@ -6,6 +6,8 @@ import numpy as np
 
 from gmse_cli.errors import DataError, SpecError
 
+__all__ = ["check_input"]
+
 
 def check_input(
     stage: object, kind: type, what: str, x: np.ndarray, mask: np.ndarray | None = None

@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library."""
         import hashlib
 
-        from gmse_cli.cli._console import err_console, out_console, print_json
+        from gmse_cli.cli.console import err_console, out_console, print_json
         from gmse_cli.training.data import iter_corpus, train_bpe
 
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} ...")
@@ -215,12 +215,10 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
 
 def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, device: str, launcher: str, nproc_per_node: int,
          compile_model: bool, progress: bool, json_out: bool, argv: list[str]) -> None:
-    from gmse_cli.cli._console import err_console, print_json
+    from gmse_cli.cli.console import print_json
     from gmse_cli.errors import TrainError
+    from gmse_cli.progress import info as log
     from gmse_cli.training.launch import run_local, run_slurm, run_torchrun
-
-    def log(message: str) -> None:
-        err_console.print(message, highlight=False)
 
     if launcher == "torchrun":
         code = run_torchrun(argv, nproc_per_node=nproc_per_node)
@@ -253,7 +251,7 @@ def _records_for(out: Path, runs) -> list:
 
 
 def _render_records(records, *, json_out: bool) -> None:
-    from gmse_cli.cli._console import print_json
+    from gmse_cli.cli.console import print_json
 
     if json_out:
         print_json([r.model_dump(mode="json") for r in records])
@@ -313,7 +311,7 @@ def _flops_per_second(device: str, processes: int) -> tuple[float | None, str]:
 
 
 def _render_plans(name: str, plans, *, json_out: bool, flops: float | None, source: str) -> None:
-    from gmse_cli.cli._console import err_console, print_json
+    from gmse_cli.cli.console import err_console, print_json
 
     if json_out:
         print_json([p.model_dump(mode="json") for p in plans])

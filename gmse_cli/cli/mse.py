@@ -52,8 +52,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Real-weight MSE of each FORMAT on CHECKPOINT: per layer and overall, its ratio to
         GMSE, effective bits, and the capacity the law predicts from each."""
-        from gmse_cli.cli._console import err_console, print_json
+        from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.errors import SpecError
+        from gmse_cli.progress import note
         from gmse_cli.rank import check_plot_path
         from gmse_cli.realmse import measure_mse
 
@@ -62,13 +63,10 @@ def register(app: typer.Typer) -> None:
         if plot is not None:
             check_plot_path(plot)
 
-        def warn(message: str) -> None:
-            err_console.print(f"[yellow]note:[/] {message}", highlight=False)
-
         results = measure_mse(
             checkpoint, formats, hadamard=hadamard, include=include or (), exclude=exclude or (),
             sample=sample, seed=seed, law=law if law is not None else "default", rel_err=rel_err,
-            progress=not json_out, warn=warn,
+            progress=not json_out, warn=note,
         )
         if plot is not None:
             _plot(results, plot)
@@ -90,7 +88,7 @@ def _fmt_bits(value: float | None) -> str:
 def _render(results, worst: int) -> None:
     from rich.table import Table
 
-    from gmse_cli.cli._console import out_console
+    from gmse_cli.cli.console import out_console
 
     sampled = any(r.sample < 1 for r in results)
     first = results[0]

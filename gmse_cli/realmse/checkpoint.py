@@ -18,22 +18,17 @@ transformers' ``Conv1D`` as ``(in, out)``; those tensors (:func:`open_checkpoint
 from ``config.json``'s ``model_type`` or, without one, from their names and shapes) are read
 transposed, so their rows are output channels too.
 
-Layer selection (:func:`select_layers`): by default every floating-point weight matrix
-(``*.weight``, at least 2-D) except embeddings, norms and the output head. ``include``
-patterns, when given, replace that default; ``exclude`` patterns always remove. A pattern is a
-shell glob matched against the whole tensor name (``*.mlp.*``), or a regular expression
-searched in it when written ``re:PATTERN``.
+Which tensors are measured is :mod:`gmse_cli.realmse.layers`' business.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,12 +41,10 @@ __all__ = [
     "TensorInfo",
     "Checkpoint",
     "open_checkpoint",
-    "select_layers",
     "read_rows",
     "iter_row_chunks",
     "read_tensor",
-    "matches",
-    "DEFAULT_EXCLUDE",
+    "chunk_rows",
     "DEFAULT_CHUNK_BYTES",
 ]
 
@@ -79,14 +72,6 @@ _DTYPES: dict[str, tuple[str, bool]] = {
     "BOOL": ("?", False),
 }
 
-DEFAULT_EXCLUDE: tuple[str, ...] = (
-    # Embeddings and the output head are not linear layers of the model body (the paper's N
-    # counts non-embedding parameters); norms and biases are vectors.
-    r"re:(?i)(^|[._])(embed\w*|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|lm_head|embed_out|output_layer)([._]|$)",
-    r"re:(?i)(^|[._])(\w*norm\w*|ln_\w+|ln\d*|layernorm\w*)([._]|$)",
-    r"re:position_ids|rotary|inv_freq",
-)
-
 
 def _storage_dtype(code: str) -> np.dtype:
     name, _ = _DTYPES[code]
@@ -111,6 +96,11 @@ class TensorInfo(BaseModel):
     transposed: bool = Field(
         default=False, description="stored (in, out) like GPT-2's Conv1D: measured rows are the stored columns"
     )
+
+    @property
+    def readable(self) -> bool:
+        """Whether uscl can decode this dtype (others are listed but never measured)."""
+        return self.dtype in _DTYPES
 
     @property
     def is_float(self) -> bool:
@@ -313,66 +303,6 @@ def _read_header(file: Path) -> list[TensorInfo]:
         )
     infos.sort(key=lambda t: t.offset)
     return infos
-
-
-# --------------------------------------------------------------------------------------------
-# Selection
-# --------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=256)
-def _compile(pattern: str) -> re.Pattern[str]:
-    if pattern.startswith("re:"):
-        try:
-            return re.compile(pattern[3:])
-        except re.error as exc:
-            raise DataError(f"layer pattern '{pattern}' is not a valid regular expression: {exc}") from None
-    # A glob must match the whole name.
-    return re.compile(fnmatch.translate(pattern))
-
-
-def matches(name: str, patterns: Sequence[str]) -> bool:
-    """Whether ``name`` matches any glob (whole name) or ``re:`` regex (searched)."""
-    for pattern in patterns:
-        compiled = _compile(pattern)
-        hit = compiled.search(name) if pattern.startswith("re:") else compiled.fullmatch(name)
-        if hit:
-            return True
-    return False
-
-
-def _default_layer(info: TensorInfo) -> bool:
-    return info.name.endswith("weight") and not matches(info.name, DEFAULT_EXCLUDE)
-
-
-def select_layers(
-    checkpoint: Checkpoint, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> list[TensorInfo]:
-    """The weight matrices to measure, in file order.
-
-    Only floating-point tensors with at least two axes are candidates. With no ``include``
-    patterns, the default rule picks ``*weight`` tensors that are not embeddings, norms or an
-    output head; ``include`` patterns replace the default rule; ``exclude`` always removes.
-    Raises :class:`DataError` when nothing is selected, listing a few tensor names.
-    """
-    for pattern in (*include, *exclude):
-        _compile(pattern)  # a bad regex fails before anything is read
-    chosen = []
-    for info in checkpoint.tensors:
-        if info.dtype not in _DTYPES or not info.is_float or len(info.shape) < 2 or info.params == 0:
-            continue
-        picked = matches(info.name, include) if include else _default_layer(info)
-        if picked and not matches(info.name, exclude):
-            chosen.append(info)
-    if not chosen:
-        sample = ", ".join(t.name for t in checkpoint.tensors[:5]) or "none"
-        rule = f"--include {' '.join(include)}" if include else "the default rule (linear weights)"
-        extra = f" and --exclude {' '.join(exclude)}" if exclude else ""
-        raise DataError(
-            f"no layers in {checkpoint.path} match {rule}{extra} (tensors include: {sample}); "
-            "adjust --include/--exclude"
-        )
-    return chosen
 
 
 # --------------------------------------------------------------------------------------------

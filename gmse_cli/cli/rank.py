@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
 
-from gmse_cli.cli._console import FORMAT_EPILOG
+from gmse_cli.cli.console import FORMAT_EPILOG
+from gmse_cli.cli.options import grouped
 
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
@@ -90,14 +92,39 @@ def _span(value: float | None, low: float | None, high: float | None, fmt: str =
     return f"{value:{sign}{fmt}} [{_num(low, sign + fmt)}, {_num(high, sign + fmt)}]"
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """What rank and predict share: the model, the law, and how GMSE and intervals are made."""
+
+    params: Annotated[str, typer.Option(help=_PARAMS_HELP)] = "200e6"
+    tokens: Annotated[str | None, typer.Option(help=_TOKENS_HELP, show_default=False)] = None
+    act: Annotated[str | None, typer.Option(help="activation format paired with every weight format (W x A)")] = None
+    law: Annotated[str | None, typer.Option(help=_LAW_HELP, show_default=False)] = None
+    rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo GMSE")] = 1e-3
+    seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0
+    row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096
+    level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95
+    draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default=False)] = None
+    vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False
+
+    def scale(self) -> tuple[float, float | None]:
+        """(N, D) from --params and --tokens (D None: the library's default tokens per parameter)."""
+        return _scale(self.params, self.tokens)
+
+    def keywords(self) -> dict[str, Any]:
+        """The keywords :func:`gmse_cli.rank.rank` and :func:`~gmse_cli.rank.predict` take from here."""
+        return dict(act=self.act, rel_err=self.rel_err, seed=self.seed, row_length=self.row_length,
+                    level=self.level, draws=_draws(self.draws), vary_L=self.vary_L)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("rank", epilog=FORMAT_EPILOG)
+    @grouped
     def rank_command(
         formats: Annotated[
             list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand [default: the catalog]")
         ] = None,
-        params: Annotated[str, typer.Option(help=_PARAMS_HELP)] = "200e6",
-        tokens: Annotated[str | None, typer.Option(help=_TOKENS_HELP, show_default=False)] = None,
+        scenario: Scenario = Scenario(),
         sort: Annotated[
             str, typer.Option(help="column to sort by (any JSON key); more-is-better columns sort descending")
         ] = "memory_to_match_bytes",
@@ -105,19 +132,11 @@ def register(app: typer.Typer) -> None:
         family: Annotated[
             str | None, typer.Option(help="only formats with a stage of this family: quantization, sparsity, vq")
         ] = None,
-        act: Annotated[str | None, typer.Option(help="activation format applied to every row (W x A)")] = None,
-        law: Annotated[str | None, typer.Option(help=_LAW_HELP, show_default=False)] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
         csv_out: Annotated[bool, typer.Option("--csv", help="print CSV to stdout")] = False,
         plot: Annotated[
             str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE.png")
         ] = None,
-        rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo GMSE")] = 1e-3,
-        seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0,
-        row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
-        level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95,
-        draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default=False)] = None,
-        vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False,
     ) -> None:
         """Rank formats by capacity, effective parameters, predicted loss and the memory to match bf16.
 
@@ -125,7 +144,7 @@ def register(app: typer.Typer) -> None:
 
         * marks the Pareto frontier: no other format has fewer bits and higher rho.
         """
-        from gmse_cli.cli._console import err_console
+        from gmse_cli.cli.console import err_console
         from gmse_cli.errors import SpecError
         from gmse_cli.law import load_law
         from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
@@ -133,9 +152,9 @@ def register(app: typer.Typer) -> None:
 
         if json_out and csv_out:
             raise SpecError("choose one of --json and --csv")
-        n, d = _scale(params, tokens)
+        n, d = scenario.scale()
         plot_path = check_plot_path(plot) if plot else None
-        the_law = load_law(law)
+        the_law = load_law(scenario.law)
         wanted: Family | None = None
         if family is not None:
             try:
@@ -161,8 +180,7 @@ def register(app: typer.Typer) -> None:
             if not items:
                 raise SpecError(f"no format of family '{wanted}' to rank")
         rows = rank(
-            items, law=the_law, params=n, tokens=d, act=act, rel_err=rel_err, seed=seed,
-            row_length=row_length, level=level, draws=_draws(draws), vary_L=vary_L,
+            items, law=the_law, params=n, tokens=d, **scenario.keywords(),
             progress=not (json_out or csv_out) and err_console.is_terminal,
         )
         rows = sort_rows(rows, sort.strip().lower(), reverse=reverse)
@@ -170,7 +188,7 @@ def register(app: typer.Typer) -> None:
             plot_rank(rows, plot_path, law=the_law)
             err_console.print(f"plot written to {plot_path}")
         if json_out:
-            from gmse_cli.cli._console import print_json
+            from gmse_cli.cli.console import print_json
 
             print_json([r.model_dump(mode="json") for r in rows])
         elif csv_out:
@@ -179,30 +197,21 @@ def register(app: typer.Typer) -> None:
             _render_rank(rows)
 
     @app.command("predict", epilog=FORMAT_EPILOG)
+    @grouped
     def predict_command(
         format: Annotated[str, typer.Argument(help="catalog name, .toml file or shorthand")],
-        params: Annotated[str, typer.Option(help=_PARAMS_HELP)] = "200e6",
-        tokens: Annotated[str | None, typer.Option(help=_TOKENS_HELP, show_default=False)] = None,
-        act: Annotated[str | None, typer.Option(help="activation format (W x A)")] = None,
-        law: Annotated[str | None, typer.Option(help=_LAW_HELP, show_default=False)] = None,
+        scenario: Scenario = Scenario(),
         json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
-        rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo GMSE")] = 1e-3,
-        seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0,
-        row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
-        level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95,
-        draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default=False)] = None,
-        vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False,
     ) -> None:
         """The law's prediction for one FORMAT: each stage's GMSE and capacity, their product, and the loss terms A (N rho)^-alpha + B D^-beta + E at --params N and --tokens D."""
         from gmse_cli.law import load_law
         from gmse_cli.rank import predict
 
-        n, d = _scale(params, tokens)
-        the_law = load_law(law)
-        pred = predict(format, n, d, the_law, act=act, rel_err=rel_err, seed=seed, row_length=row_length, level=level,
-                       draws=_draws(draws), vary_L=vary_L)
+        n, d = scenario.scale()
+        the_law = load_law(scenario.law)
+        pred = predict(format, n, d, the_law, **scenario.keywords())
         if json_out:
-            from gmse_cli.cli._console import print_json
+            from gmse_cli.cli.console import print_json
 
             print_json(pred.model_dump(mode="json"))
             return
@@ -226,7 +235,7 @@ def _print(renderable) -> None:
 
     from rich.console import Console
 
-    from gmse_cli.cli._console import out_console
+    from gmse_cli.cli.console import out_console
 
     console = out_console if out_console.is_terminal else Console(file=sys.stdout, width=240, soft_wrap=True)
     console.print(renderable)

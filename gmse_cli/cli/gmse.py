@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.cli._console import FORMAT_EPILOG
+from gmse_cli.cli.console import FORMAT_EPILOG
 
 
 def register(app: typer.Typer) -> None:
@@ -27,9 +27,9 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
     ) -> None:
         """GMSE of each FORMAT: point estimate, 95% interval, effective bits = log_{1/4}(GMSE)."""
-        from gmse_cli.cli._console import print_json
+        from gmse_cli.cli.console import print_json
         from gmse_cli.errors import SpecError
-        from gmse_cli.gmse import SampleBank, estimate_gmse
+        from gmse_cli.gmse import SampleBank, backend_names, estimate_gmse
         from gmse_cli.spec import catalog, resolve_format
 
         names = list(formats or [])
@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
             names = list(catalog()) + names
         if not names:
             raise SpecError("name at least one format, or pass --all for the whole catalog")
-        if backend not in ("numba", "numpy", "torch"):
-            raise SpecError(f"--backend '{backend}' is not one of numba, numpy, torch")
+        if backend not in backend_names():
+            raise SpecError(f"--backend '{backend}' is not one of {', '.join(backend_names())}")
         method = "auto" if exact is None else ("exact" if exact else "monte-carlo")
         resolved = [resolve_format(n) for n in names]
         reference = resolve_format(vs) if vs else None
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     def _render(results, diffs) -> None:
         from rich.table import Table
 
-        from gmse_cli.cli._console import out_console
+        from gmse_cli.cli.console import out_console
 
         table = Table(title="Gaussian MSE (95% intervals)", title_justify="left")
         for col in ("name", "bits/param", "GMSE", "95% CI", "eff. bits", "method", "samples"):

@@ -1,0 +1,184 @@
+"""The Monte Carlo path: one seeded bank of Gaussian rows shared by every format of a run.
+
+The bank holds rows of ``row_length`` entries (4096 by default), cut into *batches*; a batch
+is also the "tensor" of per-tensor scales. Every format compresses the same rows (common
+random numbers), so differences between formats are estimated far more precisely than either
+value (:meth:`SampleBank.difference`). The estimate is the ratio of sums; its standard error
+comes from the batch totals (ratio estimator), and sampling continues batch by batch until
+the relative standard error reaches ``rel_err`` (or ``max_samples``). Seeded and
+bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from gmse_cli.errors import SpecError
+from gmse_cli.gmse.backends import compressor
+from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, make_estimate
+from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format
+
+__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES"]
+
+_BATCH_ELEMENTS = 1 << 17  # 512 KB of float32 per batch: big enough for kernels, small enough to stop early
+_MIN_BATCHES = 16  # below this the batch-variance estimate itself is too noisy
+DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements = 256 MB of bank at most
+
+
+def _row_sq_errors_numpy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    diff = (y.astype(np.float64) - x.astype(np.float64))
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+_row_sq_errors_kernel: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+def _row_sq_errors(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-row sum of squared errors in float64 (fused numba reduction; numpy twin above)."""
+    global _row_sq_errors_kernel
+    if _row_sq_errors_kernel is None:
+        import numba
+
+        @numba.njit(parallel=True, cache=True, fastmath=False)
+        def kernel(x, y):  # pragma: no cover - compiled
+            rows, cols = x.shape
+            out = np.empty(rows, dtype=np.float64)
+            for r in numba.prange(rows):
+                acc = 0.0
+                for c in range(cols):
+                    d = np.float64(y[r, c]) - np.float64(x[r, c])
+                    acc += d * d
+                out[r] = acc
+            return out
+
+        _row_sq_errors_kernel = kernel
+    return _row_sq_errors_kernel(x, y)
+
+
+class SampleBank:
+    """A lazily grown, seeded bank of standard Gaussian rows shared by many formats.
+
+    Batch ``i`` is drawn from its own generator seeded by ``SeedSequence(seed).spawn``, so the
+    bank is identical whatever order formats ask for it and however far it grows.
+    Memory: ``rows_per_batch * row_length * 4`` bytes per batch held. ``backend`` names a
+    compressor backend (:mod:`gmse_cli.gmse.backends`); ``device`` is where it runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        row_length: int = DEFAULT_ROW_LENGTH,
+        batch_elements: int = _BATCH_ELEMENTS,
+        backend: str = "numba",
+        device: str = "cpu",
+    ) -> None:
+        if row_length < 1:
+            raise SpecError(f"--row-length {row_length} must be positive")
+        self.seed = seed
+        self.row_length = row_length
+        self.rows_per_batch = max(1, batch_elements // row_length)
+        self.backend = backend
+        self.device = device
+        self._seeds = np.random.SeedSequence(seed)
+        self._batches: list[np.ndarray] = []
+        self._norms: list[np.ndarray] = []
+        self._compress = compressor(backend, device)
+
+    @property
+    def batch_elements(self) -> int:
+        return self.rows_per_batch * self.row_length
+
+    def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, row_length) float32 samples of batch ``index`` and their per-row ||x||^2."""
+        while len(self._batches) <= index:
+            (child,) = self._seeds.spawn(1)
+            rng = np.random.default_rng(child)
+            x = rng.standard_normal((self.rows_per_batch, self.row_length), dtype=np.float32)
+            self._batches.append(x)
+            self._norms.append(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+        return self._batches[index], self._norms[index]
+
+    def batch_totals(self, fmt: Format, index: int) -> tuple[float, float]:
+        """(sum of squared errors, sum of ||x||^2) of ``fmt`` over batch ``index``."""
+        x, norms = self.batch(index)
+        y = self._compress(fmt, x)
+        return float(_row_sq_errors(x, y).sum()), float(norms.sum())
+
+    def run(
+        self,
+        fmt: Format,
+        *,
+        rel_err: float = 1e-3,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        min_batches: int = _MIN_BATCHES,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-batch error and norm totals, grown until the relative standard error is met."""
+        fmt.check_row_length(self.row_length)
+        max_batches = max(min_batches, max_samples // self.batch_elements)
+        errors: list[float] = []
+        norms: list[float] = []
+        for index in range(max_batches):
+            e, n = self.batch_totals(fmt, index)
+            errors.append(e)
+            norms.append(n)
+            if index + 1 >= min_batches:
+                _, se = _ratio_estimate(np.asarray(errors), np.asarray(norms))
+                g = sum(errors) / sum(norms)
+                if g == 0.0 or se <= rel_err * g:
+                    break
+        return np.asarray(errors), np.asarray(norms)
+
+    def estimate(self, fmt: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> GmseEstimate:
+        errors, norms = self.run(fmt, rel_err=rel_err, max_samples=max_samples)
+        g, se = _ratio_estimate(errors, norms)
+        return make_estimate(fmt, self.row_length, g, se, "monte-carlo", len(errors) * self.batch_elements)
+
+    def row_errors(self, fmt: Format, *, batches: int) -> np.ndarray:
+        """Per-row squared error sums over the first ``batches`` batches (for paired analyses)."""
+        fmt.check_row_length(self.row_length)
+        out = []
+        for index in range(batches):
+            x, _ = self.batch(index)
+            out.append(_row_sq_errors(x, self._compress(fmt, x)))
+        return np.concatenate(out)
+
+    def difference(self, a: Format, b: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> GmseDifference:
+        """GMSE(a) - GMSE(b) on the same samples; its interval reflects only their disagreement."""
+        a.check_row_length(self.row_length)
+        b.check_row_length(self.row_length)
+        max_batches = max(_MIN_BATCHES, max_samples // self.batch_elements)
+        ea: list[float] = []
+        eb: list[float] = []
+        nn: list[float] = []
+        for index in range(max_batches):
+            e1, n = self.batch_totals(a, index)
+            e2, _ = self.batch_totals(b, index)
+            ea.append(e1)
+            eb.append(e2)
+            nn.append(n)
+            if index + 1 >= _MIN_BATCHES:
+                d, se = _ratio_estimate(np.subtract(ea, eb), np.asarray(nn))
+                scale = max(abs(d), sum(eb) / sum(nn), 1e-300)
+                if se <= rel_err * scale:
+                    break
+        d, se = _ratio_estimate(np.subtract(ea, eb), np.asarray(nn))
+        low, high = interval95(d, se, floor=None)
+        return GmseDifference(
+            a=a.display_name, b=b.display_name, difference=d, ci_low=low,
+            ci_high=high, std_err=se, samples=len(nn) * self.batch_elements,
+        )
+
+
+def _ratio_estimate(errors: np.ndarray, norms: np.ndarray) -> tuple[float, float]:
+    """Ratio-of-sums estimate and its delta-method standard error over batch totals."""
+    k = len(errors)
+    g = float(errors.sum() / norms.sum())
+    if k < 2:
+        return g, math.inf
+    resid = errors - g * norms
+    se = math.sqrt(float((resid**2).sum()) / (k * (k - 1))) / float(norms.mean())
+    return g, se

@@ -1,0 +1,166 @@
+"""What the library says while it works: progress bars, status lines and notes, on stderr.
+
+Data goes to stdout (the CLI prints it); everything here writes to one stderr console, which
+respects ``NO_COLOR`` (rich reads it). Library code decides *what* is slow and how to count
+it; its caller decides *whether* to show it by passing ``enabled`` (the CLI turns bars off
+for ``--json``; a library user gets silence unless asking). Nothing here imports from above
+the ground floor, so every room can report progress::
+
+    with task("GMSE", total=len(formats), enabled=show) as bar:
+        for fmt in formats:
+            bar.update(detail=fmt.display_name)   # shown after the label
+            ...
+            bar.advance()
+
+    with status("compiling numba kernels", enabled=show):
+        ...
+
+    note("layer x skipped: its row length is not a multiple of the group")
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["stderr_console", "Task", "task", "status", "note", "info"]
+
+
+@cache
+def stderr_console() -> Console:
+    """The stderr console every message and bar of uscl goes to (rich honours NO_COLOR).
+
+    Made on first use, so that importing the library does not import rich."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _describe(label: str, detail: str | None) -> str:
+    """The bar's text: the label, then the detail; never read as rich markup."""
+    return _escape(f"{label} {detail}" if label and detail else detail or label)
+
+
+class Task:
+    """A handle on one progress bar; every method does nothing when the bar is disabled."""
+
+    def __init__(self, label: str, bar: Any = None, task_id: Any = None) -> None:
+        self._label = label
+        self._bar = bar
+        self._id = task_id
+
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
+
+    def update(
+        self,
+        *,
+        completed: float | None = None,
+        total: float | None = None,
+        detail: str | None = None,
+        **fields: str,
+    ) -> None:
+        """Set the count done, the total, the text after the label, or named column values."""
+        if self._bar is None:
+            return
+        kwargs: dict[str, Any] = dict(fields)
+        if completed is not None:
+            kwargs["completed"] = completed
+        if total is not None:
+            kwargs["total"] = total
+        if detail is not None:
+            kwargs["description"] = _describe(self._label, detail)
+        self._bar.update(self._id, **kwargs)
+
+    def advance(self, amount: float = 1, *, detail: str | None = None) -> None:
+        """Count ``amount`` more done (and optionally change the text after the label)."""
+        if self._bar is None:
+            return
+        if detail is not None:
+            self._bar.update(self._id, description=_describe(self._label, detail))
+        self._bar.advance(self._id, amount)
+
+    def log(self, message: str) -> None:
+        """One plain line printed above the bar (nothing when the bar is disabled)."""
+        if self._bar is not None:
+            self._bar.console.print(message, highlight=False, markup=False)
+
+
+@contextmanager
+def task(
+    label: str,
+    total: float | None,
+    *,
+    enabled: bool = True,
+    completed: float = 0,
+    count: Literal["steps", "percent"] = "steps",
+    columns: Sequence[str] = (),
+    eta: bool = False,
+    keep: bool = False,
+) -> Iterator[Task]:
+    """A progress bar on stderr for the duration of the ``with`` block (silent when disabled).
+
+    ``count``: show ``done/total`` or a percentage (for totals that are not steps, such as
+    parameters). ``columns``: extra text columns over named fields, e.g. ``"loss {loss}"``;
+    each field shows ``-`` until :meth:`Task.update` sets it. ``eta``: the time remaining
+    instead of the time elapsed. ``keep``: leave the finished bar on screen (a training run)
+    instead of erasing it.
+    """
+    if not enabled:
+        yield Task(label)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    names = [name for template in columns for _, name, _, _ in string.Formatter().parse(template) if name]
+    shown = [
+        TextColumn(template.format(**{n: f"{{task.fields[{n}]}}" for n in names})) for template in columns
+    ]
+    tally = MofNCompleteColumn() if count == "steps" else TextColumn("{task.percentage:>3.0f}%")
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), tally, *shown,
+        TimeRemainingColumn() if eta else TimeElapsedColumn(),
+        console=stderr_console(), transient=not keep,
+    )
+    task_id = bar.add_task(_describe(label, None), total=total, completed=completed, **dict.fromkeys(names, "-"))
+    bar.start()
+    try:
+        yield Task(label, bar, task_id)
+    finally:
+        bar.stop()
+
+
+def status(message: str, *, enabled: bool = True) -> AbstractContextManager[Any]:
+    """A one-line spinner on stderr while a slow step runs (a fit, a kernel compile)."""
+    if not enabled:
+        return nullcontext()
+    return stderr_console().status(_escape(message), spinner="dots")
+
+
+def note(message: str) -> None:
+    """One line on stderr for something the user should know: ``note: <message>``."""
+    stderr_console().print(f"[yellow]note:[/] {_escape(message)}", highlight=False)
+
+
+def info(message: str) -> None:
+    """One plain line on stderr (what a long command is doing, where it wrote)."""
+    stderr_console().print(message, highlight=False, markup=False)

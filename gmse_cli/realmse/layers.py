@@ -1,0 +1,176 @@
+"""What is measured: which tensors of a checkpoint, which of their rows, and in what pieces.
+
+Layer selection (:func:`select_layers`): by default every floating-point weight matrix
+(``*.weight``, at least 2-D) except embeddings, norms and the output head. ``include``
+patterns, when given, replace that default; ``exclude`` patterns always remove. A pattern is a
+shell glob matched against the whole tensor name (``*.mlp.*``), or a regular expression
+searched in it when written ``re:PATTERN``.
+
+Row sampling (:func:`sample_rows`, ``--sample``) and streaming (:func:`locality`): a format
+whose stages act on each row alone streams a layer in chunks of rows; one with a per-tensor
+second-level scale takes two passes; any other per-tensor statistic needs the whole tensor.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from gmse_cli.errors import DataError
+from gmse_cli.realmse.checkpoint import Checkpoint, TensorInfo, iter_row_chunks
+from gmse_cli.spec import VQ, Format, Quantize, ScaleFormat, Sparsify
+
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "matches",
+    "select_layers",
+    "Locality",
+    "locality",
+    "row_local",
+    "RowSample",
+    "sample_rows",
+]
+
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    # Embeddings and the output head are not linear layers of the model body (the paper's N
+    # counts non-embedding parameters); norms and biases are vectors.
+    r"re:(?i)(^|[._])(embed\w*|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|lm_head|embed_out|output_layer)([._]|$)",
+    r"re:(?i)(^|[._])(\w*norm\w*|ln_\w+|ln\d*|layernorm\w*)([._]|$)",
+    r"re:position_ids|rotary|inv_freq",
+)
+
+Locality = Literal["rows", "two-pass", "tensor"]
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _compile(pattern: str) -> re.Pattern[str]:
+    if pattern.startswith("re:"):
+        try:
+            return re.compile(pattern[3:])
+        except re.error as exc:
+            raise DataError(f"layer pattern '{pattern}' is not a valid regular expression: {exc}") from None
+    # A glob must match the whole name.
+    return re.compile(fnmatch.translate(pattern))
+
+
+def matches(name: str, patterns: Sequence[str]) -> bool:
+    """Whether ``name`` matches any glob (whole name) or ``re:`` regex (searched)."""
+    for pattern in patterns:
+        compiled = _compile(pattern)
+        hit = compiled.search(name) if pattern.startswith("re:") else compiled.fullmatch(name)
+        if hit:
+            return True
+    return False
+
+
+def _default_layer(info: TensorInfo) -> bool:
+    return info.name.endswith("weight") and not matches(info.name, DEFAULT_EXCLUDE)
+
+
+def select_layers(
+    checkpoint: Checkpoint, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[TensorInfo]:
+    """The weight matrices to measure, in file order.
+
+    Only floating-point tensors with at least two axes are candidates. With no ``include``
+    patterns, the default rule picks ``*weight`` tensors that are not embeddings, norms or an
+    output head; ``include`` patterns replace the default rule; ``exclude`` always removes.
+    Raises :class:`DataError` when nothing is selected, listing a few tensor names.
+    """
+    for pattern in (*include, *exclude):
+        _compile(pattern)  # a bad regex fails before anything is read
+    chosen = []
+    for info in checkpoint.tensors:
+        if not info.readable or not info.is_float or len(info.shape) < 2 or info.params == 0:
+            continue
+        picked = matches(info.name, include) if include else _default_layer(info)
+        if picked and not matches(info.name, exclude):
+            chosen.append(info)
+    if not chosen:
+        sample = ", ".join(t.name for t in checkpoint.tensors[:5]) or "none"
+        rule = f"--include {' '.join(include)}" if include else "the default rule (linear weights)"
+        extra = f" and --exclude {' '.join(exclude)}" if exclude else ""
+        raise DataError(
+            f"no layers in {checkpoint.path} match {rule}{extra} (tensors include: {sample}); "
+            "adjust --include/--exclude"
+        )
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------------
+
+
+def locality(fmt: Format) -> Locality:
+    """``rows``: every stage acts on each row alone; ``two-pass``: so does everything but a
+    scalar quantizer's second-level scale (e4m3 as in NVFP4, int8), which one pass over the
+    rows finds first; ``tensor``: the compressor needs the whole tensor at once."""
+    found: Locality = "rows"
+    for stage in fmt.stages:
+        if isinstance(stage, Quantize | VQ):
+            if stage.group == "tensor":
+                return "tensor"
+            # e4m3 (NVFP4) and int8 scales are stored relative to a per-tensor second-level scale.
+            if stage.scale_format in (ScaleFormat.E4M3, ScaleFormat.INT8):
+                found = "two-pass" if isinstance(stage, Quantize) else "tensor"
+        elif isinstance(stage, Sparsify) and stage.granularity == "tensor":
+            return "tensor"
+    return found
+
+
+def row_local(fmt: Format) -> bool:
+    """Whether every stage acts on each row alone (so rows can be processed in chunks)."""
+    return locality(fmt) == "rows"
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RowSample:
+    """The rows of one layer to measure."""
+
+    rows: np.ndarray | None  # sorted indices of the rows to measure; None: all of them
+    certain: np.ndarray | None  # per measured row: in the stratum measured in full
+    population: int  # rows the random part was drawn from (all rows when all are measured)
+
+
+def sample_rows(info: TensorInfo, sample: float | None, rng: np.random.Generator, chunk_bytes: int) -> RowSample:
+    """Rows to measure for ``--sample``: half the budget on the rows with the largest |w|,
+    measured with certainty, half drawn at random from the rest.
+
+    Real weights put most of a format's error in a few outlier rows; a plain random sample
+    misses them and reports a tight interval around a value far too low. The largest |w| of a
+    row (one cheap read) predicts its error, so those rows are taken whole (stratified
+    sampling: unbiased, and the interval covers only the random stratum).
+    """
+    everything = RowSample(None, None, info.rows)
+    if sample is None or sample >= 1.0:
+        return everything
+    # At least two random rows, so an interval exists.
+    k = min(info.rows, max(4, math.ceil(sample * info.rows)))
+    if k >= info.rows:
+        return everything
+    amax = np.concatenate(
+        [np.maximum(x.max(axis=1), -x.min(axis=1)) for x in iter_row_chunks(info, chunk_bytes=chunk_bytes)]
+    )
+    top = np.argpartition(-amax, k // 2)[: k // 2]
+    rest = np.setdiff1d(np.arange(info.rows), top, assume_unique=True)
+    picked = rng.choice(rest, size=k - len(top), replace=False)
+    rows = np.sort(np.concatenate([top, picked]))
+    return RowSample(rows, np.isin(rows, top), len(rest))

@@ -1,0 +1,247 @@
+"""Measuring real weights: per-row error sums, ratio estimates, and one pass per layer.
+
+For a format C and a weight matrix W (rows = the input dimension) the layer's value is
+
+    MSE_layer = ||W - C(W)||^2 / ||W||^2
+
+a ratio of sums over rows. :func:`measure_layers` reads each selected tensor once (in chunks,
+two passes, or whole: :func:`~gmse_cli.realmse.layers.locality`) for every target format and
+keeps per-layer tallies; with ``sample`` the layer estimate is a ratio of sums over the
+sampled rows with a finite-population-corrected delta-method interval
+(:func:`ratio_influence`), and layers combine as independent strata (:meth:`Tally.combined`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from gmse_cli.errors import SpecError
+from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
+from gmse_cli.realmse.layers import RowSample, locality, sample_rows
+from gmse_cli.spec import Format
+
+__all__ = [
+    "row_errors",
+    "ratio_influence",
+    "ratio_estimate",
+    "SkippedLayer",
+    "Tally",
+    "check_sampling",
+    "measure_layers",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels: per-row squared error and squared norm
+# --------------------------------------------------------------------------------------------
+
+
+def _row_errors_numpy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x64 = x.astype(np.float64)
+    d = y.astype(np.float64) - x64
+    return np.einsum("ij,ij->i", d, d), np.einsum("ij,ij->i", x64, x64)
+
+
+_kernel: Callable | None = None
+
+
+def _row_errors_numba(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    global _kernel
+    if _kernel is None:
+        import numba
+
+        @numba.njit(parallel=True, cache=True)
+        def kernel(x, y):  # pragma: no cover - compiled
+            rows, cols = x.shape
+            err = np.empty(rows, dtype=np.float64)
+            norm = np.empty(rows, dtype=np.float64)
+            for r in numba.prange(rows):
+                e = 0.0
+                n = 0.0
+                for c in range(cols):
+                    xv = np.float64(x[r, c])
+                    d = np.float64(y[r, c]) - xv
+                    e += d * d
+                    n += xv * xv
+                err[r] = e
+                norm[r] = n
+            return err, norm
+
+        _kernel = kernel
+    return _kernel(x, y)
+
+
+def row_errors(x: np.ndarray, y: np.ndarray, *, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row ``(||y - x||^2, ||x||^2)`` in float64 for float32 ``(rows, row_length)`` arrays.
+
+    One fused pass (numba); ``reference=True`` runs the plain numpy twin.
+    """
+    if reference:
+        return _row_errors_numpy(x, y)
+    return _row_errors_numba(x, y)
+
+
+def ratio_influence(
+    err: np.ndarray,
+    norm: np.ndarray,
+    *,
+    population: int | None = None,
+    certain: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
+    """sum(err) / sum(norm) over sampled rows, and each row's influence on it.
+
+    The influence vector ``psi`` is the linearization of the ratio around its value, scaled so
+    that ``sqrt(sum(psi**2))`` is the delta-method standard error. Two estimates made on the
+    same rows (common random numbers) have a difference whose standard error is
+    ``sqrt(sum((psi_a - psi_b)**2))``, far below either error when the formats err alike.
+
+    ``population``: the rows the random sample was drawn from without replacement (the
+    finite-population correction makes the influence 0 when all were measured); ``None`` is an
+    unbounded population (i.i.d. rows, as from a Gaussian bank). ``certain`` (bool per row)
+    marks a stratum measured in full, outside the random sample: the random rows then stand
+    for ``population`` rows each weighted ``population / (number of random rows)``.
+    """
+    m = len(err)
+    if certain is None:
+        certain = np.zeros(m, dtype=bool)
+    rand = ~certain
+    k = int(rand.sum())
+    weight = 1.0 if population is None or k == 0 else population / k
+    total = float(norm[certain].sum()) + weight * float(norm[rand].sum())
+    if total == 0.0:
+        return 0.0, np.zeros(m)
+    r = (float(err[certain].sum()) + weight * float(err[rand].sum())) / total
+    psi = np.zeros(m)
+    if k == 0 or (population is not None and k >= population):
+        return r, psi  # every row measured: the value is exact
+    if k < 2:
+        psi[rand] = math.inf
+        return r, psi
+    fpc = 1.0 if population is None else 1.0 - k / population
+    psi[rand] = (err[rand] - r * norm[rand]) * (weight * math.sqrt(fpc * k / (k - 1)) / total)
+    return r, psi
+
+
+def ratio_estimate(err: np.ndarray, norm: np.ndarray, *, population: int | None = None) -> tuple[float, float]:
+    """sum(err) / sum(norm) over sampled rows and its delta-method standard error (see
+    :func:`ratio_influence`; 0 when every row of a finite population was measured)."""
+    r, psi = ratio_influence(err, norm, population=population)
+    return r, math.sqrt(float(psi @ psi))
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------------------------
+
+
+class SkippedLayer(BaseModel):
+    """A layer a format cannot split (its row length), and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    reason: str
+
+
+@dataclass
+class Tally:
+    """Per-layer results for one target format."""
+
+    layers: list[tuple[TensorInfo, int, float, float, float]] = field(default_factory=list)
+    # (info, rows measured, mse, std_err, params)
+    skipped: list[SkippedLayer] = field(default_factory=list)
+
+    def combined(self) -> tuple[float, float, int]:
+        """Parameter-weighted mean of the layer MSEs, its standard error (independent strata),
+        and the parameters measured."""
+        params = sum(p for *_, p in self.layers)
+        mse = sum(m * p for _, _, m, _, p in self.layers) / params
+        var = sum((s * p / params) ** 2 for _, _, _, s, p in self.layers)
+        return mse, math.sqrt(var), params
+
+
+def check_sampling(sample: float | None, chunk_bytes: int) -> None:
+    """Raise :class:`SpecError` for a ``--sample`` outside (0, 1] or a non-positive chunk."""
+    if sample is not None and not (0.0 < sample <= 1.0):
+        raise SpecError(f"--sample {sample} must be a fraction in (0, 1] (e.g. 0.1 for 10% of rows)")
+    if chunk_bytes < 1:
+        raise SpecError(f"chunk_bytes {chunk_bytes} must be positive")
+
+
+def measure_layers(
+    layers: Sequence[TensorInfo],
+    targets: Sequence[Format],
+    *,
+    sample: float | None = None,
+    seed: int = 0,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    backend: str = "numba",
+    on_layer: Callable[[TensorInfo], None] | None = None,
+) -> list[Tally]:
+    """Per-layer MSE of every target on every layer: one read of each tensor for all targets."""
+    from gmse_cli.compress import compress, top_raw_scale
+
+    check_sampling(sample, chunk_bytes)
+    reference = backend == "numpy"
+    rng = np.random.default_rng(seed)
+    tallies = [Tally() for _ in targets]
+    where = [locality(t) for t in targets]
+    for info in layers:
+        fits: list[int] = []
+        for i, target in enumerate(targets):
+            try:
+                target.check_row_length(info.row_length)
+                fits.append(i)
+            except SpecError as exc:
+                tallies[i].skipped.append(SkippedLayer(name=info.name, reason=str(exc)))
+        chosen = sample_rows(info, sample, rng, chunk_bytes) if fits else RowSample(None, None, info.rows)
+        rows = chosen.rows
+        measured = info.rows if rows is None else len(rows)
+        err = {i: [] for i in fits}
+        norm: list[np.ndarray] = []
+        chunked = [i for i in fits if where[i] == "rows"]
+        two_pass = [i for i in fits if where[i] == "two-pass"]
+        whole = [i for i in fits if where[i] == "tensor"]
+        tops = dict.fromkeys(two_pass, 0.0)
+        if chunked or two_pass:
+            for x in iter_row_chunks(info, rows=rows, chunk_bytes=chunk_bytes):
+                for j, i in enumerate(chunked):
+                    e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
+                    err[i].append(e)
+                    if j == 0:
+                        norm.append(n)
+                for i in two_pass:  # first pass: the tensor's largest raw group scale
+                    tops[i] = max(tops[i], top_raw_scale(targets[i], x, backend=backend))
+        if two_pass:
+            for x in iter_row_chunks(info, rows=rows, chunk_bytes=chunk_bytes):
+                for j, i in enumerate(two_pass):
+                    y = compress(targets[i], x, backend=backend, top_raw_scale=tops[i])
+                    e, n = row_errors(x, y, reference=reference)
+                    err[i].append(e)
+                    if j == 0 and not chunked:
+                        norm.append(n)
+        if whole:
+            # The compressor needs the tensor at once: one float32 copy, read block by block.
+            x = read_rows(info, slice(None) if rows is None else rows, chunk_bytes=chunk_bytes)
+            for j, i in enumerate(whole):
+                e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
+                err[i].append(e)
+                if j == 0 and not (chunked or two_pass):
+                    norm.append(n)
+            del x
+        if fits:
+            norms = np.concatenate(norm)
+            for i in fits:
+                mse, psi = ratio_influence(
+                    np.concatenate(err[i]), norms, population=chosen.population, certain=chosen.certain
+                )
+                se = math.sqrt(float(psi @ psi))
+                tallies[i].layers.append((info, measured, mse, se, info.params))
+        if on_layer is not None:
+            on_layer(info)
+    return tallies

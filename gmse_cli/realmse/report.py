@@ -1,0 +1,299 @@
+"""The report of ``uscl mse``: each format's real-weight MSE beside its GMSE, per layer and
+overall, with the capacities the law reads from each."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gmse_cli.errors import LawError, SpecError
+from gmse_cli.gmse.estimates import effective_bits_of, interval95
+from gmse_cli.progress import task
+from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, Checkpoint, TensorInfo, open_checkpoint
+from gmse_cli.realmse.layers import select_layers
+from gmse_cli.realmse.measure import SkippedLayer, check_sampling, measure_layers
+from gmse_cli.spec import Family, Format, Rotate, resolve_format
+
+__all__ = [
+    "LayerMse",
+    "StageMse",
+    "FormatMse",
+    "measure_mse",
+    "with_hadamard",
+    "stage_targets",
+    "resolve_law",
+]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LayerMse(_Result):
+    """One weight matrix under one format."""
+
+    name: str
+    shape: tuple[int, int] = Field(description="(rows, row_length) as measured")
+    params: int
+    mse: float = Field(description="||W - C(W)||^2 / ||W||^2 over the measured rows")
+    gmse: float = Field(description="GMSE of the format at this layer's row length")
+    ci_low: float = Field(description="95% interval (equal to mse when every row is measured)")
+    ci_high: float
+    std_err: float
+    rows_measured: int
+
+    @classmethod
+    def of(cls, info: TensorInfo, *, rows: int, mse: float, std_err: float, gmse: float) -> LayerMse:
+        """The result for ``info`` measured on ``rows`` of its rows."""
+        low, high = interval95(mse, std_err)
+        return cls(
+            name=info.name, shape=(info.rows, info.row_length), params=info.params, mse=mse, gmse=gmse,
+            ci_low=low, ci_high=high, std_err=std_err, rows_measured=rows,
+        )
+
+
+class StageMse(_Result):
+    """One lossy stage alone: its family, real-weight MSE and GMSE (for factorized capacity)."""
+
+    family: Family
+    mse: float
+    gmse: float
+
+
+class FormatMse(_Result):
+    """A format (or its Hadamard variant) measured on a checkpoint."""
+
+    format: str = Field(description="display name")
+    hadamard: bool = Field(description="a Hadamard rotation stage was prepended")
+    spec: Format
+    bits_per_param: float = Field(description="parameter-weighted over the measured layers' row lengths")
+    mse: float = Field(description="parameter-weighted mean of the layer MSEs")
+    ci_low: float
+    ci_high: float
+    std_err: float
+    gmse: float = Field(description="GMSE at the measured layers' row lengths, parameter-weighted")
+    gmse_std_err: float
+    ratio: float = Field(description="mse / gmse: 1 means the weights compress like Gaussians")
+    effective_bits: float | None = Field(description="log_{1/4}(mse); None when mse is 0")
+    gmse_effective_bits: float | None
+    rho: float | None = Field(description="capacity from the real-weight MSE (None: law lacks the family)")
+    rho_gmse: float | None = Field(description="capacity from GMSE")
+    stages: tuple[StageMse, ...] = Field(description="each lossy stage alone (capacity factors)")
+    params: int = Field(description="parameters in the measured layers")
+    sample: float = Field(description="fraction of rows measured (1 = all)")
+    layers: tuple[LayerMse, ...]
+    skipped: tuple[SkippedLayer, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+
+
+def with_hadamard(fmt: Format, *, block: int = 128) -> Format:
+    """``fmt`` with a Hadamard rotation stage prepended (named ``had{block}+name``)."""
+    return Format(
+        name=f"had{block}+{fmt.display_name}",
+        description=f"{block}-block Hadamard rotation, then {fmt.describe()}",
+        stages=(Rotate(block=block), *fmt.stages),
+    )
+
+
+def stage_targets(fmt: Format) -> list[tuple[Family, Format]]:
+    """Each lossy stage of ``fmt`` as a format of its own, for the factorized capacity.
+
+    A single-stage format is its own target. Otherwise :meth:`Format.stage_formats` with
+    every stage keeping the format's rotations: on real weights a rotated format sparsifies
+    *rotated* weights, so the sparsity stage alone must see them too.
+    """
+    if len(fmt.families) <= 1:
+        return [(family, fmt) for family in fmt.families]
+    return fmt.stage_formats(keep_rotations=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def _weighted_gmse(
+    fmt: Format,
+    row_lengths: dict[int, int],
+    *,
+    rel_err: float,
+    seed: int,
+    cache: dict,
+    backend: str,
+) -> tuple[float, float]:
+    """GMSE at each measured row length, weighted by the parameters at that row length."""
+    from gmse_cli.gmse import gmse_of
+
+    total = sum(row_lengths.values())
+    g = 0.0
+    var = 0.0
+    for length, params in row_lengths.items():
+        key = (fmt.model_dump_json(exclude={"name", "description"}), length)
+        if key not in cache:
+            gmse_backend = "numpy" if backend == "numpy" else "numba"
+            cache[key] = gmse_of(fmt, row_length=length, rel_err=rel_err, seed=seed, backend=gmse_backend)
+        est = cache[key]
+        g += est.gmse * params / total
+        var += (est.std_err * params / total) ** 2
+    return g, math.sqrt(var)
+
+
+def _capacity(law, parts: Sequence[tuple[Family, float]]) -> float | None:
+    """prod over lossy stages of rho_family(MSE_stage); None when the law lacks a family."""
+    from gmse_cli.law import factorized_capacity
+
+    if law is None:
+        return None
+    try:
+        return factorized_capacity(law, [(family, max(value, 1e-300)) for family, value in parts])
+    except LawError:
+        return None
+
+
+def measure_mse(
+    checkpoint: str | Path | Checkpoint,
+    formats: Sequence[Format | str],
+    *,
+    hadamard: bool = False,
+    hadamard_block: int = 128,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    sample: float | None = None,
+    seed: int = 0,
+    law: object | None = "default",
+    rel_err: float = 1e-3,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    backend: str = "numba",
+    progress: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> list[FormatMse]:
+    """Real-weight MSE of each format (and, with ``hadamard``, of each format rotated first).
+
+    ``law`` is a :class:`~gmse_cli.law.Law`, a law file path or shipped name, ``"default"``
+    for the shipped law, or None for no capacities. ``sample`` is the fraction of rows measured
+    per layer (None: all); ``seed`` picks them. ``rel_err`` is the GMSE estimates' target
+    relative standard error. ``chunk_bytes`` bounds the float32 rows processed at once.
+    ``warn`` receives one-line notes (a format skipped for a rotated variant, layers skipped).
+    Raises :class:`DataError` for checkpoint problems and :class:`SpecError` when a format
+    fits no selected layer.
+    """
+    check_sampling(sample, chunk_bytes)
+    resolved = [resolve_format(f) for f in formats]
+    if not resolved:
+        raise SpecError("name at least one format with --format")
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
+    layers = select_layers(ckpt, include=include, exclude=exclude)
+    law_obj = resolve_law(law)
+
+    variants: list[tuple[Format, bool]] = []
+    for fmt in resolved:
+        variants.append((fmt, False))
+        if hadamard:
+            if fmt.rotations:
+                if warn:
+                    warn(f"{fmt.display_name} already rotates; no extra Hadamard variant (two rotations would cancel)")
+            else:
+                variants.append((with_hadamard(fmt, block=hadamard_block), True))
+
+    # Every format and each of its lossy stages is a measurement target; duplicates measured once.
+    targets: list[Format] = []
+    index: dict[str, int] = {}
+
+    def target(f: Format) -> int:
+        key = f.model_dump_json(exclude={"name", "description"})
+        if key not in index:
+            index[key] = len(targets)
+            targets.append(f)
+        return index[key]
+
+    plan = []
+    for fmt, rotated in variants:
+        stage_ids = [(family, target(sf)) for family, sf in stage_targets(fmt)]
+        plan.append((fmt, rotated, target(fmt), stage_ids))
+
+    with task("measuring", sum(t.params for t in layers), enabled=progress, count="percent") as bar:
+        tallies = measure_layers(
+            layers, targets, sample=sample, seed=seed, chunk_bytes=chunk_bytes, backend=backend,
+            on_layer=lambda info: bar.advance(info.params, detail=info.name),
+        )
+
+    gmse_cache: dict = {}
+    results = []
+    for fmt, rotated, tid, stage_ids in plan:
+        tally = tallies[tid]
+        if not tally.layers:
+            lengths = sorted({t.row_length for t in layers})
+            raise SpecError(
+                f"format '{fmt.display_name}' fits none of the selected layers (row lengths "
+                f"{', '.join(map(str, lengths))}): {tally.skipped[0].reason}"
+            )
+        if tally.skipped and warn:
+            warn(f"{fmt.display_name}: skipped {len(tally.skipped)} layer(s): {tally.skipped[0].reason}")
+        mse, se, params = tally.combined()
+        row_lengths: dict[int, int] = {}
+        for info, *_ in tally.layers:
+            row_lengths[info.row_length] = row_lengths.get(info.row_length, 0) + info.params
+        # GMSE is rotation invariant: the rotated variant reuses its base format's estimate.
+        base = Format(stages=tuple(s for s in fmt.stages if not isinstance(s, Rotate)) or fmt.stages) if rotated else fmt
+        g, g_se = _weighted_gmse(base, row_lengths, rel_err=rel_err, seed=seed, cache=gmse_cache, backend=backend)
+        layer_gmse = {
+            length: _weighted_gmse(base, {length: 1}, rel_err=rel_err, seed=seed, cache=gmse_cache, backend=backend)[0]
+            for length in row_lengths
+        }
+        stages = []
+        for (family, sid), (_, stage_fmt) in zip(stage_ids, stage_targets(base), strict=True):
+            stage_mse, _, _ = tallies[sid].combined() if tallies[sid].layers else (math.nan, 0, 0)
+            stage_g = g if len(stage_ids) == 1 else _weighted_gmse(
+                stage_fmt, row_lengths, rel_err=rel_err, seed=seed, cache=gmse_cache, backend=backend
+            )[0]
+            stages.append(StageMse(family=family, mse=stage_mse, gmse=stage_g))
+        bits = sum(fmt.bits_per_param(length) * p for length, p in row_lengths.items()) / params
+        measured_rows = sum(r for _, r, *_ in tally.layers)
+        total_rows = sum(info.rows for info, *_ in tally.layers)
+        low, high = interval95(mse, se)
+        results.append(
+            FormatMse(
+                format=fmt.display_name,
+                hadamard=rotated,
+                spec=fmt,
+                bits_per_param=bits,
+                mse=mse,
+                ci_low=low,
+                ci_high=high,
+                std_err=se,
+                gmse=g,
+                gmse_std_err=g_se,
+                ratio=mse / g if g > 0 else math.inf if mse > 0 else 1.0,
+                effective_bits=effective_bits_of(mse),
+                gmse_effective_bits=effective_bits_of(g),
+                rho=_capacity(law_obj, [(s.family, s.mse) for s in stages]),
+                rho_gmse=_capacity(law_obj, [(s.family, s.gmse) for s in stages]),
+                stages=tuple(stages),
+                params=params,
+                sample=measured_rows / total_rows,
+                layers=tuple(
+                    LayerMse.of(info, rows=r, mse=m, std_err=s, gmse=layer_gmse[info.row_length])
+                    for info, r, m, s, _ in tally.layers
+                ),
+                skipped=tuple(tally.skipped),
+            )
+        )
+    return results
+
+
+def resolve_law(law: object | None):
+    """A Law as given, loaded from a file / shipped name, the shipped default, or None."""
+    if law is None:
+        return None
+    from gmse_cli.law import Law, load_law
+
+    if isinstance(law, Law):
+        return law
+    return load_law(None if law == "default" else law)

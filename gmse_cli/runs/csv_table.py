@@ -1,0 +1,77 @@
+"""A plain CSV of runs (and the Chinchilla points, whose D comes from their training FLOP)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from gmse_cli.errors import DataError
+from gmse_cli.runs.fields import check_spec, number, read_text
+from gmse_cli.runs.model import MetaValue, Run, scheme_name
+
+__all__ = ["load_csv"]
+
+_CSV_N = ("n", "params", "model size", "model_size", "parameters")
+_CSV_D = ("d", "tokens", "training tokens", "training_tokens")
+_CSV_FLOP = ("training flop", "training_flop", "flop", "flops", "c", "compute")
+_CSV_LOSS = ("loss", "final_loss", "val_loss")
+_CSV_W = ("weights", "weight_format", "w_format")
+_CSV_A = ("activations", "activation_format", "a_format")
+
+
+def load_csv(path: str | Path) -> list[Run]:
+    """A CSV of runs: N, D (or training FLOP, D = FLOP / 6N), loss, optional format columns.
+
+    Without format columns every run is the dense ``bf16`` scheme (capacity 1).
+    """
+    path = Path(path)
+    rows = list(csv.DictReader(read_text(path).splitlines()))
+    if not rows:
+        raise DataError(f"{path}: no data rows (expected a header with N, D and loss)")
+    header = {name.strip().lower(): name for name in rows[0] if name is not None}
+
+    def column(options: Sequence[str]) -> str | None:
+        return next((header[o] for o in options if o in header), None)
+
+    col_n, col_d, col_flop, col_loss = column(_CSV_N), column(_CSV_D), column(_CSV_FLOP), column(_CSV_LOSS)
+    col_w, col_a, col_s = column(_CSV_W), column(_CSV_A), column(("scheme",))
+    if col_n is None or col_loss is None or (col_d is None and col_flop is None):
+        raise DataError(
+            f"{path}: needs columns N, loss and D (or 'Training FLOP'); found {', '.join(header.values())}"
+        )
+    runs = []
+    known = {c for c in (col_n, col_d, col_flop, col_loss, col_w, col_a, col_s) if c}
+    for lineno, row in enumerate(rows, start=2):
+        where = f"{path}:{lineno}"
+        n = number(row[col_n], "N", where)
+        d = number(row[col_d], "D", where) if col_d else number(row[col_flop], "Training FLOP", where) / (6.0 * n)
+        weights = (row.get(col_w) or "").strip() if col_w else ""
+        activations = (row.get(col_a) or "").strip() if col_a else ""
+        weights = weights or "bf16"
+        act = None if activations.lower() in ("", "none", "bf16", "16") else activations
+        for spec, key in ((weights, "weights"), (act, "activations")):
+            if spec is not None:
+                check_spec(spec, where, key)
+        meta: dict[str, MetaValue] = {}
+        for key, value in row.items():
+            if key is None or key in known or value is None:
+                continue
+            try:
+                meta[key] = float(value)
+            except ValueError:
+                meta[key] = value
+        scheme = (row.get(col_s) or "").strip() if col_s else ""
+        runs.append(
+            Run(
+                scheme=scheme or scheme_name(weights, act),
+                weights=weights,
+                activations=act,
+                N=n,
+                D=d,
+                loss=number(row[col_loss], "loss", where),
+                source=str(path),
+                meta=meta,
+            )
+        )
+    return runs

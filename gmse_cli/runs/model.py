@@ -1,0 +1,131 @@
+"""The Run model: one finished training run as validated data, and how a scheme is named."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gmse_cli.errors import DataError
+from gmse_cli.spec import Format, resolve_format
+
+__all__ = ["Run", "MetaValue", "DENSE_FORMATS", "RunsWarning", "scheme_name", "tensor_bits"]
+
+MetaValue = str | int | float | bool | None
+
+DENSE_FORMATS = frozenset({"bf16", "fp16", "fp32"})
+"""Plain casts that count as the uncompressed reference (capacity 1 in a decoupled fit)."""
+
+
+class RunsWarning(UserWarning):
+    """A run was skipped while loading (diverged, unfinished)."""
+
+
+def scheme_name(weights: str, activations: str | None) -> str:
+    """The scheme's display name, as :attr:`gmse_cli.spec.Scheme.display_name` writes it."""
+    return weights if activations is None else f"W:{weights} A:{activations}"
+
+
+def tensor_bits(spec: str | None, fmt: Format | None = None) -> float:
+    """Element bits of a tensor's format: the quantizer's bits, 16 for none or a sparse-only format."""
+    if spec is None and fmt is None:
+        return 16.0
+    fmt = fmt if fmt is not None else resolve_format(spec)  # type: ignore[arg-type]
+    quantizer = fmt.quantizer
+    if quantizer is None:
+        return 16.0
+    return float(quantizer.element_bits) if hasattr(quantizer, "element_bits") else float(quantizer.bits)
+
+
+class Run(BaseModel):
+    """One finished training run: what was compressed, how big, how long, and the final loss."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scheme: str = Field(description="scheme display name: 'int4' (weights only) or 'W:int4 A:int4'")
+    weights: str = Field(description="weight format spec (catalog name or shorthand)")
+    activations: str | None = Field(default=None, description="activation format spec; None = not compressed")
+    N: float = Field(description="non-embedding parameters")
+    D: float = Field(description="training tokens")
+    loss: float = Field(description="final validation loss (nats per token)")
+    source: str = Field(default="", description="file the run was read from")
+    weights_spec: Format | None = Field(default=None, description="full weight format when given inline")
+    activations_spec: Format | None = Field(default=None, description="full activation format when given inline")
+    stage_gmse: tuple[tuple[str, float], ...] | None = Field(
+        default=None, description="(family, GMSE) of each lossy stage, weights first, as the run recorded them"
+    )
+    meta: dict[str, MetaValue] = Field(default_factory=dict, description="anything else recorded")
+
+    @model_validator(mode="after")
+    def _check(self) -> Run:
+        where = f" ({self.source})" if self.source else ""
+        for key in ("N", "D"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise DataError(f"run '{self.scheme}'{where}: {key} = {value} must be a positive number")
+        if not (math.isfinite(self.loss) and self.loss > 0):
+            raise DataError(
+                f"run '{self.scheme}'{where}: loss = {self.loss} must be a positive finite number "
+                "(drop diverged runs before fitting)"
+            )
+        return self
+
+    # -- derived ------------------------------------------------------------------------------
+
+    def weight_format(self) -> Format:
+        return self.weights_spec if self.weights_spec is not None else resolve_format(self.weights)
+
+    def activation_format(self) -> Format | None:
+        if self.activations_spec is not None:
+            return self.activations_spec
+        return None if self.activations is None else resolve_format(self.activations)
+
+    @property
+    def w_bits(self) -> float:
+        """Weight element bits (16 when weights stay bf16)."""
+        value = self.meta.get("w_bits")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return tensor_bits(self.weights, self.weights_spec)
+
+    @property
+    def a_bits(self) -> float:
+        """Activation element bits (16 when activations are not compressed)."""
+        value = self.meta.get("a_bits")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if self.activations is None and self.activations_spec is None:
+            return 16.0
+        return tensor_bits(self.activations, self.activations_spec)
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.D / self.N
+
+    @property
+    def is_dense(self) -> bool:
+        """Uncompressed: a plain 16/32-bit cast of the weights and no activation format."""
+        return self.activations is None and self.weights in DENSE_FORMATS
+
+    def field(self, key: str) -> Any:
+        """The value ``--where`` compares for ``key`` (case-insensitive for the built-in keys)."""
+        lowered = key.lower()
+        builtin = {
+            "scheme": self.scheme,
+            "weights": self.weights,
+            "activations": "none" if self.activations is None else self.activations,
+            "n": self.N,
+            "d": self.D,
+            "loss": self.loss,
+            "source": self.source,
+            "w_bits": self.w_bits,
+            "a_bits": self.a_bits,
+            "tokens_per_param": self.tokens_per_param,
+            "tpp": self.tokens_per_param,
+        }
+        if lowered in builtin:
+            return builtin[lowered]
+        if key in self.meta:
+            return self.meta[key]
+        raise KeyError(key)

@@ -1,0 +1,106 @@
+"""QuEST's published runs (``quest_runs.json``): each quantizer class mapped to the catalog
+scheme it implements."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from gmse_cli.errors import DataError
+from gmse_cli.runs.fields import number, read_text
+from gmse_cli.runs.model import MetaValue, Run, scheme_name
+
+__all__ = ["quest_scheme", "load_quest_runs"]
+
+_QUEST_NO_QUANT = "NoQuantizer"
+_QUEST_PATTERN = re.compile(
+    r"^(?P<rot>HalfHadamard|Hadamard)?(?P<kind>FourEightTrust|FP4Trust|Trust|Clip)Quantizer$"
+)
+
+
+def quest_scheme(quantizer: str, bits: int | float | None, *, tensor: str = "weights") -> str | None:
+    """The catalog spec a QuEST quantizer class implements (None for ``NoQuantizer``).
+
+    - ``TrustQuantizer`` / ``ClipQuantizer`` (B bits) -> ``intB``: the same RMS-scaled midrise
+      grid; trust and clip only change which gradients pass, not the forward quantizer.
+    - ``Hadamard...`` / ``HalfHadamard...`` -> ``had128+...``: a 128-block Hadamard transform
+      first (GMSE is unchanged; the rotation is kept in the name because it matters on real
+      tensors). "Half" keeps the output in the rotated basis; the forward error is the same.
+    - ``...FourEightTrust...`` -> ``2:4+int4``: QuEST zeroes the 2 smallest-norm pairs of every
+      4 pairs (half the entries, 2:4 on pairs), then the kept values carry 4 bits.
+    - ``...FP4Trust...`` -> ``fp4`` (E2M1 grid, RMS scale); its ``w_bits`` field reads 16.
+    """
+    if quantizer == _QUEST_NO_QUANT:
+        return None
+    match = _QUEST_PATTERN.match(quantizer or "")
+    if match is None:
+        raise DataError(
+            f"QuEST {tensor} quantizer '{quantizer}' has no catalog mapping (known: NoQuantizer, "
+            "[Half]Hadamard{Trust,Clip,FourEightTrust,FP4Trust}Quantizer, TrustQuantizer, ClipQuantizer)"
+        )
+    prefix = "had128+" if match["rot"] else ""
+    kind = match["kind"]
+    if kind == "FP4Trust":
+        return prefix + "fp4"
+    if bits is None or not float(bits).is_integer() or not 1 <= int(bits) <= 8:
+        raise DataError(f"QuEST {tensor} quantizer '{quantizer}' with bits={bits}: expected 1..8 bits")
+    if kind == "FourEightTrust":
+        return f"{prefix}2:4+int{int(bits)}"
+    return f"{prefix}int{int(bits)}"
+
+
+def load_quest_runs(path: str | Path) -> list[Run]:
+    """QuEST's ``runs_for_scaling.json``: a JSON list of run records (see shared/data/README.md)."""
+    path = Path(path)
+    try:
+        records = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of QuEST run records")
+    runs = []
+    for index, rec in enumerate(records):
+        where = f"{path} record {index}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected an object, got {type(rec).__name__}")
+        missing = [k for k in ("non_embedding_parameters", "tokens", "loss", "w_quant", "a_quant") if k not in rec]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+        weights = quest_scheme(rec["w_quant"], rec.get("w_bits"), tensor="weight")
+        activations = quest_scheme(rec["a_quant"], rec.get("a_bits"), tensor="activation")
+        weights = weights or "bf16"  # NoQuantizer on weights: the bf16 baseline
+        args = rec.get("args") or {}
+        meta: dict[str, MetaValue] = {
+            "w_quant": rec["w_quant"],
+            "a_quant": rec["a_quant"],
+            "w_bits": rec.get("w_bits"),
+            "a_bits": rec.get("a_bits"),
+            "model_size": rec.get("model_size"),
+            "clip_scale": rec.get("clip_scale"),
+            "trust": rec.get("trust"),
+            "seed": args.get("seed"),
+            "lr": args.get("lr"),
+            "n_layer": args.get("n_layer"),
+            "n_embd": args.get("n_embd"),
+            "iterations": args.get("iterations"),
+        }
+        if "FP4" in rec["w_quant"]:
+            meta["w_bits"] = 4  # QuEST records 16 for its FP4 runs; the grid has 4 bits
+        if "FP4" in rec["a_quant"]:
+            meta["a_bits"] = 4
+        if activations is None:
+            meta["a_bits"] = 16
+        runs.append(
+            Run(
+                scheme=scheme_name(weights, activations),
+                weights=weights,
+                activations=activations,
+                N=number(rec["non_embedding_parameters"], "non_embedding_parameters", where),
+                D=number(rec["tokens"], "tokens", where),
+                loss=number(rec["loss"], "loss", where),
+                source=str(path),
+                meta={k: v for k, v in meta.items() if v is not None},
+            )
+        )
+    return runs

@@ -1,0 +1,141 @@
+"""The JSON lines ``uscl train`` appends, one record per finished run."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gmse_cli.errors import DataError, SpecError
+from gmse_cli.runs.fields import check_spec, number, read_text
+from gmse_cli.runs.model import Run, RunsWarning, scheme_name
+from gmse_cli.spec import Format
+
+__all__ = ["load_train_jsonl"]
+
+# Accepted spellings, first match wins: the training backend owns the schema, so the reader is
+# liberal in the keys it recognizes and strict about what it needs.
+_KEYS_N = ("N", "n_params", "params", "non_embedding_params", "non_embedding_parameters")
+_KEYS_D = ("D", "tokens", "n_tokens", "train_tokens")
+_KEYS_LOSS = ("loss", "final_val_loss", "val_loss", "validation_loss", "final_loss")
+_KEYS_W = ("weights", "weight_format", "w_format", "weights_format")
+_KEYS_A = ("activations", "activation_format", "a_format", "activations_format", "acts")
+_OK_STATUS = {"ok", "done", "finished", "complete", "completed", "success", "succeeded"}
+_SECTIONS = ("result", "results", "model", "scheme", "format", "formats", "config")
+
+
+def _lookup(rec: dict[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if key in rec:
+            return rec[key]
+    for section in _SECTIONS:
+        sub = rec.get(section)
+        if isinstance(sub, dict):
+            for key in keys:
+                if key in sub:
+                    return sub[key]
+    return None
+
+
+def _format_field(value: Any, where: str, key: str) -> tuple[str | None, Format | None]:
+    """A format given by name, or inline as a spec object -> (name, spec or None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None, None
+    if isinstance(value, str):
+        return value.strip(), None
+    if isinstance(value, dict):
+        if "stages" not in value and isinstance(value.get("name"), str):
+            return value["name"], None
+        try:
+            fmt = Format.model_validate(value)
+        except (SpecError, ValueError) as exc:
+            raise DataError(f"{where}: {key} is not a valid format spec: {' '.join(str(exc).split())}") from None
+        return fmt.display_name, fmt
+    raise DataError(f"{where}: {key} = {value!r} is neither a format name nor a format spec")
+
+
+def load_train_jsonl(path: str | Path) -> list[Run]:
+    """Runs written by ``uscl train``; diverged or unfinished runs are skipped with a warning.
+
+    Each line is one JSON object with at least the weight format (name or spec), N, D and the
+    final validation loss; ``status`` other than ok/finished (e.g. ``diverged``) skips the run.
+    """
+    path = Path(path)
+    runs: list[Run] = []
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not a JSON line ({exc.msg}); expected one JSON object per line") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected a JSON object per line, got {type(rec).__name__}")
+        status = rec.get("status")
+        if isinstance(status, str) and status.lower() not in _OK_STATUS:
+            warnings.warn(f"{where}: skipping run with status '{status}'", RunsWarning, stacklevel=2)
+            continue
+        n, d, loss = _lookup(rec, _KEYS_N), _lookup(rec, _KEYS_D), _lookup(rec, _KEYS_LOSS)
+        missing = [name for name, v in (("N", n), ("D (tokens)", d), ("loss", loss)) if v is None]
+        if missing:
+            raise DataError(f"{where}: missing {', '.join(missing)} (a uscl train record needs N, D and loss)")
+        loss_value = number(loss, "loss", where)
+        if not math.isfinite(loss_value):
+            warnings.warn(f"{where}: skipping diverged run (loss = {loss_value})", RunsWarning, stacklevel=2)
+            continue
+        weights, w_spec = _format_field(_lookup(rec, _KEYS_W), where, "weights")
+        activations, a_spec = _format_field(_lookup(rec, _KEYS_A), where, "activations")
+        # uscl train records carry the full specs beside the display names: prefer them.
+        if isinstance(rec.get("weights_spec"), dict):
+            w_spec = _format_field(rec["weights_spec"], where, "weights_spec")[1]
+            weights = weights or (w_spec.display_name if w_spec else None)
+        if isinstance(rec.get("activations_spec"), dict):
+            a_spec = _format_field(rec["activations_spec"], where, "activations_spec")[1]
+            activations = activations or (a_spec.display_name if a_spec else None)
+        if weights is None:
+            weights = "bf16"
+        if w_spec is None:
+            check_spec(weights, where, "weights")
+        if activations is not None and a_spec is None:
+            check_spec(activations, where, "activations")
+        meta = {
+            k: v for k, v in rec.items()
+            if isinstance(v, str | int | float | bool) and k not in (*_KEYS_N, *_KEYS_D, *_KEYS_LOSS, *_KEYS_W, *_KEYS_A)
+        }
+        recorded = _recorded_gmse(rec.get("stage_gmse"), activations is not None, where)
+        runs.append(
+            Run(
+                scheme=str(rec["scheme_name"]) if isinstance(rec.get("scheme_name"), str) else scheme_name(weights, activations),
+                weights=weights,
+                activations=activations,
+                N=number(n, "N", where),
+                D=number(d, "D", where),
+                loss=loss_value,
+                source=str(path),
+                weights_spec=w_spec,
+                activations_spec=a_spec,
+                stage_gmse=recorded,
+                meta=meta,
+            )
+        )
+    return runs
+
+
+def _recorded_gmse(value: Any, has_activations: bool, where: str) -> tuple[tuple[str, float], ...] | None:
+    """``stage_gmse`` of a uscl train record -> ((family, GMSE), ...), weights' stages first."""
+    if not isinstance(value, dict):
+        return None
+    out: list[tuple[str, float]] = []
+    for tensor in ("weights", "activations") if has_activations else ("weights",):
+        stages = value.get(tensor)
+        if not isinstance(stages, list):
+            return None
+        for stage in stages:
+            if not isinstance(stage, dict) or "family" not in stage or "gmse" not in stage:
+                raise DataError(f"{where}: stage_gmse.{tensor} entries need 'family' and 'gmse'")
+            out.append((str(stage["family"]), number(stage["gmse"], "stage_gmse", where)))
+    return tuple(out)
