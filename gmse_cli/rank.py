@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmse_cli.errors import DataError, LawError, SpecError
 from gmse_cli.figures import save_figure
+from gmse_cli.frozen import Frozen
 from gmse_cli.law import (
     DEFAULT_DRAWS,
     Law,
@@ -76,11 +77,7 @@ DEFAULT_PARAMS = 200e6  # the paper's largest Llama size of its own sweep (200M 
 DEFAULT_TOKENS_PER_PARAM = 100.0  # the middle of the paper's 50/100/200 tokens per parameter
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StageRow(_Model):
+class StageRow(Frozen):
     """One factor of a capacity product: a lossy stage of the weights or of the activations."""
 
     tensor: str = Field(description="weights or activations")
@@ -96,7 +93,7 @@ class StageRow(_Model):
     rho_high: float
 
 
-class _Outcome(_Model):
+class _Outcome(Frozen):
     """What the law says about one format or scheme at one model size and token count."""
 
     name: str
@@ -369,7 +366,7 @@ def _rows(preds: Sequence[Prediction]) -> list[RankRow]:
     ]
 
 
-class Comparison(_Model):
+class Comparison(Frozen):
     """:func:`compare`: rows and, draw by draw of the law's constants, which one wins."""
 
     rows: tuple[RankRow, ...]

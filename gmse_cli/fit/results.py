@@ -13,21 +13,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmse_cli.errors import FitError
 from gmse_cli.fit.params import FAMILY_KEYS, LAW
+from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family
 
 FitModel = Literal["dense", "decoupled", "unified", "capacity", "kumar"]
 MODELS: tuple[str, ...] = ("dense", "decoupled", "unified", "capacity", "kumar")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ConstantEstimate(_Model):
+class ConstantEstimate(Frozen):
     """One fitted constant: point estimate and, after a bootstrap, its spread."""
 
     value: float
@@ -38,7 +35,7 @@ class ConstantEstimate(_Model):
     source: str = Field(default="fit", description="'fit', 'fixed' (user) or where a held value came from")
 
 
-class SchemeCapacity(_Model):
+class SchemeCapacity(Frozen):
     """The capacity of one scheme: fitted (decoupled) or implied by the law (unified, kumar)."""
 
     scheme: str
@@ -54,7 +51,7 @@ class SchemeCapacity(_Model):
     rho_alt_delta: float | None = Field(default=None, description="rho refitted with the other Huber delta (sensitivity)")
 
 
-class FamilyFit(_Model):
+class FamilyFit(Frozen):
     """A capacity curve rho = L * tanh(F * log_{1/4} GMSE)^C (intervals in FitResult.constants)."""
 
     L: float
@@ -64,7 +61,7 @@ class FamilyFit(_Model):
     n_gmse: int = Field(description="distinct stage GMSE values of this family in the data")
 
 
-class RunResidual(_Model):
+class RunResidual(Frozen):
     scheme: str
     N: float
     D: float
@@ -74,7 +71,7 @@ class RunResidual(_Model):
     rho: float
 
 
-class LosoEntry(_Model):
+class LosoEntry(Frozen):
     """Leave-one-scheme-out: refit without the scheme, predict its runs from its GMSE alone."""
 
     scheme: str
@@ -85,7 +82,7 @@ class LosoEntry(_Model):
     note: str = ""
 
 
-class FactorizationCell(_Model):
+class FactorizationCell(Frozen):
     """One weights x activations scheme: its fitted capacity against the product of its factors."""
 
     weights: str = Field(description="weight format")
@@ -99,7 +96,7 @@ class FactorizationCell(_Model):
     tied: bool = Field(description="activation factor read from the same format applied to weights")
 
 
-class FactorizationCheck(_Model):
+class FactorizationCheck(Frozen):
     """Does rho(W, A) = rho(W) * rho(A)? (the paper reports errors around 1e-2)."""
 
     cells: list[FactorizationCell]
@@ -110,7 +107,7 @@ class FactorizationCheck(_Model):
     note: str = ""
 
 
-class FitResult(_Model):
+class FitResult(Frozen):
     """Everything a fit produced; ``model_dump(mode='json')`` is the ``--json`` output."""
 
     model: str
@@ -190,7 +187,7 @@ class FitResult(_Model):
         )
 
 
-class CapacityPoint(_Model):
+class CapacityPoint(Frozen):
     """A scheme's capacity and the (family, GMSE) of each of its lossy stages."""
 
     name: str
@@ -199,7 +196,7 @@ class CapacityPoint(_Model):
     weight: float = 1.0
 
 
-class CapacityFit(_Model):
+class CapacityFit(Frozen):
     families: dict[str, FamilyFit]
     constants: dict[str, ConstantEstimate]
     fit_error: float = Field(description="RMSE of rho over the points")

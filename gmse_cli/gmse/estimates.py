@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmse_cli.errors import SpecError
+from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Format
 
 __all__ = [
@@ -29,10 +30,8 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 _RD_SLACK_BITS = 0.01
 
 
-class GmseEstimate(BaseModel):
+class GmseEstimate(Frozen):
     """A GMSE point estimate with its 95% interval."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="the format's display name")
     bits_per_param: float = Field(description="stored bits per parameter at this row length")
@@ -45,10 +44,8 @@ class GmseEstimate(BaseModel):
     samples: int = Field(description="Gaussian elements used (0 for the exact method)")
 
 
-class GmseDifference(BaseModel):
+class GmseDifference(Frozen):
     """GMSE(a) - GMSE(b) on common random numbers, with its (much tighter) paired interval."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     a: str
     b: str

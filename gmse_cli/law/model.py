@@ -11,19 +11,16 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from gmse_cli.errors import LawError
+from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family
 
 __all__ = ["Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Constant(_Model):
+class Constant(Frozen):
     """One fitted constant with its uncertainty and where it came from."""
 
     value: float
@@ -41,7 +38,7 @@ class Constant(_Model):
         return self
 
 
-class FamilyCurve(_Model):
+class FamilyCurve(Frozen):
     """The capacity curve rho = L * tanh(F * log_{1/4} GMSE)^C of one family."""
 
     L: Constant
@@ -63,7 +60,7 @@ _LAW_KEYS = ("A", "alpha", "B", "beta", "E")
 _CURVE_KEYS = ("L", "F", "C")
 
 
-class LawDraws(_Model):
+class LawDraws(Frozen):
     """Joint draws of a law's constants: element i of every column belongs to draw i.
 
     Columns are named as ``uscl fit --fix`` names constants: ``A``, ``alpha``, ``B``, ``beta``,
@@ -97,7 +94,7 @@ class LawDraws(_Model):
         return {name: np.asarray(column, dtype=float)[pick] for name, column in self.constants.items()}
 
 
-class Law(_Model):
+class Law(Frozen):
     """A scaling law with per-family capacity curves, and optionally joint draws of its constants."""
 
     name: str

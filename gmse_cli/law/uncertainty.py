@@ -49,9 +49,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmse_cli.errors import LawError
+from gmse_cli.frozen import Frozen
 from gmse_cli.law.compose import factorized_capacity
 from gmse_cli.law.model import Constant, Law, capacity, predicted_loss
 from gmse_cli.spec import Family
@@ -71,10 +72,8 @@ MAX_DRAWS = 100_000
 _REJECTION_ROUNDS = 200
 
 
-class Interval(BaseModel):
+class Interval(Frozen):
     """A point value with a central interval from Monte Carlo draws."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     value: float
     low: float

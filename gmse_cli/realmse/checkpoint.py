@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmse_cli.errors import DataError
+from gmse_cli.frozen import Frozen
 
 __all__ = [
     "TensorInfo",
@@ -82,10 +83,8 @@ def _storage_dtype(code: str) -> np.dtype:
     return np.dtype(name)
 
 
-class TensorInfo(BaseModel):
+class TensorInfo(Frozen):
     """Where one tensor lives inside a safetensors file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     file: Path
@@ -125,10 +124,8 @@ class TensorInfo(BaseModel):
         return self.stored_shape[1 if self.transposed else 0]
 
 
-class Checkpoint(BaseModel):
+class Checkpoint(Frozen):
     """Every tensor of a checkpoint (one file or several shards), by name."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: Path
     files: tuple[Path, ...]

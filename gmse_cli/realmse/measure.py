@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from gmse_cli.errors import SpecError
+from gmse_cli.frozen import Frozen
 from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
 from gmse_cli.realmse.layers import RowSample, locality, sample_rows
 from gmse_cli.spec import Format
@@ -139,10 +139,8 @@ def ratio_estimate(err: np.ndarray, norm: np.ndarray, *, population: int | None 
 # --------------------------------------------------------------------------------------------
 
 
-class SkippedLayer(BaseModel):
+class SkippedLayer(Frozen):
     """A layer a format cannot split (its row length), and why."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     reason: str

@@ -7,9 +7,10 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmse_cli.errors import LawError, SpecError
+from gmse_cli.frozen import Frozen
 from gmse_cli.gmse.estimates import effective_bits_of, interval95
 from gmse_cli.progress import task
 from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, Checkpoint, TensorInfo, open_checkpoint
@@ -28,11 +29,7 @@ __all__ = [
 ]
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LayerMse(_Result):
+class LayerMse(Frozen):
     """One weight matrix under one format."""
 
     name: str
@@ -55,7 +52,7 @@ class LayerMse(_Result):
         )
 
 
-class StageMse(_Result):
+class StageMse(Frozen):
     """One lossy stage alone: its family, real-weight MSE and GMSE (for factorized capacity)."""
 
     family: Family
@@ -63,7 +60,7 @@ class StageMse(_Result):
     gmse: float
 
 
-class FormatMse(_Result):
+class FormatMse(Frozen):
     """A format (or its Hadamard variant) measured on a checkpoint."""
 
     format: str = Field(description="display name")

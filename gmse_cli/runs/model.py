@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from gmse_cli.errors import DataError
+from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Format, resolve_format
 
 __all__ = ["Run", "MetaValue", "DENSE_FORMATS", "RunsWarning", "scheme_name", "tensor_bits"]
@@ -38,10 +39,8 @@ def tensor_bits(spec: str | None, fmt: Format | None = None) -> float:
     return float(quantizer.element_bits) if hasattr(quantizer, "element_bits") else float(quantizer.bits)
 
 
-class Run(BaseModel):
+class Run(Frozen):
     """One finished training run: what was compressed, how big, how long, and the final loss."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     scheme: str = Field(description="scheme display name: 'int4' (weights only) or 'W:int4 A:int4'")
     weights: str = Field(description="weight format spec (catalog name or shorthand)")

@@ -10,12 +10,12 @@ from typing import Literal
 from pydantic import Field
 
 from gmse_cli.errors import SpecError
-from gmse_cli.search.space import FrozenModel
+from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family, Format, format_to_toml
 from gmse_cli.tomlfile import write_text_atomic
 
 
-class StagePoint(FrozenModel):
+class StagePoint(Frozen):
     """One lossy stage of a measured candidate, measured alone (its capacity factor's input)."""
 
     family: Family
@@ -24,7 +24,7 @@ class StagePoint(FrozenModel):
     std_err: float
 
 
-class SearchPoint(FrozenModel):
+class SearchPoint(Frozen):
     """A measured candidate (Gaussian objective: ``gmse`` is GMSE; checkpoint: real-weight MSE)."""
 
     name: str
@@ -38,7 +38,7 @@ class SearchPoint(FrozenModel):
     source: Literal["search", "catalog"]
 
 
-class CatalogComparison(FrozenModel):
+class CatalogComparison(Frozen):
     """A named catalog format against the best searched format at the same or fewer bits."""
 
     catalog: str
@@ -51,7 +51,7 @@ class CatalogComparison(FrozenModel):
     gain_relative: float = Field(description="best_rho / catalog_rho - 1")
 
 
-class SearchResult(FrozenModel):
+class SearchResult(Frozen):
     budget: float
     objective: Literal["gaussian", "checkpoint"]
     law: str

@@ -13,9 +13,10 @@ from functools import cache
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmse_cli.errors import SpecError
+from gmse_cli.frozen import Frozen
 from gmse_cli.spec import (
     DEFAULT_ROW_LENGTH,
     Format,
@@ -26,15 +27,10 @@ from gmse_cli.spec import (
     parse_shorthand,
 )
 
-
-class FrozenModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 Group = Literal["row"] | int
 
 
-class SearchSpace(FrozenModel):
+class SearchSpace(Frozen):
     """What to enumerate. Defaults cover the issue's axes at a cost of about a minute."""
 
     grids: tuple[Literal["int", "sint", "aint", "fp", "lloyd-max", "lut"], ...] = (
@@ -58,7 +54,7 @@ class SearchSpace(FrozenModel):
     include_catalog: bool = Field(default=True, description="catalog formats are candidates too")
 
 
-class Candidate(FrozenModel):
+class Candidate(Frozen):
     """One point of the search space."""
 
     name: str = Field(description="shorthand that parses back to this format")

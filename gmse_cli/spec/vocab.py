@@ -8,7 +8,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
+
+from gmse_cli.frozen import Frozen
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
@@ -20,11 +22,8 @@ DEFAULT_ROW_LENGTH = 4096
 """Row length (input dimension) the GMSE engine and bit accounting assume unless told."""
 
 
-class SpecModel(BaseModel):
-    """Base of every spec model."""
-
-    # Specs are immutable values: a typo is an error, never silently dropped.
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+class SpecModel(Frozen):
+    """Base of every spec model: an immutable value; a typo is an error, never silently dropped."""
 
 
 def lowercase(value: Any) -> Any:

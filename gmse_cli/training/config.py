@@ -14,9 +14,10 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import SpecError, TrainError
+from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Format, resolve_format
 from gmse_cli.training.presets import ModelPreset, get_preset
 
@@ -40,10 +41,6 @@ __all__ = [
 # licence); "hf-internal-testing/llama-tokenizer" is an ungated copy of the same tokenizer.
 DEFAULT_TOKENIZER = "meta-llama/Llama-2-7b-hf"
 C4_SOURCE = "c4"
-
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def config_error(exc: ValidationError, *, source: str) -> TrainError:
@@ -94,7 +91,7 @@ def resolve_activation_format(value: Any) -> Format | None:
     return None if is_identity_format(fmt) else fmt
 
 
-class DataConfig(_Cfg):
+class DataConfig(Frozen):
     """Where tokens come from."""
 
     source: str = Field(
@@ -130,7 +127,7 @@ class DataConfig(_Cfg):
         return value
 
 
-class OptimConfig(_Cfg):
+class OptimConfig(Frozen):
     """AdamW with linear warm-up then cosine decay (paper.md section 3)."""
 
     lr: float | None = Field(default=None, gt=0, description="peak rate; None = the preset's")
@@ -143,7 +140,7 @@ class OptimConfig(_Cfg):
     grad_clip: float | None = Field(default=1.0, gt=0)
 
 
-class EstimatorConfig(_Cfg):
+class EstimatorConfig(Frozen):
     """Gradient rules of the compressed forward pass (see gmse_cli.training.torch_compress)."""
 
     trust: bool = Field(default=True, description="QuEST trust mask on straight-through gradients")
@@ -155,7 +152,7 @@ class EstimatorConfig(_Cfg):
     )
 
 
-class RunConfig(_Cfg):
+class RunConfig(Frozen):
     """Everything that determines the outcome of one training run."""
 
     preset: str
@@ -255,7 +252,7 @@ class RunConfig(_Cfg):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class RunPlan(_Cfg):
+class RunPlan(Frozen):
     """What a run will do, computed without torch (shown by ``--dry-run``)."""
 
     name: str

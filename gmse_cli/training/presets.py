@@ -12,9 +12,10 @@ from __future__ import annotations
 import difflib
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from gmse_cli.errors import TrainError
+from gmse_cli.frozen import Frozen
 
 __all__ = ["ModelPreset", "PRESETS", "get_preset", "llama_ffn_dim", "padded_vocab", "CPU_PRESETS"]
 
@@ -31,10 +32,8 @@ def padded_vocab(vocab_size: int) -> int:
     return 64 * math.ceil(vocab_size / 64)
 
 
-class ModelPreset(BaseModel):
+class ModelPreset(Frozen):
     """One Llama architecture; the learning rate is the paper's peak rate for that size."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     layers: int = Field(ge=1)

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from gmse_cli.errors import DataError
+from gmse_cli.frozen import Frozen
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -39,11 +40,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-class _Rec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StageGmse(_Rec):
+class StageGmse(Frozen):
     """GMSE of one lossy stage of a format, as gmse_cli.gmse.stage_gmse measured it."""
 
     family: str = Field(description="quantization, sparsity or vq")
@@ -54,7 +51,7 @@ class StageGmse(_Rec):
     method: str = Field(description="exact or monte-carlo")
 
 
-class LossCurve(_Rec):
+class LossCurve(Frozen):
     """A summary of the training curve (at most ~64 points, each the mean over its span)."""
 
     steps: list[int] = Field(description="optimizer step at the end of each span")
@@ -65,7 +62,7 @@ class LossCurve(_Rec):
     min_train_loss: float | None
 
 
-class ModelInfo(_Rec):
+class ModelInfo(Frozen):
     preset: str
     layers: int
     heads: int
@@ -77,7 +74,7 @@ class ModelInfo(_Rec):
     embedding_params: int
 
 
-class TrainingInfo(_Rec):
+class TrainingInfo(Frozen):
     steps: int
     tokens_per_step: int
     batch_size: int
@@ -95,7 +92,7 @@ class TrainingInfo(_Rec):
     parallel: str = Field(description="none, ddp or fsdp")
 
 
-class DataIdentity(_Rec):
+class DataIdentity(Frozen):
     source: str = Field(description="'c4' or the local path as given")
     sha256: str = Field(description="content hash of the corpus (local) or of the cached tokens (c4)")
     train_tokens: int
@@ -103,13 +100,13 @@ class DataIdentity(_Rec):
     val_fraction: float | None
 
 
-class TokenizerIdentity(_Rec):
+class TokenizerIdentity(Frozen):
     source: str
     sha256: str = Field(description="hash of the tokenizer's serialized JSON")
     vocab_size: int
 
 
-class RunRecord(_Rec):
+class RunRecord(Frozen):
     """One finished run. ``params`` is N (non-embedding), ``tokens`` is D (tokens trained on)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION

@@ -30,9 +30,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError
+from gmse_cli.frozen import Frozen
 from gmse_cli.tomlfile import read_toml
 from gmse_cli.training.config import (
     DataConfig,
@@ -61,10 +62,6 @@ __all__ = [
 DEFAULT_VOCAB_FOR_PLANS = 32000
 
 
-class _Cfg(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 def _positive_tpp(value: list[float]) -> list[float]:
     for v in value:
         if not v > 0 or v != v or v == float("inf"):
@@ -72,7 +69,7 @@ def _positive_tpp(value: list[float]) -> list[float]:
     return value
 
 
-class TrainSettings(_Cfg):
+class TrainSettings(Frozen):
     """RunConfig settings shared by every run of a sweep."""
 
     context: int | None = Field(default=None, ge=8, description="None = each preset's")
@@ -85,7 +82,7 @@ class TrainSettings(_Cfg):
     checkpoint_every: int = Field(default=1000, ge=0)
 
 
-class SlurmSettings(_Cfg):
+class SlurmSettings(Frozen):
     """Resources of each Slurm job (one run per job) for ``--launcher slurm`` (submitit)."""
 
     cluster: Literal["slurm", "local", "debug"] = Field(
@@ -105,7 +102,7 @@ class SlurmSettings(_Cfg):
     setup: list[str] = Field(default_factory=list, description="shell lines run before each job")
 
 
-class SchemeEntry(_Cfg):
+class SchemeEntry(Frozen):
     """Explicit (weights, activations) pairs; each may narrow the sweep's presets, tokens per
     parameter and seeds (e.g. a second seed on a few configurations to measure seed noise)."""
 
@@ -126,7 +123,7 @@ class SchemeEntry(_Cfg):
         return None if value is None else _positive_tpp(value)
 
 
-class SweepSpec(_Cfg):
+class SweepSpec(Frozen):
     name: str
     description: str = ""
     presets: list[str] = Field(min_length=1)
@@ -245,7 +242,7 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
     return runs
 
 
-class PlannedRun(_Cfg):
+class PlannedRun(Frozen):
     plan: RunPlan
     est_seconds: float | None = Field(description="rough wall time at the assumed throughput")
     done: bool = Field(description="already in the results file")

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from gmse_cli.frozen import Frozen
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -32,10 +34,8 @@ LLOYD_SEED = 20250602
 """Seed of the Gaussian training samples (fixed: the same codebook on every machine run)."""
 
 
-class CodebookInfo(BaseModel):
+class CodebookInfo(Frozen):
     """What a codebook is and how well it quantizes a standard normal source."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["gaussian", "e8", "file"]
     dim: int
