@@ -9,8 +9,6 @@ layouts depending on line length.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +18,7 @@ import tomli_w
 
 from gmse_cli.errors import UsclError
 
-__all__ = ["read_toml", "dumps_toml", "write_text_atomic"]
+__all__ = ["read_toml", "dumps_toml"]
 
 
 def read_toml(
@@ -65,37 +63,3 @@ def _is_flat_table_array(key: str, value: Any) -> bool:
 
 def _holds_table(value: Any) -> bool:
     return isinstance(value, Mapping) or (isinstance(value, list | tuple) and any(map(_holds_table, value)))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so that readers see the old file or the new one, whole.
-
-    A temporary file in the same folder is written, fsync'd and renamed over ``path``, then the
-    folder is fsync'd so the rename itself survives a crash. A replaced file keeps its mode; a
-    new one gets the umask's default. Raises :class:`OSError` (the caller names the file).
-    """
-    path = Path(path)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)  # mkstemp makes 0600 files
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def _umask() -> int:
-    # The only way to read the umask is to set it; put it straight back.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

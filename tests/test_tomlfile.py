@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gmse_cli.atomic import write_text_atomic
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.tomlfile import dumps_toml, read_toml, write_text_atomic
+from gmse_cli.tomlfile import dumps_toml, read_toml
 
 
 def test_arrays_of_flat_tables_are_blocks_whatever_their_length():

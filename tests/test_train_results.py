@@ -219,13 +219,14 @@ def test_killed_mid_append_leaves_a_valid_file(tmp_path):
     child = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
+        import gmse_cli.atomic as atomic
         import gmse_cli.training.results as results
         from tests.test_train_results import _record
         real = os.fsync
         def fsync_then_die(fd):
             real(fd)
             os.kill(os.getpid(), signal.SIGKILL)
-        results.os.fsync = fsync_then_die
+        atomic.os.fsync = fsync_then_die
         results.append_record({str(out)!r}, _record("b"))
     """)
     proc = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True)
@@ -237,7 +238,7 @@ def test_killed_mid_append_leaves_a_valid_file(tmp_path):
 
 
 def test_interrupted_append_in_process_cleans_up(tmp_path, monkeypatch):
-    import gmse_cli.training.results as results
+    import gmse_cli.atomic as atomic
 
     out = tmp_path / "runs.jsonl"
     append_record(out, _record("a"))
@@ -245,7 +246,7 @@ def test_interrupted_append_in_process_cleans_up(tmp_path, monkeypatch):
     def boom(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(results.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(KeyboardInterrupt):
         append_record(out, _record("b"))
     assert [r.run_key for r in load_records(out)] == ["a"]

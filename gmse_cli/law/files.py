@@ -22,10 +22,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gmse_cli.atomic import write_text_atomic
 from gmse_cli.errors import LawError
 from gmse_cli.law.model import Law
 from gmse_cli.paths import laws_dir
-from gmse_cli.tomlfile import dumps_toml, read_toml, write_text_atomic
+from gmse_cli.tomlfile import dumps_toml, read_toml
 
 __all__ = ["DEFAULT_LAW", "load_law", "shipped_law", "law_to_toml", "save_law"]
 

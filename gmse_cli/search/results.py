@@ -9,10 +9,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from gmse_cli.atomic import write_text_atomic
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family, Format, format_to_toml
-from gmse_cli.tomlfile import write_text_atomic
 
 
 class StagePoint(Frozen):

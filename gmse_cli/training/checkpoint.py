@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from gmse_cli.atomic import fsync_dir
 from gmse_cli.errors import DataError
 
 __all__ = [
@@ -90,11 +91,7 @@ def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(folder)
 
 
 @contextlib.contextmanager

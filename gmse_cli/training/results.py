@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
 
@@ -155,20 +154,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def append_record(path: str | Path, record: RunRecord) -> None:
     """Append one line atomically (lock, copy + new line to a temp file, fsync, rename, fsync dir)."""
     path = Path(path)
@@ -178,21 +163,7 @@ def append_record(path: str | Path, record: RunRecord) -> None:
         old = path.read_bytes() if path.exists() else b""
         if old and not old.endswith(b"\n"):
             raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            # mkstemp makes 0600 files; keep the results file's own mode (or the umask's default).
-            os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(old)
-                handle.write(line.encode())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+        write_atomic(path, old + line.encode())
 
 
 def load_records(path: str | Path) -> list[RunRecord]:

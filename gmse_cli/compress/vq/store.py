@@ -7,14 +7,13 @@ carries :data:`ALGORITHM_VERSION`, so a change of construction never reads a sta
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
+from gmse_cli.atomic import write_atomic
 from gmse_cli.frozen import Frozen
 
 __all__ = [
@@ -62,27 +61,14 @@ def codebook_dir() -> Path:
     return path
 
 
-def _atomic_write(path: Path, write) -> None:
-    # Write beside the target, then rename: readers never see a partial file, and two processes
-    # computing the same codebook both leave a complete one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_codebook(stem: str, cb: np.ndarray | None, info: CodebookInfo) -> None:
     """Write ``STEM.npy`` (unless ``cb`` is None) and ``STEM.json``, each atomically."""
     directory = codebook_dir()
     if cb is not None:
-        _atomic_write(directory / f"{stem}.npy", lambda fh: np.save(fh, cb, allow_pickle=False))
-    text = info.model_dump_json(indent=2).encode()
-    _atomic_write(directory / f"{stem}.json", lambda fh: fh.write(text))
+        # 0644: mkstemp's 0600 would hide a shared cache from other users. Two processes
+        # computing the same codebook both leave a complete one.
+        write_atomic(directory / f"{stem}.npy", lambda fh: np.save(fh, cb, allow_pickle=False), mode=0o644)
+    write_atomic(directory / f"{stem}.json", info.model_dump_json(indent=2).encode(), mode=0o644)
 
 
 def load_codebook(stem: str, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:

@@ -4,13 +4,12 @@ a byte-level BPE trained on the training text and cached by content hash."""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gmse_cli.atomic import write_text_atomic
 from gmse_cli.errors import BackendMissing, DataError
 from gmse_cli.paths import cache_dir
 
@@ -90,7 +89,7 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
         cached = folder / f"bpe{vocab}-{corpus_tag}.json"
         if not cached.exists():
             tokenizer = train_bpe(train_texts(), vocab_size=vocab)
-            _atomic_write_text(cached, tokenizer.to_str())
+            write_text_atomic(cached, tokenizer.to_str())
         return _handle_from_tokenizers(tk.Tokenizer.from_file(str(cached)), spec)
     path = Path(spec).expanduser()
     if path.suffix == ".json" or path.exists():
@@ -133,10 +132,3 @@ def _hub_tokenizer(name: str) -> TokenizerHandle:
         encode_batch=encode_batch,
         decode=backend.decode,
     )
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
