@@ -1,0 +1,116 @@
+"""The public entry points: rank, predict and compare, over one shared signature.
+
+:func:`compare` reads the evaluation's draws jointly: how often each format wins.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Unpack
+
+import numpy as np
+
+from gmse_cli.law import DEFAULT_DRAWS, Law
+from gmse_cli.rank.evaluate import evaluate_all
+from gmse_cli.rank.pareto import pareto_mask
+from gmse_cli.rank.results import DEFAULT_PARAMS, Comparison, Prediction, RankRow
+from gmse_cli.spec import Format, Scheme, catalog
+
+if TYPE_CHECKING:
+    from gmse_cli.gmse import GmseOptions
+
+__all__ = ["rank", "predict", "compare"]
+
+
+def rank(
+    formats: Sequence[Format | Scheme | str | Path] | None = None,
+    *,
+    law: Law | str | Path | None = None,
+    params: float = DEFAULT_PARAMS,
+    tokens: float | None = None,
+    act: Format | str | None = None,
+    seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
+    level: float = 0.95,
+    progress: bool = False,
+    vary_L: bool = False,
+    **options: Unpack[GmseOptions],
+) -> list[RankRow]:
+    """One :class:`RankRow` per format or scheme, in the order given, Pareto frontier marked.
+
+    ``formats``: catalog names, shorthand, .toml paths, :class:`Format` or :class:`Scheme`
+    (``None``: the whole catalog). ``law``: a :class:`Law`, a law file or a shipped law name
+    (``None``: the shipped default). ``params`` N and ``tokens`` D (default
+    ``DEFAULT_TOKENS_PER_PARAM * params``) set the model the loss is predicted for. ``act`` is an
+    activation format applied to every row. ``seed`` and the GMSE ``options`` (``rel_err``,
+    ``row_length``, ``method``, ``backend``, ``device``, ``max_samples``, ``bank``: see
+    :class:`~gmse_cli.gmse.GmseOptions`) go to :func:`~gmse_cli.gmse.estimate_gmse`; ``seed`` also
+    seeds the ``draws`` Monte Carlo draws behind every ``level`` interval; ``vary_L`` also
+    draws each curve's L the law's joint draws do not carry (see :mod:`gmse_cli.law` for why it
+    is held by default).
+
+    Raises :class:`LawError` for a family the law does not cover or a non-positive N or D,
+    :class:`SpecError` for a format that does not resolve.
+    """
+    items = list(catalog().values()) if formats is None else list(formats)
+    preds, _ = evaluate_all(
+        items, law=law, params=params, tokens=tokens, act=act, seed=seed, draws=draws, level=level,
+        progress=progress, vary_L=vary_L, **options,
+    )
+    return _rows(preds)
+
+
+def _rank_keywords(caller: str, given: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """rank's keywords with rank's defaults, updated by ``given`` (checked) and ``fixed``: the
+    one signature compare and predict share, so the three cannot drift apart."""
+    from gmse_cli.gmse import GmseOptions
+
+    own = {k: p.default for k, p in inspect.signature(rank).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    allowed = (set(own) | GmseOptions.__optional_keys__) - set(fixed)
+    if unknown := set(given) - allowed:
+        raise TypeError(f"{caller}() got unexpected keywords {sorted(unknown)}")
+    return own | given | fixed
+
+
+def _rows(preds: Sequence[Prediction]) -> list[RankRow]:
+    front = pareto_mask(np.array([p.bits_per_param for p in preds]), np.array([p.rho for p in preds]))
+    return [
+        RankRow(**p.model_dump(exclude={"stages", "params_term", "data_term", "irreducible", "dense_loss"}),
+                pareto=bool(on))
+        for p, on in zip(preds, front, strict=True)
+    ]
+
+
+def compare(formats: Sequence[Format | Scheme | str | Path], **kwargs: Any) -> Comparison:
+    """Rank ``formats`` (keywords as in :func:`rank`) and say how often each wins.
+
+    Marginal intervals overstate how uncertain a comparison is: formats of one family share a
+    curve, so a draw of F and C that lowers one raises no other -- their order follows their
+    GMSE in every draw. The shares here are computed on the shared draws, so they carry that
+    correlation (ties count for every tied row, so shares may sum to more than 1).
+    """
+    preds, rho = evaluate_all(list(formats), **_rank_keywords("compare", kwargs))
+    bits = np.array([p.bits_per_param for p in preds])[:, None]
+    with np.errstate(divide="ignore"):
+        memory = np.where(rho > 0, bits / np.where(rho > 0, rho, 1.0), np.inf)  # (rows, draws), up to N / 8
+    return Comparison(
+        rows=tuple(_rows(preds)),
+        p_most_capacity=tuple(float(x) for x in np.mean(rho >= rho.max(axis=0), axis=1)),
+        p_least_memory=tuple(float(x) for x in np.mean(memory <= memory.min(axis=0), axis=1)),
+    )
+
+
+def predict(
+    scheme: Format | Scheme | str | Path,
+    params: float = DEFAULT_PARAMS,
+    tokens: float | None = None,
+    law: Law | str | Path | None = None,
+    **kwargs: Any,
+) -> Prediction:
+    """The law's prediction for one format or scheme, with each stage's GMSE and capacity and
+    the three loss terms (other keywords as in :func:`rank`, ``progress`` aside)."""
+    keywords = _rank_keywords("predict", kwargs, params=params, tokens=tokens, law=law, progress=False)
+    (pred,), _ = evaluate_all([scheme], **keywords)
+    return pred
