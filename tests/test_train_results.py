@@ -129,20 +129,20 @@ def test_shipped_sweeps_load_and_expand():
     assert all(r.preset == "tiny" for r in runs)
 
 
-def test_sweep_spec_errors_name_the_field(tmp_path):
+@pytest.mark.parametrize(("text", "error", "match"), [
+    ('presets = ["tiny"]\ntokens_per_param = [1]\nweigths = ["int4"]\n', TrainError, r"bad.toml: weigths: unknown key"),
+    ('presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["int44x"]\n', (TrainError, SpecError), "int44x"),
+    ('presets = ["huge"]\ntokens_per_param = [1]\n', TrainError, "unknown preset 'huge'"),
+    ("presets = [\n", SpecError, "malformed TOML"),
+])
+def test_sweep_spec_errors_name_the_field(tmp_path, text, error, match):
     bad = tmp_path / "bad.toml"
-    bad.write_text('presets = ["tiny"]\ntokens_per_param = [1]\nweigths = ["int4"]\n')
-    with pytest.raises(TrainError, match=r"bad.toml: weigths: unknown key"):
-        load_sweep(bad)
-    bad.write_text('presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["int44x"]\n')
-    with pytest.raises((TrainError, SpecError), match="int44x"):
+    bad.write_text(text)
+    with pytest.raises(error, match=match):
         expand_sweep(load_sweep(bad))
-    bad.write_text('presets = ["huge"]\ntokens_per_param = [1]\n')
-    with pytest.raises(TrainError, match="unknown preset 'huge'"):
-        load_sweep(bad)
-    bad.write_text("presets = [\n")
-    with pytest.raises(SpecError, match="malformed TOML"):
-        load_sweep(bad)
+
+
+def test_a_missing_sweep_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_sweep(tmp_path / "missing.toml")
 
