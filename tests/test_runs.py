@@ -24,7 +24,8 @@ from gmse_cli.runs import (
 from gmse_cli.spec import resolve_format
 
 # Every quantizer class in QuEST's file, with the catalog scheme it implements (written out by
-# hand from QuEST's quantizer source: rms-scaled midrise grid, optional 128-block Hadamard).
+# hand from QuEST's quantizer source: rms-scaled midrise grid, optional 128-block Hadamard;
+# FourEight: the 2 smallest-norm of every 4 pairs zeroed, the int4 scale from the whole row).
 QUEST_NAMES = [
     ("TrustQuantizer", 4, "int4"),
     ("ClipQuantizer", 1, "int1"),
@@ -32,8 +33,9 @@ QUEST_NAMES = [
     ("HalfHadamardTrustQuantizer", 2, "had128+int2"),
     ("HadamardClipQuantizer", 1, "had128+int1"),
     ("HalfHadamardClipQuantizer", 1, "had128+int1"),
-    ("HadamardFourEightTrustQuantizer", 4, "had128+2:4+int4"),
-    ("HalfHadamardFourEightTrustQuantizer", 4, "had128+2:4+int4"),
+    ("HadamardFourEightTrustQuantizer", 4, "had128+2:4x2+int4-allstats"),
+    ("HalfHadamardFourEightTrustQuantizer", 4, "had128+2:4x2+int4-allstats"),
+    ("FourEightTrustQuantizer", 4, "2:4x2+int4-allstats"),
     ("HalfHadamardFP4TrustQuantizer", 16, "had128+fp4"),
     ("NoQuantizer", 16, None),
 ]

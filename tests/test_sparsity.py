@@ -6,6 +6,9 @@ References:
 - 1:2 pruning: E[min(|x1|, |x2|)^2] = 1 - 2/pi (in polar coordinates, min(cos^2, sin^2) of a
   uniform angle averages 1/2 - 1/pi, and E[r^2] = 2), so GMSE(1:2) = (1 - 2/pi) / 2;
 - N:M pruning in general: Monte Carlo with a sort-based pruner written in this file;
+- N:M over blocks of K (N:MxK): GMSE(2:4x2) = 5/24 in closed form (derived in
+  test_nm_blocks_gmse_two_of_four_pairs); other (N, M, K) by Monte Carlo with a sort-based
+  block pruner written here;
 - masks: their defining properties (counts, structure, ordering), checked exactly.
 """
 
@@ -30,6 +33,10 @@ STAGES = [
     Sparsify(pattern="n:m", n=4, m=8),
     Sparsify(pattern="n:m", n=5, m=64),
     Sparsify(pattern="n:m", n=60, m=64),
+    Sparsify(pattern="n:m", n=2, m=4, block=2),
+    Sparsify(pattern="n:m", n=1, m=4, block=8),
+    Sparsify(pattern="n:m", n=3, m=32, block=4),  # M above the counting kernel's 16
+    Sparsify(pattern="n:m", n=30, m=32, block=2),
     Sparsify(pattern="block", block=16, sparsity=0.4),
     Sparsify(pattern="block", block=4, sparsity=0.25, granularity="tensor"),
     Sparsify(sparsity=0.0),
@@ -99,6 +106,32 @@ def test_nm_gmse_matches_monte_carlo(n, m):
     assert abs(sparsity.nm_gmse(n, m) - mc) < 4 * se
 
 
+def test_nm_blocks_gmse_two_of_four_pairs():
+    # A pair's energy s = x1^2 + x2^2 is exponential with mean 2: F(s) = 1 - u, u = exp(-s/2).
+    # It is pruned unless at least 2 of the other 3 pairs are smaller: kept with probability
+    # 3F^2(1-F) + F^3 = 1 - 3u^2 + 2u^3. Its x1 then loses E[x1^2 (3 e^-s - 2 e^-3s/2)], and
+    # E[x^2 e^(-c x^2)] = (1 + 2c)^(-3/2), E[e^(-c x^2)] = (1 + 2c)^(-1/2), so
+    # GMSE = 3 * 3^(-3/2) * 3^(-1/2) - 2 * 4^(-3/2) * 4^(-1/2) = 1/3 - 1/8 = 5/24.
+    assert sparsity.nm_gmse(2, 4, 2) == pytest.approx(5 / 24, rel=1e-12)
+    assert sparsity.nm_gmse(2, 4, 1) == sparsity.nm_gmse(2, 4)  # K = 1 is plain N:M
+
+
+def _nm_blocks_monte_carlo(n: int, m: int, k: int, samples: int, seed: int) -> tuple[float, float]:
+    x = np.random.default_rng(seed).standard_normal((samples // (m * k), m, k))
+    energy = np.sort((x**2).sum(-1), axis=1)
+    lost = energy[:, : m - n].sum(1)  # the m - n blocks of smallest norm are pruned
+    total = energy.sum(1)
+    ratio = lost.sum() / total.sum()
+    se = (lost - ratio * total).std(ddof=1) * math.sqrt(len(lost)) / total.sum()
+    return ratio, se
+
+
+@pytest.mark.parametrize("n, m, k", [(2, 4, 2), (1, 4, 8), (4, 8, 3), (3, 4, 16)])
+def test_nm_blocks_gmse_matches_monte_carlo(n, m, k):
+    mc, se = _nm_blocks_monte_carlo(n, m, k, 2**22, seed=n * 1000 + m * 10 + k)
+    assert abs(sparsity.nm_gmse(n, m, k) - mc) < 4 * se
+
+
 def test_nm_gmse_edges_and_bad_input():
     assert sparsity.nm_gmse(4, 4) == 0.0
     # larger groups approach unstructured pruning of the same density from above
@@ -108,6 +141,12 @@ def test_nm_gmse_edges_and_bad_input():
     for n, m in [(5, 4), (0, 4), (2.0, 4)]:
         with pytest.raises(SpecError, match="nm_gmse"):
             sparsity.nm_gmse(n, m)
+    for k in (0, 2.0, True):
+        with pytest.raises(SpecError, match=f"k={k}"):
+            sparsity.nm_gmse(2, 4, k)
+    # coarser units lose more: blocks of K approach dropping a random half (GMSE 1/2)
+    values = [sparsity.nm_gmse(2, 4, k) for k in (1, 2, 4, 16, 64)]
+    assert all(a < b for a, b in zip(values, values[1:], strict=False)) and values[-1] < 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +195,27 @@ def test_nm_keeps_n_largest_of_every_group(n, m):
     assert (np.where(kept, a, np.inf).min(-1) >= np.where(kept, -np.inf, a).max(-1)).all()
 
 
+@pytest.mark.parametrize("n, m, k", [(2, 4, 2), (1, 4, 8), (3, 32, 4)])
+def test_nm_blocks_keep_n_largest_norm_blocks_of_every_m(n, m, k):
+    x = _gaussian(16, 512, seed=7)
+    kept = sparsity.mask(Sparsify(pattern="n:m", n=n, m=m, block=k), x).reshape(16, -1, m, k)
+    assert (kept.all(-1) | ~kept.any(-1)).all()  # all or nothing per block
+    blocks = kept.all(-1)
+    assert (blocks.sum(-1) == n).all()
+    norms = (x.astype(np.float64).reshape(16, -1, m, k) ** 2).sum(-1)
+    assert (np.where(blocks, norms, np.inf).min(-1) >= np.where(blocks, -np.inf, norms).max(-1)).all()
+
+
+def test_nm_blocks_ties_keep_the_earlier_block():
+    # Equal pair norms everywhere: the first 2 pairs of every 4 are kept (lower index first).
+    x = np.tile(np.array([1, -1, -1, 1, 1, 1, -1, -1], dtype=np.float32), (2, 2))
+    x[1] = np.tile(np.array([0, 1, 1, 0, 0, -1, -1, 0], dtype=np.float32), 2)
+    want = np.tile(np.repeat([True, True, False, False], 2), 2)
+    for fn in (sparsity.mask, sparsity.mask_reference):
+        kept = fn(Sparsify(pattern="n:m", n=2, m=4, block=2), x)
+        np.testing.assert_array_equal(kept, np.stack([want, want]))
+
+
 def test_block_mask_zeroes_whole_blocks_of_smallest_norm():
     x = _gaussian(8, 512, seed=5)
     kept = sparsity.mask(Sparsify(pattern="block", block=16, sparsity=0.3), x).reshape(8, 32, 16)
@@ -190,6 +250,8 @@ def test_bad_input_is_a_clean_error():
         sparsity.mask(Sparsify(sparsity=0.5), np.zeros(8, dtype=np.float32))
     with pytest.raises(SpecError, match="does not divide"):
         sparsity.mask(Sparsify(pattern="n:m", n=2, m=4), np.zeros((2, 6), dtype=np.float32))
+    with pytest.raises(SpecError, match=r"M\*K = 4\*2 = 8 does not divide the row length 12"):
+        sparsity.mask(Sparsify(pattern="n:m", n=2, m=4, block=2), np.zeros((2, 12), dtype=np.float32))
     with pytest.raises(SpecError, match="does not divide"):
         sparsity.mask_reference(Sparsify(pattern="block", block=8, sparsity=0.5), np.zeros((2, 12)))
     with pytest.raises(SpecError, match="Sparsify"):

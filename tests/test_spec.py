@@ -33,7 +33,7 @@ REQUIRED = (
     + ["mxfp4", "mxfp6-e2m3", "mxfp6-e3m2", "mxfp8-e4m3", "mxfp8-e5m2", "mxint8", "nvfp4", "nf4"]
     + ["int4-g128", "int8-g128", "int4-asym-g128", "int8-asym-g128"]
     + [f"sparse-{p}" for p in range(10, 100, 10)]
-    + ["2:4", "1:4", "4:8", "2:4+int4", "sparse-50+int4"]
+    + ["2:4", "1:4", "4:8", "2:4+int4", "sparse-50+int4", "2:4x2", "had128+2:4x2+int4-allstats"]
     + ["vq2-b2", "vq2-b3", "vq2-b4", "vq4-b1", "vq4-b2", "e8p", "bf16", "fp16", "fp32"]
 )
 
@@ -85,6 +85,11 @@ def test_any_description_round_trips(description):
         ("2:4", math.log2(6) / 4 + 0.5 * 16),
         ("sparse-50", 1.0 + 0.5 * 16),
         ("2:4+int4", math.log2(6) / 4 + 0.5 * 4 + 0.5 * 32 / 4096),
+        # N:MxK: one of C(M, N) masks per M*K entries
+        ("2:4x2", math.log2(6) / 8 + 0.5 * 16),
+        ("1:4x8", 2 / 32 + 0.25 * 16),
+        ("3:32x4", math.log2(4960) / 128 + 3 / 32 * 16),
+        ("had128+2:4x2+int4-allstats", math.log2(6) / 8 + 0.5 * 4 + 0.5 * 32 / 4096),
         ("vq4-b2", 2 + 32 / 4096),
         ("e8p", 2 + 32 / 4096),
     ],
@@ -105,6 +110,35 @@ def test_shorthand_rebuilds_catalog_entries():
     assert parse_shorthand("sint4-g128-sfp16").stages == catalog()["int4-g128"].stages
     assert parse_shorthand("2:4+int4").stages == catalog()["2:4+int4"].stages
     assert parse_shorthand("sparse50+int4").stages == catalog()["sparse-50+int4"].stages
+
+
+def test_nm_blocks_shorthand_and_round_trips(tmp_path):
+    assert parse_shorthand("2:4x2").stages == (Sparsify(pattern="n:m", n=2, m=4, block=2),)
+    assert parse_shorthand("2:4x2").stages == catalog()["2:4x2"].stages
+    assert parse_shorthand("2:4x1").stages == catalog()["2:4"].stages  # K = 1 is plain N:M
+    assert Sparsify(pattern="N:M", n=2, m=4, block=1) == Sparsify(pattern="n:m", n=2, m=4)
+    quest = parse_shorthand("had128+2:4x2+int4-rms2.5139305786-allstats")
+    assert quest.stages == catalog()["had128+2:4x2+int4-allstats"].stages
+    q = quest.stages[2]
+    assert isinstance(q, Quantize) and q.scale_stats == "all"
+    assert parse_shorthand("2:4+int4-allstats-keptstats").stages == catalog()["2:4+int4"].stages
+    for fmt in (parse_shorthand("1:8x16+e2m1-g32-absmax-se8m0-allstats"), quest):
+        path = tmp_path / "f.toml"
+        path.write_text(format_to_toml(fmt))
+        assert load_format_toml(path) == fmt
+        assert Format.model_validate(fmt.model_dump()) == fmt
+        assert Format.model_validate_json(fmt.model_dump_json()) == fmt
+    assert "over all entries" in quest.describe() and "blocks of 2" in quest.describe()
+
+
+def test_default_scale_stats_is_left_out_of_dumps():
+    # Specs written before the field existed keep their serialized form, so training run keys
+    # (content hashes of the config) and results files stay valid.
+    for name in ("int4", "2:4+int4", "mxfp4", "had128+int4"):
+        fmt = catalog()[name]
+        assert "scale_stats" not in json.dumps(fmt.model_dump(mode="json"))
+        assert "scale_stats" not in fmt.model_dump_json()
+    assert '"scale_stats":"all"' in catalog()["had128+2:4x2+int4-allstats"].model_dump_json()
 
 
 def test_shorthand_composes_stages():
@@ -141,6 +175,14 @@ def test_stage_formats_carry_rotation_with_the_quantizer():
         ("int4++int8", "empty stage"),
         ("lut[1,a]", "lut values must be numbers"),
         ("lut[1,0]", "strictly increasing"),
+        ("2:4x0", "K='0' in N:MxK must be a whole number >= 1"),
+        ("2:4x2.5", "K='2.5'"),
+        ("2:4x", "K=''"),
+        ("5:4x2", "N=5 > M=4"),
+        ("2:4x2-allstats", "only applies to quantize or vq stages"),
+        ("vq4-b2-allstats", "applies to quantize stages only"),
+        ("2:4+bf16-allstats", "scale_stats 'all' needs a scale rule"),
+        ("2:4+int4-somestats", "unknown modifier 'somestats'"),
     ],
 )
 def test_bad_shorthand_is_a_clean_error(text, message):
@@ -155,6 +197,9 @@ def test_group_must_divide_row_length():
         resolve_format("int4-g3000").check_row_length(4096)
     with pytest.raises(SpecError, match="N:M group M 3"):
         resolve_format("2:3").check_row_length(4096)
+    with pytest.raises(SpecError, match=r"M\*K = 4\*2 = 8 does not divide the row length 4100"):
+        resolve_format("2:4x2").check_row_length(4100)
+    resolve_format("2:4x2").check_row_length(4104)
 
 
 @pytest.mark.parametrize(
@@ -166,6 +211,9 @@ def test_group_must_divide_row_length():
         ("stages = [\n", "malformed TOML"),
         ("name = 'x'\n", "stages"),
         ("[[stages]]\nkind = 'sparsify'\npattern = 'n:m'\nn = 4\nm = 2\n", "N=4 > M=2"),
+        ("[[stages]]\nkind = 'sparsify'\npattern = 'n:m'\nn = 2\nm = 4\nblock = 0\n", "stages.0.sparsify.block"),
+        ("[[stages]]\nkind = 'sparsify'\npattern = 'n:m'\nn = 2\nm = 4\nblock = 2.5\n", "(got 2.5)"),
+        ("[[stages]]\nkind = 'quantize'\ngrid = 'int'\nbits = 4\nscale_stats = 'some'\n", "(got 'some')"),
     ],
 )
 def test_bad_toml_is_a_clean_error(tmp_path, body, message):

@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gmse_cli.compress import compress  # noqa: E402
+from gmse_cli.errors import TrainError  # noqa: E402
 from gmse_cli.spec import Format, Sparsify  # noqa: E402
 from gmse_cli.spec import resolve_format as _resolve  # noqa: E402
 from gmse_cli.training.config import EstimatorConfig  # noqa: E402
@@ -25,8 +26,11 @@ FAMILIES = [
     "int4-asym-g128", "int3-mse", "int4-tensor", "fp8-e4m3", "bf16", "lm3-g64-sbf16",
     "sparse-50", "sparse-90", "2:4", "block8-50", "sparse30-tensor",
     "2:4+int4", "sparse-50+int4", "vq4-b1", "vq2-b2", "vq2-b2-g64-se8m0",
+    # N:M over blocks (2:4x2 is QuEST's pairs) and quantizers with statistics over all entries
+    "2:4x2", "1:4x8", "3:32x4", "2:4x2+int4-allstats", "2:4x2+int3-mse-g64-allstats",
+    "1:4x8+e2m1-g32-absmax-se8m0-allstats", "2:8x4+sint4-g64-se4m3-allstats", "2:4+aint4-g32-allstats",
 ]
-ROTATED = ["had128+int4", "had64+2:4+int4"]
+ROTATED = ["had128+int4", "had64+2:4+int4", "had128+2:4x2+int4-allstats"]
 
 
 def resolve_format(name: str) -> Format:
@@ -121,7 +125,8 @@ def test_trust_mask_generalized_to_other_grids():
 
 def test_trust_mask_cpu_kernels_equal_torch_path():
     x = _data()
-    for name in ("int3", "fp4", "nf4", "mxfp4", "int4-asym-g128", "int4-tensor", "lm3-g64-sbf16", "nvfp4"):
+    for name in ("int3", "fp4", "nf4", "mxfp4", "int4-asym-g128", "int4-tensor", "lm3-g64-sbf16", "nvfp4",
+                 "2:4x2+int4-allstats", "2:4+e2m1-g32-absmax-se8m0-allstats", "2:4x2+aint4-g64-allstats"):
         xt = torch.from_numpy(x).requires_grad_()
         a = TorchCompressor(resolve_format(name))(xt)
         a.sum().backward()
@@ -199,6 +204,33 @@ def test_composite_gradient_is_the_product_of_stage_rules():
     rms = np.sqrt((sparse.astype(np.float64) ** 2).sum(1, keepdims=True) / keep.sum(1, keepdims=True))
     expected = ~keep | (np.abs(qc - sparse) <= rms * A_B[4] / 15)
     np.testing.assert_array_equal(_grad_of("2:4+int4", x), expected.astype(np.float32))
+
+
+def test_nm_blocks_mask_is_recomputed_and_straight_through():
+    # 2:4x2 (QuEST's pairs): each call ranks the pairs of the tensor it is given; every entry,
+    # pruned or not, gets its gradient (the rule of plain N:M).
+    x = np.array([[3, 0, 0.1, 0, 0, 2, 0, 0.2], [0, 1, 0, 0, 0.5, 0.5, 0, 0]], dtype=np.float32)
+    y = TorchCompressor(resolve_format("2:4x2"))(torch.from_numpy(x)).numpy()
+    want = np.array([[3, 0, 0, 0, 0, 2, 0, 0], [0, 1, 0, 0, 0.5, 0.5, 0, 0]], dtype=np.float32)
+    np.testing.assert_array_equal(y, want)
+    y2 = TorchCompressor(resolve_format("2:4x2"))(torch.from_numpy(x[:, ::-1].copy())).numpy()
+    np.testing.assert_array_equal(y2, want[:, ::-1])
+    np.testing.assert_array_equal(_grad_of("2:4x2", x), np.ones_like(x))
+    with pytest.raises(TrainError, match="not of blocks"):
+        _grad_of("2:4x2", x, rbbm_p=0.2)
+
+
+def test_quest_composite_gradient_uses_the_whole_row_scale():
+    # 2:4x2 then int4 with statistics over all entries: the trust band is half a step of the
+    # scale a_4 * RMS of the *whole* row, checked on the pruned tensor (pruned zeros pass).
+    x = _data(rows=8, cols=64)
+    sparse = compress(resolve_format("2:4x2"), x, backend="numpy")
+    qc = compress(resolve_format("2:4x2+int4-allstats"), x, backend="numpy").astype(np.float64)
+    keep = sparse != 0
+    rms = np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True))
+    expected = ~keep | (np.abs(qc - sparse) <= rms * A_B[4] / 15)
+    assert not expected.all()
+    np.testing.assert_array_equal(_grad_of("2:4x2+int4-allstats", x), expected.astype(np.float32))
 
 
 # --------------------------------------------------------------------------------------------

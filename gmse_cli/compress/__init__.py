@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from gmse_cli.spec import VQ, Format, Quantize, Rotate, Sparsify
+from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify
 
 __all__ = ["compress", "top_raw_scale", "Backend"]
 
@@ -32,7 +32,11 @@ Backend = Literal["numba", "numpy"]
 def _rotated_and_masked(
     fmt: Format, x: np.ndarray, reference: bool
 ) -> tuple[np.ndarray, np.ndarray | None, list[Rotate]]:
-    """``x`` rotated and sparsified as the quantizer of ``fmt`` sees it: (y, kept mask, rotations)."""
+    """``x`` rotated and sparsified as the quantizer of ``fmt`` sees it: (y, kept mask, rotations).
+
+    A scalar quantizer whose statistics cover all entries (``scale_stats = "all"``) sees the
+    rotated rows before pruning, with the mask (it zeroes the dropped entries itself).
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"compress expects a 2-D (rows, row_length) array, got shape {x.shape}")
@@ -49,7 +53,9 @@ def _rotated_and_masked(
             from gmse_cli.compress import sparsity
 
             mask = sparsity.mask_reference(stage, y) if reference else sparsity.mask(stage, y)
-            y = np.where(mask, y, np.float32(0.0))
+            q = fmt.quantizer
+            if not (isinstance(q, Quantize) and q.scale_stats is ScaleStats.ALL):
+                y = np.where(mask, y, np.float32(0.0))
     return y, mask, rotations
 
 
@@ -59,9 +65,11 @@ def compress(
     """Compress ``x`` (rows, row_length) with ``fmt``; returns the dequantized tensor.
 
     Stages run in order: rotations, then the sparsity mask, then the quantizer (which sees
-    only the kept values), then the rotations are undone. ``top_raw_scale``: for a quantizer
-    with a two-level scale (e4m3, int8), the tensor's largest raw group scale when ``x`` is a
-    chunk of its rows (:func:`top_raw_scale`), so chunks quantize as the whole tensor would.
+    only the kept values, or with ``scale_stats = "all"`` takes its scale statistics over all
+    entries before zeroing the dropped ones), then the rotations are undone.
+    ``top_raw_scale``: for a quantizer with a two-level scale (e4m3, int8), the tensor's
+    largest raw group scale when ``x`` is a chunk of its rows (:func:`top_raw_scale`), so
+    chunks quantize as the whole tensor would.
     """
     reference = backend == "numpy"
     y, mask, rotations = _rotated_and_masked(fmt, x, reference)

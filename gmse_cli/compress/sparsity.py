@@ -7,19 +7,23 @@ zeroes the rest. The rules, identical in the numba kernels and their numpy twins
 - ``magnitude``: keep the ``round((1 - sparsity) * n)`` entries of largest ``|x|`` among the
   ``n`` entries of each row (granularity ``row``) or of the whole array (``tensor``);
   ``round`` is half-up.
-- ``n:m``: in every run of ``m`` consecutive entries of a row keep the ``n`` largest ``|x|``.
+- ``n:m``: in every run of ``m`` consecutive entries of a row keep the ``n`` largest ``|x|``;
+  with blocks (``N:MxK``, ``block`` = K > 1): cut the row into blocks of K consecutive
+  entries, rank them by L2 norm (sum of squares in float64, summed left to right, as for the
+  ``block`` pattern) and in every run of M consecutive blocks keep the N of largest norm.
 - ``block``: cut each row into blocks of ``block`` consecutive entries, rank them by L2 norm
   (sum of squares in float64, summed left to right) and zero the
   ``round(sparsity * blocks)`` smallest, blocks counted per row or over the whole array.
 
-Ties: among equal magnitudes (or block norms) the entry with the lower index ranks higher, so
-it is the one kept; for ``tensor`` granularity the index is the row-major flat index.
+Ties: among equal magnitudes (or block norms) the entry (block) with the lower index ranks
+higher, so it is the one kept; for ``tensor`` granularity the index is the row-major flat
+index. (QuEST's FourEight quantizer leaves ties to ``torch.topk``, which promises no order.)
 
 Inputs are assumed finite (NaN has no rank; it is not checked on the hot path).
 
 Exact Gaussian MSEs (``E||x - C(x)||^2 / E||x||^2`` for iid standard normal ``x``, in the limit
 of long rows): :func:`magnitude_gmse` (closed form) and :func:`nm_gmse` (quadrature over the
-order statistics of ``|x|``).
+order statistics of ``|x|``, or of the block energies for N:MxK).
 """
 
 from __future__ import annotations
@@ -76,8 +80,10 @@ def mask_reference(stage: Sparsify, x: np.ndarray) -> np.ndarray:
     rows, n = x.shape
     if stage.pattern is SparsityPattern.NM:
         assert stage.n is not None and stage.m is not None
-        a = np.abs(x).reshape(rows, n // stage.m, stage.m)
-        return _top_mask_reference(a, stage.n).reshape(rows, n)
+        k = stage.unit
+        a = np.abs(x) if k == 1 else _block_norms_reference(x, k)  # (rows, n // k)
+        kept = _top_mask_reference(a.reshape(rows, n // (stage.m * k), stage.m), stage.n)
+        return np.repeat(kept.reshape(rows, n // k), k, axis=1)
     if stage.pattern is SparsityPattern.MAGNITUDE:
         a = np.abs(x)
         if stage.granularity == "tensor":
@@ -170,6 +176,8 @@ _NM_RANK_MAX = 16  # up to this M, rank by counting (M compares per entry, vecto
 
 @numba.njit(parallel=True, cache=True)
 def _k_nm(x, n_keep, m, out):
+    """N:M over the entries of ``x`` (rows, n) by |x|: float32 entries, or the float64 block
+    norms of N:MxK (compiled once per dtype; the scratch copies keep it, so no rounding)."""
     rows, n = x.shape
     groups = n // m
     for r in numba.prange(rows):
@@ -177,7 +185,7 @@ def _k_nm(x, n_keep, m, out):
         if m <= _NM_RANK_MAX:
             # Position-major copy (at[i, g] = |entry i of group g|): the counting loops below
             # then run over contiguous groups and vectorize.
-            at = np.empty((m, groups), dtype=np.float32)
+            at = np.empty((m, groups), dtype=x.dtype)
             rank = np.empty(groups, dtype=np.int32)
             for g in range(groups):
                 for i in range(m):
@@ -197,7 +205,7 @@ def _k_nm(x, n_keep, m, out):
                     out[r, g * m + i] = rank[g] < n_keep
             continue
         # Large M: pick whichever side is smaller, one extreme per pass: O(min(n, M - n) * M).
-        a = np.empty(m, dtype=np.float32)
+        a = np.empty(m, dtype=x.dtype)
         keep = out[r]
         drop = m - n_keep
         for g in range(0, n, m):
@@ -270,7 +278,15 @@ def mask(stage: Sparsify, x: np.ndarray) -> np.ndarray:
     out = np.empty(x.shape, dtype=np.bool_)
     if stage.pattern is SparsityPattern.NM:
         assert stage.n is not None and stage.m is not None
-        _k_nm(x, stage.n, stage.m, out)
+        k = stage.unit
+        if k == 1:
+            _k_nm(x, stage.n, stage.m, out)
+            return out
+        norms = np.empty((rows, n // k), dtype=np.float64)
+        _k_block_norms(x, k, norms)
+        kept = np.empty(norms.shape, dtype=np.bool_)
+        _k_nm(norms, stage.n, stage.m, kept)
+        _k_expand_blocks(kept, k, out)
         return out
     if stage.pattern is SparsityPattern.MAGNITUDE:
         raw = x.view(np.uint32)
@@ -315,28 +331,39 @@ def magnitude_gmse(sparsity: float) -> float:
     return s - 2.0 * t * phi  # 2 Phi(t) - 1 = s by the choice of t
 
 
-def nm_gmse(n: int, m: int, *, epsabs: float = 1e-14, epsrel: float = 1e-12) -> float:
-    """Exact GMSE of N:M pruning (keep the ``n`` largest ``|x|`` of every ``m``) on iid normals.
+def nm_gmse(n: int, m: int, k: int = 1, *, epsabs: float = 1e-14, epsrel: float = 1e-12) -> float:
+    """Exact GMSE of N:M pruning on iid normals: keep the ``n`` largest of every ``m`` units,
+    a unit being one entry (``k = 1``, ranked by ``|x|``) or a block of ``k`` consecutive
+    entries (N:MxK, ranked by L2 norm).
 
-    An entry of magnitude ``y`` is pruned iff at most ``m - n - 1`` of the other ``m - 1``
-    entries of its group are smaller, each independently with probability
-    ``F(y) = P(|x| < y) = erf(y / sqrt 2)``. Hence, summing the order-statistic densities,
+    A unit of norm ``r`` is pruned iff at most ``m - n - 1`` of the other ``m - 1`` units of
+    its group have a smaller norm, each independently with probability ``F(r)``, the CDF of a
+    chi distribution with ``k`` degrees of freedom (``F(r) = P(chi2_k < r^2)``; ``erf(r / sqrt 2)``
+    for ``k = 1``). It loses ``r^2`` of the ``k`` entries' expected energy ``k``, so
 
-        GMSE = int_0^inf y^2 * 2 phi(y) * P[Binomial(m - 1, F(y)) <= m - n - 1] dy,
+        GMSE = (1/k) int_0^inf r^2 * f_k(r) * P[Binomial(m - 1, F(r)) <= m - n - 1] dr,
 
-    integrated by adaptive quadrature (``scipy.integrate.quad`` with ``epsabs``/``epsrel``).
+    ``f_k`` the chi density, integrated by adaptive quadrature (``scipy.integrate.quad`` with
+    ``epsabs``/``epsrel``). For 2:4x2 this is 5/24 (chi2_2 is exponential).
     """
-    if not (isinstance(n, int | np.integer) and isinstance(m, int | np.integer)) or not 1 <= n <= m:
-        raise SpecError(f"nm_gmse: need integers 1 <= n <= m, got n={n}, m={m}")
+    ints = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (n, m, k))
+    if not ints or not 1 <= n <= m or k < 1:
+        raise SpecError(f"nm_gmse: need integers 1 <= n <= m and k >= 1, got n={n}, m={m}, k={k}")
     if n == m:
         return 0.0
     pruned_max = m - n - 1
+    log_norm = (1.0 - k / 2.0) * math.log(2.0) - math.lgamma(k / 2.0)  # log of f_k's constant
 
     def integrand(y: float) -> float:
-        f = math.erf(y / math.sqrt(2.0))
-        pruned = special.bdtr(pruned_max, m - 1, f)
-        return y * y * math.sqrt(2.0 / math.pi) * math.exp(-0.5 * y * y) * pruned
+        if k == 1:
+            pruned = special.bdtr(pruned_max, m - 1, math.erf(y / math.sqrt(2.0)))
+            return y * y * math.sqrt(2.0 / math.pi) * math.exp(-0.5 * y * y) * pruned
+        if y <= 0.0:
+            return 0.0
+        pruned = special.bdtr(pruned_max, m - 1, float(special.gammainc(k / 2.0, 0.5 * y * y)))
+        return y * y * math.exp(log_norm + (k - 1) * math.log(y) - 0.5 * y * y) * pruned / k
 
-    # The integrand is smooth and negligible beyond y = 12 (density < 1e-30).
-    value, _ = integrate.quad(integrand, 0.0, 12.0, epsabs=epsabs, epsrel=epsrel, limit=200)
+    # The integrand is smooth and negligible beyond sqrt(k) + 11 (density < 1e-26 there).
+    upper = 11.0 + math.sqrt(k)
+    value, _ = integrate.quad(integrand, 0.0, upper, epsabs=epsabs, epsrel=epsrel, limit=200)
     return float(value)

@@ -1,8 +1,9 @@
 """Exact GMSE where a closed form or quadrature exists.
 
 Single-stage scalar grids with an RMS scale per row or tensor (the infinite-row limit of the
-per-row statistics) or no scale, unstructured magnitude sparsity and N:M sparsity. These
-validate the Monte Carlo path, and ``method="auto"`` uses them wherever they apply.
+per-row statistics) or no scale, unstructured magnitude sparsity and N:M sparsity (of entries,
+or of blocks of K entries: N:MxK). These validate the Monte Carlo path, and ``method="auto"``
+uses them wherever they apply.
 """
 
 from __future__ import annotations
@@ -51,4 +52,4 @@ def exact_gmse(fmt: Format) -> float:
 
     if stage.pattern is SparsityPattern.MAGNITUDE:
         return float(magnitude_gmse(stage.sparsity))
-    return float(nm_gmse(stage.n, stage.m))
+    return float(nm_gmse(stage.n, stage.m, stage.unit))

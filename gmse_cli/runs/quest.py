@@ -27,8 +27,21 @@ def quest_scheme(quantizer: str, bits: int | float | None, *, tensor: str = "wei
     - ``Hadamard...`` / ``HalfHadamard...`` -> ``had128+...``: a 128-block Hadamard transform
       first (GMSE is unchanged; the rotation is kept in the name because it matters on real
       tensors). "Half" keeps the output in the rotated basis; the forward error is the same.
-    - ``...FourEightTrust...`` -> ``2:4+int4``: QuEST zeroes the 2 smallest-norm pairs of every
-      4 pairs (half the entries, 2:4 on pairs), then the kept values carry 4 bits.
+    - ``...FourEightTrust...`` (B bits) -> ``2:4x2+intB-allstats``: QuEST rounds the whole row
+      onto the midrise grid with scale a_B * RMS over *all* its entries, then zeroes the 2 of
+      every 4 consecutive pairs with the smallest L2 norm (chosen from the values before
+      rounding): pair-granular 2:4 (``2:4x2``) and a quantizer whose statistics cover every
+      entry (``allstats``). uscl then quantizes the whole (rotated) row and zeroes the dropped
+      entries after: QuEST's order. (QuEST adds 1e-8 to the RMS, and leaves ties between
+      equal pair norms to ``torch.topk``; uscl keeps the earlier pair.)
+
+      The factorized capacity reads two stage GMSEs: the sparsity stage, ``2:4x2`` alone
+      (5/24 = 0.2083), and the quantization stage, ``had128+intB-allstats`` alone. With
+      nothing pruned its statistics cover the whole row either way, so its GMSE is plain
+      ``intB``'s (0.0115 for int4): the rounding error of a *dense* Gaussian row, as for
+      every other composite (:meth:`gmse_cli.spec.Format.stage_formats`). Inside the
+      composite the rounding adds less, 0.0069 (the composite's joint GMSE is 0.2152), since
+      only the kept half of the entries carries rounding noise.
     - ``...FP4Trust...`` -> ``fp4`` (E2M1 grid, RMS scale); its ``w_bits`` field reads 16.
     """
     if quantizer == _QUEST_NO_QUANT:
@@ -46,7 +59,7 @@ def quest_scheme(quantizer: str, bits: int | float | None, *, tensor: str = "wei
     if bits is None or not float(bits).is_integer() or not 1 <= int(bits) <= 8:
         raise DataError(f"QuEST {tensor} quantizer '{quantizer}' with bits={bits}: expected 1..8 bits")
     if kind == "FourEightTrust":
-        return f"{prefix}2:4+int{int(bits)}"
+        return f"{prefix}2:4x2+int{int(bits)}-allstats"
     return f"{prefix}int{int(bits)}"
 
 

@@ -6,13 +6,16 @@ dimension of a linear layer is the row):
     rotate* -> sparsify? -> (quantize | vq)?
 
 - :class:`Rotate`   -- blockwise Hadamard transform (orthonormal; no effect on GMSE).
-- :class:`Sparsify` -- unstructured magnitude, N:M, or block pruning.
+- :class:`Sparsify` -- unstructured magnitude, N:M (of entries, or of blocks of K entries
+  ranked by L2 norm: ``N:MxK``), or block pruning.
 - :class:`Quantize` -- a scalar grid (``int``, ``fp``, ``lut``, ``lloyd-max``) with a scale
   rule (``absmax``, ``rms``, ``mse``, ``none``), a granularity (tensor, row, group of g) and a
   storage format for the scales (fp32, bf16, fp16, e8m0, e4m3, int8).
 - :class:`VQ`       -- a d-dimensional codebook with 2^(bits*d) entries.
 
-Sparsify then quantize quantizes only the kept values. A :class:`Scheme` pairs a weight format
+Sparsify then quantize quantizes only the kept values; the quantizer's scale statistics cover
+the kept values too, or every entry of the group before pruning (``scale_stats = "all"``,
+QuEST's FourEight convention). A :class:`Scheme` pairs a weight format
 with an optional activation format; capacities multiply.
 
 Three ways to name a format resolve to the same model (:func:`resolve_format`): a catalog name
@@ -42,6 +45,7 @@ from gmse_cli.spec.vocab import (
     IntStyle,
     ScaleFormat,
     ScaleRule,
+    ScaleStats,
     SparsityPattern,
     fp_max,
 )
@@ -53,6 +57,7 @@ __all__ = [
     "IntStyle",
     "FpStyle",
     "ScaleRule",
+    "ScaleStats",
     "ScaleFormat",
     "SparsityPattern",
     "Quantize",

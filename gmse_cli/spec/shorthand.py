@@ -15,7 +15,7 @@ from gmse_cli.spec.catalog import catalog
 from gmse_cli.spec.format import Format, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify
-from gmse_cli.spec.vocab import IntStyle, ScaleFormat
+from gmse_cli.spec.vocab import IntStyle, ScaleFormat, ScaleStats
 
 __all__ = ["SHORTHAND_HELP", "parse_shorthand", "resolve_format", "resolve_formats"]
 
@@ -32,7 +32,9 @@ Bases:
   eXmY                       floating point with X exponent and Y mantissa bits (fp4 = e2m1)
   lmB                        Lloyd-Max: the Gaussian-MSE-optimal 2^B levels (also lloyd-max-B)
   lut[v1,v2,...]             an explicit list of grid values
-  N:M                        keep N of every M
+  N:M                        keep the N largest |x| of every M consecutive entries
+  N:MxK                      keep the N of every M consecutive blocks of K entries with the
+                             largest L2 norm (2:4x2: QuEST's pairs); M*K must divide the row
   sparseP                    unstructured magnitude pruning of P percent (also sparse-P)
   blockK-P                   zero P percent of the blocks of K consecutive entries
   vqD-bB                     D-dimensional Gaussian-optimal codebook, B bits per coordinate
@@ -45,11 +47,15 @@ Modifiers (quantize stages):
   absmax | rms | mse         scale rule; rmsC sets scale = C * RMS (e.g. rms2.5)
   sfp32 sbf16 sfp16 se8m0 se4m3 sint8
                              the format scales are stored in
+  keptstats | allstats       after a sparsify stage, scale statistics over the kept entries
+                             (default) or all entries before pruning (QuEST's FourEight)
 
 Examples: int4, 2:4+int4, had128+int3, e2m1-g32-absmax-se8m0 (= mxfp4), sint4-g64,
-lm3-g128, sparse30+int4, vq4-b2, lut[-1,0,1]-rms1.224"""
+lm3-g128, sparse30+int4, vq4-b2, lut[-1,0,1]-rms1.224, had128+2:4x2+int4-allstats (QuEST's
+FourEight)"""
 
 _SCALE_FORMAT_TOKENS = {f"s{f.value}": f for f in ScaleFormat}
+_SCALE_STATS_TOKENS = {f"{s.value}stats": s for s in ScaleStats}
 
 
 def _base_stage(token: str) -> Any:
@@ -74,6 +80,10 @@ def _base_stage(token: str) -> Any:
         return Quantize(grid="lut", values=values)
     if m := re.fullmatch(r"(\d+):(\d+)", token):
         return Sparsify(pattern="n:m", n=int(m[1]), m=int(m[2]))
+    if m := re.fullmatch(r"(\d+):(\d+)x([^-]*)", token):
+        if not re.fullmatch(r"\d+", m[3]) or int(m[3]) < 1:
+            raise SpecError(f"'{token}': K={m[3]!r} in N:MxK must be a whole number >= 1")
+        return Sparsify(pattern="n:m", n=int(m[1]), m=int(m[2]), block=int(m[3]))
     if m := re.fullmatch(r"sparse-?(\d+(?:\.\d+)?)", token):
         return Sparsify(pattern="magnitude", sparsity=float(m[1]) / 100)
     if m := re.fullmatch(r"block(\d+)-(\d+(?:\.\d+)?)", token):
@@ -101,13 +111,17 @@ def _apply_modifier(stage: Any, token: str, context: str) -> Any:
         update = {"scale": "rms", "scale_constant": float(m[1]) if m[1] else None}
     elif token in _SCALE_FORMAT_TOKENS:
         update = {"scale_format": _SCALE_FORMAT_TOKENS[token]}
+    elif token in _SCALE_STATS_TOKENS:
+        update = {"scale_stats": _SCALE_STATS_TOKENS[token]}
     else:
         raise SpecError(
             f"'{context}': unknown modifier '{token}' (expected gN, row, tensor, absmax, rms[C], "
-            f"mse, or a scale format {', '.join(_SCALE_FORMAT_TOKENS)})"
+            f"mse, {' or '.join(_SCALE_STATS_TOKENS)}, or a scale format {', '.join(_SCALE_FORMAT_TOKENS)})"
         )
     if isinstance(stage, VQ) and "scale" in update:
         raise SpecError(f"'{context}': vq stages use an rms scale; '{token}' does not apply")
+    if isinstance(stage, VQ) and "scale_stats" in update:
+        raise SpecError(f"'{context}': '{token}' applies to quantize stages only")
     data = stage.model_dump() | update
     try:
         return type(stage).model_validate(data)

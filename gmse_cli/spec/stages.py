@@ -6,7 +6,13 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from gmse_cli.errors import SpecError
 from gmse_cli.spec.vocab import (
@@ -19,6 +25,7 @@ from gmse_cli.spec.vocab import (
     IntStyle,
     ScaleFormat,
     ScaleRule,
+    ScaleStats,
     SparsityPattern,
     SpecModel,
     lowercase,
@@ -83,6 +90,20 @@ class Quantize(SpecModel):
     )
     group: Granularity = "row"
     scale_format: Annotated[ScaleFormat, CaseInsensitive] = ScaleFormat.FP32
+    scale_stats: Annotated[ScaleStats, CaseInsensitive] = Field(
+        default=ScaleStats.KEPT,
+        description="after a sparsify stage: scale statistics over the 'kept' entries or 'all' "
+        "entries of the group before pruning (QuEST's FourEight)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The default is left out, so every spec written before the field existed keeps its
+        # serialized form, and with it training run keys (content hashes) and results files.
+        data = handler(self)
+        if self.scale_stats is ScaleStats.KEPT:
+            data.pop("scale_stats", None)
+        return data
 
     @field_validator("group", mode="before")
     @classmethod
@@ -145,6 +166,8 @@ class Quantize(SpecModel):
             raise SpecError(f"quantize: scale_constant only applies to scale 'rms', not '{self.scale}'")
         if self.scale is ScaleRule.NONE and grid is not GridKind.FP:
             raise SpecError(f"quantize: scale 'none' is only meaningful for fp grids, not '{grid}'")
+        if self.scale is ScaleRule.NONE and self.scale_stats is ScaleStats.ALL:
+            raise SpecError("quantize: scale_stats 'all' needs a scale rule (scale 'none' takes no statistics)")
         return self
 
     # -- derived properties ------------------------------------------------------------------
@@ -196,19 +219,38 @@ class Quantize(SpecModel):
         if self.scale is ScaleRule.NONE:
             return core
         group = self.group if isinstance(self.group, str) else f"g{self.group}"
-        return f"{core}, {self.scale} scale per {group} in {self.scale_format}"
+        over = " over all entries" if self.scale_stats is ScaleStats.ALL else ""
+        return f"{core}, {self.scale} scale per {group}{over} in {self.scale_format}"
 
 
 class Sparsify(SpecModel):
-    """Pruning: unstructured magnitude, N:M, or blocks."""
+    """Pruning: unstructured magnitude, N:M (of entries, or of blocks of K entries), or blocks."""
 
     kind: Literal["sparsify"] = "sparsify"
     pattern: Annotated[SparsityPattern, CaseInsensitive] = SparsityPattern.MAGNITUDE
     sparsity: float | None = Field(default=None, description="fraction set to zero, in [0, 1)")
-    n: int | None = Field(default=None, ge=1, description="n:m: entries kept of every m")
+    n: int | None = Field(default=None, ge=1, description="n:m: units kept of every m")
     m: int | None = Field(default=None, ge=1)
-    block: int | None = Field(default=None, ge=1, description="block pattern: block length")
+    block: int | None = Field(
+        default=None,
+        ge=1,
+        description="block pattern: block length; n:m: K, the entries of one unit (N:MxK keeps "
+        "the N of every M consecutive blocks of K entries with the largest L2 norm; None = 1)",
+    )
     granularity: Annotated[Literal["row", "tensor"], CaseInsensitive] = "row"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_entry_units(cls, data: Any) -> Any:
+        # N:Mx1 is plain N:M: one spelling, so equal formats compare (and hash) equal.
+        if (
+            isinstance(data, dict)
+            and lowercase(data.get("pattern")) == SparsityPattern.NM
+            and data.get("block") == 1
+            and not isinstance(data.get("block"), bool)
+        ):
+            data = {k: v for k, v in data.items() if k != "block"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Sparsify:
@@ -219,8 +261,8 @@ class Sparsify(SpecModel):
                 raise SpecError(f"sparsify: N={self.n} > M={self.m}; N:M keeps N of every M")
             if self.m > 64:
                 raise SpecError(f"sparsify: M={self.m} is above the supported 64")
-            if self.sparsity is not None or self.block is not None:
-                raise SpecError("sparsify: pattern 'n:m' takes n and m only")
+            if self.sparsity is not None:
+                raise SpecError("sparsify: pattern 'n:m' takes n, m and optionally block (K), not sparsity")
         else:
             if self.sparsity is None:
                 raise SpecError(f"sparsify: pattern '{self.pattern}' needs 'sparsity' in [0, 1)")
@@ -231,7 +273,7 @@ class Sparsify(SpecModel):
             if self.pattern is SparsityPattern.BLOCK and self.block is None:
                 raise SpecError("sparsify: pattern 'block' needs 'block', the block length")
             if self.pattern is SparsityPattern.MAGNITUDE and self.block is not None:
-                raise SpecError("sparsify: 'block' only applies to pattern 'block'")
+                raise SpecError("sparsify: 'block' only applies to patterns 'block' and 'n:m'")
         return self
 
     @property
@@ -244,11 +286,17 @@ class Sparsify(SpecModel):
         return 1.0 - self.sparsity
 
     @property
+    def unit(self) -> int:
+        """N:M: entries per ranked unit, K (1 for plain N:M); block pattern: the block length."""
+        return self.block or 1
+
+    @property
     def mask_bits(self) -> float:
         """Bits per parameter to store which entries are kept."""
         if self.pattern is SparsityPattern.NM:
             assert self.n is not None and self.m is not None
-            return math.log2(math.comb(self.m, self.n)) / self.m
+            # one of C(M, N) choices per group of M units of K entries
+            return math.log2(math.comb(self.m, self.n)) / (self.m * self.unit)
         entropy = _binary_entropy(self.density)
         if self.pattern is SparsityPattern.BLOCK:
             assert self.block is not None
@@ -258,13 +306,18 @@ class Sparsify(SpecModel):
     def check_row_length(self, row_length: int) -> None:
         if self.pattern is SparsityPattern.NM:
             assert self.m is not None
-            _check_divides("N:M group M", self.m, row_length)
+            if self.unit == 1:
+                _check_divides("N:M group M", self.m, row_length)
+            else:
+                _check_divides(f"N:MxK group M*K = {self.m}*{self.unit} =", self.m * self.unit, row_length)
         if self.pattern is SparsityPattern.BLOCK:
             assert self.block is not None
             _check_divides("sparsity block", self.block, row_length)
 
     def label(self) -> str:
         if self.pattern is SparsityPattern.NM:
+            if self.unit > 1:
+                return f"{self.n}:{self.m} sparsity of blocks of {self.unit} (by L2 norm)"
             return f"{self.n}:{self.m} sparsity"
         extra = f" blocks of {self.block}" if self.pattern is SparsityPattern.BLOCK else ""
         return f"{self.pattern} sparsity {self.sparsity:g}{extra} per {self.granularity}"

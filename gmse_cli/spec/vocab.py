@@ -14,7 +14,7 @@ from gmse_cli.frozen import Frozen
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
-    "IntStyle", "FpStyle", "ScaleRule", "ScaleFormat", "SCALE_FORMAT_BITS", "SparsityPattern",
+    "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "SparsityPattern",
     "Granularity", "fp_max",
 ]
 
@@ -93,6 +93,20 @@ class ScaleRule(StrEnum):
     NONE = "none"
 
 
+class ScaleStats(StrEnum):
+    """Which entries of a group the scale's statistics (RMS, max, min; the mse rule's search)
+    are taken over when a sparsify stage runs before the quantizer.
+
+    - ``kept``: the entries the mask keeps (the default): the scale fits what is stored.
+    - ``all``: every entry of the group before pruning, as QuEST's FourEight quantizer does
+      (its int4 scale is a_4 * RMS of the whole row; the pruned entries are zeroed after
+      rounding). Without a sparsify stage the two are the same.
+    """
+
+    KEPT = "kept"
+    ALL = "all"
+
+
 class ScaleFormat(StrEnum):
     """How scales are stored; e4m3 carries an fp32 per-tensor second-level scale (NVFP4)."""
 
@@ -116,7 +130,7 @@ SCALE_FORMAT_BITS: dict[ScaleFormat, int] = {
 
 class SparsityPattern(StrEnum):
     MAGNITUDE = "magnitude"  # unstructured: smallest |x| set to zero
-    NM = "n:m"  # keep the N largest of every M consecutive entries
+    NM = "n:m"  # keep the N largest of every M consecutive entries (or blocks of K entries, by L2 norm)
     BLOCK = "block"  # zero whole blocks of consecutive entries with the smallest L2 norm
 
 

@@ -4,6 +4,8 @@
 tensor of shape (rows, row_length) and returns the dequantized tensor. Groups are ``g``
 consecutive entries of a row, a whole row, or the whole tensor. ``mask`` (True = kept) comes
 from a preceding sparsify stage: statistics use only kept entries; dropped entries output 0.
+With ``scale_stats = "all"`` (QuEST's FourEight) ``x`` is the row before pruning: the group is
+quantized whole, statistics over every entry, and the dropped entries are zeroed after.
 
 Per group, all in float64 (so the numba kernel and its numpy twin agree bit for bit):
 

@@ -44,13 +44,23 @@ from gmse_cli.compress.scalar.scales import (
     zero_point_reference,
 )
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.spec import Quantize
+from gmse_cli.spec import Quantize, ScaleStats
 
 
 def _validate(
     stage: Quantize, x: np.ndarray, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     return check_input(stage, Quantize, "quantize", x, mask)
+
+
+def _over_all(stage: Quantize, mask: np.ndarray | None) -> bool:
+    """Whether the statistics cover every entry although a mask drops some (scale_stats 'all')."""
+    return mask is not None and stage.scale_stats is ScaleStats.ALL
+
+
+def _zero_dropped(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    np.copyto(out, np.float32(0.0), where=~mask)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,6 +73,9 @@ def quantize_reference(
 ) -> np.ndarray:
     """Plain vectorized numpy twin of :func:`quantize` (same results, bit for bit)."""
     x, mask = _validate(stage, x, mask)
+    if _over_all(stage, mask):
+        assert mask is not None
+        return _zero_dropped(quantize_reference(stage, x, None, top_raw_scale=top_raw_scale), mask)
     rows, cols = x.shape
     if x.size == 0:
         return x.copy()
@@ -158,8 +171,16 @@ def quantize(
     scale of the whole tensor that ``x`` is some rows of (:func:`top_raw_scale` of each chunk,
     maximized), so that the tensor can be quantized a chunk of rows at a time with the
     tensor's second-level scale: the same result as quantizing it whole.
+
+    ``mask`` (True = kept) comes from a preceding sparsify stage; dropped entries output 0.
+    Statistics cover the kept entries, or with ``stage.scale_stats`` 'all' every entry of
+    ``x``, which must then hold the rows before pruning: QuEST's FourEight order, quantize the
+    whole row and zero the dropped entries after.
     """
     x, mask = _validate(stage, x, mask)
+    if _over_all(stage, mask):
+        assert mask is not None
+        return _zero_dropped(quantize(stage, x, None, top_raw_scale=top_raw_scale), mask)
     if x.size == 0:
         return x.copy()
     p = plan(stage, x.shape[1])
@@ -195,6 +216,8 @@ def top_raw_scale(
     """The largest raw group scale of ``x`` for a two-level scale format (e4m3, int8): the
     first pass of quantizing a tensor a chunk of rows at a time (see :func:`quantize`)."""
     x, mask = _validate(stage, x, mask)
+    if _over_all(stage, mask):
+        mask = None
     p = plan(stage, x.shape[1])
     _check_top(p, 0.0)
     if x.size == 0:

@@ -14,9 +14,10 @@ numba path) on the same float32 input, on any device; it is also the GMSE engine
 Backward (the estimator), stage by stage, composed by autograd in stage order:
 
 - rotations: exact (the transform is linear and orthonormal: dL/dx = H^T dL/dy).
-- sparsify: the forward keeps the mask M_fw (magnitude or N:M, recomputed on every call, i.e.
-  every step); the gradient is straight-through (dL/dx = dL/dy, so pruned weights keep
-  learning and can come back), or with RBBM (``rbbm_p = p``) masked by
+- sparsify: the forward keeps the mask M_fw (magnitude, N:M or N:M of blocks, N:MxK,
+  recomputed on every call, i.e. every step); the gradient is straight-through (dL/dx = dL/dy,
+  so pruned weights keep learning and can come back), or with RBBM (``rbbm_p = p``; not for
+  blocks, whose ranks are norms, not magnitudes) masked by
   M_bw = (|x| < min(T_p, T_k)) | (|x| > max(T_p, T_k)), T_p = RMS(x) * Phi^-1(0.5 + p) and
   T_k the smallest kept magnitude (per row, or per tensor for tensor granularity; per M-group
   for N:M) -- paper.md section 3.
@@ -26,7 +27,11 @@ Backward (the estimator), stage by stage, composed by autograd in stage order:
   s = a_b RMS) this is exactly |q(x) - x| <= RMS a_b/(2^b - 1), half a step; inside the range
   the nearest level is always within half the local gap, so only clipped outliers are cut.
   The same rule for fp (top binade step), lut, Lloyd-Max, signed and asymmetric grids (shifted
-  by the zero point); all-zero groups pass their (zero) gradient.
+  by the zero point); all-zero groups pass their (zero) gradient. With ``scale_stats = "all"``
+  the scale is the whole (unpruned) group's, and the band is checked on the pruned tensor, so
+  pruned entries (zeros) keep their straight-through gradient. (QuEST's FourEight checks
+  |q(x) - x| with q(x) = 0 at pruned entries instead, passing a pruned entry's gradient only
+  where |x| is within half a step.)
 - vq: straight-through, masked where ||v||^2 > R^2 for the scaled d-dimensional slice v, with
   R = the largest codeword norm + half the distance from that codeword to its nearest
   neighbour (in one dimension: the outermost level + half the outermost gap, the scalar rule).

@@ -58,8 +58,10 @@ class TorchCompressor:
         for rot in rotations:
             y = hadamard_torch(y, rot)
         kept: torch.Tensor | None = None
+        dense: torch.Tensor | None = None  # the rows before pruning (scale_stats 'all' reads them)
         for stage in stages:
             if isinstance(stage, TorchSparsify):
+                dense = y.detach()
                 box: dict[str, torch.Tensor] = {}
 
                 def sparse_fn(t: torch.Tensor, stage=stage, box=box):
@@ -70,9 +72,10 @@ class TorchCompressor:
                 y = apply_masked(y, sparse_fn)
                 kept = box["kept"]
             elif isinstance(stage, TorchQuantize | TorchVQ):
+                extra = (dense,) if isinstance(stage, TorchQuantize) else ()
 
-                def quant_fn(t: torch.Tensor, stage=stage, kept=kept):
-                    return stage(t, kept, trust)
+                def quant_fn(t: torch.Tensor, stage=stage, kept=kept, extra=extra):
+                    return stage(t, kept, trust, *extra)
 
                 y = apply_masked(y, quant_fn)
         for rot in reversed(rotations):

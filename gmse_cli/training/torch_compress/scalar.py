@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from gmse_cli.spec import Quantize
+from gmse_cli.spec import Quantize, ScaleStats
 from gmse_cli.training.torch_compress.ste import cpu_array
 
 __all__ = ["TorchQuantize", "fp_round", "trust_mask"]
@@ -157,24 +157,41 @@ class TorchQuantize:
         clipping ratio the mask would have to search again)."""
         return self.p.rule != self.sc.MSE
 
-    def __call__(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(dequantized float32 x, trust mask or None) for float32 x of shape (rows, cols)."""
-        if self.numba and x.device.type == "cpu" and self.fast_cpu:
-            return self.call_numba(x, kept, trust)
-        return self.call_torch(x, kept, trust)
+    def __call__(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool,
+                 dense: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(dequantized float32 x, trust mask or None) for float32 x of shape (rows, cols).
 
-    def call_numba(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ``kept``: the mask of a preceding sparsify stage (x is zero where it drops). ``dense``:
+        the rows before pruning, where the statistics come from for ``scale_stats = "all"``
+        (QuEST's FourEight: the scale of the whole row; required then with ``kept``). The
+        trust mask is always checked on x itself, the quantizer's input.
+        """
+        source = None
+        if kept is not None and self.stage.scale_stats is ScaleStats.ALL:
+            if dense is None:
+                raise ValueError("a quantizer with scale_stats 'all' needs the rows before pruning (dense)")
+            source = dense.to(torch.float32)
+        if self.numba and x.device.type == "cpu" and self.fast_cpu:
+            return self.call_numba(x, kept, trust, source)
+        return self.call_torch(x, kept, trust, source)
+
+    def call_numba(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool,
+                   source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Forward by gmse_cli.compress.scalar.quantize itself (fused numba, the same bits);
         the trust mask from group scales recomputed by the kernels of .cpu_kernels."""
         xa = cpu_array(x)
         keep = kept.contiguous().numpy() if kept is not None else None
-        out = torch.from_numpy(self.sc.quantize(self.stage, xa, keep))
-        return out, (self.trust_from_scales(torch.from_numpy(xa), kept) if trust else None)
+        # with statistics over all entries the quantizer takes the rows before pruning
+        out = torch.from_numpy(self.sc.quantize(self.stage, xa if source is None else cpu_array(source), keep))
+        mask = self.trust_from_scales(torch.from_numpy(xa), kept, source=source) if trust else None
+        return out, mask
 
-    def trust_from_scales(self, x: torch.Tensor, kept: torch.Tensor | None, *, use_numba: bool = True) -> torch.Tensor:
+    def trust_from_scales(self, x: torch.Tensor, kept: torch.Tensor | None, *, use_numba: bool = True,
+                          source: torch.Tensor | None = None) -> torch.Tensor:
         """The trust mask for the rms, absmax and none rules: group statistics, the stored scale
         (as the scale format stores it), then the band check. ``use_numba=False`` is the plain
-        torch twin of the CPU kernels."""
+        torch twin of the CPU kernels. ``source``: the rows the statistics cover entirely
+        (scale_stats 'all'); by default the entries of x that ``kept`` keeps."""
         from gmse_cli.training.torch_compress import cpu_kernels as kern
 
         p, sc = self.p, self.sc
@@ -183,13 +200,14 @@ class TorchQuantize:
             return (x >= self.trust_lo) & (x <= self.trust_hi)
         group = rows * cols if p.tensor else p.group
         flat = x.reshape(1, rows * cols) if p.tensor else x  # one group = the whole tensor
-        keep = None if kept is None else kept.reshape(flat.shape)
+        stats_of = flat if source is None else source.reshape(flat.shape)
+        keep = None if kept is None or source is not None else kept.reshape(flat.shape)
 
         def stat(kind: int) -> torch.Tensor:  # (rows, groups) float64
             if use_numba:
                 k = None if keep is None else keep.contiguous().numpy()
-                return torch.from_numpy(kern.group_stat(flat.contiguous().numpy(), k, group, kind))
-            xg = flat.to(_F64).reshape(flat.shape[0], -1, group)
+                return torch.from_numpy(kern.group_stat(stats_of.contiguous().numpy(), k, group, kind))
+            xg = stats_of.to(_F64).reshape(flat.shape[0], -1, group)
             kg = torch.ones_like(xg, dtype=torch.bool) if keep is None else keep.reshape(xg.shape)
             zero = torch.zeros((), dtype=_F64)
             if kind == kern.STAT_RMS:
@@ -260,11 +278,13 @@ class TorchQuantize:
             out = {name: reduce[name](v, 0, keepdim=True) for name, v in out.items()}
         return out
 
-    def call_torch(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The float64 torch twin (any device)."""
+    def call_torch(self, x: torch.Tensor, kept: torch.Tensor | None, trust: bool,
+                   source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The float64 torch twin (any device). With ``source`` (scale_stats 'all'), the rows
+        before pruning are quantized whole and the dropped entries zeroed after."""
         p, sc = self.p, self.sc
         rows, cols = x.shape
-        x64 = x.to(_F64)
+        x64 = x.to(_F64) if source is None else source.to(_F64)
         if p.rule == sc.NONE:
             out = fp_round(x64, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value)
             if kept is not None:
@@ -274,10 +294,11 @@ class TorchQuantize:
         group = cols if p.tensor else p.group
         xg = x64.reshape(rows, cols // group, group)  # (rows, groups per row, group)
         kg = None if kept is None else kept.reshape(xg.shape)
-        stats = self._stats(xg, kg)
-        if p.rule == sc.MSE and kg is None:
-            kg = torch.ones_like(xg, dtype=torch.bool)
-        ratio = self.mse_ratio(xg, kg, stats) if p.rule == sc.MSE else 1.0
+        k_stats = kg if source is None else None  # the entries the statistics cover
+        stats = self._stats(xg, k_stats)
+        if p.rule == sc.MSE and k_stats is None:
+            k_stats = torch.ones_like(xg, dtype=torch.bool)
+        ratio = self.mse_ratio(xg, k_stats, stats) if p.rule == sc.MSE else 1.0
         if p.rule == sc.RMS:
             raw = p.constant * torch.sqrt(stats["ss"] / torch.clamp(stats["count"], min=1.0))
         elif p.grid == sc.ASYM:

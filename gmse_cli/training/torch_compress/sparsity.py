@@ -55,6 +55,12 @@ class TorchSparsify:
         self.numba = numba
         if rbbm_p is not None and stage.pattern is SparsityPattern.BLOCK:
             raise TrainError("RBBM (rbbm_p) is defined for magnitude and N:M sparsity, not block sparsity")
+        if rbbm_p is not None and stage.unit > 1:
+            # RBBM's thresholds are entry magnitudes; N:MxK ranks blocks by norm.
+            raise TrainError(
+                f"RBBM (rbbm_p) is defined for N:M of single entries, not of blocks "
+                f"({stage.n}:{stage.m}x{stage.unit}); drop rbbm_p for a straight-through gradient"
+            )
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(masked x, kept mask, backward mask or None for straight-through)."""
@@ -90,6 +96,16 @@ def _top_mask(a: torch.Tensor, keep: int) -> torch.Tensor:
     return above | (tied & (torch.cumsum(tied.to(torch.int32), dim=-1) <= room))
 
 
+def _block_norms(x: torch.Tensor, block: int) -> torch.Tensor:
+    """(rows, n // block) float64 sums of squares of blocks of ``block`` consecutive entries.
+
+    The numpy twin sums left to right; a different order changes the last bit only, which
+    decides nothing unless two blocks tie to 1e-16 (for blocks of 2, one addition: the same).
+    """
+    rows, n = x.shape
+    return (x.to(_F64) ** 2).reshape(rows, n // block, block).sum(-1)
+
+
 def sparsity_mask_torch(stage: Sparsify, x: torch.Tensor) -> torch.Tensor:
     """The keep mask of a sparsify stage; equal to gmse_cli.compress.sparsity.mask."""
     from gmse_cli.compress.sparsity import round_count
@@ -98,15 +114,17 @@ def sparsity_mask_torch(stage: Sparsify, x: torch.Tensor) -> torch.Tensor:
     a = x.to(torch.float32).abs()
     if stage.pattern is SparsityPattern.NM:
         assert stage.n is not None and stage.m is not None
-        return _top_mask(a.reshape(rows, n // stage.m, stage.m), stage.n).reshape(rows, n)
+        k = stage.unit
+        if k > 1:  # N:MxK: rank blocks of k by L2 norm (float64, as _block_norms below)
+            a = _block_norms(x, k)
+        kept = _top_mask(a.reshape(rows, n // (stage.m * k), stage.m), stage.n)
+        return kept.reshape(rows, n // k).repeat_interleave(k, dim=1)
     if stage.pattern is SparsityPattern.MAGNITUDE:
         if stage.granularity == "tensor":
             return _top_mask(a.reshape(-1), round_count(stage.density, a.numel())).reshape(rows, n)
         return _top_mask(a, round_count(stage.density, n))
     assert stage.block is not None
-    # Block norms in float64 (the numpy twin sums left to right; a different order changes the
-    # last bit only, which decides nothing unless two blocks tie to 1e-16).
-    norms = (x.to(_F64) ** 2).reshape(rows, n // stage.block, stage.block).sum(-1)
+    norms = _block_norms(x, stage.block)
     blocks = norms.shape[1]
     if stage.granularity == "tensor":
         keep = norms.numel() - round_count(stage.sparsity, norms.numel())
