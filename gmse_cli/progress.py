@@ -12,10 +12,15 @@ the ground floor, so every room can report progress::
             ...
             bar.advance()
 
-    with status("compiling numba kernels", enabled=show):
+    with status("fitting", enabled=show):
         ...
 
     note("layer x skipped: its row length is not a multiple of the group")
+
+Work a machine does once (a numba kernel compiled, a VQ codebook trained) is announced by
+:func:`once` whenever the command line has turned notices on (:func:`enable_notices`), even
+under ``--json`` or with stderr piped: without a word, a first run looks hung.
+:func:`watch_compiles` routes numba's own compile events there.
 """
 
 from __future__ import annotations
@@ -29,7 +34,23 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["stderr_console", "Task", "task", "status", "note", "info"]
+__all__ = [
+    "stderr_console",
+    "Task",
+    "task",
+    "status",
+    "note",
+    "info",
+    "once",
+    "enable_notices",
+    "watch_compiles",
+]
+
+# The bars on screen now, innermost last, with their named fields: a notice joins the
+# innermost as a row of its own (rich shows one live display at a time).
+_live: list[tuple[Any, tuple[str, ...]]] = []
+_notices = False
+_said: set[str] = set()
 
 
 @cache
@@ -132,6 +153,17 @@ def task(
     )
 
     names = [name for template in columns for _, name, _, _ in string.Formatter().parse(template) if name]
+    if _live:
+        # A bar inside a bar (a kernel compiled while formats are measured): one more row of
+        # the display on screen, which keeps its own columns.
+        outer, outer_names = _live[-1]
+        row = outer.add_task(_describe(label, None), total=total, completed=completed,
+                             **dict.fromkeys(outer_names, ""))
+        try:
+            yield Task(label, outer, row)
+        finally:
+            outer.remove_task(row)
+        return
     shown = [
         TextColumn(template.format(**{n: f"{{task.fields[{n}]}}" for n in names})) for template in columns
     ]
@@ -143,9 +175,11 @@ def task(
     )
     task_id = bar.add_task(_describe(label, None), total=total, completed=completed, **dict.fromkeys(names, "-"))
     bar.start()
+    _live.append((bar, tuple(names)))
     try:
         yield Task(label, bar, task_id)
     finally:
+        _live.pop()
         bar.stop()
 
 
@@ -164,3 +198,72 @@ def note(message: str) -> None:
 def info(message: str) -> None:
     """One plain line on stderr (what a long command is doing, where it wrote)."""
     stderr_console().print(message, highlight=False, markup=False)
+
+
+def enable_notices(enabled: bool = True) -> None:
+    """Turn :func:`once` notices on (the command line does) or off (a library's default)."""
+    global _notices
+    _notices = enabled
+
+
+@contextmanager
+def once(what: str, *, total: float | None = None) -> Iterator[Task]:
+    """Announce slow work a machine does once, such as compiling a kernel, for the ``with``
+    block: one line on stderr naming ``what``, with a moving bar on a terminal (pulsing, or
+    counting to ``total``). Silent unless :func:`enable_notices` turned notices on."""
+    if not _notices:
+        yield Task(what)
+        return
+    text = f"{what} (once per machine)"
+    if not stderr_console().is_terminal:
+        if text not in _said:  # piped: one line, not one per kernel
+            _said.add(text)
+            info(f"{text} ...")
+        yield Task(what)
+        return
+    from rich.errors import LiveError
+
+    manager = task(text, total)
+    try:
+        bar = manager.__enter__()
+    except LiveError:  # a spinner of another kind holds the terminal (older rich): say it plainly
+        info(f"{text} ...")
+        yield Task(what)
+        return
+    try:
+        yield bar
+    finally:
+        manager.__exit__(None, None, None)
+
+
+_compile_depth = 0
+_compile_notice: AbstractContextManager[Any] | None = None
+_watching = False
+
+
+def watch_compiles() -> None:
+    """Announce every numba compilation through :func:`once` from now on (imports numba; call
+    it where kernels are about to run). Loading a kernel from numba's disk cache is silent."""
+    global _watching
+    if _watching:
+        return
+    from numba.core import event
+
+    class _Compiles(event.Listener):
+        # Compilations nest (a kernel compiles the functions it calls): one notice per outermost.
+        def on_start(self, ev: Any) -> None:
+            global _compile_depth, _compile_notice
+            _compile_depth += 1
+            if _compile_depth == 1 and _notices:
+                _compile_notice = once("compiling numba kernels")
+                _compile_notice.__enter__()
+
+        def on_end(self, ev: Any) -> None:
+            global _compile_depth, _compile_notice
+            _compile_depth -= 1
+            if _compile_depth == 0 and _compile_notice is not None:
+                notice, _compile_notice = _compile_notice, None
+                notice.__exit__(None, None, None)
+
+    event.register("numba:compile", _Compiles())
+    _watching = True

@@ -41,6 +41,19 @@ def run_cli(capsys):
     return run
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_gmse_cache(tmp_path_factory):
+    """Computed GMSEs go to a cache of the session's own, never the user's: a test then sees
+    the same methods (cache, monte-carlo) on every run. Codebooks stay in the user's cache
+    (training them again would cost minutes)."""
+    from gmse_cli.gmse import cache
+
+    folder = tmp_path_factory.mktemp("gmse-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache, "gmse_cache_dir", lambda: folder)
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +60,7 @@ def test_show_round_trips_a_multiline_description(run_cli, tmp_path):
 
 
 def test_gmse_json_keys(run_cli):
-    res = run_cli("gmse", "int4", "nvfp4", "--json", "--rel-err", "1e-2")
+    res = run_cli("gmse", "int4", "nvfp4", "--json", "--rel-err", "1e-2", "--recompute")
     assert res.code == 0
     rows = json.loads(res.stdout)
     keys = {"name", "bits_per_param", "gmse", "ci_low", "ci_high", "effective_bits", "method", "samples"}
@@ -168,3 +170,42 @@ def test_unexpected_errors_keep_their_traceback_and_ctrl_c_aborts(monkeypatch, r
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["gmse", "int4"])
         assert exit_info.value.code == code
+
+
+def test_gmse_reads_the_shipped_table_unless_told_to_recompute(run_cli):
+    rows = json.loads(run_cli("gmse", "int4", "nvfp4", "lm3-g512", "--json").stdout)
+    assert [r["method"] for r in rows[:2]] == ["table", "table"]
+    assert rows[0]["std_err"] == 0 and rows[1]["std_err"] > 0 and rows[1]["samples"] > 0
+    assert rows[2]["method"] in ("monte-carlo", "cache")
+    fresh = json.loads(run_cli("gmse", "int4", "nvfp4", "--json", "--recompute").stdout)
+    assert [r["method"] for r in fresh] == ["exact", "monte-carlo"]
+    assert fresh[0]["gmse"] == rows[0]["gmse"]
+    table = run_cli("gmse", "nvfp4", "int4").stdout
+    assert "table" in table and "exact" in table  # int4's interval column says it is exact
+
+
+_MODULES_AFTER = textwrap.dedent(
+    """
+    import json, sys
+    from gmse_cli.cli import main
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+    heavy = ("numba", "scipy.optimize", "matplotlib", "torch", "llvmlite")
+    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "matplotlib", "torch", "llvmlite")
+                             or m == "scipy.optimize")), file=sys.stderr)
+    """
+)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["formats"], ["predict", "int4"], ["rank"], ["rank", "--act", "int8"],
+                                  ["gmse", "mxfp4", "2:4+int4"]])
+def test_answers_from_the_table_load_no_kernels(args, tmp_path):
+    # The table answers these: neither numba (kernels) nor scipy.optimize nor matplotlib is
+    # imported (each costs a large part of a second).
+    res = subprocess.run([sys.executable, "-c", _MODULES_AFTER, *args], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "USCL_CACHE_DIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    loaded = json.loads(res.stderr.strip().splitlines()[-1])
+    assert loaded == [], loaded

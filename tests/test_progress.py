@@ -54,3 +54,67 @@ def test_the_console_respects_no_color(no_color):
     assert res.returncode == 0, res.stderr
     assert "colour test" in res.stderr
     assert ("\x1b[" in res.stderr) is not no_color  # a forced terminal is coloured unless NO_COLOR
+
+
+# --------------------------------------------------------------------------------------------
+# Work done once per machine: a kernel compiled, a codebook trained
+# --------------------------------------------------------------------------------------------
+
+_COMPILES = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import numba
+from gmse_cli import progress
+progress.enable_notices({enabled})
+progress.watch_compiles()
+
+@numba.njit  # not cached: compiled in this process
+def first(x):
+    return x + 1
+
+@numba.njit
+def second(x):
+    return first(x) * 2
+
+assert second(1) == 4 and second(2.5) == 7.0  # three compilations, nested and not
+print("done")
+"""
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_compilations_are_announced_once_on_a_pipe(enabled, tmp_path):
+    script = tmp_path / "compiles.py"
+    script.write_text(_COMPILES.format(enabled=enabled))
+    res = subprocess.run([sys.executable, str(script), str(Path(__file__).resolve().parents[1])],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "done\n"
+    expected = "compiling numba kernels (once per machine) ...\n" if enabled else ""
+    assert res.stderr == expected
+
+
+def test_once_on_a_terminal_is_a_moving_row_even_inside_a_bar(monkeypatch):
+    import io
+    import time
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100, color_system=None)
+    monkeypatch.setattr(progress, "stderr_console", lambda: console)
+    with progress.once("training the codebook"):
+        pass
+    assert buffer.getvalue() == ""  # notices are the command line's to turn on
+    progress.enable_notices(True)
+    try:
+        with progress.once("training the codebook"):
+            time.sleep(0.25)  # a refresh or two of the pulsing bar
+        with progress.task("GMSE", 3) as bar:  # one live display: the notice joins it as a row
+            with progress.once("compiling numba kernels"):
+                time.sleep(0.25)
+            bar.advance()
+    finally:
+        progress.enable_notices(False)
+    text = buffer.getvalue()
+    assert "training the codebook (once per machine)" in text
+    assert "compiling numba kernels (once per machine)" in text and "GMSE" in text

@@ -256,7 +256,8 @@ def test_cli_rank_csv_and_table(run_cli, law_file):
     assert {"rho", "pareto", "memory_to_match_bytes"} <= set(table[0])
     res = run_cli("rank", "int4", "sparse-50+int4", "--law", law_file)
     assert res.code == 0, res.stderr
-    assert "Pareto" in res.stdout and "sparse-50+int4" in res.stdout and "rho single-GMSE" in res.stdout
+    # the single-GMSE capacity beside the factorized one (its header on two lines: rho / single-GMSE)
+    assert "Pareto" in res.stdout and "sparse-50+int4" in res.stdout and "single-GMSE" in res.stdout
 
 
 def test_cli_family_filter_and_act(run_cli, law_file):
@@ -411,3 +412,68 @@ def test_cli_uses_the_shipped_law_by_default(run_cli):
     assert data["law"] == "paper-llama-c4"
     # the shipped sparsity curve is calibrated to the paper's capacity at 50% sparsity (.72)
     assert data["rho"] == pytest.approx(0.72, abs=0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# Table widths: the default rank table in 120 columns, predict in 80, nothing folded or cut
+# --------------------------------------------------------------------------------------------
+
+
+def _rendered(renderables, width: int) -> list[str]:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, legacy_windows=False)
+    for r in renderables:
+        console.print(r)
+    return buffer.getvalue().splitlines()
+
+
+def _assert_fits(lines: list[str], width: int, rows: int, names: list[str]) -> None:
+    assert max(len(line) for line in lines) <= width
+    assert not any("…" in line for line in lines)  # nothing cut with an ellipsis
+    # one line per row: every name starts exactly one line's cells, and no row spills over
+    for name in names:
+        assert sum(f" {name} " in f" {line} " for line in lines) >= 1, name
+    body = [line for line in lines if line.strip()]
+    assert len(body) <= rows + 6, "\n".join(lines)  # title, header, rule and the rows; no folding
+
+
+@pytest.mark.parametrize("act", [None, "int8"])
+def test_rank_table_fits_120_columns(act):
+    from gmse_cli.cli.rank import rank_table
+
+    rows = rank(list(catalog().values()), act=act)
+    lines = _rendered([rank_table(rows)], 120)
+    _assert_fits(lines, 120, len(rows), [r.name for r in rows])
+    top = "\n".join(lines[:6])  # the title and the (two-line) header
+    for column in ("format", "bits/", "param", "GMSE", "rho [95%]", "loss -", "bf16", "memory", "to match", "method"):
+        assert column in top, column
+    wide = _rendered([rank_table(rows, wide=True)], 240)
+    assert "N*rho" in "\n".join(wide) and "eff. bits" in "\n".join(wide)
+
+
+@pytest.mark.parametrize("name, act", [("int4", None), ("sparse-50+int4", "int8"), ("had128+int4", "nvfp4")])
+def test_predict_fits_80_columns(name, act):
+    from gmse_cli.cli.rank import prediction_tables
+    from gmse_cli.law import load_law
+
+    pred = predict(name, act=act)
+    lines = _rendered(prediction_tables(pred, load_law(None)), 80)
+    assert max(len(line) for line in lines) <= 80
+    assert not any("…" in line for line in lines)
+    for s in pred.stages:  # every stage name whole, on one line
+        assert any(s.name in line for line in lines), s.name
+
+
+def test_cli_says_which_method_gave_each_gmse(run_cli):
+    data = json.loads(run_cli("rank", "int4", "nvfp4", "lm3-g256", "--json").stdout)
+    methods = {d["name"]: d["gmse_method"] for d in data}
+    assert methods["int4"] == methods["nvfp4"] == "table" and methods["lm3-g256"] in ("monte-carlo", "cache")
+    again = json.loads(run_cli("rank", "lm3-g256", "--json").stdout)[0]
+    assert again["gmse_method"] == "cache" and again["gmse"] == next(d["gmse"] for d in data if d["name"] == "lm3-g256")
+    fresh = json.loads(run_cli("predict", "2:4+int4", "--recompute", "--json").stdout)
+    assert [s["gmse_method"] for s in fresh["stages"]] == ["exact", "exact"]
+    assert fresh["gmse_method"] == "monte-carlo"
+    shown = run_cli("rank", "int4", "lm3-g256").stdout
+    assert "table" in shown and "cache" in shown

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older typer raises click's own excepti
 from gmse_cli.cli import fit, formats, gmse, mse, rank, search, train
 from gmse_cli.cli.console import err_console
 from gmse_cli.errors import UsclError
+from gmse_cli.progress import enable_notices
 
 __all__ = ["app", "main"]
 
@@ -51,6 +52,7 @@ def _one_line(message: object) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     command = typer.main.get_command(app)
+    enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
     except UsclError as exc:
@@ -66,4 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     except _ABORTS:
         err_console.print("aborted")
         sys.exit(130)
+    finally:
+        enable_notices(False)
     sys.exit(code if isinstance(code, int) else 0)

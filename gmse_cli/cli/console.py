@@ -10,10 +10,15 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from gmse_cli.grammar import SHORTHAND_HELP
 from gmse_cli.progress import stderr_console
-from gmse_cli.spec import SHORTHAND_HELP
 
-__all__ = ["out_console", "err_console", "print_json", "FORMAT_EPILOG"]
+__all__ = ["out_console", "err_console", "print_json", "FORMAT_EPILOG", "RECOMPUTE_HELP"]
+
+RECOMPUTE_HELP = (
+    "compute every GMSE with the engine (and refresh the cache) instead of reading the shipped table "
+    "and the on-disk cache"
+)
 
 # The format grammar as a Typer epilog: escaped (lut[...] is not rich markup), one paragraph a
 # line so the layout survives Typer's rich rendering.

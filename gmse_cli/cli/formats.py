@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.spec import SHORTHAND_HELP
+from gmse_cli.grammar import SHORTHAND_HELP
 
 _HELP = "List the shipped formats, or show one resolved to its full TOML spec.\n\n" + SHORTHAND_HELP.replace(
     "\n", "\n\n"

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gmse_cli.cli.console import FORMAT_EPILOG
+from gmse_cli.cli.console import FORMAT_EPILOG, RECOMPUTE_HELP
 from gmse_cli.cli.options import grouped
 
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
@@ -106,6 +106,7 @@ class Scenario:
     level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95
     draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default=False)] = None
     vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False
+    recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False
 
     def scale(self) -> tuple[float, float | None]:
         """(N, D) from --params and --tokens (D None: the library's default tokens per parameter)."""
@@ -114,7 +115,8 @@ class Scenario:
     def keywords(self) -> dict[str, Any]:
         """The keywords :func:`gmse_cli.rank.rank` and :func:`~gmse_cli.rank.predict` take from here."""
         return dict(act=self.act, rel_err=self.rel_err, seed=self.seed, row_length=self.row_length,
-                    level=self.level, draws=_draws(self.draws), vary_L=self.vary_L)
+                    level=self.level, draws=_draws(self.draws), vary_L=self.vary_L,
+                    cache="refresh" if self.recompute else "use")
 
 
 def register(app: typer.Typer) -> None:
@@ -137,6 +139,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE.png")
         ] = None,
+        wide: Annotated[
+            bool, typer.Option("--wide", help="every column (default: the ones to decide on, in 120 columns)")
+        ] = False,
     ) -> None:
         """Rank formats by capacity, effective parameters, predicted loss and the memory to match bf16.
 
@@ -194,7 +199,7 @@ def register(app: typer.Typer) -> None:
         elif csv_out:
             _write_csv(rows)
         else:
-            _render_rank(rows)
+            _print(rank_table(rows, wide=wide))
 
     @app.command("predict", epilog=FORMAT_EPILOG)
     @grouped
@@ -215,7 +220,8 @@ def register(app: typer.Typer) -> None:
 
             print_json(pred.model_dump(mode="json"))
             return
-        _render_prediction(pred, the_law)
+        for part in prediction_tables(pred, the_law):
+            _print(part)
 
 
 def _write_csv(rows) -> None:
@@ -241,82 +247,106 @@ def _print(renderable) -> None:
     console.print(renderable)
 
 
-def _render_rank(rows) -> None:
-    from rich.markup import escape
+def _gmse(value: float, low: float, high: float, wide: bool) -> str:
+    """GMSE with its 95% interval: in full when wide, else as a relative half-width."""
+    if low == high:
+        return f"{value:.5g}"
+    if wide:
+        return f"{value:.5g} [{low:.5g}, {high:.5g}]"
+    return f"{value:.5g} ±{(high - low) / 2 / value:.1%}" if value > 0 else f"{value:.5g}"
+
+
+def _table(title: str):
+    """A compact table (two spaces between columns, no frame): numbers, not lines, fill the width."""
+    from rich import box
     from rich.table import Table
 
-    if not rows:
-        return
-    first = rows[0]
-    pct = f"{first.level:.0%}"
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                 collapse_padding=True)
+
+
+def rank_table(rows, *, wide: bool = False):
+    """The rank table: the columns one decides on (the catalog fits 120 columns, with an
+    activation format too), or all of them."""
+    from rich.markup import escape
+
+    first = rows[0] if rows else None
+    pct = f"{first.level:.0%}" if first else "95%"
     acts = {r.activations for r in rows}
     act_note = f", activations {escape(str(next(iter(acts))))}" if len(acts) == 1 and None not in acts else ""
-    title = (
-        f"uscl rank - law {escape(first.law)}, N = {_si(first.params)} params, D = {_si(first.tokens)} tokens "
-        f"({first.tokens / first.params:.3g}/param){act_note}; {pct} intervals; * = Pareto frontier"
+    table = _table(
+        f"uscl rank: law {escape(first.law)}, N = {_si(first.params)}, D = {_si(first.tokens)} "
+        f"({first.tokens / first.params:.3g}/param){act_note}; * Pareto frontier"
+        if first else "uscl rank"
     )
     single = any(abs(r.rho_single_gmse - r.rho) > 1e-9 * max(r.rho, 1e-300) for r in rows)
-    table = Table(title=title, title_justify="left")
-    columns = [
-        ("", "left"), ("format", "left"), ("bits/param", "right"), (f"GMSE [{pct}]", "right"),
-        ("eff. bits", "right"), (f"rho [{pct}]", "right"),
-    ]
+    # Two-line headers where the values are narrower than the name (one line when wide).
+    columns = [("", "left"), ("format", "left"), ("bits/\nparam", "right"),
+               (f"GMSE [{pct}]" if wide else "GMSE", "right")]
+    if wide:
+        columns.append(("eff.\nbits", "right"))
+    columns.append((f"rho [{pct}]", "right"))
     if single:
-        columns.append(("rho single-GMSE", "right"))
-    columns += [
-        ("N*rho", "right"), (f"loss [{pct}]", "right"), ("loss - bf16", "right"),
-        ("N/rho", "right"), ("memory to match", "right"),
-    ]
+        columns.append(("rho\nsingle-GMSE", "right"))
+    if wide:
+        columns += [("N*rho", "right"), (f"loss [{pct}]", "right")]
+    columns.append(("loss - bf16" if wide else "loss -\nbf16", "right"))
+    if wide:
+        columns.append(("N/rho", "right"))
+    columns += [("memory\nto match", "right"), ("method", "left")]
     for name, just in columns:
-        table.add_column(name, justify=just)
+        if wide:  # room enough for one-line headers
+            name = name.replace("/\n", "/").replace("\n", " ")
+        table.add_column(name, justify=just, overflow="fold")
     for r in rows:
-        gmse = f"{r.gmse:.4g}" if r.gmse_low == r.gmse_high else f"{r.gmse:.4g} [{r.gmse_low:.4g}, {r.gmse_high:.4g}]"
-        cells = [
-            "*" if r.pareto else "", escape(r.name), f"{r.bits_per_param:.4g}", gmse,
-            "inf" if r.effective_bits is None else f"{r.effective_bits:.3f}",
-            _span(r.rho, r.rho_low, r.rho_high),
-        ]
+        cells = ["*" if r.pareto else "", escape(r.name), f"{r.bits_per_param:.4g}",
+                 _gmse(r.gmse, r.gmse_low, r.gmse_high, wide) if wide else f"{r.gmse:.5g}"]
+        if wide:
+            cells.append("inf" if r.effective_bits is None else f"{r.effective_bits:.3f}")
+        cells.append(_span(r.rho, r.rho_low, r.rho_high))
         if single:
             differs = abs(r.rho_single_gmse - r.rho) > 1e-9 * max(r.rho, 1e-300)
             cells.append(f"{r.rho_single_gmse:.3g}" if differs else "")
-        cells += [
-            _si(r.effective_params), _span(r.predicted_loss, r.loss_low, r.loss_high, ".4g"),
-            _span(r.delta_loss_vs_bf16, r.delta_loss_low, r.delta_loss_high, ".3g", signed=True),
-            _si(r.params_to_match), _bytes(r.memory_to_match_bytes),
-        ]
+        if wide:
+            cells += [_si(r.effective_params), _span(r.predicted_loss, r.loss_low, r.loss_high, ".4g"),
+                      _span(r.delta_loss_vs_bf16, r.delta_loss_low, r.delta_loss_high, ".3g", signed=True),
+                      _si(r.params_to_match)]
+        else:
+            cells.append(_num(r.delta_loss_vs_bf16, "+.3g"))
+        cells += [_bytes(r.memory_to_match_bytes), r.gmse_method]
         table.add_row(*cells, style="bold" if r.pareto else None)
-    _print(table)
+    return table
 
 
-def _render_prediction(pred, law) -> None:
+def prediction_tables(pred, law) -> list:
+    """The prediction as printed (80 columns): each stage's GMSE and capacity, then the law's
+    terms. With activations, stage names carry W: or A: (the tensor)."""
     from rich.markup import escape
     from rich.table import Table
 
     pct = f"{pred.level:.0%}"
-    stages = Table(
-        title=(
-            f"uscl predict {escape(pred.name)} - law {escape(law.name)}, N = {_si(pred.params)} params, "
-            f"D = {_si(pred.tokens)} tokens; {pct} intervals"
-        ),
-        title_justify="left",
+    stages = _table(
+        f"uscl predict {escape(pred.name)} (law {escape(law.name)}, N = {_si(pred.params)}, "
+        f"D = {_si(pred.tokens)})"
     )
-    for name in ("tensor", "stage", "family", f"GMSE [{pct}]", "eff. bits", f"rho [{pct}]"):
-        stages.add_column(name, justify="left" if name in ("tensor", "stage", "family") else "right")
+    acts = any(s.tensor != "weights" for s in pred.stages)
+    for name in ("stage", "GMSE", f"rho [{pct}]", "method"):
+        stages.add_column(name, justify="left" if name in ("stage", "method") else "right", overflow="fold")
     for s in pred.stages:
-        gmse = f"{s.gmse:.5g}" if s.gmse_method == "exact" else f"{s.gmse:.5g} [{s.gmse_low:.5g}, {s.gmse_high:.5g}]"
+        tensor = ("W: " if s.tensor == "weights" else "A: ") if acts else ""
         stages.add_row(
-            s.tensor, escape(s.name), s.family.value, gmse,
-            "inf" if s.effective_bits is None else f"{s.effective_bits:.3f}", _span(s.rho, s.rho_low, s.rho_high, ".4g"),
+            tensor + escape(s.name), _gmse(s.gmse, s.gmse_low, s.gmse_high, wide=False),
+            _span(s.rho, s.rho_low, s.rho_high), s.gmse_method,
         )
     if not pred.stages:
-        stages.add_row("weights", escape(pred.name), "none", "0", "inf", "1 (lossless)")
-    _print(stages)
+        stages.add_row(escape(pred.name), "0", "1 (lossless)", "")
 
     summary = Table(show_header=False, box=None, padding=(0, 2))
     summary.add_column(justify="left")
     summary.add_column(justify="right")
-    product = " x ".join(f"{s.rho:.4g}" for s in pred.stages) or "1"
-    summary.add_row("capacity rho (product of stages)", f"{product} = {_span(pred.rho, pred.rho_low, pred.rho_high, '.4g')}")
+    summary.add_row("capacity rho", _span(pred.rho, pred.rho_low, pred.rho_high, ".4g"))
+    if len(pred.stages) > 1:
+        summary.add_row("  = product of the stages", " x ".join(f"{s.rho:.4g}" for s in pred.stages))
     if abs(pred.rho_single_gmse - pred.rho) > 1e-9 * max(pred.rho, 1e-300):
         summary.add_row("rho from the whole pipeline's GMSE", f"{pred.rho_single_gmse:.4g}")
     summary.add_row("bits per parameter", f"{pred.bits_per_param:.4g}")
@@ -333,4 +363,4 @@ def _render_prediction(pred, law) -> None:
     )
     summary.add_row("parameters to match bf16 (N/rho)", _si(pred.params_to_match))
     summary.add_row("memory to match bf16", _bytes(pred.memory_to_match_bytes))
-    _print(summary)
+    return [stages, summary]

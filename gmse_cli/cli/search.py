@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from gmse_cli.cli.console import RECOMPUTE_HELP
+
 _EPILOG = """\
 The space: int (midrise, signed, asymmetric), fp ExMy, Lloyd-Max and lookup-table grids (NF4)
 x scale rule (rms, absmax, mse) x group (row, 256 ... 16) x scale format (fp32, bf16, e8m0,
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
         rows_per_layer: Annotated[int, typer.Option(help="with --checkpoint: rows sampled per layer")] = 256,
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="write each frontier member as a format TOML here")] = None,
         plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of capacity vs bits with the frontier")] = None,
+        recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
         json_out: Annotated[bool, typer.Option("--json", help="print the frontier as JSON to stdout")] = False,
     ) -> None:
         """Search the format space for the highest capacity at or below --bits; print the
@@ -60,7 +63,7 @@ def register(app: typer.Typer) -> None:
             result = search_formats(
                 bits, law=law if law is not None else "default", rel_err=rel_err, seed=seed,
                 checkpoint=checkpoint, include=include or (), exclude=exclude or (),
-                rows_per_layer=rows_per_layer, progress=progress,
+                rows_per_layer=rows_per_layer, progress=progress, cache="refresh" if recompute else "use",
             )
         err_console.print(
             f"{result.candidates:,} candidates at or below {bits:g} bits: {result.pruned_by_bound:,} pruned "
@@ -87,10 +90,11 @@ def _render(result) -> None:
 
     error = "GMSE" if result.objective == "gaussian" else "MSE (real)"
     table = Table(title=f"Pareto frontier at or below {result.budget:g} bits/param (law {result.law})", title_justify="left")
-    for col in ("format", "bits/param", error, "rho", "+/- (1 se)", "source"):
-        table.add_column(col, justify="left" if col in ("format", "source") else "right")
+    for col in ("format", "bits/param", error, "method", "rho", "+/- (1 se)", "source"):
+        table.add_column(col, justify="left" if col in ("format", "method", "source") else "right")
     for p in result.frontier:
-        table.add_row(p.name, f"{p.bits_per_param:.4f}", f"{p.gmse:.5g}", f"{p.rho:.4f}", f"{p.rho_std_err:.1e}", p.source)
+        table.add_row(p.name, f"{p.bits_per_param:.4f}", f"{p.gmse:.5g}", p.gmse_method, f"{p.rho:.4f}",
+                      f"{p.rho_std_err:.1e}", p.source)
     out_console.print(table)
     b = result.best
     out_console.print(f"best at or below {result.budget:g} bits: {b.name} ({b.bits_per_param:.4f} bits/param, "

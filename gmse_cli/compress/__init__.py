@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify
 
 __all__ = ["compress", "top_raw_scale", "Backend"]
@@ -72,6 +73,8 @@ def compress(
     chunks quantize as the whole tensor would.
     """
     reference = backend == "numpy"
+    if not reference:
+        watch_compiles()  # the first run on a machine compiles the kernels: say so
     y, mask, rotations = _rotated_and_masked(fmt, x, reference)
     for stage in fmt.stages:
         if isinstance(stage, Quantize):

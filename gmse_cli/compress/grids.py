@@ -21,14 +21,12 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from scipy import optimize
-from scipy.linalg import solve_banded
-from scipy.special import ndtr, ndtri
 
 from gmse_cli.errors import SpecError
 from gmse_cli.spec import FpStyle, GridKind, IntStyle, Quantize, fp_max
 
 __all__ = [
+    "ALGORITHM_VERSION",
     "FpParams",
     "fp_params",
     "fp_cast",
@@ -43,6 +41,10 @@ __all__ = [
     "optimal_rms_constant",
     "MAX_ENUMERATED_FP_BITS",
 ]
+
+ALGORITHM_VERSION = 1
+"""Bumped whenever what the grids compute changes (levels, casts, the optimal RMS constant);
+part of the key of every stored GMSE (:mod:`gmse_cli.gmse.stored`), so none goes stale."""
 
 MAX_ENUMERATED_FP_BITS = 16
 """FP grids up to this width (bf16, fp16) are enumerated; wider ones (fp32) are not."""
@@ -238,6 +240,8 @@ def _phi(t: np.ndarray) -> np.ndarray:
 
 def _mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Phi(b) - Phi(a) for a <= b, from the side where it is not a difference of near-ones."""
+    from scipy.special import ndtr  # scipy only where quadrature runs: it costs 0.3 s to import
+
     return np.where(a > 0, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
 
 
@@ -429,6 +433,8 @@ def _optimal_constant(key: _GridKey) -> float:
 
 
 def _refine(key: _GridKey, lo: float, hi: float) -> float:
+    from scipy import optimize
+
     if _enumerable(key):
         levels = _key_levels(key)
         f_lo, f_hi = _levels_mse_slope(levels, lo), _levels_mse_slope(levels, hi)
@@ -470,6 +476,9 @@ def lloyd_max_levels(bits: int, *, tol: float = 1e-12, max_iter: int = 200) -> n
 
 @cache
 def _lloyd_max_levels(bits: int, tol: float, max_iter: int) -> np.ndarray:
+    from scipy.linalg import solve_banded
+    from scipy.special import ndtri
+
     n = 2**bits
     half = n // 2
     # Start from Panter-Dite companding (level density ~ phi^(1/3), i.e. quantiles of N(0, 3)).

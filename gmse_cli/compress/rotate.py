@@ -19,7 +19,11 @@ from scipy.linalg import hadamard as _dense_hadamard
 from gmse_cli.compress.checks import check_input
 from gmse_cli.spec import Rotate
 
-__all__ = ["hadamard", "signs"]
+__all__ = ["ALGORITHM_VERSION", "hadamard", "signs"]
+
+ALGORITHM_VERSION = 1
+"""Bumped whenever the rotation changes; part of the key of every stored GMSE
+(:mod:`gmse_cli.gmse.stored`), so none goes stale."""
 
 
 def signs(stage: Rotate) -> np.ndarray:

@@ -38,7 +38,11 @@ from gmse_cli.compress.checks import check_input
 from gmse_cli.errors import SpecError
 from gmse_cli.spec import Sparsify, SparsityPattern
 
-__all__ = ["mask", "mask_reference", "magnitude_gmse", "nm_gmse", "round_count"]
+__all__ = ["ALGORITHM_VERSION", "mask", "mask_reference", "magnitude_gmse", "nm_gmse", "round_count"]
+
+ALGORITHM_VERSION = 1
+"""Bumped whenever a mask rule or an exact GMSE changes; part of the key of every stored GMSE
+(:mod:`gmse_cli.gmse.stored`), so none goes stale."""
 
 
 def round_count(fraction: float, n: int) -> int:

@@ -14,6 +14,12 @@ Two methods:
   magnitude sparsity and N:M sparsity. ``method="auto"`` uses it there and Monte Carlo
   everywhere else.
 
+Stored values (``cache="use"``): the shipped table of every catalog format (:mod:`.table`,
+computed once at high precision) and an on-disk cache of everything else computed on this
+machine (:mod:`.cache`), both keyed by the format's stages, the row length and the
+compressors' algorithm versions (:mod:`.stored`). The bank's Gaussian generator is
+:mod:`.philox` (counter-based, parallel, bit-reproducible whatever the thread count).
+
 Effective bits = log_{1/4}(GMSE). A format whose effective bits exceed its stored bits per
 parameter breaks the rate-distortion bound (GMSE >= 4^-bits): that is a bug in its compressor
 or its bit accounting, and :func:`estimate_gmse` raises instead of reporting it
@@ -25,7 +31,16 @@ one registers itself from the optional training package.
 
 from gmse_cli.gmse.backends import backend_names, register_backend
 from gmse_cli.gmse.bank import SampleBank
-from gmse_cli.gmse.engine import GmseOptions, Method, estimate_gmse, gmse_of, stage_gmse
+from gmse_cli.gmse.engine import (
+    CacheMode,
+    GmseOptions,
+    Method,
+    estimate_gmse,
+    gmse_of,
+    lookup_gmse,
+    remember_gmse,
+    stage_gmse,
+)
 from gmse_cli.gmse.estimates import Z95, GmseDifference, GmseEstimate, effective_bits_of, interval95
 from gmse_cli.gmse.exact import exact_gmse, has_exact
 
@@ -36,12 +51,15 @@ __all__ = [
     "estimate_gmse",
     "gmse_of",
     "stage_gmse",
+    "lookup_gmse",
+    "remember_gmse",
     "exact_gmse",
     "has_exact",
     "effective_bits_of",
     "interval95",
     "Z95",
     "Method",
+    "CacheMode",
     "GmseOptions",
     "register_backend",
     "backend_names",

@@ -1,7 +1,9 @@
 """The Monte Carlo path: one seeded bank of Gaussian rows shared by every format of a run.
 
 The bank holds rows of ``row_length`` entries (4096 by default), cut into *batches*; a batch
-is also the "tensor" of per-tensor scales. Every format compresses the same rows (common
+is also the "tensor" of per-tensor scales. Its samples come from a counter-based generator
+(:mod:`.philox`): batch ``i`` is a fixed stretch of the seed's Gaussian stream, drawn in
+parallel, bit-identical whatever the thread count and whatever order batches are asked for. Every format compresses the same rows (common
 random numbers), so differences between formats are estimated far more precisely than either
 value (:meth:`SampleBank.difference`). The estimate is the ratio of sums; its standard error
 comes from the batch totals (ratio estimator), and sampling continues batch by batch until
@@ -19,13 +21,20 @@ import numpy as np
 from gmse_cli.errors import SpecError
 from gmse_cli.gmse.backends import compressor
 from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, make_estimate
+from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format
 
-__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES"]
+__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION"]
+
+MEASURE_VERSION = 1
+"""Bumped whenever what the bank measures changes (the rows a per-tensor scale sees, the
+estimator); part of the key of every stored GMSE (:mod:`gmse_cli.gmse.stored`). A new
+generator does not bump it: its estimates are of the same constants."""
 
 _BATCH_ELEMENTS = 1 << 17  # 512 KB of float32 per batch: big enough for kernels, small enough to stop early
 _MIN_BATCHES = 16  # below this the batch-variance estimate itself is too noisy
-DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements = 256 MB of bank at most
+DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements per format by default
+_HELD_ELEMENTS = 1 << 26  # batches beyond 256 MB are drawn again when asked for, not kept
 
 
 def _row_sq_errors_numpy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -61,10 +70,12 @@ def _row_sq_errors(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 class SampleBank:
     """A lazily grown, seeded bank of standard Gaussian rows shared by many formats.
 
-    Batch ``i`` is drawn from its own generator seeded by ``SeedSequence(seed).spawn``, so the
-    bank is identical whatever order formats ask for it and however far it grows.
-    Memory: ``rows_per_batch * row_length * 4`` bytes per batch held. ``backend`` names a
-    compressor backend (:mod:`gmse_cli.gmse.backends`); ``device`` is where it runs.
+    Batch ``i`` holds elements ``i * batch_elements ...`` of the seed's Philox stream
+    (:func:`~gmse_cli.gmse.philox.gaussian_stream`), so the bank is identical whatever order
+    formats ask for it and however far it grows. Memory: ``rows_per_batch * row_length * 4``
+    bytes per batch held; the first 256 MB of batches are kept, later ones drawn again on
+    each use (cheaper than holding them). ``backend`` names a compressor backend
+    (:mod:`gmse_cli.gmse.backends`); ``device`` is where it runs.
     """
 
     def __init__(
@@ -83,9 +94,9 @@ class SampleBank:
         self.rows_per_batch = max(1, batch_elements // row_length)
         self.backend = backend
         self.device = device
-        self._seeds = np.random.SeedSequence(seed)
-        self._batches: list[np.ndarray] = []
-        self._norms: list[np.ndarray] = []
+        self._batches: dict[int, np.ndarray] = {}
+        self._norms: dict[int, np.ndarray] = {}
+        self._held = max(1, _HELD_ELEMENTS // self.batch_elements)
         self._compress = compressor(backend, device)
 
     @property
@@ -94,13 +105,18 @@ class SampleBank:
 
     def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, row_length) float32 samples of batch ``index`` and their per-row ||x||^2."""
-        while len(self._batches) <= index:
-            (child,) = self._seeds.spawn(1)
-            rng = np.random.default_rng(child)
-            x = rng.standard_normal((self.rows_per_batch, self.row_length), dtype=np.float32)
-            self._batches.append(x)
-            self._norms.append(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-        return self._batches[index], self._norms[index]
+        x = self._batches.get(index)
+        if x is None:
+            from gmse_cli.gmse.philox import gaussian_stream, philox_key  # numba: only when drawing
+
+            watch_compiles()
+            n = self.batch_elements
+            x = gaussian_stream(philox_key(self.seed), index * n, n).reshape(self.rows_per_batch, self.row_length)
+            if index < self._held:
+                self._batches[index] = x
+        if index not in self._norms:
+            self._norms[index] = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        return x, self._norms[index]
 
     def batch_totals(self, fmt: Format, index: int) -> tuple[float, float]:
         """(sum of squared errors, sum of ||x||^2) of ``fmt`` over batch ``index``."""

@@ -1,5 +1,12 @@
 """The public entry points: the GMSE of formats, exact where quadrature applies, Monte Carlo
-on one shared sample bank everywhere else."""
+on one shared sample bank everywhere else; stored values first when the caller asks.
+
+``cache="use"`` reads the shipped table (:mod:`.table`), then the on-disk cache
+(:mod:`.cache`), and computes (then caches) only what neither holds to ``rel_err``;
+``"refresh"`` computes everything and caches it; ``"off"`` (the default here: this is the
+measuring instrument) neither reads nor writes. Stored values serve ``method="auto"`` with
+the default numba backend only: forcing a method or a backend asks for the engine itself.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,27 @@ from typing import Literal, TypedDict
 
 from gmse_cli.errors import SpecError
 from gmse_cli.gmse.bank import DEFAULT_MAX_SAMPLES, SampleBank
+from gmse_cli.gmse.cache import read_cached, write_cached
 from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
 from gmse_cli.gmse.exact import exact_gmse, has_exact
+from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
+from gmse_cli.gmse.table import shipped_table
 from gmse_cli.progress import task
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, resolve_format
 
-__all__ = ["Method", "GmseOptions", "estimate_gmse", "gmse_of", "stage_gmse"]
+__all__ = [
+    "Method",
+    "CacheMode",
+    "GmseOptions",
+    "estimate_gmse",
+    "gmse_of",
+    "stage_gmse",
+    "lookup_gmse",
+    "remember_gmse",
+]
 
 Method = Literal["auto", "exact", "monte-carlo"]
+CacheMode = Literal["off", "use", "refresh"]
 
 
 class GmseOptions(TypedDict, total=False):
@@ -30,9 +50,10 @@ class GmseOptions(TypedDict, total=False):
     device: str
     max_samples: int
     bank: SampleBank | None
+    cache: CacheMode
 
 
-def _validate(rel_err: float, row_length: int, method: str, max_samples: int) -> None:
+def _validate(rel_err: float, row_length: int, method: str, max_samples: int, cache: str) -> None:
     if not (rel_err > 0 and math.isfinite(rel_err)):
         raise SpecError(f"--rel-err {rel_err} must be a positive number (e.g. 1e-3)")
     if rel_err >= 1:
@@ -41,6 +62,8 @@ def _validate(rel_err: float, row_length: int, method: str, max_samples: int) ->
         raise SpecError(f"--row-length {row_length} must be positive")
     if method not in ("auto", "exact", "monte-carlo"):
         raise SpecError(f"unknown method '{method}' (expected auto, exact or monte-carlo)")
+    if cache not in ("off", "use", "refresh"):
+        raise SpecError(f"unknown cache mode '{cache}' (expected off, use or refresh)")
     if max_samples < 1:
         raise SpecError(f"max_samples {max_samples} must be positive")
 
@@ -57,32 +80,75 @@ def estimate_gmse(
     max_samples: int = DEFAULT_MAX_SAMPLES,
     progress: bool = False,
     bank: SampleBank | None = None,
+    cache: CacheMode = "off",
 ) -> list[GmseEstimate]:
     """GMSE of each format, Monte Carlo on one shared sample bank unless exact applies.
 
     ``rel_err`` is the target relative standard error; ``max_samples`` caps the Gaussian
     elements per format (memory: 4 bytes each, shared across formats). ``backend`` names a
     compressor backend (numba, numpy, torch; see :mod:`gmse_cli.gmse.backends`) running on
-    ``device``. ``progress`` shows a bar on stderr.
+    ``device``. ``progress`` shows a bar on stderr. ``cache``: whether stored values are
+    read and computed ones stored (see the module); an estimate's ``method`` says which
+    gave it (``table``, ``cache``, ``exact`` or ``monte-carlo``).
     """
-    _validate(rel_err, row_length, method, max_samples)
+    _validate(rel_err, row_length, method, max_samples, cache)
     resolved = [resolve_format(f) for f in formats]
     for fmt in resolved:
         fmt.check_row_length(row_length)
         if method == "exact" and not has_exact(fmt):
             exact_gmse(fmt)  # raises the explanatory SpecError
-    if bank is None:
+    stores = cache != "off" and method == "auto" and (bank.backend if bank else backend) == "numba"
+    keys = [gmse_key(fmt, row_length) if stores else None for fmt in resolved]
+    results: list[GmseEstimate | None] = [None] * len(resolved)
+    if cache == "use":
+        for i, (fmt, key) in enumerate(zip(resolved, keys, strict=True)):
+            if key is not None:
+                results[i] = lookup_gmse(fmt, row_length=row_length, rel_err=rel_err, key=key)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo and bank is None:
         bank = SampleBank(seed=seed, row_length=row_length, backend=backend, device=device)
-    results: list[GmseEstimate] = []
-    with task("GMSE", len(resolved), enabled=progress) as bar:
-        for fmt in resolved:
+    with task("GMSE", len(todo), enabled=progress and bool(todo)) as bar:
+        for i in todo:
+            fmt = resolved[i]
             bar.update(detail=fmt.display_name)
             if method == "exact" or (method == "auto" and has_exact(fmt)):
-                results.append(make_estimate(fmt, row_length, exact_gmse(fmt), 0.0, "exact", 0))
+                est = make_estimate(fmt, row_length, exact_gmse(fmt), 0.0, "exact", 0)
             else:
-                results.append(bank.estimate(fmt, rel_err=rel_err, max_samples=max_samples))
+                est = bank.estimate(fmt, rel_err=rel_err, max_samples=max_samples)
+            if keys[i] is not None:
+                remember_gmse(fmt, est, row_length=row_length, seed=bank.seed if bank else seed, key=keys[i])
+            results[i] = est
             bar.advance()
-    return results
+    return results  # type: ignore[return-value]  # every slot is filled
+
+
+def lookup_gmse(fmt: Format, *, row_length: int, rel_err: float, key: str | None = None) -> GmseEstimate | None:
+    """``fmt``'s GMSE from the shipped table, else from the on-disk cache, if either holds it
+    at least as precisely as ``rel_err`` asks; None otherwise. ``key``: its
+    :func:`~gmse_cli.gmse.stored.gmse_key`, if already known."""
+    key = key or gmse_key(fmt, row_length)
+    if key is None:
+        return None
+    entry, source = shipped_table().get(key), "table"
+    if entry is None or not entry.serves(rel_err):
+        entry, source = read_cached(key), "cache"
+    if entry is None or not entry.serves(rel_err):
+        return None
+    return make_estimate(fmt, row_length, entry.gmse, entry.std_err, source, entry.samples)
+
+
+def remember_gmse(fmt: Format, est: GmseEstimate, *, row_length: int, seed: int, key: str | None = None) -> None:
+    """Store ``est``, computed for ``fmt`` at ``row_length`` (bank ``seed``), in the on-disk
+    cache. ``key``: its :func:`~gmse_cli.gmse.stored.gmse_key`, if already known."""
+    if est.method not in ("exact", "monte-carlo"):
+        return  # read from the table or the cache: nothing new
+    key = key or gmse_key(fmt, row_length)
+    if key is None:
+        return
+    write_cached(StoredGmse(
+        key=key, name=fmt.display_name, row_length=row_length, gmse=est.gmse, std_err=est.std_err,
+        method=est.method, samples=est.samples, seed=seed, algorithms=algorithms_of(fmt),
+    ))
 
 
 def gmse_of(fmt: Format | str, **kwargs) -> GmseEstimate:

@@ -40,8 +40,11 @@ class GmseEstimate(Frozen):
     ci_high: float = Field(description="upper end of the 95% interval")
     std_err: float = Field(description="standard error (0 for the exact method)")
     effective_bits: float | None = Field(description="log_{1/4}(GMSE); None when GMSE is 0")
-    method: Literal["exact", "monte-carlo"]
-    samples: int = Field(description="Gaussian elements used (0 for the exact method)")
+    method: Literal["exact", "monte-carlo", "table", "cache"] = Field(
+        description="what gave the number: computed now (exact or monte-carlo) or read from the shipped "
+        "table or the on-disk cache (std_err 0: computed exactly)"
+    )
+    samples: int = Field(description="Gaussian elements behind it (0 for the exact method)")
 
 
 class GmseDifference(Frozen):

@@ -194,7 +194,7 @@ def evaluate_all(
             family=scheme.weights.family,
             activations=scheme.activations.display_name if scheme.activations is not None else None,
             bits_per_param=bits,
-            gmse=w_est.gmse, gmse_low=w_est.ci_low, gmse_high=w_est.ci_high,
+            gmse=w_est.gmse, gmse_low=w_est.ci_low, gmse_high=w_est.ci_high, gmse_method=w_est.method,
             effective_bits=w_est.effective_bits,
             act_gmse=act_est.gmse if act_est is not None else None,
             rho=rho, rho_low=rho_low, rho_high=rho_high, rho_single_gmse=rho_single,

@@ -19,7 +19,7 @@ from gmse_cli.rank.results import DEFAULT_PARAMS, Comparison, Prediction, RankRo
 from gmse_cli.spec import Format, Scheme, catalog
 
 if TYPE_CHECKING:
-    from gmse_cli.gmse import GmseOptions
+    from gmse_cli.gmse import CacheMode, GmseOptions
 
 __all__ = ["rank", "predict", "compare"]
 
@@ -36,6 +36,7 @@ def rank(
     level: float = 0.95,
     progress: bool = False,
     vary_L: bool = False,
+    cache: CacheMode = "use",
     **options: Unpack[GmseOptions],
 ) -> list[RankRow]:
     """One :class:`RankRow` per format or scheme, in the order given, Pareto frontier marked.
@@ -49,7 +50,9 @@ def rank(
     :class:`~gmse_cli.gmse.GmseOptions`) go to :func:`~gmse_cli.gmse.estimate_gmse`; ``seed`` also
     seeds the ``draws`` Monte Carlo draws behind every ``level`` interval; ``vary_L`` also
     draws each curve's L the law's joint draws do not carry (see :mod:`gmse_cli.law` for why it
-    is held by default).
+    is held by default). ``cache``: ``"use"`` (default) takes GMSEs from the shipped table and
+    the on-disk cache where they hold them, ``"refresh"`` recomputes them all (and caches
+    them), ``"off"`` recomputes without touching the cache (:func:`~gmse_cli.gmse.estimate_gmse`).
 
     Raises :class:`LawError` for a family the law does not cover or a non-positive N or D,
     :class:`SpecError` for a format that does not resolve.
@@ -57,7 +60,7 @@ def rank(
     items = list(catalog().values()) if formats is None else list(formats)
     preds, _ = evaluate_all(
         items, law=law, params=params, tokens=tokens, act=act, seed=seed, draws=draws, level=level,
-        progress=progress, vary_L=vary_L, **options,
+        progress=progress, vary_L=vary_L, cache=cache, **options,
     )
     return _rows(preds)
 

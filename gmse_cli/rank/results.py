@@ -35,7 +35,7 @@ class StageRow(Frozen):
     gmse: float
     gmse_low: float
     gmse_high: float
-    gmse_method: str = Field(description="exact or monte-carlo")
+    gmse_method: str = Field(description="what gave the GMSE: table, cache, exact or monte-carlo")
     effective_bits: float | None = Field(description="log_{1/4}(GMSE); None when GMSE is 0")
     rho: float
     rho_low: float
@@ -52,6 +52,7 @@ class Outcome(Frozen):
     gmse: float = Field(description="GMSE of the whole weight pipeline")
     gmse_low: float
     gmse_high: float
+    gmse_method: str = Field(description="what gave the weights' GMSE: table, cache, exact or monte-carlo")
     effective_bits: float | None = Field(description="log_{1/4}(GMSE) of the weights")
     act_gmse: float | None = Field(description="GMSE of the whole activation pipeline")
     rho: float = Field(description="capacity: the product of the per-stage capacities")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gmse_cli.errors import SpecError
 from gmse_cli.spec import Format
 
 
@@ -18,6 +19,7 @@ class Evaluator:
     standard error."""
 
     level_rows: tuple[int, ...]
+    methods: dict[tuple, str]  # stages -> what gave the final value, where not monte-carlo
 
     @property
     def levels(self) -> int:
@@ -34,18 +36,24 @@ class GaussianEvaluator(Evaluator):
     """The first rows of one shared :class:`~gmse_cli.gmse.SampleBank` (common random numbers:
     every candidate sees the same rows, so their differences are precise even on few rows).
 
-    The final value is exact where quadrature exists (:func:`~gmse_cli.gmse.exact_gmse`),
-    otherwise Monte Carlo on the same bank with as many rows as the ratio estimator needs for
-    ``rel_err`` (projected from the last level's standard error, at most ``max_rows``).
+    The final value comes from the shipped table or the on-disk cache where either holds it to
+    ``rel_err`` (``cache="use"``), else it is exact where quadrature exists
+    (:func:`~gmse_cli.gmse.exact_gmse`), otherwise Monte Carlo on the same bank with as many
+    rows as the ratio estimator needs for ``rel_err`` (projected from the last level's
+    standard error, at most ``max_rows``); computed values are cached unless ``cache="off"``.
+    :attr:`methods` says what gave each final value.
     """
 
-    def __init__(self, *, seed: int, rel_err: float, row_length: int, level_rows: Sequence[int], max_rows: int) -> None:
+    def __init__(self, *, seed: int, rel_err: float, row_length: int, level_rows: Sequence[int], max_rows: int,
+                 cache: str = "use") -> None:
         from gmse_cli.gmse import SampleBank
 
         self.bank = SampleBank(seed=seed, row_length=row_length)
         self.rel_err = rel_err
         self.level_rows = tuple(level_rows)
         self.max_rows = max(max_rows, self.level_rows[-1])
+        self.cache = cache
+        self.methods: dict[tuple, str] = {}  # stages -> table, cache, exact or monte-carlo
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _sample(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,19 +77,35 @@ class GaussianEvaluator(Evaluator):
 
     def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
         """``last``: the measurement at the last level, if made (it is not made again)."""
-        from gmse_cli.gmse import exact_gmse, has_exact
+        from gmse_cli.gmse import exact_gmse, has_exact, lookup_gmse, remember_gmse
+        from gmse_cli.gmse.estimates import make_estimate
 
+        row_length = self.bank.row_length
+        if self.cache == "use" and (est := lookup_gmse(fmt, row_length=row_length, rel_err=self.rel_err)):
+            self.methods[fmt.stages] = est.method
+            return est.gmse, est.std_err
+        rows = 0
         if has_exact(fmt):
-            return exact_gmse(fmt), 0.0
-        rows = self.level_rows[-1]
-        g, psi = last if last is not None else self._run(fmt, rows)
-        se = math.sqrt(float(psi @ psi))
-        if g > 0 and se > self.rel_err * g and rows < self.max_rows:
-            # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
-            per = self.bank.rows_per_batch
-            need = rows * (se / (self.rel_err * g)) ** 2
-            g, psi = self._run(fmt, min(self.max_rows, per * math.ceil(need * 1.05 / per)))
+            g, se, method = exact_gmse(fmt), 0.0, "exact"
+        else:
+            rows = self.level_rows[-1]
+            g, psi = last if last is not None else self._run(fmt, rows)
             se = math.sqrt(float(psi @ psi))
+            if g > 0 and se > self.rel_err * g and rows < self.max_rows:
+                # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
+                per = self.bank.rows_per_batch
+                need = rows * (se / (self.rel_err * g)) ** 2
+                rows = min(self.max_rows, per * math.ceil(need * 1.05 / per))
+                g, psi = self._run(fmt, rows)
+                se = math.sqrt(float(psi @ psi))
+            method = "monte-carlo"
+        self.methods[fmt.stages] = method
+        if self.cache != "off":
+            try:
+                est = make_estimate(fmt, row_length, g, se, method, rows * row_length)
+            except SpecError:
+                return g, se  # beyond the rate-distortion bound: a value not worth keeping
+            remember_gmse(fmt, est, row_length=row_length, seed=self.bank.seed)
         return g, se
 
 
@@ -106,6 +130,7 @@ class CheckpointEvaluator(Evaluator):
             self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params / total, info.rows))
         self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (64, 16, 4)}))
         self.all_rows = rows_per_layer
+        self.methods = {}  # every value is measured on sampled rows: monte-carlo
         self._stacks: dict[int, list[tuple[np.ndarray, list[int]]]] = {}
 
     def _stacked(self, rows: int) -> list[tuple[np.ndarray, list[int]]]:

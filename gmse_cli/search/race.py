@@ -119,8 +119,10 @@ class _Race:
 
     def point(self, entry: Entry) -> SearchPoint:
         """A fully measured entry as reported."""
+        method = "monte-carlo"
         if len(entry.stages) == 1:
             joint = self.stage_value(entry.stages[0][1], self.final_level)
+            method = self.evaluator.methods.get(entry.stages[0][1].stages, method)
         else:
             # The joint error of a composite is reported beside the factorized capacity, not
             # ranked on: the last level's rows (and their standard error) are enough.
@@ -129,11 +131,12 @@ class _Race:
         stages = []
         for family, fmt in entry.stages:
             value, se = self.stage_value(fmt, self.final_level)
-            stages.append(StagePoint(family=family, name=fmt.display_name, gmse=value, std_err=se))
+            stages.append(StagePoint(family=family, name=fmt.display_name, gmse=value, std_err=se,
+                                     method=self.evaluator.methods.get(fmt.stages, "monte-carlo")))
         spec = entry.cand.spec.model_copy(update={"name": entry.cand.name})
         return SearchPoint(
             name=entry.cand.name, bits_per_param=entry.cand.bits_per_param, gmse=joint[0],
-            gmse_std_err=joint[1], rho=entry.rho, rho_std_err=entry.rho_se, spec=spec,
+            gmse_std_err=joint[1], gmse_method=method, rho=entry.rho, rho_std_err=entry.rho_se, spec=spec,
             stages=tuple(stages), source=entry.cand.source,
         )
 
@@ -268,6 +271,7 @@ def search_formats(
     rows_per_layer: int = 256,
     min_gain: float = 5e-3,
     progress: Progress = None,
+    cache: str = "use",
 ) -> SearchResult:
     """Search ``space`` for the highest capacity at or below ``budget`` bits per parameter.
 
@@ -284,7 +288,10 @@ def search_formats(
     ``min_gain``: the reported frontier lists a member only if its capacity beats the previous
     member's by this relative amount (an epsilon-Pareto thinning of near-duplicates such as
     fp32 vs bf16 row scales); the best format at the budget is always listed.
-    ``progress(phase, done, total)`` is called as work proceeds.
+    ``progress(phase, done, total)`` is called as work proceeds. ``cache``: the final Gaussian
+    estimates come from the shipped table and the on-disk cache where those hold them to
+    ``rel_err`` and are cached when computed (``"use"``), are all computed and cached
+    (``"refresh"``), or computed without the cache (``"off"``).
     """
     _validate(budget, rel_err, z, rows_per_layer, min_gain)
     start = time.perf_counter()
@@ -318,7 +325,8 @@ def search_formats(
         evaluator = CheckpointEvaluator(layers, rows_per_layer=rows_per_layer, seed=seed)
     else:
         evaluator = GaussianEvaluator(
-            seed=seed, rel_err=rel_err, row_length=row_length, level_rows=level_rows, max_rows=max_rows
+            seed=seed, rel_err=rel_err, row_length=row_length, level_rows=level_rows, max_rows=max_rows,
+            cache=cache,
         )
     race = _Race(law_obj, evaluator, objective=objective, lengths=lengths, z=z)
 

@@ -22,6 +22,7 @@ class StagePoint(Frozen):
     name: str
     gmse: float
     std_err: float
+    method: str = Field(description="what gave the value: table, cache, exact or monte-carlo")
 
 
 class SearchPoint(Frozen):
@@ -31,6 +32,7 @@ class SearchPoint(Frozen):
     bits_per_param: float
     gmse: float = Field(description="the whole format's error (joint, all stages together)")
     gmse_std_err: float
+    gmse_method: str = Field(description="what gave it: table, cache, exact or monte-carlo")
     rho: float = Field(description="factorized capacity: prod of the stage capacities")
     rho_std_err: float
     spec: Format

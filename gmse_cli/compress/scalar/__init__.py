@@ -60,6 +60,7 @@ The package, one module per concept (each numba kernel ``k_*`` beside its numpy 
 - ``quantizer``: :func:`quantize`, :func:`quantize_reference`, :func:`top_raw_scale`.
 """
 
+
 from gmse_cli.compress.scalar.mse_rule import (
     MSE_COARSE,
     MSE_COARSE_STEP,
@@ -96,7 +97,13 @@ from gmse_cli.compress.scalar.plans import (
 from gmse_cli.compress.scalar.quantizer import quantize, quantize_reference, top_raw_scale
 from gmse_cli.compress.scalar.scales import SQRT_HALF
 
+ALGORITHM_VERSION = 1
+"""Bumped whenever what any module of this package computes changes (a scale rule or format,
+the mse search, rounding); part of the key of every stored GMSE (:mod:`gmse_cli.gmse.stored`),
+so none goes stale."""
+
 __all__ = [
+    "ALGORITHM_VERSION",
     "quantize",
     "quantize_reference",
     "top_raw_scale",

@@ -35,6 +35,7 @@ from gmse_cli.compress.vq.store import (
     save_codebook,
 )
 from gmse_cli.errors import DataError, SpecError
+from gmse_cli.progress import once
 from gmse_cli.spec import VQ
 
 __all__ = [
@@ -58,8 +59,9 @@ def _e8p_info() -> CodebookInfo:
     if hit is not None:
         return hit[1]
     cb = e8p_codebook()
-    constant, _ = optimal_constant(cb, e8p=True, seed=LLOYD_SEED)
-    held, held_n = heldout_mse(cb, constant, seed=LLOYD_SEED + 1, e8p=True)
+    with once("measuring the E8P codebook's scale constant"):
+        constant, _ = optimal_constant(cb, e8p=True, seed=LLOYD_SEED)
+        held, held_n = heldout_mse(cb, constant, seed=LLOYD_SEED + 1, e8p=True)
     info = CodebookInfo(
         kind="e8",
         dim=8,
@@ -133,8 +135,9 @@ def _file_info(book: _FileBook) -> CodebookInfo:
     if hit is not None:
         info = hit[1]
     else:
-        constant, _ = optimal_constant(book.codewords, e8p=False, seed=LLOYD_SEED)
-        held, held_n = heldout_mse(book.codewords, constant, seed=LLOYD_SEED + 1, e8p=False)
+        with once(f"measuring the scale constant of codebook {book.path}"):
+            constant, _ = optimal_constant(book.codewords, e8p=False, seed=LLOYD_SEED)
+            held, held_n = heldout_mse(book.codewords, constant, seed=LLOYD_SEED + 1, e8p=False)
         info = CodebookInfo(
             kind="file",
             dim=book.dim,

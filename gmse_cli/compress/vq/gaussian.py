@@ -27,6 +27,7 @@ from gmse_cli.compress.vq.store import (
 )
 from gmse_cli.compress.vq.streamed import StreamedPlan, lloyd_streamed, streamed_plan
 from gmse_cli.errors import SpecError
+from gmse_cli.progress import once
 
 __all__ = ["train_gaussian_codebook", "gaussian_codebook"]
 
@@ -104,7 +105,8 @@ def gaussian_codebook(dim: int, index_bits: int) -> tuple[np.ndarray, CodebookIn
         cb, info = hit
         assert cb is not None
     else:
-        cb, info = train_gaussian_codebook(dim, index_bits)
+        with once(f"training the {dim}-d Gaussian VQ codebook of {2**index_bits:,} codewords"):
+            cb, info = train_gaussian_codebook(dim, index_bits)
         save_codebook(stem, cb, info)
     cb.setflags(write=False)
     return cb, info

@@ -26,8 +26,10 @@ __all__ = [
 ]
 
 ALGORITHM_VERSION = 2
-"""Bumped whenever codebook construction, training or the constant search changes; part of
-every cache key, so stale cache entries are simply never read."""
+"""Bumped whenever codebook construction, training, the constant search or the VQ compressor
+(with its group scales, :mod:`gmse_cli.compress.group_stats`) changes; part of every codebook
+cache key and of the key of every stored GMSE (:mod:`gmse_cli.gmse.stored`), so stale entries
+are simply never read."""
 
 LLOYD_SEED = 20250602
 """Seed of the Gaussian training samples (fixed: the same codebook on every machine run)."""

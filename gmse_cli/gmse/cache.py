@@ -1,0 +1,46 @@
+"""The on-disk cache of computed GMSEs: every format outside the shipped table.
+
+One small JSON file per key (:func:`~gmse_cli.gmse.stored.gmse_key`) under
+``paths.cache_dir()/gmse/``, each written atomically (:mod:`gmse_cli.atomic`): processes that
+compute the same format at once each leave a whole file, and a reader sees the old file or a
+new one, never a mixture. A file that is absent, unreadable, damaged or stored under another
+key reads as a miss, and the next computation replaces it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gmse_cli.atomic import write_atomic
+from gmse_cli.gmse.stored import StoredGmse
+
+__all__ = ["gmse_cache_dir", "read_cached", "write_cached"]
+
+
+def gmse_cache_dir() -> Path:
+    """The cache folder of GMSEs (created if absent)."""
+    from gmse_cli.paths import cache_dir
+
+    path = cache_dir() / "gmse"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_cached(key: str) -> StoredGmse | None:
+    """The cached entry of ``key``, or None (absent or damaged: compute it again)."""
+    try:
+        entry = StoredGmse.model_validate_json((gmse_cache_dir() / f"{key}.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return entry if entry.key == key else None
+
+
+def write_cached(entry: StoredGmse) -> None:
+    """Store ``entry`` under its key (0644: a shared cache stays readable by other users).
+
+    A cache that cannot be written (a read-only home, a full disk) costs speed, not
+    correctness: the entry is then simply not stored."""
+    try:
+        write_atomic(gmse_cache_dir() / f"{entry.key}.json", entry.model_dump_json(indent=1).encode(), mode=0o644)
+    except OSError:
+        pass
