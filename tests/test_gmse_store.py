@@ -110,8 +110,8 @@ def test_exact_entries_are_the_quadrature(table):
             assert e.gmse == exact_gmse(fmt), fmt.display_name
 
 
-# A sample of Monte Carlo entries: MX, NVFP4, lookup table, group absmax, fp8, composite, VQ.
-SAMPLED = ["mxfp4", "nvfp4", "nf4", "int4-g128", "fp8-e4m3", "2:4+int4", "vq2-b2"]
+# A sample of Monte Carlo entries: MX, NVFP4, lookup table, group absmax, fp6, composite, VQ.
+SAMPLED = ["mxfp4", "nvfp4", "nf4", "int4-g128", "mxfp6-e2m3", "2:4+int4", "vq2-b2"]
 
 
 @pytest.mark.parametrize("name", SAMPLED)
