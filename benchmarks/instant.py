@@ -24,14 +24,14 @@ import argparse
 import json
 import os
 import resource
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
+
+from snapshot import snapshot_package
 
 REPO = Path(__file__).resolve().parents[1]
 GMSE_FORMATS = ["int4", "mxfp4", "nvfp4", "nf4", "2:4", "sparse-50"]
@@ -40,14 +40,6 @@ GMSE_FORMATS = ["int4", "mxfp4", "nvfp4", "nf4", "2:4", "sparse-50"]
 class Timing(NamedTuple):
     wall: float
     cpu: float  # user + system of the child
-
-
-def _snapshot(into: Path) -> Path:
-    for name in ("gmse_cli", "formats"):
-        shutil.copytree(REPO / name, into / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(REPO / "pyproject.toml", into / "pyproject.toml")  # marks a source checkout
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(into / "gmse_cli")], check=True)
-    return into
 
 
 def _env(root: Path, caches: Path) -> dict[str, str]:
@@ -161,7 +153,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        root = _snapshot(tmp_path / "pkg")
+        root = snapshot_package(tmp_path / "pkg", byte_compile=True)
         caches = tmp_path / "caches"
         env = _env(root, caches)
         cwd = tmp_path

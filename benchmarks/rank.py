@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,19 +30,14 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from snapshot import snapshot_package
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 class _Timing(NamedTuple):
     wall: float
     cpu: float  # user + system of the child
-
-
-def _snapshot(into: Path) -> Path:
-    for name in ("gmse_cli", "formats"):
-        shutil.copytree(REPO / name, into / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(REPO / "pyproject.toml", into / "pyproject.toml")  # marks a source checkout
-    return into
 
 
 def _run(root: Path, args: list[str], numba_cache: str) -> _Timing:
@@ -114,7 +108,7 @@ def main() -> None:
     rank_cmd = ["rank", "--json"] + (["--law", law_arg] if law_arg else [])
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = _snapshot(Path(tmp))
+        root = snapshot_package(Path(tmp))
         # Warm the per-user caches that are not kernels (computed VQ codebooks) once, so the
         # cold runs below differ from the warm ones by numba compilation alone.
         with tempfile.TemporaryDirectory() as cache:
