@@ -41,7 +41,8 @@ CacheMode = Literal["off", "use", "refresh"]
 
 class GmseOptions(TypedDict, total=False):
     """Keywords of :func:`estimate_gmse` that callers pass through unchanged (``**options``):
-    :func:`gmse_cli.rank.rank` and its siblings forward them. Defaults: estimate_gmse's."""
+    :func:`gmse_cli.rank.rank` and its siblings forward them. Defaults: estimate_gmse's, but
+    for ``cache``, which rank, predict and compare take as ``"use"``."""
 
     rel_err: float
     row_length: int
