@@ -172,7 +172,7 @@ def main() -> None:
 
         # Formats outside the table: the first run compiles kernels (fresh numba cache) or
         # trains a codebook (fresh uscl cache); the second reads the GMSE from the cache.
-        for fmt in ("lm3-g128", "vq3-b2"):
+        for fmt in ("lm3-g128", "vq4-b1.5"):
             fresh = tmp_path / f"fresh-{fmt}"
             fresh_env = _env(root, fresh)
             report(f"uscl predict {fmt}, first (fresh caches)", _run(_uscl("predict", fmt), fresh_env, cwd)[0])
