@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, Sparsify
+from gmse_cli.threads import start_numba_threads
 
 __all__ = ["compress", "top_raw_scale", "Backend"]
 
@@ -64,6 +65,8 @@ def compress(
     chunk of its rows (:func:`top_raw_scale`), so chunks quantize as the whole tensor would.
     """
     reference = backend == "numpy"
+    if not reference:
+        start_numba_threads()  # before the first kernel: idle OpenMP workers sleep
     y, mask, rotations = _rotated_and_masked(fmt, x, reference)
     for stage in fmt.stages:
         if isinstance(stage, Quantize):
@@ -90,5 +93,7 @@ def top_raw_scale(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> 
 
     if not isinstance(fmt.quantizer, Quantize):
         raise ValueError(f"format '{fmt.display_name}' has no scalar quantizer")
+    if backend != "numpy":
+        start_numba_threads()
     y, mask, _ = _rotated_and_masked(fmt, x, backend == "numpy")
     return scalar.top_raw_scale(fmt.quantizer, y, mask, reference=backend == "numpy")

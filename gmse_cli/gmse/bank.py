@@ -20,6 +20,7 @@ from gmse_cli.errors import SpecError
 from gmse_cli.gmse.backends import compressor
 from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, make_estimate
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format
+from gmse_cli.threads import start_numba_threads
 
 __all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES"]
 
@@ -87,6 +88,7 @@ class SampleBank:
         self._batches: list[np.ndarray] = []
         self._norms: list[np.ndarray] = []
         self._compress = compressor(backend, device)
+        start_numba_threads()  # before the first kernel: idle OpenMP workers sleep
 
     @property
     def batch_elements(self) -> int:
