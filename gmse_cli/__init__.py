@@ -12,13 +12,8 @@ Names are loaded lazily so that ``import gmse_cli`` stays cheap and never import
 
 from __future__ import annotations
 
-import os
 from importlib import import_module
 from typing import Any
-
-# numba's OpenMP threads spin-wait between parallel kernels by default; on small, shared
-# machines that adds ~20 ms to every compress call (measured), so wait passively unless told.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

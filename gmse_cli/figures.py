@@ -1,24 +1,302 @@
-"""Writing the PNG plots of every command (``--plot``)."""
+"""One writer for every plot (``--plot``): the house style, labels that never overlap, legends
+that name every series, and the file written as PNG, SVG or PDF by its extension.
+
+A plot is drawn in three steps: :func:`new_figure` (constrained layout, no pyplot, so a
+notebook's backend and figure list are left alone), the plot's artists and legends, then
+:func:`freeze_layout` before :func:`place_labels`: labels are placed in the final geometry and
+never move the axes. Label placement uses adjustText; what it cannot place without touching
+another label or the frame is left out, most important labels first, so the figure never
+shows a pile of text (the command's table lists everything).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError
 
-__all__ = ["save_figure"]
+__all__ = [
+    "PLOT_SUFFIXES",
+    "FAMILY_COLORS",
+    "PALETTE",
+    "MARKERS",
+    "FACTOR_SEP",
+    "Label",
+    "check_plot_path",
+    "house_style",
+    "new_figure",
+    "freeze_layout",
+    "place_labels",
+    "section_handle",
+    "figure_legend",
+    "save_figure",
+]
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+# One colour per law family, the same in every plot.
+FAMILY_COLORS = {"quantization": "#0072B2", "sparsity": "#D55E00", "vq": "#009E73", "none": "#555555"}
+# Okabe-Ito's colour-blind-safe qualitative palette (without its yellow, unreadable on white,
+# and black, kept for reference lines), then matplotlib's tab10 extras; plots with more series than this combine colour and marker.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B",
+           "#7F7F7F", "#BCBD22", "#9467BD")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+# A series told apart by two keys (colour and marker) has the label "key1 | key2" and one legend
+# entry per key (see :func:`figure_legend`).
+FACTOR_SEP = " | "
+
+_STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "figure.titlesize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "lines.linewidth": 1.5,
+    "savefig.dpi": 200,
+    "pdf.fonttype": 42,  # embedded TrueType: text stays text in a paper's PDF
+    "svg.fonttype": "none",
+}
 
 
-def save_figure(fig: Any, path: str | Path, *, dpi: float | None = 120) -> Path:
-    """Write a matplotlib figure and close it; an unwritable path is one clean error.
-    ``dpi=None``: matplotlib's default."""
-    import matplotlib.pyplot as plt
+def check_plot_path(path: str | Path) -> Path:
+    """Raise :class:`DataError` unless ``path`` is a writable .png/.svg/.pdf file path.
 
+    Called before any work, so a typo costs nothing.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf (the file type follows the extension)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise DataError(f"cannot write plot '{path}': folder '{parent}' does not exist")
+    if path.is_dir():
+        raise DataError(f"cannot write plot '{path}': it is a folder (name a file)")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise DataError(f"cannot write plot '{path}': permission denied (choose another path)")
+    return path
+
+
+@contextmanager
+def house_style() -> Iterator[None]:
+    """The plots' rcParams, for the duration of drawing or saving (never set globally)."""
+    import matplotlib
+
+    with matplotlib.rc_context(_STYLE):
+        yield
+
+
+def new_figure(width: float, height: float, *, nrows: int = 1, ncols: int = 1, **kwargs: Any):
+    """``(figure, axes)`` sized in inches, with constrained layout and an Agg canvas of its own
+    (no pyplot: nothing global is touched). Call inside :func:`house_style`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+
+
+def freeze_layout(fig) -> None:
+    """Lay the figure out once and keep it: labels placed afterwards cannot move the axes."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+
+
+@dataclass(frozen=True)
+class Label:
+    """A text to place near the data point ``(x, y)``; ``priority`` 0 is placed first, and a
+    label of priority 2 or more is optional: shown only where it covers no data point."""
+
+    x: float
+    y: float
+    text: str
+    color: str = "black"
+    priority: int = 1
+    weight: str = "normal"
+
+
+def place_labels(ax, labels: Sequence[Label], *, points: tuple[Sequence[float], Sequence[float]] = ((), ()),
+                 fontsize: float = 7.0, iterations: int = 400) -> list:
+    """Put each label near its point, clear of the other labels, of ``points`` and of the frame.
+
+    adjustText moves the labels apart (deterministically: an iteration limit, not a time
+    limit). Then, most important first (lowest ``priority``, then the order given), a label
+    that touches a kept label, crosses the axes' edge or covers a data point moves to the
+    nearest clear spot around its point. Without one, a label of priority 0 or 1 keeps a
+    place that touches no other label (covering a point if it must) and an optional label
+    (priority 2 and up) is left out, as is any label with no place at all. A label away from
+    its point gets a thin leader line. Call after :func:`freeze_layout`; returns the texts kept.
+    """
+    import numpy as np
+    from adjustText import adjust_text
+
+    if not labels:
+        return []
+    order = sorted(range(len(labels)), key=lambda i: labels[i].priority)
+    labels = [labels[i] for i in order]
+    # A light backing keeps a label legible where it crosses a line or a grid line.
+    backing = {"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
+    texts = [ax.text(lab.x, lab.y, lab.text, fontsize=fontsize, color=lab.color, fontweight=lab.weight,
+                     ha="left", va="bottom", bbox=backing, zorder=6) for lab in labels]
+    for t in texts:
+        t.set_in_layout(False)
+    px = np.concatenate([np.asarray(points[0], float), [lab.x for lab in labels]])
+    py = np.concatenate([np.asarray(points[1], float), [lab.y for lab in labels]])
+    adjust_text(texts, x=px, y=py, ax=ax, avoid_self=False, iter_lim=iterations, time_lim=None,
+                ensure_inside_axes=True, expand=(1.15, 1.4), force_text=(0.2, 0.4),
+                force_static=(0.15, 0.3), force_pull=(0.02, 0.02), max_move=(8, 8))
+    renderer = ax.figure.canvas.get_renderer()
+    pad = ax.figure.dpi / 72  # one point of air around every label
+    frame = ax.get_window_extent(renderer)
+    dots = ax.transData.transform(np.column_stack([px, py])) if len(px) else np.empty((0, 2))
+    kept: list = []
+    boxes: list = []
+
+    def fits(box) -> bool:
+        inside = box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
+        return inside and not any(box.overlaps(b) for b in boxes)
+
+    for lab, t in zip(labels, texts, strict=True):
+        box = t.get_window_extent(renderer).padded(pad)
+        if not fits(box) or _covers(box, dots):
+            # a clear spot near the point; else, for a label that must be shown, where adjustText
+            # put it if that fits, or the first spot that fits (optional labels never cover data)
+            where = (t.get_position(), t.get_ha(), t.get_va())
+            fitted = fits(box)
+            box = _nearby(ax, t, lab, renderer, pad, fits, dots, strict=True)
+            if box is None and lab.priority < 2:
+                if fitted:
+                    t.set_position(where[0])
+                    t.set_ha(where[1])
+                    t.set_va(where[2])
+                    box = t.get_window_extent(renderer).padded(pad)
+                else:
+                    box = _nearby(ax, t, lab, renderer, pad, fits, dots)
+        if box is None:
+            t.remove()
+            continue
+        kept.append(t)
+        boxes.append(box)
+        _leader(ax, t, box, lab)
+    return kept
+
+
+# Places tried around a point when adjustText left its label touching another or the frame:
+# (horizontal, vertical alignment, offset in points), nearest first.
+_SPOTS = tuple(
+    (ha, va, dx * k, dy * k)
+    for k in (1, 2.5, 4.5)
+    for ha, va, dx, dy in (("left", "bottom", 3, 3), ("right", "bottom", -3, 3), ("left", "top", 3, -3),
+                           ("right", "top", -3, -3), ("center", "bottom", 0, 5), ("center", "top", 0, -5),
+                           ("left", "center", 5, 0), ("right", "center", -5, 0))
+)
+
+
+def _covers(box, dots) -> bool:
+    import numpy as np
+
+    return bool(np.any((dots[:, 0] > box.x0) & (dots[:, 0] < box.x1) & (dots[:, 1] > box.y0) & (dots[:, 1] < box.y1)))
+
+
+def _nearby(ax, text, label: Label, renderer, pad: float, fits, dots, *, strict: bool = False):
+    """The first spot around the label's point where it fits, preferring spots that cover no
+    data point (``strict``: only those); None if there is none."""
+    import numpy as np
+
+    scale = ax.figure.dpi / 72
+    target = ax.transData.transform((label.x, label.y))
+    to_data = ax.transData.inverted()
+    fallback = None
+    for ha, va, dx, dy in _SPOTS:
+        text.set_position(to_data.transform(target + np.array([dx, dy]) * scale))
+        text.set_ha(ha)
+        text.set_va(va)
+        box = text.get_window_extent(renderer).padded(pad)
+        if not fits(box):
+            continue
+        if not _covers(box, dots):
+            return box
+        if fallback is None and not strict:
+            fallback = (ha, va, dx, dy, box)
+    if fallback is None:
+        return None
+    ha, va, dx, dy, box = fallback
+    text.set_position(to_data.transform(target + np.array([dx, dy]) * scale))
+    text.set_ha(ha)
+    text.set_va(va)
+    return box
+
+
+def _leader(ax, text, box, label: Label) -> None:
+    """A thin line from the label's nearest edge to its point, when the label moved away."""
+    import numpy as np
+
+    target = ax.transData.transform((label.x, label.y))
+    nearest = np.array([min(max(target[0], box.x0), box.x1), min(max(target[1], box.y0), box.y1)])
+    if np.hypot(*(nearest - target)) < 6 * ax.figure.dpi / 72:
+        return
+    start = ax.transData.inverted().transform(nearest)
+    line = ax.annotate("", xy=(label.x, label.y), xytext=tuple(start), xycoords="data", textcoords="data",
+                       arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.5, "shrinkA": 0, "shrinkB": 2})
+    line.set_in_layout(False)
+
+
+def section_handle():
+    """An invisible legend handle: its entry reads as a heading over the entries below it."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((0, 0), 0, 0, fill=False, edgecolor="none", visible=False)
+
+
+def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]], *,
+                  loc: str = "outside lower center", rows: int = 5):
+    """One legend for the whole figure, outside the axes (so it never covers data or labels):
+    each ``(heading, [(handle, label), ...])`` section fills its own columns of at most
+    ``rows`` lines, under its heading in bold (an empty heading: none)."""
+    rows = max(2, min(rows, max(len(entries) + bool(heading) for heading, entries in sections)))
+    handles: list = []
+    labels: list[str] = []
+    for heading, entries in sections:
+        per_column = rows - 1 if heading else rows
+        for start in range(0, len(entries), per_column):
+            column = [(section_handle(), heading if start == 0 else "")] if heading else []
+            column += entries[start : start + per_column]
+            column += [(section_handle(), "")] * (rows - len(column))
+            handles += [h for h, _ in column]
+            labels += [label for _, label in column]
+    # matplotlib fills a legend column by column, so equal columns keep each section together
+    legend = fig.legend(handles, labels, loc=loc, ncols=len(handles) // rows, frameon=False,
+                        handlelength=1.8, columnspacing=1.6)
+    headings = {heading for heading, _ in sections if heading}
+    for text in legend.get_texts():
+        if text.get_text() in headings:
+            text.set_fontweight("bold")
+    return legend
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as PNG, SVG or PDF by the file's extension; an unwritable path is one clean
+    error. (The extension was checked by :func:`check_plot_path` before any work.)"""
+    path = Path(path)
+    kind = path.suffix.lower().lstrip(".")
+    if f".{kind}" not in PLOT_SUFFIXES:
+        raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf")
     try:
-        fig.savefig(path, dpi=dpi)
+        with house_style():
+            fig.savefig(path, format=kind)
     except OSError as exc:
         raise DataError(f"cannot write plot '{path}': {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return path

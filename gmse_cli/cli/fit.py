@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="base law for families the runs cannot identify (default: the shipped law)")
         ] = None,
         out: Annotated[Path | None, typer.Option(help="write the fitted law (TOML) here")] = None,
-        plot: Annotated[Path | None, typer.Option(help="write a PNG: predicted vs observed, capacity vs GMSE")] = None,
+        plot: Annotated[Path | None, typer.Option(help="write a plot (.png, .svg or .pdf): predicted vs observed, capacity vs GMSE")] = None,
         residuals: Annotated[bool, typer.Option("--residuals", help="print every run's residual")] = False,
         seed: Annotated[int, typer.Option(help="seed of the bootstrap and of Monte Carlo GMSE")] = 0,
         json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         residuals, leave-one-scheme-out prediction (unified) and a factorization check (decoupled)."""
         from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.errors import DataError, FitError
+        from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit
         from gmse_cli.law import load_law, save_law
         from gmse_cli.progress import status
@@ -64,8 +65,8 @@ def register(app: typer.Typer) -> None:
             raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}")
         if out is not None and model in ("decoupled", "kumar"):
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
-        if plot is not None and plot.suffix.lower() != ".png":
-            raise FitError(f"--plot {plot}: the plot is a PNG; give a file name ending in .png")
+        if plot is not None:
+            check_plot_path(plot)
         fixed = _parse_fix(fix or [])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RunsWarning)
@@ -111,7 +112,7 @@ def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed) 
         curves = {f.value: FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, held=True, n_gmse=0)
                   for f, c in law.families.items()}
         plot_fit(result, path, curves=curves, points=with_stage_gmse(result.capacities),
-                 curve_label=f"law {law.name}, ")
+                 curve_label=f"law {law.name}")
         return
     if model == "unified":
         decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,

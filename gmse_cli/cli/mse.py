@@ -37,7 +37,7 @@ def _paragraphs(text: str) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("mse", epilog=_paragraphs(_EPILOG))
     def mse_command(
-        checkpoint: Annotated[Path, typer.Argument(help="a .safetensors file, a folder of shards, or a Hugging Face model folder")],
+        checkpoint: Annotated[Path, typer.Argument(help="a .safetensors file, a sharded model's .index.json, a folder of shards, a Hugging Face model folder or hub-cache folder (models--org--name)")],
         formats: Annotated[list[str], typer.Option("--format", "-f", help="format to measure (repeatable): catalog name, .toml or shorthand")],
         hadamard: Annotated[bool, typer.Option("--hadamard", help="also measure each format after a 128-block Hadamard rotation")] = False,
         include: Annotated[list[str] | None, typer.Option("--include", help="layers to measure (glob or re:REGEX; repeatable)")] = None,
@@ -47,16 +47,16 @@ def register(app: typer.Typer) -> None:
         law: Annotated[str | None, typer.Option("--law", help="law file or shipped law name for capacities (default: the shipped law)")] = None,
         rel_err: Annotated[float, typer.Option(help="target relative standard error of the GMSE estimates")] = 1e-3,
         worst: Annotated[int, typer.Option(help="layers listed in the worst-layers table per format")] = 5,
-        plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of per-layer MSE with the GMSE line")] = None,
+        plot: Annotated[Path | None, typer.Option("--plot", help="write each layer's MSE / GMSE (.png, .svg or .pdf)")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
     ) -> None:
         """Real-weight MSE of each FORMAT on CHECKPOINT: per layer and overall, its ratio to
         GMSE, effective bits, and the capacity the law predicts from each."""
         from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.errors import SpecError
+        from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import note
-        from gmse_cli.rank import check_plot_path
-        from gmse_cli.realmse import measure_mse
+        from gmse_cli.realmse import checkpoint_name, measure_mse, plot_mse
 
         if worst < 0:
             raise SpecError(f"--worst {worst} must be 0 or more")
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
             progress=not json_out, warn=note,
         )
         if plot is not None:
-            _plot(results, plot)
+            plot_mse(results, plot, checkpoint=checkpoint_name(checkpoint))
             err_console.print(f"wrote {plot}")
         if json_out:
             print_json([r.model_dump(mode="json") for r in results])
@@ -124,27 +124,3 @@ def _render(results, worst: int) -> None:
         if r.skipped:
             out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})")
 
-
-def _plot(results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
-    names = list(dict.fromkeys(layer.name for r in results for layer in r.layers))
-    position = {n: i for i, n in enumerate(names)}
-    fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, 0.12 * len(names) + 4)), 4.5))
-    for r in results:
-        xs = [position[layer.name] for layer in r.layers]
-        line, = ax.plot(xs, [layer.mse for layer in r.layers], marker="o", ms=3, lw=0.8, label=f"{r.format} (MSE {r.mse:.3g})")
-        ax.axhline(r.gmse, color=line.get_color(), ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("layer (file order)")
-    ax.set_ylabel("||W - C(W)||² / ||W||²")
-    ax.set_title("Per-layer real-weight MSE; dashed: GMSE")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    from gmse_cli.figures import save_figure
-
-    save_figure(fig, path)

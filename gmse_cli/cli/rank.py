@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
         csv_out: Annotated[bool, typer.Option("--csv", help="print CSV to stdout")] = False,
         plot: Annotated[
-            str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE.png")
+            str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE (.png, .svg or .pdf)")
         ] = None,
         wide: Annotated[
             bool, typer.Option("--wide", help="every column (default: the ones to decide on, in 120 columns)")

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="with --checkpoint: layers to leave out")] = None,
         rows_per_layer: Annotated[int, typer.Option(help="with --checkpoint: rows sampled per layer")] = 256,
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="write each frontier member as a format TOML here")] = None,
-        plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of capacity vs bits with the frontier")] = None,
+        plot: Annotated[Path | None, typer.Option("--plot", help="write capacity vs bits with both frontiers (.png, .svg or .pdf)")] = None,
         recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
         json_out: Annotated[bool, typer.Option("--json", help="print the frontier as JSON to stdout")] = False,
     ) -> None:
@@ -45,9 +45,9 @@ def register(app: typer.Typer) -> None:
         Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
         from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.errors import SpecError
+        from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import task
-        from gmse_cli.rank import check_plot_path
-        from gmse_cli.search import search_formats, write_frontier
+        from gmse_cli.search import plot_search, search_formats, write_frontier
 
         if rows_per_layer < 2:
             raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
@@ -75,7 +75,9 @@ def register(app: typer.Typer) -> None:
             paths = write_frontier(result, out_dir)
             err_console.print(f"wrote {len(paths)} format files to {out_dir}")
         if plot is not None:
-            _plot(result, plot)
+            from gmse_cli.realmse import checkpoint_name
+
+            plot_search(result, plot, checkpoint=checkpoint_name(checkpoint) if checkpoint else None)
             err_console.print(f"wrote {plot}")
         if json_out:
             print_json([p.model_dump(mode="json") for p in result.frontier])
@@ -109,32 +111,3 @@ def _render(result) -> None:
                       f"{c.best_rho:.4f}", f"{c.gain:+.4f} ({c.gain_relative:+.1%})")
     out_console.print(table)
 
-
-def _plot(result, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    ax.scatter([p[1] for p in result.points], [p[2] for p in result.points], s=6, c="0.75", label="candidates (cheap pass)")
-    ax.step([p.bits_per_param for p in result.frontier], [p.rho for p in result.frontier], where="post",
-            color="C0", lw=1.5, label="Pareto frontier")
-    ax.scatter([p.bits_per_param for p in result.frontier], [p.rho for p in result.frontier], s=14, color="C0")
-    for c in result.comparisons:
-        ax.scatter([c.catalog_bits], [c.catalog_rho], marker="x", color="C3", s=20)
-        ax.annotate(c.catalog, (c.catalog_bits, c.catalog_rho), fontsize=6, color="C3",
-                    xytext=(3, -8), textcoords="offset points")
-    b = result.best
-    ax.annotate(b.name, (b.bits_per_param, b.rho), fontsize=7, color="C0", xytext=(-10, 6),
-                textcoords="offset points", ha="right")
-    ax.set_xlabel("bits per parameter")
-    ax.set_ylabel("capacity rho")
-    ax.set_title(f"uscl search --bits {result.budget:g} ({result.objective}, law {result.law})")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    from gmse_cli.figures import save_figure
-
-    save_figure(fig, path)

@@ -24,6 +24,7 @@ import numpy as np
 
 from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify
+from gmse_cli.threads import start_numba_threads
 
 __all__ = ["compress", "top_raw_scale", "Backend"]
 
@@ -75,6 +76,7 @@ def compress(
     reference = backend == "numpy"
     if not reference:
         watch_compiles()  # the first run on a machine compiles the kernels: say so
+        start_numba_threads()  # before the first kernel: idle OpenMP workers sleep
     y, mask, rotations = _rotated_and_masked(fmt, x, reference)
     for stage in fmt.stages:
         if isinstance(stage, Quantize):
@@ -101,5 +103,7 @@ def top_raw_scale(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> 
 
     if not isinstance(fmt.quantizer, Quantize):
         raise ValueError(f"format '{fmt.display_name}' has no scalar quantizer")
+    if backend != "numpy":
+        start_numba_threads()
     y, mask, _ = _rotated_and_masked(fmt, x, backend == "numpy")
     return scalar.top_raw_scale(fmt.quantizer, y, mask, reference=backend == "numpy")

@@ -14,15 +14,17 @@ The models, the objective and how they are solved are described in
 - ``resampling``  bootstrap weights, replicate refits, percentile intervals;
 - ``heldout``     leave-one-out refits and their prediction errors;
 - ``curves``      capacity curves through (GMSE, rho) points: :func:`fit_capacity`;
-- ``reports``     the factorization check and the fit's plot;
+- ``reports``     the factorization check and the stages' GMSE;
+- ``plot``        the fit's plot (predicted vs observed loss; capacity vs GMSE);
 - ``drivers``     :func:`fit`: the dense, decoupled, unified, capacity and kumar fits.
 """
 
 from gmse_cli.fit.curves import fit_capacity
 from gmse_cli.fit.drivers import fit
 from gmse_cli.fit.objective import huber
+from gmse_cli.fit.plot import fit_figure, plot_fit
 from gmse_cli.fit.problem import epoch_grid
-from gmse_cli.fit.reports import factorization_check, plot_fit, with_stage_gmse
+from gmse_cli.fit.reports import factorization_check, with_stage_gmse
 from gmse_cli.fit.results import (
     MODELS,
     CapacityFit,
@@ -60,5 +62,6 @@ __all__ = [
     "huber",
     "epoch_grid",
     "plot_fit",
+    "fit_figure",
     "with_stage_gmse",
 ]

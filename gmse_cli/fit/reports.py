@@ -1,4 +1,4 @@
-"""Reports on a fit: the factorization check and the fit's plot.
+"""Reports on a fit: the factorization check and the stage GMSEs its plot reads.
 
 Each takes a finished result (or its parts) and computes or draws evidence from it; nothing
 here refits.
@@ -6,23 +6,19 @@ here refits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gmse_cli.figures import save_figure
 from gmse_cli.fit.results import (
     FactorizationCell,
     FactorizationCheck,
-    FamilyFit,
-    FitResult,
     SchemeCapacity,
 )
 from gmse_cli.fit.stages import GmseCache
 from gmse_cli.spec import Format
 
-__all__ = ["factorization_check", "with_stage_gmse", "plot_fit"]
+__all__ = ["factorization_check", "with_stage_gmse"]
 
 
 def factorization_check(capacities: Sequence[SchemeCapacity]) -> FactorizationCheck:
@@ -100,69 +96,3 @@ def with_stage_gmse(capacities: Sequence[SchemeCapacity], gmse: Callable[[Format
             c = c.model_copy(update={"stage_gmse": stages})
         out.append(c)
     return out
-
-
-def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, FamilyFit] | None = None,
-             points: Sequence[SchemeCapacity] | None = None, curve_label: str = "") -> None:
-    """Predicted vs observed loss; with capacity curves or points, also rho vs GMSE.
-
-    ``curves`` default to the fit's families; ``points`` (default: the fit's capacities) are
-    drawn with their bootstrap intervals as error bars -- pass a decoupled fit's capacities to
-    show the free per-scheme capacities beside a unified fit's curves. A weights x activations
-    scheme with the same format on both is drawn at sqrt(rho) (its per-tensor capacity under
-    factorization); other composite schemes are left out of that panel.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = dict(result.families if curves is None else curves)
-    source = result.capacities if points is None else points
-    points = [c for c in source if c.stage_gmse and len(c.stage_gmse) in (1, 2) and not c.reference]
-    has_cap = bool(curves) or bool(points)
-    fig, axes = plt.subplots(1, 2 if has_cap else 1, figsize=(12 if has_cap else 6, 5))
-    axes = np.atleast_1d(axes)
-    ax = axes[0]
-    obs = np.array([r.loss for r in result.residuals])
-    pred = np.array([r.predicted for r in result.residuals])
-    schemes = sorted({r.scheme for r in result.residuals})
-    cmap = plt.get_cmap("tab20")
-    for k, s in enumerate(schemes):
-        sel = [i for i, r in enumerate(result.residuals) if r.scheme == s]
-        ax.scatter(obs[sel], pred[sel], s=18, color=cmap(k % 20), label=s if len(schemes) <= 20 else None)
-    lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax.set_xlabel("observed loss")
-    ax.set_ylabel("predicted loss")
-    ax.set_title(f"{result.model} fit: RMSE(log loss) = {result.fit_error:.2e}, {result.n_runs} runs")
-    if len(schemes) <= 20:
-        ax.legend(fontsize=6, loc="upper left")
-    if has_cap:
-        ax = axes[1]
-        grid = np.logspace(-6, -0.05, 300)
-        bits = -np.log(grid) / np.log(4.0)
-        for k, (fam, c) in enumerate(sorted(curves.items())):
-            ax.plot(grid, c.L * np.tanh(c.F * bits) ** c.C, color=cmap(2 * k),
-                    label=f"{curve_label}{fam}: L={c.L:.2f} F={c.F:.2f} C={c.C:.2f}")
-        for c in points:
-            same = len(c.stage_gmse) == 2 and c.stage_gmse[0] == c.stage_gmse[1]
-            if len(c.stage_gmse) == 2 and not same:
-                continue
-            g = c.stage_gmse[0][1]
-            power = 0.5 if same else 1.0
-            val = c.rho**power
-            yerr = None
-            if c.rho_low is not None and c.rho_high is not None:
-                yerr = [[max(val - c.rho_low**power, 0.0)], [max(c.rho_high**power - val, 0.0)]]
-            ax.errorbar([g], [val], yerr=yerr, fmt="s" if same else "o", ms=4, color="k" if not same else "tab:red",
-                        capsize=2)
-            ax.annotate(c.scheme, (g, val), fontsize=5, xytext=(2, 2), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("GMSE")
-        ax.set_ylabel("capacity rho (W+A same format: sqrt rho, squares)")
-        ax.set_ylim(0, 1.1)
-        ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    save_figure(fig, path)
-

@@ -23,6 +23,7 @@ from gmse_cli.gmse.backends import compressor
 from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, make_estimate
 from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format
+from gmse_cli.threads import start_numba_threads
 
 __all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION"]
 
@@ -98,6 +99,7 @@ class SampleBank:
         self._norms: dict[int, np.ndarray] = {}
         self._held = max(1, _HELD_ELEMENTS // self.batch_elements)
         self._compress = compressor(backend, device)
+        start_numba_threads()  # before the first kernel: idle OpenMP workers sleep
 
     @property
     def batch_elements(self) -> int:

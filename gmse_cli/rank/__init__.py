@@ -17,7 +17,7 @@ One module per concept:
 from __future__ import annotations
 
 from gmse_cli.rank.pareto import SORT_COLUMNS, pareto_front, pareto_mask, sort_rows
-from gmse_cli.rank.plot import check_plot_path, plot_rank
+from gmse_cli.rank.plot import check_plot_path, plot_rank, rank_figure
 from gmse_cli.rank.ranking import compare, predict, rank
 from gmse_cli.rank.results import (
     DEFAULT_PARAMS,
@@ -45,5 +45,6 @@ __all__ = [
     "sort_rows",
     "SORT_COLUMNS",
     "plot_rank",
+    "rank_figure",
     "check_plot_path",
 ]

@@ -1,5 +1,12 @@
-"""The ranking plot: capacity against GMSE with each family's curve, and against storage cost
-with the Pareto frontier. Paths are checked before any GMSE is computed."""
+"""The ranking plot: (a) capacity against Gaussian MSE on each family's curve, (b) capacity
+against storage cost with the Pareto frontier.
+
+Formats are told apart by family (colour and marker, the same in both panels); labels name the
+Pareto frontier first and the other formats only where they fit (all of them for a short list).
+Families whose curves have the same constants share one curve. With one activation format for
+every row (``rank --act``), it is named once in the title and the curves are drawn times its
+capacity, so the points still lie on them.
+"""
 
 from __future__ import annotations
 
@@ -9,114 +16,210 @@ from pathlib import Path
 
 import numpy as np
 
-from gmse_cli.errors import DataError
-from gmse_cli.figures import save_figure
+from gmse_cli import figures
+from gmse_cli.figures import check_plot_path
 from gmse_cli.law import Law, sample_law
 from gmse_cli.rank.evaluate import resolve_law
-from gmse_cli.rank.pareto import pareto_front
 from gmse_cli.rank.results import RankRow
 from gmse_cli.spec import Family
 
-__all__ = ["check_plot_path", "plot_rank"]
+__all__ = ["check_plot_path", "plot_rank", "rank_figure"]
 
-def check_plot_path(path: str | Path) -> Path:
-    """Raise :class:`DataError` unless ``path`` is a writable .png/.pdf/.svg file path.
+_GMSE_FLOOR = 1e-5  # near-lossless casts (fp32: GMSE ~ 1e-19) are drawn at this edge
+_ALL_LABELS = 16  # up to this many formats, every one is labelled (where it fits)
 
-    Checked before any GMSE is computed, so a typo costs nothing.
-    """
-    import os
-
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise DataError(f"plot path '{path}' must end in .png, .pdf or .svg")
-    parent = path.parent
-    if not parent.is_dir():
-        raise DataError(f"cannot write plot '{path}': folder '{parent}' does not exist")
-    if path.is_dir():
-        raise DataError(f"cannot write plot '{path}': it is a folder (name a file)")
-    if not os.access(path if path.exists() else parent, os.W_OK):
-        raise DataError(f"cannot write plot '{path}': permission denied (choose another path)")
-    return path
+# How each kind of format is drawn: (legend label, colour, marker).
+_KINDS = {
+    "quantization": ("quantization formats", figures.FAMILY_COLORS["quantization"], "o"),
+    "vq": ("vector quantization", figures.FAMILY_COLORS["vq"], "^"),
+    "sparsity": ("sparsity", figures.FAMILY_COLORS["sparsity"], "s"),
+    "composite": ("composite (product of stage capacities)", "black", "D"),
+    "none": ("lossless", figures.FAMILY_COLORS["none"], "P"),
+}
 
 
-def _coincident(rows: Sequence[RankRow], xy) -> dict[tuple[float, float], list[RankRow]]:
-    """Rows grouped by their point, to 3 significant digits, so one label names them all."""
+def _kind(row: RankRow) -> str:
+    return "composite" if "+" in row.family else row.family
+
+
+def _si(value: float) -> str:
+    """200000000 -> 200M."""
+    for size, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _grouped(rows: Sequence[RankRow], xy) -> list[tuple[float, float, list[RankRow]]]:
+    """Rows at the same point (3 significant digits) as one label, in the rows' order."""
     groups: dict[tuple[float, float], list[RankRow]] = {}
+    where: dict[tuple[float, float], tuple[float, float]] = {}
     for r in rows:
         x, y = xy(r)
-        groups.setdefault((float(f"{x:.3g}"), float(f"{y:.3g}")), []).append(r)
-    return groups
+        key = (float(f"{x:.3g}"), float(f"{y:.3g}"))
+        groups.setdefault(key, []).append(r)
+        where.setdefault(key, (x, y))
+    return [(*where[k], g) for k, g in groups.items()]
+
+
+def _activation_factor(rows: Sequence[RankRow], law: Law) -> tuple[str | None, float]:
+    """The activation format every row shares (None if they differ or have none) and its
+    capacity: the factor between each weight curve and its rows' points."""
+    acts = {r.activations for r in rows}
+    if len(acts) != 1 or None in acts:
+        return None, 1.0
+    from gmse_cli.errors import UsclError
+    from gmse_cli.spec import resolve_format
+
+    (name,) = acts
+    try:
+        families = resolve_format(name).families
+    except UsclError:
+        families = ()
+    lossy = [f for f in families if f is not Family.NONE]
+    if len(lossy) != 1 or rows[0].act_gmse is None:
+        return name, 1.0  # a composite activation format: its stages' GMSEs are not in the rows
+    return name, float(law.rho(lossy[0], rows[0].act_gmse))
+
+
+def _label(group: Sequence[RankRow], act: str | None) -> str:
+    """The rows' names; the activation format every row shares is in the title, not here."""
+    names = []
+    for r in group:
+        suffix = f" A:{r.activations}"
+        if act and r.name.startswith("W:") and r.name.endswith(suffix):
+            names.append(r.name[2 : -len(suffix)])
+        else:
+            names.append(r.name)
+    return ", ".join(names)
+
+
+def rank_figure(rows: Sequence[RankRow], *, law: Law | str | Path | None = None):
+    """The two-panel ranking figure (a matplotlib Figure; :func:`plot_rank` writes it)."""
+    law = resolve_law(law)
+    rows = list(rows)
+    act, act_rho = _activation_factor(rows, law)
+    with figures.house_style():
+        fig, axes = figures.new_figure(10.5, 5.6, ncols=2)
+        ax_g, ax_b = axes[0]
+        handles: dict[str, object] = {}
+        _curves(ax_g, rows, law, act, act_rho, handles)
+        for kind, (label, color, marker) in _KINDS.items():
+            sel = [r for r in rows if _kind(r) == kind]
+            if not sel:
+                continue
+            style = {"marker": marker, "s": 22, "color": color, "edgecolors": "white", "linewidths": 0.4,
+                     "zorder": 3, "label": label}
+            handles[label] = ax_g.scatter([max(r.gmse, _GMSE_FLOOR) for r in sel], [r.rho for r in sel], **style)
+            ax_b.scatter([r.bits_per_param for r in sel], [r.rho for r in sel], **style)
+        _storage_panel(ax_b, rows, handles)
+
+        ax_g.set_xscale("log")
+        ax_g.set_xlim(_GMSE_FLOOR / 1.6, 1.6)
+        ax_g.set_xlabel(f"Gaussian MSE of the weight format (below {_GMSE_FLOOR:g}: drawn at {_GMSE_FLOOR:g})")
+        ax_g.set_title("(a) capacity against Gaussian MSE")
+        ax_b.set_title("(b) capacity against storage cost")
+        for ax in (ax_g, ax_b):
+            ax.set_ylim(0, 1.1)  # room for the labels of formats at rho = 1
+            ax.set_ylabel("capacity ρ (effective / actual parameters)")
+        n, d = (rows[0].params, rows[0].tokens) if rows else (0.0, 0.0)
+        title = f"{len(rows)} format{'s' if len(rows) != 1 else ''} under law {law.name}: N = {_si(n)} parameters, D = {_si(d)} tokens"
+        if act:
+            title += f"\nactivations {act} on every format: ρ = ρ(weights) × ρ({act})"
+        fig.suptitle(title)
+        figures.figure_legend(fig, _sections(handles))
+        figures.freeze_layout(fig)
+
+        front = [r for r in rows if r.pareto]
+        every = len(rows) <= _ALL_LABELS
+        g_xy = lambda r: (max(r.gmse, _GMSE_FLOOR), r.rho)  # noqa: E731
+        b_xy = lambda r: (r.bits_per_param, r.rho)  # noqa: E731
+        for ax, xy in ((ax_g, g_xy), (ax_b, b_xy)):
+            labels = [
+                figures.Label(x, y, _label(g, act), priority=0 if any(r.pareto for r in g) else 1)
+                for x, y, g in _grouped(rows if every else front, xy)
+            ]
+            points = ([xy(r)[0] for r in rows], [xy(r)[1] for r in rows])
+            figures.place_labels(ax, labels, points=points)
+    return fig
+
+
+def _sections(handles: dict) -> list:
+    """The legend: the kinds of format, then the curves, then panel (b)'s lines."""
+    kinds = {label for label, _, _ in _KINDS.values()}
+    panel_b = ("Pareto frontier",)
+    sections = [
+        ("formats", [(h, k) for k, h in handles.items() if k in kinds]),
+        ("law", [(h, k) for k, h in handles.items() if k not in kinds and k not in panel_b and "interval" not in k]),
+        ("panel (b)", [(h, k) for k, h in handles.items() if k in panel_b or "interval" in k]),
+    ]
+    return [s for s in sections if s[1]]
+
+
+def _curves(ax, rows, law: Law, act: str | None, act_rho: float, handles: dict) -> None:
+    """Each family's curve (times the shared activation factor) and its 95% band; families
+    with the same constants share one curve."""
+    shown = {Family(f) for r in rows for f in r.family.split("+") if f != Family.NONE.value}
+    shared: dict[tuple[float, float, float], list[Family]] = {}
+    for family, curve in sorted(law.families.items()):
+        if family in shown:
+            shared.setdefault((curve.L.value, curve.F.value, curve.C.value), []).append(family)
+    grid = np.logspace(math.log10(_GMSE_FLOOR / 1.6), math.log10(0.9999), 300)
+    samples = sample_law(law, draws=1000, rng=0)
+    band_label = "95% band of the law's draws"
+    times = f" × ρ({act}) = {act_rho:.3f}" if act and act_rho != 1.0 else ""
+    for (L, F, C), families in shared.items():
+        color = figures.FAMILY_COLORS.get(families[0].value, "gray") if len(families) == 1 else figures.FAMILY_COLORS["quantization"]
+        band = np.array([samples.rho(families[0], g) for g in grid]) * act_rho  # (grid, draws)
+        lo, hi = np.quantile(band, [0.025, 0.975], axis=1)
+        fill = ax.fill_between(grid, lo, hi, color="0.5", alpha=0.15, linewidth=0, label=band_label)
+        handles.setdefault(band_label, fill)
+        names = " and ".join(f.value for f in families)
+        label = f"{names} curve: L {L:.3g}, F {F:.3g}, C {C:.3g}{times}"
+        (line,) = ax.plot(grid, law.rho(families[0], grid) * act_rho, color=color, lw=1.3, label=label, zorder=2)
+        handles[label] = line
+
+
+def _storage_panel(ax, rows, handles: dict) -> None:
+    """Panel (b): the rho intervals, the Pareto frontier, and bits on an axis with enough ticks."""
+    if not rows:
+        return
+    level = rows[0].level
+    bar = ax.errorbar([r.bits_per_param for r in rows], [r.rho for r in rows],
+                      yerr=[[r.rho - r.rho_low for r in rows], [r.rho_high - r.rho for r in rows]],
+                      fmt="none", ecolor="0.6", elinewidth=0.7, capsize=0, zorder=1,
+                      label=f"{level:.0%} interval of ρ")
+    handles[bar.get_label()] = bar
+    front = sorted((r for r in rows if r.pareto), key=lambda r: r.bits_per_param)
+    if front:
+        (step,) = ax.step([r.bits_per_param for r in front], [r.rho for r in front], where="post",
+                          color="#CC79A7", lw=1.4, zorder=2, label="Pareto frontier")
+        handles["Pareto frontier"] = step
+    bits_axis(ax, [r.bits_per_param for r in rows])
+    ax.set_xlabel("storage cost (bits per parameter)")
+
+
+def bits_axis(ax, bits: Sequence[float]) -> None:
+    """A bits-per-parameter axis with at least three labelled ticks: log2 over a wide range,
+    linear over a narrow one."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, StrMethodFormatter
+
+    lo, hi = min(bits), max(bits)
+    nice = (0.125, 0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+    if hi / lo >= 3:
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(lo / 1.15, hi * 1.15)
+        ticks = [v for v in nice if lo / 1.15 <= v <= hi * 1.15]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        pad = max((hi - lo) * 0.08, 0.1)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, min_n_ticks=3))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
 
 
 def plot_rank(rows: Sequence[RankRow], path: str | Path, *, law: Law | str | Path | None = None) -> Path:
-    """Two panels: (a) rho against GMSE with each family's fitted curve (and its 95% band of
-    the constants' draws) and every row as a labelled point; (b) rho against bits per
-    parameter with the Pareto frontier. Written with matplotlib's Agg backend."""
+    """Write the two-panel ranking figure as PNG, SVG or PDF (by ``path``'s extension)."""
     path = check_plot_path(path)
-    law = resolve_law(law)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {Family.QUANTIZATION: "tab:blue", Family.SPARSITY: "tab:orange", Family.VQ: "tab:green"}
-    fig, (ax_g, ax_b) = plt.subplots(1, 2, figsize=(15, 6.5), dpi=110)
-
-    # Near-lossless casts (fp32: GMSE ~ 1e-19) would stretch the axis over the flat part of
-    # every curve; they are drawn at its left edge instead.
-    g_lo = 1e-5
-    grid = np.logspace(math.log10(g_lo), 0, 300)
-    samples = sample_law(law, draws=1000, rng=0)
-    shown = {Family(f) for r in rows for f in r.family.split("+") if f != Family.NONE.value}
-    for family, curve in sorted(law.families.items()):
-        if family not in shown:
-            continue
-        color = colors.get(family, "tab:gray")
-        band = np.array([samples.rho(family, g) for g in grid])  # (grid, draws)
-        lo, hi = np.quantile(band, [0.025, 0.975], axis=1)
-        ax_g.fill_between(grid, lo, hi, color=color, alpha=0.07, linewidth=0)
-        ax_g.plot(grid, curve.rho(grid), color=color, linestyle="--" if family is Family.VQ else "-", label=f"{family} curve (L={curve.L.value:.3g}, "
-                  f"F={curve.F.value:.3g}, C={curve.C.value:.3g}); band: 95% of constants' draws")
-    for (x, y), group in _coincident(rows, lambda r: (max(r.gmse, g_lo), r.rho)).items():
-        r = group[0]
-        single = r.activations is None and "+" not in r.family and r.family != Family.NONE.value
-        color = colors.get(Family(r.family), "tab:gray") if single else "black"
-        ax_g.scatter([x], [y], marker="o" if single else "D", s=18, zorder=3,
-                     color=color, facecolors=color if single else "none")
-        ax_g.annotate(", ".join(g.name for g in group), (x, y), fontsize=6, xytext=(3, 2),
-                      textcoords="offset points")
-    ax_g.scatter([], [], marker="D", facecolors="none", color="black", label="composite / W x A (factorized rho)")
-    ax_g.set_xscale("log")
-    ax_g.set_xlim(g_lo / 1.5, 1.5)
-    ax_g.set_xlabel(f"GMSE of the whole weight pipeline (below {g_lo:g}: drawn at the edge)")
-    ax_g.set_ylabel("capacity rho")
-    ax_g.set_title(f"(a) capacity against Gaussian MSE - law {law.name}")
-    ax_g.set_ylim(0, 1.05)
-    ax_g.legend(fontsize=7, loc="lower left")
-    ax_g.grid(alpha=0.3)
-
-    front = pareto_front(rows)
-    for r in rows:
-        ax_b.errorbar([r.bits_per_param], [r.rho], yerr=[[r.rho - r.rho_low], [r.rho_high - r.rho]],
-                      fmt="none", color="tab:gray", alpha=0.25, elinewidth=0.6, capsize=0)
-    for (x, y), group in _coincident(rows, lambda r: (r.bits_per_param, r.rho)).items():
-        on = any(g.pareto for g in group)
-        ax_b.scatter([x], [y], s=18, zorder=3, color="tab:red" if on else "tab:gray")
-        ax_b.annotate(", ".join(g.name for g in group), (x, y), fontsize=6, xytext=(3, 2),
-                      textcoords="offset points")
-    if front:
-        xs = [r.bits_per_param for r in front]
-        ys = [r.rho for r in front]
-        ax_b.step(xs, ys, where="post", color="tab:red", label="Pareto frontier")
-    ax_b.errorbar([], [], yerr=[], fmt="none", color="tab:gray", alpha=0.4, label=f"{rows[0].level:.0%} interval of rho" if rows else None)
-    ax_b.set_xscale("log", base=2)
-    ax_b.set_xlabel("bits per parameter")
-    ax_b.set_ylabel("capacity rho")
-    ax_b.set_title("(b) capacity against storage cost")
-    ax_b.set_ylim(0, 1.05)
-    ax_b.legend(fontsize=7, loc="lower right")
-    ax_b.grid(alpha=0.3)
-    # fixed margins: tight_layout would measure every label (seconds with a whole catalog)
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.09, top=0.93, wspace=0.15)
-    save_figure(fig, path, dpi=None)
-    return path
+    return figures.save_figure(rank_figure(rows, law=law), path)

@@ -34,20 +34,28 @@ Decisions worth knowing:
 Modules: :mod:`.checkpoint` reads safetensors files a chunk of rows at a time;
 :mod:`.layers` chooses the layers and rows and how each format streams them;
 :mod:`.measure` computes the per-layer ratios and intervals; :mod:`.report` assembles
-:class:`FormatMse` with GMSE and capacities.
+:class:`FormatMse` with GMSE and capacities; :mod:`.plot` draws each layer's MSE / GMSE.
 """
 
 from gmse_cli.realmse.checkpoint import (
     DEFAULT_CHUNK_BYTES,
     Checkpoint,
     TensorInfo,
+    checkpoint_name,
     chunk_rows,
     iter_row_chunks,
     open_checkpoint,
     read_rows,
     read_tensor,
 )
-from gmse_cli.realmse.layers import DEFAULT_EXCLUDE, matches, row_local, select_layers
+from gmse_cli.realmse.layers import (
+    DEFAULT_EXCLUDE,
+    layer_kind,
+    matches,
+    model_order,
+    row_local,
+    select_layers,
+)
 from gmse_cli.realmse.measure import (
     SkippedLayer,
     measure_layers,
@@ -55,6 +63,7 @@ from gmse_cli.realmse.measure import (
     ratio_influence,
     row_errors,
 )
+from gmse_cli.realmse.plot import mse_figure, plot_mse
 from gmse_cli.realmse.report import (
     FormatMse,
     LayerMse,
@@ -71,6 +80,8 @@ __all__ = [
     "StageMse",
     "FormatMse",
     "measure_mse",
+    "plot_mse",
+    "mse_figure",
     "measure_layers",
     "with_hadamard",
     "row_local",
@@ -83,12 +94,15 @@ __all__ = [
     "TensorInfo",
     "Checkpoint",
     "open_checkpoint",
+    "checkpoint_name",
     "select_layers",
     "read_rows",
     "iter_row_chunks",
     "read_tensor",
     "chunk_rows",
     "matches",
+    "model_order",
+    "layer_kind",
     "DEFAULT_EXCLUDE",
     "DEFAULT_CHUNK_BYTES",
 ]

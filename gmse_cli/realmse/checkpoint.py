@@ -1,8 +1,10 @@
 """Reading weight matrices out of safetensors checkpoints, one tensor and a few rows at a time.
 
-A checkpoint is a ``.safetensors`` file, a folder of them (shards, or a Hugging Face model
-folder whose ``model.safetensors.index.json`` names the shards), or a ``uscl train`` run
-folder (its ``latest`` checkpoint's ``model.safetensors``; optimizer moments are skipped). Nothing is loaded whole: the
+A checkpoint is a ``.safetensors`` file, a sharded model's ``model.safetensors.index.json``, a
+folder of them (shards, or a Hugging Face model folder whose index names the shards), a Hugging
+Face hub-cache folder (``models--org--name``: the snapshot ``refs/main`` names, or one of its
+``snapshots/<commit>`` folders), or a ``uscl train`` run folder (its ``latest`` checkpoint's
+``model.safetensors``; optimizer moments are skipped). Nothing is loaded whole: the
 JSON header of each file is parsed (the format is a little-endian u64 header length, the
 header, then the raw little-endian tensor bytes), and rows are read with plain file reads, a
 block of at most one chunk at a time, decoded to float32 block by block. A memory map would
@@ -42,6 +44,7 @@ __all__ = [
     "TensorInfo",
     "Checkpoint",
     "open_checkpoint",
+    "checkpoint_name",
     "read_rows",
     "iter_row_chunks",
     "read_tensor",
@@ -207,12 +210,50 @@ def _stores_conv1d(path: Path, files: Sequence[Path], tensors: Sequence[TensorIn
     )
 
 
+def _index_files(index: Path) -> list[Path]:
+    """The shards a ``model.safetensors.index.json`` names, beside it."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{index}: not a safetensors index (needs a 'weight_map' object): {exc}") from None
+    files = [index.parent / n for n in names]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
+    return files
+
+
+def _hub_snapshot(repo: Path) -> Path:
+    """The snapshot of a Hugging Face hub-cache repository folder (``models--org--name``) that
+    ``refs/main`` names; the only snapshot when there is no such ref."""
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        try:
+            commit = ref.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise DataError(f"cannot read {ref}: {exc.strerror or exc}") from None
+        if (snapshots / commit).is_dir():
+            return snapshots / commit
+        raise DataError(f"{ref} names snapshot {commit}, which is not in {snapshots}; pass a snapshot folder")
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir()) if snapshots.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    listed = ", ".join(p.name for p in found[:4]) or "none"
+    raise DataError(f"hub cache {repo} has no refs/main and {len(found)} snapshots ({listed}); pass one of them")
+
+
 def _checkpoint_files(path: Path, *, depth: int = 1) -> list[Path]:
     """The weight files of a checkpoint path (see :func:`open_checkpoint`)."""
     if path.is_file():
-        return [path]
+        return _index_files(path) if path.name.endswith(".json") else [path]
     if not path.is_dir():
         raise DataError(f"checkpoint {path} is neither a file nor a folder")
+    if path.name == "snapshots" and path.parent.name.startswith("models--"):
+        path = path.parent
+    if path.name.startswith("models--") and (path / "snapshots").is_dir():
+        return _checkpoint_files(_hub_snapshot(path), depth=depth)
     latest = path / "latest"
     if latest.is_file():
         # a `uscl train` run folder: its newest complete checkpoint
@@ -224,16 +265,7 @@ def _checkpoint_files(path: Path, *, depth: int = 1) -> list[Path]:
             return _checkpoint_files(step, depth=depth)
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DataError(f"{index}: not a safetensors index (needs a 'weight_map' object): {exc}") from None
-        files = [path / n for n in names]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
-        return files
+        return _index_files(index)
     if (path / "model.safetensors").is_file():
         return [path / "model.safetensors"]
     # Optimizer moments (a training checkpoint's optimizer.safetensors) are not weights.
@@ -248,6 +280,16 @@ def _checkpoint_files(path: Path, *, depth: int = 1) -> list[Path]:
             except DataError:
                 continue
     raise DataError(f"no .safetensors files in folder {path}")
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """A short name for a checkpoint in titles: ``org/name`` inside a Hugging Face hub cache,
+    else the path's last components (a file with its two folders, a folder with its parent)."""
+    path = Path(path).expanduser()
+    for part in reversed(path.parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    return "/".join(path.parts[-3:] if path.suffix else path.parts[-2:])
 
 
 def _read_header(file: Path) -> list[TensorInfo]:

@@ -30,6 +30,8 @@ from gmse_cli.spec import VQ, Format, Quantize, ScaleFormat, Sparsify
 __all__ = [
     "DEFAULT_EXCLUDE",
     "matches",
+    "model_order",
+    "layer_kind",
     "select_layers",
     "Locality",
     "locality",
@@ -75,6 +77,18 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
     return False
 
 
+def model_order(name: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key for tensor names in model order: numbers compare as numbers, so
+    ``layer.2`` comes before ``layer.10`` (files store names alphabetically)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
+
+
+def layer_kind(name: str) -> str:
+    """The name with its block numbers as ``*`` (``layers.3.mlp.weight`` -> ``layers.*.mlp.weight``):
+    one glob for the same layer in every block."""
+    return re.sub(r"(?<=\.)\d+(?=\.)", "*", name)
+
+
 def _default_layer(info: TensorInfo) -> bool:
     return info.name.endswith("weight") and not matches(info.name, DEFAULT_EXCLUDE)
 
@@ -99,14 +113,24 @@ def select_layers(
         if picked and not matches(info.name, exclude):
             chosen.append(info)
     if not chosen:
-        sample = ", ".join(t.name for t in checkpoint.tensors[:5]) or "none"
         rule = f"--include {' '.join(include)}" if include else "the default rule (linear weights)"
         extra = f" and --exclude {' '.join(exclude)}" if exclude else ""
-        raise DataError(
-            f"no layers in {checkpoint.path} match {rule}{extra} (tensors include: {sample}); "
-            "adjust --include/--exclude"
-        )
+        raise DataError(f"no layers in {checkpoint.path} match {rule}{extra}; {_layer_hint(checkpoint)}")
     return chosen
+
+
+def _layer_hint(checkpoint: Checkpoint, *, kinds: int = 6) -> str:
+    """What the checkpoint's weight matrices are called, one glob per kind of layer (the block
+    number as ``*``), so a pattern can be written from the message."""
+    matrices = [t for t in checkpoint.tensors if t.readable and t.is_float and len(t.shape) >= 2 and t.params]
+    linear = [t for t in matrices if _default_layer(t)]
+    pool, what = (linear, "its linear layers") if linear else (matrices, "its weight matrices")
+    if not pool:
+        names = ", ".join(t.name for t in checkpoint.tensors[:kinds]) or "none"
+        return f"it has no floating-point matrices (tensors: {names})"
+    found = list(dict.fromkeys(layer_kind(t.name) for t in sorted(pool, key=lambda t: model_order(t.name))))
+    more = f", ... ({len(found)} kinds)" if len(found) > kinds else ""
+    return f"{what} are named like {', '.join(found[:kinds])}{more}; adjust --include/--exclude"
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ The package, one module per concept:
 - ``evaluate``: measuring a candidate's error per level (Gaussian bank or checkpoint rows);
 - ``frontier``: the Pareto rule, the frontier pruned against, epsilon-Pareto thinning;
 - ``race``: :func:`search_formats`, how the search saves work (bounds, cheap pass, refinement);
-- ``results``: what it reports, and :func:`write_frontier`.
+- ``results``: what it reports, and :func:`write_frontier`;
+- ``plot``: capacity against bits for the candidates, both frontiers and the best format.
 """
 
 from gmse_cli.search.frontier import pareto_frontier
+from gmse_cli.search.plot import plot_search, search_figure
 from gmse_cli.search.race import search_formats
 from gmse_cli.search.results import (
     CatalogComparison,
@@ -48,4 +50,6 @@ __all__ = [
     "pareto_frontier",
     "search_formats",
     "write_frontier",
+    "plot_search",
+    "search_figure",
 ]

@@ -1,0 +1,196 @@
+"""The fit's plot: (a) predicted against observed loss for every run, (b) capacity against GMSE
+with the capacity curves and each scheme's own (decoupled) capacity.
+
+Schemes are told apart by two keys rather than one colour each: the colour is the weight
+format with its rotation left out (int4, fp4, 2:4+int4, ...; in order of bits), the marker
+says what was compressed (weights, or weights and activations) and an open marker that the
+scheme was Hadamard-rotated. Both panels use the same keys, so one legend reads for both and
+no point needs a text label. Curves held at a base law are drawn dashed and grey, and say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gmse_cli import figures
+from gmse_cli.fit.results import FamilyFit, FitResult, SchemeCapacity
+
+__all__ = ["plot_fit", "fit_figure", "scheme_keys"]
+
+_FAMILY_STYLE = {"quantization": "-", "sparsity": "--", "vq": ":"}
+
+
+def _strip_rotation(fmt: str) -> tuple[str, bool]:
+    """``had128+int4`` -> (``int4``, True): the format without its Hadamard stages."""
+    parts = fmt.split("+")
+    kept = [p for p in parts if not p.startswith("had")]
+    return "+".join(kept) or fmt, len(kept) < len(parts)
+
+
+def scheme_keys(scheme: str, weights: str | None = None, activations: str | None = None) -> tuple[str, str]:
+    """(colour key, marker key) of a scheme: its weight format without rotations, and what it
+    compresses (``weights only`` / ``weights and activations``, ``, Hadamard-rotated``)."""
+    if weights is None:
+        if scheme.startswith("W:") and " A:" in scheme:
+            weights, activations = scheme[2:].split(" A:", 1)
+        else:
+            weights = scheme
+    group, rotated = _strip_rotation(weights)
+    kind = "weights and activations" if activations else "weights only"
+    return group, kind + (", Hadamard-rotated" if rotated else "")
+
+
+def _group_order(groups: set[str]) -> list[str]:
+    """Weight formats in order of bits per parameter (names the catalog cannot read last)."""
+    from gmse_cli.errors import UsclError
+    from gmse_cli.spec import resolve_format
+
+    def bits(name: str) -> float:
+        try:
+            return resolve_format(name).bits_per_param()
+        except UsclError:
+            return float("inf")
+
+    return sorted(groups, key=lambda g: (bits(g), g))
+
+
+def _marker(kind: str, color: str) -> dict:
+    """Scatter keywords: square for weights and activations, circle for weights only; open
+    when rotated."""
+    marker = "s" if kind.startswith("weights and activations") else "o"
+    if kind.endswith("Hadamard-rotated"):
+        return {"marker": marker, "facecolors": "none", "edgecolors": color, "linewidths": 1.1}
+    return {"marker": marker, "color": color, "edgecolors": "white", "linewidths": 0.4}
+
+
+def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = None,
+               points: Sequence[SchemeCapacity] | None = None, curve_label: str = ""):
+    """The fit's figure (a matplotlib Figure; :func:`plot_fit` writes it). Arguments as there."""
+    curves = dict(result.families if curves is None else curves)
+    source = result.capacities if points is None else points
+    # A weights x activations scheme with the same format on both is drawn at sqrt(rho) (its
+    # per-tensor capacity under factorization); other composite schemes are left out.
+    shown = [c for c in source if c.stage_gmse and not c.reference and
+             (len(c.stage_gmse) == 1 or (len(c.stage_gmse) == 2 and c.stage_gmse[0] == c.stage_gmse[1]))]
+    families = {f for c in shown for f, _ in c.stage_gmse}
+    curves = {f: c for f, c in curves.items() if f in families or not c.held}
+    has_cap = bool(shown) or bool(curves)
+
+    keys = {r.scheme: scheme_keys(r.scheme) for r in result.residuals}
+    keys.update({c.scheme: scheme_keys(c.scheme, c.weights, c.activations) for c in shown})
+    groups = _group_order({g for g, _ in keys.values()})
+    palette = figures.PALETTE if len(groups) <= len(figures.PALETTE) else _tab20()
+    color = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
+    kinds = sorted({k for _, k in keys.values()})
+
+    with figures.house_style():
+        fig, axes = figures.new_figure(10.5 if has_cap else 7.0, 4.6, ncols=2 if has_cap else 1)
+        ax = axes[0][0]
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(result.residuals):
+            by_key.setdefault(keys[r.scheme], []).append(i)
+        obs = np.array([r.loss for r in result.residuals])
+        pred = np.array([r.predicted for r in result.residuals])
+        for (group, kind), idx in sorted(by_key.items(), key=lambda kv: (groups.index(kv[0][0]), kv[0][1])):
+            ax.scatter(obs[idx], pred[idx], s=20, zorder=3, label=f"{group}{figures.FACTOR_SEP}{kind}",
+                       **_marker(kind, color[group]))
+        lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
+        pad = 0.03 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.2", lw=0.9, ls=":", zorder=1,
+                label="predicted = observed")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlabel("observed loss (nats per token)")
+        ax.set_ylabel("loss the fitted law predicts (nats per token)")
+        ax.set_title(f"(a) every run\nRMSE of log loss {result.fit_error:.2g}")
+        curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label) if has_cap else []
+
+        files = ", ".join(Path(f).name for f in result.data_files) or "the given runs"
+        fig.suptitle(f"uscl fit --model {result.model} on {files}: {result.n_runs} runs, {result.n_schemes} schemes")
+        colours = [(_proxy("o", {"color": color[g], "edgecolors": "white", "linewidths": 0.4}), g) for g in groups]
+        markers = [(_proxy(None, _marker(kind, "0.2")), kind) for kind in kinds]
+        lines = [(ax.lines[-1], ax.lines[-1].get_label()), *((h, h.get_label()) for h in curve_handles)]
+        figures.figure_legend(fig, [("weight format", colours), ("compressed", markers), ("lines", lines)])
+        figures.freeze_layout(fig)
+    return fig
+
+
+def _proxy(marker: str | None, style: dict):
+    """A legend handle that draws nothing on the axes."""
+    from matplotlib.lines import Line2D
+
+    style = dict(style)
+    marker = marker or style.pop("marker")
+    face = style.pop("facecolors", style.pop("color", None))
+    edge = style.pop("edgecolors", face)
+    return Line2D([], [], ls="none", marker=marker, markersize=5.5, markerfacecolor=face,
+                  markeredgecolor=edge, markeredgewidth=style.get("linewidths", 0.4))
+
+
+def _tab20() -> tuple[str, ...]:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return tuple(to_hex(c) for c in colormaps["tab20"].colors)
+
+
+def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], shown: Sequence[SchemeCapacity],
+                    keys: Mapping[str, tuple[str, str]], color: Mapping[str, str], curve_label: str) -> list:
+    """rho against GMSE: each family's curve (fitted: black; held: grey, dashed) and each
+    scheme's own capacity with its bootstrap interval."""
+    gmse = [c.stage_gmse[0][1] for c in shown]
+    g_lo = min([*gmse, 1e-3]) / 3
+    grid = np.logspace(np.log10(g_lo), -1e-4, 300)
+    bits = -np.log(grid) / np.log(4.0)
+    handles = []
+    for fam, c in sorted(curves.items()):
+        if c.held:
+            origin = curve_label or _held_source(result, fam)
+            label = f"{fam} curve, held ({origin}): L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
+        else:
+            label = f"{fam} curve, fitted: L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
+        (line,) = ax.plot(grid, c.L * np.tanh(c.F * bits) ** c.C, color="0.55" if c.held else "black",
+                          ls="--" if c.held else _FAMILY_STYLE.get(fam, "-"), lw=1.2, zorder=1, label=label)
+        handles.append(line)
+    for c, g in zip(shown, gmse, strict=True):
+        same = len(c.stage_gmse) == 2
+        power = 0.5 if same else 1.0
+        val = c.rho**power
+        yerr = None
+        if c.rho_low is not None and c.rho_high is not None:
+            yerr = [[max(val - c.rho_low**power, 0.0)], [max(c.rho_high**power - val, 0.0)]]
+        group, kind = keys[c.scheme]
+        ax.errorbar([g], [val], yerr=yerr, fmt="none", ecolor=color[group], elinewidth=0.8, capsize=2,
+                    zorder=2, label=f"{group}{figures.FACTOR_SEP}{kind}")
+        ax.scatter([g], [val], s=26, zorder=3, label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
+    ax.set_xscale("log")
+    ax.set_xlim(g_lo, 1.3)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel("Gaussian MSE of the scheme's format")
+    ax.set_ylabel("capacity ρ (weights and activations: √ρ per tensor)")
+    fitted = "each scheme's own (decoupled) capacity" if result.model != "decoupled" else "this fit's capacities"
+    bars = "\nbars: 95% bootstrap interval" if any(c.rho_low is not None for c in shown) else ""
+    ax.set_title(f"(b) capacity against GMSE\npoints: {fitted}{bars}")
+    return handles
+
+
+def _held_source(result: FitResult, family: str) -> str:
+    source = result.constants.get(f"{family}.L")
+    return source.source.removeprefix("held at ").strip() if source is not None and source.fixed else "not fitted"
+
+
+def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, FamilyFit] | None = None,
+             points: Sequence[SchemeCapacity] | None = None, curve_label: str = "") -> Path:
+    """Write the fit's figure as PNG, SVG or PDF (by ``path``'s extension).
+
+    ``curves`` default to the fit's families; ``points`` (default: the fit's capacities) are
+    drawn with their bootstrap intervals -- pass a decoupled fit's capacities to show the free
+    per-scheme capacities beside a unified fit's curves. ``curve_label`` names where held
+    curves come from (e.g. ``law paper-llama-c4``); by default the fit's own record says.
+    """
+    path = figures.check_plot_path(path)
+    return figures.save_figure(fit_figure(result, curves=curves, points=points, curve_label=curve_label), path)

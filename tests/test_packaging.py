@@ -1,0 +1,76 @@
+"""Packaging: importing uscl changes nothing process-wide, and each dependency is declared where
+the code that uses it lives."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_CHILD = """
+import os, sys
+before = dict(os.environ)
+import gmse_cli, gmse_cli.cli, gmse_cli.compress, gmse_cli.gmse, gmse_cli.law, gmse_cli.rank
+import gmse_cli.fit, gmse_cli.realmse, gmse_cli.search, gmse_cli.figures
+assert dict(os.environ) == before, "import changed the environment"
+import numpy as np
+from gmse_cli.compress import compress
+from gmse_cli.gmse import gmse_of
+x = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
+compress(gmse_cli.resolve_format("int4"), x)
+gmse_of("nf4", rel_err=3e-2, row_length=256)
+import numba
+assert numba.threading_layer()  # uscl started numba's pool
+assert dict(os.environ) == before, "running uscl changed the environment"
+print("unchanged", os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.parametrize("policy", [None, "ACTIVE"])
+def test_importing_and_running_leave_the_environment_alone(policy):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy  # a user's own choice stays theirs
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["unchanged", str(policy)]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {r.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower() for r in requirements}
+
+
+def test_dependencies_where_they_are_used():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    core = _names(project["dependencies"])
+    train = _names(project["optional-dependencies"]["train"])
+    # the core (everything but the training backend) imports safetensors nowhere; training does
+    package = ROOT / "gmse_cli"
+    core_files = [p for p in package.rglob("*.py") if "training" not in p.relative_to(package).parts]
+    assert not any("safetensors" in _imports(p) for p in core_files)
+    assert any("safetensors" in _imports(p) for p in (package / "training").rglob("*.py"))
+    assert "safetensors" not in core and "safetensors" in train
+    # plots place their labels with adjustText
+    assert "adjusttext" in core and any("adjustText" in _imports(p) for p in core_files)
+    # the extra names a range, not one build: CI pins its CPU wheel in its own install command
+    torch = [r for r in project["optional-dependencies"]["train"] if r.startswith("torch")]
+    assert torch and "==" not in torch[0] and ">=" in torch[0]
