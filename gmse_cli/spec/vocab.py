@@ -8,22 +8,29 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from gmse_cli.frozen import Frozen
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
     "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "SparsityPattern",
-    "Granularity", "fp_max",
+    "Granularity", "fp_max", "MAX_ROW_LENGTH",
 ]
 
 DEFAULT_ROW_LENGTH = 4096
 """Row length (input dimension) the GMSE engine and bit accounting assume unless told."""
 
+MAX_ROW_LENGTH = 1 << 20
+"""The longest row (input dimension) any command accepts: 1,048,576, four times the widest
+linear layer of today's largest models; a sample bank holds a few such rows, never gigabytes."""
+
 
 class SpecModel(Frozen):
     """Base of every spec model: an immutable value; a typo is an error, never silently dropped."""
+
+    # nan or inf in a spec (a scale constant, a sparsity, a LUT value) is never meaningful.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def lowercase(value: Any) -> Any:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from gmse_cli.atomic import write_atomic
+from gmse_cli.inputs import MAX_RUNS_BYTES, parse_nested, read_text_file
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
 
@@ -169,18 +170,15 @@ def append_record(path: str | Path, record: RunRecord) -> None:
 def load_records(path: str | Path) -> list[RunRecord]:
     """Every record of a results file; a line that is not a valid record raises DataError."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"results file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read results file {path}: {exc}") from None
+    if not path.exists():
+        raise DataError(f"results file {path} does not exist")
+    text = read_text_file(path, what="results file", error=DataError, limit=MAX_RUNS_BYTES)
     records: list[RunRecord] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = parse_nested(json.loads, line, where=f"{path}:{number}", error=DataError)
         except json.JSONDecodeError:
             raise DataError(
                 f"{path}:{number}: not a JSON line; a results file holds one JSON object per line "
