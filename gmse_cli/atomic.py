@@ -38,11 +38,14 @@ def _umask() -> int:
     return mask
 
 
-def check_output_path(path: str | Path, *, what: str, error: type[Exception], folder: bool = False) -> Path:
+def check_output_path(
+    path: str | Path, *, what: str, error: type[Exception], folder: bool = False, parents: bool = False
+) -> Path:
     """Raise ``error`` (one line naming ``what`` and ``path``) unless ``path`` can be written.
 
     Run before any long work: the parent folder exists and is writable, the target is not a
-    folder (or, with ``folder=True``, is one or can be made), not a device node or FIFO (an
+    folder (or, with ``folder=True``, is one or can be made; with ``parents=True`` missing
+    parent folders will be made, so the nearest existing one is checked), not a device node or FIFO (an
     atomic write would replace it with a regular file), and the file system has
     :data:`MIN_FREE_BYTES` free where it reports it.
     """
@@ -56,7 +59,7 @@ def check_output_path(path: str | Path, *, what: str, error: type[Exception], fo
         if not folder and info is not None and not stat.S_ISREG(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a device or a pipe, not a regular file")
         parent = path if folder and info is not None else path.parent
-        while folder and not parent.exists() and parent != parent.parent:
+        while (folder or parents) and not parent.exists() and parent != parent.parent:
             parent = parent.parent  # the folder (and missing parents) will be made
         if not parent.is_dir():
             raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist")

@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit a scaling law to training runs: constants with bootstrap intervals, capacities, fit error,
         residuals, leave-one-scheme-out prediction (unified) and a factorization check (decoupled)."""
+        from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.errors import DataError, FitError
         from gmse_cli.figures import check_plot_path
@@ -67,6 +68,8 @@ def register(app: typer.Typer) -> None:
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
         if plot is not None:
             check_plot_path(plot)
+        if out is not None:
+            check_output_path(out, what="law file", error=FitError)
         fixed = _parse_fix(fix or [])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RunsWarning)
@@ -85,14 +88,17 @@ def register(app: typer.Typer) -> None:
         with status(f"fitting {model} law to {len(runs)} runs ...", enabled=not quiet):
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
                          base_law=base_law, data_files=[str(f) for f in files])
-        if out is not None:
-            save_law(result.to_law(out.stem), out)
-            if not quiet:
-                err_console.print(f"wrote law {out}")
+        if (problem := result.law_problem()) is not None:
+            raise FitError(problem)
+        law_out = result.to_law(out.stem) if out is not None else None  # validated before anything is written
         if plot is not None:
             _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed)
             if not quiet:
                 err_console.print(f"wrote plot {plot}")
+        if law_out is not None:
+            save_law(law_out, out)
+            if not quiet:
+                err_console.print(f"wrote law {out}")
         if json_out:
             print_json(result.model_dump(mode="json"))
             return

@@ -161,7 +161,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "bootstrap": _integer(0),
     "exclude_worst": _integer(0),
     "worst": _integer(0),
-    "rows_per_layer": _integer(1),
+    "rows_per_layer": _integer(2),
     "max_steps": _integer(1),
     "batch_size": _integer(1),
     "micro_batch_size": _integer(1),

@@ -19,9 +19,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from gmse_cli.atomic import write_atomic
-from gmse_cli.inputs import MAX_RUNS_BYTES, parse_nested, read_text_file
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
+from gmse_cli.inputs import MAX_RUNS_BYTES, parse_nested, read_text_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -158,13 +158,18 @@ def _locked(path: Path) -> Iterator[None]:
 def append_record(path: str | Path, record: RunRecord) -> None:
     """Append one line atomically (lock, copy + new line to a temp file, fsync, rename, fsync dir)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = record.model_dump_json() + "\n"
-    with _locked(path):
-        old = path.read_bytes() if path.exists() else b""
-        if old and not old.endswith(b"\n"):
-            raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
-        write_atomic(path, old + line.encode())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path):
+            old = read_text_file(path, what="results file", error=DataError, limit=MAX_RUNS_BYTES).encode() \
+                if path.exists() else b""
+            if old and not old.endswith(b"\n"):
+                raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
+            write_atomic(path, old + line.encode())
+    except OSError as exc:  # a full disk: the run's checkpoint stays, so a rerun loses nothing
+        raise DataError(f"cannot append to results file {path}: {exc.strerror or exc} "
+                        "(the finished run's checkpoint is kept; rerun to record it)") from None
 
 
 def load_records(path: str | Path) -> list[RunRecord]:
