@@ -149,7 +149,6 @@ def _shard(value: Any) -> None:
 VALIDATORS: dict[str, Callable[[Any], None]] = {
     "seed": _integer(0, MAX_SEED),
     "row_length": _row_length,
-    "rel_err": _real(0, 1, high_open=True),
     "level": _real(0, 1, high_open=True),
     "tokens_per_param": _real(0),
     "bits": _real(0, 64),
@@ -157,7 +156,6 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "lr": _real(0),
     "rbbm_p": _real(0, 0.5, high_open=True),
     "val_fraction": _real(0, 1, high_open=True),
-    "sample": _real(0, 1),
     "bootstrap": _integer(0),
     "exclude_worst": _integer(0),
     "worst": _integer(0),
