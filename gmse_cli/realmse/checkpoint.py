@@ -346,7 +346,9 @@ def _read_header(file: Path) -> list[TensorInfo]:
             itemsize = None
         else:
             itemsize = _storage_dtype(code).itemsize
-        if any(s < 0 for s in shape) or not 0 <= begin <= end or base + end > size:
+        if any(s < 0 for s in shape):
+            raise DataError(f"{file}: tensor '{name}' has a negative dimension in its shape {list(shape)}")
+        if not 0 <= begin <= end or base + end > size:
             raise DataError(f"{file}: tensor '{name}' lies outside the file (offsets {begin}..{end}); the file is truncated")
         if itemsize is not None and (end - begin) != math.prod(shape) * itemsize:
             raise DataError(
