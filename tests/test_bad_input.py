@@ -12,12 +12,11 @@ import random
 import tempfile
 from pathlib import Path
 
+import bad_inputs
 import pytest
+from bad_inputs import Case, run_case
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import bad_inputs
-from bad_inputs import Case, run_case
 
 BOUNDED = settings(max_examples=12, deadline=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
