@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-__all__ = ["Frozen"]
+__all__ = ["Frozen", "FrozenInput"]
 
 _ANY = frozenset({"bool", "number", "str"})
 
@@ -99,3 +99,10 @@ class Frozen(BaseModel):
                 if value is not None:
                     _check_scalar(name, value, kinds)
         return data
+
+
+class FrozenInput(Frozen):
+    """Base of the models a user writes by hand (format specs, training configs, sweeps): nan
+    and inf are never a meaningful setting there, so pydantic refuses them for every float."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

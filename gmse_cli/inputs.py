@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from gmse_cli.errors import UsclError
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "is_file", "read_text_file", "parse_nested"]
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "read_text_file", "parse_nested"]
 
 MAX_TEXT_BYTES = 16 << 20
 """Largest format, law or sweep file read (16 MiB): hand-written specs are a few KiB."""
@@ -32,6 +32,14 @@ taken as a name or a shorthand, never looked up as a file."""
 _T = TypeVar("_T")
 _BOMS = {codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16", codecs.BOM_UTF32_LE: "UTF-32",
          codecs.BOM_UTF32_BE: "UTF-32"}
+
+
+def exists(text: str | Path) -> bool:
+    """Whether ``text`` names an existing path; a string that cannot be a path names none."""
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, ValueError):  # ENAMETOOLONG, an embedded NUL byte
+        return False
 
 
 def is_file(text: str | Path) -> bool:

@@ -357,9 +357,72 @@ def output_path(rng: random.Random) -> Case:
     return Case("output path", args, files)
 
 
+_SWEEP = '''presets = ["tiny"]
+tokens_per_param = [8]
+weights = ["int4"]
+seeds = [0]
+'''
+_SWEEP_EDITS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("tokens_per_param = [8]", "tokens_per_param = [inf]", ("tokens_per_param",)),
+    ("tokens_per_param = [8]", "tokens_per_param = [nan]", ("tokens_per_param",)),
+    ("tokens_per_param = [8]", "tokens_per_param = [true]", ("tokens_per_param",)),
+    ("tokens_per_param = [8]", "tokens_per_param = [-1]", ("tokens_per_param",)),
+    ("tokens_per_param = [8]", 'tokens_per_param = "8"', ("tokens_per_param",)),
+    ("seeds = [0]", "seeds = [-1]", ("seed",)),
+    ("seeds = [0]", "seeds = [" + "9" * 400 + "]", ("seed",)),
+    ("seeds = [0]", "seeds = [true]", ("seeds",)),
+    ('weights = ["int4"]', 'weights = ["nope4"]', ("nope4",)),
+    ('weights = ["int4"]', 'weights = ["' + "w" * 400 + '"]', ("w" * 30,)),
+    ('weights = ["int4"]', "weights = [4]", ("weights",)),
+    ('weights = ["int4"]', "weights = []", ("weights",)),
+    ('presets = ["tiny"]', 'presets = ["huge"]', ("huge",)),
+    ('presets = ["tiny"]', "presets = [true]", ("presets",)),
+    ("seeds = [0]", "seeds = [0]\n[data]\nsource = \"/nonexistent/x.txt\"", ("/nonexistent",)),
+    ("seeds = [0]", "seeds = [0]\n[data]\nsource = \"" + "s" * 400 + "\"", ("s" * 30,)),
+    ("seeds = [0]", "seeds = [0]\n[data]\nval_fraction = nan", ("val_fraction",)),
+    ("seeds = [0]", "seeds = [0]\n[train]\nbatch_size = 0", ("batch_size",)),
+    ("seeds = [0]", "seeds = [0]\n[train]\ncontext = true", ("context",)),
+    ("seeds = [0]", "seeds = [0]\nnosuch = 1", ("nosuch",)),
+    ("seeds = [0]", "seeds = [0]\nx = " + "[" * 200 + "]" * 200, ("nest",)),
+]
+
+
+def sweep_file(rng: random.Random) -> Case:
+    if rng.random() < 0.15:
+        data, needles = rng.choice([(b"# \xff\n" + _SWEEP.encode(), ("UTF-8",)), (_SWEEP.encode("utf-16"), ("UTF-8",)),
+                                    (b"[[", ("malformed",))])
+    else:
+        old, new, needles = rng.choice(_SWEEP_EDITS)
+        data = _SWEEP.replace(old, new).encode()
+    return Case("sweep file", ["train", "--dry-run", "{d}/sweep.toml", "--out", "{d}/runs.jsonl"], {"sweep.toml": data},
+                needles)
+
+
+_WHERE = ["garbage", "N >", "> 5", "N >> 5", "N > abc", "nosuch > 5", "N in (", "", "loss ~ 3"]
+_PATTERNS = ["re:[", "re:(", "re:*", "re:" + "(" * 300]
+
+
+def selection(rng: random.Random) -> Case:
+    """Run filters and layer patterns: a bad expression is named, not a traceback."""
+    pick = rng.randrange(4)
+    if pick == 0:
+        value = rng.choice(_WHERE)
+        return Case("selection", ["fit", "{d}/good.jsonl", "--where", value], _base_files(), ("where", value or "empty"))
+    if pick == 1:
+        value = rng.choice(_PATTERNS)
+        return Case("selection", ["mse", "{d}/w.safetensors", "-f", "int4", "--include", value], _base_files(),
+                    ("include", "pattern", "regular expression"))
+    if pick == 2:
+        value = rng.choice(["nosuch", "", "rho rho"])
+        return Case("selection", ["rank", "int4", "--sort", value, "--rel-err", "0.05"], {}, ("sort", value or "empty"))
+    value = rng.choice(["nope", "", "Unified "])
+    return Case("selection", ["fit", "{d}/good.jsonl", "--model", value], _base_files(), ("model",))
+
+
 GENERATORS: dict[str, Callable[[random.Random], Case]] = {
     "format name": format_name, "format file": format_file, "law file": law_file, "runs file": runs_file,
-    "option": option, "checkpoint": checkpoint, "output path": output_path,
+    "option": option, "checkpoint": checkpoint, "output path": output_path, "sweep file": sweep_file,
+    "selection": selection,
 }
 
 

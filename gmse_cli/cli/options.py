@@ -24,8 +24,9 @@ import math
 import os
 import typing
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from gmse_cli.inputs import exists
 
 try:  # typer >= 0.20 parses with its own vendored copy of click: raise its BadParameter
     from typer._click.exceptions import BadParameter
@@ -114,11 +115,7 @@ def _fix(value: Any) -> None:
 
 def _existing(what: str) -> Callable[[Any], None]:
     def check(value: Any) -> None:
-        try:
-            found = Path(value).expanduser().exists()
-        except (OSError, ValueError):
-            found = False
-        if not found:
+        if not exists(value):
             _fail(f"{what} '{value}' does not exist")
     return check
 

@@ -86,10 +86,11 @@ def register(app: typer.Typer) -> None:
         runs = expand_sweep(spec, overrides=overrides)
         if shard is not None:
             runs = _shard(runs, shard)
-        from gmse_cli.training.config import check_format_fits
+        from gmse_cli.training.config import check_format_fits, check_local_inputs
 
         for cfg in runs:
             check_format_fits(cfg)
+            check_local_inputs(cfg)
         # Every output is checked before anything trains: a run is never lost to an unwritable --out.
         check_output_path(out, what="results file", error=TrainError, parents=True)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines

@@ -8,9 +8,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
 
-from gmse_cli.frozen import Frozen
+from gmse_cli.frozen import FrozenInput
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
@@ -26,11 +26,9 @@ MAX_ROW_LENGTH = 1 << 20
 linear layer of today's largest models; a sample bank holds a few such rows, never gigabytes."""
 
 
-class SpecModel(Frozen):
-    """Base of every spec model: an immutable value; a typo is an error, never silently dropped."""
-
-    # nan or inf in a spec (a scale constant, a sparsity, a LUT value) is never meaningful.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+class SpecModel(FrozenInput):
+    """Base of every spec model: an immutable value; a typo is an error, never silently dropped,
+    and nan or inf (a scale constant, a sparsity, a LUT value) is never meaningful."""
 
 
 def lowercase(value: Any) -> Any:
