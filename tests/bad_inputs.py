@@ -290,7 +290,7 @@ def good_weights(values: list[float] | None = None) -> bytes:
 
 def _base_files() -> dict[str, bytes]:
     return {"good.jsonl": _jsonl([dict(GOOD_RUN, N=n, D=d, loss=3 + 1e3 / n ** 0.3 + 1e3 / d ** 0.3)
-                                  for n in (1e6, 3e6, 1e7) for d in (1e8, 1e9)]),
+                                  for n in (1e6, 3e6, 1e7) for d in (1e8, 1e9, 1e10)]),
             "w.safetensors": good_weights(), "text.txt": b"hello world\n" * 50}
 
 
@@ -399,7 +399,7 @@ def sweep_file(rng: random.Random) -> Case:
                 needles)
 
 
-_WHERE = ["garbage", "N >", "> 5", "N >> 5", "N > abc", "nosuch > 5", "N in (", "", "loss ~ 3"]
+_WHERE = ["garbage", "N >", "> 5", "N in (", "", "loss", "= 3", "N >> 5", "N > abc", "nosuch > 5"]
 _PATTERNS = ["re:[", "re:(", "re:*", "re:" + "(" * 300]
 
 

@@ -44,6 +44,8 @@ MAX_VOCAB_SIZE = 1 << 20
 """The largest BPE vocabulary ``uscl tokenizer train`` builds (1,048,576 tokens)."""
 MIN_VOCAB_SIZE = 258
 """256 byte tokens, <|endoftext|> and at least one merge."""
+MAX_BOOTSTRAP = 100_000
+"""Bootstrap refits of ``uscl fit`` (more adds nothing to a printed interval, as for --draws)."""
 
 
 def _fail(message: str) -> None:
@@ -153,7 +155,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "lr": _real(0),
     "rbbm_p": _real(0, 0.5, high_open=True),
     "val_fraction": _real(0, 1, high_open=True),
-    "bootstrap": _integer(0),
+    "bootstrap": _integer(0, MAX_BOOTSTRAP),
     "exclude_worst": _integer(0),
     "worst": _integer(0),
     "rows_per_layer": _integer(2),
