@@ -168,7 +168,7 @@ def law_file(rng: random.Random) -> Case:
     return Case("law file", command, {"bad.toml": data}, needles)
 
 
-def _jsonl(records: list[object]) -> bytes:
+def jsonl_bytes(records: list[object]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
@@ -206,14 +206,14 @@ def _runs_bytes(rng: random.Random) -> tuple[str, bytes, tuple[str, ...]]:
     if pick == 8:
         return "r.jsonl", b"", ("no runs", "empty")
     if pick == 9:
-        return "r.jsonl", _jsonl([dict(GOOD_RUN, weights="x" * 400)]), ("x" * 20,)
+        return "r.jsonl", jsonl_bytes([dict(GOOD_RUN, weights="x" * 400)]), ("x" * 20,)
     if pick == 10:
-        return "r.jsonl", _jsonl([dict(GOOD_RUN, weights=5)]), ("weights",)
+        return "r.jsonl", jsonl_bytes([dict(GOOD_RUN, weights=5)]), ("weights",)
     if pick == 11:
         return "r.csv", b"N,D,loss\nabc,1e8,3\n", ("N",)
     if pick == 12:
-        return "r.jsonl", _jsonl(["x"]), ("object", "record")
-    return "r.jsonl", _jsonl(["x"]), ("object", "record")
+        return "r.jsonl", jsonl_bytes(["x"]), ("object", "record")
+    return "r.jsonl", jsonl_bytes(["x"]), ("object", "record")
 
 
 def runs_file(rng: random.Random) -> Case:
@@ -288,15 +288,15 @@ def good_weights(values: list[float] | None = None) -> bytes:
                         arr.tobytes())
 
 
-def _base_files() -> dict[str, bytes]:
-    return {"good.jsonl": _jsonl([dict(GOOD_RUN, N=n, D=d, loss=3 + 1e3 / n ** 0.3 + 1e3 / d ** 0.3)
+def base_files() -> dict[str, bytes]:
+    return {"good.jsonl": jsonl_bytes([dict(GOOD_RUN, N=n, D=d, loss=3 + 1e3 / n ** 0.3 + 1e3 / d ** 0.3)
                                   for n in (1e6, 3e6, 1e7) for d in (1e8, 1e9, 1e10)]),
             "w.safetensors": good_weights(), "text.txt": b"hello world\n" * 50}
 
 
 def option(rng: random.Random) -> Case:
     args, needles = rng.choice(_options())
-    return Case("option", list(args), _base_files(), needles)
+    return Case("option", list(args), base_files(), needles)
 
 
 def _checkpoint_bytes(rng: random.Random) -> tuple[bytes, tuple[str, ...]]:
@@ -336,7 +336,7 @@ def output_path(rng: random.Random) -> Case:
     # A read-only folder stops everyone but root.
     where = rng.choice(["{d}/nodir/x", "{d}/frontier", "/dev/null", "{d}/fifo"] + (["{d}/ro/x"] if os.geteuid() else []))
     ext = {"{d}/frontier": "", "/dev/null": "", "{d}/fifo": ""}.get(where, None)
-    files = _base_files()
+    files = base_files()
     pick = rng.randrange(7)
     if pick == 0:
         args = ["fit", "{d}/good.jsonl", "--out", where + (".toml" if ext is None else "")]
@@ -408,22 +408,34 @@ def selection(rng: random.Random) -> Case:
     pick = rng.randrange(4)
     if pick == 0:
         value = rng.choice(_WHERE)
-        return Case("selection", ["fit", "{d}/good.jsonl", "--where", value], _base_files(), ("where", value or "empty"))
+        return Case("selection", ["fit", "{d}/good.jsonl", "--where", value], base_files(), ("where", value or "empty"))
     if pick == 1:
         value = rng.choice(_PATTERNS)
-        return Case("selection", ["mse", "{d}/w.safetensors", "-f", "int4", "--include", value], _base_files(),
+        return Case("selection", ["mse", "{d}/w.safetensors", "-f", "int4", "--include", value], base_files(),
                     ("include", "pattern", "regular expression"))
     if pick == 2:
         value = rng.choice(["nosuch", "", "rho rho"])
         return Case("selection", ["rank", "int4", "--sort", value, "--rel-err", "0.05"], {}, ("sort", value or "empty"))
     value = rng.choice(["nope", "", "Unified "])
-    return Case("selection", ["fit", "{d}/good.jsonl", "--model", value], _base_files(), ("model",))
+    return Case("selection", ["fit", "{d}/good.jsonl", "--model", value], base_files(), ("model",))
+
+
+def long_path(rng: random.Random) -> Case:
+    """A path no file system holds (a component over 255 bytes) wherever a command takes one."""
+    name = rng.choice("zq") * rng.randint(256, 2000)
+    where = rng.choice([name, "{d}/" + name, "{d}/" + name + "/x"])
+    command = rng.choice([["fit", where], ["mse", where, "-f", "int4"], ["search", "--bits", "4", "--checkpoint", where],
+                          ["train", "--dry-run", where], ["train", "--dry-run", "--preset", "tiny", "--out", where],
+                          ["rank", "int4", "--plot", where + ".png"], ["fit", "{d}/good.jsonl", "--out", where + ".toml"],
+                          ["tokenizer", "train", where], ["gmse", where + ".toml"], ["predict", "int4", "--law", where],
+                          ["train", "--dry-run", "--preset", "tiny", "--data", where]])
+    return Case("long path", command, base_files(), (name[:30],))
 
 
 GENERATORS: dict[str, Callable[[random.Random], Case]] = {
     "format name": format_name, "format file": format_file, "law file": law_file, "runs file": runs_file,
     "option": option, "checkpoint": checkpoint, "output path": output_path, "sweep file": sweep_file,
-    "selection": selection,
+    "selection": selection, "long path": long_path,
 }
 
 

@@ -72,7 +72,7 @@ def test_a_format_field_of_the_wrong_type_names_the_field(field, value):
        command=st.sampled_from([["gmse", "int4"], ["rank", "int4"], ["predict", "int4"], ["search", "--bits", "4"],
                                 ["fit", "{d}/good.jsonl"]]))
 def test_a_seed_out_of_range_is_named(seed, command):
-    _assert_clean(Case("option", [*command, "--seed", str(seed)], bad_inputs._base_files(), ("seed",)))
+    _assert_clean(Case("option", [*command, "--seed", str(seed)], bad_inputs.base_files(), ("seed",)))
 
 
 @BOUNDED
@@ -86,7 +86,7 @@ def test_a_row_length_out_of_range_is_named_before_any_allocation(value, command
 @given(value=st.one_of(st.floats(max_value=0), st.just(math.inf), st.just(math.nan)),
        name=st.sampled_from(["alpha", "beta", "A", "B"]))
 def test_fix_outside_a_laws_domain_is_named(value, name):
-    case = Case("option", ["fit", "{d}/good.jsonl", "--fix", f"{name}={value!r}"], bad_inputs._base_files(), ("--fix",))
+    case = Case("option", ["fit", "{d}/good.jsonl", "--fix", f"{name}={value!r}"], bad_inputs.base_files(), ("--fix",))
     _assert_clean(case)
 
 
@@ -106,7 +106,7 @@ def test_no_arguments_prints_the_help(run_cli):
 
 def test_fit_with_a_bad_plot_path_writes_no_law(tmp_path):
     case = Case("output path", ["fit", "{d}/good.jsonl", "--out", "{d}/new-law.toml", "--plot", "{d}/nodir/x.png"],
-                bad_inputs._base_files(), ("nodir",))
+                bad_inputs.base_files(), ("nodir",))
     outcome = run_case(case, tmp_path)
     assert outcome.clean, outcome.why
     assert not (tmp_path / "new-law.toml").exists()
@@ -117,7 +117,7 @@ def test_fit_whose_constants_no_law_holds_is_an_error_with_or_without_out(tmp_pa
     runs = [dict(bad_inputs.GOOD_RUN, N=n, D=d, loss=2.0 + 1e3 / n ** 0.3 + 1e-3 * d ** 0.2)
             for n in (1e6, 3e6, 1e7) for d in (1e8, 1e9, 1e10)]
     path = tmp_path / "runs.jsonl"
-    path.write_bytes(bad_inputs._jsonl(runs))
+    path.write_bytes(bad_inputs.jsonl_bytes(runs))
     for extra in ([], ["--out", str(tmp_path / "law.toml")]):
         res = run_cli("fit", str(path), *extra)
         assert res.code == 2 and "a scaling law needs" in res.stderr, res.stderr

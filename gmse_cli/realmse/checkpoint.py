@@ -40,7 +40,7 @@ from pydantic import Field
 
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
-from gmse_cli.inputs import parse_nested, read_text_file
+from gmse_cli.inputs import exists, parse_nested, read_text_file
 
 __all__ = [
     "TensorInfo",
@@ -154,7 +154,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     safetensors, a folder without safetensors files, or a tensor named in two shards.
     """
     path = Path(path).expanduser()
-    if not path.exists():
+    if not exists(path):
         raise DataError(f"checkpoint {path} does not exist; give a .safetensors file or a folder of them")
     files = _checkpoint_files(path)
     tensors: list[TensorInfo] = []
