@@ -22,6 +22,7 @@ import functools
 import inspect
 import math
 import os
+import re
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -139,6 +140,14 @@ def _tokenizer(value: Any) -> None:
         _existing("tokenizer file")(value)
 
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+def _device(value: Any) -> None:
+    if not _DEVICE.match(str(value).strip().lower()):
+        _fail(f"'{value}' is not a device (auto, cpu, cuda, cuda:N, mps)")
+
+
 def _shard(value: Any) -> None:
     k, sep, n = str(value).partition("/")
     if not (sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
@@ -181,6 +190,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "tokenizer": _tokenizer,
     "text": _existing("text path"),
     "shard": _shard,
+    "device": _device,
 }
 """Checks by parameter name; each raises BadParameter (the option is named by click)."""
 
