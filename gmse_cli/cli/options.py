@@ -91,15 +91,22 @@ def _nonempty(value: Any) -> None:
         _fail("an empty string names no format")
 
 
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
+
+
 def _count_text(value: Any) -> None:
-    # '200M', '1.5B', '100x': the command parses the rest; here only what overflows or is nan.
-    number = str(value).strip().rstrip("xX").rstrip("kKmMgGbBtT")
+    # '200M', '1.5B', '100x': the command parses the rest; here what overflows, is nan, or
+    # counts less than one parameter or token (a ratio '100x' need only be positive).
+    text = str(value).strip().lower()
+    ratio = text.endswith("x")
+    text = text.removesuffix("x").strip()
+    suffix = text[-1:] if text[-1:] in _SUFFIXES else ""
     try:
-        parsed = float(number)
+        parsed = float(text.removesuffix(suffix) if suffix else text) * _SUFFIXES[suffix]
     except ValueError:
         return
-    if not math.isfinite(parsed) or not parsed > 0:
-        _fail(f"'{value}' is not a positive finite count")
+    if not math.isfinite(parsed) or not parsed > 0 or (not ratio and parsed < 1):
+        _fail(f"'{value}' is not a finite count of at least 1" if not ratio else f"'{value}' is not a positive finite ratio")
 
 
 def _fix(value: Any) -> None:
