@@ -105,8 +105,9 @@ def _count_text(value: Any) -> None:
         parsed = float(text.removesuffix(suffix) if suffix else text) * _SUFFIXES[suffix]
     except ValueError:
         return
-    if not math.isfinite(parsed) or not parsed > 0 or (not ratio and parsed < 1):
-        _fail(f"'{value}' is not a finite count of at least 1" if not ratio else f"'{value}' is not a positive finite ratio")
+    # (zero and negative counts: the command's own message)
+    if not math.isfinite(parsed) or (not ratio and 0 < parsed < 1):
+        _fail(f"'{value}' is not a finite count of at least 1" if not ratio else f"'{value}' is not a finite ratio")
 
 
 def _fix(value: Any) -> None:
@@ -185,7 +186,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "threads": _integer(1),
     "nproc_per_node": _integer(1),
     "vocab_size": _integer(MIN_VOCAB_SIZE, MAX_VOCAB_SIZE),
-    "family": _family,
+    "formats.family": _family,  # (rank's --family: the command's own check)
     "vs": _nonempty,
     "act": _nonempty,
     "acts": _nonempty,
@@ -199,7 +200,8 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "shard": _shard,
     "device": _device,
 }
-"""Checks by parameter name; each raises BadParameter (the option is named by click)."""
+"""Checks by parameter name, or ``command.parameter`` for one command only; each raises
+BadParameter (the option is named by click)."""
 
 
 def _callback(check: Callable[[Any], None], previous: Any) -> Any:
@@ -220,7 +222,7 @@ def attach_validators(command: Any) -> Any:
     """``command`` (a click command or group, as Typer builds it) with :data:`VALIDATORS`
     attached to every parameter of a listed name, in every subcommand."""
     for param in getattr(command, "params", ()):
-        check = VALIDATORS.get(param.name or "")
+        check = VALIDATORS.get(f"{getattr(command, 'name', '')}.{param.name}") or VALIDATORS.get(param.name or "")
         if check is not None and not getattr(param, "_uscl_validated", False):
             param.callback = _callback(check, param.callback)
             param._uscl_validated = True
