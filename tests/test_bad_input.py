@@ -29,7 +29,7 @@ def _assert_clean(case: Case) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(bad_inputs.GENERATORS))
-@BOUNDED
+@settings(BOUNDED, max_examples=20)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_generated_bad_input_is_one_clean_line(kind, seed):
     _assert_clean(bad_inputs.GENERATORS[kind](random.Random(seed)))
