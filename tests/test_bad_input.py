@@ -152,3 +152,97 @@ def test_a_results_file_that_never_ends_is_not_read(tmp_path):
         load_runs(fifo)
     with pytest.raises(DataError, match="not a regular file"):
         load_runs("/dev/zero")
+
+
+# ---- the ground floor: one reader and one output check for every kind of file --------------
+
+
+def test_read_text_file_refuses_what_it_cannot_read_whole(tmp_path, monkeypatch):
+    import os
+
+    from gmse_cli import inputs
+    from gmse_cli.errors import DataError
+
+    def read(path, **kw):
+        return inputs.read_text_file(path, what="test file", error=DataError, **kw)
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(DataError, match="not a regular file"):
+        read(tmp_path / "fifo")  # returns at once: a FIFO is never opened for a blocking read
+    (tmp_path / "u16").write_text("a = 1", encoding="utf-16")
+    with pytest.raises(DataError, match="UTF-16 text; save it as UTF-8"):
+        read(tmp_path / "u16")
+    (tmp_path / "latin").write_bytes(b"a = 1\n# caf\xe9\n")
+    with pytest.raises(DataError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
+        read(tmp_path / "latin")
+    (tmp_path / "big").write_bytes(b"x" * 2048)
+    with pytest.raises(DataError, match="the limit is"):
+        read(tmp_path / "big", limit=1024)
+    assert read(tmp_path / "big") == "x" * 2048
+
+
+def test_nesting_is_limited_and_recursion_never_escapes():
+    import json
+    import tomllib
+
+    from gmse_cli.errors import DataError
+    from gmse_cli.inputs import MAX_NESTING, parse_nested
+
+    assert parse_nested(json.loads, "[" * MAX_NESTING + "]" * MAX_NESTING, where="x", error=DataError)
+    for text in ("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1), "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(DataError, match="nests deeper than 64 levels"):
+            parse_nested(json.loads, text, where="x", error=DataError)
+    with pytest.raises(DataError, match="nests deeper"):
+        parse_nested(tomllib.loads, "a = " + "[" * 5000 + "]" * 5000, where="x", error=DataError)
+
+
+def test_names_that_cannot_be_paths_are_names():
+    from gmse_cli.inputs import exists, is_file
+
+    for name in ("x" * 5000, "a\x00b", "/" + "y" * 300 + "/z"):
+        assert not is_file(name) and not exists(name)
+
+
+def test_output_check_before_any_work(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from gmse_cli import atomic
+    from gmse_cli.errors import DataError
+
+    def check(path, **kw):
+        return atomic.check_output_path(path, what="plot", error=DataError, **kw)
+
+    os.mkfifo(tmp_path / "fifo")
+    cases = {"/dev/null": "a device or a pipe", str(tmp_path / "fifo"): "a device or a pipe",
+             str(tmp_path): "it is a folder", str(tmp_path / "no" / "x.png"): "does not exist",
+             str(tmp_path / ("n" * 300 + ".png")): "file name too long"}
+    for path, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            check(path)
+    assert check(tmp_path / "no" / "deeper", folder=True) == tmp_path / "no" / "deeper"
+    assert not (tmp_path / "no").exists()  # checking makes nothing
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(1 << 30, 1 << 30, 10))
+    with pytest.raises(DataError, match="no space left on device"):
+        check(tmp_path / "x.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]  # the write probe is gone
+
+
+def test_an_atomic_write_never_replaces_a_device_or_leaves_a_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from gmse_cli import atomic
+
+    with pytest.raises(OSError):
+        atomic.write_atomic("/dev/null", b"x")
+    target = tmp_path / "law.toml"
+    target.write_text("old")
+
+    def fail(handle):
+        handle.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic.write_atomic(target, fail)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["law.toml"]
