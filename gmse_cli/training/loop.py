@@ -49,7 +49,8 @@ from gmse_cli.training.results import (
     TrainingInfo,
 )
 
-__all__ = ["train_run", "lr_at", "single_thread_kernels", "DistEnv", "dist_env", "format_gmse", "loss_curve_summary", "evaluate"]
+__all__ = ["train_run", "lr_at", "single_thread_kernels", "DistEnv", "dist_env", "resolve_device", "format_gmse",
+           "loss_curve_summary", "evaluate"]
 
 _CURVE_POINTS = 64
 _EVAL_BATCH = 16
@@ -455,7 +456,8 @@ def train_run(
             status, val_loss = "diverged", None
     wall = time.perf_counter() - started
     if status == "ok" and model_dir is not None:
-        _export_final_model(model, parallel, Path(model_dir), env=env, cfg=cfg, run_key=plan.run_key)
+        _export_final_model(model, parallel, Path(model_dir), env=env, cfg=cfg, run_key=plan.run_key,
+                            tokenizer_json=tokens.tokenizer.to_json() if tokens.tokenizer.to_json else None)
     _barrier(env)
     if not env.main:
         return None
@@ -506,7 +508,7 @@ def train_run(
 
 
 def _export_final_model(model: nn.Module, parallel: str, folder: Path, *, env: DistEnv, cfg: RunConfig,
-                        run_key: str) -> None:
+                        run_key: str, tokenizer_json: str | None = None) -> None:
     """Every rank takes part in gathering the state dict (FSDP); rank 0 writes the folder."""
     from gmse_cli.training.checkpoint import save_final_model
 
@@ -529,7 +531,7 @@ def _export_final_model(model: nn.Module, parallel: str, folder: Path, *, env: D
         "estimator": cfg.estimator.model_dump(mode="json"),
         "note": "latent full-precision weights; the formats above compress them in every forward pass",
     }
-    save_final_model(folder, model_state=weights, config_json=config, uscl_meta=meta)
+    save_final_model(folder, model_state=weights, config_json=config, uscl_meta=meta, tokenizer_json=tokenizer_json)
 
 
 def _budget_tokens(cfg: RunConfig) -> int:
