@@ -59,7 +59,7 @@ class ActivationOptions:
     tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokenizer.json, folder or bpe:V [default: the model folder's]", rich_help_panel=_ACT, show_default=False)] = None
     tokens: Annotated[int, typer.Option("--tokens", help="tokens to run (the first of --data)", rich_help_panel=_ACT)] = 4096
     context: Annotated[int, typer.Option("--context", help="tokens per window (at most the model's max positions)", rich_help_panel=_ACT)] = 512
-    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass", rich_help_panel=_ACT)] = 8
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass", rich_help_panel=_ACT)] = 4
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N", rich_help_panel=_ACT)] = "auto"
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16: the precision the model runs in", rich_help_panel=_ACT)] = "float32"
     weight_formats: Annotated[list[str] | None, typer.Option("--weight-format", help="weight format paired with every activation format (repeatable) [default: a uscl model's own]", rich_help_panel=_ACT, show_default=False)] = None

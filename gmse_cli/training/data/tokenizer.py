@@ -22,6 +22,10 @@ __all__ = ["EOS_TOKEN", "TokenizerHandle", "load_tokenizer", "train_bpe"]
 
 EOS_TOKEN = "<|endoftext|>"
 
+# Files a Hugging Face tokenizer is built from, besides tokenizer.json.
+_TOKENIZER_FILES = ("tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
+
 
 @dataclass(frozen=True)
 class TokenizerHandle:
@@ -123,8 +127,12 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
             path = path / "tokenizer.json"
-        else:
+        elif any((path / name).is_file() for name in _TOKENIZER_FILES):
             return _hub_tokenizer(str(path), local=True)
+        else:
+            # transformers would build a tokenizer of special tokens alone from config.json
+            raise DataError(f"folder '{spec}' holds no tokenizer (no tokenizer.json or vocabulary file); "
+                            "give one with --tokenizer")
     if path.suffix == ".json" or path.exists():
         if not path.is_file():
             raise DataError(f"tokenizer file '{spec}' does not exist (train one: uscl tokenizer train)")
