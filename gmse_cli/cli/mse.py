@@ -32,7 +32,7 @@ only the sampled rows.
 MSE = ||W - C(W)||^2 / ||W||^2 per layer; the overall value weights layers by parameters.
 --sample FRAC measures that fraction of each layer's rows and reports a 95% interval.
 
-Activations (--activations, needs the [train] extra): MODEL is a local Hugging Face model folder
+Activations (--activations, needs the train extra): MODEL is a local Hugging Face model folder
 or a uscl train model folder, loaded offline (safetensors only unless
 --allow-pickle-code-execution; never remote code) and run in full precision on the first
 --tokens tokens of --data (any corpus uscl train reads), in windows of --context tokens. The
@@ -56,13 +56,13 @@ class ActivationOptions:
 
     activations: Annotated[bool, typer.Option("--activations", help="measure the inputs of MODEL's linear layers on --data instead of its weights", rich_help_panel=_ACT)] = False
     data: Annotated[str | None, typer.Option("--data", help="text to run the model on: a text/JSONL/parquet file or folder, or c4", rich_help_panel=_ACT, show_default=False)] = None
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokenizer.json, folder or bpe:V [default: the model folder's]", rich_help_panel=_ACT, show_default=False)] = None
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokenizer.json, folder or bpe:V (default: the model folder's)", rich_help_panel=_ACT, show_default=False)] = None
     tokens: Annotated[int, typer.Option("--tokens", help="tokens to run (the first of --data)", rich_help_panel=_ACT)] = 4096
     context: Annotated[int, typer.Option("--context", help="tokens per window (at most the model's max positions)", rich_help_panel=_ACT)] = 512
     batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass", rich_help_panel=_ACT)] = 4
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N", rich_help_panel=_ACT)] = "auto"
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16: the precision the model runs in", rich_help_panel=_ACT)] = "float32"
-    weight_formats: Annotated[list[str] | None, typer.Option("--weight-format", help="weight format paired with every activation format (repeatable) [default: a uscl model's own]", rich_help_panel=_ACT, show_default=False)] = None
+    weight_formats: Annotated[list[str] | None, typer.Option("--weight-format", help="weight format paired with every activation format (repeatable; default: a uscl model's own)", rich_help_panel=_ACT, show_default=False)] = None
     compressed_forward: Annotated[bool, typer.Option("--compressed-forward", help="run a uscl train model with its own weight and activation formats", rich_help_panel=_ACT)] = False
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle-code-execution", help="load pickled .bin weights: unpickling can run code from the file", rich_help_panel=_ACT)] = False
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL/parquet text column", rich_help_panel=_ACT)] = "text"

@@ -1,4 +1,5 @@
-"""Real-weight MSE: how far a checkpoint's weights are from the Gaussian that GMSE assumes.
+"""Real-weight MSE: how far a checkpoint's weights are from the Gaussian that GMSE assumes --
+and, with a model run on text, how far its activations are (:mod:`.activations`).
 
 For each format and each selected weight matrix W (rows = the input dimension),
 
@@ -34,9 +35,16 @@ Decisions worth knowing:
 Modules: :mod:`.checkpoint` reads safetensors files a chunk of rows at a time;
 :mod:`.layers` chooses the layers and rows and how each format streams them;
 :mod:`.measure` computes the per-layer ratios and intervals; :mod:`.report` assembles
-:class:`FormatMse` with GMSE and capacities.
+:class:`FormatMse` with GMSE and capacities; :mod:`.activations` measures the inputs of a
+model's linear layers (torch, from the training extra, imported only when it runs).
 """
 
+from gmse_cli.realmse.activations import (
+    ActivationLayer,
+    ActivationReport,
+    SchemeCapacity,
+    measure_activations,
+)
 from gmse_cli.realmse.checkpoint import (
     DEFAULT_CHUNK_BYTES,
     Checkpoint,
@@ -47,8 +55,15 @@ from gmse_cli.realmse.checkpoint import (
     read_rows,
     read_tensor,
 )
-from gmse_cli.realmse.layers import DEFAULT_EXCLUDE, matches, row_local, select_layers
+from gmse_cli.realmse.layers import (
+    DEFAULT_EXCLUDE,
+    matches,
+    row_local,
+    select_layers,
+    stratified_rows,
+)
 from gmse_cli.realmse.measure import (
+    MeasuredLayer,
     SkippedLayer,
     measure_layers,
     ratio_estimate,
@@ -58,8 +73,11 @@ from gmse_cli.realmse.measure import (
 from gmse_cli.realmse.report import (
     FormatMse,
     LayerMse,
+    MsePlan,
     StageMse,
+    assemble_results,
     measure_mse,
+    plan_targets,
     resolve_law,
     stage_targets,
     with_hadamard,
@@ -72,6 +90,16 @@ __all__ = [
     "FormatMse",
     "measure_mse",
     "measure_layers",
+    "MsePlan",
+    "plan_targets",
+    "assemble_results",
+    "MeasuredLayer",
+    "stratified_rows",
+    # activations
+    "ActivationLayer",
+    "ActivationReport",
+    "SchemeCapacity",
+    "measure_activations",
     "with_hadamard",
     "row_local",
     "row_errors",
