@@ -15,7 +15,7 @@ model (2 blocks of width 128) that pays the same imports (torch, transformers, n
 estimates; ``peak - baseline`` is what the model and its activations cost. The weights are
 random (a Llama initialization), so the numbers measure memory and time, not real outliers.
 
-Run: python benchmarks/activations_memory.py [--dir /tmp] [--data TEXT] [--layers 9]
+Run: python benchmarks/activations_memory.py [--dir /tmp] [--data TEXT] [--layers 9] [--settings 0 1]
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where to write the models")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="text to run on (plain or .xz)")
     parser.add_argument("--layers", type=int, default=9, help="decoder blocks of the big model (9: ~300 MB)")
+    parser.add_argument("--settings", type=int, nargs="+", default=None, metavar="I",
+                        help="run only these settings (0-based indices into the list above; default: all)")
     args = parser.parse_args()
 
     settings = [
@@ -94,6 +96,10 @@ def main() -> None:
         ("4096 tokens, batch 8", ["--tokens", "4096", "--batch-size", "8"]),
         ("4096 tokens, --sample 0.1", ["--tokens", "4096", "--sample", "0.1"]),
     ]
+    if args.settings is not None:
+        if not all(0 <= i < len(settings) for i in args.settings):
+            parser.error(f"--settings takes indices 0 to {len(settings) - 1}")
+        settings = [settings[i] for i in args.settings]
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="uscl-act-memory-") as tmp:
         root = Path(tmp)
         text = write_text(args.data, root / "text.txt")

@@ -266,6 +266,27 @@ def test_sampled_rows_bracket_the_full_value(minilm, corpus, minilm_report):
     assert again == sampled
 
 
+def test_shipped_model_through_the_cli(run_cli, minilm, corpus, minilm_report, tmp_path):
+    """The issue's command on the shipped model: JSON equal to the library's, a plot, and
+    --hadamard adding the rotated format to the table."""
+    plot = tmp_path / "act.png"
+    res = run_cli("mse", str(minilm), "--activations", "--data", str(corpus), "--format", "int4",
+                  "--format", "had128+int4", "--tokens", "1000", "--context", "128", "--batch-size", "3",
+                  "--device", "cpu", "--include", LAYERS[0], "--include", LAYERS[1], "--json", "--plot", str(plot))
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert [f["format"] for f in report["formats"]] == ["int4", "had128+int4"]
+    assert report["weights"] == [] and report["schemes"] == []  # a plain HF folder has no formats of its own
+    for got, want in zip(report["formats"], minilm_report.formats[:2], strict=True):
+        assert got["mse"] == pytest.approx(want.mse, rel=1e-9)  # batching as in the fixture
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = run_cli("mse", str(minilm), "--activations", "--data", str(corpus), "--format", "int4", "--hadamard",
+                  "--tokens", "256", "--context", "128", "--device", "cpu", "--include", LAYERS[1],
+                  "--weight-format", "int4")
+    assert res.code == 0, res.stderr
+    assert "had128+int4" in res.stdout and "Weights x activations" in res.stdout
+
+
 # --------------------------------------------------------------------------------------------
 # A model trained here, through the CLI
 # --------------------------------------------------------------------------------------------
@@ -302,10 +323,14 @@ def test_uscl_model_folder_through_the_cli(run_cli, tiny_model, corpus):
     want = float(law.rho("quantization", weights["mse"])) * float(law.rho("quantization", act["mse"]))
     assert scheme["rho"] == pytest.approx(want, rel=1e-9)
     # the table
+    # the tiny model's rows (128 and 384 wide) are multiples of 128: every layer has rotated
+    # statistics; with 256-blocks none has
+    assert all(s["kurtosis_rotated"] is not None for s in report["layers"])
     res = run_cli("mse", str(tiny_model), "--activations", "--data", str(corpus), "--tokens", "640",
-                  "--device", "cpu", "--worst", "3")
+                  "--device", "cpu", "--worst", "3", "--hadamard-block", "256")
     assert res.code == 0, res.stderr
     assert "Real-activation MSE on 14 layers" in res.stdout and "Weights x activations" in res.stdout
+    assert "after Hadamard -" in res.stdout
 
 
 def test_compressed_forward_changes_only_what_follows_a_compressed_layer(tiny_model, corpus):
@@ -386,6 +411,8 @@ def test_errors_name_the_fix(run_cli, tmp_path, minilm, corpus, monkeypatch):
         measure_activations(minilm, str(corpus), ["int4"], compressed_forward=True, device="cpu")
     with pytest.raises(SpecError, match="at least one format"):
         measure_activations(minilm, str(corpus), [], device="cpu")
+    with pytest.raises(SpecError, match="Hadamard block 96 is not a power of two"):
+        measure_activations(minilm, str(corpus), ["int4"], hadamard_block=96, device="cpu")
     # without torch: one line naming the extra
     import gmse_cli.training
 

@@ -40,7 +40,8 @@ input of every linear layer (module names; the same default exclusions and patte
 weights) is a stream of token rows; each row is compressed by each format and its error
 normalised by its own norm: MSE = mean over rows of ||x - C(x)||^2 / ||x||^2. Also per layer:
 the mean row kurtosis (3 for a Gaussian) and the largest max|x| / RMS, plain and after a
-128-block Hadamard rotation (only for row lengths that are multiples of 128). --weight-format
+--hadamard-block (128) Hadamard rotation; layers whose input length is not a multiple of the
+block show no rotated statistics, and a rotated format skips them (never padded). --weight-format
 measures weight formats on the same layers and reports each weights x activations scheme's
 capacity from the real MSEs beside the one from GMSE. Memory: the model plus one batch of one
 layer's input; --sample measures a fraction of each layer's rows (half the rows with the
@@ -93,7 +94,8 @@ def register(app: typer.Typer) -> None:
     def mse_command(
         checkpoint: Annotated[Path, typer.Argument(metavar="MODEL", help="a .safetensors file, a folder of shards, or a Hugging Face (or uscl train) model folder")],
         formats: Annotated[list[str] | None, typer.Option("--format", "-f", help="format to measure (repeatable): catalog name, .toml or shorthand", show_default=False)] = None,
-        hadamard: Annotated[bool, typer.Option("--hadamard", help="also measure each format after a 128-block Hadamard rotation")] = False,
+        hadamard: Annotated[bool, typer.Option("--hadamard", help="also measure each format after a Hadamard rotation of --hadamard-block")] = False,
+        hadamard_block: Annotated[int, typer.Option("--hadamard-block", help="block of --hadamard's rotation and of the rotated activation statistics (a power of two)")] = 128,
         include: Annotated[list[str] | None, typer.Option("--include", help="layers to measure (glob or re:REGEX; repeatable)")] = None,
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="layers to leave out (glob or re:REGEX; repeatable)")] = None,
         sample: Annotated[float | None, typer.Option("--sample", help="fraction of rows per layer to measure (faster, with an interval)")] = None,
@@ -120,14 +122,14 @@ def register(app: typer.Typer) -> None:
         if plot is not None:
             check_plot_path(plot)
         if act.activations:
-            _activations(checkpoint, formats or [], act, hadamard=hadamard, include=include or (),
-                         exclude=exclude or (), sample=sample, seed=seed, law=law, rel_err=rel_err,
+            _activations(checkpoint, formats or [], act, hadamard=hadamard, hadamard_block=hadamard_block,
+                         include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law, rel_err=rel_err,
                          worst=worst, plot=plot, json_out=json_out)
             return
 
         results = measure_mse(
-            checkpoint, formats or [], hadamard=hadamard, include=include or (), exclude=exclude or (),
-            sample=sample, seed=seed, law=law if law is not None else "default", rel_err=rel_err,
+            checkpoint, formats or [], hadamard=hadamard, hadamard_block=hadamard_block,
+            include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law if law is not None else "default", rel_err=rel_err,
             progress=not json_out, warn=note,
         )
         if plot is not None:

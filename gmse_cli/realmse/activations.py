@@ -256,6 +256,8 @@ def measure_activations(
     for name, value, low in (("tokens", tokens, 1), ("context", context, 2), ("batch size", batch_size, 1)):
         if value < low:
             raise SpecError(f"{name} {value} must be at least {low}")
+    if hadamard_block < 2 or hadamard_block & (hadamard_block - 1):
+        raise SpecError(f"Hadamard block {hadamard_block} is not a power of two (2, 4, ... 128, ...)")
     torch_side = _torch_side()
     from gmse_cli.compress import compress, top_raw_scale
     from gmse_cli.training.data import first_tokens, model_windows
