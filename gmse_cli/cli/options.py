@@ -45,6 +45,8 @@ MAX_VOCAB_SIZE = 1 << 20
 """The largest BPE vocabulary ``uscl tokenizer train`` builds (1,048,576 tokens)."""
 MIN_VOCAB_SIZE = 258
 """256 byte tokens, <|endoftext|> and at least one merge."""
+MAX_HADAMARD_BLOCK = 1 << 20
+"""The largest Hadamard block (a row length's limit)."""
 MAX_BOOTSTRAP = 100_000
 """Bootstrap refits of ``uscl fit`` (more adds nothing to a printed interval, as for --draws)."""
 
@@ -148,6 +150,11 @@ def _tokenizer(value: Any) -> None:
         _existing("tokenizer file")(value)
 
 
+def _power_of_two(value: Any) -> None:
+    if value < 2 or value & (value - 1) or value > MAX_HADAMARD_BLOCK:
+        _fail(f"{value} is not a power of two in 2..{MAX_HADAMARD_BLOCK}")
+
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 
@@ -199,6 +206,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "text": _existing("text path"),
     "shard": _shard,
     "device": _device,
+    "hadamard_block": _power_of_two,
 }
 """Checks by parameter name, or ``command.parameter`` for one command only; each raises
 BadParameter (the option is named by click)."""
