@@ -192,9 +192,9 @@ def _render(results, worst: int) -> None:
 def _activations(model: Path, formats: list[str], act: ActivationOptions, *, worst: int, plot: Path | None,
                  json_out: bool, law: str | None, **options) -> None:
     from gmse_cli.cli.console import err_console, print_json
+    from gmse_cli.law import load_law
     from gmse_cli.progress import note
     from gmse_cli.realmse import checkpoint_name, plot_mse
-    from gmse_cli.law import load_law
     from gmse_cli.realmse.activations import measure_activations
     from gmse_cli.spec import resolve_format
 

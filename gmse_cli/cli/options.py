@@ -25,6 +25,7 @@ import os
 import re
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gmse_cli.inputs import exists
@@ -136,6 +137,9 @@ def _existing(what: str) -> Callable[[Any], None]:
 def _data(value: Any) -> None:
     if str(value).strip().lower() != "c4":
         _existing("data path")(value)
+        path = Path(value).expanduser()
+        if not (path.is_file() or path.is_dir()):  # a FIFO or a device may never end
+            _fail(f"data path '{value}' is not a regular file or folder (a pipe or a device)")
 
 
 def _tokenizer(value: Any) -> None:
