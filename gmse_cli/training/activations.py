@@ -116,12 +116,6 @@ def load_model(
     (without ``allow_pickle``), a model that needs remote code or fails to load, and
     :class:`SpecError` for ``compressed_forward`` on a folder without ``uscl.json``.
     """
-    try:
-        import transformers
-    except ImportError:
-        raise BackendMissing("measuring activations needs the [train] extra: pip install 'uscl[train]'") from None
-    from gmse_cli.training.loop import dist_env, resolve_device
-
     folder = Path(path).expanduser()
     if not exists(folder) or not folder.is_dir() or not (folder / "config.json").is_file():
         raise DataError(
@@ -144,6 +138,12 @@ def load_model(
             raise DataError(f"cannot read {folder / 'uscl.json'}: {exc}") from None
     if compressed_forward and meta is None:
         raise SpecError(f"--compressed-forward runs a uscl train model's own formats; {folder} has no uscl.json")
+    # Imported only now: every input is checked first (importing transformers takes seconds).
+    try:
+        import transformers
+    except ImportError:
+        raise BackendMissing("measuring activations needs the [train] extra: pip install 'uscl[train]'") from None
+    from gmse_cli.training.loop import dist_env, resolve_device
 
     dev = resolve_device(device, dist_env())
     transformers.utils.logging.disable_progress_bar()
