@@ -206,6 +206,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "tokens": _count_text,
     "fix": _fix,
     "data": _data,
+    "mse.data": lambda _: None,  # needs torch first: `uscl mse --activations` checks it after the backend
     "tokenizer": _tokenizer,
     "text": _existing("text path"),
     "shard": _shard,
