@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
 
         One row per FORMAT (default: the catalog): bits/param, GMSE with its 95% interval, effective bits, capacity rho with its interval from the law's uncertainties, effective parameters N*rho, predicted loss and its difference from the dense bf16 model at --params/--tokens, the parameters a format needs to match that model (N/rho) and the memory they take (N/rho * bits/param).
 
-        * marks the Pareto frontier: no other format has fewer bits and higher rho.
+        * marks the Pareto frontier: no other format has fewer bits and higher rho. ! marks a scheme outside the law's validated domain (activations quantized without rotation), with the published evidence beside it.
         """
         from gmse_cli.cli.console import err_console
         from gmse_cli.errors import SpecError
@@ -272,7 +272,8 @@ def _render_rank(rows) -> None:
     for r in rows:
         gmse = f"{r.gmse:.4g}" if r.gmse_low == r.gmse_high else f"{r.gmse:.4g} [{r.gmse_low:.4g}, {r.gmse_high:.4g}]"
         cells = [
-            "*" if r.pareto else "", escape(r.name), f"{r.bits_per_param:.4g}", gmse,
+            ("*" if r.pareto else "") + ("!" if r.outside_domain else ""), escape(r.name),
+            f"{r.bits_per_param:.4g}", gmse,
             "inf" if r.effective_bits is None else f"{r.effective_bits:.3f}",
             _span(r.rho, r.rho_low, r.rho_high),
         ]
@@ -286,6 +287,21 @@ def _render_rank(rows) -> None:
         ]
         table.add_row(*cells, style="bold" if r.pareto else None)
     _print(table)
+    _print_domain_flags(rows)
+
+
+def _print_domain_flags(rows) -> None:
+    """One line per distinct reason: the rows marked ! lie outside the law's validated domain."""
+    from rich.markup import escape
+
+    flagged: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r.outside_domain:
+            flagged.setdefault((r.outside_domain, r.evidence or ""), []).append(r.name)
+    for (reason, evidence), names in flagged.items():
+        who = ", ".join(names) if len(names) <= 3 else f"{len(names)} rows"
+        _print(f"[yellow]![/] {escape(who)}: outside the law's validated domain, {escape(reason)}, which GMSE "
+               f"cannot see; {escape(evidence)}")
 
 
 def _render_prediction(pred, law) -> None:
@@ -334,3 +350,4 @@ def _render_prediction(pred, law) -> None:
     summary.add_row("parameters to match bf16 (N/rho)", _si(pred.params_to_match))
     summary.add_row("memory to match bf16", _bytes(pred.memory_to_match_bytes))
     _print(summary)
+    _print_domain_flags([pred])

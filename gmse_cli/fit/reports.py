@@ -121,23 +121,32 @@ def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, Family
     source = result.capacities if points is None else points
     points = [c for c in source if c.stage_gmse and len(c.stage_gmse) in (1, 2) and not c.reference]
     has_cap = bool(curves) or bool(points)
-    fig, axes = plt.subplots(1, 2 if has_cap else 1, figsize=(12 if has_cap else 6, 5))
-    axes = np.atleast_1d(axes)
+    drift = result.drift is not None and any(r.implied_rho for r in result.residuals)
+    cols = 2 if has_cap or drift else 1
+    fig, grid_axes = plt.subplots(2 if drift else 1, cols, figsize=(6 * cols, 10 if drift else 5), squeeze=False)
+    axes = grid_axes[0]
     ax = axes[0]
     obs = np.array([r.loss for r in result.residuals])
     pred = np.array([r.predicted for r in result.residuals])
     schemes = sorted({r.scheme for r in result.residuals})
     cmap = plt.get_cmap("tab20")
-    for k, s in enumerate(schemes):
+    color = {s: cmap(k % 20) for k, s in enumerate(schemes)}
+    for s in schemes:
         sel = [i for i, r in enumerate(result.residuals) if r.scheme == s]
-        ax.scatter(obs[sel], pred[sel], s=18, color=cmap(k % 20), label=s if len(schemes) <= 20 else None)
+        fitted = result.residuals[sel[0]].fitted
+        ax.scatter(obs[sel], pred[sel], s=18, label=s if len(schemes) <= 20 else None,
+                   **({"color": color[s]} if fitted else {"facecolors": "none", "edgecolors": color[s]}))
     lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set_xlabel("observed loss")
     ax.set_ylabel("predicted loss")
-    ax.set_title(f"{result.model} fit: RMSE(log loss) = {result.fit_error:.2e}, {result.n_runs} runs")
+    n_fit = result.n_fitted if result.n_fitted is not None else result.n_runs
+    extra = "" if n_fit == result.n_runs else f" (hollow: {result.n_runs - n_fit} outside the domain, predicted)"
+    ax.set_title(f"{result.model} fit: RMSE(log loss) = {result.fit_error:.2e}, {n_fit} runs fitted{extra}", fontsize=9)
     if len(schemes) <= 20:
         ax.legend(fontsize=6, loc="upper left")
+    if drift:
+        _plot_drift(result, grid_axes[1], color)
     if has_cap:
         ax = axes[1]
         grid = np.logspace(-6, -0.05, 300)
@@ -166,3 +175,23 @@ def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, Family
     fig.tight_layout()
     save_figure(fig, path)
 
+
+def _plot_drift(result: FitResult, axes, color) -> None:
+    """Implied over fitted capacity against N and D/N, per scheme (fitted runs), with the pooled slopes."""
+    rows = [r for r in result.residuals if r.fitted and r.implied_rho and r.rho > 0]
+    schemes = sorted({r.scheme for r in rows})
+    slopes = {s.regressor: s for s in result.drift.slopes}
+    for ax, key, label in ((axes[0], "log N", "N (non-embedding parameters)"), (axes[1], "log D/N", "D / N")):
+        for s in schemes:
+            mine = [r for r in rows if r.scheme == s]
+            x = [r.N if key == "log N" else r.D / r.N for r in mine]
+            ax.scatter(x, [r.implied_rho / r.rho for r in mine], s=14, color=color[s])
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("implied rho / fitted rho")
+        if key in slopes:
+            sl = slopes[key]
+            ax.set_title(f"drift: slope on {key} {sl.slope:+.3f} [{sl.low:+.3f}, {sl.high:+.3f}] (within scheme)",
+                         fontsize=9)
