@@ -104,14 +104,14 @@ def nested(runs, names, results, gmse, law):
         print(f"  {name}: {len(pairs)} pair refits ({time.perf_counter() - start:.0f} s)", flush=True)
     outer, chosen = [], []
     for s in ins:
+        # Candidates that can predict s at all (the capacity model cannot predict its reference),
+        # scored on the other schemes every candidate can predict without s.
+        able = [n for n in names if all(r.heldout_scheme is not None
+                                        for r, j in zip(results[n].residuals, of_run, strict=True) if j == s)]
+        others = [t for t in ins if t != s and all(inner[n][(min(s, t), max(s, t))] is not None for n in able)]
         best, best_rmse = None, np.inf
-        for name in names:
-            errs = []
-            for t in ins:
-                if t == s:
-                    continue
-                r = inner[name][(min(s, t), max(s, t))]
-                errs.append(np.full(np.sum(of_run == t), np.inf) if r is None else r[of_run == t])
+        for name in able:
+            errs = [inner[name][(min(s, t), max(s, t))][of_run == t] for t in others]
             rmse = float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
             if rmse < best_rmse:
                 best, best_rmse = name, rmse
@@ -119,7 +119,8 @@ def nested(runs, names, results, gmse, law):
         outer.append(held)
         chosen.append((schemes[s], best))
     rmse = float(np.sqrt(np.mean(np.concatenate(outer) ** 2)))
-    print(f"nested: selection by inner leave-one-scheme-out among {', '.join(names)}: outer RMSE {rmse:.4f}")
+    print(f"nested: selection by inner leave-one-scheme-out among {', '.join(names)}: outer RMSE {rmse:.4f} "
+          f"over {sum(len(o) for o in outer)} runs")
     for scheme, name in chosen:
         print(f"  without {scheme}: chose {name}")
 
