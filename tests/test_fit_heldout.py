@@ -9,6 +9,7 @@ the code's output.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -212,3 +213,24 @@ def test_capacity_model_heldout_equals_a_fit_without_the_scheme():
                    for r in test])
     resid = pred - np.log([r.loss for r in test])
     assert entries["int3"].rmse == pytest.approx(math.sqrt(np.mean(resid**2)), rel=1e-3, abs=1e-6)
+
+
+def test_predict_and_rank_flag_unrotated_activations_with_the_evidence(run_cli):
+    """One line naming the reason and QuEST's row at the same bit width; a rotated twin is not flagged."""
+    from gmse_cli.law import UNROTATED_EVIDENCE
+
+    row = next(r for r in UNROTATED_EVIDENCE if r.bits == 2)
+    res = run_cli("predict", "int4", "--act", "int2", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert "without a rotation" in data["outside_domain"]
+    ratio = f"{round(100 * row.rho / row.rho_rotated)}%"
+    assert f"{row.rho:.3g}" in data["evidence"] and ratio in data["evidence"]
+    text = run_cli("predict", "int4", "--act", "int2")
+    flagged = [line for line in text.stdout.splitlines() if line.startswith("!")]
+    assert len(flagged) == 1 and "outside the law's validated domain" in flagged[0]
+    rotated = run_cli("predict", "int4", "--act", "had128+int2", "--json")
+    assert rotated.code == 0 and json.loads(rotated.stdout)["outside_domain"] is None
+    table = run_cli("rank", "int4", "int3", "--act", "int4")
+    assert table.code == 0, table.stderr
+    assert sum(line.startswith("!") for line in table.stdout.splitlines()) == 1  # one line per reason

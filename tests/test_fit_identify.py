@@ -181,7 +181,10 @@ def test_drift_report_against_a_demeaned_regression():
     assert slopes["log N"].high < 0  # the drift is seen
     int4 = next(e for e in res.drift.schemes if e.scheme == "int4")
     int2 = next(e for e in res.drift.schemes if e.scheme == "int2")
-    assert int4.high < 0 < int2.high and int2.low < 0
+    # int4's own slope is near its truth, -0.1, and int2's near 0: the shared constants absorb a
+    # little of int4's drift, so neither interval need cover its truth exactly.
+    assert -0.12 < int4.slope_log_n < -0.08 and int4.high < 0
+    assert abs(int2.slope_log_n) < 0.02
 
 
 def test_cli_unified_json_carries_the_heldout_numbers(run_cli, tmp_path):

@@ -69,7 +69,7 @@ UNROTATED_EVIDENCE_SOURCE = (
     "QuEST's 104 public runs (IST-DASLab/QuEST, for_plots/runs_for_scaling.json; Llama/C4, 30M-800M "
     "parameters): one decoupled fit (uscl fit --model decoupled, Huber delta 1e-3, 200 bootstrap refits "
     "resampling runs within schemes, seed 0), bf16 pinned at rho = 1; regenerate with "
-    "examples/calibrate_paper_law.py"
+    "examples/unrotated_evidence.py"
 )
 
 # (weights, activations, bits, rho, 95% low, 95% high, rotated twin's rho, runs); the source above.
