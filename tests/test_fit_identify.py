@@ -42,8 +42,9 @@ def _arrays(runs):
 
 
 def _resid(v, N, D, y):
-    """v = (log A, alpha, log B, beta, log E) -> log-loss residuals."""
-    return np.log(np.exp(v[0]) * N ** -v[1] + np.exp(v[2]) * D ** -v[3] + np.exp(v[4])) - y
+    """v = (log A, alpha, log B, beta, log E) -> log-loss residuals (inf where scipy strays far)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.log(np.exp(v[0]) * N ** -v[1] + np.exp(v[2]) * D ** -v[3] + np.exp(v[4])) - y
 
 
 def _huber(r, delta):
