@@ -460,7 +460,7 @@ def test_unknown_fixed_constant_and_model():
 
 
 def test_non_convergence_is_reported(monkeypatch):
-    monkeypatch.setattr(drivers, "is_converged", lambda problem, x: False)
+    monkeypatch.setattr(drivers, "is_converged", lambda *args, **kwargs: False)
     with pytest.raises(FitError, match="did not converge"):
         F.fit(_synthetic(np.random.default_rng(0), 0.0), model="dense", starts=SMALL_GRID)
 
