@@ -15,7 +15,7 @@ from gmse_cli.spec.catalog import catalog
 from gmse_cli.spec.format import Format, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify
-from gmse_cli.spec.vocab import IntStyle, ScaleFormat
+from gmse_cli.spec.vocab import IntStyle, LutRounding, Overflow, ScaleFormat, ScaleRounding
 
 __all__ = ["SHORTHAND_HELP", "parse_shorthand", "resolve_format", "resolve_formats"]
 
@@ -28,7 +28,10 @@ A FORMAT is a catalog name (see `uscl formats`), a path to a .toml file, or a sh
 Bases:
   <catalog name>             any single-stage catalog entry: int4, fp4, nf4, mxfp4, nvfp4, 2:4 ...
   intB                       QuEST midrise grid, 2^B levels, scale = a_B * RMS (B = 1..16)
-  sintB | aintB              signed symmetric / asymmetric (zero point) integers, absmax scale
+  sintB | aintB              signed symmetric (-(2^(B-1)-1) ... 2^(B-1)-1) / asymmetric (zero
+                             point) integers, absmax scale
+  fintB                      full-range symmetric integers -2^(B-1) ... 2^(B-1)-1, scale
+                             amax / ((2^B-1)/2): the W4A16 convention (w4a16 = fint4-g128-sfp16)
   eXmY                       floating point with X exponent and Y mantissa bits (fp4 = e2m1)
   lmB                        Lloyd-Max: the Gaussian-MSE-optimal 2^B levels (also lloyd-max-B)
   lut[v1,v2,...]             an explicit list of grid values
@@ -43,13 +46,24 @@ Bases:
 Modifiers (quantize stages):
   gN | row | tensor          scale granularity: groups of N, per row, per tensor
   absmax | rms | mse         scale rule; rmsC sets scale = C * RMS (e.g. rms2.5)
-  sfp32 sbf16 sfp16 se8m0 se4m3 sint8
-                             the format scales are stored in
+  sfp32 sbf16 sfp16 se8m0 se4m3 sint8 sdq8
+                             the format scales are stored in (sdq8: bitsandbytes' double
+                             quantization)
+  floor | ceil | even | rceil | nearest
+                             how e8m0 scales round (mxfp4-rceil: NVIDIA's hardware rule)
+  inf | saturate             beyond the largest value: overflow to inf (IEEE) or saturate
+  bnb                        a lut rounds in bitsandbytes' float32 arithmetic
 
 Examples: int4, 2:4+int4, had128+int3, e2m1-g32-absmax-se8m0 (= mxfp4), sint4-g64,
-lm3-g128, sparse30+int4, vq4-b2, lut[-1,0,1]-rms1.224"""
+lm3-g128, sparse30+int4, vq4-b2, lut[-1,0,1]-rms1.224, mxfp8-e4m3-rceil, fint4-g64-sbf16,
+nf4-sdq8, fp16-saturate"""
 
 _SCALE_FORMAT_TOKENS = {f"s{f.value}": f for f in ScaleFormat}
+_QUANTIZE_ONLY = {  # modifiers of scalar quantize stages: token -> (field, value)
+    **{r.value: ("scale_rounding", r) for r in ScaleRounding},
+    **{o.value: ("overflow", o) for o in Overflow},
+    "bnb": ("lut_rounding", LutRounding.BITSANDBYTES),
+}
 
 
 def _base_stage(token: str) -> Any:
@@ -59,8 +73,8 @@ def _base_stage(token: str) -> Any:
         return cat[token].stages[0]
     if m := re.fullmatch(r"int(\d+)", token):
         return Quantize(grid="int", bits=int(m[1]))
-    if m := re.fullmatch(r"([sa])int(\d+)", token):
-        style = IntStyle.SIGNED if m[1] == "s" else IntStyle.ASYMMETRIC
+    if m := re.fullmatch(r"([saf])int(\d+)", token):
+        style = {"s": IntStyle.SIGNED, "a": IntStyle.ASYMMETRIC, "f": IntStyle.FULL}[m[1]]
         return Quantize(grid="int", bits=int(m[2]), int_style=style, scale="absmax")
     if m := re.fullmatch(r"e(\d+)m(\d+)", token):
         return Quantize(grid="fp", exponent_bits=int(m[1]), mantissa_bits=int(m[2]))
@@ -101,13 +115,19 @@ def _apply_modifier(stage: Any, token: str, context: str) -> Any:
         update = {"scale": "rms", "scale_constant": float(m[1]) if m[1] else None}
     elif token in _SCALE_FORMAT_TOKENS:
         update = {"scale_format": _SCALE_FORMAT_TOKENS[token]}
+    elif token in _QUANTIZE_ONLY:
+        field, value = _QUANTIZE_ONLY[token]
+        update = {field: value}
     else:
         raise SpecError(
             f"'{context}': unknown modifier '{token}' (expected gN, row, tensor, absmax, rms[C], "
-            f"mse, or a scale format {', '.join(_SCALE_FORMAT_TOKENS)})"
+            f"mse, a scale format {', '.join(_SCALE_FORMAT_TOKENS)}, an e8m0 rounding "
+            "floor/ceil/even/rceil/nearest, inf, saturate or bnb)"
         )
     if isinstance(stage, VQ) and "scale" in update:
         raise SpecError(f"'{context}': vq stages use an rms scale; '{token}' does not apply")
+    if isinstance(stage, VQ) and token in _QUANTIZE_ONLY:
+        raise SpecError(f"'{context}': '{token}' applies to scalar quantize stages, not vq")
     data = stage.model_dump() | update
     try:
         return type(stage).model_validate(data)
