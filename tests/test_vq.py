@@ -177,14 +177,14 @@ def test_training_is_deterministic_and_cached_on_disk():
     c, _ = vq.train_gaussian_codebook(2, 4, samples=2**14, max_iter=20, seed=vq.LLOYD_SEED + 7)
     assert a.tobytes() != c.tobytes()
 
-    stage = VQ(dim=2, bits=2)
+    stage = VQ(dim=2, bits=1)  # a size not shipped with the package: trained, then cached
     first = vq.codebook(stage).copy()
-    files = sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b4-*"))
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b2-*"))
     assert [name.rsplit(".", 1)[1] for name, _ in files] == ["json", "npy"]
     vq.clear_caches()
     again = vq.codebook(stage)
     assert again.tobytes() == first.tobytes()
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b4-*")) == files
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b2-*")) == files
     assert not again.flags.writeable
 
 

@@ -79,14 +79,16 @@ def _code_midpoints() -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def dq_scales_reference(raw: np.ndarray) -> np.ndarray:
+def dq_scales_reference(raw: np.ndarray, offset: float | None = None) -> np.ndarray:
     """Effective dq8 scales (float64 holding float32 values) of the raw scales ``raw`` (rows,
-    groups), every group of one tensor; twin of :func:`dq_scales`."""
+    groups), every group of one tensor; twin of :func:`dq_scales`. ``offset``: the tensor's
+    mean absmax as another implementation summed it (default: the exact mean, rounded)."""
     a = raw.astype(np.float32).astype(np.float64).reshape(-1)
     if a.size == 0:
         return np.zeros_like(raw, dtype=np.float64)
     # float64 sum in order (float32 values, so exact up to 2^29 of them), rounded once
-    offset = float(np.float32(np.cumsum(a)[-1] / a.size))
+    if offset is None:
+        offset = float(np.float32(np.cumsum(a)[-1] / a.size))
     c = (a - offset).astype(np.float32).astype(np.float64)
     code, mids = dynamic_code(), _code_midpoints()
     out = np.empty_like(c)
