@@ -25,6 +25,10 @@ FAMILIES = [
     "int4-asym-g128", "int3-mse", "int4-tensor", "fp8-e4m3", "bf16", "lm3-g64-sbf16",
     "sparse-50", "sparse-90", "2:4", "block8-50", "sparse30-tensor",
     "2:4+int4", "sparse-50+int4", "vq4-b1", "vq2-b2", "vq2-b2-g64-se8m0",
+    # the ecosystem's conventions: e8m0 roundings, full-range ints, bitsandbytes NF4 and its
+    # double quantization, IEEE overflow
+    "mxfp4-rceil", "mxfp4-even", "e2m1-g32-absmax-se8m0-ceil", "mxfp8-e4m3-rceil", "w4a16",
+    "w3a16", "w4a16-asym", "nf4-dq", "fp16", "sint4-g32-sfp16-inf", "int3-mse-g64-se8m0-rceil",
 ]
 ROTATED = ["had128+int4", "had64+2:4+int4"]
 
