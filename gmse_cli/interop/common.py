@@ -5,7 +5,12 @@ from __future__ import annotations
 from gmse_cli.errors import SpecError
 from gmse_cli.spec import Format, Overflow, Quantize, ScaleRule
 
-__all__ = ["single_quantizer"]
+__all__ = ["single_quantizer", "refuse"]
+
+
+def refuse(fmt: Format, target: str, why: str) -> SpecError:
+    """The one-line error for a format ``target`` configs cannot express, and why."""
+    return SpecError(f"cannot export '{fmt.display_name}' to {target}: {why}")
 
 
 def single_quantizer(fmt: Format, target: str) -> Quantize:
@@ -14,14 +19,11 @@ def single_quantizer(fmt: Format, target: str) -> Quantize:
     kinds = [s.kind for s in fmt.stages]
     if kinds != ["quantize"]:
         extra = sorted(set(kinds) - {"quantize"}) or ["several quantize stages"]
-        raise SpecError(
-            f"cannot export '{fmt.display_name}' to {target}: its quantization config holds one "
-            f"scalar quantizer and no {', '.join(extra)} stage"
-        )
+        raise refuse(fmt, target, f"its config holds one scalar quantizer and no {', '.join(extra)} stage")
     stage = fmt.stages[0]
     assert isinstance(stage, Quantize)
     if stage.scale is ScaleRule.NONE:
-        raise SpecError(f"cannot export '{fmt.display_name}' to {target}: a plain cast (scale 'none') is no quantization config")
+        raise refuse(fmt, target, "a plain cast (scale 'none') is no quantization config")
     if stage.overflow is Overflow.INF:
-        raise SpecError(f"cannot export '{fmt.display_name}' to {target}: overflow 'inf' has no counterpart (its casts saturate)")
+        raise refuse(fmt, target, "overflow 'inf' has no counterpart (its casts saturate)")
     return stage

@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from gmse_cli.errors import SpecError
-from gmse_cli.interop.common import single_quantizer
+from gmse_cli.interop.common import refuse, single_quantizer
 from gmse_cli.spec import (
     Format,
     FpStyle,
@@ -59,15 +59,11 @@ _SCALE_FORMATS = {v: k for k, v in _SCALE_DTYPES.items()}
 _MX_DTYPE, _NVFP4_DTYPE = "torch.uint8", "torch.float8_e4m3fn"
 
 
-def _refuse(fmt: Format, why: str) -> SpecError:
-    return SpecError(f"cannot export '{fmt.display_name}' to {_TARGET}: {why}")
-
-
 def to_compressed_tensors(fmt: Format) -> dict[str, Any]:
     """``fmt`` as a compressed-tensors ``quantization_config`` (module docstring)."""
     q = single_quantizer(fmt, _TARGET)
     if q.scale is not ScaleRule.ABSMAX:
-        raise _refuse(fmt, f"its scale rule '{q.scale}' is not compressed-tensors' min-max observer (absmax)")
+        raise refuse(fmt, _TARGET, f"its scale rule '{q.scale}' is not compressed-tensors' min-max observer (absmax)")
     args: dict[str, Any] = {}
     if q.grid is GridKind.INT and q.resolved_int_style in (IntStyle.FULL, IntStyle.ASYMMETRIC):
         args.update(num_bits=q.bits, type="int", symmetric=q.resolved_int_style is IntStyle.FULL)
@@ -75,26 +71,28 @@ def to_compressed_tensors(fmt: Format) -> dict[str, Any]:
         bits = _FLOAT_BITS[(q.exponent_bits, q.mantissa_bits, q.resolved_fp_style)]
         args.update(num_bits=bits, type="float", symmetric=True)
     elif q.grid is GridKind.INT:
-        raise _refuse(
+        raise refuse(
             fmt,
+            _TARGET,
             f"its int_style '{q.resolved_int_style}' has no counterpart: compressed-tensors' "
             "symmetric ints use all 2^b codes (int_style 'full', as w4a16) and its asymmetric "
             "ones a zero point (int_style 'asymmetric')",
         )
     else:
-        raise _refuse(fmt, f"compressed-tensors quantizes to int, e4m3, e2m1 and e2m3 grids, not {q.label()}")
+        raise refuse(fmt, _TARGET, f"compressed-tensors quantizes to int, e4m3, e2m1 and e2m3 grids, not {q.label()}")
     group = q.group
     fmt_scale = q.scale_format
     if fmt_scale is ScaleFormat.E4M3:
         if (args["type"], args["num_bits"], group) != ("float", 4, 16):
-            raise _refuse(fmt, "e4m3 scales over a tensor scale exist there only as NVFP4 (e2m1, groups of 16)")
+            raise refuse(fmt, _TARGET, "e4m3 scales over a tensor scale exist there only as NVFP4 (e2m1, groups of 16)")
         args.update(strategy="tensor_group", group_size=16, scale_dtype=_NVFP4_DTYPE)
     elif fmt_scale is ScaleFormat.E8M0:
         if not (args["type"] == "float" and args["num_bits"] in (4, 6) and group == 32):
-            raise _refuse(fmt, "e8m0 scales exist there only as MXFP4 and MXFP6 (e2m1 or e2m3, groups of 32)")
+            raise refuse(fmt, _TARGET, "e8m0 scales exist there only as MXFP4 and MXFP6 (e2m1 or e2m3, groups of 32)")
         if q.scale_rounding is not ScaleRounding.EVEN:
-            raise _refuse(
+            raise refuse(
                 fmt,
+                _TARGET,
                 f"compressed-tensors rounds MX scales 'even' (amax to the element's mantissa bits), "
                 f"not '{q.scale_rounding or ScaleRounding.FLOOR}' (use {fmt.display_name}-even)",
             )
@@ -108,7 +106,7 @@ def to_compressed_tensors(fmt: Format) -> dict[str, Any]:
             args.update(strategy="group", group_size=group)
         args["scale_dtype"] = _SCALE_DTYPES[fmt_scale]
     else:
-        raise _refuse(fmt, f"its {fmt_scale} scales have no counterpart there")
+        raise refuse(fmt, _TARGET, f"its {fmt_scale} scales have no counterpart there")
     args.update(dynamic=False, observer="minmax")
     return {
         "quant_method": "compressed-tensors",

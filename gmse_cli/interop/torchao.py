@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from gmse_cli.errors import SpecError
-from gmse_cli.interop.common import single_quantizer
+from gmse_cli.interop.common import refuse, single_quantizer
 from gmse_cli.spec import (
     Format,
     FpStyle,
@@ -88,32 +88,28 @@ def _granularity(group: str | int) -> dict[str, Any]:
     return _config("PerGroup", 1, {"group_size": group})
 
 
-def _refuse(fmt: Format, why: str) -> SpecError:
-    return SpecError(f"cannot export '{fmt.display_name}' to {_TARGET}: {why}")
-
-
 def to_torchao(fmt: Format) -> dict[str, Any]:
     """``fmt`` as a torchao config in ``config_to_dict`` form (module docstring)."""
     q = single_quantizer(fmt, _TARGET)
     if q.scale is not ScaleRule.ABSMAX:
-        raise _refuse(fmt, f"torchao's configs scale by absmax, not by the '{q.scale}' rule")
+        raise refuse(fmt, _TARGET, f"torchao's configs scale by absmax, not by the '{q.scale}' rule")
     if q.grid is GridKind.INT:
         return _intx(fmt, q)
     if q.grid is not GridKind.FP:
-        raise _refuse(fmt, f"torchao quantizes to int and float grids, not {q.label()}")
+        raise refuse(fmt, _TARGET, f"torchao quantizes to int and float grids, not {q.label()}")
     element = (q.exponent_bits, q.mantissa_bits)
     if _STYLES.get(element) is not q.resolved_fp_style:
-        raise _refuse(fmt, f"torchao's float elements are OCP's e2m1, e2m3, e3m2, e4m3 (fn) and e5m2, not {q.label()} ({q.resolved_fp_style})")
+        raise refuse(fmt, _TARGET, f"torchao's float elements are OCP's e2m1, e2m3, e3m2, e4m3 (fn) and e5m2, not {q.label()} ({q.resolved_fp_style})")
     if q.scale_format is ScaleFormat.E4M3:
         if element != (2, 1) or q.group != 16:
-            raise _refuse(fmt, "e4m3 scales over a tensor scale exist there only as NVFP4 (e2m1, groups of 16)")
+            raise refuse(fmt, _TARGET, "e4m3 scales over a tensor scale exist there only as NVFP4 (e2m1, groups of 16)")
         return _config("NVFP4WeightOnlyConfig", 1, {"use_dynamic_per_tensor_scale": True})
     if q.scale_format is ScaleFormat.E8M0:
         if not isinstance(q.group, int):
-            raise _refuse(fmt, "torchao's MX blocks are groups within a row")
+            raise refuse(fmt, _TARGET, "torchao's MX blocks are groups within a row")
         mode = q.scale_rounding or ScaleRounding.FLOOR
         if mode not in _MODES:
-            raise _refuse(fmt, f"torchao rounds MX scales FLOOR, CEIL, EVEN or RCEIL, not '{mode}'")
+            raise refuse(fmt, _TARGET, f"torchao rounds MX scales FLOOR, CEIL, EVEN or RCEIL, not '{mode}'")
         name = _MX_NAMES[element]
         dtype = _dtype(name) if name.startswith("float") else name
         return _config(
@@ -134,21 +130,22 @@ def to_torchao(fmt: Format) -> dict[str, Any]:
             2,
             {"weight_dtype": _dtype(names[element]), "granularity": _granularity(q.group)},
         )
-    raise _refuse(fmt, f"torchao has no config for {q.label()}")
+    raise refuse(fmt, _TARGET, f"torchao has no config for {q.label()}")
 
 
 def _intx(fmt: Format, q: Quantize) -> dict[str, Any]:
     style = q.resolved_int_style
     if style not in (IntStyle.FULL, IntStyle.ASYMMETRIC) or not (q.bits and q.bits <= 8):
-        raise _refuse(
+        raise refuse(
             fmt,
+            _TARGET,
             f"torchao's int configs hold int1 ... int8 with all 2^b codes, symmetric (int_style "
             f"'full') or with a zero point ('asymmetric'), not int{q.bits} '{style}'",
         )
     if q.group == "tensor":
-        raise _refuse(fmt, "IntxWeightOnlyConfig scales per group or per row, not per tensor")
+        raise refuse(fmt, _TARGET, "IntxWeightOnlyConfig scales per group or per row, not per tensor")
     if q.scale_format not in _SCALE_DTYPES:
-        raise _refuse(fmt, f"its {q.scale_format} scales have no torchao scale_dtype")
+        raise refuse(fmt, _TARGET, f"its {q.scale_format} scales have no torchao scale_dtype")
     granularity = (
         _config("PerAxis", 1, {"axis": 0}) if q.group == "row" else _config("PerGroup", 1, {"group_size": q.group})
     )

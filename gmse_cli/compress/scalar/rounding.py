@@ -188,7 +188,8 @@ def k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, grid, gr):
 
 
 @numba.njit(cache=True, inline="always")
-def k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr):
+def k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, bnb):
+    """Table grids (lut, lloyd-max); ``bnb``: bitsandbytes' float32 arithmetic (TABLE32)."""
     table = gr[6]
     v, k = np.empty(g), np.empty(g, dtype=np.int64)
     for b in range(scales.size):
@@ -198,23 +199,10 @@ def k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr):
         if not s > 0:
             og[:] = 0.0
             continue
-        k_table_index(xg, s, gr[5], v, k)
-        for j in range(g):
-            og[j] = table[k[j]] * d if not has_mask or mg[j] else 0.0
-
-
-@numba.njit(cache=True, inline="always")
-def k_write_row_table32(xs, ms, has_mask, os, g, scales, deq, gr):
-    table = gr[6]
-    k = np.empty(g, dtype=np.int64)
-    for b in range(scales.size):
-        s, d = scales[b], deq[b]
-        xg, og = xs[b * g : (b + 1) * g], os[b * g : (b + 1) * g]
-        mg = ms[b * g : (b + 1) * g] if has_mask else ms
-        if not s > 0:
-            og[:] = 0.0
-            continue
-        k_table32_index(xg, s, gr[5], k)
+        if bnb:
+            k_table32_index(xg, s, gr[5], k)
+        else:
+            k_table_index(xg, s, gr[5], v, k)
         for j in range(g):
             og[j] = table[k[j]] * d if not has_mask or mg[j] else 0.0
 
@@ -235,9 +223,9 @@ def k_write_row(xs, ms, has_mask, os, g, scales, deq, zs, gr):
     elif grid == FP:
         k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, FP, gr)
     elif grid == TABLE32:
-        k_write_row_table32(xs, ms, has_mask, os, g, scales, deq, gr)
+        k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, True)
     else:
-        k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr)
+        k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, False)
 
 
 @numba.njit(cache=True, inline="always")
