@@ -85,3 +85,11 @@ def test_mse_notes_scales_out_of_range(tmp_path):
     notes.clear()
     measure_mse(tmp_path / "w.safetensors", ["int4-g128-sfp32"], law=None, warn=notes.append)
     assert not notes
+
+
+def test_new_fields_at_their_defaults_leave_the_serialized_form_alone():
+    # training run keys hash the dumped spec: formats written before these fields existed keep it
+    stage = resolve_format("int4-g128").quantizer
+    dumped = stage.model_dump()
+    assert not {"scale_rounding", "overflow", "lut_rounding"} & set(dumped)
+    assert resolve_format("mxfp4-rceil").quantizer.model_dump()["scale_rounding"] == "rceil"

@@ -6,7 +6,13 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from gmse_cli.errors import SpecError
 from gmse_cli.spec.vocab import (
@@ -97,6 +103,16 @@ class Quantize(SpecModel):
     lut_rounding: Annotated[LutRounding, CaseInsensitive] = Field(
         default=LutRounding.NEAREST, description="lut grids: nearest (exact), or bitsandbytes' float32 arithmetic"
     )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields at their defaults are left out, so every spec written before the fields
+        # existed keeps its serialized form, and with it training run keys (content hashes).
+        data = handler(self)
+        for field in ("scale_rounding", "overflow", "lut_rounding"):
+            if getattr(self, field) == type(self).model_fields[field].default:
+                data.pop(field, None)
+        return data
 
     @field_validator("group", mode="before")
     @classmethod
