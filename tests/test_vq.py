@@ -412,3 +412,20 @@ def test_shipped_2d_codebooks_are_at_least_as_good_as_higgs(index_bits):
     diff = a - b  # paired: the sampling noise of the two cancels
     assert diff.mean() < 3 * diff.std(ddof=1) / math.sqrt(diff.size)
     assert abs(info.mse - a.mean()) < 4 * a.std(ddof=1) / math.sqrt(a.size) + 1e-4
+
+
+def test_every_catalog_vq_size_ships_with_the_package():
+    from gmse_cli.compress.vq.gaussian import codebook_stem
+    from gmse_cli.compress.vq.shipped import SHIPPED
+    from gmse_cli.spec import catalog, resolve_format
+
+    sizes = {
+        (s.dim, s.bits * s.dim)
+        for name in catalog()
+        for s in resolve_format(name).stages
+        if isinstance(s, VQ) and s.codebook == "gaussian"
+    }
+    assert sizes <= set(SHIPPED)
+    for dim, bits in SHIPPED:
+        stem = codebook_stem(dim, bits)
+        assert (store.shipped_dir() / f"{stem}.npy").is_file() and (store.shipped_dir() / f"{stem}.json").is_file()
