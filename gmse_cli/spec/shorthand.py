@@ -103,7 +103,7 @@ def _apply_modifier(stage: Any, token: str, context: str) -> Any:
     if isinstance(stage, VQ) and "scale" in update:
         raise SpecError(f"'{context}': vq stages use an rms scale; '{token}' does not apply")
     if isinstance(stage, VQ) and (token in _QUANTIZE_ONLY or "scale_stats" in update):
-        raise SpecError(f"'{context}': '{token}' applies to scalar quantize stages, not vq")
+        raise SpecError(f"'{context}': '{token}' applies to quantize stages only, not vq")
     data = stage.model_dump() | update
     try:
         return type(stage).model_validate(data)
