@@ -103,6 +103,13 @@ _FORMAT_FILES: list[tuple[bytes, tuple[str, ...]]] = [
     (b'[[stages]]\nkind = "rotate"\nrandom_signs = 1\n', ("random_signs",)),
     (b'[[stages]]\nkind = "rotate"\nseed = true\n', ("seed",)),
     (b'[[stages]]\nkind = "nope"\n', ("kind", "nope")),
+    (b'[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\nscale_rounding = "sideways"\n', ("scale_rounding",)),
+    (b'[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\nscale_rounding = true\n', ("scale_rounding",)),
+    (b'[[stages]]\nkind = "quantize"\ngrid = "fp"\nexponent_bits = 2\nmantissa_bits = 1\noverflow = 5\n', ("overflow",)),
+    (b'[[stages]]\nkind = "quantize"\ngrid = "fp"\nexponent_bits = 2\nmantissa_bits = 1\noverflow = "explode"\n',
+     ("overflow",)),
+    (b'[[stages]]\nkind = "quantize"\ngrid = "lut"\nvalues = [-1.0, 1.0]\nlut_rounding = false\n', ("lut_rounding",)),
+    (b'[[stages]]\nkind = "quantize"\ngrid = "lut"\nvalues = [-1.0, 1.0]\nlut_rounding = "up"\n', ("lut_rounding",)),
     (b'stages = "int4"\n', ("stages",)),
     (b'stages = []\n', ("stages",)),
     (b'name = 5\n[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\n', ("name",)),
@@ -244,6 +251,7 @@ def _options() -> list[tuple[list[str], tuple[str, ...]]]:
     rows += [(["search", "--bits", v], ("bits",)) for v in ("nan", "inf", "-1", "0")]
     rows += [([*runs, "--fix", v], ("fix", v.split("=")[0]))
              for v in ("alpha=-1", "alpha=nan", "alpha=inf", "alpha=abc", "nosuch=1", "alpha", "=1", "beta=-0.5")]
+    rows += [([*runs, "--prior", v], ("prior", v)) for v in ("nope", "")]
     rows += [([*runs, "--bootstrap", "-1"], ("bootstrap",)), ([*runs, "--exclude-worst", "-1"], ("exclude-worst",)),
              ([*runs, "--huber-delta", "0"], ("huber",)), ([*runs, "--huber-delta", "nan"], ("huber",)),
              ([*runs, "--model", "nope"], ("nope",)), ([*runs, "--where", "garbage"], ("garbage",))]
