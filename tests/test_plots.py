@@ -321,7 +321,8 @@ def _search_result(rows, budget: float):
 
     def point(r, source):
         return SearchPoint(name=r.name, bits_per_param=r.bits_per_param, gmse=r.gmse, gmse_std_err=0.0,
-                           rho=r.rho, rho_std_err=0.0, spec=_spec(r.name), stages=(), source=source)
+                           rho=r.rho, rho_std_err=0.0, spec=_spec(r.name), stages=(), source=source,
+                           gmse_method=r.gmse_method)
 
     within = sorted((r for r in rows if r.bits_per_param <= budget), key=lambda r: r.bits_per_param)
     front, top = [], -1.0
