@@ -22,6 +22,7 @@ from gmse_cli.fit.results import FamilyFit, FitResult, SchemeCapacity
 __all__ = ["plot_fit", "fit_figure", "scheme_keys"]
 
 _FAMILY_STYLE = {"quantization": "-", "sparsity": "--", "vq": ":"}
+DRIFT_REFERENCE = "implied ρ = the law's ρ (no drift)"
 
 
 def _strip_rotation(fmt: str) -> tuple[str, bool]:
@@ -115,7 +116,7 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
         ax.set_xlabel("observed loss (nats per token)")
         ax.set_ylabel("loss the fitted law predicts (nats per token)")
         n_fit = result.n_fitted if result.n_fitted is not None else result.n_runs
-        outside = f"; faded: {result.n_runs - n_fit} outside the domain, predicted" if n_fit < result.n_runs else ""
+        outside = f"\nfaded: {result.n_runs - n_fit} outside the domain, predicted" if n_fit < result.n_runs else ""
         ax.set_title(f"(a) every run\nRMSE of log loss {result.fit_error:.2g} over {n_fit} fitted{outside}")
         curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label) if has_cap else []
         if not has_cap and drift:
@@ -128,6 +129,9 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
         colours = [(_proxy("o", {"color": color[g], "edgecolors": "white", "linewidths": 0.4}), g) for g in groups]
         markers = [(_proxy(None, _marker(kind, "0.2")), kind) for kind in kinds]
         lines = [(ax.lines[-1], ax.lines[-1].get_label()), *((h, h.get_label()) for h in curve_handles)]
+        if drift:
+            reference = axes[1][0].lines[-1]
+            lines.append((reference, reference.get_label()))
         figures.figure_legend(fig, [("weight format", colours), ("compressed", markers), ("lines", lines)])
         figures.freeze_layout(fig)
     return fig
@@ -195,6 +199,8 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
 def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], color: Mapping[str, str]) -> None:
     """(c), (d): each fitted run's implied capacity over the law's, against N and against D/N,
     with the pooled within-scheme slope and its interval in the title."""
+    from matplotlib.ticker import NullFormatter
+
     rows = [r for r in result.residuals if r.fitted and r.implied_rho and r.rho > 0]
     slopes = {s.regressor: s for s in result.drift.slopes}
     panels = ((axes[0], "log N", "N, parameters", "(c)"), (axes[1], "log D/N", "D / N, tokens per parameter", "(d)"))
@@ -202,10 +208,12 @@ def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], 
         for r in rows:
             group, kind = keys[r.scheme]
             ax.scatter([r.N if key == "log N" else r.D / r.N], [r.implied_rho / r.rho], s=16, zorder=3,
-                       **_marker(kind, color[group]))
-        ax.axhline(1.0, color="0.2", lw=0.9, ls=":", zorder=1)
+                       label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
+        ax.axhline(1.0, color="0.2", lw=0.9, ls="--", zorder=1, label=DRIFT_REFERENCE)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # decade labels only: minor labels collide
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("implied ρ / the law's ρ")
         title = f"{tag} capacity drift with {key.removeprefix('log ')}"
