@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from gmse_cli.cli.options import CsvFlag, JsonFlag
+
 _MODELS_HELP = (
     "dense (Chinchilla form), decoupled (one free capacity per scheme), unified (capacity from GMSE, "
     "the paper's law), capacity (curves through the decoupled capacities), kumar (precision law)"
@@ -21,8 +23,15 @@ _EPILOG = (
     "~ (substring) !~. Keys: scheme, weights, activations, N, D, loss, w_bits, a_bits, "
     "tokens_per_param, source, and any metadata field (e.g. w_quant for QuEST runs). Examples: "
     "'w_bits=4', 'scheme~had', 'N>=1e8'.\n\n"
-    "Fit error is the RMSE of log-loss, as the paper reports it. Besiroglu et al.'s Chinchilla "
-    "replication: uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5"
+    "Fit error is the RMSE of log-loss, as the paper reports it. --out writes the law with the "
+    "bootstrap's joint draws (so `uscl predict --law` intervals are joint) and, for families the "
+    "runs say nothing about, the base law's curves with that provenance. --csv prints the "
+    "constants table.\n\n"
+    "Examples:\n"
+    "  uscl fit runs.jsonl --model unified --bootstrap 100 --out my-law.toml\n"
+    "  uscl fit runs_for_scaling.json --model decoupled --where 'w_bits=4'\n"
+    "  uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5  (Besiroglu et al.'s "
+    "Chinchilla replication)"
 )
 
 
@@ -48,11 +57,13 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[Path | None, typer.Option(help="write a plot (.png, .svg or .pdf): predicted vs observed, capacity vs GMSE")] = None,
         residuals: Annotated[bool, typer.Option("--residuals", help="print every run's residual")] = False,
         seed: Annotated[int, typer.Option(help="seed of the bootstrap and of Monte Carlo GMSE")] = 0,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """Fit a scaling law to training runs: constants with bootstrap intervals, capacities, fit error,
         residuals, leave-one-scheme-out prediction (unified) and a factorization check (decoupled)."""
         from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.options import one_output
         from gmse_cli.errors import DataError, FitError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit
@@ -61,6 +72,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.runs import RunsWarning, load_runs, select
         from gmse_cli.runs import exclude_worst as drop_worst
 
+        one_output(json_out, csv_out)
         if model not in MODELS:
             raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}")
         if out is not None and model in ("decoupled", "kumar"):
@@ -81,12 +93,15 @@ def register(app: typer.Typer) -> None:
         base_law = None
         if model in ("unified", "capacity"):
             base_law = load_law(law)
-        quiet = json_out
-        with status(f"fitting {model} law to {len(runs)} runs ...", enabled=not quiet):
+        quiet = json_out or csv_out
+        # A spinner on stderr (with --json too): a bootstrap or the Chinchilla points take seconds.
+        with status(f"fitting {model} law to {len(runs)} runs"
+                    + (f", {bootstrap} bootstrap refits" if bootstrap else "") + " ...",
+                    enabled=err_console.is_terminal):
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
                          base_law=base_law, data_files=[str(f) for f in files])
         if out is not None:
-            save_law(result.to_law(out.stem), out)
+            save_law(result.to_law(out.stem, base=base_law or load_law(law)), out)
             if not quiet:
                 err_console.print(f"wrote law {out}")
         if plot is not None:
@@ -95,6 +110,11 @@ def register(app: typer.Typer) -> None:
                 err_console.print(f"wrote plot {plot}")
         if json_out:
             print_json(result.model_dump(mode="json"))
+            return
+        if csv_out:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv([{"constant": k, **c.model_dump(mode="json")} for k, c in result.constants.items()])
             return
         _render(result, residuals)
 

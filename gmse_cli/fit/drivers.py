@@ -65,6 +65,7 @@ from gmse_cli.fit.problem import (
 )
 from gmse_cli.fit.reports import factorization_check
 from gmse_cli.fit.resampling import (
+    bootstrap_columns,
     bootstrap_weights,
     constant_estimates,
     percentiles,
@@ -206,6 +207,8 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
 
     constants = constant_estimates(names, objective.to_public(theta)[0],
                                    None if boot_theta is None else objective.to_public(boot_theta), fixed_all, held, user_fixed)
+    # The replicates themselves, so a law written from this fit carries joint draws.
+    draws = bootstrap_columns(names, None if boot_theta is None else objective.to_public(boot_theta), fixed_all)
     if 4 not in fixed_all and constants["E"].value < 1e-6 * float(np.exp(y).min()):
         notes.append(f"E went to its lower bound 0 (E = {constants['E'].value:.2g}): these runs do not identify an "
                      "irreducible loss, and E's interval means nothing; consider --fix E=VALUE")
@@ -263,6 +266,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         capacities=capacities, residuals=residuals, loso=loso_out, factorization=fact,
         bootstrap=bootstrap, bootstrap_failed=failed, starts=n_starts, converged=converged, seed=seed,
         data_files=list(data_files) or sorted({r.source for r in runs if r.source}), notes=notes,
+        draws=draws if model == "unified" else None,
     )
     return result, replicates
 
