@@ -6,22 +6,28 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.grammar import SHORTHAND_HELP
+from gmse_cli.cli.console import FORMAT_EPILOG
+from gmse_cli.cli.options import CsvFlag, JsonFlag, examples
 
-_HELP = "List the shipped formats, or show one resolved to its full TOML spec.\n\n" + SHORTHAND_HELP.replace(
-    "\n", "\n\n"
+_HELP = "List the shipped formats, or show one resolved to its full TOML spec."
+_EPILOG = examples(
+    "uscl formats",
+    "uscl formats --family vq --json",
+    "uscl formats show e2m1-g32-absmax-se8m0 > my-mxfp4.toml",
+    notes=FORMAT_EPILOG,
 )
 
 
 def register(app: typer.Typer) -> None:
-    formats_app = typer.Typer(help=_HELP, invoke_without_command=True, rich_markup_mode=None)
+    formats_app = typer.Typer(help=_HELP, epilog=_EPILOG, invoke_without_command=True)
 
     @formats_app.callback()
     def formats_list(
         ctx: typer.Context,
         family: Annotated[str | None, typer.Option(help="only this family (quantization, sparsity, vq, ...)")] = None,
         row_length: Annotated[int, typer.Option(help="row length for the amortized scale bits")] = 4096,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """List the catalog: name, family, bits/param, description."""
         if ctx.invoked_subcommand is not None:
@@ -29,17 +35,23 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from gmse_cli.cli.console import out_console, print_json
+        from gmse_cli.cli.options import one_output
         from gmse_cli.spec import catalog
 
+        one_output(json_out, csv_out)
         rows = [
             (name, fmt.family, fmt.bits_per_param(row_length), fmt.describe())
             for name, fmt in catalog().items()
             if family is None or family.lower() in fmt.family.split("+")
         ]
+        items = [{"name": n, "family": f, "bits_per_param": b, "description": d} for n, f, b, d in rows]
         if json_out:
-            print_json([
-                {"name": n, "family": f, "bits_per_param": b, "description": d} for n, f, b, d in rows
-            ])
+            print_json(items, command="formats")
+            return
+        if csv_out:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv(items, command="formats")
             return
         table = Table(title=f"uscl formats ({len(rows)})", title_justify="left")
         for col, just in (("name", "left"), ("family", "left"), ("bits/param", "right"), ("description", "left")):
@@ -48,9 +60,9 @@ def register(app: typer.Typer) -> None:
             table.add_row(n, f, f"{b:.4g}", d)
         out_console.print(table)
 
-    @formats_app.command("show")
+    @formats_app.command("show", epilog=_EPILOG)
     def formats_show(
-        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand")],
+        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand", metavar="FORMAT")],
     ) -> None:
         """Print FORMAT resolved to its full spec, as TOML (accepted back by every command)."""
         import sys

@@ -7,6 +7,14 @@ from typing import Annotated
 
 import typer
 
+from gmse_cli.cli.options import CsvFlag, JsonFlag, examples
+
+_EXAMPLES = examples(
+    "uscl mse model.safetensors -f int4 -f nvfp4 --hadamard",
+    "uscl mse ~/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2 -f int4 --include 're:intermediate|output'",
+    "uscl mse model.safetensors.index.json -f mxfp4 --sample 0.1 --json",
+)
+
 _EPILOG = """\
 Layers: by default every linear weight matrix (floating point, at least 2-D, named *weight),
 without embeddings, norms and the output head. --include PAT (repeatable) replaces that rule;
@@ -35,7 +43,7 @@ def _paragraphs(text: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("mse", epilog=_paragraphs(_EPILOG))
+    @app.command("mse", epilog=_EXAMPLES + "\n\n" + _paragraphs(_EPILOG))
     def mse_command(
         checkpoint: Annotated[Path, typer.Argument(help="a .safetensors file, a sharded model's .index.json, a folder of shards, a Hugging Face model folder or hub-cache folder (models--org--name)")],
         formats: Annotated[list[str], typer.Option("--format", "-f", help="format to measure (repeatable): catalog name, .toml or shorthand")],
@@ -48,16 +56,19 @@ def register(app: typer.Typer) -> None:
         rel_err: Annotated[float, typer.Option(help="target relative standard error of the GMSE estimates")] = 1e-3,
         worst: Annotated[int, typer.Option(help="layers listed in the worst-layers table per format")] = 5,
         plot: Annotated[Path | None, typer.Option("--plot", help="write each layer's MSE / GMSE (.png, .svg or .pdf)")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """Real-weight MSE of each FORMAT on CHECKPOINT: per layer and overall, its ratio to
         GMSE, effective bits, and the capacity the law predicts from each."""
         from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import note
         from gmse_cli.realmse import checkpoint_name, measure_mse, plot_mse
 
+        one_output(json_out, csv_out)
         if worst < 0:
             raise SpecError(f"--worst {worst} must be 0 or more")
         if plot is not None:
@@ -66,13 +77,18 @@ def register(app: typer.Typer) -> None:
         results = measure_mse(
             checkpoint, formats, hadamard=hadamard, include=include or (), exclude=exclude or (),
             sample=sample, seed=seed, law=law if law is not None else "default", rel_err=rel_err,
-            progress=not json_out, warn=note,
+            progress=True, warn=note,
         )
         if plot is not None:
             plot_mse(results, plot, checkpoint=checkpoint_name(checkpoint))
             err_console.print(f"wrote {plot}")
         if json_out:
             print_json([r.model_dump(mode="json") for r in results])
+            return
+        if csv_out:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv([r.model_dump(mode="json") for r in results])
             return
         _render(results, worst)
 

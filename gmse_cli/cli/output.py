@@ -11,7 +11,8 @@ the same quantity has the same key in every command:
 * a format's name is ``name``;
 * real-weight MSE is ``mse``, never ``gmse``.
 
-``--csv`` prints ``results`` as one CSV table: scalar fields as columns, nested ones left out.
+``--csv`` prints ``results`` as one CSV table: scalar fields as columns (a nested object's
+fields as ``object.field``), lists left out.
 """
 
 from __future__ import annotations
@@ -123,15 +124,25 @@ def csv_rows(results: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[dict
     columns: dict[str, None] = {}
     rows = []
     for item in results:
-        row = {k: v for k, v in item.items() if v is None or isinstance(v, str | int | float | bool)}
+        row = dict(_scalars(item))
         columns.update(dict.fromkeys(row))
         rows.append(row)
     return list(columns), rows
 
 
-def print_csv(results: Iterable[Any], *, command: str | None = None) -> None:
-    """Print ``results`` (renamed as for JSON) as CSV to stdout: one row each, scalar columns."""
-    items = envelope(command or current_command(), list(results))["results"]
+def _scalars(item: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(key, value) of every scalar in ``item``; a nested object's keys are dotted (plan.steps)."""
+    for key, value in item.items():
+        if isinstance(value, Mapping):
+            yield from _scalars(value, f"{prefix}{key}.")
+        elif value is None or isinstance(value, str | int | float | bool):
+            yield f"{prefix}{key}", value
+
+
+def print_csv(results: Iterable[Any], *, command: str | None = None, **context: Any) -> None:
+    """Print ``results`` (renamed as for JSON; ``context``: the envelope's other keys that the
+    renaming reads, e.g. search's objective) as CSV to stdout: one row each, scalar columns."""
+    items = envelope(command or current_command(), list(results), **context)["results"]
     columns, rows = csv_rows(items)
     writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
