@@ -300,7 +300,7 @@ def test_cli_dry_run_json(run_cli, tmp_path):
     result = run_cli("train", str(REPO / "train" / "cpu-mini.toml"), "--dry-run", "--json",
                      "--out", str(tmp_path / "r.jsonl"))
     assert result.code == 0, result.stderr
-    plans = json.loads(result.stdout)
+    plans = json.loads(result.stdout)["results"]
     assert len(plans) == 5
     assert {p["plan"]["steps"] for p in plans} == {624}
     assert all(p["plan"]["params"] == 426_624 and not p["done"] for p in plans)

@@ -68,11 +68,14 @@ for _module in (formats, gmse, rank, fit, train, mse, search):
 
 def _tidy(command: click.Command) -> click.Command:
     """Flags show no value placeholder in --help (typer shows '<bool>' as if they took one)."""
-    import typer._click as vendored
-
-    ctx = vendored.Context(command)
-    helper = command.get_help_option(ctx) if hasattr(command, "get_help_option") else None
-    for param in [*command.params, *([helper] if helper is not None else [])]:
+    helper = None
+    if hasattr(command, "get_help_option"):
+        try:  # typer >= 0.20 builds commands on its own vendored copy of click
+            from typer._click import Context
+        except ImportError:  # pragma: no cover
+            from click import Context
+        helper = command.get_help_option(Context(command))
+    for param in [*getattr(command, "params", []), *([helper] if helper is not None else [])]:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
     for sub in getattr(command, "commands", {}).values():
@@ -80,14 +83,8 @@ def _tidy(command: click.Command) -> click.Command:
     return command
 
 
-_command: click.Command | None = None
-
-
 def _cli() -> click.Command:
-    global _command
-    if _command is None:
-        _command = _tidy(typer.main.get_command(app))
-    return _command
+    return _tidy(typer.main.get_command(app))
 
 
 def _one_line(message: object) -> str:

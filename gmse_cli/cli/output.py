@@ -66,10 +66,12 @@ def _fit(item: dict) -> dict:
 
 
 def _search_point(item: Any, real: bool) -> Any:
-    if not real or not isinstance(item, dict):
+    if not isinstance(item, dict):
         return item
-    out = _renamed(item, _REAL)
-    out["stages"] = [_renamed(s, {"gmse": "mse", "std_err": "mse_std_err"}) for s in out.get("stages", [])]
+    out = _renamed(item, _REAL) if real else dict(item)
+    stage = ({"gmse": "mse", "std_err": "mse_std_err", "method": "mse_method"} if real
+             else {"std_err": "gmse_std_err", "method": "gmse_method"})
+    out["stages"] = [_renamed(s, stage) for s in out.get("stages", [])]
     return out
 
 
