@@ -7,27 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
-from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag
+from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, examples
 
-# Rich renders an epilog's paragraphs (separated by blank lines) one per line.
-_TRAIN_EPILOG = "\n\n".join([
-    "Examples:",
-    "  uscl train train/cpu-quick.toml --out runs.jsonl",
-    "  uscl train --preset tiny --format int4 --act int4 --tokens-per-param 20 --data corpus.txt.xz "
+_TRAIN_EPILOG = examples(
+    "uscl train train/cpu-quick.toml --dry-run",
+    "uscl train train/cpu-quick.toml --out runs.jsonl",
+    "uscl train --preset tiny --format int4 --act int4 --tokens-per-param 20 --data corpus.txt.xz "
     "--tokenizer bpe:4096 --out runs.jsonl",
-    "  uscl train train/paper-c4.toml --dry-run --device cuda",
-    "  uscl train train/paper-c4.toml --launcher torchrun --nproc-per-node 8 --out runs/paper-c4.jsonl",
-    "  uscl train train/paper-c4.toml --launcher slurm --out runs/paper-c4.jsonl",
-    "Flags given with a SWEEP file replace the spec's values for every run. A re-run skips the runs "
+    "uscl train train/paper-c4.toml --dry-run --device cuda",
+    "uscl train train/paper-c4.toml --launcher torchrun --nproc-per-node 8 --out runs/paper-c4.jsonl",
+    "uscl train train/paper-c4.toml --launcher slurm --out runs/paper-c4.jsonl",
+    notes="Flags given with a SWEEP file replace the spec's values for every run. A re-run skips the runs "
     "already in --out and resumes an interrupted one from its last checkpoint; Ctrl-C writes a "
-    "checkpoint and stops.",
-])
+    "checkpoint and stops. --dry-run estimates each run's time from finished runs in --out, else from "
+    "training steps timed here, else from FLOPs.",
+)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train", epilog=_TRAIN_EPILOG)
     def train_command(
-        sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags")] = None,
+        sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags", metavar="SWEEP", show_default=False)] = None,
         out: Annotated[Path, typer.Option(help="results file: one JSON line appended per finished run")] = Path("runs.jsonl"),
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the planned runs and exit")] = False,
         preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny-100k tiny-200k tiny tiny-1m tiny-3m")] = None,
@@ -128,7 +128,10 @@ def register(app: typer.Typer) -> None:
 
     tokenizer_app = typer.Typer(help="Tokenizers for offline training.", no_args_is_help=True)
 
-    @tokenizer_app.command("train")
+    @tokenizer_app.command("train", epilog=examples(
+        "uscl tokenizer train ../shared/data/python-docs-3.11.txt.xz --vocab-size 2048 --out tokenizer.json",
+        "uscl tokenizer train corpus/ --text-field content --out tok.json --json",
+    ))
     def tokenizer_train_command(
         text: Annotated[Path, typer.Argument(help="text file or folder (.txt, .xz, .gz, JSON lines, parquet)")],
         vocab_size: Annotated[int, typer.Option(help="vocabulary size, including 256 byte tokens and <|endoftext|>")] = 8192,
