@@ -164,7 +164,7 @@ def test_cli_json_files_and_plot(run_cli, tmp_path):
     plot = tmp_path / "s.png"
     # a small budget keeps the default space small (vector quantizers of 8 dims); the search
     # itself is tested through the API above
-    res = run_cli("search", "--bits", "0.5", "--json", "--out-dir", str(out), "--plot", str(plot))
+    res = run_cli("search", "--bits", "0.5", "--json", "--out", str(out), "--plot", str(plot))
     assert res.code == 0, res.stderr
     front = json.loads(res.stdout)["results"]
     assert front and {"name", "bits_per_param", "gmse", "rho", "spec"} <= set(front[0])

@@ -235,7 +235,7 @@ def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):
 
 def test_killed_process_resumes_from_checkpoint(corpus, tmp_path):
     out = tmp_path / "runs.jsonl"
-    args = [sys.executable, "-m", "gmse_cli", "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4",
+    args = [sys.executable, "-m", "gmse_cli", "train", "--preset", "tiny", "--format", "int4", "--act", "int4",
             "--tokens-per-param", "1000", "--max-steps", "16", "--batch-size", "8", "--context", "64",
             "--eval-tokens", "8192", "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1",
             "--out", str(out),
@@ -304,7 +304,7 @@ def test_cli_missing_data_is_one_line(run_cli, tmp_path):
 def test_torchrun_two_processes(corpus, tmp_path):
     out = tmp_path / "runs.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gmse_cli.training", "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4",
+           "-m", "gmse_cli.training", "train", "--preset", "tiny", "--format", "int4", "--act", "int4",
            "--tokens-per-param", "1000", "--max-steps", "4", "--batch-size", "8", "--context", "64",
            "--eval-tokens", "4096", "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1",
            "--out", str(out),
@@ -335,7 +335,7 @@ def test_fsdp_two_processes(corpus, tmp_path):
     )
     out = tmp_path / "runs.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-           "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4", "--tokens-per-param", "1000",
+           "train", "--preset", "tiny", "--format", "int4", "--act", "int4", "--tokens-per-param", "1000",
            "--max-steps", "4", "--batch-size", "8", "--context", "64", "--eval-tokens", "4096",
            "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1", "--out", str(out),
            "--checkpoint-every", "2", "--device", "cpu", "--no-progress"]
