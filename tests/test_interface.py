@@ -119,3 +119,15 @@ def test_dry_run_estimates_from_finished_runs_before_anything_else(tmp_path):
                               progress=False)
     assert how == "finished runs' throughput"
     assert [p.est_seconds for p in out] == pytest.approx([p.plan.tokens / 1000.0 for p in plans])
+
+
+def test_a_gpu_sweep_plans_on_a_machine_without_one(run_cli, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = run_cli("train", "--preset", "30m", "--max-steps", "10", "--out", str(tmp_path / "r.jsonl"), "--dry-run",
+                  "--device", "cuda", "--json")
+    assert res.code == 0, res.stderr
+    plan = json.loads(res.stdout)["results"][0]
+    # No step can be timed here: the FLOPs at the assumed H100 rate (989 TFLOP/s x 40%).
+    assert plan["est_seconds"] == pytest.approx(plan["plan"]["flops"] / (0.4 * 989e12), rel=1e-9)

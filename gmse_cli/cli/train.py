@@ -107,9 +107,10 @@ def register(app: typer.Typer) -> None:
             flops, source = _flops_per_second(device, nproc_per_node if launcher == "torchrun" else 1)
             vocab = _plan_vocab(spec.data.tokenizer)
             plans = plan_sweep(runs, vocab_size=vocab, flops_per_second=flops, finished=finished)
-            if flops is not None and launcher == "local":
+            here = _plan_device(device)
+            if flops is not None and launcher == "local" and here is not None:
                 plans, how = estimate_plans(
-                    plans, runs, vocab_size=vocab, device=_plan_device(device), flops_per_second=flops,
+                    plans, runs, vocab_size=vocab, device=here, flops_per_second=flops,
                     records=load_records(out) if out.exists() else (), progress=not no_progress,
                 )
                 if how != "FLOPs at the timed matmul rate":
@@ -381,13 +382,16 @@ def _plan_vocab(tokenizer: str) -> int:
     return int(tokenizer[4:]) if tokenizer.startswith("bpe:") else DEFAULT_VOCAB_FOR_PLANS
 
 
-def _plan_device(device: str) -> str:
-    """The device --dry-run times steps on: what the runs would use."""
-    if device != "auto":
-        return device
+def _plan_device(device: str) -> str | None:
+    """The device --dry-run times steps on (what the runs would use), or None when that device
+    is not here (planning a GPU sweep from a login node: FLOPs at an assumed rate it is)."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return None
+    return device
 
 
 def _duration(seconds: float | None) -> str:
