@@ -131,12 +131,17 @@ def test_core_runs_without_torch(tmp_path):
             main(["gmse", "int4", "mxfp4", "--json", "--rel-err", "1e-2"])
         except SystemExit as exc:
             assert exc.code == 0, exc.code
+        try:  # activations need torch: one line naming the extra
+            main(["mse", ".", "--activations", "--data", "text.txt", "--format", "int4"])
+        except SystemExit as exc:
+            assert exc.code == 2, exc.code
         assert "torch" not in sys.modules
         """
     )
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["results"][0]["name"] == "int4"
+    assert "measuring activations needs the [train] extra" in res.stderr
 
 
 def test_public_api_exports_resolve_and_never_shadow_a_module():

@@ -1,18 +1,20 @@
-"""`uscl mse`: real-weight MSE of formats on a safetensors checkpoint, beside their GMSE."""
+"""`uscl mse`: real-weight MSE of formats on a safetensors checkpoint, beside their GMSE;
+with ``--activations``, the same for the inputs of a model's linear layers run on a text."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gmse_cli.cli.options import CsvFlag, JsonFlag, examples
+from gmse_cli.cli.options import CsvFlag, JsonFlag, examples, grouped
 
 _EXAMPLES = examples(
     "uscl mse model.safetensors -f int4 -f nvfp4 --hadamard",
     "uscl mse ~/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2 -f int4 --include 're:intermediate|output'",
-    "uscl mse model.safetensors.index.json -f mxfp4 --sample 0.1 --json",
+    "uscl mse ./my-model/ -f int8 --activations --data corpus.txt --tokens 8192 --json",
 )
 
 _EPILOG = """\
@@ -34,7 +36,57 @@ layer in float32, its compressed copy and the compressor's working arrays; with 
 only the sampled rows.
 
 MSE = ||W - C(W)||^2 / ||W||^2 per layer; the overall value weights layers by parameters.
---sample FRAC measures that fraction of each layer's rows and reports a 95% interval."""
+--sample FRAC measures that fraction of each layer's rows and reports a 95% interval.
+
+Activations (--activations, needs the train extra): MODEL is a local Hugging Face model folder
+or a uscl train model folder, loaded offline (safetensors only unless
+--allow-pickle-code-execution; never remote code) and run in full precision on the first
+--tokens tokens of --data (any corpus uscl train reads), in windows of --context tokens. The
+input of every linear layer (module names; the same default exclusions and patterns as for
+weights) is a stream of token rows; each row is compressed by each format and its error
+normalised by its own norm: MSE = mean over rows of ||x - C(x)||^2 / ||x||^2. Also per layer:
+the mean row kurtosis (3 for a Gaussian) and the largest max|x| / RMS, plain and after a
+--hadamard-block (128) Hadamard rotation; layers whose input length is not a multiple of the
+block show no rotated statistics, and a rotated format skips them (never padded). --weight-format
+measures weight formats on the same layers and reports each weights x activations scheme's
+capacity from the real MSEs beside the one from GMSE. Memory: the model plus one batch of one
+layer's input; --sample measures a fraction of each layer's rows (half the rows with the
+largest max|x| / RMS, half at random, seeded) with a 95% interval."""
+
+
+_ACT = "Activations (--activations)"
+
+
+@dataclass(frozen=True)
+class ActivationOptions:
+    """Options of ``uscl mse --activations``."""
+
+    activations: Annotated[bool, typer.Option("--activations", help="measure the inputs of MODEL's linear layers on --data instead of its weights", rich_help_panel=_ACT)] = False
+    data: Annotated[str | None, typer.Option("--data", help="text to run the model on: a text/JSONL/parquet file or folder, or c4", rich_help_panel=_ACT, show_default=False)] = None
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokenizer.json, folder or bpe:V (default: the model folder's)", rich_help_panel=_ACT, show_default=False)] = None
+    tokens: Annotated[int, typer.Option("--tokens", help="tokens to run (the first of --data)", rich_help_panel=_ACT)] = 4096
+    context: Annotated[int, typer.Option("--context", help="tokens per window (at most the model's max positions)", rich_help_panel=_ACT)] = 512
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass", rich_help_panel=_ACT)] = 4
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N", rich_help_panel=_ACT)] = "auto"
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16: the precision the model runs in", rich_help_panel=_ACT)] = "float32"
+    weight_formats: Annotated[list[str] | None, typer.Option("--weight-format", help="weight format paired with every activation format (repeatable; default: a uscl model's own)", rich_help_panel=_ACT, show_default=False)] = None
+    compressed_forward: Annotated[bool, typer.Option("--compressed-forward", help="run a uscl train model with its own weight and activation formats", rich_help_panel=_ACT)] = False
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle-code-execution", help="load pickled .bin weights: unpickling can run code from the file", rich_help_panel=_ACT)] = False
+    text_field: Annotated[str, typer.Option("--text-field", help="JSONL/parquet text column", rich_help_panel=_ACT)] = "text"
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="the training run's data.val_fraction (to rebuild a bpe:V tokenizer)", rich_help_panel=_ACT)] = 0.02
+
+    def check(self) -> None:
+        """Activation options only with --activations, and --data with it."""
+        from gmse_cli.errors import SpecError
+
+        if self.activations and self.data is None:
+            raise SpecError("--activations needs --data TEXT: the text the model runs on")
+        given = [name for name, on in (("--data", self.data is not None), ("--tokenizer", self.tokenizer is not None),
+                                       ("--weight-format", bool(self.weight_formats)),
+                                       ("--compressed-forward", self.compressed_forward),
+                                       ("--allow-pickle-code-execution", self.allow_pickle)) if on]
+        if given and not self.activations:
+            raise SpecError(f"{given[0]} applies to activations: add --activations")
 
 
 def _paragraphs(text: str) -> str:
@@ -44,10 +96,12 @@ def _paragraphs(text: str) -> str:
 
 def register(app: typer.Typer) -> None:
     @app.command("mse", epilog=_EXAMPLES + "\n\n" + _paragraphs(_EPILOG))
+    @grouped
     def mse_command(
-        checkpoint: Annotated[Path, typer.Argument(help="a .safetensors file, a sharded model's .index.json, a folder of shards, a Hugging Face model folder or hub-cache folder (models--org--name)")],
-        formats: Annotated[list[str], typer.Option("--format", "-f", help="format to measure (repeatable): catalog name, .toml or shorthand")],
-        hadamard: Annotated[bool, typer.Option("--hadamard", help="also measure each format after a 128-block Hadamard rotation")] = False,
+        checkpoint: Annotated[Path, typer.Argument(metavar="MODEL", help="a .safetensors file, a sharded model's .index.json, a folder of shards, a Hugging Face (or uscl train) model folder or hub-cache folder (models--org--name)")],
+        formats: Annotated[list[str] | None, typer.Option("--format", "-f", help="format to measure (repeatable): catalog name, .toml or shorthand", show_default=False)] = None,
+        hadamard: Annotated[bool, typer.Option("--hadamard", help="also measure each format after a Hadamard rotation of --hadamard-block")] = False,
+        hadamard_block: Annotated[int, typer.Option("--hadamard-block", help="block of --hadamard's rotation and of the rotated activation statistics (a power of two)")] = 128,
         include: Annotated[list[str] | None, typer.Option("--include", help="layers to measure (glob or re:REGEX; repeatable)")] = None,
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="layers to leave out (glob or re:REGEX; repeatable)")] = None,
         sample: Annotated[float | None, typer.Option("--sample", help="fraction of rows per layer to measure (faster, with an interval)")] = None,
@@ -58,9 +112,11 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[Path | None, typer.Option("--plot", help="write each layer's MSE / GMSE (.png, .svg or .pdf)")] = None,
         json_out: JsonFlag = False,
         csv_out: CsvFlag = False,
+        act: ActivationOptions = ActivationOptions(),
     ) -> None:
-        """Real-weight MSE of each FORMAT on CHECKPOINT: per layer and overall, its ratio to
-        GMSE, effective bits, and the capacity the law predicts from each."""
+        """Real-weight MSE of each FORMAT on MODEL: per layer and overall, its ratio to GMSE,
+        effective bits, and the capacity the law predicts from each; with --activations, the
+        same on the inputs of MODEL's linear layers run on a text."""
         from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
@@ -71,12 +127,18 @@ def register(app: typer.Typer) -> None:
         one_output(json_out, csv_out)
         if worst < 0:
             raise SpecError(f"--worst {worst} must be 0 or more")
+        act.check()
         if plot is not None:
             check_plot_path(plot)
+        if act.activations:
+            _activations(checkpoint, formats or [], act, hadamard=hadamard, hadamard_block=hadamard_block,
+                         include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law, rel_err=rel_err,
+                         worst=worst, plot=plot, json_out=json_out, csv_out=csv_out)
+            return
 
         results = measure_mse(
-            checkpoint, formats, hadamard=hadamard, include=include or (), exclude=exclude or (),
-            sample=sample, seed=seed, law=law if law is not None else "default", rel_err=rel_err,
+            checkpoint, formats or [], hadamard=hadamard, hadamard_block=hadamard_block,
+            include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law if law is not None else "default", rel_err=rel_err,
             progress=True, warn=note,
         )
         if plot is not None:
@@ -139,4 +201,92 @@ def _render(results, worst: int) -> None:
     for r in results:
         if r.skipped:
             out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})")
+
+
+def _activations(model: Path, formats: list[str], act: ActivationOptions, *, worst: int, plot: Path | None,
+                 json_out: bool, csv_out: bool, law: str | None, **options) -> None:
+    from gmse_cli.cli.console import err_console, print_json
+    from gmse_cli.progress import note
+    from gmse_cli.realmse import checkpoint_name, plot_mse
+    from gmse_cli.realmse.activations import measure_activations
+
+    report = measure_activations(
+        model, act.data, formats, weight_formats=act.weight_formats, tokenizer=act.tokenizer, tokens=act.tokens,
+        context=act.context, batch_size=act.batch_size, device=act.device, dtype=act.dtype,
+        allow_pickle=act.allow_pickle, compressed_forward=act.compressed_forward, text_field=act.text_field,
+        val_fraction=act.val_fraction, law=law if law is not None else "default", progress=True,
+        warn=note, **options,
+    )
+    if plot is not None:
+        plot_mse(report.formats, plot, checkpoint=checkpoint_name(model), tensors="activation")
+        err_console.print(f"wrote {plot}")
+    if json_out or csv_out:
+        dump = report.model_dump(mode="json")
+        formats_dump = dump.pop("formats")  # the results; the rest describes the run and the layers
+        if json_out:
+            print_json(formats_dump, **dump)
+        else:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv(formats_dump)
+        return
+    _render_activations(report, worst)
+
+
+def _render_activations(report, worst: int) -> None:
+    from rich.table import Table
+
+    from gmse_cli.cli.console import out_console
+
+    sampled = report.sample is not None and report.sample < 1
+    title = (f"Real-activation MSE on {len(report.layers)} layers, {report.windows} x {report.context} tokens "
+             f"({report.forward} forward)" + (f", {report.sample:.1%} of rows sampled, 95% intervals" if sampled else ""))
+    table = Table(title=title, title_justify="left")
+    columns = ["format", "bits/elem", "MSE", "GMSE", "MSE/GMSE", "rho (MSE)", "rho (GMSE)"]
+    if sampled:
+        columns.insert(3, "95% CI")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for r in report.formats:
+        row = [r.format, f"{r.bits_per_param:.4g}", f"{r.mse:.5g}", f"{r.gmse:.5g}", f"{r.ratio:.3f}",
+               _fmt_rho(r.rho), _fmt_rho(r.rho_gmse)]
+        if sampled:
+            row.insert(3, f"[{r.ci_low:.4g}, {r.ci_high:.4g}]")
+        table.add_row(*row)
+    out_console.print(table)
+    out_console.print(
+        f"kurtosis (mean over rows, Gaussian 3): {_fmt_stat(report.kurtosis)}, after Hadamard "
+        f"{_fmt_stat(report.kurtosis_rotated)}; largest |x|/RMS: {_fmt_stat(report.max_crest)}, after Hadamard "
+        f"{_fmt_stat(report.max_crest_rotated)}"
+    )
+    if worst > 0:
+        first = report.formats[0]
+        ratio = {layer.name: layer.mse / layer.gmse if layer.gmse > 0 else 0.0 for layer in first.layers}
+        ranked = sorted(report.layers, key=lambda s: ratio.get(s.name, 0.0), reverse=True)[:worst]
+        table = Table(title=f"Worst {len(ranked)} layers by {first.format} MSE/GMSE", title_justify="left")
+        cols = ["layer", "in", "kurtosis", "kurt. (had)", "max|x|/RMS", "(had)",
+                *(f"{r.format} MSE/GMSE" for r in report.formats)]
+        for col in cols:
+            table.add_column(col, justify="left" if col == "layer" else "right")
+        per = [{layer.name: layer.mse / layer.gmse for layer in r.layers if layer.gmse > 0} for r in report.formats]
+        for s in ranked:
+            table.add_row(s.name, str(s.row_length), _fmt_stat(s.kurtosis), _fmt_stat(s.kurtosis_rotated),
+                          _fmt_stat(s.max_crest), _fmt_stat(s.max_crest_rotated),
+                          *(f"{p[s.name]:.3f}" if s.name in p else "skipped" for p in per))
+        out_console.print(table)
+    if report.schemes:
+        table = Table(title="Weights x activations: factorized capacity", title_justify="left")
+        for col in ("weights", "activations", "W MSE/GMSE", "A MSE/GMSE", "rho (real MSE)", "rho (GMSE)"):
+            table.add_column(col, justify="left" if col in ("weights", "activations") else "right")
+        for sc in report.schemes:
+            table.add_row(sc.weights, sc.activations, f"{sc.weight_mse / sc.weight_gmse:.3f}",
+                          f"{sc.activation_mse / sc.activation_gmse:.3f}", _fmt_rho(sc.rho), _fmt_rho(sc.rho_gmse))
+        out_console.print(table)
+    for r in report.formats:
+        if r.skipped:
+            out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})")
+
+
+def _fmt_stat(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 

@@ -87,6 +87,8 @@ def envelope(command: str, results: Iterable[Any], **extra: Any) -> dict[str, An
     """The JSON object ``command`` prints: version, command, results (renamed), then ``extra``."""
     fix = _ITEMS.get(command, lambda item: item)
     items = [fix(r) for r in results]
+    if command == "mse":  # --activations: the weight formats beside the results speak the same way
+        extra = {k: _deep(v, _MSE) for k, v in extra.items()}
     if command == "search":
         real = extra.get("objective") == "checkpoint"
         items = [_search_point(r, real) for r in items]

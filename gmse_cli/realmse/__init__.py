@@ -1,4 +1,5 @@
-"""Real-weight MSE: how far a checkpoint's weights are from the Gaussian that GMSE assumes.
+"""Real-weight MSE: how far a checkpoint's weights are from the Gaussian that GMSE assumes --
+and, with a model run on text, how far its activations are (:mod:`.activations`).
 
 For each format and each selected weight matrix W (rows = the input dimension),
 
@@ -34,9 +35,17 @@ Decisions worth knowing:
 Modules: :mod:`.checkpoint` reads safetensors files a chunk of rows at a time;
 :mod:`.layers` chooses the layers and rows and how each format streams them;
 :mod:`.measure` computes the per-layer ratios and intervals; :mod:`.report` assembles
-:class:`FormatMse` with GMSE and capacities; :mod:`.plot` draws each layer's MSE / GMSE.
+:class:`FormatMse` with GMSE and capacities; :mod:`.plot` draws each layer's MSE / GMSE;
+:mod:`.activations` measures the inputs of a model's linear layers (torch, from the training
+extra, imported only when it runs).
 """
 
+from gmse_cli.realmse.activations import (
+    ActivationLayer,
+    ActivationReport,
+    SchemeCapacity,
+    measure_activations,
+)
 from gmse_cli.realmse.checkpoint import (
     DEFAULT_CHUNK_BYTES,
     Checkpoint,
@@ -55,8 +64,10 @@ from gmse_cli.realmse.layers import (
     model_order,
     row_local,
     select_layers,
+    stratified_rows,
 )
 from gmse_cli.realmse.measure import (
+    MeasuredLayer,
     SkippedLayer,
     measure_layers,
     ratio_estimate,
@@ -67,8 +78,11 @@ from gmse_cli.realmse.plot import mse_figure, plot_mse
 from gmse_cli.realmse.report import (
     FormatMse,
     LayerMse,
+    MsePlan,
     StageMse,
+    assemble_results,
     measure_mse,
+    plan_targets,
     resolve_law,
     stage_targets,
     with_hadamard,
@@ -83,6 +97,16 @@ __all__ = [
     "plot_mse",
     "mse_figure",
     "measure_layers",
+    "MsePlan",
+    "plan_targets",
+    "assemble_results",
+    "MeasuredLayer",
+    "stratified_rows",
+    # activations
+    "ActivationLayer",
+    "ActivationReport",
+    "SchemeCapacity",
+    "measure_activations",
     "with_hadamard",
     "row_local",
     "row_errors",

@@ -37,6 +37,7 @@ __all__ = [
     "locality",
     "row_local",
     "RowSample",
+    "stratified_rows",
     "sample_rows",
 ]
 
@@ -174,27 +175,41 @@ class RowSample:
     population: int  # rows the random part was drawn from (all rows when all are measured)
 
 
-def sample_rows(info: TensorInfo, sample: float | None, rng: np.random.Generator, chunk_bytes: int) -> RowSample:
-    """Rows to measure for ``--sample``: half the budget on the rows with the largest |w|,
-    measured with certainty, half drawn at random from the rest.
-
-    Real weights put most of a format's error in a few outlier rows; a plain random sample
-    misses them and reports a tight interval around a value far too low. The largest |w| of a
-    row (one cheap read) predicts its error, so those rows are taken whole (stratified
-    sampling: unbiased, and the interval covers only the random stratum).
-    """
-    everything = RowSample(None, None, info.rows)
+def _budget(n: int, sample: float | None) -> int | None:
+    """Rows a ``sample`` of ``n`` measures; None when that is all of them."""
     if sample is None or sample >= 1.0:
-        return everything
-    # At least two random rows, so an interval exists.
-    k = min(info.rows, max(4, math.ceil(sample * info.rows)))
-    if k >= info.rows:
-        return everything
-    amax = np.concatenate(
-        [np.maximum(x.max(axis=1), -x.min(axis=1)) for x in iter_row_chunks(info, chunk_bytes=chunk_bytes)]
-    )
-    top = np.argpartition(-amax, k // 2)[: k // 2]
-    rest = np.setdiff1d(np.arange(info.rows), top, assume_unique=True)
+        return None
+    k = min(n, max(4, math.ceil(sample * n)))  # at least two random rows, so an interval exists
+    return k if k < n else None
+
+
+def stratified_rows(score: np.ndarray, sample: float | None, rng: np.random.Generator) -> RowSample:
+    """``sample`` of the rows whose outlier ``score`` is given: half the budget on the rows
+    with the largest scores, measured with certainty, half drawn at random from the rest.
+
+    Real tensors put most of a format's error in a few outlier rows; a plain random sample
+    misses them and reports a tight interval around a value far too low. A cheap per-row score
+    (the largest |w| of a weight row, the largest |x| / RMS of an activation row) predicts the
+    error, so those rows are taken whole (stratified sampling: unbiased, and the interval
+    covers only the random stratum).
+    """
+    n = len(score)
+    k = _budget(n, sample)
+    if k is None:
+        return RowSample(None, None, n)
+    top = np.argpartition(-score, k // 2)[: k // 2]
+    rest = np.setdiff1d(np.arange(n), top, assume_unique=True)
     picked = rng.choice(rest, size=k - len(top), replace=False)
     rows = np.sort(np.concatenate([top, picked]))
     return RowSample(rows, np.isin(rows, top), len(rest))
+
+
+def sample_rows(info: TensorInfo, sample: float | None, rng: np.random.Generator, chunk_bytes: int) -> RowSample:
+    """Rows of a weight tensor to measure for ``--sample`` (:func:`stratified_rows`, scored by
+    each row's largest |w|, found in one cheap read)."""
+    if _budget(info.rows, sample) is None:
+        return RowSample(None, None, info.rows)
+    amax = np.concatenate(
+        [np.maximum(x.max(axis=1), -x.min(axis=1)) for x in iter_row_chunks(info, chunk_bytes=chunk_bytes)]
+    )
+    return stratified_rows(amax, sample, rng)

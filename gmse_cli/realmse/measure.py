@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,7 @@ __all__ = [
     "ratio_influence",
     "ratio_estimate",
     "SkippedLayer",
+    "MeasuredLayer",
     "Tally",
     "check_sampling",
     "measure_layers",
@@ -146,11 +148,25 @@ class SkippedLayer(Frozen):
     reason: str
 
 
+class MeasuredLayer(Protocol):
+    """What a tally needs of a layer: a weight tensor (:class:`TensorInfo`) or the inputs of a
+    linear layer over some tokens."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def row_length(self) -> int: ...
+    @property
+    def params(self) -> int: ...
+
+
 @dataclass
 class Tally:
     """Per-layer results for one target format."""
 
-    layers: list[tuple[TensorInfo, int, float, float, float]] = field(default_factory=list)
+    layers: list[tuple[MeasuredLayer, int, float, float, float]] = field(default_factory=list)
     # (info, rows measured, mse, std_err, params)
     skipped: list[SkippedLayer] = field(default_factory=list)
 

@@ -1,4 +1,4 @@
-"""The plot of ``uscl mse``: each layer's real-weight MSE as a multiple of its GMSE.
+"""The plot of ``uscl mse``: each layer's real-weight (or activation) MSE as a multiple of its GMSE.
 
 A dot plot with one row per layer in model order (``layer.2`` before ``layer.10``) and one
 marker per format, so every layer is named and every format is compared on one scale; the
@@ -34,8 +34,9 @@ def _short_names(names: Sequence[str]) -> dict[str, str]:
     return {n: ".".join(p[common:]).removesuffix(".weight") for n, p in zip(names, parts, strict=True)}
 
 
-def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = ""):
-    """The per-layer figure (a matplotlib Figure; :func:`plot_mse` writes it)."""
+def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = "", tensors: str = "weight"):
+    """The per-layer figure (a matplotlib Figure; :func:`plot_mse` writes it); ``tensors`` is
+    "weight" or "activation", what the MSEs were measured on."""
     names = sorted({layer.name for r in results for layer in r.layers}, key=model_order)
     grouped = len(names) > _MAX_ROWS
     keys = [layer_kind(n) for n in names] if grouped else names
@@ -74,7 +75,7 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = ""):
             else:
                 (line,) = ax.plot(xs, np.array(ys) + offset, zorder=3, label=label, **style)
                 entries.append((line, label))
-        ref = ax.axvline(1.0, color="black", lw=0.9, ls="--", zorder=1, label="MSE = GMSE (Gaussian weights)")
+        ref = ax.axvline(1.0, color="black", lw=0.9, ls="--", zorder=1, label=f"MSE = GMSE (Gaussian {tensors}s)")
         if not grouped:
             _shade_blocks(ax, rows)
         ax.set_yticks(range(len(rows)), [short[k] for k in rows])
@@ -82,7 +83,7 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = ""):
         ax.tick_params(axis="y", length=0)
         ax.grid(axis="y", alpha=0)
         _ratio_axis(ax, seen)
-        ax.set_xlabel("real-weight MSE / GMSE of the same format (log scale)")
+        ax.set_xlabel(f"real-{tensors} MSE / GMSE of the same format (log scale)")
         first = results[0] if results else None
         what = f"{len(names)} layers" + (f" in {len(rows)} kinds (bars: range over blocks)" if grouped else "")
         if first is not None:
@@ -127,8 +128,8 @@ def _ratio_axis(ax, values: Sequence[float]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_mse(results: Sequence[FormatMse], path: str | Path, *, checkpoint: str = "") -> Path:
+def plot_mse(results: Sequence[FormatMse], path: str | Path, *, checkpoint: str = "", tensors: str = "weight") -> Path:
     """Write the per-layer figure as PNG, SVG or PDF (by ``path``'s extension); ``checkpoint``
-    names the model in the title."""
+    names the model in the title, ``tensors`` says what was measured ("weight", "activation")."""
     path = figures.check_plot_path(path)
-    return figures.save_figure(mse_figure(results, checkpoint=checkpoint), path)
+    return figures.save_figure(mse_figure(results, checkpoint=checkpoint, tensors=tensors), path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
@@ -13,9 +14,15 @@ from gmse_cli.errors import LawError, SpecError
 from gmse_cli.frozen import Frozen
 from gmse_cli.gmse.estimates import effective_bits_of, interval95
 from gmse_cli.progress import task
-from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, Checkpoint, TensorInfo, open_checkpoint
+from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, Checkpoint, open_checkpoint
 from gmse_cli.realmse.layers import select_layers
-from gmse_cli.realmse.measure import SkippedLayer, check_sampling, measure_layers
+from gmse_cli.realmse.measure import (
+    MeasuredLayer,
+    SkippedLayer,
+    Tally,
+    check_sampling,
+    measure_layers,
+)
 from gmse_cli.spec import Family, Format, Rotate, resolve_format
 
 __all__ = [
@@ -23,6 +30,9 @@ __all__ = [
     "StageMse",
     "FormatMse",
     "measure_mse",
+    "MsePlan",
+    "plan_targets",
+    "assemble_results",
     "with_hadamard",
     "stage_targets",
     "resolve_law",
@@ -43,7 +53,7 @@ class LayerMse(Frozen):
     rows_measured: int
 
     @classmethod
-    def of(cls, info: TensorInfo, *, rows: int, mse: float, std_err: float, gmse: float) -> LayerMse:
+    def of(cls, info: MeasuredLayer, *, rows: int, mse: float, std_err: float, gmse: float) -> LayerMse:
         """The result for ``info`` measured on ``rows`` of its rows."""
         low, high = interval95(mse, std_err)
         return cls(
@@ -154,41 +164,29 @@ def _capacity(law, parts: Sequence[tuple[Family, float]]) -> float | None:
         return None
 
 
-def measure_mse(
-    checkpoint: str | Path | Checkpoint,
+@dataclass(frozen=True)
+class MsePlan:
+    """What to measure for a list of formats: each variant (a format, or its Hadamard-rotated
+    twin) with the measurement targets of the whole format and of each lossy stage; formats
+    that coincide are measured once."""
+
+    targets: list[Format]
+    # (format, rotated variant, its target, (family, target) per lossy stage)
+    variants: list[tuple[Format, bool, int, list[tuple[Family, int]]]]
+
+
+def plan_targets(
     formats: Sequence[Format | str],
     *,
     hadamard: bool = False,
     hadamard_block: int = 128,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    sample: float | None = None,
-    seed: int = 0,
-    law: object | None = "default",
-    rel_err: float = 1e-3,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    backend: str = "numba",
-    progress: bool = False,
     warn: Callable[[str], None] | None = None,
-) -> list[FormatMse]:
-    """Real-weight MSE of each format (and, with ``hadamard``, of each format rotated first).
-
-    ``law`` is a :class:`~gmse_cli.law.Law`, a law file path or shipped name, ``"default"``
-    for the shipped law, or None for no capacities. ``sample`` is the fraction of rows measured
-    per layer (None: all); ``seed`` picks them. ``rel_err`` is the GMSE estimates' target
-    relative standard error. ``chunk_bytes`` bounds the float32 rows processed at once.
-    ``warn`` receives one-line notes (a format skipped for a rotated variant, layers skipped).
-    Raises :class:`DataError` for checkpoint problems and :class:`SpecError` when a format
-    fits no selected layer.
-    """
-    check_sampling(sample, chunk_bytes)
+) -> MsePlan:
+    """Resolve ``formats`` and list what to measure (with ``hadamard``: each format rotated too,
+    unless it already rotates). Raises :class:`SpecError` for no formats or a bad one."""
     resolved = [resolve_format(f) for f in formats]
     if not resolved:
         raise SpecError("name at least one format with --format")
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
-    layers = select_layers(ckpt, include=include, exclude=exclude)
-    law_obj = resolve_law(law)
-
     variants: list[tuple[Format, bool]] = []
     for fmt in resolved:
         variants.append((fmt, False))
@@ -214,16 +212,30 @@ def measure_mse(
     for fmt, rotated in variants:
         stage_ids = [(family, target(sf)) for family, sf in stage_targets(fmt)]
         plan.append((fmt, rotated, target(fmt), stage_ids))
+    return MsePlan(targets, plan)
 
-    with task("measuring", sum(t.params for t in layers), enabled=progress, count="percent") as bar:
-        tallies = measure_layers(
-            layers, targets, sample=sample, seed=seed, chunk_bytes=chunk_bytes, backend=backend,
-            on_layer=lambda info: bar.advance(info.params, detail=info.name),
-        )
 
+def assemble_results(
+    plan: MsePlan,
+    tallies: Sequence[Tally],
+    layers: Sequence[MeasuredLayer],
+    *,
+    law: object | None,
+    rel_err: float,
+    seed: int,
+    backend: str = "numba",
+    warn: Callable[[str], None] | None = None,
+) -> list[FormatMse]:
+    """One :class:`FormatMse` per planned variant from the per-layer tallies of its targets
+    (over ``layers``): the overall MSE, GMSE at the measured row lengths, and the capacities
+    from each.
+
+    ``law`` is as for :func:`resolve_law`. Raises :class:`SpecError` when a format fit no layer.
+    """
+    law_obj = resolve_law(law)
     gmse_cache: dict = {}
     results = []
-    for fmt, rotated, tid, stage_ids in plan:
+    for fmt, rotated, tid, stage_ids in plan.variants:
         tally = tallies[tid]
         if not tally.layers:
             lengths = sorted({t.row_length for t in layers})
@@ -283,6 +295,46 @@ def measure_mse(
             )
         )
     return results
+
+
+def measure_mse(
+    checkpoint: str | Path | Checkpoint,
+    formats: Sequence[Format | str],
+    *,
+    hadamard: bool = False,
+    hadamard_block: int = 128,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    sample: float | None = None,
+    seed: int = 0,
+    law: object | None = "default",
+    rel_err: float = 1e-3,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    backend: str = "numba",
+    progress: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> list[FormatMse]:
+    """Real-weight MSE of each format (and, with ``hadamard``, of each format rotated first).
+
+    ``law`` is a :class:`~gmse_cli.law.Law`, a law file path or shipped name, ``"default"``
+    for the shipped law, or None for no capacities. ``sample`` is the fraction of rows measured
+    per layer (None: all); ``seed`` picks them. ``rel_err`` is the GMSE estimates' target
+    relative standard error. ``chunk_bytes`` bounds the float32 rows processed at once.
+    ``warn`` receives one-line notes (a format skipped for a rotated variant, layers skipped).
+    Raises :class:`DataError` for checkpoint problems and :class:`SpecError` when a format
+    fits no selected layer.
+    """
+    check_sampling(sample, chunk_bytes)
+    plan = plan_targets(formats, hadamard=hadamard, hadamard_block=hadamard_block, warn=warn)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
+    layers = select_layers(ckpt, include=include, exclude=exclude)
+    resolve_law(law)  # a bad law fails before the measurement
+    with task("measuring", sum(t.params for t in layers), enabled=progress, count="percent") as bar:
+        tallies = measure_layers(
+            layers, plan.targets, sample=sample, seed=seed, chunk_bytes=chunk_bytes, backend=backend,
+            on_layer=lambda info: bar.advance(info.params, detail=info.name),
+        )
+    return assemble_results(plan, tallies, layers, law=law, rel_err=rel_err, seed=seed, backend=backend, warn=warn)
 
 
 def resolve_law(law: object | None):

@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 # What a kept final model folder holds: a Hugging Face model folder (LlamaForCausalLM loads it)
-# plus the formats it was trained over, so its weights and activations can be measured later.
+# plus the formats it was trained over, so its weights and activations can be measured later
+# (and tokenizer.json, the run's tokenizer, when the run's tokenizer can be written as one).
 FINAL_MODEL_FILES = ("config.json", "model.safetensors", "uscl.json")
 
 
@@ -200,12 +201,15 @@ def save_final_model(
     model_state: dict[str, torch.Tensor],
     config_json: dict[str, Any],
     uscl_meta: dict[str, Any],
+    tokenizer_json: str | None = None,
 ) -> Path:
     """Write a finished run's model folder atomically (staging folder, fsync, rename).
 
     ``model_state`` is the latent full-precision state dict (the weights the format compresses
     in every forward pass); ``uscl_meta`` records the run key and the weight and activation
-    formats. An existing folder of the same name (a re-export after a kill) is replaced whole.
+    formats. ``tokenizer_json`` (a tokenizers JSON) is written as ``tokenizer.json``, so the
+    folder alone is enough to run the model on text. An existing folder of the same name (a
+    re-export after a kill) is replaced whole.
     """
     from safetensors.torch import save_file
 
@@ -214,4 +218,6 @@ def save_final_model(
         save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
         (staging / "uscl.json").write_text(json.dumps(uscl_meta, indent=2, sort_keys=True))
+        if tokenizer_json is not None:
+            (staging / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     return folder

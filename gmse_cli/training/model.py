@@ -22,6 +22,7 @@ from gmse_cli.training.torch_compress import TorchCompressor
 __all__ = [
     "CompressedLinear",
     "build_model",
+    "compress_linears",
     "non_embedding_params",
     "padded_vocab",
     "COMPRESSED_LINEARS",
@@ -96,6 +97,20 @@ def build_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    compress_linears(model, weights=weights, activations=activations, estimator=estimator)
+    return model
+
+
+def compress_linears(
+    model: nn.Module,
+    *,
+    weights: Format | None,
+    activations: Format | None,
+    estimator: EstimatorConfig | None = None,
+) -> nn.Module:
+    """Replace the decoder linears (q, k, v, o, gate, up, down) of a Llama model, in place, by
+    :class:`CompressedLinear` layers with the same weights (a trained model's compressed forward)."""
+    estimator = estimator or EstimatorConfig()
     for layer in model.model.layers:
         for parent in (layer.self_attn, layer.mlp):
             for name in COMPRESSED_LINEARS:
@@ -108,9 +123,9 @@ def build_model(
                     weights=weights,
                     activations=activations,
                     estimator=estimator,
-                )
+                ).to(device=old.weight.device, dtype=old.weight.dtype)
                 with torch.no_grad():
-                    new.weight.copy_(old.weight)  # keep transformers' seeded initialization
+                    new.weight.copy_(old.weight)  # keep the given (seeded or trained) weights
                 setattr(parent, name, new)
     return model
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from gmse_cli.training.data.cache import TokenData
 from gmse_cli.training.data.corpus import corpus_files, iter_corpus
-from gmse_cli.training.data.prepare import prepare_tokens
+from gmse_cli.training.data.prepare import first_tokens, prepare_tokens
 from gmse_cli.training.data.tokenizer import EOS_TOKEN, TokenizerHandle, load_tokenizer, train_bpe
-from gmse_cli.training.data.windows import TokenWindows, eval_windows
+from gmse_cli.training.data.windows import TokenWindows, eval_windows, model_windows
 
 __all__ = [
     "TokenizerHandle",
@@ -40,6 +40,8 @@ __all__ = [
     "iter_corpus",
     "corpus_files",
     "prepare_tokens",
+    "first_tokens",
     "eval_windows",
+    "model_windows",
     "EOS_TOKEN",
 ]

@@ -14,7 +14,26 @@ from gmse_cli.errors import BackendMissing, DataError
 from gmse_cli.training.data.cache import CACHE_VERSION, TokenData, entry_folder, write_entry
 from gmse_cli.training.data.tokenizer import TokenizerHandle, load_tokenizer
 
-__all__ = ["prepare_c4"]
+__all__ = ["prepare_c4", "c4_documents"]
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise BackendMissing("C4 streaming needs datasets: pip install 'uscl[train]'") from None
+    return datasets
+
+
+def c4_documents(split: str) -> Iterator[tuple[str, bool]]:
+    """allenai/c4 'en' documents of ``split``, streamed in the hub's fixed order."""
+    datasets = _datasets()
+    try:
+        stream = datasets.load_dataset("allenai/c4", "en", split=split, streaming=True)
+        for row in stream:
+            yield row["text"], True
+    except Exception as exc:  # network and hub failures
+        raise DataError(f"cannot stream allenai/c4 ({type(exc).__name__}: {exc}); offline, give --data PATH") from None
 
 
 def prepare_c4(
@@ -23,10 +42,7 @@ def prepare_c4(
     """Stream allenai/c4 'en' and tokenize the prefix the budget needs (with 5% spare)."""
     if tokenizer.startswith("bpe:"):
         raise DataError("tokenizer bpe:V trains on a local corpus; for c4 give a hub id or tokenizer.json")
-    try:
-        import datasets
-    except ImportError:
-        raise BackendMissing("C4 streaming needs datasets: pip install 'uscl[train]'") from None
+    _datasets()  # fail before tokenizing anything
     tok = load_tokenizer(tokenizer)
     key = hashlib.sha256(f"{CACHE_VERSION}|c4-en|{tok.sha256}".encode()).hexdigest()[:24]
     folder = entry_folder(f"c4-{key}")
@@ -39,15 +55,7 @@ def prepare_c4(
     if progress:
         progress(f"streaming allenai/c4 'en' and tokenizing {want_train:,} training tokens (cached in {folder})")
 
-    def docs(split: str) -> Iterator[tuple[str, bool]]:
-        try:
-            stream = datasets.load_dataset("allenai/c4", "en", split=split, streaming=True)
-            for row in stream:
-                yield row["text"], True
-        except Exception as exc:  # network and hub failures
-            raise DataError(f"cannot stream allenai/c4 ({type(exc).__name__}: {exc}); offline, give --data PATH") from None
-
-    write_entry(folder, train=docs("train"), val=docs("validation"), tok=tok, tokenizer=tokenizer,
+    write_entry(folder, train=c4_documents("train"), val=c4_documents("validation"), tok=tok, tokenizer=tokenizer,
                 source="c4", data_sha256=None, val_fraction=None, train_limit=want_train,
                 val_limit=want_val, replace=True)
     return _c4_data(folder, json.loads((folder / "meta.json").read_text()), tok)

@@ -8,7 +8,6 @@ reader sees a complete entry or none.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from gmse_cli.errors import DataError
 from gmse_cli.paths import cache_dir
 from gmse_cli.training.data.tokenizer import TokenizerHandle
 
-__all__ = ["CACHE_VERSION", "TokenData", "check_sizes", "entry_folder", "write_entry"]
+__all__ = ["CACHE_VERSION", "TokenData", "check_sizes", "encode_pieces", "entry_folder", "write_entry"]
 
 CACHE_VERSION = "1"  # part of every entry's key: a change of the file layout starts afresh
 
@@ -39,6 +38,32 @@ def _dtype_for(vocab: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab <= 1 << 16 else np.dtype(np.uint32)
 
 
+def encode_pieces(pieces: Iterable[tuple[str, bool]], tok: TokenizerHandle) -> Iterator[np.ndarray]:
+    """Token ids of ``(text, ends_document)`` pieces in order, the EOS id after each document,
+    as arrays of the cache's dtype (one per ~64 sub-pieces, encoded together in parallel)."""
+    dtype = _dtype_for(tok.vocab_size)
+    batch: list[tuple[str, bool]] = []
+
+    def encoded() -> np.ndarray:
+        ids = tok.encode_batch([t for t, _ in batch])
+        chunks = []
+        for (_, end), seq in zip(batch, ids, strict=True):
+            chunks.append(np.asarray(seq, dtype=dtype))
+            if end and tok.eos_id is not None:
+                chunks.append(np.asarray([tok.eos_id], dtype=dtype))
+        batch.clear()
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype)
+
+    for text, end in pieces:
+        # Split ~1M-char pieces further at newlines so encode_batch runs in parallel.
+        for sub, last in _subpieces(text):
+            batch.append((sub, end and last))
+        if len(batch) >= 64:
+            yield encoded()
+    if batch:
+        yield encoded()
+
+
 def _write_tokens(
     pieces: Iterable[tuple[str, bool]],
     tok: TokenizerHandle,
@@ -48,38 +73,17 @@ def _write_tokens(
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Tokenize ``pieces`` into a raw token file; stops once ``limit`` tokens are written."""
-    dtype = _dtype_for(tok.vocab_size)
     written = 0
-    batch: list[tuple[str, bool]] = []
-
-    def flush(handle: io.BufferedWriter) -> None:
-        nonlocal written
-        ids = tok.encode_batch([t for t, _ in batch])
-        chunks = []
-        for (_, end), seq in zip(batch, ids, strict=True):
-            chunks.append(np.asarray(seq, dtype=dtype))
-            if end and tok.eos_id is not None:
-                chunks.append(np.asarray([tok.eos_id], dtype=dtype))
-        arr = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
-        if limit is not None:
-            arr = arr[: max(0, limit - written)]
-        handle.write(arr.tobytes())
-        written += arr.size
-        batch.clear()
-        if on_progress is not None:
-            on_progress(written)
-
     with open(path, "wb") as handle:
-        for text, end in pieces:
-            # Split ~1M-char pieces further at newlines so encode_batch runs in parallel.
-            for sub, last in _subpieces(text):
-                batch.append((sub, end and last))
-            if len(batch) >= 64:
-                flush(handle)
-                if limit is not None and written >= limit:
-                    break
-        if batch and (limit is None or written < limit):
-            flush(handle)
+        for arr in encode_pieces(pieces, tok):
+            if limit is not None:
+                arr = arr[: max(0, limit - written)]
+            handle.write(arr.tobytes())
+            written += arr.size
+            if on_progress is not None:
+                on_progress(written)
+            if limit is not None and written >= limit:
+                break
         handle.flush()
         os.fsync(handle.fileno())
     return written

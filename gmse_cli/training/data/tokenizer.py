@@ -1,5 +1,10 @@
-"""Tokenizers: a hub id (transformers), a local ``tokenizer.json`` (tokenizers), or ``bpe:V`` --
-a byte-level BPE trained on the training text and cached by content hash."""
+"""Tokenizers: a hub id (transformers), a local ``tokenizer.json`` (tokenizers) or a model folder
+holding one (or another tokenizer transformers reads offline), or ``bpe:V`` -- a byte-level
+BPE trained on the training text and cached by content hash.
+
+Padding and truncation that a ``tokenizer.json`` may carry (sentence-transformers' files pad
+and cut every text to 128 tokens) are switched off: the pipeline encodes long pieces of text
+and cuts windows itself."""
 
 from __future__ import annotations
 
@@ -17,6 +22,10 @@ __all__ = ["EOS_TOKEN", "TokenizerHandle", "load_tokenizer", "train_bpe"]
 
 EOS_TOKEN = "<|endoftext|>"
 
+# Files a Hugging Face tokenizer is built from, besides tokenizer.json.
+_TOKENIZER_FILES = ("tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
+
 
 @dataclass(frozen=True)
 class TokenizerHandle:
@@ -28,6 +37,11 @@ class TokenizerHandle:
     eos_id: int | None
     encode_batch: Callable[[list[str]], list[list[int]]]
     decode: Callable[[list[int]], str]
+    # ids the tokenizer's post-processor puts before and after one sequence (BERT's [CLS] and
+    # [SEP], Llama's <s>); encode_batch leaves them out, a model that expects them gets them
+    # around each window
+    specials: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    to_json: Callable[[], str] | None = None  # the tokenizers JSON, to keep beside a model
 
 
 def _require_tokenizers() -> Any:
@@ -57,8 +71,21 @@ def train_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) 
     return tokenizer
 
 
+def _plain(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Switch off padding and truncation; return the special ids around one sequence."""
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    bare = tokenizer.encode("a", add_special_tokens=False).ids
+    wrapped = tokenizer.encode("a", add_special_tokens=True).ids
+    for start in range(len(wrapped) - len(bare) + 1):
+        if wrapped[start : start + len(bare)] == bare:
+            return tuple(wrapped[:start]), tuple(wrapped[start + len(bare) :])
+    return (), ()  # a post-processor that rewrites the text's own ids: add nothing
+
+
 def _handle_from_tokenizers(tokenizer: Any, source: str) -> TokenizerHandle:
     blob = tokenizer.to_str()
+    specials = _plain(tokenizer)
     eos = tokenizer.token_to_id(EOS_TOKEN)
     if eos is None:
         eos = tokenizer.token_to_id("</s>")
@@ -73,12 +100,17 @@ def _handle_from_tokenizers(tokenizer: Any, source: str) -> TokenizerHandle:
         eos_id=eos,
         encode_batch=encode_batch,
         decode=tokenizer.decode,
+        specials=specials,
+        to_json=lambda: blob,
     )
 
 
 def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None = None,
                    corpus_tag: str | None = None) -> TokenizerHandle:
-    """Resolve a tokenizer spec: ``bpe:V``, a local tokenizer.json, or a hub id."""
+    """Resolve a tokenizer spec: ``bpe:V``, a local tokenizer.json, a model folder, or a hub id.
+
+    A folder gives its ``tokenizer.json``, or else whatever tokenizer transformers reads from
+    it without the network (``local_files_only``, never remote code)."""
     tk = _require_tokenizers()
     if spec.startswith("bpe:"):
         if train_texts is None or corpus_tag is None:
@@ -92,6 +124,15 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
             write_text_atomic(cached, tokenizer.to_str())
         return _handle_from_tokenizers(tk.Tokenizer.from_file(str(cached)), spec)
     path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            path = path / "tokenizer.json"
+        elif any((path / name).is_file() for name in _TOKENIZER_FILES):
+            return _hub_tokenizer(str(path), local=True)
+        else:
+            # transformers would build a tokenizer of special tokens alone from config.json
+            raise DataError(f"folder '{spec}' holds no tokenizer (no tokenizer.json or vocabulary file); "
+                            "give one with --tokenizer")
     if path.suffix == ".json" or path.exists():
         if not path.is_file():
             raise DataError(f"tokenizer file '{spec}' does not exist (train one: uscl tokenizer train)")
@@ -103,14 +144,19 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
     return _hub_tokenizer(spec)
 
 
-def _hub_tokenizer(name: str) -> TokenizerHandle:
+def _hub_tokenizer(name: str, *, local: bool = False) -> TokenizerHandle:
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise BackendMissing("hub tokenizers need transformers: pip install 'uscl[train]'") from None
     try:
-        tok = AutoTokenizer.from_pretrained(name)
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=local, trust_remote_code=False)
     except Exception as exc:  # network, gating, missing repo: all end the same way for the user
+        if local:
+            raise DataError(
+                f"folder '{name}' holds no tokenizer that loads offline ({type(exc).__name__}); "
+                "give one with --tokenizer (a tokenizer.json)"
+            ) from None
         raise DataError(
             f"cannot load tokenizer '{name}' from the hub ({type(exc).__name__}); offline, give a "
             "local tokenizer.json or bpe:V (e.g. --tokenizer bpe:8192)"
@@ -119,6 +165,7 @@ def _hub_tokenizer(name: str) -> TokenizerHandle:
     if backend is None:
         raise DataError(f"tokenizer '{name}' has no fast (tokenizers) backend")
     blob = backend.to_str()
+    specials = _plain(backend)
     eos = tok.eos_token_id
 
     def encode_batch(texts: list[str]) -> list[list[int]]:
@@ -131,4 +178,6 @@ def _hub_tokenizer(name: str) -> TokenizerHandle:
         eos_id=eos,
         encode_batch=encode_batch,
         decode=backend.decode,
+        specials=specials,
+        to_json=lambda: blob,
     )

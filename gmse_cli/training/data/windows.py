@@ -7,7 +7,7 @@ import numpy as np
 
 from gmse_cli.errors import DataError
 
-__all__ = ["TokenWindows", "eval_windows"]
+__all__ = ["TokenWindows", "eval_windows", "model_windows"]
 
 
 class TokenWindows:
@@ -51,3 +51,25 @@ def eval_windows(tokens: np.ndarray, *, context: int, max_tokens: int) -> np.nda
     for row in range(count):
         out[row] = tokens[row * context : row * context + context + 1]
     return out
+
+
+def model_windows(
+    tokens: np.ndarray, *, context: int, prefix: tuple[int, ...] = (), suffix: tuple[int, ...] = ()
+) -> np.ndarray:
+    """Consecutive windows of ``context`` tokens for a forward pass, each wrapped in the
+    tokenizer's special ids (``prefix`` + text + ``suffix``: BERT's [CLS] ... [SEP]).
+
+    As many full windows as the tokens fill; one shorter window when they fill none; the
+    tokens left over after the last full window are dropped. int64 ``(windows, length)``.
+    """
+    inner = context - len(prefix) - len(suffix)
+    if inner < 1:
+        raise DataError(f"context {context} leaves no room for text beside {len(prefix) + len(suffix)} special tokens")
+    if len(tokens) == 0:
+        raise DataError("no tokens to fill a window")
+    count = max(1, len(tokens) // inner)
+    inner = min(inner, len(tokens))
+    body = np.asarray(tokens[: count * inner], dtype=np.int64).reshape(count, inner)
+    pre = np.broadcast_to(np.asarray(prefix, dtype=np.int64), (count, len(prefix)))
+    post = np.broadcast_to(np.asarray(suffix, dtype=np.int64), (count, len(suffix)))
+    return np.concatenate([pre, body, post], axis=1)

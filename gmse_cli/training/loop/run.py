@@ -229,7 +229,9 @@ def train_run(
             status, val_loss = "diverged", None
     wall = time.perf_counter() - started
     if status == "ok" and model_dir is not None:
-        export_final_model(model, parallel, Path(model_dir), env=env, cfg=cfg, run_key=plan.run_key)
+        to_json = tokens.tokenizer.to_json
+        export_final_model(model, parallel, Path(model_dir), env=env, cfg=cfg, run_key=plan.run_key,
+                           tokenizer_json=to_json() if to_json is not None else None)
     barrier(env)
     if not env.main:
         return None

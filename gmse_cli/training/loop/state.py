@@ -49,8 +49,9 @@ def load_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer, paralle
 
 
 def export_final_model(model: nn.Module, parallel: str, folder: Path, *, env: DistEnv, cfg: RunConfig,
-                       run_key: str) -> None:
-    """Every rank takes part in gathering the state dict (FSDP); rank 0 writes the folder."""
+                       run_key: str, tokenizer_json: str | None = None) -> None:
+    """Every rank takes part in gathering the state dict (FSDP); rank 0 writes the folder
+    (with ``tokenizer.json`` when the run's tokenizer can be saved)."""
     from gmse_cli.training.checkpoint import save_final_model
 
     inner = unwrap_model(model, parallel)
@@ -72,4 +73,4 @@ def export_final_model(model: nn.Module, parallel: str, folder: Path, *, env: Di
         "estimator": cfg.estimator.model_dump(mode="json"),
         "note": "latent full-precision weights; the formats above compress them in every forward pass",
     }
-    save_final_model(folder, model_state=weights, config_json=config, uscl_meta=meta)
+    save_final_model(folder, model_state=weights, config_json=config, uscl_meta=meta, tokenizer_json=tokenizer_json)
