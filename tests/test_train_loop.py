@@ -150,7 +150,7 @@ def test_tokenizer_train_cli(run_cli, corpus, tmp_path):
     out = tmp_path / "tok.json"
     result = run_cli("tokenizer", "train", str(corpus), "--vocab-size", "400", "--out", str(out), "--json")
     assert result.code == 0, result.stderr
-    info = json.loads(result.stdout)["results"]
+    info = json.loads(result.stdout)["results"][0]
     tok = Tokenizer.from_file(str(out))
     assert info["vocab_size"] == tok.get_vocab_size() == 400
     text = "Byte-level BPE is lossless: déjà vu, 日本語, tabs\tand\nnewlines."
