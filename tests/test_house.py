@@ -13,7 +13,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 FLOORS = [
     {"errors", "paths", "progress", "frozen", "atomic", "tomlfile", "figures", "laws", "grammar", "threads"},
     {"spec"},
-    {"compress"},
+    {"compress", "interop"},
     {"gmse", "law", "runs"},
     {"rank", "fit", "realmse", "search", "training"},
     {"cli", "__main__"},

@@ -29,6 +29,10 @@ FAMILIES = [
     # N:M over blocks (2:4x2 is QuEST's pairs) and quantizers with statistics over all entries
     "2:4x2", "1:4x8", "3:32x4", "2:4x2+int4-allstats", "2:4x2+int3-mse-g64-allstats",
     "1:4x8+e2m1-g32-absmax-se8m0-allstats", "2:8x4+sint4-g64-se4m3-allstats", "2:4+aint4-g32-allstats",
+    # the ecosystem's conventions: e8m0 roundings, full-range ints, bitsandbytes NF4 and its
+    # double quantization, IEEE overflow
+    "mxfp4-rceil", "mxfp4-even", "e2m1-g32-absmax-se8m0-ceil", "mxfp8-e4m3-rceil", "w4a16",
+    "w3a16", "w4a16-asym", "nf4-dq", "fp16", "sint4-g32-sfp16-inf", "int3-mse-g64-se8m0-rceil",
 ]
 ROTATED = ["had128+int4", "had64+2:4+int4", "had128+2:4x2+int4-allstats"]
 

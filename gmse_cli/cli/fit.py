@@ -57,11 +57,24 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[Path | None, typer.Option(help="write a plot (.png, .svg or .pdf): predicted vs observed, capacity vs GMSE")] = None,
         residuals: Annotated[bool, typer.Option("--residuals", help="print every run's residual")] = False,
         seed: Annotated[int, typer.Option(help="seed of the bootstrap and of Monte Carlo GMSE")] = 0,
+        prior: Annotated[
+            str | None, typer.Option(help="MAP fit with Gaussian priors: 'paper' (its Llama/C4 constants and sigmas)")
+        ] = None,
+        fit_outside: Annotated[
+            bool, typer.Option("--fit-outside", help="also fit runs outside the law's domain (activations quantized "
+                               "without rotation); by default unified, capacity and kumar fits only predict them")
+        ] = False,
+        heldout: Annotated[
+            bool, typer.Option("--heldout/--no-heldout", help="held-out error: a cold refit without each scheme and "
+                               "each GMSE group (unified, capacity, kumar)")
+        ] = True,
         json_out: JsonFlag = False,
         csv_out: CsvFlag = False,
     ) -> None:
-        """Fit a scaling law to training runs: constants with bootstrap intervals, capacities, fit error,
-        residuals, leave-one-scheme-out prediction (unified) and a factorization check (decoupled)."""
+        """Fit a scaling law to training runs: constants with bootstrap and profile intervals, capacities, fit
+        error, residuals, held-out error (unified, capacity, kumar: leave one scheme out, leave one GMSE group
+        out, inside and outside the law's domain), capacity drift with N and D/N, and a factorization check
+        (decoupled)."""
         from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.cli.options import one_output
         from gmse_cli.errors import DataError, FitError
@@ -94,12 +107,14 @@ def register(app: typer.Typer) -> None:
         if model in ("unified", "capacity"):
             base_law = load_law(law)
         quiet = json_out or csv_out
-        # A spinner on stderr (with --json too): a bootstrap or the Chinchilla points take seconds.
+        # A bar on stderr (with --json too): a bootstrap or the Chinchilla points take seconds; the
+        # held-out refits' own bar joins it as a row.
         with status(f"fitting {model} law to {len(runs)} runs"
                     + (f", {bootstrap} bootstrap refits" if bootstrap else "") + " ...",
                     enabled=err_console.is_terminal):
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
-                         base_law=base_law, data_files=[str(f) for f in files])
+                         base_law=base_law, data_files=[str(f) for f in files], prior=prior,
+                         fit_outside=fit_outside, loso=heldout, progress=err_console.is_terminal)
         if out is not None:
             save_law(result.to_law(out.stem, base=base_law or load_law(law)), out)
             if not quiet:
@@ -136,7 +151,7 @@ def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed) 
         return
     if model == "unified":
         decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
-                        sensitivity=False)
+                        sensitivity=False, profile=False, loso=False)
         plot_fit(result, path, points=with_stage_gmse(decoupled.capacities))
         return
     plot_fit(result, path)
@@ -170,16 +185,22 @@ def _render(result, show_residuals: bool) -> None:
     from gmse_cli.cli.console import out_console
 
     out_console.print(
-        f"[bold]{result.model}[/] fit: {result.n_runs} runs, {result.n_schemes} schemes, Huber delta "
+        f"[bold]{result.model}[/] fit: {result.n_runs} runs"
+        + (f" ({result.n_fitted} fitted)" if result.n_fitted not in (None, result.n_runs) else "")
+        + f", {result.n_schemes} schemes, Huber delta "
         f"{result.huber_delta:g}, {result.starts} starts, {result.bootstrap} bootstrap refits"
     )
-    table = Table(title="Constants (95% bootstrap intervals)", title_justify="left")
-    for col in ("constant", "value", "sigma", "95% interval", "source"):
+    table = Table(title="Constants (95% intervals: bootstrap; profile likelihood)", title_justify="left")
+    for col in ("constant", "value", "sigma", "bootstrap 95%", "profile 95%", "source"):
         table.add_column(col, justify="left" if col in ("constant", "source") else "right")
     for name, c in result.constants.items():
         interval = f"[{_fmt(c.low)}, {_fmt(c.high)}]" if c.low is not None else "-"
-        table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, c.source)
+        prof = f"[{_fmt(c.profile_low)}, {_fmt(c.profile_high)}]" if c.profile_low is not None else "-"
+        table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, prof,
+                      c.source + (" [yellow](at a bound)[/]" if c.at_bound else ""))
     out_console.print(table)
+    if result.prior:
+        out_console.print(f"prior: {result.prior}")
     out_console.print(f"fit error (RMSE of log-loss): [bold]{result.fit_error:.4g}[/]"
                       + (f"   capacity curves: RMSE of rho {result.capacity_fit_error:.4g}"
                          if result.capacity_fit_error is not None else ""))
@@ -213,14 +234,8 @@ def _render(result, show_residuals: bool) -> None:
             fam.add_row(name, f"{f.L:.4f}", f"{f.F:.4f}", f"{f.C:.4f}", str(f.n_gmse), "held" if f.held else "fitted")
         out_console.print(fam)
 
-    if result.loso:
-        lo = Table(title="Leave-one-scheme-out: refit without the scheme, predict it from its GMSE",
-                   title_justify="left")
-        for col in ("scheme", "runs", "RMSE log-loss", "rho (all runs)", "rho (held out)", "note"):
-            lo.add_column(col, justify="left" if col in ("scheme", "note") else "right")
-        for e in result.loso:
-            lo.add_row(e.scheme, str(e.n_runs), _fmt(e.rmse), f"{e.rho_full:.4f}", _fmt(e.rho_loso), e.note)
-        out_console.print(lo)
+    _render_heldout(result)
+    _render_drift(result)
 
     fact = result.factorization
     if fact is not None:
@@ -240,14 +255,17 @@ def _render(result, show_residuals: bool) -> None:
             out_console.print(f"rank-1 check: {fact.note}")
 
     by_scheme: dict[str, list[float]] = {}
+    fitted: dict[str, bool] = {}
     for r in result.residuals:
         by_scheme.setdefault(r.scheme, []).append(r.residual)
-    rt = Table(title="Residuals by scheme: log(predicted) - log(observed)", title_justify="left")
-    for col in ("scheme", "runs", "mean", "RMSE", "max |r|"):
-        rt.add_column(col, justify="left" if col == "scheme" else "right")
+        fitted[r.scheme] = r.fitted
+    rt = Table(title="Residuals by scheme (the full fit): log(predicted) - log(observed)", title_justify="left")
+    for col in ("scheme", "runs", "fitted", "mean", "RMSE", "max |r|"):
+        rt.add_column(col, justify="left" if col in ("scheme", "fitted") else "right")
     for scheme, vals in by_scheme.items():
         v = np.asarray(vals)
-        rt.add_row(scheme, str(len(v)), f"{v.mean():+.4f}", f"{np.sqrt(np.mean(v**2)):.4f}", f"{np.abs(v).max():.4f}")
+        rt.add_row(scheme, str(len(v)), "yes" if fitted[scheme] else "no (outside)", f"{v.mean():+.4f}",
+                   f"{np.sqrt(np.mean(v**2)):.4f}", f"{np.abs(v).max():.4f}")
     out_console.print(rt)
     if show_residuals:
         full = Table(title="Residuals by run", title_justify="left")
@@ -258,4 +276,58 @@ def _render(result, show_residuals: bool) -> None:
                          f"{r.residual:+.4f}", f"{r.rho:.4f}")
         out_console.print(full)
     for note in result.notes:
-        out_console.print(f"note: {note}")
+        out_console.print(f"note: {note}", highlight=False)
+
+
+def _render_heldout(result) -> None:
+    from rich.table import Table
+
+    from gmse_cli.cli.console import out_console
+
+    if result.heldout_schemes is None:
+        return
+    reports = [result.heldout_schemes]
+    if any(len(e.schemes) > 1 for e in result.heldout_groups.entries):  # else the same partition as schemes
+        reports.append(result.heldout_groups)
+    for rep in reports:
+        what = "scheme" if rep.split == "scheme" else "GMSE group (schemes sharing their stage GMSEs)"
+        t = Table(title=f"Held out: a cold refit without each {what}, predicting it from its GMSE",
+                  title_justify="left")
+        for col in ("held out", "runs", "domain", "RMSE log-loss", "bias", "rho (all runs)", "rho (held out)", "refit"):
+            t.add_column(col, justify="left" if col in ("held out", "domain", "refit") else "right")
+        for e in rep.entries:
+            t.add_row(e.name, str(e.n_runs), "inside" if e.inside else "outside", _fmt(e.rmse), _signed(e.bias),
+                      _fmt(e.rho_full), _fmt(e.rho_heldout), e.refit + (f": {e.note}" if e.note else ""))
+        out_console.print(t)
+    s, g = result.heldout_schemes, result.heldout_groups
+    out_console.print(
+        f"held-out RMSE of log-loss inside the law's domain: leave one scheme out [bold]{_fmt(s.rmse_inside)}[/] "
+        f"({s.n_inside} runs), leave one GMSE group out [bold]{_fmt(g.rmse_inside)}[/] ({g.n_inside} runs); "
+        f"outside the domain [bold]{_fmt(s.rmse_outside)}[/] ({s.n_outside} runs); fit error (in-sample) "
+        f"{result.fit_error:.4g}", highlight=False)
+
+
+def _render_drift(result) -> None:
+    from rich.table import Table
+
+    from gmse_cli.cli.console import out_console
+
+    d = result.drift
+    if d is None:
+        return
+    slopes = "; ".join(f"{s.regressor} {s.slope:+.4f} [{s.low:+.4f}, {s.high:+.4f}]" for s in d.slopes) or "-"
+    out_console.print(f"capacity drift, log(implied rho / fitted rho) per unit of (95% interval, {d.n_runs} runs, "
+                      f"{d.n_schemes} schemes, within-scheme): {slopes}", highlight=False)
+    rows = [e for e in d.schemes if e.slope_log_n is not None]
+    if rows:
+        t = Table(title="Capacity drift by scheme: log(implied rho / fitted rho) against log N", title_justify="left")
+        for col in ("scheme", "runs", "mean log ratio", "slope on log N", "95% interval"):
+            t.add_column(col, justify="left" if col == "scheme" else "right")
+        for e in rows:
+            t.add_row(e.scheme, str(e.n_runs), f"{e.log_ratio_mean:+.4f}", f"{e.slope_log_n:+.4f}",
+                      f"[{e.low:+.4f}, {e.high:+.4f}]" if e.low is not None else "-")
+        out_console.print(t)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"

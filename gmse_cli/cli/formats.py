@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -71,4 +72,59 @@ def register(app: typer.Typer) -> None:
 
         sys.stdout.write(format_to_toml(resolve_format(name)))
 
+    @formats_app.command("export")
+    def formats_export(
+        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand")],
+        to: Annotated[str, typer.Option("--to", help="compressed-tensors or torchao")],
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="write the JSON here instead of stdout")] = None,
+    ) -> None:
+        """Print FORMAT as a compressed-tensors quantization_config or a torchao config (JSON).
+
+        An error names what the target cannot express (e.g. uscl's -7 ... 7 int4 grid; use
+        w4a16)."""
+        import json
+
+        from gmse_cli.interop import export_format
+        from gmse_cli.spec import resolve_format
+
+        text = json.dumps(export_format(resolve_format(name), to), indent=2) + "\n"
+        _write(text, output)
+
+    @formats_app.command("import")
+    def formats_import(
+        path: Annotated[Path, typer.Argument(help="a JSON config: compressed-tensors (quantization_config, config.json, scheme or args) or torchao (config_to_dict)")],
+        name: Annotated[str | None, typer.Option(help="the format's name (default: the file's stem)")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="write the TOML here instead of stdout")] = None,
+    ) -> None:
+        """Print the format a compressed-tensors or torchao config quantizes weights to, as
+        TOML (accepted by every command)."""
+        import json
+
+        from gmse_cli.errors import DataError
+        from gmse_cli.interop import import_config
+        from gmse_cli.spec import format_to_toml
+
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} is not JSON: {exc}") from None
+        _write(format_to_toml(import_config(data, name=name or path.stem)), output)
+
     app.add_typer(formats_app, name="formats")
+
+
+def _write(text: str, output: Path | None) -> None:
+    import sys
+
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from gmse_cli.atomic import write_atomic
+        from gmse_cli.errors import DataError
+
+        try:
+            write_atomic(output, text.encode())
+        except OSError as exc:
+            raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None

@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
 
         One row per FORMAT (default: the catalog): bits/param, GMSE with its 95% interval, effective bits, capacity rho with its interval from the law's uncertainties, effective parameters N*rho, predicted loss and its difference from the dense bf16 model at --params/--tokens, the parameters a format needs to match that model (N/rho) and the memory they take (N/rho * bits/param).
 
-        * marks the Pareto frontier: no other format has fewer bits and higher rho.
+        * marks the Pareto frontier: no other format has fewer bits and higher rho. ! marks a scheme outside the law's validated domain (activations quantized without rotation), with the published evidence beside it.
         """
         from gmse_cli.cli.console import err_console
         from gmse_cli.cli.options import one_output
@@ -218,6 +218,7 @@ def register(app: typer.Typer) -> None:
             print_csv([r.model_dump(mode="json") for r in rows])
         else:
             _print(rank_table(rows, wide=wide))
+            print_domain_flags(rows)
 
     @app.command("predict", epilog=_PREDICT_EPILOG)
     @grouped
@@ -248,6 +249,7 @@ def register(app: typer.Typer) -> None:
             return
         for part in prediction_tables(pred, the_law):
             _print(part)
+        print_domain_flags([pred])
 
 
 def _print(renderable) -> None:
@@ -278,6 +280,14 @@ def _table(title: str):
 
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                  collapse_padding=True)
+
+
+def _shown_name(row, act_note: str) -> str:
+    """The row's name; when the title already names the one activation format, the weights'."""
+    suffix = f" A:{row.activations}"
+    if act_note and row.name.startswith("W:") and row.name.endswith(suffix):
+        return row.name[2:-len(suffix)]
+    return row.name
 
 
 def rank_table(rows, *, wide: bool = False):
@@ -314,7 +324,7 @@ def rank_table(rows, *, wide: bool = False):
             name = name.replace("/\n", "/").replace("\n", " ")
         table.add_column(name, justify=just, overflow="fold")
     for r in rows:
-        cells = ["*" if r.pareto else "", escape(r.name), f"{r.bits_per_param:.4g}",
+        cells = [("*" if r.pareto else "") + ("!" if r.outside_domain else ""), escape(_shown_name(r, act_note)), f"{r.bits_per_param:.4g}",
                  _gmse(r.gmse, r.gmse_low, r.gmse_high, wide) if wide else f"{r.gmse:.5g}"]
         if wide:
             cells.append("inf" if r.effective_bits is None else f"{r.effective_bits:.3f}")
@@ -331,6 +341,20 @@ def rank_table(rows, *, wide: bool = False):
         cells += [_bytes(r.memory_to_match_bytes), r.gmse_method]
         table.add_row(*cells, style="bold" if r.pareto else None)
     return table
+
+
+def print_domain_flags(rows) -> None:
+    """One line per distinct reason: the rows marked ! lie outside the law's validated domain."""
+    from rich.markup import escape
+
+    flagged: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r.outside_domain:
+            flagged.setdefault((r.outside_domain, r.evidence or ""), []).append(r.name)
+    for (reason, evidence), names in flagged.items():
+        who = ", ".join(names) if len(names) <= 3 else f"{len(names)} rows"
+        _print(f"[yellow]![/] {escape(who)}: outside the law's validated domain, {escape(reason)}, which GMSE "
+               f"cannot see; {escape(evidence)}")
 
 
 def prediction_tables(pred, law) -> list:

@@ -26,7 +26,7 @@ from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify
 from gmse_cli.threads import start_numba_threads
 
-__all__ = ["compress", "top_raw_scale", "Backend"]
+__all__ = ["compress", "top_raw_scale", "scale_range", "Backend"]
 
 Backend = Literal["numba", "numpy"]
 
@@ -107,3 +107,17 @@ def top_raw_scale(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> 
         start_numba_threads()
     y, mask, _ = _rotated_and_masked(fmt, x, backend == "numpy")
     return scalar.top_raw_scale(fmt.quantizer, y, mask, reference=backend == "numpy")
+
+
+def scale_range(fmt: Format, x: np.ndarray):
+    """How many scales (or plain-cast elements) of the scalar quantizer of ``fmt`` leave their
+    format's range on the rows ``x`` (after its rotations and sparsity): a
+    :class:`~gmse_cli.compress.scalar.ScaleRange`, all zero for formats that cannot
+    (:func:`~gmse_cli.compress.scalar.can_leave_range`)."""
+    from gmse_cli.compress import scalar
+
+    stage = fmt.quantizer
+    if not isinstance(stage, Quantize) or not scalar.can_leave_range(stage):
+        return scalar.ScaleRange(0, 0, 0)
+    y, mask, _ = _rotated_and_masked(fmt, x, reference=False)
+    return scalar.scale_range(stage, y, mask)

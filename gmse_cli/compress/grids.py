@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from gmse_cli.errors import SpecError
-from gmse_cli.spec import FpStyle, GridKind, IntStyle, Quantize, fp_max
+from gmse_cli.spec import FpStyle, GridKind, IntStyle, Overflow, Quantize, fp_max
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -32,7 +32,9 @@ __all__ = [
     "fp_cast",
     "fp_cast_reference",
     "fp_round_reference",
+    "overflow_value",
     "k_fp_round",
+    "k_fp_round_to",
     "grid_levels",
     "grid_max",
     "grid_emax",
@@ -88,40 +90,57 @@ def fp_params(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> FpParam
     return FpParams(1 - bias, mantissa_bits, fp_max(exponent_bits, mantissa_bits, style))
 
 
-def fp_round_reference(v: np.ndarray, p: FpParams) -> np.ndarray:
-    """Round float64 values to the ExMy grid: nearest, ties to even, saturating.
+def fp_round_reference(v: np.ndarray, p: FpParams, over: float | None = None) -> np.ndarray:
+    """Round float64 values to the ExMy grid: nearest, ties to even; a result beyond the
+    largest finite value becomes ``over`` (of v's sign; None: the largest value, saturating).
 
     Every operation is exact except ``rint``: the step of v's binade is a power of two, so
     v / step and the product back are exact in float64 (steps lie in [2^-149, 2^127]).
     """
     _, ex = np.frexp(np.abs(v))  # |v| = m * 2^ex with m in [0.5, 1): floor(log2 |v|) = ex - 1
     step = np.ldexp(1.0, np.maximum(ex - 1, p.emin) - p.mantissa_bits)
-    r = np.rint(v / step) * step
-    return np.where(np.abs(r) > p.max_value, np.copysign(p.max_value, v), r)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.rint(v / step) * step
+    return np.where(np.abs(r) > p.max_value, np.copysign(p.max_value if over is None else over, v), r)
+
+
+def overflow_value(p: FpParams, style: FpStyle, overflow: Overflow) -> float:
+    """What a cast beyond the largest finite value gives (sign aside): the largest value when
+    saturating; otherwise inf, or NaN for a format without inf (fp_style 'fn')."""
+    if Overflow(overflow) is Overflow.SATURATE:
+        return p.max_value
+    return math.inf if FpStyle(style) is FpStyle.IEEE else math.nan
 
 
 @numba.njit(cache=True, inline="always")
-def k_fp_round(v: float, emin: int, mantissa_bits: int, max_value: float) -> float:
+def k_fp_round_to(v: float, emin: int, mantissa_bits: int, max_value: float, over: float) -> float:
     """Scalar twin of :func:`fp_round_reference`: no libm calls, one (NaN) branch.
 
     With E = max(floor(log2 |v|), emin) - M read off the float64 exponent bits, adding and
     subtracting C = 2^(E + 52) rounds |v| < C to a multiple of ulp(C) = 2^E, to nearest even,
-    by the hardware's own float64 rounding.
+    by the hardware's own float64 rounding. A result above ``max_value`` becomes ``over``.
     """
     if v != v:
         return v
-    a = min(abs(v), 2.0 * max_value)  # larger values saturate anyway; keeps C finite
+    a = min(abs(v), 2.0 * max_value)  # larger values overflow anyway; keeps C finite
     exponent = (np.float64(a).view(np.int64) >> 52) - 1023
     big = np.int64(np.int64(max(exponent, emin) - mantissa_bits + 52 + 1023) << 52).view(np.float64)
-    return math.copysign(min((a + big) - big, max_value), v)
+    r = (a + big) - big
+    return math.copysign(r if r <= max_value else over, v)
+
+
+@numba.njit(cache=True, inline="always")
+def k_fp_round(v: float, emin: int, mantissa_bits: int, max_value: float) -> float:
+    """:func:`k_fp_round_to`, saturating."""
+    return k_fp_round_to(v, emin, mantissa_bits, max_value, max_value)
 
 
 @numba.njit(cache=True, parallel=True)
 def _k_fp_cast(
-    x: np.ndarray, out: np.ndarray, emin: int, mantissa_bits: int, max_value: float
+    x: np.ndarray, out: np.ndarray, emin: int, mantissa_bits: int, max_value: float, over: float
 ) -> None:
     for i in numba.prange(x.size):
-        out[i] = k_fp_round(np.float64(x[i]), emin, mantissa_bits, max_value)
+        out[i] = k_fp_round_to(np.float64(x[i]), emin, mantissa_bits, max_value, over)
 
 
 def _as_float32(x: np.ndarray) -> np.ndarray:
@@ -129,26 +148,40 @@ def _as_float32(x: np.ndarray) -> np.ndarray:
 
 
 def fp_cast_reference(
-    x: np.ndarray, exponent_bits: int, mantissa_bits: int, style: FpStyle
+    x: np.ndarray,
+    exponent_bits: int,
+    mantissa_bits: int,
+    style: FpStyle,
+    overflow: Overflow = Overflow.SATURATE,
 ) -> np.ndarray:
     """Plain numpy twin of :func:`fp_cast`."""
     p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
     x = _as_float32(x)
-    return fp_round_reference(x.astype(np.float64), p).astype(np.float32)
+    over = overflow_value(p, style, overflow)
+    return fp_round_reference(x.astype(np.float64), p, over).astype(np.float32)
 
 
-def fp_cast(x: np.ndarray, exponent_bits: int, mantissa_bits: int, style: FpStyle) -> np.ndarray:
-    """Cast float32 values onto the ExMy grid (round to nearest even, saturating to +-max).
+def fp_cast(
+    x: np.ndarray,
+    exponent_bits: int,
+    mantissa_bits: int,
+    style: FpStyle,
+    overflow: Overflow = Overflow.SATURATE,
+) -> np.ndarray:
+    """Cast float32 values onto the ExMy grid (round to nearest even).
 
     Returns float32 values of the grid (every ExMy with E <= 8, M <= 23 fits in float32). NaN
-    stays NaN; +-inf saturate like any value beyond the largest finite one; the sign of zero
-    is kept. Equal bit for bit to ml_dtypes' casts of the input clipped to +-max. With M = 0
-    (powers of two) a tie between 2^e and 2^(e+1) goes up, as ml_dtypes' e8m0 does.
+    stays NaN; the sign of zero is kept. A value that rounds beyond the largest finite one
+    (+-inf included) saturates to +-max, or with ``overflow='inf'`` becomes +-inf (NaN for
+    fp_style 'fn'), as an IEEE cast: fp16 overflows from 65520 = 65504 + half its last step
+    on. Equal bit for bit to ml_dtypes' casts (of the input clipped to +-max when saturating).
+    With M = 0 (powers of two) a tie between 2^e and 2^(e+1) goes up, as ml_dtypes' e8m0 does.
     """
     p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
     x = _as_float32(x)
     out = np.empty_like(x)
-    _k_fp_cast(x.reshape(-1), out.reshape(-1), p.emin, p.mantissa_bits, p.max_value)
+    over = overflow_value(p, style, overflow)
+    _k_fp_cast(x.reshape(-1), out.reshape(-1), p.emin, p.mantissa_bits, p.max_value, over)
     return out
 
 
@@ -179,9 +212,10 @@ def _fp_stage_params(stage: Quantize) -> FpParams:
 def grid_levels(stage: Quantize) -> np.ndarray:
     """The sorted native levels (float64) a stage rounds to, before scaling.
 
-    int midrise: (2k + 1 - 2^b) / (2^b - 1); signed: -(2^(b-1) - 1) ... 2^(b-1) - 1;
-    asymmetric: 0 ... 2^b - 1 (before the zero point); lut: its values; lloyd-max: the
-    Gaussian-optimal levels; fp: every finite value (formats of at most 16 bits).
+    int midrise: (2k + 1 - 2^b) / (2^b - 1); signed: -(2^(b-1) - 1) ... 2^(b-1) - 1; full:
+    -2^(b-1) ... 2^(b-1) - 1; asymmetric: 0 ... 2^b - 1 (before the zero point); lut: its
+    values; lloyd-max: the Gaussian-optimal levels; fp: every finite value (formats of at most
+    16 bits).
     """
     if stage.grid is GridKind.INT:
         assert stage.bits is not None
@@ -192,6 +226,8 @@ def grid_levels(stage: Quantize) -> np.ndarray:
             return (2 * k + 1 - n) / (n - 1)
         if style is IntStyle.SIGNED:
             return k[: n - 1] - (n // 2 - 1)
+        if style is IntStyle.FULL:
+            return k - n // 2
         return k
     if stage.grid is GridKind.LUT:
         assert stage.values is not None
@@ -211,15 +247,19 @@ def grid_levels(stage: Quantize) -> np.ndarray:
 
 
 def grid_max(stage: Quantize) -> float:
-    """The largest magnitude among the native levels (what absmax scaling maps amax to)."""
+    """What absmax scaling maps amax to: the largest magnitude among the native levels, except
+    for the full int grid, whose (2^b - 1) / 2 sits half a step inside its lowest level -2^(b-1)."""
     if stage.grid is GridKind.FP:
         return _fp_stage_params(stage).max_value
     if stage.grid is GridKind.INT:
         assert stage.bits is not None
         n = 2**stage.bits
-        return {IntStyle.MIDRISE: 1.0, IntStyle.SIGNED: n / 2 - 1.0, IntStyle.ASYMMETRIC: n - 1.0}[
-            stage.resolved_int_style
-        ]
+        return {
+            IntStyle.MIDRISE: 1.0,
+            IntStyle.SIGNED: n / 2 - 1.0,
+            IntStyle.ASYMMETRIC: n - 1.0,
+            IntStyle.FULL: (n - 1) / 2,
+        }[stage.resolved_int_style]
     return float(np.max(np.abs(grid_levels(stage))))
 
 

@@ -12,17 +12,25 @@ The models, the objective and how they are solved are described in
 - ``stages``      the lossy stages of runs and their GMSE;
 - ``design``      run grouping, reference scheme, input and identifiability checks;
 - ``resampling``  bootstrap weights, replicate refits, percentile intervals;
-- ``heldout``     leave-one-out refits and their prediction errors;
+- ``prior``       Gaussian priors for a MAP fit (``--prior paper``) and the likelihood scale;
+- ``identify``    constants at a bound, profile-likelihood intervals;
+- ``drift``       each run's implied capacity and its drift with N and D/N;
+- ``heldout``     cold leave-one-scheme-out and leave-one-GMSE-group-out refits and their errors;
 - ``curves``      capacity curves through (GMSE, rho) points: :func:`fit_capacity`;
 - ``reports``     the factorization check and the stages' GMSE;
-- ``plot``        the fit's plot (predicted vs observed loss; capacity vs GMSE);
-- ``drivers``     :func:`fit`: the dense, decoupled, unified, capacity and kumar fits.
+- ``plot``        the fit's plot (predicted vs observed loss; capacity vs GMSE; drift);
+- ``drivers``     :func:`fit`: the dense, decoupled, unified, capacity and kumar fits, the law's domain;
+- ``capacity_model`` the two-stage capacity model (decoupled, then curves).
 """
 
 from gmse_cli.fit.curves import fit_capacity
-from gmse_cli.fit.drivers import fit
+from gmse_cli.fit.drift import implied_capacity
+from gmse_cli.fit.drivers import DOMAIN_MODELS, domain_mask, fit
+from gmse_cli.fit.heldout import HELDOUT_METHOD
+from gmse_cli.fit.identify import CHI2_95
 from gmse_cli.fit.objective import huber
 from gmse_cli.fit.plot import fit_figure, plot_fit
+from gmse_cli.fit.prior import PAPER_PRIOR, PRIORS, likelihood_scale
 from gmse_cli.fit.problem import epoch_grid
 from gmse_cli.fit.reports import factorization_check, with_stage_gmse
 from gmse_cli.fit.results import (
@@ -30,11 +38,16 @@ from gmse_cli.fit.results import (
     CapacityFit,
     CapacityPoint,
     ConstantEstimate,
+    DriftReport,
+    DriftScheme,
+    DriftSlope,
     FactorizationCell,
     FactorizationCheck,
     FamilyFit,
     FitModel,
     FitResult,
+    HeldoutEntry,
+    HeldoutReport,
     LosoEntry,
     RunResidual,
     SchemeCapacity,
@@ -49,6 +62,19 @@ __all__ = [
     "FamilyFit",
     "RunResidual",
     "LosoEntry",
+    "HeldoutEntry",
+    "HeldoutReport",
+    "DriftReport",
+    "DriftSlope",
+    "DriftScheme",
+    "HELDOUT_METHOD",
+    "DOMAIN_MODELS",
+    "domain_mask",
+    "implied_capacity",
+    "PAPER_PRIOR",
+    "PRIORS",
+    "likelihood_scale",
+    "CHI2_95",
     "FactorizationCell",
     "FactorizationCheck",
     "FitResult",

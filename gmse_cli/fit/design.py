@@ -71,7 +71,8 @@ def group_by_scheme(runs: Sequence[Run]) -> tuple[list[str], np.ndarray]:
 
 def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.ndarray) -> int:
     """The uncompressed scheme a decoupled fit pins at rho = 1."""
-    dense = [j for j, s in enumerate(schemes) if runs[int(np.flatnonzero(of_run == j)[0])].is_dense]
+    dense = [j for j, s in enumerate(schemes)
+             if np.any(of_run == j) and runs[int(np.flatnonzero(of_run == j)[0])].is_dense]
     if not dense:
         raise FitError(
             "a decoupled fit needs runs of an uncompressed reference scheme (bf16, fp16 or fp32 weights, "

@@ -18,16 +18,28 @@ the log-prediction is a log-sum-exp of three terms. The models differ only in rh
 - ``kumar``      rho = prod over {weights, activations} (1 - exp(-P_x / gamma_x)), P the bits
                  (Kumar et al. 2024);
 - ``capacity``   a decoupled fit, then (L, F, C) per family fitted to its (GMSE, rho) points
-                 (Huber on rho, delta 1e-4 as the paper).
+                 (Huber on rho, delta 1e-4 as the paper): :mod:`gmse_cli.fit.capacity_model`.
+
+The models that predict a scheme from its format (unified, capacity, kumar) fit only the runs
+inside the law's validated domain (:func:`gmse_cli.law.outside_domain`; unless told to fit every
+run) and predict the others; they are scored held out (:mod:`gmse_cli.fit.heldout`). The dense
+and decoupled models cannot be: a dense fit predicts every scheme as uncompressed, and a
+decoupled capacity is a free constant a held-out scheme has no runs to fit.
+
+A MAP fit (``prior``) adds Gaussian priors on the constants (:mod:`gmse_cli.fit.prior`). After
+any fit, constants at a bound are flagged and alpha and E get profile-likelihood intervals
+(:mod:`gmse_cli.fit.identify`), and each run's implied capacity is checked for drift with N
+and D/N (:mod:`gmse_cli.fit.drift`).
 
 Speed comes from batching: every start of the grid (and every bootstrap replicate, and every
-leave-one-scheme-out refit) is one row of a stacked parameter matrix, and one fused objective
-with an analytic gradient evaluates them all; :func:`~gmse_cli.fit.optimize.batched_lbfgs` runs
-L-BFGS on all rows at once, merging rows that reach the same point. The grid stage stops each
-start after a few hundred iterations, the best few distinct rows continue to convergence, and
-scipy's L-BFGS-B (the reference implementation) polishes the winner on the same objective. Internally log N and
-log D are centered and a decoupled capacity is parametrized by alpha * log rho: both remove
-near-collinear directions that otherwise cost L-BFGS thousands of iterations.
+held-out refit) is one row of a stacked parameter matrix, and one fused objective with an
+analytic gradient evaluates them all; :func:`~gmse_cli.fit.optimize.batched_lbfgs` runs L-BFGS
+on all rows at once, merging rows of one problem that reach the same point. The grid stage
+stops each start after a few hundred iterations, the best few distinct rows continue to
+convergence, and scipy's L-BFGS-B (the reference implementation) polishes the winner on the
+same objective. Internally log N and log D are centered and a decoupled capacity is
+parametrized by alpha * log rho: both remove near-collinear directions that otherwise cost
+L-BFGS thousands of iterations.
 
 Identifiability is checked, not assumed: a family with fewer than 3 distinct stage GMSEs is held
 at a base law's curve, and L is held at 1 when every run carries the same number of stages of
@@ -38,11 +50,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from gmse_cli.errors import FitError
-from gmse_cli.fit.curves import fit_capacity
 from gmse_cli.fit.design import (
     check_runs,
     group_by_scheme,
@@ -50,11 +62,14 @@ from gmse_cli.fit.design import (
     reference_scheme,
     validate_options,
 )
-from gmse_cli.fit.heldout import leave_one_scheme_out
+from gmse_cli.fit.drift import drift_report, implied_capacity
+from gmse_cli.fit.heldout import HELDOUT_METHOD, LossRefits, group_labels, heldout_reports
+from gmse_cli.fit.identify import bound_flags, profile_interval
 from gmse_cli.fit.objective import DEFAULT_CAPACITY_DELTA, DEFAULT_HUBER_DELTA, LossObjective
 from gmse_cli.fit.optimize import batched_lbfgs
-from gmse_cli.fit.params import FAMILY_KEYS, LAW, LAW_INTERNAL, internal_fixed
+from gmse_cli.fit.params import FAMILY_KEYS, LAW, LAW_INTERNAL, internal_fixed, public_name
 from gmse_cli.fit.parts import DecoupledPart, KumarPart, NoCapacity, StagePart
+from gmse_cli.fit.prior import MapObjective, PriorTerm, likelihood_scale, resolve_prior
 from gmse_cli.fit.problem import (
     Problem,
     coarse_law_grid,
@@ -72,7 +87,6 @@ from gmse_cli.fit.resampling import (
     refit_replicates,
 )
 from gmse_cli.fit.results import (
-    CapacityPoint,
     FamilyFit,
     FitModel,
     FitResult,
@@ -80,10 +94,14 @@ from gmse_cli.fit.results import (
     SchemeCapacity,
 )
 from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure
+from gmse_cli.law.domain import DOMAIN, outside_domain
 from gmse_cli.runs import Run
 from gmse_cli.spec import Family, Format
 
-__all__ = ["fit", "fit_loss_model"]
+__all__ = ["fit", "fit_loss_model", "DOMAIN_MODELS", "LossFit", "domain_mask"]
+
+DOMAIN_MODELS = ("unified", "capacity", "kumar")
+"""The models that predict a scheme from its format: they fit only runs inside the law's domain."""
 
 
 def fit(
@@ -102,6 +120,10 @@ def fit(
     capacity_delta: float = DEFAULT_CAPACITY_DELTA,
     bootstrap_starts: int = 2,
     data_files: Sequence[str] = (),
+    prior: str | Mapping[str, tuple[float, float]] | None = None,
+    fit_outside: bool = False,
+    profile: bool = True,
+    progress: bool = False,
 ) -> FitResult:
     """Fit ``model`` to ``runs``; see the module docstring for the models.
 
@@ -115,25 +137,71 @@ def fit(
     - ``gmse``: stage GMSE provider (default: a :class:`GmseCache` on the GMSE engine).
     - ``starts``: (S, 5) law starts in (log A, alpha, log B, beta, log E); default: Epoch's grid
       (4,500 points) for dense fits, a 162-point grid otherwise (times capacity-parameter starts).
+    - ``loso``: held-out evaluation (leave one scheme out, leave one GMSE group out; unified,
+      capacity and kumar).
     - ``bootstrap_starts``: starts per bootstrap replicate (the full-data optimum plus random
       grid points).
+    - ``prior``: 'paper' or {constant: (mean, sigma)}: a MAP fit with Gaussian priors.
+    - ``fit_outside``: also fit the runs outside the law's domain (unified, capacity, kumar).
+    - ``profile``: profile-likelihood intervals for alpha and E.
+    - ``progress``: a progress bar on stderr for the held-out refits.
     """
     delta = DEFAULT_HUBER_DELTA if huber_delta is None else float(huber_delta)
     validate_options(model, delta, bootstrap)
+    runs = list(runs)
+    prior_spec = resolve_prior(prior)
+    train = domain_mask(runs) if model in DOMAIN_MODELS and not fit_outside else np.ones(len(runs), dtype=bool)
+    if not train.any():
+        raise FitError(f"all {len(runs)} runs quantize activations without a rotation, outside the law's validated "
+                       "domain; pass --fit-outside to fit them anyway")
+    outside = int((~domain_mask(runs)).sum()) if model in DOMAIN_MODELS else 0
+    options = dict(delta=delta, bootstrap=bootstrap, seed=seed, fixed=fixed, base_law=base_law, gmse=gmse,
+                   starts=starts, loso=loso, bootstrap_starts=bootstrap_starts, data_files=data_files,
+                   prior=prior_spec, profile=profile, progress=progress, train=train)
     if model == "capacity":
-        return _fit_capacity_model(list(runs), delta=delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
-                                   base_law=base_law, gmse=gmse, starts=starts, capacity_delta=capacity_delta,
-                                   data_files=data_files, bootstrap_starts=bootstrap_starts)
-    return fit_loss_model(list(runs), model=model, delta=delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
-                          base_law=base_law, gmse=gmse, starts=starts, loso=loso, sensitivity=sensitivity,
-                          bootstrap_starts=bootstrap_starts, data_files=data_files)[0]
+        from gmse_cli.fit.capacity_model import fit_capacity_model
+
+        result = fit_capacity_model(runs, capacity_delta=capacity_delta, **options)
+    else:
+        result = fit_loss_model(runs, model=model, sensitivity=sensitivity, **options).result
+    if outside:
+        what = ("fitted too (--fit-outside)" if fit_outside else
+                "not fitted: predicted, and scored as heldout_outside_rmse")
+        result = result.model_copy(update={"notes": result.notes + [
+            f"{outside} runs quantize activations without a rotation, outside the law's validated domain; {what}"]})
+    return result
+
+
+def domain_mask(runs: Sequence[Run]) -> np.ndarray:
+    """True for runs inside the law's validated domain (:func:`gmse_cli.law.outside_domain`)."""
+    return np.array([outside_domain(r.weight_format(), r.activation_format()) is None for r in runs], dtype=bool)
+
+
+@dataclass
+class LossFit:
+    """A loss-model fit and what the capacity model and held-out refits build on."""
+
+    result: FitResult
+    replicates: dict[str, np.ndarray]  # scheme -> bootstrap rho draws
+    problem: Problem
+    starts: np.ndarray  # internal, all coordinates
+    x: np.ndarray
+    schemes: list[str]
+    of_run: np.ndarray
+    reference: int | None
+    train: np.ndarray
+    weights: np.ndarray | None
+    refitter: LossRefits | None  # cold refits on other data weights (unified, kumar)
 
 
 def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse, starts, loso, sensitivity,
-                   bootstrap_starts, data_files) -> tuple[FitResult, dict[str, np.ndarray]]:
-    """The dense, decoupled, unified and kumar fits; also returns each scheme's bootstrap rho."""
+                   bootstrap_starts, data_files, prior=None, profile=True, progress=False, train=None) -> LossFit:
+    """The dense, decoupled, unified and kumar fits on the runs marked ``train`` (default: all)."""
     rng = np.random.default_rng(seed)
     notes: list[str] = []
+    train = np.ones(len(runs), dtype=bool) if train is None else np.asarray(train, dtype=bool)
+    fitted_runs = [r for r, t in zip(runs, train, strict=True) if t]
+    W1 = None if train.all() else train.astype(float)
     schemes, of_run = group_by_scheme(runs)
     logN = np.log([r.N for r in runs])
     logD = np.log([r.D for r in runs])
@@ -142,21 +210,25 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     family_info: dict[str, int] = {}
     stages_of_run: list[list[tuple[Family, float]]] | None = None
     reference = None
+    part = None
 
     if model == "dense":
         part = NoCapacity()
         if len(schemes) > 1:
             notes.append(f"dense fit pools {len(schemes)} schemes as if uncompressed (rho = 1)")
     elif model == "decoupled":
-        reference = reference_scheme(runs, schemes, of_run)
+        reference = reference_scheme(fitted_runs, schemes, of_run[train])
         for j, s in enumerate(schemes):
-            sizes = {runs[i].N for i in np.flatnonzero(of_run == j)}
-            if len(sizes) < 2 and j != reference:
+            sizes = {runs[i].N for i in np.flatnonzero((of_run == j) & train)}
+            if len(sizes) == 1 and j != reference:
                 raise FitError(
                     f"scheme '{s}' has runs at one model size only (N = {next(iter(sizes)):.4g}); a decoupled "
                     f"capacity needs 2 or more sizes (add runs, or drop it with --where 'scheme!={s}')"
                 )
         part = DecoupledPart(of_run, schemes, reference)
+        for j, s in enumerate(schemes):  # schemes with no fitted run: their capacity is not fitted
+            if j != reference and not np.any((of_run == j) & train):
+                held[list(LAW_INTERNAL + part.names).index(f"phi:{s}")] = (0.0, "not fitted (outside the domain)")
     elif model == "kumar":
         part = KumarPart(np.array([r.w_bits for r in runs]), np.array([r.a_bits for r in runs]))
         if any(f.sparsifier is not None for r in runs for f in (r.weight_format(), r.activation_format()) if f):
@@ -164,16 +236,21 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     else:  # unified
         gmse = gmse or GmseCache(seed=seed)
         stages_of_run = [run_stages(r, gmse) for r in runs]
-        families = sorted({f.value for st in stages_of_run for f, _ in st})
+        families = sorted({f.value for st, t in zip(stages_of_run, train, strict=True) if t for f, _ in st})
         if not families:
             raise FitError("a unified fit needs compressed runs (every run here is lossless)")
+        missing = sorted({f.value for st in stages_of_run for f, _ in st} - set(families))
+        if missing:
+            raise FitError(f"runs outside the domain carry families the fitted runs lack ({', '.join(missing)}); "
+                           "drop them with --where, or pass --fit-outside")
         stage_family, stage_bits, incidence = stage_structure(stages_of_run, families)
         part = StagePart(families, stage_family, stage_bits, incidence)
         for j, fam in enumerate(families):
-            family_info[fam] = len({b for b, sf in zip(stage_bits, stage_family, strict=True) if sf == j})
+            family_info[fam] = len({b for u, b in enumerate(stage_bits)
+                                    if stage_family[u] == j and np.any(incidence[u, train] > 0)})
         names = list(LAW_INTERNAL + part.names)
-        held.update(hold_unidentified(families, family_info, incidence, stage_family, base_law, names, notes,
-                                      internal_fixed(fixed, names)))
+        held.update(hold_unidentified(families, family_info, incidence[:, train], stage_family, base_law, names,
+                                      notes, internal_fixed(fixed, names)))
 
     names = list(LAW_INTERNAL + tuple(part.names))
     user_fixed = internal_fixed(fixed, names)
@@ -182,14 +259,23 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     fixed_all = _fixed_internal(objective, fixed_pub)
     problem = Problem(objective, fixed_all)
     law_free = [LAW[j] for j in range(5) if j not in fixed_all]
-    check_runs(runs, model, len(problem.free), law_free=law_free)
+    check_runs(fitted_runs, model, len(problem.free), law_free=law_free)
 
     law_starts = (epoch_grid() if model == "dense" else coarse_law_grid()) if starts is None else np.atleast_2d(starts)
     full_starts = objective.from_public(expand_starts(model, law_starts, part, names))
-    x, fval, n_starts, ok = multistart(problem, full_starts)
+    x, fval, n_starts, _ = multistart(problem, full_starts, weights=W1)
+    free_problem = None
+    scale = likelihood_scale((objective.predict(problem.full(x))[0] - y)[train], delta)
+    if prior:
+        prior_term = PriorTerm(names, prior, held=list(fixed_all))
+        free_problem = problem
+        problem = Problem(MapObjective(objective, prior_term, scale), fixed_all)
+        x, fval, n_starts, _ = multistart(problem, full_starts, weights=W1)
+        used = [public_name(names[j]) for j in prior_term.index]
+        notes.append(f"MAP fit: Gaussian priors on {', '.join(used) or 'nothing'} (the data's Huber objective in "
+                     f"log-likelihood units: c = {scale:.4g}, from the free fit's residuals)")
     theta = problem.full(x)[0]
-    converged = is_converged(problem, x)
-    if not converged:
+    if not is_converged(problem, x, W1):
         raise FitError(
             f"the {model} fit did not converge (gradient still large at the best of {n_starts} starts); "
             "try --huber-delta 1 (least squares), fewer free constants, or more runs"
@@ -199,7 +285,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     boot_theta = None
     failed = 0
     if bootstrap > 0:
-        W = bootstrap_weights(of_run, bootstrap, rng)
+        W = bootstrap_weights(of_run, bootstrap, rng) * train
         boot_all, ok = refit_replicates(problem, x, full_starts[:, problem.free], W, rng, per_replicate=bootstrap_starts)
         boot_theta, failed = boot_all[ok], int(bootstrap - ok.sum())
         if failed:
@@ -209,17 +295,16 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
                                    None if boot_theta is None else objective.to_public(boot_theta), fixed_all, held, user_fixed)
     # The replicates themselves, so a law written from this fit carries joint draws.
     draws = bootstrap_columns(names, None if boot_theta is None else objective.to_public(boot_theta), fixed_all)
-    if 4 not in fixed_all and constants["E"].value < 1e-6 * float(np.exp(y).min()):
-        notes.append(f"E went to its lower bound 0 (E = {constants['E'].value:.2g}): these runs do not identify an "
-                     "irreducible loss, and E's interval means nothing; consider --fix E=VALUE")
     pred = objective.predict(theta)[0]
     logrho = objective.logrho(theta)[0]
     resid = pred - y
-    fit_error = float(np.sqrt(np.mean(resid**2)))
+    constants = _identify(constants, problem, x, fval, objective, train, runs, logrho, scale, W1, profile, notes)
+    law = {k: constants[k].value for k in LAW}
+    implied = implied_capacity(np.exp(y), np.exp(logN), np.exp(logD), **law)
     residuals = [
         RunResidual(scheme=r.scheme, N=r.N, D=r.D, loss=r.loss, predicted=float(np.exp(p)), residual=float(e),
-                    rho=float(np.exp(lr)))
-        for r, p, e, lr in zip(runs, pred, resid, logrho, strict=True)
+                    rho=float(np.exp(lr)), fitted=bool(t), implied_rho=_finite(ir))
+        for r, p, e, lr, t, ir in zip(runs, pred, resid, logrho, train, implied, strict=True)
     ]
 
     # -- capacities --------------------------------------------------------------------------
@@ -237,6 +322,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
             scheme=s, weights=first.weights, activations=first.activations, rho=rho, rho_low=lo, rho_high=hi,
             sigma=sig, n_runs=len(members), reference=j == reference,
             stage_gmse=[(f.value, g) for f, g in stages_of_run[members[0]]] if stages_of_run else None,
+            fitted=bool(train[members].any()),
         ))
 
     families_out: dict[str, FamilyFit] = {}
@@ -247,77 +333,125 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
                 held=all(constants[f"{fam}.{k}"].fixed for k in FAMILY_KEYS), n_gmse=family_info[fam],
             )
 
-    loso_out = None
-    if model == "unified" and loso:
-        loso_out = leave_one_scheme_out(problem, x, runs, schemes, of_run, part, base_law, logrho)
+    heldout: dict = {}
+    refitter = None
+    if model in ("unified", "kumar"):
+        refitter = LossRefits(problem, full_starts, runs, model=model, part=part if model == "unified" else None,
+                              base_law=base_law, free_problem=free_problem, delta=delta)
+    if refitter is not None and loso:
+        heldout = score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run or _all_stages(runs, gmse, seed),
+                                progress)
+        residuals = attach_heldout(residuals, heldout)
+    elif model in ("dense", "decoupled") and loso and len(schemes) > 1:
+        notes.append(f"no held-out error for a {model} fit: " + (
+            "it predicts every scheme as uncompressed (rho = 1)" if model == "dense" else
+            "a held-out scheme's capacity is a free constant that only its own runs can fit"))
     fact = None
     if model == "decoupled":
         fact = factorization_check(capacities)
         if sensitivity:
-            capacities = _delta_sensitivity(runs, capacities, delta, problem, x, part, logN, logD, y, notes,
-                                            reference, of_run)
+            capacities = _delta_sensitivity(capacities, delta, problem, x, part, logN, logD, y, notes, of_run)
 
     replicates = {} if boot_logrho is None else {
         s: np.exp(boot_logrho[:, int(np.flatnonzero(of_run == j)[0])]) for j, s in enumerate(schemes)}
     result = FitResult(
         model=model, n_runs=len(runs), n_schemes=len(schemes), huber_delta=delta,
         **{k: constants[k].value for k in LAW},
-        fit_error=fit_error, objective=float(fval), constants=constants, families=families_out,
-        capacities=capacities, residuals=residuals, loso=loso_out, factorization=fact,
-        bootstrap=bootstrap, bootstrap_failed=failed, starts=n_starts, converged=converged, seed=seed,
+        fit_error=float(np.sqrt(np.mean(resid[train] ** 2))), objective=float(fval), constants=constants,
+        families=families_out, capacities=capacities, residuals=residuals, factorization=fact,
+        bootstrap=bootstrap, bootstrap_failed=failed, starts=n_starts, converged=True, seed=seed,
         data_files=list(data_files) or sorted({r.source for r in runs if r.source}), notes=notes,
+        n_fitted=int(train.sum()), prior=None if not prior else _describe_prior(prior),
+        drift=None if model == "dense" else run_drift(runs, implied, logrho, train),
+        **heldout_fields(heldout, model),
         draws=draws if model == "unified" else None,
     )
-    return result, replicates
+    return LossFit(result, replicates, problem, full_starts, x, schemes, of_run, reference, train, W1, refitter)
 
 
-def _fit_capacity_model(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, starts, capacity_delta,
-                        data_files, bootstrap_starts) -> FitResult:
-    """Decoupled capacities, then curves through them; the law re-predicts runs from the curves."""
-    law_fixed = {k: v for k, v in (fixed or {}).items() if k in LAW}
-    cap_fixed = {k: v for k, v in (fixed or {}).items() if k not in law_fixed}
-    dec, reps = fit_loss_model(runs, model="decoupled", delta=delta, bootstrap=bootstrap, seed=seed,
-                               fixed=law_fixed, base_law=None, gmse=None, starts=starts, loso=False,
-                               sensitivity=False, bootstrap_starts=bootstrap_starts, data_files=data_files)
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _describe_prior(prior: Mapping[str, tuple[float, float]]) -> str:
+    return "Gaussian: " + ", ".join(f"{k} {m:g} +/- {s:g}" for k, (m, s) in prior.items())
+
+
+def _all_stages(runs, gmse, seed):
     gmse = gmse or GmseCache(seed=seed)
-    by_scheme = {r.scheme: r for r in runs}
-    points, stages = [], {}
-    for cap in dec.capacities:
-        st = tuple(run_stages(by_scheme[cap.scheme], gmse))
-        stages[cap.scheme] = st
-        if st:
-            points.append(CapacityPoint(name=cap.scheme, stages=st, rho=cap.rho))
-    cf = fit_capacity(points, huber_delta=capacity_delta, fixed=cap_fixed, base_law=base_law, seed=seed)
-    constants = dict(dec.constants)
-    if reps:  # bootstrap the curves through the decoupled replicates: one curve fit per replicate
-        order = [p.name for p in points]
-        T = np.stack([reps[name] for name in order], axis=1)
-        cfb = fit_capacity(points, huber_delta=capacity_delta, fixed=cap_fixed, base_law=base_law, seed=seed, targets=T)
-        cf = cf.model_copy(update={"constants": {k: cfb.constants[k].model_copy(update={"value": cf.constants[k].value})
-                                                 for k in cf.constants}})
-    constants.update(cf.constants)
-    # Law predictions with the curves' capacities (the law constants from the decoupled fit).
-    rho_of = dict(zip([p.name for p in points], cf.predicted, strict=True))
-    law = dec.law_constants()
-    resid, residuals = [], []
-    for r in runs:
-        rho = rho_of.get(r.scheme, 1.0)
-        p = law["A"] * (r.N * rho) ** (-law["alpha"]) + law["B"] * r.D ** (-law["beta"]) + law["E"]
-        e = math.log(p) - math.log(r.loss)
-        resid.append(e)
-        residuals.append(RunResidual(scheme=r.scheme, N=r.N, D=r.D, loss=r.loss, predicted=p, residual=e, rho=rho))
-    caps = [c.model_copy(update={"stage_gmse": [(f.value, g) for f, g in stages[c.scheme]]}) for c in dec.capacities]
-    return dec.model_copy(update={
-        "model": "capacity",
-        "families": cf.families,
-        "constants": constants,
-        "capacities": caps,
-        "residuals": residuals,
-        "fit_error": float(np.sqrt(np.mean(np.square(resid)))),
-        "capacity_fit_error": cf.fit_error,
-        "notes": dec.notes + cf.notes + [f"capacity curves: Huber delta {capacity_delta:g} on rho; the fit "
-                                         "error re-predicts every run from the curves"],
-    })
+    return [run_stages(r, gmse) for r in runs]
+
+
+def score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run, progress) -> dict:
+    """Both held-out splits (:func:`~gmse_cli.fit.heldout.heldout_reports`) for a fit's runs."""
+    scheme_names, of_scheme = group_by_scheme(runs)
+    keys, of_group = group_labels(stages_of_run)
+    group_names = []
+    for g in range(len(keys)):
+        members = list(dict.fromkeys(runs[i].scheme for i in np.flatnonzero(of_group == g)))
+        group_names.append(" | ".join(members))
+    inside = domain_mask(runs)
+    reports, resid = heldout_reports({"scheme": (scheme_names, of_scheme), "group": (group_names, of_group)},
+                                     train=train, inside=inside, y=y, full_pred=pred, full_logrho=logrho,
+                                     scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress)
+    return {"reports": reports, "residuals": resid}
+
+
+def attach_heldout(residuals: list[RunResidual], heldout: dict) -> list[RunResidual]:
+    rs, rg = heldout["residuals"]["scheme"], heldout["residuals"]["group"]
+    return [r.model_copy(update={"heldout_scheme": _finite(a), "heldout_group": _finite(b)})
+            for r, a, b in zip(residuals, rs, rg, strict=True)]
+
+
+def heldout_fields(heldout: dict, model: str) -> dict:
+    """The FitResult fields of the held-out evaluation, and the domain (for the models that have one)."""
+    out = {"domain": DOMAIN} if model in DOMAIN_MODELS else {}
+    if not heldout:
+        return out
+    s, g = heldout["reports"]["scheme"], heldout["reports"]["group"]
+    return out | {"heldout_scheme_rmse": s.rmse_inside, "heldout_group_rmse": g.rmse_inside,
+                  "heldout_outside_rmse": s.rmse_outside, "heldout_schemes": s, "heldout_groups": g,
+                  "heldout_method": HELDOUT_METHOD}
+
+
+def run_drift(runs, implied, logrho, train):
+    """The drift report over the fitted runs of compressed schemes (:mod:`gmse_cli.fit.drift`)."""
+    use = train & np.array([not r.is_dense for r in runs])
+    return drift_report([r.scheme for r in runs], np.array([r.N for r in runs]), np.array([r.D for r in runs]),
+                        implied, np.exp(logrho), use)
+
+
+def _identify(constants, problem, x, fval, objective, train, runs, logrho, scale, W1, profile, notes):
+    """Bound flags and profile intervals (:mod:`gmse_cli.fit.identify`) on the fit's constants."""
+    values = {k: c.value for k, c in constants.items()}
+    free = [k for k, c in constants.items() if not c.fixed]
+    losses = np.array([r.loss for r, t in zip(runs, train, strict=True) if t])
+    n_eff = np.array([r.N for r, t in zip(runs, train, strict=True) if t]) * np.exp(logrho[train])
+    tokens = np.array([r.D for r, t in zip(runs, train, strict=True) if t])
+    flags = bound_flags(values, free, min_loss=float(losses.min()), n_eff=n_eff, tokens=tokens)
+    out = dict(constants)
+    for key, why in flags.items():
+        out[key] = out[key].model_copy(update={"at_bound": why})
+        notes.append(why)
+    if not profile:
+        return out
+    names = list(objective.names)
+    domains = {"alpha": (1e-3, 3.0), "E": (1e-9 * float(losses.min()), 0.999 * float(losses.min()))}
+    for key, (lo, hi) in domains.items():
+        j = names.index(LAW_INTERNAL[LAW.index(key)])
+        if j not in problem.free:
+            continue
+        k = int(np.flatnonzero(problem.free == j)[0])
+        low, high, low_open, high_open = profile_interval(problem, x, fval, k, scale=scale, lower=lo, upper=hi,
+                                                          weights=W1)
+        if key == "E" and low_open:
+            low = 0.0
+        out[key] = out[key].model_copy(update={"profile_low": low, "profile_high": high})
+        ends = [w for w, o in (("lower", low_open), ("upper", high_open)) if o]
+        if ends:
+            notes.append(f"the 95% profile interval of {key} is open at its {' and '.join(ends)} end "
+                         f"([{low:.3g}, {high:.3g}] is the searched domain there): the runs do not bound it")
+    return out
 
 
 def _centered_objective(logN, logD, y, part, delta, fixed_pub: Mapping[int, float]) -> LossObjective:
@@ -336,7 +470,7 @@ def _fixed_internal(objective: LossObjective, fixed_pub: Mapping[int, float]) ->
     return out
 
 
-def _delta_sensitivity(runs, capacities, delta, problem, x, part, logN, logD, y, notes, reference, of_run):
+def _delta_sensitivity(capacities, delta, problem, x, part, logN, logD, y, notes, of_run):
     """Refit the decoupled capacities with the other Huber regime (least squares <-> robust)."""
     other = 1.0 if delta < 0.1 else DEFAULT_HUBER_DELTA
     center = (problem.objective.cN != 0.0, problem.objective.cD != 0.0)

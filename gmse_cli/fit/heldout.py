@@ -1,66 +1,228 @@
 """Held-out evaluation: refit without part of the runs, predict the part left out.
 
-A left-out group is a row of data weights that are zero on its runs, so every refit of a
-batch is one row of a batched L-BFGS run (resampling's replicates work the same way).
+Two splits of the runs, each scored the same way:
+
+- ``scheme``: one part per scheme;
+- ``group``: one part per GMSE group, the schemes whose lossy stages have the same (family,
+  GMSE) multiset -- e.g. rotated and unrotated W2A2, which the law cannot tell apart.
+
+For each part, the fit's data (the fitted runs, i.e. those inside the law's domain unless the
+fit was told to fit every run) minus the part's runs is refitted **cold**: the full fit's own
+procedure (:func:`~gmse_cli.fit.problem.multistart_many`: the same grid of starts, the same
+finalists, scipy's polish), never started from the full fit's optimum, whose position the
+held-out runs helped decide. Constants the full fit held stay held; a family the remaining
+runs cannot identify (fewer than 3 distinct GMSE values) is held at the base law's curve, and
+L at 1 where it becomes confounded with A, exactly as the full fit would decide on those runs.
+A part none of whose runs were fitted (outside the domain) is predicted by the full fit itself.
+
+Every run then has a held-out residual, log(predicted) - log(observed), from the refit that
+excluded its part; a report gives each part's RMSE and bias (mean residual) and the RMSE pooled
+over all tested runs inside the domain and, separately, outside it.
+
+A left-out part is a row of data weights that are zero on its runs, so every refit is a row of
+one batched L-BFGS run (resampling's replicates work the same way). Model-specific refitting
+lives in a *refitter*: :class:`LossRefits` here for the loss models (unified, kumar); the
+capacity model's lives with that model (:mod:`gmse_cli.fit.capacity_model`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from gmse_cli.fit.design import held_at_law
-from gmse_cli.fit.optimize import batched_lbfgs
-from gmse_cli.fit.params import FAMILY_KEYS
-from gmse_cli.fit.results import LosoEntry
-from gmse_cli.spec import Family
+from gmse_cli.errors import FitError
+from gmse_cli.fit.design import check_runs, hold_unidentified
+from gmse_cli.fit.params import LAW
+from gmse_cli.fit.prior import likelihood_scale
+from gmse_cli.fit.problem import multistart_many
+from gmse_cli.fit.results import HeldoutEntry, HeldoutReport
 
-__all__ = ["leave_one_scheme_out"]
+__all__ = ["HELDOUT_METHOD", "group_labels", "LossRefits", "heldout_reports"]
+
+HELDOUT_METHOD = (
+    "Held-out residual of a run = log(predicted loss) - log(observed loss), predicted by a cold refit on the "
+    "fitted runs minus every run of the run's part (scheme split: its scheme; group split: all schemes with the "
+    "same multiset of (family, stage GMSE)). A cold refit repeats the full fit's procedure from the same grid of "
+    "starts (never from the full fit's optimum): batched L-BFGS from every start, the 4 best distinct end points "
+    "continued, scipy L-BFGS-B polishing the best. Constants held in the full fit stay held; a family left with "
+    "fewer than 3 distinct GMSE values is held at the base law, and L at 1 where confounded with A. A part none "
+    "of whose runs were fitted (outside the law's domain) is predicted by the full fit. heldout_scheme_rmse and "
+    "heldout_group_rmse: RMSE of the held-out residuals over every tested run inside the domain; "
+    "heldout_outside_rmse: the same over the runs outside it (scheme split). Per-run residuals: "
+    "residuals[].heldout_scheme and .heldout_group."
+)
 
 
-def leave_one_scheme_out(problem, x_full, runs, schemes, of_run, part, base_law, logrho_full) -> list[LosoEntry]:
-    """Refit without each scheme (batched), predict its runs from its stages' GMSE alone.
+def group_labels(stages_of_run: Sequence[Sequence[tuple[object, float]]]) -> tuple[list[tuple], np.ndarray]:
+    """GMSE groups: the distinct sorted (family, GMSE) multisets, and each run's index into them."""
+    keys: list[tuple] = []
+    index: dict[tuple, int] = {}
+    of_run = np.empty(len(stages_of_run), dtype=int)
+    for i, stages in enumerate(stages_of_run):
+        key = tuple(sorted((str(getattr(f, "value", f)), round(float(g), 12)) for f, g in stages))
+        if key not in index:
+            index[key] = len(keys)
+            keys.append(key)
+        of_run[i] = index[key]
+    return keys, of_run
 
-    Each refit is a row of one batched L-BFGS run, warm-started at the full-data optimum
-    ``x_full``; a family left with fewer than 3 distinct GMSE values is held at ``base_law``
-    (or the scheme is reported untestable).
+
+class LossRefits:
+    """Cold refits of a loss model (unified, kumar) on rows of data weights.
+
+    ``problem`` is the fit's problem (a MAP objective for a prior fit, with ``free_problem`` the
+    same without the prior: each prior refit takes its likelihood scale c from a free refit on
+    the same runs); ``starts`` the full fit's starts (internal, all coordinates).
     """
-    names = list(problem.objective.names)
-    S = len(schemes)
-    W = np.ones((S, len(runs)))
-    mask = np.ones((S, len(problem.free)))
-    x0 = np.tile(x_full, (S, 1))
-    untestable: dict[int, str] = {}
-    free_pos = {j: k for k, j in enumerate(problem.free)}
-    for s in range(S):
-        W[s, of_run == s] = 0.0
-        keep = W[s] > 0
-        for fj, fam in enumerate(part.families):
-            idx = [names.index(f"{fam}.log{k}") for k in FAMILY_KEYS]
-            if not any(i in free_pos for i in idx):
-                continue
-            left = {b for u, b in enumerate(part.bits) if part.fam[u] == fj and np.any(part.incidence[u, keep] > 0)}
-            if len(left) >= 3:
-                continue
-            if base_law is not None and Family(fam) in base_law.families:
-                for i, (value, _) in held_at_law(base_law, fam, names).items():
-                    if i in free_pos:
-                        x0[s, free_pos[i]] = value
-                        mask[s, free_pos[i]] = 0.0
+
+    def __init__(self, problem, starts: np.ndarray, runs, *, model: str, part=None, family_info=None,
+                 base_law=None, free_problem=None, delta: float = 1e-3):
+        self.problem, self.starts, self.runs, self.model = problem, starts, runs, model
+        self.part, self.family_info, self.base_law = part, family_info, base_law
+        self.free_problem, self.delta = free_problem, delta
+        self.names = list(problem.objective.names)
+
+    def hold_for(self, train: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:
+        """(hold mask, values) over the free coordinates for a refit on ``train``, or why it cannot be made."""
+        problem = self.problem
+        F = len(problem.free)
+        hold, values = np.zeros(F, dtype=bool), np.zeros(F)
+        law_free = [LAW[j] for j in range(5) if j not in problem.fixed]
+        try:
+            check_runs([r for r, t in zip(self.runs, train, strict=True) if t], self.model, F, law_free=law_free)
+        except FitError as exc:
+            return str(exc)
+        if self.model != "unified":
+            return hold, values
+        part = self.part
+        keep = train.astype(bool)
+        n_gmse = {fam: len({b for u, b in enumerate(part.bits) if part.fam[u] == j and np.any(part.incidence[u, keep] > 0)})
+                  for j, fam in enumerate(part.families)}
+        try:
+            held = hold_unidentified(part.families, n_gmse, part.incidence[:, keep], part.fam, self.base_law,
+                                     self.names, [], problem.fixed)
+        except FitError as exc:
+            return str(exc)
+        position = {j: k for k, j in enumerate(problem.free)}
+        for j, (value, _) in held.items():
+            if j in position:
+                hold[position[j]], values[position[j]] = True, value
+        return hold, values
+
+    def run(self, trains: np.ndarray, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Log-loss predictions (R, n) and log-capacities (R, n) of cold refits on rows ``trains``,
+        whether each succeeded (R,), and a note per row (why it was not made)."""
+        R, n = trains.shape
+        notes = [""] * R
+        hold = np.zeros((R, len(self.problem.free)), dtype=bool)
+        values = np.zeros_like(hold, dtype=float)
+        usable = np.ones(R, dtype=bool)
+        for r in range(R):
+            got = self.hold_for(trains[r])
+            if isinstance(got, str):
+                usable[r], notes[r] = False, got
             else:
-                untestable[s] = f"without it, family '{fam}' has {len(left)} distinct GMSE value(s): not identifiable"
-    x, f, _, _ = batched_lbfgs(problem.fun(W, mask), x0)
-    theta = problem.full(x)
-    pred = problem.objective.predict(theta)
-    lr = problem.objective.logrho(theta)
-    out = []
-    for s, name in enumerate(schemes):
-        members = np.flatnonzero(of_run == s)
-        first = int(members[0])
-        if s in untestable or not np.isfinite(f[s]):
-            out.append(LosoEntry(scheme=name, n_runs=len(members), rmse=None, rho_full=float(np.exp(logrho_full[first])),
-                                 rho_loso=None, note=untestable.get(s, "refit failed")))
-            continue
-        err = pred[s, members] - problem.objective.y[members]
-        out.append(LosoEntry(scheme=name, n_runs=len(members), rmse=float(np.sqrt(np.mean(err**2))),
-                             rho_full=float(np.exp(logrho_full[first])), rho_loso=float(np.exp(lr[s, first]))))
-    return out
+                hold[r], values[r] = got
+        pred = np.full((R, n), np.nan)
+        logrho = np.full((R, n), np.nan)
+        ok = np.zeros(R, dtype=bool)
+        rows = np.flatnonzero(usable)
+        if rows.size == 0:
+            return pred, logrho, ok, notes
+        W = trains[rows].astype(float)
+        extra = {}
+        if self.free_problem is not None:  # each prior refit's c from a free refit on the same runs
+            xf, _, okf, _ = multistart_many(self.free_problem, self.starts, W, hold=hold[rows], values=values[rows],
+                                            progress=progress)
+            theta_f = self.free_problem.full(np.where(okf[:, None], xf, 0.0))
+            resid = self.free_problem.objective.predict(theta_f) - self.free_problem.objective.y
+            extra["scale"] = np.array([likelihood_scale(resid[k, W[k] > 0], self.delta) for k in range(len(rows))])
+        x, _, okr, _ = multistart_many(self.problem, self.starts, W, hold=hold[rows], values=values[rows],
+                                       extra=extra, progress=progress)
+        theta = self.problem.full(np.where(okr[:, None], x, 0.0))
+        pred[rows] = self.problem.objective.predict(theta)
+        logrho[rows] = self.problem.objective.logrho(theta)
+        ok[rows] = okr
+        for k, r in enumerate(rows):
+            if not okr[k]:
+                notes[r] = "the refit reached no finite objective"
+        return pred, logrho, ok, notes
+
+    def refits_per_row(self) -> int:
+        return 2 if self.free_problem is not None else 1
+
+
+def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: np.ndarray, inside: np.ndarray,
+                    y: np.ndarray, full_pred: np.ndarray, full_logrho: np.ndarray, scheme_of_run: Sequence[str],
+                    refitter, progress: bool = False) -> tuple[dict[str, HeldoutReport], dict[str, np.ndarray]]:
+    """Score every split (module docstring): its report and each run's held-out residual (NaN: untested).
+
+    ``splits`` maps a split name ('scheme', 'group') to (part names, each run's part index).
+    """
+    from gmse_cli.progress import task
+
+    train = np.asarray(train, dtype=bool)
+    masks: dict[bytes, int] = {}
+    rows: list[np.ndarray] = []
+    plan: dict[str, list[int | None]] = {}
+    for split, (_, labels) in splits.items():
+        plan[split] = []
+        for part in range(labels.max() + 1):
+            mask = train & (labels != part)
+            if np.array_equal(mask, train):
+                plan[split].append(None)  # nothing of it was fitted: the full fit predicts it
+                continue
+            key = mask.tobytes()
+            if key not in masks:
+                masks[key] = len(rows)
+                rows.append(mask)
+            plan[split].append(masks[key])
+    R = len(rows)
+    if R:
+        with task("held-out refits", total=R * refitter.refits_per_row(), enabled=progress) as bar:
+            pred, logrho, ok, notes = refitter.run(np.array(rows), progress=bar if bar.enabled else None)
+    else:
+        pred = logrho = np.zeros((0, len(y)))
+        ok, notes = np.zeros(0, dtype=bool), []
+
+    reports: dict[str, HeldoutReport] = {}
+    residuals: dict[str, np.ndarray] = {}
+    for split, (names, labels) in splits.items():
+        resid = np.full(len(y), np.nan)
+        entries: list[HeldoutEntry] = []
+        for part, row in enumerate(plan[split]):
+            members = np.flatnonzero(labels == part)
+            if row is None:
+                p, lr, status, note = full_pred, full_logrho, "full", ""
+            elif ok[row]:
+                p, lr, status, note = pred[row], logrho[row], "cold", ""
+            else:
+                p, lr, status, note = None, None, "none", notes[row]
+            if p is not None:
+                resid[members] = p[members] - y[members]
+            for side in (True, False):  # a GMSE group may hold runs inside and outside the domain
+                sel = members[inside[members] == side]
+                if sel.size == 0:
+                    continue
+                schemes = list(dict.fromkeys(scheme_of_run[i] for i in sel))
+                label = names[part] + ("" if side or split == "scheme" else " (outside the domain)")
+                e = resid[sel]
+                entries.append(HeldoutEntry(
+                    name=label, schemes=schemes, n_runs=int(sel.size), inside=side,
+                    rmse=None if p is None else float(np.sqrt(np.mean(e**2))),
+                    bias=None if p is None else float(np.mean(e)),
+                    rho_full=float(np.exp(full_logrho[sel[0]])),
+                    rho_heldout=None if lr is None else float(np.exp(lr[sel[0]])),
+                    refit=status, note=note,
+                ))
+        tested = np.isfinite(resid)
+        ins, outs = tested & inside, tested & ~inside
+        reports[split] = HeldoutReport(
+            split=split, entries=entries,
+            rmse_inside=float(np.sqrt(np.mean(resid[ins] ** 2))) if ins.any() else None, n_inside=int(ins.sum()),
+            rmse_outside=float(np.sqrt(np.mean(resid[outs] ** 2))) if outs.any() else None,
+            n_outside=int(outs.sum()), refits=sum(r is not None for r in plan[split]),
+        )
+        residuals[split] = resid
+    return reports, residuals

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_HUBER_DELTA",
     "DEFAULT_CAPACITY_DELTA",
     "huber",
+    "huber_gradient",
     "LossObjective",
     "CapacityObjective",
 ]
@@ -37,7 +38,8 @@ def huber(r: np.ndarray, delta: float) -> np.ndarray:
     return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
-def _huber_grad(r: np.ndarray, delta: float) -> np.ndarray:
+def huber_gradient(r: np.ndarray, delta: float) -> np.ndarray:
+    """psi(r) = d huber / dr = clip(r, -delta, delta)."""
     return np.clip(r, -delta, delta)
 
 
@@ -56,7 +58,7 @@ def _law_numpy(theta, logN, logD, y, logrho, weights, delta):
     e1, e2, e3 = np.exp(t1 - m), np.exp(t2 - m), np.exp(e - m)
     s = e1 + e2 + e3
     r = m + np.log(s) - y
-    u = _huber_grad(r, delta) * weights
+    u = huber_gradient(r, delta) * weights
     f = (huber(r, delta) * weights).sum(axis=1)
     uw1 = u * e1 / s
     uw2 = u * e2 / s
@@ -223,7 +225,7 @@ class CapacityObjective:
         rho = np.exp(self.part.logrho(theta))
         r = rho - (self.target if target is None else target)
         h = huber(r, self.delta)
-        u = _huber_grad(r, self.delta)
+        u = huber_gradient(r, self.delta)
         if weights is not None:
             h, u = h * weights, u * weights
         return h.sum(axis=1), self.part.backprop(theta, u * rho)[0]

@@ -103,7 +103,8 @@ def _two_loop_numba(g, s_hist, y_hist, rho_hist, count, head, idx, m):
 
 def batched_lbfgs(fun, x0: np.ndarray, *, max_iter: int = 1000, history: int = 10,
                   ftol: float = 1e-10, gtol: float = 1e-10, max_step: float = 5.0,
-                  max_backtracks: int = 40, merge_every: int = 10, merge_tol: float = 1e-4):
+                  max_backtracks: int = 40, merge_every: int = 10, merge_tol: float = 1e-4,
+                  groups: np.ndarray | None = None, on_iteration=None):
     """Minimize independent problems, one per row of ``x0``, with L-BFGS and Armijo backtracking.
 
     ``fun(x, rows)`` returns ``(f, g)`` for the rows ``rows`` of the batch (``x`` holds those rows
@@ -113,7 +114,10 @@ def batched_lbfgs(fun, x0: np.ndarray, *, max_iter: int = 1000, history: int = 1
     log-loss are tiny numbers), when no step along its direction decreases it, or at
     ``max_iter``. Every ``merge_every`` iterations, rows that have reached the same point (all
     coordinates within ``merge_tol``, relative) are merged: the copies stop, since they sit in
-    the same basin and would end at the same minimum (most of a grid's starts do). Returns ``(x, f, iterations, converged)``.
+    the same basin and would end at the same minimum (most of a grid's starts do). Rows carrying
+    different data (held-out refits) must never merge: ``groups`` (one label per row) limits
+    merging to rows of the same label. ``on_iteration(iteration, active_rows)`` is called once per
+    iteration (progress). Returns ``(x, f, iterations, converged)``.
     """
     x = np.array(x0, dtype=float)
     S, P = x.shape
@@ -134,8 +138,12 @@ def batched_lbfgs(fun, x0: np.ndarray, *, max_iter: int = 1000, history: int = 1
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
+        if on_iteration is not None:
+            on_iteration(it, idx.size)
         if merge_every and it and it % merge_every == 0 and idx.size > 1:
             key = np.round(x[idx] / (merge_tol * np.maximum(np.abs(x[idx]), 1.0)))
+            if groups is not None:
+                key = np.column_stack([groups[idx], key])
             _, first = np.unique(key, axis=0, return_index=True)
             copies = np.setdiff1d(np.arange(idx.size), first)
             if copies.size:

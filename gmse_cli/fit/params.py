@@ -20,6 +20,7 @@ __all__ = [
     "LAW_INTERNAL",
     "FAMILY_KEYS",
     "internal_fixed",
+    "internal_index",
     "public_name",
     "public_names",
     "is_log",
@@ -34,27 +35,33 @@ FAMILY_KEYS = ("L", "F", "C")
 _CONSTANT_NAMES = {"A": "logA", "B": "logB", "E": "logE", "alpha": "alpha", "beta": "beta"}
 
 
+def internal_index(key: str, names: Sequence[str]) -> int | None:
+    """The internal index of a constant named publicly ('A', 'quantization.L', 'gamma_w'), or None."""
+    if key in _CONSTANT_NAMES:
+        internal = _CONSTANT_NAMES[key]
+    elif key in ("gamma_w", "gamma_a"):
+        internal = "logGamma_" + key[-1]
+    elif "." in key and key.rsplit(".", 1)[1] in FAMILY_KEYS:
+        fam, k = key.rsplit(".", 1)
+        internal = f"{fam}.log{k}"
+    else:
+        return None
+    return list(names).index(internal) if internal in names else None
+
+
 def internal_fixed(fixed: Mapping[str, float] | None, names: Sequence[str]) -> dict[int, float]:
     """User names ('A', 'alpha', 'quantization.L', 'gamma_w') -> internal index and value."""
     out: dict[int, float] = {}
     for key, value in (fixed or {}).items():
         value = float(value)
-        if key in _CONSTANT_NAMES:
-            internal = _CONSTANT_NAMES[key]
-        elif key in ("gamma_w", "gamma_a"):
-            internal = "logGamma_" + key[-1]
-        elif "." in key and key.rsplit(".", 1)[1] in FAMILY_KEYS:
-            fam, k = key.rsplit(".", 1)
-            internal = f"{fam}.log{k}"
-        else:
+        j = internal_index(key, names)
+        if j is None:
             raise FitError(f"fixed constant '{key}' is not a constant of this model (known: {', '.join(public_names(names))})")
-        if internal not in names:
-            raise FitError(f"fixed constant '{key}' is not a constant of this model (known: {', '.join(public_names(names))})")
-        if is_log(internal):
+        if is_log(names[j]):
             if not value > 0:
                 raise FitError(f"fixed constant {key} = {value} must be positive")
             value = math.log(value)
-        out[names.index(internal)] = value
+        out[j] = value
     return out
 
 

@@ -1,5 +1,6 @@
 """The fit's plot: (a) predicted against observed loss for every run, (b) capacity against GMSE
-with the capacity curves and each scheme's own (decoupled) capacity.
+with the capacity curves and each scheme's own (decoupled) capacity, and, when the fit reports
+drift, (c), (d) each run's implied capacity against N and D/N.
 
 Schemes are told apart by two keys rather than one colour each: the colour is the weight
 format with its rotation left out (int4, fp4, 2:4+int4, ...; in order of bits), the marker
@@ -86,8 +87,11 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
     color = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
     kinds = sorted({k for _, k in keys.values()})
 
+    drift = result.drift is not None and any(r.implied_rho for r in result.residuals)
+    ncols = 2 if has_cap or drift else 1
     with figures.house_style():
-        fig, axes = figures.new_figure(10.5 if has_cap else 7.0, 4.6, ncols=2 if has_cap else 1)
+        fig, axes = figures.new_figure(10.5 if ncols == 2 else 7.0, 9.0 if drift else 4.6, nrows=2 if drift else 1,
+                                       ncols=ncols)
         ax = axes[0][0]
         by_key: dict[tuple[str, str], list[int]] = {}
         for i, r in enumerate(result.residuals):
@@ -95,8 +99,12 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
         obs = np.array([r.loss for r in result.residuals])
         pred = np.array([r.predicted for r in result.residuals])
         for (group, kind), idx in sorted(by_key.items(), key=lambda kv: (groups.index(kv[0][0]), kv[0][1])):
-            ax.scatter(obs[idx], pred[idx], s=20, zorder=3, label=f"{group}{figures.FACTOR_SEP}{kind}",
-                       **_marker(kind, color[group]))
+            # Runs outside the law's domain were predicted, not fitted: drawn faded.
+            for fitted in (True, False):
+                sel = [i for i in idx if result.residuals[i].fitted is fitted]
+                if sel:
+                    ax.scatter(obs[sel], pred[sel], s=20, zorder=3, alpha=1.0 if fitted else 0.35,
+                               label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
         lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
         pad = 0.03 * (hi - lo or 1.0)
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.2", lw=0.9, ls=":", zorder=1,
@@ -106,8 +114,14 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel("observed loss (nats per token)")
         ax.set_ylabel("loss the fitted law predicts (nats per token)")
-        ax.set_title(f"(a) every run\nRMSE of log loss {result.fit_error:.2g}")
+        n_fit = result.n_fitted if result.n_fitted is not None else result.n_runs
+        outside = f"; faded: {result.n_runs - n_fit} outside the domain, predicted" if n_fit < result.n_runs else ""
+        ax.set_title(f"(a) every run\nRMSE of log loss {result.fit_error:.2g} over {n_fit} fitted{outside}")
         curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label) if has_cap else []
+        if not has_cap and drift:
+            axes[0][1].set_visible(False)
+        if drift:
+            _drift_panels(axes[1], result, keys, color)
 
         files = ", ".join(Path(f).name for f in result.data_files) or "the given runs"
         fig.suptitle(f"uscl fit --model {result.model} on {files}: {result.n_runs} runs, {result.n_schemes} schemes")
@@ -176,6 +190,29 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
     bars = "\nbars: 95% bootstrap interval" if any(c.rho_low is not None for c in shown) else ""
     ax.set_title(f"(b) capacity against GMSE\npoints: {fitted}{bars}")
     return handles
+
+
+def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], color: Mapping[str, str]) -> None:
+    """(c), (d): each fitted run's implied capacity over the law's, against N and against D/N,
+    with the pooled within-scheme slope and its interval in the title."""
+    rows = [r for r in result.residuals if r.fitted and r.implied_rho and r.rho > 0]
+    slopes = {s.regressor: s for s in result.drift.slopes}
+    panels = ((axes[0], "log N", "N, parameters", "(c)"), (axes[1], "log D/N", "D / N, tokens per parameter", "(d)"))
+    for ax, key, label, tag in panels:
+        for r in rows:
+            group, kind = keys[r.scheme]
+            ax.scatter([r.N if key == "log N" else r.D / r.N], [r.implied_rho / r.rho], s=16, zorder=3,
+                       **_marker(kind, color[group]))
+        ax.axhline(1.0, color="0.2", lw=0.9, ls=":", zorder=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("implied ρ / the law's ρ")
+        title = f"{tag} capacity drift with {key.removeprefix('log ')}"
+        if key in slopes:
+            sl = slopes[key]
+            title += f"\nslope on {key} {sl.slope:+.3f} [{sl.low:+.3f}, {sl.high:+.3f}] (within scheme)"
+        ax.set_title(title)
 
 
 def _held_source(result: FitResult, family: str) -> str:

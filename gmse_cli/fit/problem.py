@@ -18,7 +18,7 @@ import numpy as np
 from gmse_cli.errors import FitError
 from gmse_cli.fit.optimize import batched_lbfgs
 
-__all__ = ["Problem", "epoch_grid", "coarse_law_grid", "expand_starts", "multistart", "is_converged"]
+__all__ = ["Problem", "epoch_grid", "coarse_law_grid", "expand_starts", "multistart", "multistart_many", "is_converged"]
 
 
 class Problem:
@@ -51,22 +51,35 @@ class Problem:
 
         return evaluate
 
-    def polish(self, x0: np.ndarray, weights=None, *, maxiter: int = 15000):
-        """Scipy's L-BFGS-B on one problem: the reference optimizer, tight tolerances."""
+    def polish(self, x0: np.ndarray, weights=None, *, hold: np.ndarray | None = None, maxiter: int = 15000,
+               **extra: np.ndarray):
+        """Scipy's L-BFGS-B on one problem: the reference optimizer, tight tolerances.
+
+        ``hold`` (a boolean per free coordinate) keeps those coordinates at their ``x0`` values;
+        ``extra`` are the problem's per-row data for this one row (see :meth:`fun`).
+        """
         from scipy.optimize import minimize
 
-        fun = self.fun(None if weights is None else weights[None, :])
+        fun = self.fun(None if weights is None else np.asarray(weights)[None, :],
+                       **{k: np.asarray(v)[None] for k, v in extra.items()})
         rows = np.zeros(1, dtype=int)
+        x0 = np.asarray(x0, dtype=float)
+        moving = np.ones(len(x0), dtype=bool) if hold is None else ~np.asarray(hold, dtype=bool)
         f0 = fun(x0[None, :], rows)[0][0]
         scale = 1.0 / max(abs(f0), 1e-300)  # scipy's tolerances are absolute; make f ~ 1
 
-        def fg(x):
-            f, g = fun(x[None, :], rows)
-            return float(f[0]) * scale, g[0] * scale
+        def full(z):
+            x = x0.copy()
+            x[moving] = z
+            return x
 
-        res = minimize(fg, x0, jac=True, method="L-BFGS-B",
+        def fg(z):
+            f, g = fun(full(z)[None, :], rows)
+            return float(f[0]) * scale, g[0][moving] * scale
+
+        res = minimize(fg, x0[moving], jac=True, method="L-BFGS-B",
                        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20})
-        x = res.x if res.fun <= 1.0 else x0  # never return something worse than the start
+        x = full(res.x) if res.fun <= 1.0 else x0  # never return something worse than the start
         return x, fun(x[None, :], rows)[0][0], bool(res.success or res.nit > 0)
 
 
@@ -124,32 +137,95 @@ def multistart(problem: Problem, starts: np.ndarray, *, weights=None, grid_iter:
     badly conditioned one. The ``finalists`` best distinct rows then continue for up to
     ``final_iter`` iterations, and scipy's L-BFGS-B polishes the winner.
     """
-    x0 = np.unique(starts[:, problem.free], axis=0)
-    fun = problem.fun(None if weights is None else np.broadcast_to(weights, (len(x0), len(weights))))
-    x, f, _, _ = batched_lbfgs(fun, x0, max_iter=grid_iter)
-    finite = np.flatnonzero(np.isfinite(f))
-    if finite.size == 0:
+    W = None if weights is None else np.asarray(weights, dtype=float)[None, :]
+    x, f, ok, n_starts = multistart_many(problem, starts, W, grid_iter=grid_iter, finalists=finalists,
+                                         final_iter=final_iter)
+    if not ok[0]:
         raise FitError("the fit did not converge: no start reached a finite objective")
-    order = finite[np.argsort(f[finite])]
-    key = np.round(x[order] / (1e-3 * np.maximum(np.abs(x[order]), 1.0)))
-    _, first = np.unique(key, axis=0, return_index=True)
-    pick = order[np.sort(first)[:finalists]]
-    fun = problem.fun(None if weights is None else np.broadcast_to(weights, (len(pick), len(weights))))
-    xf, ff, _, _ = batched_lbfgs(fun, x[pick], max_iter=final_iter)
-    best = int(np.argmin(ff))
-    xp, fp, _ = problem.polish(xf[best], weights)
-    if not fp <= ff[best]:
-        xp, fp = xf[best], ff[best]
-    return xp, fp, len(x0), True
+    return x[0], f[0], n_starts, True
 
 
-def is_converged(problem: Problem, x: np.ndarray) -> bool:
-    f, g = problem.fun()(x[None, :], np.zeros(1, dtype=int))
+def multistart_many(problem: Problem, starts: np.ndarray, weights: np.ndarray | None, *,
+                    hold: np.ndarray | None = None, values: np.ndarray | None = None,
+                    extra: Mapping[str, np.ndarray] | None = None, grid_iter: int = 300, finalists: int = 4,
+                    final_iter: int = 3000, progress=None):
+    """:func:`multistart` for R problems at once: the same starts, each problem its own data.
+
+    ``weights`` (R, n) are each problem's data weights (None: one problem, every run);
+    ``hold`` (R, F) marks free coordinates a problem keeps at ``values`` (R, F) instead of its
+    start (a family the problem's runs cannot identify); ``extra`` holds per-problem data
+    (R, ...) for the objective. Every problem runs the whole procedure of :func:`multistart`
+    from every start: the grid stage of all problems is one batched L-BFGS run (rows of
+    different problems never merge), then each problem's best distinct rows, then scipy's
+    polish of each winner. ``progress`` (a :class:`~gmse_cli.progress.Task`, optional) counts
+    polished problems. Returns x (R, F), f (R,), whether each problem reached a finite
+    objective (R,), and the number of distinct starts per problem.
+    """
+    R = 1 if weights is None else weights.shape[0]
+    x0 = np.unique(starts[:, problem.free], axis=0)
+    S, F = x0.shape
+    X0 = np.tile(x0, (R, 1))
+    mask = None
+    if hold is not None:
+        hold = np.asarray(hold, dtype=bool)
+        X0 = np.where(np.repeat(hold, S, axis=0), np.repeat(values, S, axis=0), X0)
+        mask = np.repeat(~hold, S, axis=0).astype(float)
+    owner = np.repeat(np.arange(R), S)
+    extra = dict(extra or {})
+
+    def rows_fun(select: np.ndarray):
+        w = None if weights is None else weights[owner[select]]
+        m = None if mask is None else mask[select]
+        return problem.fun(w, m, **{k: v[owner[select]] for k, v in extra.items()})
+
+    def tick(stage):
+        if progress is None:
+            return None
+        return lambda it, active: progress.update(detail=f"{stage}: iteration {it}, {active} rows running")
+
+    everything = np.arange(R * S)
+    x, f, _, _ = batched_lbfgs(rows_fun(everything), X0, max_iter=grid_iter, groups=owner if R > 1 else None,
+                               on_iteration=tick(f"{R} x {S} starts"))
+    picks = []
+    for r in range(R):
+        rows = np.arange(r * S, (r + 1) * S)
+        finite = rows[np.isfinite(f[rows])]
+        order = finite[np.argsort(f[finite])]
+        key = np.round(x[order] / (1e-3 * np.maximum(np.abs(x[order]), 1.0)))
+        _, first = np.unique(key, axis=0, return_index=True)
+        picks.append(order[np.sort(first)[:finalists]])
+    pick = np.concatenate(picks)
+    owner_pick = owner[pick]
+    xf, ff, _, _ = batched_lbfgs(rows_fun(pick), x[pick], max_iter=final_iter,
+                                 groups=owner_pick if R > 1 else None, on_iteration=tick("finalists"))
+    xs = np.full((R, F), np.nan)
+    fs = np.full(R, np.inf)
+    ok = np.zeros(R, dtype=bool)
+    for r in range(R):
+        mine = np.flatnonzero(owner_pick == r)
+        if mine.size == 0 or not np.any(np.isfinite(ff[mine])):
+            continue
+        best = mine[int(np.argmin(ff[mine]))]
+        xp, fp, _ = problem.polish(xf[best], None if weights is None else weights[r],
+                                   hold=None if hold is None else hold[r],
+                                   **{k: v[r] for k, v in extra.items()})
+        if not fp <= ff[best]:
+            xp, fp = xf[best], ff[best]
+        xs[r], fs[r], ok[r] = xp, fp, np.isfinite(fp)
+        if progress is not None:
+            progress.advance()
+    return xs, fs, ok, S
+
+
+def is_converged(problem: Problem, x: np.ndarray, weights: np.ndarray | None = None) -> bool:
+    f, g = problem.fun(None if weights is None else np.asarray(weights, dtype=float)[None, :])(
+        x[None, :], np.zeros(1, dtype=int))
     if not np.isfinite(f[0]):
         return False
     # A perfect fit (noiseless data): residuals ~1e-5 delta; nothing left to converge.
     delta = min(getattr(problem.objective, "delta", 1.0), 1.0)
-    if f[0] <= 1e-10 * len(problem.objective.y) * delta**2:
+    n = len(problem.objective.y) if weights is None else float(np.sum(weights))
+    if f[0] <= 1e-10 * n * delta**2:
         return True
     # Scale-free: moving any coordinate by 1% of its size (at least 0.01) changes f by a
     # first-order amount below 1e-5 of f.

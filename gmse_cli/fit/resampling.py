@@ -56,7 +56,7 @@ def refit_replicates(problem: Problem, x_best: np.ndarray, grid: np.ndarray, W: 
     for r in range(1, R):
         x0[r::R] = grid[rng.integers(0, len(grid), size=K)]
     fun = problem.fun(np.repeat(W, R, axis=0), **{k: np.repeat(v, R, axis=0) for k, v in data.items()})
-    x, f, _, _ = batched_lbfgs(fun, x0)
+    x, f, _, _ = batched_lbfgs(fun, x0, groups=np.repeat(np.arange(K), R))  # replicates never merge
     f = f.reshape(K, R)
     best = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=1)
     xb = x.reshape(K, R, -1)[np.arange(K), best]

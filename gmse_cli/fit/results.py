@@ -33,6 +33,9 @@ class ConstantEstimate(Frozen):
     high: float | None = Field(default=None, description="bootstrap 97.5% percentile")
     fixed: bool = Field(default=False, description="held, not fitted")
     source: str = Field(default="fit", description="'fit', 'fixed' (user) or where a held value came from")
+    at_bound: str | None = Field(default=None, description="why the estimate sits at a bound of its domain, if it does")
+    profile_low: float | None = Field(default=None, description="95% profile-likelihood interval, lower end")
+    profile_high: float | None = Field(default=None, description="95% profile-likelihood interval, upper end")
 
 
 class SchemeCapacity(Frozen):
@@ -49,6 +52,7 @@ class SchemeCapacity(Frozen):
     reference: bool = Field(default=False, description="pinned at rho = 1 (the uncompressed baseline)")
     stage_gmse: list[tuple[str, float]] | None = Field(default=None, description="(family, GMSE) of each lossy stage")
     rho_alt_delta: float | None = Field(default=None, description="rho refitted with the other Huber delta (sensitivity)")
+    fitted: bool = Field(default=True, description="its runs were fitted; False: outside the law's domain, only predicted")
 
 
 class FamilyFit(Frozen):
@@ -69,17 +73,82 @@ class RunResidual(Frozen):
     predicted: float
     residual: float = Field(description="log(predicted) - log(loss)")
     rho: float
+    fitted: bool = Field(default=True, description="in the fit's data; False: outside the law's domain, only predicted")
+    heldout_scheme: float | None = Field(
+        default=None, description="log(predicted) - log(loss), predicted by the refit without this run's scheme")
+    heldout_group: float | None = Field(
+        default=None, description="log(predicted) - log(loss), predicted by the refit without this run's GMSE group")
+    implied_rho: float | None = Field(
+        default=None, description="the capacity that makes the fitted law reproduce this run's loss (None: none does)")
 
 
-class LosoEntry(Frozen):
-    """Leave-one-scheme-out: refit without the scheme, predict its runs from its GMSE alone."""
+class HeldoutEntry(Frozen):
+    """One held-out part (a scheme, or a group of schemes sharing their stage GMSEs) and its error."""
+
+    name: str = Field(description="the scheme, or the group's schemes joined by ' | '")
+    schemes: list[str]
+    n_runs: int
+    inside: bool = Field(description="inside the law's domain (else: activations quantized without rotation)")
+    rmse: float | None = Field(description="RMSE of log(predicted) - log(observed) over its runs (None: untested)")
+    bias: float | None = Field(description="mean of log(predicted) - log(observed) over its runs")
+    rho_full: float | None = Field(default=None, description="its capacity under the full fit (first scheme)")
+    rho_heldout: float | None = Field(default=None, description="its capacity under the held-out refit")
+    refit: Literal["cold", "full", "none"] = Field(
+        description="cold: a cold refit without its runs; full: its runs were never fitted, so the full fit "
+                    "predicts them; none: untested (see note)")
+    note: str = ""
+
+
+LosoEntry = HeldoutEntry  # its earlier name (leave-one-scheme-out entries)
+
+
+class HeldoutReport(Frozen):
+    """Every run predicted without its own part (scheme or GMSE group) in the fit's data."""
+
+    split: Literal["scheme", "group"]
+    entries: list[HeldoutEntry]
+    rmse_inside: float | None = Field(description="RMSE over the tested runs inside the law's domain")
+    n_inside: int
+    rmse_outside: float | None = Field(description="RMSE over the tested runs outside the law's domain")
+    n_outside: int
+    refits: int = Field(description="cold refits made (parts whose runs were fitted)")
+
+
+class DriftSlope(Frozen):
+    """A within-scheme slope of log(implied rho / law rho) on one regressor, with its interval."""
+
+    regressor: Literal["log N", "log D/N"]
+    slope: float
+    low: float = Field(description="95% interval, lower end (t distribution)")
+    high: float
+    stderr: float
+
+
+class DriftScheme(Frozen):
+    """One scheme's own drift: log(implied rho / its rho) on log N (and log D/N where it varies)."""
 
     scheme: str
     n_runs: int
-    rmse: float | None = Field(description="RMSE of log-loss on the held-out runs (None: not testable)")
-    rho_full: float
-    rho_loso: float | None
-    note: str = ""
+    log_ratio_mean: float = Field(description="mean of log(implied rho / fitted rho): the scheme's offset")
+    slope_log_n: float | None = Field(description="None: fewer than 3 model sizes")
+    low: float | None = Field(description="95% interval of slope_log_n (t distribution); None with no residual dof")
+    high: float | None
+
+
+class DriftReport(Frozen):
+    """Does a run's implied capacity drift with model size or tokens per parameter?
+
+    y_i = log(implied rho_i) - log(rho of its scheme under the fit), regressed on log N_i and
+    log(D_i / N_i) jointly by least squares with one intercept per scheme (so only the drift
+    within a scheme counts), over the fitted runs of compressed schemes whose implied rho exists.
+    """
+
+    n_runs: int
+    n_schemes: int
+    skipped: int = Field(description="runs left out: uncompressed, or no capacity reproduces their loss")
+    slopes: list[DriftSlope]
+    residual_rms: float = Field(description="RMS of y after the regression")
+    schemes: list[DriftScheme] = Field(default_factory=list, description="each scheme's own regression")
 
 
 class FactorizationCell(Frozen):
@@ -125,7 +194,19 @@ class FitResult(Frozen):
     families: dict[str, FamilyFit]
     capacities: list[SchemeCapacity]
     residuals: list[RunResidual]
-    loso: list[LosoEntry] | None = None
+    heldout_scheme_rmse: float | None = Field(
+        default=None, description="RMSE of log-loss over the held-out runs inside the domain, leaving one scheme out")
+    heldout_group_rmse: float | None = Field(
+        default=None, description="the same, leaving out one group of schemes that share their stage GMSEs")
+    heldout_outside_rmse: float | None = Field(
+        default=None, description="RMSE of log-loss over the runs outside the law's domain, predicted held out")
+    heldout_schemes: HeldoutReport | None = None
+    heldout_groups: HeldoutReport | None = None
+    heldout_method: str = Field(default="", description="exactly how the held-out numbers are made")
+    domain: str = Field(default="", description="the law's validated domain; runs outside it are predicted, not fitted")
+    n_fitted: int | None = Field(default=None, description="runs fitted (n_runs minus those outside the domain)")
+    prior: str | None = Field(default=None, description="the Gaussian prior of a MAP fit, if any")
+    drift: DriftReport | None = None
     factorization: FactorizationCheck | None = None
     capacity_fit_error: float | None = Field(default=None, description="RMSE of rho (capacity model)")
     bootstrap: int

@@ -12,6 +12,8 @@ Modules, each importing only those above it:
   stages' capacities (the paper's factorization)
 - :mod:`~gmse_cli.law.uncertainty` -- capacity and loss intervals by Monte Carlo over the
   constants (the model of the draws, and why L is held, is documented there)
+- :mod:`~gmse_cli.law.domain`      -- the law's validated domain (rotation, the blind spot) and
+  the published evidence outside it
 """
 
 from gmse_cli.law.compose import (
@@ -21,6 +23,15 @@ from gmse_cli.law.compose import (
     scheme_capacity,
     single_gmse_capacity,
     tensor_parts,
+)
+from gmse_cli.law.domain import (
+    DOMAIN,
+    UNROTATED_EVIDENCE,
+    UNROTATED_EVIDENCE_SOURCE,
+    EvidenceRow,
+    evidence_line,
+    outside_domain,
+    unrotated_evidence,
 )
 from gmse_cli.law.files import DEFAULT_LAW, law_to_toml, load_law, save_law, shipped_law
 from gmse_cli.law.model import (
@@ -74,4 +85,11 @@ __all__ = [
     "MAX_DRAWS",
     "check_draws",
     "tensor_parts",
+    "DOMAIN",
+    "outside_domain",
+    "EvidenceRow",
+    "UNROTATED_EVIDENCE",
+    "UNROTATED_EVIDENCE_SOURCE",
+    "unrotated_evidence",
+    "evidence_line",
 ]

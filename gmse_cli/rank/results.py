@@ -74,6 +74,10 @@ class Outcome(Frozen):
     memory_to_match_bytes: float | None = Field(description="N / rho * bits_per_param / 8")
     law: str
     level: float = Field(description="coverage of every [low, high] interval")
+    outside_domain: str | None = Field(
+        default=None, description="why the scheme lies outside the law's validated domain (None: inside)")
+    evidence: str | None = Field(
+        default=None, description="published training evidence for such schemes, to read beside the law's rho")
 
 
 class RankRow(Outcome):

@@ -142,7 +142,8 @@ def _layer_hint(checkpoint: Checkpoint, *, kinds: int = 6) -> str:
 def locality(fmt: Format) -> Locality:
     """``rows``: every stage acts on each row alone; ``two-pass``: so does everything but a
     scalar quantizer's second-level scale (e4m3 as in NVFP4, int8), which one pass over the
-    rows finds first; ``tensor``: the compressor needs the whole tensor at once."""
+    rows finds first; ``tensor``: the compressor needs the whole tensor at once (tensor
+    groups, dq8 scales)."""
     found: Locality = "rows"
     for stage in fmt.stages:
         if isinstance(stage, Quantize | VQ):
@@ -151,6 +152,9 @@ def locality(fmt: Format) -> Locality:
             # e4m3 (NVFP4) and int8 scales are stored relative to a per-tensor second-level scale.
             if stage.scale_format in (ScaleFormat.E4M3, ScaleFormat.INT8):
                 found = "two-pass" if isinstance(stage, Quantize) else "tensor"
+            # dq8: the tensor's mean scale and blocks of 256 scales that run across rows
+            if stage.scale_format is ScaleFormat.DQ8:
+                return "tensor"
         elif isinstance(stage, Sparsify) and stage.granularity == "tensor":
             return "tensor"
     return found

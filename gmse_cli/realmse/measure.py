@@ -24,7 +24,7 @@ from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
 from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
 from gmse_cli.realmse.layers import RowSample, locality, sample_rows
-from gmse_cli.spec import Format
+from gmse_cli.spec import Format, Quantize
 
 __all__ = [
     "row_errors",
@@ -169,6 +169,15 @@ class Tally:
     layers: list[tuple[MeasuredLayer, int, float, float, float]] = field(default_factory=list)
     # (info, rows measured, mse, std_err, params)
     skipped: list[SkippedLayer] = field(default_factory=list)
+    # scales (or plain-cast elements) checked, beyond their format's largest value, flushed to 0
+    checked: int = 0
+    over: int = 0
+    flushed: int = 0
+
+    def add_range(self, counts: tuple[int, int, int]) -> None:
+        self.checked += counts[0]
+        self.over += counts[1]
+        self.flushed += counts[2]
 
     def combined(self) -> tuple[float, float, int]:
         """Parameter-weighted mean of the layer MSEs, its standard error (independent strata),
@@ -198,13 +207,21 @@ def measure_layers(
     on_layer: Callable[[TensorInfo], None] | None = None,
 ) -> list[Tally]:
     """Per-layer MSE of every target on every layer: one read of each tensor for all targets."""
-    from gmse_cli.compress import compress, top_raw_scale
+    from gmse_cli.compress import compress, scale_range, top_raw_scale
+    from gmse_cli.compress.scalar import can_leave_range
 
     check_sampling(sample, chunk_bytes)
     reference = backend == "numpy"
     rng = np.random.default_rng(seed)
     tallies = [Tally() for _ in targets]
     where = [locality(t) for t in targets]
+    # Formats whose scales (or plain-cast elements) can leave their range are checked too.
+    ranged = {i for i, t in enumerate(targets) if isinstance(t.quantizer, Quantize) and can_leave_range(t.quantizer)}
+
+    def check_range(i: int, x: np.ndarray) -> None:
+        if i in ranged:
+            tallies[i].add_range(scale_range(targets[i], x))
+
     for info in layers:
         fits: list[int] = []
         for i, target in enumerate(targets):
@@ -227,6 +244,7 @@ def measure_layers(
                 for j, i in enumerate(chunked):
                     e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
                     err[i].append(e)
+                    check_range(i, x)
                     if j == 0:
                         norm.append(n)
                 for i in two_pass:  # first pass: the tensor's largest raw group scale
@@ -237,6 +255,7 @@ def measure_layers(
                     y = compress(targets[i], x, backend=backend, top_raw_scale=tops[i])
                     e, n = row_errors(x, y, reference=reference)
                     err[i].append(e)
+                    check_range(i, x)
                     if j == 0 and not chunked:
                         norm.append(n)
         if whole:
@@ -245,6 +264,7 @@ def measure_layers(
             for j, i in enumerate(whole):
                 e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
                 err[i].append(e)
+                check_range(i, x)
                 if j == 0 and not (chunked or two_pass):
                     norm.append(n)
             del x

@@ -23,7 +23,7 @@ from gmse_cli.realmse.measure import (
     check_sampling,
     measure_layers,
 )
-from gmse_cli.spec import Family, Format, Rotate, resolve_format
+from gmse_cli.spec import Family, Format, Overflow, Quantize, Rotate, ScaleRule, resolve_format
 
 __all__ = [
     "LayerMse",
@@ -245,6 +245,8 @@ def assemble_results(
             )
         if tally.skipped and warn:
             warn(f"{fmt.display_name}: skipped {len(tally.skipped)} layer(s): {tally.skipped[0].reason}")
+        if (tally.over or tally.flushed) and warn:
+            warn(range_note(fmt, tally.checked, tally.over, tally.flushed))
         mse, se, params = tally.combined()
         row_lengths: dict[int, int] = {}
         for info, *_ in tally.layers:
@@ -335,6 +337,21 @@ def measure_mse(
             on_layer=lambda info: bar.advance(info.params, detail=info.name),
         )
     return assemble_results(plan, tallies, layers, law=law, rel_err=rel_err, seed=seed, backend=backend, warn=warn)
+
+
+def range_note(fmt: Format, checked: int, over: int, flushed: int) -> str:
+    """One line on casts that left their range on real weights (:func:`measure_layers`)."""
+    q = fmt.quantizer
+    assert isinstance(q, Quantize)
+    plain = q.scale is ScaleRule.NONE
+    what = "values" if plain else f"{q.scale_format} scales"
+    parts = []
+    if over:
+        fate = "became inf/NaN" if q.overflow is Overflow.INF else "saturated at the largest value"
+        parts.append(f"{over:,} of {checked:,} {what} were beyond the format's range and {fate}")
+    if flushed:
+        parts.append(f"{flushed:,} of {checked:,} {what} underflowed to zero (those groups read back as zeros)")
+    return f"{fmt.display_name}: " + "; ".join(parts)
 
 
 def resolve_law(law: object | None):

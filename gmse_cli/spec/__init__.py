@@ -9,8 +9,10 @@ dimension of a linear layer is the row):
 - :class:`Sparsify` -- unstructured magnitude, N:M (of entries, or of blocks of K entries
   ranked by L2 norm: ``N:MxK``), or block pruning.
 - :class:`Quantize` -- a scalar grid (``int``, ``fp``, ``lut``, ``lloyd-max``) with a scale
-  rule (``absmax``, ``rms``, ``mse``, ``none``), a granularity (tensor, row, group of g) and a
-  storage format for the scales (fp32, bf16, fp16, e8m0, e4m3, int8).
+  rule (``absmax``, ``rms``, ``mse``, ``none``), a granularity (tensor, row, group of g), a
+  storage format for the scales (fp32, bf16, fp16, e8m0, e4m3, int8, dq8), the rounding of e8m0
+  scales (floor, ceil, even, rceil, nearest), what a cast does beyond its largest value
+  (saturate or inf) and how a lut picks its level (nearest, bitsandbytes).
 - :class:`VQ`       -- a d-dimensional codebook with 2^(bits*d) entries.
 
 Sparsify then quantize quantizes only the kept values; the quantizer's scale statistics cover
@@ -38,12 +40,16 @@ from gmse_cli.spec.shorthand import SHORTHAND_HELP, parse_shorthand, resolve_for
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
+    DQ_BLOCK,
     SCALE_FORMAT_BITS,
     Family,
     FpStyle,
     GridKind,
     IntStyle,
+    LutRounding,
+    Overflow,
     ScaleFormat,
+    ScaleRounding,
     ScaleRule,
     ScaleStats,
     SparsityPattern,
@@ -59,6 +65,10 @@ __all__ = [
     "ScaleRule",
     "ScaleStats",
     "ScaleFormat",
+    "ScaleRounding",
+    "Overflow",
+    "LutRounding",
+    "DQ_BLOCK",
     "SparsityPattern",
     "Quantize",
     "Sparsify",

@@ -16,13 +16,24 @@ from gmse_cli.spec.catalog import catalog
 from gmse_cli.spec.format import Format, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify
-from gmse_cli.spec.vocab import IntStyle, ScaleFormat, ScaleStats
+from gmse_cli.spec.vocab import (
+    IntStyle,
+    LutRounding,
+    Overflow,
+    ScaleFormat,
+    ScaleRounding,
+    ScaleStats,
+)
 
 __all__ = ["SHORTHAND_HELP", "parse_shorthand", "resolve_format", "resolve_formats"]
 
-
 _SCALE_FORMAT_TOKENS = {f"s{f.value}": f for f in ScaleFormat}
 _SCALE_STATS_TOKENS = {f"{s.value}stats": s for s in ScaleStats}
+_QUANTIZE_ONLY = {  # modifiers of scalar quantize stages: token -> (field, value)
+    **{r.value: ("scale_rounding", r) for r in ScaleRounding},
+    **{o.value: ("overflow", o) for o in Overflow},
+    "bnb": ("lut_rounding", LutRounding.BITSANDBYTES),
+}
 
 
 def _base_stage(token: str) -> Any:
@@ -32,8 +43,8 @@ def _base_stage(token: str) -> Any:
         return cat[token].stages[0]
     if m := re.fullmatch(r"int(\d+)", token):
         return Quantize(grid="int", bits=int(m[1]))
-    if m := re.fullmatch(r"([sa])int(\d+)", token):
-        style = IntStyle.SIGNED if m[1] == "s" else IntStyle.ASYMMETRIC
+    if m := re.fullmatch(r"([saf])int(\d+)", token):
+        style = {"s": IntStyle.SIGNED, "a": IntStyle.ASYMMETRIC, "f": IntStyle.FULL}[m[1]]
         return Quantize(grid="int", bits=int(m[2]), int_style=style, scale="absmax")
     if m := re.fullmatch(r"e(\d+)m(\d+)", token):
         return Quantize(grid="fp", exponent_bits=int(m[1]), mantissa_bits=int(m[2]))
@@ -80,15 +91,19 @@ def _apply_modifier(stage: Any, token: str, context: str) -> Any:
         update = {"scale_format": _SCALE_FORMAT_TOKENS[token]}
     elif token in _SCALE_STATS_TOKENS:
         update = {"scale_stats": _SCALE_STATS_TOKENS[token]}
+    elif token in _QUANTIZE_ONLY:
+        field, value = _QUANTIZE_ONLY[token]
+        update = {field: value}
     else:
         raise SpecError(
             f"'{context}': unknown modifier '{token}' (expected gN, row, tensor, absmax, rms[C], "
-            f"mse, {' or '.join(_SCALE_STATS_TOKENS)}, or a scale format {', '.join(_SCALE_FORMAT_TOKENS)})"
+            f"mse, {' or '.join(_SCALE_STATS_TOKENS)}, a scale format {', '.join(_SCALE_FORMAT_TOKENS)}, "
+            "an e8m0 rounding floor/ceil/even/rceil/nearest, inf, saturate or bnb)"
         )
     if isinstance(stage, VQ) and "scale" in update:
         raise SpecError(f"'{context}': vq stages use an rms scale; '{token}' does not apply")
-    if isinstance(stage, VQ) and "scale_stats" in update:
-        raise SpecError(f"'{context}': '{token}' applies to quantize stages only")
+    if isinstance(stage, VQ) and (token in _QUANTIZE_ONLY or "scale_stats" in update):
+        raise SpecError(f"'{context}': '{token}' applies to quantize stages only, not vq")
     data = stage.model_dump() | update
     try:
         return type(stage).model_validate(data)

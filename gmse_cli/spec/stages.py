@@ -23,7 +23,10 @@ from gmse_cli.spec.vocab import (
     Granularity,
     GridKind,
     IntStyle,
+    LutRounding,
+    Overflow,
     ScaleFormat,
+    ScaleRounding,
     ScaleRule,
     ScaleStats,
     SparsityPattern,
@@ -95,14 +98,27 @@ class Quantize(SpecModel):
         description="after a sparsify stage: scale statistics over the 'kept' entries or 'all' "
         "entries of the group before pruning (QuEST's FourEight)",
     )
+    scale_rounding: Annotated[ScaleRounding | None, CaseInsensitive] = Field(
+        default=None, description="e8m0 scales only: floor, ceil, even, rceil, nearest; None = the rule's default"
+    )
+    overflow: Annotated[Overflow, CaseInsensitive] = Field(
+        default=Overflow.SATURATE,
+        description="beyond the largest finite value: saturate, or inf/NaN as an IEEE cast (the "
+        "element cast of a plain cast; the scale cast of bf16, fp16 and e8m0 scales)",
+    )
+    lut_rounding: Annotated[LutRounding, CaseInsensitive] = Field(
+        default=LutRounding.NEAREST, description="lut grids: nearest (exact), or bitsandbytes' float32 arithmetic"
+    )
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The default is left out, so every spec written before the field existed keeps its
-        # serialized form, and with it training run keys (content hashes) and results files.
+        # Fields at their defaults are left out, so every spec written before the fields
+        # existed keeps its serialized form, and with it training run keys (content hashes)
+        # and results files.
         data = handler(self)
-        if self.scale_stats is ScaleStats.KEPT:
-            data.pop("scale_stats", None)
+        for field in ("scale_stats", "scale_rounding", "overflow", "lut_rounding"):
+            if getattr(self, field) == type(self).model_fields[field].default:
+                data.pop(field, None)
         return data
 
     @field_validator("group", mode="before")
@@ -115,6 +131,11 @@ class Quantize(SpecModel):
 
     @model_validator(mode="after")
     def _check(self) -> Quantize:
+        self._check_grid()
+        self._check_scale_storage()
+        return self
+
+    def _check_grid(self) -> None:
         grid = self.grid
         if grid in (GridKind.INT, GridKind.LLOYD_MAX):
             if self.bits is None:
@@ -168,7 +189,48 @@ class Quantize(SpecModel):
             raise SpecError(f"quantize: scale 'none' is only meaningful for fp grids, not '{grid}'")
         if self.scale is ScaleRule.NONE and self.scale_stats is ScaleStats.ALL:
             raise SpecError("quantize: scale_stats 'all' needs a scale rule (scale 'none' takes no statistics)")
-        return self
+        if self.lut_rounding is not LutRounding.NEAREST and grid is not GridKind.LUT:
+            raise SpecError(f"quantize: lut_rounding '{self.lut_rounding}' only applies to grid 'lut', not '{grid}'")
+
+    def _check_scale_storage(self) -> None:
+        """Scale rounding, overflow and the dq8 format: what each combines with."""
+        fmt, rounding, rule = self.scale_format, self.scale_rounding, self.scale
+        asym = self.grid is GridKind.INT and self.resolved_int_style is IntStyle.ASYMMETRIC
+        if rounding is not None:
+            if fmt is not ScaleFormat.E8M0:
+                raise SpecError(
+                    f"quantize: scale_rounding '{rounding}' only applies to e8m0 scales, not '{fmt}'"
+                )
+            if rule is ScaleRule.NONE:
+                raise SpecError("quantize: scale_rounding needs a scale rule (got scale 'none')")
+            amax_based = (ScaleRounding.FLOOR, ScaleRounding.CEIL, ScaleRounding.EVEN)
+            if rounding in amax_based and (rule is not ScaleRule.ABSMAX or asym):
+                raise SpecError(
+                    f"quantize: scale_rounding '{rounding}' is defined from a symmetric group's amax: "
+                    f"it needs scale 'absmax' and a symmetric grid (use 'rceil' or 'nearest')"
+                )
+            if rounding is ScaleRounding.EVEN and self.grid is not GridKind.FP:
+                raise SpecError(
+                    f"quantize: scale_rounding 'even' rounds amax to the element's mantissa bits: "
+                    f"it needs an fp grid, not '{self.grid}'"
+                )
+        if self.overflow is Overflow.INF:
+            if rule is ScaleRule.NONE:
+                if self.resolved_fp_style is FpStyle.FINITE:
+                    raise SpecError(
+                        f"quantize: overflow 'inf' needs an inf or NaN code, which e{self.exponent_bits}m"
+                        f"{self.mantissa_bits} with fp_style 'finite' lacks (use overflow 'saturate')"
+                    )
+            elif fmt not in (ScaleFormat.BF16, ScaleFormat.FP16, ScaleFormat.E8M0):
+                raise SpecError(
+                    f"quantize: overflow 'inf' applies to plain casts and to bf16, fp16 and e8m0 "
+                    f"scales; '{fmt}' scales cannot overflow on float32 inputs (use 'saturate')"
+                )
+        if fmt is ScaleFormat.DQ8 and (rule is not ScaleRule.ABSMAX or asym or self.group == "tensor"):
+            raise SpecError(
+                "quantize: dq8 scales (bitsandbytes double quantization) need scale 'absmax', a "
+                "symmetric grid and groups of a row (not 'tensor')"
+            )
 
     # -- derived properties ------------------------------------------------------------------
 
@@ -217,10 +279,13 @@ class Quantize(SpecModel):
         else:
             core = f"lloyd-max{self.bits}"
         if self.scale is ScaleRule.NONE:
-            return core
+            return core + (", overflow to inf" if self.overflow is Overflow.INF else "")
         group = self.group if isinstance(self.group, str) else f"g{self.group}"
         over = " over all entries" if self.scale_stats is ScaleStats.ALL else ""
-        return f"{core}, {self.scale} scale per {group}{over} in {self.scale_format}"
+        extra = f" ({self.scale_rounding})" if self.scale_rounding is not None else ""
+        extra += ", overflow to inf" if self.overflow is Overflow.INF else ""
+        extra += ", bitsandbytes rounding" if self.lut_rounding is LutRounding.BITSANDBYTES else ""
+        return f"{core}, {self.scale} scale per {group}{over} in {self.scale_format}{extra}"
 
 
 class Sparsify(SpecModel):
@@ -358,6 +423,8 @@ class VQ(SpecModel):
             raise SpecError("vq: the e8 codebook is 8-dimensional with 2 bits per coordinate")
         if self.codebook not in ("gaussian", "e8") and not self.codebook.endswith(".npy"):
             raise SpecError(f"vq: codebook '{self.codebook}' is not 'gaussian', 'e8' or a .npy file")
+        if self.scale_format is ScaleFormat.DQ8:
+            raise SpecError("vq: dq8 scales (bitsandbytes double quantization) apply to quantize stages only")
         return self
 
     @property

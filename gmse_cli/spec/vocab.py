@@ -14,8 +14,8 @@ from gmse_cli.frozen import Frozen
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
-    "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "SparsityPattern",
-    "Granularity", "fp_max",
+    "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "ScaleRounding",
+    "Overflow", "LutRounding", "SparsityPattern", "Granularity", "fp_max", "DQ_BLOCK",
 ]
 
 DEFAULT_ROW_LENGTH = 4096
@@ -56,12 +56,17 @@ class IntStyle(StrEnum):
 
     - ``midrise``: QuEST's 2^b uniform levels (2k + 1 - 2^b) / (2^b - 1) over [-1, 1], no zero.
     - ``signed``: symmetric integers -(2^(b-1) - 1) ... 2^(b-1) - 1 (zero included).
-    - ``asymmetric``: 0 ... 2^b - 1 with a per-group zero point (min/max scaling).
+    - ``asymmetric``: 0 ... 2^b - 1 with a per-group zero point (min/max scaling), as GPTQ,
+      AWQ and compressed-tensors store it.
+    - ``full``: every two's-complement code -2^(b-1) ... 2^(b-1) - 1, absmax mapped to
+      (2^b - 1) / 2 (int4: scale = amax / 7.5, levels -8 ... 7): the symmetric W4A16 convention
+      of compressed-tensors, GPTQ (sym=True) and torchao (MappingType.SYMMETRIC).
     """
 
     MIDRISE = "midrise"
     SIGNED = "signed"
     ASYMMETRIC = "asymmetric"
+    FULL = "full"
 
 
 class FpStyle(StrEnum):
@@ -108,7 +113,16 @@ class ScaleStats(StrEnum):
 
 
 class ScaleFormat(StrEnum):
-    """How scales are stored; e4m3 carries an fp32 per-tensor second-level scale (NVFP4)."""
+    """How scales are stored.
+
+    - ``fp32``, ``bf16``, ``fp16``: a float per group;
+    - ``e8m0``: a power of two per group (OCP MX), rounded by :class:`ScaleRounding`;
+    - ``e4m3`` and ``int8``: per group, relative to an fp32 per-tensor second-level scale
+      (e4m3 as in NVFP4);
+    - ``dq8``: bitsandbytes' double quantization (QLoRA): the group's absmax minus the tensor's
+      mean absmax, in bitsandbytes' signed 8-bit dynamic code, blocks of :data:`DQ_BLOCK`
+      consecutive scales sharing an fp32 absmax (8 + 32/256 bits a group).
+    """
 
     FP32 = "fp32"
     BF16 = "bf16"
@@ -116,16 +130,72 @@ class ScaleFormat(StrEnum):
     E8M0 = "e8m0"
     E4M3 = "e4m3"
     INT8 = "int8"
+    DQ8 = "dq8"
 
 
-SCALE_FORMAT_BITS: dict[ScaleFormat, int] = {
+DQ_BLOCK = 256
+"""Scales per block of bitsandbytes' double quantization (its second-level blocksize)."""
+
+SCALE_FORMAT_BITS: dict[ScaleFormat, float] = {
     ScaleFormat.FP32: 32,
     ScaleFormat.BF16: 16,
     ScaleFormat.FP16: 16,
     ScaleFormat.E8M0: 8,
     ScaleFormat.E4M3: 8,
     ScaleFormat.INT8: 8,
+    ScaleFormat.DQ8: 8 + 32 / DQ_BLOCK,
 }
+"""Bits per group's scale, amortized second levels of blocks included (per-tensor ones are not)."""
+
+
+class ScaleRounding(StrEnum):
+    """How an e8m0 scale (a power of two 2^k) is chosen; torchao's ScaleCalculationMode names.
+
+    With amax the group's largest magnitude and emax = floor(log2 grid_max) (e2m1: 2, e4m3: 8):
+
+    - ``floor``: k = floor(log2 amax) - emax (OCP MX v1.0; the top of the group may saturate);
+    - ``ceil``: k = ceil(log2 amax) - emax;
+    - ``even``: k = floor(log2 amax') - emax, amax' = amax rounded half-up to the element's
+      mantissa bits (fp grids only; compressed-tensors' MXFP4 rule);
+    - ``rceil``: k = ceil(log2 s), s = float32(raw scale), e.g. amax / grid_max (NVIDIA's
+      cvt.rp.satfinite.ue8m0 conversion: nothing saturates);
+    - ``nearest``: k = log2 of the raw scale rounded to nearest.
+
+    Unset, the rule's default: ``floor`` for absmax, ``nearest`` for rms and mse, and the
+    smallest power of two >= the raw scale for asymmetric absmax grids.
+    """
+
+    FLOOR = "floor"
+    CEIL = "ceil"
+    EVEN = "even"
+    RCEIL = "rceil"
+    NEAREST = "nearest"
+
+
+class Overflow(StrEnum):
+    """What a cast does with a value beyond the format's largest finite value.
+
+    - ``saturate``: it becomes the largest finite value (of its sign);
+    - ``inf``: it becomes inf as an IEEE cast does (NaN in formats without inf: e4m3 fn, e8m0).
+
+    For a plain cast (scale ``none``) it is the element cast; for a scaled format, the cast of
+    the scales (bf16, fp16, e8m0).
+    """
+
+    SATURATE = "saturate"
+    INF = "inf"
+
+
+class LutRounding(StrEnum):
+    """How a lut grid picks a level.
+
+    - ``nearest``: the nearest level to x / scale (exact), a value at a midpoint takes the upper;
+    - ``bitsandbytes``: bitsandbytes' NF4/FP4 arithmetic: v = float32(x * float32(1 / scale)),
+      the nearest level by float32 midpoints, a value at a midpoint takes the lower level.
+    """
+
+    NEAREST = "nearest"
+    BITSANDBYTES = "bitsandbytes"
 
 
 class SparsityPattern(StrEnum):

@@ -13,7 +13,7 @@ import math
 import numba
 import numpy as np
 
-from gmse_cli.compress.scalar.plans import ASYM, FP32, GLOBAL_FORMATS, MSE, Plan
+from gmse_cli.compress.scalar.plans import ASYM, FP32, GLOBAL_FORMATS, Plan, scale_args
 from gmse_cli.compress.scalar.rounding import dequantize_reference, k_error_below, k_mask_row
 from gmse_cli.compress.scalar.scales import (
     k_store_local,
@@ -51,7 +51,7 @@ def mse_candidate_reference(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scale the error is measured with, zero point) for clipping ratio ``ratio``."""
     base = (stats["hi"] - stats["lo"]) / (p.n - 1) if p.grid == ASYM else stats["amax"] / p.gmax
-    scale = store_local_reference(p, ratio * base, stats["amax"], mse_rule=True)
+    scale = store_local_reference(p, ratio * base, stats["amax"])
     return scale, zero_point_reference(p, ratio * stats["lo"], scale)
 
 
@@ -82,23 +82,24 @@ def mse_ratio_reference(
 
 
 @numba.njit(cache=True, inline="always")
-def k_candidate(r, amax, lo, hi, sfmt, asym, n, gmax, emax):
-    """(scale, zero point) the mse rule measures clipping ratio r with."""
+def k_candidate(r, amax, lo, hi, st, asym, n, gmax):
+    """(scale, zero point) the mse rule measures clipping ratio r with (``st``: the scale
+    tuple it is stored by)."""
     base = (hi - lo) / (n - 1) if asym else amax / gmax
-    scale = k_store_local(r * base, amax, sfmt, MSE, asym, emax, True)
+    scale = k_store_local(r * base, amax, st)
     return scale, k_zero_point(r * lo, scale, asym, n)
 
 
 @numba.njit(cache=True, inline="always")
-def k_coarse_candidate(k, amax, lo, hi, sfmt, asym, n, gmax, emax):
+def k_coarse_candidate(k, amax, lo, hi, st, asym, n, gmax):
     """(scale, zero point) of coarse ratio number k; NaNs, equal to nothing, out of range."""
     if k < 0 or k >= MSE_COARSE:
         return np.nan, np.nan
-    return k_candidate(1.0 - MSE_COARSE_STEP * k, amax, lo, hi, sfmt, asym, n, gmax, emax)
+    return k_candidate(1.0 - MSE_COARSE_STEP * k, amax, lo, hi, st, asym, n, gmax)
 
 
 @numba.njit(cache=True)
-def k_mse_ratio(xs, ms, has_mask, amax, lo, hi, sfmt, gr, gmax, emax, sq, idx):
+def k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):
     """The best clipping ratio, as trying every ratio in order finds it (first best wins,
     strict <), skipping work that cannot change the outcome: a candidate whose (scale, zero
     point) repeats one met before has the same error, so it cannot win and is not measured;
@@ -122,19 +123,15 @@ def k_mse_ratio(xs, ms, has_mask, amax, lo, hi, sfmt, gr, gmax, emax, sq, idx):
         else:
             if k == MSE_COARSE:
                 coarse, prev_s, prev_z = best_r, np.nan, np.nan
-                up_s, up_z = k_coarse_candidate(
-                    best_k - 1, amax, lo, hi, sfmt, asym, n, gmax, emax
-                )
-                at_s, at_z = k_coarse_candidate(best_k, amax, lo, hi, sfmt, asym, n, gmax, emax)
-                down_s, down_z = k_coarse_candidate(
-                    best_k + 1, amax, lo, hi, sfmt, asym, n, gmax, emax
-                )
+                up_s, up_z = k_coarse_candidate(best_k - 1, amax, lo, hi, st, asym, n, gmax)
+                at_s, at_z = k_coarse_candidate(best_k, amax, lo, hi, st, asym, n, gmax)
+                down_s, down_z = k_coarse_candidate(best_k + 1, amax, lo, hi, st, asym, n, gmax)
             j = k - MSE_COARSE - MSE_FINE  # fine steps -MSE_FINE ... MSE_FINE, 0 left out
             j += j >= 0
             r = coarse + MSE_FINE_STEP * j
             if r < MSE_MIN_RATIO or r > 1.0:
                 continue
-        s, z = k_candidate(r, amax, lo, hi, sfmt, asym, n, gmax, emax)
+        s, z = k_candidate(r, amax, lo, hi, st, asym, n, gmax)
         repeat = (
             (s == prev_s and z == prev_z)
             or (s == at_s and z == at_z)
@@ -177,7 +174,7 @@ def tensor_mse_ratio(
     """The mse rule's clipping ratio of a tensor-wide group (statistics ``amax``, ``lo``, ``hi``),
     each pass's candidates measured in one parallel sweep over the rows."""
     asym = p.grid == ASYM
-    measure = FP32 if p.sfmt in GLOBAL_FORMATS else p.sfmt
+    st = scale_args(p, FP32 if p.sfmt in GLOBAL_FORMATS else None)
 
     measured: set[tuple[float, float]] = set()
 
@@ -186,7 +183,7 @@ def tensor_mse_ratio(
         # win (first best wins), so it is measured once (see k_mse_ratio).
         cands: dict[float, tuple[float, float]] = {}
         for c in ratios:
-            pair = k_candidate(c, amax, lo, hi, measure, asym, p.n, p.gmax, p.emax)
+            pair = k_candidate(c, amax, lo, hi, st, asym, p.n, p.gmax)
             if pair not in measured:
                 measured.add(pair)
                 cands[c] = pair

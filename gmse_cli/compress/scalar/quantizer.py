@@ -11,16 +11,20 @@ import numpy as np
 
 from gmse_cli.compress.checks import check_input
 from gmse_cli.compress.grids import fp_cast, fp_round_reference
+from gmse_cli.compress.scalar.double_quant import dq_scales, dq_scales_reference
 from gmse_cli.compress.scalar.mse_rule import k_mse_ratio, mse_ratio_reference, tensor_mse_ratio
 from gmse_cli.compress.scalar.plans import (
     ASYM,
+    DQ8,
     FP32,
     GLOBAL_FORMATS,
     MSE,
     NONE,
+    TENSOR_FORMATS,
     Plan,
     grid_args,
     plan,
+    scale_args,
 )
 from gmse_cli.compress.scalar.rounding import (
     dequantize_reference,
@@ -83,14 +87,20 @@ def quantize_reference(
     _check_top(p, top_raw_scale)
     kept = np.ones(x.shape, dtype=bool) if mask is None else mask
     if p.rule == NONE:
-        return np.where(kept, fp_round_reference(x.astype(np.float64), p.fp), 0.0).astype(np.float32)
+        cast = fp_round_reference(x.astype(np.float64), p.fp, p.over)
+        return np.where(kept, cast, 0.0).astype(np.float32)
     xg, kg, stats, ratio, raw = _raw_scales_reference(p, x, kept)
-    if p.sfmt in GLOBAL_FORMATS:
+    deq = None
+    if p.sfmt == DQ8:  # rounded with the fp32 scale, dequantized with the double-quantized one
+        scale = store_local_reference(p, raw, stats["amax"])
+        deq = dq_scales_reference(raw)[..., None]
+    elif p.sfmt in GLOBAL_FORMATS:
         scale = store_global_reference(p, raw, top_raw_scale)
     else:
-        scale = store_local_reference(p, raw, stats["amax"], mse_rule=p.rule == MSE)
+        scale = store_local_reference(p, raw, stats["amax"])
     z = zero_point_reference(p, ratio * stats["lo"], scale)
-    out = dequantize_reference(p, xg, scale[..., None], z[..., None])
+    with np.errstate(invalid="ignore", over="ignore"):  # overflow 'inf' scales: inf/NaN out
+        out = dequantize_reference(p, xg, scale[..., None], z[..., None], deq)
     return np.where(kg, out, 0.0).astype(np.float32).reshape(rows, cols)
 
 
@@ -116,19 +126,19 @@ def _raw_scales_reference(
 
 
 @numba.njit(cache=True, parallel=True)
-def k_groups(x, mask, has_mask, out, g, fused, rule, constant, sfmt, gmax, emax, gr, stats, ratio):
+def k_groups(x, mask, has_mask, out, g, fused, rule, constant, st, st_measure, gmax, gr, stats, ratio):
     """Per group: statistics and (mse) clipping ratio; if ``fused``, also the stored scales,
     and the row is rounded right after, while it is still in cache (per-group formats).
 
-    Otherwise (two-level formats, tensor groups) the statistics (count, sum of squares, amax,
+    Otherwise (tensor-wide formats, tensor groups) the statistics (count, sum of squares, amax,
     lo, hi) go to ``stats`` (rows, groups, 5) and the ratio to ``ratio``; ``rule`` = NONE
-    there skips the search (tensor groups search over the whole tensor instead).
+    there skips the search (tensor groups search over the whole tensor instead). ``st``: the
+    scale tuple; ``st_measure``: the one mse candidates are measured with (float32 scales for
+    the tensor-wide formats).
     """
     rows, cols = x.shape
     groups = cols // g
     asym, n = gr[0] == ASYM, gr[1]
-    # Two-level formats measure mse candidates with the float32 raw scale.
-    measure = sfmt if fused else FP32
     for i in numba.prange(rows):
         m_row = k_mask_row(mask, has_mask, i)
         scales, zs = np.empty(groups), np.empty(groups)
@@ -140,10 +150,10 @@ def k_groups(x, mask, has_mask, out, g, fused, rule, constant, sfmt, gmax, emax,
             count, ss, amax, lo, hi = k_stats(xs, ms, has_mask)
             r = 1.0
             if rule == MSE:
-                r = k_mse_ratio(xs, ms, has_mask, amax, lo, hi, measure, gr, gmax, emax, sq, idx)
+                r = k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st_measure, gr, gmax, sq, idx)
             if fused:
                 s_raw = k_raw(rule, constant, count, ss, amax, lo, hi, r, asym, n, gmax)
-                scales[b] = k_store_local(s_raw, amax, sfmt, rule, asym, emax, rule == MSE)
+                scales[b] = k_store_local(s_raw, amax, st)
                 zs[b] = k_zero_point(r * lo, scales[b], asym, n)
             else:
                 stats[i, b, 0] = count
@@ -153,7 +163,7 @@ def k_groups(x, mask, has_mask, out, g, fused, rule, constant, sfmt, gmax, emax,
                 stats[i, b, 4] = hi
                 ratio[i, b] = r
         if fused:
-            k_write_row(x[i], m_row, has_mask, out[i], g, scales, zs, gr)
+            k_write_row(x[i], m_row, has_mask, out[i], g, scales, scales, zs, gr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +196,7 @@ def quantize(
     p = plan(stage, x.shape[1])
     _check_top(p, top_raw_scale)
     if p.rule == NONE:
-        out = fp_cast(x, stage.exponent_bits, stage.mantissa_bits, stage.resolved_fp_style)
+        out = fp_cast(x, stage.exponent_bits, stage.mantissa_bits, stage.resolved_fp_style, stage.overflow)
         if mask is not None:
             np.copyto(out, np.float32(0.0), where=~mask)
         return out
@@ -195,18 +205,22 @@ def quantize(
     m = mask if has_mask else np.ones((1, 1), dtype=np.bool_)
     gr = grid_args(p)
     g = x.shape[1] if p.tensor else p.group
-    fused = not p.tensor and p.sfmt not in GLOBAL_FORMATS
+    fused = not p.tensor and p.sfmt not in TENSOR_FORMATS
     stats, ratio = _group_pass(p, x, m, has_mask, out, fused)
     if fused:
         return out
     if p.tensor:
         scales, zs = _tensor_scale(p, x, m, has_mask, gr, stats[:, 0, :])
+        deq = scales
     else:
         raw, lo = _raws(p, stats, ratio)
-        top = k_top(raw) if top_raw_scale is None else float(top_raw_scale)
-        scales = k_store_global(raw, p.sfmt, top)
+        if p.sfmt == DQ8:  # rounded with the fp32 scale, dequantized with the double-quantized one
+            scales, deq = raw.astype(np.float32).astype(np.float64), dq_scales(raw)
+        else:
+            top = k_top(raw) if top_raw_scale is None else float(top_raw_scale)
+            scales = deq = k_store_global(raw, p.sfmt, top)
         zs = k_zero_points(ratio, lo, scales, p.grid == ASYM, p.n)
-    k_write_groups(x, m, has_mask, out, g, scales, zs, gr)
+    k_write_groups(x, m, has_mask, out, g, scales, deq, zs, gr)
     return out
 
 
@@ -232,6 +246,8 @@ def top_raw_scale(
 
 
 def _check_top(p: Plan, top: float | None) -> None:
+    if p.sfmt == DQ8 and top is not None:
+        raise SpecError("quantize: dq8 scales need the whole tensor at once (no tensor-wide top raw scale)")
     if top is not None and (p.tensor or p.sfmt not in GLOBAL_FORMATS or p.rule == NONE):
         raise SpecError("quantize: a tensor-wide top raw scale applies only to e4m3 and int8 scales of groups")
     if top is not None and not (math.isfinite(top) and top >= 0):
@@ -245,8 +261,10 @@ def _group_pass(
     rows, g = x.shape[0], x.shape[1] if p.tensor else p.group
     stats, ratio = np.zeros((rows, x.shape[1] // g, 5)), np.ones((rows, x.shape[1] // g))
     rule = NONE if p.tensor and p.rule == MSE else p.rule
+    # Tensor-wide formats measure mse candidates with the float32 raw scale.
+    st, st_measure = scale_args(p), scale_args(p, None if fused else FP32)
     k_groups(
-        x, m, has_mask, out, g, fused, rule, p.constant, p.sfmt, p.gmax, p.emax, grid_args(p), stats, ratio
+        x, m, has_mask, out, g, fused, rule, p.constant, st, st_measure, p.gmax, grid_args(p), stats, ratio
     )
     return stats, ratio
 
@@ -275,6 +293,6 @@ def _tensor_scale(
     if p.sfmt in GLOBAL_FORMATS:
         scale = float(k_store_global(np.array([[raw]]), p.sfmt, raw)[0, 0])
     else:
-        scale = k_store_local(raw, amax, p.sfmt, p.rule, asym, p.emax, p.rule == MSE)
+        scale = k_store_local(raw, amax, scale_args(p))
     rows = x.shape[0]
     return np.full((rows, 1), scale), np.full((rows, 1), k_zero_point(r * lo, scale, asym, p.n))

@@ -1,6 +1,7 @@
-"""Rounding onto the grid: the level of a scaled value (midrise, signed and asymmetric ints,
-fp ExMy, lookup tables), dequantization, rows written group by group, and the squared error
-of a group under one (scale, zero point), which the mse search measures candidates with.
+"""Rounding onto the grid: the level of a scaled value (midrise, signed, full and asymmetric
+ints, fp ExMy, lookup tables exact or in bitsandbytes' float32 arithmetic), dequantization,
+rows written group by group, and the squared error of a group under one (scale, zero point),
+which the mse search measures candidates with.
 
 Each numba kernel (``k_*``) has a numpy twin (``*_reference``) or is checked through
 :func:`~gmse_cli.compress.scalar.quantize_reference`.
@@ -14,7 +15,7 @@ import numba
 import numpy as np
 
 from gmse_cli.compress.grids import fp_round_reference, k_fp_round
-from gmse_cli.compress.scalar.plans import ASYM, FP, MIDRISE, SIGNED, TABLE, Plan
+from gmse_cli.compress.scalar.plans import ASYM, FP, FULL, MIDRISE, SIGNED, TABLE, TABLE32, Plan
 
 SUM_BLOCK = 16  # squared errors added between two checks of the bound
 
@@ -32,6 +33,8 @@ def levels_reference(p: Plan, v: np.ndarray, z: np.ndarray) -> np.ndarray:
         return np.copysign((2.0 * j + 1.0) / (n - 1), h)
     if p.grid == SIGNED:
         return np.clip(np.rint(v), 1.0 - n // 2, n // 2 - 1.0)
+    if p.grid == FULL:
+        return np.clip(np.rint(v), -(n // 2), n // 2 - 1.0)
     if p.grid == ASYM:
         return np.clip(np.rint(v) + z, 0, n - 1) - z
     if p.grid == FP:
@@ -39,10 +42,20 @@ def levels_reference(p: Plan, v: np.ndarray, z: np.ndarray) -> np.ndarray:
     return p.table[np.searchsorted(p.mids, v, side="right")]
 
 
-def dequantize_reference(p: Plan, xg: np.ndarray, scale: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """level * scale in float64 (0 where the scale is 0); scale and z broadcast over groups."""
+def dequantize_reference(
+    p: Plan, xg: np.ndarray, scale: np.ndarray, z: np.ndarray, deq: np.ndarray | None = None
+) -> np.ndarray:
+    """level * scale in float64 (0 where the scale is 0); scale and z broadcast over groups.
+    ``deq``: a different scale to dequantize with (dq8), rounding still with ``scale``."""
     safe = np.where(scale > 0, scale, 1.0)
-    return np.where(scale > 0, levels_reference(p, xg / safe, z) * scale, 0.0)
+    if p.grid == TABLE32:
+        # bitsandbytes: x times the float32 reciprocal, in float32; a midpoint goes down
+        inv = (np.float32(1.0) / safe.astype(np.float32)).astype(np.float64)
+        v = (xg * inv).astype(np.float32).astype(np.float64)
+        level = p.table[np.searchsorted(p.mids, v, side="left")]
+    else:
+        level = levels_reference(p, xg / safe, z)
+    return np.where(scale > 0, level * (scale if deq is None else deq), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,6 +78,8 @@ def k_level(v, z, grid, gr):
         return math.copysign((2.0 * j + 1.0) / (n - 1), h)
     if grid == SIGNED:
         return min(max(np.rint(v), 1.0 - n // 2), n // 2 - 1.0)
+    if grid == FULL:
+        return min(max(np.rint(v), -(n // 2) + 0.0), n // 2 - 1.0)
     if grid == ASYM:
         return min(max(np.rint(v) + z, 0.0), n - 1.0) - z
     if grid == FP:
@@ -89,15 +104,31 @@ def k_table_index(xg, s, mids, v, k):
 
 
 @numba.njit(cache=True, inline="always")
+def k_table32_index(xg, s, mids, k):
+    """k[j] = table index of xg[j] in bitsandbytes' arithmetic: v = float32(x * float32(1 /
+    s)), the midpoints below v counted (a value at a midpoint takes the lower level)."""
+    inv = np.float32(1.0) / np.float32(s)
+    for j in range(xg.size):
+        v = np.float64(np.float32(np.float32(xg[j]) * inv))
+        c = 0
+        for m in mids:
+            c += m < v
+        k[j] = c
+
+
+@numba.njit(cache=True, inline="always")
 def k_sq_errors(xs, scale, z, grid, gr, sq, idx):
     """sq[j] = (x_hat - x)^2 for x = xs[j], masked or not, a scale > 0; idx: table index
     scratch. Inlined once per grid with a constant grid code (as k_write_row_grid), so the
     loops carry no branches and vectorize."""
     if grid == TABLE:
         k_table_index(xs, scale, gr[5], sq, idx)  # sq: the scaled values until overwritten
+    if grid == TABLE32:
+        k_table32_index(xs, scale, gr[5], idx)
     for j in range(xs.size):
         v = np.float64(xs[j])
-        level = gr[6][idx[j]] if grid == TABLE else k_level(v / scale, z, grid, gr)
+        table = grid == TABLE or grid == TABLE32
+        level = gr[6][idx[j]] if table else k_level(v / scale, z, grid, gr)
         d = level * scale - v
         sq[j] = d * d
 
@@ -119,10 +150,14 @@ def k_error_below(xs, ms, has_mask, scale, z, gr, bound, sq, idx):
         k_sq_errors(xs, scale, z, MIDRISE, gr, sq, idx)
     elif grid == SIGNED:
         k_sq_errors(xs, scale, z, SIGNED, gr, sq, idx)
+    elif grid == FULL:
+        k_sq_errors(xs, scale, z, FULL, gr, sq, idx)
     elif grid == ASYM:
         k_sq_errors(xs, scale, z, ASYM, gr, sq, idx)
     elif grid == FP:
         k_sq_errors(xs, scale, z, FP, gr, sq, idx)
+    elif grid == TABLE32:
+        k_sq_errors(xs, scale, z, TABLE32, gr, sq, idx)
     else:
         k_sq_errors(xs, scale, z, TABLE, gr, sq, idx)
     # The bound is checked every SUM_BLOCK terms: a check per term would cost about as much
@@ -137,11 +172,11 @@ def k_error_below(xs, ms, has_mask, scale, z, gr, bound, sq, idx):
 
 
 @numba.njit(cache=True, inline="always")
-def k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, grid, gr):
+def k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, grid, gr):
     # The groups of one row: inlined once per grid, so each copy has a constant grid code
     # and the compiler drops the other grids' branches from the inner loop.
     for b in range(scales.size):
-        s, z = scales[b], zs[b]
+        s, d, z = scales[b], deq[b], zs[b]
         xg, og = xs[b * g : (b + 1) * g], os[b * g : (b + 1) * g]
         mg = ms[b * g : (b + 1) * g] if has_mask else ms
         if not s > 0:
@@ -149,39 +184,48 @@ def k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, grid, gr):
             continue
         for j in range(g):
             level = k_level(np.float64(xg[j]) / s, z, grid, gr)
-            og[j] = level * s if not has_mask or mg[j] else 0.0
+            og[j] = level * d if not has_mask or mg[j] else 0.0
 
 
 @numba.njit(cache=True, inline="always")
-def k_write_row_table(xs, ms, has_mask, os, g, scales, gr):
+def k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, bnb):
+    """Table grids (lut, lloyd-max); ``bnb``: bitsandbytes' float32 arithmetic (TABLE32)."""
     table = gr[6]
     v, k = np.empty(g), np.empty(g, dtype=np.int64)
     for b in range(scales.size):
-        s = scales[b]
+        s, d = scales[b], deq[b]
         xg, og = xs[b * g : (b + 1) * g], os[b * g : (b + 1) * g]
         mg = ms[b * g : (b + 1) * g] if has_mask else ms
         if not s > 0:
             og[:] = 0.0
             continue
-        k_table_index(xg, s, gr[5], v, k)
+        if bnb:
+            k_table32_index(xg, s, gr[5], k)
+        else:
+            k_table_index(xg, s, gr[5], v, k)
         for j in range(g):
-            og[j] = table[k[j]] * s if not has_mask or mg[j] else 0.0
+            og[j] = table[k[j]] * d if not has_mask or mg[j] else 0.0
 
 
 @numba.njit(cache=True)
-def k_write_row(xs, ms, has_mask, os, g, scales, zs, gr):
-    """Round one row, group b with scale scales[b] and zero point zs[b]; zero scale -> 0."""
+def k_write_row(xs, ms, has_mask, os, g, scales, deq, zs, gr):
+    """Round one row, group b with scale scales[b] and zero point zs[b], then dequantize with
+    deq[b] (the scale itself but for dq8); zero scale -> 0."""
     grid = gr[0]
     if grid == MIDRISE:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, MIDRISE, gr)
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, MIDRISE, gr)
     elif grid == SIGNED:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, SIGNED, gr)
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, SIGNED, gr)
+    elif grid == FULL:
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, FULL, gr)
     elif grid == ASYM:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, ASYM, gr)
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, ASYM, gr)
     elif grid == FP:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, zs, FP, gr)
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, FP, gr)
+    elif grid == TABLE32:
+        k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, True)
     else:
-        k_write_row_table(xs, ms, has_mask, os, g, scales, gr)
+        k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, False)
 
 
 @numba.njit(cache=True, inline="always")
@@ -191,8 +235,8 @@ def k_mask_row(mask, has_mask, i):
 
 
 @numba.njit(cache=True, parallel=True)
-def k_write_groups(x, mask, has_mask, out, g, scales, zs, gr):
+def k_write_groups(x, mask, has_mask, out, g, scales, deq, zs, gr):
     for i in numba.prange(x.shape[0]):
         k_write_row(
-            x[i], k_mask_row(mask, has_mask, i), has_mask, out[i], g, scales[i], zs[i], gr
+            x[i], k_mask_row(mask, has_mask, i), has_mask, out[i], g, scales[i], deq[i], zs[i], gr
         )

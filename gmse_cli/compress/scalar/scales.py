@@ -1,6 +1,7 @@
 """Scale rules and scale storage: group statistics, the raw scale by rule (absmax, rms, the
 mse rule's clipped absmax), the stored scale by format (fp32, bf16, fp16, e8m0 per group;
-e4m3 and int8 relative to a per-tensor second-level scale) and the asymmetric zero point.
+e4m3 and int8 relative to a per-tensor second-level scale; dq8, bitsandbytes' double
+quantization) and the asymmetric zero point.
 
 Each numba kernel (``k_*``) sits beside its numpy twin (``*_reference``); the package
 docstring states the rules.
@@ -13,9 +14,8 @@ import math
 import numba
 import numpy as np
 
-from gmse_cli.compress.grids import fp_round_reference, k_fp_round
+from gmse_cli.compress.grids import fp_round_reference, k_fp_round, k_fp_round_to
 from gmse_cli.compress.scalar.plans import (
-    ABSMAX,
     ASYM,
     BF16,
     BF16_EMIN,
@@ -27,6 +27,11 @@ from gmse_cli.compress.scalar.plans import (
     E4M3_M,
     E4M3_MAX,
     E4M3_P,
+    E8_CEIL,
+    E8_CEIL_RAW,
+    E8_EVEN,
+    E8_FLOOR,
+    E8_RCEIL,
     E8M0,
     E8M0_EXP,
     FP16,
@@ -37,6 +42,7 @@ from gmse_cli.compress.scalar.plans import (
     INT8_MAX,
     RMS,
     Plan,
+    even_increment,
 )
 
 SQRT_HALF = 0.7071067811865476  # log2 m >= -1/2  <=>  m >= 2^-1/2
@@ -90,27 +96,45 @@ def raw_reference(p: Plan, stats: dict[str, np.ndarray], ratio: np.ndarray) -> n
     return raw
 
 
-def e8m0_reference(p: Plan, raw: np.ndarray, amax: np.ndarray, mse_rule: bool) -> np.ndarray:
-    m, e = np.frexp(raw)  # raw = m * 2^e, m in [0.5, 1)
-    if p.rule == ABSMAX and not mse_rule and p.grid != ASYM:
-        k = np.frexp(amax)[1] - 1 - p.emax  # OCP MX: floor(log2 amax) - emax_elem
-    elif p.rule == ABSMAX and not mse_rule:
-        k = np.where(m == 0.5, e - 1, e)  # ceil(log2 raw)
-    else:
-        k = np.where(m >= SQRT_HALF, e, e - 1)  # log2 raw rounded to nearest
-    return np.where(raw > 0, np.ldexp(1.0, np.clip(k, -E8M0_EXP, E8M0_EXP)), 0.0)
+def _ceil_log2(v: np.ndarray) -> np.ndarray:
+    m, e = np.frexp(v)  # v = m * 2^e, m in [0.5, 1)
+    return np.where(m == 0.5, e - 1, e)
 
 
-def store_local_reference(
-    p: Plan, raw: np.ndarray, amax: np.ndarray, mse_rule: bool = False
-) -> np.ndarray:
-    """The stored scale for per-group formats; float32-rounded raw for the two-level ones."""
+def e8m0_exponent_reference(p: Plan, raw: np.ndarray, amax: np.ndarray) -> np.ndarray:
+    """The exponent k of the e8m0 scale 2^k by the plan's rounding (ScaleRounding), unclamped."""
+    if p.e8 == E8_FLOOR:
+        return np.frexp(amax)[1] - 1 - p.emax  # OCP MX: floor(log2 amax) - emax_elem
+    if p.e8 == E8_CEIL:
+        return _ceil_log2(amax) - p.emax
+    if p.e8 == E8_EVEN:
+        # torchao's EVEN: amax's float32 bits rounded half-up to the element's mantissa bits
+        bits = amax.astype(np.float32).view(np.int32).astype(np.int64)
+        field = (bits + even_increment(p.fp.mantissa_bits)) >> 23
+        return field - 127 - p.emax
+    if p.e8 == E8_RCEIL:
+        return _ceil_log2(raw.astype(np.float32).astype(np.float64))
+    if p.e8 == E8_CEIL_RAW:
+        return _ceil_log2(raw)
+    m, e = np.frexp(raw)
+    return np.where(m >= SQRT_HALF, e, e - 1)  # log2 raw rounded to nearest
+
+
+def e8m0_reference(p: Plan, raw: np.ndarray, amax: np.ndarray) -> np.ndarray:
+    k = e8m0_exponent_reference(p, raw, amax)
+    scale = np.ldexp(1.0, np.clip(k, -E8M0_EXP, E8M0_EXP))
+    scale = np.where(k > E8M0_EXP, p.over, scale)  # 2^127 when saturating, else NaN
+    return np.where(raw > 0, scale, 0.0)
+
+
+def store_local_reference(p: Plan, raw: np.ndarray, amax: np.ndarray) -> np.ndarray:
+    """The stored scale for per-group formats; float32-rounded raw for the tensor-wide ones."""
     if p.sfmt == BF16:
-        return fp_round_reference(raw, BF16_P)
+        return fp_round_reference(raw, BF16_P, p.over)
     if p.sfmt == FP16:
-        return fp_round_reference(raw, FP16_P)
+        return fp_round_reference(raw, FP16_P, p.over)
     if p.sfmt == E8M0:
-        return e8m0_reference(p, raw, amax, mse_rule)
+        return e8m0_reference(p, raw, amax)
     return _cast_f32(raw)
 
 
@@ -204,24 +228,48 @@ def k_pow2(k):
     return np.int64((k + 1023) << 52).view(np.float64)
 
 
+@numba.njit(cache=True, inline="always")
+def k_ceil_log2(v):
+    m, e = k_frexp(v)
+    return e - 1 if m == 0.5 else e
+
+
 @numba.njit(cache=True)
-def k_store_local(raw, amax, sfmt, rule, asym, emax, mse_rule):
-    """Stored scale for per-group formats; float32-rounded raw for the two-level ones."""
+def k_e8m0_exponent(raw, amax, e8, emax, increment):
+    """Twin of :func:`e8m0_exponent_reference` for one group (raw > 0); ``increment``:
+    :func:`~gmse_cli.compress.scalar.plans.even_increment` of the element's mantissa bits."""
+    if e8 == E8_FLOOR:
+        return k_frexp(amax)[1] - 1 - emax
+    if e8 == E8_CEIL:
+        return k_ceil_log2(amax) - emax
+    if e8 == E8_EVEN:
+        bits = np.int64(np.float32(amax).view(np.int32))
+        return ((bits + increment) >> 23) - 127 - emax
+    if e8 == E8_RCEIL:
+        return k_ceil_log2(np.float64(np.float32(raw)))
+    if e8 == E8_CEIL_RAW:
+        return k_ceil_log2(raw)
+    m, e = k_frexp(raw)
+    return e if m >= SQRT_HALF else e - 1
+
+
+@numba.njit(cache=True)
+def k_store_local(raw, amax, st):
+    """Stored scale for per-group formats; float32-rounded raw for the tensor-wide ones.
+    ``st``: the scale tuple (format code, e8m0 rounding, emax, even increment, overflow value)
+    of :func:`~gmse_cli.compress.scalar.plans.scale_args`."""
+    sfmt, e8, emax, increment, over = st
     if sfmt == BF16:
-        return k_fp_round(raw, BF16_EMIN, BF16_M, BF16_MAX)
+        return k_fp_round_to(raw, BF16_EMIN, BF16_M, BF16_MAX, over)
     if sfmt == FP16:
-        return k_fp_round(raw, FP16_EMIN, FP16_M, FP16_MAX)
+        return k_fp_round_to(raw, FP16_EMIN, FP16_M, FP16_MAX, over)
     if sfmt == E8M0:
         if not raw > 0:
             return 0.0
-        m, e = k_frexp(raw)
-        if rule == ABSMAX and not mse_rule and not asym:
-            k = k_frexp(amax)[1] - 1 - emax
-        elif rule == ABSMAX and not mse_rule:
-            k = e - 1 if m == 0.5 else e
-        else:
-            k = e if m >= SQRT_HALF else e - 1
-        return k_pow2(min(max(k, -E8M0_EXP), E8M0_EXP))
+        k = k_e8m0_exponent(raw, amax, e8, emax, increment)
+        if k > E8M0_EXP:
+            return over
+        return k_pow2(max(k, -E8M0_EXP))
     return np.float64(np.float32(raw))
 
 

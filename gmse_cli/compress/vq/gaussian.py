@@ -1,13 +1,26 @@
-"""Gaussian codebooks: Lloyd (k-means) on standard normal samples, cached on disk.
+"""Gaussian codebooks: the Gaussian-MSE-optimal levels in 1-D, Lloyd with utility moves on
+Gaussian samples in 2-D and up; cached on disk, the catalog's sizes shipped with the package.
 
 A codebook of ``2^index_bits`` codewords in ``dim`` dimensions minimizes the MSE of a standard
-normal source (coordinates in units of the input's standard deviation). Samples come from the
-fixed seed :data:`~gmse_cli.compress.vq.store.LLOYD_SEED`, so every machine trains the same
-codebook. Up to 1024 codewords (and in 1-D), Linde-Buzo-Gray on a fixed sample
-(:mod:`gmse_cli.compress.vq.lloyd`); larger codebooks start from the product of two smaller ones
-and run streamed Lloyd on fresh samples (:mod:`gmse_cli.compress.vq.streamed`; a 2^16-codeword
-codebook takes minutes, once). The scale constant is 1: at a Lloyd fixed point every codeword is
-its cell's centroid, which makes scaling stationary.
+normal source (coordinates in units of the input's standard deviation):
+
+- 1-D, up to 2^8 levels: the exact Lloyd-Max levels
+  (:func:`~gmse_cli.compress.grids.lloyd_max_levels`), the global optimum (the Gaussian is
+  log-concave, so Lloyd's fixed point is unique); more levels: 1-D Lloyd on a fixed sample;
+- up to 1024 codewords: Linde-Buzo-Gray (:mod:`gmse_cli.compress.vq.lloyd`) then utility moves
+  (:mod:`gmse_cli.compress.vq.lbgu`) on a scrambled-Sobol Gaussian sample (quasi-random points
+  through the normal quantile, in antithetic pairs): the sample's cell averages err far less
+  than those of as many random points, so Lloyd settles nearer the true optimum;
+- larger codebooks: the product of two smaller ones, then streamed Lloyd on fresh samples
+  (:mod:`gmse_cli.compress.vq.streamed`; a 2^16-codeword codebook takes minutes, once).
+
+Everything is seeded by :data:`~gmse_cli.compress.vq.store.LLOYD_SEED`, so every machine trains
+the same codebook. The scale constant is 1: at a Lloyd fixed point every codeword is its
+cell's centroid, which makes scaling stationary.
+
+Cost on a busy 2-core machine (trained once, then cached): 2-D, 16 codewords, ~20 s; 64, ~1 min;
+256, ~5 min; 256 codewords in 4-D 817 s, in 8-D 505 s (measured) -- which is why the catalog's
+sizes ship with the package (:mod:`gmse_cli.compress.vq.shipped`).
 """
 
 from __future__ import annotations
@@ -15,8 +28,12 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+from scipy.special import ndtri
+from scipy.stats import qmc
 
-from gmse_cli.compress.vq.lloyd import canonical, lbg
+from gmse_cli.compress.grids import gaussian_mse, lloyd_max_levels
+from gmse_cli.compress.vq.lbgu import lbg_u
+from gmse_cli.compress.vq.lloyd import canonical, lbg, lloyd_exact
 from gmse_cli.compress.vq.measure import heldout_mse
 from gmse_cli.compress.vq.store import (
     ALGORITHM_VERSION,
@@ -24,19 +41,42 @@ from gmse_cli.compress.vq.store import (
     CodebookInfo,
     load_codebook,
     save_codebook,
+    shipped_dir,
 )
 from gmse_cli.compress.vq.streamed import StreamedPlan, lloyd_streamed, streamed_plan
 from gmse_cli.errors import SpecError
 from gmse_cli.progress import once
+from gmse_cli.spec import Quantize
 
-__all__ = ["train_gaussian_codebook", "gaussian_codebook"]
+__all__ = ["train_gaussian_codebook", "gaussian_codebook", "gaussian_sample", "codebook_stem"]
 
 _EXACT_LLOYD_MAX = 1024  # above this (in 2-D and up), Lloyd runs streamed (lloyd_streamed)
+_EXACT_LEVELS_MAX_BITS = 8  # 1-D codebooks up to 2^8 levels are the exact Lloyd-Max levels
+_PATIENCE = 3  # candidate moves tried before LBG-U stops
+_MAX_MOVES = 32  # LBG-U moves at most (bounds the cost: 8-D, 256 codewords keeps ~17)
+_POLISH_TOL = 1e-8  # the last Lloyd run's stopping tolerance (relative MSE improvement)
 
 
 def _sample_count(codewords: int, dim: int) -> int:
-    # About 1024 samples per codeword, at least 2^20 and at most 2^25 floats (128 MiB).
-    return int(min(max(1024 * codewords, 2**20 // dim), 2**25 // dim))
+    # About 1024 vectors per codeword, between 2^17 and 2^18 vectors: enough to find the
+    # arrangement (the polish on a larger sample settles the centroids) at a bounded cost.
+    return int(min(max(1024 * codewords, 2**17), 2**18))
+
+
+def _polish_count(dim: int) -> int:
+    # 2^21 vectors (at most 2^23 floats): the arrangement found, its centroids made exact
+    return int(min(2**21, 2**23 // dim))
+
+
+def gaussian_sample(n: int, dim: int, seed: int) -> np.ndarray:
+    """``n`` (rounded up to even) standard normal vectors of ``dim`` coordinates, float32:
+    scrambled Sobol points through the normal quantile, half of them negated copies of the
+    other half (an exactly symmetric sample: no noise in the codebook's mean)."""
+    half = (n + 1) // 2
+    m = max(int(np.ceil(np.log2(max(half, 1)))), 0)
+    u = qmc.Sobol(dim, scramble=True, seed=seed).random_base2(m)[:half]
+    z = ndtri(np.clip(u, 2.0**-53, 1 - 2.0**-53)).astype(np.float32)
+    return np.concatenate([z, -z])
 
 
 def train_gaussian_codebook(
@@ -48,35 +88,54 @@ def train_gaussian_codebook(
     tol: float = 1e-6,
     max_iter: int = 100,
     plan: StreamedPlan | None = None,
+    moves: int = _MAX_MOVES,
 ) -> tuple[np.ndarray, CodebookInfo]:
     """Train a Gaussian-MSE codebook of ``2^index_bits`` codewords in ``dim`` dimensions.
 
-    Up to 1024 codewords (and in 1-D): Linde-Buzo-Gray on ``samples`` standard normal vectors
-    (default: about 1024 per codeword, between 2^20 and 2^25 floats) drawn from ``seed`` as
-    antithetic pairs; each Lloyd run stops when an iteration improves the training MSE by less
-    than ``tol`` relative, or after ``max_iter`` iterations. Larger codebooks:
+    1-D up to 2^8 levels: the exact Lloyd-Max levels (no sample). Up to 1024 codewords: LBG,
+    then up to ``moves`` utility moves, on ``samples`` vectors of :func:`gaussian_sample`
+    (default: about 1024 per codeword, between 2^17 and 2^18) from ``seed``; each Lloyd run
+    stops when an iteration improves the training MSE by less than ``tol`` relative, or after
+    ``max_iter`` iterations; a last run (to 1e-8, at most ``2 * max_iter`` iterations) on
+    2^21 vectors (at most 2^23 floats) from ``seed + 2``. Larger codebooks:
     :func:`~gmse_cli.compress.vq.streamed.lloyd_streamed` with ``plan`` (default
     :func:`~gmse_cli.compress.vq.streamed.streamed_plan`). The returned :class:`CodebookInfo`
-    carries the MSE on 2^16 fresh vectors (seed + 1) with exact search. Uncached:
+    carries the MSE on 2^16 fresh random vectors (seed + 1) with exact search. Uncached:
     :func:`gaussian_codebook` caches.
     """
     if not (1 <= dim <= 16 and 1 <= index_bits <= 16):
         raise SpecError(f"vq: need 1 <= dim <= 16 and 1 <= index bits <= 16, got dim={dim}, bits={index_bits}")
     k = 2**index_bits
-    if k > _EXACT_LLOYD_MAX and dim > 1:
+    kept_moves = None
+    if dim == 1 and index_bits <= _EXACT_LEVELS_MAX_BITS:
+        c = lloyd_max_levels(index_bits)[:, None]
+        n, iterations, method = 0, 0, "exact Lloyd-Max levels"
+        mse = gaussian_mse(Quantize(grid="lloyd-max", bits=index_bits), 1.0)
+    elif k > _EXACT_LLOYD_MAX and dim > 1:
         # Product start: two codebooks of about sqrt(K) codewords on the two halves.
         d1, b1 = dim // 2, index_bits // 2
         left, _ = gaussian_codebook(d1, b1)
         right, _ = gaussian_codebook(dim - d1, index_bits - b1)
         c, iterations, n, mse = lloyd_streamed(left, right, seed=seed, plan=plan or streamed_plan(dim))
+        method = "streamed Lloyd from a product start"
     else:
-        n = samples if samples is not None else _sample_count(k, dim)
-        # Antithetic pairs (z, -z): the sample is exactly symmetric, so sampling noise cannot
-        # shift the whole codebook (a nearly free direction for Lloyd, which would amplify it).
-        half = np.random.default_rng(seed).standard_normal(((n + 1) // 2, dim), dtype=np.float32)
-        x = np.concatenate([half, -half])
+        x = gaussian_sample(samples if samples is not None else _sample_count(k, dim), dim, seed)
         n = len(x)
-        c, _, iterations, mse = lbg(x, k, tol=tol, max_iter=max_iter, rng=np.random.default_rng([seed, 1]))
+        rng = np.random.default_rng([seed, 1])
+        c, _, iterations, mse = lbg(x, k, tol=tol, max_iter=max_iter, rng=rng)
+        method = "LBG on a scrambled-Sobol sample"
+        if dim > 1:
+            c, kept_moves, _, _ = lbg_u(
+                x, c, tol=tol, max_iter=max_iter, patience=_PATIENCE, max_moves=moves, rng=rng
+            )
+            # Polished on a larger, independent sample: the arrangement is kept, while the
+            # centroids of the small sample's cells, which carry its noise, are not.
+            x = gaussian_sample(max(_polish_count(dim), n), dim, seed + 2)
+            n += len(x)
+            c, _, iterations, mse = lloyd_exact(x, c, tol=min(tol, _POLISH_TOL), max_iter=2 * max_iter, rng=rng)
+            method = (
+                "LBG, then utility moves (LBG-U), on a scrambled-Sobol sample; Lloyd on a larger one"
+            )
     cb = canonical(c)
     held_mse, held_n = heldout_mse(cb, 1.0, seed=seed + 1, e8p=False)
     info = CodebookInfo(
@@ -91,16 +150,25 @@ def train_gaussian_codebook(
         train_samples=int(n),
         train_iterations=int(iterations),
         train_mse=float(mse),
+        train_moves=kept_moves,
+        method=method,
     )
     return cb, info
 
 
+def codebook_stem(dim: int, index_bits: int, seed: int = LLOYD_SEED) -> str:
+    """The file stem of a Gaussian codebook in the cache and among the shipped ones."""
+    return f"gaussian-d{dim}-b{index_bits}-seed{seed}-v{ALGORITHM_VERSION}"
+
+
 @cache
 def gaussian_codebook(dim: int, index_bits: int) -> tuple[np.ndarray, CodebookInfo]:
-    """The Gaussian codebook (read-only) and its record: from the disk cache, else trained and
-    stored there; held in memory once read."""
-    stem = f"gaussian-d{dim}-b{index_bits}-seed{LLOYD_SEED}-v{ALGORITHM_VERSION}"
-    hit = load_codebook(stem, with_array=True)
+    """The Gaussian codebook (read-only) and its record: shipped with the package, else from
+    the disk cache, else trained and stored there; held in memory once read."""
+    stem = codebook_stem(dim, index_bits)
+    hit = load_codebook(stem, with_array=True, directory=shipped_dir())
+    if hit is None:
+        hit = load_codebook(stem, with_array=True)
     if hit is not None:
         cb, info = hit
         assert cb is not None

@@ -13,7 +13,7 @@ import numpy as np
 
 from gmse_cli.compress.vq.search import build_searcher, nearest_with
 
-__all__ = ["lbg", "canonical", "cell_sums"]
+__all__ = ["lbg", "lloyd_exact", "canonical", "cell_sums"]
 
 
 def _accumulate_reference(x: np.ndarray, labels: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -66,7 +66,7 @@ def _centroids(x: np.ndarray, labels: np.ndarray, c: np.ndarray) -> tuple[np.nda
     return new, counts, err / x.size
 
 
-def _lloyd_exact(
+def lloyd_exact(
     x: np.ndarray, c: np.ndarray, *, tol: float, max_iter: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Lloyd's algorithm with exact assignment. Returns codewords, labels, iterations, MSE.
@@ -158,7 +158,7 @@ def lbg(x: np.ndarray, codewords: int, *, tol: float, max_iter: int, rng: np.ran
     c = x.astype(np.float64).mean(0, keepdims=True)
     while True:
         if len(c) == codewords:
-            return _lloyd_exact(x, c, tol=tol, max_iter=max_iter, rng=rng)
+            return lloyd_exact(x, c, tol=tol, max_iter=max_iter, rng=rng)
         step = 0.01 * rng.standard_normal(c.shape)
         c = np.concatenate([c + step, c - step])
-        c, _, _, _ = _lloyd_exact(x, c, tol=max(tol, 1e-4), max_iter=max_iter, rng=rng)
+        c, _, _, _ = lloyd_exact(x, c, tol=max(tol, 1e-4), max_iter=max_iter, rng=rng)

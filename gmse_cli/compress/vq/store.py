@@ -1,8 +1,10 @@
-"""Codebook records and the on-disk codebook cache.
+"""Codebook records, the on-disk codebook cache and the codebooks shipped with the package.
 
 Computed codebooks (and the records of every codebook: how it was made, its scale constant and
 Gaussian MSE) live under ``cache_dir()/codebooks`` as ``STEM.npy`` and ``STEM.json``; each stem
-carries :data:`ALGORITHM_VERSION`, so a change of construction never reads a stale entry.
+carries :data:`ALGORITHM_VERSION`, so a change of construction never reads a stale entry. The
+Gaussian codebooks of the catalog's sizes ship with the package (:func:`shipped_dir`, the same
+files, made by :mod:`gmse_cli.compress.vq.shipped`) and are read from there first.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ __all__ = [
     "LLOYD_SEED",
     "CodebookInfo",
     "codebook_dir",
+    "shipped_dir",
     "save_codebook",
     "load_codebook",
 ]
 
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 """Bumped whenever codebook construction, training, the constant search or the VQ compressor
 (with its group scales, :mod:`gmse_cli.compress.group_stats`) changes; part of every codebook
 cache key and of the key of every stored GMSE (:mod:`gmse_cli.gmse.stored`), so stale entries
-are simply never read."""
+are simply never read. 3: exact Lloyd-Max levels in 1-D; in 2-D and up, scrambled-Sobol
+samples and utility moves (LBG-U) after LBG."""
 
 LLOYD_SEED = 20250602
 """Seed of the Gaussian training samples (fixed: the same codebook on every machine run)."""
@@ -50,6 +54,8 @@ class CodebookInfo(Frozen):
     train_samples: int | None = None
     train_iterations: int | None = None
     train_mse: float | None = Field(default=None, description="gaussian: MSE on the training samples")
+    train_moves: int | None = Field(default=None, description="gaussian: utility moves kept (LBG-U)")
+    method: str | None = Field(default=None, description="gaussian: how the codebook was trained")
     source: str | None = Field(default=None, description="file: path; e8: construction")
     sha256: str | None = Field(default=None, description="file: digest of the .npy bytes")
 
@@ -63,9 +69,17 @@ def codebook_dir() -> Path:
     return path
 
 
-def save_codebook(stem: str, cb: np.ndarray | None, info: CodebookInfo) -> None:
-    """Write ``STEM.npy`` (unless ``cb`` is None) and ``STEM.json``, each atomically."""
-    directory = codebook_dir()
+def shipped_dir() -> Path:
+    """The codebooks shipped with the package (read-only; :mod:`gmse_cli.compress.vq.shipped`)."""
+    return Path(__file__).resolve().parent / "shipped"
+
+
+def save_codebook(
+    stem: str, cb: np.ndarray | None, info: CodebookInfo, directory: Path | None = None
+) -> None:
+    """Write ``STEM.npy`` (unless ``cb`` is None) and ``STEM.json``, each atomically, into
+    ``directory`` (default the cache)."""
+    directory = codebook_dir() if directory is None else directory
     if cb is not None:
         # 0644: mkstemp's 0600 would hide a shared cache from other users. Two processes
         # computing the same codebook both leave a complete one.
@@ -73,9 +87,12 @@ def save_codebook(stem: str, cb: np.ndarray | None, info: CodebookInfo) -> None:
     write_atomic(directory / f"{stem}.json", info.model_dump_json(indent=2).encode(), mode=0o644)
 
 
-def load_codebook(stem: str, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:
-    """``(codewords or None, info)`` of a cached entry; None when absent or damaged."""
-    directory = codebook_dir()
+def load_codebook(
+    stem: str, with_array: bool, directory: Path | None = None
+) -> tuple[np.ndarray | None, CodebookInfo] | None:
+    """``(codewords or None, info)`` of a cached entry (in ``directory``, default the cache);
+    None when absent or damaged."""
+    directory = codebook_dir() if directory is None else directory
     try:
         info = CodebookInfo.model_validate_json((directory / f"{stem}.json").read_text())
         cb = np.load(directory / f"{stem}.npy", allow_pickle=False) if with_array else None

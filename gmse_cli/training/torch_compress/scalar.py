@@ -16,13 +16,22 @@ __all__ = ["TorchQuantize", "fp_round", "trust_mask"]
 _F64 = torch.float64
 
 
-def fp_round(v: torch.Tensor, emin: int, mantissa_bits: int, max_value: float) -> torch.Tensor:
-    """Round float64 ``v`` onto an ExMy grid: nearest, ties to even, saturating (exact ops); the
-    torch twin of gmse_cli.compress.grids' reference rounding."""
+def fp_round(
+    v: torch.Tensor, emin: int, mantissa_bits: int, max_value: float, over: float | None = None
+) -> torch.Tensor:
+    """Round float64 ``v`` onto an ExMy grid: nearest, ties to even (exact ops); a result beyond
+    ``max_value`` becomes ``over`` (None: saturating); the torch twin of
+    gmse_cli.compress.grids' reference rounding."""
     _, ex = torch.frexp(v.abs())
     step = torch.ldexp(torch.ones_like(v), torch.clamp(ex - 1, min=emin) - mantissa_bits)
     r = torch.round(v / step) * step  # torch.round: half to even, like np.rint
-    return torch.where(r.abs() > max_value, torch.copysign(torch.full_like(v, max_value), v), r)
+    top = max_value if over is None else over
+    return torch.where(r.abs() > max_value, torch.copysign(torch.full_like(v, top), v), r)
+
+
+def _ceil_log2(v: torch.Tensor) -> torch.Tensor:
+    m, e = torch.frexp(v)
+    return torch.where(m == 0.5, e - 1, e)
 
 
 class TorchQuantize:
@@ -57,6 +66,8 @@ class TorchQuantize:
             return torch.copysign((2.0 * j + 1.0) / (n - 1), h)
         if p.grid == sc.SIGNED:
             return torch.clamp(torch.round(v), 1.0 - n // 2, n // 2 - 1.0)
+        if p.grid == sc.FULL:
+            return torch.clamp(torch.round(v), -float(n // 2), n // 2 - 1.0)
         if p.grid == sc.ASYM:
             return torch.clamp(torch.round(v) + z, 0, n - 1) - z
         if p.grid == sc.FP:
@@ -64,34 +75,58 @@ class TorchQuantize:
         table, mids = self.tables(v.device)
         return table[torch.searchsorted(mids, v.contiguous(), right=True)]
 
-    def dequantize(self, xg: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def dequantize(
+        self, xg: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, deq: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """level * scale (``deq``, if given, dequantizes: dq8), 0 where the scale is 0."""
         pos = scale > 0
         safe = torch.where(pos, scale, torch.ones_like(scale))
-        return torch.where(pos, self.levels(xg / safe, z) * scale, 0.0)
+        if self.p.grid == self.sc.TABLE32:  # bitsandbytes: x times the float32 reciprocal
+            table, mids = self.tables(xg.device)
+            inv = (1.0 / safe.to(torch.float32)).to(_F64)
+            v = (xg * inv).to(torch.float32).to(_F64).contiguous()
+            level = table[torch.searchsorted(mids, v, right=False)]
+        else:
+            level = self.levels(xg / safe, z)
+        return torch.where(pos, level * (scale if deq is None else deq), 0.0)
 
     # -- scales ----------------------------------------------------------------------------------
 
-    def _e8m0(self, raw: torch.Tensor, amax: torch.Tensor, mse_rule: bool) -> torch.Tensor:
+    def _e8m0(self, raw: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
         p, sc = self.p, self.sc
-        m, e = torch.frexp(raw)
-        if p.rule == sc.ABSMAX and not mse_rule and p.grid != sc.ASYM:
+        if p.e8 == sc.E8_FLOOR:
             k = torch.frexp(amax)[1] - 1 - p.emax
-        elif p.rule == sc.ABSMAX and not mse_rule:
-            k = torch.where(m == 0.5, e - 1, e)
+        elif p.e8 == sc.E8_CEIL:
+            k = _ceil_log2(amax) - p.emax
+        elif p.e8 == sc.E8_EVEN:
+            bits = amax.to(torch.float32).view(torch.int32).to(torch.int64)
+            k = ((bits + sc.even_increment(p.fp.mantissa_bits)) >> 23) - 127 - p.emax
+        elif p.e8 == sc.E8_RCEIL:
+            k = _ceil_log2(raw.to(torch.float32).to(_F64))
+        elif p.e8 == sc.E8_CEIL_RAW:
+            k = _ceil_log2(raw)
         else:
+            m, e = torch.frexp(raw)
             k = torch.where(m >= sc.SQRT_HALF, e, e - 1)
-        k = torch.clamp(k, -sc.E8M0_EXP, sc.E8M0_EXP)
-        return torch.where(raw > 0, torch.ldexp(torch.ones_like(raw), k), torch.zeros_like(raw))
+        scale = torch.ldexp(torch.ones_like(raw), torch.clamp(k, -sc.E8M0_EXP, sc.E8M0_EXP))
+        scale = torch.where(k > sc.E8M0_EXP, torch.full_like(raw, p.over), scale)
+        return torch.where(raw > 0, scale, torch.zeros_like(raw))
 
-    def store_local(self, raw: torch.Tensor, amax: torch.Tensor, mse_rule: bool = False) -> torch.Tensor:
+    def store_local(self, raw: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
         p, sc = self.p, self.sc
         if p.sfmt == sc.BF16:
-            return fp_round(raw, *sc.BF16_P)
+            return fp_round(raw, *sc.BF16_P, p.over)
         if p.sfmt == sc.FP16:
-            return fp_round(raw, *sc.FP16_P)
+            return fp_round(raw, *sc.FP16_P, p.over)
         if p.sfmt == sc.E8M0:
-            return self._e8m0(raw, amax, mse_rule)
+            return self._e8m0(raw, amax)
         return raw.to(torch.float32).to(_F64)
+
+    def store_dq(self, raw: torch.Tensor) -> torch.Tensor:
+        """The double-quantized (dq8) dequantization scales: the numpy twin's arithmetic on the
+        small (rows, groups) array, on the CPU (its mean sums in one fixed order)."""
+        out = self.sc.dq_scales_reference(raw.detach().cpu().numpy())
+        return torch.from_numpy(out).to(raw.device)
 
     def store_global(self, raw: torch.Tensor) -> torch.Tensor:
         p, sc = self.p, self.sc
@@ -126,7 +161,7 @@ class TorchQuantize:
         if p.sfmt in sc.GLOBAL_FORMATS:  # two-level formats: measured with the float32 raw scale
             scale = (ratio * base).to(torch.float32).to(_F64)
         else:
-            scale = self.store_local(ratio * base, stats["amax"], mse_rule=True)
+            scale = self.store_local(ratio * base, stats["amax"])
         return scale, self.zero_point(ratio * stats["lo"], scale)
 
     def mse_ratio(self, xg, kg, stats) -> torch.Tensor:
@@ -232,7 +267,7 @@ class TorchQuantize:
             raw = amax / p.gmax
         scale = self.store_global(raw) if p.sfmt in sc.GLOBAL_FORMATS else self.store_local(raw, amax)
         z = self.zero_point(lo, scale) if lo is not None else torch.zeros_like(scale)
-        lo_e, hi_e = self.band(scale, z)
+        lo_e, hi_e = self.band(scale, z)  # dq8: the band of the fp32 scale the elements round with
         if use_numba:
             return torch.from_numpy(kern.band_mask(flat.contiguous().numpy(), group, lo_e.numpy(), hi_e.numpy())).reshape(rows, cols)
         xg = flat.reshape(flat.shape[0], -1, group)
@@ -286,7 +321,7 @@ class TorchQuantize:
         rows, cols = x.shape
         x64 = x.to(_F64) if source is None else source.to(_F64)
         if p.rule == sc.NONE:
-            out = fp_round(x64, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value)
+            out = fp_round(x64, p.fp.emin, p.fp.mantissa_bits, p.fp.max_value, p.over)
             if kept is not None:
                 out = torch.where(kept, out, 0.0)
             mask = ((x64 >= self.trust_lo) & (x64 <= self.trust_hi)) if trust else None
@@ -305,12 +340,15 @@ class TorchQuantize:
             raw = ratio * ((stats["hi"] - stats["lo"]) / (p.n - 1))
         else:
             raw = ratio * (stats["amax"] / p.gmax)
-        if p.sfmt in sc.GLOBAL_FORMATS:
+        deq = None
+        if p.sfmt == sc.DQ8:  # rounded with the fp32 scale, dequantized with the dq8 one
+            scale, deq = raw.to(torch.float32).to(_F64), self.store_dq(raw)[..., None]
+        elif p.sfmt in sc.GLOBAL_FORMATS:
             scale = self.store_global(raw)
-        else:  # amax: read only by the symmetric absmax e8m0 rule, which has it
-            scale = self.store_local(raw, stats.get("amax", raw), mse_rule=p.rule == sc.MSE)
+        else:  # amax: read only by the absmax e8m0 roundings, which have it
+            scale = self.store_local(raw, stats.get("amax", raw))
         z = self.zero_point(ratio * stats["lo"], scale) if "lo" in stats else torch.zeros_like(scale)
-        out = self.dequantize(xg, scale[..., None], z[..., None])
+        out = self.dequantize(xg, scale[..., None], z[..., None], deq)
         if kg is not None:
             out = torch.where(kg, out, 0.0)
         mask = None
@@ -339,6 +377,8 @@ def _trust_range(stage: Quantize, plan) -> tuple[float, float]:
     if plan.grid == sc.SIGNED:
         reach = plan.n // 2 - 1 + 0.5
         return -reach, reach
+    if plan.grid == sc.FULL:
+        return -(plan.n // 2) - 0.5, plan.n // 2 - 0.5
     t = plan.table
     return float(t[0] - 0.5 * (t[1] - t[0])), float(t[-1] + 0.5 * (t[-1] - t[-2]))
 

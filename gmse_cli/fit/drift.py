@@ -1,0 +1,99 @@
+"""Capacity drift: does a run's implied capacity move with model size or tokens per parameter?
+
+The law gives a scheme one capacity at every N and D. Each run's loss, read through the fitted
+law, implies its own capacity::
+
+    rho_i = ((loss_i - B D_i^-beta - E) / A)^(-1/alpha) / N_i
+
+(none when loss_i <= B D_i^-beta + E: no capacity reproduces it). If the law holds, the ratio
+of implied to fitted capacity does not trend within a scheme. :func:`drift_report` regresses
+y_i = log(rho_i / rho_scheme(i)) on log N_i and log(D_i / N_i) jointly, with one intercept per
+scheme (ordinary least squares; 95% intervals from the t distribution with n - schemes - 2
+degrees of freedom), over the fitted runs of compressed schemes. Each scheme also gets its
+own regression (on log N, and log D/N where it varies within the scheme), whose log N slope is
+reported with its interval where the scheme has 3 or more model sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from gmse_cli.fit.results import DriftReport, DriftScheme, DriftSlope
+
+__all__ = ["implied_capacity", "drift_report"]
+
+
+def implied_capacity(loss: np.ndarray, N: np.ndarray, D: np.ndarray, *, A: float, alpha: float, B: float,
+                     beta: float, E: float) -> np.ndarray:
+    """The capacity that makes the law reproduce each loss (NaN where none does)."""
+    excess = np.asarray(loss, dtype=float) - B * np.asarray(D, dtype=float) ** -beta - E
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        rho = np.where(excess > 0, (excess / A) ** (-1.0 / alpha) / np.asarray(N, dtype=float), np.nan)
+    return rho
+
+
+def drift_report(schemes: Sequence[str], N: np.ndarray, D: np.ndarray, implied: np.ndarray,
+                 fitted_rho: np.ndarray, use: np.ndarray) -> DriftReport | None:
+    """The joint within-scheme regression of the module docstring over the runs marked ``use``.
+
+    None when fewer than 3 degrees of freedom remain.
+    """
+    from scipy.stats import t as student_t
+
+    use = np.asarray(use, dtype=bool) & np.isfinite(implied) & (implied > 0)
+    skipped = int(len(use) - use.sum())
+    idx = np.flatnonzero(use)
+    names = sorted({schemes[i] for i in idx})
+    n, k = len(idx), len(names)
+    if n - k - 2 < 3:
+        return None
+    y = np.log(implied[idx]) - np.log(fitted_rho[idx])
+    X = np.zeros((n, k + 2))
+    col = {s: j for j, s in enumerate(names)}
+    X[np.arange(n), [col[schemes[i]] for i in idx]] = 1.0
+    X[:, k] = np.log(N[idx])
+    X[:, k + 1] = np.log(D[idx] / N[idx])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    rank = np.linalg.matrix_rank(X)
+    dof = n - rank
+    resid = y - X @ coef
+    s2 = float(resid @ resid) / dof
+    cov = s2 * np.linalg.pinv(X.T @ X)
+    q = float(student_t.ppf(0.975, dof))
+    slopes = []
+    for j, label in ((k, "log N"), (k + 1, "log D/N")):
+        # A regressor constant within every scheme has no within-scheme slope to report.
+        within = X[:, j] - X[:, :k] @ np.linalg.lstsq(X[:, :k], X[:, j], rcond=None)[0]
+        if float(np.max(np.abs(within))) < 1e-9:
+            continue
+        se = math.sqrt(max(float(cov[j, j]), 0.0))
+        slopes.append(DriftSlope(regressor=label, slope=float(coef[j]), low=float(coef[j] - q * se),
+                                 high=float(coef[j] + q * se), stderr=se))
+    return DriftReport(n_runs=n, n_schemes=k, skipped=skipped, slopes=slopes,
+                       residual_rms=float(np.sqrt(np.mean(resid**2))),
+                       schemes=[_one_scheme(s, X[:, k:][cols], y[cols]) for s in names
+                                for cols in [np.flatnonzero(X[:, col[s]] > 0)]])
+
+
+def _one_scheme(scheme: str, Z: np.ndarray, y: np.ndarray) -> DriftScheme:
+    """y on [1, log N, log D/N] within one scheme (log D/N dropped where it does not vary)."""
+    from scipy.stats import t as student_t
+
+    n = len(y)
+    out = DriftScheme(scheme=scheme, n_runs=n, log_ratio_mean=float(np.mean(y)), slope_log_n=None, low=None, high=None)
+    if len(np.unique(np.round(Z[:, 0], 9))) < 3:
+        return out
+    keep = [0] + ([1] if np.ptp(Z[:, 1]) > 1e-9 else [])
+    X = np.column_stack([np.ones(n), Z[:, keep]])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    dof = n - np.linalg.matrix_rank(X)
+    if dof < 1:
+        return out.model_copy(update={"slope_log_n": float(coef[1])})
+    resid = y - X @ coef
+    se = math.sqrt(max(float(resid @ resid) / dof * float(np.linalg.pinv(X.T @ X)[1, 1]), 0.0))
+    q = float(student_t.ppf(0.975, dof))
+    return out.model_copy(update={"slope_log_n": float(coef[1]), "low": float(coef[1] - q * se),
+                                  "high": float(coef[1] + q * se)})

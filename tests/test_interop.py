@@ -1,0 +1,104 @@
+"""Export to and import from compressed-tensors and torchao configs: round trips, refusals
+naming what cannot be expressed, and (when installed) the peer libraries parsing the JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from gmse_cli.errors import SpecError
+from gmse_cli.interop import TARGETS, export_format, import_config
+from gmse_cli.spec import catalog, resolve_format
+
+
+def _exportable(to: str) -> list[str]:
+    names = []
+    for name in sorted(catalog()):
+        try:
+            export_format(resolve_format(name), to)
+        except SpecError:
+            continue
+        names.append(name)
+    return names
+
+
+# What each config language can hold among the catalog's formats (by their documented
+# conventions: compressed-tensors has full-range and zero-point ints, NVFP4 and 'even' MX;
+# torchao has int1-8 both ways, every MX rounding but 'even' included, and NVFP4).
+EXPECTED = {
+    "compressed-tensors": {"w3a16", "w4a16", "w8a16", "w4a16-asym", "int4-asym-g128", "nvfp4", "mxfp4-even"},
+    "torchao": {"w3a16", "w4a16", "w8a16", "w4a16-asym", "nvfp4", "mxfp4", "mxfp4-rceil", "mxfp8-e4m3", "mxfp8-e4m3-rceil"},
+}
+
+
+@pytest.mark.parametrize("to", TARGETS)
+def test_catalog_formats_round_trip(to):
+    names = _exportable(to)
+    assert EXPECTED[to] <= set(names)
+    for name in names:
+        fmt = resolve_format(name)
+        data = json.loads(json.dumps(export_format(fmt, to)))  # through JSON, as a file holds it
+        back = import_config(data, name=name)
+        assert back.stages == fmt.stages, name
+        assert export_format(back, to) == data
+
+
+@pytest.mark.parametrize(
+    ("name", "to", "why"),
+    [
+        ("int4-g128", "compressed-tensors", "int_style 'signed'"),
+        ("int4-g128", "torchao", "'signed'"),
+        ("nf4", "compressed-tensors", "lut"),
+        ("nf4", "torchao", "lut"),
+        ("mxfp4", "compressed-tensors", "'floor'"),
+        ("vq2-b2", "torchao", "vq"),
+        ("2:4+int4", "compressed-tensors", "spars"),
+    ],
+)
+def test_refusals_name_what_cannot_be_expressed(name, to, why):
+    with pytest.raises(SpecError, match="cannot export") as err:
+        export_format(resolve_format(name), to)
+    assert why in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_target_and_bad_config():
+    with pytest.raises(SpecError, match="unknown config target"):
+        export_format(resolve_format("w4a16"), "gguf")
+    with pytest.raises(SpecError):
+        import_config([1, 2])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("compressed_tensors") is None, reason="compressed-tensors is not installed")
+@pytest.mark.parametrize("name", sorted(EXPECTED["compressed-tensors"]))
+def test_compressed_tensors_reads_the_export(name):
+    from compressed_tensors.quantization import QuantizationConfig
+
+    data = export_format(resolve_format(name), "compressed-tensors")
+    parsed = QuantizationConfig.model_validate(data)
+    again = json.loads(parsed.model_dump_json())
+    assert import_config(again, name=name).stages == resolve_format(name).stages
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed")
+@pytest.mark.parametrize("name", sorted(EXPECTED["torchao"]))
+def test_torchao_reads_the_export(name):
+    from torchao.core.config import config_from_dict, config_to_dict
+
+    data = export_format(resolve_format(name), "torchao")
+    again = json.loads(json.dumps(config_to_dict(config_from_dict(data))))
+    assert import_config(again, name=name).stages == resolve_format(name).stages
+
+
+def test_cli_export_then_import(run_cli, tmp_path):
+    out = tmp_path / "w4a16.json"
+    res = run_cli("formats", "export", "w4a16", "--to", "compressed-tensors", "-o", str(out))
+    assert res.code == 0, res.stderr
+    res = run_cli("formats", "import", str(out))
+    assert res.code == 0, res.stderr
+    toml = tmp_path / "back.toml"
+    toml.write_text(res.stdout)
+    assert resolve_format(str(toml)).stages == resolve_format("w4a16").stages
+    res = run_cli("formats", "export", "int4-g128", "--to", "torchao")
+    assert res.code != 0 and "'signed'" in res.stderr
