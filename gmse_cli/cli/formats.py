@@ -72,11 +72,15 @@ def register(app: typer.Typer) -> None:
 
         sys.stdout.write(format_to_toml(resolve_format(name)))
 
-    @formats_app.command("export")
+    @formats_app.command("export", epilog=examples(
+        "uscl formats export w4a16 --to compressed-tensors --out quantization_config.json",
+        "uscl formats export int4-g128 --to torchao",
+    ))
     def formats_export(
-        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand")],
+        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand", metavar="FORMAT")],
         to: Annotated[str, typer.Option("--to", help="compressed-tensors or torchao")],
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="write the JSON here instead of stdout")] = None,
+        output: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON here instead of stdout")] = None,
+        old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,
     ) -> None:
         """Print FORMAT as a compressed-tensors quantization_config or a torchao config (JSON).
 
@@ -84,26 +88,34 @@ def register(app: typer.Typer) -> None:
         w4a16)."""
         import json
 
+        from gmse_cli.cli.options import renamed
         from gmse_cli.interop import export_format
         from gmse_cli.spec import resolve_format
 
+        output = renamed("--output", "--out", old_output, output)
         text = json.dumps(export_format(resolve_format(name), to), indent=2) + "\n"
         _write(text, output)
 
-    @formats_app.command("import")
+    @formats_app.command("import", epilog=examples(
+        "uscl formats import quantization_config.json --name my-w4 --out my-w4.toml",
+        "uscl formats import config.json",
+    ))
     def formats_import(
         path: Annotated[Path, typer.Argument(help="a JSON config: compressed-tensors (quantization_config, config.json, scheme or args) or torchao (config_to_dict)")],
         name: Annotated[str | None, typer.Option(help="the format's name (default: the file's stem)")] = None,
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="write the TOML here instead of stdout")] = None,
+        output: Annotated[Path | None, typer.Option("--out", "-o", help="write the TOML here instead of stdout")] = None,
+        old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,
     ) -> None:
         """Print the format a compressed-tensors or torchao config quantizes weights to, as
         TOML (accepted by every command)."""
         import json
 
+        from gmse_cli.cli.options import renamed
         from gmse_cli.errors import DataError
         from gmse_cli.interop import import_config
         from gmse_cli.spec import format_to_toml
 
+        output = renamed("--output", "--out", old_output, output)
         try:
             data = json.loads(path.read_text())
         except OSError as exc:
