@@ -97,7 +97,7 @@ def main() -> None:
         print(f"{r['scheme']:<28} {r['runs']:>4} {'in' if r['inside_domain'] else 'out':>7} "
               f"{num(r['heldout_rmse']):>13} {num(r['heldout_bias'], '+.4f'):>8} {num(r['rho_full'], '.3f'):>9} "
               f"{num(r['rho_heldout'], '.3f'):>14} "
-              f"{num(r['seed_noise']) + (' (%d)' % r['seed_pairs'] if r['seed_pairs'] else ''):>10}")
+              f"{num(r['seed_noise']) + (' ({})'.format(r['seed_pairs']) if r['seed_pairs'] else ''):>10}")
 
 
 if __name__ == "__main__":

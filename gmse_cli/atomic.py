@@ -7,13 +7,19 @@ a crash. A failure removes the temporary file and leaves the target untouched.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["write_atomic", "write_text_atomic", "fsync_dir"]
+__all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "check_output_path", "MIN_FREE_BYTES"]
+
+MIN_FREE_BYTES = 1 << 20
+"""An output's folder needs at least this much free space (1 MiB) where the file system says."""
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -32,6 +38,46 @@ def _umask() -> int:
     return mask
 
 
+def check_output_path(
+    path: str | Path, *, what: str, error: type[Exception], folder: bool = False, parents: bool = False
+) -> Path:
+    """Raise ``error`` (one line naming ``what`` and ``path``) unless ``path`` can be written.
+
+    Run before any long work: the parent folder exists and is writable, the target is not a
+    folder (or, with ``folder=True``, is one or can be made; with ``parents=True`` missing
+    parent folders will be made, so the nearest existing one is checked), not a device node or FIFO (an
+    atomic write would replace it with a regular file), and the file system has
+    :data:`MIN_FREE_BYTES` free where it reports it.
+    """
+    path = Path(path)
+    try:
+        info = path.stat() if path.exists() else None
+        if folder and info is not None and not stat.S_ISDIR(info.st_mode):
+            raise error(f"cannot write {what} '{path}': it exists and is not a folder")
+        if not folder and info is not None and stat.S_ISDIR(info.st_mode):
+            raise error(f"cannot write {what} '{path}': it is a folder (name a file)")
+        if not folder and info is not None and not stat.S_ISREG(info.st_mode):
+            raise error(f"cannot write {what} '{path}': it is a device or a pipe, not a regular file")
+        parent = path if folder and info is not None else path.parent
+        while (folder or parents) and not parent.exists() and parent != parent.parent:
+            parent = parent.parent  # the folder (and missing parents) will be made
+        if not parent.is_dir():
+            raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist")
+        _probe(parent)  # a real write: permissions, a read-only mount, a full inode table
+        free = shutil.disk_usage(parent).free
+    except OSError as exc:  # permission denied, a read-only mount, a name too long
+        raise error(f"cannot write {what} '{path}': {(exc.strerror or str(exc)).lower()} (choose another path)") from None
+    if free < MIN_FREE_BYTES:
+        raise error(f"cannot write {what} '{path}': {os.strerror(errno.ENOSPC).lower()} ({free} bytes free)")
+    return path
+
+
+def _probe(folder: Path) -> None:
+    fd, name = tempfile.mkstemp(prefix=".uscl-probe.", dir=folder)
+    os.close(fd)
+    os.unlink(name)
+
+
 def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, mode: int | None = None) -> None:
     """Write ``data`` (bytes, or a function writing to a binary handle) to ``path`` atomically.
 
@@ -40,6 +86,9 @@ def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, 
     names the file in its message.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        # Replacing a device node or a FIFO with a regular file would be a silent loss.
+        raise OSError(errno.EEXIST, "not a regular file", str(path))
     if mode is None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

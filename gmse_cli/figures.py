@@ -11,13 +11,13 @@ shows a pile of text (the command's table lists everything).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gmse_cli.atomic import check_output_path, write_atomic
 from gmse_cli.errors import DataError
 
 __all__ = [
@@ -79,14 +79,7 @@ def check_plot_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf (the file type follows the extension)")
-    parent = path.parent
-    if not parent.is_dir():
-        raise DataError(f"cannot write plot '{path}': folder '{parent}' does not exist")
-    if path.is_dir():
-        raise DataError(f"cannot write plot '{path}': it is a folder (name a file)")
-    if not os.access(path if path.exists() else parent, os.W_OK):
-        raise DataError(f"cannot write plot '{path}': permission denied (choose another path)")
-    return path
+    return check_output_path(path, what="plot", error=DataError)
 
 
 @contextmanager
@@ -295,8 +288,8 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     if f".{kind}" not in PLOT_SUFFIXES:
         raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf")
     try:
-        with house_style():
-            fig.savefig(path, format=kind)
+        with house_style():  # atomically: a full disk never leaves a truncated plot behind
+            write_atomic(path, lambda handle: fig.savefig(handle, format=kind))
     except OSError as exc:
         raise DataError(f"cannot write plot '{path}': {exc.strerror or exc}") from None
     return path

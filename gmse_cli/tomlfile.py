@@ -17,6 +17,7 @@ from typing import Any
 import tomli_w
 
 from gmse_cli.errors import UsclError
+from gmse_cli.inputs import parse_nested, read_text_file
 
 __all__ = ["read_toml", "dumps_toml"]
 
@@ -26,16 +27,14 @@ def read_toml(
 ) -> dict[str, Any]:
     """The top-level table of the TOML file ``path``.
 
-    A file that cannot be read raises ``read_error`` (default ``error``), malformed TOML raises
-    ``error``; both messages name ``what`` ("format file", "law file") or the path.
+    A file that cannot be read raises ``read_error`` (default ``error``); one that is not UTF-8,
+    larger than :data:`~gmse_cli.inputs.MAX_TEXT_BYTES` or nested deeper than
+    :data:`~gmse_cli.inputs.MAX_NESTING`, or malformed TOML, raises ``error``; both messages name ``what`` ("format file", "law file") or the path.
     """
     path = Path(path)
+    text = read_text_file(path, what=what, error=error, read_error=read_error)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise (read_error or error)(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(text)
+        return parse_nested(tomllib.loads, text, where=str(path), error=error)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: malformed TOML: {exc}") from None
 

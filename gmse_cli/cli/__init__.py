@@ -20,12 +20,18 @@ except ImportError:  # pragma: no cover - older typer raises click's own excepti
     _TyperClickException = click.exceptions.ClickException
 
 from gmse_cli.cli import fit, formats, gmse, mse, rank, search, train
-from gmse_cli.cli.console import err_console
+from gmse_cli.cli.console import err_console, out_console
+from gmse_cli.cli.options import attach_validators
 from gmse_cli.errors import UsclError
 from gmse_cli.progress import enable_notices
 
 __all__ = ["app", "main"]
 
+try:
+    from typer._click.exceptions import NoArgsIsHelpError as _TyperNoArgs
+except ImportError:  # pragma: no cover
+    _TyperNoArgs = getattr(click.exceptions, "NoArgsIsHelpError", ())
+_NO_ARGS = tuple(e for e in (_TyperNoArgs, getattr(click.exceptions, "NoArgsIsHelpError", None)) if isinstance(e, type))
 _USAGE_ERRORS = (click.exceptions.ClickException, _TyperClickException)
 _ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 
@@ -93,12 +99,16 @@ def _one_line(message: object) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
-    command = _cli()
+    command = attach_validators(_cli())
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
     except UsclError as exc:
         err_console.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except _NO_ARGS as exc:
+        # `uscl` (or a group) alone: its help, as click itself would show it, and the usage exit code.
+        out_console.print(exc.ctx.get_help() if exc.ctx is not None else "see 'uscl --help'", highlight=False, markup=False)
         sys.exit(2)
     except _USAGE_ERRORS as exc:
         # Bad options and arguments: one line too, naming the command's help.

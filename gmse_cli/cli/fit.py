@@ -75,6 +75,7 @@ def register(app: typer.Typer) -> None:
         error, residuals, held-out error (unified, capacity, kumar: leave one scheme out, leave one GMSE group
         out, inside and outside the law's domain), capacity drift with N and D/N, and a factorization check
         (decoupled)."""
+        from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import err_console, print_json
         from gmse_cli.cli.options import one_output
         from gmse_cli.errors import DataError, FitError
@@ -92,6 +93,8 @@ def register(app: typer.Typer) -> None:
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
         if plot is not None:
             check_plot_path(plot)
+        if out is not None:
+            check_output_path(out, what="law file", error=FitError)
         fixed = _parse_fix(fix or [])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RunsWarning)
@@ -115,14 +118,18 @@ def register(app: typer.Typer) -> None:
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
                          base_law=base_law, data_files=[str(f) for f in files], prior=prior,
                          fit_outside=fit_outside, loso=heldout, progress=err_console.is_terminal)
-        if out is not None:
-            save_law(result.to_law(out.stem, base=base_law or load_law(law)), out)
-            if not quiet:
-                err_console.print(f"wrote law {out}")
+        if (problem := result.law_problem()) is not None:
+            raise FitError(problem)
+        # validated before anything is written
+        law_out = result.to_law(out.stem, base=base_law or load_law(law)) if out is not None else None
         if plot is not None:
             _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed)
             if not quiet:
                 err_console.print(f"wrote plot {plot}")
+        if law_out is not None:
+            save_law(law_out, out)
+            if not quiet:
+                err_console.print(f"wrote law {out}")
         if json_out:
             print_json(result.model_dump(mode="json"))
             return

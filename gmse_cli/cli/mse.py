@@ -206,10 +206,17 @@ def _render(results, worst: int) -> None:
 def _activations(model: Path, formats: list[str], act: ActivationOptions, *, worst: int, plot: Path | None,
                  json_out: bool, csv_out: bool, law: str | None, **options) -> None:
     from gmse_cli.cli.console import err_console, print_json
+    from gmse_cli.law import load_law
     from gmse_cli.progress import note
     from gmse_cli.realmse import checkpoint_name, plot_mse
     from gmse_cli.realmse.activations import measure_activations
+    from gmse_cli.spec import resolve_format
 
+    # Every named format and the law resolve before the model and the text are loaded.
+    for name in [*formats, *(act.weight_formats or [])]:
+        resolve_format(name)
+    if law is not None:
+        load_law(law)
     report = measure_activations(
         model, act.data, formats, weight_formats=act.weight_formats, tokenizer=act.tokenizer, tokens=act.tokens,
         context=act.context, batch_size=act.batch_size, device=act.device, dtype=act.dtype,

@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import task
-        from gmse_cli.search import plot_search, search_formats, write_frontier
+        from gmse_cli.search import check_frontier_dir, plot_search, search_formats, write_frontier
 
         one_output(json_out, csv_out)
         out_dir = renamed("--out-dir", "--out", old_out_dir, out_dir)
@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
             raise SpecError("--include/--exclude select checkpoint layers; give --checkpoint too")
         if plot is not None:
             check_plot_path(plot)
+        if out_dir is not None:
+            check_frontier_dir(out_dir)
 
         def progress(phase: str, done: int, total: int) -> None:
             bar.update(detail=phase, completed=done, total=total)

@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
         Runs come from a SWEEP spec (sizes x tokens per parameter x weight formats x activation
         formats x seeds) or from the flags; each finished run appends one JSON line to --out.
         """
+        from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import TrainError
         from gmse_cli.training.results import finished_keys
@@ -95,10 +96,13 @@ def register(app: typer.Typer) -> None:
         runs = expand_sweep(spec, overrides=overrides)
         if shard is not None:
             runs = _shard(runs, shard)
-        from gmse_cli.training.config import check_format_fits
+        from gmse_cli.training.config import check_format_fits, check_local_inputs
 
         for cfg in runs:
             check_format_fits(cfg)
+            check_local_inputs(cfg)
+        # Every output is checked before anything trains: a run is never lost to an unwritable --out.
+        check_output_path(out, what="results file", error=TrainError, parents=True)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
         if dry_run:
             from gmse_cli.training.results import load_records
@@ -123,6 +127,9 @@ def register(app: typer.Typer) -> None:
         models_root = None
         if not no_keep_models:
             models_root = models_dir or (Path(spec.models_dir) if spec.models_dir else out.with_name(out.name + ".models"))
+        for folder, what in ((ckpt_root, "checkpoint folder"), (models_root, "models folder")):
+            if folder is not None:
+                check_output_path(folder, what=what, error=TrainError, folder=True)
         _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
              nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not no_progress,
              output=_output(json_out, csv_out), argv=_worker_argv(locals()))
@@ -143,14 +150,21 @@ def register(app: typer.Typer) -> None:
         """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library."""
         import hashlib
 
+        from gmse_cli.atomic import check_output_path, write_text_atomic
         from gmse_cli.cli.console import err_console, out_console, print_json
-        from gmse_cli.training.data import iter_corpus, train_bpe
+        from gmse_cli.errors import TrainError
+        from gmse_cli.training.data import corpus_files, iter_corpus, train_bpe
 
+        check_output_path(out, what="tokenizer", error=TrainError, parents=True)
+        corpus_files(text)  # a missing or empty source is one line, before the progress line
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} ...")
         tok = train_bpe((t for t, _ in iter_corpus(text, text_field=text_field)), vocab_size=vocab_size)
         blob = tok.to_str()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(blob, encoding="utf-8")
+        try:  # atomically: a full disk never leaves a truncated tokenizer.json
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out, blob)
+        except OSError as exc:
+            raise TrainError(f"cannot write tokenizer {out}: {exc.strerror or exc}") from None
         info = {"path": str(out), "vocab_size": tok.get_vocab_size(), "sha256": hashlib.sha256(blob.encode()).hexdigest()}
         if json_out:
             print_json(info)

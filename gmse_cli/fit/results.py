@@ -9,6 +9,7 @@ underscore is public and re-exported by :mod:`gmse_cli.fit`, which lists them in
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -223,6 +224,18 @@ class FitResult(Frozen):
 
     def law_constants(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in LAW}
+
+    def law_problem(self) -> str | None:
+        """Why these constants cannot form a law (A, alpha, B, beta > 0, E >= 0, all finite), or None.
+
+        Such a fit (beta < 0: loss growing with data) is no scaling law: ``uscl fit`` reports
+        it as an error, with or without ``--out``, rather than print or write it."""
+        for key, value in self.law_constants().items():
+            if not math.isfinite(value) or value < 0 or (value == 0 and key != "E"):
+                need = ">= 0" if key == "E" else "> 0"
+                return (f"the fit gives {key} = {value:.4g}, but a scaling law needs {key} {need}; "
+                        f"the runs do not pin it down (add runs, or hold it with --fix {key}=VALUE)")
+        return None
 
     def to_law(self, name: str, *, description: str = "", meta: Mapping[str, str] | None = None, base=None):
         """This fit as a :class:`~gmse_cli.law.Law` (with every constant's interval and origin).

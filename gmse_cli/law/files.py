@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from gmse_cli.atomic import write_text_atomic
 from gmse_cli.errors import LawError
+from gmse_cli.inputs import is_file
 from gmse_cli.law.model import Law
 from gmse_cli.paths import laws_dir
 from gmse_cli.tomlfile import dumps_toml, read_toml
@@ -35,7 +36,7 @@ DEFAULT_LAW = "paper-llama-c4"
 
 def load_law(path: str | Path | None = None) -> Law:
     """Load a law file; ``None`` or a shipped name (``paper-llama-c4``) loads the shipped one."""
-    if path is None or (isinstance(path, str) and not path.endswith(".toml") and not Path(path).exists()):
+    if path is None or (isinstance(path, str) and not path.endswith(".toml") and not is_file(path)):
         return shipped_law(path or DEFAULT_LAW)
     path = Path(path)
     return _validate(read_toml(path, what="law file", error=LawError), source=str(path))
@@ -44,7 +45,7 @@ def load_law(path: str | Path | None = None) -> Law:
 def shipped_law(name: str = DEFAULT_LAW) -> Law:
     """The law shipped with uscl under ``name`` (``gmse_cli/laws/<name>.toml``)."""
     path = laws_dir() / f"{name}.toml"
-    if not path.is_file():
+    if not is_file(path):
         names = ", ".join(sorted(p.stem for p in laws_dir().glob("*.toml"))) or "none"
         raise LawError(f"no law file or shipped law named '{name}' (shipped: {names})")
     return load_law(path)

@@ -17,8 +17,13 @@ from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family
 
-__all__ = ["Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
+__all__ = ["MAX_CONSTANT", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
            "draws_in_domain"]
+
+
+MAX_CONSTANT = 1e30
+"""The largest magnitude a law constant (value, sigma, interval end) may have: beyond it a
+prediction overflows to inf (a capacity L of 1e308 times N parameters)."""
 
 
 class Constant(Frozen):
@@ -32,8 +37,10 @@ class Constant(Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Constant:
-        if not math.isfinite(self.value):
-            raise LawError(f"constant value {self.value} is not finite")
+        for key in ("value", "sigma", "low", "high"):
+            number = getattr(self, key)
+            if number is not None and not (math.isfinite(number) and abs(number) <= MAX_CONSTANT):
+                raise LawError(f"constant {key} = {number} is not a finite number of magnitude at most {MAX_CONSTANT:g}")
         if self.low is not None and self.high is not None and self.low > self.high:
             raise LawError(f"constant interval [{self.low}, {self.high}] is reversed")
         return self
@@ -91,8 +98,8 @@ class LawDraws(Frozen):
         if self.rows < 2:
             raise LawError(f"{self.rows} row(s); joint draws need at least 2")
         for name, column in self.constants.items():
-            if not all(math.isfinite(x) for x in column):
-                raise LawError(f"column '{name}' has a value that is not finite")
+            if not all(math.isfinite(x) and abs(x) <= MAX_CONSTANT for x in column):
+                raise LawError(f"column '{name}' has a value that is not finite or of magnitude over {MAX_CONSTANT:g}")
         return self
 
     @property

@@ -260,7 +260,10 @@ def measure_activations(
         raise SpecError(f"Hadamard block {hadamard_block} is not a power of two (2, 4, ... 128, ...)")
     torch_side = _torch_side()
     from gmse_cli.compress import compress, top_raw_scale
-    from gmse_cli.training.data import first_tokens, model_windows
+    from gmse_cli.training.data import corpus_files, first_tokens, model_windows
+
+    if data.strip().lower() != "c4":
+        corpus_files(data)  # a missing, empty or endless (a device) text: before the model loads
 
     loaded = torch_side.load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                                    compressed_forward=compressed_forward)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import stat
 import struct
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -39,6 +40,7 @@ from pydantic import Field
 
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
+from gmse_cli.inputs import exists, parse_nested, read_text_file
 
 __all__ = [
     "TensorInfo",
@@ -152,7 +154,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     safetensors, a folder without safetensors files, or a tensor named in two shards.
     """
     path = Path(path).expanduser()
-    if not path.exists():
+    if not exists(path):
         raise DataError(f"checkpoint {path} does not exist; give a .safetensors file or a folder of them")
     files = _checkpoint_files(path)
     tensors: list[TensorInfo] = []
@@ -185,8 +187,9 @@ def _model_type(path: Path, files: Sequence[Path]) -> str | None:
     """``model_type`` of the Hugging Face ``config.json`` beside the checkpoint, if any."""
     for folder in dict.fromkeys([path if path.is_dir() else path.parent, *(f.parent for f in files)]):
         try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            text = read_text_file(folder / "config.json", what="model config", error=DataError)
+            config = parse_nested(json.loads, text, where="config.json", error=DataError)
+        except (DataError, ValueError):
             continue  # no config, or not one we can read: decide from the tensors instead
         if isinstance(config, dict) and isinstance(config.get("model_type"), str):
             return config["model_type"]
@@ -213,7 +216,8 @@ def _stores_conv1d(path: Path, files: Sequence[Path], tensors: Sequence[TensorIn
 def _index_files(index: Path) -> list[Path]:
     """The shards a ``model.safetensors.index.json`` names, beside it."""
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        text = read_text_file(index, what="safetensors index", error=DataError)
+        weight_map = parse_nested(json.loads, text, where=str(index), error=DataError)["weight_map"]
         names = sorted(set(weight_map.values()))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{index}: not a safetensors index (needs a 'weight_map' object): {exc}") from None
@@ -292,9 +296,18 @@ def checkpoint_name(path: str | Path) -> str:
     return "/".join(path.parts[-3:] if path.suffix else path.parts[-2:])
 
 
+def _whole(value: object) -> int:
+    # A shape or offset is a JSON integer: 64.5 or true is a lie about the layout, never 64 or 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(value)
+    return value
+
+
 def _read_header(file: Path) -> list[TensorInfo]:
     """Parse one safetensors header and check every entry against the file's size."""
     try:
+        if not stat.S_ISREG(file.stat().st_mode):  # a FIFO or /dev/zero may never end
+            raise DataError(f"cannot read checkpoint file {file}: not a regular file (a pipe or a device)")
         with file.open("rb") as fh:
             head = fh.read(8)
             size = file.stat().st_size
@@ -309,7 +322,7 @@ def _read_header(file: Path) -> list[TensorInfo]:
     except OSError as exc:
         raise DataError(f"cannot read checkpoint file {file}: {exc.strerror or exc}") from None
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = parse_nested(json.loads, raw.decode("utf-8"), where=str(file), error=DataError)
     except (UnicodeDecodeError, ValueError):
         raise DataError(f"{file} is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
@@ -321,16 +334,21 @@ def _read_header(file: Path) -> list[TensorInfo]:
             continue
         try:
             code = entry["dtype"]
-            shape = tuple(int(s) for s in entry["shape"])
-            begin, end = (int(v) for v in entry["data_offsets"])
+            shape = tuple(_whole(s) for s in entry["shape"])
+            begin, end = (_whole(v) for v in entry["data_offsets"])
+            if not isinstance(code, str):
+                raise TypeError
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"{file}: tensor '{name}' has a malformed header entry: {entry!r}") from None
+            raise DataError(f"{file}: tensor '{name}' has a malformed header entry (shape, dtype or offsets): "
+                            f"{str(entry)[:200]}") from None
         if code not in _DTYPES:
             # Unknown dtypes (e.g. F8_E8M0, I4) are listed but never measured.
             itemsize = None
         else:
             itemsize = _storage_dtype(code).itemsize
-        if any(s < 0 for s in shape) or not 0 <= begin <= end or base + end > size:
+        if any(s < 0 for s in shape):
+            raise DataError(f"{file}: tensor '{name}' has a negative dimension in its shape {list(shape)}")
+        if not 0 <= begin <= end or base + end > size:
             raise DataError(f"{file}: tensor '{name}' lies outside the file (offsets {begin}..{end}); the file is truncated")
         if itemsize is not None and (end - begin) != math.prod(shape) * itemsize:
             raise DataError(
@@ -394,6 +412,7 @@ def _fill(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndar
         for start in range(0, info.stored_shape[0], step):
             stop = min(start + step, info.stored_shape[0])
             out[:, start:stop] = _read_block(fh, info, start, stop)[:, rows].T
+        _check_finite(info, out)
         return
     done = 0
     for first, last in _runs(rows):
@@ -401,6 +420,16 @@ def _fill(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndar
             stop = min(start + step, last)
             out[done : done + stop - start] = _read_block(fh, info, start, stop)
             done += stop - start
+    _check_finite(info, out)
+
+
+def _check_finite(info: TensorInfo, values: np.ndarray) -> None:
+    """Raise :class:`DataError` naming the tensor if it holds nan or inf: no MSE is defined.
+
+    A float64 sum of float32 values cannot overflow, so it is finite exactly when every value
+    is, at no extra memory."""
+    if values.size and not math.isfinite(float(values.sum(dtype=np.float64))):
+        raise DataError(f"tensor '{info.name}' in {info.file} holds nan or inf values; its MSE is undefined")
 
 
 def _row_selection(info: TensorInfo, rows: slice | np.ndarray) -> slice | np.ndarray:

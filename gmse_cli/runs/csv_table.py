@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def load_csv(path: str | Path) -> list[Run]:
     for lineno, row in enumerate(rows, start=2):
         where = f"{path}:{lineno}"
         n = number(row[col_n], "N", where)
+        if not (math.isfinite(n) and n > 0):  # D = FLOP / 6N below, and every run needs N > 0
+            raise DataError(f"{where}: N = {row[col_n]} must be a positive number")
         d = number(row[col_d], "D", where) if col_d else number(row[col_flop], "Training FLOP", where) / (6.0 * n)
         weights = (row.get(col_w) or "").strip() if col_w else ""
         activations = (row.get(col_a) or "").strip() if col_a else ""

@@ -7,19 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
+from gmse_cli.inputs import MAX_RUNS_BYTES, read_text_file
 from gmse_cli.spec import resolve_format
 
 __all__ = ["read_text", "number", "check_spec"]
 
 
 def read_text(path: Path) -> str:
-    """The file's UTF-8 text."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read runs file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"runs file {path} is not UTF-8 text") from None
+    """The file's UTF-8 text (a regular file of at most :data:`~gmse_cli.inputs.MAX_RUNS_BYTES`)."""
+    return read_text_file(path, what="runs file", error=DataError, limit=MAX_RUNS_BYTES)
 
 
 def number(value: Any, key: str, where: str) -> float:
@@ -28,8 +24,10 @@ def number(value: Any, key: str, where: str) -> float:
         raise DataError(f"{where}: {key} = {value!r} is not a number")
     try:
         return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise DataError(f"{where}: {key} = {str(value)[:20]}... is too large (over 1e308)") from None
     except (TypeError, ValueError):
-        raise DataError(f"{where}: {key} = {value!r} is not a number") from None
+        raise DataError(f"{where}: {key} = {str(value)[:60]!r} is not a number") from None
 
 
 def check_spec(spec: str, where: str, key: str) -> None:

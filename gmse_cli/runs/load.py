@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gmse_cli.errors import DataError
+from gmse_cli.inputs import exists
 from gmse_cli.runs.csv_table import load_csv
 from gmse_cli.runs.fields import read_text
 from gmse_cli.runs.model import Run
@@ -26,7 +27,7 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
     runs: list[Run] = []
     for raw in paths:
         path = Path(raw)
-        if not path.is_file():
+        if not exists(path):
             raise DataError(f"runs file {path} does not exist")
         if path.suffix.lower() == ".csv":
             runs.extend(load_csv(path))

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from gmse_cli.errors import DataError
+from gmse_cli.inputs import parse_nested
 from gmse_cli.runs.fields import number, read_text
 from gmse_cli.runs.model import MetaValue, Run, scheme_name
 
@@ -63,11 +64,24 @@ def quest_scheme(quantizer: str, bits: int | float | None, *, tensor: str = "wei
     return f"{prefix}int{int(bits)}"
 
 
+def _check_types(rec: dict, where: str) -> None:
+    # Fields read below by their type: a wrong type is one line naming the field.
+    for key in ("w_quant", "a_quant"):
+        if not isinstance(rec[key], str):
+            raise DataError(f"{where}: {key} = {rec[key]!r} is not a quantizer class name")
+    for key in ("w_bits", "a_bits"):
+        value = rec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise DataError(f"{where}: {key} = {value!r} is not a number of bits")
+    if not isinstance(rec.get("args") or {}, dict):
+        raise DataError(f"{where}: args = {rec['args']!r} is not an object")
+
+
 def load_quest_runs(path: str | Path) -> list[Run]:
     """QuEST's ``runs_for_scaling.json``: a JSON list of run records (see shared/data/README.md)."""
     path = Path(path)
     try:
-        records = json.loads(read_text(path))
+        records = parse_nested(json.loads, read_text(path), where=str(path), error=DataError)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(records, list):
@@ -80,6 +94,7 @@ def load_quest_runs(path: str | Path) -> list[Run]:
         missing = [k for k in ("non_embedding_parameters", "tokens", "loss", "w_quant", "a_quant") if k not in rec]
         if missing:
             raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+        _check_types(rec, where)
         weights = quest_scheme(rec["w_quant"], rec.get("w_bits"), tensor="weight")
         activations = quest_scheme(rec["a_quant"], rec.get("a_bits"), tensor="activation")
         weights = weights or "bf16"  # NoQuantizer on weights: the bf16 baseline

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
+from gmse_cli.inputs import parse_nested
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import Run, RunsWarning, scheme_name
 from gmse_cli.spec import Format
@@ -70,7 +71,7 @@ def load_train_jsonl(path: str | Path) -> list[Run]:
             continue
         where = f"{path}:{lineno}"
         try:
-            rec = json.loads(line)
+            rec = parse_nested(json.loads, line, where=where, error=DataError)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not a JSON line ({exc.msg}); expected one JSON object per line") from None
         if not isinstance(rec, dict):

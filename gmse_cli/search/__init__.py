@@ -34,6 +34,7 @@ from gmse_cli.search.results import (
     SearchPoint,
     SearchResult,
     StagePoint,
+    check_frontier_dir,
     write_frontier,
 )
 from gmse_cli.search.space import Candidate, Group, SearchSpace, enumerate_candidates
@@ -49,6 +50,7 @@ __all__ = [
     "enumerate_candidates",
     "pareto_frontier",
     "search_formats",
+    "check_frontier_dir",
     "write_frontier",
     "plot_search",
     "search_figure",

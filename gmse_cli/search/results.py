@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gmse_cli.atomic import write_text_atomic
+from gmse_cli.atomic import check_output_path, write_text_atomic
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family, Format, format_to_toml
@@ -99,9 +99,15 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-._" else {"+": "_", ":": "of"}.get(ch, "-") for ch in name)
 
 
+def check_frontier_dir(out_dir: str | Path) -> Path:
+    """Raise :class:`SpecError` unless ``out_dir`` is (or can be made) a writable folder: run
+    before the search, so a typo costs nothing."""
+    return check_output_path(out_dir, what="frontier folder", error=SpecError, folder=True)
+
+
 def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
     """Write each frontier member as ``NN-<name>.toml`` (a format file every command reads)."""
-    out_dir = Path(out_dir)
+    out_dir = check_frontier_dir(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from gmse_cli.errors import SpecError
 from gmse_cli.grammar import SHORTHAND_HELP
+from gmse_cli.inputs import is_file
 from gmse_cli.spec.catalog import catalog
 from gmse_cli.spec.format import Format, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
@@ -157,7 +158,7 @@ def resolve_format(text: str | Path | Format) -> Format:
     if isinstance(text, Format):
         return text
     raw = str(text).strip()
-    if raw.endswith(".toml") or Path(raw).is_file():
+    if raw.endswith(".toml") or is_file(raw):
         return load_format_toml(raw)
     return parse_shorthand(raw)
 

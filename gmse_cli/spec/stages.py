@@ -36,6 +36,8 @@ from gmse_cli.spec.vocab import (
 
 __all__ = ["Quantize", "Sparsify", "VQ", "Rotate", "Stage"]
 
+LUT_MAGNITUDE = (1e-30, 1e30)
+"""The magnitudes a nonzero lut value may take."""
 _MAX_INT_BITS = 16
 _MAX_VQ_INDEX_BITS = 16  # at most 2^16 codewords
 
@@ -179,6 +181,14 @@ class Quantize(SpecModel):
                 raise SpecError("quantize: lut values must be strictly increasing")
             if max(abs(v) for v in self.values) == 0:
                 raise SpecError("quantize: lut values must not all be zero")
+            # The grid is normalized by its largest value: subnormal or astronomically large
+            # values would make that division (and the clipping search) overflow.
+            odd = [v for v in self.values if v != 0 and not LUT_MAGNITUDE[0] <= abs(v) <= LUT_MAGNITUDE[1]]
+            if odd:
+                raise SpecError(
+                    f"quantize: lut value {odd[0]!r} is outside the range of magnitudes a lut takes "
+                    f"(0 or {LUT_MAGNITUDE[0]:g} to {LUT_MAGNITUDE[1]:g})"
+                )
         elif self.values is not None:
             raise SpecError(f"quantize: 'values' only applies to grid 'lut', not '{grid}'")
         if self.scale is ScaleRule.NONE and self.group != "row":

@@ -10,20 +10,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from gmse_cli.frozen import Frozen
+from gmse_cli.frozen import FrozenInput
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
     "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "ScaleRounding",
-    "Overflow", "LutRounding", "SparsityPattern", "Granularity", "fp_max", "DQ_BLOCK",
+    "Overflow", "LutRounding", "SparsityPattern", "Granularity", "fp_max", "DQ_BLOCK", "MAX_ROW_LENGTH",
 ]
 
 DEFAULT_ROW_LENGTH = 4096
 """Row length (input dimension) the GMSE engine and bit accounting assume unless told."""
 
+MAX_ROW_LENGTH = 1 << 20
+"""The longest row (input dimension) any command accepts: 1,048,576, four times the widest
+linear layer of today's largest models; a sample bank holds a few such rows, never gigabytes."""
 
-class SpecModel(Frozen):
-    """Base of every spec model: an immutable value; a typo is an error, never silently dropped."""
+
+class SpecModel(FrozenInput):
+    """Base of every spec model: an immutable value; a typo is an error, never silently dropped,
+    and nan or inf (a scale constant, a sparsity, a LUT value) is never meaningful."""
 
 
 def lowercase(value: Any) -> Any:

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from gmse_cli.errors import BackendMissing, DataError, SpecError
+from gmse_cli.inputs import exists, parse_nested, read_text_file
 from gmse_cli.spec import Format
 
 __all__ = [
@@ -115,14 +116,8 @@ def load_model(
     (without ``allow_pickle``), a model that needs remote code or fails to load, and
     :class:`SpecError` for ``compressed_forward`` on a folder without ``uscl.json``.
     """
-    try:
-        import transformers
-    except ImportError:
-        raise BackendMissing("measuring activations needs the [train] extra: pip install 'uscl[train]'") from None
-    from gmse_cli.training.loop import dist_env, resolve_device
-
     folder = Path(path).expanduser()
-    if not folder.is_dir() or not (folder / "config.json").is_file():
+    if not exists(folder) or not folder.is_dir() or not (folder / "config.json").is_file():
         raise DataError(
             f"model '{path}' is not a local model folder with a config.json (a Hugging Face folder or a "
             "uscl train model folder; hub ids are not fetched)"
@@ -137,11 +132,18 @@ def load_model(
     meta = None
     if (folder / "uscl.json").is_file():
         try:
-            meta = json.loads((folder / "uscl.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            text = read_text_file(folder / "uscl.json", what="model metadata", error=DataError)
+            meta = parse_nested(json.loads, text, where=str(folder / "uscl.json"), error=DataError)
+        except ValueError as exc:
             raise DataError(f"cannot read {folder / 'uscl.json'}: {exc}") from None
     if compressed_forward and meta is None:
         raise SpecError(f"--compressed-forward runs a uscl train model's own formats; {folder} has no uscl.json")
+    # Imported only now: every input is checked first (importing transformers takes seconds).
+    try:
+        import transformers
+    except ImportError:
+        raise BackendMissing("measuring activations needs the [train] extra: pip install 'uscl[train]'") from None
+    from gmse_cli.training.loop import dist_env, resolve_device
 
     dev = resolve_device(device, dist_env())
     transformers.utils.logging.disable_progress_bar()

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from gmse_cli.atomic import fsync_dir
-from gmse_cli.errors import DataError
+from gmse_cli.atomic import fsync_dir, write_atomic
+from gmse_cli.errors import DataError, TrainError
 
 __all__ = [
     "TrainState",
@@ -96,11 +96,15 @@ def _fsync_tree(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _staged_folder(final: Path) -> Iterator[Path]:
+def _staged_folder(final: Path, what: str) -> Iterator[Path]:
     """An empty staging folder beside ``final``; on success its files are fsync'd and it is
-    renamed to ``final`` (replacing an older one), on failure removed: never a partial folder."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    renamed to ``final`` (replacing an older one), on failure removed: never a partial folder.
+    A write that fails (a full disk, a read-only folder) is a :class:`TrainError` naming ``what``."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as exc:
+        raise TrainError(f"cannot write {what} in {final.parent}: {exc.strerror or exc}") from None
     try:
         yield staging
         _fsync_tree(staging)
@@ -111,6 +115,9 @@ def _staged_folder(final: Path) -> Iterator[Path]:
         os.replace(staging, final)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TrainError(f"cannot write {what} {final}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -129,7 +136,7 @@ def save_checkpoint(
 
     name = f"step-{state.step:09d}"
     final = run_dir / name
-    with _staged_folder(final) as staging:
+    with _staged_folder(final, "checkpoint") as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
         save_file(weights, str(staging / "model.safetensors"))
         tensors, scalars = _optimizer_tensors(optim_state)
@@ -140,12 +147,10 @@ def save_checkpoint(
             "rng_cpu": torch.get_rng_state().tolist(),
         }
         (staging / "state.json").write_text(json.dumps(payload))
-    pointer = run_dir / ".latest.tmp"
-    with open(pointer, "w") as handle:
-        handle.write(name)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(pointer, run_dir / "latest")
+    try:
+        write_atomic(run_dir / "latest", name.encode())
+    except OSError as exc:  # the checkpoint itself is complete; latest_checkpoint finds it without
+        raise TrainError(f"cannot write checkpoint pointer {run_dir / 'latest'}: {exc.strerror or exc}") from None
     old = sorted(p for p in run_dir.glob("step-*") if p.is_dir() and p.name != name)
     for stale in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(stale, ignore_errors=True)
@@ -213,7 +218,7 @@ def save_final_model(
     """
     from safetensors.torch import save_file
 
-    with _staged_folder(folder) as staging:
+    with _staged_folder(folder, "final model") as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
         save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))

@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gmse_cli.errors import SpecError, TrainError
-from gmse_cli.frozen import Frozen
+from gmse_cli.errors import DataError, SpecError, TrainError
+from gmse_cli.frozen import Frozen, FrozenInput
+from gmse_cli.inputs import exists
 from gmse_cli.spec import Format, resolve_format
 from gmse_cli.training.presets import ModelPreset, get_preset
 
@@ -35,6 +36,7 @@ __all__ = [
     "config_error",
     "check_trainable",
     "check_format_fits",
+    "check_local_inputs",
 ]
 
 # The paper's tokenizer. The meta-llama repository is gated (set HF_TOKEN after accepting its
@@ -91,7 +93,7 @@ def resolve_activation_format(value: Any) -> Format | None:
     return None if is_identity_format(fmt) else fmt
 
 
-class DataConfig(Frozen):
+class DataConfig(FrozenInput):
     """Where tokens come from."""
 
     source: str = Field(
@@ -127,7 +129,7 @@ class DataConfig(Frozen):
         return value
 
 
-class OptimConfig(Frozen):
+class OptimConfig(FrozenInput):
     """AdamW with linear warm-up then cosine decay (paper.md section 3)."""
 
     lr: float | None = Field(default=None, gt=0, description="peak rate; None = the preset's")
@@ -140,7 +142,7 @@ class OptimConfig(Frozen):
     grad_clip: float | None = Field(default=1.0, gt=0)
 
 
-class EstimatorConfig(Frozen):
+class EstimatorConfig(FrozenInput):
     """Gradient rules of the compressed forward pass (see gmse_cli.training.torch_compress)."""
 
     trust: bool = Field(default=True, description="QuEST trust mask on straight-through gradients")
@@ -152,14 +154,14 @@ class EstimatorConfig(Frozen):
     )
 
 
-class RunConfig(Frozen):
+class RunConfig(FrozenInput):
     """Everything that determines the outcome of one training run."""
 
     preset: str
     weights: Format = Field(default_factory=lambda: resolve_format("fp32"))
     activations: Format | None = None
     tokens_per_param: float = Field(gt=0)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     context: int = Field(default=None, ge=8, description="sequence length; None = the preset's (paper: 512)")
     batch_size: int = Field(
         default=None, ge=1, description="sequences per optimizer step over all ranks; None = the preset's"
@@ -331,3 +333,15 @@ def check_format_fits(cfg: RunConfig) -> None:
                     f"(a linear layer has input dimension {dim}): {exc}"
                 ) from None
 
+
+
+def check_local_inputs(cfg: RunConfig) -> None:
+    """A local corpus and a tokenizer file a run names must exist: found at planning time (a dry
+    run says so too), not after the first runs of a sweep have trained."""
+    source = cfg.data.source
+    if source.lower() != C4_SOURCE and not exists(source):
+        raise DataError(f"data path '{source}' does not exist; give a text/JSONL/parquet file or folder, or 'c4'")
+    tokenizer = cfg.data.tokenizer
+    looks_local = tokenizer.endswith(".json") or tokenizer.startswith(("/", ".", "~"))
+    if looks_local and not exists(tokenizer):
+        raise DataError(f"tokenizer file '{tokenizer}' does not exist; give a tokenizer.json, a hub id or bpe:V")

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
+from gmse_cli.inputs import MAX_RUNS_BYTES, exists, parse_nested, read_text_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -157,30 +158,32 @@ def _locked(path: Path) -> Iterator[None]:
 def append_record(path: str | Path, record: RunRecord) -> None:
     """Append one line atomically (lock, copy + new line to a temp file, fsync, rename, fsync dir)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = record.model_dump_json() + "\n"
-    with _locked(path):
-        old = path.read_bytes() if path.exists() else b""
-        if old and not old.endswith(b"\n"):
-            raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
-        write_atomic(path, old + line.encode())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path):
+            old = read_text_file(path, what="results file", error=DataError, limit=MAX_RUNS_BYTES).encode() \
+                if path.exists() else b""
+            if old and not old.endswith(b"\n"):
+                raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
+            write_atomic(path, old + line.encode())
+    except OSError as exc:  # a full disk: the run's checkpoint stays, so a rerun loses nothing
+        raise DataError(f"cannot append to results file {path}: {exc.strerror or exc} "
+                        "(the finished run's checkpoint is kept; rerun to record it)") from None
 
 
 def load_records(path: str | Path) -> list[RunRecord]:
     """Every record of a results file; a line that is not a valid record raises DataError."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"results file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read results file {path}: {exc}") from None
+    if not exists(path):
+        raise DataError(f"results file {path} does not exist")
+    text = read_text_file(path, what="results file", error=DataError, limit=MAX_RUNS_BYTES)
     records: list[RunRecord] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = parse_nested(json.loads, line, where=f"{path}:{number}", error=DataError)
         except json.JSONDecodeError:
             raise DataError(
                 f"{path}:{number}: not a JSON line; a results file holds one JSON object per line "

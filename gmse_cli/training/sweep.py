@@ -33,7 +33,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError
-from gmse_cli.frozen import Frozen
+from gmse_cli.frozen import FrozenInput
+from gmse_cli.inputs import exists
 from gmse_cli.tomlfile import read_toml
 from gmse_cli.training.config import (
     DataConfig,
@@ -69,7 +70,7 @@ def _positive_tpp(value: list[float]) -> list[float]:
     return value
 
 
-class TrainSettings(Frozen):
+class TrainSettings(FrozenInput):
     """RunConfig settings shared by every run of a sweep."""
 
     context: int | None = Field(default=None, ge=8, description="None = each preset's")
@@ -82,7 +83,7 @@ class TrainSettings(Frozen):
     checkpoint_every: int = Field(default=1000, ge=0)
 
 
-class SlurmSettings(Frozen):
+class SlurmSettings(FrozenInput):
     """Resources of each Slurm job (one run per job) for ``--launcher slurm`` (submitit)."""
 
     cluster: Literal["slurm", "local", "debug"] = Field(
@@ -102,7 +103,7 @@ class SlurmSettings(Frozen):
     setup: list[str] = Field(default_factory=list, description="shell lines run before each job")
 
 
-class SchemeEntry(Frozen):
+class SchemeEntry(FrozenInput):
     """Explicit (weights, activations) pairs; each may narrow the sweep's presets, tokens per
     parameter and seeds (e.g. a second seed on a few configurations to measure seed noise)."""
 
@@ -123,7 +124,7 @@ class SchemeEntry(Frozen):
         return None if value is None else _positive_tpp(value)
 
 
-class SweepSpec(Frozen):
+class SweepSpec(FrozenInput):
     name: str
     description: str = ""
     presets: list[str] = Field(min_length=1)
@@ -166,7 +167,7 @@ class SweepSpec(Frozen):
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep TOML file (errors name the file and the field)."""
     path = Path(path)
-    if not path.exists():
+    if not exists(path):
         raise DataError(f"sweep file {path} does not exist")
     raw = read_toml(path, what="sweep file", error=SpecError, read_error=DataError)
     raw.setdefault("name", path.stem)
@@ -182,10 +183,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
 def _resolve_source(source: str, spec_dir: Path) -> str:
     if source.strip().lower() == "c4" or Path(source).expanduser().is_absolute():
         return source
-    if Path(source).exists():
+    if exists(source):
         return source
     beside = spec_dir / source
-    return str(beside) if beside.exists() else source
+    return str(beside) if exists(beside) else source
 
 
 def _act(value: str | None, weights: str) -> str | None:
@@ -242,7 +243,7 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
     return runs
 
 
-class PlannedRun(Frozen):
+class PlannedRun(FrozenInput):
     plan: RunPlan
     est_seconds: float | None = Field(description="rough wall time at the assumed throughput")
     done: bool = Field(description="already in the results file")

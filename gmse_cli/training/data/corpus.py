@@ -48,6 +48,8 @@ def corpus_files(source: str | Path) -> list[Path]:
         )
     if path.is_file():
         return [path]
+    if not path.is_dir():  # a FIFO or a device: it may never end
+        raise DataError(f"data path '{source}' is not a regular file or folder (a pipe or a device)")
     files = sorted(
         p
         for p in path.rglob("*")

@@ -1,0 +1,121 @@
+"""Reading the files a user names: one place for the checks every input kind shares.
+
+A name that cannot be a path (too long for the file system, a NUL byte) is a name, never an
+error; a file is read only if it is a regular file of at most a documented size, as UTF-8; what
+it parses to may nest at most :data:`MAX_NESTING` levels. Every failure is the caller's one-line
+:class:`~gmse_cli.errors.UsclError` naming the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gmse_cli.errors import UsclError
+
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "read_text_file", "parse_nested"]
+
+MAX_TEXT_BYTES = 16 << 20
+"""Largest format, law or sweep file read (16 MiB): hand-written specs are a few KiB."""
+MAX_RUNS_BYTES = 1 << 30
+"""Largest runs file read (1 GiB, millions of runs)."""
+MAX_NESTING = 64
+"""Deepest nesting of tables/arrays (TOML) or objects/arrays (JSON) accepted: specs use 3."""
+MAX_NAME_LENGTH = 255
+"""Longest file name (one path component) the usual file systems allow; a longer string is
+taken as a name or a shorthand, never looked up as a file."""
+
+_T = TypeVar("_T")
+_BOMS = {codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16", codecs.BOM_UTF32_LE: "UTF-32",
+         codecs.BOM_UTF32_BE: "UTF-32"}
+
+
+def exists(text: str | Path) -> bool:
+    """Whether ``text`` names an existing path; a string that cannot be a path names none."""
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, ValueError):  # ENAMETOOLONG, an embedded NUL byte
+        return False
+
+
+def is_file(text: str | Path) -> bool:
+    """Whether ``text`` names an existing file; a string that cannot be a path is not one."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # ENAMETOOLONG, ELOOP, an embedded NUL byte
+        return False
+
+
+def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit: int = MAX_TEXT_BYTES,
+                   read_error: type[UsclError] | None = None) -> str:
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes.
+
+    A FIFO, a device (``/dev/zero``) or a folder is refused before reading (such a "file" may
+    never end); a larger file is refused before it is read. A file that cannot be read raises
+    ``read_error`` (default ``error``).
+    """
+    path = Path(path)
+    failed = read_error or error
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise failed(f"cannot read {what} {path}: it is a folder")
+            if not stat.S_ISREG(info.st_mode):
+                raise failed(f"cannot read {what} {path}: not a regular file (a pipe or a device)")
+            if info.st_size > limit:
+                raise error(f"{what} {path} is {info.st_size / 2**20:.1f} MiB; the limit is {limit / 2**20:g} MiB")
+            data = handle.read(limit + 1)
+    except IsADirectoryError:
+        raise failed(f"cannot read {what} {path}: it is a folder") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise failed(f"cannot read {what} {path}: {reason}") from None
+    if len(data) > limit:  # grew while read
+        raise error(f"{what} {path} is larger than the limit of {limit / 2**20:g} MiB")
+    for bom, name in _BOMS.items():
+        if data.startswith(bom):
+            raise error(f"{what} {path} is {name} text; save it as UTF-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+
+
+def parse_nested(parse: Callable[[str], _T], text: str, *, where: str, error: type[UsclError]) -> _T:
+    """``parse(text)``, refusing data nested deeper than :data:`MAX_NESTING` levels.
+
+    A parser recursing past Python's stack limit is the same error, never a RecursionError.
+    """
+    try:
+        data = parse(text)
+    except RecursionError:
+        raise error(f"{where}: nests deeper than {MAX_NESTING} levels") from None
+    if _depth(data) > MAX_NESTING:
+        raise error(f"{where}: nests deeper than {MAX_NESTING} levels")
+    return data
+
+
+def _depth(data: Any) -> int:
+    # Iterative, so that checking the depth cannot itself overflow the stack.
+    deepest, stack = 0, [(data, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            deepest = max(deepest, level)
+            continue
+        deepest = max(deepest, level + 1)
+        if level + 1 > MAX_NESTING:
+            return level + 1
+        stack.extend((child, level + 1) for child in children)
+    return deepest
