@@ -127,15 +127,15 @@ def task(
     *,
     enabled: bool = True,
     completed: float = 0,
-    count: Literal["steps", "percent"] = "steps",
+    count: Literal["steps", "percent", "none"] = "steps",
     columns: Sequence[str] = (),
     eta: bool = False,
     keep: bool = False,
 ) -> Iterator[Task]:
     """A progress bar on stderr for the duration of the ``with`` block (silent when disabled).
 
-    ``count``: show ``done/total`` or a percentage (for totals that are not steps, such as
-    parameters). ``columns``: extra text columns over named fields, e.g. ``"loss {loss}"``;
+    ``count``: show ``done/total``, a percentage (for totals that are not steps, such as
+    parameters), or nothing (a step of unknown length: see :func:`status`). ``columns``: extra text columns over named fields, e.g. ``"loss {loss}"``;
     each field shows ``-`` until :meth:`Task.update` sets it. ``eta``: the time remaining
     instead of the time elapsed. ``keep``: leave the finished bar on screen (a training run)
     instead of erasing it.
@@ -167,9 +167,9 @@ def task(
     shown = [
         TextColumn(template.format(**{n: f"{{task.fields[{n}]}}" for n in names})) for template in columns
     ]
-    tally = MofNCompleteColumn() if count == "steps" else TextColumn("{task.percentage:>3.0f}%")
+    tally = {"steps": [MofNCompleteColumn()], "percent": [TextColumn("{task.percentage:>3.0f}%")], "none": []}[count]
     bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), tally, *shown,
+        TextColumn("{task.description}"), BarColumn(), *tally, *shown,
         TimeRemainingColumn() if eta else TimeElapsedColumn(),
         console=stderr_console(), transient=not keep,
     )
@@ -184,10 +184,12 @@ def task(
 
 
 def status(message: str, *, enabled: bool = True) -> AbstractContextManager[Any]:
-    """A one-line spinner on stderr while a slow step runs (a fit, a kernel compile)."""
+    """A one-line bar without a count on stderr while a slow step of unknown length runs (a
+    fit); it is a :func:`task`, so a bar the step starts inside it (held-out refits, a kernel
+    compiled) joins it as a row instead of fighting it for the screen."""
     if not enabled:
         return nullcontext()
-    return stderr_console().status(_escape(message), spinner="dots")
+    return task(message, None, count="none")
 
 
 def note(message: str) -> None:

@@ -262,7 +262,7 @@ def _options() -> list[tuple[list[str], tuple[str, ...]]]:
     rows += [([*dry, "--tokens-per-param", v], ("tokens-per-param",)) for v in ("inf", "nan", "0", "-3")]
     rows += [([*dry, "--data", "/nonexistent/x.txt"], ("/nonexistent",)),
              ([*dry, "--tokenizer", "/nonexistent/t.json"], ("/nonexistent",)),
-             ([*dry, "--preset", "nope"], ("nope",)), ([*dry, "--weights", "nope4"], ("nope4",)),
+             ([*dry, "--preset", "nope"], ("nope",)), ([*dry, "--format", "nope4"], ("nope4",)),
              ([*dry, "--seed", "-1"], ("seed",)), ([*dry, "--max-steps", "-1"], ("max-steps", "max_steps")),
              ([*dry, "--batch-size", "0"], ("batch",)), ([*dry, "--lr", "nan"], ("lr",)),
              ([*dry, "--lr", "-1"], ("lr",)), ([*dry, "--context", "0"], ("context",)),
@@ -353,7 +353,7 @@ def output_path(rng: random.Random) -> Case:
     elif pick == 2:
         args = ["rank", "int4", "--plot", where + (".png" if ext is None else ""), "--rel-err", "0.05"]
     elif pick == 3:
-        args = ["search", "--bits", "4.5", "--out-dir", rng.choice(["{d}/law.toml", "{d}/fifo", "/dev/null"]
+        args = ["search", "--bits", "4.5", "--out", rng.choice(["{d}/law.toml", "{d}/fifo", "/dev/null"]
                                                                   + (["{d}/ro"] if os.geteuid() else []))]
     elif pick == 4:  # train makes missing parent folders of --out
         where = where.replace("/nodir", "/text.txt")

@@ -275,9 +275,9 @@ def test_shipped_model_through_the_cli(run_cli, minilm, corpus, minilm_report, t
                   "--device", "cpu", "--include", LAYERS[0], "--include", LAYERS[1], "--json", "--plot", str(plot))
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
-    assert [f["format"] for f in report["formats"]] == ["int4", "had128+int4"]
+    assert [f["name"] for f in report["results"]] == ["int4", "had128+int4"]
     assert report["weights"] == [] and report["schemes"] == []  # a plain HF folder has no formats of its own
-    for got, want in zip(report["formats"], minilm_report.formats[:2], strict=True):
+    for got, want in zip(report["results"], minilm_report.formats[:2], strict=True):
         assert got["mse"] == pytest.approx(want.mse, rel=1e-9)  # batching as in the fixture
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = run_cli("mse", str(minilm), "--activations", "--data", str(corpus), "--format", "int4", "--hadamard",
@@ -310,16 +310,16 @@ def test_uscl_model_folder_through_the_cli(run_cli, tiny_model, corpus):
                   "--format", "had128+int4", "--tokens", "640", "--device", "cpu", "--json")
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
-    assert [f["format"] for f in report["formats"]] == ["int4", "had128+int4"]
+    assert [f["name"] for f in report["results"]] == ["int4", "had128+int4"]
     assert report["forward"] == "full" and report["context"] == 64 and report["windows"] == 10
     assert len(report["layers"]) == 14  # 2 blocks x (q, k, v, o, gate, up, down)
     # the weight format comes from uscl.json; int4 weights pair with the unrotated int4
     (weights,) = report["weights"]
-    assert weights["format"] == "int4" and len(weights["layers"]) == 14
+    assert weights["name"] == "int4" and len(weights["layers"]) == 14
     (scheme,) = report["schemes"]
     assert (scheme["weights"], scheme["activations"], scheme["hadamard"]) == ("int4", "int4", False)
     law = load_law(None)
-    act = report["formats"][0]
+    act = report["results"][0]
     want = float(law.rho("quantization", weights["mse"])) * float(law.rho("quantization", act["mse"]))
     assert scheme["rho"] == pytest.approx(want, rel=1e-9)
     # the table

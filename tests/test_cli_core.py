@@ -17,13 +17,13 @@ from gmse_cli.spec import catalog, load_format_toml
 def test_formats_lists_the_catalog(run_cli):
     res = run_cli("formats", "--json")
     assert res.code == 0 and res.stderr == ""
-    rows = json.loads(res.stdout)
+    rows = json.loads(res.stdout)["results"]
     assert {r["name"] for r in rows} == set(catalog())
     assert {"name", "family", "bits_per_param", "description"} <= set(rows[0])
 
 
 def test_formats_family_filter(run_cli):
-    rows = json.loads(run_cli("formats", "--family", "vq", "--json").stdout)
+    rows = json.loads(run_cli("formats", "--family", "vq", "--json").stdout)["results"]
     assert rows and all(r["family"] == "vq" for r in rows)
 
 
@@ -38,7 +38,7 @@ def test_show_prints_toml_that_every_command_accepts(run_cli, tmp_path):
     assert res.code == 0
     path = tmp_path / "mine.toml"
     path.write_text(res.stdout)
-    out = json.loads(run_cli("gmse", str(path), "mxfp4", "--json", "--rel-err", "1e-2").stdout)
+    out = json.loads(run_cli("gmse", str(path), "mxfp4", "--json", "--rel-err", "1e-2").stdout)["results"]
     # same spec, same shared bank -> the same estimate bit for bit
     assert out[0]["gmse"] == out[1]["gmse"]
 
@@ -62,22 +62,22 @@ def test_show_round_trips_a_multiline_description(run_cli, tmp_path):
 def test_gmse_json_keys(run_cli):
     res = run_cli("gmse", "int4", "nvfp4", "--json", "--rel-err", "1e-2", "--recompute")
     assert res.code == 0
-    rows = json.loads(res.stdout)
-    keys = {"name", "bits_per_param", "gmse", "ci_low", "ci_high", "effective_bits", "method", "samples"}
+    rows = json.loads(res.stdout)["results"]
+    keys = {"name", "bits_per_param", "gmse", "gmse_low", "gmse_high", "effective_bits", "gmse_method", "samples"}
     assert all(keys <= set(r) for r in rows)
-    assert rows[0]["method"] == "exact" and rows[1]["method"] == "monte-carlo"
-    assert rows[1]["ci_low"] < rows[1]["gmse"] < rows[1]["ci_high"]
+    assert rows[0]["gmse_method"] == "exact" and rows[1]["gmse_method"] == "monte-carlo"
+    assert rows[1]["gmse_low"] < rows[1]["gmse"] < rows[1]["gmse_high"]
 
 
 def test_gmse_table_and_vs(run_cli):
     res = run_cli("gmse", "fp4", "--monte-carlo", "--vs", "int4", "--rel-err", "1e-2")
     assert res.code == 0 and "Gaussian MSE" in res.stdout
-    rows = json.loads(run_cli("gmse", "fp4", "--monte-carlo", "--vs", "int4", "--rel-err", "1e-2", "--json").stdout)
+    rows = json.loads(run_cli("gmse", "fp4", "--monte-carlo", "--vs", "int4", "--rel-err", "1e-2", "--json").stdout)["results"]
     vs = rows[0]["vs"]
-    assert vs["b"] == "int4" and vs["ci_low"] <= vs["difference"] <= vs["ci_high"]
+    assert vs["b"] == "int4" and vs["difference_low"] <= vs["difference"] <= vs["difference_high"]
     # the paired difference agrees with the two estimates' difference (same samples)
     int4 = 0.011543
-    assert abs(rows[0]["gmse"] - int4 - vs["difference"]) < 5 * vs["std_err"] + 2e-4 * int4
+    assert abs(rows[0]["gmse"] - int4 - vs["difference"]) < 5 * vs["difference_std_err"] + 2e-4 * int4
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_core_runs_without_torch(tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)[0]["name"] == "int4"
+    assert json.loads(res.stdout)["results"][0]["name"] == "int4"
     assert "measuring activations needs the [train] extra" in res.stderr
 
 
@@ -178,12 +178,12 @@ def test_unexpected_errors_keep_their_traceback_and_ctrl_c_aborts(monkeypatch, r
 
 
 def test_gmse_reads_the_shipped_table_unless_told_to_recompute(run_cli):
-    rows = json.loads(run_cli("gmse", "int4", "nvfp4", "lm3-g512", "--json").stdout)
-    assert [r["method"] for r in rows[:2]] == ["table", "table"]
-    assert rows[0]["std_err"] == 0 and rows[1]["std_err"] > 0 and rows[1]["samples"] > 0
-    assert rows[2]["method"] in ("monte-carlo", "cache")
-    fresh = json.loads(run_cli("gmse", "int4", "nvfp4", "--json", "--recompute").stdout)
-    assert [r["method"] for r in fresh] == ["exact", "monte-carlo"]
+    rows = json.loads(run_cli("gmse", "int4", "nvfp4", "lm3-g512", "--json").stdout)["results"]
+    assert [r["gmse_method"] for r in rows[:2]] == ["table", "table"]
+    assert rows[0]["gmse_std_err"] == 0 and rows[1]["gmse_std_err"] > 0 and rows[1]["samples"] > 0
+    assert rows[2]["gmse_method"] in ("monte-carlo", "cache")
+    fresh = json.loads(run_cli("gmse", "int4", "nvfp4", "--json", "--recompute").stdout)["results"]
+    assert [r["gmse_method"] for r in fresh] == ["exact", "monte-carlo"]
     assert fresh[0]["gmse"] == rows[0]["gmse"]
     table = run_cli("gmse", "nvfp4", "int4").stdout
     assert "table" in table and "exact" in table  # int4's interval column says it is exact

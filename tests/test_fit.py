@@ -483,7 +483,7 @@ def test_cli_dense_json(run_cli, tmp_path):
     path = _csv(tmp_path, _synthetic(np.random.default_rng(5), 0.003))
     res = run_cli("fit", str(path), "--model", "dense", "--json", "--where", "N>=5e7", "--out", str(tmp_path / "law.toml"))
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"][0]
     assert {"A", "alpha", "B", "beta", "E", "fit_error", "n_runs", "capacities", "families"} <= set(data)
     assert data["n_runs"] == 20 and data["capacities"] == [] and data["families"] == {}
     assert load_law(tmp_path / "law.toml").alpha.value == pytest.approx(data["alpha"])
@@ -498,7 +498,7 @@ def test_cli_decoupled_json_and_plot(run_cli, tmp_path, shared_data):
     res = run_cli("fit", str(shared_data / "quest_runs.json"), "-m", "decoupled", "--where", "scheme!~W:int",
                   "--bootstrap", "8", "--json", "--plot", str(png))
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"][0]
     raw = json.loads((shared_data / "quest_runs.json").read_text())
     assert data["n_runs"] == sum(r["w_quant"] not in ("TrustQuantizer", "ClipQuantizer") for r in raw)
     caps = data["capacities"]

@@ -222,7 +222,7 @@ def test_predict_and_rank_flag_unrotated_activations_with_the_evidence(run_cli):
     row = next(r for r in UNROTATED_EVIDENCE if r.bits == 2)
     res = run_cli("predict", "int4", "--act", "int2", "--json")
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"][0]
     assert "without a rotation" in data["outside_domain"]
     ratio = f"{round(100 * row.rho / row.rho_rotated)}%"
     assert f"{row.rho:.3g}" in data["evidence"] and ratio in data["evidence"]
@@ -230,7 +230,7 @@ def test_predict_and_rank_flag_unrotated_activations_with_the_evidence(run_cli):
     flagged = [line for line in text.stdout.splitlines() if line.startswith("!")]
     assert len(flagged) == 1 and "outside the law's validated domain" in flagged[0]
     rotated = run_cli("predict", "int4", "--act", "had128+int2", "--json")
-    assert rotated.code == 0 and json.loads(rotated.stdout)["outside_domain"] is None
+    assert rotated.code == 0 and json.loads(rotated.stdout)["results"][0]["outside_domain"] is None
     table = run_cli("rank", "int4", "int3", "--act", "int4")
     assert table.code == 0, table.stderr
     assert sum(line.startswith("!") for line in table.stdout.splitlines()) == 1  # one line per reason

@@ -206,7 +206,7 @@ def test_cli_unified_json_carries_the_heldout_numbers(run_cli, tmp_path):
     path.write_text("\n".join(lines) + "\n")
     res = run_cli("fit", str(path), "--model", "unified", "--json", "--law", "paper-llama-c4")
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"][0]
     inside = [r["heldout_scheme"] for r in data["residuals"] if r["fitted"]]
     outside = [r["heldout_scheme"] for r in data["residuals"] if not r["fitted"]]
     assert len(inside) == 32 and len(outside) == 4
@@ -220,5 +220,5 @@ def test_cli_unified_json_carries_the_heldout_numbers(run_cli, tmp_path):
     assert data["drift"]["slopes"]
     off = run_cli("fit", str(path), "--model", "unified", "--json", "--no-heldout", "--prior", "paper")
     assert off.code == 0, off.stderr
-    data = json.loads(off.stdout)
+    data = json.loads(off.stdout)["results"][0]
     assert data["heldout_scheme_rmse"] is None and data["prior"].startswith("Gaussian")

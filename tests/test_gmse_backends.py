@@ -54,8 +54,8 @@ def test_torch_backend_from_the_cli(run_cli):
     args = ("gmse", "int4", "mxfp4", "--monte-carlo", "--rel-err", "1e-2", "--json")
     torch, numba = run_cli(*args, "--backend", "torch"), run_cli(*args)
     assert torch.code == 0, torch.stderr
-    assert [r["gmse"] for r in json.loads(torch.stdout)] == pytest.approx(
-        [r["gmse"] for r in json.loads(numba.stdout)], rel=1e-9
+    assert [r["gmse"] for r in json.loads(torch.stdout)["results"]] == pytest.approx(
+        [r["gmse"] for r in json.loads(numba.stdout)["results"]], rel=1e-9
     )
 
 

@@ -525,12 +525,12 @@ def test_cli_json(run_cli, minilm, tmp_path):
     res = run_cli("mse", str(minilm), "--format", "int4", "--format", "mxfp4", "--hadamard",
                   "--include", "encoder.layer.2.*", "--json", "--plot", str(plot))
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
-    assert [(d["format"], d["hadamard"]) for d in data] == [
+    data = json.loads(res.stdout)["results"]
+    assert [(d["name"], d["hadamard"]) for d in data] == [
         ("int4", False), ("had128+int4", True), ("mxfp4", False), ("had128+mxfp4", True)
     ]
     for d in data:
-        assert {"format", "hadamard", "mse", "gmse", "ratio", "params", "layers"} <= set(d)
+        assert {"name", "hadamard", "mse", "gmse", "ratio", "params", "layers"} <= set(d)
         assert d["params"] == 4 * 384 * 384 + 2 * 384 * 1536
         assert len(d["layers"]) == 6
         assert d["ratio"] == pytest.approx(d["mse"] / d["gmse"])

@@ -115,20 +115,20 @@ def _composite_gmse_infinite_rows() -> float:
 
 
 def test_gmse_of_pairs_and_of_the_composite(run_cli):
-    exact = json.loads(run_cli("gmse", "2:4x2", "2:4", "--json").stdout)
-    assert exact[0]["method"] == "exact" and exact[0]["gmse"] == pytest.approx(5 / 24, rel=1e-12)
+    exact = json.loads(run_cli("gmse", "2:4x2", "2:4", "--json").stdout)["results"]
+    assert exact[0]["gmse_method"] == "exact" and exact[0]["gmse"] == pytest.approx(5 / 24, rel=1e-12)
     mc = json.loads(run_cli("gmse", "2:4x2", "2:4", "had128+2:4x2+int4-allstats", "--monte-carlo",
                             "--rel-err", "2e-3", "--json").stdout)
     pairs, elementwise, composite = mc
-    assert pairs["ci_low"] <= 0.2084 <= pairs["ci_high"]  # the Monte Carlo
-    assert pairs["ci_low"] <= 5 / 24 <= pairs["ci_high"]
-    assert elementwise["ci_low"] <= 0.1325 <= elementwise["ci_high"]
-    assert composite["ci_low"] <= 0.2152 <= composite["ci_high"]
+    assert pairs["gmse_low"] <= 0.2084 <= pairs["gmse_high"]  # the Monte Carlo
+    assert pairs["gmse_low"] <= 5 / 24 <= pairs["gmse_high"]
+    assert elementwise["gmse_low"] <= 0.1325 <= elementwise["gmse_high"]
+    assert composite["gmse_low"] <= 0.2152 <= composite["gmse_high"]
     # The infinite-row value: 4096-entry rows add an O(1/n) bias from the RMS estimate, far
     # inside this interval.
     limit = _composite_gmse_infinite_rows()
     assert limit == pytest.approx(0.2152, abs=5e-5)
-    assert composite["ci_low"] <= limit <= composite["ci_high"]
+    assert composite["gmse_low"] <= limit <= composite["gmse_high"]
 
 
 def test_quest_foureight_records_map_to_the_composite(tmp_path):

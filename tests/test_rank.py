@@ -238,7 +238,7 @@ def test_cli_rank_json(run_cli, law_file, law):
     res = run_cli("rank", "int2", "int4", "sparse-50+int4", "--law", law_file, "--params", "1.5B", "--tokens", "50x",
                   "--sort", "rho", "--json")
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"]
     assert JSON_KEYS <= set(data[0])
     assert [d["rho"] for d in data] == sorted((d["rho"] for d in data), reverse=True)
     assert all(d["params"] == 1.5e9 and d["tokens"] == 75e9 for d in data)
@@ -264,14 +264,14 @@ def test_cli_family_filter_and_act(run_cli, law_file):
     res = run_cli("rank", "int4", "sparse-50", "sparse-50+int4", "--family", "sparsity", "--act", "int8",
                   "--law", law_file, "--json")
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"]
     assert sorted(d["name"] for d in data) == ["W:sparse-50 A:int8", "W:sparse-50+int4 A:int8"]
 
 
 def test_cli_predict(run_cli, law_file):
     res = run_cli("predict", "sparse-50+int4", "--params", "200M", "--tokens", "20e9", "--law", law_file, "--json")
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"][0]
     assert len(data["stages"]) == 2 and data["tokens"] == 20e9
     assert data["predicted_loss"] == pytest.approx(data["params_term"] + data["data_term"] + data["irreducible"])
     res = run_cli("predict", "sparse-50+int4", "--law", law_file)
@@ -286,7 +286,7 @@ def test_cli_plot(run_cli, law_file, tmp_path):
     path = tmp_path / "rank.png"
     res = run_cli("rank", *EXACT, "--law", law_file, "--plot", str(path), "--json")
     assert res.code == 0, res.stderr
-    json.loads(res.stdout)  # the plot note went to stderr, stdout stays JSON
+    json.loads(res.stdout)["results"]  # the plot note went to stderr, stdout stays JSON
     image = matplotlib.image.imread(path)
     height, width = image.shape[:2]
     assert 400 <= height <= 3000 and 800 <= width <= 4000
@@ -328,7 +328,7 @@ def test_cli_bad_input_is_one_line_exit_2(run_cli, law_file, tmp_path, args, mes
 def test_cli_draws_and_vary_L(run_cli, law_file, law):
     res = run_cli("predict", "int4", "--law", law_file, "--draws", "500", "--vary-L", "--json")
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"][0]
     # the CLI passes both through: its intervals are the API's with the same options
     api = predict("int4", law=law, draws=500, vary_L=True)
     assert (data["rho_low"], data["loss_high"]) == (api.rho_low, api.loss_high)
@@ -337,7 +337,7 @@ def test_cli_draws_and_vary_L(run_cli, law_file, law):
     assert data["rho_high"] - data["rho_low"] > 2 * (held.rho_high - held.rho_low)
     res = run_cli("rank", "int4", "fp4", "--law", law_file, "--draws", "500", "--vary-L", "--json")
     assert res.code == 0, res.stderr
-    ranked = {d["name"]: d for d in json.loads(res.stdout)}
+    ranked = {d["name"]: d for d in json.loads(res.stdout)["results"]}
     assert ranked["int4"]["rho_low"] == api.rho_low
     res = run_cli("predict", "int4", "--law", law_file, "--draws", "0")
     assert res.code == 2 and "need at least 2" in res.stderr and len(res.stderr.strip().splitlines()) == 1
@@ -399,7 +399,7 @@ def test_cli_catalog_default_filtered(run_cli, tmp_path, law):
     res = run_cli("rank", "--family", "sparsity", "--law", str(path), "--json")
     assert res.code == 0, res.stderr
     expect = {name for name, fmt in catalog().items() if Family.SPARSITY in fmt.families}
-    assert {d["name"] for d in json.loads(res.stdout)} == expect
+    assert {d["name"] for d in json.loads(res.stdout)["results"]} == expect
     # catalog formats of a family the law lacks are skipped with a note, not an error
     assert "skipping" in res.stderr and "(vq)" in res.stderr
 
@@ -408,7 +408,7 @@ def test_cli_catalog_default_filtered(run_cli, tmp_path, law):
 def test_cli_uses_the_shipped_law_by_default(run_cli):
     res = run_cli("predict", "sparse-50", "--json")
     assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
+    data = json.loads(res.stdout)["results"][0]
     assert data["law"] == "paper-llama-c4"
     # the shipped sparsity curve is calibrated to the paper's capacity at 50% sparsity (.72)
     assert data["rho"] == pytest.approx(0.72, abs=0.02)
@@ -470,12 +470,12 @@ def test_predict_fits_80_columns(name, act):
 
 
 def test_cli_says_which_method_gave_each_gmse(run_cli):
-    data = json.loads(run_cli("rank", "int4", "nvfp4", "lm3-g256", "--json").stdout)
+    data = json.loads(run_cli("rank", "int4", "nvfp4", "lm3-g256", "--json").stdout)["results"]
     methods = {d["name"]: d["gmse_method"] for d in data}
     assert methods["int4"] == methods["nvfp4"] == "table" and methods["lm3-g256"] in ("monte-carlo", "cache")
-    again = json.loads(run_cli("rank", "lm3-g256", "--json").stdout)[0]
+    again = json.loads(run_cli("rank", "lm3-g256", "--json").stdout)["results"][0]
     assert again["gmse_method"] == "cache" and again["gmse"] == next(d["gmse"] for d in data if d["name"] == "lm3-g256")
-    fresh = json.loads(run_cli("predict", "2:4+int4", "--recompute", "--json").stdout)
+    fresh = json.loads(run_cli("predict", "2:4+int4", "--recompute", "--json").stdout)["results"][0]
     assert [s["gmse_method"] for s in fresh["stages"]] == ["exact", "exact"]
     assert fresh["gmse_method"] == "monte-carlo"
     shown = run_cli("rank", "int4", "lm3-g256").stdout

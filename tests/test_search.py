@@ -164,9 +164,9 @@ def test_cli_json_files_and_plot(run_cli, tmp_path):
     plot = tmp_path / "s.png"
     # a small budget keeps the default space small (vector quantizers of 8 dims); the search
     # itself is tested through the API above
-    res = run_cli("search", "--bits", "0.5", "--json", "--out-dir", str(out), "--plot", str(plot))
+    res = run_cli("search", "--bits", "0.5", "--json", "--out", str(out), "--plot", str(plot))
     assert res.code == 0, res.stderr
-    front = json.loads(res.stdout)
+    front = json.loads(res.stdout)["results"]
     assert front and {"name", "bits_per_param", "gmse", "rho", "spec"} <= set(front[0])
     assert [p["bits_per_param"] for p in front] == sorted(p["bits_per_param"] for p in front)
     assert all(p["bits_per_param"] <= 0.5 for p in front)
@@ -179,7 +179,7 @@ def test_cli_json_files_and_plot(run_cli, tmp_path):
     # a written file is a format every command accepts
     res = run_cli("gmse", str(files[-1]), "--json", "--rel-err", "1e-2")
     assert res.code == 0, res.stderr
-    assert json.loads(res.stdout)[0]["gmse"] == pytest.approx(front[-1]["gmse"], rel=0.05)
+    assert json.loads(res.stdout)["results"][0]["gmse"] == pytest.approx(front[-1]["gmse"], rel=0.05)
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

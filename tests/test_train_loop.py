@@ -150,7 +150,7 @@ def test_tokenizer_train_cli(run_cli, corpus, tmp_path):
     out = tmp_path / "tok.json"
     result = run_cli("tokenizer", "train", str(corpus), "--vocab-size", "400", "--out", str(out), "--json")
     assert result.code == 0, result.stderr
-    info = json.loads(result.stdout)
+    info = json.loads(result.stdout)["results"][0]
     tok = Tokenizer.from_file(str(out))
     assert info["vocab_size"] == tok.get_vocab_size() == 400
     text = "Byte-level BPE is lossless: déjà vu, 日本語, tabs\tand\nnewlines."
@@ -235,7 +235,7 @@ def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):
 
 def test_killed_process_resumes_from_checkpoint(corpus, tmp_path):
     out = tmp_path / "runs.jsonl"
-    args = [sys.executable, "-m", "gmse_cli", "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4",
+    args = [sys.executable, "-m", "gmse_cli", "train", "--preset", "tiny", "--format", "int4", "--act", "int4",
             "--tokens-per-param", "1000", "--max-steps", "16", "--batch-size", "8", "--context", "64",
             "--eval-tokens", "8192", "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1",
             "--out", str(out),
@@ -304,7 +304,7 @@ def test_cli_missing_data_is_one_line(run_cli, tmp_path):
 def test_torchrun_two_processes(corpus, tmp_path):
     out = tmp_path / "runs.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gmse_cli.training", "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4",
+           "-m", "gmse_cli.training", "train", "--preset", "tiny", "--format", "int4", "--act", "int4",
            "--tokens-per-param", "1000", "--max-steps", "4", "--batch-size", "8", "--context", "64",
            "--eval-tokens", "4096", "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1",
            "--out", str(out),
@@ -335,7 +335,7 @@ def test_fsdp_two_processes(corpus, tmp_path):
     )
     out = tmp_path / "runs.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-           "train", "--preset", "tiny", "--weights", "int4", "--acts", "int4", "--tokens-per-param", "1000",
+           "train", "--preset", "tiny", "--format", "int4", "--act", "int4", "--tokens-per-param", "1000",
            "--max-steps", "4", "--batch-size", "8", "--context", "64", "--eval-tokens", "4096",
            "--data", str(corpus), "--tokenizer", "bpe:512", "--val-fraction", "0.1", "--out", str(out),
            "--checkpoint-every", "2", "--device", "cpu", "--no-progress"]
@@ -376,5 +376,5 @@ folder = "{tmp_path / 'logs'}/%j"
     assert result.code == 0, result.stderr
     (rec,) = load_records(out)
     assert rec.status == "ok" and rec.tokens == 2 * 512
-    assert json.loads(result.stdout)[0]["run_key"] == rec.run_key
+    assert json.loads(result.stdout)["results"][0]["run_key"] == rec.run_key
     assert "submitted 1 job(s)" in result.stderr

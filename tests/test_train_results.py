@@ -287,8 +287,8 @@ def test_cli_bad_input_before_training(run_cli, tmp_path):
         run_cli("train", "--preset", "tiny", "--tokens-per-param", "0.0001", "--dry-run"),
         r"less than one step",
     )
-    _one_error_line(run_cli("train", "--preset", "tiny", "--weights", "block8-50"), r"cannot differentiate block sparsity")
-    _one_error_line(run_cli("train", "--preset", "tiny", "--weights", "had256+int4"), r"does not fit preset 'tiny'")
+    _one_error_line(run_cli("train", "--preset", "tiny", "--format", "block8-50"), r"cannot differentiate block sparsity")
+    _one_error_line(run_cli("train", "--preset", "tiny", "--format", "had256+int4"), r"does not fit preset 'tiny'")
     bad = tmp_path / "notes.txt"
     bad.write_text("not json\n")
     _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(bad), "--dry-run"), r"not a JSON line")
@@ -300,7 +300,7 @@ def test_cli_dry_run_json(run_cli, tmp_path):
     result = run_cli("train", str(REPO / "train" / "cpu-mini.toml"), "--dry-run", "--json",
                      "--out", str(tmp_path / "r.jsonl"))
     assert result.code == 0, result.stderr
-    plans = json.loads(result.stdout)
+    plans = json.loads(result.stdout)["results"]
     assert len(plans) == 5
     assert {p["plan"]["steps"] for p in plans} == {624}
     assert all(p["plan"]["params"] == 426_624 and not p["done"] for p in plans)

@@ -37,18 +37,60 @@ _ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 
 app = typer.Typer(
     name="uscl",
-    help=(
-        "Unified scaling laws for compressed representations: Gaussian MSE, capacity, "
-        "effective parameters and predicted loss of any numeric format."
-    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from gmse_cli import __version__
+
+        sys.stdout.write(f"uscl {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="print the version and exit", callback=_version,
+                                 is_eager=True),
+) -> None:
+    """Unified scaling laws for compressed representations: Gaussian MSE, capacity, effective
+    parameters and predicted loss of any numeric format.
+
+    Formats are positional wherever formats are what a command is about (gmse, rank, predict,
+    formats show); where the subject is something else (a checkpoint for mse, a sweep for
+    train), formats are given with --format / -f. Every command that prints a table also
+    takes --json and --csv; progress goes to stderr.
+    """
+
+
 for _module in (formats, gmse, rank, fit, train, mse, search):
     _module.register(app)
+
+
+def _tidy(command: click.Command) -> click.Command:
+    """Flags show no value placeholder in --help (typer shows '<bool>' as if they took one)."""
+    helper = None
+    if hasattr(command, "get_help_option"):
+        try:  # typer >= 0.20 builds commands on its own vendored copy of click
+            from typer._click import Context
+        except ImportError:  # pragma: no cover
+            from click import Context
+        helper = command.get_help_option(Context(command))
+    for param in [*getattr(command, "params", []), *([helper] if helper is not None else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _tidy(sub)
+    return command
+
+
+def _cli() -> click.Command:
+    return _tidy(typer.main.get_command(app))
 
 
 def _one_line(message: object) -> str:
@@ -57,7 +99,7 @@ def _one_line(message: object) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
-    command = attach_validators(typer.main.get_command(app))
+    command = attach_validators(_cli())
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)

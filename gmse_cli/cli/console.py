@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -21,9 +20,9 @@ RECOMPUTE_HELP = (
     "and the on-disk cache"
 )
 
-# The format grammar as a Typer epilog: escaped (lut[...] is not rich markup), one paragraph a
-# line so the layout survives Typer's rich rendering.
-FORMAT_EPILOG = escape(SHORTHAND_HELP).replace("\n", "\n\n")
+# The format grammar as a Typer epilog: escaped (lut[...] is not rich markup); rich help keeps
+# an epilog's single line breaks, so the grammar's layout survives.
+FORMAT_EPILOG = escape(SHORTHAND_HELP)
 
 # Rich respects NO_COLOR by itself. Piped tables get a wide page (COLUMNS still wins) so that
 # numbers are not folded into unreadable cells. Messages and progress share the library's
@@ -32,19 +31,21 @@ out_console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.envir
 err_console = stderr_console()
 
 
-def print_json(payload: Any) -> None:
-    """Write ``payload`` (plain data: dicts, lists, numbers) as JSON to stdout and nothing else.
+def print_json(payload: Any, **extra: Any) -> None:
+    """Write ``payload`` (a list of result dicts, or one) to stdout in the JSON envelope every
+    command shares (:mod:`gmse_cli.cli.output`), and nothing else.
 
     JSON has no nan or inf: a result holding one is one clear error naming where it is (the
     libraries name the tensor or constant first where they can), never invalid JSON.
     """
-    where = _non_finite(payload)
+    from gmse_cli.cli.output import print_json as emit
+
+    where = _non_finite(payload) or _non_finite(extra)
     if where is not None:
         from gmse_cli.errors import DataError
 
         raise DataError(f"result {where[0]} is {where[1]}; JSON cannot carry it (check the inputs that lead to it)")
-    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
+    emit(payload, **extra)
 
 
 def _non_finite(payload: Any) -> tuple[str, float] | None:

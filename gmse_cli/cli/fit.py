@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from gmse_cli.cli.options import CsvFlag, JsonFlag
+
 _MODELS_HELP = (
     "dense (Chinchilla form), decoupled (one free capacity per scheme), unified (capacity from GMSE, "
     "the paper's law), capacity (curves through the decoupled capacities), kumar (precision law)"
@@ -21,8 +23,15 @@ _EPILOG = (
     "~ (substring) !~. Keys: scheme, weights, activations, N, D, loss, w_bits, a_bits, "
     "tokens_per_param, source, and any metadata field (e.g. w_quant for QuEST runs). Examples: "
     "'w_bits=4', 'scheme~had', 'N>=1e8'.\n\n"
-    "Fit error is the RMSE of log-loss, as the paper reports it. Besiroglu et al.'s Chinchilla "
-    "replication: uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5"
+    "Fit error is the RMSE of log-loss, as the paper reports it. --out writes the law with the "
+    "bootstrap's joint draws (so `uscl predict --law` intervals are joint) and, for families the "
+    "runs say nothing about, the base law's curves with that provenance. --csv prints the "
+    "constants table.\n\n"
+    "Examples:\n"
+    "  uscl fit runs.jsonl --model unified --bootstrap 100 --out my-law.toml\n"
+    "  uscl fit runs_for_scaling.json --model decoupled --where 'w_bits=4'\n"
+    "  uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5  (Besiroglu et al.'s "
+    "Chinchilla replication)"
 )
 
 
@@ -59,7 +68,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--heldout/--no-heldout", help="held-out error: a cold refit without each scheme and "
                                "each GMSE group (unified, capacity, kumar)")
         ] = True,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """Fit a scaling law to training runs: constants with bootstrap and profile intervals, capacities, fit
         error, residuals, held-out error (unified, capacity, kumar: leave one scheme out, leave one GMSE group
@@ -67,13 +77,16 @@ def register(app: typer.Typer) -> None:
         (decoupled)."""
         from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.options import one_output
         from gmse_cli.errors import DataError, FitError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit
         from gmse_cli.law import load_law, save_law
+        from gmse_cli.progress import status
         from gmse_cli.runs import RunsWarning, load_runs, select
         from gmse_cli.runs import exclude_worst as drop_worst
 
+        one_output(json_out, csv_out)
         if model not in MODELS:
             raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}")
         if out is not None and model in ("decoupled", "kumar"):
@@ -96,14 +109,19 @@ def register(app: typer.Typer) -> None:
         base_law = None
         if model in ("unified", "capacity"):
             base_law = load_law(law)
-        quiet = json_out
-        # The held-out refits are the slow part: their bar shows on stderr, with --json too.
-        result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
-                     base_law=base_law, data_files=[str(f) for f in files], prior=prior, fit_outside=fit_outside,
-                     loso=heldout, progress=err_console.is_terminal)
+        quiet = json_out or csv_out
+        # A bar on stderr (with --json too): a bootstrap or the Chinchilla points take seconds; the
+        # held-out refits' own bar joins it as a row.
+        with status(f"fitting {model} law to {len(runs)} runs"
+                    + (f", {bootstrap} bootstrap refits" if bootstrap else "") + " ...",
+                    enabled=err_console.is_terminal):
+            result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
+                         base_law=base_law, data_files=[str(f) for f in files], prior=prior,
+                         fit_outside=fit_outside, loso=heldout, progress=err_console.is_terminal)
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
-        law_out = result.to_law(out.stem) if out is not None else None  # validated before anything is written
+        # validated before anything is written
+        law_out = result.to_law(out.stem, base=base_law or load_law(law)) if out is not None else None
         if plot is not None:
             _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed)
             if not quiet:
@@ -114,6 +132,11 @@ def register(app: typer.Typer) -> None:
                 err_console.print(f"wrote law {out}")
         if json_out:
             print_json(result.model_dump(mode="json"))
+            return
+        if csv_out:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv([{"constant": k, **c.model_dump(mode="json")} for k, c in result.constants.items()])
             return
         _render(result, residuals)
 

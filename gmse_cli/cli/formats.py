@@ -7,22 +7,28 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.grammar import SHORTHAND_HELP
+from gmse_cli.cli.console import FORMAT_EPILOG
+from gmse_cli.cli.options import CsvFlag, JsonFlag, examples
 
-_HELP = "List the shipped formats, or show one resolved to its full TOML spec.\n\n" + SHORTHAND_HELP.replace(
-    "\n", "\n\n"
+_HELP = "List the shipped formats, or show one resolved to its full TOML spec."
+_EPILOG = examples(
+    "uscl formats",
+    "uscl formats --family vq --json",
+    "uscl formats show e2m1-g32-absmax-se8m0 > my-mxfp4.toml",
+    notes=FORMAT_EPILOG,
 )
 
 
 def register(app: typer.Typer) -> None:
-    formats_app = typer.Typer(help=_HELP, invoke_without_command=True, rich_markup_mode=None)
+    formats_app = typer.Typer(help=_HELP, epilog=_EPILOG, invoke_without_command=True)
 
     @formats_app.callback()
     def formats_list(
         ctx: typer.Context,
         family: Annotated[str | None, typer.Option(help="only this family (quantization, sparsity, vq, ...)")] = None,
         row_length: Annotated[int, typer.Option(help="row length for the amortized scale bits")] = 4096,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """List the catalog: name, family, bits/param, description."""
         if ctx.invoked_subcommand is not None:
@@ -30,17 +36,23 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from gmse_cli.cli.console import out_console, print_json
+        from gmse_cli.cli.options import one_output
         from gmse_cli.spec import catalog
 
+        one_output(json_out, csv_out)
         rows = [
             (name, fmt.family, fmt.bits_per_param(row_length), fmt.describe())
             for name, fmt in catalog().items()
             if family is None or family.lower() in fmt.family.split("+")
         ]
+        items = [{"name": n, "family": f, "bits_per_param": b, "description": d} for n, f, b, d in rows]
         if json_out:
-            print_json([
-                {"name": n, "family": f, "bits_per_param": b, "description": d} for n, f, b, d in rows
-            ])
+            print_json(items, command="formats")
+            return
+        if csv_out:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv(items, command="formats")
             return
         table = Table(title=f"uscl formats ({len(rows)})", title_justify="left")
         for col, just in (("name", "left"), ("family", "left"), ("bits/param", "right"), ("description", "left")):
@@ -49,9 +61,9 @@ def register(app: typer.Typer) -> None:
             table.add_row(n, f, f"{b:.4g}", d)
         out_console.print(table)
 
-    @formats_app.command("show")
+    @formats_app.command("show", epilog=_EPILOG)
     def formats_show(
-        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand")],
+        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand", metavar="FORMAT")],
     ) -> None:
         """Print FORMAT resolved to its full spec, as TOML (accepted back by every command)."""
         import sys
@@ -60,11 +72,15 @@ def register(app: typer.Typer) -> None:
 
         sys.stdout.write(format_to_toml(resolve_format(name)))
 
-    @formats_app.command("export")
+    @formats_app.command("export", epilog=examples(
+        "uscl formats export w4a16 --to compressed-tensors --out quantization_config.json",
+        "uscl formats export int4-g128 --to torchao",
+    ))
     def formats_export(
-        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand")],
+        name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand", metavar="FORMAT")],
         to: Annotated[str, typer.Option("--to", help="compressed-tensors or torchao")],
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="write the JSON here instead of stdout")] = None,
+        output: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON here instead of stdout")] = None,
+        old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,
     ) -> None:
         """Print FORMAT as a compressed-tensors quantization_config or a torchao config (JSON).
 
@@ -72,26 +88,34 @@ def register(app: typer.Typer) -> None:
         w4a16)."""
         import json
 
+        from gmse_cli.cli.options import renamed
         from gmse_cli.interop import export_format
         from gmse_cli.spec import resolve_format
 
+        output = renamed("--output", "--out", old_output, output)
         text = json.dumps(export_format(resolve_format(name), to), indent=2) + "\n"
         _write(text, output)
 
-    @formats_app.command("import")
+    @formats_app.command("import", epilog=examples(
+        "uscl formats import quantization_config.json --name my-w4 --out my-w4.toml",
+        "uscl formats import config.json",
+    ))
     def formats_import(
         path: Annotated[Path, typer.Argument(help="a JSON config: compressed-tensors (quantization_config, config.json, scheme or args) or torchao (config_to_dict)")],
         name: Annotated[str | None, typer.Option(help="the format's name (default: the file's stem)")] = None,
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="write the TOML here instead of stdout")] = None,
+        output: Annotated[Path | None, typer.Option("--out", "-o", help="write the TOML here instead of stdout")] = None,
+        old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,
     ) -> None:
         """Print the format a compressed-tensors or torchao config quantizes weights to, as
         TOML (accepted by every command)."""
         import json
 
+        from gmse_cli.cli.options import renamed
         from gmse_cli.errors import DataError
         from gmse_cli.interop import import_config
         from gmse_cli.spec import format_to_toml
 
+        output = renamed("--output", "--out", old_output, output)
         try:
             data = json.loads(path.read_text())
         except OSError as exc:

@@ -7,16 +7,24 @@ from typing import Annotated
 import typer
 
 from gmse_cli.cli.console import FORMAT_EPILOG, RECOMPUTE_HELP
+from gmse_cli.cli.options import CsvFlag, JsonFlag, RowLength, examples
+
+_EPILOG = examples(
+    "uscl gmse int4 nvfp4 mxfp4",
+    "uscl gmse int4-g128-se4m3 --vs int4 --monte-carlo",
+    "uscl gmse --all --csv > gmse.csv",
+    notes=FORMAT_EPILOG,
+)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("gmse", epilog=FORMAT_EPILOG)
+    @app.command("gmse", epilog=_EPILOG)
     def gmse_command(
-        formats: Annotated[list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand")] = None,
+        formats: Annotated[list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand", metavar="FORMAT...", show_default=False)] = None,
         all_formats: Annotated[bool, typer.Option("--all", help="the whole catalog")] = False,
         rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo")] = 1e-3,
         seed: Annotated[int, typer.Option(help="seed of the shared Gaussian sample bank")] = 0,
-        row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096,
+        row_length: RowLength = 4096,
         exact: Annotated[
             bool | None,
             typer.Option("--exact/--monte-carlo", help="force quadrature or Monte Carlo (default: exact where it exists)"),
@@ -25,17 +33,20 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[str, typer.Option(help="numba (default), numpy (reference) or torch")] = "numba",
         device: Annotated[str, typer.Option(help="torch device for --backend torch (cpu, cuda)")] = "cpu",
         recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """GMSE of each FORMAT: point estimate, 95% interval, effective bits = log_{1/4}(GMSE).
 
         Catalog formats are read from the table shipped with uscl, other formats from the cache of what this machine computed before (both at least as precise as --rel-err); the method column says which: table, cache, exact or monte-carlo. --recompute, --exact/--monte-carlo and --backend ask for the engine itself.
         """
         from gmse_cli.cli.console import print_json
+        from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
         from gmse_cli.gmse import SampleBank, backend_names, estimate_gmse
         from gmse_cli.spec import catalog, resolve_format
 
+        one_output(json_out, csv_out)
         names = list(formats or [])
         if all_formats:
             names = list(catalog()) + names
@@ -49,15 +60,20 @@ def register(app: typer.Typer) -> None:
         bank = SampleBank(seed=seed, row_length=row_length, backend=backend, device=device) if reference else None
         results = estimate_gmse(
             resolved, rel_err=rel_err, seed=seed, row_length=row_length, method=method,
-            backend=backend, device=device, progress=not json_out, bank=bank,
+            backend=backend, device=device, progress=True, bank=bank,
             cache="refresh" if recompute else "use",
         )
         diffs = [bank.difference(f, reference, rel_err=rel_err) for f in resolved] if bank else None
-        if json_out:
+        if json_out or csv_out:
             payload = [r.model_dump(mode="json") for r in results]
             for item, diff in zip(payload, diffs or [], strict=False):
                 item["vs"] = diff.model_dump(mode="json")
-            print_json(payload)
+            if json_out:
+                print_json(payload)
+            else:
+                from gmse_cli.cli.output import print_csv
+
+                print_csv(payload)
             return
         _render(results, diffs)
 

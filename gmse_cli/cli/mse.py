@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.cli.options import grouped
+from gmse_cli.cli.options import CsvFlag, JsonFlag, examples, grouped
+
+_EXAMPLES = examples(
+    "uscl mse model.safetensors -f int4 -f nvfp4 --hadamard",
+    "uscl mse ~/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2 -f int4 --include 're:intermediate|output'",
+    "uscl mse ./my-model/ -f int8 --activations --data corpus.txt --tokens 8192 --json",
+)
 
 _EPILOG = """\
 Layers: by default every linear weight matrix (floating point, at least 2-D, named *weight),
@@ -89,7 +95,7 @@ def _paragraphs(text: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("mse", epilog=_paragraphs(_EPILOG))
+    @app.command("mse", epilog=_EXAMPLES + "\n\n" + _paragraphs(_EPILOG))
     @grouped
     def mse_command(
         checkpoint: Annotated[Path, typer.Argument(metavar="MODEL", help="a .safetensors file, a sharded model's .index.json, a folder of shards, a Hugging Face (or uscl train) model folder or hub-cache folder (models--org--name)")],
@@ -104,18 +110,21 @@ def register(app: typer.Typer) -> None:
         rel_err: Annotated[float, typer.Option(help="target relative standard error of the GMSE estimates")] = 1e-3,
         worst: Annotated[int, typer.Option(help="layers listed in the worst-layers table per format")] = 5,
         plot: Annotated[Path | None, typer.Option("--plot", help="write each layer's MSE / GMSE (.png, .svg or .pdf)")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
         act: ActivationOptions = ActivationOptions(),
     ) -> None:
         """Real-weight MSE of each FORMAT on MODEL: per layer and overall, its ratio to GMSE,
         effective bits, and the capacity the law predicts from each; with --activations, the
         same on the inputs of MODEL's linear layers run on a text."""
         from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import note
         from gmse_cli.realmse import checkpoint_name, measure_mse, plot_mse
 
+        one_output(json_out, csv_out)
         if worst < 0:
             raise SpecError(f"--worst {worst} must be 0 or more")
         act.check()
@@ -124,19 +133,24 @@ def register(app: typer.Typer) -> None:
         if act.activations:
             _activations(checkpoint, formats or [], act, hadamard=hadamard, hadamard_block=hadamard_block,
                          include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law, rel_err=rel_err,
-                         worst=worst, plot=plot, json_out=json_out)
+                         worst=worst, plot=plot, json_out=json_out, csv_out=csv_out)
             return
 
         results = measure_mse(
             checkpoint, formats or [], hadamard=hadamard, hadamard_block=hadamard_block,
             include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law if law is not None else "default", rel_err=rel_err,
-            progress=not json_out, warn=note,
+            progress=True, warn=note,
         )
         if plot is not None:
             plot_mse(results, plot, checkpoint=checkpoint_name(checkpoint))
             err_console.print(f"wrote {plot}")
         if json_out:
             print_json([r.model_dump(mode="json") for r in results])
+            return
+        if csv_out:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv([r.model_dump(mode="json") for r in results])
             return
         _render(results, worst)
 
@@ -190,7 +204,7 @@ def _render(results, worst: int) -> None:
 
 
 def _activations(model: Path, formats: list[str], act: ActivationOptions, *, worst: int, plot: Path | None,
-                 json_out: bool, law: str | None, **options) -> None:
+                 json_out: bool, csv_out: bool, law: str | None, **options) -> None:
     from gmse_cli.cli.console import err_console, print_json
     from gmse_cli.law import load_law
     from gmse_cli.progress import note
@@ -207,14 +221,21 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
         model, act.data, formats, weight_formats=act.weight_formats, tokenizer=act.tokenizer, tokens=act.tokens,
         context=act.context, batch_size=act.batch_size, device=act.device, dtype=act.dtype,
         allow_pickle=act.allow_pickle, compressed_forward=act.compressed_forward, text_field=act.text_field,
-        val_fraction=act.val_fraction, law=law if law is not None else "default", progress=not json_out,
+        val_fraction=act.val_fraction, law=law if law is not None else "default", progress=True,
         warn=note, **options,
     )
     if plot is not None:
         plot_mse(report.formats, plot, checkpoint=checkpoint_name(model), tensors="activation")
         err_console.print(f"wrote {plot}")
-    if json_out:
-        print_json(report.model_dump(mode="json"))
+    if json_out or csv_out:
+        dump = report.model_dump(mode="json")
+        formats_dump = dump.pop("formats")  # the results; the rest describes the run and the layers
+        if json_out:
+            print_json(formats_dump, **dump)
+        else:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv(formats_dump)
         return
     _render_activations(report, worst)
 

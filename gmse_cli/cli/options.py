@@ -278,3 +278,56 @@ def grouped(command: Callable[..., Any]) -> Callable[..., Any]:
     run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in parameters}
     return run
+
+
+# --------------------------------------------------------------------------------------------
+# One vocabulary across commands: the options several commands spell the same way, the help
+# epilog's examples, and the deprecated spellings that still work.
+# --------------------------------------------------------------------------------------------
+
+
+from typing import Annotated  # noqa: E402  (imports of this block stay with it)
+
+import typer  # noqa: E402
+
+__all__ += ["JsonFlag", "CsvFlag", "RowLength", "ActFormat", "Plot", "examples", "renamed", "one_output"]
+
+JSON_HELP = "print one JSON object to stdout: schema_version, command, results (see the README's JSON table)"
+CSV_HELP = "print the results as CSV to stdout (scalar columns)"
+
+JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+CsvFlag = Annotated[bool, typer.Option("--csv", help=CSV_HELP)]
+RowLength = Annotated[int, typer.Option("--row-length", help="row length (input dimension) of the Gaussian tensors GMSE is computed on")]
+ActFormat = Annotated[
+    str | None, typer.Option("--act", help="activation format (catalog name, .toml or shorthand) paired with the weights", show_default="none")
+]
+Plot = Annotated[Path | None, typer.Option("--plot", help="write a plot here; .png, .svg or .pdf by the extension")]
+
+
+def examples(*commands: str, notes: str = "") -> str:
+    """A help epilog: 'Examples:' and one command a line (rich keeps single line breaks), then ``notes``."""
+    from rich.markup import escape
+
+    text = "Examples:\n" + "\n".join(f"  {escape(c)}" for c in commands)
+    return text + (f"\n\n{notes}" if notes else "")
+
+
+def renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
+    """The value of an option given by its deprecated spelling ``old`` (say so on stderr), or the new one's."""
+    if old_value is None or old_value is False:
+        return new_value
+    from gmse_cli.errors import SpecError
+    from gmse_cli.progress import note
+
+    if new_value not in (None, False):
+        raise SpecError(f"{old} is the old spelling of {new}; give only {new}")
+    note(f"{old} is deprecated; use {new}")
+    return old_value
+
+
+def one_output(json_out: bool, csv_out: bool) -> None:
+    """--json and --csv each print the whole result to stdout: one of them at most."""
+    if json_out and csv_out:
+        from gmse_cli.errors import SpecError
+
+        raise SpecError("choose one of --json and --csv")

@@ -9,22 +9,36 @@ from typing import Annotated, Any
 import typer
 
 from gmse_cli.cli.console import FORMAT_EPILOG, RECOMPUTE_HELP
-from gmse_cli.cli.options import grouped
+from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, RowLength, examples, grouped
 
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
 _PER_PARAM = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*x\s*$", re.IGNORECASE)
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
-_TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x [default: 100x]"
-_LAW_HELP = "law file (.toml) or shipped law name [default: paper-llama-c4]"
+_TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x"
+_LAW_HELP = "law file (.toml, e.g. from uscl fit --out) or shipped law name"
 _DRAWS_HELP = (
     "Monte Carlo draws of the law's constants behind every interval (rows of the law's joint draws where it "
-    "has them; default 2000)"
+    "has them)"
 )
 _VARY_L_HELP = (
     "also draw each capacity curve's L from its marginal where the law's joint draws do not carry it "
     "(held by default: L is not identified apart from A)"
+)
+
+
+_RANK_EPILOG = examples(
+    "uscl rank int4 nvfp4 mxfp4 2:4+int4",
+    "uscl rank --params 1.5B --tokens 20x --act int8 --family quantization",
+    "uscl rank --law my-law.toml --plot rank.png --csv > ranking.csv",
+    notes=FORMAT_EPILOG,
+)
+_PREDICT_EPILOG = examples(
+    "uscl predict int4",
+    "uscl predict had128+2:4x2+int4-allstats --params 800M --tokens 100x",
+    "uscl predict nvfp4 --act nvfp4 --law my-law.toml --json",
+    notes=FORMAT_EPILOG,
 )
 
 
@@ -97,14 +111,14 @@ class Scenario:
     """What rank and predict share: the model, the law, and how GMSE and intervals are made."""
 
     params: Annotated[str, typer.Option(help=_PARAMS_HELP)] = "200e6"
-    tokens: Annotated[str | None, typer.Option(help=_TOKENS_HELP, show_default=False)] = None
-    act: Annotated[str | None, typer.Option(help="activation format paired with every weight format (W x A)")] = None
-    law: Annotated[str | None, typer.Option(help=_LAW_HELP, show_default=False)] = None
+    tokens: Annotated[str | None, typer.Option(help=_TOKENS_HELP, show_default="100x")] = None
+    act: ActFormat = None
+    law: Annotated[str | None, typer.Option(help=_LAW_HELP, show_default="paper-llama-c4")] = None
     rel_err: Annotated[float, typer.Option(help="target relative standard error of Monte Carlo GMSE")] = 1e-3
     seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0
-    row_length: Annotated[int, typer.Option(help="row length (input dimension) of the Gaussian tensors")] = 4096
+    row_length: RowLength = 4096
     level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95
-    draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default=False)] = None
+    draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default="2000")] = None
     vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False
     recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False
 
@@ -120,11 +134,13 @@ class Scenario:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("rank", epilog=FORMAT_EPILOG)
+    @app.command("rank", epilog=_RANK_EPILOG)
     @grouped
     def rank_command(
         formats: Annotated[
-            list[str] | None, typer.Argument(help="formats: catalog names, .toml files or shorthand [default: the catalog]")
+            list[str] | None,
+            typer.Argument(help="formats: catalog names, .toml files or shorthand", metavar="FORMAT...",
+                           show_default="the catalog"),
         ] = None,
         scenario: Scenario = Scenario(),
         sort: Annotated[
@@ -134,8 +150,8 @@ def register(app: typer.Typer) -> None:
         family: Annotated[
             str | None, typer.Option(help="only formats with a stage of this family: quantization, sparsity, vq")
         ] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
-        csv_out: Annotated[bool, typer.Option("--csv", help="print CSV to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
         plot: Annotated[
             str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE (.png, .svg or .pdf)")
         ] = None,
@@ -150,13 +166,13 @@ def register(app: typer.Typer) -> None:
         * marks the Pareto frontier: no other format has fewer bits and higher rho. ! marks a scheme outside the law's validated domain (activations quantized without rotation), with the published evidence beside it.
         """
         from gmse_cli.cli.console import err_console
+        from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
         from gmse_cli.law import load_law
         from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
         from gmse_cli.spec import Family, catalog, resolve_format
 
-        if json_out and csv_out:
-            raise SpecError("choose one of --json and --csv")
+        one_output(json_out, csv_out)
         n, d = scenario.scale()
         plot_path = check_plot_path(plot) if plot else None
         the_law = load_law(scenario.law)
@@ -186,7 +202,7 @@ def register(app: typer.Typer) -> None:
                 raise SpecError(f"no format of family '{wanted}' to rank")
         rows = rank(
             items, law=the_law, params=n, tokens=d, **scenario.keywords(),
-            progress=not (json_out or csv_out) and err_console.is_terminal,
+            progress=err_console.is_terminal,
         )
         rows = sort_rows(rows, sort.strip().lower(), reverse=reverse)
         if plot_path is not None:
@@ -197,22 +213,27 @@ def register(app: typer.Typer) -> None:
 
             print_json([r.model_dump(mode="json") for r in rows])
         elif csv_out:
-            _write_csv(rows)
+            from gmse_cli.cli.output import print_csv
+
+            print_csv([r.model_dump(mode="json") for r in rows])
         else:
             _print(rank_table(rows, wide=wide))
             print_domain_flags(rows)
 
-    @app.command("predict", epilog=FORMAT_EPILOG)
+    @app.command("predict", epilog=_PREDICT_EPILOG)
     @grouped
     def predict_command(
-        format: Annotated[str, typer.Argument(help="catalog name, .toml file or shorthand")],
+        format: Annotated[str, typer.Argument(help="catalog name, .toml file or shorthand", metavar="FORMAT")],
         scenario: Scenario = Scenario(),
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """The law's prediction for one FORMAT: each stage's GMSE and capacity, their product, and the loss terms A (N rho)^-alpha + B D^-beta + E at --params N and --tokens D."""
+        from gmse_cli.cli.options import one_output
         from gmse_cli.law import load_law
         from gmse_cli.rank import predict
 
+        one_output(json_out, csv_out)
         n, d = scenario.scale()
         the_law = load_law(scenario.law)
         pred = predict(format, n, d, the_law, **scenario.keywords())
@@ -221,20 +242,14 @@ def register(app: typer.Typer) -> None:
 
             print_json(pred.model_dump(mode="json"))
             return
+        if csv_out:
+            from gmse_cli.cli.output import print_csv
+
+            print_csv([pred.model_dump(mode="json")])
+            return
         for part in prediction_tables(pred, the_law):
             _print(part)
         print_domain_flags([pred])
-
-
-def _write_csv(rows) -> None:
-    import csv
-    import sys
-
-    fields = list(type(rows[0]).model_fields) if rows else []
-    writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in r.model_dump(mode="json").items()})
 
 
 def _print(renderable) -> None:

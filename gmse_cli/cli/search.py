@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gmse_cli.cli.console import RECOMPUTE_HELP
+from gmse_cli.cli.options import CsvFlag, JsonFlag, RowLength, examples
 
 _EPILOG = """\
 The space: int (midrise, signed, asymmetric), fp ExMy, Lloyd-Max and lookup-table grids (NF4)
@@ -15,7 +16,7 @@ x scale rule (rms, absmax, mse) x group (row, 256 ... 16) x scale format (fp32, 
 e4m3); those quantizers after 2:4, 4:8, 1:4 or 10-50% magnitude sparsity; vector quantizers
 of dimension 2, 4, 8 up to 256 codewords; the catalog formats. Capacity is the law's,
 factorized over stages. Candidates are named in shorthand, so any name printed here can be
-passed back to `uscl gmse`, `uscl rank` or `uscl mse`; --out-dir writes each frontier member
+passed back to `uscl gmse`, `uscl rank` or `uscl mse`; --out writes each frontier member
 as a TOML file as well. With --checkpoint the objective is the real-weight MSE of rows
 sampled from the checkpoint's layers, and Hadamard-rotated variants join the space."""
 
@@ -26,29 +27,39 @@ def _paragraphs(text: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("search", epilog=_paragraphs(_EPILOG))
+    @app.command("search", epilog=examples(
+        "uscl search --bits 4.25",
+        "uscl search --bits 3 --out frontier/ --plot search.png",
+        "uscl search --bits 4.5 --checkpoint model.safetensors --json",
+    ) + "\n\n" + _paragraphs(_EPILOG))
     def search_command(
         bits: Annotated[float, typer.Option("--bits", help="budget in bits per parameter (e.g. 4.25)")],
         law: Annotated[str | None, typer.Option("--law", help="law file or shipped law name (default: the shipped law)")] = None,
         rel_err: Annotated[float, typer.Option(help="target relative standard error of the reported GMSEs (comparisons are paired, so far tighter)")] = 3e-3,
         seed: Annotated[int, typer.Option(help="seed of the shared Gaussian sample bank (or of the row sample)")] = 0,
+        row_length: RowLength = 4096,
         checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="optimize real-weight MSE on this safetensors checkpoint")] = None,
         include: Annotated[list[str] | None, typer.Option("--include", help="with --checkpoint: layers to use (glob or re:REGEX)")] = None,
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="with --checkpoint: layers to leave out")] = None,
         rows_per_layer: Annotated[int, typer.Option(help="with --checkpoint: rows sampled per layer")] = 256,
-        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="write each frontier member as a format TOML here")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out", help="write each frontier member as a format TOML into this folder")] = None,
+        old_out_dir: Annotated[Path | None, typer.Option("--out-dir", hidden=True)] = None,
         plot: Annotated[Path | None, typer.Option("--plot", help="write capacity vs bits with both frontiers (.png, .svg or .pdf)")] = None,
         recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="print the frontier as JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """Search the format space for the highest capacity at or below --bits; print the
         Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
         from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import task
         from gmse_cli.search import check_frontier_dir, plot_search, search_formats, write_frontier
 
+        one_output(json_out, csv_out)
+        out_dir = renamed("--out-dir", "--out", old_out_dir, out_dir)
         if rows_per_layer < 2:
             raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
         if checkpoint is None and (include or exclude):
@@ -61,11 +72,12 @@ def register(app: typer.Typer) -> None:
         def progress(phase: str, done: int, total: int) -> None:
             bar.update(detail=phase, completed=done, total=total)
 
-        with task("search:", None, enabled=not json_out) as bar:
+        with task("search:", None) as bar:  # on stderr, with --json too
             result = search_formats(
                 bits, law=law if law is not None else "default", rel_err=rel_err, seed=seed,
                 checkpoint=checkpoint, include=include or (), exclude=exclude or (),
                 rows_per_layer=rows_per_layer, progress=progress, cache="refresh" if recompute else "use",
+                row_length=row_length,
             )
         err_console.print(
             f"{result.candidates:,} candidates at or below {bits:g} bits: {result.pruned_by_bound:,} pruned "
@@ -81,8 +93,15 @@ def register(app: typer.Typer) -> None:
 
             plot_search(result, plot, checkpoint=checkpoint_name(checkpoint) if checkpoint else None)
             err_console.print(f"wrote {plot}")
-        if json_out:
-            print_json([p.model_dump(mode="json") for p in result.frontier])
+        if json_out or csv_out:
+            frontier = [p.model_dump(mode="json") for p in result.frontier]
+            if csv_out:
+                from gmse_cli.cli.output import print_csv
+
+                print_csv(frontier, objective=result.objective)
+                return
+            dump = result.model_dump(mode="json", exclude={"frontier", "points"})
+            print_json(frontier, **dump)
             return
         _render(result)
 

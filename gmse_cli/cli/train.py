@@ -7,30 +7,34 @@ from typing import Annotated, Any
 
 import typer
 
-# Rich renders an epilog's paragraphs (separated by blank lines) one per line.
-_TRAIN_EPILOG = "\n\n".join([
-    "Examples:",
-    "  uscl train train/cpu-mini.toml --out runs/cpu-mini.jsonl",
-    "  uscl train --preset tiny --weights int4 --acts int4 --tokens-per-param 20 --data corpus.txt.xz "
+from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, examples
+
+_TRAIN_EPILOG = examples(
+    "uscl train train/cpu-quick.toml --dry-run",
+    "uscl train train/cpu-quick.toml --out runs.jsonl",
+    "uscl train --preset tiny --format int4 --act int4 --tokens-per-param 20 --data corpus.txt.xz "
     "--tokenizer bpe:4096 --out runs.jsonl",
-    "  uscl train train/paper-c4.toml --dry-run --device cuda",
-    "  uscl train train/paper-c4.toml --launcher torchrun --nproc-per-node 8 --out runs/paper-c4.jsonl",
-    "  uscl train train/paper-c4.toml --launcher slurm --out runs/paper-c4.jsonl",
-    "Flags given with a SWEEP file replace the spec's values for every run. A re-run skips the runs "
+    "uscl train train/paper-c4.toml --dry-run --device cuda",
+    "uscl train train/paper-c4.toml --launcher torchrun --nproc-per-node 8 --out runs/paper-c4.jsonl",
+    "uscl train train/paper-c4.toml --launcher slurm --out runs/paper-c4.jsonl",
+    notes="Flags given with a SWEEP file replace the spec's values for every run. A re-run skips the runs "
     "already in --out and resumes an interrupted one from its last checkpoint; Ctrl-C writes a "
-    "checkpoint and stops.",
-])
+    "checkpoint and stops. --dry-run estimates each run's time from finished runs in --out, else from "
+    "training steps timed here, else from FLOPs.",
+)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train", epilog=_TRAIN_EPILOG)
     def train_command(
-        sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags")] = None,
+        sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags", metavar="SWEEP", show_default=False)] = None,
         out: Annotated[Path, typer.Option(help="results file: one JSON line appended per finished run")] = Path("runs.jsonl"),
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the planned runs and exit")] = False,
         preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny-100k tiny-200k tiny tiny-1m tiny-3m")] = None,
-        weights: Annotated[str | None, typer.Option(help="weight format (catalog name, .toml or shorthand); default fp32")] = None,
-        acts: Annotated[str | None, typer.Option(help="activation format; default none (full precision); 'same' = the weight format")] = None,
+        weights: Annotated[str | None, typer.Option("--format", "-f", help="weight format (catalog name, .toml or shorthand)", show_default="fp32")] = None,
+        acts: ActFormat = None,
+        old_weights: Annotated[str | None, typer.Option("--weights", hidden=True)] = None,
+        old_acts: Annotated[str | None, typer.Option("--acts", hidden=True)] = None,
         tokens_per_param: Annotated[float | None, typer.Option(help="token budget D = this x N (default 100)")] = None,
         max_steps: Annotated[int | None, typer.Option(help="stop after this many steps (shrinks the budget)")] = None,
         data: Annotated[str | None, typer.Option(help="'c4' (default, streamed) or a local text/JSONL/parquet file or folder")] = None,
@@ -55,7 +59,8 @@ def register(app: typer.Typer) -> None:
         nproc_per_node: Annotated[int, typer.Option(help="processes for --launcher torchrun")] = 1,
         compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model: on a GPU it fuses the quantizers (int4 W+A costs 1.16x fp32 compiled, 3.2x eager on an H100) after minutes of compiling; for long runs")] = False,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
+        csv_out: CsvFlag = False,
     ) -> None:
         """Pretrain Llama models over compressed weights/activations and record the final losses.
 
@@ -63,9 +68,14 @@ def register(app: typer.Typer) -> None:
         formats x seeds) or from the flags; each finished run appends one JSON line to --out.
         """
         from gmse_cli.atomic import check_output_path
+        from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import TrainError
         from gmse_cli.training.results import finished_keys
         from gmse_cli.training.sweep import expand_sweep, plan_sweep
+
+        one_output(json_out, csv_out)
+        weights = renamed("--weights", "--format", old_weights, weights)
+        acts = renamed("--acts", "--act", old_acts, acts)
 
         if threads is not None:
             if threads < 1:
@@ -95,10 +105,22 @@ def register(app: typer.Typer) -> None:
         check_output_path(out, what="results file", error=TrainError, parents=True)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
         if dry_run:
+            from gmse_cli.training.results import load_records
+            from gmse_cli.training.throughput import estimate_plans
+
             flops, source = _flops_per_second(device, nproc_per_node if launcher == "torchrun" else 1)
-            plans = plan_sweep(runs, vocab_size=_plan_vocab(spec.data.tokenizer), flops_per_second=flops,
-                               finished=finished)
-            _render_plans(spec.name, plans, json_out=json_out, flops=flops, source=source)
+            vocab = _plan_vocab(spec.data.tokenizer)
+            plans = plan_sweep(runs, vocab_size=vocab, flops_per_second=flops, finished=finished)
+            here = _plan_device(device)
+            if flops is not None and launcher == "local" and here is not None:
+                plans, how = estimate_plans(
+                    plans, runs, vocab_size=vocab, device=here, flops_per_second=flops,
+                    records=load_records(out) if out.exists() else (), progress=not no_progress,
+                )
+                if how != "FLOPs at the timed matmul rate":
+                    source = how + (f"; FLOPs at {flops:.3g} FLOP/s ({source}) for the rest" if "FLOPs" in how else "")
+                    flops = None
+            _render_plans(spec.name, plans, output=_output(json_out, csv_out), flops=flops, source=source)
             return
         plan_sweep(runs)  # every budget must be at least one step before anything trains
         ckpt_root = checkpoint_dir or out.with_name(out.name + ".ckpt")
@@ -109,18 +131,21 @@ def register(app: typer.Typer) -> None:
             if folder is not None:
                 check_output_path(folder, what=what, error=TrainError, folder=True)
         _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
-             nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not (no_progress or json_out),
-             json_out=json_out, argv=_worker_argv(locals()))
+             nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not no_progress,
+             output=_output(json_out, csv_out), argv=_worker_argv(locals()))
 
     tokenizer_app = typer.Typer(help="Tokenizers for offline training.", no_args_is_help=True)
 
-    @tokenizer_app.command("train")
+    @tokenizer_app.command("train", epilog=examples(
+        "uscl tokenizer train ../shared/data/python-docs-3.11.txt.xz --vocab-size 2048 --out tokenizer.json",
+        "uscl tokenizer train corpus/ --text-field content --out tok.json --json",
+    ))
     def tokenizer_train_command(
         text: Annotated[Path, typer.Argument(help="text file or folder (.txt, .xz, .gz, JSON lines, parquet)")],
         vocab_size: Annotated[int, typer.Option(help="vocabulary size, including 256 byte tokens and <|endoftext|>")] = 8192,
         out: Annotated[Path, typer.Option(help="where to write tokenizer.json")] = Path("tokenizer.json"),
         text_field: Annotated[str, typer.Option(help="JSON lines / parquet text field")] = "text",
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+        json_out: JsonFlag = False,
     ) -> None:
         """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library."""
         import hashlib
@@ -207,7 +232,7 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
     if params["sweep"] is not None:
         args.append(str(params["sweep"]))
     names = {
-        "out": "--out", "preset": "--preset", "weights": "--weights", "acts": "--acts",
+        "out": "--out", "preset": "--preset", "weights": "--format", "acts": "--act",
         "tokens_per_param": "--tokens-per-param", "max_steps": "--max-steps", "data": "--data",
         "tokenizer": "--tokenizer", "val_fraction": "--val-fraction", "seed": "--seed", "batch_size": "--batch-size",
         "micro_batch_size": "--micro-batch-size", "context": "--context", "lr": "--lr",
@@ -227,8 +252,12 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
     return args + ["--launcher", "local"]
 
 
+def _output(json_out: bool, csv_out: bool) -> str:
+    return "json" if json_out else "csv" if csv_out else "table"
+
+
 def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, device: str, launcher: str, nproc_per_node: int,
-         compile_model: bool, progress: bool, json_out: bool, argv: list[str]) -> None:
+         compile_model: bool, progress: bool, output: str, argv: list[str]) -> None:
     from gmse_cli.cli.console import print_json
     from gmse_cli.errors import TrainError
     from gmse_cli.progress import info as log
@@ -238,7 +267,7 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
         code = run_torchrun(argv, nproc_per_node=nproc_per_node)
         if code != 0:
             raise TrainError(f"torchrun workers exited with code {code} (see their output above)")
-        _render_records(_records_for(out, runs), json_out=json_out)
+        _render_records(_records_for(out, runs), output=output)
         return
     if launcher == "slurm":
         outcome = run_slurm(runs, out=out, checkpoint_root=ckpt_root, settings=spec.slurm, sweep=spec.name,
@@ -251,10 +280,10 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
     if not dist_env().main:
         return
     if outcome.submitted and not outcome.records:
-        if json_out:
-            print_json({"submitted": outcome.submitted, "out": str(out)})
+        if output == "json":
+            print_json([], submitted=outcome.submitted, out=str(out))
         return
-    _render_records(_records_for(out, runs), json_out=json_out)
+    _render_records(_records_for(out, runs), output=output)
 
 
 def _records_for(out: Path, runs) -> list:
@@ -264,11 +293,16 @@ def _records_for(out: Path, runs) -> list:
     return [r for r in load_records(out) if r.run_key in keys] if out.exists() else []
 
 
-def _render_records(records, *, json_out: bool) -> None:
+def _render_records(records, *, output: str) -> None:
     from gmse_cli.cli.console import print_json
 
-    if json_out:
+    if output == "json":
         print_json([r.model_dump(mode="json") for r in records])
+        return
+    if output == "csv":
+        from gmse_cli.cli.output import print_csv
+
+        print_csv([r.model_dump(mode="json") for r in records])
         return
     rows = [("run", "N", "D", "val_loss", "status", "wall_s")]
     for r in records:
@@ -324,11 +358,16 @@ def _flops_per_second(device: str, processes: int) -> tuple[float | None, str]:
     )
 
 
-def _render_plans(name: str, plans, *, json_out: bool, flops: float | None, source: str) -> None:
+def _render_plans(name: str, plans, *, output: str, flops: float | None, source: str) -> None:
     from gmse_cli.cli.console import err_console, print_json
 
-    if json_out:
+    if output == "json":
         print_json([p.model_dump(mode="json") for p in plans])
+        return
+    if output == "csv":
+        from gmse_cli.cli.output import print_csv
+
+        print_csv([p.model_dump(mode="json") for p in plans])
         return
     rows = [("run", "N", "D", "tokens/step", "steps", "FLOPs", "est_time", "done")]
     total_flops = 0.0
@@ -342,7 +381,7 @@ def _render_plans(name: str, plans, *, json_out: bool, flops: float | None, sour
         ))
     _print_rows(rows)
     todo = sum(not p.done for p in plans)
-    rate = f" at {flops:.3g} FLOP/s ({source})" if flops else ""
+    rate = f" at {flops:.3g} FLOP/s ({source})" if flops else (f" (from {source})" if source else "")
     err_console.print(
         f"sweep '{name}': {len(plans)} runs ({todo} to do), {total_flops:.3g} FLOPs, "
         f"about {_duration(total_s)} left{rate}",
@@ -357,11 +396,28 @@ def _plan_vocab(tokenizer: str) -> int:
     return int(tokenizer[4:]) if tokenizer.startswith("bpe:") else DEFAULT_VOCAB_FOR_PLANS
 
 
+def _plan_device(device: str) -> str | None:
+    """The device --dry-run times steps on (what the runs would use), or None when that device
+    is not here (planning a GPU sweep from a login node: FLOPs at an assumed rate it is)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return None
+    return device
+
+
 def _duration(seconds: float | None) -> str:
+    """A duration a person reads at a glance: 45 s, 12 min, 3.5 h, 4.2 days, 120 years."""
     if seconds is None:
         return "?"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    if seconds < 365 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    return f"{seconds / (365.25 * 86400):,.0f} years"

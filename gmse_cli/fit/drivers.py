@@ -80,6 +80,7 @@ from gmse_cli.fit.problem import (
 )
 from gmse_cli.fit.reports import factorization_check
 from gmse_cli.fit.resampling import (
+    bootstrap_columns,
     bootstrap_weights,
     constant_estimates,
     percentiles,
@@ -292,6 +293,8 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
 
     constants = constant_estimates(names, objective.to_public(theta)[0],
                                    None if boot_theta is None else objective.to_public(boot_theta), fixed_all, held, user_fixed)
+    # The replicates themselves, so a law written from this fit carries joint draws.
+    draws = bootstrap_columns(names, None if boot_theta is None else objective.to_public(boot_theta), fixed_all)
     pred = objective.predict(theta)[0]
     logrho = objective.logrho(theta)[0]
     resid = pred - y
@@ -361,6 +364,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         n_fitted=int(train.sum()), prior=None if not prior else _describe_prior(prior),
         drift=None if model == "dense" else run_drift(runs, implied, logrho, train),
         **heldout_fields(heldout, model),
+        draws=draws if model == "unified" else None,
     )
     return LossFit(result, replicates, problem, full_starts, x, schemes, of_run, reference, train, W1, refitter)
 

@@ -15,7 +15,7 @@ from gmse_cli.fit.params import public_name, public_values
 from gmse_cli.fit.problem import Problem
 from gmse_cli.fit.results import ConstantEstimate
 
-__all__ = ["percentiles", "bootstrap_weights", "refit_replicates", "constant_estimates"]
+__all__ = ["percentiles", "bootstrap_weights", "refit_replicates", "constant_estimates", "bootstrap_columns"]
 
 _Z_LOW, _Z_HIGH = 2.5, 97.5  # percentile interval (95%)
 
@@ -85,3 +85,16 @@ def constant_estimates(names, theta, boot_theta, fixed_all, held, user_fixed) ->
         else:
             out[pub] = ConstantEstimate(value=float(values[j]), fixed=is_fixed, source=source)
     return out
+
+
+def bootstrap_columns(names, boot_theta, fixed_all) -> dict[str, tuple[float, ...]] | None:
+    """The replicates ``boot_theta`` as joint draws: one column per constant the fit estimated
+    (held ones have none), by public name; ``None`` without at least two replicates."""
+    if boot_theta is None or len(boot_theta) < 2:
+        return None
+    boot = public_values(names, boot_theta)
+    return {
+        public_name(n): tuple(float(v) for v in boot[:, j])
+        for j, n in enumerate(names)
+        if not n.startswith("phi:") and j not in fixed_all
+    } or None

@@ -217,6 +217,10 @@ class FitResult(Frozen):
     seed: int
     data_files: list[str]
     notes: list[str]
+    draws: dict[str, tuple[float, ...]] | None = Field(
+        default=None, exclude=True,
+        description="the bootstrap replicates by constant (the fitted law's joint draws); not printed",
+    )
 
     def law_constants(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in LAW}
@@ -233,10 +237,15 @@ class FitResult(Frozen):
                         f"the runs do not pin it down (add runs, or hold it with --fix {key}=VALUE)")
         return None
 
-    def to_law(self, name: str, *, description: str = "", meta: Mapping[str, str] | None = None):
-        """This fit as a :class:`~gmse_cli.law.Law` (with every constant's interval and origin)."""
+    def to_law(self, name: str, *, description: str = "", meta: Mapping[str, str] | None = None, base=None):
+        """This fit as a :class:`~gmse_cli.law.Law` (with every constant's interval and origin).
+
+        The bootstrap replicates become the law's joint draws. ``base``: a law whose capacity
+        curves are copied, provenance and all, for the families these runs gave no evidence
+        for (so a fit on quantized runs keeps the base law's VQ and sparsity curves)."""
         from gmse_cli import __version__
-        from gmse_cli.law import Constant, FamilyCurve, Law
+        from gmse_cli.law import Constant, FamilyCurve, Law, LawDraws
+        from gmse_cli.law.model import draws_in_domain
 
         if self.model in ("decoupled", "kumar"):
             raise FitError(
@@ -260,6 +269,29 @@ class FitResult(Frozen):
             Family(fam): FamilyCurve(**{k: const(f"{fam}.{k}") for k in FAMILY_KEYS})
             for fam in self.families
         }
+        held_from_base = []
+        for fam, curve in (base.families.items() if base is not None else ()):
+            if fam not in families:
+                held_from_base.append(fam.value)
+                families[fam] = FamilyCurve(**{
+                    k: getattr(curve, k).model_copy(update={
+                        "provenance": f"held from law '{base.name}' (no {fam.value} runs in this fit): "
+                                      f"{getattr(curve, k).provenance}"})
+                    for k in FAMILY_KEYS
+                })
+        draws = None
+        columns = {k: v for k, v in (self.draws or {}).items() if k in LAW or k.split(".")[0] in self.families}
+        if columns:
+            import numpy as np
+
+            # Replicates outside the law's domain (an L above 1) are dropped whole, keeping rows joint.
+            keep = np.logical_and.reduce([draws_in_domain(k, v, self.constants[k].value) for k, v in columns.items()])
+            if keep.sum() >= 2:
+                draws = LawDraws(
+                    provenance=f"{int(keep.sum())} of {keep.size} bootstrap refits (the rest outside the "
+                               f"law's domain) of {how}" if not keep.all() else f"{keep.size} bootstrap refits of {how}",
+                    constants={k: tuple(np.asarray(v)[keep].tolist()) for k, v in columns.items()},
+                )
         info = {
             "model": self.model,
             "data": files,
@@ -271,6 +303,8 @@ class FitResult(Frozen):
             "date": _dt.date.today().isoformat(),
             "uscl_version": __version__,
         }
+        if held_from_base:
+            info["families_from_base"] = f"{', '.join(held_from_base)} (law '{base.name}')"
         info.update(meta or {})
         return Law(
             name=name,
@@ -278,6 +312,7 @@ class FitResult(Frozen):
             meta=info,
             **{k: const(k) for k in LAW},
             families=families,
+            draws=draws,
         )
 
 

@@ -17,7 +17,8 @@ from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family
 
-__all__ = ["MAX_CONSTANT", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss"]
+__all__ = ["MAX_CONSTANT", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
+           "draws_in_domain"]
 
 
 MAX_CONSTANT = 1e30
@@ -65,6 +66,16 @@ class FamilyCurve(Frozen):
 
 _LAW_KEYS = ("A", "alpha", "B", "beta", "E")
 _CURVE_KEYS = ("L", "F", "C")
+
+
+def draws_in_domain(name: str, column, value: float):
+    """Which draws of constant ``name`` (its point value ``value``) a law accepts: E at least 0,
+    every other constant positive, a capacity curve's L at most max(1, its value)."""
+    column = np.asarray(column, dtype=float)
+    ok = column >= 0 if name == "E" else column > 0
+    if name.endswith(".L"):
+        ok &= column <= max(1.0, value)
+    return ok
 
 
 class LawDraws(Frozen):
@@ -144,6 +155,8 @@ class Law(Frozen):
                     f"law '{self.name}': draws column '{name}' is not a constant of this law "
                     f"(known: {', '.join(known)})"
                 )
+            if draws_in_domain(name, column, known[name].value).all():
+                continue
             lowest, highest = min(column), max(column)
             if name == "E" and lowest < 0:
                 raise LawError(f"law '{self.name}': draws of E reach {lowest}; E must not be negative")

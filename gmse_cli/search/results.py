@@ -111,7 +111,7 @@ def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SpecError(f"--out-dir {out_dir}: cannot create it: {exc.strerror or exc}") from None
+        raise SpecError(f"--out {out_dir}: cannot create it: {exc.strerror or exc}") from None
     paths = []
     for i, point in enumerate(result.frontier):
         spec = point.spec.model_copy(
@@ -127,6 +127,6 @@ def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
         try:
             write_text_atomic(path, format_to_toml(spec))
         except OSError as exc:
-            raise SpecError(f"--out-dir: cannot write {path}: {exc.strerror or exc}") from None
+            raise SpecError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
         paths.append(path)
     return paths

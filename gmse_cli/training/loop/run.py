@@ -56,10 +56,11 @@ from gmse_cli.training.results import (
     TrainingInfo,
 )
 
-__all__ = ["train_run"]
+__all__ = ["train_run", "lm_loss"]
 
 
-def _loss(model: nn.Module, batch: torch.Tensor, vocab: int) -> torch.Tensor:
+def lm_loss(model: nn.Module, batch: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Next-token cross-entropy of ``model`` on ``batch`` (B, T + 1) of token ids."""
     x, y = batch[:, :-1], batch[:, 1:]
     logits = model(input_ids=x).logits  # (B, T, V_padded)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -186,7 +187,7 @@ def train_run(
                 sync = parallel != "ddp" or m == accum - 1
                 with contextlib.nullcontext() if sync else model.no_sync():
                     with autocast(dev):
-                        loss = _loss(step_fn, batch, vocab) / accum
+                        loss = lm_loss(step_fn, batch, vocab) / accum
                     loss.backward()
                 loss_sum += float(loss.detach())
             if cfg.optim.grad_clip is not None:

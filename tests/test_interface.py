@@ -1,0 +1,133 @@
+"""What a newcomer's path relies on: a fitted law file carries joint draws and the base law's
+other families; dry-run estimates come from measured throughput; durations read sanely."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def fitted(shared_data):
+    from gmse_cli.fit import fit
+    from gmse_cli.law import load_law
+    from gmse_cli.runs import load_runs
+
+    base = load_law(None)
+    runs = load_runs([shared_data / "quest_runs.json"])
+    result = fit(runs, model="unified", bootstrap=12, seed=0, base_law=base)
+    return result, base
+
+
+def test_a_fitted_law_carries_its_bootstrap_as_joint_draws(fitted):
+    from gmse_cli.fit.results import LAW
+    from gmse_cli.law.model import draws_in_domain
+
+    result, base = fitted
+    law = result.to_law("mine", base=base)
+    assert law.draws is not None and 2 <= law.draws.rows <= 12
+    # The columns are the replicates themselves: each row is one refit, within the law's domain.
+    columns = law.draws.constants
+    assert set(LAW) <= set(columns)
+    for name, column in columns.items():
+        assert draws_in_domain(name, column, law.constants()[name].value).all()
+        replicates = np.asarray(result.draws[name])
+        assert set(np.round(column, 12)) <= set(np.round(replicates, 12))
+    assert "bootstrap refits" in law.draws.provenance
+
+
+def test_families_without_evidence_are_held_from_the_base_law_with_provenance(fitted):
+    from gmse_cli.spec import Family
+
+    result, base = fitted
+    law = result.to_law("mine", base=base)
+    assert Family.VQ not in {Family(f) for f in result.families}
+    vq = law.families[Family.VQ]
+    assert (vq.L.value, vq.F.value, vq.C.value) == (base.families[Family.VQ].L.value,
+                                                      base.families[Family.VQ].F.value,
+                                                      base.families[Family.VQ].C.value)
+    assert vq.F.provenance.startswith("held from law 'paper-llama-c4' (no vq runs in this fit)")
+    assert "vq" in law.meta["families_from_base"]
+    # Without a base law the file has only the fitted families (the old behaviour).
+    assert Family.VQ not in result.to_law("mine").families
+
+
+def test_predict_with_a_fitted_law_draws_whole_rows(fitted, tmp_path, run_cli):
+    from gmse_cli.law import save_law
+
+    result, base = fitted
+    law = result.to_law("mine", base=base)
+    joint, independent = tmp_path / "joint.toml", tmp_path / "independent.toml"
+    save_law(law, joint)
+    save_law(law.model_copy(update={"draws": None}), independent)
+    rows = [json.loads(run_cli("predict", "int4", "--law", str(p), "--json").stdout)["results"][0]
+            for p in (joint, independent)]
+    # The same point prediction; the interval comes from other draws (joint rows vs marginals).
+    assert rows[0]["predicted_loss"] == pytest.approx(rows[1]["predicted_loss"], rel=1e-12)
+    assert (rows[0]["loss_low"], rows[0]["loss_high"]) != (rows[1]["loss_low"], rows[1]["loss_high"])
+
+
+def test_fit_out_writes_draws_and_every_family(run_cli, shared_data, tmp_path):
+    from gmse_cli.law import load_law
+    from gmse_cli.spec import catalog
+
+    out = tmp_path / "my-law.toml"
+    res = run_cli("fit", str(shared_data / "quest_runs.json"), "--model", "unified", "--bootstrap", "6",
+                  "--out", str(out), "--csv")
+    assert res.code == 0, res.stderr
+    assert res.stdout.splitlines()[0].startswith("constant,value,sigma,value_low,value_high")
+    law = load_law(out)
+    assert law.draws is not None
+    needed = {fam for fmt in catalog().values() for fam in fmt.families}
+    assert needed <= set(law.families)
+    res = run_cli("rank", "--law", str(out), "--json")
+    assert res.code == 0 and "skipping" not in res.stderr
+    assert len(json.loads(res.stdout)["results"]) == len(catalog())
+
+
+def test_durations_read_at_a_glance():
+    from gmse_cli.cli.train import _duration
+
+    assert [_duration(x) for x in (None, 45, 600, 3 * 3600, 4 * 86400, 65128315.8 * 3600)] == [
+        "?", "45 s", "10 min", "3.0 h", "4.0 days", "7,430 years"
+    ]
+
+
+def test_dry_run_estimates_from_finished_runs_before_anything_else(tmp_path):
+    pytest.importorskip("torch")
+    from gmse_cli.training.sweep import SweepSpec, expand_sweep, plan_sweep
+    from gmse_cli.training.throughput import estimate_plans, step_key
+
+    spec = SweepSpec.model_validate({"name": "t", "presets": ["tiny-100k"], "tokens_per_param": [2, 4],
+                                     "weights": ["int4"], "data": {"source": "x.txt", "tokenizer": "bpe:512"}})
+    runs = expand_sweep(spec)
+    plans = plan_sweep(runs, vocab_size=512, flops_per_second=1e9)
+
+    class Record:  # what estimate_plans reads of a RunRecord
+        def __init__(self, cfg, tokens, seconds):
+            preset, weights, acts, context, batch = step_key(cfg)
+            self.model = type("M", (), {"preset": preset, "context": context})()
+            self.training = type("T", (), {"batch_size": batch})()
+            self.weights, self.activations, self.status = weights, acts, "ok"
+            self.tokens, self.wall_time_s = tokens, seconds
+
+    # A finished run at 1,000 tokens/s: both runs are estimated at that rate, nothing is timed.
+    records = [Record(runs[0], 200_000, 200.0)]
+    out, how = estimate_plans(plans, runs, vocab_size=512, device="cpu", flops_per_second=1e9, records=records,
+                              progress=False)
+    assert how == "finished runs' throughput"
+    assert [p.est_seconds for p in out] == pytest.approx([p.plan.tokens / 1000.0 for p in plans])
+
+
+def test_a_gpu_sweep_plans_on_a_machine_without_one(run_cli, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = run_cli("train", "--preset", "30m", "--max-steps", "10", "--out", str(tmp_path / "r.jsonl"), "--dry-run",
+                  "--device", "cuda", "--json")
+    assert res.code == 0, res.stderr
+    plan = json.loads(res.stdout)["results"][0]
+    # No step can be timed here: the FLOPs at the assumed H100 rate (989 TFLOP/s x 40%).
+    assert plan["est_seconds"] == pytest.approx(plan["plan"]["flops"] / (0.4 * 989e12), rel=1e-9)
