@@ -82,7 +82,7 @@ def run(model: Path, data: Path, extra: list[str]) -> dict:
         out.seek(0)
         report = json.loads(out.read())
     return {"peak": usage.ru_maxrss * 1024, "wall": wall, "tokens": report["tokens"],
-            "mse": {f["format"]: f["mse"] for f in report["formats"]}}
+            "mse": {f["name"]: f["mse"] for f in report["results"]}}
 
 
 def main() -> None:

@@ -183,7 +183,7 @@ def main() -> None:
         _run(_uscl(*gmse_args), env, cwd)  # kernels compiled into the warm cache
         runs = [_run(_uscl(*gmse_args), env, cwd, stdout=None) for _ in range(args.repeat)]
         ours = _best([t for t, _ in runs])
-        result = json.loads(runs[0][1])
+        result = json.loads(runs[0][1])["results"]
         counts = {r["name"]: r["samples"] for r in result}
         base_runs = [_run([sys.executable, "-c", BASELINE, json.dumps(counts)], env, cwd, stdout=None)
                      for _ in range(max(2, args.repeat // 2))]
@@ -208,7 +208,7 @@ def main() -> None:
     print(f"\ngmse speed-up over the numpy baseline: wall {base.wall / ours.wall:.1f}x, cpu {base.cpu / ours.cpu:.1f}x "
           f"(target >= 4x); samples per format: {counts}")
     for r in result:
-        print(f"  {r['name']:<10} uscl {r['gmse']:.6g} ({r['method']}), numpy baseline {base_values[r['name']]:.6g}")
+        print(f"  {r['name']:<10} uscl {r['gmse']:.6g} ({r['gmse_method']}), numpy baseline {base_values[r['name']]:.6g}")
 
 
 if __name__ == "__main__":

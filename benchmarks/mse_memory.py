@@ -138,7 +138,7 @@ def run_mse(checkpoint: Path, fmt: str, sample: float | None) -> dict:
             err.seek(0)
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
         out.seek(0)
-        (result,) = json.loads(out.read())
+        (result,) = json.loads(out.read())["results"]
     return {"peak": usage.ru_maxrss * 1024, "wall": wall, "params": result["params"], "sample": result["sample"]}
 
 
