@@ -121,7 +121,7 @@ def test_fit_whose_constants_no_law_holds_is_an_error_with_or_without_out(tmp_pa
     for extra in ([], ["--out", str(tmp_path / "law.toml")]):
         res = run_cli("fit", str(path), *extra)
         assert res.code == 2 and "a scaling law needs" in res.stderr, res.stderr
-        assert res.stderr.strip().count("\n") == 0
+        assert res.stderr.strip().count("\n") == 0, res.stderr
     assert not (tmp_path / "law.toml").exists()
 
 
