@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - older typer raises click's own excepti
 
 from gmse_cli.cli import fit, formats, gmse, mse, rank, search, train
 from gmse_cli.cli.console import err_console, out_console
-from gmse_cli.cli.options import attach_validators
+from gmse_cli.cli.validators import attach_validators
 from gmse_cli.errors import UsclError
 from gmse_cli.progress import enable_notices
 

@@ -1,0 +1,232 @@
+"""Option checks run by the parser: every command's bad values fail before any work starts.
+
+:data:`VALIDATORS` maps a parameter name (or ``command.parameter`` for one command only) to a
+check; :func:`attach_validators` adds them as click callbacks to every command of the app, so a
+bad value is one clean ``BadParameter`` error naming the option (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gmse_cli.inputs import exists
+
+__all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
+           "MAX_HADAMARD_BLOCK", "MAX_BOOTSTRAP"]
+
+try:  # typer >= 0.20 parses with its own vendored copy of click: raise its BadParameter
+    from typer._click.exceptions import BadParameter
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import BadParameter
+
+# One table, keyed by a command parameter's name, of checks run by the parser itself (click
+# callbacks attached by :func:`attach_validators` when the application is built): a bad value
+# is one line naming the option, before any file is read or any allocation made.
+
+MAX_SEED = 2**63 - 1
+"""Seeds are 0 .. 2**63 - 1 (numpy's and torch's generators take them all)."""
+MAX_VOCAB_SIZE = 1 << 20
+"""The largest BPE vocabulary ``uscl tokenizer train`` builds (1,048,576 tokens)."""
+MIN_VOCAB_SIZE = 258
+"""256 byte tokens, <|endoftext|> and at least one merge."""
+MAX_HADAMARD_BLOCK = 1 << 20
+"""The largest Hadamard block (a row length's limit)."""
+MAX_BOOTSTRAP = 100_000
+"""Bootstrap refits of ``uscl fit`` (more adds nothing to a printed interval, as for --draws)."""
+
+
+def _fail(message: str) -> None:
+    raise BadParameter(message)
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if value < low or (high is not None and value > high):
+            _fail(f"{value} is outside {low}..{high}" if high is not None else f"{value} must be at least {low}")
+    return check
+
+
+def _real(low: float, high: float | None = None, *, low_open: bool = True, high_open: bool = False) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        ok = math.isfinite(value) and (value > low if low_open else value >= low)
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            _fail(f"{value} is not a finite number in {lo}{low:g}, {high:g}{hi}" if high is not None
+                  else f"{value} is not a finite number {'>' if low_open else '>='} {low:g}")
+    return check
+
+
+def _row_length(value: Any) -> None:
+    from gmse_cli.spec.vocab import MAX_ROW_LENGTH
+
+    _integer(1, MAX_ROW_LENGTH)(value)
+
+
+def _family(value: Any) -> None:
+    from gmse_cli.spec import Family
+
+    names = [f.value for f in Family]
+    if value.strip().lower() not in names:
+        _fail(f"'{value}' is not a family; one of {', '.join(names)}")
+
+
+def _nonempty(value: Any) -> None:
+    if not str(value).strip():
+        _fail("an empty string names no format")
+
+
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
+
+
+def _count_text(value: Any) -> None:
+    # '200M', '1.5B', '100x': the command parses the rest; here what overflows, is nan, or
+    # counts less than one parameter or token (a ratio '100x' need only be positive).
+    text = str(value).strip().lower()
+    ratio = text.endswith("x")
+    text = text.removesuffix("x").strip()
+    suffix = text[-1:] if text[-1:] in _SUFFIXES else ""
+    try:
+        parsed = float(text.removesuffix(suffix) if suffix else text) * _SUFFIXES[suffix]
+    except ValueError:
+        return
+    # (zero and negative counts: the command's own message)
+    if not math.isfinite(parsed) or (not ratio and 0 < parsed < 1):
+        _fail(f"'{value}' is not a finite count of at least 1" if not ratio else f"'{value}' is not a finite ratio")
+
+
+def _fix(value: Any) -> None:
+    name, sep, number = str(value).partition("=")
+    try:
+        parsed = float(number) if sep and name.strip() else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        _fail(f"'{value}' is not NAME=VALUE (e.g. --fix alpha=0.13)")
+    elif not math.isfinite(parsed):
+        _fail(f"'{value}': {name.strip()} must be a finite number")
+    elif parsed < 0 or (parsed == 0 and name.strip() != "E"):
+        _fail(f"'{value}': {name.strip()} must be {'>= 0' if name.strip() == 'E' else 'positive'} (a law's constants are)")
+
+
+def _existing(what: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not exists(value):
+            _fail(f"{what} '{value}' does not exist")
+    return check
+
+
+def _data(value: Any) -> None:
+    if str(value).strip().lower() != "c4":
+        _existing("data path")(value)
+        path = Path(value).expanduser()
+        if not (path.is_file() or path.is_dir()):  # a FIFO or a device may never end
+            _fail(f"data path '{value}' is not a regular file or folder (a pipe or a device)")
+
+
+def _tokenizer(value: Any) -> None:
+    text = str(value).strip()
+    if text.lower().startswith("bpe:"):
+        try:
+            size = int(text[4:])
+        except ValueError:
+            _fail(f"'{value}': bpe:V needs a whole vocabulary size V (e.g. bpe:8192)")
+        _integer(MIN_VOCAB_SIZE, MAX_VOCAB_SIZE)(size)
+    elif text.endswith(".json") or text.startswith(("/", ".", "~")) or os.sep * 2 in text:
+        _existing("tokenizer file")(value)
+
+
+def _power_of_two(value: Any) -> None:
+    if value < 2 or value & (value - 1) or value > MAX_HADAMARD_BLOCK:
+        _fail(f"{value} is not a power of two in 2..{MAX_HADAMARD_BLOCK}")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+def _device(value: Any) -> None:
+    if not _DEVICE.match(str(value).strip().lower()):
+        _fail(f"'{value}' is not a device (auto, cpu, cuda, cuda:N, mps)")
+
+
+def _shard(value: Any) -> None:
+    k, sep, n = str(value).partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
+        _fail(f"'{value}' is not K/N with 0 <= K < N (e.g. 0/4)")
+
+
+VALIDATORS: dict[str, Callable[[Any], None]] = {
+    "seed": _integer(0, MAX_SEED),
+    "row_length": _row_length,
+    "level": _real(0, 1, high_open=True),
+    "tokens_per_param": _real(0),
+    "bits": _real(0, 64),
+    "huber_delta": _real(0),
+    "lr": _real(0),
+    "rbbm_p": _real(0, 0.5, high_open=True),
+    "val_fraction": _real(0, 1, high_open=True),
+    "bootstrap": _integer(0, MAX_BOOTSTRAP),
+    "exclude_worst": _integer(0),
+    "worst": _integer(0),
+    "rows_per_layer": _integer(2),
+    "max_steps": _integer(1),
+    "batch_size": _integer(1),
+    "micro_batch_size": _integer(1),
+    "context": _integer(1),
+    "eval_tokens": _integer(1),
+    "eval_every": _integer(0),
+    "checkpoint_every": _integer(0),
+    "threads": _integer(1),
+    "nproc_per_node": _integer(1),
+    "vocab_size": _integer(MIN_VOCAB_SIZE, MAX_VOCAB_SIZE),
+    "formats.family": _family,  # (rank's --family: the command's own check)
+    "vs": _nonempty,
+    "act": _nonempty,
+    "acts": _nonempty,
+    "weights": _nonempty,
+    "params": _count_text,
+    "tokens": _count_text,
+    "fix": _fix,
+    "data": _data,
+    "mse.data": lambda _: None,  # needs torch first: `uscl mse --activations` checks it after the backend
+    "tokenizer": _tokenizer,
+    "text": _existing("text path"),
+    "shard": _shard,
+    "device": _device,
+    "hadamard_block": _power_of_two,
+}
+"""Checks by parameter name, or ``command.parameter`` for one command only; each raises
+BadParameter (the option is named by click)."""
+
+
+def _callback(check: Callable[[Any], None], previous: Any) -> Any:
+    def callback(ctx: Any, param: Any, value: Any) -> Any:
+        if previous is not None:
+            value = previous(ctx, param, value)
+        if value is None or ctx.resilient_parsing:
+            return value
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if item is not None:
+                check(item)
+        return value
+
+    return callback
+
+
+def attach_validators(command: Any) -> Any:
+    """``command`` (a click command or group, as Typer builds it) with :data:`VALIDATORS`
+    attached to every parameter of a listed name, in every subcommand."""
+    for param in getattr(command, "params", ()):
+        check = VALIDATORS.get(f"{getattr(command, 'name', '')}.{param.name}") or VALIDATORS.get(param.name or "")
+        if check is not None and not getattr(param, "_uscl_validated", False):
+            param.callback = _callback(check, param.callback)
+            param._uscl_validated = True
+    for sub in getattr(command, "commands", {}).values():
+        attach_validators(sub)
+    return command
