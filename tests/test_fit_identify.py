@@ -140,6 +140,10 @@ def test_bound_flags():
     none = bound_flags({"A": 10.0, "alpha": 0.1, "B": 100.0, "beta": 0.3, "E": 1.5}, ["A", "alpha", "E"],
                        min_loss=2.5, n_eff=flat, tokens=flat)
     assert none == {}
+    step = bound_flags({"A": 10.0, "alpha": 0.1, "B": 100.0, "beta": 0.3, "E": 1.5, "quantization.C": 6.4e7,
+                        "quantization.F": 7.0}, ["quantization.C", "quantization.F"], min_loss=2.5, n_eff=flat,
+                       tokens=flat)
+    assert set(step) == {"quantization.C"} and "a step" in step["quantization.C"]
 
 
 def test_a_zero_irreducible_loss_is_flagged():
@@ -222,3 +226,51 @@ def test_cli_unified_json_carries_the_heldout_numbers(run_cli, tmp_path):
     assert off.code == 0, off.stderr
     data = json.loads(off.stdout)["results"][0]
     assert data["heldout_scheme_rmse"] is None and data["prior"].startswith("Gaussian")
+
+
+def test_drift_ignores_a_ratio_that_varies_only_in_its_third_digit():
+    """One tokens-per-parameter ratio (D/N off by <0.1%, as whole batches make it): no D/N slope,
+    and the log N slope is the demeaned regression on log N alone."""
+    rng = np.random.default_rng(11)
+    runs = []
+    for scheme, N in itertools.product(("bf16", "int4", "int2"), np.geomspace(3e7, 3e9, 6)):
+        rho = {"bf16": 1.0, "int4": 0.5 * (N / 1e8) ** -0.1, "int2": 0.3}[scheme]
+        D = N * 50.0 * (1 + rng.uniform(-1e-3, 1e-3))
+        loss = predicted_loss(N, D, rho, **TRUTH) * math.exp(rng.normal(0, 0.001))
+        runs.append(Run(scheme=scheme, weights=scheme, N=N, D=D, loss=loss))
+    res = F.fit(runs, model="decoupled", starts=SMALL_GRID, profile=False, sensitivity=False,
+                fixed={"B": TRUTH["B"], "beta": TRUTH["beta"]})
+    rows = [r for r in res.residuals if r.scheme != "bf16"]
+    y = np.log([r.implied_rho / r.rho for r in rows])
+    x = np.log([r.N for r in rows])
+    labels = np.array([r.scheme for r in rows])
+    for s in set(labels):
+        x[labels == s] -= x[labels == s].mean()
+        y[labels == s] -= y[labels == s].mean()
+    slope = float(x @ y / (x @ x))
+    dof = len(y) - 2 - 1
+    se = math.sqrt(float(np.sum((y - slope * x) ** 2)) / dof / float(x @ x))
+    assert [s.regressor for s in res.drift.slopes] == ["log N"]
+    got = res.drift.slopes[0]
+    assert got.slope == pytest.approx(slope, rel=1e-8)
+    assert got.high - got.low == pytest.approx(2 * student_t.ppf(0.975, dof) * se, rel=1e-8)
+
+
+def test_a_heldout_refit_that_runs_off_a_flat_direction_reports_no_capacity():
+    """Our CPU sweep has one tokens-per-parameter ratio, so N and D move together and alpha is
+    weakly identified: without 2:4+int4, the cold refit slides to alpha -> 0 with log rho -> -inf.
+    Its predictions stay scored; its capacities are not reported as numbers."""
+    from pathlib import Path
+
+    from gmse_cli.law import load_law
+    from gmse_cli.runs import load_runs
+
+    runs = load_runs(Path(__file__).resolve().parents[1] / "examples" / "cpu-law.jsonl")
+    res = F.fit(runs, model="unified", base_law=load_law(), profile=False, sensitivity=False)
+    entries = {e.name: e for e in res.heldout_schemes.entries}
+    sparse = entries["2:4+int4"]
+    assert sparse.refit == "cold" and sparse.rmse is not None and sparse.rmse < 0.05
+    assert sparse.rho_heldout is None and "not identified" in sparse.note
+    for e in entries.values():
+        if e.rho_heldout is not None:
+            assert 1e-6 < e.rho_heldout <= 1.0

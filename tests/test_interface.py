@@ -38,6 +38,38 @@ def test_a_fitted_law_carries_its_bootstrap_as_joint_draws(fitted):
     assert "bootstrap refits" in law.draws.provenance
 
 
+def test_a_runaway_bootstrap_writes_open_intervals_and_drops_its_draws(fitted, tmp_path):
+    """A replicate that ran off to 1e39 (seen on a sweep whose runs barely differ) leaves the law
+    file writable: that interval end is open, that row is not a joint draw."""
+    from gmse_cli.law import law_to_toml, load_law
+    from gmse_cli.law.model import MAX_CONSTANT
+
+    result, base = fitted
+    fam = next(iter(result.families))
+    key = f"{fam}.F"
+    est = result.constants[key]
+    draws = {k: list(v) for k, v in result.draws.items()}
+    draws[key][0] = 2.2e39
+    runaway = result.model_copy(update={
+        "constants": {**result.constants, key: est.model_copy(update={"high": 2.2e39, "sigma": 9e38})},
+        "draws": {k: tuple(v) for k, v in draws.items()},
+    })
+    law = runaway.to_law("mine", base=base)
+    F = law.families[next(f for f in law.families if f.value == fam)].F
+    assert F.high is None and F.sigma is None and F.low == est.low and F.value == est.value
+    assert "left open" in F.provenance
+    normal = result.to_law("mine", base=base).draws
+    was_kept = any(all(column[i] == result.draws[k][0] for k, column in normal.constants.items())
+                   for i in range(normal.rows))
+    assert law.draws.rows == normal.rows - was_kept
+    assert all(abs(x) <= MAX_CONSTANT for column in law.draws.constants.values() for x in column)
+    path = tmp_path / "mine.toml"
+    path.write_text(law_to_toml(law))
+    assert load_law(path) == law
+    beyond = result.model_copy(update={"constants": {**result.constants, key: est.model_copy(update={"value": 3e31})}})
+    assert "beyond what a law file holds" in beyond.law_problem()
+
+
 def test_families_without_evidence_are_held_from_the_base_law_with_provenance(fitted):
     from gmse_cli.spec import Family
 
@@ -131,3 +163,33 @@ def test_a_gpu_sweep_plans_on_a_machine_without_one(run_cli, tmp_path):
     plan = json.loads(res.stdout)["results"][0]
     # No step can be timed here: the FLOPs at the assumed H100 rate (989 TFLOP/s x 40%).
     assert plan["est_seconds"] == pytest.approx(plan["plan"]["flops"] / (0.4 * 989e12), rel=1e-9)
+
+
+def test_the_readme_quick_sweep_is_designed_so_a_unified_law_can_be_fitted():
+    """train/cpu-quick.toml's planned runs (its N, D and formats), with losses from a known law,
+    give a unified fit that recovers the law: the README's train -> fit -> rank path cannot end
+    in "needs at least 3 model sizes" again."""
+    from pathlib import Path
+
+    from gmse_cli.fit import GmseCache, fit, run_stages
+    from gmse_cli.law import capacity, load_law, predicted_loss
+    from gmse_cli.runs import Run
+    from gmse_cli.training.sweep import expand_sweep, load_sweep, plan_sweep
+
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "train" / "cpu-quick.toml")
+    configs = expand_sweep(spec)
+    plans = plan_sweep(configs, vocab_size=2048)
+    truth = {"A": 30.0, "alpha": 0.3, "B": 60.0, "beta": 0.3, "E": 1.0}
+    cache = GmseCache(seed=0)
+    rng = np.random.default_rng(3)
+    runs = []
+    for cfg, p in zip(configs, [q.plan for q in plans], strict=True):
+        name = cfg.weights.name
+        run = Run(scheme=name, weights=name, N=p.params, D=p.tokens, loss=3.0)
+        rho = float(np.prod([capacity(g, 1.0, 0.41, 1.39) for _, g in run_stages(run, cache)]))
+        loss = predicted_loss(p.params, p.tokens, rho, **truth) * np.exp(rng.normal(0, 0.002))
+        runs.append(run.model_copy(update={"loss": float(loss)}))
+    assert len({r.N for r in runs}) >= 3 and len({round(r.D / r.N, 3) for r in runs}) >= 2
+    result = fit(runs, model="unified", base_law=load_law(), profile=False, sensitivity=False, loso=False)
+    assert result.fit_error < 0.01
+    assert result.alpha == pytest.approx(truth["alpha"], rel=0.35)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.cli.options import CsvFlag, JsonFlag, examples, grouped
+from gmse_cli.cli.options import CsvFlag, JsonFlag, examples, grouped, paragraphs
 
 _EXAMPLES = examples(
     "uscl mse model.safetensors -f int4 -f nvfp4 --hadamard",
@@ -89,13 +89,8 @@ class ActivationOptions:
             raise SpecError(f"{given[0]} applies to activations: add --activations")
 
 
-def _paragraphs(text: str) -> str:
-    # Rich help keeps single newlines as breaks; rewrap each paragraph as one line.
-    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
-
-
 def register(app: typer.Typer) -> None:
-    @app.command("mse", epilog=_EXAMPLES + "\n\n" + _paragraphs(_EPILOG))
+    @app.command("mse", epilog=_EXAMPLES + "\n\n" + paragraphs(_EPILOG))
     @grouped
     def mse_command(
         checkpoint: Annotated[Path, typer.Argument(metavar="MODEL", help="a .safetensors file, a sharded model's .index.json, a folder of shards, a Hugging Face (or uscl train) model folder or hub-cache folder (models--org--name)")],

@@ -68,7 +68,7 @@ from typing import Annotated  # noqa: E402  (imports of this block stay with it)
 
 import typer  # noqa: E402
 
-__all__ += ["JsonFlag", "CsvFlag", "RowLength", "ActFormat", "Plot", "examples", "renamed", "one_output"]
+__all__ += ["JsonFlag", "CsvFlag", "RowLength", "ActFormat", "Plot", "examples", "paragraphs", "renamed", "one_output"]
 
 JSON_HELP = "print one JSON object to stdout: schema_version, command, results (see the README's JSON table)"
 CSV_HELP = "print the results as CSV to stdout (scalar columns)"
@@ -80,6 +80,11 @@ ActFormat = Annotated[
     str | None, typer.Option("--act", help="activation format (catalog name, .toml or shorthand) paired with the weights", show_default="none")
 ]
 Plot = Annotated[Path | None, typer.Option("--plot", help="write a plot here; .png, .svg or .pdf by the extension")]
+
+
+def paragraphs(text: str) -> str:
+    """``text`` with each paragraph on one line: rich help keeps single newlines as line breaks."""
+    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
 
 
 def examples(*commands: str, notes: str = "") -> str:

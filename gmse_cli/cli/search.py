@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gmse_cli.cli.console import RECOMPUTE_HELP
-from gmse_cli.cli.options import CsvFlag, JsonFlag, RowLength, examples
+from gmse_cli.cli.options import CsvFlag, JsonFlag, RowLength, examples, paragraphs
 
 _EPILOG = """\
 The space: int (midrise, signed, asymmetric), fp ExMy, Lloyd-Max and lookup-table grids (NF4)
@@ -21,17 +21,12 @@ as a TOML file as well. With --checkpoint the objective is the real-weight MSE o
 sampled from the checkpoint's layers, and Hadamard-rotated variants join the space."""
 
 
-def _paragraphs(text: str) -> str:
-    # Rich help keeps single newlines as breaks; rewrap each paragraph as one line.
-    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
-
-
 def register(app: typer.Typer) -> None:
     @app.command("search", epilog=examples(
         "uscl search --bits 4.25",
         "uscl search --bits 3 --out frontier/ --plot search.png",
         "uscl search --bits 4.5 --checkpoint model.safetensors --json",
-    ) + "\n\n" + _paragraphs(_EPILOG))
+    ) + "\n\n" + paragraphs(_EPILOG))
     def search_command(
         bits: Annotated[float, typer.Option("--bits", help="budget in bits per parameter (e.g. 4.25)")],
         law: Annotated[str | None, typer.Option("--law", help="law file or shipped law name (default: the shipped law)")] = None,

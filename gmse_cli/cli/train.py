@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags", metavar="SWEEP", show_default=False)] = None,
         out: Annotated[Path, typer.Option(help="results file: one JSON line appended per finished run")] = Path("runs.jsonl"),
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the planned runs and exit")] = False,
-        preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny-100k tiny-200k tiny tiny-1m tiny-3m")] = None,
+        preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny-50k tiny-100k tiny-200k tiny tiny-1m tiny-3m")] = None,
         weights: Annotated[str | None, typer.Option("--format", "-f", help="weight format (catalog name, .toml or shorthand)", show_default="fp32")] = None,
         acts: ActFormat = None,
         old_weights: Annotated[str | None, typer.Option("--weights", hidden=True)] = None,

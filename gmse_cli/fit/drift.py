@@ -25,6 +25,11 @@ from gmse_cli.fit.results import DriftReport, DriftScheme, DriftSlope
 
 __all__ = ["implied_capacity", "drift_report"]
 
+MIN_SPREAD = 0.01
+"""A regressor whose within-scheme values span less than this in log units (1%) is treated as
+constant: a sweep at one tokens-per-parameter ratio still has D/N differ in the third digit
+(whole steps of a batch), and a slope on that noise is meaningless."""
+
 
 def implied_capacity(loss: np.ndarray, N: np.ndarray, D: np.ndarray, *, A: float, alpha: float, B: float,
                      beta: float, E: float) -> np.ndarray:
@@ -56,22 +61,22 @@ def drift_report(schemes: Sequence[str], N: np.ndarray, D: np.ndarray, implied: 
     X[np.arange(n), [col[schemes[i]] for i in idx]] = 1.0
     X[:, k] = np.log(N[idx])
     X[:, k + 1] = np.log(D[idx] / N[idx])
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    rank = np.linalg.matrix_rank(X)
-    dof = n - rank
-    resid = y - X @ coef
-    s2 = float(resid @ resid) / dof
-    cov = s2 * np.linalg.pinv(X.T @ X)
+    # A regressor (nearly) constant within every scheme has no within-scheme slope: drop its
+    # column, so its noise neither gets a slope nor widens the other's interval.
+    regressors = [(j, label) for j, label in ((k, "log N"), (k + 1, "log D/N"))
+                  if float(np.max(np.abs(X[:, j] - X[:, :k] @ np.linalg.lstsq(X[:, :k], X[:, j], rcond=None)[0])))
+                  >= MIN_SPREAD / 2]
+    Xr = X[:, list(range(k)) + [j for j, _ in regressors]]
+    coef, *_ = np.linalg.lstsq(Xr, y, rcond=None)
+    dof = n - np.linalg.matrix_rank(Xr)
+    resid = y - Xr @ coef
+    cov = float(resid @ resid) / dof * np.linalg.pinv(Xr.T @ Xr)
     q = float(student_t.ppf(0.975, dof))
     slopes = []
-    for j, label in ((k, "log N"), (k + 1, "log D/N")):
-        # A regressor constant within every scheme has no within-scheme slope to report.
-        within = X[:, j] - X[:, :k] @ np.linalg.lstsq(X[:, :k], X[:, j], rcond=None)[0]
-        if float(np.max(np.abs(within))) < 1e-9:
-            continue
-        se = math.sqrt(max(float(cov[j, j]), 0.0))
-        slopes.append(DriftSlope(regressor=label, slope=float(coef[j]), low=float(coef[j] - q * se),
-                                 high=float(coef[j] + q * se), stderr=se))
+    for c, (_, label) in enumerate(regressors, start=k):
+        se = math.sqrt(max(float(cov[c, c]), 0.0))
+        slopes.append(DriftSlope(regressor=label, slope=float(coef[c]), low=float(coef[c] - q * se),
+                                 high=float(coef[c] + q * se), stderr=se))
     return DriftReport(n_runs=n, n_schemes=k, skipped=skipped, slopes=slopes,
                        residual_rms=float(np.sqrt(np.mean(resid**2))),
                        schemes=[_one_scheme(s, X[:, k:][cols], y[cols]) for s in names
@@ -86,7 +91,7 @@ def _one_scheme(scheme: str, Z: np.ndarray, y: np.ndarray) -> DriftScheme:
     out = DriftScheme(scheme=scheme, n_runs=n, log_ratio_mean=float(np.mean(y)), slope_log_n=None, low=None, high=None)
     if len(np.unique(np.round(Z[:, 0], 9))) < 3:
         return out
-    keep = [0] + ([1] if np.ptp(Z[:, 1]) > 1e-9 else [])
+    keep = [0] + ([1] if np.ptp(Z[:, 1]) >= MIN_SPREAD else [])
     X = np.column_stack([np.ones(n), Z[:, keep]])
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     dof = n - np.linalg.matrix_rank(X)

@@ -27,6 +27,7 @@ capacity model's lives with that model (:mod:`gmse_cli.fit.capacity_model`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +39,11 @@ from gmse_cli.fit.prior import likelihood_scale
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import HeldoutEntry, HeldoutReport
 
-__all__ = ["HELDOUT_METHOD", "group_labels", "LossRefits", "heldout_reports"]
+__all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "group_labels", "LossRefits", "heldout_reports"]
+
+UNIDENTIFIED_RHO = 1e-6
+"""A refit whose capacity for some run falls below this has run off along a flat direction
+(alpha -> 0 with log rho -> -inf, alpha log rho finite): its capacities are not reported."""
 
 HELDOUT_METHOD = (
     "Held-out residual of a run = log(predicted loss) - log(observed loss), predicted by a cold refit on the "
@@ -147,7 +152,18 @@ class LossRefits:
         for k, r in enumerate(rows):
             if not okr[k]:
                 notes[r] = "the refit reached no finite objective"
+            elif np.min(logrho[r]) < math.log(UNIDENTIFIED_RHO):
+                notes[r] = self.unidentified_note(theta[k], float(np.min(logrho[r])))
+                logrho[r] = np.nan  # not a capacity anyone should read; the predictions still are
         return pred, logrho, ok, notes
+
+    def unidentified_note(self, theta: np.ndarray, min_logrho: float) -> str:
+        """Why a refit's capacities are not reported: the constants that ran off along a flat direction."""
+        extreme = [f"{name[:-5]}.{name[-1]} = {math.exp(theta[j]):.3g}" for j, name in enumerate(self.names)
+                   if name.endswith((".logC", ".logF")) and abs(theta[j]) > math.log(1e3)]
+        return (f"capacities not identified (alpha = {theta[1]:.3g}, " + "".join(f"{e}, " for e in extreme)
+                + f"log rho down to {min_logrho:.0f}: alpha and the capacity curve trade off along a flat "
+                  "direction); its predictions are scored")
 
     def refits_per_row(self) -> int:
         return 2 if self.free_problem is not None else 1
@@ -196,7 +212,7 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
             if row is None:
                 p, lr, status, note = full_pred, full_logrho, "full", ""
             elif ok[row]:
-                p, lr, status, note = pred[row], logrho[row], "cold", ""
+                p, lr, status, note = pred[row], logrho[row], "cold", notes[row]
             else:
                 p, lr, status, note = None, None, "none", notes[row]
             if p is not None:
@@ -213,7 +229,7 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
                     rmse=None if p is None else float(np.sqrt(np.mean(e**2))),
                     bias=None if p is None else float(np.mean(e)),
                     rho_full=float(np.exp(full_logrho[sel[0]])),
-                    rho_heldout=None if lr is None else float(np.exp(lr[sel[0]])),
+                    rho_heldout=None if lr is None or not np.isfinite(lr[sel[0]]) else float(np.exp(lr[sel[0]])),
                     refit=status, note=note,
                 ))
         tested = np.isfinite(resid)

@@ -57,6 +57,9 @@ def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: f
         fam, _, k = name.rpartition(".")
         if fam and k in ("F", "C") and name in free and value < 1e-4:
             out[name] = f"{name} = {value:.2g} sits at its lower bound 0: the {fam} curve is flat (not identified)"
+        elif fam and k in ("F", "C") and name in free and value > 1e3:
+            out[name] = (f"{name} = {value:.3g} ran off to infinity: the {fam} curve is a step, so the runs "
+                         "do not identify its shape (their capacities barely differ, or too few GMSEs)")
     return out
 
 

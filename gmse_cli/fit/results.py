@@ -230,10 +230,16 @@ class FitResult(Frozen):
 
         Such a fit (beta < 0: loss growing with data) is no scaling law: ``uscl fit`` reports
         it as an error, with or without ``--out``, rather than print or write it."""
+        from gmse_cli.law.model import MAX_CONSTANT
+
         for key, value in self.law_constants().items():
             if not math.isfinite(value) or value < 0 or (value == 0 and key != "E"):
                 need = ">= 0" if key == "E" else "> 0"
                 return (f"the fit gives {key} = {value:.4g}, but a scaling law needs {key} {need}; "
+                        f"the runs do not pin it down (add runs, or hold it with --fix {key}=VALUE)")
+        for key, est in self.constants.items():
+            if abs(est.value) > MAX_CONSTANT:
+                return (f"the fit gives {key} = {est.value:.4g}, beyond what a law file holds ({MAX_CONSTANT:g}); "
                         f"the runs do not pin it down (add runs, or hold it with --fix {key}=VALUE)")
         return None
 
@@ -245,7 +251,7 @@ class FitResult(Frozen):
         for (so a fit on quantized runs keeps the base law's VQ and sparsity curves)."""
         from gmse_cli import __version__
         from gmse_cli.law import Constant, FamilyCurve, Law, LawDraws
-        from gmse_cli.law.model import draws_in_domain
+        from gmse_cli.law.model import MAX_CONSTANT, draws_in_domain
 
         if self.model in ("decoupled", "kumar"):
             raise FitError(
@@ -263,7 +269,14 @@ class FitResult(Frozen):
                 provenance = f"{origin}; {how}" if est.source == "fixed" else origin
             else:
                 provenance = f"fitted: {how}"
-            return Constant(value=est.value, sigma=est.sigma, low=est.low, high=est.high, provenance=provenance)
+            # An interval end or sigma beyond what a law holds (a bootstrap replicate that ran off
+            # to 1e39) is written as open: the runs do not bound the constant on that side.
+            spread = {"sigma": est.sigma, "low": est.low, "high": est.high}
+            beyond = {k: v for k, v in spread.items() if v is not None and abs(v) > MAX_CONSTANT}
+            if beyond:
+                provenance += "; " + ", ".join(f"{k} {v:.3g} beyond {MAX_CONSTANT:g}, left open" for k, v in beyond.items())
+            return Constant(value=est.value, provenance=provenance,
+                            **{k: None if k in beyond else v for k, v in spread.items()})
 
         families = {
             Family(fam): FamilyCurve(**{k: const(f"{fam}.{k}") for k in FAMILY_KEYS})

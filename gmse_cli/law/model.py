@@ -70,9 +70,10 @@ _CURVE_KEYS = ("L", "F", "C")
 
 def draws_in_domain(name: str, column, value: float):
     """Which draws of constant ``name`` (its point value ``value``) a law accepts: E at least 0,
-    every other constant positive, a capacity curve's L at most max(1, its value)."""
+    every other constant positive, a capacity curve's L at most max(1, its value), and every
+    one finite and at most MAX_CONSTANT (a replicate that ran off to 1e39 is no draw of a law)."""
     column = np.asarray(column, dtype=float)
-    ok = column >= 0 if name == "E" else column > 0
+    ok = (column >= 0 if name == "E" else column > 0) & (column <= MAX_CONSTANT)
     if name.endswith(".L"):
         ok &= column <= max(1.0, value)
     return ok
