@@ -310,3 +310,18 @@ def test_generated_specs_validate_or_fail_cleanly(stages, extra_key):
             assert str(exc) and "\n" not in str(exc)
         else:
             assert fmt.bits_per_param() > 0 and not extra_key
+
+
+def test_one_catalog_name_resolves_from_its_own_file():
+    """`uscl predict int4` reads int4's file, not all 72: the same Format the whole catalog gives."""
+    from gmse_cli.spec.catalog import catalog, catalog_format
+
+    everything = dict(catalog())
+    catalog.cache_clear()
+    try:
+        for name, fmt in everything.items():
+            assert catalog_format(name) == fmt
+            assert catalog.cache_info().currsize == 0, name  # the whole catalog was not loaded
+        assert catalog_format("no-such-format") is None
+    finally:
+        catalog.cache_clear()

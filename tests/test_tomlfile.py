@@ -83,3 +83,30 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
 def test_atomic_write_into_a_missing_folder_is_an_oserror(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_text_atomic(tmp_path / "nowhere" / "x.toml", "a = 1\n")
+
+
+def test_a_large_file_is_parsed_once_per_content(tmp_path, monkeypatch):
+    """Its data comes back equal to tomllib's from the JSON cache; an edit is never read stale;
+    a damaged cache entry is parsed again; a file with dates (no JSON form) is never cached."""
+    from gmse_cli.tomlfile import CACHE_FROM_BYTES
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    rows = CACHE_FROM_BYTES // 8
+    text = "[draws]\n" + "".join(f"x{i} = {i * 0.1!r}\n" for i in range(rows)) + '[meta]\nname = "a\\nb"\ninf = inf\n'
+    path = tmp_path / "big.toml"
+    path.write_text(text)
+    assert len(text) >= CACHE_FROM_BYTES
+    expected = tomllib.loads(text)
+    assert read_toml(path, what="law file", error=DataError) == expected
+    cached = list((tmp_path / "cache" / "toml").glob("*.json"))
+    assert len(cached) == 1
+    assert read_toml(path, what="law file", error=DataError) == expected  # from the cache
+    path.write_text(text.replace("x0 = 0.0", "x0 = 5.0"))
+    assert read_toml(path, what="law file", error=DataError)["draws"]["x0"] == 5.0
+    cached[0].write_text("{not json")
+    path.write_text(text)
+    assert read_toml(path, what="law file", error=DataError) == expected
+    dated = tmp_path / "dated.toml"
+    dated.write_text(text + "when = 2026-12-05\n")
+    assert read_toml(dated, what="law file", error=DataError)["meta"]["when"] == tomllib.loads(dated.read_text())["meta"]["when"]
+    assert len(list((tmp_path / "cache" / "toml").glob("*.json"))) == 2  # the two numeric versions only

@@ -8,7 +8,7 @@ from gmse_cli.paths import catalog_dir
 from gmse_cli.spec.format import Format
 from gmse_cli.spec.formatfile import load_format_toml
 
-__all__ = ["catalog", "catalog_names"]
+__all__ = ["catalog", "catalog_names", "catalog_format"]
 
 
 @cache
@@ -22,6 +22,18 @@ def catalog() -> dict[str, Format]:
     # Listed by family, then cost: the order a person scans the catalog in.
     order = sorted(formats.values(), key=lambda f: (f.family, f.bits_per_param(), f.name))
     return {f.name: f for f in order}
+
+
+def catalog_format(name: str) -> Format | None:
+    """The shipped format called ``name``, or None: its own file (``2:4`` lives in ``2of4.toml``)
+    when that file holds it, so one lookup does not parse all 72 files; else the whole catalog."""
+    if catalog.cache_info().currsize == 0:
+        path = catalog_dir() / f"{name.replace(':', 'of')}.toml"
+        if "/" not in name and path.is_file():
+            fmt = load_format_toml(path)
+            if fmt.name == name:
+                return fmt
+    return catalog().get(name)
 
 
 def catalog_names() -> list[str]:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from gmse_cli.errors import SpecError
 from gmse_cli.grammar import SHORTHAND_HELP
 from gmse_cli.inputs import is_file
-from gmse_cli.spec.catalog import catalog
+from gmse_cli.spec.catalog import catalog, catalog_format
 from gmse_cli.spec.format import Format, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify
@@ -139,8 +139,8 @@ def parse_shorthand(text: str) -> Format:
     text = text.strip().lower()
     if not text:
         raise SpecError("empty format name")
-    if text in catalog():
-        return catalog()[text]
+    if (shipped := catalog_format(text)) is not None:
+        return shipped
     pieces = text.split("+")
     if any(not p for p in pieces):
         raise SpecError(f"'{text}': empty stage between '+' signs")
