@@ -35,6 +35,7 @@ __all__ = [
     "section_handle",
     "figure_legend",
     "save_figure",
+    "log_axis",
 ]
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -278,6 +279,47 @@ def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]]
         if text.get_text() in headings:
             text.set_fontweight("bold")
     return legend
+
+
+_NICE = (1.0, 2.0, 5.0)
+_NICE_DENSE = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def log_axis(ax, values: Sequence[float], *, axis: str = "x") -> None:
+    """A log-scaled axis over ``values`` whose ticks a reader can read: 1-2-5 (1, 1.5, 2, 3, 4,
+    5, 6, 8 over a range of less than a decade) within the data, at least two labelled, as
+    plain numbers with k / M / B; no unlabelled minor ticks. A decade-only axis shows one label,
+    or none, when the data span less than a decade."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    finite = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not finite:
+        return
+    lo, hi = min(finite) / 1.15, max(finite) * 1.15
+    for nice in (_NICE, _NICE_DENSE):
+        ticks = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in nice if lo <= m * 10.0**k <= hi]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) < 2:  # a very narrow range: its two ends
+        ticks = [min(finite), max(finite)]
+    if len(ticks) > 8:  # many decades: decades only
+        ticks = [t for t in ticks if math.isclose(t, 10.0 ** round(math.log10(t)))] or ticks[::3]
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(lo, hi)
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_minor_locator(NullLocator())
+    target.set_major_formatter(FuncFormatter(lambda v, _: _readable(v)))
+
+
+def _readable(v: float) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:

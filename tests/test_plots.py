@@ -170,6 +170,28 @@ def test_rank_narrow_range_has_enough_ticks():
     assert len([x for x in ax_b.get_xticks() if low <= x <= high]) >= 3
 
 
+@pytest.mark.parametrize(("values", "expected"), [
+    ([4.0, 8.0], ["4", "5", "6", "8"]),                     # one tokens/param decade: dense 1-2-5
+    ([55_536, 221_664], ["50k", "100k", "200k"]),           # the quick sweep's N
+    ([0.66, 1.0, 1.4], ["0.6", "0.8", "1"]),                # implied / law capacity (prefix)
+    ([1e-5, 0.5], ["1e-05", "0.0001", "0.001", "0.01", "0.1"]),  # many decades: decades only
+])
+def test_log_axes_carry_readable_labels(values, expected):
+    """Every log axis shows at least two labelled ticks inside its range, as plain numbers."""
+    from gmse_cli import figures
+
+    with figures.house_style():
+        fig, axes = figures.new_figure(4, 3)
+        ax = axes.flat[0]
+        ax.scatter(values, values)
+        figures.log_axis(ax, values, axis="x")
+        figures.freeze_layout(fig)
+        low, high = ax.get_xlim()
+        shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+    assert len(shown) >= 2 and shown[: len(expected)] == expected
+    assert not ax.xaxis.get_minor_ticks() or all(not t.label1.get_text() for t in ax.xaxis.get_minor_ticks())
+
+
 def test_same_constants_share_one_curve():
     from gmse_cli.law import load_law
     from gmse_cli.rank import rank, rank_figure

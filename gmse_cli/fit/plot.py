@@ -199,8 +199,6 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
 def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], color: Mapping[str, str]) -> None:
     """(c), (d): each fitted run's implied capacity over the law's, against N and against D/N,
     with the pooled within-scheme slope and its interval in the title."""
-    from matplotlib.ticker import NullFormatter
-
     rows = [r for r in result.residuals if r.fitted and r.implied_rho and r.rho > 0]
     slopes = {s.regressor: s for s in result.drift.slopes}
     panels = ((axes[0], "log N", "N, parameters", "(c)"), (axes[1], "log D/N", "D / N, tokens per parameter", "(d)"))
@@ -210,10 +208,8 @@ def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], 
             ax.scatter([r.N if key == "log N" else r.D / r.N], [r.implied_rho / r.rho], s=16, zorder=3,
                        label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
         ax.axhline(1.0, color="0.2", lw=0.9, ls="--", zorder=1, label=DRIFT_REFERENCE)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # decade labels only: minor labels collide
-            axis.set_minor_formatter(NullFormatter())
+        figures.log_axis(ax, [r.N if key == "log N" else r.D / r.N for r in rows], axis="x")
+        figures.log_axis(ax, [1.0] + [r.implied_rho / r.rho for r in rows], axis="y")
         ax.set_xlabel(label)
         ax.set_ylabel("implied ρ / the law's ρ")
         title = f"{tag} capacity drift with {key.removeprefix('log ')}"
