@@ -31,9 +31,9 @@ COMMAND_MODULES = {
     "tokenizer": "train", "mse": "mse", "search": "search",
 }
 """Each top-level command and the module (``gmse_cli.cli.<module>``) whose ``register`` adds it.
-A command line that names one command builds only that module's commands: building every
-command's parser from its signature costs a quarter of a second, the answer of a table lookup
-less (``uscl --help`` and a line naming no command build them all, ``uscl --version`` none)."""
+A command line that names one command imports and builds only that module's commands (35 ms
+less than all seven, measured byte-compiled); ``uscl --help`` and a line naming no command build
+them all, ``uscl --version`` none."""
 
 try:
     from typer._click.exceptions import NoArgsIsHelpError as _TyperNoArgs
