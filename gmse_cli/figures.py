@@ -288,8 +288,8 @@ _NICE_DENSE = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 def log_axis(ax, values: Sequence[float], *, axis: str = "x") -> None:
     """A log-scaled axis over ``values`` whose ticks a reader can read: 1-2-5 (1, 1.5, 2, 3, 4,
     5, 6, 8 over a range of less than a decade) within the data, at least two labelled, as
-    plain numbers with k / M / B; no unlabelled minor ticks. A decade-only axis shows one label,
-    or none, when the data span less than a decade."""
+    plain numbers with k / M / B, and no unlabelled minor ticks (matplotlib's default labels
+    decades only: one label or none on data within a decade)."""
     import math
 
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator

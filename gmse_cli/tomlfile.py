@@ -2,11 +2,13 @@
 
 The one TOML writer of uscl (format files, law files): values, keys and string escapes are
 tomli-w's, so whatever it writes :mod:`tomllib` reads back to equal data (a description with a
-newline included). A large file (a law with thousands of joint draws) is parsed once per content:
-its data is kept as JSON in the uscl cache, keyed by the SHA-256 of the text, because tomllib
-takes 40 ms on the shipped law that every ``rank`` and ``predict`` reads. Only the top-level arrays of flat tables (a format's ``stages``) are laid out
+newline included). Only the top-level arrays of flat tables (a format's ``stages``) are laid out
 here, always as ``[[key]]`` blocks: tomli-w inlines the short ones, which would give a file two
 layouts depending on line length.
+
+A large file (a law with thousands of joint draws) is parsed once per content: its data is kept
+as JSON in the uscl cache, keyed by the SHA-256 of the text, because tomllib takes 40 ms on the
+shipped law that every ``rank`` and ``predict`` reads.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ def read_toml(
     cached = _cache_path(text)
     if cached is not None:
         try:
-            return json.loads(cached.read_bytes())
-        except (OSError, ValueError):
-            pass  # not cached yet (or unreadable): parse
+            data = json.loads(cached.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            data = None  # not cached yet (or unreadable): parse
+        if isinstance(data, dict):
+            return data
     try:
         data = parse_nested(tomllib.loads, text, where=str(path), error=error)
     except tomllib.TOMLDecodeError as exc:

@@ -103,9 +103,10 @@ def test_a_large_file_is_parsed_once_per_content(tmp_path, monkeypatch):
     assert read_toml(path, what="law file", error=DataError) == expected  # from the cache
     path.write_text(text.replace("x0 = 0.0", "x0 = 5.0"))
     assert read_toml(path, what="law file", error=DataError)["draws"]["x0"] == 5.0
-    cached[0].write_text("{not json")
-    path.write_text(text)
-    assert read_toml(path, what="law file", error=DataError) == expected
+    for damaged in ("{not json", "5"):
+        cached[0].write_text(damaged)
+        path.write_text(text)
+        assert read_toml(path, what="law file", error=DataError) == expected
     dated = tmp_path / "dated.toml"
     dated.write_text(text + "when = 2026-12-05\n")
     assert read_toml(dated, what="law file", error=DataError)["meta"]["when"] == tomllib.loads(dated.read_text())["meta"]["when"]
