@@ -214,3 +214,27 @@ def test_answers_from_the_table_load_no_kernels(args, tmp_path):
     assert res.returncode == 0, res.stderr
     loaded = json.loads(res.stderr.strip().splitlines()[-1])
     assert loaded == [], loaded
+
+
+_COMMANDS_BUILT = textwrap.dedent(
+    """
+    import json, sys
+    from gmse_cli.cli import COMMAND_MODULES, main
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+    print(json.dumps(sorted(m for m in set(COMMAND_MODULES.values()) if f"gmse_cli.cli.{m}" in sys.modules)),
+          file=sys.stderr)
+    """
+)
+
+
+@pytest.mark.parametrize(("args", "built"), [(["predict", "int4"], {"rank"}), (["formats"], {"formats"}),
+                                             (["tokenizer", "--help"], {"train"}), (["--version"], set()),
+                                             (["--help"], {"formats", "gmse", "rank", "fit", "train", "mse", "search"})])
+def test_a_command_line_builds_only_the_command_it_names(args, built, tmp_path):
+    res = subprocess.run([sys.executable, "-c", _COMMANDS_BUILT, *args], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "USCL_CACHE_DIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stderr.strip().splitlines()[-1])) == built
