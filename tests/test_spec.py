@@ -323,5 +323,6 @@ def test_one_catalog_name_resolves_from_its_own_file():
             assert catalog_format(name) == fmt
             assert catalog.cache_info().currsize == 0, name  # the whole catalog was not loaded
         assert catalog_format("no-such-format") is None
+        assert catalog_format("x" * 300) is None  # no file can have that name: not an OSError
     finally:
         catalog.cache_clear()

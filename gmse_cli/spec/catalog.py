@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from gmse_cli.inputs import is_file
 from gmse_cli.paths import catalog_dir
 from gmse_cli.spec.format import Format
 from gmse_cli.spec.formatfile import load_format_toml
@@ -29,7 +30,7 @@ def catalog_format(name: str) -> Format | None:
     when that file holds it, so one lookup does not parse all 72 files; else the whole catalog."""
     if catalog.cache_info().currsize == 0:
         path = catalog_dir() / f"{name.replace(':', 'of')}.toml"
-        if "/" not in name and path.is_file():
+        if "/" not in name and is_file(path):  # (a 300-character name is no file, not an OSError)
             fmt = load_format_toml(path)
             if fmt.name == name:
                 return fmt
