@@ -133,7 +133,7 @@ def test_json_never_carries_nan(run_cli, tmp_path):
 
 
 def test_print_json_names_the_non_finite_value():
-    from gmse_cli.cli.console import print_json
+    from gmse_cli.cli.output import print_json
     from gmse_cli.errors import DataError
 
     with pytest.raises(DataError, match=r"result \[1\]\.rho is inf"):

@@ -76,8 +76,9 @@ def register(app: typer.Typer) -> None:
         out, inside and outside the law's domain), capacity drift with N and D/N, and a factorization check
         (decoupled)."""
         from gmse_cli.atomic import check_output_path
-        from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.console import err_console
         from gmse_cli.cli.options import one_output
+        from gmse_cli.cli.output import print_json
         from gmse_cli.errors import DataError, FitError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit

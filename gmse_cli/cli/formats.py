@@ -35,8 +35,9 @@ def register(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        from gmse_cli.cli.console import out_console, print_json
+        from gmse_cli.cli.console import out_console
         from gmse_cli.cli.options import one_output
+        from gmse_cli.cli.output import print_json
         from gmse_cli.spec import catalog
 
         one_output(json_out, csv_out)

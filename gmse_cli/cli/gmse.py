@@ -40,8 +40,8 @@ def register(app: typer.Typer) -> None:
 
         Catalog formats are read from the table shipped with uscl, other formats from the cache of what this machine computed before (both at least as precise as --rel-err); the method column says which: table, cache, exact or monte-carlo. --recompute, --exact/--monte-carlo and --backend ask for the engine itself.
         """
-        from gmse_cli.cli.console import print_json
         from gmse_cli.cli.options import one_output
+        from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
         from gmse_cli.gmse import SampleBank, backend_names, estimate_gmse
         from gmse_cli.spec import catalog, resolve_format

@@ -112,8 +112,9 @@ def register(app: typer.Typer) -> None:
         """Real-weight MSE of each FORMAT on MODEL: per layer and overall, its ratio to GMSE,
         effective bits, and the capacity the law predicts from each; with --activations, the
         same on the inputs of MODEL's linear layers run on a text."""
-        from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.console import err_console
         from gmse_cli.cli.options import one_output
+        from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import note
@@ -200,7 +201,8 @@ def _render(results, worst: int) -> None:
 
 def _activations(model: Path, formats: list[str], act: ActivationOptions, *, worst: int, plot: Path | None,
                  json_out: bool, csv_out: bool, law: str | None, **options) -> None:
-    from gmse_cli.cli.console import err_console, print_json
+    from gmse_cli.cli.console import err_console
+    from gmse_cli.cli.output import print_json
     from gmse_cli.law import load_law
     from gmse_cli.progress import note
     from gmse_cli.realmse import checkpoint_name, plot_mse

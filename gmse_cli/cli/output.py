@@ -18,6 +18,7 @@ fields as ``object.field``), lists left out.
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -112,15 +113,37 @@ def current_command() -> str:
 
 
 def print_json(results: Any, *, command: str | None = None, **extra: Any) -> None:
-    """Print ``results`` (a list of plain dicts, or one dict) in the envelope to stdout.
+    """Print ``results`` (a list of plain dicts, or one dict) in the envelope to stdout, and
+    nothing else; ``command`` defaults to the command being run (from click's context).
 
-    ``command`` defaults to the command being run (from click's context)."""
+    JSON has no nan or inf: a result holding one is one clear error naming where it is (the
+    libraries name the tensor or constant first where they can), never invalid JSON.
+    """
     import json
 
+    where = _non_finite(results) or _non_finite(extra)
+    if where is not None:
+        from gmse_cli.errors import DataError
+
+        raise DataError(f"result {where[0]} is {where[1]}; JSON cannot carry it (check the inputs that lead to it)")
     items = results if isinstance(results, list) else [results]
     payload = envelope(command or current_command(), items, **extra)
     sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def _non_finite(payload: Any) -> tuple[str, float] | None:
+    """(path, value) of the first nan or inf in ``payload``, as ``[0].rho``; None if none."""
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path or "value", item
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), value) for key, value in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{i}]", value) for i, value in reversed(list(enumerate(item))))
+    return None
 
 
 def csv_rows(results: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:

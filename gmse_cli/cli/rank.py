@@ -209,7 +209,7 @@ def register(app: typer.Typer) -> None:
             plot_rank(rows, plot_path, law=the_law)
             err_console.print(f"plot written to {plot_path}")
         if json_out:
-            from gmse_cli.cli.console import print_json
+            from gmse_cli.cli.output import print_json
 
             print_json([r.model_dump(mode="json") for r in rows])
         elif csv_out:
@@ -238,7 +238,7 @@ def register(app: typer.Typer) -> None:
         the_law = load_law(scenario.law)
         pred = predict(format, n, d, the_law, **scenario.keywords())
         if json_out:
-            from gmse_cli.cli.console import print_json
+            from gmse_cli.cli.output import print_json
 
             print_json(pred.model_dump(mode="json"))
             return

@@ -46,8 +46,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search the format space for the highest capacity at or below --bits; print the
         Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
-        from gmse_cli.cli.console import err_console, print_json
+        from gmse_cli.cli.console import err_console
         from gmse_cli.cli.options import one_output, renamed
+        from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.progress import task

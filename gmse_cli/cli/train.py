@@ -151,7 +151,8 @@ def register(app: typer.Typer) -> None:
         import hashlib
 
         from gmse_cli.atomic import check_output_path, write_text_atomic
-        from gmse_cli.cli.console import err_console, out_console, print_json
+        from gmse_cli.cli.console import err_console, out_console
+        from gmse_cli.cli.output import print_json
         from gmse_cli.errors import TrainError
         from gmse_cli.training.data import corpus_files, iter_corpus, train_bpe
 
@@ -258,7 +259,7 @@ def _output(json_out: bool, csv_out: bool) -> str:
 
 def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, device: str, launcher: str, nproc_per_node: int,
          compile_model: bool, progress: bool, output: str, argv: list[str]) -> None:
-    from gmse_cli.cli.console import print_json
+    from gmse_cli.cli.output import print_json
     from gmse_cli.errors import TrainError
     from gmse_cli.progress import info as log
     from gmse_cli.training.launch import run_local, run_slurm, run_torchrun
@@ -294,7 +295,7 @@ def _records_for(out: Path, runs) -> list:
 
 
 def _render_records(records, *, output: str) -> None:
-    from gmse_cli.cli.console import print_json
+    from gmse_cli.cli.output import print_json
 
     if output == "json":
         print_json([r.model_dump(mode="json") for r in records])
@@ -359,7 +360,8 @@ def _flops_per_second(device: str, processes: int) -> tuple[float | None, str]:
 
 
 def _render_plans(name: str, plans, *, output: str, flops: float | None, source: str) -> None:
-    from gmse_cli.cli.console import err_console, print_json
+    from gmse_cli.cli.console import err_console
+    from gmse_cli.cli.output import print_json
 
     if output == "json":
         print_json([p.model_dump(mode="json") for p in plans])

@@ -63,8 +63,7 @@ def drift_report(schemes: Sequence[str], N: np.ndarray, D: np.ndarray, implied: 
     X[:, k + 1] = np.log(D[idx] / N[idx])
     # A regressor (nearly) constant within every scheme has no within-scheme slope: drop its
     # column, so its noise neither gets a slope nor widens the other's interval.
-    regressors = [(j, label) for j, label in ((k, "log N"), (k + 1, "log D/N"))
-                  if float(np.max(np.abs(X[:, j] - X[:, :k] @ np.linalg.lstsq(X[:, :k], X[:, j], rcond=None)[0])))
+    regressors = [(j, label) for j, label in ((k, "log N"), (k + 1, "log D/N")) if _within_spread(X[:, :k], X[:, j])
                   >= MIN_SPREAD / 2]
     Xr = X[:, list(range(k)) + [j for j, _ in regressors]]
     coef, *_ = np.linalg.lstsq(Xr, y, rcond=None)
@@ -81,6 +80,11 @@ def drift_report(schemes: Sequence[str], N: np.ndarray, D: np.ndarray, implied: 
                        residual_rms=float(np.sqrt(np.mean(resid**2))),
                        schemes=[_one_scheme(s, X[:, k:][cols], y[cols]) for s in names
                                 for cols in [np.flatnonzero(X[:, col[s]] > 0)]])
+
+
+def _within_spread(groups: np.ndarray, column: np.ndarray) -> float:
+    """Largest deviation of ``column`` from its mean within each scheme (``groups``: one-hot)."""
+    return float(np.max(np.abs(column - groups @ np.linalg.lstsq(groups, column, rcond=None)[0])))
 
 
 def _one_scheme(scheme: str, Z: np.ndarray, y: np.ndarray) -> DriftScheme:
