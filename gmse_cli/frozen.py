@@ -50,17 +50,25 @@ def _accepts(annotation: Any) -> frozenset[str]:
 
 
 @cache
-def _scalar_rules(model: type[BaseModel]) -> dict[str, frozenset[str]]:
-    # field (by its input name) -> the scalar kinds it takes, for fields that refuse some.
-    rules = {}
+def _scalar_rules(model: type[BaseModel]) -> tuple[tuple[str, frozenset[str], frozenset[str]], ...]:
+    # (input name, scalar kinds, kinds of a sequence's items) of each field that refuses some kind;
+    # worked out once per model, since every result row of a rank goes through here.
+    rules = []
     for name, info in model.model_fields.items():
         kinds = _accepts(info.annotation)
         if kinds != _ANY and kinds:
-            rules[info.alias or name] = kinds
-    return rules
+            items = frozenset(k.removeprefix("items:") for k in kinds if k.startswith("items:"))
+            rules.append((info.alias or name, kinds, items))
+    return tuple(rules)
+
+
+_KIND_OF_TYPE = {bool: "bool", int: "number", float: "number", str: "str"}
 
 
 def _kind(value: Any) -> str | None:
+    kind = _KIND_OF_TYPE.get(type(value))
+    if kind is not None:
+        return kind
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
@@ -73,12 +81,11 @@ def _kind(value: Any) -> str | None:
 _WANT = {"bool": "write true or false", "number": "give a number", "str": "give text"}
 
 
-def _check_scalar(name: str, value: Any, kinds: frozenset[str]) -> None:
-    items = {k.removeprefix("items:") for k in kinds if k.startswith("items:")}
+def _check_scalar(name: str, value: Any, kinds: frozenset[str], items: frozenset[str] = frozenset()) -> None:
     if items:
         if isinstance(value, list | tuple):
             for item in value:
-                _check_scalar(name, item, frozenset(items))
+                _check_scalar(name, item, items)
         return
     kind = _kind(value)
     if kind is not None and kind not in kinds:
@@ -94,10 +101,10 @@ class Frozen(BaseModel):
     @classmethod
     def _strict_scalars(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for name, kinds in _scalar_rules(cls).items():
+            for name, kinds, items in _scalar_rules(cls):
                 value = data.get(name)
                 if value is not None:
-                    _check_scalar(name, value, kinds)
+                    _check_scalar(name, value, kinds, items)
         return data
 
 

@@ -25,7 +25,9 @@ under ``--json`` or with stderr piped: without a word, a first run looks hung.
 
 from __future__ import annotations
 
+import os
 import string
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "stderr_console",
+    "stderr_is_terminal",
+    "stream_is_terminal",
     "Task",
     "task",
     "status",
@@ -61,6 +65,28 @@ def stderr_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+# Settings under which rich calls a stream a terminal whatever isatty says.
+_FORCING = ("FORCE_TERMINAL", "TTY_COMPATIBLE", "FORCE_COLOR", "TTY_INTERACTIVE")
+
+
+def stream_is_terminal(stream: Any, console: Any) -> bool:
+    """Whether ``console()`` (a rich console on ``stream``) is a terminal; for a plain pipe the
+    answer rich would give (no) without importing rich."""
+    if not any(name in os.environ for name in _FORCING):
+        isatty = getattr(stream, "isatty", None)
+        try:
+            if isatty is None or not isatty():
+                return False
+        except ValueError:  # a closed stream
+            return False
+    return console().is_terminal
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (progress bars are shown there only then)."""
+    return stream_is_terminal(sys.stderr, stderr_console)
 
 
 def _escape(text: str) -> str:
@@ -217,7 +243,7 @@ def once(what: str, *, total: float | None = None) -> Iterator[Task]:
         yield Task(what)
         return
     text = f"{what} (once per machine)"
-    if not stderr_console().is_terminal:
+    if not stderr_is_terminal():
         if text not in _said:  # piped: one line, not one per kernel
             _said.add(text)
             info(f"{text} ...")

@@ -711,3 +711,14 @@ def test_shipped_law_reproduces_the_sparsity_capacities(s):
     assert interval.low - tol <= paper <= interval.high + tol, (
         f"sparsity {s}: paper {paper}, law {interval.value:.3f} [{interval.low:.3f}, {interval.high:.3f}] +/- {tol:.3f}"
     )
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 40, 999, 2000, 4001])
+@pytest.mark.parametrize("level", [0.5, 0.683, 0.9, 0.95, 0.99])
+def test_interval_ends_are_numpys_inverted_cdf_quantiles(n, level):
+    from gmse_cli.law import interval_ends
+
+    draws = np.random.default_rng(n).standard_normal((4, n))
+    draws[0, 0] = np.inf  # an infinite loss stays inf, never nan
+    expect = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=-1, method="inverted_cdf")
+    np.testing.assert_array_equal(interval_ends(draws, level), expect)

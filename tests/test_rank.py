@@ -419,14 +419,9 @@ def test_cli_uses_the_shipped_law_by_default(run_cli):
 # --------------------------------------------------------------------------------------------
 
 
-def _rendered(renderables, width: int) -> list[str]:
-    from rich.console import Console
-
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system=None, legacy_windows=False)
-    for r in renderables:
-        console.print(r)
-    return buffer.getvalue().splitlines()
+def _rendered(tables) -> list[str]:
+    """The lines the tables print (they never fold: the caller checks the widths)."""
+    return [line for table in tables for line, _ in table.lines()]
 
 
 def _assert_fits(lines: list[str], width: int, rows: int, names: list[str]) -> None:
@@ -444,7 +439,7 @@ def test_rank_table_fits_120_columns(act):
     from gmse_cli.cli.rank import rank_table
 
     rows = rank(list(catalog().values()), act=act)
-    lines = _rendered([rank_table(rows)], 120)
+    lines = _rendered([rank_table(rows)])
     # with one activation format (named in the title) a row shows its weight format
     names = [r.name.removeprefix("W:").removesuffix(f" A:{act}") if act else r.name for r in rows]
     _assert_fits(lines, 120, len(rows), names)
@@ -452,7 +447,7 @@ def test_rank_table_fits_120_columns(act):
     top = "\n".join(lines[:6])  # the title and the (two-line) header
     for column in ("format", "bits/", "param", "GMSE", "rho [95%]", "loss -", "bf16", "memory", "to match", "method"):
         assert column in top, column
-    wide = _rendered([rank_table(rows, wide=True)], 240)
+    wide = _rendered([rank_table(rows, wide=True)])
     assert "N*rho" in "\n".join(wide) and "eff. bits" in "\n".join(wide)
 
 
@@ -462,7 +457,7 @@ def test_predict_fits_80_columns(name, act):
     from gmse_cli.law import load_law
 
     pred = predict(name, act=act)
-    lines = _rendered(prediction_tables(pred, load_law(None)), 80)
+    lines = _rendered(prediction_tables(pred, load_law(None)))
     assert max(len(line) for line in lines) <= 80
     assert not any("…" in line for line in lines)
     for s in pred.stages:  # every stage name whole, on one line

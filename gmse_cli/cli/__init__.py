@@ -12,28 +12,37 @@ import sys
 
 import click
 import typer
-from rich.markup import escape
 
 try:  # typer >= 0.20 raises parsing errors from its own vendored copy of click
     from typer._click.exceptions import ClickException as _TyperClickException
 except ImportError:  # pragma: no cover - older typer raises click's own exceptions
     _TyperClickException = click.exceptions.ClickException
 
-from gmse_cli.cli.console import err_console, out_console
+from gmse_cli.cli import console
 from gmse_cli.cli.validators import attach_validators
 from gmse_cli.errors import UsclError
 from gmse_cli.progress import enable_notices
 
-__all__ = ["COMMAND_MODULES", "build_app", "main"]
+__all__ = ["COMMANDS", "COMMAND_MODULES", "build_app", "main"]
 
-COMMAND_MODULES = {
-    "formats": "formats", "gmse": "gmse", "rank": "rank", "predict": "rank", "fit": "fit", "train": "train",
-    "tokenizer": "train", "mse": "mse", "search": "search",
+COMMANDS: dict[str, tuple[str, str]] = {
+    "gmse": ("gmse", "GMSE of each format: point estimate, 95% interval, effective bits."),
+    "rank": ("rank", "Rank formats by capacity, effective parameters, predicted loss and the memory to match bf16."),
+    "predict": ("rank", "The law's prediction for one format: each stage's GMSE and capacity, and the loss terms."),
+    "fit": ("fit", "Fit a scaling law to training runs: constants with intervals, capacities, held-out error, drift."),
+    "train": ("train", "Pretrain Llama models over compressed weights/activations and record the final losses."),
+    "mse": ("mse", "Real-weight (or activation) MSE of formats on a model, against GMSE and the law's capacity."),
+    "search": ("search", "Search the format space for the highest capacity at or below a bits/param budget."),
+    "formats": ("formats", "List the shipped formats, or show, export or import one as TOML."),
+    "tokenizer": ("train", "Tokenizers for offline training."),
 }
-"""Each top-level command and the module (``gmse_cli.cli.<module>``) whose ``register`` adds it.
-A command line that names one command imports and builds only that module's commands (35 ms
-less than all seven, measured byte-compiled); ``uscl --help`` and a line naming no command build
-them all, ``uscl --version`` none."""
+"""Each top-level command: the module (``gmse_cli.cli.<module>``) whose ``register`` adds it, and
+its line in ``uscl --help``. A command line that names one command imports and builds only that
+module's commands (35 ms less than all seven); ``uscl --help``, a line naming no command and a
+mistyped name list the commands from here without building any (the seven modules' parameters
+cost 70 ms to build), ``uscl --version`` lists none."""
+
+COMMAND_MODULES = {name: module for name, (module, _) in COMMANDS.items()}
 
 try:
     from typer._click.exceptions import NoArgsIsHelpError as _TyperNoArgs
@@ -74,16 +83,21 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
 
     args = sys.argv[1:] if argv is None else argv
     named = next((a for a in args if not a.startswith("-")), None)
-    if named in COMMAND_MODULES:
-        modules = [COMMAND_MODULES[named]]
-    else:  # `uscl --version` needs no command; `uscl --help` and a mistyped name list them all
-        modules = [] if named is None and "--version" in args else dict.fromkeys(COMMAND_MODULES.values())
     app = typer.Typer(name="uscl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       rich_markup_mode="rich")
     app.callback(help=paragraphs(_root.__doc__ or ""))(_root)
-    for name in modules:
-        importlib.import_module(f"gmse_cli.cli.{name}").register(app)
+    if named in COMMANDS:
+        importlib.import_module(f"gmse_cli.cli.{COMMANDS[named][0]}").register(app)
+    elif named is not None or "--version" not in args:
+        # The listing (`uscl --help`, `uscl`, a mistyped name and its "did you mean"): every
+        # command by name and summary; none of them can run from here.
+        for name, (_, summary) in COMMANDS.items():
+            app.command(name, help=summary, short_help=summary, add_help_option=False)(_listed_only)
     return app
+
+
+def _listed_only() -> None:  # pragma: no cover - only a line that names no command lists these
+    raise RuntimeError("a command listed in `uscl --help` was run without being built")
 
 
 def _tidy(command: click.Command) -> click.Command:
@@ -111,6 +125,14 @@ def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+def _error(text: str) -> None:
+    """One line on stderr: 'error:' in bold red, then ``text`` as written (never read as markup)."""
+    from rich.text import Text
+
+    console.err_console.print(Text.assemble(("error:", "bold red"), " ", _one_line(text)), highlight=False,
+                              soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     command = attach_validators(_cli(argv))
@@ -118,21 +140,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
     except UsclError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         sys.exit(2)
     except _NO_ARGS as exc:
         # `uscl` (or a group) alone: its help, as click itself would show it, and the usage exit code.
-        out_console.print(exc.ctx.get_help() if exc.ctx is not None else "see 'uscl --help'", highlight=False, markup=False)
+        console.out_console.print(exc.ctx.get_help() if exc.ctx is not None else "see 'uscl --help'", highlight=False, markup=False)
         sys.exit(2)
     except _USAGE_ERRORS as exc:
         # Bad options and arguments: one line too, naming the command's help.
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        err_console.print(f"[bold red]error:[/] {escape(_one_line(exc.format_message()))}{escape(hint)}",
-                          highlight=False, soft_wrap=True)
+        _error(exc.format_message() + hint)
         sys.exit(exc.exit_code)
     except _ABORTS:
-        err_console.print("aborted")
+        console.err_console.print("aborted")
         sys.exit(130)
     finally:
         enable_notices(False)

@@ -89,9 +89,9 @@ def paragraphs(text: str) -> str:
 
 def examples(*commands: str, notes: str = "") -> str:
     """A help epilog: 'Examples:' and one command a line (rich keeps single line breaks), then ``notes``."""
-    from rich.markup import escape
+    from gmse_cli.cli.console import help_text
 
-    text = "Examples:\n" + "\n".join(f"  {escape(c)}" for c in commands)
+    text = "Examples:\n" + "\n".join(f"  {help_text(c)}" for c in commands)
     return text + (f"\n\n{notes}" if notes else "")
 
 

@@ -10,6 +10,7 @@ import typer
 
 from gmse_cli.cli.console import FORMAT_EPILOG, RECOMPUTE_HELP
 from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, RowLength, examples, grouped
+from gmse_cli.cli.texttable import TextTable, print_flag, print_lines
 
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
@@ -165,10 +166,11 @@ def register(app: typer.Typer) -> None:
 
         * marks the Pareto frontier: no other format has fewer bits and higher rho. ! marks a scheme outside the law's validated domain (activations quantized without rotation), with the published evidence beside it.
         """
-        from gmse_cli.cli.console import err_console
+        from gmse_cli.cli import console
         from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
         from gmse_cli.law import load_law
+        from gmse_cli.progress import stderr_is_terminal
         from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
         from gmse_cli.spec import Family, catalog, resolve_format
 
@@ -191,7 +193,7 @@ def register(app: typer.Typer) -> None:
             uncovered = [f for f in items if any(fam not in the_law.families for fam in f.families)]
             if uncovered:
                 missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
-                err_console.print(
+                console.err_console.print(
                     f"skipping {len(uncovered)} catalog formats of families law '{the_law.name}' does not "
                     f"cover ({', '.join(missing)})"
                 )
@@ -202,12 +204,12 @@ def register(app: typer.Typer) -> None:
                 raise SpecError(f"no format of family '{wanted}' to rank")
         rows = rank(
             items, law=the_law, params=n, tokens=d, **scenario.keywords(),
-            progress=err_console.is_terminal,
+            progress=stderr_is_terminal(),
         )
         rows = sort_rows(rows, sort.strip().lower(), reverse=reverse)
         if plot_path is not None:
             plot_rank(rows, plot_path, law=the_law)
-            err_console.print(f"plot written to {plot_path}")
+            console.err_console.print(f"plot written to {plot_path}")
         if json_out:
             from gmse_cli.cli.output import print_json
 
@@ -217,7 +219,7 @@ def register(app: typer.Typer) -> None:
 
             print_csv([r.model_dump(mode="json") for r in rows])
         else:
-            _print(rank_table(rows, wide=wide))
+            print_lines(rank_table(rows, wide=wide))
             print_domain_flags(rows)
 
     @app.command("predict", epilog=_PREDICT_EPILOG)
@@ -247,21 +249,8 @@ def register(app: typer.Typer) -> None:
 
             print_csv([pred.model_dump(mode="json")])
             return
-        for part in prediction_tables(pred, the_law):
-            _print(part)
+        print_lines(*prediction_tables(pred, the_law))
         print_domain_flags([pred])
-
-
-def _print(renderable) -> None:
-    # Piped output is read by people too: do not squeeze it into rich's default 80 columns.
-    import sys
-
-    from rich.console import Console
-
-    from gmse_cli.cli.console import out_console
-
-    console = out_console if out_console.is_terminal else Console(file=sys.stdout, width=240, soft_wrap=True)
-    console.print(renderable)
 
 
 def _gmse(value: float, low: float, high: float, wide: bool) -> str:
@@ -271,15 +260,6 @@ def _gmse(value: float, low: float, high: float, wide: bool) -> str:
     if wide:
         return f"{value:.5g} [{low:.5g}, {high:.5g}]"
     return f"{value:.5g} ±{(high - low) / 2 / value:.1%}" if value > 0 else f"{value:.5g}"
-
-
-def _table(title: str):
-    """A compact table (two spaces between columns, no frame): numbers, not lines, fill the width."""
-    from rich import box
-    from rich.table import Table
-
-    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                 collapse_padding=True)
 
 
 def _shown_name(row, act_note: str) -> str:
@@ -293,14 +273,12 @@ def _shown_name(row, act_note: str) -> str:
 def rank_table(rows, *, wide: bool = False):
     """The rank table: the columns one decides on (the catalog fits 120 columns, with an
     activation format too), or all of them."""
-    from rich.markup import escape
-
     first = rows[0] if rows else None
     pct = f"{first.level:.0%}" if first else "95%"
     acts = {r.activations for r in rows}
-    act_note = f", activations {escape(str(next(iter(acts))))}" if len(acts) == 1 and None not in acts else ""
-    table = _table(
-        f"uscl rank: law {escape(first.law)}, N = {_si(first.params)}, D = {_si(first.tokens)} "
+    act_note = f", activations {next(iter(acts))}" if len(acts) == 1 and None not in acts else ""
+    table = TextTable(
+        f"uscl rank: law {first.law}, N = {_si(first.params)}, D = {_si(first.tokens)} "
         f"({first.tokens / first.params:.3g}/param){act_note}; * Pareto frontier"
         if first else "uscl rank"
     )
@@ -322,9 +300,9 @@ def rank_table(rows, *, wide: bool = False):
     for name, just in columns:
         if wide:  # room enough for one-line headers
             name = name.replace("/\n", "/").replace("\n", " ")
-        table.add_column(name, justify=just, overflow="fold")
+        table.add_column(name, just)
     for r in rows:
-        cells = [("*" if r.pareto else "") + ("!" if r.outside_domain else ""), escape(_shown_name(r, act_note)), f"{r.bits_per_param:.4g}",
+        cells = [("*" if r.pareto else "") + ("!" if r.outside_domain else ""), _shown_name(r, act_note), f"{r.bits_per_param:.4g}",
                  _gmse(r.gmse, r.gmse_low, r.gmse_high, wide) if wide else f"{r.gmse:.5g}"]
         if wide:
             cells.append("inf" if r.effective_bits is None else f"{r.effective_bits:.3f}")
@@ -339,50 +317,44 @@ def rank_table(rows, *, wide: bool = False):
         else:
             cells.append(_num(r.delta_loss_vs_bf16, "+.3g"))
         cells += [_bytes(r.memory_to_match_bytes), r.gmse_method]
-        table.add_row(*cells, style="bold" if r.pareto else None)
+        table.add_row(*cells, bold=r.pareto)
     return table
 
 
 def print_domain_flags(rows) -> None:
     """One line per distinct reason: the rows marked ! lie outside the law's validated domain."""
-    from rich.markup import escape
-
     flagged: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         if r.outside_domain:
             flagged.setdefault((r.outside_domain, r.evidence or ""), []).append(r.name)
     for (reason, evidence), names in flagged.items():
         who = ", ".join(names) if len(names) <= 3 else f"{len(names)} rows"
-        _print(f"[yellow]![/] {escape(who)}: outside the law's validated domain, {escape(reason)}, which GMSE "
-               f"cannot see; {escape(evidence)}")
+        print_flag(f"{who}: outside the law's validated domain, {reason}, which GMSE cannot see; {evidence}")
 
 
 def prediction_tables(pred, law) -> list:
     """The prediction as printed (80 columns): each stage's GMSE and capacity, then the law's
     terms. With activations, stage names carry W: or A: (the tensor)."""
-    from rich.markup import escape
-    from rich.table import Table
-
     pct = f"{pred.level:.0%}"
-    stages = _table(
-        f"uscl predict {escape(pred.name)} (law {escape(law.name)}, N = {_si(pred.params)}, "
+    stages = TextTable(
+        f"uscl predict {pred.name} (law {law.name}, N = {_si(pred.params)}, "
         f"D = {_si(pred.tokens)})"
     )
     acts = any(s.tensor != "weights" for s in pred.stages)
     for name in ("stage", "GMSE", f"rho [{pct}]", "method"):
-        stages.add_column(name, justify="left" if name in ("stage", "method") else "right", overflow="fold")
+        stages.add_column(name, "left" if name in ("stage", "method") else "right")
     for s in pred.stages:
         tensor = ("W: " if s.tensor == "weights" else "A: ") if acts else ""
         stages.add_row(
-            tensor + escape(s.name), _gmse(s.gmse, s.gmse_low, s.gmse_high, wide=False),
+            tensor + s.name, _gmse(s.gmse, s.gmse_low, s.gmse_high, wide=False),
             _span(s.rho, s.rho_low, s.rho_high), s.gmse_method,
         )
     if not pred.stages:
-        stages.add_row(escape(pred.name), "0", "1 (lossless)", "")
+        stages.add_row(pred.name, "0", "1 (lossless)", "")
 
-    summary = Table(show_header=False, box=None, padding=(0, 2))
-    summary.add_column(justify="left")
-    summary.add_column(justify="right")
+    summary = TextTable(show_header=False, indent=2)
+    summary.add_column("", "left")
+    summary.add_column("", "right")
     summary.add_row("capacity rho", _span(pred.rho, pred.rho_low, pred.rho_high, ".4g"))
     if len(pred.stages) > 1:
         summary.add_row("  = product of the stages", " x ".join(f"{s.rho:.4g}" for s in pred.stages))

@@ -59,7 +59,7 @@ from gmse_cli.spec import Family
 
 __all__ = [
     "DEFAULT_DRAWS", "MAX_DRAWS", "Interval", "LawSamples", "sample_constant", "sample_law",
-    "capacity_interval", "loss_interval", "check_draws", "check_scale",
+    "capacity_interval", "loss_interval", "check_draws", "check_scale", "interval_ends",
 ]
 
 _Z95 = 1.959963984540054  # standard normal 97.5% quantile: [low, high] read as a 95% interval
@@ -210,9 +210,24 @@ def sample_law(
     )
 
 
+def interval_ends(draws: np.ndarray, level: float) -> np.ndarray:
+    """The central ``level`` interval of each row of ``draws`` (..., n) as a (2, ...) array: the
+    inverted-CDF quantiles (numpy's ``method="inverted_cdf"``: the sample at index
+    ceil(n q) - 1), so no interpolation, and draws with rho = 0 (an infinite loss) give inf, not
+    nan. Both ends by partial sorts of one copy: a sixth of np.quantile's time on a rank's
+    80 x 2000 draws (numpy's partition at two indices at once, or into two fresh arrays, is
+    several times slower)."""
+    n = draws.shape[-1]
+    work = np.array(draws, dtype=float)
+    ends = []
+    for i in (max(math.ceil(n * q) - 1, 0) for q in ((1 - level) / 2, (1 + level) / 2)):
+        work.partition(i, axis=-1)
+        ends.append(work[..., i].copy())  # read before the next partition moves it
+    return np.stack(ends)
+
+
 def _interval(draws: np.ndarray, value: float, *, level: float) -> Interval:
-    # No interpolation: draws with rho = 0 give an infinite loss, and inf must stay inf (not nan).
-    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    low, high = interval_ends(draws, level)
     return Interval(value=value, low=min(float(low), value), high=max(float(high), value), level=level)
 
 

@@ -37,6 +37,7 @@ from gmse_cli.law import (
     check_scale,
     evidence_line,
     factorized_capacity,
+    interval_ends,
     load_law,
     outside_domain,
     sample_law,
@@ -100,11 +101,6 @@ def _stage_draws(samples: LawSamples, family: Family, est: GmseEstimate, seed: i
     return samples.capacity([(family, est.gmse, est.std_err)], rng=rng)
 
 
-def _quantiles(draws: np.ndarray, level: float) -> np.ndarray:
-    """(2, rows) interval ends of (rows, draws); no interpolation, so infinite draws stay inf."""
-    return np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=-1, method="inverted_cdf")
-
-
 def _span(q, value: float) -> tuple[float, float]:
     """Interval ends widened to hold the point value (see gmse_cli.law)."""
     return min(float(q[0]), value), max(float(q[1]), value)
@@ -159,12 +155,12 @@ def evaluate_all(
                 stage_draws[key] = _stage_draws(samples, p.family, gmse[_key(p.format)], seed)
             rho_draws[i] *= stage_draws[key]
     stage_keys = list(stage_draws)
-    stage_q = _quantiles(np.stack([stage_draws[k] for k in stage_keys]), level) if stage_keys else None
+    stage_q = interval_ends(np.stack([stage_draws[k] for k in stage_keys]), level) if stage_keys else None
     stage_interval = {k: (stage_q[0, j], stage_q[1, j]) for j, k in enumerate(stage_keys)}
     loss_draws = samples.loss(params, tokens, rho_draws)
     with np.errstate(invalid="ignore"):  # inf - finite stays inf
         delta_draws = loss_draws - samples.loss(params, tokens, 1.0)
-    rho_q, loss_q, delta_q = (_quantiles(d, level) for d in (rho_draws, loss_draws, delta_draws))
+    rho_q, loss_q, delta_q = (interval_ends(d, level) for d in (rho_draws, loss_draws, delta_draws))
 
     dense = float(law.loss(params, tokens, 1.0))
     data_term = law.B.value * tokens ** -law.beta.value
