@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from gmse_cli.errors import UsclError
 from gmse_cli.inputs import parse_nested, read_text_file
 from gmse_cli.paths import cache_dir
 
-__all__ = ["read_toml", "dumps_toml", "CACHE_FROM_BYTES"]
+__all__ = ["read_toml", "read_tomls", "dumps_toml", "CACHE_FROM_BYTES"]
 
 
 def read_toml(
@@ -41,18 +41,40 @@ def read_toml(
     """
     path = Path(path)
     text = read_text_file(path, what=what, error=error, read_error=read_error)
-    cached = _cache_path(text)
+    cached = _cache_path(text) if len(text) >= CACHE_FROM_BYTES else None
+    data = _parsed_once(cached, lambda: _parse(path, text, error))
+    return data if isinstance(data, dict) else _parse(path, text, error)  # (a damaged cache entry)
+
+
+def read_tomls(paths: list[Path], *, what: str, error: type[UsclError]) -> list[dict[str, Any]]:
+    """The top-level tables of many small TOML files (the catalog's 72 format files), parsed
+    once per content of them all: one JSON file in the cache holds every table, which saves
+    the 12 ms tomllib takes on them in every `uscl rank`. Errors as in :func:`read_toml`."""
+    texts = [read_text_file(p, what=what, error=error) for p in paths]
+    key = "\0".join(f"{p.name}\0{t}" for p, t in zip(paths, texts, strict=True))
+    tables = _parsed_once(_cache_path(key), lambda: [_parse(p, t, error) for p, t in zip(paths, texts, strict=True)])
+    if not (isinstance(tables, list) and len(tables) == len(paths) and all(isinstance(t, dict) for t in tables)):
+        tables = [_parse(p, t, error) for p, t in zip(paths, texts, strict=True)]  # a damaged cache entry
+    return tables
+
+
+def _parse(path: Path, text: str, error: type[UsclError]) -> dict[str, Any]:
+    try:
+        return parse_nested(tomllib.loads, text, where=str(path), error=error)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: malformed TOML: {exc}") from None
+
+
+def _parsed_once(cached: Path | None, parse: Callable[[], Any]) -> Any:
+    """The JSON kept at ``cached`` if readable, else ``parse()``, kept there for next time."""
     if cached is not None:
         try:
             data = json.loads(cached.read_bytes())
         except (OSError, ValueError, RecursionError):
             data = None  # not cached yet (or unreadable): parse
-        if isinstance(data, dict):
+        if isinstance(data, dict | list):
             return data
-    try:
-        data = parse_nested(tomllib.loads, text, where=str(path), error=error)
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{path}: malformed TOML: {exc}") from None
+    data = parse()
     if cached is not None:
         try:  # TOML dates have no JSON form: such a file is simply parsed every time
             write_atomic(cached, json.dumps(data).encode())
@@ -66,8 +88,6 @@ CACHE_FROM_BYTES = 16384
 
 
 def _cache_path(text: str) -> Path | None:
-    if len(text) < CACHE_FROM_BYTES:
-        return None
     try:
         folder = cache_dir() / "toml"
         folder.mkdir(exist_ok=True)

@@ -111,3 +111,34 @@ def test_a_large_file_is_parsed_once_per_content(tmp_path, monkeypatch):
     dated.write_text(text + "when = 2026-12-05\n")
     assert read_toml(dated, what="law file", error=DataError)["meta"]["when"] == tomllib.loads(dated.read_text())["meta"]["when"]
     assert len(list((tmp_path / "cache" / "toml").glob("*.json"))) == 2  # the two numeric versions only
+
+
+def test_many_small_files_are_parsed_once_per_content_of_them_all(tmp_path, monkeypatch):
+    """read_tomls gives tomllib's tables, from one cache entry on the second read; an edit of any
+    file, a renamed file or a damaged entry is parsed again; a malformed file names itself."""
+    from gmse_cli.tomlfile import read_tomls
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"f{i}.toml"
+        path.write_text(f'name = "f{i}"\n[[stages]]\nkind = "quantize"\nbits = {i + 2}\n')
+        paths.append(path)
+    expected = [tomllib.loads(p.read_text()) for p in paths]
+    assert read_tomls(paths, what="format file", error=DataError) == expected
+    entries = list((tmp_path / "cache" / "toml").glob("*.json"))
+    assert len(entries) == 1
+    assert read_tomls(paths, what="format file", error=DataError) == expected  # from the entry
+    paths[3].write_text(paths[3].read_text().replace("bits = 5", "bits = 7"))
+    assert read_tomls(paths, what="format file", error=DataError)[3]["stages"][0]["bits"] == 7
+    moved = tmp_path / "g3.toml"
+    paths[3].rename(moved)
+    assert read_tomls([*paths[:3], moved, paths[4]], what="format file", error=DataError)[3]["stages"][0]["bits"] == 7
+    assert len(list((tmp_path / "cache" / "toml").glob("*.json"))) == 3  # a new entry for each set
+    paths[3] = moved
+    for entry in (tmp_path / "cache" / "toml").glob("*.json"):
+        entry.write_text("[1, 2]")  # damaged: parsed again
+    assert read_tomls(paths, what="format file", error=DataError)[0] == expected[0]
+    paths[1].write_text("name = ")
+    with pytest.raises(DataError, match="f1.toml: malformed TOML"):
+        read_tomls(paths, what="format file", error=DataError)

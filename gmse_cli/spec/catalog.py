@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import cache
 
+from gmse_cli.errors import SpecError
 from gmse_cli.inputs import is_file
 from gmse_cli.paths import catalog_dir
 from gmse_cli.spec.format import Format
-from gmse_cli.spec.formatfile import load_format_toml
+from gmse_cli.spec.formatfile import format_from_table, load_format_toml
+from gmse_cli.tomlfile import read_tomls
 
 __all__ = ["catalog", "catalog_names", "catalog_format"]
 
@@ -16,8 +18,9 @@ __all__ = ["catalog", "catalog_names", "catalog_format"]
 def catalog() -> dict[str, Format]:
     """Every shipped format by name (``formats/*.toml``)."""
     formats: dict[str, Format] = {}
-    for path in sorted(catalog_dir().glob("*.toml")):
-        fmt = load_format_toml(path)
+    paths = sorted(catalog_dir().glob("*.toml"))
+    for path, table in zip(paths, read_tomls(paths, what="format file", error=SpecError), strict=True):
+        fmt = format_from_table(table, path)
         assert fmt.name is not None
         formats[fmt.name] = fmt
     # Listed by family, then cost: the order a person scans the catalog in.

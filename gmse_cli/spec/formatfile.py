@@ -19,13 +19,18 @@ from gmse_cli.errors import SpecError
 from gmse_cli.spec.format import Format, validate_format
 from gmse_cli.tomlfile import dumps_toml, read_toml
 
-__all__ = ["load_format_toml", "format_to_toml"]
+__all__ = ["load_format_toml", "format_from_table", "format_to_toml"]
 
 
 def load_format_toml(path: str | Path) -> Format:
     """Load one format from a TOML file (the schema of :class:`Format`)."""
     path = Path(path)
-    data = read_toml(path, what="format file", error=SpecError)
+    return format_from_table(read_toml(path, what="format file", error=SpecError), path)
+
+
+def format_from_table(data: dict, path: Path) -> Format:
+    """The format a format file's top-level table ``data`` describes (named after the file
+    unless it says its name)."""
     data.setdefault("name", path.stem)
     return validate_format(data, source=str(path))
 
