@@ -1,0 +1,296 @@
+"""Which change of the unified law (or of its fit) predicts held-out QuEST runs better?
+
+    python examples/law_variants_check.py prod harm prod-eqw      # ~1-2 min each
+
+An offline companion to ``heldout_model_choice.py`` for law *forms* uscl does not ship. Each
+variant is a torch function of internal parameters (gradients by autograd); the fit and the
+cold leave-one-scheme-out refits use uscl's own machinery (``multistart_many`` from a
+162-point law grid x capacity-shape starts x starts of any extra constant), Huber delta 1e-3 on
+log-loss, runs inside the law's domain. Inside the domain the GMSE-group split equals the
+scheme split on these runs (checked at start), so one held-out number serves both. ``prod``
+reproduces ``uscl fit --model unified`` (fit 0.0037, held out 0.0054).
+
+Variants (capacity composition x loss form x fit weights):
+
+- compositions: ``prod`` rho_W * rho_A (the paper); ``corr`` one curve at the combined GMSE
+  1 - (1 - m_W)(1 - m_A); ``sum`` at m_W + m_A; ``split`` separate curves for weights and
+  activations; ``harm`` (rho_W^(-1/k) + rho_A^(-1/k) - 1)^(-k), k fitted or held at 1.7 (the
+  value the paper's W x A capacity table implies); ``inv`` 1/rho - 1 adds over stages (k = 1);
+  ``logi`` the paper's logistic curve 1/(1 + B m^A) per stage, product;
+- loss forms: additive Chinchilla; ``gammaD`` B (D rho^gamma)^(-beta); ``kaplan``
+  E + (A (N rho)^(-alpha/beta) + B/D)^beta; ``mult`` the whole loss times 1/rho, ``multa``
+  times rho^(-alpha); ``mixE`` E rho^(-gamma) as well as N rho; ``tpp`` log rho scaled by
+  (D/N)^(-g) (capacity drifting with tokens per parameter);
+- fits: ``eqw`` each scheme's runs weighted 1/n_scheme (every scheme counts once); ``lsq``
+  least squares (Huber delta 1); ``mixed`` Gaussian likelihood with a random log-loss offset
+  per scheme (sigma and tau fitted by maximum likelihood).
+
+Measured (fit / held out / outside the domain, RMSE of log-loss; none reaches 0.0045 held out):
+prod .0037/.0054/.0201, harm (k = 4.4) .0037/.0053/.0202, prod-eqw .0037/.0048/.0202,
+harm-eqw .0037/.0047/.0203, split .0036/.0069, prod-gammaD .0037/.0076, prod-mixE
+.0035/.0058, prod-tpp .0037/.0061, prod-lsq .0036/.0063, prod-eqw-lsq .0037/.0055, prod-mixed .0036/.0060, corr
+.0086/.0095, sum .0076/.0168, logi .0053/.0116, prod-kaplan .0058/.0159, harm-paperk
+.0111/.0179, inv .0155/.0248, prod-multa .0044/.0179 (the sparse scheme, whose curve is held
+at the shipped law, 0.063), prod-mult .146.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gmse_cli.fit import GmseCache, domain_mask, run_stages  # noqa: E402
+from gmse_cli.fit.heldout import group_labels  # noqa: E402
+from gmse_cli.fit.problem import Problem, coarse_law_grid, multistart_many  # noqa: E402
+from gmse_cli.law import shipped_law  # noqa: E402
+from gmse_cli.runs import load_runs  # noqa: E402
+from gmse_cli.spec import Family  # noqa: E402
+
+torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)
+DELTA = 1e-3
+
+runs = load_runs(REPO.parent / "shared" / "data" / "quest_runs.json")
+inside = domain_mask(runs)
+cache = GmseCache(seed=0)
+stages = [run_stages(r, cache) for r in runs]
+schemes = list(dict.fromkeys(r.scheme for r in runs))
+of = np.array([schemes.index(r.scheme) for r in runs])
+_, of_group = group_labels(stages)
+n = len(runs)
+logN = np.log([r.N for r in runs])
+logD = np.log([r.D for r in runs])
+y = np.log([r.loss for r in runs])
+cN, cD = logN[inside].mean(), logD[inside].mean()  # centering (any constant works; predictions invariant)
+tN, tD, ty = (torch.tensor(v) for v in (logN - cN, logD - cD, y))
+law = shipped_law()
+sp = law.families[Family.SPARSITY]
+SP = (math.log(sp.L.value), math.log(sp.F.value), math.log(sp.C.value))
+
+# Per run: quantization GMSEs of weights / activations (0 = absent / lossless), sparsity GMSE.
+qw, qa, sg, nq = (np.zeros(n) for _ in range(4))
+for i, st in enumerate(stages):
+    qs = [g for f, g in st if f == Family.QUANTIZATION]
+    ss = [g for f, g in st if f == Family.SPARSITY]
+    nq[i] = len(qs)
+    qw[i] = qs[0] if qs else 0.0
+    qa[i] = qs[1] if len(qs) > 1 else 0.0
+    sg[i] = ss[0] if ss else 0.0
+TPP = torch.tensor(logD - logN - np.mean((logD - logN)[inside]))
+T = {k: torch.tensor(v) for k, v in dict(qw=qw, qa=qa, sg=sg, nq=nq).items()}
+
+
+def bits(m):
+    return torch.where(m > 0, -torch.log(torch.clamp(m, min=1e-300)) / math.log(4.0), torch.full_like(m, math.inf))
+
+
+def curve(logL, logF, logC, m):
+    """log rho of a tanh curve at GMSE m (m = 0: log L); shapes (k,1) x (n,) -> (k, n)."""
+    b = bits(m)
+    z = torch.exp(logF) * torch.where(torch.isfinite(b), b, torch.ones_like(b))
+    lt = torch.log(torch.clamp(torch.tanh(z), min=1e-300))
+    return logL + torch.where(torch.isfinite(b), torch.exp(logC) * lt, torch.zeros_like(lt))
+
+
+def sparse_term(k):
+    s = torch.tensor(SP)
+    v = curve(s[0], s[1], s[2], T["sg"])
+    return torch.where(T["sg"] > 0, v, torch.zeros_like(v)).expand(k, n)
+
+
+class Variant:
+    """names: internal names after the 5 law constants; extra_starts: list of arrays; fixed: {name: value}."""
+
+    def __init__(self, name, compose="prod", loss="add", extra=(), extra_starts=((),), fixed=None, *,
+                 delta=DELTA, equal_weights=False, all_stages=True):
+        self.name, self.compose, self.loss = name, compose, loss
+        self.names = ("logA", "alpha", "logB", "beta", "logE", "q.logL", "q.logF", "q.logC") + tuple(extra)
+        self.extra_starts = [np.array(e, dtype=float) for e in extra_starts]
+        self.fixed = dict(fixed or {})
+        self.y = y
+        self.delta = delta
+        self.base_w = (len(y) / len(schemes)) / np.bincount(of)[of] if equal_weights else None
+        self.all_stages = all_stages
+
+    def logrho(self, th):
+        k = th.shape[0]
+        L, F, C = (th[:, j:j + 1] for j in (5, 6, 7))
+        if self.compose == "logi":  # rho = 1 / (1 + B m^A) per stage, product over stages
+            def lg(m):
+                lm = torch.log(torch.clamp(m, min=1e-300))
+                v = -torch.nn.functional.softplus(F + torch.exp(C) * lm)
+                return torch.where(m > 0, v, torch.zeros_like(v))
+            q = lg(T["qw"]) + torch.where(T["nq"] > 1, lg(T["qa"]), torch.zeros(n))
+            return q + sparse_term(k)
+        if self.compose == "inv":  # 1/rho - 1 adds over every lossy stage (k = 1 of the harm family)
+            lw, la = curve(L, F, C, T["qw"]), curve(L, F, C, T["qa"])
+            s_ = torch.tensor(SP)
+            ls = curve(s_[0], s_[1], s_[2], T["sg"])
+            inv = torch.exp(-lw) - 1 + torch.where(T["nq"] > 1, torch.exp(-la) - 1, torch.zeros(n))
+            if self.all_stages:
+                inv = inv + torch.where(T["sg"] > 0, torch.exp(-ls) - 1, torch.zeros(n))
+                return -torch.log(1 + inv)
+            return -torch.log(1 + inv) + sparse_term(k)
+        if self.compose == "split":  # weights and activations: separate curves
+            i = self.names.index("a.logL")
+            La, Fa, Ca = (th[:, j:j + 1] for j in (i, i + 1, i + 2))
+            q = curve(L, F, C, T["qw"]) + torch.where(T["nq"] > 1, curve(La, Fa, Ca, T["qa"]), torch.zeros(n))
+            return q + sparse_term(k)
+        if self.compose == "prod":
+            q = curve(L, F, C, T["qw"]) + torch.where(T["nq"] > 1, curve(L, F, C, T["qa"]), torch.zeros(n))
+        else:
+            if self.compose == "corr":  # 1 - (1-mW)(1-mA)
+                m = 1 - (1 - T["qw"]) * (1 - T["qa"])
+            elif self.compose == "sum":
+                m = T["qw"] + T["qa"]
+            elif self.compose == "harm":  # rho = (rW^-1/k + rA^-1/k - 1)^-k
+                kk = torch.exp(th[:, self.names.index("logK"):self.names.index("logK") + 1])
+                lw, la = curve(L, F, C, T["qw"]), curve(L, F, C, T["qa"])
+                two = -kk * torch.log(torch.exp(-lw / kk) + torch.exp(-la / kk) - 1)
+                q = torch.where(T["nq"] > 1, two, lw)
+                return q + sparse_term(k)
+            q = curve(L, F, C, m)
+        return q + sparse_term(k)
+
+    def predict_t(self, th):
+        a, alpha, b, beta, e = (th[:, j:j + 1] for j in range(5))
+        lr = self.logrho(th)
+        x = tN + lr
+        if self.loss == "add":
+            return torch.logaddexp(torch.logaddexp(a - alpha * x, b - beta * tD), e)
+        if self.loss == "tpp":  # log rho scaled by (tokens per parameter)^-g: capacity drifts with D/N
+            g = th[:, self.names.index("g"):self.names.index("g") + 1]
+            x = tN + lr * torch.exp(-g * TPP)
+            return torch.logaddexp(torch.logaddexp(a - alpha * x, b - beta * tD), e)
+        if self.loss == "mult":  # the whole loss scaled by 1/rho (rho's curve absorbs any power)
+            return torch.logaddexp(torch.logaddexp(a - alpha * tN, b - beta * tD), e) - lr
+        if self.loss == "multa":  # the whole loss scaled by rho^-alpha (rho keeps its effective-N meaning at E = 0)
+            return torch.logaddexp(torch.logaddexp(a - alpha * tN, b - beta * tD), e) - alpha * lr
+        if self.loss == "mixE":  # compression scales E too: E rho^-gamma
+            g = th[:, self.names.index("gamma"):self.names.index("gamma") + 1]
+            return torch.logaddexp(torch.logaddexp(a - alpha * x, b - beta * tD), e - g * lr)
+        if self.loss == "gammaD":  # B (D rho^gamma)^-beta
+            g = th[:, self.names.index("gamma"):self.names.index("gamma") + 1]
+            return torch.logaddexp(torch.logaddexp(a - alpha * x, b - beta * (tD + g * lr)), e)
+        if self.loss == "kaplan":  # E + (A (N rho)^(-alpha/beta) + B/D)^beta
+            inner = torch.logaddexp(a - alpha / beta * x, b - tD)
+            return torch.logaddexp(beta * inner, e)
+        raise ValueError(self.loss)
+
+    def predict(self, theta):
+        with torch.no_grad():
+            return self.predict_t(torch.as_tensor(np.atleast_2d(theta))).numpy()
+
+    def value_grad(self, theta, weights=None):
+        th = torch.tensor(np.atleast_2d(theta), requires_grad=True)
+        with np.errstate(all="ignore"):
+            r = self.predict_t(th) - torch.tensor(y)
+            a = r.abs()
+            dl = self.delta
+            h = torch.where(a <= dl, 0.5 * r * r, dl * (a - 0.5 * dl))
+            w = torch.ones(1, n) if weights is None else torch.as_tensor(weights)
+            if self.base_w is not None:
+                w = w * torch.tensor(self.base_w)
+            f = (h * w).sum(dim=1) if "logSigma" not in self.names else self.scheme_effect_nll(th, r, w)
+            g, = torch.autograd.grad(f.sum(), th)
+        return f.detach().numpy(), g.numpy()
+
+
+    def scheme_effect_nll(self, th, r, w):
+        """Gaussian -log likelihood with a random offset per scheme: r_s ~ N(0, s2 I + t2 11^T)."""
+        i = self.names.index("logSigma")
+        s2, t2 = torch.exp(2 * th[:, i:i + 1]), torch.exp(2 * th[:, i + 1:i + 2])
+        onehot = torch.tensor(np.eye(len(schemes))[of])  # (n, schemes)
+        ns, sq, sm = w @ onehot, (w * r * r) @ onehot, (w * r) @ onehot
+        nll = sq / (2 * s2) - t2 * sm**2 / (2 * s2 * (s2 + ns * t2)) + 0.5 * (ns - 1) * torch.log(s2) \
+            + 0.5 * torch.log(s2 + ns * t2)
+        return nll.sum(dim=1)
+
+
+def starts_for(v: Variant):
+    law = coarse_law_grid().copy()
+    if v.loss == "kaplan":
+        vals = itertools.product([0.05, 0.1, 0.3], [0.05, 0.1, 0.3], [-3.0, 0.5], [3.0, 8.0, 15.0], [3.0, 8.0, 15.0])
+        law = np.array([(a, al, b, be, e) for al, be, e, a, b in vals])
+    else:  # public (uncentered) -> centered
+        law[:, 0] -= law[:, 1] * cN
+        law[:, 2] -= law[:, 3] * cD
+    shapes = [(0.0, math.log(F), math.log(C)) for F, C in [(0.2, 1.0), (0.4, 1.4), (0.8, 2.0)]]
+    if v.compose == "logi":
+        shapes = [(0.0, math.log(B), math.log(A)) for B, A in [(10.0, 1.0), (30.0, 1.5), (100.0, 2.0)]]
+    out = [np.concatenate([ls, s, e]) for ls in law for s in shapes for e in v.extra_starts]
+    return np.array(out)
+
+
+def score(v: Variant, show=True):
+    t0 = time.perf_counter()
+    fixed = {v.names.index(k): val for k, val in v.fixed.items()}
+    prob = Problem(v, fixed)
+    starts = starts_for(v)
+    ins = [j for j in range(len(schemes)) if inside[of == j].all()]
+    rows = [inside.astype(float)] + [(inside & (of != j)).astype(float) for j in ins]
+    W = np.array(rows)
+    x, f, ok, S = multistart_many(prob, starts, W)
+    th = prob.full(x)
+    pred = v.predict(th)
+    full = pred[0] - y
+    res = np.full(n, np.nan)
+    for k, j in enumerate(ins):
+        res[of == j] = pred[k + 1][of == j] - y[of == j]
+    fit_rmse = float(np.sqrt(np.mean(full[inside] ** 2)))
+    ho = float(np.sqrt(np.mean(res[inside] ** 2)))
+    outside = float(np.sqrt(np.mean(full[~inside] ** 2)))
+    per = sorted(((float(np.sqrt(np.mean(res[of == j] ** 2))), float(np.mean(res[of == j])), schemes[j]) for j in ins),
+                 reverse=True)
+    if show:
+        pub = th[0].copy()
+        print(f"{v.name:14s} fit {fit_rmse:.4f} heldout {ho:.4f} outside(full) {outside:.4f} "
+              f"({time.perf_counter() - t0:.0f}s, {S} starts) theta {np.round(pub, 3).tolist()}", flush=True)
+        print("    worst: " + ", ".join(f"{s} {r:.4f} ({b:+.4f})" for r, b, s in per[:4]), flush=True)
+    return dict(fit=fit_rmse, heldout=ho, outside=outside, per=per, theta=th, res=res, full=full)
+
+
+NO_L = {"q.logL": 0.0}  # one quantization term per run: L is A's
+GAMMA = dict(loss="gammaD", extra=("gamma",), extra_starts=((0.0,), (1.0,)))
+HARM = dict(compose="harm", extra=("logK",), extra_starts=((0.0,), (3.0,)))
+SHAPES = [(0.0, math.log(F), math.log(C)) for F, C in [(0.2, 1.0), (0.4, 1.4), (0.8, 2.0)]]
+VARIANTS = {v.name: v for v in [
+    Variant("prod"),
+    Variant("corr", compose="corr", fixed=NO_L),
+    Variant("sum", compose="sum", fixed=NO_L),
+    Variant("split", compose="split", extra=("a.logL", "a.logF", "a.logC"), extra_starts=SHAPES, fixed=NO_L),
+    Variant("harm", **HARM),
+    Variant("harm-paperk", compose="harm", extra=("logK",), extra_starts=((0.0,),), fixed={"logK": math.log(1.7)}),
+    Variant("inv", compose="inv"),
+    Variant("inv-q", compose="inv", all_stages=False),
+    Variant("logi", compose="logi", fixed=NO_L),
+    Variant("prod-gammaD", **GAMMA),
+    Variant("corr-gammaD", compose="corr", fixed=NO_L, **GAMMA),
+    Variant("prod-kaplan", loss="kaplan"),
+    Variant("prod-tpp", loss="tpp", extra=("g",), extra_starts=((0.0,), (0.3,))),
+    Variant("prod-mult", loss="mult"),
+    Variant("prod-multa", loss="multa"),
+    Variant("prod-mixE", loss="mixE", extra=("gamma",), extra_starts=((0.0,), (1.0,))),
+    Variant("prod-eqw", equal_weights=True),
+    Variant("harm-eqw", equal_weights=True, **HARM),
+    Variant("prod-lsq", delta=1.0),
+    Variant("prod-mixed", extra=("logSigma", "logTau"), extra_starts=((math.log(0.003), math.log(0.003)),)),
+    Variant("prod-eqw-lsq", delta=1.0, equal_weights=True),
+]}
+
+if __name__ == "__main__":
+    print("group split == scheme split inside the domain:",
+          all(len(set(of_group[inside & (of == j)])) == 1 and
+              (set(np.flatnonzero(of_group == of_group[np.flatnonzero(inside & (of == j))[0]])) & set(np.flatnonzero(inside)))
+              == set(np.flatnonzero(inside & (of == j))) for j in set(of[inside])))
+    for name in sys.argv[1:] or ["prod"]:
+        score(VARIANTS[name])
