@@ -79,10 +79,12 @@ def _predict(p, runs, design=None):
     return np.log(A * (N * rho) ** -alpha + B * D ** -beta + E)
 
 
-def _reference_fit(runs):
-    """Huber(delta) on log-loss, scipy L-BFGS-B from 8 starts of its own (logs of A, B, E, L, F, C)."""
+def _reference_fit(runs, weights=None):
+    """Huber(delta) on log-loss (each run's term times ``weights``, default 1), scipy L-BFGS-B from
+    8 starts of its own (logs of A, B, E, L, F, C)."""
     y = np.log([r.loss for r in runs])
     design = _design(runs)
+    w = np.ones(len(runs)) if weights is None else np.asarray(weights, dtype=float)
 
     def objective(v):
         p = [math.exp(v[0]), v[1], math.exp(v[2]), v[3], math.exp(v[4]), math.exp(v[5]), math.exp(v[6]), math.exp(v[7])]
@@ -91,7 +93,7 @@ def _reference_fit(runs):
         if not np.all(np.isfinite(r)):
             return 1e6
         a = np.abs(r)
-        return 1e3 * float(np.sum(np.where(a <= DELTA, 0.5 * r * r, DELTA * (a - 0.5 * DELTA))))
+        return 1e3 * float(np.sum(w * np.where(a <= DELTA, 0.5 * r * r, DELTA * (a - 0.5 * DELTA))))
 
     best = None
     for a, al, e, F_ in itertools.product((5.0, 7.0), (0.25, 0.45), (0.3,), (0.3, 0.6)):
@@ -133,6 +135,38 @@ def test_leave_one_scheme_out_matches_scipy_refits(synthetic):
         mine = np.array([r.heldout_scheme for r in res.residuals if r.scheme == e.name])
         assert e.rmse == pytest.approx(math.sqrt(np.mean(mine**2)), rel=1e-12)
     assert res.heldout_outside_rmse is None and rep.n_inside == len(runs)
+
+
+def test_weigh_schemes_is_the_huber_fit_with_each_schemes_runs_weighted_once():
+    """Schemes of 8 and of 3 runs, one of the big ones off the law: --weigh-schemes gives the
+    constants and held-out residuals of a scipy fit whose objective weighs each run 1/(its
+    scheme's runs), and they differ from the unweighted fit's."""
+    runs = _runs(np.random.default_rng(7), rho_override={"int3": 0.55})
+    runs = [r for i, r in enumerate(runs) if r.scheme in ("int3", "int4") or i % 8 in (0, 3, 6)]
+    count = {s: sum(r.scheme == s for r in runs) for s in {r.scheme for r in runs}}
+    assert sorted(count.values()) == [3] * 5 + [8] * 2
+    weights = [1 / count[r.scheme] for r in runs]
+    res = F.fit(runs, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False, weigh_schemes=True)
+    plain = F.fit(runs, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False)
+    assert res.scheme_weighted and not plain.scheme_weighted
+    ref = _predict(_reference_fit(runs, weights), runs)
+    y = np.log([r.loss for r in runs])
+    mine = np.log([r.predicted for r in res.residuals])
+
+    def objective(pred):
+        a = np.abs(pred - y)
+        return float(np.sum(np.array(weights) * np.where(a <= DELTA, 0.5 * a * a, DELTA * (a - 0.5 * DELTA))))
+
+    # The weighted optimum is flat along the law's constants: predictions agree to 1e-4, and
+    # the fit's objective is no worse than scipy's.
+    np.testing.assert_allclose(mine, ref, atol=1e-4)
+    assert objective(mine) <= objective(ref) * (1 + 1e-6)
+    assert np.max(np.abs(np.log([r.predicted for r in plain.residuals]) - ref)) > 5e-4  # the weights matter
+    name = "int2"  # held out: a weighted refit without its runs
+    train = [(r, w) for r, w in zip(runs, weights, strict=True) if r.scheme != name]
+    test = [r for r in runs if r.scheme == name]
+    resid = _predict(_reference_fit([r for r, _ in train], [w for _, w in train]), test) - np.log([r.loss for r in test])
+    np.testing.assert_allclose([r.heldout_scheme for r in res.residuals if r.scheme == name], resid, atol=1e-4)
 
 
 def test_leave_one_group_out_drops_schemes_that_share_a_gmse(synthetic):
@@ -234,3 +268,15 @@ def test_predict_and_rank_flag_unrotated_activations_with_the_evidence(run_cli):
     table = run_cli("rank", "int4", "int3", "--act", "int4")
     assert table.code == 0, table.stderr
     assert sum(line.startswith("!") for line in table.stdout.splitlines()) == 1  # one line per reason
+
+
+def test_scheme_weights_count_every_fitted_scheme_once():
+    from gmse_cli.fit.design import scheme_weights
+
+    of_run = np.array([0, 0, 0, 1, 2, 2, 3])
+    train = np.array([True, True, True, True, True, True, False])
+    w = scheme_weights(of_run, train)
+    # 6 fitted runs of 3 schemes: each scheme's runs sum to 6/3 = 2; the unfitted run weighs 0
+    np.testing.assert_allclose(w, [2 / 3, 2 / 3, 2 / 3, 2.0, 1.0, 1.0, 0.0])
+    with pytest.raises(FitError, match="capacity model"):
+        F.fit(_runs(np.random.default_rng(1))[:16], model="capacity", weigh_schemes=True)

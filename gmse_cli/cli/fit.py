@@ -64,6 +64,11 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--fit-outside", help="also fit runs outside the law's domain (activations quantized "
                                "without rotation); by default unified, capacity and kumar fits only predict them")
         ] = False,
+        weigh_schemes: Annotated[
+            bool, typer.Option("--weigh-schemes", help="weigh each scheme's runs by 1/(its runs), so every scheme "
+                               "counts the same in the fit and its refits (loss models; QuEST held out: 0.0048 "
+                               "against 0.0054)")
+        ] = False,
         heldout: Annotated[
             bool, typer.Option("--heldout/--no-heldout", help="held-out error: a cold refit without each scheme and "
                                "each GMSE group (unified, capacity, kumar)")
@@ -118,7 +123,8 @@ def register(app: typer.Typer) -> None:
                     enabled=err_console.is_terminal):
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
                          base_law=base_law, data_files=[str(f) for f in files], prior=prior,
-                         fit_outside=fit_outside, loso=heldout, progress=err_console.is_terminal)
+                         fit_outside=fit_outside, weigh_schemes=weigh_schemes, loso=heldout,
+                         progress=err_console.is_terminal)
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
         # validated before anything is written
@@ -209,6 +215,8 @@ def _render(result, show_residuals: bool) -> None:
     out_console.print(table)
     if result.prior:
         out_console.print(f"prior: {result.prior}")
+    if result.scheme_weighted:
+        out_console.print("weights: each scheme's runs 1/(its runs), so every scheme counts the same")
     out_console.print(f"fit error (RMSE of log-loss): [bold]{result.fit_error:.4g}[/]"
                       + (f"   capacity curves: RMSE of rho {result.capacity_fit_error:.4g}"
                          if result.capacity_fit_error is not None else ""))

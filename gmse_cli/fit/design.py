@@ -26,6 +26,7 @@ __all__ = [
     "reference_scheme",
     "held_at_law",
     "hold_unidentified",
+    "scheme_weights",
 ]
 
 
@@ -124,3 +125,16 @@ def hold_unidentified(families, n_gmse, incidence, stage_family, base_law, names
                 notes.append(f"family '{fam}': L is confounded with A (every run has the same number of "
                              f"{fam} stages); held at 1")
     return held
+
+
+def scheme_weights(of_run: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Data weights that make every fitted scheme count the same: a scheme's runs each weigh
+    1 / (its fitted runs), scaled so the weights of the fitted runs sum to their number (the
+    objective keeps its units). Runs not fitted weigh 0."""
+    train = np.asarray(train, dtype=bool)
+    counts = np.bincount(of_run[train], minlength=int(of_run.max()) + 1).astype(float)
+    fitted = np.count_nonzero(counts)
+    with np.errstate(divide="ignore"):
+        per_run = np.where(train, train.sum() / fitted / counts[of_run], 0.0)
+    return per_run
+

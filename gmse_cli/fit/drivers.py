@@ -60,6 +60,7 @@ from gmse_cli.fit.design import (
     group_by_scheme,
     hold_unidentified,
     reference_scheme,
+    scheme_weights,
     validate_options,
 )
 from gmse_cli.fit.drift import drift_report, implied_capacity
@@ -122,6 +123,7 @@ def fit(
     data_files: Sequence[str] = (),
     prior: str | Mapping[str, tuple[float, float]] | None = None,
     fit_outside: bool = False,
+    weigh_schemes: bool = False,
     profile: bool = True,
     progress: bool = False,
 ) -> FitResult:
@@ -143,6 +145,10 @@ def fit(
       grid points).
     - ``prior``: 'paper' or {constant: (mean, sigma)}: a MAP fit with Gaussian priors.
     - ``fit_outside``: also fit the runs outside the law's domain (unified, capacity, kumar).
+    - ``weigh_schemes``: weigh each scheme's runs by 1 / (its number of runs), in the fit, the
+      bootstrap, the profiles and every held-out refit, so a scheme with many runs does not
+      outweigh one with few (:func:`~gmse_cli.fit.design.scheme_weights`); not for the
+      capacity model, whose decoupled stage fits each scheme's capacity on its own runs.
     - ``profile``: profile-likelihood intervals for alpha and E.
     - ``progress``: a progress bar on stderr for the held-out refits.
     """
@@ -155,6 +161,9 @@ def fit(
         raise FitError(f"all {len(runs)} runs quantize activations without a rotation, outside the law's validated "
                        "domain; pass --fit-outside to fit them anyway")
     outside = int((~domain_mask(runs)).sum()) if model in DOMAIN_MODELS else 0
+    if weigh_schemes and model == "capacity":
+        raise FitError("--weigh-schemes applies to the loss models (dense, decoupled, unified, kumar), "
+                       "not to the capacity model")
     options = dict(delta=delta, bootstrap=bootstrap, seed=seed, fixed=fixed, base_law=base_law, gmse=gmse,
                    starts=starts, loso=loso, bootstrap_starts=bootstrap_starts, data_files=data_files,
                    prior=prior_spec, profile=profile, progress=progress, train=train)
@@ -163,7 +172,8 @@ def fit(
 
         result = fit_capacity_model(runs, capacity_delta=capacity_delta, **options)
     else:
-        result = fit_loss_model(runs, model=model, sensitivity=sensitivity, **options).result
+        result = fit_loss_model(runs, model=model, sensitivity=sensitivity, weigh_schemes=weigh_schemes,
+                                **options).result
     if outside:
         what = ("fitted too (--fit-outside)" if fit_outside else
                 "not fitted: predicted, and scored as heldout_outside_rmse")
@@ -195,14 +205,20 @@ class LossFit:
 
 
 def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse, starts, loso, sensitivity,
-                   bootstrap_starts, data_files, prior=None, profile=True, progress=False, train=None) -> LossFit:
+                   bootstrap_starts, data_files, prior=None, profile=True, progress=False, train=None,
+                   weigh_schemes=False) -> LossFit:
     """The dense, decoupled, unified and kumar fits on the runs marked ``train`` (default: all)."""
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     train = np.ones(len(runs), dtype=bool) if train is None else np.asarray(train, dtype=bool)
     fitted_runs = [r for r, t in zip(runs, train, strict=True) if t]
-    W1 = None if train.all() else train.astype(float)
     schemes, of_run = group_by_scheme(runs)
+    # Data weights of the fit (None: every fitted run 1); refits multiply their 0/1 rows by them.
+    run_weight = scheme_weights(of_run, train) if weigh_schemes else None
+    W1 = run_weight if weigh_schemes else (None if train.all() else train.astype(float))
+    if weigh_schemes:
+        notes.append(f"each scheme's runs weighted 1 / (its runs): the {int(train.sum())} fitted runs of "
+                     f"{len(set(of_run[train]))} schemes count as {len(set(of_run[train]))} equal schemes")
     logN = np.log([r.N for r in runs])
     logD = np.log([r.D for r in runs])
     y = np.log([r.loss for r in runs])
@@ -285,7 +301,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     boot_theta = None
     failed = 0
     if bootstrap > 0:
-        W = bootstrap_weights(of_run, bootstrap, rng) * train
+        W = bootstrap_weights(of_run, bootstrap, rng) * (train if run_weight is None else run_weight)
         boot_all, ok = refit_replicates(problem, x, full_starts[:, problem.free], W, rng, per_replicate=bootstrap_starts)
         boot_theta, failed = boot_all[ok], int(bootstrap - ok.sum())
         if failed:
@@ -337,7 +353,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     refitter = None
     if model in ("unified", "kumar"):
         refitter = LossRefits(problem, full_starts, runs, model=model, part=part if model == "unified" else None,
-                              base_law=base_law, free_problem=free_problem, delta=delta)
+                              base_law=base_law, free_problem=free_problem, delta=delta, run_weight=run_weight)
     if refitter is not None and loso:
         heldout = score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run or _all_stages(runs, gmse, seed),
                                 progress)
@@ -364,7 +380,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         n_fitted=int(train.sum()), prior=None if not prior else _describe_prior(prior),
         drift=None if model == "dense" else run_drift(runs, implied, logrho, train),
         **heldout_fields(heldout, model),
-        draws=draws if model == "unified" else None,
+        draws=draws if model == "unified" else None, scheme_weighted=weigh_schemes,
     )
     return LossFit(result, replicates, problem, full_starts, x, schemes, of_run, reference, train, W1, refitter)
 

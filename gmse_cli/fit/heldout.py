@@ -55,7 +55,9 @@ HELDOUT_METHOD = (
     "of whose runs were fitted (outside the law's domain) is predicted by the full fit. heldout_scheme_rmse and "
     "heldout_group_rmse: RMSE of the held-out residuals over every tested run inside the domain; "
     "heldout_outside_rmse: the same over the runs outside it (scheme split). Per-run residuals: "
-    "residuals[].heldout_scheme and .heldout_group."
+    "residuals[].heldout_scheme and .heldout_group. When scheme_weighted is true, the full fit and every refit "
+    "weigh each fitted run's Huber term by 1/(its scheme's fitted runs), times (fitted runs)/(fitted schemes); a "
+    "refit keeps the remaining runs' weights."
 )
 
 
@@ -78,14 +80,15 @@ class LossRefits:
 
     ``problem`` is the fit's problem (a MAP objective for a prior fit, with ``free_problem`` the
     same without the prior: each prior refit takes its likelihood scale c from a free refit on
-    the same runs); ``starts`` the full fit's starts (internal, all coordinates).
+    the same runs); ``starts`` the full fit's starts (internal, all coordinates); ``run_weight``
+    the full fit's data weights (None: 1 per run), which every refit's 0/1 row multiplies.
     """
 
     def __init__(self, problem, starts: np.ndarray, runs, *, model: str, part=None, family_info=None,
-                 base_law=None, free_problem=None, delta: float = 1e-3):
+                 base_law=None, free_problem=None, delta: float = 1e-3, run_weight: np.ndarray | None = None):
         self.problem, self.starts, self.runs, self.model = problem, starts, runs, model
         self.part, self.family_info, self.base_law = part, family_info, base_law
-        self.free_problem, self.delta = free_problem, delta
+        self.free_problem, self.delta, self.run_weight = free_problem, delta, run_weight
         self.names = list(problem.objective.names)
 
     def hold_for(self, train: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:
@@ -136,6 +139,8 @@ class LossRefits:
         if rows.size == 0:
             return pred, logrho, ok, notes
         W = trains[rows].astype(float)
+        if self.run_weight is not None:
+            W = W * self.run_weight
         extra = {}
         if self.free_problem is not None:  # each prior refit's c from a free refit on the same runs
             xf, _, okf, _ = multistart_many(self.free_problem, self.starts, W, hold=hold[rows], values=values[rows],

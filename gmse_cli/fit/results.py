@@ -207,6 +207,8 @@ class FitResult(Frozen):
     domain: str = Field(default="", description="the law's validated domain; runs outside it are predicted, not fitted")
     n_fitted: int | None = Field(default=None, description="runs fitted (n_runs minus those outside the domain)")
     prior: str | None = Field(default=None, description="the Gaussian prior of a MAP fit, if any")
+    scheme_weighted: bool = Field(
+        default=False, description="each scheme's runs weighted 1/(its runs) in the fit and every refit (--weigh-schemes)")
     drift: DriftReport | None = None
     factorization: FactorizationCheck | None = None
     capacity_fit_error: float | None = Field(default=None, description="RMSE of rho (capacity model)")
