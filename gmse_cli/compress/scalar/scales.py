@@ -168,7 +168,7 @@ def zero_point_reference(p: Plan, lo: np.ndarray, scale: np.ndarray) -> np.ndarr
 def k_stats(xs, ms, has_mask, need_ss):
     """(count, sum of squares, amax, min(0, min), max(0, max)) over the kept entries; the sum
     of squares is 0 unless ``need_ss`` (only the rms rule reads it): its chain of dependent
-    additions is the slowest part of the pass, more than twice the rest together."""
+    additions costs more than the rest of the pass together."""
     count, ss, amax, lo, hi = 0.0, 0.0, 0.0, 0.0, 0.0
     if need_ss:
         for j in range(xs.size):
