@@ -78,12 +78,15 @@ def _probe(folder: Path) -> None:
     os.unlink(name)
 
 
-def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, mode: int | None = None) -> None:
+def write_atomic(
+    path: str | Path, data: bytes | Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = True
+) -> None:
     """Write ``data`` (bytes, or a function writing to a binary handle) to ``path`` atomically.
 
     ``mode``: the new file's permissions; default: a replaced file keeps its own, a new one gets
-    the umask's default (mkstemp alone would make it 0600). Raises :class:`OSError`; the caller
-    names the file in its message.
+    the umask's default (mkstemp alone would make it 0600). ``durable=False`` skips the two
+    fsyncs (a few ms each): for caches, whose readers treat a file a crash left empty or
+    damaged as a miss. Raises :class:`OSError`; the caller names the file in its message.
     """
     path = Path(path)
     if path.exists() and not path.is_file():
@@ -100,12 +103,14 @@ def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, 
             else:
                 data(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

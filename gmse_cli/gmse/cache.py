@@ -39,8 +39,11 @@ def write_cached(entry: StoredGmse) -> None:
     """Store ``entry`` under its key (0644: a shared cache stays readable by other users).
 
     A cache that cannot be written (a read-only home, a full disk) costs speed, not
-    correctness: the entry is then simply not stored."""
+    correctness: the entry is then simply not stored. Not fsync'd (``uscl gmse --all
+    --recompute`` writes 70 entries): one a crash leaves damaged reads as a miss."""
     try:
-        write_atomic(gmse_cache_dir() / f"{entry.key}.json", entry.model_dump_json(indent=1).encode(), mode=0o644)
+        write_atomic(
+            gmse_cache_dir() / f"{entry.key}.json", entry.model_dump_json(indent=1).encode(), mode=0o644, durable=False
+        )
     except OSError:
         pass

@@ -20,6 +20,7 @@ from gmse_cli.compress.scalar.plans import (
     GLOBAL_FORMATS,
     MSE,
     NONE,
+    RMS,
     TENSOR_FORMATS,
     Plan,
     grid_args,
@@ -147,7 +148,7 @@ def k_groups(x, mask, has_mask, out, g, fused, rule, constant, st, st_measure, g
         for b in range(groups):
             xs = x[i, b * g : (b + 1) * g]
             ms = m_row[b * g : (b + 1) * g] if has_mask else m_row
-            count, ss, amax, lo, hi = k_stats(xs, ms, has_mask)
+            count, ss, amax, lo, hi = k_stats(xs, ms, has_mask, rule == RMS)
             r = 1.0
             if rule == MSE:
                 r = k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st_measure, gr, gmax, sq, idx)

@@ -104,16 +104,17 @@ def k_table_index(xg, s, mids, v, k):
 
 
 @numba.njit(cache=True, inline="always")
-def k_table32_index(xg, s, mids, k):
+def k_table32_index(xg, s, mids, v, k):
     """k[j] = table index of xg[j] in bitsandbytes' arithmetic: v = float32(x * float32(1 /
-    s)), the midpoints below v counted (a value at a midpoint takes the lower level)."""
+    s)) (into v[j]), the midpoints below v counted (a value at a midpoint takes the lower
+    level), one midpoint at a time over the whole group, as k_table_index."""
     inv = np.float32(1.0) / np.float32(s)
     for j in range(xg.size):
-        v = np.float64(np.float32(np.float32(xg[j]) * inv))
-        c = 0
-        for m in mids:
-            c += m < v
-        k[j] = c
+        v[j] = np.float64(np.float32(np.float32(xg[j]) * inv))
+        k[j] = 0
+    for m in mids:
+        for j in range(xg.size):
+            k[j] += m < v[j]
 
 
 @numba.njit(cache=True, inline="always")
@@ -124,7 +125,7 @@ def k_sq_errors(xs, scale, z, grid, gr, sq, idx):
     if grid == TABLE:
         k_table_index(xs, scale, gr[5], sq, idx)  # sq: the scaled values until overwritten
     if grid == TABLE32:
-        k_table32_index(xs, scale, gr[5], idx)
+        k_table32_index(xs, scale, gr[5], sq, idx)
     for j in range(xs.size):
         v = np.float64(xs[j])
         table = grid == TABLE or grid == TABLE32
@@ -200,7 +201,7 @@ def k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, bnb):
             og[:] = 0.0
             continue
         if bnb:
-            k_table32_index(xg, s, gr[5], k)
+            k_table32_index(xg, s, gr[5], v, k)
         else:
             k_table_index(xg, s, gr[5], v, k)
         for j in range(g):

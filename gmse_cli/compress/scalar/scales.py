@@ -165,14 +165,20 @@ def zero_point_reference(p: Plan, lo: np.ndarray, scale: np.ndarray) -> np.ndarr
 
 
 @numba.njit(cache=True, inline="always")
-def k_stats(xs, ms, has_mask):
-    """(count, sum of squares, amax, min(0, min), max(0, max)) over the kept entries."""
+def k_stats(xs, ms, has_mask, need_ss):
+    """(count, sum of squares, amax, min(0, min), max(0, max)) over the kept entries; the sum
+    of squares is 0 unless ``need_ss`` (only the rms rule reads it): its chain of dependent
+    additions costs more than the rest of the pass together."""
     count, ss, amax, lo, hi = 0.0, 0.0, 0.0, 0.0, 0.0
+    if need_ss:
+        for j in range(xs.size):
+            keep = not has_mask or ms[j]
+            v = np.float64(xs[j]) if keep else 0.0  # 0 is neutral for every statistic here
+            ss += v * v
     for j in range(xs.size):
         keep = not has_mask or ms[j]
-        v = np.float64(xs[j]) if keep else 0.0  # 0 is neutral for every statistic here
+        v = np.float64(xs[j]) if keep else 0.0
         count += keep
-        ss += v * v
         amax = max(amax, abs(v))
         lo = min(lo, v)
         hi = max(hi, v)

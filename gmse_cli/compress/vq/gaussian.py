@@ -28,8 +28,6 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-from scipy.special import ndtri
-from scipy.stats import qmc
 
 from gmse_cli.compress.grids import gaussian_mse, lloyd_max_levels
 from gmse_cli.compress.vq.lbgu import lbg_u
@@ -72,6 +70,10 @@ def gaussian_sample(n: int, dim: int, seed: int) -> np.ndarray:
     """``n`` (rounded up to even) standard normal vectors of ``dim`` coordinates, float32:
     scrambled Sobol points through the normal quantile, half of them negated copies of the
     other half (an exactly symmetric sample: no noise in the codebook's mean)."""
+    # imported here: scipy.stats costs 0.7 s, and a codebook already trained needs none of it
+    from scipy.special import ndtri
+    from scipy.stats import qmc
+
     half = (n + 1) // 2
     m = max(int(np.ceil(np.log2(max(half, 1)))), 0)
     u = qmc.Sobol(dim, scramble=True, seed=seed).random_base2(m)[:half]
