@@ -257,3 +257,19 @@ def test_the_listing_names_every_command_the_modules_build():
         for name in typer.main.get_command(app).commands:
             built[name] = module
     assert built == {name: module for name, (module, _) in COMMANDS.items()}
+
+
+def test_the_root_help_lists_every_command_and_option(run_cli):
+    from gmse_cli.cli import COMMANDS
+
+    res = run_cli("--help")
+    assert res.code == 0, res.stderr
+    text = " ".join(res.stdout.replace("│", " ").split())
+    assert "Usage: uscl [OPTIONS] COMMAND [ARGS]..." in text
+    assert "Unified scaling laws for compressed representations" in text
+    assert "--version print the version and exit" in text and "--help Show this message and exit." in text
+    for name, (_, summary) in COMMANDS.items():
+        assert f"{name} {summary}" in text, name
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80  # piped: 80 columns
+    alone = run_cli()
+    assert alone.code == 2 and alone.stdout == res.stdout

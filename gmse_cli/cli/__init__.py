@@ -136,6 +136,12 @@ def _error(text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     command = attach_validators(_cli(argv))
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)
+        from gmse_cli.cli.roothelp import print_group_help
+
+        print_group_help(command, prog="uscl")
+        sys.exit(0 if args else 2)
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
