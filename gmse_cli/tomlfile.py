@@ -77,7 +77,7 @@ def _parsed_once(cached: Path | None, parse: Callable[[], Any]) -> Any:
     data = parse()
     if cached is not None:
         try:  # TOML dates have no JSON form: such a file is simply parsed every time
-            write_atomic(cached, json.dumps(data).encode())
+            write_atomic(cached, json.dumps(data).encode(), durable=False)  # a cache: damage reads as a miss
         except (OSError, TypeError, ValueError):
             pass
     return data

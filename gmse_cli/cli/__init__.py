@@ -135,8 +135,8 @@ def _error(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
-    command = attach_validators(_cli(argv))
     args = sys.argv[1:] if argv is None else list(argv)
+    command = attach_validators(_cli(args))
     if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)
         from gmse_cli.cli.roothelp import print_group_help
 

@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit
         from gmse_cli.law import load_law, save_law
-        from gmse_cli.progress import status
+        from gmse_cli.progress import status, stderr_is_terminal
         from gmse_cli.runs import RunsWarning, load_runs, select
         from gmse_cli.runs import exclude_worst as drop_worst
 
@@ -116,15 +116,16 @@ def register(app: typer.Typer) -> None:
         if model in ("unified", "capacity"):
             base_law = load_law(law)
         quiet = json_out or csv_out
+        show_progress = stderr_is_terminal()
         # A bar on stderr (with --json too): a bootstrap or the Chinchilla points take seconds; the
         # held-out refits' own bar joins it as a row.
         with status(f"fitting {model} law to {len(runs)} runs"
                     + (f", {bootstrap} bootstrap refits" if bootstrap else "") + " ...",
-                    enabled=err_console.is_terminal):
+                    enabled=show_progress):
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
                          base_law=base_law, data_files=[str(f) for f in files], prior=prior,
                          fit_outside=fit_outside, weigh_schemes=weigh_schemes, loso=heldout,
-                         progress=err_console.is_terminal)
+                         progress=show_progress)
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
         # validated before anything is written

@@ -41,8 +41,8 @@ class TextTable:
         """The table as (line, bold) pairs, trailing spaces removed."""
         heads = [h.split("\n") for h, _ in self.columns] if self.show_header else []
         depth = max((len(h) for h in heads), default=0)
-        widths = [max([len(c[i]) for c, _ in self.rows] + [len(x) for x in (heads[i] if heads else [])] + [0])
-                  for i in range(len(self.columns))]
+        widths = [max((len(text) for text in [*(cells[i] for cells, _ in self.rows), *(heads[i] if heads else [])]),
+                      default=0) for i in range(len(self.columns))]
         pad = " " * self.indent
 
         def line(cells: Sequence[str]) -> str:

@@ -217,8 +217,9 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     run_weight = scheme_weights(of_run, train) if weigh_schemes else None
     W1 = run_weight if weigh_schemes else (None if train.all() else train.astype(float))
     if weigh_schemes:
+        fitted_schemes = len(set(of_run[train]))
         notes.append(f"each scheme's runs weighted 1 / (its runs): the {int(train.sum())} fitted runs of "
-                     f"{len(set(of_run[train]))} schemes count as {len(set(of_run[train]))} equal schemes")
+                     f"{fitted_schemes} schemes count as {fitted_schemes} equal schemes")
     logN = np.log([r.N for r in runs])
     logD = np.log([r.D for r in runs])
     y = np.log([r.loss for r in runs])
