@@ -61,7 +61,16 @@ from gmse_cli.fit import CapacityPoint, GmseCache, fit, fit_capacity, run_stages
 # as `uscl fit --bootstrap` does.
 from gmse_cli.fit.design import group_by_scheme  # noqa: E402
 from gmse_cli.fit.resampling import bootstrap_weights, percentiles  # noqa: E402
-from gmse_cli.law import Constant, FamilyCurve, Law, LawDraws, load_law, sample_law, save_law  # noqa: E402
+from gmse_cli.law import (  # noqa: E402
+    Constant,
+    FamilyCurve,
+    Law,
+    LawDraws,
+    fitted_range_of,
+    load_law,
+    sample_law,
+    save_law,
+)
 from gmse_cli.runs import Run, load_quest_runs  # noqa: E402
 from gmse_cli.spec import Family  # noqa: E402
 
@@ -294,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         beta=point.beta,
         E=point.E,
         families={Family.QUANTIZATION: quant, Family.SPARSITY: sparsity, Family.VQ: vq},
+        fitted_range=fitted_range_of(
+            [r.N for r in runs], [r.D for r in runs],
+            provenance=(f"QuEST's {len(runs)} public runs ({args.data.name}), on which A and B were calibrated; "
+                        "the paper's own sweep, which gave alpha, beta, E and the quantization curve, spans "
+                        "30M-200M parameters at 50-200 tokens per parameter")),
         draws=draws,
     )
 
@@ -307,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         bad += [f"{f}.{k}" for f in law.families for k in ("L", "F", "C")
                 if not math.isclose(getattr(shipped.families[f], k).value, getattr(law.families[f], k).value, rel_tol=1e-6)]
         bad += _draws_differences(shipped.draws, law.draws, runs)
+        bad += [] if shipped.fitted_range == law.fitted_range else ["fitted_range"]
         print(f"check against {args.out}: " + ("identical constants" if not bad else f"DIFFERENT: {', '.join(bad)}"))
         return 1 if bad else 0
     save_law(law, args.out)

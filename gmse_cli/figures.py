@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.atomic import check_output_path, write_atomic
+from gmse_cli.counts import si
 from gmse_cli.errors import DataError
 
 __all__ = [
@@ -312,14 +313,7 @@ def log_axis(ax, values: Sequence[float], *, axis: str = "x") -> None:
     (ax.set_xlim if axis == "x" else ax.set_ylim)(lo, hi)
     target.set_major_locator(FixedLocator(ticks))
     target.set_minor_locator(NullLocator())
-    target.set_major_formatter(FuncFormatter(lambda v, _: _readable(v)))
-
-
-def _readable(v: float) -> str:
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if v >= scale:
-            return f"{v / scale:g}{suffix}"
-    return f"{v:g}"
+    target.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:

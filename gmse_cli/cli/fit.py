@@ -205,6 +205,9 @@ def _render(result, show_residuals: bool) -> None:
         + f", {result.n_schemes} schemes, Huber delta "
         f"{result.huber_delta:g}, {result.starts} starts, {result.bootstrap} bootstrap refits"
     )
+    if result.fitted_range is not None:
+        out_console.print(f"fitted on {result.fitted_range.describe()}: a law from this fit flags predictions "
+                          "beyond them", highlight=False)
     table = Table(title="Constants (95% intervals: bootstrap; profile likelihood)", title_justify="left")
     for col in ("constant", "value", "sigma", "bootstrap 95%", "profile 95%", "source"):
         table.add_column(col, justify="left" if col in ("constant", "source") else "right")

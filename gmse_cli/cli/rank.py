@@ -11,6 +11,7 @@ import typer
 from gmse_cli.cli.console import FORMAT_EPILOG, RECOMPUTE_HELP
 from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, RowLength, examples, grouped
 from gmse_cli.cli.texttable import TextTable, print_flag, print_lines
+from gmse_cli.counts import si
 
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
@@ -84,12 +85,7 @@ def _draws(text: str | None) -> int:
 
 
 def _si(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "inf"
-    for div, suffix in ((1e12, "T"), (1e9, "B" if not unit else "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g} {suffix}{unit}" if unit else f"{x / div:.3g}{suffix}"
-    return f"{x:.3g} {unit}" if unit else f"{x:.3g}"
+    return "inf" if x is None else si(x, unit)
 
 
 def _bytes(x: float | None) -> str:
@@ -220,7 +216,7 @@ def register(app: typer.Typer) -> None:
             print_csv([r.model_dump(mode="json") for r in rows])
         else:
             print_lines(rank_table(rows, wide=wide))
-            print_domain_flags(rows)
+            print_trust_flags(rows)
 
     @app.command("predict", epilog=_PREDICT_EPILOG)
     @grouped
@@ -250,7 +246,7 @@ def register(app: typer.Typer) -> None:
             print_csv([pred.model_dump(mode="json")])
             return
         print_lines(*prediction_tables(pred, the_law))
-        print_domain_flags([pred])
+        print_trust_flags([pred])
 
 
 def _gmse(value: float, low: float, high: float, wide: bool) -> str:
@@ -321,8 +317,9 @@ def rank_table(rows, *, wide: bool = False):
     return table
 
 
-def print_domain_flags(rows) -> None:
-    """One line per distinct reason: the rows marked ! lie outside the law's validated domain."""
+def print_trust_flags(rows) -> None:
+    """One line per distinct reason the rows marked ! lie outside the law's validated domain,
+    and one line when N or D/N lies beyond the runs the law was fitted on (every row shares them)."""
     flagged: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         if r.outside_domain:
@@ -330,6 +327,10 @@ def print_domain_flags(rows) -> None:
     for (reason, evidence), names in flagged.items():
         who = ", ".join(names) if len(names) <= 3 else f"{len(names)} rows"
         print_flag(f"{who}: outside the law's validated domain, {reason}, which GMSE cannot see; {evidence}")
+    beyond = next((r.beyond_fitted_range for r in rows if r.beyond_fitted_range), None)
+    if beyond:
+        print_flag(f"beyond the runs the law was fitted on: {beyond}; there the law extrapolates, and its "
+                   "intervals do not account for it")
 
 
 def prediction_tables(pred, law) -> list:

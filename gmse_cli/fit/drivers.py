@@ -96,6 +96,7 @@ from gmse_cli.fit.results import (
 )
 from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure
 from gmse_cli.law.domain import DOMAIN, outside_domain
+from gmse_cli.law.fitted_range import FittedRange, fitted_range_of
 from gmse_cli.runs import Run
 from gmse_cli.spec import Family, Format
 
@@ -379,11 +380,19 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         bootstrap=bootstrap, bootstrap_failed=failed, starts=n_starts, converged=True, seed=seed,
         data_files=list(data_files) or sorted({r.source for r in runs if r.source}), notes=notes,
         n_fitted=int(train.sum()), prior=None if not prior else _describe_prior(prior),
+        fitted_range=_fitted_range(runs, train, data_files),
         drift=None if model == "dense" else run_drift(runs, implied, logrho, train),
         **heldout_fields(heldout, model),
         draws=draws if model == "unified" else None, scheme_weighted=weigh_schemes,
     )
     return LossFit(result, replicates, problem, full_starts, x, schemes, of_run, reference, train, W1, refitter)
+
+
+def _fitted_range(runs, train, data_files) -> FittedRange:
+    fitted = [r for r, t in zip(runs, train, strict=True) if t]
+    files = ", ".join(data_files) or ", ".join(sorted({r.source for r in fitted if r.source})) or "runs given in memory"
+    return fitted_range_of([r.N for r in fitted], [r.D for r in fitted],
+                           provenance=f"the {len(fitted)} runs this law was fitted on ({files})")
 
 
 def _finite(v: float) -> float | None:

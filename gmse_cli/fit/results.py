@@ -19,6 +19,7 @@ from pydantic import Field
 from gmse_cli.errors import FitError
 from gmse_cli.fit.params import FAMILY_KEYS, LAW
 from gmse_cli.frozen import Frozen
+from gmse_cli.law.fitted_range import FittedRange
 from gmse_cli.spec import Family
 
 FitModel = Literal["dense", "decoupled", "unified", "capacity", "kumar"]
@@ -206,6 +207,8 @@ class FitResult(Frozen):
     heldout_method: str = Field(default="", description="exactly how the held-out numbers are made")
     domain: str = Field(default="", description="the law's validated domain; runs outside it are predicted, not fitted")
     n_fitted: int | None = Field(default=None, description="runs fitted (n_runs minus those outside the domain)")
+    fitted_range: FittedRange | None = Field(
+        default=None, description="N and D/N of the fitted runs: a law from this fit flags predictions beyond them")
     prior: str | None = Field(default=None, description="the Gaussian prior of a MAP fit, if any")
     scheme_weighted: bool = Field(
         default=False, description="each scheme's runs weighted 1/(its runs) in the fit and every refit (--weigh-schemes)")
@@ -327,6 +330,7 @@ class FitResult(Frozen):
             meta=info,
             **{k: const(k) for k in LAW},
             families=families,
+            fitted_range=self.fitted_range,
             draws=draws,
         )
 

@@ -5,6 +5,8 @@
 
 Modules, each importing only those above it:
 
+- :mod:`~gmse_cli.law.fitted_range` -- the N and D/N of the runs a law was fitted on, and
+  whether a prediction lies beyond them
 - :mod:`~gmse_cli.law.model`       -- the law as data (constants with provenance, curves, joint
   draws) and the two closed-form laws
 - :mod:`~gmse_cli.law.files`       -- law files (TOML), read and written; the shipped law
@@ -34,6 +36,7 @@ from gmse_cli.law.domain import (
     unrotated_evidence,
 )
 from gmse_cli.law.files import DEFAULT_LAW, law_to_toml, load_law, save_law, shipped_law
+from gmse_cli.law.fitted_range import FittedRange, fitted_range_of
 from gmse_cli.law.model import (
     Constant,
     FamilyCurve,
@@ -58,6 +61,8 @@ from gmse_cli.law.uncertainty import (
 )
 
 __all__ = [
+    "FittedRange",
+    "fitted_range_of",
     "Constant",
     "FamilyCurve",
     "Law",

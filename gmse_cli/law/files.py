@@ -11,6 +11,7 @@ Every constant carries its value, optional 1-sigma and interval, and its provena
     [families.sparsity.L] ...
     [families.vq.L] ...
 
+    [fitted_range]         # optional: params = [min, max], tokens_per_param = [min, max], runs, provenance
     [draws]                # optional joint draws: provenance
     [draws.constants]      # one column per constant, e.g. "quantization.F" = [...]
 """
@@ -70,6 +71,8 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
                 msg = "missing (joint draws need their provenance and a [draws.constants] table)"
             elif loc and loc[-1] in ("value", "provenance"):
                 msg = "missing (every constant needs a value and its provenance)"
+            elif loc and loc[0] == "fitted_range":
+                msg = "missing (a fitted range needs params, tokens_per_param, runs and provenance)"
             elif loc and loc[0] == "families":
                 msg = "missing (every family curve needs L, F and C)"
             else:

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
+from gmse_cli.law.fitted_range import FittedRange
 from gmse_cli.spec import Family
 
 __all__ = ["MAX_CONSTANT", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
@@ -125,6 +126,8 @@ class Law(Frozen):
     beta: Constant
     E: Constant
     families: dict[Family, FamilyCurve] = Field(default_factory=dict)
+    fitted_range: FittedRange | None = Field(
+        default=None, description="N and D/N of the runs the constants were fitted on, if recorded")
     draws: LawDraws | None = Field(default=None, description="joint draws of the constants, if any")
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gmse_cli import figures
+from gmse_cli.counts import si
 from gmse_cli.figures import check_plot_path
 from gmse_cli.law import Law, sample_law
 from gmse_cli.rank.evaluate import resolve_law
@@ -40,14 +41,6 @@ _KINDS = {
 
 def _kind(row: RankRow) -> str:
     return "composite" if "+" in row.family else row.family
-
-
-def _si(value: float) -> str:
-    """200000000 -> 200M."""
-    for size, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if value >= size:
-            return f"{value / size:.3g}{suffix}"
-    return f"{value:.3g}"
 
 
 def _grouped(rows: Sequence[RankRow], xy) -> list[tuple[float, float, list[RankRow]]]:
@@ -123,7 +116,7 @@ def rank_figure(rows: Sequence[RankRow], *, law: Law | str | Path | None = None)
             ax.set_ylim(0, 1.1)  # room for the labels of formats at rho = 1
             ax.set_ylabel("capacity ρ (effective / actual parameters)")
         n, d = (rows[0].params, rows[0].tokens) if rows else (0.0, 0.0)
-        title = f"{len(rows)} format{'s' if len(rows) != 1 else ''} under law {law.name}: N = {_si(n)} parameters, D = {_si(d)} tokens"
+        title = f"{len(rows)} format{'s' if len(rows) != 1 else ''} under law {law.name}: N = {si(n)} parameters, D = {si(d)} tokens"
         if act:
             title += f"\nactivations {act} on every format: ρ = ρ(weights) × ρ({act})"
         fig.suptitle(title)

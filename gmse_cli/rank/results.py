@@ -78,6 +78,9 @@ class Outcome(Frozen):
         default=None, description="why the scheme lies outside the law's validated domain (None: inside)")
     evidence: str | None = Field(
         default=None, description="published training evidence for such schemes, to read beside the law's rho")
+    beyond_fitted_range: str | None = Field(
+        default=None, description="how N or D/N lies beyond the runs the law was fitted on (None: within them, "
+                                  "or the law records no range)")
 
 
 class RankRow(Outcome):
