@@ -47,14 +47,18 @@ def run_cli(capsys):
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_gmse_cache(tmp_path_factory):
-    """Computed GMSEs go to a cache of the session's own, never the user's: a test then sees
-    the same methods (cache, monte-carlo) on every run. Codebooks stay in the user's cache
-    (training them again would cost minutes)."""
+    """Computed GMSEs (and remembered constants, :mod:`gmse_cli.memo`) go to a cache of the
+    session's own, never the user's: a test then sees the same methods (cache, monte-carlo) on
+    every run, and constants computed by the code under test. Codebooks stay in the user's
+    cache (training them again would cost minutes)."""
+    from gmse_cli import memo
     from gmse_cli.gmse import cache
 
     folder = tmp_path_factory.mktemp("gmse-cache")
+    remembered = tmp_path_factory.mktemp("memo")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cache, "gmse_cache_dir", lambda: folder)
+        patch.setattr(memo, "memo_dir", lambda namespace: _made(remembered / namespace))
         yield folder
 
 
@@ -63,3 +67,8 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

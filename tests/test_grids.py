@@ -16,9 +16,8 @@ import pytest
 from scipy import integrate, optimize, stats
 
 from gmse_cli.compress import grids
+from gmse_cli.compress.fpcast import fp_cast, fp_cast_reference
 from gmse_cli.compress.grids import (
-    fp_cast,
-    fp_cast_reference,
     gaussian_mse,
     grid_emax,
     grid_levels,

@@ -1,11 +1,12 @@
-"""Scalar grids: their levels, floating-point casts, and exact Gaussian quadrature.
+"""Scalar grids: their levels, floating-point rounding, and exact Gaussian quadrature.
 
 A scalar quantizer is ``Q(x) = s * q(x / s)`` where ``q`` maps a number to the nearest level
 of a fixed *native* grid (integers, ExMy floats, a lookup table, Lloyd-Max levels) and ``s``
 is a scale. This module knows the native grids:
 
-- :func:`fp_cast` -- round to nearest even onto an ExMy grid, saturating (bit-exact with
-  ml_dtypes where it has the type); :func:`fp_cast_reference` is its plain numpy twin.
+- :func:`fp_params`, :func:`fp_round_reference` -- an ExMy grid and rounding onto it (numpy);
+  the compiled casts are in :mod:`~gmse_cli.compress.fpcast`, so that quadrature never loads
+  numba.
 - :func:`grid_levels`, :func:`grid_max`, :func:`grid_emax` -- the native levels of a stage.
 - :func:`lloyd_max_levels` -- the Gaussian-MSE-optimal 2^b levels (Max, 1960).
 - :func:`gaussian_mse` -- the exact E[(x - Q(x))^2] for x ~ N(0, 1) and a fixed scale, by
@@ -15,26 +16,24 @@ is a scale. This module knows the native grids:
 
 from __future__ import annotations
 
+import enum
+import json
 import math
 from functools import cache
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from gmse_cli.errors import SpecError
+from gmse_cli.memo import remembered
 from gmse_cli.spec import FpStyle, GridKind, IntStyle, Overflow, Quantize, fp_max
 
 __all__ = [
     "ALGORITHM_VERSION",
     "FpParams",
     "fp_params",
-    "fp_cast",
-    "fp_cast_reference",
     "fp_round_reference",
     "overflow_value",
-    "k_fp_round",
-    "k_fp_round_to",
     "grid_levels",
     "grid_max",
     "grid_emax",
@@ -110,79 +109,6 @@ def overflow_value(p: FpParams, style: FpStyle, overflow: Overflow) -> float:
     if Overflow(overflow) is Overflow.SATURATE:
         return p.max_value
     return math.inf if FpStyle(style) is FpStyle.IEEE else math.nan
-
-
-@numba.njit(cache=True, inline="always")
-def k_fp_round_to(v: float, emin: int, mantissa_bits: int, max_value: float, over: float) -> float:
-    """Scalar twin of :func:`fp_round_reference`: no libm calls, one (NaN) branch.
-
-    With E = max(floor(log2 |v|), emin) - M read off the float64 exponent bits, adding and
-    subtracting C = 2^(E + 52) rounds |v| < C to a multiple of ulp(C) = 2^E, to nearest even,
-    by the hardware's own float64 rounding. A result above ``max_value`` becomes ``over``.
-    """
-    if v != v:
-        return v
-    a = min(abs(v), 2.0 * max_value)  # larger values overflow anyway; keeps C finite
-    exponent = (np.float64(a).view(np.int64) >> 52) - 1023
-    big = np.int64(np.int64(max(exponent, emin) - mantissa_bits + 52 + 1023) << 52).view(np.float64)
-    r = (a + big) - big
-    return math.copysign(r if r <= max_value else over, v)
-
-
-@numba.njit(cache=True, inline="always")
-def k_fp_round(v: float, emin: int, mantissa_bits: int, max_value: float) -> float:
-    """:func:`k_fp_round_to`, saturating."""
-    return k_fp_round_to(v, emin, mantissa_bits, max_value, max_value)
-
-
-@numba.njit(cache=True, parallel=True)
-def _k_fp_cast(
-    x: np.ndarray, out: np.ndarray, emin: int, mantissa_bits: int, max_value: float, over: float
-) -> None:
-    for i in numba.prange(x.size):
-        out[i] = k_fp_round_to(np.float64(x[i]), emin, mantissa_bits, max_value, over)
-
-
-def _as_float32(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def fp_cast_reference(
-    x: np.ndarray,
-    exponent_bits: int,
-    mantissa_bits: int,
-    style: FpStyle,
-    overflow: Overflow = Overflow.SATURATE,
-) -> np.ndarray:
-    """Plain numpy twin of :func:`fp_cast`."""
-    p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
-    x = _as_float32(x)
-    over = overflow_value(p, style, overflow)
-    return fp_round_reference(x.astype(np.float64), p, over).astype(np.float32)
-
-
-def fp_cast(
-    x: np.ndarray,
-    exponent_bits: int,
-    mantissa_bits: int,
-    style: FpStyle,
-    overflow: Overflow = Overflow.SATURATE,
-) -> np.ndarray:
-    """Cast float32 values onto the ExMy grid (round to nearest even).
-
-    Returns float32 values of the grid (every ExMy with E <= 8, M <= 23 fits in float32). NaN
-    stays NaN; the sign of zero is kept. A value that rounds beyond the largest finite one
-    (+-inf included) saturates to +-max, or with ``overflow='inf'`` becomes +-inf (NaN for
-    fp_style 'fn'), as an IEEE cast: fp16 overflows from 65520 = 65504 + half its last step
-    on. Equal bit for bit to ml_dtypes' casts (of the input clipped to +-max when saturating).
-    With M = 0 (powers of two) a tie between 2^e and 2^(e+1) goes up, as ml_dtypes' e8m0 does.
-    """
-    p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
-    x = _as_float32(x)
-    out = np.empty_like(x)
-    over = overflow_value(p, style, overflow)
-    _k_fp_cast(x.reshape(-1), out.reshape(-1), p.emin, p.mantissa_bits, p.max_value, over)
-    return out
 
 
 def _fp_positive_values(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> np.ndarray:
@@ -446,7 +372,8 @@ def optimal_rms_constant(stage: Quantize) -> float:
 
     A log-spaced search of the position of the largest level (0.05 to 20 sigma), then each of
     the best few local minima refined: by a root of the exact slope bracketed by the search's
-    neighbouring points (enumerable grids), or a bounded Brent search (fp32-like grids).
+    neighbouring points (enumerable grids), or a bounded Brent search (fp32-like grids). Each
+    grid is searched once per machine and remembered (:mod:`gmse_cli.memo`).
     """
     _check_fixed_scale_grid(stage, "optimal_rms_constant")
     return _optimal_constant(_grid_key(stage))
@@ -454,6 +381,13 @@ def optimal_rms_constant(stage: Quantize) -> float:
 
 @cache
 def _optimal_constant(key: _GridKey) -> float:
+    # A pure function of the grid (and this module's version), searched once per machine.
+    plain = [k.value if isinstance(k, enum.Enum) else k for k in key]
+    text = json.dumps({"grids": ALGORITHM_VERSION, "grid": plain}, sort_keys=True)
+    return remembered("optimal-rms", text, lambda: _search_optimal_constant(key))
+
+
+def _search_optimal_constant(key: _GridKey) -> float:
     top = grid_max(_key_stage(key))
     fine = _enumerable(key) and len(_key_levels(key)) > _FINE_GRID_LEVELS
     c = np.geomspace(*_CLIP_RANGE, _FINE_GRID_POINTS if fine else _CLIP_POINTS) / top

@@ -99,7 +99,6 @@ class SampleBank:
         self._norms: dict[int, np.ndarray] = {}
         self._held = max(1, _HELD_ELEMENTS // self.batch_elements)
         self._compress = compressor(backend, device)
-        start_numba_threads()  # before the first kernel: idle OpenMP workers sleep
 
     @property
     def batch_elements(self) -> int:
@@ -109,6 +108,9 @@ class SampleBank:
         """(rows, row_length) float32 samples of batch ``index`` and their per-row ||x||^2."""
         x = self._batches.get(index)
         if x is None:
+            # Before the first kernel (every kernel runs on a batch drawn here): idle OpenMP
+            # workers sleep. Not in __init__: numba's import (0.3 s) waits until a batch is needed.
+            start_numba_threads()
             from gmse_cli.gmse.philox import gaussian_stream, philox_key  # numba: only when drawing
 
             watch_compiles()

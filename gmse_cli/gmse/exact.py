@@ -48,7 +48,7 @@ def exact_gmse(fmt: Format) -> float:
             return float(gaussian_mse(stage, 1.0))
         constant = stage.scale_constant or optimal_rms_constant(stage)
         return float(gaussian_mse(stage, constant))
-    from gmse_cli.compress.sparsity import magnitude_gmse, nm_gmse
+    from gmse_cli.compress.sparsity_gmse import magnitude_gmse, nm_gmse
 
     if stage.pattern is SparsityPattern.MAGNITUDE:
         return float(magnitude_gmse(stage.sparsity))

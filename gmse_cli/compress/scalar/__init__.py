@@ -47,7 +47,7 @@ Per group, all in float64 (so the numba kernel and its numpy twin agree bit for 
 
 4. rounding of v = x / scale, then x_hat = float32(level * scale):
 
-   - fp: RNE onto the ExMy grid, saturating (:func:`~gmse_cli.compress.grids.fp_cast`);
+   - fp: RNE onto the ExMy grid, saturating (:func:`~gmse_cli.compress.fpcast.fp_cast`);
    - int midrise: the nearest of the levels +-(2j + 1) / (2^b - 1), clamped; ties (measure
      zero) away from zero;
    - int signed: clip(rint(v), -(2^(b-1) - 1), 2^(b-1) - 1) (ties to even);

@@ -10,7 +10,8 @@ import numba
 import numpy as np
 
 from gmse_cli.compress.checks import check_input
-from gmse_cli.compress.grids import fp_cast, fp_round_reference
+from gmse_cli.compress.fpcast import fp_cast
+from gmse_cli.compress.grids import fp_round_reference
 from gmse_cli.compress.scalar.double_quant import dq_scales, dq_scales_reference
 from gmse_cli.compress.scalar.mse_rule import k_mse_ratio, mse_ratio_reference, tensor_mse_ratio
 from gmse_cli.compress.scalar.plans import (

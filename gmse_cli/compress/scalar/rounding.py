@@ -14,7 +14,8 @@ import math
 import numba
 import numpy as np
 
-from gmse_cli.compress.grids import fp_round_reference, k_fp_round
+from gmse_cli.compress.fpcast import k_fp_round
+from gmse_cli.compress.grids import fp_round_reference
 from gmse_cli.compress.scalar.plans import ASYM, FP, FULL, MIDRISE, SIGNED, TABLE, TABLE32, Plan
 
 SUM_BLOCK = 16  # squared errors added between two checks of the bound

@@ -14,7 +14,8 @@ import math
 import numba
 import numpy as np
 
-from gmse_cli.compress.grids import fp_round_reference, k_fp_round, k_fp_round_to
+from gmse_cli.compress.fpcast import k_fp_round, k_fp_round_to
+from gmse_cli.compress.grids import fp_round_reference
 from gmse_cli.compress.scalar.plans import (
     ASYM,
     BF16,

@@ -34,7 +34,7 @@ def _validate(stage: VQ, x: np.ndarray, mask: np.ndarray | None) -> tuple[np.nda
 
 def _store_scales(raw: np.ndarray, fmt: ScaleFormat) -> np.ndarray:
     """Effective float32 scales from raw float64 ones, by storage format (the scalar rules)."""
-    from gmse_cli.compress.grids import fp_cast_reference
+    from gmse_cli.compress.fpcast import fp_cast_reference
 
     raw32 = raw.astype(np.float32)
     if fmt is ScaleFormat.FP32:
