@@ -78,15 +78,12 @@ def register(app: typer.Typer) -> None:
         _render(results, diffs)
 
     def _render(results, diffs) -> None:
-        from rich.table import Table
+        from gmse_cli.cli import console
 
-        from gmse_cli.cli.console import out_console
-
-        table = Table(title="Gaussian MSE (95% intervals)", title_justify="left")
-        for col in ("name", "bits/param", "GMSE", "95% CI", "eff. bits", "method", "samples"):
-            table.add_column(col, justify="left" if col in ("name", "method") else "right")
+        columns = ["name", "bits/param", "GMSE", "95% CI", "eff. bits", "method", "samples"]
         if diffs:
-            table.add_column(f"minus {diffs[0].b} (paired 95% CI)", justify="right")
+            columns.append(f"minus {diffs[0].b} (paired 95% CI)")
+        rows = []
         for i, r in enumerate(results):
             ci = f"[{r.ci_low:.5g}, {r.ci_high:.5g}]" if r.std_err > 0 else "exact"
             eff = f"{r.effective_bits:.3f}" if r.effective_bits is not None else "inf"
@@ -94,5 +91,24 @@ def register(app: typer.Typer) -> None:
             if diffs:
                 d = diffs[i]
                 row.append(f"{d.difference:+.4g} [{d.ci_low:+.3g}, {d.ci_high:+.3g}]")
-            table.add_row(*row)
-        out_console.print(table)
+            rows.append(row)
+        title = "Gaussian MSE (95% intervals)"
+        justify = ["left" if col in ("name", "method") else "right" for col in columns]
+        if console.stdout_is_terminal():  # rich fits the table to the terminal's width
+            from rich.table import Table
+
+            table = Table(title=title, title_justify="left")
+            for col, just in zip(columns, justify, strict=True):
+                table.add_column(col, justify=just)
+            for row in rows:
+                table.add_row(*row)
+            console.out_console.print(table)
+            return
+        from gmse_cli.cli.texttable import TextTable, print_lines
+
+        text = TextTable(title)  # piped: plain columns, nothing folded (and 0.1 s less than rich's layout)
+        for col, just in zip(columns, justify, strict=True):
+            text.add_column(col, just)
+        for row in rows:
+            text.add_row(*row)
+        print_lines(text)

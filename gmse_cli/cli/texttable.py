@@ -1,4 +1,4 @@
-"""Compact text tables for the commands people run most (`rank`, `predict`).
+"""Compact text tables for the commands people run most (`rank`, `predict`, `gmse`).
 
 A title line, a header (a cell may span two lines: values narrower than their name keep the
 column narrow), a rule, then the rows: two spaces between columns, no frame, nothing folded or
