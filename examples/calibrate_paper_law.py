@@ -307,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             [r.N for r in runs], [r.D for r in runs],
             provenance=(f"QuEST's {len(runs)} public runs ({args.data.name}), on which A and B were calibrated; "
                         "the paper's own sweep, which gave alpha, beta, E and the quantization curve, spans "
-                        "30M-200M parameters at 50-200 tokens per parameter")),
+                        "30M-200M parameters at 50-200 tokens per parameter; GMSEs: the stages of those runs "
+                        "and of the nine sparsity points the sparsity curve was calibrated on (no VQ run)"),
+            stages=[*(st for r in runs for st in run_stages(r, gmse)), *(p.stages[0] for p in sparsity_points())]),
         draws=draws,
     )
 

@@ -4,6 +4,7 @@ a prediction lies beyond them (an extrapolation its intervals do not account for
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -56,8 +57,10 @@ def test_a_malformed_range_is_refused_naming_it(params, per_param):
 def test_a_law_file_keeps_its_range_and_a_broken_one_is_one_line(tmp_path):
     from gmse_cli.errors import LawError
     from gmse_cli.law import law_to_toml, load_law, save_law, shipped_law
+    from gmse_cli.spec import Family
 
-    law = shipped_law().model_copy(update={"fitted_range": _range(1e6, 2e6, 10.0, 20.0)})
+    fitted = _range(1e6, 2e6, 10.0, 20.0).model_copy(update={"gmse": {Family.SPARSITY: (0.01, 0.5)}})
+    law = shipped_law().model_copy(update={"fitted_range": fitted})
     save_law(law, tmp_path / "mine.toml")
     assert load_law(tmp_path / "mine.toml").fitted_range == law.fitted_range
     text = law_to_toml(law)
@@ -69,6 +72,10 @@ def test_a_law_file_keeps_its_range_and_a_broken_one_is_one_line(tmp_path):
     reversed_.write_text(text.replace("1000000.0,\n    2000000.0,", "2000000.0,\n    1000000.0,"))
     with pytest.raises(LawError, match=r"reversed.toml: .*fitted_range.params = \[2000000.0, 1000000.0\]"):
         load_law(reversed_)
+    noisy = tmp_path / "noisy.toml"
+    noisy.write_text(text.replace("0.01,\n    0.5,", "0.0,\n    0.5,"))
+    with pytest.raises(LawError, match=r"noisy.toml: .*fitted_range.gmse.sparsity = \[0.0, 0.5\]"):
+        load_law(noisy)
 
 
 def test_predict_and_rank_flag_a_prediction_beyond_the_fitted_runs(run_cli):
@@ -104,3 +111,57 @@ def test_a_fit_records_the_runs_it_fitted(shared_data):
     assert fitted.params == (min(r.N for r in inside), max(r.N for r in inside))
     assert fitted.tokens_per_param == (min(r.D / r.N for r in inside), max(r.D / r.N for r in inside))
     assert result.to_law("mine").fitted_range == fitted
+
+
+def test_the_shipped_law_records_the_gmses_its_curves_were_fitted_at():
+    from scipy.special import ndtri
+
+    from gmse_cli.law import shipped_law
+    from gmse_cli.spec import Family
+
+    ranges = shipped_law().fitted_range.gmse
+    # The noisiest quantizer fitted: QuEST's 1-bit grid at its optimal scale, sign(x) sqrt(2/pi).
+    assert ranges[Family.QUANTIZATION][1] == pytest.approx(1 - 2 / math.pi, rel=1e-12)
+    # The sparsest point the sparsity curve was calibrated on: 90% magnitude pruning, closed form.
+    t = ndtri(0.95)
+    assert ranges[Family.SPARSITY][1] == pytest.approx(0.9 - 2 * t * math.exp(-t * t / 2) / math.sqrt(2 * math.pi),
+                                                       rel=1e-12)
+    assert Family.VQ not in ranges  # no VQ run backs the VQ curve
+
+
+def test_beyond_gmse_names_a_missing_family_or_a_noisier_stage():
+    from gmse_cli.law import FittedRange
+    from gmse_cli.spec import Family
+
+    fitted = FittedRange(params=(1e6, 2e6), tokens_per_param=(10.0, 20.0), runs=3, provenance="test",
+                         gmse={Family.QUANTIZATION: (1e-4, 0.2)})
+    assert fitted.beyond_gmse([(Family.QUANTIZATION, 0.2), (Family.QUANTIZATION, 1e-9), (Family.NONE, 0.5)]) is None
+    assert fitted.beyond_gmse([(Family.QUANTIZATION, 0.3)]) == "quantization GMSE 0.3 is above the largest fitted (0.2)"
+    assert fitted.beyond_gmse([(Family.VQ, 0.01), (Family.VQ, 0.02)]) == "no fitted run had a vq stage"
+    unrecorded = fitted.model_copy(update={"gmse": None})
+    assert unrecorded.beyond_gmse([(Family.VQ, 0.01)]) is None
+
+
+def test_rank_flags_rows_whose_capacity_no_fitted_run_backs(run_cli):
+    rows = json.loads(run_cli("rank", "int4", "e8p", "vq2-b4", "block16-95", "--json").stdout)["results"]
+    flags = {r["name"]: r["beyond_fitted_gmse"] for r in rows}
+    assert flags["int4"] is None
+    assert flags["e8p"] == flags["vq2-b4"] == "no fitted run had a vq stage"
+    assert flags["block16-95"].startswith("sparsity GMSE ")
+    text = run_cli("rank", "int4", "e8p", "vq2-b4").stdout
+    assert "! e8p, vq2-b4: capacity read beyond the law's fitted runs, no fitted run had a vq stage" in text
+
+
+def test_a_fit_records_the_gmses_of_the_stages_it_fitted(shared_data):
+    from gmse_cli.fit import fit
+    from gmse_cli.law import shipped_law
+    from gmse_cli.runs import load_runs
+    from gmse_cli.spec import Family
+
+    runs = load_runs([shared_data / "quest_runs.json"])
+    ranges = fit(runs, model="unified", bootstrap=0, seed=0, loso=False, profile=False,
+                 base_law=shipped_law()).fitted_range.gmse
+    assert ranges[Family.QUANTIZATION][1] == pytest.approx(1 - 2 / math.pi, rel=1e-12)
+    # QuEST's only sparse runs prune pairs 2:4 (FourEight): 5/24 of the energy, closed form.
+    assert ranges[Family.SPARSITY] == pytest.approx((5 / 24, 5 / 24), rel=1e-12)
+    assert Family.VQ not in ranges

@@ -318,19 +318,31 @@ def rank_table(rows, *, wide: bool = False):
 
 
 def print_trust_flags(rows) -> None:
-    """One line per distinct reason the rows marked ! lie outside the law's validated domain,
-    and one line when N or D/N lies beyond the runs the law was fitted on (every row shares them)."""
+    """One line per distinct reason the rows marked ! lie outside the law's validated domain, one
+    per distinct reason rows read a capacity beyond the law's fitted stages, and one when N or
+    D/N lies beyond the law's fitted runs (every row shares them)."""
     flagged: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         if r.outside_domain:
             flagged.setdefault((r.outside_domain, r.evidence or ""), []).append(r.name)
     for (reason, evidence), names in flagged.items():
-        who = ", ".join(names) if len(names) <= 3 else f"{len(names)} rows"
+        who = _who(names)
         print_flag(f"{who}: outside the law's validated domain, {reason}, which GMSE cannot see; {evidence}")
+    extrapolated: dict[str, list[str]] = {}
+    for r in rows:
+        if r.beyond_fitted_gmse:
+            extrapolated.setdefault(r.beyond_fitted_gmse, []).append(r.name)
+    for reason, names in extrapolated.items():
+        who = _who(names)
+        print_flag(f"{who}: capacity read beyond the law's fitted runs, {reason}")
     beyond = next((r.beyond_fitted_range for r in rows if r.beyond_fitted_range), None)
     if beyond:
         print_flag(f"beyond the runs the law was fitted on: {beyond}; there the law extrapolates, and its "
                    "intervals do not account for it")
+
+
+def _who(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} rows ({', '.join(names[:2])}, ...)"
 
 
 def prediction_tables(pred, law) -> list:

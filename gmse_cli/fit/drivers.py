@@ -380,7 +380,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         bootstrap=bootstrap, bootstrap_failed=failed, starts=n_starts, converged=True, seed=seed,
         data_files=list(data_files) or sorted({r.source for r in runs if r.source}), notes=notes,
         n_fitted=int(train.sum()), prior=None if not prior else _describe_prior(prior),
-        fitted_range=_fitted_range(runs, train, data_files),
+        fitted_range=_fitted_range(runs, train, data_files, stages_of_run),
         drift=None if model == "dense" else run_drift(runs, implied, logrho, train),
         **heldout_fields(heldout, model),
         draws=draws if model == "unified" else None, scheme_weighted=weigh_schemes,
@@ -388,10 +388,11 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     return LossFit(result, replicates, problem, full_starts, x, schemes, of_run, reference, train, W1, refitter)
 
 
-def _fitted_range(runs, train, data_files) -> FittedRange:
+def _fitted_range(runs, train, data_files, stages_of_run) -> FittedRange:
     fitted = [r for r, t in zip(runs, train, strict=True) if t]
     files = ", ".join(data_files) or ", ".join(sorted({r.source for r in fitted if r.source})) or "runs given in memory"
-    return fitted_range_of([r.N for r in fitted], [r.D for r in fitted],
+    stages = None if stages_of_run is None else [st for sts, t in zip(stages_of_run, train, strict=True) if t for st in sts]
+    return fitted_range_of([r.N for r in fitted], [r.D for r in fitted], stages=stages,
                            provenance=f"the {len(fitted)} runs this law was fitted on ({files})")
 
 

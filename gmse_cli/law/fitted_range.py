@@ -6,20 +6,28 @@ its intervals (from the constants' uncertainty) do not know that the law's own f
 unverified there. The capacity itself drifts with N and with D/N on published runs (``uscl fit``
 reports the drift), so a capacity read far outside the fitted range inherits that drift.
 
+The same holds for a capacity curve read at a GMSE beyond the stages it was fitted on, and
+most of all for a family no fitted run had (the shipped law's VQ curve is the quantization
+curve, copied: no VQ run backs it). Only GMSEs *above* the largest fitted one are flagged:
+below the smallest the curve is flat (tanh saturated; int8 is at 0.989 L already), so less
+error cannot mislead by much.
+
 A law file records the range in ``[fitted_range]`` (``uscl fit --out`` writes it from the runs
-it fitted); ``uscl rank`` and ``uscl predict`` say in one line when N or D/N lies beyond it.
+it fitted); ``uscl rank`` and ``uscl predict`` say in one line when N or D/N lies beyond it,
+and when a stage's capacity is read beyond its family's fitted GMSEs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pydantic import Field, model_validator
 
 from gmse_cli.counts import si
 from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
+from gmse_cli.spec import Family
 
 __all__ = ["FittedRange", "fitted_range_of"]
 
@@ -34,13 +42,19 @@ class FittedRange(Frozen):
     tokens_per_param: tuple[float, float] = Field(description="[smallest, largest] D/N of the fitted runs")
     runs: int = Field(ge=1, description="how many runs")
     provenance: str = Field(min_length=1, description="which runs")
+    gmse: dict[Family, tuple[float, float]] | None = Field(
+        default=None, description="per lossy family, [smallest, largest] stage GMSE of the fitted runs (a family "
+                                  "absent: no fitted run had it); None: not recorded")
 
     @model_validator(mode="after")
     def _check(self) -> FittedRange:
-        for key in ("params", "tokens_per_param"):
-            low, high = getattr(self, key)
+        pairs = [(key, getattr(self, key)) for key in ("params", "tokens_per_param")]
+        pairs += [(f"gmse.{family.value}", pair) for family, pair in (self.gmse or {}).items()]
+        for key, (low, high) in pairs:
             if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
                 raise LawError(f"fitted_range.{key} = [{low}, {high}] must be two positive finite numbers, low first")
+        if self.gmse and Family.NONE in self.gmse:
+            raise LawError("fitted_range.gmse: 'none' is no lossy family")
         return self
 
     def beyond(self, params: float, tokens: float) -> str | None:
@@ -58,21 +72,58 @@ class FittedRange(Frozen):
             return None
         return "; ".join(reasons)
 
+    def beyond_gmse(self, stages: Iterable[tuple[Family, float]]) -> str | None:
+        """Why a capacity read at these (family, GMSE) stages lies beyond the fitted stages:
+        a family no fitted run had, or a GMSE above its family's largest; None otherwise."""
+        if self.gmse is None:
+            return None
+        reasons: list[str] = []
+        for family, value in stages:
+            family = Family(family)
+            if family is Family.NONE:
+                continue
+            if family not in self.gmse:
+                reason = f"no fitted run had a {family.value} stage"
+            elif value > self.gmse[family][1] * (1 + _EDGE):
+                high = self.gmse[family][1]
+                reason = f"{family.value} GMSE {value:.3g} is above the largest fitted ({high:.3g})"
+            else:
+                continue
+            if reason not in reasons:
+                reasons.append(reason)
+        return "; ".join(reasons) or None
+
     def describe(self) -> str:
         """``104 runs, N 30.5M-822M, D/N 24.32-100.9``."""
         (n_low, n_high), (t_low, t_high) = self.params, self.tokens_per_param
         return f"{self.runs} runs, N {si(n_low)}-{si(n_high)}, D/N {t_low:.4g}-{t_high:.4g}"
 
 
-def fitted_range_of(params: Sequence[float], tokens: Sequence[float], provenance: str) -> FittedRange:
-    """The range of runs with these N and D (one entry per run)."""
+def fitted_range_of(
+    params: Sequence[float],
+    tokens: Sequence[float],
+    provenance: str,
+    stages: Iterable[tuple[Family, float]] | None = None,
+) -> FittedRange:
+    """The range of runs with these N and D (one entry per run) and, if given, the (family,
+    GMSE) of every lossy stage of them (lossless ones, GMSE 0 or family none, are skipped)."""
     if len(params) == 0 or len(params) != len(tokens):
         raise LawError(f"a fitted range needs one N and one D per run (got {len(params)} and {len(tokens)})")
     per_param = [d / n for n, d in zip(params, tokens, strict=True)]
+    gmse: dict[Family, tuple[float, float]] | None = None
+    if stages is not None:
+        gmse = {}
+        for family, value in stages:
+            family = Family(family)
+            if family is Family.NONE or not value > 0:
+                continue
+            low, high = gmse.get(family, (value, value))
+            gmse[family] = (min(low, float(value)), max(high, float(value)))
     return FittedRange(
         params=(float(min(params)), float(max(params))),
         tokens_per_param=(float(min(per_param)), float(max(per_param))),
         runs=len(params),
         provenance=provenance,
+        gmse=gmse,
     )
 

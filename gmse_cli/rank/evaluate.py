@@ -207,6 +207,8 @@ def evaluate_all(
             outside_domain=(reason := outside_domain(scheme)),
             evidence=evidence_line(scheme.activations) if reason else None,
             beyond_fitted_range=beyond,
+            beyond_fitted_gmse=(law.fitted_range.beyond_gmse((s.family, s.gmse) for s in stages)
+                                if law.fitted_range is not None else None),
             stages=tuple(stages),
             params_term=_finite(law.A.value * (params * rho) ** -law.alpha.value) if rho > 0 else None,
             data_term=data_term,

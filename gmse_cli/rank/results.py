@@ -81,6 +81,9 @@ class Outcome(Frozen):
     beyond_fitted_range: str | None = Field(
         default=None, description="how N or D/N lies beyond the runs the law was fitted on (None: within them, "
                                   "or the law records no range)")
+    beyond_fitted_gmse: str | None = Field(
+        default=None, description="why a stage's capacity is read beyond the fitted runs' stages (a family none of "
+                                  "them had, or a GMSE above its family's largest); None: within them, or not recorded")
 
 
 class RankRow(Outcome):
