@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.inputs import exists
+from gmse_cli.seeds import MAX_SEED
 
 __all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
            "MAX_HADAMARD_BLOCK", "MAX_BOOTSTRAP"]
@@ -28,8 +29,6 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 # callbacks attached by :func:`attach_validators` when the application is built): a bad value
 # is one line naming the option, before any file is read or any allocation made.
 
-MAX_SEED = 2**63 - 1
-"""Seeds are 0 .. 2**63 - 1 (numpy's and torch's generators take them all)."""
 MAX_VOCAB_SIZE = 1 << 20
 """The largest BPE vocabulary ``uscl tokenizer train`` builds (1,048,576 tokens)."""
 MIN_VOCAB_SIZE = 258

@@ -23,6 +23,7 @@ from gmse_cli.fit.problem import Problem
 from gmse_cli.fit.resampling import bootstrap_weights, constant_estimates, refit_replicates
 from gmse_cli.fit.results import CapacityFit, CapacityPoint, FamilyFit
 from gmse_cli.fit.stages import stage_structure
+from gmse_cli.seeds import check_seed
 from gmse_cli.spec import Family
 
 __all__ = ["fit_capacity"]
@@ -63,7 +64,7 @@ def fit_capacity(
     for p in points:
         if not (math.isfinite(p.rho) and p.rho > 0):
             raise FitError(f"capacity point '{p.name}': rho = {p.rho} must be positive")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     families = sorted({Family(f).value for p in points for f, _ in p.stages})
     if not families:
         raise FitError("capacity fit: no point has a lossy stage")

@@ -98,6 +98,7 @@ from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure
 from gmse_cli.law.domain import DOMAIN, outside_domain
 from gmse_cli.law.fitted_range import FittedRange, fitted_range_of
 from gmse_cli.runs import Run
+from gmse_cli.seeds import check_seed
 from gmse_cli.spec import Family, Format
 
 __all__ = ["fit", "fit_loss_model", "DOMAIN_MODELS", "LossFit", "domain_mask"]
@@ -155,6 +156,7 @@ def fit(
     """
     delta = DEFAULT_HUBER_DELTA if huber_delta is None else float(huber_delta)
     validate_options(model, delta, bootstrap)
+    seed = check_seed(seed)
     runs = list(runs)
     prior_spec = resolve_prior(prior)
     train = domain_mask(runs) if model in DOMAIN_MODELS and not fit_outside else np.ones(len(runs), dtype=bool)

@@ -22,6 +22,7 @@ from gmse_cli.gmse.exact import exact_gmse, has_exact
 from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
 from gmse_cli.progress import task
+from gmse_cli.seeds import check_seed
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, resolve_format
 
 __all__ = [
@@ -93,6 +94,7 @@ def estimate_gmse(
     gave it (``table``, ``cache``, ``exact`` or ``monte-carlo``).
     """
     _validate(rel_err, row_length, method, max_samples, cache)
+    seed = check_seed(seed)
     resolved = [resolve_format(f) for f in formats]
     for fmt in resolved:
         fmt.check_row_length(row_length)

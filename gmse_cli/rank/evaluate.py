@@ -44,6 +44,7 @@ from gmse_cli.law import (
     tensor_parts,
 )
 from gmse_cli.rank.results import DEFAULT_TOKENS_PER_PARAM, Prediction, StageRow
+from gmse_cli.seeds import check_seed
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, Scheme, resolve_format
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ def evaluate_all(
     Keywords as in :func:`~gmse_cli.rank.rank`, all required here (the entry points fill in
     the defaults).
     """
+    seed = check_seed(seed)
     law = resolve_law(law)
     params, tokens = _resolve_scale(params, tokens)
     if not 0 < level < 1:

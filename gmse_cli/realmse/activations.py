@@ -64,6 +64,7 @@ from gmse_cli.realmse.report import (
     plan_targets,
     resolve_law,
 )
+from gmse_cli.seeds import check_seed
 from gmse_cli.spec import Format
 
 __all__ = [
@@ -253,6 +254,7 @@ def measure_activations(
     bad formats or options and :class:`BackendMissing` without torch and transformers.
     """
     check_sampling(sample, 1)
+    seed = check_seed(seed)
     for name, value, low in (("tokens", tokens, 1), ("context", context, 2), ("batch size", batch_size, 1)):
         if value < low:
             raise SpecError(f"{name} {value} must be at least {low}")

@@ -23,6 +23,7 @@ from gmse_cli.realmse.measure import (
     check_sampling,
     measure_layers,
 )
+from gmse_cli.seeds import check_seed
 from gmse_cli.spec import Family, Format, Overflow, Quantize, Rotate, ScaleRule, resolve_format
 
 __all__ = [
@@ -327,6 +328,7 @@ def measure_mse(
     fits no selected layer.
     """
     check_sampling(sample, chunk_bytes)
+    seed = check_seed(seed)
     plan = plan_targets(formats, hadamard=hadamard, hadamard_block=hadamard_block, warn=warn)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
     layers = select_layers(ckpt, include=include, exclude=exclude)

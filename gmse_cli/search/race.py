@@ -31,6 +31,7 @@ from gmse_cli.search.evaluate import CheckpointEvaluator, Evaluator, GaussianEva
 from gmse_cli.search.frontier import Entry, Frontier, capacity_slope, pareto_frontier, thin
 from gmse_cli.search.results import SearchPoint, SearchResult, StagePoint, compare_catalog
 from gmse_cli.search.space import Pool, SearchSpace, build_pool
+from gmse_cli.seeds import check_seed
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format
 
 Progress = Callable[[str, int, int], None] | None
@@ -294,6 +295,7 @@ def search_formats(
     (``"refresh"``), or computed without the cache (``"off"``).
     """
     _validate(budget, rel_err, z, rows_per_layer, min_gain)
+    seed = check_seed(seed)
     start = time.perf_counter()
     from gmse_cli.realmse import resolve_law
 

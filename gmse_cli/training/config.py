@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from gmse_cli.errors import DataError, SpecError, TrainError
 from gmse_cli.frozen import Frozen, FrozenInput
 from gmse_cli.inputs import exists
+from gmse_cli.seeds import MAX_SEED
 from gmse_cli.spec import Format, resolve_format
 from gmse_cli.training.presets import ModelPreset, get_preset
 
@@ -161,7 +162,7 @@ class RunConfig(FrozenInput):
     weights: Format = Field(default_factory=lambda: resolve_format("fp32"))
     activations: Format | None = None
     tokens_per_param: float = Field(gt=0)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     context: int = Field(default=None, ge=8, description="sequence length; None = the preset's (paper: 512)")
     batch_size: int = Field(
         default=None, ge=1, description="sequences per optimizer step over all ranks; None = the preset's"

@@ -1,0 +1,39 @@
+"""Every library entry point that takes a seed checks it once, by name: a bool, a float, text or
+a number outside 0 .. 2**63 - 1 (what numpy's and torch's generators both take) is one clear
+error, not a numpy traceback or a silently different stream."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, True, "3", None])
+@pytest.mark.parametrize("entry", ["estimate_gmse", "SampleBank", "predict", "rank", "fit", "fit_capacity",
+                                   "search_formats"])
+def test_a_bad_seed_is_one_error_naming_it(entry, seed):
+    from gmse_cli.errors import SpecError
+    from gmse_cli.fit import fit, fit_capacity
+    from gmse_cli.gmse import SampleBank, estimate_gmse
+    from gmse_cli.rank import predict, rank
+    from gmse_cli.search import search_formats
+
+    calls = {
+        "estimate_gmse": lambda: estimate_gmse(["nvfp4"], seed=seed),
+        "SampleBank": lambda: SampleBank(seed=seed),
+        "predict": lambda: predict("int4", 1e8, 1e10, seed=seed),
+        "rank": lambda: rank(["nvfp4"], params=1e8, tokens=1e10, seed=seed),
+        "fit": lambda: fit([], seed=seed),
+        "fit_capacity": lambda: fit_capacity([], seed=seed),
+        "search_formats": lambda: search_formats(4.0, seed=seed),
+    }
+    with pytest.raises(SpecError, match=r"^seed = .* must be a whole number from 0 to 2\*\*63 - 1$"):
+        calls[entry]()
+
+
+def test_the_largest_seed_and_numpy_integers_are_seeds():
+    import numpy as np
+
+    from gmse_cli.seeds import MAX_SEED, check_seed
+
+    assert check_seed(MAX_SEED) == 2**63 - 1
+    assert check_seed(np.int64(7)) == 7 and type(check_seed(np.uint8(3))) is int
