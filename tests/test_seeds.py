@@ -1,6 +1,7 @@
-"""Every library entry point that takes a seed checks it once, by name: a bool, a float, text or
-a number outside 0 .. 2**63 - 1 (what numpy's and torch's generators both take) is one clear
-error, not a numpy traceback or a silently different stream."""
+"""Every library entry point that takes a seed or a row length checks it once, by name: a bool, a
+float, text or a number out of range (seeds: 0 .. 2**63 - 1, what numpy's and torch's
+generators both take; rows: 1 .. 2**20) is one clear error, not a numpy traceback or a silently
+different stream."""
 
 from __future__ import annotations
 
@@ -37,3 +38,16 @@ def test_the_largest_seed_and_numpy_integers_are_seeds():
 
     assert check_seed(MAX_SEED) == 2**63 - 1
     assert check_seed(np.int64(7)) == 7 and type(check_seed(np.uint8(3))) is int
+
+
+@pytest.mark.parametrize("row_length", [0, -4, 1.5, float("nan"), True, 2**20 + 1, 10**30])
+def test_a_bad_row_length_is_one_error_naming_it(row_length):
+    from gmse_cli.errors import SpecError
+    from gmse_cli.gmse import SampleBank, estimate_gmse
+    from gmse_cli.rank import predict
+
+    for call in (lambda: estimate_gmse(["nvfp4"], row_length=row_length),
+                 lambda: SampleBank(row_length=row_length),
+                 lambda: predict("int4", 1e8, 1e10, row_length=row_length)):
+        with pytest.raises(SpecError, match=r"row-length .* must be a whole number from 1 to 1,048,576$"):
+            call()

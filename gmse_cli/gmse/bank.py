@@ -18,12 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gmse_cli.errors import SpecError
 from gmse_cli.gmse.backends import compressor
 from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, make_estimate
 from gmse_cli.progress import watch_compiles
 from gmse_cli.seeds import check_seed
-from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format
+from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
 from gmse_cli.threads import start_numba_threads
 
 __all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION"]
@@ -89,8 +88,7 @@ class SampleBank:
         backend: str = "numba",
         device: str = "cpu",
     ) -> None:
-        if row_length < 1:
-            raise SpecError(f"--row-length {row_length} must be positive")
+        check_row_length(row_length, "--row-length")
         self.seed = check_seed(seed)
         self.row_length = row_length
         self.rows_per_batch = max(1, batch_elements // row_length)

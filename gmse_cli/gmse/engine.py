@@ -11,6 +11,7 @@ the default numba backend only: forcing a method or a backend asks for the engin
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
@@ -23,7 +24,7 @@ from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
 from gmse_cli.progress import task
 from gmse_cli.seeds import check_seed
-from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, resolve_format
+from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, check_row_length, resolve_format
 
 __all__ = [
     "Method",
@@ -60,14 +61,13 @@ def _validate(rel_err: float, row_length: int, method: str, max_samples: int, ca
         raise SpecError(f"--rel-err {rel_err} must be a positive number (e.g. 1e-3)")
     if rel_err >= 1:
         raise SpecError(f"--rel-err {rel_err} must be below 1 (it is a relative standard error)")
-    if row_length < 1:
-        raise SpecError(f"--row-length {row_length} must be positive")
+    check_row_length(row_length, "--row-length")
     if method not in ("auto", "exact", "monte-carlo"):
         raise SpecError(f"unknown method '{method}' (expected auto, exact or monte-carlo)")
     if cache not in ("off", "use", "refresh"):
         raise SpecError(f"unknown cache mode '{cache}' (expected off, use or refresh)")
-    if max_samples < 1:
-        raise SpecError(f"max_samples {max_samples} must be positive")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 1:
+        raise SpecError(f"max_samples {max_samples!r} must be a positive whole number")
 
 
 def estimate_gmse(

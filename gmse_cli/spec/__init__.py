@@ -41,6 +41,7 @@ from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
     DQ_BLOCK,
+    MAX_ROW_LENGTH,
     SCALE_FORMAT_BITS,
     Family,
     FpStyle,
@@ -53,11 +54,14 @@ from gmse_cli.spec.vocab import (
     ScaleRule,
     ScaleStats,
     SparsityPattern,
+    check_row_length,
     fp_max,
 )
 
 __all__ = [
     "DEFAULT_ROW_LENGTH",
+    "MAX_ROW_LENGTH",
+    "check_row_length",
     "Family",
     "GridKind",
     "IntStyle",

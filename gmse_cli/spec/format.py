@@ -8,7 +8,12 @@ from pydantic import Field, ValidationError, model_validator
 
 from gmse_cli.errors import SpecError
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
-from gmse_cli.spec.vocab import DEFAULT_ROW_LENGTH, Family, SpecModel
+from gmse_cli.spec.vocab import (
+    DEFAULT_ROW_LENGTH,
+    Family,
+    SpecModel,
+    check_row_length,
+)
 
 __all__ = ["Format", "Scheme", "validate_format", "validation_message"]
 
@@ -122,9 +127,9 @@ class Format(SpecModel):
         return bits
 
     def check_row_length(self, row_length: int) -> None:
-        """Raise :class:`SpecError` if a group, block or dimension does not divide the row."""
-        if row_length < 1:
-            raise SpecError(f"row length {row_length} must be positive")
+        """Raise :class:`SpecError` if a group, block or dimension does not divide the row (or
+        the row length is no whole number from 1 to :data:`MAX_ROW_LENGTH`)."""
+        check_row_length(row_length)
         for stage in self.stages:
             stage.check_row_length(row_length)
 

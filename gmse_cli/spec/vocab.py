@@ -5,17 +5,20 @@ Every closed vocabulary is a string enum read case-insensitively (:data:`CaseIns
 
 from __future__ import annotations
 
+import numbers
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
+from gmse_cli.errors import SpecError
 from gmse_cli.frozen import FrozenInput
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
     "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "ScaleRounding",
     "Overflow", "LutRounding", "SparsityPattern", "Granularity", "fp_max", "DQ_BLOCK", "MAX_ROW_LENGTH",
+    "check_row_length",
 ]
 
 DEFAULT_ROW_LENGTH = 4096
@@ -24,6 +27,15 @@ DEFAULT_ROW_LENGTH = 4096
 MAX_ROW_LENGTH = 1 << 20
 """The longest row (input dimension) any command accepts: 1,048,576, four times the widest
 linear layer of today's largest models; a sample bank holds a few such rows, never gigabytes."""
+
+
+def check_row_length(row_length: object, what: str = "row length") -> int:
+    """``row_length`` as an int, or one :class:`SpecError` naming it (a whole number from 1 to
+    :data:`MAX_ROW_LENGTH`: no bool, float or text)."""
+    if isinstance(row_length, bool) or not isinstance(row_length, numbers.Integral) or not (
+            1 <= row_length <= MAX_ROW_LENGTH):
+        raise SpecError(f"{what} {row_length!r} must be a whole number from 1 to {MAX_ROW_LENGTH:,}")
+    return int(row_length)
 
 
 class SpecModel(FrozenInput):
