@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.inputs import exists
-from gmse_cli.seeds import MAX_SEED
+from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED
 
 __all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
            "MAX_HADAMARD_BLOCK", "MAX_BOOTSTRAP"]
@@ -35,8 +35,6 @@ MIN_VOCAB_SIZE = 258
 """256 byte tokens, <|endoftext|> and at least one merge."""
 MAX_HADAMARD_BLOCK = 1 << 20
 """The largest Hadamard block (a row length's limit)."""
-MAX_BOOTSTRAP = 100_000
-"""Bootstrap refits of ``uscl fit`` (more adds nothing to a printed interval, as for --draws)."""
 
 
 def _fail(message: str) -> None:

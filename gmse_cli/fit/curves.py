@@ -23,7 +23,7 @@ from gmse_cli.fit.problem import Problem
 from gmse_cli.fit.resampling import bootstrap_weights, constant_estimates, refit_replicates
 from gmse_cli.fit.results import CapacityFit, CapacityPoint, FamilyFit
 from gmse_cli.fit.stages import stage_structure
-from gmse_cli.seeds import check_seed
+from gmse_cli.limits import check_seed
 from gmse_cli.spec import Family
 
 __all__ = ["fit_capacity"]

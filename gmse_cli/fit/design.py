@@ -9,6 +9,7 @@ decoupled capacities, and per family enough distinct GMSE values to fit its capa
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from gmse_cli.errors import FitError
 from gmse_cli.fit.params import FAMILY_KEYS
 from gmse_cli.fit.results import MODELS
+from gmse_cli.limits import MAX_BOOTSTRAP
 from gmse_cli.runs import Run
 from gmse_cli.spec import Family
 
@@ -30,13 +32,25 @@ __all__ = [
 ]
 
 
-def validate_options(model: str, huber_delta: float, bootstrap: int) -> None:
+def validate_options(model: str, huber_delta: float, bootstrap: int, *, bootstrap_starts: int = 1,
+                     capacity_delta: float = 1e-4) -> None:
     if model not in MODELS:
         raise FitError(f"unknown model '{model}' (expected one of {', '.join(MODELS)})")
-    if not (huber_delta > 0 and math.isfinite(huber_delta)):
-        raise FitError(f"--huber-delta {huber_delta} must be a positive number (1e-3 is Chinchilla's)")
-    if bootstrap < 0:
-        raise FitError(f"--bootstrap {bootstrap} must not be negative")
+    for name, value in (("--huber-delta", huber_delta), ("capacity Huber delta", capacity_delta)):
+        if not (_real(value) and value > 0 and math.isfinite(value)):
+            raise FitError(f"{name} {value!r} must be a positive number (1e-3 is Chinchilla's)")
+    if not (_whole(bootstrap) and 0 <= bootstrap <= MAX_BOOTSTRAP):
+        raise FitError(f"--bootstrap {bootstrap!r} must be a whole number from 0 to {MAX_BOOTSTRAP:,}")
+    if not (_whole(bootstrap_starts) and 1 <= bootstrap_starts <= 1000):
+        raise FitError(f"bootstrap_starts {bootstrap_starts!r} must be a whole number from 1 to 1000")
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_runs(runs: Sequence[Run], model: str, n_free: int, *, law_free: Sequence[str]) -> None:

@@ -97,8 +97,8 @@ from gmse_cli.fit.results import (
 from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure
 from gmse_cli.law.domain import DOMAIN, outside_domain
 from gmse_cli.law.fitted_range import FittedRange, fitted_range_of
+from gmse_cli.limits import check_seed
 from gmse_cli.runs import Run
-from gmse_cli.seeds import check_seed
 from gmse_cli.spec import Family, Format
 
 __all__ = ["fit", "fit_loss_model", "DOMAIN_MODELS", "LossFit", "domain_mask"]
@@ -154,8 +154,9 @@ def fit(
     - ``profile``: profile-likelihood intervals for alpha and E.
     - ``progress``: a progress bar on stderr for the held-out refits.
     """
-    delta = DEFAULT_HUBER_DELTA if huber_delta is None else float(huber_delta)
-    validate_options(model, delta, bootstrap)
+    delta = DEFAULT_HUBER_DELTA if huber_delta is None else huber_delta
+    validate_options(model, delta, bootstrap, bootstrap_starts=bootstrap_starts, capacity_delta=capacity_delta)
+    delta = float(delta)
     seed = check_seed(seed)
     runs = list(runs)
     prior_spec = resolve_prior(prior)

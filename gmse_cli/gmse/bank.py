@@ -20,8 +20,8 @@ import numpy as np
 
 from gmse_cli.gmse.backends import compressor
 from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, make_estimate
+from gmse_cli.limits import check_seed
 from gmse_cli.progress import watch_compiles
-from gmse_cli.seeds import check_seed
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
 from gmse_cli.threads import start_numba_threads
 

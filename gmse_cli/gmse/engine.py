@@ -22,8 +22,8 @@ from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
 from gmse_cli.gmse.exact import exact_gmse, has_exact
 from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
+from gmse_cli.limits import check_seed
 from gmse_cli.progress import task
-from gmse_cli.seeds import check_seed
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, check_row_length, resolve_format
 
 __all__ = [

@@ -43,8 +43,8 @@ from gmse_cli.law import (
     sample_law,
     tensor_parts,
 )
+from gmse_cli.limits import check_seed
 from gmse_cli.rank.results import DEFAULT_TOKENS_PER_PARAM, Prediction, StageRow
-from gmse_cli.seeds import check_seed
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, Scheme, resolve_format
 
 if TYPE_CHECKING:

@@ -48,6 +48,7 @@ from pydantic import Field
 
 from gmse_cli.errors import BackendMissing, DataError, SpecError
 from gmse_cli.frozen import Frozen
+from gmse_cli.limits import check_seed
 from gmse_cli.progress import task
 from gmse_cli.realmse.layers import DEFAULT_EXCLUDE, RowSample, locality, matches, stratified_rows
 from gmse_cli.realmse.measure import (
@@ -64,7 +65,6 @@ from gmse_cli.realmse.report import (
     plan_targets,
     resolve_law,
 )
-from gmse_cli.seeds import check_seed
 from gmse_cli.spec import Format
 
 __all__ = [

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from gmse_cli.errors import LawError, SpecError
+from gmse_cli.limits import check_seed
 from gmse_cli.search.evaluate import CheckpointEvaluator, Evaluator, GaussianEvaluator
 from gmse_cli.search.frontier import Entry, Frontier, capacity_slope, pareto_frontier, thin
 from gmse_cli.search.results import SearchPoint, SearchResult, StagePoint, compare_catalog
 from gmse_cli.search.space import Pool, SearchSpace, build_pool
-from gmse_cli.seeds import check_seed
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format
 
 Progress = Callable[[str, int, int], None] | None

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from gmse_cli.errors import DataError, SpecError, TrainError
 from gmse_cli.frozen import Frozen, FrozenInput
 from gmse_cli.inputs import exists
-from gmse_cli.seeds import MAX_SEED
+from gmse_cli.limits import MAX_SEED
 from gmse_cli.spec import Format, resolve_format
 from gmse_cli.training.presets import ModelPreset, get_preset
 

@@ -1,4 +1,9 @@
-"""Seeds: whole numbers from 0 to 2**63 - 1 (what numpy's and torch's generators both take)."""
+"""Limits of inputs that several rooms share, and their checks (the README's "Limits").
+
+Seeds are whole numbers from 0 to 2**63 - 1 (what numpy's and torch's generators both take);
+bootstrap refits at most :data:`MAX_BOOTSTRAP`. On the ground floor, so that the command line
+checks its options against the same numbers without importing the library.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ import numbers
 
 from gmse_cli.errors import SpecError
 
-__all__ = ["MAX_SEED", "check_seed"]
+__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "check_seed"]
 
 MAX_SEED = 2**63 - 1
+
+MAX_BOOTSTRAP = 100_000
+"""Bootstrap refits of a fit (more adds nothing to a printed interval, as for --draws)."""
 
 
 def check_seed(seed: object, what: str = "seed") -> int:

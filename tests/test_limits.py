@@ -34,7 +34,7 @@ def test_a_bad_seed_is_one_error_naming_it(entry, seed):
 def test_the_largest_seed_and_numpy_integers_are_seeds():
     import numpy as np
 
-    from gmse_cli.seeds import MAX_SEED, check_seed
+    from gmse_cli.limits import MAX_SEED, check_seed
 
     assert check_seed(MAX_SEED) == 2**63 - 1
     assert check_seed(np.int64(7)) == 7 and type(check_seed(np.uint8(3))) is int
@@ -51,3 +51,16 @@ def test_a_bad_row_length_is_one_error_naming_it(row_length):
                  lambda: predict("int4", 1e8, 1e10, row_length=row_length)):
         with pytest.raises(SpecError, match=r"row-length .* must be a whole number from 1 to 1,048,576$"):
             call()
+
+
+@pytest.mark.parametrize(("option", "value", "named"), [
+    ("bootstrap", 1.5, "--bootstrap 1.5"), ("bootstrap", True, "--bootstrap True"),
+    ("bootstrap", 10**6, "--bootstrap 1000000"), ("huber_delta", True, "--huber-delta True"),
+    ("huber_delta", "x", "--huber-delta 'x'"), ("bootstrap_starts", 0, "bootstrap_starts 0"),
+    ("capacity_delta", float("nan"), "capacity Huber delta nan")])
+def test_a_bad_fit_option_is_one_error_naming_it(option, value, named):
+    from gmse_cli.errors import FitError
+    from gmse_cli.fit import fit
+
+    with pytest.raises(FitError, match=f"^{named} must be"):
+        fit([], model="dense", **{option: value})
