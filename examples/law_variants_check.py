@@ -1,6 +1,7 @@
 """Which change of the unified law (or of its fit) predicts held-out QuEST runs better?
 
     python examples/law_variants_check.py prod harm prod-eqw      # ~1-2 min each
+    python examples/law_variants_check.py --cpu prod prod-nrho    # the same variants on our CPU sweep
 
 An offline companion to ``heldout_model_choice.py`` for law *forms* uscl does not ship. Each
 variant is a torch function of internal parameters (gradients by autograd); the fit and the
@@ -21,21 +22,47 @@ Variants (capacity composition x loss form x fit weights):
   E + (A (N rho)^(-alpha/beta) + B/D)^beta; ``mult`` the whole loss times 1/rho, ``multa``
   times rho^(-alpha); ``mixE`` E rho^(-gamma) as well as N rho; ``tpp`` log rho scaled by
   (D/N)^(-g) (capacity drifting with tokens per parameter);
+- capacity drifting with N (one constant shared by every format; N0 = the geometric mean N of
+  the runs inside the domain): ``nrho`` log rho scaled by (N/N0)^g; ``nlin`` rho^(1 + g
+  log(N/N0)); ``nbits`` the quantization curve's bits scaled by (N/N0)^(-g) (bigger models need
+  more bits); ``nfloor`` N rho + c N0 (a floor of effective parameters); ``nfloorq`` N rho + c
+  N0 (1 - rho) (the floor only where compression loses some);
 - fits: ``eqw`` each scheme's runs weighted 1/n_scheme (every scheme counts once); ``lsq``
   least squares (Huber delta 1); ``mixed`` Gaussian likelihood with a random log-loss offset
   per scheme (sigma and tau fitted by maximum likelihood).
 
 Measured (fit / held out / outside the domain, RMSE of log-loss; none reaches 0.0045 held out):
 prod .0037/.0054/.0201, harm (k = 4.4) .0037/.0053/.0202, prod-eqw .0037/.0048/.0202,
-harm-eqw .0037/.0047/.0203, split .0036/.0069, prod-gammaD .0037/.0076, prod-mixE
-.0035/.0058, prod-tpp .0037/.0061, prod-lsq .0036/.0063, prod-eqw-lsq .0037/.0055, prod-mixed .0036/.0060, corr
-.0086/.0095, sum .0076/.0168, logi .0053/.0116, prod-kaplan .0058/.0159, harm-paperk
+harm-eqw .0037/.0050/.0203 (.0047 in an earlier state of the repository), split .0036/.0069,
+prod-gammaD .0037/.0076, prod-mixE .0035/.0058, prod-tpp .0037/.0061, prod-lsq .0036/.0063,
+prod-eqw-lsq .0037/.0055, prod-mixed .0036/.0060, corr .0086/.0095, sum .0076/.0168, logi .0053/.0116, prod-kaplan .0058/.0159, harm-paperk
 .0111/.0179, inv .0155/.0248, prod-multa .0044/.0179 (the sparse scheme, whose curve is held
 at the shipped law, 0.063), prod-mult .146.
+
+Capacity drifting with N (QuEST fit / held out / outside; then ``--cpu``: fit / held out over
+the CPU sweep's 27 runs inside the domain, leave-one-scheme-out, where prod gives .0071/.0128,
+prod-eqw .0071/.0128, harm-eqw .0071/.0131): prod-nrho .0036/.0078/.0204 (g = 0.012), CPU
+.0042/.0109 (g = 0.65); prod-eqw-nrho .0036/.0075/.0204, CPU .0042/.0125; harm-eqw-nrho
+.0036/.0076/.0211, CPU .0042/.0091; prod-nlin .0036/.0080/.0204, CPU .0036/.0092; prod-eqw-nlin
+.0036/.0080/.0204, CPU .0037/.0100; harm-eqw-nlin .0037/.0104/.0212, CPU .0037/.0100; prod-nbits
+.0037/.0058/.0204 (g = 0.007), CPU .0046/.0098; prod-eqw-nbits .0037/.0051/.0205, CPU
+.0046/.0102; harm-eqw-nbits .0037/.0052/.0206, CPU .0033 fit, one held-out refit diverges (3.6);
+prod-nfloor .0032/.0058/.0201 (c = 0.0048 N0), CPU .0057/.0155; prod-eqw-nfloor
+.0033/.0057/.0201, CPU .0059/.0469; harm-eqw-nfloor .0033/.0057/.0201, CPU .0043/.0181;
+prod-nfloorq .0032/.0058/.0201, CPU .0051/.0179; prod-eqw-nfloorq .0033/.0058/.0201, CPU
+.0053/.0134; harm-eqw-nfloorq .0033/.0059/.0201, CPU .0053/.0182. None beats its base form
+held out on QuEST (prod .0054, prod-eqw .0048, harm-eqw .0050), let alone 0.0045. The drift is found,
+the 1-bit level is not: refit without rotated W1A1, prod-nrho takes g = 0.057 (0.012 with it)
+and W1A1's held-out residual goes from prod's +0.020 (30M) -> +0.005 (822M) to a nearly flat
++0.029 -> +0.022 (the slope right, the level further off); prod-nfloor takes c = 0.018 N0
+(0.0048 with it) and overshoots, -0.031 -> +0.006. On the CPU sweep (D = 8 N at every size, so
+the N and D terms are collinear) nrho, nlin and nbits lower the held-out error while rebuilding
+the loss's N-shape (alpha 0.05 -> 0.45-0.62, E 0 -> 2.3-2.5); the floors raise it.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import sys
@@ -59,34 +86,60 @@ torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
 DELTA = 1e-3
 
-runs = load_runs(REPO.parent / "shared" / "data" / "quest_runs.json")
-inside = domain_mask(runs)
-cache = GmseCache(seed=0)
-stages = [run_stages(r, cache) for r in runs]
-schemes = list(dict.fromkeys(r.scheme for r in runs))
-of = np.array([schemes.index(r.scheme) for r in runs])
-_, of_group = group_labels(stages)
-n = len(runs)
-logN = np.log([r.N for r in runs])
-logD = np.log([r.D for r in runs])
-y = np.log([r.loss for r in runs])
-cN, cD = logN[inside].mean(), logD[inside].mean()  # centering (any constant works; predictions invariant)
-tN, tD, ty = (torch.tensor(v) for v in (logN - cN, logD - cD, y))
+QUEST = REPO.parent / "shared" / "data" / "quest_runs.json"
+CPU = REPO / "examples" / "cpu-law.jsonl"
 law = shipped_law()
 sp = law.families[Family.SPARSITY]
 SP = (math.log(sp.L.value), math.log(sp.F.value), math.log(sp.C.value))
+_cache = GmseCache(seed=0)
 
-# Per run: quantization GMSEs of weights / activations (0 = absent / lossless), sparsity GMSE.
-qw, qa, sg, nq = (np.zeros(n) for _ in range(4))
-for i, st in enumerate(stages):
-    qs = [g for f, g in st if f == Family.QUANTIZATION]
-    ss = [g for f, g in st if f == Family.SPARSITY]
-    nq[i] = len(qs)
-    qw[i] = qs[0] if qs else 0.0
-    qa[i] = qs[1] if len(qs) > 1 else 0.0
-    sg[i] = ss[0] if ss else 0.0
-TPP = torch.tensor(logD - logN - np.mean((logD - logN)[inside]))
-T = {k: torch.tensor(v) for k, v in dict(qw=qw, qa=qa, sg=sg, nq=nq).items()}
+
+class Data:
+    """One results file's runs as the arrays and tensors the variants read."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.runs = runs = load_runs(self.path)
+        self.inside = inside = domain_mask(runs)
+        self.stages = stages = [run_stages(r, _cache) for r in runs]
+        self.schemes = list(dict.fromkeys(r.scheme for r in runs))
+        self.of = np.array([self.schemes.index(r.scheme) for r in runs])
+        _, self.of_group = group_labels(stages)
+        self.n = n = len(runs)
+        logN = np.log([r.N for r in runs])
+        logD = np.log([r.D for r in runs])
+        self.y = np.log([r.loss for r in runs])
+        # centering (any constant works; predictions invariant); N0 = exp(cN): the geometric mean N inside
+        self.cN, self.cD = logN[inside].mean(), logD[inside].mean()
+        self.tN, self.tD = torch.tensor(logN - self.cN), torch.tensor(logD - self.cD)
+        # Per run: quantization GMSEs of weights / activations (0 = absent / lossless), sparsity GMSE.
+        qw, qa, sg, nq = (np.zeros(n) for _ in range(4))
+        for i, st in enumerate(stages):
+            qs = [g for f, g in st if f == Family.QUANTIZATION]
+            ss = [g for f, g in st if f == Family.SPARSITY]
+            nq[i] = len(qs)
+            qw[i] = qs[0] if qs else 0.0
+            qa[i] = qs[1] if len(qs) > 1 else 0.0
+            sg[i] = ss[0] if ss else 0.0
+        self.TPP = torch.tensor(logD - logN - np.mean((logD - logN)[inside]))
+        self.T = {k: torch.tensor(v) for k, v in dict(qw=qw, qa=qa, sg=sg, nq=nq).items()}
+
+    def split_matches_groups(self) -> bool:
+        """Inside the domain, does every scheme form its own GMSE group?"""
+        of, g, ins = self.of, self.of_group, self.inside
+        return all(len(set(g[ins & (of == j)])) == 1 and
+                   (set(np.flatnonzero(g == g[np.flatnonzero(ins & (of == j))[0]])) & set(np.flatnonzero(ins)))
+                   == set(np.flatnonzero(ins & (of == j))) for j in set(of[ins]))
+
+
+_loaded: dict[Path, Data] = {}
+
+
+def data(path: Path = QUEST) -> Data:
+    """The runs of one results file (loaded once)."""
+    if path not in _loaded:
+        _loaded[path] = Data(path)
+    return _loaded[path]
 
 
 def bits(m):
@@ -101,75 +154,112 @@ def curve(logL, logF, logC, m):
     return logL + torch.where(torch.isfinite(b), torch.exp(logC) * lt, torch.zeros_like(lt))
 
 
-def sparse_term(k):
+def sparse_term(d: Data, k):
     s = torch.tensor(SP)
-    v = curve(s[0], s[1], s[2], T["sg"])
-    return torch.where(T["sg"] > 0, v, torch.zeros_like(v)).expand(k, n)
+    v = curve(s[0], s[1], s[2], d.T["sg"])
+    return torch.where(d.T["sg"] > 0, v, torch.zeros_like(v)).expand(k, d.n)
 
 
 class Variant:
-    """names: internal names after the 5 law constants; extra_starts: list of arrays; fixed: {name: value}."""
+    """names: internal names after the 5 law constants; extra_starts: list of arrays; fixed: {name: value}.
+
+    ``drift``: how effective N depends on N beyond N rho (None: it does not; see :meth:`log_neff`).
+    A variant is a description; :meth:`on` binds it to one results file's runs.
+    """
 
     def __init__(self, name, compose="prod", loss="add", extra=(), extra_starts=((),), fixed=None, *,
-                 delta=DELTA, equal_weights=False, all_stages=True):
-        self.name, self.compose, self.loss = name, compose, loss
+                 delta=DELTA, equal_weights=False, all_stages=True, drift=None):
+        self.name, self.compose, self.loss, self.drift = name, compose, loss, drift
         self.names = ("logA", "alpha", "logB", "beta", "logE", "q.logL", "q.logF", "q.logC") + tuple(extra)
         self.extra_starts = [np.array(e, dtype=float) for e in extra_starts]
         self.fixed = dict(fixed or {})
-        self.y = y
         self.delta = delta
-        self.base_w = (len(y) / len(schemes)) / np.bincount(of)[of] if equal_weights else None
+        self.equal_weights = equal_weights
         self.all_stages = all_stages
+        self.bind(data())
+
+    def bind(self, d: Data) -> None:
+        self.d, self.y = d, d.y
+        self.base_w = (d.n / len(d.schemes)) / np.bincount(d.of)[d.of] if self.equal_weights else None
+
+    def on(self, d: Data) -> Variant:
+        """This variant bound to the runs ``d`` (a copy)."""
+        v = copy.copy(self)
+        v.bind(d)
+        return v
+
+    def extra(self, th, name):
+        j = self.names.index(name)
+        return th[:, j:j + 1]
+
+    def log_neff(self, th, lr):
+        """Centered log effective N: log(N rho) - log N0, or a drift of it with N (N0 = geometric mean N)."""
+        tN = self.d.tN
+        if self.drift in (None, "nbits"):
+            return tN + lr
+        if self.drift == "nrho":  # log rho scaled by (N/N0)^g: capacity drifts as a power of N
+            return tN + lr * torch.exp(self.extra(th, "g") * tN)
+        if self.drift == "nlin":  # rho^(1 + g log(N/N0)): the same to first order in log N
+            return tN + lr * (1 + self.extra(th, "g") * tN)
+        if self.drift == "nfloor":  # N rho + c N0: a floor of effective parameters no format removes
+            return torch.logaddexp(tN + lr, self.extra(th, "logc"))
+        if self.drift == "nfloorq":  # N rho + c N0 (1 - rho): the floor only where compression loses some
+            lost = torch.log(torch.clamp(-torch.expm1(lr), min=1e-300))
+            return torch.logaddexp(tN + lr, self.extra(th, "logc") + lost)
+        raise ValueError(self.drift)
 
     def logrho(self, th):
-        k = th.shape[0]
+        d, k = self.d, th.shape[0]
         L, F, C = (th[:, j:j + 1] for j in (5, 6, 7))
+        if self.drift == "nbits":  # the quantization curve's bits scale as (N/N0)^-g: bigger models need more bits
+            F = F - self.extra(th, "g") * d.tN
         if self.compose == "logi":  # rho = 1 / (1 + B m^A) per stage, product over stages
             def lg(m):
                 lm = torch.log(torch.clamp(m, min=1e-300))
                 v = -torch.nn.functional.softplus(F + torch.exp(C) * lm)
                 return torch.where(m > 0, v, torch.zeros_like(v))
-            q = lg(T["qw"]) + torch.where(T["nq"] > 1, lg(T["qa"]), torch.zeros(n))
-            return q + sparse_term(k)
+            q = lg(d.T["qw"]) + torch.where(d.T["nq"] > 1, lg(d.T["qa"]), torch.zeros(d.n))
+            return q + sparse_term(d, k)
         if self.compose == "inv":  # 1/rho - 1 adds over every lossy stage (k = 1 of the harm family)
-            lw, la = curve(L, F, C, T["qw"]), curve(L, F, C, T["qa"])
+            lw, la = curve(L, F, C, d.T["qw"]), curve(L, F, C, d.T["qa"])
             s_ = torch.tensor(SP)
-            ls = curve(s_[0], s_[1], s_[2], T["sg"])
-            inv = torch.exp(-lw) - 1 + torch.where(T["nq"] > 1, torch.exp(-la) - 1, torch.zeros(n))
+            ls = curve(s_[0], s_[1], s_[2], d.T["sg"])
+            inv = torch.exp(-lw) - 1 + torch.where(d.T["nq"] > 1, torch.exp(-la) - 1, torch.zeros(d.n))
             if self.all_stages:
-                inv = inv + torch.where(T["sg"] > 0, torch.exp(-ls) - 1, torch.zeros(n))
+                inv = inv + torch.where(d.T["sg"] > 0, torch.exp(-ls) - 1, torch.zeros(d.n))
                 return -torch.log(1 + inv)
-            return -torch.log(1 + inv) + sparse_term(k)
+            return -torch.log(1 + inv) + sparse_term(d, k)
         if self.compose == "split":  # weights and activations: separate curves
             i = self.names.index("a.logL")
             La, Fa, Ca = (th[:, j:j + 1] for j in (i, i + 1, i + 2))
-            q = curve(L, F, C, T["qw"]) + torch.where(T["nq"] > 1, curve(La, Fa, Ca, T["qa"]), torch.zeros(n))
-            return q + sparse_term(k)
+            q = curve(L, F, C, d.T["qw"]) + torch.where(d.T["nq"] > 1, curve(La, Fa, Ca, d.T["qa"]), torch.zeros(d.n))
+            return q + sparse_term(d, k)
         if self.compose == "prod":
-            q = curve(L, F, C, T["qw"]) + torch.where(T["nq"] > 1, curve(L, F, C, T["qa"]), torch.zeros(n))
+            q = curve(L, F, C, d.T["qw"]) + torch.where(d.T["nq"] > 1, curve(L, F, C, d.T["qa"]), torch.zeros(d.n))
         else:
             if self.compose == "corr":  # 1 - (1-mW)(1-mA)
-                m = 1 - (1 - T["qw"]) * (1 - T["qa"])
+                m = 1 - (1 - d.T["qw"]) * (1 - d.T["qa"])
             elif self.compose == "sum":
-                m = T["qw"] + T["qa"]
+                m = d.T["qw"] + d.T["qa"]
             elif self.compose == "harm":  # rho = (rW^-1/k + rA^-1/k - 1)^-k
                 kk = torch.exp(th[:, self.names.index("logK"):self.names.index("logK") + 1])
-                lw, la = curve(L, F, C, T["qw"]), curve(L, F, C, T["qa"])
+                lw, la = curve(L, F, C, d.T["qw"]), curve(L, F, C, d.T["qa"])
                 two = -kk * torch.log(torch.exp(-lw / kk) + torch.exp(-la / kk) - 1)
-                q = torch.where(T["nq"] > 1, two, lw)
-                return q + sparse_term(k)
+                q = torch.where(d.T["nq"] > 1, two, lw)
+                return q + sparse_term(d, k)
             q = curve(L, F, C, m)
-        return q + sparse_term(k)
+        return q + sparse_term(d, k)
 
     def predict_t(self, th):
         a, alpha, b, beta, e = (th[:, j:j + 1] for j in range(5))
         lr = self.logrho(th)
-        x = tN + lr
+        tN, tD = self.d.tN, self.d.tD
+        x = self.log_neff(th, lr)
         if self.loss == "add":
             return torch.logaddexp(torch.logaddexp(a - alpha * x, b - beta * tD), e)
         if self.loss == "tpp":  # log rho scaled by (tokens per parameter)^-g: capacity drifts with D/N
             g = th[:, self.names.index("g"):self.names.index("g") + 1]
-            x = tN + lr * torch.exp(-g * TPP)
+            x = tN + lr * torch.exp(-g * self.d.TPP)
             return torch.logaddexp(torch.logaddexp(a - alpha * x, b - beta * tD), e)
         if self.loss == "mult":  # the whole loss scaled by 1/rho (rho's curve absorbs any power)
             return torch.logaddexp(torch.logaddexp(a - alpha * tN, b - beta * tD), e) - lr
@@ -193,11 +283,11 @@ class Variant:
     def value_grad(self, theta, weights=None):
         th = torch.tensor(np.atleast_2d(theta), requires_grad=True)
         with np.errstate(all="ignore"):
-            r = self.predict_t(th) - torch.tensor(y)
+            r = self.predict_t(th) - torch.tensor(self.y)
             a = r.abs()
             dl = self.delta
             h = torch.where(a <= dl, 0.5 * r * r, dl * (a - 0.5 * dl))
-            w = torch.ones(1, n) if weights is None else torch.as_tensor(weights)
+            w = torch.ones(1, self.d.n) if weights is None else torch.as_tensor(weights)
             if self.base_w is not None:
                 w = w * torch.tensor(self.base_w)
             f = (h * w).sum(dim=1) if "logSigma" not in self.names else self.scheme_effect_nll(th, r, w)
@@ -209,7 +299,7 @@ class Variant:
         """Gaussian -log likelihood with a random offset per scheme: r_s ~ N(0, s2 I + t2 11^T)."""
         i = self.names.index("logSigma")
         s2, t2 = torch.exp(2 * th[:, i:i + 1]), torch.exp(2 * th[:, i + 1:i + 2])
-        onehot = torch.tensor(np.eye(len(schemes))[of])  # (n, schemes)
+        onehot = torch.tensor(np.eye(len(self.d.schemes))[self.d.of])  # (n, schemes)
         ns, sq, sm = w @ onehot, (w * r * r) @ onehot, (w * r) @ onehot
         nll = sq / (2 * s2) - t2 * sm**2 / (2 * s2 * (s2 + ns * t2)) + 0.5 * (ns - 1) * torch.log(s2) \
             + 0.5 * torch.log(s2 + ns * t2)
@@ -222,8 +312,8 @@ def starts_for(v: Variant):
         vals = itertools.product([0.05, 0.1, 0.3], [0.05, 0.1, 0.3], [-3.0, 0.5], [3.0, 8.0, 15.0], [3.0, 8.0, 15.0])
         law = np.array([(a, al, b, be, e) for al, be, e, a, b in vals])
     else:  # public (uncentered) -> centered
-        law[:, 0] -= law[:, 1] * cN
-        law[:, 2] -= law[:, 3] * cD
+        law[:, 0] -= law[:, 1] * v.d.cN
+        law[:, 2] -= law[:, 3] * v.d.cD
     shapes = [(0.0, math.log(F), math.log(C)) for F, C in [(0.2, 1.0), (0.4, 1.4), (0.8, 2.0)]]
     if v.compose == "logi":
         shapes = [(0.0, math.log(B), math.log(A)) for B, A in [(10.0, 1.0), (30.0, 1.5), (100.0, 2.0)]]
@@ -231,7 +321,11 @@ def starts_for(v: Variant):
     return np.array(out)
 
 
-def score(v: Variant, show=True):
+def score(v: Variant, d: Data | None = None, show=True):
+    """Fit ``v`` on the runs ``d`` (default: QuEST's) and refit it cold without each scheme inside the domain."""
+    v = v if d is None else v.on(d)
+    d = v.d
+    of, inside, y, schemes = d.of, d.inside, d.y, d.schemes
     t0 = time.perf_counter()
     fixed = {v.names.index(k): val for k, val in v.fixed.items()}
     prob = Problem(v, fixed)
@@ -243,12 +337,12 @@ def score(v: Variant, show=True):
     th = prob.full(x)
     pred = v.predict(th)
     full = pred[0] - y
-    res = np.full(n, np.nan)
+    res = np.full(d.n, np.nan)
     for k, j in enumerate(ins):
         res[of == j] = pred[k + 1][of == j] - y[of == j]
     fit_rmse = float(np.sqrt(np.mean(full[inside] ** 2)))
     ho = float(np.sqrt(np.mean(res[inside] ** 2)))
-    outside = float(np.sqrt(np.mean(full[~inside] ** 2)))
+    outside = float(np.sqrt(np.mean(full[~inside] ** 2))) if (~inside).any() else math.nan
     per = sorted(((float(np.sqrt(np.mean(res[of == j] ** 2))), float(np.mean(res[of == j])), schemes[j]) for j in ins),
                  reverse=True)
     if show:
@@ -262,6 +356,22 @@ def score(v: Variant, show=True):
 NO_L = {"q.logL": 0.0}  # one quantization term per run: L is A's
 GAMMA = dict(loss="gammaD", extra=("gamma",), extra_starts=((0.0,), (1.0,)))
 HARM = dict(compose="harm", extra=("logK",), extra_starts=((0.0,), (3.0,)))
+
+
+def drift_variants():
+    """Capacity drifting with N (one extra constant shared by every format), alone and with eqw / harm-eqw."""
+    G = dict(extra=("g",), extra_starts=((0.0,), (0.1,)))
+    FLOOR = dict(extra=("logc",), extra_starts=((-6.0,), (-3.0,)))
+    out = []
+    for drift, kw in [("nrho", G), ("nlin", G), ("nbits", G), ("nfloor", FLOOR), ("nfloorq", FLOOR)]:
+        out += [Variant(f"prod-{drift}", drift=drift, **kw), Variant(f"prod-eqw-{drift}", drift=drift,
+                                                                     equal_weights=True, **kw)]
+        starts = [np.concatenate(p) for p in itertools.product(HARM["extra_starts"], kw["extra_starts"])]
+        out.append(Variant(f"harm-eqw-{drift}", compose="harm", extra=("logK",) + kw["extra"], extra_starts=starts,
+                           drift=drift, equal_weights=True))
+    return out
+
+
 SHAPES = [(0.0, math.log(F), math.log(C)) for F, C in [(0.2, 1.0), (0.4, 1.4), (0.8, 2.0)]]
 VARIANTS = {v.name: v for v in [
     Variant("prod"),
@@ -285,12 +395,16 @@ VARIANTS = {v.name: v for v in [
     Variant("prod-lsq", delta=1.0),
     Variant("prod-mixed", extra=("logSigma", "logTau"), extra_starts=((math.log(0.003), math.log(0.003)),)),
     Variant("prod-eqw-lsq", delta=1.0, equal_weights=True),
+    *drift_variants(),
 ]}
 
 if __name__ == "__main__":
-    print("group split == scheme split inside the domain:",
-          all(len(set(of_group[inside & (of == j)])) == 1 and
-              (set(np.flatnonzero(of_group == of_group[np.flatnonzero(inside & (of == j))[0]])) & set(np.flatnonzero(inside)))
-              == set(np.flatnonzero(inside & (of == j))) for j in set(of[inside])))
-    for name in sys.argv[1:] or ["prod"]:
-        score(VARIANTS[name])
+    cpu = "--cpu" in sys.argv  # score on our own CPU sweep instead: every held-out scheme listed
+    names = [a for a in sys.argv[1:] if a != "--cpu"] or ["prod"]
+    d = data(CPU if cpu else QUEST)
+    print(f"{d.path.name}: {d.n} runs, {int(d.inside.sum())} inside the domain; "
+          f"group split == scheme split inside the domain: {d.split_matches_groups()}")
+    for name in names:
+        r = score(VARIANTS[name], d)
+        if cpu:
+            print("    held out: " + ", ".join(f"{s} {e:.4f} ({b:+.4f})" for e, b, s in r["per"]), flush=True)
