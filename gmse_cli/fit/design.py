@@ -36,9 +36,10 @@ def validate_options(model: str, huber_delta: float, bootstrap: int, *, bootstra
                      capacity_delta: float = 1e-4) -> None:
     if model not in MODELS:
         raise FitError(f"unknown model '{model}' (expected one of {', '.join(MODELS)})")
-    for name, value in (("--huber-delta", huber_delta), ("capacity Huber delta", capacity_delta)):
+    for name, value, usual in (("--huber-delta", huber_delta, "1e-3 is Chinchilla's"),
+                               ("capacity Huber delta", capacity_delta, "1e-4 is the paper's")):
         if not (_real(value) and value > 0 and math.isfinite(value)):
-            raise FitError(f"{name} {value!r} must be a positive number (1e-3 is Chinchilla's)")
+            raise FitError(f"{name} {value!r} must be a positive number ({usual})")
     if not (_whole(bootstrap) and 0 <= bootstrap <= MAX_BOOTSTRAP):
         raise FitError(f"--bootstrap {bootstrap!r} must be a whole number from 0 to {MAX_BOOTSTRAP:,}")
     if not (_whole(bootstrap_starts) and 1 <= bootstrap_starts <= 1000):
