@@ -422,3 +422,22 @@ def test_cli_fit_writes_svg(run_cli, tmp_path, shared_data):
                   "--plot", str(path), "--json")
     assert res.code == 0, res.stderr
     assert b"<svg" in path.read_bytes()[:400]
+
+
+def test_rank_draws_unbacked_capacities_hollow():
+    from gmse_cli.rank import rank, rank_figure
+
+    rows = rank(["int4", "nvfp4", "vq2-b4", "e8p"], rel_err=1e-2)
+    fig = rank_figure(rows)
+    assert_publishable(fig)
+    from matplotlib.collections import PathCollection
+
+    filled, hollow = [], []
+    for c in fig.axes[0].collections:
+        if isinstance(c, PathCollection) and len(c.get_offsets()):  # the scatters, not the bands
+            faces = c.get_facecolors()
+            (hollow if len(faces) == 0 or faces[0][3] == 0 else filled).append(len(c.get_offsets()))
+    # The shipped law has no VQ run: both VQ formats hollow, the scalar ones filled.
+    assert sorted(hollow) == [2] and sum(filled) == 2
+    legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert "hollow: capacity read beyond the law's fitted runs" in legend

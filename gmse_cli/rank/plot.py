@@ -1,8 +1,10 @@
 """The ranking plot: (a) capacity against Gaussian MSE on each family's curve, (b) capacity
 against storage cost with the Pareto frontier.
 
-Formats are told apart by family (colour and marker, the same in both panels); labels name the
-Pareto frontier first and the other formats only where they fit (all of them for a short list).
+Formats are told apart by family (colour and marker, the same in both panels); a hollow marker
+is a capacity no fitted run backs (a family none of the law's runs had, or a noisier stage than
+any of them: ``beyond_fitted_gmse``). Labels name the Pareto frontier first and the other
+formats only where they fit (all of them for a short list).
 Families whose curves have the same constants share one curve. With one activation format for
 every row (``rank --act``), it is named once in the title and the curves are drawn times its
 capacity, so the points still lie on them.
@@ -37,6 +39,7 @@ _KINDS = {
     "composite": ("composite (product of stage capacities)", "black", "D"),
     "none": ("lossless", figures.FAMILY_COLORS["none"], "P"),
 }
+_EXTRAPOLATED = "hollow: capacity read beyond the law's fitted runs"
 
 
 def _kind(row: RankRow) -> str:
@@ -98,13 +101,22 @@ def rank_figure(rows: Sequence[RankRow], *, law: Law | str | Path | None = None)
         handles: dict[str, object] = {}
         _curves(ax_g, rows, law, act, act_rho, handles)
         for kind, (label, color, marker) in _KINDS.items():
-            sel = [r for r in rows if _kind(r) == kind]
-            if not sel:
-                continue
-            style = {"marker": marker, "s": 22, "color": color, "edgecolors": "white", "linewidths": 0.4,
-                     "zorder": 3, "label": label}
-            handles[label] = ax_g.scatter([max(r.gmse, _GMSE_FLOOR) for r in sel], [r.rho for r in sel], **style)
-            ax_b.scatter([r.bits_per_param for r in sel], [r.rho for r in sel], **style)
+            for hollow in (False, True):  # hollow: no fitted run backs the capacity (beyond_fitted_gmse)
+                sel = [r for r in rows if _kind(r) == kind and bool(r.beyond_fitted_gmse) is hollow]
+                if not sel:
+                    continue
+                style = {"marker": marker, "s": 22, "zorder": 3, "label": label}
+                style |= ({"facecolors": "none", "edgecolors": color, "linewidths": 0.9} if hollow
+                          else {"color": color, "edgecolors": "white", "linewidths": 0.4})
+                drawn = ax_g.scatter([max(r.gmse, _GMSE_FLOOR) for r in sel], [r.rho for r in sel], **style)
+                handles.setdefault(label, drawn)
+                ax_b.scatter([r.bits_per_param for r in sel], [r.rho for r in sel], **style)
+        if any(r.beyond_fitted_gmse for r in rows):
+            from matplotlib.lines import Line2D
+
+            # A legend key only, drawn on no axes.
+            handles[_EXTRAPOLATED] = Line2D([], [], marker="o", linestyle="none", markersize=4.7,
+                                            markerfacecolor="none", markeredgecolor="0.35", markeredgewidth=0.9)
         _storage_panel(ax_b, rows, handles)
 
         ax_g.set_xscale("log")
@@ -139,7 +151,7 @@ def rank_figure(rows: Sequence[RankRow], *, law: Law | str | Path | None = None)
 
 def _sections(handles: dict) -> list:
     """The legend: the kinds of format, then the curves, then panel (b)'s lines."""
-    kinds = {label for label, _, _ in _KINDS.values()}
+    kinds = {label for label, _, _ in _KINDS.values()} | {_EXTRAPOLATED}
     panel_b = ("Pareto frontier",)
     sections = [
         ("formats", [(h, k) for k, h in handles.items() if k in kinds]),
