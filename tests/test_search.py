@@ -111,6 +111,10 @@ def test_search_frontier_matches_brute_force_through_rank():
         reach = max((q.rho for q in result.frontier if q.bits_per_param <= c.bits_per_param + 1e-12), default=0.0)
         assert brute[c.name].rho <= reach * (1 + 3e-3), c.name
     assert result.candidates == len(cands)
+    # The same extrapolation flag as rank gives each format (the shipped law has no VQ run).
+    for p in result.frontier:
+        assert p.beyond_fitted_gmse == brute[p.name].beyond_fitted_gmse, p.name
+        assert (p.beyond_fitted_gmse == "no fitted run had a vq stage") == ("vq" in {s.family for s in p.stages})
     assert result.pruned_by_bound > 0
     assert result.refined < len(cands) - result.pruned_by_bound
 

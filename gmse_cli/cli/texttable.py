@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["TextTable", "print_lines", "print_flag"]
+__all__ = ["TextTable", "print_lines", "print_flag", "name_list"]
 
 Justify = Literal["left", "right"]
 
@@ -87,3 +87,8 @@ def print_flag(text: str) -> None:
         console.out_console.print(Text.assemble(("!", "yellow"), " ", text), highlight=False, soft_wrap=True)
     else:
         sys.stdout.write(f"! {text}\n")
+
+
+def name_list(names: Sequence[str]) -> str:
+    """The names a flag line is about: all of up to three, else how many and the first two."""
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} rows ({', '.join(names[:2])}, ...)"

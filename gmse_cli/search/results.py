@@ -38,6 +38,8 @@ class SearchPoint(Frozen):
     spec: Format
     stages: tuple[StagePoint, ...]
     source: Literal["search", "catalog"]
+    beyond_fitted_gmse: str | None = Field(
+        default=None, description="why its capacity is read beyond the law's fitted stages (as in rank); None: within")
 
 
 class CatalogComparison(Frozen):
