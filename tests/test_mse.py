@@ -562,3 +562,18 @@ def test_cli_bad_input_is_one_line_exit_2(run_cli, minilm, tmp_path, args, messa
     assert res.code == 2
     assert message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_capacity_read_beyond_the_fitted_stages_is_flagged(minilm):
+    from gmse_cli.law import load_law
+    from gmse_cli.realmse import measure_mse
+
+    law = load_law(None)
+    include = ["encoder.layer.1.attention.self.query.weight"]
+    q, vq, sparse = measure_mse(minilm, ["int4", "vq2-b2", "block32-95"], include=include, law=law, rel_err=1e-2)
+    top = law.fitted_range.gmse["sparsity"][1]
+    assert q.beyond_fitted_gmse is None  # int4's real MSE is far below int1's fitted 0.363
+    assert vq.beyond_fitted_gmse == "no fitted run had a vq stage"
+    # Zeroing 95% of the blocks loses more than 90% magnitude pruning, the noisiest fitted point.
+    assert sparse.stages[0].mse > top
+    assert sparse.beyond_fitted_gmse == f"sparsity GMSE {sparse.stages[0].mse:.3g} is above the largest fitted ({top:.3g})"

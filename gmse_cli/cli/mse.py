@@ -163,6 +163,7 @@ def _render(results, worst: int) -> None:
     from rich.table import Table
 
     from gmse_cli.cli.console import out_console
+    from gmse_cli.cli.texttable import print_capacity_flags
 
     sampled = any(r.sample < 1 for r in results)
     first = results[0]
@@ -182,6 +183,7 @@ def _render(results, worst: int) -> None:
             row.insert(3, f"[{r.ci_low:.4g}, {r.ci_high:.4g}]")
         table.add_row(*row)
     out_console.print(table)
+    print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in results)
     if worst == 0:
         return
     table = Table(title=f"Worst {worst} layers per format (by MSE/GMSE)", title_justify="left")
@@ -241,6 +243,7 @@ def _render_activations(report, worst: int) -> None:
     from rich.table import Table
 
     from gmse_cli.cli.console import out_console
+    from gmse_cli.cli.texttable import print_capacity_flags
 
     sampled = report.sample is not None and report.sample < 1
     title = (f"Real-activation MSE on {len(report.layers)} layers, {report.windows} x {report.context} tokens "
@@ -258,6 +261,7 @@ def _render_activations(report, worst: int) -> None:
             row.insert(3, f"[{r.ci_low:.4g}, {r.ci_high:.4g}]")
         table.add_row(*row)
     out_console.print(table)
+    print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in report.formats)
     out_console.print(
         f"kurtosis (mean over rows, Gaussian 3): {_fmt_stat(report.kurtosis)}, after Hadamard "
         f"{_fmt_stat(report.kurtosis_rotated)}; largest |x|/RMS: {_fmt_stat(report.max_crest)}, after Hadamard "

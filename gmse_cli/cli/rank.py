@@ -10,7 +10,13 @@ import typer
 
 from gmse_cli.cli.console import FORMAT_EPILOG, RECOMPUTE_HELP
 from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, RowLength, examples, grouped
-from gmse_cli.cli.texttable import TextTable, name_list, print_flag, print_lines
+from gmse_cli.cli.texttable import (
+    TextTable,
+    name_list,
+    print_capacity_flags,
+    print_flag,
+    print_lines,
+)
 from gmse_cli.counts import si
 
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
@@ -328,13 +334,7 @@ def print_trust_flags(rows) -> None:
     for (reason, evidence), names in flagged.items():
         who = name_list(names)
         print_flag(f"{who}: outside the law's validated domain, {reason}, which GMSE cannot see; {evidence}")
-    extrapolated: dict[str, list[str]] = {}
-    for r in rows:
-        if r.beyond_fitted_gmse:
-            extrapolated.setdefault(r.beyond_fitted_gmse, []).append(r.name)
-    for reason, names in extrapolated.items():
-        who = name_list(names)
-        print_flag(f"{who}: capacity read beyond the law's fitted runs, {reason}")
+    print_capacity_flags((r.name, r.beyond_fitted_gmse) for r in rows)
     beyond = next((r.beyond_fitted_range for r in rows if r.beyond_fitted_range), None)
     if beyond:
         print_flag(f"beyond the runs the law was fitted on: {beyond}; there the law extrapolates, and its "

@@ -106,7 +106,7 @@ def _render(result) -> None:
     from rich.table import Table
 
     from gmse_cli.cli.console import out_console
-    from gmse_cli.cli.texttable import name_list, print_flag
+    from gmse_cli.cli.texttable import print_capacity_flags
 
     error = "GMSE" if result.objective == "gaussian" else "MSE (real)"
     table = Table(title=f"Pareto frontier at or below {result.budget:g} bits/param (law {result.law})", title_justify="left")
@@ -119,14 +119,7 @@ def _render(result) -> None:
     b = result.best
     out_console.print(f"best at or below {result.budget:g} bits: {b.name} ({b.bits_per_param:.4f} bits/param, "
                       f"{error} {b.gmse:.5g}, rho {b.rho:.4f})", highlight=False)
-    flagged: dict[str, list[str]] = {}
-    for p in [b, *result.frontier]:
-        names = flagged.setdefault(p.beyond_fitted_gmse or "", [])
-        if p.beyond_fitted_gmse and p.name not in names:
-            names.append(p.name)
-    flagged.pop("", None)
-    for reason, names in flagged.items():
-        print_flag(f"{name_list(names)}: capacity read beyond the law's fitted runs, {reason}")
+    print_capacity_flags((p.name, p.beyond_fitted_gmse) for p in [b, *result.frontier])
     if not result.comparisons:
         return
     table = Table(title="Catalog formats vs the best searched format at the same or fewer bits", title_justify="left")

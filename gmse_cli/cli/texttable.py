@@ -10,11 +10,11 @@ console, so NO_COLOR and dumb terminals are respected); piped, the text is plain
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["TextTable", "print_lines", "print_flag", "name_list"]
+__all__ = ["TextTable", "print_lines", "print_flag", "name_list", "print_capacity_flags"]
 
 Justify = Literal["left", "right"]
 
@@ -92,3 +92,14 @@ def print_flag(text: str) -> None:
 def name_list(names: Sequence[str]) -> str:
     """The names a flag line is about: all of up to three, else how many and the first two."""
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} rows ({', '.join(names[:2])}, ...)"
+
+
+def print_capacity_flags(named_reasons: Iterable[tuple[str, str | None]]) -> None:
+    """One flag line per distinct reason a capacity is read beyond the law's fitted runs
+    (``beyond_fitted_gmse``), naming its rows (each once); nothing when none is."""
+    grouped: dict[str, list[str]] = {}
+    for name, reason in named_reasons:
+        if reason and name not in grouped.setdefault(reason, []):
+            grouped[reason].append(name)
+    for reason, names in grouped.items():
+        print_flag(f"{name_list(names)}: capacity read beyond the law's fitted runs, {reason}")

@@ -89,6 +89,9 @@ class FormatMse(Frozen):
     gmse_effective_bits: float | None
     rho: float | None = Field(description="capacity from the real-weight MSE (None: law lacks the family)")
     rho_gmse: float | None = Field(description="capacity from GMSE")
+    beyond_fitted_gmse: str | None = Field(
+        default=None, description="why rho (read at the real MSE) lies beyond the law's fitted stages, as in rank; "
+                                  "None: within them")
     stages: tuple[StageMse, ...] = Field(description="each lossy stage alone (capacity factors)")
     params: int = Field(description="parameters in the measured layers")
     sample: float = Field(description="fraction of rows measured (1 = all)")
@@ -163,6 +166,13 @@ def _capacity(law, parts: Sequence[tuple[Family, float]]) -> float | None:
         return factorized_capacity(law, [(family, max(value, 1e-300)) for family, value in parts])
     except LawError:
         return None
+
+
+def _beyond(law, parts: Sequence[tuple[Family, float]]) -> str | None:
+    """Why a capacity read at these stage errors lies beyond the law's fitted stages, or None."""
+    if law is None or law.fitted_range is None:
+        return None
+    return law.fitted_range.beyond_gmse(parts)
 
 
 @dataclass(frozen=True)
@@ -287,6 +297,7 @@ def assemble_results(
                 gmse_effective_bits=effective_bits_of(g),
                 rho=_capacity(law_obj, [(s.family, s.mse) for s in stages]),
                 rho_gmse=_capacity(law_obj, [(s.family, s.gmse) for s in stages]),
+                beyond_fitted_gmse=_beyond(law_obj, [(s.family, s.mse) for s in stages]),
                 stages=tuple(stages),
                 params=params,
                 sample=measured_rows / total_rows,
