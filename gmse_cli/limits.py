@@ -11,7 +11,7 @@ import numbers
 
 from gmse_cli.errors import SpecError
 
-__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "check_seed"]
+__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "check_seed", "is_whole"]
 
 MAX_SEED = 2**63 - 1
 
@@ -19,9 +19,14 @@ MAX_BOOTSTRAP = 100_000
 """Bootstrap refits of a fit (more adds nothing to a printed interval, as for --draws)."""
 
 
+def is_whole(value: object) -> bool:
+    """An integer (Python's or numpy's), and not a bool (which Python counts as one)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_seed(seed: object, what: str = "seed") -> int:
     """``seed`` as an int, or one :class:`SpecError` naming it (a bool, a float, text or a number
     outside 0 .. 2**63 - 1 would otherwise fail deep in numpy, or silently pick another stream)."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
+    if not (is_whole(seed) and 0 <= seed <= MAX_SEED):
         raise SpecError(f"{what} = {seed!r} must be a whole number from 0 to 2**63 - 1")
     return int(seed)

@@ -51,8 +51,10 @@ def _k_fp_cast(
         out[i] = k_fp_round_to(np.float64(x[i]), emin, mantissa_bits, max_value, over)
 
 
-def _as_float32(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
+def _prepare(x: np.ndarray, exponent_bits: int, mantissa_bits: int, style: FpStyle, overflow: Overflow):
+    """(the grid's parameters, x as contiguous float32, what an overflow becomes)."""
+    p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
+    return p, np.ascontiguousarray(x, dtype=np.float32), overflow_value(p, style, overflow)
 
 
 def fp_cast_reference(
@@ -63,9 +65,7 @@ def fp_cast_reference(
     overflow: Overflow = Overflow.SATURATE,
 ) -> np.ndarray:
     """Plain numpy twin of :func:`fp_cast`."""
-    p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
-    x = _as_float32(x)
-    over = overflow_value(p, style, overflow)
+    p, x, over = _prepare(x, exponent_bits, mantissa_bits, style, overflow)
     return fp_round_reference(x.astype(np.float64), p, over).astype(np.float32)
 
 
@@ -85,9 +85,7 @@ def fp_cast(
     on. Equal bit for bit to ml_dtypes' casts (of the input clipped to +-max when saturating).
     With M = 0 (powers of two) a tie between 2^e and 2^(e+1) goes up, as ml_dtypes' e8m0 does.
     """
-    p = fp_params(exponent_bits, mantissa_bits, FpStyle(style))
-    x = _as_float32(x)
+    p, x, over = _prepare(x, exponent_bits, mantissa_bits, style, overflow)
     out = np.empty_like(x)
-    over = overflow_value(p, style, overflow)
     _k_fp_cast(x.reshape(-1), out.reshape(-1), p.emin, p.mantissa_bits, p.max_value, over)
     return out

@@ -17,7 +17,7 @@ import numpy as np
 from gmse_cli.errors import FitError
 from gmse_cli.fit.params import FAMILY_KEYS
 from gmse_cli.fit.results import MODELS
-from gmse_cli.limits import MAX_BOOTSTRAP
+from gmse_cli.limits import MAX_BOOTSTRAP, is_whole
 from gmse_cli.runs import Run
 from gmse_cli.spec import Family
 
@@ -40,9 +40,9 @@ def validate_options(model: str, huber_delta: float, bootstrap: int, *, bootstra
                                ("capacity Huber delta", capacity_delta, "1e-4 is the paper's")):
         if not (_real(value) and value > 0 and math.isfinite(value)):
             raise FitError(f"{name} {value!r} must be a positive number ({usual})")
-    if not (_whole(bootstrap) and 0 <= bootstrap <= MAX_BOOTSTRAP):
+    if not (is_whole(bootstrap) and 0 <= bootstrap <= MAX_BOOTSTRAP):
         raise FitError(f"--bootstrap {bootstrap!r} must be a whole number from 0 to {MAX_BOOTSTRAP:,}")
-    if not (_whole(bootstrap_starts) and 1 <= bootstrap_starts <= 1000):
+    if not (is_whole(bootstrap_starts) and 1 <= bootstrap_starts <= 1000):
         raise FitError(f"bootstrap_starts {bootstrap_starts!r} must be a whole number from 1 to 1000")
 
 
@@ -50,8 +50,6 @@ def _real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _whole(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_runs(runs: Sequence[Run], model: str, n_free: int, *, law_free: Sequence[str]) -> None:

@@ -11,7 +11,6 @@ the default numba backend only: forcing a method or a backend asks for the engin
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
@@ -22,7 +21,7 @@ from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
 from gmse_cli.gmse.exact import exact_gmse, has_exact
 from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
-from gmse_cli.limits import check_seed
+from gmse_cli.limits import check_seed, is_whole
 from gmse_cli.progress import task
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, check_row_length, resolve_format
 
@@ -66,7 +65,7 @@ def _validate(rel_err: float, row_length: int, method: str, max_samples: int, ca
         raise SpecError(f"unknown method '{method}' (expected auto, exact or monte-carlo)")
     if cache not in ("off", "use", "refresh"):
         raise SpecError(f"unknown cache mode '{cache}' (expected off, use or refresh)")
-    if isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 1:
+    if not (is_whole(max_samples) and max_samples >= 1):
         raise SpecError(f"max_samples {max_samples!r} must be a positive whole number")
 
 

@@ -190,6 +190,14 @@ class Law(Frozen):
             if Family(family) is not Family.NONE:
                 self.curve(family)
 
+    def beyond_fitted(self, params: float, tokens: float) -> str | None:
+        """How (N, D) lies beyond the runs this law was fitted on; None within them or unrecorded."""
+        return None if self.fitted_range is None else self.fitted_range.beyond(params, tokens)
+
+    def beyond_fitted_gmse(self, stages: Iterable[tuple[Family, float]]) -> str | None:
+        """Why a capacity read at these (family, error) stages lies beyond the fitted stages."""
+        return None if self.fitted_range is None else self.fitted_range.beyond_gmse(stages)
+
     def loss(self, params: np.ndarray | float, tokens: np.ndarray | float, rho: np.ndarray | float = 1.0):
         return predicted_loss(
             params, tokens, rho,

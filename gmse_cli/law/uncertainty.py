@@ -55,6 +55,7 @@ from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
 from gmse_cli.law.compose import factorized_capacity
 from gmse_cli.law.model import Constant, Law, capacity, predicted_loss
+from gmse_cli.limits import is_whole
 from gmse_cli.spec import Family
 
 __all__ = [
@@ -172,7 +173,7 @@ class LawSamples:
 
 def check_draws(draws: int) -> None:
     """Raise :class:`LawError` unless ``draws`` is a usable number of Monte Carlo draws."""
-    if isinstance(draws, bool) or not isinstance(draws, numbers.Integral):
+    if not is_whole(draws):
         raise LawError(f"draws = {draws!r} must be a whole number of Monte Carlo draws (e.g. {DEFAULT_DRAWS})")
     if draws < 2:
         raise LawError(f"draws = {draws}: need at least 2 Monte Carlo draws for an interval")

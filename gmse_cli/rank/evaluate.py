@@ -165,7 +165,7 @@ def evaluate_all(
     rho_q, loss_q, delta_q = (interval_ends(d, level) for d in (rho_draws, loss_draws, delta_draws))
 
     dense = float(law.loss(params, tokens, 1.0))
-    beyond = law.fitted_range.beyond(params, tokens) if law.fitted_range is not None else None
+    beyond = law.beyond_fitted(params, tokens)
     data_term = law.B.value * tokens ** -law.beta.value
     out: list[Prediction] = []
     for i, scheme in enumerate(schemes):
@@ -209,8 +209,7 @@ def evaluate_all(
             outside_domain=(reason := outside_domain(scheme)),
             evidence=evidence_line(scheme.activations) if reason else None,
             beyond_fitted_range=beyond,
-            beyond_fitted_gmse=(law.fitted_range.beyond_gmse((s.family, s.gmse) for s in stages)
-                                if law.fitted_range is not None else None),
+            beyond_fitted_gmse=law.beyond_fitted_gmse((s.family, s.gmse) for s in stages),
             stages=tuple(stages),
             params_term=_finite(law.A.value * (params * rho) ** -law.alpha.value) if rho > 0 else None,
             data_term=data_term,

@@ -168,13 +168,6 @@ def _capacity(law, parts: Sequence[tuple[Family, float]]) -> float | None:
         return None
 
 
-def _beyond(law, parts: Sequence[tuple[Family, float]]) -> str | None:
-    """Why a capacity read at these stage errors lies beyond the law's fitted stages, or None."""
-    if law is None or law.fitted_range is None:
-        return None
-    return law.fitted_range.beyond_gmse(parts)
-
-
 @dataclass(frozen=True)
 class MsePlan:
     """What to measure for a list of formats: each variant (a format, or its Hadamard-rotated
@@ -297,7 +290,7 @@ def assemble_results(
                 gmse_effective_bits=effective_bits_of(g),
                 rho=_capacity(law_obj, [(s.family, s.mse) for s in stages]),
                 rho_gmse=_capacity(law_obj, [(s.family, s.gmse) for s in stages]),
-                beyond_fitted_gmse=_beyond(law_obj, [(s.family, s.mse) for s in stages]),
+                beyond_fitted_gmse=law_obj.beyond_fitted_gmse((s.family, s.mse) for s in stages) if law_obj else None,
                 stages=tuple(stages),
                 params=params,
                 sample=measured_rows / total_rows,

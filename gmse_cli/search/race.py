@@ -139,8 +139,7 @@ class _Race:
             name=entry.cand.name, bits_per_param=entry.cand.bits_per_param, gmse=joint[0],
             gmse_std_err=joint[1], gmse_method=method, rho=entry.rho, rho_std_err=entry.rho_se, spec=spec,
             stages=tuple(stages), source=entry.cand.source,
-            beyond_fitted_gmse=(self.law.fitted_range.beyond_gmse((s.family, s.gmse) for s in stages)
-                                if self.law.fitted_range is not None else None),
+            beyond_fitted_gmse=self.law.beyond_fitted_gmse((s.family, s.gmse) for s in stages),
         )
 
 

@@ -5,7 +5,6 @@ Every closed vocabulary is a string enum read case-insensitively (:data:`CaseIns
 
 from __future__ import annotations
 
-import numbers
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -13,6 +12,7 @@ from pydantic import BeforeValidator, Field
 
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import FrozenInput
+from gmse_cli.limits import is_whole
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
@@ -32,8 +32,7 @@ linear layer of today's largest models; a sample bank holds a few such rows, nev
 def check_row_length(row_length: object, what: str = "row length") -> int:
     """``row_length`` as an int, or one :class:`SpecError` naming it (a whole number from 1 to
     :data:`MAX_ROW_LENGTH`: no bool, float or text)."""
-    if isinstance(row_length, bool) or not isinstance(row_length, numbers.Integral) or not (
-            1 <= row_length <= MAX_ROW_LENGTH):
+    if not (is_whole(row_length) and 1 <= row_length <= MAX_ROW_LENGTH):
         raise SpecError(f"{what} {row_length!r} must be a whole number from 1 to {MAX_ROW_LENGTH:,}")
     return int(row_length)
 
