@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 from gmse_cli.errors import SpecError
-from gmse_cli.gmse import SampleBank, estimate_gmse, exact_gmse, gmse_of, has_exact, stage_gmse
+from gmse_cli.gmse import SampleBank, estimate_gmse, exact_gmse, gmse_of, has_exact, stage_gmse, t95
 from gmse_cli.spec import catalog, resolve_format
 
 PAPER_GMSE = {
@@ -87,6 +87,81 @@ def test_monte_carlo_matches_an_independent_quantizer():
     ours = sum(bank.batch_totals(fmt, i)[0] for i in range(4)) / sum(norms)
     assert ours == pytest.approx(independent, rel=1e-5)
 
+
+
+def _pruned_energy_short_rows(row_length: int, sparsity: float) -> float:
+    """GMSE of per-row magnitude pruning on rows of ``row_length``, by order statistics:
+    an entry of magnitude r is among the k = round(s L) pruned iff at most k - 1 of the
+    other L - 1 entries are smaller, so GMSE = int_0^inf r^2 2 phi(r) P[Bin(L-1, F(r)) <= k-1] dr,
+    F(r) = 2 Phi(r) - 1 (scipy quadrature, independent of gmse_cli)."""
+    from scipy import integrate
+
+    k = math.floor(sparsity * row_length + 0.5)
+    t = stats.norm.ppf((1 + sparsity) / 2)
+
+    def integrand(r):
+        return r * r * 2 * stats.norm.pdf(r) * stats.binom.cdf(k - 1, row_length - 1, 2 * stats.norm.cdf(r) - 1)
+
+    return integrate.quad(integrand, 0, 12, points=[t], limit=200, epsabs=1e-13)[0]
+
+
+def test_short_rows_run_the_real_compressor_not_the_infinite_row_limit():
+    # Rows of 64: per-row RMS and per-row thresholds differ from their infinite-row limits by
+    # ~5%, so the engine runs the real compressor; N:M has no per-row statistic and stays exact.
+    rows = 64
+    int4 = gmse_of("int4", row_length=rows)
+    assert int4.method == "monte-carlo"
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1 << 14, rows)).astype(np.float32)
+    y = _quest_int_numpy(x, 4, 2.5139305786)  # paper.md's a_4
+    err, norm = ((y - x) ** 2).sum(axis=1), (x.astype(np.float64) ** 2).sum(axis=1)
+    independent = err.sum() / norm.sum()
+    resid = err - independent * norm
+    independent_se = math.sqrt((resid**2).sum() / (len(err) * (len(err) - 1))) / norm.mean()
+    assert abs(int4.gmse - independent) <= 4 * math.hypot(int4.std_err, independent_se)
+    assert int4.ci_high < 0.97 * PAPER_GMSE["int4"]  # the limit would be 5% off
+
+    sparse = gmse_of("sparse-50", row_length=rows)
+    truth = _pruned_energy_short_rows(rows, 0.5)
+    assert sparse.method == "monte-carlo"
+    assert sparse.ci_low <= truth <= sparse.ci_high
+    assert truth > 1.04 * _closed_form_sparsity(0.5)
+
+    assert gmse_of("2:4", row_length=rows).method == "exact"
+    assert not has_exact(resolve_format("int4"), rows) and has_exact(resolve_format("int4"), 4096)
+    assert has_exact(resolve_format("int4"))  # the limit exists; --exact still asks for it
+    assert gmse_of("int4", row_length=rows, method="exact").gmse == pytest.approx(PAPER_GMSE["int4"], rel=2e-5)
+
+
+def test_an_infinite_row_limit_kept_for_short_rows_is_not_served(_private_gmse_cache):
+    from gmse_cli.gmse import lookup_gmse, remember_gmse
+    from gmse_cli.gmse.estimates import make_estimate
+
+    fmt = resolve_format("int4")
+    # What an earlier uscl cached for rows of 256: the limit, labelled exact.
+    remember_gmse(fmt, make_estimate(fmt, 256, exact_gmse(fmt), 0.0, "exact", 0), row_length=256, seed=0)
+    assert lookup_gmse(fmt, row_length=256, rel_err=1e-3) is None
+    assert estimate_gmse([fmt], row_length=256, cache="use")[0].method == "monte-carlo"
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 5, 8, 15, 31, 63, 1000])
+def test_t95_is_students_quantile(dof):
+    assert t95(dof) == pytest.approx(stats.t.ppf(0.975, dof), rel=1.3e-3 if dof == 3 else 1.1e-4)
+
+
+def test_monte_carlo_intervals_use_student_t_on_the_batch_count(_private_gmse_cache):
+    # The standard error comes from batch totals: 16 of them at the minimum leave 15 degrees
+    # of freedom, and a 95% interval is then 2.13 standard errors wide, not 1.96.
+    fmt = resolve_format("int5-g512")  # Monte Carlo, outside the table
+    (est,) = estimate_gmse([fmt], rel_err=0.5, cache="use")
+    assert est.method == "monte-carlo" and est.samples == 16 * (1 << 17)
+    half = stats.t.ppf(0.975, 15) * est.std_err
+    assert est.ci_high - est.gmse == pytest.approx(half, rel=1e-5)
+    assert est.gmse - est.ci_low == pytest.approx(half, rel=1e-5)
+    (again,) = estimate_gmse([fmt], rel_err=0.5, cache="use")  # read back: the same interval
+    assert again.method == "cache" and (again.ci_low, again.ci_high) == (est.ci_low, est.ci_high)
+    diff = SampleBank(seed=0).difference(fmt, resolve_format("int4-g512"), rel_err=0.5)
+    assert diff.ci_high - diff.difference == pytest.approx(stats.t.ppf(0.975, 15) * diff.std_err, rel=1e-5)
 
 def test_hadamard_rotation_leaves_gmse_unchanged():
     bank = SampleBank(seed=3)

@@ -12,7 +12,7 @@ Two methods:
 - **Exact** quadrature (:mod:`.exact`) where a closed form exists: single-stage scalar grids
   with an RMS scale per row or tensor (the infinite-row limit) or no scale, unstructured
   magnitude sparsity and N:M sparsity. ``method="auto"`` uses it there and Monte Carlo
-  everywhere else.
+  everywhere else, and for rows shorter than 4096 wherever it is an infinite-row limit.
 
 Stored values (``cache="use"``): the shipped table of every catalog format (:mod:`.table`,
 computed once at high precision) and an on-disk cache of everything else computed on this
@@ -41,7 +41,14 @@ from gmse_cli.gmse.engine import (
     remember_gmse,
     stage_gmse,
 )
-from gmse_cli.gmse.estimates import Z95, GmseDifference, GmseEstimate, effective_bits_of, interval95
+from gmse_cli.gmse.estimates import (
+    Z95,
+    GmseDifference,
+    GmseEstimate,
+    effective_bits_of,
+    interval95,
+    t95,
+)
 from gmse_cli.gmse.exact import exact_gmse, has_exact
 
 __all__ = [
@@ -58,6 +65,7 @@ __all__ = [
     "effective_bits_of",
     "interval95",
     "Z95",
+    "t95",
     "Method",
     "CacheMode",
     "GmseOptions",

@@ -25,7 +25,7 @@ from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
 from gmse_cli.threads import start_numba_threads
 
-__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION"]
+__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "stored_dof"]
 
 MEASURE_VERSION = 1
 """Bumped whenever what the bank measures changes (the rows a per-tensor scale sees, the
@@ -36,6 +36,15 @@ _BATCH_ELEMENTS = 1 << 17  # 512 KB of float32 per batch: big enough for kernels
 _MIN_BATCHES = 16  # below this the batch-variance estimate itself is too noisy
 DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements per format by default
 _HELD_ELEMENTS = 1 << 26  # batches beyond 256 MB are drawn again when asked for, not kept
+
+
+def stored_dof(samples: int, row_length: int) -> int:
+    """Degrees of freedom of a stored Monte Carlo estimate's standard error: its batches at
+    ``row_length`` minus one, at least the minimum's (a bank estimate has at least
+    ``_MIN_BATCHES`` batches; a search's row-level estimate has more degrees of freedom than
+    batches, so this errs wide for it)."""
+    batches = samples // (max(1, _BATCH_ELEMENTS // row_length) * row_length)
+    return max(_MIN_BATCHES, batches) - 1
 
 
 def _row_sq_errors_numpy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -154,7 +163,8 @@ class SampleBank:
     def estimate(self, fmt: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> GmseEstimate:
         errors, norms = self.run(fmt, rel_err=rel_err, max_samples=max_samples)
         g, se = _ratio_estimate(errors, norms)
-        return make_estimate(fmt, self.row_length, g, se, "monte-carlo", len(errors) * self.batch_elements)
+        samples = len(errors) * self.batch_elements
+        return make_estimate(fmt, self.row_length, g, se, "monte-carlo", samples, dof=len(errors) - 1)
 
     def row_errors(self, fmt: Format, *, batches: int) -> np.ndarray:
         """Per-row squared error sums over the first ``batches`` batches (for paired analyses)."""
@@ -185,7 +195,7 @@ class SampleBank:
                 if se <= rel_err * scale:
                     break
         d, se = _ratio_estimate(np.subtract(ea, eb), np.asarray(nn))
-        low, high = interval95(d, se, floor=None)
+        low, high = interval95(d, se, floor=None, dof=len(nn) - 1)
         return GmseDifference(
             a=a.display_name, b=b.display_name, difference=d, ci_low=low,
             ci_high=high, std_err=se, samples=len(nn) * self.batch_elements,

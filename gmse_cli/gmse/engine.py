@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Literal, TypedDict
 
 from gmse_cli.errors import SpecError
-from gmse_cli.gmse.bank import DEFAULT_MAX_SAMPLES, SampleBank
+from gmse_cli.gmse.bank import DEFAULT_MAX_SAMPLES, SampleBank, stored_dof
 from gmse_cli.gmse.cache import read_cached, write_cached
 from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
 from gmse_cli.gmse.exact import exact_gmse, has_exact
@@ -113,7 +113,7 @@ def estimate_gmse(
         for i in todo:
             fmt = resolved[i]
             bar.update(detail=fmt.display_name)
-            if method == "exact" or (method == "auto" and has_exact(fmt)):
+            if method == "exact" or (method == "auto" and has_exact(fmt, row_length)):
                 est = make_estimate(fmt, row_length, exact_gmse(fmt), 0.0, "exact", 0)
             else:
                 est = bank.estimate(fmt, rel_err=rel_err, max_samples=max_samples)
@@ -136,7 +136,10 @@ def lookup_gmse(fmt: Format, *, row_length: int, rel_err: float, key: str | None
         entry, source = read_cached(key), "cache"
     if entry is None or not entry.serves(rel_err):
         return None
-    return make_estimate(fmt, row_length, entry.gmse, entry.std_err, source, entry.samples)
+    if entry.method == "exact" and not has_exact(fmt, row_length):
+        return None  # an infinite-row limit kept before such rows went to Monte Carlo
+    dof = stored_dof(entry.samples, row_length) if entry.std_err > 0 else math.inf
+    return make_estimate(fmt, row_length, entry.gmse, entry.std_err, source, entry.samples, dof=dof)
 
 
 def remember_gmse(fmt: Format, est: GmseEstimate, *, row_length: int, seed: int, key: str | None = None) -> None:

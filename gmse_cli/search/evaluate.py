@@ -85,7 +85,7 @@ class GaussianEvaluator(Evaluator):
             self.methods[fmt.stages] = est.method
             return est.gmse, est.std_err
         rows = 0
-        if has_exact(fmt):
+        if has_exact(fmt, row_length):
             g, se, method = exact_gmse(fmt), 0.0, "exact"
         else:
             rows = self.level_rows[-1]
