@@ -246,6 +246,33 @@ def test_exact_availability():
         gmse_of("mxfp4", method="exact")
 
 
+def test_rms_scales_stored_in_e8m0_have_no_exact_gmse():
+    # c * RMS rounded to a power of two: int4's c = 2.514 becomes 2 on every Gaussian row of
+    # 4096 (RMS 1 +- 0.011), so the GMSE is the quadrature at scale 2, not at c (0.01154).
+    fmt = resolve_format("int4-se8m0")
+    assert not has_exact(fmt)
+    with pytest.raises(SpecError, match="no exact GMSE"):
+        gmse_of(fmt, method="exact")
+    est = gmse_of(fmt, rel_err=3e-3)
+    assert est.method == "monte-carlo"
+    c = 2.0 ** round(math.log2(2.5139305786))
+    truth = 2 * sum(  # E[(x - Q(x))^2] for 16 midrise levels at +-c(2j + 1)/15, by quadrature
+        _cell_mse(c * (2 * j + 1) / 15, c * 2 * j / 15 if j else 0.0, c * (2 * j + 2) / 15 if j < 7 else math.inf)
+        for j in range(8)
+    )
+    assert est.ci_low - 2e-3 * truth <= truth <= est.ci_high + 2e-3 * truth
+    assert abs(est.gmse - PAPER_GMSE["int4"]) > 0.3 * PAPER_GMSE["int4"]
+    # on a step of the rounding (Lloyd-Max's c = 1 with rceil), rows fall on either side
+    assert not has_exact(resolve_format("lm2-se8m0-rceil"))
+
+
+def _cell_mse(level: float, lo: float, hi: float) -> float:
+    """E[(x - level)^2; lo < x < hi] for x standard normal (scipy's quadrature)."""
+    from scipy import integrate
+
+    return integrate.quad(lambda x: (x - level) ** 2 * stats.norm.pdf(x), lo, hi)[0]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -1,9 +1,10 @@
 """Exact GMSE where a closed form or quadrature exists.
 
 Single-stage scalar grids with an RMS scale per row or tensor (the infinite-row limit of the
-per-row statistics) or no scale, unstructured magnitude sparsity and N:M sparsity (of entries,
-or of blocks of K entries: N:MxK). These validate the Monte Carlo path, and ``method="auto"``
-uses them wherever they describe the rows asked for.
+per-row statistics; not e8m0 scales, whose power-of-two rounding it cannot see) or no scale,
+unstructured magnitude sparsity and N:M sparsity (of entries, or of blocks of K entries:
+N:MxK). These validate the Monte Carlo path, and ``method="auto"`` uses them wherever they
+describe the rows asked for.
 
 A per-row statistic (an RMS scale per row, a magnitude threshold per row) is the infinite-row
 limit here, which is the paper's definition. Real rows of ``L`` entries differ from it by
@@ -16,7 +17,15 @@ such formats go to Monte Carlo, which runs the real compressor on rows of that l
 from __future__ import annotations
 
 from gmse_cli.errors import SpecError
-from gmse_cli.spec import Format, Quantize, Rotate, ScaleRule, Sparsify, SparsityPattern
+from gmse_cli.spec import (
+    Format,
+    Quantize,
+    Rotate,
+    ScaleFormat,
+    ScaleRule,
+    Sparsify,
+    SparsityPattern,
+)
 
 __all__ = ["EXACT_MIN_ROW_LENGTH", "has_exact", "exact_gmse"]
 
@@ -40,7 +49,14 @@ def has_exact(fmt: Format, row_length: int | None = None) -> bool:
     if isinstance(stage, Quantize):
         if stage.scale is ScaleRule.NONE:
             return True
-        exists = stage.scale is ScaleRule.RMS and stage.group in ("row", "tensor")
+        # An e8m0 scale is c * RMS rounded to a power of two, a step function of each row's
+        # RMS: the quadrature's fixed scale c would ignore the rounding (int4-se8m0: 0.0115
+        # against 0.0172), and where c sits on a step, rows fall on either side of it.
+        exists = (
+            stage.scale is ScaleRule.RMS
+            and stage.group in ("row", "tensor")
+            and stage.scale_format is not ScaleFormat.E8M0
+        )
         per_row = stage.group == "row"
     elif isinstance(stage, Sparsify):
         exists = stage.pattern in (SparsityPattern.MAGNITUDE, SparsityPattern.NM)
@@ -55,7 +71,7 @@ def exact_gmse(fmt: Format) -> float:
     if not has_exact(fmt):
         raise SpecError(
             f"format '{fmt.display_name}' has no exact GMSE (only single-stage scalar grids with an "
-            "rms or no scale per row/tensor, and magnitude or N:M sparsity); use --monte-carlo"
+            "rms or no scale per row/tensor not stored in e8m0, and magnitude or N:M sparsity); use --monte-carlo"
         )
     (stage,) = _lossy_stages(fmt)
     if isinstance(stage, Quantize):
