@@ -240,6 +240,14 @@ def test_kernel_equals_reference(stage, ties):
     np.testing.assert_array_equal(sparsity.mask(stage, x), sparsity.mask_reference(stage, x))
 
 
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.label())
+def test_twins_take_a_tensor_of_no_rows(stage):
+    # The numpy twin once reshaped blocks with -1, which numpy cannot infer from 0 rows.
+    x = np.zeros((0, 512), dtype=np.float32)
+    for masks in (sparsity.mask, sparsity.mask_reference):
+        assert masks(stage, x).shape == (0, 512)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------

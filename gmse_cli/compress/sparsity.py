@@ -69,7 +69,7 @@ def _top_mask_reference(values: np.ndarray, keep: int) -> np.ndarray:
 
 
 def _block_norms_reference(x: np.ndarray, block: int) -> np.ndarray:
-    sq = np.square(x.astype(np.float64)).reshape(x.shape[0], -1, block)
+    sq = np.square(x.astype(np.float64)).reshape(x.shape[0], x.shape[1] // block, block)  # no -1: rows may be 0
     acc = np.zeros(sq.shape[:2])
     for j in range(block):  # left to right, the kernel's order, so the twins agree bit for bit
         acc += sq[:, :, j]
