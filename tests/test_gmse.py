@@ -209,6 +209,18 @@ def test_a_format_that_claims_too_few_bits_is_rejected(monkeypatch):
         gmse_of(fmt)
 
 
+@pytest.mark.parametrize("name", ["sparse0.01", "had8", "had8+4:4"])
+def test_formats_without_a_quantizer_near_lossless_pass_the_bound(name):
+    # Their kept values are counted as bf16 (16 bits) but kept as float32 by the compressor:
+    # pruning 0.01% leaves GMSE 5e-13 (closed form), a rotation float32 round-off, both
+    # below 4^-16. Neither is a broken compressor.
+    method = "auto" if name == "sparse0.01" else "monte-carlo"
+    est = gmse_of(name, method=method, rel_err=1e-2)
+    assert 0 < est.gmse < 4.0**-16
+    if name == "sparse0.01":
+        assert est.gmse == pytest.approx(_closed_form_sparsity(1e-4), rel=1e-6)
+
+
 def test_seeded_and_reproducible():
     a = gmse_of("nvfp4", seed=5, rel_err=3e-3)
     b = gmse_of("nvfp4", seed=5, rel_err=3e-3)
