@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from gmse_cli.errors import BackendMissing, SpecError
 from gmse_cli.gmse import SampleBank, backend_names, estimate_gmse, gmse_of, register_backend
+from gmse_cli.gmse.backends import compressor
 from gmse_cli.spec import resolve_format
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,3 +79,74 @@ def test_torch_backend_without_the_extra_names_it():
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith("error: --backend torch needs the training extra (pip install 'uscl[train]'): ")
     assert res.stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Generated formats: every backend's compressor gives the same bits
+# --------------------------------------------------------------------------------------------
+
+ROW = 64
+_QUANT_BASES = [
+    "int2", "int4", "sint3", "aint4", "fint4", "e2m1", "e3m2", "e4m3", "e5m2", "e1m0", "lm2", "lm3",
+    "lut[-1,0,0.5,2]", "lut[-1.5,-0.25,0.75]", "nf4", "ternary", "mxfp4", "nvfp4", "mxint8", "bf16",
+    "vq1-b2", "vq2-b2", "vq4-b1",  # codebooks that ship with the package (no training)
+]
+_MODIFIERS = [
+    "g4", "g16", "g32", "row", "tensor", "absmax", "rms", "mse", "rms1.5", "sfp16", "sbf16", "se8m0",
+    "se4m3", "sint8", "sdq8", "rceil", "nearest", "floor", "even", "inf", "saturate", "bnb",
+]
+_SPARSE = ["2:4", "1:4", "3:8", "2:4x2", "1:2x8", "sparse30", "sparse75", "block4-50", "block16-25"]
+
+
+@st.composite
+def _generated_formats(draw):
+    """A format from the shorthand grammar: [rotation +] [sparsity +] quantizer-modifiers
+    (or sparsity alone); drawn pieces that make no valid format are discarded."""
+    parts = []
+    if draw(st.booleans()) and draw(st.booleans()):
+        parts.append(draw(st.sampled_from(["had2", "had16", "had64"])))
+    if draw(st.booleans()):
+        parts.append(draw(st.sampled_from(_SPARSE)))
+    if not parts or draw(st.integers(0, 3)):
+        mods = draw(st.lists(st.sampled_from(_MODIFIERS), max_size=3, unique=True))
+        if len(parts) and parts[-1][0] != "h" and draw(st.booleans()):
+            mods.append("allstats")
+        parts.append("-".join([draw(st.sampled_from(_QUANT_BASES)), *mods]))
+    text = "+".join(parts)
+    try:
+        fmt = resolve_format(text)
+        fmt.check_row_length(ROW)
+    except SpecError:
+        assume(False)
+    return fmt
+
+
+def _awkward_rows(style: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((6, ROW))
+    if style == "scaled":  # rows of very different magnitudes, one all zero
+        x *= 10.0 ** rng.uniform(-5, 5, (6, 1))
+        x[2] = 0.0
+    elif style == "ties":  # multiples of 1/8: exact ties against power-of-two scales and levels
+        x = rng.integers(-16, 17, (6, ROW)) / 8.0
+    elif style == "outlier":  # one huge entry per row, and subnormals
+        x[np.arange(6), rng.integers(0, ROW, 6)] = 1e6
+        x[5] *= 1e-40
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(fmt=_generated_formats(), style=st.sampled_from(["gauss", "scaled", "ties", "outlier"]), seed=st.integers(0, 99))
+def test_generated_formats_compress_alike_on_every_backend(fmt, style, seed):
+    torch = pytest.importorskip("torch")
+    from gmse_cli.training.torch_compress import TorchCompressor
+
+    x = _awkward_rows(style, seed)
+    ref = compressor("numba")(fmt, x)
+    if not fmt.rotations:  # the numpy twin rotates with a dense float64 matrix: close, not equal
+        np.testing.assert_array_equal(compressor("numpy")(fmt, x), ref, err_msg=fmt.display_name)
+    np.testing.assert_array_equal(compressor("torch")(fmt, x), ref, err_msg=fmt.display_name)
+    plain = TorchCompressor(fmt, kernels="torch")(torch.from_numpy(x)).detach().numpy()  # the GPU path
+    np.testing.assert_array_equal(plain, ref, err_msg=fmt.display_name)
+    train = TorchCompressor(fmt)(torch.from_numpy(x).requires_grad_()).detach().numpy()  # with autograd
+    np.testing.assert_array_equal(train, ref, err_msg=fmt.display_name)
