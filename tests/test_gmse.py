@@ -278,6 +278,35 @@ def test_rms_scales_stored_in_e8m0_have_no_exact_gmse():
     assert not has_exact(resolve_format("lm2-se8m0-rceil"))
 
 
+
+def test_rms_scales_stored_in_e4m3_have_no_exact_gmse():
+    # NVFP4's two-level scale: s_t = float32(max raw scale of the tensor / 448), each row's
+    # scale stored as e4m3(raw / s_t) (3 mantissa bits). Written here from that rule with
+    # ml_dtypes, on QuEST's int4 grid, over tensors of 32 rows of 4096 like the bank's.
+    import ml_dtypes
+
+    fmt = resolve_format("int4-se4m3")
+    assert not has_exact(fmt) and not has_exact(resolve_format("sint4-rms-se4m3"))
+    assert has_exact(resolve_format("int4-sbf16")) and has_exact(resolve_format("int4-sint8"))
+    est = gmse_of(fmt)
+    assert est.method == "monte-carlo"
+    rng = np.random.default_rng(11)
+    errs, norms = [], []
+    for _ in range(64):
+        x = rng.standard_normal((32, 4096)).astype(np.float32)
+        raw = 2.5139305786 * np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1))
+        s_t = np.float32(raw.max() / 448.0)
+        scale = (raw / s_t).astype(np.float32).astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * s_t
+        step = 2 * scale[:, None] / 15
+        y = -scale[:, None] + np.clip(np.round((x + scale[:, None]) / step), 0, 15) * step
+        errs.append(((y - x) ** 2).sum())
+        norms.append((x.astype(np.float64) ** 2).sum())
+    errs, norms = np.array(errs), np.array(norms)
+    independent = errs.sum() / norms.sum()
+    resid = errs - independent * norms
+    se = math.sqrt((resid**2).sum() / (len(errs) * (len(errs) - 1))) / norms.mean()
+    assert abs(est.gmse - independent) <= 4 * math.hypot(est.std_err, se)
+
 def _cell_mse(level: float, lo: float, hi: float) -> float:
     """E[(x - level)^2; lo < x < hi] for x standard normal (scipy's quadrature)."""
     from scipy import integrate
