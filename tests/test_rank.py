@@ -296,6 +296,14 @@ def test_cli_plot(run_cli, law_file, tmp_path):
     assert np.mean(np.any(rgb < 0.9, axis=1)) > 0.02
 
 
+@pytest.mark.parametrize("ratio, per_param", [("20x", 20.0), ("1e3x", 1e3), ("2.5E1X", 25.0), (".5x", 0.5)])
+def test_cli_tokens_per_param_takes_the_count_grammar(run_cli, law_file, ratio, per_param):
+    # Regression: '1e3x' was refused although '1e3' is a count and '20x' a ratio.
+    res = run_cli("predict", "int4", "--law", law_file, "--params", "2e8", "--tokens", ratio, "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["results"][0]["tokens"] == pytest.approx(per_param * 2e8, rel=1e-15)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
