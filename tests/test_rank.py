@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from test_law import QUEST_GMSE, magnitude_gmse, paper_like_law
 
 from gmse_cli.errors import LawError, SpecError
-from gmse_cli.law import save_law
+from gmse_cli.law import Constant, save_law
 from gmse_cli.paths import laws_dir
 from gmse_cli.rank import (
     DEFAULT_TOKENS_PER_PARAM,
@@ -144,6 +144,27 @@ def test_predict_breakdown(law):
     assert pred.irreducible == law.E.value
     assert pred.predicted_loss == pytest.approx(pred.params_term + pred.data_term + pred.irreducible, rel=1e-12)
     assert pred.dense_loss == pytest.approx(law_loss(law, 1e9, 5e10, 1.0), rel=1e-12)
+
+
+def test_predict_term_that_overflows_is_infinite_not_an_error():
+    """A huge exponent on a count below 1 overflows: an infinite term and loss, never a traceback.
+
+    Regression: Python's float power raised OverflowError for A (N rho)^-alpha with N rho < 1
+    (a valid law with alpha 5000 at N = 1), and numpy's printed RuntimeWarnings on stderr.
+    """
+    import warnings
+
+    law = paper_like_law(alpha=Constant(value=5000.0, provenance="test"), beta=Constant(value=3000.0, provenance="test"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = predict("int4", 1.0, 1.0, law, draws=100)
+        assert 0 < pred.rho < 1  # so (N rho)^-alpha = rho^-5000 > 1e300: beyond a float
+        assert pred.params_term is None and pred.predicted_loss is None and pred.delta_loss_vs_bf16 is None
+        # At N = 1 the dense model's term is A * 1^-alpha = A; at D = 1 the data term is B.
+        assert pred.dense_loss == pytest.approx(law.A.value + law.B.value + law.E.value, rel=1e-12)
+        assert pred.data_term == pytest.approx(law.B.value, rel=1e-12)
+        half = predict("int4", 1.0, 0.5, law, draws=100)  # 0.5^-3000 = 2^3000: the data term overflows too
+        assert half.data_term == math.inf and half.predicted_loss is None
 
 
 def test_compare_uses_the_shared_draws(law):
