@@ -548,6 +548,21 @@ def test_cli_bad_input_is_one_line_exit_2(run_cli, tmp_path, shared_data):
         assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+def test_cli_outputs_never_replace_an_input_or_each_other(run_cli, tmp_path):
+    """Regression: `--out runs.csv` replaced the runs with the law, and `--out x.png --plot x.png`
+    wrote the plot and then the law over it; both exited 0."""
+    path = _csv(tmp_path, _synthetic(np.random.default_rng(5), 0.003))
+    runs_bytes = path.read_bytes()
+    (tmp_path / "link.csv").symlink_to(path)
+    for extra, named in [(["--out", str(path)], "runs.csv"), (["--out", str(tmp_path / "link.csv")], "runs.csv"),
+                         (["--out", str(tmp_path / "x.png"), "--plot", str(tmp_path / "x.png")], "x.png")]:
+        res = run_cli("fit", str(path), "--model", "dense", *extra)
+        assert res.code == 2, res.stderr
+        assert named in res.stderr and "choose another path" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+        assert path.read_bytes() == runs_bytes and not (tmp_path / "x.png").exists()
+
+
 def test_cli_nan_loss_is_rejected(run_cli, tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("N,D,loss\n1e7,2e8,nan\n")
