@@ -167,6 +167,15 @@ def test_predict_term_that_overflows_is_infinite_not_an_error():
         assert half.data_term == math.inf and half.predicted_loss is None
 
 
+def test_rank_and_compare_take_one_format_alone_and_compare_takes_none(law):
+    # Regression: rank("int4") read the name a character at a time; compare([]) raised numpy's
+    # "zero-size array to reduction" where rank([]) ranks nothing.
+    assert rank("int4", law=law, params=2e8) == rank(["int4"], law=law, params=2e8)
+    assert compare("int4", law=law).p_most_capacity == (1.0,)
+    empty = compare([], law=law)
+    assert empty.rows == () and empty.p_most_capacity == () and empty.p_least_memory == ()
+
+
 def test_compare_uses_the_shared_draws(law):
     # One curve, exact GMSEs: the lower GMSE has the higher capacity in every draw of F and C,
     # although the two marginal intervals overlap.
