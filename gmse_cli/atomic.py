@@ -12,7 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,17 +39,23 @@ def _umask() -> int:
 
 
 def check_output_path(
-    path: str | Path, *, what: str, error: type[Exception], folder: bool = False, parents: bool = False
+    path: str | Path, *, what: str, error: type[Exception], folder: bool = False, parents: bool = False,
+    inputs: Iterable[str | Path] = (),
 ) -> Path:
     """Raise ``error`` (one line naming ``what`` and ``path``) unless ``path`` can be written.
 
     Run before any long work: the parent folder exists and is writable, the target is not a
     folder (or, with ``folder=True``, is one or can be made; with ``parents=True`` missing
     parent folders will be made, so the nearest existing one is checked), not a device node or FIFO (an
-    atomic write would replace it with a regular file), and the file system has
-    :data:`MIN_FREE_BYTES` free where it reports it.
+    atomic write would replace it with a regular file), not one of the command's ``inputs`` or
+    other outputs (the write would replace what was read, or one output the other), and the
+    file system has :data:`MIN_FREE_BYTES` free where it reports it.
     """
     path = Path(path)
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise error(f"cannot write {what} '{path}': it is also '{source}', which this command reads or "
+                        "writes (choose another path)")
     try:
         info = path.stat() if path.exists() else None
         if folder and info is not None and not stat.S_ISDIR(info.st_mode):
@@ -70,6 +76,13 @@ def check_output_path(
     if free < MIN_FREE_BYTES:
         raise error(f"cannot write {what} '{path}': {os.strerror(errno.ENOSPC).lower()} ({free} bytes free)")
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # links and other spellings of one file
+    except OSError:  # one of them does not exist (yet): compare the names
+        return a.resolve() == b.resolve()
 
 
 def _probe(folder: Path) -> None:

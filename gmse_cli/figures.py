@@ -11,7 +11,7 @@ shows a pile of text (the command's table lists everything).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,15 +73,16 @@ _STYLE = {
 }
 
 
-def check_plot_path(path: str | Path) -> Path:
-    """Raise :class:`DataError` unless ``path`` is a writable .png/.svg/.pdf file path.
+def check_plot_path(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Path:
+    """Raise :class:`DataError` unless ``path`` is a writable .png/.svg/.pdf file path, none of
+    the command's ``inputs``.
 
     Called before any work, so a typo costs nothing.
     """
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf (the file type follows the extension)")
-    return check_output_path(path, what="plot", error=DataError)
+    return check_output_path(path, what="plot", error=DataError, inputs=inputs)
 
 
 @contextmanager

@@ -52,7 +52,8 @@ def is_file(text: str | Path) -> bool:
 
 def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit: int = MAX_TEXT_BYTES,
                    read_error: type[UsclError] | None = None) -> str:
-    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes.
+    """The UTF-8 text of the regular file ``path`` (a UTF-8 byte-order mark dropped), at most
+    ``limit`` bytes.
 
     A FIFO, a device (``/dev/zero``) or a folder is refused before reading (such a "file" may
     never end); a larger file is refused before it is read. A file that cannot be read raises
@@ -81,6 +82,9 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
     for bom, name in _BOMS.items():
         if data.startswith(bom):
             raise error(f"{what} {path} is {name} text; save it as UTF-8")
+    # A UTF-8 byte-order mark (Excel's "CSV UTF-8", Windows editors) is a signature, not text:
+    # left in, it glues itself to the first column name or key.
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -175,6 +175,11 @@ def test_read_text_file_refuses_what_it_cannot_read_whole(tmp_path, monkeypatch)
     (tmp_path / "latin").write_bytes(b"a = 1\n# caf\xe9\n")
     with pytest.raises(DataError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
         read(tmp_path / "latin")
+    (tmp_path / "latin-bom").write_bytes(b"\xef\xbb\xbfa = 1\n# caf\xe9\n")  # the mark is no byte of the text
+    with pytest.raises(DataError, match=r"not UTF-8 text \(byte 0xe9 on line 2\)"):
+        read(tmp_path / "latin-bom")
+    (tmp_path / "bom").write_bytes(b"\xef\xbb\xbfa = 1\n")
+    assert read(tmp_path / "bom") == "a = 1\n"
     (tmp_path / "big").write_bytes(b"x" * 2048)
     with pytest.raises(DataError, match="the limit is"):
         read(tmp_path / "big", limit=1024)

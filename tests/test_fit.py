@@ -367,6 +367,34 @@ def test_capacity_bootstrap_intervals_bracket_the_estimate():
         assert c.low <= c.value <= c.high and c.sigma > 0
 
 
+def test_capacity_fit_with_every_constant_held_returns_the_base_curve():
+    """Two distinct GMSEs: the family is held at the base law, so nothing is free to fit.
+
+    Regression: the optimizer was handed zero free coordinates and crashed (a held-out refit
+    of `uscl fit --model capacity` reaches this whenever leaving a scheme out leaves its
+    family with fewer than 3 GMSE values).
+    """
+    law = load_law()
+    curve = law.curve("sparsity")
+    L, Fc, C = curve.L.value, curve.F.value, curve.C.value
+    gmses = [_magnitude_gmse(0.3), _magnitude_gmse(0.5)]
+    points = [F.CapacityPoint(name=f"p{i}", stages=(("sparsity", g),), rho=0.8) for i, g in enumerate(gmses)]
+    for bootstrap in (0, 5):
+        res = F.fit_capacity(points, base_law=law, bootstrap=bootstrap)
+        got = res.families["sparsity"]
+        assert got.held and (got.L, got.F, got.C) == (L, Fc, C)
+        expected = [L * math.tanh(Fc * math.log(g) / math.log(0.25)) ** C for g in gmses]
+        np.testing.assert_allclose(res.predicted, expected, rtol=1e-12)
+
+
+def test_batched_lbfgs_with_no_free_coordinate_returns_the_start():
+    def fun(x, rows):
+        return np.array([1.0, np.inf])[rows], np.zeros((len(rows), 0))
+
+    x, f, iters, conv = batched_lbfgs(fun, np.zeros((2, 0)))
+    assert x.shape == (2, 0) and f[0] == 1.0 and list(conv) == [True, False] and list(iters) == [0, 0]
+
+
 def _magnitude_gmse(s):
     t = norm.ppf((1 + s) / 2)
     return float((2 * norm.cdf(t) - 1) - 2 * t * norm.pdf(t))
@@ -518,6 +546,21 @@ def test_cli_bad_input_is_one_line_exit_2(run_cli, tmp_path, shared_data):
         res = run_cli(*args)
         assert res.code == 2, (args, res.stderr)
         assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_cli_outputs_never_replace_an_input_or_each_other(run_cli, tmp_path):
+    """Regression: `--out runs.csv` replaced the runs with the law, and `--out x.png --plot x.png`
+    wrote the plot and then the law over it; both exited 0."""
+    path = _csv(tmp_path, _synthetic(np.random.default_rng(5), 0.003))
+    runs_bytes = path.read_bytes()
+    (tmp_path / "link.csv").symlink_to(path)
+    for extra, named in [(["--out", str(path)], "runs.csv"), (["--out", str(tmp_path / "link.csv")], "runs.csv"),
+                         (["--out", str(tmp_path / "x.png"), "--plot", str(tmp_path / "x.png")], "x.png")]:
+        res = run_cli("fit", str(path), "--model", "dense", *extra)
+        assert res.code == 2, res.stderr
+        assert named in res.stderr and "choose another path" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+        assert path.read_bytes() == runs_bytes and not (tmp_path / "x.png").exists()
 
 
 def test_cli_nan_loss_is_rejected(run_cli, tmp_path):

@@ -326,3 +326,12 @@ def _cell_mse(level: float, lo: float, hi: float) -> float:
 def test_bad_arguments(kwargs, message):
     with pytest.raises(SpecError, match=message):
         estimate_gmse(["int4-g128"], **kwargs)
+
+
+def test_one_format_alone_is_a_list_of_one():
+    # Regression: a bare name is a str, a sequence too: it was read a character at a time
+    # ("unknown format 'i'").
+    alone, listed = estimate_gmse("int4")[0], estimate_gmse(["int4"])[0]
+    assert alone == listed and alone.name == "int4"
+    assert estimate_gmse(resolve_format("int8"), method="exact") == estimate_gmse(["int8"], method="exact")
+

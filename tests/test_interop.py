@@ -102,3 +102,16 @@ def test_cli_export_then_import(run_cli, tmp_path):
     assert resolve_format(str(toml)).stages == resolve_format("w4a16").stages
     res = run_cli("formats", "export", "int4-g128", "--to", "torchao")
     assert res.code != 0 and "'signed'" in res.stderr
+
+
+def test_cli_import_and_export_never_overwrite_their_input(run_cli, tmp_path):
+    # Regression: `formats import cfg.json -o cfg.json` replaced the config with TOML (exit 0).
+    cfg, fmt = tmp_path / "cfg.json", tmp_path / "fmt.toml"
+    assert run_cli("formats", "export", "w4a16", "--to", "compressed-tensors", "-o", str(cfg)).code == 0
+    fmt.write_text(run_cli("formats", "show", "w4a16").stdout)
+    before = {p: p.read_bytes() for p in (cfg, fmt)}
+    for args in (["import", str(cfg), "-o", str(cfg)], ["export", str(fmt), "--to", "torchao", "-o", str(fmt)]):
+        res = run_cli("formats", *args)
+        assert res.code == 2 and "choose another path" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in (cfg, fmt)} == before

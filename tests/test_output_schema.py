@@ -97,6 +97,14 @@ def test_search_carries_the_catalog_comparison(run_cli, validator):
     assert isinstance(data["comparisons"], list)
 
 
+def test_search_comparison_against_a_format_of_no_capacity(run_cli, validator):
+    # Regression: at --row-length 1 the catalog's sparse-80 and sparse-90 prune a row's one
+    # entry (GMSE 1, rho 0), so the gain relative to them was inf and --json refused to print.
+    data = _check(validator, run_cli("search", "--bits", "4", "--row-length", "1", "--json"), "search")
+    zero = [c for c in data["comparisons"] if c["catalog"] in ("sparse-80", "sparse-90")]
+    assert len(zero) == 2 and all(c["catalog_rho"] == 0 and c["gain_relative"] is None for c in zero)
+
+
 def test_train_dry_run_and_tokenizer(run_cli, validator, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("tokenizers")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from test_law import QUEST_GMSE, magnitude_gmse, paper_like_law
 
 from gmse_cli.errors import LawError, SpecError
-from gmse_cli.law import save_law
+from gmse_cli.law import Constant, save_law
 from gmse_cli.paths import laws_dir
 from gmse_cli.rank import (
     DEFAULT_TOKENS_PER_PARAM,
@@ -144,6 +144,36 @@ def test_predict_breakdown(law):
     assert pred.irreducible == law.E.value
     assert pred.predicted_loss == pytest.approx(pred.params_term + pred.data_term + pred.irreducible, rel=1e-12)
     assert pred.dense_loss == pytest.approx(law_loss(law, 1e9, 5e10, 1.0), rel=1e-12)
+
+
+def test_predict_term_that_overflows_is_infinite_not_an_error():
+    """A huge exponent on a count below 1 overflows: an infinite term and loss, never a traceback.
+
+    Regression: Python's float power raised OverflowError for A (N rho)^-alpha with N rho < 1
+    (a valid law with alpha 5000 at N = 1), and numpy's printed RuntimeWarnings on stderr.
+    """
+    import warnings
+
+    law = paper_like_law(alpha=Constant(value=5000.0, provenance="test"), beta=Constant(value=3000.0, provenance="test"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = predict("int4", 1.0, 1.0, law, draws=100)
+        assert 0 < pred.rho < 1  # so (N rho)^-alpha = rho^-5000 > 1e300: beyond a float
+        assert pred.params_term is None and pred.predicted_loss is None and pred.delta_loss_vs_bf16 is None
+        # At N = 1 the dense model's term is A * 1^-alpha = A; at D = 1 the data term is B.
+        assert pred.dense_loss == pytest.approx(law.A.value + law.B.value + law.E.value, rel=1e-12)
+        assert pred.data_term == pytest.approx(law.B.value, rel=1e-12)
+        half = predict("int4", 1.0, 0.5, law, draws=100)  # 0.5^-3000 = 2^3000: the data term overflows too
+        assert half.data_term == math.inf and half.predicted_loss is None
+
+
+def test_rank_and_compare_take_one_format_alone_and_compare_takes_none(law):
+    # Regression: rank("int4") read the name a character at a time; compare([]) raised numpy's
+    # "zero-size array to reduction" where rank([]) ranks nothing.
+    assert rank("int4", law=law, params=2e8) == rank(["int4"], law=law, params=2e8)
+    assert compare("int4", law=law).p_most_capacity == (1.0,)
+    empty = compare([], law=law)
+    assert empty.rows == () and empty.p_most_capacity == () and empty.p_least_memory == ()
 
 
 def test_compare_uses_the_shared_draws(law):
@@ -294,6 +324,14 @@ def test_cli_plot(run_cli, law_file, tmp_path):
     # non-blank: many distinct colours, and a good share of pixels that are not background
     assert len(np.unique(np.round(rgb * 255).astype(int), axis=0)) > 50
     assert np.mean(np.any(rgb < 0.9, axis=1)) > 0.02
+
+
+@pytest.mark.parametrize("ratio, per_param", [("20x", 20.0), ("1e3x", 1e3), ("2.5E1X", 25.0), (".5x", 0.5)])
+def test_cli_tokens_per_param_takes_the_count_grammar(run_cli, law_file, ratio, per_param):
+    # Regression: '1e3x' was refused although '1e3' is a count and '20x' a ratio.
+    res = run_cli("predict", "int4", "--law", law_file, "--params", "2e8", "--tokens", ratio, "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["results"][0]["tokens"] == pytest.approx(per_param * 2e8, rel=1e-15)
 
 
 @pytest.mark.parametrize(

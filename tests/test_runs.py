@@ -148,6 +148,20 @@ def test_plain_csv_with_formats(tmp_path):
     assert runs[0].w_bits == 4 and runs[0].a_bits == 16
 
 
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    # Regression: Excel's "CSV UTF-8" starts with a byte-order mark, which became part of the
+    # first column's name ('\ufeffN'), and a runs file with one was refused ("needs columns N").
+    body = "N,D,loss,weights\n1e7,2e8,3.9,int4\n2e7,4e8,3.6,bf16\n"
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    plain.write_text(body, encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    strip = [r.model_copy(update={"source": ""}) for r in load_csv(plain)]
+    assert [r.model_copy(update={"source": ""}) for r in load_csv(marked)] == strip
+    line = tmp_path / "marked.jsonl"
+    line.write_bytes(b"\xef\xbb\xbf" + b'{"weights": "int4", "N": 1e7, "D": 2e8, "loss": 3.9}\n')
+    assert load_train_jsonl(line)[0].model_copy(update={"source": ""}) == strip[0]
+
+
 def test_csv_without_needed_columns(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("params,loss\n1e7,3.9\n")

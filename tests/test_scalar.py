@@ -396,6 +396,15 @@ def test_bad_input_raises_clean_errors():
         Quantize(grid="int", bits=4, int_style="asymmetric")
     with pytest.raises(DataError, match="2-D"):
         quantize(Quantize(grid="int", bits=4), np.zeros((2, 2, 2), F32))
+    # The top-level compressor: the same error type as every family's (it raised ValueError),
+    # and a format named as everywhere else.
+    from gmse_cli.compress import compress
+
+    for shape in ((8,), (2, 2, 8)):
+        with pytest.raises(DataError, match="2-D"):
+            compress(resolve_format("int4"), np.zeros(shape, F32))
+    y = np.random.default_rng(0).standard_normal((2, 8)).astype(F32)
+    np.testing.assert_array_equal(compress("int4", y), compress(resolve_format("int4"), y))
     with pytest.raises(DataError, match="mask shape"):
         quantize(Quantize(grid="int", bits=4), x, np.ones((2, 4), bool))
     with pytest.raises(SpecError, match="does not divide"):

@@ -264,3 +264,21 @@ def test_bad_input_is_a_clean_error():
         sparsity.mask_reference(Sparsify(pattern="block", block=8, sparsity=0.5), np.zeros((2, 12)))
     with pytest.raises(SpecError, match="Sparsify"):
         sparsity.mask("sparse-50", np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("s", [1e-12, 1e-9, 1e-6, 1e-4, 1e-3, 1e-2, 0.049, 0.05])
+def test_magnitude_gmse_of_a_small_sparsity_is_accurate(s):
+    """Regression: s - 2 t phi(t) cancelled (sparsity 1e-6: 158x too large; 1e-9: negative).
+
+    Reference: the series of E[x^2; |x| < t] = 2 phi(0) (t^3/3 - t^5/10 + t^7/56 - t^9/432 + t^11/4224 - ...)
+    with t = sqrt(2) erfinv(s); below t = 0.06 the first term left out is under 1e-13 relative.
+    """
+    from scipy import special
+
+    from gmse_cli.compress.sparsity_gmse import magnitude_gmse
+
+    t = math.sqrt(2.0) * float(special.erfinv(s))
+    assert t < 0.065
+    series = 2 / math.sqrt(2 * math.pi) * (t**3 / 3 - t**5 / 10 + t**7 / 56 - t**9 / 432 + t**11 / 4224)
+    assert magnitude_gmse(s) == pytest.approx(series, rel=1e-12, abs=0.0)
+

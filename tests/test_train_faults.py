@@ -156,6 +156,10 @@ def test_tokenizer_output_is_checked_first_and_written_whole(run_cli, text, tmp_
     target.write_text('{"old": true}')
     res = run_cli("tokenizer", "train", str(text), "--vocab-size", "300", "--out", str(tmp_path))
     assert res.code == 2 and "it is a folder" in res.stderr and "training" not in res.stderr
+    corpus = text.read_bytes()  # --out naming the corpus itself: refused before training, the corpus kept
+    res = run_cli("tokenizer", "train", str(text), "--vocab-size", "300", "--out", str(text))
+    assert res.code == 2 and "choose another path" in res.stderr and "training" not in res.stderr
+    assert text.read_bytes() == corpus
 
     from gmse_cli import atomic
 

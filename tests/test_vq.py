@@ -228,6 +228,18 @@ def test_kernel_twins():
     assert err == pytest.approx(rerr, rel=1e-12)
 
 
+def test_codebook_file_keeps_its_name_whatever_the_suffix_case(tmp_path):
+    # Regression: 'Grid.NPY' did not end in '.npy', so it was read as a named codebook and
+    # lowercased to 'grid.npy', a file that does not exist.
+    c = np.array([[1, 1], [-1, -1], [1, -1], [-1, 1]], dtype=np.float32)
+    path = tmp_path / "Grid.NPY"
+    with path.open("wb") as handle:
+        np.save(handle, c)
+    stage = VQ(dim=2, bits=1, codebook=str(path))
+    assert stage.codebook == str(path)
+    np.testing.assert_array_equal(vq.codebook(stage), c)
+
+
 # ---------------------------------------------------------------------------------------------
 # Exact search on arbitrary codebooks (files exercise every path)
 # ---------------------------------------------------------------------------------------------

@@ -98,9 +98,9 @@ def register(app: typer.Typer) -> None:
         if out is not None and model in ("decoupled", "kumar"):
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
         if plot is not None:
-            check_plot_path(plot)
+            check_plot_path(plot, inputs=files)
         if out is not None:
-            check_output_path(out, what="law file", error=FitError)
+            check_output_path(out, what="law file", error=FitError, inputs=[*files, *([plot] if plot else [])])
         fixed = _parse_fix(fix or [])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RunsWarning)

@@ -90,10 +90,16 @@ def register(app: typer.Typer) -> None:
         import json
 
         from gmse_cli.cli.options import renamed
+        from gmse_cli.inputs import is_file
         from gmse_cli.interop import export_format
         from gmse_cli.spec import resolve_format
 
         output = renamed("--output", "--out", old_output, output)
+        if output is not None and is_file(name.strip()):  # a format file, not a catalog name or shorthand
+            from gmse_cli.atomic import check_output_path
+            from gmse_cli.errors import DataError
+
+            check_output_path(output, what="config file", error=DataError, inputs=[name.strip()])
         text = json.dumps(export_format(resolve_format(name), to), indent=2) + "\n"
         _write(text, output)
 
@@ -117,6 +123,10 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.spec import format_to_toml
 
         output = renamed("--output", "--out", old_output, output)
+        if output is not None:
+            from gmse_cli.atomic import check_output_path
+
+            check_output_path(output, what="format file", error=DataError, inputs=[path])
         try:
             data = json.loads(path.read_text())
         except OSError as exc:

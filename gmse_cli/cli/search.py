@@ -127,6 +127,7 @@ def _render(result) -> None:
         table.add_column(col, justify="left" if col in ("catalog", "best searched") else "right")
     for c in result.comparisons:
         table.add_row(c.catalog, f"{c.catalog_bits:.4f}", f"{c.catalog_rho:.4f}", c.best, f"{c.best_bits:.4f}",
-                      f"{c.best_rho:.4f}", f"{c.gain:+.4f} ({c.gain_relative:+.1%})")
+                      f"{c.best_rho:.4f}",
+                      f"{c.gain:+.4f}" + ("" if c.gain_relative is None else f" ({c.gain_relative:+.1%})"))
     out_console.print(table)
 

@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.errors import TrainError
         from gmse_cli.training.data import corpus_files, iter_corpus, train_bpe
 
-        check_output_path(out, what="tokenizer", error=TrainError, parents=True)
+        check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
         corpus_files(text)  # a missing or empty source is one line, before the progress line
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} ...")
         tok = train_bpe((t for t, _ in iter_corpus(text, text_field=text_field)), vocab_size=vocab_size)

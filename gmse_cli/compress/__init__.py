@@ -22,8 +22,9 @@ from typing import Literal
 
 import numpy as np
 
+from gmse_cli.errors import DataError
 from gmse_cli.progress import watch_compiles
-from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify
+from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify, resolve_format
 from gmse_cli.threads import start_numba_threads
 
 __all__ = ["compress", "top_raw_scale", "scale_range", "Backend"]
@@ -41,7 +42,7 @@ def _rotated_and_masked(
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
-        raise ValueError(f"compress expects a 2-D (rows, row_length) array, got shape {x.shape}")
+        raise DataError(f"compress: x must be 2-D (rows, row_length), got shape {x.shape}")
     fmt.check_row_length(x.shape[1])
     y = x
     rotations = [s for s in fmt.stages if isinstance(s, Rotate)]
@@ -62,9 +63,10 @@ def _rotated_and_masked(
 
 
 def compress(
-    fmt: Format, x: np.ndarray, *, backend: Backend = "numba", top_raw_scale: float | None = None
+    fmt: Format | str, x: np.ndarray, *, backend: Backend = "numba", top_raw_scale: float | None = None
 ) -> np.ndarray:
-    """Compress ``x`` (rows, row_length) with ``fmt``; returns the dequantized tensor.
+    """Compress ``x`` (rows, row_length) with ``fmt`` (a :class:`Format`, or a name, shorthand or
+    .toml path as :func:`~gmse_cli.spec.resolve_format` takes); returns the dequantized tensor.
 
     Stages run in order: rotations, then the sparsity mask, then the quantizer (which sees
     only the kept values, or with ``scale_stats = "all"`` takes its scale statistics over all
@@ -73,6 +75,7 @@ def compress(
     largest raw group scale when ``x`` is a chunk of its rows (:func:`top_raw_scale`), so
     chunks quantize as the whole tensor would.
     """
+    fmt = resolve_format(fmt)
     reference = backend == "numpy"
     if not reference:
         watch_compiles()  # the first run on a machine compiles the kernels: say so

@@ -18,6 +18,9 @@ from gmse_cli.errors import SpecError
 __all__ = ["magnitude_gmse", "nm_gmse"]
 
 
+_CANCELS_BELOW = 0.05  # where the difference below loses more than 1e-12 of its digits
+
+
 def magnitude_gmse(sparsity: float) -> float:
     """GMSE of unstructured magnitude pruning of a fraction ``sparsity`` (infinite rows).
 
@@ -29,6 +32,10 @@ def magnitude_gmse(sparsity: float) -> float:
         raise SpecError(f"magnitude_gmse: sparsity={sparsity} is outside [0, 1)")
     if s == 0.0:
         return 0.0
+    if s < _CANCELS_BELOW:
+        # s - 2 t phi(t) cancels to nothing (below s = 1e-6 it went negative). The same loss as
+        # E[chi2_1; chi2_1 < t^2] = P(3/2, t^2 / 2), t^2 / 2 = erfinv(s)^2, without cancellation.
+        return float(special.gammainc(1.5, special.erfinv(s) ** 2))
     t = float(special.ndtri((1.0 + s) / 2.0))
     phi = math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
     return s - 2.0 * t * phi  # 2 Phi(t) - 1 = s by the choice of t

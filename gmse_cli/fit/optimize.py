@@ -124,6 +124,8 @@ def batched_lbfgs(fun, x0: np.ndarray, *, max_iter: int = 1000, history: int = 1
     m = history
     f, g = fun(x, np.arange(S))
     f = np.where(np.isfinite(f), f, np.inf)
+    if P == 0:  # every constant held: nothing to move, each row is at its own minimum
+        return x, f, np.zeros(S, dtype=int), np.isfinite(f)
     active = np.isfinite(f) & np.all(np.isfinite(g), axis=1)
     g = np.where(np.isfinite(g), g, 0.0)
     converged = np.zeros(S, dtype=bool)

@@ -23,7 +23,14 @@ from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
 from gmse_cli.limits import check_seed, is_whole
 from gmse_cli.progress import task
-from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, check_row_length, resolve_format
+from gmse_cli.spec import (
+    DEFAULT_ROW_LENGTH,
+    Family,
+    Format,
+    as_format_list,
+    check_row_length,
+    resolve_format,
+)
 
 __all__ = [
     "Method",
@@ -94,7 +101,7 @@ def estimate_gmse(
     """
     _validate(rel_err, row_length, method, max_samples, cache)
     seed = check_seed(seed)
-    resolved = [resolve_format(f) for f in formats]
+    resolved = [resolve_format(f) for f in as_format_list(formats)]
     for fmt in resolved:
         fmt.check_row_length(row_length)
         if method == "exact" and not has_exact(fmt):

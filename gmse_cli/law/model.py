@@ -224,7 +224,8 @@ def capacity(gmse: np.ndarray | float, L: float, F: float, C: float) -> np.ndarr
 def predicted_loss(params, tokens, rho=1.0, *, A: float, alpha: float, B: float, beta: float, E: float):
     """Loss = A * (N * rho)^(-alpha) + B * D^(-beta) + E."""
     n_eff = np.asarray(params, dtype=float) * np.asarray(rho, dtype=float)
-    with np.errstate(divide="ignore"):  # rho = 0 (nothing kept) is an infinite loss, not a warning
+    # rho = 0 (nothing kept), or a count below 1 under a huge exponent, is an infinite loss, not a warning
+    with np.errstate(divide="ignore", over="ignore"):
         out = A * n_eff ** (-alpha) + B * np.asarray(tokens, dtype=float) ** (-beta) + E
     return float(out) if np.ndim(out) == 0 else out
 

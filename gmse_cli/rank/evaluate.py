@@ -90,6 +90,13 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _power_term(coefficient: float, count: float, exponent: float) -> float:
+    """coefficient * count^-exponent; inf where it overflows (a count below 1 under a huge
+    exponent), as the law's own loss gives, where Python's float power would raise."""
+    with np.errstate(over="ignore"):
+        return float(coefficient * np.float64(count) ** -exponent)
+
+
 # --------------------------------------------------------------------------------------------
 # Draws and intervals
 # --------------------------------------------------------------------------------------------
@@ -166,7 +173,7 @@ def evaluate_all(
 
     dense = float(law.loss(params, tokens, 1.0))
     beyond = law.beyond_fitted(params, tokens)
-    data_term = law.B.value * tokens ** -law.beta.value
+    data_term = _power_term(law.B.value, tokens, law.beta.value)
     out: list[Prediction] = []
     for i, scheme in enumerate(schemes):
         stages: list[StageRow] = []
@@ -211,7 +218,7 @@ def evaluate_all(
             beyond_fitted_range=beyond,
             beyond_fitted_gmse=law.beyond_fitted_gmse((s.family, s.gmse) for s in stages),
             stages=tuple(stages),
-            params_term=_finite(law.A.value * (params * rho) ** -law.alpha.value) if rho > 0 else None,
+            params_term=_finite(_power_term(law.A.value, params * rho, law.alpha.value)) if rho > 0 else None,
             data_term=data_term,
             irreducible=law.E.value,
             dense_loss=dense,

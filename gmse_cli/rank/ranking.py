@@ -16,7 +16,7 @@ from gmse_cli.law import DEFAULT_DRAWS, Law
 from gmse_cli.rank.evaluate import evaluate_all
 from gmse_cli.rank.pareto import pareto_mask
 from gmse_cli.rank.results import DEFAULT_PARAMS, Comparison, Prediction, RankRow
-from gmse_cli.spec import Format, Scheme, catalog
+from gmse_cli.spec import Format, Scheme, as_format_list, catalog
 
 if TYPE_CHECKING:
     from gmse_cli.gmse import CacheMode, GmseOptions
@@ -57,7 +57,7 @@ def rank(
     Raises :class:`LawError` for a family the law does not cover or a non-positive N or D,
     :class:`SpecError` for a format that does not resolve.
     """
-    items = list(catalog().values()) if formats is None else list(formats)
+    items = list(catalog().values()) if formats is None else as_format_list(formats)
     preds, _ = evaluate_all(
         items, law=law, params=params, tokens=tokens, act=act, seed=seed, draws=draws, level=level,
         progress=progress, vary_L=vary_L, cache=cache, **options,
@@ -94,7 +94,9 @@ def compare(formats: Sequence[Format | Scheme | str | Path], **kwargs: Any) -> C
     GMSE in every draw. The shares here are computed on the shared draws, so they carry that
     correlation (ties count for every tied row, so shares may sum to more than 1).
     """
-    preds, rho = evaluate_all(list(formats), **_rank_keywords("compare", kwargs))
+    preds, rho = evaluate_all(as_format_list(formats), **_rank_keywords("compare", kwargs))
+    if not preds:  # nothing to compare, as rank([]) ranks nothing
+        return Comparison(rows=(), p_most_capacity=(), p_least_memory=())
     bits = np.array([p.bits_per_param for p in preds])[:, None]
     with np.errstate(divide="ignore"):
         memory = np.where(rho > 0, bits / np.where(rho > 0, rho, 1.0), np.inf)  # (rows, draws), up to N / 8

@@ -3,7 +3,6 @@ frontier written out as format TOML files."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +51,7 @@ class CatalogComparison(Frozen):
     best_bits: float
     best_rho: float
     gain: float = Field(description="best_rho - catalog_rho")
-    gain_relative: float = Field(description="best_rho / catalog_rho - 1")
+    gain_relative: float | None = Field(description="best_rho / catalog_rho - 1 (None: the catalog format's rho is 0)")
 
 
 class SearchResult(Frozen):
@@ -90,7 +89,7 @@ def compare_catalog(entries, final, evaluate, level) -> list[CatalogComparison]:
             CatalogComparison(
                 catalog=entry.cand.name, catalog_bits=entry.cand.bits_per_param, catalog_rho=entry.rho,
                 best=best.cand.name, best_bits=best.cand.bits_per_param, best_rho=best.rho,
-                gain=best.rho - entry.rho, gain_relative=best.rho / entry.rho - 1 if entry.rho > 0 else math.inf,
+                gain=best.rho - entry.rho, gain_relative=best.rho / entry.rho - 1 if entry.rho > 0 else None,
             )
         )
     out.sort(key=lambda c: (c.catalog_bits, c.catalog))

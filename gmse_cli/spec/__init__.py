@@ -36,7 +36,13 @@ Modules, each importing only those above it:
 from gmse_cli.spec.catalog import catalog, catalog_names
 from gmse_cli.spec.format import Format, Scheme
 from gmse_cli.spec.formatfile import format_to_toml, load_format_toml
-from gmse_cli.spec.shorthand import SHORTHAND_HELP, parse_shorthand, resolve_format, resolve_formats
+from gmse_cli.spec.shorthand import (
+    SHORTHAND_HELP,
+    as_format_list,
+    parse_shorthand,
+    resolve_format,
+    resolve_formats,
+)
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
@@ -87,6 +93,7 @@ __all__ = [
     "catalog_names",
     "resolve_format",
     "resolve_formats",
+    "as_format_list",
     "parse_shorthand",
     "load_format_toml",
     "format_to_toml",

@@ -14,7 +14,7 @@ from gmse_cli.errors import SpecError
 from gmse_cli.grammar import SHORTHAND_HELP
 from gmse_cli.inputs import is_file
 from gmse_cli.spec.catalog import catalog, catalog_format
-from gmse_cli.spec.format import Format, validate_format, validation_message
+from gmse_cli.spec.format import Format, Scheme, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify
 from gmse_cli.spec.vocab import (
@@ -26,7 +26,7 @@ from gmse_cli.spec.vocab import (
     ScaleStats,
 )
 
-__all__ = ["SHORTHAND_HELP", "parse_shorthand", "resolve_format", "resolve_formats"]
+__all__ = ["SHORTHAND_HELP", "as_format_list", "parse_shorthand", "resolve_format", "resolve_formats"]
 
 _SCALE_FORMAT_TOKENS = {f"s{f.value}": f for f in ScaleFormat}
 _SCALE_STATS_TOKENS = {f"{s.value}stats": s for s in ScaleStats}
@@ -166,3 +166,9 @@ def resolve_format(text: str | Path | Format) -> Format:
 def resolve_formats(texts: Iterable[str]) -> list[Format]:
     """:func:`resolve_format` over each of ``texts``."""
     return [resolve_format(t) for t in texts]
+
+
+def as_format_list(items: Any) -> list[Any]:
+    """``items`` as a list, where one name, path, :class:`Format` or :class:`Scheme` alone is a
+    list of one (a str is a sequence too, and would otherwise be read a character at a time)."""
+    return [items] if isinstance(items, str | Path | Format | Scheme) else list(items)

@@ -420,7 +420,7 @@ class VQ(SpecModel):
     @classmethod
     def _codebook(cls, value: Any) -> Any:
         # Named codebooks are case-insensitive; a file path is kept as written.
-        return value if isinstance(value, str) and value.endswith(".npy") else lowercase(value)
+        return value if isinstance(value, str) and value.lower().endswith(".npy") else lowercase(value)
 
     @model_validator(mode="after")
     def _check(self) -> VQ:
@@ -431,7 +431,7 @@ class VQ(SpecModel):
             raise SpecError(f"vq: 2^{round(index_bits)} codewords is above the supported 2^{_MAX_VQ_INDEX_BITS}")
         if self.codebook == "e8" and (self.dim != 8 or round(index_bits) != 16):
             raise SpecError("vq: the e8 codebook is 8-dimensional with 2 bits per coordinate")
-        if self.codebook not in ("gaussian", "e8") and not self.codebook.endswith(".npy"):
+        if self.codebook not in ("gaussian", "e8") and not self.codebook.lower().endswith(".npy"):
             raise SpecError(f"vq: codebook '{self.codebook}' is not 'gaussian', 'e8' or a .npy file")
         if self.scale_format is ScaleFormat.DQ8:
             raise SpecError("vq: dq8 scales (bitsandbytes double quantization) apply to quantize stages only")
