@@ -20,15 +20,16 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gmse_cli.compress import vq
+from gmse_cli.compress import compress, vq
 from gmse_cli.compress.sparsity import mask as sparsity_mask
 from gmse_cli.compress.vq import lloyd, store, streamed
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.spec import VQ, Sparsify
+from gmse_cli.spec import VQ, Sparsify, resolve_format
 
 MAX_2BIT = np.array([-1.5104, -0.4528, 0.4528, 1.5104])
 MAX_3BIT = np.array([-2.1520, -1.3440, -0.7560, -0.2451, 0.2451, 0.7560, 1.3440, 2.1520])
@@ -239,6 +240,22 @@ def test_codebook_file_keeps_its_name_whatever_the_suffix_case(tmp_path):
     assert stage.codebook == str(path)
     np.testing.assert_array_equal(vq.codebook(stage), c)
 
+
+
+def test_a_format_files_relative_codebook_is_the_file_beside_it(tmp_path, monkeypatch):
+    c = np.array([[1, 1], [-1, -1], [1, -1], [-1, 1]], dtype=np.float32)
+    (tmp_path / "formats").mkdir()
+    np.save(tmp_path / "formats" / "grid.npy", c)
+    (tmp_path / "formats" / "mine.toml").write_text(
+        '[[stages]]\nkind = "vq"\ndim = 2\nbits = 1\ncodebook = "grid.npy"\n'
+    )
+    monkeypatch.chdir(tmp_path)  # the command runs one folder up
+    fmt = resolve_format("formats/mine.toml")
+    assert Path(fmt.stages[0].codebook) == (tmp_path / "formats" / "grid.npy").resolve()
+    np.testing.assert_array_equal(vq.codebook(fmt.stages[0]), c)
+    x = np.array([[0.9, 1.2, -0.3, 0.8]], dtype=np.float32)  # RMS 0.87: slices scale to +-c
+    y = compress(fmt, x)
+    assert np.all(np.sign(y) == np.array([[1, 1, -1, 1]]))
 
 # ---------------------------------------------------------------------------------------------
 # Exact search on arbitrary codebooks (files exercise every path)

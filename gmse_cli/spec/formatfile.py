@@ -32,7 +32,21 @@ def format_from_table(data: dict, path: Path) -> Format:
     """The format a format file's top-level table ``data`` describes (named after the file
     unless it says its name)."""
     data.setdefault("name", path.stem)
+    _codebooks_beside(data, path.parent)
     return validate_format(data, source=str(path))
+
+
+def _codebooks_beside(data: dict, folder: Path) -> None:
+    """A relative codebook path in a format file names a file beside it (as an import in a
+    config does), not one in whatever folder the command runs from; made absolute, so that the
+    spec ``uscl formats show`` prints still names it wherever it is saved."""
+    stages = data.get("stages")
+    if not isinstance(stages, list):
+        return  # validation names what is wrong
+    for stage in stages:
+        codebook = stage.get("codebook") if isinstance(stage, dict) else None
+        if isinstance(codebook, str) and codebook.lower().endswith(".npy") and not Path(codebook).is_absolute():
+            stage["codebook"] = str(folder.resolve() / codebook)
 
 
 def format_to_toml(fmt: Format) -> str:
