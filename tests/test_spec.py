@@ -228,6 +228,8 @@ def test_toml_keys_are_case_normalized(tmp_path):
     path = tmp_path / "m.toml"
     path.write_text("[[stages]]\nkind='quantize'\ngrid='FP'\nexponent_bits=2\nmantissa_bits=1\nscale='ABSMAX'\ngroup=32\nscale_format='E8M0'\n")
     assert load_format_toml(path).stages == catalog()["mxfp4"].stages
+    path.write_text(path.read_text().replace("kind='quantize'", "kind='Quantize'"))  # the kind too
+    assert load_format_toml(path).stages == catalog()["mxfp4"].stages
 
 
 _ALPHABET = string.ascii_lowercase + string.digits + "-+:[],."

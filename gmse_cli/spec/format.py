@@ -27,6 +27,18 @@ class Format(SpecModel):
     description: str = ""
     stages: tuple[Stage, ...] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_kinds_any_case(cls, data: Any) -> Any:
+        # A stage's kind is a name like its grid or scale rule, read in any case ("QUANTIZE").
+        stages = data.get("stages") if isinstance(data, dict) else None
+        if isinstance(stages, list | tuple):
+            data = {**data, "stages": [
+                {**s, "kind": s["kind"].lower()} if isinstance(s, dict) and isinstance(s.get("kind"), str) else s
+                for s in stages
+            ]}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Format:
         order = [_STAGE_ORDER[s.kind] for s in self.stages]
