@@ -69,6 +69,18 @@ def test_gmse_json_keys(run_cli):
     assert rows[1]["gmse_low"] < rows[1]["gmse"] < rows[1]["gmse_high"]
 
 
+
+def test_gmse_says_when_monte_carlo_stops_at_the_sample_cap(run_cli):
+    # 16 batches of 2^17 elements cannot reach a relative standard error of 1e-6
+    res = run_cli("gmse", "int4-g128", "--rel-err", "1e-6", "--max-samples", str(16 << 17), "--recompute", "--json")
+    assert res.code == 0
+    (row,) = json.loads(res.stdout)["results"]
+    assert row["samples"] == 16 << 17 and row["gmse_std_err"] > 1e-6 * row["gmse"]
+    assert "note: int4-g128: Monte Carlo stopped at --max-samples 2,097,152" in res.stderr
+    assert "note" not in run_cli("gmse", "int4-g128", "--rel-err", "1e-2", "--recompute").stderr
+    bad = run_cli("gmse", "int4-g128", "--max-samples", "0")
+    assert bad.code == 2 and "max_samples 0" in bad.stderr
+
 def test_gmse_table_and_vs(run_cli):
     res = run_cli("gmse", "fp4", "--monte-carlo", "--vs", "int4", "--rel-err", "1e-2")
     assert res.code == 0 and "Gaussian MSE" in res.stdout

@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
         vs: Annotated[str | None, typer.Option(help="also report GMSE(format) - GMSE(VS) on common random numbers")] = None,
         backend: Annotated[str, typer.Option(help="numba (default), numpy (reference) or torch")] = "numba",
         device: Annotated[str, typer.Option(help="torch device for --backend torch (cpu, cuda)")] = "cpu",
+        max_samples: Annotated[
+            int, typer.Option(help="Gaussian elements per format at most (Monte Carlo stops there)")
+        ] = 1 << 26,
         recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
         json_out: JsonFlag = False,
         csv_out: CsvFlag = False,
@@ -60,10 +63,11 @@ def register(app: typer.Typer) -> None:
         bank = SampleBank(seed=seed, row_length=row_length, backend=backend, device=device) if reference else None
         results = estimate_gmse(
             resolved, rel_err=rel_err, seed=seed, row_length=row_length, method=method,
-            backend=backend, device=device, progress=True, bank=bank,
+            backend=backend, device=device, max_samples=max_samples, progress=True, bank=bank,
             cache="refresh" if recompute else "use",
         )
-        diffs = [bank.difference(f, reference, rel_err=rel_err) for f in resolved] if bank else None
+        diffs = [bank.difference(f, reference, rel_err=rel_err, max_samples=max_samples) for f in resolved] if bank else None
+        _note_short(results, rel_err, max_samples)
         if json_out or csv_out:
             payload = [r.model_dump(mode="json") for r in results]
             for item, diff in zip(payload, diffs or [], strict=False):
@@ -76,6 +80,21 @@ def register(app: typer.Typer) -> None:
                 print_csv(payload)
             return
         _render(results, diffs)
+
+    def _note_short(results, rel_err: float, max_samples: int) -> None:
+        """One stderr line when Monte Carlo stopped at the sample cap before reaching --rel-err
+        (its interval is honest, only wider than asked)."""
+        short = [r for r in results if r.gmse > 0 and r.std_err > rel_err * r.gmse * (1 + 1e-9)]
+        if short:
+            from gmse_cli.cli.console import err_console
+            from gmse_cli.cli.texttable import name_list
+
+            worst = max(r.std_err / r.gmse for r in short)
+            err_console.print(
+                f"note: {name_list([r.name for r in short])}: Monte Carlo stopped at --max-samples "
+                f"{max_samples:,} with a relative standard error up to {worst:.2g}, above --rel-err "
+                f"{rel_err:g} (raise --max-samples for more)", highlight=False, soft_wrap=True,
+            )
 
     def _render(results, diffs) -> None:
         from gmse_cli.cli import console
