@@ -257,6 +257,7 @@ def _options() -> list[tuple[list[str], tuple[str, ...]]]:
              ([*runs, "--model", "nope"], ("nope",)), ([*runs, "--where", "garbage"], ("garbage",))]
     rows += [(["formats", "--family", v], ("family", v)) for v in ("nonsense", "", "QUANT")]
     rows += [(["gmse", "int4", "--vs", ""], ("vs",)), (["gmse", "int4", "--backend", "nope"], ("nope",))]
+    rows += [(["gmse", "int4-g128", "--max-samples", v], ("max_samples", "max-samples")) for v in ("0", "-1", "1.5", "abc")]
     rows += [(["gmse"], ("format",)), (["rank", "int4", "--sort", "nosuch"], ("nosuch",))]
     dry = ["train", "--dry-run", "--preset", "tiny", "--out", "{d}/runs.jsonl"]
     rows += [([*dry, "--tokens-per-param", v], ("tokens-per-param",)) for v in ("inf", "nan", "0", "-3")]

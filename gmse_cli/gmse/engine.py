@@ -73,7 +73,7 @@ def _validate(rel_err: float, row_length: int, method: str, max_samples: int, ca
     if cache not in ("off", "use", "refresh"):
         raise SpecError(f"unknown cache mode '{cache}' (expected off, use or refresh)")
     if not (is_whole(max_samples) and max_samples >= 1):
-        raise SpecError(f"max_samples {max_samples!r} must be a positive whole number")
+        raise SpecError(f"--max-samples {max_samples!r} must be a positive whole number")
 
 
 def estimate_gmse(
