@@ -211,6 +211,26 @@ def test_train_jsonl(tmp_path):
     assert runs[1].stage_gmse == (("quantization", 0.0115), ("quantization", 0.0115))
 
 
+
+def test_a_json_list_of_run_records_reads_like_their_lines(tmp_path):
+    records = [
+        _train_record(),
+        _train_record(status="diverged", val_loss=None, run_key="d"),
+        _train_record(activations="int4", val_loss=4.4),
+    ]
+    lines, listed = tmp_path / "runs.jsonl", tmp_path / "runs.json"
+    lines.write_text("\n".join(json.dumps(x) for x in records) + "\n")
+    listed.write_text(json.dumps(records, indent=1))
+    with pytest.warns(RunsWarning, match="diverged"):
+        expected = load_runs(lines)
+    with pytest.warns(RunsWarning, match=r"runs.json record 1: skipping run with status"):
+        got = load_runs(listed)
+    assert [r.model_copy(update={"source": ""}) for r in got] == [r.model_copy(update={"source": ""}) for r in expected]
+    del records[0]["tokens"]
+    listed.write_text(json.dumps(records[:1]))
+    with pytest.raises(DataError, match=r"runs.json record 0: missing D"):
+        load_runs(listed)
+
 def test_train_jsonl_bad_line(tmp_path):
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps(_train_record()) + "\nnot json\n")

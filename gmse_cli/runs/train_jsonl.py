@@ -15,7 +15,7 @@ from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import Run, RunsWarning, scheme_name
 from gmse_cli.spec import Format
 
-__all__ = ["load_train_jsonl"]
+__all__ = ["load_train_jsonl", "run_from_record"]
 
 # Accepted spellings, first match wins: the training backend owns the schema, so the reader is
 # liberal in the keys it recognizes and strict about what it needs.
@@ -74,56 +74,64 @@ def load_train_jsonl(path: str | Path) -> list[Run]:
             rec = parse_nested(json.loads, line, where=where, error=DataError)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not a JSON line ({exc.msg}); expected one JSON object per line") from None
-        if not isinstance(rec, dict):
-            raise DataError(f"{where}: expected a JSON object per line, got {type(rec).__name__}")
-        status = rec.get("status")
-        if isinstance(status, str) and status.lower() not in _OK_STATUS:
-            warnings.warn(f"{where}: skipping run with status '{status}'", RunsWarning, stacklevel=2)
-            continue
-        n, d, loss = _lookup(rec, _KEYS_N), _lookup(rec, _KEYS_D), _lookup(rec, _KEYS_LOSS)
-        missing = [name for name, v in (("N", n), ("D (tokens)", d), ("loss", loss)) if v is None]
-        if missing:
-            raise DataError(f"{where}: missing {', '.join(missing)} (a uscl train record needs N, D and loss)")
-        loss_value = number(loss, "loss", where)
-        if not math.isfinite(loss_value):
-            warnings.warn(f"{where}: skipping diverged run (loss = {loss_value})", RunsWarning, stacklevel=2)
-            continue
-        weights, w_spec = _format_field(_lookup(rec, _KEYS_W), where, "weights")
-        activations, a_spec = _format_field(_lookup(rec, _KEYS_A), where, "activations")
-        # uscl train records carry the full specs beside the display names: prefer them.
-        if isinstance(rec.get("weights_spec"), dict):
-            w_spec = _format_field(rec["weights_spec"], where, "weights_spec")[1]
-            weights = weights or (w_spec.display_name if w_spec else None)
-        if isinstance(rec.get("activations_spec"), dict):
-            a_spec = _format_field(rec["activations_spec"], where, "activations_spec")[1]
-            activations = activations or (a_spec.display_name if a_spec else None)
-        if weights is None:
-            weights = "bf16"
-        if w_spec is None:
-            check_spec(weights, where, "weights")
-        if activations is not None and a_spec is None:
-            check_spec(activations, where, "activations")
-        meta = {
-            k: v for k, v in rec.items()
-            if isinstance(v, str | int | float | bool) and k not in (*_KEYS_N, *_KEYS_D, *_KEYS_LOSS, *_KEYS_W, *_KEYS_A)
-        }
-        recorded = _recorded_gmse(rec.get("stage_gmse"), activations is not None, where)
-        runs.append(
-            Run(
-                scheme=str(rec["scheme_name"]) if isinstance(rec.get("scheme_name"), str) else scheme_name(weights, activations),
-                weights=weights,
-                activations=activations,
-                N=number(n, "N", where),
-                D=number(d, "D", where),
-                loss=loss_value,
-                source=str(path),
-                weights_spec=w_spec,
-                activations_spec=a_spec,
-                stage_gmse=recorded,
-                meta=meta,
-            )
-        )
+        run = run_from_record(rec, where, str(path))
+        if run is not None:
+            runs.append(run)
     return runs
+
+
+def run_from_record(rec: Any, where: str, source: str) -> Run | None:
+    """One run record (a JSON object: a line of ``uscl train``'s results, or an element of a
+    JSON list of them) as a :class:`Run`; None for a run skipped with a warning (diverged,
+    unfinished). ``where`` names the record in errors."""
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object per run, got {type(rec).__name__}")
+    status = rec.get("status")
+    if isinstance(status, str) and status.lower() not in _OK_STATUS:
+        warnings.warn(f"{where}: skipping run with status '{status}'", RunsWarning, stacklevel=2)
+        return None
+    n, d, loss = _lookup(rec, _KEYS_N), _lookup(rec, _KEYS_D), _lookup(rec, _KEYS_LOSS)
+    missing = [name for name, v in (("N", n), ("D (tokens)", d), ("loss", loss)) if v is None]
+    if missing:
+        raise DataError(f"{where}: missing {', '.join(missing)} (a uscl train record needs N, D and loss)")
+    loss_value = number(loss, "loss", where)
+    if not math.isfinite(loss_value):
+        warnings.warn(f"{where}: skipping diverged run (loss = {loss_value})", RunsWarning, stacklevel=2)
+        return None
+    weights, w_spec = _format_field(_lookup(rec, _KEYS_W), where, "weights")
+    activations, a_spec = _format_field(_lookup(rec, _KEYS_A), where, "activations")
+    # uscl train records carry the full specs beside the display names: prefer them.
+    if isinstance(rec.get("weights_spec"), dict):
+        w_spec = _format_field(rec["weights_spec"], where, "weights_spec")[1]
+        weights = weights or (w_spec.display_name if w_spec else None)
+    if isinstance(rec.get("activations_spec"), dict):
+        a_spec = _format_field(rec["activations_spec"], where, "activations_spec")[1]
+        activations = activations or (a_spec.display_name if a_spec else None)
+    if weights is None:
+        weights = "bf16"
+    if w_spec is None:
+        check_spec(weights, where, "weights")
+    if activations is not None and a_spec is None:
+        check_spec(activations, where, "activations")
+    meta = {
+        k: v for k, v in rec.items()
+        if isinstance(v, str | int | float | bool) and k not in (*_KEYS_N, *_KEYS_D, *_KEYS_LOSS, *_KEYS_W, *_KEYS_A)
+    }
+    recorded = _recorded_gmse(rec.get("stage_gmse"), activations is not None, where)
+    return Run(
+        scheme=str(rec["scheme_name"]) if isinstance(rec.get("scheme_name"), str) else scheme_name(weights, activations),
+        weights=weights,
+        activations=activations,
+        N=number(n, "N", where),
+        D=number(d, "D", where),
+        loss=loss_value,
+        source=source,
+        weights_spec=w_spec,
+        activations_spec=a_spec,
+        stage_gmse=recorded,
+        meta=meta,
+    )
+
 
 
 def _recorded_gmse(value: Any, has_activations: bool, where: str) -> tuple[tuple[str, float], ...] | None:
