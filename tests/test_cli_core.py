@@ -27,6 +27,16 @@ def test_formats_family_filter(run_cli):
     assert rows and all(r["family"] == "vq" for r in rows)
 
 
+
+def test_formats_leaves_out_what_does_not_fit_the_rows(run_cli):
+    res = run_cli("formats", "--row-length", "96", "--json")
+    names = {r["name"] for r in json.loads(res.stdout)["results"]}
+    assert res.code == 0 and "int4" in names and "int4-g32" in names and "int4-g128" not in names
+    assert "note: left out" in res.stderr and "do not divide rows of 96" in res.stderr
+    for name in names:
+        catalog()[name].check_row_length(96)  # every listed format fits (raises otherwise)
+    assert "note" not in run_cli("formats", "--json").stderr
+
 def test_formats_help_documents_the_grammar(run_cli):
     res = run_cli("formats", "--help")
     assert res.code == 0

@@ -38,14 +38,26 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.console import out_console
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
+        from gmse_cli.errors import SpecError
         from gmse_cli.spec import catalog
 
         one_output(json_out, csv_out)
-        rows = [
-            (name, fmt.family, fmt.bits_per_param(row_length), fmt.describe())
-            for name, fmt in catalog().items()
-            if family is None or family.lower() in fmt.family.split("+")
-        ]
+        rows, unfit = [], []
+        for name, fmt in catalog().items():
+            if family is not None and family.lower() not in fmt.family.split("+"):
+                continue
+            try:
+                fmt.check_row_length(row_length)
+            except SpecError:
+                unfit.append(name)  # a group, block or dimension that does not divide the row
+                continue
+            rows.append((name, fmt.family, fmt.bits_per_param(row_length), fmt.describe()))
+        if unfit:
+            from gmse_cli.cli.console import err_console
+            from gmse_cli.cli.texttable import name_list
+
+            err_console.print(f"note: left out {name_list(unfit, 'formats')}: their groups, blocks or dimensions do not "
+                              f"divide rows of {row_length}", highlight=False, soft_wrap=True)
         items = [{"name": n, "family": f, "bits_per_param": b, "description": d} for n, f, b, d in rows]
         if json_out:
             print_json(items, command="formats")

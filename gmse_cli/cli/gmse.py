@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
 
             worst = max(r.std_err / r.gmse for r in short)
             err_console.print(
-                f"note: {name_list([r.name for r in short])}: Monte Carlo stopped at --max-samples "
+                f"note: {name_list([r.name for r in short], 'formats')}: Monte Carlo stopped at --max-samples "
                 f"{max_samples:,} with a relative standard error up to {worst:.2g}, above --rel-err "
                 f"{rel_err:g} (raise --max-samples for more)", highlight=False, soft_wrap=True,
             )

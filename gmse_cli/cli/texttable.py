@@ -89,9 +89,9 @@ def print_flag(text: str) -> None:
         sys.stdout.write(f"! {text}\n")
 
 
-def name_list(names: Sequence[str]) -> str:
-    """The names a flag line is about: all of up to three, else how many and the first two."""
-    return ", ".join(names) if len(names) <= 3 else f"{len(names)} rows ({', '.join(names[:2])}, ...)"
+def name_list(names: Sequence[str], noun: str = "rows") -> str:
+    """The names a flag line is about: all of up to three, else how many ``noun`` and the first two."""
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} {noun} ({', '.join(names[:2])}, ...)"
 
 
 def print_capacity_flags(named_reasons: Iterable[tuple[str, str | None]]) -> None:
