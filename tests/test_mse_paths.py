@@ -144,3 +144,35 @@ def test_model_order_compares_numbers_as_numbers():
     names = ["layers.10.mlp.weight", "layers.2.mlp.weight", "layers.1.attn.weight", "layers.1.mlp.weight", "head"]
     assert sorted(names, key=model_order) == [
         "head", "layers.1.attn.weight", "layers.1.mlp.weight", "layers.2.mlp.weight", "layers.10.mlp.weight"]
+
+
+@pytest.mark.parametrize("shard", [5, None, "", True, 1.5])
+def test_index_naming_a_shard_that_is_not_a_file_name(tmp_path, shard):
+    index = _sharded(tmp_path, _bert(1), shards=1)
+    index.write_text(json.dumps({"weight_map": {"encoder.layer.0.output.dense.weight": shard}}))
+    with pytest.raises(DataError, match="weight_map names a shard"):
+        open_checkpoint(index)
+
+
+def test_tensors_sharing_bytes_are_a_corrupt_header(tmp_path):
+    # Two header entries over the same bytes would measure one tensor's data as the other's.
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((8, 64)).astype("<f4"), rng.standard_normal((8, 64)).astype("<f4")
+    for second in ([0, a.nbytes], [a.nbytes - 4, 2 * a.nbytes - 4]):
+        header = {"a.weight": {"dtype": "F32", "shape": [8, 64], "data_offsets": [0, a.nbytes]},
+                  "b.weight": {"dtype": "F32", "shape": [8, 64], "data_offsets": second}}
+        head = json.dumps(header).encode()
+        path = tmp_path / "w.safetensors"
+        path.write_bytes(struct.pack("<Q", len(head)) + head + a.tobytes() + b.tobytes())
+        with pytest.raises(DataError, match="'a.weight' and 'b.weight' overlap"):
+            open_checkpoint(path)
+
+
+def test_f64_values_beyond_float32_are_named_without_warnings(tmp_path):
+    x = np.random.default_rng(0).standard_normal((8, 64)) * 1e300
+    raw = x.astype("<f8").tobytes()
+    head = json.dumps({"a.weight": {"dtype": "F64", "shape": [8, 64], "data_offsets": [0, len(raw)]}}).encode()
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(head)) + head + raw)
+    with np.errstate(all="raise"), pytest.raises(DataError, match="beyond float32's range"):
+        measure_mse(path, ["int4"], law=None, rel_err=1e-2)

@@ -221,8 +221,11 @@ def _index_files(index: Path) -> list[Path]:
         names = sorted(set(weight_map.values()))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{index}: not a safetensors index (needs a 'weight_map' object): {exc}") from None
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise DataError(f"{index}: weight_map names a shard {bad[0]!r}; it maps tensor names to shard file names")
     files = [index.parent / n for n in names]
-    missing = [f.name for f in files if not f.is_file()]
+    missing = [n for n, f in zip(names, files, strict=True) if not f.is_file()]
     if missing:
         raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
     return files
@@ -359,6 +362,13 @@ def _read_header(file: Path) -> list[TensorInfo]:
             TensorInfo(name=name, file=file, dtype=code, shape=shape, offset=base + begin, nbytes=end - begin)
         )
     infos.sort(key=lambda t: t.offset)
+    # Two tensors sharing bytes is a corrupt (or polyglot) header: one of them would be
+    # measured on the other's data. The safetensors format forbids it.
+    stored = [t for t in infos if t.nbytes]
+    for prev, info in zip(stored, stored[1:], strict=False):
+        if info.offset < prev.offset + prev.nbytes:
+            raise DataError(f"{file}: tensors '{prev.name}' and '{info.name}' overlap in the file (their data "
+                            f"offsets share bytes); the header is corrupt")
     return infos
 
 
@@ -405,6 +415,13 @@ def _runs(rows: slice | np.ndarray) -> list[tuple[int, int]]:
 def _fill(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndarray, chunk_bytes: int) -> None:
     """Write the measured rows ``rows`` (a step-1 slice or sorted indices) into float32 ``out``,
     reading at most ``chunk_bytes`` of float32-sized stored rows at a time."""
+    # An F64 value beyond float32's range casts to inf, which _check_finite reports.
+    with np.errstate(over="ignore"):
+        _fill_blocks(fh, info, out, rows, chunk_bytes)
+    _check_finite(info, out)
+
+
+def _fill_blocks(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndarray, chunk_bytes: int) -> None:
     step = chunk_rows(info.stored_shape[1], chunk_bytes)
     if info.transposed:
         # Measured rows are stored columns: stream the stored rows, keep the selected columns
@@ -412,7 +429,6 @@ def _fill(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndar
         for start in range(0, info.stored_shape[0], step):
             stop = min(start + step, info.stored_shape[0])
             out[:, start:stop] = _read_block(fh, info, start, stop)[:, rows].T
-        _check_finite(info, out)
         return
     done = 0
     for first, last in _runs(rows):
@@ -420,7 +436,6 @@ def _fill(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndar
             stop = min(start + step, last)
             out[done : done + stop - start] = _read_block(fh, info, start, stop)
             done += stop - start
-    _check_finite(info, out)
 
 
 def _check_finite(info: TensorInfo, values: np.ndarray) -> None:
@@ -428,8 +443,11 @@ def _check_finite(info: TensorInfo, values: np.ndarray) -> None:
 
     A float64 sum of float32 values cannot overflow, so it is finite exactly when every value
     is, at no extra memory."""
-    if values.size and not math.isfinite(float(values.sum(dtype=np.float64))):
-        raise DataError(f"tensor '{info.name}' in {info.file} holds nan or inf values; its MSE is undefined")
+    with np.errstate(invalid="ignore"):  # inf + -inf: the error below says it
+        total = float(values.sum(dtype=np.float64)) if values.size else 0.0
+    if not math.isfinite(total):
+        beyond = " (or F64 values beyond float32's range, which uscl measures in)" if info.dtype == "F64" else ""
+        raise DataError(f"tensor '{info.name}' in {info.file} holds nan or inf values{beyond}; its MSE is undefined")
 
 
 def _row_selection(info: TensorInfo, rows: slice | np.ndarray) -> slice | np.ndarray:
