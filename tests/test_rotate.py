@@ -81,3 +81,16 @@ def test_bad_input_is_a_clean_error():
         rotate.hadamard(np.zeros((2, 96), dtype=np.float32), Rotate(block=64), inverse=False)
     with pytest.raises(DataError, match="2-D"):
         rotate.hadamard(np.zeros(64, dtype=np.float32), Rotate(block=64), inverse=False)
+
+
+@pytest.mark.parametrize("stage", [Rotate(block=128), Rotate(block=64, random_signs=True, seed=5)])
+def test_huge_finite_rows_rotate_without_overflow(stage):
+    # The butterflies sum a whole block before scaling: 1e37 * 128 passes float32's max midway,
+    # though every rotated value (at most the block's norm, ~1e38) fits.
+    x = (np.random.default_rng(0).standard_normal((4, 256)) * 1e37).astype(np.float32)
+    y = rotate.hadamard(x, stage, inverse=False)
+    dense = rotate.hadamard(x, stage, inverse=False, reference=True)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, dense, rtol=0, atol=1e-6 * np.abs(dense).max())
+    back = rotate.hadamard(y, stage, inverse=True)
+    np.testing.assert_allclose(back, x, rtol=0, atol=1e-6 * np.abs(x).max())

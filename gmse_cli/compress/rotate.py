@@ -12,6 +12,8 @@ real weights it spreads outliers across a block before quantization.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from scipy.linalg import hadamard as _dense_hadamard
@@ -24,6 +26,9 @@ __all__ = ["ALGORITHM_VERSION", "hadamard", "signs"]
 ALGORITHM_VERSION = 1
 """Bumped whenever the rotation changes; part of the key of every stored GMSE
 (:mod:`gmse_cli.gmse.stored`), so none goes stale."""
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def signs(stage: Rotate) -> np.ndarray:
@@ -88,6 +93,14 @@ def hadamard(x: np.ndarray, stage: Rotate, *, inverse: bool, reference: bool = F
     x = _validate(x, stage)
     if reference:
         return _hadamard_reference(x, stage, inverse)
-    y = x.copy()
+    # The butterflies add up to ``block`` entries before the 1/sqrt(block) scale, so a block
+    # whose largest |x| exceeds float32's max / block overflows midway though its rotation
+    # fits: such an input is scaled down by a power of two first (exact) and back after.
+    top = max(float(x.max()), -float(x.min())) if x.size else 0.0
+    shift = math.ceil(math.log2(top * stage.block / _F32_MAX)) if top * stage.block > _F32_MAX else 0
+    y = np.ldexp(x, -shift).astype(np.float32) if shift else x.copy()
     _k_fwht(y, stage.block, signs(stage), stage.random_signs, inverse)
+    if shift:
+        with np.errstate(over="ignore"):  # a rotated value beyond float32 is inf, as in float32 arithmetic
+            y = np.ldexp(y, shift).astype(np.float32)
     return y
