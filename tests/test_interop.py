@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 
@@ -115,3 +116,54 @@ def test_cli_import_and_export_never_overwrite_their_input(run_cli, tmp_path):
         assert res.code == 2 and "choose another path" in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in (cfg, fmt)} == before
+
+
+def _ct(**weights):
+    return {"config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}}}
+
+
+def _ao(kind, **body):
+    return {"_type": kind, "_data": body}
+
+
+_INT4 = {"_type": "torch.dtype", "_data": "int4"}
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        # a field of the wrong type is named, never truncated (4.7 is not 4) or read by truthiness
+        (_ct(num_bits="four", type="int", strategy="channel"), "num_bits 'four'"),
+        (_ct(num_bits=4.7, type="int", strategy="channel"), "num_bits 4.7"),
+        (_ct(num_bits=True, type="int", strategy="channel"), "num_bits True"),
+        (_ct(num_bits=None, type="int", strategy="channel"), "num_bits None"),
+        (_ct(num_bits=4, type="int", strategy="channel", symmetric="false"), "symmetric 'false'"),
+        (_ct(num_bits=4, type="int", strategy="group", group_size="abc"), "group_size 'abc'"),
+        (_ct(num_bits=4, type="int", strategy="group", group_size=128.5), "group_size 128.5"),
+        (_ct(num_bits=4, type="int", strategy="group", group_size=None), "needs a group_size"),
+        (_ct(num_bits=4, type="int", strategy="group", group_size=128, scale_dtype=["x"]), "scale_dtype ['x']"),
+        ({"config_groups": [1, 2]}, "config_groups is not a JSON object"),
+        (_ao("IntxWeightOnlyConfig", weight_dtype={"_type": "torch.dtype", "_data": "uint4"}), "weight_dtype 'uint4'"),
+        (_ao("IntxWeightOnlyConfig", weight_dtype=["int4"]), "weight_dtype ['int4']"),
+        (_ao("IntxWeightOnlyConfig", weight_dtype=_INT4, granularity={"_type": "PerGroup", "_data": {"group_size": "x"}}),
+         "group_size 'x'"),
+        (_ao("IntxWeightOnlyConfig", weight_dtype=_INT4, granularity={"_type": "PerGroup", "_data": {}}), "no group_size"),
+        (_ao("IntxWeightOnlyConfig", weight_dtype=_INT4, granularity="PerGroup"), "granularity is not a JSON object"),
+        (_ao("IntxWeightOnlyConfig", weight_dtype=_INT4, scale_dtype=["x"]), "scale_dtype ['x']"),
+        ({"_type": "IntxWeightOnlyConfig", "_data": [1]}, "_data is not a JSON object"),
+        (_ao("MXDynamicActivationMXWeightConfig", block_size=32.5), "block_size 32.5"),
+        (_ao("MXDynamicActivationMXWeightConfig", weight_dtype={"a": 1}), "weight_dtype {'a': 1}"),
+        (_ao("Float8WeightOnlyConfig", weight_dtype=["x"]), "weight_dtype ['x']"),
+        (_ao("NVFP4WeightOnlyConfig", use_dynamic_per_tensor_scale="false"), "use_dynamic_per_tensor_scale 'false'"),
+        ({"quant_method": "torchao", "quant_type": {"default": [1]}}, "config is not a JSON object"),
+    ],
+)
+def test_import_names_a_field_of_the_wrong_type(config, needle):
+    with pytest.raises(SpecError, match=re.escape(needle)):
+        import_config(config)
+
+
+def test_import_reads_integral_floats_and_ignores_unknown_keys():
+    fmt = import_config(_ct(num_bits=4.0, type="int", strategy="group", group_size=128.0, scale_dtype="torch.float16",
+                            actorder="group", extra=1))
+    assert fmt.stages == resolve_format("w4a16").stages

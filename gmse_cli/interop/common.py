@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gmse_cli.errors import SpecError
 from gmse_cli.spec import Format, Overflow, Quantize, ScaleRule
 
-__all__ = ["single_quantizer", "refuse"]
+__all__ = ["single_quantizer", "refuse", "whole", "flag", "mapping"]
 
 
 def refuse(fmt: Format, target: str, why: str) -> SpecError:
@@ -27,3 +29,32 @@ def single_quantizer(fmt: Format, target: str) -> Quantize:
     if stage.overflow is Overflow.INF:
         raise refuse(fmt, target, "overflow 'inf' has no counterpart (its casts saturate)")
     return stage
+
+
+# Imported configs are JSON written by hand or by other tools: a field of the wrong type is
+# named, never truncated (4.7 bits is not 4) or read by truthiness ("false" is not true).
+
+
+def whole(value: Any, what: str, where: str) -> int:
+    """``value`` as an integer: a JSON integer, or a float with no fractional part."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where}: {what} {value!r} is not a whole number")
+    return value
+
+
+def flag(value: Any, what: str, where: str) -> bool:
+    """``value`` as a JSON boolean."""
+    if not isinstance(value, bool):
+        raise SpecError(f"{where}: {what} {value!r} is not true or false")
+    return value
+
+
+def mapping(value: Any, what: str, where: str) -> dict[str, Any]:
+    """``value`` as a JSON object (``None``: an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: {what} is not a JSON object: {str(value)[:80]}")
+    return value

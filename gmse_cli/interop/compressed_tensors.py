@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from gmse_cli.errors import SpecError
-from gmse_cli.interop.common import refuse, single_quantizer
+from gmse_cli.interop.common import flag, mapping, refuse, single_quantizer, whole
 from gmse_cli.spec import (
     Format,
     FpStyle,
@@ -119,7 +119,7 @@ def _weights_args(data: dict[str, Any]) -> dict[str, Any]:
     if "quantization_config" in data:
         return _weights_args(data["quantization_config"])
     if "config_groups" in data:
-        groups = data["config_groups"] or {}
+        groups = mapping(data["config_groups"], "config_groups", f"{_TARGET} config")
         weighted = [g for g in groups.values() if isinstance(g, dict) and g.get("weights")]
         if len(weighted) != 1:
             raise SpecError(f"{_TARGET} config: expected one config group with weights, found {len(weighted)}")
@@ -137,13 +137,18 @@ def from_compressed_tensors(data: dict[str, Any], *, name: str | None = None) ->
     """The uscl format of a compressed-tensors config's weights (module docstring); a
     :class:`SpecError` names what uscl cannot express."""
     args = _weights_args(data)
-    bits = int(args.get("num_bits", 8))
+    fields = f"{_TARGET} weights"
+    bits = whole(args.get("num_bits", 8), "num_bits", fields)
     kind = str(args.get("type", "int")).lower()
-    symmetric = bool(args.get("symmetric", True))
+    symmetric = flag(args.get("symmetric", True), "symmetric", fields)
     group_size = args.get("group_size")
+    if group_size is not None:
+        group_size = whole(group_size, "group_size", fields)
     strategy = args.get("strategy") or ("tensor" if group_size is None else "channel" if group_size == -1 else "group")
     strategy = str(strategy).lower()
     scale_dtype = args.get("scale_dtype")
+    if scale_dtype is not None and not isinstance(scale_dtype, str):
+        raise SpecError(f"{fields}: scale_dtype {scale_dtype!r} is not a torch dtype name")
     observer = args.get("observer") or "minmax"
     where = f"{_TARGET} weights ({kind}{bits}, {strategy})"
     if str(observer).lower() not in ("minmax", "memoryless_minmax", "static_minmax"):
@@ -172,7 +177,9 @@ def from_compressed_tensors(data: dict[str, Any], *, name: str | None = None) ->
             raise SpecError(f"{where}: scale_dtype {scale_dtype} has no uscl scale format")
         stage["scale_format"] = _SCALE_FORMATS.get(scale_dtype, ScaleFormat.BF16)
         if strategy == "group":
-            stage["group"] = int(group_size)
+            if group_size is None:
+                raise SpecError(f"{where}: strategy 'group' needs a group_size")
+            stage["group"] = group_size
         elif strategy in ("channel", "tensor"):
             stage["group"] = "row" if strategy == "channel" else "tensor"
         else:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from gmse_cli.errors import SpecError
-from gmse_cli.interop.common import refuse, single_quantizer
+from gmse_cli.interop.common import flag, mapping, refuse, single_quantizer, whole
 from gmse_cli.spec import (
     Format,
     FpStyle,
@@ -178,9 +178,12 @@ def _value(v: Any) -> Any:
 def _group(granularity: Any, where: str) -> str | int:
     if granularity is None:
         return "row"
-    kind, data = granularity.get("_type"), granularity.get("_data") or {}
+    granularity = mapping(granularity, "granularity", where)
+    kind, data = granularity.get("_type"), mapping(granularity.get("_data"), "granularity", where)
     if kind == "PerGroup":
-        return int(data["group_size"])
+        if "group_size" not in data:
+            raise SpecError(f"{where}: granularity PerGroup has no group_size")
+        return whole(data["group_size"], "group_size", where)
     if kind == "PerTensor":
         return "tensor"
     if kind in ("PerRow", "PerAxis") and data.get("dim", data.get("axis", -1)) in (-1, 0):
@@ -192,7 +195,7 @@ def _scale_format(dtype: Any, where: str) -> ScaleFormat:
     name = _value(dtype)
     if name is None:
         return ScaleFormat.BF16  # the weight's dtype, usually bf16
-    if name not in _SCALE_FORMATS:
+    if not isinstance(name, str) or name not in _SCALE_FORMATS:
         raise SpecError(f"{where}: scale_dtype {name} has no uscl scale format")
     return _SCALE_FORMATS[name]
 
@@ -203,41 +206,44 @@ def from_torchao(data: dict[str, Any], *, name: str | None = None) -> Format:
     if "quant_type" in data and isinstance(data["quant_type"], dict):  # transformers' TorchAoConfig
         inner = data["quant_type"]
         data = inner.get("default", inner) if "_type" not in inner else inner
+    data = mapping(data, "config", _TARGET)
     kind = data.get("_type")
-    body = data.get("_data") or {}
     where = f"{_TARGET} {kind}"
+    body = mapping(data.get("_data"), "_data", where)
     stage: dict[str, Any] = {"kind": "quantize", "scale": "absmax"}
     if kind in ("IntxWeightOnlyConfig", "Int8WeightOnlyConfig"):
         dtype = _value(body.get("weight_dtype", {"_data": "int8"})) if kind == "IntxWeightOnlyConfig" else "int8"
-        mapping = _value(body.get("mapping_type", "SYMMETRIC"))
+        mapping_type = _value(body.get("mapping_type", "SYMMETRIC"))
         algorithm = _value(body.get("intx_choose_qparams_algorithm", "AFFINE"))
-        if mapping not in ("SYMMETRIC", "ASYMMETRIC") or algorithm != "AFFINE":
-            raise SpecError(f"{where}: mapping {mapping} with {algorithm} qparams has no uscl int grid")
+        if mapping_type not in ("SYMMETRIC", "ASYMMETRIC") or algorithm != "AFFINE":
+            raise SpecError(f"{where}: mapping {mapping_type} with {algorithm} qparams has no uscl int grid")
+        if not (isinstance(dtype, str) and dtype.startswith("int") and dtype[3:].isdigit()):
+            raise SpecError(f"{where}: weight_dtype {dtype!r} is not a signed int type uscl knows (int1 ... int8)")
         stage.update(
             grid="int",
-            bits=int(str(dtype).removeprefix("int")),
-            int_style="full" if mapping == "SYMMETRIC" else "asymmetric",
+            bits=int(dtype[3:]),
+            int_style="full" if mapping_type == "SYMMETRIC" else "asymmetric",
             group=_group(body.get("granularity"), where),
             scale_format=_scale_format(body.get("scale_dtype"), where),
         )
     elif kind == "Float8WeightOnlyConfig":
         element = _value(body.get("weight_dtype", "float8_e4m3fn"))
-        if element not in _FLOAT8:
+        if not isinstance(element, str) or element not in _FLOAT8:
             raise SpecError(f"{where}: weight_dtype {element} is not a float8 uscl knows")
         e, m = _FLOAT8[element]
         stage.update(grid="fp", exponent_bits=e, mantissa_bits=m, group=_group(body.get("granularity"), where))
     elif kind == "MXDynamicActivationMXWeightConfig":
         element = _value(body.get("weight_dtype", "float8_e4m3fn"))
-        if element not in _MX_ELEMENTS:
+        if not isinstance(element, str) or element not in _MX_ELEMENTS:
             raise SpecError(f"{where}: weight_dtype {element} is not an MX element uscl knows")
         mode = str(_value(body.get("scaling_mode", "FLOOR"))).lower()
         e, m = _MX_ELEMENTS[element]
         stage.update(
-            grid="fp", exponent_bits=e, mantissa_bits=m, group=int(body.get("block_size", 32)),
+            grid="fp", exponent_bits=e, mantissa_bits=m, group=whole(body.get("block_size", 32), "block_size", where),
             scale_format="e8m0", scale_rounding=None if mode == "floor" else mode,  # floor: the default
         )
     elif kind == "NVFP4WeightOnlyConfig":
-        if not body.get("use_dynamic_per_tensor_scale", True):
+        if not flag(body.get("use_dynamic_per_tensor_scale", True), "use_dynamic_per_tensor_scale", where):
             raise SpecError(f"{where}: e4m3 block scales without the fp32 tensor scale have no uscl counterpart")
         stage.update(grid="fp", exponent_bits=2, mantissa_bits=1, group=16, scale_format="e4m3")
     elif kind == "Int4WeightOnlyConfig":
