@@ -91,6 +91,15 @@ def test_plan_budget_and_steps():
     assert capped.steps == 10 and capped.tokens == 20480
 
 
+@pytest.mark.parametrize("tpp", [1e308, 1e302])
+def test_budget_whose_flops_overflow_is_an_error(tpp):
+    # 1e308 x N is inf tokens (math.floor raised OverflowError); 1e302 x N is finite but its
+    # FLOPs are not (the plan's time estimate failed validation with a traceback).
+    cfg = RunConfig(preset="tiny", tokens_per_param=tpp)
+    with pytest.raises(TrainError, match="overflow a float"):
+        plan_run(cfg, vocab_size=2048)
+
+
 def test_budget_smaller_than_one_step_is_an_error():
     cfg = RunConfig(preset="tiny", tokens_per_param=0.001, batch_size=32, context=128)
     with pytest.raises(TrainError, match=r"less than one step of 4,096 tokens.*--tokens-per-param"):

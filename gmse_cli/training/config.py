@@ -274,6 +274,11 @@ def plan_run(cfg: RunConfig, *, vocab_size: int) -> RunPlan:
     preset = cfg.model_preset
     n = preset.non_embedding_params
     budget = cfg.tokens_per_param * n
+    if not math.isfinite(preset.flops_per_token(vocab_size=vocab_size, context=cfg.context) * budget):
+        raise TrainError(
+            f"tokens_per_param={cfg.tokens_per_param:g} gives {budget:.3g} tokens for preset '{preset.name}' "
+            f"(N={n:,}), whose training FLOPs overflow a float; lower --tokens-per-param"
+        )
     steps = math.floor(budget / cfg.tokens_per_step)
     if steps < 1:
         raise TrainError(
