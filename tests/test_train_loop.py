@@ -378,3 +378,14 @@ folder = "{tmp_path / 'logs'}/%j"
     assert rec.status == "ok" and rec.tokens == 2 * 512
     assert json.loads(result.stdout)["results"][0]["run_key"] == rec.run_key
     assert "submitted 1 job(s)" in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"PAR1\n", b"PAR1" + bytes(range(256)) * 4 + b"PAR1"])
+def test_a_file_named_parquet_that_is_not_one_is_a_data_error(tmp_path, content):
+    pytest.importorskip("pyarrow.parquet")
+    from gmse_cli.training.data import iter_corpus
+
+    path = tmp_path / "docs.parquet"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="cannot read .*docs.parquet as parquet"):
+        list(iter_corpus(path))

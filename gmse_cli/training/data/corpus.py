@@ -115,13 +115,19 @@ def _parquet_docs(path: Path, field: str) -> Iterator[tuple[str, bool]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise BackendMissing("reading parquet needs pyarrow: pip install pyarrow") from None
-    table = pq.ParquetFile(path)
-    if field not in table.schema_arrow.names:
-        raise DataError(f"{path}: no column '{field}' (columns: {', '.join(table.schema_arrow.names)})")
-    for batch in table.iter_batches(columns=[field]):
-        for text in batch.column(0).to_pylist():
-            if text:
-                yield str(text), True
+    import pyarrow as pa
+
+    try:
+        table = pq.ParquetFile(path)
+        names = table.schema_arrow.names
+        if field not in names:
+            raise DataError(f"{path}: no column '{field}' (columns: {', '.join(names)})")
+        for batch in table.iter_batches(columns=[field]):
+            for text in batch.column(0).to_pylist():
+                if text:
+                    yield str(text), True
+    except (OSError, pa.ArrowException) as exc:  # not parquet, truncated, or a corrupt page
+        raise DataError(f"cannot read {path} as parquet: {(str(exc) or repr(exc)).splitlines()[0]}") from None
 
 
 def split_corpus(
