@@ -97,7 +97,8 @@ def hadamard(x: np.ndarray, stage: Rotate, *, inverse: bool, reference: bool = F
     # whose largest |x| exceeds float32's max / block overflows midway though its rotation
     # fits: such an input is scaled down by a power of two first (exact) and back after.
     top = max(float(x.max()), -float(x.min())) if x.size else 0.0
-    shift = math.ceil(math.log2(top * stage.block / _F32_MAX)) if top * stage.block > _F32_MAX else 0
+    big = math.isfinite(top) and top * stage.block > _F32_MAX  # inf/nan inputs stay what they were
+    shift = math.ceil(math.log2(top * stage.block / _F32_MAX)) if big else 0
     y = np.ldexp(x, -shift).astype(np.float32) if shift else x.copy()
     _k_fwht(y, stage.block, signs(stage), stage.random_signs, inverse)
     if shift:
