@@ -274,3 +274,30 @@ def test_a_heldout_refit_that_runs_off_a_flat_direction_reports_no_capacity():
     for e in entries.values():
         if e.rho_heldout is not None:
             assert 1e-6 < e.rho_heldout <= 1.0
+
+
+def test_one_tokens_per_param_cannot_identify_the_exponents(run_cli, tmp_path):
+    # At D = k N the two terms are power laws of N alone: swapping them (A' = B k^-beta,
+    # alpha' = beta, B' = A k^alpha, beta' = alpha) gives the same loss at every run, so no fit
+    # can recover the law; uscl must say so instead of returning one of the two (or neither).
+    k = 20.0
+    sizes = np.geomspace(5e7, 5e9, 8)
+    swapped = {"A": TRUTH["B"] * k ** -TRUTH["beta"], "alpha": TRUTH["beta"],
+               "B": TRUTH["A"] * k ** TRUTH["alpha"], "beta": TRUTH["alpha"], "E": TRUTH["E"]}
+    np.testing.assert_allclose(predicted_loss(sizes, k * sizes, 1.0, **TRUTH),
+                               predicted_loss(sizes, k * sizes, 1.0, **swapped), rtol=1e-12)
+    runs = [Run(scheme="bf16", weights="bf16", N=n, D=k * n, loss=predicted_loss(n, k * n, 1.0, **TRUTH)) for n in sizes]
+    with pytest.raises(FitError, match=r"D/N = 20 at every run.*alpha and beta are not identified"):
+        F.fit(runs, model="dense", starts=SMALL_GRID)
+    # D a power of N other than 1 (log D affine in log N) is the same confusion.
+    bent = [r.model_copy(update={"D": 3e2 * r.N ** 1.1}) for r in runs]
+    with pytest.raises(FitError, match="D a power of N at every run"):
+        F.fit(bent, model="dense", starts=SMALL_GRID)
+    path = tmp_path / "one_ratio.csv"
+    path.write_text("N,D,loss\n" + "".join(f"{r.N!r},{r.D!r},{r.loss!r}\n" for r in runs))
+    res = run_cli("fit", str(path), "--model", "dense")
+    assert res.code == 2 and res.stderr.count("\n") == 1 and "D/N = 20" in res.stderr
+    # Two ratios break the line: the same sizes then fit.
+    two = runs + [r.model_copy(update={"D": 4 * r.D, "loss": predicted_loss(r.N, 4 * r.D, 1.0, **TRUTH)}) for r in runs]
+    fit = F.fit(two, model="dense", starts=SMALL_GRID, profile=False)
+    assert fit.alpha == pytest.approx(TRUTH["alpha"], rel=1e-3) and fit.beta == pytest.approx(TRUTH["beta"], rel=1e-3)

@@ -68,6 +68,24 @@ def check_runs(runs: Sequence[Run], model: str, n_free: int, *, law_free: Sequen
         raise FitError(f"a {model} fit needs runs at 3 or more model sizes N to fit A and alpha; got {sizes}")
     if ("beta" in law_free or "B" in law_free) and tokens < 3:
         raise FitError(f"a {model} fit needs runs at 3 or more token counts D to fit B and beta; got {tokens}")
+    # With one capacity for every run, A N^-alpha and B D^-beta are two power laws of the same
+    # variable when log D is affine in log N (one D/N): the exponents trade places and run off.
+    if ("alpha" in law_free and "beta" in law_free and (model == "dense" or len({r.scheme for r in runs}) == 1)
+            and _on_one_line(np.log([r.N for r in runs]), np.log([r.D for r in runs]))):
+        ratios = sorted({r.D / r.N for r in runs})
+        shown = f"D/N = {ratios[0]:.4g} at every run" if ratios[-1] <= ratios[0] * (1 + 1e-4) else "D a power of N at every run"
+        raise FitError(
+            f"a {model} fit cannot tell the parameter term from the data term ({shown}), so "
+            "alpha and beta are not identified; add runs at other tokens per parameter, or hold alpha or "
+            "beta (--fix)"
+        )
+
+
+def _on_one_line(log_n: np.ndarray, log_d: np.ndarray, tol: float = 1e-4) -> bool:
+    """Whether log D = a + b log N at every run, to ``tol`` (CSV rounding stays well inside it)."""
+    design = np.column_stack([np.ones_like(log_n), log_n - log_n.mean()])
+    coef = np.linalg.lstsq(design, log_d, rcond=None)[0]
+    return bool(np.max(np.abs(design @ coef - log_d)) <= tol)
 
 
 def group_by_scheme(runs: Sequence[Run]) -> tuple[list[str], np.ndarray]:
