@@ -3,19 +3,28 @@ records, each failure one :class:`~gmse_cli.errors.DataError` naming the file an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.inputs import MAX_RUNS_BYTES, read_text_file
+from gmse_cli.inputs import MAX_RUNS_BYTES, parse_nested, read_text_file
 from gmse_cli.spec import resolve_format
 
-__all__ = ["read_text", "number", "check_spec"]
+__all__ = ["read_text", "read_json", "number", "check_spec"]
 
 
 def read_text(path: Path) -> str:
     """The file's UTF-8 text (a regular file of at most :data:`~gmse_cli.inputs.MAX_RUNS_BYTES`)."""
     return read_text_file(path, what="runs file", error=DataError, limit=MAX_RUNS_BYTES)
+
+
+def read_json(path: Path) -> Any:
+    """The file's JSON document (nesting bounded), one :class:`DataError` line if it is not JSON."""
+    try:
+        return parse_nested(json.loads, read_text(path), where=str(path), error=DataError)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def number(value: Any, key: str, where: str) -> float:

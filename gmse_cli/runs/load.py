@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from gmse_cli.errors import DataError
-from gmse_cli.inputs import exists, parse_nested
+from gmse_cli.inputs import exists
 from gmse_cli.runs.csv_table import load_csv
-from gmse_cli.runs.fields import read_text
+from gmse_cli.runs.fields import read_json, read_text
 from gmse_cli.runs.model import Run
-from gmse_cli.runs.quest import load_quest_runs
+from gmse_cli.runs.quest import quest_runs
 from gmse_cli.runs.train_jsonl import load_train_jsonl, run_from_record
 
 __all__ = ["load_runs"]
@@ -20,7 +19,7 @@ __all__ = ["load_runs"]
 def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
     """Load runs from one or more files, choosing the loader by content.
 
-    ``.csv`` -> :func:`load_csv`; a JSON list of QuEST records -> :func:`load_quest_runs`; a
+    ``.csv`` -> :func:`load_csv`; a JSON list of QuEST records -> :func:`~gmse_cli.runs.quest.quest_runs`; a
     JSON list of uscl run records (what ``uscl train`` writes one per line) -> those records;
     anything else is read as ``uscl train`` JSON lines.
     """
@@ -47,12 +46,9 @@ _QUEST_KEYS = ("w_quant", "a_quant", "non_embedding_parameters")
 
 def _load_json_list(path: Path) -> list[Run]:
     """A JSON list: QuEST's records when its first has one of QuEST's keys, else uscl's."""
-    try:
-        records = parse_nested(json.loads, read_text(path), where=str(path), error=DataError)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    records = read_json(path)
     first = records[0] if isinstance(records, list) and records else None
     if not isinstance(first, dict) or any(key in first for key in _QUEST_KEYS):
-        return load_quest_runs(path)  # its errors name what QuEST's records need
+        return quest_runs(records, path)  # its errors name what QuEST's records need
     runs = (run_from_record(rec, f"{path} record {i}", str(path)) for i, rec in enumerate(records))
     return [run for run in runs if run is not None]

@@ -3,16 +3,15 @@ scheme it implements."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
+from typing import Any
 
 from gmse_cli.errors import DataError
-from gmse_cli.inputs import parse_nested
-from gmse_cli.runs.fields import number, read_text
+from gmse_cli.runs.fields import number, read_json
 from gmse_cli.runs.model import MetaValue, Run, scheme_name
 
-__all__ = ["quest_scheme", "load_quest_runs"]
+__all__ = ["quest_scheme", "load_quest_runs", "quest_runs"]
 
 _QUEST_NO_QUANT = "NoQuantizer"
 _QUEST_PATTERN = re.compile(
@@ -80,10 +79,11 @@ def _check_types(rec: dict, where: str) -> None:
 def load_quest_runs(path: str | Path) -> list[Run]:
     """QuEST's ``runs_for_scaling.json``: a JSON list of run records (see shared/data/README.md)."""
     path = Path(path)
-    try:
-        records = parse_nested(json.loads, read_text(path), where=str(path), error=DataError)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return quest_runs(read_json(path), path)
+
+
+def quest_runs(records: Any, path: Path) -> list[Run]:
+    """The runs of QuEST's records, already read from ``path`` (named in errors)."""
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of QuEST run records")
     runs = []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gmse_cli.errors import SpecError
 from gmse_cli.spec.format import Format, validate_format
+from gmse_cli.spec.stages import is_codebook_file
 from gmse_cli.tomlfile import dumps_toml, read_toml
 
 __all__ = ["load_format_toml", "format_from_table", "format_to_toml"]
@@ -45,7 +46,7 @@ def _codebooks_beside(data: dict, folder: Path) -> None:
         return  # validation names what is wrong
     for stage in stages:
         codebook = stage.get("codebook") if isinstance(stage, dict) else None
-        if isinstance(codebook, str) and codebook.lower().endswith(".npy") and not Path(codebook).is_absolute():
+        if is_codebook_file(codebook) and not Path(codebook).is_absolute():
             stage["codebook"] = str(folder.resolve() / codebook)
 
 

@@ -34,7 +34,7 @@ from gmse_cli.spec.vocab import (
     lowercase,
 )
 
-__all__ = ["Quantize", "Sparsify", "VQ", "Rotate", "Stage"]
+__all__ = ["Quantize", "Sparsify", "VQ", "Rotate", "Stage", "is_codebook_file"]
 
 LUT_MAGNITUDE = (1e-30, 1e30)
 """The magnitudes a nonzero lut value may take."""
@@ -398,6 +398,11 @@ class Sparsify(SpecModel):
         return f"{self.pattern} sparsity {self.sparsity:g}{extra} per {self.granularity}"
 
 
+def is_codebook_file(value: Any) -> bool:
+    """Whether a VQ stage's ``codebook`` names a .npy file (any case) rather than a codebook kind."""
+    return isinstance(value, str) and value.lower().endswith(".npy")
+
+
 class VQ(SpecModel):
     """Vector quantization: each d-dimensional slice is replaced by its nearest codeword."""
 
@@ -420,7 +425,7 @@ class VQ(SpecModel):
     @classmethod
     def _codebook(cls, value: Any) -> Any:
         # Named codebooks are case-insensitive; a file path is kept as written.
-        return value if isinstance(value, str) and value.lower().endswith(".npy") else lowercase(value)
+        return value if is_codebook_file(value) else lowercase(value)
 
     @model_validator(mode="after")
     def _check(self) -> VQ:
@@ -431,7 +436,7 @@ class VQ(SpecModel):
             raise SpecError(f"vq: 2^{round(index_bits)} codewords is above the supported 2^{_MAX_VQ_INDEX_BITS}")
         if self.codebook == "e8" and (self.dim != 8 or round(index_bits) != 16):
             raise SpecError("vq: the e8 codebook is 8-dimensional with 2 bits per coordinate")
-        if self.codebook not in ("gaussian", "e8") and not self.codebook.lower().endswith(".npy"):
+        if self.codebook not in ("gaussian", "e8") and not is_codebook_file(self.codebook):
             raise SpecError(f"vq: codebook '{self.codebook}' is not 'gaussian', 'e8' or a .npy file")
         if self.scale_format is ScaleFormat.DQ8:
             raise SpecError("vq: dq8 scales (bitsandbytes double quantization) apply to quantize stages only")
