@@ -150,9 +150,10 @@ def test_t95_is_students_quantile(dof):
 
 
 def test_monte_carlo_intervals_use_student_t_on_the_batch_count(_private_gmse_cache):
-    # The standard error comes from batch totals: 16 of them at the minimum leave 15 degrees
-    # of freedom, and a 95% interval is then 2.13 standard errors wide, not 1.96.
-    fmt = resolve_format("int5-g512")  # Monte Carlo, outside the table
+    # A format with a per-tensor statistic is measured by batch totals: 16 of them at the
+    # minimum leave 15 degrees of freedom, and a 95% interval is then 2.13 standard errors
+    # wide, not 1.96.
+    fmt = resolve_format("int5-g512-sint8")  # Monte Carlo, outside the table; int8 scales per tensor
     (est,) = estimate_gmse([fmt], rel_err=0.5, cache="use")
     assert est.method == "monte-carlo" and est.samples == 16 * (1 << 17)
     half = stats.t.ppf(0.975, 15) * est.std_err
@@ -162,6 +163,34 @@ def test_monte_carlo_intervals_use_student_t_on_the_batch_count(_private_gmse_ca
     assert again.method == "cache" and (again.ci_low, again.ci_high) == (est.ci_low, est.ci_high)
     diff = SampleBank(seed=0).difference(fmt, resolve_format("int4-g512"), rel_err=0.5)
     assert diff.ci_high - diff.difference == pytest.approx(stats.t.ppf(0.975, 15) * diff.std_err, rel=1e-5)
+
+
+def test_independent_rows_are_the_units_of_the_ratio_estimator(_private_gmse_cache):
+    # int3's rows are compressed independently, so they are i.i.d. and the standard error
+    # comes from 128 row totals (4 batches of 32 rows of 4096), not 4 batch totals: the
+    # estimate, its standard error and its interval recomputed here from QuEST's quantizer in
+    # numpy and the textbook ratio estimator.
+    bank = SampleBank(seed=7)
+    errs, norms = [], []
+    for i in range(4):
+        x, _ = bank.batch(i)
+        x64 = x.astype(np.float64)
+        errs.append(((_quest_int_numpy(x, 3, 2.0510683541).astype(np.float64) - x64) ** 2).sum(axis=1))
+        norms.append((x64 * x64).sum(axis=1))
+    e, n = np.concatenate(errs), np.concatenate(norms)
+    g = e.sum() / n.sum()
+    se = math.sqrt(((e - g * n) ** 2).sum() / (128 * 127)) / n.mean()
+    est = bank.estimate(resolve_format("int3"), rel_err=0.5)
+    assert est.samples == 4 * 32 * 4096
+    assert est.gmse == pytest.approx(g, rel=1e-5)
+    assert est.std_err == pytest.approx(se, rel=1e-3)
+    assert est.ci_high - est.gmse == pytest.approx(stats.t.ppf(0.975, 127) * est.std_err, rel=1e-5)
+    fmt = resolve_format("int5-g512")  # stored and read back: the same degrees of freedom
+    (first,) = estimate_gmse([fmt], rel_err=0.5, cache="use")
+    (again,) = estimate_gmse([fmt], rel_err=0.5, cache="use")
+    assert first.method == "monte-carlo" and again.method == "cache"
+    assert (again.ci_low, again.ci_high) == (first.ci_low, first.ci_high)
+
 
 def test_hadamard_rotation_leaves_gmse_unchanged():
     bank = SampleBank(seed=3)

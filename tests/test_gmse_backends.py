@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from gmse_cli.errors import BackendMissing, SpecError
 from gmse_cli.gmse import SampleBank, backend_names, estimate_gmse, gmse_of, register_backend
 from gmse_cli.gmse.backends import compressor
-from gmse_cli.spec import resolve_format
+from gmse_cli.spec import Format, resolve_format
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,3 +150,32 @@ def test_generated_formats_compress_alike_on_every_backend(fmt, style, seed):
     np.testing.assert_array_equal(plain, ref, err_msg=fmt.display_name)
     train = TorchCompressor(fmt)(torch.from_numpy(x).requires_grad_()).detach().numpy()  # with autograd
     np.testing.assert_array_equal(train, ref, err_msg=fmt.display_name)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(fmt=_generated_formats(), style=st.sampled_from(["gauss", "scaled", "ties", "outlier"]), seed=st.integers(0, 99))
+def test_a_format_whose_rows_are_independent_compresses_any_rows_alone(fmt, style, seed):
+    # The bank takes the rows of such formats as i.i.d. units of its standard error
+    # (gmse.bank.measured_by_rows): a row compressed alone must give the bits it gets inside
+    # the whole tensor.
+    x = _awkward_rows(style, seed)
+    whole = compressor("numba")(fmt, x)
+    if fmt.rows_independent:
+        for rows in (slice(0, 2), slice(2, 3), slice(3, 6)):
+            part = compressor("numba")(fmt, np.ascontiguousarray(x[rows]))
+            np.testing.assert_array_equal(part, whole[rows], err_msg=fmt.display_name)
+
+
+_TENSOR_PRUNING = {"stages": [{"kind": "sparsify", "pattern": "magnitude", "sparsity": 0.5, "granularity": "tensor"}]}
+
+
+@pytest.mark.parametrize("spec", ["nvfp4", "nf4-dq", "int4-tensor", "sint4-rms-se4m3", "int4-g16-sint8", _TENSOR_PRUNING])
+def test_formats_with_a_per_tensor_statistic_are_not_rows_independent(spec):
+    # The converse, so the predicate is not vacuous: each of these compresses a row differently
+    # when the other rows change.
+    fmt = resolve_format(spec) if isinstance(spec, str) else Format.model_validate(spec)
+    assert not fmt.rows_independent
+    x = _awkward_rows("scaled", 3)
+    whole = compressor("numba")(fmt, x)
+    alone = compressor("numba")(fmt, np.ascontiguousarray(x[:1]))
+    assert not np.array_equal(alone, whole[:1])

@@ -6,15 +6,22 @@ is also the "tensor" of per-tensor scales. Its samples come from a counter-based
 parallel, bit-identical whatever the thread count and whatever order batches are asked for. Every format compresses the same rows (common
 random numbers), so differences between formats are estimated far more precisely than either
 value (:meth:`SampleBank.difference`). The estimate is the ratio of sums; its standard error
-comes from the batch totals (ratio estimator), and sampling continues batch by batch until
+comes from unit totals (batches, or rows: below; ratio estimator), and sampling continues batch by batch until
 the relative standard error reaches ``rel_err`` (or ``max_samples``). Seeded and
 bit-reproducible.
+
+A format whose rows are compressed independently (:attr:`Format.rows_independent`: no
+per-tensor statistic) has i.i.d. rows, so its standard error comes from the row totals
+instead (:func:`measured_by_rows`): 128 rows at 4 batches, not 16 batch totals. The standard
+error itself is then precise, so sampling can stop after 4 batches instead of 16 (VQ, which
+meets 1e-3 in 4-8 batches, stops up to 4x sooner), and the stopping rule (stop when the
+estimated error first reaches ``rel_err``) no longer favours an underestimated error.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -25,7 +32,7 @@ from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
 from gmse_cli.threads import start_numba_threads
 
-__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "stored_dof"]
+__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "measured_by_rows", "stored_dof"]
 
 MEASURE_VERSION = 1
 """Bumped whenever what the bank measures changes (the rows a per-tensor scale sees, the
@@ -34,15 +41,25 @@ generator does not bump it: its estimates are of the same constants."""
 
 _BATCH_ELEMENTS = 1 << 17  # 512 KB of float32 per batch: big enough for kernels, small enough to stop early
 _MIN_BATCHES = 16  # below this the batch-variance estimate itself is too noisy
+_MIN_ROW_BATCHES = 4  # batches before stopping when rows are the units (and at least 16 rows)
 DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements per format by default
 _HELD_ELEMENTS = 1 << 26  # batches beyond 256 MB are drawn again when asked for, not kept
 
 
-def stored_dof(samples: int, row_length: int) -> int:
-    """Degrees of freedom of a stored Monte Carlo estimate's standard error: its batches at
-    ``row_length`` minus one, at least the minimum's (a bank estimate has at least
-    ``_MIN_BATCHES`` batches; a search's row-level estimate has more degrees of freedom than
-    batches, so this errs wide for it)."""
+def measured_by_rows(fmt: Format) -> bool:
+    """Whether the bank's standard error for ``fmt`` comes from row totals (its rows are
+    compressed independently, so they are i.i.d.) rather than batch totals (a batch is the
+    "tensor" of its per-tensor statistics)."""
+    return fmt.rows_independent
+
+
+def stored_dof(samples: int, row_length: int, fmt: Format) -> int:
+    """Degrees of freedom of a stored Monte Carlo estimate of ``fmt``'s standard error: its
+    rows (:func:`measured_by_rows`) or batches at ``row_length``, minus one, at least the
+    minimum's (a search's row-level estimate of a format measured by batches has more degrees
+    of freedom than batches, so this errs wide for it)."""
+    if measured_by_rows(fmt):
+        return max(_MIN_BATCHES, samples // row_length) - 1
     batches = samples // (max(1, _BATCH_ELEMENTS // row_length) * row_length)
     return max(_MIN_BATCHES, batches) - 1
 
@@ -136,34 +153,40 @@ class SampleBank:
         y = self._compress(fmt, x)
         return float(_row_sq_errors(x, y).sum()), float(norms.sum())
 
-    def run(
-        self,
-        fmt: Format,
-        *,
-        rel_err: float = 1e-3,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-        min_batches: int = _MIN_BATCHES,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-batch error and norm totals, grown until the relative standard error is met."""
-        fmt.check_row_length(self.row_length)
-        max_batches = max(min_batches, max_samples // self.batch_elements)
-        errors: list[float] = []
-        norms: list[float] = []
-        for index in range(max_batches):
-            e, n = self.batch_totals(fmt, index)
+    def _measured_batches(self, formats: tuple[Format, ...], max_samples: int) -> Iterator[tuple[list[np.ndarray], np.ndarray, bool]]:
+        """Batch by batch: each format's squared-error totals per unit, the units' ||x||^2
+        totals, and whether the minimum has been drawn (the caller may stop). The units are
+        rows if every format's rows are independent (:func:`measured_by_rows`), else batches;
+        at most ``max_samples`` per format beyond the minimum."""
+        for fmt in formats:
+            fmt.check_row_length(self.row_length)
+        by_rows = all(measured_by_rows(f) for f in formats)
+        least = max(_MIN_ROW_BATCHES, -(-_MIN_BATCHES // self.rows_per_batch)) if by_rows else _MIN_BATCHES
+        for index in range(max(least, max_samples // self.batch_elements)):
+            x, norms = self.batch(index)
+            errors = [_row_sq_errors(x, self._compress(f, x)) for f in formats]
+            if not by_rows:
+                errors, norms = [np.array([e.sum()]) for e in errors], np.array([norms.sum()])
+            yield errors, norms, index + 1 >= least
+
+    def run(self, fmt: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> tuple[np.ndarray, np.ndarray, int]:
+        """Error and norm totals per unit (rows or batches: :func:`measured_by_rows`), grown
+        batch by batch until the relative standard error is met, and the batches drawn."""
+        errors: list[np.ndarray] = []
+        norms: list[np.ndarray] = []
+        for (e,), n, may_stop in self._measured_batches((fmt,), max_samples):
             errors.append(e)
             norms.append(n)
-            if index + 1 >= min_batches:
-                _, se = _ratio_estimate(np.asarray(errors), np.asarray(norms))
-                g = sum(errors) / sum(norms)
+            if may_stop:
+                g, se = _ratio_estimate(np.concatenate(errors), np.concatenate(norms))
                 if g == 0.0 or se <= rel_err * g:
                     break
-        return np.asarray(errors), np.asarray(norms)
+        return np.concatenate(errors), np.concatenate(norms), len(errors)
 
     def estimate(self, fmt: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> GmseEstimate:
-        errors, norms = self.run(fmt, rel_err=rel_err, max_samples=max_samples)
+        errors, norms, batches = self.run(fmt, rel_err=rel_err, max_samples=max_samples)
         g, se = _ratio_estimate(errors, norms)
-        samples = len(errors) * self.batch_elements
+        samples = batches * self.batch_elements
         return make_estimate(fmt, self.row_length, g, se, "monte-carlo", samples, dof=len(errors) - 1)
 
     def row_errors(self, fmt: Format, *, batches: int) -> np.ndarray:
@@ -177,33 +200,30 @@ class SampleBank:
 
     def difference(self, a: Format, b: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> GmseDifference:
         """GMSE(a) - GMSE(b) on the same samples; its interval reflects only their disagreement."""
-        a.check_row_length(self.row_length)
-        b.check_row_length(self.row_length)
-        max_batches = max(_MIN_BATCHES, max_samples // self.batch_elements)
-        ea: list[float] = []
-        eb: list[float] = []
-        nn: list[float] = []
-        for index in range(max_batches):
-            e1, n = self.batch_totals(a, index)
-            e2, _ = self.batch_totals(b, index)
-            ea.append(e1)
-            eb.append(e2)
-            nn.append(n)
-            if index + 1 >= _MIN_BATCHES:
-                d, se = _ratio_estimate(np.subtract(ea, eb), np.asarray(nn))
-                scale = max(abs(d), sum(eb) / sum(nn), 1e-300)
+        diffs: list[np.ndarray] = []
+        errors_b: list[np.ndarray] = []
+        norms: list[np.ndarray] = []
+        for (ea, eb), n, may_stop in self._measured_batches((a, b), max_samples):
+            diffs.append(ea - eb)
+            errors_b.append(eb)
+            norms.append(n)
+            if may_stop:
+                d, se = _ratio_estimate(np.concatenate(diffs), np.concatenate(norms))
+                scale = max(abs(d), float(np.concatenate(errors_b).sum() / np.concatenate(norms).sum()), 1e-300)
                 if se <= rel_err * scale:
                     break
-        d, se = _ratio_estimate(np.subtract(ea, eb), np.asarray(nn))
-        low, high = interval95(d, se, floor=None, dof=len(nn) - 1)
+        units = np.concatenate(norms)
+        d, se = _ratio_estimate(np.concatenate(diffs), units)
+        low, high = interval95(d, se, floor=None, dof=len(units) - 1)
         return GmseDifference(
             a=a.display_name, b=b.display_name, difference=d, ci_low=low,
-            ci_high=high, std_err=se, samples=len(nn) * self.batch_elements,
+            ci_high=high, std_err=se, samples=len(norms) * self.batch_elements,
         )
 
 
 def _ratio_estimate(errors: np.ndarray, norms: np.ndarray) -> tuple[float, float]:
-    """Ratio-of-sums estimate and its delta-method standard error over batch totals."""
+    """Ratio-of-sums estimate and its delta-method standard error over unit totals (batches
+    or rows)."""
     k = len(errors)
     g = float(errors.sum() / norms.sum())
     if k < 2:

@@ -145,7 +145,7 @@ def lookup_gmse(fmt: Format, *, row_length: int, rel_err: float, key: str | None
         return None
     if entry.method == "exact" and not has_exact(fmt, row_length):
         return None  # an infinite-row limit kept before such rows went to Monte Carlo
-    dof = stored_dof(entry.samples, row_length) if entry.std_err > 0 else math.inf
+    dof = stored_dof(entry.samples, row_length, fmt) if entry.std_err > 0 else math.inf
     return make_estimate(fmt, row_length, entry.gmse, entry.std_err, source, entry.samples, dof=dof)
 
 

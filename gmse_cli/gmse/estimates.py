@@ -32,8 +32,8 @@ _RD_SLACK_BITS = 0.01
 
 
 class GmseEstimate(Frozen):
-    """A GMSE point estimate with its 95% interval (Student's t on the batch totals' degrees of
-    freedom for Monte Carlo)."""
+    """A GMSE point estimate with its 95% interval (Student's t on the degrees of freedom of the
+    unit totals, rows or batches, for Monte Carlo: :func:`gmse_cli.gmse.bank.measured_by_rows`)."""
 
     name: str = Field(description="the format's display name")
     bits_per_param: float = Field(description="stored bits per parameter at this row length")

@@ -10,6 +10,7 @@ from gmse_cli.errors import SpecError
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
+    TENSOR_LEVEL_SCALE_FORMATS,
     Family,
     SpecModel,
     check_row_length,
@@ -91,6 +92,20 @@ class Format(SpecModel):
         if not fams:
             return Family.NONE.value
         return "+".join(f.value for f in fams)
+
+    @property
+    def rows_independent(self) -> bool:
+        """Whether each row is compressed from its own entries alone: no stage has a
+        per-tensor scale or pruning threshold, or a per-tensor second level of its scales
+        (e4m3, int8, dq8). The Monte Carlo bank measures such formats a few rows at a time."""
+        for stage in self.stages:
+            if isinstance(stage, Quantize | VQ) and (
+                stage.group == "tensor" or stage.scale_format in TENSOR_LEVEL_SCALE_FORMATS
+            ):
+                return False
+            if isinstance(stage, Sparsify) and stage.granularity != "row":
+                return False
+        return True
 
     def stage_formats(self, *, keep_rotations: bool = False) -> list[tuple[Family, Format]]:
         """Each lossy stage as a standalone format, in order.

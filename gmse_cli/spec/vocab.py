@@ -16,7 +16,7 @@ from gmse_cli.limits import is_whole
 
 __all__ = [
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
-    "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "ScaleRounding",
+    "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "TENSOR_LEVEL_SCALE_FORMATS", "ScaleRounding",
     "Overflow", "LutRounding", "SparsityPattern", "Granularity", "fp_max", "DQ_BLOCK", "MAX_ROW_LENGTH",
     "check_row_length",
 ]
@@ -162,6 +162,9 @@ SCALE_FORMAT_BITS: dict[ScaleFormat, float] = {
     ScaleFormat.DQ8: 8 + 32 / DQ_BLOCK,
 }
 """Bits per group's scale, amortized second levels of blocks included (per-tensor ones are not)."""
+
+TENSOR_LEVEL_SCALE_FORMATS = frozenset({ScaleFormat.E4M3, ScaleFormat.INT8, ScaleFormat.DQ8})
+"""Scale formats with a per-tensor second level (a group's scale depends on the whole tensor)."""
 
 
 class ScaleRounding(StrEnum):
