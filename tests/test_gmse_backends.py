@@ -179,3 +179,14 @@ def test_formats_with_a_per_tensor_statistic_are_not_rows_independent(spec):
     whole = compressor("numba")(fmt, x)
     alone = compressor("numba")(fmt, np.ascontiguousarray(x[:1]))
     assert not np.array_equal(alone, whole[:1])
+
+
+def test_a_rotation_with_random_signs_compresses_any_rows_alone():
+    # Its signs are drawn per position in the row, not per row: rows stay independent.
+    fmt = Format.model_validate({"stages": [
+        {"kind": "rotate", "block": 64, "random_signs": True, "seed": 3},
+        {"kind": "quantize", "grid": "int", "bits": 4, "scale": "absmax", "group": 32},
+    ]})
+    x = _awkward_rows("gauss", 5)
+    assert fmt.rows_independent
+    np.testing.assert_array_equal(compressor("numba")(fmt, np.ascontiguousarray(x[2:4])), compressor("numba")(fmt, x)[2:4])
