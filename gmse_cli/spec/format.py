@@ -97,7 +97,7 @@ class Format(SpecModel):
     def rows_independent(self) -> bool:
         """Whether each row is compressed from its own entries alone: no stage has a
         per-tensor scale or pruning threshold, or a per-tensor second level of its scales
-        (e4m3, int8, dq8). The Monte Carlo bank measures such formats a few rows at a time."""
+        (e4m3, int8, dq8). Rows are then i.i.d. units of the Monte Carlo standard error."""
         for stage in self.stages:
             if isinstance(stage, Quantize | VQ) and (
                 stage.group == "tensor" or stage.scale_format in TENSOR_LEVEL_SCALE_FORMATS
