@@ -32,7 +32,7 @@ import stat
 import struct
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
 import numpy as np
@@ -230,11 +230,30 @@ def _index_files(index: Path) -> list[Path]:
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
         raise DataError(f"{index}: weight_map names a shard {bad[0]!r}; it maps tensor names to shard file names")
+    outside = [n for n in names if _leaves_folder(n)]
+    if outside:
+        raise DataError(f"{index}: weight_map names shard {outside[0]!r}, outside the model folder; shards are "
+                        f"read only from the index's own folder, as transformers reads them")
     files = [index.parent / n for n in names]
     missing = [n for n, f in zip(names, files, strict=True) if not f.is_file()]
     if missing:
         raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
     return files
+
+
+def _leaves_folder(name: str) -> bool:
+    """Whether a shard name from an index points outside the index's folder: absolute (``/x``,
+    ``C:x``, ``\\\\server``) or climbing out with ``..``. A symlink inside the folder is followed
+    as the file system follows it."""
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(name).drive:
+        return True
+    depth = 0
+    for part in pure.parts:
+        depth += -1 if part == ".." else part != "."
+        if depth < 0:
+            return True
+    return False
 
 
 def _hub_snapshot(repo: Path) -> Path:
