@@ -57,9 +57,10 @@ _POLISH_TOL = 1e-8  # the last Lloyd run's stopping tolerance (relative MSE impr
 
 # Training cost, measured by benchmarks/vq_training.py on a busy 2-core machine and rounded up:
 # the estimate is an upper bound to plan with, not a prediction.
-_SECONDS_PER_PAIR = 6e-9  # exact Lloyd: seconds per (vector, codeword) pair assigned, up to 8-D
-_LBG_PASSES = 1500  # LBG's splits and LBG-U's moves, in Lloyd iterations of the full codebook on its sample
-_STREAMED_SECONDS = 5.0  # streamed Lloyd: seconds per iteration (a batch of 2^23 floats)
+_SECONDS_PER_PAIR = 6e-9  # exact Lloyd: seconds per (vector, codeword) pair assigned (measured 1.8-3.9e-9)
+_LBG_PASSES = 2000  # LBG's splits and LBG-U's moves, in full-codebook Lloyd iterations on its sample (455-1716)
+_STREAMED_SECONDS = 4.0  # streamed Lloyd: seconds per iteration ...
+_STREAMED_SECONDS_PER_VECTOR = 1.5e-6  # ... and per vector of its batch (2^23 floats: more in fewer dimensions)
 _WARN_SECONDS = 600  # a longer training is announced before it starts
 
 
@@ -182,11 +183,11 @@ def training_seconds(dim: int, index_bits: int, *, max_iter: int = 100) -> float
     from unless they are shipped or cached.
 
     Up to 1024 codewords (2-D and up) the cost is the nearest-codeword assignment, measured
-    as about the same per (vector, codeword) pair from 3-D to 8-D (proportional to the
-    coordinates beyond): :data:`_LBG_PASSES` iterations on the training sample (LBG and the
-    utility moves) plus ``2 * max_iter`` on the polish sample. 2-D codebooks search a cell grid
-    and cost several times less than this says. Streamed Lloyd costs :data:`_STREAMED_SECONDS`
-    per iteration whatever the size. 1-D codebooks cost seconds at most (0 here).
+    at about the same time per (vector, codeword) pair from 2-D to 16-D, and less per pair for
+    larger codebooks: :data:`_LBG_PASSES` iterations on the training sample (LBG and the
+    utility moves) plus ``2 * max_iter`` on the polish sample. A streamed Lloyd iteration costs
+    :data:`_STREAMED_SECONDS` plus :data:`_STREAMED_SECONDS_PER_VECTOR` per vector of its batch,
+    at most what 2^16 codewords cost. 1-D codebooks cost seconds at most (0 here).
     """
     k = 2**index_bits
     if dim == 1:
@@ -195,10 +196,11 @@ def training_seconds(dim: int, index_bits: int, *, max_iter: int = 100) -> float
         d1, b1 = dim // 2, index_bits // 2
         parts = [(d1, b1), (dim - d1, index_bits - b1)]
         start = sum(training_seconds(d, b) for d, b in dict.fromkeys(parts) if not _available(d, b))
-        return start + streamed_plan(dim).iterations * _STREAMED_SECONDS
+        plan = streamed_plan(dim)
+        return start + plan.iterations * (_STREAMED_SECONDS + plan.batch * _STREAMED_SECONDS_PER_VECTOR)
     n = _sample_count(k, dim)
     pairs = k * (n * _LBG_PASSES + max(_polish_count(dim), n) * 2 * max_iter)
-    return pairs * max(1.0, dim / 8) * _SECONDS_PER_PAIR
+    return pairs * _SECONDS_PER_PAIR
 
 
 def _duration(seconds: float) -> str:
