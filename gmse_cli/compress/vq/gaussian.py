@@ -57,8 +57,8 @@ _POLISH_TOL = 1e-8  # the last Lloyd run's stopping tolerance (relative MSE impr
 
 # Training cost, measured by benchmarks/vq_training.py on a busy 2-core machine and rounded up:
 # the estimate is an upper bound to plan with, not a prediction.
-_SECONDS_PER_PAIR = 6e-9  # exact Lloyd: seconds per (vector, codeword) pair assigned (measured 1.8-3.9e-9)
-_LBG_PASSES = 2000  # LBG's splits and LBG-U's moves, in full-codebook Lloyd iterations on its sample (455-1716)
+_SECONDS_PER_PAIR = 6e-9  # exact Lloyd: seconds per (vector, codeword) pair assigned (measured 0.9-3.9e-9)
+_LBG_PASSES = 2000  # LBG's splits and LBG-U's moves, in full-codebook Lloyd iterations on its sample (455-1722)
 _STREAMED_SECONDS = 4.0  # streamed Lloyd: seconds per iteration ...
 _STREAMED_SECONDS_PER_VECTOR = 1.5e-6  # ... and per vector of its batch (2^23 floats: more in fewer dimensions)
 _WARN_SECONDS = 600  # a longer training is announced before it starts
