@@ -235,14 +235,17 @@ def enable_notices(enabled: bool = True) -> None:
 
 
 @contextmanager
-def once(what: str, *, total: float | None = None) -> Iterator[Task]:
+def once(
+    what: str, *, total: float | None = None, estimate: str | None = None, warning: str | None = None
+) -> Iterator[Task]:
     """Announce slow work a machine does once, such as compiling a kernel, for the ``with``
-    block: one line on stderr naming ``what``, with a moving bar on a terminal (pulsing, or
-    counting to ``total``). Silent unless :func:`enable_notices` turned notices on."""
+    block: one line on stderr naming ``what`` (how long it will take, ``estimate``, such as
+    ``"about 40 minutes"``, and a ``warning`` after it), with a moving bar on a terminal
+    (pulsing, or counting to ``total``). Silent unless :func:`enable_notices` turned notices on."""
     if not _notices:
         yield Task(what)
         return
-    text = f"{what} (once per machine)"
+    text = f"{what} ({estimate + ', ' if estimate else ''}once per machine){'; ' + warning if warning else ''}"
     if not stderr_is_terminal():
         if text not in _said:  # piped: one line, not one per kernel
             _said.add(text)

@@ -176,3 +176,26 @@ def test_f64_values_beyond_float32_are_named_without_warnings(tmp_path):
     path.write_bytes(struct.pack("<Q", len(head)) + head + raw)
     with np.errstate(all="raise"), pytest.raises(DataError, match="beyond float32's range"):
         measure_mse(path, ["int4"], law=None, rel_err=1e-2)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "sub/../../outside.safetensors", "ABSOLUTE",
+                                   "..\\outside.safetensors", "C:outside.safetensors"])
+def test_index_naming_a_shard_outside_the_model_folder_is_refused(tmp_path, shard):
+    # transformers reads shards only from the index's folder; a file elsewhere that happens to
+    # exist must not be measured as part of the model.
+    model = tmp_path / "model"
+    model.mkdir()
+    _write(tmp_path / "outside.safetensors", {"encoder.layer.0.output.dense.weight": np.ones((4, 128))})
+    shard = str(tmp_path / "outside.safetensors") if shard == "ABSOLUTE" else shard
+    index = model / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"encoder.layer.0.output.dense.weight": shard}}))
+    with pytest.raises(DataError, match=r"weight_map names shard .*outside\.safetensors.*outside the model folder"):
+        open_checkpoint(model)
+
+
+def test_index_naming_a_shard_in_a_subfolder_is_read(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "sub" / "s.safetensors", {"encoder.layer.0.output.dense.weight": np.ones((4, 128))})
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"encoder.layer.0.output.dense.weight": "./sub/../sub/s.safetensors"}}))
+    assert [t.name for t in open_checkpoint(tmp_path).tensors] == ["encoder.layer.0.output.dense.weight"]

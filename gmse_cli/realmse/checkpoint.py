@@ -32,7 +32,7 @@ import stat
 import struct
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
 import numpy as np
@@ -77,6 +77,12 @@ _DTYPES: dict[str, tuple[str, bool]] = {
     "U8": ("u1", False),
     "BOOL": ("?", False),
 }
+
+
+# Bits per element of the dtypes the safetensors reference reader knows but uscl cannot decode:
+# such tensors are listed, never measured, and their byte counts are checked as the reference
+# checks them.
+_OTHER_BITS: dict[str, int] = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "C64": 64}
 
 
 def _storage_dtype(code: str) -> np.dtype:
@@ -224,11 +230,30 @@ def _index_files(index: Path) -> list[Path]:
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
         raise DataError(f"{index}: weight_map names a shard {bad[0]!r}; it maps tensor names to shard file names")
+    outside = [n for n in names if _leaves_folder(n)]
+    if outside:
+        raise DataError(f"{index}: weight_map names shard {outside[0]!r}, outside the model folder; shards are "
+                        f"read only from the index's own folder, as transformers reads them")
     files = [index.parent / n for n in names]
     missing = [n for n, f in zip(names, files, strict=True) if not f.is_file()]
     if missing:
         raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
     return files
+
+
+def _leaves_folder(name: str) -> bool:
+    """Whether a shard name from an index points outside the index's folder: absolute (``/x``,
+    ``C:x``, ``\\\\server``) or climbing out with ``..``. A symlink inside the folder is followed
+    as the file system follows it."""
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(name).drive:
+        return True
+    depth = 0
+    for part in pure.parts:
+        depth += -1 if part == ".." else part != "."
+        if depth < 0:
+            return True
+    return False
 
 
 def _hub_snapshot(repo: Path) -> Path:
@@ -344,32 +369,50 @@ def _read_header(file: Path) -> list[TensorInfo]:
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{file}: tensor '{name}' has a malformed header entry (shape, dtype or offsets): "
                             f"{str(entry)[:200]}") from None
-        if code not in _DTYPES:
-            # Unknown dtypes (e.g. F8_E8M0, I4) are listed but never measured.
-            itemsize = None
-        else:
-            itemsize = _storage_dtype(code).itemsize
+        # Dtypes unknown to uscl (e.g. F8_E8M0, I4) are listed but never measured.
+        bits = 8 * _storage_dtype(code).itemsize if code in _DTYPES else _OTHER_BITS.get(code)
         if any(s < 0 for s in shape):
             raise DataError(f"{file}: tensor '{name}' has a negative dimension in its shape {list(shape)}")
         if not 0 <= begin <= end or base + end > size:
             raise DataError(f"{file}: tensor '{name}' lies outside the file (offsets {begin}..{end}); the file is truncated")
-        if itemsize is not None and (end - begin) != math.prod(shape) * itemsize:
+        if bits is not None and 8 * (end - begin) != math.prod(shape) * bits:
             raise DataError(
                 f"{file}: tensor '{name}' has {end - begin} bytes, but {code} {list(shape)} needs "
-                f"{math.prod(shape) * itemsize}"
+                f"{math.prod(shape) * bits / 8:g}"
             )
         infos.append(
             TensorInfo(name=name, file=file, dtype=code, shape=shape, offset=base + begin, nbytes=end - begin)
         )
-    infos.sort(key=lambda t: t.offset)
-    # Two tensors sharing bytes is a corrupt (or polyglot) header: one of them would be
-    # measured on the other's data. The safetensors format forbids it.
-    stored = [t for t in infos if t.nbytes]
-    for prev, info in zip(stored, stored[1:], strict=False):
-        if info.offset < prev.offset + prev.nbytes:
+    infos.sort(key=lambda t: (t.offset, t.nbytes))
+    _check_layout(file, infos, base, size)
+    return infos
+
+
+def _check_layout(file: Path, infos: Sequence[TensorInfo], base: int, size: int) -> None:
+    """Raise :class:`DataError` unless the tensors' data, in ``infos``' order (by begin, then
+    end offset), tile the bytes from ``base`` to the end of the file exactly.
+
+    This is the safetensors reference reader's rule (its ``InvalidOffset`` and
+    ``MetadataIncompleteBuffer``): two tensors sharing bytes would measure one tensor on the
+    other's data, and bytes that belong to no tensor (a hole, data not starting at 0, a tail)
+    mean the header does not describe the file.
+    """
+    at, prev = 0, None
+    for info in infos:
+        begin = info.offset - base
+        if begin < at:
+            assert prev is not None
             raise DataError(f"{file}: tensors '{prev.name}' and '{info.name}' overlap in the file (their data "
                             f"offsets share bytes); the header is corrupt")
-    return infos
+        if begin > at:
+            after = f"tensor '{prev.name}' ends at {at}" if prev is not None else "the data starts at 0"
+            raise DataError(f"{file}: tensor '{info.name}' begins at data offset {begin}, but {after}: "
+                            f"{begin - at} bytes belong to no tensor; the header is corrupt")
+        at, prev = begin + info.nbytes, info
+    if base + at != size:
+        where = f"after tensor '{prev.name}' (data offset {at})" if prev is not None else "after a header naming no tensor"
+        raise DataError(f"{file}: {size - base - at} bytes {where} belong to no tensor; a safetensors file "
+                        f"ends with its last tensor's data")
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ The package, one module per concept:
 - ``frontier``: the Pareto rule, the frontier pruned against, epsilon-Pareto thinning;
 - ``race``: :func:`search_formats`, how the search saves work (bounds, cheap pass, refinement);
 - ``results``: what it reports, and :func:`write_frontier`;
+- ``outfolder``: a folder of files that describes only the latest run (the manifest);
 - ``plot``: capacity against bits for the candidates, both frontiers and the best format.
 """
 

@@ -8,9 +8,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from gmse_cli.atomic import check_output_path, write_text_atomic
+from gmse_cli.atomic import check_output_path
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
+from gmse_cli.search.outfolder import replace_files
 from gmse_cli.spec import Family, Format, format_to_toml
 
 
@@ -107,13 +108,16 @@ def check_frontier_dir(out_dir: str | Path) -> Path:
 
 
 def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
-    """Write each frontier member as ``NN-<name>.toml`` (a format file every command reads)."""
+    """Write each frontier member as ``NN-<name>.toml`` (a format file every command reads).
+
+    The folder then describes this search alone: the files an earlier ``write_frontier``
+    wrote there and this one did not are removed (:mod:`gmse_cli.search.outfolder`)."""
     out_dir = check_frontier_dir(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SpecError(f"--out {out_dir}: cannot create it: {exc.strerror or exc}") from None
-    paths = []
+    files = {}
     for i, point in enumerate(result.frontier):
         spec = point.spec.model_copy(
             update={
@@ -124,10 +128,8 @@ def write_frontier(result: SearchResult, out_dir: str | Path) -> list[Path]:
                 )
             }
         )
-        path = out_dir / f"{i:02d}-{_slug(point.name)}.toml"
-        try:
-            write_text_atomic(path, format_to_toml(spec))
-        except OSError as exc:
-            raise SpecError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
-        paths.append(path)
-    return paths
+        files[f"{i:02d}-{_slug(point.name)}.toml"] = format_to_toml(spec).encode("utf-8")
+    try:
+        return replace_files(out_dir, files)
+    except OSError as exc:
+        raise SpecError(f"--out: cannot write {exc.filename or out_dir}: {exc.strerror or exc}") from None

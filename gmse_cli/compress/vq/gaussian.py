@@ -46,13 +46,22 @@ from gmse_cli.errors import SpecError
 from gmse_cli.progress import once
 from gmse_cli.spec import Quantize
 
-__all__ = ["train_gaussian_codebook", "gaussian_codebook", "gaussian_sample", "codebook_stem"]
+__all__ = ["train_gaussian_codebook", "gaussian_codebook", "gaussian_sample", "codebook_stem", "training_seconds"]
 
 _EXACT_LLOYD_MAX = 1024  # above this (in 2-D and up), Lloyd runs streamed (lloyd_streamed)
 _EXACT_LEVELS_MAX_BITS = 8  # 1-D codebooks up to 2^8 levels are the exact Lloyd-Max levels
 _PATIENCE = 3  # candidate moves tried before LBG-U stops
 _MAX_MOVES = 32  # LBG-U moves at most (bounds the cost: 8-D, 256 codewords keeps ~17)
 _POLISH_TOL = 1e-8  # the last Lloyd run's stopping tolerance (relative MSE improvement)
+
+
+# Training cost, measured by benchmarks/vq_training.py on a busy 2-core machine and rounded up:
+# the estimate is an upper bound to plan with, not a prediction.
+_SECONDS_PER_PAIR = 6e-9  # exact Lloyd: seconds per (vector, codeword) pair assigned (measured 0.9-3.9e-9)
+_LBG_PASSES = 2000  # LBG's splits and LBG-U's moves, in full-codebook Lloyd iterations on its sample (455-1722)
+_STREAMED_SECONDS = 4.0  # streamed Lloyd: seconds per iteration ...
+_STREAMED_SECONDS_PER_VECTOR = 1.5e-6  # ... and per vector of its batch (2^23 floats: more in fewer dimensions)
+_WARN_SECONDS = 600  # a longer training is announced before it starts
 
 
 def _sample_count(codewords: int, dim: int) -> int:
@@ -158,6 +167,50 @@ def train_gaussian_codebook(
     return cb, info
 
 
+def _available(dim: int, index_bits: int) -> bool:
+    """Whether the codebook needs no training: exact levels, shipped, or in the disk cache."""
+    stem = codebook_stem(dim, index_bits)
+    return (
+        (dim == 1 and index_bits <= _EXACT_LEVELS_MAX_BITS)
+        or load_codebook(stem, with_array=False, directory=shipped_dir()) is not None
+        or load_codebook(stem, with_array=False) is not None
+    )
+
+
+def training_seconds(dim: int, index_bits: int, *, max_iter: int = 100) -> float:
+    """A conservative estimate of the seconds :func:`train_gaussian_codebook` takes with its
+    defaults, from the sizes alone; a streamed codebook counts the smaller codebooks it starts
+    from unless they are shipped or cached.
+
+    Up to 1024 codewords (2-D and up) the cost is the nearest-codeword assignment, measured
+    at about the same time per (vector, codeword) pair from 2-D to 16-D, and less per pair for
+    larger codebooks: :data:`_LBG_PASSES` iterations on the training sample (LBG and the
+    utility moves) plus ``2 * max_iter`` on the polish sample. A streamed Lloyd iteration costs
+    :data:`_STREAMED_SECONDS` plus :data:`_STREAMED_SECONDS_PER_VECTOR` per vector of its batch,
+    at most what 2^16 codewords cost. 1-D codebooks cost seconds at most (0 here).
+    """
+    k = 2**index_bits
+    if dim == 1:
+        return 0.0
+    if k > _EXACT_LLOYD_MAX:
+        d1, b1 = dim // 2, index_bits // 2
+        parts = [(d1, b1), (dim - d1, index_bits - b1)]
+        start = sum(training_seconds(d, b) for d, b in dict.fromkeys(parts) if not _available(d, b))
+        plan = streamed_plan(dim)
+        return start + plan.iterations * (_STREAMED_SECONDS + plan.batch * _STREAMED_SECONDS_PER_VECTOR)
+    n = _sample_count(k, dim)
+    pairs = k * (n * _LBG_PASSES + max(_polish_count(dim), n) * 2 * max_iter)
+    return pairs * _SECONDS_PER_PAIR
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {max(5, round(seconds, -1)):.0f} seconds"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60):.0f} minutes"
+    return f"about {seconds / 3600:.1f} hours"
+
+
 def codebook_stem(dim: int, index_bits: int, seed: int = LLOYD_SEED) -> str:
     """The file stem of a Gaussian codebook in the cache and among the shipped ones."""
     return f"gaussian-d{dim}-b{index_bits}-seed{seed}-v{ALGORITHM_VERSION}"
@@ -175,7 +228,10 @@ def gaussian_codebook(dim: int, index_bits: int) -> tuple[np.ndarray, CodebookIn
         cb, info = hit
         assert cb is not None
     else:
-        with once(f"training the {dim}-d Gaussian VQ codebook of {2**index_bits:,} codewords"):
+        what = f"training the {dim}-d Gaussian VQ codebook of {2**index_bits:,} codewords"
+        seconds = training_seconds(dim, index_bits)
+        long = f"over {_WARN_SECONDS // 60} minutes: interrupt now to choose a smaller vq format" if seconds > _WARN_SECONDS else None
+        with once(what, estimate=_duration(seconds) if seconds else None, warning=long):
             cb, info = train_gaussian_codebook(dim, index_bits)
         save_codebook(stem, cb, info)
     cb.setflags(write=False)

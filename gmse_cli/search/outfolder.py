@@ -1,0 +1,91 @@
+"""A folder of files that always describes one run: the latest one to finish writing.
+
+A run's files are first written beside their final names under a hidden prefix (each one
+atomically), then a manifest naming them with their SHA-256 digests is written atomically:
+that rename commits the run. The staged files are then renamed into place, and the files the
+previous run's manifest named that this run did not write are removed, but only while their
+bytes are still the ones uscl wrote (a file a user edited or made is never removed). A crash
+before the commit leaves the previous run whole (its staged leftovers are removed by the next
+run); a crash after it leaves the new run whole on disk, and the next run that writes into the
+folder finishes moving it into place before anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from gmse_cli.atomic import fsync_dir, write_atomic
+
+__all__ = ["MANIFEST", "replace_files"]
+
+MANIFEST = ".uscl-search.json"
+"""The manifest's name in the folder: ``{"files": {name: sha256}}`` of the latest run, plus
+``"previous"`` while the run is being moved into place."""
+
+_STAGED = ".uscl-staged."  # prefix of a file written but not yet committed or moved
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest(folder: Path) -> dict | None:
+    try:
+        value = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):  # damaged: nothing it names can be shown to be ours
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("files"), dict) else None
+
+
+def _plain(name: object) -> bool:
+    # a manifest names files in its own folder; anything else is not one uscl wrote
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
+
+
+def _remove_if_ours(path: Path, digest: object) -> None:
+    try:
+        if _plain(path.name) and path.is_file() and not path.is_symlink() and _digest(path.read_bytes()) == digest:
+            path.unlink()
+    except OSError:
+        pass  # unreadable or already gone: left as it is
+
+
+def _finish(folder: Path) -> None:
+    """Complete a committed run a crash interrupted, and drop uncommitted staged files."""
+    manifest = _manifest(folder)
+    moving = manifest is not None and isinstance(manifest.get("previous"), dict)
+    for staged in folder.glob(f"{_STAGED}*"):
+        if not (moving and staged.name.removeprefix(_STAGED) in manifest["files"]):
+            staged.unlink(missing_ok=True)  # from a run that never committed
+    if not moving:
+        return
+    for name in filter(_plain, manifest["files"]):
+        staged = folder / f"{_STAGED}{name}"
+        if staged.is_file():
+            os.replace(staged, folder / name)
+    fsync_dir(folder)
+    for name, digest in manifest["previous"].items():
+        if _plain(name) and name not in manifest["files"]:
+            _remove_if_ours(folder / name, digest)
+    write_atomic(folder / MANIFEST, json.dumps({"files": manifest["files"]}, indent=1).encode())
+
+
+def replace_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
+    """Make ``folder`` hold ``files`` (plain names -> bytes) as the latest run (module
+    docstring); return their paths. Files uscl did not write stay. Raises :class:`OSError`."""
+    _finish(folder)
+    previous = (_manifest(folder) or {"files": {}})["files"]
+    for name, data in files.items():
+        final = folder / name
+        mode = final.stat().st_mode & 0o7777 if final.is_file() else None  # a replaced file keeps its mode
+        write_atomic(folder / f"{_STAGED}{name}", data, mode=mode)
+    committed = {"files": {name: _digest(data) for name, data in files.items()}, "previous": previous}
+    write_atomic(folder / MANIFEST, json.dumps(committed, indent=1).encode())
+    _finish(folder)
+    return [folder / name for name in files]
