@@ -32,7 +32,8 @@ Decisions worth knowing:
 - A Hadamard rotation does not change GMSE (a rotated i.i.d. Gaussian row is again i.i.d.
   Gaussian), so the rotated variant reuses its base format's GMSE.
 
-Modules: :mod:`.checkpoint` reads safetensors files a chunk of rows at a time;
+Modules: :mod:`.checkpoint` finds a checkpoint's safetensors files; :mod:`.tensorfile` checks
+one file's header and reads its rows a chunk at a time;
 :mod:`.layers` chooses the layers and rows and how each format streams them;
 :mod:`.measure` computes the per-layer ratios and intervals; :mod:`.report` assembles
 :class:`FormatMse` with GMSE and capacities; :mod:`.plot` draws each layer's MSE / GMSE;
@@ -46,17 +47,7 @@ from gmse_cli.realmse.activations import (
     SchemeCapacity,
     measure_activations,
 )
-from gmse_cli.realmse.checkpoint import (
-    DEFAULT_CHUNK_BYTES,
-    Checkpoint,
-    TensorInfo,
-    checkpoint_name,
-    chunk_rows,
-    iter_row_chunks,
-    open_checkpoint,
-    read_rows,
-    read_tensor,
-)
+from gmse_cli.realmse.checkpoint import Checkpoint, checkpoint_name, open_checkpoint
 from gmse_cli.realmse.layers import (
     DEFAULT_EXCLUDE,
     layer_kind,
@@ -86,6 +77,14 @@ from gmse_cli.realmse.report import (
     resolve_law,
     stage_targets,
     with_hadamard,
+)
+from gmse_cli.realmse.tensorfile import (
+    DEFAULT_CHUNK_BYTES,
+    TensorInfo,
+    chunk_rows,
+    iter_row_chunks,
+    read_rows,
+    read_tensor,
 )
 
 __all__ = [

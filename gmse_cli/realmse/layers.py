@@ -24,7 +24,8 @@ from typing import Literal
 import numpy as np
 
 from gmse_cli.errors import DataError
-from gmse_cli.realmse.checkpoint import Checkpoint, TensorInfo, iter_row_chunks
+from gmse_cli.realmse.checkpoint import Checkpoint
+from gmse_cli.realmse.tensorfile import TensorInfo, iter_row_chunks
 from gmse_cli.spec import VQ, Format, Quantize, ScaleFormat, Sparsify
 
 __all__ = [

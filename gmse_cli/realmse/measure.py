@@ -22,8 +22,8 @@ import numpy as np
 
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
-from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
 from gmse_cli.realmse.layers import RowSample, locality, sample_rows
+from gmse_cli.realmse.tensorfile import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
 from gmse_cli.spec import Format, Quantize
 
 __all__ = [

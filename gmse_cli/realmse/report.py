@@ -15,7 +15,7 @@ from gmse_cli.frozen import Frozen
 from gmse_cli.gmse.estimates import effective_bits_of, interval95
 from gmse_cli.limits import check_seed
 from gmse_cli.progress import task
-from gmse_cli.realmse.checkpoint import DEFAULT_CHUNK_BYTES, Checkpoint, open_checkpoint
+from gmse_cli.realmse.checkpoint import Checkpoint, open_checkpoint
 from gmse_cli.realmse.layers import select_layers
 from gmse_cli.realmse.measure import (
     MeasuredLayer,
@@ -24,6 +24,7 @@ from gmse_cli.realmse.measure import (
     check_sampling,
     measure_layers,
 )
+from gmse_cli.realmse.tensorfile import DEFAULT_CHUNK_BYTES
 from gmse_cli.spec import Family, Format, Overflow, Quantize, Rotate, ScaleRule, resolve_format
 
 __all__ = [
