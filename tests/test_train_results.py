@@ -208,6 +208,35 @@ def test_append_load_and_skip_keys(tmp_path):
     assert finished_keys(out) == {"a", "b"}  # a diverged run counts as finished: no rerun
 
 
+def test_a_run_already_recorded_is_not_appended_again(tmp_path):
+    # Two sweeps writing one results file both finished a run: it was recorded twice, and a fit
+    # counted it twice.
+    out = tmp_path / "runs.jsonl"
+    assert append_record(out, _record("a")) is True
+    assert append_record(out, _record("a", loss=3.5)) is False
+    assert [(r.run_key, r.val_loss) for r in load_records(out)] == [("a", 3.25)]
+
+
+def test_a_sweep_skips_a_run_another_process_finished_meanwhile(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import gmse_cli.training.loop as loop
+    from gmse_cli.training.launch import run_local
+
+    out = tmp_path / "runs.jsonl"
+    runs = [RunConfig(preset="tiny", tokens_per_param=3, seed=s) for s in (0, 1)]
+    trained = []
+
+    def fake_train_run(cfg, **_):
+        trained.append(cfg.seed)
+        # while this run trains, another sweep on the same results file finishes the next one
+        append_record(out, _record(runs[1].run_key()))
+        return None
+
+    monkeypatch.setattr(loop, "train_run", fake_train_run)
+    outcome = run_local(runs, out=out, checkpoint_root=tmp_path / "ckpt", progress=False)
+    assert trained == [0] and outcome.skipped == [runs[1].name]
+
+
 def test_results_readable_by_the_fitter(tmp_path):
     runs_mod = pytest.importorskip("gmse_cli.runs")
     out = tmp_path / "runs.jsonl"
