@@ -143,6 +143,9 @@ def test_shipped_sweeps_load_and_expand():
     ('presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["int44x"]\n', (TrainError, SpecError), "int44x"),
     ('presets = ["huge"]\ntokens_per_param = [1]\n', TrainError, "unknown preset 'huge'"),
     ("presets = [\n", SpecError, "malformed TOML"),
+    # an empty seed or activation list made a sweep of no runs that printed an empty table, exit 0
+    ('presets = ["tiny"]\ntokens_per_param = [1]\nseeds = []\n', TrainError, r"bad.toml: seeds: .*at least 1"),
+    ('presets = ["tiny"]\ntokens_per_param = [1]\nactivations = []\n', TrainError, r"'activations' is empty"),
 ])
 def test_sweep_spec_errors_name_the_field(tmp_path, text, error, match):
     bad = tmp_path / "bad.toml"

@@ -131,7 +131,7 @@ class SweepSpec(FrozenInput):
     tokens_per_param: list[float] = Field(min_length=1)
     weights: list[str] = Field(default_factory=lambda: ["fp32"])
     activations: list[str] = Field(default_factory=lambda: ["none"])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     schemes: list[SchemeEntry] = Field(default_factory=list)
     models_dir: str | None = Field(default=None, description="where finished runs' final models are kept")
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -161,6 +161,8 @@ class SweepSpec(FrozenInput):
     def _check(self) -> SweepSpec:
         if not self.weights and not self.schemes:
             raise TrainError("sweep: give 'weights' (a list of formats) or [[schemes]]")
+        if self.weights and not self.activations:  # the product would hold no run, silently
+            raise TrainError("sweep: 'activations' is empty; give [\"none\"] for full-precision activations")
         return self
 
 
