@@ -154,6 +154,29 @@ def test_sweep_spec_errors_name_the_field(tmp_path, text, error, match):
         expand_sweep(load_sweep(bad))
 
 
+def test_files_a_sweep_names_are_found_beside_it(tmp_path, monkeypatch):
+    # Its corpus was found beside the spec, but a tokenizer.json or a format file beside it was
+    # looked for in the working folder only: "does not exist" from any other folder.
+    spec_dir = tmp_path / "sweeps"
+    spec_dir.mkdir()
+    (spec_dir / "corpus.txt").write_text("hello world\n")
+    (spec_dir / "tok.json").write_text("{}")
+    (spec_dir / "mine.toml").write_text(
+        'name = "mine"\n[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 3\nscale = "absmax"\ngroup = 16\n')
+    (spec_dir / "s.toml").write_text(
+        'presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["mine.toml"]\nactivations = ["mine.toml"]\n'
+        '[[schemes]]\nweights = "mine.toml"\n'
+        '[data]\nsource = "corpus.txt"\ntokenizer = "tok.json"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_sweep(Path("..") / "sweeps" / "s.toml")
+    assert Path(spec.data.tokenizer).resolve() == (spec_dir / "tok.json").resolve()
+    runs = expand_sweep(spec)
+    assert {(r.weights.display_name, r.activations and r.activations.display_name) for r in runs} == {
+        ("mine", "mine"), ("mine", None)}
+
+
 def test_a_missing_sweep_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_sweep(tmp_path / "missing.toml")
