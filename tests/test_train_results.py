@@ -360,6 +360,17 @@ def test_cli_bad_input_before_training(run_cli, tmp_path):
     _one_error_line(run_cli("train", "--preset", "tiny", "--launcher", "mpi"), r"--launcher 'mpi'")
 
 
+def test_cli_refuses_one_folder_for_checkpoints_and_kept_models(run_cli, tmp_path):
+    # The kept model was written into the run's checkpoint folder, then deleted with it once the
+    # result line (naming the model's folder) was durable.
+    out, both = tmp_path / "r.jsonl", tmp_path / "both"
+    _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(out), "--checkpoint-dir", str(both),
+                            "--models-dir", str(both) + "/"), r"cannot write models folder .*both.* it is also")
+    _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(out), "--checkpoint-dir", str(out)),
+                    r"cannot write checkpoint folder .*r.jsonl.* it is also")
+    assert not out.exists() and not both.exists()
+
+
 def test_cli_dry_run_json(run_cli, tmp_path):
     result = run_cli("train", str(REPO / "train" / "cpu-mini.toml"), "--dry-run", "--json",
                      "--out", str(tmp_path / "r.jsonl"))
