@@ -27,7 +27,7 @@ pytest.importorskip("tokenizers")
 
 from gmse_cli.errors import DataError  # noqa: E402
 from gmse_cli.spec import resolve_format  # noqa: E402
-from gmse_cli.training.checkpoint import latest_checkpoint  # noqa: E402
+from gmse_cli.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from gmse_cli.training.config import RunConfig  # noqa: E402
 from gmse_cli.training.data import prepare_tokens  # noqa: E402
 from gmse_cli.training.loop import lr_at, train_run  # noqa: E402
@@ -215,6 +215,37 @@ def test_formats_order_by_precision(corpus, tmp_path):
         cfg = _cfg(corpus, weights=fmt, activations=None if fmt == "fp32" else fmt, max_steps=200)
         losses[fmt] = train_run(cfg, run_dir=tmp_path / fmt, progress=False).val_loss
     assert losses["fp32"] + 0.02 < losses["int4"] and losses["int4"] + 0.02 < losses["int2"], losses
+
+
+@pytest.mark.parametrize("damage", ["model garbage", "optimizer truncated", "state {}", "state [1]", "state text"])
+def test_a_damaged_checkpoint_is_one_error_line(tmp_path, damage):
+    # A resumed run whose checkpoint files were garbage raised safetensors' SafetensorError or a
+    # KeyError as a traceback.
+    layer = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(layer.parameters())
+    layer(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    folder = save_checkpoint(tmp_path, model_state=layer.state_dict(), optim_state=opt.state_dict(),
+                             state=TrainState(run_key="k", step=3))
+    assert load_checkpoint(folder)[2].step == 3
+    which, _, how = damage.partition(" ")
+    target = folder / ("state.json" if which == "state" else f"{which}.safetensors")
+    if how == "garbage":
+        target.write_bytes(os.urandom(64))
+    elif how == "truncated":
+        target.write_bytes(target.read_bytes()[:40])
+    else:
+        target.write_text({"{}": "{}", "[1]": "[1]", "text": "not json"}[how])
+    with pytest.raises(DataError, match=r"checkpoint .*step-000000003 is unreadable .*delete it to start over"):
+        load_checkpoint(folder)
+
+
+def test_a_damaged_latest_pointer_falls_back_to_the_newest_checkpoint(tmp_path):
+    (tmp_path / "step-000000004").mkdir()
+    (tmp_path / "step-000000004" / "state.json").write_text("{}")
+    for pointer in (b"\xff\xfe\x00garbage", b"..", b"../step-000000004"):
+        (tmp_path / "latest").write_bytes(pointer)
+        assert latest_checkpoint(tmp_path) == tmp_path / "step-000000004"
 
 
 def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):
