@@ -27,7 +27,12 @@ pytest.importorskip("tokenizers")
 
 from gmse_cli.errors import DataError  # noqa: E402
 from gmse_cli.spec import resolve_format  # noqa: E402
-from gmse_cli.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from gmse_cli.training.checkpoint import (  # noqa: E402
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gmse_cli.training.config import RunConfig  # noqa: E402
 from gmse_cli.training.data import prepare_tokens  # noqa: E402
 from gmse_cli.training.loop import lr_at, train_run  # noqa: E402
