@@ -253,6 +253,27 @@ def test_a_damaged_latest_pointer_falls_back_to_the_newest_checkpoint(tmp_path):
         assert latest_checkpoint(tmp_path) == tmp_path / "step-000000004"
 
 
+@pytest.mark.parametrize("damage", ["meta garbage", "meta {}", "train truncated", "train odd", "val empty"])
+def test_a_damaged_token_cache_entry_is_tokenized_again(tmp_path, monkeypatch, damage):
+    # A truncated train.bin was trained on silently (fewer tokens than its meta.json said);
+    # a damaged meta.json or an odd-sized or empty file was a JSONDecodeError/KeyError/ValueError.
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox {i * 7 % 13} jumps\n" for i in range(400)))
+    first = prepare_tokens(str(text), "bpe:300", val_fraction=0.1)
+    train, val = np.array(first.train), np.array(first.val)
+    which, _, how = damage.partition(" ")
+    target = first.folder / ("meta.json" if which == "meta" else f"{which}.bin")
+    size = target.stat().st_size
+    {"garbage": lambda: target.write_text("xx{"), "{}": lambda: target.write_text("{}"),
+     "truncated": lambda: os.truncate(target, size // 2 // 4 * 4), "odd": lambda: os.truncate(target, size - 1),
+     "empty": lambda: os.truncate(target, 0)}[how]()
+    again = prepare_tokens(str(text), "bpe:300", val_fraction=0.1)
+    assert again.folder == first.folder
+    assert np.array_equal(again.train, train) and np.array_equal(again.val, val)
+    assert again.meta["train_tokens"] == len(train) > 0
+
+
 def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):
     cfg = _cfg(corpus, weights="2:4+int4", activations="int4", max_steps=12, checkpoint_every=5)
     whole = train_run(cfg, run_dir=tmp_path / "a", progress=False)
