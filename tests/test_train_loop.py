@@ -274,6 +274,21 @@ def test_a_damaged_token_cache_entry_is_tokenized_again(tmp_path, monkeypatch, d
     assert again.meta["train_tokens"] == len(train) > 0
 
 
+@pytest.mark.parametrize("damage", ["garbage", "{}", ""])
+def test_a_damaged_cached_bpe_is_trained_again(tmp_path, monkeypatch, damage):
+    # A damaged bpe:V cache file was a bare tokenizers Exception traceback on every later run.
+    from gmse_cli.training.data.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path))
+    texts = [f"def f{i}(x): return x * {i} + {i % 7}\n" for i in range(300)]
+    first = load_tokenizer("bpe:300", train_texts=lambda: iter(texts), corpus_tag="tag")
+    (cached,) = (tmp_path / "tokenizers").iterdir()
+    cached.write_text(damage)
+    again = load_tokenizer("bpe:300", train_texts=lambda: iter(texts), corpus_tag="tag")
+    assert again.sha256 == first.sha256 and again.vocab_size == first.vocab_size == 300
+    assert again.encode_batch(["def f3(x)"]) == first.encode_batch(["def f3(x)"])
+
+
 def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):
     cfg = _cfg(corpus, weights="2:4+int4", activations="int4", max_steps=12, checkpoint_every=5)
     whole = train_run(cfg, run_dir=tmp_path / "a", progress=False)
