@@ -13,6 +13,7 @@ __all__ = [
     "LawError",
     "FitError",
     "DataError",
+    "CacheError",
     "BackendMissing",
     "TrainError",
 ]
@@ -36,6 +37,11 @@ class FitError(UsclError):
 
 class DataError(UsclError):
     """An input file (runs, checkpoint, corpus) is missing, unreadable or malformed."""
+
+
+class CacheError(DataError, OSError):
+    """The cache folder cannot be made. An OSError too: a cache that only saves time (GMSEs,
+    remembered constants) is skipped as before; one that is needed (tokens) is one error line."""
 
 
 class BackendMissing(UsclError, ImportError):

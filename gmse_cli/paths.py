@@ -6,6 +6,8 @@ import os
 from functools import cache
 from pathlib import Path
 
+from gmse_cli.errors import CacheError
+
 __all__ = ["catalog_dir", "sweeps_dir", "laws_dir", "cache_dir"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,5 +43,9 @@ def cache_dir() -> Path:
     """Per-user cache (computed codebooks, numba kernels): ``$USCL_CACHE_DIR`` or ~/.cache/uscl."""
     root = os.environ.get("USCL_CACHE_DIR")
     path = Path(root) if root else Path.home() / ".cache" / "uscl"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a read-only home
+        raise CacheError(f"cannot use cache folder '{path}': {(exc.strerror or str(exc)).lower()} "
+                         "(set USCL_CACHE_DIR to a writable folder)") from None
     return path

@@ -271,6 +271,10 @@ def _options() -> list[tuple[list[str], tuple[str, ...]]]:
              ([*dry, "--rbbm-p", "0.9"], ("rbbm",)), ([*dry, "--eval-tokens", "-1"], ("eval",)),
              ([*dry, "--threads", "0"], ("threads",)), ([*dry, "--nproc-per-node", "0"], ("nproc",)),
              (["train", "--dry-run", "{d}/nosuch.toml"], ("nosuch",))]
+    # found before any training (a checkpoint folder that is also the models folder or --out)
+    train = ["train", "--preset", "tiny", "--out", "{d}/runs.jsonl", "--no-progress"]
+    rows += [([*train, "--checkpoint-dir", "{d}/both", "--models-dir", "{d}/both"], ("both",)),
+             ([*train, "--checkpoint-dir", "{d}/runs.jsonl"], ("runs.jsonl",))]
     tok = ["tokenizer", "train", "{d}/text.txt", "--out", "{d}/tok.json"]
     rows += [([*tok, "--vocab-size", v], ("vocab",)) for v in ("0", "-1", "100", "999999999999")]
     rows += [(["tokenizer", "train", "{d}/nosuch.txt", "--out", "{d}/tok.json"], ("nosuch",))]
@@ -385,6 +389,8 @@ _SWEEP_EDITS: list[tuple[str, str, tuple[str, ...]]] = [
     ('weights = ["int4"]', 'weights = ["' + "w" * 400 + '"]', ("w" * 30,)),
     ('weights = ["int4"]', "weights = [4]", ("weights",)),
     ('weights = ["int4"]', "weights = []", ("weights",)),
+    ("seeds = [0]", "seeds = []", ("seeds",)),
+    ("seeds = [0]", "seeds = [0]\nactivations = []", ("activations",)),
     ('presets = ["tiny"]', 'presets = ["huge"]', ("huge",)),
     ('presets = ["tiny"]', "presets = [true]", ("presets",)),
     ("seeds = [0]", "seeds = [0]\n[data]\nsource = \"/nonexistent/x.txt\"", ("/nonexistent",)),

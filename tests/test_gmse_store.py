@@ -185,6 +185,25 @@ def test_a_damaged_or_misfiled_entry_is_recomputed(_private_gmse_cache):
     assert read_cached(key) is None
 
 
+def test_an_entry_holding_an_impossible_value_is_recomputed(_private_gmse_cache):
+    # Valid JSON under the right key whose GMSE is inf (1e400 parses as inf), nan or negative:
+    # the inf one served every request (std_err <= rel_err * inf) and printed "inf ... cache".
+    fmt = resolve_format("lm2-g512")
+    key = gmse_key(fmt, 4096)
+    path = _private_gmse_cache / f"{key}.json"
+    (good,) = estimate_gmse([fmt], rel_err=1e-2, cache="use")
+    whole = path.read_text()
+    for field, bad in (("gmse", "1e400"), ("gmse", "NaN"), ("gmse", "-1.0"), ("std_err", "Infinity"),
+                       ("std_err", "-1e-3")):
+        entry = json.loads(whole)
+        text = json.dumps(entry | {field: 0.125}).replace("0.125", bad)
+        path.write_text(text.replace('"monte-carlo"', '"exact"'))  # exact entries serve any request
+        assert read_cached(key) is None, (field, bad)
+        (est,) = estimate_gmse([fmt], rel_err=1e-2, cache="use")
+        assert est.method == "monte-carlo" and math.isfinite(est.gmse) and 0 < est.gmse < 1
+        assert est.gmse == pytest.approx(good.gmse, rel=0.05)
+
+
 def test_exact_values_are_cached_too(_private_gmse_cache):
     fmt = resolve_format("lm5")  # single-stage, rms per row: exact, outside the table
     (first,) = estimate_gmse([fmt], cache="use")

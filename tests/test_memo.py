@@ -67,3 +67,21 @@ def test_the_optimal_rms_constant_is_remembered_under_the_grids_version(monkeypa
     monkeypatch.setattr(grids, "_search_optimal_constant", lambda key: 0.5)
     assert grids.optimal_rms_constant(stage) == 0.5
     grids._optimal_constant.cache_clear()
+
+
+def test_a_cache_folder_that_cannot_be_made(tmp_path, monkeypatch):
+    # USCL_CACHE_DIR naming a file: `uscl search` and `uscl train` died in a FileExistsError
+    # traceback. A cache that only saves time is still skipped; one a command needs is one line.
+    from gmse_cli.compress.vq.store import load_codebook
+    from gmse_cli.errors import DataError
+    from gmse_cli.memo import remembered
+    from gmse_cli.paths import cache_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("USCL_CACHE_DIR", str(blocker))
+    with pytest.raises(DataError, match=r"cannot use cache folder '.*a-file': .*set USCL_CACHE_DIR"):
+        cache_dir()
+    assert remembered("test-memo", "no cache", lambda: 2.5) == 2.5
+    with pytest.raises(DataError, match="cannot use cache folder"):
+        load_codebook("gaussian-d2-b3", with_array=True)

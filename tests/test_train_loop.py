@@ -27,7 +27,12 @@ pytest.importorskip("tokenizers")
 
 from gmse_cli.errors import DataError  # noqa: E402
 from gmse_cli.spec import resolve_format  # noqa: E402
-from gmse_cli.training.checkpoint import latest_checkpoint  # noqa: E402
+from gmse_cli.training.checkpoint import (  # noqa: E402
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gmse_cli.training.config import RunConfig  # noqa: E402
 from gmse_cli.training.data import prepare_tokens  # noqa: E402
 from gmse_cli.training.loop import lr_at, train_run  # noqa: E402
@@ -215,6 +220,73 @@ def test_formats_order_by_precision(corpus, tmp_path):
         cfg = _cfg(corpus, weights=fmt, activations=None if fmt == "fp32" else fmt, max_steps=200)
         losses[fmt] = train_run(cfg, run_dir=tmp_path / fmt, progress=False).val_loss
     assert losses["fp32"] + 0.02 < losses["int4"] and losses["int4"] + 0.02 < losses["int2"], losses
+
+
+@pytest.mark.parametrize("damage", ["model garbage", "optimizer truncated", "state {}", "state [1]", "state text"])
+def test_a_damaged_checkpoint_is_one_error_line(tmp_path, damage):
+    # A resumed run whose checkpoint files were garbage raised safetensors' SafetensorError or a
+    # KeyError as a traceback.
+    layer = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(layer.parameters())
+    layer(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    folder = save_checkpoint(tmp_path, model_state=layer.state_dict(), optim_state=opt.state_dict(),
+                             state=TrainState(run_key="k", step=3))
+    assert load_checkpoint(folder)[2].step == 3
+    which, _, how = damage.partition(" ")
+    target = folder / ("state.json" if which == "state" else f"{which}.safetensors")
+    if how == "garbage":
+        target.write_bytes(os.urandom(64))
+    elif how == "truncated":
+        target.write_bytes(target.read_bytes()[:40])
+    else:
+        target.write_text({"{}": "{}", "[1]": "[1]", "text": "not json"}[how])
+    with pytest.raises(DataError, match=r"checkpoint .*step-000000003 is unreadable .*delete it to start over"):
+        load_checkpoint(folder)
+
+
+def test_a_damaged_latest_pointer_falls_back_to_the_newest_checkpoint(tmp_path):
+    (tmp_path / "step-000000004").mkdir()
+    (tmp_path / "step-000000004" / "state.json").write_text("{}")
+    for pointer in (b"\xff\xfe\x00garbage", b"..", b"../step-000000004"):
+        (tmp_path / "latest").write_bytes(pointer)
+        assert latest_checkpoint(tmp_path) == tmp_path / "step-000000004"
+
+
+@pytest.mark.parametrize("damage", ["meta garbage", "meta {}", "train truncated", "train odd", "val empty"])
+def test_a_damaged_token_cache_entry_is_tokenized_again(tmp_path, monkeypatch, damage):
+    # A truncated train.bin was trained on silently (fewer tokens than its meta.json said);
+    # a damaged meta.json or an odd-sized or empty file was a JSONDecodeError/KeyError/ValueError.
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox {i * 7 % 13} jumps\n" for i in range(400)))
+    first = prepare_tokens(str(text), "bpe:300", val_fraction=0.1)
+    train, val = np.array(first.train), np.array(first.val)
+    which, _, how = damage.partition(" ")
+    target = first.folder / ("meta.json" if which == "meta" else f"{which}.bin")
+    size = target.stat().st_size
+    {"garbage": lambda: target.write_text("xx{"), "{}": lambda: target.write_text("{}"),
+     "truncated": lambda: os.truncate(target, size // 2 // 4 * 4), "odd": lambda: os.truncate(target, size - 1),
+     "empty": lambda: os.truncate(target, 0)}[how]()
+    again = prepare_tokens(str(text), "bpe:300", val_fraction=0.1)
+    assert again.folder == first.folder
+    assert np.array_equal(again.train, train) and np.array_equal(again.val, val)
+    assert again.meta["train_tokens"] == len(train) > 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "{}", ""])
+def test_a_damaged_cached_bpe_is_trained_again(tmp_path, monkeypatch, damage):
+    # A damaged bpe:V cache file was a bare tokenizers Exception traceback on every later run.
+    from gmse_cli.training.data.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path))
+    texts = [f"def f{i}(x): return x * {i} + {i % 7}\n" for i in range(300)]
+    first = load_tokenizer("bpe:300", train_texts=lambda: iter(texts), corpus_tag="tag")
+    (cached,) = (tmp_path / "tokenizers").iterdir()
+    cached.write_text(damage)
+    again = load_tokenizer("bpe:300", train_texts=lambda: iter(texts), corpus_tag="tag")
+    assert again.sha256 == first.sha256 and again.vocab_size == first.vocab_size == 300
+    assert again.encode_batch(["def f3(x)"]) == first.encode_batch(["def f3(x)"])
 
 
 def test_ctrl_c_checkpoints_and_resume_is_exact(corpus, tmp_path):

@@ -143,12 +143,38 @@ def test_shipped_sweeps_load_and_expand():
     ('presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["int44x"]\n', (TrainError, SpecError), "int44x"),
     ('presets = ["huge"]\ntokens_per_param = [1]\n', TrainError, "unknown preset 'huge'"),
     ("presets = [\n", SpecError, "malformed TOML"),
+    # an empty seed or activation list made a sweep of no runs that printed an empty table, exit 0
+    ('presets = ["tiny"]\ntokens_per_param = [1]\nseeds = []\n', TrainError, r"bad.toml: seeds: .*at least 1"),
+    ('presets = ["tiny"]\ntokens_per_param = [1]\nactivations = []\n', TrainError, r"'activations' is empty"),
 ])
 def test_sweep_spec_errors_name_the_field(tmp_path, text, error, match):
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     with pytest.raises(error, match=match):
         expand_sweep(load_sweep(bad))
+
+
+def test_files_a_sweep_names_are_found_beside_it(tmp_path, monkeypatch):
+    # Its corpus was found beside the spec, but a tokenizer.json or a format file beside it was
+    # looked for in the working folder only: "does not exist" from any other folder.
+    spec_dir = tmp_path / "sweeps"
+    spec_dir.mkdir()
+    (spec_dir / "corpus.txt").write_text("hello world\n")
+    (spec_dir / "tok.json").write_text("{}")
+    (spec_dir / "mine.toml").write_text(
+        'name = "mine"\n[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 3\nscale = "absmax"\ngroup = 16\n')
+    (spec_dir / "s.toml").write_text(
+        'presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["mine.toml"]\nactivations = ["mine.toml"]\n'
+        '[[schemes]]\nweights = "mine.toml"\n'
+        '[data]\nsource = "corpus.txt"\ntokenizer = "tok.json"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_sweep(Path("..") / "sweeps" / "s.toml")
+    assert Path(spec.data.tokenizer).resolve() == (spec_dir / "tok.json").resolve()
+    runs = expand_sweep(spec)
+    assert {(r.weights.display_name, r.activations and r.activations.display_name) for r in runs} == {
+        ("mine", "mine"), ("mine", None)}
 
 
 def test_a_missing_sweep_file_is_a_data_error(tmp_path):
@@ -206,6 +232,35 @@ def test_append_load_and_skip_keys(tmp_path):
     assert len(lines) == 2 and all(json.loads(line)["run_key"] in "ab" for line in lines)
     assert [r.run_key for r in load_records(out)] == ["a", "b"]
     assert finished_keys(out) == {"a", "b"}  # a diverged run counts as finished: no rerun
+
+
+def test_a_run_already_recorded_is_not_appended_again(tmp_path):
+    # Two sweeps writing one results file both finished a run: it was recorded twice, and a fit
+    # counted it twice.
+    out = tmp_path / "runs.jsonl"
+    assert append_record(out, _record("a")) is True
+    assert append_record(out, _record("a", loss=3.5)) is False
+    assert [(r.run_key, r.val_loss) for r in load_records(out)] == [("a", 3.25)]
+
+
+def test_a_sweep_skips_a_run_another_process_finished_meanwhile(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import gmse_cli.training.loop as loop
+    from gmse_cli.training.launch import run_local
+
+    out = tmp_path / "runs.jsonl"
+    runs = [RunConfig(preset="tiny", tokens_per_param=3, seed=s) for s in (0, 1)]
+    trained = []
+
+    def fake_train_run(cfg, **_):
+        trained.append(cfg.seed)
+        # while this run trains, another sweep on the same results file finishes the next one
+        append_record(out, _record(runs[1].run_key()))
+        return None
+
+    monkeypatch.setattr(loop, "train_run", fake_train_run)
+    outcome = run_local(runs, out=out, checkpoint_root=tmp_path / "ckpt", progress=False)
+    assert trained == [0] and outcome.skipped == [runs[1].name]
 
 
 def test_results_readable_by_the_fitter(tmp_path):
@@ -303,6 +358,17 @@ def test_cli_bad_input_before_training(run_cli, tmp_path):
     _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(bad), "--dry-run"), r"not a JSON line")
     _one_error_line(run_cli("train", str(tmp_path / "nope.toml")), r"sweep file .* does not exist")
     _one_error_line(run_cli("train", "--preset", "tiny", "--launcher", "mpi"), r"--launcher 'mpi'")
+
+
+def test_cli_refuses_one_folder_for_checkpoints_and_kept_models(run_cli, tmp_path):
+    # The kept model was written into the run's checkpoint folder, then deleted with it once the
+    # result line (naming the model's folder) was durable.
+    out, both = tmp_path / "r.jsonl", tmp_path / "both"
+    _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(out), "--checkpoint-dir", str(both),
+                            "--models-dir", str(both) + "/"), r"cannot write models folder .*both.* it is also")
+    _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(out), "--checkpoint-dir", str(out)),
+                    r"cannot write checkpoint folder .*r.jsonl.* it is also")
+    assert not out.exists() and not both.exists()
 
 
 def test_cli_dry_run_json(run_cli, tmp_path):

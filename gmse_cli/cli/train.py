@@ -127,9 +127,11 @@ def register(app: typer.Typer) -> None:
         models_root = None
         if not no_keep_models:
             models_root = models_dir or (Path(spec.models_dir) if spec.models_dir else out.with_name(out.name + ".models"))
-        for folder, what in ((ckpt_root, "checkpoint folder"), (models_root, "models folder")):
+        # One folder for both would delete each kept model with its run's checkpoints.
+        for folder, what, others in ((ckpt_root, "checkpoint folder", [out]),
+                                     (models_root, "models folder", [out, ckpt_root])):
             if folder is not None:
-                check_output_path(folder, what=what, error=TrainError, folder=True)
+                check_output_path(folder, what=what, error=TrainError, folder=True, inputs=others)
         _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
              nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not no_progress,
              output=_output(json_out, csv_out), argv=_worker_argv(locals()))

@@ -106,8 +106,9 @@ class StoredGmse(Frozen):
     key: str = Field(description="gmse_key(format, row_length)")
     name: str = Field(description="the format's display name when it was computed (for people)")
     row_length: int
-    gmse: float
-    std_err: float = Field(description="0 for the exact method")
+    # Finite and not negative: a damaged cache entry (inf, nan, -1) fails here and reads as a miss.
+    gmse: float = Field(ge=0, allow_inf_nan=False)
+    std_err: float = Field(ge=0, allow_inf_nan=False, description="0 for the exact method")
     method: Literal["exact", "monte-carlo"] = Field(description="how it was computed")
     samples: int = Field(description="Gaussian elements used (0 for the exact method)")
     seed: int = Field(description="seed of the sample bank (unused by the exact method)")

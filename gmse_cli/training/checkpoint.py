@@ -160,38 +160,43 @@ def save_checkpoint(
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint ``latest`` names; if a kill left it missing, the newest complete one."""
     pointer = run_dir / "latest"
-    if pointer.is_file():
-        folder = run_dir / pointer.read_text().strip()
-        if (folder / "state.json").is_file():
-            return folder
+    try:
+        name = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
+    except (OSError, ValueError):  # a damaged pointer: the newest complete checkpoint it is
+        name = ""
+    if name.startswith("step-") and (folder := run_dir / name).name == name and (folder / "state.json").is_file():
+        return folder
     complete = sorted(p for p in run_dir.glob("step-*") if (p / "state.json").is_file())
     return complete[-1] if complete else None
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainState]:
     """(model state dict, optimizer state dict, train state) of a checkpoint folder."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    try:
-        payload = json.loads((folder / "state.json").read_text())
+    try:  # a damaged file (garbage, truncated, keys missing) is one error line, not a traceback
+        payload = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         weights = load_file(str(folder / "model.safetensors"))
         tensors = load_file(str(folder / "optimizer.safetensors"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"checkpoint {folder} is unreadable ({exc}); delete it to start over") from None
-    state: dict[int | str, dict[str, Any]] = {}
-    for key, value in [*tensors.items(), *payload["optimizer_scalars"].items()]:
-        index, name = _split_key(key)
-        state.setdefault(index, {})[name] = value
-    optim_state = {"state": state, "param_groups": payload["param_groups"]}
-    torch.set_rng_state(torch.tensor(payload["rng_cpu"], dtype=torch.uint8))
-    train_state = TrainState(
-        run_key=payload["run_key"],
-        step=payload["step"],
-        elapsed_s=payload["elapsed_s"],
-        train_loss=list(payload["train_loss"]),
-        eval_steps=list(payload["eval_steps"]),
-        eval_loss=list(payload["eval_loss"]),
-    )
+        state: dict[int | str, dict[str, Any]] = {}
+        for key, value in [*tensors.items(), *payload["optimizer_scalars"].items()]:
+            index, name = _split_key(key)
+            state.setdefault(index, {})[name] = value
+        optim_state = {"state": state, "param_groups": payload["param_groups"]}
+        rng = torch.tensor(payload["rng_cpu"], dtype=torch.uint8)
+        train_state = TrainState(
+            run_key=payload["run_key"],
+            step=payload["step"],
+            elapsed_s=payload["elapsed_s"],
+            train_loss=list(payload["train_loss"]),
+            eval_steps=list(payload["eval_steps"]),
+            eval_loss=list(payload["eval_loss"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        raise DataError(f"checkpoint {folder} is unreadable ({why}); delete it to start over") from None
+    torch.set_rng_state(rng)
     return weights, optim_state, train_state
 
 

@@ -78,7 +78,9 @@ def run_local(
     for i, cfg in enumerate(runs, start=1):
         key = cfg.run_key()
         run_dir = _ckpt_dir(checkpoint_root, cfg)
-        if key in done:
+        # Another process writing the same results file may have finished this run meanwhile:
+        # read it again (one process only: ranks of one job must agree on what they train).
+        if key in done or (env.world == 1 and key in finished_keys(out)):
             outcome.skipped.append(cfg.name)
             if env.main:
                 discard_checkpoints(run_dir)  # left by a kill between the append and the clean-up

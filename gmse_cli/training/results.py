@@ -155,8 +155,11 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def append_record(path: str | Path, record: RunRecord) -> None:
-    """Append one line atomically (lock, copy + new line to a temp file, fsync, rename, fsync dir)."""
+def append_record(path: str | Path, record: RunRecord) -> bool:
+    """Append one line atomically (lock, copy + new line to a temp file, fsync, rename, fsync dir).
+
+    A run already in the file is not appended again (returns False): two sweeps writing one
+    results file may both finish a run, and a fit must count it once."""
     path = Path(path)
     line = record.model_dump_json() + "\n"
     try:
@@ -166,7 +169,10 @@ def append_record(path: str | Path, record: RunRecord) -> None:
                 if path.exists() else b""
             if old and not old.endswith(b"\n"):
                 raise DataError(f"{path}: the last line is incomplete; it is not a uscl results file")
+            if record.run_key in finished_keys(path):
+                return False
             write_atomic(path, old + line.encode())
+        return True
     except OSError as exc:  # a full disk: the run's checkpoint stays, so a rerun loses nothing
         raise DataError(f"cannot append to results file {path}: {exc.strerror or exc} "
                         "(the finished run's checkpoint is kept; rerun to record it)") from None

@@ -131,7 +131,7 @@ class SweepSpec(FrozenInput):
     tokens_per_param: list[float] = Field(min_length=1)
     weights: list[str] = Field(default_factory=lambda: ["fp32"])
     activations: list[str] = Field(default_factory=lambda: ["none"])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     schemes: list[SchemeEntry] = Field(default_factory=list)
     models_dir: str | None = Field(default=None, description="where finished runs' final models are kept")
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -161,6 +161,8 @@ class SweepSpec(FrozenInput):
     def _check(self) -> SweepSpec:
         if not self.weights and not self.schemes:
             raise TrainError("sweep: give 'weights' (a list of formats) or [[schemes]]")
+        if self.weights and not self.activations:  # the product would hold no run, silently
+            raise TrainError("sweep: 'activations' is empty; give [\"none\"] for full-precision activations")
         return self
 
 
@@ -174,6 +176,17 @@ def load_sweep(path: str | Path) -> SweepSpec:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("source"), str):
         data["source"] = _resolve_source(data["source"], path.parent)
+    # A tokenizer.json and format files the spec names follow the same rule as its corpus.
+    if isinstance(data, dict) and isinstance(data.get("tokenizer"), str) and data["tokenizer"].endswith(".json"):
+        data["tokenizer"] = _resolve_source(data["tokenizer"], path.parent)
+    schemes = raw.get("schemes")
+    for table in [raw, *(s for s in (schemes if isinstance(schemes, list) else ()) if isinstance(s, dict))]:
+        for key in ("weights", "activations"):
+            names = table.get(key)
+            if isinstance(names, list):
+                table[key] = [_format_path(n, path.parent) for n in names]
+            elif isinstance(names, str):
+                table[key] = _format_path(names, path.parent)
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
@@ -187,6 +200,11 @@ def _resolve_source(source: str, spec_dir: Path) -> str:
         return source
     beside = spec_dir / source
     return str(beside) if exists(beside) else source
+
+
+def _format_path(name: Any, spec_dir: Path) -> Any:
+    """A relative format file (.toml) read from the working directory, else beside the spec."""
+    return _resolve_source(name, spec_dir) if isinstance(name, str) and name.lower().endswith(".toml") else name
 
 
 def _act(value: str | None, weights: str) -> str | None:

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import BackendMissing, DataError
-from gmse_cli.training.data.cache import CACHE_VERSION, TokenData, entry_folder, write_entry
+from gmse_cli.training.data.cache import (
+    CACHE_VERSION,
+    TokenData,
+    entry_folder,
+    read_entry_meta,
+    write_entry,
+)
 from gmse_cli.training.data.tokenizer import TokenizerHandle, load_tokenizer
 
 __all__ = ["prepare_c4", "c4_documents"]
@@ -48,10 +54,9 @@ def prepare_c4(
     folder = entry_folder(f"c4-{key}")
     want_train = int(min_train * 1.05) + 1
     want_val = max(min_val, 1)
-    if (folder / "meta.json").exists():
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta["train_tokens"] >= want_train and meta["val_tokens"] >= want_val:
-            return _c4_data(folder, meta, tok)
+    meta = read_entry_meta(folder)
+    if meta is not None and meta["train_tokens"] >= want_train and meta["val_tokens"] >= want_val:
+        return _c4_data(folder, meta, tok)
     if progress:
         progress(f"streaming allenai/c4 'en' and tokenizing {want_train:,} training tokens (cached in {folder})")
 

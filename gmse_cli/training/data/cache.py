@@ -24,7 +24,7 @@ from gmse_cli.errors import DataError
 from gmse_cli.paths import cache_dir
 from gmse_cli.training.data.tokenizer import TokenizerHandle
 
-__all__ = ["CACHE_VERSION", "TokenData", "check_sizes", "encode_pieces", "entry_folder", "write_entry"]
+__all__ = ["CACHE_VERSION", "TokenData", "check_sizes", "encode_pieces", "entry_folder", "read_entry_meta", "write_entry"]
 
 CACHE_VERSION = "1"  # part of every entry's key: a change of the file layout starts afresh
 
@@ -32,6 +32,23 @@ CACHE_VERSION = "1"  # part of every entry's key: a change of the file layout st
 def entry_folder(key: str) -> Path:
     """Where the cache entry ``key`` lives (it may not exist yet)."""
     return cache_dir() / "tokens" / key
+
+
+def read_entry_meta(folder: Path) -> dict[str, Any] | None:
+    """The ``meta.json`` of a whole entry, or None when it is absent or damaged (meta.json not
+    this version's, or a token file whose size disagrees with it): tokenize again, as the GMSE
+    cache recomputes a damaged entry, rather than train on a truncated file."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        whole = meta["version"] == CACHE_VERSION and all(
+            isinstance(meta[f"{split}_tokens"], int)
+            and (folder / f"{split}.bin").stat().st_size == meta[f"{split}_tokens"] * itemsize
+            for split in ("train", "val")
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return meta if whole else None
 
 
 def _dtype_for(vocab: int) -> np.dtype:

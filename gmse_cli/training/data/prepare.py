@@ -21,6 +21,7 @@ from gmse_cli.training.data.cache import (
     check_sizes,
     encode_pieces,
     entry_folder,
+    read_entry_meta,
     write_entry,
 )
 from gmse_cli.training.data.corpus import iter_corpus, split_corpus
@@ -62,11 +63,12 @@ def prepare_tokens(
         f"{CACHE_VERSION}|{corpus_sha}|{tok.sha256}|{val_fraction!r}|{text_field}".encode()
     ).hexdigest()[:24]
     folder = entry_folder(key)
-    if not (folder / "meta.json").exists():
+    if read_entry_meta(folder) is None:
         if progress:
             progress(f"tokenizing {source} with {tokenizer} (once; cached in {folder})")
         write_entry(folder, train=train_stream(), val=val_stream(), tok=tok, tokenizer=tokenizer,
-                    source=str(source), data_sha256=corpus_sha, val_fraction=val_fraction)
+                    source=str(source), data_sha256=corpus_sha, val_fraction=val_fraction,
+                    replace=folder.exists())  # a damaged entry is replaced
     data = TokenData(folder=folder, source=str(source), data_sha256=corpus_sha, tokenizer=tok,
                      val_fraction=val_fraction)
     check_sizes(data, min_train_tokens, min_val_tokens)

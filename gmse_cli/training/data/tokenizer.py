@@ -119,10 +119,12 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
         folder = cache_dir() / "tokenizers"
         folder.mkdir(parents=True, exist_ok=True)
         cached = folder / f"bpe{vocab}-{corpus_tag}.json"
-        if not cached.exists():
+        try:
+            tokenizer = tk.Tokenizer.from_file(str(cached))
+        except Exception:  # absent, or damaged (tokenizers raises a bare Exception): train it again
             tokenizer = train_bpe(train_texts(), vocab_size=vocab)
             write_text_atomic(cached, tokenizer.to_str())
-        return _handle_from_tokenizers(tk.Tokenizer.from_file(str(cached)), spec)
+        return _handle_from_tokenizers(tokenizer, spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
