@@ -177,10 +177,15 @@ def test_public_api_exports_resolve_and_never_shadow_a_module():
         assert getattr(gmse_cli, name) is not None
 
 
-@pytest.mark.parametrize("raised, code", [(RuntimeError("a bug"), None), (KeyboardInterrupt(), 130)])
-def test_unexpected_errors_keep_their_traceback_and_ctrl_c_aborts(monkeypatch, raised, code):
+@pytest.mark.parametrize("raised, code, said", [
+    (RuntimeError("a bug"), None, None),
+    (KeyboardInterrupt(), 130, "aborted\n"),
+    (KeyboardInterrupt("stopped at step 7; checkpoint in runs/x"), 130, "aborted: stopped at step 7; checkpoint in runs/x\n"),
+])
+def test_unexpected_errors_keep_their_traceback_and_ctrl_c_aborts(monkeypatch, capsys, raised, code, said):
     # Only expected errors become one line: a bug propagates with its own traceback (exit 1
-    # from the interpreter), Ctrl-C prints "aborted" and exits 130.
+    # from the interpreter), Ctrl-C prints "aborted" (with where a stopped run's checkpoint
+    # is) and exits 130.
     import typer
 
     from gmse_cli import cli
@@ -197,6 +202,7 @@ def test_unexpected_errors_keep_their_traceback_and_ctrl_c_aborts(monkeypatch, r
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["gmse", "int4"])
         assert exit_info.value.code == code
+        assert capsys.readouterr().err == said
 
 
 def test_gmse_reads_the_shipped_table_unless_told_to_recompute(run_cli):

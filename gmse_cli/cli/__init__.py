@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         _error(exc.format_message() + hint)
         sys.exit(exc.exit_code)
-    except _ABORTS:
-        console.err_console.print("aborted")
+    except _ABORTS as exc:
+        # A training run stopped by Ctrl-C says where its checkpoint is (resume by rerunning).
+        where = str(exc) if isinstance(exc, KeyboardInterrupt) and exc.args else ""
+        console.err_console.print(f"aborted: {where}" if where else "aborted", highlight=False, soft_wrap=True)
         sys.exit(130)
     finally:
         enable_notices(False)

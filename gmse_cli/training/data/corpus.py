@@ -106,7 +106,7 @@ def _json_text(path: Path, number: int, line: str, field: str) -> str:
     except json.JSONDecodeError:
         raise DataError(f"{path}:{number}: not a JSON line") from None
     if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-        raise DataError(f"{path}:{number}: no string field '{field}' (set data.text_field)")
+        raise DataError(f"{path}:{number}: no string field '{field}' (choose the field with --text-field, or data.text_field in a sweep file)")
     return obj[field]
 
 
