@@ -149,8 +149,9 @@ class Format(SpecModel):
         else:
             bits += density * quantizer.bits
             bits += quantizer.codebook_bits(row_length * row_length)
-        # Scales are per group of *positions*; with sparsity, one per group of kept values.
-        bits += quantizer.scale_bits(row_length) * (density if sparsifier is not None else 1.0)
+        # Scales are per group of *positions* (the compressor's groups are g consecutive
+        # entries, kept or not), so a sparsify stage leaves their count unchanged.
+        bits += quantizer.scale_bits(row_length)
         return bits
 
     def check_row_length(self, row_length: int) -> None:
