@@ -61,8 +61,9 @@ def test_names_parse_back_and_bits_are_within_budget(cands45):
         ("int3-absmax-g128-sbf16", 3 + 16 / 128),
         ("e2m1-absmax-g32-se8m0", 4 + 8 / 32),  # = mxfp4
         ("aint3-absmax-g64-sfp32", 3 + (32 + 3) / 64),  # a 3-bit zero point per group
-        ("2:4+int6-rms-g128-sbf16", math.log2(6) / 4 + 0.5 * (6 + 16 / 128)),
-        ("sparse20+int4-rms-row-sfp32", -(0.8 * math.log2(0.8) + 0.2 * math.log2(0.2)) + 0.8 * (4 + 32 / 4096)),
+        # scales are per group of positions, kept or not
+        ("2:4+int6-rms-g128-sbf16", math.log2(6) / 4 + 0.5 * 6 + 16 / 128),
+        ("sparse20+int4-rms-row-sfp32", -(0.8 * math.log2(0.8) + 0.2 * math.log2(0.2)) + 0.8 * 4 + 32 / 4096),
         ("vq2-b3.5-row-sfp32", 3.5 + 32 / 4096),
     ],
 )

@@ -152,7 +152,7 @@ class Pool:
     sparsifiers: list[tuple[str, Format, float, float]]  # name, format, mask bits, density
     pair_s: np.ndarray  # composite i = sparsifiers[pair_s[i]] then quantizers[pair_q[i]]
     pair_q: np.ndarray
-    pair_bits: np.ndarray  # mask + density * quantizer bits (equal to the format's own cost up to rounding)
+    pair_bits: np.ndarray  # mask + density * element bits + scale bits (the format's own cost up to rounding)
     cost: Callable[[Format], float]
 
     @property
@@ -210,8 +210,8 @@ def build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weight
         if fits(fmt):
             stage = fmt.sparsifier
             sparsifiers.append((name, fmt, stage.mask_bits, stage.density))
-    # Kept values cost density * (the quantizer's dense bits), so quantizers up to
-    # (budget - mask) / density bits can still fit.
+    # Kept values cost density * element bits and scales their dense cost (one per group of
+    # positions), so quantizers up to (budget - mask) / density dense bits can still fit.
     room = max(((budget - m) / d for _, _, m, d in sparsifiers), default=0.0)
     quantizers = []
     unique: set[tuple] = set()
@@ -220,10 +220,11 @@ def build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weight
         if fmt is not None and fmt.stages not in unique and fits(fmt):
             unique.add(fmt.stages)
             quantizers.append((q, fmt, cost(fmt)))
-    q_bits = np.array([b for _, _, b in quantizers])
+    q_elements = np.array([fmt.quantizer.element_bits for _, fmt, _ in quantizers], dtype=float)
+    q_scales = np.array([b for _, _, b in quantizers]) - q_elements
     ps, pq, pb = [], [], []
     for i, (_, _, mask, density) in enumerate(sparsifiers):
-        bits = mask + density * q_bits
+        bits = mask + density * q_elements + q_scales
         (ok,) = np.nonzero(bits <= budget + 1e-12)
         ps.append(np.full(len(ok), i))
         pq.append(ok)
