@@ -148,7 +148,8 @@ def spec_stages(name: str) -> tuple:
 # -- one format, recomputed -------------------------------------------------------------------
 
 
-def expected_point(name: str, stages_json: list[dict], n: float, d: float, act: str | None = None) -> dict:
+def expected_point(name: str, stages_json: list[dict], n: float, d: float, act: str | None = None,
+                   row: int = ROW) -> dict:
     lw = law()
     stages = spec_stages(name)
     families = [FAMILY_OF_KIND[s["kind"]] for s in stages if s["kind"] != "rotate"]
@@ -159,13 +160,18 @@ def expected_point(name: str, stages_json: list[dict], n: float, d: float, act: 
         assert [s["family"] for s in acts] == [
             FAMILY_OF_KIND[s["kind"]] for s in spec_stages(act) if s["kind"] != "rotate"]
     stage_rhos = [curve_rho(s["gmse"], lw["curves"][s["family"]]) for s in stages_json]
+    # The single-GMSE prediction: each tensor's whole-pipeline GMSE through its quantizer's
+    # curve (the sparsity curve when sparsity is all there is), tensors multiplied.
+    single = [next((f for f in ("vq", "quantization") if f in fams), "sparsity")
+              for fams in ([s["family"] for s in weights], [s["family"] for s in acts]) if fams]
     rho = float(np.prod(stage_rhos))
-    bits = bits_per_param(list(stages))
+    bits = bits_per_param(list(stages), row)
     c = lw["point"]
     predicted = loss(c, n, d, rho)
     return {
         "bits_per_param": bits,
         "stage_rho": stage_rhos,
+        "single_curves": single,
         "stage_effective_bits": [effective_bits(s["gmse"]) for s in stages_json],
         "rho": rho,
         "effective_params": n * rho,
@@ -190,6 +196,9 @@ def check_row(row: dict, want: dict, who: str) -> None:
     assert math.isclose(row["delta_loss_vs_bf16"], want["delta_loss_vs_bf16"],
                         rel_tol=REL, abs_tol=REL * want["predicted_loss"]), f"{who} delta_loss_vs_bf16"
     assert_close(row["effective_bits"], effective_bits(row["gmse"]), f"{who} effective_bits")
+    gmses = [row["gmse"]] + ([row["act_gmse"]] if row["act_gmse"] is not None else [])
+    single = np.prod([curve_rho(g, law()["curves"][f]) for g, f in zip(gmses, want["single_curves"], strict=True)])
+    assert_close(row["rho_single_gmse"], float(single), f"{who} rho_single_gmse")
     assert row["rho_low"] <= row["rho"] <= row["rho_high"], who
     assert row["loss_low"] <= row["predicted_loss"] <= row["loss_high"], who
 
@@ -235,12 +244,6 @@ def check_rank_and_predict(names: list[str], case, rel_err: str | None = None) -
             assert_close(p[key], want[key], f"predict {row['name']} {key}")
         assert_close(p["irreducible"], law()["point"]["E"], "irreducible")
         assert_close(p["dense_loss"], want["predicted_loss"] - want["delta_loss_vs_bf16"], "dense_loss")
-        # the single-GMSE prediction: the whole format's GMSE through its quantizer's curve
-        # (through the sparsity curve when sparsity is all there is)
-        fams = [s["family"] for s in p["stages"]]
-        single = next((f for f in ("vq", "quantization") if f in fams), "sparsity")
-        assert_close(row["rho_single_gmse"], float(curve_rho(row["gmse"], law()["curves"][single])),
-                     f"{row['name']} rho_single_gmse")
     assert [r["pareto"] for r in ranked] == pareto_flags(ranked)
 
 
@@ -291,7 +294,8 @@ def test_intervals_are_quantiles_of_the_law_draws():
 # -- weights x activations --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("weights, act", [("int4", "int4"), ("2:4+int4", "int8"), ("nvfp4", "nvfp4"), ("vq4-b2", "fp8-e4m3")])
+@pytest.mark.parametrize("weights, act", [("int4", "int4"), ("2:4+int4", "int8"), ("nvfp4", "nvfp4"),
+                                         ("vq4-b2", "fp8-e4m3"), ("2:4", "sparse-50")])
 def test_weights_times_activations_multiply(weights, act):
     params, tokens, n, d = CASES[0]
     p = _cli("predict", weights, "--act", act, "--params", params, "--tokens", tokens, "--json")["results"][0]
@@ -351,3 +355,15 @@ def generated_formats() -> tuple[str, ...]:
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_generated_formats_match_the_rederived_law(case):
     check_rank_and_predict(list(generated_formats()), case, rel_err=GEN_REL_ERR)
+
+
+@pytest.mark.parametrize("name", ["int4", "int4-g128", "2:4+int4", "sparse30+fint4-row-sbf16", "vq2-b2"])
+def test_row_scales_are_amortized_over_the_row_length(name):
+    # --row-length 1024: a `row` scale costs its bits / 1024 per parameter
+    params, tokens, n, d = CASES[0]
+    args = ("--params", params, "--tokens", tokens, "--row-length", "1024", "--rel-err", GEN_REL_ERR, "--json")
+    p = _cli("predict", name, *args)["results"][0]
+    want = expected_point(name, p["stages"], n, d, row=1024)
+    check_row(p, want, f"predict {name} --row-length 1024")
+    (row,) = _cli("rank", name, *args)["results"]
+    check_row(row, want, f"rank {name} --row-length 1024")
