@@ -572,3 +572,22 @@ def test_cli_nan_loss_is_rejected(run_cli, tmp_path):
 
 def test_data_error_type():
     assert issubclass(DataError, Exception)
+
+
+def test_capacity_below_float_range_is_no_law():
+    """Regression: --fix alpha=1e-6 drove the quantization curve to C ~ 1e6, so every capacity
+    underflowed to 0 while the log-domain fit still matched the losses; uscl fit printed rho 0
+    beside finite predictions, a numpy divide-by-zero warning, and wrote a law predicting inf."""
+    import warnings
+
+    from gmse_cli.gmse import gmse_of
+
+    specs = ["bf16", "int2", "int4", "int8"]
+    curve = {"L": 1.0, "F": 0.41, "C": 1.39}
+    rho = {s: capacity(gmse_of(s).gmse, **curve) for s in specs}
+    runs = _synthetic(np.random.default_rng(3), 0.005, rho, specs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = F.fit(runs, model="unified", fixed={"alpha": 1e-6}, starts=SMALL_GRID, loso=False)
+    assert any(r.rho == 0 for r in res.residuals)  # the degenerate optimum this test is about
+    assert "capacity rho = 0" in res.law_problem()

@@ -722,3 +722,19 @@ def test_interval_ends_are_numpys_inverted_cdf_quantiles(n, level):
     draws[0, 0] = np.inf  # an infinite loss stays inf, never nan
     expect = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=-1, method="inverted_cdf")
     np.testing.assert_array_equal(interval_ends(draws, level), expect)
+
+
+def test_load_law_takes_a_law_and_names_what_is_not_one():
+    """Regression: load_law(law) (rank and predict take a Law) was a TypeError traceback from Path."""
+    from pathlib import Path
+
+    from gmse_cli.law import load_law
+    from gmse_cli.paths import laws_dir
+
+    law = load_law(None)
+    assert load_law(law) is law
+    assert load_law(laws_dir() / "paper-llama-c4.toml") == load_law(str(laws_dir() / "paper-llama-c4.toml")) == law
+    assert isinstance(laws_dir(), Path)
+    for bad, kind in [(3, "int"), (["paper-llama-c4"], "list")]:
+        with pytest.raises(LawError, match=f"not {kind} "):
+            load_law(bad)

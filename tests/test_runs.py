@@ -267,3 +267,14 @@ def test_no_warning_for_clean_file(tmp_path):
         warnings.simplefilter("error")
         assert len(load_train_jsonl(path)) == 1
     assert math.isclose(load_train_jsonl(path)[0].w_bits, 4.0)
+
+
+def test_a_csv_row_short_of_the_header_is_named(tmp_path):
+    """Regression: a row missing its last cells read them as blank, so an int4 run whose weights
+    cell was cut off was fitted as bf16 (capacity 1), silently."""
+    path = tmp_path / "runs.csv"
+    path.write_text("N,D,loss,weights\n1e7,2e8,3.9,int4\n2e7,4e8,3.6\n")
+    with pytest.raises(DataError, match=r"runs.csv:3: 3 fields for the header's 4 \(no weights\)"):
+        load_csv(path)
+    path.write_text("N,D,loss,weights\n1e7,2e8,3.9,int4\n2e7,4e8,3.6,\n")  # an empty cell is blank: bf16
+    assert [r.weights for r in load_csv(path)] == ["int4", "bf16"]

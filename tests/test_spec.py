@@ -329,3 +329,13 @@ def test_one_catalog_name_resolves_from_its_own_file():
         assert catalog_format("x" * 300) is None  # no file can have that name: not an OSError
     finally:
         catalog.cache_clear()
+
+
+def test_resolve_format_names_what_is_not_a_format():
+    """Regression: a stage, a number or None was str()'d and parsed as a shorthand, so
+    stage_gmse(fmt.stages[0]) said "unknown format 'kind='quantize' grid=<gridkind.int..."."""
+    fmt = resolve_format("int4")
+    assert resolve_format(Path("int4")) == resolve_format("int4") == resolve_format(fmt)
+    for bad, kind in [(fmt.stages[0], "Quantize"), (4, "int"), (None, "NoneType"), (["int4"], "list")]:
+        with pytest.raises(SpecError, match=f"not {kind} "):
+            resolve_format(bad)

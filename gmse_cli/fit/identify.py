@@ -45,10 +45,14 @@ def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: f
     if "E" in free and constants["E"] < floor:
         out["E"] = (f"E = {constants['E']:.2g} sits at its lower bound 0: these runs do not identify an irreducible "
                     "loss; read E's interval from the profile, or hold it (--fix E=VALUE, --prior paper)")
-    if "B" in free and np.all(constants["B"] * tokens ** -constants["beta"] < floor):
+    # a capacity that underflowed to 0 makes its term infinite (not negligible), and no warning
+    with np.errstate(divide="ignore", over="ignore"):
+        data_small = np.all(constants["B"] * tokens ** -constants["beta"] < floor)
+        params_small = np.all(constants["A"] * n_eff ** -constants["alpha"] < floor)
+    if "B" in free and data_small:
         out["B"] = (f"B = {constants['B']:.2g}: the data term B D^-beta is below {_NEGLIGIBLE:g} of the loss at "
                     "every run, so B and beta are not identified")
-    if "A" in free and np.all(constants["A"] * n_eff ** -constants["alpha"] < floor):
+    if "A" in free and params_small:
         out["A"] = f"A = {constants['A']:.2g}: the parameter term is negligible at every run"
     for key in ("alpha", "beta"):
         if key in free and constants[key] <= 0:

@@ -246,6 +246,13 @@ class FitResult(Frozen):
             if abs(est.value) > MAX_CONSTANT:
                 return (f"the fit gives {key} = {est.value:.4g}, beyond what a law file holds ({MAX_CONSTANT:g}); "
                         f"the runs do not pin it down (add runs, or hold it with --fix {key}=VALUE)")
+        # The objective works in logs, so a capacity far below float's range still fits a finite
+        # loss; the law (and the printed rho) would give 0 there, and an infinite loss.
+        for run in self.residuals:
+            if run.fitted and not run.rho > 0:
+                return (f"the fit gives scheme '{run.scheme}' a capacity rho = {run.rho:.4g} (below float range), "
+                        "but its runs have finite losses; the runs do not pin the constants down (add runs, or "
+                        "hold constants with --fix)")
         return None
 
     def to_law(self, name: str, *, description: str = "", meta: Mapping[str, str] | None = None, base=None):

@@ -35,8 +35,14 @@ __all__ = ["DEFAULT_LAW", "load_law", "shipped_law", "law_to_toml", "save_law"]
 DEFAULT_LAW = "paper-llama-c4"
 
 
-def load_law(path: str | Path | None = None) -> Law:
-    """Load a law file; ``None`` or a shipped name (``paper-llama-c4``) loads the shipped one."""
+def load_law(path: str | Path | Law | None = None) -> Law:
+    """Load a law file; ``None`` or a shipped name (``paper-llama-c4``) loads the shipped one; a
+    :class:`Law` is returned as it is (as ``rank(law=...)`` takes one)."""
+    if isinstance(path, Law):
+        return path
+    if path is not None and not isinstance(path, str | Path):
+        raise LawError(f"a law is a file path, a shipped law's name or a Law, not {type(path).__name__} "
+                       f"{str(path)[:60]!r}")
     if path is None or (isinstance(path, str) and not path.endswith(".toml") and not is_file(path)):
         return shipped_law(path or DEFAULT_LAW)
     path = Path(path)

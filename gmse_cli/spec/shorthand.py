@@ -157,6 +157,9 @@ def resolve_format(text: str | Path | Format) -> Format:
     """A catalog name, a TOML path, or a shorthand -> :class:`Format`."""
     if isinstance(text, Format):
         return text
+    if not isinstance(text, str | Path):  # str() of a stage or a number would be parsed as a shorthand
+        raise SpecError(f"a format is a name, shorthand, .toml path or Format, not {type(text).__name__} "
+                        f"{str(text)[:60]!r}")
     raw = str(text).strip()
     if raw.endswith(".toml") or is_file(raw):
         return load_format_toml(raw)
