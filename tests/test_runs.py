@@ -278,3 +278,13 @@ def test_a_csv_row_short_of_the_header_is_named(tmp_path):
         load_csv(path)
     path.write_text("N,D,loss,weights\n1e7,2e8,3.9,int4\n2e7,4e8,3.6,\n")  # an empty cell is blank: bf16
     assert [r.weights for r in load_csv(path)] == ["int4", "bf16"]
+
+
+def test_a_csv_row_longer_than_the_header_is_named(tmp_path):
+    # An unquoted comma in a cell shifts the later cells past the header: named, not ignored.
+    path = tmp_path / "runs.csv"
+    path.write_text("N,D,loss,weights\n1e7,2e8,3.9,int4\n2e7,4e8,3.6,int4,g128\n")
+    with pytest.raises(DataError, match=r"runs.csv:3: 5 fields for the header's 4; quote a cell that holds a comma"):
+        load_csv(path)
+    path.write_text('N,D,loss,weights\n2e7,4e8,3.6,"int4"\n')
+    assert [r.weights for r in load_csv(path)] == ["int4"]

@@ -45,6 +45,9 @@ def load_csv(path: str | Path) -> list[Run]:
     known = {c for c in (col_n, col_d, col_flop, col_loss, col_w, col_a, col_s) if c}
     for lineno, row in enumerate(rows, start=2):
         where = f"{path}:{lineno}"
+        if None in row:  # cells past the header: an unquoted comma shifts every later column
+            raise DataError(f"{where}: {len(header) + len(row[None])} fields for the header's {len(header)}; "
+                            "quote a cell that holds a comma")
         short = [name for name in header.values() if row.get(name) is None]
         if short:  # csv gives None past a short row's end: a missing weights cell would read as bf16
             raise DataError(f"{where}: {len(row) - len(short) - (None in row)} fields for the header's "
