@@ -50,7 +50,7 @@ def load_csv(path: str | Path) -> list[Run]:
                             "quote a cell that holds a comma")
         short = [name for name in header.values() if row.get(name) is None]
         if short:  # csv gives None past a short row's end: a missing weights cell would read as bf16
-            raise DataError(f"{where}: {len(row) - len(short) - (None in row)} fields for the header's "
+            raise DataError(f"{where}: {len(row) - len(short)} fields for the header's "
                             f"{len(header)} (no {', '.join(short)}); write an empty cell for a blank value")
         n = number(row[col_n], "N", where)
         if not (math.isfinite(n) and n > 0):  # D = FLOP / 6N below, and every run needs N > 0
