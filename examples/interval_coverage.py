@@ -11,7 +11,7 @@ standard error of 1e-4, ten times tighter than the default intervals; its own er
 Prints, per format, the share covered by the interval uscl reports (Student's t on its degrees
 of freedom) and by the normal interval, the spread of (estimate - truth) / std_err (1 for a
 well-calibrated standard error) and the batches used. Formats that compress each row alone
-take their standard error from row totals (gmse.bank.measured_by_rows), others from batch totals.
+take their standard error from row totals (Format.rows_independent), others from batch totals.
 """
 
 from __future__ import annotations

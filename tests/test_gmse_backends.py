@@ -156,7 +156,7 @@ def test_generated_formats_compress_alike_on_every_backend(fmt, style, seed):
 @given(fmt=_generated_formats(), style=st.sampled_from(["gauss", "scaled", "ties", "outlier"]), seed=st.integers(0, 99))
 def test_a_format_whose_rows_are_independent_compresses_any_rows_alone(fmt, style, seed):
     # The bank takes the rows of such formats as i.i.d. units of its standard error
-    # (gmse.bank.measured_by_rows): a row compressed alone must give the bits it gets inside
+    # (Format.rows_independent): a row compressed alone must give the bits it gets inside
     # the whole tensor.
     x = _awkward_rows(style, seed)
     whole = compressor("numba")(fmt, x)

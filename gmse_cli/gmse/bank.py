@@ -12,7 +12,7 @@ bit-reproducible.
 
 A format whose rows are compressed independently (:attr:`Format.rows_independent`: no
 per-tensor statistic) has i.i.d. rows, so its standard error comes from the row totals
-instead (:func:`measured_by_rows`): 128 rows at 4 batches, not 16 batch totals. The standard
+instead: 128 rows at 4 batches, not 16 batch totals. The standard
 error itself is then precise, so sampling can stop after 4 batches instead of 16 (VQ, which
 meets 1e-3 in 4-8 batches, stops up to 4x sooner), and the stopping rule (stop when the
 estimated error first reaches ``rel_err``) no longer favours an underestimated error.
@@ -32,7 +32,7 @@ from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
 from gmse_cli.threads import start_numba_threads
 
-__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "measured_by_rows", "stored_dof"]
+__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "stored_dof"]
 
 MEASURE_VERSION = 1
 """Bumped whenever what the bank measures changes (the rows a per-tensor scale sees, the
@@ -46,19 +46,12 @@ DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements per format by default
 _HELD_ELEMENTS = 1 << 26  # batches beyond 256 MB are drawn again when asked for, not kept
 
 
-def measured_by_rows(fmt: Format) -> bool:
-    """Whether the bank's standard error for ``fmt`` comes from row totals (its rows are
-    compressed independently, so they are i.i.d.) rather than batch totals (a batch is the
-    "tensor" of its per-tensor statistics)."""
-    return fmt.rows_independent
-
-
 def stored_dof(samples: int, row_length: int, fmt: Format) -> int:
     """Degrees of freedom of a stored Monte Carlo estimate of ``fmt``'s standard error: its
-    rows (:func:`measured_by_rows`) or batches at ``row_length``, minus one, at least the
+    rows (if its rows are independent) or batches at ``row_length``, minus one, at least the
     minimum's (a search's row-level estimate of a format measured by batches has more degrees
     of freedom than batches, so this errs wide for it)."""
-    if measured_by_rows(fmt):
+    if fmt.rows_independent:
         return max(_MIN_BATCHES, samples // row_length) - 1
     batches = samples // (max(1, _BATCH_ELEMENTS // row_length) * row_length)
     return max(_MIN_BATCHES, batches) - 1
@@ -156,11 +149,11 @@ class SampleBank:
     def _measured_batches(self, formats: tuple[Format, ...], max_samples: int) -> Iterator[tuple[list[np.ndarray], np.ndarray, bool]]:
         """Batch by batch: each format's squared-error totals per unit, the units' ||x||^2
         totals, and whether the minimum has been drawn (the caller may stop). The units are
-        rows if every format's rows are independent (:func:`measured_by_rows`), else batches;
+        rows if every format's rows are independent (:attr:`Format.rows_independent`), else batches;
         at most ``max_samples`` per format beyond the minimum."""
         for fmt in formats:
             fmt.check_row_length(self.row_length)
-        by_rows = all(measured_by_rows(f) for f in formats)
+        by_rows = all(f.rows_independent for f in formats)
         least = max(_MIN_ROW_BATCHES, -(-_MIN_BATCHES // self.rows_per_batch)) if by_rows else _MIN_BATCHES
         for index in range(max(least, max_samples // self.batch_elements)):
             x, norms = self.batch(index)
@@ -170,7 +163,7 @@ class SampleBank:
             yield errors, norms, index + 1 >= least
 
     def run(self, fmt: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> tuple[np.ndarray, np.ndarray, int]:
-        """Error and norm totals per unit (rows or batches: :func:`measured_by_rows`), grown
+        """Error and norm totals per unit (rows or batches: :meth:`_measured_batches`), grown
         batch by batch until the relative standard error is met, and the batches drawn."""
         errors: list[np.ndarray] = []
         norms: list[np.ndarray] = []

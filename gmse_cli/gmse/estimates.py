@@ -33,7 +33,7 @@ _RD_SLACK_BITS = 0.01
 
 class GmseEstimate(Frozen):
     """A GMSE point estimate with its 95% interval (Student's t on the degrees of freedom of the
-    unit totals, rows or batches, for Monte Carlo: :func:`gmse_cli.gmse.bank.measured_by_rows`)."""
+    unit totals, rows or batches, for Monte Carlo: see :mod:`gmse_cli.gmse.bank`)."""
 
     name: str = Field(description="the format's display name")
     bits_per_param: float = Field(description="stored bits per parameter at this row length")

@@ -167,14 +167,16 @@ def train_gaussian_codebook(
     return cb, info
 
 
+def _stored(stem: str, *, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:
+    """A Gaussian codebook shipped with the package, else from the disk cache; None if neither."""
+    hit = load_codebook(stem, with_array=with_array, directory=shipped_dir())
+    return hit if hit is not None else load_codebook(stem, with_array=with_array)
+
+
 def _available(dim: int, index_bits: int) -> bool:
     """Whether the codebook needs no training: exact levels, shipped, or in the disk cache."""
-    stem = codebook_stem(dim, index_bits)
-    return (
-        (dim == 1 and index_bits <= _EXACT_LEVELS_MAX_BITS)
-        or load_codebook(stem, with_array=False, directory=shipped_dir()) is not None
-        or load_codebook(stem, with_array=False) is not None
-    )
+    exact = dim == 1 and index_bits <= _EXACT_LEVELS_MAX_BITS
+    return exact or _stored(codebook_stem(dim, index_bits), with_array=False) is not None
 
 
 def training_seconds(dim: int, index_bits: int, *, max_iter: int = 100) -> float:
@@ -221,9 +223,7 @@ def gaussian_codebook(dim: int, index_bits: int) -> tuple[np.ndarray, CodebookIn
     """The Gaussian codebook (read-only) and its record: shipped with the package, else from
     the disk cache, else trained and stored there; held in memory once read."""
     stem = codebook_stem(dim, index_bits)
-    hit = load_codebook(stem, with_array=True, directory=shipped_dir())
-    if hit is None:
-        hit = load_codebook(stem, with_array=True)
+    hit = _stored(stem, with_array=True)
     if hit is not None:
         cb, info = hit
         assert cb is not None
