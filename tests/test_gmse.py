@@ -268,10 +268,11 @@ def test_bank_does_not_depend_on_access_order():
 
 
 def test_sample_count_adapts_to_rel_err():
+    # (with its amax^2 control variate, int4-g128 meets 1e-3 at the 512-row minimum)
     loose = gmse_of("int4-g128", rel_err=1e-2)
-    tight = gmse_of("int4-g128", rel_err=1e-3)
+    tight = gmse_of("int4-g128", rel_err=2e-4)
     assert tight.samples > loose.samples
-    assert tight.std_err <= 1e-3 * tight.gmse
+    assert tight.std_err <= 2e-4 * tight.gmse
 
 
 def test_stage_gmse_splits_composites():
