@@ -96,12 +96,16 @@ def _every_candidate(space: SearchSpace) -> dict[str, dict]:
             assert cbits == pytest.approx(expected, abs=1e-12), composite
             out[composite] = {"bits": cbits, "stages": [("sparsity", est[sp]), ("quantization", e)]}
     for v in out.values():
-        v["rho"] = _rho(v["stages"])
-        # rho's standard error from each stage's GMSE error (a central difference per stage)
-        v["rho_se"] = math.sqrt(sum(
-            ((_rho(v["stages"], i, e.std_err) - _rho(v["stages"], i, -e.std_err)) / 2) ** 2
-            for i, (_, e) in enumerate(v["stages"])))
+        _add_rho(v)
     return out
+
+
+def _add_rho(v: dict) -> None:
+    """rho from the stages, and its standard error from each stage's GMSE error (a central
+    difference per stage)."""
+    v["rho"] = _rho(v["stages"])
+    v["rho_se"] = math.sqrt(sum(((_rho(v["stages"], i, e.std_err) - _rho(v["stages"], i, -e.std_err)) / 2) ** 2
+                                for i, (_, e) in enumerate(v["stages"])))
 
 
 def _rho(stages, shifted: int = -1, by: float = 0.0) -> float:
@@ -248,9 +252,7 @@ def _catalog_truth(names: list[str]) -> dict[str, dict]:
     out = {}
     for n, parts in stages.items():
         v = {"bits": parse_shorthand(n).bits_per_param(4096), "stages": [(f, est[s]) for f, s in parts]}
-        v["rho"] = _rho(v["stages"])
-        v["rho_se"] = math.sqrt(sum(((_rho(v["stages"], i, e.std_err) - _rho(v["stages"], i, -e.std_err)) / 2) ** 2
-                                    for i, (_, e) in enumerate(v["stages"])))
+        _add_rho(v)
         out[n] = v
     return out
 
