@@ -14,7 +14,7 @@ sampled rows with a finite-population-corrected delta-method interval
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -179,12 +179,16 @@ class Tally:
         self.over += counts[1]
         self.flushed += counts[2]
 
-    def combined(self) -> tuple[float, float, int]:
+    def combined(self, names: Collection[str] | None = None) -> tuple[float, float, int]:
         """Parameter-weighted mean of the layer MSEs, its standard error (independent strata),
-        and the parameters measured."""
-        params = sum(p for *_, p in self.layers)
-        mse = sum(m * p for _, _, m, _, p in self.layers) / params
-        var = sum((s * p / params) ** 2 for _, _, _, s, p in self.layers)
+        and the parameters measured; over the layers named in ``names`` only, if given (a
+        composite's stage must be averaged over the layers the whole format measured)."""
+        layers = [t for t in self.layers if names is None or t[0].name in names]
+        params = sum(p for *_, p in layers)
+        if not params:
+            return math.nan, 0.0, 0
+        mse = sum(m * p for _, _, m, _, p in layers) / params
+        var = sum((s * p / params) ** 2 for _, _, _, s, p in layers)
         return mse, math.sqrt(var), params
 
 

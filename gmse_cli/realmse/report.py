@@ -264,8 +264,10 @@ def assemble_results(
             for length in row_lengths
         }
         stages = []
+        # each stage alone on the same layers as the whole format (it may fit layers the whole skips)
+        measured = {info.name for info, *_ in tally.layers}
         for (family, sid), (_, stage_fmt) in zip(stage_ids, stage_targets(base), strict=True):
-            stage_mse, _, _ = tallies[sid].combined() if tallies[sid].layers else (math.nan, 0, 0)
+            stage_mse, _, _ = tallies[sid].combined(measured)
             stage_g = g if len(stage_ids) == 1 else _weighted_gmse(
                 stage_fmt, row_lengths, rel_err=rel_err, seed=seed, cache=gmse_cache, backend=backend
             )[0]

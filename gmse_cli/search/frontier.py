@@ -68,11 +68,13 @@ class Frontier:
 
 def thin(front: list[Entry], min_gain: float) -> list[Entry]:
     """Keep frontier members (in increasing bits) whose capacity beats the last kept one by a
-    relative ``min_gain``; the last member (the best at the budget) is always kept."""
+    relative ``min_gain``; the last member (the best at the budget) is always kept.
+
+    Every member dropped is then within ``min_gain`` of a kept one at fewer bits (an
+    epsilon-Pareto set). The best never displaces the cheaper member it barely beats: that
+    member would then be covered only from above, hiding the cheaper near-equal format."""
     kept: list[Entry] = []
     for entry in front[:-1]:
         if not kept or entry.rho > kept[-1].rho * (1 + min_gain):
             kept.append(entry)
-    if kept and front[-1].rho <= kept[-1].rho * (1 + min_gain):
-        kept.pop()  # the best replaces a member it barely beats
     return kept + front[-1:]
