@@ -379,3 +379,41 @@ def test_cli_dry_run_json(run_cli, tmp_path):
     assert len(plans) == 5
     assert {p["plan"]["steps"] for p in plans} == {624}
     assert all(p["plan"]["params"] == 426_624 and not p["done"] for p in plans)
+
+
+def _word_level_tokenizer(path: Path, size: int) -> None:
+    # A tokenizer whose vocabulary size is known by construction: `size` words, no added tokens.
+    tk = pytest.importorskip("tokenizers")
+    tok = tk.Tokenizer(tk.models.WordLevel({f"w{i}": i for i in range(size)}, unk_token="w0"))
+    tok.pre_tokenizer = tk.pre_tokenizers.Whitespace()
+    tok.save(str(path))
+
+
+def test_plan_vocab_reads_a_local_tokenizer_file(tmp_path):
+    from gmse_cli.training.sweep import DEFAULT_VOCAB_FOR_PLANS, plan_vocab
+
+    _word_level_tokenizer(tmp_path / "tokenizer.json", 3000)
+    assert plan_vocab(str(tmp_path / "tokenizer.json")) == 3000
+    assert plan_vocab(str(tmp_path)) == 3000  # a model folder holding tokenizer.json
+    assert plan_vocab("bpe:2048") == 2048
+    assert plan_vocab("hf-internal-testing/llama-tokenizer") == DEFAULT_VOCAB_FOR_PLANS == 32000
+
+
+def test_cli_dry_run_counts_flops_with_the_tokenizer_files_vocabulary(run_cli, tmp_path):
+    # The run builds its embedding and head from the file's 3,000 tokens (padded to 3,008 rows);
+    # the plan counted Llama-2's 32,000, six times a tiny model's FLOPs (and then skipped timing
+    # steps, estimating the README's 146 s run at 3 hours).
+    _word_level_tokenizer(tmp_path / "tok.json", 3000)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("w1 w2 w3\n" * 100)
+    # torchrun on cuda: planned at an assumed rate, never timed, on any machine
+    result = run_cli("train", "--preset", "tiny", "--tokenizer", str(tmp_path / "tok.json"), "--data", str(corpus),
+                     "--tokens-per-param", "3", "--dry-run", "--json", "--device", "cuda", "--launcher", "torchrun",
+                     "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 0, result.stderr
+    (plan,) = [r["plan"] for r in json.loads(result.stdout)["results"]]
+    tiny = get_preset("tiny")
+    layers, d, f, ctx, rows = tiny.layers, tiny.d_model, tiny.ffn_dim, 128, 3008
+    # 6 x (weights touched per token, head included) + PaLM's attention term 12 x layers x d x context
+    per_token = 6 * (layers * (4 * d * d + 3 * d * f) + rows * d) + 12 * layers * d * ctx
+    assert plan["flops"] == pytest.approx(per_token * plan["tokens"], rel=1e-12)

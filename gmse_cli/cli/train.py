@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import TrainError
         from gmse_cli.training.results import finished_keys
-        from gmse_cli.training.sweep import expand_sweep, plan_sweep
+        from gmse_cli.training.sweep import expand_sweep, plan_sweep, plan_vocab
 
         one_output(json_out, csv_out)
         weights = renamed("--weights", "--format", old_weights, weights)
@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             from gmse_cli.training.throughput import estimate_plans
 
             flops, source = _flops_per_second(device, nproc_per_node if launcher == "torchrun" else 1)
-            vocab = _plan_vocab(spec.data.tokenizer)
+            vocab = plan_vocab(spec.data.tokenizer)
             plans = plan_sweep(runs, vocab_size=vocab, flops_per_second=flops, finished=finished)
             here = _plan_device(device)
             if flops is not None and launcher == "local" and here is not None:
@@ -391,13 +391,6 @@ def _render_plans(name: str, plans, *, output: str, flops: float | None, source:
         f"about {_duration(total_s)} left{rate}",
         highlight=False,
     )
-
-
-def _plan_vocab(tokenizer: str) -> int:
-    """The vocabulary FLOPs are planned with: V of bpe:V, else Llama-2's 32,000."""
-    from gmse_cli.training.sweep import DEFAULT_VOCAB_FOR_PLANS
-
-    return int(tokenizer[4:]) if tokenizer.startswith("bpe:") else DEFAULT_VOCAB_FOR_PLANS
 
 
 def _plan_device(device: str) -> str | None:

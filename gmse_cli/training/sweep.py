@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError
 from gmse_cli.frozen import FrozenInput
-from gmse_cli.inputs import exists
+from gmse_cli.inputs import exists, is_file
 from gmse_cli.tomlfile import read_toml
 from gmse_cli.training.config import (
     DataConfig,
@@ -57,10 +57,26 @@ __all__ = [
     "PlannedRun",
     "plan_sweep",
     "DEFAULT_VOCAB_FOR_PLANS",
+    "plan_vocab",
 ]
 
 # Dry runs may not have the tokenizer at hand; FLOPs use this vocabulary (Llama-2's) unless told.
 DEFAULT_VOCAB_FOR_PLANS = 32000
+
+
+def plan_vocab(tokenizer: str) -> int:
+    """The vocabulary a plan counts FLOPs (and times steps) with, as the run will build it: V of
+    ``bpe:V``, a local tokenizer.json's own size (or a folder's tokenizer.json), else Llama-2's
+    32,000 (a hub tokenizer is not fetched just to plan). A tiny model's FLOPs are mostly its
+    head, so a 2,048-token file planned as 32,000 overstated them sixfold."""
+    if tokenizer.startswith("bpe:"):
+        return int(tokenizer[4:])
+    path = Path(tokenizer).expanduser()
+    if is_file(path) or is_file(path / "tokenizer.json"):
+        from gmse_cli.training.data.tokenizer import load_tokenizer
+
+        return load_tokenizer(str(path)).vocab_size
+    return DEFAULT_VOCAB_FOR_PLANS
 
 
 def _positive_tpp(value: list[float]) -> list[float]:
