@@ -400,7 +400,14 @@ VARIANTS = {v.name: v for v in [
 
 if __name__ == "__main__":
     cpu = "--cpu" in sys.argv  # score on our own CPU sweep instead: every held-out scheme listed
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     names = [a for a in sys.argv[1:] if a != "--cpu"] or ["prod"]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:  # before minutes of fitting, never a KeyError after them
+        print(f"error: unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        sys.exit(2)
     d = data(CPU if cpu else QUEST)
     print(f"{d.path.name}: {d.n} runs, {int(d.inside.sum())} inside the domain; "
           f"group split == scheme split inside the domain: {d.split_matches_groups()}")
