@@ -56,7 +56,9 @@ def _count(text: str, option: str) -> float:
 
     match = _COUNT.match(text)
     if not match:
-        raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B")
+        # --tokens also takes tokens per parameter: say so where that is the form a user meant
+        per_param = " (or tokens per parameter, 100x)" if option == "--tokens" else ""
+        raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B{per_param}")
     value = float(match[1]) * _SUFFIX[match[2].lower()]
     if not value > 0:
         raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
