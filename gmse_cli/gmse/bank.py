@@ -17,7 +17,7 @@ error itself is then precise, so sampling can stop after 4 batches instead of 16
 meets 1e-3 in 4-8 batches, stops up to 4x sooner), and the stopping rule (stop when the
 estimated error first reaches ``rel_err``) no longer favours an underestimated error.
 
-A format whose scales come from its groups' extremes is estimated by a control-variate
+An int-grid format whose scales come from its groups' extremes is estimated by a control-variate
 regression on row statistics with exact Gaussian means (:mod:`.control`): 4-12x less variance
 for absmax int grids, so as many times fewer samples; it may stop from 512 rows.
 """
@@ -204,8 +204,8 @@ class SampleBank:
         return RegressionSums(np.array([expected_per_row(c, self.row_length) for c in controls]), self.row_length)
 
     def estimate(self, fmt: Format, *, rel_err: float = 1e-3, max_samples: int = DEFAULT_MAX_SAMPLES) -> GmseEstimate:
-        """``fmt``'s GMSE to ``rel_err``: the ratio of sums, or, where the format's scales come
-        from its groups' extremes, the control-variate regression (:mod:`.control`)."""
+        """``fmt``'s GMSE to ``rel_err``: the ratio of sums, or, for an int grid whose scales
+        come from its groups' extremes, the control-variate regression (:mod:`.control`)."""
         errors, norms, sums, batches = self._run(fmt, rel_err, max_samples, controls_for(fmt, self.row_length))
         g, se, dof = _estimate([errors], [norms], sums)
         samples = batches * self.batch_elements
