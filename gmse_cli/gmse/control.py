@@ -41,8 +41,9 @@ class Control:
 
 def controls_for(fmt: Format, row_length: int) -> tuple[Control, ...]:
     """The statistics worth regressing ``fmt``'s row errors on: those of its first scalar
-    stage whose scale is set by the group's extremes (absmax or mse rules), at that stage's
-    group size; none for a format whose rows are not independent (its units are batches)."""
+    stage, if that is an int grid whose scale is set by the group's extremes (absmax or mse
+    rules), at its group size; none otherwise, or where rows are not independent (the units
+    are then batches)."""
     if not fmt.rows_independent:
         return ()
     stage = next((s for s in fmt.stages if isinstance(s, Quantize)), None)
