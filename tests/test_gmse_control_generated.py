@@ -12,7 +12,10 @@ Closed forms used here, derived by hand (not from the code):
 - ``sintB-g2`` with q = 2^(B-1) - 1: the larger |entry| t is exact, the other, t u with
   |u| < 1, errs by (t / q) d(q u) (d: distance to the nearest integer). Integrating t out of
   phi(t) phi(t u) t^3 (= 1 / (pi (1 + u^2)^2) over t > 0, both orders) leaves
-  GMSE = 4 / (pi q^2) * integral_0^1 d(q u)^2 / (1 + u^2)^2 du.
+  GMSE = 4 / (pi q^2) * I(q), I(q) = integral_0^1 d(q u)^2 / (1 + u^2)^2 du.
+- ``fintB-g2`` with q = (2^B - 1) / 2: as above, but the larger entry too errs by half a step,
+  t / (2 q), and E[t^2] = 1 + 2 / pi (the larger of two squared half-normals), so
+  GMSE = ((1 + 2 / pi) / (4 q^2) + 8 / (pi q^2) * I(q)) / 2.
 """
 
 from __future__ import annotations
@@ -34,14 +37,22 @@ from gmse_cli.gmse.control import (
 from gmse_cli.spec import resolve_format
 
 
-def _sint_g2(bits: int) -> float:
-    q = 2 ** (bits - 1) - 1
-    edges = [0.0] + [(k + 0.5) / q for k in range(q)] + [1.0]  # d(q u)^2 has kinks there
-    total = sum(
+def _kinked_integral(q: float) -> float:
+    """I(q) above, by quadrature between the kinks of d(q u)^2 (q u a half-integer)."""
+    kinks = [(k + 0.5) / q for k in range(math.ceil(q)) if (k + 0.5) / q < 1]
+    edges = [0.0, *kinks, 1.0]
+    return sum(
         integrate.quad(lambda u: (q * u - round(q * u)) ** 2 / (1 + u * u) ** 2, a, b, epsabs=0, epsrel=1e-12)[0]
         for a, b in zip(edges[:-1], edges[1:], strict=True)
     )
-    return 4 / (math.pi * q * q) * total
+
+
+def _g2_closed_form(base: str, bits: int) -> float:
+    if base == "sint":
+        q = 2 ** (bits - 1) - 1
+        return 4 / (math.pi * q * q) * _kinked_integral(q)
+    q = (2**bits - 1) / 2
+    return ((1 + 2 / math.pi) / (4 * q * q) + 8 / (math.pi * q * q) * _kinked_integral(q)) / 2
 
 
 def _sound(est) -> bool:
@@ -86,11 +97,12 @@ def test_groups_of_one_closed_forms(row_length):
     assert _sound(est) and est.std_err < se and abs(est.gmse - g) <= 4 * se
 
 
+@pytest.mark.parametrize("base", ["sint", "fint"])
 @pytest.mark.parametrize("bits", [3, 4, 8])
-def test_sint_g2_closed_form(bits):
-    est = SampleBank(seed=8, row_length=64).estimate(resolve_format(f"sint{bits}-g2"), rel_err=1e-3)
+def test_groups_of_two_closed_form(base, bits):
+    est = SampleBank(seed=8, row_length=64).estimate(resolve_format(f"{base}{bits}-g2"), rel_err=1e-3)
     assert _sound(est)
-    assert abs(est.gmse - _sint_g2(bits)) <= 4 * est.std_err
+    assert abs(est.gmse - _g2_closed_form(base, bits)) <= 4 * est.std_err
 
 
 def _generated(count: int, seed: int) -> list[str]:
