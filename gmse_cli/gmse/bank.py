@@ -129,6 +129,7 @@ class SampleBank:
         self._batches: dict[int, np.ndarray] = {}
         self._norms: dict[int, np.ndarray] = {}
         self._controls: dict[tuple[int, tuple[Control, ...]], np.ndarray] = {}
+        self._last: tuple[int, np.ndarray] | None = None  # the latest batch beyond the held ones
         self._held = max(1, _HELD_ELEMENTS // self.batch_elements)
         self._compress = compressor(backend, device)
 
@@ -139,6 +140,8 @@ class SampleBank:
     def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, row_length) float32 samples of batch ``index`` and their per-row ||x||^2."""
         x = self._batches.get(index)
+        if x is None and self._last is not None and self._last[0] == index:
+            x = self._last[1]  # its control statistics follow its compression: no second draw
         if x is None:
             # Before the first kernel (every kernel runs on a batch drawn here): idle OpenMP
             # workers sleep. Not in __init__: numba's import (0.3 s) waits until a batch is needed.
@@ -150,6 +153,8 @@ class SampleBank:
             x = gaussian_stream(philox_key(self.seed), index * n, n).reshape(self.rows_per_batch, self.row_length)
             if index < self._held:
                 self._batches[index] = x
+            else:
+                self._last = (index, x)
         if index not in self._norms:
             self._norms[index] = np.einsum("ij,ij->i", x, x, dtype=np.float64)
         return x, self._norms[index]
@@ -215,9 +220,12 @@ class SampleBank:
         """The control statistics (:func:`~gmse_cli.gmse.control.control_rows`) of batch
         ``index``'s rows, kept beside the batch."""
         key = (index, controls)
-        if key not in self._controls:
-            self._controls[key] = control_rows(self.batch(index)[0], controls)
-        return self._controls[key]
+        if key in self._controls:
+            return self._controls[key]
+        stats = control_rows(self.batch(index)[0], controls)
+        if index < self._held:  # kept only beside a kept batch: memory bounded like the bank's
+            self._controls[key] = stats
+        return stats
 
     def row_errors(self, fmt: Format, *, batches: int) -> np.ndarray:
         """Per-row squared error sums over the first ``batches`` batches (for paired analyses)."""

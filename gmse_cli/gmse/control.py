@@ -27,6 +27,7 @@ from gmse_cli.spec import Format, GridKind, IntStyle, Quantize, ScaleFormat, Sca
 __all__ = ["Control", "RegressionSums", "controls_for", "control_rows", "expected_per_row", "regression_estimate"]
 
 _MIN_ROWS_PER_COLUMN = 8  # fewer rows than this per regression column: the plain ratio estimate
+_MAX_CONDITION = 1e10  # of X'X scaled to unit diagonal: beyond it the columns are collinear
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,13 @@ def controls_for(fmt: Format, row_length: int) -> tuple[Control, ...]:
     group = row_length if stage.group == "row" else stage.group
     if not isinstance(group, int):
         return ()
+    # Groups of one entry: amax^2 and hi^2 + lo^2 are each x^2, summed the row norm already
+    # regressed on (a singular regression), so only what is not the norm stays.
     if stage.resolved_int_style is IntStyle.ASYMMETRIC:
-        return (Control(group, "hi2"), Control(group, "lo2"))
+        return (Control(group, "hi2"),) if group == 1 else (Control(group, "hi2"), Control(group, "lo2"))
     if stage.scale_format is ScaleFormat.E8M0:
-        return (Control(group, "amax2"), Control(group, "pow2"))
-    return (Control(group, "amax2"),)
+        return (Control(group, "pow2"),) if group == 1 else (Control(group, "amax2"), Control(group, "pow2"))
+    return () if group == 1 else (Control(group, "amax2"),)
 
 
 def control_rows(x: np.ndarray, controls: tuple[Control, ...]) -> np.ndarray:
@@ -152,6 +155,11 @@ class RegressionSums:
         regression worth less than the ratio estimate."""
         width = len(self.xy)
         if self.rows < _MIN_ROWS_PER_COLUMN * width:
+            return None
+        # Columns that (nearly) repeat one another (a format pair's controls, a statistic that
+        # is constant over the rows drawn) leave the intercept unidentified: the ratio estimate.
+        d = np.sqrt(np.diag(self.xx))
+        if not np.all(d > 0) or np.linalg.cond(self.xx / np.outer(d, d)) > _MAX_CONDITION:
             return None
         coef = np.linalg.solve(self.xx, self.xy)
         dof = self.rows - width
