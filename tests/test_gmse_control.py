@@ -97,7 +97,7 @@ def test_regression_needs_rows():
 
 @pytest.mark.parametrize(("name", "kinds"), [
     ("int4-g128", ("amax2",)), ("int4-asym-g128", ("hi2", "lo2")), ("mxint8", ("amax2", "pow2")),
-    ("nf4", ()), ("mxfp4", ()), ("int4", ()), ("vq4-b1", ()), ("nvfp4", ()), ("2:4", ()),
+    ("nf4", ()), ("mxfp4", ()), ("int4", ()), ("had128+sint4-g128", ()), ("sparse30+sint4-g128", ("amax2",)), ("vq4-b1", ()), ("nvfp4", ()), ("2:4", ()),
 ])
 def test_controls_follow_the_scale(name, kinds):
     assert tuple(c.kind for c in controls_for(resolve_format(name), 4096)) == kinds

@@ -112,7 +112,7 @@ def _generated(count: int, seed: int) -> list[str]:
     while len(out) < count:
         base = str(rng.choice(["sint", "aint", "fint", "int"]))
         rule = "mse" if base == "int" or rng.random() < 0.2 else "absmax"
-        prefix = str(rng.choice(["", "", "", "sparse30+", "2:4+", "had64+", "2:4x2+"]))
+        prefix = str(rng.choice(["", "", "", "sparse30+", "2:4+", "2:4x2+"]))  # a rotation first: no controls
         name = (f"{prefix}{base}{rng.choice([2, 3, 4, 8])}-{rng.choice(['g1', 'g2', 'g8', 'g16', 'g32', 'g64', 'row'])}"
                 f"-{rule}{rng.choice(['', '', '-sfp16', '-sbf16', '-se8m0'])}" + ("-allstats" if prefix == "2:4x2+" else ""))
         if name not in out:
