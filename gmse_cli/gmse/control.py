@@ -164,11 +164,11 @@ class RegressionSums:
         d = np.sqrt(np.diag(self.xx))
         if not np.all(d > 0) or np.linalg.cond(self.xx / np.outer(d, d)) > _MAX_CONDITION:
             return None
-        coef = np.linalg.solve(self.xx, self.xy)
+        # one factorization for both: the coefficients and Var(intercept) = s^2 [(X'X)^-1]_00
+        solved = np.linalg.solve(self.xx, np.column_stack([self.xy, np.eye(width)[0]]))
+        coef, inv00 = solved[:, 0], float(solved[0, 1])
         dof = self.rows - width
         rss = max(self.yy - float(coef @ self.xy), 0.0)
-        # Var(intercept) = s^2 [(X'X)^-1]_00
-        inv00 = float(np.linalg.solve(self.xx, np.eye(width)[0])[0])
         se = math.sqrt(rss / dof * inv00)
         return (float(coef[0]) + self.shift) / self.row_length, se / self.row_length, dof
 
