@@ -13,7 +13,9 @@ Targets (issue 11): first `uscl rank` <= 3 s; warm `uscl rank` <= 0.5 s; `uscl p
 formats at the same sample counts (below, written out in this file and run as its own
 process); `uscl gmse --all --recompute` warm under 1.5 s. Also measured: what a first run
 costs for formats outside the shipped table (a scalar grid: kernels compiled; a VQ format: its
-codebook trained too) and the same command once its GMSE is cached.
+codebook trained too) and the same command once its GMSE is cached; and, beside `--all
+--recompute`, the same command with one batch per format (its fixed costs: what no Monte Carlo
+speed-up can remove) and `uscl gmse --all` read from the table.
 
 Run: python benchmarks/instant.py [--repeat 5]
 """
@@ -196,6 +198,14 @@ def main() -> None:
         report("uscl gmse --all --recompute, warm",
                _best([_run(_uscl("gmse", "--all", "--recompute", "--json"), env, cwd)[0] for _ in range(args.repeat)]),
                1.5)
+        # What the command costs before sampling: the same work with one batch per Monte Carlo
+        # format (imports, numba's start and kernel loads, the quadratures, the writes)...
+        floor = ["gmse", "--all", "--recompute", "--json", "--max-samples", "131072"]
+        report("  the same, one batch per format (fixed costs)",
+               _best([_run(_uscl(*floor), env, cwd)[0] for _ in range(args.repeat)]))
+        # ... and with nothing computed: every value read from the shipped table
+        report("  uscl gmse --all (the table)",
+               _best([_run(_uscl("gmse", "--all", "--json"), env, cwd)[0] for _ in range(args.repeat)]))
 
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "

@@ -4,7 +4,10 @@ An int grid whose scales come from each group's largest entries spends most of a
 error where those entries are large: for symmetric int grids with absmax scales the sum over
 groups of amax^2 explains about 90% of the variance of a row's error around its norm-scaled
 mean, the sums of max(0, max x)^2 and min(0, min x)^2 about 85% for asymmetric grids, and the
-sum of the power-of-two floor of amax, squared, most of it for e8m0 scales. Each such statistic
+sum of the power-of-two floor of amax, squared, most of it for e8m0 scales. An fp grid with e8m0
+scales (OCP MX) spends most of its error where the top of a group saturates: the sum of the
+squared excess of amax over the largest level (mxfp8-e4m3: 4.1x less variance than the row norm
+alone, mxfp4 1.3x, mxfp6 1.1-1.2x). Each such statistic
 has an expectation under i.i.d. N(0, 1) entries that is a one-dimensional integral, computed
 here to ~1e-14. Regressing the row errors on the row norm and these statistics, each centred at
 its exact mean, and reading the intercept estimates the same constant with that much less
@@ -22,7 +25,16 @@ from functools import cache
 
 import numpy as np
 
-from gmse_cli.spec import Format, GridKind, IntStyle, Quantize, Rotate, ScaleFormat, ScaleRule
+from gmse_cli.spec import (
+    Format,
+    GridKind,
+    IntStyle,
+    Quantize,
+    Rotate,
+    ScaleFormat,
+    ScaleRounding,
+    ScaleRule,
+)
 
 __all__ = ["Control", "RegressionSums", "controls_for", "control_rows", "expected_per_row", "regression_estimate"]
 
@@ -34,29 +46,38 @@ _MAX_CONDITION = 1e10  # of X'X scaled to unit diagonal: beyond it the columns a
 class Control:
     """One per-row statistic: the sum over a row's groups of ``group`` entries of ``kind``
     (``amax2``: max|x|^2; ``pow2``: (2^floor(log2 max|x|))^2; ``hi2``: max(0, max x)^2;
-    ``lo2``: min(0, min x)^2)."""
+    ``lo2``: min(0, min x)^2; ``clip2``: max(0, max|x| - top 2^floor(log2 max|x|))^2, the
+    squared saturation of the group's top under a floor-rounded e8m0 scale, ``top`` being the
+    grid's largest level over 2^emax, in [1, 2))."""
 
     group: int
     kind: str
+    top: float = 0.0
 
 
 def controls_for(fmt: Format, row_length: int) -> tuple[Control, ...]:
     """The statistics worth regressing ``fmt``'s row errors on: those of its first scalar
     stage, if that is an int grid whose scale is set by the group's extremes (absmax or mse
-    rules) and no rotation comes before it, at its group size; none otherwise, or where rows
-    are not independent (the units are then batches)."""
+    rules) or an fp grid with floor-rounded e8m0 absmax scales, and no rotation comes before
+    it, at its group size; none otherwise, or where rows are not independent (the units are
+    then batches)."""
     if not fmt.rows_independent:
         return ()
     stage = next((s for s in fmt.stages if isinstance(s, Quantize)), None)
-    # Int grids only: an FP, lut or Lloyd-Max grid's error is nearly scale-free (variance
-    # reductions of 1.0-1.3x for MX, NVFP4 and nf4), not worth the statistics' cost per batch.
-    if stage is None or stage.grid is not GridKind.INT or stage.scale not in (ScaleRule.ABSMAX, ScaleRule.MSE):
+    if stage is None or stage.scale not in (ScaleRule.ABSMAX, ScaleRule.MSE):
         return ()
     # A rotation first: the statistics of the unrotated rows explain nothing (1.00-1.11x).
     if any(isinstance(s, Rotate) for s in fmt.stages[: fmt.stages.index(stage)]):
         return ()
     group = row_length if stage.group == "row" else stage.group
     if not isinstance(group, int):
+        return ()
+    if stage.grid is GridKind.FP:
+        return _saturation_controls(stage, group)
+    # Int grids, and fp grids with e8m0 scales (above): a lut or Lloyd-Max grid's error, or an
+    # fp grid's under other scales, is nearly scale-free (variance reductions of 1.0-1.3x for
+    # NVFP4 and nf4), not worth the statistics' cost per batch.
+    if stage.grid is not GridKind.INT:
         return ()
     # Groups of one entry: amax^2 and hi^2 + lo^2 are each x^2, summed the row norm already
     # regressed on (a singular regression), so only what is not the norm stays.
@@ -65,6 +86,20 @@ def controls_for(fmt: Format, row_length: int) -> tuple[Control, ...]:
     if stage.scale_format is ScaleFormat.E8M0:
         return (Control(group, "pow2"),) if group == 1 else (Control(group, "amax2"), Control(group, "pow2"))
     return () if group == 1 else (Control(group, "amax2"),)
+
+
+def _saturation_controls(stage: Quantize, group: int) -> tuple[Control, ...]:
+    """An fp grid's controls: its top's saturation, where e8m0 scales are floor-rounded from
+    amax (OCP MX's rule, the default for absmax), with amax^2 and its power-of-two floor."""
+    from gmse_cli.compress.grids import grid_emax, grid_max
+
+    floor = stage.scale_rounding in (None, ScaleRounding.FLOOR)
+    if stage.scale is not ScaleRule.ABSMAX or stage.scale_format is not ScaleFormat.E8M0 or not floor:
+        return ()
+    if stage.scale_constant is not None or group == 1:
+        return ()
+    top = grid_max(stage) / 2.0 ** grid_emax(stage)
+    return (Control(group, "amax2"), Control(group, "pow2"), Control(group, "clip2", top))
 
 
 def control_rows(x: np.ndarray, controls: tuple[Control, ...]) -> np.ndarray:
@@ -83,16 +118,17 @@ def control_rows(x: np.ndarray, controls: tuple[Control, ...]) -> np.ndarray:
         if (c.group, stat) not in stats:
             stats[c.group, stat] = group_stat(x, None, c.group, stat)
         v = stats[c.group, stat]
-        if c.kind == "pow2":
+        if c.kind in ("pow2", "clip2"):
             # frexp: v = m 2^e with m in [0.5, 1), so floor(log2 v) = e - 1 exactly (0 stays 0)
-            v = np.ldexp(np.where(v > 0, 1.0, 0.0), np.frexp(v)[1] - 1)
+            floor = np.ldexp(np.where(v > 0, 1.0, 0.0), np.frexp(v)[1] - 1)
+            v = floor if c.kind == "pow2" else np.maximum(v - c.top * floor, 0.0)
         out[:, j] = np.square(v).sum(axis=1)
     return out
 
 
 def expected_per_row(control: Control, row_length: int) -> float:
     """E[the control's row statistic] for i.i.d. N(0, 1) rows of ``row_length`` entries."""
-    return (row_length // control.group) * _expected_per_group(control.group, control.kind)
+    return (row_length // control.group) * _expected_per_group(control.group, control.kind, control.top)
 
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(24)
@@ -107,24 +143,45 @@ def _survival(x: float, group: int, signed: bool) -> float:
     return -math.expm1(group * math.log1p(-tail)) if tail < 1.0 else 1.0
 
 
-@cache
-def _expected_per_group(group: int, kind: str) -> float:
-    signed = kind in ("hi2", "lo2")  # min(0, min x)^2 has max(0, max x)^2's law, by symmetry
-    if kind == "pow2":
-        # sum over k of 4^k P(2^k <= M < 2^(k+1)), M < 2^-60 having probability below 2^-60g
-        total = 0.0
-        for k in range(-60, 7):
-            total += 4.0**k * (_survival(2.0**k, group, signed) - _survival(2.0 ** (k + 1), group, signed))
-        return total
-    # E[M^2] = integral over x > 0 of 2x P(M > x), Gauss-Legendre on panels of width 1/4
+def _integral(fn, low: float, high: float) -> float:
+    """Integral of a smooth ``fn`` from ``low`` to ``high``: Gauss-Legendre on panels of width
+    at most 1/4, stopping once ``fn`` has vanished (past the group maximum's last digits)."""
     total = 0.0
-    for start in np.arange(0.0, _UPPER, _PANEL):
-        xs = start + 0.5 * _PANEL * (_NODES + 1.0)
-        values = [2.0 * x * _survival(float(x), group, signed) for x in xs]
-        total += 0.5 * _PANEL * float(np.dot(_WEIGHTS, values))
+    panels = max(1, math.ceil((high - low) / _PANEL))
+    width = (high - low) / panels
+    for i in range(panels):
+        xs = low + width * (i + 0.5 * (_NODES + 1.0))
+        values = [fn(float(x)) for x in xs]
+        total += 0.5 * width * float(np.dot(_WEIGHTS, values))
         if values[-1] == 0.0:
             break
     return total
+
+
+_BINADES = range(-60, 7)  # M < 2^-60 has probability below 2^-60g; M >= 2^7 below 1e-3000
+
+
+@cache
+def _expected_per_group(group: int, kind: str, top: float = 0.0) -> float:
+    signed = kind in ("hi2", "lo2")  # min(0, min x)^2 has max(0, max x)^2's law, by symmetry
+
+    def survival(x: float) -> float:
+        return _survival(x, group, signed)
+
+    if kind == "pow2":
+        # sum over k of 4^k P(2^k <= M < 2^(k+1))
+        return sum(4.0**k * (survival(2.0**k) - survival(2.0 ** (k + 1))) for k in _BINADES)
+    if kind == "clip2":
+        # over each binade [2^k, 2^(k+1)), the excess m - t (t = top 2^k) from t on: by parts,
+        # E[(M - t)^2; t < M < b] = integral over (t, b) of 2(m - t) P(M > m) - (b - t)^2 P(M >= b)
+        total = 0.0
+        for k in _BINADES:
+            t, b = top * 2.0**k, 2.0 ** (k + 1)
+            if survival(t) > 0.0:
+                total += _integral(lambda m, t=t: 2.0 * (m - t) * survival(m), t, b) - (b - t) ** 2 * survival(b)
+        return total
+    # E[M^2] = integral over x > 0 of 2x P(M > x)
+    return _integral(lambda x: 2.0 * x * survival(x), 0.0, _UPPER)
 
 
 class RegressionSums:
