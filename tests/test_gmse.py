@@ -150,19 +150,19 @@ def test_t95_is_students_quantile(dof):
 
 
 def test_monte_carlo_intervals_use_student_t_on_the_batch_count(_private_gmse_cache):
-    # A format with a per-tensor statistic is measured by batch totals: 16 of them at the
-    # minimum leave 15 degrees of freedom, and a 95% interval is then 2.13 standard errors
+    # A format with a per-tensor statistic is measured by batch totals: 32 of them at the
+    # minimum leave 31 degrees of freedom, and a 95% interval is then 2.04 standard errors
     # wide, not 1.96.
     fmt = resolve_format("int5-g512-sint8")  # Monte Carlo, outside the table; int8 scales per tensor
     (est,) = estimate_gmse([fmt], rel_err=0.5, cache="use")
-    assert est.method == "monte-carlo" and est.samples == 16 * (1 << 17)
-    half = stats.t.ppf(0.975, 15) * est.std_err
+    assert est.method == "monte-carlo" and est.samples == 32 * (1 << 17)
+    half = stats.t.ppf(0.975, 31) * est.std_err
     assert est.ci_high - est.gmse == pytest.approx(half, rel=1e-5)
     assert est.gmse - est.ci_low == pytest.approx(half, rel=1e-5)
     (again,) = estimate_gmse([fmt], rel_err=0.5, cache="use")  # read back: the same interval
     assert again.method == "cache" and (again.ci_low, again.ci_high) == (est.ci_low, est.ci_high)
     diff = SampleBank(seed=0).difference(fmt, resolve_format("int4-g512"), rel_err=0.5)
-    assert diff.ci_high - diff.difference == pytest.approx(stats.t.ppf(0.975, 15) * diff.std_err, rel=1e-5)
+    assert diff.ci_high - diff.difference == pytest.approx(stats.t.ppf(0.975, 31) * diff.std_err, rel=1e-5)
 
 
 def test_independent_rows_are_the_units_of_the_ratio_estimator(_private_gmse_cache):
