@@ -131,7 +131,6 @@ def expected_per_row(control: Control, row_length: int) -> float:
     return (row_length // control.group) * _expected_per_group(control.group, control.kind, control.top)
 
 
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(24)
 _PANEL = 0.25
 _UPPER = 40.0  # P(max|x| > 40) < 1e-340 per entry: the integrands vanish long before
 
@@ -143,16 +142,23 @@ def _survival(x: float, group: int, signed: bool) -> float:
     return -math.expm1(group * math.log1p(-tail)) if tail < 1.0 else 1.0
 
 
+@cache
+def _gauss_legendre() -> tuple[np.ndarray, np.ndarray]:
+    # at first use: numpy.polynomial costs 5 ms to import, and a table lookup needs none of this
+    return np.polynomial.legendre.leggauss(24)
+
+
 def _integral(fn, low: float, high: float) -> float:
     """Integral of a smooth ``fn`` from ``low`` to ``high``: Gauss-Legendre on panels of width
     at most 1/4, stopping once ``fn`` has vanished (past the group maximum's last digits)."""
+    nodes, weights = _gauss_legendre()
     total = 0.0
     panels = max(1, math.ceil((high - low) / _PANEL))
     width = (high - low) / panels
     for i in range(panels):
-        xs = low + width * (i + 0.5 * (_NODES + 1.0))
+        xs = low + width * (i + 0.5 * (nodes + 1.0))
         values = [fn(float(x)) for x in xs]
-        total += 0.5 * width * float(np.dot(_WEIGHTS, values))
+        total += 0.5 * width * float(np.dot(weights, values))
         if values[-1] == 0.0:
             break
     return total
