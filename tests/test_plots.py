@@ -174,6 +174,7 @@ def test_rank_narrow_range_has_enough_ticks():
     ([4.0, 8.0], ["4", "5", "6", "8"]),                     # one tokens/param decade: dense 1-2-5
     ([55_536, 221_664], ["50k", "100k", "200k"]),           # the quick sweep's N
     ([0.66, 1.0, 1.4], ["0.6", "0.8", "1"]),                # implied / law capacity (prefix)
+    ([0.8, 1.0, 1.17], ["0.7", "0.8", "0.9", "1", "1.2"]),  # within 2x: steps of 0.1-0.2
     ([1e-5, 0.5], ["1e-05", "0.0001", "0.001", "0.01", "0.1"]),  # many decades: decades only
 ])
 def test_log_axes_carry_readable_labels(values, expected):
