@@ -261,8 +261,22 @@ def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]]
                   loc: str = "outside lower center", rows: int = 5):
     """One legend for the whole figure, outside the axes (so it never covers data or labels):
     each ``(heading, [(handle, label), ...])`` section fills its own columns of at most
-    ``rows`` lines, under its heading in bold (an empty heading: none)."""
-    rows = max(2, min(rows, max(len(entries) + bool(heading) for heading, entries in sections)))
+    ``rows`` lines, under its heading in bold (an empty heading: none). A legend wider than
+    the figure (long labels: a law's constants times an activation's capacity) takes more
+    lines per column, then a smaller font, so that nothing is cut at the figure's edges."""
+    longest = max(len(entries) + bool(heading) for heading, entries in sections)
+    rows = max(2, min(rows, longest))
+    for lines, fontsize in [(n, None) for n in range(rows, max(rows, longest) + 1)] + [(max(rows, longest), "small")]:
+        legend = _legend(fig, sections, loc, lines, fontsize)
+        if _fits_width(fig, legend):
+            break
+        legend.remove()
+    else:
+        legend = _legend(fig, sections, loc, max(rows, longest), "x-small")
+    return legend
+
+
+def _legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]], loc: str, rows: int, fontsize):
     handles: list = []
     labels: list[str] = []
     for heading, entries in sections:
@@ -275,12 +289,16 @@ def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]]
             labels += [label for _, label in column]
     # matplotlib fills a legend column by column, so equal columns keep each section together
     legend = fig.legend(handles, labels, loc=loc, ncols=len(handles) // rows, frameon=False,
-                        handlelength=1.8, columnspacing=1.6)
+                        handlelength=1.8, columnspacing=1.6, fontsize=fontsize)
     headings = {heading for heading, _ in sections if heading}
     for text in legend.get_texts():
         if text.get_text() in headings:
             text.set_fontweight("bold")
     return legend
+
+
+def _fits_width(fig, legend) -> bool:
+    return legend.get_window_extent(fig.canvas.get_renderer()).width <= 0.99 * fig.bbox.width
 
 
 _NICE = (1.0, 2.0, 5.0)

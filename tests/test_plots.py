@@ -159,6 +159,21 @@ def test_rank_with_activations_names_them_once():
     assert len(markers) >= 2
 
 
+def test_rank_catalog_with_activations_fits_its_legend():
+    """The whole catalog with activations: the curves' labels carry x rho(int8), and the legend
+    takes more lines per column rather than run past the figure's edges."""
+    from gmse_cli.law import load_law
+    from gmse_cli.rank import rank, rank_figure
+    from gmse_cli.spec import catalog
+
+    law = load_law(None)
+    items = [f for f in catalog().values() if all(fam in law.families for fam in f.families)]
+    fig = rank_figure(rank(items, law=law, act="int8", rel_err=1e-2))
+    assert_publishable(fig)
+    (legend,) = fig.legends
+    assert legend.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width
+
+
 def test_rank_narrow_range_has_enough_ticks():
     from gmse_cli.rank import rank, rank_figure
 
