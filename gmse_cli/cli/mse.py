@@ -245,9 +245,11 @@ def _render_activations(report, worst: int) -> None:
     from gmse_cli.cli.console import out_console
     from gmse_cli.cli.texttable import print_capacity_flags
 
-    sampled = report.sample is not None and report.sample < 1
+    # the fraction measured, not the one asked for: a layer never measures fewer than a few rows
+    measured = report.formats[0].sample if report.sample is not None and report.formats else 1.0
+    sampled = measured < 1
     title = (f"Real-activation MSE on {len(report.layers)} layers, {report.windows} x {report.context} tokens "
-             f"({report.forward} forward)" + (f", {report.sample:.1%} of rows sampled, 95% intervals" if sampled else ""))
+             f"({report.forward} forward)" + (f", {measured:.1%} of rows sampled, 95% intervals" if sampled else ""))
     table = Table(title=title, title_justify="left")
     columns = ["format", "bits/elem", "MSE", "GMSE", "MSE/GMSE", "rho (MSE)", "rho (GMSE)"]
     if sampled:

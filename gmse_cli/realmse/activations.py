@@ -113,7 +113,8 @@ class ActivationReport(Frozen):
     tokens: int = Field(description="tokens per layer processed (windows x context)")
     windows: int
     context: int
-    sample: float | None = Field(description="fraction of rows measured per layer (None: all)")
+    sample: float | None = Field(description="--sample, the fraction of rows asked for per layer (None: all); "
+                                 "each format's `sample` is the fraction measured")
     seed: int
     hadamard_block: int
     layers: tuple[ActivationLayer, ...]
