@@ -17,6 +17,7 @@ from scipy import integrate, stats
 from gmse_cli.gmse import SampleBank, lookup_gmse
 from gmse_cli.gmse.control import (
     Control,
+    RegressionSums,
     control_rows,
     controls_for,
     expected_per_row,
@@ -173,3 +174,39 @@ def test_saturation_control_on_mxfp8():
     resid = errors - g * norms
     ratio_se = math.sqrt((resid**2).sum() / (len(errors) * (len(errors) - 1))) / norms.mean()
     assert est.std_err < ratio_se / 1.6
+
+
+def test_variance_reduction_matches_two_least_squares_fits():
+    rng = np.random.default_rng(12)
+    rows, length = 600, 4096
+    norms = length + 90 * rng.standard_normal(rows)
+    stats_ = 260 + 20 * rng.standard_normal((rows, 2))
+    errors = 55 + 0.013 * (norms - length) + 0.4 * (stats_[:, 0] - 260) + 3 * rng.standard_normal(rows)
+    sums = RegressionSums(np.array([260.0, 258.0]), length)
+    sums.add(errors, norms, stats_)
+    full = np.column_stack([np.ones(rows), norms - length, stats_])
+    rss = [np.sum((errors - x @ np.linalg.lstsq(x, errors, rcond=None)[0]) ** 2) for x in (full[:, :2], full)]
+    assert sums.variance_reduction() == pytest.approx(rss[0] / rss[1], rel=1e-9)
+
+
+def test_statistics_that_do_not_pay_are_dropped_at_512_rows():
+    """A statistic explaining little is dropped once 512 rows show it (the ratio estimate and no
+    statistics from there on); one explaining much is kept."""
+    from gmse_cli.gmse.bank import _worth_keeping
+
+    rng = np.random.default_rng(4)
+    length = 4096
+
+    def batches(weight):
+        sums = RegressionSums(np.array([0.0]), length)
+        kept = []
+        for _ in range(20):  # 32 rows a batch: the decision falls at batch 16
+            norms = length + 90 * rng.standard_normal(32)
+            stat = rng.standard_normal((32, 1))
+            errors = 50 + 0.01 * (norms - length) + weight * stat[:, 0] + rng.standard_normal(32)
+            sums = _worth_keeping(sums, errors, norms, stat) if sums is not None else None
+            kept.append(sums is not None)
+        return kept
+
+    assert batches(0.0) == [True] * 15 + [False] * 5
+    assert all(batches(3.0))  # 10x less variance
