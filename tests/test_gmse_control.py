@@ -133,7 +133,8 @@ def test_regression_needs_rows():
 
 @pytest.mark.parametrize(("name", "kinds"), [
     ("int4-g128", ("amax2",)), ("int4-asym-g128", ("hi2", "lo2")), ("mxint8", ("amax2", "pow2")),
-    ("nf4", ()), ("mxfp4", ("amax2", "pow2", "clip2")), ("mxfp8-e4m3", ("amax2", "pow2", "clip2")),
+    ("nf4", ()), ("mxfp4", ()), ("mxfp8-e4m3", ("amax2", "pow2", "clip2")), ("mxfp6-e2m3", ()),
+    ("mxfp8-e5m2", ()), ("e4m3-g16-absmax-se8m0", ("amax2", "pow2", "clip2")), ("e4m3-g16-se8m0", ()),
     ("mxfp4-rceil", ()), ("mxfp4-even", ()), ("fp4", ()), ("int4", ()), ("had128+sint4-g128", ()), ("sparse30+sint4-g128", ("amax2",)), ("vq4-b1", ()), ("nvfp4", ()), ("2:4", ()),
 ])
 def test_controls_follow_the_scale(name, kinds):
