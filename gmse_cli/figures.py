@@ -266,14 +266,14 @@ def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]]
     lines per column, then a smaller font, so that nothing is cut at the figure's edges."""
     longest = max(len(entries) + bool(heading) for heading, entries in sections)
     rows = max(2, min(rows, longest))
-    for lines, fontsize in [(n, None) for n in range(rows, max(rows, longest) + 1)] + [(max(rows, longest), "small")]:
+    most = max(rows, longest)  # every section in one column
+    attempts = [(n, None) for n in range(rows, most + 1)] + [(most, "small"), (most, "x-small")]
+    for lines, fontsize in attempts[:-1]:
         legend = _legend(fig, sections, loc, lines, fontsize)
         if _fits_width(fig, legend):
-            break
+            return legend
         legend.remove()
-    else:
-        legend = _legend(fig, sections, loc, max(rows, longest), "x-small")
-    return legend
+    return _legend(fig, sections, loc, *attempts[-1])
 
 
 def _legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]], loc: str, rows: int, fontsize):
@@ -308,8 +308,8 @@ _NICE_FINE = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8
 
 def log_axis(ax, values: Sequence[float], *, axis: str = "x") -> None:
     """A log-scaled axis over ``values`` whose ticks a reader can read: 1-2-5 (1, 1.5, 2, 3, 4,
-    5, 6, 8 over a range of less than a decade; steps of 0.1-0.2 within a factor of 2) within the data, at least two labelled, as
-    plain numbers with k / M / B, and no unlabelled minor ticks (matplotlib's default labels
+    5, 6, 8 over a range of less than a decade; steps of 0.1-0.2 within a factor of 2) within
+    the data, at least two labelled, as plain numbers with k / M / B, and no unlabelled minor ticks (matplotlib's default labels
     decades only: one label or none on data within a decade)."""
     import math
 

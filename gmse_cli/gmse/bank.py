@@ -58,7 +58,7 @@ _MIN_ROW_BATCHES = 4  # batches before stopping when rows are the units (and at 
 _MIN_CONTROL_ROWS = 512  # rows before a control-variate regression may stop: its standard error
 # is then within ~3% (at 128 rows the stopping rule's pick of a low one cost 1-3 points of coverage)
 _MIN_CONTROL_GAIN = 1.5  # at those rows, the variance reduction the statistics must show to be kept:
-# they cost 20-30% more time a batch (mxfp4's 1.4x and mxfp6's 1.2x do not pay for it)
+# they cost 20-30% more time a batch (MX fp4/fp6 grids' 1.2-1.4x would not pay for it)
 DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements per format by default
 _HELD_ELEMENTS = 1 << 26  # batches beyond 256 MB are drawn again when asked for, not kept
 

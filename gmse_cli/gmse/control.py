@@ -76,9 +76,8 @@ def controls_for(fmt: Format, row_length: int) -> tuple[Control, ...]:
         return ()
     if stage.grid is GridKind.FP:
         return _saturation_controls(stage, group)
-    # Int grids, and fp grids with e8m0 scales (above): a lut or Lloyd-Max grid's error, or an
-    # fp grid's under other scales, is nearly scale-free (variance reductions of 1.0-1.3x for
-    # NVFP4 and nf4), not worth the statistics' cost per batch.
+    # From here int grids only: a lut or Lloyd-Max grid's error is nearly scale-free (variance
+    # reductions of 1.0-1.3x for nf4), not worth the statistics' cost per batch.
     if stage.grid is not GridKind.INT:
         return ()
     # Groups of one entry: amax^2 and hi^2 + lo^2 are each x^2, summed the row norm already
