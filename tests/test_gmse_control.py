@@ -141,14 +141,16 @@ def test_controls_follow_the_scale(name, kinds):
     assert tuple(c.kind for c in controls_for(resolve_format(name), 4096)) == kinds
 
 
-@pytest.mark.parametrize("name", ["int4-g128", "int4-asym-g128", "mxint8"])
-def test_bank_estimate_with_controls(name):
+@pytest.mark.parametrize(("name", "seed", "factor"), [
+    ("int4-g128", 21, 2.0), ("int4-asym-g128", 21, 2.0), ("mxint8", 21, 2.0), ("mxfp8-e4m3", 22, 1.6),
+])
+def test_bank_estimate_with_controls(name, seed, factor):
     """The regression estimate agrees with the shipped table (measured to 1e-4 by the plain
-    ratio estimate) and, on the same rows, has the variance reduction the controls promise:
-    a standard error at least 2x below the ratio estimate's (about 3.3x for amax^2 with
-    symmetric grids, 2.6x with asymmetric ones)."""
+    ratio estimate) and, on the same rows, has the variance reduction the controls promise: a
+    standard error ``factor`` times below the ratio estimate's (about 3.3x for amax^2 with
+    symmetric grids, 2.6x with asymmetric ones, 2x for mxfp8-e4m3's saturated tops)."""
     fmt = resolve_format(name)
-    bank = SampleBank(seed=21)
+    bank = SampleBank(seed=seed)
     est = bank.estimate(fmt, rel_err=1e-3)
     table = lookup_gmse(fmt, row_length=4096, rel_err=1e-4)
     assert table is not None and table.method == "table"
@@ -157,24 +159,7 @@ def test_bank_estimate_with_controls(name):
     g = errors.sum() / norms.sum()
     resid = errors - g * norms
     ratio_se = math.sqrt((resid**2).sum() / (len(errors) * (len(errors) - 1))) / norms.mean()
-    assert est.std_err < ratio_se / 2
-
-
-def test_saturation_control_on_mxfp8():
-    """mxfp8-e4m3's error is mostly its groups' saturated tops: with the saturation control the
-    estimate agrees with the shipped table and its standard error is at least 1.6x below the
-    ratio estimate's on the same rows (about 2x: 4.2x less variance)."""
-    fmt = resolve_format("mxfp8-e4m3")
-    bank = SampleBank(seed=22)
-    est = bank.estimate(fmt, rel_err=1e-3)
-    table = lookup_gmse(fmt, row_length=4096, rel_err=1e-4)
-    assert table is not None and table.method == "table"
-    assert abs(est.gmse - table.gmse) <= 4 * math.hypot(est.std_err, table.std_err)
-    errors, norms, _ = bank.run(fmt, rel_err=0.0, max_samples=est.samples)
-    g = errors.sum() / norms.sum()
-    resid = errors - g * norms
-    ratio_se = math.sqrt((resid**2).sum() / (len(errors) * (len(errors) - 1))) / norms.mean()
-    assert est.std_err < ratio_se / 1.6
+    assert est.std_err < ratio_se / factor
 
 
 def test_variance_reduction_matches_two_least_squares_fits():
