@@ -15,6 +15,7 @@ import pytest
 from scipy import integrate, stats
 
 from gmse_cli.gmse import SampleBank, lookup_gmse
+from gmse_cli.gmse.bank import _ratio_estimate, _worth_keeping
 from gmse_cli.gmse.control import (
     Control,
     RegressionSums,
@@ -178,8 +179,6 @@ def test_variance_reduction_matches_two_least_squares_fits():
 def test_statistics_that_do_not_pay_are_dropped_at_512_rows():
     """A statistic explaining little is dropped once 512 rows show it (the ratio estimate and no
     statistics from there on); one explaining much is kept."""
-    from gmse_cli.gmse.bank import _worth_keeping
-
     rng = np.random.default_rng(4)
     length = 4096
 
@@ -196,3 +195,19 @@ def test_statistics_that_do_not_pay_are_dropped_at_512_rows():
 
     assert batches(0.0) == [True] * 15 + [False] * 5
     assert all(batches(3.0))  # 10x less variance
+
+
+def test_long_rows_stop_on_the_ratio_estimate_and_report_the_regression():
+    """At 65536 entries a row, the ratio estimate reaches 1e-3 in ~150 rows, long before the 512
+    rows the regression needs to decide alone: sampling stops there (not at 33.5M samples), and
+    the estimate reported is the regression's, tighter than asked (agreeing with the table)."""
+    fmt = resolve_format("int4-g128")
+    bank = SampleBank(seed=5, row_length=65536)
+    est = bank.estimate(fmt, rel_err=1e-3)
+    assert est.samples < 512 * 65536
+    errors, norms, _ = bank.run(fmt, rel_err=0.0, max_samples=est.samples)
+    g, se = _ratio_estimate(errors, norms)
+    assert se <= 1e-3 * g  # what stopped it
+    assert est.std_err < se / 2  # what it reports
+    table = lookup_gmse(fmt, row_length=4096, rel_err=1e-4)  # groups of 128: the row length does not matter
+    assert abs(est.gmse - table.gmse) <= 4 * math.hypot(est.std_err, table.std_err)

@@ -94,7 +94,9 @@ def test_groups_of_one_closed_forms(row_length):
     est = bank.estimate(resolve_format("sint4-g1-se8m0"), rel_err=1e-4, max_samples=1 << 21)
     errors, norms, _ = bank.run(resolve_format("sint4-g1-se8m0"), rel_err=0.0, max_samples=est.samples)
     g, se = _ratio_estimate(errors, norms)
-    assert _sound(est) and est.std_err < se and abs(est.gmse - g) <= 4 * se
+    # its one statistic explains nothing beyond the norm (1.00x): dropped at 512 rows, the
+    # ratio estimate stands
+    assert _sound(est) and (est.gmse, est.std_err) == pytest.approx((g, se), rel=1e-12)
 
 
 @pytest.mark.parametrize("base", ["sint", "fint"])

@@ -55,8 +55,9 @@ _MIN_BATCHES = 32  # batch units: with fewer, the stopping rule's pick of a low 
 # estimate costs coverage (nvfp4 from 16: 93.8% over 600 seeds; from 32: 95.6% over 900)
 _MIN_ROWS = 16  # row units: below this the row-variance estimate itself is too noisy
 _MIN_ROW_BATCHES = 4  # batches before stopping when rows are the units (and at least 16 rows)
-_MIN_CONTROL_ROWS = 512  # rows before a control-variate regression may stop: its standard error
-# is then within ~3% (at 128 rows the stopping rule's pick of a low one cost 1-3 points of coverage)
+_MIN_CONTROL_ROWS = 512  # rows before a control-variate regression may stop the sampling: its standard
+# error is then within ~3% (at 128 rows the stopping rule's pick of a low one cost 1-3 points of
+# coverage); before, the ratio estimate may stop it, and the regression is still what is reported
 _MIN_CONTROL_GAIN = 1.5  # at those rows, the variance reduction the statistics must show to be kept:
 # they cost 20-30% more time a batch (MX fp4/fp6 grids' 1.2-1.4x would not pay for it)
 DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements per format by default
@@ -200,9 +201,8 @@ class SampleBank:
             norms.append(n)
             if sums is not None:
                 sums = _worth_keeping(sums, e, n, self.control_rows(len(errors) - 1, controls))
-                may_stop = may_stop and (sums is None or sums.rows >= _MIN_CONTROL_ROWS)
             if may_stop:
-                g, se, _ = _estimate(errors, norms, sums)
+                g, se, _ = _estimate(errors, norms, _stopping(sums))
                 if g == 0.0 or se <= rel_err * g:
                     break
         return np.concatenate(errors), np.concatenate(norms), sums, len(errors)
@@ -255,9 +255,8 @@ class SampleBank:
             norms.append(n)
             if sums is not None:
                 sums = _worth_keeping(sums, ea - eb, n, self.control_rows(len(diffs) - 1, controls))
-                may_stop = may_stop and (sums is None or sums.rows >= _MIN_CONTROL_ROWS)
             if may_stop:
-                d, se, _ = _estimate(diffs, norms, sums)
+                d, se, _ = _estimate(diffs, norms, _stopping(sums))
                 scale = max(abs(d), float(np.concatenate(errors_b).sum() / np.concatenate(norms).sum()), 1e-300)
                 if se <= rel_err * scale:
                     break
@@ -278,6 +277,12 @@ def _worth_keeping(sums: RegressionSums, errors: np.ndarray, norms: np.ndarray, 
     if before < _MIN_CONTROL_ROWS <= sums.rows and sums.variance_reduction() < _MIN_CONTROL_GAIN:
         return None
     return sums
+
+
+def _stopping(sums: RegressionSums | None) -> RegressionSums | None:
+    """The regression that may decide when to stop: only from :data:`_MIN_CONTROL_ROWS` rows on
+    (before, the ratio estimate decides; long rows reach the target in fewer rows than that)."""
+    return sums if sums is not None and sums.rows >= _MIN_CONTROL_ROWS else None
 
 
 def _estimate(errors: list[np.ndarray], norms: list[np.ndarray], sums: RegressionSums | None) -> tuple[float, float, int]:
