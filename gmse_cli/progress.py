@@ -197,7 +197,8 @@ def task(
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), *tally, *shown,
         TimeRemainingColumn() if eta else TimeElapsedColumn(),
-        console=stderr_console(), transient=not keep,
+        # piped, rich draws nothing but a stray newline at the end; its lines (Task.log) still print
+        console=stderr_console(), transient=not keep, disable=not stderr_console().is_terminal,
     )
     task_id = bar.add_task(_describe(label, None), total=total, completed=completed, **dict.fromkeys(names, "-"))
     bar.start()
