@@ -99,7 +99,8 @@ def nested(runs, names, results, gmse, law):
     inner: dict[str, dict[tuple[int, int], np.ndarray]] = {}
     for name in names:
         start = time.perf_counter()
-        pred, _, ok, _ = refitter_for(runs, name, gmse, law, inside).run(trains)
+        refits = refitter_for(runs, name, gmse, law, inside).run(trains)
+        pred, ok = refits.pred, refits.ok
         inner[name] = {p: (pred[k] - y) if ok[k] else None for k, p in enumerate(pairs)}
         print(f"  {name}: {len(pairs)} pair refits ({time.perf_counter() - start:.0f} s)", flush=True)
     outer, chosen = [], []

@@ -23,6 +23,7 @@ from gmse_cli.fit.drivers import (
     run_drift,
     score_heldout,
 )
+from gmse_cli.fit.heldout import RefitRows
 from gmse_cli.fit.params import LAW
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import CapacityPoint, FamilyFit, FitResult, RunResidual
@@ -130,6 +131,7 @@ class CapacityRefits:
         pred = np.full((R, n), np.nan)
         logrho = np.full((R, n), np.nan)
         ok = np.zeros(R, dtype=bool)
+        objective = np.full(R, np.nan)  # the decoupled stage's: the curve stage has its own scale
         hold = np.zeros((R, len(problem.free)), dtype=bool)
         usable = np.ones(R, dtype=bool)
         position = {j: k for k, j in enumerate(problem.free)}
@@ -145,8 +147,8 @@ class CapacityRefits:
                     hold[r, position[j_phi]] = True
         rows = np.flatnonzero(usable)
         if rows.size == 0:
-            return pred, logrho, ok, notes
-        x, _, okr, _ = multistart_many(problem, dec.starts, trains[rows].astype(float), hold=hold[rows],
+            return RefitRows(pred, logrho, ok, notes, objective)
+        x, f, okr, _ = multistart_many(problem, dec.starts, trains[rows].astype(float), hold=hold[rows],
                                        values=np.zeros((len(rows), len(problem.free))), progress=progress)
         N, D = np.array([r.N for r in self.runs]), np.array([r.D for r in self.runs])
         for k, r in enumerate(rows):
@@ -178,4 +180,5 @@ class CapacityRefits:
             logrho[r] = [curve_log_rho(curves, self.stages[run.scheme]) for run in self.runs]
             pred[r] = np.log(A * (N * np.exp(logrho[r])) ** (-law["alpha"]) + B * D ** (-law["beta"]) + E)
             ok[r] = True
-        return pred, logrho, ok, notes
+            objective[r] = f[k]
+        return RefitRows(pred, logrho, ok, notes, objective)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from gmse_cli.fit.prior import likelihood_scale
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import HeldoutEntry, HeldoutReport
 
-__all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "group_labels", "LossRefits", "heldout_reports"]
+__all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "group_labels", "RefitRows", "LossRefits", "heldout_reports"]
 
 UNIDENTIFIED_RHO = 1e-6
 """A refit whose capacity for some run falls below this has run off along a flat direction
@@ -55,10 +56,26 @@ HELDOUT_METHOD = (
     "of whose runs were fitted (outside the law's domain) is predicted by the full fit. heldout_scheme_rmse and "
     "heldout_group_rmse: RMSE of the held-out residuals over every tested run inside the domain; "
     "heldout_outside_rmse: the same over the runs outside it (scheme split). Per-run residuals: "
-    "residuals[].heldout_scheme and .heldout_group. When scheme_weighted is true, the full fit and every refit "
-    "weigh each fitted run's Huber term by 1/(its scheme's fitted runs), times (fitted runs)/(fitted schemes); a "
-    "refit keeps the remaining runs' weights."
+    "residuals[].heldout_scheme and .heldout_group. Objective minimized (the fit's objective; each cold refit's is "
+    "heldout_schemes/heldout_groups entries[].objective): the sum over the fitted runs of Huber(log(predicted "
+    "loss) - log(observed loss)), Huber(r) = r^2/2 for |r| <= huber_delta and huber_delta (|r| - huber_delta/2) "
+    "beyond; A, B, E and each family's L, F, C are fitted through their logarithms (positive, no other bounds); "
+    "predicted loss = A (N rho)^-alpha + B D^-beta + E, in the unified model rho = the product over the scheme's "
+    "capacities[].stage_gmse of L tanh(F log_1/4 GMSE)^C with that family's constants (families[]). With a prior: "
+    "c times that sum plus the prior's quadratic term; capacity model: the objective of its decoupled stage. When scheme_weighted is true, the full fit and every refit weigh each fitted run's Huber term "
+    "by 1/(its scheme's fitted runs), times (fitted runs)/(fitted schemes); a refit keeps the remaining runs' "
+    "weights."
 )
+
+
+class RefitRows(NamedTuple):
+    """What a refitter's ``run`` returns for R rows of data weights over n runs."""
+
+    pred: np.ndarray  # (R, n) log-loss predictions (NaN: the row's refit was not made)
+    logrho: np.ndarray  # (R, n) log-capacities (NaN: not made, or not identified)
+    ok: np.ndarray  # (R,) whether the row's refit was made and reached a finite objective
+    notes: list[str]  # (R,) why a row was not made, or what to know about its capacities
+    objective: np.ndarray  # (R,) the refit's minimized objective on its own runs (NaN: not made)
 
 
 def group_labels(stages_of_run: Sequence[Sequence[tuple[object, float]]]) -> tuple[list[tuple], np.ndarray]:
@@ -118,9 +135,8 @@ class LossRefits:
                 hold[position[j]], values[position[j]] = True, value
         return hold, values
 
-    def run(self, trains: np.ndarray, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """Log-loss predictions (R, n) and log-capacities (R, n) of cold refits on rows ``trains``,
-        whether each succeeded (R,), and a note per row (why it was not made)."""
+    def run(self, trains: np.ndarray, progress=None) -> RefitRows:
+        """Cold refits on rows ``trains`` (see :class:`RefitRows`)."""
         R, n = trains.shape
         notes = [""] * R
         hold = np.zeros((R, len(self.problem.free)), dtype=bool)
@@ -135,9 +151,10 @@ class LossRefits:
         pred = np.full((R, n), np.nan)
         logrho = np.full((R, n), np.nan)
         ok = np.zeros(R, dtype=bool)
+        objective = np.full(R, np.nan)
         rows = np.flatnonzero(usable)
         if rows.size == 0:
-            return pred, logrho, ok, notes
+            return RefitRows(pred, logrho, ok, notes, objective)
         W = trains[rows].astype(float)
         if self.run_weight is not None:
             W = W * self.run_weight
@@ -148,8 +165,9 @@ class LossRefits:
             theta_f = self.free_problem.full(np.where(okf[:, None], xf, 0.0))
             resid = self.free_problem.objective.predict(theta_f) - self.free_problem.objective.y
             extra["scale"] = np.array([likelihood_scale(resid[k, W[k] > 0], self.delta) for k in range(len(rows))])
-        x, _, okr, _ = multistart_many(self.problem, self.starts, W, hold=hold[rows], values=values[rows],
+        x, f, okr, _ = multistart_many(self.problem, self.starts, W, hold=hold[rows], values=values[rows],
                                        extra=extra, progress=progress)
+        objective[rows] = np.where(okr, f, np.nan)
         theta = self.problem.full(np.where(okr[:, None], x, 0.0))
         pred[rows] = self.problem.objective.predict(theta)
         logrho[rows] = self.problem.objective.logrho(theta)
@@ -160,7 +178,7 @@ class LossRefits:
             elif np.min(logrho[r]) < math.log(UNIDENTIFIED_RHO):
                 notes[r] = self.unidentified_note(theta[k], float(np.min(logrho[r])))
                 logrho[r] = np.nan  # not a capacity anyone should read; the predictions still are
-        return pred, logrho, ok, notes
+        return RefitRows(pred, logrho, ok, notes, objective)
 
     def unidentified_note(self, theta: np.ndarray, min_logrho: float) -> str:
         """Why a refit's capacities are not reported: the constants that ran off along a flat direction."""
@@ -202,10 +220,10 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
     R = len(rows)
     if R:
         with task("held-out refits", total=R * refitter.refits_per_row(), enabled=progress) as bar:
-            pred, logrho, ok, notes = refitter.run(np.array(rows), progress=bar if bar.enabled else None)
+            pred, logrho, ok, notes, objective = refitter.run(np.array(rows), progress=bar if bar.enabled else None)
     else:
         pred = logrho = np.zeros((0, len(y)))
-        ok, notes = np.zeros(0, dtype=bool), []
+        ok, notes, objective = np.zeros(0, dtype=bool), [], np.zeros(0)
 
     reports: dict[str, HeldoutReport] = {}
     residuals: dict[str, np.ndarray] = {}
@@ -214,10 +232,12 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
         entries: list[HeldoutEntry] = []
         for part, row in enumerate(plan[split]):
             members = np.flatnonzero(labels == part)
+            f = None
             if row is None:
                 p, lr, status, note = full_pred, full_logrho, "full", ""
             elif ok[row]:
                 p, lr, status, note = pred[row], logrho[row], "cold", notes[row]
+                f = float(objective[row])
             else:
                 p, lr, status, note = None, None, "none", notes[row]
             if p is not None:
@@ -235,7 +255,7 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
                     bias=None if p is None else float(np.mean(e)),
                     rho_full=float(np.exp(full_logrho[sel[0]])),
                     rho_heldout=None if lr is None or not np.isfinite(lr[sel[0]]) else float(np.exp(lr[sel[0]])),
-                    refit=status, note=note,
+                    refit=status, note=note, objective=f,
                 ))
         tested = np.isfinite(resid)
         ins, outs = tested & inside, tested & ~inside

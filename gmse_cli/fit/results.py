@@ -99,6 +99,9 @@ class HeldoutEntry(Frozen):
         description="cold: a cold refit without its runs; full: its runs were never fitted, so the full fit "
                     "predicts them; none: untested (see note)")
     note: str = ""
+    objective: float | None = Field(
+        default=None, description="the cold refit's minimized objective on its own runs, defined as the fit's "
+                                  "objective (capacity model: its decoupled stage's); None unless refit is cold")
 
 
 LosoEntry = HeldoutEntry  # its earlier name (leave-one-scheme-out entries)
