@@ -125,11 +125,17 @@ def test_sampled_entries_agree_with_a_fresh_engine_run(table, name):
     assert abs(fresh.gmse - entry.gmse) <= 4.5 * math.hypot(fresh.std_err, entry.std_err)
 
 
-def test_lookups_read_the_table_when_precise_enough(table, monkeypatch, tmp_path):
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    """A GMSE cache of this test's own: the session's holds whatever other tests computed
+    (`uscl rank ... lm3-g256`, nvfp4 at rows of 2048), in an order xdist decides."""
     from gmse_cli.gmse import cache
 
-    # an empty cache: the session's may hold what other tests computed (nvfp4 at 2048 entries)
     monkeypatch.setattr(cache, "gmse_cache_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def test_lookups_read_the_table_when_precise_enough(table, empty_cache):
     int4, nvfp4 = resolve_format("int4"), resolve_format("nvfp4")
     est = lookup_gmse(nvfp4, row_length=4096, rel_err=1e-3)
     entry = shipped_table()[gmse_key(nvfp4, 4096)]
@@ -152,7 +158,7 @@ def test_forcing_a_method_or_a_backend_bypasses_the_table():
 # --------------------------------------------------------------------------------------------
 
 
-def test_cache_stores_reads_and_refreshes(_private_gmse_cache):
+def test_cache_stores_reads_and_refreshes(empty_cache):
     fmt = resolve_format("lm3-g256")  # not in the table
     key = gmse_key(fmt, 4096)
     assert read_cached(key) is None
@@ -174,10 +180,10 @@ def test_cache_stores_reads_and_refreshes(_private_gmse_cache):
     assert off.method == "monte-carlo" and read_cached(key).seed == 6
 
 
-def test_a_damaged_or_misfiled_entry_is_recomputed(_private_gmse_cache):
+def test_a_damaged_or_misfiled_entry_is_recomputed(empty_cache):
     fmt = resolve_format("lm2-g512")
     key = gmse_key(fmt, 4096)
-    path = _private_gmse_cache / f"{key}.json"
+    path = empty_cache / f"{key}.json"
     for damage in ('{"key": "', "not json", json.dumps({"key": "0" * 64})):
         path.write_text(damage)
         assert read_cached(key) is None
@@ -189,12 +195,12 @@ def test_a_damaged_or_misfiled_entry_is_recomputed(_private_gmse_cache):
     assert read_cached(key) is None
 
 
-def test_an_entry_holding_an_impossible_value_is_recomputed(_private_gmse_cache):
+def test_an_entry_holding_an_impossible_value_is_recomputed(empty_cache):
     # Valid JSON under the right key whose GMSE is inf (1e400 parses as inf), nan or negative:
     # the inf one served every request (std_err <= rel_err * inf) and printed "inf ... cache".
     fmt = resolve_format("lm2-g512")
     key = gmse_key(fmt, 4096)
-    path = _private_gmse_cache / f"{key}.json"
+    path = empty_cache / f"{key}.json"
     (good,) = estimate_gmse([fmt], rel_err=1e-2, cache="use")
     whole = path.read_text()
     for field, bad in (("gmse", "1e400"), ("gmse", "NaN"), ("gmse", "-1.0"), ("std_err", "Infinity"),
@@ -208,7 +214,7 @@ def test_an_entry_holding_an_impossible_value_is_recomputed(_private_gmse_cache)
         assert est.gmse == pytest.approx(good.gmse, rel=0.05)
 
 
-def test_exact_values_are_cached_too(_private_gmse_cache):
+def test_exact_values_are_cached_too(empty_cache):
     fmt = resolve_format("lm5")  # single-stage, rms per row: exact, outside the table
     (first,) = estimate_gmse([fmt], cache="use")
     (again,) = estimate_gmse([fmt], cache="use")
