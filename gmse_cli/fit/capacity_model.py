@@ -181,4 +181,6 @@ class CapacityRefits:
             pred[r] = np.log(A * (N * np.exp(logrho[r])) ** (-law["alpha"]) + B * D ** (-law["beta"]) + E)
             ok[r] = True
             objective[r] = f[k]
-        return RefitRows(pred, logrho, ok, notes, objective)
+        # With a prior every decoupled refit keeps the full fit's c (no free refit per row).
+        scale = dec.result.prior_scale
+        return RefitRows(pred, logrho, ok, notes, objective, None if scale is None else np.full(R, scale))

@@ -383,6 +383,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         bootstrap=bootstrap, bootstrap_failed=failed, starts=n_starts, converged=True, seed=seed,
         data_files=list(data_files) or sorted({r.source for r in runs if r.source}), notes=notes,
         n_fitted=int(train.sum()), prior=None if not prior else _describe_prior(prior),
+        prior_scale=float(scale) if prior else None,
         fitted_range=_fitted_range(runs, train, data_files, stages_of_run),
         drift=None if model == "dense" else run_drift(runs, implied, logrho, train),
         **heldout_fields(heldout, model),

@@ -61,10 +61,20 @@ HELDOUT_METHOD = (
     "loss) - log(observed loss)), Huber(r) = r^2/2 for |r| <= huber_delta and huber_delta (|r| - huber_delta/2) "
     "beyond; A, B, E and each family's L, F, C are fitted through their logarithms (positive, no other bounds); "
     "predicted loss = A (N rho)^-alpha + B D^-beta + E, in the unified model rho = the product over the scheme's "
-    "capacities[].stage_gmse of L tanh(F log_1/4 GMSE)^C with that family's constants (families[]). With a prior: "
-    "c times that sum plus the prior's quadratic term; capacity model: the objective of its decoupled stage. When scheme_weighted is true, the full fit and every refit weigh each fitted run's Huber term "
-    "by 1/(its scheme's fitted runs), times (fitted runs)/(fitted schemes); a refit keeps the remaining runs' "
-    "weights."
+    "capacities[].stage_gmse of L tanh(F log_1/4 GMSE)^C with that family's constants (families[]). When "
+    "scheme_weighted is true, the full fit and every refit weigh each fitted run's Huber term by 1/(its scheme's "
+    "fitted runs), times (fitted runs)/(fitted schemes), counted over the full fit's runs; a refit keeps the "
+    "remaining runs' weights. With a prior (prior: each constant's centre +/- sigma): that sum plus "
+    "sum_k (v_k - centre_k)^2 / (2 sigma_k^2) / c over the prior's constants that are free, v_k in natural units "
+    "(E, L, F, C, not their logarithms); c (prior_scale) = (share of the fitted runs with |r| <= huber_delta) / "
+    "(mean over them of clip(r, -huber_delta, huber_delta)^2), r the unweighted residuals of the fit without the "
+    "prior on the same runs, so each cold refit first refits without the prior on its runs (its c: entries[]."
+    "prior_scale). Capacity model: the objective of its decoupled stage, the same sum with log rho a free "
+    "constant per scheme (capacities[].rho, the reference scheme's 1) and the law constants it reports (a prior "
+    "applies to alpha, beta, E only, and every refit keeps the full fit's c); its "
+    "predictions (residuals[]) use the curves (families[]), fitted to the fitted schemes' (stage GMSEs, "
+    "capacities[].rho) points by Huber on rho (its delta in notes), with those law constants; a cold refit "
+    "repeats both stages and cannot leave out the reference scheme."
 )
 
 
@@ -76,6 +86,7 @@ class RefitRows(NamedTuple):
     ok: np.ndarray  # (R,) whether the row's refit was made and reached a finite objective
     notes: list[str]  # (R,) why a row was not made, or what to know about its capacities
     objective: np.ndarray  # (R,) the refit's minimized objective on its own runs (NaN: not made)
+    scale: np.ndarray | None = None  # (R,) a MAP refit's likelihood scale c (None: no prior)
 
 
 def group_labels(stages_of_run: Sequence[Sequence[tuple[object, float]]]) -> tuple[list[tuple], np.ndarray]:
@@ -159,12 +170,15 @@ class LossRefits:
         if self.run_weight is not None:
             W = W * self.run_weight
         extra = {}
+        scale = None
         if self.free_problem is not None:  # each prior refit's c from a free refit on the same runs
             xf, _, okf, _ = multistart_many(self.free_problem, self.starts, W, hold=hold[rows], values=values[rows],
                                             progress=progress)
             theta_f = self.free_problem.full(np.where(okf[:, None], xf, 0.0))
             resid = self.free_problem.objective.predict(theta_f) - self.free_problem.objective.y
             extra["scale"] = np.array([likelihood_scale(resid[k, W[k] > 0], self.delta) for k in range(len(rows))])
+            scale = np.full(R, np.nan)
+            scale[rows] = extra["scale"]
         x, f, okr, _ = multistart_many(self.problem, self.starts, W, hold=hold[rows], values=values[rows],
                                        extra=extra, progress=progress)
         objective[rows] = np.where(okr, f, np.nan)
@@ -178,7 +192,7 @@ class LossRefits:
             elif np.min(logrho[r]) < math.log(UNIDENTIFIED_RHO):
                 notes[r] = self.unidentified_note(theta[k], float(np.min(logrho[r])))
                 logrho[r] = np.nan  # not a capacity anyone should read; the predictions still are
-        return RefitRows(pred, logrho, ok, notes, objective)
+        return RefitRows(pred, logrho, ok, notes, objective, scale)
 
     def unidentified_note(self, theta: np.ndarray, min_logrho: float) -> str:
         """Why a refit's capacities are not reported: the constants that ran off along a flat direction."""
@@ -220,10 +234,11 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
     R = len(rows)
     if R:
         with task("held-out refits", total=R * refitter.refits_per_row(), enabled=progress) as bar:
-            pred, logrho, ok, notes, objective = refitter.run(np.array(rows), progress=bar if bar.enabled else None)
+            pred, logrho, ok, notes, objective, scale = refitter.run(np.array(rows),
+                                                                     progress=bar if bar.enabled else None)
     else:
         pred = logrho = np.zeros((0, len(y)))
-        ok, notes, objective = np.zeros(0, dtype=bool), [], np.zeros(0)
+        ok, notes, objective, scale = np.zeros(0, dtype=bool), [], np.zeros(0), None
 
     reports: dict[str, HeldoutReport] = {}
     residuals: dict[str, np.ndarray] = {}
@@ -232,12 +247,13 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
         entries: list[HeldoutEntry] = []
         for part, row in enumerate(plan[split]):
             members = np.flatnonzero(labels == part)
-            f = None
+            f = c = None
             if row is None:
                 p, lr, status, note = full_pred, full_logrho, "full", ""
             elif ok[row]:
                 p, lr, status, note = pred[row], logrho[row], "cold", notes[row]
                 f = float(objective[row])
+                c = None if scale is None else float(scale[row])
             else:
                 p, lr, status, note = None, None, "none", notes[row]
             if p is not None:
@@ -255,7 +271,7 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
                     bias=None if p is None else float(np.mean(e)),
                     rho_full=float(np.exp(full_logrho[sel[0]])),
                     rho_heldout=None if lr is None or not np.isfinite(lr[sel[0]]) else float(np.exp(lr[sel[0]])),
-                    refit=status, note=note, objective=f,
+                    refit=status, note=note, objective=f, prior_scale=c,
                 ))
         tested = np.isfinite(resid)
         ins, outs = tested & inside, tested & ~inside

@@ -102,6 +102,9 @@ class HeldoutEntry(Frozen):
     objective: float | None = Field(
         default=None, description="the cold refit's minimized objective on its own runs, defined as the fit's "
                                   "objective (capacity model: its decoupled stage's); None unless refit is cold")
+    prior_scale: float | None = Field(
+        default=None, description="a MAP refit's likelihood scale c, from a free refit on the same runs; None "
+                                  "without a prior or unless refit is cold")
 
 
 LosoEntry = HeldoutEntry  # its earlier name (leave-one-scheme-out entries)
@@ -213,6 +216,9 @@ class FitResult(Frozen):
     fitted_range: FittedRange | None = Field(
         default=None, description="N and D/N of the fitted runs: a law from this fit flags predictions beyond them")
     prior: str | None = Field(default=None, description="the Gaussian prior of a MAP fit, if any")
+    prior_scale: float | None = Field(
+        default=None, description="a MAP fit's likelihood scale c (heldout_method defines it); the objective is the "
+                                  "Huber sum plus the prior's quadratic term divided by c")
     scheme_weighted: bool = Field(
         default=False, description="each scheme's runs weighted 1/(its runs) in the fit and every refit (--weigh-schemes)")
     drift: DriftReport | None = None
