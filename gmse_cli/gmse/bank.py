@@ -17,9 +17,11 @@ error itself is then precise, so sampling can stop after 4 batches instead of 32
 meets 1e-3 in 4-8 batches, stops up to 8x sooner), and the stopping rule (stop when the
 estimated error first reaches ``rel_err``) no longer favours an underestimated error.
 
-An int-grid format whose scales come from its groups' extremes is estimated by a control-variate
-regression on row statistics with exact Gaussian means (:mod:`.control`): 4-12x less variance
-for absmax int grids, so as many times fewer samples; it may stop from 512 rows.
+An int-grid format whose scales come from its groups' extremes (and an e4m3fn-like MX grid) is
+estimated by a control-variate regression on row statistics with exact Gaussian means
+(:mod:`.control`): 4-12x less variance for absmax int grids, so as many times fewer samples.
+The regression may stop the sampling from 512 rows (before, the ratio estimate may); statistics
+that show less than 1.5x there are dropped and the ratio estimate goes on without them.
 """
 
 from __future__ import annotations
