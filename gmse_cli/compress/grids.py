@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gmse_cli.compress.normal import ndtr, ndtri
 from gmse_cli.errors import SpecError
 from gmse_cli.memo import remembered
 from gmse_cli.spec import FpStyle, GridKind, IntStyle, Overflow, Quantize, fp_max
@@ -206,8 +207,6 @@ def _phi(t: np.ndarray) -> np.ndarray:
 
 def _mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Phi(b) - Phi(a) for a <= b, from the side where it is not a difference of near-ones."""
-    from scipy.special import ndtr  # scipy only where quadrature runs: it costs 0.3 s to import
-
     return np.where(a > 0, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
 
 
@@ -450,18 +449,16 @@ def lloyd_max_levels(bits: int, *, tol: float = 1e-12, max_iter: int = 200) -> n
 
 @cache
 def _lloyd_max_levels(bits: int, tol: float, max_iter: int) -> np.ndarray:
-    from scipy.linalg import solve_banded
-    from scipy.special import ndtri
-
     n = 2**bits
     half = n // 2
     # Start from Panter-Dite companding (level density ~ phi^(1/3), i.e. quantiles of N(0, 3)).
-    y = math.sqrt(3.0) * ndtri(0.5 + (np.arange(half) + 0.5) / n)
+    y = math.sqrt(3.0) * np.array([ndtri(0.5 + (i + 0.5) / n) for i in range(half)])
     for _ in range(max_iter):
         g, jac = _centroids(y)
-        # Newton on F(y) = g(y) - y: (J - I) dy = -(g - y); J is tridiagonal (banded form).
-        jac[1] -= 1.0
-        step = solve_banded((1, 1), jac, y - g)
+        # Newton on F(y) = g(y) - y: (J - I) dy = -(g - y); J is tridiagonal (banded form),
+        # at most 128 x 128: solved dense, without importing scipy.linalg for a banded solver.
+        dense = np.diag(jac[1] - 1.0) + np.diag(jac[0, 1:], 1) + np.diag(jac[2, :-1], -1)
+        step = np.linalg.solve(dense, y - g)
         y = y + step
         if np.max(np.abs(step)) < tol:
             break

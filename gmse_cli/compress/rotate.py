@@ -16,7 +16,6 @@ import math
 
 import numba
 import numpy as np
-from scipy.linalg import hadamard as _dense_hadamard
 
 from gmse_cli.compress.checks import check_input
 from gmse_cli.spec import Rotate
@@ -44,8 +43,10 @@ def _validate(x: np.ndarray, stage: Rotate) -> np.ndarray:
 
 
 def _hadamard_reference(x: np.ndarray, stage: Rotate, inverse: bool) -> np.ndarray:
+    from scipy.linalg import hadamard  # the reference only: the kernels need no scipy
+
     block = stage.block
-    h = _dense_hadamard(block).astype(np.float64) / np.sqrt(block)  # symmetric: H^T = H
+    h = hadamard(block).astype(np.float64) / np.sqrt(block)  # symmetric: H^T = H
     d = signs(stage).astype(np.float64)
     v = x.astype(np.float64).reshape(-1, block)  # (rows * blocks, block)
     v = (v @ h) * d if inverse else (v * d) @ h

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
 
+from gmse_cli.compress.normal import binomial_cdf, chi2_cdf, erfinv, ndtri
 from gmse_cli.errors import SpecError
 
 __all__ = ["magnitude_gmse", "nm_gmse"]
@@ -35,8 +35,8 @@ def magnitude_gmse(sparsity: float) -> float:
     if s < _CANCELS_BELOW:
         # s - 2 t phi(t) cancels to nothing (below s = 1e-6 it went negative). The same loss as
         # E[chi2_1; chi2_1 < t^2] = P(3/2, t^2 / 2), t^2 / 2 = erfinv(s)^2, without cancellation.
-        return float(special.gammainc(1.5, special.erfinv(s) ** 2))
-    t = float(special.ndtri((1.0 + s) / 2.0))
+        return float(chi2_cdf(3, 2.0 * erfinv(s) ** 2)[0])
+    t = -ndtri((1.0 - s) / 2.0)  # Phi^-1((1 + s) / 2), from the side that keeps 1 - s
     phi = math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
     return s - 2.0 * t * phi  # 2 Phi(t) - 1 = s by the choice of t
 
@@ -67,14 +67,13 @@ def nm_gmse(n: int, m: int, k: int = 1) -> float:
         return 0.0
     # The integrand is smooth and negligible beyond sqrt(k) + 11 (density < 1e-26 there).
     nodes, weights = _nm_nodes(11.0 + math.sqrt(k))
+    cdf, survival = chi2_cdf(k, nodes * nodes)
     if k == 1:
-        cdf = special.erf(nodes / math.sqrt(2.0))
         density = math.sqrt(2.0 / math.pi) * np.exp(-0.5 * nodes * nodes)
     else:
-        cdf = special.gammainc(k / 2.0, 0.5 * nodes * nodes)
         log_norm = (1.0 - k / 2.0) * math.log(2.0) - math.lgamma(k / 2.0)  # log of f_k's constant
         density = np.exp(log_norm + (k - 1) * np.log(nodes) - 0.5 * nodes * nodes) / k
-    pruned = special.bdtr(m - n - 1, m - 1, cdf)
+    pruned = binomial_cdf(m - n - 1, m - 1, cdf, survival)
     return float(np.sum(weights * nodes * nodes * density * pruned))
 
 

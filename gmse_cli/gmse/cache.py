@@ -40,10 +40,13 @@ def write_cached(entry: StoredGmse) -> None:
 
     A cache that cannot be written (a read-only home, a full disk) costs speed, not
     correctness: the entry is then simply not stored. Not fsync'd (``uscl gmse --all
-    --recompute`` writes 70 entries): one a crash leaves damaged reads as a miss."""
+    --recompute`` writes 70 entries): one a crash leaves damaged reads as a miss. A file that
+    already holds exactly these bytes (a recomputation on the same seed) is left alone."""
+    data = entry.model_dump_json(indent=1).encode()
     try:
-        write_atomic(
-            gmse_cache_dir() / f"{entry.key}.json", entry.model_dump_json(indent=1).encode(), mode=0o644, durable=False
-        )
+        path = gmse_cache_dir() / f"{entry.key}.json"
+        if path.is_file() and path.read_bytes() == data:
+            return
+        write_atomic(path, data, mode=0o644, durable=False)
     except OSError:
         pass
