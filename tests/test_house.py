@@ -91,6 +91,10 @@ def test_the_gmse_engine_does_not_import_the_training_extra():
     assert offenders == []
 
 
+# public, documented standard-library functions whose names happen to start with "_"
+_DOCUMENTED_UNDERSCORE_NAMES = {"os._exit"}
+
+
 def test_no_module_borrows_private_names():
     borrowed = []
     for path in MODULES:
@@ -106,7 +110,8 @@ def test_no_module_borrows_private_names():
                    for a in n.names}
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id in aliases and node.attr.startswith("_") and not node.attr.startswith("__")):
+                    and node.value.id in aliases and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and f"{node.value.id}.{node.attr}" not in _DOCUMENTED_UNDERSCORE_NAMES):
                 borrowed.append(f"{path.relative_to(PACKAGE)}: {node.value.id}.{node.attr}")
     assert borrowed == []
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gmse_cli.compress.normal import ndtr, ndtri
+from gmse_cli.compress.normal import ndtri, normal_tail
 from gmse_cli.errors import SpecError
 from gmse_cli.memo import remembered
 from gmse_cli.spec import FpStyle, GridKind, IntStyle, Overflow, Quantize, fp_max
@@ -206,8 +206,11 @@ def _phi(t: np.ndarray) -> np.ndarray:
 
 
 def _mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Phi(b) - Phi(a) for a <= b, from the side where it is not a difference of near-ones."""
-    return np.where(a > 0, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
+    """Phi(b) - Phi(a) for a <= b, from the tail masses beyond |a| and |b|: never a difference
+    of near-ones, and one erfc per end."""
+    tails = normal_tail(np.concatenate([a, b]))
+    ta, tb = tails[: len(a)], tails[len(a) :]
+    return np.where(a > 0, ta - tb, np.where(b <= 0, tb - ta, (1.0 - tb) - ta))
 
 
 def _cell_moments(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
