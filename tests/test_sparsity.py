@@ -282,3 +282,31 @@ def test_magnitude_gmse_of_a_small_sparsity_is_accurate(s):
     series = 2 / math.sqrt(2 * math.pi) * (t**3 / 3 - t**5 / 10 + t**7 / 56 - t**9 / 432 + t**11 / 4224)
     assert magnitude_gmse(s) == pytest.approx(series, rel=1e-12, abs=0.0)
 
+
+def _nm_gmse_in_u(n: int, m: int, k: int) -> float:
+    """nm_gmse by scipy's adaptive quadrature over the CDF value u = F(r) instead of r: the
+    chi-square quantile times P[Binomial(m - 1, u) <= m - n - 1], breakpoints across its step."""
+    from scipy import special as sp
+    from scipy import stats as st
+
+    p = (m - n - 0.5) / (m - 1)
+    width = math.sqrt(p * (1 - p) / (m - 1))
+    points = sorted({min(max(p + j * width, 1e-12), 1 - 1e-12) for j in range(-12, 13, 2)})
+    value = integrate.quad(lambda u: st.chi2.ppf(u, k) * sp.bdtr(m - n - 1, m - 1, u), 0, 1,
+                           points=points, limit=2000, epsabs=0, epsrel=1e-13)[0]
+    return value / k
+
+
+@pytest.mark.parametrize("n, m, k", [(2048, 4096, 1), (410, 4096, 1), (3686, 4096, 1), (256, 512, 8), (63, 64, 1)])
+def test_nm_gmse_row_wide_groups_match_quadrature_in_u(n, m, k):
+    """Groups as wide as a row (the magnitude and block pruning of a row, kept units counted):
+    the binomial factor steps within 0.01 of r, which the panels refine around."""
+    assert sparsity.nm_gmse(n, m, k) == pytest.approx(_nm_gmse_in_u(n, m, k), rel=1e-11)
+
+
+def test_row_magnitude_pruning_of_finite_rows_loses_more_than_the_limit():
+    # keeping the 2048 largest of 4096 loses 0.09% more than the infinite-row limit (c / L, c = 3.7)
+    finite = sparsity.nm_gmse(2048, 4096)
+    assert finite == pytest.approx(_nm_gmse_in_u(2048, 4096, 1), rel=1e-11)
+    assert 8e-4 < finite / sparsity.magnitude_gmse(0.5) - 1 < 1e-3
+

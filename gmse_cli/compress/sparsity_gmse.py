@@ -66,24 +66,56 @@ def nm_gmse(n: int, m: int, k: int = 1) -> float:
     if n == m:
         return 0.0
     # The integrand is smooth and negligible beyond sqrt(k) + 11 (density < 1e-26 there).
-    nodes, weights = _nm_nodes(11.0 + math.sqrt(k))
+    upper = 11.0 + math.sqrt(k)
+    nodes, weights = _nm_nodes(upper, _transition(n, m, k, upper))
     cdf, survival = chi2_cdf(k, nodes * nodes)
-    if k == 1:
-        density = math.sqrt(2.0 / math.pi) * np.exp(-0.5 * nodes * nodes)
-    else:
-        log_norm = (1.0 - k / 2.0) * math.log(2.0) - math.lgamma(k / 2.0)  # log of f_k's constant
-        density = np.exp(log_norm + (k - 1) * np.log(nodes) - 0.5 * nodes * nodes) / k
+    density = _chi_density(k, nodes)
     pruned = binomial_cdf(m - n - 1, m - 1, cdf, survival)
     return float(np.sum(weights * nodes * nodes * density * pruned))
 
 
+def _chi_density(k: int, r: np.ndarray) -> np.ndarray:
+    """The chi density with ``k`` degrees of freedom, divided by ``k``."""
+    if k == 1:
+        return math.sqrt(2.0 / math.pi) * np.exp(-0.5 * r * r)
+    log_norm = (1.0 - k / 2.0) * math.log(2.0) - math.lgamma(k / 2.0)  # log of f_k's constant
+    with np.errstate(divide="ignore"):
+        return np.exp(log_norm + (k - 1) * np.log(r) - 0.5 * r * r) / k
+
+
 _NM_NODES = 24  # per panel; panels at most one unit of r wide, 24 at least
+_FINE_SPAN = 12  # the step's half-width in its own widths: the binomial tail is < 1e-30 beyond
 
 
-def _nm_nodes(upper: float) -> tuple[np.ndarray, np.ndarray]:
-    """Composite Gauss-Legendre nodes and weights on [0, upper]."""
+def _transition(n: int, m: int, k: int, upper: float) -> tuple[float, float] | None:
+    """Where P[Binomial(m - 1, F(r)) <= m - n - 1] steps from 1 to 0, and its width, both in
+    r, if the step is too narrow for the regular panels (many units: a row-wide group of 4096
+    entries steps within 0.01); None otherwise (N:M up to M = 64 here)."""
+    p = (m - n - 0.5) / (m - 1)
+    if not 0.0 < p < 1.0:
+        return None
+    lo, hi = 0.0, upper
+    for _ in range(60):  # bisection for F(r) = p: the chi CDF, monotone in r
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if chi2_cdf(k, np.array([mid * mid]))[0][0] < p else (lo, mid)
+    center = 0.5 * (lo + hi)
+    width = math.sqrt(p * (1.0 - p) / (m - 1)) / float(k * _chi_density(k, np.array([center]))[0])
+    regular = upper / max(24, math.ceil(upper))
+    return (center, width) if width < regular / 8 else None
+
+
+def _nm_nodes(upper: float, fine: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Composite Gauss-Legendre nodes and weights on [0, upper]; with ``fine`` = (center,
+    width), extra panel edges every half width within :data:`_FINE_SPAN` widths of center."""
     panels = max(24, math.ceil(upper))
     x, w = np.polynomial.legendre.leggauss(_NM_NODES)
-    half = upper / (2 * panels)
-    centers = half * (2 * np.arange(panels) + 1.0)
-    return (centers[:, None] + half * x).ravel(), np.tile(half * w, panels)
+    if fine is None:
+        half = upper / (2 * panels)
+        centers = half * (2 * np.arange(panels) + 1.0)
+        return (centers[:, None] + half * x).ravel(), np.tile(half * w, panels)
+    center, width = fine
+    extra = center + 0.5 * width * np.arange(-2 * _FINE_SPAN, 2 * _FINE_SPAN + 1)
+    edges = np.unique(np.concatenate([np.linspace(0.0, upper, panels + 1), np.clip(extra, 0.0, upper)]))
+    halves = 0.5 * np.diff(edges)
+    centers = edges[:-1] + halves
+    return (centers[:, None] + halves[:, None] * x).ravel(), (halves[:, None] * w).ravel()
