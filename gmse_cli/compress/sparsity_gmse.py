@@ -57,7 +57,10 @@ def nm_gmse(n: int, m: int, k: int = 1) -> float:
     analytic, times ``r^(k+1) exp(-r^2/2)``), so composite Gauss-Legendre converges
     geometrically: panels at most one unit wide of :data:`_NM_NODES` nodes each reach the
     float64 rounding level (scipy.integrate.quad agrees to 2e-16 for units of up to 16 entries;
-    importing it would cost 0.3 s).
+    importing it would cost 0.3 s). Groups of many units (a row pruned by magnitude is a group
+    of the whole row) make the binomial factor a step narrower than a panel, around which the
+    panels are refined (:func:`_transition`): within 2e-13 of scipy's adaptive quadrature over
+    the CDF for groups of 4096.
     For 2:4x2 this is 5/24 (chi2_2 is exponential).
     """
     ints = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (n, m, k))
@@ -85,6 +88,7 @@ def _chi_density(k: int, r: np.ndarray) -> np.ndarray:
 
 _NM_NODES = 24  # per panel; panels at most one unit of r wide, 24 at least
 _FINE_SPAN = 12  # the step's half-width in its own widths: the binomial tail is < 1e-30 beyond
+_CHI_DENSITY_MAX = 0.8  # above every chi density's peak (k = 1: sqrt(2 / pi) = 0.798, at 0)
 
 
 def _transition(n: int, m: int, k: int, upper: float) -> tuple[float, float] | None:
@@ -92,15 +96,16 @@ def _transition(n: int, m: int, k: int, upper: float) -> tuple[float, float] | N
     r, if the step is too narrow for the regular panels (many units: a row-wide group of 4096
     entries steps within 0.01); None otherwise (N:M up to M = 64 here)."""
     p = (m - n - 0.5) / (m - 1)
-    if not 0.0 < p < 1.0:
-        return None
+    regular = upper / max(24, math.ceil(upper))
+    spread = math.sqrt(p * (1.0 - p) / (m - 1)) if 0.0 < p < 1.0 else 0.0
+    if spread / _CHI_DENSITY_MAX >= regular / 8 or spread == 0.0:
+        return None  # wide however steep the CDF (2:4's step spans 0.34 of r at least)
     lo, hi = 0.0, upper
     for _ in range(60):  # bisection for F(r) = p: the chi CDF, monotone in r
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if chi2_cdf(k, np.array([mid * mid]))[0][0] < p else (lo, mid)
     center = 0.5 * (lo + hi)
-    width = math.sqrt(p * (1.0 - p) / (m - 1)) / float(k * _chi_density(k, np.array([center]))[0])
-    regular = upper / max(24, math.ceil(upper))
+    width = spread / float(k * _chi_density(k, np.array([center]))[0])
     return (center, width) if width < regular / 8 else None
 
 

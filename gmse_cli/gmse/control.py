@@ -57,7 +57,8 @@ class Control:
     (``amax2``: max|x|^2; ``pow2``: (2^floor(log2 max|x|))^2; ``hi2``: max(0, max x)^2;
     ``lo2``: min(0, min x)^2; ``clip2``: max(0, max|x| - top 2^floor(log2 max|x|))^2, the
     squared saturation of the group's top under a floor-rounded e8m0 scale, ``top`` being the
-    grid's largest level over 2^emax, in [1, 2))."""
+    grid's largest level over 2^emax, in [1, 2); ``pruned2``: the energy of the entries
+    ``pruning`` drops, a group being the entries it prunes together)."""
 
     group: int
     kind: str
@@ -242,9 +243,11 @@ def _pruned_energy(keep: int, units: int, unit: int) -> float:
     """E[energy dropped] per entry: the exact GMSE of keeping the largest ``keep`` of ``units``
     units of ``unit`` entries (0.03-1 s for a row-wide group of 4,096-65,536 entries), once
     per machine."""
+    from gmse_cli.compress.sparsity import ALGORITHM_VERSION
     from gmse_cli.compress.sparsity_gmse import nm_gmse
 
-    key = json.dumps({"control-means": _MEANS_VERSION, "kind": "pruned2", "keep": keep, "units": units, "unit": unit})
+    key = json.dumps({"control-means": _MEANS_VERSION, "sparsity": ALGORITHM_VERSION, "kind": "pruned2",
+                      "keep": keep, "units": units, "unit": unit})
     return remembered("control-means", key, lambda: nm_gmse(keep, units, unit))
 
 
