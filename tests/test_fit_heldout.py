@@ -157,9 +157,10 @@ def test_weigh_schemes_is_the_huber_fit_with_each_schemes_runs_weighted_once():
         a = np.abs(pred - y)
         return float(np.sum(np.array(weights) * np.where(a <= DELTA, 0.5 * a * a, DELTA * (a - 0.5 * DELTA))))
 
-    # The weighted optimum is flat along the law's constants: predictions agree to 1e-4, and
-    # the fit's objective is no worse than scipy's.
-    np.testing.assert_allclose(mine, ref, atol=1e-4)
+    # The weighted optimum is flat along the law's constants: predictions agree to 2e-4 (scipy
+    # 1.17's L-BFGS-B, on finite-difference gradients, stops 1e-5 above the optimum here, 1.5e-4
+    # away in prediction), and the fit's objective is no worse than scipy's.
+    np.testing.assert_allclose(mine, ref, atol=2e-4)
     assert objective(mine) <= objective(ref) * (1 + 1e-6)
     assert np.max(np.abs(np.log([r.predicted for r in plain.residuals]) - ref)) > 5e-4  # the weights matter
     name = "int2"  # held out: a weighted refit without its runs

@@ -94,8 +94,10 @@ def test_cold_leave_one_scheme_out_refit(request, variant, scheme):
         assert ref.free_fit_scale(train, delta, n_starts=6) == pytest.approx(entry["prior_scale"], rel=1e-5)
         p = replace(ref.prior_from_json(result), scale=entry["prior_scale"])
     theta, obj, resid = ref.leave_one_scheme_out(runs, scheme, delta, n_starts=6, prior=p)
-    # uscl's refit is no better than ours and stops at most 2e-5 above it (measured: 4e-10 and 6e-9 here)
-    assert obj <= entry["objective"] * (1 + 1e-9)
+    # The two refits reach the same optimum to within their optimizers' tolerances: ours at most
+    # 1e-8 above uscl's (scipy 1.17's L-BFGS-B stops 3e-9 above it for W1A1; 1.16's landed below),
+    # uscl's at most 2e-5 above ours (measured: 4e-10 and 6e-9 here)
+    assert obj <= entry["objective"] * (1 + 1e-8)
     assert entry["objective"] <= obj * (1 + 2e-5)
     m = runs.scheme == scheme
     np.testing.assert_allclose(resid, np.array([r["heldout_scheme"] for r in result["residuals"]])[m], atol=1e-5)

@@ -105,13 +105,20 @@ def test_once_on_a_terminal_is_a_moving_row_even_inside_a_bar(monkeypatch):
     with progress.once("training the codebook"):
         pass
     assert buffer.getvalue() == ""  # notices are the command line's to turn on
+    def refreshed_with(text: str) -> None:
+        # a refresh or two of the pulsing bar; on a loaded machine the refresh thread may be
+        # late, so wait for the row to be drawn (at most 10 s) rather than a fixed time
+        deadline = time.monotonic() + 10.0
+        while text not in buffer.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     progress.enable_notices(True)
     try:
         with progress.once("training the codebook"):
-            time.sleep(0.25)  # a refresh or two of the pulsing bar
+            refreshed_with("training the codebook")
         with progress.task("GMSE", 3) as bar:  # one live display: the notice joins it as a row
             with progress.once("compiling numba kernels"):
-                time.sleep(0.25)
+                refreshed_with("compiling numba kernels")
             bar.advance()
     finally:
         progress.enable_notices(False)
