@@ -119,7 +119,12 @@ def _nm_nodes(upper: float, fine: tuple[float, float] | None = None) -> tuple[np
         centers = half * (2 * np.arange(panels) + 1.0)
         return (centers[:, None] + half * x).ravel(), np.tile(half * w, panels)
     center, width = fine
-    extra = center + 0.5 * width * np.arange(-2 * _FINE_SPAN, 2 * _FINE_SPAN + 1)
+    # Beyond the Gaussian span, panels doubling in width: where few units are kept or dropped
+    # the step is Poisson-like, its tail exponential over about one width (keeping 4095 of
+    # 4096 lost 0.4% of the GMSE when the refinement stopped at 12 widths).
+    spans = np.concatenate([0.5 * np.arange(-2 * _FINE_SPAN, 2 * _FINE_SPAN + 1),
+                            _FINE_SPAN * 2.0 ** np.arange(1, 40), -_FINE_SPAN * 2.0 ** np.arange(1, 40)])
+    extra = center + width * spans
     edges = np.unique(np.concatenate([np.linspace(0.0, upper, panels + 1), np.clip(extra, 0.0, upper)]))
     halves = 0.5 * np.diff(edges)
     centers = edges[:-1] + halves

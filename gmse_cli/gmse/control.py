@@ -90,7 +90,8 @@ def _pruning_controls(fmt: Format, row_length: int) -> tuple[Control, ...]:
     if any(isinstance(s, Rotate) for s in fmt.stages[: fmt.stages.index(stage)]):
         return ()
     keep, units, unit = pruned_units(stage, row_length)
-    return () if keep == units else (Control(units * unit, "pruned2", pruning=stage),)
+    # Keeping none drops the whole row: the statistic is the row norm (and nm_gmse needs keep >= 1).
+    return () if keep in (0, units) else (Control(units * unit, "pruned2", pruning=stage),)
 
 
 def pruned_units(stage: Sparsify, row_length: int) -> tuple[int, int, int]:
@@ -228,7 +229,7 @@ def _integral(fn, low: float, high: float) -> float:
 _BINADES = range(-60, 7)  # M < 2^-60 has probability below 2^-60g; M >= 2^7 below 1e-3000
 
 
-_MEANS_VERSION = 1  # bumped whenever _compute_expected_per_group changes
+_MEANS_VERSION = 2  # bumped whenever _compute_expected_per_group or nm_gmse changes
 
 
 @cache
@@ -324,7 +325,9 @@ class RegressionSums:
         solved = np.linalg.solve(self.xx, np.column_stack([self.xy, np.eye(width)[0]]))
         coef, inv00 = solved[:, 0], float(solved[0, 1])
         dof = self.rows - width
-        rss = max(self.yy - float(coef @ self.xy), 0.0)
+        # A (nearly) perfect control (pruning then an exact cast: the error is the dropped
+        # energy) leaves a residual below the rounding of y'y - b'X'y: floored there, not at 0.
+        rss = max(self.yy - float(coef @ self.xy), self.yy * np.finfo(np.float64).eps)
         se = math.sqrt(rss / dof * inv00)
         return (float(coef[0]) + self.shift) / self.row_length, se / self.row_length, dof
 
