@@ -145,12 +145,14 @@ def test_controls_follow_the_scale(name, kinds):
 
 @pytest.mark.parametrize(("name", "seed", "factor"), [
     ("int4-g128", 21, 2.0), ("int4-asym-g128", 21, 2.0), ("mxint8", 21, 2.0), ("mxfp8-e4m3", 22, 1.6),
+    ("sparse-50+int4", 23, 6.0), ("2:4+int4", 23, 10.0),
 ])
 def test_bank_estimate_with_controls(name, seed, factor):
-    """The regression estimate agrees with the shipped table (measured to 1e-4 by the plain
-    ratio estimate) and, on the same rows, has the variance reduction the controls promise: a
+    """The regression estimate agrees with the shipped table (measured to 1e-4 on its own seed)
+    and, on the same rows, has the variance reduction the controls promise: a
     standard error ``factor`` times below the ratio estimate's (about 3.3x for amax^2 with
-    symmetric grids, 2.6x with asymmetric ones, 2x for mxfp8-e4m3's saturated tops)."""
+    symmetric grids, 2.6x with asymmetric ones, 2x for mxfp8-e4m3's saturated tops, 6-10x
+    for the energy a pruning drops, which explains 137x and 297x of the variance at 4,096 rows)."""
     fmt = resolve_format(name)
     bank = SampleBank(seed=seed)
     est = bank.estimate(fmt, rel_err=1e-3)
@@ -238,21 +240,3 @@ def test_pruned_energy_rows_and_exact_mean(name, length):
                                rtol=1e-9)
     se = stat.std(ddof=1) / math.sqrt(len(stat))
     assert abs(stat.mean() - expected_per_row(control, length)) < 4 * se
-
-
-@pytest.mark.parametrize(("name", "factor"), [("sparse-50+int4", 6.0), ("2:4+int4", 10.0)])
-def test_bank_estimate_with_pruning_control(name, factor):
-    """A pruned and quantized format: the estimate agrees with the shipped table and its
-    standard error is ``factor`` times below the ratio estimate's on the same rows (the
-    dropped energy explains 137x and 297x of the variance at 4,096 rows)."""
-    fmt = resolve_format(name)
-    bank = SampleBank(seed=23)
-    est = bank.estimate(fmt, rel_err=1e-3)
-    table = lookup_gmse(fmt, row_length=4096, rel_err=1e-4)
-    assert table is not None and table.method == "table"
-    assert abs(est.gmse - table.gmse) <= 4 * math.hypot(est.std_err, table.std_err)
-    errors, norms, _ = bank.run(fmt, rel_err=0.0, max_samples=est.samples)
-    g = errors.sum() / norms.sum()
-    ratio_se = math.sqrt(((errors - g * norms) ** 2).sum() / (len(errors) * (len(errors) - 1))) / norms.mean()
-    assert est.std_err < ratio_se / factor
-
