@@ -188,24 +188,24 @@ def run() -> None:
     # default threshold (700 allocations) the collector ran 308 times in `uscl gmse --all
     # --recompute` (0.1 s); at 50,000, 4 times (0.035 s). Cycles are still collected.
     gc.set_threshold(50_000, 10, 10)
-    status = [1]  # an uncaught exception exits 1, as Python's own exit would
+    status = 1  # an uncaught exception exits 1, as Python's own exit would
 
-    def end_without_teardown() -> None:
+    def end_without_teardown() -> None:  # reads the status run() last set
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):  # a closed pipe (`uscl rank | head`): nothing to save
                 pass
-        os._exit(status[0])
+        os._exit(status)
 
     atexit.register(end_without_teardown)  # first registered: the last handler to run
     try:
         main()
-        status[0] = 0
+        status = 0
     except SystemExit as exc:
         code = exc.code
-        status[0] = 0 if code is None else code if isinstance(code, int) else 1
+        status = 0 if code is None else code if isinstance(code, int) else 1
         raise
     except KeyboardInterrupt:
-        status[0] = 130
+        status = 130
         raise

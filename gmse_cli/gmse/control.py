@@ -232,24 +232,26 @@ _BINADES = range(-60, 7)  # M < 2^-60 has probability below 2^-60g; M >= 2^7 bel
 _MEANS_VERSION = 2  # bumped whenever _compute_expected_per_group or nm_gmse changes
 
 
+def _remembered_mean(compute, **key) -> float:
+    """An exact mean, computed once per machine (:mod:`gmse_cli.memo`) under ``key``."""
+    return remembered("control-means", json.dumps({"control-means": _MEANS_VERSION, **key}), compute)
+
+
 @cache
 def _expected_per_group(group: int, kind: str, top: float = 0.0) -> float:
-    # ~1 ms of scalar quadrature each, 20 ms for the catalog: computed once per machine
-    key = json.dumps({"control-means": _MEANS_VERSION, "group": group, "kind": kind, "top": top})
-    return remembered("control-means", key, lambda: _compute_expected_per_group(group, kind, top))
+    # ~1 ms of scalar quadrature each, 20 ms for the catalog
+    return _remembered_mean(lambda: _compute_expected_per_group(group, kind, top), group=group, kind=kind, top=top)
 
 
 @cache
 def _pruned_energy(keep: int, units: int, unit: int) -> float:
     """E[energy dropped] per entry: the exact GMSE of keeping the largest ``keep`` of ``units``
-    units of ``unit`` entries (0.03-1 s for a row-wide group of 4,096-65,536 entries), once
-    per machine."""
+    units of ``unit`` entries (0.03-1 s for a row-wide group of 4,096-65,536 entries)."""
     from gmse_cli.compress.sparsity import ALGORITHM_VERSION
     from gmse_cli.compress.sparsity_gmse import nm_gmse
 
-    key = json.dumps({"control-means": _MEANS_VERSION, "sparsity": ALGORITHM_VERSION, "kind": "pruned2",
-                      "keep": keep, "units": units, "unit": unit})
-    return remembered("control-means", key, lambda: nm_gmse(keep, units, unit))
+    return _remembered_mean(lambda: nm_gmse(keep, units, unit), sparsity=ALGORITHM_VERSION, kind="pruned2",
+                            keep=keep, units=units, unit=unit)
 
 
 def _compute_expected_per_group(group: int, kind: str, top: float) -> float:
