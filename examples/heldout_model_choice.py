@@ -4,7 +4,8 @@
     python examples/heldout_model_choice.py --nested free,prior    # and the nested check
 
 On QuEST's runs (``--data``), each candidate is fitted to the runs inside the law's domain and
-scored by cold leave-one-scheme-out and leave-one-GMSE-group-out refits (gmse_cli.fit.heldout),
+scored by cold leave-one-scheme-out and leave-one-GMSE-group-out refits and by one refit on the
+smaller models predicting the largest (the scale split; gmse_cli.fit.heldout),
 with the runs outside the domain (activations quantized without rotation) predicted by the full
 fit. Candidates: the free unified fit; MAP with the paper's priors; E held at 1.3; the
 quantization curve's L held at 1; every published constant held (only A and B fitted: the
@@ -71,8 +72,10 @@ def score(runs, name, gmse, law):
     res = fit(runs, gmse=gmse, base_law=law, profile=False, **opts)
     worst = sorted((e for e in res.heldout_schemes.entries if e.inside and e.rmse is not None),
                    key=lambda e: -e.rmse)[:3]
+    scale = "-" if res.heldout_scale_rmse is None else f"{res.heldout_scale_rmse:.4f}"
     print(f"{name:11s} fit {res.fit_error:.4f}  scheme {res.heldout_scheme_rmse:.4f}  group "
-          f"{res.heldout_group_rmse:.4f}  outside {res.heldout_outside_rmse:.4f}  ({time.perf_counter() - start:.0f} s)"
+          f"{res.heldout_group_rmse:.4f}  largest N {scale}  outside {res.heldout_outside_rmse:.4f}  "
+          f"({time.perf_counter() - start:.0f} s)"
           "  worst: " + ", ".join(f"{e.name} {e.rmse:.4f} ({e.bias:+.4f})" for e in worst), flush=True)
     return res
 

@@ -210,6 +210,15 @@ def leave_one_scheme_out(runs: Runs, scheme: str, delta: float, n_starts: int = 
     return theta, obj, np.log(predict(theta, held)) - held.log_loss
 
 
+def leave_largest_out(runs: Runs, n_cut: float, delta: float, n_starts: int = 60, seed: int = 0,
+                      prior: Prior | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+    """Cold refit on the fitted runs below ``n_cut``; residuals of every run at or above it."""
+    large = runs.log_n >= np.log(n_cut)
+    theta, obj = fit(runs.take(runs.fitted & ~large), delta, n_starts, seed, prior)
+    held = runs.take(large)
+    return theta, obj, np.log(predict(theta, held)) - held.log_loss
+
+
 def heldout_figures(result: dict) -> tuple[float, float, dict[str, tuple[int, float, float]]]:
     """From the per-run held-out residuals (scheme split): the pooled RMSE over the tested runs inside
     the domain and outside it, and each scheme's (runs, RMSE, bias); NaN where untested."""

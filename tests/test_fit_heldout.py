@@ -281,3 +281,16 @@ def test_scheme_weights_count_every_fitted_scheme_once():
     np.testing.assert_allclose(w, [2 / 3, 2 / 3, 2 / 3, 2.0, 1.0, 1.0, 0.0])
     with pytest.raises(FitError, match="capacity model"):
         F.fit(_runs(np.random.default_rng(1))[:16], model="capacity", weigh_schemes=True)
+
+
+@pytest.mark.parametrize(("sizes", "cut"), [
+    ([1, 2, 3], None),          # three sizes: none can be spared, A and alpha need three
+    ([1, 2, 3, 4], 4),          # the largest third rounds down to one size
+    ([4, 1, 3, 2, 2, 5], 5),    # duplicates count once
+    ([1, 2, 3, 4, 5, 6], 5),    # two of six
+    (list(range(1, 10)), 7),    # three of nine
+])
+def test_scale_cut_is_the_largest_third_of_the_model_sizes(sizes, cut):
+    from gmse_cli.fit.heldout import scale_cut
+
+    assert scale_cut([float(s) for s in sizes]) == cut

@@ -99,3 +99,30 @@ def test_cold_leave_one_scheme_out_refit(result, scheme):
     np.testing.assert_allclose(resid, np.array([r["heldout_scheme"] for r in result["residuals"]])[m], atol=1e-5)
     assert np.sqrt(np.mean(resid**2)) == pytest.approx(entry["rmse"], rel=1e-3)
     assert np.exp(ref.log_rho(theta, runs.take(m)))[0] == pytest.approx(entry["rho_heldout"], rel=1e-4)
+
+
+def test_scale_split_leaves_out_the_two_largest_of_six_model_sizes(result):
+    # QuEST's fitted runs come in six sizes (30M ... 822M): the largest third is 443M and 822M.
+    sizes = sorted({r["N"] for r in result["residuals"] if r["fitted"]})
+    assert len(sizes) == 6
+    rep = result["heldout_scales"]
+    assert rep["split"] == "scale" and rep["n_cut"] == sizes[-2] and rep["refits"] == 1
+    large = [r for r in result["residuals"] if r["N"] >= sizes[-2]]
+    assert all(r["heldout_scale"] is not None for r in large)
+    assert all(r["heldout_scale"] is None for r in result["residuals"] if r["N"] < sizes[-2])
+    inside = np.array([r["heldout_scale"] for r in large if r["fitted"]])
+    assert rep["n_inside"] == inside.size == 9
+    assert result["heldout_scale_rmse"] == pytest.approx(np.sqrt(np.mean(inside**2)), rel=1e-12)
+    for e in rep["entries"]:
+        mine = np.array([r["heldout_scale"] for r in large if r["scheme"] == e["name"]])
+        assert e["n_runs"] == mine.size and e["rmse"] == pytest.approx(np.sqrt(np.mean(mine**2)), rel=1e-12)
+
+
+def test_scale_split_refit_on_the_smaller_models(result):
+    runs = ref.runs_from_json(result)
+    rep = result["heldout_scales"]
+    theta, obj, resid = ref.leave_largest_out(runs, rep["n_cut"], result["huber_delta"], n_starts=6)
+    objective = rep["entries"][0]["objective"]
+    assert obj <= objective * (1 + 1e-9) and objective <= obj * (1 + 2e-5)
+    held = np.array([r["heldout_scale"] for r in result["residuals"] if r["N"] >= rep["n_cut"]])
+    np.testing.assert_allclose(resid, held, atol=1e-5)

@@ -309,22 +309,30 @@ def _render_heldout(result) -> None:
     reports = [result.heldout_schemes]
     if any(len(e.schemes) > 1 for e in result.heldout_groups.entries):  # else the same partition as schemes
         reports.append(result.heldout_groups)
+    if result.heldout_scales is not None:
+        reports.append(result.heldout_scales)
     for rep in reports:
-        what = "scheme" if rep.split == "scheme" else "GMSE group (schemes sharing their stage GMSEs)"
-        t = Table(title=f"Held out: a cold refit without each {what}, predicting it from its GMSE",
-                  title_justify="left")
+        if rep.split == "scale":
+            title = (f"Held out: every run at N >= {rep.n_cut:.4g} (the largest model sizes), predicted by one cold "
+                     "refit on the smaller models")
+        else:
+            what = "scheme" if rep.split == "scheme" else "GMSE group (schemes sharing their stage GMSEs)"
+            title = f"Held out: a cold refit without each {what}, predicting it from its GMSE"
+        t = Table(title=title, title_justify="left")
         for col in ("held out", "runs", "domain", "RMSE log-loss", "bias", "rho (all runs)", "rho (held out)", "refit"):
             t.add_column(col, justify="left" if col in ("held out", "domain", "refit") else "right")
         for e in rep.entries:
             t.add_row(e.name, str(e.n_runs), "inside" if e.inside else "outside", _fmt(e.rmse), _signed(e.bias),
                       _fmt(e.rho_full), _fmt(e.rho_heldout), e.refit + (f": {e.note}" if e.note else ""))
         out_console.print(t)
-    s, g = result.heldout_schemes, result.heldout_groups
+    s, g, n = result.heldout_schemes, result.heldout_groups, result.heldout_scales
+    scale = ("the largest model sizes: fewer than 4 fitted sizes" if n is None else
+             f"the largest model sizes [bold]{_fmt(n.rmse_inside)}[/] ({n.n_inside} runs)")
     out_console.print(
         f"held-out RMSE of log-loss inside the law's domain: leave one scheme out [bold]{_fmt(s.rmse_inside)}[/] "
-        f"({s.n_inside} runs), leave one GMSE group out [bold]{_fmt(g.rmse_inside)}[/] ({g.n_inside} runs); "
-        f"outside the domain [bold]{_fmt(s.rmse_outside)}[/] ({s.n_outside} runs); fit error (in-sample) "
-        f"{result.fit_error:.4g}", highlight=False)
+        f"({s.n_inside} runs), leave one GMSE group out [bold]{_fmt(g.rmse_inside)}[/] ({g.n_inside} runs), "
+        f"{scale}; outside the domain [bold]{_fmt(s.rmse_outside)}[/] ({s.n_outside} runs); fit error "
+        f"(in-sample) {result.fit_error:.4g}", highlight=False)
 
 
 def _render_drift(result) -> None:

@@ -64,7 +64,14 @@ from gmse_cli.fit.design import (
     validate_options,
 )
 from gmse_cli.fit.drift import drift_report, implied_capacity
-from gmse_cli.fit.heldout import HELDOUT_METHOD, LossRefits, group_labels, heldout_reports
+from gmse_cli.fit.heldout import (
+    HELDOUT_METHOD,
+    LossRefits,
+    Split,
+    group_labels,
+    heldout_reports,
+    scale_split,
+)
 from gmse_cli.fit.identify import bound_flags, profile_interval
 from gmse_cli.fit.objective import DEFAULT_CAPACITY_DELTA, DEFAULT_HUBER_DELTA, LossObjective
 from gmse_cli.fit.optimize import batched_lbfgs
@@ -414,7 +421,7 @@ def _all_stages(runs, gmse, seed):
 
 
 def score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run, progress) -> dict:
-    """Both held-out splits (:func:`~gmse_cli.fit.heldout.heldout_reports`) for a fit's runs."""
+    """The held-out splits (:func:`~gmse_cli.fit.heldout.heldout_reports`) for a fit's runs."""
     scheme_names, of_scheme = group_by_scheme(runs)
     keys, of_group = group_labels(stages_of_run)
     group_names = []
@@ -422,16 +429,23 @@ def score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run, progres
         members = list(dict.fromkeys(runs[i].scheme for i in np.flatnonzero(of_group == g)))
         group_names.append(" | ".join(members))
     inside = domain_mask(runs)
-    reports, resid = heldout_reports({"scheme": (scheme_names, of_scheme), "group": (group_names, of_group)},
-                                     train=train, inside=inside, y=y, full_pred=pred, full_logrho=logrho,
-                                     scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress)
+    N = np.array([r.N for r in runs])
+    splits = {"scheme": Split(scheme_names, of_scheme), "group": Split(group_names, of_group)}
+    scale = scale_split(N, np.asarray(train, dtype=bool), scheme_names, of_scheme)
+    if scale is not None:
+        splits["scale"] = scale
+    reports, resid = heldout_reports(splits, train=train, inside=inside, y=y, full_pred=pred, full_logrho=logrho,
+                                     scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress,
+                                     n_cut=None if scale is None else float(N[scale.left_out].min()))
     return {"reports": reports, "residuals": resid}
 
 
 def attach_heldout(residuals: list[RunResidual], heldout: dict) -> list[RunResidual]:
+    nan = np.full(len(residuals), np.nan)
     rs, rg = heldout["residuals"]["scheme"], heldout["residuals"]["group"]
-    return [r.model_copy(update={"heldout_scheme": _finite(a), "heldout_group": _finite(b)})
-            for r, a, b in zip(residuals, rs, rg, strict=True)]
+    rn = heldout["residuals"].get("scale", nan)
+    return [r.model_copy(update={"heldout_scheme": _finite(a), "heldout_group": _finite(b), "heldout_scale": _finite(c)})
+            for r, a, b, c in zip(residuals, rs, rg, rn, strict=True)]
 
 
 def heldout_fields(heldout: dict, model: str) -> dict:
@@ -440,9 +454,11 @@ def heldout_fields(heldout: dict, model: str) -> dict:
     if not heldout:
         return out
     s, g = heldout["reports"]["scheme"], heldout["reports"]["group"]
+    n = heldout["reports"].get("scale")
     return out | {"heldout_scheme_rmse": s.rmse_inside, "heldout_group_rmse": g.rmse_inside,
+                  "heldout_scale_rmse": None if n is None else n.rmse_inside,
                   "heldout_outside_rmse": s.rmse_outside, "heldout_schemes": s, "heldout_groups": g,
-                  "heldout_method": HELDOUT_METHOD}
+                  "heldout_scales": n, "heldout_method": HELDOUT_METHOD}
 
 
 def run_drift(runs, implied, logrho, train):

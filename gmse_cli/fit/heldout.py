@@ -1,10 +1,13 @@
 """Held-out evaluation: refit without part of the runs, predict the part left out.
 
-Two splits of the runs, each scored the same way:
+Three splits of the runs, each scored the same way:
 
 - ``scheme``: one part per scheme;
 - ``group``: one part per GMSE group, the schemes whose lossy stages have the same (family,
-  GMSE) multiset -- e.g. rotated and unrotated W2A2, which the law cannot tell apart.
+  GMSE) multiset -- e.g. rotated and unrotated W2A2, which the law cannot tell apart;
+- ``scale``: the runs at the largest model sizes (:func:`scale_cut`), left out together and
+  predicted by one refit on the smaller models -- what a user of a scaling law does. Its
+  entries break that one refit's error down by scheme.
 
 For each part, the fit's data (the fitted runs, i.e. those inside the law's domain unless the
 fit was told to fit every run) minus the part's runs is refitted **cold**: the full fit's own
@@ -40,7 +43,8 @@ from gmse_cli.fit.prior import likelihood_scale
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import HeldoutEntry, HeldoutReport
 
-__all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "group_labels", "RefitRows", "LossRefits", "heldout_reports"]
+__all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "group_labels", "scale_cut", "Split", "RefitRows", "LossRefits",
+           "heldout_reports"]
 
 UNIDENTIFIED_RHO = 1e-6
 """A refit whose capacity for some run falls below this has run off along a flat direction
@@ -49,14 +53,17 @@ UNIDENTIFIED_RHO = 1e-6
 HELDOUT_METHOD = (
     "Held-out residual of a run = log(predicted loss) - log(observed loss), predicted by a cold refit on the "
     "fitted runs minus every run of the run's part (scheme split: its scheme; group split: all schemes with the "
-    "same multiset of (family, stage GMSE)). A cold refit repeats the full fit's procedure from the same grid of "
+    "same multiset of (family, stage GMSE); scale split: every run at the largest model sizes, N >= "
+    "heldout_scales.n_cut, left out together -- the largest third of the fitted runs' distinct N, rounded down, "
+    "at least one, keeping at least 3 smaller sizes, else no scale split -- and predicted by one refit on the "
+    "smaller models). A cold refit repeats the full fit's procedure from the same grid of "
     "starts (never from the full fit's optimum): batched L-BFGS from every start, the 4 best distinct end points "
     "continued, scipy L-BFGS-B polishing the best. Constants held in the full fit stay held; a family left with "
     "fewer than 3 distinct GMSE values is held at the base law, and L at 1 where confounded with A. A part none "
     "of whose runs were fitted (outside the law's domain) is predicted by the full fit. heldout_scheme_rmse and "
-    "heldout_group_rmse: RMSE of the held-out residuals over every tested run inside the domain; "
-    "heldout_outside_rmse: the same over the runs outside it (scheme split). Per-run residuals: "
-    "residuals[].heldout_scheme and .heldout_group. Objective minimized (the fit's objective; each cold refit's is "
+    "heldout_group_rmse (and heldout_scale_rmse): RMSE of the held-out residuals over every tested run inside "
+    "the domain; heldout_outside_rmse: the same over the runs outside it (scheme split). Per-run residuals: "
+    "residuals[].heldout_scheme, .heldout_group and .heldout_scale. Objective minimized (the fit's objective; each cold refit's is "
     "heldout_schemes/heldout_groups entries[].objective): the sum over the fitted runs of Huber(log(predicted "
     "loss) - log(observed loss)), Huber(r) = r^2/2 for |r| <= huber_delta and huber_delta (|r| - huber_delta/2) "
     "beyond; A, B, E and each family's L, F, C are fitted through their logarithms (positive, no other bounds); "
@@ -101,6 +108,38 @@ def group_labels(stages_of_run: Sequence[Sequence[tuple[object, float]]]) -> tup
             keys.append(key)
         of_run[i] = index[key]
     return keys, of_run
+
+
+class Split(NamedTuple):
+    """A split of the runs into held-out parts: each part's name, each run's part (-1: in no part) and,
+    where every part leaves out the same runs (the scale split), those runs (None: each part its own)."""
+
+    names: list[str]
+    labels: np.ndarray
+    left_out: np.ndarray | None = None
+
+
+def scale_cut(model_sizes: Sequence[float], *, keep: int = 3) -> float | None:
+    """The smallest N of the scale split's held-out sizes: the largest third of the distinct sizes
+    (at least one), so long as ``keep`` smaller ones remain to fit A and alpha; None: too few sizes."""
+    sizes = sorted({float(n) for n in model_sizes})
+    held = max(1, len(sizes) // 3)
+    if len(sizes) - held < keep:
+        return None
+    return sizes[-held]
+
+
+def scale_split(N: np.ndarray, train: np.ndarray, scheme_names: list[str], of_scheme: np.ndarray) -> Split | None:
+    """The scale split (:func:`scale_cut` over the fitted runs' sizes), its parts the schemes of the left-out runs."""
+    cut = scale_cut(N[train])
+    if cut is None:
+        return None
+    left_out = N >= cut
+    labels = np.full(len(N), -1)
+    present = sorted(set(of_scheme[left_out].tolist()))
+    for k, j in enumerate(present):
+        labels[left_out & (of_scheme == j)] = k
+    return Split([scheme_names[j] for j in present], labels, left_out)
 
 
 class LossRefits:
@@ -206,12 +245,14 @@ class LossRefits:
         return 2 if self.free_problem is not None else 1
 
 
-def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: np.ndarray, inside: np.ndarray,
-                    y: np.ndarray, full_pred: np.ndarray, full_logrho: np.ndarray, scheme_of_run: Sequence[str],
-                    refitter, progress: bool = False) -> tuple[dict[str, HeldoutReport], dict[str, np.ndarray]]:
+def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.ndarray, y: np.ndarray,
+                    full_pred: np.ndarray, full_logrho: np.ndarray, scheme_of_run: Sequence[str], refitter,
+                    progress: bool = False, n_cut: float | None = None,
+                    ) -> tuple[dict[str, HeldoutReport], dict[str, np.ndarray]]:
     """Score every split (module docstring): its report and each run's held-out residual (NaN: untested).
 
-    ``splits`` maps a split name ('scheme', 'group') to (part names, each run's part index).
+    ``splits`` maps a split name ('scheme', 'group', 'scale') to its :class:`Split`; ``n_cut`` is the
+    scale split's smallest left-out N, for its report.
     """
     from gmse_cli.progress import task
 
@@ -219,10 +260,10 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
     masks: dict[bytes, int] = {}
     rows: list[np.ndarray] = []
     plan: dict[str, list[int | None]] = {}
-    for split, (_, labels) in splits.items():
+    for split, (_, labels, left_out) in splits.items():
         plan[split] = []
         for part in range(labels.max() + 1):
-            mask = train & (labels != part)
+            mask = train & (labels != part) if left_out is None else train & ~left_out
             if np.array_equal(mask, train):
                 plan[split].append(None)  # nothing of it was fitted: the full fit predicts it
                 continue
@@ -242,7 +283,7 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
 
     reports: dict[str, HeldoutReport] = {}
     residuals: dict[str, np.ndarray] = {}
-    for split, (names, labels) in splits.items():
+    for split, (names, labels, _) in splits.items():
         resid = np.full(len(y), np.nan)
         entries: list[HeldoutEntry] = []
         for part, row in enumerate(plan[split]):
@@ -263,7 +304,7 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
                 if sel.size == 0:
                     continue
                 schemes = list(dict.fromkeys(scheme_of_run[i] for i in sel))
-                label = names[part] + ("" if side or split == "scheme" else " (outside the domain)")
+                label = names[part] + ("" if side or split != "group" else " (outside the domain)")
                 e = resid[sel]
                 entries.append(HeldoutEntry(
                     name=label, schemes=schemes, n_runs=int(sel.size), inside=side,
@@ -279,7 +320,8 @@ def heldout_reports(splits: dict[str, tuple[list[str], np.ndarray]], *, train: n
             split=split, entries=entries,
             rmse_inside=float(np.sqrt(np.mean(resid[ins] ** 2))) if ins.any() else None, n_inside=int(ins.sum()),
             rmse_outside=float(np.sqrt(np.mean(resid[outs] ** 2))) if outs.any() else None,
-            n_outside=int(outs.sum()), refits=sum(r is not None for r in plan[split]),
+            n_outside=int(outs.sum()), refits=len({r for r in plan[split] if r is not None}),
+            n_cut=n_cut if split == "scale" else None,
         )
         residuals[split] = resid
     return reports, residuals

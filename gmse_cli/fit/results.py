@@ -80,6 +80,9 @@ class RunResidual(Frozen):
         default=None, description="log(predicted) - log(loss), predicted by the refit without this run's scheme")
     heldout_group: float | None = Field(
         default=None, description="log(predicted) - log(loss), predicted by the refit without this run's GMSE group")
+    heldout_scale: float | None = Field(
+        default=None, description="log(predicted) - log(loss), predicted by the refit on the smaller models only "
+                                  "(None: the run is not at the scale split's largest sizes)")
     implied_rho: float | None = Field(
         default=None, description="the capacity that makes the fitted law reproduce this run's loss (None: none does)")
 
@@ -111,15 +114,17 @@ LosoEntry = HeldoutEntry  # its earlier name (leave-one-scheme-out entries)
 
 
 class HeldoutReport(Frozen):
-    """Every run predicted without its own part (scheme or GMSE group) in the fit's data."""
+    """Every run predicted without its own part (scheme, GMSE group, or the largest model sizes) in the fit's data."""
 
-    split: Literal["scheme", "group"]
+    split: Literal["scheme", "group", "scale"]
     entries: list[HeldoutEntry]
     rmse_inside: float | None = Field(description="RMSE over the tested runs inside the law's domain")
     n_inside: int
     rmse_outside: float | None = Field(description="RMSE over the tested runs outside the law's domain")
     n_outside: int
     refits: int = Field(description="cold refits made (parts whose runs were fitted)")
+    n_cut: float | None = Field(
+        default=None, description="scale split: every run with N at or above this was left out of its one refit")
 
 
 class DriftSlope(Frozen):
@@ -208,8 +213,12 @@ class FitResult(Frozen):
         default=None, description="the same, leaving out one group of schemes that share their stage GMSEs")
     heldout_outside_rmse: float | None = Field(
         default=None, description="RMSE of log-loss over the runs outside the law's domain, predicted held out")
+    heldout_scale_rmse: float | None = Field(
+        default=None, description="the same over the runs at the largest model sizes, predicted by one refit on the "
+                                  "smaller ones (None: fewer than 4 model sizes)")
     heldout_schemes: HeldoutReport | None = None
     heldout_groups: HeldoutReport | None = None
+    heldout_scales: HeldoutReport | None = None
     heldout_method: str = Field(default="", description="exactly how the held-out numbers are made")
     domain: str = Field(default="", description="the law's validated domain; runs outside it are predicted, not fitted")
     n_fitted: int | None = Field(default=None, description="runs fitted (n_runs minus those outside the domain)")
