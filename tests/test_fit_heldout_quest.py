@@ -126,3 +126,39 @@ def test_scale_split_refit_on_the_smaller_models(result):
     assert obj <= objective * (1 + 1e-9) and objective <= obj * (1 + 2e-5)
     held = np.array([r["heldout_scale"] for r in result["residuals"] if r["N"] >= rep["n_cut"]])
     np.testing.assert_allclose(resid, held, atol=1e-5)
+
+
+def _law_constants(path) -> dict:
+    import tomllib
+
+    law = tomllib.loads(path.read_text(encoding="utf-8"))
+    out = {k: law[k]["value"] for k in ("A", "alpha", "B", "beta", "E")}
+    for fam, curve in law["families"].items():
+        out |= {f"{fam}.{k}": curve[k]["value"] for k in ("L", "F", "C")}
+    return out
+
+
+def _closed_form_loss(c: dict, N: float, D: float, stages) -> float:
+    rho = 1.0
+    for fam, g in stages:
+        rho *= c[f"{fam}.L"] * np.tanh(c[f"{fam}.F"] * np.log(g) / np.log(0.25)) ** c[f"{fam}.C"]
+    return c["A"] * (N * rho) ** -c["alpha"] + c["B"] * D ** -c["beta"] + c["E"]
+
+
+def test_shipped_quest_law_is_this_fit(result, run_cli):
+    """gmse_cli/laws/quest-c4.toml, read as plain TOML, predicts every fitted run as this fit does,
+    and `uscl predict --law quest-c4` evaluates the law's closed form."""
+    from importlib.resources import files
+
+    c = _law_constants(files("gmse_cli") / "laws" / "quest-c4.toml")
+    stages = {row["scheme"]: row["stage_gmse"] for row in result["capacities"]}
+    fitted = [r for r in result["residuals"] if r["fitted"]]
+    mine = [_closed_form_loss(c, r["N"], r["D"], stages[r["scheme"]]) for r in fitted]
+    # The point fit is deterministic; 1e-6 leaves room for an optimizer stopping elsewhere on the
+    # fit's flat directions (E at its bound) under another scipy.
+    np.testing.assert_allclose(mine, [r["predicted"] for r in fitted], rtol=1e-6)
+    out = run_cli("predict", "had128+int4", "--law", "quest-c4", "--params", "300M", "--tokens", "9B", "--json")
+    assert out.code == 0, out.stderr
+    row = json.loads(out.stdout)["results"][0]
+    want = _closed_form_loss(c, 300e6, 9e9, [("quantization", row["gmse"])])
+    assert row["predicted_loss"] == pytest.approx(want, rel=1e-12) and row["law"] == "quest-c4"
