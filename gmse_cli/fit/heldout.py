@@ -16,7 +16,8 @@ finalists, scipy's polish), never started from the full fit's optimum, whose pos
 held-out runs helped decide. Constants the full fit held stay held; a family the remaining
 runs cannot identify (fewer than 3 distinct GMSE values) is held at the base law's curve, and
 L at 1 where it becomes confounded with A, exactly as the full fit would decide on those runs.
-A part none of whose runs were fitted (outside the domain) is predicted by the full fit itself.
+In the scheme and group splits, a part none of whose runs were fitted (outside the domain) is
+predicted by the full fit itself; the scale split's one refit predicts every run it left out.
 
 Every run then has a held-out residual, log(predicted) - log(observed), from the refit that
 excluded its part; a report gives each part's RMSE and bias (mean residual) and the RMSE pooled
@@ -59,12 +60,14 @@ HELDOUT_METHOD = (
     "smaller models). A cold refit repeats the full fit's procedure from the same grid of "
     "starts (never from the full fit's optimum): batched L-BFGS from every start, the 4 best distinct end points "
     "continued, scipy L-BFGS-B polishing the best. Constants held in the full fit stay held; a family left with "
-    "fewer than 3 distinct GMSE values is held at the base law, and L at 1 where confounded with A. A part none "
-    "of whose runs were fitted (outside the law's domain) is predicted by the full fit. heldout_scheme_rmse and "
+    "fewer than 3 distinct GMSE values is held at the base law, and L at 1 where confounded with A. In the scheme and "
+    "group splits, a part none of whose runs were fitted (outside the law's domain) is predicted by the full fit; "
+    "the scale split's refit predicts every run at the largest sizes, outside the domain too. heldout_scheme_rmse and "
     "heldout_group_rmse (and heldout_scale_rmse): RMSE of the held-out residuals over every tested run inside "
     "the domain; heldout_outside_rmse: the same over the runs outside it (scheme split). Per-run residuals: "
-    "residuals[].heldout_scheme, .heldout_group and .heldout_scale. Objective minimized (the fit's objective; each cold refit's is "
-    "heldout_schemes/heldout_groups entries[].objective): the sum over the fitted runs of Huber(log(predicted "
+    "residuals[].heldout_scheme, .heldout_group and .heldout_scale. Objective minimized (the fit's objective; each "
+    "cold refit's is "
+    "heldout_schemes/heldout_groups/heldout_scales entries[].objective): the sum over the fitted runs of Huber(log(predicted "
     "loss) - log(observed loss)), Huber(r) = r^2/2 for |r| <= huber_delta and huber_delta (|r| - huber_delta/2) "
     "beyond; A, B, E and each family's L, F, C are fitted through their logarithms (positive, no other bounds); "
     "predicted loss = A (N rho)^-alpha + B D^-beta + E, in the unified model rho = the product over the scheme's "
