@@ -25,7 +25,7 @@ _PER_PARAM = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*x\s
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
 _TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x"
-_LAW_HELP = "law file (.toml, e.g. from uscl fit --out) or shipped law name"
+_LAW_HELP = "law file (.toml, e.g. from uscl fit --out) or shipped law name (paper-llama-c4, quest-c4)"
 _DRAWS_HELP = (
     "Monte Carlo draws of the law's constants behind every interval (rows of the law's joint draws where it "
     "has them)"
