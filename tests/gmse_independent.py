@@ -225,6 +225,7 @@ CATALOG_STAGES = {
     "w3a16": Q("int", 3, style="full", rule="absmax", group=128, sfmt="fp16"),
     "w8a16": Q("int", 8, style="full", rule="absmax", group=128, sfmt="fp16"),
     "int4-asym-g128": Q("int", 4, style="asym", rule="absmax", group=128, sfmt="fp16"),
+    "w4a16-asym": Q("int", 4, style="asym", rule="absmax", group=128, sfmt="fp16"),
     "int8-asym-g128": Q("int", 8, style="asym", rule="absmax", group=128, sfmt="fp16"),
     **{f"lloyd-max-{b}": Q("lm", b, const=1.0) for b in (1, 2, 3, 4)},
 }
