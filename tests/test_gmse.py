@@ -337,6 +337,28 @@ def test_rms_scales_stored_in_e4m3_have_no_exact_gmse():
     se = math.sqrt((resid**2).sum() / (len(errs) * (len(errs) - 1))) / norms.mean()
     assert abs(est.gmse - independent) <= 4 * math.hypot(est.std_err, se)
 
+def test_rms_constant_rounded_by_a_bf16_scale_is_measured_not_its_quadrature():
+    # int4 at c = 1.51 with bf16 scales: the stored scale is bf16(1.51 * RMS), and as rows grow
+    # RMS -> 1 and the scale -> bf16(1.51) = 1.5078125, whose quadrature (0.047713) is 0.5%
+    # above the quadrature at 1.51 (0.047472) that the exact path used to report, with no
+    # error bar, at any row length. QuEST's int4 constant moves by 3e-6 and stays exact.
+    import ml_dtypes
+
+    fmt = resolve_format("int4-rms1.51-sbf16")
+    assert not has_exact(fmt)
+    assert has_exact(resolve_format("int4-sbf16")) and has_exact(resolve_format("int4-rms1.51"))
+    stored = float(np.float32(1.51).astype(ml_dtypes.bfloat16))
+    assert stored == 1.5078125
+    limit = 2 * sum(  # 16 midrise levels at +-s(2j + 1)/15, cells split at +-s * 2j/15
+        _cell_mse(stored * (2 * j + 1) / 15, stored * 2 * j / 15 if j else 0.0,
+                  stored * (2 * j + 2) / 15 if j < 7 else math.inf)
+        for j in range(8)
+    )
+    est = gmse_of(fmt, row_length=1 << 20, max_samples=1 << 24, seed=3)
+    assert est.method == "monte-carlo"
+    assert abs(est.gmse - limit) <= 4 * est.std_err + 1e-4 * limit, (est.gmse, est.std_err, limit)
+
+
 def _cell_mse(level: float, lo: float, hi: float) -> float:
     """E[(x - level)^2; lo < x < hi] for x standard normal (scipy's quadrature)."""
     from scipy import integrate
