@@ -122,8 +122,14 @@ def held_at_law(base_law, family: str, names: Sequence[str]) -> dict[int, tuple[
 
 
 def hold_unidentified(families, n_gmse, incidence, stage_family, base_law, names, notes,
-                      user_fixed: Mapping[int, float]) -> dict[int, tuple[float, str]]:
-    """Families the runs cannot identify are held at the base law (or L at 1 if only L is lost)."""
+                      user_fixed: Mapping[int, float], stage_bits=None) -> dict[int, tuple[float, str]]:
+    """Families the runs cannot identify are held at the base law (or L at 1 if only L is lost).
+
+    When the families' L are confounded with A together (every run carries one lossy stage,
+    quantization or sparsity), the one held at 1 is the family whose stages reach the highest
+    bits (``stage_bits``): there its curve has saturated at L, so holding it keeps capacities
+    relative to the uncompressed model (bf16 near 1) instead of moving the common scale onto it.
+    """
     held: dict[int, tuple[float, str]] = {}
     fitted: list[int] = []
     for j, fam in enumerate(families):
@@ -143,6 +149,11 @@ def hold_unidentified(families, n_gmse, incidence, stage_family, base_law, names
     # L_f is confounded with A unless the runs differ in how many stages of f they carry
     # (e.g. weights-only vs weights + activations): check the design's rank.
     fitted = [j for j in fitted if names.index(f"{families[j]}.logL") not in user_fixed]
+    if stage_bits is not None:  # the best-saturated family last: it is the one found dependent
+        present = np.asarray(incidence).sum(axis=1) > 0
+        top = {j: max((b for b, f, p in zip(stage_bits, stage_family, present, strict=True) if f == j and p),
+                      default=-math.inf) for j in fitted}
+        fitted.sort(key=lambda j: top[j])
     counts = np.stack([incidence[stage_family == j].sum(axis=0) for j in fitted], axis=1) if fitted else None
     if counts is not None and 0 not in user_fixed:  # with A held, L is identified by the data
         design = np.ones((counts.shape[0], 1))
@@ -153,8 +164,8 @@ def hold_unidentified(families, n_gmse, incidence, stage_family, base_law, names
             else:
                 fam = families[j]
                 held[names.index(f"{fam}.logL")] = (0.0, "held at 1: not identifiable from A with these runs")
-                notes.append(f"family '{fam}': L is confounded with A (every run has the same number of "
-                             f"{fam} stages); held at 1")
+                notes.append(f"family '{fam}': L is confounded with A (each run's number of {fam} stages is the "
+                             "same, or follows from its other families' counts); held at 1")
     return held
 
 

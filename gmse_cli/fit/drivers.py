@@ -43,7 +43,9 @@ L-BFGS thousands of iterations.
 
 Identifiability is checked, not assumed: a family with fewer than 3 distinct stage GMSEs is held
 at a base law's curve, and L is held at 1 when every run carries the same number of stages of
-its family (then L and A are one constant). Both are reported in ``notes``.
+its family, or a number that follows from the other families' counts (then L and A are one
+constant; of confounded families, the one whose stages reach the most bits is held, so bf16 stays
+near capacity 1). Both are reported in ``notes``.
 """
 
 from __future__ import annotations
@@ -278,7 +280,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
                                     if stage_family[u] == j and np.any(incidence[u, train] > 0)})
         names = list(LAW_INTERNAL + part.names)
         held.update(hold_unidentified(families, family_info, incidence[:, train], stage_family, base_law, names,
-                                      notes, internal_fixed(fixed, names)))
+                                      notes, internal_fixed(fixed, names), stage_bits))
 
     names = list(LAW_INTERNAL + tuple(part.names))
     user_fixed = internal_fixed(fixed, names)
@@ -468,6 +470,15 @@ def run_drift(runs, implied, logrho, train):
                         implied, np.exp(logrho), use)
 
 
+def _top_bits(part, train) -> dict[str, float] | None:
+    """Each family's largest finite stage bits over the fitted runs (a unified fit's curves), else None."""
+    if not isinstance(part, StagePart):
+        return None
+    used = (part.incidence[:, train] > 0).any(axis=1) & np.isfinite(part.bits)
+    return {fam: float(part.bits[used & (part.fam == j)].max()) for j, fam in enumerate(part.families)
+            if np.any(used & (part.fam == j))}
+
+
 def _identify(constants, problem, x, fval, objective, train, runs, logrho, scale, W1, profile, notes):
     """Bound flags and profile intervals (:mod:`gmse_cli.fit.identify`) on the fit's constants."""
     values = {k: c.value for k, c in constants.items()}
@@ -475,7 +486,8 @@ def _identify(constants, problem, x, fval, objective, train, runs, logrho, scale
     losses = np.array([r.loss for r, t in zip(runs, train, strict=True) if t])
     n_eff = np.array([r.N for r, t in zip(runs, train, strict=True) if t]) * np.exp(logrho[train])
     tokens = np.array([r.D for r, t in zip(runs, train, strict=True) if t])
-    flags = bound_flags(values, free, min_loss=float(losses.min()), n_eff=n_eff, tokens=tokens)
+    flags = bound_flags(values, free, min_loss=float(losses.min()), n_eff=n_eff, tokens=tokens,
+                        top_bits=_top_bits(getattr(objective, "part", None), train))
     out = dict(constants)
     for key, why in flags.items():
         out[key] = out[key].model_copy(update={"at_bound": why})

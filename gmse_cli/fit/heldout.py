@@ -179,7 +179,7 @@ class LossRefits:
                   for j, fam in enumerate(part.families)}
         try:
             held = hold_unidentified(part.families, n_gmse, part.incidence[:, keep], part.fam, self.base_law,
-                                     self.names, [], problem.fixed)
+                                     self.names, [], problem.fixed, part.bits)
         except FitError as exc:
             return str(exc)
         position = {j: k for k, j in enumerate(problem.free)}

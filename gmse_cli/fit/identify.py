@@ -24,7 +24,7 @@ and the bootstrap interval looks tight. Two checks show it:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -35,11 +35,17 @@ __all__ = ["CHI2_95", "bound_flags", "profile_interval"]
 
 CHI2_95 = 3.841458820694124  # chi-square(1) 95% quantile
 _NEGLIGIBLE = 1e-4
+_STRAIGHT = 0.1  # F x largest fitted bits below this: tanh is linear over the runs (0.33% at most)
 
 
 def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: float, n_eff: np.ndarray,
-                tokens: np.ndarray) -> dict[str, str]:
-    """{public name: why it sits at a bound} for the free constants that do (module docstring)."""
+                tokens: np.ndarray, top_bits: Mapping[str, float] | None = None) -> dict[str, str]:
+    """{public name: why it sits at a bound} for the free constants that do (module docstring).
+
+    ``top_bits``: each family's largest fitted log_1/4 GMSE (finite). A curve whose F times it is
+    below :data:`_STRAIGHT` never bends over the fitted runs (tanh z = z within z^2/3), so the runs
+    see only L F^C: L and F are not identified apart, and neither is the curve beyond them.
+    """
     out: dict[str, str] = {}
     floor = _NEGLIGIBLE * min_loss
     if "E" in free and constants["E"] < floor:
@@ -64,6 +70,10 @@ def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: f
         elif fam and k in ("F", "C") and name in free and value > 1e3:
             out[name] = (f"{name} = {value:.3g} ran off to infinity: the {fam} curve is a step, so the runs "
                          "do not identify its shape (their capacities barely differ, or too few GMSEs)")
+        elif fam and k == "F" and name in free and top_bits and value * top_bits.get(fam, math.inf) < _STRAIGHT:
+            out[name] = (f"{name} = {value:.3g} with the largest fitted GMSE at {top_bits[fam]:.3g} bits: the {fam} "
+                         f"curve is a power law over these runs (F x bits = {value * top_bits[fam]:.2g}), so only "
+                         f"L F^C is identified, not L and F apart, nor its capacities beyond the fitted GMSEs")
     return out
 
 
