@@ -16,14 +16,8 @@ import numpy as np
 from gmse_cli.errors import FitError
 from gmse_cli.fit.curves import fit_capacity
 from gmse_cli.fit.drift import implied_capacity
-from gmse_cli.fit.drivers import (
-    attach_heldout,
-    fit_loss_model,
-    heldout_fields,
-    run_drift,
-    score_heldout,
-)
-from gmse_cli.fit.heldout import RefitRows
+from gmse_cli.fit.drivers import domain_mask, fit_loss_model, heldout_fields, run_drift
+from gmse_cli.fit.heldout import RefitRows, attach_heldout, score_heldout
 from gmse_cli.fit.params import LAW
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import CapacityPoint, FamilyFit, FitResult, RunResidual
@@ -91,7 +85,7 @@ def capacity_model_fit(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, s
     refitter = CapacityRefits(dec_fit, runs, stages, base_law=base_law, capacity_delta=capacity_delta,
                               cap_fixed=cap_fixed, seed=seed)
     if loso:
-        heldout = score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run, progress)
+        heldout = score_heldout(runs, train, domain_mask(runs), refitter, pred, logrho, y, stages_of_run, progress)
         residuals = attach_heldout(residuals, heldout)
     caps = [c.model_copy(update={"stage_gmse": [(f.value, g) for f, g in stages[c.scheme]]}) for c in dec.capacities]
     return dec.model_copy(update={

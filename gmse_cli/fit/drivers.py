@@ -66,14 +66,7 @@ from gmse_cli.fit.design import (
     validate_options,
 )
 from gmse_cli.fit.drift import drift_report, implied_capacity
-from gmse_cli.fit.heldout import (
-    HELDOUT_METHOD,
-    LossRefits,
-    Split,
-    group_labels,
-    heldout_reports,
-    scale_split,
-)
+from gmse_cli.fit.heldout import HELDOUT_METHOD, LossRefits, attach_heldout, score_heldout
 from gmse_cli.fit.identify import bound_flags, profile_interval
 from gmse_cli.fit.objective import DEFAULT_CAPACITY_DELTA, DEFAULT_HUBER_DELTA, LossObjective
 from gmse_cli.fit.optimize import batched_lbfgs
@@ -369,8 +362,8 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         refitter = LossRefits(problem, full_starts, runs, model=model, part=part if model == "unified" else None,
                               base_law=base_law, free_problem=free_problem, delta=delta, run_weight=run_weight)
     if refitter is not None and loso:
-        heldout = score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run or _all_stages(runs, gmse, seed),
-                                progress)
+        heldout = score_heldout(runs, train, domain_mask(runs), refitter, pred, logrho, y,
+                                stages_of_run or _all_stages(runs, gmse, seed), progress)
         residuals = attach_heldout(residuals, heldout)
     elif model in ("dense", "decoupled") and loso and len(schemes) > 1:
         notes.append(f"no held-out error for a {model} fit: " + (
@@ -420,34 +413,6 @@ def _describe_prior(prior: Mapping[str, tuple[float, float]]) -> str:
 def _all_stages(runs, gmse, seed):
     gmse = gmse or GmseCache(seed=seed)
     return [run_stages(r, gmse) for r in runs]
-
-
-def score_heldout(runs, train, refitter, pred, logrho, y, stages_of_run, progress) -> dict:
-    """The held-out splits (:func:`~gmse_cli.fit.heldout.heldout_reports`) for a fit's runs."""
-    scheme_names, of_scheme = group_by_scheme(runs)
-    keys, of_group = group_labels(stages_of_run)
-    group_names = []
-    for g in range(len(keys)):
-        members = list(dict.fromkeys(runs[i].scheme for i in np.flatnonzero(of_group == g)))
-        group_names.append(" | ".join(members))
-    inside = domain_mask(runs)
-    N = np.array([r.N for r in runs])
-    splits = {"scheme": Split(scheme_names, of_scheme), "group": Split(group_names, of_group)}
-    scale = scale_split(N, np.asarray(train, dtype=bool), scheme_names, of_scheme)
-    if scale is not None:
-        splits["scale"] = scale
-    reports, resid = heldout_reports(splits, train=train, inside=inside, y=y, full_pred=pred, full_logrho=logrho,
-                                     scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress,
-                                     n_cut=None if scale is None else float(N[scale.left_out].min()))
-    return {"reports": reports, "residuals": resid}
-
-
-def attach_heldout(residuals: list[RunResidual], heldout: dict) -> list[RunResidual]:
-    nan = np.full(len(residuals), np.nan)
-    rs, rg = heldout["residuals"]["scheme"], heldout["residuals"]["group"]
-    rn = heldout["residuals"].get("scale", nan)
-    return [r.model_copy(update={"heldout_scheme": _finite(a), "heldout_group": _finite(b), "heldout_scale": _finite(c)})
-            for r, a, b, c in zip(residuals, rs, rg, rn, strict=True)]
 
 
 def heldout_fields(heldout: dict, model: str) -> dict:

@@ -38,14 +38,14 @@ from typing import NamedTuple
 import numpy as np
 
 from gmse_cli.errors import FitError
-from gmse_cli.fit.design import check_runs, hold_unidentified
+from gmse_cli.fit.design import check_runs, group_by_scheme, hold_unidentified
 from gmse_cli.fit.params import LAW
 from gmse_cli.fit.prior import likelihood_scale
 from gmse_cli.fit.problem import multistart_many
-from gmse_cli.fit.results import HeldoutEntry, HeldoutReport
+from gmse_cli.fit.results import HeldoutEntry, HeldoutReport, RunResidual
 
 __all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "group_labels", "scale_cut", "Split", "RefitRows", "LossRefits",
-           "heldout_reports"]
+           "heldout_reports", "score_heldout", "attach_heldout"]
 
 UNIDENTIFIED_RHO = 1e-6
 """A refit whose capacity for some run falls below this has run off along a flat direction
@@ -328,3 +328,35 @@ def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.n
         )
         residuals[split] = resid
     return reports, residuals
+
+
+def score_heldout(runs, train, inside, refitter, pred, logrho, y, stages_of_run, progress) -> dict:
+    """The held-out splits for a fit's runs (:func:`heldout_reports`); ``inside``: each run inside the law's domain."""
+    scheme_names, of_scheme = group_by_scheme(runs)
+    keys, of_group = group_labels(stages_of_run)
+    group_names = []
+    for g in range(len(keys)):
+        members = list(dict.fromkeys(runs[i].scheme for i in np.flatnonzero(of_group == g)))
+        group_names.append(" | ".join(members))
+    N = np.array([r.N for r in runs])
+    splits = {"scheme": Split(scheme_names, of_scheme), "group": Split(group_names, of_group)}
+    scale = scale_split(N, np.asarray(train, dtype=bool), scheme_names, of_scheme)
+    if scale is not None:
+        splits["scale"] = scale
+    reports, resid = heldout_reports(splits, train=train, inside=inside, y=y, full_pred=pred, full_logrho=logrho,
+                                     scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress,
+                                     n_cut=None if scale is None else float(N[scale.left_out].min()))
+    return {"reports": reports, "residuals": resid}
+
+
+def attach_heldout(residuals: list[RunResidual], heldout: dict) -> list[RunResidual]:
+    """Each run's residual row with its held-out residuals (None: untested in that split)."""
+    split = heldout["residuals"]
+    columns = zip(split["scheme"], split["group"], split.get("scale", np.full(len(residuals), np.nan)), strict=True)
+    return [r.model_copy(update={"heldout_scheme": _finite_or_none(a), "heldout_group": _finite_or_none(b),
+                                 "heldout_scale": _finite_or_none(c)})
+            for r, (a, b, c) in zip(residuals, columns, strict=True)]
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
