@@ -15,7 +15,7 @@ The models, the objective and how they are solved are described in
 - ``prior``       Gaussian priors for a MAP fit (``--prior paper``) and the likelihood scale;
 - ``identify``    constants at a bound, profile-likelihood intervals;
 - ``drift``       each run's implied capacity and its drift with N and D/N;
-- ``heldout``     cold leave-one-scheme-out and leave-one-GMSE-group-out refits and their errors;
+- ``heldout``     cold leave-one-scheme-out, leave-one-GMSE-group-out and largest-model-sizes refits and their errors;
 - ``curves``      capacity curves through (GMSE, rho) points: :func:`fit_capacity`;
 - ``reports``     the factorization check and the stages' GMSE;
 - ``plot``        the fit's plot (predicted vs observed loss; capacity vs GMSE; drift);
