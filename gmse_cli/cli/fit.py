@@ -70,15 +70,15 @@ def register(app: typer.Typer) -> None:
                                "against 0.0054)")
         ] = False,
         heldout: Annotated[
-            bool, typer.Option("--heldout/--no-heldout", help="held-out error: a cold refit without each scheme and "
-                               "each GMSE group (unified, capacity, kumar)")
+            bool, typer.Option("--heldout/--no-heldout", help="held-out error: a cold refit without each scheme, "
+                               "each GMSE group, and the largest model sizes (unified, capacity, kumar)")
         ] = True,
         json_out: JsonFlag = False,
         csv_out: CsvFlag = False,
     ) -> None:
         """Fit a scaling law to training runs: constants with bootstrap and profile intervals, capacities, fit
         error, residuals, held-out error (unified, capacity, kumar: leave one scheme out, leave one GMSE group
-        out, inside and outside the law's domain), capacity drift with N and D/N, and a factorization check
+        out, predict the largest model sizes from the smaller; inside and outside the law's domain), capacity drift with N and D/N, and a factorization check
         (decoupled)."""
         from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import err_console
