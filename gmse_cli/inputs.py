@@ -95,12 +95,19 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
 def parse_nested(parse: Callable[[str], _T], text: str, *, where: str, error: type[UsclError]) -> _T:
     """``parse(text)``, refusing data nested deeper than :data:`MAX_NESTING` levels.
 
-    A parser recursing past Python's stack limit is the same error, never a RecursionError.
+    A parser recursing past Python's stack limit is the same error, never a RecursionError; an
+    integer literal of thousands of digits is one error too, never the bare ValueError of
+    Python's integer conversion limit.
     """
     try:
         data = parse(text)
     except RecursionError:
         raise error(f"{where}: nests deeper than {MAX_NESTING} levels") from None
+    except ValueError as exc:
+        if type(exc) is not ValueError:  # the parser's own syntax error: its caller words it
+            raise
+        # Python refuses to convert an integer of thousands of digits (CVE-2020-10735)
+        raise error(f"{where}: holds a number too long to read ({str(exc).split(';')[0]})") from None
     if _depth(data) > MAX_NESTING:
         raise error(f"{where}: nests deeper than {MAX_NESTING} levels")
     return data

@@ -39,3 +39,52 @@ def test_a_ratio_to_the_fitted_range_past_the_largest_float_is_no_inf():
     flag = fitted.beyond(1e308, 1.0)
     assert low / 1e-308 == math.inf
     assert "D/N" in flag and "inf" not in flag
+
+
+_GOOD_RUN = '{"weights": "int4", "N": 1e6, "D": 1e8, "loss": 3.5}\n'
+
+
+def test_an_integer_of_thousands_of_digits_is_one_line(tmp_path, run_cli):
+    # Python refuses int('9' * 5000) with a bare ValueError: a runs line, a format file, a config
+    runs = tmp_path / "r.jsonl"
+    runs.write_text(_GOOD_RUN + '{"weights": "int4", "N": ' + "9" * 5000 + ', "D": 1e8, "loss": 3}\n')
+    assert "r.jsonl" in _one_line(run_cli("fit", str(runs)))
+    spec = tmp_path / "f.toml"
+    spec.write_text('[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = ' + "9" * 5000 + "\n")
+    assert "f.toml" in _one_line(run_cli("gmse", str(spec)))
+    config = tmp_path / "c.json"
+    config.write_text('{"config_groups": {"g": {"weights": {"num_bits": ' + "9" * 5000 + "}}}}")
+    assert "c.json" in _one_line(run_cli("formats", "import", str(config)))
+
+
+def test_formats_import_reads_its_config_as_every_input_is_read(tmp_path, run_cli):
+    import os
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)  # a RecursionError traceback before
+    assert "nest" in _one_line(run_cli("formats", "import", str(deep)))
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"x": "\xff"}')  # a UnicodeDecodeError traceback before
+    assert "UTF-8" in _one_line(run_cli("formats", "import", str(latin)))
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # read before: waited for a writer for ever
+    assert "fifo.json" in _one_line(run_cli("formats", "import", str(fifo)))
+    bom = tmp_path / "w4a16.json"  # a UTF-8 byte-order mark is a signature, as in every text input
+    bom.write_bytes(b'\xef\xbb\xbf{"quant_method": "compressed-tensors", "config_groups": {"group_0": {"targets": ["Linear"], '
+                    b'"weights": {"num_bits": 4, "type": "int", "symmetric": true, "strategy": "group", '
+                    b'"group_size": 128}}}}')
+    res = run_cli("formats", "import", str(bom))
+    assert res.code == 0, res.stderr
+
+
+@pytest.mark.parametrize(("stage", "needle"), [
+    ('{"family": "bogus", "gmse": 0.01}', "bogus"),  # a ValueError traceback before
+    ('{"family": "quantization", "gmse": -1}', "-1"),  # fitted before as a GMSE of 0 (infinite bits)
+    ('{"family": "quantization", "gmse": NaN}', "nan"),  # named before as 'GMSE nan >= 1'
+])
+def test_a_recorded_stage_gmse_is_checked_where_it_is_read(stage, needle, tmp_path, run_cli):
+    runs = tmp_path / "r.jsonl"
+    record = '{"weights": "int4", "N": 1e6, "D": 1e8, "loss": 3.5, "stage_gmse": {"weights": [' + stage + "]}}\n"
+    runs.write_text(_GOOD_RUN * 3 + record)
+    line = _one_line(run_cli("fit", str(runs), "--model", "unified", "--no-heldout"))
+    assert needle in line and "stage_gmse" in line
