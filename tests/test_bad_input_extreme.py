@@ -88,3 +88,33 @@ def test_a_recorded_stage_gmse_is_checked_where_it_is_read(stage, needle, tmp_pa
     runs.write_text(_GOOD_RUN * 3 + record)
     line = _one_line(run_cli("fit", str(runs), "--model", "unified", "--no-heldout"))
     assert needle in line and "stage_gmse" in line
+
+
+def _dense_runs(path):
+    # runs on the law 15.45 N^-0.13 + 352.6 D^-0.33 + 1.3, at four sizes and two ratios
+    lines = []
+    for n in (1e6, 3e6, 1e7, 3e7):
+        for per in (50, 100):
+            loss = 15.45 * n ** -0.13 + 352.6 * (per * n) ** -0.33 + 1.3
+            lines.append(f'{{"weights": "bf16", "N": {n}, "D": {per * n}, "loss": {loss}}}\n')
+    path.write_text("".join(lines))
+    return str(path)
+
+
+def test_a_tiny_huber_delta_is_one_line_not_a_zero_division(tmp_path, run_cli):
+    # delta 5e-324 drove alpha to 0 and the implied capacities divided by it (ZeroDivisionError)
+    line = _one_line(run_cli("fit", _dense_runs(tmp_path / "r.jsonl"), "--huber-delta", "5e-324"))
+    assert "alpha" in line
+
+
+@pytest.mark.parametrize("fix", ["alpha=1e30", "beta=1e30"])
+def test_an_extreme_held_exponent_is_one_line_without_numpy_warnings(fix, tmp_path, run_cli):
+    # N^-1e30 underflows to 0 against an infinite A: RuntimeWarnings (two stderr lines each,
+    # pytest catches them) preceded the error
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = _one_line(run_cli("fit", _dense_runs(tmp_path / "r.jsonl"), "--fix", fix))
+    assert "inf" in line
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
