@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from gmse_cli.errors import UsclError
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "read_text_file", "parse_nested"]
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "existing_files",
+           "read_text_file", "parse_nested"]
 
 MAX_TEXT_BYTES = 16 << 20
 """Largest format, law or sweep file read (16 MiB): hand-written specs are a few KiB."""
@@ -48,6 +49,12 @@ def is_file(text: str | Path) -> bool:
         return Path(text).is_file()
     except (OSError, ValueError):  # ENAMETOOLONG, ELOOP, an embedded NUL byte
         return False
+
+
+def existing_files(*items: str | Path | None) -> list[str | Path]:
+    """The ``items`` that name an existing file, of a command's inputs that may be names or paths
+    (a format, a law, a checkpoint): what an output must not replace (:func:`gmse_cli.atomic.check_output_path`)."""
+    return [item for item in items if item is not None and is_file(item)]
 
 
 def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit: int = MAX_TEXT_BYTES,

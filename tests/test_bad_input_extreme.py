@@ -118,3 +118,40 @@ def test_an_extreme_held_exponent_is_one_line_without_numpy_warnings(fix, tmp_pa
         line = _one_line(run_cli("fit", _dense_runs(tmp_path / "r.jsonl"), "--fix", fix))
     assert "inf" in line
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+def _law_copy(path):
+    from gmse_cli.paths import laws_dir
+
+    path.write_bytes(next(iter(sorted(laws_dir().glob("*.toml")))).read_bytes())
+    return str(path)
+
+
+def test_fit_out_over_its_own_base_law_is_refused(tmp_path, run_cli):
+    # --law L --out L replaced the base law before (the README: an output naming an input is refused)
+    law = _law_copy(tmp_path / "law.toml")
+    before = (tmp_path / "law.toml").read_bytes()
+    line = _one_line(run_cli("fit", _dense_runs(tmp_path / "r.jsonl"), "--model", "unified", "--law", law,
+                             "--out", law))
+    assert "law.toml" in line
+    assert (tmp_path / "law.toml").read_bytes() == before
+
+
+def test_a_plot_never_replaces_an_input_whatever_its_name(tmp_path, run_cli):
+    # inputs are read by content, so a checkpoint, law or format file may carry a plot's suffix
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "w.png"
+    save_file({"layer.weight": np.ones((8, 64), dtype=np.float32)}, str(weights))
+    law = _law_copy(tmp_path / "law.svg")
+    spec = tmp_path / "f.pdf"
+    spec.write_text('[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\n')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for args in (["mse", str(weights), "-f", "int4", "--plot", str(weights)],
+                 ["search", "--bits", "4", "--checkpoint", str(weights), "--plot", str(weights)],
+                 ["rank", str(spec), "--plot", str(spec)],
+                 ["rank", "int4", "--act", str(spec), "--plot", str(spec)],
+                 ["rank", "int4", "--law", law, "--plot", law]):
+        assert "which this command reads" in _one_line(run_cli(*args)), args
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

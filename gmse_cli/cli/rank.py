@@ -184,6 +184,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli import console
         from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
+        from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law
         from gmse_cli.progress import stderr_is_terminal
         from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
@@ -191,7 +192,9 @@ def register(app: typer.Typer) -> None:
 
         one_output(json_out, csv_out)
         n, d = scenario.scale()
-        plot_path = check_plot_path(plot) if plot else None
+        # a format or law file (any name: a .toml suffix is not required) is never the plot's target
+        read = existing_files(*(formats or []), scenario.act, scenario.law)
+        plot_path = check_plot_path(plot, inputs=read) if plot else None
         the_law = load_law(scenario.law)
         wanted: Family | None = None
         if family is not None:
