@@ -155,3 +155,17 @@ def test_a_plot_never_replaces_an_input_whatever_its_name(tmp_path, run_cli):
                  ["rank", "int4", "--law", law, "--plot", law]):
         assert "which this command reads" in _one_line(run_cli(*args)), args
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_rms_scale_constant_past_1e30_is_refused(tmp_path, run_cli):
+    # c = 1e300: the exact GMSE's c^2 terms overflowed to nan, a pydantic traceback storing it
+    spec = tmp_path / "f.toml"
+    spec.write_text('[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\nscale_constant = 1e300\n')
+    assert "scale_constant" in _one_line(run_cli("gmse", str(spec)))
+    # at the bound every entry rounds to the midrise grid's innermost level +-c/15 (16 levels
+    # over [-c, c]): GMSE = c^2/225 - 2 (c/15) E|x| + 1, the last two terms 1e-29 of the first
+    res = run_cli("gmse", "int4-rms1" + "0" * 30, "--json")
+    assert res.code == 0, res.stderr
+    import json
+
+    assert json.loads(res.stdout)["results"][0]["gmse"] == pytest.approx(1e60 / 225, rel=1e-9)

@@ -91,6 +91,7 @@ class Quantize(SpecModel):
     scale_constant: float | None = Field(
         default=None,
         gt=0,
+        le=LUT_MAGNITUDE[1],  # as a lut value: past it the exact GMSE's c^2 terms overflow to nan
         description="rms rule: scale = constant * RMS; None = the Gaussian-MSE-optimal one",
     )
     group: Granularity = "row"
