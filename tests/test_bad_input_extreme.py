@@ -169,3 +169,12 @@ def test_an_rms_scale_constant_past_1e30_is_refused(tmp_path, run_cli):
     import json
 
     assert json.loads(res.stdout)["results"][0]["gmse"] == pytest.approx(1e60 / 225, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999"])
+def test_a_rotation_seed_is_a_seed(seed, tmp_path, run_cli):
+    # random signs seeded -1 reached numpy's generator: "expected non-negative integer" traceback
+    spec = tmp_path / "f.toml"
+    spec.write_text(f'[[stages]]\nkind = "rotate"\nblock = 128\nrandom_signs = true\nseed = {seed}\n'
+                    '[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\n')
+    assert "seed" in _one_line(run_cli("gmse", str(spec), "--monte-carlo", "--rel-err", "0.05"))
