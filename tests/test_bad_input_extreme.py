@@ -178,3 +178,12 @@ def test_a_rotation_seed_is_a_seed(seed, tmp_path, run_cli):
     spec.write_text(f'[[stages]]\nkind = "rotate"\nblock = 128\nrandom_signs = true\nseed = {seed}\n'
                     '[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\n')
     assert "seed" in _one_line(run_cli("gmse", str(spec), "--monte-carlo", "--rel-err", "0.05"))
+
+
+def test_a_csv_column_named_twice_is_refused(tmp_path, run_cli):
+    # 'loss' twice: csv's DictReader kept the last column (here -1), and the fit read that one
+    runs = tmp_path / "r.csv"
+    rows = [(n, per * n, 15.45 * n ** -0.13 + 352.6 * (per * n) ** -0.33 + 1.3)
+            for n in (1e6, 3e6, 1e7, 3e7) for per in (50, 100)]
+    runs.write_text("N,D,loss,Loss\n" + "".join(f"{n},{d},{loss},{2 * loss}\n" for n, d, loss in rows))
+    assert "loss" in _one_line(run_cli("fit", str(runs))).lower()
