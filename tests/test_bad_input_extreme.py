@@ -187,3 +187,16 @@ def test_a_csv_column_named_twice_is_refused(tmp_path, run_cli):
             for n in (1e6, 3e6, 1e7, 3e7) for per in (50, 100)]
     runs.write_text("N,D,loss,Loss\n" + "".join(f"{n},{d},{loss},{2 * loss}\n" for n, d, loss in rows))
     assert "loss" in _one_line(run_cli("fit", str(runs))).lower()
+
+
+def test_weights_that_overflow_float32_under_a_rotation_are_one_line(tmp_path, run_cli):
+    # finite weights of 1e38: a 128-block Hadamard sums them past float32's 3.4e38, inf - inf = nan;
+    # mse printed nan in its table and CSV (JSON: a vague "check the inputs"), search a +nan row
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"layer.weight": np.full((8, 256), 1e38, dtype=np.float32)}, str(weights))
+    line = _one_line(run_cli("mse", str(weights), "-f", "had128+int4", "--csv"))
+    assert "had128+int4" in line and "layer.weight" in line
+    assert "nan" in _one_line(run_cli("search", "--bits", "4", "--checkpoint", str(weights), "--rel-err", "0.05"))
