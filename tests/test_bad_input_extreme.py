@@ -200,3 +200,18 @@ def test_weights_that_overflow_float32_under_a_rotation_are_one_line(tmp_path, r
     line = _one_line(run_cli("mse", str(weights), "-f", "had128+int4", "--csv"))
     assert "had128+int4" in line and "layer.weight" in line
     assert "nan" in _one_line(run_cli("search", "--bits", "4", "--checkpoint", str(weights), "--rel-err", "0.05"))
+
+
+def test_train_threads_beyond_any_machine_are_refused(tmp_path):
+    # torch.set_num_threads(100000): OpenMP crashed the process (SIGSEGV); run apart so a crash
+    # fails this test only
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-m", "gmse_cli", "train", "--dry-run", "--preset", "tiny", "--out",
+                          str(tmp_path / "runs.jsonl"), "--threads", "100000"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2, (res.returncode, res.stderr[-500:])
+    assert "--threads" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.inputs import exists
-from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED
+from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED, MAX_THREADS
 
 __all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
            "MAX_HADAMARD_BLOCK", "MAX_BOOTSTRAP"]
@@ -179,7 +179,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "eval_tokens": _integer(1),
     "eval_every": _integer(0),
     "checkpoint_every": _integer(0),
-    "threads": _integer(1),
+    "threads": _integer(1, MAX_THREADS),
     "nproc_per_node": _integer(1),
     "vocab_size": _integer(MIN_VOCAB_SIZE, MAX_VOCAB_SIZE),
     "formats.family": _family,  # (rank's --family: the command's own check)
