@@ -154,8 +154,9 @@ def _device(value: Any) -> None:
 
 def _shard(value: Any) -> None:
     k, sep, n = str(value).partition("/")
-    if not (sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
-        _fail(f"'{value}' is not K/N with 0 <= K < N (e.g. 0/4)")
+    # 1-based, as the command reads it and the README writes it (--shard 1/2 and 2/2)
+    if not (sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+        _fail(f"'{value}' is not K/N with 1 <= K <= N (e.g. 1/2)")
 
 
 VALIDATORS: dict[str, Callable[[Any], None]] = {
