@@ -233,3 +233,9 @@ def test_the_last_shard_the_readme_names_is_accepted(tmp_path, run_cli):
     assert len(planned["1/2"]) == len(planned["2/2"]) == 1 and planned["1/2"] != planned["2/2"]
     assert "shard" in _one_line(run_cli("train", "--dry-run", "--preset", "tiny", "--out",
                                         str(tmp_path / "runs.jsonl"), "--shard", "0/2"))
+
+
+def test_a_row_length_a_catalog_format_cannot_take_names_the_format(run_cli):
+    # rank's whole catalog at rows of 7: "quantize group size 128 does not divide ..." named no format
+    line = _one_line(run_cli("gmse", "--all", "--row-length", "3"))
+    assert "format '" in line and "row length 3" in line
