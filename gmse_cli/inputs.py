@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from gmse_cli.errors import UsclError
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "read_text_file", "parse_nested"]
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "existing_files",
+           "read_text_file", "parse_nested"]
 
 MAX_TEXT_BYTES = 16 << 20
 """Largest format, law or sweep file read (16 MiB): hand-written specs are a few KiB."""
@@ -48,6 +49,12 @@ def is_file(text: str | Path) -> bool:
         return Path(text).is_file()
     except (OSError, ValueError):  # ENAMETOOLONG, ELOOP, an embedded NUL byte
         return False
+
+
+def existing_files(*items: str | Path | None) -> list[str | Path]:
+    """The ``items`` that name an existing file, of a command's inputs that may be names or paths
+    (a format, a law, a checkpoint): what an output must not replace (:func:`gmse_cli.atomic.check_output_path`)."""
+    return [item for item in items if item is not None and is_file(item)]
 
 
 def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit: int = MAX_TEXT_BYTES,
@@ -95,12 +102,19 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
 def parse_nested(parse: Callable[[str], _T], text: str, *, where: str, error: type[UsclError]) -> _T:
     """``parse(text)``, refusing data nested deeper than :data:`MAX_NESTING` levels.
 
-    A parser recursing past Python's stack limit is the same error, never a RecursionError.
+    A parser recursing past Python's stack limit is the same error, never a RecursionError; an
+    integer literal of thousands of digits is one error too, never the bare ValueError of
+    Python's integer conversion limit.
     """
     try:
         data = parse(text)
     except RecursionError:
         raise error(f"{where}: nests deeper than {MAX_NESTING} levels") from None
+    except ValueError as exc:
+        if type(exc) is not ValueError:  # the parser's own syntax error: its caller words it
+            raise
+        # Python refuses to convert an integer of thousands of digits (CVE-2020-10735)
+        raise error(f"{where}: holds a number too long to read ({str(exc).split(';')[0]})") from None
     if _depth(data) > MAX_NESTING:
         raise error(f"{where}: nests deeper than {MAX_NESTING} levels")
     return data

@@ -11,12 +11,15 @@ import numbers
 
 from gmse_cli.errors import SpecError
 
-__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "check_seed", "is_whole"]
+__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "MAX_THREADS", "check_seed", "is_whole"]
 
 MAX_SEED = 2**63 - 1
 
 MAX_BOOTSTRAP = 100_000
 """Bootstrap refits of a fit (more adds nothing to a printed interval, as for --draws)."""
+
+MAX_THREADS = 1024
+"""CPU threads a command may ask torch for (100,000 made OpenMP crash the process)."""
 
 
 def is_whole(value: object) -> bool:

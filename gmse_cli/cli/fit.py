@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.errors import DataError, FitError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit
+        from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law, save_law
         from gmse_cli.progress import status, stderr_is_terminal
         from gmse_cli.runs import RunsWarning, load_runs, select
@@ -97,10 +98,11 @@ def register(app: typer.Typer) -> None:
             raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}")
         if out is not None and model in ("decoupled", "kumar"):
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
+        read = [*files, *existing_files(law)]  # --law FILE is read too: no output may replace it
         if plot is not None:
-            check_plot_path(plot, inputs=files)
+            check_plot_path(plot, inputs=read)
         if out is not None:
-            check_output_path(out, what="law file", error=FitError, inputs=[*files, *([plot] if plot else [])])
+            check_output_path(out, what="law file", error=FitError, inputs=[*read, *([plot] if plot else [])])
         fixed = _parse_fix(fix or [])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RunsWarning)

@@ -131,6 +131,7 @@ def register(app: typer.Typer) -> None:
 
         from gmse_cli.cli.options import renamed
         from gmse_cli.errors import DataError
+        from gmse_cli.inputs import parse_nested, read_text_file
         from gmse_cli.interop import import_config
         from gmse_cli.spec import format_to_toml
 
@@ -139,10 +140,10 @@ def register(app: typer.Typer) -> None:
             from gmse_cli.atomic import check_output_path
 
             check_output_path(output, what="format file", error=DataError, inputs=[path])
+        # read as every input is: a regular UTF-8 file of bounded size and nesting (a FIFO never read)
+        text = read_text_file(path, what="config", error=DataError)
         try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+            data = parse_nested(json.loads, text, where=str(path), error=DataError)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} is not JSON: {exc}") from None
         _write(format_to_toml(import_config(data, name=name or path.stem)), output)

@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
+        from gmse_cli.inputs import existing_files
         from gmse_cli.progress import note
         from gmse_cli.realmse import checkpoint_name, measure_mse, plot_mse
 
@@ -124,8 +125,8 @@ def register(app: typer.Typer) -> None:
         if worst < 0:
             raise SpecError(f"--worst {worst} must be 0 or more")
         act.check()
-        if plot is not None:
-            check_plot_path(plot)
+        if plot is not None:  # never over the checkpoint, law or text it reads (a .png name is just a name)
+            check_plot_path(plot, inputs=existing_files(checkpoint, law, act.data, act.tokenizer))
         if act.activations:
             _activations(checkpoint, formats or [], act, hadamard=hadamard, hadamard_block=hadamard_block,
                          include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law, rel_err=rel_err,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -66,15 +67,25 @@ def _count(text: str, option: str) -> float:
 
 
 def _scale(params: str, tokens: str | None) -> tuple[float, float | None]:
+    from gmse_cli.errors import LawError
+
     n = _count(params, "--params")
     if tokens is None:
+        from gmse_cli.rank import DEFAULT_TOKENS_PER_PARAM
+
+        # the default D is a ratio too: name --params where it overflows, not a "tokens" never given
+        if not math.isfinite(DEFAULT_TOKENS_PER_PARAM * n):
+            raise LawError(f"--params {params.strip()}: {DEFAULT_TOKENS_PER_PARAM:g} tokens per parameter (the "
+                           "default --tokens) overflows; give --tokens")
         return n, None
     if per := _PER_PARAM.match(tokens):
         ratio = float(per[1])
         if not ratio > 0:
-            from gmse_cli.errors import LawError
-
             raise LawError(f"--tokens {tokens} must be positive (e.g. 100x or 20e9)")
+        # a ratio must still give a finite count of at least one token, as a count must
+        if not 1 <= ratio * n < math.inf:
+            raise LawError(f"--tokens {tokens.strip()} at --params {params.strip()} gives {ratio * n:g} tokens; "
+                           "D must be a finite count of at least 1")
         return n, ratio * n
     return n, _count(tokens, "--tokens")
 
@@ -173,6 +184,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli import console
         from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
+        from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law
         from gmse_cli.progress import stderr_is_terminal
         from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
@@ -180,7 +192,9 @@ def register(app: typer.Typer) -> None:
 
         one_output(json_out, csv_out)
         n, d = scenario.scale()
-        plot_path = check_plot_path(plot) if plot else None
+        # a format or law file (any name: a .toml suffix is not required) is never the plot's target
+        read = existing_files(*(formats or []), scenario.act, scenario.law)
+        plot_path = check_plot_path(plot, inputs=read) if plot else None
         the_law = load_law(scenario.law)
         wanted: Family | None = None
         if family is not None:

@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
+        from gmse_cli.inputs import existing_files
         from gmse_cli.progress import task
         from gmse_cli.search import check_frontier_dir, plot_search, search_formats, write_frontier
 
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
         if checkpoint is None and (include or exclude):
             raise SpecError("--include/--exclude select checkpoint layers; give --checkpoint too")
         if plot is not None:
-            check_plot_path(plot)
+            check_plot_path(plot, inputs=existing_files(checkpoint, law))
         if out_dir is not None:
             check_frontier_dir(out_dir)
 

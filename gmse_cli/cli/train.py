@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import TrainError
+        from gmse_cli.limits import MAX_THREADS
         from gmse_cli.training.results import finished_keys
         from gmse_cli.training.sweep import expand_sweep, plan_sweep, plan_vocab
 
@@ -78,8 +79,8 @@ def register(app: typer.Typer) -> None:
         acts = renamed("--acts", "--act", old_acts, acts)
 
         if threads is not None:
-            if threads < 1:
-                raise TrainError(f"--threads {threads} must be at least 1")
+            if not 1 <= threads <= MAX_THREADS:
+                raise TrainError(f"--threads {threads} must be from 1 to {MAX_THREADS}")
             import torch
 
             torch.set_num_threads(threads)

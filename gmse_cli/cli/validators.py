@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.inputs import exists
-from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED
+from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED, MAX_THREADS
 
 __all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
            "MAX_HADAMARD_BLOCK", "MAX_BOOTSTRAP"]
@@ -154,8 +154,9 @@ def _device(value: Any) -> None:
 
 def _shard(value: Any) -> None:
     k, sep, n = str(value).partition("/")
-    if not (sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
-        _fail(f"'{value}' is not K/N with 0 <= K < N (e.g. 0/4)")
+    # 1-based, as the command reads it and the README writes it (--shard 1/2 and 2/2)
+    if not (sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+        _fail(f"'{value}' is not K/N with 1 <= K <= N (e.g. 1/2)")
 
 
 VALIDATORS: dict[str, Callable[[Any], None]] = {
@@ -179,7 +180,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "eval_tokens": _integer(1),
     "eval_every": _integer(0),
     "checkpoint_every": _integer(0),
-    "threads": _integer(1),
+    "threads": _integer(1, MAX_THREADS),
     "nproc_per_node": _integer(1),
     "vocab_size": _integer(MIN_VOCAB_SIZE, MAX_VOCAB_SIZE),
     "formats.family": _family,  # (rank's --family: the command's own check)

@@ -35,6 +35,8 @@ def implied_capacity(loss: np.ndarray, N: np.ndarray, D: np.ndarray, *, A: float
                      beta: float, E: float) -> np.ndarray:
     """The capacity that makes the law reproduce each loss (NaN where none does)."""
     excess = np.asarray(loss, dtype=float) - B * np.asarray(D, dtype=float) ** -beta - E
+    if not alpha > 0:  # a loss flat in N (alpha 0: the fit's own check refuses it) implies no capacity
+        return np.full(excess.shape, np.nan)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         rho = np.where(excess > 0, (excess / A) ** (-1.0 / alpha) / np.asarray(N, dtype=float), np.nan)
     return rho

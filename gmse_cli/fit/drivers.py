@@ -173,13 +173,17 @@ def fit(
     options = dict(delta=delta, bootstrap=bootstrap, seed=seed, fixed=fixed, base_law=base_law, gmse=gmse,
                    starts=starts, loso=loso, bootstrap_starts=bootstrap_starts, data_files=data_files,
                    prior=prior_spec, profile=profile, progress=progress, train=train)
-    if model == "capacity":
-        from gmse_cli.fit.capacity_model import fit_capacity_model
+    # Held constants at the edge of a law's domain (--fix alpha=1e30: N^-alpha underflows to 0,
+    # times an infinite A) make infinite or undefined intermediate values: the result's own
+    # checks (law_problem, finite JSON) name them, never a numpy warning per expression.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if model == "capacity":
+            from gmse_cli.fit.capacity_model import fit_capacity_model
 
-        result = fit_capacity_model(runs, capacity_delta=capacity_delta, **options)
-    else:
-        result = fit_loss_model(runs, model=model, sensitivity=sensitivity, weigh_schemes=weigh_schemes,
-                                **options).result
+            result = fit_capacity_model(runs, capacity_delta=capacity_delta, **options)
+        else:
+            result = fit_loss_model(runs, model=model, sensitivity=sensitivity, weigh_schemes=weigh_schemes,
+                                    **options).result
     if outside:
         what = ("fitted too (--fit-outside)" if fit_outside else
                 "not fitted: predicted, and scored as heldout_outside_rmse")

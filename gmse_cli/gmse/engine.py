@@ -103,7 +103,10 @@ def estimate_gmse(
     seed = check_seed(seed)
     resolved = [resolve_format(f) for f in as_format_list(formats)]
     for fmt in resolved:
-        fmt.check_row_length(row_length)
+        try:
+            fmt.check_row_length(row_length)
+        except SpecError as exc:  # name the format: --all or a ranking holds dozens
+            raise SpecError(f"format '{fmt.display_name}': {exc}") from None
         if method == "exact" and not has_exact(fmt):
             exact_gmse(fmt)  # raises the explanatory SpecError
     stores = cache != "off" and method == "auto" and (bank.backend if bank else backend) == "numba"

@@ -34,6 +34,11 @@ __all__ = ["FittedRange", "fitted_range_of"]
 _EDGE = 1e-9  # relative slack at the ends: a prediction at a fitted run's own N is inside
 
 
+def _times(ratio: float) -> str:
+    """'1.22e+03x'; a ratio past the largest float (a count near 1e308 against a fitted one) as a bound, not 'infx'."""
+    return f"{ratio:.3g}x" if math.isfinite(ratio) else "over 1e+308x"
+
+
 class FittedRange(Frozen):
     """The smallest and largest N (non-embedding parameters) and D/N (tokens per parameter)
     of the runs a law's constants were fitted on."""
@@ -65,9 +70,9 @@ class FittedRange(Frozen):
             ("D/N", tokens / params, self.tokens_per_param, lambda x: f"{x:.4g}"),
         ):
             if value < low * (1 - _EDGE):
-                reasons.append(f"{what} = {show(value)} is {low / value:.3g}x below the smallest fitted ({show(low)})")
+                reasons.append(f"{what} = {show(value)} is {_times(low / value)} below the smallest fitted ({show(low)})")
             elif value > high * (1 + _EDGE):
-                reasons.append(f"{what} = {show(value)} is {value / high:.3g}x above the largest fitted ({show(high)})")
+                reasons.append(f"{what} = {show(value)} is {_times(value / high)} above the largest fitted ({show(high)})")
         if not reasons:
             return None
         return "; ".join(reasons)

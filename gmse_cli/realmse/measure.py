@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import DataError, SpecError
 from gmse_cli.frozen import Frozen
 from gmse_cli.realmse.layers import RowSample, locality, sample_rows
 from gmse_cli.realmse.tensorfile import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
@@ -278,6 +278,9 @@ def measure_layers(
                 mse, psi = ratio_influence(
                     np.concatenate(err[i]), norms, population=chosen.population, certain=chosen.certain
                 )
+                if math.isnan(mse):  # finite float32 inputs near its largest value, summed by a rotation
+                    raise DataError(f"format '{targets[i].display_name}' on tensor '{info.name}' gives no defined "
+                                    "error (nan): its values overflow float32 in the format's arithmetic")
                 se = math.sqrt(float(psi @ psi))
                 tallies[i].layers.append((info, measured, mse, se, info.params))
         if on_layer is not None:

@@ -27,9 +27,14 @@ def load_csv(path: str | Path) -> list[Run]:
     Without format columns every run is the dense ``bf16`` scheme (capacity 1).
     """
     path = Path(path)
-    rows = list(csv.DictReader(read_text(path).splitlines()))
+    reader = csv.DictReader(read_text(path).splitlines())
+    rows = list(reader)
     if not rows:
         raise DataError(f"{path}: no data rows (expected a header with N, D and loss)")
+    # a repeated column name keeps only its last column's cells: which one was meant is unknown
+    names = [name.strip().lower() for name in reader.fieldnames or () if name and name.strip()]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise DataError(f"{path}: the header names column '{repeated[0]}' more than once; rename or drop one")
     header = {name.strip().lower(): name for name in rows[0] if name is not None}
 
     def column(options: Sequence[str]) -> str | None:

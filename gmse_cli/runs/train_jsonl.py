@@ -13,7 +13,7 @@ from gmse_cli.errors import DataError, SpecError
 from gmse_cli.inputs import parse_nested
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import Run, RunsWarning, scheme_name
-from gmse_cli.spec import Format
+from gmse_cli.spec import Family, Format
 
 __all__ = ["load_train_jsonl", "run_from_record"]
 
@@ -25,6 +25,7 @@ _KEYS_LOSS = ("loss", "final_val_loss", "val_loss", "validation_loss", "final_lo
 _KEYS_W = ("weights", "weight_format", "w_format", "weights_format")
 _KEYS_A = ("activations", "activation_format", "a_format", "activations_format", "acts")
 _OK_STATUS = {"ok", "done", "finished", "complete", "completed", "success", "succeeded"}
+_FAMILIES = tuple(f.value for f in Family)
 _SECTIONS = ("result", "results", "model", "scheme", "format", "formats", "config")
 
 
@@ -146,5 +147,11 @@ def _recorded_gmse(value: Any, has_activations: bool, where: str) -> tuple[tuple
         for stage in stages:
             if not isinstance(stage, dict) or "family" not in stage or "gmse" not in stage:
                 raise DataError(f"{where}: stage_gmse.{tensor} entries need 'family' and 'gmse'")
-            out.append((str(stage["family"]), number(stage["gmse"], "stage_gmse", where)))
+            family, gmse = str(stage["family"]), number(stage["gmse"], "stage_gmse", where)
+            if family not in _FAMILIES:
+                raise DataError(f"{where}: stage_gmse.{tensor} family '{family[:40]}' is none of "
+                                f"{', '.join(_FAMILIES)}")
+            if not (math.isfinite(gmse) and gmse >= 0):  # a mean squared error: never negative
+                raise DataError(f"{where}: stage_gmse.{tensor} gmse = {gmse} must be a finite number >= 0")
+            out.append((family, gmse))
     return tuple(out)

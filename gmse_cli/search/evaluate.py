@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import DataError, SpecError
 from gmse_cli.spec import Format
 
 
@@ -169,6 +169,9 @@ class CheckpointEvaluator(Evaluator):
             r, psi = ratio_influence(err, norm, population=population)
             value += weight * r
             psis.append(weight * psi)  # layers are independent strata
+        if math.isnan(value):  # finite float32 weights near its largest value, summed by a rotation
+            raise DataError(f"format '{fmt.display_name}' gives no defined error (nan) on the checkpoint's rows: "
+                            "their values overflow float32 in the format's arithmetic")
         return value, np.concatenate(psis)
 
     def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from gmse_cli.errors import SpecError
+from gmse_cli.limits import MAX_SEED
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
     SCALE_FORMAT_BITS,
@@ -91,6 +92,7 @@ class Quantize(SpecModel):
     scale_constant: float | None = Field(
         default=None,
         gt=0,
+        le=LUT_MAGNITUDE[1],  # as a lut value: past it the exact GMSE's c^2 terms overflow to nan
         description="rms rule: scale = constant * RMS; None = the Gaussian-MSE-optimal one",
     )
     group: Granularity = "row"
@@ -473,7 +475,7 @@ class Rotate(SpecModel):
     transform: Literal["hadamard"] = "hadamard"
     block: int = Field(default=128, ge=2)
     random_signs: bool = Field(default=False, description="randomized Hadamard (QuIP#-style)")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the random signs (as every seed)")
 
     @field_validator("block")
     @classmethod
