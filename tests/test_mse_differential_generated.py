@@ -88,3 +88,22 @@ def test_mse_json_matches_the_reference_per_layer_and_overall(tmp_path, run_cli)
             assert layer["mse"] == pytest.approx(err.sum() / norm.sum(), rel=1e-6)
             total += err.sum() / norm.sum() * fits[layer["name"]].size
         assert got["mse"] == pytest.approx(total / sum(v.size for v in fits.values()), rel=1e-6)
+
+
+def test_sampled_rows_of_a_tensor_wide_format_keep_the_tensors_statistic(tmp_path, monkeypatch):
+    # int4-tensor: one RMS scale for the whole tensor. A sample holding the largest rows has a
+    # larger RMS than the tensor; before the fix the sampled rows were compressed alone, with
+    # their own RMS (0.0792 for 0.1298 on a 4096 x 256 layer with --sample 0.05).
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((300, 64)) * np.exp(rng.normal(0.0, 0.7, (300, 1)))).astype(np.float32)
+    path = tmp_path / "w.safetensors"
+    safetensors_numpy.save_file({"layers.0.fc.weight": x}, str(path))
+    rows = np.argsort(-np.abs(x).max(axis=1))[:30]  # the largest rows, as the certain stratum takes them
+    rows.sort()
+    monkeypatch.setattr(measure_module, "sample_rows", lambda info, *a, **k: RowSample(rows, None, info.rows))
+    layers = select_layers(open_checkpoint(path))
+    for text in ("int4-tensor", "e2m1-tensor", "sparse-50+int4-tensor"):
+        (tally,) = measure_layers(layers, [resolve_format(text)], sample=0.1)
+        err, norm = _reference_row_errors(text, x)
+        ((_, _, mse, _, _),) = tally.layers
+        assert mse == pytest.approx(err[rows].sum() / norm[rows].sum(), rel=1e-6), text

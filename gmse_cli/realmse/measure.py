@@ -271,9 +271,14 @@ def measure_layers(
                         norm.append(n)
         if whole:
             # The compressor needs the tensor at once: one float32 copy, read block by block.
-            x = read_rows(info, slice(None) if rows is None else rows, chunk_bytes=chunk_bytes)
+            # With a sample too: a tensor-wide statistic (an RMS scale, dq8's mean scale) of the
+            # sampled rows, half of them the largest, is not the tensor's; only the sampled
+            # rows' errors are kept.
+            x = read_rows(info, slice(None), chunk_bytes=chunk_bytes)
             for j, i in enumerate(whole):
                 e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
+                if rows is not None:
+                    e, n = e[rows], n[rows]
                 err[i].append(e)
                 check_range(i, x)
                 if j == 0 and not (chunked or two_pass):
