@@ -23,9 +23,10 @@ Decisions worth knowing:
   passes: the first finds the tensor's largest raw group scale, the second quantizes each
   chunk with it (the same result as the whole tensor). Formats with another per-tensor
   statistic (``tensor`` granularity, tensor-wide sparsity, a VQ with a two-level scale) see
-  the whole tensor at once -- or, with ``sample``, the sampled rows stand in for the tensor:
-  it is read into one float32 array (block by block, no second copy), and the peak is that
-  array, the compressed copy and the compressor's working arrays for the largest layer.
+  the whole tensor at once, with ``sample`` too (only the sampled rows' errors are kept:
+  the sampled rows' own statistic would not be the tensor's): it is read into one float32
+  array (block by block, no second copy), and the peak is that array, the compressed copy
+  and the compressor's working arrays for the largest layer.
 - ``sample`` measures a random subset of rows of every layer; the layer estimate is a ratio of
   sums with a finite-population-corrected delta-method interval, combined over layers as
   independent strata.

@@ -243,7 +243,7 @@ def measure_layers(
         two_pass = [i for i in fits if where[i] == "two-pass"]
         whole = [i for i in fits if where[i] == "tensor"]
         tops = dict.fromkeys(two_pass, 0.0)
-        if chunked or two_pass:
+        if chunked or (two_pass and rows is None):
             for x in iter_row_chunks(info, rows=rows, chunk_bytes=chunk_bytes):
                 for j, i in enumerate(chunked):
                     e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
@@ -251,7 +251,14 @@ def measure_layers(
                     check_range(i, x)
                     if j == 0:
                         norm.append(n)
-                for i in two_pass:  # first pass: the tensor's largest raw group scale
+                if rows is None:
+                    for i in two_pass:  # first pass: the tensor's largest raw group scale
+                        tops[i] = max(tops[i], top_raw_scale(targets[i], x, backend=backend))
+        if two_pass and rows is not None:
+            # A sample's largest group scale is not the tensor's (an RMS scale's largest group
+            # need not hold the largest |w|): the first pass reads every row.
+            for x in iter_row_chunks(info, chunk_bytes=chunk_bytes):
+                for i in two_pass:
                     tops[i] = max(tops[i], top_raw_scale(targets[i], x, backend=backend))
         if two_pass:
             for x in iter_row_chunks(info, rows=rows, chunk_bytes=chunk_bytes):
@@ -264,9 +271,14 @@ def measure_layers(
                         norm.append(n)
         if whole:
             # The compressor needs the tensor at once: one float32 copy, read block by block.
-            x = read_rows(info, slice(None) if rows is None else rows, chunk_bytes=chunk_bytes)
+            # With a sample too: a tensor-wide statistic (an RMS scale, dq8's mean scale) of the
+            # sampled rows, half of them the largest, is not the tensor's; only the sampled
+            # rows' errors are kept.
+            x = read_rows(info, slice(None), chunk_bytes=chunk_bytes)
             for j, i in enumerate(whole):
                 e, n = row_errors(x, compress(targets[i], x, backend=backend), reference=reference)
+                if rows is not None:
+                    e, n = e[rows], n[rows]
                 err[i].append(e)
                 check_range(i, x)
                 if j == 0 and not (chunked or two_pass):
