@@ -34,7 +34,9 @@ Bases:
 
 Modifiers (quantize stages):
   gN | row | tensor          scale granularity: groups of N, per row, per tensor
-  absmax | rms | mse         scale rule; rmsC sets scale = C * RMS (e.g. rms2.5)
+  absmax | rms | mse         scale rule; rmsC sets scale = C * RMS (e.g. rms2.5); plain rms
+                             takes the Gaussian-MSE-optimal C (where minima tie, as e5m2's
+                             a factor 2 apart do, the largest: it clips outliers least)
   sfp32 sbf16 sfp16 se8m0 se4m3 sint8 sdq8
                              the format scales are stored in (sdq8: bitsandbytes' double
                              quantization)

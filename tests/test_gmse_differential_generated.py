@@ -130,3 +130,17 @@ def test_gmse_agrees_with_an_independent_monte_carlo(spec, row):
     assert joint > 0 or ours == est.gmse
     # (plus rounding: a grid so coarse that everything rounds to zero has GMSE 1 +- 1e-16)
     assert abs(ours - est.gmse) <= Z_BOUND * joint + 1e-12, (spec, row, est.gmse, est.std_err, ours, se)
+
+
+@pytest.mark.parametrize("name", ["e5m2-g128", "e5m1-g128"])
+def test_tied_optimal_constants_resolve_to_the_largest(name):
+    """Grids of many binades are nearly scale-free: the Gaussian MSE has minima a factor 2 apart
+    that tie to rounding. uscl takes the largest in its search range (the top level at most 20
+    sigma), whatever the rounding noise: the one that clips real weights' outliers least."""
+    (stage,) = [s for s in resolve_format(name).stages if isinstance(s, Quantize)]
+    c = optimal_rms_constant(stage)
+    e, m = (5, 2) if "e5m2" in name else (5, 1)
+    levels = gi.fp_grid(e, m, gi.default_style(e, m))
+    here, half = gi.grid_mse(levels, c), gi.grid_mse(levels, c / 2)
+    assert half == pytest.approx(here, rel=1e-9)  # a smaller constant ties ...
+    assert 10 < c * levels.max() <= 20  # ... and doubling c would put the top level past 20 sigma

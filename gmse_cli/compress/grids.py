@@ -366,6 +366,7 @@ _CLIP_RANGE = (0.05, 20.0)  # where the largest level may sit, in units of sigma
 _CLIP_POINTS = 241  # ~2.5% apart: finer than the spacing of distinct local minima
 _FINE_GRID_LEVELS = 4096  # grids with more levels (int16, fp16) have only shallow ripples ...
 _FINE_GRID_POINTS = 61  # ... so a coarser scan finds the basin at a quarter of the cost
+_TIED_MSE = 1e-12  # relative: minima this close are equal (the quadrature's own precision is ~1e-14)
 _REFINED_MINIMA = 3  # coarse grids (fp4, luts) have several local minima; refine the best few
 
 
@@ -374,7 +375,8 @@ def optimal_rms_constant(stage: Quantize) -> float:
 
     A log-spaced search of the position of the largest level (0.05 to 20 sigma), then each of
     the best few local minima refined: by a root of the exact slope bracketed by the search's
-    neighbouring points (enumerable grids), or a bounded Brent search (fp32-like grids). Each
+    neighbouring points (enumerable grids), or a bounded Brent search (fp32-like grids). Minima
+    that tie (to 1e-12 relative: e5m2's, a factor 2 apart) resolve to the largest constant. Each
     grid is searched once per machine and remembered (:mod:`gmse_cli.memo`).
     """
     _check_fixed_scale_grid(stage, "optimal_rms_constant")
@@ -385,7 +387,7 @@ def optimal_rms_constant(stage: Quantize) -> float:
 def _optimal_constant(key: _GridKey) -> float:
     # A pure function of the grid (and this module's version), searched once per machine.
     plain = [k.value if isinstance(k, enum.Enum) else k for k in key]
-    text = json.dumps({"grids": ALGORITHM_VERSION, "grid": plain}, sort_keys=True)
+    text = json.dumps({"grids": ALGORITHM_VERSION, "grid": plain, "ties": "largest"}, sort_keys=True)
     return remembered("optimal-rms", text, lambda: _search_optimal_constant(key))
 
 
@@ -398,14 +400,16 @@ def _search_optimal_constant(key: _GridKey) -> float:
     candidates = interior[np.argsort(mse[interior])][:_REFINED_MINIMA]
     if len(candidates) == 0:
         candidates = np.array([int(np.argmin(mse))])
-    best_c, best_mse = float(c[int(np.argmin(mse))]), float(np.min(mse))
+    found = [(float(c[int(np.argmin(mse))]), float(np.min(mse)))]
     for i in candidates:
         lo, hi = float(c[max(i - 1, 0)]), float(c[min(i + 1, len(c) - 1)])
         ci = _refine(key, lo, hi)
-        mi = _grid_mse(key, ci)
-        if mi < best_mse:
-            best_c, best_mse = ci, mi
-    return best_c
+        found.append((ci, _grid_mse(key, ci)))
+    # A grid of many binades (e5m2) is nearly scale-free: minima a factor 2 apart tie to rounding,
+    # and which one wins would be rounding noise, differing between machines. Take the largest of
+    # the tied: it clips real weights' outliers least.
+    best_mse = min(m for _, m in found)
+    return max(ci for ci, m in found if m <= best_mse * (1 + _TIED_MSE))
 
 
 def _refine(key: _GridKey, lo: float, hi: float) -> float:
