@@ -434,13 +434,10 @@ def store_two_level(q: Q, raw: np.ndarray) -> np.ndarray:
 
 
 def _torch_linspace_f32(start: float, stop: float, n: int) -> np.ndarray:
-    """torch.linspace in float32: a float32 step, each point stepped from the nearer end."""
-    a, b = np.float32(start), np.float32(stop)
-    step = np.float32((b - a) / np.float32(n - 1))
-    i = np.arange(n)
-    low = np.float64(a) + np.float64(step) * i
-    high = np.float64(b) - np.float64(step) * (n - 1 - i)
-    return np.where(i < n // 2, low, high).astype(np.float32)
+    """torch.linspace in float32, from torch itself: bitsandbytes builds its dynamic code with it."""
+    import torch
+
+    return torch.linspace(start, stop, n, dtype=torch.float32).numpy()
 
 
 @lru_cache(maxsize=1)

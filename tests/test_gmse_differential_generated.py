@@ -28,11 +28,14 @@ from gmse_cli.gmse import gmse_of
 from gmse_cli.spec import Quantize, resolve_format
 
 
-def _generated(n: int, seed: int) -> list[tuple[str, int]]:
+def _generated(n: int, seed: int, rows=gi.ROW_LENGTHS, keep=lambda spec: True) -> list[tuple[str, int]]:
+    """n generated (format, row length) pairs that uscl accepts, of those ``keep`` lets through."""
     rng = np.random.default_rng(seed)
     out: list[tuple[str, int]] = []
     while len(out) < n:
-        spec, row = gi.random_spec(rng), int(rng.choice(gi.ROW_LENGTHS))
+        spec, row = gi.random_spec(rng), int(rng.choice(rows))
+        if not keep(spec):
+            continue
         try:
             fmt = resolve_format(spec)
             for st in fmt.stages:
@@ -102,20 +105,8 @@ def test_optimal_rms_constants_are_optimal():
 def _row_unit_cases() -> list[tuple[str, int]]:
     """Generated formats without a per-tensor statistic and without the mse rule (slow in
     numpy), on rows of at most 4096."""
-    rng = np.random.default_rng(41)
-    out: list[tuple[str, int]] = []
-    while len(out) < 10:
-        spec, row = gi.random_spec(rng), int(rng.choice([256, 1024, 4096]))
-        if "-mse" in spec or gi.needs_tensor_units(gi.parse(spec)):
-            continue
-        try:
-            fmt = resolve_format(spec)
-            for st in fmt.stages:
-                st.check_row_length(row)
-        except UsclError:
-            continue
-        out.append((spec, row))
-    return out
+    return _generated(10, 41, rows=[256, 1024, 4096],
+                      keep=lambda spec: "-mse" not in spec and not gi.needs_tensor_units(gi.parse(spec)))
 
 
 GMSE_CASES = _row_unit_cases()
