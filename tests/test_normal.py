@@ -70,8 +70,11 @@ def test_binomial_cdf_small_case_by_hand():
     np.testing.assert_allclose(binomial_cdf(1, 3, p, 1 - p), (1 - p) ** 3 + 3 * p * (1 - p) ** 2, rtol=1e-14)
 
 
-def test_exact_gmse_needs_no_scipy_special():
-    # the point of the module: catalog quadratures without the 0.12-0.17 s import
+def test_exact_gmse_needs_no_scipy_special(tmp_path):
+    # the point of the module: catalog quadratures without the 0.12-0.17 s import. A grid's optimal
+    # rms constant (fp8-e4m3's) is searched with scipy.optimize once per machine and remembered, so
+    # a first process fills a cache of the test's own and the second, the one checked, reads it.
+    import os
     import subprocess
     import sys
 
@@ -80,5 +83,7 @@ def test_exact_gmse_needs_no_scipy_special():
         "[exact_gmse(resolve_format(n)) for n in ('int4', 'fp8-e4m3', '2:4', '2:4x2', 'sparse-50', 'lloyd-max-4')];"
         "print(sorted(m for m in sys.modules if m.startswith('scipy')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = os.environ | {"USCL_CACHE_DIR": str(tmp_path)}
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "[]", out
