@@ -189,6 +189,7 @@ def test_a_csv_column_named_twice_is_refused(tmp_path, run_cli):
     assert "loss" in _one_line(run_cli("fit", str(runs))).lower()
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a numpy warning is a second line on stderr
 def test_weights_that_overflow_float32_under_a_rotation_are_one_line(tmp_path, run_cli):
     # finite weights of 1e38: a 128-block Hadamard sums them past float32's 3.4e38, inf - inf = nan;
     # mse printed nan in its table and CSV (JSON: a vague "check the inputs"), search a +nan row

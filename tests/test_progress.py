@@ -102,6 +102,10 @@ def test_once_on_a_terminal_is_a_moving_row_even_inside_a_bar(monkeypatch):
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100, color_system=None)
     monkeypatch.setattr(progress, "stderr_console", lambda: console)
+    # pytest's stderr is no terminal, and a notice already said in this process (a kernel that an
+    # earlier test compiled, with a fresh cache) is not repeated: a terminal and a fresh process
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(progress, "_said", set())
     with progress.once("training the codebook"):
         pass
     assert buffer.getvalue() == ""  # notices are the command line's to turn on

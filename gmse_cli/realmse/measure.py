@@ -125,7 +125,8 @@ def ratio_influence(
         psi[rand] = math.inf
         return r, psi
     fpc = 1.0 if population is None else 1.0 - k / population
-    psi[rand] = (err[rand] - r * norm[rand]) * (weight * math.sqrt(fpc * k / (k - 1)) / total)
+    with np.errstate(invalid="ignore"):  # inf errors (float32 overflow) give nan: the callers name it
+        psi[rand] = (err[rand] - r * norm[rand]) * (weight * math.sqrt(fpc * k / (k - 1)) / total)
     return r, psi
 
 
