@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gmse_cli.fit import fit  # noqa: E402
-from gmse_cli.law import load_law, predicted_loss, save_law, shipped_law  # noqa: E402
+from gmse_cli.law import factorized_capacity, load_law, predicted_loss, save_law, shipped_law  # noqa: E402
 from gmse_cli.runs import load_runs  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "quest_runs.json"
@@ -44,15 +44,9 @@ LAW_KEYS = ("A", "alpha", "B", "beta", "E")
 def law_predictions(law, result) -> np.ndarray:
     """Each fitted run's loss under ``law``, its capacity from the fit's stage GMSEs and the law's curves."""
     stages = {c.scheme: c.stage_gmse for c in result.capacities}
-    out = []
-    for r in result.residuals:
-        if not r.fitted:
-            continue
-        rho = 1.0
-        for family, g in stages[r.scheme]:
-            rho *= law.rho(family, g)
-        out.append(predicted_loss(r.N, r.D, rho, **{k: getattr(law, k).value for k in LAW_KEYS}))
-    return np.array(out)
+    constants = {k: getattr(law, k).value for k in LAW_KEYS}
+    return np.array([predicted_loss(r.N, r.D, factorized_capacity(law, stages[r.scheme]), **constants)
+                     for r in result.residuals if r.fitted])
 
 
 def differences(new, old, result) -> list[str]:

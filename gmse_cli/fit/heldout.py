@@ -115,11 +115,13 @@ def group_labels(stages_of_run: Sequence[Sequence[tuple[object, float]]]) -> tup
 
 class Split(NamedTuple):
     """A split of the runs into held-out parts: each part's name, each run's part (-1: in no part) and,
-    where every part leaves out the same runs (the scale split), those runs (None: each part its own)."""
+    where every part leaves out the same runs (the scale split), those runs (None: each part its own)
+    and the smallest N among them."""
 
     names: list[str]
     labels: np.ndarray
     left_out: np.ndarray | None = None
+    n_cut: float | None = None
 
 
 def scale_cut(model_sizes: Sequence[float], *, keep: int = 3) -> float | None:
@@ -142,7 +144,7 @@ def scale_split(N: np.ndarray, train: np.ndarray, scheme_names: list[str], of_sc
     present = sorted(set(of_scheme[left_out].tolist()))
     for k, j in enumerate(present):
         labels[left_out & (of_scheme == j)] = k
-    return Split([scheme_names[j] for j in present], labels, left_out)
+    return Split([scheme_names[j] for j in present], labels, left_out, cut)
 
 
 class LossRefits:
@@ -250,12 +252,10 @@ class LossRefits:
 
 def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.ndarray, y: np.ndarray,
                     full_pred: np.ndarray, full_logrho: np.ndarray, scheme_of_run: Sequence[str], refitter,
-                    progress: bool = False, n_cut: float | None = None,
-                    ) -> tuple[dict[str, HeldoutReport], dict[str, np.ndarray]]:
+                    progress: bool = False) -> tuple[dict[str, HeldoutReport], dict[str, np.ndarray]]:
     """Score every split (module docstring): its report and each run's held-out residual (NaN: untested).
 
-    ``splits`` maps a split name ('scheme', 'group', 'scale') to its :class:`Split`; ``n_cut`` is the
-    scale split's smallest left-out N, for its report.
+    ``splits`` maps a split name ('scheme', 'group', 'scale') to its :class:`Split`.
     """
     from gmse_cli.progress import task
 
@@ -263,7 +263,7 @@ def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.n
     masks: dict[bytes, int] = {}
     rows: list[np.ndarray] = []
     plan: dict[str, list[int | None]] = {}
-    for split, (_, labels, left_out) in splits.items():
+    for split, (_, labels, left_out, _) in splits.items():
         plan[split] = []
         for part in range(labels.max() + 1):
             mask = train & (labels != part) if left_out is None else train & ~left_out
@@ -286,7 +286,7 @@ def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.n
 
     reports: dict[str, HeldoutReport] = {}
     residuals: dict[str, np.ndarray] = {}
-    for split, (names, labels, _) in splits.items():
+    for split, (names, labels, _, n_cut) in splits.items():
         resid = np.full(len(y), np.nan)
         entries: list[HeldoutEntry] = []
         for part, row in enumerate(plan[split]):
@@ -324,7 +324,7 @@ def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.n
             rmse_inside=float(np.sqrt(np.mean(resid[ins] ** 2))) if ins.any() else None, n_inside=int(ins.sum()),
             rmse_outside=float(np.sqrt(np.mean(resid[outs] ** 2))) if outs.any() else None,
             n_outside=int(outs.sum()), refits=len({r for r in plan[split] if r is not None}),
-            n_cut=n_cut if split == "scale" else None,
+            n_cut=n_cut,
         )
         residuals[split] = resid
     return reports, residuals
@@ -344,8 +344,7 @@ def score_heldout(runs, train, inside, refitter, pred, logrho, y, stages_of_run,
     if scale is not None:
         splits["scale"] = scale
     reports, resid = heldout_reports(splits, train=train, inside=inside, y=y, full_pred=pred, full_logrho=logrho,
-                                     scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress,
-                                     n_cut=None if scale is None else float(N[scale.left_out].min()))
+                                     scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress)
     return {"reports": reports, "residuals": resid}
 
 
