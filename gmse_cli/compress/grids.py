@@ -39,6 +39,7 @@ __all__ = [
     "grid_max",
     "grid_emax",
     "lloyd_max_levels",
+    "lloyd_max_mse",
     "gaussian_mse",
     "optimal_rms_constant",
     "MAX_ENUMERATED_FP_BITS",
@@ -445,13 +446,20 @@ def lloyd_max_levels(bits: int, *, tol: float = 1e-12, max_iter: int = 200) -> n
     split at midpoints -- with exact Gaussian integrals. Plain Lloyd iteration contracts
     slowly for many levels (ratio ~1 - O(4^-b)), so each step is a Newton step on the
     fixed-point equations (the centroid map's Jacobian is tridiagonal) until the largest
-    change is below ``tol``. Levels are symmetric; the positive half is solved.
+    change is below ``tol``. Levels are symmetric; the positive half is solved. Up to 8 bits
+    (the lloyd-max grids) the Newton system is solved dense; 9 to 16 bits (1-D VQ codebooks)
+    with a banded solver.
     """
-    if not 1 <= bits <= 8:
-        raise SpecError(f"lloyd_max_levels: bits={bits} is outside the supported 1..8")
+    if not 1 <= bits <= 16:
+        raise SpecError(f"lloyd_max_levels: bits={bits} is outside the supported 1..16")
     if not tol > 0:
         raise SpecError(f"lloyd_max_levels: tol={tol} must be positive")
     return _lloyd_max_levels(bits, tol, max_iter)
+
+
+def lloyd_max_mse(bits: int) -> float:
+    """Exact Gaussian MSE of :func:`lloyd_max_levels` (``bits`` 1..16) at scale 1."""
+    return _levels_mse(lloyd_max_levels(bits), 1.0)
 
 
 @cache
@@ -462,18 +470,36 @@ def _lloyd_max_levels(bits: int, tol: float, max_iter: int) -> np.ndarray:
     y = math.sqrt(3.0) * np.array([ndtri(0.5 + (i + 0.5) / n) for i in range(half)])
     for _ in range(max_iter):
         g, jac = _centroids(y)
-        # Newton on F(y) = g(y) - y: (J - I) dy = -(g - y); J is tridiagonal (banded form),
-        # at most 128 x 128: solved dense, without importing scipy.linalg for a banded solver.
-        dense = np.diag(jac[1] - 1.0) + np.diag(jac[0, 1:], 1) + np.diag(jac[2, :-1], -1)
-        step = np.linalg.solve(dense, y - g)
+        # Newton on F(y) = g(y) - y: (J - I) dy = -(g - y); J is tridiagonal (banded form).
+        step = _tridiagonal_solve(jac, y - g)
         y = y + step
-        if np.max(np.abs(step)) < tol:
+        # Above 8 bits the centroids' rounding (a ratio of tiny cell integrals) leaves steps of
+        # ~1e-5 of the narrowest cell that never shrink: stop there (Newton's next step would be
+        # far smaller still), while 8 bits and fewer converge to ``tol`` as before.
+        limit = tol if half <= _DENSE_NEWTON_MAX else max(tol, 1e-4 * float(np.min(np.diff(y, prepend=0.0))))
+        if np.max(np.abs(step)) < limit:
             break
     else:
         raise RuntimeError(f"Lloyd-Max for {bits} bits did not converge in {max_iter} Newton steps")
     levels = np.concatenate([-y[::-1], y])
     levels.flags.writeable = False
     return levels
+
+
+_DENSE_NEWTON_MAX = 128  # half-grids up to 8 bits: solved dense, without importing scipy.linalg
+
+
+def _tridiagonal_solve(jac: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve (J - I) x = rhs, J tridiagonal in the banded form of :func:`_centroids`."""
+    banded = jac.copy()
+    banded[1] -= 1.0
+    if len(rhs) <= _DENSE_NEWTON_MAX:
+        dense = np.diag(banded[1]) + np.diag(banded[0, 1:], 1) + np.diag(banded[2, :-1], -1)
+        return np.linalg.solve(dense, rhs)
+    # 512 levels and more (1-D VQ codebooks): a dense solve would cost O(K^3)
+    from scipy.linalg import solve_banded
+
+    return solve_banded((1, 1), banded, rhs)
 
 
 def _centroids(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

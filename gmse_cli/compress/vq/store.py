@@ -28,12 +28,13 @@ __all__ = [
     "load_codebook",
 ]
 
-ALGORITHM_VERSION = 3
+ALGORITHM_VERSION = 4
 """Bumped whenever codebook construction, training, the constant search or the VQ compressor
 (with its group scales, :mod:`gmse_cli.compress.group_stats`) changes; part of every codebook
 cache key and of the key of every stored GMSE (:mod:`gmse_cli.gmse.stored`), so stale entries
 are simply never read. 3: exact Lloyd-Max levels in 1-D; in 2-D and up, scrambled-Sobol
-samples and utility moves (LBG-U) after LBG."""
+samples and utility moves (LBG-U) after LBG. 4: exact Lloyd-Max levels in 1-D up to 2^16
+levels (not only 2^8); 2-D and up unchanged (the shipped codebooks are version 3's)."""
 
 LLOYD_SEED = 20250602
 """Seed of the Gaussian training samples (fixed: the same codebook on every machine run)."""
