@@ -147,7 +147,10 @@ class Format(SpecModel):
         if isinstance(quantizer, Quantize):
             bits += density * quantizer.element_bits
         else:
-            bits += density * quantizer.bits
+            # The compressor codes slices of dim positions, pruned entries included: every slice
+            # that keeps an entry stores an index (slices inside one pruned unit: the density).
+            occupied = 1.0 if sparsifier is None else sparsifier.occupancy(quantizer.dim)
+            bits += occupied * quantizer.bits
             bits += quantizer.codebook_bits(row_length * row_length)
         # Scales are per group of *positions* (the compressor's groups are g consecutive
         # entries, kept or not), so a sparsify stage leaves their count unchanged.

@@ -380,6 +380,30 @@ class Sparsify(SpecModel):
             return entropy / self.block
         return entropy
 
+    def occupancy(self, width: int) -> float:
+        """Expected fraction of the aligned slices of ``width`` consecutive entries that keep at
+        least one entry (a VQ stage codes each such slice), for rows whose pruning ranks
+        exchangeable units (i.i.d. entries): the units a slice touches are all pruned with
+        probability C(M - t, N) / C(M, N) for t units of one N:M group, s^t for t blocks or
+        entries pruned at rate s. Slices inside one unit give the density itself."""
+        if self.pattern is SparsityPattern.MAGNITUDE:
+            return 1.0 - (1.0 - self.density) ** width
+        unit = self.unit
+        group = self.m * unit if self.pattern is SparsityPattern.NM else unit
+        period = math.lcm(width, group)  # the slices' pattern of units repeats after this
+        pruned = 0.0
+        for start in range(0, period, width):
+            units = range(start // unit, (start + width - 1) // unit + 1)
+            if self.pattern is SparsityPattern.BLOCK:
+                pruned += (1.0 - self.density) ** len(units)
+                continue
+            assert self.n is not None and self.m is not None
+            per_group: dict[int, int] = {}
+            for u in units:
+                per_group[u // self.m] = per_group.get(u // self.m, 0) + 1
+            pruned += math.prod(math.comb(self.m - t, self.n) / math.comb(self.m, self.n) for t in per_group.values())
+        return 1.0 - pruned / (period // width)
+
     def check_row_length(self, row_length: int) -> None:
         if self.pattern is SparsityPattern.NM:
             assert self.m is not None
