@@ -154,6 +154,18 @@ def test_sweep_spec_errors_name_the_field(tmp_path, text, error, match):
         expand_sweep(load_sweep(bad))
 
 
+@pytest.mark.parametrize(("weights", "acts"), [("2:4x2+int4", "none"), ("2:4+int4", "1:4x8")])
+def test_rbbm_on_blocks_is_refused_when_the_sweep_is_planned(tmp_path, weights, acts):
+    # RBBM's thresholds are entry magnitudes; N:MxK ranks blocks. The model builder refused
+    # it, but only when that run started: after the sweep's earlier runs had trained (a dry
+    # run said nothing).
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'presets = ["tiny"]\ntokens_per_param = [1]\nweights = ["2:4+int4", "{weights}"]\n'
+                    f'activations = ["{acts}"]\n[estimator]\nrbbm_p = 0.2\n')
+    with pytest.raises(TrainError, match=r"rbbm_p=0.2 .* not for the blocks of '(2:4x2\+int4|1:4x8)'"):
+        expand_sweep(load_sweep(spec))
+
+
 def test_a_sweep_resolves_each_format_name_once(tmp_path, monkeypatch):
     # Every run re-read and re-parsed its formats' catalog files: 70% of a 25,500-run dry run.
     import gmse_cli.training.config as config
