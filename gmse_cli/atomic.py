@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "check_output_path", "MIN_FREE_BYTES"]
+__all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "MIN_FREE_BYTES"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
@@ -36,6 +36,15 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def staging_folder(parent: str | Path, *, prefix: str) -> Path:
+    """A new empty folder in ``parent`` to fill and rename into place, with the permissions any
+    new folder gets under the umask (mkdtemp alone makes it 0700: a kept model or a shared token
+    cache that only its writer can open)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, 0o777 & ~_umask())
+    return folder
 
 
 def check_output_path(

@@ -127,6 +127,26 @@ def test_trust_mask_generalized_to_other_grids():
     np.testing.assert_array_equal(_grad_of("ternary", x, trust=False), np.ones_like(x))
 
 
+@pytest.mark.parametrize(("name", "c", "top", "below", "probes", "length"), [
+    ("e2m0-rms0.8", 0.8, 4.0, 2.0, [4.5, -4.8, 5.3, -5.6, 6.5], 256),
+    ("e3m0-rms0.55", 0.55, 16.0, 8.0, [18.0, -19.4, 20.6, -22.0, 25.0], 1024),
+])
+def test_trust_mask_of_exm0_grids_uses_the_gap_below_the_largest_value(name, c, top, below, probes, length):
+    # An ExM0 grid's positive values are powers of two: its largest value opens a binade, so
+    # the outermost gap is top - top/2 (e2m0: 4 - 2), not the step of the top binade (4): the
+    # band ends at top + (top - below)/2 = 1.25 top, where it ended at 1.5 top.
+    x = np.array([[1.0] * (length - len(probes)) + probes], dtype=np.float32)
+    s = c * math.sqrt(float(np.mean(x.astype(np.float64) ** 2)))
+    scaled = np.abs(x) / s
+    assert ((scaled > top + below / 2) & (scaled < 1.5 * top)).any()  # probes between the two edges
+    expected = (scaled <= top + below / 2).astype(np.float32)
+    xt = torch.from_numpy(x)
+    for kernels in ("auto", "torch"):
+        xg = xt.clone().requires_grad_()
+        TorchCompressor(resolve_format(name), kernels=kernels)(xg).sum().backward()
+        np.testing.assert_array_equal(xg.grad.numpy(), expected)
+
+
 def test_trust_mask_cpu_kernels_equal_torch_path():
     x = _data()
     for name in ("int3", "fp4", "nf4", "mxfp4", "int4-asym-g128", "int4-tensor", "lm3-g64-sbf16", "nvfp4",

@@ -174,3 +174,21 @@ def test_tokenizer_output_is_checked_first_and_written_whole(run_cli, text, tmp_
     assert res.code == 2 and "No space left" in res.stderr
     assert json.loads(target.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["tok.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_folders_get_the_umasks_permissions(tmp_path, umask):
+    # Checkpoints and kept models were staged with mkdtemp, so they ended up 0700 whatever the
+    # umask: a kept model (or a token cache entry) only its writer could open.
+    from gmse_cli.training.checkpoint import TrainState, save_checkpoint, save_final_model
+
+    old = os.umask(umask)
+    try:
+        step = save_checkpoint(tmp_path / "ckpt", model_state={"w": torch.zeros(2)}, optim_state={
+            "state": {}, "param_groups": []}, state=TrainState(run_key="k", step=3))
+        model = save_final_model(tmp_path / "model", model_state={"w": torch.zeros(2)}, config_json={},
+                                 uscl_meta={})
+    finally:
+        os.umask(old)
+    for folder in (step, model):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask

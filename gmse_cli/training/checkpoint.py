@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from gmse_cli.atomic import fsync_dir, write_atomic
+from gmse_cli.atomic import fsync_dir, staging_folder, write_atomic
 from gmse_cli.errors import DataError, TrainError
 
 __all__ = [
@@ -102,7 +102,7 @@ def _staged_folder(final: Path, what: str) -> Iterator[Path]:
     A write that fails (a full disk, a read-only folder) is a :class:`TrainError` naming ``what``."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        staging = staging_folder(final.parent, prefix=f".{final.name}.")
     except OSError as exc:
         raise TrainError(f"cannot write {what} in {final.parent}: {exc.strerror or exc}") from None
     try:

@@ -222,6 +222,15 @@ class RunConfig(FrozenInput):
                     f"estimator.rbbm_p={self.estimator.rbbm_p} needs a sparse format "
                     f"(weights are '{self.weights.display_name}'); drop rbbm_p or add a sparsify stage"
                 )
+            # Found here, not when the run's model is built (after the sweep's earlier runs).
+            for fmt in formats:
+                ranked_blocks = [s for s in fmt.stages if s.kind == "sparsify" and s.unit > 1]
+                if ranked_blocks:
+                    raise TrainError(
+                        f"estimator.rbbm_p={self.estimator.rbbm_p} is defined for magnitude and N:M sparsity of "
+                        f"single entries, not for the blocks of '{fmt.display_name}'; drop rbbm_p for a "
+                        "straight-through gradient"
+                    )
         return self
 
     # -- derived ------------------------------------------------------------------------------

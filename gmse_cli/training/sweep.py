@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gmse_cli.errors import DataError, SpecError, TrainError
+from gmse_cli.errors import DataError, SpecError, TrainError, UsclError
 from gmse_cli.frozen import FrozenInput
 from gmse_cli.inputs import exists, is_file
 from gmse_cli.tomlfile import read_toml
@@ -44,6 +44,8 @@ from gmse_cli.training.config import (
     RunPlan,
     config_error,
     plan_run,
+    resolve_activation_format,
+    resolve_weight_format,
 )
 from gmse_cli.training.presets import get_preset, padded_vocab
 
@@ -248,6 +250,7 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
     runs: list[RunConfig] = []
     seen: set[str] = set()
     overrides = overrides or {}
+    resolved = _FormatMemo()
     all_presets = dict.fromkeys([*spec.presets, *(p for e in entries for p in e[2])])
     all_tpps = dict.fromkeys([*spec.tokens_per_param, *(t for e in entries for t in e[3])])
     for preset in all_presets:
@@ -258,8 +261,8 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
                 for seed in seeds:
                     fields = spec.train.model_dump() | {
                         "preset": preset,
-                        "weights": weights,
-                        "activations": acts,
+                        "weights": resolved.weights(weights),
+                        "activations": resolved.activations(acts),
                         "tokens_per_param": tpp,
                         "seed": seed,
                         "data": spec.data,
@@ -275,6 +278,32 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
                         seen.add(key)
                         runs.append(cfg)
     return runs
+
+
+class _FormatMemo:
+    """Each format name of a sweep resolved once: resolving reads and parses a catalog file, and
+    a sweep of 10^5 runs names the same few formats in every run (it was most of a dry run's
+    time). A name that does not resolve is handed on as written, so RunConfig reports it."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, Any], Any] = {}
+
+    def _get(self, role: str, value: Any, resolve: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        key = (role, value)
+        if key not in self._seen:
+            try:
+                self._seen[key] = resolve(value)
+            except (UsclError, ValidationError):
+                self._seen[key] = value
+        return self._seen[key]
+
+    def weights(self, value: Any) -> Any:
+        return self._get("weights", value, resolve_weight_format)
+
+    def activations(self, value: Any) -> Any:
+        return self._get("activations", value, resolve_activation_format)
 
 
 class PlannedRun(FrozenInput):

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gmse_cli.atomic import staging_folder
 from gmse_cli.errors import DataError
 from gmse_cli.paths import cache_dir
 from gmse_cli.training.data.tokenizer import TokenizerHandle
@@ -163,7 +163,7 @@ def write_entry(
     stream); otherwise a concurrent writer that finished first keeps its copy.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = staging_folder(folder.parent, prefix=f".{folder.name}.")
     try:
         n_train = _write_tokens(train, tok, staging / "train.bin", limit=train_limit)
         n_val = _write_tokens(val, tok, staging / "val.bin", limit=val_limit)

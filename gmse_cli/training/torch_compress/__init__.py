@@ -26,7 +26,7 @@ Backward (the estimator), stage by stage, composed by autograd in stage order:
   lo - g_lo/2 <= x/s <= hi + g_hi/2. For QuEST's midrise grid (levels +-1, gap 2/(2^b - 1),
   s = a_b RMS) this is exactly |q(x) - x| <= RMS a_b/(2^b - 1), half a step; inside the range
   the nearest level is always within half the local gap, so only clipped outliers are cut.
-  The same rule for fp (top binade step), lut, Lloyd-Max, signed and asymmetric grids (shifted
+  The same rule for fp (the gap below the largest value), lut, Lloyd-Max, signed and asymmetric grids (shifted
   by the zero point); all-zero groups pass their (zero) gradient. With ``scale_stats = "all"``
   the scale is the whole (unpruned) group's, and the band is checked on the pruned tensor, so
   pruned entries (zeros) keep their straight-through gradient. (QuEST's FourEight checks

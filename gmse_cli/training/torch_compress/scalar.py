@@ -365,9 +365,13 @@ def _trust_range(stage: Quantize, plan) -> tuple[float, float]:
     from gmse_cli.compress import scalar as sc
 
     if plan.grid == sc.FP:
-        # Top binade step of ExMy: 2^(floor(log2 max) - M); the grid is symmetric.
+        # The gap below the largest ExMy value (the grid is symmetric): the top binade's step
+        # 2^(floor(log2 max) - M), or, where the largest value opens its binade (a power of two:
+        # every ExM0 grid), the step of the binade below, half as large.
         top = math.frexp(plan.fp.max_value)[1] - 1
-        reach = plan.fp.max_value + 0.5 * 2.0 ** (top - plan.fp.mantissa_bits)
+        opens_binade = plan.fp.max_value == 2.0**top
+        gap = 2.0 ** (top - plan.fp.mantissa_bits - (1 if opens_binade else 0))
+        reach = plan.fp.max_value + 0.5 * gap
         return -reach, reach
     if plan.grid == sc.ASYM:
         return -0.5, plan.n - 1 + 0.5  # shifted by -z per group
