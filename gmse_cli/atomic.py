@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "check_output_path", "MIN_FREE_BYTES"]
+__all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "check_output_path", "sigterm_cleans_up", "MIN_FREE_BYTES"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
@@ -100,11 +100,13 @@ class _Terminated(BaseException):
 
 
 @contextmanager
-def _sigterm_cleans_up() -> Iterator[None]:
+def sigterm_cleans_up() -> Iterator[None]:
     """While the body runs, SIGTERM unwinds it (so ``except BaseException`` removes the temporary
     file) and then kills the process as SIGTERM would have. Only where SIGTERM still has its
     default action (die at once, leaving the file), and only on the main thread, where Python
-    runs signal handlers; a program with its own handler keeps it."""
+    runs signal handlers; a program with its own handler keeps it. Nested, the outermost one
+    re-delivers (an inner one sees a handler already set), so a writer of several files can
+    remove them all first."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
@@ -139,7 +141,7 @@ def write_atomic(
         raise OSError(errno.EEXIST, "not a regular file", str(path))
     if mode is None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
-    with _sigterm_cleans_up():
+    with sigterm_cleans_up():
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.fchmod(fd, mode)
