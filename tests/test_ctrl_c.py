@@ -21,8 +21,11 @@ def test_ctrl_c_inside_a_command_says_aborted(monkeypatch, capsys, raised, said)
     def interrupted():
         if raised == "numba":  # how Ctrl-C inside a compiled kernel (the fit's loss) reaches Python
             try:
-                raise KeyboardInterrupt
-            except KeyboardInterrupt as exc:
+                try:
+                    raise KeyboardInterrupt
+                except KeyboardInterrupt as exc:
+                    raise SystemError("<function _numba_unpickle> returned a result with an exception set") from exc
+            except SystemError as exc:
                 raise SystemError("CPUDispatcher(...) returned a result with an exception set") from exc
         raise raised
 

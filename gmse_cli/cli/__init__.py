@@ -67,10 +67,13 @@ def _keep_interrupts(command: click.Command) -> click.Command:
             return invoke(ctx)
         except KeyboardInterrupt as exc:
             raise _Interrupted(*exc.args) from exc
-        except SystemError as exc:  # Ctrl-C inside a numba kernel surfaces as "returned a result with an exception set"
-            if isinstance(exc.__cause__, KeyboardInterrupt):
-                raise _Interrupted(*exc.__cause__.args) from exc
-            raise
+        except SystemError as exc:  # Ctrl-C inside numba: "... returned a result with an exception set", nested
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, KeyboardInterrupt):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise _Interrupted(*cause.args) from exc
 
     command.invoke = invoke_keeping_interrupts  # type: ignore[method-assign]
     return command
