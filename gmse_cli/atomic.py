@@ -2,7 +2,8 @@
 
 Every file uscl writes goes through :func:`write_atomic`: a temporary file beside the target is
 written, fsync'd and renamed over it, then the folder is fsync'd so the rename itself survives
-a crash. A failure removes the temporary file and leaves the target untouched.
+a crash. A failure removes the temporary file and leaves the target untouched; so does a SIGTERM
+that lands mid-write (a plot renders into its temporary file for about a second).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "MIN_FREE_BYTES"]
+__all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
+           "MIN_FREE_BYTES"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
@@ -100,6 +105,36 @@ def _probe(folder: Path) -> None:
     os.unlink(name)
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived while a temporary file existed (raised to remove it, then re-delivered)."""
+
+
+@contextmanager
+def sigterm_cleans_up() -> Iterator[None]:
+    """While the body runs, SIGTERM unwinds it (so ``except BaseException`` removes the temporary
+    file) and then kills the process as SIGTERM would have. Only where SIGTERM still has its
+    default action (die at once, leaving the file), and only on the main thread, where Python
+    runs signal handlers; a program with its own handler keeps it. Nested, the outermost one
+    re-delivers (an inner one sees a handler already set), so a writer of several files can
+    remove them all first."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def unwind(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # die of SIGTERM, as without this guard
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def write_atomic(
     path: str | Path, data: bytes | Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = True
 ) -> None:
@@ -116,21 +151,22 @@ def write_atomic(
         raise OSError(errno.EEXIST, "not a regular file", str(path))
     if mode is None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            if isinstance(data, bytes | bytearray):
-                handle.write(data)
-            else:
-                data(handle)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with sigterm_cleans_up():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                if isinstance(data, bytes | bytearray):
+                    handle.write(data)
+                else:
+                    data(handle)
+                handle.flush()
+                if durable:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     if durable:
         fsync_dir(path.parent)
 

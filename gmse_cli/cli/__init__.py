@@ -50,7 +50,36 @@ except ImportError:  # pragma: no cover
     _TyperNoArgs = getattr(click.exceptions, "NoArgsIsHelpError", ())
 _NO_ARGS = tuple(e for e in (_TyperNoArgs, getattr(click.exceptions, "NoArgsIsHelpError", None)) if isinstance(e, type))
 _USAGE_ERRORS = (click.exceptions.ClickException, _TyperClickException)
-_ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+
+
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, carried past Typer (which turns a KeyboardInterrupt into a
+    silent exit 130) to :func:`main`, which says so."""
+
+
+def _keep_interrupts(command: click.Command) -> click.Command:
+    invoke = getattr(command, "invoke", None)
+    if invoke is None:  # not a click command (a test's stand-in): nothing to wrap
+        return command
+
+    def invoke_keeping_interrupts(ctx):
+        try:
+            return invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted(*exc.args) from exc
+        except SystemError as exc:  # Ctrl-C inside numba: "... returned a result with an exception set", nested
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, KeyboardInterrupt):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise _Interrupted(*cause.args) from exc
+
+    command.invoke = invoke_keeping_interrupts  # type: ignore[method-assign]
+    return command
+
+
+_ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt, _Interrupted)
 
 
 def _version(value: bool) -> None:
@@ -136,7 +165,7 @@ def _error(text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
-    command = attach_validators(_cli(args))
+    command = _keep_interrupts(attach_validators(_cli(args)))
     if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)
         from gmse_cli.cli.roothelp import print_group_help
 
@@ -160,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except _ABORTS as exc:
         # A training run stopped by Ctrl-C says where its checkpoint is (resume by rerunning).
-        where = str(exc) if isinstance(exc, KeyboardInterrupt) and exc.args else ""
+        where = str(exc) if isinstance(exc, KeyboardInterrupt | _Interrupted) and exc.args else ""
         console.err_console.print(f"aborted: {where}" if where else "aborted", highlight=False, soft_wrap=True)
         sys.exit(130)
     finally:

@@ -17,8 +17,13 @@ from gmse_cli.progress import stderr_console, stream_is_terminal
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
-__all__ = ["stdout_is_terminal", "help_text", "FORMAT_EPILOG", "RECOMPUTE_HELP"]
+__all__ = ["stdout_is_terminal", "help_text", "print_table", "FORMAT_EPILOG", "RECOMPUTE_HELP"]
+
+FOLDED_TEXT_WIDTH = 12
+"""A text column (a name, a layer, a description) folds down to this many characters before
+the table is drawn wider than the terminal."""
 
 RECOMPUTE_HELP = (
     "compute every GMSE with the engine (and refresh the cache) instead of reading the shipped table "
@@ -44,6 +49,56 @@ def _out_console() -> Console:
     # Rich respects NO_COLOR by itself. Piped tables get a wide page (COLUMNS still wins) so that
     # numbers are not folded into unreadable cells.
     return Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+
+
+def print_table(table: Table) -> None:
+    """Print a rich ``table`` to stdout, cutting nothing (rich alone cut cells to '0.0…' at 80
+    columns): to fit the terminal, text columns (left-justified: names, layers) fold down to
+    :data:`FOLDED_TEXT_WIDTH` and headers wrap between words, while a number column stays as
+    wide as its widest number. A table that cannot fit so is drawn at the width it needs and
+    the terminal wraps its lines, as with the plain-text tables."""
+    from rich.measure import Measurement
+
+    console = _out_console()
+    ranges = [_column_range(column) for column in table.columns]
+    natural = Measurement.get(console, console.options.update_width(1 << 20), table).maximum
+    frame = natural - sum(most for _, most in ranges)  # borders and padding
+    room = console.width - frame
+    for column in table.columns:
+        column.overflow = "fold"
+    if sum(most for _, most in ranges) <= room:
+        console.print(table)
+        return
+    widths = [least for least, _ in ranges]
+    spare, slack = room - sum(widths), [most - least for least, most in ranges]
+    if spare > 0:  # share what is left in proportion to what each column would still take
+        widths = [w + spare * s // sum(slack) for w, s in zip(widths, slack, strict=True)]
+    for column, width in zip(table.columns, widths, strict=True):
+        column.width = width
+    terminal = console.width
+    console.width = max(terminal, sum(widths) + frame)
+    try:
+        console.print(table)
+    finally:
+        console.width = terminal
+
+
+def _column_range(column) -> tuple[int, int]:
+    """(narrowest, widest) content width of a column: a number column never narrower than its
+    widest cell, a text column down to its longest word or FOLDED_TEXT_WIDTH; headers wrap."""
+    from rich.cells import cell_len
+
+    def lines(cell: object) -> list[str]:
+        return str(cell).splitlines() or [""]
+
+    body = [cell_len(line) for cell in column.cells for line in lines(cell)]
+    header = lines(column.header)
+    widest = max([*body, *(cell_len(line) for line in header)], default=1)
+    header_word = max((cell_len(word) for line in header for word in line.split()), default=1)
+    if column.justify == "right":
+        return max([*body, header_word, 1]), widest
+    word = max((cell_len(w) for cell in column.cells for line in lines(cell) for w in line.split()), default=1)
+    return min(widest, max(min(max(word, header_word), FOLDED_TEXT_WIDTH), 1)), widest
 
 
 def stdout_is_terminal() -> bool:

@@ -199,7 +199,7 @@ def _render(result, show_residuals: bool) -> None:
     import numpy as np
     from rich.table import Table
 
-    from gmse_cli.cli.console import out_console
+    from gmse_cli.cli.console import out_console, print_table
 
     out_console.print(
         f"[bold]{result.model}[/] fit: {result.n_runs} runs"
@@ -218,7 +218,7 @@ def _render(result, show_residuals: bool) -> None:
         prof = f"[{_fmt(c.profile_low)}, {_fmt(c.profile_high)}]" if c.profile_low is not None else "-"
         table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, prof,
                       c.source + (" [yellow](at a bound)[/]" if c.at_bound else ""))
-    out_console.print(table)
+    print_table(table)
     if result.prior:
         out_console.print(f"prior: {result.prior}")
     if result.scheme_weighted:
@@ -246,7 +246,7 @@ def _render(result, show_residuals: bool) -> None:
             if gm:
                 row.append(", ".join(f"{f[:5]} {g:.3g}" for f, g in c.stage_gmse or []))
             cap.add_row(*row)
-        out_console.print(cap)
+        print_table(cap)
 
     if result.families:
         fam = Table(title="Capacity curves rho = L tanh(F log_1/4 GMSE)^C", title_justify="left")
@@ -254,7 +254,7 @@ def _render(result, show_residuals: bool) -> None:
             fam.add_column(col, justify="left" if col in ("family", "status") else "right")
         for name, f in result.families.items():
             fam.add_row(name, f"{f.L:.4f}", f"{f.F:.4f}", f"{f.C:.4f}", str(f.n_gmse), "held" if f.held else "fitted")
-        out_console.print(fam)
+        print_table(fam)
 
     _render_heldout(result)
     _render_drift(result)
@@ -268,7 +268,7 @@ def _render(result, show_residuals: bool) -> None:
             for c in fact.cells:
                 ft.add_row(c.weights, c.activations + (" (tied)" if c.tied else ""), f"{c.rho:.4f}",
                            f"{c.rho_weights:.4f}", f"{c.rho_activations:.4f}", f"{c.product:.4f}", f"{c.error:+.4f}")
-            out_console.print(ft)
+            print_table(ft)
             out_console.print(f"factorization RMS error {fact.rms_error:.4f}, max {fact.max_abs_error:.4f} "
                               "(the paper reports about 1e-2)")
         if fact.rank1_rms is not None:
@@ -288,7 +288,7 @@ def _render(result, show_residuals: bool) -> None:
         v = np.asarray(vals)
         rt.add_row(scheme, str(len(v)), "yes" if fitted[scheme] else "no (outside)", f"{v.mean():+.4f}",
                    f"{np.sqrt(np.mean(v**2)):.4f}", f"{np.abs(v).max():.4f}")
-    out_console.print(rt)
+    print_table(rt)
     if show_residuals:
         full = Table(title="Residuals by run", title_justify="left")
         for col in ("scheme", "N", "D", "loss", "predicted", "residual", "rho"):
@@ -296,7 +296,7 @@ def _render(result, show_residuals: bool) -> None:
         for r in result.residuals:
             full.add_row(r.scheme, f"{r.N:.4g}", f"{r.D:.4g}", f"{r.loss:.4f}", f"{r.predicted:.4f}",
                          f"{r.residual:+.4f}", f"{r.rho:.4f}")
-        out_console.print(full)
+        print_table(full)
     for note in result.notes:
         out_console.print(f"note: {note}", highlight=False)
 
@@ -304,7 +304,7 @@ def _render(result, show_residuals: bool) -> None:
 def _render_heldout(result) -> None:
     from rich.table import Table
 
-    from gmse_cli.cli.console import out_console
+    from gmse_cli.cli.console import out_console, print_table
 
     if result.heldout_schemes is None:
         return
@@ -326,7 +326,7 @@ def _render_heldout(result) -> None:
         for e in rep.entries:
             t.add_row(e.name, str(e.n_runs), "inside" if e.inside else "outside", _fmt(e.rmse), _signed(e.bias),
                       _fmt(e.rho_full), _fmt(e.rho_heldout), e.refit + (f": {e.note}" if e.note else ""))
-        out_console.print(t)
+        print_table(t)
     s, g, n = result.heldout_schemes, result.heldout_groups, result.heldout_scales
     scale = ("the largest model sizes: fewer than 4 fitted sizes" if n is None else
              f"the largest model sizes [bold]{_fmt(n.rmse_inside)}[/] ({n.n_inside} runs)")
@@ -340,7 +340,7 @@ def _render_heldout(result) -> None:
 def _render_drift(result) -> None:
     from rich.table import Table
 
-    from gmse_cli.cli.console import out_console
+    from gmse_cli.cli.console import out_console, print_table
 
     d = result.drift
     if d is None:
@@ -356,7 +356,7 @@ def _render_drift(result) -> None:
         for e in rows:
             t.add_row(e.scheme, str(e.n_runs), f"{e.log_ratio_mean:+.4f}", f"{e.slope_log_n:+.4f}",
                       f"[{e.low:+.4f}, {e.high:+.4f}]" if e.low is not None else "-")
-        out_console.print(t)
+        print_table(t)
 
 
 def _signed(value: float | None) -> str:

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        from gmse_cli.cli.console import out_console
+        from gmse_cli.cli.console import print_table
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
@@ -69,10 +69,10 @@ def register(app: typer.Typer) -> None:
             return
         table = Table(title=f"uscl formats ({len(rows)})", title_justify="left")
         for col, just in (("name", "left"), ("family", "left"), ("bits/param", "right"), ("description", "left")):
-            table.add_column(col, justify=just, overflow="fold")
+            table.add_column(col, justify=just)
         for n, f, b, d in rows:
             table.add_row(n, f, f"{b:.4g}", d)
-        out_console.print(table)
+        print_table(table)
 
     @formats_app.command("show", epilog=_EPILOG)
     def formats_show(

@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
                 table.add_column(col, justify=just)
             for row in rows:
                 table.add_row(*row)
-            console.out_console.print(table)
+            console.print_table(table)
             return
         from gmse_cli.cli.texttable import TextTable, print_lines
 

@@ -163,7 +163,7 @@ def _fmt_bits(value: float | None) -> str:
 def _render(results, worst: int) -> None:
     from rich.table import Table
 
-    from gmse_cli.cli.console import out_console
+    from gmse_cli.cli.console import out_console, print_table
     from gmse_cli.cli.texttable import print_capacity_flags
 
     sampled = any(r.sample < 1 for r in results)
@@ -183,7 +183,7 @@ def _render(results, worst: int) -> None:
         if sampled:
             row.insert(3, f"[{r.ci_low:.4g}, {r.ci_high:.4g}]")
         table.add_row(*row)
-    out_console.print(table)
+    print_table(table)
     print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in results)
     if worst == 0:
         return
@@ -196,7 +196,7 @@ def _render(results, worst: int) -> None:
             ratio = layer.mse / layer.gmse if layer.gmse > 0 else float("inf")
             table.add_row(r.format if i == 0 else "", layer.name, "x".join(map(str, layer.shape)),
                           f"{layer.mse:.5g}", f"{ratio:.3f}")
-    out_console.print(table)
+    print_table(table)
     for r in results:
         if r.skipped:
             out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})")
@@ -243,7 +243,7 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
 def _render_activations(report, worst: int) -> None:
     from rich.table import Table
 
-    from gmse_cli.cli.console import out_console
+    from gmse_cli.cli.console import out_console, print_table
     from gmse_cli.cli.texttable import print_capacity_flags
 
     # the fraction measured, not the one asked for: a layer never measures fewer than a few rows
@@ -263,7 +263,7 @@ def _render_activations(report, worst: int) -> None:
         if sampled:
             row.insert(3, f"[{r.ci_low:.4g}, {r.ci_high:.4g}]")
         table.add_row(*row)
-    out_console.print(table)
+    print_table(table)
     print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in report.formats)
     out_console.print(
         f"kurtosis (mean over rows, Gaussian 3): {_fmt_stat(report.kurtosis)}, after Hadamard "
@@ -284,7 +284,7 @@ def _render_activations(report, worst: int) -> None:
             table.add_row(s.name, str(s.row_length), _fmt_stat(s.kurtosis), _fmt_stat(s.kurtosis_rotated),
                           _fmt_stat(s.max_crest), _fmt_stat(s.max_crest_rotated),
                           *(f"{p[s.name]:.3f}" if s.name in p else "skipped" for p in per))
-        out_console.print(table)
+        print_table(table)
     if report.schemes:
         table = Table(title="Weights x activations: factorized capacity", title_justify="left")
         for col in ("weights", "activations", "W MSE/GMSE", "A MSE/GMSE", "rho (real MSE)", "rho (GMSE)"):
@@ -292,7 +292,7 @@ def _render_activations(report, worst: int) -> None:
         for sc in report.schemes:
             table.add_row(sc.weights, sc.activations, f"{sc.weight_mse / sc.weight_gmse:.3f}",
                           f"{sc.activation_mse / sc.activation_gmse:.3f}", _fmt_rho(sc.rho), _fmt_rho(sc.rho_gmse))
-        out_console.print(table)
+        print_table(table)
     for r in report.formats:
         if r.skipped:
             out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})")

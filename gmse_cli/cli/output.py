@@ -6,7 +6,8 @@ keep their own field names; the keys users read are made uniform here, in one ta
 the same quantity has the same key in every command:
 
 * an interval is ``<quantity>_low`` / ``<quantity>_high`` (``gmse_low``, ``mse_low``,
-  ``rho_low``, ``value_low`` for a fitted constant), its standard error ``<quantity>_std_err``;
+  ``rho_low``, ``value_low`` for a fitted constant, ``slope_low`` for a capacity drift), its
+  standard error ``<quantity>_std_err``;
 * what gave a GMSE (table, cache, exact, monte-carlo) is ``gmse_method``;
 * a format's name is ``name``;
 * real-weight MSE is ``mse``, never ``gmse``.
@@ -31,6 +32,8 @@ _GMSE = {"ci_low": "gmse_low", "ci_high": "gmse_high", "std_err": "gmse_std_err"
 _MSE = {"format": "name", "ci_low": "mse_low", "ci_high": "mse_high", "std_err": "mse_std_err"}
 _DIFFERENCE = {"ci_low": "difference_low", "ci_high": "difference_high", "std_err": "difference_std_err"}
 _CONSTANT = {"low": "value_low", "high": "value_high"}
+_DRIFT_SLOPE = {"low": "slope_low", "high": "slope_high", "stderr": "slope_std_err"}
+_DRIFT_SCHEME = {"low": "slope_log_n_low", "high": "slope_log_n_high"}
 # Under a checkpoint objective, search's "gmse" fields hold real-weight MSE.
 _REAL = {"gmse": "mse", "gmse_std_err": "mse_std_err", "gmse_method": "mse_method"}
 
@@ -63,6 +66,11 @@ def _fit(item: dict) -> dict:
     out = dict(item)
     if isinstance(out.get("constants"), dict):
         out["constants"] = {k: _renamed(v, _CONSTANT) for k, v in out["constants"].items()}
+    if isinstance(out.get("drift"), dict):
+        drift = dict(out["drift"])
+        drift["slopes"] = [_renamed(s, _DRIFT_SLOPE) for s in drift.get("slopes", [])]
+        drift["schemes"] = [_renamed(s, _DRIFT_SCHEME) for s in drift.get("schemes", [])]
+        out["drift"] = drift
     return out
 
 

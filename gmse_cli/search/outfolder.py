@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from gmse_cli.atomic import fsync_dir, write_atomic
+from gmse_cli.atomic import fsync_dir, sigterm_cleans_up, write_atomic
 
 __all__ = ["MANIFEST", "replace_files"]
 
@@ -78,14 +78,24 @@ def _finish(folder: Path) -> None:
 
 def replace_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
     """Make ``folder`` hold ``files`` (plain names -> bytes) as the latest run (module
-    docstring); return their paths. Files uscl did not write stay. Raises :class:`OSError`."""
-    _finish(folder)
-    previous = (_manifest(folder) or {"files": {}})["files"]
-    for name, data in files.items():
-        final = folder / name
-        mode = final.stat().st_mode & 0o7777 if final.is_file() else None  # a replaced file keeps its mode
-        write_atomic(folder / f"{_STAGED}{name}", data, mode=mode)
-    committed = {"files": {name: _digest(data) for name, data in files.items()}, "previous": previous}
-    write_atomic(folder / MANIFEST, json.dumps(committed, indent=1).encode())
-    _finish(folder)
+    docstring); return their paths. Files uscl did not write stay. Raises :class:`OSError`; a
+    run that fails (or gets SIGTERM) before its commit removes the files it staged."""
+    with sigterm_cleans_up():
+        _finish(folder)
+        previous = (_manifest(folder) or {"files": {}})["files"]
+        committed = {"files": {name: _digest(data) for name, data in files.items()}, "previous": previous}
+        staged: list[Path] = []
+        try:
+            for name, data in files.items():
+                final = folder / name
+                mode = final.stat().st_mode & 0o7777 if final.is_file() else None  # a replaced file keeps its mode
+                staged.append(folder / f"{_STAGED}{name}")
+                write_atomic(staged[-1], data, mode=mode)
+            write_atomic(folder / MANIFEST, json.dumps(committed, indent=1).encode())
+        except BaseException:
+            if _manifest(folder) != committed:  # not committed: the previous run stays, alone
+                for path in staged:
+                    path.unlink(missing_ok=True)
+            raise
+        _finish(folder)
     return [folder / name for name in files]

@@ -1,0 +1,51 @@
+"""`uscl fit --json` speaks the shared vocabulary everywhere, its capacity drift included: the
+drift's intervals were bare 'low'/'high' (and its standard error 'stderr'), spellings the
+schema's vocabulary forbids, unseen because the schema did not describe 'drift'."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+jsonschema = pytest.importorskip("jsonschema")
+
+_OLD = {"ci_low", "ci_high", "low", "high", "format", "method", "stderr"}
+
+
+def _keys(item, skip=("spec", "weights_spec", "activations_spec")):
+    if isinstance(item, dict):
+        for k, v in item.items():
+            yield k
+            if k not in skip:
+                yield from _keys(v, skip)
+    elif isinstance(item, list):
+        for v in item:
+            yield from _keys(v, skip)
+
+
+def test_fit_drift_uses_the_shared_interval_names(run_cli, shared_data):
+    from gmse_cli.schema import output_schema
+
+    res = run_cli("fit", str(shared_data / "quest_runs.json"), "--model", "unified", "--no-heldout", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    errors = [f"{list(e.path)}: {e.message[:200]}" for e in jsonschema.Draft202012Validator(output_schema()).iter_errors(data)]
+    assert not errors, errors
+    fit = data["results"][0]
+    assert not _OLD & set(_keys(fit)), _OLD & set(_keys(fit))
+    slopes = fit["drift"]["slopes"]
+    assert {s["regressor"] for s in slopes} == {"log N", "log D/N"}
+    for s in slopes:  # a t interval around the slope, wider than one standard error each side
+        assert s["slope_low"] < s["slope"] - s["slope_std_err"] < s["slope"] + s["slope_std_err"] < s["slope_high"]
+    schemes = [s for s in fit["drift"]["schemes"] if s["slope_log_n_low"] is not None]
+    assert schemes and all(s["slope_log_n_low"] <= s["slope_log_n"] <= s["slope_log_n_high"] for s in schemes)
+
+
+def test_the_schema_rejects_a_drift_with_bare_low_high():
+    from gmse_cli.schema import output_schema
+
+    bare = {"regressor": "log N", "slope": 0.0, "low": -1.0, "high": 1.0, "stderr": 0.5}
+    drift = output_schema()["$defs"]["fit"]["properties"]["drift"]
+    validator = jsonschema.Draft202012Validator({**drift, "$defs": output_schema()["$defs"]})
+    assert not validator.is_valid({"slopes": [bare], "schemes": []})
