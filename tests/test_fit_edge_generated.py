@@ -7,9 +7,11 @@ form); what is checked is what the fit says it cannot identify, never a number c
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
+import pytest
 
 from gmse_cli import fit as F
 from gmse_cli.fit.heldout import LOSSLESS_NOTE
@@ -47,3 +49,59 @@ def test_a_held_out_scheme_with_only_gmse_0_stages_is_flagged():
         assert flagged == {"sparse-0"}
         assert all(e.refit == "cold" for e in report.entries)
     assert any("'sparse-0'" in note and "does not identify its capacity" in note for note in res.notes)
+
+
+def _quantized_runs() -> list[Run]:
+    return _runs({s: _capacity(s, 1.0, 0.41, 1.39) for s in ("bf16", "int8", "int4", "int3", "int2")})
+
+
+def _law_file(tmp_path, L: float):
+    """The shipped law with its quantization L replaced by ``L``."""
+    from gmse_cli.paths import laws_dir
+
+    text = (laws_dir() / "paper-llama-c4.toml").read_text()
+    head, sep, tail = text.partition("[families.quantization.L]\nvalue = 1.0\n")
+    assert sep
+    path = tmp_path / f"L{L:g}.toml"
+    path.write_text(f"{head}[families.quantization.L]\nvalue = {L!r}\n{tail}")
+    return path
+
+
+def test_a_law_files_L_is_at_most_the_capacity_ceiling(tmp_path, run_cli):
+    """L = 2 is read; L = 2.5 and a percentage (98.5) are refused in one line naming the value, exit 2."""
+    ok = run_cli("predict", "int4", "--law", str(_law_file(tmp_path, 2.0)), "--params", "1B", "--tokens", "20x")
+    assert ok.code == 0, ok.stderr
+    for L in (2.5, 98.5, 1e29):
+        bad = run_cli("predict", "int4", "--law", str(_law_file(tmp_path, L)), "--params", "1B", "--tokens", "20x")
+        assert bad.code == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert f"L = {L:g} is above 2" in bad.stderr and "families.quantization" in bad.stderr
+
+
+def test_a_fitted_law_is_read_back_or_refused_before_writing(tmp_path, run_cli):
+    """A fit whose L is above the ceiling (here held there) is refused by to_law, so nothing unreadable
+    is written; one at the ceiling and a free fit are written, read back, and predict the closed form."""
+    from gmse_cli.errors import FitError
+    from gmse_cli.law import save_law
+
+    runs = _quantized_runs()
+    held = F.fit(runs, model="unified", starts=SMALL_GRID, loso=False, profile=False, fixed={"quantization.L": 2.5})
+    try:
+        held.to_law("too-high")
+    except FitError as exc:
+        assert "quantization.L = 2.5" in str(exc) and "ceiling" in str(exc)
+    else:
+        raise AssertionError("a law with L = 2.5 was built")
+    for fixed in ({"quantization.L": 2.0}, {}):
+        res = F.fit(runs, model="unified", starts=SMALL_GRID, loso=False, profile=False, fixed=fixed)
+        path = tmp_path / "law.toml"
+        save_law(res.to_law("back"), path)
+        out = run_cli("predict", "int4", "--law", str(path), "--params", "1B", "--tokens", "20x", "--json")
+        assert out.code == 0, out.stderr
+        got = json.loads(out.stdout)["results"][0]
+        c = {k: v.value for k, v in res.constants.items()}
+        g = gmse_of("int4").gmse
+        rho = c["quantization.L"] * math.tanh(c["quantization.F"] * -math.log(g) / math.log(4.0)) ** c["quantization.C"]
+        N, D = 1e9, 2e10
+        expected = c["A"] * (N * rho) ** -c["alpha"] + c["B"] * D ** -c["beta"] + c["E"]
+        assert got["rho"] == pytest.approx(rho, rel=1e-12)
+        assert got["predicted_loss"] == pytest.approx(expected, rel=1e-12)
