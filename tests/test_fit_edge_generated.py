@@ -16,6 +16,7 @@ import pytest
 from gmse_cli import fit as F
 from gmse_cli.fit.heldout import LOSSLESS_NOTE
 from gmse_cli.gmse import gmse_of
+from gmse_cli.law import load_law
 from gmse_cli.runs import Run
 
 TRUTH = {"A": 400.0, "alpha": 0.3, "B": 2000.0, "beta": 0.35, "E": 1.7}
@@ -40,9 +41,9 @@ def test_a_held_out_scheme_with_only_gmse_0_stages_is_flagged():
     so a refit without its runs has no GMSE to predict it from. Its held-out entries (scheme and group)
     and the fit's notes say so; no scheme with a lossy stage of GMSE > 0 is flagged."""
     assert gmse_of("sparse-0").gmse == 0.0
-    quant = {s: _capacity(s, 1.0, 0.41, 1.39) for s in ("bf16", "int4", "int3", "int2")}
-    sparse = {s: _capacity(s, 1.0, 0.3, 0.5) for s in ("sparse-0", "sparse-25", "sparse-50", "sparse-75")}
-    res = F.fit(_runs(quant | sparse), model="unified", starts=SMALL_GRID, profile=False)
+    quant = {s: _capacity(s, 1.0, 0.41, 1.39) for s in ("bf16", "int4", "int2")}
+    sparse = {s: _capacity(s, 1.0, 0.3, 0.5) for s in ("sparse-0", "sparse-50", "sparse-75")}
+    res = F.fit(_runs(quant | sparse), model="unified", starts=SMALL_GRID, profile=False, base_law=load_law(None))
     for report in (res.heldout_schemes, res.heldout_groups):
         flagged = {s for e in report.entries if LOSSLESS_NOTE in e.note for s in e.schemes}
         assert flagged == {"sparse-0"}

@@ -65,7 +65,7 @@ def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: f
             continue
         if constants[key] <= 0:
             out[key] = f"{key} = {constants[key]:.3g} <= 0: the loss does not fall with scale; the fit is not a law"
-        elif constants[key] * _log_spread(scale) < _NEGLIGIBLE:  # e.g. runs that all have one loss
+        elif 0 < (spread := _log_spread(scale)) and constants[key] * spread < _NEGLIGIBLE:  # e.g. one loss at every run
             out[key] = (f"{key} = {constants[key]:.3g}: its term changes by less than {_NEGLIGIBLE:g} (relative) across "
                         "these runs, so the loss does not fall with scale here; neither it nor the capacities are "
                         "identified")
