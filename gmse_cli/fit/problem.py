@@ -227,9 +227,9 @@ def is_converged(problem: Problem, x: np.ndarray, weights: np.ndarray | None = N
         x[None, :], np.zeros(1, dtype=int))
     if not np.isfinite(f[0]):
         return False
-    # A perfect fit (noiseless data): residuals ~1e-5 delta, or all within PERFECT_RESIDUAL of the
-    # data (noiseless runs at rounded GMSEs); nothing left to converge: there the optimizer's last
-    # digits, not the data, set the gradient relative to f.
+    # A perfect fit (noiseless data): residuals ~1e-5 delta, or an RMS residual within
+    # PERFECT_RESIDUAL (noiseless runs at rounded GMSEs); nothing left to converge: there the
+    # optimizer's last digits, not the data, set the gradient relative to f.
     delta = min(getattr(problem.objective, "delta", 1.0), 1.0)
     n = len(problem.objective.y) if weights is None else float(np.sum(weights))
     floor = float(huber(np.array(PERFECT_RESIDUAL), getattr(problem.objective, "delta", 1.0)))
