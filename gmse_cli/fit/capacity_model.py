@@ -87,6 +87,7 @@ def capacity_model_fit(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, s
     if loso:
         heldout = score_heldout(runs, train, domain_mask(runs), refitter, pred, logrho, y, stages_of_run, progress)
         residuals = attach_heldout(residuals, heldout)
+        notes.extend(heldout["notes"])
     caps = [c.model_copy(update={"stage_gmse": [(f.value, g) for f, g in stages[c.scheme]]}) for c in dec.capacities]
     return dec.model_copy(update={
         "model": "capacity",

@@ -367,8 +367,9 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
                               base_law=base_law, free_problem=free_problem, delta=delta, run_weight=run_weight)
     if refitter is not None and loso:
         heldout = score_heldout(runs, train, domain_mask(runs), refitter, pred, logrho, y,
-                                stages_of_run or _all_stages(runs, gmse, seed), progress)
+                                stages_of_run or _all_stages(runs, gmse, seed), progress, curves=model == "unified")
         residuals = attach_heldout(residuals, heldout)
+        notes.extend(heldout["notes"])
     elif model in ("dense", "decoupled") and loso and len(schemes) > 1:
         notes.append(f"no held-out error for a {model} fit: " + (
             "it predicts every scheme as uncompressed (rho = 1)" if model == "dense" else

@@ -44,7 +44,7 @@ from gmse_cli.fit.prior import likelihood_scale
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import HeldoutEntry, HeldoutReport, RunResidual
 
-__all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "group_labels", "scale_cut", "Split", "RefitRows", "LossRefits",
+__all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "LOSSLESS_NOTE", "group_labels", "flag_lossless_parts", "scale_cut", "Split", "RefitRows", "LossRefits",
            "heldout_reports", "score_heldout", "attach_heldout"]
 
 UNIDENTIFIED_RHO = 1e-6
@@ -330,8 +330,11 @@ def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.n
     return reports, residuals
 
 
-def score_heldout(runs, train, inside, refitter, pred, logrho, y, stages_of_run, progress) -> dict:
-    """The held-out splits for a fit's runs (:func:`heldout_reports`); ``inside``: each run inside the law's domain."""
+def score_heldout(runs, train, inside, refitter, pred, logrho, y, stages_of_run, progress, *, curves: bool = True) -> dict:
+    """The held-out splits for a fit's runs (:func:`heldout_reports`); ``inside``: each run inside the law's domain.
+
+    ``curves``: capacity comes from per-family curves of GMSE (unified, capacity), so parts with only GMSE-0
+    stages are flagged (:func:`flag_lossless_parts`); its notes are under ``"notes"``."""
     scheme_names, of_scheme = group_by_scheme(runs)
     keys, of_group = group_labels(stages_of_run)
     group_names = []
@@ -345,7 +348,48 @@ def score_heldout(runs, train, inside, refitter, pred, logrho, y, stages_of_run,
         splits["scale"] = scale
     reports, resid = heldout_reports(splits, train=train, inside=inside, y=y, full_pred=pred, full_logrho=logrho,
                                      scheme_of_run=[r.scheme for r in runs], refitter=refitter, progress=progress)
-    return {"reports": reports, "residuals": resid}
+    notes: list[str] = []
+    if curves:
+        reports, notes = flag_lossless_parts(reports, [r.scheme for r in runs], stages_of_run)
+    return {"reports": reports, "residuals": resid, "notes": notes}
+
+
+LOSSLESS_NOTE = (
+    "capacity not identified held out: every lossy stage of its runs has GMSE 0, where the law's capacity is "
+    "the family's L whatever the curve's F and C (the reference's capacity, or the curve's limit at infinite "
+    "bits, which no remaining run reaches), so the refit does not predict it from a GMSE; its residual tests "
+    "A, alpha, B, beta, E and the L the refit holds or extrapolates, not the capacity curve"
+)
+
+
+def flag_lossless_parts(reports: dict[str, HeldoutReport], scheme_of_run: Sequence[str],
+                        stages_of_run: Sequence[Sequence[tuple[object, float]]]) -> tuple[dict[str, HeldoutReport], list[str]]:
+    """Mark the cold-refitted scheme and group entries whose runs carry only GMSE-0 stages (:data:`LOSSLESS_NOTE`).
+
+    Such a scheme (``sparse-0``) has capacity prod L_f under the law: tanh(F x infinite bits) = 1 leaves no
+    GMSE for a refit without it to predict from, so its held-out error is no test of the capacity curves.
+    """
+    lossless: dict[str, bool] = {}
+    for scheme, stages in zip(scheme_of_run, stages_of_run, strict=True):
+        lossless[scheme] = lossless.get(scheme, True) and all(float(g) <= 0.0 for _, g in stages)
+    flagged: list[str] = []
+    out = dict(reports)
+    for split in ("scheme", "group"):
+        report = reports.get(split)
+        if report is None:
+            continue
+        entries = []
+        for e in report.entries:
+            if e.refit == "cold" and all(lossless.get(s, False) for s in e.schemes):
+                e = e.model_copy(update={"note": "; ".join(filter(None, [e.note, LOSSLESS_NOTE]))})
+                flagged += [s for s in e.schemes if s not in flagged]
+            entries.append(e)
+        out[split] = report.model_copy(update={"entries": entries})
+    notes = [f"held out: {', '.join(repr(s) for s in flagged)} {'has' if len(flagged) == 1 else 'have'} only "
+             "GMSE-0 lossy stages, so the held-out refit does not identify its capacity (the law gives it the "
+             "family's L whatever the curve); its held-out error tests the law's other constants, not the capacity "
+             "curves (heldout_schemes.entries[].note)"] if flagged else []
+    return out, notes
 
 
 def attach_heldout(residuals: list[RunResidual], heldout: dict) -> list[RunResidual]:

@@ -60,9 +60,15 @@ def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: f
                     "every run, so B and beta are not identified")
     if "A" in free and params_small:
         out["A"] = f"A = {constants['A']:.2g}: the parameter term is negligible at every run"
-    for key in ("alpha", "beta"):
-        if key in free and constants[key] <= 0:
+    for key, scale in (("alpha", n_eff), ("beta", tokens)):
+        if key not in free:
+            continue
+        if constants[key] <= 0:
             out[key] = f"{key} = {constants[key]:.3g} <= 0: the loss does not fall with scale; the fit is not a law"
+        elif 0 < (spread := _log_spread(scale)) and constants[key] * spread < _NEGLIGIBLE:  # e.g. one loss at every run
+            out[key] = (f"{key} = {constants[key]:.3g}: its term changes by less than {_NEGLIGIBLE:g} (relative) across "
+                        "these runs, so the loss does not fall with scale here; neither it nor the capacities are "
+                        "identified")
     for name, value in constants.items():
         fam, _, k = name.rpartition(".")
         if fam and k in ("F", "C") and name in free and value < 1e-4:
@@ -75,6 +81,13 @@ def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: f
                          f"curve is a power law over these runs (F x bits = {value * top_bits[fam]:.2g}), so only "
                          f"L F^C is identified, not L and F apart, nor its capacities beyond the fitted GMSEs")
     return out
+
+
+def _log_spread(values: np.ndarray) -> float:
+    """log(max / min) over the finite positive ``values`` (0 when there are none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.log(values.max() / values.min())) if values.size else 0.0
 
 
 def _natural(internal_name: str, t: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gmse_cli.errors import FitError
+from gmse_cli.fit.objective import huber
 from gmse_cli.fit.optimize import batched_lbfgs
 
 __all__ = ["Problem", "epoch_grid", "coarse_law_grid", "expand_starts", "multistart", "multistart_many", "is_converged"]
@@ -217,15 +218,22 @@ def multistart_many(problem: Problem, starts: np.ndarray, weights: np.ndarray | 
     return xs, fs, ok, S
 
 
+PERFECT_RESIDUAL = 1e-6
+"""A log-loss residual below which a fit is as exact as any measured loss (3 to 3e-6)."""
+
+
 def is_converged(problem: Problem, x: np.ndarray, weights: np.ndarray | None = None) -> bool:
     f, g = problem.fun(None if weights is None else np.asarray(weights, dtype=float)[None, :])(
         x[None, :], np.zeros(1, dtype=int))
     if not np.isfinite(f[0]):
         return False
-    # A perfect fit (noiseless data): residuals ~1e-5 delta; nothing left to converge.
+    # A perfect fit (noiseless data): residuals ~1e-5 delta, or an RMS residual within
+    # PERFECT_RESIDUAL (noiseless runs at rounded GMSEs); nothing left to converge: there the
+    # optimizer's last digits, not the data, set the gradient relative to f.
     delta = min(getattr(problem.objective, "delta", 1.0), 1.0)
     n = len(problem.objective.y) if weights is None else float(np.sum(weights))
-    if f[0] <= 1e-10 * n * delta**2:
+    floor = float(huber(np.array(PERFECT_RESIDUAL), getattr(problem.objective, "delta", 1.0)))
+    if f[0] <= max(1e-10 * n * delta**2, n * floor):
         return True
     # Scale-free: moving any coordinate by 1% of its size (at least 0.01) changes f by a
     # first-order amount below 1e-5 of f.

@@ -281,7 +281,7 @@ class FitResult(Frozen):
         for (so a fit on quantized runs keeps the base law's VQ and sparsity curves)."""
         from gmse_cli import __version__
         from gmse_cli.law import Constant, FamilyCurve, Law, LawDraws
-        from gmse_cli.law.model import MAX_CONSTANT, draws_in_domain
+        from gmse_cli.law.model import MAX_CONSTANT, MAX_L, draws_in_domain
 
         if self.model in ("decoupled", "kumar"):
             raise FitError(
@@ -308,6 +308,11 @@ class FitResult(Frozen):
             return Constant(value=est.value, provenance=provenance,
                             **{k: None if k in beyond else v for k, v in spread.items()})
 
+        for fam in self.families:  # refused before anything is written: a law file is read back
+            if (L := self.constants[f"{fam}.L"]).value > MAX_L:
+                why = "it was held there" if L.fixed else f"the runs do not pin the {fam} curve down"
+                raise FitError(f"the fit gives {fam}.L = {L.value:.4g}, above the capacity ceiling a law file holds "
+                               f"({MAX_L:g}); {why} (hold it with --fix {fam}.L=1, or fit without --out)")
         families = {
             Family(fam): FamilyCurve(**{k: const(f"{fam}.{k}") for k in FAMILY_KEYS})
             for fam in self.families

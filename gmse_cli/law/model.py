@@ -18,13 +18,19 @@ from gmse_cli.frozen import Frozen
 from gmse_cli.law.fitted_range import FittedRange
 from gmse_cli.spec import Family
 
-__all__ = ["MAX_CONSTANT", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
+__all__ = ["MAX_CONSTANT", "MAX_L", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
            "draws_in_domain"]
 
 
 MAX_CONSTANT = 1e30
 """The largest magnitude a law constant (value, sigma, interval end) may have: beyond it a
 prediction overflows to inf (a capacity L of 1e308 times N parameters)."""
+
+
+MAX_L = 2.0
+"""The capacity ceiling a law file's L may set: rho = L at GMSE 0, and no format is worth more than
+twice the uncompressed model's parameters. Fits give 1.0-1.03 (QuEST's runs: 1.026; a fit with bf16
+taken as lossless: 1.03); an L of 98.5 is a percentage written for a fraction."""
 
 
 class Constant(Frozen):
@@ -59,6 +65,9 @@ class FamilyCurve(Frozen):
         for key in ("L", "F", "C"):
             if getattr(self, key).value <= 0:
                 raise LawError(f"capacity constant {key} = {getattr(self, key).value} must be positive")
+        if self.L.value > MAX_L:
+            raise LawError(f"capacity constant L = {self.L.value:g} is above {MAX_L:g}, the capacity ceiling a law "
+                           "holds (rho = L at GMSE 0; L is a fraction of the uncompressed model's parameters)")
         return self
 
     def rho(self, gmse: np.ndarray | float) -> np.ndarray | float:
