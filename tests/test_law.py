@@ -103,6 +103,14 @@ def test_effective_bits_inverts_the_rate_distortion_bound():
     assert effective_bits(0.0) == math.inf
 
 
+def test_nothing_kept_is_zero_bits_not_negative_zero():
+    # GMSE 1 (every entry lost): 0 bits, printed 0.0 in tables and JSON, never -0.0.
+    from gmse_cli.gmse.estimates import effective_bits_of
+
+    for value in (effective_bits(1.0), float(effective_bits(np.array([1.0]))[0]), effective_bits_of(1.0)):
+        assert value == 0.0 and math.copysign(1.0, value) == 1.0
+
+
 def test_capacity_endpoints():
     # GMSE 1 (nothing kept) -> tanh(0) = 0; GMSE -> 0 -> tanh -> 1, so rho -> L.
     assert capacity(1.0, 0.9, 0.4, 1.4) == 0.0

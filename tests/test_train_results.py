@@ -402,6 +402,9 @@ def test_cli_refuses_one_folder_for_checkpoints_and_kept_models(run_cli, tmp_pat
                             "--models-dir", str(both) + "/"), r"cannot write models folder .*both.* it is also")
     _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(out), "--checkpoint-dir", str(out)),
                     r"cannot write checkpoint folder .*r.jsonl.* it is also")
+    # A dry run plans the same outputs, so it refuses them too (it used to print a plan).
+    _one_error_line(run_cli("train", "--preset", "tiny", "--out", str(out), "--checkpoint-dir", str(both),
+                            "--models-dir", str(both), "--dry-run"), r"cannot write models folder .*both.* it is also")
     assert not out.exists() and not both.exists()
 
 

@@ -105,6 +105,15 @@ def register(app: typer.Typer) -> None:
         # Every output is checked before anything trains: a run is never lost to an unwritable --out.
         check_output_path(out, what="results file", error=TrainError, parents=True)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
+        ckpt_root = checkpoint_dir or out.with_name(out.name + ".ckpt")
+        models_root = None
+        if not no_keep_models:
+            models_root = models_dir or (Path(spec.models_dir) if spec.models_dir else out.with_name(out.name + ".models"))
+        # Checked in a dry run too. One folder for both would delete each kept model with its run's checkpoints.
+        for folder, what, others in ((ckpt_root, "checkpoint folder", [out]),
+                                     (models_root, "models folder", [out, ckpt_root])):
+            if folder is not None:
+                check_output_path(folder, what=what, error=TrainError, folder=True, inputs=others)
         if dry_run:
             from gmse_cli.training.results import load_records
             from gmse_cli.training.throughput import estimate_plans
@@ -124,15 +133,6 @@ def register(app: typer.Typer) -> None:
             _render_plans(spec.name, plans, output=_output(json_out, csv_out), flops=flops, source=source)
             return
         plan_sweep(runs)  # every budget must be at least one step before anything trains
-        ckpt_root = checkpoint_dir or out.with_name(out.name + ".ckpt")
-        models_root = None
-        if not no_keep_models:
-            models_root = models_dir or (Path(spec.models_dir) if spec.models_dir else out.with_name(out.name + ".models"))
-        # One folder for both would delete each kept model with its run's checkpoints.
-        for folder, what, others in ((ckpt_root, "checkpoint folder", [out]),
-                                     (models_root, "models folder", [out, ckpt_root])):
-            if folder is not None:
-                check_output_path(folder, what=what, error=TrainError, folder=True, inputs=others)
         _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
              nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not no_progress,
              output=_output(json_out, csv_out), argv=_worker_argv(locals()))

@@ -63,7 +63,8 @@ class GmseDifference(Frozen):
 
 def effective_bits_of(gmse: float) -> float | None:
     """log_{1/4}(GMSE), or None for a lossless result."""
-    return -math.log(gmse) / math.log(4.0) if gmse > 0 else None
+    # 0.0 - x, not -x: GMSE 1 (nothing kept) is 0 bits, not -0.0
+    return 0.0 - math.log(gmse) / math.log(4.0) if gmse > 0 else None
 
 
 def t95(dof: float) -> float:

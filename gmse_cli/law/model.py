@@ -220,7 +220,7 @@ def effective_bits(gmse: np.ndarray | float) -> np.ndarray | float:
     GMSE = 0 (a lossless cast of the samples) gives +inf.
     """
     with np.errstate(divide="ignore"):
-        return -np.log(gmse) / math.log(4.0)
+        return 0.0 - np.log(gmse) / math.log(4.0)  # GMSE 1 is 0 bits, not -0.0
 
 
 def capacity(gmse: np.ndarray | float, L: float, F: float, C: float) -> np.ndarray | float:
