@@ -66,6 +66,23 @@ def _private_gmse_cache(tmp_path_factory):
         yield folder
 
 
+@pytest.fixture(scope="module")
+def private_codebook_cache(tmp_path_factory):
+    """A module's own codebook cache (USCL_CACHE_DIR), for tests that train codebooks and must
+    not find them already made, nor leave them behind."""
+    from gmse_cli.compress import vq
+
+    old = os.environ.get("USCL_CACHE_DIR")
+    os.environ["USCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("uscl-cache"))
+    vq.clear_caches()
+    yield
+    vq.clear_caches()
+    if old is None:
+        os.environ.pop("USCL_CACHE_DIR", None)
+    else:
+        os.environ["USCL_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

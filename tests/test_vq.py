@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +36,7 @@ LLOYD_MAX_MSE = {1: 1 - 2 / math.pi, 2: 0.1175}
 E8P = VQ(dim=8, bits=2, codebook="e8")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _private_cache(tmp_path_factory):
-    old = os.environ.get("USCL_CACHE_DIR")
-    os.environ["USCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("uscl-cache"))
-    vq.clear_caches()
-    yield
-    vq.clear_caches()
-    if old is None:
-        os.environ.pop("USCL_CACHE_DIR", None)
-    else:
-        os.environ["USCL_CACHE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("private_codebook_cache")
 
 
 def _brute_nearest(c: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -38,18 +37,8 @@ QUIP_NORM12_HALVES = [  # QuIP#'s 29 norm-12 patterns: where the three 1/2 sit (
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _private_codebook_cache(tmp_path_factory):
-    # Only 1-D levels and two-codeword codebooks are made here (seconds); the rest are shipped.
-    old = os.environ.get("USCL_CACHE_DIR")
-    os.environ["USCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("uscl-cache"))
-    vq.clear_caches()
-    yield
-    vq.clear_caches()
-    if old is None:
-        os.environ.pop("USCL_CACHE_DIR", None)
-    else:
-        os.environ["USCL_CACHE_DIR"] = old
+# Only 1-D levels and two-codeword codebooks are made here (seconds); the rest are shipped.
+pytestmark = pytest.mark.usefixtures("private_codebook_cache")
 
 
 def _gmse(run_cli, *args: str) -> list[dict]:
