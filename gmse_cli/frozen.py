@@ -44,21 +44,25 @@ def _accepts(annotation: Any) -> frozenset[str]:
         return frozenset(kinds)
     if origin in (tuple, list) and annotation is not None:
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
-        if len(args) == 1:  # a homogeneous sequence: its items are checked alike
+        # a homogeneous sequence (tuple[float, ...] or a pair tuple[float, float]): items checked alike
+        if args and all(a == args[0] for a in args):
             return frozenset("items:" + kind for kind in _accepts(args[0]))
+    if origin is dict:
+        # a mapping's values are checked as the value type says (a law's draws columns)
+        return frozenset("values:" + kind for kind in _accepts(typing.get_args(annotation)[1]))
     return _ANY
 
 
 @cache
 def _scalar_rules(model: type[BaseModel]) -> tuple[tuple[str, frozenset[str], frozenset[str]], ...]:
-    # (input name, scalar kinds, kinds of a sequence's items) of each field that refuses some kind;
+    # (input name, kinds: scalar ones, "items:" a sequence's, "values:" a mapping's) of each field
+    # that refuses some kind;
     # worked out once per model, since every result row of a rank goes through here.
     rules = []
     for name, info in model.model_fields.items():
         kinds = _accepts(info.annotation)
-        if kinds != _ANY and kinds:
-            items = frozenset(k.removeprefix("items:") for k in kinds if k.startswith("items:"))
-            rules.append((info.alias or name, kinds, items))
+        if kinds != _ANY and kinds and frozenset(k.removeprefix("values:") for k in kinds) != _ANY:
+            rules.append((info.alias or name, kinds))
     return tuple(rules)
 
 
@@ -81,8 +85,17 @@ def _kind(value: Any) -> str | None:
 _WANT = {"bool": "write true or false", "number": "give a number", "str": "give text"}
 
 
-def _check_scalar(name: str, value: Any, kinds: frozenset[str], items: frozenset[str] = frozenset()) -> None:
-    if items:
+def _inner(kinds: frozenset[str], prefix: str) -> frozenset[str]:
+    return frozenset(k.removeprefix(prefix) for k in kinds if k.startswith(prefix))
+
+
+def _check_scalar(name: str, value: Any, kinds: frozenset[str]) -> None:
+    if values := _inner(kinds, "values:"):
+        if isinstance(value, dict):
+            for item in value.values():
+                _check_scalar(name, item, values)
+        return
+    if items := _inner(kinds, "items:"):
         if isinstance(value, list | tuple):
             for item in value:
                 _check_scalar(name, item, items)
@@ -101,10 +114,10 @@ class Frozen(BaseModel):
     @classmethod
     def _strict_scalars(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for name, kinds, items in _scalar_rules(cls):
+            for name, kinds in _scalar_rules(cls):
                 value = data.get(name)
                 if value is not None:
-                    _check_scalar(name, value, kinds, items)
+                    _check_scalar(name, value, kinds)
         return data
 
 

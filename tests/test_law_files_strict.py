@@ -1,0 +1,84 @@
+"""Law files take numbers as numbers everywhere: a draws column or a fitted-range pair holding
+text or a boolean is refused in one line (pydantic's lax mode read "1" and true as 1.0, so one
+joint draw of B silently became 1 and a fitted range's smallest N became 1)."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+
+import pytest
+
+from gmse_cli.errors import LawError
+from gmse_cli.law import load_law
+from gmse_cli.paths import laws_dir
+
+
+def _shipped() -> dict:
+    return tomllib.loads((laws_dir() / "paper-llama-c4.toml").read_text())
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(float(value))
+
+
+def _dump(table: dict, prefix: str = "") -> str:
+    # A small writer of its own, so the file under test is not made by the code under test.
+    lines, subtables = [], []
+    for key, value in table.items():
+        name = key if key.replace("_", "").isalnum() else f'"{key}"'
+        (subtables if isinstance(value, dict) else lines).append((name, value))
+    out = "".join(f"{name} = {_toml_value(value)}\n" for name, value in lines)
+    for name, value in subtables:
+        full = f"{prefix}.{name}" if prefix else name
+        out += f"\n[{full}]\n" + _dump(value, full)
+    return out
+
+
+def _edited(edit) -> dict:
+    data = _shipped()
+    edit(data)
+    return data
+
+
+BAD = {
+    "draws text": lambda d: d["draws"]["constants"]["B"].__setitem__(0, "1"),
+    "draws boolean": lambda d: d["draws"]["constants"]["B"].__setitem__(0, True),
+    "fitted params text": lambda d: d["fitted_range"].__setitem__("params", ["3e7", 8e8]),
+    "fitted params boolean": lambda d: d["fitted_range"].__setitem__("params", [True, 8e8]),
+    "fitted per-param text": lambda d: d["fitted_range"].__setitem__("tokens_per_param", [24.0, "101"]),
+    "fitted gmse text": lambda d: d["fitted_range"]["gmse"].__setitem__("quantization", ["1e-6", 0.4]),
+}
+
+
+@pytest.mark.parametrize("label", sorted(BAD))
+def test_text_or_boolean_for_a_number_is_refused(tmp_path, label):
+    path = tmp_path / "law.toml"
+    path.write_text(_dump(_edited(BAD[label])))
+    with pytest.raises(LawError, match=r"is (text|a boolean); give a number") as info:
+        load_law(path)
+    assert "\n" not in str(info.value)
+
+
+def test_the_same_file_with_numbers_loads_and_keeps_them(tmp_path):
+    data = _edited(lambda d: d["draws"]["constants"]["B"].__setitem__(0, 1.0))
+    path = tmp_path / "law.toml"
+    path.write_text(_dump(data))
+    law = load_law(path)
+    assert law.draws.constants["B"][0] == 1.0
+    assert law.fitted_range.params == tuple(data["fitted_range"]["params"])
+    assert math.isclose(law.B.value, data["B"]["value"])
+
+
+def test_the_cli_refuses_a_text_draw_in_one_line(run_cli, tmp_path):
+    path = tmp_path / "law.toml"
+    path.write_text(_dump(_edited(BAD["draws text"])))
+    result = run_cli("predict", "int4", "--law", str(path))
+    assert result.code == 2
+    assert "is text; give a number" in result.stderr and len(result.stderr.strip().splitlines()) == 1
