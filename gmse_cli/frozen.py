@@ -54,7 +54,7 @@ def _accepts(annotation: Any) -> frozenset[str]:
 
 
 @cache
-def _scalar_rules(model: type[BaseModel]) -> tuple[tuple[str, frozenset[str], frozenset[str]], ...]:
+def _scalar_rules(model: type[BaseModel]) -> tuple[tuple[str, frozenset[str]], ...]:
     # (input name, kinds: scalar ones, "items:" a sequence's, "values:" a mapping's) of each field
     # that refuses some kind;
     # worked out once per model, since every result row of a rank goes through here.
