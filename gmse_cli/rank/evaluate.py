@@ -77,6 +77,9 @@ def _resolve_scale(params: float, tokens: float | None) -> tuple[float, float]:
     if tokens is None:
         check_scale(params, 1.0)
         tokens = DEFAULT_TOKENS_PER_PARAM * params
+        if not math.isfinite(tokens):  # name the count given, not a token count never given
+            raise LawError(f"params = {params!r}: {DEFAULT_TOKENS_PER_PARAM:g} tokens per parameter (the default "
+                           "tokens) overflows; give tokens")
     check_scale(params, tokens)
     return float(params), float(tokens)
 
