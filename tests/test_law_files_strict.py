@@ -82,3 +82,11 @@ def test_the_cli_refuses_a_text_draw_in_one_line(run_cli, tmp_path):
     result = run_cli("predict", "int4", "--law", str(path))
     assert result.code == 2
     assert "is text; give a number" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_name_is_named_as_such(tmp_path):
+    # it read "missing (every law needs A, alpha, B, beta and E)", which all were present
+    path = tmp_path / "law.toml"
+    path.write_text(_dump(_edited(lambda d: d.pop("name"))))
+    with pytest.raises(LawError, match=r"name: missing \(a law needs a name\)"):
+        load_law(path)

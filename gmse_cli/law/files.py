@@ -81,6 +81,8 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
                 msg = "missing (a fitted range needs params, tokens_per_param, runs and provenance)"
             elif loc and loc[0] == "families":
                 msg = "missing (every family curve needs L, F and C)"
+            elif loc == ["name"]:
+                msg = "missing (a law needs a name)"
             else:
                 msg = "missing (every law needs A, alpha, B, beta and E)"
         elif err.get("type") == "extra_forbidden":
