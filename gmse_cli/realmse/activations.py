@@ -197,6 +197,17 @@ def _default_formats(meta: dict | None, key: str) -> list[Format]:
     return [] if is_identity_format(fmt) else [fmt]
 
 
+def _require_text(data: str, text_field: str) -> None:
+    """A local corpus that is missing, a device, empty or blank fails before the model loads
+    (loading can take minutes); reading stops at the first piece holding text."""
+    from gmse_cli.training.data import iter_corpus
+
+    for text, _ in iter_corpus(data, text_field=text_field):
+        if text.strip():
+            return
+    raise DataError(f"data source '{data}' holds no text")
+
+
 def _select(layers, include: Sequence[str], exclude: Sequence[str], path: Path):
     """Linear layers by module name: the default leaves out embeddings, norms and the output
     head (as for weights); ``include`` replaces that rule, ``exclude`` always removes."""
@@ -263,10 +274,10 @@ def measure_activations(
         raise SpecError(f"Hadamard block {hadamard_block} is not a power of two (2, 4, ... 128, ...)")
     torch_side = _torch_side()
     from gmse_cli.compress import compress, top_raw_scale
-    from gmse_cli.training.data import corpus_files, first_tokens, model_windows
+    from gmse_cli.training.data import first_tokens, model_windows
 
     if data.strip().lower() != "c4":
-        corpus_files(data)  # a missing, empty or endless (a device) text: before the model loads
+        _require_text(data, text_field)  # a missing, empty or endless (a device) text: before the model loads
 
     loaded = torch_side.load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                                    compressed_forward=compressed_forward)

@@ -74,6 +74,16 @@ def _text_pieces(handle: io.TextIOBase) -> Iterator[str]:
         yield "".join(buffer)
 
 
+def _ending_last(pieces: Iterator[str]) -> Iterator[tuple[str, bool]]:
+    """(piece, is_last) with one piece of lookahead, never the whole file in memory; an empty
+    file is one empty piece."""
+    held = next(pieces, "")
+    for piece in pieces:
+        yield held, False
+        held = piece
+    yield held, True
+
+
 def iter_corpus(source: str | Path, *, text_field: str = "text") -> Iterator[tuple[str, bool]]:
     """(text, ends_document) pieces of a local corpus, in order.
 
@@ -88,9 +98,7 @@ def iter_corpus(source: str | Path, *, text_field: str = "text") -> Iterator[tup
             open_text = opener or open
             with open_text(path, "rt", encoding="utf-8", errors="replace") as handle:
                 if kind == "text":
-                    pieces = list(_text_pieces(handle)) or [""]
-                    for i, piece in enumerate(pieces):
-                        yield piece, i == len(pieces) - 1
+                    yield from _ending_last(_text_pieces(handle))
                 else:
                     for number, line in enumerate(handle, start=1):
                         if not line.strip():
