@@ -8,6 +8,7 @@ import math
 import tomllib
 
 import pytest
+from toml_text import toml_text
 
 from gmse_cli.errors import LawError
 from gmse_cli.law import load_law
@@ -16,29 +17,6 @@ from gmse_cli.paths import laws_dir
 
 def _shipped() -> dict:
     return tomllib.loads((laws_dir() / "paper-llama-c4.toml").read_text())
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(float(value))
-
-
-def _dump(table: dict, prefix: str = "") -> str:
-    # A small writer of its own, so the file under test is not made by the code under test.
-    lines, subtables = [], []
-    for key, value in table.items():
-        name = key if key.replace("_", "").isalnum() else f'"{key}"'
-        (subtables if isinstance(value, dict) else lines).append((name, value))
-    out = "".join(f"{name} = {_toml_value(value)}\n" for name, value in lines)
-    for name, value in subtables:
-        full = f"{prefix}.{name}" if prefix else name
-        out += f"\n[{full}]\n" + _dump(value, full)
-    return out
 
 
 def _edited(edit) -> dict:
@@ -60,7 +38,7 @@ BAD = {
 @pytest.mark.parametrize("label", sorted(BAD))
 def test_text_or_boolean_for_a_number_is_refused(tmp_path, label):
     path = tmp_path / "law.toml"
-    path.write_text(_dump(_edited(BAD[label])))
+    path.write_text(toml_text(_edited(BAD[label])))
     with pytest.raises(LawError, match=r"is (text|a boolean); give a number") as info:
         load_law(path)
     assert "\n" not in str(info.value)
@@ -69,7 +47,7 @@ def test_text_or_boolean_for_a_number_is_refused(tmp_path, label):
 def test_the_same_file_with_numbers_loads_and_keeps_them(tmp_path):
     data = _edited(lambda d: d["draws"]["constants"]["B"].__setitem__(0, 1.0))
     path = tmp_path / "law.toml"
-    path.write_text(_dump(data))
+    path.write_text(toml_text(data))
     law = load_law(path)
     assert law.draws.constants["B"][0] == 1.0
     assert law.fitted_range.params == tuple(data["fitted_range"]["params"])
@@ -78,7 +56,7 @@ def test_the_same_file_with_numbers_loads_and_keeps_them(tmp_path):
 
 def test_the_cli_refuses_a_text_draw_in_one_line(run_cli, tmp_path):
     path = tmp_path / "law.toml"
-    path.write_text(_dump(_edited(BAD["draws text"])))
+    path.write_text(toml_text(_edited(BAD["draws text"])))
     result = run_cli("predict", "int4", "--law", str(path))
     assert result.code == 2
     assert "is text; give a number" in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -87,6 +65,6 @@ def test_the_cli_refuses_a_text_draw_in_one_line(run_cli, tmp_path):
 def test_a_missing_name_is_named_as_such(tmp_path):
     # it read "missing (every law needs A, alpha, B, beta and E)", which all were present
     path = tmp_path / "law.toml"
-    path.write_text(_dump(_edited(lambda d: d.pop("name"))))
+    path.write_text(toml_text(_edited(lambda d: d.pop("name"))))
     with pytest.raises(LawError, match=r"name: missing \(a law needs a name\)"):
         load_law(path)

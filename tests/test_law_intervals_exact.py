@@ -13,30 +13,11 @@ import tomllib
 
 import numpy as np
 import pytest
+from toml_text import toml_text
 
 from gmse_cli.paths import laws_dir
 
 _Z95 = 1.959963984540054
-
-
-def _toml(value) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(float(value)) if not isinstance(value, int) or isinstance(value, bool) else str(value)
-
-
-def _dump(table: dict, prefix: str = "") -> str:
-    lines, subtables = [], []
-    for key, value in table.items():
-        name = key if key.replace("_", "").isalnum() else f'"{key}"'
-        (subtables if isinstance(value, dict) else lines).append((name, value))
-    out = "".join(f"{name} = {_toml(value)}\n" for name, value in lines)
-    for name, value in subtables:
-        full = f"{prefix}.{name}" if prefix else name
-        out += f"\n[{full}]\n" + _dump(value, full)
-    return out
 
 
 def _marginal(const: dict, n: int, rng: np.random.Generator, upper: float = math.inf) -> np.ndarray:
@@ -110,7 +91,7 @@ CASES = [  # law variant, format, level, draws, seed, vary_L
 def test_intervals_match_the_documented_draws(run_cli, tmp_path, kind, fmt, level, n, seed, vary_L):
     law = _variant(kind)
     path = tmp_path / "law.toml"
-    path.write_text(_dump(law))
+    path.write_text(toml_text(law))
     params, tokens = 3e8, 9e9
     args = ["predict", fmt, "--law", str(path), "--params", "3e8", "--tokens", "9e9", "--level", str(level),
             "--draws", str(n), "--seed", str(seed), "--json"] + (["--vary-L"] if vary_L else [])
