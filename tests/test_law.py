@@ -400,9 +400,9 @@ def test_vary_L_with_joint_draws():
         assert set(L.tolist()) <= set(column) and L.std() > 0.05
 
 
-@pytest.mark.parametrize("params, tokens", [(0, 1e9), (-1e6, 1e9), (1e8, 0), (math.inf, 1e9), (1e8, math.nan)])
+@pytest.mark.parametrize("params, tokens", [(0, 1e9), (-1e6, 1e9), (1e8, 0), (math.inf, 1e9), (1e8, math.nan), (0.5, 1e9), (1e8, 0.999)])
 def test_bad_scale_is_a_law_error(params, tokens):
-    with pytest.raises(LawError, match="must be a positive, finite count"):
+    with pytest.raises(LawError, match="must be a finite count of at least 1"):
         loss_interval(paper_like_law(), params, tokens, [])
 
 

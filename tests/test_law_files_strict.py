@@ -68,3 +68,26 @@ def test_a_missing_name_is_named_as_such(tmp_path):
     path.write_text(toml_text(_edited(lambda d: d.pop("name"))))
     with pytest.raises(LawError, match=r"name: missing \(a law needs a name\)"):
         load_law(path)
+
+
+@pytest.mark.parametrize("key, bound", [("low", 20.0), ("high", 10.0)])
+def test_a_constant_outside_its_own_interval_is_refused(run_cli, tmp_path, key, bound):
+    # A at 15.45 with [20, 80.4] or [1.26, 10]: it read as a valid law and reported both.
+    path = tmp_path / "law.toml"
+    path.write_text(toml_text(_edited(lambda d: d["A"].__setitem__(key, bound))))
+    with pytest.raises(LawError, match=r"A: .*lies outside its own interval"):
+        load_law(path)
+    result = run_cli("predict", "int4", "--law", str(path))
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bootstrap_interval_beside_its_estimate_is_widened_to_contain_it():
+    import numpy as np
+
+    from gmse_cli.fit.resampling import constant_estimates
+
+    # Replicates all above the estimate (a skewed bootstrap): the written interval must still
+    # contain the value, or the law file `fit --out` writes could not be read back.
+    boot = np.linspace(2.0, 3.0, 200)[:, None]
+    est = constant_estimates(["alpha"], np.array([1.0]), boot, {}, {}, set())["alpha"]
+    assert est.low == 1.0 and math.isclose(est.high, np.percentile(boot, 97.5))

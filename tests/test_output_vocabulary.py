@@ -49,3 +49,21 @@ def test_the_schema_rejects_a_drift_with_bare_low_high():
     drift = output_schema()["$defs"]["fit"]["properties"]["drift"]
     validator = jsonschema.Draft202012Validator({**drift, "$defs": output_schema()["$defs"]})
     assert not validator.is_valid({"slopes": [bare], "schemes": []})
+
+
+def test_fit_residuals_say_params_tokens_and_predicted_loss_as_rank_and_train_do(run_cli, tmp_path):
+    from gmse_cli.fit.results import RunResidual
+
+    # Three sizes at two data ratios of a known dense law, loss = 400 N^-0.34 + 2000 D^-0.37 + 1.8.
+    runs = [{"N": n, "D": n * r, "loss": 400 * n ** -0.34 + 2000 * (n * r) ** -0.37 + 1.8}
+            for n in (1e7, 3e7, 1e8, 3e8) for r in (20, 60)]
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps(runs))
+    res = run_cli("fit", str(path), "--model", "dense", "--json")
+    assert res.code == 0, res.stderr
+    residuals = json.loads(res.stdout)["results"][0]["residuals"]
+    for run, r in zip(runs, residuals, strict=True):
+        assert r["params"] == r["N"] == run["N"] and r["tokens"] == r["D"] == run["D"]
+        assert r["predicted_loss"] == r["predicted"]
+        assert r["residual"] == pytest.approx(0.0, abs=1e-5) and r["predicted_loss"] == pytest.approx(run["loss"], rel=1e-5)
+        assert RunResidual.model_validate(r).model_dump(mode="json") == r  # its own JSON reads back

@@ -163,8 +163,9 @@ def test_predict_term_that_overflows_is_infinite_not_an_error():
         # At N = 1 the dense model's term is A * 1^-alpha = A; at D = 1 the data term is B.
         assert pred.dense_loss == pytest.approx(law.A.value + law.B.value + law.E.value, rel=1e-12)
         assert pred.data_term == pytest.approx(law.B.value, rel=1e-12)
-        half = predict("int4", 1.0, 0.5, law, draws=100)  # 0.5^-3000 = 2^3000: the data term overflows too
-        assert half.data_term == math.inf and half.predicted_loss is None
+    # Half a token is a unit slip, refused as on the command line (0.5^-3000 would overflow too).
+    with pytest.raises(LawError, match="tokens = 0.5 must be a finite count of at least 1"):
+        predict("int4", 1.0, 0.5, law, draws=100)
 
 
 def test_rank_and_compare_take_one_format_alone_and_compare_takes_none(law):
@@ -207,8 +208,8 @@ def test_uncovered_family_and_bad_scale(law):
     narrow = paper_like_law(families={Family.QUANTIZATION: law.families[Family.QUANTIZATION]})
     with pytest.raises(LawError, match="format 'sparse-50': .*no capacity curve for family 'sparsity'"):
         rank(["int4", "sparse-50"], law=narrow)
-    for params, tokens in ((0, None), (-5, None), (1e8, 0.0), (math.nan, None)):
-        with pytest.raises(LawError, match="must be a positive, finite count"):
+    for params, tokens in ((0, None), (-5, None), (1e8, 0.0), (math.nan, None), (0.5, None), (1e8, 0.25)):
+        with pytest.raises(LawError, match="must be a finite count of at least 1"):
             rank(["int4"], law=law, params=params, tokens=tokens)
 
 

@@ -80,7 +80,10 @@ def constant_estimates(names, theta, boot_theta, fixed_all, held, user_fixed) ->
         source = "fixed" if j in user_fixed else (held[j][1] if j in held else "fit")
         if boot is not None and not is_fixed:
             lo, hi, sig = percentiles(boot[:, j])
-            out[pub] = ConstantEstimate(value=float(values[j]), sigma=float(sig), low=float(lo), high=float(hi),
+            # A skewed bootstrap can put its percentile interval beside the estimate; widen it to
+            # contain the value, as every interval uscl reports does (and a law file requires).
+            value = float(values[j])
+            out[pub] = ConstantEstimate(value=value, sigma=float(sig), low=min(float(lo), value), high=max(float(hi), value),
                                         fixed=False, source=source)
         else:
             out[pub] = ConstantEstimate(value=float(values[j]), fixed=is_fixed, source=source)

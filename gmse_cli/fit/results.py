@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field, model_validator
 
 from gmse_cli.errors import FitError
 from gmse_cli.fit.params import FAMILY_KEYS, LAW
@@ -85,6 +85,37 @@ class RunResidual(Frozen):
                                   "(None: the run is not at the scale split's largest sizes)")
     implied_rho: float | None = Field(
         default=None, description="the capacity that makes the fitted law reproduce this run's loss (None: none does)")
+
+    # The shared vocabulary's names (rank, predict and train say params, tokens, predicted_loss);
+    # N, D and predicted stay for readers of schema 1, which required them.
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_aliases(cls, data):
+        # so that a residual's own JSON reads back; an alias that disagrees is refused
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias, key in (("params", "N"), ("tokens", "D"), ("predicted_loss", "predicted")):
+                if alias not in data:
+                    continue
+                value = data.pop(alias)
+                if data.setdefault(key, value) != value:
+                    raise FitError(f"residual {alias} = {value!r} disagrees with {key} = {data[key]!r}")
+        return data
+
+    @computed_field(description="N, the run's parameters")
+    @property
+    def params(self) -> float:
+        return self.N
+
+    @computed_field(description="D, the run's training tokens")
+    @property
+    def tokens(self) -> float:
+        return self.D
+
+    @computed_field(description="the fitted law's loss for this run")
+    @property
+    def predicted_loss(self) -> float:
+        return self.predicted
 
 
 class HeldoutEntry(Frozen):

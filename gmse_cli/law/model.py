@@ -50,6 +50,11 @@ class Constant(Frozen):
                 raise LawError(f"constant {key} = {number} is not a finite number of magnitude at most {MAX_CONSTANT:g}")
         if self.low is not None and self.high is not None and self.low > self.high:
             raise LawError(f"constant interval [{self.low}, {self.high}] is reversed")
+        # An interval that leaves out its own value is a file edited by hand or mislabelled
+        # (intervals are drawn around the value: uncertainty.Interval contains it).
+        if (self.low is not None and self.value < self.low) or (self.high is not None and self.value > self.high):
+            raise LawError(f"constant value = {self.value} lies outside its own interval "
+                           f"[{self.low if self.low is not None else '-inf'}, {self.high if self.high is not None else 'inf'}]")
         return self
 
 

@@ -272,8 +272,9 @@ def loss_interval(
 
 
 def check_scale(params: float, tokens: float) -> None:
-    """Raise :class:`LawError` unless the parameter and token counts are positive and finite."""
+    """Raise :class:`LawError` unless the parameter and token counts are finite counts of at least
+    one (the command line's rule: a fraction of a parameter or token is a unit slip)."""
     for what, value, example in (("params", params, "200e6"), ("tokens", tokens, "20e9")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-            raise LawError(f"{what} = {value!r} must be a positive, finite count (e.g. {example})")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 1):
+            raise LawError(f"{what} = {value!r} must be a finite count of at least 1 (e.g. {example})")
 
