@@ -1,0 +1,71 @@
+"""Regression tests from an independent check of rank/predict: damaged GMSE cache entries.
+
+A cached GMSE whose file was edited or left by another version must not change what rank and
+predict print. The reference is the same format computed fresh on the same seed (Monte Carlo
+on a seeded, counter-based bank is bit-reproducible), so every test compares a corrupted
+cache's answer with the fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gmse_cli import gmse_of
+from gmse_cli.gmse import cache
+
+# Outside the shipped table, Monte Carlo, and precise enough at rel-err 1e-3 (512 rows of 4096)
+# that its interval's degrees of freedom come from its stored sample count, not the minimum.
+FORMAT = "sparse30+int4"
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "gmse_cache_dir", lambda: tmp_path)  # a cache of this test's own
+    est = gmse_of(FORMAT, rel_err=1e-3, cache="use")
+    assert est.method == "monte-carlo"
+    (entry,) = tmp_path.glob("*.json")
+    return est, entry
+
+
+def _edit(entry: Path, **fields) -> None:
+    data = json.loads(entry.read_text())
+    data.update(fields)
+    entry.write_text(json.dumps(data))
+
+
+def _same_numbers(a, b) -> None:
+    assert (a.gmse, a.ci_low, a.ci_high, a.std_err) == (b.gmse, b.ci_low, b.ci_high, b.std_err)
+
+
+def test_the_cache_serves_an_intact_entry(fresh):
+    est, _ = fresh
+    again = gmse_of(FORMAT, rel_err=1e-3, cache="use")
+    assert again.method == "cache"
+    assert again.gmse == est.gmse and again.std_err == est.std_err
+
+
+@pytest.mark.parametrize("samples", [-3, 0])
+def test_a_monte_carlo_entry_without_samples_is_recomputed(fresh, samples):
+    # A negative or zero sample count served as it was: the interval then took the minimum
+    # degrees of freedom (gmse_low of sparse30+int4 moved by 3e-5 of itself, lm3-g128 by 1.7e-4).
+    est, entry = fresh
+    _edit(entry, samples=samples)
+    again = gmse_of(FORMAT, rel_err=1e-3, cache="use")
+    assert again.method == "monte-carlo"
+    _same_numbers(again, est)
+
+
+@pytest.mark.parametrize("field", ["algorithms", "row_length"])
+def test_an_entry_recorded_for_other_compressors_or_rows_is_not_served(fresh, field):
+    # The key stands for the row length and the compressors' algorithm versions; a file whose
+    # own record says otherwise was computed for something else (another version's file, an edit).
+    est, entry = fresh
+    data = json.loads(entry.read_text())
+    changed = {k: v + 1 for k, v in data["algorithms"].items()} if field == "algorithms" else 1024
+    _edit(entry, **{field: changed})
+    again = gmse_of(FORMAT, rel_err=1e-3, cache="use")
+    assert again.method == "monte-carlo"
+    _same_numbers(again, est)
