@@ -69,3 +69,22 @@ def test_an_entry_recorded_for_other_compressors_or_rows_is_not_served(fresh, fi
     again = gmse_of(FORMAT, rel_err=1e-3, cache="use")
     assert again.method == "monte-carlo"
     _same_numbers(again, est)
+
+
+@pytest.mark.parametrize("command", [["rank", "int4"], ["predict", "int4"]])
+@pytest.mark.parametrize("name", ["", " "])
+def test_an_empty_law_name_is_refused(run_cli, command, name):
+    # An empty --law silently ranked with the shipped default law (exit 0), where an empty
+    # --act is refused: a blank name is no law.
+    result = run_cli(*command, "--law", name, "--draws", "50")
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "law" in result.stderr
+
+
+def test_load_law_of_an_empty_name_raises():
+    from gmse_cli.errors import LawError
+    from gmse_cli.law import load_law
+
+    with pytest.raises(LawError, match="no law file or shipped law named ''"):
+        load_law("")
