@@ -88,3 +88,56 @@ def test_load_law_of_an_empty_name_raises():
 
     with pytest.raises(LawError, match="no law file or shipped law named ''"):
         load_law("")
+
+
+def _closed_form(result_json: str) -> tuple[float, float]:
+    """(rho, loss) of a one-stage quantization prediction, from the shipped law file read by
+    tomllib and the stage's GMSE: rho = L tanh(F log_{1/4} GMSE)^C, A (N rho)^-alpha + B D^-beta + E."""
+    import math
+    import tomllib
+
+    from gmse_cli.paths import laws_dir
+
+    law = tomllib.loads((laws_dir() / "paper-llama-c4.toml").read_text())
+    (row,) = json.loads(result_json)["results"]
+    (stage,) = row["stages"]
+    q = law["families"]["quantization"]
+    rho = q["L"]["value"] * math.tanh(q["F"]["value"] * -math.log(stage["gmse"]) / math.log(4)) ** q["C"]["value"]
+    n, d = row["params"], row["tokens"]
+    loss = law["A"]["value"] * (n * rho) ** -law["alpha"]["value"] + law["B"]["value"] * d ** -law["beta"]["value"]
+    return rho, loss + law["E"]["value"]
+
+
+def _law_entry(folder: Path) -> Path:
+    (entry,) = [p for p in (folder / "toml").glob("*.json") if b'"paper-llama-c4"' in p.read_bytes()]
+    return entry
+
+
+def _with_payload(entry: Path, edit) -> None:
+    # Keep whatever header line the entry has; replace its JSON payload by edit(payload).
+    raw = entry.read_bytes()
+    header, newline, payload = raw.rpartition(b"\n") if b"\n" in raw else (b"", b"", raw)
+    entry.write_bytes(header + newline + json.dumps(edit(json.loads(payload))).encode())
+
+
+@pytest.mark.parametrize("edit", [
+    lambda law: {**law, "A": {**law["A"], "value": 2 * law["A"]["value"]}},  # valid, other values
+    lambda law: {},  # valid JSON, no law
+    lambda law: {k: v for k, v in law.items() if k != "draws"},  # the joint draws dropped
+])
+def test_a_damaged_law_cache_entry_is_parsed_again(run_cli, tmp_path, monkeypatch, edit):
+    # The shipped law's parse is kept as JSON in the cache. An entry holding valid JSON of other
+    # values was served: A doubled gave predict int4 a loss of 4.083 instead of 2.762; an empty
+    # object failed with an error blaming the shipped law file.
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path))
+    args = ("predict", "int4", "--json", "--draws", "100")
+    first = run_cli(*args)
+    assert first.code == 0
+    _with_payload(_law_entry(tmp_path), edit)
+    again = run_cli(*args)
+    assert again.code == 0, again.stderr
+    assert again.stdout == first.stdout
+    rho, loss = _closed_form(again.stdout)
+    (row,) = json.loads(again.stdout)["results"]
+    assert row["rho"] == pytest.approx(rho, rel=1e-12)
+    assert row["predicted_loss"] == pytest.approx(loss, rel=1e-12)
