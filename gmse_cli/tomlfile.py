@@ -65,22 +65,40 @@ def _parse(path: Path, text: str, error: type[UsclError]) -> dict[str, Any]:
         raise error(f"{path}: malformed TOML: {exc}") from None
 
 
+_CACHE_VERSION = 1
+"""Version of what a cache entry holds (bump it when :func:`_parse` changes what it returns)."""
+
+
 def _parsed_once(cached: Path | None, parse: Callable[[], Any]) -> Any:
-    """The JSON kept at ``cached`` if readable, else ``parse()``, kept there for next time."""
+    """The JSON kept at ``cached`` if whole, else ``parse()``, kept there for next time.
+
+    An entry is a header line (this module's cache version and the SHA-256 of the payload) and
+    the payload, one line of JSON: an entry edited, cut short, damaged or written by another
+    version fails the header and is parsed again, never served (a valid JSON payload of other
+    values would otherwise pass for the file's)."""
     if cached is not None:
-        try:
-            data = json.loads(cached.read_bytes())
-        except (OSError, ValueError, RecursionError):
-            data = None  # not cached yet (or unreadable): parse
+        data = _read_entry(cached)
         if isinstance(data, dict | list):
             return data
     data = parse()
     if cached is not None:
         try:  # TOML dates have no JSON form: such a file is simply parsed every time
-            write_atomic(cached, json.dumps(data).encode(), durable=False)  # a cache: damage reads as a miss
+            payload = json.dumps(data).encode()
+            header = json.dumps({"version": _CACHE_VERSION, "sha256": hashlib.sha256(payload).hexdigest()})
+            write_atomic(cached, header.encode() + b"\n" + payload, durable=False)
         except (OSError, TypeError, ValueError):
             pass
     return data
+
+
+def _read_entry(cached: Path) -> Any:
+    """The payload of the cache entry ``cached``, or None (absent, damaged or another version's)."""
+    try:
+        header, _, payload = cached.read_bytes().partition(b"\n")
+        expected = {"version": _CACHE_VERSION, "sha256": hashlib.sha256(payload).hexdigest()}
+        return json.loads(payload) if json.loads(header) == expected else None
+    except (OSError, ValueError, RecursionError):
+        return None  # not cached yet (or unreadable): parse
 
 
 CACHE_FROM_BYTES = 16384

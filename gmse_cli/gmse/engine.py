@@ -144,12 +144,23 @@ def lookup_gmse(fmt: Format, *, row_length: int, rel_err: float, key: str | None
     entry, source = shipped_table().get(key), "table"
     if entry is None or not entry.serves(rel_err):
         entry, source = read_cached(key), "cache"
+        if entry is not None and not _computed_for(entry, fmt, row_length):
+            entry = None
     if entry is None or not entry.serves(rel_err):
         return None
     if entry.method == "exact" and not has_exact(fmt, row_length):
         return None  # an infinite-row limit kept before such rows went to Monte Carlo
     dof = stored_dof(entry.samples, row_length, fmt) if entry.std_err > 0 else math.inf
     return make_estimate(fmt, row_length, entry.gmse, entry.std_err, source, entry.samples, dof=dof)
+
+
+def _computed_for(entry: StoredGmse, fmt: Format, row_length: int) -> bool:
+    """Whether a cached entry's own record matches what its key stands for (the row length and
+    the compressors' algorithm versions) and holds the sample count a Monte Carlo interval takes
+    its degrees of freedom from: a file edited, or left by another version under this key,
+    reads as a miss."""
+    counted = entry.method == "exact" or entry.samples > 0
+    return counted and entry.row_length == row_length and entry.algorithms == algorithms_of(fmt)
 
 
 def remember_gmse(fmt: Format, est: GmseEstimate, *, row_length: int, seed: int, key: str | None = None) -> None:

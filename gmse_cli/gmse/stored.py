@@ -110,7 +110,7 @@ class StoredGmse(Frozen):
     gmse: float = Field(ge=0, allow_inf_nan=False)
     std_err: float = Field(ge=0, allow_inf_nan=False, description="0 for the exact method")
     method: Literal["exact", "monte-carlo"] = Field(description="how it was computed")
-    samples: int = Field(description="Gaussian elements used (0 for the exact method)")
+    samples: int = Field(ge=0, description="Gaussian elements used (0 for the exact method)")
     seed: int = Field(description="seed of the sample bank (unused by the exact method)")
     algorithms: dict[str, int] = Field(description="compressor -> ALGORITHM_VERSION it was computed with")
 

@@ -44,7 +44,7 @@ def load_law(path: str | Path | Law | None = None) -> Law:
         raise LawError(f"a law is a file path, a shipped law's name or a Law, not {type(path).__name__} "
                        f"{str(path)[:60]!r}")
     if path is None or (isinstance(path, str) and not path.endswith(".toml") and not is_file(path)):
-        return shipped_law(path or DEFAULT_LAW)
+        return shipped_law(DEFAULT_LAW if path is None else path)  # an empty name is no law
     path = Path(path)
     return _validate(read_toml(path, what="law file", error=LawError), source=str(path))
 
