@@ -70,7 +70,11 @@ _STYLE = {
     "savefig.dpi": 200,
     "pdf.fonttype": 42,  # embedded TrueType: text stays text in a paper's PDF
     "svg.fonttype": "none",
+    "svg.hashsalt": "uscl",  # fixed clip-path ids: the same figure gives the same SVG bytes
 }
+
+# No creation date in the file: the same figure gives the same SVG and PDF bytes.
+_UNDATED = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": None}
 
 
 def check_plot_path(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Path:
@@ -345,7 +349,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
         raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf")
     try:
         with house_style():  # atomically: a full disk never leaves a truncated plot behind
-            write_atomic(path, lambda handle: fig.savefig(handle, format=kind))
+            write_atomic(path, lambda handle: fig.savefig(handle, format=kind, metadata=_UNDATED[kind]))
     except OSError as exc:
         raise DataError(f"cannot write plot '{path}': {exc.strerror or exc}") from None
     return path

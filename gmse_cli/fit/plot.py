@@ -165,13 +165,16 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
     grid = np.logspace(np.log10(g_lo), -1e-4, 300)
     bits = -np.log(grid) / np.log(4.0)
     handles = []
+    top = 1.0  # the highest point or bar: the view must not clip a capacity above 1
     for fam, c in sorted(curves.items()):
         if c.held:
             origin = curve_label or _held_source(result, fam)
             label = f"{fam} curve, held ({origin}): L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
         else:
             label = f"{fam} curve, fitted: L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
-        (line,) = ax.plot(grid, c.L * np.tanh(c.F * bits) ** c.C, color="0.55" if c.held else "black",
+        rho = c.L * np.tanh(c.F * bits) ** c.C
+        top = max(top, float(rho.max()))
+        (line,) = ax.plot(grid, rho, color="0.55" if c.held else "black",
                           ls="--" if c.held else _FAMILY_STYLE.get(fam, "-"), lw=1.2, zorder=1, label=label)
         handles.append(line)
     for c, g in zip(shown, gmse, strict=True):
@@ -181,13 +184,15 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
         yerr = None
         if c.rho_low is not None and c.rho_high is not None:
             yerr = [[max(val - c.rho_low**power, 0.0)], [max(c.rho_high**power - val, 0.0)]]
+            top = max(top, c.rho_high**power)
+        top = max(top, val)
         group, kind = keys[c.scheme]
         ax.errorbar([g], [val], yerr=yerr, fmt="none", ecolor=color[group], elinewidth=0.8, capsize=2,
                     zorder=2, label=f"{group}{figures.FACTOR_SEP}{kind}")
         ax.scatter([g], [val], s=26, zorder=3, label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
     ax.set_xscale("log")
     ax.set_xlim(g_lo, 1.3)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.08 * top)
     ax.set_xlabel("Gaussian MSE of the scheme's format")
     ax.set_ylabel("capacity ρ (weights and activations: √ρ per tensor)")
     fitted = "each scheme's own (decoupled) capacity" if result.model != "decoupled" else "this fit's capacities"

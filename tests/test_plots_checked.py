@@ -1,0 +1,68 @@
+"""Plots checked against what a paper needs: the same figure gives the same file bytes (no
+clock in an SVG or a PDF), and no plotted capacity is clipped out of its panel's view.
+
+The capacities here are made up (far above 1, as a decoupled fit whose alpha came out
+negative gives them); the check reads the view limits matplotlib draws with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmse_cli import figures
+from gmse_cli.fit.results import FamilyFit, FitResult, RunResidual, SchemeCapacity
+
+
+def _simple_figure():
+    with figures.house_style():
+        fig, axes = figures.new_figure(3.3, 2.4)
+        ax = axes[0][0]
+        ax.plot([1, 2, 3], [1, 4, 9], marker="o", label="squares")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        fig.legend()
+    return fig
+
+
+@pytest.mark.parametrize("suffix", [".svg", ".pdf", ".png"])
+def test_same_figure_same_bytes(tmp_path, suffix):
+    first = figures.save_figure(_simple_figure(), tmp_path / f"a{suffix}").read_bytes()
+    second = figures.save_figure(_simple_figure(), tmp_path / f"b{suffix}").read_bytes()
+    assert first == second
+    # no creation date either: a PDF saved in another second would differ
+    assert b"CreationDate" not in first and b"dc:date" not in first
+
+
+def _result(capacities: list[SchemeCapacity]) -> FitResult:
+    residuals = [RunResidual(scheme=c.scheme, N=1e6, D=2e7, loss=3.0 + i / 10, predicted=3.01 + i / 10,
+                             residual=0.003, rho=c.rho) for i, c in enumerate(capacities)]
+    return FitResult(model="unified", n_runs=len(residuals), n_schemes=len(capacities), huber_delta=1e-3,
+                     A=1.0, alpha=0.3, B=1.0, beta=0.3, E=1.0, fit_error=0.01, objective=0.0, constants={},
+                     families={"quantization": FamilyFit(L=0.62, F=0.73, C=2.8, n_gmse=3)},
+                     capacities=capacities, residuals=residuals, bootstrap=0, starts=1, converged=True, seed=0,
+                     data_files=["runs.jsonl"], notes=[])
+
+
+def test_capacity_panel_shows_every_point_and_bar():
+    from matplotlib.collections import LineCollection, PathCollection
+
+    from gmse_cli.fit import fit_figure
+
+    caps = [
+        SchemeCapacity(scheme="int4", weights="int4", activations=None, rho=1.21, rho_low=1.1, rho_high=1.4, n_runs=3,
+                       stage_gmse=[("quantization", 0.0115)]),
+        SchemeCapacity(scheme="int2", weights="int2", activations=None, rho=1.72, n_runs=3, stage_gmse=[("quantization", 0.117)]),
+        SchemeCapacity(scheme="W:int2 A:int2", weights="int2", activations="int2", rho=5.12, n_runs=3,
+                       stage_gmse=[("quantization", 0.117), ("quantization", 0.117)]),
+    ]
+    fig = fit_figure(_result(caps))
+    ax = fig.axes[1]
+    low, high = ax.get_ylim()
+    ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+    bars = np.concatenate([np.asarray(s)[:, 1] for c in ax.collections if isinstance(c, LineCollection)
+                           for s in c.get_segments()])
+    # the points as the README's law draws them: rho per scheme, sqrt(rho) per tensor for W x A
+    assert sorted(ys) == pytest.approx(sorted([1.21, 1.72, 5.12**0.5]))
+    assert sorted(bars) == pytest.approx([1.1, 1.4])
+    assert low <= min(ys.min(), bars.min()) and max(ys.max(), bars.max()) < high
