@@ -7,6 +7,8 @@ negative gives them); the check reads the view limits matplotlib draws with.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,26 @@ def test_capacity_panel_shows_every_point_and_bar():
     assert sorted(ys) == pytest.approx(sorted([1.21, 1.72, 5.12**0.5]))
     assert sorted(bars) == pytest.approx([1.1, 1.4])
     assert low <= min(ys.min(), bars.min()) and max(ys.max(), bars.max()) < high
+
+
+def test_rank_shows_capacities_of_a_law_above_one(tmp_path):
+    from matplotlib.collections import PathCollection
+
+    from gmse_cli.law import load_law
+    from gmse_cli.laws import __file__ as laws_init
+    from gmse_cli.rank import rank, rank_figure
+
+    # the shipped law with quantization L = 1.3: a law `uscl fit --out` may write
+    text = (Path(laws_init).parent / "paper-llama-c4.toml").read_text(encoding="utf-8")
+    old = "[families.quantization.L]\nvalue = 1.0\n"
+    assert old in text
+    path = tmp_path / "high-l.toml"
+    path.write_text(text.replace(old, "[families.quantization.L]\nvalue = 1.3\n"), encoding="utf-8")
+    law = load_law(str(path))
+    fig = rank_figure(rank(["int8", "bf16"], law=law, rel_err=1e-2), law=law)
+    for ax in fig.axes[:2]:
+        low, high = ax.get_ylim()
+        ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections
+                             if isinstance(c, PathCollection) and len(c.get_offsets())])
+        assert ys.max() > 1.25  # 1.3 * tanh(0.41 * bits)^1.39 at 8 and 16 bits
+        assert low <= ys.min() and ys.max() < high
