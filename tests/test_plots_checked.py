@@ -91,3 +91,24 @@ def test_rank_shows_capacities_of_a_law_above_one(tmp_path):
                              if isinstance(c, PathCollection) and len(c.get_offsets())])
         assert ys.max() > 1.25  # 1.3 * tanh(0.41 * bits)^1.39 at 8 and 16 bits
         assert low <= ys.min() and ys.max() < high
+
+
+def test_search_shows_capacities_above_one():
+    from matplotlib.collections import PathCollection
+
+    from gmse_cli.search import search_figure
+    from gmse_cli.search.results import SearchPoint, SearchResult
+    from gmse_cli.spec import resolve_format
+
+    def point(name: str, bits: float, rho: float) -> SearchPoint:
+        return SearchPoint(name=name, bits_per_param=bits, gmse=4.0**-bits, gmse_std_err=0.0, gmse_method="exact",
+                           rho=rho, rho_std_err=0.0, spec=resolve_format(name), stages=(), source="search")
+
+    front = (point("int4", 4.0, 1.12), point("int8", 8.0, 1.29))
+    result = SearchResult(budget=8.0, objective="gaussian", law="high-l", best=front[1], frontier=front,
+                          comparisons=(), candidates=2, pruned_by_bound=0, stages_measured=2, refined=2, seconds=0.1,
+                          points=tuple((p.name, p.bits_per_param, p.rho) for p in front))
+    ax = search_figure(result).axes[0]
+    ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+    assert sorted(set(ys.round(6))) == [1.12, 1.29]
+    assert ys.max() < ax.get_ylim()[1]
