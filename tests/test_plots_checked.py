@@ -112,3 +112,26 @@ def test_search_shows_capacities_above_one():
     ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
     assert sorted(set(ys.round(6))) == [1.12, 1.29]
     assert ys.max() < ax.get_ylim()[1]
+
+
+def test_fit_legend_names_formats_and_held_curves_differ_without_colour():
+    from gmse_cli.fit import fit_figure
+
+    named = "Schéma «2:4+int4» with a long name"  # a runs file's own scheme name
+    caps = [
+        SchemeCapacity(scheme="int4", weights="int4", activations=None, rho=0.9, n_runs=3,
+                       stage_gmse=[("quantization", 0.0115)]),
+        SchemeCapacity(scheme="2:4", weights="2:4", activations=None, rho=0.8, n_runs=3,
+                       stage_gmse=[("sparsity", 0.05)]),
+        SchemeCapacity(scheme=named, weights="2:4+int4", activations=None, rho=0.7, n_runs=3,
+                       stage_gmse=[("sparsity", 0.05), ("quantization", 0.0115)]),
+    ]
+    held = {"quantization": FamilyFit(L=1.0, F=0.41, C=1.39, held=True, n_gmse=0),
+            "sparsity": FamilyFit(L=0.985, F=0.305, C=0.501, held=True, n_gmse=0)}
+    fig = fit_figure(_result(caps), curves=held, curve_label="law paper-llama-c4")
+    legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert "2:4+int4" in legend and named not in legend  # the colour key is the weight format
+    curves = [line for line in fig.axes[1].lines if "curve, held" in line.get_label()]
+    assert len(curves) == 2
+    # same grey: the dash patterns (matplotlib's own record of them) must differ
+    assert len({str(line._unscaled_dash_pattern) for line in curves}) == 2

@@ -6,7 +6,7 @@ Schemes are told apart by two keys rather than one colour each: the colour is th
 format with its rotation left out (int4, fp4, 2:4+int4, ...; in order of bits), the marker
 says what was compressed (weights, or weights and activations) and an open marker that the
 scheme was Hadamard-rotated. Both panels use the same keys, so one legend reads for both and
-no point needs a text label. Curves held at a base law are drawn dashed and grey, and say so.
+no point needs a text label. Curves held at a base law are drawn grey and dashed (a dash pattern per family), and say so.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from gmse_cli.fit.results import FamilyFit, FitResult, SchemeCapacity
 __all__ = ["plot_fit", "fit_figure", "scheme_keys"]
 
 _FAMILY_STYLE = {"quantization": "-", "sparsity": "--", "vq": ":"}
+# Held curves are grey; their dashes still tell the families apart (in greyscale too).
+_HELD_STYLE = {"quantization": (0, (5, 2)), "sparsity": (0, (1.5, 1.5)), "vq": (0, (5, 1.5, 1.5, 1.5))}
 DRIFT_REFERENCE = "implied ρ = the law's ρ (no drift)"
 
 
@@ -82,7 +84,9 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
     has_cap = bool(shown) or bool(curves)
 
     keys = {r.scheme: scheme_keys(r.scheme) for r in result.residuals}
-    keys.update({c.scheme: scheme_keys(c.scheme, c.weights, c.activations) for c in shown})
+    # a scheme's keys come from its formats where the fit knows them (a runs file may name a
+    # scheme anything), its name only where it does not
+    keys.update({c.scheme: scheme_keys(c.scheme, c.weights, c.activations) for c in [*result.capacities, *shown]})
     groups = _group_order({g for g, _ in keys.values()})
     palette = figures.PALETTE if len(groups) <= len(figures.PALETTE) else _tab20()
     color = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
@@ -158,7 +162,7 @@ def _tab20() -> tuple[str, ...]:
 
 def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], shown: Sequence[SchemeCapacity],
                     keys: Mapping[str, tuple[str, str]], color: Mapping[str, str], curve_label: str) -> list:
-    """rho against GMSE: each family's curve (fitted: black; held: grey, dashed) and each
+    """rho against GMSE: each family's curve (fitted: black; held: grey, dashed per family) and each
     scheme's own capacity with its bootstrap interval."""
     gmse = [c.stage_gmse[0][1] for c in shown]
     g_lo = min([*gmse, 1e-3]) / 3
@@ -175,7 +179,7 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
         rho = c.L * np.tanh(c.F * bits) ** c.C
         top = max(top, float(rho.max()))
         (line,) = ax.plot(grid, rho, color="0.55" if c.held else "black",
-                          ls="--" if c.held else _FAMILY_STYLE.get(fam, "-"), lw=1.2, zorder=1, label=label)
+                          ls=_HELD_STYLE.get(fam, "--") if c.held else _FAMILY_STYLE.get(fam, "-"), lw=1.2, zorder=1, label=label)
         handles.append(line)
     for c, g in zip(shown, gmse, strict=True):
         same = len(c.stage_gmse) == 2
