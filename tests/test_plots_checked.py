@@ -135,3 +135,20 @@ def test_fit_legend_names_formats_and_held_curves_differ_without_colour():
     assert len(curves) == 2
     # same grey: the dash patterns (matplotlib's own record of them) must differ
     assert len({str(line._unscaled_dash_pattern) for line in curves}) == 2
+
+
+def test_fit_plot_draws_no_capacities_from_a_decoupled_fit_the_command_refuses(run_cli, tmp_path, monkeypatch):
+    from matplotlib.collections import PathCollection
+
+    runs = Path(__file__).parents[1] / "examples" / "cpu-law.jsonl"
+    refused = run_cli("fit", str(runs), "-m", "decoupled", "--no-heldout")
+    assert refused.code == 2 and "alpha" in refused.stderr  # no law: alpha < 0 on these 34 runs
+
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: (drawn.append(fig), save(fig, path))[1])
+    res = run_cli("fit", str(runs), "-m", "unified", "--no-heldout", "--plot", str(tmp_path / "fit.svg"))
+    assert res.code == 0, res.stderr
+    panel = drawn[0].axes[1]
+    assert not [c for c in panel.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+    assert "no law" in panel.get_title()

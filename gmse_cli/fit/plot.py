@@ -71,7 +71,7 @@ def _marker(kind: str, color: str) -> dict:
 
 
 def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = None,
-               points: Sequence[SchemeCapacity] | None = None, curve_label: str = ""):
+               points: Sequence[SchemeCapacity] | None = None, curve_label: str = "", points_note: str = ""):
     """The fit's figure (a matplotlib Figure; :func:`plot_fit` writes it). Arguments as there."""
     curves = dict(result.families if curves is None else curves)
     source = result.capacities if points is None else points
@@ -122,7 +122,8 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
         n_fit = result.n_fitted if result.n_fitted is not None else result.n_runs
         outside = f"\nfaded: {result.n_runs - n_fit} outside the domain, predicted" if n_fit < result.n_runs else ""
         ax.set_title(f"(a) every run\nRMSE of log loss {result.fit_error:.2g} over {n_fit} fitted{outside}")
-        curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label) if has_cap else []
+        curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label,
+                                        points_note) if has_cap else []
         if not has_cap and drift:
             axes[0][1].set_visible(False)
         if drift:
@@ -161,7 +162,8 @@ def _tab20() -> tuple[str, ...]:
 
 
 def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], shown: Sequence[SchemeCapacity],
-                    keys: Mapping[str, tuple[str, str]], color: Mapping[str, str], curve_label: str) -> list:
+                    keys: Mapping[str, tuple[str, str]], color: Mapping[str, str], curve_label: str,
+                    points_note: str = "") -> list:
     """rho against GMSE: each family's curve (fitted: black; held: grey, dashed per family) and each
     scheme's own capacity with its bootstrap interval."""
     gmse = [c.stage_gmse[0][1] for c in shown]
@@ -200,6 +202,7 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
     ax.set_xlabel("Gaussian MSE of the scheme's format")
     ax.set_ylabel("capacity ρ (weights and activations: √ρ per tensor)")
     fitted = "each scheme's own (decoupled) capacity" if result.model != "decoupled" else "this fit's capacities"
+    fitted = points_note or fitted
     bars = "\nbars: 95% bootstrap interval" if any(c.rho_low is not None for c in shown) else ""
     ax.set_title(f"(b) capacity against GMSE\npoints: {fitted}{bars}")
     return handles
@@ -234,13 +237,15 @@ def _held_source(result: FitResult, family: str) -> str:
 
 
 def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, FamilyFit] | None = None,
-             points: Sequence[SchemeCapacity] | None = None, curve_label: str = "") -> Path:
+             points: Sequence[SchemeCapacity] | None = None, curve_label: str = "", points_note: str = "") -> Path:
     """Write the fit's figure as PNG, SVG or PDF (by ``path``'s extension).
 
     ``curves`` default to the fit's families; ``points`` (default: the fit's capacities) are
     drawn with their bootstrap intervals -- pass a decoupled fit's capacities to show the free
     per-scheme capacities beside a unified fit's curves. ``curve_label`` names where held
     curves come from (e.g. ``law paper-llama-c4``); by default the fit's own record says.
+    ``points_note`` replaces the capacity panel's "points: ..." line (e.g. why none are drawn).
     """
     path = figures.check_plot_path(path)
-    return figures.save_figure(fit_figure(result, curves=curves, points=points, curve_label=curve_label), path)
+    return figures.save_figure(fit_figure(result, curves=curves, points=points, curve_label=curve_label,
+                                          points_note=points_note), path)
