@@ -152,3 +152,48 @@ def test_fit_plot_draws_no_capacities_from_a_decoupled_fit_the_command_refuses(r
     panel = drawn[0].axes[1]
     assert not [c for c in panel.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     assert "no law" in panel.get_title()
+
+
+def _mse_results(ratios: dict[str, tuple[float, float]]):
+    """FormatMse rows of two layers each at the given MSE / GMSE ratios (only what the plot reads)."""
+    from gmse_cli.realmse.report import FormatMse, LayerMse
+
+    def layer(name: str, ratio: float):
+        return LayerMse.model_construct(name=name, params=4096, mse=0.01 * ratio, gmse=0.01)
+
+    return [FormatMse.model_construct(format=fmt, hadamard=False, ratio=sum(r) / 2, params=8192, sample=1.0,
+                                      layers=(layer("model.layers.0.q.weight", r[0]), layer("model.layers.1.q.weight", r[1])))
+            for fmt, r in ratios.items()]
+
+
+def test_mse_ratio_axis_labels_more_than_one_tick_near_one():
+    from gmse_cli.realmse import mse_figure
+
+    fig = mse_figure(_mse_results({"int4": (0.95, 1.08), "fp4": (1.02, 0.97)}))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    labelled = [(t.get_loc(), t.label1.get_text()) for t in ax.xaxis.get_major_ticks()
+                if low <= t.get_loc() <= high and t.label1.get_visible() and t.label1.get_text()]
+    assert len(labelled) >= 2  # one label cannot give a log scale
+    for loc, text in labelled:
+        assert float(text) == pytest.approx(loc)
+
+
+def test_mse_many_formats_legend_gets_room_of_its_own():
+    import warnings
+
+    from gmse_cli.realmse import mse_figure
+
+    few = mse_figure(_mse_results({"int4": (0.95, 1.08), "fp4": (1.0, 1.0), "nf4": (1.0, 1.1)}))  # 4 legend lines
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constrained layout collapsing the axes warns
+        many = mse_figure(_mse_results({f"int4-g{32 * k}": (0.9 + 0.01 * k, 1.1) for k in range(1, 41)}))
+        many.canvas.draw()
+    few.canvas.draw()
+    renderer = many.canvas.get_renderer()
+    (legend,) = many.legends
+    frame = many.axes[0].get_window_extent(renderer)
+    assert not legend.get_window_extent(renderer).overlaps(frame)
+    # the rows keep the height they have with a legend of the 4 lines the plot is sized for (inches)
+    assert frame.height / many.dpi == pytest.approx(few.axes[0].get_window_extent().height / few.dpi, rel=0.25)

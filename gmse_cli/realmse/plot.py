@@ -115,17 +115,10 @@ def _base(r: FormatMse) -> str:
 
 
 def _ratio_axis(ax, values: Sequence[float]) -> None:
-    """Log-scaled ratios with plain-number ticks (0.5, 1, 2, 5 ...), 1 always in view."""
-    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
-
+    """Log-scaled ratios with plain-number ticks, at least two labelled, 1 always in view
+    (matplotlib's log ticks label at most one value on ratios near 1, the common case)."""
     finite = [v for v in values if np.isfinite(v) and v > 0]
-    ax.set_xscale("log")
-    ax.set_xlim(min([*finite, 0.9]) / 1.15, max([*finite, 1.1]) * 1.15)
-    lo, hi = ax.get_xlim()
-    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 20 else (1.0, 2.0, 5.0)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    figures.log_axis(ax, [*finite, 0.9, 1.1], axis="x")
 
 
 def plot_mse(results: Sequence[FormatMse], path: str | Path, *, checkpoint: str = "", tensors: str = "weight") -> Path:
