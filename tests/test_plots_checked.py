@@ -197,3 +197,13 @@ def test_mse_many_formats_legend_gets_room_of_its_own():
     assert not legend.get_window_extent(renderer).overlaps(frame)
     # the rows keep the height they have with a legend of the 4 lines the plot is sized for (inches)
     assert frame.height / many.dpi == pytest.approx(few.axes[0].get_window_extent().height / few.dpi, rel=0.25)
+
+
+def test_mse_formats_differ_in_colour_or_shape():
+    from gmse_cli.realmse import mse_figure
+
+    formats = [f"int{b}" for b in range(2, 9)] + [f"int4-g{g}" for g in (32, 64, 128, 256)] + ["fp4", "nf4", "nvfp4"]
+    ax = mse_figure(_mse_results({f: (1.0, 1.05) for f in formats})).axes[0]
+    looks = {(line.get_color(), line.get_marker(), line.get_markerfacecolor()) for line in ax.lines
+             if line.get_label().split(":")[0] in formats}
+    assert len(looks) == len(formats)  # 14 formats: more than the palette's 10 colours
