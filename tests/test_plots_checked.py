@@ -1,8 +1,11 @@
 """Plots checked against what a paper needs: the same figure gives the same file bytes (no
-clock in an SVG or a PDF), and no plotted capacity is clipped out of its panel's view.
+clock in an SVG or a PDF); no plotted capacity is clipped out of its panel's view (fit, rank,
+search); no capacities from a decoupled fit that is no law; colour keys name formats, and
+series that share a colour differ in dashes or marker shape; a legend of many formats gets
+room of its own; a log axis labels more than one tick.
 
-The capacities here are made up (far above 1, as a decoupled fit whose alpha came out
-negative gives them); the check reads the view limits matplotlib draws with.
+The inputs are made up (capacities far above 1, as a decoupled fit whose alpha came out
+negative gives them, or a law with L = 1.3); the checks read what matplotlib draws with.
 """
 
 from __future__ import annotations
