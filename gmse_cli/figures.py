@@ -70,7 +70,11 @@ _STYLE = {
     "savefig.dpi": 200,
     "pdf.fonttype": 42,  # embedded TrueType: text stays text in a paper's PDF
     "svg.fonttype": "none",
+    "svg.hashsalt": "uscl",  # fixed clip-path ids: the same figure gives the same SVG bytes
 }
+
+# No creation date in the file: the same figure gives the same SVG and PDF bytes.
+_UNDATED = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": None}
 
 
 def check_plot_path(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Path:
@@ -264,6 +268,7 @@ def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]]
     ``rows`` lines, under its heading in bold (an empty heading: none). A legend wider than
     the figure (long labels: a law's constants times an activation's capacity) takes more
     lines per column, then a smaller font, so that nothing is cut at the figure's edges."""
+    planned = rows  # the lines the figure's height was chosen for
     longest = max(len(entries) + bool(heading) for heading, entries in sections)
     rows = max(2, min(rows, longest))
     most = max(rows, longest)  # every section in one column
@@ -271,9 +276,21 @@ def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]]
     for lines, fontsize in attempts[:-1]:
         legend = _legend(fig, sections, loc, lines, fontsize)
         if _fits_width(fig, legend):
+            _make_room(fig, legend, lines, planned)
             return legend
         legend.remove()
-    return _legend(fig, sections, loc, *attempts[-1])
+    legend = _legend(fig, sections, loc, *attempts[-1])
+    _make_room(fig, legend, attempts[-1][0], planned)
+    return legend
+
+
+def _make_room(fig, legend, lines: int, planned: int) -> None:
+    """A legend of more lines than the figure was sized for makes the figure taller by the
+    extra lines, so that the axes keep their height (else the layout collapses under it)."""
+    if lines <= planned:
+        return
+    height = legend.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi
+    fig.set_figheight(fig.get_figheight() + height * (lines - planned) / lines)
 
 
 def _legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]], loc: str, rows: int, fontsize):
@@ -345,7 +362,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
         raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf")
     try:
         with house_style():  # atomically: a full disk never leaves a truncated plot behind
-            write_atomic(path, lambda handle: fig.savefig(handle, format=kind))
+            write_atomic(path, lambda handle: fig.savefig(handle, format=kind, metadata=_UNDATED[kind]))
     except OSError as exc:
         raise DataError(f"cannot write plot '{path}': {exc.strerror or exc}") from None
     return path

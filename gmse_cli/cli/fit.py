@@ -169,6 +169,11 @@ def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed) 
     if model == "unified":
         decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
                         sensitivity=False, profile=False, loso=False)
+        if (problem := decoupled.law_problem()) is not None:
+            # a decoupled fit the command would refuse: its capacities are not each scheme's own
+            why = problem.split(", but")[0].removeprefix("the fit ")
+            plot_fit(result, path, points=[], points_note=f"none (the decoupled fit {why}: no law)")
+            return
         plot_fit(result, path, points=with_stage_gmse(decoupled.capacities))
         return
     plot_fit(result, path)

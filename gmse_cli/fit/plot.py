@@ -6,7 +6,7 @@ Schemes are told apart by two keys rather than one colour each: the colour is th
 format with its rotation left out (int4, fp4, 2:4+int4, ...; in order of bits), the marker
 says what was compressed (weights, or weights and activations) and an open marker that the
 scheme was Hadamard-rotated. Both panels use the same keys, so one legend reads for both and
-no point needs a text label. Curves held at a base law are drawn dashed and grey, and say so.
+no point needs a text label. Curves held at a base law are drawn grey and dashed (a dash pattern per family), and say so.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from gmse_cli.fit.results import FamilyFit, FitResult, SchemeCapacity
 __all__ = ["plot_fit", "fit_figure", "scheme_keys"]
 
 _FAMILY_STYLE = {"quantization": "-", "sparsity": "--", "vq": ":"}
+# Held curves are grey; their dashes still tell the families apart (in greyscale too).
+_HELD_STYLE = {"quantization": (0, (5, 2)), "sparsity": (0, (1.5, 1.5)), "vq": (0, (5, 1.5, 1.5, 1.5))}
 DRIFT_REFERENCE = "implied ρ = the law's ρ (no drift)"
 
 
@@ -69,7 +71,7 @@ def _marker(kind: str, color: str) -> dict:
 
 
 def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = None,
-               points: Sequence[SchemeCapacity] | None = None, curve_label: str = ""):
+               points: Sequence[SchemeCapacity] | None = None, curve_label: str = "", points_note: str = ""):
     """The fit's figure (a matplotlib Figure; :func:`plot_fit` writes it). Arguments as there."""
     curves = dict(result.families if curves is None else curves)
     source = result.capacities if points is None else points
@@ -82,7 +84,9 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
     has_cap = bool(shown) or bool(curves)
 
     keys = {r.scheme: scheme_keys(r.scheme) for r in result.residuals}
-    keys.update({c.scheme: scheme_keys(c.scheme, c.weights, c.activations) for c in shown})
+    # a scheme's keys come from its formats where the fit knows them (a runs file may name a
+    # scheme anything), its name only where it does not
+    keys.update({c.scheme: scheme_keys(c.scheme, c.weights, c.activations) for c in [*result.capacities, *shown]})
     groups = _group_order({g for g, _ in keys.values()})
     palette = figures.PALETTE if len(groups) <= len(figures.PALETTE) else _tab20()
     color = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
@@ -118,7 +122,8 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
         n_fit = result.n_fitted if result.n_fitted is not None else result.n_runs
         outside = f"\nfaded: {result.n_runs - n_fit} outside the domain, predicted" if n_fit < result.n_runs else ""
         ax.set_title(f"(a) every run\nRMSE of log loss {result.fit_error:.2g} over {n_fit} fitted{outside}")
-        curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label) if has_cap else []
+        curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label,
+                                        points_note) if has_cap else []
         if not has_cap and drift:
             axes[0][1].set_visible(False)
         if drift:
@@ -157,22 +162,26 @@ def _tab20() -> tuple[str, ...]:
 
 
 def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], shown: Sequence[SchemeCapacity],
-                    keys: Mapping[str, tuple[str, str]], color: Mapping[str, str], curve_label: str) -> list:
-    """rho against GMSE: each family's curve (fitted: black; held: grey, dashed) and each
+                    keys: Mapping[str, tuple[str, str]], color: Mapping[str, str], curve_label: str,
+                    points_note: str = "") -> list:
+    """rho against GMSE: each family's curve (fitted: black; held: grey, dashed per family) and each
     scheme's own capacity with its bootstrap interval."""
     gmse = [c.stage_gmse[0][1] for c in shown]
     g_lo = min([*gmse, 1e-3]) / 3
     grid = np.logspace(np.log10(g_lo), -1e-4, 300)
     bits = -np.log(grid) / np.log(4.0)
     handles = []
+    top = 1.0  # the highest point or bar: the view must not clip a capacity above 1
     for fam, c in sorted(curves.items()):
         if c.held:
             origin = curve_label or _held_source(result, fam)
             label = f"{fam} curve, held ({origin}): L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
         else:
             label = f"{fam} curve, fitted: L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
-        (line,) = ax.plot(grid, c.L * np.tanh(c.F * bits) ** c.C, color="0.55" if c.held else "black",
-                          ls="--" if c.held else _FAMILY_STYLE.get(fam, "-"), lw=1.2, zorder=1, label=label)
+        rho = c.L * np.tanh(c.F * bits) ** c.C
+        top = max(top, float(rho.max()))
+        (line,) = ax.plot(grid, rho, color="0.55" if c.held else "black",
+                          ls=_HELD_STYLE.get(fam, "--") if c.held else _FAMILY_STYLE.get(fam, "-"), lw=1.2, zorder=1, label=label)
         handles.append(line)
     for c, g in zip(shown, gmse, strict=True):
         same = len(c.stage_gmse) == 2
@@ -181,16 +190,19 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
         yerr = None
         if c.rho_low is not None and c.rho_high is not None:
             yerr = [[max(val - c.rho_low**power, 0.0)], [max(c.rho_high**power - val, 0.0)]]
+            top = max(top, c.rho_high**power)
+        top = max(top, val)
         group, kind = keys[c.scheme]
         ax.errorbar([g], [val], yerr=yerr, fmt="none", ecolor=color[group], elinewidth=0.8, capsize=2,
                     zorder=2, label=f"{group}{figures.FACTOR_SEP}{kind}")
         ax.scatter([g], [val], s=26, zorder=3, label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
     ax.set_xscale("log")
     ax.set_xlim(g_lo, 1.3)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.08 * top)
     ax.set_xlabel("Gaussian MSE of the scheme's format")
     ax.set_ylabel("capacity ρ (weights and activations: √ρ per tensor)")
     fitted = "each scheme's own (decoupled) capacity" if result.model != "decoupled" else "this fit's capacities"
+    fitted = points_note or fitted
     bars = "\nbars: 95% bootstrap interval" if any(c.rho_low is not None for c in shown) else ""
     ax.set_title(f"(b) capacity against GMSE\npoints: {fitted}{bars}")
     return handles
@@ -225,13 +237,15 @@ def _held_source(result: FitResult, family: str) -> str:
 
 
 def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, FamilyFit] | None = None,
-             points: Sequence[SchemeCapacity] | None = None, curve_label: str = "") -> Path:
+             points: Sequence[SchemeCapacity] | None = None, curve_label: str = "", points_note: str = "") -> Path:
     """Write the fit's figure as PNG, SVG or PDF (by ``path``'s extension).
 
     ``curves`` default to the fit's families; ``points`` (default: the fit's capacities) are
     drawn with their bootstrap intervals -- pass a decoupled fit's capacities to show the free
     per-scheme capacities beside a unified fit's curves. ``curve_label`` names where held
     curves come from (e.g. ``law paper-llama-c4``); by default the fit's own record says.
+    ``points_note`` replaces the capacity panel's "points: ..." line (e.g. why none are drawn).
     """
     path = figures.check_plot_path(path)
-    return figures.save_figure(fit_figure(result, curves=curves, points=points, curve_label=curve_label), path)
+    return figures.save_figure(fit_figure(result, curves=curves, points=points, curve_label=curve_label,
+                                          points_note=points_note), path)

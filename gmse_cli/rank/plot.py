@@ -124,8 +124,10 @@ def rank_figure(rows: Sequence[RankRow], *, law: Law | str | Path | None = None)
         ax_g.set_xlabel(f"Gaussian MSE of the weight format (below {_GMSE_FLOOR:g}: drawn at {_GMSE_FLOOR:g})")
         ax_g.set_title("(a) capacity against Gaussian MSE")
         ax_b.set_title("(b) capacity against storage cost")
+        # room for the labels of formats at rho = 1, and for capacities above 1 (a law with L > 1)
+        top = max([1.0, *(max(r.rho, r.rho_high) for r in rows), *(max(line.get_ydata()) for line in ax_g.lines)])
         for ax in (ax_g, ax_b):
-            ax.set_ylim(0, 1.1)  # room for the labels of formats at rho = 1
+            ax.set_ylim(0, 1.1 * top)
             ax.set_ylabel("capacity ρ (effective / actual parameters)")
         n, d = (rows[0].params, rows[0].tokens) if rows else (0.0, 0.0)
         title = f"{len(rows)} format{'s' if len(rows) != 1 else ''} under law {law.name}: N = {si(n)} parameters, D = {si(d)} tokens"

@@ -1,8 +1,8 @@
 """The plot of ``uscl mse``: each layer's real-weight (or activation) MSE as a multiple of its GMSE.
 
 A dot plot with one row per layer in model order (``layer.2`` before ``layer.10``) and one
-marker per format, so every layer is named and every format is compared on one scale; the
-line at 1 is where weights compress like Gaussians (the GMSE differs by row length, the ratio
+marker per format (a colour each, past ten colours a new shape; open after a Hadamard
+rotation), so every layer is named and every format is compared on one scale; the line at 1 is where weights compress like Gaussians (the GMSE differs by row length, the ratio
 does not need a line per format). A model with more layers than fit as rows gets one row per
 kind of layer (the block number replaced by ``*``): the parameter-weighted ratio over its
 blocks, with a bar over their range.
@@ -45,6 +45,8 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = "", tensors: s
     short = _short_names(rows)
     base = list(dict.fromkeys(_base(r) for r in results))
     color = {b: figures.PALETTE[i % len(figures.PALETTE)] for i, b in enumerate(base)}
+    # past the palette's colours, the marker tells formats of one colour apart
+    marker = {b: figures.MARKERS[i // len(figures.PALETTE) % len(figures.MARKERS)] for i, b in enumerate(base)}
 
     with figures.house_style():
         fig, axes = figures.new_figure(8.0, 1.9 + 0.19 * len(rows))
@@ -62,7 +64,7 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = "", tensors: s
             xs = [np.average([v for v, _ in ratios[y]], weights=[p for _, p in ratios[y]]) for y in ys]
             b = _base(r)
             seen += xs
-            style = {"color": color[b], "marker": "D" if r.hadamard else "o", "ms": 4.2, "ls": "none",
+            style = {"color": color[b], "marker": marker[b], "ms": 4.2, "ls": "none",
                      "mfc": "white" if r.hadamard else color[b], "mew": 1.0}
             label = f"{r.format}: {r.ratio:.2f}× GMSE overall"
             if grouped:
@@ -115,17 +117,10 @@ def _base(r: FormatMse) -> str:
 
 
 def _ratio_axis(ax, values: Sequence[float]) -> None:
-    """Log-scaled ratios with plain-number ticks (0.5, 1, 2, 5 ...), 1 always in view."""
-    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
-
+    """Log-scaled ratios with plain-number ticks, at least two labelled, 1 always in view
+    (matplotlib's log ticks label at most one value on ratios near 1, the common case)."""
     finite = [v for v in values if np.isfinite(v) and v > 0]
-    ax.set_xscale("log")
-    ax.set_xlim(min([*finite, 0.9]) / 1.15, max([*finite, 1.1]) * 1.15)
-    lo, hi = ax.get_xlim()
-    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 20 else (1.0, 2.0, 5.0)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    figures.log_axis(ax, [*finite, 0.9, 1.1], axis="x")
 
 
 def plot_mse(results: Sequence[FormatMse], path: str | Path, *, checkpoint: str = "", tensors: str = "weight") -> Path:

@@ -55,7 +55,9 @@ def search_figure(result: SearchResult, *, checkpoint: str | None = None):
 
         bits = [p[1] for p in result.points] + [result.budget]
         ax.set_xlim(0, max(bits) * 1.04)
-        ax.set_ylim(0, 1.0)
+        # capacities above 1 (a law with L > 1) stay in view
+        top = max([1.0, b.rho, *(p[2] for p in result.points), *(p.rho for p in front), *(c.catalog_rho for c in comps)])
+        ax.set_ylim(0, 1.0 if top <= 1.0 else 1.05 * top)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 2.5, 5, 10]))
         ax.set_xlabel("storage cost (bits per parameter)")
         error = "Gaussian MSE" if result.objective == "gaussian" else "real-weight MSE"
