@@ -16,6 +16,8 @@ run is recorded with status "diverged" and the sweep goes on.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -180,7 +182,10 @@ def run_slurm(
     outcome = SweepOutcome(records=[], skipped=[c.name for c in runs if c.run_key() in done], submitted=[])
     if not todo:
         return outcome
-    executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
+    except (RuntimeError, OSError) as exc:  # submitit finds no srun: this is no Slurm machine
+        raise TrainError(f"--launcher slurm: {_one_line(exc)} ([slurm] cluster = \"local\" runs the jobs here)") from None
     params: dict[str, Any] = {
         "timeout_min": settings.timeout_min,
         "nodes": settings.nodes,
@@ -205,10 +210,13 @@ def run_slurm(
     executor.update_parameters(**params)
     out_abs, ckpt_abs = str(Path(out).resolve()), str(Path(checkpoint_root).resolve())
     jobs = []
-    with executor.batch():
-        for cfg in todo:
-            models_abs = str(Path(models_root).resolve()) if models_root is not None else None
-            jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
+    try:  # sbatch refusing the jobs (a wrong partition or account) is one line; submitit echoes it too
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+            for cfg in todo:
+                models_abs = str(Path(models_root).resolve()) if models_root is not None else None
+                jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
+    except (RuntimeError, OSError) as exc:
+        raise TrainError(f"Slurm did not take the jobs: {_one_line(exc)}") from None
     outcome.submitted = [str(j.job_id) for j in jobs]
     log(f"submitted {len(jobs)} job(s): {', '.join(outcome.submitted)}; results go to {out_abs}")
     if wait if wait is not None else settings.cluster != "slurm":
@@ -217,3 +225,7 @@ def run_slurm(
             if result is not None:
                 outcome.records.append(RunRecord.model_validate(result))
     return outcome
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

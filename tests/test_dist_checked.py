@@ -1,0 +1,180 @@
+"""Distribution of training work: `--shard K/N`, the torchrun launcher's output and Slurm
+submission through submitit, checked without a cluster (a fake ``sbatch``/``srun`` on PATH).
+
+Expected values come from the README's description, never from the code's own output: shards
+partition the planned runs, the results print once, one Slurm array job per unfinished run at
+most ``max_parallel`` at once, one task per GPU, and bad input is one error line with exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from gmse_cli.cli.train import _shard
+from gmse_cli.errors import TrainError
+
+
+def _corpus(folder: Path, chars: int, shared_data: Path) -> Path:
+    with lzma.open(shared_data / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
+        text = handle.read(chars)
+    path = folder / "docs.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _sweep(path: Path, corpus: Path, *, seeds: int = 1, weights: str = '["fp32"]', slurm: str = "") -> Path:
+    path.write_text(
+        f'name = "d"\npresets = ["tiny-50k"]\ntokens_per_param = [1000]\nweights = {weights}\n'
+        f"seeds = {list(range(seeds))}\n"
+        "[train]\ncontext = 16\nbatch_size = 2\nmax_steps = 1\neval_tokens = 64\ncheckpoint_every = 0\n"
+        f'[data]\nsource = "{corpus}"\ntokenizer = "bpe:300"\nval_fraction = 0.1\n' + slurm
+    )
+    return path
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# --shard K/N
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shard", ["²/²", "1/²", "①/2", "١/٢", "0/2", "3/2", "1/0", "a/b", "1/2/3", "-1/2"])
+def test_bad_shard_is_one_error_line(run_cli, shard):
+    # '²' and '①' pass str.isdigit() but not int(): they were a ValueError traceback (exit 1).
+    result = run_cli("train", "train/cpu-quick.toml", "--dry-run", "--shard", shard)
+    assert result.code == 2
+    (line,) = _error_lines(result.stderr)
+    assert line.startswith("error:") and "--shard" in line
+
+
+@pytest.mark.parametrize("shard", ["²/²", "1/²"])
+def test_shard_parser_takes_ascii_digits_only(shard):
+    with pytest.raises(TrainError, match="K/N"):
+        _shard(list(range(5)), shard)
+
+
+@pytest.mark.parametrize("runs", [1, 2, 7, 13])
+def test_shards_cover_every_planned_run_exactly_once(run_cli, tmp_path, shared_data, runs):
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data), seeds=runs)
+    plan = ("train", str(spec), "--dry-run", "--device", "cuda", "--json", "--out", str(tmp_path / "r.jsonl"))
+
+    def keys(*extra: str) -> list[str]:
+        result = run_cli(*plan, *extra)
+        assert result.code == 0, result.stderr
+        return [p["plan"]["run_key"] for p in json.loads(result.stdout)["results"]]
+
+    everything = keys()
+    assert len(everything) == len(set(everything)) == runs
+    for n in range(1, 7):
+        shards = [keys("--shard", f"{k}/{n}") for k in range(1, n + 1)]
+        assert sorted(key for shard in shards for key in shard) == sorted(everything)
+        # every N-th run from the K-th, as the option's help says: sizes differ by at most one
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+# --------------------------------------------------------------------------------------------
+# --launcher torchrun: the results print once
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["table", "json"])
+def test_torchrun_launcher_prints_the_results_once(run_cli, tmp_path, shared_data, monkeypatch, form):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from gmse_cli.cli import main
+    from gmse_cli.training import launch
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    calls: list[list[str]] = []
+
+    def one_worker(args: list[str], *, nproc_per_node: int) -> int:
+        # torchrun's rank 0 in this process: it prints to the same stdout the parent does.
+        calls.append(args)
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+
+    monkeypatch.setattr(launch, "run_torchrun", one_worker)
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 40_000, shared_data))
+    flags = ["--json"] if form == "json" else []
+    result = run_cli("train", str(spec), "--launcher", "torchrun", "--nproc-per-node", "2", "--threads", "1",
+                     "--no-progress", "--out", str(tmp_path / "r.jsonl"), *flags)
+    assert result.code == 0, result.stderr
+    assert len(calls) == 1 and calls[0][-2:] == ["--launcher", "local"]
+    if form == "json":  # one JSON document (it was the worker's table, then the parent's JSON)
+        assert len(json.loads(result.stdout)["results"]) == 1
+    else:  # one table: a header and one run (it was printed twice)
+        assert [line.split()[0] for line in result.stdout.splitlines()] == ["run", "tiny-50k/w:fp32/a:none/tpp1000/s0"]
+
+
+# --------------------------------------------------------------------------------------------
+# --launcher slurm without a cluster
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_slurm(folder: Path, *, sbatch_exit: int) -> Path:
+    """``sbatch`` that keeps the script it is given (or refuses it, as for a wrong partition)
+    and an ``srun`` that submitit only looks for."""
+    folder.mkdir()
+    sbatch = folder / "sbatch"
+    if sbatch_exit:
+        sbatch.write_text('#!/bin/sh\necho "sbatch: error: invalid partition specified: gpux" >&2\nexit 1\n')
+    else:
+        sbatch.write_text(f'#!/bin/sh\n/bin/cp "$1" "{folder}/submitted.sh"\necho "Submitted batch job 4242"\n')
+    (folder / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (folder / tool).chmod(stat.S_IRWXU)
+    return folder
+
+
+_SLURM = '[slurm]\npartition = "gpux"\ngpus_per_node = 4\ntimeout_min = 30\nmax_parallel = 2\nfolder = "{logs}/%j"\n'
+
+
+def test_slurm_launcher_on_a_machine_without_slurm_is_one_line(run_cli, tmp_path, shared_data, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no srun: it was a RuntimeError traceback
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data), slurm=_SLURM.format(logs=tmp_path))
+    result = run_cli("train", str(spec), "--launcher", "slurm", "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 2
+    (line,) = _error_lines(result.stderr)
+    assert line.startswith("error:") and "srun" in line
+
+
+def test_slurm_refusing_the_jobs_is_one_line(run_cli, tmp_path, shared_data, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(_fake_slurm(tmp_path / "bin", sbatch_exit=1)))
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data), slurm=_SLURM.format(logs=tmp_path))
+    result = run_cli("train", str(spec), "--launcher", "slurm", "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 2  # it was submitit's FailedJobError traceback, after sbatch's own line
+    (line,) = _error_lines(result.stderr)
+    assert line.startswith("error:") and "invalid partition specified: gpux" in line
+
+
+def test_slurm_array_follows_the_spec_and_the_shard(run_cli, tmp_path, shared_data, monkeypatch):
+    pytest.importorskip("submitit")
+    bin_dir = _fake_slurm(tmp_path / "bin", sbatch_exit=0)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data), weights='["fp32", "int4", "int3", "int2"]',
+                  seeds=2, slurm=_SLURM.format(logs=tmp_path))
+    # 8 runs; shard 2/3 holds runs 2, 5 and 8: three array tasks, at most two at once.
+    result = run_cli("train", str(spec), "--launcher", "slurm", "--shard", "2/3", "--json",
+                     "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["submitted"] == ["4242_0", "4242_1", "4242_2"]
+    script = (bin_dir / "submitted.sh").read_text()
+    options = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)$", script, flags=re.M))
+    assert options["array"] == "0-2%2"
+    assert options["partition"] == "gpux" and options["time"] == "30" and options["nodes"] == "1"
+    assert options["gpus-per-node"] == "4" and options["ntasks-per-node"] == "4"  # one task per GPU
