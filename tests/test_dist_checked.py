@@ -178,3 +178,36 @@ def test_slurm_array_follows_the_spec_and_the_shard(run_cli, tmp_path, shared_da
     assert options["array"] == "0-2%2"
     assert options["partition"] == "gpux" and options["time"] == "30" and options["nodes"] == "1"
     assert options["gpus-per-node"] == "4" and options["ntasks-per-node"] == "4"  # one task per GPU
+
+
+# --------------------------------------------------------------------------------------------
+# Two sweeps on one results file: a run one of them is training
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_run_another_process_is_training_is_skipped_not_raced(run_cli, tmp_path, shared_data, monkeypatch):
+    # The same sweep started twice: both trained every run in one checkpoint folder, and the one
+    # that finished second found the folder deleted by the first one's finish (exit 2, in 2 of 5
+    # tries). The other process's claim is an exclusive lock on <out>.ckpt/<run key>.lock.
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import fcntl
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 40_000, shared_data))
+    out = tmp_path / "r.jsonl"
+    plan = run_cli("train", str(spec), "--dry-run", "--device", "cuda", "--json", "--out", str(out))
+    (key,) = [p["plan"]["run_key"] for p in json.loads(plan.stdout)["results"]]
+    lock = tmp_path / "r.jsonl.ckpt" / f"{key}.lock"
+    lock.parent.mkdir()
+    train = ("train", str(spec), "--threads", "1", "--no-progress", "--out", str(out))
+    with open(lock, "a+") as other:  # another process is training the run
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = run_cli(*train)
+        assert busy.code == 0, busy.stderr
+        assert "another process is training it, skipped" in " ".join(busy.stderr.split())
+        assert not out.exists() and not (lock.parent / key).exists()  # nothing trained, no checkpoint
+    done = run_cli(*train)  # the claim is gone (the process died): this one trains the run
+    assert done.code == 0, done.stderr
+    assert [json.loads(line)["run_key"] for line in out.read_text().splitlines()] == [key]
+    assert list(lock.parent.iterdir()) == []  # checkpoints and lock file removed once recorded
