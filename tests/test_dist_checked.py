@@ -32,7 +32,7 @@ def _sweep(path: Path, corpus: Path, *, seeds: int = 1, weights: str = '["fp32"]
     path.write_text(
         f'name = "d"\npresets = ["tiny-50k"]\ntokens_per_param = [1000]\nweights = {weights}\n'
         f"seeds = {list(range(seeds))}\n"
-        "[train]\ncontext = 16\nbatch_size = 2\nmax_steps = 1\neval_tokens = 64\ncheckpoint_every = 0\n"
+        "[train]\ncontext = 16\nbatch_size = 4\nmax_steps = 1\neval_tokens = 64\ncheckpoint_every = 0\n"
         f'[data]\nsource = "{corpus}"\ntokenizer = "bpe:300"\nval_fraction = 0.1\n' + slurm
     )
     return path
@@ -211,3 +211,41 @@ def test_a_run_another_process_is_training_is_skipped_not_raced(run_cli, tmp_pat
     assert done.code == 0, done.stderr
     assert [json.loads(line)["run_key"] for line in out.read_text().splitlines()] == [key]
     assert list(lock.parent.iterdir()) == []  # checkpoints and lock file removed once recorded
+
+
+# --------------------------------------------------------------------------------------------
+# A batch the processes cannot split: found before any worker or job starts
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_batch_torchrun_processes_cannot_split_is_one_line_before_launching(run_cli, tmp_path, shared_data,
+                                                                              monkeypatch):
+    # It was found in every worker after tokenizing: each printed it, then torchrun's
+    # ChildFailedError traceback (44 lines, exit 2).
+    from gmse_cli.training import launch
+
+    launched: list[list[str]] = []
+    monkeypatch.setattr(launch, "run_torchrun", lambda args, nproc_per_node: launched.append(args) or 0)
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data))
+    for nproc, batch, micro, why in ((3, "2", None, "batch_size 2 is not divisible by the 3 processes"),
+                                     (2, "12", "4", "micro_batch_size 4 does not divide the per-process batch 6")):
+        extra = ["--micro-batch-size", micro] if micro else []
+        result = run_cli("train", str(spec), "--launcher", "torchrun", "--nproc-per-node", str(nproc),
+                         "--batch-size", batch, *extra, "--out", str(tmp_path / "r.jsonl"))
+        assert result.code == 2
+        (line,) = _error_lines(result.stderr)
+        assert line == f"error: {why}"
+    assert launched == []
+
+
+def test_a_batch_a_slurm_job_cannot_split_is_found_at_planning(run_cli, tmp_path, shared_data):
+    # 4 GPUs per node, one task each: a batch of 2 failed in every queued job, after its wait.
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data), slurm=_SLURM.format(logs=tmp_path))
+    result = run_cli("train", str(spec), "--launcher", "slurm", "--dry-run", "--device", "cuda", "--batch-size", "2",
+                     "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 2
+    (line,) = _error_lines(result.stderr)
+    assert line == "error: batch_size 2 is not divisible by the 4 processes"
+    ok = run_cli("train", str(spec), "--launcher", "slurm", "--dry-run", "--device", "cuda", "--batch-size", "8",
+                 "--out", str(tmp_path / "r.jsonl"))
+    assert ok.code == 0, ok.stderr

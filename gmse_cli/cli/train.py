@@ -97,11 +97,14 @@ def register(app: typer.Typer) -> None:
         runs = expand_sweep(spec, overrides=overrides)
         if shard is not None:
             runs = _shard(runs, shard)
-        from gmse_cli.training.config import check_format_fits, check_local_inputs
+        from gmse_cli.training.config import check_format_fits, check_local_inputs, split_batch
 
+        processes = _processes_per_run(launcher, nproc_per_node, spec.slurm)
         for cfg in runs:
             check_format_fits(cfg)
             check_local_inputs(cfg)
+            # else every worker (or queued Slurm job) fails with it, after tokenizing, in a traceback
+            split_batch(cfg, processes)
         # Every output is checked before anything trains: a run is never lost to an unwritable --out.
         check_output_path(out, what="results file", error=TrainError, parents=True)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
@@ -231,6 +234,16 @@ def _shard(runs: list, shard: str) -> list:
         raise TrainError(f"--shard '{shard}' must be K/N with 1 <= K <= N (e.g. 1/2)")
     k, n = int(match[1]), int(match[2])
     return runs[k - 1 :: n]
+
+
+def _processes_per_run(launcher: str, nproc_per_node: int, slurm: Any) -> int:
+    """How many processes train each run together: torchrun's, or a Slurm job's tasks (one per
+    GPU on each node; the local and debug executors run one)."""
+    if launcher == "torchrun":
+        return nproc_per_node
+    if launcher == "slurm" and slurm.cluster == "slurm":
+        return slurm.nodes * max(1, slurm.gpus_per_node)
+    return 1
 
 
 def _worker_argv(params: dict[str, Any]) -> list[str]:
