@@ -249,3 +249,14 @@ def test_a_batch_a_slurm_job_cannot_split_is_found_at_planning(run_cli, tmp_path
     ok = run_cli("train", str(spec), "--launcher", "slurm", "--dry-run", "--device", "cuda", "--batch-size", "8",
                  "--out", str(tmp_path / "r.jsonl"))
     assert ok.code == 0, ok.stderr
+
+
+def test_slurm_settings_the_local_executor_refuses_are_one_line(run_cli, tmp_path, shared_data):
+    pytest.importorskip("submitit")
+    slurm = f'[slurm]\ncluster = "local"\nnodes = 2\nfolder = "{tmp_path}/%j"\n'
+    spec = _sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data), slurm=slurm)
+    result = run_cli("train", str(spec), "--launcher", "slurm", "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 2  # it was submitit's ValueError traceback
+    (line,) = _error_lines(result.stderr)
+    assert line.startswith("error:") and "one node" in line
+    assert not (tmp_path / "r.jsonl").exists()

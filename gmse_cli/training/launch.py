@@ -251,7 +251,10 @@ def run_slurm(
             params["mem_gb"] = settings.mem_gb
         if settings.setup:
             params["slurm_setup"] = list(settings.setup)
-    executor.update_parameters(**params)
+    try:  # submitit's own checks, e.g. its local executor runs one node only
+        executor.update_parameters(**params)
+    except (ValueError, RuntimeError) as exc:
+        raise TrainError(f"[slurm] settings for cluster '{settings.cluster}': {_one_line(exc)}") from None
     out_abs, ckpt_abs = str(Path(out).resolve()), str(Path(checkpoint_root).resolve())
     jobs = []
     try:  # sbatch refusing the jobs (a wrong partition or account) is one line; submitit echoes it too
