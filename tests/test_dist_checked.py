@@ -260,3 +260,63 @@ def test_slurm_settings_the_local_executor_refuses_are_one_line(run_cli, tmp_pat
     (line,) = _error_lines(result.stderr)
     assert line.startswith("error:") and "one node" in line
     assert not (tmp_path / "r.jsonl").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C reaching one rank
+# --------------------------------------------------------------------------------------------
+
+_RANK_WORKER = """
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from gmse_cli.training.config import RunConfig
+from gmse_cli.training.loop import train_run
+
+cfg = RunConfig.model_validate(dict(
+    preset="tiny-50k", tokens_per_param=1000, batch_size=4, context=16, eval_tokens=64, max_steps=40,
+    checkpoint_every=0, data={"source": sys.argv[1], "tokenizer": "bpe:300", "val_fraction": 0.1}))
+
+def interrupt(step, loss):
+    if step == 3 and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGINT)  # this rank only: a signal sent to one worker
+
+try:
+    train_run(cfg, run_dir=sys.argv[2], device="cpu", progress=False, on_step=interrupt)
+except KeyboardInterrupt as exc:
+    print("stopped:", exc)
+"""
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, shared_data):
+    # Rank 1 stopped and waited in the checkpoint's barrier while rank 0 waited in the next
+    # step's gradient all-reduce: both hung (gloo's timeout is 30 minutes).
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    corpus = _corpus(tmp_path, 40_000, shared_data)
+    worker = tmp_path / "worker.py"
+    worker.write_text(_RANK_WORKER)
+    with socket.socket() as probe:  # a free port for the process group's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    repo = Path(__file__).resolve().parents[1]
+    base = os.environ | {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                         "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo), "USCL_CACHE_DIR": str(tmp_path / "cache")}
+    # Rank 0 first: it tokenizes into the cache, then the barrier lets rank 1 read it.
+    procs = [subprocess.Popen([sys.executable, str(worker), str(corpus), str(tmp_path / "run")],
+                              env=base | {"RANK": str(r), "LOCAL_RANK": str(r)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=90) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (stdout, stderr) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, stderr[-2000:]
+        assert stdout.startswith("stopped: stopped at step 3;"), (stdout, stderr[-2000:])
+    assert (tmp_path / "run" / "latest").read_text() == "step-000000003"
