@@ -97,11 +97,14 @@ def register(app: typer.Typer) -> None:
         runs = expand_sweep(spec, overrides=overrides)
         if shard is not None:
             runs = _shard(runs, shard)
-        from gmse_cli.training.config import check_format_fits, check_local_inputs
+        from gmse_cli.training.config import check_format_fits, check_local_inputs, split_batch
 
+        processes = _processes_per_run(launcher, nproc_per_node, spec.slurm)
         for cfg in runs:
             check_format_fits(cfg)
             check_local_inputs(cfg)
+            # else every worker (or queued Slurm job) fails with it, after tokenizing, in a traceback
+            split_batch(cfg, processes)
         # Every output is checked before anything trains: a run is never lost to an unwritable --out.
         check_output_path(out, what="results file", error=TrainError, parents=True)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
@@ -222,12 +225,25 @@ def _build_spec(sweep: Path | None, **flags: Any):
 
 def _shard(runs: list, shard: str) -> list:
     """Runs K, K+N, K+2N, ... (1-based) of the sweep for ``--shard K/N``."""
+    import re
+
     from gmse_cli.errors import TrainError
 
-    k, _, n = shard.partition("/")
-    if not (k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", shard)  # ASCII digits: int() takes no '²'
+    if not (match and 1 <= int(match[1]) <= int(match[2])):
         raise TrainError(f"--shard '{shard}' must be K/N with 1 <= K <= N (e.g. 1/2)")
-    return runs[int(k) - 1 :: int(n)]
+    k, n = int(match[1]), int(match[2])
+    return runs[k - 1 :: n]
+
+
+def _processes_per_run(launcher: str, nproc_per_node: int, slurm: Any) -> int:
+    """How many processes train each run together: torchrun's, or a Slurm job's tasks (one per
+    GPU on each node; the local and debug executors run one)."""
+    if launcher == "torchrun":
+        return nproc_per_node
+    if launcher == "slurm" and slurm.cluster == "slurm":
+        return slurm.nodes * max(1, slurm.gpus_per_node)
+    return 1
 
 
 def _worker_argv(params: dict[str, Any]) -> list[str]:
@@ -253,6 +269,11 @@ def _worker_argv(params: dict[str, Any]) -> list[str]:
         args.append("--no-progress")
     if params.get("no_keep_models"):
         args.append("--no-keep-models")
+    # Rank 0 of the workers prints the results, so it prints them in the form asked for.
+    if params.get("json_out"):
+        args.append("--json")
+    if params.get("csv_out"):
+        args.append("--csv")
     return args + ["--launcher", "local"]
 
 
@@ -271,8 +292,7 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
         code = run_torchrun(argv, nproc_per_node=nproc_per_node)
         if code != 0:
             raise TrainError(f"torchrun workers exited with code {code} (see their output above)")
-        _render_records(_records_for(out, runs), output=output)
-        return
+        return  # rank 0 of the workers printed the results: once more here was a second table or JSON document
     if launcher == "slurm":
         outcome = run_slurm(runs, out=out, checkpoint_root=ckpt_root, settings=spec.slurm, sweep=spec.name,
                             models_root=models_root, log=log)

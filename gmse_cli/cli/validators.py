@@ -152,10 +152,14 @@ def _device(value: Any) -> None:
         _fail(f"'{value}' is not a device (auto, cpu, cuda, cuda:N, mps)")
 
 
+# ASCII digits only: str.isdigit() also takes '²' or '①', which int() refuses (a traceback).
+_SHARD = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
+
+
 def _shard(value: Any) -> None:
-    k, sep, n = str(value).partition("/")
+    match = _SHARD.fullmatch(str(value))
     # 1-based, as the command reads it and the README writes it (--shard 1/2 and 2/2)
-    if not (sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+    if not (match and 1 <= int(match[1]) <= int(match[2])):
         _fail(f"'{value}' is not K/N with 1 <= K <= N (e.g. 1/2)")
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "check_trainable",
     "check_format_fits",
     "check_local_inputs",
+    "split_batch",
 ]
 
 # The paper's tokenizer. The meta-llama repository is gated (set HF_TOKEN after accepting its
@@ -360,3 +361,15 @@ def check_local_inputs(cfg: RunConfig) -> None:
     looks_local = tokenizer.endswith(".json") or tokenizer.startswith(("/", ".", "~"))
     if looks_local and not exists(tokenizer):
         raise DataError(f"tokenizer file '{tokenizer}' does not exist; give a tokenizer.json, a hub id or bpe:V")
+
+
+def split_batch(cfg: RunConfig, processes: int) -> tuple[int, int]:
+    """(sequences per process per step, sequences per forward pass) when ``processes`` train
+    the run together. Needs no torch: launchers check it before any worker starts."""
+    if cfg.batch_size % processes:
+        raise TrainError(f"batch_size {cfg.batch_size} is not divisible by the {processes} processes")
+    local = cfg.batch_size // processes
+    micro = min(cfg.micro_batch_size or local, local)
+    if local % micro:
+        raise TrainError(f"micro_batch_size {micro} does not divide the per-process batch {local}")
+    return local, micro

@@ -16,10 +16,13 @@ run is recorded with status "diverged" and the sweep goes on.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,26 +81,69 @@ def run_local(
     for i, cfg in enumerate(runs, start=1):
         key = cfg.run_key()
         run_dir = _ckpt_dir(checkpoint_root, cfg)
-        # Another process writing the same results file may have finished this run meanwhile:
-        # read it again (one process only: ranks of one job must agree on what they train).
-        if key in done or (env.world == 1 and key in finished_keys(out)):
-            outcome.skipped.append(cfg.name)
+        # One process trains a run at a time: a second sweep on the same results file (the same
+        # shard started twice) skips the run the first is training; racing it, one of them found
+        # its checkpoint folder deleted by the other's finish and stopped with an error.
+        with _claim(checkpoint_root, key, enabled=env.world == 1) as mine:
+            # Another process writing the same results file may have finished this run meanwhile:
+            # read it again (one process only: ranks of one job must agree on what they train).
+            if key in done or (env.world == 1 and key in finished_keys(out)):
+                outcome.skipped.append(cfg.name)
+                if env.main:
+                    discard_checkpoints(run_dir)  # left by a kill between the append and the clean-up
+                    log(f"[{i}/{len(runs)}] {cfg.name}: already in {out}, skipped")
+                if mine and env.world == 1:
+                    _drop_claim(checkpoint_root, key)
+                continue
+            if not mine:
+                outcome.skipped.append(cfg.name)
+                log(f"[{i}/{len(runs)}] {cfg.name}: another process is training it, skipped")
+                continue
             if env.main:
-                discard_checkpoints(run_dir)  # left by a kill between the append and the clean-up
-                log(f"[{i}/{len(runs)}] {cfg.name}: already in {out}, skipped")
-            continue
-        if env.main:
-            log(f"[{i}/{len(runs)}] {cfg.name}")
-        model_dir = models_root / key if models_root is not None else None
-        record = train_run(cfg, run_dir=run_dir, device=device, progress=progress,
-                           compile_model=compile_model, sweep=sweep, model_dir=model_dir)
-        if record is not None:
-            record = _finish(out, record, model_dir, run_dir)
-            outcome.records.append(record)
-            loss = "diverged" if record.val_loss is None else f"{record.val_loss:.4f}"
-            log(f"    val loss {loss}  N={record.params:,}  D={record.tokens:,}  {record.wall_time_s:.0f} s")
+                log(f"[{i}/{len(runs)}] {cfg.name}")
+            model_dir = models_root / key if models_root is not None else None
+            record = train_run(cfg, run_dir=run_dir, device=device, progress=progress,
+                               compile_model=compile_model, sweep=sweep, model_dir=model_dir)
+            if record is not None:
+                record = _finish(out, record, model_dir, run_dir)
+                outcome.records.append(record)
+                loss = "diverged" if record.val_loss is None else f"{record.val_loss:.4f}"
+                log(f"    val loss {loss}  N={record.params:,}  D={record.tokens:,}  {record.wall_time_s:.0f} s")
+                if env.world == 1:
+                    _drop_claim(checkpoint_root, key)
         _barrier()
     return outcome
+
+
+@contextlib.contextmanager
+def _claim(checkpoint_root: Path, key: str, *, enabled: bool = True) -> Iterator[bool]:
+    """True while this process alone may train run ``key``: an exclusive, non-blocking lock on
+    ``<checkpoint_root>/<key>.lock``; False while another process holds it. The kernel drops
+    the lock with its process, so a killed sweep never leaves a run claimed."""
+    if not enabled:
+        yield True
+        return
+    try:
+        checkpoint_root.mkdir(parents=True, exist_ok=True)
+        handle = open(checkpoint_root / f"{key}.lock", "a+")  # held across the yield
+    except OSError as exc:
+        raise TrainError(f"cannot write checkpoint folder {checkpoint_root}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _drop_claim(checkpoint_root: Path, key: str) -> None:
+    """Remove a finished run's lock file (while holding it). A process that opened the old file
+    and locks it afterwards reads the results file again under the lock and skips the run."""
+    (checkpoint_root / f"{key}.lock").unlink(missing_ok=True)
 
 
 def _barrier() -> None:
@@ -180,7 +226,10 @@ def run_slurm(
     outcome = SweepOutcome(records=[], skipped=[c.name for c in runs if c.run_key() in done], submitted=[])
     if not todo:
         return outcome
-    executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
+    except (RuntimeError, OSError) as exc:  # submitit finds no srun: this is no Slurm machine
+        raise TrainError(f"--launcher slurm: {_one_line(exc)} ([slurm] cluster = \"local\" runs the jobs here)") from None
     params: dict[str, Any] = {
         "timeout_min": settings.timeout_min,
         "nodes": settings.nodes,
@@ -202,13 +251,19 @@ def run_slurm(
             params["mem_gb"] = settings.mem_gb
         if settings.setup:
             params["slurm_setup"] = list(settings.setup)
-    executor.update_parameters(**params)
+    try:  # submitit's own checks, e.g. its local executor runs one node only
+        executor.update_parameters(**params)
+    except (ValueError, RuntimeError) as exc:
+        raise TrainError(f"[slurm] settings for cluster '{settings.cluster}': {_one_line(exc)}") from None
     out_abs, ckpt_abs = str(Path(out).resolve()), str(Path(checkpoint_root).resolve())
     jobs = []
-    with executor.batch():
-        for cfg in todo:
-            models_abs = str(Path(models_root).resolve()) if models_root is not None else None
-            jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
+    try:  # sbatch refusing the jobs (a wrong partition or account) is one line; submitit echoes it too
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+            for cfg in todo:
+                models_abs = str(Path(models_root).resolve()) if models_root is not None else None
+                jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
+    except (RuntimeError, OSError) as exc:
+        raise TrainError(f"Slurm did not take the jobs: {_one_line(exc)}") from None
     outcome.submitted = [str(j.job_id) for j in jobs]
     log(f"submitted {len(jobs)} job(s): {', '.join(outcome.submitted)}; results go to {out_abs}")
     if wait if wait is not None else settings.cluster != "slurm":
@@ -217,3 +272,7 @@ def run_slurm(
             if result is not None:
                 outcome.records.append(RunRecord.model_validate(result))
     return outcome
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gmse_cli.errors import TrainError
-from gmse_cli.training.config import RunConfig
+from gmse_cli.training.config import RunConfig, split_batch
 
 __all__ = ["DistEnv", "dist_env", "init_distributed", "barrier", "all_sum", "wrap_model", "batch_split"]
 
@@ -82,10 +81,4 @@ def wrap_model(model: nn.Module, cfg: RunConfig, env: DistEnv, device: torch.dev
 
 def batch_split(cfg: RunConfig, env: DistEnv) -> tuple[int, int]:
     """(sequences per rank per step, sequences per forward pass)."""
-    if cfg.batch_size % env.world:
-        raise TrainError(f"batch_size {cfg.batch_size} is not divisible by the {env.world} processes")
-    local = cfg.batch_size // env.world
-    micro = min(cfg.micro_batch_size or local, local)
-    if local % micro:
-        raise TrainError(f"micro_batch_size {micro} does not divide the per-process batch {local}")
-    return local, micro
+    return split_batch(cfg, env.world)

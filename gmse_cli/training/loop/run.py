@@ -214,7 +214,9 @@ def train_run(
                 state.eval_steps.append(state.step)
                 state.eval_loss.append(evaluate(model, val_periodic, env=env, device=dev))
                 bar.log(f"step {state.step}: held-out loss {state.eval_loss[-1]:.4f}")
-            if stop_requested():
+            # The ranks agree on a Ctrl-C: one that saw it alone, or a step before the others, sat
+            # in the checkpoint's barrier while they sat in the next step's all-reduce, for ever.
+            if all_sum(env, [float(stop_requested())], dev)[0]:
                 checkpoint()
                 raise KeyboardInterrupt(f"stopped at step {state.step}; checkpoint in {run_dir}")
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < plan.steps:
