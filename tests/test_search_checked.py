@@ -1,0 +1,71 @@
+"""Checks of `uscl search` found by an independent review.
+
+1. A frontier file name already taken by a folder or a FIFO: before the fix, the run staged and
+   committed its files, then failed to move one into place, leaving the previous run's files
+   overwritten, a staged file behind, and every later run failing the same way (a FIFO was
+   silently replaced by a regular file). The name is now refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gmse_cli.errors import SpecError
+from gmse_cli.search.outfolder import MANIFEST, replace_files
+
+OLD = {"00-a.toml": b"old a", "01-b.toml": b"old b"}
+NEW = {"00-a.toml": b"new a", "01-b.toml": b"new b", "02-c.toml": b"new c"}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for p in sorted(folder.iterdir()):
+        out[p.name] = p.read_bytes() if p.is_file() else ("folder" if p.is_dir() else "other")
+    return out
+
+
+@pytest.mark.parametrize("blocker", ["folder", "fifo"])
+def test_a_taken_name_leaves_the_previous_run_whole(tmp_path, blocker):
+    replace_files(tmp_path, OLD)
+    taken = tmp_path / "02-c.toml"
+    if blocker == "folder":
+        taken.mkdir()
+    else:
+        os.mkfifo(taken)
+    before = _snapshot(tmp_path)
+    with pytest.raises(OSError) as info:
+        replace_files(tmp_path, NEW)
+    assert info.value.filename == str(taken)  # the user's name, not a staged one
+    assert _snapshot(tmp_path) == before  # old files, manifest and the blocker untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".uscl-staged.")]
+    # once the name is free, the next run goes through
+    if blocker == "folder":
+        taken.rmdir()
+    else:
+        taken.unlink()
+    replace_files(tmp_path, NEW)
+    assert {n: (tmp_path / n).read_bytes() for n in NEW} == NEW
+    assert set(json.loads((tmp_path / MANIFEST).read_text())["files"]) == set(NEW)
+
+
+def test_write_frontier_reports_a_taken_name_as_one_error(tmp_path):
+    from gmse_cli.search import write_frontier
+    from gmse_cli.search.results import SearchPoint, SearchResult
+    from gmse_cli.spec import parse_shorthand
+
+    def point(name: str, bits: float, rho: float) -> SearchPoint:
+        return SearchPoint(name=name, bits_per_param=bits, gmse=0.1, gmse_std_err=0.0, gmse_method="exact",
+                           rho=rho, rho_std_err=0.0, spec=parse_shorthand(name), stages=(), source="search")
+
+    best = point("int4", 4.0625, 0.82)
+    result = SearchResult(budget=4.1, objective="gaussian", law="x", best=best,
+                          frontier=(point("int2", 2.0625, 0.44), best), comparisons=(), candidates=2,
+                          pruned_by_bound=0, stages_measured=2, refined=2, seconds=0.0, points=())
+    (tmp_path / "01-int4.toml").mkdir()
+    with pytest.raises(SpecError, match=r"01-int4\.toml: it is a folder"):
+        write_frontier(result, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01-int4.toml"]
