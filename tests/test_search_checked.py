@@ -4,6 +4,8 @@
    committed its files, then failed to move one into place, leaving the previous run's files
    overwritten, a staged file behind, and every later run failing the same way (a FIFO was
    silently replaced by a regular file). The name is now refused before anything is written.
+2. The shipped JSON schema left the frontier items of `uscl search --json` (`results`)
+   unchecked; they are now `search_point`s, as `best` already was.
 """
 
 from __future__ import annotations
@@ -69,3 +71,35 @@ def test_write_frontier_reports_a_taken_name_as_one_error(tmp_path):
     with pytest.raises(SpecError, match=r"01-int4\.toml: it is a folder"):
         write_frontier(result, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01-int4.toml"]
+
+
+def _search_document(point: dict) -> dict:
+    return {"schema_version": 1, "command": "search", "results": [dict(point)], "budget": 4.0,
+            "objective": "gaussian", "law": "paper-llama-c4", "best": dict(point), "comparisons": [],
+            "candidates": 1}
+
+
+@pytest.mark.parametrize("damage", ["drop rho", "rho as text", "gmse null", "drop spec"])
+def test_schema_checks_each_frontier_member(damage):
+    """2. The shipped schema checked `best` but not the frontier items in `results`: an item
+    without rho, with rho as text or gmse null validated."""
+    import jsonschema
+
+    from gmse_cli.schema import output_schema
+
+    point = {"name": "int4", "bits_per_param": 4.0625, "gmse": 0.0119, "gmse_std_err": 1e-5,
+             "gmse_method": "table", "rho": 0.82, "rho_std_err": 1e-3, "spec": {"name": "int4", "stages": []},
+             "stages": [], "source": "catalog", "beyond_fitted_gmse": None}
+    validator = jsonschema.Draft202012Validator(output_schema())
+    assert validator.is_valid(_search_document(point))
+    bad = _search_document(point)
+    item = bad["results"][0]
+    if damage == "drop rho":
+        del item["rho"]
+    elif damage == "rho as text":
+        item["rho"] = "0.82"
+    elif damage == "gmse null":
+        item["gmse"] = None
+    else:
+        del item["spec"]
+    assert not validator.is_valid(bad)
