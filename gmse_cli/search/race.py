@@ -294,7 +294,8 @@ def search_formats(
     precisely than that, on common random numbers, so it need not be tight (capacity moves
     about a tenth as much as GMSE in relative terms). ``z``: pruning margin in standard errors; a
     candidate is dropped at a level only if the frontier member that dominates it beats it by
-    more than ``z`` standard errors of their *paired* difference (common random numbers).
+    more than ``z`` standard errors of their *paired* difference (common random numbers), read
+    as Student's t at the same confidence on the rows the difference was measured on.
     ``level_rows``: Gaussian rows of ``row_length`` used by the cheap pass and each refinement;
     the final Monte Carlo estimates use up to ``max_rows`` rows (4 * row_length bytes each).
     With ``checkpoint``, the objective is real-weight MSE on up to ``rows_per_layer`` rows of
