@@ -8,6 +8,7 @@
    unchecked; they are now `search_point`s, as `best` already was.
 3. Refinement pruned on paired standard errors of 4 rows at a normal z = 3 and lost true
    frontier members (below).
+4. An empty --out wrote the frontier into the current folder.
 """
 
 from __future__ import annotations
@@ -137,3 +138,15 @@ def test_refinement_keeps_a_member_its_few_rows_undervalue():
     best = search_formats(2.04, seed=1, row_length=256, cache="off").best
     assert best.bits_per_param <= 2.04
     assert best.rho >= rho_ref - 3 * math.hypot(rho_se, best.rho_std_err), (best.name, best.rho, rho_ref)
+
+
+@pytest.mark.parametrize("flag", ["--out", "--out-dir"])
+def test_an_empty_out_is_refused_before_the_search(run_cli, tmp_path, monkeypatch, flag):
+    """4. `--out ""` (an unset shell variable) was read as the current folder: the search ran
+    and wrote its frontier files there."""
+    monkeypatch.chdir(tmp_path)
+    res = run_cli("search", "--bits", "1", "--row-length", "64", flag, "")
+    assert res.code == 2
+    lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("note:")]
+    assert lines == ["error: --out is empty: name the folder for the frontier's format files (e.g. --out found/)"]
+    assert list(tmp_path.iterdir()) == []
