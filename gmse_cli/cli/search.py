@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
         include: Annotated[list[str] | None, typer.Option("--include", help="with --checkpoint: layers to use (glob or re:REGEX)")] = None,
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="with --checkpoint: layers to leave out")] = None,
         rows_per_layer: Annotated[int, typer.Option(help="with --checkpoint: rows sampled per layer")] = 256,
-        out_dir: Annotated[Path | None, typer.Option("--out", help="write each frontier member as a format TOML into this folder")] = None,
-        old_out_dir: Annotated[Path | None, typer.Option("--out-dir", hidden=True)] = None,
+        out_dir: Annotated[str | None, typer.Option("--out", help="write each frontier member as a format TOML into this folder")] = None,
+        old_out_dir: Annotated[str | None, typer.Option("--out-dir", hidden=True)] = None,
         plot: Annotated[Path | None, typer.Option("--plot", help="write capacity vs bits with both frontiers (.png, .svg or .pdf)")] = None,
         recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
         json_out: JsonFlag = False,
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.search import check_frontier_dir, plot_search, search_formats, write_frontier
 
         one_output(json_out, csv_out)
-        out_dir = renamed("--out-dir", "--out", old_out_dir, out_dir)
+        out_dir = _out_folder(renamed("--out-dir", "--out", old_out_dir, out_dir))
         if rows_per_layer < 2:
             raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
         if checkpoint is None and (include or exclude):
@@ -101,6 +101,17 @@ def register(app: typer.Typer) -> None:
             print_json(frontier, **dump)
             return
         _render(result)
+
+
+def _out_folder(text: str | None) -> Path | None:
+    """--out as a path; an empty one (an unset shell variable) would be read as the current folder."""
+    from gmse_cli.errors import SpecError
+
+    if text is None:
+        return None
+    if not text.strip():
+        raise SpecError("--out is empty: name the folder for the frontier's format files (e.g. --out found/)")
+    return Path(text)
 
 
 def _render(result) -> None:

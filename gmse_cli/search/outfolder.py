@@ -12,9 +12,11 @@ folder finishes moving it into place before anything else.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,12 +78,28 @@ def _finish(folder: Path) -> None:
     write_atomic(folder / MANIFEST, json.dumps({"files": manifest["files"]}, indent=1).encode())
 
 
+def _check_targets(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Raise :class:`OSError` if a final name is taken by a folder, device or FIFO: moving a
+    staged file there fails (or replaces a device) only after the commit, which would leave
+    the run half moved and the previous one overwritten. Checked before anything is written."""
+    for name in files:
+        path = folder / name
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a device or a pipe, not a regular file"
+            raise OSError(errno.EEXIST, f"it is {kind} (move it away)", str(path))
+
+
 def replace_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
     """Make ``folder`` hold ``files`` (plain names -> bytes) as the latest run (module
     docstring); return their paths. Files uscl did not write stay. Raises :class:`OSError`; a
     run that fails (or gets SIGTERM) before its commit removes the files it staged."""
     with sigterm_cleans_up():
         _finish(folder)
+        _check_targets(folder, files)
         previous = (_manifest(folder) or {"files": {}})["files"]
         committed = {"files": {name: _digest(data) for name, data in files.items()}, "previous": previous}
         staged: list[Path] = []
