@@ -1,0 +1,112 @@
+"""The format language from the outside: equivalent spellings are one format (one GMSE cache
+key), meaningless or foreign spellings are one error line, and the catalog and the torchao
+import hold no silent redefinitions.
+
+Each equivalence is justified independently of the spec code: the two spellings compress a
+tensor to the same bits (numpy reference compressor), or the peer library's own enum says what
+it can express.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmse_cli.compress import compress
+from gmse_cli.errors import SpecError
+from gmse_cli.gmse.stored import gmse_key
+from gmse_cli.spec import catalog, load_format_toml, resolve_format
+from gmse_cli.spec.format import validate_format
+
+X = np.random.default_rng(7).standard_normal((4, 256)).astype(np.float32) * np.float32(3.0)
+
+SAME = [
+    ("mxfp4", "mxfp4-floor"),  # floor is absmax's default e8m0 rounding
+    ("mxint8", "mxint8-floor"),
+    ("e2m1-g32-rms-se8m0", "e2m1-g32-rms-se8m0-nearest"),  # nearest: the rms rule's default
+    ("e4m3-g32-mse-se8m0", "e4m3-g32-mse-se8m0-nearest"),
+    ("lm3", "lloyd-max-3"),  # the README's alias
+    ("lm2-g64", "lloyd-max-2-g64"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAME)
+def test_equivalent_spellings_are_one_format_and_one_cache_key(a, b):
+    fa, fb = resolve_format(a), resolve_format(b)
+    ya, yb = compress(fa, X, backend="numpy"), compress(fb, X, backend="numpy")
+    assert np.array_equal(ya, yb)  # the same format ...
+    assert fa.stages == fb.stages  # ... so one spec
+    assert gmse_key(fa, 256) == gmse_key(fb, 256)  # ... and one cache entry
+
+
+def _stage_toml(**fields) -> str:
+    body = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in fields.items())
+    return "[[stages]]\nkind = \"quantize\"\n" + body
+
+
+@pytest.mark.parametrize(("name", "extra"), [
+    ("int4", {"int_style": "midrise"}),
+    ("fp4", {"fp_style": "finite", "bits": 4}),
+    ("fp8-e4m3", {"fp_style": "FN"}),
+    ("nf4", {"bits": 4}),
+    ("mxfp4", {"scale_rounding": "floor"}),
+])
+def test_defaults_written_out_in_a_file_are_the_same_format(tmp_path, name, extra):
+    shipped = catalog()[name]
+    fields = {k: v for k, v in shipped.stages[0].model_dump(mode="json", exclude_none=True).items() if k != "kind"}
+    path = tmp_path / "spelled.toml"
+    path.write_text(_stage_toml(**fields, **extra))
+    spelled = load_format_toml(path)
+    assert np.array_equal(compress(spelled, X, backend="numpy"), compress(shipped, X, backend="numpy"))
+    assert gmse_key(spelled, 256) == gmse_key(shipped, 256)
+
+
+def test_a_lut_refuses_bits_that_are_not_its_size():
+    with pytest.raises(SpecError, match="bits=7"):
+        validate_format({"stages": [{"kind": "quantize", "grid": "lut", "values": [-1, 0, 1], "bits": 7}]}, source="t")
+
+
+@pytest.mark.parametrize("spec", ["fp16-se8m0", "bf16-sbf16", "fp32-se4m3"])
+def test_a_plain_cast_refuses_a_scale_format(spec):
+    # a cast stores no scales: the scale format changed the cache key and nothing else
+    with pytest.raises(SpecError, match="scale_format"):
+        resolve_format(spec)
+
+
+@pytest.mark.parametrize("spec", ["int\uff14", "int\u0664", "lut[\uff11,2]", "2:\uff14"])
+def test_non_ascii_digits_are_refused(run_cli, spec):
+    with pytest.raises(SpecError, match="ASCII"):
+        resolve_format(spec)
+    result = run_cli("formats", "show", spec)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 2 and len(lines) == 1 and lines[0].startswith("error:")
+
+
+def test_torchao_import_refuses_a_scaling_mode_torchao_lacks():
+    from gmse_cli.interop import import_config
+
+    config = {"_type": "MXDynamicActivationMXWeightConfig", "_version": 1,
+              "_data": {"block_size": 32, "scaling_mode": {"_type": "ScaleCalculationMode", "_data": "NEAREST"}}}
+    with pytest.raises(SpecError, match="NEAREST"):
+        import_config(config)
+    try:  # the peer's own list, where installed
+        from torchao.prototype.mx_formats.config import ScaleCalculationMode
+    except Exception:
+        return
+    assert "NEAREST" not in {m.name for m in ScaleCalculationMode}
+
+
+def test_two_catalog_files_with_one_name_are_refused(tmp_path, monkeypatch):
+    import importlib
+
+    catalog_module = importlib.import_module("gmse_cli.spec.catalog")  # (the package's `catalog` is the function)
+
+    (tmp_path / "int4.toml").write_text(_stage_toml(grid="int", bits=4))
+    (tmp_path / "zz-mine.toml").write_text('name = "int4"\n' + _stage_toml(grid="int", bits=3))
+    monkeypatch.setattr(catalog_module, "catalog_dir", lambda: tmp_path)
+    catalog_module.catalog.cache_clear()
+    try:
+        with pytest.raises(SpecError, match="both hold 'int4'"):
+            catalog_module.catalog()
+    finally:
+        catalog_module.catalog.cache_clear()
