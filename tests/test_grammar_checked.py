@@ -9,6 +9,8 @@ it can express.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,32 @@ def test_two_catalog_files_with_one_name_are_refused(tmp_path, monkeypatch):
             catalog_module.catalog()
     finally:
         catalog_module.catalog.cache_clear()
+
+
+@pytest.mark.parametrize(("spec", "value"), [
+    ("int4-g0", "group 0"),
+    ("lloyd-max-8-g" + "9" * 30, "9" * 30),  # no row is that long: `formats show` printed it
+    ("vq2-b2-g4194304", "4194304"),
+    ("had2097152+int4", "2097152"),
+    ("2:4x999999999", "999999999"),
+])
+def test_group_and_block_sizes_beyond_any_row_are_one_error_line(run_cli, spec, value):
+    result = run_cli("formats", "show", spec)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 2 and len(lines) == 1 and lines[0].startswith("error:") and value in lines[0]
+
+
+def test_an_imported_config_with_a_huge_group_is_refused(tmp_path, run_cli):
+    config = {"config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+        "num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 10**30}}}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = run_cli("formats", "import", str(path))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 2 and len(lines) == 1 and str(10**30) in lines[0]
+
+
+def test_a_vq_group_reads_in_any_case(tmp_path):
+    path = tmp_path / "vq.toml"
+    path.write_text('[[stages]]\nkind = "vq"\ndim = 2\nbits = 2\ngroup = "ROW"\n')
+    assert load_format_toml(path).stages == resolve_format("vq2-b2").stages

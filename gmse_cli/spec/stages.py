@@ -18,6 +18,7 @@ from gmse_cli.errors import SpecError
 from gmse_cli.limits import MAX_SEED
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
+    MAX_ROW_LENGTH,
     SCALE_FORMAT_BITS,
     CaseInsensitive,
     FpStyle,
@@ -55,6 +56,14 @@ def _granularity_size(granularity: Granularity, row_length: int) -> float:
 def _check_divides(what: str, size: int, row_length: int) -> None:
     if row_length % size:
         raise SpecError(f"{what} {size} does not divide the row length {row_length}")
+
+
+def _group_size(value: Any, stage: str, names: str = "'row', 'tensor'") -> Any:
+    """A whole-number group size checked here, so that 0 or 10^30 is named as a group size (not
+    as "neither 'row' nor 'tensor'") and no group exceeds the longest row; anything else as is."""
+    if type(value) is int and not 1 <= value <= MAX_ROW_LENGTH:
+        raise SpecError(f"{stage}: group {value} must be {names} or a whole number from 1 to {MAX_ROW_LENGTH:,}")
+    return value
 
 
 def _binary_entropy(p: float) -> float:
@@ -172,8 +181,8 @@ class Quantize(SpecModel):
     def _group(cls, value: Any) -> Any:
         value = lowercase(value)
         if isinstance(value, str) and value.isdigit():
-            return int(value)
-        return value
+            value = int(value)
+        return _group_size(value, "quantize")
 
     @model_validator(mode="after")
     def _check(self) -> Quantize:
@@ -363,6 +372,7 @@ class Sparsify(SpecModel):
     block: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_ROW_LENGTH,
         description="block pattern: block length; n:m: K, the entries of one unit (N:MxK keeps "
         "the N of every M consecutive blocks of K entries with the largest L2 norm; None = 1)",
     )
@@ -499,6 +509,11 @@ class VQ(SpecModel):
         description="a universal codebook costs nothing per tensor; an unshared one is amortized",
     )
 
+    @field_validator("group", mode="before")
+    @classmethod
+    def _group(cls, value: Any) -> Any:
+        return _group_size(lowercase(value), "vq", "'row'")
+
     @field_validator("codebook", mode="before")
     @classmethod
     def _codebook(cls, value: Any) -> Any:
@@ -549,7 +564,7 @@ class Rotate(SpecModel):
 
     kind: Literal["rotate"] = "rotate"
     transform: Literal["hadamard"] = "hadamard"
-    block: int = Field(default=128, ge=2)
+    block: int = Field(default=128, ge=2, le=MAX_ROW_LENGTH)
     random_signs: bool = Field(default=False, description="randomized Hadamard (QuIP#-style)")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the random signs (as every seed)")
 
