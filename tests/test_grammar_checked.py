@@ -141,3 +141,26 @@ def test_a_vq_group_reads_in_any_case(tmp_path):
     path = tmp_path / "vq.toml"
     path.write_text('[[stages]]\nkind = "vq"\ndim = 2\nbits = 2\ngroup = "ROW"\n')
     assert load_format_toml(path).stages == resolve_format("vq2-b2").stages
+
+
+def test_export_refuses_to_overwrite_the_catalog_file_it_reads(tmp_path, monkeypatch, run_cli):
+    import importlib
+    import shutil
+
+    from gmse_cli import paths
+
+    catalog_module = importlib.import_module("gmse_cli.spec.catalog")
+    shipped = tmp_path / "formats"
+    shutil.copytree(paths.catalog_dir(), shipped)  # a copy: the real catalog is never at risk
+    monkeypatch.setattr(paths, "catalog_dir", lambda: shipped)
+    monkeypatch.setattr(catalog_module, "catalog_dir", lambda: shipped)
+    catalog_module.catalog.cache_clear()
+    target = shipped / "w4a16.toml"
+    before = target.read_bytes()
+    try:
+        result = run_cli("formats", "export", "w4a16", "--to", "torchao", "-o", str(target))
+    finally:
+        catalog_module.catalog.cache_clear()
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 2 and len(lines) == 1 and "w4a16.toml" in lines[0]
+    assert target.read_bytes() == before
