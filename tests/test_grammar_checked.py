@@ -13,6 +13,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gmse_cli.compress import compress
 from gmse_cli.errors import SpecError
@@ -164,3 +166,43 @@ def test_export_refuses_to_overwrite_the_catalog_file_it_reads(tmp_path, monkeyp
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.code == 2 and len(lines) == 1 and "w4a16.toml" in lines[0]
     assert target.read_bytes() == before
+
+
+_BASES = ["int3", "int4", "sint4", "aint4", "fint4", "e2m1", "e4m3", "e5m2", "e3m2", "e1m0", "lm2", "lm3",
+          "lloyd-max-4", "lut[-1,0,1]", "nf4", "fp16", "bf16"]
+_MODIFIERS = ["", "-g32", "-g64-absmax", "-rms", "-mse", "-g32-absmax-se8m0", "-g32-se8m0", "-g32-mse-se8m0",
+              "-g16-absmax-se4m3", "-sbf16", "-tensor"]
+
+
+def _implied_defaults(stage: dict) -> dict:
+    """The stage with every setting its absence implies written out (the vocabulary's docs)."""
+    out = dict(stage)
+    if out["grid"] == "int":
+        out.setdefault("int_style", "midrise")
+    if out["grid"] == "fp":
+        e, m = out["exponent_bits"], out["mantissa_bits"]
+        out.setdefault("fp_style", "ieee" if e >= 5 else "fn" if (e, m) == (4, 3) else "finite")
+        out["bits"] = 1 + e + m
+    if out["grid"] == "lloyd-max" and out["scale"] == "rms":
+        out.setdefault("scale_constant", 1.0)
+    if out.get("scale_format") == "e8m0" and "scale_rounding" not in out:
+        asym = out.get("int_style") == "asymmetric"
+        if out["scale"] in ("rms", "mse"):
+            out["scale_rounding"] = "nearest"
+        elif out["scale"] == "absmax" and not asym:
+            out["scale_rounding"] = "floor"
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_BASES), st.sampled_from(_MODIFIERS))
+def test_every_implied_default_written_out_is_the_same_format(base, modifier):
+    try:
+        fmt = resolve_format(base + modifier)
+    except SpecError:
+        return  # a combination the grammar refuses (e.g. an rms scale on an asymmetric grid)
+    stage = fmt.stages[0].model_dump(mode="json", exclude_none=True)
+    spelled = validate_format({"stages": [_implied_defaults(stage)]}, source="spelled out")
+    assert np.array_equal(compress(spelled, X, backend="numpy"), compress(fmt, X, backend="numpy"), equal_nan=True)
+    assert spelled.stages == fmt.stages
+    assert gmse_key(spelled, 256) == gmse_key(fmt, 256)
