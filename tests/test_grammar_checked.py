@@ -31,6 +31,8 @@ SAME = [
     ("e4m3-g32-mse-se8m0", "e4m3-g32-mse-se8m0-nearest"),
     ("lm3", "lloyd-max-3"),  # the README's alias
     ("lm2-g64", "lloyd-max-2-g64"),
+    ("int4", "int4-allstats"),  # no sparsify stage: all entries are the kept ones
+    ("had64+sint3-g64", "had64+sint3-g64-allstats"),
 ]
 
 
