@@ -107,11 +107,15 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.spec import resolve_format
 
         output = renamed("--output", "--out", old_output, output)
-        if output is not None and is_file(name.strip()):  # a format file, not a catalog name or shorthand
+        if output is not None:
             from gmse_cli.atomic import check_output_path
             from gmse_cli.errors import DataError
+            from gmse_cli.paths import catalog_dir
 
-            check_output_path(output, what="config file", error=DataError, inputs=[name.strip()])
+            # a format file is read alone; a catalog name or shorthand reads the catalog's files
+            source = name.strip()
+            inputs = [source] if is_file(source) else sorted(catalog_dir().glob("*.toml"))
+            check_output_path(output, what="config file", error=DataError, inputs=inputs)
         text = json.dumps(export_format(resolve_format(name), to), indent=2) + "\n"
         _write(text, output)
 

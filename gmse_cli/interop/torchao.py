@@ -237,6 +237,8 @@ def from_torchao(data: dict[str, Any], *, name: str | None = None) -> Format:
         if not isinstance(element, str) or element not in _MX_ELEMENTS:
             raise SpecError(f"{where}: weight_dtype {element} is not an MX element uscl knows")
         mode = str(_value(body.get("scaling_mode", "FLOOR"))).lower()
+        if mode not in (r.value for r in _MODES):
+            raise SpecError(f"{where}: scaling_mode {mode.upper()!r} is not one of torchao's FLOOR, CEIL, EVEN or RCEIL")
         e, m = _MX_ELEMENTS[element]
         stage.update(
             grid="fp", exponent_bits=e, mantissa_bits=m, group=whole(body.get("block_size", 32), "block_size", where),

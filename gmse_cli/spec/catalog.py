@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 from gmse_cli.errors import SpecError
 from gmse_cli.inputs import is_file
@@ -18,11 +19,15 @@ __all__ = ["catalog", "catalog_names", "catalog_format"]
 def catalog() -> dict[str, Format]:
     """Every shipped format by name (``formats/*.toml``)."""
     formats: dict[str, Format] = {}
+    sources: dict[str, Path] = {}
     paths = sorted(catalog_dir().glob("*.toml"))
     for path, table in zip(paths, read_tomls(paths, what="format file", error=SpecError), strict=True):
         fmt = format_from_table(table, path)
         assert fmt.name is not None
-        formats[fmt.name] = fmt
+        if fmt.name in sources:
+            # the later file would silently redefine the name (and a one-file lookup disagree)
+            raise SpecError(f"format files {sources[fmt.name]} and {path} both hold '{fmt.name}' (rename one)")
+        formats[fmt.name], sources[fmt.name] = fmt, path
     # Listed by family, then cost: the order a person scans the catalog in.
     order = sorted(formats.values(), key=lambda f: (f.family, f.bits_per_param(), f.name))
     return {f.name: f for f in order}

@@ -12,8 +12,11 @@ from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
     TENSOR_LEVEL_SCALE_FORMATS,
     Family,
+    ScaleRule,
+    ScaleStats,
     SpecModel,
     check_row_length,
+    lowercase,
 )
 
 __all__ = ["Format", "Scheme", "validate_format", "validation_message"]
@@ -39,6 +42,16 @@ class Format(SpecModel):
                 for s in stages
             ]}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kept_stats_without_pruning(cls, data: Any) -> Any:
+        # With no sparsify stage, 'all' and 'kept' scale statistics are the same entries: read
+        # as 'kept' (the default), so the two spellings are one format and one GMSE cache key.
+        stages = data.get("stages") if isinstance(data, dict) else None
+        if not isinstance(stages, list | tuple) or any(_kind(s) == "sparsify" for s in stages):
+            return data
+        return {**data, "stages": [_without_all_stats(s) for s in stages]}
 
     @model_validator(mode="after")
     def _check(self) -> Format:
@@ -166,6 +179,24 @@ class Format(SpecModel):
 
     def describe(self) -> str:
         return self.description or " -> ".join(s.label() for s in self.stages)
+
+
+def _kind(stage: Any) -> Any:
+    return lowercase(stage.get("kind")) if isinstance(stage, dict) else getattr(stage, "kind", None)
+
+
+def _without_all_stats(stage: Any) -> Any:
+    """A quantize stage's 'all' scale statistics as the default 'kept' (a scale rule 'none',
+    which takes no statistics, is left for its own check to refuse)."""
+    if isinstance(stage, Quantize):
+        return stage.model_copy(update={"scale_stats": ScaleStats.KEPT}) if stage.scale_stats is ScaleStats.ALL else stage
+    if (
+        isinstance(stage, dict) and _kind(stage) == "quantize"
+        and lowercase(stage.get("scale_stats")) == ScaleStats.ALL
+        and lowercase(stage.get("scale", ScaleRule.RMS)) != ScaleRule.NONE
+    ):
+        return {k: v for k, v in stage.items() if k != "scale_stats"}
+    return stage
 
 
 class Scheme(SpecModel):

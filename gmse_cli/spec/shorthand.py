@@ -139,6 +139,10 @@ def parse_shorthand(text: str) -> Format:
     text = text.strip().lower()
     if not text:
         raise SpecError("empty format name")
+    if not text.isascii():
+        # regexes' \d and int() read any script's digits: 'int\uff14' (a full-width 4) would be int4
+        odd = next(c for c in text if not c.isascii())
+        raise SpecError(f"'{text}': a shorthand is ASCII; {odd!r} is not")
     if (shipped := catalog_format(text)) is not None:
         return shipped
     pieces = text.split("+")

@@ -18,6 +18,7 @@ from gmse_cli.errors import SpecError
 from gmse_cli.limits import MAX_SEED
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
+    MAX_ROW_LENGTH,
     SCALE_FORMAT_BITS,
     CaseInsensitive,
     FpStyle,
@@ -55,6 +56,14 @@ def _granularity_size(granularity: Granularity, row_length: int) -> float:
 def _check_divides(what: str, size: int, row_length: int) -> None:
     if row_length % size:
         raise SpecError(f"{what} {size} does not divide the row length {row_length}")
+
+
+def _group_size(value: Any, stage: str, names: str = "'row', 'tensor'") -> Any:
+    """A whole-number group size checked here, so that 0 or 10^30 is named as a group size (not
+    as "neither 'row' nor 'tensor'") and no group exceeds the longest row; anything else as is."""
+    if type(value) is int and not 1 <= value <= MAX_ROW_LENGTH:
+        raise SpecError(f"{stage}: group {value} must be {names} or a whole number from 1 to {MAX_ROW_LENGTH:,}")
+    return value
 
 
 def _binary_entropy(p: float) -> float:
@@ -125,13 +134,55 @@ class Quantize(SpecModel):
                 data.pop(field, None)
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        # A setting written out at the value its absence means is read as left out, so equal
+        # formats compare (and hash: the GMSE cache key) equal: an e8m0 rounding that is the
+        # rule's default (mxfp4-floor is mxfp4), and a Lloyd-Max grid's optimal rms constant,
+        # exactly 1 (its levels are the Gaussian-MSE-optimal quantizer; lm3 is lloyd-max-3).
+        if not isinstance(data, dict):
+            return data
+        rule = lowercase(data.get("scale", ScaleRule.RMS))
+        grid = lowercase(data.get("grid"))
+        asym = grid == GridKind.INT and lowercase(data.get("int_style")) == IntStyle.ASYMMETRIC
+        default_rounding = (
+            ScaleRounding.NEAREST if rule in (ScaleRule.RMS, ScaleRule.MSE)
+            else ScaleRounding.FLOOR if rule == ScaleRule.ABSMAX and not asym else None
+        )
+        rounding = lowercase(data.get("scale_rounding"))
+        if (
+            default_rounding is not None
+            and isinstance(rounding, str) and rounding == default_rounding
+            and lowercase(data.get("scale_format")) == ScaleFormat.E8M0
+        ):
+            data = {k: v for k, v in data.items() if k != "scale_rounding"}
+        if grid == GridKind.LLOYD_MAX and rule == ScaleRule.RMS and data.get("scale_constant") is None:
+            data = {**data, "scale_constant": 1.0}
+        # the derived or default grid settings: int_style midrise, an fp grid's own fp_style and
+        # width, a lut's bits (log2 of its number of values)
+        implied: dict[str, Any] = {}
+        if grid == GridKind.INT:
+            implied["int_style"] = IntStyle.MIDRISE
+        e, m = data.get("exponent_bits"), data.get("mantissa_bits")
+        if grid == GridKind.FP and all(type(v) is int for v in (e, m)):
+            implied.update(fp_style=_default_fp_style(e, m), bits=1 + e + m)
+        values = data.get("values")
+        if grid == GridKind.LUT and isinstance(values, list | tuple) and len(values) >= 2:
+            implied["bits"] = math.log2(len(values))
+        for key, value in implied.items():
+            given = data.get(key)
+            if given is not None and type(given) is not bool and lowercase(given) == value:
+                data = {k: v for k, v in data.items() if k != key}
+        return data
+
     @field_validator("group", mode="before")
     @classmethod
     def _group(cls, value: Any) -> Any:
         value = lowercase(value)
         if isinstance(value, str) and value.isdigit():
-            return int(value)
-        return value
+            value = int(value)
+        return _group_size(value, "quantize")
 
     @model_validator(mode="after")
     def _check(self) -> Quantize:
@@ -175,6 +226,11 @@ class Quantize(SpecModel):
         if grid is GridKind.LUT:
             if not self.values or len(self.values) < 2:
                 raise SpecError("quantize: grid 'lut' needs 'values', a list of at least 2 numbers")
+            if self.bits is not None:
+                raise SpecError(
+                    f"quantize: bits={self.bits} disagrees with a lut of {len(self.values)} values "
+                    f"({math.log2(len(self.values)):g} bits); leave bits out for lut grids"
+                )
             if len(self.values) > 2**_MAX_INT_BITS:
                 raise SpecError(f"quantize: a lut holds at most {2**_MAX_INT_BITS} values")
             if any(not math.isfinite(v) for v in self.values):
@@ -195,6 +251,11 @@ class Quantize(SpecModel):
             raise SpecError(f"quantize: 'values' only applies to grid 'lut', not '{grid}'")
         if self.scale is ScaleRule.NONE and self.group != "row":
             raise SpecError("quantize: scale 'none' takes no group (leave group out)")
+        if self.scale is ScaleRule.NONE and self.scale_format is not ScaleFormat.FP32:
+            raise SpecError(
+                f"quantize: scale 'none' stores no scales: scale_format '{self.scale_format}' does not "
+                "apply (leave scale_format out)"
+            )
         if self.scale_constant is not None and self.scale is not ScaleRule.RMS:
             raise SpecError(f"quantize: scale_constant only applies to scale 'rms', not '{self.scale}'")
         if self.scale is ScaleRule.NONE and grid is not GridKind.FP:
@@ -311,6 +372,7 @@ class Sparsify(SpecModel):
     block: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_ROW_LENGTH,
         description="block pattern: block length; n:m: K, the entries of one unit (N:MxK keeps "
         "the N of every M consecutive blocks of K entries with the largest L2 norm; None = 1)",
     )
@@ -447,6 +509,11 @@ class VQ(SpecModel):
         description="a universal codebook costs nothing per tensor; an unshared one is amortized",
     )
 
+    @field_validator("group", mode="before")
+    @classmethod
+    def _group(cls, value: Any) -> Any:
+        return _group_size(lowercase(value), "vq", "'row'")
+
     @field_validator("codebook", mode="before")
     @classmethod
     def _codebook(cls, value: Any) -> Any:
@@ -497,7 +564,7 @@ class Rotate(SpecModel):
 
     kind: Literal["rotate"] = "rotate"
     transform: Literal["hadamard"] = "hadamard"
-    block: int = Field(default=128, ge=2)
+    block: int = Field(default=128, ge=2, le=MAX_ROW_LENGTH)
     random_signs: bool = Field(default=False, description="randomized Hadamard (QuIP#-style)")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the random signs (as every seed)")
 
