@@ -16,6 +16,7 @@ from pydantic import (
 
 from gmse_cli.errors import SpecError
 from gmse_cli.limits import MAX_SEED
+from gmse_cli.spec.spelling import default_fp_style, one_spelling
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
     MAX_ROW_LENGTH,
@@ -70,14 +71,6 @@ def _binary_entropy(p: float) -> float:
     if p <= 0.0 or p >= 1.0:
         return 0.0
     return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
-
-
-def _default_fp_style(exponent_bits: int, mantissa_bits: int) -> FpStyle:
-    if exponent_bits >= 5:
-        return FpStyle.IEEE
-    if (exponent_bits, mantissa_bits) == (4, 3):
-        return FpStyle.FN
-    return FpStyle.FINITE
 
 
 class Quantize(SpecModel):
@@ -137,44 +130,7 @@ class Quantize(SpecModel):
     @model_validator(mode="before")
     @classmethod
     def _one_spelling(cls, data: Any) -> Any:
-        # A setting written out at the value its absence means is read as left out, so equal
-        # formats compare (and hash: the GMSE cache key) equal: an e8m0 rounding that is the
-        # rule's default (mxfp4-floor is mxfp4), and a Lloyd-Max grid's optimal rms constant,
-        # exactly 1 (its levels are the Gaussian-MSE-optimal quantizer; lm3 is lloyd-max-3).
-        if not isinstance(data, dict):
-            return data
-        rule = lowercase(data.get("scale", ScaleRule.RMS))
-        grid = lowercase(data.get("grid"))
-        asym = grid == GridKind.INT and lowercase(data.get("int_style")) == IntStyle.ASYMMETRIC
-        default_rounding = (
-            ScaleRounding.NEAREST if rule in (ScaleRule.RMS, ScaleRule.MSE)
-            else ScaleRounding.FLOOR if rule == ScaleRule.ABSMAX and not asym else None
-        )
-        rounding = lowercase(data.get("scale_rounding"))
-        if (
-            default_rounding is not None
-            and isinstance(rounding, str) and rounding == default_rounding
-            and lowercase(data.get("scale_format")) == ScaleFormat.E8M0
-        ):
-            data = {k: v for k, v in data.items() if k != "scale_rounding"}
-        if grid == GridKind.LLOYD_MAX and rule == ScaleRule.RMS and data.get("scale_constant") is None:
-            data = {**data, "scale_constant": 1.0}
-        # the derived or default grid settings: int_style midrise, an fp grid's own fp_style and
-        # width, a lut's bits (log2 of its number of values)
-        implied: dict[str, Any] = {}
-        if grid == GridKind.INT:
-            implied["int_style"] = IntStyle.MIDRISE
-        e, m = data.get("exponent_bits"), data.get("mantissa_bits")
-        if grid == GridKind.FP and all(type(v) is int for v in (e, m)):
-            implied.update(fp_style=_default_fp_style(e, m), bits=1 + e + m)
-        values = data.get("values")
-        if grid == GridKind.LUT and isinstance(values, list | tuple) and len(values) >= 2:
-            implied["bits"] = math.log2(len(values))
-        for key, value in implied.items():
-            given = data.get(key)
-            if given is not None and type(given) is not bool and lowercase(given) == value:
-                data = {k: v for k, v in data.items() if k != key}
-        return data
+        return one_spelling(data)
 
     @field_validator("group", mode="before")
     @classmethod
@@ -314,7 +270,7 @@ class Quantize(SpecModel):
     @property
     def resolved_fp_style(self) -> FpStyle:
         assert self.exponent_bits is not None and self.mantissa_bits is not None
-        return self.fp_style or _default_fp_style(self.exponent_bits, self.mantissa_bits)
+        return self.fp_style or default_fp_style(self.exponent_bits, self.mantissa_bits)
 
     @property
     def element_bits(self) -> float:
