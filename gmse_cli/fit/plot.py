@@ -95,7 +95,7 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
     drift = result.drift is not None and any(r.implied_rho for r in result.residuals)
     ncols = 2 if has_cap or drift else 1
     with figures.house_style():
-        fig, axes = figures.new_figure(10.5 if ncols == 2 else 7.0, 9.0 if drift else 4.6, nrows=2 if drift else 1,
+        fig, axes = figures.new_figure(7.0 if ncols == 2 else 4.7, 6.4 if drift else 3.4, nrows=2 if drift else 1,
                                        ncols=ncols)
         ax = axes[0][0]
         by_key: dict[tuple[str, str], list[int]] = {}
@@ -224,10 +224,10 @@ def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], 
         figures.log_axis(ax, [1.0] + [r.implied_rho / r.rho for r in rows], axis="y")
         ax.set_xlabel(label)
         ax.set_ylabel("implied ρ / the law's ρ")
-        title = f"{tag} capacity drift with {key.removeprefix('log ')}"
+        title = f"{tag} capacity drift with {key.removeprefix('log ')}, within scheme"
         if key in slopes:
             sl = slopes[key]
-            title += f"\nslope on {key} {sl.slope:+.3f} [{sl.low:+.3f}, {sl.high:+.3f}] (within scheme)"
+            title += f"\nslope on {key} {sl.slope:+.3f} [{sl.low:+.3f}, {sl.high:+.3f}]"
         ax.set_title(title)
 
 

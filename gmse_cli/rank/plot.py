@@ -96,7 +96,7 @@ def rank_figure(rows: Sequence[RankRow], *, law: Law | str | Path | None = None)
     rows = list(rows)
     act, act_rho = _activation_factor(rows, law)
     with figures.house_style():
-        fig, axes = figures.new_figure(10.5, 5.6, ncols=2)
+        fig, axes = figures.new_figure(7.0, 4.0, ncols=2)
         ax_g, ax_b = axes[0]
         handles: dict[str, object] = {}
         _curves(ax_g, rows, law, act, act_rho, handles)

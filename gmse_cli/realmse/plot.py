@@ -49,7 +49,7 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = "", tensors: s
     marker = {b: figures.MARKERS[i // len(figures.PALETTE) % len(figures.MARKERS)] for i, b in enumerate(base)}
 
     with figures.house_style():
-        fig, axes = figures.new_figure(8.0, 1.9 + 0.19 * len(rows))
+        fig, axes = figures.new_figure(7.0, 1.8 + 0.17 * len(rows))
         ax = axes[0][0]
         entries = []
         seen: list[float] = []

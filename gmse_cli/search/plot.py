@@ -25,7 +25,7 @@ def search_figure(result: SearchResult, *, checkpoint: str | None = None):
     from matplotlib.ticker import MaxNLocator
 
     with figures.house_style():
-        fig, axes = figures.new_figure(8.0, 5.6)
+        fig, axes = figures.new_figure(7.0, 4.6)
         ax = axes[0][0]
         entries = []
         cand = ax.scatter([p[1] for p in result.points], [p[2] for p in result.points], s=5, color="0.78",
