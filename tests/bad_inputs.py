@@ -571,12 +571,16 @@ def run_case(case: Case, folder: Path, *, timeout: int = 60) -> Outcome:
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - the benchmark's entry point
+    import argparse
     import tempfile
     from collections import Counter
 
-    args = argv if argv is not None else sys.argv[1:]
-    count = int(args[0]) if args else 1000
-    rng = random.Random(int(args[1]) if len(args) > 1 else 13)
+    parser = argparse.ArgumentParser(description="Generated bad inputs over every command, each checked clean.")
+    parser.add_argument("n", nargs="?", type=int, default=1000, metavar="N", help="cases to generate")
+    parser.add_argument("seed", nargs="?", type=int, default=13, metavar="SEED", help="generator seed")
+    args = parser.parse_args(argv)
+    count = args.n
+    rng = random.Random(args.seed)
     tally: Counter[str] = Counter()
     failures: list[tuple[Case, Outcome]] = []
     for i in range(count):
