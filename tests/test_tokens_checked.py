@@ -1,7 +1,8 @@
 """The tokenizer and the token pipeline, checked against the `tokenizers` library itself.
 
 - `uscl tokenizer train` writes the tokenizer a BpeTrainer with the documented settings writes
-  (byte for byte, twice the same), round-trips text, and refuses an empty, blank or binary corpus.
+  (byte for byte, twice the same), round-trips text, and refuses an empty, blank or binary corpus
+  and an output inside the corpus folder (it would be read as corpus text next time).
 - A special token's text inside the corpus is text: before, "<|endoftext|>" quoted in a document
   became an EOS id (a document boundary that is not one) and decoded to nothing.
 - Two processes repairing one damaged cache entry: before, the second deleted the entry the first
@@ -85,6 +86,16 @@ def test_tokenizer_train_refuses_empty_blank_and_binary_corpora(run_cli, tmp_pat
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and ("holds no text" in errors[0] or "NUL" in errors[0]), (name, result.stderr)
         assert not out.exists()
+
+
+def test_tokenizer_train_refuses_an_output_inside_the_corpus_folder(run_cli, tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text(corpus_text())
+    out = folder / "sub" / "tok.json"
+    result = run_cli("tokenizer", "train", str(folder), "--vocab-size", "300", "--out", str(out))
+    assert result.code == 2 and "inside the corpus folder" in result.stderr
+    assert not out.exists()
 
 
 def test_a_vocabulary_smaller_than_asked_is_said(run_cli, tmp_path):

@@ -163,6 +163,9 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.training.data import corpus_files, iter_corpus, train_bpe
 
         check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
+        if text.is_dir() and out.resolve().is_relative_to(text.resolve()):
+            # it would join the corpus: the next training on the folder reads it as text
+            raise TrainError(f"cannot write tokenizer '{out}' inside the corpus folder '{text}' (choose another path)")
         corpus_files(text)  # a missing or empty source is one line, before the progress line
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} ...")
         blank = True
