@@ -7,6 +7,8 @@
   became an EOS id (a document boundary that is not one) and decoded to nothing.
 - Two processes repairing one damaged cache entry: before, the second deleted the entry the first
   had just published, under a reader of it (FileNotFoundError), or the two deletions collided.
+- A token file of the right size holding ids outside the vocabulary (overwritten) is recomputed:
+  before, it was served, and training failed with an IndexError.
 - The train/validation split: disjoint, the whole corpus, the validation share within one line.
 """
 
@@ -192,6 +194,26 @@ def test_a_repair_keeps_the_entry_a_concurrent_writer_published(cache, tmp_path,
     assert np.array_equal(np.asarray(second.train), expected[0])
     assert np.array_equal(np.asarray(second.val), expected[1])
     assert [p.name for p in second.folder.parent.iterdir()] == [second.folder.name]
+
+
+def test_a_token_file_overwritten_with_ids_outside_the_vocabulary_is_recomputed(cache, tmp_path):
+    from gmse_cli.training.data import prepare_tokens
+
+    text = corpus_text(300)
+    src = tmp_path / "corpus.txt"
+    src.write_text(text, encoding="utf-8")
+    tok_path = tmp_path / "tok.json"
+    direct = direct_bpe([text], 300)
+    tok_path.write_text(direct.to_str())
+    first = prepare_tokens(str(src), str(tok_path), val_fraction=0.1)
+    for split in ("train", "val"):
+        ids = np.fromfile(first.folder / f"{split}.bin", dtype=np.uint16)
+        ids[len(ids) // 2] = 300  # the size stays right; one id no embedding has
+        ids.tofile(first.folder / f"{split}.bin")
+        again = prepare_tokens(str(src), str(tok_path), val_fraction=0.1)
+        tokens = np.concatenate([np.asarray(again.train), np.asarray(again.val)])
+        assert tokens.max() < 300
+        assert direct.decode([int(t) for t in tokens]) == text
 
 
 def test_val_fraction_and_missing_corpus_are_data_errors(cache, tmp_path):
