@@ -159,13 +159,29 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.atomic import check_output_path, write_text_atomic
         from gmse_cli.cli.console import err_console, out_console
         from gmse_cli.cli.output import print_json
-        from gmse_cli.errors import TrainError
+        from gmse_cli.errors import DataError, TrainError
         from gmse_cli.training.data import corpus_files, iter_corpus, train_bpe
 
         check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
+        if text.is_dir() and out.resolve().is_relative_to(text.resolve()):
+            # it would join the corpus: the next training on the folder reads it as text
+            raise TrainError(f"cannot write tokenizer '{out}' inside the corpus folder '{text}' (choose another path)")
         corpus_files(text)  # a missing or empty source is one line, before the progress line
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} ...")
-        tok = train_bpe((t for t, _ in iter_corpus(text, text_field=text_field)), vocab_size=vocab_size)
+        blank = True
+
+        def texts():
+            nonlocal blank
+            for piece, _ in iter_corpus(text, text_field=text_field):
+                blank = blank and not piece.strip()
+                yield piece
+
+        tok = train_bpe(texts(), vocab_size=vocab_size)
+        if blank:  # else a tokenizer of the 256 bytes (and whitespace), whatever --vocab-size asked
+            raise DataError(f"data source '{text}' holds no text")
+        if tok.get_vocab_size() < vocab_size:
+            err_console.print(f"note: {text} gives {tok.get_vocab_size():,} tokens, not {vocab_size:,}: "
+                              "no other pair of tokens occurs twice")
         blob = tok.to_str()
         try:  # atomically: a full disk never leaves a truncated tokenizer.json
             out.parent.mkdir(parents=True, exist_ok=True)

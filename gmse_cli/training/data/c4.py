@@ -62,7 +62,7 @@ def prepare_c4(
 
     write_entry(folder, train=c4_documents("train"), val=c4_documents("validation"), tok=tok, tokenizer=tokenizer,
                 source="c4", data_sha256=None, val_fraction=None, train_limit=want_train,
-                val_limit=want_val, replace=True)
+                val_limit=want_val)
     return _c4_data(folder, json.loads((folder / "meta.json").read_text()), tok)
 
 

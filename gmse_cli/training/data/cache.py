@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,7 +27,8 @@ from gmse_cli.training.data.tokenizer import TokenizerHandle
 
 __all__ = ["CACHE_VERSION", "TokenData", "check_sizes", "encode_pieces", "entry_folder", "read_entry_meta", "write_entry"]
 
-CACHE_VERSION = "1"  # part of every entry's key: a change of the file layout starts afresh
+CACHE_VERSION = "2"  # part of every entry's key: a change of the file layout or encoding starts afresh
+# (2: a special token's text in the corpus is encoded as text, no longer as its special id)
 
 
 def entry_folder(key: str) -> Path:
@@ -44,11 +46,21 @@ def read_entry_meta(folder: Path) -> dict[str, Any] | None:
         whole = meta["version"] == CACHE_VERSION and all(
             isinstance(meta[f"{split}_tokens"], int)
             and (folder / f"{split}.bin").stat().st_size == meta[f"{split}_tokens"] * itemsize
+            and _ids_below(folder / f"{split}.bin", meta["dtype"], meta["vocab_size"])
             for split in ("train", "val")
         )
     except (OSError, ValueError, TypeError, KeyError):
         return None
     return meta if whole else None
+
+
+def _ids_below(path: Path, dtype: str, vocab: int) -> bool:
+    """Every id in the token file is below ``vocab`` (an overwritten file of the right size
+    holds ids no embedding has: an IndexError mid-run, a device assert on a GPU). Read in
+    blocks of 64M ids: about 0.02 s per 100M tokens once the file is in the page cache."""
+    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+    block = 1 << 26
+    return all(int(tokens[i : i + block].max()) < vocab for i in range(0, len(tokens), block))
 
 
 def _dtype_for(vocab: int) -> np.dtype:
@@ -154,13 +166,13 @@ def write_entry(
     val_fraction: float | None,
     train_limit: int | None = None,
     val_limit: int | None = None,
-    replace: bool = False,
 ) -> None:
     """Tokenize the ``train`` and ``val`` pieces (up to the limits) into the entry ``folder``.
 
     ``data_sha256=None`` records the hash of the training tokens written (a streamed source has
-    no file of its own to hash). ``replace`` swaps out an existing entry (a longer prefix of a
-    stream); otherwise a concurrent writer that finished first keeps its copy.
+    no file of its own to hash). An entry already in place is replaced when it is damaged or
+    shorter (a shorter prefix of a stream); a whole one at least as long (a concurrent writer's
+    that finished first) is kept.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_folder(folder.parent, prefix=f".{folder.name}.")
@@ -182,7 +194,7 @@ def write_entry(
             "val_fraction": val_fraction,
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        _publish(staging, folder, replace=replace)
+        _publish(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -195,20 +207,31 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _publish(staging: Path, folder: Path, *, replace: bool) -> None:
-    """Move a finished cache entry into place: over the old one (``replace``), or else leaving
-    the copy of a concurrent writer that won."""
-    if replace:
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-        return
-    try:
-        os.replace(staging, folder)
-    except OSError:
-        if not (folder / "meta.json").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
+def _publish(staging: Path, folder: Path) -> None:
+    """Move a finished cache entry into place, keeping a whole entry at least as long that a
+    concurrent writer published first (the same tokens: the key names the corpus, tokenizer and
+    split; a stream's longer prefix starts with them). A damaged or shorter entry is renamed aside before it is deleted, never
+    deleted in place: two processes repairing one entry at once cannot delete each other's
+    files, and a process reading a whole entry never sees it vanish."""
+    ours = read_entry_meta(staging)
+    for _ in range(16):  # other writers may keep moving entries in; each round one of us wins
+        try:
+            os.replace(staging, folder)  # succeeds where nothing (or an empty folder) is in place
+            return
+        except OSError:
+            pass
+        theirs = read_entry_meta(folder)
+        if theirs is not None and ours is not None and all(
+            theirs[f"{split}_tokens"] >= ours[f"{split}_tokens"] for split in ("train", "val")
+        ):
+            return
+        aside = folder.with_name(f".{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex}")
+        try:
+            os.rename(folder, aside)
+        except FileNotFoundError:  # another writer moved it first
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
+    os.replace(staging, folder)  # still failing (not a race): its own error
 
 
 def check_sizes(data: TokenData, min_train: int, min_val: int) -> None:

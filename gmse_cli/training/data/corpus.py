@@ -74,6 +74,14 @@ def _text_pieces(handle: io.TextIOBase) -> Iterator[str]:
         yield "".join(buffer)
 
 
+def _text_only(pieces: Iterator[str], path: Path) -> Iterator[str]:
+    """The pieces, refusing a NUL character: text never holds one, binary files and UTF-16 do."""
+    for piece in pieces:
+        if "\x00" in piece:
+            raise DataError(f"{path}: holds NUL bytes, so it is binary data or UTF-16, not UTF-8 text")
+        yield piece
+
+
 def _ending_last(pieces: Iterator[str]) -> Iterator[tuple[str, bool]]:
     """(piece, is_last) with one piece of lookahead, never the whole file in memory; an empty
     file is one empty piece."""
@@ -98,7 +106,7 @@ def iter_corpus(source: str | Path, *, text_field: str = "text") -> Iterator[tup
             open_text = opener or open
             with open_text(path, "rt", encoding="utf-8", errors="replace") as handle:
                 if kind == "text":
-                    yield from _ending_last(_text_pieces(handle))
+                    yield from _ending_last(_text_only(_text_pieces(handle), path))
                 else:
                     for number, line in enumerate(handle, start=1):
                         if not line.strip():

@@ -67,8 +67,7 @@ def prepare_tokens(
         if progress:
             progress(f"tokenizing {source} with {tokenizer} (once; cached in {folder})")
         write_entry(folder, train=train_stream(), val=val_stream(), tok=tok, tokenizer=tokenizer,
-                    source=str(source), data_sha256=corpus_sha, val_fraction=val_fraction,
-                    replace=folder.exists())  # a damaged entry is replaced
+                    source=str(source), data_sha256=corpus_sha, val_fraction=val_fraction)  # a damaged entry is replaced
     data = TokenData(folder=folder, source=str(source), data_sha256=corpus_sha, tokenizer=tok,
                      val_fraction=val_fraction)
     check_sizes(data, min_train_tokens, min_val_tokens)

@@ -4,7 +4,9 @@ BPE trained on the training text and cached by content hash.
 
 Padding and truncation that a ``tokenizer.json`` may carry (sentence-transformers' files pad
 and cut every text to 128 tokens) are switched off: the pipeline encodes long pieces of text
-and cuts windows itself."""
+and cuts windows itself. A special token's text inside the corpus (``<|endoftext|>`` quoted in
+a document) is encoded as ordinary text, as GPT-2's ``encode_ordinary`` does: only the pipeline
+puts special ids (EOS between documents)."""
 
 from __future__ import annotations
 
@@ -72,9 +74,13 @@ def train_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) 
 
 
 def _plain(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Switch off padding and truncation; return the special ids around one sequence."""
+    """Switch off padding and truncation, encode special tokens' text as text; return the
+    special ids around one sequence."""
     tokenizer.no_padding()
     tokenizer.no_truncation()
+    # A corpus that quotes "<|endoftext|>" (or "</s>", "[SEP]") holds text, not a document
+    # boundary: the pipeline puts EOS ids between documents itself.
+    tokenizer.encode_special_tokens = True
     bare = tokenizer.encode("a", add_special_tokens=False).ids
     wrapped = tokenizer.encode("a", add_special_tokens=True).ids
     for start in range(len(wrapped) - len(bare) + 1):
