@@ -225,3 +225,11 @@ def test_val_fraction_and_missing_corpus_are_data_errors(cache, tmp_path):
     empty.write_text("")
     with pytest.raises(DataError, match="holds no text"):
         prepare_tokens(str(empty), "bpe:300")
+
+
+@pytest.mark.parametrize("fraction", ["0.5", "0.75"])
+def test_val_fraction_at_or_above_half_is_refused_at_the_option(run_cli, fraction):
+    # --help said (0, 1) and the option passed 0.6; the run's config then refused it (< 0.5)
+    result = run_cli("train", "--preset", "tiny", "--val-fraction", fraction, "--dry-run")
+    assert result.code == 2 and "(0, 0.5)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

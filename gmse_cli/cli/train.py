@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[int | None, typer.Option(help="stop after this many steps (shrinks the budget)")] = None,
         data: Annotated[str | None, typer.Option(help="'c4' (default, streamed) or a local text/JSONL/parquet file or folder")] = None,
         tokenizer: Annotated[str | None, typer.Option(help="hub id, tokenizer.json, or bpe:V (trained on --data and cached)")] = None,
-        val_fraction: Annotated[float | None, typer.Option(help="local data: the tail share held out for validation (default 0.02)")] = None,
+        val_fraction: Annotated[float | None, typer.Option(help="local data: the tail share held out for validation, in (0, 0.5) (default 0.02)")] = None,
         seed: Annotated[int | None, typer.Option(help="seed (model init and batch order)")] = None,
         batch_size: Annotated[int | None, typer.Option(help="sequences per step over all processes (default: the preset's)")] = None,
         micro_batch_size: Annotated[int | None, typer.Option(help="sequences per forward pass per process (gradient accumulation)")] = None,

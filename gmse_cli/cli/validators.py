@@ -172,7 +172,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "huber_delta": _real(0),
     "lr": _real(0),
     "rbbm_p": _real(0, 0.5, high_open=True),
-    "val_fraction": _real(0, 1, high_open=True),
+    "val_fraction": _real(0, 0.5, high_open=True),
     "bootstrap": _integer(0, MAX_BOOTSTRAP),
     "exclude_worst": _integer(0),
     "worst": _integer(0),

@@ -125,7 +125,7 @@ def train_run(
         tokens = data()
     if env.main and streamed > tokens.meta["train_tokens"]:
         info(f"note: the run reads {streamed:,} tokens from {tokens.meta['train_tokens']:,} training tokens "
-              f"({streamed / tokens.meta['train_tokens']:.1f} epochs); scaling-law fits assume unique tokens")
+              f"({streamed / tokens.meta['train_tokens']:.3g} epochs); scaling-law fits assume unique tokens")
     vocab = tokens.tokenizer.vocab_size
     plan = plan_run(cfg, vocab_size=padded_vocab(vocab))
     local_batch, micro = batch_split(cfg, env)
