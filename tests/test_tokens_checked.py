@@ -148,18 +148,24 @@ def test_split_is_disjoint_whole_and_the_asked_share(tmp_path):
         assert 0 <= len(text) * fraction - len(tail) <= longest
 
 
+def _corpus_and_tokenizer(tmp_path, *, lines: int, vocab: int):
+    """A corpus file and a tokenizer.json trained on it directly with `tokenizers`."""
+    text = corpus_text(lines)
+    src = tmp_path / "corpus.txt"
+    src.write_text(text, encoding="utf-8")
+    tok_path = tmp_path / "tok.json"
+    direct = direct_bpe([text], vocab)
+    tok_path.write_text(direct.to_str())
+    return text, src, tok_path, direct
+
+
 def test_a_repair_keeps_the_entry_a_concurrent_writer_published(cache, tmp_path, monkeypatch):
     """Writer B saw the entry damaged and tokenizes; meanwhile writer A repairs it and reads it.
     B must neither delete A's entry under A's reader nor fail."""
     from gmse_cli.training.data import cache as token_cache
     from gmse_cli.training.data import prepare_tokens
 
-    text = corpus_text(2000)
-    src = tmp_path / "corpus.txt"
-    src.write_text(text, encoding="utf-8")
-    tok_path = tmp_path / "tok.json"
-    direct = direct_bpe([text], 320)
-    tok_path.write_text(direct.to_str())
+    text, src, tok_path, direct = _corpus_and_tokenizer(tmp_path, lines=2000, vocab=320)
     first = prepare_tokens(str(src), str(tok_path), val_fraction=0.1)
     expected = np.asarray(first.train).copy(), np.asarray(first.val).copy()
     # independent: the tokens of the training text are what `tokenizers` makes of it
@@ -199,12 +205,7 @@ def test_a_repair_keeps_the_entry_a_concurrent_writer_published(cache, tmp_path,
 def test_a_token_file_overwritten_with_ids_outside_the_vocabulary_is_recomputed(cache, tmp_path):
     from gmse_cli.training.data import prepare_tokens
 
-    text = corpus_text(300)
-    src = tmp_path / "corpus.txt"
-    src.write_text(text, encoding="utf-8")
-    tok_path = tmp_path / "tok.json"
-    direct = direct_bpe([text], 300)
-    tok_path.write_text(direct.to_str())
+    text, src, tok_path, direct = _corpus_and_tokenizer(tmp_path, lines=300, vocab=300)
     first = prepare_tokens(str(src), str(tok_path), val_fraction=0.1)
     for split in ("train", "val"):
         ids = np.fromfile(first.folder / f"{split}.bin", dtype=np.uint16)
