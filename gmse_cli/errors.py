@@ -16,7 +16,13 @@ __all__ = [
     "CacheError",
     "BackendMissing",
     "TrainError",
+    "one_line",
 ]
+
+
+def one_line(message: object) -> str:
+    """``message`` with its whitespace runs (newlines included) as single spaces."""
+    return " ".join(str(message).split())
 
 
 class UsclError(Exception):

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older typer raises click's own excepti
 
 from gmse_cli.cli import console
 from gmse_cli.cli.validators import attach_validators
-from gmse_cli.errors import UsclError
+from gmse_cli.errors import UsclError, one_line
 from gmse_cli.progress import enable_notices
 
 __all__ = ["COMMANDS", "COMMAND_MODULES", "build_app", "main", "run"]
@@ -150,15 +150,11 @@ def _cli(argv: list[str] | None) -> click.Command:
     return _tidy(typer.main.get_command(build_app(argv)))
 
 
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
-
-
 def _error(text: str) -> None:
     """One line on stderr: 'error:' in bold red, then ``text`` as written (never read as markup)."""
     from rich.text import Text
 
-    console.err_console.print(Text.assemble(("error:", "bold red"), " ", _one_line(text)), highlight=False,
+    console.err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(text)), highlight=False,
                               soft_wrap=True)
 
 

@@ -241,14 +241,12 @@ def _build_spec(sweep: Path | None, **flags: Any):
 
 def _shard(runs: list, shard: str) -> list:
     """Runs K, K+N, K+2N, ... (1-based) of the sweep for ``--shard K/N``."""
-    import re
-
+    from gmse_cli.cli.validators import parse_shard
     from gmse_cli.errors import TrainError
 
-    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", shard)  # ASCII digits: int() takes no '²'
-    if not (match and 1 <= int(match[1]) <= int(match[2])):
+    if (parsed := parse_shard(shard)) is None:
         raise TrainError(f"--shard '{shard}' must be K/N with 1 <= K <= N (e.g. 1/2)")
-    k, n = int(match[1]), int(match[2])
+    k, n = parsed
     return runs[k - 1 :: n]
 
 

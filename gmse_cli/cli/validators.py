@@ -156,10 +156,17 @@ def _device(value: Any) -> None:
 _SHARD = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
 
 
-def _shard(value: Any) -> None:
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """(K, N) of ``--shard K/N``, 1-based as the README writes it (1/2 and 2/2); None unless
+    1 <= K <= N."""
     match = _SHARD.fullmatch(str(value))
-    # 1-based, as the command reads it and the README writes it (--shard 1/2 and 2/2)
-    if not (match and 1 <= int(match[1]) <= int(match[2])):
+    if match and 1 <= int(match[1]) <= int(match[2]):
+        return int(match[1]), int(match[2])
+    return None
+
+
+def _shard(value: Any) -> None:
+    if parse_shard(value) is None:
         _fail(f"'{value}' is not K/N with 1 <= K <= N (e.g. 1/2)")
 
 

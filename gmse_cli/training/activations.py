@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmse_cli.errors import BackendMissing, DataError, SpecError
+from gmse_cli.errors import BackendMissing, DataError, SpecError, one_line
 from gmse_cli.inputs import exists, parse_nested, read_text_file
 from gmse_cli.spec import Format
 
@@ -159,7 +159,7 @@ def load_model(
                 use_safetensors=True if not allow_pickle else None, dtype=DTYPES[dtype],
             )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            message = " ".join(str(exc).split())[:300]
+            message = one_line(exc)[:300]
             raise DataError(f"cannot load model folder {folder} ({type(exc).__name__}: {message})") from None
     if compressed_forward:
         from gmse_cli.training.model import compress_linears
@@ -316,7 +316,7 @@ def capture_inputs(
                 try:
                     runner(input_ids=ids)
                 except (TypeError, ValueError) as exc:
-                    message = " ".join(str(exc).split())[:200]
+                    message = one_line(exc)[:200]
                     raise DataError(
                         f"model {loaded.path} does not run on token ids alone ({type(exc).__name__}: {message})"
                     ) from None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gmse_cli.errors import BackendMissing, TrainError
+from gmse_cli.errors import BackendMissing, TrainError, one_line
 from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
 from gmse_cli.training.results import RunRecord, append_record, finished_keys
@@ -275,4 +275,4 @@ def run_slurm(
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc) or type(exc).__name__
