@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 import tempfile
 from pathlib import Path
@@ -122,7 +123,7 @@ def test_nm_blocks_shorthand_and_round_trips(tmp_path):
     assert quest.stages == catalog()["had128+2:4x2+int4-allstats"].stages
     q = quest.stages[2]
     assert isinstance(q, Quantize) and q.scale_stats == "all"
-    assert parse_shorthand("2:4+int4-allstats-keptstats").stages == catalog()["2:4+int4"].stages
+    assert parse_shorthand("2:4+int4-keptstats").stages == catalog()["2:4+int4"].stages
     for fmt in (parse_shorthand("1:8x16+e2m1-g32-absmax-se8m0-allstats"), quest):
         path = tmp_path / "f.toml"
         path.write_text(format_to_toml(fmt))
@@ -339,3 +340,22 @@ def test_resolve_format_names_what_is_not_a_format():
     for bad, kind in [(fmt.stages[0], "Quantize"), (4, "int"), (None, "NoneType"), (["int4"], "list")]:
         with pytest.raises(SpecError, match=f"not {kind} "):
             resolve_format(bad)
+
+
+@pytest.mark.parametrize("text, first, second, field", [
+    ("int4-g128-g64", "g128", "g64", "group"),  # 'int4-g128' is a catalog name: its g128 counts
+    ("int4-g64-row", "g64", "row", "group"),
+    ("2:4+int4-allstats-keptstats", "allstats", "keptstats", "scale stats"),
+    ("mxfp4-floor-ceil", "floor", "ceil", "scale rounding"),
+    ("int4-absmax-rms2.5", "absmax", "rms2.5", "scale"),
+    ("nf4-se4m3-sbf16", "se4m3", "sbf16", "scale format"),
+])
+def test_a_field_set_twice_is_refused_not_last_wins(text, first, second, field):
+    with pytest.raises(SpecError, match=f"'{first}' and '{second}' both set the {field}; give one"):
+        parse_shorthand(text)
+
+
+@pytest.mark.parametrize("text", ["int4 + nf4", "2:4 +int4", "int4\t-g64", "mx fp4"])
+def test_spaces_inside_a_shorthand_name_the_spelling_without_them(text):
+    with pytest.raises(SpecError, match=re.escape(f"a shorthand has no spaces; write '{''.join(text.split())}'")):
+        parse_shorthand(text)

@@ -76,10 +76,8 @@ def _base_stage(token: str) -> Any:
     return None
 
 
-def _apply_modifier(stage: Any, token: str, context: str) -> Any:
-    if not isinstance(stage, Quantize | VQ):
-        raise SpecError(f"'{context}': modifier '{token}' only applies to quantize or vq stages")
-    update: dict[str, Any]
+def _modifier_update(token: str, context: str) -> dict[str, Any]:
+    """The fields the modifier ``token`` sets (the first is the one it is about)."""
     if m := re.fullmatch(r"g(\d+)", token):
         update = {"group": int(m[1])}
     elif token in ("row", "tensor"):
@@ -101,6 +99,28 @@ def _apply_modifier(stage: Any, token: str, context: str) -> Any:
             f"mse, {' or '.join(_SCALE_STATS_TOKENS)}, a scale format {', '.join(_SCALE_FORMAT_TOKENS)}, "
             "an e8m0 rounding floor/ceil/even/rceil/nearest, inf, saturate or bnb)"
         )
+    return update
+
+
+def _check_each_field_once(tokens: list[str], context: str) -> None:
+    """Refuse a piece that sets one field twice ('int4-g128-g64', 'mxfp4-floor-ceil'):
+    the last would silently win. Catalog names count too ('int4-g128' is int4 with g128)."""
+    set_by: dict[str, str] = {}
+    for token in tokens:
+        try:
+            field = next(iter(_modifier_update(token, context)))
+        except SpecError:
+            continue  # a base token, or a piece of one ('fp6-e2m3', 'sparse-50')
+        if field in set_by:
+            raise SpecError(f"'{context}': '{set_by[field]}' and '{token}' both set the "
+                            f"{field.replace('_', ' ')}; give one")
+        set_by[field] = token
+
+
+def _apply_modifier(stage: Any, token: str, context: str) -> Any:
+    if not isinstance(stage, Quantize | VQ):
+        raise SpecError(f"'{context}': modifier '{token}' only applies to quantize or vq stages")
+    update = _modifier_update(token, context)
     if isinstance(stage, VQ) and "scale" in update:
         raise SpecError(f"'{context}': vq stages use an rms scale; '{token}' does not apply")
     if isinstance(stage, VQ) and (token in _QUANTIZE_ONLY or "scale_stats" in update):
@@ -120,6 +140,7 @@ def _parse_stage(text: str) -> tuple[Any, ...]:
     if text in cat:
         return cat[text].stages
     tokens = text.split("-")
+    _check_each_field_once(tokens, text)
     # The longest prefix that names a base wins, so catalog names with dashes (fp6-e2m3,
     # int4-g128, sparse-50) take precedence over reading their pieces as modifiers.
     for cut in range(len(tokens), 0, -1):
@@ -139,6 +160,8 @@ def parse_shorthand(text: str) -> Format:
     text = text.strip().lower()
     if not text:
         raise SpecError("empty format name")
+    if any(c.isspace() for c in text):
+        raise SpecError(f"'{text}': a shorthand has no spaces; write '{''.join(text.split())}'")
     if not text.isascii():
         # regexes' \d and int() read any script's digits: 'int\uff14' (a full-width 4) would be int4
         odd = next(c for c in text if not c.isascii())
