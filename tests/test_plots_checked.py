@@ -210,3 +210,22 @@ def test_mse_formats_differ_in_colour_or_shape():
     looks = {(line.get_color(), line.get_marker(), line.get_markerfacecolor()) for line in ax.lines
              if line.get_label().split(":")[0] in formats}
     assert len(looks) == len(formats)  # 14 formats: more than the palette's 10 colours
+
+
+def test_drift_panel_says_why_it_has_no_slope_when_tokens_per_parameter_never_vary():
+    # The CPU sweep trains every model at 8 tokens per parameter: panel (d)'s points share one
+    # x, and the drift report fits no D/N slope; the panel says so instead of a bare column.
+    import json
+
+    from gmse_cli.fit import fit, fit_figure
+    from gmse_cli.law import load_law
+    from gmse_cli.runs import load_runs
+
+    path = Path(__file__).parent.parent / "examples" / "cpu-law.jsonl"
+    tpp = [r["tokens"] / r["params"] for r in map(json.loads, path.read_text().splitlines())]
+    assert max(tpp) / min(tpp) < 1.001  # the premise, read from the file itself (whole batches)
+    result = fit(load_runs([path]), model="unified", base_law=load_law(None), loso=False, profile=False)
+    assert [s.regressor for s in result.drift.slopes] == ["log N"]
+    titles = [ax.get_title() for ax in fit_figure(result).axes]
+    assert any(t.startswith("(c)") and "slope on log N" in t for t in titles)
+    assert any(t.startswith("(d)") and "no slope: D/N does not vary within a scheme" in t for t in titles)

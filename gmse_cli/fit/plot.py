@@ -228,6 +228,10 @@ def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], 
         if key in slopes:
             sl = slopes[key]
             title += f"\nslope on {key} {sl.slope:+.3f} [{sl.low:+.3f}, {sl.high:+.3f}]"
+        elif rows:
+            # e.g. a sweep at one tokens-per-parameter: every point sits at one x, and no
+            # slope is fitted (the drift report leaves the regressor out)
+            title += f"\nno slope: {key.removeprefix('log ')} does not vary within a scheme"
         ax.set_title(title)
 
 
