@@ -320,3 +320,49 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, shared_d
         assert p.returncode == 0, stderr[-2000:]
         assert stdout.startswith("stopped: stopped at step 3;"), (stdout, stderr[-2000:])
     assert (tmp_path / "run" / "latest").read_text() == "step-000000003"
+
+
+def test_local_executor_runs_at_most_max_parallel_jobs_at_once(tmp_path, shared_data, monkeypatch):
+    # submitit's local executor starts every submitted job at once: a 7-run sweep with
+    # max_parallel = 3 ran 7 trainings side by side on one machine. A fake executor counts how
+    # many jobs are submitted and not yet waited for.
+    submitit = pytest.importorskip("submitit")
+    import contextlib
+
+    from gmse_cli.training.launch import run_slurm
+    from gmse_cli.training.sweep import expand_sweep, load_sweep
+
+    running, peak = [], []
+
+    class Job:
+        def __init__(self, n):
+            self.job_id = str(n)
+
+        def result(self):
+            running.remove(self)
+            return None
+
+    class Executor:
+        def __init__(self, folder, cluster):
+            self.n = 0
+
+        def update_parameters(self, **params):
+            pass
+
+        @contextlib.contextmanager
+        def batch(self):
+            yield
+
+        def submit(self, fn):
+            self.n += 1
+            running.append(Job(self.n))
+            peak.append(len(running))
+            return running[-1]
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Executor)
+    slurm = f'[slurm]\ncluster = "local"\nmax_parallel = 3\nfolder = "{tmp_path}/%j"\n'
+    spec = load_sweep(_sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data), seeds=7, slurm=slurm))
+    runs = expand_sweep(spec)
+    assert len(runs) == 7
+    outcome = run_slurm(runs, out=tmp_path / "r.jsonl", checkpoint_root=tmp_path / "ckpt", settings=spec.slurm)
+    assert len(outcome.submitted) == 7 and max(peak) == 3 and not running

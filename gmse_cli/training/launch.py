@@ -256,21 +256,27 @@ def run_slurm(
     except (ValueError, RuntimeError) as exc:
         raise TrainError(f"[slurm] settings for cluster '{settings.cluster}': {_one_line(exc)}") from None
     out_abs, ckpt_abs = str(Path(out).resolve()), str(Path(checkpoint_root).resolve())
-    jobs = []
-    try:  # sbatch refusing the jobs (a wrong partition or account) is one line; submitit echoes it too
-        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
-            for cfg in todo:
-                models_abs = str(Path(models_root).resolve()) if models_root is not None else None
-                jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
-    except (RuntimeError, OSError) as exc:
-        raise TrainError(f"Slurm did not take the jobs: {_one_line(exc)}") from None
-    outcome.submitted = [str(j.job_id) for j in jobs]
-    log(f"submitted {len(jobs)} job(s): {', '.join(outcome.submitted)}; results go to {out_abs}")
-    if wait if wait is not None else settings.cluster != "slurm":
-        for job in jobs:
-            result = job.result()
-            if result is not None:
-                outcome.records.append(RunRecord.model_validate(result))
+    models_abs = str(Path(models_root).resolve()) if models_root is not None else None
+    waits = wait if wait is not None else settings.cluster != "slurm"
+    # Slurm throttles the array itself (slurm_array_parallelism); submitit's local executor
+    # starts every job at once, so here at most max_parallel are submitted before waiting.
+    window = settings.max_parallel if waits and settings.cluster != "slurm" else len(todo)
+    for start in range(0, len(todo), window):
+        jobs = []
+        try:  # sbatch refusing the jobs (a wrong partition or account) is one line; submitit echoes it too
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+                for cfg in todo[start:start + window]:
+                    jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
+        except (RuntimeError, OSError) as exc:
+            raise TrainError(f"Slurm did not take the jobs: {_one_line(exc)}") from None
+        ids = [str(j.job_id) for j in jobs]
+        outcome.submitted += ids
+        log(f"submitted {len(jobs)} job(s): {', '.join(ids)}; results go to {out_abs}")
+        if waits:
+            for job in jobs:
+                result = job.result()
+                if result is not None:
+                    outcome.records.append(RunRecord.model_validate(result))
     return outcome
 
 
