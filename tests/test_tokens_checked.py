@@ -71,7 +71,9 @@ def test_tokenizer_train_is_the_documented_bpe_and_deterministic(run_cli, tmp_pa
         result = run_cli("tokenizer", "train", str(src), "--vocab-size", "300", "--out", str(out), "--json")
         assert result.code == 0, result.stderr
     assert outs[0].read_bytes() == outs[1].read_bytes()
-    assert outs[0].read_text() == direct_bpe([text], 300).to_str()
+    # trained on what a run trains on: the text before the first line end after 98% of it
+    cut = text.index("\n", int(len(text) * 0.98)) + 1
+    assert outs[0].read_text() == direct_bpe([text[:cut]], 300).to_str()
     got = json.loads(result.stdout)["results"][0]
     assert got["vocab_size"] == 300 == tk.Tokenizer.from_file(str(outs[0])).get_vocab_size()
 
@@ -234,3 +236,23 @@ def test_val_fraction_at_or_above_half_is_refused_at_the_option(run_cli, fractio
     result = run_cli("train", "--preset", "tiny", "--val-fraction", fraction, "--dry-run")
     assert result.code == 2 and "(0, 0.5)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tokenizer_train_leaves_out_the_validation_tail_a_run_holds_out(run_cli, cache, tmp_path):
+    # It trained on every character, so a tokenizer.json made for a run had seen the run's
+    # validation text; now it is the tokenizer `bpe:V` trains inside that run (same cut).
+    from gmse_cli.training.data import first_tokens
+
+    text = corpus_text(1200)
+    src = tmp_path / "corpus.txt"
+    src.write_text(text, encoding="utf-8")
+    out = tmp_path / "tok.json"
+    result = run_cli("tokenizer", "train", str(src), "--vocab-size", "400", "--val-fraction", "0.3", "--out", str(out))
+    assert result.code == 0, result.stderr
+    cut = text.index("\n", int(len(text) * 0.7)) + 1
+    assert out.read_text() == direct_bpe([text[:cut]], 400).to_str() != direct_bpe([text], 400).to_str()
+    ids, in_run = first_tokens(str(src), "bpe:400", count=500, val_fraction=0.3)
+    assert ids.tolist() == tk.Tokenizer.from_file(str(out)).encode(text).ids[:500]
+    for bad in ("0", "0.5", "-0.1", "nan"):
+        result = run_cli("tokenizer", "train", str(src), "--val-fraction", bad, "--out", str(out))
+        assert result.code == 2 and result.stderr.count("\n") == 1 and "--val-fraction" in result.stderr, bad

@@ -151,28 +151,33 @@ def register(app: typer.Typer) -> None:
         vocab_size: Annotated[int, typer.Option(help="vocabulary size, including 256 byte tokens and <|endoftext|>")] = 8192,
         out: Annotated[Path, typer.Option(help="where to write tokenizer.json")] = Path("tokenizer.json"),
         text_field: Annotated[str, typer.Option(help="JSON lines / parquet text field")] = "text",
+        val_fraction: Annotated[float, typer.Option(help="leave out the tail share that `uscl train --val-fraction` "
+                                                    "holds out for validation (the same cut), in (0, 0.5)")] = 0.02,
         json_out: JsonFlag = False,
     ) -> None:
-        """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library."""
+        """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library, on the
+        text a training run on TEXT trains on: its validation tail never shapes the vocabulary."""
         import hashlib
 
         from gmse_cli.atomic import check_output_path, write_text_atomic
         from gmse_cli.cli.console import err_console, out_console
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import DataError, TrainError
-        from gmse_cli.training.data import corpus_files, iter_corpus, train_bpe
+        from gmse_cli.training.data import corpus_files, split_corpus, train_bpe
 
         check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
         if text.is_dir() and out.resolve().is_relative_to(text.resolve()):
             # it would join the corpus: the next training on the folder reads it as text
             raise TrainError(f"cannot write tokenizer '{out}' inside the corpus folder '{text}' (choose another path)")
         corpus_files(text)  # a missing or empty source is one line, before the progress line
-        err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} ...")
+        err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} "
+                          f"(all but its last {val_fraction:.3g}, held out for validation) ...")
+        train_part, _, _ = split_corpus(str(text), text_field=text_field, val_fraction=val_fraction)
         blank = True
 
         def texts():
             nonlocal blank
-            for piece, _ in iter_corpus(text, text_field=text_field):
+            for piece, _ in train_part():
                 blank = blank and not piece.strip()
                 yield piece
 

@@ -26,7 +26,7 @@ training and caching tokenizers), :mod:`.cache` (the on-disk token cache), :mod:
 from __future__ import annotations
 
 from gmse_cli.training.data.cache import TokenData
-from gmse_cli.training.data.corpus import corpus_files, iter_corpus
+from gmse_cli.training.data.corpus import corpus_files, iter_corpus, split_corpus
 from gmse_cli.training.data.prepare import first_tokens, prepare_tokens
 from gmse_cli.training.data.tokenizer import EOS_TOKEN, TokenizerHandle, load_tokenizer, train_bpe
 from gmse_cli.training.data.windows import TokenWindows, eval_windows, model_windows
@@ -38,6 +38,7 @@ __all__ = [
     "load_tokenizer",
     "train_bpe",
     "iter_corpus",
+    "split_corpus",
     "corpus_files",
     "prepare_tokens",
     "first_tokens",
