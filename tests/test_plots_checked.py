@@ -229,3 +229,27 @@ def test_drift_panel_says_why_it_has_no_slope_when_tokens_per_parameter_never_va
     titles = [ax.get_title() for ax in fit_figure(result).axes]
     assert any(t.startswith("(c)") and "slope on log N" in t for t in titles)
     assert any(t.startswith("(d)") and "no slope: D/N does not vary within a scheme" in t for t in titles)
+
+
+@pytest.mark.parametrize("options", [["--fix", "E=1.3"]])  # --prior and --weigh-schemes take the same path
+def test_fit_plot_capacity_points_are_the_decoupled_fit_under_the_same_options(run_cli, tmp_path, monkeypatch,
+                                                                               shared_data, options):
+    # The points beside a unified fit came from a decoupled fit that ignored --fix, --prior and
+    # --weigh-schemes: with E held at 1.3 they were the free fit's capacities.
+    import json
+
+    import gmse_cli.fit
+
+    quest = str(shared_data / "quest_runs.json")
+    drawn = {}
+    monkeypatch.setattr(gmse_cli.fit, "plot_fit", lambda result, path, **kw: drawn.update(kw))
+    res = run_cli("fit", quest, "-m", "unified", "--no-heldout", *options, "--plot", str(tmp_path / "fit.svg"))
+    assert res.code == 0, res.stderr
+    alone = run_cli("fit", quest, "-m", "decoupled", "--no-heldout", *options, "--json")
+    assert alone.code == 0, alone.stderr
+    expected = {c["scheme"]: c["rho"] for c in json.loads(alone.stdout)["results"][0]["capacities"]}
+    free = run_cli("fit", quest, "-m", "decoupled", "--no-heldout", "--json")
+    unlike = {c["scheme"]: c["rho"] for c in json.loads(free.stdout)["results"][0]["capacities"]}
+    got = {c.scheme: c.rho for c in drawn["points"]}
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert max(abs(got[k] / unlike[k] - 1) for k in got) > 1e-3  # the options do move them

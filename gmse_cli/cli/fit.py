@@ -133,7 +133,8 @@ def register(app: typer.Typer) -> None:
         # validated before anything is written
         law_out = result.to_law(out.stem, base=base_law or load_law(law)) if out is not None else None
         if plot is not None:
-            _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed)
+            _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
+                  fixed=fixed, prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside)
             if not quiet:
                 err_console.print(f"wrote plot {plot}")
         if law_out is not None:
@@ -151,9 +152,12 @@ def register(app: typer.Typer) -> None:
         _render(result, residuals)
 
 
-def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed) -> None:
-    """The fit's plot; the capacity panel shows decoupled points beside the relevant curves."""
+def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed, fixed, prior, weigh_schemes,
+          fit_outside) -> None:
+    """The fit's plot; the capacity panel shows decoupled points beside the relevant curves,
+    fitted under the same options (held law constants, prior, weights, domain) as the law."""
     from gmse_cli.fit import FamilyFit, fit, plot_fit, with_stage_gmse
+    from gmse_cli.fit.params import LAW
     from gmse_cli.law import load_law
 
     if model in ("dense", "kumar"):
@@ -167,7 +171,9 @@ def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed) 
                  curve_label=f"law {law.name}")
         return
     if model == "unified":
-        decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
+        held = {k: v for k, v in fixed.items() if k in LAW}  # a curve's L, F, C has no place there
+        decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=held,
+                        prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside,
                         sensitivity=False, profile=False, loso=False)
         if (problem := decoupled.law_problem()) is not None:
             # a decoupled fit the command would refuse: its capacities are not each scheme's own
