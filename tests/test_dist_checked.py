@@ -366,3 +366,41 @@ def test_local_executor_runs_at_most_max_parallel_jobs_at_once(tmp_path, shared_
     assert len(runs) == 7
     outcome = run_slurm(runs, out=tmp_path / "r.jsonl", checkpoint_root=tmp_path / "ckpt", settings=spec.slurm)
     assert len(outcome.submitted) == 7 and max(peak) == 3 and not running
+
+
+def _one_run(tmp_path, shared_data):
+    from gmse_cli.training.sweep import expand_sweep, load_sweep
+
+    (cfg,) = expand_sweep(load_sweep(_sweep(tmp_path / "s.toml", _corpus(tmp_path, 1000, shared_data))))
+    return cfg
+
+
+def test_a_slurm_job_skips_a_run_another_job_has_claimed(tmp_path, shared_data, monkeypatch):
+    # The same sweep submitted twice trained every run twice: Slurm jobs took no claim.
+    import fcntl
+
+    from gmse_cli.training import launch
+
+    cfg = _one_run(tmp_path, shared_data)
+    monkeypatch.setattr("gmse_cli.training.loop.train_run", lambda *a, **k: pytest.fail("trained a claimed run"))
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    with open(root / f"{cfg.run_key()}.lock", "a+") as other_job:  # its own open file: a separate lock
+        fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        job = launch.SlurmRun(cfg.model_dump_json(), str(tmp_path / "r.jsonl"), str(root), "d")
+        assert job() is None
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_filesystem_without_locks_still_trains(tmp_path, shared_data, monkeypatch):
+    # Lustre without the flock mount option answers flock() with ENOSYS: that was a traceback.
+    import errno
+
+    from gmse_cli.training import launch
+
+    def no_locks(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(launch.fcntl, "flock", no_locks)
+    with launch._claim(tmp_path / "ckpt", "k") as mine:
+        assert mine

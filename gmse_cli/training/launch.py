@@ -134,6 +134,11 @@ def _claim(checkpoint_root: Path, key: str, *, enabled: bool = True) -> Iterator
         except BlockingIOError:
             yield False
             return
+        except OSError:
+            # A filesystem that takes no locks (Lustre mounted without flock, some FUSE and SMB
+            # mounts: ENOSYS, ENOLCK, EOPNOTSUPP) trains as if no other process ran the sweep.
+            yield True
+            return
         try:
             yield True
         finally:
@@ -189,15 +194,25 @@ class SlurmRun:
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         cfg = RunConfig.model_validate_json(self.cfg_json)
-        run_dir = Path(self.checkpoint_root) / cfg.run_key()
-        if cfg.run_key() in finished_keys(self.out):
-            discard_checkpoints(run_dir)
-            return None
-        model_dir = Path(self.models_root) / cfg.run_key() if self.models_root else None
-        record = train_run(cfg, run_dir=run_dir, progress=False, sweep=self.sweep, model_dir=model_dir)
-        if record is None:
-            return None
-        return _finish(Path(self.out), record, model_dir, run_dir).model_dump(mode="json")
+        key, root = cfg.run_key(), Path(self.checkpoint_root)
+        run_dir = root / key
+        # A one-task job claims its run as a local sweep does, so the same sweep submitted twice
+        # trains each run once (the tasks of a multi-task job would have to agree: unclaimed).
+        alone = int(os.environ.get("SLURM_NTASKS", "1")) <= 1
+        with _claim(root, key, enabled=alone) as mine:
+            if not mine:
+                return None  # another job is training it and will append its record
+            if key in finished_keys(self.out):
+                discard_checkpoints(run_dir)
+                return None
+            model_dir = Path(self.models_root) / key if self.models_root else None
+            record = train_run(cfg, run_dir=run_dir, progress=False, sweep=self.sweep, model_dir=model_dir)
+            if record is None:
+                return None
+            record = _finish(Path(self.out), record, model_dir, run_dir)
+            if alone:
+                _drop_claim(root, key)
+            return record.model_dump(mode="json")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
