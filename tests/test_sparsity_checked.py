@@ -557,3 +557,27 @@ def test_bad_sparsity_specs_exit_2_with_one_line(run_cli, command, args):
     assert res.code == 2, (res.code, res.stderr)
     assert res.stdout == ""
     assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error:"), res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Real weights: N:M skips the layers it cannot split
+# --------------------------------------------------------------------------------------------
+
+
+def test_mse_title_counts_every_measured_layer(run_cli, tmp_path):
+    # 2:4 cannot split rows of 250 and skips that layer; sparse-50 measures both. The title
+    # named the first format's layers alone ("1 layers, 16,384 parameters").
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "model.safetensors"
+    save_file({"a.weight": rng.standard_normal((64, 256)).astype(np.float32),
+               "b.weight": rng.standard_normal((64, 250)).astype(np.float32)}, str(path))
+    res = run_cli("mse", str(path), "-f", "2:4", "-f", "sparse-50")
+    assert res.code == 0, res.stderr
+    assert f"on 2 layers, {64 * 256 + 64 * 250:,} parameters" in res.stdout
+    assert "2:4: 1 layer(s) skipped (N:M group M 4 does not divide the row length 250)" in res.stdout
+    res = run_cli("mse", str(path), "-f", "2:4", "--json")
+    (row,) = json.loads(res.stdout)["results"]
+    assert [layer["name"] for layer in row["layers"]] == ["a.weight"]
+    assert row["mse"] == pytest.approx(_order_statistic_truth(2, 4), rel=0.02)  # 16,384 Gaussians
