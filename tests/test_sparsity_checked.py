@@ -143,6 +143,16 @@ def _finite_row_truth(keep: int, units: int, k: int) -> float:
                           limit=400)[0] / k
 
 
+@pytest.mark.parametrize(("percent", "readme", "last_digit"), [
+    (50, 0.0713907, 1e-7), (10, 0.00053029, 1e-8), (5, 0.00006661, 1e-8), (1, 5.638e-7, 1e-10),
+])
+def test_readme_finite_row_pruning_values(percent, readme, last_digit):
+    # README: rows of 4096 keep round-half-up((1 - P) 4096) entries and lose these per entry
+    keep = math.floor((1 - Fraction(percent, 100)) * 4096 + Fraction(1, 2))
+    assert _finite_row_truth(keep, 4096, 1) == pytest.approx(readme, abs=last_digit / 2)
+    assert _finite_row_truth(keep, 4096, 1) > _magnitude_truth(percent / 100)  # above the limit
+
+
 @pytest.mark.parametrize(("name", "block", "keep_blocks"), [("block4-50", 4, 128), ("block8-25", 8, 96)])
 def test_block_pruning_monte_carlo_covers_the_finite_row_truth(name, block, keep_blocks):
     row_length = 1024
