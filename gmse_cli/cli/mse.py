@@ -168,7 +168,10 @@ def _render(results, worst: int) -> None:
 
     sampled = any(r.sample < 1 for r in results)
     first = results[0]
-    title = f"Real-weight MSE on {len(first.layers)} layers, {first.params:,} parameters"
+    # Formats may measure different layers (one that cannot split a row skips it): count every
+    # layer some format measured; each format's skips are listed under the tables.
+    measured = {layer.name: layer.params for r in results for layer in r.layers}
+    title = f"Real-weight MSE on {len(measured)} layers, {sum(measured.values()):,} parameters"
     if sampled:
         title += f" (sampled {first.sample:.1%} of rows, 95% intervals)"
     table = Table(title=title, title_justify="left")

@@ -108,14 +108,16 @@ def k_table_index(xg, s, mids, v, k):
 def k_table32_index(xg, s, mids, v, k):
     """k[j] = table index of xg[j] in bitsandbytes' arithmetic: v = float32(x * float32(1 /
     s)) (into v[j]), the midpoints below v counted (a value at a midpoint takes the lower
-    level), one midpoint at a time over the whole group, as k_table_index."""
+    level), one midpoint at a time over the whole group, as k_table_index. A scale below
+    1 / FLT_MAX makes 1 / s infinite and a zero entry's v NaN, which counts above every
+    midpoint, as numpy's and torch's searchsorted place it (the twins agree)."""
     inv = np.float32(1.0) / np.float32(s)
     for j in range(xg.size):
         v[j] = np.float64(np.float32(np.float32(xg[j]) * inv))
         k[j] = 0
     for m in mids:
         for j in range(xg.size):
-            k[j] += m < v[j]
+            k[j] += not m >= v[j]  # m < v, and true for NaN
 
 
 @numba.njit(cache=True, inline="always")
