@@ -296,15 +296,20 @@ def decoupled_reference(N, D, loss, scheme, reference: str, delta: float):
     return prob, z, f, others
 
 
-def curve_reference(points, delta=1e-4, held=None):
+def curve_reference(points, delta=1e-4, held=None, fixed_c=None):
     """(L, F, C) per family through (stages [(family, GMSE)], rho) points, Huber on rho; ``held``:
-    {family: (L, F, C)} kept. Returns {family: (L, F, C)} and the RMSE of rho."""
-    held = held or {}
+    {family: (L, F, C)} kept, ``fixed_c``: {family: C} kept. Returns {family: (L, F, C)} and the
+    RMSE of rho."""
+    held, fixed_c = held or {}, fixed_c or {}
     fams = sorted({f for st, _ in points for f, _ in st} - set(held))
     target = np.array([rho for _, rho in points])
 
+    def family_curves(x):
+        return {**held, **{f: (*np.exp(x[3 * i: 3 * i + 2]), fixed_c.get(f, math.exp(x[3 * i + 2])))
+                           for i, f in enumerate(fams)}}
+
     def predict(x):
-        curves = {**held, **{f: np.exp(x[3 * i: 3 * i + 3]) for i, f in enumerate(fams)}}
+        curves = family_curves(x)
         return np.array([math.exp(sum(float(curve_log_rho(*curves[f], g)) for f, g in st)) for st, _ in points])
 
     best = None
@@ -318,8 +323,7 @@ def curve_reference(points, delta=1e-4, held=None):
                 if best is None or f < best[1]:
                     best = (res.x, f)
     x = best[0]
-    curves = {**held, **{f: tuple(np.exp(x[3 * i: 3 * i + 3])) for i, f in enumerate(fams)}}
-    return curves, best[1], rmse(predict(x) - target), predict
+    return {f: tuple(map(float, c)) for f, c in family_curves(x).items()}, best[1], rmse(predict(x) - target), predict
 
 
 # -- capacity drift (gmse_cli/fit/drift.py's docstring, README "Identifiability") ---------------
@@ -547,12 +551,19 @@ def test_kumar_on_quest_matches_reference_fit():
 
 
 def test_capacity_model_generated_matches_two_stage_reference(tmp_path):
+    """The two stages with a law constant and a curve constant held (at their true values; QuEST's
+    test below fits everything)."""
     recs = capacity_runs(seed=5)
-    result = library_fit_json(write_jsonl(tmp_path / "runs.jsonl", recs), "capacity")
+    fixed = {"alpha": TRUE["alpha"], "quantization.C": CURVE_TRUE["C"]}
+    result = library_fit_json(write_jsonl(tmp_path / "runs.jsonl", recs), "capacity", fixed=fixed)
+    for key, value in fixed.items():
+        assert result["constants"][key] == {**result["constants"][key], "value": value, "fixed": True}
     N, D, loss = (np.array([r[k] for r in recs], float) for k in ("N", "D", "loss"))
     scheme = [scheme_key(r["weights"], r["activations"]) for r in recs]
-    # stage 1: decoupled capacities, bf16 the reference at 1
+    # stage 1: decoupled capacities, bf16 the reference at 1, alpha held
     prob, z, f, others = decoupled_reference(N, D, loss, scheme, "bf16", 1e-3)
+    z[1] = TRUE["alpha"]
+    z, f = prob.solve(z, hold=[1])
     law = constants_of(result, LAW)
     assert law == pytest.approx(prob.to_public(z), rel=2e-6)
     assert result["objective"] == pytest.approx(f, rel=1e-9)  # the objective reported is stage 1's
@@ -564,7 +575,7 @@ def test_capacity_model_generated_matches_two_stage_reference(tmp_path):
     points = [([("quantization", g) for g in scheme_gmse(w, a)], rho[scheme_key(w, a)]) for w, a in CAPACITY_SCHEMES]
     for w, a in CAPACITY_SCHEMES:
         assert caps[scheme_key(w, a)]["stage_gmse"] == [["quantization", g] for g in scheme_gmse(w, a)]
-    curves, _, err, _ = curve_reference(points)
+    curves, _, err, _ = curve_reference(points, fixed_c={"quantization": CURVE_TRUE["C"]})
     fam = result["families"]["quantization"]
     assert (fam["L"], fam["F"], fam["C"]) == pytest.approx(curves["quantization"], rel=1e-5)
     assert (fam["L"], fam["F"], fam["C"]) == pytest.approx(tuple(CURVE_TRUE.values()), rel=0.1)
@@ -957,3 +968,23 @@ def test_where_and_exclude_worst_keep_the_runs_a_plain_filter_keeps(tmp_path):
     for k in (1, 3, 10):
         cut = sorted(r["loss"] for r in rows)[-k]
         assert [r.loss for r in exclude_worst(runs, k)] == [r["loss"] for r in rows if r["loss"] < cut]
+
+
+def test_kumar_gamma_of_a_single_precision_is_held_not_reported_as_fitted(tmp_path):
+    """Regression: on runs whose activations are all 16-bit (a weight-only sweep), Kumar's
+    1 - exp(-16 / gamma_a) is one factor on every N, so gamma_a only rescales A; the fit reported
+    it as fitted (source 'fit') at whatever value its start left it. Now it is held where the factor
+    is 1, and says so; the rest is the fit with that factor 1."""
+    recs = [r for r in kumar_runs(seed=4) if r["activations"] is None]
+    result = library_fit_json(write_jsonl(tmp_path / "runs.jsonl", recs), "kumar")
+    gamma_a = result["constants"]["gamma_a"]
+    assert gamma_a["fixed"] and gamma_a["source"].startswith("held") and gamma_a["value"] == pytest.approx(16 / 40)
+    assert any(note.startswith("gamma_a held") for note in result["notes"])
+    assert not result["constants"]["gamma_w"]["fixed"]
+    N, D, loss, pw, pa = (np.array([r[k] for r in recs], float) for k in ("N", "D", "loss", "pw", "pa"))
+    prob = kumar_problem(N, D, loss, pw, pa, 1e-3)
+    z, f = prob.multistart(prob.law_starts([(0.0, math.log(0.4)), (1.0, math.log(0.4))]), hold=[6])
+    assert 1.0 - math.exp(-16 / 0.4) == 1.0  # the held factor is 1 in double precision
+    assert result["objective"] == pytest.approx(f, rel=1e-9)
+    assert constants_of(result, (*LAW, "gamma_w")) == pytest.approx({**prob.to_public(z), "gamma_w": math.exp(z[5])},
+                                                                    rel=2e-6)
