@@ -513,8 +513,9 @@ def test_kumar_generated_matches_reference_fit(kumar_generated):
     check_drift(result, scheme, N, D, loss, ~dense)
 
 
-def library_fit_json(path: Path, model: str, **options) -> dict:
-    """The JSON result of gmse_cli's fit, without the profile (checked on the CLI fits above/below)."""
+def library_fit(path: Path, model: str, *, profile: bool = False, **options):
+    """gmse_cli's fit as `uscl fit --no-heldout` makes it (the base law: the shipped one), and its
+    result as --json prints it; without the profile unless asked (the CLI always makes it)."""
     from gmse_cli.cli.output import envelope
     from gmse_cli.fit import fit
     from gmse_cli.law import load_law
@@ -522,8 +523,12 @@ def library_fit_json(path: Path, model: str, **options) -> dict:
 
     runs = load_runs(path)
     base = load_law(None) if model in ("unified", "capacity") else None
-    dump = fit(runs, model=model, loso=False, profile=False, base_law=base, **options).model_dump(mode="json")
-    return envelope("fit", [dump])["results"][0]  # the keys --json prints
+    result = fit(runs, model=model, loso=False, profile=profile, base_law=base, **options)
+    return result, envelope("fit", [result.model_dump(mode="json")])["results"][0]
+
+
+def library_fit_json(path: Path, model: str, **options) -> dict:
+    return library_fit(path, model, **options)[1]
 
 
 def test_kumar_on_quest_matches_reference_fit():
@@ -591,8 +596,8 @@ def test_capacity_model_generated_matches_two_stage_reference(tmp_path):
     check_drift(result, scheme, N, D, loss, ~dense)
 
 
-def test_capacity_model_on_quest_matches_reference(tmp_path):
-    result = uscl_fit_json(str(QUEST), "--model", "capacity", "--no-heldout")
+def test_capacity_model_on_quest_matches_reference():
+    fitted_result, result = library_fit(QUEST, "capacity", profile=True)
     q = quest_table()
     inside = q["inside"]
     keys = [str(k) for k in quest_scheme_keys()]
@@ -638,6 +643,23 @@ def test_capacity_model_on_quest_matches_reference(tmp_path):
     assert np.log([r["predicted"] for r in result["residuals"]]) == pytest.approx(pred, abs=1e-12)
     assert result["fit_error"] == pytest.approx(rmse((pred - np.log(q["loss"]))[inside]), rel=1e-10)
     assert result["fit_error"] == pytest.approx(0.0040, abs=5e-5)  # README's table: capacity, in-sample
+    # Regression: a scheme outside the domain (unrotated W+A) was reported at the decoupled stage's
+    # start, capacity 1 (and drawn there as its own capacity); it has the curves' capacity, the one
+    # its runs are predicted with, and no point of its own in the plot.
+    outside = sorted({n for n, m in zip(names, inside, strict=True) if not m})
+    assert len(outside) == 5 and not any(caps[n]["fitted"] for n in outside)
+    rho_curve = {n: math.exp(lr[names.index(n)]) for n in outside}
+    assert {n: caps[n]["rho"] for n in outside} == pytest.approx(rho_curve, rel=1e-12)
+    assert rho_curve["W:int1 A:int1"] < 0.05  # not 1
+    from matplotlib.collections import PathCollection
+
+    from gmse_cli.fit import fit_figure
+
+    figure = fit_figure(fitted_result)
+    points = [c for c in figure.axes[1].collections if isinstance(c, PathCollection)]
+    drawable = [c for c in caps.values() if c["fitted"] and not c["reference"] and
+                (len(c["stage_gmse"]) == 1 or (len(c["stage_gmse"]) == 2 and c["stage_gmse"][0] == c["stage_gmse"][1]))]
+    assert len(points) == len(drawable) == 10
     ref = check_drift(result, names, q["N"], q["D"], q["loss"], inside & ~q["dense"])
     assert ref["slopes"]["log N"][1] < 0 < ref["slopes"]["log N"][2]  # no significant drift
 
