@@ -88,7 +88,11 @@ def capacity_model_fit(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, s
         heldout = score_heldout(runs, train, domain_mask(runs), refitter, pred, logrho, y, stages_of_run, progress)
         residuals = attach_heldout(residuals, heldout)
         notes.extend(heldout["notes"])
-    caps = [c.model_copy(update={"stage_gmse": [(f.value, g) for f, g in stages[c.scheme]]}) for c in dec.capacities]
+    # A scheme the decoupled stage did not fit (outside the domain) has no capacity of its own there
+    # (it stayed at its start, 1): report the curves' capacity, the one its runs are predicted with.
+    caps = [c.model_copy(update={"stage_gmse": [(f.value, g) for f, g in stages[c.scheme]],
+                                 **({} if c.fitted else {"rho": math.exp(curve_log_rho(cf.families, stages[c.scheme]))})})
+            for c in dec.capacities]
     return dec.model_copy(update={
         "model": "capacity",
         "families": cf.families,

@@ -8,10 +8,11 @@ law, implies its own capacity::
 (none when loss_i <= B D_i^-beta + E: no capacity reproduces it). If the law holds, the ratio
 of implied to fitted capacity does not trend within a scheme. :func:`drift_report` regresses
 y_i = log(rho_i / rho_scheme(i)) on log N_i and log(D_i / N_i) jointly, with one intercept per
-scheme (ordinary least squares; 95% intervals from the t distribution with n - schemes - 2
-degrees of freedom), over the fitted runs of compressed schemes. Each scheme also gets its
-own regression (on log N, and log D/N where it varies within the scheme), whose log N slope is
-reported with its interval where the scheme has 3 or more model sizes.
+scheme (ordinary least squares; 95% intervals from the t distribution with n - schemes - slopes
+degrees of freedom: 2 slopes, or 1 where a regressor is dropped (:data:`MIN_SPREAD`)), over the
+fitted runs of compressed schemes. Each scheme also gets its own regression (on log N, and log D/N
+where it varies within the scheme), whose log N slope is reported with its interval where the
+scheme has 3 or more model sizes.
 """
 
 from __future__ import annotations

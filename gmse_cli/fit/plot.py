@@ -76,8 +76,9 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
     curves = dict(result.families if curves is None else curves)
     source = result.capacities if points is None else points
     # A weights x activations scheme with the same format on both is drawn at sqrt(rho) (its
-    # per-tensor capacity under factorization); other composite schemes are left out.
-    shown = [c for c in source if c.stage_gmse and not c.reference and
+    # per-tensor capacity under factorization); other composite schemes are left out, and so are
+    # schemes whose runs were not fitted (outside the domain: no capacity of their own).
+    shown = [c for c in source if c.stage_gmse and not c.reference and c.fitted and
              (len(c.stage_gmse) == 1 or (len(c.stage_gmse) == 2 and c.stage_gmse[0] == c.stage_gmse[1]))]
     families = {f for c in shown for f, _ in c.stage_gmse}
     curves = {f: c for f, c in curves.items() if f in families or not c.held}

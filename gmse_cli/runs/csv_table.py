@@ -60,7 +60,13 @@ def load_csv(path: str | Path) -> list[Run]:
         n = number(row[col_n], "N", where)
         if not (math.isfinite(n) and n > 0):  # D = FLOP / 6N below, and every run needs N > 0
             raise DataError(f"{where}: N = {row[col_n]} must be a positive number")
-        d = number(row[col_d], "D", where) if col_d else number(row[col_flop], "Training FLOP", where) / (6.0 * n)
+        if col_d:
+            d = number(row[col_d], "D", where)
+        else:  # name the cell as written: D = FLOP / 6N would name a number the file does not hold
+            flop = number(row[col_flop], "Training FLOP", where)
+            if not (math.isfinite(flop) and flop > 0):
+                raise DataError(f"{where}: Training FLOP = {row[col_flop].strip()} must be a positive number")
+            d = flop / (6.0 * n)
         weights = (row.get(col_w) or "").strip() if col_w else ""
         activations = (row.get(col_a) or "").strip() if col_a else ""
         weights = weights or "bf16"
