@@ -224,6 +224,10 @@ def test_domain_rule():
     assert outside_domain(fmt("int4"), None) is None  # weight-only: inside, rotated or not
     assert outside_domain(fmt("int4"), fmt("had128+int4")) is None
     assert outside_domain(fmt("int4"), fmt("bf16")) is None  # a plain cast has no quantizer stage
+    # the sparsity curve is weight sparsity's; the paper's figure puts activation sparsity below it
+    assert "sparsified" in outside_domain(fmt("int4"), fmt("sparse-20"))
+    assert "sparsified" in outside_domain(fmt("bf16"), fmt("had128+2:4"))
+    assert outside_domain(fmt("2:4+int4"), fmt("had128+int4")) is None  # weight sparsity: inside
     assert not F.domain_mask(_runs(np.random.default_rng(0), schemes=["int3|int3"])).any()
 
 
@@ -294,3 +298,16 @@ def test_scale_cut_is_the_largest_third_of_the_model_sizes(sizes, cut):
     from gmse_cli.fit.heldout import scale_cut
 
     assert scale_cut([float(s) for s in sizes]) == cut
+
+
+def test_predict_flags_sparsified_activations_with_the_papers_figure(run_cli):
+    # `predict bf16 --act sparse-20` gave 0.898 from the weight-sparsity curve, unflagged, where
+    # the paper's figure reads 0.76 for activation sparsity (paper.md, section 1).
+    res = run_cli("predict", "bf16", "--act", "sparse-20", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)["results"][0]
+    assert "sparsified" in data["outside_domain"]
+    assert "0.76/0.50/0.32/0.19" in data["evidence"] and "0.84/0.65/0.47/0.27" in data["evidence"]
+    assert data["rho"] > 0.76 + 0.1  # what the weight curve gives, which the flag warns about
+    rank = run_cli("rank", "int4", "--act", "2:4")
+    assert [line for line in rank.stdout.splitlines() if line.startswith("!")][0].count("sparsified") == 1

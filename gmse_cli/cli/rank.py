@@ -179,7 +179,7 @@ def register(app: typer.Typer) -> None:
 
         One row per FORMAT (default: the catalog): bits/param, GMSE with its 95% interval, effective bits, capacity rho with its interval from the law's uncertainties, effective parameters N*rho, predicted loss and its difference from the dense bf16 model at --params/--tokens, the parameters a format needs to match that model (N/rho) and the memory they take (N/rho * bits/param).
 
-        * marks the Pareto frontier: no other format has at most its bits and at least its rho, one of them strictly. ! marks a scheme outside the law's validated domain (activations quantized without rotation), with the published evidence beside it.
+        * marks the Pareto frontier: no other format has at most its bits and at least its rho, one of them strictly. ! marks a scheme outside the law's validated domain (activations quantized without rotation, or sparsified), with the published evidence beside it.
         """
         from gmse_cli.cli import console
         from gmse_cli.cli.options import one_output
@@ -349,7 +349,7 @@ def print_trust_flags(rows) -> None:
             flagged.setdefault((r.outside_domain, r.evidence or ""), []).append(r.name)
     for (reason, evidence), names in flagged.items():
         who = name_list(names)
-        print_flag(f"{who}: outside the law's validated domain, {reason}, which GMSE cannot see; {evidence}")
+        print_flag(f"{who}: outside the law's validated domain, {reason}; {evidence}")
     print_capacity_flags((r.name, r.beyond_fitted_gmse) for r in rows)
     beyond = next((r.beyond_fitted_range for r in rows if r.beyond_fitted_range), None)
     if beyond:

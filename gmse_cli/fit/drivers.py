@@ -188,7 +188,8 @@ def fit(
         what = ("fitted too (--fit-outside)" if fit_outside else
                 "not fitted: predicted, and scored as heldout_outside_rmse")
         result = result.model_copy(update={"notes": result.notes + [
-            f"{outside} runs quantize activations without a rotation, outside the law's validated domain; {what}"]})
+            f"{outside} runs quantize activations without a rotation or sparsify them, outside the law's validated "
+            f"domain; {what}"]})
     return result
 
 

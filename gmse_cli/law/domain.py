@@ -11,9 +11,11 @@ No model we tried predicts the unrotated runs from the others held out (a separa
 curve for unrotated quantizers, a constant effective-bits penalty, a GMSE multiplier: each
 fits in-sample and misses the bit widths it was not fitted on), so the law's validated domain
 is stated instead: weights quantized or sparsified with or without a rotation, activations
-kept in 16 bits or quantized behind a rotation. :func:`outside_domain` says why a scheme lies
-outside it; ``uscl fit`` fits only the runs inside and reports its error on the others
-separately; ``uscl rank`` and ``uscl predict`` flag such a scheme and show the evidence.
+kept in 16 bits or quantized behind a rotation. Sparsified activations lie outside it too:
+the sparsity curve is fitted to weight sparsity, and the paper's own figure puts activation
+sparsity well below it (:data:`ACTIVATION_SPARSITY_EVIDENCE`). :func:`outside_domain` says why
+a scheme lies outside it; ``uscl fit`` fits only the runs inside and reports its error on the
+others separately; ``uscl rank`` and ``uscl predict`` flag such a scheme and show the evidence.
 """
 
 from __future__ import annotations
@@ -30,26 +32,45 @@ __all__ = [
     "UNROTATED_EVIDENCE_SOURCE",
     "unrotated_evidence",
     "evidence_line",
+    "ACTIVATION_SPARSITY_EVIDENCE",
 ]
 
 DOMAIN = ("weights quantized or sparsified (rotated or not); activations unquantized or quantized behind a "
-          "rotation (e.g. had128+int4)")
+          "rotation (e.g. had128+int4), never sparsified")
+
+# (sparsity, rho of activation sparsity, rho of the same weight sparsity), read off the paper's
+# figure (shared/reference/paper.md, section 1): evidence to read beside the law, not a law.
+ACTIVATION_SPARSITY_EVIDENCE: tuple[tuple[float, float, float], ...] = (
+    (0.2, 0.76, 0.84), (0.4, 0.50, 0.65), (0.6, 0.32, 0.47), (0.8, 0.19, 0.27),
+)
 
 
 def outside_domain(weights: Format | Scheme, activations: Format | None = None) -> str | None:
     """Why a scheme lies outside the law's validated domain, or None when it lies inside.
 
     Outside: the activations carry a quantization (scalar or vector) stage of fewer than 16 bits
-    per element and no rotation (a bf16 or fp16 cast is the uncompressed baseline).
+    per element and no rotation (a bf16 or fp16 cast is the uncompressed baseline), or a
+    sparsify stage.
     """
     if isinstance(weights, Scheme):
         weights, activations = weights.weights, weights.activations
-    if activations is None or activations.quantizer is None or activations.rotations:
+    if activations is None:
         return None
+    if _quantized_unrotated(activations):
+        return f"activations quantized without a rotation ({activations.display_name}), which GMSE cannot see"
+    if _sparsified(activations):
+        return (f"activations sparsified ({activations.display_name}): the sparsity curve was fitted "
+                "to weight sparsity")
+    return None
+
+
+def _quantized_unrotated(activations: Format) -> bool:
     q = activations.quantizer
-    if float(getattr(q, "element_bits", q.bits)) >= 16:
-        return None
-    return f"activations quantized without a rotation ({activations.display_name})"
+    return q is not None and not activations.rotations and float(getattr(q, "element_bits", q.bits)) < 16
+
+
+def _sparsified(activations: Format) -> bool:
+    return any(stage.kind == "sparsify" for stage in activations.stages)
 
 
 class EvidenceRow(NamedTuple):
@@ -95,7 +116,12 @@ def unrotated_evidence(activations: Format | None) -> EvidenceRow | None:
 
 
 def evidence_line(activations: Format | None) -> str:
-    """One line of published evidence for unrotated activation quantization, beside the law."""
+    """One line of published evidence for activations outside the domain, beside the law."""
+    if activations is not None and not _quantized_unrotated(activations) and _sparsified(activations):
+        levels, acts, weights = ("/".join(f"{v:.0%}" if i == 0 else f"{v:.2f}" for v in column)
+                                 for i, column in enumerate(zip(*ACTIVATION_SPARSITY_EVIDENCE, strict=True)))
+        return (f"the paper's figure reads activation sparsity {levels} at rho {acts}, against {weights} for "
+                "the same weight sparsity")
     row = unrotated_evidence(activations)
     if row is not None:
         return (f"QuEST trained W:{row.weights} A:{row.activations} (unrotated) to rho {row.rho:.3g} "
