@@ -461,3 +461,34 @@ def test_a_file_named_parquet_that_is_not_one_is_a_data_error(tmp_path, content)
     path.write_bytes(content)
     with pytest.raises(DataError, match="cannot read .*docs.parquet as parquet"):
         list(iter_corpus(path))
+
+
+def test_a_resume_on_another_process_count_is_recorded(corpus, tmp_path):
+    # The record said only the last session's world_size: a run trained on 2 processes and
+    # resumed on 1 read as a 1-process run. The checkpoint now keeps each session's count.
+    import json as _json
+
+    cfg = _cfg(corpus, weights="int4", max_steps=4, checkpoint_every=2)
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, run_dir=tmp_path / "r", progress=False, on_step=interrupt)
+    state_file = tmp_path / "r" / (tmp_path / "r" / "latest").read_text() / "state.json"
+    state = _json.loads(state_file.read_text())
+    assert state["world_sizes"] == [1]
+    state["world_sizes"] = [2]  # as if the first session had run under torchrun on 2 processes
+    state_file.write_text(_json.dumps(state))
+    resumed = train_run(cfg, run_dir=tmp_path / "r", progress=False)
+    assert resumed.training.world_size == 1 and resumed.training.world_sizes == [2, 1]
+    whole = train_run(cfg, run_dir=tmp_path / "w", progress=False)
+    assert whole.training.world_sizes is None  # one count trained it all: nothing to say
+    from gmse_cli.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    last = latest_checkpoint(tmp_path / "r")
+    state = _json.loads((last / "state.json").read_text())
+    del state["world_sizes"]  # a checkpoint written before the count was kept still loads
+    (last / "state.json").write_text(_json.dumps(state))
+    assert load_checkpoint(last)[2].world_sizes == []

@@ -56,6 +56,7 @@ class TrainState:
     train_loss: list[float] = field(default_factory=list)  # one per completed step
     eval_steps: list[int] = field(default_factory=list)
     eval_loss: list[float] = field(default_factory=list)
+    world_sizes: list[int] = field(default_factory=list)  # processes of each session, changes only
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class TrainState:
             "train_loss": self.train_loss,
             "eval_steps": self.eval_steps,
             "eval_loss": self.eval_loss,
+            "world_sizes": self.world_sizes,
         }
 
 
@@ -192,6 +194,7 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             train_loss=list(payload["train_loss"]),
             eval_steps=list(payload["eval_steps"]),
             eval_loss=list(payload["eval_loss"]),
+            world_sizes=[int(n) for n in payload.get("world_sizes", [])],  # older checkpoints: not kept
         )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"

@@ -88,7 +88,9 @@ class TrainingInfo(Frozen):
     trust: bool
     rbbm_p: float | None
     precision: str = Field(description="fp32, or bf16 autocast")
-    world_size: int
+    world_size: int = Field(description="processes that trained the run (its last session's, after a resume)")
+    world_sizes: list[int] | None = Field(
+        default=None, description="each session's process count, when resuming changed it; null when one count trained it all")
     parallel: str = Field(description="none, ddp or fsdp")
 
 

@@ -148,6 +148,8 @@ def train_run(
         if state.run_key != plan.run_key:
             raise TrainError(f"checkpoint {ckpt} belongs to another configuration; remove {run_dir}")
         load_state_dicts(model, optimizer, parallel, weights, optim_state)
+    if not state.world_sizes or state.world_sizes[-1] != env.world:
+        state.world_sizes.append(env.world)  # a resume on another process count: the record says so
     step_fn = torch.compile(model) if compile_model else model
 
     windows = TokenWindows(tokens.train, context=cfg.context, seed=cfg.seed)
@@ -266,6 +268,7 @@ def train_run(
             beta1=cfg.optim.beta1, beta2=cfg.optim.beta2, weight_decay=cfg.optim.weight_decay,
             grad_clip=cfg.optim.grad_clip, trust=cfg.estimator.trust, rbbm_p=cfg.estimator.rbbm_p,
             precision="bf16-autocast" if dev.type == "cuda" else "fp32", world_size=env.world,
+            world_sizes=state.world_sizes if len(state.world_sizes) > 1 else None,
             parallel=parallel,
         ),
         data=DataIdentity(source=cfg.data.source, sha256=tokens.data_sha256,
