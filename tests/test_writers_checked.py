@@ -684,3 +684,46 @@ def test_every_formats_export_example_in_its_help_runs(tmp_path, monkeypatch, ru
         res = run_cli(*shlex.split(example)[1:])
         assert res.code == 0, (example, res.stderr)
     assert json.loads((tmp_path / "quantization_config.json").read_text())  # the one with --out
+
+
+# ----------------------------------------------------------------------------------------------
+# training's own writers past the file size limit: one clear error, nothing partial left
+
+
+_TEXT = [f"the quick brown fox jumps over the lazy dog {i}; " * 20 for i in range(40)]
+
+
+def test_a_checkpoint_or_kept_model_past_the_size_limit_is_one_clear_error(tmp_path):
+    # safetensors reports a full disk as its own SafetensorError, not OSError: `uscl train`
+    # ended in a traceback at its first checkpoint instead of 'cannot write checkpoint ...'.
+    import torch
+
+    from gmse_cli.errors import TrainError
+    from gmse_cli.training.checkpoint import save_final_model
+
+    folder = tmp_path / "models" / "run"
+    weights = {"w": torch.zeros(64, 1024)}  # 256 KiB
+    with file_size_limit(64 * 1024), pytest.raises(TrainError, match="final model .*File too large"):
+        save_final_model(folder, model_state=weights, config_json={}, uscl_meta={})
+    assert list((tmp_path / "models").iterdir()) == []  # no folder, no staging left
+    save_final_model(folder, model_state=weights, config_json={}, uscl_meta={})
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "uscl.json"]
+
+
+def test_the_tokenizer_and_token_caches_past_the_size_limit_are_one_clear_error(tmp_path, monkeypatch):
+    # The tokenizer cache's write raised OSError out of `uscl train` (a traceback); the token
+    # cache's came out unnamed.
+    from gmse_cli.errors import DataError
+    from gmse_cli.training.data.cache import write_entry
+    from gmse_cli.training.data.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    with file_size_limit(256), pytest.raises(DataError, match="tokenizer cache .*File too large"):
+        load_tokenizer("bpe:300", train_texts=lambda: iter(_TEXT), corpus_tag="writers")
+    tok = load_tokenizer("bpe:300", train_texts=lambda: iter(_TEXT), corpus_tag="writers")
+    entry = tmp_path / "cache" / "tokens" / "entry"
+    pieces = [(text, True) for text in _TEXT]
+    with file_size_limit(256), pytest.raises(DataError, match="token cache .*File too large"):
+        write_entry(entry, train=pieces, val=pieces[:2], tok=tok, tokenizer="bpe:300", source="text",
+                    data_sha256=None, val_fraction=None)
+    assert list(entry.parent.iterdir()) == []  # no entry, no staging left
