@@ -155,6 +155,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library."""
         import hashlib
+        import os
 
         from gmse_cli.atomic import check_output_path, write_text_atomic
         from gmse_cli.cli.console import err_console, out_console
@@ -163,7 +164,8 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.training.data import corpus_files, iter_corpus, train_bpe
 
         check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
-        if text.is_dir() and out.resolve().is_relative_to(text.resolve()):
+        # realpath, not Path.resolve: an --out through a symlink loop is a name, not a RuntimeError
+        if text.is_dir() and Path(os.path.realpath(out)).is_relative_to(os.path.realpath(text)):
             # it would join the corpus: the next training on the folder reads it as text
             raise TrainError(f"cannot write tokenizer '{out}' inside the corpus folder '{text}' (choose another path)")
         corpus_files(text)  # a missing or empty source is one line, before the progress line
