@@ -206,6 +206,13 @@ def _bad_location(case: str, writer: Writer, tmp_path: Path, inputs: Path) -> st
         (tmp_path / "real-folder").mkdir()
         (tmp_path / f"link{s}").symlink_to(tmp_path / "real-folder")
         return str(tmp_path / f"link{s}")
+    if case == "through a dangling symlink":  # a link to an unmounted disk: no folder can be made
+        (tmp_path / "dangling").symlink_to(tmp_path / "unmounted" / "runs")
+        return str(tmp_path / "dangling" / f"out{s}")
+    if case == "through a symlink loop":
+        (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+        (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+        return str(tmp_path / "loop-a" / f"out{s}")
     if case == "name too long":
         return str(tmp_path / ("n" * 300 + s))
     if case == "newline in a missing folder":
@@ -221,7 +228,7 @@ def _bad_location(case: str, writer: Writer, tmp_path: Path, inputs: Path) -> st
 
 
 LOCATION_CASES = ["missing folder", "parent is a file", "under a file, two deep", "wrong kind in place", "fifo",
-                  "symlink to a folder", "name too long", "newline in a missing folder", "read-only folder",
+                  "symlink to a folder", "through a dangling symlink", "through a symlink loop", "name too long", "newline in a missing folder", "read-only folder",
                   "an input"]
 
 
@@ -267,6 +274,18 @@ def test_an_output_in_place_survives_a_command_that_fails_after_the_check(name, 
     lines = res.stderr.splitlines()
     assert lines and lines[-1].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
     assert _listing(tmp_path, inputs) == before
+
+
+@pytest.mark.parametrize("name", ["formats import -o", "tokenizer train --out", "formats export -o"])
+def test_an_output_that_is_a_symlink_loop_is_replaced_not_a_traceback(name, tmp_path, inputs, run_cli):
+    # Comparing the output with the inputs resolved the loop: RuntimeError('Symlink loop from ...').
+    # Like a dangling link, the loop holds nothing: the new file takes its place.
+    out = tmp_path / f"loop{WRITERS[name].suffix}"
+    out.symlink_to(out)
+    res = run_cli(*WRITERS[name].argv(inputs, str(out)))
+    assert res.code == 0, res.stderr
+    assert out.is_file() and not out.is_symlink()
+    _parses(out)
 
 
 def test_search_refuses_a_plot_named_as_its_out_folder_before_searching(tmp_path, run_cli, no_long_work):
