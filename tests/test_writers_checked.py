@@ -288,6 +288,26 @@ def test_an_output_that_is_a_symlink_loop_is_replaced_not_a_traceback(name, tmp_
     _parses(out)
 
 
+@pytest.mark.parametrize("option", ["--out", "--checkpoint-dir", "--models-dir"])
+def test_train_refuses_an_output_inside_its_corpus_folder(option, tmp_path, inputs, run_cli, no_long_work):
+    # Every file under a corpus folder is read as text: the first run's results line, checkpoints
+    # and kept model joined the corpus, and the next run failed ('runs.jsonl:1: no string field
+    # 'text'') or trained on them. `tokenizer train --out` already refused this.
+    no_long_work("gmse_cli.cli.train", "_run")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copyfile(inputs / "corpus.txt", corpus / "part-0.txt")
+    target = {"--out": "runs.jsonl", "--checkpoint-dir": "ckpt", "--models-dir": "models"}[option]
+    outputs = ["--out", str(tmp_path / "runs.jsonl")] if option != "--out" else []
+    before = _listing(tmp_path)
+    res = run_cli("train", "--preset", "tiny", "--format", "int4", "--tokens-per-param", "1", "--data", str(corpus),
+                  "--tokenizer", "bpe:300", *outputs, option, str(corpus / target))
+    assert res.code == 2, res.stderr
+    assert res.stderr.startswith("error: ") and "inside the corpus folder" in res.stderr, res.stderr
+    assert len(res.stderr.splitlines()) == 1
+    assert _listing(tmp_path) == before
+
+
 def test_search_refuses_a_plot_named_as_its_out_folder_before_searching(tmp_path, run_cli, no_long_work):
     # The folder was made by the frontier's write, after a search of minutes, and the plot then
     # failed on it ('not a regular file'): the plot was lost. Each output must name another path.
