@@ -78,8 +78,10 @@ def check_output_path(
             raise error(f"cannot write {what} '{path}': it is a folder (name a file)")
         if not folder and info is not None and not stat.S_ISREG(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a device or a pipe, not a regular file")
-        parent = path if folder and info is not None else path.parent
+        parent = path if folder else path.parent
         while (folder or parents) and not parent.exists() and parent != parent.parent:
+            if parent.is_symlink():  # dangling (an unmounted disk) or a loop: no folder can be made there
+                raise error(f"cannot write {what} '{path}': '{parent}' is a broken symbolic link")
             parent = parent.parent  # the folder (and missing parents) will be made
         if not parent.is_dir():
             raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist")
@@ -96,7 +98,8 @@ def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)  # links and other spellings of one file
     except OSError:  # one of them does not exist (yet): compare the names
-        return a.resolve() == b.resolve()
+        # realpath, not Path.resolve: a symlink loop is then a name, not a RuntimeError (Python < 3.13)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _probe(folder: Path) -> None:

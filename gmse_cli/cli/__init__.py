@@ -8,6 +8,7 @@ is a bug and keeps its traceback (exit 1).
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -50,6 +51,8 @@ except ImportError:  # pragma: no cover
     _TyperNoArgs = getattr(click.exceptions, "NoArgsIsHelpError", ())
 _NO_ARGS = tuple(e for e in (_TyperNoArgs, getattr(click.exceptions, "NoArgsIsHelpError", None)) if isinstance(e, type))
 _USAGE_ERRORS = (click.exceptions.ClickException, _TyperClickException)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""What a write on a full disk, past a quota or past a file size limit (RLIMIT_FSIZE) fails with."""
 
 
 class _Interrupted(Exception):
@@ -183,6 +186,14 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         _error(exc.format_message() + hint)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        # A write uscl does not wrap itself (numba's kernel cache, a library's own file) on a
+        # full disk or past a file size limit: one line naming the file, as uscl's own writes give.
+        what = f"cannot write {exc.filename}" if exc.filename else "a write failed"
+        _error(f"{what}: {(exc.strerror or str(exc)).lower()} (free some space, then rerun)")
+        sys.exit(2)
     except _ABORTS as exc:
         # A training run stopped by Ctrl-C says where its checkpoint is (resume by rerunning).
         where = str(exc) if isinstance(exc, KeyboardInterrupt | _Interrupted) and exc.args else ""

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
 
     @formats_app.command("export", epilog=examples(
         "uscl formats export w4a16 --to compressed-tensors --out quantization_config.json",
-        "uscl formats export int4-g128 --to torchao",
+        "uscl formats export aint4-g128 --to torchao",
     ))
     def formats_export(
         name: Annotated[str, typer.Argument(help="catalog name, .toml path or shorthand", metavar="FORMAT")],

@@ -194,7 +194,7 @@ def register(app: typer.Typer) -> None:
         n, d = scenario.scale()
         # a format or law file (any name: a .toml suffix is not required) is never the plot's target
         read = existing_files(*(formats or []), scenario.act, scenario.law)
-        plot_path = check_plot_path(plot, inputs=read) if plot else None
+        plot_path = check_plot_path(plot, inputs=read) if plot is not None else None  # '' is refused, not skipped
         the_law = load_law(scenario.law)
         wanted: Family | None = None
         if family is not None:

@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
             raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
         if checkpoint is None and (include or exclude):
             raise SpecError("--include/--exclude select checkpoint layers; give --checkpoint too")
-        if plot is not None:
-            check_plot_path(plot, inputs=existing_files(checkpoint, law))
+        if plot is not None:  # never over an input, nor the --out folder the search makes first
+            check_plot_path(plot, inputs=[*existing_files(checkpoint, law), *([out_dir] if out_dir else [])])
         if out_dir is not None:
             check_frontier_dir(out_dir)
 

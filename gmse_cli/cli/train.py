@@ -117,6 +117,9 @@ def register(app: typer.Typer) -> None:
                                      (models_root, "models folder", [out, ckpt_root])):
             if folder is not None:
                 check_output_path(folder, what=what, error=TrainError, folder=True, inputs=others)
+        for source in sorted({cfg.data.source for cfg in runs}):
+            _outside_the_corpus(source, [(out, "results file"), (ckpt_root, "checkpoint folder"),
+                                         (models_root, "models folder")])
         if dry_run:
             from gmse_cli.training.results import load_records
             from gmse_cli.training.throughput import estimate_plans
@@ -158,6 +161,7 @@ def register(app: typer.Typer) -> None:
         """Train a byte-level BPE (GPT-2 style) on local TEXT with the `tokenizers` library, on the
         text a training run on TEXT trains on: its validation tail never shapes the vocabulary."""
         import hashlib
+        import os
 
         from gmse_cli.atomic import check_output_path, write_text_atomic
         from gmse_cli.cli.console import err_console, out_console
@@ -166,7 +170,8 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.training.data import corpus_files, split_corpus, train_bpe
 
         check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
-        if text.is_dir() and out.resolve().is_relative_to(text.resolve()):
+        # realpath, not Path.resolve: an --out through a symlink loop is a name, not a RuntimeError
+        if text.is_dir() and Path(os.path.realpath(out)).is_relative_to(os.path.realpath(text)):
             # it would join the corpus: the next training on the folder reads it as text
             raise TrainError(f"cannot write tokenizer '{out}' inside the corpus folder '{text}' (choose another path)")
         corpus_files(text)  # a missing or empty source is one line, before the progress line
@@ -242,6 +247,27 @@ def _build_spec(sweep: Path | None, **flags: Any):
         return SweepSpec.model_validate(base)
     except ValidationError as exc:
         raise config_error(exc, source=str(sweep) if sweep else "uscl train") from None
+
+
+def _outside_the_corpus(source: str, outputs: list[tuple[Path | None, str]]) -> None:
+    """Refuse an output inside a local corpus folder: every file under it (hidden ones aside) is
+    read as text, so the next run of the sweep would train on (or fail on) the results file,
+    checkpoints and kept models of the last."""
+    import os
+
+    from gmse_cli.errors import TrainError
+    from gmse_cli.training.config import C4_SOURCE
+
+    if source.lower() == C4_SOURCE or not Path(source).expanduser().is_dir():
+        return
+    corpus = Path(os.path.realpath(Path(source).expanduser()))
+    for path, what in outputs:
+        if path is None:
+            continue
+        where = Path(os.path.realpath(path))
+        if where.is_relative_to(corpus) and not any(p.startswith(".") for p in where.relative_to(corpus).parts):
+            raise TrainError(f"cannot write {what} '{path}' inside the corpus folder '{source}': the next run "
+                             "would read it as text (choose another path)")
 
 
 def _shard(runs: list, shard: str) -> list:

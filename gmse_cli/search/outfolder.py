@@ -7,17 +7,20 @@ previous run's manifest named that this run did not write are removed, but only 
 bytes are still the ones uscl wrote (a file a user edited or made is never removed). A crash
 before the commit leaves the previous run whole (its staged leftovers are removed by the next
 run); a crash after it leaves the new run whole on disk, and the next run that writes into the
-folder finishes moving it into place before anything else.
+folder finishes moving it into place before anything else. Two runs writing one folder at once
+take turns (a lock on the folder): else one run's clean-up deletes the files the other staged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from gmse_cli.atomic import fsync_dir, sigterm_cleans_up, write_atomic
@@ -65,6 +68,9 @@ def _finish(folder: Path) -> None:
     for staged in folder.glob(f"{_STAGED}*"):
         if not (moving and staged.name.removeprefix(_STAGED) in manifest["files"]):
             staged.unlink(missing_ok=True)  # from a run that never committed
+    for pattern in (f".{_STAGED}*.tmp", f".{MANIFEST}.*.tmp"):  # write_atomic's, of a run killed mid-write
+        for partial in folder.glob(pattern):
+            partial.unlink(missing_ok=True)
     if not moving:
         return
     for name in filter(_plain, manifest["files"]):
@@ -93,11 +99,23 @@ def _check_targets(folder: Path, files: Mapping[str, bytes]) -> None:
             raise OSError(errno.EEXIST, f"it is {kind} (move it away)", str(path))
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (no lock file left in it); released when the
+    process ends, however it ends."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def replace_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
     """Make ``folder`` hold ``files`` (plain names -> bytes) as the latest run (module
     docstring); return their paths. Files uscl did not write stay. Raises :class:`OSError`; a
     run that fails (or gets SIGTERM) before its commit removes the files it staged."""
-    with sigterm_cleans_up():
+    with sigterm_cleans_up(), _locked(folder):
         _finish(folder)
         _check_targets(folder, files)
         previous = (_manifest(folder) or {"files": {}})["files"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -90,6 +91,22 @@ def _split_key(key: str) -> tuple[int | str, str]:
     return (int(index) if index.isdigit() else index), name
 
 
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, **kwargs: Any) -> None:
+    """safetensors' ``save_file``, with its I/O failures raised as the OSError they are: it
+    reports a full disk as its own SafetensorError ('I/O error: ... (os error 28)'), which got
+    past the clean error of :func:`_staged_folder` as a traceback."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), **kwargs)
+    except SafetensorError as exc:
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with open(path, "rb") as handle:
@@ -134,15 +151,13 @@ def save_checkpoint(
     keep: int = 1,
 ) -> Path:
     """Write a complete checkpoint atomically; keep the newest ``keep`` ones."""
-    from safetensors.torch import save_file
-
     name = f"step-{state.step:09d}"
     final = run_dir / name
     with _staged_folder(final, "checkpoint") as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-        save_file(weights, str(staging / "model.safetensors"))
+        _save_tensors(weights, staging / "model.safetensors")
         tensors, scalars = _optimizer_tensors(optim_state)
-        save_file(tensors, str(staging / "optimizer.safetensors"))
+        _save_tensors(tensors, staging / "optimizer.safetensors")
         payload = state.to_json() | {
             "optimizer_scalars": scalars,
             "param_groups": optim_state["param_groups"],
@@ -224,11 +239,9 @@ def save_final_model(
     folder alone is enough to run the model on text. An existing folder of the same name (a
     re-export after a kill) is replaced whole.
     """
-    from safetensors.torch import save_file
-
     with _staged_folder(folder, "final model") as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        _save_tensors(weights, staging / "model.safetensors", metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
         (staging / "uscl.json").write_text(json.dumps(uscl_meta, indent=2, sort_keys=True))
         if tokenizer_json is not None:

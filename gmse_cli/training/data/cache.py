@@ -7,6 +7,7 @@ reader sees a complete entry or none.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -195,6 +196,11 @@ def write_entry(
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
         _publish(staging, folder)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        # a full disk: one line naming the cache, not a traceback
+        raise DataError(f"cannot write token cache {folder}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

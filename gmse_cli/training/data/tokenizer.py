@@ -129,7 +129,10 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
             tokenizer = tk.Tokenizer.from_file(str(cached))
         except Exception:  # absent, or damaged (tokenizers raises a bare Exception): train it again
             tokenizer = train_bpe(train_texts(), vocab_size=vocab)
-            write_text_atomic(cached, tokenizer.to_str())
+            try:
+                write_text_atomic(cached, tokenizer.to_str())
+            except OSError as exc:  # a full disk: one line naming the cache, not a traceback
+                raise DataError(f"cannot write tokenizer cache {cached}: {exc.strerror or exc}") from None
         return _handle_from_tokenizers(tokenizer, spec)
     path = Path(spec).expanduser()
     if path.is_dir():
