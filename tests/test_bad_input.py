@@ -251,3 +251,22 @@ def test_an_atomic_write_never_replaces_a_device_or_leaves_a_temporary(tmp_path,
     with pytest.raises(OSError, match="No space left"):
         atomic.write_atomic(target, fail)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["law.toml"]
+
+
+@pytest.mark.parametrize("args, option", [
+    (["train", "--preset", "tiny", "--format", "int4", "--checkpoint-dir", ""], "--checkpoint-dir"),
+    (["train", "--preset", "tiny", "--format", "int4", "--models-dir", " "], "--models-dir"),
+    (["train", ""], "SWEEP"),
+    (["fit", ""], "files"),
+    (["tokenizer", "train", "corpus.txt", "--out", ""], "--out"),
+    (["formats", "export", "int4", "-o", ""], "--out"),
+])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(run_cli, tmp_path, monkeypatch, args, option):
+    # '' (an unset shell variable) became Path('.'): `train --checkpoint-dir ""` put every run's
+    # checkpoints in the working folder, silently.
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(*args)
+    assert result.code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert option in line and "it is empty" in line
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -228,10 +229,35 @@ def _callback(check: Callable[[Any], None], previous: Any) -> Any:
     return callback
 
 
+def _takes_path(param: Any) -> bool:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return annotation is Path or Path in typing.get_args(annotation)
+
+
+def _refuse_empty_paths(param: Any) -> None:
+    """An empty path ('' from an unset shell variable) reads as '.', the current folder: a
+    checkpoint or models folder would silently land there. Refused as given, before conversion."""
+    process = param.process_value
+
+    def process_value(ctx: Any, value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str) and not item.strip():
+                import typer
+
+                raise typer.BadParameter("it is empty: name a file or folder", ctx=ctx, param=param)
+        return process(ctx, value)
+
+    param.process_value = process_value
+
+
 def attach_validators(command: Any) -> Any:
     """``command`` (a click command or group, as Typer builds it) with :data:`VALIDATORS`
-    attached to every parameter of a listed name, in every subcommand."""
+    attached to every parameter of a listed name, in every subcommand, and every path
+    parameter refusing an empty value."""
     for param in getattr(command, "params", ()):
+        if _takes_path(param) and not getattr(param, "_uscl_nonempty", False):
+            _refuse_empty_paths(param)
+            param._uscl_nonempty = True
         check = VALIDATORS.get(f"{getattr(command, 'name', '')}.{param.name}") or VALIDATORS.get(param.name or "")
         if check is not None and not getattr(param, "_uscl_validated", False):
             param.callback = _callback(check, param.callback)
