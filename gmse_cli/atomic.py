@@ -149,6 +149,10 @@ def write_atomic(
     damaged as a miss. Raises :class:`OSError`; the caller names the file in its message.
     """
     path = Path(path)
+    if path.is_symlink():
+        # A link (a dotfile kept in a repository, a shared results file) keeps pointing where
+        # it did: the file it names is replaced, not the link.
+        path = Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
         # Replacing a device node or a FIFO with a regular file would be a silent loss.
         raise OSError(errno.EEXIST, "not a regular file", str(path))

@@ -766,3 +766,19 @@ def test_the_tokenizer_and_token_caches_past_the_size_limit_are_one_clear_error(
         write_entry(entry, train=pieces, val=pieces[:2], tok=tok, tokenizer="bpe:300", source="text",
                     data_sha256=None, val_fraction=None)
     assert list(entry.parent.iterdir()) == []  # no entry, no staging left
+
+
+@pytest.mark.parametrize("name", ["formats import -o", "tokenizer train --out", "formats export -o"])
+def test_an_output_that_is_a_link_to_a_file_writes_the_file_and_keeps_the_link(name, tmp_path, inputs, run_cli):
+    # The rename replaced the link itself with a new file, and the file it named kept the old
+    # contents: a linked dotfile or shared results file silently went stale.
+    target = tmp_path / "elsewhere" / f"real{WRITERS[name].suffix}"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous output")
+    out = tmp_path / f"link{WRITERS[name].suffix}"
+    out.symlink_to(target)
+    res = run_cli(*WRITERS[name].argv(inputs, str(out)))
+    assert res.code == 0, res.stderr
+    assert out.is_symlink() and out.resolve() == target.resolve()
+    assert target.read_bytes() != b"the previous output"
+    _parses(target)
