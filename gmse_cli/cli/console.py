@@ -101,6 +101,17 @@ def _column_range(column) -> tuple[int, int]:
     return min(widest, max(min(max(word, header_word), FOLDED_TEXT_WIDTH), 1)), widest
 
 
+def quiet_foreign_loggers() -> None:
+    """Silence below errors the loggers of libraries transformers loads when installed (torchao:
+    its CUDA kernels missing on a CPU machine; torch's deprecation of torchao's own enum
+    registrations): lines a uscl user cannot act on, amid the progress lines. The command
+    line owns its process; the library never calls this."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def stdout_is_terminal() -> bool:
     """Whether stdout is a terminal as rich judges it, without importing rich for a pipe."""
     return stream_is_terminal(sys.stdout, _out_console)

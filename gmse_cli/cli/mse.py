@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         """Real-weight MSE of each FORMAT on MODEL: per layer and overall, its ratio to GMSE,
         effective bits, and the capacity the law predicts from each; with --activations, the
         same on the inputs of MODEL's linear layers run on a text."""
-        from gmse_cli.cli.console import err_console
+        from gmse_cli.cli.console import err_console, quiet_foreign_loggers
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
@@ -121,6 +121,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.progress import note
         from gmse_cli.realmse import checkpoint_name, measure_mse, plot_mse
 
+        quiet_foreign_loggers()  # --activations loads transformers
         one_output(json_out, csv_out)
         if worst < 0:
             raise SpecError(f"--worst {worst} must be 0 or more")

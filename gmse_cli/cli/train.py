@@ -68,9 +68,12 @@ def register(app: typer.Typer) -> None:
         formats x seeds) or from the flags; each finished run appends one JSON line to --out.
         """
         from gmse_cli.atomic import check_output_path
+        from gmse_cli.cli.console import quiet_foreign_loggers
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import TrainError
         from gmse_cli.limits import MAX_THREADS
+
+        quiet_foreign_loggers()
         from gmse_cli.training.results import finished_keys
         from gmse_cli.training.sweep import expand_sweep, plan_sweep, plan_vocab
 
