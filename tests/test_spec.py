@@ -349,6 +349,7 @@ def test_resolve_format_names_what_is_not_a_format():
     ("mxfp4-floor-ceil", "floor", "ceil", "scale rounding"),
     ("int4-absmax-rms2.5", "absmax", "rms2.5", "scale"),
     ("nf4-se4m3-sbf16", "se4m3", "sbf16", "scale format"),
+    ("sint8-g2-absmax-sfp16-sbf16", "sfp16", "sbf16", "scale format"),
 ])
 def test_a_field_set_twice_is_refused_not_last_wins(text, first, second, field):
     with pytest.raises(SpecError, match=f"'{first}' and '{second}' both set the {field}; give one"):
@@ -359,3 +360,9 @@ def test_a_field_set_twice_is_refused_not_last_wins(text, first, second, field):
 def test_spaces_inside_a_shorthand_name_the_spelling_without_them(text):
     with pytest.raises(SpecError, match=re.escape(f"a shorthand has no spaces; write '{''.join(text.split())}'")):
         parse_shorthand(text)
+
+
+@pytest.mark.parametrize("text", ["sint8-g2-absmax-sfp16", "sint4-sfp16", "int4-g128-absmax", "mxfp6-e2m3-even"])
+def test_a_base_that_looks_like_a_modifier_is_no_second_setting(text):
+    # 'sint8' (the signed int grid) also spells the scale format 'int8' behind an 's'
+    assert parse_shorthand(text).stages

@@ -140,7 +140,7 @@ def _parse_stage(text: str) -> tuple[Any, ...]:
     if text in cat:
         return cat[text].stages
     tokens = text.split("-")
-    _check_each_field_once(tokens, text)
+    _check_each_field_once(tokens[1:], text)  # the first is always the base's ('sint8' is no scale format)
     # The longest prefix that names a base wins, so catalog names with dashes (fp6-e2m3,
     # int4-g128, sparse-50) take precedence over reading their pieces as modifiers.
     for cut in range(len(tokens), 0, -1):
