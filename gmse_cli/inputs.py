@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from gmse_cli.errors import UsclError
 
 __all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "existing_files",
-           "read_text_file", "parse_nested"]
+           "read_text_file", "parse_nested", "printable_path"]
 
 MAX_TEXT_BYTES = 16 << 20
 """Largest format, law or sweep file read (16 MiB): hand-written specs are a few KiB."""
@@ -55,6 +55,12 @@ def existing_files(*items: str | Path | None) -> list[str | Path]:
     """The ``items`` that name an existing file, of a command's inputs that may be names or paths
     (a format, a law, a checkpoint): what an output must not replace (:func:`gmse_cli.atomic.check_output_path`)."""
     return [item for item in items if item is not None and is_file(item)]
+
+
+def printable_path(path: str | Path) -> str:
+    """``path`` as text every writer takes (JSON, TOML, a validated model): a name's bytes that
+    are not UTF-8, which Python reads as lone surrogates, shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit: int = MAX_TEXT_BYTES,

@@ -42,7 +42,12 @@ def laws_dir() -> Path:
 def cache_dir() -> Path:
     """Per-user cache (computed codebooks, numba kernels): ``$USCL_CACHE_DIR`` or ~/.cache/uscl."""
     root = os.environ.get("USCL_CACHE_DIR")
-    path = Path(root) if root else Path.home() / ".cache" / "uscl"
+    try:
+        # '~' expanded as in every path uscl reads: a value the shell did not expand (quoted, or
+        # from a service file) made a folder named '~' in the working directory.
+        path = Path(root).expanduser() if root else Path.home() / ".cache" / "uscl"
+    except RuntimeError:  # no $HOME and a user id with no passwd entry (a container's)
+        raise CacheError("cannot find the home folder for the cache (set USCL_CACHE_DIR or HOME)") from None
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only home

@@ -161,6 +161,39 @@ def _error(text: str) -> None:
                               soft_wrap=True)
 
 
+def _escaped(error: UnicodeError) -> tuple[bytes, int]:
+    """Codec error handler for stdout: a file name's bytes that are not UTF-8 (read by Python as
+    lone surrogates) written as they were, as Python's C locale writes them; any other character
+    the encoding lacks as a \\uXXXX escape, which JSON and TOML strings read back."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+
+    def written(c: str) -> bytes:
+        if 0xDC80 <= ord(c) <= 0xDCFF:
+            return bytes([ord(c) - 0xDC00])
+        return (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}").encode("ascii")
+
+    return b"".join(written(c) for c in error.object[error.start:error.end]), error.end
+
+
+def _usable_streams() -> None:
+    """Standard streams every environment can print to: a closed stdout or stderr (``>&-``,
+    which Python leaves as None) writes to the null device, and stdout never fails on a
+    character its encoding lacks (PYTHONIOENCODING=ascii, a Latin-1 locale; a non-UTF-8 file
+    name's bytes, which Python reads as lone surrogates)."""
+    import codecs
+    import os
+
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the process's life
+    codecs.register_error("uscl-escaped", _escaped)
+    try:
+        sys.stdout.reconfigure(errors="uscl-escaped")
+    except (AttributeError, OSError, ValueError):  # not a text file (a test's capture), or closed
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -224,6 +257,7 @@ def run() -> None:
     # default threshold (700 allocations) the collector ran 308 times in `uscl gmse --all
     # --recompute` (0.1 s); at 50,000, 4 times (0.035 s). Cycles are still collected.
     gc.set_threshold(50_000, 10, 10)
+    _usable_streams()
     status = 1  # an uncaught exception exits 1, as Python's own exit would
 
     def end_without_teardown() -> None:  # reads the status run() last set

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.errors import DataError, FitError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit
-        from gmse_cli.inputs import existing_files
+        from gmse_cli.inputs import existing_files, printable_path
         from gmse_cli.law import load_law, save_law
         from gmse_cli.progress import status, stderr_is_terminal
         from gmse_cli.runs import RunsWarning, load_runs, select
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
         # validated before anything is written
-        law_out = result.to_law(out.stem, base=base_law or load_law(law)) if out is not None else None
+        law_out = result.to_law(printable_path(out.stem), base=base_law or load_law(law)) if out is not None else None
         if plot is not None:
             _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
                   fixed=fixed, prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside)

@@ -66,10 +66,11 @@ def print_lines(*tables: TextTable) -> None:
     from gmse_cli.cli import console
 
     encoding = (getattr(sys.stdout, "encoding", None) or "").lower()
-    rule = "\u2500" if encoding.startswith("utf") else "-"
+    unicode = encoding.startswith("utf")
     terminal = console.stdout_is_terminal()
     for table in tables:
-        for text, bold in table.lines(rule=rule):
+        for text, bold in table.lines(rule="\u2500" if unicode else "-"):
+            text = text if unicode else text.replace("\u00b1", "+/-")  # an interval's half-width
             if terminal:
                 console.out_console.print(text, style="bold" if bold else None, markup=False, highlight=False,
                                   soft_wrap=True)

@@ -97,6 +97,7 @@ from gmse_cli.fit.results import (
     SchemeCapacity,
 )
 from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure
+from gmse_cli.inputs import printable_path
 from gmse_cli.law.domain import DOMAIN, outside_domain
 from gmse_cli.law.fitted_range import FittedRange, fitted_range_of
 from gmse_cli.limits import check_seed
@@ -161,6 +162,7 @@ def fit(
     delta = float(delta)
     seed = check_seed(seed)
     runs = list(runs)
+    data_files = [printable_path(f) for f in data_files]  # shown in the law and the JSON
     prior_spec = resolve_prior(prior)
     train = domain_mask(runs) if model in DOMAIN_MODELS and not fit_outside else np.ones(len(runs), dtype=bool)
     if not train.any():
@@ -390,7 +392,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         fit_error=float(np.sqrt(np.mean(resid[train] ** 2))), objective=float(fval), constants=constants,
         families=families_out, capacities=capacities, residuals=residuals, factorization=fact,
         bootstrap=bootstrap, bootstrap_failed=failed, starts=n_starts, converged=True, seed=seed,
-        data_files=list(data_files) or sorted({r.source for r in runs if r.source}), notes=notes,
+        data_files=list(data_files) or sorted({printable_path(r.source) for r in runs if r.source}), notes=notes,
         n_fitted=int(train.sum()), prior=None if not prior else _describe_prior(prior),
         prior_scale=float(scale) if prior else None,
         fitted_range=_fitted_range(runs, train, data_files, stages_of_run),
@@ -425,7 +427,8 @@ def _hold_one_precision(part: KumarPart, train, fixed, notes) -> dict[int, tuple
 
 def _fitted_range(runs, train, data_files, stages_of_run) -> FittedRange:
     fitted = [r for r, t in zip(runs, train, strict=True) if t]
-    files = ", ".join(data_files) or ", ".join(sorted({r.source for r in fitted if r.source})) or "runs given in memory"
+    files = ", ".join(data_files) or ", ".join(sorted({printable_path(r.source) for r in fitted if r.source})) \
+        or "runs given in memory"
     stages = None if stages_of_run is None else [st for sts, t in zip(stages_of_run, train, strict=True) if t for st in sts]
     return fitted_range_of([r.N for r in fitted], [r.D for r in fitted], stages=stages,
                            provenance=f"the {len(fitted)} runs this law was fitted on ({files})")
