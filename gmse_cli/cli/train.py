@@ -72,10 +72,10 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import TrainError
         from gmse_cli.limits import MAX_THREADS
-
-        quiet_foreign_loggers()
         from gmse_cli.training.results import finished_keys
         from gmse_cli.training.sweep import expand_sweep, plan_sweep, plan_vocab
+
+        quiet_foreign_loggers()
 
         one_output(json_out, csv_out)
         weights = renamed("--weights", "--format", old_weights, weights)
@@ -179,7 +179,7 @@ def register(app: typer.Typer) -> None:
             raise TrainError(f"cannot write tokenizer '{out}' inside the corpus folder '{text}' (choose another path)")
         corpus_files(text)  # a missing or empty source is one line, before the progress line
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} "
-                          f"(all but its last {val_fraction:.3g}, held out for validation) ...")
+                          f"(all but its last {val_fraction:.3g} of the text, held out for validation) ...")
         train_part, _, _ = split_corpus(str(text), text_field=text_field, val_fraction=val_fraction)
         blank = True
 
