@@ -68,6 +68,8 @@ class FamilyFit(Frozen):
 
 
 class RunResidual(Frozen):
+    """One fitted run: its scheme, N, D, observed and fitted loss, and the log residual."""
+
     scheme: str
     N: float
     D: float
@@ -406,6 +408,8 @@ class CapacityPoint(Frozen):
 
 
 class CapacityFit(Frozen):
+    """The capacity model's fit: one (L, F, C) curve per family through decoupled capacities."""
+
     families: dict[str, FamilyFit]
     constants: dict[str, ConstantEstimate]
     fit_error: float = Field(description="RMSE of rho over the points")

@@ -56,6 +56,8 @@ class CatalogComparison(Frozen):
 
 
 class SearchResult(Frozen):
+    """A format search: its budget, objective and law, the best format, and every candidate."""
+
     budget: float
     objective: Literal["gaussian", "checkpoint"]
     law: str

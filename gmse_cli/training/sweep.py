@@ -143,6 +143,8 @@ class SchemeEntry(FrozenInput):
 
 
 class SweepSpec(FrozenInput):
+    """A training sweep (a sweep TOML file): the model presets, token budgets and formats it runs."""
+
     name: str
     description: str = ""
     presets: list[str] = Field(min_length=1)
