@@ -51,7 +51,7 @@ near capacity 1). Both are reported in ``notes``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,7 +161,7 @@ def fit(
     validate_options(model, delta, bootstrap, bootstrap_starts=bootstrap_starts, capacity_delta=capacity_delta)
     delta = float(delta)
     seed = check_seed(seed)
-    runs = list(runs)
+    runs = _checked_runs(runs)
     data_files = [printable_path(f) for f in data_files]  # shown in the law and the JSON
     prior_spec = resolve_prior(prior)
     train = domain_mask(runs) if model in DOMAIN_MODELS and not fit_outside else np.ones(len(runs), dtype=bool)
@@ -193,6 +193,18 @@ def fit(
             f"{outside} runs quantize activations without a rotation or sparsify them, outside the law's validated "
             f"domain; {what}"]})
     return result
+
+
+def _checked_runs(runs: object) -> list[Run]:
+    """``runs`` as a list of :class:`Run`, or a FitError naming what is not one."""
+    if isinstance(runs, Run) or not isinstance(runs, Iterable) or isinstance(runs, str | bytes):
+        raise FitError(f"fit takes a list of Run (load_runs gives one), not {type(runs).__name__} {str(runs)[:60]!r}")
+    runs = list(runs)
+    for stray in runs:
+        if not isinstance(stray, Run):
+            raise FitError(f"fit takes a list of Run (load_runs gives one); got {type(stray).__name__} "
+                           f"{str(stray)[:60]!r}")
+    return runs
 
 
 def domain_mask(runs: Sequence[Run]) -> np.ndarray:

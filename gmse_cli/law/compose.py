@@ -10,12 +10,13 @@ stage -- is :func:`single_gmse_capacity`; it equals the factorized value for one
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple
 
 from gmse_cli.errors import LawError
 from gmse_cli.law.model import Law
-from gmse_cli.spec import Family, Format, Scheme
+from gmse_cli.spec import Family, Format, Scheme, resolve_format
 
 __all__ = [
     "Tensor", "CapacityPart", "capacity_parts", "tensor_parts", "factorized_capacity",
@@ -78,13 +79,24 @@ def factorized_capacity(law: Law, stages: Iterable[tuple[Family | str, float]]) 
 
 def _measured(parts: list[CapacityPart], gmse: Any) -> list[tuple[Family, float]]:
     if callable(gmse):
-        values = [float(gmse(p.format)) for p in parts]
+        given = [gmse(p.format) for p in parts]
+    elif isinstance(gmse, numbers.Real):
+        given = [gmse]  # one lossy stage: its GMSE alone
+    elif isinstance(gmse, Iterable) and not isinstance(gmse, str | bytes):
+        given = list(gmse)
     else:
-        values = [float(g) for g in gmse]
-        if len(values) != len(parts):
-            names = ", ".join(p.format.display_name for p in parts) or "none"
-            raise LawError(f"got {len(values)} GMSE values for {len(parts)} lossy stages ({names})")
-    return [(p.family, g) for p, g in zip(parts, values, strict=True)]
+        raise LawError(f"gmse = {gmse!r} must be a callable Format -> GMSE, a number or a list of numbers")
+    if len(given) != len(parts):
+        names = ", ".join(p.format.display_name for p in parts) or "none"
+        raise LawError(f"got {len(given)} GMSE values for {len(parts)} lossy stages ({names})")
+    return [(p.family, _gmse_value(g, p)) for p, g in zip(parts, given, strict=True)]
+
+
+def _gmse_value(value: Any, part: CapacityPart) -> float:
+    """One stage's GMSE as a float, or a LawError naming it (text and booleans are no GMSE)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LawError(f"GMSE of stage {part.format.display_name} = {value!r} must be a number")
+    return float(value)
 
 
 def scheme_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:
@@ -93,9 +105,19 @@ def scheme_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:
     ``gmse`` is a callable ``Format -> float`` (for example
     ``lambda f: gmse_of(f).gmse``) or the GMSE values in the order of :func:`capacity_parts`.
     """
+    item, law = _resolved(item, law)
     parts = capacity_parts(item)
     law.check_covers(p.family for p in parts)
     return factorized_capacity(law, _measured(parts, gmse))
+
+
+def _resolved(item: Any, law: Any) -> tuple[Format | Scheme, Law]:
+    """A format name or path resolved as :func:`resolve_format` does; a LawError for no Law."""
+    if not isinstance(item, Format | Scheme):
+        item = resolve_format(item)  # the SpecError naming anything that is no format
+    if not isinstance(law, Law):
+        raise LawError(f"law must be a Law (load_law() gives one), not {type(law).__name__} {str(law)[:60]!r}")
+    return item, law
 
 
 def single_gmse_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:

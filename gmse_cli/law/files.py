@@ -105,6 +105,9 @@ def law_to_toml(law: Law) -> str:
 
 def save_law(law: Law, path: str | Path) -> None:
     """Write atomically: a crash never leaves a half-written law file."""
+    if not isinstance(law, Law):
+        raise LawError(f"save_law takes a Law (load_law or a fit's law gives one), not {type(law).__name__} "
+                       f"{str(law)[:60]!r}")
     path = Path(path)
     try:
         write_text_atomic(path, law_to_toml(law))

@@ -228,18 +228,52 @@ def effective_bits(gmse: np.ndarray | float) -> np.ndarray | float:
         return 0.0 - np.log(gmse) / math.log(4.0)  # GMSE 1 is 0 bits, not -0.0
 
 
+def _numbers(what: str, value, *, at_least: float = 0.0, zero: bool = True, finite: bool = True) -> np.ndarray:
+    """``value`` (a number or an array of them) as floats, or a LawError naming it: every entry
+    above ``at_least`` (or equal to it where ``zero``), never nan, and finite where ``finite``.
+    Text and booleans are refused rather than converted, so a slip never yields a number."""
+    numbers = np.asarray(value)
+    if numbers.dtype.kind not in "iuf":
+        raise LawError(f"{what} = {value!r} must be a number")
+    numbers = numbers.astype(float, copy=False)
+    ok = (numbers >= at_least) if zero else (numbers > at_least)  # nan fails both
+    if finite:
+        ok &= np.isfinite(numbers)
+    if not np.all(ok):
+        bad = float(numbers[~ok].flat[0]) if numbers.ndim else float(numbers)
+        rule = f"{'at least' if zero else 'above'} {at_least:g}" + (" and finite" if finite else "")
+        raise LawError(f"{what} = {bad!r} must be {rule}")
+    return numbers
+
+
 def capacity(gmse: np.ndarray | float, L: float, F: float, C: float) -> np.ndarray | float:
-    """rho = L * tanh(F * log_{1/4}(GMSE))^C; GMSE >= 1 (nothing kept) gives 0."""
-    bits = np.maximum(effective_bits(np.asarray(gmse, dtype=float)), 0.0)
+    """rho = L * tanh(F * log_{1/4}(GMSE))^C; GMSE >= 1 (nothing kept) gives 0.
+
+    Raises :class:`LawError` for a GMSE that is nan, negative or not a number, and for
+    constants L, F, C that are not positive and finite (a curve of them would be no capacity).
+    """
+    gmse = _numbers("GMSE", gmse, finite=False)
+    L, F, C = (_numbers(name, v, zero=False) for name, v in (("L", L), ("F", F), ("C", C)))
+    bits = np.maximum(effective_bits(gmse), 0.0)
     out = L * np.tanh(F * bits) ** C
     return float(out) if np.ndim(out) == 0 else out
 
 
 def predicted_loss(params, tokens, rho=1.0, *, A: float, alpha: float, B: float, beta: float, E: float):
-    """Loss = A * (N * rho)^(-alpha) + B * D^(-beta) + E."""
-    n_eff = np.asarray(params, dtype=float) * np.asarray(rho, dtype=float)
+    """Loss = A * (N * rho)^(-alpha) + B * D^(-beta) + E.
+
+    Raises :class:`LawError` for counts N, D that are nan or not positive, a capacity rho that
+    is nan, negative or infinite (rho 0 is allowed: nothing kept, an infinite loss), and
+    constants no law holds (A, alpha, B, beta positive, E at least 0, all finite).
+    """
+    params = _numbers("params", params, zero=False, finite=False)
+    tokens = _numbers("tokens", tokens, zero=False, finite=False)
+    rho = _numbers("rho", rho)
+    A, alpha, B, beta = (_numbers(k, v, zero=False) for k, v in (("A", A), ("alpha", alpha), ("B", B), ("beta", beta)))
+    E = _numbers("E", E)
+    n_eff = params * rho
     # rho = 0 (nothing kept), or a count below 1 under a huge exponent, is an infinite loss, not a warning
     with np.errstate(divide="ignore", over="ignore"):
-        out = A * n_eff ** (-alpha) + B * np.asarray(tokens, dtype=float) ** (-beta) + E
+        out = A * n_eff ** (-alpha) + B * tokens ** (-beta) + E
     return float(out) if np.ndim(out) == 0 else out
 

@@ -57,6 +57,7 @@ def rank(
     Raises :class:`LawError` for a family the law does not cover or a non-positive N or D,
     :class:`SpecError` for a format that does not resolve.
     """
+    _rank_keywords("rank", options)  # an unknown keyword named as rank's, as predict and compare do
     items = list(catalog().values()) if formats is None else as_format_list(formats)
     preds, _ = evaluate_all(
         items, law=law, params=params, tokens=tokens, act=act, seed=seed, draws=draws, level=level,

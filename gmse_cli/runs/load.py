@@ -25,8 +25,12 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
     """
     if isinstance(paths, str | Path):
         paths = [paths]
+    if not isinstance(paths, Iterable):
+        raise DataError(f"runs files are paths, not {type(paths).__name__} {str(paths)[:60]!r}")
     runs: list[Run] = []
     for raw in paths:
+        if not isinstance(raw, str | Path):
+            raise DataError(f"a runs file is a path, not {type(raw).__name__} {str(raw)[:60]!r}")
         path = Path(raw)
         if not exists(path):
             raise DataError(f"runs file {path} does not exist")

@@ -25,6 +25,8 @@ __all__ = ["load_format_toml", "format_from_table", "format_to_toml"]
 
 def load_format_toml(path: str | Path) -> Format:
     """Load one format from a TOML file (the schema of :class:`Format`)."""
+    if not isinstance(path, str | Path):
+        raise SpecError(f"a format file is a path, not {type(path).__name__} {str(path)[:60]!r}")
     path = Path(path)
     return format_from_table(read_toml(path, what="format file", error=SpecError), path)
 
@@ -56,6 +58,9 @@ def format_to_toml(fmt: Format) -> str:
     Every stage field is written, defaults included (the full spec); unset ones (None) and an
     empty description are left out.
     """
+    if not isinstance(fmt, Format):
+        raise SpecError(f"format_to_toml takes a Format (resolve_format gives one), not {type(fmt).__name__} "
+                        f"{str(fmt)[:60]!r}")
     data = fmt.model_dump(mode="json", exclude_none=True)
     if not data.get("description"):
         data.pop("description", None)

@@ -157,6 +157,8 @@ def _parse_stage(text: str) -> tuple[Any, ...]:
 
 def parse_shorthand(text: str) -> Format:
     """Parse the inline grammar (:data:`SHORTHAND_HELP`) into a :class:`Format`."""
+    if not isinstance(text, str):
+        raise SpecError(f"a shorthand is text, not {type(text).__name__} {str(text)[:60]!r}")
     text = text.strip().lower()
     if not text:
         raise SpecError("empty format name")

@@ -59,8 +59,15 @@ class Family(StrEnum):
     VQ = "vq"
     NONE = "none"  # rotations alone: lossless
 
+    @classmethod
+    def _missing_(cls, value: object) -> Family:
+        # a SpecError (still a ValueError) naming the value, so the API's one error type holds
+        raise SpecError(f"family {value!r} is not one of: {', '.join(f.value for f in cls)}")
+
 
 class GridKind(StrEnum):
+    """Kinds of scalar grid: uniform integer, floating point, or a lookup table of values."""
+
     INT = "int"
     FP = "fp"
     LUT = "lut"
@@ -218,6 +225,8 @@ class LutRounding(StrEnum):
 
 
 class SparsityPattern(StrEnum):
+    """Which entries a sparsity stage zeroes."""
+
     MAGNITUDE = "magnitude"  # unstructured: smallest |x| set to zero
     NM = "n:m"  # keep the N largest of every M consecutive entries (or blocks of K entries, by L2 norm)
     BLOCK = "block"  # zero whole blocks of consecutive entries with the smallest L2 norm
