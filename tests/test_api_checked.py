@@ -230,6 +230,10 @@ def test_law_level_functions_refuse_bad_gmse_and_unknown_families():
         gmse_cli.capacity_interval(law, [("quantization", -0.2, 0.0)])
     with pytest.raises(SpecError, match="'bogus'"):
         gmse_cli.factorized_capacity(law, [("bogus", 0.1)])
+    # before: a standard error of -1 gave the interval [0, 0.68] around 0.48; nan was read as 0
+    for std_err, shown in ((-1.0, "-1.0"), (math.nan, "nan"), ("x", "'x'")):
+        with pytest.raises(LawError, match=re.escape(f"standard error = {shown}")):
+            gmse_cli.capacity_interval(law, [("quantization", 0.1, std_err)])
     with pytest.raises(SpecError, match="'bogus'"):
         law.rho("bogus", 0.1)
     assert issubclass(SpecError, ValueError)  # code that caught the enum's ValueError still does

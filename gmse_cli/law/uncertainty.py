@@ -121,6 +121,9 @@ def sample_constant(
 
 
 def _gmse_draws(gmse: float, std_err: float, *, size: int, rng: np.random.Generator) -> np.ndarray:
+    # a negative or nan standard error is a slip, never "no uncertainty" (it gave a wrong interval)
+    if isinstance(std_err, bool) or not isinstance(std_err, numbers.Real) or not std_err >= 0:
+        raise LawError(f"GMSE standard error = {std_err!r} must be a number at least 0")
     if not std_err or not math.isfinite(std_err) or gmse <= 0:
         return np.full(size, gmse)
     return _truncated_split_normal(gmse, std_err, std_err, size=size, rng=rng, lower=0.0)
