@@ -19,6 +19,9 @@ from gmse_cli.errors import FitError
 from gmse_cli.fit.objective import huber
 from gmse_cli.fit.optimize import batched_lbfgs
 
+MAX_CELLS = 1 << 21
+"""Rows x data points one objective call works on (16 MB per float64 temporary)."""
+
 __all__ = ["Problem", "epoch_grid", "coarse_law_grid", "expand_starts", "multistart", "multistart_many", "is_converged"]
 
 
@@ -30,6 +33,7 @@ class Problem:
         self.P = len(objective.names)
         self.fixed = dict(fixed)
         self.free = np.array([j for j in range(self.P) if j not in self.fixed], dtype=int)
+        self.points = max(1, len(getattr(objective, "y", ())))  # data points per row of a batch
 
     def full(self, x: np.ndarray) -> np.ndarray:
         x = np.atleast_2d(x)
@@ -40,7 +44,7 @@ class Problem:
         return theta
 
     def fun(self, weights=None, mask=None, **extra):
-        def evaluate(x, rows):
+        def evaluate_chunk(x, rows):
             w = None if weights is None else weights[rows]
             kw = {k: v[rows] for k, v in extra.items()}
             f, g = self.objective.value_grad(self.full(x), w, **kw) if (w is not None or kw) else \
@@ -49,6 +53,15 @@ class Problem:
             if mask is not None:
                 g = g * mask[rows]
             return f, g
+
+        def evaluate(x, rows):
+            # The objective's temporaries are (rows, runs): thousands of starts times tens of
+            # thousands of runs would take gigabytes at once, so rows go through in chunks.
+            step = max(1, MAX_CELLS // self.points)
+            if len(rows) <= step:
+                return evaluate_chunk(x, rows)
+            parts = [evaluate_chunk(x[i : i + step], rows[i : i + step]) for i in range(0, len(rows), step)]
+            return np.concatenate([f for f, _ in parts]), np.concatenate([g for _, g in parts])
 
         return evaluate
 
@@ -129,6 +142,16 @@ def expand_starts(model: str, law_starts: np.ndarray, part, names: Sequence[str]
     return np.array([np.concatenate([ls, e]) for ls in law_starts for e in extra])
 
 
+class RowsOf:
+    """``table[index]`` indexed lazily: ``RowsOf(t, i)[rows]`` is ``t[i[rows]]``."""
+
+    def __init__(self, table: np.ndarray, index: np.ndarray):
+        self.table, self.index = table, index
+
+    def __getitem__(self, rows):
+        return self.table[self.index[rows]]
+
+
 def multistart(problem: Problem, starts: np.ndarray, *, weights=None, grid_iter: int = 300,
                finalists: int = 4, final_iter: int = 3000):
     """L-BFGS from every start, then the best few to convergence, then polish the best.
@@ -175,7 +198,8 @@ def multistart_many(problem: Problem, starts: np.ndarray, weights: np.ndarray | 
     extra = dict(extra or {})
 
     def rows_fun(select: np.ndarray):
-        w = None if weights is None else weights[owner[select]]
+        # each problem's weights are looked up per call, not copied to every start's row
+        w = None if weights is None else RowsOf(weights, owner[select])
         m = None if mask is None else mask[select]
         return problem.fun(w, m, **{k: v[owner[select]] for k, v in extra.items()})
 
