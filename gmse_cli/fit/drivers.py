@@ -273,7 +273,9 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
                 held[list(LAW_INTERNAL + part.names).index(f"phi:{s}")] = (0.0, "not fitted (outside the domain)")
     elif model == "kumar":
         part = KumarPart(np.array([r.w_bits for r in runs]), np.array([r.a_bits for r in runs]))
-        held.update(_hold_one_precision(part, train, fixed, notes))
+        for j, (log_gamma, why) in part.unidentified(train, fixed or {}).items():
+            held[len(LAW_INTERNAL) + j] = (log_gamma, why)
+            notes.append(f"{('gamma_w', 'gamma_a')[j]} {why}")
         if any(f.sparsifier is not None for r in runs for f in (r.weight_format(), r.activation_format()) if f):
             notes.append("kumar's law sees only precision: the sparsity of sparse schemes is ignored")
     else:  # unified
@@ -413,28 +415,6 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         draws=draws if model == "unified" else None, scheme_weighted=weigh_schemes,
     )
     return LossFit(result, replicates, problem, full_starts, x, schemes, of_run, reference, train, W1, refitter)
-
-
-KUMAR_SATURATED = 40.0
-"""P / gamma at which Kumar's 1 - exp(-P / gamma) rounds to 1 in double precision."""
-
-
-def _hold_one_precision(part: KumarPart, train, fixed, notes) -> dict[int, tuple[float, str]]:
-    """Kumar's gamma for a tensor whose fitted runs all have one precision P: 1 - exp(-P / gamma) is
-    then one factor on every run's N, which only rescales A, so gamma is not identified. It is held
-    where that factor is 1 (gamma = P / 40), so A stays the uncompressed model's."""
-    held: dict[int, tuple[float, str]] = {}
-    for j, (key, tensor) in enumerate((("gamma_w", "weights"), ("gamma_a", "activations"))):
-        precisions = np.unique(part.bits[j][train])
-        if len(precisions) != 1 or key in (fixed or {}):
-            continue
-        bits = float(precisions[0])
-        gamma = bits / KUMAR_SATURATED
-        why = (f"held: every fitted run has {bits:g}-bit {tensor}, so {key} only rescales A (not identified); "
-               f"at {gamma:.3g} the {tensor}' factor is 1")
-        held[len(LAW_INTERNAL) + j] = (math.log(gamma), why)
-        notes.append(f"{key} {why}")
-    return held
 
 
 def _fitted_range(runs, train, data_files, stages_of_run) -> FittedRange:

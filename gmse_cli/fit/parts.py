@@ -15,7 +15,8 @@ differs:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -122,8 +123,28 @@ class KumarPart:
 
     names = ("logGamma_w", "logGamma_a")
 
+    SATURATED = 40.0
+    """P / gamma at which 1 - exp(-P / gamma) rounds to 1 in double precision."""
+
     def __init__(self, w_bits: np.ndarray, a_bits: np.ndarray):
         self.bits = np.stack([w_bits, a_bits])  # (2, n)
+
+    def unidentified(self, train: np.ndarray, fixed: Collection[str] = ()) -> dict[int, tuple[float, str]]:
+        """{j: (log gamma_j, why)} for each tensor j (0 weights, 1 activations) whose runs marked
+        ``train`` all have one precision P and whose gamma is not in ``fixed``: 1 - exp(-P / gamma)
+        is then one factor on every run's N, which only rescales A, so gamma is not identified.
+        It is held where that factor is 1 (gamma = P / SATURATED), so A stays the uncompressed
+        model's."""
+        held: dict[int, tuple[float, str]] = {}
+        for j, (key, tensor) in enumerate((("gamma_w", "weights"), ("gamma_a", "activations"))):
+            precisions = np.unique(self.bits[j][train])
+            if len(precisions) != 1 or key in fixed:
+                continue
+            bits = float(precisions[0])
+            gamma = bits / self.SATURATED
+            held[j] = (math.log(gamma), f"held: every fitted run has {bits:g}-bit {tensor}, so {key} only "
+                                        f"rescales A (not identified); at {gamma:.3g} the {tensor}' factor is 1")
+        return held
 
     def logrho(self, c, alpha=None):
         z = self.bits[None, :, :] / np.exp(c)[:, :, None]  # (k, 2, n)
