@@ -17,7 +17,13 @@ __all__ = [
     "BackendMissing",
     "TrainError",
     "one_line",
+    "described",
 ]
+
+
+def described(value: object) -> str:
+    """``value`` as an error names an argument of the wrong kind: its type and the start of its text."""
+    return f"{type(value).__name__} {str(value)[:60]!r}"
 
 
 def one_line(message: object) -> str:

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmse_cli.errors import FitError
+from gmse_cli.errors import FitError, described
 from gmse_cli.fit.design import (
     check_runs,
     group_by_scheme,
@@ -198,12 +198,11 @@ def fit(
 def _checked_runs(runs: object) -> list[Run]:
     """``runs`` as a list of :class:`Run`, or a FitError naming what is not one."""
     if isinstance(runs, Run) or not isinstance(runs, Iterable) or isinstance(runs, str | bytes):
-        raise FitError(f"fit takes a list of Run (load_runs gives one), not {type(runs).__name__} {str(runs)[:60]!r}")
+        raise FitError(f"fit takes a list of Run (load_runs gives one), not {described(runs)}")
     runs = list(runs)
     for stray in runs:
         if not isinstance(stray, Run):
-            raise FitError(f"fit takes a list of Run (load_runs gives one); got {type(stray).__name__} "
-                           f"{str(stray)[:60]!r}")
+            raise FitError(f"fit takes a list of Run (load_runs gives one); got {described(stray)}")
     return runs
 
 

@@ -14,7 +14,7 @@ import numbers
 from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple
 
-from gmse_cli.errors import LawError
+from gmse_cli.errors import LawError, described
 from gmse_cli.law.model import Law
 from gmse_cli.spec import Family, Format, Scheme, resolve_format
 
@@ -116,7 +116,7 @@ def _resolved(item: Any, law: Any) -> tuple[Format | Scheme, Law]:
     if not isinstance(item, Format | Scheme):
         item = resolve_format(item)  # the SpecError naming anything that is no format
     if not isinstance(law, Law):
-        raise LawError(f"law must be a Law (load_law() gives one), not {type(law).__name__} {str(law)[:60]!r}")
+        raise LawError(f"law must be a Law (load_law() gives one), not {described(law)}")
     return item, law
 
 

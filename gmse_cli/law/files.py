@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gmse_cli.atomic import write_text_atomic
-from gmse_cli.errors import LawError
+from gmse_cli.errors import LawError, described
 from gmse_cli.inputs import is_file
 from gmse_cli.law.model import Law
 from gmse_cli.paths import laws_dir
@@ -41,8 +41,7 @@ def load_law(path: str | Path | Law | None = None) -> Law:
     if isinstance(path, Law):
         return path
     if path is not None and not isinstance(path, str | Path):
-        raise LawError(f"a law is a file path, a shipped law's name or a Law, not {type(path).__name__} "
-                       f"{str(path)[:60]!r}")
+        raise LawError(f"a law is a file path, a shipped law's name or a Law, not {described(path)}")
     if path is None or (isinstance(path, str) and not path.endswith(".toml") and not is_file(path)):
         return shipped_law(DEFAULT_LAW if path is None else path)  # an empty name is no law
     path = Path(path)
@@ -106,8 +105,7 @@ def law_to_toml(law: Law) -> str:
 def save_law(law: Law, path: str | Path) -> None:
     """Write atomically: a crash never leaves a half-written law file."""
     if not isinstance(law, Law):
-        raise LawError(f"save_law takes a Law (load_law or a fit's law gives one), not {type(law).__name__} "
-                       f"{str(law)[:60]!r}")
+        raise LawError(f"save_law takes a Law (load_law or a fit's law gives one), not {described(law)}")
     path = Path(path)
     try:
         write_text_atomic(path, law_to_toml(law))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from gmse_cli.errors import DataError
+from gmse_cli.errors import DataError, described
 from gmse_cli.inputs import exists
 from gmse_cli.runs.csv_table import load_csv
 from gmse_cli.runs.fields import read_json, read_text
@@ -26,11 +26,11 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
     if isinstance(paths, str | Path):
         paths = [paths]
     if not isinstance(paths, Iterable):
-        raise DataError(f"runs files are paths, not {type(paths).__name__} {str(paths)[:60]!r}")
+        raise DataError(f"runs files are paths, not {described(paths)}")
     runs: list[Run] = []
     for raw in paths:
         if not isinstance(raw, str | Path):
-            raise DataError(f"a runs file is a path, not {type(raw).__name__} {str(raw)[:60]!r}")
+            raise DataError(f"a runs file is a path, not {described(raw)}")
         path = Path(raw)
         if not exists(path):
             raise DataError(f"runs file {path} does not exist")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, described
 from gmse_cli.spec.format import Format, validate_format
 from gmse_cli.spec.stages import is_codebook_file
 from gmse_cli.tomlfile import dumps_toml, read_toml
@@ -26,7 +26,7 @@ __all__ = ["load_format_toml", "format_from_table", "format_to_toml"]
 def load_format_toml(path: str | Path) -> Format:
     """Load one format from a TOML file (the schema of :class:`Format`)."""
     if not isinstance(path, str | Path):
-        raise SpecError(f"a format file is a path, not {type(path).__name__} {str(path)[:60]!r}")
+        raise SpecError(f"a format file is a path, not {described(path)}")
     path = Path(path)
     return format_from_table(read_toml(path, what="format file", error=SpecError), path)
 
@@ -59,8 +59,7 @@ def format_to_toml(fmt: Format) -> str:
     empty description are left out.
     """
     if not isinstance(fmt, Format):
-        raise SpecError(f"format_to_toml takes a Format (resolve_format gives one), not {type(fmt).__name__} "
-                        f"{str(fmt)[:60]!r}")
+        raise SpecError(f"format_to_toml takes a Format (resolve_format gives one), not {described(fmt)}")
     data = fmt.model_dump(mode="json", exclude_none=True)
     if not data.get("description"):
         data.pop("description", None)

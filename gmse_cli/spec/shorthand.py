@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, described
 from gmse_cli.grammar import SHORTHAND_HELP
 from gmse_cli.inputs import is_file
 from gmse_cli.spec.catalog import catalog, catalog_format
@@ -158,7 +158,7 @@ def _parse_stage(text: str) -> tuple[Any, ...]:
 def parse_shorthand(text: str) -> Format:
     """Parse the inline grammar (:data:`SHORTHAND_HELP`) into a :class:`Format`."""
     if not isinstance(text, str):
-        raise SpecError(f"a shorthand is text, not {type(text).__name__} {str(text)[:60]!r}")
+        raise SpecError(f"a shorthand is text, not {described(text)}")
     text = text.strip().lower()
     if not text:
         raise SpecError("empty format name")
@@ -187,8 +187,7 @@ def resolve_format(text: str | Path | Format) -> Format:
     if isinstance(text, Format):
         return text
     if not isinstance(text, str | Path):  # str() of a stage or a number would be parsed as a shorthand
-        raise SpecError(f"a format is a name, shorthand, .toml path or Format, not {type(text).__name__} "
-                        f"{str(text)[:60]!r}")
+        raise SpecError(f"a format is a name, shorthand, .toml path or Format, not {described(text)}")
     raw = str(text).strip()
     if raw.endswith(".toml") or is_file(raw):
         return load_format_toml(raw)
