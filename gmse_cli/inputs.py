@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gmse_cli.errors import UsclError
+from gmse_cli.errors import DataError, UsclError
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "exists", "is_file", "existing_files",
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "exists", "is_file", "existing_files",
            "read_text_file", "parse_nested", "printable_path"]
 
 MAX_TEXT_BYTES = 16 << 20
@@ -35,11 +35,23 @@ _BOMS = {codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16", codecs.BO
          codecs.BOM_UTF32_BE: "UTF-32"}
 
 
+def user_path(text: str | Path) -> Path:
+    """``text`` as a path, a leading ``~`` read as the home folder (as the shell would have).
+
+    Without $HOME and with a user id in no passwd file (a container's), there is no home folder:
+    a :class:`~gmse_cli.errors.DataError` naming the value, where pathlib raises RuntimeError.
+    """
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise DataError(f"cannot read '{text}': no home folder to expand '~' in (set HOME)") from None
+
+
 def exists(text: str | Path) -> bool:
     """Whether ``text`` names an existing path; a string that cannot be a path names none."""
     try:
-        return Path(text).expanduser().exists()
-    except (OSError, ValueError):  # ENAMETOOLONG, an embedded NUL byte
+        return user_path(text).exists()
+    except (OSError, ValueError, DataError):  # ENAMETOOLONG, an embedded NUL byte, no home for '~'
         return False
 
 

@@ -113,3 +113,26 @@ def test_no_home_folder_is_a_cache_error(monkeypatch, setting):
         monkeypatch.setenv("USCL_CACHE_DIR", setting)
     with pytest.raises(CacheError, match="USCL_CACHE_DIR"):
         cache_dir()
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "~/runs.json"],
+    ["train", "~/sweep.toml", "--dry-run"],
+    ["train", "train/cpu-law.toml", "--data", "~/corpus", "--dry-run"],
+    ["mse", "~/model", "-f", "int4"],
+    ["gmse", "~/format.toml"],
+])
+def test_a_tilde_argument_without_a_home_folder_is_one_line(monkeypatch, run_cli, args):
+    """pathlib raises RuntimeError expanding '~' with no $HOME and no passwd entry: `fit ~/runs.json`
+    and `train ~/sweep.toml` were tracebacks, exit 1."""
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.chdir(REPO)
+    res = run_cli(*args)
+    assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "~/" in res.stderr, res.stderr

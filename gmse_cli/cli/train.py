@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, examples
+from gmse_cli.inputs import user_path
 
 _TRAIN_EPILOG = examples(
     "uscl train train/cpu-quick.toml --dry-run",
@@ -261,9 +262,9 @@ def _outside_the_corpus(source: str, outputs: list[tuple[Path | None, str]]) -> 
     from gmse_cli.errors import TrainError
     from gmse_cli.training.config import C4_SOURCE
 
-    if source.lower() == C4_SOURCE or not Path(source).expanduser().is_dir():
+    if source.lower() == C4_SOURCE or not user_path(source).is_dir():
         return
-    corpus = Path(os.path.realpath(Path(source).expanduser()))
+    corpus = Path(os.path.realpath(user_path(source)))
     for path, what in outputs:
         if path is None:
             continue

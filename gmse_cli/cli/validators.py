@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gmse_cli.inputs import exists
+from gmse_cli.inputs import exists, user_path
 from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED, MAX_THREADS
 
 __all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
@@ -123,7 +123,7 @@ def _existing(what: str) -> Callable[[Any], None]:
 def _data(value: Any) -> None:
     if str(value).strip().lower() != "c4":
         _existing("data path")(value)
-        path = Path(value).expanduser()
+        path = user_path(value)
         if not (path.is_file() or path.is_dir()):  # a FIFO or a device may never end
             _fail(f"data path '{value}' is not a regular file or folder (a pipe or a device)")
 

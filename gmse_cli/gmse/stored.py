@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import Field
 
 from gmse_cli.frozen import Frozen
+from gmse_cli.inputs import user_path
 from gmse_cli.spec import VQ, Format
 
 __all__ = ["ALGORITHM_MODULES", "StoredGmse", "algorithm_version", "algorithms_of", "gmse_key"]
@@ -77,7 +78,7 @@ def algorithms_of(fmt: Format) -> dict[str, int]:
 def _stage_spec(stage) -> dict:
     spec = stage.model_dump(mode="json")
     if isinstance(stage, VQ) and stage.codebook not in ("gaussian", "e8"):
-        spec["codebook"] = "sha256:" + hashlib.sha256(Path(stage.codebook).expanduser().read_bytes()).hexdigest()
+        spec["codebook"] = "sha256:" + hashlib.sha256(user_path(stage.codebook).read_bytes()).hexdigest()
     return spec
 
 

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
-from gmse_cli.inputs import exists, parse_nested, read_text_file
+from gmse_cli.inputs import exists, parse_nested, read_text_file, user_path
 from gmse_cli.realmse.tensorfile import TensorInfo, read_header
 
 __all__ = ["Checkpoint", "open_checkpoint", "checkpoint_name"]
@@ -59,7 +59,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     Raises :class:`DataError` for a missing path, an unreadable file, a file that is not
     safetensors, a folder without safetensors files, or a tensor named in two shards.
     """
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not exists(path):
         raise DataError(f"checkpoint {path} does not exist; give a .safetensors file or a folder of them")
     files = _checkpoint_files(path)
@@ -217,7 +217,7 @@ def _checkpoint_files(path: Path, *, depth: int = 1) -> list[Path]:
 def checkpoint_name(path: str | Path) -> str:
     """A short name for a checkpoint in titles: ``org/name`` inside a Hugging Face hub cache,
     else the path's last components (a file with its two folders, a folder with its parent)."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     for part in reversed(path.parts):
         if part.startswith("models--"):
             return part.removeprefix("models--").replace("--", "/")

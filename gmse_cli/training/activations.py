@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from gmse_cli.errors import BackendMissing, DataError, SpecError, one_line
-from gmse_cli.inputs import exists, parse_nested, read_text_file
+from gmse_cli.inputs import exists, parse_nested, read_text_file, user_path
 from gmse_cli.spec import Format
 
 __all__ = [
@@ -116,7 +116,7 @@ def load_model(
     (without ``allow_pickle``), a model that needs remote code or fails to load, and
     :class:`SpecError` for ``compressed_forward`` on a folder without ``uscl.json``.
     """
-    folder = Path(path).expanduser()
+    folder = user_path(path)
     if not exists(folder) or not folder.is_dir() or not (folder / "config.json").is_file():
         raise DataError(
             f"model '{path}' is not a local model folder with a config.json (a Hugging Face folder or a "

@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError, UsclError
 from gmse_cli.frozen import FrozenInput
-from gmse_cli.inputs import exists, is_file
+from gmse_cli.inputs import exists, is_file, user_path
 from gmse_cli.tomlfile import read_toml
 from gmse_cli.training.config import (
     DataConfig,
@@ -73,7 +73,7 @@ def plan_vocab(tokenizer: str) -> int:
     head, so a 2,048-token file planned as 32,000 overstated them sixfold."""
     if tokenizer.startswith("bpe:"):
         return int(tokenizer[4:])
-    path = Path(tokenizer).expanduser()
+    path = user_path(tokenizer)
     if is_file(path) or is_file(path / "tokenizer.json"):
         from gmse_cli.training.data.tokenizer import load_tokenizer
 
@@ -214,7 +214,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def _resolve_source(source: str, spec_dir: Path) -> str:
-    if source.strip().lower() == "c4" or Path(source).expanduser().is_absolute():
+    if source.strip().lower() == "c4" or user_path(source).is_absolute():
         return source
     if exists(source):
         return source

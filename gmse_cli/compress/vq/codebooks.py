@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 from functools import cache
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +34,7 @@ from gmse_cli.compress.vq.store import (
     save_codebook,
 )
 from gmse_cli.errors import DataError, SpecError
+from gmse_cli.inputs import user_path
 from gmse_cli.progress import once
 from gmse_cli.spec import VQ
 
@@ -90,7 +90,7 @@ _file_infos: dict[tuple[str, int, int], CodebookInfo] = {}
 
 
 def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
-    p = Path(path).expanduser()
+    p = user_path(path)
     try:
         st = p.stat()
         key = (str(p.resolve()), st.st_mtime_ns, st.st_size, dim, index_bits)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import BackendMissing, DataError
+from gmse_cli.inputs import user_path
 
 __all__ = ["corpus_files", "iter_corpus", "split_corpus"]
 
@@ -41,7 +42,7 @@ def _kind(path: Path) -> tuple[str, Callable[..., Any] | None]:
 
 def corpus_files(source: str | Path) -> list[Path]:
     """The files a local source names, in a fixed order (folders: recursive, sorted, no hidden)."""
-    path = Path(source).expanduser()
+    path = user_path(source)
     if not path.exists():
         raise DataError(
             f"data path '{source}' does not exist; give a text/JSONL/parquet file or folder, or 'c4'"

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gmse_cli.atomic import write_text_atomic
 from gmse_cli.errors import BackendMissing, DataError
+from gmse_cli.inputs import user_path
 from gmse_cli.paths import cache_dir
 
 __all__ = ["EOS_TOKEN", "TokenizerHandle", "load_tokenizer", "train_bpe"]
@@ -134,7 +134,7 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
             except OSError as exc:  # a full disk: one line naming the cache, not a traceback
                 raise DataError(f"cannot write tokenizer cache {cached}: {exc.strerror or exc}") from None
         return _handle_from_tokenizers(tokenizer, spec)
-    path = Path(spec).expanduser()
+    path = user_path(spec)
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
             path = path / "tokenizer.json"
