@@ -289,6 +289,31 @@ def test_gpt2_conv1d_rows_are_output_channels(tmp_path, config):
     assert wrong.mse > 1.2 * got[0].mse
 
 
+def test_convolutions_are_rows_of_output_channels_and_stacked_experts_rows_of_the_last_axis(tmp_path):
+    """A Conv2d weight (out, in, kh, kw) is quantized per output channel over its fan-in, as
+    torch's ``weight.flatten(1)`` (per-channel quantization, GPTQ); it was read as rows of kw = 3
+    entries, so `int4` scaled every 3 weights on their own and `int4-g32` skipped the layer.
+    Three axes (stacked experts, (E, out, in)) keep rows of the last axis."""
+    import torch
+    from safetensors.torch import save_file
+
+    from gmse_cli.compress import compress
+    from gmse_cli.realmse import measure_mse
+
+    conv = torch.nn.Conv2d(16, 8, 3, bias=False).weight.detach() * 10
+    experts = torch.randn(4, 6, 32)
+    save_file({"conv.weight": conv, "experts.weight": experts}, str(tmp_path / "m.safetensors"))
+    by_name = open_checkpoint(tmp_path / "m.safetensors").by_name
+    assert np.array_equal(read_tensor(by_name["conv.weight"]), conv.flatten(1).numpy())
+    assert np.array_equal(read_tensor(by_name["experts.weight"]), experts.reshape(-1, 32).numpy())
+
+    (got,) = measure_mse(tmp_path / "m.safetensors", ["int4-g48"], law=None, rel_err=1e-2, include=("conv.weight",))
+    rows = conv.flatten(1).numpy()
+    want = float(np.mean((compress("int4-g48", rows) - rows) ** 2) / np.mean(rows ** 2))
+    (layer,) = got.layers
+    assert layer.shape == (8, 144) and layer.mse == pytest.approx(want, rel=1e-6)  # float32 sums
+
+
 def test_gpt_bigcode_names_in_linear_layout_are_not_transposed(tmp_path):
     from safetensors.numpy import save_file
 

@@ -10,7 +10,8 @@ torch is involved.
 
 Rows are the last axis: a linear layer stored as ``(out, in)`` (PyTorch's ``nn.Linear``) gives
 rows of the input dimension, one per output channel, which is how every format treats a weight
-matrix. Tensors with more than two axes (convolutions) are viewed as
+matrix. Convolutions (four or more axes, ``(out, in, kh, kw)``) are viewed as
+``(out, in * kh * kw)``, one row per output channel; three-axis tensors (stacked experts) as
 ``(prod(shape[:-1]), shape[-1])``. GPT-2-style checkpoints store their linear layers with
 transformers' ``Conv1D`` as ``(in, out)``; those tensors (:func:`open_checkpoint` finds them
 from ``config.json``'s ``model_type`` or, without one, from their names and shapes) are read

@@ -106,8 +106,12 @@ class TensorInfo(Frozen):
 
     @property
     def stored_shape(self) -> tuple[int, int]:
-        """The data as the row-major matrix it is on disk: ``(prod(shape[:-1]), shape[-1])``."""
-        cols = self.shape[-1] if self.shape else 1
+        """The data as a row-major matrix of the bytes on disk: ``(prod(shape[:-1]), shape[-1])``,
+        except a convolution's ``(out, in, kh, kw, ...)`` (4 or more axes), which is
+        ``(out, prod(shape[1:]))``: one row per output channel over its whole fan-in, as PyTorch's
+        per-channel quantization and GPTQ view it (rows of ``kw``, 3 entries, are no group a
+        format quantizes). Three axes stay rows of the last: stacked experts' ``(E, out, in)``."""
+        cols = math.prod(self.shape[1:]) if len(self.shape) >= 4 else (self.shape[-1] if self.shape else 1)
         return (self.params // cols if cols else 0, cols)
 
     @property
