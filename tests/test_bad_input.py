@@ -270,3 +270,13 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(run_cli, tmp_pa
     (line,) = result.stderr.strip().splitlines()
     assert option in line and "it is empty" in line
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_an_error_naming_a_huge_value_keeps_both_ends_of_its_line(run_cli):
+    # The value was echoed whole: a 100,000-character format name made a 100,060-character line.
+    name = "x" * 100_000
+    res = run_cli("gmse", name)
+    line = res.stderr.strip()
+    assert res.code == 2 and len(line.splitlines()) == 1
+    assert line.startswith("error: unknown format 'xxx") and line.endswith("see `uscl formats` or `uscl formats --help`")
+    assert len(line) < 2100 and "characters left out" in line

@@ -153,12 +153,20 @@ def _cli(argv: list[str] | None) -> click.Command:
     return _tidy(typer.main.get_command(build_app(argv)))
 
 
+_ERROR_HEAD, _ERROR_TAIL = 1500, 500
+"""An error line longer than head + tail characters keeps its two ends: a value echoed whole (a
+100,000-character format name) would bury the line, and both ends say what was wrong."""
+
+
 def _error(text: str) -> None:
     """One line on stderr: 'error:' in bold red, then ``text`` as written (never read as markup)."""
     from rich.text import Text
 
-    console.err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(text)), highlight=False,
-                              soft_wrap=True)
+    line = one_line(text)
+    if len(line) > _ERROR_HEAD + _ERROR_TAIL:
+        left_out = len(line) - _ERROR_HEAD - _ERROR_TAIL
+        line = f"{line[:_ERROR_HEAD]} ... ({left_out:,} characters left out) ... {line[-_ERROR_TAIL:]}"
+    console.err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
 
 
 def _escaped(error: UnicodeError) -> tuple[bytes, int]:
