@@ -321,6 +321,13 @@ def test_nonfinite_input_is_refused_naming_the_value(name, bad, backend, x):
             top_raw_scale(fmt, poisoned, backend=backend)
 
 
+def test_a_float64_beyond_float32_is_named_as_given(x):
+    wide = x.astype(np.float64)
+    wide[2, 3] = -1e39  # -inf in float32, which the message would otherwise name
+    with pytest.raises(DataError, match=r"x\[2, 3\] = -1e\+39, -inf in float32 .*; 1 value is nan or inf"):
+        compress("int4", wide)
+
+
 def test_finite_values_whose_sum_overflows_are_accepted():
     big = np.full((2, 64), 3e38, dtype=np.float32)
     big[1] *= -1

@@ -42,11 +42,13 @@ def _rotated_and_masked(
     A scalar quantizer whose statistics cover all entries (``scale_stats = "all"``) sees the
     rotated rows before pruning, with the mask (it zeroes the dropped entries itself).
     """
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    given = np.asarray(x)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range: check_finite names it
+        x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise DataError(f"compress: x must be 2-D (rows, row_length), got shape {x.shape}")
     fmt.check_row_length(x.shape[1])
-    check_finite(x, "compress")
+    check_finite(x, "compress", given if given is not x else None)
     y = x
     rotations = [s for s in fmt.stages if isinstance(s, Rotate)]
     if rotations:

@@ -30,8 +30,10 @@ def check_input(
     return x, mask
 
 
-def check_finite(x: np.ndarray, what: str) -> None:
-    """Raise :class:`DataError` naming the first nan or inf of ``x`` (rows, row_length).
+def check_finite(x: np.ndarray, what: str, given: np.ndarray | None = None) -> None:
+    """Raise :class:`DataError` naming the first nan or inf of float32 ``x`` (rows, row_length);
+    ``given``: the array the caller passed, when ``x`` is its float32 conversion (a float64
+    value beyond float32's range converts to inf: the message names the value given).
 
     A compressed format is defined on finite values only: unchecked, a nan or inf spoils the
     scale of its group, row or tensor, and the kernels turn that into zeros, infs or nans
@@ -45,7 +47,11 @@ def check_finite(x: np.ndarray, what: str) -> None:
     if not bad.any():
         return
     row, col = (int(i) for i in np.argwhere(bad)[0])
+    value = f"{x[row, col]}"
+    if given is not None and np.isfinite(given[row, col]):
+        value = f"{given[row, col]}, {x[row, col]} in float32 (uscl compresses in float32)"
+    count = int(bad.sum())
     raise DataError(
-        f"{what}: x[{row}, {col}] = {x[row, col]} ({int(bad.sum())} non-finite value(s) in all); "
-        "a compressed format is defined on finite values only"
+        f"{what}: x[{row}, {col}] = {value}; {count} value{'s are' if count > 1 else ' is'} nan or inf, "
+        "and a compressed format is defined on finite values only"
     )
