@@ -13,7 +13,9 @@ numbers taken from its output.
   tensor scale), plain casts only while c x stays in the cast's normal range; for c = 3 to
   float rounding where scales are stored in fp32 (bf16, fp16 and e8m0 round c s, not s);
 - permutations: of rows, of whole structural units (groups, N:M blocks, Hadamard blocks, VQ
-  slices), and within a group for element-wise formats, permute the output exactly;
+  slices), and within a group for element-wise formats, permute the output exactly (dq8 only
+  while all the tensor's scales share one block of 256, as here: moving a row to another block
+  changes the absmax its scales are double-quantized with);
 - idempotence: compress(compress(x)) = compress(x) for absmax and plain-cast grids (the
   output's group absmax is the largest level times the stored scale, which stores back to
   itself), sparsity and their composites; not for RMS scales (the output's RMS differs),
