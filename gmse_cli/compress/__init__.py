@@ -12,9 +12,10 @@ path that the tests compare with it:
 - :mod:`.rotate`   -- blockwise fast Walsh-Hadamard transform
 
 Contract shared by every family: inputs are C-contiguous float32 arrays of shape
-``(rows, row_length)`` (:func:`compress` takes any real array of that shape and refuses
-nan and inf with a :class:`~gmse_cli.errors.DataError` naming the first one); a "tensor" (for per-tensor scales) is the whole array passed in;
-outputs have the same shape and dtype, in the original (unrotated) domain.
+``(rows, row_length)`` (:func:`compress` takes any real array of that shape and refuses nan
+and inf with a :class:`~gmse_cli.errors.DataError` naming the first one); a "tensor" (for
+per-tensor scales) is the whole array passed in; outputs have the same shape and dtype, in
+the original (unrotated) domain.
 """
 
 from __future__ import annotations
