@@ -12,8 +12,10 @@ path that the tests compare with it:
 - :mod:`.rotate`   -- blockwise fast Walsh-Hadamard transform
 
 Contract shared by every family: inputs are C-contiguous float32 arrays of shape
-``(rows, row_length)``; a "tensor" (for per-tensor scales) is the whole array passed in;
-outputs have the same shape and dtype, in the original (unrotated) domain.
+``(rows, row_length)`` (:func:`compress` takes any real array of that shape and refuses nan
+and inf with a :class:`~gmse_cli.errors.DataError` naming the first one); a "tensor" (for
+per-tensor scales) is the whole array passed in; outputs have the same shape and dtype, in
+the original (unrotated) domain.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from gmse_cli.compress.checks import check_finite
 from gmse_cli.errors import DataError
 from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify, resolve_format
@@ -40,10 +43,13 @@ def _rotated_and_masked(
     A scalar quantizer whose statistics cover all entries (``scale_stats = "all"``) sees the
     rotated rows before pruning, with the mask (it zeroes the dropped entries itself).
     """
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    given = np.asarray(x)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range: check_finite names it
+        x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise DataError(f"compress: x must be 2-D (rows, row_length), got shape {x.shape}")
     fmt.check_row_length(x.shape[1])
+    check_finite(x, "compress", given if given is not x else None)
     y = x
     rotations = [s for s in fmt.stages if isinstance(s, Rotate)]
     if rotations:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gmse_cli.errors import DataError, SpecError
 
-__all__ = ["check_input"]
+__all__ = ["check_input", "check_finite"]
 
 
 def check_input(
@@ -26,3 +28,30 @@ def check_input(
         if mask.shape != x.shape:
             raise DataError(f"{what}: mask shape {mask.shape} differs from x shape {x.shape}")
     return x, mask
+
+
+def check_finite(x: np.ndarray, what: str, given: np.ndarray | None = None) -> None:
+    """Raise :class:`DataError` naming the first nan or inf of float32 ``x`` (rows, row_length);
+    ``given``: the array the caller passed, when ``x`` is its float32 conversion (a float64
+    value beyond float32's range converts to inf: the message names the value given).
+
+    A compressed format is defined on finite values only: unchecked, a nan or inf spoils the
+    scale of its group, row or tensor, and the kernels turn that into zeros, infs or nans
+    depending on the format and backend. A sum holding a nan or inf is not finite, so a finite
+    float32 sum clears ``x`` in one pass without extra memory; only a sum that is not (a nan or
+    inf, or finite values overflowing float32) looks at the values one by one."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if x.size == 0 or math.isfinite(float(x.sum())):
+            return
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    value = f"{x[row, col]}"
+    if given is not None and np.isfinite(given[row, col]):
+        value = f"{given[row, col]}, {x[row, col]} in float32 (uscl compresses in float32)"
+    count = int(bad.sum())
+    raise DataError(
+        f"{what}: x[{row}, {col}] = {value}; {count} value{'s are' if count > 1 else ' is'} nan or inf, "
+        "and a compressed format is defined on finite values only"
+    )

@@ -53,6 +53,8 @@ class TorchCompressor:
         dtype = x.dtype
         y = x.to(torch.float32)
         stages = self._built(y.shape[1])
+        if y.numel() == 0:  # no rows: nothing to compress (a tensor-wide group would be empty)
+            return x.clone()
         rotations = [s for s in stages if isinstance(s, Rotate)]
         trust = self.estimator.trust
         for rot in rotations:
