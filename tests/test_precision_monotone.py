@@ -2,7 +2,9 @@
 
 References are computed here from the definitions with mpmath (40 digits): the GMSE of a
 scalar grid as a sum of closed-form cell integrals, fp32's as a per-binade Euler-Maclaurin sum,
-capacity and loss from the law's formula. None of them is read from uscl's own output.
+capacity and loss from the law's formula, the finite-row GMSE of a fine grid and the mean of
+its clipping energy by two-dimensional quadrature (numpy Gauss-Legendre, scipy's adaptive quad).
+None of them is read from uscl's own output.
 """
 
 from __future__ import annotations
