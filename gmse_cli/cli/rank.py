@@ -92,12 +92,15 @@ def _scale(params: str, tokens: str | None) -> tuple[float, float | None]:
 
 def _draws(text: str | None) -> int:
     """'--draws 500' -> 500 (its range is the law's check); parsed here so a typo is one clear line."""
+    from gmse_cli.cli.validators import is_whole_number_text
     from gmse_cli.errors import LawError
     from gmse_cli.law import DEFAULT_DRAWS
 
     if text is None:
         return DEFAULT_DRAWS
     try:
+        if not is_whole_number_text(text):
+            raise ValueError(text)
         return int(text.strip())
     except ValueError:
         raise LawError(f"--draws '{text}' is not a whole number of Monte Carlo draws (e.g. 2000)") from None

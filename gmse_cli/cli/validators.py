@@ -250,11 +250,57 @@ def _refuse_empty_paths(param: Any) -> None:
     param.process_value = process_value
 
 
+# A whole number as an option writes it: optional sign and ASCII digits. Python's int() also
+# reads '1_000' and non-ASCII digits ('\u0661\u0662'), which --params and --tokens refuse; every
+# integer option refuses them too, so one spelling means the same everywhere.
+_WHOLE_NUMBER = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def is_whole_number_text(text: str) -> bool:
+    """Whether ``text`` spells a whole number as uscl's options take one (no '_', ASCII digits)."""
+    return _WHOLE_NUMBER.fullmatch(text) is not None
+
+
+def _takes_integer(param: Any) -> bool:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if annotation is None:  # older typer: click's own INT type
+        return any(c.__name__ == "IntParamType" for c in type(getattr(param, "type", None)).__mro__)
+    return annotation is int or (int in typing.get_args(annotation)
+                                 and set(typing.get_args(annotation)) <= {int, type(None)})
+
+
+def _read_by_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False  # the parser's own message names it
+    return True
+
+
+def _refuse_loose_integers(param: Any) -> None:
+    """'1_000' or non-ASCII digits for an integer option: refused as given, before conversion."""
+    process = param.process_value
+
+    def process_value(ctx: Any, value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str) and _read_by_int(item) and not is_whole_number_text(item):
+                import typer
+
+                raise typer.BadParameter(f"{item!r} is not a whole number (ASCII digits, no '_': e.g. 4096)",
+                                         ctx=ctx, param=param)
+        return process(ctx, value)
+
+    param.process_value = process_value
+
+
 def attach_validators(command: Any) -> Any:
     """``command`` (a click command or group, as Typer builds it) with :data:`VALIDATORS`
-    attached to every parameter of a listed name, in every subcommand, and every path
-    parameter refusing an empty value."""
+    attached to every parameter of a listed name, in every subcommand, every path
+    parameter refusing an empty value and every integer parameter refusing '1_000'."""
     for param in getattr(command, "params", ()):
+        if _takes_integer(param) and not getattr(param, "_uscl_whole", False):
+            _refuse_loose_integers(param)
+            param._uscl_whole = True
         if _takes_path(param) and not getattr(param, "_uscl_nonempty", False):
             _refuse_empty_paths(param)
             param._uscl_nonempty = True

@@ -82,6 +82,15 @@ def _stage_spec(stage) -> dict:
     return spec
 
 
+def _adds_clip_energy(fmt: Format, row_length: int) -> bool:
+    """Whether ``fmt``'s GMSE at ``row_length`` comes from Monte Carlo with its clipping
+    energy's exact mean (:mod:`gmse_cli.gmse.clipping`) rather than from quadrature."""
+    from gmse_cli.gmse.clipping import measures_clip_energy
+    from gmse_cli.gmse.exact import has_exact
+
+    return measures_clip_energy(fmt, row_length) and not has_exact(fmt, row_length)
+
+
 def gmse_key(fmt: Format, row_length: int) -> str | None:
     """The key of ``fmt``'s GMSE at ``row_length``, or None when it has none (an unreadable
     codebook file: computing it raises the error that says why)."""
@@ -97,6 +106,8 @@ def gmse_key(fmt: Format, row_length: int) -> str | None:
         "algorithms": algorithms_of(fmt),
         "bank": MEASURE_VERSION,
     }
+    if _adds_clip_energy(fmt, row_length):
+        canonical["clip_energy"] = 1  # estimates made before it, which missed rare clipping, are not served
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

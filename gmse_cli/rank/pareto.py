@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, described
 from gmse_cli.rank.results import RankRow
 
 __all__ = ["pareto_mask", "pareto_front", "sort_rows", "SORT_COLUMNS"]
@@ -41,8 +41,20 @@ def pareto_mask(bits: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _rank_rows(rows: Sequence[RankRow], caller: str) -> list[RankRow]:
+    """``rows`` as a list, or one SpecError naming the first item that is no RankRow."""
+    if isinstance(rows, RankRow | str | bytes) or not isinstance(rows, Iterable):
+        raise SpecError(f"{caller} takes a list of RankRows (rank() gives one), not {described(rows)}")
+    rows = list(rows)
+    for r in rows:
+        if not isinstance(r, RankRow):
+            raise SpecError(f"{caller} takes RankRows (rank() gives them), not {described(r)}")
+    return rows
+
+
 def pareto_front(rows: Sequence[RankRow]) -> list[RankRow]:
     """The rows no other row beats on both bits per parameter and capacity, by bits."""
+    rows = _rank_rows(rows, "pareto_front")
     mask = pareto_mask(np.array([r.bits_per_param for r in rows]), np.array([r.rho for r in rows]))
     return sorted((r for r, on in zip(rows, mask, strict=True) if on), key=lambda r: r.bits_per_param)
 
@@ -53,6 +65,7 @@ def sort_rows(rows: Sequence[RankRow], column: str, *, reverse: bool = False) ->
     (None) go last either way; ties keep their order."""
     if column not in SORT_COLUMNS:
         raise SpecError(f"cannot sort by '{column}' (columns: {', '.join(SORT_COLUMNS)})")
+    rows = _rank_rows(rows, "sort_rows")
     descending = (column in _DESCENDING) != reverse
     present = [r for r in rows if getattr(r, column) is not None]
     missing = [r for r in rows if getattr(r, column) is None]
