@@ -25,6 +25,7 @@ __all__ = [
     "validate_options",
     "check_runs",
     "group_by_scheme",
+    "canonical_order",
     "reference_scheme",
     "held_at_law",
     "hold_unidentified",
@@ -99,6 +100,14 @@ def group_by_scheme(runs: Sequence[Run]) -> tuple[list[str], np.ndarray]:
             names.append(r.scheme)
         of_run[i] = index[r.scheme]
     return names, of_run
+
+
+def canonical_order(runs: Sequence[Run]) -> np.ndarray:
+    """The runs' indices sorted by what each run is (N, D, loss, formats, scheme), not by where
+    its file put it: the bootstrap draws in this order, so reordering a runs file keeps its
+    intervals. Identical runs tie; which of them is drawn changes nothing."""
+    keys = [(r.N, r.D, r.loss, r.weights, r.activations or "", r.scheme) for r in runs]
+    return np.array(sorted(range(len(runs)), key=keys.__getitem__), dtype=int)
 
 
 def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.ndarray) -> int:
