@@ -183,6 +183,22 @@ def test_forms_labels_and_declared_units_change_nothing_but_names(tmp_path):
         assert without_names(got, back) == expected, name
 
 
+def test_the_decoupled_reference_is_the_bf16_format_whatever_its_label(tmp_path):
+    """Regression: a decoupled fit pinned rho = 1 on the scheme *labelled* 'bf16', else on the
+    dense scheme with the most runs; relabelling the bf16 runs 'baseline' beside a larger fp32
+    scheme moved the reference to fp32 and every capacity by 3% (here int2 0.727 -> 0.748, int4
+    0.971 -> 1.000). The reference is now chosen by the runs' weight format."""
+    rows = [r for r in generated_runs(seed=8) if r["weights"] in ("bf16", "int2", "int3", "int4")]
+    fp32 = [r | {"weights": "fp32", "loss": r["loss"] * 1.003} for r in rows if r["weights"] == "bf16"]
+    fp32 += [{"weights": "fp32", "N": 1e9, "D": 1e9 * t, "loss": law_loss(1e9, 1e9 * t, GMSE["bf16"])} for t in TPPS]
+    base = fit_json(write(rows + fp32, tmp_path / "runs.jsonl"), "decoupled")
+    named = [r | {"scheme_name": "baseline"} if r["weights"] == "bf16" else r for r in rows]
+    relabelled = fit_json(write(named + fp32, tmp_path / "named.jsonl"), "decoupled")
+    assert [c["scheme"] for c in base["capacities"] if c["reference"]] == ["bf16"]
+    assert [c["scheme"] for c in relabelled["capacities"] if c["reference"]] == ["baseline"]
+    assert without_names(relabelled, {"baseline": "bf16"}) == without_names(base, {})
+
+
 # -- duplicated data and --weigh-schemes ---------------------------------------------------------
 
 

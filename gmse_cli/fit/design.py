@@ -119,8 +119,13 @@ def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.nda
             "a decoupled fit needs runs of an uncompressed reference scheme (bf16, fp16 or fp32 weights, "
             f"no activation format) to pin rho = 1; schemes present: {', '.join(schemes)}"
         )
-    # Prefer bf16, then the most runs.
-    return max(dense, key=lambda j: (schemes[j] == "bf16", int(np.sum(of_run == j))))
+    # Prefer bf16 weights (the format: a scheme's label is the user's to choose), then the most
+    # runs, then the format's and the scheme's names, so neither a label nor the runs' order decides.
+    def rank(j: int) -> tuple:
+        weights = runs[int(np.flatnonzero(of_run == j)[0])].weights
+        return weights != "bf16", -int(np.sum(of_run == j)), weights, schemes[j]
+
+    return min(dense, key=rank)
 
 
 def held_at_law(base_law, family: str, names: Sequence[str]) -> dict[int, tuple[float, str]]:
