@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         bootstrap: Annotated[int, typer.Option(help="bootstrap refits for intervals (resampling runs within schemes)")] = 0,
         where: Annotated[list[str] | None, typer.Option("--where", help="keep runs matching KEY OP VALUE (repeatable)")] = None,
-        exclude_worst: Annotated[int, typer.Option(help="drop the K highest-loss runs first")] = 0,
+        exclude_worst: Annotated[int, typer.Option(help="drop the K highest-loss runs of those --where keeps (ties at the cut go too)")] = 0,
         fix: Annotated[
             list[str] | None,
             typer.Option("--fix", help="hold a constant: NAME=VALUE (A, alpha, B, beta, E, quantization.L, gamma_w, ...)"),

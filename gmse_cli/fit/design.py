@@ -25,6 +25,7 @@ __all__ = [
     "validate_options",
     "check_runs",
     "group_by_scheme",
+    "canonical_order",
     "reference_scheme",
     "held_at_law",
     "hold_unidentified",
@@ -101,6 +102,14 @@ def group_by_scheme(runs: Sequence[Run]) -> tuple[list[str], np.ndarray]:
     return names, of_run
 
 
+def canonical_order(runs: Sequence[Run]) -> np.ndarray:
+    """The runs' indices sorted by what each run is (N, D, loss, formats, scheme), not by where
+    its file put it: the bootstrap draws in this order, so reordering a runs file keeps its
+    intervals. Identical runs tie; which of them is drawn changes nothing."""
+    keys = [(r.N, r.D, r.loss, r.weights, r.activations or "", r.scheme) for r in runs]
+    return np.array(sorted(range(len(runs)), key=keys.__getitem__), dtype=int)
+
+
 def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.ndarray) -> int:
     """The uncompressed scheme a decoupled fit pins at rho = 1."""
     dense = [j for j, s in enumerate(schemes)
@@ -110,8 +119,13 @@ def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.nda
             "a decoupled fit needs runs of an uncompressed reference scheme (bf16, fp16 or fp32 weights, "
             f"no activation format) to pin rho = 1; schemes present: {', '.join(schemes)}"
         )
-    # Prefer bf16, then the most runs.
-    return max(dense, key=lambda j: (schemes[j] == "bf16", int(np.sum(of_run == j))))
+    # Prefer bf16 weights (the format: a scheme's label is the user's to choose), then the most
+    # runs, then the format's and the scheme's names, so neither a label nor the runs' order decides.
+    def rank(j: int) -> tuple:
+        weights = runs[int(np.flatnonzero(of_run == j)[0])].weights
+        return weights != "bf16", -int(np.sum(of_run == j)), weights, schemes[j]
+
+    return min(dense, key=rank)
 
 
 def held_at_law(base_law, family: str, names: Sequence[str]) -> dict[int, tuple[float, str]]:

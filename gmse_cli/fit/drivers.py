@@ -58,6 +58,7 @@ import numpy as np
 
 from gmse_cli.errors import FitError, described
 from gmse_cli.fit.design import (
+    canonical_order,
     check_runs,
     group_by_scheme,
     hold_unidentified,
@@ -329,7 +330,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     boot_theta = None
     failed = 0
     if bootstrap > 0:
-        W = bootstrap_weights(of_run, bootstrap, rng) * (train if run_weight is None else run_weight)
+        W = bootstrap_weights(of_run, bootstrap, rng, canonical_order(runs)) * (train if run_weight is None else run_weight)
         boot_all, ok = refit_replicates(problem, x, full_starts[:, problem.free], W, rng, per_replicate=bootstrap_starts)
         boot_theta, failed = boot_all[ok], int(bootstrap - ok.sum())
         if failed:

@@ -26,15 +26,23 @@ def percentiles(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return lo, hi, (q84 - q16) / 2.0
 
 
-def bootstrap_weights(groups: np.ndarray, K: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_weights(groups: np.ndarray, K: int, rng: np.random.Generator,
+                      order: np.ndarray | None = None) -> np.ndarray:
     """(K, n) resampling counts, resampling runs within each group (scheme) separately.
 
     Stratifying keeps every scheme in every replicate, so a free capacity never loses its data.
+    ``order`` (a permutation of the runs, default as given) is the order the draws see: groups
+    in the order of their first run in it, each group's runs in it. Given by what the runs are
+    (:func:`~gmse_cli.fit.design.canonical_order`), the same seed draws the same replicates
+    however the runs file is ordered.
     """
     n = len(groups)
+    order = np.arange(n) if order is None else np.asarray(order, dtype=int)
+    ranked = np.asarray(groups)[order]
+    _, first = np.unique(ranked, return_index=True)
     W = np.zeros((K, n))
-    for gval in np.unique(groups):
-        idx = np.flatnonzero(groups == gval)
+    for gval in ranked[np.sort(first)]:
+        idx = order[ranked == gval]
         draws = rng.integers(0, len(idx), size=(K, len(idx)))
         rows = np.repeat(np.arange(K), len(idx))
         np.add.at(W, (rows, idx[draws].ravel()), 1.0)
