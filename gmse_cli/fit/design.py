@@ -25,6 +25,7 @@ __all__ = [
     "validate_options",
     "check_runs",
     "group_by_scheme",
+    "check_one_format_per_scheme",
     "reference_scheme",
     "held_at_law",
     "hold_unidentified",
@@ -99,6 +100,24 @@ def group_by_scheme(runs: Sequence[Run]) -> tuple[list[str], np.ndarray]:
             names.append(r.scheme)
         of_run[i] = index[r.scheme]
     return names, of_run
+
+
+def check_one_format_per_scheme(runs: Sequence[Run]) -> None:
+    """Raise unless every scheme name stands for one pair of formats.
+
+    A scheme is named by its formats' names, and a format file keeps whatever name it was given:
+    `uscl formats show int4-g128 > f.toml` with the group edited still says int4-g128. Its runs
+    and the catalog format's would pool into one scheme (one decoupled capacity, one held-out
+    group, one GMSE in the report) while their GMSEs differ."""
+    seen: dict[str, tuple[tuple[str, ...], str]] = {}
+    for run in runs:
+        content = tuple(fmt.model_dump_json(exclude={"name", "description"}) if fmt is not None else ""
+                        for fmt in (run.weight_format(), run.activation_format()))
+        first = seen.setdefault(run.scheme, (content, run.source))
+        if first[0] != content:
+            where = f"in {first[1]} and {run.source}" if first[1] != run.source else f"in {run.source}"
+            raise FitError(f"scheme '{run.scheme}' names two different formats ({where}): runs of one name must "
+                           "share one format; give each format file its own name")
 
 
 def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.ndarray) -> int:

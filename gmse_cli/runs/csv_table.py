@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gmse_cli.errors import DataError
+from gmse_cli.inputs import is_file
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import MetaValue, Run, scheme_name
+from gmse_cli.spec import Format, resolve_format
 
 __all__ = ["load_csv"]
 
@@ -19,6 +21,16 @@ _CSV_FLOP = ("training flop", "training_flop", "flop", "flops", "c", "compute")
 _CSV_LOSS = ("loss", "final_loss", "val_loss")
 _CSV_W = ("weights", "weight_format", "w_format")
 _CSV_A = ("activations", "activation_format", "a_format")
+
+
+def _format_cell(cell: str | None) -> tuple[str | None, Format | None]:
+    """A format cell as (name, spec). A format file is named by the name it holds, as uscl
+    train's records name it (so a fit, rank and predict call it one thing), and carried whole;
+    a catalog name or shorthand stays as written and is resolved when needed."""
+    if cell is None or not (cell.endswith(".toml") or is_file(cell)):
+        return cell, None
+    fmt = resolve_format(cell)
+    return fmt.display_name, fmt
 
 
 def load_csv(path: str | Path) -> list[Run]:
@@ -74,6 +86,7 @@ def load_csv(path: str | Path) -> list[Run]:
         for spec, key in ((weights, "weights"), (act, "activations")):
             if spec is not None:
                 check_spec(spec, where, key)
+        (weights, w_spec), (act, a_spec) = _format_cell(weights), _format_cell(act)
         meta: dict[str, MetaValue] = {}
         for key, value in row.items():
             if key is None or key in known or value is None:
@@ -88,6 +101,8 @@ def load_csv(path: str | Path) -> list[Run]:
                 scheme=scheme or scheme_name(weights, act),
                 weights=weights,
                 activations=act,
+                weights_spec=w_spec,
+                activations_spec=a_spec,
                 N=n,
                 D=d,
                 loss=number(row[col_loss], "loss", where),
