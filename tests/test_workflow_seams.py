@@ -305,3 +305,15 @@ def test_csv_carries_what_json_carries(run_cli, validator, my_format, command):
     # differ in the interval's sixth digit (the cache keeps no degrees of freedom) and in method.
     run_cli("gmse", str(my_format))
     _csv_matches_json(_csv(run_cli, *args), _json(run_cli, validator, *args)["results"])
+
+
+def test_a_format_file_in_a_runs_csv_is_its_scheme_by_name_and_its_cell_by_path(my_format, tmp_path):
+    from gmse_cli.runs import load_runs, select
+
+    path = tmp_path / "runs.csv"
+    path.write_text(f"N,D,loss,weights\n1e7,1e8,3.5,{my_format}\n1e7,1e8,3.6,int4\n")
+    mine, catalog = load_runs(path)
+    assert (mine.scheme, mine.weights, mine.weight_format().stages[0].group) == ("myint4-g16", str(my_format), 16)
+    assert (catalog.scheme, catalog.weights_spec) == ("int4", None)
+    # --where still matches the cell as written
+    assert select([mine, catalog], [f"weights={my_format}"]) == [mine]

@@ -24,9 +24,10 @@ _CSV_A = ("activations", "activation_format", "a_format")
 
 
 def _format_cell(cell: str | None) -> tuple[str | None, Format | None]:
-    """A format cell as (name, spec). A format file is named by the name it holds, as uscl
-    train's records name it (so a fit, rank and predict call it one thing), and carried whole;
-    a catalog name or shorthand stays as written and is resolved when needed."""
+    """A format cell as (scheme name, spec). A format file's scheme is the name the file holds,
+    as uscl train's records name it (so fit, rank and predict call it one thing), and the file
+    is read once here; a catalog name or shorthand stays as written. The cell itself stays the
+    run's ``weights`` / ``activations``, which --where matches."""
     if cell is None or not (cell.endswith(".toml") or is_file(cell)):
         return cell, None
     fmt = resolve_format(cell)
@@ -86,7 +87,7 @@ def load_csv(path: str | Path) -> list[Run]:
         for spec, key in ((weights, "weights"), (act, "activations")):
             if spec is not None:
                 check_spec(spec, where, key)
-        (weights, w_spec), (act, a_spec) = _format_cell(weights), _format_cell(act)
+        (w_name, w_spec), (a_name, a_spec) = _format_cell(weights), _format_cell(act)
         meta: dict[str, MetaValue] = {}
         for key, value in row.items():
             if key is None or key in known or value is None:
@@ -98,7 +99,7 @@ def load_csv(path: str | Path) -> list[Run]:
         scheme = (row.get(col_s) or "").strip() if col_s else ""
         runs.append(
             Run(
-                scheme=scheme or scheme_name(weights, act),
+                scheme=scheme or scheme_name(w_name, a_name),
                 weights=weights,
                 activations=act,
                 weights_spec=w_spec,
