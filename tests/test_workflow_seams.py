@@ -317,3 +317,16 @@ def test_a_format_file_in_a_runs_csv_is_its_scheme_by_name_and_its_cell_by_path(
     assert (catalog.scheme, catalog.weights_spec) == ("int4", None)
     # --where still matches the cell as written
     assert select([mine, catalog], [f"weights={my_format}"]) == [mine]
+
+
+def test_a_gmse_read_back_from_the_cache_has_the_interval_it_was_computed_with(run_cli, validator):
+    # Signed ints with absmax scales are estimated by a control-variate regression, whose standard
+    # error has rows - columns degrees of freedom. The cache kept no degrees of freedom and took
+    # rows - 1 from the sample count: the interval of every later command (and of a train record
+    # against gmse) differed from the first in the sixth digit. (A format no other test measures,
+    # so that the first call computes it.)
+    fmt = "sint3-g16-sbf16"
+    fresh, cached = (_json(run_cli, validator, "gmse", fmt)["results"][0] for _ in range(2))
+    assert (fresh["gmse_method"], cached["gmse_method"]) == ("monte-carlo", "cache")
+    for key in ("gmse", "gmse_std_err", "gmse_low", "gmse_high", "samples"):
+        assert cached[key] == fresh[key], key
