@@ -84,11 +84,22 @@ def _search_point(item: Any, real: bool) -> Any:
     return out
 
 
+def _train(item: Any) -> Any:
+    """A run record's per-stage GMSEs (``stage_gmse.<tensor>[]``) in the names gmse, rank and
+    predict print them under; the results file itself keeps the record's own names."""
+    if not isinstance(item, dict) or not isinstance(item.get("stage_gmse"), dict):
+        return item
+    stages = {tensor: [_renamed(s, _GMSE) for s in entries] if isinstance(entries, list) else entries
+              for tensor, entries in item["stage_gmse"].items()}
+    return {**item, "stage_gmse": stages}
+
+
 # Per command: how one result item's keys become the shared vocabulary.
 _ITEMS: dict[str, Callable[[Any], Any]] = {
     "gmse": _gmse,
     "mse": lambda item: _deep(item, _MSE),
     "fit": _fit,
+    "train": _train,
 }
 
 

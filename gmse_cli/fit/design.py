@@ -26,6 +26,7 @@ __all__ = [
     "check_runs",
     "group_by_scheme",
     "canonical_order",
+    "check_one_format_per_scheme",
     "reference_scheme",
     "held_at_law",
     "hold_unidentified",
@@ -108,6 +109,31 @@ def canonical_order(runs: Sequence[Run]) -> np.ndarray:
     intervals. Identical runs tie; which of them is drawn changes nothing."""
     keys = [(r.N, r.D, r.loss, r.weights, r.activations or "", r.scheme) for r in runs]
     return np.array(sorted(range(len(runs)), key=keys.__getitem__), dtype=int)
+
+
+def check_one_format_per_scheme(runs: Sequence[Run]) -> None:
+    """Raise unless every scheme name stands for one pair of formats.
+
+    A scheme is named by its formats' names, and a format file keeps whatever name it was given:
+    `uscl formats show int4-g128 > f.toml` with the group edited still says int4-g128. Its runs
+    and the catalog format's would pool into one scheme (one decoupled capacity, one held-out
+    group, one GMSE in the report) while their GMSEs differ."""
+    seen: dict[str, tuple[tuple[str, ...], str]] = {}
+    by_name: dict[tuple[str, str | None], tuple[str, ...]] = {}  # runs named, not specified: resolved once
+    for run in runs:
+        named = run.weights_spec is None and run.activations_spec is None
+        content = by_name.get((run.weights, run.activations)) if named else None
+        if content is None:
+            content = tuple(fmt.model_dump_json(exclude={"name", "description"}) if fmt is not None else ""
+                            for fmt in (run.weight_format(), run.activation_format()))
+            if named:
+                by_name[(run.weights, run.activations)] = content
+        first = seen.setdefault(run.scheme, (content, run.source))
+        if first[0] != content:
+            where = f"in {first[1]} and {run.source}" if first[1] != run.source else f"in {run.source}"
+            raise FitError(f"scheme '{run.scheme}' names two different formats ({where}): runs of one scheme "
+                           "must share one format; give each format its own name (a format file's name, a CSV's "
+                           "scheme cell)")
 
 
 def reference_scheme(runs: Sequence[Run], schemes: Sequence[str], of_run: np.ndarray) -> int:

@@ -59,6 +59,7 @@ import numpy as np
 from gmse_cli.errors import FitError, described
 from gmse_cli.fit.design import (
     canonical_order,
+    check_one_format_per_scheme,
     check_runs,
     group_by_scheme,
     hold_unidentified,
@@ -163,6 +164,7 @@ def fit(
     delta = float(delta)
     seed = check_seed(seed)
     runs = _checked_runs(runs)
+    check_one_format_per_scheme(runs)
     data_files = [printable_path(f) for f in data_files]  # shown in the law and the JSON
     prior_spec = resolve_prior(prior)
     train = domain_mask(runs) if model in DOMAIN_MODELS and not fit_outside else np.ones(len(runs), dtype=bool)

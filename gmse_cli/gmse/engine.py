@@ -150,7 +150,9 @@ def lookup_gmse(fmt: Format, *, row_length: int, rel_err: float, key: str | None
         return None
     if entry.method == "exact" and not has_exact(fmt, row_length):
         return None  # an infinite-row limit kept before such rows went to Monte Carlo
-    dof = stored_dof(entry.samples, row_length, fmt) if entry.std_err > 0 else math.inf
+    # The interval the estimate had when computed: a regression's degrees of freedom (rows less
+    # its columns) are not the sample count's, and a value read back must print the same ends.
+    dof = (entry.dof or stored_dof(entry.samples, row_length, fmt)) if entry.std_err > 0 else math.inf
     return make_estimate(fmt, row_length, entry.gmse, entry.std_err, source, entry.samples, dof=dof)
 
 
@@ -174,6 +176,7 @@ def remember_gmse(fmt: Format, est: GmseEstimate, *, row_length: int, seed: int,
     write_cached(StoredGmse(
         key=key, name=fmt.display_name, row_length=row_length, gmse=est.gmse, std_err=est.std_err,
         method=est.method, samples=est.samples, seed=seed, algorithms=algorithms_of(fmt),
+        dof=int(est.dof) if est.dof is not None and est.std_err > 0 else None,
     ))
 
 

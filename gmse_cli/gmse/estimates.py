@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
@@ -47,6 +47,15 @@ class GmseEstimate(Frozen):
         "table or the on-disk cache (std_err 0: computed exactly)"
     )
     samples: int = Field(description="Gaussian elements behind it (0 for the exact method)")
+    # Not a field (nothing prints it): kept with a cached GMSE so that the value read back has
+    # the interval it was computed with.
+    _dof: float | None = PrivateAttr(default=None)
+
+    @property
+    def dof(self) -> float | None:
+        """Degrees of freedom of ``std_err``'s estimate, whose t quantile the interval took;
+        None for a normal interval (exact, or not recorded)."""
+        return self._dof
 
 
 class GmseDifference(Frozen):
@@ -119,7 +128,9 @@ def make_estimate(
             f"from {bits:.3f} stored bits per parameter (its compressor or bit accounting is wrong)"
         )
     low, high = interval95(g, se, dof=dof)
-    return GmseEstimate(
+    est = GmseEstimate(
         name=fmt.display_name, bits_per_param=bits, gmse=g, ci_low=low,
         ci_high=high, std_err=se, effective_bits=eff, method=method, samples=samples,
     )
+    est._dof = dof if math.isfinite(dof) else None
+    return est

@@ -124,6 +124,9 @@ class StoredGmse(Frozen):
     method: Literal["exact", "monte-carlo"] = Field(description="how it was computed")
     samples: int = Field(ge=0, description="Gaussian elements used (0 for the exact method)")
     seed: int = Field(description="seed of the sample bank (unused by the exact method)")
+    dof: int | None = Field(
+        default=None, ge=1, description="degrees of freedom of std_err (Monte Carlo: rows or batches less the "
+        "regression's columns); absent: taken from the sample count, as entries written before it was kept")
     algorithms: dict[str, int] = Field(description="compressor -> ALGORITHM_VERSION it was computed with")
 
     def serves(self, rel_err: float) -> bool:

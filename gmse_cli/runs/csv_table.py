@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gmse_cli.errors import DataError
+from gmse_cli.inputs import is_file
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import MetaValue, Run, scheme_name
+from gmse_cli.spec import Format, resolve_format
 
 __all__ = ["load_csv"]
 
@@ -19,6 +21,17 @@ _CSV_FLOP = ("training flop", "training_flop", "flop", "flops", "c", "compute")
 _CSV_LOSS = ("loss", "final_loss", "val_loss")
 _CSV_W = ("weights", "weight_format", "w_format")
 _CSV_A = ("activations", "activation_format", "a_format")
+
+
+def _format_cell(cell: str | None) -> tuple[str | None, Format | None]:
+    """A format cell as (scheme name, spec). A format file's scheme is the name the file holds,
+    as uscl train's records name it (so fit, rank and predict call it one thing), and the file
+    is read once here; a catalog name or shorthand stays as written. The cell itself stays the
+    run's ``weights`` / ``activations``, which --where matches."""
+    if cell is None or not (cell.endswith(".toml") or is_file(cell)):
+        return cell, None
+    fmt = resolve_format(cell)
+    return fmt.display_name, fmt
 
 
 def load_csv(path: str | Path) -> list[Run]:
@@ -74,6 +87,7 @@ def load_csv(path: str | Path) -> list[Run]:
         for spec, key in ((weights, "weights"), (act, "activations")):
             if spec is not None:
                 check_spec(spec, where, key)
+        (w_name, w_spec), (a_name, a_spec) = _format_cell(weights), _format_cell(act)
         meta: dict[str, MetaValue] = {}
         for key, value in row.items():
             if key is None or key in known or value is None:
@@ -85,9 +99,11 @@ def load_csv(path: str | Path) -> list[Run]:
         scheme = (row.get(col_s) or "").strip() if col_s else ""
         runs.append(
             Run(
-                scheme=scheme or scheme_name(weights, act),
+                scheme=scheme or scheme_name(w_name, a_name),
                 weights=weights,
                 activations=act,
+                weights_spec=w_spec,
+                activations_spec=a_spec,
                 N=n,
                 D=d,
                 loss=number(row[col_loss], "loss", where),
