@@ -165,3 +165,12 @@ def test_a_fit_records_the_gmses_of_the_stages_it_fitted(shared_data):
     # QuEST's only sparse runs prune pairs 2:4 (FourEight): 5/24 of the energy, closed form.
     assert ranges[Family.SPARSITY] == pytest.approx((5 / 24, 5 / 24), rel=1e-12)
     assert Family.VQ not in ranges
+
+
+def test_a_point_just_beyond_says_by_how_much():
+    # 1.003 / 1 was "D/N = 1.003 is 1x above the largest fitted (1)": beyond, but by a ratio read as none.
+    from gmse_cli.law import FittedRange
+
+    fitted = FittedRange(params=(30e6, 800e6), tokens_per_param=(0.5, 1.0), runs=4, provenance="t")
+    assert fitted.beyond(100e6, 100e6 * 1.003) == "D/N = 1.003 is 0.3% above the largest fitted (1)"
+    assert fitted.beyond(100e6, 100e6 * 0.4999) == "D/N = 0.4999 is 0.02% below the smallest fitted (0.5)"

@@ -35,7 +35,10 @@ _EDGE = 1e-9  # relative slack at the ends: a prediction at a fitted run's own N
 
 
 def _times(ratio: float) -> str:
-    """'1.22e+03x'; a ratio past the largest float (a count near 1e308 against a fitted one) as a bound, not 'infx'."""
+    """'1.22e+03x'; a ratio past the largest float (a count near 1e308 against a fitted one) as a
+    bound, not 'infx'; one within 1% as a percentage (1.003 read '1x': beyond, but by how much?)."""
+    if ratio < 1.01:
+        return f"{(ratio - 1) * 100:.2g}%"
     return f"{ratio:.3g}x" if math.isfinite(ratio) else "over 1e+308x"
 
 
