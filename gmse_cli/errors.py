@@ -18,12 +18,27 @@ __all__ = [
     "TrainError",
     "one_line",
     "described",
+    "list_of",
 ]
 
 
 def described(value: object) -> str:
     """``value`` as an error names an argument of the wrong kind: its type and the start of its text."""
     return f"{type(value).__name__} {str(value)[:60]!r}"
+
+
+def list_of(items: object, kind: type, error: type[Exception], takes: str) -> list:
+    """``items`` as a list of ``kind``, or ``error`` saying what the caller ``takes`` and naming
+    ``items`` (one item alone, text, no iterable) or the first of them that is not a ``kind``."""
+    from collections.abc import Iterable
+
+    if isinstance(items, kind | str | bytes) or not isinstance(items, Iterable):
+        raise error(f"{takes}, not {described(items)}")
+    items = list(items)
+    for item in items:
+        if not isinstance(item, kind):
+            raise error(f"{takes}; got {described(item)} among them")
+    return items
 
 
 def one_line(message: object) -> str:

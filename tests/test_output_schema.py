@@ -8,13 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from output_contract import checked_output
 
 jsonschema = pytest.importorskip("jsonschema")
 
 # Keys of other spellings that must appear nowhere in results (a format's own spec aside).
-_OLD_KEYS = {"ci_low", "ci_high", "low", "high", "format"}
-
-
 @pytest.fixture(scope="module")
 def validator():
     from gmse_cli.schema import output_schema
@@ -24,24 +22,9 @@ def validator():
     return jsonschema.Draft202012Validator(schema)
 
 
-def _keys(item, skip=("spec", "weights_spec", "activations_spec")):
-    if isinstance(item, dict):
-        for k, v in item.items():
-            yield k
-            if k not in skip:
-                yield from _keys(v)
-    elif isinstance(item, list):
-        for v in item:
-            yield from _keys(v)
-
-
 def _check(validator, res, command: str) -> dict:
-    assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
-    errors = [f"{list(e.path)}: {e.message[:200]}" for e in validator.iter_errors(data)]
-    assert not errors, errors
-    assert data["schema_version"] == 1 and data["command"] == command
-    assert not _OLD_KEYS & set(_keys(data["results"])), _OLD_KEYS & set(_keys(data["results"]))
+    data = checked_output(validator, res)
+    assert data["command"] == command
     return data
 
 

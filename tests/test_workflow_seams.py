@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import pytest
+from output_contract import RETIRED_KEYS, checked_output
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -34,7 +35,7 @@ scale_format = "bf16"
 """
 # The README's bits rule: 4 element bits + one 16-bit scale per group of 16.
 MY_BITS = 4 + 16 / 16
-_OLD_KEYS = {"ci_low", "ci_high", "low", "high", "format", "method"}
+_OLD_KEYS = RETIRED_KEYS | {"method"}
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +52,8 @@ def my_format(tmp_path) -> Path:
     return path
 
 
-def _keys(item, skip=("spec", "weights_spec", "activations_spec")):
-    if isinstance(item, dict):
-        for k, v in item.items():
-            yield k
-            if k not in skip:
-                yield from _keys(v)
-    elif isinstance(item, list):
-        for v in item:
-            yield from _keys(v)
-
-
 def _json(run_cli, validator, *args) -> dict:
-    res = run_cli(*args, "--json")
-    assert res.code == 0, res.stderr
-    data = json.loads(res.stdout)
-    errors = [f"{list(e.path)}: {e.message[:200]}" for e in validator.iter_errors(data)]
-    assert not errors, errors
-    assert data["schema_version"] == 1
-    assert not _OLD_KEYS & set(_keys(data["results"])), _OLD_KEYS & set(_keys(data["results"]))
-    return data
+    return checked_output(validator, run_cli(*args, "--json"), _OLD_KEYS)
 
 
 def _csv(run_cli, *args) -> list[dict]:

@@ -51,12 +51,12 @@ near capacity 1). Both are reported in ``notes``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from gmse_cli.errors import FitError, described
+from gmse_cli.errors import FitError, list_of
 from gmse_cli.fit.design import (
     canonical_order,
     check_one_format_per_scheme,
@@ -200,13 +200,7 @@ def fit(
 
 def _checked_runs(runs: object) -> list[Run]:
     """``runs`` as a list of :class:`Run`, or a FitError naming what is not one."""
-    if isinstance(runs, Run) or not isinstance(runs, Iterable) or isinstance(runs, str | bytes):
-        raise FitError(f"fit takes a list of Run (load_runs gives one), not {described(runs)}")
-    runs = list(runs)
-    for stray in runs:
-        if not isinstance(stray, Run):
-            raise FitError(f"fit takes a list of Run (load_runs gives one); got {described(stray)}")
-    return runs
+    return list_of(runs, Run, FitError, "fit takes a list of Run (load_runs gives one)")
 
 
 def domain_mask(runs: Sequence[Run]) -> np.ndarray:

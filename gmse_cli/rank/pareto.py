@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from gmse_cli.errors import SpecError, described
+from gmse_cli.errors import SpecError, list_of
 from gmse_cli.rank.results import RankRow
 
 __all__ = ["pareto_mask", "pareto_front", "sort_rows", "SORT_COLUMNS"]
@@ -43,13 +43,7 @@ def pareto_mask(bits: np.ndarray, rho: np.ndarray) -> np.ndarray:
 
 def _rank_rows(rows: Sequence[RankRow], caller: str) -> list[RankRow]:
     """``rows`` as a list, or one SpecError naming the first item that is no RankRow."""
-    if isinstance(rows, RankRow | str | bytes) or not isinstance(rows, Iterable):
-        raise SpecError(f"{caller} takes a list of RankRows (rank() gives one), not {described(rows)}")
-    rows = list(rows)
-    for r in rows:
-        if not isinstance(r, RankRow):
-            raise SpecError(f"{caller} takes RankRows (rank() gives them), not {described(r)}")
-    return rows
+    return list_of(rows, RankRow, SpecError, f"{caller} takes a list of RankRows (rank() gives one)")
 
 
 def pareto_front(rows: Sequence[RankRow]) -> list[RankRow]:
