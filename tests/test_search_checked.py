@@ -150,3 +150,34 @@ def test_an_empty_out_is_refused_before_the_search(run_cli, tmp_path, monkeypatc
     lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("note:")]
     assert lines == ["error: --out is empty: name the folder for the frontier's format files (e.g. --out found/)"]
     assert list(tmp_path.iterdir()) == []
+
+
+def _without_family(law_text: str, family: str) -> str:
+    """A law file's text without one family's curve, its draws columns and its fitted GMSE range."""
+    import re
+
+    kept, skip = [], False
+    for line in law_text.split("\n"):
+        if line.startswith("["):
+            skip = line.startswith(f"[families.{family}")
+        if not skip:
+            kept.append(line)
+    text = "\n".join(kept)
+    text = re.sub(rf'^"?{family}\.[A-Za-z]+"? = \[[^\]]*\]\n', "", text, flags=re.M)
+    return re.sub(rf"^{family} = \[[^\]]*\]\n", "", text, flags=re.M)
+
+
+def test_a_law_without_sparsity_searches_the_formats_it_can_rank(run_cli, tmp_path):
+    """The composites (sparsity + quantizer) of a law without a sparsity curve stopped the
+    search with an error, where single sparse formats were passed over and `rank` skips them."""
+    from importlib.resources import files
+
+    law = tmp_path / "quant-only.toml"
+    law.write_text(_without_family((files("gmse_cli") / "laws" / "quest-c4.toml").read_text(), "sparsity"))
+    res = run_cli("search", "--bits", "2.5", "--law", str(law), "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["left_out_by_law"] > 0 and "left out (a family law" in res.stderr
+    assert data["results"] and all(s["family"] != "sparsity" for point in data["results"] for s in point["stages"])
+    full = json.loads(run_cli("search", "--bits", "2.5", "--json").stdout)
+    assert full["left_out_by_law"] == 0 and full["candidates"] == data["candidates"]

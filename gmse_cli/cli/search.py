@@ -76,8 +76,10 @@ def register(app: typer.Typer) -> None:
                 rows_per_layer=rows_per_layer, progress=progress, cache="refresh" if recompute else "use",
                 row_length=row_length,
             )
+        left_out = (f"{result.left_out_by_law:,} left out (a family law '{result.law}' has no curve for), "
+                    if result.left_out_by_law else "")
         err_console.print(
-            f"{result.candidates:,} candidates at or below {bits:g} bits: {result.pruned_by_bound:,} pruned "
+            f"{result.candidates:,} candidates at or below {bits:g} bits: {left_out}{result.pruned_by_bound:,} pruned "
             f"unmeasured by capacity bounds, {result.stages_measured:,} stage formats measured, "
             f"{result.refined:,} refined, in {result.seconds:.1f} s",
             highlight=False,

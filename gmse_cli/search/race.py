@@ -77,6 +77,7 @@ class _Race:
         # (stages, level) -> (value, influence) below the final level, (value, std err) at it
         self.cache: dict[tuple[tuple, int], tuple[float, object]] = {}
         self.refused: set[tuple] = set()
+        self.left_out = 0  # candidates of a family the law has no curve for: never measured
 
     def stage_value(self, fmt: Format, level: int):
         key = (fmt.stages, level)
@@ -165,8 +166,9 @@ def _cheap_singles(race: _Race, pool: Pool, progress: Progress) -> tuple[list[En
         stages = stage_targets(cand.spec)
         try:
             race.law.check_covers(f for f, _ in stages)
-        except LawError:
-            continue  # a family the law cannot rank
+        except LawError:  # a family the law cannot rank
+            race.left_out += 1
+            continue
         singles.append(Entry(cand=cand, stages=stages))
     singles.sort(key=lambda e: (e.cand.bits_per_param, e.cand.name))
     measured: list[Entry] = []
@@ -196,7 +198,11 @@ def _cheap_composites(race: _Race, pool: Pool, measured: list[Entry], progress: 
     n_pairs = len(pool.pair_bits)
     if not n_pairs:
         return 0
-    race.law.check_covers([Family.SPARSITY, Family.QUANTIZATION])
+    try:
+        race.law.check_covers([Family.SPARSITY, Family.QUANTIZATION])
+    except LawError:  # a family the law cannot rank: left out, as single formats of it are
+        race.left_out += n_pairs
+        return 0
     s_hi = np.array([race.upper(Family.SPARSITY, s_fmt) for _, s_fmt, _, _ in pool.sparsifiers])
     q_hi = np.array([race.rd_bound(Family.QUANTIZATION, q_fmt) for _, q_fmt, _ in pool.quantizers])
     order = np.argsort(pool.pair_bits, kind="stable")
@@ -366,6 +372,7 @@ def search_formats(
         comparisons=tuple(comparisons),
         candidates=pool.size,
         pruned_by_bound=pruned,
+        left_out_by_law=race.left_out,
         stages_measured=stages_measured,
         refined=len(final),
         seconds=time.perf_counter() - start,

@@ -68,6 +68,9 @@ class SearchResult(Frozen):
     pruned_by_bound: int = Field(
         description="dropped unmeasured: capacity bound (rate-distortion, or the sparsity factor) below the frontier"
     )
+    left_out_by_law: int = Field(
+        default=0, description="candidates never measured: a family (sparsity, vq, ...) the law has no curve for"
+    )
     stages_measured: int = Field(description="distinct stage formats measured in the cheap pass")
     refined: int = Field(description="candidates given the full estimate")
     seconds: float
