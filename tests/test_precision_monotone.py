@@ -288,6 +288,22 @@ def test_monte_carlo_of_rarely_clipping_grids_covers_the_finite_row_value(name, 
         assert abs(est.gmse - truth) < 3.5 * est.std_err, (seed, est.gmse, truth, est.std_err)
 
 
+def test_search_measures_and_caches_rarely_clipping_grids_as_the_engine_does(tmp_path, monkeypatch):
+    """`uscl search` measured int14 by the plain ratio (1.6% low at rows of 256, 6.5 standard
+    errors) and cached it under the key that promises the clipping energy's mean, so a later
+    `uscl gmse int14 --row-length 256` served the low value from the cache."""
+    from gmse_cli.search.evaluate import GaussianEvaluator
+
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path))
+    fmt = resolve_format("int14")
+    truth = _finite_row_gmse(14, optimal_rms_constant(fmt.stages[0]), 256)
+    evaluator = GaussianEvaluator(seed=0, rel_err=3e-3, row_length=256, level_rows=(4, 16, 64), max_rows=65536)
+    g, se = evaluator.final(fmt)
+    assert evaluator.methods[fmt.stages] == "monte-carlo" and abs(g - truth) < 3.5 * se, (g, truth, se)
+    (served,) = estimate_gmse([fmt], row_length=256, rel_err=3e-3, cache="use")
+    assert served.method == "cache" and served.gmse == g
+
+
 def test_clip_energy_mean_matches_nested_scipy_quadrature():
     from scipy import integrate
 
