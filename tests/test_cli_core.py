@@ -116,7 +116,7 @@ def test_gmse_table_and_vs(run_cli):
         (["gmse", "missing.toml"], "cannot read format file"),
         (["formats", "show", "nope4"], "unknown format"),
         # typer's own parsing errors take the same single line
-        (["predict", "int4", "--seed", "abc"], "valid integer"),
+        (["predict", "int4", "--seed", "abc"], "'abc' is not a whole number"),
         (["gmse", "int4", "--bogus"], "No such option: --bogus"),
         (["nosuch"], "No such command"),
     ],

@@ -241,11 +241,12 @@ def test_pareto_front_and_sort_rows_name_what_is_no_rank_row(rows):
         ["gmse", "int4", "--max-samples", "1_000_000"],
         ["gmse", "int4", "--seed", "\u0661\u0662"],
         ["formats", "--row-length", "1_024"],
+        ["gmse", "int4", "--max-samples", "1e6"],  # was "Input should be a valid integer", naming no value
     ],
 )
 def test_integer_options_refuse_what_counts_refuse(run_cli, args):
     res = run_cli(*args)
-    assert res.code == 2 and "whole number" in res.stderr
+    assert res.code == 2 and "whole number" in res.stderr and f"'{args[-1]}'" in res.stderr
     assert res.stderr.strip().count("\n") == 0
 
 

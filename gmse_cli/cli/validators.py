@@ -269,21 +269,15 @@ def _takes_integer(param: Any) -> bool:
                                  and set(typing.get_args(annotation)) <= {int, type(None)})
 
 
-def _read_by_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False  # the parser's own message names it
-    return True
-
-
 def _refuse_loose_integers(param: Any) -> None:
-    """'1_000' or non-ASCII digits for an integer option: refused as given, before conversion."""
+    """Anything but a whole number for an integer option ('1_000', non-ASCII digits, '1e6',
+    'abc'): refused as given, before conversion, naming the value (the parser's own message
+    did not)."""
     process = param.process_value
 
     def process_value(ctx: Any, value: Any) -> Any:
         for item in value if isinstance(value, list | tuple) else (value,):
-            if isinstance(item, str) and _read_by_int(item) and not is_whole_number_text(item):
+            if isinstance(item, str) and not is_whole_number_text(item):
                 import typer
 
                 raise typer.BadParameter(f"{item!r} is not a whole number (ASCII digits, no '_': e.g. 4096)",
