@@ -11,7 +11,7 @@ from gmse_cli.errors import DataError
 from gmse_cli.inputs import is_file
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import MetaValue, Run, scheme_name
-from gmse_cli.spec import Format, resolve_format
+from gmse_cli.spec import Format
 
 __all__ = ["load_csv"]
 
@@ -23,14 +23,16 @@ _CSV_W = ("weights", "weight_format", "w_format")
 _CSV_A = ("activations", "activation_format", "a_format")
 
 
-def _format_cell(cell: str | None) -> tuple[str | None, Format | None]:
-    """A format cell as (scheme name, spec). A format file's scheme is the name the file holds,
-    as uscl train's records name it (so fit, rank and predict call it one thing), and the file
-    is read once here; a catalog name or shorthand stays as written. The cell itself stays the
-    run's ``weights`` / ``activations``, which --where matches."""
-    if cell is None or not (cell.endswith(".toml") or is_file(cell)):
+def _format_cell(cell: str | None, where: str, key: str) -> tuple[str | None, Format | None]:
+    """A format cell, checked, as (scheme name, spec). A format file's scheme is the name the file
+    holds, as uscl train's records name it (so fit, rank and predict call it one thing), and the
+    file is read once here; a catalog name or shorthand stays as written. The cell itself stays
+    the run's ``weights`` / ``activations``, which --where matches."""
+    if cell is None:
+        return None, None
+    fmt = check_spec(cell, where, key)
+    if not (cell.endswith(".toml") or is_file(cell)):
         return cell, None
-    fmt = resolve_format(cell)
     return fmt.display_name, fmt
 
 
@@ -84,10 +86,7 @@ def load_csv(path: str | Path) -> list[Run]:
         activations = (row.get(col_a) or "").strip() if col_a else ""
         weights = weights or "bf16"
         act = None if activations.lower() in ("", "none", "bf16", "16") else activations
-        for spec, key in ((weights, "weights"), (act, "activations")):
-            if spec is not None:
-                check_spec(spec, where, key)
-        (w_name, w_spec), (a_name, a_spec) = _format_cell(weights), _format_cell(act)
+        (w_name, w_spec), (a_name, a_spec) = _format_cell(weights, where, "weights"), _format_cell(act, where, "activations")
         meta: dict[str, MetaValue] = {}
         for key, value in row.items():
             if key is None or key in known or value is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.inputs import MAX_RUNS_BYTES, parse_nested, read_text_file
-from gmse_cli.spec import resolve_format
+from gmse_cli.spec import Format, resolve_format
 
 __all__ = ["read_text", "read_json", "number", "check_spec"]
 
@@ -39,9 +39,9 @@ def number(value: Any, key: str, where: str) -> float:
         raise DataError(f"{where}: {key} = {str(value)[:60]!r} is not a number") from None
 
 
-def check_spec(spec: str, where: str, key: str) -> None:
-    """Raise unless ``spec`` resolves to a format (the record's field ``key`` at ``where``)."""
+def check_spec(spec: str, where: str, key: str) -> Format:
+    """``spec`` resolved to its format, or a DataError naming the record's field ``key`` at ``where``."""
     try:
-        resolve_format(spec)
+        return resolve_format(spec)
     except SpecError as exc:
         raise DataError(f"{where}: {key} format '{spec}' does not resolve: {exc}") from None
