@@ -20,6 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from gmse_cli.errors import DataError
+from gmse_cli.inputs import user_path
+
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
            "MIN_FREE_BYTES"]
 
@@ -65,7 +68,10 @@ def check_output_path(
     other outputs (the write would replace what was read, or one output the other), and the
     file system has :data:`MIN_FREE_BYTES` free where it reports it.
     """
-    path = Path(path)
+    try:
+        path = user_path(path)  # '--out=~/law.toml' (no shell expands '~' after '=') as the inputs read it
+    except DataError as exc:
+        raise error(str(exc).replace("cannot read", f"cannot write {what}", 1)) from None
     for source in inputs:
         if _same_file(path, Path(source)):
             raise error(f"cannot write {what} '{path}': it is also '{source}', which this command reads or "

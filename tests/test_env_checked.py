@@ -136,3 +136,34 @@ def test_a_tilde_argument_without_a_home_folder_is_one_line(monkeypatch, run_cli
     res = run_cli(*args)
     assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "~/" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("args, written", [
+    (["fit", str(RUNS), "--out=~/law.toml"], "law.toml"),
+    (["fit", str(RUNS), "--plot=~/fit.png"], "fit.png"),
+    (["formats", "export", "w4a16", "--to", "compressed-tensors", "--out=~/int4.json"], "int4.json"),
+    (["rank", "int4", "nvfp4", "--plot=~/rank.svg"], "rank.svg"),
+])
+def test_an_output_path_with_tilde_is_in_the_home_folder(tmp_path, args, written):
+    """'--out=~/law.toml' is not expanded by the shell (a '~' after '='): inputs were read from the home
+    folder, outputs went to a folder named '~' in the working directory."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    res = _uscl(*args, cwd=work, env={"HOME": str(home)})
+    assert res.returncode == 0, res.stderr.decode()
+    assert not (work / "~").exists()
+    assert (home / written).exists()
+
+
+def test_an_output_tilde_without_a_home_folder_is_one_line(monkeypatch, run_cli):
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    res = run_cli("fit", str(RUNS), "--out", "~/law.toml")
+    assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().startswith("error: cannot write law file '~/law.toml'"), res.stderr

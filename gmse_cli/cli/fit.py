@@ -100,9 +100,9 @@ def register(app: typer.Typer) -> None:
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
         read = [*files, *existing_files(law)]  # --law FILE is read too: no output may replace it
         if plot is not None:
-            check_plot_path(plot, inputs=read)
+            plot = check_plot_path(plot, inputs=read)
         if out is not None:
-            check_output_path(out, what="law file", error=FitError, inputs=[*read, *([plot] if plot else [])])
+            out = check_output_path(out, what="law file", error=FitError, inputs=[*read, *([plot] if plot else [])])
         fixed = _parse_fix(fix or [])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RunsWarning)

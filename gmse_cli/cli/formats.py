@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
             # a format file is read alone; a catalog name or shorthand reads the catalog's files
             source = name.strip()
             inputs = [source] if is_file(source) else sorted(catalog_dir().glob("*.toml"))
-            check_output_path(output, what="config file", error=DataError, inputs=inputs)
+            output = check_output_path(output, what="config file", error=DataError, inputs=inputs)
         text = json.dumps(export_format(resolve_format(name), to), indent=2) + "\n"
         _write(text, output)
 
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         if output is not None:
             from gmse_cli.atomic import check_output_path
 
-            check_output_path(output, what="format file", error=DataError, inputs=[path])
+            output = check_output_path(output, what="format file", error=DataError, inputs=[path])
         # read as every input is: a regular UTF-8 file of bounded size and nesting (a FIFO never read)
         text = read_text_file(path, what="config", error=DataError)
         try:

@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
             raise SpecError(f"--worst {worst} must be 0 or more")
         act.check()
         if plot is not None:  # never over the checkpoint, law or text it reads (a .png name is just a name)
-            check_plot_path(plot, inputs=existing_files(checkpoint, law, act.data, act.tokenizer))
+            plot = check_plot_path(plot, inputs=existing_files(checkpoint, law, act.data, act.tokenizer))
         if act.activations:
             _activations(checkpoint, formats or [], act, hadamard=hadamard, hadamard_block=hadamard_block,
                          include=include or (), exclude=exclude or (), sample=sample, seed=seed, law=law, rel_err=rel_err,

@@ -62,9 +62,9 @@ def register(app: typer.Typer) -> None:
         if checkpoint is None and (include or exclude):
             raise SpecError("--include/--exclude select checkpoint layers; give --checkpoint too")
         if plot is not None:  # never over an input, nor the --out folder the search makes first
-            check_plot_path(plot, inputs=[*existing_files(checkpoint, law), *([out_dir] if out_dir else [])])
+            plot = check_plot_path(plot, inputs=[*existing_files(checkpoint, law), *([out_dir] if out_dir else [])])
         if out_dir is not None:
-            check_frontier_dir(out_dir)
+            out_dir = check_frontier_dir(out_dir)
 
         def progress(phase: str, done: int, total: int) -> None:
             bar.update(detail=phase, completed=done, total=total)

@@ -110,12 +110,12 @@ def register(app: typer.Typer) -> None:
             # else every worker (or queued Slurm job) fails with it, after tokenizing, in a traceback
             split_batch(cfg, processes)
         # Every output is checked before anything trains: a run is never lost to an unwritable --out.
-        check_output_path(out, what="results file", error=TrainError, parents=True)
+        out = check_output_path(out, what="results file", error=TrainError, parents=True)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
-        ckpt_root = checkpoint_dir or out.with_name(out.name + ".ckpt")
+        ckpt_root = user_path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
         models_root = None
         if not no_keep_models:
-            models_root = models_dir or (Path(spec.models_dir) if spec.models_dir else out.with_name(out.name + ".models"))
+            models_root = user_path(models_dir or spec.models_dir) if (models_dir or spec.models_dir) else out.with_name(out.name + ".models")
         # Checked in a dry run too. One folder for both would delete each kept model with its run's checkpoints.
         for folder, what, others in ((ckpt_root, "checkpoint folder", [out]),
                                      (models_root, "models folder", [out, ckpt_root])):
@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.errors import DataError, TrainError
         from gmse_cli.training.data import corpus_files, split_corpus, train_bpe
 
-        check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
+        out = check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
         # realpath, not Path.resolve: an --out through a symlink loop is a name, not a RuntimeError
         if text.is_dir() and Path(os.path.realpath(out)).is_relative_to(os.path.realpath(text)):
             # it would join the corpus: the next training on the folder reads it as text
