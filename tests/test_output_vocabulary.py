@@ -40,6 +40,17 @@ def test_fit_drift_uses_the_shared_interval_names(run_cli, shared_data):
         assert s["slope_low"] < s["slope"] - s["slope_std_err"] < s["slope"] + s["slope_std_err"] < s["slope_high"]
     schemes = [s for s in fit["drift"]["schemes"] if s["slope_log_n_low"] is not None]
     assert schemes and all(s["slope_log_n_low"] <= s["slope_log_n"] <= s["slope_log_n_high"] for s in schemes)
+    # A scheme's stages in the shape predict prints them (fit's 'stage_gmse' pairs named no tensor).
+    caps = {c["scheme"]: c for c in fit["capacities"]}
+    for scheme in ("W:int2 A:int2", "W:had128+2:4x2+int4-allstats A:had128+int4", "had128+int3"):
+        cap = caps[scheme]
+        pred = run_cli("predict", cap["weights"], *(["--act", cap["activations"]] if cap["activations"] else []), "--json")
+        assert pred.code == 0, pred.stderr
+        expected = json.loads(pred.stdout)["results"][0]["stages"]
+        got = cap["stages"]
+        assert [(s["tensor"], s["family"]) for s in got] == [(s["tensor"], s["family"]) for s in expected]
+        for g, e in zip(got, expected, strict=True):  # the fit's Monte Carlo (rel. error 1e-3) against the table
+            assert g["gmse"] == pytest.approx(e["gmse"], rel=5e-3), (scheme, g, e)
 
 
 def test_the_schema_rejects_a_drift_with_bare_low_high():

@@ -71,7 +71,19 @@ def _fit(item: dict) -> dict:
         drift["slopes"] = [_renamed(s, _DRIFT_SLOPE) for s in drift.get("slopes", [])]
         drift["schemes"] = [_renamed(s, _DRIFT_SCHEME) for s in drift.get("schemes", [])]
         out["drift"] = drift
+    if isinstance(out.get("capacities"), list):
+        out["capacities"] = [_capacity(c) for c in out["capacities"]]
     return out
+
+
+def _capacity(item: Any) -> Any:
+    """A scheme's stages as rank and predict print them, ``stages[]`` of ``tensor``, ``family``,
+    ``gmse``; ``stage_gmse`` ([family, gmse] pairs) and ``stage_tensor`` stay for schema 1's readers."""
+    if not isinstance(item, dict) or not item.get("stage_gmse"):
+        return item
+    tensors = item.get("stage_tensor") or [None] * len(item["stage_gmse"])
+    stages = [{"tensor": t, "family": f, "gmse": g} for t, (f, g) in zip(tensors, item["stage_gmse"], strict=True)]
+    return {**item, "stages": stages}
 
 
 def _search_point(item: Any, real: bool) -> Any:

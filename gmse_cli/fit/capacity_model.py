@@ -21,7 +21,7 @@ from gmse_cli.fit.heldout import RefitRows, attach_heldout, score_heldout
 from gmse_cli.fit.params import LAW
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import CapacityPoint, FamilyFit, FitResult, RunResidual
-from gmse_cli.fit.stages import GmseCache, run_stages
+from gmse_cli.fit.stages import GmseCache, run_stages, stage_tensors
 from gmse_cli.law import capacity
 
 __all__ = ["fit_capacity_model", "capacity_model_fit", "CapacityRefits", "curve_log_rho"]
@@ -90,7 +90,9 @@ def capacity_model_fit(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, s
         notes.extend(heldout["notes"])
     # A scheme the decoupled stage did not fit (outside the domain) has no capacity of its own there
     # (it stayed at its start, 1): report the curves' capacity, the one its runs are predicted with.
+    tensors = {r.scheme: stage_tensors(r.weight_format(), r.activation_format()) for r in runs}
     caps = [c.model_copy(update={"stage_gmse": [(f.value, g) for f, g in stages[c.scheme]],
+                                 "stage_tensor": tensors[c.scheme],
                                  **({} if c.fitted else {"rho": math.exp(curve_log_rho(cf.families, stages[c.scheme]))})})
             for c in dec.capacities]
     return dec.model_copy(update={

@@ -98,7 +98,7 @@ from gmse_cli.fit.results import (
     RunResidual,
     SchemeCapacity,
 )
-from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure
+from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure, stage_tensors
 from gmse_cli.inputs import printable_path
 from gmse_cli.law.domain import DOMAIN, outside_domain
 from gmse_cli.law.fitted_range import FittedRange, fitted_range_of
@@ -363,6 +363,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
             scheme=s, weights=first.weights, activations=first.activations, rho=rho, rho_low=lo, rho_high=hi,
             sigma=sig, n_runs=len(members), reference=j == reference,
             stage_gmse=[(f.value, g) for f, g in stages_of_run[members[0]]] if stages_of_run else None,
+            stage_tensor=stage_tensors(first.weight_format(), first.activation_format()) if stages_of_run else None,
             fitted=bool(train[members].any()),
         ))
 

@@ -15,7 +15,7 @@ from gmse_cli.fit.results import (
     FactorizationCheck,
     SchemeCapacity,
 )
-from gmse_cli.fit.stages import GmseCache
+from gmse_cli.fit.stages import GmseCache, stage_tensors
 from gmse_cli.spec import Format
 
 __all__ = ["factorization_check", "with_stage_gmse"]
@@ -91,8 +91,10 @@ def with_stage_gmse(capacities: Sequence[SchemeCapacity], gmse: Callable[[Format
     out = []
     for c in capacities:
         if c.stage_gmse is None:
-            fmts = [resolve_format(c.weights)] + ([resolve_format(c.activations)] if c.activations else [])
-            stages = [(fam.value, gmse(part)) for fmt in fmts for fam, part in fmt.stage_formats()]
-            c = c.model_copy(update={"stage_gmse": stages})
+            weights = resolve_format(c.weights)
+            activations = resolve_format(c.activations) if c.activations else None
+            stages = [(fam.value, gmse(part)) for fmt in (weights, activations) if fmt is not None
+                      for fam, part in fmt.stage_formats()]
+            c = c.model_copy(update={"stage_gmse": stages, "stage_tensor": stage_tensors(weights, activations)})
         out.append(c)
     return out

@@ -53,6 +53,8 @@ class SchemeCapacity(Frozen):
     n_runs: int
     reference: bool = Field(default=False, description="pinned at rho = 1 (the uncompressed baseline)")
     stage_gmse: list[tuple[str, float]] | None = Field(default=None, description="(family, GMSE) of each lossy stage")
+    stage_tensor: list[str] | None = Field(default=None, description="the tensor of each stage_gmse entry: "
+                                                                     "'weights' or 'activations'")
     rho_alt_delta: float | None = Field(default=None, description="rho refitted with the other Huber delta (sensitivity)")
     fitted: bool = Field(default=True, description="its runs were fitted; False: outside the law's domain, only predicted")
 

@@ -16,7 +16,7 @@ from gmse_cli.errors import FitError
 from gmse_cli.runs import Run
 from gmse_cli.spec import Family, Format
 
-__all__ = ["GmseCache", "run_stages", "stage_structure"]
+__all__ = ["GmseCache", "run_stages", "stage_structure", "stage_tensors"]
 
 
 class GmseCache:
@@ -76,6 +76,12 @@ def run_stages(run: Run, gmse: Callable[[Format], float], *, use_recorded: bool 
             )
         stages.append((family, value))
     return stages
+
+
+def stage_tensors(weights: Format, activations: Format | None) -> list[str]:
+    """The tensor of each stage :func:`run_stages` lists, in its order: 'weights', then 'activations'."""
+    return (["weights"] * len(weights.stage_formats())
+            + ["activations"] * (len(activations.stage_formats()) if activations is not None else 0))
 
 
 def _bits(gmse: float) -> float:
