@@ -139,3 +139,12 @@ def test_readme_says_where_the_sparsity_curve_leaves_the_papers_weight_sparsity_
     assert README.count(quoted) >= 2  # in the law's notes and in the domain section
     gaps = [c - f for c, f in zip(curve, figure, strict=True)]
     assert f"by {gaps[0]:.2f} at 20% and {gaps[-1]:.2f} at 80%" in " ".join(README.split())
+
+
+def test_readme_says_which_tokenizer_the_default_laws_losses_are_per(shared_data):
+    # paper.md: the paper tokenizes C4 with Llama-2's tokenizer, QuEST with GPT-2's (padded to
+    # 50304); A and B were fitted on QuEST's losses, so the README must say whose scale they are on.
+    runs = json.loads((shared_data / "quest_runs.json").read_text())
+    assert {(r["args"]["tokenizer"], r["args"]["vocab_size"]) for r in runs} == {("gpt2", 50304)}
+    laws = " ".join(README.split("## Laws", 1)[1].split("## Fitting", 1)[0].split())
+    assert "per GPT-2 token (vocabulary padded to 50,304), the paper's runs per Llama-2 token" in laws
