@@ -148,3 +148,16 @@ def test_readme_says_which_tokenizer_the_default_laws_losses_are_per(shared_data
     assert {(r["args"]["tokenizer"], r["args"]["vocab_size"]) for r in runs} == {("gpt2", 50304)}
     laws = " ".join(README.split("## Laws", 1)[1].split("## Fitting", 1)[0].split())
     assert "per GPT-2 token (vocabulary padded to 50,304), the paper's runs per Llama-2 token" in laws
+
+
+def test_the_paper_sweep_prunes_each_layer_as_the_paper_trains():
+    # paper.md section 3: "Sparsity: per-layer top-k magnitude mask, recomputed every step".
+    from gmse_cli.spec.stages import Sparsify, SparsityPattern
+    from gmse_cli.training.sweep import expand_sweep, load_sweep
+
+    runs = expand_sweep(load_sweep(REPO / "train" / "paper-c4.toml"))
+    magnitude = {(r.weights.display_name, stage.granularity) for r in runs for stage in r.weights.stages
+                 if isinstance(stage, Sparsify) and stage.pattern is SparsityPattern.MAGNITUDE}
+    assert {name for name, _ in magnitude} == {"sparse-20-layer", "sparse-40-layer", "sparse-60-layer",
+                                               "sparse-80-layer", "sparse-50-layer+int4"}
+    assert {granularity for _, granularity in magnitude} == {"tensor"}
