@@ -1,4 +1,4 @@
-"""The paper's headline comparisons, reproduced with the Python API.
+"""The paper's headline comparison (FP4 vs INT4) and four more of uscl's own, with the Python API.
 
     python examples/headline_comparisons.py [--law FILE] [--params 200e6] [--tokens TOKENS]
 
