@@ -8,7 +8,8 @@ that predicts held-out runs best (README, "How far to trust a prediction"): the 
 of QuEST's 80 public runs inside the law's domain (shared/data/quest_runs.json; Llama on C4,
 GPT-2 tokenizer, 30M-822M parameters), every constant fitted, Huber on log-loss (delta 1e-3),
 with 300 bootstrap refits as its joint draws. The sparsity curve (one sparse GMSE in the runs)
-and the VQ curve come from the shipped default law, as ``uscl fit --out`` copies them. The
+comes from the shipped default law, and the VQ curve is the quantization curve fitted here (the
+shipped law gives VQ its quantization curve), as ``uscl fit --out`` writes them. The
 file's [meta] records the held-out errors the fit reports.
 
 E lands at its lower bound 0 (its 95% profile interval is [0, 0.25]): these runs do not identify

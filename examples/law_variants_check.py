@@ -15,8 +15,8 @@ Variants (capacity composition x loss form x fit weights):
 
 - compositions: ``prod`` rho_W * rho_A (the paper); ``corr`` one curve at the combined GMSE
   1 - (1 - m_W)(1 - m_A); ``sum`` at m_W + m_A; ``split`` separate curves for weights and
-  activations; ``harm`` (rho_W^(-1/k) + rho_A^(-1/k) - 1)^(-k), k fitted or held at 1.7 (the
-  value the paper's W x A capacity table implies); ``inv`` 1/rho - 1 adds over stages (k = 1);
+  activations; ``harm`` (rho_W^(-1/k) + rho_A^(-1/k) - 1)^(-k), k fitted or held at 1.7 (near the
+  values the paper's W x A capacity table implies: 1.60 fitted in log rho, 1.09 in rho); ``inv`` 1/rho - 1 adds over stages (k = 1);
   ``logi`` the paper's logistic curve 1/(1 + B m^A) per stage, product;
 - loss forms: additive Chinchilla; ``gammaD`` B (D rho^gamma)^(-beta); ``kaplan``
   E + (A (N rho)^(-alpha/beta) + B/D)^beta; ``mult`` the whole loss times 1/rho, ``multa``

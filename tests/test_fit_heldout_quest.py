@@ -162,3 +162,10 @@ def test_shipped_quest_law_is_this_fit(result, run_cli):
     row = json.loads(out.stdout)["results"][0]
     want = _closed_form_loss(c, 300e6, 9e9, [("quantization", row["gmse"])])
     assert row["predicted_loss"] == pytest.approx(want, rel=1e-12) and row["law"] == "quest-c4"
+    # A VQ format on the quantization curve fitted here (the file's quantization constants), as the
+    # default law puts VQ on its quantization curve; it kept the paper's curve (vq2-b2 0.467, not 0.432).
+    out = run_cli("predict", "vq2-b2", "--law", "quest-c4", "--params", "300M", "--tokens", "9B", "--json")
+    assert out.code == 0, out.stderr
+    row = json.loads(out.stdout)["results"][0]
+    want = _closed_form_loss(c, 300e6, 9e9, [("quantization", row["gmse"])])
+    assert row["predicted_loss"] == pytest.approx(want, rel=1e-12)

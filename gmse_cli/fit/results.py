@@ -313,7 +313,9 @@ class FitResult(Frozen):
 
         The bootstrap replicates become the law's joint draws. ``base``: a law whose capacity
         curves are copied, provenance and all, for the families these runs gave no evidence
-        for (so a fit on quantized runs keeps the base law's VQ and sparsity curves)."""
+        for (so a fit on quantized runs keeps the base law's sparsity curve). A family the base
+        gives the quantization curve (VQ in the paper's law) takes the quantization curve fitted
+        here, draws included."""
         from gmse_cli import __version__
         from gmse_cli.law import Constant, FamilyCurve, Law, LawDraws
         from gmse_cli.law.model import MAX_CONSTANT, MAX_L, draws_in_domain
@@ -352,16 +354,30 @@ class FitResult(Frozen):
             Family(fam): FamilyCurve(**{k: const(f"{fam}.{k}") for k in FAMILY_KEYS})
             for fam in self.families
         }
-        held_from_base = []
+        held_from_base, copies = [], {}
         for fam, curve in (base.families.items() if base is not None else ()):
-            if fam not in families:
-                held_from_base.append(fam.value)
+            if fam in families:
+                continue
+            source = _copied_curve(base, fam)
+            if source is not None and source in families:
+                # The base law gives this family the curve of another (VQ sits on the scalar
+                # quantization curve, the unified law's claim): it follows that curve as fitted here.
+                copies[fam.value] = source.value
                 families[fam] = FamilyCurve(**{
-                    k: getattr(curve, k).model_copy(update={
-                        "provenance": f"held from law '{base.name}' (no {fam.value} runs in this fit): "
-                                      f"{getattr(curve, k).provenance}"})
+                    k: getattr(families[source], k).model_copy(update={
+                        "provenance": f"copied from the {source.value} curve fitted here (no {fam.value} runs in "
+                                      f"this fit; law '{base.name}' gives {fam.value} the {source.value} curve): "
+                                      f"{getattr(families[source], k).provenance}"})
                     for k in FAMILY_KEYS
                 })
+                continue
+            held_from_base.append(fam.value)
+            families[fam] = FamilyCurve(**{
+                k: getattr(curve, k).model_copy(update={
+                    "provenance": f"held from law '{base.name}' (no {fam.value} runs in this fit): "
+                                  f"{getattr(curve, k).provenance}"})
+                for k in FAMILY_KEYS
+            })
         draws = None
         columns = {k: v for k, v in (self.draws or {}).items() if k in LAW or k.split(".")[0] in self.families}
         if columns:
@@ -369,6 +385,8 @@ class FitResult(Frozen):
 
             # Replicates outside the law's domain (an L above 1) are dropped whole, keeping rows joint.
             keep = np.logical_and.reduce([draws_in_domain(k, v, self.constants[k].value) for k, v in columns.items()])
+            columns.update({f"{fam}.{k}": columns[f"{source}.{k}"] for fam, source in copies.items()
+                            for k in FAMILY_KEYS if f"{source}.{k}" in columns})  # the source's draws, row for row
             if keep.sum() >= 2:
                 draws = LawDraws(
                     provenance=f"{int(keep.sum())} of {keep.size} bootstrap refits (the rest outside the "
@@ -398,6 +416,17 @@ class FitResult(Frozen):
             fitted_range=self.fitted_range,
             draws=draws,
         )
+
+
+def _copied_curve(law, family: Family) -> Family | None:
+    """Quantization, where ``law`` gives ``family`` (VQ in the paper's law) the quantization curve:
+    every constant's value equal."""
+    source = law.families.get(Family.QUANTIZATION)
+    if family == Family.QUANTIZATION or source is None:
+        return None
+    curve = law.families[family]
+    same = all(getattr(curve, k).value == getattr(source, k).value for k in FAMILY_KEYS)
+    return Family.QUANTIZATION if same else None
 
 
 class CapacityPoint(Frozen):
