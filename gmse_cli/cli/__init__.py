@@ -8,8 +8,12 @@ is a bug and keeps its traceback (exit 1).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 import typer
@@ -83,6 +87,28 @@ def _keep_interrupts(command: click.Command) -> click.Command:
 
 
 _ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt, _Interrupted)
+_ABORT_CODE = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+def _say_aborted(where: str = "") -> None:
+    """Print the one line of a Ctrl-C'd command. A second Ctrl-C (people press it twice) during
+    the print is ignored: landing in it (a lazy import of rich) it printed a traceback instead."""
+    with _sigint_ignored():
+        console.err_console.print(f"aborted: {where}" if where else "aborted", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT is ignored while the body runs (on the main thread, where handlers can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _version(value: bool) -> None:
@@ -214,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
+        if code == _ABORT_CODE:  # Ctrl-C while Typer parsed the line: it returns 130 and says nothing
+            _say_aborted()
     except UsclError as exc:
         _error(str(exc))
         sys.exit(2)
@@ -238,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     except _ABORTS as exc:
         # A training run stopped by Ctrl-C says where its checkpoint is (resume by rerunning).
         where = str(exc) if isinstance(exc, KeyboardInterrupt | _Interrupted) and exc.args else ""
-        console.err_console.print(f"aborted: {where}" if where else "aborted", highlight=False, soft_wrap=True)
-        sys.exit(130)
+        _say_aborted(where)
+        sys.exit(_ABORT_CODE)
     finally:
         enable_notices(False)
     sys.exit(code if isinstance(code, int) else 0)
@@ -283,7 +311,10 @@ def run() -> None:
     except SystemExit as exc:
         code = exc.code
         status = 0 if code is None else code if isinstance(code, int) else 1
+        if status == _ABORT_CODE:  # a second Ctrl-C in an exit handler (torch's) printed a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise
-    except KeyboardInterrupt:
-        status = 130
-        raise
+    except KeyboardInterrupt:  # Ctrl-C while the command's module loaded, before main's handlers
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        status = _ABORT_CODE
+        _say_aborted()

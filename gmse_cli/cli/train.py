@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
         if threads is not None:
             if not 1 <= threads <= MAX_THREADS:
                 raise TrainError(f"--threads {threads} must be from 1 to {MAX_THREADS}")
+            import numpy  # noqa: F401  (before torch: see gmse_cli.training)
             import torch
 
             torch.set_num_threads(threads)

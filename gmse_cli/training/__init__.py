@@ -24,6 +24,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+# numpy before torch: torch's C extension imports numpy itself and swallows a Ctrl-C landing in
+# that import, leaving numpy half-initialized; the command then failed later with a RecursionError
+# or "training needs the [train] extra" instead of stopping with "aborted".
+import numpy  # noqa: F401
+
 _EXPORTS = {
     "RunConfig": "gmse_cli.training.config",
     "RunRecord": "gmse_cli.training.results",
