@@ -67,6 +67,20 @@ def test_ctrl_c_while_the_command_line_loads_says_aborted(tmp_path):
     assert (child.returncode, child.stderr) == (130, "aborted\n")
 
 
+def test_the_uscl_program_loads_the_command_line_under_the_same_guard(tmp_path):
+    """The installed `uscl` script imported gmse_cli.cli (typer) before any handler existed: a
+    Ctrl-C in its first 0.1 s was a traceback. Its entry point, from pyproject, is run as pip's
+    generated script runs it."""
+    import tomllib
+
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["uscl"]
+    module, function = target.split(":")
+    script = f"import sys\nfrom {module} import {function}\nsys.argv = ['uscl', 'formats']\nsys.exit({function}())\n"
+    (tmp_path / "typer.py").write_text("raise KeyboardInterrupt\n")
+    child = _uscl(script, [tmp_path, REPO])
+    assert (child.returncode, child.stderr) == (130, "aborted\n")
+
+
 def test_ctrl_c_while_typer_parses_says_aborted(monkeypatch, capsys):
     import gmse_cli.cli as cli
 
