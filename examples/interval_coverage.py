@@ -13,7 +13,7 @@ or with --truth-rel-err measured by the engine itself to that precision on anoth
 control variates make the default runs nearly as precise as the table: pruned and quantized
 formats).
 Prints, per format, the share covered by the interval uscl reports (Student's t on its degrees
-of freedom) and by the normal interval, the spread of (estimate - truth) / std_err (1 for a
+of freedom) and by the normal interval, the mean (0 for an unbiased estimate) and the spread of (estimate - truth) / std_err (1 for a
 well-calibrated standard error) and the batches used. Formats that compress each row alone
 take their standard error from row totals (Format.rows_independent), others from batch totals.
 """
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure the truth with the engine to this relative standard error (seed 1) instead of "
                          "reading the table: for formats whose default runs are about as precise as the table")
     args = ap.parse_args(argv)
-    print(f"{'format':8} {'covered (t)':>11} {'covered (z)':>11} {'sd of z':>8} {'batches':>8}")
+    print(f"{'format':8} {'covered (t)':>11} {'covered (z)':>11} {'mean z':>7} {'sd of z':>8} {'batches':>8}")
     for name in args.formats:
         fmt = resolve_format(name)
         if has_exact(fmt):
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             zs.append((est.gmse - exact) / est.std_err)
             batches.append(est.samples // bank.batch_elements)
         n = args.seeds
-        print(f"{name:8} {t_hits / n:11.3f} {z_hits / n:11.3f} {np.std(zs):8.2f} {np.mean(batches):8.1f}")
+        print(f"{name:8} {t_hits / n:11.3f} {z_hits / n:11.3f} {np.mean(zs):7.2f} {np.std(zs):8.2f} {np.mean(batches):8.1f}")
     return 0
 
 
