@@ -12,7 +12,7 @@ comes from the shipped default law, and the VQ curve is the quantization curve f
 shipped law gives VQ its quantization curve), as ``uscl fit --out`` writes them. The
 file's [meta] records the held-out errors the fit reports.
 
-E lands at its lower bound 0 (its 95% profile interval is [0, 0.25]): these runs do not identify
+E lands at its lower bound 0 (its 95% profile interval is [0, 0.36]): these runs do not identify
 an irreducible loss, so predictions far beyond 822M parameters lean on a law without one; the
 default law keeps the paper's E = 1.3. The check compares each run's predicted loss to 1e-6 and
 the constants to 1e-3 (E to 1e-3 absolute): along the fit's flat directions the optimizer's

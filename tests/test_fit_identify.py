@@ -95,7 +95,8 @@ def test_paper_prior_skips_constants_the_model_lacks():
 
 @pytest.mark.parametrize("key", ["alpha", "E"])
 def test_profile_interval_matches_least_squares_root_finding(key):
-    """Least squares (delta 1): the statistic is n (RSS(v) - RSS) / RSS; its 3.841 crossings by brentq."""
+    """Least squares (delta 1): the statistic is (n - 5) (RSS(v) - RSS) / RSS (the residual variance on
+    n - 5 degrees of freedom: five free constants); its 3.841 crossings by brentq."""
     runs = _dense_runs(3, noise=0.01)
     N, D, y = _arrays(runs)
     res = F.fit(runs, model="dense", huber_delta=1.0, starts=SMALL_GRID)
@@ -116,7 +117,7 @@ def test_profile_interval_matches_least_squares_root_finding(key):
         # Far from the optimum, a start at the full optimum alone stalls (log A must move a lot
         # with alpha), so the fixed starts are tried too.
         m = _scipy_min(fun, [full.x[rest], *(x0[rest] for x0 in STARTS)])
-        return len(y) * (m.fun / 1e4 - rss) / rss - CHI2_95
+        return (len(y) - 5) * (m.fun / 1e4 - rss) / rss - CHI2_95
 
     c = res.constants[key]
     step = 0.05 * abs(hat)
@@ -301,3 +302,14 @@ def test_one_tokens_per_param_cannot_identify_the_exponents(run_cli, tmp_path):
     two = runs + [r.model_copy(update={"D": 4 * r.D, "loss": predicted_loss(r.N, 4 * r.D, 1.0, **TRUTH)}) for r in runs]
     fit = F.fit(two, model="dense", starts=SMALL_GRID, profile=False)
     assert fit.alpha == pytest.approx(TRUTH["alpha"], rel=1e-3) and fit.beta == pytest.approx(TRUTH["beta"], rel=1e-3)
+
+
+def test_likelihood_scale_takes_the_free_constants_off_the_count():
+    """c = (residuals inside delta - free) / sum clip(r)^2, by hand; (n - free) / sum r^2 when none is left."""
+    r = np.array([0.0, 0.0005, 0.002, -0.003, 0.01])
+    clipped = 0.0 + 0.0005**2 + 3 * 0.001**2
+    assert F.likelihood_scale(r, 1e-3) == pytest.approx(2 / clipped, rel=1e-12)  # a MAP fit's c: every residual
+    assert F.likelihood_scale(r, 1e-3, free=1) == pytest.approx(1 / clipped, rel=1e-12)
+    squares = 0.0005**2 + 0.002**2 + 0.003**2 + 0.01**2
+    assert F.likelihood_scale(r, 1e-3, free=2) == pytest.approx(3 / squares, rel=1e-12)
+    assert F.likelihood_scale(r, 1.0, free=2) == pytest.approx(3 / squares, rel=1e-12)  # least squares: 1 / s^2

@@ -197,11 +197,12 @@ def kumar_reference(recs, delta):
 
 # -- profile likelihood (identify.py's docstring, heldout_method's c) --------------------------
 
-def likelihood_c(r: np.ndarray, delta: float) -> float:
-    """c = (share of residuals inside delta) / mean clip(r, -delta, delta)^2 (1 / mean r^2 if none is)."""
-    inside = np.mean(np.abs(r) <= delta)
-    spread = np.mean(np.clip(r, -delta, delta) ** 2)
-    return float(inside / spread) if inside > 0 and spread > 0 else float(1.0 / np.mean(r * r))
+def likelihood_c(r: np.ndarray, delta: float, free: int = 0) -> float:
+    """c = (residuals inside delta, less the ``free`` fitted constants) / sum clip(r, -delta, delta)^2;
+    (n - free) / sum r^2 if none is left inside."""
+    inside = np.sum(np.abs(r) <= delta) - free
+    spread = np.sum(np.clip(r, -delta, delta) ** 2)
+    return float(inside / spread) if inside > 0 and spread > 0 else float((len(r) - free) / np.sum(r * r))
 
 
 def profile_ends(prob: LawProblem, z_hat, f_hat, j: int, lower: float, upper: float, *, log_coord: bool,
@@ -209,7 +210,7 @@ def profile_ends(prob: LawProblem, z_hat, f_hat, j: int, lower: float, upper: fl
     """(low, high, low_open, high_open): where 2 c (f(v) - f_min) crosses 3.841, v moved outward in
     natural units by doubling steps from 0.2% of the distance to each domain end, the rest (but
     the ``held`` coordinates) refitted."""
-    c = likelihood_c(prob.resid(z_hat), prob.delta)
+    c = likelihood_c(prob.resid(z_hat), prob.delta, free=len(z_hat) - len(held))  # the profile's degrees of freedom
     threshold = f_hat + CHI2_95 / (2.0 * c)
     v_hat = math.exp(z_hat[j]) if log_coord else z_hat[j]
     warm = {"z": z_hat}
@@ -627,7 +628,8 @@ def test_capacity_model_on_quest_matches_reference():
         assert not high_open and low_open == (key == "E")
         assert entry["profile_high"] == pytest.approx(high, rel=1e-5)
         assert entry["profile_low"] == (0.0 if key == "E" else pytest.approx(low, rel=1e-5))
-    assert result["constants"]["E"]["profile_high"] == pytest.approx(0.1226, abs=1e-4)
+    # 0.1226 before the profile took the 21 free constants off the 47 residuals inside delta
+    assert result["constants"]["E"]["profile_high"] == pytest.approx(0.2037, abs=1e-4)
     # stage 2: the quantization curve through the fitted schemes' points, sparsity held at the shipped law
     held = {"sparsity": shipped_curve("sparsity")}
     assert tuple(result["families"]["sparsity"][k] for k in "LFC") == held["sparsity"]

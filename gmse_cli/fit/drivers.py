@@ -315,6 +315,10 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         used = [public_name(names[j]) for j in prior_term.index]
         notes.append(f"MAP fit: Gaussian priors on {', '.join(used) or 'nothing'} (the data's Huber objective in "
                      f"log-likelihood units: c = {scale:.4g}, from the free fit's residuals)")
+    # The profile's c: its free constants off the residuals' count (likelihood_scale); a MAP
+    # fit's profile keeps the c its prior is weighed with, so its objective stays one likelihood.
+    profile_scale = scale if prior else likelihood_scale((objective.predict(problem.full(x))[0] - y)[train], delta,
+                                                         free=len(problem.free))
     theta = problem.full(x)[0]
     if not is_converged(problem, x, W1):
         raise FitError(
@@ -339,7 +343,8 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     pred = objective.predict(theta)[0]
     logrho = objective.logrho(theta)[0]
     resid = pred - y
-    constants = _identify(constants, problem, x, fval, objective, train, runs, logrho, scale, W1, profile, notes)
+    constants = _identify(constants, problem, x, fval, objective, train, runs, logrho, profile_scale, W1, profile,
+                          notes)
     law = {k: constants[k].value for k in LAW}
     implied = implied_capacity(np.exp(y), np.exp(logN), np.exp(logD), **law)
     residuals = [

@@ -14,7 +14,9 @@ and the bootstrap interval looks tight. Two checks show it:
   nearest point inside the interval found so far and, as a second row, from the full optimum
   with v set); the statistic is 2 c (f(v) - f_min) with f the fit's objective and c the
   likelihood scale of
-  :func:`gmse_cli.fit.prior.likelihood_scale` (for least squares this is n (RSS(v) - RSS) / RSS);
+  :func:`gmse_cli.fit.prior.likelihood_scale` with the fit's p free constants taken off the
+  residuals' count (for least squares this is (n - p) (RSS(v) - RSS) / RSS; a MAP fit keeps its
+  prior's c);
   the 95% interval is where it stays below the chi-square(1) quantile 3.841. The crossing is
   bracketed by steps that double from 0.2% of the distance to the domain's end, then refined by
   bisection. An end that never crosses within the constant's domain is reported as that

@@ -10,8 +10,8 @@ c = mean psi'(r) / mean psi(r)^2 over the residuals r of the free fit on the sam
 psi the Huber gradient (clip(r, -delta, delta)) and psi' its derivative (1 inside delta, 0
 outside). Then c * f has the curvature of the estimator's sampling distribution (the M-estimator
 sandwich, E psi^2 / (E psi')^2 per observation), and for least squares c = 1 / mean r^2, the
-Gaussian likelihood with the residuals' variance. The same ``c`` calibrates the profile
-likelihood (:mod:`gmse_cli.fit.identify`). Internally the prior is divided by ``c`` so the
+Gaussian likelihood with the residuals' variance. The profile likelihood
+(:mod:`gmse_cli.fit.identify`) takes the same ``c`` with the fit's free constants off the count. Internally the prior is divided by ``c`` so the
 objective keeps the Huber objective's scale: f + prior / c.
 
 The paper's prior is its Llama/C4 fit (shared/reference/paper.md, section 1): the constants
@@ -63,15 +63,20 @@ def resolve_prior(prior: str | Mapping[str, tuple[float, float]] | None) -> dict
     return out
 
 
-def likelihood_scale(residuals: np.ndarray, delta: float) -> float:
-    """c = mean psi'(r) / mean psi(r)^2: the Huber objective in log-likelihood units (module docstring)."""
+def likelihood_scale(residuals: np.ndarray, delta: float, *, free: int = 0) -> float:
+    """c = psi'-count / sum psi(r)^2: the Huber objective in log-likelihood units (module docstring).
+
+    ``free`` constants fitted to these residuals are taken off the count inside delta (and off n
+    in the least-squares fallback), as the residual variance divides by n - p: a fit with a
+    small delta pins about one residual per free constant inside it, which the error
+    distribution does not put there. 0 (a MAP fit's c) counts every residual.
+    """
     r = np.asarray(residuals, dtype=float)
-    inside = float(np.mean(np.abs(r) <= delta))
-    spread = float(np.mean(huber_gradient(r, delta) ** 2))
-    if inside == 0.0 or spread == 0.0:
-        # No residual inside delta (or a perfect fit): fall back to least squares' 1 / mean r^2.
-        spread = max(float(np.mean(r**2)), 1e-300)
-        return 1.0 / spread
+    inside = float(np.sum(np.abs(r) <= delta)) - free
+    spread = float(np.sum(huber_gradient(r, delta) ** 2))
+    if inside <= 0.0 or spread == 0.0:
+        # Too few residuals inside delta (or a perfect fit): fall back to least squares' (n - p) / RSS.
+        return max(len(r) - free, 1) / max(float(np.sum(r**2)), len(r) * 1e-300)
     return inside / spread
 
 
