@@ -162,6 +162,29 @@ def test_dry_run_estimates_from_finished_runs_before_anything_else(tmp_path):
     assert [p.est_seconds for p in out] == pytest.approx([p.plan.tokens / 1000.0 for p in plans])
 
 
+def test_a_step_slowed_by_another_process_does_not_set_the_timed_estimate(monkeypatch):
+    """Timed steps of tiny-100k int2 on a shared 2-core machine: 0.25, 1.47, 0.25 s. The mean of two
+    timed steps put the run 3-6x off (a 24-run sweep estimated at 30 hours, 3.4x its recorded time)."""
+    pytest.importorskip("torch")
+    import gmse_cli.training.throughput as throughput
+    from gmse_cli.training.sweep import SweepSpec, expand_sweep
+
+    spec = SweepSpec.model_validate({"name": "t", "presets": ["tiny-100k"], "tokens_per_param": [2],
+                                     "weights": ["int2"], "data": {"source": "x.txt", "tokenizer": "bpe:512"}})
+    durations = iter([0.25, 1.47, 0.25, 0.25, 0.25])
+    clock = {"now": 0.0, "calls": 0}
+
+    def fake_perf_counter():  # each timed step reads the clock twice: start, then end
+        clock["calls"] += 1
+        if clock["calls"] % 2 == 0:
+            clock["now"] += next(durations)
+        return clock["now"]
+
+    monkeypatch.setattr(throughput.time, "perf_counter", fake_perf_counter)
+    assert throughput.time_steps(expand_sweep(spec)[0], vocab_size=512) == 0.25
+    assert clock["calls"] == 6  # three steps: 1.97 s is past min_seconds
+
+
 def test_a_gpu_sweep_plans_on_a_machine_without_one(run_cli, tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

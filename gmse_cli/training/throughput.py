@@ -39,8 +39,14 @@ def record_key(record) -> tuple:
             record.training.batch_size)
 
 
-def time_steps(cfg: RunConfig, *, vocab_size: int, device: str = "cpu", steps: int = 2) -> float:
-    """Seconds per optimizer step of ``cfg``'s model, timed over ``steps`` steps after one warm-up."""
+def time_steps(cfg: RunConfig, *, vocab_size: int, device: str = "cpu", steps: int = 3,
+               min_seconds: float = 0.3) -> float:
+    """Seconds per optimizer step of ``cfg``'s model: the median of ``steps`` steps (more, up to
+    4x, until ``min_seconds`` have passed) timed one by one after a warm-up step.
+
+    The median, not the mean: one step slowed by another process took a two-step mean 6x off
+    (a 0.25 s step of tiny-100k int2 timed at 1.47 s on a shared 2-core machine).
+    """
     import torch
 
     from gmse_cli.training.loop.device import single_thread_kernels
@@ -67,10 +73,12 @@ def time_steps(cfg: RunConfig, *, vocab_size: int, device: str = "cpu", steps: i
             torch.cuda.synchronize()
 
     step()  # first-call costs (allocations, kernel compiles) are not the steady state
-    start = time.perf_counter()
-    for _ in range(steps):
+    times: list[float] = []
+    while len(times) < steps or (sum(times) < min_seconds and len(times) < 4 * steps):
+        start = time.perf_counter()
         step()
-    return (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _measured_rate(records: Iterable, cfg: RunConfig) -> float | None:
