@@ -73,7 +73,7 @@ def check_output_path(
     except DataError as exc:
         raise error(str(exc).replace("cannot read", f"cannot write {what}", 1)) from None
     for source in inputs:
-        if _same_file(path, Path(source)):
+        if _same_file(path, _expanded(source)):
             raise error(f"cannot write {what} '{path}': it is also '{source}', which this command reads or "
                         "writes (choose another path)")
     try:
@@ -98,6 +98,14 @@ def check_output_path(
     if free < MIN_FREE_BYTES:
         raise error(f"cannot write {what} '{path}': {os.strerror(errno.ENOSPC).lower()} ({free} bytes free)")
     return path
+
+
+def _expanded(source: str | Path) -> Path:
+    """An input as it is read: a leading '~' the home folder (a name without one stays as it is)."""
+    try:
+        return user_path(source)
+    except DataError:
+        return Path(source)
 
 
 def _same_file(a: Path, b: Path) -> bool:

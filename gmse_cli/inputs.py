@@ -58,8 +58,8 @@ def exists(text: str | Path) -> bool:
 def is_file(text: str | Path) -> bool:
     """Whether ``text`` names an existing file; a string that cannot be a path is not one."""
     try:
-        return Path(text).is_file()
-    except (OSError, ValueError):  # ENAMETOOLONG, ELOOP, an embedded NUL byte
+        return user_path(text).is_file()
+    except (OSError, ValueError, DataError):  # ENAMETOOLONG, ELOOP, an embedded NUL byte, no home for '~'
         return False
 
 
@@ -84,8 +84,11 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
     never end); a larger file is refused before it is read. A file that cannot be read raises
     ``read_error`` (default ``error``).
     """
-    path = Path(path)
     failed = read_error or error
+    try:
+        path = user_path(path)  # '--law=~/law.toml': no shell expands a '~' after '='
+    except DataError as exc:
+        raise failed(str(exc)) from None
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
         with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:

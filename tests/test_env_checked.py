@@ -167,3 +167,29 @@ def test_an_output_tilde_without_a_home_folder_is_one_line(monkeypatch, run_cli)
     res = run_cli("fit", str(RUNS), "--out", "~/law.toml")
     assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().startswith("error: cannot write law file '~/law.toml'"), res.stderr
+
+
+def test_an_input_path_with_tilde_is_read_from_the_home_folder(tmp_path, monkeypatch, run_cli):
+    """'--law=~/mine.toml' (no shell expands a '~' after '=') was "No such file or directory",
+    as was a quoted '~/fmt.toml' format file, while outputs expanded theirs."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.toml").write_bytes((REPO / "gmse_cli" / "laws" / "paper-llama-c4.toml").read_bytes())
+    (tmp_path / "fmt.toml").write_bytes((REPO / "formats" / "int4.toml").read_bytes())
+    for args in (["rank", "int4", "--law=~/mine.toml"], ["predict", "int4", "--law", "~/mine.toml"], ["gmse", "~/fmt.toml"]):
+        res = run_cli(*args)
+        assert res.code == 0, (args, res.stderr)
+    assert not (tmp_path / "~").exists()
+
+
+def test_an_output_with_tilde_may_not_replace_an_input_with_tilde(tmp_path, monkeypatch, run_cli):
+    """'fit --law=~/base.toml --out=~/base.toml' compared the expanded output with the unexpanded
+    input name, so the check that an output never replaces an input let it through."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "base.toml"
+    base.write_bytes((REPO / "gmse_cli" / "laws" / "paper-llama-c4.toml").read_bytes())
+    before = base.read_bytes()
+    res = run_cli("fit", str(RUNS), "--bootstrap", "0", "--law=~/base.toml", "--out=~/base.toml")
+    assert res.code == 2 and "which this command reads" in res.stderr, res.stderr
+    assert base.read_bytes() == before

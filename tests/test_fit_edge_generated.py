@@ -18,6 +18,7 @@ from gmse_cli.fit.heldout import LOSSLESS_NOTE
 from gmse_cli.gmse import gmse_of
 from gmse_cli.law import load_law
 from gmse_cli.runs import Run
+from gmse_cli.spec import Family
 
 TRUTH = {"A": 400.0, "alpha": 0.3, "B": 2000.0, "beta": 0.35, "E": 1.7}
 SMALL_GRID = np.array([(a, al, b, be, e) for al, be, e, a, b in
@@ -137,3 +138,19 @@ def test_runs_that_all_have_one_loss_flag_the_exponents():
         flag = res.constants[key].at_bound
         assert value * spread_n < 1e-4, (key, value)  # the fit does end there (else nothing to test)
         assert flag is not None and "does not fall with scale" in flag, key
+
+
+def test_a_fit_without_quantization_holds_vq_from_the_base_law():
+    """Sparsity-only runs fit no quantization curve: VQ, which the base law puts on its quantization
+    curve, is held from the base law with quantization. It was written as 'copied from the
+    quantization curve fitted here' (the curve held from the base a moment before) and left out of
+    [meta] families_from_base."""
+    base = load_law(None)
+    sparse = {s: _capacity(s, 1.0, 0.3, 0.5) for s in ("sparse-0", "sparse-25", "sparse-50", "sparse-75")}
+    res = F.fit(_runs(sparse), model="unified", starts=SMALL_GRID, profile=False, base_law=base)
+    assert set(res.families) == {"sparsity"}
+    law = res.to_law("mine", base=base)
+    vq = law.families[Family.VQ]
+    assert [getattr(vq, k).value for k in "LFC"] == [getattr(base.families[Family.VQ], k).value for k in "LFC"]
+    assert all(getattr(vq, k).provenance.startswith("held from law 'paper-llama-c4' (no vq runs") for k in "LFC")
+    assert "vq" in law.meta["families_from_base"] and "quantization" in law.meta["families_from_base"]

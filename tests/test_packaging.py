@@ -74,3 +74,21 @@ def test_dependencies_where_they_are_used():
     # the extra names a range, not one build: CI pins its CPU wheel in its own install command
     torch = [r for r in project["optional-dependencies"]["train"] if r.startswith("torch")]
     assert torch and "==" not in torch[0] and ">=" in torch[0]
+
+
+def test_every_file_a_shipped_sweep_names_is_package_data():
+    """The paper sweep names format files beside it (paper-formats/*.toml); the wheel shipped
+    only train/*.toml, so an installed uscl could not read its own paper-c4.toml
+    ("cannot read format file paper-formats/sparse-20-layer.toml")."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    folder = ROOT / project["package-dir"]["gmse_cli.sweeps"]
+    globs = project["package-data"]["gmse_cli.sweeps"]
+    shipped = {p.relative_to(folder) for g in globs for p in folder.glob(g)}
+    named = set()
+    for sweep in folder.glob("*.toml"):
+        for scheme in tomllib.loads(sweep.read_text(encoding="utf-8")).get("schemes", []):
+            for value in (scheme.get("weights"), scheme.get("activations")):
+                if isinstance(value, str) and value.endswith(".toml"):
+                    named.add((sweep.parent / value).resolve().relative_to(folder.resolve()))
+    assert any(p.parts[0] == "paper-formats" for p in named)  # the case this guards
+    assert named <= shipped, sorted(map(str, named - shipped))

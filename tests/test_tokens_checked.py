@@ -102,6 +102,18 @@ def test_tokenizer_train_refuses_an_output_inside_the_corpus_folder(run_cli, tmp
     assert not out.exists()
 
 
+def test_tokenizer_train_refuses_an_output_inside_a_corpus_folder_named_with_tilde(run_cli, tmp_path, monkeypatch):
+    """A quoted '~/corpus' was read from the home folder but checked as a folder named '~' (none):
+    the tokenizer was written inside the corpus, to be read as text by the next training."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text(corpus_text())
+    result = run_cli("tokenizer", "train", "~/corpus", "--vocab-size", "300", "--out=~/corpus/tok.json")
+    assert result.code == 2 and "inside the corpus folder" in result.stderr, result.stderr
+    assert not (tmp_path / "corpus" / "tok.json").exists()
+
+
 def test_a_vocabulary_smaller_than_asked_is_said(run_cli, tmp_path):
     src = tmp_path / "tiny.txt"
     src.write_text("hello world\n")

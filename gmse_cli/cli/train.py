@@ -174,6 +174,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.errors import DataError, TrainError
         from gmse_cli.training.data import corpus_files, split_corpus, train_bpe
 
+        text = user_path(text)  # a quoted '~/corpus': read from the home folder, so checked there too
         out = check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
         # realpath, not Path.resolve: an --out through a symlink loop is a name, not a RuntimeError
         if text.is_dir() and Path(os.path.realpath(out)).is_relative_to(os.path.realpath(text)):

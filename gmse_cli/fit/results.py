@@ -355,11 +355,12 @@ class FitResult(Frozen):
             for fam in self.families
         }
         held_from_base, copies = [], {}
+        fitted = set(families)  # before any held from the base joins them
         for fam, curve in (base.families.items() if base is not None else ()):
             if fam in families:
                 continue
             source = _copied_curve(base, fam)
-            if source is not None and source in families:
+            if source is not None and source in fitted:
                 # The base law gives this family the curve of another (VQ sits on the scalar
                 # quantization curve, the unified law's claim): it follows that curve as fitted here.
                 copies[fam.value] = source.value
