@@ -17,9 +17,10 @@ FLOORS = [
     {"compress", "interop"},
     {"gmse", "law", "runs"},
     {"rank", "fit", "realmse", "search", "training"},
-    {"cli", "__main__"},
+    {"cli", "__main__", "launch"},
 ]
-ENTRY_POINTS = {PACKAGE / "__main__.py", PACKAGE / "training" / "__main__.py"}
+# The programs: `uscl` (launch) and `python -m` run the command line; they sit above it.
+ENTRY_POINTS = {PACKAGE / "__main__.py", PACKAGE / "launch.py", PACKAGE / "training" / "__main__.py"}
 
 
 def _room(module: str) -> str | None:
