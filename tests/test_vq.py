@@ -167,14 +167,14 @@ def test_training_is_deterministic_and_cached_on_disk():
     c, _ = vq.train_gaussian_codebook(2, 4, samples=2**14, max_iter=20, seed=vq.LLOYD_SEED + 7)
     assert a.tobytes() != c.tobytes()
 
-    stage = VQ(dim=2, bits=1)  # a size not shipped with the package: trained, then cached
+    stage = VQ(dim=3, bits=1)  # a size not shipped with the package: trained, then cached
     first = vq.codebook(stage).copy()
-    files = sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b2-*"))
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d3-b3-*"))
     assert [name.rsplit(".", 1)[1] for name, _ in files] == ["json", "npy"]
     vq.clear_caches()
     again = vq.codebook(stage)
     assert again.tobytes() == first.tobytes()
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d2-b2-*")) == files
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (store.codebook_dir()).glob("gaussian-d3-b3-*")) == files
     assert not again.flags.writeable
 
 
@@ -432,7 +432,7 @@ def test_shipped_2d_codebooks_are_at_least_as_good_as_higgs(index_bits):
     assert abs(info.mse - a.mean()) < 4 * a.std(ddof=1) / math.sqrt(a.size) + 1e-4
 
 
-def test_every_catalog_vq_size_ships_with_the_package():
+def test_every_catalog_and_search_vq_size_ships_with_the_package():
     from gmse_cli.compress.vq.gaussian import codebook_stem
     from gmse_cli.compress.vq.shipped import SHIPPED
     from gmse_cli.spec import catalog, resolve_format
@@ -444,6 +444,12 @@ def test_every_catalog_vq_size_ships_with_the_package():
         if isinstance(s, VQ) and s.codebook == "gaussian"
     }
     assert sizes <= set(SHIPPED)
+    # and every size `uscl search` measures: a first search trained 18 for about 6 minutes
+    from gmse_cli.search.space import SearchSpace
+
+    space = SearchSpace()
+    searched = {(dim, bits) for dim in space.vq_dims for bits in range(1, 17) if 2**bits <= space.vq_max_codewords}
+    assert searched <= set(SHIPPED)
     for dim, bits in SHIPPED:
         stem = codebook_stem(dim, bits)
         assert (store.shipped_dir() / f"{stem}.npy").is_file() and (store.shipped_dir() / f"{stem}.json").is_file()

@@ -1,5 +1,6 @@
 """Gaussian codebooks: the Gaussian-MSE-optimal levels in 1-D, Lloyd with utility moves on
-Gaussian samples in 2-D and up; cached on disk, the catalog's sizes shipped with the package.
+Gaussian samples in 2-D and up; cached on disk, the catalog's and the search's sizes shipped
+with the package.
 
 A codebook of ``2^index_bits`` codewords in ``dim`` dimensions minimizes the MSE of a standard
 normal source (coordinates in units of the input's standard deviation):
@@ -19,7 +20,7 @@ cell's centroid, which makes scaling stationary.
 
 Cost on a busy 2-core machine (trained once, then cached): 2-D, 16 codewords, ~20 s; 64, ~1 min;
 256, ~5 min; 256 codewords in 4-D 817 s, in 8-D 505 s (measured) -- which is why the catalog's
-sizes ship with the package (:mod:`gmse_cli.compress.vq.shipped`).
+and the search space's sizes ship with the package (:mod:`gmse_cli.compress.vq.shipped`).
 """
 
 from __future__ import annotations
