@@ -8,7 +8,8 @@
 - The README's account of the paper's two sparsity readings quotes the shipped curve at the
   closed-form magnitude-pruning GMSE, computed here.
 
-Nothing here imports gmse_cli: the law file is read as TOML.
+The references import nothing from gmse_cli (the law file is read as TOML); only the last test,
+which checks the paper sweep's formats, loads the sweep with it.
 """
 
 from __future__ import annotations
