@@ -1,5 +1,5 @@
 """`python -m gmse_cli` runs the `uscl` command line."""
 
-from gmse_cli.launch import main
+from gmse_cli.program import main
 
 main()

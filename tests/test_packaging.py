@@ -92,3 +92,17 @@ def test_every_file_a_shipped_sweep_names_is_package_data():
                     named.add((sweep.parent / value).resolve().relative_to(folder.resolve()))
     assert any(p.parts[0] == "paper-formats" for p in named)  # the case this guards
     assert named <= shipped, sorted(map(str, named - shipped))
+
+
+def test_every_shipped_codebook_is_package_data():
+    """The VQ codebooks uscl reads without training them are package data: each file in their
+    folder matches a glob of the wheel's (else an installed uscl trains them again, minutes)."""
+    from gmse_cli.compress.vq.store import shipped_dir
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    package = ROOT / "gmse_cli" / "compress" / "vq"
+    globs = project["package-data"]["gmse_cli.compress.vq"]
+    matched = {p for g in globs for p in package.glob(g)}
+    files = set(shipped_dir().iterdir())
+    assert len(files) >= 36  # 18 codebooks, each an .npy and its .json
+    assert files <= matched, sorted(p.name for p in files - matched)

@@ -3,7 +3,7 @@
 Training the larger Gaussian codebooks takes minutes (4-D and 8-D with 256 codewords: tens of
 minutes on a busy 2-core machine), so the sizes of the catalog's vq formats and of ``uscl
 search``'s space (2-, 4- and 8-D, 2 to 256 codewords: a first search trained 18 of them for
-about 6 minutes) ship as package data (about 200 KB), in ``gmse_cli/compress/vq/shipped/``,
+about 6 minutes) ship as package data (about 200 KB), in ``gmse_cli/compress/vq/shipped-codebooks/``,
 under the same file names as the disk cache uses
 (:func:`~gmse_cli.compress.vq.gaussian.codebook_stem`). They are exactly what
 :func:`~gmse_cli.compress.vq.gaussian.train_gaussian_codebook` returns with its defaults; each

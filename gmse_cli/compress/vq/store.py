@@ -72,7 +72,7 @@ def codebook_dir() -> Path:
 
 def shipped_dir() -> Path:
     """The codebooks shipped with the package (read-only; :mod:`gmse_cli.compress.vq.shipped`)."""
-    return Path(__file__).resolve().parent / "shipped"
+    return Path(__file__).resolve().parent / "shipped-codebooks"
 
 
 def save_codebook(
