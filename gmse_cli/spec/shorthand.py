@@ -117,7 +117,8 @@ def _check_each_field_once(tokens: list[str], context: str) -> None:
         set_by[field] = token
 
 
-def _apply_modifier(stage: Any, token: str, context: str) -> Any:
+def _modifier_fields(stage: Any, token: str, context: str) -> dict[str, Any]:
+    """The fields ``token`` sets on ``stage``, refused where the stage's kind takes none of them."""
     if not isinstance(stage, Quantize | VQ):
         raise SpecError(f"'{context}': modifier '{token}' only applies to quantize or vq stages")
     update = _modifier_update(token, context)
@@ -125,11 +126,22 @@ def _apply_modifier(stage: Any, token: str, context: str) -> Any:
         raise SpecError(f"'{context}': vq stages use an rms scale; '{token}' does not apply")
     if isinstance(stage, VQ) and (token in _QUANTIZE_ONLY or "scale_stats" in update):
         raise SpecError(f"'{context}': '{token}' applies to quantize stages only, not vq")
-    data = stage.model_dump() | update
+    return update
+
+
+def _apply_modifiers(stage: Any, tokens: list[str], context: str) -> Any:
+    """``stage`` with every modifier of ``tokens`` set, validated once: the modifiers are a set
+    of fields (each given once), so their order does not matter ('e3m2-nearest-se8m0' is
+    'e3m2-se8m0-nearest'; checking after each one refused a rounding before its scale format)."""
+    if not tokens:
+        return stage
+    data = stage.model_dump()
+    for token in tokens:
+        data |= _modifier_fields(stage, token, context)
     try:
         return type(stage).model_validate(data)
-    except SpecError:
-        raise
+    except SpecError as exc:
+        raise SpecError(f"'{context}': {exc}") from None
     except ValidationError as exc:
         raise SpecError(f"'{context}': {validation_message(exc)}") from None
 
@@ -146,10 +158,7 @@ def _parse_stage(text: str) -> tuple[Any, ...]:
     for cut in range(len(tokens), 0, -1):
         base = _base_stage("-".join(tokens[:cut]))
         if base is not None:
-            stage = base
-            for modifier in tokens[cut:]:
-                stage = _apply_modifier(stage, modifier, text)
-            return (stage,)
+            return (_apply_modifiers(base, tokens[cut:], text),)
     suggestion = difflib.get_close_matches(text, list(cat), n=1)
     hint = f"; did you mean '{suggestion[0]}'?" if suggestion else "; see `uscl formats` or `uscl formats --help`"
     raise SpecError(f"unknown format '{text}'{hint}")
