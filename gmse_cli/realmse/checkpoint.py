@@ -58,12 +58,13 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
 
     GPT-2-style Conv1D weights are marked ``transposed`` (see :func:`_stores_conv1d`).
     Raises :class:`DataError` for a missing path, an unreadable file, a file that is not
-    safetensors, a folder without safetensors files, or a tensor named in two shards.
+    safetensors, a folder without safetensors files (or with several subfolders holding
+    checkpoints), a tensor named in two shards, or an index naming a tensor no shard holds.
     """
     path = user_path(path)
     if not exists(path):
         raise DataError(f"checkpoint {path} does not exist; give a .safetensors file or a folder of them")
-    files = _checkpoint_files(path)
+    files, weight_map = _checkpoint_files(path)
     tensors: list[TensorInfo] = []
     seen: dict[str, Path] = {}
     for file in files:
@@ -75,6 +76,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
                 )
             seen[info.name] = file
             tensors.append(info)
+    _check_index(weight_map, seen)
     if _stores_conv1d(path, files, tensors):
         tensors = [t.model_copy(update={"transposed": True}) if _is_conv1d(t) else t for t in tensors]
     return Checkpoint(path=path, files=tuple(files), tensors=tuple(tensors))
@@ -120,12 +122,33 @@ def _stores_conv1d(path: Path, files: Sequence[Path], tensors: Sequence[TensorIn
     )
 
 
-def _index_files(index: Path) -> list[Path]:
-    """The shards a ``model.safetensors.index.json`` names, beside it."""
+_Found = tuple[list[Path], tuple[Path, dict] | None]
+"""A checkpoint's weight files, and the index that named them with its weight_map (or None)."""
+
+
+def _check_index(weight_map: tuple[Path, dict] | None, seen: dict[str, Path]) -> None:
+    """Refuse an index whose weight_map names a tensor that none of its shards holds: the
+    checkpoint lacks a layer it promises (an interrupted or mixed download), and measuring the
+    rest would silently report fewer layers. Tensors a shard holds beyond the map are read, as
+    transformers reads every tensor of every shard it loads."""
+    if weight_map is None:
+        return
+    index, mapping = weight_map
+    absent = [(name, shard) for name, shard in mapping.items() if name not in seen]
+    if absent:
+        name, shard = absent[0]
+        more = f" ({len(absent) - 1} more tensors likewise)" if len(absent) > 1 else ""
+        raise DataError(f"{index}: weight_map puts tensor '{name}' in {shard}, but no shard holds it{more}; "
+                        f"the checkpoint is incomplete")
+
+
+def _index_files(index: Path) -> _Found:
+    """The shards a ``model.safetensors.index.json`` names, beside it, and its weight_map."""
     try:
         text = read_text_file(index, what="safetensors index", error=DataError)
         weight_map = parse_nested(json.loads, text, where=str(index), error=DataError)["weight_map"]
         names = sorted(set(weight_map.values()))
+        mapping = {str(k): v for k, v in weight_map.items()}
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{index}: not a safetensors index (needs a 'weight_map' object): {exc}") from None
     bad = [n for n in names if not isinstance(n, str) or not n]
@@ -139,7 +162,7 @@ def _index_files(index: Path) -> list[Path]:
     missing = [n for n, f in zip(names, files, strict=True) if not f.is_file()]
     if missing:
         raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
-    return files
+    return files, (index, mapping)
 
 
 def _leaves_folder(name: str) -> bool:
@@ -177,10 +200,11 @@ def _hub_snapshot(repo: Path) -> Path:
     raise DataError(f"hub cache {repo} has no refs/main and {len(found)} snapshots ({listed}); pass one of them")
 
 
-def _checkpoint_files(path: Path, *, depth: int = 1) -> list[Path]:
-    """The weight files of a checkpoint path (see :func:`open_checkpoint`)."""
+def _checkpoint_files(path: Path, *, depth: int = 1) -> _Found:
+    """The weight files of a checkpoint path (see :func:`open_checkpoint`), and the index that
+    named them."""
     if path.is_file():
-        return _index_files(path) if path.name.endswith(".json") else [path]
+        return _index_files(path) if path.name.endswith(".json") else ([path], None)
     if not path.is_dir():
         raise DataError(f"checkpoint {path} is neither a file nor a folder")
     if path.name == "snapshots" and path.parent.name.startswith("models--"):
@@ -200,18 +224,31 @@ def _checkpoint_files(path: Path, *, depth: int = 1) -> list[Path]:
     if index.is_file():
         return _index_files(index)
     if (path / "model.safetensors").is_file():
-        return [path / "model.safetensors"]
+        return [path / "model.safetensors"], None
     # Optimizer moments (a training checkpoint's optimizer.safetensors) are not weights.
     files = sorted(p for p in path.glob("*.safetensors") if p.is_file() and not p.name.startswith("optimizer"))
     if files:
-        return files
+        return files, None
     if depth > 0:
-        # A Hugging Face snapshot or a wheel keeps the model one folder down (model/...).
+        # A Hugging Face snapshot or a wheel keeps the model one folder down (model/...). A
+        # folder of several models (a diffusers pipeline's text_encoder/, unet/, vae/) is
+        # ambiguous: measuring the first would silently leave out the others.
+        found: dict[Path, _Found] = {}
         for sub in sorted(p for p in path.iterdir() if p.is_dir()):
             try:
-                return _checkpoint_files(sub, depth=depth - 1)
+                found[sub] = _checkpoint_files(sub, depth=depth - 1)
             except DataError:
                 continue
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if found:
+            names = ", ".join(sub.name for sub in found)
+            raise DataError(f"folder {path} holds no .safetensors files but {len(found)} subfolders with "
+                            f"checkpoints ({names}); pass one of them")
+    pickled = sorted(p.name for p in path.glob("*.bin") if p.is_file())
+    if pickled:
+        raise DataError(f"no .safetensors files in folder {path}, only pickled PyTorch weights ({', '.join(pickled[:3])}), "
+                        f"which uscl does not read; convert them to safetensors")
     raise DataError(f"no .safetensors files in folder {path}")
 
 

@@ -117,8 +117,26 @@ def select_layers(
     if not chosen:
         rule = f"--include {' '.join(include)}" if include else "the default rule (linear weights)"
         extra = f" and --exclude {' '.join(exclude)}" if exclude else ""
-        raise DataError(f"no layers in {checkpoint.path} match {rule}{extra}; {_layer_hint(checkpoint)}")
+        hint = _dtype_hint(checkpoint, include, exclude) or _layer_hint(checkpoint)
+        raise DataError(f"no layers in {checkpoint.path} match {rule}{extra}; {hint}")
     return chosen
+
+
+def _dtype_hint(checkpoint: Checkpoint, include: Sequence[str], exclude: Sequence[str]) -> str | None:
+    """Why tensors the patterns (or the default rule) name were not measured, when it is their
+    dtype: already-quantized integer weights (I8, U8, packed I32) or a dtype uscl cannot decode.
+    None when no such tensor matches."""
+    refused = [
+        t for t in checkpoint.tensors
+        if not (t.readable and t.is_float) and len(t.shape) >= 2 and t.params
+        and (matches(t.name, include) if include else _default_layer(t)) and not matches(t.name, exclude)
+    ]
+    if not refused:
+        return None
+    first = refused[0]
+    more = f" ({len(refused) - 1} more likewise)" if len(refused) > 1 else ""
+    return (f"tensor '{first.name}' matches but holds {first.dtype} values{more}: uscl measures floating-point "
+            f"weights only, not already-quantized (integer) ones")
 
 
 def _layer_hint(checkpoint: Checkpoint, *, kinds: int = 6) -> str:

@@ -285,8 +285,18 @@ def measure_layers(
                 if j == 0 and not (chunked or two_pass):
                     norm.append(n)
             del x
+        norms = np.concatenate(norm) if fits else None
+        if norms is not None and not norms.any():
+            # ||W||^2 = 0: the relative error 0/0 is undefined. Reporting 0 would claim a
+            # lossless layer and pull the parameter-weighted mean down by its share. (With
+            # --sample the rows with the largest |w| are always measured, so a sample of zeros
+            # means an all-zero layer.)
+            for i in fits:
+                tallies[i].skipped.append(SkippedLayer(
+                    name=info.name, reason=f"tensor '{info.name}' is all zeros: its relative MSE (0/0) is undefined"))
+            fits = []
         if fits:
-            norms = np.concatenate(norm)
+            assert norms is not None
             for i in fits:
                 mse, psi = ratio_influence(
                     np.concatenate(err[i]), norms, population=chosen.population, certain=chosen.certain
