@@ -3,6 +3,7 @@
     python examples/fit_coverage.py                          # 50 datasets, Huber delta 1e-3, ~6 min
     python examples/fit_coverage.py --reps 50 --huber-delta 1
     python examples/fit_coverage.py --reps 20 --bootstrap 50 --sigma 0.002
+    python examples/fit_coverage.py --dense --reps 100 --bootstrap 0   # ~3 min; --huber-delta 1 too
 
 Each dataset is drawn from a known unified law with the shipped default's constants (A 15.45,
 alpha 0.13, B 352.6, beta 0.33, E 1.3; quantization curve L 1, F 0.41, C 1.39): 7 weight-only
@@ -18,6 +19,10 @@ share: with 50 datasets its own 95% range is about +/- 6 points), and the median
 over 3.92 x the spread of the point estimates across datasets (1 for a normal interval of the
 right width): the bootstrap and profile intervals of each constant, each scheme's capacity, the
 drift slopes (truth 0), and predict's capacity, loss and loss difference from the dense model.
+
+``--dense`` draws from a known dense law instead (A 400, alpha 0.34, B 2000, beta 0.37, E 1.8;
+8 sizes from 20M to 2B x 5 tokens per parameter, 5-100; noise 1% unless --sigma), fits
+``--model dense`` and counts the constants' intervals only.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ CURVE = {"L": 1.0, "F": 0.41, "C": 1.39}
 SCHEMES = ("bf16", "int8", "int6", "int5", "int4", "int3", "int2")
 SIZES = (30e6, 60e6, 120e6, 240e6, 480e6)
 TOKENS_PER_PARAM = (25, 50, 100)
+DENSE_LAW = {"A": 400.0, "alpha": 0.34, "B": 2000.0, "beta": 0.37, "E": 1.8}
+DENSE_SIZES = tuple(np.geomspace(2e7, 2e9, 8))
+DENSE_TOKENS_PER_PARAM = (5, 10, 20, 50, 100)
 POINTS = (("int4", 200e6, 100), ("int3", 100e6, 50), ("int4", 7e9, 20), ("int2", 2e9, 100))
 
 
@@ -77,14 +85,25 @@ class Tally:
             print(f"{key:40} {sum(hits):4}/{len(hits):<4} {np.mean(hits):6.2f} {ratio:18.2f}")
 
 
-def tally_fit(tally: Tally, res, gmse: dict[str, float]) -> None:
-    truths = LAW | {f"quantization.{k}": v for k, v in CURVE.items()}
+def draw_dense_runs(rng: np.random.Generator, sigma: float) -> list[Run]:
+    law = DENSE_LAW
+    return [Run(scheme="bf16", weights="bf16", N=N, D=N * t,
+                loss=(law["A"] * N ** -law["alpha"] + law["B"] * (N * t) ** -law["beta"] + law["E"])
+                * math.exp(rng.normal(0.0, sigma)))
+            for N in DENSE_SIZES for t in DENSE_TOKENS_PER_PARAM]
+
+
+def tally_constants(tally: Tally, res, truths: dict[str, float]) -> None:
     for key, truth in truths.items():
         c = res.constants[key]
         if c.fixed:
             continue
         tally.add(f"{key} bootstrap", truth, c.value, c.low, c.high)
         tally.add(f"{key} profile", truth, c.value, c.profile_low, c.profile_high)
+
+
+def tally_fit(tally: Tally, res, gmse: dict[str, float]) -> None:
+    tally_constants(tally, res, LAW | {f"quantization.{k}": v for k, v in CURVE.items()})
     for cap in res.capacities:
         tally.add(f"rho {cap.scheme} bootstrap", true_rho(gmse[cap.scheme]), cap.rho, cap.rho_low, cap.rho_high)
     for slope in res.drift.slopes if res.drift else ():
@@ -107,13 +126,27 @@ def tally_predictions(tally: Tally, res, gmse: dict[str, float], seed: int) -> N
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=50, help="synthetic datasets")
-    ap.add_argument("--sigma", type=float, default=0.005, help="noise on log-loss (QuEST's fit error: 0.004)")
+    ap.add_argument("--dense", action="store_true", help="a known dense law (see above), not a unified one")
+    ap.add_argument("--sigma", type=float, default=None,
+                    help="noise on log-loss (default 0.005, QuEST's fit error 0.004; 0.01 with --dense)")
     ap.add_argument("--huber-delta", type=float, default=1e-3)
     ap.add_argument("--bootstrap", type=int, default=100)
     ap.add_argument("--first-seed", type=int, default=1000)
     args = ap.parse_args(argv)
-    if args.reps < 1 or args.bootstrap < 2 or not args.sigma > 0:
-        ap.error("need --reps >= 1, --bootstrap >= 2 and --sigma > 0")
+    if args.sigma is None:
+        args.sigma = 0.01 if args.dense else 0.005
+    if args.reps < 1 or not (args.bootstrap >= 2 or args.dense and args.bootstrap == 0) or not args.sigma > 0:
+        ap.error("need --reps >= 1, --bootstrap >= 2 (or 0 with --dense) and --sigma > 0")
+    if args.dense:
+        tally = Tally()
+        for rep in range(args.reps):
+            runs = draw_dense_runs(np.random.default_rng(args.first_seed + rep), args.sigma)
+            res = fit(runs, model="dense", huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=rep,
+                      loso=False)
+            tally_constants(tally, res, DENSE_LAW)
+            print(f"dataset {rep + 1}/{args.reps}", file=sys.stderr, flush=True)
+        tally.print()
+        return 0
     cache = GmseCache(seed=0)
     gmse = {s: cache(resolve_format(s)) for s in SCHEMES}
     held = GmseCache(values=gmse)  # the fit reads the GMSEs the truth used

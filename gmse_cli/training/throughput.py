@@ -44,8 +44,8 @@ def time_steps(cfg: RunConfig, *, vocab_size: int, device: str = "cpu", steps: i
     """Seconds per optimizer step of ``cfg``'s model: the median of ``steps`` steps (more, up to
     4x, until ``min_seconds`` have passed) timed one by one after a warm-up step.
 
-    The median, not the mean: one step slowed by another process took a two-step mean 6x off
-    (a 0.25 s step of tiny-100k int2 timed at 1.47 s on a shared 2-core machine).
+    The median, not the mean: one step slowed by another process (a 0.25 s step of tiny-100k
+    int2 timed at 1.47 s on a shared 2-core machine, 6x) took a two-step mean 3.4x off.
     """
     import torch
 
