@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from gmse_cli.errors import DataError, UsclError
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "exists", "is_file", "existing_files",
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "exists", "does_not_exist", "is_file", "existing_files",
            "read_text_file", "parse_nested", "printable_path"]
 
 MAX_TEXT_BYTES = 16 << 20
@@ -53,6 +53,16 @@ def exists(text: str | Path) -> bool:
         return user_path(text).exists()
     except (OSError, ValueError, DataError):  # ENAMETOOLONG, an embedded NUL byte, no home for '~'
         return False
+
+
+def does_not_exist(text: str | Path) -> str:
+    """How an error says that ``text`` names no existing path: with the reason where its '~' has no
+    home folder to expand to (the path was never looked up, so 'does not exist' would mislead)."""
+    try:
+        user_path(text)
+    except DataError:
+        return "does not exist: there is no home folder to expand '~' in (set HOME)"
+    return "does not exist"
 
 
 def is_file(text: str | Path) -> bool:

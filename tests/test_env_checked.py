@@ -121,6 +121,7 @@ def test_no_home_folder_is_a_cache_error(monkeypatch, setting):
     ["train", "train/cpu-law.toml", "--data", "~/corpus", "--dry-run"],
     ["mse", "~/model", "-f", "int4"],
     ["gmse", "~/format.toml"],
+    ["tokenizer", "train", "~/corpus.txt", "--vocab-size", "300", "--out", "tok.json"],
 ])
 def test_a_tilde_argument_without_a_home_folder_is_one_line(monkeypatch, run_cli, args):
     """pathlib raises RuntimeError expanding '~' with no $HOME and no passwd entry: `fit ~/runs.json`
@@ -136,6 +137,7 @@ def test_a_tilde_argument_without_a_home_folder_is_one_line(monkeypatch, run_cli
     res = run_cli(*args)
     assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "~/" in res.stderr, res.stderr
+    assert "home folder" in res.stderr, res.stderr  # the reason, not 'does not exist'
 
 
 @pytest.mark.parametrize("args, written", [

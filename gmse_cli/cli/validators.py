@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gmse_cli.inputs import exists, user_path
+from gmse_cli.inputs import does_not_exist, exists, user_path
 from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED, MAX_THREADS
 
 __all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
@@ -116,7 +116,7 @@ def _fix(value: Any) -> None:
 def _existing(what: str) -> Callable[[Any], None]:
     def check(value: Any) -> None:
         if not exists(value):
-            _fail(f"{what} '{value}' does not exist")
+            _fail(f"{what} '{value}' {does_not_exist(value)}")
     return check
 
 

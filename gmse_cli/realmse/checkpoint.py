@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
-from gmse_cli.inputs import exists, parse_nested, read_text_file, user_path
+from gmse_cli.inputs import does_not_exist, exists, parse_nested, read_text_file, user_path
 from gmse_cli.realmse.tensorfile import TensorInfo, read_header
 
 __all__ = ["Checkpoint", "open_checkpoint", "checkpoint_name"]
@@ -63,7 +63,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     """
     path = user_path(path)
     if not exists(path):
-        raise DataError(f"checkpoint {path} does not exist; give a .safetensors file or a folder of them")
+        raise DataError(f"checkpoint {path} {does_not_exist(path)}; give a .safetensors file or a folder of them")
     files, weight_map = _checkpoint_files(path)
     tensors: list[TensorInfo] = []
     seen: dict[str, Path] = {}

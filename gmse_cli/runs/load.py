@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gmse_cli.errors import DataError, described
-from gmse_cli.inputs import exists
+from gmse_cli.inputs import does_not_exist, exists
 from gmse_cli.runs.csv_table import load_csv
 from gmse_cli.runs.fields import read_json, read_text
 from gmse_cli.runs.model import Run
@@ -33,7 +33,7 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
             raise DataError(f"a runs file is a path, not {described(raw)}")
         path = Path(raw)
         if not exists(path):
-            raise DataError(f"runs file {path} does not exist")
+            raise DataError(f"runs file {path} {does_not_exist(path)}")
         if path.suffix.lower() == ".csv":
             runs.extend(load_csv(path))
             continue

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError
 from gmse_cli.frozen import Frozen, FrozenInput
-from gmse_cli.inputs import exists
+from gmse_cli.inputs import does_not_exist, exists
 from gmse_cli.limits import MAX_SEED
 from gmse_cli.spec import Format, resolve_format
 from gmse_cli.training.presets import ModelPreset, get_preset
@@ -356,11 +356,11 @@ def check_local_inputs(cfg: RunConfig) -> None:
     run says so too), not after the first runs of a sweep have trained."""
     source = cfg.data.source
     if source.lower() != C4_SOURCE and not exists(source):
-        raise DataError(f"data path '{source}' does not exist; give a text/JSONL/parquet file or folder, or 'c4'")
+        raise DataError(f"data path '{source}' {does_not_exist(source)}; give a text/JSONL/parquet file or folder, or 'c4'")
     tokenizer = cfg.data.tokenizer
     looks_local = tokenizer.endswith(".json") or tokenizer.startswith(("/", ".", "~"))
     if looks_local and not exists(tokenizer):
-        raise DataError(f"tokenizer file '{tokenizer}' does not exist; give a tokenizer.json, a hub id or bpe:V")
+        raise DataError(f"tokenizer file '{tokenizer}' {does_not_exist(tokenizer)}; give a tokenizer.json, a hub id or bpe:V")
 
 
 def split_batch(cfg: RunConfig, processes: int) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
-from gmse_cli.inputs import MAX_RUNS_BYTES, exists, parse_nested, read_text_file
+from gmse_cli.inputs import MAX_RUNS_BYTES, does_not_exist, exists, parse_nested, read_text_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -184,7 +184,7 @@ def load_records(path: str | Path) -> list[RunRecord]:
     """Every record of a results file; a line that is not a valid record raises DataError."""
     path = Path(path)
     if not exists(path):
-        raise DataError(f"results file {path} does not exist")
+        raise DataError(f"results file {path} {does_not_exist(path)}")
     text = read_text_file(path, what="results file", error=DataError, limit=MAX_RUNS_BYTES)
     records: list[RunRecord] = []
     for number, line in enumerate(text.splitlines(), start=1):

@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError, UsclError
 from gmse_cli.frozen import FrozenInput
-from gmse_cli.inputs import exists, is_file, user_path
+from gmse_cli.inputs import does_not_exist, exists, is_file, user_path
 from gmse_cli.tomlfile import read_toml
 from gmse_cli.training.config import (
     DataConfig,
@@ -190,7 +190,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep TOML file (errors name the file and the field)."""
     path = Path(path)
     if not exists(path):
-        raise DataError(f"sweep file {path} does not exist")
+        raise DataError(f"sweep file {path} {does_not_exist(path)}")
     raw = read_toml(path, what="sweep file", error=SpecError, read_error=DataError)
     raw.setdefault("name", path.stem)
     data = raw.get("data")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import BackendMissing, DataError
-from gmse_cli.inputs import user_path
+from gmse_cli.inputs import does_not_exist, user_path
 
 __all__ = ["corpus_files", "iter_corpus", "split_corpus"]
 
@@ -45,7 +45,7 @@ def corpus_files(source: str | Path) -> list[Path]:
     path = user_path(source)
     if not path.exists():
         raise DataError(
-            f"data path '{source}' does not exist; give a text/JSONL/parquet file or folder, or 'c4'"
+            f"data path '{source}' {does_not_exist(source)}; give a text/JSONL/parquet file or folder, or 'c4'"
         )
     if path.is_file():
         return [path]

@@ -17,7 +17,7 @@ from typing import Any
 
 from gmse_cli.atomic import write_text_atomic
 from gmse_cli.errors import BackendMissing, DataError
-from gmse_cli.inputs import user_path
+from gmse_cli.inputs import does_not_exist, user_path
 from gmse_cli.paths import cache_dir
 
 __all__ = ["EOS_TOKEN", "TokenizerHandle", "load_tokenizer", "train_bpe"]
@@ -146,7 +146,7 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
                             "give one with --tokenizer")
     if path.suffix == ".json" or path.exists():
         if not path.is_file():
-            raise DataError(f"tokenizer file '{spec}' does not exist (train one: uscl tokenizer train)")
+            raise DataError(f"tokenizer file '{spec}' {does_not_exist(spec)} (train one: uscl tokenizer train)")
         try:
             tokenizer = tk.Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception on malformed files
