@@ -237,7 +237,8 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
     """Every run of the sweep, in a stable order (preset, tokens/param, scheme, seed).
 
     ``overrides`` replace RunConfig fields for every run (the CLI's --max-steps, --data ...).
-    Duplicate schemes (e.g. 'same' with 'none' weights) are dropped.
+    Duplicate schemes (e.g. 'same' with 'none' weights, or one format under two spellings such as
+    'lm3' and 'lloyd-max-3') are dropped; the first spelling names the run.
     """
     # (weights, activations, presets, tokens per parameter, seeds) of every scheme
     entries: list[tuple[str, str | None, list[str], list[float], list[int]]] = [
@@ -275,7 +276,8 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
                         cfg = RunConfig.model_validate(fields)
                     except ValidationError as exc:
                         raise config_error(exc, source=f"sweep '{spec.name}'") from None
-                    key = cfg.run_key()
+                    # the same training spelled twice (lm3 and lloyd-max-3) is one run: the first spelling
+                    key = cfg.content_key()
                     if key not in seen:
                         seen.add(key)
                         runs.append(cfg)
