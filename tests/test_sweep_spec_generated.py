@@ -51,8 +51,12 @@ def test_one_format_under_two_spellings_is_one_run(run_cli, tmp_path, weights, d
     steps = math.floor(8 * n / (2 * 16))
     assert {p["plan"]["params"] for p in plans} == {n}
     assert {p["plan"]["tokens"] for p in plans} == {steps * 32}
-    # the first spelling names the run
-    assert plans[0]["plan"]["name"].startswith(f"tiny-100k/w:{weights[0]}/")
+    # the spelling that sorts first names the run, whatever the order in the spec
+    assert plans[0]["plan"]["name"].startswith(f"tiny-100k/w:{min(weights[:2])}/")
+    spec.write_text(spec.read_text(encoding="utf-8").replace(json.dumps(weights), json.dumps(weights[::-1])),
+                    encoding="utf-8")
+    again = _plan(run_cli, spec, tmp_path)
+    assert sorted(p["plan"]["run_key"] for p in again) == sorted(p["plan"]["run_key"] for p in plans)
 
 
 def test_the_same_training_in_schemes_and_product_is_one_run(run_cli, tmp_path):
@@ -61,7 +65,7 @@ def test_the_same_training_in_schemes_and_product_is_one_run(run_cli, tmp_path):
                   '[[schemes]]\nweights = "lloyd-max-3"\nactivations = "lm3"\n'
                   '[[schemes]]\nweights = "lloyd-max-3"\nactivations = "fp32"\n')
     names = [p["plan"]["name"] for p in _plan(run_cli, spec, tmp_path)]
-    assert names == ["tiny-100k/w:lm3/a:none/tpp8/s0", "tiny-100k/w:lm3/a:lm3/tpp8/s0"]
+    assert names == ["tiny-100k/w:lloyd-max-3/a:none/tpp8/s0", "tiny-100k/w:lloyd-max-3/a:lm3/tpp8/s0"]
 
 
 def test_renaming_keeps_run_keys(run_cli, tmp_path):
