@@ -116,3 +116,22 @@ def test_a_budget_of_whole_steps_is_not_a_step_short(run_cli, tmp_path, tpp, con
     # the trainer's own count (what a streamed source is asked for) agrees
     cfg = RunConfig(preset="30m", tokens_per_param=float(tpp), context=context, batch_size=batch)
     assert budget_steps(cfg) == exact.numerator
+
+
+@pytest.mark.parametrize("tokenizer", ["bpe:257", "bpe:\u0663\u0660\u0660", "bpe:\u00b2"])
+def test_a_bpe_vocabulary_the_tokenizer_refuses_is_refused_when_planned(run_cli, tmp_path, tokenizer):
+    """README: tokenizer vocabulary 258 to 1,048,576, ASCII digits. bpe:257 was planned by --dry-run
+    and failed only once its run had started ('vocab size 257 must exceed 257'); bpe:<Arabic-Indic
+    300> was read as bpe:300."""
+    spec = _write(tmp_path, 'name = "v"\npresets = ["tiny-50k"]\ntokens_per_param = [8]\n')
+    spec.write_text(spec.read_text(encoding="utf-8").replace("bpe:512", tokenizer), encoding="utf-8")
+    res = run_cli("train", str(spec), "--dry-run", "--device", "cuda", "--out", str(tmp_path / "o" / "r.jsonl"))
+    assert res.code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and tokenizer in lines[0] and "258..1048576" in lines[0]
+
+
+def test_the_smallest_bpe_vocabulary_is_planned(run_cli, tmp_path):
+    spec = _write(tmp_path, 'name = "v"\npresets = ["tiny-50k"]\ntokens_per_param = [8]\n')
+    spec.write_text(spec.read_text(encoding="utf-8").replace("bpe:512", "bpe:258"), encoding="utf-8")
+    assert len(_plan(run_cli, spec, tmp_path)) == 1

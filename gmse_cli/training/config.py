@@ -128,8 +128,10 @@ class DataConfig(FrozenInput):
     def _bpe(cls, value: str) -> str:
         if value.lower().startswith("bpe:"):
             size = value[4:]
-            if not size.isdigit() or not 256 < int(size) <= 1 << 20:
-                raise TrainError(f"tokenizer '{value}': write bpe:V with V a vocabulary size in 257..1048576")
+            # the limits of `uscl tokenizer train` and --tokenizer: 256 bytes, <|endoftext|> and a merge
+            # at least (bpe:257 planned, then failed when its run started); ASCII digits, as every option
+            if not (size.isascii() and size.isdigit()) or not 258 <= int(size) <= 1 << 20:
+                raise TrainError(f"tokenizer '{value}': write bpe:V with V a vocabulary size in 258..1048576")
             return f"bpe:{int(size)}"
         return value
 
