@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from fractions import Fraction
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gmse_cli.errors import DataError, SpecError, TrainError
 from gmse_cli.frozen import Frozen, FrozenInput
@@ -31,6 +32,7 @@ __all__ = [
     "RunConfig",
     "RunPlan",
     "plan_run",
+    "budget_steps",
     "resolve_weight_format",
     "resolve_activation_format",
     "is_identity_format",
@@ -115,9 +117,10 @@ class DataConfig(FrozenInput):
 
     @field_validator("source", "tokenizer")
     @classmethod
-    def _nonempty(cls, value: str) -> str:
+    def _nonempty(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
-            raise TrainError("must not be empty")
+            # a ValueError, so that the error names the file and the key (data.source), not only this
+            raise ValueError(f"{info.field_name} must not be empty")
         return value.strip()
 
     @field_validator("tokenizer")
@@ -125,8 +128,10 @@ class DataConfig(FrozenInput):
     def _bpe(cls, value: str) -> str:
         if value.lower().startswith("bpe:"):
             size = value[4:]
-            if not size.isdigit() or not 256 < int(size) <= 1 << 20:
-                raise TrainError(f"tokenizer '{value}': write bpe:V with V a vocabulary size in 257..1048576")
+            # the limits of `uscl tokenizer train` and --tokenizer: 256 bytes, <|endoftext|> and a merge
+            # at least (bpe:257 planned, then failed when its run started); ASCII digits, as every option
+            if not (size.isascii() and size.isdigit()) or not 258 <= int(size) <= 1 << 20:
+                raise TrainError(f"tokenizer '{value}': write bpe:V with V a vocabulary size in 258..1048576")
             return f"bpe:{int(size)}"
         return value
 
@@ -258,6 +263,16 @@ class RunConfig(FrozenInput):
             f"/tpp{self.tokens_per_param:g}/s{self.seed}"
         )
 
+    def content_key(self) -> str:
+        """Like :meth:`run_key` but blind to how the formats are named (``lm3`` and ``lloyd-max-3``,
+        ``mxfp4`` and ``e2m1-g32-absmax-se8m0``): two runs with equal content keys train the same."""
+        payload = self.model_dump(mode="json", exclude={"checkpoint_every"})
+        for role in ("weights", "activations"):
+            if payload.get(role) is not None:
+                payload[role] = payload[role]["stages"]
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def run_key(self) -> str:
         """Content hash of everything that changes the result (16 hex digits)."""
         payload = self.model_dump(mode="json", exclude={"checkpoint_every"})
@@ -279,6 +294,14 @@ class RunPlan(Frozen):
     flops: float = Field(description="training FLOPs (6N per token + head + attention)")
 
 
+def budget_steps(cfg: RunConfig) -> int:
+    """Whole steps in tokens_per_param x N tokens (before max_steps), in exact arithmetic on the
+    decimal written: 4.1 x N tokens that make whole steps are not a step short, as the float
+    4.1 x N (4.0999... x N) made them."""
+    n = cfg.model_preset.non_embedding_params
+    return math.floor(Fraction(repr(cfg.tokens_per_param)) * n / cfg.tokens_per_step)
+
+
 def plan_run(cfg: RunConfig, *, vocab_size: int) -> RunPlan:
     """Token budget and step count; raises :class:`TrainError` if the budget is under one step."""
     preset = cfg.model_preset
@@ -289,7 +312,7 @@ def plan_run(cfg: RunConfig, *, vocab_size: int) -> RunPlan:
             f"tokens_per_param={cfg.tokens_per_param:g} gives {budget:.3g} tokens for preset '{preset.name}' "
             f"(N={n:,}), whose training FLOPs overflow a float; lower --tokens-per-param"
         )
-    steps = math.floor(budget / cfg.tokens_per_step)
+    steps = budget_steps(cfg)
     if steps < 1:
         raise TrainError(
             f"tokens_per_param={cfg.tokens_per_param:g} gives {budget:,.0f} tokens for preset "

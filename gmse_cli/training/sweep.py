@@ -237,7 +237,9 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
     """Every run of the sweep, in a stable order (preset, tokens/param, scheme, seed).
 
     ``overrides`` replace RunConfig fields for every run (the CLI's --max-steps, --data ...).
-    Duplicate schemes (e.g. 'same' with 'none' weights) are dropped.
+    Duplicate schemes (e.g. 'same' with 'none' weights, or one format under two spellings such as
+    'lm3' and 'lloyd-max-3') are dropped; the spelling that sorts first names the run, so that
+    reordering the spec's lists changes no run key.
     """
     # (weights, activations, presets, tokens per parameter, seeds) of every scheme
     entries: list[tuple[str, str | None, list[str], list[float], list[int]]] = [
@@ -250,7 +252,7 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
         for s in spec.schemes
     ]
     runs: list[RunConfig] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     overrides = overrides or {}
     resolved = _FormatMemo()
     all_presets = dict.fromkeys([*spec.presets, *(p for e in entries for p in e[2])])
@@ -275,10 +277,14 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
                         cfg = RunConfig.model_validate(fields)
                     except ValidationError as exc:
                         raise config_error(exc, source=f"sweep '{spec.name}'") from None
-                    key = cfg.run_key()
+                    # the same training spelled twice (lm3 and lloyd-max-3) is one run, at the first
+                    # one's place, named by the spelling that sorts first: whatever the spec's order
+                    key = cfg.content_key()
                     if key not in seen:
-                        seen.add(key)
+                        seen[key] = len(runs)
                         runs.append(cfg)
+                    elif cfg.name < runs[seen[key]].name:
+                        runs[seen[key]] = cfg
     return runs
 
 

@@ -26,7 +26,7 @@ from gmse_cli.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from gmse_cli.training.config import RunConfig, check_format_fits, plan_run
+from gmse_cli.training.config import RunConfig, budget_steps, check_format_fits, plan_run
 from gmse_cli.training.data import TokenData, TokenWindows, eval_windows, prepare_tokens
 from gmse_cli.training.loop.device import (
     autocast,
@@ -288,8 +288,7 @@ def train_run(
 
 def _budget_tokens(cfg: RunConfig) -> int:
     """Training tokens the run reads (a streamed source must provide them all)."""
-    n = cfg.model_preset.non_embedding_params
-    steps = math.floor(cfg.tokens_per_param * n / cfg.tokens_per_step)
+    steps = budget_steps(cfg)
     if cfg.max_steps is not None:
         steps = min(steps, cfg.max_steps)
     return max(steps, 1) * cfg.tokens_per_step + 1
