@@ -9,8 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import SHARED_DATA
+from conftest import SHARED_DATA
 
 CORPUS = SHARED_DATA / "python-docs-3.11.txt.xz"
 
