@@ -1,5 +1,5 @@
 """The example scripts the README names: a bad argument is one line, never a traceback; the modes
-it cites run.
+it cites run."""
 
 from __future__ import annotations
 
