@@ -134,3 +134,22 @@ def test_the_smallest_bpe_vocabulary_is_planned(run_cli, tmp_path):
     spec = _write(tmp_path, 'name = "v"\npresets = ["tiny-50k"]\ntokens_per_param = [8]\n')
     spec.write_text(spec.read_text(encoding="utf-8").replace("bpe:512", "bpe:258"), encoding="utf-8")
     assert len(_plan(run_cli, spec, tmp_path)) == 1
+
+
+def test_two_spellings_of_one_name_keep_their_run_key_in_either_order(run_cli, tmp_path):
+    """A format file that calls itself 'int4' (the catalog's stages, its own description) and the
+    catalog's int4 train the same and print the same name, but their run keys differ (the
+    description is part of the hashed config). The name alone cannot pick one, so the run key
+    depended on the spec's order; the README promises 'whatever the spec's order'."""
+    catalog = (Path(__file__).resolve().parents[1] / "formats" / "int4.toml").read_text(encoding="utf-8")
+    own = tmp_path / "int4.toml"
+    own.write_text("\n".join('description = "my own int4"' if line.startswith("description =") else line
+                             for line in catalog.splitlines()) + "\n", encoding="utf-8")
+    keys = []
+    for weights in (["int4", own.as_posix()], [own.as_posix(), "int4"]):
+        spec = _write(tmp_path, f'name = "tie"\npresets = ["tiny-100k"]\ntokens_per_param = [8]\n'
+                      f"weights = {json.dumps(weights)}\n")
+        (plan,) = _plan(run_cli, spec, tmp_path)
+        assert plan["plan"]["name"] == "tiny-100k/w:int4/a:none/tpp8/s0"
+        keys.append(plan["plan"]["run_key"])
+    assert keys[0] == keys[1]

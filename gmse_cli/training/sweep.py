@@ -233,6 +233,11 @@ def _act(value: str | None, weights: str) -> str | None:
     return weights if value.strip().lower() == "same" else value
 
 
+def _spelling_order(cfg: RunConfig) -> tuple[str, str]:
+    """Which of a training's spellings names its run: the name that sorts first, then the run key."""
+    return cfg.name, cfg.run_key()
+
+
 def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) -> list[RunConfig]:
     """Every run of the sweep, in a stable order (preset, tokens/param, scheme, seed).
 
@@ -279,11 +284,13 @@ def expand_sweep(spec: SweepSpec, *, overrides: dict[str, Any] | None = None) ->
                         raise config_error(exc, source=f"sweep '{spec.name}'") from None
                     # the same training spelled twice (lm3 and lloyd-max-3) is one run, at the first
                     # one's place, named by the spelling that sorts first: whatever the spec's order
+                    # (two spellings of one name, e.g. a format file that names itself 'int4' with its
+                    # own description, are told apart by their run keys)
                     key = cfg.content_key()
                     if key not in seen:
                         seen[key] = len(runs)
                         runs.append(cfg)
-                    elif cfg.name < runs[seen[key]].name:
+                    elif _spelling_order(cfg) < _spelling_order(runs[seen[key]]):
                         runs[seen[key]] = cfg
     return runs
 
