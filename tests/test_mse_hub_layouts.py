@@ -140,5 +140,5 @@ def test_all_zero_layer_is_skipped_not_measured_as_zero(tmp_path, sample):
 
 def test_checkpoint_of_only_zero_layers_is_refused(tmp_path):
     _write(tmp_path / "model.safetensors", {"layers.0.mlp.up_proj.weight": np.zeros((8, 128), np.float32)})
-    with pytest.raises(Exception, match=r"all zeros"):
+    with pytest.raises(DataError, match=r"all zeros"):
         measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)

@@ -67,15 +67,16 @@ def test_the_same_training_in_schemes_and_product_is_one_run(run_cli, tmp_path):
     assert names == ["tiny-100k/w:lloyd-max-3/a:none/tpp8/s0", "tiny-100k/w:lloyd-max-3/a:lm3/tpp8/s0"]
 
 
-def test_renaming_keeps_run_keys(run_cli, tmp_path):
-    """Deduplicating by content leaves run keys (results files, checkpoints) as they were."""
-    from gmse_cli.training.config import RunConfig
-
-    plans = _plan(run_cli, _write(tmp_path, 'name = "k"\npresets = ["tiny-100k"]\ntokens_per_param = [8]\n'
-                                  'weights = ["int4"]\n'), tmp_path)
-    cfg = RunConfig(preset="tiny-100k", weights="int4", tokens_per_param=8, context=16, batch_size=2,
-                    data={"source": str(CORPUS), "tokenizer": "bpe:512"})
-    assert plans[0]["plan"]["run_key"] == cfg.run_key()
+def test_run_keys_of_a_committed_sweep_are_planned_again(run_cli, tmp_path, monkeypatch):
+    """Deduplicating by content leaves run keys (results files, checkpoints) as they were: every run
+    key recorded in examples/cpu-law.jsonl, trained before that change, is planned again from
+    train/cpu-law.toml, so a rerun of the sweep skips all 34 finished runs."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the spec names its corpus from the repository root
+    recorded = {json.loads(line)["run_key"] for line in
+                (repo / "examples" / "cpu-law.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()}
+    planned = {r["plan"]["run_key"] for r in _plan(run_cli, repo / "train" / "cpu-law.toml", tmp_path)}
+    assert len(recorded) == 34 and recorded <= planned, sorted(recorded - planned)
 
 
 @pytest.mark.parametrize("key", ["source", "tokenizer"])

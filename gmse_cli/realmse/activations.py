@@ -359,7 +359,8 @@ def measure_activations(
             if len(nonzero):
                 st.fits.append(t)
             else:
-                tallies[t].skipped.append(SkippedLayer(name=st.name, reason=f"every input row of {st.name} is zero"))
+                tallies[t].skipped.append(SkippedLayer(name=st.name, all_zeros=True,
+                                                           reason=f"every input row of {st.name} is zero"))
         st.ratios = np.full((len(st.fits), len(st.chosen)), np.nan)  # before the model runs again
     run("activations: measuring", second)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from pydantic import Field
 
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.frozen import Frozen
@@ -147,6 +148,7 @@ class SkippedLayer(Frozen):
 
     name: str
     reason: str
+    all_zeros: bool = Field(default=False, exclude=True)  # no signal at all, whatever the format
 
 
 class MeasuredLayer(Protocol):
@@ -293,7 +295,7 @@ def measure_layers(
             # means an all-zero layer.)
             for i in fits:
                 tallies[i].skipped.append(SkippedLayer(
-                    name=info.name, reason=f"tensor '{info.name}' is all zeros: its relative MSE (0/0) is undefined"))
+                    name=info.name, all_zeros=True, reason=f"tensor '{info.name}' is all zeros: its relative MSE (0/0) is undefined"))
             fits = []
         if fits:
             assert norms is not None
