@@ -238,3 +238,25 @@ def test_a_row_length_a_catalog_format_cannot_take_names_the_format(run_cli):
     # rank's whole catalog at rows of 7: "quantize group size 128 does not divide ..." named no format
     line = _one_line(run_cli("gmse", "--all", "--row-length", "3"))
     assert "format '" in line and "row length 3" in line
+
+
+@pytest.mark.parametrize("option", ["--params", "--tokens"])
+@pytest.mark.parametrize("value", ["\u0667B", "\u0662\u0660\u0660M", "\uff17B", "\u0662\u0660x", "7 B", "1.5 b", "20 x",
+                                   "2e8 k"])
+def test_counts_take_ascii_digits_with_the_suffix_against_them(option, value, run_cli):
+    # Regression: the count grammar's \d matched any script's digits (float() then read '\u0667B' as
+    # 7e9) and a space was allowed before the suffix, so '\u0667B' and '7 B' ran as 7B, although
+    # the README says --params and --tokens refuse another script's digits.
+    for command in (["predict", "int4"], ["rank", "int4"]):
+        line = _one_line(run_cli(*command, option, value, "--draws", "10", "--json"))
+        assert value in line and option in line
+
+
+@pytest.mark.parametrize("value, count", [(" 7B ", 7e9), ("+1.5b", 1.5e9), ("2.5E8", 2.5e8), (".5T", 5e11), ("30000000", 3e7)])
+def test_counts_in_every_documented_spelling_still_parse(value, count, run_cli):
+    import json
+
+    res = run_cli("predict", "int4", "--params", value, "--tokens", value, "--draws", "10", "--json")
+    assert res.code == 0, res.stderr
+    row = json.loads(res.stdout)["results"][0]
+    assert (row["params"], row["tokens"]) == (count, count)

@@ -20,9 +20,12 @@ from gmse_cli.cli.texttable import (
 )
 from gmse_cli.counts import si
 
-_COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)\s*([kmgbt]?)\s*$", re.IGNORECASE)
+# ASCII digits only (re.ASCII: float() would read another script's digits), the suffix written
+# against the number ('7 B' and '20 x' are refused, as a typo splitting two words would be)
+_COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)([kmgbt]?)\s*$",
+                    re.IGNORECASE | re.ASCII)
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
-_PER_PARAM = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*x\s*$", re.IGNORECASE)
+_PER_PARAM = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)x\s*$", re.IGNORECASE | re.ASCII)
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
 _TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x"
