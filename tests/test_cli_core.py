@@ -117,6 +117,10 @@ def test_gmse_table_and_vs(run_cli):
         (["formats", "show", "nope4"], "unknown format"),
         # typer's own parsing errors take the same single line
         (["predict", "int4", "--seed", "abc"], "'abc' is not a whole number"),
+        # a real-valued option names what it could not read (a decimal comma, a word, nothing)
+        (["search", "--bits", "4,25"], "'4,25' is not a number"),
+        (["rank", "--rel-err", "abc"], "'abc' is not a number"),
+        (["gmse", "int4", "--rel-err", ""], "'' is not a number"),
         (["gmse", "int4", "--bogus"], "No such option: --bogus"),
         (["nosuch"], "No such command"),
     ],

@@ -287,14 +287,46 @@ def _refuse_loose_integers(param: Any) -> None:
     param.process_value = process_value
 
 
+def _takes_float(param: Any) -> bool:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if annotation is None:  # older typer: click's own FLOAT type
+        return any(c.__name__ == "FloatParamType" for c in type(getattr(param, "type", None)).__mro__)
+    return annotation is float or (float in typing.get_args(annotation)
+                                   and set(typing.get_args(annotation)) <= {float, type(None)})
+
+
+def _refuse_unreadable_floats(param: Any) -> None:
+    """Anything a real-valued option cannot read ('4,25', 'abc', ''): refused as given, before
+    conversion, naming the value (the parser's own message did not)."""
+    process = param.process_value
+
+    def process_value(ctx: Any, value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str):
+                try:
+                    float(item)
+                except ValueError:
+                    import typer
+
+                    raise typer.BadParameter(f"{item!r} is not a number (a decimal point, no comma: e.g. 4.25)",
+                                             ctx=ctx, param=param) from None
+        return process(ctx, value)
+
+    param.process_value = process_value
+
+
 def attach_validators(command: Any) -> Any:
     """``command`` (a click command or group, as Typer builds it) with :data:`VALIDATORS`
     attached to every parameter of a listed name, in every subcommand, every path
-    parameter refusing an empty value and every integer parameter refusing '1_000'."""
+    parameter refusing an empty value, every integer parameter refusing '1_000' and every
+    real-valued one refusing what it cannot read ('4,25'), naming the value."""
     for param in getattr(command, "params", ()):
         if _takes_integer(param) and not getattr(param, "_uscl_whole", False):
             _refuse_loose_integers(param)
             param._uscl_whole = True
+        if _takes_float(param) and not getattr(param, "_uscl_real", False):
+            _refuse_unreadable_floats(param)
+            param._uscl_real = True
         if _takes_path(param) and not getattr(param, "_uscl_nonempty", False):
             _refuse_empty_paths(param)
             param._uscl_nonempty = True

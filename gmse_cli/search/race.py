@@ -270,8 +270,10 @@ def _below_every_format(budget: float, space: SearchSpace, lengths: list[int], w
     cheapest = min(wide.singles, key=lambda c: c.bits_per_param, default=None)
     if len(wide.pair_bits) and (cheapest is None or wide.pair_bits.min() < cheapest.bits_per_param):
         cheapest = wide.pair(int(np.argmin(wide.pair_bits)))
-    hint = f"; the cheapest is {cheapest.name} at {cheapest.bits_per_param:.4g}" if cheapest else ""
-    return SpecError(f"--bits {budget:g} is below every format in the search space{hint}")
+    # Shortest round-trip spellings: a rounded one named another budget than the one given
+    # ('--bits 0.128906249' read 0.128906) and could print the cheapest at the budget itself.
+    hint = f"; the cheapest is {cheapest.name} at {cheapest.bits_per_param!r}" if cheapest else ""
+    return SpecError(f"--bits {budget!r} is below every format in the search space{hint}")
 
 
 def search_formats(

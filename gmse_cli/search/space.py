@@ -167,6 +167,9 @@ class Pool:
         return Candidate(name=name, spec=spec, bits_per_param=self.cost(spec))
 
 
+_ROUNDING = 1e-9  # far above the sum's rounding, far below any two formats' difference in bits
+
+
 def build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weights: Sequence[float]) -> Pool:
     total = float(sum(weights))
 
@@ -188,7 +191,7 @@ def build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weight
         if fmt is None or fmt.stages in seen or not fits(fmt):
             return
         bits = cost(fmt)
-        if bits <= budget + 1e-12:
+        if bits <= budget:  # the cost reported, so no tolerance: 4.25 bits never fit --bits 4.2499999999999
             seen.add(fmt.stages)
             singles.append(Candidate(name=name, spec=fmt, bits_per_param=bits, source=source))
 
@@ -225,7 +228,15 @@ def build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weight
     ps, pq, pb = [], [], []
     for i, (_, _, mask, density) in enumerate(sparsifiers):
         bits = mask + density * q_elements + q_scales
-        (ok,) = np.nonzero(bits <= budget + 1e-12)
+        # The sum above can round a few ulps off the format's own cost (the one reported), so
+        # pairs within rounding of the budget are decided by that cost, exactly.
+        (ok,) = np.nonzero(bits <= budget + _ROUNDING)
+        near = ok[bits[ok] > budget - _ROUNDING]
+        if len(near):
+            s_fmt = sparsifiers[i][1]
+            over = [j for j in near
+                    if cost(Format(name="pair", stages=(*s_fmt.stages, *quantizers[j][1].stages))) > budget]
+            ok = np.setdiff1d(ok, over)
         ps.append(np.full(len(ok), i))
         pq.append(ok)
         pb.append(bits[ok])

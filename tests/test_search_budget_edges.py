@@ -1,0 +1,51 @@
+"""A budget a hair below a format's bits leaves that format out (found by an independent review).
+
+The pool admitted every candidate within 1e-12 of the budget, so `uscl search --bits
+1.0019531249999` reported `1:4+lm2-mse-row-se8m0` at 1.001953125 bits, over its budget. The
+format's own cost (the one reported) now decides, exactly; a budget typed at that cost keeps it.
+A budget below the whole space was named rounded (`--bits 0.128906249` read "--bits 0.128906")
+beside the cheapest format's rounded cost ("--bits 0.1289 is below every format ...; the cheapest
+is vq8-b0.125-row-sbf16 at 0.1289"): both are now spelled in full.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gmse_cli.search.space import SearchSpace, build_pool
+
+# Costs from the README's bit rules: element bits (times the density) + scale bits / group + mask.
+LM4_G32_E4M3 = 4 + 8 / 32  # lm4-mse-g32-se4m3
+ONE_FOUR_LM2_ROW_E8M0 = math.log2(4) / 4 + 0.25 * 2 + 8 / 4096  # 1:4+lm2-rms-row-se8m0
+
+
+def _names_and_bits(budget: float) -> dict[str, float]:
+    pool = build_pool(budget, SearchSpace(), [4096], [1.0])
+    out = {c.name: c.bits_per_param for c in pool.singles}
+    near = np.nonzero(pool.pair_bits > budget - 1e-3)[0]  # the pairs that could sit at the budget
+    out.update({(c := pool.pair(int(i))).name: c.bits_per_param for i in near})
+    return out
+
+
+@pytest.mark.parametrize("exact, name", [(LM4_G32_E4M3, "lm4-mse-g32-se4m3"),
+                                         (ONE_FOUR_LM2_ROW_E8M0, "1:4+lm2-rms-row-se8m0")])
+def test_a_budget_just_below_a_format_leaves_it_out(exact, name):
+    at = _names_and_bits(exact)
+    assert at[name] == exact
+    for budget in (exact - 1e-13, math.nextafter(exact, 0.0)):
+        below = _names_and_bits(budget)
+        assert name not in below
+        assert max(below.values()) <= budget
+
+
+@pytest.mark.parametrize("typed", ["0.128906249", "0.1289"])
+def test_a_budget_below_the_space_is_named_as_typed(run_cli, typed):
+    # the cheapest format: 1 bit per 8-dim codeword + a bf16 scale per 4096-entry row
+    cheapest = 1 / 8 + 16 / 4096
+    res = run_cli("search", "--bits", typed)
+    assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert f"--bits {typed} is below every format" in res.stderr
+    assert f"vq8-b0.125-row-sbf16 at {cheapest!r}" in res.stderr
