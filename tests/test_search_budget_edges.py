@@ -49,3 +49,36 @@ def test_a_budget_below_the_space_is_named_as_typed(run_cli, typed):
     assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1
     assert f"--bits {typed} is below every format" in res.stderr
     assert f"vq8-b0.125-row-sbf16 at {cheapest!r}" in res.stderr
+
+
+def test_a_tensor_wide_scale_is_measured_on_the_engines_tensors():
+    """NVFP4-style formats (e4m3 group scales under one fp32 scale from the tensor's largest group)
+    are measured by the search as the GMSE engine defines them: on tensors of
+    max(1, 131072 // row length) rows, not on every sampled row at once. The search compressed
+    all rows together and reported int6-absmax-g32-se4m3 at 0.000532 +- 1.3e-6 against the
+    engine's 0.000537, cached under the engine's key."""
+    import numpy as np
+
+    from gmse_cli.compress import compress
+    from gmse_cli.gmse import SampleBank
+    from gmse_cli.search.evaluate import GaussianEvaluator
+    from gmse_cli.spec import resolve_format
+
+    fmt = resolve_format("int6-absmax-g32-se4m3")
+    assert not fmt.rows_independent
+    evaluator = GaussianEvaluator(seed=3, rel_err=0.5, row_length=4096, level_rows=(4, 16, 64), max_rows=1024,
+                                  cache="off")
+    value, psi = evaluator.measure(fmt, 2)
+    bank = SampleBank(seed=3, row_length=4096)
+    per = 131072 // 4096
+    x = np.concatenate([bank.batch(i)[0] for i in range(2)]).astype(np.float64)
+    assert bank.rows_per_batch == per and len(psi) == 64
+    q = np.concatenate([compress(fmt, x[i:i + per].astype(np.float32)) for i in (0, per)]).astype(np.float64)
+    assert value == pytest.approx(((x - q) ** 2).sum() / (x ** 2).sum(), rel=1e-9)
+    # its standard error takes the tensors as units: the ratio estimator's delta method over
+    # tensor totals, written out
+    g, se = evaluator.final(fmt, (value, psi))
+    assert g == value
+    e = ((x - q) ** 2).reshape(2, per, -1).sum(axis=(1, 2))
+    n = (x ** 2).reshape(2, per, -1).sum(axis=(1, 2))
+    assert se == pytest.approx(np.sqrt((((e - value * n) / n.sum()) ** 2).sum() * 2 / (2 - 1)), rel=1e-6)

@@ -70,7 +70,16 @@ class GaussianEvaluator(Evaluator):
         from gmse_cli.realmse import ratio_influence, row_errors
 
         x, norm = self._sample(rows)
-        err, _ = row_errors(x, compress(fmt, x, finite=True))
+        if fmt.rows_independent:
+            q = compress(fmt, x, finite=True)
+        else:
+            # A second-level scale spans the tensor: the engine's tensor is one bank batch of
+            # rows, so compress batch by batch, as it does (all rows at once gave NVFP4-style
+            # e4m3-scaled formats a scale from a larger tensor: int6-absmax-g32-se4m3 0.000532
+            # against the engine's 0.000537, 4 standard errors, and cached under its key).
+            per = self.bank.rows_per_batch
+            q = np.concatenate([compress(fmt, x[i:i + per], finite=True) for i in range(0, rows, per)])
+        err, _ = row_errors(x, q)
         # As the GMSE engine measures it: each row's error less its clipping energy, whose exact
         # mean is added back (rare clipping of fine RMS grids, which few rows never see). The
         # value is cached under the key that says so.
@@ -82,6 +91,20 @@ class GaussianEvaluator(Evaluator):
 
     def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         return self._run(fmt, self.level_rows[level])
+
+    def _std_err(self, fmt: Format, psi: np.ndarray) -> float:
+        """The delta-method standard error; rows of one tensor share its second-level scale, so
+        for such formats the units are tensors (each the sum of its rows' influences)."""
+        if not fmt.rows_independent:
+            rows, per = len(psi), self.bank.rows_per_batch
+            tensors = -(-rows // per)
+            if tensors < 2:
+                return math.inf
+            # a row's influence carries ratio_influence's sqrt(m / (m - 1)) for m rows; a tensor's
+            # is the sum of its rows' with that factor for the tensors instead
+            psi = np.add.reduceat(psi, np.arange(0, rows, per)) * math.sqrt(
+                tensors / (tensors - 1) * (rows - 1) / rows)
+        return math.sqrt(float(psi @ psi))
 
     def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
         """``last``: the measurement at the last level, if made (it is not made again)."""
@@ -96,16 +119,19 @@ class GaussianEvaluator(Evaluator):
         if has_exact(fmt, row_length):
             g, se, method = exact_gmse(fmt), 0.0, "exact"
         else:
+            per = self.bank.rows_per_batch
             rows = self.level_rows[-1]
+            if not fmt.rows_independent and (rows % per or rows < 2 * per):
+                # whole tensors, as the engine's, and two at least for a standard error
+                rows, last = per * max(2, math.ceil(rows / per)), None
             g, psi = last if last is not None else self._run(fmt, rows)
-            se = math.sqrt(float(psi @ psi))
+            se = self._std_err(fmt, psi)
             if g > 0 and se > self.rel_err * g and rows < self.max_rows:
                 # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
-                per = self.bank.rows_per_batch
                 need = rows * (se / (self.rel_err * g)) ** 2
-                rows = min(self.max_rows, per * math.ceil(need * 1.05 / per))
+                rows = min(max(self.max_rows, 2 * per), per * math.ceil(need * 1.05 / per))
                 g, psi = self._run(fmt, rows)
-                se = math.sqrt(float(psi @ psi))
+                se = self._std_err(fmt, psi)
             method = "monte-carlo"
         self.methods[fmt.stages] = method
         if self.cache != "off":
@@ -184,6 +210,20 @@ class CheckpointEvaluator(Evaluator):
 
     def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         return self._run(fmt, self.level_rows[level])
+
+    def _std_err(self, fmt: Format, psi: np.ndarray) -> float:
+        """The delta-method standard error; rows of one tensor share its second-level scale, so
+        for such formats the units are tensors (each the sum of its rows' influences)."""
+        if not fmt.rows_independent:
+            rows, per = len(psi), self.bank.rows_per_batch
+            tensors = -(-rows // per)
+            if tensors < 2:
+                return math.inf
+            # a row's influence carries ratio_influence's sqrt(m / (m - 1)) for m rows; a tensor's
+            # is the sum of its rows' with that factor for the tensors instead
+            psi = np.add.reduceat(psi, np.arange(0, rows, per)) * math.sqrt(
+                tensors / (tensors - 1) * (rows - 1) / rows)
+        return math.sqrt(float(psi @ psi))
 
     def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
         value, psi = self._run(fmt, self.all_rows)
