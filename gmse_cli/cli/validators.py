@@ -261,12 +261,17 @@ def is_whole_number_text(text: str) -> bool:
     return _WHOLE_NUMBER.fullmatch(text) is not None
 
 
-def _takes_integer(param: Any) -> bool:
+def _takes(param: Any, kind: type, click_type: str) -> bool:
+    """Whether ``param`` takes a ``kind`` (int or float), or an optional one."""
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    if annotation is None:  # older typer: click's own INT type
-        return any(c.__name__ == "IntParamType" for c in type(getattr(param, "type", None)).__mro__)
-    return annotation is int or (int in typing.get_args(annotation)
-                                 and set(typing.get_args(annotation)) <= {int, type(None)})
+    if annotation is None:  # older typer: click's own INT or FLOAT type
+        return any(c.__name__ == click_type for c in type(getattr(param, "type", None)).__mro__)
+    return annotation is kind or (kind in typing.get_args(annotation)
+                                  and set(typing.get_args(annotation)) <= {kind, type(None)})
+
+
+def _takes_integer(param: Any) -> bool:
+    return _takes(param, int, "IntParamType")
 
 
 def _refuse_loose_integers(param: Any) -> None:
@@ -288,11 +293,7 @@ def _refuse_loose_integers(param: Any) -> None:
 
 
 def _takes_float(param: Any) -> bool:
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    if annotation is None:  # older typer: click's own FLOAT type
-        return any(c.__name__ == "FloatParamType" for c in type(getattr(param, "type", None)).__mro__)
-    return annotation is float or (float in typing.get_args(annotation)
-                                   and set(typing.get_args(annotation)) <= {float, type(None)})
+    return _takes(param, float, "FloatParamType")
 
 
 def _refuse_unreadable_floats(param: Any) -> None:

@@ -211,20 +211,6 @@ class CheckpointEvaluator(Evaluator):
     def measure(self, fmt: Format, level: int) -> tuple[float, np.ndarray]:
         return self._run(fmt, self.level_rows[level])
 
-    def _std_err(self, fmt: Format, psi: np.ndarray) -> float:
-        """The delta-method standard error; rows of one tensor share its second-level scale, so
-        for such formats the units are tensors (each the sum of its rows' influences)."""
-        if not fmt.rows_independent:
-            rows, per = len(psi), self.bank.rows_per_batch
-            tensors = -(-rows // per)
-            if tensors < 2:
-                return math.inf
-            # a row's influence carries ratio_influence's sqrt(m / (m - 1)) for m rows; a tensor's
-            # is the sum of its rows' with that factor for the tensors instead
-            psi = np.add.reduceat(psi, np.arange(0, rows, per)) * math.sqrt(
-                tensors / (tensors - 1) * (rows - 1) / rows)
-        return math.sqrt(float(psi @ psi))
-
     def final(self, fmt: Format, last: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
         value, psi = self._run(fmt, self.all_rows)
         return value, math.sqrt(float(psi @ psi))
