@@ -167,3 +167,73 @@ def test_import_reads_integral_floats_and_ignores_unknown_keys():
     fmt = import_config(_ct(num_bits=4.0, type="int", strategy="group", group_size=128.0, scale_dtype="torch.float16",
                             actorder="group", extra=1))
     assert fmt.stages == resolve_format("w4a16").stages
+
+
+# --- configs as published models carry them -------------------------------------------------
+
+_W4 = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 128, "dynamic": False}
+_A8 = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True}
+
+
+def _qc(group=None, **top):
+    group = {"targets": ["Linear"], "weights": _W4} if group is None else group
+    return {"quant_method": "compressed-tensors", "format": "pack-quantized", "ignore": ["lm_head"],
+            "config_groups": {"group_0": group}, **top}
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        # W8A8 / FP8-dynamic / NVFP4 W4A4 quantize activations: not a weights-only format
+        (_qc({"targets": ["Linear"], "weights": _W4, "input_activations": _A8}), "input_activations"),
+        ({"quantization_config": _qc({"targets": ["Linear"], "weights": _W4, "input_activations": _A8})},
+         "input_activations"),
+        (_qc({"targets": ["Linear"], "weights": _W4, "output_activations": _A8}), "output_activations"),
+        (_qc(kv_cache_scheme={"num_bits": 8, "type": "float", "strategy": "tensor"}), "kv_cache_scheme"),
+        # 2:4 sparse checkpoints: the format, or the sparsity_config beside the quantization
+        (_qc(format="marlin-24"), "marlin-24"),
+        (_qc({"targets": ["Linear"], "weights": _W4, "format": "marlin-24"}), "marlin-24"),
+        (_qc(sparsity_config={"format": "sparse-24-bitmask", "sparsity_structure": "2:4", "global_sparsity": 0.45}),
+         "sparsity_config (2:4"),
+        (_qc(sparsity_config={"format": "dense", "sparsity_structure": "2:4"}), "sparsity_config (2:4"),
+        (_qc(config_groups={"group_0": {"weights": _W4}, "group_1": {"weights": _W4}}), "(group_0, group_1)"),
+    ],
+)
+def test_import_refuses_what_goes_beyond_the_weights(config, needle):
+    with pytest.raises(SpecError, match=re.escape(needle)):
+        import_config(config)
+
+
+def test_import_keeps_weights_only_configs_with_ignore_and_empty_extras():
+    config = _qc(kv_cache_scheme=None, sparsity_config={}, ignore=["lm_head", "re:.*mlp.gate$"])
+    config["config_groups"]["group_0"].update(input_activations=None, output_activations=None, format="pack-quantized")
+    stage = import_config({"architectures": ["LlamaForCausalLM"], "quantization_config": config}).stages[0]
+    assert (stage.bits, stage.group, stage.resolved_int_style.value) == (4, 128, "full")
+
+
+def test_nvfp4_configs_written_before_scale_dtype_read_as_nvfp4():
+    # compressed-tensors < 0.12 wrote NVFP4 weights without scale_dtype (always fp8 e4m3)
+    weights = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16, "symmetric": True,
+               "dynamic": False, "observer": "minmax", "actorder": None, "block_structure": None}
+    stage = import_config(_qc({"targets": ["Linear"], "weights": weights}, format="nvfp4-pack-quantized")).stages[0]
+    assert (stage.exponent_bits, stage.mantissa_bits, stage.group, stage.scale_format.value) == (2, 1, 16, "e4m3")
+    with pytest.raises(SpecError, match="tensor_group"):
+        import_config(_ct(**{**weights, "scale_dtype": "torch.bfloat16"}))
+
+
+def test_torchao_int8_weight_only_reads_its_group_size():
+    # Int8WeightOnlyConfig(group_size=128) carries group_size, not a granularity
+    assert import_config(_ao("Int8WeightOnlyConfig", group_size=128, set_inductor_config=True)).stages[0].group == 128
+    assert import_config(_ao("Int8WeightOnlyConfig", group_size=None)).stages[0].group == "row"
+
+
+@pytest.mark.parametrize(("kind", "data"), [("PerAxis", {"axis": -1}), ("PerAxis", {"axis": 1}), ("PerRow", {"dim": 0})])
+def test_torchao_per_column_granularity_is_refused(kind, data):
+    # a weight is (out, in): these keep one scale per column, not per row
+    with pytest.raises(SpecError, match=f"granularity {kind}"):
+        import_config(_ao("IntxWeightOnlyConfig", weight_dtype=_INT4, granularity={"_type": kind, "_data": data}))
+
+
+def test_torchao_string_quant_type_is_named():
+    with pytest.raises(SpecError, match="quant_type 'int4_weight_only'"):
+        import_config({"quant_method": "torchao", "quant_type": "int4_weight_only", "quant_type_kwargs": {"group_size": 128}})

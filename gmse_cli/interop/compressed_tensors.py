@@ -25,7 +25,11 @@ and mse scale rules (compressed-tensors' mse observer minimizes |error|^2.4 over
 shrink grid), int8 and dq8 scales, e8m0 scales rounded other than ``even`` (and ``even`` on
 e4m3, which compressed-tensors rounds with e2m1's one mantissa bit), overflow 'inf',
 sparsity, rotations and vq stages. Importing reads the weights of the one config group; an
-unset ``scale_dtype`` (compressed-tensors then keeps the model's dtype) reads as bf16.
+unset ``scale_dtype`` (compressed-tensors then keeps the model's dtype) reads as bf16, and on
+tensor_group (NVFP4, always fp8 e4m3 scales) as e4m3. A config that also quantizes
+activations or the kv cache, or stores the weights 2:4 sparse (``marlin-24``, a
+``sparsity_config``), is refused: its weights' format alone would misstate it. ``ignore``
+(layers left unquantized) does not change the format.
 """
 
 from __future__ import annotations
@@ -114,17 +118,45 @@ def to_compressed_tensors(fmt: Format) -> dict[str, Any]:
     }
 
 
+# compressed formats that store the weights 2:4 sparse (sparsity is no part of a quantizer)
+_SPARSE_FORMATS = ("marlin-24", "sparse-24-bitmask", "sparse-bitmask")
+
+
+def _refuse_beyond_weights(data: dict[str, Any], where: str) -> None:
+    """A :class:`SpecError` for what a config quantizes besides its weights' one quantizer
+    (activations, the kv cache, 2:4 sparsity): importing it as weights alone would be wrong."""
+    for key in ("input_activations", "output_activations", "kv_cache_scheme"):
+        if data.get(key):
+            raise SpecError(
+                f"{where}: {key} is set, and a uscl format quantizes the weights alone"
+            )
+    if str(data.get("format")).lower() in _SPARSE_FORMATS:
+        raise SpecError(f"{where}: format '{data['format']}' stores the weights 2:4 sparse, which import cannot express")
+    sparsity = data.get("sparsity_config")
+    if sparsity:
+        sparsity = mapping(sparsity, "sparsity_config", where)
+        structure = str(sparsity.get("sparsity_structure", "unstructured"))
+        if str(sparsity.get("format", "dense")).lower() != "dense" or structure.lower() != "unstructured" or sparsity.get("global_sparsity"):
+            raise SpecError(
+                f"{where}: sparsity_config ({structure}, format '{sparsity.get('format')}') prunes the "
+                "weights, which import cannot express"
+            )
+
+
 def _weights_args(data: dict[str, Any]) -> dict[str, Any]:
     """The weights' QuantizationArgs within a config.json, quantization_config, scheme or args."""
     if "quantization_config" in data:
-        return _weights_args(data["quantization_config"])
+        return _weights_args(mapping(data["quantization_config"], "quantization_config", f"{_TARGET} config"))
     if "config_groups" in data:
+        _refuse_beyond_weights(data, f"{_TARGET} config")
         groups = mapping(data["config_groups"], "config_groups", f"{_TARGET} config")
-        weighted = [g for g in groups.values() if isinstance(g, dict) and g.get("weights")]
+        weighted = [(k, g) for k, g in groups.items() if isinstance(g, dict) and g.get("weights")]
         if len(weighted) != 1:
-            raise SpecError(f"{_TARGET} config: expected one config group with weights, found {len(weighted)}")
-        return _weights_args(weighted[0])
+            names = ", ".join(k for k, _ in weighted)
+            raise SpecError(f"{_TARGET} config: expected one config group with weights, found {len(weighted)} ({names})")
+        return _weights_args(weighted[0][1])
     if "weights" in data:
+        _refuse_beyond_weights(data, f"{_TARGET} scheme")
         if not isinstance(data["weights"], dict):
             raise SpecError(f"{_TARGET} scheme: it quantizes no weights")
         return data["weights"]
@@ -162,7 +194,9 @@ def from_compressed_tensors(data: dict[str, Any], *, name: str | None = None) ->
     else:
         raise SpecError(f"{where}: uscl has no {'asymmetric ' if not symmetric else ''}{kind}{bits} grid of compressed-tensors")
     if strategy == "tensor_group":
-        if (kind, bits, group_size, scale_dtype) != ("float", 4, 16, _NVFP4_DTYPE):
+        # compressed-tensors stores tensor_group scales as fp8 e4m3 whether or not the config
+        # says so (scale_dtype is absent from configs written before it existed)
+        if (kind, bits, group_size) != ("float", 4, 16) or scale_dtype not in (None, _NVFP4_DTYPE):
             raise SpecError(f"{where}: uscl reads tensor_group only as NVFP4 (float4, groups of 16, fp8 e4m3 scales)")
         stage.update(group=16, scale_format="e4m3")
     elif scale_dtype == _MX_DTYPE:

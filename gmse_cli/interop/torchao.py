@@ -186,9 +186,20 @@ def _group(granularity: Any, where: str) -> str | int:
         return whole(data["group_size"], "group_size", where)
     if kind == "PerTensor":
         return "tensor"
-    if kind in ("PerRow", "PerAxis") and data.get("dim", data.get("axis", -1)) in (-1, 0):
+    # a weight is (out, in): PerRow reduces over dim -1 (= 1), PerAxis keeps one scale per
+    # index of axis 0; the other dims scale per column, which uscl has no granularity for
+    if (kind == "PerRow" and data.get("dim", -1) in (-1, 1)) or (kind == "PerAxis" and data.get("axis", 0) == 0):
         return "row"
     raise SpecError(f"{where}: granularity {kind} {data} has no uscl counterpart")
+
+
+def _int_group(kind: str, body: dict[str, Any], where: str) -> str | int:
+    """Int8WeightOnlyConfig's groups: its ``group_size`` when set (torchao's version 1 reads
+    it, not the granularity), else the ``granularity`` (absent: per row)."""
+    size = body.get("group_size")
+    if kind == "Int8WeightOnlyConfig" and size is not None:
+        return whole(size, "group_size", where)
+    return _group(body.get("granularity"), where)
 
 
 def _scale_format(dtype: Any, where: str) -> ScaleFormat:
@@ -203,6 +214,11 @@ def _scale_format(dtype: Any, where: str) -> ScaleFormat:
 def from_torchao(data: dict[str, Any], *, name: str | None = None) -> Format:
     """The uscl format of a torchao config dict (module docstring); a :class:`SpecError`
     names what uscl cannot express."""
+    if isinstance(data.get("quant_type"), str):  # transformers' TorchAoConfig before torchao configs
+        raise SpecError(
+            f"{_TARGET}: quant_type '{data['quant_type']}' (a string, transformers' older TorchAoConfig) "
+            "is not read; uscl reads torchao config objects ({'_type': ..., '_data': ...})"
+        )
     if "quant_type" in data and isinstance(data["quant_type"], dict):  # transformers' TorchAoConfig
         inner = data["quant_type"]
         data = inner.get("default", inner) if "_type" not in inner else inner
@@ -223,7 +239,7 @@ def from_torchao(data: dict[str, Any], *, name: str | None = None) -> Format:
             grid="int",
             bits=int(dtype[3:]),
             int_style="full" if mapping_type == "SYMMETRIC" else "asymmetric",
-            group=_group(body.get("granularity"), where),
+            group=_int_group(kind, body, where),
             scale_format=_scale_format(body.get("scale_dtype"), where),
         )
     elif kind == "Float8WeightOnlyConfig":
