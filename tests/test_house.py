@@ -17,10 +17,10 @@ FLOORS = [
     {"compress", "interop"},
     {"gmse", "law", "runs"},
     {"rank", "fit", "realmse", "search", "training"},
-    {"cli", "__main__", "program"},
+    {"cli", "__main__"},
 ]
-# The programs: `uscl` (program) and `python -m` run the command line; they sit above it.
-ENTRY_POINTS = {PACKAGE / "__main__.py", PACKAGE / "program.py", PACKAGE / "training" / "__main__.py"}
+# The programs: `uscl` and `python -m gmse_cli` (both __main__) run the command line; they sit above it.
+ENTRY_POINTS = {PACKAGE / "__main__.py", PACKAGE / "training" / "__main__.py"}
 
 
 def _room(module: str) -> str | None:
