@@ -19,6 +19,7 @@ __all__ = [
     "one_line",
     "described",
     "list_of",
+    "more_likewise",
 ]
 
 
@@ -39,6 +40,14 @@ def list_of(items: object, kind: type, error: type[Exception], takes: str) -> li
         if not isinstance(item, kind):
             raise error(f"{takes}; got {described(item)} among them")
     return items
+
+
+def more_likewise(rest: int, noun: str = "") -> str:
+    """How an error that names the first offender counts the ``rest``: ' (2 more layers
+    likewise)', '' when there are none."""
+    if rest <= 0:
+        return ""
+    return f" ({rest} more {noun}{'s' if noun and rest > 1 else ''}{' ' if noun else ''}likewise)"
 
 
 def one_line(message: object) -> str:

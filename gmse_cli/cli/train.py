@@ -116,7 +116,8 @@ def register(app: typer.Typer) -> None:
         ckpt_root = user_path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
         models_root = None
         if not no_keep_models:
-            models_root = user_path(models_dir or spec.models_dir) if (models_dir or spec.models_dir) else out.with_name(out.name + ".models")
+            chosen = models_dir or spec.models_dir
+            models_root = user_path(chosen) if chosen else out.with_name(out.name + ".models")
         # Checked in a dry run too. One folder for both would delete each kept model with its run's checkpoints.
         for folder, what, others in ((ckpt_root, "checkpoint folder", [out]),
                                      (models_root, "models folder", [out, ckpt_root])):

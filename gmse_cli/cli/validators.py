@@ -234,20 +234,26 @@ def _takes_path(param: Any) -> bool:
     return annotation is Path or Path in typing.get_args(annotation)
 
 
-def _refuse_empty_paths(param: Any) -> None:
-    """An empty path ('' from an unset shell variable) reads as '.', the current folder: a
-    checkpoint or models folder would silently land there. Refused as given, before conversion."""
+def _refuse_text(param: Any, why: Callable[[str], str | None]) -> None:
+    """Each text ``param`` is given, checked by ``why`` before conversion: the message it returns
+    refuses that value as given (the parser's own message named none)."""
     process = param.process_value
 
     def process_value(ctx: Any, value: Any) -> Any:
         for item in value if isinstance(value, list | tuple) else (value,):
-            if isinstance(item, str) and not item.strip():
+            if isinstance(item, str) and (message := why(item)):
                 import typer
 
-                raise typer.BadParameter("it is empty: name a file or folder", ctx=ctx, param=param)
+                raise typer.BadParameter(message, ctx=ctx, param=param)
         return process(ctx, value)
 
     param.process_value = process_value
+
+
+def _empty_path(text: str) -> str | None:
+    """An empty path ('' from an unset shell variable) reads as '.', the current folder: a
+    checkpoint or models folder would silently land there."""
+    return None if text.strip() else "it is empty: name a file or folder"
 
 
 # A whole number as an option writes it: optional sign and ASCII digits. Python's int() also
@@ -274,46 +280,22 @@ def _takes_integer(param: Any) -> bool:
     return _takes(param, int, "IntParamType")
 
 
-def _refuse_loose_integers(param: Any) -> None:
-    """Anything but a whole number for an integer option ('1_000', non-ASCII digits, '1e6',
-    'abc'): refused as given, before conversion, naming the value (the parser's own message
-    did not)."""
-    process = param.process_value
-
-    def process_value(ctx: Any, value: Any) -> Any:
-        for item in value if isinstance(value, list | tuple) else (value,):
-            if isinstance(item, str) and not is_whole_number_text(item):
-                import typer
-
-                raise typer.BadParameter(f"{item!r} is not a whole number (ASCII digits, no '_': e.g. 4096)",
-                                         ctx=ctx, param=param)
-        return process(ctx, value)
-
-    param.process_value = process_value
+def _loose_integer(text: str) -> str | None:
+    """Anything but a whole number for an integer option ('1_000', non-ASCII digits, '1e6', 'abc')."""
+    return None if is_whole_number_text(text) else f"{text!r} is not a whole number (ASCII digits, no '_': e.g. 4096)"
 
 
 def _takes_float(param: Any) -> bool:
     return _takes(param, float, "FloatParamType")
 
 
-def _refuse_unreadable_floats(param: Any) -> None:
-    """Anything a real-valued option cannot read ('4,25', 'abc', ''): refused as given, before
-    conversion, naming the value (the parser's own message did not)."""
-    process = param.process_value
-
-    def process_value(ctx: Any, value: Any) -> Any:
-        for item in value if isinstance(value, list | tuple) else (value,):
-            if isinstance(item, str):
-                try:
-                    float(item)
-                except ValueError:
-                    import typer
-
-                    raise typer.BadParameter(f"{item!r} is not a number (a decimal point, no comma: e.g. 4.25)",
-                                             ctx=ctx, param=param) from None
-        return process(ctx, value)
-
-    param.process_value = process_value
+def _unreadable_float(text: str) -> str | None:
+    """Anything a real-valued option cannot read ('4,25', 'abc', '')."""
+    try:
+        float(text)
+    except ValueError:
+        return f"{text!r} is not a number (a decimal point, no comma: e.g. 4.25)"
+    return None
 
 
 def attach_validators(command: Any) -> Any:
@@ -323,13 +305,13 @@ def attach_validators(command: Any) -> Any:
     real-valued one refusing what it cannot read ('4,25'), naming the value."""
     for param in getattr(command, "params", ()):
         if _takes_integer(param) and not getattr(param, "_uscl_whole", False):
-            _refuse_loose_integers(param)
+            _refuse_text(param, _loose_integer)
             param._uscl_whole = True
         if _takes_float(param) and not getattr(param, "_uscl_real", False):
-            _refuse_unreadable_floats(param)
+            _refuse_text(param, _unreadable_float)
             param._uscl_real = True
         if _takes_path(param) and not getattr(param, "_uscl_nonempty", False):
-            _refuse_empty_paths(param)
+            _refuse_text(param, _empty_path)
             param._uscl_nonempty = True
         check = VALIDATORS.get(f"{getattr(command, 'name', '')}.{param.name}") or VALIDATORS.get(param.name or "")
         if check is not None and not getattr(param, "_uscl_validated", False):

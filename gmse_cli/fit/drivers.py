@@ -306,7 +306,8 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
     full_starts = objective.from_public(expand_starts(model, law_starts, part, names))
     x, fval, n_starts, _ = multistart(problem, full_starts, weights=W1)
     free_problem = None
-    scale = likelihood_scale((objective.predict(problem.full(x))[0] - y)[train], delta)
+    free_residuals = (objective.predict(problem.full(x))[0] - y)[train]
+    scale = likelihood_scale(free_residuals, delta)
     if prior:
         prior_term = PriorTerm(names, prior, held=list(fixed_all))
         free_problem = problem
@@ -317,8 +318,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
                      f"log-likelihood units: c = {scale:.4g}, from the free fit's residuals)")
     # The profile's c: its free constants off the residuals' count (likelihood_scale); a MAP
     # fit's profile keeps the c its prior is weighed with, so its objective stays one likelihood.
-    profile_scale = scale if prior else likelihood_scale((objective.predict(problem.full(x))[0] - y)[train], delta,
-                                                         free=len(problem.free))
+    profile_scale = scale if prior else likelihood_scale(free_residuals, delta, free=len(problem.free))
     theta = problem.full(x)[0]
     if not is_converged(problem, x, W1):
         raise FitError(

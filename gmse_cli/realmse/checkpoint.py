@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from gmse_cli.errors import DataError
+from gmse_cli.errors import DataError, more_likewise
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import does_not_exist, exists, parse_nested, read_text_file, user_path
 from gmse_cli.realmse.tensorfile import TensorInfo, read_header
@@ -137,7 +137,7 @@ def _check_index(weight_map: tuple[Path, dict] | None, seen: dict[str, Path]) ->
     absent = [(name, shard) for name, shard in mapping.items() if name not in seen]
     if absent:
         name, shard = absent[0]
-        more = f" ({len(absent) - 1} more tensors likewise)" if len(absent) > 1 else ""
+        more = more_likewise(len(absent) - 1, "tensor")
         raise DataError(f"{index}: weight_map puts tensor '{name}' in {shard}, but no shard holds it{more}; "
                         f"the checkpoint is incomplete")
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from gmse_cli.errors import DataError
+from gmse_cli.errors import DataError, more_likewise
 from gmse_cli.realmse.checkpoint import Checkpoint
 from gmse_cli.realmse.tensorfile import TensorInfo, iter_row_chunks
 from gmse_cli.spec import VQ, Format, Quantize, ScaleFormat, Sparsify
@@ -134,7 +134,7 @@ def _dtype_hint(checkpoint: Checkpoint, include: Sequence[str], exclude: Sequenc
     if not refused:
         return None
     first = refused[0]
-    more = f" ({len(refused) - 1} more likewise)" if len(refused) > 1 else ""
+    more = more_likewise(len(refused) - 1)
     return (f"tensor '{first.name}' matches but holds {first.dtype} values{more}: uscl measures floating-point "
             f"weights only, not already-quantized (integer) ones")
 

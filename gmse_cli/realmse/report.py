@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from gmse_cli.errors import DataError, LawError, SpecError
+from gmse_cli.errors import DataError, LawError, SpecError, more_likewise
 from gmse_cli.frozen import Frozen
 from gmse_cli.gmse.estimates import effective_bits_of, interval95
 from gmse_cli.limits import check_seed
@@ -243,8 +243,7 @@ def assemble_results(
     for fmt, rotated, tid, stage_ids in plan.variants:
         tally = tallies[tid]
         if not tally.layers and tally.skipped and all(s.all_zeros for s in tally.skipped):
-            n = len(tally.skipped) - 1
-            more = f" ({n} more layer{'s' if n > 1 else ''} likewise)" if n else ""
+            more = more_likewise(len(tally.skipped) - 1, "layer")
             raise DataError(f"no layer to measure: {tally.skipped[0].reason}{more}")
         if not tally.layers:
             lengths = sorted({t.row_length for t in layers})

@@ -162,9 +162,13 @@ class Pool:
     def pair(self, i: int) -> Candidate:
         s_name, s_fmt, _, _ = self.sparsifiers[self.pair_s[i]]
         q_name, q_fmt, _ = self.quantizers[self.pair_q[i]]
-        name = f"{s_name}+{q_name}"
-        spec = Format(name=name, stages=(*s_fmt.stages, *q_fmt.stages))
-        return Candidate(name=name, spec=spec, bits_per_param=self.cost(spec))
+        spec = _composite(s_name, s_fmt, q_name, q_fmt)
+        return Candidate(name=spec.name, spec=spec, bits_per_param=self.cost(spec))
+
+
+def _composite(s_name: str, s_fmt: Format, q_name: str, q_fmt: Format) -> Format:
+    """A sparsifier then a quantizer, named as the shorthand writes them."""
+    return Format(name=f"{s_name}+{q_name}", stages=(*s_fmt.stages, *q_fmt.stages))
 
 
 _ROUNDING = 1e-9  # far above the sum's rounding, far below any two formats' difference in bits
@@ -233,9 +237,8 @@ def build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weight
         (ok,) = np.nonzero(bits <= budget + _ROUNDING)
         near = ok[bits[ok] > budget - _ROUNDING]
         if len(near):
-            s_fmt = sparsifiers[i][1]
-            over = [j for j in near
-                    if cost(Format(name="pair", stages=(*s_fmt.stages, *quantizers[j][1].stages))) > budget]
+            s_name, s_fmt = sparsifiers[i][:2]
+            over = [j for j in near if cost(_composite(s_name, s_fmt, *quantizers[j][:2])) > budget]
             ok = np.setdiff1d(ok, over)
         ps.append(np.full(len(ok), i))
         pq.append(ok)

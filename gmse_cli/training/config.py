@@ -270,14 +270,16 @@ class RunConfig(FrozenInput):
         for role in ("weights", "activations"):
             if payload.get(role) is not None:
                 payload[role] = payload[role]["stages"]
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash16(payload)
 
     def run_key(self) -> str:
         """Content hash of everything that changes the result (16 hex digits)."""
-        payload = self.model_dump(mode="json", exclude={"checkpoint_every"})
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash16(self.model_dump(mode="json", exclude={"checkpoint_every"}))
+
+
+def _hash16(payload: dict[str, Any]) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class RunPlan(Frozen):
