@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -51,36 +52,68 @@ def _out_console() -> Console:
     return Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
 
-def print_table(table: Table) -> None:
+def print_table(table: Table, optional: Sequence[str] = ()) -> None:
     """Print a rich ``table`` to stdout, cutting nothing (rich alone cut cells to '0.0…' at 80
     columns): to fit the terminal, text columns (left-justified: names, layers) fold down to
     :data:`FOLDED_TEXT_WIDTH` and headers wrap between words, while a number column stays as
-    wide as its widest number. A table that cannot fit so is drawn at the width it needs and
-    the terminal wraps its lines, as with the plain-text tables."""
-    from rich.measure import Measurement
-
+    wide as its widest number. If that is still too wide, the frame goes (a rule under the
+    header, two spaces between columns), then the ``optional`` columns (headers, least needed
+    first) are left out, named in one note on stderr. A table that cannot fit so is drawn at
+    the width it needs and the terminal wraps its lines, as with the plain-text tables."""
     console = _out_console()
-    ranges = [_column_range(column) for column in table.columns]
-    natural = Measurement.get(console, console.options.update_width(1 << 20), table).maximum
-    frame = natural - sum(most for _, most in ranges)  # borders and padding
-    room = console.width - frame
     for column in table.columns:
         column.overflow = "fold"
-    if sum(most for _, most in ranges) <= room:
+    ranges, frame = _layout(console, table)
+    if sum(most for _, most in ranges) + frame <= console.width:
         console.print(table)
         return
-    widths = [least for least, _ in ranges]
-    spare, slack = room - sum(widths), [most - least for least, most in ranges]
-    if spare > 0:  # share what is left in proportion to what each column would still take
-        widths = [w + spare * s // sum(slack) for w, s in zip(widths, slack, strict=True)]
-    for column, width in zip(table.columns, widths, strict=True):
-        column.width = width
-    terminal = console.width
-    console.width = max(terminal, sum(widths) + frame)
-    try:
+    if sum(least for least, _ in ranges) + frame > console.width:
+        from rich import box
+
+        table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
+        table.padding = (0, 0, 0, 1)  # with the blank rule between them: two spaces between columns
+        ranges, frame = _layout(console, table)
+        frame += 1  # rich can lay this frame out a character wider than it measures
+    left_out = []
+    for header in optional:
+        if sum(least for least, _ in ranges) + frame <= console.width:
+            break
+        column = next((c for c in table.columns if c.header == header), None)
+        if column is not None and len(table.columns) > 1:
+            table.columns.remove(column)
+            left_out.append(" ".join(str(header).split()))
+            ranges, frame = _layout(console, table)
+    room = console.width - frame
+    if sum(most for _, most in ranges) <= room:
         console.print(table)
-    finally:
-        console.width = terminal
+    else:
+        widths = [least for least, _ in ranges]
+        spare, slack = room - sum(widths), [most - least for least, most in ranges]
+        if spare > 0:  # share what is left in proportion to what each column would still take
+            widths = [w + spare * s // sum(slack) for w, s in zip(widths, slack, strict=True)]
+        for column, width in zip(table.columns, widths, strict=True):
+            column.width = width
+        terminal = console.width
+        console.width = max(terminal, sum(widths) + frame)
+        try:
+            console.print(table)
+        finally:
+            console.width = terminal
+    if left_out:
+        from gmse_cli.cli.texttable import note_left_out
+
+        note_left_out(left_out, console.width)
+
+
+def _layout(console, table: Table) -> tuple[list[tuple[int, int]], int]:
+    """Each column's (narrowest, widest) content width, and what borders and padding add."""
+    from rich.measure import Measurement
+
+    for column in table.columns:
+        column.width = None
+    ranges = [_column_range(column) for column in table.columns]
+    natural = Measurement.get(console, console.options.update_width(1 << 20), table).maximum
+    return ranges, natural - sum(most for _, most in ranges)
 
 
 def _column_range(column) -> tuple[int, int]:

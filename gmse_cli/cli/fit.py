@@ -229,7 +229,7 @@ def _render(result, show_residuals: bool) -> None:
         prof = f"[{_fmt(c.profile_low)}, {_fmt(c.profile_high)}]" if c.profile_low is not None else "-"
         table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, prof,
                       c.source + (" [yellow](at a bound)[/]" if c.at_bound else ""))
-    print_table(table)
+    print_table(table, optional=["sigma", "profile 95%"])
     if result.prior:
         out_console.print(f"prior: {result.prior}")
     if result.scheme_weighted:
@@ -257,7 +257,7 @@ def _render(result, show_residuals: bool) -> None:
             if gm:
                 row.append(", ".join(f"{f[:5]} {g:.3g}" for f, g in c.stage_gmse or []))
             cap.add_row(*row)
-        print_table(cap)
+        print_table(cap, optional=["rho, other delta", "runs"])
 
     if result.families:
         fam = Table(title="Capacity curves rho = L tanh(F log_1/4 GMSE)^C", title_justify="left")
@@ -265,7 +265,7 @@ def _render(result, show_residuals: bool) -> None:
             fam.add_column(col, justify="left" if col in ("family", "status") else "right")
         for name, f in result.families.items():
             fam.add_row(name, f"{f.L:.4f}", f"{f.F:.4f}", f"{f.C:.4f}", str(f.n_gmse), "held" if f.held else "fitted")
-        print_table(fam)
+        print_table(fam, optional=["status", "distinct GMSE"])
 
     _render_heldout(result)
     _render_drift(result)
@@ -279,7 +279,7 @@ def _render(result, show_residuals: bool) -> None:
             for c in fact.cells:
                 ft.add_row(c.weights, c.activations + (" (tied)" if c.tied else ""), f"{c.rho:.4f}",
                            f"{c.rho_weights:.4f}", f"{c.rho_activations:.4f}", f"{c.product:.4f}", f"{c.error:+.4f}")
-            print_table(ft)
+            print_table(ft, optional=["rho(W)", "rho(A)"])
             out_console.print(f"factorization RMS error {fact.rms_error:.4f}, max {fact.max_abs_error:.4f} "
                               "(the paper reports about 1e-2)")
         if fact.rank1_rms is not None:
@@ -299,7 +299,7 @@ def _render(result, show_residuals: bool) -> None:
         v = np.asarray(vals)
         rt.add_row(scheme, str(len(v)), "yes" if fitted[scheme] else "no (outside)", f"{v.mean():+.4f}",
                    f"{np.sqrt(np.mean(v**2)):.4f}", f"{np.abs(v).max():.4f}")
-    print_table(rt)
+    print_table(rt, optional=["max |r|", "fitted", "runs"])
     if show_residuals:
         full = Table(title="Residuals by run", title_justify="left")
         for col in ("scheme", "N", "D", "loss", "predicted", "residual", "rho"):
@@ -307,7 +307,7 @@ def _render(result, show_residuals: bool) -> None:
         for r in result.residuals:
             full.add_row(r.scheme, f"{r.N:.4g}", f"{r.D:.4g}", f"{r.loss:.4f}", f"{r.predicted:.4f}",
                          f"{r.residual:+.4f}", f"{r.rho:.4f}")
-        print_table(full)
+        print_table(full, optional=["rho"])
     for note in result.notes:
         out_console.print(f"note: {note}", highlight=False)
 
@@ -337,7 +337,7 @@ def _render_heldout(result) -> None:
         for e in rep.entries:
             t.add_row(e.name, str(e.n_runs), "inside" if e.inside else "outside", _fmt(e.rmse), _signed(e.bias),
                       _fmt(e.rho_full), _fmt(e.rho_heldout), e.refit + (f": {e.note}" if e.note else ""))
-        print_table(t)
+        print_table(t, optional=["refit", "domain", "runs", "bias"])
     s, g, n = result.heldout_schemes, result.heldout_groups, result.heldout_scales
     scale = ("the largest model sizes: fewer than 4 fitted sizes" if n is None else
              f"the largest model sizes [bold]{_fmt(n.rmse_inside)}[/] ({n.n_inside} runs)")
@@ -367,7 +367,7 @@ def _render_drift(result) -> None:
         for e in rows:
             t.add_row(e.scheme, str(e.n_runs), f"{e.log_ratio_mean:+.4f}", f"{e.slope_log_n:+.4f}",
                       f"[{e.low:+.4f}, {e.high:+.4f}]" if e.low is not None else "-")
-        print_table(t)
+        print_table(t, optional=["mean log ratio", "runs"])
 
 
 def _signed(value: float | None) -> str:

@@ -125,9 +125,10 @@ def register(app: typer.Typer) -> None:
             return
         from gmse_cli.cli.texttable import TextTable, print_lines
 
-        text = TextTable(title)  # piped: plain columns, nothing folded (and 0.1 s less than rich's layout)
+        text = TextTable(title)  # piped: plain columns, fitted to COLUMNS if set (and 0.1 s less than rich's layout)
         for col, just in zip(columns, justify, strict=True):
             text.add_column(col, just)
+        text.optional = ["samples", "method", "eff. bits", "bits/param", "95% CI"]
         for row in rows:
             text.add_row(*row)
         print_lines(text)

@@ -187,7 +187,7 @@ def _render(results, worst: int) -> None:
         if sampled:
             row.insert(3, f"[{r.ci_low:.4g}, {r.ci_high:.4g}]")
         table.add_row(*row)
-    print_table(table)
+    print_table(table, optional=["GMSE eff. bits", "eff. bits", "bits/param", "rho (GMSE)", "GMSE", "95% CI"])
     print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in results)
     if worst == 0:
         return
@@ -267,7 +267,7 @@ def _render_activations(report, worst: int) -> None:
         if sampled:
             row.insert(3, f"[{r.ci_low:.4g}, {r.ci_high:.4g}]")
         table.add_row(*row)
-    print_table(table)
+    print_table(table, optional=["bits/elem", "rho (GMSE)", "GMSE", "95% CI"])
     print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in report.formats)
     out_console.print(
         f"kurtosis (mean over rows, Gaussian 3): {_fmt_stat(report.kurtosis)}, after Hadamard "

@@ -325,6 +325,11 @@ def rank_table(rows, *, wide: bool = False):
         if wide:  # room enough for one-line headers
             name = name.replace("/\n", "/").replace("\n", " ")
         table.add_column(name, just)
+    # What a narrow terminal leaves out first: what derives from, or sits beside, rho and memory.
+    shown = {" ".join(name.split()): name for name, _ in table.columns}
+    order = ["method", "N/rho", "eff. bits", "N*rho", "rho single-GMSE", f"GMSE [{pct}]", "GMSE", f"loss [{pct}]",
+             "loss - bf16", "bits/ param", "bits/param"]
+    table.optional = [shown[key] for key in order if key in shown]
     for r in rows:
         cells = [("*" if r.pareto else "") + ("!" if r.outside_domain else ""), _shown_name(r, act_note), f"{r.bits_per_param:.4g}",
                  _gmse(r.gmse, r.gmse_low, r.gmse_high, wide) if wide else f"{r.gmse:.5g}"]
@@ -374,6 +379,7 @@ def prediction_tables(pred, law) -> list:
     acts = any(s.tensor != "weights" for s in pred.stages)
     for name in ("stage", "GMSE", f"rho [{pct}]", "method"):
         stages.add_column(name, "left" if name in ("stage", "method") else "right")
+    stages.optional = ["method"]
     for s in pred.stages:
         tensor = ("W: " if s.tensor == "weights" else "A: ") if acts else ""
         stages.add_row(

@@ -129,7 +129,7 @@ def _render(result) -> None:
     for p in result.frontier:
         table.add_row(p.name, f"{p.bits_per_param:.4f}", f"{p.gmse:.5g}", p.gmse_method, f"{p.rho:.4f}",
                       f"{p.rho_std_err:.1e}", p.source)
-    print_table(table)
+    print_table(table, optional=["source", "method", "+/- (1 se)"])
     b = result.best
     out_console.print(f"best at or below {result.budget:g} bits: {b.name} ({b.bits_per_param:.4f} bits/param, "
                       f"{error} {b.gmse:.5g}, rho {b.rho:.4f})", highlight=False)
@@ -143,5 +143,5 @@ def _render(result) -> None:
         table.add_row(c.catalog, f"{c.catalog_bits:.4f}", f"{c.catalog_rho:.4f}", c.best, f"{c.best_bits:.4f}",
                       f"{c.best_rho:.4f}",
                       f"{c.gain:+.4f}" + ("" if c.gain_relative is None else f" ({c.gain_relative:+.1%})"))
-    print_table(table)
+    print_table(table, optional=["bits ", "bits"])
 

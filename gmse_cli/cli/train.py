@@ -388,14 +388,16 @@ def _render_records(records, *, output: str) -> None:
 
 
 def _print_rows(rows: list[tuple[str, ...]]) -> None:
-    """Aligned plain-text columns on stdout (never wrapped or cut, so pipes get whole lines)."""
-    import sys
+    """Aligned plain-text columns on stdout (the shared text table: run names fold and the
+    least needed columns go to fit COLUMNS; a pipe without COLUMNS gets whole lines)."""
+    from gmse_cli.cli.texttable import TextTable, print_lines
 
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        sys.stdout.write("  ".join(cells).rstrip() + "\n")
-    sys.stdout.flush()
+    table = TextTable(optional=["done", "FLOPs", "tokens/step", "steps"])
+    for i, header in enumerate(rows[0]):
+        table.add_column(header, "left" if i == 0 else "right")
+    for r in rows[1:]:
+        table.add_row(*r)
+    print_lines(table)
 
 
 # Dense bf16 peak of an H100 SXM (NVIDIA datasheet), assumed when planning for CUDA without one.
