@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from gmse_cli.compress import compress
-from gmse_cli.compress.grids import optimal_rms_constant
+from gmse_cli.compress.grid_mse import optimal_rms_constant
 from gmse_cli.errors import UsclError
 from gmse_cli.gmse import gmse_of
 from gmse_cli.spec import Quantize, resolve_format

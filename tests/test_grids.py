@@ -15,16 +15,11 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
 
-from gmse_cli.compress import grids
+from gmse_cli.compress import grid_mse, grids
 from gmse_cli.compress.fpcast import fp_cast, fp_cast_reference
-from gmse_cli.compress.grids import (
-    gaussian_mse,
-    grid_emax,
-    grid_levels,
-    grid_max,
-    lloyd_max_levels,
-    optimal_rms_constant,
-)
+from gmse_cli.compress.grid_mse import gaussian_mse, optimal_rms_constant
+from gmse_cli.compress.grids import grid_emax, grid_levels, grid_max
+from gmse_cli.compress.lloyd_max import lloyd_max_levels
 from gmse_cli.errors import SpecError
 from gmse_cli.spec import FpStyle, Quantize
 
@@ -392,7 +387,7 @@ def test_gaussian_mse_of_plain_casts():
         exact = gaussian_mse(_fp_stage(e, m, scale="none"), 1.0)
         assert abs(exact - err.mean()) < 4.5 * err.std() / math.sqrt(err.size)
         # the binade approximation used for fp32 agrees with exact enumeration to ~2^-M
-        approx = grids._fp_mse_by_binades(grids.fp_params(e, m, FpStyle.IEEE), 1.0)
+        approx = grid_mse._fp_mse_by_binades(grids.fp_params(e, m, FpStyle.IEEE), 1.0)
         assert approx == pytest.approx(exact, rel=2.0**-m)
     # fp32: float64 normals rounded by numpy's float32 cast (RNE)
     x = rng.standard_normal(1_000_000)

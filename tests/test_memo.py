@@ -47,26 +47,26 @@ def test_an_unwritable_cache_costs_time_not_the_answer(monkeypatch):
 
 
 def test_the_optimal_rms_constant_is_remembered_under_the_grids_version(monkeypatch):
-    from gmse_cli.compress import grids
+    from gmse_cli.compress import grid_mse
     from gmse_cli.memo import memo_dir
     from gmse_cli.spec import Quantize
 
     stage = Quantize(grid="lut", values=(-1.5, -0.25, 0.25, 1.5), scale="rms", group="row")
-    grids._optimal_constant.cache_clear()
-    searched = grids.optimal_rms_constant(stage)
+    grid_mse._optimal_constant.cache_clear()
+    searched = grid_mse.optimal_rms_constant(stage)
     stored = [json.loads(p.read_bytes()) for p in memo_dir("optimal-rms").glob("*.json")]
     mine = [e for e in stored if json.loads(e["key"])["grid"][1] == [-1.5, -0.25, 0.25, 1.5]]
     assert len(mine) == 1 and mine[0]["value"] == searched
-    assert json.loads(mine[0]["key"])["grids"] == grids.ALGORITHM_VERSION
+    assert json.loads(mine[0]["key"])["grids"] == grid_mse.ALGORITHM_VERSION
     # A later process reads it instead of searching; another version searches again.
-    grids._optimal_constant.cache_clear()
-    monkeypatch.setattr(grids, "_search_optimal_constant", lambda key: pytest.fail("searched again"))
-    assert grids.optimal_rms_constant(stage) == searched
-    grids._optimal_constant.cache_clear()
-    monkeypatch.setattr(grids, "ALGORITHM_VERSION", grids.ALGORITHM_VERSION + 1)
-    monkeypatch.setattr(grids, "_search_optimal_constant", lambda key: 0.5)
-    assert grids.optimal_rms_constant(stage) == 0.5
-    grids._optimal_constant.cache_clear()
+    grid_mse._optimal_constant.cache_clear()
+    monkeypatch.setattr(grid_mse, "_search_optimal_constant", lambda key: pytest.fail("searched again"))
+    assert grid_mse.optimal_rms_constant(stage) == searched
+    grid_mse._optimal_constant.cache_clear()
+    monkeypatch.setattr(grid_mse, "ALGORITHM_VERSION", grid_mse.ALGORITHM_VERSION + 1)
+    monkeypatch.setattr(grid_mse, "_search_optimal_constant", lambda key: 0.5)
+    assert grid_mse.optimal_rms_constant(stage) == 0.5
+    grid_mse._optimal_constant.cache_clear()
 
 
 def test_a_cache_folder_that_cannot_be_made(tmp_path, monkeypatch):

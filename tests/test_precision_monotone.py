@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 from gmse_cli import capacity, load_law, predicted_loss, resolve_format
-from gmse_cli.compress.grids import optimal_rms_constant
+from gmse_cli.compress.grid_mse import optimal_rms_constant
 from gmse_cli.errors import SpecError
 from gmse_cli.gmse import estimate_gmse
 from gmse_cli.rank import pareto_front, rank, sort_rows

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gmse_cli.compress.grids import gaussian_mse, optimal_rms_constant
+from gmse_cli.compress.grid_mse import gaussian_mse, optimal_rms_constant
 from gmse_cli.compress.scalar import quantize, quantize_reference
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.spec import Quantize, ScaleFormat, Sparsify, catalog, resolve_format

@@ -56,7 +56,8 @@ def clip_energy_for(fmt: Format, row_length: int) -> ClipEnergy | None:
     stage = _clipping_stage(fmt)
     if stage is None or row_length < _MIN_ROW_LENGTH:
         return None
-    from gmse_cli.compress.grids import grid_max, optimal_rms_constant
+    from gmse_cli.compress.grid_mse import optimal_rms_constant
+    from gmse_cli.compress.grids import grid_max
 
     reach = (stage.scale_constant or optimal_rms_constant(stage)) * grid_max(stage)
     # |x| <= sqrt(L) * RMS(row): rows no longer than reach^2 never clip

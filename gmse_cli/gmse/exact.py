@@ -54,7 +54,8 @@ def _scale_cast_is_flat(stage: Quantize) -> bool:
     quadrature by at most :data:`_FLAT_CAST_REL` (true at the optimal constant)."""
     if stage.scale_format not in _FLOAT_CAST_SCALES or stage.scale_constant is None:
         return True
-    from gmse_cli.compress.grids import fp_params, fp_round_reference, gaussian_mse
+    from gmse_cli.compress.grid_mse import gaussian_mse
+    from gmse_cli.compress.grids import fp_params, fp_round_reference
 
     e, m = (8, 7) if stage.scale_format is ScaleFormat.BF16 else (5, 10)
     c = stage.scale_constant
@@ -108,7 +109,7 @@ def exact_gmse(fmt: Format) -> float:
         )
     (stage,) = _lossy_stages(fmt)
     if isinstance(stage, Quantize):
-        from gmse_cli.compress.grids import gaussian_mse, optimal_rms_constant
+        from gmse_cli.compress.grid_mse import gaussian_mse, optimal_rms_constant
 
         if stage.scale is ScaleRule.NONE:
             return float(gaussian_mse(stage, 1.0))

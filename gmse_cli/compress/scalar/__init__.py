@@ -16,7 +16,7 @@ Per group, all in float64 (so the numba kernel and its numpy twin agree bit for 
 
    - ``absmax``: amax / grid_max; asymmetric ints (hi - lo) / (2^b - 1);
    - ``rms``: c * RMS, c = ``scale_constant`` or
-     :func:`~gmse_cli.compress.grids.optimal_rms_constant`;
+     :func:`~gmse_cli.compress.grid_mse.optimal_rms_constant`;
    - ``mse``: r times the absmax scale, r the clipping ratio with the least squared error
      among 1.00, 0.99, ..., 0.20, refined to 0.001 around the best (first best wins);
    - ``none``: no scale, a plain cast onto an fp grid;

@@ -11,13 +11,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gmse_cli.compress.grid_mse import optimal_rms_constant
 from gmse_cli.compress.grids import (
     FpParams,
     fp_params,
     grid_emax,
     grid_levels,
     grid_max,
-    optimal_rms_constant,
     overflow_value,
 )
 from gmse_cli.errors import SpecError

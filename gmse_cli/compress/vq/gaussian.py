@@ -5,7 +5,7 @@ with the package.
 A codebook of ``2^index_bits`` codewords in ``dim`` dimensions minimizes the MSE of a standard
 normal source (coordinates in units of the input's standard deviation):
 
-- 1-D: the exact Lloyd-Max levels (:func:`~gmse_cli.compress.grids.lloyd_max_levels`), the
+- 1-D: the exact Lloyd-Max levels (:func:`~gmse_cli.compress.lloyd_max.lloyd_max_levels`), the
   global optimum (the Gaussian is log-concave, so Lloyd's fixed point is unique);
 - up to 1024 codewords: Linde-Buzo-Gray (:mod:`gmse_cli.compress.vq.lloyd`) then utility moves
   (:mod:`gmse_cli.compress.vq.lbgu`) on a scrambled-Sobol Gaussian sample (quasi-random points
@@ -29,7 +29,7 @@ from functools import cache
 
 import numpy as np
 
-from gmse_cli.compress.grids import lloyd_max_levels, lloyd_max_mse
+from gmse_cli.compress.lloyd_max import lloyd_max_levels, lloyd_max_mse
 from gmse_cli.compress.vq.lbgu import lbg_u
 from gmse_cli.compress.vq.lloyd import canonical, lbg, lloyd_exact
 from gmse_cli.compress.vq.measure import heldout_mse
