@@ -39,15 +39,11 @@ one file's header and reads its rows a chunk at a time;
 :mod:`.measure` computes the per-layer ratios and intervals; :mod:`.report` assembles
 :class:`FormatMse` with GMSE and capacities; :mod:`.plot` draws each layer's MSE / GMSE;
 :mod:`.activations` measures the inputs of a model's linear layers (torch, from the training
-extra, imported only when it runs).
+extra, imported only when it runs) into :mod:`.activation_report`'s models.
 """
 
-from gmse_cli.realmse.activations import (
-    ActivationLayer,
-    ActivationReport,
-    SchemeCapacity,
-    measure_activations,
-)
+from gmse_cli.realmse.activation_report import ActivationLayer, ActivationReport, SchemeCapacity
+from gmse_cli.realmse.activations import measure_activations
 from gmse_cli.realmse.checkpoint import Checkpoint, checkpoint_name, open_checkpoint
 from gmse_cli.realmse.layers import (
     DEFAULT_EXCLUDE,
