@@ -64,7 +64,10 @@ def stderr_console() -> Console:
     Made on first use, so that importing the library does not import rich."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    # In a log file a message stays one line: rich would break it at 80 columns, a path too.
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 # Settings under which rich calls a stream a terminal whatever isatty says.

@@ -129,7 +129,7 @@ def test_fit_out_writes_draws_and_every_family(run_cli, shared_data, tmp_path):
 
 
 def test_durations_read_at_a_glance():
-    from gmse_cli.cli.train import _duration
+    from gmse_cli.cli.train_output import duration as _duration
 
     assert [_duration(x) for x in (None, 45, 600, 3 * 3600, 4 * 86400, 65128315.8 * 3600)] == [
         "?", "45 s", "10 min", "3.0 h", "4.0 days", "7,430 years"

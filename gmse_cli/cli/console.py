@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
+from gmse_cli.cli.texttable import FOLDED_TEXT_WIDTH
 from gmse_cli.grammar import SHORTHAND_HELP
 from gmse_cli.progress import stderr_console, stream_is_terminal
 
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["stdout_is_terminal", "help_text", "print_table", "FORMAT_EPILOG", "RECOMPUTE_HELP"]
 
-FOLDED_TEXT_WIDTH = 12
-"""A text column (a name, a layer, a description) folds down to this many characters before
-the table is drawn wider than the terminal."""
 
 RECOMPUTE_HELP = (
     "compute every GMSE with the engine (and refresh the cache) instead of reading the shipped table "

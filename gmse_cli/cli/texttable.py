@@ -25,7 +25,8 @@ __all__ = ["TextTable", "print_lines", "print_flag", "name_list", "print_capacit
 Justify = Literal["left", "right"]
 
 FOLDED_TEXT_WIDTH = 12
-"""A text column folds down to this many characters before a column is left out."""
+"""A text column (a name, a layer, a description) folds down to this many characters before
+a column is left out or the table is drawn wider than the terminal (rich tables too)."""
 
 
 def output_width() -> int | None:
