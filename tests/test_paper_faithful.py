@@ -153,7 +153,7 @@ def test_readme_says_which_tokenizer_the_default_laws_losses_are_per(shared_data
 
 def test_the_paper_sweep_prunes_each_layer_as_the_paper_trains():
     # paper.md section 3: "Sparsity: per-layer top-k magnitude mask, recomputed every step".
-    from gmse_cli.spec.stages import Sparsify, SparsityPattern
+    from gmse_cli.spec import Sparsify, SparsityPattern
     from gmse_cli.training.sweep import expand_sweep, load_sweep
 
     runs = expand_sweep(load_sweep(REPO / "train" / "paper-c4.toml"))

@@ -366,3 +366,10 @@ def test_spaces_inside_a_shorthand_name_the_spelling_without_them(text):
 def test_a_base_that_looks_like_a_modifier_is_no_second_setting(text):
     # 'sint8' (the signed int grid) also spells the scale format 'int8' behind an 's'
     assert parse_shorthand(text).stages
+
+
+@pytest.mark.parametrize("spelling", ["vq2-b4-tensor", "vq2-b4-TENSOR"])
+def test_a_vq_group_that_is_not_a_row_is_named_in_uscl_words(spelling):
+    # Was pydantic's "group.literal['row']: Input should be 'row'".
+    with pytest.raises(SpecError, match=r"vq: group 'tensor' must be 'row' or a whole number from 1 to 1,048,576"):
+        resolve_format(spelling)
