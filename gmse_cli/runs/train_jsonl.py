@@ -96,7 +96,7 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
     if missing:
         raise DataError(f"{where}: missing {', '.join(missing)} (a uscl train record needs N, D and loss)")
     loss_value = number(loss, "loss", where)
-    if not math.isfinite(loss_value):
+    if math.isnan(loss_value) or loss_value == math.inf:  # -inf is no diverged run: refused below
         warnings.warn(f"{where}: skipping diverged run (loss = {loss_value})", RunsWarning, stacklevel=2)
         return None
     weights, w_spec = _format_field(_lookup(rec, _KEYS_W), where, "weights")
