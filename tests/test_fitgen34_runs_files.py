@@ -97,3 +97,18 @@ def test_a_loss_of_minus_infinity_is_refused_not_skipped_as_diverged(tmp_path, r
     res = run_cli("fit", str(path), "--model", "dense", "--no-heldout")
     assert res.code == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "loss = -inf" in res.stderr
+
+
+def test_a_shorthand_in_two_cases_is_one_scheme_and_a_format_file_path_is_left_alone(tmp_path):
+    """'HAD128+INT8' and 'had128+int8' (a shorthand, no catalog name) are one scheme under the
+    shorthand's own lower-case name; a weights cell naming a format file keeps its scheme."""
+    from gmse_cli.fit.spellings import pool_spellings
+
+    toml = tmp_path / "mine.toml"
+    toml.write_text('name = "mine"\n[[stages]]\nkind = "quantize"\ngrid = "int"\nbits = 4\n')
+    runs = [Run(scheme=f"W:int4 A:{a}", weights="int4", activations=a, N=1e8, D=1e9, loss=3.0)
+            for a in ("HAD128+INT8", "had128+int8", "Had128+Int8")]
+    runs.append(Run(scheme=str(toml), weights=str(toml), N=1e8, D=1e9, loss=3.0))
+    pooled, notes = pool_spellings(runs)
+    assert [r.scheme for r in pooled] == ["W:int4 A:had128+int8"] * 3 + [str(toml)]
+    assert len(notes) == 1 and "'W:int4 A:HAD128+INT8'" in notes[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gmse_cli.inputs import is_file
 from gmse_cli.runs import Run, scheme_name
 from gmse_cli.spec import Format
 from gmse_cli.spec.catalog import catalog_format
@@ -25,15 +26,18 @@ def format_content(fmt: Format | None) -> str:
     return "" if fmt is None else fmt.model_dump_json(exclude={"name", "description"})
 
 
+def _a_file(spelling: str | None) -> bool:
+    return spelling is not None and (spelling.endswith(".toml") or is_file(spelling))
+
+
 def _catalog_spelling(spelling: str | None, fmt: Format | None) -> tuple[bool, str | None]:
     """(whether it is a catalog name, the name) for one tensor: a spelling whose format is a
-    catalog format (``INT4``, ``fp4``) is that format's catalog name; any other stays as written."""
+    catalog format (``INT4``, ``fp4``) is that format's catalog name; any other is its format's
+    own name (a shorthand's, lower case: ``HAD128+INT4`` is ``had128+int4``)."""
     if spelling is None or fmt is None:
         return True, None
     shipped = catalog_format(fmt.display_name)
-    if shipped is not None and format_content(shipped) == format_content(fmt):
-        return True, fmt.display_name
-    return False, spelling
+    return shipped is not None and format_content(shipped) == format_content(fmt), fmt.display_name
 
 
 def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
@@ -44,8 +48,8 @@ def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     named: dict[int, tuple[str, ...]] = {}
     spellings: dict[tuple[str, ...], set[tuple[bool, str | None, str | None]]] = {}
     for i, run in enumerate(runs):
-        if run.scheme != scheme_name(run.weights, run.activations):
-            continue  # the file's own label
+        if run.scheme != scheme_name(run.weights, run.activations) or _a_file(run.weights) or _a_file(run.activations):
+            continue  # the file's own label, or a format file's path (named by the file)
         w_fmt, a_fmt = run.weight_format(), run.activation_format()
         content = (format_content(w_fmt), format_content(a_fmt))
         (w_cat, w_name), (a_cat, a_name) = _catalog_spelling(run.weights, w_fmt), _catalog_spelling(run.activations, a_fmt)
