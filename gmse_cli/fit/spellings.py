@@ -40,6 +40,16 @@ def _catalog_spelling(spelling: str | None, fmt: Format | None) -> tuple[bool, s
     return shipped is not None and format_content(shipped) == format_content(fmt), fmt.display_name
 
 
+def _spelling(run: Run) -> tuple[tuple[str, ...], tuple[bool, str | None, str | None]] | None:
+    """(the run's formats' content, (all catalog formats, weights' name, activations' name)), or
+    None for a format file's path (a scheme the file names)."""
+    if _a_file(run.weights) or _a_file(run.activations):
+        return None
+    w_fmt, a_fmt = run.weight_format(), run.activation_format()
+    (w_cat, w_name), (a_cat, a_name) = _catalog_spelling(run.weights, w_fmt), _catalog_spelling(run.activations, a_fmt)
+    return (format_content(w_fmt), format_content(a_fmt)), (w_cat and a_cat, w_name, a_name)
+
+
 def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     """``runs`` with one scheme name per format pair among the runs named by their spellings, and
     a note per scheme that pools spellings. The name is the catalog's where every tensor's format
@@ -47,14 +57,17 @@ def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     spelling comes first decides it."""
     named: dict[int, tuple[str, ...]] = {}
     spellings: dict[tuple[str, ...], set[tuple[bool, str | None, str | None]]] = {}
+    seen: dict[tuple[str, str | None], tuple[tuple[str, ...], tuple[bool, str | None, str | None]] | None] = {}
     for i, run in enumerate(runs):
-        if run.scheme != scheme_name(run.weights, run.activations) or _a_file(run.weights) or _a_file(run.activations):
-            continue  # the file's own label, or a format file's path (named by the file)
-        w_fmt, a_fmt = run.weight_format(), run.activation_format()
-        content = (format_content(w_fmt), format_content(a_fmt))
-        (w_cat, w_name), (a_cat, a_name) = _catalog_spelling(run.weights, w_fmt), _catalog_spelling(run.activations, a_fmt)
-        named[i] = content
-        spellings.setdefault(content, set()).add((w_cat and a_cat, w_name, a_name))
+        if run.scheme != scheme_name(run.weights, run.activations):
+            continue  # the file's own label
+        key = (run.weights, run.activations)
+        by_name = run.weights_spec is None and run.activations_spec is None  # resolved once per spelling
+        if not by_name or key not in seen:
+            seen[key] = _spelling(run)
+        if (found := seen[key]) is not None:
+            named[i] = found[0]
+            spellings.setdefault(found[0], set()).add(found[1])
     chosen = {content: min(options, key=lambda o: (not o[0], o[1] or "", o[2] or ""))
               for content, options in spellings.items()}
     out, written = list(runs), {}
