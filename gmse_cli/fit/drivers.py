@@ -98,6 +98,7 @@ from gmse_cli.fit.results import (
     RunResidual,
     SchemeCapacity,
 )
+from gmse_cli.fit.spellings import pool_spellings
 from gmse_cli.fit.stages import GmseCache, run_stages, stage_structure, stage_tensors
 from gmse_cli.inputs import printable_path
 from gmse_cli.law.domain import DOMAIN, outside_domain
@@ -163,7 +164,7 @@ def fit(
     validate_options(model, delta, bootstrap, bootstrap_starts=bootstrap_starts, capacity_delta=capacity_delta)
     delta = float(delta)
     seed = check_seed(seed)
-    runs = _checked_runs(runs)
+    runs, pooled = pool_spellings(_checked_runs(runs))
     check_one_format_per_scheme(runs)
     data_files = [printable_path(f) for f in data_files]  # shown in the law and the JSON
     prior_spec = resolve_prior(prior)
@@ -189,6 +190,8 @@ def fit(
         else:
             result = fit_loss_model(runs, model=model, sensitivity=sensitivity, weigh_schemes=weigh_schemes,
                                     **options).result
+    if pooled:
+        result = result.model_copy(update={"notes": result.notes + pooled})
     if outside:
         what = ("fitted too (--fit-outside)" if fit_outside else
                 "not fitted: predicted, and scored as heldout_outside_rmse")

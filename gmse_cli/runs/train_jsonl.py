@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.inputs import parse_nested
+from gmse_cli.inputs import is_file, parse_nested
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import Run, RunsWarning, scheme_name
 from gmse_cli.spec import Family, Format
@@ -96,7 +96,7 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
     if missing:
         raise DataError(f"{where}: missing {', '.join(missing)} (a uscl train record needs N, D and loss)")
     loss_value = number(loss, "loss", where)
-    if not math.isfinite(loss_value):
+    if math.isnan(loss_value) or loss_value == math.inf:  # -inf is no diverged run: refused below
         warnings.warn(f"{where}: skipping diverged run (loss = {loss_value})", RunsWarning, stacklevel=2)
         return None
     weights, w_spec = _format_field(_lookup(rec, _KEYS_W), where, "weights")
@@ -111,9 +111,9 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
     if weights is None:
         weights = "bf16"
     if w_spec is None:
-        check_spec(weights, where, "weights")
+        _checked(weights, where, "weights")
     if activations is not None and a_spec is None:
-        check_spec(activations, where, "activations")
+        _checked(activations, where, "activations")
     meta = {
         k: v for k, v in rec.items()
         if isinstance(v, str | int | float | bool) and k not in (*_KEYS_N, *_KEYS_D, *_KEYS_LOSS, *_KEYS_W, *_KEYS_A)
@@ -133,6 +133,18 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
         meta=meta,
     )
 
+
+
+def _checked(spec: str, where: str, key: str) -> None:
+    """:func:`check_spec` once per name and file state: a million records name a handful of formats,
+    and resolving a catalog name reads its file (a name that is a file is checked every time)."""
+    if spec not in _RESOLVES:
+        check_spec(spec, where, key)
+        if not (spec.endswith(".toml") or is_file(spec)):
+            _RESOLVES.add(spec)
+
+
+_RESOLVES: set[str] = set()
 
 
 def _recorded_gmse(value: Any, has_activations: bool, where: str) -> tuple[tuple[str, float], ...] | None:

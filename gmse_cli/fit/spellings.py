@@ -1,0 +1,84 @@
+"""One scheme per format pair, however a runs file spells the formats.
+
+A scheme is named by its formats' names as the runs file writes them, so the same format under
+two spellings (``fp4`` and ``e2m1``, ``int4`` and ``INT4``, ``bf16`` and ``BF16``) would be two
+schemes: two free capacities in a decoupled fit, and a leave-one-scheme-out refit that keeps the
+held-out format's runs under its other spelling (the held-out error then measures nothing held
+out). :func:`pool_spellings` gives every run whose scheme is its formats' spelling the one name
+of its formats' content; a scheme the file names itself (a CSV's ``scheme`` cell, a record's
+``scheme_name`` that differs from its formats' names) is the user's label and stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gmse_cli.inputs import is_file
+from gmse_cli.runs import Run, scheme_name
+from gmse_cli.spec import Format
+from gmse_cli.spec.catalog import catalog_format
+
+__all__ = ["format_content", "pool_spellings"]
+
+
+def format_content(fmt: Format | None) -> str:
+    """What a format does, without its name and description ('' for no format)."""
+    return "" if fmt is None else fmt.model_dump_json(exclude={"name", "description"})
+
+
+def _a_file(spelling: str | None) -> bool:
+    return spelling is not None and (spelling.endswith(".toml") or is_file(spelling))
+
+
+def _catalog_spelling(spelling: str | None, fmt: Format | None) -> tuple[bool, str | None]:
+    """(whether it is a catalog name, the name) for one tensor: a spelling whose format is a
+    catalog format (``INT4``, ``fp4``) is that format's catalog name; any other is its format's
+    own name (a shorthand's, lower case: ``HAD128+INT4`` is ``had128+int4``)."""
+    if spelling is None or fmt is None:
+        return True, None
+    shipped = catalog_format(fmt.display_name)
+    return shipped is not None and format_content(shipped) == format_content(fmt), fmt.display_name
+
+
+def _spelling(run: Run) -> tuple[tuple[str, ...], tuple[bool, str | None, str | None]] | None:
+    """(the run's formats' content, (all catalog formats, weights' name, activations' name)), or
+    None for a format file's path (a scheme the file names)."""
+    if _a_file(run.weights) or _a_file(run.activations):
+        return None
+    w_fmt, a_fmt = run.weight_format(), run.activation_format()
+    (w_cat, w_name), (a_cat, a_name) = _catalog_spelling(run.weights, w_fmt), _catalog_spelling(run.activations, a_fmt)
+    return (format_content(w_fmt), format_content(a_fmt)), (w_cat and a_cat, w_name, a_name)
+
+
+def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """``runs`` with one scheme name per format pair among the runs named by their spellings, and
+    a note per scheme that pools spellings. The name is the catalog's where every tensor's format
+    is a catalog format, else the first in sorted order, so neither the runs' order nor which
+    spelling comes first decides it."""
+    named: dict[int, tuple[str, ...]] = {}
+    spellings: dict[tuple[str, ...], set[tuple[bool, str | None, str | None]]] = {}
+    seen: dict[tuple[str, str | None], tuple[tuple[str, ...], tuple[bool, str | None, str | None]] | None] = {}
+    for i, run in enumerate(runs):
+        if run.scheme != scheme_name(run.weights, run.activations):
+            continue  # the file's own label
+        key = (run.weights, run.activations)
+        by_name = run.weights_spec is None and run.activations_spec is None  # resolved once per spelling
+        if not by_name or key not in seen:
+            seen[key] = _spelling(run)
+        if (found := seen[key]) is not None:
+            named[i] = found[0]
+            spellings.setdefault(found[0], set()).add(found[1])
+    chosen = {content: min(options, key=lambda o: (not o[0], o[1] or "", o[2] or ""))
+              for content, options in spellings.items()}
+    out, written = list(runs), {}
+    for i, content in named.items():
+        _, weights, activations = chosen[content]
+        run = runs[i]
+        name = scheme_name(weights or run.weights, activations)
+        if run.scheme != name:
+            written.setdefault(name, set()).add(run.scheme)
+            out[i] = run.model_copy(update={"scheme": name, "weights": weights or run.weights,
+                                            "activations": activations})
+    notes = [f"scheme '{name}' also holds the runs written as {', '.join(repr(s) for s in sorted(others))} "
+             "(the same format)" for name, others in sorted(written.items())]
+    return out, notes
