@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from gmse_cli.fit import GmseCache, domain_mask, fit  # noqa: E402
 from gmse_cli.fit.capacity_model import capacity_model_fit  # noqa: E402
 from gmse_cli.fit.design import group_by_scheme  # noqa: E402
-from gmse_cli.fit.drivers import fit_loss_model  # noqa: E402
+from gmse_cli.fit.loss_fit import fit_loss_model  # noqa: E402
 from gmse_cli.fit.prior import PAPER_PRIOR, resolve_prior  # noqa: E402
 from gmse_cli.law import shipped_law  # noqa: E402
 from gmse_cli.runs import load_runs  # noqa: E402

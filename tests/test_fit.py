@@ -25,7 +25,7 @@ from scipy.stats import norm
 
 from gmse_cli import fit as F
 from gmse_cli.errors import DataError, FitError
-from gmse_cli.fit import drivers
+from gmse_cli.fit import loss_fit
 from gmse_cli.fit.objective import CapacityObjective, LossObjective, _law_numba, _law_numpy
 from gmse_cli.fit.optimize import _two_loop, _two_loop_numba, batched_lbfgs
 from gmse_cli.fit.parts import DecoupledPart, KumarPart, NoCapacity, StagePart
@@ -488,7 +488,7 @@ def test_unknown_fixed_constant_and_model():
 
 
 def test_non_convergence_is_reported(monkeypatch):
-    monkeypatch.setattr(drivers, "is_converged", lambda *args, **kwargs: False)
+    monkeypatch.setattr(loss_fit, "is_converged", lambda *args, **kwargs: False)
     with pytest.raises(FitError, match="did not converge"):
         F.fit(_synthetic(np.random.default_rng(0), 0.0), model="dense", starts=SMALL_GRID)
 

@@ -19,15 +19,19 @@ The models, the objective and how they are solved are described in
 - ``curves``      capacity curves through (GMSE, rho) points: :func:`fit_capacity`;
 - ``reports``     the factorization check and the stages' GMSE;
 - ``plot``        the fit's plot (predicted vs observed loss; capacity vs GMSE; drift);
-- ``drivers``     :func:`fit`: the dense, decoupled, unified, capacity and kumar fits, the law's domain;
-- ``capacity_model`` the two-stage capacity model (decoupled, then curves).
+- ``sensitivity`` how a decoupled fit's capacities move with the Huber delta;
+- ``spellings``   one scheme per format however a runs file spells it;
+- ``loss_fit``    the dense, decoupled, unified and kumar fits, the law's domain;
+- ``capacity_model`` the two-stage capacity model (decoupled, then curves);
+- ``drivers``     :func:`fit`: checks the runs and options and dispatches to one of the two.
 """
 
 from gmse_cli.fit.curves import fit_capacity
 from gmse_cli.fit.drift import implied_capacity
-from gmse_cli.fit.drivers import DOMAIN_MODELS, domain_mask, fit
+from gmse_cli.fit.drivers import fit
 from gmse_cli.fit.heldout import HELDOUT_METHOD
 from gmse_cli.fit.identify import CHI2_95
+from gmse_cli.fit.loss_fit import DOMAIN_MODELS, domain_mask
 from gmse_cli.fit.objective import huber
 from gmse_cli.fit.plot import fit_figure, plot_fit
 from gmse_cli.fit.prior import PAPER_PRIOR, PRIORS, likelihood_scale

@@ -15,9 +15,9 @@ import numpy as np
 
 from gmse_cli.errors import FitError
 from gmse_cli.fit.curves import fit_capacity
-from gmse_cli.fit.drift import implied_capacity
-from gmse_cli.fit.drivers import domain_mask, fit_loss_model, heldout_fields, run_drift
+from gmse_cli.fit.drift import implied_capacity, run_drift
 from gmse_cli.fit.heldout import RefitRows, attach_heldout, score_heldout
+from gmse_cli.fit.loss_fit import domain_mask, fit_loss_model, heldout_fields
 from gmse_cli.fit.params import LAW
 from gmse_cli.fit.problem import multistart_many
 from gmse_cli.fit.results import CapacityPoint, FamilyFit, FitResult, RunResidual

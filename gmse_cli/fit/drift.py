@@ -24,7 +24,7 @@ import numpy as np
 
 from gmse_cli.fit.results import DriftReport, DriftScheme, DriftSlope
 
-__all__ = ["implied_capacity", "drift_report"]
+__all__ = ["implied_capacity", "drift_report", "run_drift"]
 
 MIN_SPREAD = 0.01
 """A regressor whose within-scheme values span less than this in log units (1%) is treated as
@@ -109,3 +109,10 @@ def _one_scheme(scheme: str, Z: np.ndarray, y: np.ndarray) -> DriftScheme:
     q = float(student_t.ppf(0.975, dof))
     return out.model_copy(update={"slope_log_n": float(coef[1]), "low": float(coef[1] - q * se),
                                   "high": float(coef[1] + q * se)})
+
+
+def run_drift(runs, implied, logrho, train):
+    """The drift report over the fitted runs of compressed schemes (:mod:`gmse_cli.fit.drift`)."""
+    use = train & np.array([not r.is_dense for r in runs])
+    return drift_report([r.scheme for r in runs], np.array([r.N for r in runs]), np.array([r.D for r in runs]),
+                        implied, np.exp(logrho), use)

@@ -31,9 +31,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gmse_cli.fit.optimize import batched_lbfgs
-from gmse_cli.fit.params import is_log
+from gmse_cli.fit.params import LAW, LAW_INTERNAL, is_log
+from gmse_cli.fit.parts import StagePart
 
-__all__ = ["CHI2_95", "bound_flags", "profile_interval"]
+__all__ = ["CHI2_95", "bound_flags", "profile_interval", "identify_constants", "top_bits"]
 
 CHI2_95 = 3.841458820694124  # chi-square(1) 95% quantile
 _NEGLIGIBLE = 1e-4
@@ -157,3 +158,46 @@ def profile_interval(problem, x_hat: np.ndarray, f_hat: float, coordinate: int, 
 
     low, high_ = side(lower), side(upper)
     return low[0], high_[0], low[1], high_[1]
+
+
+def top_bits(part, train) -> dict[str, float] | None:
+    """Each family's largest finite stage bits over the fitted runs (a unified fit's curves), else None."""
+    if not isinstance(part, StagePart):
+        return None
+    used = (part.incidence[:, train] > 0).any(axis=1) & np.isfinite(part.bits)
+    return {fam: float(part.bits[used & (part.fam == j)].max()) for j, fam in enumerate(part.families)
+            if np.any(used & (part.fam == j))}
+
+
+def identify_constants(constants, problem, x, fval, objective, train, runs, logrho, scale, W1, profile, notes):
+    """Bound flags and profile intervals (:mod:`gmse_cli.fit.identify`) on the fit's constants."""
+    values = {k: c.value for k, c in constants.items()}
+    free = [k for k, c in constants.items() if not c.fixed]
+    losses = np.array([r.loss for r, t in zip(runs, train, strict=True) if t])
+    n_eff = np.array([r.N for r, t in zip(runs, train, strict=True) if t]) * np.exp(logrho[train])
+    tokens = np.array([r.D for r, t in zip(runs, train, strict=True) if t])
+    flags = bound_flags(values, free, min_loss=float(losses.min()), n_eff=n_eff, tokens=tokens,
+                        top_bits=top_bits(getattr(objective, "part", None), train))
+    out = dict(constants)
+    for key, why in flags.items():
+        out[key] = out[key].model_copy(update={"at_bound": why})
+        notes.append(why)
+    if not profile:
+        return out
+    names = list(objective.names)
+    domains = {"alpha": (1e-3, 3.0), "E": (1e-9 * float(losses.min()), 0.999 * float(losses.min()))}
+    for key, (lo, hi) in domains.items():
+        j = names.index(LAW_INTERNAL[LAW.index(key)])
+        if j not in problem.free:
+            continue
+        k = int(np.flatnonzero(problem.free == j)[0])
+        low, high, low_open, high_open = profile_interval(problem, x, fval, k, scale=scale, lower=lo, upper=hi,
+                                                          weights=W1)
+        if key == "E" and low_open:
+            low = 0.0
+        out[key] = out[key].model_copy(update={"profile_low": low, "profile_high": high})
+        ends = [w for w, o in (("lower", low_open), ("upper", high_open)) if o]
+        if ends:
+            notes.append(f"the 95% profile interval of {key} is open at its {' and '.join(ends)} end "
+                         f"([{low:.3g}, {high:.3g}] is the searched domain there): the runs do not bound it")
+    return out
