@@ -52,8 +52,6 @@ def _real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-
-
 def check_runs(runs: Sequence[Run], model: str, n_free: int, *, law_free: Sequence[str]) -> None:
     n = len(runs)
     if n == 0:

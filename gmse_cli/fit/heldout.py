@@ -169,6 +169,8 @@ class LossRefits:
         F = len(problem.free)
         hold, values = np.zeros(F, dtype=bool), np.zeros(F)
         law_free = [LAW[j] for j in range(5) if j not in problem.fixed]
+        if not np.any(train):
+            return "no fitted run is left once it is held out (all the fitted runs are its own)"
         try:
             check_runs([r for r, t in zip(self.runs, train, strict=True) if t], self.model, F, law_free=law_free)
         except FitError as exc:
