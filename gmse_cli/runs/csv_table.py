@@ -10,7 +10,7 @@ from pathlib import Path
 from gmse_cli.errors import DataError
 from gmse_cli.inputs import is_file
 from gmse_cli.runs.fields import check_spec, number, read_text
-from gmse_cli.runs.model import MetaValue, Run, scheme_name
+from gmse_cli.runs.model import MetaValue, Run, check_run_numbers, scheme_name
 from gmse_cli.spec import Format
 
 __all__ = ["load_csv"]
@@ -83,6 +83,8 @@ def load_csv(path: str | Path) -> list[Run]:
             if not (math.isfinite(flop) and flop > 0):
                 raise DataError(f"{where}: Training FLOP = {row[col_flop].strip()} must be a positive number")
             d = flop / (6.0 * n)
+        loss = number(row[col_loss], "loss", where)
+        check_run_numbers(n, d, loss, where)
         weights = (row.get(col_w) or "").strip() if col_w else ""
         activations = (row.get(col_a) or "").strip() if col_a else ""
         weights = weights or "bf16"
@@ -110,7 +112,7 @@ def load_csv(path: str | Path) -> list[Run]:
                 activations_spec=a_spec,
                 N=n,
                 D=d,
-                loss=number(row[col_loss], "loss", where),
+                loss=loss,
                 source=str(path),
                 meta=meta,
             )

@@ -11,7 +11,7 @@ from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Format, resolve_format
 
-__all__ = ["Run", "MetaValue", "DENSE_FORMATS", "RunsWarning", "scheme_name", "tensor_bits"]
+__all__ = ["Run", "MetaValue", "DENSE_FORMATS", "RunsWarning", "check_run_numbers", "scheme_name", "tensor_bits"]
 
 MetaValue = str | int | float | bool | None
 
@@ -21,6 +21,16 @@ DENSE_FORMATS = frozenset({"bf16", "fp16", "fp32"})
 
 class RunsWarning(UserWarning):
     """A run was skipped while loading (diverged, unfinished)."""
+
+
+def check_run_numbers(N: float, D: float, loss: float, where: str) -> None:
+    """A DataError naming ``where`` (a run, or a file's line) unless N, D and loss are positive
+    and finite: a loader checks before it makes the :class:`Run`, so the error names the line."""
+    for key, value in (("N", N), ("D", D)):
+        if not (math.isfinite(value) and value > 0):
+            raise DataError(f"{where}: {key} = {value} must be a positive number")
+    if not (math.isfinite(loss) and loss > 0):
+        raise DataError(f"{where}: loss = {loss} must be a positive finite number (drop diverged runs before fitting)")
 
 
 def scheme_name(weights: str, activations: str | None) -> str:
@@ -59,15 +69,7 @@ class Run(Frozen):
     @model_validator(mode="after")
     def _check(self) -> Run:
         where = f" ({self.source})" if self.source else ""
-        for key in ("N", "D"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value > 0):
-                raise DataError(f"run '{self.scheme}'{where}: {key} = {value} must be a positive number")
-        if not (math.isfinite(self.loss) and self.loss > 0):
-            raise DataError(
-                f"run '{self.scheme}'{where}: loss = {self.loss} must be a positive finite number "
-                "(drop diverged runs before fitting)"
-            )
+        check_run_numbers(self.N, self.D, self.loss, f"run '{self.scheme}'{where}")
         return self
 
     # -- derived ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.inputs import is_file, parse_nested
 from gmse_cli.runs.fields import check_spec, number, read_text
-from gmse_cli.runs.model import Run, RunsWarning, scheme_name
+from gmse_cli.runs.model import Run, RunsWarning, check_run_numbers, scheme_name
 from gmse_cli.spec import Family, Format
 
 __all__ = ["load_train_jsonl", "run_from_record"]
@@ -119,12 +119,14 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
         if isinstance(v, str | int | float | bool) and k not in (*_KEYS_N, *_KEYS_D, *_KEYS_LOSS, *_KEYS_W, *_KEYS_A)
     }
     recorded = _recorded_gmse(rec.get("stage_gmse"), activations is not None, where)
+    n_value, d_value = number(n, "N", where), number(d, "D", where)
+    check_run_numbers(n_value, d_value, loss_value, where)
     return Run(
         scheme=str(rec["scheme_name"]) if isinstance(rec.get("scheme_name"), str) else scheme_name(weights, activations),
         weights=weights,
         activations=activations,
-        N=number(n, "N", where),
-        D=number(d, "D", where),
+        N=n_value,
+        D=d_value,
         loss=loss_value,
         source=source,
         weights_spec=w_spec,
@@ -132,7 +134,6 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
         stage_gmse=recorded,
         meta=meta,
     )
-
 
 
 def _checked(spec: str, where: str, key: str) -> None:
