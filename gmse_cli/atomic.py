@@ -3,7 +3,7 @@
 Every file uscl writes goes through :func:`write_atomic`: a temporary file beside the target is
 written, fsync'd and renamed over it, then the folder is fsync'd so the rename itself survives
 a crash. A failure removes the temporary file and leaves the target untouched; so does a SIGTERM
-that lands mid-write (a plot renders into its temporary file for about a second).
+that lands mid-write.
 """
 
 from __future__ import annotations
