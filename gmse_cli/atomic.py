@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gmse_cli.errors import DataError
-from gmse_cli.inputs import user_path
+from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
            "MIN_FREE_BYTES"]
@@ -152,6 +152,17 @@ def sigterm_cleans_up() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+_TEMPORARY_EXTRA = len("..") + 8 + len(".tmp")
+"""Bytes a temporary name adds to its target's: the dots, mkstemp's 8 random characters, '.tmp'."""
+
+
+def _temporary_stem(name: str) -> str:
+    """``name`` cut to leave its temporary file a legal name: a target of 242 to 255 bytes (as
+    long as a file name can be) took '.NAME.XXXXXXXX.tmp' past 255 and could not be written."""
+    raw = os.fsencode(name)
+    return os.fsdecode(raw[: MAX_NAME_LENGTH - _TEMPORARY_EXTRA]) if len(raw) + _TEMPORARY_EXTRA > MAX_NAME_LENGTH else name
+
+
 def write_atomic(
     path: str | Path, data: bytes | Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = True
 ) -> None:
@@ -173,7 +184,7 @@ def write_atomic(
     if mode is None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     with sigterm_cleans_up():
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
         try:
             os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:

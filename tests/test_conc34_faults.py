@@ -4,6 +4,7 @@ file left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -42,3 +43,31 @@ def test_a_plot_past_the_file_size_limit_is_one_error_line(tmp_path, suffix):
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot write plot '{plot.name}'"), res.stderr
     assert plot.read_bytes() == b"old plot"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == [plot.name]
+
+
+@pytest.mark.parametrize("name", ["b" * 250 + ".json", "é" * 125 + ".toml", "c" * 241 + ".toml"])
+def test_a_name_as_long_as_a_file_name_can_be_is_written(tmp_path, name):
+    # 242-255 bytes: the temporary '.NAME.XXXXXXXX.tmp' was past 255 bytes, so `formats export
+    # -o` (or `fit --out`, after its work) failed with 'file name too long' on a name the
+    # file system takes.
+    from gmse_cli.atomic import write_atomic
+
+    assert len(os.fsencode(name)) <= 255
+    write_atomic(tmp_path / name, b"new")
+    assert (tmp_path / name).read_bytes() == b"new"
+
+    def fails(handle):
+        handle.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / name, fails)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert (tmp_path / name).read_bytes() == b"new"
+
+
+def test_a_255_byte_output_name_from_the_command_line(tmp_path):
+    name = "d" * 250 + ".json"
+    res = _uscl_limited(["formats", "export", "w4a16", "--to", "compressed-tensors", "-o", name], tmp_path, 1 << 30)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / name).read_text())["quant_method"] == "compressed-tensors"
