@@ -91,7 +91,9 @@ def check_output_path(
             parent = parent.parent  # the folder (and missing parents) will be made
         if not parent.is_dir():
             raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist")
-        _probe(parent)  # a real write: permissions, a read-only mount, a full inode table
+        # a real write: permissions, a read-only mount, a full inode table; named as the write's
+        # temporary file will be, whose path is 14 bytes longer than the target's (PATH_MAX)
+        _probe(parent, path.name if not folder and parent == path.parent else "uscl-probe")
         free = shutil.disk_usage(parent).free
     except OSError as exc:  # permission denied, a read-only mount, a name too long
         raise error(f"cannot write {what} '{path}': {(exc.strerror or str(exc)).lower()} (choose another path)") from None
@@ -116,8 +118,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _probe(folder: Path) -> None:
-    fd, name = tempfile.mkstemp(prefix=".uscl-probe.", dir=folder)
+def _probe(folder: Path, name: str) -> None:
+    fd, name = tempfile.mkstemp(prefix=f".{_temporary_stem(name)}.", suffix=".tmp", dir=folder)
     os.close(fd)
     os.unlink(name)
 

@@ -71,3 +71,31 @@ def test_a_255_byte_output_name_from_the_command_line(tmp_path):
     res = _uscl_limited(["formats", "export", "w4a16", "--to", "compressed-tensors", "-o", name], tmp_path, 1 << 30)
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / name).read_text())["quant_method"] == "compressed-tensors"
+
+
+def _deep_folder(root: Path, length: int) -> Path:
+    folder = root
+    while len(os.fsencode(str(folder))) + 201 < length:
+        folder = folder / ("x" * 200)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize("total", [4070, 4085, 4095])
+def test_a_path_near_path_max_is_refused_by_the_check_or_written(tmp_path, total):
+    # A path of 4,082-4,095 bytes (PATH_MAX is 4,096 with its NUL) passed the output check, whose
+    # probe file had a short name, and then its temporary file's path, 14 bytes longer, was
+    # refused: `fit --out PATH` failed with 'file name too long' after its work.
+    from gmse_cli.atomic import check_output_path, write_atomic
+
+    folder = _deep_folder(tmp_path, 4060)
+    path = folder / ("f" * (total - len(os.fsencode(str(folder))) - 1 - 5) + ".json")
+    assert len(os.fsencode(str(path))) == total
+    try:
+        check_output_path(path, what="file", error=ValueError)
+    except ValueError as exc:
+        assert "file name too long" in str(exc) and total + 14 >= 4096
+    else:
+        write_atomic(path, b"{}")
+        assert path.read_bytes() == b"{}"
+    assert [p.name for p in folder.iterdir() if p.is_file()] == ([path.name] if total + 14 < 4096 else [])
