@@ -99,3 +99,29 @@ def test_a_path_near_path_max_is_refused_by_the_check_or_written(tmp_path, total
         write_atomic(path, b"{}")
         assert path.read_bytes() == b"{}"
     assert [p.name for p in folder.iterdir() if p.is_file()] == ([path.name] if total + 14 < 4096 else [])
+
+
+def test_a_codebook_cache_on_a_full_disk_is_one_line_naming_the_file(private_codebook_cache, run_cli, monkeypatch):
+    # A codebook trained with USCL_CACHE_DIR on a full disk: 'error: a write failed: no space
+    # left on device', naming no file (np.save's OSError carries none).
+    import errno
+
+    import numpy as np
+
+    from gmse_cli.compress.vq import gaussian, store
+
+    def full(path, data, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def trained(dim, index_bits, **kwargs):  # seconds of training left out: only the save matters here
+        info = store.CodebookInfo(kind="gaussian", dim=dim, index_bits=index_bits, codewords=2**index_bits,
+                                  scale_constant=1.0, mse=1.0, mse_samples=1)
+        return np.ones((2**index_bits, dim), np.float32), info
+
+    monkeypatch.setattr(store, "write_atomic", full)
+    monkeypatch.setattr(gaussian, "train_gaussian_codebook", trained)
+    res = run_cli("gmse", "vq16-b0.0625")
+    assert res.code == 2, res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write codebook cache '"), res.stderr
+    assert "gaussian-d16-b1-" in lines[0] and "no space left on device" in lines[0]
