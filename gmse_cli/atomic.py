@@ -3,7 +3,7 @@
 Every file uscl writes goes through :func:`write_atomic`: a temporary file beside the target is
 written, fsync'd and renamed over it, then the folder is fsync'd so the rename itself survives
 a crash. A failure removes the temporary file and leaves the target untouched; so does a SIGTERM
-that lands mid-write (a plot renders into its temporary file for about a second).
+that lands mid-write.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gmse_cli.errors import DataError
-from gmse_cli.inputs import user_path
+from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
            "MIN_FREE_BYTES"]
@@ -91,7 +91,9 @@ def check_output_path(
             parent = parent.parent  # the folder (and missing parents) will be made
         if not parent.is_dir():
             raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist")
-        _probe(parent)  # a real write: permissions, a read-only mount, a full inode table
+        # a real write: permissions, a read-only mount, a full inode table; named as the write's
+        # temporary file will be, whose path is 14 bytes longer than the target's (PATH_MAX)
+        _probe(parent, path.name if not folder and parent == path.parent else "uscl-probe")
         free = shutil.disk_usage(parent).free
     except OSError as exc:  # permission denied, a read-only mount, a name too long
         raise error(f"cannot write {what} '{path}': {(exc.strerror or str(exc)).lower()} (choose another path)") from None
@@ -116,8 +118,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _probe(folder: Path) -> None:
-    fd, name = tempfile.mkstemp(prefix=".uscl-probe.", dir=folder)
+def _probe(folder: Path, name: str) -> None:
+    fd, name = tempfile.mkstemp(prefix=f".{_temporary_stem(name)}.", suffix=".tmp", dir=folder)
     os.close(fd)
     os.unlink(name)
 
@@ -152,6 +154,17 @@ def sigterm_cleans_up() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+_TEMPORARY_EXTRA = len("..") + 8 + len(".tmp")
+"""Bytes a temporary name adds to its target's: the dots, mkstemp's 8 random characters, '.tmp'."""
+
+
+def _temporary_stem(name: str) -> str:
+    """``name`` cut to leave its temporary file a legal name: a target of 242 to 255 bytes (as
+    long as a file name can be) took '.NAME.XXXXXXXX.tmp' past 255 and could not be written."""
+    raw = os.fsencode(name)
+    return os.fsdecode(raw[: MAX_NAME_LENGTH - _TEMPORARY_EXTRA]) if len(raw) + _TEMPORARY_EXTRA > MAX_NAME_LENGTH else name
+
+
 def write_atomic(
     path: str | Path, data: bytes | Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = True
 ) -> None:
@@ -173,7 +186,7 @@ def write_atomic(
     if mode is None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     with sigterm_cleans_up():
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
         try:
             os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:

@@ -11,6 +11,7 @@ shows a pile of text (the command's table lists everything).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -360,9 +361,14 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     kind = path.suffix.lower().lstrip(".")
     if f".{kind}" not in PLOT_SUFFIXES:
         raise DataError(f"plot path '{path}' must end in .png, .svg or .pdf")
+    # Rendered in memory, then written atomically: a full disk never leaves a truncated plot
+    # behind, and a failed write is an OSError of ours. Rendered straight into the file, the PDF
+    # writer met EFBIG, then failed again closing its zlib stream: a zlib.error traceback.
+    buffer = io.BytesIO()
+    with house_style():
+        fig.savefig(buffer, format=kind, metadata=_UNDATED[kind])
     try:
-        with house_style():  # atomically: a full disk never leaves a truncated plot behind
-            write_atomic(path, lambda handle: fig.savefig(handle, format=kind, metadata=_UNDATED[kind]))
+        write_atomic(path, buffer.getvalue())
     except OSError as exc:
         raise DataError(f"cannot write plot '{path}': {exc.strerror or exc}") from None
     return path

@@ -1,5 +1,5 @@
 """A SIGTERM that lands while uscl writes a file leaves the old file whole and no temporary file
-behind, and the process still dies of SIGTERM (a plot is rendered into its temporary file, so the
+behind, and the process still dies of SIGTERM (a plot was once rendered into its temporary file, so the
 window is about a second long: `kill` then left `.p.png.XXXX.tmp` beside the plot). A search's
 --out folder that fails before its commit (disk full, SIGTERM) keeps no staged file either."""
 

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from gmse_cli.atomic import write_atomic
+from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
 
 __all__ = [
@@ -81,11 +82,17 @@ def save_codebook(
     """Write ``STEM.npy`` (unless ``cb`` is None) and ``STEM.json``, each atomically, into
     ``directory`` (default the cache)."""
     directory = codebook_dir() if directory is None else directory
-    if cb is not None:
-        # 0644: mkstemp's 0600 would hide a shared cache from other users. Two processes
-        # computing the same codebook both leave a complete one.
-        write_atomic(directory / f"{stem}.npy", lambda fh: np.save(fh, cb, allow_pickle=False), mode=0o644)
-    write_atomic(directory / f"{stem}.json", info.model_dump_json(indent=2).encode(), mode=0o644)
+    path = directory / f"{stem}.npy"
+    try:
+        if cb is not None:
+            # 0644: mkstemp's 0600 would hide a shared cache from other users. Two processes
+            # computing the same codebook both leave a complete one.
+            write_atomic(path, lambda fh: np.save(fh, cb, allow_pickle=False), mode=0o644)
+        path = directory / f"{stem}.json"
+        write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
+    except OSError as exc:  # a full disk: one line naming the file ('a write failed' named none)
+        raise CacheError(f"cannot write codebook cache '{path}': {(exc.strerror or str(exc)).lower()} "
+                         "(free some space, or set USCL_CACHE_DIR to another folder)") from None
 
 
 def load_codebook(
