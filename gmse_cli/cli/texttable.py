@@ -173,7 +173,7 @@ def print_flag(text: str) -> None:
     from gmse_cli.cli import console
 
     width = output_width()
-    lines = textwrap.wrap(text, max(width - 2, 20), break_on_hyphens=False) if width else [text]
+    lines = textwrap.wrap(text, max(width - 2, 20), break_on_hyphens=False, break_long_words=False) if width else [text]
     if console.stdout_is_terminal():
         from rich.text import Text
 
