@@ -11,10 +11,11 @@ the default numba backend only: forcing a method or a backend asks for the engin
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, described
 from gmse_cli.gmse.bank import DEFAULT_MAX_SAMPLES, SampleBank, stored_dof
 from gmse_cli.gmse.cache import read_cached, write_cached
 from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
@@ -63,14 +64,16 @@ class GmseOptions(TypedDict, total=False):
 
 
 def _validate(rel_err: float, row_length: int, method: str, max_samples: int, cache: str) -> None:
-    if not (rel_err > 0 and math.isfinite(rel_err)):
-        raise SpecError(f"--rel-err {rel_err} must be a positive number (e.g. 1e-3)")
-    if rel_err >= 1:
+    # text, None, a bool or an array is no relative error (a TypeError from '>' before); a huge
+    # integer falls to "below 1", never to math.isfinite's OverflowError
+    if isinstance(rel_err, bool) or not isinstance(rel_err, numbers.Real) or not rel_err > 0:
+        raise SpecError(f"--rel-err {rel_err!r} must be a positive number (e.g. 1e-3)")
+    if not rel_err < 1:
         raise SpecError(f"--rel-err {rel_err} must be below 1 (it is a relative standard error)")
     check_row_length(row_length, "--row-length")
-    if method not in ("auto", "exact", "monte-carlo"):
+    if not isinstance(method, str) or method not in ("auto", "exact", "monte-carlo"):
         raise SpecError(f"unknown method '{method}' (expected auto, exact or monte-carlo)")
-    if cache not in ("off", "use", "refresh"):
+    if not isinstance(cache, str) or cache not in ("off", "use", "refresh"):
         raise SpecError(f"unknown cache mode '{cache}' (expected off, use or refresh)")
     if not (is_whole(max_samples) and max_samples >= 1):
         raise SpecError(f"--max-samples {max_samples!r} must be a positive whole number")
@@ -101,6 +104,8 @@ def estimate_gmse(
     """
     _validate(rel_err, row_length, method, max_samples, cache)
     seed = check_seed(seed)
+    if bank is not None and not isinstance(bank, SampleBank):
+        raise SpecError(f"bank must be a SampleBank (or None), not {described(bank)}")
     resolved = [resolve_format(f) for f in as_format_list(formats)]
     for fmt in resolved:
         try:

@@ -11,7 +11,7 @@ stage -- is :func:`single_gmse_capacity`; it equals the factorized value for one
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
 from gmse_cli.errors import LawError, described
@@ -20,7 +20,7 @@ from gmse_cli.spec import Family, Format, Scheme, resolve_format
 
 __all__ = [
     "Tensor", "CapacityPart", "capacity_parts", "tensor_parts", "factorized_capacity",
-    "scheme_capacity", "single_gmse_capacity",
+    "scheme_capacity", "single_gmse_capacity", "checked_law", "stage_list",
 ]
 
 Tensor = Literal["weights", "activations"]
@@ -69,10 +69,37 @@ def tensor_parts(item: Format | Scheme) -> list[CapacityPart]:
     ]
 
 
+def checked_law(law: object) -> Law:
+    """``law`` itself, or one LawError naming what was passed instead of a :class:`Law`."""
+    if not isinstance(law, Law):
+        raise LawError(f"law must be a Law (load_law() gives one), not {described(law)}")
+    return law
+
+
+def stage_list(stages: object, width: int) -> list[Sequence[Any]]:
+    """``stages`` as a list of (family, GMSE[, standard error]) tuples of ``width`` items, or one
+    LawError naming ``stages`` or the first entry that is no such tuple (not a TypeError from
+    unpacking it)."""
+    what = "(family, GMSE)" if width == 2 else "(family, GMSE, GMSE standard error)"
+    items: list[Any] | None = None
+    if isinstance(stages, Iterable) and not isinstance(stages, str | bytes):
+        try:
+            items = list(stages)
+        except TypeError:  # a 0-d numpy array says it is iterable, then refuses
+            items = None
+    if items is None:
+        raise LawError(f"stages must be a list of {what} tuples, not {described(stages)}")
+    for item in items:
+        if isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != width:
+            raise LawError(f"stages must be a list of {what} tuples; got {described(item)} among them")
+    return items
+
+
 def factorized_capacity(law: Law, stages: Iterable[tuple[Family | str, float]]) -> float:
     """prod over (family, GMSE) of rho_family(GMSE): the paper's factorization rule."""
+    law = checked_law(law)
     rho = 1.0
-    for family, gmse in stages:
+    for family, gmse in stage_list(stages, 2):
         rho *= float(law.rho(family, gmse))
     return rho
 
@@ -82,7 +109,7 @@ def _measured(parts: list[CapacityPart], gmse: Any) -> list[tuple[Family, float]
         given = [gmse(p.format) for p in parts]
     elif isinstance(gmse, numbers.Real):
         given = [gmse]  # one lossy stage: its GMSE alone
-    elif isinstance(gmse, Iterable) and not isinstance(gmse, str | bytes):
+    elif isinstance(gmse, Iterable) and not isinstance(gmse, str | bytes) and _listable(gmse):
         given = list(gmse)
     else:
         raise LawError(f"gmse = {gmse!r} must be a callable Format -> GMSE, a number or a list of numbers")
@@ -92,11 +119,24 @@ def _measured(parts: list[CapacityPart], gmse: Any) -> list[tuple[Family, float]
     return [(p.family, _gmse_value(g, p)) for p, g in zip(parts, given, strict=True)]
 
 
+def _listable(items: Iterable[Any]) -> bool:
+    """Whether ``list(items)`` works: a 0-d numpy array says it is iterable, then refuses."""
+    try:
+        iter(items)
+    except TypeError:
+        return False
+    return True
+
+
 def _gmse_value(value: Any, part: CapacityPart) -> float:
-    """One stage's GMSE as a float, or a LawError naming it (text and booleans are no GMSE)."""
+    """One stage's GMSE as a float, or a LawError naming it (text and booleans are no GMSE, nor
+    an integer beyond any float)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise LawError(f"GMSE of stage {part.format.display_name} = {value!r} must be a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise LawError(f"GMSE of stage {part.format.display_name} = {value!r} must be a finite number") from None
 
 
 def scheme_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:
@@ -115,9 +155,7 @@ def _resolved(item: Any, law: Any) -> tuple[Format | Scheme, Law]:
     """A format name or path resolved as :func:`resolve_format` does; a LawError for no Law."""
     if not isinstance(item, Format | Scheme):
         item = resolve_format(item)  # the SpecError naming anything that is no format
-    if not isinstance(law, Law):
-        raise LawError(f"law must be a Law (load_law() gives one), not {described(law)}")
-    return item, law
+    return item, checked_law(law)
 
 
 def single_gmse_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:

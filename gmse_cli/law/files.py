@@ -95,6 +95,8 @@ def law_to_toml(law: Law) -> str:
     Unset fields (None) and an empty description, [meta] or families are left out; a draws column
     named like ``quantization.F`` is one quoted key of [draws.constants], not a nested table.
     """
+    if not isinstance(law, Law):
+        raise LawError(f"law_to_toml takes a Law (load_law or a fit's law gives one), not {described(law)}")
     data = law.model_dump(mode="json", exclude_none=True)
     for key in ("description", "meta", "families"):
         if not data.get(key):

@@ -53,14 +53,14 @@ from pydantic import Field
 
 from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
-from gmse_cli.law.compose import factorized_capacity
+from gmse_cli.law.compose import checked_law, factorized_capacity, stage_list
 from gmse_cli.law.model import Constant, Law, capacity, predicted_loss
-from gmse_cli.limits import is_whole
+from gmse_cli.limits import check_seed, is_whole
 from gmse_cli.spec import Family
 
 __all__ = [
     "DEFAULT_DRAWS", "MAX_DRAWS", "Interval", "LawSamples", "sample_constant", "sample_law",
-    "capacity_interval", "loss_interval", "check_draws", "check_scale", "interval_ends",
+    "capacity_interval", "loss_interval", "check_draws", "check_scale", "check_level", "interval_ends",
 ]
 
 _Z95 = 1.959963984540054  # standard normal 97.5% quantile: [low, high] read as a 95% interval
@@ -190,8 +190,9 @@ def sample_law(
     """Monte Carlo draws of the constants of ``law`` (``rng`` a Generator or a seed): whole rows
     of the law's joint draws where it has them, marginals for the rest; each family's L is held
     at its value unless ``vary_L`` or the joint draws carry it (why: module docstring)."""
+    law = checked_law(law)
     check_draws(draws)
-    rng = np.random.default_rng(rng)
+    rng = _generator(rng)
     joint = law.draws.resample(draws, rng) if law.draws is not None else {}
 
     def draw(name: str, const: Constant, lower: float = 0.0, upper: float = math.inf) -> np.ndarray:
@@ -235,9 +236,21 @@ def _interval(draws: np.ndarray, value: float, *, level: float) -> Interval:
     return Interval(value=value, low=min(float(low), value), high=max(float(high), value), level=level)
 
 
-def _check_level(level: float) -> None:
+def check_level(level: float) -> None:
+    """Raise :class:`LawError` unless ``level`` is a coverage strictly between 0 and 1 (text,
+    None, a bool or an array named as such, not compared)."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Real):
+        raise LawError(f"level = {level!r} must be a number in (0, 1), e.g. 0.95")
     if not 0.0 < level < 1.0:
         raise LawError(f"level = {level} must lie in (0, 1), e.g. 0.95")
+
+
+def _generator(rng: object) -> np.random.Generator:
+    """``rng`` if it is a Generator, else one seeded with it: a seed the command line takes
+    (0 .. 2**63 - 1), or the SpecError naming it, never numpy's TypeError."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(check_seed(rng, "rng"))
 
 
 def capacity_interval(
@@ -249,9 +262,10 @@ def capacity_interval(
 
     Pass ``samples`` to share one set of constant draws across many calls.
     """
-    _check_level(level)
+    check_level(level)
+    law, stages = checked_law(law), stage_list(stages, 3)
     law.check_covers(family for family, _, _ in stages)
-    rng = np.random.default_rng(rng)
+    rng = _generator(rng)
     samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
     value = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
     return _interval(samples.capacity(stages, rng=rng), value, level=level)
@@ -264,10 +278,11 @@ def loss_interval(
 ) -> Interval:
     """Predicted loss of a model of ``params`` parameters trained on ``tokens`` tokens over the
     given stages, with the interval from the constants' and the GMSEs' uncertainty."""
-    _check_level(level)
+    check_level(level)
     check_scale(params, tokens)
+    law, stages = checked_law(law), stage_list(stages, 3)
     law.check_covers(family for family, _, _ in stages)
-    rng = np.random.default_rng(rng)
+    rng = _generator(rng)
     samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
     rho = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
     value = float(law.loss(params, tokens, rho))
@@ -278,6 +293,14 @@ def check_scale(params: float, tokens: float) -> None:
     """Raise :class:`LawError` unless the parameter and token counts are finite counts of at least
     one (the command line's rule: a fraction of a parameter or token is a unit slip)."""
     for what, value, example in (("params", params, "200e6"), ("tokens", tokens, "20e9")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 1):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (_finite(value) and value >= 1):
             raise LawError(f"{what} = {value!r} must be a finite count of at least 1 (e.g. {example})")
 
+
+
+def _finite(value: numbers.Real) -> bool:
+    """math.isfinite, with an integer beyond any float (10**400) not finite rather than an OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -34,6 +34,7 @@ from gmse_cli.law import (
     LawSamples,
     capacity_parts,
     check_draws,
+    check_level,
     check_scale,
     evidence_line,
     factorized_capacity,
@@ -152,8 +153,7 @@ def evaluate_all(
     seed = check_seed(seed)
     law = resolve_law(law)
     params, tokens = _resolve_scale(params, tokens)
-    if not 0 < level < 1:
-        raise LawError(f"level = {level} must lie in (0, 1), e.g. 0.95")
+    check_level(level)
     check_draws(draws)  # before the GMSE work, not after it
     act_fmt = resolve_format(act) if act is not None else None
     schemes = [_as_scheme(item, act_fmt) for item in items]

@@ -205,10 +205,15 @@ def resolve_format(text: str | Path | Format) -> Format:
 
 def resolve_formats(texts: Iterable[str]) -> list[Format]:
     """:func:`resolve_format` over each of ``texts``."""
-    return [resolve_format(t) for t in texts]
+    return [resolve_format(t) for t in as_format_list(texts)]
 
 
 def as_format_list(items: Any) -> list[Any]:
     """``items`` as a list, where one name, path, :class:`Format` or :class:`Scheme` alone is a
     list of one (a str is a sequence too, and would otherwise be read a character at a time)."""
-    return [items] if isinstance(items, str | Path | Format | Scheme) else list(items)
+    if isinstance(items, str | Path | Format | Scheme):
+        return [items]
+    try:
+        return list(items)
+    except TypeError:  # None, a number, a bool: no format and no list of them
+        raise SpecError(f"expected a format (name, path or Format) or a list of them, not {described(items)}") from None
