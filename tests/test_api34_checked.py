@@ -178,3 +178,18 @@ def test_numpy_scalars_are_the_numbers_they_hold():
 
 def test_every_refusal_here_is_a_usclerror():
     assert issubclass(LawError, UsclError) and issubclass(SpecError, UsclError)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((10**400, 1, "ieee"), r"fp_max: e100000000000\.\.\.m1: need 1 <= exponent_bits <= 8"),
+    ((9, 1, "ieee"), r"fp_max: e9m1: need"),
+    ((2.0, 1, "finite"), r"fp_max: e2\.0m1: need"),
+    ((2, 1, "x"), r"fp_max: fp_style 'x' is none of ieee, fn, finite"),
+])
+def test_fp_max_refuses_widths_no_float32_format_has(args, message):
+    # fp_max(10**400, ...) computed 2^(2^10^400): about 20 GB before it was killed.
+    from gmse_cli.spec import fp_max
+
+    with pytest.raises(SpecError, match=message):
+        fp_max(*args)
+    assert fp_max(2, 1, "finite") == 6.0 and fp_max(4, 3, "fn") == 448.0 and fp_max(5, 2, "ieee") == 57344.0

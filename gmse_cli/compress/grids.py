@@ -24,6 +24,7 @@ import numpy as np
 from gmse_cli.compress.lloyd_max import lloyd_max_levels
 from gmse_cli.errors import SpecError
 from gmse_cli.spec import FpStyle, GridKind, IntStyle, Overflow, Quantize, fp_max
+from gmse_cli.spec.vocab import check_fp_widths
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -63,11 +64,7 @@ class FpParams(NamedTuple):
 @cache
 def fp_params(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> FpParams:
     """Validated rounding parameters of an ExMy format."""
-    if not 1 <= exponent_bits <= 8 or not 0 <= mantissa_bits <= 23:
-        raise SpecError(
-            f"fp grid e{exponent_bits}m{mantissa_bits}: need 1 <= exponent_bits <= 8 and "
-            "0 <= mantissa_bits <= 23 (wider formats do not fit float32)"
-        )
+    check_fp_widths(exponent_bits, mantissa_bits, "fp grid")
     style = FpStyle(style)
     if style is FpStyle.IEEE and exponent_bits < 2:
         # With one exponent bit the reserved all-ones exponent leaves no normal numbers.

@@ -15,6 +15,7 @@ from gmse_cli.frozen import FrozenInput
 from gmse_cli.limits import is_whole
 
 __all__ = [
+    "check_fp_widths",
     "DEFAULT_ROW_LENGTH", "SpecModel", "CaseInsensitive", "lowercase", "Family", "GridKind",
     "IntStyle", "FpStyle", "ScaleRule", "ScaleStats", "ScaleFormat", "SCALE_FORMAT_BITS", "TENSOR_LEVEL_SCALE_FORMATS", "ScaleRounding",
     "Overflow", "LutRounding", "SparsityPattern", "Granularity", "fp_max", "DQ_BLOCK", "MAX_ROW_LENGTH",
@@ -235,8 +236,22 @@ class SparsityPattern(StrEnum):
 Granularity = Literal["tensor", "row"] | Annotated[int, Field(ge=1)]
 
 
+def check_fp_widths(exponent_bits: Any, mantissa_bits: Any, what: str) -> None:
+    """One SpecError naming ``what`` unless 1 <= exponent_bits <= 8 and 0 <= mantissa_bits <= 23
+    (whole numbers): wider formats do not fit float32, and 2^(2^E) of a huge E never ends."""
+    if not (is_whole(exponent_bits) and is_whole(mantissa_bits)
+            and 1 <= exponent_bits <= 8 and 0 <= mantissa_bits <= 23):
+        shown = [text if len(text := str(v)) <= 12 else text[:12] + "..." for v in (exponent_bits, mantissa_bits)]
+        raise SpecError(f"{what} e{shown[0]}m{shown[1]}: need 1 <= exponent_bits <= 8 and "
+                        "0 <= mantissa_bits <= 23 (wider formats do not fit float32)")
+
+
 def fp_max(exponent_bits: int, mantissa_bits: int, style: FpStyle) -> float:
     """Largest finite value of an ExMy format (e.g. e2m1 finite: 6, e4m3 fn: 448)."""
+    check_fp_widths(exponent_bits, mantissa_bits, "fp_max:")
+    if style not in set(FpStyle):
+        raise SpecError(f"fp_max: fp_style {style!r} is none of {', '.join(FpStyle)}")
+    style = FpStyle(style)
     bias = 2 ** (exponent_bits - 1) - 1
     top = 2**exponent_bits - 1  # all-ones exponent field
     if style is FpStyle.IEEE:
