@@ -36,6 +36,7 @@ __all__ = [
     "place_labels",
     "section_handle",
     "figure_legend",
+    "wrap_text",
     "save_figure",
     "log_axis",
 ]
@@ -111,9 +112,37 @@ def new_figure(width: float, height: float, *, nrows: int = 1, ncols: int = 1, *
 
 
 def freeze_layout(fig) -> None:
-    """Lay the figure out once and keep it: labels placed afterwards cannot move the axes."""
+    """Lay the figure out once and keep it: labels placed afterwards cannot move the axes.
+    A title wider than its column of the figure (the suptitle: than the figure) is wrapped
+    first, so that no title runs into its neighbour or past the figure's edge."""
     fig.canvas.draw()
+    if _wrap_titles(fig):
+        fig.canvas.draw()
     fig.set_layout_engine("none")
+
+
+def _wrap_titles(fig) -> bool:
+    """Wrap the lines of each title too wide for its room; True if any was."""
+    renderer = fig.canvas.get_renderer()
+    suptitle = fig.get_suptitle()
+    titles = [(t, fig.bbox.width) for t in fig.texts if suptitle and t.get_text() == suptitle][:1]
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        if ax.get_visible() and spec is not None:
+            # centred on the axes, within the axes' column of the figure
+            ncols, centre = spec.get_gridspec().ncols, ax.get_window_extent(renderer).intervalx.mean()
+            left, right = (fig.bbox.width * c / ncols for c in (spec.colspan.start, spec.colspan.stop))
+            titles.append((ax.title, 2 * min(centre - left, right - centre)))
+    changed = False
+    for title, room in titles:
+        text = title.get_text()
+        width = title.get_window_extent(renderer).width
+        if not text or width <= 0.97 * room:
+            continue
+        longest = max(len(line) for line in text.split("\n"))
+        title.set_text(wrap_text(text, max(12, int(longest * 0.97 * room / width))))
+        changed = True
+    return changed
 
 
 @dataclass(frozen=True)
@@ -268,21 +297,70 @@ def figure_legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]]
     each ``(heading, [(handle, label), ...])`` section fills its own columns of at most
     ``rows`` lines, under its heading in bold (an empty heading: none). A legend wider than
     the figure (long labels: a law's constants times an activation's capacity) takes more
-    lines per column, then a smaller font, so that nothing is cut at the figure's edges."""
+    lines per column, then breaks its longest labels over two or more lines (at ": " and ", "
+    first; each further line an entry of its own, under its label), and only then a smaller
+    font, so that nothing is cut at the figure's edges and the text keeps the house style's
+    7 pt wherever wrapping can make it fit."""
     planned = rows  # the lines the figure's height was chosen for
-    longest = max(len(entries) + bool(heading) for heading, entries in sections)
-    rows = max(2, min(rows, longest))
-    most = max(rows, longest)  # every section in one column
-    attempts = [(n, None) for n in range(rows, most + 1)] + [(most, "small"), (most, "x-small")]
-    for lines, fontsize in attempts[:-1]:
-        legend = _legend(fig, sections, loc, lines, fontsize)
+    widest = max((len(label) for _, entries in sections for _, label in entries), default=0)
+    widths = [None, *sorted({max(24, int(widest * f)) for f in (0.8, 0.65, 0.5, 0.4)} - {widest}, reverse=True)]
+    attempts = []
+    for width in widths:
+        wrapped = _wrapped(sections, width)
+        longest = max(sum(map(len, groups)) + bool(heading) for heading, groups in wrapped)
+        tallest = max((len(g) + bool(heading) for heading, groups in wrapped for g in groups), default=1)
+        lowest = max(2, tallest, min(planned, longest))
+        attempts += [(wrapped, n, None) for n in range(lowest, max(lowest, longest) + 1)]
+    # last resorts: the narrowest legend in a smaller font
+    attempts += [(attempts[-1][0], attempts[-1][1], "small"), (attempts[-1][0], attempts[-1][1], "x-small")]
+    for wrapped, lines, fontsize in attempts[:-1]:
+        legend = _legend(fig, wrapped, loc, lines, fontsize)
         if _fits_width(fig, legend):
             _make_room(fig, legend, lines, planned)
             return legend
         legend.remove()
-    legend = _legend(fig, sections, loc, *attempts[-1])
-    _make_room(fig, legend, attempts[-1][0], planned)
+    wrapped, lines, fontsize = attempts[-1]
+    legend = _legend(fig, wrapped, loc, lines, fontsize)
+    _make_room(fig, legend, lines, planned)
     return legend
+
+
+def wrap_text(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width`` characters where it can be: broken after ": ",
+    then ", " (a constant stays with its value) where the line so broken is at least half
+    full, else at the last space that fits."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        while len(line) > width:
+            cut = None
+            for sep in (": ", ", ", " "):
+                spots = [i + len(sep) - 1 for i in range(len(line)) if line.startswith(sep, i)
+                         and (sep == " " or i + 1 >= width / 2) and i + len(sep) - 1 <= width]
+                if spots:
+                    cut = spots[-1]
+                    break
+            if cut is None:  # one word longer than the width: left whole
+                cut = line.find(" ")
+                if cut < 0:
+                    break
+            lines.append(line[:cut].rstrip())
+            line = line[cut:].lstrip()
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _wrapped(sections, width: int | None):
+    """The sections with each entry as a group of legend lines: a label longer than ``width``
+    broken into lines, those after its first as entries of their own with no handle (None:
+    every label on one line)."""
+    out = []
+    for heading, entries in sections:
+        groups = []
+        for handle, label in entries:
+            first, *rest = (wrap_text(label, width) if width else label).split("\n")
+            groups.append([(handle, first), *((section_handle(), line) for line in rest)])
+        out.append((heading, groups))
+    return out
 
 
 def _make_room(fig, legend, lines: int, planned: int) -> None:
@@ -294,14 +372,19 @@ def _make_room(fig, legend, lines: int, planned: int) -> None:
     fig.set_figheight(fig.get_figheight() + height * (lines - planned) / lines)
 
 
-def _legend(fig, sections: Sequence[tuple[str, Sequence[tuple[Any, str]]]], loc: str, rows: int, fontsize):
+def _legend(fig, sections, loc: str, rows: int, fontsize):
+    """``sections`` as :func:`_wrapped` gives them: a group's lines stay in one column."""
     handles: list = []
     labels: list[str] = []
-    for heading, entries in sections:
-        per_column = rows - 1 if heading else rows
-        for start in range(0, len(entries), per_column):
-            column = [(section_handle(), heading if start == 0 else "")] if heading else []
-            column += entries[start : start + per_column]
+    for heading, groups in sections:
+        columns: list[list] = [[]]
+        for group in groups:
+            if columns[-1] and len(columns[-1]) + len(group) > (rows - 1 if heading else rows):
+                columns.append([])
+            columns[-1] += group
+        for i, lines in enumerate(columns):
+            column = [(section_handle(), heading if i == 0 else "")] if heading else []
+            column += lines
             column += [(section_handle(), "")] * (rows - len(column))
             handles += [h for h, _ in column]
             labels += [label for _, label in column]

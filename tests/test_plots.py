@@ -77,6 +77,7 @@ def unlegended_series(fig) -> list[str]:
     for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
         if legend is not None:
             entries |= {t.get_text() for t in legend.get_texts()}
+            entries |= set(_wrapped_entries(legend))
     missing = []
     for ax in fig.axes:
         inside = {id(a) for c in ax.containers for a in c.get_children()}
@@ -87,6 +88,21 @@ def unlegended_series(fig) -> list[str]:
             if label.startswith("_") or not all(k in entries for k in keys):
                 missing.append(f"{type(s).__name__} {label!r}")
     return missing
+
+
+def _wrapped_entries(legend) -> list[str]:
+    """Labels a legend broke over lines: an entry's first line, then the lines under it with no
+    handle drawn (not bold: a section's heading is), joined by spaces."""
+    joined: list[str] = []
+    for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+        follows = handle is not None and not handle.get_visible() and text.get_fontweight() != "bold"
+        if follows and text.get_text() and joined:
+            joined[-1] += " " + text.get_text()
+        elif not follows:
+            joined.append(text.get_text())
+        else:  # a heading or an empty line ends the label above
+            joined.append("")
+    return joined
 
 
 def assert_publishable(fig) -> None:

@@ -200,7 +200,7 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
     ax.set_xscale("log")
     ax.set_xlim(g_lo, 1.3)
     ax.set_ylim(0, 1.08 * top)
-    ax.set_xlabel("Gaussian MSE of the scheme's format")
+    ax.set_xlabel("Gaussian MSE of the scheme's format (log scale)")
     ax.set_ylabel("capacity ρ (weights and activations: √ρ per tensor)")
     fitted = "each scheme's own (decoupled) capacity" if result.model != "decoupled" else "this fit's capacities"
     fitted = points_note or fitted
@@ -223,8 +223,9 @@ def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], 
         ax.axhline(1.0, color="0.2", lw=0.9, ls="--", zorder=1, label=DRIFT_REFERENCE)
         figures.log_axis(ax, [r.N if key == "log N" else r.D / r.N for r in rows], axis="x")
         figures.log_axis(ax, [1.0] + [r.implied_rho / r.rho for r in rows], axis="y")
-        ax.set_xlabel(label)
-        ax.set_ylabel("implied ρ / the law's ρ")
+        log = {a: " (log scale)" if scale == "log" else "" for a, scale in (("x", ax.get_xscale()), ("y", ax.get_yscale()))}
+        ax.set_xlabel(label + log["x"])
+        ax.set_ylabel("implied ρ / the law's ρ" + log["y"])
         title = f"{tag} capacity drift with {key.removeprefix('log ')}, within scheme"
         if key in slopes:
             sl = slopes[key]

@@ -121,7 +121,7 @@ def rank_figure(rows: Sequence[RankRow], *, law: Law | str | Path | None = None)
 
         ax_g.set_xscale("log")
         ax_g.set_xlim(_GMSE_FLOOR / 1.6, 1.6)
-        ax_g.set_xlabel(f"Gaussian MSE of the weight format (below {_GMSE_FLOOR:g}: drawn at {_GMSE_FLOOR:g})")
+        ax_g.set_xlabel(f"Gaussian MSE of the weights (log scale; < {_GMSE_FLOOR:g} drawn at {_GMSE_FLOOR:g})")
         ax_g.set_title("(a) capacity against Gaussian MSE")
         ax_b.set_title("(b) capacity against storage cost")
         # room for the labels of formats at rho = 1, and for capacities above 1 (a law with L > 1)
@@ -203,7 +203,7 @@ def _storage_panel(ax, rows, handles: dict) -> None:
                           color="#CC79A7", lw=1.4, zorder=2, label="Pareto frontier")
         handles["Pareto frontier"] = step
     bits_axis(ax, [r.bits_per_param for r in rows])
-    ax.set_xlabel("storage cost (bits per parameter)")
+    ax.set_xlabel("storage cost (bits per parameter" + (", log scale)" if ax.get_xscale() == "log" else ")"))
 
 
 def bits_axis(ax, bits: Sequence[float]) -> None:

@@ -1,8 +1,8 @@
 """The plot of ``uscl mse``: each layer's real-weight (or activation) MSE as a multiple of its GMSE.
 
 A dot plot with one row per layer in model order (``layer.2`` before ``layer.10``) and one
-marker per format (a colour each, past ten colours a new shape; open after a Hadamard
-rotation), so every layer is named and every format is compared on one scale; the line at 1 is where weights compress like Gaussians (the GMSE differs by row length, the ratio
+marker per format (a colour and a shape each, so greyscale tells them apart too; open after
+a Hadamard rotation), so every layer is named and every format is compared on one scale; the line at 1 is where weights compress like Gaussians (the GMSE differs by row length, the ratio
 does not need a line per format). A model with more layers than fit as rows gets one row per
 kind of layer (the block number replaced by ``*``): the parameter-weighted ratio over its
 blocks, with a bar over their range.
@@ -45,8 +45,9 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = "", tensors: s
     short = _short_names(rows)
     base = list(dict.fromkeys(_base(r) for r in results))
     color = {b: figures.PALETTE[i % len(figures.PALETTE)] for i, b in enumerate(base)}
-    # past the palette's colours, the marker tells formats of one colour apart
-    marker = {b: figures.MARKERS[i // len(figures.PALETTE) % len(figures.MARKERS)] for i, b in enumerate(base)}
+    # a shape as well as a colour per format (told apart in greyscale too); past the palette's
+    # colours, the shapes shift by one, so that no two formats share both
+    marker = {b: figures.MARKERS[(i + i // len(figures.PALETTE)) % len(figures.MARKERS)] for i, b in enumerate(base)}
 
     with figures.house_style():
         fig, axes = figures.new_figure(7.0, 1.8 + 0.17 * len(rows))
@@ -86,6 +87,7 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = "", tensors: s
         ax.grid(axis="y", alpha=0)
         _ratio_axis(ax, seen)
         ax.set_xlabel(f"real-{tensors} MSE / GMSE of the same format (log scale)")
+        ax.set_ylabel("kind of layer (in model order)" if grouped else "layer (in model order)")
         first = results[0] if results else None
         what = f"{len(names)} layers" + (f" in {len(rows)} kinds (bars: range over blocks)" if grouped else "")
         if first is not None:
