@@ -15,16 +15,18 @@ def records_for(out: Path, runs) -> list:
     return [r for r in load_records(out) if r.run_key in keys] if out.exists() else []
 
 
+def _printed_as_data(items, output: str) -> bool:
+    """Print ``items`` (pydantic models) as JSON or CSV when ``output`` asks for it; False for a table."""
+    if output not in ("json", "csv"):
+        return False
+    from gmse_cli.cli.output import print_csv, print_json
+
+    (print_json if output == "json" else print_csv)([item.model_dump(mode="json") for item in items])
+    return True
+
+
 def render_records(records, *, output: str) -> None:
-    from gmse_cli.cli.output import print_json
-
-    if output == "json":
-        print_json([r.model_dump(mode="json") for r in records])
-        return
-    if output == "csv":
-        from gmse_cli.cli.output import print_csv
-
-        print_csv([r.model_dump(mode="json") for r in records])
+    if _printed_as_data(records, output):
         return
     rows = [("run", "N", "D", "val_loss", "status", "wall_s")]
     for r in records:
@@ -84,15 +86,8 @@ def flops_per_second(device: str, processes: int) -> tuple[float | None, str]:
 
 def render_plans(name: str, plans, *, output: str, flops: float | None, source: str) -> None:
     from gmse_cli.cli.console import err_console
-    from gmse_cli.cli.output import print_json
 
-    if output == "json":
-        print_json([p.model_dump(mode="json") for p in plans])
-        return
-    if output == "csv":
-        from gmse_cli.cli.output import print_csv
-
-        print_csv([p.model_dump(mode="json") for p in plans])
+    if _printed_as_data(plans, output):
         return
     rows = [("run", "N", "D", "tokens/step", "steps", "FLOPs", "est_time", "done")]
     total_flops = 0.0
