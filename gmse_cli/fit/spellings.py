@@ -62,10 +62,13 @@ def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
         if run.scheme != scheme_name(run.weights, run.activations):
             continue  # the file's own label
         key = (run.weights, run.activations)
-        by_name = run.weights_spec is None and run.activations_spec is None  # resolved once per spelling
-        if not by_name or key not in seen:
-            seen[key] = _spelling(run)
-        if (found := seen[key]) is not None:
+        if run.weights_spec is not None or run.activations_spec is not None:
+            found = _spelling(run)  # an inline format: its own, not its name's (nor cached under the name)
+        elif key in seen:
+            found = seen[key]  # resolved once per spelling
+        else:
+            found = seen[key] = _spelling(run)
+        if found is not None:
             named[i] = found[0]
             spellings.setdefault(found[0], set()).add(found[1])
     chosen = {content: min(options, key=lambda o: (not o[0], o[1] or "", o[2] or ""))

@@ -50,6 +50,8 @@ class VQ(SpecModel):
     @classmethod
     def _group(cls, value: Any) -> Any:
         value = lowercase(value)
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            value = int(value)  # '64' reads as 64, as a quantize stage's group does
         if isinstance(value, str) and value != "row":  # 'tensor': one scale for the whole tensor has no VQ form
             raise SpecError(f"vq: group '{value}' must be 'row' or a whole number from 1 to {MAX_ROW_LENGTH:,}")
         return checked_group_size(value, "vq", "'row'")
