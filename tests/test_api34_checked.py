@@ -143,7 +143,7 @@ def test_a_rel_err_that_is_no_number_is_named(bad):
         assert _names(str(err.value), bad)
 
 
-@pytest.mark.parametrize("bad", [None, True, 3, 2.5, object()], ids=repr)
+@pytest.mark.parametrize("bad", [None, True, 3, 2.5, object()], ids=lambda v: type(v).__name__ if type(v) is object else repr(v))
 def test_what_is_no_format_nor_a_list_of_them_is_named(bad):
     """Before: TypeError ("'NoneType' object is not iterable", "'bool' object is not iterable")."""
     for call in (lambda: rank(bad if bad is not None else [None]), lambda: compare(bad), lambda: gmse_cli.estimate_gmse(bad),
