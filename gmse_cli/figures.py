@@ -114,11 +114,34 @@ def new_figure(width: float, height: float, *, nrows: int = 1, ncols: int = 1, *
 def freeze_layout(fig) -> None:
     """Lay the figure out once and keep it: labels placed afterwards cannot move the axes.
     A title wider than its column of the figure (the suptitle: than the figure) is wrapped
-    first, so that no title runs into its neighbour or past the figure's edge."""
+    first, and an axis label longer than its axes, so that no title runs into its neighbour or
+    past the figure's edge."""
     fig.canvas.draw()
-    if _wrap_titles(fig):
+    for _ in range(3):  # a wrapped title takes height from its axes, whose label may then need wrapping
+        if not (_wrap_titles(fig) | _wrap_axis_labels(fig)):
+            break
         fig.canvas.draw()
     fig.set_layout_engine("none")
+
+
+def _wrap_axis_labels(fig) -> bool:
+    """Wrap each axis label over 10% longer than its axes (a y label far taller than the panel ran
+    past the panel's title and out of the figure's top); True if any was."""
+    renderer = fig.canvas.get_renderer()
+    changed = False
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        box = ax.get_window_extent(renderer)
+        for label, room, along in ((ax.xaxis.label, box.width, "width"), (ax.yaxis.label, box.height, "height")):
+            text, length = label.get_text(), getattr(label.get_window_extent(renderer), along)
+            if not text or length <= 1.1 * room:  # a label a little longer than its axes harms nothing
+                continue
+            longest = max(len(line) for line in text.split("\n"))
+            whole = text.replace("log scale", "log\0scale")  # "log scale" stays on one line
+            label.set_text(wrap_text(whole, max(12, int(longest * 0.97 * room / length))).replace("\0", " "))
+            changed = True
+    return changed
 
 
 def _wrap_titles(fig) -> bool:
