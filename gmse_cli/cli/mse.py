@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
         )
         if plot is not None:
             plot_mse(results, plot, checkpoint=checkpoint_name(checkpoint))
-            err_console.print(f"wrote {plot}")
+            err_console.print(f"wrote plot {plot}")
         if json_out:
             print_json([r.model_dump(mode="json") for r in results])
             return
@@ -230,7 +230,7 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
     )
     if plot is not None:
         plot_mse(report.formats, plot, checkpoint=checkpoint_name(model), tensors="activation")
-        err_console.print(f"wrote {plot}")
+        err_console.print(f"wrote plot {plot}")
     if json_out or csv_out:
         dump = report.model_dump(mode="json")
         formats_dump = dump.pop("formats")  # the results; the rest describes the run and the layers

@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
             from gmse_cli.realmse import checkpoint_name
 
             plot_search(result, plot, checkpoint=checkpoint_name(checkpoint) if checkpoint else None)
-            err_console.print(f"wrote {plot}")
+            err_console.print(f"wrote plot {plot}")
         if json_out or csv_out:
             frontier = [p.model_dump(mode="json") for p in result.frontier]
             if csv_out:
@@ -137,11 +137,11 @@ def _render(result) -> None:
     if not result.comparisons:
         return
     table = Table(title="Catalog formats vs the best searched format at the same or fewer bits", title_justify="left")
-    for col in ("catalog", "bits", "rho", "best searched", "bits ", "rho ", "gain"):
+    for col in ("catalog", "bits", "rho", "best searched", "its bits", "its rho", "gain"):
         table.add_column(col, justify="left" if col in ("catalog", "best searched") else "right")
     for c in result.comparisons:
         table.add_row(c.catalog, f"{c.catalog_bits:.4f}", f"{c.catalog_rho:.4f}", c.best, f"{c.best_bits:.4f}",
                       f"{c.best_rho:.4f}",
                       f"{c.gain:+.4f}" + ("" if c.gain_relative is None else f" ({c.gain_relative:+.1%})"))
-    print_table(table, optional=["bits ", "bits"])
+    print_table(table, optional=["its bits", "bits"])
 
