@@ -15,6 +15,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# A table fits COLUMNS when it is set, and pytest-xdist's workers set COLUMNS=80: every test sees
+# what a pipe sees (whole lines), on one process or two, and a test that wants a width sets it.
+os.environ.pop("COLUMNS", None)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
