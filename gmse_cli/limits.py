@@ -11,7 +11,7 @@ import numbers
 
 from gmse_cli.errors import SpecError
 
-__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "MAX_THREADS", "check_seed", "is_whole"]
+__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "MAX_THREADS", "check_seed", "is_whole", "is_real"]
 
 MAX_SEED = 2**63 - 1
 
@@ -25,6 +25,11 @@ MAX_THREADS = 1024
 def is_whole(value: object) -> bool:
     """An integer (Python's or numpy's), and not a bool (which Python counts as one)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A real number (Python's or numpy's, nan and inf included), and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_seed(seed: object, what: str = "seed") -> int:

@@ -15,10 +15,10 @@ from importlib import import_module
 
 import numpy as np
 
-from gmse_cli.errors import BackendMissing, SpecError
+from gmse_cli.errors import BackendMissing, SpecError, described
 from gmse_cli.spec import Format
 
-__all__ = ["Compressor", "BackendFactory", "register_backend", "backend_names", "compressor"]
+__all__ = ["Compressor", "BackendFactory", "register_backend", "backend_names", "compressor", "check_backend_name"]
 
 Compressor = Callable[[Format, np.ndarray], np.ndarray]
 BackendFactory = Callable[[str], Compressor]  # device -> compressor
@@ -42,12 +42,21 @@ def backend_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*_FACTORIES, *_PROVIDERS]))
 
 
+def check_backend_name(name: object) -> str:
+    """``name`` if it is text, else one SpecError naming it (an array is unhashable in the
+    registry's lookup); whether it names a known backend is :func:`compressor`'s to say."""
+    if not isinstance(name, str):
+        raise SpecError(f"a GMSE backend is a name ({', '.join(backend_names())}), not {described(name)}")
+    return name
+
+
 def compressor(name: str, device: str = "cpu") -> Compressor:
     """The compressor of backend ``name`` on ``device``.
 
     Raises :class:`SpecError` for an unknown name and :class:`BackendMissing` when the
     backend's extra is not installed (or the device is not there).
     """
+    check_backend_name(name)
     if name not in _FACTORIES and name in _PROVIDERS:
         module, extra = _PROVIDERS[name]
         try:

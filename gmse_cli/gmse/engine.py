@@ -15,11 +15,14 @@ import numbers
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
+import numpy as np
+
 from gmse_cli.errors import SpecError, described
+from gmse_cli.gmse.backends import check_backend_name
 from gmse_cli.gmse.bank import DEFAULT_MAX_SAMPLES, SampleBank, stored_dof
 from gmse_cli.gmse.cache import read_cached, write_cached
 from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
-from gmse_cli.gmse.exact import exact_gmse, has_exact
+from gmse_cli.gmse.exact import checked_format, exact_gmse, has_exact
 from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
 from gmse_cli.limits import check_seed, is_whole
@@ -63,13 +66,17 @@ class GmseOptions(TypedDict, total=False):
     cache: CacheMode
 
 
-def _validate(rel_err: float, row_length: int, method: str, max_samples: int, cache: str) -> None:
+def _check_rel_err(rel_err: object) -> None:
     # text, None, a bool or an array is no relative error (a TypeError from '>' before); a huge
     # integer falls to "below 1", never to math.isfinite's OverflowError
     if isinstance(rel_err, bool) or not isinstance(rel_err, numbers.Real) or not rel_err > 0:
         raise SpecError(f"--rel-err {rel_err!r} must be a positive number (e.g. 1e-3)")
     if not rel_err < 1:
         raise SpecError(f"--rel-err {rel_err} must be below 1 (it is a relative standard error)")
+
+
+def _validate(rel_err: float, row_length: int, method: str, max_samples: int, cache: str) -> None:
+    _check_rel_err(rel_err)
     check_row_length(row_length, "--row-length")
     if not isinstance(method, str) or method not in ("auto", "exact", "monte-carlo"):
         raise SpecError(f"unknown method '{method}' (expected auto, exact or monte-carlo)")
@@ -104,6 +111,9 @@ def estimate_gmse(
     """
     _validate(rel_err, row_length, method, max_samples, cache)
     seed = check_seed(seed)
+    check_backend_name(backend)
+    if not isinstance(progress, bool | np.bool_):  # an array has no truth value
+        raise SpecError(f"progress must be True or False, not {described(progress)}")
     if bank is not None and not isinstance(bank, SampleBank):
         raise SpecError(f"bank must be a SampleBank (or None), not {described(bank)}")
     resolved = [resolve_format(f) for f in as_format_list(formats)]
@@ -143,6 +153,11 @@ def lookup_gmse(fmt: Format, *, row_length: int, rel_err: float, key: str | None
     """``fmt``'s GMSE from the shipped table, else from the on-disk cache, if either holds it
     at least as precisely as ``rel_err`` asks; None otherwise. ``key``: its
     :func:`~gmse_cli.gmse.stored.gmse_key`, if already known."""
+    checked_format(fmt, "lookup_gmse")
+    check_row_length(row_length, "row_length")
+    _check_rel_err(rel_err)
+    if not (key is None or isinstance(key, str)):
+        raise SpecError(f"key must be a gmse_key (text) or None, not {described(key)}")
     key = key or gmse_key(fmt, row_length)
     if key is None:
         return None

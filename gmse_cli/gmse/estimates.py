@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, described
 from gmse_cli.frozen import Frozen
+from gmse_cli.limits import is_real
 from gmse_cli.spec import Format
 
 __all__ = [
@@ -76,14 +77,21 @@ def effective_bits_of(gmse: float) -> float | None:
     return 0.0 - math.log(gmse) / math.log(4.0) if gmse > 0 else None
 
 
+_DOF_AS_NORMAL = 1e17
+"""Beyond this many degrees of freedom every term of t95's expansion past Z95 is below half
+Z95's last bit, so the sum is Z95 (and from 1.2e77 on, dof**4 would overflow)."""
+
+
 def t95(dof: float) -> float:
     """The two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (Z95 for
     ``math.inf``): exact for 1 and 2, else the Cornish-Fisher expansion to 1/dof^4, within
     0.12% of the exact at 3 degrees of freedom and 1e-4 from 5 on (no scipy import)."""
-    if dof == math.inf:
+    if not is_real(dof):
+        raise SpecError(f"t95: dof must be a number of degrees of freedom (at least 1, or math.inf), not {described(dof)}")
+    if dof == math.inf or dof > _DOF_AS_NORMAL:
         return Z95
     if not dof >= 1:
-        raise ValueError(f"t95: dof {dof} must be at least 1")
+        raise SpecError(f"t95: dof {dof} must be at least 1")
     if dof < 2:
         return math.tan(0.475 * math.pi)
     if dof < 3:
@@ -105,6 +113,9 @@ def interval95(
     end clipped at ``floor`` (an error ratio is never negative; ``None`` for a difference,
     which may be). ``dof``: the degrees of freedom of ``std_err``'s estimate; a standard error
     from 32 batch totals needs 2.04, not 1.96, standard errors for 95%."""
+    for what, number in (("value", value), ("std_err", std_err), ("floor", 0.0 if floor is None else floor)):
+        if not is_real(number):
+            raise SpecError(f"interval95: {what} must be a number, not {described(number)}")
     half = t95(dof) * std_err
     low = value - half
     return (low if floor is None else max(low, floor)), value + half

@@ -20,7 +20,7 @@ from functools import cache
 
 import numpy as np
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, described
 from gmse_cli.spec import (
     Format,
     FpStyle,
@@ -30,9 +30,10 @@ from gmse_cli.spec import (
     ScaleRule,
     Sparsify,
     SparsityPattern,
+    check_row_length,
 )
 
-__all__ = ["EXACT_MIN_ROW_LENGTH", "has_exact", "exact_gmse"]
+__all__ = ["EXACT_MIN_ROW_LENGTH", "has_exact", "exact_gmse", "checked_format"]
 
 EXACT_MIN_ROW_LENGTH = 4096
 """The shortest rows for which a per-row statistic's infinite-row limit stands for the real
@@ -64,10 +65,21 @@ def _scale_cast_is_flat(stage: Quantize) -> bool:
     return abs(gaussian_mse(stage, stored) - at_c) <= _FLAT_CAST_REL * at_c
 
 
+def checked_format(fmt: object, caller: str) -> Format:
+    """``fmt`` itself, or one SpecError saying that ``caller`` takes a :class:`Format` and naming
+    what came instead (a name is resolved by the entry points, not here)."""
+    if not isinstance(fmt, Format):
+        raise SpecError(f"{caller} takes a Format (resolve_format gives one), not {described(fmt)}")
+    return fmt
+
+
 def has_exact(fmt: Format, row_length: int | None = None) -> bool:
     """Whether a closed form / quadrature exists for this format's GMSE; given ``row_length``,
     whether it also stands for rows that long (see the module: a per-row statistic's
     infinite-row limit does only from :data:`EXACT_MIN_ROW_LENGTH` entries on)."""
+    checked_format(fmt, "has_exact")
+    if row_length is not None:
+        check_row_length(row_length, "row_length")
     stages = _lossy_stages(fmt)
     if len(stages) != 1:
         return False
@@ -101,7 +113,7 @@ def has_exact(fmt: Format, row_length: int | None = None) -> bool:
 
 def exact_gmse(fmt: Format) -> float:
     """The GMSE by quadrature / closed form (the infinite-row limit of per-row statistics)."""
-    if not has_exact(fmt):
+    if not has_exact(checked_format(fmt, "exact_gmse")):
         raise SpecError(
             f"format '{fmt.display_name}' has no exact GMSE (only single-stage scalar grids with an "
             "rms or no scale per row/tensor not stored in e8m0 or e4m3, and magnitude or N:M sparsity); "

@@ -35,6 +35,8 @@ class CapacityPart(NamedTuple):
 
 
 def _tensors(item: Format | Scheme) -> list[tuple[Tensor, Format]]:
+    if not isinstance(item, Format | Scheme):
+        raise LawError(f"expected a Format or a Scheme (resolve_format gives one), not {described(item)}")
     if isinstance(item, Format):
         return [("weights", item)]
     pairs: list[tuple[Tensor, Format]] = [("weights", item.weights)]

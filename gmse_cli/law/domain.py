@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from gmse_cli.errors import LawError, described
 from gmse_cli.spec import Format, Scheme
 
 __all__ = [
@@ -52,6 +53,10 @@ def outside_domain(weights: Format | Scheme, activations: Format | None = None) 
     per element and no rotation (a bf16 or fp16 cast is the uncompressed baseline), or a
     sparsify stage.
     """
+    if not isinstance(weights, Format | Scheme):
+        raise LawError(f"outside_domain takes a Format or a Scheme for the weights, not {described(weights)}")
+    if not (activations is None or isinstance(activations, Format)):
+        raise LawError(f"outside_domain takes a Format (or None) for the activations, not {described(activations)}")
     if isinstance(weights, Scheme):
         weights, activations = weights.weights, weights.activations
     if activations is None:

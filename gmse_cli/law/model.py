@@ -19,7 +19,7 @@ from gmse_cli.law.fitted_range import FittedRange
 from gmse_cli.spec import Family
 
 __all__ = ["MAX_CONSTANT", "MAX_L", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
-           "draws_in_domain"]
+           "draws_in_domain", "number_array"]
 
 
 MAX_CONSTANT = 1e30
@@ -224,6 +224,7 @@ def effective_bits(gmse: np.ndarray | float) -> np.ndarray | float:
 
     GMSE = 0 (a lossless cast of the samples) gives +inf.
     """
+    number_array("GMSE", gmse)  # text, None, a bool: one LawError, not numpy's TypeError
     with np.errstate(divide="ignore"):
         return 0.0 - np.log(gmse) / math.log(4.0)  # GMSE 1 is 0 bits, not -0.0
 
@@ -232,10 +233,7 @@ def _numbers(what: str, value, *, at_least: float = 0.0, zero: bool = True, fini
     """``value`` (a number or an array of them) as floats, or a LawError naming it: every entry
     above ``at_least`` (or equal to it where ``zero``), never nan, and finite where ``finite``.
     Text and booleans are refused rather than converted, so a slip never yields a number."""
-    numbers = np.asarray(value)
-    if numbers.dtype.kind not in "iuf":
-        raise LawError(f"{what} = {value!r} must be a number")
-    numbers = numbers.astype(float, copy=False)
+    numbers = number_array(what, value).astype(float, copy=False)
     ok = (numbers >= at_least) if zero else (numbers > at_least)  # nan fails both
     if finite:
         ok &= np.isfinite(numbers)
@@ -243,6 +241,18 @@ def _numbers(what: str, value, *, at_least: float = 0.0, zero: bool = True, fini
         bad = float(numbers[~ok].flat[0]) if numbers.ndim else float(numbers)
         rule = f"{'at least' if zero else 'above'} {at_least:g}" + (" and finite" if finite else "")
         raise LawError(f"{what} = {bad!r} must be {rule}")
+    return numbers
+
+
+def number_array(what: str, value: object) -> np.ndarray:
+    """``value`` (a number or an array of them) as an array of integers or floats, or one
+    LawError naming it: text, None, booleans and ragged lists are refused, never converted."""
+    try:
+        numbers = np.asarray(value)
+    except ValueError:  # a ragged list
+        numbers = None
+    if numbers is None or numbers.dtype.kind not in "iuf":
+        raise LawError(f"{what} = {value!r} must be a number")
     return numbers
 
 

@@ -51,10 +51,10 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from gmse_cli.errors import LawError
+from gmse_cli.errors import LawError, described
 from gmse_cli.frozen import Frozen
 from gmse_cli.law.compose import checked_law, factorized_capacity, stage_list
-from gmse_cli.law.model import Constant, Law, capacity, predicted_loss
+from gmse_cli.law.model import Constant, Law, capacity, number_array, predicted_loss
 from gmse_cli.limits import check_seed, is_whole
 from gmse_cli.spec import Family
 
@@ -222,8 +222,11 @@ def interval_ends(draws: np.ndarray, level: float) -> np.ndarray:
     nan. Both ends by partial sorts of one copy: a sixth of np.quantile's time on a rank's
     80 x 2000 draws (numpy's partition at two indices at once, or into two fresh arrays, is
     several times slower)."""
-    n = draws.shape[-1]
-    work = np.array(draws, dtype=float)
+    check_level(level)
+    work = number_array("draws", draws).astype(float)  # a copy: partitioned in place below
+    if work.ndim == 0 or work.shape[-1] == 0:
+        raise LawError(f"draws must be an array of draws along its last axis, not {described(draws)}")
+    n = work.shape[-1]
     ends = []
     for i in (max(math.ceil(n * q) - 1, 0) for q in ((1 - level) / 2, (1 + level) / 2)):
         work.partition(i, axis=-1)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gmse_cli.errors import SpecError, list_of
+from gmse_cli.errors import SpecError, described, list_of
 from gmse_cli.rank.results import RankRow
 
 __all__ = ["pareto_mask", "pareto_front", "sort_rows", "SORT_COLUMNS"]
@@ -23,6 +23,11 @@ def pareto_mask(bits: np.ndarray, rho: np.ndarray) -> np.ndarray:
     Sweep in order of bits: a point is on the frontier when its rho is the best among equal
     bits and strictly above the best rho of every cheaper point. O(n log n).
     """
+    for what, values in (("bits", bits), ("rho", rho)):
+        if not (isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "iuf"):
+            raise SpecError(f"pareto_mask takes 1-d number arrays, not {what} = {described(values)}")
+    if bits.shape != rho.shape:
+        raise SpecError(f"pareto_mask: bits ({bits.size}) and rho ({rho.size}) differ in length")
     n = bits.size
     mask = np.zeros(n, dtype=bool)
     order = np.lexsort((-rho, bits))  # by bits, then best rho first
@@ -57,10 +62,12 @@ def sort_rows(rows: Sequence[RankRow], column: str, *, reverse: bool = False) ->
     """Rows sorted by ``column`` (a :class:`RankRow` field): ascending, except where more is
     better (rho, effective bits or parameters, pareto); ``reverse`` flips it. Missing values
     (None) go last either way; ties keep their order."""
-    if column not in SORT_COLUMNS:
+    if not isinstance(column, str) or column not in SORT_COLUMNS:
         raise SpecError(f"cannot sort by '{column}' (columns: {', '.join(SORT_COLUMNS)})")
+    if not isinstance(reverse, bool | np.bool_):  # a nan or text would flip the order by its truth
+        raise SpecError(f"reverse must be True or False, not {described(reverse)}")
     rows = _rank_rows(rows, "sort_rows")
-    descending = (column in _DESCENDING) != reverse
+    descending = (column in _DESCENDING) != bool(reverse)
     present = [r for r in rows if getattr(r, column) is not None]
     missing = [r for r in rows if getattr(r, column) is None]
     return sorted(present, key=lambda r: getattr(r, column), reverse=descending) + missing
