@@ -9,7 +9,6 @@ decoupled capacities, and per family enough distinct GMSE values to fit its capa
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from gmse_cli.errors import FitError
 from gmse_cli.fit.params import FAMILY_KEYS
 from gmse_cli.fit.results import MODELS
-from gmse_cli.limits import MAX_BOOTSTRAP, is_whole
+from gmse_cli.limits import MAX_BOOTSTRAP, is_real, is_whole
 from gmse_cli.runs import Run
 from gmse_cli.spec import Family
 
@@ -40,16 +39,12 @@ def validate_options(model: str, huber_delta: float, bootstrap: int, *, bootstra
         raise FitError(f"unknown model '{model}' (expected one of {', '.join(MODELS)})")
     for name, value, usual in (("--huber-delta", huber_delta, "1e-3 is Chinchilla's"),
                                ("capacity Huber delta", capacity_delta, "1e-4 is the paper's")):
-        if not (_real(value) and value > 0 and math.isfinite(value)):
+        if not (is_real(value) and value > 0 and math.isfinite(value)):
             raise FitError(f"{name} {value!r} must be a positive number ({usual})")
     if not (is_whole(bootstrap) and 0 <= bootstrap <= MAX_BOOTSTRAP):
         raise FitError(f"--bootstrap {bootstrap!r} must be a whole number from 0 to {MAX_BOOTSTRAP:,}")
     if not (is_whole(bootstrap_starts) and 1 <= bootstrap_starts <= 1000):
         raise FitError(f"bootstrap_starts {bootstrap_starts!r} must be a whole number from 1 to 1000")
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_runs(runs: Sequence[Run], model: str, n_free: int, *, law_free: Sequence[str]) -> None:

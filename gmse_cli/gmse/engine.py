@@ -11,7 +11,6 @@ the default numba backend only: forcing a method or a backend asks for the engin
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
@@ -25,7 +24,7 @@ from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
 from gmse_cli.gmse.exact import checked_format, exact_gmse, has_exact
 from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
-from gmse_cli.limits import check_seed, is_whole
+from gmse_cli.limits import check_seed, is_real, is_whole
 from gmse_cli.progress import task
 from gmse_cli.spec import (
     DEFAULT_ROW_LENGTH,
@@ -69,7 +68,7 @@ class GmseOptions(TypedDict, total=False):
 def _check_rel_err(rel_err: object) -> None:
     # text, None, a bool or an array is no relative error (a TypeError from '>' before); a huge
     # integer falls to "below 1", never to math.isfinite's OverflowError
-    if isinstance(rel_err, bool) or not isinstance(rel_err, numbers.Real) or not rel_err > 0:
+    if not is_real(rel_err) or not rel_err > 0:
         raise SpecError(f"--rel-err {rel_err!r} must be a positive number (e.g. 1e-3)")
     if not rel_err < 1:
         raise SpecError(f"--rel-err {rel_err} must be below 1 (it is a relative standard error)")

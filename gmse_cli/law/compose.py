@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 from gmse_cli.errors import LawError, described
 from gmse_cli.law.model import Law
+from gmse_cli.limits import is_real
 from gmse_cli.spec import Family, Format, Scheme, resolve_format
 
 __all__ = [
@@ -133,7 +134,7 @@ def _listable(items: Iterable[Any]) -> bool:
 def _gmse_value(value: Any, part: CapacityPart) -> float:
     """One stage's GMSE as a float, or a LawError naming it (text and booleans are no GMSE, nor
     an integer beyond any float)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise LawError(f"GMSE of stage {part.format.display_name} = {value!r} must be a number")
     try:
         return float(value)

@@ -55,7 +55,7 @@ from gmse_cli.errors import LawError, described
 from gmse_cli.frozen import Frozen
 from gmse_cli.law.compose import checked_law, factorized_capacity, stage_list
 from gmse_cli.law.model import Constant, Law, capacity, number_array, predicted_loss
-from gmse_cli.limits import check_seed, is_whole
+from gmse_cli.limits import check_seed, is_real, is_whole
 from gmse_cli.spec import Family
 
 __all__ = [
@@ -122,7 +122,7 @@ def sample_constant(
 
 def _gmse_draws(gmse: float, std_err: float, *, size: int, rng: np.random.Generator) -> np.ndarray:
     # a negative or nan standard error is a slip, never "no uncertainty" (it gave a wrong interval)
-    if isinstance(std_err, bool) or not isinstance(std_err, numbers.Real) or not std_err >= 0:
+    if not is_real(std_err) or not std_err >= 0:
         raise LawError(f"GMSE standard error = {std_err!r} must be a number at least 0")
     if not std_err or not math.isfinite(std_err) or gmse <= 0:
         return np.full(size, gmse)
@@ -242,7 +242,7 @@ def _interval(draws: np.ndarray, value: float, *, level: float) -> Interval:
 def check_level(level: float) -> None:
     """Raise :class:`LawError` unless ``level`` is a coverage strictly between 0 and 1 (text,
     None, a bool or an array named as such, not compared)."""
-    if isinstance(level, bool) or not isinstance(level, numbers.Real):
+    if not is_real(level):
         raise LawError(f"level = {level!r} must be a number in (0, 1), e.g. 0.95")
     if not 0.0 < level < 1.0:
         raise LawError(f"level = {level} must lie in (0, 1), e.g. 0.95")
@@ -296,7 +296,7 @@ def check_scale(params: float, tokens: float) -> None:
     """Raise :class:`LawError` unless the parameter and token counts are finite counts of at least
     one (the command line's rule: a fraction of a parameter or token is a unit slip)."""
     for what, value, example in (("params", params, "200e6"), ("tokens", tokens, "20e9")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (_finite(value) and value >= 1):
+        if not is_real(value) or not (_finite(value) and value >= 1):
             raise LawError(f"{what} = {value!r} must be a finite count of at least 1 (e.g. {example})")
 
 
