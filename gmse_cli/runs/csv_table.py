@@ -62,7 +62,6 @@ def load_csv(path: str | Path) -> list[Run]:
             f"{path}: needs columns N, loss and D (or 'Training FLOP'); found {', '.join(header.values())}"
         )
     runs = []
-    resolved: dict[tuple[str | None, str], tuple[str | None, Format | None]] = {}
     known = {c for c in (col_n, col_d, col_flop, col_loss, col_w, col_a, col_s) if c}
     for lineno, row in enumerate(rows, start=2):
         where = f"{path}:{lineno}"
@@ -89,11 +88,7 @@ def load_csv(path: str | Path) -> list[Run]:
         activations = (row.get(col_a) or "").strip() if col_a else ""
         weights = weights or "bf16"
         act = None if activations.lower() in ("", "none", "bf16", "16") else activations
-        # a cell is resolved once per load: a million runs name a handful of formats
-        for cell, key in ((weights, "weights"), (act, "activations")):
-            if (cell, key) not in resolved:
-                resolved[(cell, key)] = _format_cell(cell, where, key)
-        (w_name, w_spec), (a_name, a_spec) = resolved[(weights, "weights")], resolved[(act, "activations")]
+        (w_name, w_spec), (a_name, a_spec) = _format_cell(weights, where, "weights"), _format_cell(act, where, "activations")
         meta: dict[str, MetaValue] = {}
         for key, value in row.items():
             if key is None or key in known or value is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.inputs import is_file, parse_nested
+from gmse_cli.inputs import parse_nested
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import Run, RunsWarning, check_run_numbers, scheme_name
 from gmse_cli.spec import Family, Format
@@ -111,9 +111,9 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
     if weights is None:
         weights = "bf16"
     if w_spec is None:
-        _checked(weights, where, "weights")
+        check_spec(weights, where, "weights")
     if activations is not None and a_spec is None:
-        _checked(activations, where, "activations")
+        check_spec(activations, where, "activations")
     meta = {
         k: v for k, v in rec.items()
         if isinstance(v, str | int | float | bool) and k not in (*_KEYS_N, *_KEYS_D, *_KEYS_LOSS, *_KEYS_W, *_KEYS_A)
@@ -134,18 +134,6 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
         stage_gmse=recorded,
         meta=meta,
     )
-
-
-def _checked(spec: str, where: str, key: str) -> None:
-    """:func:`check_spec` once per name and file state: a million records name a handful of formats,
-    and resolving a catalog name reads its file (a name that is a file is checked every time)."""
-    if spec not in _RESOLVES:
-        check_spec(spec, where, key)
-        if not (spec.endswith(".toml") or is_file(spec)):
-            _RESOLVES.add(spec)
-
-
-_RESOLVES: set[str] = set()
 
 
 def _recorded_gmse(value: Any, has_activations: bool, where: str) -> tuple[tuple[str, float], ...] | None:
