@@ -46,7 +46,7 @@ from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
 from gmse_cli.threads import start_numba_threads
 
-__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "stored_dof"]
+__all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "MIN_BATCHES", "stored_dof"]
 
 MEASURE_VERSION = 1
 """Bumped whenever what the bank measures changes (the rows a per-tensor scale sees, the
@@ -54,8 +54,13 @@ estimator); part of the key of every stored GMSE (:mod:`gmse_cli.gmse.stored`). 
 generator does not bump it: its estimates are of the same constants."""
 
 _BATCH_ELEMENTS = 1 << 17  # 512 KB of float32 per batch: big enough for kernels, small enough to stop early
-_MIN_BATCHES = 32  # batch units: with fewer, the stopping rule's pick of a low batch-variance
-# estimate costs coverage (nvfp4 from 16: 93.8% over 600 seeds; from 32: 95.6% over 900)
+MIN_BATCHES = 32
+"""Batch units (a per-tensor statistic: each batch is one tensor) an estimate's standard error
+needs at least: with fewer, the stopping rule's pick of a low batch-variance estimate costs
+coverage (nvfp4 from 16: 93.8% over 600 seeds; from 32: 95.6% over 900), and from 2 a standard
+error can be hundreds of times too small. Every estimator measured by batches (the engine, a
+search's final values) draws this many."""
+_MIN_BATCHES = MIN_BATCHES
 _CLIPPING_BACKENDS = ("numba", "numpy", "torch")  # compressors that clip as the format says
 _MIN_ROWS = 16  # row units: below this the row-variance estimate itself is too noisy
 _MIN_ROW_BATCHES = 4  # batches before stopping when rows are the units (and at least 16 rows)
@@ -68,15 +73,16 @@ DEFAULT_MAX_SAMPLES = 1 << 26  # 64M elements per format by default
 _HELD_ELEMENTS = 1 << 26  # batches beyond 256 MB are drawn again when asked for, not kept
 
 
-def stored_dof(samples: int, row_length: int, fmt: Format) -> int:
-    """Degrees of freedom of a stored Monte Carlo estimate of ``fmt``'s standard error: its
-    rows (if its rows are independent) or batches at ``row_length``, minus one, at least the
-    minimum's (a search's row-level estimate of a format measured by batches has more degrees
-    of freedom than batches, so this errs wide for it)."""
+def stored_dof(samples: int, row_length: int, fmt: Format) -> int | None:
+    """Degrees of freedom of a stored Monte Carlo estimate of ``fmt``'s standard error that
+    does not record its own: its rows (if its rows are independent) or batches at
+    ``row_length``, minus one, at least the minimum's. None where a format measured by batches
+    holds fewer than :data:`MIN_BATCHES` of them (earlier searches cached such formats from
+    2-10 tensors, standard error and all): no interval is honest from it, so it is no hit."""
     if fmt.rows_independent:
         return max(_MIN_ROWS, samples // row_length) - 1
     batches = samples // (max(1, _BATCH_ELEMENTS // row_length) * row_length)
-    return max(_MIN_BATCHES, batches) - 1
+    return batches - 1 if batches >= MIN_BATCHES else None
 
 
 def _row_sq_errors_numpy(x: np.ndarray, y: np.ndarray) -> np.ndarray:

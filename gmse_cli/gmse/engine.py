@@ -172,6 +172,8 @@ def lookup_gmse(fmt: Format, *, row_length: int, rel_err: float, key: str | None
     # The interval the estimate had when computed: a regression's degrees of freedom (rows less
     # its columns) are not the sample count's, and a value read back must print the same ends.
     dof = (entry.dof or stored_dof(entry.samples, row_length, fmt)) if entry.std_err > 0 else math.inf
+    if dof is None:
+        return None  # too few tensors behind its standard error (see stored_dof)
     return make_estimate(fmt, row_length, entry.gmse, entry.std_err, source, entry.samples, dof=dof)
 
 
