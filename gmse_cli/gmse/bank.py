@@ -60,7 +60,6 @@ needs at least: with fewer, the stopping rule's pick of a low batch-variance est
 coverage (nvfp4 from 16: 93.8% over 600 seeds; from 32: 95.6% over 900), and from 2 a standard
 error can be hundreds of times too small. Every estimator measured by batches (the engine, a
 search's final values) draws this many."""
-_MIN_BATCHES = MIN_BATCHES
 _CLIPPING_BACKENDS = ("numba", "numpy", "torch")  # compressors that clip as the format says
 _MIN_ROWS = 16  # row units: below this the row-variance estimate itself is too noisy
 _MIN_ROW_BATCHES = 4  # batches before stopping when rows are the units (and at least 16 rows)
@@ -188,7 +187,7 @@ class SampleBank:
         for fmt in formats:
             fmt.check_row_length(self.row_length)
         by_rows = all(f.rows_independent for f in formats)
-        least = max(_MIN_ROW_BATCHES, -(-_MIN_ROWS // self.rows_per_batch)) if by_rows else _MIN_BATCHES
+        least = max(_MIN_ROW_BATCHES, -(-_MIN_ROWS // self.rows_per_batch)) if by_rows else MIN_BATCHES
         for index in range(max(least, max_samples // self.batch_elements)):
             x, norms = self.batch(index)
             errors = [_row_sq_errors(x, self._compress(f, x)) for f in formats]
