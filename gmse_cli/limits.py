@@ -11,7 +11,7 @@ import numbers
 
 from gmse_cli.errors import SpecError
 
-__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "MAX_THREADS", "check_seed", "is_whole", "is_real", "is_flag"]
+__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "MAX_THREADS", "MAX_SEARCH_BITS", "check_seed", "is_whole", "is_real", "is_flag"]
 
 MAX_SEED = 2**63 - 1
 
@@ -20,6 +20,10 @@ MAX_BOOTSTRAP = 100_000
 
 MAX_THREADS = 1024
 """CPU threads a command may ask torch for (100,000 made OpenMP crash the process)."""
+
+MAX_SEARCH_BITS = 64
+"""The largest ``uscl search --bits`` budget: the space's widest format (fp32 at 32 bits, with
+its scales) lies well below it, so a larger budget could find nothing more."""
 
 
 def is_whole(value: object) -> bool:
