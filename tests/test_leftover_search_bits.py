@@ -11,8 +11,8 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
+
 from gmse_cli.errors import UsclError
 from gmse_cli.search import search_formats
 

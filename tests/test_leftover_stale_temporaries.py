@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from gmse_cli.atomic import write_atomic
 
 HOURS_AGO = time.time() - 2 * 3600
