@@ -3,18 +3,22 @@
 Every file uscl writes goes through :func:`write_atomic`: a temporary file beside the target is
 written, fsync'd and renamed over it, then the folder is fsync'd so the rename itself survives
 a crash. A failure removes the temporary file and leaves the target untouched; so does a SIGTERM
-that lands mid-write.
+that lands mid-write. A SIGKILL (or a power cut) mid-write leaves its temporary file,
+``.NAME.XXXXXXXX.tmp``: the next successful write of the same target removes those of its own
+name older than :data:`STALE_TEMPORARY_SECONDS`.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import signal
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +28,7 @@ from gmse_cli.errors import DataError
 from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
-           "MIN_FREE_BYTES"]
+           "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
@@ -165,6 +169,40 @@ def _temporary_stem(name: str) -> str:
     return os.fsdecode(raw[: MAX_NAME_LENGTH - _TEMPORARY_EXTRA]) if len(raw) + _TEMPORARY_EXTRA > MAX_NAME_LENGTH else name
 
 
+STALE_TEMPORARY_SECONDS = 3600
+"""A temporary file of a target older than this (by its last write) is a killed writer's: no
+write of uscl's pauses an hour between two writes to its file."""
+
+_RANDOM_PART = "[a-z0-9_]{8}"
+"""What mkstemp puts between the prefix and the suffix (tempfile's 8 characters of this set)."""
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files of ``path`` (``.NAME.XXXXXXXX.tmp``, exactly as
+    :func:`write_atomic` names them) that no write has touched for an hour; a name cut short
+    (:func:`_temporary_stem`) could be another target's, so its temporaries are left alone, as
+    are links, folders and anything that fails to go."""
+    stem = _temporary_stem(path.name)
+    if stem != path.name:
+        return
+    pattern = re.compile(rf"\.{re.escape(stem)}\.{_RANDOM_PART}\.tmp")
+    prefix = f".{stem}."
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    try:
+        with os.scandir(path.parent) as entries:
+            for entry in entries:
+                if not (entry.name.startswith(prefix) and pattern.fullmatch(entry.name)):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
+    except OSError:
+        pass
+
+
 def write_atomic(
     path: str | Path, data: bytes | Callable[[BinaryIO], None], *, mode: int | None = None, durable: bool = True
 ) -> None:
@@ -174,6 +212,8 @@ def write_atomic(
     the umask's default (mkstemp alone would make it 0600). ``durable=False`` skips the two
     fsyncs (a few ms each): for caches, whose readers treat a file a crash left empty or
     damaged as a miss. Raises :class:`OSError`; the caller names the file in its message.
+    Once the target is in place, temporary files of it that a killed writer left an hour or
+    more ago go (:func:`_remove_stale_temporaries`).
     """
     path = Path(path)
     if path.is_symlink():
@@ -201,6 +241,7 @@ def write_atomic(
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+    _remove_stale_temporaries(path)
     if durable:
         fsync_dir(path.parent)
 

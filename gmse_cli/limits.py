@@ -11,7 +11,7 @@ import numbers
 
 from gmse_cli.errors import SpecError
 
-__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "MAX_THREADS", "check_seed", "is_whole", "is_real"]
+__all__ = ["MAX_SEED", "MAX_BOOTSTRAP", "MAX_THREADS", "MAX_SEARCH_BITS", "check_seed", "is_whole", "is_real", "is_flag"]
 
 MAX_SEED = 2**63 - 1
 
@@ -20,6 +20,10 @@ MAX_BOOTSTRAP = 100_000
 
 MAX_THREADS = 1024
 """CPU threads a command may ask torch for (100,000 made OpenMP crash the process)."""
+
+MAX_SEARCH_BITS = 64
+"""The largest ``uscl search --bits`` budget: the space's widest format (fp32 at 32 bits, with
+its scales) lies well below it, so a larger budget could find nothing more."""
 
 
 def is_whole(value: object) -> bool:
@@ -30,6 +34,15 @@ def is_whole(value: object) -> bool:
 def is_real(value: object) -> bool:
     """A real number (Python's or numpy's, nan and inf included), and not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_flag(value: object) -> bool:
+    """True or False: Python's bool or numpy's (a 0-d bool array too), never text, a number, a
+    container or an object whose truth Python would take silently."""
+    if isinstance(value, bool):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return getattr(value, "shape", None) == () and getattr(dtype, "kind", None) == "b"
 
 
 def check_seed(seed: object, what: str = "seed") -> int:

@@ -155,11 +155,11 @@ def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
     plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
     plain.write_text(body, encoding="utf-8")
     marked.write_bytes(b"\xef\xbb\xbf" + body.encode())
-    strip = [r.model_copy(update={"source": ""}) for r in load_csv(plain)]
-    assert [r.model_copy(update={"source": ""}) for r in load_csv(marked)] == strip
+    strip = [r.model_copy(update={"source": "", "location": ""}) for r in load_csv(plain)]
+    assert [r.model_copy(update={"source": "", "location": ""}) for r in load_csv(marked)] == strip
     line = tmp_path / "marked.jsonl"
     line.write_bytes(b"\xef\xbb\xbf" + b'{"weights": "int4", "N": 1e7, "D": 2e8, "loss": 3.9}\n')
-    assert load_train_jsonl(line)[0].model_copy(update={"source": ""}) == strip[0]
+    assert load_train_jsonl(line)[0].model_copy(update={"source": "", "location": ""}) == strip[0]
 
 
 def test_csv_without_needed_columns(tmp_path):
@@ -225,7 +225,7 @@ def test_a_json_list_of_run_records_reads_like_their_lines(tmp_path):
         expected = load_runs(lines)
     with pytest.warns(RunsWarning, match=r"runs.json record 1: skipping run with status"):
         got = load_runs(listed)
-    assert [r.model_copy(update={"source": ""}) for r in got] == [r.model_copy(update={"source": ""}) for r in expected]
+    assert [r.model_copy(update={"source": "", "location": ""}) for r in got] == [r.model_copy(update={"source": "", "location": ""}) for r in expected]
     del records[0]["tokens"]
     listed.write_text(json.dumps(records[:1]))
     with pytest.raises(DataError, match=r"runs.json record 0: missing D"):

@@ -2,8 +2,9 @@
 
 Each command lives in its own module with a ``register(app)`` function; this module builds the
 one Typer application, and :func:`main` is the single exit path: expected errors
-(:class:`~gmse_cli.errors.UsclError`) become one line on stderr and exit code 2, anything else
-is a bug and keeps its traceback (exit 1).
+(:class:`~gmse_cli.errors.UsclError`) become one line on stderr and exit code 2, a reader that
+closes the output early (``uscl rank | head -1``) a silent exit 141, anything else is a bug and
+keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -89,6 +90,30 @@ def _keep_interrupts(command: click.Command) -> click.Command:
 _ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt, _Interrupted)
 _ABORT_CODE = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+_PIPE_CODE = 128 + signal.SIGPIPE
+"""The exit code of a command whose stdout reader went away (141), as shells report a tool that
+SIGPIPE killed; Python ignores SIGPIPE, so the write raises BrokenPipeError instead."""
+
+
+def _from_closed_pipe(exc: SystemExit) -> bool:
+    """Whether ``exc`` is Typer's or rich's exit 1 for a broken pipe (each catches the
+    BrokenPipeError, exits 1 and says nothing): the error is then the exit's context."""
+    context = exc.__context__
+    return exc.code == 1 and isinstance(context, OSError) and context.errno == errno.EPIPE
+
+
+def _pipe_closed() -> None:
+    """Exit 141 without a word: stdout's reader has all it wanted (``| head -1``). Later writes,
+    and the flush at exit, go to the null device, so Python prints no "Exception ignored"."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file (a test's capture), or closed
+        pass
+    sys.exit(_PIPE_CODE)
 
 
 def _say_aborted(where: str = "") -> None:
@@ -232,16 +257,24 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
     command = _keep_interrupts(attach_validators(_cli(args)))
-    if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)
-        from gmse_cli.cli.roothelp import print_group_help
-
-        print_group_help(command, prog="uscl")
-        sys.exit(0 if args else 2)
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
+        if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)
+            from gmse_cli.cli.roothelp import print_group_help
+
+            print_group_help(command, prog="uscl")
+            sys.stdout.flush()
+            sys.exit(0 if args else 2)
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
+        sys.stdout.flush()  # what is still buffered: a reader gone by now is a closed pipe too
         if code == _ABORT_CODE:  # Ctrl-C while Typer parsed the line: it returns 130 and says nothing
             _say_aborted()
+    except BrokenPipeError:
+        _pipe_closed()
+    except SystemExit as exc:
+        if _from_closed_pipe(exc):
+            _pipe_closed()
+        raise
     except UsclError as exc:
         _error(str(exc))
         sys.exit(2)

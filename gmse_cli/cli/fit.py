@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.inputs import existing_files, printable_path
         from gmse_cli.law import load_law, save_law
         from gmse_cli.progress import status, stderr_is_terminal
-        from gmse_cli.runs import RunsWarning, load_runs, select
+        from gmse_cli.runs import RunsWarning, drop_duplicates, load_runs, select
         from gmse_cli.runs import exclude_worst as drop_worst
 
         one_output(json_out, csv_out)
@@ -109,6 +109,15 @@ def register(app: typer.Typer) -> None:
             runs = load_runs(files)
         for w in caught:  # skipped runs (diverged, unfinished): one line each on stderr
             err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+        runs, copies = drop_duplicates(runs)
+        if copies:  # a record pasted twice, or a file given twice: one run, or the intervals narrow
+            from rich.markup import escape
+
+            copy, original = copies[0]
+            err_console.print(
+                f"[yellow]note:[/] {len(copies)} exact duplicate run{'s' if len(copies) > 1 else ''} fitted once "
+                f"(the first: {escape(copy.location)}, a copy of {escape(original.location)})",
+                highlight=False, soft_wrap=True)
         total = len(runs)
         runs = select(runs, where or [])
         runs = drop_worst(runs, exclude_worst)
@@ -130,6 +139,8 @@ def register(app: typer.Typer) -> None:
                          progress=show_progress)
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
+        if copies:
+            result = result.model_copy(update={"duplicates_dropped": len(copies)})
         # validated before anything is written
         law_out = result.to_law(printable_path(out.stem), base=base_law or load_law(law)) if out is not None else None
         if plot is not None:

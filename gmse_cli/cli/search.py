@@ -9,6 +9,7 @@ import typer
 
 from gmse_cli.cli.console import RECOMPUTE_HELP
 from gmse_cli.cli.options import CsvFlag, JsonFlag, RowLength, examples, paragraphs
+from gmse_cli.limits import MAX_SEARCH_BITS
 
 _EPILOG = """\
 The space: int (midrise, signed, asymmetric), fp ExMy, Lloyd-Max and lookup-table grids (NF4)
@@ -28,7 +29,8 @@ def register(app: typer.Typer) -> None:
         "uscl search --bits 4.5 --checkpoint model.safetensors --json",
     ) + "\n\n" + paragraphs(_EPILOG))
     def search_command(
-        bits: Annotated[float, typer.Option("--bits", help="budget in bits per parameter (e.g. 4.25)")],
+        bits: Annotated[float, typer.Option("--bits", help=f"budget in bits per parameter, above 0 and at most "
+                                                        f"{MAX_SEARCH_BITS} (e.g. 4.25)")],
         law: Annotated[str | None, typer.Option("--law", help="law file or shipped law name (default: the shipped law)")] = None,
         rel_err: Annotated[float, typer.Option(help="target relative standard error of the reported GMSEs (comparisons are paired, so far tighter)")] = 3e-3,
         seed: Annotated[int, typer.Option(help="seed of the shared Gaussian sample bank (or of the row sample)")] = 0,

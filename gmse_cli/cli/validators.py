@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.inputs import does_not_exist, exists, user_path
-from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEED, MAX_THREADS
+from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEARCH_BITS, MAX_SEED, MAX_THREADS
 
 __all__ = ["VALIDATORS", "attach_validators", "MAX_SEED", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE",
            "MAX_HADAMARD_BLOCK", "MAX_BOOTSTRAP"]
@@ -176,7 +176,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "row_length": _row_length,
     "level": _real(0, 1, high_open=True),
     "tokens_per_param": _real(0),
-    "bits": _real(0, 64),
+    "bits": _real(0, MAX_SEARCH_BITS),
     "huber_delta": _real(0),
     "lr": _real(0),
     "rbbm_p": _real(0, 0.5, high_open=True),

@@ -270,6 +270,8 @@ class FitResult(Frozen):
     capacity_fit_error: float | None = Field(default=None, description="RMSE of rho (capacity model)")
     bootstrap: int
     bootstrap_failed: int = 0
+    duplicates_dropped: int = Field(
+        default=0, description="exact duplicates among the runs read (uscl fit), each run fitted once: the copies dropped")
     starts: int
     converged: bool
     seed: int

@@ -18,7 +18,7 @@ import numpy as np
 from gmse_cli.errors import BackendMissing, SpecError, described
 from gmse_cli.spec import Format
 
-__all__ = ["Compressor", "BackendFactory", "register_backend", "backend_names", "compressor", "check_backend_name"]
+__all__ = ["Compressor", "BackendFactory", "register_backend", "backend_names", "compressor", "check_backend_name", "check_device"]
 
 Compressor = Callable[[Format, np.ndarray], np.ndarray]
 BackendFactory = Callable[[str], Compressor]  # device -> compressor
@@ -50,6 +50,14 @@ def check_backend_name(name: object) -> str:
     return name
 
 
+def check_device(device: object) -> str:
+    """``device`` if it is text (``"cpu"``, ``"cuda"``, ``"cuda:1"``), else one SpecError naming
+    it: the numba and numpy backends never read it, so a wrong kind would pass unnoticed."""
+    if not isinstance(device, str):
+        raise SpecError(f"device must be a device name (text such as 'cpu' or 'cuda'), not {described(device)}")
+    return device
+
+
 def compressor(name: str, device: str = "cpu") -> Compressor:
     """The compressor of backend ``name`` on ``device``.
 
@@ -57,6 +65,7 @@ def compressor(name: str, device: str = "cpu") -> Compressor:
     backend's extra is not installed (or the device is not there).
     """
     check_backend_name(name)
+    check_device(device)
     if name not in _FACTORIES and name in _PROVIDERS:
         module, extra = _PROVIDERS[name]
         try:

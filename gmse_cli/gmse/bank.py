@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from gmse_cli.gmse.backends import compressor
+from gmse_cli.errors import SpecError
+from gmse_cli.gmse.backends import check_backend_name, check_device, compressor
 from gmse_cli.gmse.clipping import ClipEnergy, clip_energy_for
 from gmse_cli.gmse.control import (
     Control,
@@ -41,7 +42,7 @@ from gmse_cli.gmse.control import (
     expected_per_row,
 )
 from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, make_estimate
-from gmse_cli.limits import check_seed
+from gmse_cli.limits import check_seed, is_whole
 from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
 from gmse_cli.threads import start_numba_threads
@@ -135,6 +136,10 @@ class SampleBank:
         device: str = "cpu",
     ) -> None:
         check_row_length(row_length, "--row-length")
+        if not (is_whole(batch_elements) and batch_elements >= 1):
+            raise SpecError(f"batch_elements = {batch_elements!r} must be a positive whole number")
+        check_backend_name(backend)
+        check_device(device)  # before the bank holds it: the numba and numpy backends never read it
         self.seed = check_seed(seed)
         self.row_length = row_length
         self.rows_per_batch = max(1, batch_elements // row_length)

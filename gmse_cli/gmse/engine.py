@@ -14,17 +14,15 @@ import math
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
-import numpy as np
-
 from gmse_cli.errors import SpecError, described
-from gmse_cli.gmse.backends import check_backend_name
+from gmse_cli.gmse.backends import check_backend_name, check_device
 from gmse_cli.gmse.bank import DEFAULT_MAX_SAMPLES, SampleBank, stored_dof
 from gmse_cli.gmse.cache import read_cached, write_cached
 from gmse_cli.gmse.estimates import GmseEstimate, make_estimate
 from gmse_cli.gmse.exact import checked_format, exact_gmse, has_exact
 from gmse_cli.gmse.stored import StoredGmse, algorithms_of, gmse_key
 from gmse_cli.gmse.table import shipped_table
-from gmse_cli.limits import check_seed, is_real, is_whole
+from gmse_cli.limits import check_seed, is_flag, is_real, is_whole
 from gmse_cli.progress import task
 from gmse_cli.spec import (
     DEFAULT_ROW_LENGTH,
@@ -111,7 +109,8 @@ def estimate_gmse(
     _validate(rel_err, row_length, method, max_samples, cache)
     seed = check_seed(seed)
     check_backend_name(backend)
-    if not isinstance(progress, bool | np.bool_):  # an array has no truth value
+    check_device(device)  # read only by the torch backend, and only when a bank is drawn
+    if not is_flag(progress):  # an array has no truth value
         raise SpecError(f"progress must be True or False, not {described(progress)}")
     if bank is not None and not isinstance(bank, SampleBank):
         raise SpecError(f"bank must be a SampleBank (or None), not {described(bank)}")

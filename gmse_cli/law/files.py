@@ -18,6 +18,7 @@ Every constant carries its value, optional 1-sigma and interval, and its provena
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,8 @@ def save_law(law: Law, path: str | Path) -> None:
     """Write atomically: a crash never leaves a half-written law file."""
     if not isinstance(law, Law):
         raise LawError(f"save_law takes a Law (load_law or a fit's law gives one), not {described(law)}")
+    if not isinstance(path, str | PathLike):
+        raise LawError(f"save_law takes a path (text or a Path), not {described(path)}")
     path = Path(path)
     try:
         write_text_atomic(path, law_to_toml(law))

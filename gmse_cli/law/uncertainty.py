@@ -55,7 +55,7 @@ from gmse_cli.errors import LawError, described
 from gmse_cli.frozen import Frozen
 from gmse_cli.law.compose import checked_law, factorized_capacity, stage_list
 from gmse_cli.law.model import Constant, Law, capacity, number_array, predicted_loss
-from gmse_cli.limits import check_seed, is_real, is_whole
+from gmse_cli.limits import check_seed, is_flag, is_real, is_whole
 from gmse_cli.spec import Family
 
 __all__ = [
@@ -192,6 +192,7 @@ def sample_law(
     at its value unless ``vary_L`` or the joint draws carry it (why: module docstring)."""
     law = checked_law(law)
     check_draws(draws)
+    _check_vary_L(vary_L)
     rng = _generator(rng)
     joint = law.draws.resample(draws, rng) if law.draws is not None else {}
 
@@ -248,6 +249,21 @@ def check_level(level: float) -> None:
         raise LawError(f"level = {level} must lie in (0, 1), e.g. 0.95")
 
 
+def _check_vary_L(vary_L: object) -> None:
+    """One LawError naming ``vary_L`` unless it is True or False: text, an object or {} would
+    otherwise pass as Python's truth of it."""
+    if not is_flag(vary_L):
+        raise LawError(f"vary_L must be True or False, not {described(vary_L)}")
+
+
+def _given_samples(samples: object) -> LawSamples | None:
+    """``samples`` if it is a LawSamples or None, else one LawError naming it ({} read as None
+    before, and was silently replaced by fresh draws)."""
+    if samples is not None and not isinstance(samples, LawSamples):
+        raise LawError(f"samples must be a LawSamples (sample_law gives one) or None, not {described(samples)}")
+    return samples
+
+
 def _generator(rng: object) -> np.random.Generator:
     """``rng`` if it is a Generator, else one seeded with it: a seed the command line takes
     (0 .. 2**63 - 1), or the SpecError naming it, never numpy's TypeError."""
@@ -269,7 +285,8 @@ def capacity_interval(
     law, stages = checked_law(law), stage_list(stages, 3)
     law.check_covers(family for family, _, _ in stages)
     rng = _generator(rng)
-    samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
+    _check_vary_L(vary_L)
+    samples = _given_samples(samples) or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
     value = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
     return _interval(samples.capacity(stages, rng=rng), value, level=level)
 
@@ -286,7 +303,8 @@ def loss_interval(
     law, stages = checked_law(law), stage_list(stages, 3)
     law.check_covers(family for family, _, _ in stages)
     rng = _generator(rng)
-    samples = samples or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
+    _check_vary_L(vary_L)
+    samples = _given_samples(samples) or sample_law(law, draws=draws, rng=rng, vary_L=vary_L)
     rho = factorized_capacity(law, [(family, gmse) for family, gmse, _ in stages])
     value = float(law.loss(params, tokens, rho))
     return _interval(samples.loss(params, tokens, samples.capacity(stages, rng=rng)), value, level=level)

@@ -170,11 +170,13 @@ def evaluate_all(
         unique.setdefault(_key(part.format), part.format)
     from gmse_cli.gmse import estimate_gmse
 
+    # The law's draws (their own generator, seeded alike) before the GMSE work, so that a
+    # vary_L of the wrong kind is refused before any time is spent.
+    samples = sample_law(law, draws=draws, rng=seed, vary_L=vary_L)
     estimates = estimate_gmse(list(unique.values()), seed=seed, progress=progress, **options)
     gmse = dict(zip(unique, estimates, strict=True))
 
     # Every row's draws at once: (rows, draws) matrices, one quantile call per quantity.
-    samples = sample_law(law, draws=draws, rng=seed, vary_L=vary_L)
     stage_draws: dict[tuple, np.ndarray] = {}
     rho_draws = np.ones((len(schemes), samples.draws))
     for i, parts in enumerate(parts_of):

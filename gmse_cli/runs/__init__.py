@@ -23,7 +23,7 @@ from gmse_cli.runs.csv_table import load_csv
 from gmse_cli.runs.load import load_runs
 from gmse_cli.runs.model import DENSE_FORMATS, MetaValue, Run, RunsWarning, scheme_name, tensor_bits
 from gmse_cli.runs.quest import load_quest_runs, quest_scheme
-from gmse_cli.runs.select import exclude_worst, parse_where, select
+from gmse_cli.runs.select import drop_duplicates, exclude_worst, parse_where, select
 from gmse_cli.runs.train_jsonl import load_train_jsonl
 
 __all__ = [
@@ -40,5 +40,6 @@ __all__ = [
     "select",
     "parse_where",
     "exclude_worst",
+    "drop_duplicates",
     "RunsWarning",
 ]

@@ -109,6 +109,7 @@ def load_csv(path: str | Path) -> list[Run]:
                 D=d,
                 loss=loss,
                 source=str(path),
+                location=where,
                 meta=meta,
             )
         )

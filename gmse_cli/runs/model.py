@@ -59,6 +59,9 @@ class Run(Frozen):
     D: float = Field(description="training tokens")
     loss: float = Field(description="final validation loss (nats per token)")
     source: str = Field(default="", description="file the run was read from")
+    location: str = Field(
+        default="", description="where in its file: 'runs.csv:3', 'runs.json record 2' (for messages; not what the run is)"
+    )
     weights_spec: Format | None = Field(default=None, description="full weight format when given inline")
     activations_spec: Format | None = Field(default=None, description="full activation format when given inline")
     stage_gmse: tuple[tuple[str, float], ...] | None = Field(

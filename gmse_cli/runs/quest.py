@@ -128,6 +128,7 @@ def quest_runs(records: Any, path: Path) -> list[Run]:
                 D=number(rec["tokens"], "tokens", where),
                 loss=number(rec["loss"], "loss", where),
                 source=str(path),
+                location=where,
                 # what a run records besides: scalars only (a list or object in a record's args
                 # says nothing --where can compare), as the JSON lines reader keeps them
                 meta={k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},

@@ -1,7 +1,8 @@
-"""Choosing runs: ``--where`` expressions and dropping the worst runs."""
+"""Choosing runs: ``--where`` expressions, dropping the worst runs and exact duplicates."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from gmse_cli.errors import DataError
 from gmse_cli.runs.model import Run
 
-__all__ = ["parse_where", "select", "exclude_worst"]
+__all__ = ["parse_where", "select", "exclude_worst", "drop_duplicates"]
 
 _WHERE = re.compile(r"^\s*(?P<key>[A-Za-z_][\w.]*)\s*(?P<op>>=|<=|!=|!~|==|=|~|>|<)\s*(?P<value>.*?)\s*$")
 
@@ -91,3 +92,25 @@ def exclude_worst(runs: Sequence[Run], k: int) -> list[Run]:
         raise DataError(f"--exclude-worst {k} would drop all {len(runs)} runs")
     cut = sorted(r.loss for r in runs)[-k]
     return [r for r in runs if r.loss < cut]
+
+
+def drop_duplicates(runs: Sequence[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
+    """The runs with each exact duplicate kept once, and ``(copy, the run it repeats)`` for
+    every copy dropped, in file order.
+
+    Two runs are the same when everything but where they were read agrees: scheme, formats
+    (inline specs too), N, D, loss, recorded stage GMSEs and every other recorded field. A
+    record pasted twice, or a file given twice, is one run: counted twice it would weigh double
+    in the fit and narrow every bootstrap interval as if it were independent evidence.
+    """
+    first: dict[str, Run] = {}
+    kept: list[Run] = []
+    copies: list[tuple[Run, Run]] = []
+    for run in runs:
+        key = json.dumps(run.model_dump(mode="json", exclude={"source", "location"}), sort_keys=True)
+        if key in first:
+            copies.append((run, first[key]))
+        else:
+            first[key] = run
+            kept.append(run)
+    return kept, copies

@@ -129,6 +129,7 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
         D=d_value,
         loss=loss_value,
         source=source,
+        location=where,
         weights_spec=w_spec,
         activations_spec=a_spec,
         stage_gmse=recorded,

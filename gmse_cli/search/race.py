@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from gmse_cli.errors import LawError, SpecError
-from gmse_cli.limits import check_seed
+from gmse_cli.limits import MAX_SEARCH_BITS, check_seed, is_real
 from gmse_cli.search.evaluate import CheckpointEvaluator, Evaluator, GaussianEvaluator
 from gmse_cli.search.frontier import Entry, Frontier, capacity_slope, pareto_frontier, thin
 from gmse_cli.search.results import SearchPoint, SearchResult, StagePoint, compare_catalog
@@ -38,8 +38,9 @@ Progress = Callable[[str, int, int], None] | None
 
 
 def _validate(budget: float, rel_err: float, z: float, rows_per_layer: int, min_gain: float) -> None:
-    if not (math.isfinite(budget) and budget > 0):
-        raise SpecError(f"--bits {budget} must be a positive number of bits per parameter (e.g. 4.25)")
+    if not (is_real(budget) and 0 < budget <= MAX_SEARCH_BITS):  # nan fails both comparisons
+        raise SpecError(f"--bits {budget!r} must be a number of bits per parameter above 0 and at most "
+                        f"{MAX_SEARCH_BITS} (e.g. 4.25)")
     if not (0 < rel_err < 1):
         raise SpecError(f"--rel-err {rel_err} must be in (0, 1) (e.g. 1e-3)")
     if not z > 0:

@@ -5,10 +5,19 @@ Gaussian MSE) live under ``cache_dir()/codebooks`` as ``STEM.npy`` and ``STEM.js
 carries :data:`ALGORITHM_VERSION`, so a change of construction never reads a stale entry. The
 Gaussian codebooks of the catalog's sizes ship with the package (:func:`shipped_dir`, the same
 files, made by :mod:`gmse_cli.compress.vq.shipped`) and are read from there first.
+
+Each record holds the SHA-256 of its ``STEM.npy`` bytes (``sha256``), checked whenever the array
+is read: a file edited, cut short or damaged in place (the right shape, other values) reads as
+a miss, with one note on stderr, and the codebook is trained again and rewritten atomically, as
+every other cache recomputes a damaged entry. A cache entry written before records carried the
+digest is stamped with the digest of its bytes when first read (training it again could take
+hours); a shipped codebook with no digest is read as it is (the package's are all stamped).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +27,7 @@ from pydantic import Field
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
+from gmse_cli.progress import note
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -59,7 +69,10 @@ class CodebookInfo(Frozen):
     train_moves: int | None = Field(default=None, description="gaussian: utility moves kept (LBG-U)")
     method: str | None = Field(default=None, description="gaussian: how the codebook was trained")
     source: str | None = Field(default=None, description="file: path; e8: construction")
-    sha256: str | None = Field(default=None, description="file: digest of the .npy bytes")
+    sha256: str | None = Field(
+        default=None,
+        description="file: digest of the .npy file's bytes; gaussian: of STEM.npy's (checked when read)",
+    )
 
 
 def codebook_dir() -> Path:
@@ -78,34 +91,67 @@ def shipped_dir() -> Path:
 
 def save_codebook(
     stem: str, cb: np.ndarray | None, info: CodebookInfo, directory: Path | None = None
-) -> None:
+) -> CodebookInfo:
     """Write ``STEM.npy`` (unless ``cb`` is None) and ``STEM.json``, each atomically, into
-    ``directory`` (default the cache)."""
+    ``directory`` (default the cache); the record written (and returned) carries the digest of
+    the array's bytes. The array goes first: a kill between the two leaves a record whose
+    digest names other bytes, read as a miss."""
     directory = codebook_dir() if directory is None else directory
     path = directory / f"{stem}.npy"
     try:
         if cb is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, cb, allow_pickle=False)
+            data = buffer.getvalue()
+            info = info.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()})
             # 0644: mkstemp's 0600 would hide a shared cache from other users. Two processes
             # computing the same codebook both leave a complete one.
-            write_atomic(path, lambda fh: np.save(fh, cb, allow_pickle=False), mode=0o644)
+            write_atomic(path, data, mode=0o644)
         path = directory / f"{stem}.json"
         write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
     except OSError as exc:  # a full disk: one line naming the file ('a write failed' named none)
         raise CacheError(f"cannot write codebook cache '{path}': {(exc.strerror or str(exc)).lower()} "
                          "(free some space, or set USCL_CACHE_DIR to another folder)") from None
+    return info
 
 
 def load_codebook(
     stem: str, with_array: bool, directory: Path | None = None
 ) -> tuple[np.ndarray | None, CodebookInfo] | None:
     """``(codewords or None, info)`` of a cached entry (in ``directory``, default the cache);
-    None when absent or damaged."""
+    None when absent or damaged (a damaged array, one whose bytes miss the record's digest,
+    also gives one note on stderr)."""
+    in_cache = directory is None
     directory = codebook_dir() if directory is None else directory
+    npy = directory / f"{stem}.npy"
     try:
         info = CodebookInfo.model_validate_json((directory / f"{stem}.json").read_text())
-        cb = np.load(directory / f"{stem}.npy", allow_pickle=False) if with_array else None
+        raw = npy.read_bytes() if with_array else None
     except (OSError, ValueError):
         return None  # absent or damaged: recompute
-    if cb is not None and (cb.dtype != np.float32 or cb.shape != (info.codewords, info.dim)):
+    if raw is None:
+        return None, info
+    digest = hashlib.sha256(raw).hexdigest()
+    if info.kind != "file" and info.sha256 is not None and info.sha256 != digest:
+        note(f"codebook cache '{npy}' is damaged (its SHA-256 is not its record's): computing it again")
         return None
+    try:
+        cb = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cb, np.ndarray) or cb.dtype != np.float32 or cb.shape != (info.codewords, info.dim):
+        return None
+    if info.sha256 is None and in_cache and info.kind != "file":
+        info = _stamped(directory / f"{stem}.json", info, digest)
     return cb, info
+
+
+def _stamped(path: Path, info: CodebookInfo, digest: str) -> CodebookInfo:
+    """A record written before records carried digests, rewritten with ``digest`` (module
+    docstring); a cache that cannot be written keeps the old record."""
+    info = info.model_copy(update={"sha256": digest})
+    try:
+        write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
+    except OSError:
+        pass
+    return info
