@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         out, predict the largest model sizes from the smaller; inside and outside the law's domain), capacity drift with N and D/N, and a factorization check
         (decoupled)."""
         from gmse_cli.atomic import check_output_path
-        from gmse_cli.cli.console import err_console
+        from gmse_cli.cli.console import drawing, err_console
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import DataError, FitError
@@ -144,8 +144,9 @@ def register(app: typer.Typer) -> None:
         # validated before anything is written
         law_out = result.to_law(printable_path(out.stem), base=base_law or load_law(law)) if out is not None else None
         if plot is not None:
-            _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
-                  fixed=fixed, prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside)
+            with drawing(plot):
+                _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap,
+                      seed=seed, fixed=fixed, prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside)
             if not quiet:
                 err_console.print(f"wrote plot {plot}")
         if law_out is not None:

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         """Real-weight MSE of each FORMAT on MODEL: per layer and overall, its ratio to GMSE,
         effective bits, and the capacity the law predicts from each; with --activations, the
         same on the inputs of MODEL's linear layers run on a text."""
-        from gmse_cli.cli.console import err_console, quiet_foreign_loggers
+        from gmse_cli.cli.console import drawing, err_console, quiet_foreign_loggers
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
@@ -140,7 +140,8 @@ def register(app: typer.Typer) -> None:
             progress=True, warn=note,
         )
         if plot is not None:
-            plot_mse(results, plot, checkpoint=checkpoint_name(checkpoint))
+            with drawing(plot):
+                plot_mse(results, plot, checkpoint=checkpoint_name(checkpoint))
             err_console.print(f"wrote plot {plot}")
         if json_out:
             print_json([r.model_dump(mode="json") for r in results])
@@ -208,7 +209,7 @@ def _render(results, worst: int) -> None:
 
 def _activations(model: Path, formats: list[str], act: ActivationOptions, *, worst: int, plot: Path | None,
                  json_out: bool, csv_out: bool, law: str | None, **options) -> None:
-    from gmse_cli.cli.console import err_console
+    from gmse_cli.cli.console import drawing, err_console
     from gmse_cli.cli.output import print_json
     from gmse_cli.law import load_law
     from gmse_cli.progress import note
@@ -229,7 +230,8 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
         warn=note, **options,
     )
     if plot is not None:
-        plot_mse(report.formats, plot, checkpoint=checkpoint_name(model), tensors="activation")
+        with drawing(plot):
+            plot_mse(report.formats, plot, checkpoint=checkpoint_name(model), tensors="activation")
         err_console.print(f"wrote plot {plot}")
     if json_out or csv_out:
         dump = report.model_dump(mode="json")

@@ -232,7 +232,8 @@ def register(app: typer.Typer) -> None:
         )
         rows = sort_rows(rows, sort.strip().lower(), reverse=reverse)
         if plot_path is not None:
-            plot_rank(rows, plot_path, law=the_law)
+            with console.drawing(plot_path):
+                plot_rank(rows, plot_path, law=the_law)
             console.err_console.print(f"wrote plot {plot_path}")
         if json_out:
             from gmse_cli.cli.output import print_json

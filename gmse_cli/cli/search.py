@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search the format space for the highest capacity at or below --bits; print the
         Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
-        from gmse_cli.cli.console import err_console
+        from gmse_cli.cli.console import drawing, err_console
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
         if plot is not None:
             from gmse_cli.realmse import checkpoint_name
 
-            plot_search(result, plot, checkpoint=checkpoint_name(checkpoint) if checkpoint else None)
+            with drawing(plot):
+                plot_search(result, plot, checkpoint=checkpoint_name(checkpoint) if checkpoint else None)
             err_console.print(f"wrote plot {plot}")
         if json_out or csv_out:
             frontier = [p.model_dump(mode="json") for p in result.frontier]

@@ -84,6 +84,10 @@ def _law_numba(theta, logN, logD, y, logrho, weights, delta):
     if _law_numba_kernel is None:
         import numba
 
+        from gmse_cli.progress import watch_compiles
+
+        watch_compiles()  # a first fit on a machine compiles it (2 s of CPU): say so, as the GMSE kernels do
+
         @numba.njit(cache=True)
         def kernel(theta, logN, logD, y, logrho, weights, delta):  # pragma: no cover - compiled
             k = theta.shape[0]

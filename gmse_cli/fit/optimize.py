@@ -53,6 +53,10 @@ def _two_loop_numba(g, s_hist, y_hist, rho_hist, count, head, idx, m):
     if _two_loop_kernel is None:
         import numba
 
+        from gmse_cli.progress import watch_compiles
+
+        watch_compiles()  # a first fit on a machine compiles it (2 s of CPU): say so, as the GMSE kernels do
+
         @numba.njit(cache=True)
         def kernel(g, s_hist, y_hist, rho_hist, count, head, idx, m):  # pragma: no cover - compiled
             k, P = g.shape
