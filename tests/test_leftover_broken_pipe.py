@@ -22,6 +22,10 @@ def _closed_reader(args: list[str], cwd, tmp_path) -> tuple[int, bytes]:
     """Run ``uscl ARGS`` with its stdout a pipe whose read end is closed before uscl writes."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "USCL_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("COLUMNS", None)
+    # once through with stdout open, so that what is said once per machine (a first fit's
+    # "compiling numba kernels" line) is said before the pipe test, not during it
+    subprocess.run([sys.executable, "-m", "gmse_cli", *args], cwd=cwd, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     child = subprocess.Popen([sys.executable, "-m", "gmse_cli", *args], cwd=cwd, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     child.stdout.close()  # the reader is gone before the first byte (uscl takes 0.2 s to start)
