@@ -11,7 +11,7 @@ shows a pile of text (the command's table lists everything).
 
 One module per concept:
 
-- :mod:`.style`   rcParams, colours and markers, :func:`new_figure`
+- :mod:`.style`   rcParams, colours and markers (:func:`series_looks`), :func:`new_figure`
 - :mod:`.layout`  :func:`freeze_layout` (titles and axis labels wrapped first), :func:`wrap_text`
 - :mod:`.labels`  :class:`Label`, :func:`place_labels`
 - :mod:`.legend`  :func:`figure_legend` and its section headings
@@ -32,6 +32,7 @@ from gmse_cli.figures.style import (
     PALETTE,
     house_style,
     new_figure,
+    series_looks,
 )
 from gmse_cli.figures.ticks import log_axis
 
@@ -41,6 +42,7 @@ __all__ = [
     "PALETTE",
     "MARKERS",
     "FACTOR_SEP",
+    "series_looks",
     "Label",
     "check_plot_path",
     "house_style",

@@ -3,11 +3,11 @@ figure of its own (no pyplot)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["FAMILY_COLORS", "PALETTE", "MARKERS", "FACTOR_SEP", "house_style", "new_figure"]
+__all__ = ["FAMILY_COLORS", "PALETTE", "MARKERS", "FACTOR_SEP", "series_looks", "house_style", "new_figure"]
 
 # One colour per law family, the same in every plot.
 # One colour per law family, the same in every plot.
@@ -20,6 +20,16 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 # A series told apart by two keys (colour and marker) has the label "key1 | key2" and one legend
 # entry per key (see :func:`figure_legend`).
 FACTOR_SEP = " | "
+
+
+
+def series_looks(keys: Iterable[str], palette: Sequence[str] = PALETTE) -> dict[str, tuple[str, str]]:
+    """(colour, marker) of each key, in order: a shape as well as a colour per series, so that
+    greyscale tells them apart too. Past the palette's colours the shapes shift by one, so that no
+    two series share both (up to ``len(palette) * len(MARKERS)`` of them)."""
+    return {k: (palette[i % len(palette)], MARKERS[(i + i // len(palette)) % len(MARKERS)])
+            for i, k in enumerate(keys)}
+
 
 _STYLE = {
     "font.size": 8,
