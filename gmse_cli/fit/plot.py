@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gmse_cli import figures
 from gmse_cli.fit.results import FamilyFit, FitResult, SchemeCapacity
+from gmse_cli.runs import Run
 
-__all__ = ["plot_fit", "fit_figure", "scheme_keys"]
+__all__ = ["plot_fit", "fit_figure", "plot_panels", "scheme_keys"]
 
 _FAMILY_STYLE = {"quantization": "-", "sparsity": "--", "vq": ":"}
 # Held curves are grey; their dashes still tell the families apart (in greyscale too).
@@ -265,3 +267,36 @@ def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, Family
     path = figures.check_plot_path(path)
     return figures.save_figure(fit_figure(result, curves=curves, points=points, curve_label=curve_label,
                                           points_note=points_note), path)
+
+
+def plot_panels(result: FitResult, runs: Sequence[Run], *, model: str | None = None, base_law: Any = None,
+                huber_delta: float | None = None, bootstrap: int = 0, seed: int = 0,
+                fixed: Mapping[str, float] | None = None, prior: Any = None, weigh_schemes: bool = False,
+                fit_outside: bool = False) -> dict[str, Any]:
+    """The keyword arguments of :func:`plot_fit` that show ``result`` (fitted on ``runs`` with
+    these options, ``model`` by default the result's) beside the evidence for its curves: a
+    decoupled fit is drawn against ``base_law``'s curves (default: the shipped law), a unified
+    fit beside each scheme's own capacity from a decoupled fit under the same options (held law
+    constants, prior, weights, domain); the other models need nothing more."""
+    from gmse_cli.fit.drivers import fit
+    from gmse_cli.fit.params import LAW
+    from gmse_cli.fit.reports import with_stage_gmse
+    from gmse_cli.law import load_law
+
+    model = result.model if model is None else model
+    if model == "decoupled":
+        law = base_law or load_law(None)
+        curves = {f.value: FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, held=True, n_gmse=0)
+                  for f, c in law.families.items()}
+        return {"curves": curves, "points": with_stage_gmse(result.capacities), "curve_label": f"law {law.name}"}
+    if model == "unified":
+        held = {k: v for k, v in (fixed or {}).items() if k in LAW}  # a curve's L, F, C has no place there
+        decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=held,
+                        prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside,
+                        sensitivity=False, profile=False, loso=False)
+        if (problem := decoupled.law_problem()) is not None:
+            # a decoupled fit the command would refuse: its capacities are not each scheme's own
+            why = problem.split(", but")[0].removeprefix("the fit ")
+            return {"points": [], "points_note": f"none (the decoupled fit {why}: no law)"}
+        return {"points": with_stage_gmse(decoupled.capacities)}
+    return {}
