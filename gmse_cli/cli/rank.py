@@ -193,8 +193,8 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law
         from gmse_cli.progress import stderr_is_terminal
-        from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
-        from gmse_cli.spec import Family, catalog, resolve_format
+        from gmse_cli.rank import check_plot_path, plot_rank, rank, select_formats, sort_rows
+        from gmse_cli.spec import Family
 
         one_output(json_out, csv_out)
         n, d = scenario.scale()
@@ -210,22 +210,15 @@ def register(app: typer.Typer) -> None:
                 raise SpecError(
                     f"--family '{family}' is not one of {', '.join(f.value for f in Family)}"
                 ) from None
-        if formats:
-            items = [resolve_format(f) for f in formats]
-        else:
-            items = list(catalog().values())
-            uncovered = [f for f in items if any(fam not in the_law.families for fam in f.families)]
-            if uncovered:
-                missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
-                console.err_console.print(
-                    f"skipping {len(uncovered)} catalog formats of families law '{the_law.name}' does not "
-                    f"cover ({', '.join(missing)})"
-                )
-                items = [f for f in items if f not in uncovered]
-        if wanted is not None:
-            items = [f for f in items if wanted in f.families or (wanted is Family.NONE and not f.families)]
-            if not items:
-                raise SpecError(f"no format of family '{wanted}' to rank")
+        items, uncovered = select_formats(formats, law=the_law, family=wanted)
+        if uncovered:
+            missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
+            console.err_console.print(
+                f"skipping {len(uncovered)} catalog formats of families law '{the_law.name}' does not "
+                f"cover ({', '.join(missing)})"
+            )
+        if wanted is not None and not items:
+            raise SpecError(f"no format of family '{wanted}' to rank")
         rows = rank(
             items, law=the_law, params=n, tokens=d, **scenario.keywords(),
             progress=stderr_is_terminal(),
