@@ -18,13 +18,12 @@ from gmse_cli.cli.texttable import (
     print_flag,
     print_lines,
 )
-from gmse_cli.counts import si
+from gmse_cli.counts import SUFFIXES, si
 
 # ASCII digits only (re.ASCII: float() would read another script's digits), the suffix written
 # against the number ('7 B' and '20 x' are refused, as a typo splitting two words would be)
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)([kmgbt]?)\s*$",
                     re.IGNORECASE | re.ASCII)
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
 _PER_PARAM = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)x\s*$", re.IGNORECASE | re.ASCII)
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
@@ -63,7 +62,7 @@ def _count(text: str, option: str) -> float:
         # --tokens also takes tokens per parameter: say so where that is the form a user meant
         per_param = " (or tokens per parameter, 100x)" if option == "--tokens" else ""
         raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B{per_param}")
-    value = float(match[1]) * _SUFFIX[match[2].lower()]
+    value = float(match[1]) * SUFFIXES[match[2].lower()]
     if not value > 0:
         raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
     return value
