@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["si"]
+__all__ = ["SUFFIXES", "si"]
+
+# What a count's suffix multiplies it by, as people write it (either case): k, M, G or B, T.
+SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
 
 
 def si(value: float, unit: str = "") -> str:

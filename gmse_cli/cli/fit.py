@@ -144,9 +144,13 @@ def register(app: typer.Typer) -> None:
         # validated before anything is written
         law_out = result.to_law(printable_path(out.stem), base=base_law or load_law(law)) if out is not None else None
         if plot is not None:
+            from gmse_cli.fit import plot_fit, plot_panels
+
             with drawing(plot):
-                _plot(result, plot, runs, base_law, model=model, huber_delta=huber_delta, bootstrap=bootstrap,
-                      seed=seed, fixed=fixed, prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside)
+                plot_fit(result, plot, **plot_panels(result, runs, model=model, base_law=base_law,
+                                                     huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
+                                                     fixed=fixed, prior=prior, weigh_schemes=weigh_schemes,
+                                                     fit_outside=fit_outside))
             if not quiet:
                 err_console.print(f"wrote plot {plot}")
         if law_out is not None:
@@ -162,39 +166,6 @@ def register(app: typer.Typer) -> None:
             print_csv([{"constant": k, **c.model_dump(mode="json")} for k, c in result.constants.items()])
             return
         _render(result, residuals)
-
-
-def _plot(result, path, runs, base_law, *, model, huber_delta, bootstrap, seed, fixed, prior, weigh_schemes,
-          fit_outside) -> None:
-    """The fit's plot; the capacity panel shows decoupled points beside the relevant curves,
-    fitted under the same options (held law constants, prior, weights, domain) as the law."""
-    from gmse_cli.fit import FamilyFit, fit, plot_fit, with_stage_gmse
-    from gmse_cli.fit.params import LAW
-    from gmse_cli.law import load_law
-
-    if model in ("dense", "kumar"):
-        plot_fit(result, path)
-        return
-    if model == "decoupled":
-        law = base_law or load_law(None)
-        curves = {f.value: FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, held=True, n_gmse=0)
-                  for f, c in law.families.items()}
-        plot_fit(result, path, curves=curves, points=with_stage_gmse(result.capacities),
-                 curve_label=f"law {law.name}")
-        return
-    if model == "unified":
-        held = {k: v for k, v in fixed.items() if k in LAW}  # a curve's L, F, C has no place there
-        decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=held,
-                        prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside,
-                        sensitivity=False, profile=False, loso=False)
-        if (problem := decoupled.law_problem()) is not None:
-            # a decoupled fit the command would refuse: its capacities are not each scheme's own
-            why = problem.split(", but")[0].removeprefix("the fit ")
-            plot_fit(result, path, points=[], points_note=f"none (the decoupled fit {why}: no law)")
-            return
-        plot_fit(result, path, points=with_stage_gmse(decoupled.capacities))
-        return
-    plot_fit(result, path)
 
 
 def _parse_fix(items: list[str]) -> dict[str, float]:

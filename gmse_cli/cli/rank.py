@@ -18,13 +18,12 @@ from gmse_cli.cli.texttable import (
     print_flag,
     print_lines,
 )
-from gmse_cli.counts import si
+from gmse_cli.counts import SUFFIXES, si
 
 # ASCII digits only (re.ASCII: float() would read another script's digits), the suffix written
 # against the number ('7 B' and '20 x' are refused, as a typo splitting two words would be)
 _COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)([kmgbt]?)\s*$",
                     re.IGNORECASE | re.ASCII)
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
 _PER_PARAM = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)x\s*$", re.IGNORECASE | re.ASCII)
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
@@ -63,7 +62,7 @@ def _count(text: str, option: str) -> float:
         # --tokens also takes tokens per parameter: say so where that is the form a user meant
         per_param = " (or tokens per parameter, 100x)" if option == "--tokens" else ""
         raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B{per_param}")
-    value = float(match[1]) * _SUFFIX[match[2].lower()]
+    value = float(match[1]) * SUFFIXES[match[2].lower()]
     if not value > 0:
         raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
     return value
@@ -193,8 +192,8 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law
         from gmse_cli.progress import stderr_is_terminal
-        from gmse_cli.rank import check_plot_path, plot_rank, rank, sort_rows
-        from gmse_cli.spec import Family, catalog, resolve_format
+        from gmse_cli.rank import check_plot_path, plot_rank, rank, select_formats, sort_rows
+        from gmse_cli.spec import Family
 
         one_output(json_out, csv_out)
         n, d = scenario.scale()
@@ -210,22 +209,15 @@ def register(app: typer.Typer) -> None:
                 raise SpecError(
                     f"--family '{family}' is not one of {', '.join(f.value for f in Family)}"
                 ) from None
-        if formats:
-            items = [resolve_format(f) for f in formats]
-        else:
-            items = list(catalog().values())
-            uncovered = [f for f in items if any(fam not in the_law.families for fam in f.families)]
-            if uncovered:
-                missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
-                console.err_console.print(
-                    f"skipping {len(uncovered)} catalog formats of families law '{the_law.name}' does not "
-                    f"cover ({', '.join(missing)})"
-                )
-                items = [f for f in items if f not in uncovered]
-        if wanted is not None:
-            items = [f for f in items if wanted in f.families or (wanted is Family.NONE and not f.families)]
-            if not items:
-                raise SpecError(f"no format of family '{wanted}' to rank")
+        items, uncovered = select_formats(formats, law=the_law, family=wanted)
+        if uncovered:
+            missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
+            console.err_console.print(
+                f"skipping {len(uncovered)} catalog formats of families law '{the_law.name}' does not "
+                f"cover ({', '.join(missing)})"
+            )
+        if wanted is not None and not items:
+            raise SpecError(f"no format of family '{wanted}' to rank")
         rows = rank(
             items, law=the_law, params=n, tokens=d, **scenario.keywords(),
             progress=stderr_is_terminal(),

@@ -110,8 +110,9 @@ def register(app: typer.Typer) -> None:
         if shard is not None:
             runs = _shard(runs, shard)
         from gmse_cli.training.config import check_format_fits, check_local_inputs, split_batch
+        from gmse_cli.training.sweep import processes_per_run
 
-        processes = _processes_per_run(launcher, nproc_per_node, spec.slurm)
+        processes = processes_per_run(launcher, nproc_per_node, spec.slurm)
         for cfg in runs:
             check_format_fits(cfg)
             check_local_inputs(cfg)
@@ -293,16 +294,6 @@ def _shard(runs: list, shard: str) -> list:
         raise TrainError(f"--shard '{shard}' must be K/N with 1 <= K <= N (e.g. 1/2)")
     k, n = parsed
     return runs[k - 1 :: n]
-
-
-def _processes_per_run(launcher: str, nproc_per_node: int, slurm: Any) -> int:
-    """How many processes train each run together: torchrun's, or a Slurm job's tasks (one per
-    GPU on each node; the local and debug executors run one)."""
-    if launcher == "torchrun":
-        return nproc_per_node
-    if launcher == "slurm" and slurm.cluster == "slurm":
-        return slurm.nodes * max(1, slurm.gpus_per_node)
-    return 1
 
 
 def _worker_argv(params: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gmse_cli.counts import SUFFIXES
 from gmse_cli.inputs import does_not_exist, exists, user_path
 from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEARCH_BITS, MAX_SEED, MAX_THREADS
 
@@ -80,18 +81,15 @@ def _nonempty(value: Any) -> None:
         _fail("an empty string names no format")
 
 
-_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
-
-
 def _count_text(value: Any) -> None:
     # '200M', '1.5B', '100x': the command parses the rest; here what overflows, is nan, or
     # counts less than one parameter or token (a ratio '100x' need only be positive).
     text = str(value).strip().lower()
     ratio = text.endswith("x")
     text = text.removesuffix("x").strip()
-    suffix = text[-1:] if text[-1:] in _SUFFIXES else ""
+    suffix = text[-1:] if text[-1:] in SUFFIXES else ""
     try:
-        parsed = float(text.removesuffix(suffix) if suffix else text) * _SUFFIXES[suffix]
+        parsed = float(text.removesuffix(suffix) if suffix else text) * SUFFIXES[suffix]
     except ValueError:
         return
     # (zero and negative counts: the command's own message)

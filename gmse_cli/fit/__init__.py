@@ -33,7 +33,7 @@ from gmse_cli.fit.heldout import HELDOUT_METHOD
 from gmse_cli.fit.identify import CHI2_95
 from gmse_cli.fit.loss_fit import DOMAIN_MODELS, domain_mask
 from gmse_cli.fit.objective import huber
-from gmse_cli.fit.plot import fit_figure, plot_fit
+from gmse_cli.fit.plot import fit_figure, plot_fit, plot_panels
 from gmse_cli.fit.prior import PAPER_PRIOR, PRIORS, likelihood_scale
 from gmse_cli.fit.problem import epoch_grid
 from gmse_cli.fit.reports import factorization_check, with_stage_gmse
@@ -92,6 +92,7 @@ __all__ = [
     "huber",
     "epoch_grid",
     "plot_fit",
+    "plot_panels",
     "fit_figure",
     "with_stage_gmse",
 ]

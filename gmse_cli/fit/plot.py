@@ -2,10 +2,11 @@
 with the capacity curves and each scheme's own (decoupled) capacity, and, when the fit reports
 drift, (c), (d) each run's implied capacity against N and D/N.
 
-Schemes are told apart by two keys rather than one colour each: the colour is the weight
-format with its rotation left out (int4, fp4, 2:4+int4, ...; in order of bits), the marker
-says what was compressed (weights, or weights and activations) and an open marker that the
-scheme was Hadamard-rotated. Both panels use the same keys, so one legend reads for both and
+Schemes are told apart by two keys rather than one colour each: the weight format with its
+rotation left out (int4, fp4, 2:4+int4, ...; in order of bits) is a colour and a marker shape
+(as in every plot: :func:`figures.series_looks`, so greyscale keeps it), and the marker's fill
+and edge say what was compressed: a black edge that activations were compressed too, a pale
+fill that the scheme was Hadamard-rotated. Both panels use the same keys, so one legend reads for both and
 no point needs a text label. Curves held at a base law are drawn grey and dashed (a dash pattern per family), and say so.
 """
 
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gmse_cli import figures
 from gmse_cli.fit.results import FamilyFit, FitResult, SchemeCapacity
+from gmse_cli.runs import Run
 
-__all__ = ["plot_fit", "fit_figure", "scheme_keys"]
+__all__ = ["plot_fit", "fit_figure", "plot_panels", "scheme_keys"]
 
 _FAMILY_STYLE = {"quantization": "-", "sparsity": "--", "vq": ":"}
 # Held curves are grey; their dashes still tell the families apart (in greyscale too).
@@ -61,13 +64,19 @@ def _group_order(groups: set[str]) -> list[str]:
     return sorted(groups, key=lambda g: (bits(g), g))
 
 
-def _marker(kind: str, color: str) -> dict:
-    """Scatter keywords: square for weights and activations, circle for weights only; open
-    when rotated."""
-    marker = "s" if kind.startswith("weights and activations") else "o"
+def _marker(kind: str, color: str, shape: str = "o") -> dict:
+    """Scatter keywords: the weight format's ``color`` and ``shape``; a black edge when the
+    activations were compressed too, a pale fill (the colour mixed with white) when rotated."""
+    from matplotlib.colors import to_rgb
+
+    activations = kind.startswith("weights and activations")
     if kind.endswith("Hadamard-rotated"):
-        return {"marker": marker, "facecolors": "none", "edgecolors": color, "linewidths": 1.1}
-    return {"marker": marker, "color": color, "edgecolors": "white", "linewidths": 0.4}
+        pale = tuple(0.7 + 0.3 * c for c in to_rgb(color))
+        return {"marker": shape, "facecolors": [pale], "edgecolors": "black" if activations else color,
+                "linewidths": 1.0 if activations else 1.1}
+    if activations:
+        return {"marker": shape, "color": color, "edgecolors": "black", "linewidths": 1.0}
+    return {"marker": shape, "color": color, "edgecolors": "white", "linewidths": 0.4}
 
 
 def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = None,
@@ -89,8 +98,9 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
     # scheme anything), its name only where it does not
     keys.update({c.scheme: scheme_keys(c.scheme, c.weights, c.activations) for c in [*result.capacities, *shown]})
     groups = _group_order({g for g, _ in keys.values()})
-    palette = figures.PALETTE if len(groups) <= len(figures.PALETTE) else _tab20()
-    color = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
+    looks = figures.series_looks(groups, figures.PALETTE if len(groups) <= len(figures.PALETTE) else _tab20())
+    color = {g: c for g, (c, _) in looks.items()}
+    shape = {g: m for g, (_, m) in looks.items()}
     kinds = sorted({k for _, k in keys.values()})
 
     drift = result.drift is not None and any(r.implied_rho for r in result.residuals)
@@ -110,7 +120,7 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
                 sel = [i for i in idx if result.residuals[i].fitted is fitted]
                 if sel:
                     ax.scatter(obs[sel], pred[sel], s=20, zorder=3, alpha=1.0 if fitted else 0.35,
-                               label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
+                               label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group], shape[group]))
         lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
         pad = 0.03 * (hi - lo or 1.0)
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.2", lw=0.9, ls=":", zorder=1,
@@ -123,17 +133,17 @@ def fit_figure(result: FitResult, *, curves: Mapping[str, FamilyFit] | None = No
         n_fit = result.n_fitted if result.n_fitted is not None else result.n_runs
         outside = f"\nfaded: {result.n_runs - n_fit} outside the domain, predicted" if n_fit < result.n_runs else ""
         ax.set_title(f"(a) every run\nRMSE of log loss {result.fit_error:.2g} over {n_fit} fitted{outside}")
-        curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, color, curve_label,
+        curve_handles = _capacity_panel(axes[0][1], result, curves, shown, keys, looks, curve_label,
                                         points_note) if has_cap else []
         if not has_cap and drift:
             axes[0][1].set_visible(False)
         if drift:
-            _drift_panels(axes[1], result, keys, color)
+            _drift_panels(axes[1], result, keys, looks)
 
         files = ", ".join(Path(f).name for f in result.data_files) or "the given runs"
         fig.suptitle(f"uscl fit --model {result.model} on {files}: {result.n_runs} runs, {result.n_schemes} schemes")
-        colours = [(_proxy("o", {"color": color[g], "edgecolors": "white", "linewidths": 0.4}), g) for g in groups]
-        markers = [(_proxy(None, _marker(kind, "0.2")), kind) for kind in kinds]
+        colours = [(_proxy(None, _marker("weights only", color[g], shape[g])), g) for g in groups]
+        markers = [(_proxy(None, _marker(kind, "0.55")), kind) for kind in kinds]
         lines = [(ax.lines[-1], ax.lines[-1].get_label()), *((h, h.get_label()) for h in curve_handles)]
         if drift:
             reference = axes[1][0].lines[-1]
@@ -150,6 +160,7 @@ def _proxy(marker: str | None, style: dict):
     style = dict(style)
     marker = marker or style.pop("marker")
     face = style.pop("facecolors", style.pop("color", None))
+    face = face[0] if isinstance(face, list) else face  # a scatter's one face colour
     edge = style.pop("edgecolors", face)
     return Line2D([], [], ls="none", marker=marker, markersize=5.5, markerfacecolor=face,
                   markeredgecolor=edge, markeredgewidth=style.get("linewidths", 0.4))
@@ -163,7 +174,7 @@ def _tab20() -> tuple[str, ...]:
 
 
 def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], shown: Sequence[SchemeCapacity],
-                    keys: Mapping[str, tuple[str, str]], color: Mapping[str, str], curve_label: str,
+                    keys: Mapping[str, tuple[str, str]], looks: Mapping[str, tuple[str, str]], curve_label: str,
                     points_note: str = "") -> list:
     """rho against GMSE: each family's curve (fitted: black; held: grey, dashed per family) and each
     scheme's own capacity with its bootstrap interval."""
@@ -194,9 +205,9 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
             top = max(top, c.rho_high**power)
         top = max(top, val)
         group, kind = keys[c.scheme]
-        ax.errorbar([g], [val], yerr=yerr, fmt="none", ecolor=color[group], elinewidth=0.8, capsize=2,
+        ax.errorbar([g], [val], yerr=yerr, fmt="none", ecolor=looks[group][0], elinewidth=0.8, capsize=2,
                     zorder=2, label=f"{group}{figures.FACTOR_SEP}{kind}")
-        ax.scatter([g], [val], s=26, zorder=3, label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
+        ax.scatter([g], [val], s=26, zorder=3, label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, *looks[group]))
     ax.set_xscale("log")
     ax.set_xlim(g_lo, 1.3)
     ax.set_ylim(0, 1.08 * top)
@@ -209,7 +220,8 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
     return handles
 
 
-def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], color: Mapping[str, str]) -> None:
+def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]],
+                  looks: Mapping[str, tuple[str, str]]) -> None:
     """(c), (d): each fitted run's implied capacity over the law's, against N and against D/N,
     with the pooled within-scheme slope and its interval in the title."""
     rows = [r for r in result.residuals if r.fitted and r.implied_rho and r.rho > 0]
@@ -219,7 +231,7 @@ def _drift_panels(axes, result: FitResult, keys: Mapping[str, tuple[str, str]], 
         for r in rows:
             group, kind = keys[r.scheme]
             ax.scatter([r.N if key == "log N" else r.D / r.N], [r.implied_rho / r.rho], s=16, zorder=3,
-                       label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, color[group]))
+                       label=f"{group}{figures.FACTOR_SEP}{kind}", **_marker(kind, *looks[group]))
         ax.axhline(1.0, color="0.2", lw=0.9, ls="--", zorder=1, label=DRIFT_REFERENCE)
         figures.log_axis(ax, [r.N if key == "log N" else r.D / r.N for r in rows], axis="x")
         figures.log_axis(ax, [1.0] + [r.implied_rho / r.rho for r in rows], axis="y")
@@ -255,3 +267,36 @@ def plot_fit(result: FitResult, path: str | Path, *, curves: Mapping[str, Family
     path = figures.check_plot_path(path)
     return figures.save_figure(fit_figure(result, curves=curves, points=points, curve_label=curve_label,
                                           points_note=points_note), path)
+
+
+def plot_panels(result: FitResult, runs: Sequence[Run], *, model: str | None = None, base_law: Any = None,
+                huber_delta: float | None = None, bootstrap: int = 0, seed: int = 0,
+                fixed: Mapping[str, float] | None = None, prior: Any = None, weigh_schemes: bool = False,
+                fit_outside: bool = False) -> dict[str, Any]:
+    """The keyword arguments of :func:`plot_fit` that show ``result`` (fitted on ``runs`` with
+    these options, ``model`` by default the result's) beside the evidence for its curves: a
+    decoupled fit is drawn against ``base_law``'s curves (default: the shipped law), a unified
+    fit beside each scheme's own capacity from a decoupled fit under the same options (held law
+    constants, prior, weights, domain); the other models need nothing more."""
+    from gmse_cli.fit.drivers import fit
+    from gmse_cli.fit.params import LAW
+    from gmse_cli.fit.reports import with_stage_gmse
+    from gmse_cli.law import load_law
+
+    model = result.model if model is None else model
+    if model == "decoupled":
+        law = base_law or load_law(None)
+        curves = {f.value: FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, held=True, n_gmse=0)
+                  for f, c in law.families.items()}
+        return {"curves": curves, "points": with_stage_gmse(result.capacities), "curve_label": f"law {law.name}"}
+    if model == "unified":
+        held = {k: v for k, v in (fixed or {}).items() if k in LAW}  # a curve's L, F, C has no place there
+        decoupled = fit(runs, model="decoupled", huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=held,
+                        prior=prior, weigh_schemes=weigh_schemes, fit_outside=fit_outside,
+                        sensitivity=False, profile=False, loso=False)
+        if (problem := decoupled.law_problem()) is not None:
+            # a decoupled fit the command would refuse: its capacities are not each scheme's own
+            why = problem.split(", but")[0].removeprefix("the fit ")
+            return {"points": [], "points_note": f"none (the decoupled fit {why}: no law)"}
+        return {"points": with_stage_gmse(decoupled.capacities)}
+    return {}

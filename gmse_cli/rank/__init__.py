@@ -9,7 +9,8 @@ One module per concept:
 - :mod:`.results`   the result models (StageRow, Outcome, RankRow, Prediction, Comparison)
                     and the default model size
 - :mod:`.evaluate`  the engine: GMSE of every stage, capacities, the law and its draws
-- :mod:`.ranking`   the entry points :func:`rank`, :func:`predict`, :func:`compare`
+- :mod:`.ranking`   the entry points :func:`rank`, :func:`predict`, :func:`compare`;
+                    :func:`select_formats` (what `uscl rank` ranks)
 - :mod:`.pareto`    the Pareto frontier and sorting
 - :mod:`.plot`      the two-panel ranking plot
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from gmse_cli.rank.pareto import SORT_COLUMNS, pareto_front, pareto_mask, sort_rows
 from gmse_cli.rank.plot import check_plot_path, plot_rank, rank_figure
-from gmse_cli.rank.ranking import compare, predict, rank
+from gmse_cli.rank.ranking import compare, predict, rank, select_formats
 from gmse_cli.rank.results import (
     DEFAULT_PARAMS,
     DEFAULT_TOKENS_PER_PARAM,
@@ -33,6 +34,7 @@ __all__ = [
     "rank",
     "predict",
     "compare",
+    "select_formats",
     "RankRow",
     "Prediction",
     "StageRow",

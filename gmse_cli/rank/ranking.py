@@ -16,12 +16,12 @@ from gmse_cli.law import DEFAULT_DRAWS, Law
 from gmse_cli.rank.evaluate import evaluate_all
 from gmse_cli.rank.pareto import pareto_mask
 from gmse_cli.rank.results import DEFAULT_PARAMS, Comparison, Prediction, RankRow
-from gmse_cli.spec import Format, Scheme, as_format_list, catalog
+from gmse_cli.spec import Family, Format, Scheme, as_format_list, catalog, resolve_format
 
 if TYPE_CHECKING:
     from gmse_cli.gmse import CacheMode, GmseOptions
 
-__all__ = ["rank", "predict", "compare"]
+__all__ = ["rank", "predict", "compare", "select_formats"]
 
 
 def rank(
@@ -64,6 +64,27 @@ def rank(
         progress=progress, vary_L=vary_L, cache=cache, **options,
     )
     return _rows(preds)
+
+
+def select_formats(formats: Sequence[str] | None, *, law: Law,
+                   family: Family | None = None) -> tuple[list[Format], list[Format]]:
+    """(the formats to rank, the catalog formats skipped), as ``uscl rank`` chooses them.
+
+    ``formats`` (catalog names, shorthand, .toml paths) resolved in order, or (``None``) the
+    whole catalog less the formats of families ``law`` does not cover (returned second, so a
+    caller can say so; :func:`rank` would refuse them). ``family`` keeps only the formats with
+    a stage of that family (:attr:`Family.NONE`: the lossless ones); what is left may be empty.
+    """
+    if formats:
+        items = [resolve_format(f) for f in formats]
+        skipped: list[Format] = []
+    else:
+        items = list(catalog().values())
+        skipped = [f for f in items if any(fam not in law.families for fam in f.families)]
+        items = [f for f in items if f not in skipped]
+    if family is not None:
+        items = [f for f in items if family in f.families or (family is Family.NONE and not f.families)]
+    return items, skipped
 
 
 def _rank_keywords(caller: str, given: dict[str, Any], **fixed: Any) -> dict[str, Any]:

@@ -44,10 +44,9 @@ def mse_figure(results: Sequence[FormatMse], *, checkpoint: str = "", tensors: s
     row_of = dict(zip(names, (rows.index(k) for k in keys), strict=True))
     short = _short_names(rows)
     base = list(dict.fromkeys(_base(r) for r in results))
-    color = {b: figures.PALETTE[i % len(figures.PALETTE)] for i, b in enumerate(base)}
-    # a shape as well as a colour per format (told apart in greyscale too); past the palette's
-    # colours, the shapes shift by one, so that no two formats share both
-    marker = {b: figures.MARKERS[(i + i // len(figures.PALETTE)) % len(figures.MARKERS)] for i, b in enumerate(base)}
+    looks = figures.series_looks(base)  # a colour and a shape per format
+    color = {b: c for b, (c, _) in looks.items()}
+    marker = {b: m for b, (_, m) in looks.items()}
 
     with figures.house_style():
         fig, axes = figures.new_figure(7.0, 1.8 + 0.17 * len(rows))

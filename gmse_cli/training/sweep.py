@@ -60,6 +60,7 @@ __all__ = [
     "plan_sweep",
     "DEFAULT_VOCAB_FOR_PLANS",
     "plan_vocab",
+    "processes_per_run",
 ]
 
 # Dry runs may not have the tokenizer at hand; FLOPs use this vocabulary (Llama-2's) unless told.
@@ -342,3 +343,13 @@ def plan_sweep(
         est = plan.flops / flops_per_second if flops_per_second else None
         out.append(PlannedRun(plan=plan, est_seconds=est, done=plan.run_key in finished))
     return out
+
+
+def processes_per_run(launcher: str, nproc_per_node: int, slurm: SlurmSettings) -> int:
+    """How many processes train each run together: torchrun's, or a Slurm job's tasks (one per
+    GPU on each node; the local and debug executors run one)."""
+    if launcher == "torchrun":
+        return nproc_per_node
+    if launcher == "slurm" and slurm.cluster == "slurm":
+        return slurm.nodes * max(1, slurm.gpus_per_node)
+    return 1
