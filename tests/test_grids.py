@@ -299,11 +299,26 @@ def _independent_mse(pos_levels: np.ndarray) -> float:
     return float(2 * np.sum(second - 2 * y * first + y * y * (cdf_b - cdf_a)))
 
 
+def _independent_mse_grad(pos_levels: np.ndarray) -> np.ndarray:
+    """d/dy_i of _independent_mse: 4 int over cell i of (y_i - x) phi (the moving cell
+    edges add nothing, the error being continuous there)."""
+    order = np.argsort(pos_levels)
+    y = pos_levels[order]
+    t = np.concatenate([[0.0], (y[:-1] + y[1:]) / 2, [np.inf]])
+    a, b = t[:-1], t[1:]
+    grad = 4 * (y * (stats.norm.cdf(b) - stats.norm.cdf(a)) - (stats.norm.pdf(a) - stats.norm.pdf(b)))
+    out = np.empty_like(grad)
+    out[order] = grad
+    return out
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_lloyd_max_matches_direct_minimization(bits):
     half = 2 ** (bits - 1)
     start = np.linspace(0.3, 2.5, half)
-    res = optimize.minimize(_independent_mse, start, method="BFGS", options={"gtol": 1e-12})
+    # with its exact gradient: finite differences left scipy 1.11's BFGS 2.5e-6 short at 4 bits
+    res = optimize.minimize(_independent_mse, start, jac=_independent_mse_grad, method="BFGS",
+                            options={"gtol": 1e-12})
     np.testing.assert_allclose(lloyd_max_levels(bits)[half:], np.sort(res.x), atol=2e-6)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import DataError
@@ -111,6 +111,9 @@ class TokenizerIdentity(Frozen):
 class RunRecord(Frozen):
     """One finished run. ``params`` is N (non-embedding), ``tokens`` is D (tokens trained on)."""
 
+    # ``model_dir`` is a field, not pydantic API: pydantic < 2.10 warns of any ``model_`` name
+    # unless the namespace is released (the config merges with Frozen's)
+    model_config = ConfigDict(protected_namespaces=())
     schema_version: Literal[1] = SCHEMA_VERSION
     run_key: str = Field(description="hash of the run configuration (skip key for sweeps)")
     name: str
