@@ -171,6 +171,8 @@ class Tally:
 
     layers: list[tuple[MeasuredLayer, int, float, float, float]] = field(default_factory=list)
     # (info, rows measured, mse, std_err, params)
+    # degrees of freedom of each layer's std_err (random rows - 1), by layer name; absent: exact
+    dof: dict[str, float] = field(default_factory=dict)
     skipped: list[SkippedLayer] = field(default_factory=list)
     # scales (or plain-cast elements) checked, beyond their format's largest value, flushed to 0
     checked: int = 0
@@ -193,6 +195,24 @@ class Tally:
         mse = sum(m * p for _, _, m, _, p in layers) / params
         var = sum((s * p / params) ** 2 for _, _, _, s, p in layers)
         return mse, math.sqrt(var), params
+
+    def add(self, info: MeasuredLayer, rows: int, mse: float, psi: np.ndarray, params: int) -> None:
+        """Record a layer measured on ``rows`` rows with influence vector ``psi`` (see
+        :func:`ratio_influence`); its standard error has (nonzero influences - 1) degrees of freedom."""
+        self.layers.append((info, rows, mse, math.sqrt(float(psi @ psi)), params))
+        k = int(np.count_nonzero(psi))
+        if k:
+            self.dof[info.name] = max(1.0, k - 1.0)
+
+    def combined_dof(self, names: Collection[str] | None = None) -> float:
+        """Welch-Satterthwaite degrees of freedom of :meth:`combined`'s standard error: a
+        sample's few random rows (2 of a 40-row layer at ``--sample 0.05``) give a standard error
+        of 1 degree of freedom, whose 95% interval needs 12.7 standard errors, not 1.96."""
+        layers = [t for t in self.layers if names is None or t[0].name in names]
+        params = sum(p for *_, p in layers)
+        parts = [((s * p / params) ** 2, self.dof.get(info.name, math.inf)) for info, _, _, s, p in layers if s > 0]
+        den = sum(v * v / d for v, d in parts)
+        return sum(v for v, _ in parts) ** 2 / den if den > 0 else math.inf
 
 
 def check_sampling(sample: float | None, chunk_bytes: int) -> None:
@@ -306,8 +326,7 @@ def measure_layers(
                 if math.isnan(mse):  # finite float32 inputs near its largest value, summed by a rotation
                     raise DataError(f"format '{targets[i].display_name}' on tensor '{info.name}' gives no defined "
                                     "error (nan): its values overflow float32 in the format's arithmetic")
-                se = math.sqrt(float(psi @ psi))
-                tallies[i].layers.append((info, measured, mse, se, info.params))
+                tallies[i].add(info, measured, mse, psi, info.params)
         if on_layer is not None:
             on_layer(info)
     return tallies

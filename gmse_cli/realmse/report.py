@@ -55,9 +55,11 @@ class LayerMse(Frozen):
     rows_measured: int
 
     @classmethod
-    def of(cls, info: MeasuredLayer, *, rows: int, mse: float, std_err: float, gmse: float) -> LayerMse:
-        """The result for ``info`` measured on ``rows`` of its rows."""
-        low, high = interval95(mse, std_err)
+    def of(
+        cls, info: MeasuredLayer, *, rows: int, mse: float, std_err: float, gmse: float, dof: float = math.inf
+    ) -> LayerMse:
+        """The result for ``info`` measured on ``rows`` of its rows (``dof``: of ``std_err``)."""
+        low, high = interval95(mse, std_err, dof=dof)
         return cls(
             name=info.name, shape=(info.rows, info.row_length), params=info.params, mse=mse, gmse=gmse,
             ci_low=low, ci_high=high, std_err=std_err, rows_measured=rows,
@@ -278,7 +280,7 @@ def assemble_results(
         bits = sum(fmt.bits_per_param(length) * p for length, p in row_lengths.items()) / params
         measured_rows = sum(r for _, r, *_ in tally.layers)
         total_rows = sum(info.rows for info, *_ in tally.layers)
-        low, high = interval95(mse, se)
+        low, high = interval95(mse, se, dof=tally.combined_dof())
         results.append(
             FormatMse(
                 format=fmt.display_name,
@@ -301,7 +303,8 @@ def assemble_results(
                 params=params,
                 sample=measured_rows / total_rows,
                 layers=tuple(
-                    LayerMse.of(info, rows=r, mse=m, std_err=s, gmse=layer_gmse[info.row_length])
+                    LayerMse.of(info, rows=r, mse=m, std_err=s, gmse=layer_gmse[info.row_length],
+                                dof=tally.dof.get(info.name, math.inf))
                     for info, r, m, s, _ in tally.layers
                 ),
                 skipped=tuple(tally.skipped),
