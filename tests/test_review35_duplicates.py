@@ -37,3 +37,14 @@ def test_seeds_a_float_cannot_tell_apart_stay_apart(tmp_path):
                                          {**BASE, "seed": True}, {**BASE, "seed": 1}])
     kept, copies = drop_duplicates(load_runs(path))
     assert len(kept) == 4 and copies == []
+
+
+def test_a_file_given_twice_is_named_not_called_a_copy_of_itself(run_cli, tmp_path):
+    path = tmp_path / "runs.csv"
+    rows = [f"{n:g},{n * t:g},{400 * n ** -0.34 + 1800 * (n * t) ** -0.28 + 1.8 + 0.003 * ((i * 7 + t) % 5)!r},bf16"
+            for i, n in enumerate((2e6, 5e6, 1e7, 3e7)) for t in (5, 10, 20, 40)]
+    path.write_text("\n".join(["N,D,loss,weights", *rows]) + "\n")
+    result = run_cli("fit", str(path), str(path), "--model", "dense", "--json")
+    assert result.code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "duplicate" in line]
+    assert notes == [f"note: 16 exact duplicate runs fitted once ({path} is given more than once)"]
