@@ -136,8 +136,9 @@ def test_best_near_four_bits_beats_the_lloyd_max_floor_capacity():
     "budget, message",
     [
         (0.3, "below every format in the search space; the cheapest is"),
-        (-1.0, "must be a positive number"),
-        (math.nan, "must be a positive number"),
+        (-1.0, "must be a number of bits per parameter above 0 and at most 64"),
+        (math.nan, "must be a number of bits per parameter above 0 and at most 64"),
+        (64.5, "must be a number of bits per parameter above 0 and at most 64"),
     ],
 )
 def test_bad_budget(budget, message):

@@ -210,14 +210,22 @@ _ERROR_HEAD, _ERROR_TAIL = 1500, 500
 
 
 def _error(text: str) -> None:
-    """One line on stderr: 'error:' in bold red, then ``text`` as written (never read as markup)."""
+    """One line on stderr: 'error:' in bold red, then ``text`` as written (never read as markup).
+    A stderr whose reader is gone takes nothing, and the caller still exits with its code (2),
+    not the 1 of a bug."""
     from rich.text import Text
 
     line = one_line(text)
     if len(line) > _ERROR_HEAD + _ERROR_TAIL:
         left_out = len(line) - _ERROR_HEAD - _ERROR_TAIL
         line = f"{line[:_ERROR_HEAD]} ... ({left_out:,} characters left out) ... {line[-_ERROR_TAIL:]}"
-    console.err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
+    try:
+        console.err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
+    except BrokenPipeError:
+        pass
+    except SystemExit as exc:  # rich's exit 1 when stderr's reader is gone: the error's own code stands
+        if not _from_closed_pipe(exc):
+            raise
 
 
 def _escaped(error: UnicodeError) -> tuple[bytes, int]:

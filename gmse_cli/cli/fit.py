@@ -114,9 +114,12 @@ def register(app: typer.Typer) -> None:
             from rich.markup import escape
 
             copy, original = copies[0]
+            # one file given twice: its line names both copies, so name the file instead
+            first = (f"{copy.source} is given more than once" if copy.location == original.location
+                     else f"the first: {copy.location}, a copy of {original.location}")
             err_console.print(
                 f"[yellow]note:[/] {len(copies)} exact duplicate run{'s' if len(copies) > 1 else ''} fitted once "
-                f"(the first: {escape(copy.location)}, a copy of {escape(original.location)})",
+                f"({escape(first)})",
                 highlight=False, soft_wrap=True)
         total = len(runs)
         runs = select(runs, where or [])

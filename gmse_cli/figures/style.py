@@ -10,7 +10,6 @@ from typing import Any
 __all__ = ["FAMILY_COLORS", "PALETTE", "MARKERS", "FACTOR_SEP", "series_looks", "house_style", "new_figure"]
 
 # One colour per law family, the same in every plot.
-# One colour per law family, the same in every plot.
 FAMILY_COLORS = {"quantization": "#0072B2", "sparsity": "#D55E00", "vq": "#009E73", "none": "#555555"}
 # Okabe-Ito's colour-blind-safe qualitative palette (without its yellow, unreadable on white,
 # and black, kept for reference lines), then matplotlib's tab10 extras; plots with more series than this combine colour and marker.
@@ -20,7 +19,6 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 # A series told apart by two keys (colour and marker) has the label "key1 | key2" and one legend
 # entry per key (see :func:`figure_legend`).
 FACTOR_SEP = " | "
-
 
 
 def series_looks(keys: Iterable[str], palette: Sequence[str] = PALETTE) -> dict[str, tuple[str, str]]:
@@ -51,6 +49,7 @@ _STYLE = {
     "svg.fonttype": "none",
     "svg.hashsalt": "uscl",  # fixed clip-path ids: the same figure gives the same SVG bytes
 }
+
 
 @contextmanager
 def house_style() -> Iterator[None]:

@@ -107,10 +107,24 @@ def drop_duplicates(runs: Sequence[Run]) -> tuple[list[Run], list[tuple[Run, Run
     kept: list[Run] = []
     copies: list[tuple[Run, Run]] = []
     for run in runs:
-        key = json.dumps(run.model_dump(mode="json", exclude={"source", "location"}), sort_keys=True)
+        key = json.dumps(_same_numbers(run.model_dump(mode="json", exclude={"source", "location"})), sort_keys=True)
         if key in first:
             copies.append((run, first[key]))
         else:
             first[key] = run
             kept.append(run)
     return kept, copies
+
+
+def _same_numbers(value: Any) -> Any:
+    """``value`` with each whole number that a float holds exactly written as that float: a
+    record's ``"seed": 0`` and another's ``"seed": 0.0`` (or a CSV cell's 0, read as 0.0) are
+    the same value, which ``json.dumps`` would spell apart. Larger ints stay as they are, so two
+    seeds a float cannot tell apart are not merged."""
+    if isinstance(value, dict):
+        return {k: _same_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_numbers(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and float(value) == value:
+        return float(value)
+    return value

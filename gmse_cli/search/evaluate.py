@@ -130,10 +130,12 @@ class GaussianEvaluator(Evaluator):
                 rows, last = per * max(MIN_BATCHES, math.ceil(rows / per)), None
             g, psi = last if last is not None else self._run(fmt, rows)
             se = self._std_err(fmt, psi)
-            if g > 0 and se > self.rel_err * g and rows < self.max_rows:
+            # the cap in whole tensors too (1,024 rows of 13-row tensors would end on 10 rows)
+            cap = max(self.max_rows, 2 * per) if fmt.rows_independent else per * (self.max_rows // per)
+            if g > 0 and se > self.rel_err * g and rows < cap:
                 # The standard error falls as 1/sqrt(rows): one projected step, rounded up to a batch.
                 need = rows * (se / (self.rel_err * g)) ** 2
-                rows = min(max(self.max_rows, 2 * per), per * math.ceil(need * 1.05 / per))
+                rows = min(cap, per * math.ceil(need * 1.05 / per))
                 g, psi = self._run(fmt, rows)
                 se = self._std_err(fmt, psi)
             method = "monte-carlo"
