@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.console import err_console, out_console
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import DataError, TrainError
-        from gmse_cli.training.data import corpus_files, split_corpus, train_bpe
+        from gmse_cli.training.data import corpus_files, require_tokenizers, split_corpus, train_bpe
 
         text = user_path(text)  # a quoted '~/corpus': read from the home folder, so checked there too
         out = check_output_path(out, what="tokenizer", error=TrainError, parents=True, inputs=[text])
@@ -190,6 +190,7 @@ def register(app: typer.Typer) -> None:
             # it would join the corpus: the next training on the folder reads it as text
             raise TrainError(f"cannot write tokenizer '{out}' inside the corpus folder '{text}' (choose another path)")
         corpus_files(text)  # a missing or empty source is one line, before the progress line
+        require_tokenizers()  # so is a core install's missing extra
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} "
                           f"(all but its last {val_fraction:.3g} of the text, held out for validation) ...")
         train_part, _, _ = split_corpus(str(text), text_field=text_field, val_fraction=val_fraction)

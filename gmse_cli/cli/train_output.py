@@ -62,7 +62,7 @@ def flops_per_second(device: str, processes: int) -> tuple[float | None, str]:
 
         import torch
     except ImportError:
-        return None, "no torch: no time estimate"
+        return None, "no torch: no time estimate; pip install 'uscl[train]' to time steps and train"
     if device.startswith("cuda") and not torch.cuda.is_available():
         rate = _ASSUMED_MFU * _H100_BF16 * processes
         return rate, f"assumed H100s: {processes} x 989 TFLOP/s bf16 x {_ASSUMED_MFU:.0%}"
@@ -102,17 +102,23 @@ def render_plans(name: str, plans, *, output: str, flops: float | None, source: 
     _print_rows(rows)
     todo = sum(not p.done for p in plans)
     rate = f" at {flops:.3g} FLOP/s ({source})" if flops else (f" (from {source})" if source else "")
+    # no estimate for a run to do (no torch, no FLOP rate): the time left is unknown, not 0 s
+    left = duration(None if any(not p.done and p.est_seconds is None for p in plans) else total_s)
     err_console.print(
         f"sweep '{name}': {len(plans)} runs ({todo} to do), {total_flops:.3g} FLOPs, "
-        f"about {duration(total_s)} left{rate}",
-        highlight=False,
+        f"about {left} left{rate}",
+        highlight=False, markup=False,
     )
 
 
 def plan_device(device: str) -> str | None:
     """The device --dry-run times steps on (what the runs would use), or None when that device
-    is not here (planning a GPU sweep from a login node: FLOPs at an assumed rate it is)."""
-    import torch
+    is not here (planning a GPU sweep from a login node: FLOPs at an assumed rate it is), or
+    torch is not installed (a core install plans its runs with no time estimate)."""
+    try:
+        import torch
+    except ImportError:
+        return None
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -55,6 +55,8 @@ __all__ = [
     "SlurmSettings",
     "SchemeEntry",
     "load_sweep",
+    "shipped_sweep",
+    "shipped_sweep_names",
     "expand_sweep",
     "PlannedRun",
     "plan_sweep",
@@ -188,10 +190,16 @@ class SweepSpec(FrozenInput):
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep TOML file (errors name the file and the field)."""
+    """Read and validate a sweep TOML file (errors name the file and the field). A name that is
+    no file (``cpu-quick`` or ``cpu-quick.toml``) is a shipped sweep's, as an installed wheel
+    holds them (``gmse_cli/sweeps``) where a checkout has ``train/``."""
     path = Path(path)
     if not exists(path):
-        raise DataError(f"sweep file {path} {does_not_exist(path)}")
+        shipped = shipped_sweep(str(path))
+        if shipped is None:
+            names = ", ".join(shipped_sweep_names())
+            raise DataError(f"sweep file {path} {does_not_exist(path)} (shipped sweeps, by name: {names})")
+        path = shipped
     raw = read_toml(path, what="sweep file", error=SpecError, read_error=DataError)
     raw.setdefault("name", path.stem)
     data = raw.get("data")
@@ -212,6 +220,21 @@ def load_sweep(path: str | Path) -> SweepSpec:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
         raise config_error(exc, source=str(path)) from None
+
+
+def shipped_sweep_names() -> list[str]:
+    """The names of the sweep specs shipped with uscl (``train/`` in a checkout)."""
+    from gmse_cli.paths import sweeps_dir
+
+    return sorted(p.stem for p in sweeps_dir().glob("*.toml"))
+
+
+def shipped_sweep(name: str) -> Path | None:
+    """The shipped sweep spec called ``name`` (with or without ``.toml``), else None."""
+    from gmse_cli.paths import sweeps_dir
+
+    stem = name[:-5] if name.lower().endswith(".toml") else name
+    return sweeps_dir() / f"{stem}.toml" if stem in shipped_sweep_names() else None
 
 
 def _resolve_source(source: str, spec_dir: Path) -> str:

@@ -28,7 +28,13 @@ from __future__ import annotations
 from gmse_cli.training.data.cache import TokenData
 from gmse_cli.training.data.corpus import corpus_files, iter_corpus, split_corpus
 from gmse_cli.training.data.prepare import first_tokens, prepare_tokens
-from gmse_cli.training.data.tokenizer import EOS_TOKEN, TokenizerHandle, load_tokenizer, train_bpe
+from gmse_cli.training.data.tokenizer import (
+    EOS_TOKEN,
+    TokenizerHandle,
+    load_tokenizer,
+    require_tokenizers,
+    train_bpe,
+)
 from gmse_cli.training.data.windows import TokenWindows, eval_windows, model_windows
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "TokenWindows",
     "load_tokenizer",
     "train_bpe",
+    "require_tokenizers",
     "iter_corpus",
     "split_corpus",
     "corpus_files",

@@ -20,7 +20,7 @@ from gmse_cli.errors import BackendMissing, DataError
 from gmse_cli.inputs import does_not_exist, user_path
 from gmse_cli.paths import cache_dir
 
-__all__ = ["EOS_TOKEN", "TokenizerHandle", "load_tokenizer", "train_bpe"]
+__all__ = ["EOS_TOKEN", "TokenizerHandle", "load_tokenizer", "require_tokenizers", "train_bpe"]
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -46,7 +46,8 @@ class TokenizerHandle:
     to_json: Callable[[], str] | None = None  # the tokenizers JSON, to keep beside a model
 
 
-def _require_tokenizers() -> Any:
+def require_tokenizers() -> Any:
+    """The ``tokenizers`` module, or one line saying which extra to install."""
     try:
         import tokenizers
     except ImportError:
@@ -56,7 +57,7 @@ def _require_tokenizers() -> Any:
 
 def train_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) -> Any:
     """A byte-level BPE (GPT-2 style, with one ``<|endoftext|>`` special token) trained on ``texts``."""
-    tk = _require_tokenizers()
+    tk = require_tokenizers()
     if vocab_size <= 257:
         raise DataError(f"vocab size {vocab_size} must exceed 257 (256 bytes + <|endoftext|>)")
     tokenizer = tk.Tokenizer(tk.models.BPE())
@@ -117,7 +118,7 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
 
     A folder gives its ``tokenizer.json``, or else whatever tokenizer transformers reads from
     it without the network (``local_files_only``, never remote code)."""
-    tk = _require_tokenizers()
+    tk = require_tokenizers()
     if spec.startswith("bpe:"):
         if train_texts is None or corpus_tag is None:
             raise DataError(f"tokenizer '{spec}' trains on a local corpus; give a tokenizer for 'c4'")
