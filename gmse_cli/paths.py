@@ -40,7 +40,9 @@ def laws_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Per-user cache (computed codebooks, numba kernels): ``$USCL_CACHE_DIR`` or ~/.cache/uscl."""
+    """Per-user cache (computed GMSE estimates and codebooks): ``$USCL_CACHE_DIR`` or
+    ~/.cache/uscl. numba keeps its compiled kernels apart, beside the modules (or in
+    ``$NUMBA_CACHE_DIR``)."""
     root = os.environ.get("USCL_CACHE_DIR")
     try:
         # '~' expanded as in every path uscl reads: a value the shell did not expand (quoted, or
