@@ -123,3 +123,12 @@ def test_a_value_that_names_no_format_and_no_run_is_one_error_line(run_cli, tmp_
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and where.partition("=")[2] in lines[0] and "no run" in lines[0], res.stderr
 
+
+def test_a_format_no_run_has_names_the_where_that_keeps_nothing(run_cli, tmp_path):
+    """int5 is a format, so `weights=int5` is no typo; the error used to say only 'no runs left'."""
+    mixed = _write(tmp_path / "mixed.csv", _rows(SPELLINGS))
+    res = run_cli("fit", mixed, "--model", "dense", "--where", "N>1", "--where", "weights=int5")
+    lines = res.stderr.strip().splitlines()
+    assert res.code == 2 and len(lines) == 1, res.stderr
+    assert "no runs left" in lines[0] and "--where 'weights=int5' matches none" in lines[0]
+    assert f"({3 * len(GRID)} loaded" in lines[0]

@@ -123,11 +123,12 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]note:[/] {len(copies)} exact duplicate run{'s' if len(copies) > 1 else ''} fitted once "
                 f"({escape(first)})",
                 highlight=False, soft_wrap=True)
-        total = len(runs)
+        loaded = runs
         runs = select(runs, where or [])
         runs = drop_worst(runs, exclude_worst)
-        if not runs:
-            raise DataError(f"no runs left after the selection ({total} loaded); loosen --where / --exclude-worst")
+        if not runs:  # name the --where that keeps no run by itself, if one does
+            alone = next((f"; --where '{e.strip()}' matches none of them" for e in where or [] if not select(loaded, [e])), "")
+            raise DataError(f"no runs left after the selection ({len(loaded)} loaded{alone}); loosen --where / --exclude-worst")
         base_law = None
         if model in ("unified", "capacity"):
             base_law = load_law(law)
