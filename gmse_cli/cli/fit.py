@@ -21,7 +21,9 @@ _EPILOG = (
     "activations columns.\n\n"
     "--where KEY OP VALUE keeps matching runs (repeatable; all must hold). OP: = != < <= > >= "
     "~ (substring) !~. Keys: scheme, weights, activations, N, D, loss, w_bits, a_bits, "
-    "tokens_per_param, source, and any metadata field (e.g. w_quant for QuEST runs). Examples: "
+    "tokens_per_param, source, and any metadata field (e.g. w_quant for QuEST runs). weights, "
+    "activations and scheme match a format however the file spells it, as the fit pools them "
+    "('weights=fp4' keeps the runs written e2m1 too). Examples: "
     "'w_bits=4', 'scheme~had', 'N>=1e8'.\n\n"
     "Fit error is the RMSE of log-loss, as the paper reports it. --out writes the law with the "
     "bootstrap's joint draws (so `uscl predict --law` intervals are joint) and, for families the "
@@ -121,11 +123,12 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]note:[/] {len(copies)} exact duplicate run{'s' if len(copies) > 1 else ''} fitted once "
                 f"({escape(first)})",
                 highlight=False, soft_wrap=True)
-        total = len(runs)
+        loaded = runs
         runs = select(runs, where or [])
         runs = drop_worst(runs, exclude_worst)
-        if not runs:
-            raise DataError(f"no runs left after the selection ({total} loaded); loosen --where / --exclude-worst")
+        if not runs:  # name the --where that keeps no run by itself, if one does
+            alone = next((f"; --where '{e.strip()}' matches none of them" for e in where or [] if not select(loaded, [e])), "")
+            raise DataError(f"no runs left after the selection ({len(loaded)} loaded{alone}); loosen --where / --exclude-worst")
         base_law = None
         if model in ("unified", "capacity"):
             base_law = load_law(law)

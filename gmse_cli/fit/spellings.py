@@ -13,41 +13,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gmse_cli.inputs import is_file
 from gmse_cli.runs import Run, scheme_name
-from gmse_cli.spec import Format
+from gmse_cli.runs.identity import Spelled, format_content, labelled, run_spelled
 from gmse_cli.spec.catalog import catalog_format
 
 __all__ = ["format_content", "pool_spellings"]
 
 
-def format_content(fmt: Format | None) -> str:
-    """What a format does, without its name and description ('' for no format)."""
-    return "" if fmt is None else fmt.model_dump_json(exclude={"name", "description"})
-
-
-def _a_file(spelling: str | None) -> bool:
-    return spelling is not None and (spelling.endswith(".toml") or is_file(spelling))
-
-
-def _catalog_spelling(spelling: str | None, fmt: Format | None) -> tuple[bool, str | None]:
+def _catalog_spelling(spelling: str | None, found: Spelled) -> tuple[bool, str | None]:
     """(whether it is a catalog name, the name) for one tensor: a spelling whose format is a
     catalog format (``INT4``, ``fp4``) is that format's catalog name; any other is its format's
     own name (a shorthand's, lower case: ``HAD128+INT4`` is ``had128+int4``)."""
-    if spelling is None or fmt is None:
+    if spelling is None or found.name is None:
         return True, None
-    shipped = catalog_format(fmt.display_name)
-    return shipped is not None and format_content(shipped) == format_content(fmt), fmt.display_name
+    shipped = catalog_format(found.name)
+    return shipped is not None and format_content(shipped) == found.content, found.name
 
 
 def _spelling(run: Run) -> tuple[tuple[str, ...], tuple[bool, str | None, str | None]] | None:
     """(the run's formats' content, (all catalog formats, weights' name, activations' name)), or
     None for a format file's path (a scheme the file names)."""
-    if _a_file(run.weights) or _a_file(run.activations):
+    formats = run_spelled(run)
+    if formats is None:
         return None
-    w_fmt, a_fmt = run.weight_format(), run.activation_format()
-    (w_cat, w_name), (a_cat, a_name) = _catalog_spelling(run.weights, w_fmt), _catalog_spelling(run.activations, a_fmt)
-    return (format_content(w_fmt), format_content(a_fmt)), (w_cat and a_cat, w_name, a_name)
+    w, a = formats
+    (w_cat, w_name), (a_cat, a_name) = _catalog_spelling(run.weights, w), _catalog_spelling(run.activations, a)
+    return (w.content, a.content), (w_cat and a_cat, w_name, a_name)
 
 
 def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
@@ -59,7 +50,7 @@ def pool_spellings(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     spellings: dict[tuple[str, ...], set[tuple[bool, str | None, str | None]]] = {}
     seen: dict[tuple[str, str | None], tuple[tuple[str, ...], tuple[bool, str | None, str | None]] | None] = {}
     for i, run in enumerate(runs):
-        if run.scheme != scheme_name(run.weights, run.activations):
+        if labelled(run):
             continue  # the file's own label
         key = (run.weights, run.activations)
         if run.weights_spec is not None or run.activations_spec is not None:

@@ -16,7 +16,8 @@ spec string that :func:`~gmse_cli.spec.resolve_format` understands (catalog name
 
 Modules: :mod:`.model` (the :class:`Run`), one reader per source (:mod:`.train_jsonl`,
 :mod:`.quest`, :mod:`.csv_table`) over the helpers they share (:mod:`.fields`),
-:mod:`.load` (dispatch) and :mod:`.select` (``--where``, worst runs).
+:mod:`.load` (dispatch), :mod:`.identity` (which format a spelling names, shared with
+:mod:`gmse_cli.fit.spellings`) and :mod:`.select` (``--where``, worst runs).
 """
 
 from gmse_cli.runs.csv_table import load_csv

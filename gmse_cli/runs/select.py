@@ -7,8 +7,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from gmse_cli.errors import DataError
-from gmse_cli.runs.model import Run
+from gmse_cli.errors import DataError, UsclError
+from gmse_cli.runs.identity import Spelled, is_format_file, labelled, named_content, spelled
+from gmse_cli.runs.model import Run, scheme_name
+from gmse_cli.spec import Format
 
 __all__ = ["parse_where", "select", "exclude_worst", "drop_duplicates"]
 
@@ -38,11 +40,8 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
-def _matches(run: Run, key: str, op: str, value: str) -> bool:
-    try:
-        got = run.field(key)
-    except KeyError:
-        return False
+def _compare(got: Any, op: str, value: str, key: str) -> bool:
+    """``got OP value`` as written: numbers numerically, text case-insensitively."""
     if op in ("~", "!~"):
         found = value.lower() in str(got).lower()
         return found if op == "~" else not found
@@ -58,12 +57,123 @@ def _matches(run: Run, key: str, op: str, value: str) -> bool:
     raise DataError(f"--where '{key}{op}{value}': '{got}' and '{value}' are not both numbers")
 
 
+def _matches(run: Run, key: str, op: str, value: str, names: _Names) -> bool:
+    try:
+        got = run.field(key)
+    except KeyError:
+        return False
+    if key.lower() not in _NAMED or op not in ("=", "!=", "~", "!~"):
+        return _compare(got, op, value, key)
+    identity = names.identity(run, key)
+    if op in ("~", "!~"):  # a substring of any name the run's pooled format goes by
+        found = any(value.lower() in name.lower() for name in names.names(key, identity, got))
+        return found if op == "~" else not found
+    same = _compare(got, "=", value, key) or (identity is not None and identity == names.named(key, value))
+    return same if op == "=" else not same
+
+
+_NAMED = ("weights", "activations", "scheme")
+
+
+class _Names:
+    """What a run's weights, activations or scheme are once ``uscl fit`` pools its spellings: the
+    identity of its format(s) (:mod:`gmse_cli.runs.identity`; None for a format file's path or a
+    scheme the file labels, matched as written), and every name the runs give that identity."""
+
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self._runs = runs
+        self._row = {id(run): i for i, run in enumerate(runs)}
+        self._spelled: dict[tuple[str | None, int], Spelled | None] = {}
+        self._ids: dict[str, list[Any]] = {}
+        self._names: dict[str, dict[Any, set[str]]] = {}
+        self._values: dict[tuple[str, str], Any] = {}
+
+    def _tensor(self, spelling: str | None, inline: Format | None) -> Spelled | None:
+        key = (spelling, id(inline))  # an inline format is its own, not its name's
+        if key not in self._spelled:
+            try:
+                self._spelled[key] = spelled(spelling, inline)
+            except UsclError:  # names no format: matched as written (the fit says so)
+                self._spelled[key] = None
+        return self._spelled[key]
+
+    def _of(self, run: Run, key: str) -> tuple[Any, set[str]] | None:
+        """(identity, names) of the run's ``key``; None where it is matched as written."""
+        w, a = self._tensor(run.weights, run.weights_spec), self._tensor(run.activations, run.activations_spec)
+        if key == "weights":
+            return None if w is None else (w.content, {run.weights, w.name or run.weights})
+        if key == "activations":
+            return None if a is None else (a.content, {str(run.field(key)), a.name or "none"})
+        if w is None or a is None or labelled(run):
+            return None
+        return (w.content, a.content), {run.scheme, scheme_name(w.name or run.weights, a.name)}
+
+    def identity(self, run: Run, key: str) -> Any:
+        key = key.lower()
+        if key not in self._ids:
+            found = [self._of(r, key) for r in self._runs]
+            self._ids[key] = [None if f is None else f[0] for f in found]
+            groups: dict[Any, set[str]] = {}
+            for f in found:
+                if f is not None:
+                    groups.setdefault(f[0], set()).update(f[1])
+            self._names[key] = groups
+        row = self._row.get(id(run))
+        return self._ids[key][row] if row is not None else None
+
+    def names(self, key: str, identity: Any, got: Any) -> set[str]:
+        """Every name the runs give the pooled ``identity`` (the run's own where there is none)."""
+        return {str(got)} if identity is None else self._names[key.lower()][identity]
+
+    def named(self, key: str, value: str) -> Any:
+        """The identity a ``--where`` value names (a catalog name or shorthand in any spelling;
+        a scheme as ``W:x A:y``), or None."""
+        key = key.lower()
+        if (key, value) not in self._values:
+            self._values[key, value] = _named(key, value)
+        return self._values[key, value]
+
+    def check(self, expr: str, key: str, op: str, value: str) -> None:
+        """A value that names no format, no format file and no run's value is one error line, not
+        a selection silently empty (``=``) or everything (``!=``)."""
+        if not self._runs or key.lower() not in _NAMED or op not in ("=", "!=") or is_format_file(value):
+            return
+        if self.named(key, value) is not None or any(_compare(r.field(key), "=", value, key) for r in self._runs):
+            return
+        raise DataError(f"--where '{expr.strip()}' {'matches' if op == '=' else 'excludes'} no run: '{value}' names "
+                        f"no format and no run's {key.lower()} ({len(self._runs)} runs)")
+
+
+def _named(key: str, value: str) -> Any:
+    if key == "activations":
+        return "" if value.lower() == "none" else named_content(value)
+    if key == "weights":
+        return named_content(value)
+    weights, sep, activations = value.partition(" ")
+    if sep:  # W:x A:y, as scheme names are written
+        activations = activations.lstrip()
+        if weights[:2].lower() != "w:" or activations[:2].lower() != "a:":
+            return None
+        w, a = named_content(weights[2:]), named_content(activations[2:])
+        return None if w is None or a is None else (w, a)
+    w = named_content(value)
+    return None if w is None else (w, "")
+
+
 def select(runs: Sequence[Run], where: Sequence[str] = ()) -> list[Run]:
     """Runs satisfying every ``--where`` expression (AND).
 
     Keys: scheme, weights, activations ('none' when not compressed), N, D, loss, w_bits,
     a_bits, tokens_per_param (tpp), source, and any metadata key of the runs. ``~`` is a
     case-insensitive substring test; numbers compare numerically.
+
+    Formats are matched as ``uscl fit`` pools them (:mod:`gmse_cli.runs.identity`), so a
+    selection keeps or drops a format whole however the file spells it: ``weights=fp4`` (or
+    ``e2m1``, ``FP4``) keeps every run whose weight format is fp4, ``!=`` drops them all, and
+    ``~`` looks for the text in any name the runs give the format. A scheme is matched by its
+    formats (``scheme='W:e2m1 A:int4'``) unless the file labels it itself (a CSV's ``scheme``
+    cell), and a format file's path as written. A ``=`` or ``!=`` value that names no format
+    and no run's value is a DataError, not a silent selection.
     """
     parsed = [parse_where(e) for e in where]
     for key, _, _ in parsed:
@@ -71,7 +181,10 @@ def select(runs: Sequence[Run], where: Sequence[str] = ()) -> list[Run]:
             known = sorted({"scheme", "weights", "activations", "N", "D", "loss", "w_bits", "a_bits",
                             "tokens_per_param", "source"} | {k for r in runs for k in r.meta})
             raise DataError(f"--where key '{key}' is not a field of these runs (known: {', '.join(known)})")
-    return [r for r in runs if all(_matches(r, k, op, v) for k, op, v in parsed)]
+    names = _Names(runs)
+    for expr, (key, op, value) in zip(where, parsed, strict=True):
+        names.check(expr, key, op, value)
+    return [r for r in runs if all(_matches(r, k, op, v, names) for k, op, v in parsed)]
 
 
 def _has_key(run: Run, key: str) -> bool:
