@@ -175,10 +175,11 @@ def _k_stream(k0, k1, start, out):  # pragma: no cover - compiled
         for t in range(first + g * chunk, min(first + tiles, first + (g + 1) * chunk)):
             lo = max(t * TILE, start)
             hi = min((t + 1) * TILE, start + n)
-            if lo == t * TILE and hi == (t + 1) * TILE:
-                _tile(t, k0, k1, words, out[lo - start : hi - start])
-            else:
-                _tile(t, k0, k1, words, buf)
+            # A whole tile is drawn in place, a partial one into buf and copied: one call
+            # site, so the (inlined) tile is compiled once.
+            whole = lo == t * TILE and hi == (t + 1) * TILE
+            _tile(t, k0, k1, words, out[lo - start : hi - start] if whole else buf)
+            if not whole:
                 out[lo - start : hi - start] = buf[lo - t * TILE : hi - t * TILE]
 
 

@@ -8,10 +8,13 @@ no result (see :func:`k_mse_ratio`); the numpy twin measures every one.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from gmse_cli.compress.scalar.plans import ASYM, FP32, GLOBAL_FORMATS, Plan, scale_args
 from gmse_cli.compress.scalar.rounding import dequantize_reference, k_error_below, k_mask_row
@@ -98,8 +101,8 @@ def k_coarse_candidate(k, amax, lo, hi, st, asym, n, gmax):
     return k_candidate(1.0 - MSE_COARSE_STEP * k, amax, lo, hi, st, asym, n, gmax)
 
 
-@numba.njit(cache=True)
-def k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):
+@numba.njit(cache=True, inline="always")
+def k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st, grid, gr, gmax, sq, idx):
     """The best clipping ratio, as trying every ratio in order finds it (first best wins,
     strict <), skipping work that cannot change the outcome: a candidate whose (scale, zero
     point) repeats one met before has the same error, so it cannot win and is not measured;
@@ -110,8 +113,11 @@ def k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):
     coarse pass the previous candidate is the only one to compare with; a fine ratio lies
     strictly between the coarse neighbours of the best coarse ratio, so it can only repeat
     one of those three or the previous fine candidate.
+
+    ``grid`` (gr[0]) is a constant of the per-grid kernel this is inlined into: only that
+    grid's error loop is compiled.
     """
-    asym, n = gr[0] == ASYM, gr[1]
+    asym, n = grid == ASYM, gr[1]
     best_r, best_err, best_k = np.nan, np.inf, -1
     coarse, prev_s, prev_z = np.nan, np.nan, np.nan
     # The fine pass's coarse neighbours of the best coarse ratio; NaNs equal nothing.
@@ -141,30 +147,70 @@ def k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):
         prev_s, prev_z = s, z
         if repeat:
             continue
-        err = k_error_below(xs, ms, has_mask, s, z, gr, best_err, sq, idx)
+        err = k_error_below(xs, ms, has_mask, s, z, grid, gr, best_err, sq, idx)
         if err < best_err:
             best_r, best_err, best_k = r, err, k
     return best_r
 
 
-@numba.njit(cache=True, parallel=True)
-def k_tensor_errors(x, mask, has_mask, scales, zs, gr):
-    """Squared error of the whole tensor for each candidate (scale, zero point): rows in
-    parallel, then each candidate's row sums added in row order (the reference's order)."""
-    rows, k = x.shape[0], scales.size
-    per_row = np.empty((rows, k))
-    for i in numba.prange(rows):
-        m_row = k_mask_row(mask, has_mask, i)
-        sq, idx = np.empty(x.shape[1]), np.empty(x.shape[1], dtype=np.int64)
-        for c in range(k):
-            per_row[i, c] = k_error_below(
-                x[i], m_row, has_mask, scales[c], zs[c], gr, np.inf, sq, idx
-            )
-    total = np.zeros(k)
-    for i in range(rows):
-        for c in range(k):
-            total[c] += per_row[i, c]
-    return total
+def mse_ratio_for(grid, xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):
+    """:func:`k_mse_ratio` on grid code ``grid``, a constant of the calling kernel, compiled
+    as a function of its own (called from numba kernels only): only that grid's error loop is
+    compiled, and a parallel kernel's loop body stays small (numba's parfor passes take
+    several seconds over an inlined search)."""
+    raise NotImplementedError("mse_ratio_for is called from numba kernels only")
+
+
+@functools.cache
+def _mse_ratio_kernel(grid: int):
+    @numba.njit(cache=True)
+    def k_mse_ratio_on(xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):  # pragma: no cover - compiled
+        return k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st, grid, gr, gmax, sq, idx)
+
+    return k_mse_ratio_on
+
+
+@overload(mse_ratio_for, prefer_literal=True)
+def _mse_ratio_for(grid, xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):
+    # A dispatcher per grid (compiled once per signature: numba types a parallel loop's body
+    # twice, and an overload's own impl would compile twice), called through this overload so
+    # that the calling kernel's closure holds no dispatcher (which would change its cache key
+    # in every process).
+    if not isinstance(grid, types.IntegerLiteral):
+        return None
+    kernel = _mse_ratio_kernel(grid.literal_value)
+
+    def impl(grid, xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):  # pragma: no cover - compiled
+        return kernel(xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx)
+
+    return impl
+
+
+@functools.cache
+def tensor_errors_kernel(grid: int):
+    """The parallel kernel measuring mse candidates over a whole tensor on grid code ``grid``
+    (one kernel per grid, each cached on disk)."""
+
+    @numba.njit(cache=True, parallel=True)
+    def k_tensor_errors(x, mask, has_mask, scales, zs, gr):
+        """Squared error of the whole tensor for each candidate (scale, zero point): rows in
+        parallel, then each candidate's row sums added in row order (the reference's order)."""
+        rows, k = x.shape[0], scales.size
+        per_row = np.empty((rows, k))
+        for i in numba.prange(rows):
+            m_row = k_mask_row(mask, has_mask, i)
+            sq, idx = np.empty(x.shape[1]), np.empty(x.shape[1], dtype=np.int64)
+            for c in range(k):
+                per_row[i, c] = k_error_below(
+                    x[i], m_row, has_mask, scales[c], zs[c], grid, gr, np.inf, sq, idx
+                )
+        total = np.zeros(k)
+        for i in range(rows):
+            for c in range(k):
+                total[c] += per_row[i, c]
+        return total
+
+    return k_tensor_errors
 
 
 def tensor_mse_ratio(
@@ -188,7 +234,7 @@ def tensor_mse_ratio(
                 measured.add(pair)
                 cands[c] = pair
         scales, zs = (np.array([pair[i] for pair in cands.values()]) for i in (0, 1))
-        errs = k_tensor_errors(x, m, has_mask, scales, zs, gr)
+        errs = tensor_errors_kernel(p.grid)(x, m, has_mask, scales, zs, gr)
         for c, e in zip(cands, errs, strict=True):
             if e < best[1]:
                 best = (c, float(e))

@@ -4,6 +4,7 @@ chunk of rows at a time."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -13,7 +14,7 @@ from gmse_cli.compress.checks import check_input
 from gmse_cli.compress.fpcast import fp_cast
 from gmse_cli.compress.grids import fp_round_reference
 from gmse_cli.compress.scalar.double_quant import dq_scales, dq_scales_reference
-from gmse_cli.compress.scalar.mse_rule import k_mse_ratio, mse_ratio_reference, tensor_mse_ratio
+from gmse_cli.compress.scalar.mse_rule import mse_ratio_for, mse_ratio_reference, tensor_mse_ratio
 from gmse_cli.compress.scalar.plans import (
     ASYM,
     DQ8,
@@ -31,8 +32,8 @@ from gmse_cli.compress.scalar.plans import (
 from gmse_cli.compress.scalar.rounding import (
     dequantize_reference,
     k_mask_row,
-    k_write_groups,
-    k_write_row,
+    write_groups_kernel,
+    write_row_for,
 )
 from gmse_cli.compress.scalar.scales import (
     group_stats_reference,
@@ -127,45 +128,54 @@ def _raw_scales_reference(
 # --------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, parallel=True)
-def k_groups(x, mask, has_mask, out, g, fused, rule, constant, st, st_measure, gmax, gr, stats, ratio):
-    """Per group: statistics and (mse) clipping ratio; if ``fused``, also the stored scales,
-    and the row is rounded right after, while it is still in cache (per-group formats).
+@functools.cache
+def groups_kernel(grid: int, search: bool, fused: bool):
+    """The group pass for grid code ``grid``: one parallel kernel per (grid, whether the mse
+    rule searches, fused), each cached on disk, so that a format compiles only its own grid's
+    loops, and the mse search only if it searches (compiling every grid and the search into
+    one kernel cost every first run 14 s of CPU)."""
 
-    Otherwise (tensor-wide formats, tensor groups) the statistics (count, sum of squares, amax,
-    lo, hi) go to ``stats`` (rows, groups, 5) and the ratio to ``ratio``; ``rule`` = NONE
-    there skips the search (tensor groups search over the whole tensor instead). ``st``: the
-    scale tuple; ``st_measure``: the one mse candidates are measured with (float32 scales for
-    the tensor-wide formats).
-    """
-    rows, cols = x.shape
-    groups = cols // g
-    asym, n = gr[0] == ASYM, gr[1]
-    for i in numba.prange(rows):
-        m_row = k_mask_row(mask, has_mask, i)
-        scales, zs = np.empty(groups), np.empty(groups)
-        n_sq = g if rule == MSE else 0  # the mse search's scratch
-        sq, idx = np.empty(n_sq), np.empty(n_sq, dtype=np.int64)
-        for b in range(groups):
-            xs = x[i, b * g : (b + 1) * g]
-            ms = m_row[b * g : (b + 1) * g] if has_mask else m_row
-            count, ss, amax, lo, hi = k_stats(xs, ms, has_mask, rule == RMS)
-            r = 1.0
-            if rule == MSE:
-                r = k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st_measure, gr, gmax, sq, idx)
+    @numba.njit(cache=True, parallel=True)
+    def k_groups(x, mask, has_mask, out, g, rule, constant, st, st_measure, gmax, gr, stats, ratio):
+        """Per group: statistics and (``search``) the mse clipping ratio; if ``fused``, also the
+        stored scales, and the row is rounded right after, while it is still in cache
+        (per-group formats).
+
+        Otherwise (tensor-wide formats, tensor groups) the statistics (count, sum of squares,
+        amax, lo, hi) go to ``stats`` (rows, groups, 5) and the ratio to ``ratio`` (tensor
+        groups search over the whole tensor instead). ``st``: the scale tuple; ``st_measure``:
+        the one mse candidates are measured with (float32 scales for the tensor-wide formats).
+        """
+        rows, cols = x.shape
+        groups = cols // g
+        asym, n = grid == ASYM, gr[1]
+        for i in numba.prange(rows):
+            m_row = k_mask_row(mask, has_mask, i)
+            scales, zs = np.empty(groups), np.empty(groups)
+            n_sq = g if search else 0  # the mse search's scratch
+            sq, idx = np.empty(n_sq), np.empty(n_sq, dtype=np.int64)
+            for b in range(groups):
+                xs = x[i, b * g : (b + 1) * g]
+                ms = m_row[b * g : (b + 1) * g] if has_mask else m_row
+                count, ss, amax, lo, hi = k_stats(xs, ms, has_mask, rule == RMS)
+                r = 1.0
+                if search:
+                    r = mse_ratio_for(grid, xs, ms, has_mask, amax, lo, hi, st_measure, gr, gmax, sq, idx)
+                if fused:
+                    s_raw = k_raw(rule, constant, count, ss, amax, lo, hi, r, asym, n, gmax)
+                    scales[b] = k_store_local(s_raw, amax, st)
+                    zs[b] = k_zero_point(r * lo, scales[b], asym, n)
+                else:
+                    stats[i, b, 0] = count
+                    stats[i, b, 1] = ss
+                    stats[i, b, 2] = amax
+                    stats[i, b, 3] = lo
+                    stats[i, b, 4] = hi
+                    ratio[i, b] = r
             if fused:
-                s_raw = k_raw(rule, constant, count, ss, amax, lo, hi, r, asym, n, gmax)
-                scales[b] = k_store_local(s_raw, amax, st)
-                zs[b] = k_zero_point(r * lo, scales[b], asym, n)
-            else:
-                stats[i, b, 0] = count
-                stats[i, b, 1] = ss
-                stats[i, b, 2] = amax
-                stats[i, b, 3] = lo
-                stats[i, b, 4] = hi
-                ratio[i, b] = r
-        if fused:
-            k_write_row(x[i], m_row, has_mask, out[i], g, scales, scales, zs, gr)
+                write_row_for(grid, x[i], m_row, has_mask, out[i], g, scales, scales, zs, gr)
+
+    return k_groups
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +232,7 @@ def quantize(
             top = k_top(raw) if top_raw_scale is None else float(top_raw_scale)
             scales = deq = k_store_global(raw, p.sfmt, top)
         zs = k_zero_points(ratio, lo, scales, p.grid == ASYM, p.n)
-    k_write_groups(x, m, has_mask, out, g, scales, deq, zs, gr)
+    write_groups_kernel(p.grid)(x, m, has_mask, out, g, scales, deq, zs, gr)
     return out
 
 
@@ -265,8 +275,8 @@ def _group_pass(
     rule = NONE if p.tensor and p.rule == MSE else p.rule
     # Tensor-wide formats measure mse candidates with the float32 raw scale.
     st, st_measure = scale_args(p), scale_args(p, None if fused else FP32)
-    k_groups(
-        x, m, has_mask, out, g, fused, rule, p.constant, st, st_measure, p.gmax, grid_args(p), stats, ratio
+    groups_kernel(p.grid, rule == MSE, fused)(
+        x, m, has_mask, out, g, rule, p.constant, st, st_measure, p.gmax, grid_args(p), stats, ratio
     )
     return stats, ratio
 

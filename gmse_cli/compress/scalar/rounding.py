@@ -9,10 +9,13 @@ Each numba kernel (``k_*``) has a numpy twin (``*_reference``) or is checked thr
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from gmse_cli.compress.fpcast import k_fp_round
 from gmse_cli.compress.grids import fp_round_reference
@@ -138,32 +141,21 @@ def k_sq_errors(xs, scale, z, grid, gr, sq, idx):
 
 
 @numba.njit(cache=True, inline="always")
-def k_error_below(xs, ms, has_mask, scale, z, gr, bound, sq, idx):
+def k_error_below(xs, ms, has_mask, scale, z, grid, gr, bound, sq, idx):
     """Sum over kept entries of (x_hat - x)^2, in order, abandoned once it reaches ``bound``.
 
     The terms are nonnegative, so the partial sums never decrease: a partial sum >= bound
     (what is returned then) means the full sum is >= bound too. Below the bound, the full sum.
     The terms are computed first, into the scratch ``sq`` (``idx``: table indices) of at
-    least xs.size entries, in loops the compiler vectorizes, then added in order.
+    least xs.size entries, in loops the compiler vectorizes, then added in order. ``grid``
+    (gr[0]) is a constant of the per-grid kernel this is inlined into, so only that grid's
+    loop is compiled.
     """
-    grid = gr[0]
     if not scale > 0:  # x_hat = 0
         for j in range(xs.size):
             sq[j] = np.float64(xs[j]) * np.float64(xs[j])
-    elif grid == MIDRISE:
-        k_sq_errors(xs, scale, z, MIDRISE, gr, sq, idx)
-    elif grid == SIGNED:
-        k_sq_errors(xs, scale, z, SIGNED, gr, sq, idx)
-    elif grid == FULL:
-        k_sq_errors(xs, scale, z, FULL, gr, sq, idx)
-    elif grid == ASYM:
-        k_sq_errors(xs, scale, z, ASYM, gr, sq, idx)
-    elif grid == FP:
-        k_sq_errors(xs, scale, z, FP, gr, sq, idx)
-    elif grid == TABLE32:
-        k_sq_errors(xs, scale, z, TABLE32, gr, sq, idx)
     else:
-        k_sq_errors(xs, scale, z, TABLE, gr, sq, idx)
+        k_sq_errors(xs, scale, z, grid, gr, sq, idx)
     # The bound is checked every SUM_BLOCK terms: a check per term would cost about as much
     # as the addition. Unsigned indices spare numba's negative-index wraparound.
     err, n, block = 0.0, np.uint64(xs.size), np.uint64(SUM_BLOCK)
@@ -211,25 +203,46 @@ def k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, bnb):
             og[j] = table[k[j]] * d if not has_mask or mg[j] else 0.0
 
 
-@numba.njit(cache=True)
-def k_write_row(xs, ms, has_mask, os, g, scales, deq, zs, gr):
+@numba.njit(cache=True, inline="always")
+def k_write_row(xs, ms, has_mask, os, g, scales, deq, zs, grid, gr):
     """Round one row, group b with scale scales[b] and zero point zs[b], then dequantize with
-    deq[b] (the scale itself but for dq8); zero scale -> 0."""
-    grid = gr[0]
-    if grid == MIDRISE:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, MIDRISE, gr)
-    elif grid == SIGNED:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, SIGNED, gr)
-    elif grid == FULL:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, FULL, gr)
-    elif grid == ASYM:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, ASYM, gr)
-    elif grid == FP:
-        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, FP, gr)
-    elif grid == TABLE32:
+    deq[b] (the scale itself but for dq8); zero scale -> 0. ``grid`` (gr[0]) is a constant of
+    the per-grid kernel this is inlined into: only that grid's loop is compiled."""
+    if grid == TABLE32:
         k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, True)
-    else:
+    elif grid == TABLE:
         k_write_row_table(xs, ms, has_mask, os, g, scales, deq, gr, False)
+    else:
+        k_write_row_grid(xs, ms, has_mask, os, g, scales, deq, zs, grid, gr)
+
+
+def write_row_for(grid, xs, ms, has_mask, os, g, scales, deq, zs, gr):
+    """:func:`k_write_row` on grid code ``grid``, a constant of the calling kernel, compiled as
+    a function of its own (called from numba kernels only): only that grid's loop is compiled,
+    and a parallel kernel's loop body stays small."""
+    raise NotImplementedError("write_row_for is called from numba kernels only")
+
+
+@functools.cache
+def _write_row_kernel(grid: int):
+    @numba.njit(cache=True)
+    def k_write_row_on(xs, ms, has_mask, os, g, scales, deq, zs, gr):  # pragma: no cover - compiled
+        k_write_row(xs, ms, has_mask, os, g, scales, deq, zs, grid, gr)
+
+    return k_write_row_on
+
+
+@overload(write_row_for, prefer_literal=True)
+def _write_row_for(grid, xs, ms, has_mask, os, g, scales, deq, zs, gr):
+    # A dispatcher per grid, called through this overload (see mse_rule.mse_ratio_for).
+    if not isinstance(grid, types.IntegerLiteral):
+        return None
+    kernel = _write_row_kernel(grid.literal_value)
+
+    def impl(grid, xs, ms, has_mask, os, g, scales, deq, zs, gr):  # pragma: no cover - compiled
+        kernel(xs, ms, has_mask, os, g, scales, deq, zs, gr)
+
+    return impl
 
 
 @numba.njit(cache=True, inline="always")
@@ -238,9 +251,16 @@ def k_mask_row(mask, has_mask, i):
     return mask[i] if has_mask else mask[0]
 
 
-@numba.njit(cache=True, parallel=True)
-def k_write_groups(x, mask, has_mask, out, g, scales, deq, zs, gr):
-    for i in numba.prange(x.shape[0]):
-        k_write_row(
-            x[i], k_mask_row(mask, has_mask, i), has_mask, out[i], g, scales[i], deq[i], zs[i], gr
-        )
+@functools.cache
+def write_groups_kernel(grid: int):
+    """The parallel kernel that rounds rows group by group on grid code ``grid`` (one kernel
+    per grid, each cached on disk: a format compiles its own grid's loop only)."""
+
+    @numba.njit(cache=True, parallel=True)
+    def k_write_groups(x, mask, has_mask, out, g, scales, deq, zs, gr):
+        for i in numba.prange(x.shape[0]):
+            write_row_for(
+                grid, x[i], k_mask_row(mask, has_mask, i), has_mask, out[i], g, scales[i], deq[i], zs[i], gr
+            )
+
+    return k_write_groups
