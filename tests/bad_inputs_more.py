@@ -7,6 +7,7 @@
 - law files damaged field by field: a constant missing, text, a boolean, nan, inf, negative,
   past 1e30, a table where a number goes; draws of the wrong length or holding nan; a fitted
   range reversed; binary garbage; a folder or a FIFO named as the law file;
+- real-valued options written '3_0' (read as 30) or in another script's digits;
 - format files with each field wrong in turn, a group written in other digits than ASCII, a
   codebook that is a FIFO or a folder (a FIFO was waited on for ever).
 """
@@ -164,6 +165,19 @@ def format_fields(rng: random.Random) -> Case:
     return Case("format fields", command, files, needles)
 
 
+_REAL_OPTIONS = [["gmse", "int4", "--rel-err"], ["rank", "int4", "--rel-err"], ["predict", "int4", "--rel-err"],
+                 ["rank", "int4", "--level"], ["search", "--bits"], ["fit", "{d}/good.jsonl", "--huber-delta"]]
+_REAL_TEXTS = ["3_0", "0.0_5", "1_0e-2", "\u0660.05", "\u0664", "\uff10.05", "\u0968.5", "4\u066b25", "1e\u0663"]
+
+
+def real_options(rng: random.Random) -> Case:
+    """A real-valued option in text Python's float reads but no one means: '3_0' was 30."""
+    from bad_inputs import Case, base_files
+
+    value = rng.choice(_REAL_TEXTS)
+    return Case("real options", [*rng.choice(_REAL_OPTIONS), value], base_files(), (repr(value),))
+
+
 MORE: dict[str, Callable[[random.Random], Case]] = {
-    "runs cells": runs_cells, "law fields": law_fields, "format fields": format_fields,
+    "runs cells": runs_cells, "law fields": law_fields, "format fields": format_fields, "real options": real_options,
 }

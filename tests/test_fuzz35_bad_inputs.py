@@ -11,6 +11,8 @@
   ``--law`` or ``--exclude-worst`` was found made two or more stderr lines;
 - a FIFO left in the cache (a GMSE, a remembered constant, a codebook record or its array)
   was waited on for ever, where any other damaged entry is recomputed;
+- a real-valued option read '3_0' as 30 (``search --bits 3_0`` searched at 30 bits) and
+  refused another script's digits with a message naming no value;
 - a quantize stage's ``group`` written as text other than ASCII digits ('３２', '3_2', '32.0',
   '+32') read as 32, where a vq stage's group refuses them.
 """
@@ -193,3 +195,18 @@ def test_a_fifo_in_the_codebook_cache_is_a_damaged_entry(tmp_path, fifo):
     os.mkfifo(tmp_path / f"book.{fifo}")
     with _no_hang():
         assert load_codebook("book", True, tmp_path) is None
+
+
+@pytest.mark.parametrize("args, value", [(["search", "--bits"], "3_0"), (["gmse", "int4", "--rel-err"], "0.0_5"),
+                                         (["gmse", "int4", "--rel-err"], "\u0660.05"), (["search", "--bits"], "\u0664"),
+                                         (["predict", "int4", "--rel-err"], "\uff10.05")])
+def test_a_real_option_takes_ascii_digits_without_underscores(run_cli, args, value):
+    # '3_0' was read as 30 (a search at 30 bits); another script's digits failed naming no value
+    res = run_cli(*args, value, "--json")
+    assert res.code == 2
+    assert repr(value) in _one_error(res.stderr)
+
+
+def test_a_real_option_still_takes_a_sign_blanks_and_an_exponent(run_cli):
+    res = run_cli("gmse", "int4", "--rel-err", " +5e-2 ", "--json")
+    assert res.code == 0, res.stderr
