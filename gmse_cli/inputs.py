@@ -9,6 +9,7 @@ it parses to may nest at most :data:`MAX_NESTING` levels. Every failure is the c
 from __future__ import annotations
 
 import codecs
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -17,13 +18,15 @@ from typing import Any, TypeVar
 
 from gmse_cli.errors import DataError, UsclError
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "exists", "does_not_exist", "is_file", "existing_files",
-           "read_text_file", "parse_nested", "printable_path"]
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_CODEBOOK_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "exists", "does_not_exist", "is_file", "existing_files",
+           "read_text_file", "read_binary_file", "read_cache_bytes", "parse_nested", "printable_path"]
 
 MAX_TEXT_BYTES = 16 << 20
 """Largest format, law or sweep file read (16 MiB): hand-written specs are a few KiB."""
 MAX_RUNS_BYTES = 1 << 30
 """Largest runs file read (1 GiB, millions of runs)."""
+MAX_CODEBOOK_BYTES = 64 << 20
+"""Largest VQ codebook file (.npy) read: 2^16 codewords of 16 coordinates in 16-byte floats are 16 MiB."""
 MAX_NESTING = 64
 """Deepest nesting of tables/arrays (TOML) or objects/arrays (JSON) accepted: specs use 3."""
 MAX_NAME_LENGTH = 255
@@ -94,7 +97,28 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
     never end); a larger file is refused before it is read. A file that cannot be read raises
     ``read_error`` (default ``error``).
     """
-    failed = read_error or error
+    path, data = _read_regular(path, what=what, error=error, failed=read_error or error, limit=limit)
+    for bom, name in _BOMS.items():
+        if data.startswith(bom):
+            raise error(f"{what} {path} is {name} text; save it as UTF-8")
+    # A UTF-8 byte-order mark (Excel's "CSV UTF-8", Windows editors) is a signature, not text:
+    # left in, it glues itself to the first column name or key.
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+
+
+def read_binary_file(path: str | Path, *, what: str, error: type[UsclError], limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; refused as
+    :func:`read_text_file` refuses (a FIFO, a device, a folder, a larger file), never waited on."""
+    return _read_regular(path, what=what, error=error, failed=error, limit=limit)[1]
+
+
+def _read_regular(path: str | Path, *, what: str, error: type[UsclError], failed: type[UsclError],
+                  limit: int) -> tuple[Path, bytes]:
     try:
         path = user_path(path)  # '--law=~/law.toml': no shell expands a '~' after '='
     except DataError as exc:
@@ -112,22 +136,23 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
             data = handle.read(limit + 1)
     except IsADirectoryError:
         raise failed(f"cannot read {what} {path}: it is a folder") from None
+    except UsclError:  # refused just above (LawError and SpecError are ValueErrors: not wrapped again)
+        raise
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise failed(f"cannot read {what} {path}: {reason}") from None
     if len(data) > limit:  # grew while read
         raise error(f"{what} {path} is larger than the limit of {limit / 2**20:g} MiB")
-    for bom, name in _BOMS.items():
-        if data.startswith(bom):
-            raise error(f"{what} {path} is {name} text; save it as UTF-8")
-    # A UTF-8 byte-order mark (Excel's "CSV UTF-8", Windows editors) is a signature, not text:
-    # left in, it glues itself to the first column name or key.
-    data = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+    return path, data
+
+
+def read_cache_bytes(path: Path) -> bytes:
+    """The bytes of the cache entry ``path``; OSError when it is no regular file (a FIFO left in
+    a cache folder was waited on for ever), which every cache reader takes as a damaged entry."""
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return handle.read()
 
 
 def parse_nested(parse: Callable[[str], _T], text: str, *, where: str, error: type[UsclError]) -> _T:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gmse_cli.atomic import write_atomic
+from gmse_cli.inputs import read_cache_bytes
 
 __all__ = ["memo_dir", "remembered"]
 
@@ -41,7 +42,7 @@ def remembered(namespace: str, key: str, compute: Callable[[], float]) -> float:
     except OSError:
         return compute()
     try:
-        entry = json.loads(path.read_bytes())
+        entry = json.loads(read_cache_bytes(path))
         value = float(entry["value"])
         if entry["key"] == key and math.isfinite(value):
             return value

@@ -16,9 +16,28 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["start_numba_threads"]
+from gmse_cli.errors import SpecError
+from gmse_cli.limits import MAX_THREADS
+
+__all__ = ["start_numba_threads", "check_thread_setting"]
 
 _lock = threading.Lock()
+
+
+def check_thread_setting() -> None:
+    """Refuse a ``NUMBA_NUM_THREADS`` numba cannot start a pool with, before numba reads it.
+
+    numba reads the variable once, when it is imported: 0 was a ValueError traceback at the
+    first parallel kernel, text ('x', '') a warning carrying numba's own traceback, and 99999 a
+    segmentation fault while the pool started. A value is whole, 1 to :data:`MAX_THREADS` (the
+    limit of ``train --threads``), ASCII digits with an optional '+' and surrounding blanks."""
+    raw = os.environ.get("NUMBA_NUM_THREADS")
+    if raw is None:
+        return
+    digits = raw.strip().removeprefix("+")
+    if not (digits.isascii() and digits.isdigit() and 1 <= int(digits) <= MAX_THREADS):
+        raise SpecError(f"environment variable NUMBA_NUM_THREADS={raw!r} must be a whole number of threads "
+                        f"from 1 to {MAX_THREADS} (or unset)")
 _started = False
 
 

@@ -24,7 +24,7 @@ import tomli_w
 
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import UsclError
-from gmse_cli.inputs import parse_nested, read_text_file
+from gmse_cli.inputs import parse_nested, read_cache_bytes, read_text_file
 from gmse_cli.paths import cache_dir
 
 __all__ = ["read_toml", "read_tomls", "dumps_toml", "CACHE_FROM_BYTES"]
@@ -94,7 +94,7 @@ def _parsed_once(cached: Path | None, parse: Callable[[], Any]) -> Any:
 def _read_entry(cached: Path) -> Any:
     """The payload of the cache entry ``cached``, or None (absent, damaged or another version's)."""
     try:
-        header, _, payload = cached.read_bytes().partition(b"\n")
+        header, _, payload = read_cache_bytes(cached).partition(b"\n")
         expected = {"version": _CACHE_VERSION, "sha256": hashlib.sha256(payload).hexdigest()}
         return json.loads(payload) if json.loads(header) == expected else None
     except (OSError, ValueError, RecursionError):

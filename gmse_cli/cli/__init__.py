@@ -28,6 +28,7 @@ from gmse_cli.cli import console
 from gmse_cli.cli.validators import attach_validators
 from gmse_cli.errors import UsclError, one_line
 from gmse_cli.progress import enable_notices
+from gmse_cli.threads import check_thread_setting
 
 __all__ = ["COMMANDS", "COMMAND_MODULES", "build_app", "main", "run"]
 
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
             print_group_help(command, prog="uscl")
             sys.stdout.flush()
             sys.exit(0 if args else 2)
+        check_thread_setting()  # before any command imports numba, which reads it once
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
         sys.stdout.flush()  # what is still buffered: a reader gone by now is a closed pipe too
         if code == _ABORT_CODE:  # Ctrl-C while Typer parsed the line: it returns 130 and says nothing

@@ -82,6 +82,8 @@ def register(app: typer.Typer) -> None:
         error, residuals, held-out error (unified, capacity, kumar: leave one scheme out, leave one GMSE group
         out, predict the largest model sizes from the smaller; inside and outside the law's domain), capacity drift with N and D/N, and a factorization check
         (decoupled)."""
+        from rich.markup import escape
+
         from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import drawing, err_console
         from gmse_cli.cli.options import one_output
@@ -109,20 +111,17 @@ def register(app: typer.Typer) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RunsWarning)
             runs = load_runs(files)
-        for w in caught:  # skipped runs (diverged, unfinished): one line each on stderr
-            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+        # Skipped runs (diverged, unfinished) and dropped copies: one line each on stderr, once
+        # the fit stands, so that a bad --where, --law or fit after them is still one error line.
+        notices = [f"[yellow]warning:[/] {escape(str(w.message))}" for w in caught]
         runs, copies = drop_duplicates(runs)
         if copies:  # a record pasted twice, or a file given twice: one run, or the intervals narrow
-            from rich.markup import escape
-
             copy, original = copies[0]
             # one file given twice: its line names both copies, so name the file instead
             first = (f"{copy.source} is given more than once" if copy.location == original.location
                      else f"the first: {copy.location}, a copy of {original.location}")
-            err_console.print(
-                f"[yellow]note:[/] {len(copies)} exact duplicate run{'s' if len(copies) > 1 else ''} fitted once "
-                f"({escape(first)})",
-                highlight=False, soft_wrap=True)
+            notices.append(f"[yellow]note:[/] {len(copies)} exact duplicate run{'s' if len(copies) > 1 else ''} "
+                           f"fitted once ({escape(first)})")
         loaded = runs
         runs = select(runs, where or [])
         runs = drop_worst(runs, exclude_worst)
@@ -145,6 +144,8 @@ def register(app: typer.Typer) -> None:
                          progress=show_progress)
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
+        for line in notices:
+            err_console.print(line, highlight=False, soft_wrap=True)
         if copies:
             result = result.model_copy(update={"duplicates_dropped": len(copies)})
         # validated before anything is written

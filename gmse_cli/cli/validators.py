@@ -288,11 +288,15 @@ def _takes_float(param: Any) -> bool:
 
 
 def _unreadable_float(text: str) -> str | None:
-    """Anything a real-valued option cannot read ('4,25', 'abc', '')."""
+    """Anything a real-valued option cannot read ('4,25', 'abc', ''), and what Python's float
+    reads but no one means: '3_0' (30: `search --bits 3_0` searched at 30 bits) and other
+    scripts' digits ('٤', which then failed in pydantic with a message naming no value)."""
     try:
         float(text)
     except ValueError:
         return f"{text!r} is not a number (a decimal point, no comma: e.g. 4.25)"
+    if not text.isascii() or "_" in text:
+        return f"{text!r} is not a number (ASCII digits and a decimal point, no '_': e.g. 4.25)"
     return None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gmse_cli.atomic import write_atomic
 from gmse_cli.gmse.stored import StoredGmse
+from gmse_cli.inputs import read_cache_bytes
 
 __all__ = ["gmse_cache_dir", "read_cached", "write_cached"]
 
@@ -29,7 +30,7 @@ def gmse_cache_dir() -> Path:
 def read_cached(key: str) -> StoredGmse | None:
     """The cached entry of ``key``, or None (absent or damaged: compute it again)."""
     try:
-        entry = StoredGmse.model_validate_json((gmse_cache_dir() / f"{key}.json").read_bytes())
+        entry = StoredGmse.model_validate_json(read_cache_bytes(gmse_cache_dir() / f"{key}.json"))
     except (OSError, ValueError):
         return None
     return entry if entry.key == key else None

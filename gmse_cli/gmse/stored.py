@@ -28,8 +28,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
-from gmse_cli.inputs import user_path
+from gmse_cli.inputs import MAX_CODEBOOK_BYTES, read_binary_file
 from gmse_cli.spec import VQ, Format
 
 __all__ = ["ALGORITHM_MODULES", "StoredGmse", "algorithm_version", "algorithms_of", "gmse_key"]
@@ -78,7 +79,9 @@ def algorithms_of(fmt: Format) -> dict[str, int]:
 def _stage_spec(stage) -> dict:
     spec = stage.model_dump(mode="json")
     if isinstance(stage, VQ) and stage.codebook not in ("gaussian", "e8"):
-        spec["codebook"] = "sha256:" + hashlib.sha256(user_path(stage.codebook).read_bytes()).hexdigest()
+        # a regular file only: a FIFO named like a codebook would be waited on for ever
+        data = read_binary_file(stage.codebook, what="codebook file", error=DataError, limit=MAX_CODEBOOK_BYTES)
+        spec["codebook"] = "sha256:" + hashlib.sha256(data).hexdigest()
     return spec
 
 
@@ -98,7 +101,7 @@ def gmse_key(fmt: Format, row_length: int) -> str | None:
 
     try:
         stages = [_stage_spec(s) for s in fmt.stages]
-    except OSError:
+    except (OSError, DataError):
         return None
     canonical = {
         "stages": stages,

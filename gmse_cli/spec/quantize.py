@@ -19,6 +19,7 @@ from gmse_cli.spec.sizes import check_divides, checked_group_size, granularity_s
 from gmse_cli.spec.spelling import default_fp_style, one_spelling
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
+    MAX_ROW_LENGTH,
     SCALE_FORMAT_BITS,
     CaseInsensitive,
     FpStyle,
@@ -105,8 +106,11 @@ class Quantize(SpecModel):
     @classmethod
     def _group(cls, value: Any) -> Any:
         value = lowercase(value)
-        if isinstance(value, str) and value.isdigit():
-            value = int(value)
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            value = int(value)  # '64' reads as 64; '６４', '6_4', '64.0' or '+64' are no group size
+        if isinstance(value, str) and value not in ("row", "tensor"):
+            raise SpecError(f"quantize: group '{value}' must be 'row', 'tensor' or a whole number from 1 to "
+                            f"{MAX_ROW_LENGTH:,}")
         return checked_group_size(value, "quantize")
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ from gmse_cli.compress.vq.store import (
     save_codebook,
 )
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.inputs import user_path
+from gmse_cli.inputs import MAX_CODEBOOK_BYTES, read_binary_file, user_path
 from gmse_cli.progress import once
 from gmse_cli.spec import VQ
 
@@ -94,11 +94,12 @@ def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
     try:
         st = p.stat()
         key = (str(p.resolve()), st.st_mtime_ns, st.st_size, dim, index_bits)
-        if key in _file_memo:  # unchanged since read: skip re-reading and re-hashing
-            return _file_memo[key]
-        raw = p.read_bytes()
     except OSError as exc:
         raise DataError(f"vq: cannot read codebook file {p}: {exc.strerror or exc}") from None
+    if key in _file_memo:  # unchanged since read: skip re-reading and re-hashing
+        return _file_memo[key]
+    # a regular file only: a FIFO named cb.npy was read until a writer came (a hang)
+    raw = read_binary_file(p, what="codebook file", error=DataError, limit=MAX_CODEBOOK_BYTES)
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as exc:

@@ -27,6 +27,7 @@ from pydantic import Field
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
+from gmse_cli.inputs import read_cache_bytes
 from gmse_cli.progress import note
 
 __all__ = [
@@ -125,8 +126,8 @@ def load_codebook(
     directory = codebook_dir() if directory is None else directory
     npy = directory / f"{stem}.npy"
     try:
-        info = CodebookInfo.model_validate_json((directory / f"{stem}.json").read_text())
-        raw = npy.read_bytes() if with_array else None
+        info = CodebookInfo.model_validate_json(read_cache_bytes(directory / f"{stem}.json"))
+        raw = read_cache_bytes(npy) if with_array else None
     except (OSError, ValueError):
         return None  # absent or damaged: recompute
     if raw is None:
