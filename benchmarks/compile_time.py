@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from snapshot import REPO, snapshot_package
+from snapshot import snapshot_commit, snapshot_package
 
 COMMANDS = [
     ["gmse", "e3m2-g32-se4m3", "--json"],
@@ -78,15 +78,6 @@ for name in sys.argv[1:]:
 for name, (cpu, in_llvm, n) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
     print(f"{name}\t{cpu:.2f}\t{in_llvm:.2f}\t{n}")
 '''
-
-
-def _baseline(ref: str, into: Path) -> Path:
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "gmse_cli", "formats", "pyproject.toml"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(into / "gmse_cli")], check=True)
-    return into
 
 
 def _env(root: Path, caches: Path) -> dict[str, str]:
@@ -155,7 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        versions = {"baseline": _baseline(args.baseline, work / "base"),
+        versions = {"baseline": snapshot_commit(args.baseline, work / "base"),
                     "now": snapshot_package((work / "now").resolve(), byte_compile=True)}
         model = _model(work / "model.safetensors")
         print(f"first run on fresh caches, baseline {args.baseline} vs working tree (best of {args.repeat})")

@@ -31,16 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from snapshot import REPO, snapshot_package
-
-
-def _baseline(ref: str, into: Path) -> Path:
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "gmse_cli", "formats", "pyproject.toml"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(into / "gmse_cli")], check=True)
-    return into
+from snapshot import REPO, snapshot_commit, snapshot_package
 
 
 def _silence(argv: list[str], env: dict[str, str], cwd: Path, *, terminal: bool) -> tuple[float, float, float]:
@@ -88,7 +79,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        versions = {f"baseline ({args.baseline})": _baseline(args.baseline, tmp_path / "base"),
+        versions = {f"baseline ({args.baseline})": snapshot_commit(args.baseline, tmp_path / "base"),
                     "working tree": snapshot_package(tmp_path / "new", byte_compile=True)}
         runs = REPO / "examples" / "cpu-law.jsonl"
         rows = []

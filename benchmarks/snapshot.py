@@ -23,3 +23,14 @@ def snapshot_package(into: Path, *, byte_compile: bool = False) -> Path:
     if byte_compile:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(into / "gmse_cli")], check=True)
     return into
+
+
+def snapshot_commit(ref: str, into: Path) -> Path:
+    """The package and catalog as committed at ``ref`` (a baseline to time against), laid out
+    and byte-compiled as :func:`snapshot_package` lays out the working tree."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "gmse_cli", "formats", "pyproject.toml"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(into / "gmse_cli")], check=True)
+    return into
