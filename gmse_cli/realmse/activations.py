@@ -319,7 +319,7 @@ def measure_activations(
         sites.append(site)
         for t, v in zip(st.fits, st.ratios, strict=True):
             mse, psi = ratio_influence(v, np.ones_like(v), population=st.sample.population, certain=st.sample.certain)
-            tallies[t].add(site, len(v), mse, psi, st.params)
+            tallies[t].add(site, len(v), mse, psi, st.params, st.sample.certain)
     results = assemble_results(plan, tallies, sites, law=law, rel_err=rel_err, seed=seed, backend=backend, warn=warn)
 
     layer_stats = [_layer_stats(st) for st in state]

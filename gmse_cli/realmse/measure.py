@@ -196,12 +196,15 @@ class Tally:
         var = sum((s * p / params) ** 2 for _, _, _, s, p in layers)
         return mse, math.sqrt(var), params
 
-    def add(self, info: MeasuredLayer, rows: int, mse: float, psi: np.ndarray, params: int) -> None:
-        """Record a layer measured on ``rows`` rows with influence vector ``psi`` (see
-        :func:`ratio_influence`); its standard error has (nonzero influences - 1) degrees of freedom."""
+    def add(self, info: MeasuredLayer, rows: int, mse: float, psi: np.ndarray, params: int,
+            certain: np.ndarray | None = None) -> None:
+        """Record a layer measured on ``rows`` rows with influence vector ``psi`` and stratum
+        ``certain`` (see :func:`ratio_influence`); its standard error has (random rows - 1)
+        degrees of freedom. Random rows, not nonzero influences: an all-zero row drawn has
+        influence 0 yet is a measured draw like any other."""
         self.layers.append((info, rows, mse, math.sqrt(float(psi @ psi)), params))
-        k = int(np.count_nonzero(psi))
-        if k:
+        if np.any(psi):  # else exact: every row measured, or every draw the same
+            k = len(psi) - (0 if certain is None else int(np.count_nonzero(certain)))
             self.dof[info.name] = max(1.0, k - 1.0)
 
     def combined_dof(self, names: Collection[str] | None = None) -> float:
@@ -326,7 +329,7 @@ def measure_layers(
                 if math.isnan(mse):  # finite float32 inputs near its largest value, summed by a rotation
                     raise DataError(f"format '{targets[i].display_name}' on tensor '{info.name}' gives no defined "
                                     "error (nan): its values overflow float32 in the format's arithmetic")
-                tallies[i].add(info, measured, mse, psi, info.params)
+                tallies[i].add(info, measured, mse, psi, info.params, chosen.certain)
         if on_layer is not None:
             on_layer(info)
     return tallies
