@@ -144,12 +144,12 @@ def register(app: typer.Typer) -> None:
                          progress=show_progress)
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
-        for line in notices:
-            err_console.print(line, highlight=False, soft_wrap=True)
         if copies:
             result = result.model_copy(update={"duplicates_dropped": len(copies)})
-        # validated before anything is written
+        # validated before anything is written (a dense fit reads --law only here)
         law_out = result.to_law(printable_path(out.stem), base=base_law or load_law(law)) if out is not None else None
+        for line in notices:
+            err_console.print(line, highlight=False, soft_wrap=True)
         if plot is not None:
             from gmse_cli.fit import plot_fit, plot_panels
 
