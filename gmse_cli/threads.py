@@ -22,6 +22,7 @@ from gmse_cli.limits import MAX_THREADS
 __all__ = ["start_numba_threads", "check_thread_setting"]
 
 _lock = threading.Lock()
+_started = False
 
 
 def check_thread_setting() -> None:
@@ -38,7 +39,6 @@ def check_thread_setting() -> None:
     if not (digits.isascii() and digits.isdigit() and 1 <= int(digits) <= MAX_THREADS):
         raise SpecError(f"environment variable NUMBA_NUM_THREADS={raw!r} must be a whole number of threads "
                         f"from 1 to {MAX_THREADS} (or unset)")
-_started = False
 
 
 def start_numba_threads() -> None:
