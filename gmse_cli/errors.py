@@ -17,6 +17,8 @@ __all__ = [
     "BackendMissing",
     "TrainError",
     "one_line",
+    "visible",
+    "is_control",
     "described",
     "list_of",
     "more_likewise",
@@ -51,8 +53,30 @@ def more_likewise(rest: int, noun: str = "") -> str:
 
 
 def one_line(message: object) -> str:
-    """``message`` with its whitespace runs (newlines included) as single spaces."""
-    return " ".join(str(message).split())
+    """``message`` with its whitespace runs (newlines included) as single spaces, and every
+    other control character as an escape (:func:`visible`)."""
+    return visible(" ".join(str(message).split()))
+
+
+def visible(text: object) -> str:
+    """``text`` with each control character but newline and tab written as its escape (``\\x1b``).
+
+    A name read from a file reaches the terminal in tables, notes and errors; an escape
+    character in it could recolour the screen, move the cursor or clear it, and a carriage
+    return could overwrite what the line said.
+    """
+    text = str(text)
+    if text.isprintable():  # the usual case, at C speed
+        return text
+    return "".join(
+        c if c in "\n\t" or not is_control(c) else ascii(c)[1:-1] for c in text
+    )
+
+
+def is_control(char: str) -> bool:
+    """Whether ``char`` is a C0 or C1 control character or DEL (Unicode category Cc)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code < 0xA0
 
 
 class UsclError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from typing import Any, TypeVar
 from gmse_cli.errors import DataError, UsclError
 
 __all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_CODEBOOK_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "exists", "does_not_exist", "is_file", "existing_files",
-           "read_text_file", "read_binary_file", "read_cache_bytes", "parse_nested", "printable_path"]
+           "read_text_file", "read_binary_file", "read_cache_bytes", "parse_nested", "strict_json", "RepeatedKeyError",
+           "printable_path"]
 
 MAX_TEXT_BYTES = 16 << 20
 """Largest format, law or sweep file read (16 MiB): hand-written specs are a few KiB."""
@@ -166,6 +168,9 @@ def parse_nested(parse: Callable[[str], _T], text: str, *, where: str, error: ty
         data = parse(text)
     except RecursionError:
         raise error(f"{where}: nests deeper than {MAX_NESTING} levels") from None
+    except RepeatedKeyError as exc:
+        raise error(f"{where}: the key {exc.key!r} appears twice in one object, so which value is meant "
+                    "is unknown; keep one") from None
     except ValueError as exc:
         if type(exc) is not ValueError:  # the parser's own syntax error: its caller words it
             raise
@@ -174,6 +179,32 @@ def parse_nested(parse: Callable[[str], _T], text: str, *, where: str, error: ty
     if _depth(data) > MAX_NESTING:
         raise error(f"{where}: nests deeper than {MAX_NESTING} levels")
     return data
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object names one key twice (:func:`strict_json`)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"repeated key {key!r}")
+        self.key = key
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads(text)``, refusing an object that names one key twice.
+
+    Python's parser keeps the last value silently; for a run's loss or a format's group size
+    that is a silent guess, so data files are read with this instead.
+    """
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RepeatedKeyError(key)
+        obj[key] = value
+    return obj
 
 
 def _depth(data: Any) -> int:

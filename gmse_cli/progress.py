@@ -33,6 +33,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
+from gmse_cli.errors import visible
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -93,9 +95,10 @@ def stderr_is_terminal() -> bool:
 
 
 def _escape(text: str) -> str:
+    # never rich markup, and no control character from a name read in a file
     from rich.markup import escape
 
-    return escape(text)
+    return escape(visible(text))
 
 
 def _describe(label: str, detail: str | None) -> str:
@@ -229,7 +232,7 @@ def note(message: str) -> None:
 
 def info(message: str) -> None:
     """One plain line on stderr (what a long command is doing, where it wrote)."""
-    stderr_console().print(message, highlight=False, markup=False)
+    stderr_console().print(visible(message), highlight=False, markup=False)
 
 
 def enable_notices(enabled: bool = True) -> None:

@@ -451,7 +451,7 @@ def test_two_level_scales_stream_in_two_passes(tmp_path, name):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    ((_, rows, mse, _, _),) = tally.layers
+    ((_, rows, mse, *_),) = tally.layers
     assert rows == 1024 and mse == pytest.approx(want, rel=1e-12)
     assert peak < w.nbytes / 2  # never the whole layer (2 MB) at once
 

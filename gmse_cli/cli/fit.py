@@ -198,9 +198,9 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _render(result, show_residuals: bool) -> None:
     import numpy as np
-    from rich.table import Table
 
     from gmse_cli.cli.console import out_console, print_table
+    from gmse_cli.cli.table import Table
 
     out_console.print(
         f"[bold]{result.model}[/] fit: {result.n_runs} runs"
@@ -303,9 +303,8 @@ def _render(result, show_residuals: bool) -> None:
 
 
 def _render_heldout(result) -> None:
-    from rich.table import Table
-
     from gmse_cli.cli.console import out_console, print_table
+    from gmse_cli.cli.table import Table
 
     if result.heldout_schemes is None:
         return
@@ -339,9 +338,8 @@ def _render_heldout(result) -> None:
 
 
 def _render_drift(result) -> None:
-    from rich.table import Table
-
     from gmse_cli.cli.console import out_console, print_table
+    from gmse_cli.cli.table import Table
 
     d = result.drift
     if d is None:

@@ -33,11 +33,10 @@ def register(app: typer.Typer) -> None:
         """List the catalog: name, family, bits/param, description."""
         if ctx.invoked_subcommand is not None:
             return
-        from rich.table import Table
-
         from gmse_cli.cli.console import print_table
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
+        from gmse_cli.cli.table import Table
         from gmse_cli.errors import SpecError
         from gmse_cli.spec import catalog
 
@@ -135,7 +134,7 @@ def register(app: typer.Typer) -> None:
 
         from gmse_cli.cli.options import renamed
         from gmse_cli.errors import DataError
-        from gmse_cli.inputs import parse_nested, read_text_file
+        from gmse_cli.inputs import parse_nested, read_text_file, strict_json
         from gmse_cli.interop import import_config
         from gmse_cli.spec import format_to_toml
 
@@ -147,7 +146,7 @@ def register(app: typer.Typer) -> None:
         # read as every input is: a regular UTF-8 file of bounded size and nesting (a FIFO never read)
         text = read_text_file(path, what="config", error=DataError)
         try:
-            data = parse_nested(json.loads, text, where=str(path), error=DataError)
+            data = parse_nested(strict_json, text, where=str(path), error=DataError)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} is not JSON: {exc}") from None
         _write(format_to_toml(import_config(data, name=name or path.stem)), output)

@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         title = "Gaussian MSE (95% intervals)"
         justify = ["left" if col in ("name", "method") else "right" for col in columns]
         if console.stdout_is_terminal():  # rich fits the table to the terminal's width
-            from rich.table import Table
+            from gmse_cli.cli.table import Table
 
             table = Table(title=title, title_justify="left")
             for col, just in zip(columns, justify, strict=True):

@@ -163,9 +163,8 @@ def _fmt_bits(value: float | None) -> str:
 
 
 def _render(results, worst: int) -> None:
-    from rich.table import Table
-
     from gmse_cli.cli.console import out_console, print_table
+    from gmse_cli.cli.table import Table
     from gmse_cli.cli.texttable import print_capacity_flags
 
     sampled = any(r.sample < 1 for r in results)
@@ -247,9 +246,8 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
 
 
 def _render_activations(report, worst: int) -> None:
-    from rich.table import Table
-
     from gmse_cli.cli.console import out_console, print_table
+    from gmse_cli.cli.table import Table
     from gmse_cli.cli.texttable import print_capacity_flags
 
     # the fraction measured, not the one asked for: a layer never measures fewer than a few rows

@@ -36,10 +36,10 @@ def print_group_help(group: Any, *, prog: str) -> None:
     from rich.console import Console, Group
     from rich.padding import Padding
     from rich.panel import Panel
-    from rich.table import Table
     from rich.text import Text
 
     from gmse_cli.cli import console
+    from gmse_cli.cli.table import Table
 
     ctx = group.context_class(group, info_name=prog)
     options, commands = _rows(group, ctx)

@@ -120,9 +120,8 @@ def _out_folder(text: str | None) -> Path | None:
 
 
 def _render(result) -> None:
-    from rich.table import Table
-
     from gmse_cli.cli.console import out_console, print_table
+    from gmse_cli.cli.table import Table
     from gmse_cli.cli.texttable import print_capacity_flags
 
     error = "GMSE" if result.objective == "gaussian" else "MSE (real)"

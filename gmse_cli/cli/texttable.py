@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gmse_cli.errors import visible
+
 __all__ = ["TextTable", "print_lines", "print_flag", "name_list", "print_capacity_flags", "output_width",
            "note_left_out"]
 
@@ -81,7 +83,7 @@ class TextTable:
     def add_row(self, *cells: str, bold: bool = False) -> None:
         if len(cells) != len(self.columns):
             raise ValueError(f"a row of {len(cells)} cells in a table of {len(self.columns)} columns")
-        self.rows.append(([str(c) for c in cells], bold))
+        self.rows.append(([visible(c) for c in cells], bold))
 
     def fitted(self, width: int | None) -> tuple[list[int], list[int], list[str]]:
         """(kept column indices, their widths, headers left out) to fit ``width`` (None: no limit)."""

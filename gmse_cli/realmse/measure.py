@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from pydantic import Field
@@ -34,6 +34,7 @@ __all__ = [
     "SkippedLayer",
     "MeasuredLayer",
     "Tally",
+    "LayerTally",
     "check_sampling",
     "measure_layers",
 ]
@@ -165,14 +166,22 @@ class MeasuredLayer(Protocol):
     def params(self) -> int: ...
 
 
+class LayerTally(NamedTuple):
+    """One layer measured for one target format."""
+
+    info: MeasuredLayer
+    rows: int  # rows measured
+    mse: float
+    std_err: float
+    params: float
+    dof: float  # degrees of freedom of std_err (random rows - 1); inf: exact
+
+
 @dataclass
 class Tally:
     """Per-layer results for one target format."""
 
-    layers: list[tuple[MeasuredLayer, int, float, float, float]] = field(default_factory=list)
-    # (info, rows measured, mse, std_err, params)
-    # degrees of freedom of each layer's std_err (random rows - 1), by layer name; absent: exact
-    dof: dict[str, float] = field(default_factory=dict)
+    layers: list[LayerTally] = field(default_factory=list)
     skipped: list[SkippedLayer] = field(default_factory=list)
     # scales (or plain-cast elements) checked, beyond their format's largest value, flushed to 0
     checked: int = 0
@@ -188,12 +197,11 @@ class Tally:
         """Parameter-weighted mean of the layer MSEs, its standard error (independent strata),
         and the parameters measured; over the layers named in ``names`` only, if given (a
         composite's stage must be averaged over the layers the whole format measured)."""
-        layers = [t for t in self.layers if names is None or t[0].name in names]
-        params = sum(p for *_, p in layers)
+        layers, params = self._selected(names)
         if not params:
             return math.nan, 0.0, 0
-        mse = sum(m * p for _, _, m, _, p in layers) / params
-        var = sum((s * p / params) ** 2 for _, _, _, s, p in layers)
+        mse = sum(t.mse * t.params for t in layers) / params
+        var = sum((t.std_err * t.params / params) ** 2 for t in layers)
         return mse, math.sqrt(var), params
 
     def add(self, info: MeasuredLayer, rows: int, mse: float, psi: np.ndarray, params: int,
@@ -202,20 +210,24 @@ class Tally:
         ``certain`` (see :func:`ratio_influence`); its standard error has (random rows - 1)
         degrees of freedom. Random rows, not nonzero influences: an all-zero row drawn has
         influence 0 yet is a measured draw like any other."""
-        self.layers.append((info, rows, mse, math.sqrt(float(psi @ psi)), params))
-        if np.any(psi):  # else exact: every row measured, or every draw the same
+        dof = math.inf  # exact: every row measured, or every draw the same
+        if np.any(psi):
             k = len(psi) - (0 if certain is None else int(np.count_nonzero(certain)))
-            self.dof[info.name] = max(1.0, k - 1.0)
+            dof = max(1.0, k - 1.0)
+        self.layers.append(LayerTally(info, rows, mse, math.sqrt(float(psi @ psi)), params, dof))
 
     def combined_dof(self, names: Collection[str] | None = None) -> float:
         """Welch-Satterthwaite degrees of freedom of :meth:`combined`'s standard error: a
         sample's few random rows (2 of a 40-row layer at ``--sample 0.05``) give a standard error
         of 1 degree of freedom, whose 95% interval needs 12.7 standard errors, not 1.96."""
-        layers = [t for t in self.layers if names is None or t[0].name in names]
-        params = sum(p for *_, p in layers)
-        parts = [((s * p / params) ** 2, self.dof.get(info.name, math.inf)) for info, _, _, s, p in layers if s > 0]
+        layers, params = self._selected(names)
+        parts = [((t.std_err * t.params / params) ** 2, t.dof) for t in layers if t.std_err > 0]
         den = sum(v * v / d for v, d in parts)
         return sum(v for v, _ in parts) ** 2 / den if den > 0 else math.inf
+
+    def _selected(self, names: Collection[str] | None) -> tuple[list[LayerTally], float]:
+        layers = [t for t in self.layers if names is None or t.info.name in names]
+        return layers, sum(t.params for t in layers)
 
 
 def check_sampling(sample: float | None, chunk_bytes: int) -> None:

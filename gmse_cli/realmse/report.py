@@ -259,8 +259,8 @@ def assemble_results(
             warn(range_note(fmt, tally.checked, tally.over, tally.flushed))
         mse, se, params = tally.combined()
         row_lengths: dict[int, int] = {}
-        for info, *_ in tally.layers:
-            row_lengths[info.row_length] = row_lengths.get(info.row_length, 0) + info.params
+        for t in tally.layers:
+            row_lengths[t.info.row_length] = row_lengths.get(t.info.row_length, 0) + t.info.params
         # GMSE is rotation invariant: the rotated variant reuses its base format's estimate.
         base = Format(stages=tuple(s for s in fmt.stages if not isinstance(s, Rotate)) or fmt.stages) if rotated else fmt
         g, g_se = _weighted_gmse(base, row_lengths, rel_err=rel_err, seed=seed, cache=gmse_cache, backend=backend)
@@ -270,7 +270,7 @@ def assemble_results(
         }
         stages = []
         # each stage alone on the same layers as the whole format (it may fit layers the whole skips)
-        measured = {info.name for info, *_ in tally.layers}
+        measured = {t.info.name for t in tally.layers}
         for (family, sid), (_, stage_fmt) in zip(stage_ids, stage_targets(base), strict=True):
             stage_mse, _, _ = tallies[sid].combined(measured)
             stage_g = g if len(stage_ids) == 1 else _weighted_gmse(
@@ -278,8 +278,8 @@ def assemble_results(
             )[0]
             stages.append(StageMse(family=family, mse=stage_mse, gmse=stage_g))
         bits = sum(fmt.bits_per_param(length) * p for length, p in row_lengths.items()) / params
-        measured_rows = sum(r for _, r, *_ in tally.layers)
-        total_rows = sum(info.rows for info, *_ in tally.layers)
+        measured_rows = sum(t.rows for t in tally.layers)
+        total_rows = sum(t.info.rows for t in tally.layers)
         low, high = interval95(mse, se, dof=tally.combined_dof())
         results.append(
             FormatMse(
@@ -303,9 +303,9 @@ def assemble_results(
                 params=params,
                 sample=measured_rows / total_rows,
                 layers=tuple(
-                    LayerMse.of(info, rows=r, mse=m, std_err=s, gmse=layer_gmse[info.row_length],
-                                dof=tally.dof.get(info.name, math.inf))
-                    for info, r, m, s, _ in tally.layers
+                    LayerMse.of(t.info, rows=t.rows, mse=t.mse, std_err=t.std_err, gmse=layer_gmse[t.info.row_length],
+                                dof=t.dof)
+                    for t in tally.layers
                 ),
                 skipped=tuple(tally.skipped),
             )

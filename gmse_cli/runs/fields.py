@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.inputs import MAX_RUNS_BYTES, is_file, parse_nested, read_text_file
+from gmse_cli.inputs import MAX_RUNS_BYTES, is_file, parse_nested, read_text_file, strict_json
 from gmse_cli.spec import Format, resolve_format
 
 __all__ = ["read_text", "read_json", "number", "check_spec"]
@@ -22,7 +22,7 @@ def read_text(path: Path) -> str:
 def read_json(path: Path) -> Any:
     """The file's JSON document (nesting bounded), one :class:`DataError` line if it is not JSON."""
     try:
-        return parse_nested(json.loads, read_text(path), where=str(path), error=DataError)
+        return parse_nested(strict_json, read_text(path), where=str(path), error=DataError)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 

@@ -11,7 +11,8 @@ from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Format, resolve_format
 
-__all__ = ["Run", "MetaValue", "DENSE_FORMATS", "RunsWarning", "check_run_numbers", "scheme_name", "tensor_bits"]
+__all__ = ["Run", "MetaValue", "DENSE_FORMATS", "MAX_LOSS", "RunsWarning", "check_run_numbers", "scheme_name",
+           "tensor_bits"]
 
 MetaValue = str | int | float | bool | None
 
@@ -19,18 +20,28 @@ DENSE_FORMATS = frozenset({"bf16", "fp16", "fp32"})
 """Plain casts that count as the uncompressed reference (capacity 1 in a decoupled fit)."""
 
 
+MAX_LOSS = 100.0
+"""Largest validation loss a run may report, in nats per token. Guessing uniformly over a
+vocabulary of 10^43 words costs 100 nats; a larger number is no cross-entropy (a perplexity, a
+sum over a sequence, a diverged run), and one such outlier would decide a log-loss fit."""
+
+
 class RunsWarning(UserWarning):
     """A run was skipped while loading (diverged, unfinished)."""
 
 
 def check_run_numbers(N: float, D: float, loss: float, where: str) -> None:
-    """A DataError naming ``where`` (a run, or a file's line) unless N, D and loss are positive
-    and finite: a loader checks before it makes the :class:`Run`, so the error names the line."""
+    """A DataError naming ``where`` (a run, or a file's line) unless N and D are finite counts of
+    at least 1 and loss is a positive cross-entropy of at most :data:`MAX_LOSS` nats: a loader
+    checks before it makes the :class:`Run`, so the error names the line."""
     for key, value in (("N", N), ("D", D)):
-        if not (math.isfinite(value) and value > 0):
-            raise DataError(f"{where}: {key} = {value} must be a positive number")
+        if not (math.isfinite(value) and value >= 1):
+            raise DataError(f"{where}: {key} = {value} must be a count of at least 1 ({'parameters' if key == 'N' else 'tokens'})")
     if not (math.isfinite(loss) and loss > 0):
         raise DataError(f"{where}: loss = {loss} must be a positive finite number (drop diverged runs before fitting)")
+    if loss > MAX_LOSS:
+        raise DataError(f"{where}: loss = {loss} is over {MAX_LOSS:g} nats per token, so it is no validation "
+                        "cross-entropy (a perplexity, or a loss summed over a sequence?)")
 
 
 def scheme_name(weights: str, activations: str | None) -> str:

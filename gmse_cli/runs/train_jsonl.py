@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.inputs import parse_nested
+from gmse_cli.inputs import parse_nested, strict_json
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import Run, RunsWarning, check_run_numbers, scheme_name
 from gmse_cli.spec import Family, Format
@@ -72,7 +72,7 @@ def load_train_jsonl(path: str | Path) -> list[Run]:
             continue
         where = f"{path}:{lineno}"
         try:
-            rec = parse_nested(json.loads, line, where=where, error=DataError)
+            rec = parse_nested(strict_json, line, where=where, error=DataError)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not a JSON line ({exc.msg}); expected one JSON object per line") from None
         run = run_from_record(rec, where, str(path))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, is_control
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
@@ -19,7 +19,7 @@ from gmse_cli.spec.vocab import (
     lowercase,
 )
 
-__all__ = ["Format", "Scheme", "validate_format", "validation_message"]
+__all__ = ["Format", "Scheme", "validate_format", "validation_message", "check_name"]
 
 _STAGE_ORDER = {"rotate": 0, "sparsify": 1, "quantize": 2, "vq": 2}
 
@@ -30,6 +30,11 @@ class Format(SpecModel):
     name: str | None = None
     description: str = ""
     stages: tuple[Stage, ...] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _one_line_name(cls, name: str | None) -> str | None:
+        return check_name(name, "format")
 
     @model_validator(mode="before")
     @classmethod
@@ -181,6 +186,14 @@ class Format(SpecModel):
         return self.description or " -> ".join(s.label() for s in self.stages)
 
 
+def check_name(name: str | None, what: str) -> str | None:
+    """``name`` unless it holds a control character (a newline, an escape): a name is one line
+    in every table, file and error that shows it."""
+    if name is not None and any(is_control(c) for c in name):
+        raise SpecError(f"{what} name {name!r} holds a control character; a name is one line of text")
+    return name
+
+
 def _kind(stage: Any) -> Any:
     return lowercase(stage.get("kind")) if isinstance(stage, dict) else getattr(stage, "kind", None)
 
@@ -205,6 +218,11 @@ class Scheme(SpecModel):
     weights: Format
     activations: Format | None = None
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _one_line_name(cls, name: str | None) -> str | None:
+        return check_name(name, "scheme")
 
     @property
     def display_name(self) -> str:

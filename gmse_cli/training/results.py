@@ -21,7 +21,14 @@ from pydantic import ConfigDict, Field, ValidationError
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
-from gmse_cli.inputs import MAX_RUNS_BYTES, does_not_exist, exists, parse_nested, read_text_file
+from gmse_cli.inputs import (
+    MAX_RUNS_BYTES,
+    does_not_exist,
+    exists,
+    parse_nested,
+    read_text_file,
+    strict_json,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -194,7 +201,7 @@ def load_records(path: str | Path) -> list[RunRecord]:
         if not line.strip():
             continue
         try:
-            data = parse_nested(json.loads, line, where=f"{path}:{number}", error=DataError)
+            data = parse_nested(strict_json, line, where=f"{path}:{number}", error=DataError)
         except json.JSONDecodeError:
             raise DataError(
                 f"{path}:{number}: not a JSON line; a results file holds one JSON object per line "

@@ -16,6 +16,7 @@ hours); a shipped codebook with no digest is read as it is (the package's are al
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 from pathlib import Path
@@ -110,9 +111,11 @@ def save_codebook(
             write_atomic(path, data, mode=0o644)
         path = directory / f"{stem}.json"
         write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
-    except OSError as exc:  # a full disk: one line naming the file ('a write failed' named none)
+    except OSError as exc:  # one line naming the file ('a write failed' named none)
+        # space is the fix only for a full disk; a folder in the way or a read-only cache is not
+        space = "free some space, or " if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
         raise CacheError(f"cannot write codebook cache '{path}': {(exc.strerror or str(exc)).lower()} "
-                         "(free some space, or set USCL_CACHE_DIR to another folder)") from None
+                         f"({space}set USCL_CACHE_DIR to another folder)") from None
     return info
 
 
