@@ -29,6 +29,7 @@ from gmse_cli.errors import LawError, described
 from gmse_cli.inputs import is_file
 from gmse_cli.law.model import Law
 from gmse_cli.paths import laws_dir
+from gmse_cli.schema.versions import newer_writer
 from gmse_cli.tomlfile import dumps_toml, read_toml
 
 __all__ = ["DEFAULT_LAW", "load_law", "shipped_law", "law_to_toml", "save_law"]
@@ -60,10 +61,12 @@ def shipped_law(name: str = DEFAULT_LAW) -> Law:
 
 def _validate(data: dict[str, Any], *, source: str) -> Law:
     # One line naming the file, the key and what is wrong, for the errors a hand edit makes.
+    meta = data.get("meta")
+    newer = newer_writer(meta.get("uscl_version")) if isinstance(meta, dict) else None
     try:
         return Law.model_validate(data)
     except LawError as exc:
-        raise LawError(f"{source}: {exc}") from None
+        raise LawError(f"{source}: {exc} ({newer})" if newer else f"{source}: {exc}") from None
     except ValidationError as exc:
         # A misspelt key shows up as both "missing" and "unknown"; the unknown one names the typo.
         errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
@@ -86,7 +89,9 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
             else:
                 msg = "missing (every law needs A, alpha, B, beta and E)"
         elif err.get("type") == "extra_forbidden":
-            msg = "unknown key (check its spelling)"
+            msg = "unknown key" if newer else "unknown key (check its spelling)"
+        if newer:  # a key or value a newer uscl writes is no mistake of the user's
+            msg = f"{msg} ({newer})"
         raise LawError(f"{source}: {where}: {msg}" if where else f"{source}: {msg}") from None
 
 

@@ -29,6 +29,7 @@ from gmse_cli.inputs import (
     read_text_file,
     strict_json,
 )
+from gmse_cli.schema.versions import RESULTS_SCHEMA_VERSION, newer_schema
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -44,7 +45,7 @@ __all__ = [
     "finished_keys",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = RESULTS_SCHEMA_VERSION
 
 
 class StageGmse(Frozen):
@@ -207,6 +208,10 @@ def load_records(path: str | Path) -> list[RunRecord]:
                 f"{path}:{number}: not a JSON line; a results file holds one JSON object per line "
                 "(give --out a new file name)"
             ) from None
+        newer = newer_schema(data.get("schema_version") if isinstance(data, dict) else None,
+                             SCHEMA_VERSION, f"{path}:{number}: the run record")
+        if newer:
+            raise DataError(newer)
         try:
             records.append(RunRecord.model_validate(data))
         except ValidationError as exc:
