@@ -97,8 +97,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print FORMAT as a compressed-tensors quantization_config or a torchao config (JSON).
 
-        An error names what the target cannot express (e.g. uscl's -7 ... 7 int4 grid; use
-        w4a16)."""
+        An error names what the target cannot express (e.g. uscl's -7 ... 7 int4 grid; use w4a16).
+        """
         import json
 
         from gmse_cli.cli.options import renamed

@@ -13,7 +13,7 @@ from gmse_cli.cli.options import CsvFlag, JsonFlag, examples, grouped, paragraph
 
 _EXAMPLES = examples(
     "uscl mse model.safetensors -f int4 -f nvfp4 --hadamard",
-    "uscl mse ~/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2 -f int4 --include 're:intermediate|output'",
+    "uscl mse ~/.cache/huggingface/hub/models--openai-community--gpt2 -f int4 --include 're:mlp'",
     "uscl mse ./my-model/ -f int8 --activations --data corpus.txt --tokens 8192 --json",
 )
 

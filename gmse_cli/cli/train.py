@@ -72,8 +72,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pretrain Llama models over compressed weights/activations and record the final losses.
 
-        Runs come from a SWEEP spec (sizes x tokens per parameter x weight formats x activation
-        formats x seeds) or from the flags; each finished run appends one JSON line to --out.
+        Runs come from a SWEEP spec (sizes x tokens per parameter x weight formats x activation formats x seeds) or from the flags; each finished run appends one JSON line to --out.
         """
         from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import quiet_foreign_loggers
