@@ -87,3 +87,35 @@ def test_readme_grammar_is_the_help_text():
     block = re.search(r"```\n(A FORMAT is a catalog name.*?)\n```", readme, flags=re.S)
     assert block and block.group(1) == SHORTHAND_HELP
     assert max(len(line) for line in SHORTHAND_HELP.splitlines()) <= 78
+
+
+def _shown_defaults(help_text: str) -> dict[str, str]:
+    """option -> the text of its ``[default: ...]`` in a help rendered one option a line."""
+    shown = {}
+    for line in help_text.splitlines():
+        found = re.match(r"\W*(--[\w-]+).*\[default: \(?(.*?)\)?\]", line)
+        if found:
+            shown[found.group(1)] = found.group(2)
+    return shown
+
+
+def test_train_help_shows_the_defaults_a_run_gets(tmp_path):
+    """Before: `uscl train --help` showed no default for --seed, --eval-tokens, --eval-every,
+    --checkpoint-every, --max-steps, --micro-batch-size, --tokenizer, --rbbm-p or --preset
+    (README: every --help shows each option's default). Compared here with the values a run
+    built from the flags alone gets (RunConfig, DataConfig, the single-run sweep)."""
+    pytest.importorskip("pydantic")
+    from gmse_cli.training.config import RunConfig, split_batch
+
+    shown = _shown_defaults(_help(["train"], 400, tmp_path))
+    cfg = RunConfig(preset="tiny", tokens_per_param=100.0)
+    assert shown["--seed"] == str(cfg.seed) == "0"
+    assert shown["--eval-tokens"] == str(cfg.eval_tokens) == str(2 ** 20)
+    assert shown["--eval-every"] == str(cfg.eval_every) == "0"
+    assert shown["--checkpoint-every"] == str(cfg.checkpoint_every)
+    assert shown["--tokenizer"] == cfg.data.tokenizer
+    assert cfg.max_steps is None and shown["--max-steps"].startswith("none")
+    assert cfg.estimator.rbbm_p is None and shown["--rbbm-p"].startswith("none")
+    assert split_batch(cfg, 1) == (cfg.batch_size, cfg.batch_size)
+    assert shown["--micro-batch-size"] == "the whole per-process batch"
+    assert "--preset" in shown and "--format" in shown and shown["--device"] == "auto"
