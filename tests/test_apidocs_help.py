@@ -119,3 +119,26 @@ def test_train_help_shows_the_defaults_a_run_gets(tmp_path):
     assert split_batch(cfg, 1) == (cfg.batch_size, cfg.batch_size)
     assert shown["--micro-batch-size"] == "the whole per-process batch"
     assert "--preset" in shown and "--format" in shown and shown["--device"] == "auto"
+
+
+def test_fit_help_examples_on_the_shared_data_run(run_cli, shared_data, tmp_path, monkeypatch):
+    """Before: `uscl fit --help`'s second example, `uscl fit runs_for_scaling.json --model
+    decoupled --where 'w_bits=4'`, exited 2: keeping 4-bit runs only drops the 16-bit runs a
+    decoupled fit pins rho = 1 on. Run here on QuEST's file (shared as quest_runs.json) and the
+    Chinchilla replication, as the help spells them."""
+    import shutil
+
+    shutil.copy(shared_data / "quest_runs.json", tmp_path / "runs_for_scaling.json")
+    shutil.copy(shared_data / "chinchilla_epoch_extracted.csv", tmp_path / "chinchilla_epoch_extracted.csv")
+    monkeypatch.chdir(tmp_path)
+    text = run_cli("fit", "--help").stdout
+    block = re.split(r"\n\s*\n", re.split(r"^\s*Examples:\s*$", text, maxsplit=1, flags=re.M)[1].strip("\n"))[0]
+    commands = [line.strip() for line in re.sub(r" \\\s*\n\s*", " ", block).splitlines() if line.strip()]
+    ran = 0
+    for command in commands:
+        words = [w.strip("'") for w in command.split()[1:]]
+        if words[1] in ("runs_for_scaling.json", "chinchilla_epoch_extracted.csv"):
+            result = run_cli(*words, "--no-heldout", "--json")
+            assert result.code == 0, (command, result.stderr)
+            ran += 1
+    assert ran == 2

@@ -17,7 +17,7 @@ _MODELS_HELP = (
 
 _EPILOG = examples(
     "uscl fit runs.jsonl --model unified --bootstrap 100 --out my-law.toml",
-    "uscl fit runs_for_scaling.json --model decoupled --where 'w_bits=4'",
+    "uscl fit runs_for_scaling.json --model decoupled --where 'a_bits=16'",
     "uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5",
     notes="FILES: `uscl train` results (JSON lines), QuEST's runs_for_scaling.json (a JSON list), or a "
     "CSV with columns N, D (or 'Training FLOP': D = FLOP / 6N), loss and optional weights / "
