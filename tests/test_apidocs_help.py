@@ -50,6 +50,10 @@ def test_help_at_80_columns_folds_no_line_of_text(argv, tmp_path):
             for line in block.splitlines() if line.strip()]
     folded = [line for line in hard if line not in narrow_lines]
     assert not folded, f"uscl {' '.join(argv)} --help folds these lines at 80 columns: {folded}"
+    # arguments are named in capitals, as the texts refer to them (FORMAT, MODEL, SWEEP, FILES;
+    # fit's usage once read `{files}...` above an epilog about FILES)
+    usage = next(line for line in narrow.splitlines() if "Usage:" in line)
+    assert not re.search(r"[\[{][a-z]", usage.split("[OPTIONS]")[-1]), usage
 
 
 def _options(help_text: str) -> set[str]:

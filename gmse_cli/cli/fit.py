@@ -39,7 +39,7 @@ _EPILOG = examples(
 def register(app: typer.Typer) -> None:
     @app.command("fit", epilog=_EPILOG)
     def fit_command(
-        files: Annotated[list[Path], typer.Argument(help="runs files (uscl train JSON lines, QuEST JSON, CSV)")],
+        files: Annotated[list[Path], typer.Argument(help="runs files (uscl train JSON lines, QuEST JSON, CSV)", metavar="FILES")],
         model: Annotated[str, typer.Option("--model", "-m", help=_MODELS_HELP)] = "dense",
         huber_delta: Annotated[
             float | None, typer.Option(help="Huber threshold on log-loss residuals (default 1e-3; 1 = least squares)")
