@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
         "uscl formats import config.json",
     ))
     def formats_import(
-        path: Annotated[Path, typer.Argument(help="a JSON config: compressed-tensors (quantization_config, config.json, scheme or args) or torchao (config_to_dict)")],
+        path: Annotated[Path, typer.Argument(help="a JSON config: compressed-tensors (quantization_config, config.json, scheme or args) or torchao (config_to_dict)", metavar="CONFIG")],
         name: Annotated[str | None, typer.Option(help="the format's name (default: the file's stem)")] = None,
         output: Annotated[Path | None, typer.Option("--out", "-o", help="write the TOML here instead of stdout")] = None,
         old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,

@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         "uscl tokenizer train corpus/ --text-field content --out tok.json --json",
     ))
     def tokenizer_train_command(
-        text: Annotated[Path, typer.Argument(help="text file or folder (.txt, .xz, .gz, JSON lines, parquet)")],
+        text: Annotated[Path, typer.Argument(help="text file or folder (.txt, .xz, .gz, JSON lines, parquet)", metavar="TEXT")],
         vocab_size: Annotated[int, typer.Option(help="vocabulary size, including 256 byte tokens and <|endoftext|>")] = 8192,
         out: Annotated[Path, typer.Option(help="where to write tokenizer.json")] = Path("tokenizer.json"),
         text_field: Annotated[str, typer.Option(help="JSON lines / parquet text field")] = "text",
