@@ -146,3 +146,11 @@ def test_fit_help_examples_on_the_shared_data_run(run_cli, shared_data, tmp_path
             assert result.code == 0, (command, result.stderr)
             ran += 1
     assert ran == 2
+
+
+def test_mse_and_search_help_show_what_no_sample_or_include_means(tmp_path):
+    """Before: `mse --sample` and `--include` (mse, search) showed no default."""
+    mse = _shown_defaults(_help(["mse"], 400, tmp_path))
+    assert mse["--sample"] == "none: every row"
+    assert mse["--include"].startswith("every linear weight matrix")
+    assert _shown_defaults(_help(["search"], 400, tmp_path))["--include"].startswith("as uscl mse")
