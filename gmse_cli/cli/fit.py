@@ -8,15 +8,18 @@ from typing import Annotated
 
 import typer
 
-from gmse_cli.cli.options import CsvFlag, JsonFlag
+from gmse_cli.cli.options import CsvFlag, JsonFlag, examples
 
 _MODELS_HELP = (
     "dense (Chinchilla form), decoupled (one free capacity per scheme), unified (capacity from GMSE, "
     "the paper's law), capacity (curves through the decoupled capacities), kumar (precision law)"
 )
 
-_EPILOG = (
-    "FILES: `uscl train` results (JSON lines), QuEST's runs_for_scaling.json (a JSON list), or a "
+_EPILOG = examples(
+    "uscl fit runs.jsonl --model unified --bootstrap 100 --out my-law.toml",
+    "uscl fit runs_for_scaling.json --model decoupled --where 'a_bits=16'",
+    "uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5",
+    notes="FILES: `uscl train` results (JSON lines), QuEST's runs_for_scaling.json (a JSON list), or a "
     "CSV with columns N, D (or 'Training FLOP': D = FLOP / 6N), loss and optional weights / "
     "activations columns.\n\n"
     "--where KEY OP VALUE keeps matching runs (repeatable; all must hold). OP: = != < <= > >= "
@@ -28,19 +31,15 @@ _EPILOG = (
     "Fit error is the RMSE of log-loss, as the paper reports it. --out writes the law with the "
     "bootstrap's joint draws (so `uscl predict --law` intervals are joint) and, for families the "
     "runs say nothing about, the base law's curves with that provenance. --csv prints the "
-    "constants table.\n\n"
-    "Examples:\n"
-    "  uscl fit runs.jsonl --model unified --bootstrap 100 --out my-law.toml\n"
-    "  uscl fit runs_for_scaling.json --model decoupled --where 'w_bits=4'\n"
-    "  uscl fit chinchilla_epoch_extracted.csv --model dense --exclude-worst 5  (Besiroglu et al.'s "
-    "Chinchilla replication)"
+    "constants table. chinchilla_epoch_extracted.csv above is Besiroglu et al.'s Chinchilla "
+    "replication.",
 )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("fit", epilog=_EPILOG)
     def fit_command(
-        files: Annotated[list[Path], typer.Argument(help="runs files (uscl train JSON lines, QuEST JSON, CSV)")],
+        files: Annotated[list[Path], typer.Argument(help="runs files (uscl train JSON lines, QuEST JSON, CSV)", metavar="FILES")],
         model: Annotated[str, typer.Option("--model", "-m", help=_MODELS_HELP)] = "dense",
         huber_delta: Annotated[
             float | None, typer.Option(help="Huber threshold on log-loss residuals (default 1e-3; 1 = least squares)")

@@ -96,8 +96,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print FORMAT as a compressed-tensors quantization_config or a torchao config (JSON).
 
-        An error names what the target cannot express (e.g. uscl's -7 ... 7 int4 grid; use
-        w4a16)."""
+        An error names what the target cannot express (e.g. uscl's -7 ... 7 int4 grid; use w4a16).
+        """
         import json
 
         from gmse_cli.cli.options import renamed
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         "uscl formats import config.json",
     ))
     def formats_import(
-        path: Annotated[Path, typer.Argument(help="a JSON config: compressed-tensors (quantization_config, config.json, scheme or args) or torchao (config_to_dict)")],
+        path: Annotated[Path, typer.Argument(help="a JSON config: compressed-tensors (quantization_config, config.json, scheme or args) or torchao (config_to_dict)", metavar="CONFIG")],
         name: Annotated[str | None, typer.Option(help="the format's name (default: the file's stem)")] = None,
         output: Annotated[Path | None, typer.Option("--out", "-o", help="write the TOML here instead of stdout")] = None,
         old_output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,

@@ -13,7 +13,7 @@ from gmse_cli.cli.options import CsvFlag, JsonFlag, examples, grouped, paragraph
 
 _EXAMPLES = examples(
     "uscl mse model.safetensors -f int4 -f nvfp4 --hadamard",
-    "uscl mse ~/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2 -f int4 --include 're:intermediate|output'",
+    "uscl mse ~/.cache/huggingface/hub/models--openai-community--gpt2 -f int4 --include 're:mlp'",
     "uscl mse ./my-model/ -f int8 --activations --data corpus.txt --tokens 8192 --json",
 )
 
@@ -97,9 +97,9 @@ def register(app: typer.Typer) -> None:
         formats: Annotated[list[str] | None, typer.Option("--format", "-f", help="format to measure (repeatable): catalog name, .toml or shorthand", show_default=False)] = None,
         hadamard: Annotated[bool, typer.Option("--hadamard", help="also measure each format after a Hadamard rotation of --hadamard-block")] = False,
         hadamard_block: Annotated[int, typer.Option("--hadamard-block", help="block of --hadamard's rotation and of the rotated activation statistics (a power of two)")] = 128,
-        include: Annotated[list[str] | None, typer.Option("--include", help="layers to measure (glob or re:REGEX; repeatable)")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", help="layers to measure (glob or re:REGEX; repeatable)", show_default="every linear weight matrix but embeddings, norms and the output head")] = None,
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="layers to leave out (glob or re:REGEX; repeatable)")] = None,
-        sample: Annotated[float | None, typer.Option("--sample", help="fraction of rows per layer to measure (faster, with an interval)")] = None,
+        sample: Annotated[float | None, typer.Option("--sample", help="fraction of rows per layer to measure (faster, with an interval)", show_default="none: every row")] = None,
         seed: Annotated[int, typer.Option(help="seed for --sample and the GMSE sample bank")] = 0,
         law: Annotated[str | None, typer.Option("--law", help="law file or shipped law name for capacities (default: the shipped law)")] = None,
         rel_err: Annotated[float, typer.Option(help="target relative standard error of the GMSE estimates")] = 1e-3,

@@ -87,11 +87,36 @@ def paragraphs(text: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
 
 
+# An epilog line is printed one column in: commands longer than this go on over lines ending in
+# " \\", so that at 80 columns no example is folded by the terminal (and a copied line runs whole).
+EXAMPLE_WIDTH = 76
+
+
+def _example_lines(command: str) -> list[str]:
+    """``command`` in lines of at most :data:`EXAMPLE_WIDTH` columns (two in, continuations six
+    in), each but the last ending in a shell line continuation, broken between words (never
+    between an option and its value)."""
+    words: list[str] = []
+    for word in command.split(" "):
+        if words and words[-1].startswith("-") and " " not in words[-1] and not word.startswith("-"):
+            words[-1] += " " + word
+        else:
+            words.append(word)
+    lines, line = [], "  "
+    for word in words:
+        if line.strip() and len(line) + 1 + len(word) + 2 > EXAMPLE_WIDTH:
+            lines.append(line + " \\")
+            line = "      "
+        line += ("" if not line.strip() else " ") + word
+    return [*lines, line]
+
+
 def examples(*commands: str, notes: str = "") -> str:
-    """A help epilog: 'Examples:' and one command a line (rich keeps single line breaks), then ``notes``."""
+    """A help epilog: 'Examples:' and one command a line (rich keeps single line breaks; a long
+    command goes on over lines ending in a shell continuation), then ``notes``."""
     from gmse_cli.cli.console import help_text
 
-    text = "Examples:\n" + "\n".join(f"  {help_text(c)}" for c in commands)
+    text = "Examples:\n" + "\n".join(help_text(line) for c in commands for line in _example_lines(c))
     return text + (f"\n\n{notes}" if notes else "")
 
 

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="seed of the shared Gaussian sample bank (or of the row sample)")] = 0,
         row_length: RowLength = 4096,
         checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="optimize real-weight MSE on this safetensors checkpoint")] = None,
-        include: Annotated[list[str] | None, typer.Option("--include", help="with --checkpoint: layers to use (glob or re:REGEX)")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", help="with --checkpoint: layers to use (glob or re:REGEX)", show_default="as uscl mse: every linear weight matrix")] = None,
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="with --checkpoint: layers to leave out")] = None,
         rows_per_layer: Annotated[int, typer.Option(help="with --checkpoint: rows sampled per layer")] = 256,
         out_dir: Annotated[str | None, typer.Option("--out", help="write each frontier member as a format TOML into this folder")] = None,

@@ -17,6 +17,12 @@ from gmse_cli.cli.train_output import (
 )
 from gmse_cli.inputs import user_path
 
+# RunConfig's defaults, spelled here so that `uscl train --help` needs no pydantic import; a test
+# checks them against RunConfig and DataConfig.
+DEFAULT_TOKENIZER = "meta-llama/Llama-2-7b-hf"
+DEFAULT_EVAL_TOKENS = 1 << 20
+DEFAULT_CHECKPOINT_EVERY = 1000
+
 _TRAIN_EPILOG = examples(
     "uscl train train/cpu-quick.toml --dry-run",
     "uscl train train/cpu-quick.toml --out runs.jsonl",
@@ -38,25 +44,25 @@ def register(app: typer.Typer) -> None:
         sweep: Annotated[Path | None, typer.Argument(help="sweep spec (TOML); omit to run one configuration from flags", metavar="SWEEP", show_default=False)] = None,
         out: Annotated[Path, typer.Option(help="results file: one JSON line appended per finished run")] = Path("runs.jsonl"),
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the planned runs and exit")] = False,
-        preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny-50k tiny-100k tiny-200k tiny tiny-1m tiny-3m")] = None,
+        preset: Annotated[str | None, typer.Option(help="model size: 30m 50m 100m 200m 430m 800m tiny-50k tiny-100k tiny-200k tiny tiny-1m tiny-3m", show_default="the spec's; without SWEEP, required")] = None,
         weights: Annotated[str | None, typer.Option("--format", "-f", help="weight format (catalog name, .toml or shorthand)", show_default="fp32")] = None,
         acts: ActFormat = None,
         old_weights: Annotated[str | None, typer.Option("--weights", hidden=True)] = None,
         old_acts: Annotated[str | None, typer.Option("--acts", hidden=True)] = None,
         tokens_per_param: Annotated[float | None, typer.Option(help="token budget D = this x N (default 100)")] = None,
-        max_steps: Annotated[int | None, typer.Option(help="stop after this many steps (shrinks the budget)")] = None,
+        max_steps: Annotated[int | None, typer.Option(help="stop after this many steps (shrinks the budget)", show_default="none: the whole budget")] = None,
         data: Annotated[str | None, typer.Option(help="'c4' (default, streamed) or a local text/JSONL/parquet file or folder")] = None,
-        tokenizer: Annotated[str | None, typer.Option(help="hub id, tokenizer.json, or bpe:V (trained on --data and cached)")] = None,
+        tokenizer: Annotated[str | None, typer.Option(help="hub id, tokenizer.json, or bpe:V (trained on --data and cached)", show_default=DEFAULT_TOKENIZER)] = None,
         val_fraction: Annotated[float | None, typer.Option(help="local data: the tail share held out for validation, in (0, 0.5) (default 0.02)")] = None,
-        seed: Annotated[int | None, typer.Option(help="seed (model init and batch order)")] = None,
+        seed: Annotated[int | None, typer.Option(help="seed (model init and batch order)", show_default="0")] = None,
         batch_size: Annotated[int | None, typer.Option(help="sequences per step over all processes (default: the preset's)")] = None,
-        micro_batch_size: Annotated[int | None, typer.Option(help="sequences per forward pass per process (gradient accumulation)")] = None,
+        micro_batch_size: Annotated[int | None, typer.Option(help="sequences per forward pass per process (gradient accumulation)", show_default="the whole per-process batch")] = None,
         context: Annotated[int | None, typer.Option(help="sequence length (default: the preset's)")] = None,
         lr: Annotated[float | None, typer.Option(help="peak learning rate (default: the preset's)")] = None,
-        rbbm_p: Annotated[float | None, typer.Option(help="RBBM backward masking for sparse formats, p in (0, 0.5)")] = None,
-        eval_tokens: Annotated[int | None, typer.Option(help="held-out tokens for the final loss")] = None,
-        eval_every: Annotated[int | None, typer.Option(help="steps between held-out evaluations (0 = end only)")] = None,
-        checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints (0 = none)")] = None,
+        rbbm_p: Annotated[float | None, typer.Option(help="RBBM backward masking for sparse formats, p in (0, 0.5)", show_default="none: plain straight-through")] = None,
+        eval_tokens: Annotated[int | None, typer.Option(help="held-out tokens for the final loss", show_default=str(DEFAULT_EVAL_TOKENS))] = None,
+        eval_every: Annotated[int | None, typer.Option(help="steps between held-out evaluations (0 = end only)", show_default="0")] = None,
+        checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints (0 = none)", show_default=str(DEFAULT_CHECKPOINT_EVERY))] = None,
         checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder (default: OUT with .ckpt)")] = None,
         models_dir: Annotated[Path | None, typer.Option(help="where each finished run's final model is kept (default: the spec's models_dir, else OUT with .models)")] = None,
         no_keep_models: Annotated[bool, typer.Option("--no-keep-models", help="do not keep finished runs' final models")] = False,
@@ -72,8 +78,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pretrain Llama models over compressed weights/activations and record the final losses.
 
-        Runs come from a SWEEP spec (sizes x tokens per parameter x weight formats x activation
-        formats x seeds) or from the flags; each finished run appends one JSON line to --out.
+        Runs come from a SWEEP spec (sizes x tokens per parameter x weight formats x activation formats x seeds) or from the flags; each finished run appends one JSON line to --out.
         """
         from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import quiet_foreign_loggers
@@ -164,7 +169,7 @@ def register(app: typer.Typer) -> None:
         "uscl tokenizer train corpus/ --text-field content --out tok.json --json",
     ))
     def tokenizer_train_command(
-        text: Annotated[Path, typer.Argument(help="text file or folder (.txt, .xz, .gz, JSON lines, parquet)")],
+        text: Annotated[Path, typer.Argument(help="text file or folder (.txt, .xz, .gz, JSON lines, parquet)", metavar="TEXT")],
         vocab_size: Annotated[int, typer.Option(help="vocabulary size, including 256 byte tokens and <|endoftext|>")] = 8192,
         out: Annotated[Path, typer.Option(help="where to write tokenizer.json")] = Path("tokenizer.json"),
         text_field: Annotated[str, typer.Option(help="JSON lines / parquet text field")] = "text",

@@ -98,7 +98,15 @@ def fit(
     profile: bool = True,
     progress: bool = False,
 ) -> FitResult:
-    """Fit ``model`` to ``runs``; see the module docstring for the models.
+    """Fit ``model`` (``dense``, ``decoupled``, ``unified``, ``capacity`` or ``kumar``) to
+    ``runs`` (a list of :class:`~gmse_cli.runs.Run`, as :func:`~gmse_cli.runs.load_runs` gives);
+    see the module docstring for the models. Returns a :class:`FitResult`: the constants with
+    their intervals, capacities, fit error (RMSE of log-loss), residuals, held-out errors and
+    drift (``model_dump(mode='json')`` is ``uscl fit --json``'s result).
+
+    Raises :class:`~gmse_cli.errors.FitError` for what is no list of runs, an unknown model,
+    runs too few to identify the model's constants (e.g. fewer than 3 distinct GMSEs for a
+    family's curve with no ``base_law`` covering it) and settings out of range.
 
     - ``huber_delta``: Huber threshold on log-loss residuals (default 1e-3).
     - ``bootstrap``: K refits on runs resampled within each scheme; every constant (and every

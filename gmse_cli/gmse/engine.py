@@ -84,7 +84,7 @@ def _validate(rel_err: float, row_length: int, method: str, max_samples: int, ca
 
 
 def estimate_gmse(
-    formats: Sequence[Format | str],
+    formats: Format | str | Sequence[Format | str],
     *,
     rel_err: float = 1e-3,
     seed: int = 0,
@@ -99,12 +99,22 @@ def estimate_gmse(
 ) -> list[GmseEstimate]:
     """GMSE of each format, Monte Carlo on one shared sample bank unless exact applies.
 
+    GMSE is the squared error the format makes on standard Gaussian rows of ``row_length``
+    entries divided by the rows' squared norm: the MSE relative to their unit variance, a
+    dimensionless fraction (0 is lossless, 1 keeps nothing). ``formats``: one format or a list of them, each a
+    :class:`~gmse_cli.spec.Format` or a name :func:`~gmse_cli.spec.resolve_format` takes.
+    Returns one :class:`GmseEstimate` per format, in the order given.
+
     ``rel_err`` is the target relative standard error; ``max_samples`` caps the Gaussian
     elements per format (memory: 4 bytes each, shared across formats). ``backend`` names a
     compressor backend (numba, numpy, torch; see :mod:`gmse_cli.gmse.backends`) running on
     ``device``. ``progress`` shows a bar on stderr. ``cache``: whether stored values are
     read and computed ones stored (see the module); an estimate's ``method`` says which
     gave it (``table``, ``cache``, ``exact`` or ``monte-carlo``).
+
+    Raises :class:`~gmse_cli.errors.SpecError` for a format that does not resolve or does not
+    fit ``row_length``, and for a setting out of its range (``rel_err`` not positive, an
+    unknown ``method``, ``backend`` or ``cache``).
     """
     _validate(rel_err, row_length, method, max_samples, cache)
     seed = check_seed(seed)
@@ -201,12 +211,15 @@ def remember_gmse(fmt: Format, est: GmseEstimate, *, row_length: int, seed: int,
 
 
 def gmse_of(fmt: Format | str, **kwargs) -> GmseEstimate:
-    """GMSE of one format (same keywords as :func:`estimate_gmse`)."""
+    """GMSE of one format: its :class:`GmseEstimate` (``gmse``, the 95% interval ``ci_low`` ..
+    ``ci_high``, ``method``), keywords and errors as in :func:`estimate_gmse`."""
     return estimate_gmse([fmt], **kwargs)[0]
 
 
 def stage_gmse(fmt: Format | str, **kwargs) -> list[tuple[Family, GmseEstimate]]:
-    """GMSE of each lossy stage alone, for the factorized capacity prod rho_family(GMSE_stage)."""
+    """GMSE of each lossy stage alone, for the factorized capacity prod rho_family(GMSE_stage):
+    one (family, :class:`GmseEstimate`) pair per lossy stage, in the format's order (a lossless
+    stage such as a rotation has none). Keywords and errors as in :func:`estimate_gmse`."""
     fmt = resolve_format(fmt)
     parts = fmt.stage_formats()
     estimates = estimate_gmse([f for _, f in parts], **kwargs)

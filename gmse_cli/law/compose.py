@@ -143,10 +143,14 @@ def _gmse_value(value: Any, part: CapacityPart) -> float:
 
 
 def scheme_capacity(item: Format | Scheme, law: Law, gmse: Any) -> float:
-    """Factorized capacity of a format or scheme.
+    """Factorized capacity of a format or scheme: the product over its lossy stages of the
+    law's family curve at that stage's GMSE (a fraction of the parameters, 0 ... L).
 
+    ``item``: a :class:`Format`, a :class:`Scheme` or a name :func:`resolve_format` takes.
     ``gmse`` is a callable ``Format -> float`` (for example
     ``lambda f: gmse_of(f).gmse``) or the GMSE values in the order of :func:`capacity_parts`.
+    Raises :class:`SpecError` for a format that does not resolve, :class:`LawError` for a
+    family the law does not cover or a GMSE it cannot read.
     """
     item, law = _resolved(item, law)
     parts = capacity_parts(item)

@@ -39,7 +39,10 @@ DEFAULT_LAW = "paper-llama-c4"
 
 def load_law(path: str | Path | Law | None = None) -> Law:
     """Load a law file; ``None`` or a shipped name (``paper-llama-c4``) loads the shipped one; a
-    :class:`Law` is returned as it is (as ``rank(law=...)`` takes one)."""
+    :class:`Law` is returned as it is (as ``rank(law=...)`` takes one).
+
+    Raises :class:`LawError` for a file that cannot be read or is no valid law, and for a name
+    that is neither a file nor a shipped law."""
     if isinstance(path, Law):
         return path
     if path is not None and not isinstance(path, str | Path):
@@ -111,7 +114,11 @@ def law_to_toml(law: Law) -> str:
 
 
 def save_law(law: Law, path: str | Path) -> None:
-    """Write atomically: a crash never leaves a half-written law file."""
+    """Write ``law`` to ``path`` as a TOML law file that :func:`load_law` reads back (with its
+    ``[draws]``), atomically: a crash never leaves a half-written law file.
+
+    Raises :class:`LawError` for what is no :class:`Law` or no path, or a path that cannot be
+    written."""
     if not isinstance(law, Law):
         raise LawError(f"save_law takes a Law (load_law or a fit's law gives one), not {described(law)}")
     if not isinstance(path, str | PathLike):

@@ -109,7 +109,11 @@ def _rows(preds: Sequence[Prediction]) -> list[RankRow]:
 
 
 def compare(formats: Sequence[Format | Scheme | str | Path], **kwargs: Any) -> Comparison:
-    """Rank ``formats`` (keywords as in :func:`rank`) and say how often each wins.
+    """Rank ``formats`` (one or a list; keywords as in :func:`rank`) and say how often each wins:
+    a :class:`Comparison` with the :class:`RankRow` of each (``rows``) and, per row in that
+    order, the share of the law's draws in which its rho is the highest (``p_most_capacity``)
+    and in which its memory to match bf16 is the least (``p_least_memory``), each in [0, 1].
+    Raises as :func:`rank` does.
 
     Marginal intervals overstate how uncertain a comparison is: formats of one family share a
     curve, so a draw of F and C that lowers one raises no other -- their order follows their
@@ -137,7 +141,19 @@ def predict(
     **kwargs: Any,
 ) -> Prediction:
     """The law's prediction for one format or scheme, with each stage's GMSE and capacity and
-    the three loss terms (other keywords as in :func:`rank`, ``progress`` aside)."""
+    the three loss terms (other keywords as in :func:`rank`, ``progress`` aside).
+
+    ``scheme``: a :class:`Format`, a :class:`Scheme`, or a name :func:`resolve_format` takes
+    (``act=`` pairs an activation format with it). ``params``: N, the model's non-embedding
+    parameters (a count, default 200e6). ``tokens``: D, training tokens (a count; default
+    ``DEFAULT_TOKENS_PER_PARAM * params``, 100 tokens per parameter). ``law``: a :class:`Law`, a
+    law file or a shipped law name (default the shipped one). Returns a :class:`Prediction`:
+    ``predicted_loss`` = ``params_term`` + ``data_term`` + ``irreducible``, ``rho`` and every
+    ``stages`` entry with their intervals at ``level``.
+
+    Raises :class:`LawError` for N or D that is not a finite count of at least 1 and for a
+    family the law does not cover, :class:`SpecError` for a format that does not resolve.
+    """
     keywords = _rank_keywords("predict", kwargs, params=params, tokens=tokens, law=law, progress=False)
     (pred,), _ = evaluate_all([scheme], **keywords)
     return pred

@@ -21,7 +21,11 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
 
     ``.csv`` -> :func:`load_csv`; a JSON list of QuEST records -> :func:`~gmse_cli.runs.quest.quest_runs`; a
     JSON list of uscl run records (what ``uscl train`` writes one per line) -> those records;
-    anything else is read as ``uscl train`` JSON lines.
+    anything else is read as ``uscl train`` JSON lines. Returns every run of every file, in
+    file order.
+
+    Raises :class:`~gmse_cli.errors.DataError` for a file that does not exist or cannot be
+    read as any of these (naming the file and line).
     """
     if isinstance(paths, str | Path):
         paths = [paths]

@@ -192,7 +192,11 @@ def parse_shorthand(text: str) -> Format:
 
 
 def resolve_format(text: str | Path | Format) -> Format:
-    """A catalog name, a TOML path, or a shorthand -> :class:`Format`."""
+    """A catalog name, a TOML path, or a shorthand -> :class:`Format` (a :class:`Format` is
+    returned as it is).
+
+    Raises :class:`SpecError` for text that is none of these (naming it, with the nearest
+    catalog name where one is close) and for a TOML file that cannot be read or is no format."""
     if isinstance(text, Format):
         return text
     if not isinstance(text, str | Path):  # str() of a stage or a number would be parsed as a shorthand
