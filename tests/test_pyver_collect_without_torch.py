@@ -36,3 +36,13 @@ def test_modules_naming_torch_collect_without_it():
                           capture_output=True, text=True, timeout=600)
     errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR")]
     assert done.returncode == 0 and not errors, (errors or done.stdout[-2000:])
+
+
+def test_public_api_check_skips_the_training_backend_without_torch():
+    """tests/test_api_checked.py imported gmse_cli.training (which imports torch) unguarded and
+    failed, not skipped, on an install without the train extra."""
+    node = "test_api_checked.py::test_every_exported_name_exists_and_is_documented[gmse_cli.training]"
+    script = _BLOCKED.replace('"--collect-only", ', '"-rs", ')
+    done = subprocess.run([sys.executable, "-c", script, node], cwd=REPO_ROOT / "tests",
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "SKIPPED [1]" in done.stdout, done.stdout[-2000:]
