@@ -136,6 +136,15 @@ def _documentable(value: object) -> bool:
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
 def test_every_exported_name_exists_and_is_documented(module_name):
+    try:
+        _check_exports(module_name)
+    except ModuleNotFoundError as exc:  # the training backend (lazy names included) needs torch
+        if not (module_name.startswith("gmse_cli.training") and exc.name == "torch"):
+            raise
+        pytest.skip(f"{module_name} needs the train extra: {exc}")
+
+
+def _check_exports(module_name: str) -> None:
     module = importlib.import_module(module_name)
     assert (module.__doc__ or "").strip(), f"{module_name} has no docstring"
     assert len(set(module.__all__)) == len(module.__all__), f"{module_name}.__all__ repeats a name"

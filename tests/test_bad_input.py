@@ -7,6 +7,7 @@ the same generators over a thousand cases and more.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 import tempfile
@@ -32,6 +33,9 @@ def _assert_clean(case: Case) -> None:
 @settings(BOUNDED, max_examples=20)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_generated_bad_input_is_one_clean_line(kind, seed):
+    if kind == "activations" and not all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
+        # without the train extra every such case is the one line naming the extra, not the input
+        pytest.skip("uscl mse --activations needs the train extra (torch, transformers)")
     _assert_clean(bad_inputs.GENERATORS[kind](random.Random(seed)))
 
 
