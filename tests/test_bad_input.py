@@ -261,7 +261,7 @@ def test_an_atomic_write_never_replaces_a_device_or_leaves_a_temporary(tmp_path,
     (["train", "--preset", "tiny", "--format", "int4", "--checkpoint-dir", ""], "--checkpoint-dir"),
     (["train", "--preset", "tiny", "--format", "int4", "--models-dir", " "], "--models-dir"),
     (["train", ""], "SWEEP"),
-    (["fit", ""], "files"),
+    (["fit", ""], "FILES"),
     (["tokenizer", "train", "corpus.txt", "--out", ""], "--out"),
     (["formats", "export", "int4", "-o", ""], "--out"),
 ])

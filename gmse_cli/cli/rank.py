@@ -139,7 +139,7 @@ class Scenario:
     seed: Annotated[int, typer.Option(help="seed of the GMSE sample bank and of the interval draws")] = 0
     row_length: RowLength = 4096
     level: Annotated[float, typer.Option(help="coverage of the intervals")] = 0.95
-    draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="N", show_default="2000")] = None
+    draws: Annotated[str | None, typer.Option(help=_DRAWS_HELP, metavar="<int>", show_default="2000")] = None
     vary_L: Annotated[bool, typer.Option("--vary-L", help=_VARY_L_HELP)] = False
     recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False
 
@@ -174,7 +174,8 @@ def register(app: typer.Typer) -> None:
         json_out: JsonFlag = False,
         csv_out: CsvFlag = False,
         plot: Annotated[
-            str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE (.png, .svg or .pdf)")
+            str | None, typer.Option(help="also draw rho vs GMSE and rho vs bits/param to FILE (.png, .svg or .pdf)",
+                                     metavar="<path>")
         ] = None,
         wide: Annotated[
             bool, typer.Option("--wide", help="every column (default: the ones to decide on, in 120 columns)")

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         include: Annotated[list[str] | None, typer.Option("--include", help="with --checkpoint: layers to use (glob or re:REGEX)", show_default="as uscl mse: every linear weight matrix")] = None,
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="with --checkpoint: layers to leave out")] = None,
         rows_per_layer: Annotated[int, typer.Option(help="with --checkpoint: rows sampled per layer")] = 256,
-        out_dir: Annotated[str | None, typer.Option("--out", help="write each frontier member as a format TOML into this folder")] = None,
+        out_dir: Annotated[str | None, typer.Option("--out", help="write each frontier member as a format TOML into this folder", metavar="<path>")] = None,
         old_out_dir: Annotated[str | None, typer.Option("--out-dir", hidden=True)] = None,
         plot: Annotated[Path | None, typer.Option("--plot", help="write capacity vs bits with both frontiers (.png, .svg or .pdf)")] = None,
         recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
