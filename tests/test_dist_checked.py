@@ -221,6 +221,7 @@ def test_a_run_another_process_is_training_is_skipped_not_raced(run_cli, tmp_pat
 
 def test_a_batch_torchrun_processes_cannot_split_is_one_line_before_launching(run_cli, tmp_path, shared_data,
                                                                               monkeypatch):
+    pytest.importorskip("torch")  # trains (or plans with) the [train] extra
     # It was found in every worker after tokenizing: each printed it, then torchrun's
     # ChildFailedError traceback (44 lines, exit 2).
     from gmse_cli.training import launch
@@ -377,6 +378,7 @@ def _one_run(tmp_path, shared_data):
 
 
 def test_a_slurm_job_skips_a_run_another_job_has_claimed(tmp_path, shared_data, monkeypatch):
+    pytest.importorskip("torch")  # trains (or plans with) the [train] extra
     # The same sweep submitted twice trained every run twice: Slurm jobs took no claim.
     import fcntl
 
@@ -394,6 +396,7 @@ def test_a_slurm_job_skips_a_run_another_job_has_claimed(tmp_path, shared_data, 
 
 
 def test_a_filesystem_without_locks_still_trains(tmp_path, shared_data, monkeypatch):
+    pytest.importorskip("torch")  # trains (or plans with) the [train] extra
     # Lustre without the flock mount option answers flock() with ENOSYS: that was a traceback.
     import errno
 

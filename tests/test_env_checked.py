@@ -77,6 +77,7 @@ def test_fit_on_and_to_files_whose_names_are_not_utf8(tmp_path):
 def test_a_strict_utf8_stdout_prints_a_name_that_is_not_utf8(tmp_path):
     """A UTF-8 locale other than C.UTF-8 (en_US.UTF-8) writes stdout strictly; PYTHONIOENCODING
     stands for it here. The name comes out as the bytes it was, as `ls` shows it."""
+    pytest.importorskip("tokenizers")  # tokenizer training is the [train] extra's
     (tmp_path / "corpus.txt").write_text("def f(x):\n    return x + 1\n" * 200)
     out = os.fsdecode(b"tok" + NOT_UTF8 + b".json")
     res = _uscl("tokenizer", "train", "corpus.txt", "--out", out, cwd=tmp_path, env={"PYTHONIOENCODING": "utf-8"})
