@@ -137,6 +137,35 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _interrupts_not_swallowed(previous):  # type: ignore[no-untyped-def]
+    """An unraisable-exception hook that lets no Ctrl-C be swallowed. Python cannot raise an
+    exception out of a weakref callback, a ``__del__`` or a ctypes callback (numba's type cache
+    and llvmlite's object cache run them while kernels compile): a KeyboardInterrupt landing
+    there printed "Exception ignored ... KeyboardInterrupt" and its traceback, and the command
+    ran on to the end. The hook says nothing and has the interrupt delivered again 10 ms later
+    from another thread (delivered at once, Python raises it inside this hook, where it is lost
+    too), at the main thread's next ordinary line, where it stops the command ("aborted", exit
+    130). A handler set to ignore SIGINT by then (the 'aborted' line) still ignores it."""
+    import _thread
+
+    def redeliver() -> None:
+        timer = threading.Timer(0.01, _thread.interrupt_main)
+        timer.daemon = True  # never holds the exit
+        timer.start()
+
+    def hook(unraisable) -> None:  # type: ignore[no-untyped-def]
+        try:
+            if isinstance(unraisable.exc_value, KeyboardInterrupt):
+                redeliver()
+                return
+        except KeyboardInterrupt:  # a further Ctrl-C raised inside this hook
+            redeliver()
+            return
+        previous(unraisable)
+
+    return hook
+
+
 def _version(value: bool) -> None:
     if value:
         from gmse_cli import __version__
@@ -337,6 +366,7 @@ def run() -> None:
     # --recompute` (0.1 s); at 50,000, 4 times (0.035 s). Cycles are still collected.
     gc.set_threshold(50_000, 10, 10)
     _usable_streams()
+    sys.unraisablehook = _interrupts_not_swallowed(sys.unraisablehook)
     status = 1  # an uncaught exception exits 1, as Python's own exit would
 
     def end_without_teardown() -> None:  # reads the status run() last set

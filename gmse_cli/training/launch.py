@@ -4,7 +4,7 @@
   process walks the same list and each run is data-parallel across them (DDP, or FSDP for the
   presets flagged ``fsdp``); rank 0 appends the results.
 - ``torchrun``: re-executes the same ``uscl train`` command under
-  ``python -m torch.distributed.run --standalone --nproc_per_node N`` (the worker entry point is
+  ``python -m gmse_cli.training.torchrun_entry --standalone --nproc_per_node N`` (the worker entry point is
   ``python -m gmse_cli.training``), which then takes the ``local`` path in each process.
 - ``slurm``: one submitit job per unfinished run, resources from the spec's ``[slurm]`` table;
   a multi-GPU job runs one task per GPU and sets up torch.distributed from Slurm's variables.
@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import io
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -165,10 +166,41 @@ def run_torchrun(args: list[str], *, nproc_per_node: int) -> int:
     if nproc_per_node < 1:
         raise TrainError(f"--nproc-per-node {nproc_per_node} must be at least 1")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        sys.executable, "-m", "gmse_cli.training.torchrun_entry", "--standalone",
         f"--nproc_per_node={nproc_per_node}", "-m", "gmse_cli.training", *args,
     ]
-    return subprocess.call(cmd)
+    return call_passing_interrupts(cmd)
+
+
+_TORCHRUN_GRACE_SECONDS = 3.0
+"""How long an interrupted uscl waits for torchrun to stop on its own before passing SIGINT on."""
+
+
+def call_passing_interrupts(cmd: list[str]) -> int:
+    """Run ``cmd`` and return its exit code; a Ctrl-C here is passed on to it, and waited for.
+
+    ``subprocess.call`` SIGKILLs its child on a KeyboardInterrupt: the torchrun agent died at
+    once and left its workers running unattended (`kill -INT` of the uscl process alone, as a
+    supervisor or a script sends it: 'aborted', exit 130, while both workers trained on and
+    recorded the run). torchrun passes a SIGINT on to its workers, which checkpoint and stop, so
+    it gets one and is waited for; a further Ctrl-C kills it, as before. A Ctrl-C at a terminal
+    reaches torchrun itself (the whole process group gets it): a second SIGINT while it stops
+    its workers printed its SignalException traceback, so it is sent only to a torchrun still
+    running after a grace period."""
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            try:
+                proc.wait(timeout=_TORCHRUN_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+        raise
 
 
 class SlurmRun:
