@@ -57,3 +57,33 @@ def test_sigint_to_the_launcher_alone_reaches_torchrun_and_is_waited_for(tmp_pat
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait()
+
+
+_TERM_AGENT = """
+import pathlib, signal, sys, time
+def stop(signum, frame):
+    time.sleep(0.3)  # workers stopping
+    pathlib.Path(sys.argv[1]).write_text("terminated")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_sigterm_to_the_launcher_alone_reaches_torchrun_before_the_launcher_dies(tmp_path):
+    # Before: uscl died of the SIGTERM at once; torchrun and its workers trained on unattended.
+    marker = tmp_path / "terminated"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, _TERM_AGENT, str(marker)], env=env,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert launcher.stdout.readline() == "ready\n"
+        os.kill(launcher.pid, signal.SIGTERM)  # the launcher alone
+        assert launcher.wait(timeout=30) == -signal.SIGTERM  # still dies of the signal, as its default
+        assert marker.read_text() == "terminated"  # after the agent got it and stopped
+    finally:
+        launcher.stdout.close()
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()

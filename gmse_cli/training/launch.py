@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +190,8 @@ def call_passing_interrupts(cmd: list[str]) -> int:
     running after a grace period."""
     proc = subprocess.Popen(cmd)
     try:
-        return proc.wait()
+        with _sigterm_passed_on(proc):
+            return proc.wait()
     except KeyboardInterrupt:
         try:
             try:
@@ -201,6 +203,48 @@ def call_passing_interrupts(cmd: list[str]) -> int:
             proc.kill()
             proc.wait()
         raise
+
+
+_SIGTERM_WAIT_SECONDS = 30.0
+"""How long a SIGTERM'd uscl waits for torchrun to stop its workers before killing it."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while torchrun ran: passed on to it, then unwinding to wait for it."""
+
+
+@contextlib.contextmanager
+def _sigterm_passed_on(proc: subprocess.Popen) -> Iterator[None]:
+    """While the body runs, a SIGTERM to uscl reaches ``proc`` (torchrun, which passes it to its
+    workers) and is waited for, up to :data:`_SIGTERM_WAIT_SECONDS`, before uscl dies of it as
+    the signal's default would. Before, uscl died at once and torchrun and its workers trained
+    on unattended. Only where SIGTERM still has its default action, on the main thread. (The
+    handler only signals and unwinds: waiting inside it, within ``proc.wait``, would deadlock on
+    the lock that wait holds.)"""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def forward(signum: int, frame: object) -> None:
+        proc.send_signal(signum)
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while waiting: no matter
+        try:
+            proc.wait(timeout=_SIGTERM_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise  # not reached: the default action ends the process
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class SlurmRun:
