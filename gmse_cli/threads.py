@@ -9,20 +9,28 @@ numba starts its pool. So :func:`start_numba_threads` sets the variable for that
 and restores the environment at once: uscl never changes ``os.environ`` for the rest of the
 process, and a policy the user set is kept. If the pool (or libgomp) was already started by
 someone else, nothing changes.
+
+numba's ``workqueue`` layer (its fallback where neither libgomp nor TBB loads, or chosen with
+``NUMBA_THREADING_LAYER``) is not thread-safe: two threads of a program launching parallel
+kernels at once made it abort the process. :func:`parallel_launches` serializes uscl's kernel
+launches under that layer only; ``omp`` and ``tbb`` take concurrent launches.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
 
 from gmse_cli.errors import SpecError
 from gmse_cli.limits import MAX_THREADS
 
-__all__ = ["start_numba_threads", "check_thread_setting"]
+__all__ = ["start_numba_threads", "check_thread_setting", "parallel_launches"]
 
 _lock = threading.Lock()
 _started = False
+_launch_lock = threading.RLock()  # re-entrant: a codebook trained inside a compress call
+_serial: bool | None = None  # whether the pool's layer needs launches one at a time
 
 
 def check_thread_setting() -> None:
@@ -61,3 +69,19 @@ def start_numba_threads() -> None:
             finally:
                 del os.environ["OMP_WAIT_POLICY"]
         _started = True
+
+
+def parallel_launches() -> AbstractContextManager[object]:
+    """Hold while launching numba parallel kernels (starts the pool): a lock under the
+    workqueue layer, which aborts the process on concurrent launches; nothing under the
+    thread-safe ``omp`` and ``tbb`` layers."""
+    global _serial
+    start_numba_threads()
+    if _serial is None:
+        import numba
+
+        try:
+            _serial = numba.threading_layer() not in ("omp", "tbb")
+        except ValueError:  # no pool started (numba changed how): be safe
+            return _launch_lock
+    return _launch_lock if _serial else nullcontext()
