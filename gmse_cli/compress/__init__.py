@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from gmse_cli.compress.checks import check_finite
-from gmse_cli.errors import DataError
+from gmse_cli.errors import DataError, described
 from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify, resolve_format
 from gmse_cli.threads import parallel_launches
@@ -44,9 +44,14 @@ def _rotated_and_masked(
     A scalar quantizer whose statistics cover all entries (``scale_stats = "all"``) sees the
     rotated rows before pruning, with the mask (it zeroes the dropped entries itself).
     """
-    given = np.asarray(x)
+    try:
+        given = np.asarray(x)
+    except ValueError:  # a ragged list
+        given = np.asarray(None)
+    if given.dtype.kind not in "biuf":  # text, objects, complex (whose imaginary part a cast drops)
+        raise DataError(f"compress: x must be a 2-D array of real numbers, not {described(x)} ({given.dtype})")
     with np.errstate(over="ignore"):  # a float64 beyond float32's range: check_finite names it
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(given, dtype=np.float32)
     if x.ndim != 2:
         raise DataError(f"compress: x must be 2-D (rows, row_length), got shape {x.shape}")
     fmt.check_row_length(x.shape[1])
