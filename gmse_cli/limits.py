@@ -51,3 +51,16 @@ def check_seed(seed: object, what: str = "seed") -> int:
     if not (is_whole(seed) and 0 <= seed <= MAX_SEED):
         raise SpecError(f"{what} = {seed!r} must be a whole number from 0 to 2**63 - 1")
     return int(seed)
+
+MEMO_ENTRIES = 4096
+"""The most entries a per-process cache keyed by what a user names (a grid, a group size, a
+format) holds: a long-lived program (a service ranking its users' formats) keeps its memory
+bounded; a dropped entry is recomputed, or read back from the disk memo."""
+
+
+def keep_bounded(memo: dict, key: object, value: object, limit: int = MEMO_ENTRIES) -> None:
+    """``memo[key] = value``, first dropping the oldest entries past ``limit`` (a per-process
+    memo keyed by what a user names stays bounded in a long-lived program)."""
+    while len(memo) >= limit:
+        memo.pop(next(iter(memo)))
+    memo[key] = value

@@ -9,20 +9,35 @@ numba starts its pool. So :func:`start_numba_threads` sets the variable for that
 and restores the environment at once: uscl never changes ``os.environ`` for the rest of the
 process, and a policy the user set is kept. If the pool (or libgomp) was already started by
 someone else, nothing changes.
+
+numba's ``workqueue`` layer (its fallback where neither libgomp nor TBB loads, or chosen with
+``NUMBA_THREADING_LAYER``) is not thread-safe: two threads of a program launching parallel
+kernels at once made it abort the process. :func:`parallel_launches` serializes uscl's kernel
+launches under that layer only; ``omp`` and ``tbb`` take concurrent launches.
+
+GNU OpenMP (numba's ``omp`` layer on Linux) is not fork-safe: a process forked after its parent
+ran a parallel kernel (``multiprocessing``'s default 'fork' on Linux) was killed by numba with
+SIGTERM at its first kernel, and a ``multiprocessing.Pool`` waited for its lost task forever.
+:func:`parallel_launches` refuses there with a :class:`~gmse_cli.errors.UsclError` that says to
+use 'spawn' or 'forkserver'.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, UsclError
 from gmse_cli.limits import MAX_THREADS
 
-__all__ = ["start_numba_threads", "check_thread_setting"]
+__all__ = ["start_numba_threads", "check_thread_setting", "parallel_launches"]
 
 _lock = threading.Lock()
 _started = False
+_launch_lock = threading.RLock()  # re-entrant: a codebook trained inside a compress call
+_serial: bool | None = None  # whether the pool's layer needs launches one at a time
+_launcher: int | None = None  # the process that launched kernels, if under GNU OpenMP
 
 
 def check_thread_setting() -> None:
@@ -61,3 +76,29 @@ def start_numba_threads() -> None:
             finally:
                 del os.environ["OMP_WAIT_POLICY"]
         _started = True
+
+
+def parallel_launches() -> AbstractContextManager[object]:
+    """Hold while launching numba parallel kernels (starts the pool): a lock under the
+    workqueue layer, which aborts the process on concurrent launches; nothing under the
+    thread-safe ``omp`` and ``tbb`` layers."""
+    global _serial, _launcher
+    start_numba_threads()
+    if _serial is None:
+        import numba
+
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no pool started (numba changed how): be safe
+            return _launch_lock
+        _serial = layer not in ("omp", "tbb")
+        if layer == "omp":
+            from numba.np.ufunc import omppool
+
+            if getattr(omppool, "openmp_vendor", "GNU") == "GNU":
+                _launcher = os.getpid()
+    if _launcher is not None and _launcher != os.getpid():
+        raise UsclError("uscl's numba kernels cannot run in a process forked after its parent ran them: GNU "
+                        "OpenMP is not fork-safe (numba would kill this process); start worker processes "
+                        "with multiprocessing's 'spawn' or 'forkserver' method")
+    return _launch_lock if _serial else nullcontext()

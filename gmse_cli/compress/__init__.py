@@ -20,15 +20,16 @@ the original (unrotated) domain.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
 
 from gmse_cli.compress.checks import check_finite
-from gmse_cli.errors import DataError
+from gmse_cli.errors import DataError, described
 from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import VQ, Format, Quantize, Rotate, ScaleStats, Sparsify, resolve_format
-from gmse_cli.threads import start_numba_threads
+from gmse_cli.threads import parallel_launches
 
 __all__ = ["compress", "top_raw_scale", "scale_range", "Backend"]
 
@@ -43,9 +44,14 @@ def _rotated_and_masked(
     A scalar quantizer whose statistics cover all entries (``scale_stats = "all"``) sees the
     rotated rows before pruning, with the mask (it zeroes the dropped entries itself).
     """
-    given = np.asarray(x)
+    try:
+        given = np.asarray(x)
+    except ValueError:  # a ragged list
+        given = np.asarray(None)
+    if given.dtype.kind not in "biuf":  # text, objects, complex (whose imaginary part a cast drops)
+        raise DataError(f"compress: x must be a 2-D array of real numbers, not {described(x)} ({given.dtype})")
     with np.errstate(over="ignore"):  # a float64 beyond float32's range: check_finite names it
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(given, dtype=np.float32)
     if x.ndim != 2:
         raise DataError(f"compress: x must be 2-D (rows, row_length), got shape {x.shape}")
     fmt.check_row_length(x.shape[1])
@@ -93,9 +99,14 @@ def compress(
     """
     fmt = resolve_format(fmt)
     reference = backend == "numpy"
-    if not reference:
-        watch_compiles()  # the first run on a machine compiles the kernels: say so
-        start_numba_threads()  # before the first kernel: idle OpenMP workers sleep
+    if reference:
+        return _compress(fmt, x, True, top_raw_scale, finite)
+    watch_compiles()  # the first run on a machine compiles the kernels: say so
+    with parallel_launches():  # starts the pool first: idle OpenMP workers sleep
+        return _compress(fmt, x, False, top_raw_scale, finite)
+
+
+def _compress(fmt: Format, x: np.ndarray, reference: bool, top_raw_scale: float | None, finite: bool) -> np.ndarray:
     y, mask, rotations = _rotated_and_masked(fmt, x, reference, finite)
     for stage in fmt.stages:
         if isinstance(stage, Quantize):
@@ -122,10 +133,9 @@ def top_raw_scale(fmt: Format, x: np.ndarray, *, backend: Backend = "numba") -> 
 
     if not isinstance(fmt.quantizer, Quantize):
         raise ValueError(f"format '{fmt.display_name}' has no scalar quantizer")
-    if backend != "numpy":
-        start_numba_threads()
-    y, mask, _ = _rotated_and_masked(fmt, x, backend == "numpy")
-    return scalar.top_raw_scale(fmt.quantizer, y, mask, reference=backend == "numpy")
+    with nullcontext() if backend == "numpy" else parallel_launches():
+        y, mask, _ = _rotated_and_masked(fmt, x, backend == "numpy")
+        return scalar.top_raw_scale(fmt.quantizer, y, mask, reference=backend == "numpy")
 
 
 def scale_range(fmt: Format, x: np.ndarray):
@@ -138,5 +148,6 @@ def scale_range(fmt: Format, x: np.ndarray):
     stage = fmt.quantizer
     if not isinstance(stage, Quantize) or not scalar.can_leave_range(stage):
         return scalar.ScaleRange(0, 0, 0)
-    y, mask, _ = _rotated_and_masked(fmt, x, reference=False)
-    return scalar.scale_range(stage, y, mask)
+    with parallel_launches():
+        y, mask, _ = _rotated_and_masked(fmt, x, reference=False)
+        return scalar.scale_range(stage, y, mask)

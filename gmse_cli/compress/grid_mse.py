@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from gmse_cli.compress.grids import (
     grid_max,
 )
 from gmse_cli.errors import SpecError
+from gmse_cli.limits import MEMO_ENTRIES
 from gmse_cli.memo import remembered
 from gmse_cli.spec import GridKind, IntStyle, Quantize
 
@@ -107,7 +108,7 @@ def _enumerable(key: _GridKey) -> bool:
     return key[0] is not GridKind.FP or 1 + key[1] + key[2] <= MAX_ENUMERATED_FP_BITS
 
 
-@cache
+@lru_cache(maxsize=64)  # an int16 grid's levels take 0.5 MiB
 def _key_levels(key: _GridKey) -> np.ndarray:
     levels = grid_levels(_key_stage(key))
     levels.flags.writeable = False
@@ -145,7 +146,7 @@ def optimal_rms_constant(stage: Quantize) -> float:
     return _optimal_constant(_grid_key(stage))
 
 
-@cache
+@lru_cache(maxsize=MEMO_ENTRIES)
 def _optimal_constant(key: _GridKey) -> float:
     # A pure function of the grid (and this module's version), searched once per machine.
     plain = [k.value if isinstance(k, enum.Enum) else k for k in key]

@@ -45,7 +45,7 @@ from gmse_cli.gmse.estimates import GmseDifference, GmseEstimate, interval95, ma
 from gmse_cli.limits import check_seed, is_whole
 from gmse_cli.progress import watch_compiles
 from gmse_cli.spec import DEFAULT_ROW_LENGTH, Format, check_row_length
-from gmse_cli.threads import start_numba_threads
+from gmse_cli.threads import parallel_launches
 
 __all__ = ["SampleBank", "DEFAULT_MAX_SAMPLES", "MEASURE_VERSION", "MIN_BATCHES", "stored_dof"]
 
@@ -112,7 +112,8 @@ def _row_sq_errors(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             return out
 
         _row_sq_errors_kernel = kernel
-    return _row_sq_errors_kernel(x, y)
+    with parallel_launches():
+        return _row_sq_errors_kernel(x, y)
 
 
 class SampleBank:
@@ -164,12 +165,12 @@ class SampleBank:
         if x is None:
             # Before the first kernel (every kernel runs on a batch drawn here): idle OpenMP
             # workers sleep. Not in __init__: numba's import (0.3 s) waits until a batch is needed.
-            start_numba_threads()
             from gmse_cli.gmse.philox import gaussian_stream, philox_key  # numba: only when drawing
 
             watch_compiles()
             n = self.batch_elements
-            x = gaussian_stream(philox_key(self.seed), index * n, n).reshape(self.rows_per_batch, self.row_length)
+            with parallel_launches():  # starts the pool first: idle OpenMP workers sleep
+                x = gaussian_stream(philox_key(self.seed), index * n, n).reshape(self.rows_per_batch, self.row_length)
             if index < self._held:
                 self._batches[index] = x
             else:
@@ -260,7 +261,9 @@ class SampleBank:
         key = (index, controls)
         if key in self._controls:
             return self._controls[key]
-        stats = control_rows(self.batch(index)[0], controls)
+        x = self.batch(index)[0]
+        with parallel_launches():  # group statistics and pruning masks run numba kernels
+            stats = control_rows(x, controls)
         if index < self._held:  # kept only beside a kept batch: memory bounded like the bank's
             self._controls[key] = stats
         return stats

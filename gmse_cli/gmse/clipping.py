@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 
 from gmse_cli.errors import SpecError
+from gmse_cli.limits import MEMO_ENTRIES
 from gmse_cli.spec import Format, GridKind, IntStyle, Quantize, Rotate, ScaleFormat, ScaleRule
 
 __all__ = ["ClipEnergy", "clip_energy_for", "measures_clip_energy"]
@@ -103,7 +104,7 @@ def _chi2_pdf(s: np.ndarray, k: int) -> np.ndarray:
     return np.where(s > 0, np.exp(log), 0.0)
 
 
-@cache
+@lru_cache(maxsize=MEMO_ENTRIES)
 def _mean_per_entry(reach: float, row_length: int) -> float:
     """E[max(0, |x1| - reach * sqrt((x1^2 + S) / L))^2], S ~ chi2(L - 1): the entry clips
     beyond x*(S) = reach * sqrt(S / (L - reach^2)), where it equals its own row's reach."""

@@ -26,10 +26,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 
+from gmse_cli.limits import MEMO_ENTRIES
 from gmse_cli.memo import remembered
 from gmse_cli.spec import (
     VQ,
@@ -237,13 +238,13 @@ def _remembered_mean(compute, **key) -> float:
     return remembered("control-means", json.dumps({"control-means": _MEANS_VERSION, **key}), compute)
 
 
-@cache
+@lru_cache(maxsize=MEMO_ENTRIES)
 def _expected_per_group(group: int, kind: str, top: float = 0.0) -> float:
     # ~1 ms of scalar quadrature each, 20 ms for the catalog
     return _remembered_mean(lambda: _compute_expected_per_group(group, kind, top), group=group, kind=kind, top=top)
 
 
-@cache
+@lru_cache(maxsize=MEMO_ENTRIES)
 def _pruned_energy(keep: int, units: int, unit: int) -> float:
     """E[energy dropped] per entry: the exact GMSE of keeping the largest ``keep`` of ``units``
     units of ``unit`` entries (0.03-1 s for a row-wide group of 4,096-65,536 entries)."""

@@ -16,11 +16,12 @@ such formats go to Monte Carlo, which runs the real compressor on rows of that l
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 
 from gmse_cli.errors import SpecError, described
+from gmse_cli.limits import MEMO_ENTRIES
 from gmse_cli.spec import (
     Format,
     FpStyle,
@@ -49,7 +50,7 @@ def _lossy_stages(fmt: Format) -> list:
     return [s for s in fmt.stages if not isinstance(s, Rotate)]
 
 
-@cache  # two quadratures, and has_exact is asked for every format of every command
+@lru_cache(maxsize=MEMO_ENTRIES)  # two quadratures, and has_exact is asked for every format of every command
 def _scale_cast_is_flat(stage: Quantize) -> bool:
     """Whether casting the rms constant to the scale's float format (bf16, fp16) moves the
     quadrature by at most :data:`_FLAT_CAST_REL` (true at the optimal constant)."""

@@ -28,6 +28,8 @@ import math
 import numba
 import numpy as np
 
+from gmse_cli.threads import parallel_launches
+
 __all__ = [
     "TILE",
     "philox_key",
@@ -191,7 +193,8 @@ def philox4x32(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     """(n, 4) uint32: Philox4x32-10 of each (n, 4) uint32 counter under the two-word ``key``."""
     counters = np.ascontiguousarray(counters, dtype=np.uint32).reshape(-1, 4)
     out = np.empty((counters.shape[0], 4), dtype=np.uint32)
-    _k_raw(counters, *_key_words(key), out)
+    with parallel_launches():
+        _k_raw(counters, *_key_words(key), out)
     return out
 
 
@@ -211,7 +214,8 @@ def gaussian_stream(key: tuple[int, int], start: int, n: int) -> np.ndarray:
         raise ValueError(f"stream range must be non-negative, got start={start}, n={n}")
     out = np.empty(n, dtype=np.float32)
     if n:
-        _k_stream(*_key_words(key), start, out)
+        with parallel_launches():
+            _k_stream(*_key_words(key), start, out)
     return out
 
 

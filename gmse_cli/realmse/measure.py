@@ -26,6 +26,7 @@ from gmse_cli.frozen import Frozen
 from gmse_cli.realmse.layers import RowSample, locality, sample_rows
 from gmse_cli.realmse.tensorfile import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
 from gmse_cli.spec import Format, Quantize
+from gmse_cli.threads import parallel_launches
 
 __all__ = [
     "row_errors",
@@ -77,7 +78,8 @@ def _row_errors_numba(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
             return err, norm
 
         _kernel = kernel
-    return _kernel(x, y)
+    with parallel_launches():
+        return _kernel(x, y)
 
 
 def row_errors(x: np.ndarray, y: np.ndarray, *, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:

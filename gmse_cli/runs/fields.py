@@ -9,6 +9,7 @@ from typing import Any
 
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.inputs import MAX_RUNS_BYTES, is_file, parse_nested, read_text_file, strict_json
+from gmse_cli.limits import keep_bounded
 from gmse_cli.spec import Format, resolve_format
 
 __all__ = ["read_text", "read_json", "number", "check_spec"]
@@ -53,7 +54,7 @@ def check_spec(spec: str, where: str, key: str) -> Format:
     except SpecError as exc:
         raise DataError(f"{where}: {key} format '{spec}' does not resolve: {exc}") from None
     if not (spec.endswith(".toml") or is_file(spec)):
-        _RESOLVED[spec] = fmt
+        keep_bounded(_RESOLVED, spec, fmt)
     return fmt
 
 

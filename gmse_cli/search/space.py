@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -17,6 +17,7 @@ from pydantic import Field
 
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
+from gmse_cli.limits import MEMO_ENTRIES
 from gmse_cli.spec import (
     DEFAULT_ROW_LENGTH,
     Format,
@@ -132,7 +133,7 @@ def _quantizer_names(space: SearchSpace, max_bits: float, *, vq: bool = True) ->
     return names
 
 
-@cache
+@lru_cache(maxsize=4 * MEMO_ENTRIES)  # a search's few thousand names, kept between searches
 def _parse(name: str) -> Format | None:
     """The format a shorthand names, or None when the combination is invalid (cached: the
     same few thousand names come back in every search of a process)."""

@@ -35,6 +35,7 @@ from gmse_cli.compress.vq.store import (
 )
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.inputs import MAX_CODEBOOK_BYTES, read_binary_file, user_path
+from gmse_cli.limits import keep_bounded
 from gmse_cli.progress import once
 from gmse_cli.spec import VQ
 
@@ -87,6 +88,9 @@ class _FileBook(NamedTuple):
 # (resolved path, mtime_ns, size, dim, index bits) -> loaded file; digest -> its info
 _file_memo: dict[tuple[str, int, int, int, int], _FileBook] = {}
 _file_infos: dict[tuple[str, int, int], CodebookInfo] = {}
+_FILE_BOOKS = 64
+"""Codebooks (and their searchers) held at most: a file's is up to its size limit, and a program
+that writes a new codebook file per call (a service, a sweep) kept every one of them."""
 
 
 def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
@@ -123,7 +127,7 @@ def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
         raise DataError(f"vq: codebook {p} repeats a codeword")
     cb.setflags(write=False)
     book = _FileBook(cb, str(p), hashlib.sha256(raw).hexdigest(), dim, index_bits)
-    _file_memo[key] = book
+    keep_bounded(_file_memo, key, book, _FILE_BOOKS)
     return book
 
 
@@ -151,7 +155,7 @@ def _file_info(book: _FileBook) -> CodebookInfo:
             sha256=book.digest,
         )
         save_codebook(stem, None, info)
-    _file_infos[key] = info
+    keep_bounded(_file_infos, key, info)
     return info
 
 
@@ -191,7 +195,7 @@ def _searcher_of(cb: np.ndarray, *, e8p: bool = False) -> Searcher:
     hit = _searchers.get(id(cb))
     if hit is None or hit[0] is not cb:
         hit = (cb, build_searcher(cb, e8p=e8p))
-        _searchers[id(cb)] = hit
+        keep_bounded(_searchers, id(cb), hit, _FILE_BOOKS)
     return hit[1]
 
 

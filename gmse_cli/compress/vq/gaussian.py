@@ -44,6 +44,7 @@ from gmse_cli.compress.vq.store import (
 from gmse_cli.compress.vq.streamed import StreamedPlan, lloyd_streamed, streamed_plan
 from gmse_cli.errors import SpecError
 from gmse_cli.progress import once
+from gmse_cli.threads import parallel_launches
 
 __all__ = ["train_gaussian_codebook", "gaussian_codebook", "gaussian_sample", "codebook_stem", "training_seconds"]
 
@@ -233,7 +234,7 @@ def gaussian_codebook(dim: int, index_bits: int) -> tuple[np.ndarray, CodebookIn
         what = f"training the {dim}-d Gaussian VQ codebook of {2**index_bits:,} codewords"
         seconds = training_seconds(dim, index_bits)
         long = f"over {_WARN_SECONDS // 60} minutes: interrupt now to choose a smaller vq format" if seconds > _WARN_SECONDS else None
-        with once(what, estimate=_duration(seconds) if seconds else None, warning=long):
+        with once(what, estimate=_duration(seconds) if seconds else None, warning=long), parallel_launches():
             cb, info = train_gaussian_codebook(dim, index_bits)
         save_codebook(stem, cb, info)
     cb.setflags(write=False)
