@@ -62,6 +62,7 @@ def stop(signum, frame):
     pathlib.Path(sys.argv[1]).write_text("terminated")
     sys.exit(143)
 signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a slow machine's late SIGINT changes nothing
 print("ready", flush=True)
 time.sleep(60)
 """
