@@ -14,10 +14,8 @@ import errno
 import os
 import re
 import shutil
-import signal
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ from typing import BinaryIO
 
 from gmse_cli.errors import DataError
 from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
+from gmse_cli.sigterm import sigterm_unwinds
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
            "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS"]
@@ -128,34 +127,12 @@ def _probe(folder: Path, name: str) -> None:
     os.unlink(name)
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived while a temporary file existed (raised to remove it, then re-delivered)."""
-
-
 @contextmanager
 def sigterm_cleans_up() -> Iterator[None]:
     """While the body runs, SIGTERM unwinds it (so ``except BaseException`` removes the temporary
-    file) and then kills the process as SIGTERM would have. Only where SIGTERM still has its
-    default action (die at once, leaving the file), and only on the main thread, where Python
-    runs signal handlers; a program with its own handler keeps it. Nested, the outermost one
-    re-delivers (an inner one sees a handler already set), so a writer of several files can
-    remove them all first."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    file) and then kills the process as SIGTERM would have (:func:`~gmse_cli.sigterm.sigterm_unwinds`)."""
+    with sigterm_unwinds():
         yield
-        return
-
-    def unwind(signum: int, frame: object) -> None:
-        raise _Terminated
-
-    signal.signal(signal.SIGTERM, unwind)
-    try:
-        yield
-    except _Terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)  # die of SIGTERM, as without this guard
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 _TEMPORARY_EXTRA = len("..") + 8 + len(".tmp")

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -716,7 +717,9 @@ def test_every_formats_export_example_in_its_help_runs(tmp_path, monkeypatch, ru
     from gmse_cli.cli import _cli
 
     export = _cli(["formats"]).commands["formats"].commands["export"]
-    examples = [line.strip() for line in export.epilog.splitlines() if line.strip().startswith("uscl ")]
+    # a long example goes on over lines ending in a shell continuation: the shell reads one line
+    text = re.sub(r" \\\n\s*", " ", export.epilog)
+    examples = [line.strip() for line in text.splitlines() if line.strip().startswith("uscl ")]
     assert len(examples) >= 2
     monkeypatch.chdir(tmp_path)
     for example in examples:

@@ -197,6 +197,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _render(result, show_residuals: bool) -> None:
     import numpy as np
+    from rich.text import Text
 
     from gmse_cli.cli.console import out_console, print_table
     from gmse_cli.cli.table import Table
@@ -216,8 +217,8 @@ def _render(result, show_residuals: bool) -> None:
     for name, c in result.constants.items():
         interval = f"[{_fmt(c.low)}, {_fmt(c.high)}]" if c.low is not None else "-"
         prof = f"[{_fmt(c.profile_low)}, {_fmt(c.profile_high)}]" if c.profile_low is not None else "-"
-        table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, prof,
-                      c.source + (" [yellow](at a bound)[/]" if c.at_bound else ""))
+        source = Text.assemble(c.source, (" (at a bound)", "yellow")) if c.at_bound else c.source
+        table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, prof, source)
     print_table(table, optional=["sigma", "profile 95%"])
     if result.prior:
         out_console.print(f"prior: {result.prior}")

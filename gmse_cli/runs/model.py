@@ -22,8 +22,9 @@ DENSE_FORMATS = frozenset({"bf16", "fp16", "fp32"})
 
 MAX_LOSS = 100.0
 """Largest validation loss a run may report, in nats per token. Guessing uniformly over a
-vocabulary of 10^43 words costs 100 nats; a larger number is no cross-entropy (a perplexity, a
-sum over a sequence, a diverged run), and one such outlier would decide a log-loss fit."""
+vocabulary of e^100 (2.7e43) words costs 100 nats; a larger number is no cross-entropy (a
+perplexity, a sum over a sequence, a diverged run), and one such outlier would decide a
+log-loss fit."""
 
 
 class RunsWarning(UserWarning):

@@ -23,13 +23,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gmse_cli.errors import BackendMissing, TrainError, one_line
+from gmse_cli.sigterm import sigterm_unwinds
 from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
 from gmse_cli.training.results import RunRecord, append_record, finished_keys
@@ -189,62 +189,42 @@ def call_passing_interrupts(cmd: list[str]) -> int:
     its workers printed its SignalException traceback, so it is sent only to a torchrun still
     running after a grace period."""
     proc = subprocess.Popen(cmd)
-    try:
-        with _sigterm_passed_on(proc):
-            return proc.wait()
-    except KeyboardInterrupt:
+    # a SIGTERM while torchrun stops after a Ctrl-C is passed on too (outside, uscl died of it alone)
+    with _sigterm_passed_on(proc):
         try:
-            try:
-                proc.wait(timeout=_TORCHRUN_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)
-                proc.wait()
+            return proc.wait()
         except KeyboardInterrupt:
-            proc.kill()
-            proc.wait()
-        raise
+            try:
+                try:
+                    proc.wait(timeout=_TORCHRUN_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGINT)
+                    proc.wait()
+            except KeyboardInterrupt:
+                proc.kill()
+                proc.wait()
+            raise
 
 
 _SIGTERM_WAIT_SECONDS = 30.0
 """How long a SIGTERM'd uscl waits for torchrun to stop its workers before killing it."""
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived while torchrun ran: passed on to it, then unwinding to wait for it."""
-
-
-@contextlib.contextmanager
-def _sigterm_passed_on(proc: subprocess.Popen) -> Iterator[None]:
+def _sigterm_passed_on(proc: subprocess.Popen) -> contextlib.AbstractContextManager[None]:
     """While the body runs, a SIGTERM to uscl reaches ``proc`` (torchrun, which passes it to its
     workers) and is waited for, up to :data:`_SIGTERM_WAIT_SECONDS`, before uscl dies of it as
     the signal's default would. Before, uscl died at once and torchrun and its workers trained
-    on unattended. Only where SIGTERM still has its default action, on the main thread. (The
-    handler only signals and unwinds: waiting inside it, within ``proc.wait``, would deadlock on
-    the lock that wait holds.)"""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
+    on unattended. (The handler only signals and unwinds: waiting inside it, within
+    ``proc.wait``, would deadlock on the lock that wait holds.)"""
 
-    def forward(signum: int, frame: object) -> None:
-        proc.send_signal(signum)
-        raise _Terminated
-
-    signal.signal(signal.SIGTERM, forward)
-    try:
-        yield
-    except _Terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while waiting: no matter
+    def wait_or_kill() -> None:
         try:
             proc.wait(timeout=_SIGTERM_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise  # not reached: the default action ends the process
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return sigterm_unwinds(on_signal=lambda: proc.send_signal(signal.SIGTERM), before_dying=wait_or_kill)
 
 
 class SlurmRun:
