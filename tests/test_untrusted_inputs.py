@@ -93,3 +93,19 @@ def test_hub_ref_inside_snapshots_is_followed(run_cli, tmp_path):
     res = run_cli("mse", str(repo), "-f", "int4", "--json")
     assert res.code == 0, res.stderr
     assert [layer["name"] for layer in json.loads(res.stdout)["results"][0]["layers"]] == ["b.weight"]
+
+
+def test_codebook_npy_whose_header_lies_about_its_shape_is_one_line(run_cli, tmp_path):
+    # np.load sized its array from the header: 1 KiB claiming (2^40, 2) float64 asked for 16 TiB
+    # (a MemoryError traceback, exit 1)
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((16, 2)))
+    raw = buffer.getvalue()
+    assert b"'shape': (16, 2), }" in raw
+    (tmp_path / "lie.npy").write_bytes(raw.replace(b"'shape': (16, 2), }", b"'shape': (1099511627776, 2), }"))
+    spec = tmp_path / "vq.toml"
+    spec.write_text('name = "v"\n[[stages]]\nkind = "vq"\ndim = 2\nbits = 2\ncodebook = "lie.npy"\n')
+    line = _one_error_line(run_cli("gmse", str(spec)))
+    assert "(1099511627776, 2)" in line and "(16, 2)" in line
