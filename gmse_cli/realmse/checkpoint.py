@@ -161,7 +161,9 @@ def _index_files(index: Path) -> _Found:
     files = [index.parent / n for n in names]
     missing = [n for n, f in zip(names, files, strict=True) if not f.is_file()]
     if missing:
-        raise DataError(f"{index} names shards that are missing: {', '.join(missing)}")
+        # an index may name 10^5 shards: the line names a few, never megabytes of them
+        more = f" and {len(missing) - 3:,} more" if len(missing) > 3 else ""
+        raise DataError(f"{index} names shards that are missing: {', '.join(missing[:3])}{more}")
     return files, (index, mapping)
 
 
@@ -187,12 +189,14 @@ def _hub_snapshot(repo: Path) -> Path:
     ref = repo / "refs" / "main"
     if ref.is_file():
         try:
-            commit = ref.read_text(encoding="utf-8").strip()
+            with ref.open("rb") as fh:  # a commit hash: 40 hex digits, never a file read whole
+                commit = fh.read(256).decode("utf-8", "replace").strip()
         except OSError as exc:
             raise DataError(f"cannot read {ref}: {exc.strerror or exc}") from None
-        if (snapshots / commit).is_dir():
+        # a commit hash names a folder in snapshots/, never '../..' or an absolute path elsewhere
+        if commit not in ("", ".", "..") and (snapshots / commit).parent == snapshots and (snapshots / commit).is_dir():
             return snapshots / commit
-        raise DataError(f"{ref} names snapshot {commit}, which is not in {snapshots}; pass a snapshot folder")
+        raise DataError(f"{ref} names snapshot {commit[:80]!r}, which is not in {snapshots}; pass a snapshot folder")
     found = sorted(p for p in snapshots.iterdir() if p.is_dir()) if snapshots.is_dir() else []
     if len(found) == 1:
         return found[0]
@@ -215,10 +219,13 @@ def _checkpoint_files(path: Path, *, depth: int = 1) -> _Found:
     if latest.is_file():
         # a `uscl train` run folder: its newest complete checkpoint
         try:
-            step = path / latest.read_text(encoding="utf-8").strip()
+            with latest.open("rb") as fh:  # a checkpoint's name, never a file read whole
+                step = path / fh.read(256).decode("utf-8", "replace").strip()
         except OSError as exc:
             raise DataError(f"cannot read {latest}: {exc.strerror or exc}") from None
-        if step.is_dir():
+        # only a checkpoint of this run folder, as training resumes from (a `latest` naming
+        # '../other-model' or an absolute path would measure weights the user never named)
+        if step.name.startswith("step-") and step.parent == path and step.is_dir():
             return _checkpoint_files(step, depth=depth)
     index = path / "model.safetensors.index.json"
     if index.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -65,8 +66,12 @@ class VQ(SpecModel):
     @model_validator(mode="after")
     def _check(self) -> VQ:
         index_bits = self.bits * self.dim
+        if not math.isfinite(index_bits):  # bits = 1e308 at dim 2: round(inf) raised a traceback
+            raise SpecError(f"vq: bits*dim = {self.bits:g}*{self.dim} is too large (codebook of 2^(bits*dim))")
         if abs(index_bits - round(index_bits)) > 1e-9:
             raise SpecError(f"vq: bits*dim = {index_bits:g} must be an integer (codebook of 2^(bits*dim))")
+        if round(index_bits) < 1:  # bits = 1e-12: one codeword, no information
+            raise SpecError(f"vq: bits*dim = {index_bits:g} must be at least 1 (codebook of 2^(bits*dim))")
         if round(index_bits) > _MAX_VQ_INDEX_BITS:
             raise SpecError(f"vq: 2^{round(index_bits)} codewords is above the supported 2^{_MAX_VQ_INDEX_BITS}")
         if self.codebook == "e8" and (self.dim != 8 or round(index_bits) != 16):

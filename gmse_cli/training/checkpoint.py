@@ -211,10 +211,10 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             eval_loss=list(payload["eval_loss"]),
             world_sizes=[int(n) for n in payload.get("world_sizes", [])],  # older checkpoints: not kept
         )
+        torch.set_rng_state(rng)  # a state of the wrong size raised RuntimeError here, a traceback
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         raise DataError(f"checkpoint {folder} is unreadable ({why}); delete it to start over") from None
-    torch.set_rng_state(rng)
     return weights, optim_state, train_state
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gmse_cli.errors import DataError, SpecError, TrainError, UsclError
+from gmse_cli.errors import DataError, SpecError, TrainError, UsclError, is_control
 from gmse_cli.frozen import FrozenInput
 from gmse_cli.inputs import does_not_exist, exists, is_file, user_path
 from gmse_cli.tomlfile import read_toml
@@ -122,6 +122,15 @@ class SlurmSettings(FrozenInput):
     max_parallel: int = Field(default=32, ge=1, description="jobs running at once (array throttle)")
     folder: str = Field(default="slurm-logs/%j", description="submitit logs; %j is the job id")
     setup: list[str] = Field(default_factory=list, description="shell lines run before each job")
+
+    @field_validator("partition", "account", "qos", "constraint", "folder")
+    @classmethod
+    def _one_line(cls, value: str | None, info: Any) -> str | None:
+        # submitit writes each as '#SBATCH --key=value': a newline in a value began a line of
+        # shell in the job script (and ended the #SBATCH header), hidden outside `setup`
+        if value is not None and any(is_control(ch) for ch in value):
+            raise SpecError(f"[slurm] {info.field_name} = {value!r} holds a control character; it is one line of text")
+        return value
 
 
 class SchemeEntry(FrozenInput):

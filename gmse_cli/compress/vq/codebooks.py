@@ -104,11 +104,12 @@ def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
         return _file_memo[key]
     # a regular file only: a FIFO named cb.npy was read until a writer came (a hang)
     raw = read_binary_file(p, what="codebook file", error=DataError, limit=MAX_CODEBOOK_BYTES)
+    want = (2**index_bits, dim)
+    _check_npy_header(raw, p, want, dim, index_bits)
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"vq: {p} is not a .npy array file ({exc})") from None
-    want = (2**index_bits, dim)
     if not isinstance(arr, np.ndarray) or arr.shape != want:
         raise SpecError(
             f"vq: codebook {p} has shape {getattr(arr, 'shape', '?')}, but dim={dim} and "
@@ -129,6 +130,26 @@ def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
     book = _FileBook(cb, str(p), hashlib.sha256(raw).hexdigest(), dim, index_bits)
     keep_bounded(_file_memo, key, book, _FILE_BOOKS)
     return book
+
+
+def _check_npy_header(raw: bytes, p: object, want: tuple[int, int], dim: int, index_bits: int) -> None:
+    """Refuse a .npy whose header shape is not ``want`` before numpy allocates it: np.load sizes
+    its array from the header, so a 1 KiB file claiming (2^40, 2) asked for 16 TiB (a
+    MemoryError traceback) and one claiming a few GiB allocated them before failing."""
+    from numpy.lib import format as npy
+
+    buf = io.BytesIO(raw)
+    try:
+        version = npy.read_magic(buf)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, _ = read(buf)
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise DataError(f"vq: {p} is not a .npy array file ({exc})") from None
+    if tuple(shape) != want:
+        raise SpecError(
+            f"vq: codebook {p} has shape {tuple(shape)}, but dim={dim} and "
+            f"bits={index_bits / dim:g} need {want} (2^(bits*dim) rows of dim coordinates)"
+        )
 
 
 def _file_info(book: _FileBook) -> CodebookInfo:

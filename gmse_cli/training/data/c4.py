@@ -54,7 +54,7 @@ def prepare_c4(
     folder = entry_folder(f"c4-{key}")
     want_train = int(min_train * 1.05) + 1
     want_val = max(min_val, 1)
-    meta = read_entry_meta(folder)
+    meta = read_entry_meta(folder, tok.vocab_size)
     if meta is not None and meta["train_tokens"] >= want_train and meta["val_tokens"] >= want_val:
         return _c4_data(folder, meta, tok)
     if progress:

@@ -37,12 +37,18 @@ def entry_folder(key: str) -> Path:
     return cache_dir() / "tokens" / key
 
 
-def read_entry_meta(folder: Path) -> dict[str, Any] | None:
+def read_entry_meta(folder: Path, vocab_size: int | None = None) -> dict[str, Any] | None:
     """The ``meta.json`` of a whole entry, or None when it is absent or damaged (meta.json not
     this version's, or a token file whose size disagrees with it): tokenize again, as the GMSE
-    cache recomputes a damaged entry, rather than train on a truncated file."""
+    cache recomputes a damaged entry, rather than train on a truncated file. ``vocab_size``: the
+    tokenizer's, which the entry must record (its ids are checked against the recorded one)."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        # the dtypes write_entry writes: a meta.json saying int16 or float32 let ids of -1 or
+        # 0.5 pass the check below (it bounds the largest id only), as one claiming a larger
+        # vocabulary than the tokenizer's let ids no embedding has
+        if meta["dtype"] not in ("uint16", "uint32") or (vocab_size is not None and meta["vocab_size"] != vocab_size):
+            return None
         itemsize = np.dtype(meta["dtype"]).itemsize
         whole = meta["version"] == CACHE_VERSION and all(
             isinstance(meta[f"{split}_tokens"], int)
@@ -195,7 +201,7 @@ def write_entry(
             "val_fraction": val_fraction,
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        _publish(staging, folder)
+        _publish(staging, folder, tok.vocab_size)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
@@ -213,20 +219,20 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _publish(staging: Path, folder: Path) -> None:
+def _publish(staging: Path, folder: Path, vocab_size: int) -> None:
     """Move a finished cache entry into place, keeping a whole entry at least as long that a
     concurrent writer published first (the same tokens: the key names the corpus, tokenizer and
     split; a stream's longer prefix starts with them). A damaged or shorter entry is renamed aside before it is deleted, never
     deleted in place: two processes repairing one entry at once cannot delete each other's
     files, and a process reading a whole entry never sees it vanish."""
-    ours = read_entry_meta(staging)
+    ours = read_entry_meta(staging, vocab_size)
     for _ in range(16):  # other writers may keep moving entries in; each round one of us wins
         try:
             os.replace(staging, folder)  # succeeds where nothing (or an empty folder) is in place
             return
         except OSError:
             pass
-        theirs = read_entry_meta(folder)
+        theirs = read_entry_meta(folder, vocab_size)
         if theirs is not None and ours is not None and all(
             theirs[f"{split}_tokens"] >= ours[f"{split}_tokens"] for split in ("train", "val")
         ):

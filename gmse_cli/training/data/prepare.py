@@ -63,7 +63,7 @@ def prepare_tokens(
         f"{CACHE_VERSION}|{corpus_sha}|{tok.sha256}|{val_fraction!r}|{text_field}".encode()
     ).hexdigest()[:24]
     folder = entry_folder(key)
-    if read_entry_meta(folder) is None:
+    if read_entry_meta(folder, tok.vocab_size) is None:
         if progress:
             progress(f"tokenizing {source} with {tokenizer} (once; cached in {folder})")
         write_entry(folder, train=train_stream(), val=val_stream(), tok=tok, tokenizer=tokenizer,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gmse_cli.errors import TrainError
+from gmse_cli.errors import DataError, TrainError
 from gmse_cli.progress import info, task
 from gmse_cli.training.checkpoint import (
     TrainState,
@@ -147,7 +147,12 @@ def train_run(
         resumed_step = state.step
         if state.run_key != plan.run_key:
             raise TrainError(f"checkpoint {ckpt} belongs to another configuration; remove {run_dir}")
-        load_state_dicts(model, optimizer, parallel, weights, optim_state)
+        try:  # files that parse but do not fit this model (a tensor missing, another model's)
+            load_state_dicts(model, optimizer, parallel, weights, optim_state)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            why = " ".join(str(exc).split())[:300]
+            raise DataError(f"checkpoint {ckpt} is unreadable ({type(exc).__name__}: {why}); "
+                            "delete it to start over") from None
     if not state.world_sizes or state.world_sizes[-1] != env.world:
         state.world_sizes.append(env.world)  # a resume on another process count: the record says so
     step_fn = torch.compile(model) if compile_model else model

@@ -46,6 +46,14 @@ def load_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer, paralle
     inner = unwrap_model(model, parallel)
     inner.load_state_dict(weights)
     optimizer.load_state_dict(optim_state)
+    # load_state_dict takes moments of any shape: a checkpoint's of another model failed only at
+    # the first step, as a size-mismatch traceback
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if name != "step" and isinstance(value, torch.Tensor) and value.shape != param.shape:
+                    raise ValueError(f"optimizer state {name} has shape {list(value.shape)}, "
+                                     f"its parameter {list(param.shape)}")
 
 
 def export_final_model(model: nn.Module, parallel: str, folder: Path, *, env: DistEnv, cfg: RunConfig,
