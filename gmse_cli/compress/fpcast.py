@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.grids import fp_params, fp_round_reference, overflow_value
+from gmse_cli.kernel_cache import numba
 from gmse_cli.spec import FpStyle, Overflow
 
 __all__ = ["fp_cast", "fp_cast_reference", "k_fp_round", "k_fp_round_to"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from gmse_cli.kernel_cache import numba
 
 __all__ = ["STAT_RMS", "STAT_AMAX", "STAT_LO", "STAT_HI", "group_stat", "group_stat_reference"]
 

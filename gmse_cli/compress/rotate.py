@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.checks import check_input
+from gmse_cli.kernel_cache import numba
 from gmse_cli.spec import Rotate
 
 __all__ = ["ALGORITHM_VERSION", "hadamard", "signs"]

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.checks import check_input
 from gmse_cli.compress.sparsity_gmse import magnitude_gmse, nm_gmse
+from gmse_cli.kernel_cache import numba
 from gmse_cli.spec import Sparsify, SparsityPattern
 
 __all__ = ["ALGORITHM_VERSION", "mask", "mask_reference", "magnitude_gmse", "nm_gmse", "round_count"]

@@ -82,8 +82,7 @@ def _law_numba(theta, logN, logD, y, logrho, weights, delta):
     """
     global _law_numba_kernel
     if _law_numba_kernel is None:
-        import numba
-
+        from gmse_cli.kernel_cache import numba
         from gmse_cli.progress import watch_compiles
 
         watch_compiles()  # a first fit on a machine compiles it (2 s of CPU): say so, as the GMSE kernels do

@@ -51,8 +51,7 @@ def _two_loop_numba(g, s_hist, y_hist, rho_hist, count, head, idx, m):
     """:func:`_two_loop` for rows ``idx`` of the full history arrays, without gathering copies."""
     global _two_loop_kernel
     if _two_loop_kernel is None:
-        import numba
-
+        from gmse_cli.kernel_cache import numba
         from gmse_cli.progress import watch_compiles
 
         watch_compiles()  # a first fit on a machine compiles it (2 s of CPU): say so, as the GMSE kernels do

@@ -97,7 +97,7 @@ def _row_sq_errors(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-row sum of squared errors in float64 (fused numba reduction; numpy twin above)."""
     global _row_sq_errors_kernel
     if _row_sq_errors_kernel is None:
-        import numba
+        from gmse_cli.kernel_cache import numba
 
         @numba.njit(parallel=True, cache=True, fastmath=False)
         def kernel(x, y):  # pragma: no cover - compiled

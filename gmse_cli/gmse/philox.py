@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
+from gmse_cli.kernel_cache import numba
 from gmse_cli.threads import parallel_launches
 
 __all__ = [

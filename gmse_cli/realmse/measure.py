@@ -58,7 +58,7 @@ _kernel: Callable | None = None
 def _row_errors_numba(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     global _kernel
     if _kernel is None:
-        import numba
+        from gmse_cli.kernel_cache import numba
 
         @numba.njit(parallel=True, cache=True)
         def kernel(x, y):  # pragma: no cover - compiled

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from functools import cache
 
-import numba
 import numpy as np
 
+from gmse_cli.kernel_cache import numba
 from gmse_cli.spec import DQ_BLOCK
 
 __all__ = ["dynamic_code", "dq_scales", "dq_scales_reference", "DQ_BLOCK"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 from numba.core import types
 from numba.extending import overload
@@ -25,6 +24,7 @@ from gmse_cli.compress.scalar.scales import (
     store_local_reference,
     zero_point_reference,
 )
+from gmse_cli.kernel_cache import numba
 
 # The mse rule's clipping ratios: a coarse pass 1.00, 0.99, ..., 0.20, then a fine pass of
 # steps of 0.001 around the best coarse ratio (GPTQ searches the same range in 100 steps).

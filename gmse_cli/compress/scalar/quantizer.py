@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.checks import check_input
@@ -51,6 +50,7 @@ from gmse_cli.compress.scalar.scales import (
     zero_point_reference,
 )
 from gmse_cli.errors import DataError, SpecError
+from gmse_cli.kernel_cache import numba
 from gmse_cli.spec import Quantize, ScaleStats
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 from numba.core import types
 from numba.extending import overload
@@ -20,6 +19,7 @@ from numba.extending import overload
 from gmse_cli.compress.fpcast import k_fp_round
 from gmse_cli.compress.grids import fp_round_reference
 from gmse_cli.compress.scalar.plans import ASYM, FP, FULL, MIDRISE, SIGNED, TABLE, TABLE32, Plan
+from gmse_cli.kernel_cache import numba
 
 SUM_BLOCK = 16  # squared errors added between two checks of the bound
 

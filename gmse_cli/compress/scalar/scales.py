@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.fpcast import k_fp_round, k_fp_round_to
@@ -45,6 +44,7 @@ from gmse_cli.compress.scalar.plans import (
     Plan,
     even_increment,
 )
+from gmse_cli.kernel_cache import numba
 
 SQRT_HALF = 0.7071067811865476  # log2 m >= -1/2  <=>  m >= 2^-1/2
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.checks import check_input
@@ -21,6 +20,7 @@ from gmse_cli.compress.vq.codebooks import codebook, scale_constant, stage_searc
 from gmse_cli.compress.vq.search import nearest_reference, nearest_with
 from gmse_cli.compress.vq.search_kernels import assign
 from gmse_cli.errors import DataError
+from gmse_cli.kernel_cache import numba
 from gmse_cli.spec import VQ, FpStyle, ScaleFormat
 
 __all__ = ["quantize", "quantize_reference", "nearest"]

@@ -13,10 +13,10 @@ stopping.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.vq.lloyd import lloyd_exact
+from gmse_cli.kernel_cache import numba
 
 __all__ = ["lbg_u", "two_nearest", "two_nearest_reference"]
 

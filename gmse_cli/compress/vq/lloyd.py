@@ -8,10 +8,10 @@ depend on the thread count.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.vq.search import build_searcher, nearest_with
+from gmse_cli.kernel_cache import numba
 
 __all__ = ["lbg", "lloyd_exact", "canonical", "cell_sums"]
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.vq.e8p import e8p_abs_patterns
 from gmse_cli.compress.vq.search_kernels import E8P, FLAT, GRID, LINE, assign
 from gmse_cli.errors import DataError
+from gmse_cli.kernel_cache import numba
 
 __all__ = ["Searcher", "build_searcher", "nearest_with", "nearest_reference", "sq_dist_reference"]
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
+
+from gmse_cli.kernel_cache import numba
 
 if TYPE_CHECKING:
     from gmse_cli.compress.vq.search import Searcher

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.vq.lloyd import cell_sums
 from gmse_cli.compress.vq.search import build_searcher, nearest_with, sq_dist_reference
+from gmse_cli.kernel_cache import numba
 
 __all__ = ["StreamedPlan", "streamed_plan", "lloyd_streamed", "knn_small"]
 

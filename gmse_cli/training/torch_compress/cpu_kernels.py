@@ -9,10 +9,10 @@ compare them with. The group statistics are the compressors' own
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from gmse_cli.compress.group_stats import STAT_AMAX, STAT_HI, STAT_LO, STAT_RMS, group_stat
+from gmse_cli.kernel_cache import numba
 
 __all__ = ["group_stat", "band_mask", "STAT_RMS", "STAT_AMAX", "STAT_LO", "STAT_HI"]
 

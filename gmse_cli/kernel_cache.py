@@ -1,0 +1,75 @@
+"""numba, with its on-disk kernel cache made safe for processes that fill it at once.
+
+numba keeps the compiled versions of one kernel in one index file that each process reads,
+extends and rewrites without a lock, naming each new version's data file after the index's
+size as that process read it. Two processes compiling two versions at once (two signatures, or
+two of uscl's per-grid kernels, which share their source) can both pick ``.1.nbc``; the index
+then names one version's key and the file holds the other's machine code, which numba loads
+without checking: a kernel for one grid answered for another, with wrong numbers, for every later
+process, until the cache was deleted. ``pytest -n 2`` on a fresh machine, or two uscl commands
+started together after an install, is enough.
+
+Importing this module wraps numba's cache-file ``save`` in an exclusive ``flock`` on a lock file
+beside the index, and ``load`` in a shared one, so an index and its data files always change
+together. Every module that compiles a cached kernel imports numba from here. The lock is
+advisory and per index; where no lock file can be made (a read-only folder numba cannot cache
+in anyway) or the file system takes no locks, numba runs as it always did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numba
+from numba.core import caching
+
+__all__ = ["numba", "index_lock"]
+
+
+@contextlib.contextmanager
+def index_lock(index_path: str, *, exclusive: bool) -> Iterator[None]:
+    """Hold a lock on ``INDEX.lock`` beside numba's cache index ``index_path`` (exclusive to
+    change the index and its data files, shared to read them); no lock where none can be taken."""
+    try:
+        fd = os.open(f"{index_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError:  # no such folder yet (numba makes it when saving), read-only: run unlocked
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError as exc:  # a file system without locks (Lustre without flock)
+            if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _locked(method: Callable[..., Any], *, exclusive: bool) -> Callable[..., Any]:
+    def call(self: Any, *args: Any) -> Any:
+        index_path = getattr(self, "_index_path", None)  # numba's own name for it, since 0.2x
+        if index_path is None:
+            return method(self, *args)
+        with index_lock(index_path, exclusive=exclusive):
+            return method(self, *args)
+
+    call.__wrapped__ = method  # type: ignore[attr-defined]
+    return call
+
+
+def _install() -> None:
+    cache_file = getattr(caching, "IndexDataCacheFile", None)
+    if cache_file is None or getattr(cache_file, "_uscl_locked", False):
+        return  # another numba layout (nothing to wrap), or wrapped already
+    cache_file.save = _locked(cache_file.save, exclusive=True)
+    cache_file.load = _locked(cache_file.load, exclusive=False)
+    cache_file._uscl_locked = True
+
+
+_install()
