@@ -86,3 +86,12 @@ def test_versions_saved_at_once_each_load_their_own_code(tmp_path):
                           text=True, timeout=240)
     assert back.returncode == 0, back.stderr
     assert back.stdout.split() == ["2.0", "3.0"]
+
+
+def test_every_module_caching_kernels_imports_numba_through_the_lock():
+    # a new kernel module importing numba itself would bring the race back for its kernels
+    package = REPO / "gmse_cli"
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "cache=True" in text:
+            assert "from gmse_cli.kernel_cache import numba" in text, path.relative_to(REPO)

@@ -206,8 +206,9 @@ def call_passing_interrupts(cmd: list[str]) -> int:
             raise
 
 
-_SIGTERM_WAIT_SECONDS = 30.0
-"""How long a SIGTERM'd uscl waits for torchrun to stop its workers before killing it."""
+_SIGTERM_WAIT_SECONDS = 35.0
+"""How long a SIGTERM'd uscl waits for torchrun to stop its workers before killing it: longer
+than torchrun's own 30 s before it kills workers that do not stop, so that it gets to."""
 
 
 def _sigterm_passed_on(proc: subprocess.Popen) -> contextlib.AbstractContextManager[None]:
