@@ -124,3 +124,15 @@ def minilm_folder() -> Path:
 def _made(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def dense_runs_csv(path: Path, scheme: str) -> Path:
+    """A runs CSV of 12 bf16 runs of a Chinchilla-like law, each with the scheme label
+    ``scheme`` (for tests of how names print; the fit itself is beside the point)."""
+    rows = ["N,D,loss,weights,scheme"]
+    for n in (1e7, 3e7, 1e8, 3e8):
+        for tpp in (20, 50, 100):
+            loss = 1.7 + 400 / n**0.34 + 410 / (n * tpp) ** 0.28
+            rows.append(f'{n:g},{n * tpp:g},{loss:.6f},bf16,"{scheme}"')
+    path.write_text("\n".join(rows) + "\n")
+    return path

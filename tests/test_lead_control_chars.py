@@ -7,7 +7,7 @@ cell did the same in `uscl fit`'s tables.
 
 from __future__ import annotations
 
-import conftest  # noqa: F401  (the shared fixtures)
+import conftest
 import pytest
 
 from gmse_cli.errors import SpecError, one_line, visible
@@ -56,14 +56,7 @@ def test_a_format_file_naming_a_control_character_gets_one_line(tmp_path, run_cl
 
 
 def test_a_scheme_cell_with_an_escape_is_shown_escaped_in_fit_tables(tmp_path, run_cli):
-    # 12 dense runs from a Chinchilla-like law: the fit itself is beside the point
-    rows = ["N,D,loss,weights,scheme"]
-    for n in (1e7, 3e7, 1e8, 3e8):
-        for tpp in (20, 50, 100):
-            loss = 1.7 + 400 / n**0.34 + 410 / (n * tpp) ** 0.28
-            rows.append(f'{n:g},{n * tpp:g},{loss:.6f},bf16,"my{ESC}[2Jrun"')
-    path = tmp_path / "runs.csv"
-    path.write_text("\n".join(rows) + "\n")
+    path = conftest.dense_runs_csv(tmp_path / "runs.csv", f"my{ESC}[2Jrun")
     result = run_cli("fit", str(path), "--model", "dense")
     assert result.code == 0, result.stderr
     assert ESC not in result.stdout + result.stderr
