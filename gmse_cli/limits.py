@@ -52,6 +52,7 @@ def check_seed(seed: object, what: str = "seed") -> int:
         raise SpecError(f"{what} = {seed!r} must be a whole number from 0 to 2**63 - 1")
     return int(seed)
 
+
 MEMO_ENTRIES = 4096
 """The most entries a per-process cache keyed by what a user names (a grid, a group size, a
 format) holds: a long-lived program (a service ranking its users' formats) keeps its memory

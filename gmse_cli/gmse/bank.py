@@ -163,14 +163,13 @@ class SampleBank:
         if x is None and self._last is not None and self._last[0] == index:
             x = self._last[1]  # its control statistics follow its compression: no second draw
         if x is None:
-            # Before the first kernel (every kernel runs on a batch drawn here): idle OpenMP
-            # workers sleep. Not in __init__: numba's import (0.3 s) waits until a batch is needed.
+            # Not in __init__: numba's import (0.3 s) waits until a batch is needed. The stream
+            # starts numba's pool (idle OpenMP workers sleep) before the first kernel.
             from gmse_cli.gmse.philox import gaussian_stream, philox_key  # numba: only when drawing
 
             watch_compiles()
             n = self.batch_elements
-            with parallel_launches():  # starts the pool first: idle OpenMP workers sleep
-                x = gaussian_stream(philox_key(self.seed), index * n, n).reshape(self.rows_per_batch, self.row_length)
+            x = gaussian_stream(philox_key(self.seed), index * n, n).reshape(self.rows_per_batch, self.row_length)
             if index < self._held:
                 self._batches[index] = x
             else:

@@ -104,17 +104,11 @@ def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
         return _file_memo[key]
     # a regular file only: a FIFO named cb.npy was read until a writer came (a hang)
     raw = read_binary_file(p, what="codebook file", error=DataError, limit=MAX_CODEBOOK_BYTES)
-    want = (2**index_bits, dim)
-    _check_npy_header(raw, p, want, dim, index_bits)
+    _check_npy_header(raw, p, dim, index_bits)  # np.load's array has the header's shape
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"vq: {p} is not a .npy array file ({exc})") from None
-    if not isinstance(arr, np.ndarray) or arr.shape != want:
-        raise SpecError(
-            f"vq: codebook {p} has shape {getattr(arr, 'shape', '?')}, but dim={dim} and "
-            f"bits={index_bits / dim:g} need {want} (2^(bits*dim) rows of dim coordinates)"
-        )
     if arr.dtype.kind not in "fiu":
         raise DataError(f"vq: codebook {p} holds {arr.dtype}, not numbers")
     cb = np.ascontiguousarray(arr, dtype=np.float32)
@@ -132,8 +126,8 @@ def _file_book(path: str, dim: int, index_bits: int) -> _FileBook:
     return book
 
 
-def _check_npy_header(raw: bytes, p: object, want: tuple[int, int], dim: int, index_bits: int) -> None:
-    """Refuse a .npy whose header shape is not ``want`` before numpy allocates it: np.load sizes
+def _check_npy_header(raw: bytes, p: object, dim: int, index_bits: int) -> None:
+    """Refuse a .npy whose header shape is not (2^index_bits, dim) before numpy allocates it: np.load sizes
     its array from the header, so a 1 KiB file claiming (2^40, 2) asked for 16 TiB (a
     MemoryError traceback) and one claiming a few GiB allocated them before failing."""
     from numpy.lib import format as npy
@@ -145,6 +139,7 @@ def _check_npy_header(raw: bytes, p: object, want: tuple[int, int], dim: int, in
         shape, _, _ = read(buf)
     except (ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"vq: {p} is not a .npy array file ({exc})") from None
+    want = (2**index_bits, dim)
     if tuple(shape) != want:
         raise SpecError(
             f"vq: codebook {p} has shape {tuple(shape)}, but dim={dim} and "
