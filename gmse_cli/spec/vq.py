@@ -73,7 +73,9 @@ class VQ(SpecModel):
         if round(index_bits) < 1:  # bits = 1e-12: one codeword, no information
             raise SpecError(f"vq: bits*dim = {index_bits:g} must be at least 1 (codebook of 2^(bits*dim))")
         if round(index_bits) > _MAX_VQ_INDEX_BITS:
-            raise SpecError(f"vq: 2^{round(index_bits)} codewords is above the supported 2^{_MAX_VQ_INDEX_BITS}")
+            # named by bits and dim as written: round() of a huge float prints digits nobody wrote
+            raise SpecError(f"vq: bits*dim = {self.bits:g}*{self.dim} asks for 2^{index_bits:g} codewords, above "
+                            f"the supported 2^{_MAX_VQ_INDEX_BITS}")
         if self.codebook == "e8" and (self.dim != 8 or round(index_bits) != 16):
             raise SpecError("vq: the e8 codebook is 8-dimensional with 2 bits per coordinate")
         if self.codebook not in ("gaussian", "e8") and not is_codebook_file(self.codebook):
