@@ -31,7 +31,7 @@ NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0]
-SCALE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "e8m0": 8, "e4m3": 8}
+SCALE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "e8m0": 8, "e4m3": 8, "int8": 8}
 ML_TYPES = {(2, 1): ml_dtypes.float4_e2m1fn, (2, 3): ml_dtypes.float6_e2m3fn,
             (3, 2): ml_dtypes.float6_e3m2fn, (4, 3): ml_dtypes.float8_e4m3fn,
             (5, 2): ml_dtypes.float8_e5m2}
@@ -94,8 +94,13 @@ def stored_scale(raw: np.ndarray, amax: np.ndarray, q: dict) -> np.ndarray:
         top = float(np.float32(raw.max() / 448.0))
         return fp_round(raw / top, 4, 3) * top if top > 0 else raw * 0
     pos = raw > 0
-    if q["rule"] == "rms":  # an RMS scale in e8m0: c x RMS to the nearest power of two
+    if sf == "int8":  # unsigned codes 1..255 under an fp32 second-level scale
+        top = float(np.float32(raw.max() / 255.0))
+        return np.where(pos, np.clip(np.rint(raw / max(top, 1e-300)), 1, 255) * top, 0.0)
+    if q["rule"] == "rms" or q["round"] == "nearest-raw":  # c x RMS to the nearest power of two
         ex = np.rint(np.log2(np.where(pos, raw, 1.0)))
+    elif q["round"] == "ceil-raw":  # an asymmetric range's default: never clips
+        ex = np.ceil(np.log2(np.where(pos, raw, 1.0)))
     else:
         top = grid_top(q)
         la = np.log2(np.where(pos, amax, 1.0))
@@ -118,7 +123,7 @@ def ref_quantize(x: np.ndarray, q: dict, kept: np.ndarray) -> np.ndarray:
         lo = np.minimum(0, np.min(np.where(sk, sx, np.inf), 1))
         s = stored_scale((hi - lo) / (2**b - 1), None, q)[:, None]
         ss = np.where(s > 0, s, 1.0)
-        zp = np.rint(-lo[:, None] / ss)
+        zp = np.clip(np.rint(-lo[:, None] / ss), 0, 2**b - 1)  # stored in B bits
         out = np.where(s > 0, (np.clip(np.rint(xs / ss) + zp, 0, 2**b - 1) - zp) * ss, 0.0)
         return np.where(kept, out.reshape(x.shape), 0.0)
     amax = np.max(np.where(sk, np.abs(sx), 0.0), 1)
@@ -225,11 +230,15 @@ def gen_quant(r: random.Random) -> tuple[dict, str]:
             mods.append(f"rms{text}")  # positional: a shorthand's '-' ends a modifier
         else:
             mods.append("absmax")
-    sf = r.choice(["fp32", "bf16", "fp16", "e8m0", "e4m3"] if kind != "aint" else ["fp32", "bf16", "fp16"])
+    sf = r.choice(["fp32", "bf16", "fp16", "e8m0", "e4m3", "int8"])
     if sf != "fp32":
         q["sfmt"] = sf
         mods.append("s" + sf)
-        if sf == "e8m0" and q["rule"] == "absmax":
+        if sf == "e8m0" and kind == "aint":
+            q["round"] = r.choice(["ceil-raw", "nearest-raw"])
+            if q["round"] == "nearest-raw":
+                mods.append("nearest")
+        elif sf == "e8m0" and q["rule"] == "absmax":
             q["round"] = r.choice(["floor", "ceil", "nearest", "rceil"])
             mods.append(q["round"])
     name = "-".join([name, *map(str, mods)])
@@ -309,5 +318,6 @@ def test_generated_format_matches_reference(spec, name, L):
     want = ref_compress(x, spec)
     off = np.abs(got - want) > 1e-5 * (np.abs(want) + 1e-2 * np.abs(x).max())
     # float32 vs float64 arithmetic may move an entry sitting on a rounding boundary, nothing more
-    assert off.sum() <= max(1, x.size // 500), (name, int(off.sum()), np.argwhere(off)[:5])
+    # (a rotation spreads one such entry over its block)
+    assert off.sum() <= max(1, x.size // 500) * spec.get("had", 1), (name, int(off.sum()))
     assert math.isclose(fmt.bits_per_param(row_length=L), ref_bits(spec, L), rel_tol=1e-12, abs_tol=1e-12)
