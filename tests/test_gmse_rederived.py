@@ -11,7 +11,8 @@ minimum where the GMSE is flat; the rest is closed-form arithmetic). Bits agree 
 Covered: every catalog format of the scalar families (integer grids, fp, MX, NVFP4, NF4, Lloyd-
 Max, lut, casts, magnitude and N:M sparsity, their composites, Hadamard-rotated ones) and 48
 generated formats. Not covered: vq/e8p, nf4-dq (bitsandbytes' dynamic 8-bit code) and the
-`mse` scale rule and `int8` scales, whose exact rules the README does not state.
+`mse` scale rule, whose exact search the README does not state (`int8` scales are covered by
+tests/test_difffmt_generated.py).
 """
 
 from __future__ import annotations
