@@ -1,8 +1,8 @@
 """The schema versions of the files uscl writes and reads back, and the refusal of a newer one.
 
-A results record (one line of ``uscl train``'s results file) carries ``schema_version``; a
-reader that meets a version above the one it knows refuses it in one line saying to upgrade,
-rather than read fields whose meaning may have changed.
+A results record (one line of ``uscl train``'s results file) and a law file carry
+``schema_version``; a reader that meets a version above the one it knows refuses it in one line
+saying to upgrade, rather than read fields whose meaning may have changed.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "newer_schema", "newer_writer"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "LAW_SCHEMA_VERSION", "newer_schema", "newer_writer"]
 
 RESULTS_SCHEMA_VERSION = 1
 """The ``schema_version`` of the records ``uscl train`` writes (``gmse_cli.training.results``)."""
+
+LAW_SCHEMA_VERSION = 1
+"""The ``schema_version`` of the law files uscl writes (``gmse_cli.law.files``); a law file
+without the key (every one written before it was added) is version 1."""
 
 
 def newer_schema(value: Any, supported: int, what: str) -> str | None:
