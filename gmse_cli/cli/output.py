@@ -24,6 +24,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from gmse_cli.errors import visible
+
 __all__ = ["SCHEMA_VERSION", "envelope", "print_json", "print_csv", "csv_rows"]
 
 SCHEMA_VERSION = 1
@@ -197,13 +199,19 @@ def _scalars(item: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
             yield f"{prefix}{key}", value
 
 
+def _cell(value: Any) -> Any:
+    return "" if value is None else visible(value) if isinstance(value, str) else value
+
+
 def print_csv(results: Iterable[Any], *, command: str | None = None, **context: Any) -> None:
     """Print ``results`` (renamed as for JSON; ``context``: the envelope's other keys that the
     renaming reads, e.g. search's objective) as CSV to stdout: one row each, scalar columns."""
     items = envelope(command or current_command(), list(results), **context)["results"]
     columns, rows = csv_rows(items)
-    writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    # A name read from a file (a tensor's, a layer's) reaches the terminal or the next tool: its
+    # control characters are escapes here as in the tables (newline and tab are quoted by CSV).
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([visible(c) for c in columns])
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow([_cell(row.get(c)) for c in columns])
     sys.stdout.flush()
