@@ -131,14 +131,19 @@ def envelope(command: str, results: Iterable[Any], **extra: Any) -> dict[str, An
     return {"schema_version": SCHEMA_VERSION, "command": command, "results": items, **extra}
 
 
-def current_command() -> str:
-    """The running command's name without the program: ``rank``, ``tokenizer train``."""
+def current_context() -> Any:
+    """The click context of the command being run, or None outside one."""
     try:  # typer >= 0.20 runs commands in its own vendored copy of click
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - older typer runs them in click itself
         from click import get_current_context
 
-    ctx = get_current_context(silent=True)
+    return get_current_context(silent=True)
+
+
+def current_command() -> str:
+    """The running command's name without the program: ``rank``, ``tokenizer train``."""
+    ctx = current_context()
     if ctx is None:
         return "uscl"
     path = ctx.command_path.split()
