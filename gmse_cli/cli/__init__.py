@@ -93,8 +93,9 @@ def _as_commands(command: click.Command) -> click.Command:
     """``command`` with each command's work (its callback) wrapped: first
     :func:`~gmse_cli.threads.check_thread_setting` (before anything imports numba, which reads
     the setting once; after the line is parsed, so ``--help`` and ``--version`` answer whatever
-    the environment holds). A group's own callback checks the setting only where it is the
-    command (``uscl formats`` lists the catalog)."""
+    the environment holds), and a library's refusal of a parameter's value
+    (:func:`~gmse_cli.errors.bad_value`) names the command's option for it. A group's own
+    callback checks the setting only where it is the command (``uscl formats`` lists the catalog)."""
     from gmse_cli.cli.output import current_context
 
     subcommands = getattr(command, "commands", None)
@@ -103,13 +104,19 @@ def _as_commands(command: click.Command) -> click.Command:
     callback = getattr(command, "callback", None)
     if callback is None or getattr(callback, "_uscl_wrapped", False):
         return command
+    options = {p.name: max(p.opts, key=len) for p in getattr(command, "params", ()) if getattr(p, "opts", None)}
 
     @functools.wraps(callback)
     def wrapped(*args, **kwargs):
         ctx = current_context() if subcommands else None
         if ctx is None or ctx.invoked_subcommand is None:
             check_thread_setting()
-        return callback(*args, **kwargs)
+        try:
+            return callback(*args, **kwargs)
+        except UsclError as exc:
+            if exc.parameter in options:
+                exc.args = (f"{options[exc.parameter]} {exc.value_rule}",)
+            raise
 
     wrapped._uscl_wrapped = True  # type: ignore[attr-defined]
     command.callback = wrapped
