@@ -10,8 +10,8 @@ other load disturbs CPU time far less than wall time), the ratio baseline / now,
 a second process on the same caches compiles nothing and prints the same stdout.
 
 With --kernels it also prints, per version, the CPU seconds each top-level numba kernel took to
-compile for `compress(format, 32 Gaussian rows of 4096)` of each format (in one process, fresh
-cache), with the LLVM share: where the first run's time goes.
+compile for one GMSE batch of each format (32 Gaussian rows of 4096 drawn, compressed and
+compared; in one process, fresh cache), with the LLVM share: where the first run's time goes.
 
 Run: python benchmarks/compile_time.py [--baseline main] [--repeat 1] [--kernels]
 """
@@ -68,13 +68,11 @@ class Llvm(event.Listener):
             stack[-1][2] += spent
 event.register("numba:compile", Compile())
 event.register("numba:llvm_lock", Llvm())
-from gmse_cli.compress import compress
-from gmse_cli.gmse import bank
-from gmse_cli.gmse.philox import gaussian_stream
+from gmse_cli.gmse.bank import SampleBank
 from gmse_cli.spec import resolve_format
-x = gaussian_stream((1, 2), 0, 32 * 4096).reshape(32, 4096)
+bank = SampleBank(row_length=4096, batch_elements=32 * 4096)  # one batch: 32 Gaussian rows
 for name in sys.argv[1:]:
-    bank._row_sq_errors(x, compress(resolve_format(name), x, backend="numba", finite=True))
+    bank.batch_totals(resolve_format(name), 0)  # draw, compress, per-row squared errors
 for name, (cpu, in_llvm, n) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
     print(f"{name}\t{cpu:.2f}\t{in_llvm:.2f}\t{n}")
 '''

@@ -22,6 +22,7 @@ __all__ = [
     "described",
     "list_of",
     "more_likewise",
+    "bad_value",
 ]
 
 
@@ -81,6 +82,20 @@ def is_control(char: str) -> bool:
 
 class UsclError(Exception):
     """Base class: the message is shown to the user as one line."""
+
+    parameter: str | None = None
+    """The parameter whose value is refused (:func:`bad_value`), else None."""
+    value_rule: str = ""
+    """The refused value and the rule it breaks, without the parameter's name."""
+
+
+def bad_value(error: type[UsclError], parameter: str, value: object, rule: str) -> UsclError:
+    """``error`` refusing ``value`` of a library function's ``parameter``: its message names the
+    parameter as a caller writes it (``rel_err=0 must be a positive number``); the command line
+    names its option instead where the command has that parameter (``--rel-err 0 must be ...``)."""
+    exc = error(f"{parameter}={value!r} {rule}")
+    exc.parameter, exc.value_rule = parameter, f"{value!r} {rule}"
+    return exc
 
 
 class SpecError(UsclError, ValueError):

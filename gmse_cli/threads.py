@@ -41,19 +41,35 @@ _launcher: int | None = None  # the process that launched kernels, if under GNU 
 
 
 def check_thread_setting() -> None:
-    """Refuse a ``NUMBA_NUM_THREADS`` numba cannot start a pool with, before numba reads it.
+    """Refuse a ``NUMBA_NUM_THREADS`` numba cannot start a pool with, before numba reads it, and
+    an ``OMP_NUM_THREADS`` that GNU OpenMP refuses.
 
-    numba reads the variable once, when it is imported: 0 was a ValueError traceback at the
+    numba reads its variable once, when it is imported: 0 was a ValueError traceback at the
     first parallel kernel, text ('x', '') a warning carrying numba's own traceback, and 99999 a
     segmentation fault while the pool started. A value is whole, 1 to :data:`MAX_THREADS` (the
-    limit of ``train --threads``), ASCII digits with an optional '+' and surrounding blanks."""
+    limit of ``train --threads``), ASCII digits with an optional '+' and surrounding blanks.
+
+    libgomp (numba's ``omp`` layer, torch) reads ``OMP_NUM_THREADS`` when it loads, prints its
+    own "Invalid value" line for what it cannot read, and goes on without it: a setting the
+    user made is then lost under a line uscl did not write. What libgomp reads is kept as it
+    is: positive whole numbers, comma-separated for nested levels ('4,2'), each with optional
+    blanks and '+'; numba sizes its own pool from ``NUMBA_NUM_THREADS`` either way."""
     raw = os.environ.get("NUMBA_NUM_THREADS")
-    if raw is None:
-        return
-    digits = raw.strip().removeprefix("+")
-    if not (digits.isascii() and digits.isdigit() and 1 <= int(digits) <= MAX_THREADS):
-        raise SpecError(f"environment variable NUMBA_NUM_THREADS={raw!r} must be a whole number of threads "
-                        f"from 1 to {MAX_THREADS} (or unset)")
+    if raw is not None:
+        digits = raw.strip().removeprefix("+")
+        if not (digits.isascii() and digits.isdigit() and 1 <= int(digits) <= MAX_THREADS):
+            raise SpecError(f"environment variable NUMBA_NUM_THREADS={raw!r} must be a whole number of threads "
+                            f"from 1 to {MAX_THREADS} (or unset)")
+    raw = os.environ.get("OMP_NUM_THREADS")
+    if raw is not None and not all(_omp_count(part) for part in raw.split(",")):
+        raise SpecError(f"environment variable OMP_NUM_THREADS={raw!r} must be a whole number of threads of "
+                        "at least 1, or a comma-separated list of them for nested levels (or unset)")
+
+
+def _omp_count(text: str) -> bool:
+    # one entry as libgomp's strtoul reads it: blanks, an optional '+', digits, blanks; 1 to LONG_MAX
+    digits = text.strip(" \t\n\r\f\v").removeprefix("+")
+    return digits.isascii() and digits.isdigit() and 1 <= int(digits) < 1 << 63
 
 
 def start_numba_threads() -> None:

@@ -138,7 +138,7 @@ def test_a_rel_err_that_is_no_number_is_named(bad):
     """Before: gmse_of(rel_err=None) raised TypeError ("'>' not supported between 'NoneType' and
     'int'"), an array numpy's "truth value ... ambiguous", 10**400 OverflowError."""
     for entry in (gmse_cli.gmse_of, gmse_cli.stage_gmse, gmse_cli.estimate_gmse):
-        with pytest.raises(SpecError, match="^--rel-err ") as err:
+        with pytest.raises(SpecError, match="^rel_err=") as err:
             entry("int4", rel_err=bad)
         assert _names(str(err.value), bad)
 

@@ -483,7 +483,7 @@ def test_unknown_fixed_constant_and_model():
         F.fit(runs, model="dense", fixed={"gamma": 1.0}, starts=SMALL_GRID)
     with pytest.raises(FitError, match="unknown model 'chinchilla'"):
         F.fit(runs, model="chinchilla")
-    with pytest.raises(FitError, match="huber-delta"):
+    with pytest.raises(FitError, match="^huber_delta=-1.0 must be a positive number"):
         F.fit(runs, huber_delta=-1.0)
 
 

@@ -377,7 +377,7 @@ def _cell_mse(level: float, lo: float, hi: float) -> float:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"rel_err": 0}, "--rel-err 0 must be a positive"),
+        ({"rel_err": 0}, "^rel_err=0 must be a positive"),
         ({"rel_err": -1e-3}, "must be a positive"),
         ({"row_length": 100}, "does not divide the row length 100"),
         ({"method": "guess"}, "unknown method"),

@@ -40,5 +40,5 @@ def test_a_budget_above_the_limit_is_one_exit_2_line(run_cli, value):
 
 def test_the_api_refuses_what_the_command_line_refuses():
     for bad in ("4", np.array([4.0]), None, True, 64.0001, 65, 0, float("nan")):
-        with pytest.raises(UsclError, match=r"^--bits .* above 0 and at most 64"):
+        with pytest.raises(UsclError, match=r"^budget=.* above 0 and at most 64"):
             search_formats(bad)

@@ -49,15 +49,15 @@ def test_a_bad_row_length_is_one_error_naming_it(row_length):
     for call in (lambda: estimate_gmse(["nvfp4"], row_length=row_length),
                  lambda: SampleBank(row_length=row_length),
                  lambda: predict("int4", 1e8, 1e10, row_length=row_length)):
-        with pytest.raises(SpecError, match=r"row-length .* must be a whole number from 1 to 1,048,576$"):
+        with pytest.raises(SpecError, match=r"^row_length=.* must be a whole number from 1 to 1,048,576$"):
             call()
 
 
 @pytest.mark.parametrize(("option", "value", "named"), [
-    ("bootstrap", 1.5, "--bootstrap 1.5"), ("bootstrap", True, "--bootstrap True"),
-    ("bootstrap", 10**6, "--bootstrap 1000000"), ("huber_delta", True, "--huber-delta True"),
-    ("huber_delta", "x", "--huber-delta 'x'"), ("bootstrap_starts", 0, "bootstrap_starts 0"),
-    ("capacity_delta", float("nan"), "capacity Huber delta nan")])
+    ("bootstrap", 1.5, "bootstrap=1.5"), ("bootstrap", True, "bootstrap=True"),
+    ("bootstrap", 10**6, "bootstrap=1000000"), ("huber_delta", True, "huber_delta=True"),
+    ("huber_delta", "x", "huber_delta='x'"), ("bootstrap_starts", 0, "bootstrap_starts 0"),
+    ("capacity_delta", float("nan"), "capacity_delta=nan")])
 def test_a_bad_fit_option_is_one_error_naming_it(option, value, named):
     from gmse_cli.errors import FitError
     from gmse_cli.fit import fit

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import signal
 import sys
 import threading
@@ -85,6 +86,40 @@ def _keep_interrupts(command: click.Command) -> click.Command:
             raise _Interrupted(*cause.args) from exc
 
     command.invoke = invoke_keeping_interrupts  # type: ignore[method-assign]
+    return command
+
+
+def _as_commands(command: click.Command) -> click.Command:
+    """``command`` with each command's work (its callback) wrapped: first
+    :func:`~gmse_cli.threads.check_thread_setting` (before anything imports numba, which reads
+    the setting once; after the line is parsed, so ``--help`` and ``--version`` answer whatever
+    the environment holds), and a library's refusal of a parameter's value
+    (:func:`~gmse_cli.errors.bad_value`) names the command's option for it. A group's own
+    callback checks the setting only where it is the command (``uscl formats`` lists the catalog)."""
+    from gmse_cli.cli.output import current_context
+
+    subcommands = getattr(command, "commands", None)
+    for sub in (subcommands or {}).values():
+        _as_commands(sub)
+    callback = getattr(command, "callback", None)
+    if callback is None or getattr(callback, "_uscl_wrapped", False):
+        return command
+    options = {p.name: max(p.opts, key=len) for p in getattr(command, "params", ()) if getattr(p, "opts", None)}
+
+    @functools.wraps(callback)
+    def wrapped(*args, **kwargs):
+        ctx = current_context() if subcommands else None
+        if ctx is None or ctx.invoked_subcommand is None:
+            check_thread_setting()
+        try:
+            return callback(*args, **kwargs)
+        except UsclError as exc:
+            if exc.parameter in options:
+                exc.args = (f"{options[exc.parameter]} {exc.value_rule}",)
+            raise
+
+    wrapped._uscl_wrapped = True  # type: ignore[attr-defined]
+    command.callback = wrapped
     return command
 
 
@@ -294,7 +329,7 @@ def _usable_streams() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
-    command = _keep_interrupts(attach_validators(_cli(args)))
+    command = _keep_interrupts(attach_validators(_as_commands(_cli(args))))
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)
@@ -303,7 +338,6 @@ def main(argv: list[str] | None = None) -> None:
             print_group_help(command, prog="uscl")
             sys.stdout.flush()
             sys.exit(0 if args else 2)
-        check_thread_setting()  # before any command imports numba, which reads it once
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
         sys.stdout.flush()  # what is still buffered: a reader gone by now is a closed pipe too
         if code == _ABORT_CODE:  # Ctrl-C while Typer parsed the line: it returns 130 and says nothing

@@ -121,6 +121,10 @@ def register(app: typer.Typer) -> None:
                      else f"the first: {copy.location}, a copy of {original.location}")
             notices.append(f"[yellow]note:[/] {len(copies)} exact duplicate run{'s' if len(copies) > 1 else ''} "
                            f"fitted once ({escape(first)})")
+        if not runs:  # nothing to select from: the files say why (skipped runs), not --where
+            skips = [w.message for w in caught if issubclass(w.category, RunsWarning)]
+            skipped = f" ({len(skips)} skipped; the first: {skips[0]})" if skips else ""
+            raise DataError(f"no runs to fit in {', '.join(printable_path(f) for f in files)}{skipped}")
         loaded = runs
         runs = select(runs, where or [])
         runs = drop_worst(runs, exclude_worst)

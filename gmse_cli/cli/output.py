@@ -24,6 +24,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from gmse_cli.errors import visible
+
 __all__ = ["SCHEMA_VERSION", "envelope", "print_json", "print_csv", "csv_rows"]
 
 SCHEMA_VERSION = 1
@@ -129,14 +131,19 @@ def envelope(command: str, results: Iterable[Any], **extra: Any) -> dict[str, An
     return {"schema_version": SCHEMA_VERSION, "command": command, "results": items, **extra}
 
 
-def current_command() -> str:
-    """The running command's name without the program: ``rank``, ``tokenizer train``."""
+def current_context() -> Any:
+    """The click context of the command being run, or None outside one."""
     try:  # typer >= 0.20 runs commands in its own vendored copy of click
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - older typer runs them in click itself
         from click import get_current_context
 
-    ctx = get_current_context(silent=True)
+    return get_current_context(silent=True)
+
+
+def current_command() -> str:
+    """The running command's name without the program: ``rank``, ``tokenizer train``."""
+    ctx = current_context()
     if ctx is None:
         return "uscl"
     path = ctx.command_path.split()
@@ -197,13 +204,19 @@ def _scalars(item: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
             yield f"{prefix}{key}", value
 
 
+def _cell(value: Any) -> Any:
+    return "" if value is None else visible(value) if isinstance(value, str) else value
+
+
 def print_csv(results: Iterable[Any], *, command: str | None = None, **context: Any) -> None:
     """Print ``results`` (renamed as for JSON; ``context``: the envelope's other keys that the
     renaming reads, e.g. search's objective) as CSV to stdout: one row each, scalar columns."""
     items = envelope(command or current_command(), list(results), **context)["results"]
     columns, rows = csv_rows(items)
-    writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    # A name read from a file (a tensor's, a layer's) reaches the terminal or the next tool: its
+    # control characters are escapes here as in the tables (newline and tab are quoted by CSV).
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([visible(c) for c in columns])
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow([_cell(row.get(c)) for c in columns])
     sys.stdout.flush()

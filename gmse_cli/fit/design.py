@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from gmse_cli.errors import FitError
+from gmse_cli.errors import FitError, bad_value
 from gmse_cli.fit.params import FAMILY_KEYS
 from gmse_cli.fit.results import MODELS
 from gmse_cli.limits import MAX_BOOTSTRAP, is_real, is_whole
@@ -37,12 +37,12 @@ def validate_options(model: str, huber_delta: float, bootstrap: int, *, bootstra
                      capacity_delta: float = 1e-4) -> None:
     if model not in MODELS:
         raise FitError(f"unknown model '{model}' (expected one of {', '.join(MODELS)})")
-    for name, value, usual in (("--huber-delta", huber_delta, "1e-3 is Chinchilla's"),
-                               ("capacity Huber delta", capacity_delta, "1e-4 is the paper's")):
+    for name, value, usual in (("huber_delta", huber_delta, "1e-3 is Chinchilla's"),
+                               ("capacity_delta", capacity_delta, "1e-4 is the paper's")):
         if not (is_real(value) and value > 0 and math.isfinite(value)):
-            raise FitError(f"{name} {value!r} must be a positive number ({usual})")
+            raise bad_value(FitError, name, value, f"must be a positive number ({usual})")
     if not (is_whole(bootstrap) and 0 <= bootstrap <= MAX_BOOTSTRAP):
-        raise FitError(f"--bootstrap {bootstrap!r} must be a whole number from 0 to {MAX_BOOTSTRAP:,}")
+        raise bad_value(FitError, "bootstrap", bootstrap, f"must be a whole number from 0 to {MAX_BOOTSTRAP:,}")
     if not (is_whole(bootstrap_starts) and 1 <= bootstrap_starts <= 1000):
         raise FitError(f"bootstrap_starts {bootstrap_starts!r} must be a whole number from 1 to 1000")
 

@@ -135,7 +135,10 @@ def fit(
     validate_options(model, delta, bootstrap, bootstrap_starts=bootstrap_starts, capacity_delta=capacity_delta)
     delta = float(delta)
     seed = check_seed(seed)
-    runs, pooled = pool_spellings(_checked_runs(runs))
+    runs = _checked_runs(runs)
+    if not runs:
+        raise FitError("fit got no runs (an empty list): there is nothing to fit")
+    runs, pooled = pool_spellings(runs)
     check_one_format_per_scheme(runs)
     data_files = [printable_path(f) for f in data_files]  # shown in the law and the JSON
     prior_spec = resolve_prior(prior)

@@ -136,7 +136,7 @@ class SampleBank:
         backend: str = "numba",
         device: str = "cpu",
     ) -> None:
-        check_row_length(row_length, "--row-length")
+        check_row_length(row_length)
         if not (is_whole(batch_elements) and batch_elements >= 1):
             raise SpecError(f"batch_elements = {batch_elements!r} must be a positive whole number")
         check_backend_name(backend)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
-from gmse_cli.errors import SpecError, described
+from gmse_cli.errors import SpecError, bad_value, described
 from gmse_cli.gmse.backends import check_backend_name, check_device
 from gmse_cli.gmse.bank import DEFAULT_MAX_SAMPLES, SampleBank, stored_dof
 from gmse_cli.gmse.cache import read_cached, write_cached
@@ -67,20 +67,20 @@ def _check_rel_err(rel_err: object) -> None:
     # text, None, a bool or an array is no relative error (a TypeError from '>' before); a huge
     # integer falls to "below 1", never to math.isfinite's OverflowError
     if not is_real(rel_err) or not rel_err > 0:
-        raise SpecError(f"--rel-err {rel_err!r} must be a positive number (e.g. 1e-3)")
+        raise bad_value(SpecError, "rel_err", rel_err, "must be a positive number (e.g. 1e-3)")
     if not rel_err < 1:
-        raise SpecError(f"--rel-err {rel_err} must be below 1 (it is a relative standard error)")
+        raise bad_value(SpecError, "rel_err", rel_err, "must be below 1 (it is a relative standard error)")
 
 
 def _validate(rel_err: float, row_length: int, method: str, max_samples: int, cache: str) -> None:
     _check_rel_err(rel_err)
-    check_row_length(row_length, "--row-length")
+    check_row_length(row_length)
     if not isinstance(method, str) or method not in ("auto", "exact", "monte-carlo"):
         raise SpecError(f"unknown method '{method}' (expected auto, exact or monte-carlo)")
     if not isinstance(cache, str) or cache not in ("off", "use", "refresh"):
         raise SpecError(f"unknown cache mode '{cache}' (expected off, use or refresh)")
     if not (is_whole(max_samples) and max_samples >= 1):
-        raise SpecError(f"--max-samples {max_samples!r} must be a positive whole number")
+        raise bad_value(SpecError, "max_samples", max_samples, "must be a positive whole number")
 
 
 def estimate_gmse(

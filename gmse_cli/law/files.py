@@ -2,6 +2,7 @@
 
 Every constant carries its value, optional 1-sigma and interval, and its provenance::
 
+    schema_version = 1     # optional: a file without it is version 1
     name = "paper-llama-c4"
     description = "..."
     [meta]                 # free-form strings: data files, fit options, date, version
@@ -29,7 +30,7 @@ from gmse_cli.errors import LawError, described
 from gmse_cli.inputs import is_file
 from gmse_cli.law.model import Law
 from gmse_cli.paths import laws_dir
-from gmse_cli.schema.versions import newer_writer
+from gmse_cli.schema.versions import LAW_SCHEMA_VERSION, newer_schema, newer_writer
 from gmse_cli.tomlfile import dumps_toml, read_toml
 
 __all__ = ["DEFAULT_LAW", "load_law", "shipped_law", "law_to_toml", "save_law"]
@@ -64,6 +65,9 @@ def shipped_law(name: str = DEFAULT_LAW) -> Law:
 
 def _validate(data: dict[str, Any], *, source: str) -> Law:
     # One line naming the file, the key and what is wrong, for the errors a hand edit makes.
+    version = newer_schema(data.get("schema_version"), LAW_SCHEMA_VERSION, f"{source}: the law file")
+    if version is not None:  # its keys and values may mean what this uscl cannot know
+        raise LawError(version)
     meta = data.get("meta")
     newer = newer_writer(meta.get("uscl_version")) if isinstance(meta, dict) else None
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -16,6 +17,7 @@ from pydantic import Field, model_validator
 from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
 from gmse_cli.law.fitted_range import FittedRange
+from gmse_cli.schema.versions import LAW_SCHEMA_VERSION
 from gmse_cli.spec import Family
 
 __all__ = ["MAX_CONSTANT", "MAX_L", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
@@ -131,6 +133,8 @@ class LawDraws(Frozen):
 class Law(Frozen):
     """A scaling law with per-family capacity curves, and optionally joint draws of its constants."""
 
+    schema_version: Literal[1] = Field(
+        default=LAW_SCHEMA_VERSION, description="the law file's layout; a file without it is version 1")
     name: str
     description: str = ""
     meta: dict[str, str] = Field(default_factory=dict)

@@ -21,7 +21,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 from pydantic import Field
 
-from gmse_cli.errors import DataError, SpecError
+from gmse_cli.errors import DataError, SpecError, bad_value
 from gmse_cli.frozen import Frozen
 from gmse_cli.realmse.layers import RowSample, locality, sample_rows
 from gmse_cli.realmse.tensorfile import DEFAULT_CHUNK_BYTES, TensorInfo, iter_row_chunks, read_rows
@@ -235,7 +235,7 @@ class Tally:
 def check_sampling(sample: float | None, chunk_bytes: int) -> None:
     """Raise :class:`SpecError` for a ``--sample`` outside (0, 1] or a non-positive chunk."""
     if sample is not None and not (0.0 < sample <= 1.0):
-        raise SpecError(f"--sample {sample} must be a fraction in (0, 1] (e.g. 0.1 for 10% of rows)")
+        raise bad_value(SpecError, "sample", sample, "must be a fraction in (0, 1] (e.g. 0.1 for 10% of rows)")
     if chunk_bytes < 1:
         raise SpecError(f"chunk_bytes {chunk_bytes} must be positive")
 

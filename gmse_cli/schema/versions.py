@@ -1,18 +1,23 @@
 """The schema versions of the files uscl writes and reads back, and the refusal of a newer one.
 
-A results record (one line of ``uscl train``'s results file) carries ``schema_version``; a
-reader that meets a version above the one it knows refuses it in one line saying to upgrade,
-rather than read fields whose meaning may have changed.
+A results record (one line of ``uscl train``'s results file) and a law file carry
+``schema_version``; a reader that meets a version above the one it knows refuses it in one line
+saying to upgrade, rather than read fields whose meaning may have changed.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "newer_schema", "newer_writer"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "LAW_SCHEMA_VERSION", "newer_schema", "newer_writer"]
 
 RESULTS_SCHEMA_VERSION = 1
 """The ``schema_version`` of the records ``uscl train`` writes (``gmse_cli.training.results``)."""
+
+LAW_SCHEMA_VERSION = 1
+"""The ``schema_version`` of the law files uscl writes (``gmse_cli.law.files``); a law file
+without the key (every one written before it was added) is version 1."""
 
 
 def newer_schema(value: Any, supported: int, what: str) -> str | None:
@@ -26,10 +31,20 @@ def newer_schema(value: Any, supported: int, what: str) -> str | None:
             f"schema_version {supported} at most: upgrade uscl (pip install -U uscl) to read it")
 
 
+_RELEASE = re.compile(r"\s*v?(\d{1,20}(?:\.\d{1,20})*)", re.ASCII)
+
+
 def _release(text: str) -> tuple[int, ...] | None:
-    # "1.2.3" -> (1, 2, 3); a local or dev suffix after the release is left out; no number -> None
-    parts = text.strip().split("+")[0].split(".")[:3]
-    return tuple(int(p) for p in parts) if all(p.isascii() and p.isdigit() for p in parts) else None
+    # PEP 440's release segment, trailing zeros left out: "1.2.0" -> (1, 2), "0.2.dev0" and
+    # "0.2rc1" -> (0, 2), "1.0.post1+local" -> (1,); no leading number -> None. A pre, post or
+    # dev release compares as its release: newer only when its release is.
+    match = _RELEASE.match(text)
+    if match is None:
+        return None
+    release = [int(p) for p in match[1].split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    return tuple(release)
 
 
 def newer_writer(written_by: Any) -> str | None:

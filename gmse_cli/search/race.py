@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gmse_cli.errors import LawError, SpecError
+from gmse_cli.errors import LawError, SpecError, bad_value
 from gmse_cli.limits import MAX_SEARCH_BITS, check_seed, is_real
 from gmse_cli.search.evaluate import CheckpointEvaluator, Evaluator, GaussianEvaluator
 from gmse_cli.search.frontier import Entry, Frontier, capacity_slope, pareto_frontier, thin
@@ -39,14 +39,14 @@ Progress = Callable[[str, int, int], None] | None
 
 def _validate(budget: float, rel_err: float, z: float, rows_per_layer: int, min_gain: float) -> None:
     if not (is_real(budget) and 0 < budget <= MAX_SEARCH_BITS):  # nan fails both comparisons
-        raise SpecError(f"--bits {budget!r} must be a number of bits per parameter above 0 and at most "
+        raise bad_value(SpecError, "budget", budget, "must be a number of bits per parameter above 0 and at most "
                         f"{MAX_SEARCH_BITS} (e.g. 4.25)")
     if not (0 < rel_err < 1):
-        raise SpecError(f"--rel-err {rel_err} must be in (0, 1) (e.g. 1e-3)")
+        raise bad_value(SpecError, "rel_err", rel_err, "must be in (0, 1) (e.g. 1e-3)")
     if not z > 0:
         raise SpecError(f"z {z} must be positive (standard errors of margin when pruning)")
     if rows_per_layer < 2:
-        raise SpecError(f"--rows-per-layer {rows_per_layer} must be at least 2")
+        raise bad_value(SpecError, "rows_per_layer", rows_per_layer, "must be at least 2")
     if not 0 <= min_gain < 1:
         raise SpecError(f"min_gain {min_gain} must be in [0, 1) (a relative capacity gain)")
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from gmse_cli.errors import SpecError
+from gmse_cli.errors import SpecError, bad_value
 from gmse_cli.frozen import FrozenInput
 from gmse_cli.limits import is_whole
 
@@ -30,11 +30,11 @@ MAX_ROW_LENGTH = 1 << 20
 linear layer of today's largest models; a sample bank holds a few such rows, never gigabytes."""
 
 
-def check_row_length(row_length: object, what: str = "row length") -> int:
-    """``row_length`` as an int, or one :class:`SpecError` naming it (a whole number from 1 to
-    :data:`MAX_ROW_LENGTH`: no bool, float or text)."""
+def check_row_length(row_length: object, what: str = "row_length") -> int:
+    """``row_length`` as an int, or one :class:`SpecError` naming it as the parameter ``what``
+    (a whole number from 1 to :data:`MAX_ROW_LENGTH`: no bool, float or text)."""
     if not (is_whole(row_length) and 1 <= row_length <= MAX_ROW_LENGTH):
-        raise SpecError(f"{what} {row_length!r} must be a whole number from 1 to {MAX_ROW_LENGTH:,}")
+        raise bad_value(SpecError, what, row_length, f"must be a whole number from 1 to {MAX_ROW_LENGTH:,}")
     return int(row_length)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmse_cli.errors import BackendMissing, DataError, SpecError, one_line
+from gmse_cli.errors import BackendMissing, DataError, SpecError, bad_value, one_line
 from gmse_cli.inputs import exists, parse_nested, read_text_file, user_path
 from gmse_cli.spec import Format
 
@@ -123,7 +123,7 @@ def load_model(
             "uscl train model folder; hub ids are not fetched)"
         )
     if dtype not in DTYPES:
-        raise SpecError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+        raise bad_value(SpecError, "dtype", dtype, f"is not one of {', '.join(DTYPES)}")
     safe, pickled = _weight_files(folder)
     if not safe and not (allow_pickle and pickled):
         hint = (" It has pickled .bin weights, which load only with --allow-pickle-code-execution "

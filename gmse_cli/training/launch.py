@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gmse_cli.errors import BackendMissing, TrainError, one_line
+from gmse_cli.errors import BackendMissing, TrainError, bad_value, one_line
 from gmse_cli.sigterm import sigterm_unwinds
 from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
@@ -165,7 +165,7 @@ def _barrier() -> None:
 def run_torchrun(args: list[str], *, nproc_per_node: int) -> int:
     """Run ``uscl <args>`` under torch.distributed.run; returns its exit code."""
     if nproc_per_node < 1:
-        raise TrainError(f"--nproc-per-node {nproc_per_node} must be at least 1")
+        raise bad_value(TrainError, "nproc_per_node", nproc_per_node, "must be at least 1")
     cmd = [
         sys.executable, "-m", "gmse_cli.training.torchrun_entry", "--standalone",
         f"--nproc_per_node={nproc_per_node}", "-m", "gmse_cli.training", *args,
