@@ -34,8 +34,14 @@ MIN_FREE_BYTES = 1 << 20
 
 
 def fsync_dir(folder: str | Path) -> None:
-    """Make a rename (or a new file) in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
+    """Make a rename (or a new file) in ``folder`` durable, where a folder can be opened: not on
+    Windows (a folder is no file there; NTFS journals the rename itself) nor in a folder the user
+    may write but not read (mode 0o300). The rename has happened by then: failing the write for
+    want of this last step would report a file that is in place as not written."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
     finally:
@@ -205,7 +211,8 @@ def write_atomic(
     with sigterm_cleans_up():
         fd, tmp = tempfile.mkstemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
         try:
-            os.fchmod(fd, mode)
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13: chmod by name below
+                os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:
                 if isinstance(data, bytes | bytearray):
                     handle.write(data)
@@ -214,6 +221,8 @@ def write_atomic(
                 handle.flush()
                 if durable:
                     os.fsync(handle.fileno())
+            if not hasattr(os, "fchmod"):
+                os.chmod(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

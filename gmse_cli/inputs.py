@@ -36,6 +36,10 @@ MAX_NAME_LENGTH = 255
 taken as a name or a shorthand, never looked up as a file."""
 
 _T = TypeVar("_T")
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+"""How an input is opened. O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+once open); Windows has no such flag (nor FIFOs in its file system) and opens a descriptor in
+text mode unless O_BINARY is given (CRLF turned into LF, a 0x1A byte read as the end of file)."""
 _BOMS = {codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16", codecs.BOM_UTF32_LE: "UTF-32",
          codecs.BOM_UTF32_BE: "UTF-32"}
 
@@ -126,8 +130,7 @@ def _read_regular(path: str | Path, *, what: str, error: type[UsclError], failed
     except DataError as exc:
         raise failed(str(exc)) from None
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        with os.fdopen(os.open(path, _READ_FLAGS), "rb") as handle:  # a FIFO is refused just below
             info = os.fstat(handle.fileno())
             if stat.S_ISDIR(info.st_mode):
                 raise failed(f"cannot read {what} {path}: it is a folder")
@@ -151,7 +154,7 @@ def _read_regular(path: str | Path, *, what: str, error: type[UsclError], failed
 def read_cache_bytes(path: Path) -> bytes:
     """The bytes of the cache entry ``path``; OSError when it is no regular file (a FIFO left in
     a cache folder was waited on for ever), which every cache reader takes as a damaged entry."""
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+    with os.fdopen(os.open(path, _READ_FLAGS), "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
         return handle.read()
