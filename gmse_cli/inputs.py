@@ -107,6 +107,8 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
     for bom, name in _BOMS.items():
         if data.startswith(bom):
             raise error(f"{what} {path} is {name} text; save it as UTF-8")
+    if _utf16_without_bom(data):
+        raise error(f"{what} {path} is UTF-16 text (without a byte-order mark); save it as UTF-8")
     # A UTF-8 byte-order mark (Excel's "CSV UTF-8", Windows editors) is a signature, not text:
     # left in, it glues itself to the first column name or key.
     data = data.removeprefix(codecs.BOM_UTF8)
@@ -115,6 +117,13 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+
+
+def _utf16_without_bom(data: bytes) -> bool:
+    """Whether ``data`` starts as UTF-16 text with no byte-order mark would (some Windows tools
+    write it so): an ASCII character and a NUL byte, in either order. UTF-8 text never starts
+    with a NUL; read as UTF-8 it was a parse error about a NUL or a column named 'N\\x00'."""
+    return len(data) >= 2 and (data[0] == 0) != (data[1] == 0) and max(data[0], data[1]) < 0x80
 
 
 def read_binary_file(path: str | Path, *, what: str, error: type[UsclError], limit: int) -> bytes:
