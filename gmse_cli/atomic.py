@@ -85,24 +85,30 @@ def check_output_path(
         if _same_file(path, _expanded(source)):
             raise error(f"cannot write {what} '{path}': it is also '{source}', which this command reads or "
                         "writes (choose another path)")
+    # A file target that is a symbolic link is written where the link points (write_atomic):
+    # checked there, so a link into a read-only folder, or one whose folder is gone, fails now.
+    target = path
     try:
-        info = path.stat() if path.exists() else None
+        if not folder and path.is_symlink():  # (ENAMETOOLONG raises here: caught below)
+            target = Path(os.path.realpath(path))
+        info = target.stat() if target.exists() else None
         if folder and info is not None and not stat.S_ISDIR(info.st_mode):
             raise error(f"cannot write {what} '{path}': it exists and is not a folder")
         if not folder and info is not None and stat.S_ISDIR(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a folder (name a file)")
         if not folder and info is not None and not stat.S_ISREG(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a device or a pipe, not a regular file")
-        parent = path if folder else path.parent
+        parent = path if folder else target.parent
         while (folder or parents) and not parent.exists() and parent != parent.parent:
             if parent.is_symlink():  # dangling (an unmounted disk) or a loop: no folder can be made there
                 raise error(f"cannot write {what} '{path}': '{parent}' is a broken symbolic link")
             parent = parent.parent  # the folder (and missing parents) will be made
         if not parent.is_dir():
-            raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist")
+            link = f" (the symbolic link's target '{target}')" if target is not path else ""
+            raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist{link}")
         # a real write: permissions, a read-only mount, a full inode table; named as the write's
         # temporary file will be, whose path is 14 bytes longer than the target's (PATH_MAX)
-        _probe(parent, path.name if not folder and parent == path.parent else "uscl-probe")
+        _probe(parent, target.name if not folder and parent == target.parent else "uscl-probe")
         free = shutil.disk_usage(parent).free
     except OSError as exc:  # permission denied, a read-only mount, a name too long
         raise error(f"cannot write {what} '{path}': {(exc.strerror or str(exc)).lower()} (choose another path)") from None
