@@ -27,10 +27,32 @@ from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
 from gmse_cli.sigterm import sigterm_unwinds
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
-           "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS"]
+           "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS", "ON_WINDOWS", "windows_name_problem"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
+
+
+ON_WINDOWS = os.name == "nt"
+"""Whether output names are checked against Windows's rules (:func:`windows_name_problem`)."""
+
+_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{i}" for port in ("COM", "LPT") for i in range(1, 10))})
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why Windows would not hold a file called ``name`` under that name, or None: a trailing dot
+    or space (silently dropped: 'law.' is written as 'law'), a character it refuses (``<>:"|?*``,
+    control characters; ':' names an NTFS stream, a hidden part of another file), or a device
+    name whatever its extension ('NUL', 'aux.json': the write goes to the device)."""
+    if name != name.rstrip(" ."):
+        return "Windows drops a trailing dot or space from a file name"
+    refused = sorted({ch for ch in name if ch in '<>:"|?*' or ord(ch) < 32})
+    if refused:
+        return f"Windows does not allow {' '.join(map(repr, refused))} in a file name"
+    device = name.split(".")[0].rstrip(" ").upper()
+    if device in _WINDOWS_DEVICES:
+        return f"'{device}' is a device on Windows, whatever the extension"
+    return None
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -75,12 +97,15 @@ def check_output_path(
     parent folders will be made, so the nearest existing one is checked), not a device node or FIFO (an
     atomic write would replace it with a regular file), not one of the command's ``inputs`` or
     other outputs (the write would replace what was read, or one output the other), and the
-    file system has :data:`MIN_FREE_BYTES` free where it reports it.
+    file system has :data:`MIN_FREE_BYTES` free where it reports it; on Windows, the name is one
+    Windows keeps as given (:func:`windows_name_problem`).
     """
     try:
         path = user_path(path)  # '--out=~/law.toml' (no shell expands '~' after '=') as the inputs read it
     except DataError as exc:
         raise error(str(exc).replace("cannot read", f"cannot write {what}", 1)) from None
+    if ON_WINDOWS and (problem := windows_name_problem(path.name)):
+        raise error(f"cannot write {what} '{path}': {problem} (choose another name)")
     for source in inputs:
         if _same_file(path, _expanded(source)):
             raise error(f"cannot write {what} '{path}': it is also '{source}', which this command reads or "
