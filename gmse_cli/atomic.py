@@ -27,15 +27,43 @@ from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
 from gmse_cli.sigterm import sigterm_unwinds
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
-           "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS"]
+           "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS", "ON_WINDOWS", "windows_name_problem"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
 
 
+ON_WINDOWS = os.name == "nt"
+"""Whether output names are checked against Windows's rules (:func:`windows_name_problem`)."""
+
+_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{i}" for port in ("COM", "LPT") for i in range(1, 10))})
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why Windows would not hold a file called ``name`` under that name, or None: a trailing dot
+    or space (silently dropped: 'law.' is written as 'law'), a character it refuses (``<>:"|?*``,
+    control characters; ':' names an NTFS stream, a hidden part of another file), or a device
+    name whatever its extension ('NUL', 'aux.json': the write goes to the device)."""
+    if name != name.rstrip(" ."):
+        return "Windows drops a trailing dot or space from a file name"
+    refused = sorted({ch for ch in name if ch in '<>:"|?*' or ord(ch) < 32})
+    if refused:
+        return f"Windows does not allow {' '.join(map(repr, refused))} in a file name"
+    device = name.split(".")[0].rstrip(" ").upper()
+    if device in _WINDOWS_DEVICES:
+        return f"'{device}' is a device on Windows, whatever the extension"
+    return None
+
+
 def fsync_dir(folder: str | Path) -> None:
-    """Make a rename (or a new file) in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
+    """Make a rename (or a new file) in ``folder`` durable, where a folder can be opened: not on
+    Windows (a folder is no file there; NTFS journals the rename itself) nor in a folder the user
+    may write but not read (mode 0o300). The rename has happened by then: failing the write for
+    want of this last step would report a file that is in place as not written."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
     finally:
@@ -69,34 +97,43 @@ def check_output_path(
     parent folders will be made, so the nearest existing one is checked), not a device node or FIFO (an
     atomic write would replace it with a regular file), not one of the command's ``inputs`` or
     other outputs (the write would replace what was read, or one output the other), and the
-    file system has :data:`MIN_FREE_BYTES` free where it reports it.
+    file system has :data:`MIN_FREE_BYTES` free where it reports it; on Windows, the name is one
+    Windows keeps as given (:func:`windows_name_problem`).
     """
     try:
         path = user_path(path)  # '--out=~/law.toml' (no shell expands '~' after '=') as the inputs read it
     except DataError as exc:
         raise error(str(exc).replace("cannot read", f"cannot write {what}", 1)) from None
+    if ON_WINDOWS and (problem := windows_name_problem(path.name)):
+        raise error(f"cannot write {what} '{path}': {problem} (choose another name)")
     for source in inputs:
         if _same_file(path, _expanded(source)):
             raise error(f"cannot write {what} '{path}': it is also '{source}', which this command reads or "
                         "writes (choose another path)")
+    # A file target that is a symbolic link is written where the link points (write_atomic):
+    # checked there, so a link into a read-only folder, or one whose folder is gone, fails now.
+    target = path
     try:
-        info = path.stat() if path.exists() else None
+        if not folder and path.is_symlink():  # (ENAMETOOLONG raises here: caught below)
+            target = Path(os.path.realpath(path))
+        info = target.stat() if target.exists() else None
         if folder and info is not None and not stat.S_ISDIR(info.st_mode):
             raise error(f"cannot write {what} '{path}': it exists and is not a folder")
         if not folder and info is not None and stat.S_ISDIR(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a folder (name a file)")
         if not folder and info is not None and not stat.S_ISREG(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a device or a pipe, not a regular file")
-        parent = path if folder else path.parent
+        parent = path if folder else target.parent
         while (folder or parents) and not parent.exists() and parent != parent.parent:
             if parent.is_symlink():  # dangling (an unmounted disk) or a loop: no folder can be made there
                 raise error(f"cannot write {what} '{path}': '{parent}' is a broken symbolic link")
             parent = parent.parent  # the folder (and missing parents) will be made
         if not parent.is_dir():
-            raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist")
+            link = f" (the symbolic link's target '{target}')" if target is not path else ""
+            raise error(f"cannot write {what} '{path}': folder '{parent}' does not exist{link}")
         # a real write: permissions, a read-only mount, a full inode table; named as the write's
         # temporary file will be, whose path is 14 bytes longer than the target's (PATH_MAX)
-        _probe(parent, path.name if not folder and parent == path.parent else "uscl-probe")
+        _probe(parent, target.name if not folder and parent == target.parent else "uscl-probe")
         free = shutil.disk_usage(parent).free
     except OSError as exc:  # permission denied, a read-only mount, a name too long
         raise error(f"cannot write {what} '{path}': {(exc.strerror or str(exc)).lower()} (choose another path)") from None
@@ -205,7 +242,8 @@ def write_atomic(
     with sigterm_cleans_up():
         fd, tmp = tempfile.mkstemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
         try:
-            os.fchmod(fd, mode)
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13: chmod by name below
+                os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:
                 if isinstance(data, bytes | bytearray):
                     handle.write(data)
@@ -214,6 +252,8 @@ def write_atomic(
                 handle.flush()
                 if durable:
                     os.fsync(handle.fileno())
+            if not hasattr(os, "fchmod"):
+                os.chmod(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

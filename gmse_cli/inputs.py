@@ -36,6 +36,10 @@ MAX_NAME_LENGTH = 255
 taken as a name or a shorthand, never looked up as a file."""
 
 _T = TypeVar("_T")
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+"""How an input is opened. O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+once open); Windows has no such flag (nor FIFOs in its file system) and opens a descriptor in
+text mode unless O_BINARY is given (CRLF turned into LF, a 0x1A byte read as the end of file)."""
 _BOMS = {codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16", codecs.BOM_UTF32_LE: "UTF-32",
          codecs.BOM_UTF32_BE: "UTF-32"}
 
@@ -103,6 +107,8 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
     for bom, name in _BOMS.items():
         if data.startswith(bom):
             raise error(f"{what} {path} is {name} text; save it as UTF-8")
+    if _utf16_without_bom(data):
+        raise error(f"{what} {path} is UTF-16 text (without a byte-order mark); save it as UTF-8")
     # A UTF-8 byte-order mark (Excel's "CSV UTF-8", Windows editors) is a signature, not text:
     # left in, it glues itself to the first column name or key.
     data = data.removeprefix(codecs.BOM_UTF8)
@@ -111,6 +117,13 @@ def read_text_file(path: str | Path, *, what: str, error: type[UsclError], limit
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+
+
+def _utf16_without_bom(data: bytes) -> bool:
+    """Whether ``data`` starts as UTF-16 text with no byte-order mark would (some Windows tools
+    write it so): an ASCII character and a NUL byte, in either order. UTF-8 text never starts
+    with a NUL; read as UTF-8 it was a parse error about a NUL or a column named 'N\\x00'."""
+    return len(data) >= 2 and (data[0] == 0) != (data[1] == 0) and max(data[0], data[1]) < 0x80
 
 
 def read_binary_file(path: str | Path, *, what: str, error: type[UsclError], limit: int) -> bytes:
@@ -126,8 +139,7 @@ def _read_regular(path: str | Path, *, what: str, error: type[UsclError], failed
     except DataError as exc:
         raise failed(str(exc)) from None
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        with os.fdopen(os.open(path, _READ_FLAGS), "rb") as handle:  # a FIFO is refused just below
             info = os.fstat(handle.fileno())
             if stat.S_ISDIR(info.st_mode):
                 raise failed(f"cannot read {what} {path}: it is a folder")
@@ -151,7 +163,7 @@ def _read_regular(path: str | Path, *, what: str, error: type[UsclError], failed
 def read_cache_bytes(path: Path) -> bytes:
     """The bytes of the cache entry ``path``; OSError when it is no regular file (a FIFO left in
     a cache folder was waited on for ever), which every cache reader takes as a damaged entry."""
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+    with os.fdopen(os.open(path, _READ_FLAGS), "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
         return handle.read()

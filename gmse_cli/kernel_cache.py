@@ -13,14 +13,14 @@ Importing this module wraps numba's cache-file ``save`` in an exclusive ``flock`
 beside the index, and ``load`` in a shared one, so an index and its data files always change
 together. Every module that compiles a cached kernel imports numba from here. The lock is
 advisory and per index; where no lock file can be made (a read-only folder numba cannot cache
-in anyway) or the file system takes no locks, numba runs as it always did.
+in anyway), the file system takes no locks, or the platform has no ``flock`` (Windows), numba
+runs as it always did.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,13 +28,22 @@ from typing import Any
 import numba
 from numba.core import caching
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; numba caches as it always did, unlocked
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["numba", "index_lock"]
 
 
 @contextlib.contextmanager
 def index_lock(index_path: str, *, exclusive: bool) -> Iterator[None]:
     """Hold a lock on ``INDEX.lock`` beside numba's cache index ``index_path`` (exclusive to
-    change the index and its data files, shared to read them); no lock where none can be taken."""
+    change the index and its data files, shared to read them); no lock where none can be taken
+    (Windows, which has no flock)."""
+    if fcntl is None:
+        yield
+        return
     try:
         fd = os.open(f"{index_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError:  # no such folder yet (numba makes it when saving), read-only: run unlocked

@@ -103,7 +103,8 @@ def test_a_path_near_path_max_is_refused_by_the_check_or_written(tmp_path, total
 
 def test_a_codebook_cache_on_a_full_disk_is_one_line_naming_the_file(private_codebook_cache, run_cli, monkeypatch):
     # A codebook trained with USCL_CACHE_DIR on a full disk: 'error: a write failed: no space
-    # left on device', naming no file (np.save's OSError carries none).
+    # left on device', naming no file (np.save's OSError carries none). Since then a cache that
+    # cannot be written costs the cache, not the answer: one note (tests/test_portable_cache.py).
     import errno
 
     import numpy as np
@@ -121,7 +122,7 @@ def test_a_codebook_cache_on_a_full_disk_is_one_line_naming_the_file(private_cod
     monkeypatch.setattr(store, "write_atomic", full)
     monkeypatch.setattr(gaussian, "train_gaussian_codebook", trained)
     res = run_cli("gmse", "vq16-b0.0625")
-    assert res.code == 2, res
+    assert res.code == 0, res
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot write codebook cache '"), res.stderr
+    assert len(lines) == 1 and lines[0].startswith("note: cannot write codebook cache '"), res.stderr
     assert "gaussian-d16-b1-" in lines[0] and "no space left on device" in lines[0]

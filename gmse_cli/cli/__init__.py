@@ -128,9 +128,10 @@ _ABORT_CODE = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
 
 
-_PIPE_CODE = 128 + signal.SIGPIPE
+_PIPE_CODE = 128 + getattr(signal, "SIGPIPE", 13)
 """The exit code of a command whose stdout reader went away (141), as shells report a tool that
-SIGPIPE killed; Python ignores SIGPIPE, so the write raises BrokenPipeError instead."""
+SIGPIPE killed; Python ignores SIGPIPE, so the write raises BrokenPipeError instead. Windows has
+no SIGPIPE (the name is absent there): the same 141, from its POSIX number 13."""
 
 
 def _from_closed_pipe(exc: SystemExit) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from gmse_cli.atomic import fsync_dir, sigterm_cleans_up, write_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two runs writing one folder at once are not kept apart
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["MANIFEST", "replace_files"]
 
@@ -102,7 +106,11 @@ def _check_targets(folder: Path, files: Mapping[str, bytes]) -> None:
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` itself (no lock file left in it); released when the
-    process ends, however it ends."""
+    process ends, however it ends. Unlocked where a folder cannot be locked: Windows (no flock,
+    and a folder cannot be opened as a file) or a file system that takes no locks."""
+    if fcntl is None:
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

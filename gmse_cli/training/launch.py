@@ -17,7 +17,6 @@ run is recorded with status "diverged" and the sweep goes on.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
 import signal
@@ -34,6 +33,11 @@ from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
 from gmse_cli.training.results import RunRecord, append_record, finished_keys
 from gmse_cli.training.sweep import SlurmSettings
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not claimed, as on a file system that takes no locks
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SweepOutcome", "run_local", "run_torchrun", "run_slurm", "SlurmRun"]
 
@@ -122,7 +126,7 @@ def _claim(checkpoint_root: Path, key: str, *, enabled: bool = True) -> Iterator
     """True while this process alone may train run ``key``: an exclusive, non-blocking lock on
     ``<checkpoint_root>/<key>.lock``; False while another process holds it. The kernel drops
     the lock with its process, so a killed sweep never leaves a run claimed."""
-    if not enabled:
+    if not enabled or fcntl is None:
         yield True
         return
     try:

@@ -10,7 +10,6 @@ hold hundreds of lines, so rewriting costs nothing that matters.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,11 @@ from gmse_cli.inputs import (
     strict_json,
 )
 from gmse_cli.schema.versions import RESULTS_SCHEMA_VERSION, newer_schema
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two processes appending to one results file are not kept apart
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -159,6 +163,9 @@ class RunRecord(Frozen):
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
     lock_path = path.with_name(path.name + ".lock")
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -30,8 +30,9 @@ from gmse_cli.compress.vq.store import (
     ALGORITHM_VERSION,
     LLOYD_SEED,
     CodebookInfo,
-    load_codebook,
-    save_codebook,
+    cached_codebook,
+    clear_unkept_note,
+    keep_codebook,
 )
 from gmse_cli.errors import DataError, SpecError
 from gmse_cli.inputs import MAX_CODEBOOK_BYTES, read_binary_file, user_path
@@ -56,7 +57,7 @@ def _index_bits(stage: VQ) -> int:
 @cache
 def _e8p_info() -> CodebookInfo:
     stem = f"e8p-v{ALGORITHM_VERSION}"
-    hit = load_codebook(stem, with_array=False)
+    hit = cached_codebook(stem, with_array=False)
     if hit is not None:
         return hit[1]
     cb = e8p_codebook()
@@ -73,8 +74,7 @@ def _e8p_info() -> CodebookInfo:
         mse_samples=held_n,
         source="QuIP# E8P: 256 absolute patterns of D8 + 1/2, even sign flips, +-1/4 shift",
     )
-    save_codebook(stem, None, info)
-    return info
+    return keep_codebook(stem, None, info)
 
 
 class _FileBook(NamedTuple):
@@ -152,7 +152,7 @@ def _file_info(book: _FileBook) -> CodebookInfo:
     if key in _file_infos:
         return _file_infos[key]
     stem = f"file-{book.digest[:32]}-d{book.dim}-b{book.index_bits}-v{ALGORITHM_VERSION}"
-    hit = load_codebook(stem, with_array=False)
+    hit = cached_codebook(stem, with_array=False)
     if hit is not None:
         info = hit[1]
     else:
@@ -170,7 +170,7 @@ def _file_info(book: _FileBook) -> CodebookInfo:
             source=book.path,
             sha256=book.digest,
         )
-        save_codebook(stem, None, info)
+        info = keep_codebook(stem, None, info)
     keep_bounded(_file_infos, key, info)
     return info
 
@@ -227,3 +227,4 @@ def clear_caches() -> None:
     _file_memo.clear()
     _file_infos.clear()
     _searchers.clear()
+    clear_unkept_note()

@@ -37,8 +37,9 @@ from gmse_cli.compress.vq.store import (
     ALGORITHM_VERSION,
     LLOYD_SEED,
     CodebookInfo,
+    cached_codebook,
+    keep_codebook,
     load_codebook,
-    save_codebook,
     shipped_dir,
 )
 from gmse_cli.compress.vq.streamed import StreamedPlan, lloyd_streamed, streamed_plan
@@ -173,7 +174,7 @@ def train_gaussian_codebook(
 def _stored(stem: str, *, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:
     """A Gaussian codebook shipped with the package, else from the disk cache; None if neither."""
     hit = load_codebook(stem, with_array=with_array, directory=shipped_dir())
-    return hit if hit is not None else load_codebook(stem, with_array=with_array)
+    return hit if hit is not None else cached_codebook(stem, with_array=with_array)
 
 
 def _available(dim: int, index_bits: int) -> bool:
@@ -236,6 +237,6 @@ def gaussian_codebook(dim: int, index_bits: int) -> tuple[np.ndarray, CodebookIn
         long = f"over {_WARN_SECONDS // 60} minutes: interrupt now to choose a smaller vq format" if seconds > _WARN_SECONDS else None
         with once(what, estimate=_duration(seconds) if seconds else None, warning=long), parallel_launches():
             cb, info = train_gaussian_codebook(dim, index_bits)
-        save_codebook(stem, cb, info)
+        info = keep_codebook(stem, cb, info)
     cb.setflags(write=False)
     return cb, info

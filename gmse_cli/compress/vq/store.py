@@ -39,6 +39,9 @@ __all__ = [
     "shipped_dir",
     "save_codebook",
     "load_codebook",
+    "cached_codebook",
+    "keep_codebook",
+    "clear_unkept_note",
 ]
 
 ALGORITHM_VERSION = 4
@@ -148,6 +151,44 @@ def load_codebook(
     if info.sha256 is None and in_cache and info.kind != "file":
         info = _stamped(directory / f"{stem}.json", info, digest)
     return cb, info
+
+
+_told_unkept = False
+
+
+def _unkept(exc: CacheError) -> None:
+    """Say once per process that codebooks are not kept (the cache cannot be used): the command
+    answers with the codebook it holds in memory, as every other cache degrades to no cache."""
+    global _told_unkept
+    if not _told_unkept:
+        _told_unkept = True
+        note(f"{exc}; codebooks are computed again on each run until then")
+
+
+def clear_unkept_note() -> None:
+    """Let the next cache failure say so again (:func:`~gmse_cli.compress.vq.codebooks.clear_caches`)."""
+    global _told_unkept
+    _told_unkept = False
+
+
+def cached_codebook(stem: str, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:
+    """:func:`load_codebook` from the cache; a miss (and one note) where there is no usable cache
+    folder (no home folder, a file in the way, a read-only medium)."""
+    try:
+        return load_codebook(stem, with_array=with_array)
+    except CacheError as exc:
+        _unkept(exc)
+        return None
+
+
+def keep_codebook(stem: str, cb: np.ndarray | None, info: CodebookInfo) -> CodebookInfo:
+    """:func:`save_codebook` into the cache; where that fails (a read-only cache, a full disk),
+    one note and ``info`` as it is: the work is not thrown away for want of a cache."""
+    try:
+        return save_codebook(stem, cb, info)
+    except CacheError as exc:
+        _unkept(exc)
+        return info
 
 
 def _stamped(path: Path, info: CodebookInfo, digest: str) -> CodebookInfo:
