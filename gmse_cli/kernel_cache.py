@@ -20,7 +20,6 @@ runs as it always did.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,10 +27,7 @@ from typing import Any
 import numba
 from numba.core import caching
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; numba caches as it always did, unlocked
-    fcntl = None  # type: ignore[assignment]
+from gmse_cli import locks
 
 __all__ = ["numba", "index_lock"]
 
@@ -41,7 +37,7 @@ def index_lock(index_path: str, *, exclusive: bool) -> Iterator[None]:
     """Hold a lock on ``INDEX.lock`` beside numba's cache index ``index_path`` (exclusive to
     change the index and its data files, shared to read them); no lock where none can be taken
     (Windows, which has no flock)."""
-    if fcntl is None:
+    if not locks.AVAILABLE:
         yield
         return
     try:
@@ -50,14 +46,10 @@ def index_lock(index_path: str, *, exclusive: bool) -> Iterator[None]:
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        except OSError as exc:  # a file system without locks (Lustre without flock)
-            if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-        yield
+        with locks.held(fd, exclusive=exclusive):
+            yield
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)
 
 
 def _locked(method: Callable[..., Any], *, exclusive: bool) -> Callable[..., Any]:

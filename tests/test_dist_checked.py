@@ -400,11 +400,12 @@ def test_a_filesystem_without_locks_still_trains(tmp_path, shared_data, monkeypa
     # Lustre without the flock mount option answers flock() with ENOSYS: that was a traceback.
     import errno
 
+    from gmse_cli import locks
     from gmse_cli.training import launch
 
     def no_locks(*args):
         raise OSError(errno.ENOSYS, "Function not implemented")
 
-    monkeypatch.setattr(launch.fcntl, "flock", no_locks)
+    monkeypatch.setattr(locks.fcntl, "flock", no_locks)
     with launch._claim(tmp_path / "ckpt", "k") as mine:
         assert mine

@@ -22,12 +22,8 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from gmse_cli import locks
 from gmse_cli.atomic import fsync_dir, sigterm_cleans_up, write_atomic
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; two runs writing one folder at once are not kept apart
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["MANIFEST", "replace_files"]
 
@@ -108,13 +104,13 @@ def _locked(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` itself (no lock file left in it); released when the
     process ends, however it ends. Unlocked where a folder cannot be locked: Windows (no flock,
     and a folder cannot be opened as a file) or a file system that takes no locks."""
-    if fcntl is None:
+    if not locks.AVAILABLE:
         yield
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        with locks.held(fd):
+            yield
     finally:
         os.close(fd)
 

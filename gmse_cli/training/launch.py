@@ -27,17 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gmse_cli import locks
 from gmse_cli.errors import BackendMissing, TrainError, bad_value, one_line
 from gmse_cli.sigterm import sigterm_unwinds
 from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
 from gmse_cli.training.results import RunRecord, append_record, finished_keys
 from gmse_cli.training.sweep import SlurmSettings
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; runs are not claimed, as on a file system that takes no locks
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SweepOutcome", "run_local", "run_torchrun", "run_slurm", "SlurmRun"]
 
@@ -126,7 +122,7 @@ def _claim(checkpoint_root: Path, key: str, *, enabled: bool = True) -> Iterator
     """True while this process alone may train run ``key``: an exclusive, non-blocking lock on
     ``<checkpoint_root>/<key>.lock``; False while another process holds it. The kernel drops
     the lock with its process, so a killed sweep never leaves a run claimed."""
-    if not enabled or fcntl is None:
+    if not enabled or not locks.AVAILABLE:  # Windows: runs are not claimed
         yield True
         return
     try:
@@ -134,21 +130,9 @@ def _claim(checkpoint_root: Path, key: str, *, enabled: bool = True) -> Iterator
         handle = open(checkpoint_root / f"{key}.lock", "a+")  # held across the yield
     except OSError as exc:
         raise TrainError(f"cannot write checkpoint folder {checkpoint_root}: {exc.strerror or exc}") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        except OSError:
-            # A filesystem that takes no locks (Lustre mounted without flock, some FUSE and SMB
-            # mounts: ENOSYS, ENOLCK, EOPNOTSUPP) trains as if no other process ran the sweep.
-            yield True
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # On a file system that takes no locks the sweep trains as if no other process ran it.
+    with handle, locks.held(handle, wait=False) as mine:
+        yield mine
 
 
 def _drop_claim(checkpoint_root: Path, key: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError
 
+from gmse_cli import locks
 from gmse_cli.atomic import write_atomic
 from gmse_cli.errors import DataError
 from gmse_cli.frozen import Frozen
@@ -29,11 +30,6 @@ from gmse_cli.inputs import (
     strict_json,
 )
 from gmse_cli.schema.versions import RESULTS_SCHEMA_VERSION, newer_schema
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; two processes appending to one results file are not kept apart
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -163,16 +159,12 @@ class RunRecord(Frozen):
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    if fcntl is None:
+    # Without locks (Windows, Lustre without flock) two processes appending are not kept apart.
+    if not locks.AVAILABLE:
         yield
         return
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with open(path.with_name(path.name + ".lock"), "a+") as lock, locks.held(lock):
+        yield
 
 
 def append_record(path: str | Path, record: RunRecord) -> bool:

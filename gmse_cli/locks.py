@@ -1,0 +1,54 @@
+"""Advisory file locks (``flock``) that degrade to none where none can be taken.
+
+uscl locks to keep processes apart that share a file: numba's kernel cache, a sweep's results
+file, a run a sweep claims, a search's output folder. Where the platform has no ``flock``
+(Windows) or the file system takes none (Lustre mounted without flock, some FUSE and SMB mounts),
+each goes on unlocked, as a single process would: refusing would lose the work for a protection
+that only matters when two processes share the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["AVAILABLE", "held"]
+
+AVAILABLE = fcntl is not None
+"""Whether this platform has ``flock`` at all."""
+
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+"""What ``flock`` raises on a file system that takes no locks."""
+
+
+@contextlib.contextmanager
+def held(file: int | IO, *, exclusive: bool = True, wait: bool = True) -> Iterator[bool]:
+    """Hold a lock on the open ``file`` (a descriptor or a file object) while inside; yield True
+    when the caller may go on: the lock is held, or none can be taken here. With ``wait=False``
+    yield False at once while another process holds it. Closing the file (or the process ending,
+    however it ends) releases it too."""
+    if fcntl is None:
+        yield True
+        return
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(file, mode)
+    except BlockingIOError:
+        yield False
+        return
+    except OSError as exc:
+        if exc.errno not in _NO_LOCKS:
+            raise
+        yield True
+        return
+    try:
+        yield True
+    finally:
+        fcntl.flock(file, fcntl.LOCK_UN)
