@@ -40,14 +40,18 @@ def laws_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Per-user cache (computed GMSE estimates and codebooks): ``$USCL_CACHE_DIR`` or
-    ~/.cache/uscl. numba keeps its compiled kernels apart, beside the modules (or in
-    ``$NUMBA_CACHE_DIR``)."""
+    """Per-user cache (computed GMSE estimates and codebooks): ``$USCL_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/uscl`` (an absolute one, as the XDG rules ask), else ~/.cache/uscl. numba
+    keeps its compiled kernels apart, beside the modules (or in ``$NUMBA_CACHE_DIR``)."""
     root = os.environ.get("USCL_CACHE_DIR")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
     try:
         # '~' expanded as in every path uscl reads: a value the shell did not expand (quoted, or
         # from a service file) made a folder named '~' in the working directory.
-        path = Path(root).expanduser() if root else Path.home() / ".cache" / "uscl"
+        if root:
+            path = Path(root).expanduser()
+        else:
+            path = (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "uscl"
     except RuntimeError:  # no $HOME and a user id with no passwd entry (a container's)
         raise CacheError("cannot find the home folder for the cache (set USCL_CACHE_DIR or HOME)") from None
     try:

@@ -107,6 +107,7 @@ def test_no_home_folder_is_a_cache_error(monkeypatch, setting):
         raise KeyError(f"getpwuid(): uid not found: {uid}")
 
     monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)  # else the cache needs no home
     monkeypatch.setattr(pwd, "getpwuid", no_entry)  # a container's user id, in no passwd file
     if setting is None:
         monkeypatch.delenv("USCL_CACHE_DIR", raising=False)

@@ -73,6 +73,7 @@ def test_no_home_folder_answers_with_one_note(stub_training, run_cli, monkeypatc
         raise KeyError(f"getpwuid(): uid not found: {uid}")
 
     monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)  # else the cache needs no home
     monkeypatch.delenv("USCL_CACHE_DIR", raising=False)
     monkeypatch.setattr(pwd, "getpwuid", no_entry)  # a container's user id, in no passwd file
     line = _answered_with_one_note(run_cli("gmse", "vq16-b0.0625", "--rel-err", "0.05", "--recompute"), "vq16-b0.0625")
