@@ -58,8 +58,9 @@ def internal_fixed(fixed: Mapping[str, float] | None, names: Sequence[str]) -> d
         if j is None:
             raise FitError(f"fixed constant '{key}' is not a constant of this model (known: {', '.join(public_names(names))})")
         if is_log(names[j]):
-            if not value > 0:
-                raise FitError(f"fixed constant {key} = {value} must be positive")
+            if not value > 0:  # fitted through its logarithm, as its free fit is
+                tiny = "; hold it near 0 with a tiny value such as 1e-9" if value == 0 else ""
+                raise FitError(f"fixed constant {key} = {value} must be positive{tiny}")
             value = math.log(value)
         out[j] = value
     return out
