@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-__all__ = ["stdout_is_terminal", "help_text", "print_table", "drawing", "FORMAT_EPILOG", "RECOMPUTE_HELP"]
+__all__ = ["stdout_is_terminal", "help_text", "print_table", "drawing", "wrote", "shown_path", "FORMAT_EPILOG",
+           "RECOMPUTE_HELP"]
 
 
 RECOMPUTE_HELP = (
@@ -151,7 +152,24 @@ def drawing(path: object) -> AbstractContextManager[Any]:
     nothing, as every bar (``wrote plot PATH`` follows either way)."""
     from gmse_cli.progress import status, stderr_is_terminal
 
-    return status(f"drawing plot {path} ...", enabled=stderr_is_terminal())
+    return status(f"drawing plot {shown_path(path)} ...", enabled=stderr_is_terminal())
+
+
+def shown_path(path: object) -> str:
+    """``path`` as rich prints it back: brackets in a name are text, not markup (``law[red].toml``
+    was shown as ``law.toml``), bytes that are not UTF-8 as ``\\xNN``."""
+    from rich.markup import escape
+
+    from gmse_cli.inputs import printable_path
+
+    return escape(printable_path(str(path)))
+
+
+def wrote(what: str, path: object) -> None:
+    """The ``wrote WHAT PATH`` line on stderr after a file is written."""
+    from gmse_cli.progress import stderr_console
+
+    stderr_console().print(f"wrote {what} {shown_path(path)}")
 
 
 def stdout_is_terminal() -> bool:

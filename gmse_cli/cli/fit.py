@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
 
         from gmse_cli.atomic import check_output_path
-        from gmse_cli.cli.console import drawing, err_console
+        from gmse_cli.cli.console import drawing, err_console, wrote
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import DataError, FitError
@@ -162,11 +162,11 @@ def register(app: typer.Typer) -> None:
                                                      fixed=fixed, prior=prior, weigh_schemes=weigh_schemes,
                                                      fit_outside=fit_outside))
             if not quiet:
-                err_console.print(f"wrote plot {plot}")
+                wrote("plot", plot)
         if law_out is not None:
             save_law(law_out, out)
             if not quiet:
-                err_console.print(f"wrote law {out}")
+                wrote("law", out)
         if json_out:
             print_json(result.model_dump(mode="json"))
             return
@@ -225,7 +225,7 @@ def _render(result, show_residuals: bool) -> None:
         table.add_row(name, _fmt(c.value, 5), _fmt(c.sigma, 3), interval, prof, source)
     print_table(table, optional=["sigma", "profile 95%"])
     if result.prior:
-        out_console.print(f"prior: {result.prior}")
+        out_console.print(f"prior: {result.prior}", markup=False)
     if result.scheme_weighted:
         out_console.print("weights: each scheme's runs 1/(its runs), so every scheme counts the same")
     out_console.print(f"fit error (RMSE of log-loss): [bold]{result.fit_error:.4g}[/]"
@@ -303,7 +303,7 @@ def _render(result, show_residuals: bool) -> None:
                          f"{r.residual:+.4f}", f"{r.rho:.4f}")
         print_table(full, optional=["rho"])
     for note in result.notes:
-        out_console.print(f"note: {note}", highlight=False)
+        out_console.print(f"note: {note}", highlight=False, markup=False)
 
 
 def _render_heldout(result) -> None:

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         """Real-weight MSE of each FORMAT on MODEL: per layer and overall, its ratio to GMSE,
         effective bits, and the capacity the law predicts from each; with --activations, the
         same on the inputs of MODEL's linear layers run on a text."""
-        from gmse_cli.cli.console import drawing, err_console, quiet_foreign_loggers
+        from gmse_cli.cli.console import drawing, quiet_foreign_loggers, wrote
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
         if plot is not None:
             with drawing(plot):
                 plot_mse(results, plot, checkpoint=checkpoint_name(checkpoint))
-            err_console.print(f"wrote plot {plot}")
+            wrote("plot", plot)
         if json_out:
             print_json([r.model_dump(mode="json") for r in results])
             return
@@ -203,12 +203,12 @@ def _render(results, worst: int) -> None:
     print_table(table)
     for r in results:
         if r.skipped:
-            out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})")
+            out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})", markup=False)
 
 
 def _activations(model: Path, formats: list[str], act: ActivationOptions, *, worst: int, plot: Path | None,
                  json_out: bool, csv_out: bool, law: str | None, **options) -> None:
-    from gmse_cli.cli.console import drawing, err_console
+    from gmse_cli.cli.console import drawing, wrote
     from gmse_cli.cli.output import print_json
     from gmse_cli.law import load_law
     from gmse_cli.progress import note
@@ -231,7 +231,7 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
     if plot is not None:
         with drawing(plot):
             plot_mse(report.formats, plot, checkpoint=checkpoint_name(model), tensors="activation")
-        err_console.print(f"wrote plot {plot}")
+        wrote("plot", plot)
     if json_out or csv_out:
         dump = report.model_dump(mode="json")
         formats_dump = dump.pop("formats")  # the results; the rest describes the run and the layers
@@ -299,7 +299,7 @@ def _render_activations(report, worst: int) -> None:
         print_table(table)
     for r in report.formats:
         if r.skipped:
-            out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})")
+            out_console.print(f"{r.format}: {len(r.skipped)} layer(s) skipped ({r.skipped[0].reason})", markup=False)
 
 
 def _fmt_stat(value: float | None) -> str:

@@ -227,7 +227,7 @@ def register(app: typer.Typer) -> None:
         if plot_path is not None:
             with console.drawing(plot_path):
                 plot_rank(rows, plot_path, law=the_law)
-            console.err_console.print(f"wrote plot {plot_path}")
+            console.wrote("plot", plot_path)
         if json_out:
             from gmse_cli.cli.output import print_json
 

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search the format space for the highest capacity at or below --bits; print the
         Pareto frontier (capacity vs bits/param) and how it beats each catalog format."""
-        from gmse_cli.cli.console import drawing, err_console
+        from gmse_cli.cli.console import drawing, err_console, wrote
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import SpecError
@@ -88,13 +88,13 @@ def register(app: typer.Typer) -> None:
         )
         if out_dir is not None:
             paths = write_frontier(result, out_dir)
-            err_console.print(f"wrote {len(paths)} format files to {out_dir}")
+            wrote(f"{len(paths)} format files to", out_dir)
         if plot is not None:
             from gmse_cli.realmse import checkpoint_name
 
             with drawing(plot):
                 plot_search(result, plot, checkpoint=checkpoint_name(checkpoint) if checkpoint else None)
-            err_console.print(f"wrote plot {plot}")
+            wrote("plot", plot)
         if json_out or csv_out:
             frontier = [p.model_dump(mode="json") for p in result.frontier]
             if csv_out:

@@ -197,7 +197,8 @@ def register(app: typer.Typer) -> None:
         corpus_files(text)  # a missing or empty source is one line, before the progress line
         require_tokenizers()  # so is a core install's missing extra
         err_console.print(f"training a byte-level BPE of {vocab_size:,} tokens on {text} "
-                          f"(all but its last {val_fraction:.3g} of the text, held out for validation) ...")
+                          f"(all but its last {val_fraction:.3g} of the text, held out for validation) ...",
+                          markup=False)
         train_part, _, _ = split_corpus(str(text), text_field=text_field, val_fraction=val_fraction)
         blank = True
 
@@ -212,7 +213,7 @@ def register(app: typer.Typer) -> None:
             raise DataError(f"data source '{text}' holds no text")
         if tok.get_vocab_size() < vocab_size:
             err_console.print(f"note: {text} gives {tok.get_vocab_size():,} tokens, not {vocab_size:,}: "
-                              "no other pair of tokens occurs twice")
+                              "no other pair of tokens occurs twice", markup=False)
         blob = tok.to_str()
         try:  # atomically: a full disk never leaves a truncated tokenizer.json
             out.parent.mkdir(parents=True, exist_ok=True)
