@@ -14,6 +14,11 @@ from conftest import SHARED_DATA
 CORPUS = SHARED_DATA / "python-docs-3.11.txt.xz"
 
 
+@pytest.fixture(autouse=True)
+def _corpus(shared_data):
+    """Every spec here names the shared corpus: with no ../shared/data (an unpacked sdist) the tests skip."""
+
+
 def _llama_n(layers: int, d: int, ffn: int) -> int:
     """Non-embedding parameters: q, k, v, o (d x d), gate/up/down (d x ffn), 2 norms a layer, final norm."""
     return layers * (4 * d * d + 3 * d * ffn + 2 * d) + d

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import lzma
 
-import conftest
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,11 +13,11 @@ pytest.importorskip("tokenizers")
 
 
 @pytest.fixture
-def run_cfg(tmp_path, monkeypatch):
+def run_cfg(tmp_path, monkeypatch, shared_data):
     from gmse_cli.training.config import RunConfig
 
     monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
-    with lzma.open(conftest.SHARED_DATA / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
+    with lzma.open(shared_data / "python-docs-3.11.txt.xz", "rt", encoding="utf-8") as handle:
         text = handle.read(100_000)
     corpus = tmp_path / "docs.txt"
     corpus.write_text(text, encoding="utf-8")

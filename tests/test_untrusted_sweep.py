@@ -22,10 +22,10 @@ def test_a_slurm_name_holding_a_newline_is_refused(run_cli, tmp_path, key):
     assert len(lines) == 1 and f"slurm.{key}" in lines[0] and "control character" in lines[0], res.stderr
 
 
-def test_plain_slurm_names_are_taken(run_cli, tmp_path):
+def test_plain_slurm_names_are_taken(run_cli, tmp_path, shared_data):
     text = SPEC.read_text(encoding="utf-8")
     spec = tmp_path / "sweep.toml"
     spec.write_text(text + '\n[slurm]\ncluster = "slurm"\npartition = "gpu-h100"\nfolder = "logs/%j"\n'
                     'setup = ["source ~/venv/bin/activate"]\n', encoding="utf-8")
-    res = run_cli("train", str(spec), "--dry-run", "--data", str(conftest.SHARED_DATA / "python-docs-3.11.txt.xz"))
+    res = run_cli("train", str(spec), "--dry-run", "--data", str(shared_data / "python-docs-3.11.txt.xz"))
     assert res.code == 0, res.stderr
