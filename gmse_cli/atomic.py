@@ -27,7 +27,8 @@ from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
 from gmse_cli.sigterm import sigterm_unwinds
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
-           "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS", "ON_WINDOWS", "windows_name_problem"]
+           "sweep_cache_folder", "remove_stale_folders", "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS", "ON_WINDOWS",
+           "windows_name_problem"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
@@ -199,13 +200,17 @@ def _remove_stale_temporaries(path: Path) -> None:
     stem = _temporary_stem(path.name)
     if stem != path.name:
         return
-    pattern = re.compile(rf"\.{re.escape(stem)}\.{_RANDOM_PART}\.tmp")
-    prefix = f".{stem}."
+    _remove_old_files(path.parent, re.compile(rf"\.{re.escape(stem)}\.{_RANDOM_PART}\.tmp"))
+
+
+def _remove_old_files(folder: Path, pattern: re.Pattern[str]) -> None:
+    """Remove the regular files in ``folder`` whose names ``pattern`` matches whole and that no
+    write has touched for :data:`STALE_TEMPORARY_SECONDS`; anything that fails to go stays."""
     cutoff = time.time() - STALE_TEMPORARY_SECONDS
     try:
-        with os.scandir(path.parent) as entries:
+        with os.scandir(folder) as entries:
             for entry in entries:
-                if not (entry.name.startswith(prefix) and pattern.fullmatch(entry.name)):
+                if not pattern.fullmatch(entry.name):
                     continue
                 try:
                     info = entry.stat(follow_symlinks=False)
@@ -215,6 +220,48 @@ def _remove_stale_temporaries(path: Path) -> None:
                     pass
     except OSError:
         pass
+
+
+_SWEPT: set[str] = set()
+"""Cache folders this process has swept (:func:`sweep_cache_folder`): once each is enough."""
+
+
+def sweep_cache_folder(folder: str | Path) -> None:
+    """Remove the temporary files of any name (``.NAME.XXXXXXXX.tmp``) an hour old or more from
+    ``folder``, one of uscl's own cache folders; once per folder per process. A cache entry,
+    once whole, is read and never written again (a rewrite of the same bytes is skipped), so
+    the clean-up after a write of the same file (:func:`write_atomic`) never came for the
+    temporary file a killed writer left beside it: each SIGKILL mid-write left one for ever."""
+    key = os.fspath(folder)
+    if key in _SWEPT:
+        return
+    _SWEPT.add(key)
+    _remove_old_files(Path(folder), re.compile(rf"\..+\.{_RANDOM_PART}\.tmp"))
+
+
+def remove_stale_folders(parent: str | Path, pattern: re.Pattern[str]) -> None:
+    """Remove the folders in ``parent`` whose names ``pattern`` matches whole (the staging or
+    set-aside folders of a folder written whole, :func:`staging_folder`) that neither they nor
+    a file directly in them has changed for :data:`STALE_TEMPORARY_SECONDS`: a writer killed
+    mid-write (a token cache of gigabytes, a checkpoint) left them for ever. Links and anything
+    that fails to go stay."""
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    try:
+        with os.scandir(parent) as entries:
+            candidates = [entry for entry in entries if pattern.fullmatch(entry.name)
+                          and entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for entry in candidates:
+        try:
+            newest = entry.stat(follow_symlinks=False).st_mtime
+            with os.scandir(entry.path) as inside:  # a file being written keeps its folder fresh
+                for item in inside:
+                    newest = max(newest, item.stat(follow_symlinks=False).st_mtime)
+        except OSError:
+            continue
+        if newest < cutoff:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def write_atomic(

@@ -20,6 +20,7 @@ runs as it always did.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -64,12 +65,49 @@ def _locked(method: Callable[..., Any], *, exclusive: bool) -> Callable[..., Any
     return call
 
 
+def _index_or_empty(method: Callable[..., Any]) -> Callable[..., Any]:
+    """numba's index reader, with a damaged index read as an empty one. numba writes the index
+    without fsync: a power cut (or a full disk, a bad block) can leave it empty or cut short, and
+    numba unpickles it unguarded, so every later process compiling the kernel stopped, for ever:
+    on an empty index pickle's EOFError, which click turns into "aborted" (exit 130, as if
+    Ctrl-C), else an UnpicklingError traceback. Empty, the kernel is compiled and the index
+    written again, whole."""
+    def call(self: Any, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except OSError:
+            raise  # numba's own handling (absent: empty; unreadable: its error)
+        except Exception:
+            return {}
+
+    call.__wrapped__ = method  # type: ignore[attr-defined]
+    return call
+
+
+def _data_or_missing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """numba's data-file reader, with a damaged file raised as the OSError numba's ``load``
+    takes for a missing one (compile again), not an unpickling error (see :func:`_index_or_empty`)."""
+    def call(self: Any, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise OSError(errno.EIO, f"damaged kernel cache file ({type(exc).__name__})") from None
+
+    call.__wrapped__ = method  # type: ignore[attr-defined]
+    return call
+
+
 def _install() -> None:
     cache_file = getattr(caching, "IndexDataCacheFile", None)
     if cache_file is None or getattr(cache_file, "_uscl_locked", False):
         return  # another numba layout (nothing to wrap), or wrapped already
     cache_file.save = _locked(cache_file.save, exclusive=True)
     cache_file.load = _locked(cache_file.load, exclusive=False)
+    if hasattr(cache_file, "_load_index") and hasattr(cache_file, "_load_data"):
+        cache_file._load_index = _index_or_empty(cache_file._load_index)
+        cache_file._load_data = _data_or_missing(cache_file._load_data)
     cache_file._uscl_locked = True
 
 

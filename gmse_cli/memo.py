@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from gmse_cli.atomic import write_atomic
+from gmse_cli.atomic import sweep_cache_folder, write_atomic
 from gmse_cli.inputs import read_cache_bytes
 
 __all__ = ["memo_dir", "remembered"]
@@ -32,6 +32,7 @@ def memo_dir(namespace: str) -> Path:
 
     path = cache_dir() / namespace
     path.mkdir(parents=True, exist_ok=True)
+    sweep_cache_folder(path)  # temporary files killed writers left
     return path
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import tomli_w
 
-from gmse_cli.atomic import write_atomic
+from gmse_cli.atomic import sweep_cache_folder, write_atomic
 from gmse_cli.errors import UsclError
 from gmse_cli.inputs import parse_nested, read_cache_bytes, read_text_file
 from gmse_cli.paths import cache_dir
@@ -109,6 +109,7 @@ def _cache_path(text: str) -> Path | None:
     try:
         folder = cache_dir() / "toml"
         folder.mkdir(exist_ok=True)
+        sweep_cache_folder(folder)  # temporary files killed writers left
     except OSError:
         return None
     return folder / f"{hashlib.sha256(text.encode()).hexdigest()}.json"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gmse_cli.atomic import write_atomic
+from gmse_cli.atomic import sweep_cache_folder, write_atomic
 from gmse_cli.gmse.stored import StoredGmse
 from gmse_cli.inputs import read_cache_bytes
 
@@ -24,6 +24,7 @@ def gmse_cache_dir() -> Path:
 
     path = cache_dir() / "gmse"
     path.mkdir(parents=True, exist_ok=True)
+    sweep_cache_folder(path)  # temporary files killed writers left
     return path
 
 

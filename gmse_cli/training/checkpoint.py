@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from gmse_cli.atomic import fsync_dir, staging_folder, write_atomic
+from gmse_cli.atomic import fsync_dir, remove_stale_folders, staging_folder, write_atomic
 from gmse_cli.errors import DataError, TrainError
 
 __all__ = [
@@ -114,6 +114,13 @@ def _fsync_tree(folder: Path) -> None:
     fsync_dir(folder)
 
 
+_LEFT_BY_A_KILL = re.compile(r"\.(step-\d+|[0-9a-f]{16})\.[a-z0-9_]{8}")
+"""The staging folder (:func:`_staged_folder`) of a checkpoint or of a kept final model
+(``<models>/<run key>``) that a process killed while writing it left: a whole checkpoint's size
+each time, kept for ever. One an hour old is removed before the next write. (A set-aside old
+copy, ``.NAME.old.XXXXXXXX``, may be the only one left, and stays.)"""
+
+
 @contextlib.contextmanager
 def _staged_folder(final: Path, what: str) -> Iterator[Path]:
     """An empty staging folder beside ``final``; on success its files are fsync'd and it is
@@ -121,6 +128,7 @@ def _staged_folder(final: Path, what: str) -> Iterator[Path]:
     A write that fails (a full disk, a read-only folder) is a :class:`TrainError` naming ``what``."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_folders(final.parent, _LEFT_BY_A_KILL)
         staging = staging_folder(final.parent, prefix=f".{final.name}.")
     except OSError as exc:
         raise TrainError(f"cannot write {what} in {final.parent}: {exc.strerror or exc}") from None
@@ -132,6 +140,7 @@ def _staged_folder(final: Path, what: str) -> Iterator[Path]:
             trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
             os.replace(final, trash / final.name)
         os.replace(staging, final)
+        fsync_dir(final.parent)  # the rename survives a power cut before the run's record is written
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
     except OSError as exc:

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from gmse_cli.atomic import write_atomic
+from gmse_cli.atomic import sweep_cache_folder, write_atomic
 from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import read_cache_bytes
@@ -86,6 +86,7 @@ def codebook_dir() -> Path:
 
     path = cache_dir() / "codebooks"
     path.mkdir(parents=True, exist_ok=True)
+    sweep_cache_folder(path)  # temporary files killed writers left
     return path
 
 

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gmse_cli.atomic import staging_folder
+from gmse_cli.atomic import remove_stale_folders, staging_folder
 from gmse_cli.errors import DataError
 from gmse_cli.paths import cache_dir
 from gmse_cli.training.data.tokenizer import TokenizerHandle
@@ -30,6 +31,11 @@ __all__ = ["CACHE_VERSION", "TokenData", "check_sizes", "encode_pieces", "entry_
 
 CACHE_VERSION = "2"  # part of every entry's key: a change of the file layout or encoding starts afresh
 # (2: a special token's text in the corpus is encoded as text, no longer as its special id)
+
+
+_LEFT_BY_A_KILL = re.compile(r"\.[^/]+\.([a-z0-9_]{8}|old-\d+-[0-9a-f]{32})")
+"""A staging folder (:func:`write_entry`) or an entry set aside (:func:`_publish`): a writer
+SIGKILLed while tokenizing (gigabytes for C4) left it for ever; one an hour old is removed."""
 
 
 def entry_folder(key: str) -> Path:
@@ -182,6 +188,7 @@ def write_entry(
     that finished first) is kept.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_folders(folder.parent, _LEFT_BY_A_KILL)
     staging = staging_folder(folder.parent, prefix=f".{folder.name}.")
     try:
         n_train = _write_tokens(train, tok, staging / "train.bin", limit=train_limit)

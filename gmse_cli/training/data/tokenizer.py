@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gmse_cli.atomic import write_text_atomic
+from gmse_cli.atomic import sweep_cache_folder, write_text_atomic
 from gmse_cli.errors import BackendMissing, DataError
 from gmse_cli.inputs import does_not_exist, user_path
 from gmse_cli.paths import cache_dir
@@ -125,6 +125,7 @@ def load_tokenizer(spec: str, *, train_texts: Callable[[], Iterable[str]] | None
         vocab = int(spec[4:])
         folder = cache_dir() / "tokenizers"
         folder.mkdir(parents=True, exist_ok=True)
+        sweep_cache_folder(folder)  # temporary files killed writers left
         cached = folder / f"bpe{vocab}-{corpus_tag}.json"
         try:
             tokenizer = tk.Tokenizer.from_file(str(cached))
