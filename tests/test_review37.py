@@ -28,3 +28,39 @@ def test_tokenizer_train_prints_the_written_path_as_it_is(run_cli, tmp_path, mon
     (line,) = result.stdout.splitlines()
     path, vocab, digest = line.split("\t")
     assert path == str(out) and vocab.startswith("vocab ") and digest.startswith("sha256 ")
+
+
+_CACHED_KERNEL = """
+from gmse_cli.kernel_cache import numba
+
+@numba.njit(cache=True)
+def plus_one(x):
+    return x + 1
+
+print(plus_one(41))
+"""
+
+
+def test_a_kernel_compiles_where_no_cache_folder_is_writable(tmp_path):
+    # README: where site-packages is read-only and ~/.cache/numba is not writable either, kernels
+    # compile in each process. numba raised "RuntimeError: cannot cache function ...: no locator
+    # available" instead (a traceback for every command). Neither folder is usable here: the
+    # module's __pycache__ and $XDG_CACHE_HOME/numba are files.
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "kernelmod.py").write_text(_CACHED_KERNEL)
+    (tmp_path / "__pycache__").write_text("")
+    (tmp_path / "xdg").mkdir()
+    (tmp_path / "xdg" / "numba").write_text("")
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_CACHE_LOCATOR_CLASSES")}
+    env.update(PYTHONPATH=os.pathsep.join([str(conftest.REPO_ROOT), str(tmp_path)]), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               HOME=str(tmp_path / "xdg"), TMPDIR=str(tmp_path / "tmp"), PYTHONDONTWRITEBYTECODE="1")
+    for _ in range(2):  # nothing kept between processes: the second compiles again, as well
+        done = subprocess.run([sys.executable, "-c", "import kernelmod"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == ["42"]
+        assert list((tmp_path / "tmp").iterdir()) == []  # the process's own kernel folder is gone
