@@ -64,3 +64,29 @@ def test_a_kernel_compiles_where_no_cache_folder_is_writable(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.split() == ["42"]
         assert list((tmp_path / "tmp").iterdir()) == []  # the process's own kernel folder is gone
+
+
+def test_a_link_to_a_missing_folder_is_refused_where_parents_are_made(tmp_path):
+    # parents=True (tokenizer train --out, train --out) made the missing folders on the way to the
+    # link, whose own folder exists, so the check passed; the write went to the link's target and
+    # failed after the work ("cannot write tokenizer lnk: No such file or directory").
+    from gmse_cli.atomic import check_output_path
+    from gmse_cli.errors import TrainError
+
+    link = tmp_path / "lnk.json"
+    link.symlink_to(tmp_path / "gone" / "sub" / "tok.json")
+    with pytest.raises(TrainError, match="symbolic link's target") as caught:
+        check_output_path(link, what="tokenizer", error=TrainError, parents=True)
+    assert str(tmp_path / "gone" / "sub") in str(caught.value)
+    # a plain path still has its missing folders made
+    plain = tmp_path / "new" / "sub" / "tok.json"
+    assert check_output_path(plain, what="tokenizer", error=TrainError, parents=True) == plain
+
+
+def test_tokenizer_train_to_a_dangling_link_fails_before_training(run_cli, tmp_path):
+    pytest.importorskip("tokenizers")
+    link = tmp_path / "lnk.json"
+    link.symlink_to(tmp_path / "gone" / "tok.json")
+    result = run_cli("tokenizer", "train", str(_corpus(tmp_path)), "--vocab-size", "300", "--out", str(link))
+    assert result.code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "symbolic link's target" in result.stderr and "training" not in result.stderr
