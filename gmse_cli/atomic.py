@@ -125,7 +125,9 @@ def check_output_path(
         if not folder and info is not None and not stat.S_ISREG(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a device or a pipe, not a regular file")
         parent = path if folder else target.parent
-        while (folder or parents) and not parent.exists() and parent != parent.parent:
+        # missing folders are made on the way to the path given, not to a link's target: a link whose
+        # target folder is gone is refused now, not after the work
+        while (folder or (parents and target is path)) and not parent.exists() and parent != parent.parent:
             if parent.is_symlink():  # dangling (an unmounted disk) or a loop: no folder can be made there
                 raise error(f"cannot write {what} '{path}': '{parent}' is a broken symbolic link")
             parent = parent.parent  # the folder (and missing parents) will be made

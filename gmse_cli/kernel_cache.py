@@ -15,13 +15,22 @@ together. Every module that compiles a cached kernel imports numba from here. Th
 advisory and per index; where no lock file can be made (a read-only folder numba cannot cache
 in anyway), the file system takes no locks, or the platform has no ``flock`` (Windows), numba
 runs as it always did.
+
+numba caches beside the modules, else in ``~/.cache/numba`` (``$NUMBA_CACHE_DIR`` first); where
+none of them is writable (a read-only install and home folder) it raised "cannot cache function
+...: no locator available" when a module with a cached kernel was imported. Importing this
+module adds a last folder: a private one of the process's own (``uscl-numba-*`` in the temporary
+folder, removed at exit), so kernels compile in each process there.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -99,7 +108,43 @@ def _data_or_missing(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+_process_folder: str | None = None
+
+
+def _process_cache_folder() -> str:
+    """A folder of this process's own for numba's cache, made on first use, removed at exit."""
+    global _process_folder
+    if _process_folder is None:
+        _process_folder = tempfile.mkdtemp(prefix="uscl-numba-")
+        atexit.register(shutil.rmtree, _process_folder, ignore_errors=True)
+    return _process_folder
+
+
+def _add_process_locator() -> None:
+    """Give numba a last cache locator: the process's own folder, where no other is writable."""
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    user_wide = getattr(caching, "UserWideCacheLocator", None) or getattr(caching, "_UserWideCacheLocator", None)
+    classes = getattr(impl, "_locator_classes", None)
+    if user_wide is None or not isinstance(classes, list) or any(getattr(c, "_uscl", False) for c in classes):
+        return  # another numba layout, or added already
+
+    class ProcessCacheLocator(user_wide):  # type: ignore[misc, valid-type]
+        """numba's user-wide locator, in :func:`_process_cache_folder` instead of ~/.cache/numba."""
+
+        _uscl = True
+
+        def __init__(self, py_func: Any, py_file: str) -> None:
+            super().__init__(py_func, py_file)
+            self._uscl_path = os.path.join(_process_cache_folder(), self.get_suitable_cache_subpath(py_file))
+
+        def get_cache_path(self) -> str:
+            return self._uscl_path
+
+    classes.append(ProcessCacheLocator)
+
+
 def _install() -> None:
+    _add_process_locator()
     cache_file = getattr(caching, "IndexDataCacheFile", None)
     if cache_file is None or getattr(cache_file, "_uscl_locked", False):
         return  # another numba layout (nothing to wrap), or wrapped already

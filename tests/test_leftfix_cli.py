@@ -20,6 +20,7 @@ import sys
 import conftest  # noqa: F401  (the suite's fixtures: run_cli, private caches)
 import pytest
 
+from gmse_cli import __version__
 from gmse_cli.errors import FitError, SpecError
 
 ESC = "\x1b"
@@ -79,7 +80,7 @@ def test_help_and_version_answer_whatever_numba_num_threads_holds(monkeypatch, r
     monkeypatch.setenv("NUMBA_NUM_THREADS", value)
     result = run_cli(*args)
     assert result.code == 0 and result.stderr == ""
-    assert ("uscl 0.1.0" if args == ["--version"] else "Usage: uscl") in result.stdout
+    assert (f"uscl {__version__}" if args == ["--version"] else "Usage: uscl") in result.stdout
 
 
 @pytest.mark.parametrize("variable, value", [("NUMBA_NUM_THREADS", "abc"), ("NUMBA_NUM_THREADS", "0"),

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import os
 
+import conftest
 
-def test_brackets_in_an_output_name_are_shown(run_cli, shared_data, tmp_path):
+RUNS = conftest.REPO_ROOT / "examples" / "cpu-law.jsonl"  # in the checkout and the sdist: no ../shared needed
+
+
+def test_brackets_in_an_output_name_are_shown(run_cli, tmp_path):
     out = tmp_path / "law[red]x[bold].toml"
-    res = run_cli("fit", str(shared_data / "quest_runs.json"), "--model", "dense", "--bootstrap", "0",
+    res = run_cli("fit", str(RUNS), "--bootstrap", "0",
                   "--out", str(out))
     assert res.code == 0, res.stderr
     assert out.is_file()
     assert f"wrote law {out}" in res.stderr, res.stderr
 
 
-def test_a_name_that_is_not_utf8_is_shown_escaped(run_cli, shared_data, tmp_path):
+def test_a_name_that_is_not_utf8_is_shown_escaped(run_cli, tmp_path):
     folder = os.fsdecode(os.fsencode(str(tmp_path)) + b"/l\xffaw.toml")
-    res = run_cli("fit", str(shared_data / "quest_runs.json"), "--model", "dense", "--bootstrap", "0",
+    res = run_cli("fit", str(RUNS), "--bootstrap", "0",
                   "--out", folder)
     assert res.code == 0, res.stderr
     assert "l\\xffaw.toml" in res.stderr, res.stderr

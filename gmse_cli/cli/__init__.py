@@ -89,7 +89,7 @@ def _keep_interrupts(command: click.Command) -> click.Command:
     return command
 
 
-def _as_commands(command: click.Command) -> click.Command:
+def _wrap_callbacks(command: click.Command) -> click.Command:
     """``command`` with each command's work (its callback) wrapped: first
     :func:`~gmse_cli.threads.check_thread_setting` (before anything imports numba, which reads
     the setting once; after the line is parsed, so ``--help`` and ``--version`` answer whatever
@@ -100,7 +100,7 @@ def _as_commands(command: click.Command) -> click.Command:
 
     subcommands = getattr(command, "commands", None)
     for sub in (subcommands or {}).values():
-        _as_commands(sub)
+        _wrap_callbacks(sub)
     callback = getattr(command, "callback", None)
     if callback is None or getattr(callback, "_uscl_wrapped", False):
         return command
@@ -330,7 +330,7 @@ def _usable_streams() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
-    command = _keep_interrupts(attach_validators(_as_commands(_cli(args))))
+    command = _keep_interrupts(attach_validators(_wrap_callbacks(_cli(args))))
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)

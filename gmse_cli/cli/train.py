@@ -181,9 +181,10 @@ def register(app: typer.Typer) -> None:
         text a training run on TEXT trains on: its validation tail never shapes the vocabulary."""
         import hashlib
         import os
+        import sys
 
         from gmse_cli.atomic import check_output_path, write_text_atomic
-        from gmse_cli.cli.console import err_console, out_console
+        from gmse_cli.cli.console import err_console
         from gmse_cli.cli.output import print_json
         from gmse_cli.errors import DataError, TrainError
         from gmse_cli.training.data import corpus_files, require_tokenizers, split_corpus, train_bpe
@@ -224,7 +225,10 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(info)
         else:
-            out_console.print(f"{out}\tvocab {info['vocab_size']}\tsha256 {info['sha256'][:16]}")
+            # written plainly, not through rich: the path as it is (brackets are text, not markup:
+            # 'tok[bold].json'), tabs kept, one line however long (rich expanded the tabs to spaces,
+            # read the brackets as markup and broke a long path at the piped page's 160 columns)
+            sys.stdout.write(f"{out}\tvocab {info['vocab_size']}\tsha256 {info['sha256'][:16]}\n")
 
     app.add_typer(tokenizer_app, name="tokenizer")
 

@@ -157,7 +157,7 @@ def load_codebook(
 _told_unkept = False
 
 
-def _unkept(exc: CacheError) -> None:
+def _note_unkept(exc: CacheError) -> None:
     """Say once per process that codebooks are not kept (the cache cannot be used): the command
     answers with the codebook it holds in memory, as every other cache degrades to no cache."""
     global _told_unkept
@@ -178,7 +178,7 @@ def cached_codebook(stem: str, with_array: bool) -> tuple[np.ndarray | None, Cod
     try:
         return load_codebook(stem, with_array=with_array)
     except CacheError as exc:
-        _unkept(exc)
+        _note_unkept(exc)
         return None
 
 
@@ -188,7 +188,7 @@ def keep_codebook(stem: str, cb: np.ndarray | None, info: CodebookInfo) -> Codeb
     try:
         return save_codebook(stem, cb, info)
     except CacheError as exc:
-        _unkept(exc)
+        _note_unkept(exc)
         return info
 
 
