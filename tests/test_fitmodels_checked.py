@@ -918,9 +918,9 @@ def bad_inputs():
         ("jsonl-missing.jsonl", '{"N": 1e8, "D": 2e9}\n', ["missing loss"]),
         ("jsonl-not-json.jsonl", '{"N": 1e8, "D": 2e9, "loss": 3\n', ["not a JSON line"]),
         ("jsonl-array-line.jsonl", "[1, 2]\n", ["record 0: expected an object"]),  # read as a JSON list
-        ("jsonl-empty.jsonl", "", ["0 loaded"]),
+        ("jsonl-empty.jsonl", "", ["no runs to fit"]),
         ("jsonl-bad-format.jsonl", '{"N": 1e8, "D": 2e9, "loss": 3, "weights": "int99q"}\n', ["int99q"]),
-        ("json-empty-list.json", "[]", ["0 loaded"]),
+        ("json-empty-list.json", "[]", ["no runs to fit"]),
     ]
     if not QUEST.is_file():  # collected with no ../shared/data (an unpacked sdist): the rest need QuEST's runs
         return cases
