@@ -61,3 +61,22 @@ def test_a_lock_held_by_another_open_file_is_busy_without_waiting(tmp_path):
                 assert not theirs
         with locks.held(second, wait=False) as theirs:
             assert theirs
+
+
+def test_a_search_folder_this_user_cannot_read_is_written_unlocked(tmp_path, monkeypatch):
+    # A folder of mode 0o300 (write and search, no read) cannot be opened to lock it; as root the
+    # mode does not stop an open, so the refusal is made here.
+    import os
+
+    from gmse_cli.search import outfolder
+
+    real_open = os.open
+
+    def no_read(path, flags, *args):
+        if os.fspath(path) == os.fspath(tmp_path) and flags == os.O_RDONLY:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_read)
+    written = outfolder.replace_files(tmp_path, {"00-a.toml": b"a"})
+    assert [p.read_bytes() for p in written] == [b"a"]

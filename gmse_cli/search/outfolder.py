@@ -103,11 +103,15 @@ def _check_targets(folder: Path, files: Mapping[str, bytes]) -> None:
 def _locked(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` itself (no lock file left in it); released when the
     process ends, however it ends. Unlocked where a folder cannot be locked: Windows (no flock,
-    and a folder cannot be opened as a file) or a file system that takes no locks."""
-    if not locks.AVAILABLE:
+    and a folder cannot be opened as a file), a folder this user may write but not read, or a
+    file system that takes no locks."""
+    try:
+        fd = os.open(folder, os.O_RDONLY) if locks.AVAILABLE else None
+    except PermissionError:
+        fd = None
+    if fd is None:
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
         with locks.held(fd):
             yield
