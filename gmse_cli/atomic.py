@@ -233,12 +233,39 @@ def sweep_cache_folder(folder: str | Path) -> None:
     ``folder``, one of uscl's own cache folders; once per folder per process. A cache entry,
     once whole, is read and never written again (a rewrite of the same bytes is skipped), so
     the clean-up after a write of the same file (:func:`write_atomic`) never came for the
-    temporary file a killed writer left beside it: each SIGKILL mid-write left one for ever."""
+    temporary file a killed writer left beside it: each SIGKILL mid-write left one for ever.
+
+    At most one process an hour scans a folder: the scan's time is stamped on a file beside
+    it (``.NAME.swept``, beside rather than in it, so the folder holds its entries alone), and
+    while that stamp is under an hour old a process skips the scan (one stat). A scan reads
+    every name in the folder, some 50 ms a 100,000-entry cache on every command that reads it;
+    a temporary file only goes once it is an hour old, so it now goes within two hours."""
     key = os.fspath(folder)
     if key in _SWEPT:
         return
     _SWEPT.add(key)
-    _remove_old_files(Path(folder), re.compile(rf"\..+\.{_RANDOM_PART}\.tmp"))
+    folder = Path(folder)
+    if _stamped_within_the_hour(folder.parent / f".{folder.name}.swept"):
+        return
+    _remove_old_files(folder, re.compile(rf"\..+\.{_RANDOM_PART}\.tmp"))
+
+
+def _stamped_within_the_hour(stamp: Path) -> bool:
+    """Whether ``stamp`` was touched less than :data:`STALE_TEMPORARY_SECONDS` ago (either side
+    of now: a clock put back leaves no stamp for ever fresh); if not, touch it now. Where no
+    stamp can be written (a parent folder this user may not write) every process scans, as
+    before: slower, never wrong."""
+    now = time.time()
+    try:
+        if abs(now - stamp.stat().st_mtime) < STALE_TEMPORARY_SECONDS:
+            return True
+    except OSError:
+        pass  # no stamp yet
+    try:
+        stamp.touch()
+    except OSError:
+        pass
+    return False
 
 
 def remove_stale_folders(parent: str | Path, pattern: re.Pattern[str]) -> None:

@@ -62,7 +62,7 @@ def test_a_cache_temporary_left_by_a_kill_goes_once_stale(tmp_path):
     assert left[0].exists()
     # an hour later every read is a hit, which writes nothing: the temporary went with the
     # first process to open the cache folder (it stayed for ever: no write of that key came again)
-    _age(left[0])
+    _age(tmp_path)  # an hour on for everything the cache holds, the sweep's stamp too
     read = _python(_READ, tmp_path)
     assert read.returncode == 0 and float(read.stdout) == 0.25, read.stderr
     assert not left[0].exists()
