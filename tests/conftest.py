@@ -136,3 +136,36 @@ def dense_runs_csv(path: Path, scheme: str) -> Path:
             rows.append(f'{n:g},{n * tpp:g},{loss:.6f},bf16,"{scheme}"')
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def law_file_text(version: str, head: str = "") -> str:
+    """A law file as `uscl fit --out` writes it (its [meta], cut to the constants) from uscl
+    ``version``; ``head`` goes before its first line (e.g. a ``schema_version``)."""
+    return f"""{head}name = "law"
+description = "fitted by uscl fit --model dense"
+
+[meta]
+model = "dense"
+runs = "34"
+uscl_version = "{version}"
+
+[A]
+value = 6263.386590157734
+provenance = "fitted"
+
+[alpha]
+value = 0.9375806980933248
+provenance = "fitted"
+
+[B]
+value = 1986.118945426908
+provenance = "fitted"
+
+[beta]
+value = 0.555521911432731
+provenance = "fitted"
+
+[E]
+value = 2.7180759251046074
+provenance = "fitted"
+"""

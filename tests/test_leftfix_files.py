@@ -13,6 +13,7 @@ from pathlib import Path
 
 import conftest  # noqa: F401  (the suite's fixtures: run_cli, private caches)
 import pytest
+from conftest import law_file_text
 
 from gmse_cli import __version__
 from gmse_cli.errors import LawError
@@ -46,41 +47,16 @@ def test_what_is_no_version_gives_no_hint(theirs):
 def test_a_version_of_5000_digits_is_one_error_line_not_a_traceback(tmp_path, run_cli):
     # int() of more than 4,300 digits raised ValueError out of the law reader
     path = tmp_path / "long.toml"
-    path.write_text(_LAW.format(head="", version="9" * 5000) + "\n[extra]\nx = 1\n")
+    path.write_text(law_file_text("9" * 5000) + "\n[extra]\nx = 1\n")
     result = run_cli("rank", "--law", str(path))
     assert result.code == 2 and result.stderr.count("\n") == 1 and "upgrade uscl" in result.stderr
 
 
-_LAW = """{head}name = "law"
-
-[meta]
-uscl_version = "{version}"
-
-[A]
-value = 6263.386590157734
-provenance = "fitted"
-
-[alpha]
-value = 0.9375806980933248
-provenance = "fitted"
-
-[B]
-value = 1986.118945426908
-provenance = "fitted"
-
-[beta]
-value = 0.555521911432731
-provenance = "fitted"
-
-[E]
-value = 2.7180759251046074
-provenance = "fitted"
-"""
 
 
 def test_a_law_from_a_dev_release_with_a_new_key_says_upgrade(tmp_path, run_cli):
     path = tmp_path / "dev.toml"
-    path.write_text(_LAW.format(head="", version="0.2.dev0") + '\n[families.rotation.L]\nvalue = 1.0\nprovenance = "x"\n')
+    path.write_text(law_file_text("0.2.dev0") + '\n[families.rotation.L]\nvalue = 1.0\nprovenance = "x"\n')
     result = run_cli("rank", "--law", str(path))
     assert result.code == 2 and result.stderr.count("\n") == 1
     assert "written by uscl 0.2.dev0" in result.stderr and "upgrade uscl" in result.stderr
@@ -93,7 +69,7 @@ def test_a_law_file_without_schema_version_reads_as_version_1(tmp_path):
     from gmse_cli.law import load_law
 
     path = tmp_path / "old.toml"
-    path.write_text(_LAW.format(head="", version="0.1.0"))
+    path.write_text(law_file_text("0.1.0"))
     law = load_law(path)
     assert law.schema_version == 1 and law.E.value == 2.7180759251046074
 
@@ -104,7 +80,7 @@ def test_a_written_law_file_says_its_schema_version_first(tmp_path):
     from gmse_cli.law import load_law, save_law
 
     old = tmp_path / "old.toml"
-    old.write_text(_LAW.format(head="", version="0.1.0"))
+    old.write_text(law_file_text("0.1.0"))
     out = tmp_path / "out.toml"
     save_law(load_law(old), out)
     text = out.read_text()
@@ -130,7 +106,7 @@ def test_a_law_of_a_newer_schema_is_refused_with_the_hint_other_files_give(tmp_p
     from gmse_cli.schema.versions import newer_schema
 
     path = tmp_path / "newer.toml"
-    path.write_text(_LAW.format(head=f"schema_version = {version}\n", version="9.0.0")
+    path.write_text(law_file_text("9.0.0", head=f"schema_version = {version}\n")
                     + '\n[families.rotation.L]\nvalue = 1.0\nprovenance = "x"\n')
     hint = newer_schema(version, 1, "X").removeprefix("X")  # the words every newer file gets
     assert "upgrade uscl (pip install -U uscl)" in hint
@@ -145,7 +121,7 @@ def test_a_law_of_a_newer_schema_is_refused_with_the_hint_other_files_give(tmp_p
 @pytest.mark.parametrize("value", ["0", '"1"', "true"])
 def test_a_law_schema_version_that_is_no_version_is_one_error(tmp_path, run_cli, value):
     path = tmp_path / "odd.toml"
-    path.write_text(_LAW.format(head=f"schema_version = {value}\n", version="0.1.0"))
+    path.write_text(law_file_text("0.1.0", head=f"schema_version = {value}\n"))
     result = run_cli("rank", "--law", str(path))
     assert result.code == 2 and result.stderr.count("\n") == 1 and "schema_version" in result.stderr
 

@@ -7,6 +7,7 @@ import json
 
 import conftest  # noqa: F401  (the suite's fixtures: run_cli, private caches)
 import pytest
+from conftest import law_file_text
 
 from gmse_cli.errors import DataError
 from gmse_cli.runs import load_train_jsonl
@@ -48,50 +49,21 @@ def test_train_resume_refuses_a_newer_results_file_saying_what_to_do(tmp_path, v
         load_records(results)
 
 
-# A law file as uscl fit --out wrote it (fit/results.py's [meta], uscl 0.1.0), cut to its constants.
-_LAW = """name = "law"
-description = "fitted by uscl fit --model dense"
-
-[meta]
-model = "dense"
-runs = "34"
-uscl_version = "{version}"
-
-[A]
-value = 6263.386590157734
-provenance = "fitted"
-
-[alpha]
-value = 0.9375806980933248
-provenance = "fitted"
-
-[B]
-value = 1986.118945426908
-provenance = "fitted"
-
-[beta]
-value = 0.555521911432731
-provenance = "fitted"
-
-[E]
-value = 2.7180759251046074
-provenance = "fitted"
-"""
 
 
 def test_a_law_from_a_newer_uscl_with_a_key_this_one_lacks_says_upgrade(tmp_path, run_cli):
     from gmse_cli.law import load_law
 
     old = tmp_path / "old.toml"
-    old.write_text(_LAW.format(version="0.1.0"))
+    old.write_text(law_file_text("0.1.0"))
     assert load_law(old).E.value == 2.7180759251046074
     newer = tmp_path / "newer.toml"
-    newer.write_text(_LAW.format(version="9.0.0") + '\n[families.rotation.L]\nvalue = 1.0\nprovenance = "x"\n')
+    newer.write_text(law_file_text("9.0.0") + '\n[families.rotation.L]\nvalue = 1.0\nprovenance = "x"\n')
     result = run_cli("rank", "--law", str(newer))
     assert result.code == 2
     assert result.stderr.count("\n") == 1 and "written by uscl 9.0.0" in result.stderr and "upgrade uscl" in result.stderr
     # the same unknown key in a law of this uscl's version is a misspelling, as before
     same = tmp_path / "same.toml"
-    same.write_text(_LAW.format(version="0.1.0") + "\n[extra]\nx = 1\n")
+    same.write_text(law_file_text("0.1.0") + "\n[extra]\nx = 1\n")
     result = run_cli("rank", "--law", str(same))
     assert result.code == 2 and "check its spelling" in result.stderr
