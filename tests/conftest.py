@@ -169,3 +169,19 @@ provenance = "fitted"
 value = 2.7180759251046074
 provenance = "fitted"
 """
+
+
+def tiny_checkpoint(folder: Path, step: int = 0) -> Path:
+    """The step folder of a checkpoint uscl saves in ``folder`` for a 4 -> 3 linear layer after
+    one AdamW step (so the optimizer state holds moments), at ``step``; needs torch."""
+    import torch
+
+    from gmse_cli.training.checkpoint import TrainState, save_checkpoint
+
+    layer = torch.nn.Linear(4, 3)
+    optim = torch.optim.AdamW(layer.parameters())
+    layer(torch.ones(2, 4)).sum().backward()
+    optim.step()
+    return save_checkpoint(folder, model_state=layer.state_dict(), optim_state=optim.state_dict(),
+                           state=TrainState(run_key="k", step=step))
+

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 
@@ -28,10 +29,8 @@ pytest.importorskip("tokenizers")
 from gmse_cli.errors import DataError  # noqa: E402
 from gmse_cli.spec import resolve_format  # noqa: E402
 from gmse_cli.training.checkpoint import (  # noqa: E402
-    TrainState,
     latest_checkpoint,
     load_checkpoint,
-    save_checkpoint,
 )
 from gmse_cli.training.config import RunConfig  # noqa: E402
 from gmse_cli.training.data import prepare_tokens  # noqa: E402
@@ -226,12 +225,7 @@ def test_formats_order_by_precision(corpus, tmp_path):
 def test_a_damaged_checkpoint_is_one_error_line(tmp_path, damage):
     # A resumed run whose checkpoint files were garbage raised safetensors' SafetensorError or a
     # KeyError as a traceback.
-    layer = torch.nn.Linear(4, 3)
-    opt = torch.optim.AdamW(layer.parameters())
-    layer(torch.ones(2, 4)).sum().backward()
-    opt.step()
-    folder = save_checkpoint(tmp_path, model_state=layer.state_dict(), optim_state=opt.state_dict(),
-                             state=TrainState(run_key="k", step=3))
+    folder = conftest.tiny_checkpoint(tmp_path, step=3)
     assert load_checkpoint(folder)[2].step == 3
     which, _, how = damage.partition(" ")
     target = folder / ("state.json" if which == "state" else f"{which}.safetensors")

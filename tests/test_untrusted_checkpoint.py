@@ -10,20 +10,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-assert conftest.REPO_ROOT.is_dir()
-
 
 @pytest.mark.parametrize("rng", [[1, 2, 3], [7]])
 def test_a_checkpoint_rng_state_of_the_wrong_size_is_unreadable(tmp_path, rng):
     from gmse_cli.errors import DataError
-    from gmse_cli.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+    from gmse_cli.training.checkpoint import load_checkpoint
 
-    model = torch.nn.Linear(4, 4)
-    optim = torch.optim.AdamW(model.parameters())
-    model(torch.randn(2, 4)).sum().backward()
-    optim.step()
-    folder = save_checkpoint(tmp_path, model_state=model.state_dict(), optim_state=optim.state_dict(),
-                             state=TrainState(run_key="k"))
+    folder = conftest.tiny_checkpoint(tmp_path)
     payload = json.loads((folder / "state.json").read_text())
     assert len(payload["rng_cpu"]) > len(rng)  # torch's CPU generator state is thousands of bytes
     before = torch.get_rng_state()
