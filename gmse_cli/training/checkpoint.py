@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "resume_checkpoint",
     "discard_checkpoints",
     "save_final_model",
     "FINAL_MODEL_FILES",
@@ -196,6 +197,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+_START_OVER = "; delete it to start over"
+
+
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainState]:
     """(model state dict, optimizer state dict, train state) of a checkpoint folder."""
     from safetensors import SafetensorError
@@ -223,8 +227,39 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         torch.set_rng_state(rng)  # a state of the wrong size raised RuntimeError here, a traceback
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
-        raise DataError(f"checkpoint {folder} is unreadable ({why}); delete it to start over") from None
+        raise DataError(f"checkpoint {folder} is unreadable ({why}){_START_OVER}") from None
     return weights, optim_state, train_state
+
+
+def resume_checkpoint(
+    run_dir: Path, restore: Callable[[Path, dict[str, torch.Tensor], dict[str, Any], TrainState], None],
+    note: Callable[[str], None],
+) -> tuple[Path, TrainState] | None:
+    """The checkpoint a run resumes from and its train state: the one ``latest`` names, or if
+    that one is unreadable (or ``restore``, which applies it, raises :class:`DataError`), the
+    newest older complete one that loads, with one ``note`` line per unreadable one passed over
+    (left in place: the next checkpoint replaces it). None for no checkpoint; when none loads,
+    the :class:`DataError` of the newest."""
+    newest = latest_checkpoint(run_dir)
+    if newest is None:
+        return None
+    older = sorted((p for p in run_dir.glob("step-*") if p != newest and (p / "state.json").is_file()), reverse=True)
+    failed: list[tuple[Path, DataError]] = []
+    for folder in (newest, *older):
+        try:
+            weights, optim_state, state = load_checkpoint(folder)
+            restore(folder, weights, optim_state, state)
+        except DataError as exc:
+            failed.append((folder, exc))
+            continue
+        for bad, exc in failed:
+            note(f"note: {str(exc).removesuffix(_START_OVER)}; resuming from the older {folder.name} instead "
+                 f"({bad.name} is left in place until the next checkpoint replaces it)")
+        return folder, state
+    if len(failed) == 1:
+        raise failed[0][1]
+    raise DataError(f"{str(failed[0][1]).removesuffix(_START_OVER)}, and so are the {len(failed) - 1} older "
+                    f"checkpoints beside it; delete {run_dir} to start over")
 
 
 def discard_checkpoints(run_dir: Path) -> None:

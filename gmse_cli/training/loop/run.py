@@ -22,8 +22,7 @@ from gmse_cli.errors import DataError, TrainError
 from gmse_cli.progress import info, task
 from gmse_cli.training.checkpoint import (
     TrainState,
-    latest_checkpoint,
-    load_checkpoint,
+    resume_checkpoint,
     save_checkpoint,
 )
 from gmse_cli.training.config import RunConfig, budget_steps, check_format_fits, plan_run
@@ -140,12 +139,9 @@ def train_run(
         fused=dev.type == "cuda",
     )
     state = TrainState(run_key=plan.run_key)
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    resumed_step = 0
-    if ckpt is not None:
-        weights, optim_state, state = load_checkpoint(ckpt)
-        resumed_step = state.step
-        if state.run_key != plan.run_key:
+
+    def restore(ckpt: Path, weights: dict, optim_state: dict, saved: TrainState) -> None:
+        if saved.run_key != plan.run_key:
             raise TrainError(f"checkpoint {ckpt} belongs to another configuration; remove {run_dir}")
         try:  # files that parse but do not fit this model (a tensor missing, another model's)
             load_state_dicts(model, optimizer, parallel, weights, optim_state)
@@ -153,6 +149,13 @@ def train_run(
             why = " ".join(str(exc).split())[:300]
             raise DataError(f"checkpoint {ckpt} is unreadable ({type(exc).__name__}: {why}); "
                             "delete it to start over") from None
+
+    # the newest checkpoint that loads: one damaged by hand beside an older complete one is noted
+    resumed = resume_checkpoint(run_dir, restore, info if env.main else lambda _: None) if resume else None
+    ckpt, resumed_step = None, 0
+    if resumed is not None:
+        ckpt, state = resumed
+        resumed_step = state.step
     if not state.world_sizes or state.world_sizes[-1] != env.world:
         state.world_sizes.append(env.world)  # a resume on another process count: the record says so
     step_fn = torch.compile(model) if compile_model else model
