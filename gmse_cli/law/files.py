@@ -30,7 +30,7 @@ from gmse_cli.errors import LawError, described
 from gmse_cli.inputs import is_file
 from gmse_cli.law.model import Law
 from gmse_cli.paths import laws_dir
-from gmse_cli.schema.versions import LAW_SCHEMA_VERSION, newer_schema, newer_writer
+from gmse_cli.schema.versions import LAW_SCHEMA_VERSION, bad_schema, newer_writer
 from gmse_cli.tomlfile import dumps_toml, read_toml
 
 __all__ = ["DEFAULT_LAW", "load_law", "shipped_law", "law_to_toml", "save_law"]
@@ -65,7 +65,8 @@ def shipped_law(name: str = DEFAULT_LAW) -> Law:
 
 def _validate(data: dict[str, Any], *, source: str) -> Law:
     # One line naming the file, the key and what is wrong, for the errors a hand edit makes.
-    version = newer_schema(data.get("schema_version"), LAW_SCHEMA_VERSION, f"{source}: the law file")
+    version = (bad_schema(data["schema_version"], LAW_SCHEMA_VERSION, f"{source}: the law file")
+               if "schema_version" in data else None)
     if version is not None:  # its keys and values may mean what this uscl cannot know
         raise LawError(version)
     meta = data.get("meta")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "LAW_SCHEMA_VERSION", "newer_schema", "newer_writer"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "LAW_SCHEMA_VERSION", "newer_schema", "bad_schema", "newer_writer"]
 
 RESULTS_SCHEMA_VERSION = 1
 """The ``schema_version`` of the records ``uscl train`` writes (``gmse_cli.training.results``)."""
@@ -29,6 +29,27 @@ def newer_schema(value: Any, supported: int, what: str) -> str | None:
 
     return (f"{what} has schema_version {value}, written by a newer uscl; uscl {__version__} reads "
             f"schema_version {supported} at most: upgrade uscl (pip install -U uscl) to read it")
+
+
+def bad_schema(value: Any, supported: int, what: str) -> str | None:
+    """The one-line refusal of a given ``schema_version = value`` that this uscl cannot read:
+    a newer one (:func:`newer_schema`), or no integer from 1 to ``supported`` (``2.0``, ``0``,
+    ``"1"``, ``true``), named as it was written; None for a version this uscl reads."""
+    if (newer := newer_schema(value, supported, what)) is not None:
+        return newer
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value:
+        return None
+    from gmse_cli import __version__
+
+    known = "1" if supported == 1 else f"1 to {supported}"
+    kind = ("a boolean" if isinstance(value, bool) else "a float" if isinstance(value, float)
+            else "text" if isinstance(value, str) else None if isinstance(value, int) else "no number")
+    shown = (str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str | float)
+             else "null" if value is None else str(value))
+    said = f"{what} has schema_version {shown}, " + (f"{kind} where an integer is expected" if kind else "which no uscl writes")
+    hint = (" (a newer schema needs a newer uscl: pip install -U uscl)"
+            if isinstance(value, float) and supported < value < float("inf") else "")
+    return f"{said}; uscl {__version__} reads schema_version {known}{hint}"
 
 
 _RELEASE = re.compile(r"\s*v?(\d{1,20}(?:\.\d{1,20})*)", re.ASCII)
