@@ -61,20 +61,29 @@ def _format_field(value: Any, where: str, key: str) -> tuple[str | None, Format 
 
 
 def load_train_jsonl(path: str | Path) -> list[Run]:
-    """Runs written by ``uscl train``; diverged or unfinished runs are skipped with a warning.
+    """Runs written by ``uscl train``; diverged or unfinished runs, and a torn last line (half a
+    JSON object without its newline), are skipped with a warning.
 
     Each line is one JSON object with at least the weight format (name or spec), N, D and the
     final validation loss; ``status`` other than ok/finished (e.g. ``diverged``) skips the run.
     """
     path = Path(path)
     runs: list[Run] = []
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+    text = read_text(path)
+    lines = text.splitlines()
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
             rec = parse_nested(strict_json, line, where=where, error=DataError)
         except json.JSONDecodeError as exc:
+            if lineno == len(lines) and not text.endswith(("\n", "\r")) and line.lstrip().startswith("{"):
+                # a torn last line (half an object, no newline): a crash of a writer that did not
+                # append atomically, or a hand edit -- no finished run; any other line is refused
+                warnings.warn(f"{where}: skipping the torn last line (half a JSON object, no newline at its end)",
+                              RunsWarning, stacklevel=2)
+                continue
             raise DataError(f"{where}: not a JSON line ({exc.msg}); expected one JSON object per line") from None
         run = run_from_record(rec, where, str(path))
         if run is not None:
