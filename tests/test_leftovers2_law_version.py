@@ -32,3 +32,18 @@ def test_a_law_schema_version_of_1_or_none_still_reads(tmp_path):
         path = tmp_path / "law.toml"
         path.write_text(conftest.law_file_text("0.1.0", head=head))
         assert load_law(path).schema_version == 1
+
+
+@pytest.mark.parametrize(("value", "shown"), [(2.0, "2.0"), (0, "0"), ("1", "'1'"), (None, "null")])
+def test_a_results_record_schema_version_that_is_no_integer_is_the_same_line(tmp_path, value, shown):
+    import json
+
+    from gmse_cli.errors import DataError
+    from gmse_cli.training.results import load_records
+
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"schema_version": value, "run_key": "0" * 16}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_records(path)
+    assert str(err.value).startswith(f"{path}:1: the run record has schema_version {shown}, ")
+    assert "Input should be" not in str(err.value)

@@ -29,7 +29,7 @@ from gmse_cli.inputs import (
     read_text_file,
     strict_json,
 )
-from gmse_cli.schema.versions import RESULTS_SCHEMA_VERSION, newer_schema
+from gmse_cli.schema.versions import RESULTS_SCHEMA_VERSION, bad_schema
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -207,8 +207,8 @@ def load_records(path: str | Path) -> list[RunRecord]:
                 f"{path}:{number}: not a JSON line; a results file holds one JSON object per line "
                 "(give --out a new file name)"
             ) from None
-        newer = newer_schema(data.get("schema_version") if isinstance(data, dict) else None,
-                             SCHEMA_VERSION, f"{path}:{number}: the run record")
+        newer = (bad_schema(data["schema_version"], SCHEMA_VERSION, f"{path}:{number}: the run record")
+                 if isinstance(data, dict) and "schema_version" in data else None)
         if newer:
             raise DataError(newer)
         try:
