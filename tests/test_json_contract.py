@@ -1,0 +1,48 @@
+"""What a program reading uscl's machine output relies on, across commands: stdout under --json is
+one strict JSON document (no NaN/Infinity tokens, which are not JSON) in the versioned envelope or
+nothing at all; an option that asks for JSON or CSV is never silently dropped; and the files a
+command writes are named on stderr with --json as without it."""
+
+from __future__ import annotations
+
+import json
+
+import conftest  # noqa: F401 - the shared fixtures (run_cli) and environment
+import pytest
+
+
+def _strict(text: str) -> dict:
+    """``text`` parsed as JSON proper: Python's reader takes NaN and Infinity, JSON does not."""
+
+    def refuse(token: str):
+        raise AssertionError(f"{token} is not JSON")
+
+    data = json.loads(text, parse_constant=refuse)
+    assert isinstance(data, dict) and data["schema_version"] == 1 and isinstance(data["command"], str)
+    return data
+
+
+@pytest.mark.parametrize("argv", [
+    ("formats", "--json", "show", "int4"),
+    ("formats", "--csv", "show", "int4"),
+    ("formats", "--family", "vq", "show", "int4"),
+    ("formats", "--row-length", "128", "show", "int4"),
+    ("formats", "--json", "export", "w4a16", "--to", "compressed-tensors"),
+])
+def test_a_listing_option_before_a_subcommand_is_refused_not_dropped(run_cli, argv):
+    # `uscl formats --json show int4` printed TOML with exit 0: a program that asked for JSON
+    # read TOML. The listing's options now refuse a subcommand in one line, naming the option.
+    res = run_cli(*argv)
+    assert res.code == 2
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    sub = next(a for a in argv if a in ("show", "export"))
+    assert len(lines) == 1 and argv[1] in lines[0] and f"formats {sub}" in lines[0], res.stderr
+
+
+def test_subcommands_and_the_listing_still_answer(run_cli):
+    shown = run_cli("formats", "show", "int4")
+    assert shown.code == 0 and shown.stdout.startswith('name = "int4"'), shown.stderr
+    listed = _strict(run_cli("formats", "--family", "vq", "--json").stdout)
+    assert listed["command"] == "formats" and listed["results"]
+    assert all("vq" in r["family"].split("+") for r in listed["results"])
