@@ -46,3 +46,18 @@ def test_subcommands_and_the_listing_still_answer(run_cli):
     listed = _strict(run_cli("formats", "--family", "vq", "--json").stdout)
     assert listed["command"] == "formats" and listed["results"]
     assert all("vq" in r["family"].split("+") for r in listed["results"])
+
+
+def test_fit_names_its_written_law_and_plot_on_stderr_under_json(run_cli, tmp_path, shared_data):
+    # The README: "A written plot or law is named on stderr: wrote plot PATH, wrote law PATH",
+    # and stderr carries notes "with --json too" -- rank, search and mse name their plots under
+    # --json; fit alone went silent. stdout stays the one JSON document.
+    runs = conftest.REPO_ROOT / "examples" / "cpu-law.jsonl"
+    law, plot = tmp_path / "law.toml", tmp_path / "fit.png"
+    res = run_cli("fit", str(runs), "--json", "--out", str(law), "--plot", str(plot))
+    assert res.code == 0, res.stderr
+    assert _strict(res.stdout)["command"] == "fit"
+    assert law.is_file() and plot.is_file()
+    wrote = [line for line in res.stderr.splitlines() if line.startswith("wrote ")]
+    assert [w.split()[1] for w in wrote] == ["plot", "law"], res.stderr
+    assert str(plot.name) in wrote[0] and str(law.name) in wrote[1]
