@@ -61,3 +61,27 @@ def test_fit_names_its_written_law_and_plot_on_stderr_under_json(run_cli, tmp_pa
     wrote = [line for line in res.stderr.splitlines() if line.startswith("wrote ")]
     assert [w.split()[1] for w in wrote] == ["plot", "law"], res.stderr
     assert str(plot.name) in wrote[0] and str(law.name) in wrote[1]
+
+
+def test_gmse_intervals_of_rank_and_predict_have_the_coverage_level_says(run_cli):
+    # `level` is "coverage of every [low, high] interval" of a row, and --level "coverage of the
+    # intervals"; gmse_low/high (the row's and each stage's) stayed the measurement's 95% under
+    # --level 0.5. A Monte Carlo GMSE's interval is value -+ t_q(dof) * std_err: at 50% the half
+    # width is t_0.75(dof) standard errors, 0.6745 (normal) to 0.6828 (30 degrees of freedom).
+    from scipy.stats import norm, t
+
+    fmt = ("int4-g7", "--row-length", "7")
+    measured = _strict(run_cli("gmse", *fmt, "--json").stdout)["results"][0]
+    assert measured["gmse_method"] in ("monte-carlo", "cache") and measured["gmse_std_err"] > 0
+    se, g = measured["gmse_std_err"], measured["gmse"]
+    res = run_cli("predict", *fmt, "--level", "0.5", "--json")
+    row = _strict(res.stdout)["results"][0]
+    assert row["level"] == 0.5 and row["gmse"] == g
+    for item in (row, row["stages"][0]):
+        low, high = item["gmse_low"], item["gmse_high"]
+        assert high - g == pytest.approx(g - low, rel=1e-9)
+        assert norm.ppf(0.75) * (1 - 1e-9) <= (high - g) / se <= t.ppf(0.75, 30)
+    # the default level keeps the measurement's own 95% interval, as `uscl gmse` prints it
+    ranked = _strict(run_cli("rank", fmt[0], *fmt[1:], "--json").stdout)["results"][0]
+    assert (ranked["gmse_low"], ranked["gmse_high"]) == (measured["gmse_low"], measured["gmse_high"])
+    assert (ranked["gmse_high"] - g) / se == pytest.approx(norm.ppf(0.975), rel=0.02)
