@@ -85,3 +85,35 @@ def test_gmse_intervals_of_rank_and_predict_have_the_coverage_level_says(run_cli
     ranked = _strict(run_cli("rank", fmt[0], *fmt[1:], "--json").stdout)["results"][0]
     assert (ranked["gmse_low"], ranked["gmse_high"]) == (measured["gmse_low"], measured["gmse_high"])
     assert (ranked["gmse_high"] - g) / se == pytest.approx(norm.ppf(0.975), rel=0.02)
+
+
+def test_an_infinite_loss_is_null_and_the_document_strict_json(run_cli):
+    # GMSE far above 1 (a grid scaled to 100 RMS) gives rho 0 and an infinite loss: the README's
+    # one documented case of null; the rest of the document stays finite, strict JSON.
+    res = run_cli("predict", "int2-rms100", "--json")
+    assert res.code == 0, res.stderr
+    row = _strict(res.stdout)["results"][0]
+    assert row["gmse"] > 1 and row["rho"] == 0.0 and row["effective_params"] == 0.0
+    for key in ("predicted_loss", "loss_low", "loss_high", "delta_loss_vs_bf16", "params_to_match",
+                "memory_to_match_bytes", "params_term"):
+        assert row[key] is None, key
+
+
+def test_an_exact_real_weight_mse_has_null_effective_bits_in_strict_json(run_cli, tmp_path):
+    # nf4 keeps 1.0 among its code values and scales each block by its absmax, so a tensor of
+    # ones comes back exactly: MSE 0, infinitely many effective bits. JSON has no Infinity; the
+    # document must still parse strictly, with the key null and the finite rest in place.
+    np = pytest.importorskip("numpy")
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    path = tmp_path / "ones.safetensors"
+    save_file({"a.weight": np.ones((64, 128), np.float32)}, str(path))
+    res = run_cli("mse", str(path), "-f", "nf4", "-f", "int4", "--json")
+    assert res.code == 0, res.stderr
+    rows = {r["name"]: r for r in _strict(res.stdout)["results"]}
+    assert rows["nf4"]["mse"] == 0.0 and rows["nf4"]["effective_bits"] is None
+    import tomllib
+
+    law = tomllib.loads((conftest.REPO_ROOT / "gmse_cli" / "laws" / "paper-llama-c4.toml").read_text())
+    # no error: the capacity curve's value at GMSE 0, its L
+    assert rows["nf4"]["rho"] == pytest.approx(law["families"]["quantization"]["L"]["value"], rel=1e-12)
+    assert rows["int4"]["mse"] > 0 and isinstance(rows["int4"]["effective_bits"], float)
