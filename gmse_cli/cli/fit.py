@@ -134,7 +134,6 @@ def register(app: typer.Typer) -> None:
         base_law = None
         if model in ("unified", "capacity"):
             base_law = load_law(law)
-        quiet = json_out or csv_out
         show_progress = stderr_is_terminal()
         # A bar on stderr (with --json too): a bootstrap or the Chinchilla points take seconds; the
         # held-out refits' own bar joins it as a row.
@@ -161,12 +160,10 @@ def register(app: typer.Typer) -> None:
                                                      huber_delta=huber_delta, bootstrap=bootstrap, seed=seed,
                                                      fixed=fixed, prior=prior, weigh_schemes=weigh_schemes,
                                                      fit_outside=fit_outside))
-            if not quiet:
-                wrote("plot", plot)
+            wrote("plot", plot)
         if law_out is not None:
             save_law(law_out, out)
-            if not quiet:
-                wrote("law", out)
+            wrote("law", out)
         if json_out:
             print_json(result.model_dump(mode="json"))
             return

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the catalog: name, family, bits/param, description."""
         if ctx.invoked_subcommand is not None:
+            _list_options_unused(ctx)
             return
         from gmse_cli.cli.console import print_table
         from gmse_cli.cli.options import one_output
@@ -152,6 +153,23 @@ def register(app: typer.Typer) -> None:
         _write(format_to_toml(import_config(data, name=name or path.stem)), output)
 
     app.add_typer(formats_app, name="formats")
+
+
+_LIST_OPTIONS = {"family": "--family", "row_length": "--row-length", "json_out": "--json", "csv_out": "--csv"}
+
+
+def _list_options_unused(ctx: typer.Context) -> None:
+    """Refuse the listing's own options before a subcommand (``uscl formats --json show int4``):
+    they shape the catalog listing only, and ``show``, ``export`` and ``import`` print TOML or a
+    config's JSON whatever they say, so a program that asked for --json would read TOML."""
+    given = [flag for name, flag in _LIST_OPTIONS.items()
+             if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"]
+    if given:
+        from gmse_cli.errors import SpecError
+
+        what = "TOML" if ctx.invoked_subcommand in ("show", "import") else "a config's JSON"
+        raise SpecError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} the catalog listing "
+                        f"('uscl formats {given[0]}'), not 'formats {ctx.invoked_subcommand}', which prints {what}")
 
 
 def _write(text: str, output: Path | None) -> None:

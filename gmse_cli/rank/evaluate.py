@@ -130,6 +130,20 @@ def _stage_draws(samples: LawSamples, family: Family, est: GmseEstimate, seed: i
     return samples.capacity([(family, est.gmse, est.std_err)], rng=rng)
 
 
+def _gmse_interval(est: GmseEstimate, level: float) -> tuple[float, float]:
+    """``est``'s interval at coverage ``level``: its own 95% interval (value -+ t95(dof) * std_err,
+    the low end clipped at 0) widened or narrowed by t_level(dof) / t95(dof), so that every
+    [low, high] of a row has the coverage its ``level`` says. Exact GMSEs are points."""
+    half95 = est.ci_high - est.gmse
+    if level == 0.95 or not half95 > 0:
+        return est.ci_low, est.ci_high
+    from scipy.stats import t  # only for a --level other than 0.95: the default path stays light
+
+    dof = est.dof if est.dof is not None else math.inf
+    half = half95 * float(t.ppf(0.5 + level / 2, dof) / t.ppf(0.975, dof))
+    return max(est.gmse - half, 0.0), est.gmse + half
+
+
 def _span(q, value: float) -> tuple[float, float]:
     """Interval ends widened to hold the point value (see gmse_cli.law)."""
     return min(float(q[0]), value), max(float(q[1]), value)
@@ -202,9 +216,10 @@ def evaluate_all(
             est = gmse[_key(p.format)]
             rho = float(law.rho(p.family, est.gmse))
             low, high = stage_interval[(p.family, _key(p.format))]
+            gmse_low, gmse_high = _gmse_interval(est, level)
             stages.append(StageRow(
                 tensor=p.tensor, family=p.family, name=p.format.display_name, gmse=est.gmse,
-                gmse_low=est.ci_low, gmse_high=est.ci_high, gmse_method=est.method,
+                gmse_low=gmse_low, gmse_high=gmse_high, gmse_method=est.method,
                 effective_bits=est.effective_bits, rho=rho,
                 rho_low=_span((low, high), rho)[0], rho_high=_span((low, high), rho)[1],
             ))
@@ -214,6 +229,7 @@ def evaluate_all(
         loss = float(law.loss(params, tokens, rho))
         delta = _loss_above_dense(law.A.value, law.alpha.value, params, rho)
         w_est = whole["weights"][1]
+        w_gmse = _gmse_interval(w_est, level)
         act_est = whole["activations"][1] if "activations" in whole else None
         bits = scheme.weights.bits_per_param(options.get("row_length", DEFAULT_ROW_LENGTH))
         (rho_low, rho_high), (loss_low, loss_high), (delta_low, delta_high) = (
@@ -224,7 +240,7 @@ def evaluate_all(
             family=scheme.weights.family,
             activations=scheme.activations.display_name if scheme.activations is not None else None,
             bits_per_param=bits,
-            gmse=w_est.gmse, gmse_low=w_est.ci_low, gmse_high=w_est.ci_high, gmse_method=w_est.method,
+            gmse=w_est.gmse, gmse_low=w_gmse[0], gmse_high=w_gmse[1], gmse_method=w_est.method,
             effective_bits=w_est.effective_bits,
             act_gmse=act_est.gmse if act_est is not None else None,
             rho=rho, rho_low=rho_low, rho_high=rho_high, rho_single_gmse=rho_single,
