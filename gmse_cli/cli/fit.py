@@ -148,6 +148,8 @@ def register(app: typer.Typer) -> None:
             raise FitError(problem)
         if copies:
             result = result.model_copy(update={"duplicates_dropped": len(copies)})
+        if skipped := [str(w.message) for w in caught if issubclass(w.category, RunsWarning)]:
+            result = result.model_copy(update={"runs_skipped": skipped})
         # validated before anything is written (a dense fit reads --law only here)
         law_out = result.to_law(printable_path(out.stem), base=base_law or load_law(law)) if out is not None else None
         for line in notices:

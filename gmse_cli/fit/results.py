@@ -272,6 +272,9 @@ class FitResult(Frozen):
     bootstrap_failed: int = 0
     duplicates_dropped: int = Field(
         default=0, description="exact duplicates among the runs read (uscl fit), each run fitted once: the copies dropped")
+    runs_skipped: list[str] = Field(
+        default_factory=list,
+        description="why each run read but not fitted was skipped (diverged, unfinished, a torn last line), as warned on stderr")
     starts: int
     converged: bool
     seed: int
