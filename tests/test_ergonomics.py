@@ -1,0 +1,92 @@
+"""Near misses on the command line: a mistyped or half-remembered name gets one stderr line
+(exit 2) that names what the user most likely meant, computed from the real catalog, commands
+and options. Expected names are derived here from the catalog files and the built commands,
+never copied from uscl's messages."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import conftest  # noqa: F401 - the run_cli fixture
+import pytest
+
+FORMATS = conftest.REPO_ROOT / "formats"
+
+
+def _catalog_files() -> dict[str, dict]:
+    tables = (tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(FORMATS.glob("*.toml")))
+    return {t["name"]: t for t in tables}
+
+
+def _error(result) -> str:
+    assert result.code == 2, (result.code, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def _suggested(line: str) -> list[str]:
+    """The quoted names after 'did you mean' in an error line."""
+    assert "did you mean" in line, line
+    return re.findall(r"'([^']+)'", line.split("did you mean", 1)[1])
+
+
+@pytest.mark.parametrize(("typed", "meant"), [
+    ("nvpf4", "nvfp4"), ("mxfp-4", "mxfp4"), ("nf-4", "nf4"), ("fp8_e4m3", "fp8-e4m3"),
+    ("float16", "fp16"), ("bfloat16", "bf16"), ("float32", "fp32"),
+])
+def test_a_misspelled_catalog_name_suggests_the_catalog_name(run_cli, typed, meant):
+    assert meant in _catalog_files()
+    assert _suggested(_error(run_cli("rank", typed)))[:1] == [meant]
+
+
+def test_an_fp_name_with_its_element_grid_suggests_the_format_of_that_grid(run_cli):
+    # 'fp4e2m1' was answered with 'fp6-e2m3' (the closest string), a 6-bit format
+    files = _catalog_files()
+    grids = {n: (t["stages"][0].get("exponent_bits"), t["stages"][0].get("mantissa_bits"))
+             for n, t in files.items() if len(t["stages"]) == 1}
+    assert grids["fp4"] == (2, 1)
+    assert _suggested(_error(run_cli("rank", "fp4e2m1"))) == ["fp4"]
+
+
+@pytest.mark.parametrize("typed", ["fp8", "mxfp8", "fp6", "mxfp6", "float8"])
+def test_a_name_short_of_several_formats_lists_them_all(run_cli, typed):
+    # 'fp8' was answered with 'fp4', 'mxfp8' with 'mxfp4', 'fp6' with 'fp16': another width
+    stem = typed.replace("float", "fp")
+    variants = {n for n in _catalog_files() if n.startswith(f"{stem}-")}
+    shortest = {n for n in variants if not any(n.startswith(f"{v}-") for v in variants)}
+    assert len(shortest) == 2
+    assert set(_suggested(_error(run_cli("rank", typed)))) == shortest
+
+
+def test_case_is_ignored_in_format_names(run_cli):
+    for typed in ("INT4", "Int4", "NVFP4"):
+        upper = run_cli("rank", typed, "--json")
+        lower = run_cli("rank", typed.lower(), "--json")
+        assert upper.code == 0 and upper.stdout == lower.stdout
+
+
+@pytest.mark.parametrize("typed", ["int4,nvfp4", "int4 nvfp4", "int4, nvfp4", "int4 , nvfp4"])
+def test_formats_run_together_in_one_argument_are_given_apart(run_cli, typed):
+    # 'int4,nvfp4' was answered "did you mean 'nvfp4'?", 'int4 nvfp4' with "write 'int4nvfp4'"
+    line = _error(run_cli("rank", typed))
+    assert line.endswith(": int4 nvfp4")
+    assert "int4nvfp4" not in line
+
+
+def test_a_trailing_comma_suggests_the_format_before_it(run_cli):
+    assert _suggested(_error(run_cli("rank", "int4,"))) == ["int4"]
+    assert _suggested(_error(run_cli("rank", "int4", "--act", "int8,"))) == ["int8"]
+
+
+def test_a_misspelled_format_among_several_in_one_argument_is_named(run_cli):
+    line = _error(run_cli("rank", "int4 nvpf4"))
+    assert _suggested(line) == ["nvfp4"]
+    assert "int4nvpf4" not in line
+
+
+def test_a_shorthand_with_a_space_inside_still_says_how_to_write_it(run_cli):
+    assert _error(run_cli("rank", "e2m1 -g32")).endswith("write 'e2m1-g32'")
+    assert _error(run_cli("rank", "lut[-1, 0, 1]")).endswith("write 'lut[-1,0,1]'")
