@@ -90,3 +90,63 @@ def test_a_misspelled_format_among_several_in_one_argument_is_named(run_cli):
 def test_a_shorthand_with_a_space_inside_still_says_how_to_write_it(run_cli):
     assert _error(run_cli("rank", "e2m1 -g32")).endswith("write 'e2m1-g32'")
     assert _error(run_cli("rank", "lut[-1, 0, 1]")).endswith("write 'lut[-1,0,1]'")
+
+
+def _built_commands() -> dict[str, set[str]]:
+    """Every command path and its options, built here through typer from each module's register."""
+    import importlib
+
+    import typer
+
+    from gmse_cli.cli import COMMAND_MODULES
+
+    found: dict[str, set[str]] = {}
+    for module in set(COMMAND_MODULES.values()):
+        app = typer.Typer()
+        app.callback()(lambda: None)
+        importlib.import_module(f"gmse_cli.cli.{module}").register(app)
+        stack = [("uscl", typer.main.get_command(app))]
+        while stack:
+            path, command = stack.pop()
+            subs = getattr(command, "commands", None)
+            if subs:
+                stack.extend((f"{path} {n}", c) for n, c in subs.items())
+            else:
+                found[path] = {o for p in command.params for o in getattr(p, "opts", ())}
+    return found
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("RANK", "rank"), ("Predict", "predict"), ("GMSE", "gmse")])
+def test_a_command_in_the_wrong_case_suggests_the_command(run_cli, typed, meant):
+    # click compares as typed: 'RANK' got no suggestion at all
+    assert f"uscl {meant}" in _built_commands() or any(p.startswith(f"uscl {meant} ") for p in _built_commands())
+    line = _error(run_cli(typed, "int4"))
+    assert re.search(rf"[Dd]id you mean '{meant}'\?", line), line
+
+
+def test_a_subcommand_in_the_wrong_case_suggests_the_subcommand(run_cli):
+    assert "uscl formats show" in _built_commands()
+    assert "Did you mean 'show'?" in _error(run_cli("formats", "SHOW", "int4"))
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (("gmse", "int4", "--params", "7B"), "--params"),
+    (("rank", "int4", "--bits", "4"), "--bits"),
+    (("rank", "int4", "--data", "x"), "--data"),
+])
+def test_an_option_of_other_commands_names_them(run_cli, argv, option):
+    commands = _built_commands()
+    here = f"uscl {argv[0]}"
+    takers = sorted(p for p, opts in commands.items() if option in opts and p != here)
+    assert takers and option not in commands[here]
+    line = _error(run_cli(*argv))
+    named = re.search(rf"{option} is an option of ([^)]*)\)", line)
+    assert named, line
+    assert named[1].split(", ") == takers
+    assert "Possible options" not in line
+
+
+def test_a_misspelled_option_still_gets_the_commands_own_options(run_cli):
+    assert {"--rel-err", "--json"} <= _built_commands()["uscl rank"]
+    assert "--rel-err" in _error(run_cli("rank", "int4", "--rel-eror", "0.01"))
+    assert "--json" in _error(run_cli("rank", "int4", "--jsno"))
