@@ -150,3 +150,41 @@ def test_a_misspelled_option_still_gets_the_commands_own_options(run_cli):
     assert {"--rel-err", "--json"} <= _built_commands()["uscl rank"]
     assert "--rel-err" in _error(run_cli("rank", "int4", "--rel-eror", "0.01"))
     assert "--json" in _error(run_cli("rank", "int4", "--jsno"))
+
+
+def test_a_family_a_user_starts_suggests_the_family(run_cli):
+    from gmse_cli.spec import Family
+
+    assert "quantization" in [f.value for f in Family]
+    assert _suggested(_error(run_cli("rank", "int4", "--family", "quant"))) == ["quantization"]
+    assert _suggested(_error(run_cli("formats", "--family", "quant")))[0] == "quantization"
+
+
+def test_a_misspelled_sort_column_suggests_the_column(run_cli):
+    from gmse_cli.rank.results import RankRow
+
+    assert "rho" in RankRow.model_fields
+    line = _error(run_cli("rank", "int4", "--sort", "rhoo"))
+    assert line.split("did you mean", 1)[1].startswith(" 'rho'?")
+
+
+def test_shipped_law_names_are_read_in_any_case_and_a_near_miss_is_suggested(run_cli):
+    shipped = sorted(p.stem for p in (conftest.REPO_ROOT / "gmse_cli" / "laws").glob("*.toml"))
+    assert "paper-llama-c4" in shipped
+    upper = run_cli("predict", "int4", "--law", "PAPER-LLAMA-C4", "--json")
+    lower = run_cli("predict", "int4", "--law", "paper-llama-c4", "--json")
+    assert upper.code == 0 and upper.stdout == lower.stdout
+    assert _suggested(_error(run_cli("predict", "int4", "--law", "paper-lama-c4")))[0] == "paper-llama-c4"
+
+
+@pytest.mark.parametrize(("argv", "options"), [
+    (("rank", "int4", "7B"), ["--params", "--tokens"]),
+    (("rank", "1e9"), ["--params", "--tokens"]),
+    (("predict", "70M"), ["--params", "--tokens"]),
+    (("rank", "int4", "100x"), ["--tokens"]),
+])
+def test_a_count_where_a_format_goes_names_the_option_it_belongs_to(run_cli, argv, options):
+    # it was "unknown format '7b'; see `uscl formats`", as if a format were misspelled
+    line = _error(run_cli(*argv))
+    assert re.findall(r"--\w+", line) == options
+    assert all(f"{o} {argv[-1]}" in line for o in options)
