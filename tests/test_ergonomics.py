@@ -108,11 +108,10 @@ def _built_commands() -> dict[str, set[str]]:
         stack = [("uscl", typer.main.get_command(app))]
         while stack:
             path, command = stack.pop()
-            subs = getattr(command, "commands", None)
-            if subs:
-                stack.extend((f"{path} {n}", c) for n, c in subs.items())
-            else:
-                found[path] = {o for p in command.params for o in getattr(p, "opts", ())}
+            stack.extend((f"{path} {n}", c) for n, c in (getattr(command, "commands", None) or {}).items())
+            own = {o for p in command.params for o in getattr(p, "opts", ())}
+            if own and path != "uscl":
+                found[path] = found.get(path, set()) | own
     return found
 
 
@@ -188,3 +187,24 @@ def test_a_count_where_a_format_goes_names_the_option_it_belongs_to(run_cli, arg
     line = _error(run_cli(*argv))
     assert re.findall(r"--\w+", line) == options
     assert all(f"{o} {argv[-1]}" in line for o in options)
+
+
+def test_other_choice_options_suggest_and_read_any_case(run_cli):
+    from gmse_cli.fit.results import MODELS
+    from gmse_cli.gmse.backends import backend_names
+
+    assert "numba" in backend_names() and "unified" in MODELS
+    assert _suggested(_error(run_cli("gmse", "int4", "--backend", "numbaa")))[0] == "numba"
+    runs = conftest.SHARED_DATA / "quest_runs.json"
+    assert _suggested(_error(run_cli("fit", str(runs), "--model", "unifed")))[0] == "unified"
+    assert _suggested(_error(run_cli("train", "--preset", "tiny", "--launcher", "torchrn")))[0] == "torchrun"
+    upper = run_cli("gmse", "int4", "--backend", "NUMPY", "--json")
+    lower = run_cli("gmse", "int4", "--backend", "numpy", "--json")
+    assert upper.code == 0 and upper.stdout == lower.stdout
+
+
+def test_a_groups_own_option_is_named_among_the_commands_that_take_it(run_cli):
+    commands = _built_commands()
+    takers = sorted(p for p, opts in commands.items() if "--family" in opts)
+    line = _error(run_cli("search", "--bits", "4", "--family", "quantization"))
+    assert re.search(r"--family is an option of ([^)]*)\)", line)[1].split(", ") == takers

@@ -61,12 +61,12 @@ def _every_command_option() -> list[tuple[str, set[str]]]:
     found: list[tuple[str, set[str]]] = []
 
     def walk(command: Any, path: str) -> None:
-        subcommands = getattr(command, "commands", None)
-        if subcommands:
-            for name, sub in subcommands.items():
-                walk(sub, f"{path} {name}")
-            return
-        found.append((path, {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ())}))
+        # a group's own options too ('uscl formats --family')
+        own = {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ())}
+        if own:
+            found.append((path, own))
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}")
 
     walk(typer.main.get_command(app), "uscl")
     return found
