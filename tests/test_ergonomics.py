@@ -208,3 +208,20 @@ def test_a_groups_own_option_is_named_among_the_commands_that_take_it(run_cli):
     takers = sorted(p for p, opts in commands.items() if "--family" in opts)
     line = _error(run_cli("search", "--bits", "4", "--family", "quantization"))
     assert re.search(r"--family is an option of ([^)]*)\)", line)[1].split(", ") == takers
+
+
+def test_a_folder_where_a_format_goes_is_named_a_folder(run_cli, tmp_path):
+    line = _error(run_cli("rank", str(tmp_path)))
+    assert str(tmp_path) in line and "folder" in line and "unknown format" not in line
+
+
+def test_a_folder_named_like_a_format_does_not_shadow_it(run_cli, tmp_path, monkeypatch):
+    (tmp_path / "int4").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("rank", "int4", "--json").code == 0
+
+
+def test_a_runs_file_where_a_format_goes_says_what_a_format_file_is(run_cli):
+    runs = conftest.SHARED_DATA / "quest_runs.json"
+    line = _error(run_cli("rank", str(runs)))
+    assert str(runs) in line and "uscl fit" in line

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from gmse_cli.errors import SpecError, described
 from gmse_cli.grammar import SHORTHAND_HELP
-from gmse_cli.inputs import is_file
+from gmse_cli.inputs import exists, is_file
 from gmse_cli.spec.catalog import catalog, catalog_format
 from gmse_cli.spec.format import Format, Scheme, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
@@ -236,7 +236,16 @@ def resolve_format(text: str | Path | Format) -> Format:
         raise SpecError(f"a format is a name, shorthand, .toml path or Format, not {described(text)}")
     raw = str(text).strip()
     if raw.endswith(".toml") or is_file(raw):
-        return load_format_toml(raw)
+        try:
+            return load_format_toml(raw)
+        except SpecError as exc:
+            if raw.endswith(".toml") or "malformed TOML" not in str(exc):
+                raise
+            # a runs file, a README given where a format goes: say what a format file is
+            raise SpecError(f"{exc} (a format file is TOML, as `uscl formats show` writes it; "
+                            "a runs file goes to `uscl fit`)") from None
+    if raw and exists(raw) and ("/" in raw or "\\" in raw or raw.startswith(".")):
+        raise SpecError(f"'{raw}' is a folder, not a format (a catalog name, shorthand or .toml file)")
     return parse_shorthand(raw)
 
 
