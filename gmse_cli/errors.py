@@ -23,6 +23,7 @@ __all__ = [
     "list_of",
     "more_likewise",
     "bad_value",
+    "closest",
 ]
 
 
@@ -43,6 +44,19 @@ def list_of(items: object, kind: type, error: type[Exception], takes: str) -> li
         if not isinstance(item, kind):
             raise error(f"{takes}; got {described(item)} among them")
     return items
+
+
+def closest(typed: object, choices: list[str]) -> str:
+    """'; did you mean 'rho'?' for a ``typed`` name that is none of ``choices``, or '' where none
+    is close: the one choice it starts ('quant' -> 'quantization'), else the nearest by
+    :func:`difflib.get_close_matches`, either compared in lower case."""
+    import difflib
+
+    text = str(typed).strip().lower()
+    lowered = {c.lower(): c for c in choices}
+    started = [c for low, c in lowered.items() if text and low.startswith(text)]
+    found = started if len(started) == 1 else [lowered[c] for c in difflib.get_close_matches(text, list(lowered), n=1)]
+    return f"; did you mean '{found[0]}'?" if found else ""
 
 
 def more_likewise(rest: int, noun: str = "") -> str:

@@ -428,7 +428,7 @@ def selection(rng: random.Random) -> Case:
     if pick == 2:
         value = rng.choice(["nosuch", "", "rho rho"])
         return Case("selection", ["rank", "int4", "--sort", value, "--rel-err", "0.05"], {}, ("sort", value or "empty"))
-    value = rng.choice(["nope", "", "Unified "])
+    value = rng.choice(["nope", "", "unifed"])
     return Case("selection", ["fit", "{d}/good.jsonl", "--model", value], base_files(), ("model",))
 
 

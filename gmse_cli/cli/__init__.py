@@ -360,7 +360,9 @@ def main(argv: list[str] | None = None) -> None:
         # Bad options and arguments: one line too, naming the command's help.
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        _error(exc.format_message() + hint)
+        from gmse_cli.cli.nearmiss import usage_message
+
+        _error(usage_message(exc) + hint)
         sys.exit(exc.exit_code)
     except OSError as exc:
         if exc.errno not in _DISK_FULL:

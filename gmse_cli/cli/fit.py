@@ -97,8 +97,12 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.runs import exclude_worst as drop_worst
 
         one_output(json_out, csv_out)
-        if model not in MODELS:
-            raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}")
+        if model.strip().lower() in MODELS:  # names uscl defines are read in any case (README)
+            model = model.strip().lower()
+        else:
+            from gmse_cli.errors import closest
+
+            raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}{closest(model, list(MODELS))}")
         if out is not None and model in ("decoupled", "kumar"):
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
         read = [*files, *existing_files(law)]  # --law FILE is read too: no output may replace it

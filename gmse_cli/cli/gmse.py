@@ -55,8 +55,13 @@ def register(app: typer.Typer) -> None:
             names = list(catalog()) + names
         if not names:
             raise SpecError("name at least one format, or pass --all for the whole catalog")
-        if backend not in backend_names():
-            raise SpecError(f"--backend '{backend}' is not one of {', '.join(backend_names())}")
+        if backend.strip().lower() in backend_names():  # names uscl defines are read in any case (README)
+            backend = backend.strip().lower()
+        else:
+            from gmse_cli.errors import closest
+
+            names = list(backend_names())
+            raise SpecError(f"--backend '{backend}' is not one of {', '.join(names)}{closest(backend, names)}")
         method = "auto" if exact is None else ("exact" if exact else "monte-carlo")
         resolved = [resolve_format(n) for n in names]
         reference = resolve_format(vs) if vs else None

@@ -68,6 +68,22 @@ def _count(text: str, option: str) -> float:
     return value
 
 
+def _no_counts(texts: list[str]) -> None:
+    """Refuse a count where a format goes ('uscl rank int4 7B', '... 100x'), naming the option
+    it belongs to: it was "unknown format '7b'", as if a format were misspelled."""
+    from gmse_cli.errors import SpecError
+    from gmse_cli.inputs import is_file
+
+    for text in texts:
+        if is_file(text):
+            continue
+        if _PER_PARAM.match(text):
+            raise SpecError(f"'{text.strip()}' is tokens per parameter, not a format: give it as --tokens {text.strip()}")
+        if _COUNT.match(text):
+            raise SpecError(f"'{text.strip()}' is a count, not a format: give it as --params {text.strip()} "
+                            f"or --tokens {text.strip()}")
+
+
 def _scale(params: str, tokens: str | None) -> tuple[float, float | None]:
     from gmse_cli.errors import LawError
 
@@ -189,7 +205,7 @@ def register(app: typer.Typer) -> None:
         """
         from gmse_cli.cli import console
         from gmse_cli.cli.options import one_output
-        from gmse_cli.errors import SpecError
+        from gmse_cli.errors import SpecError, closest
         from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law
         from gmse_cli.progress import stderr_is_terminal
@@ -197,6 +213,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.spec import Family
 
         one_output(json_out, csv_out)
+        _no_counts(formats or [])
         n, d = scenario.scale()
         # a format or law file (any name: a .toml suffix is not required) is never the plot's target
         read = existing_files(*(formats or []), scenario.act, scenario.law)
@@ -207,9 +224,8 @@ def register(app: typer.Typer) -> None:
             try:
                 wanted = Family(family.strip().lower())
             except ValueError:
-                raise SpecError(
-                    f"--family '{family}' is not one of {', '.join(f.value for f in Family)}"
-                ) from None
+                names = [f.value for f in Family]
+                raise SpecError(f"--family '{family}' is not one of {', '.join(names)}{closest(family, names)}") from None
         items, uncovered = select_formats(formats, law=the_law, family=wanted)
         if uncovered:
             missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
@@ -254,6 +270,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.rank import predict
 
         one_output(json_out, csv_out)
+        _no_counts([format])
         n, d = scenario.scale()
         the_law = load_law(scenario.law)
         pred = predict(format, n, d, the_law, **scenario.keywords())

@@ -101,8 +101,13 @@ def register(app: typer.Typer) -> None:
             import torch
 
             torch.set_num_threads(threads)
-        if launcher not in ("local", "torchrun", "slurm"):
-            raise TrainError(f"--launcher '{launcher}' is not one of local, torchrun, slurm")
+        launchers = ["local", "torchrun", "slurm"]
+        if launcher.strip().lower() in launchers:  # names uscl defines are read in any case (README)
+            launcher = launcher.strip().lower()
+        else:
+            from gmse_cli.errors import closest
+
+            raise TrainError(f"--launcher '{launcher}' is not one of {', '.join(launchers)}{closest(launcher, launchers)}")
         spec = _build_spec(sweep, preset=preset, weights=weights, acts=acts, tokens_per_param=tokens_per_param,
                            seed=seed, data=data, tokenizer=tokenizer, val_fraction=val_fraction, lr=lr,
                            rbbm_p=rbbm_p)

@@ -73,7 +73,9 @@ def _family(value: Any) -> None:
 
     names = [f.value for f in Family]
     if value.strip().lower() not in names:
-        _fail(f"'{value}' is not a family; one of {', '.join(names)}")
+        from gmse_cli.errors import closest
+
+        _fail(f"'{value}' is not a family; one of {', '.join(names)}{closest(value, names)}")
 
 
 def _nonempty(value: Any) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gmse_cli.atomic import write_text_atomic
-from gmse_cli.errors import LawError, described
+from gmse_cli.errors import LawError, closest, described
 from gmse_cli.inputs import is_file
 from gmse_cli.law.model import Law
 from gmse_cli.paths import laws_dir
@@ -56,10 +56,13 @@ def load_law(path: str | Path | Law | None = None) -> Law:
 
 def shipped_law(name: str = DEFAULT_LAW) -> Law:
     """The law shipped with uscl under ``name`` (``gmse_cli/laws/<name>.toml``)."""
-    path = laws_dir() / f"{name}.toml"
+    # read in lower case, as format names are: 'PAPER-LLAMA-C4' loaded on a case-insensitive
+    # file system (macOS, Windows) and was refused on Linux
+    path = laws_dir() / f"{name.lower()}.toml"
     if not is_file(path):
-        names = ", ".join(sorted(p.stem for p in laws_dir().glob("*.toml"))) or "none"
-        raise LawError(f"no law file or shipped law named '{name}' (shipped: {names})")
+        shipped = sorted(p.stem for p in laws_dir().glob("*.toml"))
+        raise LawError(f"no law file or shipped law named '{name}'{closest(name, shipped)} "
+                       f"(shipped: {', '.join(shipped) or 'none'})")
     return load_law(path)
 
 

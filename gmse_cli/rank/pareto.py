@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gmse_cli.errors import SpecError, described, list_of
+from gmse_cli.errors import SpecError, closest, described, list_of
 from gmse_cli.rank.results import RankRow
 
 __all__ = ["pareto_mask", "pareto_front", "sort_rows", "SORT_COLUMNS"]
@@ -63,7 +63,8 @@ def sort_rows(rows: Sequence[RankRow], column: str, *, reverse: bool = False) ->
     better (rho, effective bits or parameters, pareto); ``reverse`` flips it. Missing values
     (None) go last either way; ties keep their order."""
     if not isinstance(column, str) or column not in SORT_COLUMNS:
-        raise SpecError(f"cannot sort by '{column}' (columns: {', '.join(SORT_COLUMNS)})")
+        hint = closest(column, list(SORT_COLUMNS)) if isinstance(column, str) else ""
+        raise SpecError(f"cannot sort by '{column}'{hint} (columns: {', '.join(SORT_COLUMNS)})")
     if not isinstance(reverse, bool | np.bool_):  # a nan or text would flip the order by its truth
         raise SpecError(f"reverse must be True or False, not {described(reverse)}")
     rows = _rank_rows(rows, "sort_rows")

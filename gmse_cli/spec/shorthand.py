@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,10 +11,11 @@ from pydantic import ValidationError
 
 from gmse_cli.errors import SpecError, described
 from gmse_cli.grammar import SHORTHAND_HELP
-from gmse_cli.inputs import is_file
+from gmse_cli.inputs import exists, is_file
 from gmse_cli.spec.catalog import catalog, catalog_format
 from gmse_cli.spec.format import Format, Scheme, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
+from gmse_cli.spec.nearest import did_you_mean, nearest_formats
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify
 from gmse_cli.spec.vocab import (
     IntStyle,
@@ -159,8 +159,8 @@ def _parse_stage(text: str) -> tuple[Any, ...]:
         base = _base_stage("-".join(tokens[:cut]))
         if base is not None:
             return (_apply_modifiers(base, tokens[cut:], text),)
-    suggestion = difflib.get_close_matches(text, list(cat), n=1)
-    hint = f"; did you mean '{suggestion[0]}'?" if suggestion else "; see `uscl formats` or `uscl formats --help`"
+    nearest = nearest_formats(text)
+    hint = did_you_mean(nearest) if nearest else "; see `uscl formats` or `uscl formats --help`"
     raise SpecError(f"unknown format '{text}'{hint}")
 
 
@@ -171,6 +171,7 @@ def parse_shorthand(text: str) -> Format:
     text = text.strip().lower()
     if not text:
         raise SpecError("empty format name")
+    _refuse_several(text)
     if any(c.isspace() for c in text):
         raise SpecError(f"'{text}': a shorthand has no spaces; write '{''.join(text.split())}'")
     if not text.isascii():
@@ -191,6 +192,38 @@ def parse_shorthand(text: str) -> Format:
     return validate_format({"name": text, "stages": [s.model_dump() for s in stages]}, source=f"'{text}'")
 
 
+# A comma or a space outside a lut's brackets: where formats were run together in one argument
+_BETWEEN_FORMATS = re.compile(r"[\s,]+(?![^\[]*\])")
+
+
+def _refuse_several(text: str) -> None:
+    """Refuse formats run together in one argument ('int4,nvfp4', 'int4 nvfp4', a list's
+    trailing comma 'int4,') where each piece is a format: one line that gives them apart."""
+    if not _BETWEEN_FORMATS.search(text):
+        return
+    words = [w for w in _BETWEEN_FORMATS.split(text) if w]
+    for word in words:
+        try:
+            resolve_format(word)
+        except SpecError as exc:
+            if len(words) > 1 and _unknown_name("".join(words)):
+                # 'int4 nvpf4': what is wrong with the piece, not "write 'int4nvpf4'"
+                raise SpecError(f"'{text}': {exc}") from None
+            return  # one shorthand with a space in it: the usual refusal ("write 'e2m1-g32'")
+    if len(words) == 1:
+        raise SpecError(f"unknown format '{text}'; did you mean '{words[0]}'?")
+    raise SpecError(f"'{text}' is {len(words)} formats in one argument; give each its own: {' '.join(words)}")
+
+
+def _unknown_name(text: str) -> bool:
+    """Whether ``text`` is no format and not even the grammar's ('int4nvpf4', not 'int4+nf4')."""
+    try:
+        resolve_format(text)
+    except SpecError as exc:
+        return str(exc).startswith("unknown format")
+    return False
+
+
 def resolve_format(text: str | Path | Format) -> Format:
     """A catalog name, a TOML path, or a shorthand -> :class:`Format` (a :class:`Format` is
     returned as it is).
@@ -203,7 +236,16 @@ def resolve_format(text: str | Path | Format) -> Format:
         raise SpecError(f"a format is a name, shorthand, .toml path or Format, not {described(text)}")
     raw = str(text).strip()
     if raw.endswith(".toml") or is_file(raw):
-        return load_format_toml(raw)
+        try:
+            return load_format_toml(raw)
+        except SpecError as exc:
+            if raw.endswith(".toml") or "malformed TOML" not in str(exc):
+                raise
+            # a runs file, a README given where a format goes: say what a format file is
+            raise SpecError(f"{exc} (a format file is TOML, as `uscl formats show` writes it; "
+                            "a runs file goes to `uscl fit`)") from None
+    if raw and exists(raw) and ("/" in raw or "\\" in raw or raw.startswith(".")):
+        raise SpecError(f"'{raw}' is a folder, not a format (a catalog name, shorthand or .toml file)")
     return parse_shorthand(raw)
 
 
