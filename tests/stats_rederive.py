@@ -83,6 +83,13 @@ class Model:
         # constants a prior applies to: the fit's free ones (a profiled constant keeps its prior)
         self.prior_names = list(self.free) if prior_names is None else list(prior_names)
 
+    def with_fixed(self, fixed: dict) -> Model:
+        """The same model with ``fixed`` held (a prior keeps applying to this model's free constants)."""
+        out = object.__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out.fixed = dict(fixed)
+        return out
+
     @property
     def free(self) -> list:
         return [n for n in self.names if n not in self.fixed]
@@ -214,7 +221,7 @@ def profile(model: Model, x_hat, f_hat, key: str, c: float, lower: float, upper:
     v_hat = float(x_hat[j])
 
     def prof(v, warm):
-        sub = Model(model.d, model.delta, {**model.fixed, key: v}, prior_names=model.prior_names)
+        sub = model.with_fixed({**model.fixed, key: v})
         assert sub.free == others
         xs = np.stack([warm, np.delete(x_hat, j)])
         x, f = sub.minimize(xs, prior=prior, c=pc)
@@ -298,3 +305,30 @@ def scheme_slope(logN, logDN, y, level=0.95):
     se = np.sqrt(r @ r / dof * np.linalg.inv(X.T @ X)[1, 1])
     tq = student_t.ppf(0.5 + level / 2, dof)
     return b[1], b[1] - tq * se, b[1] + tq * se
+
+
+class DecoupledModel(Model):
+    """The decoupled law (the capacity model's first stage): log rho a free constant per fitted
+    scheme, the reference scheme's 0."""
+
+    def __init__(self, data: Data, delta: float, reference: str, fixed: dict | None = None, prior_names=None):
+        self.d, self.delta, self.reference = data, delta, reference
+        fitted = sorted({s for s, f in zip(data.scheme, data.fitted, strict=True) if f} - {reference})
+        self.names = ["logA", "alpha", "logB", "beta", "E"] + [f"phi:{s}" for s in fitted]
+        self.fixed = dict(fixed or {})
+        self.prior_names = list(self.free) if prior_names is None else list(prior_names)
+        self._col = {s: np.array([x == s for x in data.scheme], dtype=float) for s in fitted}
+
+    def parts(self, p):
+        logrho = np.zeros(len(self.d.log_n))
+        for s, m in self._col.items():
+            logrho += p[f"phi:{s}"] * m
+        A, B = np.exp(p["logA"]), np.exp(p["logB"])
+        t1 = A * np.exp(-p["alpha"] * (self.d.log_n + logrho))
+        t2 = B * np.exp(-p["beta"] * self.d.log_d)
+        pred = t1 + t2 + p["E"]
+        g = {"logA": t1 / pred, "alpha": -t1 * (self.d.log_n + logrho) / pred, "logB": t2 / pred,
+             "beta": -t2 * self.d.log_d / pred, "E": 1.0 / pred}
+        for s, m in self._col.items():
+            g[f"phi:{s}"] = -p["alpha"] * t1 * m / pred
+        return np.log(pred), g, logrho
