@@ -220,7 +220,11 @@ def profile_ends(prob: LawProblem, z_hat, f_hat, j: int, lower: float, upper: fl
 
     def excess(v: float) -> float:
         best = math.inf
-        for start in (warm["z"], z_hat):
+        # a third start with log E (z[4]) off its bound: at E ~ 0 its gradient E df/dE vanishes, and
+        # a refit started there never moves it (tests/test_stats_rederive.py)
+        lifted = warm["z"].copy()
+        lifted[4] = max(lifted[4], math.log(0.03))
+        for start in (warm["z"], z_hat) + ((lifted,) if j != 4 else ()):
             z0 = start.copy()
             z0[j] = math.log(v) if log_coord else v
             z, f = prob.solve(z0, hold=[j, *held])

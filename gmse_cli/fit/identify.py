@@ -12,7 +12,8 @@ and the bootstrap interval looks tight. Two checks show it:
 - :func:`profile_interval`: the profile likelihood of one constant. At each value v on a path
   outward from the estimate, every other free constant is refitted (warm-started from the
   nearest point inside the interval found so far and, as a second row, from the full optimum
-  with v set); the statistic is 2 c (f(v) - f_min) with f the fit's objective and c the
+  with v set; E below 1% of the smallest loss is also restarted from there, a third row, since
+  its log's gradient vanishes at the bound); the statistic is 2 c (f(v) - f_min) with f the fit's objective and c the
   likelihood scale of
   :func:`gmse_cli.fit.prior.likelihood_scale` with the fit's p free constants taken off the
   residuals' count (for least squares this is (n - p) (RSS(v) - RSS) / RSS; a MAP fit keeps its
@@ -103,7 +104,8 @@ def _internal(internal_name: str, v: np.ndarray) -> np.ndarray:
 
 def profile_interval(problem, x_hat: np.ndarray, f_hat: float, coordinate: int, *, scale: float,
                      lower: float, upper: float, weights: np.ndarray | None = None, first_step: float = 2e-3,
-                     bisections: int = 30, level_stat: float = CHI2_95, **extra: np.ndarray):
+                     bisections: int = 30, level_stat: float = CHI2_95, lift: Mapping[int, float] | None = None,
+                     **extra: np.ndarray):
     """(low, high, low_open, high_open) of the profile-likelihood interval of one constant.
 
     ``coordinate`` indexes the free coordinates of ``problem``; its value is moved in natural
@@ -111,8 +113,13 @@ def profile_interval(problem, x_hat: np.ndarray, f_hat: float, coordinate: int, 
     ``first_step`` times the distance to that end, doubling until the statistic crosses (or
     the end is reached), then ``bisections`` halvings of the bracket, refitting the rest at
     every point (module docstring). ``scale`` is c; ``weights`` the fit's data weights;
-    ``extra`` its per-row objective data, one row.
+    ``extra`` its per-row objective data, one row. ``lift`` ({free coordinate: internal floor}):
+    each refit also starts from the warm start with those coordinates raised to at least their
+    floor. A constant fitted through its logarithm that sits at its bound 0 (E at 1e-6) has a
+    vanishing gradient there (d/d log E = E d/dE), so a refit started at the bound never moves
+    it off, however much lower the objective is away from it.
     """
+    lift = {j: t for j, t in (lift or {}).items() if j != coordinate}
     name = problem.objective.names[problem.free[coordinate]]
     v_hat = float(_natural(name, np.array(x_hat[coordinate])))
     threshold = f_hat + level_stat / (2.0 * scale)
@@ -121,12 +128,19 @@ def profile_interval(problem, x_hat: np.ndarray, f_hat: float, coordinate: int, 
 
     def refit(start: np.ndarray, v: float) -> tuple[np.ndarray, float]:
         """The rest refitted at value v, from ``start`` and from the full optimum; the better one."""
-        x0 = np.stack([start, x_hat])
+        rows = [start, x_hat]
+        if any(start[j] < t for j, t in lift.items()):
+            lifted = start.copy()
+            for j, t in lift.items():
+                lifted[j] = max(lifted[j], t)
+            rows.append(lifted)
+        x0 = np.stack(rows)
+        n = len(rows)
         x0[:, coordinate] = _internal(name, np.array(v))
-        fun = problem.fun(None if weights is None else np.broadcast_to(weights, (2, len(weights))),
-                          np.broadcast_to(mask, (2, len(mask))),
-                          **{key: np.repeat(np.asarray(val)[None], 2, axis=0) for key, val in extra.items()})
-        x, f, _, _ = batched_lbfgs(fun, x0, max_iter=500, groups=np.arange(2))
+        fun = problem.fun(None if weights is None else np.broadcast_to(weights, (n, len(weights))),
+                          np.broadcast_to(mask, (n, len(mask))),
+                          **{key: np.repeat(np.asarray(val)[None], n, axis=0) for key, val in extra.items()})
+        x, f, _, _ = batched_lbfgs(fun, x0, max_iter=500, groups=np.arange(n))
         f = np.where(np.isfinite(f), f, np.inf)
         best = int(np.argmin(f))
         return x[best], float(f[best])
@@ -186,13 +200,17 @@ def identify_constants(constants, problem, x, fval, objective, train, runs, logr
         return out
     names = list(objective.names)
     domains = {"alpha": (1e-3, 3.0), "E": (1e-9 * float(losses.min()), 0.999 * float(losses.min()))}
+    # E near its bound 0 is restarted from 1% of the smallest loss as well (profile_interval's lift)
+    e_internal = names.index(LAW_INTERNAL[LAW.index("E")])
+    lift = ({int(np.flatnonzero(problem.free == e_internal)[0]): math.log(1e-2 * float(losses.min()))}
+            if e_internal in problem.free and is_log(names[e_internal]) else None)
     for key, (lo, hi) in domains.items():
         j = names.index(LAW_INTERNAL[LAW.index(key)])
         if j not in problem.free:
             continue
         k = int(np.flatnonzero(problem.free == j)[0])
         low, high, low_open, high_open = profile_interval(problem, x, fval, k, scale=scale, lower=lo, upper=hi,
-                                                          weights=W1)
+                                                          weights=W1, lift=lift)
         if key == "E" and low_open:
             low = 0.0
         out[key] = out[key].model_copy(update={"profile_low": low, "profile_high": high})
