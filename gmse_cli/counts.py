@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-__all__ = ["SUFFIXES", "si"]
+import re
+
+__all__ = ["SUFFIXES", "parse_count", "parse_per_param", "si"]
 
 # What a count's suffix multiplies it by, as people write it (either case): k, M, G or B, T.
 SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
+
+# ASCII digits only (re.ASCII: float() would read another script's digits, and '1_000'), the
+# suffix written against the number ('7 B' and '20 x' are refused, as a typo splitting two words
+# would be)
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?"
+_COUNT = re.compile(rf"^\s*({_NUMBER})([kmgbt]?)\s*$", re.IGNORECASE | re.ASCII)
+_PER_PARAM = re.compile(rf"^\s*({_NUMBER})x\s*$", re.IGNORECASE | re.ASCII)
+
+
+def parse_count(text: str) -> float | None:
+    """``'200e6'``, ``'200M'``, ``'1.5B'`` -> the count (any sign, maybe not finite: the caller
+    checks); None for text that is no count."""
+    match = _COUNT.match(text)
+    return float(match[1]) * SUFFIXES[match[2].lower()] if match else None
+
+
+def parse_per_param(text: str) -> float | None:
+    """``'100x'`` (tokens per parameter) -> 100.0; None for text that is no such ratio."""
+    match = _PER_PARAM.match(text)
+    return float(match[1]) if match else None
 
 
 def si(value: float, unit: str = "") -> str:

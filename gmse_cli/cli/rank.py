@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -18,13 +17,7 @@ from gmse_cli.cli.texttable import (
     print_flag,
     print_lines,
 )
-from gmse_cli.counts import SUFFIXES, si
-
-# ASCII digits only (re.ASCII: float() would read another script's digits), the suffix written
-# against the number ('7 B' and '20 x' are refused, as a typo splitting two words would be)
-_COUNT = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?(?:e[+-]?\d+)?|[+-]?\.\d+(?:e[+-]?\d+)?)([kmgbt]?)\s*$",
-                    re.IGNORECASE | re.ASCII)
-_PER_PARAM = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)x\s*$", re.IGNORECASE | re.ASCII)
+from gmse_cli.counts import parse_count, parse_per_param, si
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
 _TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x"
@@ -57,12 +50,11 @@ def _count(text: str, option: str) -> float:
     """'200e6', '200M', '1.5B' -> a positive float; anything else is one clear line."""
     from gmse_cli.errors import LawError
 
-    match = _COUNT.match(text)
-    if not match:
+    value = parse_count(text)
+    if value is None:
         # --tokens also takes tokens per parameter: say so where that is the form a user meant
         per_param = " (or tokens per parameter, 100x)" if option == "--tokens" else ""
         raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B{per_param}")
-    value = float(match[1]) * SUFFIXES[match[2].lower()]
     if not value > 0:
         raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
     return value
@@ -77,9 +69,9 @@ def _no_counts(texts: list[str]) -> None:
     for text in texts:
         if is_file(text):
             continue
-        if _PER_PARAM.match(text):
+        if parse_per_param(text) is not None:
             raise SpecError(f"'{text.strip()}' is tokens per parameter, not a format: give it as --tokens {text.strip()}")
-        if _COUNT.match(text):
+        if parse_count(text) is not None:
             raise SpecError(f"'{text.strip()}' is a count, not a format: give it as --params {text.strip()} "
                             f"or --tokens {text.strip()}")
 
@@ -96,8 +88,7 @@ def _scale(params: str, tokens: str | None) -> tuple[float, float | None]:
             raise LawError(f"--params {params.strip()}: {DEFAULT_TOKENS_PER_PARAM:g} tokens per parameter (the "
                            "default --tokens) overflows; give --tokens")
         return n, None
-    if per := _PER_PARAM.match(tokens):
-        ratio = float(per[1])
+    if (ratio := parse_per_param(tokens)) is not None:
         if not ratio > 0:
             raise LawError(f"--tokens {tokens} must be positive (e.g. 100x or 20e9)")
         # a ratio must still give a finite count of at least one token, as a count must

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gmse_cli.counts import SUFFIXES
+from gmse_cli.counts import parse_count, parse_per_param
 from gmse_cli.inputs import does_not_exist, exists, user_path
 from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEARCH_BITS, MAX_SEED, MAX_THREADS
 
@@ -84,19 +84,15 @@ def _nonempty(value: Any) -> None:
 
 
 def _count_text(value: Any) -> None:
-    # '200M', '1.5B', '100x': the command parses the rest; here what overflows, is nan, or
-    # counts less than one parameter or token (a ratio '100x' need only be positive).
-    text = str(value).strip().lower()
-    ratio = text.endswith("x")
-    text = text.removesuffix("x").strip()
-    suffix = text[-1:] if text[-1:] in SUFFIXES else ""
-    try:
-        parsed = float(text.removesuffix(suffix) if suffix else text) * SUFFIXES[suffix]
-    except ValueError:
-        return
-    # (zero and negative counts: the command's own message)
-    if not math.isfinite(parsed) or (not ratio and 0 < parsed < 1):
-        _fail(f"'{value}' is not a finite count of at least 1" if not ratio else f"'{value}' is not a finite ratio")
+    # '200M', '1.5B', '100x': the command parses the rest; here what overflows, or counts less
+    # than one parameter or token (a ratio '100x' need only be finite).
+    text = str(value)
+    if (ratio := parse_per_param(text)) is not None:
+        if not math.isfinite(ratio):
+            _fail(f"'{value}' is not a finite ratio")
+    # (zero and negative counts, and text that is no count: the command's own message)
+    elif (count := parse_count(text)) is not None and (not math.isfinite(count) or 0 < count < 1):
+        _fail(f"'{value}' is not a finite count of at least 1")
 
 
 def _fix(value: Any) -> None:
