@@ -175,3 +175,31 @@ def test_a_long_command_interrupted_in_a_log_file_ends_with_one_line(tmp_path):
     assert "Traceback" not in text and "done in" not in text
     assert re.search(r"GMSE[^\n]*: \d+/4 \(\d+%\), \d+:\d\d:\d\d elapsed", text), text
     assert "elapsed" not in lines[-1]  # the command's own one closing line comes last
+
+
+def test_train_says_it_loads_torch_before_its_first_run(tmp_path, docs_file):
+    # torch's import took 3-5 s before `train` printed its first line ("[1/1] ...")
+    pytest.importorskip("torch")
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(f"""
+presets = ["tiny"]
+tokens_per_param = [1000]
+weights = ["int4"]
+[train]
+context = 64
+batch_size = 8
+max_steps = 2
+eval_tokens = 2048
+[data]
+source = "{docs_file(200_000)}"
+tokenizer = "bpe:512"
+val_fraction = 0.1
+""")
+    script = ("from gmse_cli import progress\nprogress.FIRST_LINE_S = 0.0\nfrom gmse_cli.cli import main\n"
+              f"main(['train', {str(spec)!r}, '--out', {str(tmp_path / 'runs.jsonl')!r}])\n")
+    text = _stderr_to_file(script, tmp_path, USCL_CACHE_DIR=str(tmp_path / "c"))
+    lines = _assert_whole_plain_lines(text)
+    loaded = [i for i, line in enumerate(lines) if re.fullmatch(r"loading torch: done in \d+:\d\d:\d\d", line)]
+    first_run = [i for i, line in enumerate(lines) if line.startswith("[1/1] ")]
+    assert loaded and first_run and loaded[0] < first_run[0], lines
+    assert re.search(r": 2/2 \(100%\), [^\n]*done in \d+:\d\d:\d\d", text), lines
