@@ -203,3 +203,21 @@ val_fraction = 0.1
     first_run = [i for i, line in enumerate(lines) if line.startswith("[1/1] ")]
     assert loaded and first_run and loaded[0] < first_run[0], lines
     assert re.search(r": 2/2 \(100%\), [^\n]*done in \d+:\d\d:\d\d", text), lines
+
+
+def test_each_search_phase_reports_its_total_last():
+    # search's bar ended at 'refine 3/3: 40/43' (its callbacks every 8th or 16th item only), so
+    # a log's last line read "40/43 (93%), done in 0:00:38"
+    from gmse_cli.search import SearchSpace, search_formats
+
+    space = SearchSpace(grids=("int", "fp"), max_element_bits=4, scale_rules=("rms", "absmax"), groups=("row", 32),
+                        scale_formats=("fp32",), sparsity=("2:4",), vq_dims=(2,), vq_max_codewords=16,
+                        vq_groups=("row",), vq_scale_formats=("fp32",), include_catalog=False)
+    calls: list[tuple[str, int, int]] = []
+    search_formats(3.3, space=space, rel_err=2e-3, progress=lambda phase, done, total: calls.append((phase, done, total)))
+    phases = list(dict.fromkeys(phase for phase, _, _ in calls))
+    assert "cheap pass" in phases and any(p.startswith("refine ") for p in phases), phases
+    for phase in phases:
+        counts = [(done, total) for p, done, total in calls if p == phase]
+        assert [d for d, _ in counts] == sorted(d for d, _ in counts), (phase, counts)
+        assert counts[-1][0] == counts[-1][1], (phase, counts)
