@@ -28,6 +28,8 @@ from __future__ import annotations
 import os
 import string
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
@@ -181,8 +183,6 @@ class _Lines:
 
     def __init__(self, description: str, total: float | None, completed: float, count: str,
                  columns: Sequence[str], names: Sequence[str]) -> None:
-        import threading
-
         self.console = stderr_console()
         self.description, self.total, self.completed = description, total, completed
         self._count, self._columns = count, tuple(columns)
@@ -209,8 +209,6 @@ class _Lines:
             self.completed += amount
 
     def start(self) -> None:
-        import time
-
         self._started_at = time.monotonic()
         self._thread.start()
 
@@ -220,15 +218,11 @@ class _Lines:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join()
-        import time
-
         if ended and (self._printed or time.monotonic() - self._started_at >= FIRST_LINE_S):
             self._say(done=True)
 
     def line(self, *, done: bool = False) -> str:
         """The bar as one line: ``label: done/total (pct%), elapsed, about ETA left``."""
-        import time
-
         with self._lock:
             total, completed, fields = self.total, self.completed, dict(self._fields)
             description = self.description.removesuffix(" ...").rstrip(": ")
@@ -259,7 +253,8 @@ class _Lines:
     def _beat(self) -> None:
         wait = FIRST_LINE_S
         while not self._stopping.wait(wait):
-            if _live and _live[-1][0] is self:
+            innermost = _live[-1:]  # one read: the main thread may pop the last bar meanwhile
+            if innermost and innermost[0][0] is self:
                 self._say()
             wait = LINE_EVERY_S
 
