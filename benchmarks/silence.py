@@ -12,8 +12,8 @@ snapshot byte-compiled as `pip install` leaves it.
   - `fit examples/cpu-law.jsonl --model unified --json` on a pipe with fresh caches: its first
     run on a machine compiles two numba kernels (about 2 s of CPU) and, piped, said nothing at
     all until it ended; now the one "compiling numba kernels (once per machine)" line comes
-    first, as for the GMSE kernels. (A pipe gets no bars: the rest of a piped fit is silent by
-    design, so this row's ratio is the time to that first line over the whole run.)
+    first, as for the GMSE kernels. (On a pipe a bar is whole lines, one every 10 s after its
+    first at 0.5 s: gmse_cli.progress._Lines.)
 
 Run: python benchmarks/silence.py [--baseline main] [--repeat 3]
 """

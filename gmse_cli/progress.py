@@ -2,8 +2,9 @@
 
 Data goes to stdout (the CLI prints it); everything here writes to one stderr console, which
 respects ``NO_COLOR`` (rich reads it). Library code decides *what* is slow and how to count
-it; its caller decides *whether* to show it by passing ``enabled`` (the CLI turns bars off
-for ``--json``; a library user gets silence unless asking). Nothing here imports from above
+it; its caller decides *whether* to show it by passing ``enabled`` (the CLI shows bars under
+``--json`` too, as whole plain lines where stderr is no terminal; a library user gets silence
+unless asking). Nothing here imports from above
 the ground floor, so every room can report progress::
 
     with task("GMSE", total=len(formats), enabled=show) as bar:
@@ -28,6 +29,8 @@ from __future__ import annotations
 import os
 import string
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "stderr_console",
     "stderr_is_terminal",
+    "stderr_is_interactive",
     "stream_is_terminal",
     "Task",
     "task",
@@ -101,9 +105,17 @@ def _escape(text: str) -> str:
     return escape(visible(text))
 
 
-def _describe(label: str, detail: str | None) -> str:
-    """The bar's text: the label, then the detail; never read as rich markup."""
-    return _escape(f"{label} {detail}" if label and detail else detail or label)
+def _describe(label: str, detail: str | None, *, plain: bool = False) -> str:
+    """The bar's text: the label, then the detail; never read as rich markup (``plain``: for a
+    line printed without markup, only control characters made visible)."""
+    text = f"{label} {detail}" if label and detail else detail or label
+    return visible(text) if plain else _escape(text)
+
+
+def stderr_is_interactive() -> bool:
+    """Whether a bar can be redrawn in place on stderr: a terminal that is not ``TERM=dumb``
+    (rich draws nothing at all on a dumb one). Elsewhere a bar is whole lines (:class:`_Lines`)."""
+    return stderr_is_terminal() and stderr_console().is_interactive
 
 
 class Task:
@@ -113,6 +125,7 @@ class Task:
         self._label = label
         self._bar = bar
         self._id = task_id
+        self._plain = isinstance(bar, _Lines)
 
     @property
     def enabled(self) -> bool:
@@ -135,7 +148,7 @@ class Task:
         if total is not None:
             kwargs["total"] = total
         if detail is not None:
-            kwargs["description"] = _describe(self._label, detail)
+            kwargs["description"] = _describe(self._label, detail, plain=self._plain)
         self._bar.update(self._id, **kwargs)
 
     def advance(self, amount: float = 1, *, detail: str | None = None) -> None:
@@ -143,13 +156,108 @@ class Task:
         if self._bar is None:
             return
         if detail is not None:
-            self._bar.update(self._id, description=_describe(self._label, detail))
+            self._bar.update(self._id, description=_describe(self._label, detail, plain=self._plain))
         self._bar.advance(self._id, amount)
 
     def log(self, message: str) -> None:
         """One plain line printed above the bar (nothing when the bar is disabled)."""
         if self._bar is not None:
             self._bar.console.print(message, highlight=False, markup=False)
+
+
+# Where a bar cannot be redrawn in place (stderr a file, a pipe, a CI log, a Slurm .err file,
+# TERM=dumb), a bar is whole plain lines: the first once it has run FIRST_LINE_S (work shorter
+# than that prints nothing), then one every LINE_EVERY_S, and a last one when it ends.
+FIRST_LINE_S = 0.5
+LINE_EVERY_S = 10.0
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Lines:
+    """A bar as whole lines on stderr: the part of rich's Progress a :class:`Task` calls
+    (``update``, ``advance``, ``console``), printed from a thread of its own so that one long
+    step still shows it is alive. Only the innermost bar speaks (a bar inside a bar)."""
+
+    def __init__(self, description: str, total: float | None, completed: float, count: str,
+                 columns: Sequence[str], names: Sequence[str]) -> None:
+        self.console = stderr_console()
+        self.description, self.total, self.completed = description, total, completed
+        self._count, self._columns = count, tuple(columns)
+        self._fields = dict.fromkeys(names, "-")
+        self._started_at, self._start_count = 0.0, completed
+        self._printed = False
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="uscl-progress-lines", daemon=True)
+
+    def update(self, _task_id: Any = None, *, description: str | None = None, completed: float | None = None,
+               total: float | None = None, **fields: Any) -> None:
+        with self._lock:
+            if description is not None:
+                self.description = description
+            if total is not None:
+                self.total = total
+            if completed is not None:
+                self.completed = completed
+            self._fields.update({k: str(v) for k, v in fields.items()})
+
+    def advance(self, _task_id: Any = None, amount: float = 1) -> None:
+        with self._lock:
+            self.completed += amount
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        self._thread.start()
+
+    def stop(self, ended: bool) -> None:
+        """Stop the thread; after work that ran long enough to print, say it is done (not after
+        an interrupt or error: the command's own line says what happened)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if ended and (self._printed or time.monotonic() - self._started_at >= FIRST_LINE_S):
+            self._say(done=True)
+
+    def line(self, *, done: bool = False) -> str:
+        """The bar as one line: ``label: done/total (pct%), elapsed, about ETA left``."""
+        with self._lock:
+            total, completed, fields = self.total, self.completed, dict(self._fields)
+            description = self.description.removesuffix(" ...").rstrip(": ")
+        elapsed = time.monotonic() - self._started_at
+        parts = []
+        if self._count != "none" and total:
+            share = 100.0 * min(completed / total, 1.0)
+            if self._count == "percent":
+                parts.append(f"{share:.0f}%")
+            else:
+                parts.append(f"{completed:,.0f}/{total:,.0f} ({share:.0f}%)")
+        elif self._count == "steps" and completed:
+            parts.append(f"{completed:,.0f}")
+        parts.extend(template.format(**fields) for template in self._columns)
+        if done:
+            parts.append(f"done in {_clock(elapsed)}")
+        else:
+            parts.append(f"{_clock(elapsed)} elapsed")
+            moved = completed - self._start_count
+            if total and 0 < moved and completed < total:
+                parts.append(f"about {_clock(elapsed * (total - completed) / moved)} left")
+        return f"{description}: {', '.join(parts)}"
+
+    def _say(self, *, done: bool = False) -> None:
+        self.console.print(self.line(done=done), markup=False, highlight=False, soft_wrap=True)
+        self._printed = True
+
+    def _beat(self) -> None:
+        wait = FIRST_LINE_S
+        while not self._stopping.wait(wait):
+            innermost = _live[-1:]  # one read: the main thread may pop the last bar meanwhile
+            if innermost and innermost[0][0] is self:
+                self._say()
+            wait = LINE_EVERY_S
 
 
 @contextmanager
@@ -185,6 +293,19 @@ def task(
     )
 
     names = [name for template in columns for _, name, _, _ in string.Formatter().parse(template) if name]
+    if not stderr_is_interactive():
+        # A log file, a pipe, CI, a Slurm .err file, TERM=dumb: whole lines, a few a minute.
+        lines = _Lines(_describe(label, None, plain=True), total, completed, count, columns, names)
+        _live.append((lines, tuple(names)))
+        lines.start()
+        ended = False
+        try:
+            yield Task(label, lines, 0)
+            ended = True
+        finally:
+            _live.remove((lines, tuple(names)))
+            lines.stop(ended)
+        return
     if _live:
         # A bar inside a bar (a kernel compiled while formats are measured): one more row of
         # the display on screen, which keeps its own columns.
@@ -203,8 +324,7 @@ def task(
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), *tally, *shown,
         TimeRemainingColumn() if eta else TimeElapsedColumn(),
-        # piped, rich draws nothing but a stray newline at the end; its lines (Task.log) still print
-        console=stderr_console(), transient=not keep, disable=not stderr_console().is_terminal,
+        console=stderr_console(), transient=not keep,
     )
     task_id = bar.add_task(_describe(label, None), total=total, completed=completed, **dict.fromkeys(names, "-"))
     bar.start()
@@ -253,7 +373,7 @@ def once(
         yield Task(what)
         return
     text = f"{what} ({estimate + ', ' if estimate else ''}once per machine){'; ' + warning if warning else ''}"
-    if not stderr_is_terminal():
+    if not stderr_is_interactive():
         if text not in _said:  # piped: one line, not one per kernel
             _said.add(text)
             info(f"{text} ...")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import PROGRESS_LINE, REPO_ROOT
 
 PIPE_CODE = 128 + signal.SIGPIPE
 
@@ -52,7 +52,8 @@ def _runs_csv(tmp_path):
 def test_a_closed_pipe_is_a_silent_exit_141(tmp_path, args):
     _runs_csv(tmp_path)
     code, err = _closed_reader(args, tmp_path, tmp_path)
-    assert (code, err.decode()) == (PIPE_CODE, "")
+    # a bar's whole-line reports (a fit over 0.5 s) are progress, not a complaint about the pipe
+    assert (code, PROGRESS_LINE.sub("", err.decode())) == (PIPE_CODE, "")
 
 
 def test_an_open_pipe_is_untouched(tmp_path):

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.fit import MODELS, fit
         from gmse_cli.inputs import existing_files, printable_path
         from gmse_cli.law import load_law, save_law
-        from gmse_cli.progress import status, stderr_is_terminal
+        from gmse_cli.progress import status
         from gmse_cli.runs import RunsWarning, drop_duplicates, load_runs, select
         from gmse_cli.runs import exclude_worst as drop_worst
 
@@ -138,9 +138,9 @@ def register(app: typer.Typer) -> None:
         base_law = None
         if model in ("unified", "capacity"):
             base_law = load_law(law)
-        show_progress = stderr_is_terminal()
         # A bar on stderr (with --json too): a bootstrap or the Chinchilla points take seconds; the
-        # held-out refits' own bar joins it as a row.
+        # held-out refits' own bar joins it as a row. In a log file, both are a few whole lines.
+        show_progress = True
         with status(f"fitting {model} law to {len(runs)} runs"
                     + (f", {bootstrap} bootstrap refits" if bootstrap else "") + " ...",
                     enabled=show_progress):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -352,7 +353,12 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
     from gmse_cli.cli.output import print_json
     from gmse_cli.errors import TrainError
     from gmse_cli.progress import info as log
-    from gmse_cli.training.launch import run_local, run_slurm, run_torchrun
+    from gmse_cli.progress import status
+
+    # torch's import takes 3-5 s before the first run's line: a bar meanwhile (a line in a log),
+    # by the one process that speaks (torchrun's workers are RANK 1...).
+    with status("loading torch ...", enabled=progress and os.environ.get("RANK", "0") == "0"):
+        from gmse_cli.training.launch import run_local, run_slurm, run_torchrun
 
     if launcher == "torchrun":
         code = run_torchrun(argv, nproc_per_node=nproc_per_node)

@@ -188,6 +188,8 @@ def _cheap_singles(race: _Race, pool: Pool, progress: Progress) -> tuple[list[En
         if race.evaluate(entry, 0):
             measured.append(entry)
             since += 1
+    if progress:  # the phase's last count: a bar (or a log's done line) ends at its total
+        progress("cheap pass", len(singles), len(singles))
     return singles, measured, pruned
 
 
@@ -228,6 +230,8 @@ def _cheap_composites(race: _Race, pool: Pool, measured: list[Entry], progress: 
         if race.evaluate(entry, 0):
             measured.append(entry)
             since += 1
+    if progress:
+        progress("composites", len(alive), len(alive))
     return pruned
 
 
@@ -262,6 +266,8 @@ def _refine(race: _Race, measured: list[Entry], min_gain: float, progress: Progr
                 progress(f"refine {level}/{race.final_level}", n, len(kept_before))
             if race.evaluate(entry, level):
                 survivors.append(entry)
+        if progress:
+            progress(f"refine {level}/{race.final_level}", len(kept_before), len(kept_before))
     return survivors
 
 
