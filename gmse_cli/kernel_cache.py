@@ -39,7 +39,7 @@ from numba.core import caching
 
 from gmse_cli import locks
 
-__all__ = ["numba", "index_lock"]
+__all__ = ["numba", "index_lock", "variant"]
 
 
 @contextlib.contextmanager
@@ -157,3 +157,23 @@ def _install() -> None:
 
 
 _install()
+
+
+def variant(*values: int | bool) -> Callable[[Any], Any]:
+    """Name a kernel a factory makes after the values it closes over (``k_groups`` for grid 2,
+    no search, fused: ``k_groups_2_0_1``); apply it under ``numba.njit``.
+
+    numba names a compiled function by its qualified name and a counter of the process that
+    compiles it, and links a cached kernel's callees by those names. Two processes that each
+    compiled one grid's variant first cached two different functions under one symbol, and a
+    process loading both from the cache ran the first one's code for the second: wrong numbers,
+    with no error (tests/test_kernel_variants.py). A name per variant keeps their symbols (and
+    their cache index files) apart."""
+    suffix = "_".join(str(int(v)) for v in values)
+
+    def rename(fn: Any) -> Any:
+        fn.__name__ = f"{fn.__name__}_{suffix}"
+        fn.__qualname__ = f"{fn.__qualname__}_{suffix}"
+        return fn
+
+    return rename

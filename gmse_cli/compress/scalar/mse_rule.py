@@ -24,7 +24,7 @@ from gmse_cli.compress.scalar.scales import (
     store_local_reference,
     zero_point_reference,
 )
-from gmse_cli.kernel_cache import numba
+from gmse_cli.kernel_cache import numba, variant
 
 # The mse rule's clipping ratios: a coarse pass 1.00, 0.99, ..., 0.20, then a fine pass of
 # steps of 0.001 around the best coarse ratio (GPTQ searches the same range in 100 steps).
@@ -164,6 +164,7 @@ def mse_ratio_for(grid, xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):
 @functools.cache
 def _mse_ratio_kernel(grid: int):
     @numba.njit(cache=True)
+    @variant(grid)
     def k_mse_ratio_on(xs, ms, has_mask, amax, lo, hi, st, gr, gmax, sq, idx):  # pragma: no cover - compiled
         return k_mse_ratio(xs, ms, has_mask, amax, lo, hi, st, grid, gr, gmax, sq, idx)
 
@@ -192,6 +193,7 @@ def tensor_errors_kernel(grid: int):
     (one kernel per grid, each cached on disk)."""
 
     @numba.njit(cache=True, parallel=True)
+    @variant(grid)
     def k_tensor_errors(x, mask, has_mask, scales, zs, gr):
         """Squared error of the whole tensor for each candidate (scale, zero point): rows in
         parallel, then each candidate's row sums added in row order (the reference's order)."""

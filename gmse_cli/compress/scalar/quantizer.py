@@ -50,7 +50,7 @@ from gmse_cli.compress.scalar.scales import (
     zero_point_reference,
 )
 from gmse_cli.errors import DataError, SpecError
-from gmse_cli.kernel_cache import numba
+from gmse_cli.kernel_cache import numba, variant
 from gmse_cli.spec import Quantize, ScaleStats
 
 
@@ -136,6 +136,7 @@ def groups_kernel(grid: int, search: bool, fused: bool):
     one kernel cost every first run 14 s of CPU)."""
 
     @numba.njit(cache=True, parallel=True)
+    @variant(grid, search, fused)
     def k_groups(x, mask, has_mask, out, g, rule, constant, st, st_measure, gmax, gr, stats, ratio):
         """Per group: statistics and (``search``) the mse clipping ratio; if ``fused``, also the
         stored scales, and the row is rounded right after, while it is still in cache

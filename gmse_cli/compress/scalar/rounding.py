@@ -19,7 +19,7 @@ from numba.extending import overload
 from gmse_cli.compress.fpcast import k_fp_round
 from gmse_cli.compress.grids import fp_round_reference
 from gmse_cli.compress.scalar.plans import ASYM, FP, FULL, MIDRISE, SIGNED, TABLE, TABLE32, Plan
-from gmse_cli.kernel_cache import numba
+from gmse_cli.kernel_cache import numba, variant
 
 SUM_BLOCK = 16  # squared errors added between two checks of the bound
 
@@ -226,6 +226,7 @@ def write_row_for(grid, xs, ms, has_mask, os, g, scales, deq, zs, gr):
 @functools.cache
 def _write_row_kernel(grid: int):
     @numba.njit(cache=True)
+    @variant(grid)
     def k_write_row_on(xs, ms, has_mask, os, g, scales, deq, zs, gr):  # pragma: no cover - compiled
         k_write_row(xs, ms, has_mask, os, g, scales, deq, zs, grid, gr)
 
@@ -257,6 +258,7 @@ def write_groups_kernel(grid: int):
     per grid, each cached on disk: a format compiles its own grid's loop only)."""
 
     @numba.njit(cache=True, parallel=True)
+    @variant(grid)
     def k_write_groups(x, mask, has_mask, out, g, scales, deq, zs, gr):
         for i in numba.prange(x.shape[0]):
             write_row_for(
