@@ -110,11 +110,12 @@ def save_codebook(
             np.save(buffer, cb, allow_pickle=False)
             data = buffer.getvalue()
             info = info.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()})
-            # 0644: mkstemp's 0600 would hide a shared cache from other users. Two processes
-            # computing the same codebook both leave a complete one.
-            write_atomic(path, data, mode=0o644)
+            # The umask's mode (write_atomic), as every file uscl makes (forced 0644, a group's
+            # cache under umask 002 was not group-writable, a private one under 077 was
+            # world-readable). Two processes computing the same codebook both leave a complete one.
+            write_atomic(path, data)
         path = directory / f"{stem}.json"
-        write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
+        write_atomic(path, info.model_dump_json(indent=2).encode())
     except OSError as exc:  # one line naming the file ('a write failed' named none)
         # space is the fix only for a full disk; a folder in the way or a read-only cache is not
         space = "free some space, or " if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
@@ -197,7 +198,7 @@ def _stamped(path: Path, info: CodebookInfo, digest: str) -> CodebookInfo:
     docstring); a cache that cannot be written keeps the old record."""
     info = info.model_copy(update={"sha256": digest})
     try:
-        write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
+        write_atomic(path, info.model_dump_json(indent=2).encode())
     except OSError:
         pass
     return info
