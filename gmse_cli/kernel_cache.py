@@ -108,26 +108,21 @@ def _data_or_missing(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-_told_unsaved = False
-
-
 def _saved_or_noted(method: Callable[..., Any]) -> Callable[..., Any]:
     """numba's cache-file ``save``, with a write that fails (a full disk, a quota, a cache folder
     another user owns) told once per process in a note: the kernel is compiled and runs, it is
     just not kept. numba raised it out of the compilation, so the command failed ('a write
-    failed: no space left on device', exit 2) for want of a cache."""
+    failed: no space left on device', exit 2) for want of a cache. One note a process, for all
+    caches (:func:`~gmse_cli.progress.cache_note`)."""
     def call(self: Any, *args: Any) -> Any:
-        global _told_unsaved
         try:
             return method(self, *args)
         except OSError as exc:
-            if not _told_unsaved:
-                _told_unsaved = True
-                from gmse_cli.progress import note
+            from gmse_cli.progress import cache_note
 
-                folder = os.path.dirname(getattr(self, "_index_path", "") or "") or "numba's cache"
-                note(f"cannot keep compiled kernels in '{folder}': {(exc.strerror or str(exc)).lower()}; "
-                     "they are compiled again on each run until then")
+            folder = os.path.dirname(getattr(self, "_index_path", "") or "") or "numba's cache"
+            cache_note(f"cannot keep compiled kernels in '{folder}': {(exc.strerror or str(exc)).lower()}; "
+                       "they are compiled again on each run until then")
             return None
 
     call.__wrapped__ = method  # type: ignore[attr-defined]

@@ -23,9 +23,9 @@ import conftest  # noqa: F401  (the session's private caches)
 import numpy as np
 import pytest
 
-from gmse_cli import kernel_cache, memo
+from gmse_cli import memo, progress
 from gmse_cli.atomic import check_output_path, staging_folder, write_atomic
-from gmse_cli.compress.vq.store import CodebookInfo, save_codebook
+from gmse_cli.compress.vq.store import CodebookInfo, keep_codebook, save_codebook
 from gmse_cli.gmse import cache as gmse_cache
 from gmse_cli.gmse.stored import StoredGmse
 
@@ -51,6 +51,11 @@ def _stored(key: str) -> StoredGmse:
                       seed=0, algorithms={})
 
 
+def _info() -> CodebookInfo:
+    return CodebookInfo(kind="gaussian", dim=2, index_bits=1, codewords=2, scale_constant=1.0, mse=0.5,
+                        mse_samples=10, seed=0)
+
+
 @pytest.mark.parametrize("mask", [0o077, 0o022, 0o002], ids=["077", "022", "002"])
 def test_cache_entries_take_the_umask_mode(tmp_path, monkeypatch, umask, mask):
     # They were forced 0644: a group's cache under umask 002 got entries the group could not
@@ -67,9 +72,7 @@ def test_cache_entries_take_the_umask_mode(tmp_path, monkeypatch, umask, mask):
     assert _mode(folder / "k1.json") == expected
     books = tmp_path / "codebooks"
     books.mkdir()
-    info = CodebookInfo(kind="gaussian", dim=2, index_bits=1, codewords=2, scale_constant=1.0, mse=0.5,
-                        mse_samples=10, seed=0)
-    save_codebook("cb", np.zeros((2, 2), np.float32), info, directory=books)
+    save_codebook("cb", np.zeros((2, 2), np.float32), _info(), directory=books)
     assert {p.name: _mode(p) for p in books.iterdir()} == {"cb.npy": expected, "cb.json": expected}
 
 
@@ -253,10 +256,15 @@ def test_a_full_disk_under_numbas_cache_costs_a_note_not_the_answer(tmp_path, mo
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(caching.IndexDataCacheFile, "_save_index", full)
-    monkeypatch.setattr(kernel_cache, "_told_unsaved", False)
+    progress.clear_cache_note()
     assert module.twice(21) == 42
     assert module.twice(1.5) == 3.0  # a second kernel, a second failed save: no second note
+    # and another cache failing on the same full disk adds no second note
+    monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(os, "replace", full)
+    keep_codebook("cb", np.zeros((2, 2), np.float32), _info())
     notes = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    progress.clear_cache_note()
     assert len(notes) == 1 and "no space left on device" in notes[0], notes
 
 

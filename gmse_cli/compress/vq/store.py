@@ -29,7 +29,7 @@ from gmse_cli.atomic import sweep_cache_folder, write_atomic
 from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import read_cache_bytes
-from gmse_cli.progress import note
+from gmse_cli.progress import cache_note, clear_cache_note, note
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -155,22 +155,16 @@ def load_codebook(
     return cb, info
 
 
-_told_unkept = False
-
-
 def _note_unkept(exc: CacheError) -> None:
     """Say once per process that codebooks are not kept (the cache cannot be used): the command
-    answers with the codebook it holds in memory, as every other cache degrades to no cache."""
-    global _told_unkept
-    if not _told_unkept:
-        _told_unkept = True
-        note(f"{exc}; codebooks are computed again on each run until then")
+    answers with the codebook it holds in memory, as every other cache degrades to no cache
+    (:func:`~gmse_cli.progress.cache_note`: no second note where numba's cache failed too)."""
+    cache_note(f"{exc}; codebooks are computed again on each run until then")
 
 
 def clear_unkept_note() -> None:
     """Let the next cache failure say so again (:func:`~gmse_cli.compress.vq.codebooks.clear_caches`)."""
-    global _told_unkept
-    _told_unkept = False
+    clear_cache_note()
 
 
 def cached_codebook(stem: str, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:
