@@ -274,3 +274,24 @@ def test_check_output_path_leaves_a_writable_file_alone(tmp_path):
     path.chmod(0o640)
     assert check_output_path(path, what="law file", error=ValueError) == path
     assert _mode(path) == 0o640 and path.read_text() == "x"
+
+
+def test_a_kernel_index_lock_another_user_made_still_locks(tmp_path):
+    # numba's index lock beside a group's shared kernel cache, 0644 from another user: the save
+    # ran unlocked, open to the mixed-up index the lock is there to prevent.
+    index = tmp_path / "kernel.nbi"
+    lock = tmp_path / "kernel.nbi.lock"
+    lock.write_text("")
+    lock.chmod(0o444)
+    done = _as_another_user("""
+        import fcntl, sys
+        from gmse_cli.kernel_cache import index_lock
+        with index_lock(sys.argv[1], exclusive=True):
+            other = open(sys.argv[1] + ".lock")
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                print("unlocked")
+            except BlockingIOError:
+                print("locked")
+        """, tmp_path, str(index))
+    assert done.stdout.split() == ["locked"], done.stderr
