@@ -29,7 +29,7 @@ from gmse_cli.sigterm import sigterm_unwinds
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
            "sweep_cache_folder", "remove_stale_folders", "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS", "ON_WINDOWS",
-           "windows_name_problem", "may_replace"]
+           "windows_name_problem", "may_replace", "new_file_mode"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
@@ -77,6 +77,12 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def new_file_mode() -> int:
+    """The permissions the umask gives a new file (0o666 less the umask): for a file a library
+    makes with its own mode (safetensors' 0600) that uscl then sets as any new file's."""
+    return 0o666 & ~_umask()
 
 
 def staging_folder(parent: str | Path, *, prefix: str) -> Path:

@@ -19,7 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import conftest  # noqa: F401  (the session's private caches)
+import conftest
 import numpy as np
 import pytest
 
@@ -295,3 +295,16 @@ def test_a_kernel_index_lock_another_user_made_still_locks(tmp_path):
                 print("locked")
         """, tmp_path, str(index))
     assert done.stdout.split() == ["locked"], done.stderr
+
+
+@pytest.mark.parametrize("mask", [0o077, 0o002], ids=["077", "002"])
+def test_a_checkpoints_files_take_the_umask_mode(tmp_path, umask, mask):
+    # safetensors made model.safetensors and optimizer.safetensors 0600 whatever the umask:
+    # a group sharing checkpoints read their state.json but not their weights.
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    umask(mask)
+    step = conftest.tiny_checkpoint(tmp_path / "run")
+    modes = {p.name: _mode(p) for p in step.iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~mask}, modes
+    assert _mode(step) == 0o777 & ~mask
