@@ -10,6 +10,7 @@ name older than :data:`STALE_TEMPORARY_SECONDS` (the folder is listed once an ho
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -28,7 +29,7 @@ from gmse_cli.sigterm import sigterm_unwinds
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
            "sweep_cache_folder", "remove_stale_folders", "MIN_FREE_BYTES", "STALE_TEMPORARY_SECONDS", "ON_WINDOWS",
-           "windows_name_problem"]
+           "windows_name_problem", "may_replace", "new_file_mode"]
 
 MIN_FREE_BYTES = 1 << 20
 """An output's folder needs at least this much free space (1 MiB) where the file system says."""
@@ -78,13 +79,30 @@ def _umask() -> int:
     return mask
 
 
+def new_file_mode() -> int:
+    """The permissions the umask gives a new file (0o666 less the umask): for a file a library
+    makes with its own mode (safetensors' 0600) that uscl then sets as any new file's."""
+    return 0o666 & ~_umask()
+
+
 def staging_folder(parent: str | Path, *, prefix: str) -> Path:
     """A new empty folder in ``parent`` to fill and rename into place, with the permissions any
     new folder gets under the umask (mkdtemp alone makes it 0700: a kept model or a shared token
     cache that only its writer can open)."""
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(folder, 0o777 & ~_umask())
+    # the setgid bit a group's shared folder passes to a new folder stays (chmod alone cleared
+    # it: files in a checkpoint then took each writer's own group, not the shared one)
+    os.chmod(folder, (0o777 & ~_umask()) | (folder.stat().st_mode & stat.S_ISGID))
     return folder
+
+
+def may_replace(path: str | Path) -> None:
+    """Raise PermissionError unless this user may write the existing file ``path``. A rename
+    needs only the folder's permission, so a file another user owns and this one may not write
+    (0644 in a group's shared folder) was replaced anyway: taken over, the owner then locked
+    out of it. As root (who may write anything) this never raises."""
+    if os.path.isfile(path) and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
 
 
 def check_output_path(
@@ -124,6 +142,8 @@ def check_output_path(
             raise error(f"cannot write {what} '{path}': it is a folder (name a file)")
         if not folder and info is not None and not stat.S_ISREG(info.st_mode):
             raise error(f"cannot write {what} '{path}': it is a device or a pipe, not a regular file")
+        if not folder and info is not None:
+            may_replace(target)  # a file this user may not write: refused now, not after the work
         parent = path if folder else target.parent
         # missing folders are made on the way to the path given, not to a link's target: a link whose
         # target folder is gone is refused now, not after the work
@@ -339,7 +359,9 @@ def write_atomic(
     """Write ``data`` (bytes, or a function writing to a binary handle) to ``path`` atomically.
 
     ``mode``: the new file's permissions; default: a replaced file keeps its own, a new one gets
-    the umask's default (mkstemp alone would make it 0600). ``durable=False`` skips the two
+    the umask's default (mkstemp alone would make it 0600); a replaced file keeps its group too
+    where this user is in it, and one this user may not write is refused (PermissionError,
+    :func:`may_replace`), never taken over. ``durable=False`` skips the two
     fsyncs (a few ms each): for caches, whose readers treat a file a crash left empty or
     damaged as a miss. Raises :class:`OSError`; the caller names the file in its message.
     Once the target is in place, temporary files of it that a killed writer left an hour or
@@ -353,11 +375,20 @@ def write_atomic(
     if path.exists() and not path.is_file():
         # Replacing a device node or a FIFO with a regular file would be a silent loss.
         raise OSError(errno.EEXIST, "not a regular file", str(path))
+    may_replace(path)
+    old = path.stat() if path.exists() else None
     if mode is None:
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+        mode = old.st_mode & 0o7777 if old is not None else 0o666 & ~_umask()
     with sigterm_cleans_up():
         fd, tmp = tempfile.mkstemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
         try:
+            if old is not None and hasattr(os, "fchown") and old.st_gid != os.fstat(fd).st_gid:
+                # a replaced file keeps its group where this user is in it (a shared results
+                # file in a folder without the setgid bit took the writer's own group, and its
+                # group-write bit then no longer let the group write it); before the chmod
+                # (a chown may clear the setgid bit)
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, -1, old.st_gid)
             if hasattr(os, "fchmod"):  # not on Windows before Python 3.13: chmod by name below
                 os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:

@@ -52,6 +52,12 @@ def index_lock(index_path: str, *, exclusive: bool) -> Iterator[None]:
         return
     try:
         fd = os.open(f"{index_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except PermissionError:  # another user's (a group's shared cache): flock takes a read-only file too
+        try:
+            fd = os.open(f"{index_path}.lock", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            yield
+            return
     except OSError:  # no such folder yet (numba makes it when saving), read-only: run unlocked
         yield
         return
@@ -108,6 +114,27 @@ def _data_or_missing(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def _saved_or_noted(method: Callable[..., Any]) -> Callable[..., Any]:
+    """numba's cache-file ``save``, with a write that fails (a full disk, a quota, a cache folder
+    another user owns) told once per process in a note: the kernel is compiled and runs, it is
+    just not kept. numba raised it out of the compilation, so the command failed ('a write
+    failed: no space left on device', exit 2) for want of a cache. One note a process, for all
+    caches (:func:`~gmse_cli.progress.cache_note`)."""
+    def call(self: Any, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except OSError as exc:
+            from gmse_cli.progress import cache_note
+
+            folder = os.path.dirname(getattr(self, "_index_path", "") or "") or "numba's cache"
+            cache_note(f"cannot keep compiled kernels in '{folder}': {(exc.strerror or str(exc)).lower()}; "
+                       "they are compiled again on each run until then")
+            return None
+
+    call.__wrapped__ = method  # type: ignore[attr-defined]
+    return call
+
+
 _process_folder: str | None = None
 
 
@@ -148,7 +175,7 @@ def _install() -> None:
     cache_file = getattr(caching, "IndexDataCacheFile", None)
     if cache_file is None or getattr(cache_file, "_uscl_locked", False):
         return  # another numba layout (nothing to wrap), or wrapped already
-    cache_file.save = _locked(cache_file.save, exclusive=True)
+    cache_file.save = _saved_or_noted(_locked(cache_file.save, exclusive=True))
     cache_file.load = _locked(cache_file.load, exclusive=False)
     if hasattr(cache_file, "_load_index") and hasattr(cache_file, "_load_data"):
         cache_file._load_index = _index_or_empty(cache_file._load_index)

@@ -51,7 +51,7 @@ def remembered(namespace: str, key: str, compute: Callable[[], float]) -> float:
         pass
     value = compute()
     try:
-        write_atomic(path, json.dumps({"key": key, "value": value}).encode(), mode=0o644, durable=False)
+        write_atomic(path, json.dumps({"key": key, "value": value}).encode(), durable=False)
     except OSError:
         pass
     return value

@@ -350,6 +350,25 @@ def note(message: str) -> None:
     stderr_console().print(f"[yellow]note:[/] {_escape(message)}", highlight=False)
 
 
+_cache_noted = False
+
+
+def cache_note(message: str) -> None:
+    """:func:`note` that a cache cannot be kept (a full disk, a read-only folder), the first a
+    process gives: a cache only saves time, so one line says so; another cache failing on the
+    same full disk (numba's kernels and the codebooks, say) adds none."""
+    global _cache_noted
+    if not _cache_noted:
+        _cache_noted = True
+        note(message)
+
+
+def clear_cache_note() -> None:
+    """Let the next :func:`cache_note` be said again."""
+    global _cache_noted
+    _cache_noted = False
+
+
 def info(message: str) -> None:
     """One plain line on stderr (what a long command is doing, where it wrote)."""
     stderr_console().print(visible(message), highlight=False, markup=False)

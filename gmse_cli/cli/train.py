@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.options import one_output, renamed
         from gmse_cli.errors import TrainError
         from gmse_cli.limits import MAX_THREADS
-        from gmse_cli.training.results import finished_keys
+        from gmse_cli.training.results import check_appendable, finished_keys
         from gmse_cli.training.sweep import expand_sweep, plan_sweep, plan_vocab
 
         quiet_foreign_loggers()
@@ -131,6 +131,7 @@ def register(app: typer.Typer) -> None:
             split_batch(cfg, processes)
         # Every output is checked before anything trains: a run is never lost to an unwritable --out.
         out = check_output_path(out, what="results file", error=TrainError, parents=True)
+        check_appendable(out)  # its lock file too (another user's, read-only, opens for the lock)
         finished = finished_keys(out)  # also rejects a results file that is not JSON lines
         ckpt_root = user_path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
         models_root = None

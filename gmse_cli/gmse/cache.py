@@ -38,7 +38,8 @@ def read_cached(key: str) -> StoredGmse | None:
 
 
 def write_cached(entry: StoredGmse) -> None:
-    """Store ``entry`` under its key (0644: a shared cache stays readable by other users).
+    """Store ``entry`` under its key, with the umask's mode as every file uscl makes (it was forced
+    0644: not group-writable in a group's cache under umask 002, world-readable under 077).
 
     A cache that cannot be written (a read-only home, a full disk) costs speed, not
     correctness: the entry is then simply not stored. Not fsync'd (``uscl gmse --all
@@ -49,6 +50,6 @@ def write_cached(entry: StoredGmse) -> None:
         path = gmse_cache_dir() / f"{entry.key}.json"
         if path.is_file() and path.read_bytes() == data:
             return
-        write_atomic(path, data, mode=0o644, durable=False)
+        write_atomic(path, data, durable=False)
     except OSError:
         pass

@@ -28,7 +28,13 @@ from typing import Any
 
 import torch
 
-from gmse_cli.atomic import fsync_dir, remove_stale_folders, staging_folder, write_atomic
+from gmse_cli.atomic import (
+    fsync_dir,
+    new_file_mode,
+    remove_stale_folders,
+    staging_folder,
+    write_atomic,
+)
 from gmse_cli.errors import DataError, TrainError
 
 __all__ = [
@@ -95,7 +101,9 @@ def _split_key(key: str) -> tuple[int | str, str]:
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, **kwargs: Any) -> None:
     """safetensors' ``save_file``, with its I/O failures raised as the OSError they are: it
     reports a full disk as its own SafetensorError ('I/O error: ... (os error 28)'), which got
-    past the clean error of :func:`_staged_folder` as a traceback."""
+    past the clean error of :func:`_staged_folder` as a traceback. The file gets the umask's
+    mode, as every file uscl makes: safetensors makes it 0600, so a group sharing checkpoints
+    or kept models (umask 002) could not read the weights beside their readable config."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
@@ -106,6 +114,7 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, **kwargs: Any) -
         if code is None:
             raise
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+    os.chmod(path, new_file_mode())
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError
 
@@ -41,6 +41,7 @@ __all__ = [
     "TokenizerIdentity",
     "RunRecord",
     "append_record",
+    "check_appendable",
     "load_records",
     "finished_keys",
 ]
@@ -163,8 +164,33 @@ def _locked(path: Path) -> Iterator[None]:
     if not locks.AVAILABLE:
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a+") as lock, locks.held(lock):
+    with _open_lock(path) as lock, locks.held(lock):
         yield
+
+
+def _open_lock(path: Path) -> IO[str]:
+    """The results file's lock file, made if absent; read-only where this user may not write it
+    (flock takes a read-only file too): one another user made 0644 beside a group-writable
+    results file failed the append, after the training."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        return open(lock, "a+")
+    except PermissionError:
+        return open(lock)
+
+
+def check_appendable(path: str | Path) -> None:
+    """Raise DataError (one line) unless a run can be appended to the results file ``path``: run
+    before any training, after :func:`~gmse_cli.atomic.check_output_path` (the file itself and
+    its folder). Checks what it alone does not: the lock file beside it opens."""
+    path = Path(path)
+    if not locks.AVAILABLE or not path.with_name(path.name + ".lock").exists():
+        return  # made by the first append, in a folder already checked
+    try:
+        _open_lock(path).close()
+    except OSError as exc:
+        raise DataError(f"cannot append to results file {path}: its lock file "
+                        f"{path.name}.lock: {(exc.strerror or str(exc)).lower()} (choose another path)") from None
 
 
 def append_record(path: str | Path, record: RunRecord) -> bool:

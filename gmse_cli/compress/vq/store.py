@@ -29,7 +29,7 @@ from gmse_cli.atomic import sweep_cache_folder, write_atomic
 from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import read_cache_bytes
-from gmse_cli.progress import note
+from gmse_cli.progress import cache_note, clear_cache_note, note
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -110,11 +110,12 @@ def save_codebook(
             np.save(buffer, cb, allow_pickle=False)
             data = buffer.getvalue()
             info = info.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()})
-            # 0644: mkstemp's 0600 would hide a shared cache from other users. Two processes
-            # computing the same codebook both leave a complete one.
-            write_atomic(path, data, mode=0o644)
+            # The umask's mode (write_atomic), as every file uscl makes (forced 0644, a group's
+            # cache under umask 002 was not group-writable, a private one under 077 was
+            # world-readable). Two processes computing the same codebook both leave a complete one.
+            write_atomic(path, data)
         path = directory / f"{stem}.json"
-        write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
+        write_atomic(path, info.model_dump_json(indent=2).encode())
     except OSError as exc:  # one line naming the file ('a write failed' named none)
         # space is the fix only for a full disk; a folder in the way or a read-only cache is not
         space = "free some space, or " if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
@@ -154,22 +155,16 @@ def load_codebook(
     return cb, info
 
 
-_told_unkept = False
-
-
 def _note_unkept(exc: CacheError) -> None:
     """Say once per process that codebooks are not kept (the cache cannot be used): the command
-    answers with the codebook it holds in memory, as every other cache degrades to no cache."""
-    global _told_unkept
-    if not _told_unkept:
-        _told_unkept = True
-        note(f"{exc}; codebooks are computed again on each run until then")
+    answers with the codebook it holds in memory, as every other cache degrades to no cache
+    (:func:`~gmse_cli.progress.cache_note`: no second note where numba's cache failed too)."""
+    cache_note(f"{exc}; codebooks are computed again on each run until then")
 
 
 def clear_unkept_note() -> None:
     """Let the next cache failure say so again (:func:`~gmse_cli.compress.vq.codebooks.clear_caches`)."""
-    global _told_unkept
-    _told_unkept = False
+    clear_cache_note()
 
 
 def cached_codebook(stem: str, with_array: bool) -> tuple[np.ndarray | None, CodebookInfo] | None:
@@ -197,7 +192,7 @@ def _stamped(path: Path, info: CodebookInfo, digest: str) -> CodebookInfo:
     docstring); a cache that cannot be written keeps the old record."""
     info = info.model_copy(update={"sha256": digest})
     try:
-        write_atomic(path, info.model_dump_json(indent=2).encode(), mode=0o644)
+        write_atomic(path, info.model_dump_json(indent=2).encode())
     except OSError:
         pass
     return info
