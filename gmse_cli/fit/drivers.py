@@ -56,6 +56,7 @@ import numpy as np
 
 from gmse_cli.errors import FitError, list_of
 from gmse_cli.fit.design import (
+    canonical_order,
     check_one_format_per_scheme,
     validate_options,
 )
@@ -139,6 +140,12 @@ def fit(
     if not runs:
         raise FitError("fit got no runs (an empty list): there is nothing to fit")
     runs, pooled = pool_spellings(runs)
+    # Fit the runs in the order of what they are, not of where their files put them: every sum
+    # (the objective, its gradient), every optimizer path and every first-appearance list
+    # (schemes, held-out groups) then sees one order, so reordering a runs file (or the files)
+    # gives the same numbers bit for bit, even where the optimum is flat.
+    order = canonical_order(runs)
+    given, runs = runs, [runs[i] for i in order]
     check_one_format_per_scheme(runs)
     data_files = [printable_path(f) for f in data_files]  # shown in the law and the JSON
     prior_spec = resolve_prior(prior)
@@ -164,6 +171,7 @@ def fit(
         else:
             result = fit_loss_model(runs, model=model, sensitivity=sensitivity, weigh_schemes=weigh_schemes,
                                     **options).result
+    result = _in_given_order(result, given, order)
     if pooled:
         result = result.model_copy(update={"notes": result.notes + pooled})
     if outside:
@@ -173,6 +181,36 @@ def fit(
             f"{outside} runs quantize activations without a rotation or sparsify them, outside the law's validated "
             f"domain; {what}"]})
     return result
+
+
+def _in_given_order(result: FitResult, given: Sequence[Run], order: np.ndarray) -> FitResult:
+    """``result`` (fitted on ``given`` reordered by ``order``) with its per-run residuals in the
+    order the runs were given, and its per-scheme lists (capacities, held-out entries, drift
+    schemes) in the order their schemes first appear there: only the listing follows the file,
+    never a number."""
+    first: dict[str, int] = {}
+    for i, run in enumerate(given):
+        first.setdefault(run.scheme, i)
+
+    def scheme_key(schemes: Sequence[str]) -> int:
+        return min((first.get(s, len(given)) for s in schemes), default=len(given))
+
+    update: dict[str, object] = {
+        "capacities": sorted(result.capacities, key=lambda c: scheme_key([c.scheme])),
+    }
+    if len(result.residuals) == len(given):
+        at = np.empty(len(order), dtype=int)
+        at[order] = np.arange(len(order))  # where each given run sits in the fitted order
+        update["residuals"] = [result.residuals[k] for k in at]
+    for split in ("heldout_schemes", "heldout_groups", "heldout_scales"):
+        report = getattr(result, split)
+        if report is not None:
+            entries = sorted(report.entries, key=lambda e: scheme_key(e.schemes))
+            update[split] = report.model_copy(update={"entries": entries})
+    if result.drift is not None:
+        schemes = sorted(result.drift.schemes, key=lambda d: scheme_key([d.scheme]))
+        update["drift"] = result.drift.model_copy(update={"schemes": schemes})
+    return result.model_copy(update=update)
 
 
 def _checked_runs(runs: object) -> list[Run]:
