@@ -13,7 +13,7 @@ from gmse_cli.errors import DataError, SpecError
 from gmse_cli.inputs import parse_nested, strict_json
 from gmse_cli.runs.fields import check_spec, number, read_text
 from gmse_cli.runs.model import Run, RunsWarning, check_run_numbers, scheme_name
-from gmse_cli.schema.versions import RESULTS_SCHEMA_VERSION, newer_schema
+from gmse_cli.schema.versions import RESULTS_SCHEMA_VERSION, bad_schema
 from gmse_cli.spec import Family, Format
 
 __all__ = ["load_train_jsonl", "run_from_record"]
@@ -98,7 +98,10 @@ def run_from_record(rec: Any, where: str, source: str) -> Run | None:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object per run, got {type(rec).__name__}")
     if "run_key" in rec or "uscl_version" in rec:  # uscl train's record: its fields may mean more later
-        newer = newer_schema(rec.get("schema_version"), RESULTS_SCHEMA_VERSION, f"{where}: the run record")
+        # the one refusal train's own reader gives (training.results.load_records): a version
+        # that is no integer (2.0, "1", 0) was read as if it were 1
+        newer = (bad_schema(rec["schema_version"], RESULTS_SCHEMA_VERSION, f"{where}: the run record")
+                 if "schema_version" in rec else None)
         if newer:
             raise DataError(newer)
     status = rec.get("status")
