@@ -7,6 +7,8 @@ stderr and exit code 2; anything else is a bug and exits 1 with a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "UsclError",
     "SpecError",
@@ -24,6 +26,8 @@ __all__ = [
     "more_likewise",
     "bad_value",
     "closest",
+    "nearest_name",
+    "one_of",
 ]
 
 
@@ -46,9 +50,9 @@ def list_of(items: object, kind: type, error: type[Exception], takes: str) -> li
     return items
 
 
-def closest(typed: object, choices: list[str]) -> str:
-    """'; did you mean 'rho'?' for a ``typed`` name that is none of ``choices``, or '' where none
-    is close: the one choice it starts ('quant' -> 'quantization'), else the nearest by
+def nearest_name(typed: object, choices: Sequence[str]) -> str | None:
+    """The choice a ``typed`` name that is none of ``choices`` most likely meant, or None where
+    none is close: the one choice it starts ('quant' -> 'quantization'), else the nearest by
     :func:`difflib.get_close_matches`, either compared in lower case."""
     import difflib
 
@@ -56,7 +60,23 @@ def closest(typed: object, choices: list[str]) -> str:
     lowered = {c.lower(): c for c in choices}
     started = [c for low, c in lowered.items() if text and low.startswith(text)]
     found = started if len(started) == 1 else [lowered[c] for c in difflib.get_close_matches(text, list(lowered), n=1)]
-    return f"; did you mean '{found[0]}'?" if found else ""
+    return found[0] if found else None
+
+
+def closest(typed: object, choices: Sequence[str]) -> str:
+    """'; did you mean 'rho'?' for a ``typed`` name that is none of ``choices`` (:func:`nearest_name`),
+    or '' where none is close."""
+    found = nearest_name(typed, choices)
+    return f"; did you mean '{found}'?" if found else ""
+
+
+def one_of(value: str, choices: Sequence[str], option: str, error: type[Exception]) -> str:
+    """``value`` of ``option`` as the one of ``choices`` (lower-case names) it names in any case
+    (names uscl defines are read in any case, README), or ``error``: one line listing them, with
+    the nearest (``--model 'unifed' is not one of ...; did you mean 'unified'?``)."""
+    if (name := value.strip().lower()) in choices:
+        return name
+    raise error(f"{option} '{value}' is not one of {', '.join(choices)}{closest(value, choices)}")
 
 
 def more_likewise(rest: int, noun: str = "") -> str:

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.console import drawing, err_console, wrote
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
-        from gmse_cli.errors import DataError, FitError
+        from gmse_cli.errors import DataError, FitError, one_of
         from gmse_cli.figures import check_plot_path
         from gmse_cli.fit import MODELS, fit
         from gmse_cli.inputs import existing_files, printable_path
@@ -97,12 +97,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.runs import exclude_worst as drop_worst
 
         one_output(json_out, csv_out)
-        if model.strip().lower() in MODELS:  # names uscl defines are read in any case (README)
-            model = model.strip().lower()
-        else:
-            from gmse_cli.errors import closest
-
-            raise FitError(f"--model '{model}' is not one of {', '.join(MODELS)}{closest(model, list(MODELS))}")
+        model = one_of(model, MODELS, "--model", FitError)
         if out is not None and model in ("decoupled", "kumar"):
             raise FitError(f"--out writes a law with capacity curves; a {model} fit has none (use --model unified or capacity)")
         read = [*files, *existing_files(law)]  # --law FILE is read too: no output may replace it
@@ -140,14 +135,12 @@ def register(app: typer.Typer) -> None:
             base_law = load_law(law)
         # A bar on stderr (with --json too): a bootstrap or the Chinchilla points take seconds; the
         # held-out refits' own bar joins it as a row. In a log file, both are a few whole lines.
-        show_progress = True
         with status(f"fitting {model} law to {len(runs)} runs"
-                    + (f", {bootstrap} bootstrap refits" if bootstrap else "") + " ...",
-                    enabled=show_progress):
+                    + (f", {bootstrap} bootstrap refits" if bootstrap else "") + " ..."):
             result = fit(runs, model=model, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, fixed=fixed,
                          base_law=base_law, data_files=[str(f) for f in files], prior=prior,
                          fit_outside=fit_outside, weigh_schemes=weigh_schemes, loso=heldout,
-                         progress=show_progress)
+                         progress=True)
         if (problem := result.law_problem()) is not None:
             raise FitError(problem)
         if copies:

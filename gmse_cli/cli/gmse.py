@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         """
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
-        from gmse_cli.errors import SpecError
+        from gmse_cli.errors import SpecError, one_of
         from gmse_cli.gmse import SampleBank, backend_names, estimate_gmse
         from gmse_cli.spec import catalog, resolve_format
 
@@ -55,13 +55,7 @@ def register(app: typer.Typer) -> None:
             names = list(catalog()) + names
         if not names:
             raise SpecError("name at least one format, or pass --all for the whole catalog")
-        if backend.strip().lower() in backend_names():  # names uscl defines are read in any case (README)
-            backend = backend.strip().lower()
-        else:
-            from gmse_cli.errors import closest
-
-            names = list(backend_names())
-            raise SpecError(f"--backend '{backend}' is not one of {', '.join(names)}{closest(backend, names)}")
+        backend = one_of(backend, backend_names(), "--backend", SpecError)
         method = "auto" if exact is None else ("exact" if exact else "monte-carlo")
         resolved = [resolve_format(n) for n in names]
         reference = resolve_format(vs) if vs else None

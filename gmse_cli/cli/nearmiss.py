@@ -8,7 +8,6 @@ none; ``uscl rank --data``, mse's and train's, got "Possible options: --act, --d
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import re
 from typing import Any
@@ -35,10 +34,12 @@ def usage_message(exc: Any) -> str:
 
 
 def _command_hint(typed: str, names: list[str]) -> str:
-    """' Did you mean 'rank'?' for 'RANK' (compared in lower case, as click compares as typed)."""
-    lowered = {name.lower(): name for name in names}
-    close = difflib.get_close_matches(typed.lower(), list(lowered), n=1)
-    return f" Did you mean '{lowered[close[0]]}'?" if close else ""
+    """' Did you mean 'rank'?' for 'RANK' (compared in lower case, where click compares as typed:
+    :func:`~gmse_cli.errors.nearest_name`, the hint every other near miss gets)."""
+    from gmse_cli.errors import nearest_name
+
+    close = nearest_name(typed, names)
+    return f" Did you mean '{close}'?" if close else ""
 
 
 def _other_commands_hint(option: str, here: str) -> str:

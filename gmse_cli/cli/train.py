@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.atomic import check_output_path
         from gmse_cli.cli.console import quiet_foreign_loggers
         from gmse_cli.cli.options import one_output, renamed
-        from gmse_cli.errors import TrainError
+        from gmse_cli.errors import TrainError, one_of
         from gmse_cli.limits import MAX_THREADS
         from gmse_cli.training.results import check_appendable, finished_keys
         from gmse_cli.training.sweep import expand_sweep, plan_sweep, plan_vocab
@@ -102,13 +102,7 @@ def register(app: typer.Typer) -> None:
             import torch
 
             torch.set_num_threads(threads)
-        launchers = ["local", "torchrun", "slurm"]
-        if launcher.strip().lower() in launchers:  # names uscl defines are read in any case (README)
-            launcher = launcher.strip().lower()
-        else:
-            from gmse_cli.errors import closest
-
-            raise TrainError(f"--launcher '{launcher}' is not one of {', '.join(launchers)}{closest(launcher, launchers)}")
+        launcher = one_of(launcher, ("local", "torchrun", "slurm"), "--launcher", TrainError)
         spec = _build_spec(sweep, preset=preset, weights=weights, acts=acts, tokens_per_param=tokens_per_param,
                            seed=seed, data=data, tokenizer=tokenizer, val_fraction=val_fraction, lr=lr,
                            rbbm_p=rbbm_p)
