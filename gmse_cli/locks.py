@@ -44,7 +44,10 @@ def held(file: int | IO, *, exclusive: bool = True, wait: bool = True) -> Iterat
         yield False
         return
     except OSError as exc:
-        if exc.errno not in _NO_LOCKS:
+        # EBADF for an exclusive lock: NFS emulates flock with a byte-range lock, which needs a
+        # file open for writing; a lock file this user may only read (another user's, in a
+        # group's shared folder) takes none there, as on a file system without locks
+        if exc.errno not in _NO_LOCKS and not (exc.errno == errno.EBADF and exclusive):
             raise
         yield True
         return

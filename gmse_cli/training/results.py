@@ -170,8 +170,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _open_lock(path: Path) -> IO[str]:
     """The results file's lock file, made if absent; read-only where this user may not write it
-    (flock takes a read-only file too): one another user made 0644 beside a group-writable
-    results file failed the append, after the training."""
+    (flock takes a read-only file too; over NFS it takes none, and the append goes on unlocked:
+    :func:`~gmse_cli.locks.held`): one another user made 0644 beside a group-writable results
+    file failed the append, after the training."""
     lock = path.with_name(path.name + ".lock")
     try:
         return open(lock, "a+")
