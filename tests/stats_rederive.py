@@ -117,13 +117,18 @@ class Model:
                     dlr[f"{f}.logC"][i] += C * np.log(th)
                 if f"{f}.logF" in dlr and np.isfinite(b):
                     dlr[f"{f}.logF"][i] += C * F * b * (1.0 / th - th)
+        return self._law(p, logrho, dlr)
+
+    def _law(self, p, logrho, dlogrho):
+        """(log pred, dlogpred/dname, log rho) of the law at ``logrho``, each constant in
+        ``dlogrho`` moving log rho by its array (the chain rule through N rho)."""
         A, B = np.exp(p["logA"]), np.exp(p["logB"])
         t1 = A * np.exp(-p["alpha"] * (self.d.log_n + logrho))
         t2 = B * np.exp(-p["beta"] * self.d.log_d)
         pred = t1 + t2 + p["E"]
         g = {"logA": t1 / pred, "alpha": -t1 * (self.d.log_n + logrho) / pred, "logB": t2 / pred,
              "beta": -t2 * self.d.log_d / pred, "E": 1.0 / pred}
-        for nm, v in dlr.items():
+        for nm, v in dlogrho.items():
             g[nm] = -p["alpha"] * t1 * v / pred
         return np.log(pred), g, logrho
 
@@ -323,12 +328,4 @@ class DecoupledModel(Model):
         logrho = np.zeros(len(self.d.log_n))
         for s, m in self._col.items():
             logrho += p[f"phi:{s}"] * m
-        A, B = np.exp(p["logA"]), np.exp(p["logB"])
-        t1 = A * np.exp(-p["alpha"] * (self.d.log_n + logrho))
-        t2 = B * np.exp(-p["beta"] * self.d.log_d)
-        pred = t1 + t2 + p["E"]
-        g = {"logA": t1 / pred, "alpha": -t1 * (self.d.log_n + logrho) / pred, "logB": t2 / pred,
-             "beta": -t2 * self.d.log_d / pred, "E": 1.0 / pred}
-        for s, m in self._col.items():
-            g[f"phi:{s}"] = -p["alpha"] * t1 * m / pred
-        return np.log(pred), g, logrho
+        return self._law(p, logrho, {f"phi:{s}": m for s, m in self._col.items()})
