@@ -193,3 +193,22 @@ def tiny_checkpoint(folder: Path, step: int = 0) -> Path:
     return save_checkpoint(folder, model_state=layer.state_dict(), optim_state=optim.state_dict(),
                            state=TrainState(run_key="k", step=step))
 
+
+
+def tiny_sweep_text(source: Path | str, *, extra: str = "") -> str:
+    """A sweep spec of one tiny int4 run of 2 steps on the text file ``source`` (bpe:512), for a
+    test that trains but asserts nothing of the model; ``extra``: TOML tables appended."""
+    return f"""
+presets = ["tiny"]
+tokens_per_param = [1000]
+weights = ["int4"]
+[train]
+context = 64
+batch_size = 8
+max_steps = 2
+eval_tokens = 2048
+[data]
+source = "{source}"
+tokenizer = "bpe:512"
+val_fraction = 0.1
+{extra}"""

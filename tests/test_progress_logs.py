@@ -181,20 +181,7 @@ def test_train_says_it_loads_torch_before_its_first_run(tmp_path, docs_file):
     # torch's import took 3-5 s before `train` printed its first line ("[1/1] ...")
     pytest.importorskip("torch")
     spec = tmp_path / "sweep.toml"
-    spec.write_text(f"""
-presets = ["tiny"]
-tokens_per_param = [1000]
-weights = ["int4"]
-[train]
-context = 64
-batch_size = 8
-max_steps = 2
-eval_tokens = 2048
-[data]
-source = "{docs_file(200_000)}"
-tokenizer = "bpe:512"
-val_fraction = 0.1
-""")
+    spec.write_text(conftest.tiny_sweep_text(docs_file(200_000)))
     script = ("from gmse_cli import progress\nprogress.FIRST_LINE_S = 0.0\nfrom gmse_cli.cli import main\n"
               f"main(['train', {str(spec)!r}, '--out', {str(tmp_path / 'runs.jsonl')!r}])\n")
     text = _stderr_to_file(script, tmp_path, USCL_CACHE_DIR=str(tmp_path / "c"))

@@ -423,23 +423,10 @@ def test_slurm_launcher_through_submitit(run_cli, corpus, tmp_path):
     # and result path a Slurm cluster gets, without a cluster.
     pytest.importorskip("submitit")
     spec = tmp_path / "sweep.toml"
-    spec.write_text(f"""
-presets = ["tiny"]
-tokens_per_param = [1000]
-weights = ["int4"]
-[train]
-context = 64
-batch_size = 8
-max_steps = 2
-eval_tokens = 2048
-[data]
-source = "{corpus}"
-tokenizer = "bpe:512"
-val_fraction = 0.1
-[slurm]
+    spec.write_text(conftest.tiny_sweep_text(corpus, extra=f"""[slurm]
 cluster = "debug"
 folder = "{tmp_path / 'logs'}/%j"
-""")
+"""))
     out = tmp_path / "runs.jsonl"
     result = run_cli("train", str(spec), "--launcher", "slurm", "--out", str(out), "--json")
     assert result.code == 0, result.stderr
