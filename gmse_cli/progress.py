@@ -70,7 +70,15 @@ def stderr_console() -> Console:
     Made on first use, so that importing the library does not import rich."""
     from rich.console import Console
 
-    console = Console(stderr=True)
+    class _StderrConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # stderr's reader is gone (a log collector that died, `2> >(head -1)`): nothing more
+            # is said there, and the command goes on. rich's own handler put the null device over
+            # *stdout* and exited 1 (from a bar's line thread, exit 0): the data, a --json result
+            # written to a file, was lost.
+            self.quiet = True
+
+    console = _StderrConsole(stderr=True)
     # In a log file a message stays one line: rich would break it at 80 columns, a path too.
     console.soft_wrap = not console.is_terminal
     return console

@@ -285,13 +285,8 @@ def _error(text: str) -> None:
     if len(line) > _ERROR_HEAD + _ERROR_TAIL:
         left_out = len(line) - _ERROR_HEAD - _ERROR_TAIL
         line = f"{line[:_ERROR_HEAD]} ... ({left_out:,} characters left out) ... {line[-_ERROR_TAIL:]}"
-    try:
-        console.err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
-    except BrokenPipeError:
-        pass
-    except SystemExit as exc:  # rich's exit 1 when stderr's reader is gone: the error's own code stands
-        if not _from_closed_pipe(exc):
-            raise
+    # a stderr whose reader is gone goes quiet (progress.stderr_console): the error's own code stands
+    console.err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
 
 
 def _escaped(error: UnicodeError) -> tuple[bytes, int]:
