@@ -291,15 +291,6 @@ def task(
     if not enabled:
         yield Task(label)
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     names = [name for template in columns for _, name, _, _ in string.Formatter().parse(template) if name]
     if not stderr_is_interactive():
         # A log file, a pipe, CI, a Slurm .err file, TERM=dumb: whole lines, a few a minute.
@@ -314,6 +305,15 @@ def task(
             _live.remove((lines, tuple(names)))
             lines.stop(ended)
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     if _live:
         # A bar inside a bar (a kernel compiled while formats are measured): one more row of
         # the display on screen, which keeps its own columns.
