@@ -102,7 +102,8 @@ def stream_is_terminal(stream: Any, console: Any) -> bool:
 
 
 def stderr_is_terminal() -> bool:
-    """Whether stderr is a terminal (progress bars are shown there only then)."""
+    """Whether stderr is a terminal (a bar is redrawn in place only on one that is interactive,
+    :func:`stderr_is_interactive`; elsewhere it is whole lines)."""
     return stream_is_terminal(sys.stderr, stderr_console)
 
 
