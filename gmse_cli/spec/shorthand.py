@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from gmse_cli.errors import SpecError, described
 from gmse_cli.grammar import SHORTHAND_HELP
-from gmse_cli.inputs import exists, is_file
+from gmse_cli.inputs import exists, is_file, user_path
 from gmse_cli.spec.catalog import catalog, catalog_format
 from gmse_cli.spec.format import Format, Scheme, validate_format, validation_message
 from gmse_cli.spec.formatfile import load_format_toml
@@ -245,6 +245,8 @@ def resolve_format(text: str | Path | Format) -> Format:
             raise SpecError(f"{exc} (a format file is TOML, as `uscl formats show` writes it; "
                             "a runs file goes to `uscl fit`)") from None
     if raw and exists(raw) and ("/" in raw or "\\" in raw or raw.startswith(".")):
+        if not user_path(raw).is_dir():  # a pipe or a device (/dev/null): the reader's own line says so
+            return load_format_toml(raw)
         raise SpecError(f"'{raw}' is a folder, not a format (a catalog name, shorthand or .toml file)")
     return parse_shorthand(raw)
 
