@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Iterator
 from typing import IO
 
@@ -47,7 +48,7 @@ def held(file: int | IO, *, exclusive: bool = True, wait: bool = True) -> Iterat
         # EBADF for an exclusive lock: NFS emulates flock with a byte-range lock, which needs a
         # file open for writing; a lock file this user may only read (another user's, in a
         # group's shared folder) takes none there, as on a file system without locks
-        if exc.errno not in _NO_LOCKS and not (exc.errno == errno.EBADF and exclusive):
+        if exc.errno not in _NO_LOCKS and not (exc.errno == errno.EBADF and exclusive and _read_only(file)):
             raise
         yield True
         return
@@ -55,3 +56,12 @@ def held(file: int | IO, *, exclusive: bool = True, wait: bool = True) -> Iterat
         yield True
     finally:
         fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def _read_only(file: int | IO) -> bool:
+    """Whether ``file`` is open for reading only (False for a descriptor that is no open file)."""
+    try:
+        fd = file if isinstance(file, int) else file.fileno()
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    except (OSError, ValueError):
+        return False
