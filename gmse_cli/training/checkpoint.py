@@ -43,6 +43,7 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "resume_checkpoint",
+    "unreadable_checkpoint",
     "discard_checkpoints",
     "save_final_model",
     "FINAL_MODEL_FILES",
@@ -209,6 +210,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 _START_OVER = "; delete it to start over"
 
 
+def unreadable_checkpoint(folder: Path, why: str) -> DataError:
+    """The one error of a checkpoint that cannot be loaded (its files, or a model it does not
+    fit): :func:`resume_checkpoint` reads its words to pass over it to an older one."""
+    return DataError(f"checkpoint {folder} is unreadable ({why}){_START_OVER}")
+
+
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainState]:
     """(model state dict, optimizer state dict, train state) of a checkpoint folder."""
     from safetensors import SafetensorError
@@ -236,7 +243,7 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         torch.set_rng_state(rng)  # a state of the wrong size raised RuntimeError here, a traceback
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
-        raise DataError(f"checkpoint {folder} is unreadable ({why}){_START_OVER}") from None
+        raise unreadable_checkpoint(folder, why) from None
     return weights, optim_state, train_state
 
 

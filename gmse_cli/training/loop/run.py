@@ -18,12 +18,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gmse_cli.errors import DataError, TrainError
+from gmse_cli.errors import TrainError
 from gmse_cli.progress import info, task
 from gmse_cli.training.checkpoint import (
     TrainState,
     resume_checkpoint,
     save_checkpoint,
+    unreadable_checkpoint,
 )
 from gmse_cli.training.config import RunConfig, budget_steps, check_format_fits, plan_run
 from gmse_cli.training.data import TokenData, TokenWindows, eval_windows, prepare_tokens
@@ -147,8 +148,7 @@ def train_run(
             load_state_dicts(model, optimizer, parallel, weights, optim_state)
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             why = " ".join(str(exc).split())[:300]
-            raise DataError(f"checkpoint {ckpt} is unreadable ({type(exc).__name__}: {why}); "
-                            "delete it to start over") from None
+            raise unreadable_checkpoint(ckpt, f"{type(exc).__name__}: {why}") from None
 
     # the newest checkpoint that loads: one damaged by hand beside an older complete one is noted
     resumed = resume_checkpoint(run_dir, restore, info if env.main else lambda _: None) if resume else None
