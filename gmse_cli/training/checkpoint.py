@@ -269,7 +269,10 @@ def resume_checkpoint(
             failed.append((folder, exc))
             continue
         for bad, exc in failed:
-            note(f"note: {str(exc).removesuffix(_START_OVER)}; resuming from the older {folder.name} instead "
+            # 'older' only where it is: a complete one past what 'latest' names (a pointer left
+            # behind by a failed write) is newer
+            older_word = "older " if folder.name < bad.name else ""
+            note(f"note: {str(exc).removesuffix(_START_OVER)}; resuming from the {older_word}{folder.name} instead "
                  f"({bad.name} is left in place until the next checkpoint replaces it)")
         return folder, state
     if len(failed) == 1:
