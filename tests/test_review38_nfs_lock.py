@@ -35,15 +35,6 @@ def test_an_exclusive_lock_on_a_read_only_file_over_nfs_goes_on_unlocked(tmp_pat
         assert go_on is True
 
 
-def test_ebadf_on_a_writable_file_is_still_an_error(tmp_path, monkeypatch):
-    def broken(*args):
-        raise OSError(errno.EBADF, "bad file descriptor")
-
-    monkeypatch.setattr(locks.fcntl, "flock", broken)
-    with open(tmp_path / "f", "w") as f, pytest.raises(OSError), locks.held(f):
-        pass
-
-
 def test_a_bad_descriptor_for_a_shared_lock_is_still_an_error(tmp_path):
     lock = tmp_path / "x.lock"
     lock.write_text("")
