@@ -23,7 +23,8 @@ def lr_at(step: int, *, steps: int, peak: float, warmup: int, min_ratio: float) 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW's parameter groups: ``weight_decay`` on matrices, none on the rest."""
-    # Decay matrices (linears, embeddings, head), not norm gains: the usual GPT practice.
+    # Decay matrices (linears, embeddings, head), not norm gains: the usual GPT practice (QuEST
+    # decays the block linears only; README, Training, lists the differences).
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
