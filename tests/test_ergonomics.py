@@ -145,6 +145,22 @@ def test_an_option_of_other_commands_names_them(run_cli, argv, option):
     assert "Possible options" not in line
 
 
+@pytest.mark.parametrize(("typed", "symbol", "option"), [
+    ("--N", "N", "--params"), ("--n", "N", "--params"), ("-N", "N", "--params"), ("--D", "D", "--tokens"),
+])
+def test_the_papers_symbols_name_their_options(run_cli, typed, symbol, option):
+    # '--N 7B' got click's bare "No such option: --N"; mse's --tokens (its calibration text) is no D
+    takers = ["uscl predict", "uscl rank"]
+    assert all(option in _built_commands()[path] for path in takers)
+    assert f"(the paper's {symbol} is {option})" in _error(run_cli("rank", "int4", typed, "7B"))
+    line = _error(run_cli("gmse", "int4", typed, "7B"))
+    assert f"(the paper's {symbol} is {option}, an option of {', '.join(takers)})" in line, line
+
+
+def test_a_one_letter_option_no_help_names_gets_no_symbol_hint(run_cli):
+    assert "paper" not in _error(run_cli("rank", "int4", "--x", "7B"))
+
+
 def test_a_misspelled_option_still_gets_the_commands_own_options(run_cli):
     assert {"--rel-err", "--json"} <= _built_commands()["uscl rank"]
     assert "--rel-err" in _error(run_cli("rank", "int4", "--rel-eror", "0.01"))
