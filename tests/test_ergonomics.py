@@ -171,8 +171,20 @@ def test_a_family_a_user_starts_suggests_the_family(run_cli):
     from gmse_cli.spec import Family
 
     assert "quantization" in [f.value for f in Family]
-    assert _suggested(_error(run_cli("rank", "int4", "--family", "quant"))) == ["quantization"]
+    assert _suggested(_error(run_cli("rank", "int4", "--family", "quant")))[0] == "quantization"
     assert _suggested(_error(run_cli("formats", "--family", "quant")))[0] == "quantization"
+
+
+@pytest.mark.parametrize("family", ["magic", "quant"])
+def test_rank_and_formats_refuse_an_unknown_family_in_one_wording(run_cli, family):
+    # rank said "--family 'magic' is not one of ...", formats "'magic' is not a family; one of ..."
+    from gmse_cli.spec import Family
+
+    names = ", ".join(f.value for f in Family)
+    ranked = _error(run_cli("rank", "int4", "--family", family))
+    listed = _error(run_cli("formats", "--family", family))
+    assert ranked.startswith(f"error: Invalid value for '--family': '{family}' is not a family; one of {names}")
+    assert ranked.removesuffix(" (see 'uscl rank --help')") == listed.removesuffix(" (see 'uscl formats --help')")
 
 
 def test_a_misspelled_sort_column_suggests_the_column(run_cli):

@@ -366,7 +366,7 @@ def test_a_count_with_a_suffix_or_an_exponent_or_of_a_tiny_preset_does_not_warn(
         (["--tokens", "20y"], "--tokens '20y' is not a positive count; write e.g. 200e6, 200M or 1.5B (or tokens per parameter, 100x)"),
         (["--plot", "/no/such/folder/x.png"], "folder '/no/such/folder' does not exist"),
         (["--plot", "PLOTDIR"], "must end in .png"),
-        (["--family", "magic"], "--family 'magic' is not one of"),
+        (["--family", "magic"], "'--family': 'magic' is not a family; one of"),
         (["--sort", "speed"], "cannot sort by 'speed'"),
         (["--law", "/no/such/law.toml"], "cannot read law file"),
         (["--draws", "1"], "draws = 1: need at least 2 Monte Carlo draws"),

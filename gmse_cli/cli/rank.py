@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
         """
         from gmse_cli.cli import console
         from gmse_cli.cli.options import one_output
-        from gmse_cli.errors import SpecError, one_of
+        from gmse_cli.errors import SpecError
         from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law
         from gmse_cli.rank import check_plot_path, plot_rank, rank, select_formats, sort_rows
@@ -219,7 +219,7 @@ def register(app: typer.Typer) -> None:
         the_law = load_law(scenario.law)
         wanted: Family | None = None
         if family is not None:
-            wanted = Family(one_of(family, [f.value for f in Family], "--family", SpecError))
+            wanted = Family(family.strip().lower())  # a family in any case (the parser checked it: validators)
         items, uncovered = select_formats(formats, law=the_law, family=wanted)
         if uncovered:
             missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
