@@ -221,11 +221,46 @@ _TEMPORARIES: dict[str, tuple[float, dict[str, list[str]]]] = {}
 that look like a temporary file (``.NAME.XXXXXXXX.tmp``), by NAME."""
 
 
+def _list_temporaries(folder: str) -> dict[str, list[str]]:
+    """The names in ``folder`` that look like a temporary file (``.NAME.XXXXXXXX.tmp``), by NAME;
+    empty where the folder cannot be listed."""
+    found: dict[str, list[str]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if match := _ANY_TEMPORARY.fullmatch(entry.name):
+                    found.setdefault(match[1], []).append(entry.name)
+    except OSError:
+        pass
+    return found
+
+
+def _still_there(folder: str, names: list[str]) -> list[str]:
+    """Remove the regular files ``names`` in ``folder`` that no write has touched for
+    :data:`STALE_TEMPORARY_SECONDS`; the names that stay (young: a write in progress, perhaps;
+    links, folders, anything that fails to go)."""
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    kept = []
+    for name in names:
+        try:
+            info = os.lstat(os.path.join(folder, name))
+            if not (stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff):
+                kept.append(name)
+                continue
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            kept.append(name)
+    return kept
+
+
 def _remove_stale_temporaries(path: Path) -> None:
     """Remove the temporary files of ``path`` (``.NAME.XXXXXXXX.tmp``, exactly as
     :func:`write_atomic` names them) that no write has touched for an hour; a name cut short
     (:func:`_temporary_stem`) could be another target's, so its temporaries are left alone, as
-    are links, folders and anything that fails to go.
+    are links, folders and anything that fails to go. Only the target's own: a user's folder
+    may hold another program's files of that shape.
 
     The folder is listed once an hour per process, not on every write (listing a cache folder
     of 100,000 entries took some 50 ms a write): the temporaries seen are kept by target name,
@@ -238,50 +273,9 @@ def _remove_stale_temporaries(path: Path) -> None:
     now = time.monotonic()
     scanned = _TEMPORARIES.get(folder)
     if scanned is None or now - scanned[0] >= STALE_TEMPORARY_SECONDS:
-        found: dict[str, list[str]] = {}
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if match := _ANY_TEMPORARY.fullmatch(entry.name):
-                        found.setdefault(match[1], []).append(entry.name)
-        except OSError:
-            pass
-        scanned = _TEMPORARIES[folder] = (now, found)
-    names = scanned[1].pop(stem, [])
-    cutoff = time.time() - STALE_TEMPORARY_SECONDS
-    kept = []
-    for name in names:
-        try:
-            info = os.lstat(os.path.join(folder, name))
-            if not (stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff):
-                kept.append(name)  # a write in progress, perhaps: it may be stale at the next write
-                continue
-            os.unlink(os.path.join(folder, name))
-        except FileNotFoundError:
-            pass
-        except OSError:
-            kept.append(name)
-    if kept:
+        scanned = _TEMPORARIES[folder] = (now, _list_temporaries(folder))
+    if kept := _still_there(folder, scanned[1].pop(stem, [])):
         scanned[1][stem] = kept
-
-
-def _remove_old_files(folder: Path, pattern: re.Pattern[str]) -> None:
-    """Remove the regular files in ``folder`` whose names ``pattern`` matches whole and that no
-    write has touched for :data:`STALE_TEMPORARY_SECONDS`; anything that fails to go stays."""
-    cutoff = time.time() - STALE_TEMPORARY_SECONDS
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not pattern.fullmatch(entry.name):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                    if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
-                        os.unlink(entry.path)
-                except OSError:
-                    pass
-    except OSError:
-        pass
 
 
 _SWEPT: set[str] = set()
@@ -299,15 +293,21 @@ def sweep_cache_folder(folder: str | Path) -> None:
     it (``.NAME.swept``, beside rather than in it, so the folder holds its entries alone), and
     while that stamp is under an hour old a process skips the scan (one stat). A scan reads
     every name in the folder, some 50 ms a 100,000-entry cache on every command that reads it;
-    a temporary file only goes once it is an hour old, so it now goes within two hours."""
-    key = os.fspath(folder)
+    a temporary file only goes once it is an hour old, so it now goes within two hours. The
+    scan is also the hour's listing of :func:`write_atomic`'s clean-up in this process (the
+    temporaries it leaves, by target), so a write into the folder lists it no second time.
+    The two hours are counted apart: a stamp file may lie beside uscl's own cache folders, not
+    beside a folder of the user's, where write_atomic counts its hour in memory."""
+    key = os.path.abspath(folder)
     if key in _SWEPT:
         return
     _SWEPT.add(key)
     folder = Path(folder)
     if _stamped_within_the_hour(folder.parent / f".{folder.name}.swept"):
         return
-    _remove_old_files(folder, re.compile(rf"\..+\.{_RANDOM_PART}\.tmp"))
+    now = time.monotonic()
+    left = {stem: kept for stem, names in _list_temporaries(key).items() if (kept := _still_there(key, names))}
+    _TEMPORARIES[key] = (now, left)
 
 
 def _stamped_within_the_hour(stamp: Path) -> bool:

@@ -51,13 +51,7 @@ def index_lock(index_path: str, *, exclusive: bool) -> Iterator[None]:
         yield
         return
     try:
-        fd = os.open(f"{index_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except PermissionError:  # another user's (a group's shared cache): flock takes a read-only file too (not over NFS: unlocked, locks.held)
-        try:
-            fd = os.open(f"{index_path}.lock", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            yield
-            return
+        fd = locks.open_lock_file(f"{index_path}.lock")
     except OSError:  # no such folder yet (numba makes it when saving), read-only: run unlocked
         yield
         return

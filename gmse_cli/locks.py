@@ -20,13 +20,26 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["AVAILABLE", "held"]
+__all__ = ["AVAILABLE", "held", "open_lock_file"]
 
 AVAILABLE = fcntl is not None
 """Whether this platform has ``flock`` at all."""
 
 _NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 """What ``flock`` raises on a file system that takes no locks."""
+
+
+def open_lock_file(path: str | os.PathLike[str]) -> int:
+    """A descriptor of the lock file ``path``, made if absent (0666 less the umask), opened for
+    writing, else read-only where this user may not write it: another user's lock file in a
+    group's shared folder (a kernel cache, a results file). flock takes a read-only file too;
+    over NFS it takes none, and the caller goes on unlocked (:func:`held`). Any other failure
+    (no such folder, a read-only mount) raises OSError, each caller deciding what it means."""
+    cloexec = getattr(os, "O_CLOEXEC", 0)  # (Windows has none: its descriptors are not inherited)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | cloexec)
 
 
 @contextlib.contextmanager

@@ -359,6 +359,11 @@ def note(message: str) -> None:
     stderr_console().print(f"[yellow]note:[/] {_escape(message)}", highlight=False)
 
 
+def warning(message: str) -> None:
+    """One line on stderr for what is likely a mistake, though allowed: ``warning: <message>``."""
+    stderr_console().print(f"[yellow]warning:[/] {_escape(message)}", highlight=False)
+
+
 _cache_noted = False
 
 

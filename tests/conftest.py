@@ -8,8 +8,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from gmse_cli.training.results import RunRecord
 
 # Tests never reach a model or dataset hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -212,3 +216,31 @@ source = "{source}"
 tokenizer = "bpe:512"
 val_fraction = 0.1
 {extra}"""
+
+
+def run_record(key: str = "k1", loss: float | None = 3.25, status: str = "ok") -> RunRecord:
+    """A valid results-file record of a tiny int4 run keyed ``key`` (``loss`` None: diverged)."""
+    from gmse_cli.spec import resolve_format
+    from gmse_cli.training.results import RunRecord
+
+    w = resolve_format("int4")
+    data = {
+        "run_key": key, "name": f"tiny/w:int4/{key}", "status": status,
+        "weights": "int4", "weights_spec": w.model_dump(mode="json"),
+        "activations": None, "activations_spec": None,
+        "stage_gmse": {"weights": [{"family": "quantization", "name": "int4[quantize]", "gmse": 0.011543,
+                                    "ci_low": 0.011543, "ci_high": 0.011543, "method": "exact"}]},
+        "format_gmse": {"weights": 0.011543},
+        "params": 426624, "tokens": 1277952, "tokens_per_param": 3.0, "val_loss": loss, "val_tokens": 65536,
+        "loss_curve": {"steps": [10, 20], "train_loss": [7.0, 6.0], "final_train_loss": 6.0, "min_train_loss": 5.9},
+        "model": {"preset": "tiny", "layers": 2, "heads": 4, "d_model": 128, "ffn_dim": 384, "vocab_size": 2048,
+                  "context": 128, "non_embedding_params": 426624, "embedding_params": 524288},
+        "training": {"steps": 624, "tokens_per_step": 2048, "batch_size": 16, "lr": 3e-3, "warmup_steps": 62,
+                     "min_lr_ratio": 0.1, "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.1, "grad_clip": 1.0,
+                     "trust": True, "rbbm_p": None, "precision": "fp32", "world_size": 1, "parallel": "none"},
+        "data": {"source": "corpus.txt", "sha256": "ab" * 32, "train_tokens": 10, "val_tokens": 5, "val_fraction": 0.02},
+        "tokenizer": {"source": "bpe:2048", "sha256": "cd" * 32, "vocab_size": 2048},
+        "seed": 0, "device": "cpu", "wall_time_s": 1.5, "uscl_version": "0.1.0", "torch_version": "2.13.0",
+        "finished_at": "2026-01-01T00:00:00+00:00",
+    }
+    return RunRecord.model_validate(data)

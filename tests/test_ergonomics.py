@@ -145,6 +145,22 @@ def test_an_option_of_other_commands_names_them(run_cli, argv, option):
     assert "Possible options" not in line
 
 
+@pytest.mark.parametrize(("typed", "symbol", "option"), [
+    ("--N", "N", "--params"), ("--n", "N", "--params"), ("-N", "N", "--params"), ("--D", "D", "--tokens"),
+])
+def test_the_papers_symbols_name_their_options(run_cli, typed, symbol, option):
+    # '--N 7B' got click's bare "No such option: --N"; mse's --tokens (its calibration text) is no D
+    takers = ["uscl predict", "uscl rank"]
+    assert all(option in _built_commands()[path] for path in takers)
+    assert f"(the paper's {symbol} is {option})" in _error(run_cli("rank", "int4", typed, "7B"))
+    line = _error(run_cli("gmse", "int4", typed, "7B"))
+    assert f"(the paper's {symbol} is {option}, an option of {', '.join(takers)})" in line, line
+
+
+def test_a_one_letter_option_no_help_names_gets_no_symbol_hint(run_cli):
+    assert "paper" not in _error(run_cli("rank", "int4", "--x", "7B"))
+
+
 def test_a_misspelled_option_still_gets_the_commands_own_options(run_cli):
     assert {"--rel-err", "--json"} <= _built_commands()["uscl rank"]
     assert "--rel-err" in _error(run_cli("rank", "int4", "--rel-eror", "0.01"))
@@ -155,8 +171,20 @@ def test_a_family_a_user_starts_suggests_the_family(run_cli):
     from gmse_cli.spec import Family
 
     assert "quantization" in [f.value for f in Family]
-    assert _suggested(_error(run_cli("rank", "int4", "--family", "quant"))) == ["quantization"]
+    assert _suggested(_error(run_cli("rank", "int4", "--family", "quant")))[0] == "quantization"
     assert _suggested(_error(run_cli("formats", "--family", "quant")))[0] == "quantization"
+
+
+@pytest.mark.parametrize("family", ["magic", "quant"])
+def test_rank_and_formats_refuse_an_unknown_family_in_one_wording(run_cli, family):
+    # rank said "--family 'magic' is not one of ...", formats "'magic' is not a family; one of ..."
+    from gmse_cli.spec import Family
+
+    names = ", ".join(f.value for f in Family)
+    ranked = _error(run_cli("rank", "int4", "--family", family))
+    listed = _error(run_cli("formats", "--family", family))
+    assert ranked.startswith(f"error: Invalid value for '--family': '{family}' is not a family; one of {names}")
+    assert ranked.removesuffix(" (see 'uscl rank --help')") == listed.removesuffix(" (see 'uscl formats --help')")
 
 
 def test_a_misspelled_sort_column_suggests_the_column(run_cli):

@@ -80,3 +80,32 @@ def test_a_search_folder_this_user_cannot_read_is_written_unlocked(tmp_path, mon
     monkeypatch.setattr(os, "open", no_read)
     written = outfolder.replace_files(tmp_path, {"00-a.toml": b"a"})
     assert [p.read_bytes() for p in written] == [b"a"]
+
+
+def test_a_lock_file_is_made_writable_else_opened_read_only(tmp_path, monkeypatch):
+    import fcntl
+    import os
+
+    path = tmp_path / "x.lock"
+    fd = locks.open_lock_file(path)
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR and path.exists()
+    finally:
+        os.close(fd)
+    real = os.open
+
+    def refuse_writing(name, flags, *mode):  # another user's lock file, as this user sees it
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise PermissionError(errno.EACCES, "permission denied", name)
+        return real(name, flags, *mode)
+
+    monkeypatch.setattr(locks.os, "open", refuse_writing)
+    fd = locks.open_lock_file(path)
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        with locks.held(fd) as mine:  # flock takes a read-only file too
+            assert mine
+    finally:
+        os.close(fd)
+    with pytest.raises(FileNotFoundError):  # no such folder: the caller decides
+        locks.open_lock_file(tmp_path / "gone" / "x.lock")

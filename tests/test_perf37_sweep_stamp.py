@@ -67,3 +67,29 @@ def test_a_stamp_from_the_future_does_not_stop_the_sweep(tmp_path):
     left = _stale_temporary(folder, ".c.json.ijkl9012.tmp")
     _sweep(folder)
     assert not left.exists()
+
+
+def test_a_write_after_the_sweep_lists_the_folder_no_second_time(tmp_path, monkeypatch):
+    from gmse_cli import atomic
+
+    folder = tmp_path / "gmse"
+    folder.mkdir()
+    stale = _stale_temporary(folder, ".a.json.abcd1234.tmp")
+    young = folder / ".b.json.efgh5678.tmp"
+    young.write_bytes(b"{")  # a write in progress, perhaps
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def counting(path):
+        listed.append(os.path.abspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(atomic.os, "scandir", counting)
+    atomic.sweep_cache_folder(folder)
+    atomic.write_atomic(folder / "b.json", b"{}")
+    atomic.write_atomic(folder / "c.json", b"{}")
+    assert listed == [str(folder)]  # the sweep's listing served the writes' clean-up too
+    assert not stale.exists() and young.exists()
+    _set_time(young, time.time() - TWO_HOURS)
+    atomic.write_atomic(folder / "b.json", b"{}")  # the young one the sweep saw, by its target
+    assert not young.exists()

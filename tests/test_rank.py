@@ -335,6 +335,27 @@ def test_cli_tokens_per_param_takes_the_count_grammar(run_cli, law_file, ratio, 
     assert json.loads(res.stdout)["results"][0]["tokens"] == pytest.approx(per_param * 2e8, rel=1e-15)
 
 
+@pytest.mark.parametrize("command", ["predict", "rank"])
+def test_a_bare_count_that_is_likely_billions_warns_once_and_is_taken_as_given(run_cli, law_file, command):
+    # '--params 7' meant 7B more often than 7 parameters: one warning line, the count as written
+    res = run_cli(command, "int4", "--law", law_file, "--params", "7", "--tokens", "20", "--json")
+    assert res.code == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "warning: --params 7 is 7 parameters; for 7 billion write --params 7B",
+        "warning: --tokens 20 is 20 tokens; for 20 billion write --tokens 20B, or 20x for tokens per parameter",
+    ]
+    row = json.loads(res.stdout)["results"][0]
+    assert (row["params"], row["tokens"]) == (7, 20)
+
+
+@pytest.mark.parametrize("params", ["7B", "7k", "5e3", "9999.5k", "55536", "10000"])
+def test_a_count_with_a_suffix_or_an_exponent_or_of_a_tiny_preset_does_not_warn(run_cli, law_file, params):
+    # tiny-50k, the smallest CPU preset, has 55,536 non-embedding parameters
+    res = run_cli("predict", "int4", "--law", law_file, "--params", params, "--json")
+    assert res.code == 0, res.stderr
+    assert "warning" not in res.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -345,7 +366,7 @@ def test_cli_tokens_per_param_takes_the_count_grammar(run_cli, law_file, ratio, 
         (["--tokens", "20y"], "--tokens '20y' is not a positive count; write e.g. 200e6, 200M or 1.5B (or tokens per parameter, 100x)"),
         (["--plot", "/no/such/folder/x.png"], "folder '/no/such/folder' does not exist"),
         (["--plot", "PLOTDIR"], "must end in .png"),
-        (["--family", "magic"], "--family 'magic' is not one of"),
+        (["--family", "magic"], "'--family': 'magic' is not a family; one of"),
         (["--sort", "speed"], "cannot sort by 'speed'"),
         (["--law", "/no/such/law.toml"], "cannot read law file"),
         (["--draws", "1"], "draws = 1: need at least 2 Monte Carlo draws"),

@@ -187,10 +187,10 @@ def test_an_append_takes_a_lock_file_it_may_only_read(tmp_path):
     code = """
         import sys
         sys.path.insert(0, sys.argv[2])
-        from test_train_results import _record
+        from conftest import run_record
         from gmse_cli.training.results import append_record, check_appendable
         check_appendable(sys.argv[1])
-        print(append_record(sys.argv[1], _record("a")))
+        print(append_record(sys.argv[1], run_record("a")))
         """
     done = _as_another_user(code, tmp_path, str(out), str(REPO / "tests"))
     assert done.stdout.split() == ["True"], done.stderr
@@ -227,10 +227,10 @@ def test_two_processes_appending_at_once_lose_no_line(tmp_path):
     code = textwrap.dedent("""
         import sys
         sys.path.insert(0, sys.argv[3])
-        from test_train_results import _record
+        from conftest import run_record
         from gmse_cli.training.results import append_record
         for i in range(15):
-            append_record(sys.argv[1], _record(f"{sys.argv[2]}{i}"))
+            append_record(sys.argv[1], run_record(f"{sys.argv[2]}{i}"))
         """)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
     jobs = [subprocess.Popen([sys.executable, "-c", code, str(out), who, str(REPO / "tests")], env=env)

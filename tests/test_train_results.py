@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_record
 
 from gmse_cli.errors import DataError, SpecError, TrainError
 from gmse_cli.training.config import RunConfig, plan_run
@@ -221,34 +222,8 @@ def test_a_missing_sweep_file_is_a_data_error(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def _record(key: str = "k1", loss: float | None = 3.25, status: str = "ok") -> RunRecord:
-    from gmse_cli.spec import resolve_format
-
-    w = resolve_format("int4")
-    data = {
-        "run_key": key, "name": f"tiny/w:int4/{key}", "status": status,
-        "weights": "int4", "weights_spec": w.model_dump(mode="json"),
-        "activations": None, "activations_spec": None,
-        "stage_gmse": {"weights": [{"family": "quantization", "name": "int4[quantize]", "gmse": 0.011543,
-                                    "ci_low": 0.011543, "ci_high": 0.011543, "method": "exact"}]},
-        "format_gmse": {"weights": 0.011543},
-        "params": 426624, "tokens": 1277952, "tokens_per_param": 3.0, "val_loss": loss, "val_tokens": 65536,
-        "loss_curve": {"steps": [10, 20], "train_loss": [7.0, 6.0], "final_train_loss": 6.0, "min_train_loss": 5.9},
-        "model": {"preset": "tiny", "layers": 2, "heads": 4, "d_model": 128, "ffn_dim": 384, "vocab_size": 2048,
-                  "context": 128, "non_embedding_params": 426624, "embedding_params": 524288},
-        "training": {"steps": 624, "tokens_per_step": 2048, "batch_size": 16, "lr": 3e-3, "warmup_steps": 62,
-                     "min_lr_ratio": 0.1, "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.1, "grad_clip": 1.0,
-                     "trust": True, "rbbm_p": None, "precision": "fp32", "world_size": 1, "parallel": "none"},
-        "data": {"source": "corpus.txt", "sha256": "ab" * 32, "train_tokens": 10, "val_tokens": 5, "val_fraction": 0.02},
-        "tokenizer": {"source": "bpe:2048", "sha256": "cd" * 32, "vocab_size": 2048},
-        "seed": 0, "device": "cpu", "wall_time_s": 1.5, "uscl_version": "0.1.0", "torch_version": "2.13.0",
-        "finished_at": "2026-01-01T00:00:00+00:00",
-    }
-    return RunRecord.model_validate(data)
-
-
 def test_record_round_trip_and_schema():
-    rec = _record()
+    rec = run_record()
     assert RunRecord.model_validate(rec.model_dump()) == rec
     assert RunRecord.model_validate_json(rec.model_dump_json()) == rec
     with pytest.raises(ValueError):
@@ -260,8 +235,8 @@ def test_record_round_trip_and_schema():
 def test_append_load_and_skip_keys(tmp_path):
     out = tmp_path / "runs.jsonl"
     assert finished_keys(out) == set()
-    append_record(out, _record("a"))
-    append_record(out, _record("b", loss=None, status="diverged"))
+    append_record(out, run_record("a"))
+    append_record(out, run_record("b", loss=None, status="diverged"))
     lines = out.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["run_key"] in "ab" for line in lines)
     assert [r.run_key for r in load_records(out)] == ["a", "b"]
@@ -272,8 +247,8 @@ def test_a_run_already_recorded_is_not_appended_again(tmp_path):
     # Two sweeps writing one results file both finished a run: it was recorded twice, and a fit
     # counted it twice.
     out = tmp_path / "runs.jsonl"
-    assert append_record(out, _record("a")) is True
-    assert append_record(out, _record("a", loss=3.5)) is False
+    assert append_record(out, run_record("a")) is True
+    assert append_record(out, run_record("a", loss=3.5)) is False
     assert [(r.run_key, r.val_loss) for r in load_records(out)] == [("a", 3.25)]
 
 
@@ -289,7 +264,7 @@ def test_a_sweep_skips_a_run_another_process_finished_meanwhile(tmp_path, monkey
     def fake_train_run(cfg, **_):
         trained.append(cfg.seed)
         # while this run trains, another sweep on the same results file finishes the next one
-        append_record(out, _record(runs[1].run_key()))
+        append_record(out, run_record(runs[1].run_key()))
         return None
 
     monkeypatch.setattr(loop, "train_run", fake_train_run)
@@ -300,8 +275,8 @@ def test_a_sweep_skips_a_run_another_process_finished_meanwhile(tmp_path, monkey
 def test_results_readable_by_the_fitter(tmp_path):
     runs_mod = pytest.importorskip("gmse_cli.runs")
     out = tmp_path / "runs.jsonl"
-    append_record(out, _record("a", loss=3.25))
-    append_record(out, _record("b", loss=None, status="diverged"))
+    append_record(out, run_record("a", loss=3.25))
+    append_record(out, run_record("b", loss=None, status="diverged"))
     with pytest.warns(Warning):
         runs = runs_mod.load_train_jsonl(out)
     assert len(runs) == 1
@@ -310,7 +285,7 @@ def test_results_readable_by_the_fitter(tmp_path):
 
 def test_killed_mid_append_leaves_a_valid_file(tmp_path):
     out = tmp_path / "runs.jsonl"
-    append_record(out, _record("a"))
+    append_record(out, run_record("a"))
     before = out.read_bytes()
     # A child process appends and is SIGKILLed after its temporary file is written, before the
     # rename: the moment a naive append would leave a torn line.
@@ -319,19 +294,19 @@ def test_killed_mid_append_leaves_a_valid_file(tmp_path):
         sys.path.insert(0, {str(REPO)!r})
         import gmse_cli.atomic as atomic
         import gmse_cli.training.results as results
-        from tests.test_train_results import _record
+        from tests.conftest import run_record
         real = os.fsync
         def fsync_then_die(fd):
             real(fd)
             os.kill(os.getpid(), signal.SIGKILL)
         atomic.os.fsync = fsync_then_die
-        results.append_record({str(out)!r}, _record("b"))
+        results.append_record({str(out)!r}, run_record("b"))
     """)
     proc = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
     assert out.read_bytes() == before  # the old file, whole
     assert [r.run_key for r in load_records(out)] == ["a"]
-    append_record(out, _record("c"))  # and appends go on
+    append_record(out, run_record("c"))  # and appends go on
     assert [r.run_key for r in load_records(out)] == ["a", "c"]
 
 
@@ -339,14 +314,14 @@ def test_interrupted_append_in_process_cleans_up(tmp_path, monkeypatch):
     import gmse_cli.atomic as atomic
 
     out = tmp_path / "runs.jsonl"
-    append_record(out, _record("a"))
+    append_record(out, run_record("a"))
 
     def boom(src, dst):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(KeyboardInterrupt):
-        append_record(out, _record("b"))
+        append_record(out, run_record("b"))
     assert [r.run_key for r in load_records(out)] == ["a"]
     assert not list(tmp_path.glob(".runs.jsonl.*.tmp"))
 
@@ -360,9 +335,9 @@ def test_not_json_lines_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match=r"notes.txt:1: not a uscl run record"):
         finished_keys(bad)
     torn = tmp_path / "torn.jsonl"
-    torn.write_text(_record("a").model_dump_json() + "\n" + '{"run_key": "b", "na')
+    torn.write_text(run_record("a").model_dump_json() + "\n" + '{"run_key": "b", "na')
     with pytest.raises(DataError, match="torn.jsonl: the last line is incomplete"):
-        append_record(torn, _record("c"))
+        append_record(torn, run_record("c"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from gmse_cli.cli.texttable import (
     print_flag,
     print_lines,
 )
-from gmse_cli.counts import parse_count, parse_per_param, si
+from gmse_cli.counts import likely_billions, parse_count, parse_per_param, si
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
 _TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x"
@@ -57,6 +57,14 @@ def _count(text: str, option: str) -> float:
         raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B{per_param}")
     if not value > 0:
         raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
+    if (billions := likely_billions(text)) is not None:
+        from gmse_cli.progress import warning
+
+        # allowed (a count is a count), but 7 parameters is far more likely a slip for 7B
+        what = "parameters" if option == "--params" else "tokens"
+        ratio = f", or {text.strip()}x for tokens per parameter" if option == "--tokens" else ""
+        warning(f"{option} {text.strip()} is {text.strip()} {what}; for {billions[:-1]} billion write "
+                f"{option} {billions}{ratio}")
     return value
 
 
@@ -196,7 +204,7 @@ def register(app: typer.Typer) -> None:
         """
         from gmse_cli.cli import console
         from gmse_cli.cli.options import one_output
-        from gmse_cli.errors import SpecError, one_of
+        from gmse_cli.errors import SpecError
         from gmse_cli.inputs import existing_files
         from gmse_cli.law import load_law
         from gmse_cli.rank import check_plot_path, plot_rank, rank, select_formats, sort_rows
@@ -211,7 +219,7 @@ def register(app: typer.Typer) -> None:
         the_law = load_law(scenario.law)
         wanted: Family | None = None
         if family is not None:
-            wanted = Family(one_of(family, [f.value for f in Family], "--family", SpecError))
+            wanted = Family(family.strip().lower())  # a family in any case (the parser checked it: validators)
         items, uncovered = select_formats(formats, law=the_law, family=wanted)
         if uncovered:
             missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})

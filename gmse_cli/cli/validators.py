@@ -191,7 +191,7 @@ VALIDATORS: dict[str, Callable[[Any], None]] = {
     "threads": _integer(1, MAX_THREADS),
     "nproc_per_node": _integer(1),
     "vocab_size": _integer(MIN_VOCAB_SIZE, MAX_VOCAB_SIZE),
-    "formats.family": _family,  # (rank's --family: the command's own check)
+    "family": _family,  # (formats and rank: one check, one wording)
     "vs": _nonempty,
     "act": _nonempty,
     "acts": _nonempty,

@@ -96,7 +96,14 @@ def _adds_clip_energy(fmt: Format, row_length: int) -> bool:
 
 def gmse_key(fmt: Format, row_length: int) -> str | None:
     """The key of ``fmt``'s GMSE at ``row_length``, or None when it has none (an unreadable
-    codebook file: computing it raises the error that says why)."""
+    codebook file: computing it raises the error that says why).
+
+    No seed, as no rel_err: a stored GMSE is the format's constant to a stated precision, and
+    serves any seed as it serves any looser request (an entry keeps its seed as provenance).
+    Another seed's estimate differs by about one standard error (nvfp4 at rows of 1024, rel_err
+    1e-2: 0.0090463 vs 0.0090396, std_err 6.7e-6); keying by seed would leave the shipped table,
+    measured at seed 0, serving seed 0 alone: ``rank --seed 1`` would recompute every sampled
+    catalog format. ``--recompute`` (cache="refresh"/"off") draws the seed's own bank."""
     from gmse_cli.gmse.bank import MEASURE_VERSION
 
     try:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError
 
@@ -164,20 +165,18 @@ def _locked(path: Path) -> Iterator[None]:
     if not locks.AVAILABLE:
         yield
         return
-    with _open_lock(path) as lock, locks.held(lock):
-        yield
-
-
-def _open_lock(path: Path) -> IO[str]:
-    """The results file's lock file, made if absent; read-only where this user may not write it
-    (flock takes a read-only file too; over NFS it takes none, and the append goes on unlocked:
-    :func:`~gmse_cli.locks.held`): one another user made 0644 beside a group-writable results
-    file failed the append, after the training."""
-    lock = path.with_name(path.name + ".lock")
+    # read-only where another user made it 0644 beside a group-writable results file (that
+    # failed the append, after the training); over NFS it then takes no lock (locks.held)
+    fd = locks.open_lock_file(_lock_path(path))
     try:
-        return open(lock, "a+")
-    except PermissionError:
-        return open(lock)
+        with locks.held(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
 
 
 def check_appendable(path: str | Path) -> None:
@@ -185,10 +184,10 @@ def check_appendable(path: str | Path) -> None:
     before any training, after :func:`~gmse_cli.atomic.check_output_path` (the file itself and
     its folder). Checks what it alone does not: the lock file beside it opens."""
     path = Path(path)
-    if not locks.AVAILABLE or not path.with_name(path.name + ".lock").exists():
+    if not locks.AVAILABLE or not _lock_path(path).exists():
         return  # made by the first append, in a folder already checked
     try:
-        _open_lock(path).close()
+        os.close(locks.open_lock_file(_lock_path(path)))
     except OSError as exc:
         raise DataError(f"cannot append to results file {path}: its lock file "
                         f"{path.name}.lock: {(exc.strerror or str(exc)).lower()} (choose another path)") from None
