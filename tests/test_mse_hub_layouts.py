@@ -285,3 +285,18 @@ def test_experts_in_out_rows_read_in_any_chunks(tmp_path, chunk_bytes):
     assert info.transposed and (info.rows, info.row_length) == (72, 40)
     np.testing.assert_array_equal(read_rows(info, rows, chunk_bytes=chunk_bytes), expected[rows])
     np.testing.assert_array_equal(np.concatenate(list(iter_row_chunks(info, chunk_bytes=chunk_bytes))), expected)
+
+
+def test_one_dimensional_convolution_is_measured_over_its_fan_in(tmp_path):
+    # Whisper's encoder conv2 and wav2vec2's conv layers are (out, in, k): a row of k = 3 taps is
+    # no group a format quantizes; PyTorch's per-channel view is weight.flatten(1), (out, in * k).
+    conv = _w(16, 128 * 3, seed=11).reshape(16, 128, 3)
+    experts = (0.02 * np.random.default_rng(12).standard_normal((2, 8, 128))).astype(np.float32)
+    _write(tmp_path / "model.safetensors", {"model.encoder.conv2.weight": conv, "model.experts.w1.weight": experts})
+    (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
+    got = {layer.name: layer for layer in result.layers}
+    assert got["model.encoder.conv2.weight"].shape == (16, 384)
+    assert got["model.encoder.conv2.weight"].mse == pytest.approx(_int4_g128(conv.reshape(16, -1)), rel=1e-6)
+    # stacked experts (E, out, in) stay one row per expert's output channel
+    assert got["model.experts.w1.weight"].shape == (16, 128)
+    assert got["model.experts.w1.weight"].mse == pytest.approx(_int4_g128(experts.reshape(16, 128)), rel=1e-6)

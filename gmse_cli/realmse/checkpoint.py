@@ -10,8 +10,8 @@ torch is involved.
 
 Rows are the last axis: a linear layer stored as ``(out, in)`` (PyTorch's ``nn.Linear``) gives
 rows of the input dimension, one per output channel, which is how every format treats a weight
-matrix. Convolutions (four or more axes, ``(out, in, kh, kw)``) are viewed as
-``(out, in * kh * kw)``, one row per output channel; three-axis tensors (stacked experts) as
+matrix. Convolutions (``(out, in, kh, kw)``, or a 1-D one's ``(out, in, k)`` named as a convolution) are
+viewed as ``(out, in * kh * kw)``, one row per output channel; other three-axis tensors (stacked experts) as
 ``(prod(shape[:-1]), shape[-1])``. GPT-2-style checkpoints store their linear layers with
 transformers' ``Conv1D`` as ``(in, out)``; those tensors (:func:`open_checkpoint` finds them
 from ``config.json``'s ``model_type`` or, without one, from their names and shapes) are read
@@ -90,6 +90,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     in_out = _experts_in_out(model_type, tensors)
     tensors = [t.model_copy(update={"transposed": True}) if (conv1d and _is_conv1d(t)) or t.name in in_out else t
                for t in tensors]
+    tensors = [t.model_copy(update={"kernel": True}) if _is_kernel(t) else t for t in tensors]
     return Checkpoint(path=path, files=tuple(files), tensors=tuple(tensors),
                       quantized=quantization_evidence(config, tensors))
 
@@ -104,15 +105,23 @@ def _is_conv1d(info: TensorInfo) -> bool:
     return len(info.shape) == 2 and _CONV1D_NAME.search(info.name) is not None
 
 
+def _is_kernel(info: TensorInfo) -> bool:
+    """A 1-D convolution's (out, in, k) kernel (Whisper's and wav2vec2's conv layers, Mamba's
+    conv1d): three axes, named as a convolution, not as experts."""
+    name = info.name.lower()
+    return len(info.shape) == 3 and "conv" in name and "expert" not in name
+
+
 def _config(path: Path, files: Sequence[Path]) -> dict | None:
-    """The Hugging Face ``config.json`` beside the checkpoint, if any can be read."""
+    """The Hugging Face ``config.json`` beside the checkpoint (the first naming a model type or a
+    quantization), if any can be read."""
     for folder in dict.fromkeys([path if path.is_dir() else path.parent, *(f.parent for f in files)]):
         try:
             text = read_text_file(folder / "config.json", what="model config", error=DataError)
             config = parse_nested(json.loads, text, where="config.json", error=DataError)
         except (DataError, ValueError):
             continue  # no config, or not one we can read: decide from the tensors instead
-        if isinstance(config, dict):
+        if isinstance(config, dict) and config.keys() & {"model_type", "quantization_config", "compression_config"}:
             return config
     return None
 

@@ -92,6 +92,9 @@ class TensorInfo(Frozen):
         description="stored (in, out) like GPT-2's Conv1D, or (experts, in, out) like gpt-oss's experts: "
         "measured rows are the stored columns (of each expert)",
     )
+    kernel: bool = Field(
+        default=False, description="a 1-D convolution's (out, in, k) kernel: one row per output channel over in*k"
+    )
 
     @property
     def readable(self) -> bool:
@@ -112,8 +115,10 @@ class TensorInfo(Frozen):
         except a convolution's ``(out, in, kh, kw, ...)`` (4 or more axes), which is
         ``(out, prod(shape[1:]))``: one row per output channel over its whole fan-in, as PyTorch's
         per-channel quantization and GPTQ view it (rows of ``kw``, 3 entries, are no group a
-        format quantizes). Three axes stay rows of the last: stacked experts' ``(E, out, in)``."""
-        cols = math.prod(self.shape[1:]) if len(self.shape) >= 4 else (self.shape[-1] if self.shape else 1)
+        format quantizes), and a 1-D convolution's ``(out, in, k)`` (:attr:`kernel`). Other
+        three-axis tensors stay rows of the last: stacked experts' ``(E, out, in)``."""
+        whole = len(self.shape) >= 4 or (self.kernel and len(self.shape) == 3)
+        cols = math.prod(self.shape[1:]) if whole else (self.shape[-1] if self.shape else 1)
         return (self.params // cols if cols else 0, cols)
 
     @property
