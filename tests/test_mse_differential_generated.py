@@ -63,7 +63,8 @@ def test_mse_json_matches_the_reference_per_layer_and_overall(tmp_path, run_cli)
     rng = np.random.default_rng(2)
     tensors = {
         "model.layers.0.mlp.up_proj.weight": rng.standard_t(3, (37, 128)).astype(ml_dtypes.bfloat16),
-        "model.layers.0.conv.weight": rng.standard_t(3, (3, 5, 64)).astype(np.float16),
+        # stacked (E, out, in); a tensor named as a convolution, (out, in, k), is read (out, in * k)
+        "model.layers.0.stack.weight": rng.standard_t(3, (3, 5, 64)).astype(np.float16),
         "model.layers.1.fc.weight": rng.standard_normal((1, 32)).astype(np.float32),
         "model.layers.0.input_layernorm.weight": np.ones(64, np.float32),
         "model.embed_tokens.weight": rng.standard_normal((10, 64)).astype(np.float32),

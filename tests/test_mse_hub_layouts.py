@@ -8,6 +8,13 @@ folder can lie about itself or hold something uscl does not measure:
 - a folder with only pickled ``pytorch_model.bin`` weights is refused naming that file;
 - a layer the patterns name but stored as integers (already-quantized I8/U8) is named with its
   dtype when nothing else is selected;
+- an already-quantized checkpoint (GPTQ/AWQ qweight, compressed-tensors weight_packed, fp8
+  weights beside their weight_scale, bitsandbytes, gpt-oss MXFP4 blocks, or any config.json
+  with a quantization_config) is refused in one line, instead of measuring the layers it left
+  in floating point (or fp8 codes without their scales) as if they were the model;
+- stacked MoE experts without a .weight suffix (gpt-oss's and Llama 4's (experts, in, out),
+  transformers' fused Mixtral/Qwen (experts, out, in)) are measured by default, each row an
+  output channel of one expert over its inputs;
 - an all-zero weight matrix (a zero-initialized LoRA B or ControlNet zero convolution) has no
   relative MSE (0/0): it is skipped with that reason, never reported as MSE 0 and weighted
   into the overall mean.
@@ -23,13 +30,15 @@ import json
 import struct
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 from gmse_cli.errors import DataError
 from gmse_cli.realmse import measure_mse, open_checkpoint, select_layers
 
-_CODES = {np.dtype("<f4"): "F32", np.dtype("i1"): "I8", np.dtype("u1"): "U8"}
+_CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("i1"): "I8", np.dtype("u1"): "U8",
+          np.dtype("<i4"): "I32", np.dtype(ml_dtypes.float8_e4m3fn): "F8_E4M3"}
 
 
 def _write(path: Path, tensors: dict[str, np.ndarray]) -> None:
@@ -108,11 +117,37 @@ def test_folder_with_only_pickled_weights_names_them(tmp_path):
         open_checkpoint(tmp_path)
 
 
+class _Boom:
+    """Unpickling this would run code: the file must be refused without being unpickled."""
+
+    def __reduce__(self):
+        return (pytest.fail, ("uscl unpickled a checkpoint",))
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_pickled_weight_file_is_refused_unread(tmp_path, zipped):
+    import pickle
+    import zipfile
+
+    path = tmp_path / "model.pt"
+    if zipped:  # torch.save's default: a zip holding data.pkl
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", pickle.dumps(_Boom()))
+    else:  # torch.save(_use_new_zipfile_serialization=False), or pickle.dump
+        path.write_bytes(pickle.dumps(_Boom(), protocol=2))
+    with pytest.raises(DataError, match=r"model\.pt is a pickle \(as torch\.save writes PyTorch weights\), which uscl "
+                                        r"never unpickles"):
+        open_checkpoint(path)
+    # a folder of them is named too, whatever torch.save's suffix
+    with pytest.raises(DataError, match=r"only pickled PyTorch weights \(model\.pt\)"):
+        open_checkpoint(tmp_path)
+
+
 def test_integer_weights_are_named_with_their_dtype(tmp_path):
     rng = np.random.default_rng(0)
     _write(tmp_path / "model.safetensors", {
         "layers.0.self_attn.q_proj.weight": rng.integers(-127, 127, (8, 128)).astype(np.int8),
-        "layers.0.self_attn.q_proj.weight_scale": _w(8, 1),
+        "layers.0.self_attn.q_proj.input_stats": _w(8, 1),
         "layers.0.mlp.down_proj.weight": rng.integers(0, 255, (8, 64)).astype(np.uint8),
     })
     ckpt = open_checkpoint(tmp_path)
@@ -142,3 +177,126 @@ def test_checkpoint_of_only_zero_layers_is_refused(tmp_path):
     _write(tmp_path / "model.safetensors", {"layers.0.mlp.up_proj.weight": np.zeros((8, 128), np.float32)})
     with pytest.raises(DataError, match=r"all zeros"):
         measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
+
+
+def _llama_layer(q: np.ndarray) -> dict[str, np.ndarray]:
+    return {"model.embed_tokens.weight": _w(64, 128, 5), "model.layers.0.self_attn.q_proj.weight": q,
+            "model.norm.weight": _w(1, 128, 6)[0], "lm_head.weight": _w(64, 128, 7)}
+
+
+_H, _I = 128, 256
+
+
+@pytest.mark.parametrize(("layout", "tensors", "config"), [
+    ("GPTQ", {"model.layers.0.mlp.down_proj.qweight": np.zeros((_I // 8, _H), np.int32),
+              "model.layers.0.mlp.down_proj.qzeros": np.zeros((_I // 128, _H // 8), np.int32),
+              "model.layers.0.mlp.down_proj.scales": _w(_I // 128, _H).astype(np.float16)},
+     {"quant_method": "gptq", "bits": 4, "group_size": 128}),
+    ("compressed-tensors int4", {"model.layers.0.mlp.down_proj.weight_packed": np.zeros((_H, _I // 8), np.int32),
+                                 "model.layers.0.mlp.down_proj.weight_scale": _w(_H, _I // 128)},
+     {"quant_method": "compressed-tensors", "format": "pack-quantized"}),
+    ("fp8 per channel", {"model.layers.0.mlp.down_proj.weight": (_w(_H, _I) * 1e4).astype(ml_dtypes.float8_e4m3fn),
+                         "model.layers.0.mlp.down_proj.weight_scale": _w(_H, 1)},
+     {"quant_method": "compressed-tensors", "format": "float-quantized"}),
+    ("fp8 DeepSeek blocks", {"model.layers.0.mlp.down_proj.weight": (_w(_H, _I) * 1e4).astype(ml_dtypes.float8_e4m3fn),
+                             "model.layers.0.mlp.down_proj.weight_scale_inv": _w(_H // 128, _I // 128)},
+     {"quant_method": "fp8", "weight_block_size": [128, 128]}),
+    ("bitsandbytes nf4", {"model.layers.0.mlp.down_proj.weight": np.zeros((_H * _I // 2, 1), np.uint8),
+                          "model.layers.0.mlp.down_proj.weight.absmax": _w(1, _H * _I // 64)[0]},
+     {"quant_method": "bitsandbytes", "load_in_4bit": True}),
+    ("gpt-oss mxfp4", {"model.layers.0.mlp.experts.down_proj_blocks": np.zeros((2, _H, _I // 32, 16), np.uint8),
+                       "model.layers.0.mlp.experts.down_proj_scales": np.zeros((2, _H, _I // 32), np.uint8)},
+     {"quant_method": "mxfp4"}),
+])
+@pytest.mark.parametrize("with_config", [True, False])
+def test_already_quantized_checkpoint_is_refused(tmp_path, layout, tensors, config, with_config):
+    # The layers a quantizer leaves in floating point (here q_proj, beside the embeddings, norm
+    # and head) are not the model: measuring them alone, or fp8 codes without their scales,
+    # would report a number for a model nobody deploys.
+    _write(tmp_path / "model.safetensors", {**_llama_layer(_w(_H, _H, 3)), **tensors})
+    if with_config:
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": config}))
+        evidence = rf"config\.json has a quantization_config \(quant_method '{config['quant_method']}'\)"
+    else:
+        evidence = r"it holds tensor 'model\.layers\.0\.mlp\.\S+' \(\w+ \[[\d, ]+\]\), which quantizers write"
+    with pytest.raises(DataError, match=rf"is already quantized \({evidence}\): .*unquantized model"):
+        measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
+    with pytest.raises(DataError, match=r"is already quantized"):
+        select_layers(open_checkpoint(tmp_path), include=["re:q_proj"])
+
+
+def _scaled_outputs(shape: tuple[int, ...], out_axis: int, seed: int) -> np.ndarray:
+    """Gaussian weights whose output channels differ in scale by up to 30x, as trained ones do:
+    a format grouping along the output axis would mix them, one grouping along the inputs not."""
+    x = (0.02 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+    scale = np.exp(np.random.default_rng(seed + 100).uniform(0, np.log(30), shape[out_axis]))
+    view = [1] * len(shape)
+    view[out_axis] = shape[out_axis]
+    return (x * scale.reshape(view)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("model_type", "in_out"), [("gpt_oss", True), ("llama4", True), (None, True),
+                                                     ("mixtral", False), (None, False)])
+def test_stacked_experts_are_measured_along_their_inputs(tmp_path, model_type, in_out):
+    experts = 3
+    if in_out:  # gpt-oss / Llama 4: x @ W[e], (experts, in, out)
+        gate_up = _scaled_outputs((experts, _H, 2 * _I), 2, 1)
+        down = _scaled_outputs((experts, _I, _H), 2, 2)
+        rows = {"gate_up_proj": np.swapaxes(gate_up, 1, 2), "down_proj": np.swapaxes(down, 1, 2)}
+    else:  # transformers' fused Mixtral/Qwen: F.linear(x, W[e]), (experts, out, in)
+        gate_up = _scaled_outputs((experts, 2 * _I, _H), 1, 1)
+        down = _scaled_outputs((experts, _H, _I), 1, 2)
+        rows = {"gate_up_proj": gate_up, "down_proj": down}
+    q = _w(_H, _H, 3)
+    router = "model.layers.0.mlp.router.weight" if in_out else "model.layers.0.block_sparse_moe.gate.weight"
+    _write(tmp_path / "model.safetensors", {
+        **_llama_layer(q), router: _w(experts, _H, 8), "model.layers.0.mlp.experts.gate_up_proj": gate_up,
+        "model.layers.0.mlp.experts.gate_up_proj_bias": _w(experts, 2 * _I, 4),
+        "model.layers.0.mlp.experts.down_proj": down})
+    if model_type is not None:
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    for sample in (None, 0.5):
+        (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05, sample=sample)
+        got = {layer.name.rsplit(".", 1)[-1]: layer for layer in result.layers}
+        # embeddings, norm, head, bias and the router are not, as GPTQ and compressed-tensors leave them
+        assert [layer.name for layer in result.layers] == [
+            "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.experts.gate_up_proj",
+            "model.layers.0.mlp.experts.down_proj"]
+        for name, x in rows.items():
+            matrix = x.reshape(-1, x.shape[-1])  # one row per (expert, output channel), over the inputs
+            assert got[name].shape == matrix.shape
+            if sample is None:
+                assert got[name].mse == pytest.approx(_int4_g128(matrix), rel=1e-6)
+        if sample is None:
+            total = sum(_int4_g128(m) * m.size for m in (q, *(x.reshape(-1, x.shape[-1]) for x in rows.values())))
+            assert result.mse == pytest.approx(total / (q.size + gate_up.size + down.size), rel=1e-6)
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 4096, 2**25])
+def test_experts_in_out_rows_read_in_any_chunks(tmp_path, chunk_bytes):
+    from gmse_cli.realmse.tensorfile import iter_row_chunks, read_rows
+
+    x, down = (np.random.default_rng(9).standard_normal(s).astype(np.float32) for s in ((3, 40, 24), (3, 12, 40)))
+    # (experts, in, out): gate_up_proj's 2I = 24 outputs beside down_proj's I = 12 inputs
+    _write(tmp_path / "model.safetensors", {"mlp.experts.gate_up_proj": x, "mlp.experts.down_proj": down})
+    (info,) = [t for t in open_checkpoint(tmp_path).tensors if t.name.endswith("gate_up_proj")]
+    expected = np.swapaxes(x, 1, 2).reshape(-1, 40)  # row e * 24 + c: expert e's output channel c
+    rows = np.array([0, 5, 23, 24, 30, 47, 48, 71])  # across all three experts and their edges
+    assert info.transposed and (info.rows, info.row_length) == (72, 40)
+    np.testing.assert_array_equal(read_rows(info, rows, chunk_bytes=chunk_bytes), expected[rows])
+    np.testing.assert_array_equal(np.concatenate(list(iter_row_chunks(info, chunk_bytes=chunk_bytes))), expected)
+
+
+def test_one_dimensional_convolution_is_measured_over_its_fan_in(tmp_path):
+    # Whisper's encoder conv2 and wav2vec2's conv layers are (out, in, k): a row of k = 3 taps is
+    # no group a format quantizes; PyTorch's per-channel view is weight.flatten(1), (out, in * k).
+    conv = _w(16, 128 * 3, seed=11).reshape(16, 128, 3)
+    experts = (0.02 * np.random.default_rng(12).standard_normal((2, 8, 128))).astype(np.float32)
+    _write(tmp_path / "model.safetensors", {"model.encoder.conv2.weight": conv, "model.experts.w1.weight": experts})
+    (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
+    got = {layer.name: layer for layer in result.layers}
+    assert got["model.encoder.conv2.weight"].shape == (16, 384)
+    assert got["model.encoder.conv2.weight"].mse == pytest.approx(_int4_g128(conv.reshape(16, -1)), rel=1e-6)
+    # stacked experts (E, out, in) stay one row per expert's output channel
+    assert got["model.experts.w1.weight"].shape == (16, 128)
+    assert got["model.experts.w1.weight"].mse == pytest.approx(_int4_g128(experts.reshape(16, 128)), rel=1e-6)

@@ -180,8 +180,9 @@ def _llama_like(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], set[st
         "model.layers.0.mlp.gate_proj.weight": np.zeros((4, 128), np.float32),  # an all-zero row block
         # dropped: not floating point, not *weight, 1-D, embeddings, norms, the output head
         "model.layers.0.mlp.up_proj.bias": rng.standard_normal(16).astype(np.float32),
-        "model.layers.0.mlp.up_proj.weight_scale": rng.standard_normal((16, 4)).astype(np.float32),
-        "model.layers.0.mlp.qweight": rng.integers(-8, 8, (16, 64)).astype(np.int32),
+        # (never a quantizer's qweight or weight_scale: a checkpoint holding those is refused whole)
+        "model.layers.0.mlp.up_proj.weight_stats": rng.standard_normal((16, 4)).astype(np.float32),
+        "model.layers.0.mlp.perm.weight": rng.integers(-8, 8, (16, 64)).astype(np.int32),
         "model.layers.0.input_layernorm.weight": rng.standard_normal(256).astype(np.float32),
         "model.norm.weight": rng.standard_normal(256).astype(np.float32),
         "model.embed_tokens.weight": rng.standard_normal((32, 256)).astype(np.float32),

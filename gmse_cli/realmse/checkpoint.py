@@ -10,12 +10,16 @@ torch is involved.
 
 Rows are the last axis: a linear layer stored as ``(out, in)`` (PyTorch's ``nn.Linear``) gives
 rows of the input dimension, one per output channel, which is how every format treats a weight
-matrix. Convolutions (four or more axes, ``(out, in, kh, kw)``) are viewed as
-``(out, in * kh * kw)``, one row per output channel; three-axis tensors (stacked experts) as
+matrix. Convolutions (``(out, in, kh, kw)``, or a 1-D one's ``(out, in, k)`` named as a convolution) are
+viewed as ``(out, in * kh * kw)``, one row per output channel; other three-axis tensors (stacked experts) as
 ``(prod(shape[:-1]), shape[-1])``. GPT-2-style checkpoints store their linear layers with
 transformers' ``Conv1D`` as ``(in, out)``; those tensors (:func:`open_checkpoint` finds them
 from ``config.json``'s ``model_type`` or, without one, from their names and shapes) are read
-transposed, so their rows are output channels too.
+transposed, so their rows are output channels too. Stacked experts stored ``(experts, in, out)``
+(gpt-oss's and Llama 4's ``experts.gate_up_proj`` / ``experts.down_proj``, which multiply as
+``x @ W``; Mixtral's and Qwen's fused experts are ``(experts, out, in)``) are read transposed
+per expert (:func:`_experts_in_out`). An already-quantized checkpoint is marked so
+(:mod:`gmse_cli.realmse.prequantized`).
 
 Which tensors are measured is :mod:`gmse_cli.realmse.layers`' business.
 """
@@ -31,6 +35,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from gmse_cli.errors import DataError, more_likewise
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import does_not_exist, exists, parse_nested, read_text_file, user_path
+from gmse_cli.realmse.prequantized import quantization_evidence
 from gmse_cli.realmse.tensorfile import TensorInfo, read_header
 
 __all__ = ["Checkpoint", "open_checkpoint", "checkpoint_name"]
@@ -42,6 +47,7 @@ class Checkpoint(Frozen):
     path: Path
     files: tuple[Path, ...]
     tensors: tuple[TensorInfo, ...]
+    quantized: str | None = None  # why the checkpoint is already quantized (None: it is not)
 
     @cached_property
     def by_name(self) -> dict[str, TensorInfo]:
@@ -77,9 +83,16 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
             seen[info.name] = file
             tensors.append(info)
     _check_index(weight_map, seen)
-    if _stores_conv1d(path, files, tensors):
-        tensors = [t.model_copy(update={"transposed": True}) if _is_conv1d(t) else t for t in tensors]
-    return Checkpoint(path=path, files=tuple(files), tensors=tuple(tensors))
+    config = _config(path, files)
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    model_type = model_type if isinstance(model_type, str) else None
+    conv1d = _stores_conv1d(model_type, tensors)
+    in_out = _experts_in_out(model_type, tensors)
+    tensors = [t.model_copy(update={"transposed": True}) if (conv1d and _is_conv1d(t)) or t.name in in_out else t
+               for t in tensors]
+    tensors = [t.model_copy(update={"kernel": True}) if _is_kernel(t) else t for t in tensors]
+    return Checkpoint(path=path, files=tuple(files), tensors=tuple(tensors),
+                      quantized=quantization_evidence(config, tensors))
 
 
 # Hugging Face models built on transformers' Conv1D (GPT-2 and its descendants), which stores a
@@ -92,20 +105,53 @@ def _is_conv1d(info: TensorInfo) -> bool:
     return len(info.shape) == 2 and _CONV1D_NAME.search(info.name) is not None
 
 
-def _model_type(path: Path, files: Sequence[Path]) -> str | None:
-    """``model_type`` of the Hugging Face ``config.json`` beside the checkpoint, if any."""
+def _is_kernel(info: TensorInfo) -> bool:
+    """A 1-D convolution's (out, in, k) kernel (Whisper's and wav2vec2's conv layers, Mamba's
+    conv1d): three axes, named as a convolution, not as experts."""
+    name = info.name.lower()
+    return len(info.shape) == 3 and "conv" in name and "expert" not in name
+
+
+def _config(path: Path, files: Sequence[Path]) -> dict | None:
+    """The Hugging Face ``config.json`` beside the checkpoint (the first naming a model type or a
+    quantization), if any can be read."""
     for folder in dict.fromkeys([path if path.is_dir() else path.parent, *(f.parent for f in files)]):
         try:
             text = read_text_file(folder / "config.json", what="model config", error=DataError)
             config = parse_nested(json.loads, text, where="config.json", error=DataError)
         except (DataError, ValueError):
             continue  # no config, or not one we can read: decide from the tensors instead
-        if isinstance(config, dict) and isinstance(config.get("model_type"), str):
-            return config["model_type"]
+        if isinstance(config, dict) and config.keys() & {"model_type", "quantization_config", "compression_config"}:
+            return config
     return None
 
 
-def _stores_conv1d(path: Path, files: Sequence[Path], tensors: Sequence[TensorInfo]) -> bool:
+# Fused expert weights of a MoE block, stored as one (experts, ., .) tensor without a .weight suffix.
+EXPERTS_NAME = re.compile(r"(^|\.)experts\.(gate_up_proj|gate_proj|up_proj|down_proj)$")
+_EXPERTS_IN_OUT_TYPES = frozenset({"gpt_oss", "llama4", "llama4_text"})
+
+
+def _experts_in_out(model_type: str | None, tensors: Sequence[TensorInfo]) -> set[str]:
+    """Names of the stacked expert tensors stored (experts, in, out).
+
+    The model type says so when a ``config.json`` names it. Without one, a block's two tensors
+    do: ``gate_up_proj`` has twice the outputs that ``down_proj`` takes as inputs, so (E, H, 2I)
+    beside (E, I, H) is (experts, in, out) and (E, 2I, H) beside (E, H, I) is (experts, out, in).
+    """
+    experts = {t.name: t for t in tensors if len(t.shape) == 3 and EXPERTS_NAME.search(t.name)}
+    if model_type is not None:
+        return set(experts) if model_type in _EXPERTS_IN_OUT_TYPES else set()
+    found: set[str] = set()
+    for name, t in experts.items():
+        if not name.endswith(".gate_up_proj"):
+            continue
+        down = experts.get(name.removesuffix("gate_up_proj") + "down_proj")
+        if down is not None and t.shape[2] == 2 * down.shape[1]:
+            found |= {name, down.name}
+    return found
+
+
+def _stores_conv1d(model_type: str | None, tensors: Sequence[TensorInfo]) -> bool:
     """Whether the checkpoint's GPT-2-style layers (``h.N.attn.c_attn`` ...) are Conv1D.
 
     The model type says so when a ``config.json`` names it. Without one, the shapes do: an
@@ -113,7 +159,6 @@ def _stores_conv1d(path: Path, files: Sequence[Path], tensors: Sequence[TensorIn
     stored (in, out) when its first axis is the shorter. GPTBigCode uses the same names with
     nn.Linear layout, which this tells apart.
     """
-    model_type = _model_type(path, files)
     if model_type is not None:
         return model_type in _CONV1D_MODEL_TYPES
     return any(
@@ -121,6 +166,8 @@ def _stores_conv1d(path: Path, files: Sequence[Path], tensors: Sequence[TensorIn
         for t in tensors
     )
 
+
+_PICKLED = (".bin", ".pt", ".pth", ".ckpt")  # torch.save's suffixes: never unpickled (a pickle can run code)
 
 _Found = tuple[list[Path], tuple[Path, dict] | None]
 """A checkpoint's weight files, and the index that named them with its weight_map (or None)."""
@@ -252,7 +299,7 @@ def _checkpoint_files(path: Path, *, depth: int = 1) -> _Found:
             names = ", ".join(sub.name for sub in found)
             raise DataError(f"folder {path} holds no .safetensors files but {len(found)} subfolders with "
                             f"checkpoints ({names}); pass one of them")
-    pickled = sorted(p.name for p in path.glob("*.bin") if p.is_file())
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLED and p.is_file())
     if pickled:
         raise DataError(f"no .safetensors files in folder {path}, only pickled PyTorch weights ({', '.join(pickled[:3])}), "
                         f"which uscl does not read; convert them to safetensors")

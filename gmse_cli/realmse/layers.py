@@ -1,7 +1,8 @@
 """What is measured: which tensors of a checkpoint, which of their rows, and in what pieces.
 
 Layer selection (:func:`select_layers`): by default every floating-point weight matrix
-(``*.weight``, at least 2-D) except embeddings, norms and the output head. ``include``
+(``*.weight``, at least 2-D, and stacked MoE experts' ``experts.gate_up_proj`` /
+``experts.down_proj``) except embeddings, norms and the output head. ``include``
 patterns, when given, replace that default; ``exclude`` patterns always remove. A pattern is a
 shell glob matched against the whole tensor name (``*.mlp.*``), or a regular expression
 searched in it when written ``re:PATTERN``.
@@ -24,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from gmse_cli.errors import DataError, more_likewise
-from gmse_cli.realmse.checkpoint import Checkpoint
+from gmse_cli.realmse.checkpoint import EXPERTS_NAME, Checkpoint
 from gmse_cli.realmse.tensorfile import TensorInfo, iter_row_chunks
 from gmse_cli.spec import VQ, Format, Quantize, ScaleFormat, Sparsify
 
@@ -48,6 +49,9 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     r"re:(?i)(^|[._])(embed\w*|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|lm_head|embed_out|output_layer)([._]|$)",
     r"re:(?i)(^|[._])(\w*norm\w*|ln_\w+|ln\d*|layernorm\w*)([._]|$)",
     r"re:position_ids|rotary|inv_freq",
+    # A MoE router (Mixtral's block_sparse_moe.gate, Qwen's and DeepSeek's mlp.gate, gpt-oss's and
+    # Llama 4's router) stays in full precision in GPTQ/compressed-tensors recipes and vLLM.
+    r"re:(^|\.)(gate|router|shared_expert_gate)(\.weight)?$",
 )
 
 Locality = Literal["rows", "two-pass", "tensor"]
@@ -92,7 +96,10 @@ def layer_kind(name: str) -> str:
 
 
 def _default_layer(info: TensorInfo) -> bool:
-    return info.name.endswith("weight") and not matches(info.name, DEFAULT_EXCLUDE)
+    # gpt-oss, Llama 4 and transformers' fused Mixtral/Qwen experts name their (experts, ., .)
+    # weights without a .weight suffix; they hold most of a MoE model's parameters.
+    named = info.name.endswith("weight") or (len(info.shape) == 3 and EXPERTS_NAME.search(info.name) is not None)
+    return named and not matches(info.name, DEFAULT_EXCLUDE)
 
 
 def select_layers(
@@ -103,10 +110,15 @@ def select_layers(
     Only floating-point tensors with at least two axes are candidates. With no ``include``
     patterns, the default rule picks ``*weight`` tensors that are not embeddings, norms or an
     output head; ``include`` patterns replace the default rule; ``exclude`` always removes.
-    Raises :class:`DataError` when nothing is selected, listing a few tensor names.
+    Raises :class:`DataError` when nothing is selected, listing a few tensor names, and for an
+    already-quantized checkpoint (its packed codes are not weights; the layers it left in
+    floating point are not the model).
     """
     for pattern in (*include, *exclude):
         _compile(pattern)  # a bad regex fails before anything is read
+    if checkpoint.quantized is not None:
+        raise DataError(f"checkpoint {checkpoint.path} is already quantized ({checkpoint.quantized}): uscl measures "
+                        f"the error of quantizing floating-point weights; give it the original, unquantized model")
     chosen = []
     for info in checkpoint.tensors:
         if not info.readable or not info.is_float or len(info.shape) < 2 or info.params == 0:

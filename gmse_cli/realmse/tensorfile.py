@@ -88,7 +88,12 @@ class TensorInfo(Frozen):
     offset: int = Field(ge=0, description="absolute byte offset of the data in the file")
     nbytes: int = Field(ge=0)
     transposed: bool = Field(
-        default=False, description="stored (in, out) like GPT-2's Conv1D: measured rows are the stored columns"
+        default=False,
+        description="stored (in, out) like GPT-2's Conv1D, or (experts, in, out) like gpt-oss's experts: "
+        "measured rows are the stored columns (of each expert)",
+    )
+    kernel: bool = Field(
+        default=False, description="a 1-D convolution's (out, in, k) kernel: one row per output channel over in*k"
     )
 
     @property
@@ -110,17 +115,21 @@ class TensorInfo(Frozen):
         except a convolution's ``(out, in, kh, kw, ...)`` (4 or more axes), which is
         ``(out, prod(shape[1:]))``: one row per output channel over its whole fan-in, as PyTorch's
         per-channel quantization and GPTQ view it (rows of ``kw``, 3 entries, are no group a
-        format quantizes). Three axes stay rows of the last: stacked experts' ``(E, out, in)``."""
-        cols = math.prod(self.shape[1:]) if len(self.shape) >= 4 else (self.shape[-1] if self.shape else 1)
+        format quantizes), and a 1-D convolution's ``(out, in, k)`` (:attr:`kernel`). Other
+        three-axis tensors stay rows of the last: stacked experts' ``(E, out, in)``."""
+        whole = len(self.shape) >= 4 or (self.kernel and len(self.shape) == 3)
+        cols = math.prod(self.shape[1:]) if whole else (self.shape[-1] if self.shape else 1)
         return (self.params // cols if cols else 0, cols)
 
     @property
     def row_length(self) -> int:
-        return self.stored_shape[0 if self.transposed else 1]
+        return self.shape[-2] if self.transposed else self.stored_shape[1]
 
     @property
     def rows(self) -> int:
-        return self.stored_shape[1 if self.transposed else 0]
+        if self.transposed:
+            return self.params // self.shape[-2] if self.shape[-2] else 0
+        return self.stored_shape[0]
 
 
 def _whole(value: object) -> int:
@@ -142,6 +151,9 @@ def read_header(file: Path) -> list[TensorInfo]:
                 raise DataError(f"{file} is not a safetensors file (only {len(head)} bytes)")
             (header_len,) = struct.unpack("<Q", head)
             if header_len > _MAX_HEADER_BYTES or 8 + header_len > size:
+                if head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a bare pickle
+                    raise DataError(f"{file} is a pickle (as torch.save writes PyTorch weights), which uscl never unpickles "
+                                    f"(a pickle can run code); convert it to safetensors")
                 raise DataError(
                     f"{file} is not a safetensors file (header length {header_len} does not fit its {size} bytes)"
                 )
@@ -266,11 +278,18 @@ def _fill(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndar
 def _fill_blocks(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndarray, chunk_bytes: int) -> None:
     step = chunk_rows(info.stored_shape[1], chunk_bytes)
     if info.transposed:
-        # Measured rows are stored columns: stream the stored rows, keep the selected columns
-        # (each chunk of measured rows reads the tensor once more; Conv1D layers are GPT-2 sized).
-        for start in range(0, info.stored_shape[0], step):
-            stop = min(start + step, info.stored_shape[0])
-            out[:, start:stop] = _read_block(fh, info, start, stop)[:, rows].T
+        # Measured rows are stored columns of each (in, out) plane (one plane for a Conv1D, one
+        # per expert for (experts, in, out)): stream the planes the rows lie in, keep the selected
+        # columns (each chunk of measured rows reads its planes once more).
+        plane, width = info.shape[-2], info.shape[-1]
+        wanted = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+        experts = wanted // width
+        for e in np.unique(experts):
+            mine = np.flatnonzero(experts == e)  # consecutive: the rows are sorted
+            at, cols = slice(int(mine[0]), int(mine[-1]) + 1), wanted[mine] - e * width
+            for start in range(0, plane, step):
+                stop = min(start + step, plane)
+                out[at, start:stop] = _read_block(fh, info, e * plane + start, e * plane + stop)[:, cols].T
         return
     done = 0
     for first, last in _runs(rows):
