@@ -42,3 +42,4 @@ def test_vary_L_draws_a_marginal_L_above_one_on_both_sides():
     # a normal of sigma 0.015 about 1.026, truncated only at 2: half above, none above 2
     assert abs(float(np.mean(L > 1.026)) - 0.5) < 0.03
     assert L.max() <= 2.0
+

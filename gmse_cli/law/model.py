@@ -226,7 +226,7 @@ class Law(Frozen):
 
     def beyond_fitted_gmse(self, stages: Iterable[tuple[Family, float]]) -> str | None:
         """Why a capacity read at these (family, error) stages lies beyond the fitted stages."""
-        return None if self.fitted_range is None else self.fitted_range.beyond_gmse(stages)
+        return None if self.fitted_range is None else self.fitted_range.beyond_gmse(stages, rho=self.rho)
 
     def loss(self, params: np.ndarray | float, tokens: np.ndarray | float, rho: np.ndarray | float = 1.0):
         return predicted_loss(
