@@ -2,7 +2,7 @@
 law file's joint draws picked by the seeded generator, then, in a fixed order, split-normal
 marginals (sigma from low/high read as a central 95% interval, else sigma) for the constants
 the draws lack, truncated by rejection to the physical domain; L held unless --vary-L (then
-truncated to at most max(1, value)); interval = inverted-CDF quantiles widened to hold the
+truncated to at most 1, or 2 where its value is above 1); interval = inverted-CDF quantiles widened to hold the
 point value. Formats with exact table GMSEs, so no GMSE draws enter."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _marginal(const: dict, n: int, rng: np.random.Generator, upper: float = math
     plus = max((const["high"] - value) / _Z95 if "high" in const else sigma, 0.0)
     if minus == 0.0 and plus == 0.0:
         return np.full(n, value)
-    upper = max(upper, value)
+    upper = upper if value <= upper else 2.0  # a fitted L above 1 is drawn up to the file's ceiling
     out, todo = np.empty(n), np.arange(n)
     while todo.size:  # these cases never need the clipping fallback
         z = rng.standard_normal(todo.size)

@@ -75,7 +75,8 @@ def _quantized_unrotated(activations: Format) -> bool:
 
 
 def _sparsified(activations: Format) -> bool:
-    return any(stage.kind == "sparsify" for stage in activations.stages)
+    # a stage that keeps every entry (sparse0, 4:4) prunes nothing: the tensor is not sparsified
+    return any(stage.kind == "sparsify" and stage.density < 1 for stage in activations.stages)
 
 
 class EvidenceRow(NamedTuple):
@@ -109,15 +110,19 @@ UNROTATED_EVIDENCE: tuple[EvidenceRow, ...] = (
 
 
 def unrotated_evidence(activations: Format | None) -> EvidenceRow | None:
-    """The published row whose activation grid matches ``activations`` (an unrotated int grid), if any."""
+    """The published row whose quantizer ``activations`` (unrotated) has, if any: QuEST's own
+    grid, the catalog's ``intB`` (RMS-clipped per row). Another grid of the same width (absmax
+    per group of 128, MX blocks) handles outliers otherwise, so QuEST's runs are not its runs."""
     if activations is None or activations.quantizer is None or activations.rotations:
         return None
     q = activations.quantizer
-    bits = getattr(q, "bits", None)
-    grid = getattr(getattr(q, "grid", None), "value", None)
-    if grid != "int" or bits is None:
+    row = next((row for row in UNROTATED_EVIDENCE if row.bits == getattr(q, "bits", None)), None)
+    if row is None or getattr(getattr(q, "grid", None), "value", None) != "int":
         return None
-    return next((row for row in UNROTATED_EVIDENCE if row.bits == bits), None)
+    from gmse_cli.spec import catalog
+
+    quest = catalog().get(row.activations)
+    return row if quest is not None and q == quest.quantizer else None
 
 
 def evidence_line(activations: Format | None) -> str:

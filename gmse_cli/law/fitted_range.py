@@ -8,9 +8,10 @@ reports the drift), so a capacity read far outside the fitted range inherits tha
 
 The same holds for a capacity curve read at a GMSE beyond the stages it was fitted on, and
 most of all for a family no fitted run had (the shipped law's VQ curve is the quantization
-curve, copied: no VQ run backs it). Only GMSEs *above* the largest fitted one are flagged:
-below the smallest the curve is flat (tanh saturated; int8 is at 0.989 L already), so less
-error cannot mislead by much.
+curve, copied: no VQ run backs it). A GMSE above the largest fitted one is flagged; one below
+the smallest only where the curve still rises there by over 1% (:data:`FLAT`): the shipped
+quantization curve is flat below bf16's GMSE (0.9986 L there, L at 0), but a curve fitted at
+one sparse GMSE (QuEST's 0.208, capacity 0.57) reads 0.95 at 10% sparsity unbacked.
 
 A law file records the range in ``[fitted_range]`` (``uscl fit --out`` writes it from the runs
 it fitted); ``uscl rank`` and ``uscl predict`` say in one line when N or D/N lies beyond it,
@@ -20,7 +21,7 @@ and when a stage's capacity is read beyond its family's fitted GMSEs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pydantic import Field, model_validator
 
@@ -29,9 +30,10 @@ from gmse_cli.errors import LawError
 from gmse_cli.frozen import Frozen
 from gmse_cli.spec import Family
 
-__all__ = ["FittedRange", "fitted_range_of"]
+__all__ = ["FLAT", "FittedRange", "fitted_range_of"]
 
 _EDGE = 1e-9  # relative slack at the ends: a prediction at a fitted run's own N is inside
+FLAT = 0.01  # below the smallest fitted GMSE, a capacity within 1% of the curve's there is read as backed
 
 
 def _times(ratio: float) -> str:
@@ -80,9 +82,12 @@ class FittedRange(Frozen):
             return None
         return "; ".join(reasons)
 
-    def beyond_gmse(self, stages: Iterable[tuple[Family, float]]) -> str | None:
+    def beyond_gmse(self, stages: Iterable[tuple[Family, float]],
+                    rho: Callable[[Family, float], float] | None = None) -> str | None:
         """Why a capacity read at these (family, GMSE) stages lies beyond the fitted stages:
-        a family no fitted run had, or a GMSE above its family's largest; None otherwise."""
+        a family no fitted run had, a GMSE above its family's largest, or (given the law's
+        capacity ``rho``) one below its smallest where the curve reads over :data:`FLAT` more
+        than there; None otherwise."""
         if self.gmse is None:
             return None
         reasons: list[str] = []
@@ -95,6 +100,11 @@ class FittedRange(Frozen):
             elif value > self.gmse[family][1] * (1 + _EDGE):
                 high = self.gmse[family][1]
                 reason = f"{family.value} GMSE {value:.3g} is above the largest fitted ({high:.3g})"
+            elif (rho is not None and value < (low := self.gmse[family][0]) * (1 - _EDGE)
+                  and float(rho(family, value)) > float(rho(family, low)) * (1 + FLAT)):
+                # no value of the row's own in the text, so the rows below one fitted end share a line
+                reason = (f"{family.value} GMSE below the smallest fitted ({low:.3g}, rho {float(rho(family, low)):.3g}), "
+                          f"where the curve still rises by over {FLAT:.0%}")
             else:
                 continue
             if reason not in reasons:

@@ -21,7 +21,7 @@ from gmse_cli.schema.versions import LAW_SCHEMA_VERSION
 from gmse_cli.spec import Family
 
 __all__ = ["MAX_CONSTANT", "MAX_L", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
-           "draws_in_domain", "number_array"]
+           "draws_in_domain", "L_ceiling", "number_array"]
 
 
 MAX_CONSTANT = 1e30
@@ -85,14 +85,25 @@ _LAW_KEYS = ("A", "alpha", "B", "beta", "E")
 _CURVE_KEYS = ("L", "F", "C")
 
 
+def L_ceiling(value: float) -> float:
+    """The largest draw of a capacity curve's L whose point value is ``value``: 1 (a compressed
+    model never has more capacity than its dense self) where the value respects that, else
+    MAX_L. A fit that put L above 1 did not hold it to 1, so its replicates are not held either:
+    capped at the value itself, QuEST's fit (L 1.026) kept 178 of 300 replicates, every one at or
+    below the point, which then sat at the top of every interval (int4's 50% rho interval
+    [0.810, 0.824] ended at its point 0.824)."""
+    return 1.0 if value <= 1.0 else MAX_L
+
+
 def draws_in_domain(name: str, column, value: float):
     """Which draws of constant ``name`` (its point value ``value``) a law accepts: E at least 0,
-    every other constant positive, a capacity curve's L at most max(1, its value), and every
-    one finite and at most MAX_CONSTANT (a replicate that ran off to 1e39 is no draw of a law)."""
+    every other constant positive, a capacity curve's L at most :func:`L_ceiling` of its value,
+    and every one finite and at most MAX_CONSTANT (a replicate that ran off to 1e39 is no draw
+    of a law)."""
     column = np.asarray(column, dtype=float)
     ok = (column >= 0 if name == "E" else column > 0) & (column <= MAX_CONSTANT)
     if name.endswith(".L"):
-        ok &= column <= max(1.0, value)
+        ok &= column <= L_ceiling(value)
     return ok
 
 
@@ -184,9 +195,10 @@ class Law(Frozen):
                 raise LawError(f"law '{self.name}': draws of E reach {lowest}; E must not be negative")
             if name != "E" and lowest <= 0:
                 raise LawError(f"law '{self.name}': draws of {name} reach {lowest}; {name} must be positive")
-            if name.endswith(".L") and highest > max(1.0, known[name].value):
+            if name.endswith(".L") and highest > (ceiling := L_ceiling(known[name].value)):
                 raise LawError(
-                    f"law '{self.name}': draws of {name} reach {highest}; L may not exceed max(1, its value)"
+                    f"law '{self.name}': draws of {name} reach {highest}; L may not exceed {ceiling:g} "
+                    "(1 for an L of at most 1, else the ceiling a law file holds)"
                 )
 
     def curve(self, family: Family | str) -> FamilyCurve:
@@ -214,7 +226,7 @@ class Law(Frozen):
 
     def beyond_fitted_gmse(self, stages: Iterable[tuple[Family, float]]) -> str | None:
         """Why a capacity read at these (family, error) stages lies beyond the fitted stages."""
-        return None if self.fitted_range is None else self.fitted_range.beyond_gmse(stages)
+        return None if self.fitted_range is None else self.fitted_range.beyond_gmse(stages, rho=self.rho)
 
     def loss(self, params: np.ndarray | float, tokens: np.ndarray | float, rho: np.ndarray | float = 1.0):
         return predicted_loss(

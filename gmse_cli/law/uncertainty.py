@@ -16,8 +16,10 @@ from their marginals:
   = (distance to that end) / 1.96, reading [low, high] as a central 95% interval;
 - only ``sigma``: a normal; neither: the constant is fixed;
 - draws are truncated (rejection, then clipping as a last resort) to the physical domain:
-  A, alpha, B, beta, F, C > 0, E >= 0, and 0 < L <= max(1, value) because a compressed model
-  never has more capacity than its dense self (a file's joint draws must lie in it too);
+  A, alpha, B, beta, F, C > 0, E >= 0, and 0 < L <= 1 because a compressed model never has
+  more capacity than its dense self, where the value of L respects that; a fitted L above 1
+  is drawn up to MAX_L (2), not cut at its own value, which would put every draw below the
+  point (:func:`~gmse_cli.law.model.L_ceiling`; a file's joint draws must lie in it too);
 - each stage's GMSE is drawn from a normal with its standard error (0 for exact quadrature),
   truncated to GMSE > 0, independently of the constants.
 
@@ -54,7 +56,7 @@ from pydantic import Field
 from gmse_cli.errors import LawError, described
 from gmse_cli.frozen import Frozen
 from gmse_cli.law.compose import checked_law, factorized_capacity, stage_list
-from gmse_cli.law.model import Constant, Law, capacity, number_array, predicted_loss
+from gmse_cli.law.model import Constant, L_ceiling, Law, capacity, number_array, predicted_loss
 from gmse_cli.limits import check_seed, is_flag, is_real, is_whole
 from gmse_cli.spec import Family
 
@@ -203,7 +205,7 @@ def sample_law(
 
     def draw_L(name: str, const: Constant) -> np.ndarray:
         if name in joint or vary_L:
-            return draw(name, const, upper=1.0)
+            return draw(name, const, upper=L_ceiling(const.value))
         return np.full(draws, const.value)
 
     curves = {
