@@ -19,7 +19,17 @@ almost nothing. ``peak - baseline`` is what streaming the big file costs; throug
 measured layers' parameters over ``wall - baseline wall`` (with ``--sample`` every row is still
 read once, for the outlier rows the sample takes whole).
 
-Run: python benchmarks/mse_memory.py [--size-gb 3] [--dir /tmp] [--formats int4 nvfp4 ...]
+``--shards N`` writes the checkpoint as N files with a ``model.safetensors.index.json``, as a
+sharded Hugging Face download (``uscl mse`` is given the index); ``--dtype F16`` stores the
+matrices in float16; ``--search-rows 256`` also measures the rows `uscl search --checkpoint`
+holds and its evaluator's peak (tracemalloc) over int4 at every level.
+
+Measured on 2 shared CPU cores with ``--size-gb 13 --shards 3 --formats int4 --search-rows 256``
+(13.2 GB, 6.75G parameters measured): int4 peak 310 MB (1.21x the largest layer in float32,
+0.023x the files, 144 s), 326 MB with ``--sample 0.1``; the search evaluator held 1,155 MB of
+rows and peaked at 1,604 MB (1.39x).
+
+Run: python benchmarks/mse_memory.py [--size-gb 3] [--dir /tmp] [--formats int4 nvfp4 ...] [--shards 3] [--dtype F16] [--search-rows 256]
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ MB = 2**20
 HIDDEN, MLP, VOCAB, WIDE = 4096, 11008, 32000, 8192
 FORMATS = ("int4", "int4-g128", "mxfp4", "nvfp4", "had128+int4")
 CHUNK_VALUES = 4 * MB  # values generated and written at a time
-_STORAGE = {"BF16": ml_dtypes.bfloat16, "F32": np.float32}
+_STORAGE = {"BF16": ml_dtypes.bfloat16, "F16": np.float16, "F32": np.float32}
 
 
 def _block(index: int, dtype: str, rows: int = 0) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -68,19 +78,19 @@ def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     return int(np.prod(shape)) * np.dtype(_STORAGE[dtype]).itemsize
 
 
-def layout(size_gb: float, *, rows: int = 0) -> list[tuple[str, str, tuple[int, ...]]]:
+def layout(size_gb: float, *, rows: int = 0, dtype: str = "BF16") -> list[tuple[str, str, tuple[int, ...]]]:
     """Tensor names, dtypes and shapes of a checkpoint of about ``size_gb`` GB."""
     fixed = [
-        ("model.embed_tokens.weight", "BF16", (min(rows, VOCAB) if rows else VOCAB, HIDDEN)),
+        ("model.embed_tokens.weight", dtype, (min(rows, VOCAB) if rows else VOCAB, HIDDEN)),
         *_block(0, "F32", rows),
-        ("model.vision_proj.weight", "BF16", (min(rows, WIDE) if rows else WIDE, WIDE)),
+        ("model.vision_proj.weight", dtype, (min(rows, WIDE) if rows else WIDE, WIDE)),
     ]
     tensors = list(fixed)
-    block_bytes = sum(_nbytes(d, s) for _, d, s in _block(1, "BF16"))
+    block_bytes = sum(_nbytes(d, s) for _, d, s in _block(1, dtype))
     fixed_bytes = sum(_nbytes(d, s) for _, d, s in fixed)
     blocks = max(1, round((size_gb * 2**30 - fixed_bytes) / block_bytes))
     for i in range(1, blocks + 1):
-        tensors.extend(_block(i, "BF16", rows))
+        tensors.extend(_block(i, dtype, rows))
     return tensors
 
 
@@ -122,6 +132,23 @@ def write_checkpoint(path: Path, tensors: list[tuple[str, str, tuple[int, ...]]]
                 fh.write(block.astype(_STORAGE[dtype]).tobytes())
 
 
+def write_shards(folder: Path, tensors: list[tuple[str, str, tuple[int, ...]]], shards: int) -> Path:
+    """Write ``tensors`` as ``shards`` files and a ``model.safetensors.index.json`` naming them,
+    as a sharded Hugging Face download is laid out; returns the index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    per = -(-len(tensors) // shards)
+    weight_map: dict[str, str] = {}
+    for s in range(shards):
+        part = tensors[s * per : (s + 1) * per]
+        name = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        write_checkpoint(folder / name, part, seed=s)
+        weight_map.update(dict.fromkeys((n for n, _, _ in part), name))
+    index = folder / "model.safetensors.index.json"
+    total = sum(_nbytes(d, s) for _, d, s in tensors)
+    index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    return index
+
+
 def run_mse(checkpoint: Path, fmt: str, sample: float | None) -> dict:
     """One `uscl mse --json` in a fresh process: its peak RSS, wall time and result."""
     cmd = [sys.executable, "-m", "gmse_cli", "mse", str(checkpoint), "--format", fmt, "--json"]
@@ -142,15 +169,42 @@ def run_mse(checkpoint: Path, fmt: str, sample: float | None) -> dict:
     return {"peak": usage.ru_maxrss * 1024, "wall": wall, "params": result["params"], "sample": result["sample"]}
 
 
+def search_rows_memory(checkpoint: Path, rows_per_layer: int) -> None:
+    """`uscl search --checkpoint`'s evaluator: the rows it holds and its peak over a final pass."""
+    import tracemalloc
+
+    from gmse_cli.realmse import open_checkpoint, select_layers
+    from gmse_cli.search.evaluate import CheckpointEvaluator
+    from gmse_cli.spec import parse_shorthand
+
+    layers = select_layers(open_checkpoint(checkpoint))
+    start = time.perf_counter()
+    tracemalloc.start()
+    evaluator = CheckpointEvaluator(layers, rows_per_layer=rows_per_layer, seed=0)
+    held = sum(x.nbytes for x, _, _ in evaluator.data)
+    for level in range(evaluator.levels):
+        evaluator.measure(parse_shorthand("int4"), level)
+    evaluator.final(parse_shorthand("int4"))
+    now, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"\nsearch --checkpoint evaluator ({rows_per_layer} rows per layer, int4 at every level): rows held "
+          f"{held / MB:,.0f} MB, peak {peak / MB:,.0f} MB ({peak / held:.2f}x the rows), "
+          f"{now / MB:,.0f} MB held after, {time.perf_counter() - start:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gb", type=float, default=3.0, help="checkpoint size to write (GB)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where to write it")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS))
     parser.add_argument("--sample", type=float, default=0.1, help="the sampled runs' --sample")
+    parser.add_argument("--dtype", choices=("BF16", "F16"), default="BF16", help="storage of the big matrices")
+    parser.add_argument("--shards", type=int, default=1, help="write this many shards and an index.json")
+    parser.add_argument("--search-rows", type=int, default=0,
+                        help="also measure `search --checkpoint`'s evaluator with this many rows per layer")
     args = parser.parse_args()
 
-    tensors = layout(args.size_gb)
+    tensors = layout(args.size_gb, dtype=args.dtype)
     size = 8 + sum(_nbytes(d, s) for _, d, s in tensors)
     free = shutil.disk_usage(args.dir).free
     print(f"disk: {free / 2**30:.1f} GB free in {args.dir}; the checkpoint needs {size / 2**30:.2f} GB")
@@ -158,12 +212,15 @@ def main() -> None:
         raise SystemExit(f"not enough disk in {args.dir}: lower --size-gb or pick --dir")
 
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="uscl-mse-memory-") as tmp:
-        big = Path(tmp) / "model.safetensors"
         tiny = Path(tmp) / "tiny.safetensors"
         start = time.perf_counter()
-        write_checkpoint(big, tensors)
-        print(f"wrote {big.stat().st_size / 2**30:.2f} GB in {time.perf_counter() - start:.0f} s")
-        write_checkpoint(tiny, layout(0.0, rows=4))
+        if args.shards > 1:
+            big = write_shards(Path(tmp) / "sharded", tensors, args.shards)
+        else:
+            big = Path(tmp) / "model.safetensors"
+            write_checkpoint(big, tensors)
+        print(f"wrote {size / 2**30:.2f} GB ({args.dtype}, {args.shards} file(s)) in {time.perf_counter() - start:.0f} s")
+        write_checkpoint(tiny, layout(0.0, rows=4, dtype=args.dtype))
 
         from gmse_cli.realmse import open_checkpoint, select_layers
 
@@ -185,6 +242,8 @@ def main() -> None:
                 rows.append((fmt, sample, run, base, run["params"] / max(run["wall"] - base["wall"], 1e-9)))
                 print(f"  {fmt:<12} sample {sample or 1:<4g} peak {run['peak'] / MB:6.0f} MB "
                       f"(baseline {base['peak'] / MB:4.0f})  wall {run['wall']:6.1f} s", flush=True)
+        if args.search_rows:
+            search_rows_memory(big, args.search_rows)
 
     print()
     head = (f"{'format':<12} {'sample':>6} {'peak MB':>8} {'-base MB':>8} {'peak/f32 largest':>16} "

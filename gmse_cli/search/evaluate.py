@@ -155,37 +155,64 @@ class CheckpointEvaluator(Evaluator):
     """Rows sampled once from each selected layer and held in memory; a format's error is the
     parameter-weighted mean over layers of ||W - C(W)||^2 / ||W||^2 on those rows. Each level
     uses a prefix of a random permutation of each layer's rows (itself a random sample), and
-    the final value uses all ``rows_per_layer``. Row-local formats run once over the rows of
-    all layers of one row length stacked together (one kernel call instead of one per layer);
-    formats with a per-tensor statistic run layer by layer."""
+    the final value uses all ``rows_per_layer``. Row-local formats run over the rows of all
+    layers of one row length stacked together (few kernel calls instead of one per layer), a
+    chunk of ``chunk_bytes`` at a time; formats with a per-tensor statistic run layer by layer.
+
+    Memory: the sampled rows once (each layer's rows are a view of its row length's stack,
+    so the final level copies nothing), the earlier levels' prefixes (a third of that) and
+    one chunk's compression."""
+
+    chunk_bytes: int | None = None  # None: realmse's DEFAULT_CHUNK_BYTES
 
     def __init__(self, layers, *, rows_per_layer: int, seed: int) -> None:
         from gmse_cli.realmse import read_rows
 
         rng = np.random.default_rng(seed)
+        picks = [rng.permutation(info.rows)[: min(info.rows, rows_per_layer)] for info in layers]
+        groups: dict[int, list[int]] = {}
+        for i, info in enumerate(layers):
+            groups.setdefault(info.row_length, []).append(i)
+        stacks = {length: np.empty((sum(len(picks[i]) for i in members), length), dtype=np.float32)
+                  for length, members in groups.items()}
+        starts: dict[int, int] = {}
+        for members in groups.values():
+            start = 0
+            for i in members:
+                starts[i] = start
+                start += len(picks[i])
         self.data: list[tuple[np.ndarray, float, int]] = []  # (sampled rows, weight, population)
         total = float(sum(info.params for info in layers))
-        for info in layers:
-            picked = rng.permutation(info.rows)[: min(info.rows, rows_per_layer)]
+        for i, (info, picked) in enumerate(zip(layers, picks, strict=True)):
+            x = stacks[info.row_length][starts[i] : starts[i] + len(picked)]
             order = np.argsort(picked)
-            x = read_rows(info, picked[order])  # sorted: consecutive rows are read together
-            self.data.append((np.ascontiguousarray(x[np.argsort(order)]), info.params / total, info.rows))
+            x[order] = read_rows(info, picked[order])  # sorted: consecutive rows are read together
+            self.data.append((x, info.params / total, info.rows))
         self.level_rows = tuple(sorted({max(2, rows_per_layer // k) for k in (64, 16, 4)}))
         self.all_rows = rows_per_layer
         self.methods = {}  # every value is measured on sampled rows: monte-carlo
-        self._stacks: dict[int, list[tuple[np.ndarray, list[int]]]] = {}
+        # every layer's rows, stacked: the final level's stacks, no copy
+        self._stacks: dict[int, list[tuple[np.ndarray, list[int]]]] = {
+            rows_per_layer: [(stacks[length], members) for length, members in groups.items()]}
 
     def _stacked(self, rows: int) -> list[tuple[np.ndarray, list[int]]]:
         """Per row length: the first ``rows`` rows of its layers stacked, and those layers."""
         if rows not in self._stacks:
-            groups: dict[int, list[int]] = {}
-            for i, (x, _, _) in enumerate(self.data):
-                groups.setdefault(x.shape[1], []).append(i)
             self._stacks[rows] = [
-                (np.ascontiguousarray(np.concatenate([self.data[i][0][:rows] for i in members])), members)
-                for members in groups.values()
+                (np.concatenate([self.data[i][0][:rows] for i in members]), members)
+                for _, members in self._stacks[self.all_rows]
             ]
         return self._stacks[rows]
+
+    def _row_errors(self, fmt: Format, stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row (error, norm) of a row-local format, a chunk of rows at a time (each row's
+        values are those of the whole stack: its rows are compressed alone)."""
+        from gmse_cli.compress import compress
+        from gmse_cli.realmse import DEFAULT_CHUNK_BYTES, chunk_rows, row_errors
+
+        step = chunk_rows(stacked.shape[1], self.chunk_bytes or DEFAULT_CHUNK_BYTES)
+        parts = [row_errors(x, compress(fmt, x)) for x in (stacked[s : s + step] for s in range(0, len(stacked), step))]
+        return np.concatenate([e for e, _ in parts]), np.concatenate([n for _, n in parts])
 
     def _run(self, fmt: Format, rows: int) -> tuple[float, np.ndarray]:
         from gmse_cli.compress import compress
@@ -194,7 +221,7 @@ class CheckpointEvaluator(Evaluator):
         per_layer: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if row_local(fmt):
             for stacked, members in self._stacked(rows):
-                err, norm = row_errors(stacked, compress(fmt, stacked))
+                err, norm = self._row_errors(fmt, stacked)
                 start = 0
                 for i in members:
                     n = min(rows, len(self.data[i][0]))
