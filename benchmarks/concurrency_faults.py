@@ -54,9 +54,17 @@ def _gmse_round(n: int, cache: Path, work: Path, rng: random.Random, kill: bool)
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
 
 
-def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 6
-    rng = random.Random(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Several uscl processes on one cache and one output, "
+                                     "some killed at random moments.")
+    parser.add_argument("processes", nargs="?", type=int, default=6, metavar="PROCESSES",
+                        help="processes at once (default 6)")
+    parser.add_argument("seed", nargs="?", type=int, default=1, metavar="SEED", help="seed of the kills (default 1)")
+    args = parser.parse_args(argv)
+    n = args.processes
+    rng = random.Random(args.seed)
     failures = 0
 
     def check(ok: bool, what: str) -> None:

@@ -1,6 +1,6 @@
 """Generated rank/predict invocations checked against an independent implementation of the law.
 
-Usage: python benchmarks/rank_options.py COUNT SEED (each case one uscl process, under nice -n 10)."""
+Usage: python benchmarks/rank_options.py N SEED (each case one uscl process, under nice -n 10)."""
 import csv
 import io
 import json
@@ -275,4 +275,11 @@ def main(count, seed):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Generated rank/predict invocations checked against an "
+                                     "independent implementation of the law.")
+    parser.add_argument("count", type=int, metavar="N", help="invocations to generate")
+    parser.add_argument("seed", type=int, metavar="SEED", help="generator seed")
+    args = parser.parse_args()
+    main(args.count, args.seed)

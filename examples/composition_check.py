@@ -97,4 +97,15 @@ def main(modes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["prod", "harm"])
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Product against the harmonic composition rule, "
+                                     "fitted and held out on QuEST's runs inside the law's domain.")
+    parser.add_argument("modes", nargs="*", metavar="MODE", help="prod, harm or both (default: both)")
+    modes = parser.parse_args().modes
+    # checked here, not by choices= (which refuses an empty list): a name that is neither would
+    # otherwise be fitted as harm under its own label
+    for mode in modes:
+        if mode not in ("prod", "harm"):
+            parser.error(f"unknown mode {mode!r} (choose from prod, harm)")
+    main(modes or ["prod", "harm"])

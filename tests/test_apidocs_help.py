@@ -154,3 +154,13 @@ def test_mse_and_search_help_show_what_no_sample_or_include_means(tmp_path):
     assert mse["--sample"] == "none: every row"
     assert mse["--include"].startswith("every linear weight matrix")
     assert _shown_defaults(_help(["search"], 400, tmp_path))["--include"].startswith("as uscl mse")
+
+
+@pytest.mark.parametrize("group,names", [(["formats"], ["show", "export", "import"]), (["tokenizer"], ["train"])])
+def test_group_command_lists_show_each_summary_on_one_line(group, names, tmp_path):
+    # rich markup kept a docstring's source line break in the group's Commands panel, so at any
+    # width `formats import` and `tokenizer train` broke mid-sentence ("... weights to, as" / "TOML")
+    text = _help(group, 4000, tmp_path)
+    panel = text.split("Commands")[1].split("\u2570")[0]
+    rows = [line.strip("\u2502 ") for line in panel.splitlines()[1:] if line.strip("\u2502 ")]
+    assert [row.split()[0] for row in rows] == names, rows

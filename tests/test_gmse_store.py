@@ -102,6 +102,14 @@ def test_the_table_covers_the_catalog_and_every_stage(table):
         assert e.method == "exact" or e.std_err <= prov.rel_err * e.gmse * 1.0001, e.name
 
 
+def test_every_entry_is_one_a_catalog_lookup_reads(table):
+    # a regeneration writes exactly these: an entry no catalog format or stage keys to is dead
+    # weight that `examples/regenerate_gmse_table.py` drops (had128+2:4x2+int4-allstats[quantize]
+    # lingered after `allstats` without a sparsify stage became had128+int4's spelling and key)
+    wanted = {gmse_key(part, 4096) for fmt in catalog().values() for part in (fmt, *(f for _, f in fmt.stage_formats()))}
+    assert [e.name for e in table.entries if e.key not in wanted] == []
+
+
 def test_exact_entries_are_the_quadrature(table):
     by_key = {e.key: e for e in table.entries}
     for fmt in catalog().values():

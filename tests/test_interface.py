@@ -162,6 +162,39 @@ def test_dry_run_estimates_from_finished_runs_before_anything_else(tmp_path):
     assert [p.est_seconds for p in out] == pytest.approx([p.plan.tokens / 1000.0 for p in plans])
 
 
+def test_timing_bar_names_each_configuration_by_its_formats(monkeypatch):
+    # the bar's detail printed the whole Format model (name=..., description=..., stages=(Quantize(...)))
+    # and 'a:None', one ~700-character line per timed configuration on a log
+    from contextlib import contextmanager
+
+    import gmse_cli.progress as progress
+    import gmse_cli.training.throughput as throughput
+    from gmse_cli.training.sweep import SweepSpec, expand_sweep, plan_sweep
+
+    spec = SweepSpec.model_validate({"name": "t", "presets": ["tiny-100k"], "tokens_per_param": [2],
+                                     "weights": ["int2"], "activations": ["none", "had32+int3"],
+                                     "data": {"source": "x.txt", "tokenizer": "bpe:512"}})
+    runs = expand_sweep(spec)
+    plans = plan_sweep(runs, vocab_size=512, flops_per_second=1e9)
+    details: list[str] = []
+
+    class Bar:
+        def update(self, detail=""):
+            details.append(detail)
+
+        def advance(self):
+            pass
+
+    @contextmanager
+    def task(*args, **kwargs):
+        yield Bar()
+
+    monkeypatch.setattr(progress, "task", task)
+    monkeypatch.setattr(throughput, "time_steps", lambda cfg, **kw: 0.1)
+    throughput.estimate_plans(plans, runs, vocab_size=512, device="cpu", flops_per_second=1e9)
+    assert sorted(details) == ["tiny-100k w:int2 a:had32+int3", "tiny-100k w:int2 a:none"]
+
+
 def test_a_step_slowed_by_another_process_does_not_set_the_timed_estimate(monkeypatch):
     """Timed steps of tiny-100k int2 on a shared 2-core machine: 0.25, 1.47, 0.25 s. The mean of two
     timed steps put the run 3-6x off (a 24-run sweep estimated at 30 hours, 3.4x its recorded time)."""

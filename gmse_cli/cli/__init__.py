@@ -262,6 +262,12 @@ def _tidy(command: click.Command) -> click.Command:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
     for sub in getattr(command, "commands", {}).values():
+        if sub.short_help is None and sub.help:
+            # a group's command list shows the docstring's first paragraph, and rich markup
+            # keeps its source line breaks there: one line, for the panel to wrap
+            from gmse_cli.cli.options import paragraphs
+
+            sub.short_help = paragraphs(sub.help).split("\n\n")[0]
         _tidy(sub)
     return command
 

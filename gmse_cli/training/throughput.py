@@ -121,7 +121,8 @@ def estimate_plans(
         try:
             with task("timing training steps", len(cheap), enabled=progress) as bar:
                 for k, cfg in cheap.items():
-                    bar.update(detail=f"{cfg.preset} w:{cfg.weights} a:{cfg.activations}")
+                    acts = cfg.activations.display_name if cfg.activations else "none"
+                    bar.update(detail=f"{cfg.preset} w:{cfg.weights.display_name} a:{acts}")
                     timed[k] = time_steps(cfg, vocab_size=vocab_size, device=device)
                     bar.advance()
         except ImportError:  # no torch: FLOPs it is
