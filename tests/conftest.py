@@ -99,6 +99,17 @@ def private_codebook_cache(tmp_path_factory):
         os.environ["USCL_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests: two xdist workers share CI's two cores."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -28,13 +28,7 @@ from gmse_cli.training.loop import lr_at, train_run  # noqa: E402
 from gmse_cli.training.model import build_model  # noqa: E402
 from gmse_cli.training.presets import get_preset  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _hand_loss(model, batch: torch.Tensor) -> torch.Tensor:
