@@ -143,6 +143,21 @@ def test_pickled_weight_file_is_refused_unread(tmp_path, zipped):
         open_checkpoint(tmp_path)
 
 
+def test_a_cut_short_safetensors_file_whose_length_byte_is_0x80_is_not_called_a_pickle(tmp_path):
+    # A download cut short: its header length, 384 = 0x180 (a multiple of 8, as safetensors pads
+    # it), begins with the byte 0x80 that begins a pickle; it is a truncated safetensors file.
+    path = tmp_path / "model.safetensors"
+    _write(path, {"model.layers.0.mlp.up_proj.weight": _w(8, 128)})
+    whole = path.read_bytes()
+    (length,) = struct.unpack("<Q", whole[:8])
+    header = whole[8 : 8 + length].rstrip(b" ")
+    padded = header + b" " * (384 - len(header))
+    path.write_bytes((struct.pack("<Q", 384) + padded + whole[8 + length :])[:200])
+    assert path.read_bytes()[:1] == b"\x80"
+    with pytest.raises(DataError, match=r"is not a safetensors file \(header length 384 does not fit its 200 bytes\)"):
+        open_checkpoint(path)
+
+
 def test_integer_weights_are_named_with_their_dtype(tmp_path):
     rng = np.random.default_rng(0)
     _write(tmp_path / "model.safetensors", {
