@@ -256,6 +256,14 @@ def test_float_checkpoint_whose_config_names_a_quantization_is_measured(tmp_path
     assert result.mse == pytest.approx(_int4_g128(q), rel=1e-6)
 
 
+def test_float_layer_owning_a_tensor_named_like_a_quantizers_is_measured(tmp_path):
+    # a learned per-channel scale in float32 beside float weights: no codes, nothing quantized
+    q = _w(_H, _H, 3)
+    _write(tmp_path / "model.safetensors", {**_llama_layer(q), "model.layers.0.self_attn.q_proj.weight_scale": _w(_H, 1)})
+    (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
+    assert result.mse == pytest.approx(_int4_g128(q), rel=1e-6)
+
+
 def _scaled_outputs(shape: tuple[int, ...], out_axis: int, seed: int) -> np.ndarray:
     """Gaussian weights whose output channels differ in scale by up to 30x, as trained ones do:
     a format grouping along the output axis would mix them, one grouping along the inputs not."""
