@@ -38,7 +38,7 @@ from gmse_cli.errors import DataError
 from gmse_cli.realmse import measure_mse, open_checkpoint, select_layers
 
 _CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("i1"): "I8", np.dtype("u1"): "U8",
-          np.dtype("<i4"): "I32", np.dtype(ml_dtypes.float8_e4m3fn): "F8_E4M3"}
+          np.dtype("<i4"): "I32", np.dtype("<i8"): "I64", np.dtype(ml_dtypes.float8_e4m3fn): "F8_E4M3"}
 
 
 def _write(path: Path, tensors: dict[str, np.ndarray]) -> None:
@@ -143,6 +143,21 @@ def test_pickled_weight_file_is_refused_unread(tmp_path, zipped):
         open_checkpoint(tmp_path)
 
 
+def test_a_cut_short_safetensors_file_whose_length_byte_is_0x80_is_not_called_a_pickle(tmp_path):
+    # A download cut short: its header length, 384 = 0x180 (a multiple of 8, as safetensors pads
+    # it), begins with the byte 0x80 that begins a pickle; it is a truncated safetensors file.
+    path = tmp_path / "model.safetensors"
+    _write(path, {"model.layers.0.mlp.up_proj.weight": _w(8, 128)})
+    whole = path.read_bytes()
+    (length,) = struct.unpack("<Q", whole[:8])
+    header = whole[8 : 8 + length].rstrip(b" ")
+    padded = header + b" " * (384 - len(header))
+    path.write_bytes((struct.pack("<Q", 384) + padded + whole[8 + length :])[:200])
+    assert path.read_bytes()[:1] == b"\x80"
+    with pytest.raises(DataError, match=r"is not a safetensors file \(header length 384 does not fit its 200 bytes\)"):
+        open_checkpoint(path)
+
+
 def test_integer_weights_are_named_with_their_dtype(tmp_path):
     rng = np.random.default_rng(0)
     _write(tmp_path / "model.safetensors", {
@@ -223,6 +238,30 @@ def test_already_quantized_checkpoint_is_refused(tmp_path, layout, tensors, conf
         measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
     with pytest.raises(DataError, match=r"is already quantized"):
         select_layers(open_checkpoint(tmp_path), include=["re:q_proj"])
+
+
+@pytest.mark.parametrize("config", [
+    {"quant_method": "fp8", "weight_block_size": [128, 128]},  # DeepSeek's, kept by a bf16 conversion
+    {"quant_method": "compressed-tensors", "format": "dense", "config_groups": {},
+     "sparsity_config": {"format": "dense", "sparsity_structure": "2:4"}},  # pruned, not quantized
+])
+def test_float_checkpoint_whose_config_names_a_quantization_is_measured(tmp_path, config):
+    # A config.json copied beside weights that are all floats (a dequantized conversion, a
+    # sparse-only compressed-tensors model stored dense) describes no packed codes: measure them.
+    q = _w(_H, _H, 3)
+    _write(tmp_path / "model.safetensors", {**_llama_layer(q), "model.position_ids": np.zeros((1, 8), np.int64)})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": config}))
+    (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
+    assert [layer.name for layer in result.layers] == ["model.layers.0.self_attn.q_proj.weight"]
+    assert result.mse == pytest.approx(_int4_g128(q), rel=1e-6)
+
+
+def test_float_layer_owning_a_tensor_named_like_a_quantizers_is_measured(tmp_path):
+    # a learned per-channel scale in float32 beside float weights: no codes, nothing quantized
+    q = _w(_H, _H, 3)
+    _write(tmp_path / "model.safetensors", {**_llama_layer(q), "model.layers.0.self_attn.q_proj.weight_scale": _w(_H, 1)})
+    (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05)
+    assert result.mse == pytest.approx(_int4_g128(q), rel=1e-6)
 
 
 def _scaled_outputs(shape: tuple[int, ...], out_axis: int, seed: int) -> np.ndarray:

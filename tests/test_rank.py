@@ -348,6 +348,17 @@ def test_a_bare_count_that_is_likely_billions_warns_once_and_is_taken_as_given(r
     assert (row["params"], row["tokens"]) == (7, 20)
 
 
+@pytest.mark.parametrize("option", ["--params", "--tokens"])
+def test_a_bare_fraction_refused_as_under_one_names_billions(run_cli, law_file, option):
+    # '--params 0.5' (a 0.5B model) is refused, being under one parameter: the refusal names 0.5B
+    # as the warning for '--params 7' names 7B
+    res = run_cli("predict", "int4", "--law", law_file, "--params", "7B", option, "0.5")
+    assert res.code == 2
+    (line,) = res.stderr.splitlines()
+    assert line.startswith(f"error: Invalid value for '{option}': '0.5' is not a finite count of at least 1; "
+                           "for 0.5 billion write 0.5B"), line
+
+
 @pytest.mark.parametrize("params", ["7B", "7k", "5e3", "9999.5k", "55536", "10000"])
 def test_a_count_with_a_suffix_or_an_exponent_or_of_a_tiny_preset_does_not_warn(run_cli, law_file, params):
     # tiny-50k, the smallest CPU preset, has 55,536 non-embedding parameters

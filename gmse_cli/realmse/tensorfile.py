@@ -151,7 +151,9 @@ def read_header(file: Path) -> list[TensorInfo]:
                 raise DataError(f"{file} is not a safetensors file (only {len(head)} bytes)")
             (header_len,) = struct.unpack("<Q", head)
             if header_len > _MAX_HEADER_BYTES or 8 + header_len > size:
-                if head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a bare pickle
+                # torch.save's zip, or a bare pickle: their first 8 bytes read as a length far
+                # beyond the limit; a safetensors file cut short (a download) may begin with 0x80 too
+                if header_len > _MAX_HEADER_BYTES and head.startswith((b"PK\x03\x04", b"\x80")):
                     raise DataError(f"{file} is a pickle (as torch.save writes PyTorch weights), which uscl never unpickles "
                                     f"(a pickle can run code); convert it to safetensors")
                 raise DataError(
