@@ -13,7 +13,8 @@ the same quantity has the same key in every command:
 * real-weight MSE is ``mse``, never ``gmse``.
 
 ``--csv`` prints ``results`` as one CSV table: scalar fields as columns (a nested object's
-fields as ``object.field``), lists left out.
+fields as ``object.field``), lists left out; a text cell a spreadsheet would run as a formula
+starts with ``'`` (``--json`` keeps the text as it is).
 """
 
 from __future__ import annotations
@@ -205,7 +206,24 @@ def _scalars(item: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
 
 
 def _cell(value: Any) -> Any:
-    return "" if value is None else visible(value) if isinstance(value, str) else value
+    return "" if value is None else _inert(visible(value)) if isinstance(value, str) else value
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) from a
+# shared format file's name, say); numbers are written as numbers and keep their minus sign.
+_FORMULA_START = ("=", "+", "-", "@", "\t")
+
+
+def _inert(text: str) -> str:
+    """``text`` with a ``'`` before it if a spreadsheet would read it as a formula, as OWASP
+    advises; text that is a number ('-1.5') stays as it is."""
+    if not text.startswith(_FORMULA_START):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text
 
 
 def print_csv(results: Iterable[Any], *, command: str | None = None, **context: Any) -> None:
@@ -216,7 +234,7 @@ def print_csv(results: Iterable[Any], *, command: str | None = None, **context: 
     # A name read from a file (a tensor's, a layer's) reaches the terminal or the next tool: its
     # control characters are escapes here as in the tables (newline and tab are quoted by CSV).
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow([visible(c) for c in columns])
+    writer.writerow([_inert(visible(c)) for c in columns])
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
     sys.stdout.flush()
