@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SUFFIXES", "SLIP_BELOW", "parse_count", "parse_per_param", "likely_billions", "si"]
+__all__ = ["SUFFIXES", "SLIP_BELOW", "parse_count", "parse_per_param", "likely_meant", "si"]
 
 # What a count's suffix multiplies it by, as people write it (either case): k, M, G or B, T.
 SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
@@ -25,7 +25,7 @@ def parse_count(text: str) -> float | None:
 
 
 SLIP_BELOW = 1e4
-"""A bare count under this (``--params 7``) is most likely a slip for billions (7B): no model
+"""A bare count under this (``--params 7``) is most likely a slip for 7B or 5000M (:func:`likely_meant`): no model
 trains on so few parameters or tokens, while the smallest CPU preset has 5.6e4 non-embedding
 parameters (tiny-50k) and 20 tokens per parameter of it are 1.1e6 tokens: one who predicts
 for uscl's tiny CPU models is never warned."""
@@ -33,13 +33,15 @@ for uscl's tiny CPU models is never warned."""
 _BARE = re.compile(r"^\s*\+?(?:\d+(?:\.\d*)?|\.\d+)\s*$", re.ASCII)
 
 
-def likely_billions(text: str) -> str | None:
-    """``'7'`` -> ``'7B'``: the count ``text`` meant in billions, where it is written bare (no
-    suffix, no exponent: '7k' and '5e3' say what they mean) and is under :data:`SLIP_BELOW`;
-    else None."""
-    if not _BARE.match(text) or not 0 < float(text) < SLIP_BELOW:
+def likely_meant(text: str) -> tuple[str, str] | None:
+    """``'7'`` -> ``('7B', 'billion')``, ``'5000'`` -> ``('5000M', 'million')``: the count ``text``
+    was most likely meant as, where it is written bare (no suffix, no exponent: '7k' and '5e3'
+    say what they mean) and is under :data:`SLIP_BELOW`; else None. Under 1,000 that is
+    billions (7B, 0.5B); from 1,000 millions, since 5000B (5T) is no likelier a slip than 5000M."""
+    if not _BARE.match(text) or not 0 < (value := float(text)) < SLIP_BELOW:
         return None
-    return f"{text.strip().lstrip('+')}B"
+    digits = text.strip().lstrip("+")
+    return (f"{digits}B", "billion") if value < 1000 else (f"{digits}M", "million")
 
 
 def parse_per_param(text: str) -> float | None:

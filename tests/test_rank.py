@@ -348,6 +348,14 @@ def test_a_bare_count_that_is_likely_billions_warns_once_and_is_taken_as_given(r
     assert (row["params"], row["tokens"]) == (7, 20)
 
 
+def test_a_bare_count_in_the_thousands_is_named_in_millions(run_cli, law_file):
+    # '--params 5000' slipped from 5000M (5B) no less likely than from 5000B (5T): millions
+    res = run_cli("predict", "int4", "--law", law_file, "--params", "5000", "--tokens", "20x", "--json")
+    assert res.code == 0, res.stderr
+    assert res.stderr.splitlines() == ["warning: --params 5000 is 5000 parameters; for 5000 million write --params 5000M"]
+    assert json.loads(res.stdout)["results"][0]["params"] == 5000
+
+
 @pytest.mark.parametrize("option", ["--params", "--tokens"])
 def test_a_bare_fraction_refused_as_under_one_names_billions(run_cli, law_file, option):
     # '--params 0.5' (a 0.5B model) is refused, being under one parameter: the refusal names 0.5B

@@ -17,7 +17,7 @@ from gmse_cli.cli.texttable import (
     print_flag,
     print_lines,
 )
-from gmse_cli.counts import likely_billions, parse_count, parse_per_param, si
+from gmse_cli.counts import likely_meant, parse_count, parse_per_param, si
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
 _TOKENS_HELP = "D, training tokens: 20e9, 20B, or tokens per parameter as 100x"
@@ -57,14 +57,15 @@ def _count(text: str, option: str) -> float:
         raise LawError(f"{option} '{text}' is not a positive count; write e.g. 200e6, 200M or 1.5B{per_param}")
     if not value > 0:
         raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
-    if (billions := likely_billions(text)) is not None:
+    if (meant := likely_meant(text)) is not None:
         from gmse_cli.progress import warning
 
         # allowed (a count is a count), but 7 parameters is far more likely a slip for 7B
         what = "parameters" if option == "--params" else "tokens"
         ratio = f", or {text.strip()}x for tokens per parameter" if option == "--tokens" else ""
-        warning(f"{option} {text.strip()} is {text.strip()} {what}; for {billions[:-1]} billion write "
-                f"{option} {billions}{ratio}")
+        written, scale = meant
+        warning(f"{option} {text.strip()} is {text.strip()} {what}; for {written[:-1]} {scale} write "
+                f"{option} {written}{ratio}")
     return value
 
 

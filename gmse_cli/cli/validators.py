@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gmse_cli.counts import likely_billions, parse_count, parse_per_param
+from gmse_cli.counts import likely_meant, parse_count, parse_per_param
 from gmse_cli.inputs import does_not_exist, exists, user_path
 from gmse_cli.limits import MAX_BOOTSTRAP, MAX_SEARCH_BITS, MAX_SEED, MAX_THREADS
 
@@ -92,9 +92,9 @@ def _count_text(value: Any) -> None:
             _fail(f"'{value}' is not a finite ratio")
     # (zero and negative counts, and text that is no count: the command's own message)
     elif (count := parse_count(text)) is not None and (not math.isfinite(count) or 0 < count < 1):
-        # '--params 0.5' is a 0.5B model far more likely than half a parameter (counts.likely_billions)
-        billions = likely_billions(text)
-        slip = f"; for {billions[:-1]} billion write {billions}" if billions else ""
+        # '--params 0.5' is a 0.5B model far more likely than half a parameter (counts.likely_meant)
+        meant = likely_meant(text)
+        slip = f"; for {meant[0][:-1]} {meant[1]} write {meant[0]}" if meant else ""
         _fail(f"'{value}' is not a finite count of at least 1{slip}")
 
 
