@@ -73,6 +73,16 @@ def test_the_hand_written_range_flags_an_extrapolation(run_cli, tmp_path):
     out = run_cli("predict", "int4", "--law", str(ranged), "--params", "70B", "--tokens", "20x").stdout
     assert _NO_RANGE not in out
     assert f"N = 70B is {70e9 / 1.6e10:.3g}x above the largest fitted (16B)" in out  # 4.375 -> 4.38x
+    assert "records no fitted stage GMSEs" not in out
+    # int1's GMSE (0.3634, 1 - 2/pi) lies above the README's 0.363: its capacity is flagged
+    assert "quantization GMSE 0.363 is above the largest fitted (0.363)" in run_cli(
+        "predict", "int1", "--law", str(ranged)).stdout
+
+    # a range without its stage GMSEs: one line says capacities cannot be checked
+    no_gmse = tmp_path / "no-gmse.toml"
+    no_gmse.write_text(re.sub(r"(?m)^gmse = .*\n", "", ranged.read_text()))
+    lines = run_cli("rank", "int4", "int1", "--law", str(no_gmse)).stdout.splitlines()
+    assert sum("records no fitted stage GMSEs" in line for line in lines) == 1
 
 
 def test_a_law_without_uncertainty_says_its_intervals_are_the_point(run_cli, tmp_path, hand_law):

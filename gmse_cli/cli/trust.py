@@ -13,7 +13,7 @@ def print_trust_flags(rows, law, *, vary_L: bool = False) -> None:
     """One line per distinct reason the rows marked ! lie outside the law's validated domain, one
     per distinct reason rows read a capacity beyond the law's fitted stages, and one when N or
     D/N lies beyond the law's fitted runs (every row shares them); one when the law records no
-    fitted range (nothing could be flagged), and one when it gives its constants no uncertainty
+    fitted range (nothing could be flagged) or no stage GMSEs in it, and one when it gives its constants no uncertainty
     (every interval is the point): a hand-written law may do neither."""
     from gmse_cli.law import constants_fixed
 
@@ -33,6 +33,9 @@ def print_trust_flags(rows, law, *, vary_L: bool = False) -> None:
         print_flag(f"law '{law.name}' records no fitted range ([fitted_range]): nothing says whether N, D/N or a "
                    "stage's GMSE lies beyond the runs its constants came from, so no prediction is flagged as "
                    "an extrapolation")
+    elif law.fitted_range.gmse is None:
+        print_flag(f"law '{law.name}' records no fitted stage GMSEs ([fitted_range.gmse]): no capacity is flagged "
+                   "as read beyond the stages its curves were fitted at")
     if constants_fixed(law, vary_L=vary_L):
         print_flag(f"law '{law.name}' gives its constants no uncertainty (no sigma, low/high or [draws]): the "
                    "rho and loss intervals carry only the GMSE's own error")
