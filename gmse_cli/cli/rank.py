@@ -10,13 +10,8 @@ import typer
 
 from gmse_cli.cli.console import FORMAT_EPILOG, RECOMPUTE_HELP
 from gmse_cli.cli.options import ActFormat, CsvFlag, JsonFlag, RowLength, examples, grouped
-from gmse_cli.cli.texttable import (
-    TextTable,
-    name_list,
-    print_capacity_flags,
-    print_flag,
-    print_lines,
-)
+from gmse_cli.cli.texttable import TextTable, print_lines
+from gmse_cli.cli.trust import print_trust_flags
 from gmse_cli.counts import likely_meant, parse_count, parse_per_param, si
 
 _PARAMS_HELP = "N, non-embedding parameters: 200e6, 200M, 1.5B"
@@ -249,7 +244,7 @@ def register(app: typer.Typer) -> None:
             print_csv([r.model_dump(mode="json") for r in rows])
         else:
             print_lines(rank_table(rows, wide=wide))
-            print_trust_flags(rows)
+            print_trust_flags(rows, the_law, vary_L=scenario.vary_L)
 
     @app.command("predict", epilog=_PREDICT_EPILOG)
     @grouped
@@ -280,7 +275,7 @@ def register(app: typer.Typer) -> None:
             print_csv([pred.model_dump(mode="json")])
             return
         print_lines(*prediction_tables(pred, the_law))
-        print_trust_flags([pred])
+        print_trust_flags([pred], the_law, vary_L=scenario.vary_L)
 
 
 def _gmse(value: float, low: float, high: float, wide: bool) -> str:
@@ -354,24 +349,6 @@ def rank_table(rows, *, wide: bool = False):
         cells += [_bytes(r.memory_to_match_bytes), r.gmse_method]
         table.add_row(*cells, bold=r.pareto)
     return table
-
-
-def print_trust_flags(rows) -> None:
-    """One line per distinct reason the rows marked ! lie outside the law's validated domain, one
-    per distinct reason rows read a capacity beyond the law's fitted stages, and one when N or
-    D/N lies beyond the law's fitted runs (every row shares them)."""
-    flagged: dict[tuple[str, str], list[str]] = {}
-    for r in rows:
-        if r.outside_domain:
-            flagged.setdefault((r.outside_domain, r.evidence or ""), []).append(r.name)
-    for (reason, evidence), names in flagged.items():
-        who = name_list(names)
-        print_flag(f"{who}: outside the law's validated domain, {reason}; {evidence}")
-    print_capacity_flags((r.name, r.beyond_fitted_gmse) for r in rows)
-    beyond = next((r.beyond_fitted_range for r in rows if r.beyond_fitted_range), None)
-    if beyond:
-        print_flag(f"beyond the runs the law was fitted on: {beyond}; there the law extrapolates, and its "
-                   "intervals do not account for it")
 
 
 def prediction_tables(pred, law) -> list:

@@ -84,7 +84,8 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
         err = errors[0]
         where = ".".join(str(p) for p in err.get("loc", ()))
         ctx_error = (err.get("ctx") or {}).get("error")
-        msg = str(ctx_error) if isinstance(ctx_error, LawError) else err.get("msg", "invalid")
+        # pydantic's "Value error, " prefix names its exception class, nothing a user wrote
+        msg = str(ctx_error) if isinstance(ctx_error, LawError) else err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "missing":
             loc = [str(p) for p in err.get("loc", ())]
             if loc and loc[0] == "draws":
@@ -99,6 +100,11 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
                 msg = "missing (a law needs a name)"
             else:
                 msg = "missing (every law needs A, alpha, B, beta and E)"
+        elif err.get("type") == "model_type" and (err.get("ctx") or {}).get("class_name") == "Constant":
+            # a bare number where a constant's table belongs: the likeliest hand-written slip
+            name = str(err.get("loc", ("?",))[-1])
+            msg = (f"{err.get('input')!r} is no constant: write {name} = {{ value = ..., provenance = \"...\" }} "
+                   "(sigma or low/high optional)")
         elif err.get("type") == "extra_forbidden":
             msg = "unknown key" if newer else "unknown key (check its spelling)"
         if newer:  # a key or value a newer uscl writes is no mistake of the user's

@@ -63,6 +63,7 @@ from gmse_cli.spec import Family
 __all__ = [
     "DEFAULT_DRAWS", "MAX_DRAWS", "Interval", "LawSamples", "sample_constant", "sample_law",
     "capacity_interval", "loss_interval", "check_draws", "check_scale", "check_level", "interval_ends",
+    "constants_fixed",
 ]
 
 _Z95 = 1.959963984540054  # standard normal 97.5% quantile: [low, high] read as a 95% interval
@@ -105,16 +106,21 @@ def _truncated_split_normal(
     return out
 
 
+def _half_sigmas(const: Constant) -> tuple[float, float]:
+    # each side's sigma: (distance to low or high) / 1.96 where given, else sigma; (0, 0) is fixed
+    sigma = const.sigma or 0.0
+    sigma_minus = (const.value - const.low) / _Z95 if const.low is not None else sigma
+    sigma_plus = (const.high - const.value) / _Z95 if const.high is not None else sigma
+    return max(sigma_minus, 0.0), max(sigma_plus, 0.0)
+
+
 def sample_constant(
     const: Constant, *, size: int, rng: np.random.Generator,
     lower: float = -math.inf, upper: float = math.inf,
 ) -> np.ndarray:
     """``size`` draws of one constant inside (lower, upper] (the model: module docstring)."""
     value = const.value
-    sigma = const.sigma or 0.0
-    sigma_minus = (value - const.low) / _Z95 if const.low is not None else sigma
-    sigma_plus = (const.high - value) / _Z95 if const.high is not None else sigma
-    sigma_minus, sigma_plus = max(sigma_minus, 0.0), max(sigma_plus, 0.0)
+    sigma_minus, sigma_plus = _half_sigmas(const)
     if sigma_minus == 0.0 and sigma_plus == 0.0:
         return np.full(size, value)
     return _truncated_split_normal(
@@ -184,6 +190,25 @@ def check_draws(draws: int) -> None:
         raise LawError(f"draws = {draws}: need at least 2 Monte Carlo draws for an interval")
     if draws > MAX_DRAWS:
         raise LawError(f"draws = {draws}: at most {MAX_DRAWS} (more adds nothing to a printed interval)")
+
+
+def constants_fixed(law: Law, *, vary_L: bool = False) -> bool:
+    """Whether :func:`sample_law` holds every constant of ``law`` at its value: no constant with a
+    sigma or a ``low``/``high`` apart from it (each family's L only counts with ``vary_L``), and no
+    joint draws column that varies. Then every interval carries only the GMSE's own error (none
+    for a table or exact GMSE) and collapses to the point: a hand-written law says nothing of how
+    far its constants are known."""
+    law = checked_law(law)
+    _check_vary_L(vary_L)
+    joint = law.draws.constants if law.draws is not None else {}
+    if any(min(column) != max(column) for column in joint.values()):
+        return False
+    for name, const in law.constants().items():
+        if name in joint or (name.endswith(".L") and not vary_L):
+            continue
+        if _half_sigmas(const) != (0.0, 0.0):
+            return False
+    return True
 
 
 def sample_law(

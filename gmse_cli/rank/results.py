@@ -78,12 +78,16 @@ class Outcome(Frozen):
         default=None, description="why the scheme lies outside the law's validated domain (None: inside)")
     evidence: str | None = Field(
         default=None, description="published training evidence for such schemes, to read beside the law's rho")
+    fitted_range_recorded: bool = Field(
+        description="whether the law records the runs it was fitted on ([fitted_range]); False: nothing can say "
+                    "whether N, D/N or a stage's GMSE lies beyond them, and the two fields below stay None")
     beyond_fitted_range: str | None = Field(
         default=None, description="how N or D/N lies beyond the runs the law was fitted on (None: within them, "
-                                  "or the law records no range)")
+                                  "or the law records no range: fitted_range_recorded)")
     beyond_fitted_gmse: str | None = Field(
         default=None, description="why a stage's capacity is read beyond the fitted runs' stages (a family none of "
-                                  "them had, or a GMSE above its family's largest); None: within them, or not recorded")
+                                  "them had, or a GMSE above its family's largest); None: within them, or not "
+                                  "recorded (fitted_range_recorded, or a range without per-family GMSEs)")
 
 
 class RankRow(Outcome):
