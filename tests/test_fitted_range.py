@@ -137,6 +137,9 @@ def test_beyond_gmse_names_a_missing_family_or_a_noisier_stage():
                          gmse={Family.QUANTIZATION: (1e-4, 0.2)})
     assert fitted.beyond_gmse([(Family.QUANTIZATION, 0.2), (Family.QUANTIZATION, 1e-9), (Family.NONE, 0.5)]) is None
     assert fitted.beyond_gmse([(Family.QUANTIZATION, 0.3)]) == "quantization GMSE 0.3 is above the largest fitted (0.2)"
+    # a GMSE just above the end is shown to the digits that tell the two apart, not both as 0.2
+    assert fitted.beyond_gmse([(Family.QUANTIZATION, 0.20004)]) == (
+        "quantization GMSE 0.20004 is above the largest fitted (0.2)")
     assert fitted.beyond_gmse([(Family.VQ, 0.01), (Family.VQ, 0.02)]) == "no fitted run had a vq stage"
     unrecorded = fitted.model_copy(update={"gmse": None})
     assert unrecorded.beyond_gmse([(Family.VQ, 0.01)]) is None
