@@ -133,3 +133,36 @@ def test_a_hand_slip_is_one_line_naming_the_key(run_cli, tmp_path, text, message
     assert out.code == 2 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and re.search(message, lines[0]) and "Value error" not in lines[0]
+
+
+def test_mse_and_search_say_when_the_law_records_no_stage_gmses(run_cli, tmp_path, hand_law):
+    # mse and search read capacities too: a law without [fitted_range.gmse] could flag none of
+    # them, which their rows' beyond_fitted_gmse null alone cannot tell from "within"
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "w.safetensors"
+    rng = np.random.default_rng(0)
+    save_file({"model.layers.0.mlp.up_proj.weight": rng.standard_normal((16, 256)).astype(np.float32)}, str(weights))
+    line = "law '{}' records no fitted stage GMSEs"
+    for law, recorded in ((str(hand_law), False), ("default", True)):
+        mse = run_cli("mse", str(weights), "-f", "int4", "--law", law)
+        assert mse.code == 0, mse.stderr
+        assert sum(line.format(law) in out for out in mse.stdout.splitlines()) == (0 if recorded else 1)
+        rows = json.loads(run_cli("mse", str(weights), "-f", "int4", "--law", law, "--json").stdout)["results"]
+        assert [r["fitted_gmse_recorded"] for r in rows] == [recorded]
+
+    found = json.loads(run_cli("search", "--bits", "2", "--law", str(hand_law), "--json").stdout)
+    assert {p["fitted_gmse_recorded"] for p in found["results"]} == {False}
+    assert "records no fitted stage GMSEs" in run_cli("search", "--bits", "2", "--law", str(hand_law)).stdout
+    assert json.loads(run_cli("predict", "int4", "--law", str(hand_law), "--json").stdout
+                      )["results"][0]["fitted_gmse_recorded"] is False
+
+
+def test_a_search_whose_budget_only_families_the_law_lacks_reach_is_one_line(run_cli, hand_law):
+    # at 0.5 bits only VQ and sparse formats fit; the hand law has a quantization curve alone:
+    # the race had nothing to refine and stopped on an IndexError traceback
+    res = run_cli("search", "--bits", "0.5", "--law", str(hand_law))
+    assert res.code == 2
+    line = res.stderr.splitlines()[-1]
+    assert line.startswith("error: no format in the search space at or below 0.5 bits could be measured: "
+                           "law 'chinchilla-quant' has no curve for the family of any of the "), line

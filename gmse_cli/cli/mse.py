@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
 
             print_csv([r.model_dump(mode="json") for r in results])
             return
-        _render(results, worst)
+        _render(results, worst, law_shown=law if law is not None else "default")
 
 
 def _fmt_rho(value: float | None) -> str:
@@ -162,10 +162,10 @@ def _fmt_bits(value: float | None) -> str:
     return "inf" if value is None else f"{value:.3f}"
 
 
-def _render(results, worst: int) -> None:
+def _render(results, worst: int, *, law_shown: str) -> None:
     from gmse_cli.cli.console import out_console, print_table
     from gmse_cli.cli.table import Table
-    from gmse_cli.cli.texttable import print_capacity_flags
+    from gmse_cli.cli.texttable import print_capacity_flags, print_unrecorded_gmse
 
     sampled = any(r.sample < 1 for r in results)
     first = results[0]
@@ -189,6 +189,8 @@ def _render(results, worst: int) -> None:
         table.add_row(*row)
     print_table(table, optional=["GMSE eff. bits", "eff. bits", "bits/param", "rho (GMSE)", "GMSE", "95% CI"])
     print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in results)
+    if first.fitted_gmse_recorded is False:
+        print_unrecorded_gmse(law_shown)
     if worst == 0:
         return
     table = Table(title=f"Worst {worst} layers per format (by MSE/GMSE)", title_justify="left")
@@ -242,13 +244,13 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
 
             print_csv(formats_dump)
         return
-    _render_activations(report, worst)
+    _render_activations(report, worst, law_shown=law if law is not None else "default")
 
 
-def _render_activations(report, worst: int) -> None:
+def _render_activations(report, worst: int, *, law_shown: str) -> None:
     from gmse_cli.cli.console import out_console, print_table
     from gmse_cli.cli.table import Table
-    from gmse_cli.cli.texttable import print_capacity_flags
+    from gmse_cli.cli.texttable import print_capacity_flags, print_unrecorded_gmse
 
     # the fraction measured, not the one asked for: a layer never measures fewer than a few rows
     measured = report.formats[0].sample if report.sample is not None and report.formats else 1.0
@@ -269,6 +271,8 @@ def _render_activations(report, worst: int) -> None:
         table.add_row(*row)
     print_table(table, optional=["bits/elem", "rho (GMSE)", "GMSE", "95% CI"])
     print_capacity_flags((r.format, r.beyond_fitted_gmse) for r in report.formats)
+    if report.formats and report.formats[0].fitted_gmse_recorded is False:
+        print_unrecorded_gmse(law_shown)
     out_console.print(
         f"kurtosis (mean over rows, Gaussian 3): {_fmt_stat(report.kurtosis)}, after Hadamard "
         f"{_fmt_stat(report.kurtosis_rotated)}; largest |x|/RMS: {_fmt_stat(report.max_crest)}, after Hadamard "

@@ -122,7 +122,7 @@ def _out_folder(text: str | None) -> Path | None:
 def _render(result) -> None:
     from gmse_cli.cli.console import out_console, print_table
     from gmse_cli.cli.table import Table
-    from gmse_cli.cli.texttable import print_capacity_flags
+    from gmse_cli.cli.texttable import print_capacity_flags, print_unrecorded_gmse
 
     error = "GMSE" if result.objective == "gaussian" else "MSE (real)"
     table = Table(title=f"Pareto frontier at or below {result.budget:g} bits/param (law {result.law})", title_justify="left")
@@ -136,6 +136,8 @@ def _render(result) -> None:
     out_console.print(f"best at or below {result.budget:g} bits: {b.name} ({b.bits_per_param:.4f} bits/param, "
                       f"{error} {b.gmse:.5g}, rho {b.rho:.4f})", highlight=False)
     print_capacity_flags((p.name, p.beyond_fitted_gmse) for p in [b, *result.frontier])
+    if not b.fitted_gmse_recorded:
+        print_unrecorded_gmse(result.law)
     if not result.comparisons:
         return
     table = Table(title="Catalog formats vs the best searched format at the same or fewer bits", title_justify="left")

@@ -200,3 +200,10 @@ def print_capacity_flags(named_reasons: Iterable[tuple[str, str | None]]) -> Non
             grouped[reason].append(name)
     for reason, names in grouped.items():
         print_flag(f"{name_list(names)}: capacity read beyond the law's fitted runs, {reason}")
+
+
+def print_unrecorded_gmse(law: str) -> None:
+    """The line that says no capacity could be flagged: law ``law`` records no stage GMSEs its
+    curves were fitted at (``fitted_gmse_recorded`` false; a hand-written law may not)."""
+    print_flag(f"law '{law}' records no fitted stage GMSEs ([fitted_range.gmse]): no capacity is flagged "
+               "as read beyond the stages its curves were fitted at")

@@ -4,7 +4,12 @@ uncertainty)."""
 
 from __future__ import annotations
 
-from gmse_cli.cli.texttable import name_list, print_capacity_flags, print_flag
+from gmse_cli.cli.texttable import (
+    name_list,
+    print_capacity_flags,
+    print_flag,
+    print_unrecorded_gmse,
+)
 
 __all__ = ["print_trust_flags"]
 
@@ -33,9 +38,8 @@ def print_trust_flags(rows, law, *, vary_L: bool = False) -> None:
         print_flag(f"law '{law.name}' records no fitted range ([fitted_range]): nothing says whether N, D/N or a "
                    "stage's GMSE lies beyond the runs its constants came from, so no prediction is flagged as "
                    "an extrapolation")
-    elif law.fitted_range.gmse is None:
-        print_flag(f"law '{law.name}' records no fitted stage GMSEs ([fitted_range.gmse]): no capacity is flagged "
-                   "as read beyond the stages its curves were fitted at")
+    elif not law.fitted_gmse_recorded:
+        print_unrecorded_gmse(law.name)
     if constants_fixed(law, vary_L=vary_L):
         print_flag(f"law '{law.name}' gives its constants no uncertainty (no sigma, low/high or [draws]): the "
                    "rho and loss intervals carry only the GMSE's own error")

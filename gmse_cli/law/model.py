@@ -224,6 +224,12 @@ class Law(Frozen):
         """How (N, D) lies beyond the runs this law was fitted on; None within them or unrecorded."""
         return None if self.fitted_range is None else self.fitted_range.beyond(params, tokens)
 
+    @property
+    def fitted_gmse_recorded(self) -> bool:
+        """Whether the law records the stage GMSEs its curves were fitted at (``[fitted_range.gmse]``):
+        without them no capacity can be flagged as read beyond them (a hand-written law)."""
+        return self.fitted_range is not None and self.fitted_range.gmse is not None
+
     def beyond_fitted_gmse(self, stages: Iterable[tuple[Family, float]]) -> str | None:
         """Why a capacity read at these (family, error) stages lies beyond the fitted stages."""
         return None if self.fitted_range is None else self.fitted_range.beyond_gmse(stages, rho=self.rho)

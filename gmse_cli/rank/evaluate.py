@@ -254,6 +254,7 @@ def evaluate_all(
             outside_domain=(reason := outside_domain(scheme)),
             evidence=evidence_line(scheme.activations) if reason else None,
             fitted_range_recorded=law.fitted_range is not None,
+            fitted_gmse_recorded=law.fitted_gmse_recorded,
             beyond_fitted_range=beyond,
             beyond_fitted_gmse=law.beyond_fitted_gmse((s.family, s.gmse) for s in stages),
             stages=tuple(stages),

@@ -81,6 +81,9 @@ class Outcome(Frozen):
     fitted_range_recorded: bool = Field(
         description="whether the law records the runs it was fitted on ([fitted_range]); False: nothing can say "
                     "whether N, D/N or a stage's GMSE lies beyond them, and the two fields below stay None")
+    fitted_gmse_recorded: bool = Field(
+        description="whether the law records the stage GMSEs its curves were fitted at ([fitted_range.gmse]); "
+                    "False: no capacity can be flagged as read beyond them, and beyond_fitted_gmse stays None")
     beyond_fitted_range: str | None = Field(
         default=None, description="how N or D/N lies beyond the runs the law was fitted on (None: within them, "
                                   "or the law records no range: fitted_range_recorded)")

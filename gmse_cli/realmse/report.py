@@ -92,9 +92,12 @@ class FormatMse(Frozen):
     gmse_effective_bits: float | None
     rho: float | None = Field(description="capacity from the real-weight MSE (None: law lacks the family)")
     rho_gmse: float | None = Field(description="capacity from GMSE")
+    fitted_gmse_recorded: bool | None = Field(
+        default=None, description="whether the law records the stage GMSEs its curves were fitted at "
+                                  "([fitted_range.gmse]); False: beyond_fitted_gmse cannot flag; None: no law")
     beyond_fitted_gmse: str | None = Field(
         default=None, description="why rho (read at the real MSE) lies beyond the law's fitted stages, as in rank; "
-                                  "None: within them")
+                                  "None: within them, or not recorded (fitted_gmse_recorded)")
     stages: tuple[StageMse, ...] = Field(description="each lossy stage alone (capacity factors)")
     params: int = Field(description="parameters in the measured layers")
     sample: float = Field(description="fraction of rows measured (1 = all)")
@@ -298,6 +301,7 @@ def assemble_results(
                 gmse_effective_bits=effective_bits_of(g),
                 rho=_capacity(law_obj, [(s.family, s.mse) for s in stages]),
                 rho_gmse=_capacity(law_obj, [(s.family, s.gmse) for s in stages]),
+                fitted_gmse_recorded=law_obj.fitted_gmse_recorded if law_obj else None,
                 beyond_fitted_gmse=law_obj.beyond_fitted_gmse((s.family, s.mse) for s in stages) if law_obj else None,
                 stages=tuple(stages),
                 params=params,

@@ -152,7 +152,7 @@ class _Race:
         return SearchPoint(
             name=entry.cand.name, bits_per_param=entry.cand.bits_per_param, gmse=joint[0],
             gmse_std_err=joint[1], gmse_method=method, rho=entry.rho, rho_std_err=entry.rho_se, spec=spec,
-            stages=tuple(stages), source=entry.cand.source,
+            stages=tuple(stages), source=entry.cand.source, fitted_gmse_recorded=self.law.fitted_gmse_recorded,
             beyond_fitted_gmse=self.law.beyond_fitted_gmse((s.family, s.gmse) for s in stages),
         )
 
@@ -364,9 +364,13 @@ def search_formats(
     singles, measured, pruned = _cheap_singles(race, pool, progress)
     pruned += _cheap_composites(race, pool, measured, progress)
     stages_measured = sum(1 for (_, level) in race.cache if level == 0)
-    final = _refine(race, measured, min_gain, progress)
+    final = _refine(race, measured, min_gain, progress) if measured else []
     if not final:
-        raise SpecError(f"no format in the search space at or below {budget:g} bits could be measured")
+        # a law without some family's curve (a hand-written one with quantization alone) leaves
+        # nothing at a budget only that family's formats reach (0.5 bits: VQ and sparsity)
+        unread = (f": law '{law_obj.name}' has no curve for the family of any of the {race.left_out:,} "
+                  "candidates there" if race.left_out and not measured else "")
+        raise SpecError(f"no format in the search space at or below {budget:g} bits could be measured{unread}")
     frontier_entries = thin(
         [final[i] for i in pareto_frontier((e.cand.bits_per_param, e.rho) for e in final)], min_gain
     )
