@@ -72,6 +72,20 @@ def test_a_fifo_named_as_a_codebook_is_refused_not_waited_on(tmp_path, command):
     assert "cb.npy" in line and "not a regular file" in line
 
 
+@pytest.mark.parametrize("special, reason", [("fifo", "not a regular file (a pipe or a device)"), ("folder", "it is a folder")])
+def test_a_codebook_that_is_no_regular_file_is_refused_as_its_format_file_loads(tmp_path, special, reason):
+    # before any work: found only when the GMSE read the codebook, the refusal came after the
+    # GMSE's first progress line whenever getting there took over 0.5 s (two lines on stderr)
+    from gmse_cli.errors import SpecError
+    from gmse_cli.spec.formatfile import load_format_toml
+
+    (tmp_path / "f.toml").write_text(VQ_FILE)
+    os.mkfifo(tmp_path / "cb.npy") if special == "fifo" else (tmp_path / "cb.npy").mkdir()
+    with pytest.raises(SpecError) as refused:
+        load_format_toml(tmp_path / "f.toml")
+    assert str(refused.value) == f"cannot read codebook file {tmp_path / 'cb.npy'}: {reason}"
+
+
 def test_a_folder_named_as_a_codebook_is_one_error_line(run_cli, tmp_path):
     (tmp_path / "f.toml").write_text(VQ_FILE)
     (tmp_path / "cb.npy").mkdir()

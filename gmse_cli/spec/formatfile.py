@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from gmse_cli.errors import SpecError, described
@@ -50,6 +52,23 @@ def _codebooks_beside(data: dict, folder: Path) -> None:
         codebook = stage.get("codebook") if isinstance(stage, dict) else None
         if is_codebook_file(codebook) and not Path(codebook).is_absolute():
             stage["codebook"] = str(folder.resolve() / codebook)
+        if is_codebook_file(codebook):
+            _check_not_special(Path(stage["codebook"]))
+
+
+def _check_not_special(path: Path) -> None:
+    """Refuse a codebook path that is a folder, a FIFO or a device as the file is loaded, before
+    any work: found only when the codebook was read, the refusal came after a progress line
+    (and a FIFO, before reads were guarded, was waited on for ever). A missing file is left to
+    the reader, which names it the same way."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):
+        raise SpecError(f"cannot read codebook file {path}: it is a folder")
+    if not stat.S_ISREG(mode):
+        raise SpecError(f"cannot read codebook file {path}: not a regular file (a pipe or a device)")
 
 
 def format_to_toml(fmt: Format) -> str:
