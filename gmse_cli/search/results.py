@@ -39,7 +39,7 @@ class SearchPoint(Frozen):
     stages: tuple[StagePoint, ...]
     source: Literal["search", "catalog"]
     fitted_gmse_recorded: bool = Field(
-        description="whether the law records the stage GMSEs its curves were fitted at ([fitted_range.gmse]); "
+        default=True, description="whether the law records the stage GMSEs its curves were fitted at ([fitted_range.gmse]); "
                     "False: no capacity can be flagged as read beyond them, and beyond_fitted_gmse stays None")
     beyond_fitted_gmse: str | None = Field(
         default=None, description="why its capacity is read beyond the law's fitted stages (as in rank); None: within "
