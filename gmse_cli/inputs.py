@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from gmse_cli.errors import DataError, UsclError
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_CODEBOOK_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "exists", "does_not_exist", "is_file", "existing_files",
+__all__ = ["MAX_TEXT_BYTES", "MAX_RUNS_BYTES", "MAX_CODEBOOK_BYTES", "MAX_NESTING", "MAX_NAME_LENGTH", "user_path", "refuse_unreadable_kind", "exists", "does_not_exist", "is_file", "existing_files",
            "read_text_file", "read_binary_file", "read_cache_bytes", "parse_nested", "strict_json", "RepeatedKeyError",
            "printable_path"]
 
@@ -132,6 +132,15 @@ def read_binary_file(path: str | Path, *, what: str, error: type[UsclError], lim
     return _read_regular(path, what=what, error=error, failed=error, limit=limit)[1]
 
 
+def refuse_unreadable_kind(path: str | Path, mode: int, *, what: str, error: type[UsclError]) -> None:
+    """Raise ``error`` naming ``path`` unless its ``st_mode`` is a regular file's: a folder,
+    or a FIFO or a device (which may never end, or be waited on for ever)."""
+    if stat.S_ISDIR(mode):
+        raise error(f"cannot read {what} {path}: it is a folder")
+    if not stat.S_ISREG(mode):
+        raise error(f"cannot read {what} {path}: not a regular file (a pipe or a device)")
+
+
 def _read_regular(path: str | Path, *, what: str, error: type[UsclError], failed: type[UsclError],
                   limit: int) -> tuple[Path, bytes]:
     try:
@@ -141,10 +150,7 @@ def _read_regular(path: str | Path, *, what: str, error: type[UsclError], failed
     try:
         with os.fdopen(os.open(path, _READ_FLAGS), "rb") as handle:  # a FIFO is refused just below
             info = os.fstat(handle.fileno())
-            if stat.S_ISDIR(info.st_mode):
-                raise failed(f"cannot read {what} {path}: it is a folder")
-            if not stat.S_ISREG(info.st_mode):
-                raise failed(f"cannot read {what} {path}: not a regular file (a pipe or a device)")
+            refuse_unreadable_kind(path, info.st_mode, what=what, error=failed)
             if info.st_size > limit:
                 raise error(f"{what} {path} is {info.st_size / 2**20:.1f} MiB; the limit is {limit / 2**20:g} MiB")
             data = handle.read(limit + 1)

@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from gmse_cli.errors import SpecError, described
+from gmse_cli.inputs import refuse_unreadable_kind
 from gmse_cli.spec.format import Format, validate_format
 from gmse_cli.spec.stages import is_codebook_file
 from gmse_cli.tomlfile import dumps_toml, read_toml
@@ -65,10 +65,7 @@ def _check_not_special(path: Path) -> None:
         mode = os.stat(path).st_mode
     except OSError:
         return
-    if stat.S_ISDIR(mode):
-        raise SpecError(f"cannot read codebook file {path}: it is a folder")
-    if not stat.S_ISREG(mode):
-        raise SpecError(f"cannot read codebook file {path}: not a regular file (a pipe or a device)")
+    refuse_unreadable_kind(path, mode, what="codebook file", error=SpecError)
 
 
 def format_to_toml(fmt: Format) -> str:
