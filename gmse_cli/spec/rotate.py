@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from gmse_cli.errors import SpecError
 from gmse_cli.limits import MAX_SEED
@@ -29,6 +29,17 @@ class Rotate(SpecModel):
         if value & (value - 1):
             raise SpecError(f"rotate: Hadamard block {value} is not a power of two")
         return value
+
+    @model_validator(mode="after")
+    def _seed_needs_signs(self) -> Rotate:
+        # An inert seed would run the plain Hadamard silently, and compare (and cache) unequal
+        # to it: refused, as every setting that does nothing is.
+        if self.seed and not self.random_signs:
+            raise SpecError(
+                f"rotate: seed {self.seed} only applies with random_signs = true "
+                "(without random signs the rotation is the plain Hadamard)"
+            )
+        return self
 
     def check_row_length(self, row_length: int) -> None:
         check_divides("Hadamard block", self.block, row_length)
