@@ -291,7 +291,7 @@ def _error(text: str) -> None:
     if len(line) > _ERROR_HEAD + _ERROR_TAIL:
         left_out = len(line) - _ERROR_HEAD - _ERROR_TAIL
         line = f"{line[:_ERROR_HEAD]} ... ({left_out:,} characters left out) ... {line[-_ERROR_TAIL:]}"
-    # a stderr whose reader is gone goes quiet (progress.stderr_console): the error's own code stands
+    # a stderr whose reader is gone goes quiet (messages.stderr_console): the error's own code stands
     console.err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
 
 

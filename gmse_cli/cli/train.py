@@ -347,7 +347,7 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
          compile_model: bool, progress: bool, output: str, argv: list[str]) -> None:
     from gmse_cli.cli.output import print_json
     from gmse_cli.errors import TrainError
-    from gmse_cli.progress import info as log
+    from gmse_cli.messages import info as log
     from gmse_cli.progress import status
 
     # torch's import takes 3-5 s before the first run's line: a bar meanwhile (a line in a log),

@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gmse_cli.errors import TrainError
-from gmse_cli.progress import info, task
+from gmse_cli.messages import info
+from gmse_cli.progress import task
 from gmse_cli.training.checkpoint import (
     TrainState,
     resume_checkpoint,
