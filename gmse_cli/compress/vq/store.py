@@ -25,7 +25,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from gmse_cli.atomic import sweep_cache_folder, write_atomic
+from gmse_cli.atomic import write_atomic
+from gmse_cli.cleanup import sweep_cache_folder
 from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import read_cache_bytes
