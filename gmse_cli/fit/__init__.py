@@ -4,6 +4,7 @@ The models, the objective and how they are solved are described in
 :mod:`gmse_cli.fit.drivers`. The rooms, bottom up:
 
 - ``params``      parameter names, internal (log-parametrized) and public;
+- ``evidence``    what a fit's checks return: :class:`HeldoutReport`, :class:`DriftReport`, ...;
 - ``results``     what a fit returns: :class:`FitResult`, :class:`ConstantEstimate`, ...;
 - ``optimize``    batched L-BFGS (one problem per row);
 - ``parts``       capacity parts: none, decoupled, per-stage curves, Kumar's precision law;
@@ -29,6 +30,16 @@ The models, the objective and how they are solved are described in
 from gmse_cli.fit.curves import fit_capacity
 from gmse_cli.fit.drift import implied_capacity
 from gmse_cli.fit.drivers import fit
+from gmse_cli.fit.evidence import (
+    DriftReport,
+    DriftScheme,
+    DriftSlope,
+    FactorizationCell,
+    FactorizationCheck,
+    HeldoutEntry,
+    HeldoutReport,
+    LosoEntry,
+)
 from gmse_cli.fit.heldout import HELDOUT_METHOD
 from gmse_cli.fit.identify import CHI2_95
 from gmse_cli.fit.loss_fit import DOMAIN_MODELS, domain_mask
@@ -42,17 +53,9 @@ from gmse_cli.fit.results import (
     CapacityFit,
     CapacityPoint,
     ConstantEstimate,
-    DriftReport,
-    DriftScheme,
-    DriftSlope,
-    FactorizationCell,
-    FactorizationCheck,
     FamilyFit,
     FitModel,
     FitResult,
-    HeldoutEntry,
-    HeldoutReport,
-    LosoEntry,
     RunResidual,
     SchemeCapacity,
 )

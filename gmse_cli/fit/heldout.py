@@ -39,10 +39,11 @@ import numpy as np
 
 from gmse_cli.errors import FitError
 from gmse_cli.fit.design import check_runs, group_by_scheme, hold_unidentified
+from gmse_cli.fit.evidence import HeldoutEntry, HeldoutReport
 from gmse_cli.fit.params import LAW
 from gmse_cli.fit.prior import likelihood_scale
 from gmse_cli.fit.problem import multistart_many
-from gmse_cli.fit.results import HeldoutEntry, HeldoutReport, RunResidual
+from gmse_cli.fit.results import RunResidual
 
 __all__ = ["HELDOUT_METHOD", "UNIDENTIFIED_RHO", "LOSSLESS_NOTE", "group_labels", "flag_lossless_parts", "scale_cut", "Split", "RefitRows", "LossRefits",
            "heldout_reports", "score_heldout", "attach_heldout"]
