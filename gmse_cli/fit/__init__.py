@@ -17,6 +17,7 @@ The models, the objective and how they are solved are described in
 - ``identify``    constants at a bound, profile-likelihood intervals;
 - ``drift``       each run's implied capacity and its drift with N and D/N;
 - ``heldout``     cold leave-one-scheme-out, leave-one-GMSE-group-out and largest-model-sizes refits and their errors;
+- ``loss_refits`` the loss models' cold refits for ``heldout``;
 - ``curves``      capacity curves through (GMSE, rho) points: :func:`fit_capacity`;
 - ``reports``     the factorization check and the stages' GMSE;
 - ``plot``        the fit's plot (predicted vs observed loss; capacity vs GMSE; drift);
