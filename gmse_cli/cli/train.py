@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
         runs = expand_sweep(spec, overrides=overrides)
         if shard is not None:
             runs = _shard(runs, shard)
-        from gmse_cli.training.config import check_format_fits, check_local_inputs, split_batch
+        from gmse_cli.training.config import check_format_fits, check_local_inputs
+        from gmse_cli.training.plan import split_batch
         from gmse_cli.training.sweep import processes_per_run
 
         processes = processes_per_run(launcher, nproc_per_node, spec.slurm)
