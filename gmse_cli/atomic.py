@@ -5,7 +5,8 @@ written, fsync'd and renamed over it, then the folder is fsync'd so the rename i
 a crash. A failure removes the temporary file and leaves the target untouched; so does a SIGTERM
 that lands mid-write. A SIGKILL (or a power cut) mid-write leaves its temporary file,
 ``.NAME.XXXXXXXX.tmp``: a later successful write of the same target removes those of its own
-name older than :data:`STALE_TEMPORARY_SECONDS` (the folder is listed once an hour per process).
+name older than :data:`~gmse_cli.cleanup.STALE_TEMPORARY_SECONDS` (:mod:`gmse_cli.cleanup`: the folder is
+listed once an hour per process).
 """
 
 from __future__ import annotations
@@ -13,18 +14,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import stat
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+# The clean-up of what killed writers leave lives in gmse_cli.cleanup; its names are here too, where
+# callers have always found them.
+from gmse_cli.cleanup import (
+    STALE_TEMPORARY_SECONDS,
+    remove_stale_folders,
+    remove_stale_temporaries,
+    sweep_cache_folder,
+    temporary_stem,
+)
 from gmse_cli.errors import DataError
-from gmse_cli.inputs import MAX_NAME_LENGTH, user_path
+from gmse_cli.inputs import user_path
 from gmse_cli.sigterm import sigterm_unwinds
 
 __all__ = ["write_atomic", "write_text_atomic", "fsync_dir", "staging_folder", "check_output_path", "sigterm_cleans_up",
@@ -182,7 +190,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _probe(folder: Path, name: str) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{_temporary_stem(name)}.", suffix=".tmp", dir=folder)
+    fd, name = tempfile.mkstemp(prefix=f".{temporary_stem(name)}.", suffix=".tmp", dir=folder)
     os.close(fd)
     os.unlink(name)
 
@@ -193,164 +201,6 @@ def sigterm_cleans_up() -> Iterator[None]:
     file) and then kills the process as SIGTERM would have (:func:`~gmse_cli.sigterm.sigterm_unwinds`)."""
     with sigterm_unwinds():
         yield
-
-
-_TEMPORARY_EXTRA = len("..") + 8 + len(".tmp")
-"""Bytes a temporary name adds to its target's: the dots, mkstemp's 8 random characters, '.tmp'."""
-
-
-def _temporary_stem(name: str) -> str:
-    """``name`` cut to leave its temporary file a legal name: a target of 242 to 255 bytes (as
-    long as a file name can be) took '.NAME.XXXXXXXX.tmp' past 255 and could not be written."""
-    raw = os.fsencode(name)
-    return os.fsdecode(raw[: MAX_NAME_LENGTH - _TEMPORARY_EXTRA]) if len(raw) + _TEMPORARY_EXTRA > MAX_NAME_LENGTH else name
-
-
-STALE_TEMPORARY_SECONDS = 3600
-"""A temporary file of a target older than this (by its last write) is a killed writer's: no
-write of uscl's pauses an hour between two writes to its file."""
-
-_RANDOM_PART = "[a-z0-9_]{8}"
-"""What mkstemp puts between the prefix and the suffix (tempfile's 8 characters of this set)."""
-
-
-_ANY_TEMPORARY = re.compile(rf"\.(.+)\.{_RANDOM_PART}\.tmp")
-
-_TEMPORARIES: dict[str, tuple[float, dict[str, list[str]]]] = {}
-"""Per folder this process has written in: when it was scanned (monotonic) and the names in it
-that look like a temporary file (``.NAME.XXXXXXXX.tmp``), by NAME."""
-
-
-def _list_temporaries(folder: str) -> dict[str, list[str]]:
-    """The names in ``folder`` that look like a temporary file (``.NAME.XXXXXXXX.tmp``), by NAME;
-    empty where the folder cannot be listed."""
-    found: dict[str, list[str]] = {}
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if match := _ANY_TEMPORARY.fullmatch(entry.name):
-                    found.setdefault(match[1], []).append(entry.name)
-    except OSError:
-        pass
-    return found
-
-
-def _still_there(folder: str, names: list[str]) -> list[str]:
-    """Remove the regular files ``names`` in ``folder`` that no write has touched for
-    :data:`STALE_TEMPORARY_SECONDS`; the names that stay (young: a write in progress, perhaps;
-    links, folders, anything that fails to go)."""
-    cutoff = time.time() - STALE_TEMPORARY_SECONDS
-    kept = []
-    for name in names:
-        try:
-            info = os.lstat(os.path.join(folder, name))
-            if not (stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff):
-                kept.append(name)
-                continue
-            os.unlink(os.path.join(folder, name))
-        except FileNotFoundError:
-            pass
-        except OSError:
-            kept.append(name)
-    return kept
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove the temporary files of ``path`` (``.NAME.XXXXXXXX.tmp``, exactly as
-    :func:`write_atomic` names them) that no write has touched for an hour; a name cut short
-    (:func:`_temporary_stem`) could be another target's, so its temporaries are left alone, as
-    are links, folders and anything that fails to go. Only the target's own: a user's folder
-    may hold another program's files of that shape.
-
-    The folder is listed once an hour per process, not on every write (listing a cache folder
-    of 100,000 entries took some 50 ms a write): the temporaries seen are kept by target name,
-    and each write of a target looks at its own, which go once an hour old. One a writer
-    killed after the listing left is seen by the next listing, so it goes within two hours."""
-    stem = _temporary_stem(path.name)
-    if stem != path.name:
-        return
-    folder = os.path.abspath(path.parent)
-    now = time.monotonic()
-    scanned = _TEMPORARIES.get(folder)
-    if scanned is None or now - scanned[0] >= STALE_TEMPORARY_SECONDS:
-        scanned = _TEMPORARIES[folder] = (now, _list_temporaries(folder))
-    if kept := _still_there(folder, scanned[1].pop(stem, [])):
-        scanned[1][stem] = kept
-
-
-_SWEPT: set[str] = set()
-"""Cache folders this process has swept (:func:`sweep_cache_folder`): once each is enough."""
-
-
-def sweep_cache_folder(folder: str | Path) -> None:
-    """Remove the temporary files of any name (``.NAME.XXXXXXXX.tmp``) an hour old or more from
-    ``folder``, one of uscl's own cache folders; once per folder per process. A cache entry,
-    once whole, is read and never written again (a rewrite of the same bytes is skipped), so
-    the clean-up after a write of the same file (:func:`write_atomic`) never came for the
-    temporary file a killed writer left beside it: each SIGKILL mid-write left one for ever.
-
-    At most one process an hour scans a folder: the scan's time is stamped on a file beside
-    it (``.NAME.swept``, beside rather than in it, so the folder holds its entries alone), and
-    while that stamp is under an hour old a process skips the scan (one stat). A scan reads
-    every name in the folder, some 50 ms a 100,000-entry cache on every command that reads it;
-    a temporary file only goes once it is an hour old, so it now goes within two hours. The
-    scan is also the hour's listing of :func:`write_atomic`'s clean-up in this process (the
-    temporaries it leaves, by target), so a write into the folder lists it no second time.
-    The two hours are counted apart: a stamp file may lie beside uscl's own cache folders, not
-    beside a folder of the user's, where write_atomic counts its hour in memory."""
-    key = os.path.abspath(folder)
-    if key in _SWEPT:
-        return
-    _SWEPT.add(key)
-    folder = Path(folder)
-    if _stamped_within_the_hour(folder.parent / f".{folder.name}.swept"):
-        return
-    now = time.monotonic()
-    left = {stem: kept for stem, names in _list_temporaries(key).items() if (kept := _still_there(key, names))}
-    _TEMPORARIES[key] = (now, left)
-
-
-def _stamped_within_the_hour(stamp: Path) -> bool:
-    """Whether ``stamp`` was touched less than :data:`STALE_TEMPORARY_SECONDS` ago (either side
-    of now: a clock put back leaves no stamp for ever fresh); if not, touch it now. Where no
-    stamp can be written (a parent folder this user may not write) every process scans, as
-    before: slower, never wrong."""
-    now = time.time()
-    try:
-        if abs(now - stamp.stat().st_mtime) < STALE_TEMPORARY_SECONDS:
-            return True
-    except OSError:
-        pass  # no stamp yet
-    try:
-        stamp.touch()
-    except OSError:
-        pass
-    return False
-
-
-def remove_stale_folders(parent: str | Path, pattern: re.Pattern[str]) -> None:
-    """Remove the folders in ``parent`` whose names ``pattern`` matches whole (the staging or
-    set-aside folders of a folder written whole, :func:`staging_folder`) that neither they nor
-    a file directly in them has changed for :data:`STALE_TEMPORARY_SECONDS`: a writer killed
-    mid-write (a token cache of gigabytes, a checkpoint) left them for ever. Links and anything
-    that fails to go stay."""
-    cutoff = time.time() - STALE_TEMPORARY_SECONDS
-    try:
-        with os.scandir(parent) as entries:
-            candidates = [entry for entry in entries if pattern.fullmatch(entry.name)
-                          and entry.is_dir(follow_symlinks=False)]
-    except OSError:
-        return
-    for entry in candidates:
-        try:
-            newest = entry.stat(follow_symlinks=False).st_mtime
-            with os.scandir(entry.path) as inside:  # a file being written keeps its folder fresh
-                for item in inside:
-                    newest = max(newest, item.stat(follow_symlinks=False).st_mtime)
-        except OSError:
-            continue
-        if newest < cutoff:
-            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def write_atomic(
@@ -365,7 +215,7 @@ def write_atomic(
     fsyncs (a few ms each): for caches, whose readers treat a file a crash left empty or
     damaged as a miss. Raises :class:`OSError`; the caller names the file in its message.
     Once the target is in place, temporary files of it that a killed writer left an hour or
-    more ago go (:func:`_remove_stale_temporaries`).
+    more ago go (:func:`~gmse_cli.cleanup.remove_stale_temporaries`).
     """
     path = Path(path)
     if path.is_symlink():
@@ -380,7 +230,7 @@ def write_atomic(
     if mode is None:
         mode = old.st_mode & 0o7777 if old is not None else 0o666 & ~_umask()
     with sigterm_cleans_up():
-        fd, tmp = tempfile.mkstemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
         try:
             if old is not None and hasattr(os, "fchown") and old.st_gid != os.fstat(fd).st_gid:
                 # a replaced file keeps its group where this user is in it (a shared results
@@ -405,7 +255,7 @@ def write_atomic(
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    _remove_stale_temporaries(path)
+    remove_stale_temporaries(path)
     if durable:
         fsync_dir(path.parent)
 

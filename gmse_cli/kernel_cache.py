@@ -113,12 +113,12 @@ def _saved_or_noted(method: Callable[..., Any]) -> Callable[..., Any]:
     another user owns) told once per process in a note: the kernel is compiled and runs, it is
     just not kept. numba raised it out of the compilation, so the command failed ('a write
     failed: no space left on device', exit 2) for want of a cache. One note a process, for all
-    caches (:func:`~gmse_cli.progress.cache_note`)."""
+    caches (:func:`~gmse_cli.messages.cache_note`)."""
     def call(self: Any, *args: Any) -> Any:
         try:
             return method(self, *args)
         except OSError as exc:
-            from gmse_cli.progress import cache_note
+            from gmse_cli.messages import cache_note
 
             folder = os.path.dirname(getattr(self, "_index_path", "") or "") or "numba's cache"
             cache_note(f"cannot keep compiled kernels in '{folder}': {(exc.strerror or str(exc)).lower()}; "

@@ -20,7 +20,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from gmse_cli.atomic import sweep_cache_folder, write_atomic
+from gmse_cli.atomic import write_atomic
+from gmse_cli.cleanup import sweep_cache_folder
 from gmse_cli.inputs import read_cache_bytes
 
 __all__ = ["memo_dir", "remembered"]

@@ -1,7 +1,7 @@
-"""What the library says while it works: progress bars, status lines and notes, on stderr.
+"""What the library says while it works: progress bars and status lines, on stderr.
 
-Data goes to stdout (the CLI prints it); everything here writes to one stderr console, which
-respects ``NO_COLOR`` (rich reads it). Library code decides *what* is slow and how to count
+Everything here draws on the one stderr console of :mod:`gmse_cli.messages` (where notes,
+warnings and plain lines come from too). Library code decides *what* is slow and how to count
 it; its caller decides *whether* to show it by passing ``enabled`` (the CLI shows bars under
 ``--json`` too, as whole plain lines where stderr is no terminal; a library user gets silence
 unless asking). Nothing here imports from above
@@ -16,8 +16,6 @@ the ground floor, so every room can report progress::
     with status("fitting", enabled=show):
         ...
 
-    note("layer x skipped: its row length is not a multiple of the group")
-
 Work a machine does once (a numba kernel compiled, a VQ codebook trained) is announced by
 :func:`once` whenever the command line has turned notices on (:func:`enable_notices`), even
 under ``--json`` or with stderr piped: without a word, a first run looks hung.
@@ -26,20 +24,28 @@ under ``--json`` or with stderr piped: without a word, a first run looks hung.
 
 from __future__ import annotations
 
-import os
 import string
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from gmse_cli.errors import visible
 
-if TYPE_CHECKING:
-    from rich.console import Console
+# The console and the one-line messages live in gmse_cli.messages; they are named here too, where
+# the library's callers have always found them.
+from gmse_cli.messages import (
+    cache_note,
+    clear_cache_note,
+    escape_text,
+    info,
+    note,
+    stderr_console,
+    stderr_is_terminal,
+    stream_is_terminal,
+    warning,
+)
 
 __all__ = [
     "stderr_console",
@@ -50,6 +56,9 @@ __all__ = [
     "task",
     "status",
     "note",
+    "warning",
+    "cache_note",
+    "clear_cache_note",
     "info",
     "once",
     "enable_notices",
@@ -63,62 +72,11 @@ _notices = False
 _said: set[str] = set()
 
 
-@cache
-def stderr_console() -> Console:
-    """The stderr console every message and bar of uscl goes to (rich honours NO_COLOR).
-
-    Made on first use, so that importing the library does not import rich."""
-    from rich.console import Console
-
-    class _StderrConsole(Console):
-        def on_broken_pipe(self) -> None:
-            # stderr's reader is gone (a log collector that died, `2> >(head -1)`): nothing more
-            # is said there, and the command goes on. rich's own handler put the null device over
-            # *stdout* and exited 1 (from a bar's line thread, exit 0): the data, a --json result
-            # written to a file, was lost.
-            self.quiet = True
-
-    console = _StderrConsole(stderr=True)
-    # In a log file a message stays one line: rich would break it at 80 columns, a path too.
-    console.soft_wrap = not console.is_terminal
-    return console
-
-
-# Settings under which rich calls a stream a terminal whatever isatty says.
-_FORCING = ("FORCE_TERMINAL", "TTY_COMPATIBLE", "FORCE_COLOR", "TTY_INTERACTIVE")
-
-
-def stream_is_terminal(stream: Any, console: Any) -> bool:
-    """Whether ``console()`` (a rich console on ``stream``) is a terminal; for a plain pipe the
-    answer rich would give (no) without importing rich."""
-    if not any(name in os.environ for name in _FORCING):
-        isatty = getattr(stream, "isatty", None)
-        try:
-            if isatty is None or not isatty():
-                return False
-        except ValueError:  # a closed stream
-            return False
-    return console().is_terminal
-
-
-def stderr_is_terminal() -> bool:
-    """Whether stderr is a terminal (a bar is redrawn in place only on one that is interactive,
-    :func:`stderr_is_interactive`; elsewhere it is whole lines)."""
-    return stream_is_terminal(sys.stderr, stderr_console)
-
-
-def _escape(text: str) -> str:
-    # never rich markup, and no control character from a name read in a file
-    from rich.markup import escape
-
-    return escape(visible(text))
-
-
 def _describe(label: str, detail: str | None, *, plain: bool = False) -> str:
     """The bar's text: the label, then the detail; never read as rich markup (``plain``: for a
     line printed without markup, only control characters made visible)."""
     text = f"{label} {detail}" if label and detail else detail or label
-    return visible(text) if plain else _escape(text)
+    return visible(text) if plain else escape_text(text)
 
 
 def stderr_is_interactive() -> bool:
@@ -353,39 +311,6 @@ def status(message: str, *, enabled: bool = True) -> AbstractContextManager[Any]
         return nullcontext()
     return task(message, None, count="none")
 
-
-def note(message: str) -> None:
-    """One line on stderr for something the user should know: ``note: <message>``."""
-    stderr_console().print(f"[yellow]note:[/] {_escape(message)}", highlight=False)
-
-
-def warning(message: str) -> None:
-    """One line on stderr for what is likely a mistake, though allowed: ``warning: <message>``."""
-    stderr_console().print(f"[yellow]warning:[/] {_escape(message)}", highlight=False)
-
-
-_cache_noted = False
-
-
-def cache_note(message: str) -> None:
-    """:func:`note` that a cache cannot be kept (a full disk, a read-only folder), the first a
-    process gives: a cache only saves time, so one line says so; another cache failing on the
-    same full disk (numba's kernels and the codebooks, say) adds none."""
-    global _cache_noted
-    if not _cache_noted:
-        _cache_noted = True
-        note(message)
-
-
-def clear_cache_note() -> None:
-    """Let the next :func:`cache_note` be said again."""
-    global _cache_noted
-    _cache_noted = False
-
-
-def info(message: str) -> None:
-    """One plain line on stderr (what a long command is doing, where it wrote)."""
-    stderr_console().print(visible(message), highlight=False, markup=False)
 
 
 def enable_notices(enabled: bool = True) -> None:

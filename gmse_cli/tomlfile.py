@@ -22,7 +22,8 @@ from typing import Any
 
 import tomli_w
 
-from gmse_cli.atomic import sweep_cache_folder, write_atomic
+from gmse_cli.atomic import write_atomic
+from gmse_cli.cleanup import sweep_cache_folder
 from gmse_cli.errors import UsclError
 from gmse_cli.inputs import parse_nested, read_cache_bytes, read_text_file
 from gmse_cli.paths import cache_dir

@@ -11,7 +11,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 
 # The floors, bottom up (design.md): a module may import its own floor and the floors below.
 FLOORS = [
-    {"errors", "paths", "progress", "frozen", "atomic", "inputs", "tomlfile", "figures", "laws", "grammar", "threads",
+    {"errors", "paths", "messages", "progress", "frozen", "atomic", "cleanup", "inputs", "tomlfile", "figures", "laws", "grammar", "threads",
      "schema", "counts", "memo", "limits", "sigterm", "kernel_cache", "locks"},
     {"spec"},
     {"compress", "interop"},

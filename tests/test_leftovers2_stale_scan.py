@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from gmse_cli import atomic
+from gmse_cli import atomic, cleanup
 from gmse_cli.atomic import STALE_TEMPORARY_SECONDS, write_atomic
 
 HOURS_AGO = time.time() - 2 * 3600
@@ -54,6 +54,6 @@ def test_one_left_after_the_listing_goes_once_the_listing_is_an_hour_old(tmp_pat
     write_atomic(target, b"2")
     assert later.exists()  # the folder was listed before it came
     start = time.monotonic()
-    monkeypatch.setattr(atomic.time, "monotonic", lambda: start + STALE_TEMPORARY_SECONDS + 1)
+    monkeypatch.setattr(cleanup.time, "monotonic", lambda: start + STALE_TEMPORARY_SECONDS + 1)
     write_atomic(target, b"3")
     assert not later.exists() and other.exists()  # another target's stays

@@ -21,7 +21,7 @@ FIXED_KEYS = {
     "gmse_cli.schema.output_schema", "gmse_cli.paths.catalog_dir", "gmse_cli.paths.sweeps_dir",
     "gmse_cli.spec.catalog.catalog", "gmse_cli.gmse.table.shipped_table",
     "gmse_cli.gmse.control._gauss_legendre", "gmse_cli.gmse.stored.algorithm_version",
-    "gmse_cli.frozen._scalar_rules", "gmse_cli.progress.stderr_console", "gmse_cli.cli.console._out_console",
+    "gmse_cli.frozen._scalar_rules", "gmse_cli.messages.stderr_console", "gmse_cli.cli.console._out_console",
     "gmse_cli.compress.lloyd_max._lloyd_max_levels",  # bits 1-16 at the module's own tolerances
     "gmse_cli.compress.scalar.mse_rule._mse_ratio_kernel", "gmse_cli.compress.scalar.mse_rule.tensor_errors_kernel",
     "gmse_cli.compress.scalar.quantizer.groups_kernel", "gmse_cli.compress.scalar.rounding._write_row_kernel",

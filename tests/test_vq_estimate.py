@@ -13,7 +13,7 @@ import io
 import numpy as np
 import pytest
 
-from gmse_cli import progress
+from gmse_cli import messages, progress
 from gmse_cli.compress.vq import gaussian
 from gmse_cli.compress.vq.gaussian import gaussian_codebook, training_seconds
 from gmse_cli.compress.vq.streamed import streamed_plan
@@ -56,7 +56,9 @@ def stderr_text(monkeypatch, tmp_path):
     from rich.console import Console
 
     buffer = io.StringIO()
-    monkeypatch.setattr(progress, "stderr_console", lambda: Console(file=buffer, width=400, color_system=None))
+    console = Console(file=buffer, width=400, color_system=None)
+    monkeypatch.setattr(progress, "stderr_console", lambda: console)  # the bars'
+    monkeypatch.setattr(messages, "stderr_console", lambda: console)  # the plain lines'
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: False)
     monkeypatch.setenv("USCL_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(gaussian, "shipped_dir", lambda: tmp_path / "none")

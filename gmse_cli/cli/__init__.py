@@ -9,13 +9,10 @@ keeps its traceback (exit 1).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import signal
 import sys
-import threading
-from collections.abc import Iterator
 
 import click
 import typer
@@ -26,6 +23,14 @@ except ImportError:  # pragma: no cover - older typer raises click's own excepti
     _TyperClickException = click.exceptions.ClickException
 
 from gmse_cli.cli import console
+from gmse_cli.cli.interrupts import (
+    ABORT_CODE,
+    ABORTS,
+    Interrupted,
+    interrupts_not_swallowed,
+    keep_interrupts,
+    say_aborted,
+)
 from gmse_cli.cli.validators import attach_validators
 from gmse_cli.errors import UsclError, one_line
 from gmse_cli.progress import enable_notices
@@ -62,33 +67,6 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 """What a write on a full disk, past a quota or past a file size limit (RLIMIT_FSIZE) fails with."""
 
 
-class _Interrupted(Exception):
-    """Ctrl-C inside a command, carried past Typer (which turns a KeyboardInterrupt into a
-    silent exit 130) to :func:`main`, which says so."""
-
-
-def _keep_interrupts(command: click.Command) -> click.Command:
-    invoke = getattr(command, "invoke", None)
-    if invoke is None:  # not a click command (a test's stand-in): nothing to wrap
-        return command
-
-    def invoke_keeping_interrupts(ctx):
-        try:
-            return invoke(ctx)
-        except KeyboardInterrupt as exc:
-            raise _Interrupted(*exc.args) from exc
-        except SystemError as exc:  # Ctrl-C inside numba: "... returned a result with an exception set", nested
-            cause: BaseException | None = exc
-            while cause is not None and not isinstance(cause, KeyboardInterrupt):
-                cause = cause.__cause__
-            if cause is None:
-                raise
-            raise _Interrupted(*cause.args) from exc
-
-    command.invoke = invoke_keeping_interrupts  # type: ignore[method-assign]
-    return command
-
-
 def _wrap_callbacks(command: click.Command) -> click.Command:
     """``command`` with each command's work (its callback) wrapped: first
     :func:`~gmse_cli.threads.check_thread_setting` (before anything imports numba, which reads
@@ -123,11 +101,6 @@ def _wrap_callbacks(command: click.Command) -> click.Command:
     return command
 
 
-_ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt, _Interrupted)
-_ABORT_CODE = 130
-"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
-
-
 _PIPE_CODE = 128 + getattr(signal, "SIGPIPE", 13)
 """The exit code of a command whose stdout reader went away (141), as shells report a tool that
 SIGPIPE killed; Python ignores SIGPIPE, so the write raises BrokenPipeError instead. Windows has
@@ -151,55 +124,6 @@ def _pipe_closed() -> None:
     except (OSError, ValueError, AttributeError):  # not a file (a test's capture), or closed
         pass
     sys.exit(_PIPE_CODE)
-
-
-def _say_aborted(where: str = "") -> None:
-    """Print the one line of a Ctrl-C'd command. A second Ctrl-C (people press it twice) during
-    the print is ignored: landing in it (a lazy import of rich) it printed a traceback instead."""
-    with _sigint_ignored():
-        console.err_console.print(f"aborted: {where}" if where else "aborted", highlight=False, soft_wrap=True)
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT is ignored while the body runs (on the main thread, where handlers can be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _interrupts_not_swallowed(previous):  # type: ignore[no-untyped-def]
-    """An unraisable-exception hook that lets no Ctrl-C be swallowed. Python cannot raise an
-    exception out of a weakref callback, a ``__del__`` or a ctypes callback (numba's type cache
-    and llvmlite's object cache run them while kernels compile): a KeyboardInterrupt landing
-    there printed "Exception ignored ... KeyboardInterrupt" and its traceback, and the command
-    ran on to the end. The hook says nothing and has the interrupt delivered again 10 ms later
-    from another thread (delivered at once, Python raises it inside this hook, where it is lost
-    too), at the main thread's next ordinary line, where it stops the command ("aborted", exit
-    130). A handler set to ignore SIGINT by then (the 'aborted' line) still ignores it."""
-    import _thread
-
-    def redeliver() -> None:
-        timer = threading.Timer(0.01, _thread.interrupt_main)
-        timer.daemon = True  # never holds the exit
-        timer.start()
-
-    def hook(unraisable) -> None:  # type: ignore[no-untyped-def]
-        try:
-            if isinstance(unraisable.exc_value, KeyboardInterrupt):
-                redeliver()
-                return
-        except KeyboardInterrupt:  # a further Ctrl-C raised inside this hook
-            redeliver()
-            return
-        previous(unraisable)
-
-    return hook
 
 
 def _version(value: bool) -> None:
@@ -291,7 +215,7 @@ def _error(text: str) -> None:
     if len(line) > _ERROR_HEAD + _ERROR_TAIL:
         left_out = len(line) - _ERROR_HEAD - _ERROR_TAIL
         line = f"{line[:_ERROR_HEAD]} ... ({left_out:,} characters left out) ... {line[-_ERROR_TAIL:]}"
-    # a stderr whose reader is gone goes quiet (progress.stderr_console): the error's own code stands
+    # a stderr whose reader is gone goes quiet (messages.stderr_console): the error's own code stands
     console.err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
 
 
@@ -331,7 +255,7 @@ def _usable_streams() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``uscl`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
-    command = _keep_interrupts(attach_validators(_wrap_callbacks(_cli(args))))
+    command = keep_interrupts(attach_validators(_wrap_callbacks(_cli(args))))
     enable_notices(True)  # a kernel compiled or a codebook trained says so on stderr
     try:
         if args in ([], ["--help"]):  # the listing: drawn without Typer's help module (cli.roothelp)
@@ -342,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0 if args else 2)
         code = command.main(args=argv, prog_name="uscl", standalone_mode=False)
         sys.stdout.flush()  # what is still buffered: a reader gone by now is a closed pipe too
-        if code == _ABORT_CODE:  # Ctrl-C while Typer parsed the line: it returns 130 and says nothing
-            _say_aborted()
+        if code == ABORT_CODE:  # Ctrl-C while Typer parsed the line: it returns 130 and says nothing
+            say_aborted()
     except BrokenPipeError:
         _pipe_closed()
     except SystemExit as exc:
@@ -373,11 +297,11 @@ def main(argv: list[str] | None = None) -> None:
         what = f"cannot write {exc.filename}" if exc.filename else "a write failed"
         _error(f"{what}: {(exc.strerror or str(exc)).lower()} (free some space, then rerun)")
         sys.exit(2)
-    except _ABORTS as exc:
+    except ABORTS as exc:
         # A training run stopped by Ctrl-C says where its checkpoint is (resume by rerunning).
-        where = str(exc) if isinstance(exc, KeyboardInterrupt | _Interrupted) and exc.args else ""
-        _say_aborted(where)
-        sys.exit(_ABORT_CODE)
+        where = str(exc) if isinstance(exc, KeyboardInterrupt | Interrupted) and exc.args else ""
+        say_aborted(where)
+        sys.exit(ABORT_CODE)
     finally:
         enable_notices(False)
     sys.exit(code if isinstance(code, int) else 0)
@@ -404,7 +328,7 @@ def run() -> None:
     # --recompute` (0.1 s); at 50,000, 4 times (0.035 s). Cycles are still collected.
     gc.set_threshold(50_000, 10, 10)
     _usable_streams()
-    sys.unraisablehook = _interrupts_not_swallowed(sys.unraisablehook)
+    sys.unraisablehook = interrupts_not_swallowed(sys.unraisablehook)
     status = 1  # an uncaught exception exits 1, as Python's own exit would
 
     def end_without_teardown() -> None:  # reads the status run() last set
@@ -422,10 +346,10 @@ def run() -> None:
     except SystemExit as exc:
         code = exc.code
         status = 0 if code is None else code if isinstance(code, int) else 1
-        if status == _ABORT_CODE:  # a second Ctrl-C in an exit handler (torch's) printed a traceback
+        if status == ABORT_CODE:  # a second Ctrl-C in an exit handler (torch's) printed a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise
     except KeyboardInterrupt:  # Ctrl-C while the command's module loaded, before main's handlers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        status = _ABORT_CODE
-        _say_aborted()
+        status = ABORT_CODE
+        say_aborted()

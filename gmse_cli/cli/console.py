@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gmse_cli.cli.texttable import FOLDED_TEXT_WIDTH
 from gmse_cli.grammar import SHORTHAND_HELP
-from gmse_cli.progress import stderr_console, stream_is_terminal
+from gmse_cli.messages import stderr_console, stream_is_terminal
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -150,7 +150,8 @@ def drawing(path: object) -> AbstractContextManager[Any]:
     and the label placement take 2.6 s of CPU for `uscl rank --plot` (8-10 s on a busy 2-core
     machine), after the command's own bar has gone; without it the run falls silent. Piped,
     nothing, as every bar (``wrote plot PATH`` follows either way)."""
-    from gmse_cli.progress import status, stderr_is_terminal
+    from gmse_cli.messages import stderr_is_terminal
+    from gmse_cli.progress import status
 
     return status(f"drawing plot {shown_path(path)} ...", enabled=stderr_is_terminal())
 
@@ -167,7 +168,7 @@ def shown_path(path: object) -> str:
 
 def wrote(what: str, path: object) -> None:
     """The ``wrote WHAT PATH`` line on stderr after a file is written."""
-    from gmse_cli.progress import stderr_console
+    from gmse_cli.messages import stderr_console
 
     stderr_console().print(f"wrote {what} {shown_path(path)}")
 

@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.errors import SpecError
         from gmse_cli.figures import check_plot_path
         from gmse_cli.inputs import existing_files
-        from gmse_cli.progress import note
+        from gmse_cli.messages import note
         from gmse_cli.realmse import checkpoint_name, measure_mse, plot_mse
 
         quiet_foreign_loggers()  # --activations loads transformers
@@ -213,7 +213,7 @@ def _activations(model: Path, formats: list[str], act: ActivationOptions, *, wor
     from gmse_cli.cli.console import drawing, wrote
     from gmse_cli.cli.output import print_json
     from gmse_cli.law import load_law
-    from gmse_cli.progress import note
+    from gmse_cli.messages import note
     from gmse_cli.realmse import checkpoint_name, plot_mse
     from gmse_cli.realmse.activations import measure_activations
     from gmse_cli.spec import resolve_format

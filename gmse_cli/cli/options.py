@@ -125,7 +125,7 @@ def renamed(old: str, new: str, old_value: Any, new_value: Any) -> Any:
     if old_value is None or old_value is False:
         return new_value
     from gmse_cli.errors import SpecError
-    from gmse_cli.progress import note
+    from gmse_cli.messages import note
 
     if new_value not in (None, False):
         raise SpecError(f"{old} is the old spelling of {new}; give only {new}")

@@ -53,7 +53,7 @@ def _count(text: str, option: str) -> float:
     if not value > 0:
         raise LawError(f"{option} {text} must be positive (e.g. 200e6)")
     if (meant := likely_meant(text)) is not None:
-        from gmse_cli.progress import warning
+        from gmse_cli.messages import warning
 
         # allowed (a count is a count), but 7 parameters is far more likely a slip for 7B
         what = "parameters" if option == "--params" else "tokens"

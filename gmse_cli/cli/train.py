@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
         runs = expand_sweep(spec, overrides=overrides)
         if shard is not None:
             runs = _shard(runs, shard)
-        from gmse_cli.training.config import check_format_fits, check_local_inputs, split_batch
+        from gmse_cli.training.config import check_format_fits, check_local_inputs
+        from gmse_cli.training.plan import split_batch
         from gmse_cli.training.sweep import processes_per_run
 
         processes = processes_per_run(launcher, nproc_per_node, spec.slurm)
@@ -347,7 +348,7 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
          compile_model: bool, progress: bool, output: str, argv: list[str]) -> None:
     from gmse_cli.cli.output import print_json
     from gmse_cli.errors import TrainError
-    from gmse_cli.progress import info as log
+    from gmse_cli.messages import info as log
     from gmse_cli.progress import status
 
     # torch's import takes 3-5 s before the first run's line: a bar meanwhile (a line in a log),

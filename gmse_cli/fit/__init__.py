@@ -4,6 +4,7 @@ The models, the objective and how they are solved are described in
 :mod:`gmse_cli.fit.drivers`. The rooms, bottom up:
 
 - ``params``      parameter names, internal (log-parametrized) and public;
+- ``evidence``    what a fit's checks return: :class:`HeldoutReport`, :class:`DriftReport`, ...;
 - ``results``     what a fit returns: :class:`FitResult`, :class:`ConstantEstimate`, ...;
 - ``optimize``    batched L-BFGS (one problem per row);
 - ``parts``       capacity parts: none, decoupled, per-stage curves, Kumar's precision law;
@@ -16,6 +17,7 @@ The models, the objective and how they are solved are described in
 - ``identify``    constants at a bound, profile-likelihood intervals;
 - ``drift``       each run's implied capacity and its drift with N and D/N;
 - ``heldout``     cold leave-one-scheme-out, leave-one-GMSE-group-out and largest-model-sizes refits and their errors;
+- ``loss_refits`` the loss models' cold refits for ``heldout``;
 - ``curves``      capacity curves through (GMSE, rho) points: :func:`fit_capacity`;
 - ``reports``     the factorization check and the stages' GMSE;
 - ``plot``        the fit's plot (predicted vs observed loss; capacity vs GMSE; drift);
@@ -29,6 +31,16 @@ The models, the objective and how they are solved are described in
 from gmse_cli.fit.curves import fit_capacity
 from gmse_cli.fit.drift import implied_capacity
 from gmse_cli.fit.drivers import fit
+from gmse_cli.fit.evidence import (
+    DriftReport,
+    DriftScheme,
+    DriftSlope,
+    FactorizationCell,
+    FactorizationCheck,
+    HeldoutEntry,
+    HeldoutReport,
+    LosoEntry,
+)
 from gmse_cli.fit.heldout import HELDOUT_METHOD
 from gmse_cli.fit.identify import CHI2_95
 from gmse_cli.fit.loss_fit import DOMAIN_MODELS, domain_mask
@@ -42,17 +54,9 @@ from gmse_cli.fit.results import (
     CapacityFit,
     CapacityPoint,
     ConstantEstimate,
-    DriftReport,
-    DriftScheme,
-    DriftSlope,
-    FactorizationCell,
-    FactorizationCheck,
     FamilyFit,
     FitModel,
     FitResult,
-    HeldoutEntry,
-    HeldoutReport,
-    LosoEntry,
     RunResidual,
     SchemeCapacity,
 )

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gmse_cli.fit.results import DriftReport, DriftScheme, DriftSlope
+from gmse_cli.fit.evidence import DriftReport, DriftScheme, DriftSlope
 
 __all__ = ["implied_capacity", "drift_report", "run_drift"]
 

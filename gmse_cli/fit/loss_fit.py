@@ -20,8 +20,9 @@ from gmse_cli.fit.design import (
     scheme_weights,
 )
 from gmse_cli.fit.drift import implied_capacity, run_drift
-from gmse_cli.fit.heldout import HELDOUT_METHOD, LossRefits, attach_heldout, score_heldout
+from gmse_cli.fit.heldout import HELDOUT_METHOD, attach_heldout, score_heldout
 from gmse_cli.fit.identify import identify_constants
+from gmse_cli.fit.loss_refits import LossRefits
 from gmse_cli.fit.objective import LossObjective
 from gmse_cli.fit.params import FAMILY_KEYS, LAW, LAW_INTERNAL, internal_fixed, public_name
 from gmse_cli.fit.parts import DecoupledPart, KumarPart, NoCapacity, StagePart

@@ -10,11 +10,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gmse_cli.fit.results import (
-    FactorizationCell,
-    FactorizationCheck,
-    SchemeCapacity,
-)
+from gmse_cli.fit.evidence import FactorizationCell, FactorizationCheck
+from gmse_cli.fit.results import SchemeCapacity
 from gmse_cli.fit.stages import GmseCache, stage_tensors
 from gmse_cli.spec import Format
 

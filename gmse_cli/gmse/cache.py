@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gmse_cli.atomic import sweep_cache_folder, write_atomic
+from gmse_cli.atomic import write_atomic
+from gmse_cli.cleanup import sweep_cache_folder
 from gmse_cli.gmse.stored import StoredGmse
 from gmse_cli.inputs import read_cache_bytes
 

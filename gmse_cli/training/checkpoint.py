@@ -31,10 +31,10 @@ import torch
 from gmse_cli.atomic import (
     fsync_dir,
     new_file_mode,
-    remove_stale_folders,
     staging_folder,
     write_atomic,
 )
+from gmse_cli.cleanup import remove_stale_folders
 from gmse_cli.errors import DataError, TrainError
 
 __all__ = [

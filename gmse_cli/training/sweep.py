@@ -41,12 +41,11 @@ from gmse_cli.training.config import (
     EstimatorConfig,
     OptimConfig,
     RunConfig,
-    RunPlan,
     config_error,
-    plan_run,
     resolve_activation_format,
     resolve_weight_format,
 )
+from gmse_cli.training.plan import RunPlan, plan_run
 from gmse_cli.training.presets import get_preset, padded_vocab
 
 __all__ = [

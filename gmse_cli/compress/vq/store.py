@@ -25,11 +25,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from gmse_cli.atomic import sweep_cache_folder, write_atomic
+from gmse_cli.atomic import write_atomic
+from gmse_cli.cleanup import sweep_cache_folder
 from gmse_cli.errors import CacheError
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import read_cache_bytes
-from gmse_cli.progress import cache_note, clear_cache_note, note
+from gmse_cli.messages import cache_note, clear_cache_note, note
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -158,7 +159,7 @@ def load_codebook(
 def _note_unkept(exc: CacheError) -> None:
     """Say once per process that codebooks are not kept (the cache cannot be used): the command
     answers with the codebook it holds in memory, as every other cache degrades to no cache
-    (:func:`~gmse_cli.progress.cache_note`: no second note where numba's cache failed too)."""
+    (:func:`~gmse_cli.messages.cache_note`: no second note where numba's cache failed too)."""
     cache_note(f"{exc}; codebooks are computed again on each run until then")
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from gmse_cli.atomic import remove_stale_folders, staging_folder
+from gmse_cli.atomic import staging_folder
+from gmse_cli.cleanup import remove_stale_folders
 from gmse_cli.errors import DataError
 from gmse_cli.paths import cache_dir
 from gmse_cli.training.data.tokenizer import TokenizerHandle

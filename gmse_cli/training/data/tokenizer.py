@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gmse_cli.atomic import sweep_cache_folder, write_text_atomic
+from gmse_cli.atomic import write_text_atomic
+from gmse_cli.cleanup import sweep_cache_folder
 from gmse_cli.errors import BackendMissing, DataError
 from gmse_cli.inputs import does_not_exist, user_path
 from gmse_cli.paths import cache_dir

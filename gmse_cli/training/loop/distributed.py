@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gmse_cli.training.config import RunConfig, split_batch
+from gmse_cli.training.config import RunConfig
+from gmse_cli.training.plan import split_batch
 
 __all__ = ["DistEnv", "dist_env", "init_distributed", "barrier", "all_sum", "wrap_model", "batch_split"]
 

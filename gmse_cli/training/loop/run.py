@@ -19,14 +19,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from gmse_cli.errors import TrainError
-from gmse_cli.progress import info, task
+from gmse_cli.messages import info
+from gmse_cli.progress import task
 from gmse_cli.training.checkpoint import (
     TrainState,
     resume_checkpoint,
     save_checkpoint,
     unreadable_checkpoint,
 )
-from gmse_cli.training.config import RunConfig, budget_steps, check_format_fits, plan_run
+from gmse_cli.training.config import RunConfig, check_format_fits
 from gmse_cli.training.data import TokenData, TokenWindows, eval_windows, prepare_tokens
 from gmse_cli.training.loop.device import (
     autocast,
@@ -48,6 +49,7 @@ from gmse_cli.training.loop.record import format_gmse, loss_curve_summary
 from gmse_cli.training.loop.signals import graceful_sigint
 from gmse_cli.training.loop.state import export_final_model, load_state_dicts, state_dicts
 from gmse_cli.training.model import build_model, padded_vocab
+from gmse_cli.training.plan import budget_steps, plan_run
 from gmse_cli.training.results import (
     DataIdentity,
     ModelInfo,
