@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[str, typer.Option(help="numba (default), numpy (reference) or torch")] = "numba",
         device: Annotated[str, typer.Option(help="torch device for --backend torch (cpu, cuda)")] = "cpu",
         max_samples: Annotated[
-            int, typer.Option(help="Gaussian elements per format at most (Monte Carlo stops there)")
+            int, typer.Option(help="Gaussian elements per format at most (Monte Carlo stops there, though "
+                              "never before the minimum a valid interval needs: 4 batches of 2^17, "
+                              "32 where a statistic spans the tensor)")
         ] = 1 << 26,
         recompute: Annotated[bool, typer.Option("--recompute", help=RECOMPUTE_HELP)] = False,
         json_out: JsonFlag = False,
@@ -89,9 +91,13 @@ def register(app: typer.Typer) -> None:
             from gmse_cli.cli.texttable import name_list
 
             worst = max(r.std_err / r.gmse for r in short)
+            drawn = max(r.samples for r in short)
+            # A cap below the engine's minimum yields to it: say what was drawn, not the cap.
+            where = (f"--max-samples {max_samples:,}" if drawn <= max_samples else
+                     f"the minimum a valid interval needs, {drawn:,} samples (above --max-samples {max_samples:,})")
             err_console.print(
-                f"note: {name_list([r.name for r in short], 'formats')}: Monte Carlo stopped at --max-samples "
-                f"{max_samples:,} with a relative standard error up to {worst:.2g}, above --rel-err "
+                f"note: {name_list([r.name for r in short], 'formats')}: Monte Carlo stopped at {where} "
+                f"with a relative standard error up to {worst:.2g}, above --rel-err "
                 f"{rel_err:g} (raise --max-samples for more)", highlight=False, soft_wrap=True,
             )
 

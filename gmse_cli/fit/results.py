@@ -280,7 +280,9 @@ class FitResult(Frozen):
             held_from_base.append(fam.value)
             families[fam] = FamilyCurve(**{
                 k: getattr(curve, k).model_copy(update={
-                    "provenance": f"held from law '{base.name}' (no {fam.value} runs in this fit): "
+                    "provenance": f"held from law '{base.name}' ("
+                                  + ("a dense fit fits no capacity curve: it counts every run as uncompressed"
+                                     if self.model == "dense" else f"no {fam.value} runs in this fit") + "): "
                                   f"{getattr(curve, k).provenance}"})
                 for k in FAMILY_KEYS
             })

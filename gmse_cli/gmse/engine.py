@@ -106,7 +106,8 @@ def estimate_gmse(
     Returns one :class:`GmseEstimate` per format, in the order given.
 
     ``rel_err`` is the target relative standard error; ``max_samples`` caps the Gaussian
-    elements per format (memory: 4 bytes each, shared across formats). ``backend`` names a
+    elements per format (memory: 4 bytes each, shared across formats), though never below
+    the minimum a valid interval needs (:meth:`SampleBank.run`). ``backend`` names a
     compressor backend (numba, numpy, torch; see :mod:`gmse_cli.gmse.backends`) running on
     ``device``. ``progress`` shows a bar on stderr. ``cache``: whether stored values are
     read and computed ones stored (see the module); an estimate's ``method`` says which
