@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         plan_sweep(runs)  # every budget must be at least one step before anything trains
         _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
              nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not no_progress,
-             output=_output(json_out, csv_out), argv=_worker_argv(locals()))
+             output=_output(json_out, csv_out), argv=_worker_argv(locals()), threads=threads)
 
     tokenizer_app = typer.Typer(help="Tokenizers for offline training.", no_args_is_help=True)
 
@@ -344,7 +344,7 @@ def _output(json_out: bool, csv_out: bool) -> str:
 
 
 def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, device: str, launcher: str, nproc_per_node: int,
-         compile_model: bool, progress: bool, output: str, argv: list[str]) -> None:
+         compile_model: bool, progress: bool, output: str, argv: list[str], threads: int | None = None) -> None:
     from gmse_cli.cli.output import print_json
     from gmse_cli.errors import TrainError
     from gmse_cli.progress import info as log
@@ -362,7 +362,8 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
         return  # rank 0 of the workers printed the results: once more here was a second table or JSON document
     if launcher == "slurm":
         outcome = run_slurm(runs, out=out, checkpoint_root=ckpt_root, settings=spec.slurm, sweep=spec.name,
-                            models_root=models_root, log=log)
+                            models_root=models_root, device=device, compile_model=compile_model, threads=threads,
+                            log=log)
     else:
         outcome = run_local(runs, out=out, checkpoint_root=ckpt_root, device=device, progress=progress,
                             compile_model=compile_model, sweep=spec.name, models_root=models_root, log=log)
@@ -370,8 +371,12 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
 
     if not dist_env().main:
         return
-    if outcome.submitted and not outcome.records:
+    if outcome.submitted and not outcome.records and not outcome.failed:
         if output == "json":
             print_json([], submitted=outcome.submitted, out=str(out))
         return
-    render_records(records_for(out, runs), output=output)
+    if outcome.records or not outcome.failed:
+        render_records(records_for(out, runs), output=output)
+    if outcome.failed:  # each named above with its log; the runs that finished are recorded and printed
+        raise TrainError(f"{len(outcome.failed)} of {len(outcome.submitted)} job(s) failed (see above); "
+                         "the same command again submits the runs not recorded")
