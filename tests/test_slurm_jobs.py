@@ -152,5 +152,37 @@ def test_a_job_trains_with_the_flags_of_the_command(run_cli, tmp_path, docs_file
     assert len(jobs) == 1 and seen == [("cpu", True, 1)]
 
 
+def test_a_dry_run_shows_the_sbatch_options_the_jobs_get(run_cli, tmp_path, docs_file, monkeypatch):
+    # A dry run showed the runs and their time, never what would be asked of Slurm. Its line is
+    # checked against the job script submitit hands to a fake sbatch.
+    import re
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\n/bin/cp "$1" "{bin_dir}/submitted.sh"\necho "Submitted batch job 99"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    slurm = 'partition = "gpux"\naccount = "acme"\nqos = "high"\ngpus_per_node = 2\ntimeout_min = 45\nmem_gb = 64\nmax_parallel = 2\n'
+    spec = _spec(tmp_path / "s.toml", docs_file(40_000), weights='["fp32", "int4", "int2"]', cluster="slurm",
+                 extra=slurm)
+    out = str(tmp_path / "r.jsonl")
+    plan = run_cli("train", str(spec), "--launcher", "slurm", "--dry-run", "--device", "cuda", "--json", "--out", out)
+    assert plan.code == 0, plan.stderr
+    json.loads(plan.stdout)  # the plan's JSON stays whole
+    (line,) = [line for line in plan.stderr.splitlines() if line.startswith("sbatch, 3 job(s): ")]
+    shown = dict(re.findall(r"--([\w-]+)=(\S+)", line.split("; logs")[0]))
+    assert shown["partition"] == "gpux" and shown["account"] == "acme" and shown["qos"] == "high"
+    assert shown["time"] == "45" and shown["gpus-per-node"] == "2" and shown["ntasks-per-node"] == "2"
+    assert shown["array"] == "0-2%2" and shown["mem"] == "64GB"
+    submitted = run_cli("train", str(spec), "--launcher", "slurm", "--out", out)
+    assert submitted.code == 0, submitted.stderr
+    script = (bin_dir / "submitted.sh").read_text()
+    written = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)$", script, flags=re.M))
+    assert shown == {key: written[key] for key in shown}
+
+
 if sys.platform == "win32":  # pragma: no cover - submitit's executors need POSIX signals
     pytestmark = pytest.mark.skip("POSIX only")

@@ -157,6 +157,8 @@ def register(app: typer.Typer) -> None:
                     source = how + (f"; FLOPs at {flops:.3g} FLOP/s ({source}) for the rest" if "FLOPs" in how else "")
                     flops = None
             render_plans(spec.name, plans, output=_output(json_out, csv_out), flops=flops, source=source)
+            if launcher == "slurm":
+                _slurm_plan(spec, sum(not p.done for p in plans))
             return
         plan_sweep(runs)  # every budget must be at least one step before anything trains
         _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
@@ -295,6 +297,19 @@ def _outside_the_corpus(source: str, outputs: list[tuple[Path | None, str]]) -> 
         if where.is_relative_to(corpus) and not any(p.startswith(".") for p in where.relative_to(corpus).parts):
             raise TrainError(f"cannot write {what} '{path}' inside the corpus folder '{source}': the next run "
                              "would read it as text (choose another path)")
+
+
+def _slurm_plan(spec, jobs: int) -> None:
+    """What `--launcher slurm` would submit, on stderr (stdout holds the plan's table or JSON)."""
+    from gmse_cli.progress import info
+    from gmse_cli.training.submitit_jobs import sbatch_options
+
+    slurm = spec.slurm
+    if slurm.cluster == "slurm":
+        info(f"sbatch, {jobs} job(s): {sbatch_options(slurm, spec.name, jobs)}; logs in {slurm.folder}")
+    else:
+        info(f"submitit's {slurm.cluster} executor, {jobs} job(s) on this machine, at most {slurm.max_parallel} "
+             f"at once; logs in {slurm.folder}")
 
 
 def _shard(runs: list, shard: str) -> list:

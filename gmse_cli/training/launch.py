@@ -33,7 +33,11 @@ from gmse_cli.sigterm import sigterm_unwinds
 from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
 from gmse_cli.training.results import RunRecord, append_record, finished_keys
-from gmse_cli.training.submitit_jobs import job_error, preemption_stops_after_the_step
+from gmse_cli.training.submitit_jobs import (
+    executor_parameters,
+    job_error,
+    preemption_stops_after_the_step,
+)
 from gmse_cli.training.sweep import SlurmSettings
 
 __all__ = ["SweepOutcome", "run_local", "run_torchrun", "run_slurm", "SlurmRun"]
@@ -225,6 +229,11 @@ class SlurmRun:
     job resumes from the run's last checkpoint.
     """
 
+    # defaults for a job pickled before these were kept (requeued after an upgrade)
+    device: str = "auto"
+    compile_model: bool = False
+    threads: int | None = None
+
     def __init__(self, cfg_json: str, out: str, checkpoint_root: str, sweep: str | None,
                  models_root: str | None = None, *, device: str = "auto", compile_model: bool = False,
                  threads: int | None = None) -> None:
@@ -305,27 +314,7 @@ def run_slurm(
         executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
     except (RuntimeError, OSError) as exc:  # submitit finds no srun: this is no Slurm machine
         raise TrainError(f"--launcher slurm: {_one_line(exc)} ([slurm] cluster = \"local\" runs the jobs here)") from None
-    params: dict[str, Any] = {
-        "timeout_min": settings.timeout_min,
-        "nodes": settings.nodes,
-        "cpus_per_task": settings.cpus_per_task,
-        "name": f"uscl-{sweep or 'train'}",
-    }
-    if settings.cluster == "slurm":
-        gpus = settings.gpus_per_node
-        params |= {
-            "gpus_per_node": gpus,
-            "tasks_per_node": max(1, gpus),
-            "slurm_array_parallelism": settings.max_parallel,
-        }
-        for key in ("partition", "account", "qos", "constraint"):
-            value = getattr(settings, key)
-            if value:
-                params[f"slurm_{key}"] = value
-        if settings.mem_gb:
-            params["mem_gb"] = settings.mem_gb
-        if settings.setup:
-            params["slurm_setup"] = list(settings.setup)
+    params = executor_parameters(settings, sweep)
     try:  # submitit's own checks, e.g. its local executor runs one node only
         executor.update_parameters(**params)
     except (ValueError, RuntimeError) as exc:

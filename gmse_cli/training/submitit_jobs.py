@@ -1,4 +1,5 @@
-"""How a submitit job meets submitit: its preemption/timeout signal, and its failure's text.
+"""How a submitit job meets submitit: its parameters, its preemption/timeout signal, and its
+failure's text.
 
 submitit runs each ``--launcher slurm`` job (:class:`gmse_cli.training.launch.SlurmRun`) under
 its own signal handler and reports a failed job as one exception holding the job's traceback.
@@ -14,8 +15,54 @@ from collections.abc import Iterator
 from typing import Any
 
 from gmse_cli.errors import one_line
+from gmse_cli.training.sweep import SlurmSettings
 
-__all__ = ["preemption_stops_after_the_step", "job_error"]
+__all__ = ["executor_parameters", "sbatch_options", "preemption_stops_after_the_step", "job_error"]
+
+
+def executor_parameters(settings: SlurmSettings, sweep: str | None) -> dict[str, Any]:
+    """What submitit's executor is given for every job of the sweep (``update_parameters``)."""
+    params: dict[str, Any] = {
+        "timeout_min": settings.timeout_min,
+        "nodes": settings.nodes,
+        "cpus_per_task": settings.cpus_per_task,
+        "name": f"uscl-{sweep or 'train'}",
+    }
+    if settings.cluster == "slurm":
+        gpus = settings.gpus_per_node
+        params |= {
+            "gpus_per_node": gpus,
+            "tasks_per_node": max(1, gpus),  # one task per GPU
+            "slurm_array_parallelism": settings.max_parallel,
+        }
+        for key in ("partition", "account", "qos", "constraint"):
+            value = getattr(settings, key)
+            if value:
+                params[f"slurm_{key}"] = value
+        if settings.mem_gb:
+            params["mem_gb"] = settings.mem_gb
+        if settings.setup:
+            params["slurm_setup"] = list(settings.setup)
+    return params
+
+
+_SBATCH = {"slurm_partition": "partition", "slurm_account": "account", "slurm_qos": "qos",
+           "slurm_constraint": "constraint", "name": "job-name", "nodes": "nodes",
+           "gpus_per_node": "gpus-per-node", "tasks_per_node": "ntasks-per-node",
+           "cpus_per_task": "cpus-per-task", "timeout_min": "time"}
+
+
+def sbatch_options(settings: SlurmSettings, sweep: str | None, jobs: int) -> str:
+    """The #SBATCH options submitit writes for an array of ``jobs`` runs, as a dry run shows them
+    (``setup`` lines are counted, not shown: they are shell, not options)."""
+    params = executor_parameters(settings, sweep)
+    options = [f"--{_SBATCH[k]}={v}" for k, v in params.items() if k in _SBATCH]
+    if "mem_gb" in params:
+        options.append(f"--mem={params['mem_gb']}GB")
+    if jobs > 1:
+        options.append(f"--array=0-{jobs - 1}%{settings.max_parallel}")
+    setup = f"; {len(settings.setup)} setup line(s)" if settings.setup else ""
+    return " ".join(options) + setup
 
 
 @contextlib.contextmanager
