@@ -184,5 +184,15 @@ def test_a_dry_run_shows_the_sbatch_options_the_jobs_get(run_cli, tmp_path, docs
     assert shown == {key: written[key] for key in shown}
 
 
+def test_cuda_jobs_with_no_gpu_per_node_are_one_line(run_cli, tmp_path, docs_file, monkeypatch):
+    # `--device cuda` now reaches the jobs: with gpus_per_node = 0 each one failed on its node.
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing is submitted: no sbatch needed
+    spec = _spec(tmp_path / "s.toml", docs_file(40_000), cluster="slurm", extra="gpus_per_node = 0\n")
+    result = run_cli("train", str(spec), "--launcher", "slurm", "--device", "cuda", "--out", str(tmp_path / "r.jsonl"))
+    assert result.code == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line == "error: --device cuda with [slurm] gpus_per_node = 0: the jobs would get no GPU"
+
+
 if sys.platform == "win32":  # pragma: no cover - submitit's executors need POSIX signals
     pytestmark = pytest.mark.skip("POSIX only")

@@ -305,6 +305,9 @@ def run_slurm(
         import submitit
     except ImportError:
         raise BackendMissing("--launcher slurm needs submitit: pip install 'uscl[train]'") from None
+    if device == "cuda" and settings.cluster == "slurm" and settings.gpus_per_node == 0:
+        # else every job failed on its node, after its wait in the queue
+        raise TrainError("--device cuda with [slurm] gpus_per_node = 0: the jobs would get no GPU")
     done = finished_keys(out)
     todo = [cfg for cfg in runs if cfg.run_key() not in done]
     outcome = SweepOutcome(records=[], skipped=[c.name for c in runs if c.run_key() in done], submitted=[])
