@@ -158,11 +158,13 @@ def register(app: typer.Typer) -> None:
                     source = how + (f"; FLOPs at {flops:.3g} FLOP/s ({source}) for the rest" if "FLOPs" in how else "")
                     flops = None
             render_plans(spec.name, plans, output=_output(json_out, csv_out), flops=flops, source=source)
+            if launcher == "slurm":
+                _slurm_plan(spec, sum(not p.done for p in plans))
             return
         plan_sweep(runs)  # every budget must be at least one step before anything trains
         _run(spec, runs, out=out, ckpt_root=ckpt_root, models_root=models_root, device=device, launcher=launcher,
              nproc_per_node=nproc_per_node, compile_model=compile_model, progress=not no_progress,
-             output=_output(json_out, csv_out), argv=_worker_argv(locals()))
+             output=_output(json_out, csv_out), argv=_worker_argv(locals()), threads=threads)
 
     tokenizer_app = typer.Typer(help="Tokenizers for offline training.", no_args_is_help=True)
 
@@ -298,6 +300,19 @@ def _outside_the_corpus(source: str, outputs: list[tuple[Path | None, str]]) -> 
                              "would read it as text (choose another path)")
 
 
+def _slurm_plan(spec, jobs: int) -> None:
+    """What `--launcher slurm` would submit, on stderr (stdout holds the plan's table or JSON)."""
+    from gmse_cli.progress import info
+    from gmse_cli.training.submitit_jobs import sbatch_options
+
+    slurm = spec.slurm
+    if slurm.cluster == "slurm":
+        info(f"sbatch, {jobs} job(s): {sbatch_options(slurm, spec.name, jobs)}; logs in {slurm.folder}")
+    else:
+        info(f"submitit's {slurm.cluster} executor, {jobs} job(s) on this machine, at most {slurm.max_parallel} "
+             f"at once; logs in {slurm.folder}")
+
+
 def _shard(runs: list, shard: str) -> list:
     """Runs K, K+N, K+2N, ... (1-based) of the sweep for ``--shard K/N``."""
     from gmse_cli.cli.validators import parse_shard
@@ -345,7 +360,7 @@ def _output(json_out: bool, csv_out: bool) -> str:
 
 
 def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, device: str, launcher: str, nproc_per_node: int,
-         compile_model: bool, progress: bool, output: str, argv: list[str]) -> None:
+         compile_model: bool, progress: bool, output: str, argv: list[str], threads: int | None = None) -> None:
     from gmse_cli.cli.output import print_json
     from gmse_cli.errors import TrainError
     from gmse_cli.messages import info as log
@@ -363,7 +378,8 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
         return  # rank 0 of the workers printed the results: once more here was a second table or JSON document
     if launcher == "slurm":
         outcome = run_slurm(runs, out=out, checkpoint_root=ckpt_root, settings=spec.slurm, sweep=spec.name,
-                            models_root=models_root, log=log)
+                            models_root=models_root, device=device, compile_model=compile_model, threads=threads,
+                            log=log)
     else:
         outcome = run_local(runs, out=out, checkpoint_root=ckpt_root, device=device, progress=progress,
                             compile_model=compile_model, sweep=spec.name, models_root=models_root, log=log)
@@ -371,8 +387,12 @@ def _run(spec, runs, *, out: Path, ckpt_root: Path, models_root: Path | None, de
 
     if not dist_env().main:
         return
-    if outcome.submitted and not outcome.records:
+    if outcome.submitted and not outcome.records and not outcome.failed:
         if output == "json":
             print_json([], submitted=outcome.submitted, out=str(out))
         return
-    render_records(records_for(out, runs), output=output)
+    if outcome.records or not outcome.failed:
+        render_records(records_for(out, runs), output=output)
+    if outcome.failed:  # each named above with its log; the runs that finished are recorded and printed
+        raise TrainError(f"{len(outcome.failed)} of {len(outcome.submitted)} job(s) failed (see above); "
+                         "the same command again submits the runs not recorded")

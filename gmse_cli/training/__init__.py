@@ -15,6 +15,7 @@ Modules (torch is imported only by the ones that need it):
 - :mod:`.loop`           one training run (:func:`train_run`)
 - :mod:`.checkpoint`     safetensors checkpoints
 - :mod:`.launch`         local, torchrun and Slurm launchers
+- :mod:`.submitit_jobs`  a Slurm job's submitit parameters, preemption signal and failure text
 
 ``python -m gmse_cli.training ARGS`` is ``uscl ARGS`` (the entry point torchrun workers run).
 """

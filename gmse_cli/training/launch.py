@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,11 @@ from gmse_cli.sigterm import sigterm_unwinds
 from gmse_cli.training.checkpoint import discard_checkpoints
 from gmse_cli.training.config import RunConfig
 from gmse_cli.training.results import RunRecord, append_record, finished_keys
+from gmse_cli.training.submitit_jobs import (
+    executor_parameters,
+    job_error,
+    preemption_stops_after_the_step,
+)
 from gmse_cli.training.sweep import SlurmSettings
 
 __all__ = ["SweepOutcome", "run_local", "run_torchrun", "run_slurm", "SlurmRun"]
@@ -43,6 +48,7 @@ class SweepOutcome:
     records: list[RunRecord]
     skipped: list[str]
     submitted: list[str]  # Slurm job ids
+    failed: list[str] = field(default_factory=list)  # "<run>: job <id> failed: <why>; log <path>"
 
 
 def _ckpt_dir(root: Path, cfg: RunConfig) -> Path:
@@ -223,17 +229,29 @@ class SlurmRun:
     job resumes from the run's last checkpoint.
     """
 
+    # defaults for a job pickled before these were kept (requeued after an upgrade)
+    device: str = "auto"
+    compile_model: bool = False
+    threads: int | None = None
+
     def __init__(self, cfg_json: str, out: str, checkpoint_root: str, sweep: str | None,
-                 models_root: str | None = None) -> None:
+                 models_root: str | None = None, *, device: str = "auto", compile_model: bool = False,
+                 threads: int | None = None) -> None:
         self.cfg_json = cfg_json
         self.out = out
         self.checkpoint_root = checkpoint_root
         self.sweep = sweep
         self.models_root = models_root
+        # the command's --device, --compile and --threads: a job's own process never saw them
+        self.device, self.compile_model, self.threads = device, compile_model, threads
 
     def __call__(self) -> dict[str, Any] | None:
         from gmse_cli.training.loop import train_run
 
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             import submitit
 
@@ -244,14 +262,15 @@ class SlurmRun:
         # A one-task job claims its run as a local sweep does, so the same sweep submitted twice
         # trains each run once (the tasks of a multi-task job would have to agree: unclaimed).
         alone = int(os.environ.get("SLURM_NTASKS", "1")) <= 1
-        with _claim(root, key, enabled=alone) as mine:
+        with preemption_stops_after_the_step(), _claim(root, key, enabled=alone) as mine:
             if not mine:
                 return None  # another job is training it and will append its record
             if key in finished_keys(self.out):
                 discard_checkpoints(run_dir)
                 return None
             model_dir = Path(self.models_root) / key if self.models_root else None
-            record = train_run(cfg, run_dir=run_dir, progress=False, sweep=self.sweep, model_dir=model_dir)
+            record = train_run(cfg, run_dir=run_dir, device=self.device, progress=False, sweep=self.sweep,
+                               model_dir=model_dir, compile_model=self.compile_model)
             if record is None:
                 return None
             record = _finish(Path(self.out), record, model_dir, run_dir)
@@ -274,13 +293,21 @@ def run_slurm(
     sweep: str | None = None,
     models_root: Path | None = None,
     wait: bool | None = None,
+    device: str = "auto",
+    compile_model: bool = False,
+    threads: int | None = None,
     log: Callable[[str], None] = lambda m: None,
 ) -> SweepOutcome:
-    """Submit one job per unfinished run; waits for them only on the local/debug executors."""
+    """Submit one job per unfinished run; waits for them only on the local/debug executors,
+    where a job that fails is logged (its run, its error, its log file) and in
+    ``outcome.failed``, and the other jobs still run."""
     try:
         import submitit
     except ImportError:
         raise BackendMissing("--launcher slurm needs submitit: pip install 'uscl[train]'") from None
+    if device == "cuda" and settings.cluster == "slurm" and settings.gpus_per_node == 0:
+        # else every job failed on its node, after its wait in the queue
+        raise TrainError("--device cuda with [slurm] gpus_per_node = 0: the jobs would get no GPU")
     done = finished_keys(out)
     todo = [cfg for cfg in runs if cfg.run_key() not in done]
     outcome = SweepOutcome(records=[], skipped=[c.name for c in runs if c.run_key() in done], submitted=[])
@@ -290,27 +317,7 @@ def run_slurm(
         executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
     except (RuntimeError, OSError) as exc:  # submitit finds no srun: this is no Slurm machine
         raise TrainError(f"--launcher slurm: {_one_line(exc)} ([slurm] cluster = \"local\" runs the jobs here)") from None
-    params: dict[str, Any] = {
-        "timeout_min": settings.timeout_min,
-        "nodes": settings.nodes,
-        "cpus_per_task": settings.cpus_per_task,
-        "name": f"uscl-{sweep or 'train'}",
-    }
-    if settings.cluster == "slurm":
-        gpus = settings.gpus_per_node
-        params |= {
-            "gpus_per_node": gpus,
-            "tasks_per_node": max(1, gpus),
-            "slurm_array_parallelism": settings.max_parallel,
-        }
-        for key in ("partition", "account", "qos", "constraint"):
-            value = getattr(settings, key)
-            if value:
-                params[f"slurm_{key}"] = value
-        if settings.mem_gb:
-            params["mem_gb"] = settings.mem_gb
-        if settings.setup:
-            params["slurm_setup"] = list(settings.setup)
+    params = executor_parameters(settings, sweep)
     try:  # submitit's own checks, e.g. its local executor runs one node only
         executor.update_parameters(**params)
     except (ValueError, RuntimeError) as exc:
@@ -320,21 +327,32 @@ def run_slurm(
     waits = wait if wait is not None else settings.cluster != "slurm"
     # Slurm throttles the array itself (slurm_array_parallelism); submitit's local executor
     # starts every job at once, so here at most max_parallel are submitted before waiting.
+    logs = Path(settings.folder).resolve()
     window = settings.max_parallel if waits and settings.cluster != "slurm" else len(todo)
     for start in range(0, len(todo), window):
         jobs = []
+        batch = todo[start:start + window]
         try:  # sbatch refusing the jobs (a wrong partition or account) is one line; submitit echoes it too
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():
-                for cfg in todo[start:start + window]:
-                    jobs.append(executor.submit(SlurmRun(cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs)))
+                for cfg in batch:
+                    jobs.append(executor.submit(SlurmRun(
+                        cfg.model_dump_json(), out_abs, ckpt_abs, sweep, models_abs, device=device,
+                        compile_model=compile_model, threads=threads)))
         except (RuntimeError, OSError) as exc:
             raise TrainError(f"Slurm did not take the jobs: {_one_line(exc)}") from None
         ids = [str(j.job_id) for j in jobs]
         outcome.submitted += ids
-        log(f"submitted {len(jobs)} job(s): {', '.join(ids)}; results go to {out_abs}")
+        log(f"submitted {len(jobs)} job(s): {', '.join(ids)}; results go to {out_abs}; logs in {logs} (%j: job id)")
         if waits:
-            for job in jobs:
-                result = job.result()
+            for cfg, job in zip(batch, jobs, strict=True):
+                try:  # the debug executor runs the job here; what it prints is log, not results
+                    with contextlib.redirect_stdout(sys.stderr):
+                        result = job.result()
+                except Exception as exc:  # submitit's FailedJobError, or the job's own (debug executor)
+                    where = job.paths.stderr if hasattr(job, "paths") else logs
+                    outcome.failed.append(f"{cfg.name}: job {job.job_id} failed: {job_error(exc)}; log {where}")
+                    log(outcome.failed[-1])
+                    continue
                 if result is not None:
                     outcome.records.append(RunRecord.model_validate(result))
     return outcome
@@ -342,3 +360,4 @@ def run_slurm(
 
 def _one_line(exc: BaseException) -> str:
     return one_line(exc) or type(exc).__name__
+
