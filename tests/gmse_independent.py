@@ -687,7 +687,14 @@ def bits_per_param(text: str, row_length: int = 4096) -> float:
                 density *= st.n / st.m
                 mask += math.log2(math.comb(st.m, st.n)) / (st.m * st.k)
             else:
-                p = float(1 - st.sparsity)
+                # README: a row keeps round-half-up((1 - P) L) entries, or zeroes
+                # round-half-up(P x L/K) of its blocks of K
+                # (as sparsity_mask below counts them)
+                if st.pattern == "block":
+                    blocks = row_length // st.k
+                    p = float(blocks - math.floor(st.sparsity * blocks + Fraction(1, 2))) / blocks
+                else:
+                    p = float(math.floor((1 - st.sparsity) * row_length + Fraction(1, 2))) / row_length
                 density *= p
                 h = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
                 mask += h / (st.k if st.pattern == "block" else 1)

@@ -383,9 +383,16 @@ def reference_bits(fmt, row_length: int) -> float:
             if st.pattern.value == "n:m":
                 density = st.n / st.m
                 mask_bits = math.log2(math.comb(st.m, st.n)) / (st.m * (st.block or 1))
-            else:
+            elif st.granularity == "tensor":  # one count over the whole tensor: the nominal density
                 density = 1 - st.sparsity
                 mask_bits = entropy(density) / (st.block or 1)
+            elif st.pattern.value == "block":  # README: round-half-up(P x blocks) blocks zeroed per row
+                blocks = row_length // st.block
+                density = (blocks - math.floor(st.sparsity * blocks + 0.5)) / blocks
+                mask_bits = entropy(density) / st.block
+            else:  # README: round-half-up((1 - P) L) entries kept per row
+                density = math.floor((1 - st.sparsity) * row_length + 0.5) / row_length
+                mask_bits = entropy(density)
         elif st.kind == "quantize":
             elem = element_bits(st)
             g = {"row": row_length, "tensor": math.inf}.get(st.group, st.group)

@@ -184,9 +184,13 @@ def ref_bits(spec: dict, L: int) -> float:
     if sp and sp["pattern"] == "nm":
         density = sp["n"] / sp["m"]
         mask = math.log2(math.comb(sp["m"], sp["n"])) / (sp["m"] * sp["k"])
-    elif sp:
-        density = 1 - sp["p"]
-        mask = binary_entropy(sp["p"]) / (sp["k"] if sp["pattern"] == "block" else 1)
+    elif sp and sp["pattern"] == "mag":  # billed as ref_mask keeps: half_up((1 - p) L) of L
+        density = half_up((1 - sp["p"]) * L) / L
+        mask = binary_entropy(density)
+    elif sp:  # blocks: half_up(p x blocks) of L/K blocks zeroed
+        nb = L // sp["k"]
+        density = (nb - half_up(sp["p"] * nb)) / nb
+        mask = binary_entropy(density) / sp["k"]
     if not q:
         return 16 * density + mask  # kept values billed as bf16
     elem = {"int": q.get("bits"), "fp": 1 + q.get("e", 0) + q.get("m", 0)}.get(q["grid"])

@@ -115,10 +115,16 @@ def binary_entropy(p: float) -> float:
     return 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
 
 
-def density_and_mask_bits(s: dict) -> tuple[float, float]:
+def density_and_mask_bits(s: dict, row: int = ROW) -> tuple[float, float]:
     if s["pattern"] == "n:m":
         return s["n"] / s["m"], math.log2(math.comb(s["m"], s["n"])) / (s["m"] * s.get("block", 1))
     kept = 1.0 - s["sparsity"]
+    if s.get("granularity", "row") == "row":  # a row keeps round-half-up(kept x its entries or blocks)
+        units = row // s.get("block", 1)
+        if s["pattern"] == "block":
+            kept = (units - math.floor(s["sparsity"] * units + 0.5)) / units
+        else:
+            kept = math.floor(kept * units + 0.5) / units
     if s["pattern"] == "block":  # one mask bit-entropy per block of K entries
         return kept, binary_entropy(kept) / s["block"]
     return kept, binary_entropy(kept)
@@ -128,7 +134,7 @@ def bits_per_param(stages: list[dict], row: int = ROW) -> float:
     density, bits = 1.0, 0.0
     for s in stages:
         if s["kind"] == "sparsify":
-            density, mask = density_and_mask_bits(s)
+            density, mask = density_and_mask_bits(s, row)
             bits += mask
     quant = [s for s in stages if s["kind"] in ("quantize", "vq")]
     if not quant:

@@ -55,6 +55,9 @@ def test_names_parse_back_and_bits_are_within_budget(cands45):
             assert parse_shorthand(c.name).stages == c.spec.stages, c.name
 
 
+_K20 = 3277 / 4096  # sparse20's kept fraction on rows of 4096
+
+
 @pytest.mark.parametrize(
     "name, bits",
     [
@@ -63,7 +66,8 @@ def test_names_parse_back_and_bits_are_within_budget(cands45):
         ("aint3-absmax-g64-sfp32", 3 + (32 + 3) / 64),  # a 3-bit zero point per group
         # scales are per group of positions, kept or not
         ("2:4+int6-rms-g128-sbf16", math.log2(6) / 4 + 0.5 * 6 + 16 / 128),
-        ("sparse20+int4-rms-row-sfp32", -(0.8 * math.log2(0.8) + 0.2 * math.log2(0.2)) + 0.8 * 4 + 32 / 4096),
+        # a row of 4096 keeps round-half-up(0.8 x 4096 = 3276.8) = 3277 entries
+        ("sparse20+int4-rms-row-sfp32", -(_K20 * math.log2(_K20) + (1 - _K20) * math.log2(1 - _K20)) + _K20 * 4 + 32 / 4096),
         ("vq2-b3.5-row-sfp32", 3.5 + 32 / 4096),
     ],
 )

@@ -316,7 +316,8 @@ BITS = [
     ("2:4+nvfp4", 4 * 0.5 + 8 / 16 + L2_6 / 4),
     ("2:4+mxfp4", 4 * 0.5 + 8 / 32 + L2_6 / 4),
     ("2:4+nf4-dq", 4 * 0.5 + 8 / 64 + 32 / (64 * 256) + L2_6 / 4),
-    ("sparse-30+int4-asym-g128", 4 * 0.7 + (16 + 4) / 128 + _h(0.7)),
+    # a row of 4096 keeps round-half-up(0.7 x 4096 = 2867.2) = 2867 entries
+    ("sparse-30+int4-asym-g128", 4 * 2867 / 4096 + (16 + 4) / 128 + _h(2867 / 4096)),
     ("block8-50+int4", 4 * 0.5 + SCALE_ROW + 1 / 8),
     ("2:4+fp32", 32 * 0.5 + L2_6 / 4),
     ("2:4+vq2-b2", 4 * (5 / 6) / 2 + SCALE_ROW + L2_6 / 4),
@@ -341,7 +342,8 @@ def test_bits_per_param_recounted(run_cli):
     assert res.code == 0
     printed = {r["name"]: r["bits_per_param"] for r in json.loads(res.stdout)["results"]}
     assert printed["2:4"] == pytest.approx(8 + L2_6 / 4, rel=1e-13)
-    assert printed["sparse-30"] == pytest.approx(16 * 0.7 + _h(0.7), rel=1e-13)
+    # a row of 4096 keeps round-half-up(0.7 x 4096 = 2867.2) = 2867 entries
+    assert printed["sparse-30"] == pytest.approx(16 * 2867 / 4096 + _h(2867 / 4096), rel=1e-13)
 
 
 def _cutlass_module():

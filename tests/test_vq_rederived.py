@@ -282,5 +282,5 @@ def test_occupied_slices_of_real_masks_are_what_is_billed(spec):
     kept = mask(fmt.sparsifier, np.random.default_rng(5).standard_normal((64, length)).astype(np.float32))
     occupied = kept.reshape(64, -1, dim).any(axis=2).mean()
     index_bits = fmt.quantizer.bits
-    billed = (fmt.bits_per_param(length) - fmt.sparsifier.mask_bits - 32 / length) / index_bits
+    billed = (fmt.bits_per_param(length) - fmt.sparsifier.mask_bits(length) - 32 / length) / index_bits
     assert abs(occupied - billed) < 4 * math.sqrt(billed * (1 - billed) / kept.size * dim) + 1e-3

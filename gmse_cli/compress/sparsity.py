@@ -27,25 +27,19 @@ Exact Gaussian MSEs (:func:`magnitude_gmse`, :func:`nm_gmse`) live in
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from gmse_cli.compress.checks import check_input
 from gmse_cli.compress.sparsity_gmse import magnitude_gmse, nm_gmse
 from gmse_cli.kernel_cache import numba
 from gmse_cli.spec import Sparsify, SparsityPattern
+from gmse_cli.spec.sizes import round_count
 
 __all__ = ["ALGORITHM_VERSION", "mask", "mask_reference", "magnitude_gmse", "nm_gmse", "round_count"]
 
 ALGORITHM_VERSION = 1
 """Bumped whenever a mask rule or an exact GMSE changes; part of the key of every stored GMSE
 (:mod:`gmse_cli.gmse.stored`), so none goes stale."""
-
-
-def round_count(fraction: float, n: int) -> int:
-    """``round(fraction * n)``, half-up, clipped to [0, n]."""
-    return min(n, max(0, math.floor(fraction * n + 0.5)))
 
 
 def _validate(stage: Sparsify, x: np.ndarray) -> np.ndarray:

@@ -43,7 +43,6 @@ from gmse_cli.spec import (
     ScaleRounding,
     ScaleRule,
     Sparsify,
-    SparsityPattern,
 )
 
 __all__ = ["Control", "RegressionSums", "controls_for", "control_rows", "expected_per_row", "regression_estimate"]
@@ -96,19 +95,9 @@ def _pruning_controls(fmt: Format, row_length: int) -> tuple[Control, ...]:
 
 
 def pruned_units(stage: Sparsify, row_length: int) -> tuple[int, int, int]:
-    """(units kept, units, entries per unit) of each group ``stage`` prunes independently: N:MxK
-    keeps N of M units of K entries; row-wise magnitude (K = 1) and block pruning keep theirs of
-    the row's units, counted as the masks count them."""
-    from gmse_cli.compress.sparsity import round_count  # numba: the masks' module
-
-    if stage.pattern is SparsityPattern.NM:
-        assert stage.n is not None and stage.m is not None
-        return stage.n, stage.m, stage.unit
-    units = row_length // stage.unit
-    if stage.pattern is SparsityPattern.MAGNITUDE:
-        return round_count(stage.density, units), units, 1
-    assert stage.sparsity is not None
-    return units - round_count(stage.sparsity, units), units, stage.unit
+    """(units kept, units, entries per unit) of each group ``stage`` prunes independently
+    (:meth:`Sparsify.kept_units`, which the bit accounting counts with too)."""
+    return stage.kept_units(row_length)
 
 
 def _quantizer_controls(fmt: Format, row_length: int) -> tuple[Control, ...]:

@@ -150,7 +150,7 @@ class Pool:
 
     singles: list[Candidate]  # dense quantizers, vector quantizers, catalog formats
     quantizers: list[tuple[str, Format, float]]  # scalar quantizers composites draw from
-    sparsifiers: list[tuple[str, Format, float, float]]  # name, format, mask bits, density
+    sparsifiers: list[tuple[str, Format, float, float]]  # name, format, mask bits, kept fraction
     pair_s: np.ndarray  # composite i = sparsifiers[pair_s[i]] then quantizers[pair_q[i]]
     pair_q: np.ndarray
     pair_bits: np.ndarray  # mask + density * element bits + scale bits (the format's own cost up to rounding)
@@ -216,11 +216,15 @@ def build_pool(budget: float, space: SearchSpace, lengths: Sequence[int], weight
         if fmt is None or fmt.sparsifier is None or len(fmt.stages) != 1:
             raise SpecError(f"search space: sparsity entry '{name}' is not a sparsity shorthand (e.g. 2:4, sparse30)")
         if fits(fmt):
+            # mask bits and kept fraction as each row length rounds them, weighted as cost() is
             stage = fmt.sparsifier
-            sparsifiers.append((name, fmt, stage.mask_bits, stage.density))
+            mask = sum(stage.mask_bits(n) * w for n, w in zip(lengths, weights, strict=True)) / total
+            kept = sum(stage.kept_fraction(n) * w for n, w in zip(lengths, weights, strict=True)) / total
+            sparsifiers.append((name, fmt, mask, kept))
     # Kept values cost density * element bits and scales their dense cost (one per group of
-    # positions), so quantizers up to (budget - mask) / density dense bits can still fit.
-    room = max(((budget - m) / d for _, _, m, d in sparsifiers), default=0.0)
+    # positions), so quantizers up to (budget - mask) / density dense bits can still fit (any,
+    # where short rows round the kept count to none).
+    room = max(((budget - m) / d if d > 0 else float("inf") for _, _, m, d in sparsifiers), default=0.0)
     quantizers = []
     unique: set[tuple] = set()
     for q in _quantizer_names(space, room, vq=False):

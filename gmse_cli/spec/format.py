@@ -157,8 +157,10 @@ class Format(SpecModel):
         bits = 0.0
         sparsifier = self.sparsifier
         if sparsifier is not None:
-            density = sparsifier.density
-            bits += sparsifier.mask_bits
+            # the entries the compressor keeps on these rows, not the nominal density: a row
+            # of 10 under sparse15 stores 9 values, and its GMSE is that of 9 kept
+            density = sparsifier.kept_fraction(row_length)
+            bits += sparsifier.mask_bits(row_length)
         quantizer = self.quantizer
         if quantizer is None:
             return bits + density * 16.0  # kept values stay in bf16
@@ -167,7 +169,7 @@ class Format(SpecModel):
         else:
             # The compressor codes slices of dim positions, pruned entries included: every slice
             # that keeps an entry stores an index (slices inside one pruned unit: the density).
-            occupied = 1.0 if sparsifier is None else sparsifier.occupancy(quantizer.dim)
+            occupied = 1.0 if sparsifier is None else sparsifier.occupancy(quantizer.dim, row_length)
             bits += occupied * quantizer.bits
             bits += quantizer.codebook_bits(row_length * row_length)
         # Scales are per group of *positions* (the compressor's groups are g consecutive

@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from gmse_cli.errors import SpecError
-from gmse_cli.spec.sizes import check_divides
+from gmse_cli.spec.sizes import check_divides, round_count
 from gmse_cli.spec.vocab import (
+    DEFAULT_ROW_LENGTH,
     MAX_ROW_LENGTH,
     CaseInsensitive,
     SparsityPattern,
@@ -95,27 +96,52 @@ class Sparsify(SpecModel):
         """N:M: entries per ranked unit, K (1 for plain N:M); block pattern: the block length."""
         return self.block or 1
 
-    @property
-    def mask_bits(self) -> float:
-        """Bits per parameter to store which entries are kept."""
+    def kept_units(self, row_length: int) -> tuple[int, int, int]:
+        """(units kept, units, entries per unit) of each group the stage prunes on its own: N:MxK
+        keeps N of M units of K entries; row-wise magnitude (K = 1) and block pruning keep theirs
+        of the row's units, counted as the masks count them (round half up)."""
+        if self.pattern is SparsityPattern.NM:
+            assert self.n is not None and self.m is not None
+            return self.n, self.m, self.unit
+        units = row_length // self.unit
+        if self.pattern is SparsityPattern.MAGNITUDE:
+            return round_count(self.density, units), units, 1
+        assert self.sparsity is not None
+        return units - round_count(self.sparsity, units), units, self.unit
+
+    def kept_fraction(self, row_length: int = DEFAULT_ROW_LENGTH) -> float:
+        """Fraction of the entries the compressor keeps on rows of ``row_length``: N/M, or for
+        pruning per row the whole count it rounds to (sparse15 keeps 9 of 10 entries: 0.9, not
+        0.85; block4-25 zeroes 3 of 10 blocks of a row of 40: 0.7). Pruning per tensor rounds
+        one count over the whole tensor, which moves the fraction by under 1/(rows x row
+        length): the density itself."""
+        if self.pattern is not SparsityPattern.NM and self.granularity == "tensor":
+            return self.density
+        kept, units, _ = self.kept_units(row_length)
+        return kept / units if units else self.density
+
+    def mask_bits(self, row_length: int = DEFAULT_ROW_LENGTH) -> float:
+        """Bits per parameter to store which entries are kept, on rows of ``row_length``."""
         if self.pattern is SparsityPattern.NM:
             assert self.n is not None and self.m is not None
             # one of C(M, N) choices per group of M units of K entries
             return math.log2(math.comb(self.m, self.n)) / (self.m * self.unit)
-        entropy = _binary_entropy(self.density)
+        entropy = _binary_entropy(self.kept_fraction(row_length))
         if self.pattern is SparsityPattern.BLOCK:
             assert self.block is not None
             return entropy / self.block
         return entropy
 
-    def occupancy(self, width: int) -> float:
+    def occupancy(self, width: int, row_length: int = DEFAULT_ROW_LENGTH) -> float:
         """Expected fraction of the aligned slices of ``width`` consecutive entries that keep at
         least one entry (a VQ stage codes each such slice), for rows whose pruning ranks
         exchangeable units (i.i.d. entries): the units a slice touches are all pruned with
         probability C(M - t, N) / C(M, N) for t units of one N:M group, s^t for t blocks or
-        entries pruned at rate s. Slices inside one unit give the density itself."""
+        entries pruned at rate s (the rate kept on rows of ``row_length``). Slices inside one
+        unit give the kept fraction itself."""
+        kept = self.kept_fraction(row_length)
         if self.pattern is SparsityPattern.MAGNITUDE:
-            return 1.0 - (1.0 - self.density) ** width
+            return 1.0 - (1.0 - kept) ** width
         unit = self.unit
         group = self.m * unit if self.pattern is SparsityPattern.NM else unit
         period = math.lcm(width, group)  # the slices' pattern of units repeats after this
@@ -123,7 +149,7 @@ class Sparsify(SpecModel):
         for start in range(0, period, width):
             units = range(start // unit, (start + width - 1) // unit + 1)
             if self.pattern is SparsityPattern.BLOCK:
-                pruned += (1.0 - self.density) ** len(units)
+                pruned += (1.0 - kept) ** len(units)
                 continue
             assert self.n is not None and self.m is not None
             per_group: dict[int, int] = {}
