@@ -83,3 +83,23 @@ def test_search_pool_prices_pairs_as_the_formats_do():
     assert len(pool.pair_bits) > 0
     own = np.array([pool.pair(i).bits_per_param for i in range(len(pool.pair_bits))])
     assert np.abs(own - pool.pair_bits).max() < 1e-9
+
+
+# -- rows that a catalog format's groups do not divide ----------------------------------------
+
+
+def test_rank_of_the_catalog_leaves_out_what_rows_cannot_split(run_cli):
+    # Rows of 100: groups of 128 (int4-g128) and blocks of 32 (mxfp4) do not divide them, as
+    # `uscl formats --row-length 100` notes; rank the rest rather than refuse the whole catalog.
+    out = run_cli("rank", "--row-length", "100", "--family", "quantization", "--json")
+    assert out.code == 0, out.stderr
+    rows = {r["name"]: r["bits_per_param"] for r in json.loads(out.stdout)["results"]}
+    assert "int4-g128" not in rows and "mxfp4" not in rows
+    assert rows["int4"] == pytest.approx(4 + 32 / 100, rel=1e-12)  # one fp32 RMS scale per row of 100
+    assert "note: left out" in out.stderr and "rows of 100" in out.stderr
+
+
+def test_rank_of_a_named_format_names_it_not_its_stage(run_cli):
+    out = run_cli("rank", "int4-g128", "--row-length", "100")
+    assert out.code == 2
+    assert "format 'int4-g128':" in out.stderr and "[quantize]" not in out.stderr

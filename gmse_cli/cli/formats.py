@@ -19,6 +19,27 @@ _EPILOG = examples(
 )
 
 
+def fitting(formats: list, row_length: int) -> list:
+    """The ``formats`` whose groups, blocks and dimensions divide rows of ``row_length``; one
+    stderr note names the others (a listing or ranking of the catalog leaves them out)."""
+    from gmse_cli.errors import SpecError
+
+    fit, unfit = [], []
+    for fmt in formats:
+        try:
+            fmt.check_row_length(row_length)
+            fit.append(fmt)
+        except SpecError:
+            unfit.append(fmt.display_name)
+    if unfit:
+        from gmse_cli.cli.console import err_console
+        from gmse_cli.cli.texttable import name_list
+
+        err_console.print(f"note: left out {name_list(unfit, 'formats')}: their groups, blocks or dimensions do not "
+                          f"divide rows of {row_length}", highlight=False, soft_wrap=True)
+    return fit
+
+
 def register(app: typer.Typer) -> None:
     formats_app = typer.Typer(help=_HELP, epilog=_EPILOG, invoke_without_command=True)
 
@@ -38,26 +59,11 @@ def register(app: typer.Typer) -> None:
         from gmse_cli.cli.options import one_output
         from gmse_cli.cli.output import print_json
         from gmse_cli.cli.table import Table
-        from gmse_cli.errors import SpecError
         from gmse_cli.spec import catalog
 
         one_output(json_out, csv_out)
-        rows, unfit = [], []
-        for name, fmt in catalog().items():
-            if family is not None and family.lower() not in fmt.family.split("+"):
-                continue
-            try:
-                fmt.check_row_length(row_length)
-            except SpecError:
-                unfit.append(name)  # a group, block or dimension that does not divide the row
-                continue
-            rows.append((name, fmt.family, fmt.bits_per_param(row_length), fmt.describe()))
-        if unfit:
-            from gmse_cli.cli.console import err_console
-            from gmse_cli.cli.texttable import name_list
-
-            err_console.print(f"note: left out {name_list(unfit, 'formats')}: their groups, blocks or dimensions do not "
-                              f"divide rows of {row_length}", highlight=False, soft_wrap=True)
+        listed = [f for f in catalog().values() if family is None or family.lower() in f.family.split("+")]
+        rows = [(f.display_name, f.family, f.bits_per_param(row_length), f.describe()) for f in fitting(listed, row_length)]
         items = [{"name": n, "family": f, "bits_per_param": b, "description": d} for n, f, b, d in rows]
         if json_out:
             print_json(items, command="formats")

@@ -199,6 +199,7 @@ def register(app: typer.Typer) -> None:
         * marks the Pareto frontier: no other format has at most its bits and at least its rho, one of them strictly. ! marks a scheme outside the law's validated domain (activations quantized without rotation, or sparsified), with the published evidence beside it.
         """
         from gmse_cli.cli import console
+        from gmse_cli.cli.formats import fitting
         from gmse_cli.cli.options import one_output
         from gmse_cli.errors import SpecError
         from gmse_cli.inputs import existing_files
@@ -213,10 +214,11 @@ def register(app: typer.Typer) -> None:
         read = existing_files(*(formats or []), scenario.act, scenario.law)
         plot_path = check_plot_path(plot, inputs=read) if plot is not None else None  # '' is refused, not skipped
         the_law = load_law(scenario.law)
-        wanted: Family | None = None
-        if family is not None:
-            wanted = Family(family.strip().lower())  # a family in any case (the parser checked it: validators)
+        # a family in any case (the parser checked it: validators)
+        wanted = Family(family.strip().lower()) if family is not None else None
         items, uncovered = select_formats(formats, law=the_law, family=wanted)
+        if not formats:  # the catalog: leave out what rows of --row-length cannot split, as `formats` does
+            items = fitting(items, scenario.row_length)
         if uncovered:
             missing = sorted({fam.value for f in uncovered for fam in f.families if fam not in the_law.families})
             console.err_console.print(

@@ -46,7 +46,14 @@ from gmse_cli.law import (
 )
 from gmse_cli.limits import check_seed
 from gmse_cli.rank.results import DEFAULT_TOKENS_PER_PARAM, Prediction, StageRow
-from gmse_cli.spec import DEFAULT_ROW_LENGTH, Family, Format, Scheme, resolve_format
+from gmse_cli.spec import (
+    DEFAULT_ROW_LENGTH,
+    Family,
+    Format,
+    Scheme,
+    check_row_length,
+    resolve_format,
+)
 
 if TYPE_CHECKING:
     from gmse_cli.gmse import GmseEstimate, GmseOptions
@@ -178,6 +185,13 @@ def evaluate_all(
             law.check_covers(p.family for p in parts)
         except LawError as exc:
             raise LawError(f"format '{scheme.display_name}': {exc}") from None
+    # Name a format that rows cannot split, before its stages (int4-g128, not int4-g128[quantize]).
+    row_length = check_row_length(options.get("row_length", DEFAULT_ROW_LENGTH))
+    for fmt in (f for s in schemes for f in (s.weights, s.activations) if f is not None):
+        try:
+            fmt.check_row_length(row_length)
+        except SpecError as exc:
+            raise SpecError(f"format '{fmt.display_name}': {exc}") from None
     whole_of = [tensor_parts(s) for s in schemes]
     unique: dict[tuple, Format] = {}
     for part in (p for parts in (*parts_of, *whole_of) for p in parts):
