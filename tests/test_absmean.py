@@ -190,3 +190,16 @@ def test_scale_constant_applies_to_absmean_and_storage_counts_one_scale_per_grou
     path.write_text(path.read_text().replace('"absmean"', '"absmax"'))
     res = run_cli("gmse", str(path))
     assert res.code == 2 and "scale_constant" in res.stderr and "absmean" in res.stderr
+
+
+def test_scale_range_counts_absmean_scales_that_fp16_flushes():
+    from gmse_cli.compress.scalar import scale_range
+
+    # fp16's smallest subnormal is 2^-24 = 6.0e-8: groups of one 1e-7 among zeros have mean
+    # |x| 3.1e-9, stored as 0, though their amax (the absmax scale) is stored
+    x = np.zeros((2, 64), np.float32)
+    x[0, [0, 32]] = 1e-7
+    x[1] = 1.0
+    got = scale_range(resolve_format("sint2-g32-absmean-sfp16").stages[0], x)
+    assert (got.checked, got.over, got.flushed) == (4, 0, 2)
+    assert scale_range(resolve_format("sint2-g32-absmax-sfp16").stages[0], x).flushed == 0
