@@ -48,6 +48,8 @@ Modifiers (quantize stages):
                      plain rms takes the Gaussian-MSE-optimal C (where
                      minima tie, as e5m2's a factor 2 apart do, the
                      largest: it clips outliers least)
+  absmean[C]         scale = C * mean |x| of the group, C = 1 unless given
+                     (BitNet b1.58: lut[-1,0,1]-tensor-absmean)
   sfp32 sbf16 sfp16 se8m0 se4m3 sint8 sdq8
                      the format scales are stored in (sdq8: bitsandbytes'
                      double quantization)

@@ -3,9 +3,9 @@ checked against GMSEs derived here from scratch: closed forms and scipy quadratu
 exact ones, and small numpy compressors written from the papers' and the README's rules for
 the rest (common-sense Monte Carlo, compared within 4 combined standard errors).
 
-BitNet b1.58's absmean scale is written as an RMS scale of constant sqrt(2/pi) (E|x| for a
-Gaussian) over the tensor; SpQR-style outlier keeping, an absmean rule on real weights and
-learned rotations (SpinQuant) are not in the language and are refused in one line.
+BitNet b1.58 is written with its own absmean scale over the tensor (its Gaussian limit is an
+RMS scale of constant sqrt(2/pi), E|x|); SpQR-style outlier keeping and learned rotations
+(SpinQuant) are not in the language and are refused in one line.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ SPECS = {
 kind = "quantize"
 grid = "lut"
 values = [-1.0, 0.0, 1.0]
-scale = "rms"
-scale_constant = 0.7978845608028654
+scale = "absmean"
 group = "tensor"
 """,
     "nm-4-8": '[[stages]]\nkind = "sparsify"\npattern = "n:m"\nn = 4\nm = 8\n',
@@ -303,9 +302,6 @@ def test_sparse50_int8_is_its_pruning_plus_its_quantizer(run_cli, tmp_path):
 @pytest.mark.parametrize(
     ("text", "named"),
     [
-        # BitNet's absmean rule (a mean-|W| scale on real weights)
-        ('[[stages]]\nkind = "quantize"\ngrid = "lut"\nvalues = [-1.0, 0.0, 1.0]\nscale = "absmean"\n',
-         "absmean"),
         # SpQR / LLM.int8: outliers kept in fp16, the rest quantized
         ('[[stages]]\nkind = "sparsify"\npattern = "outlier"\nsparsity = 0.99\n', "outlier"),
         ('[[stages]]\nkind = "outliers"\nfraction = 0.01\n', "outliers"),

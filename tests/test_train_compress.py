@@ -33,6 +33,8 @@ FAMILIES = [
     # double quantization, IEEE overflow
     "mxfp4-rceil", "mxfp4-even", "e2m1-g32-absmax-se8m0-ceil", "mxfp8-e4m3-rceil", "w4a16",
     "w3a16", "w4a16-asym", "nf4-dq", "fp16", "sint4-g32-sfp16-inf", "int3-mse-g64-se8m0-rceil",
+    # BitNet's absmean rule, alone, after a mask, over all entries, per tensor
+    "lut[-1,0,1]-tensor-absmean", "2:4+sint2-g64-absmean-sbf16", "2:4x2+sint3-g32-absmean1.5-allstats",
 ]
 ROTATED = ["had128+int4", "had64+2:4+int4", "had128+2:4x2+int4-allstats"]
 
@@ -150,7 +152,8 @@ def test_trust_mask_of_exm0_grids_uses_the_gap_below_the_largest_value(name, c, 
 def test_trust_mask_cpu_kernels_equal_torch_path():
     x = _data()
     for name in ("int3", "fp4", "nf4", "mxfp4", "int4-asym-g128", "int4-tensor", "lm3-g64-sbf16", "nvfp4",
-                 "2:4x2+int4-allstats", "2:4+e2m1-g32-absmax-se8m0-allstats", "2:4x2+aint4-g64-allstats"):
+                 "2:4x2+int4-allstats", "2:4+e2m1-g32-absmax-se8m0-allstats", "2:4x2+aint4-g64-allstats",
+                 "2:4+sint2-g64-absmean-sbf16", "lut[-1,0,1]-tensor-absmean"):
         xt = torch.from_numpy(x).requires_grad_()
         a = TorchCompressor(resolve_format(name))(xt)
         a.sum().backward()

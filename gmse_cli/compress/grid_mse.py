@@ -27,9 +27,12 @@ from gmse_cli.compress.grids import (
 from gmse_cli.errors import SpecError
 from gmse_cli.limits import MEMO_ENTRIES
 from gmse_cli.memo import remembered
-from gmse_cli.spec import GridKind, IntStyle, Quantize
+from gmse_cli.spec import GridKind, IntStyle, Quantize, ScaleRule
 
-__all__ = ["gaussian_mse", "optimal_rms_constant"]
+__all__ = ["gaussian_mse", "optimal_rms_constant", "gaussian_scale_constant"]
+
+GAUSSIAN_ABS_MEAN = math.sqrt(2 / math.pi)
+"""E|x| for x ~ N(0, 1): the absmean statistic of an infinite Gaussian row."""
 
 
 def _fp_mse_by_binades(p: FpParams, scale: float) -> float:
@@ -144,6 +147,17 @@ def optimal_rms_constant(stage: Quantize) -> float:
     """
     _check_fixed_scale_grid(stage, "optimal_rms_constant")
     return _optimal_constant(_grid_key(stage))
+
+
+def gaussian_scale_constant(stage: Quantize) -> float:
+    """The scale that ``stage``'s rms or absmean rule gives an infinite N(0, 1) row (the
+    statistic's limit): rms, its constant (the optimal one unless given); absmean, its
+    constant (1 unless given) times E|x| = sqrt(2 / pi)."""
+    if stage.scale is ScaleRule.ABSMEAN:
+        return (1.0 if stage.scale_constant is None else stage.scale_constant) * GAUSSIAN_ABS_MEAN
+    if stage.scale is not ScaleRule.RMS:
+        raise SpecError(f"gaussian_scale_constant: scale '{stage.scale}' has no fixed Gaussian scale")
+    return stage.scale_constant or optimal_rms_constant(stage)
 
 
 @lru_cache(maxsize=MEMO_ENTRIES)

@@ -2,7 +2,8 @@
 
 A row of ``cols`` entries is cut into ``cols // group`` groups of ``group`` consecutive entries;
 a mask (True = kept) leaves dropped entries out of every statistic. Used by the VQ compressor
-(its RMS scales) and by the training extra's CPU trust masks (all four statistics).
+(its RMS scales), by :func:`~gmse_cli.compress.scalar.scale_range` and by the training
+extra's CPU trust masks.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import numpy as np
 
 from gmse_cli.kernel_cache import numba
 
-__all__ = ["STAT_RMS", "STAT_AMAX", "STAT_LO", "STAT_HI", "group_stat", "group_stat_reference"]
+__all__ = [
+    "STAT_RMS", "STAT_AMAX", "STAT_LO", "STAT_HI", "STAT_ABSMEAN", "group_stat", "group_stat_reference",
+]
 
-STAT_RMS, STAT_AMAX, STAT_LO, STAT_HI = range(4)
-"""RMS; max |x|; min(0, min x); max(0, max x) (0 for a group with nothing kept)."""
+STAT_RMS, STAT_AMAX, STAT_LO, STAT_HI, STAT_ABSMEAN = range(5)
+"""RMS; max |x|; min(0, min x); max(0, max x); mean |x| (0 for a group with nothing kept)."""
 
 
 @numba.njit(cache=True, parallel=True)
@@ -38,10 +41,14 @@ def _k_group_stat(x, keep, has_keep, g, kind, out):
                     acc = max(acc, abs(v))
                 elif kind == 2:
                     acc = min(acc, v)
-                else:
+                elif kind == 3:
                     acc = max(acc, v)
+                else:
+                    acc += abs(v)
             if kind == 0:
                 acc = math.sqrt(acc / max(count, 1.0))
+            elif kind == 4:
+                acc = acc / max(count, 1.0)
             out[i, b] = acc
 
 
@@ -67,6 +74,9 @@ def group_stat_reference(x: np.ndarray, keep: np.ndarray | None, group: int, kin
         ss = np.cumsum(np.where(kept, v * v, 0.0), axis=-1)[..., -1]
         count = kept.sum(-1).astype(np.float64)
         return np.sqrt(ss / np.maximum(count, 1.0))
+    if kind == STAT_ABSMEAN:
+        sa = np.cumsum(np.where(kept, np.abs(v), 0.0), axis=-1)[..., -1]
+        return sa / np.maximum(kept.sum(-1).astype(np.float64), 1.0)
     if kind == STAT_AMAX:
         return np.where(kept, np.abs(v), 0.0).max(-1)
     if kind == STAT_LO:

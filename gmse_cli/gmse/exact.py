@@ -1,6 +1,6 @@
 """Exact GMSE where a closed form or quadrature exists.
 
-Single-stage scalar grids with an RMS scale per row or tensor (the infinite-row limit of the
+Single-stage scalar grids with an RMS or absmean scale per row or tensor (the infinite-row limit of the
 per-row statistics; not e8m0 or e4m3 scales, whose coarse rounding it cannot see) or no scale,
 unstructured magnitude sparsity and N:M sparsity (of entries, or of blocks of K entries:
 N:MxK). These validate the Monte Carlo path, and ``method="auto"`` uses them wherever they
@@ -52,15 +52,17 @@ def _lossy_stages(fmt: Format) -> list:
 
 @lru_cache(maxsize=MEMO_ENTRIES)  # two quadratures, and has_exact is asked for every format of every command
 def _scale_cast_is_flat(stage: Quantize) -> bool:
-    """Whether casting the rms constant to the scale's float format (bf16, fp16) moves the
-    quadrature by at most :data:`_FLAT_CAST_REL` (true at the optimal constant)."""
-    if stage.scale_format not in _FLOAT_CAST_SCALES or stage.scale_constant is None:
+    """Whether casting the scale's Gaussian limit (the rms constant, sqrt(2/pi) times the absmean
+    one) to the scale's float format (bf16, fp16) moves the quadrature by at most
+    :data:`_FLAT_CAST_REL` (true at the optimal rms constant)."""
+    optimal = stage.scale is ScaleRule.RMS and stage.scale_constant is None
+    if stage.scale_format not in _FLOAT_CAST_SCALES or optimal:
         return True
-    from gmse_cli.compress.grid_mse import gaussian_mse
+    from gmse_cli.compress.grid_mse import gaussian_mse, gaussian_scale_constant
     from gmse_cli.compress.grids import fp_params, fp_round_reference
 
     e, m = (8, 7) if stage.scale_format is ScaleFormat.BF16 else (5, 10)
-    c = stage.scale_constant
+    c = gaussian_scale_constant(stage)
     stored = float(fp_round_reference(np.array([c]), fp_params(e, m, FpStyle.IEEE))[0])
     at_c = gaussian_mse(stage, c)
     return abs(gaussian_mse(stage, stored) - at_c) <= _FLAT_CAST_REL * at_c
@@ -98,7 +100,7 @@ def has_exact(fmt: Format, row_length: int | None = None) -> bool:
         # the quadrature stands only where the cast moves it by <= _FLAT_CAST_REL. int8
         # scales are relative to the largest: in the limit every row's equals it, unrounded.
         exists = (
-            stage.scale is ScaleRule.RMS
+            stage.scale in (ScaleRule.RMS, ScaleRule.ABSMEAN)
             and stage.group in ("row", "tensor")
             and stage.scale_format not in _COARSE_SCALES
             and _scale_cast_is_flat(stage)
@@ -117,17 +119,16 @@ def exact_gmse(fmt: Format) -> float:
     if not has_exact(checked_format(fmt, "exact_gmse")):
         raise SpecError(
             f"format '{fmt.display_name}' has no exact GMSE (only single-stage scalar grids with an "
-            "rms or no scale per row/tensor not stored in e8m0 or e4m3, and magnitude or N:M sparsity); "
+            "rms, absmean or no scale per row/tensor not stored in e8m0 or e4m3, and magnitude or N:M sparsity); "
             "use --monte-carlo"
         )
     (stage,) = _lossy_stages(fmt)
     if isinstance(stage, Quantize):
-        from gmse_cli.compress.grid_mse import gaussian_mse, optimal_rms_constant
+        from gmse_cli.compress.grid_mse import gaussian_mse, gaussian_scale_constant
 
         if stage.scale is ScaleRule.NONE:
             return float(gaussian_mse(stage, 1.0))
-        constant = stage.scale_constant or optimal_rms_constant(stage)
-        return float(gaussian_mse(stage, constant))
+        return float(gaussian_mse(stage, gaussian_scale_constant(stage)))
     from gmse_cli.compress.sparsity_gmse import magnitude_gmse, nm_gmse
 
     if stage.pattern is SparsityPattern.MAGNITUDE:

@@ -41,6 +41,9 @@ __all__ = ["Quantize", "LUT_MAGNITUDE"]
 LUT_MAGNITUDE = (1e-30, 1e30)
 """The magnitudes a nonzero lut value may take."""
 _MAX_INT_BITS = 16
+_CONSTANT_RULES = (ScaleRule.RMS, ScaleRule.ABSMEAN)  # the rules scale_constant multiplies
+# rules whose scale is a statistic about zero, or none: no min/max for an asymmetric zero point
+_CENTRED_RULES = (ScaleRule.RMS, ScaleRule.ABSMEAN, ScaleRule.NONE)
 
 
 class Quantize(SpecModel):
@@ -65,7 +68,8 @@ class Quantize(SpecModel):
         default=None,
         gt=0,
         le=LUT_MAGNITUDE[1],  # as a lut value: past it the exact GMSE's c^2 terms overflow to nan
-        description="rms rule: scale = constant * RMS; None = the Gaussian-MSE-optimal one",
+        description="rms rule: scale = constant * RMS, None = the Gaussian-MSE-optimal one; "
+        "absmean rule: scale = constant * mean |x|, None = 1",
     )
     group: Granularity = "row"
     scale_format: Annotated[ScaleFormat, CaseInsensitive] = ScaleFormat.FP32
@@ -145,7 +149,7 @@ class Quantize(SpecModel):
                 raise SpecError("quantize: fp_style 'fn' needs at least one mantissa bit")
         elif self.exponent_bits is not None or self.mantissa_bits is not None or self.fp_style is not None:
             raise SpecError(f"quantize: exponent_bits/mantissa_bits/fp_style only apply to grid 'fp', not '{grid}'")
-        if self.resolved_int_style is IntStyle.ASYMMETRIC and grid is GridKind.INT and self.scale in (ScaleRule.RMS, ScaleRule.NONE):
+        if self.resolved_int_style is IntStyle.ASYMMETRIC and grid is GridKind.INT and self.scale in _CENTRED_RULES:
             raise SpecError(
                 f"quantize: an asymmetric int grid takes scale 'absmax' or 'mse', not '{self.scale}' "
                 "(its zero point comes from the group's min/max)"
@@ -185,8 +189,10 @@ class Quantize(SpecModel):
                 f"quantize: scale 'none' stores no scales: scale_format '{self.scale_format}' does not "
                 "apply (leave scale_format out)"
             )
-        if self.scale_constant is not None and self.scale is not ScaleRule.RMS:
-            raise SpecError(f"quantize: scale_constant only applies to scale 'rms', not '{self.scale}'")
+        if self.scale_constant is not None and self.scale not in _CONSTANT_RULES:
+            raise SpecError(
+                f"quantize: scale_constant only applies to scale 'rms' or 'absmean', not '{self.scale}'"
+            )
         if self.scale is ScaleRule.NONE and grid is not GridKind.FP:
             raise SpecError(f"quantize: scale 'none' is only meaningful for fp grids, not '{grid}'")
         if self.scale is ScaleRule.NONE and self.scale_stats is ScaleStats.ALL:

@@ -84,8 +84,8 @@ def _modifier_update(token: str, context: str) -> dict[str, Any]:
         update = {"group": token}
     elif token in ("absmax", "mse"):
         update = {"scale": token, "scale_constant": None}
-    elif m := re.fullmatch(r"rms(\d+(?:\.\d+)?)?", token):
-        update = {"scale": "rms", "scale_constant": float(m[1]) if m[1] else None}
+    elif m := re.fullmatch(r"(rms|absmean)(\d+(?:\.\d+)?)?", token):
+        update = {"scale": m[1], "scale_constant": float(m[2]) if m[2] else None}
     elif token in _SCALE_FORMAT_TOKENS:
         update = {"scale_format": _SCALE_FORMAT_TOKENS[token]}
     elif token in _SCALE_STATS_TOKENS:
@@ -95,7 +95,7 @@ def _modifier_update(token: str, context: str) -> dict[str, Any]:
         update = {field: value}
     else:
         raise SpecError(
-            f"'{context}': unknown modifier '{token}' (expected gN, row, tensor, absmax, rms[C], "
+            f"'{context}': unknown modifier '{token}' (expected gN, row, tensor, absmax, rms[C], absmean[C], "
             f"mse, {' or '.join(_SCALE_STATS_TOKENS)}, a scale format {', '.join(_SCALE_FORMAT_TOKENS)}, "
             "an e8m0 rounding floor/ceil/even/rceil/nearest, inf, saturate or bnb)"
         )

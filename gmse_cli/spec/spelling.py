@@ -39,7 +39,7 @@ def one_spelling(data: Any) -> Any:
     grid = lowercase(data.get("grid"))
     asym = grid == GridKind.INT and lowercase(data.get("int_style")) == IntStyle.ASYMMETRIC
     default_rounding = (
-        ScaleRounding.NEAREST if rule in (ScaleRule.RMS, ScaleRule.MSE)
+        ScaleRounding.NEAREST if rule in (ScaleRule.RMS, ScaleRule.ABSMEAN, ScaleRule.MSE)
         else ScaleRounding.FLOOR if rule == ScaleRule.ABSMAX and not asym else None
     )
     rounding = lowercase(data.get("scale_rounding"))

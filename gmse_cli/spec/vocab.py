@@ -112,6 +112,8 @@ class ScaleRule(StrEnum):
     - ``absmax``: the largest magnitude maps to the grid's largest value (min/max for
       asymmetric grids; OCP's floor(log2 amax) - emax rule with e8m0 scales).
     - ``rms``: scale = c * RMS(group), c the Gaussian-MSE-optimal constant unless given.
+    - ``absmean``: scale = c * mean |x| over the group, c = 1 unless given (BitNet b1.58's
+      rule: ternary codes clip(round(x / mean|x|), -1, 1); other grids round-clip alike).
     - ``mse``: search the clipping ratio per group for the least squared error.
     - ``none``: no scale (plain casts such as bf16).
     """
@@ -120,6 +122,7 @@ class ScaleRule(StrEnum):
     RMS = "rms"
     MSE = "mse"
     NONE = "none"
+    ABSMEAN = "absmean"
 
 
 class ScaleStats(StrEnum):
@@ -188,7 +191,7 @@ class ScaleRounding(StrEnum):
       cvt.rp.satfinite.ue8m0 conversion: nothing saturates);
     - ``nearest``: k = log2 of the raw scale rounded to nearest.
 
-    Unset, the rule's default: ``floor`` for absmax, ``nearest`` for rms and mse, and the
+    Unset, the rule's default: ``floor`` for absmax, ``nearest`` for rms, absmean and mse, and the
     smallest power of two >= the raw scale for asymmetric absmax grids.
     """
 

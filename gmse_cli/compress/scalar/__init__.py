@@ -9,7 +9,8 @@ quantized whole, statistics over every entry, and the dropped entries are zeroed
 
 Per group, all in float64 (so the numba kernel and its numpy twin agree bit for bit):
 
-1. statistics over kept entries: count, sum of squares (summed in order), amax, and
+1. statistics over kept entries: count, the sum of squares (rms) or of magnitudes (absmean)
+   (summed in order), amax, and
    lo = min(0, min x), hi = max(0, max x) (zero is kept inside an asymmetric range, as GPTQ
    does, so the zero point fits in the element bits that :meth:`Quantize.scale_bits` counts);
 2. the raw scale, by rule:
@@ -17,6 +18,7 @@ Per group, all in float64 (so the numba kernel and its numpy twin agree bit for 
    - ``absmax``: amax / grid_max; asymmetric ints (hi - lo) / (2^b - 1);
    - ``rms``: c * RMS, c = ``scale_constant`` or
      :func:`~gmse_cli.compress.grid_mse.optimal_rms_constant`;
+   - ``absmean``: c * mean |x| (BitNet b1.58's rule), c = ``scale_constant`` or 1;
    - ``mse``: r times the absmax scale, r the clipping ratio with the least squared error
      among 1.00, 0.99, ..., 0.20, refined to 0.001 around the best (first best wins);
    - ``none``: no scale, a plain cast onto an fp grid;
@@ -38,7 +40,8 @@ Per group, all in float64 (so the numba kernel and its numpy twin agree bit for 
    Beyond its largest value a bf16, fp16 or e8m0 scale saturates, or with ``overflow='inf'``
    becomes inf (NaN for e8m0), and the group's outputs inf or NaN.
 
-   A zero effective scale (all-zero or fully masked group, or underflow) outputs zeros.
+   A zero effective scale (all-zero or fully masked group, or underflow) outputs zeros
+   (every rule's raw scale of an all-zero group is 0: no division by zero).
    The ``mse`` search measures each candidate with its stored scale for the per-group
    formats (fp32, bf16, fp16, e8m0) and with the float32 raw scale for the two-level ones
    (e4m3, int8), whose stored value depends on every group's choice. The kernel skips the
@@ -84,6 +87,7 @@ from gmse_cli.compress.scalar.mse_rule import (
 )
 from gmse_cli.compress.scalar.plans import (
     ABSMAX,
+    ABSMEAN,
     ASYM,
     BF16,
     BF16_P,
@@ -155,6 +159,7 @@ __all__ = [
     "TABLE32",
     "NONE",
     "ABSMAX",
+    "ABSMEAN",
     "RMS",
     "MSE",
     "FP32",

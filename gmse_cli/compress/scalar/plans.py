@@ -35,7 +35,7 @@ from gmse_cli.spec import (
 
 # Integer codes the kernels branch on. TABLE32: a lut with bitsandbytes' float32 arithmetic.
 MIDRISE, SIGNED, ASYM, FP, TABLE, FULL, TABLE32 = range(7)
-NONE, ABSMAX, RMS, MSE = range(4)
+NONE, ABSMAX, RMS, MSE, ABSMEAN = range(5)
 FP32, BF16, FP16, E8M0, E4M3, INT8, DQ8 = range(7)
 # e8m0 rounding: ScaleRounding's five, and the asymmetric absmax default (ceil of the raw scale).
 E8_FLOOR, E8_CEIL, E8_EVEN, E8_RCEIL, E8_NEAREST, E8_CEIL_RAW = range(6)
@@ -51,6 +51,7 @@ RULE_CODE = {
     ScaleRule.ABSMAX: ABSMAX,
     ScaleRule.RMS: RMS,
     ScaleRule.MSE: MSE,
+    ScaleRule.ABSMEAN: ABSMEAN,
 }
 FORMAT_CODE = {
     ScaleFormat.FP32: FP32,
@@ -85,7 +86,7 @@ class Plan(NamedTuple):
     table: np.ndarray  # lut / lloyd-max levels (float64, sorted); a 1-element stand-in otherwise
     mids: np.ndarray  # their midpoints
     rule: int
-    constant: float  # rms multiplier
+    constant: float  # rms / absmean multiplier
     gmax: float
     emax: int
     sfmt: int
@@ -111,9 +112,9 @@ def plan(stage: Quantize, row_length: int) -> Plan:
         code = TABLE32
     else:
         code = {GridKind.FP: FP, GridKind.LUT: TABLE, GridKind.LLOYD_MAX: TABLE}[grid]
-    if code == ASYM and stage.scale is ScaleRule.RMS:
+    if code == ASYM and stage.scale in (ScaleRule.RMS, ScaleRule.ABSMEAN):
         raise SpecError(
-            "quantize: an asymmetric int grid takes scale 'absmax' or 'mse', not 'rms' "
+            f"quantize: an asymmetric int grid takes scale 'absmax' or 'mse', not '{stage.scale}' "
             "(its zero point comes from the group's min/max)"
         )
     table = grid_levels(stage) if code in (TABLE, TABLE32) else np.zeros(1)
@@ -134,6 +135,8 @@ def plan(stage: Quantize, row_length: int) -> Plan:
             if stage.scale_constant is not None
             else optimal_rms_constant(stage)
         )
+    elif stage.scale is ScaleRule.ABSMEAN:
+        constant = stage.scale_constant if stage.scale_constant is not None else 1.0
     group = stage.group
     return Plan(
         grid=code,

@@ -21,7 +21,6 @@ from gmse_cli.compress.scalar.plans import (
     GLOBAL_FORMATS,
     MSE,
     NONE,
-    RMS,
     TENSOR_FORMATS,
     Plan,
     grid_args,
@@ -142,8 +141,8 @@ def groups_kernel(grid: int, search: bool, fused: bool):
         stored scales, and the row is rounded right after, while it is still in cache
         (per-group formats).
 
-        Otherwise (tensor-wide formats, tensor groups) the statistics (count, sum of squares,
-        amax, lo, hi) go to ``stats`` (rows, groups, 5) and the ratio to ``ratio`` (tensor
+        Otherwise (tensor-wide formats, tensor groups) the statistics (count, moment (the sum of
+        squares for rms, of magnitudes for absmean), amax, lo, hi) go to ``stats`` (rows, groups, 5) and the ratio to ``ratio`` (tensor
         groups search over the whole tensor instead). ``st``: the scale tuple; ``st_measure``:
         the one mse candidates are measured with (float32 scales for the tensor-wide formats).
         """
@@ -158,7 +157,7 @@ def groups_kernel(grid: int, search: bool, fused: bool):
             for b in range(groups):
                 xs = x[i, b * g : (b + 1) * g]
                 ms = m_row[b * g : (b + 1) * g] if has_mask else m_row
-                count, ss, amax, lo, hi = k_stats(xs, ms, has_mask, rule == RMS)
+                count, ss, amax, lo, hi = k_stats(xs, ms, has_mask, rule)
                 r = 1.0
                 if search:
                     r = mse_ratio_for(grid, xs, ms, has_mask, amax, lo, hi, st_measure, gr, gmax, sq, idx)

@@ -14,8 +14,16 @@ from typing import NamedTuple
 import numpy as np
 
 from gmse_cli.compress.grids import fp_round_reference
-from gmse_cli.compress.group_stats import STAT_AMAX, STAT_HI, STAT_LO, STAT_RMS, group_stat
+from gmse_cli.compress.group_stats import (
+    STAT_ABSMEAN,
+    STAT_AMAX,
+    STAT_HI,
+    STAT_LO,
+    STAT_RMS,
+    group_stat,
+)
 from gmse_cli.compress.scalar.plans import (
+    ABSMEAN,
     ASYM,
     BF16,
     BF16_P,
@@ -67,8 +75,8 @@ def scale_range(stage: Quantize, x: np.ndarray, mask: np.ndarray | None = None) 
     flat = x.reshape(1, -1) if p.tensor else x
     keep = None if mask is None else mask.reshape(flat.shape)
     group = flat.shape[1] if p.tensor else p.group
-    if p.rule == RMS:
-        raw = p.constant * group_stat(flat, keep, group, STAT_RMS)
+    if p.rule in (RMS, ABSMEAN):  # amax: read only by the absmax e8m0 roundings
+        raw = p.constant * group_stat(flat, keep, group, STAT_RMS if p.rule == RMS else STAT_ABSMEAN)
         amax = raw
     elif p.grid == ASYM:
         lo, hi = group_stat(flat, keep, group, STAT_LO), group_stat(flat, keep, group, STAT_HI)

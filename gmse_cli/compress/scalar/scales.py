@@ -1,5 +1,5 @@
-"""Scale rules and scale storage: group statistics, the raw scale by rule (absmax, rms, the
-mse rule's clipped absmax), the stored scale by format (fp32, bf16, fp16, e8m0 per group;
+"""Scale rules and scale storage: group statistics, the raw scale by rule (absmax, rms,
+absmean, the mse rule's clipped absmax), the stored scale by format (fp32, bf16, fp16, e8m0 per group;
 e4m3 and int8 relative to a per-tensor second-level scale; dq8, bitsandbytes' double
 quantization) and the asymmetric zero point.
 
@@ -16,6 +16,7 @@ import numpy as np
 from gmse_cli.compress.fpcast import k_fp_round, k_fp_round_to
 from gmse_cli.compress.grids import fp_round_reference
 from gmse_cli.compress.scalar.plans import (
+    ABSMEAN,
     ASYM,
     BF16,
     BF16_EMIN,
@@ -69,6 +70,7 @@ def group_stats_reference(p: Plan, xg: np.ndarray, kg: np.ndarray) -> dict[str, 
     stats = {
         "count": np.sum(kg, axis=-1).astype(np.float64),
         "ss": ordered_sum(np.where(kg, xg * xg, 0.0), axis=-1),
+        "sa": ordered_sum(np.where(kg, np.abs(xg), 0.0), axis=-1),
         "amax": np.max(np.where(kg, np.abs(xg), 0.0), axis=-1),
         "lo": np.minimum(np.min(np.where(kg, xg, np.inf), axis=-1), 0.0),
         "hi": np.maximum(np.max(np.where(kg, xg, -np.inf), axis=-1), 0.0),
@@ -77,6 +79,7 @@ def group_stats_reference(p: Plan, xg: np.ndarray, kg: np.ndarray) -> dict[str, 
         stats = {
             "count": np.sum(stats["count"], axis=0, keepdims=True),
             "ss": ordered_sum(stats["ss"], axis=0)[None],
+            "sa": ordered_sum(stats["sa"], axis=0)[None],
             "amax": np.max(stats["amax"], axis=0, keepdims=True),
             "lo": np.min(stats["lo"], axis=0, keepdims=True),
             "hi": np.max(stats["hi"], axis=0, keepdims=True),
@@ -90,6 +93,8 @@ def raw_reference(p: Plan, stats: dict[str, np.ndarray], ratio: np.ndarray) -> n
     if p.rule == RMS:
         count = np.maximum(stats["count"], 1.0)
         raw = p.constant * np.sqrt(stats["ss"] / count)
+    elif p.rule == ABSMEAN:  # an empty or all-zero group: 0 / 1 = 0, which outputs zeros
+        raw = p.constant * (stats["sa"] / np.maximum(stats["count"], 1.0))
     elif p.grid == ASYM:
         raw = ratio * ((stats["hi"] - stats["lo"]) / (p.n - 1))
     else:
@@ -166,16 +171,20 @@ def zero_point_reference(p: Plan, lo: np.ndarray, scale: np.ndarray) -> np.ndarr
 
 
 @numba.njit(cache=True, inline="always")
-def k_stats(xs, ms, has_mask, need_ss):
-    """(count, sum of squares, amax, min(0, min), max(0, max)) over the kept entries; the sum
-    of squares is 0 unless ``need_ss`` (only the rms rule reads it): its chain of dependent
-    additions costs more than the rest of the pass together."""
+def k_stats(xs, ms, has_mask, rule):
+    """(count, moment, amax, min(0, min), max(0, max)) over the kept entries; the moment is the
+    sum the scale rule code ``rule`` reads, of squares (rms) or magnitudes (absmean), else 0:
+    its chain of dependent additions costs more than the rest of the pass together."""
     count, ss, amax, lo, hi = 0.0, 0.0, 0.0, 0.0, 0.0
-    if need_ss:
+    if rule == RMS:
         for j in range(xs.size):
             keep = not has_mask or ms[j]
             v = np.float64(xs[j]) if keep else 0.0  # 0 is neutral for every statistic here
             ss += v * v
+    elif rule == ABSMEAN:
+        for j in range(xs.size):
+            keep = not has_mask or ms[j]
+            ss += abs(np.float64(xs[j])) if keep else 0.0
     for j in range(xs.size):
         keep = not has_mask or ms[j]
         v = np.float64(xs[j]) if keep else 0.0
@@ -188,8 +197,11 @@ def k_stats(xs, ms, has_mask, need_ss):
 
 @numba.njit(cache=True)
 def k_raw(rule, constant, count, ss, amax, lo, hi, ratio, asym, n, gmax):
+    """The raw scale of one group; ``ss``: :func:`k_stats`' moment for the rule."""
     if rule == RMS:
         return constant * math.sqrt(ss / max(count, 1.0))
+    if rule == ABSMEAN:
+        return constant * (ss / max(count, 1.0))
     if asym:
         return ratio * ((hi - lo) / (n - 1))
     return ratio * (amax / gmax)

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmse_cli.compress.group_stats import STAT_AMAX, STAT_HI, STAT_LO, STAT_RMS, group_stat
+from gmse_cli.compress.group_stats import (
+    STAT_ABSMEAN,
+    STAT_AMAX,
+    STAT_HI,
+    STAT_LO,
+    STAT_RMS,
+    group_stat,
+)
 from gmse_cli.kernel_cache import numba
 
-__all__ = ["group_stat", "band_mask", "STAT_RMS", "STAT_AMAX", "STAT_LO", "STAT_HI"]
+__all__ = ["group_stat", "band_mask", "STAT_RMS", "STAT_AMAX", "STAT_LO", "STAT_HI", "STAT_ABSMEAN"]
 
 
 @numba.njit(cache=True, parallel=True)

@@ -223,7 +223,7 @@ class TorchQuantize:
 
     def trust_from_scales(self, x: torch.Tensor, kept: torch.Tensor | None, *, use_numba: bool = True,
                           source: torch.Tensor | None = None) -> torch.Tensor:
-        """The trust mask for the rms, absmax and none rules: group statistics, the stored scale
+        """The trust mask for the rms, absmean, absmax and none rules: group statistics, the stored scale
         (as the scale format stores it), then the band check. ``use_numba=False`` is the plain
         torch twin of the CPU kernels. ``source``: the rows the statistics cover entirely
         (scale_stats 'all'); by default the entries of x that ``kept`` keeps."""
@@ -245,6 +245,8 @@ class TorchQuantize:
             xg = stats_of.to(_F64).reshape(flat.shape[0], -1, group)
             kg = torch.ones_like(xg, dtype=torch.bool) if keep is None else keep.reshape(xg.shape)
             zero = torch.zeros((), dtype=_F64)
+            if kind == kern.STAT_ABSMEAN:
+                return torch.where(kg, xg.abs(), zero).sum(-1) / kg.sum(-1).clamp(min=1)
             if kind == kern.STAT_RMS:
                 count = kg.sum(-1).clamp(min=1)
                 return torch.sqrt(torch.where(kg, xg * xg, zero).sum(-1) / count)
@@ -255,8 +257,8 @@ class TorchQuantize:
             return torch.where(kg, xg, zero).amax(-1).clamp(min=0.0)
 
         lo = None
-        if p.rule == sc.RMS:
-            raw = p.constant * stat(kern.STAT_RMS)
+        if p.rule in (sc.RMS, sc.ABSMEAN):
+            raw = p.constant * stat(kern.STAT_RMS if p.rule == sc.RMS else kern.STAT_ABSMEAN)
             amax = raw  # only the absmax e8m0 rule reads amax
         elif p.grid == sc.ASYM:
             lo, hi = stat(kern.STAT_LO), stat(kern.STAT_HI)
@@ -284,17 +286,18 @@ class TorchQuantize:
         return lo, hi
 
     def _stats(self, xg: torch.Tensor, kg: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Per group (float64, over kept entries): only the statistics the scale rule reads --
-        count and sum of squares (rms), amax (absmax), lo and hi (asymmetric), all (mse) -- as
-        this runs on every forward pass; without a mask the masking is skipped (same values)."""
+        """Per group (float64, over kept entries): only the statistics the rule reads (count, sum
+        of squares or magnitudes, amax, lo, hi), as this runs every forward pass; unmasked, no masking."""
         p, sc = self.p, self.sc
-        need = {"count", "ss"} if p.rule == sc.RMS else {"lo", "hi"} if p.grid == sc.ASYM else {"amax"}
+        need = {sc.RMS: {"count", "ss"}, sc.ABSMEAN: {"count", "sa"}}.get(p.rule)
+        need = need or ({"lo", "hi"} if p.grid == sc.ASYM else {"amax"})
         if p.rule == sc.MSE:
             need = {"count", "ss", "amax", "lo", "hi"}
         if kg is None:
             stats = {
                 "count": lambda: torch.full(xg.shape[:-1], float(xg.shape[-1]), dtype=_F64, device=xg.device),
                 "ss": lambda: (xg * xg).sum(-1),
+                "sa": lambda: xg.abs().sum(-1),
                 "amax": lambda: xg.abs().amax(-1),
                 "lo": lambda: torch.clamp(xg.amin(-1), max=0.0),
                 "hi": lambda: torch.clamp(xg.amax(-1), min=0.0),
@@ -303,13 +306,14 @@ class TorchQuantize:
             stats = {
                 "count": lambda: kg.sum(-1).to(_F64),
                 "ss": lambda: torch.where(kg, xg * xg, 0.0).sum(-1),
+                "sa": lambda: torch.where(kg, xg.abs(), 0.0).sum(-1),
                 "amax": lambda: torch.where(kg, xg.abs(), 0.0).amax(-1),
                 "lo": lambda: torch.clamp(torch.where(kg, xg, math.inf).amin(-1), max=0.0),
                 "hi": lambda: torch.clamp(torch.where(kg, xg, -math.inf).amax(-1), min=0.0),
             }
         out = {name: stats[name]() for name in need}
         if p.tensor:  # one group: reduce the per-row statistics over rows
-            reduce = {"count": torch.sum, "ss": torch.sum, "amax": torch.amax, "lo": torch.amin, "hi": torch.amax}
+            reduce = {"count": torch.sum, "ss": torch.sum, "sa": torch.sum, "amax": torch.amax, "lo": torch.amin, "hi": torch.amax}
             out = {name: reduce[name](v, 0, keepdim=True) for name, v in out.items()}
         return out
 
@@ -336,6 +340,8 @@ class TorchQuantize:
         ratio = self.mse_ratio(xg, k_stats, stats) if p.rule == sc.MSE else 1.0
         if p.rule == sc.RMS:
             raw = p.constant * torch.sqrt(stats["ss"] / torch.clamp(stats["count"], min=1.0))
+        elif p.rule == sc.ABSMEAN:
+            raw = p.constant * (stats["sa"] / torch.clamp(stats["count"], min=1.0))
         elif p.grid == sc.ASYM:
             raw = ratio * ((stats["hi"] - stats["lo"]) / (p.n - 1))
         else:
