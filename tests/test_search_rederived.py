@@ -345,3 +345,18 @@ def test_equal_bits_tie_on_few_rows_keeps_the_better_format():
         result = search_formats(2.0, space=space, seed=seed, row_length=128)
         at = [p for p in result.frontier if p.bits_per_param == bits]
         assert [p.name for p in at] == ["1:4+lm3-mse-row-se8m0"], seed
+
+
+def test_a_tie_at_the_best_is_listed_once():
+    """On rows of 32, 'row' and 'g32' groups are one format under two names: the same bits and
+    capacity. Ties below the best were listed once, but the best was always appended, so the
+    frontier ended on both spellings at the same bits."""
+    space = SearchSpace(
+        grids=("lloyd-max",), max_element_bits=3, scale_rules=(ScaleRule.MSE,), groups=("row", 32),
+        scale_formats=(ScaleFormat.E8M0,), sparsity=("1:4",), vq_dims=(), include_catalog=False,
+    )
+    result = search_formats(1.5, space=space, row_length=32)
+    bits = [p.bits_per_param for p in result.frontier]
+    assert bits == sorted(set(bits))
+    assert result.best.bits_per_param == 0.25 * 3 + 8 / 32 + 0.5  # 1:4 of 3-bit values, an E8M0 scale per 32
+    assert result.best.name in ("1:4+lm3-mse-row-se8m0", "1:4+lm3-mse-g32-se8m0")
