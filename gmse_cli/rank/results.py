@@ -96,7 +96,8 @@ class Outcome(Frozen):
 class RankRow(Outcome):
     """One row of :func:`~gmse_cli.rank.rank`."""
 
-    pareto: bool = Field(description="no other row has both fewer bits per parameter and higher rho")
+    pareto: bool = Field(description="no other row has at most its bits per parameter and at least its rho, one of them strictly "
+                         "(rows tied on both are all marked)")
 
 
 class Prediction(Outcome):

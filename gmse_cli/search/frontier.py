@@ -77,4 +77,8 @@ def thin(front: list[Entry], min_gain: float) -> list[Entry]:
     for entry in front[:-1]:
         if not kept or entry.rho > kept[-1].rho * (1 + min_gain):
             kept.append(entry)
+    if kept and front and kept[-1].cand.bits_per_param == front[-1].cand.bits_per_param:
+        # a tie at the best's bits (and so capacity): one format, not two spellings of it
+        # ('row' and 'g32' groups on rows of 32), as ties below are listed once
+        return kept
     return kept + front[-1:]
