@@ -196,3 +196,23 @@ def test_cuda_jobs_with_no_gpu_per_node_are_one_line(run_cli, tmp_path, docs_fil
 
 if sys.platform == "win32":  # pragma: no cover - submitit's executors need POSIX signals
     pytestmark = pytest.mark.skip("POSIX only")
+
+
+def test_a_preemption_outside_the_step_loop_still_requeues():
+    # Outside the training loop (data preparation, the final evaluation, the record's append)
+    # the SIGINT the preemption signal becomes is Python's own KeyboardInterrupt, raised inside
+    # the handler itself: the job must still go to submitit's handler (checkpoint and requeue),
+    # not die of the KeyboardInterrupt as a failed job.
+    from gmse_cli.training.submitit_jobs import preemption_stops_after_the_step
+
+    requeued: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))
+    try:
+        with preemption_stops_after_the_step():  # submitit's handler returns here, as on a rank > 0
+            signal.raise_signal(signal.SIGUSR2)
+    except KeyboardInterrupt:
+        pytest.fail("the preemption signal ended the job as a KeyboardInterrupt")
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert requeued == [signal.SIGUSR2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

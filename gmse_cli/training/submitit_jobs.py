@@ -85,9 +85,9 @@ def preemption_stops_after_the_step() -> Iterator[None]:
     caught: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:
-        if not caught:  # a second Ctrl-C would stop the loop at once, inside its checkpoint
+        caught.append(signum)  # first: outside the step loop the SIGINT raises right here
+        if len(caught) == 1:  # a second Ctrl-C would stop the loop at once, inside its checkpoint
             signal.raise_signal(signal.SIGINT)
-        caught.append(signum)
 
     signal.signal(sig, stop)
     try:
