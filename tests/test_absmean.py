@@ -203,3 +203,14 @@ def test_scale_range_counts_absmean_scales_that_fp16_flushes():
     got = scale_range(resolve_format("sint2-g32-absmean-sfp16").stages[0], x)
     assert (got.checked, got.over, got.flushed) == (4, 0, 2)
     assert scale_range(resolve_format("sint2-g32-absmax-sfp16").stages[0], x).flushed == 0
+
+
+def test_a_scale_the_scale_format_flushes_to_zero_goes_to_monte_carlo(run_cli):
+    # fp16's smallest subnormal is 2^-24 = 6.0e-8: scales of 1e-8 x mean |x| (or x RMS) are
+    # stored as 0, so every row reads back as zeros and the GMSE is E x^2 / E x^2 = 1. The
+    # quadrature has no zero scale: these formats are Monte Carlo's, not an error.
+    res = run_cli("gmse", "lut[-1,0,1]-absmean0.00000001-sfp16", "int4-rms0.00000001-sfp16", "--json")
+    assert res.code == 0, res.stderr
+    for row in json.loads(res.stdout)["results"]:
+        assert row["gmse_method"] == "monte-carlo", row
+        assert row["gmse"] == pytest.approx(1.0, abs=1e-9), row
