@@ -214,3 +214,21 @@ def test_a_scale_the_scale_format_flushes_to_zero_goes_to_monte_carlo(run_cli):
     for row in json.loads(res.stdout)["results"]:
         assert row["gmse_method"] == "monte-carlo", row
         assert row["gmse"] == pytest.approx(1.0, abs=1e-9), row
+
+
+def test_a_constant_of_one_is_absmeans_own_spelling(tmp_path):
+    # README: one format, one spelling: a setting written out at the value its absence means
+    # gives the same spec and GMSE cache key. absmean's C is 1 unless given, so BitNet's rule
+    # written with scale_constant = 1 (a file) or absmean1 (shorthand) is the same format.
+    from gmse_cli.gmse.stored import gmse_key
+    from gmse_cli.spec import load_format_toml
+
+    plain = resolve_format("lut[-1,0,1]-tensor-absmean")
+    path = tmp_path / "bitnet.toml"
+    for constant in ("1", "1.0"):
+        path.write_text('name = "bitnet"\n[[stages]]\nkind = "quantize"\ngrid = "lut"\nvalues = [-1.0, 0.0, 1.0]\n'
+                        f'scale = "absmean"\ngroup = "tensor"\nscale_constant = {constant}\n')
+        for fmt in (load_format_toml(path), resolve_format("lut[-1,0,1]-tensor-absmean1")):
+            assert fmt.stages == plain.stages
+            assert gmse_key(fmt, 4096) == gmse_key(plain, 4096)
+    assert resolve_format("lut[-1,0,1]-tensor-absmean1.5").stages != plain.stages

@@ -31,8 +31,9 @@ def default_fp_style(exponent_bits: int, mantissa_bits: int) -> FpStyle:
 def one_spelling(data: Any) -> Any:
     """A quantize stage's raw fields with the settings that repeat a default left out: an e8m0
     rounding that is the rule's default (mxfp4-floor is mxfp4), int_style midrise, an fp grid's
-    own style and width, a lut's bits; and a Lloyd-Max grid's rms constant set to its optimum,
-    exactly 1 (its levels are the Gaussian-MSE-optimal quantizer: lm3 is lloyd-max-3)."""
+    own style and width, a lut's bits, an absmean constant of 1; and a Lloyd-Max grid's rms
+    constant set to its optimum, exactly 1 (its levels are the Gaussian-MSE-optimal quantizer:
+    lm3 is lloyd-max-3)."""
     if not isinstance(data, dict):
         return data
     rule = lowercase(data.get("scale", ScaleRule.RMS))
@@ -51,6 +52,9 @@ def one_spelling(data: Any) -> Any:
         data = {k: v for k, v in data.items() if k != "scale_rounding"}
     if grid == GridKind.LLOYD_MAX and rule == ScaleRule.RMS and data.get("scale_constant") is None:
         data = {**data, "scale_constant": 1.0}
+    constant = data.get("scale_constant")
+    if rule == ScaleRule.ABSMEAN and type(constant) in (int, float) and constant == 1:
+        data = {k: v for k, v in data.items() if k != "scale_constant"}  # absmean's default C
     # the derived or default grid settings (a lut's bits: log2 of its number of values)
     implied: dict[str, Any] = {}
     if grid == GridKind.INT:
