@@ -188,10 +188,12 @@ def test_cuda_jobs_with_no_gpu_per_node_are_one_line(run_cli, tmp_path, docs_fil
     # `--device cuda` now reaches the jobs: with gpus_per_node = 0 each one failed on its node.
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing is submitted: no sbatch needed
     spec = _spec(tmp_path / "s.toml", docs_file(40_000), cluster="slurm", extra="gpus_per_node = 0\n")
-    result = run_cli("train", str(spec), "--launcher", "slurm", "--device", "cuda", "--out", str(tmp_path / "r.jsonl"))
-    assert result.code == 2
-    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
-    assert line == "error: --device cuda with [slurm] gpus_per_node = 0: the jobs would get no GPU"
+    for dry in ([], ["--dry-run"]):  # a dry run shows what the submission would answer
+        result = run_cli("train", str(spec), "--launcher", "slurm", "--device", "cuda", *dry,
+                         "--out", str(tmp_path / "r.jsonl"))
+        assert result.code == 2, dry
+        (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+        assert line == "error: --device cuda with [slurm] gpus_per_node = 0: the jobs would get no GPU"
 
 
 if sys.platform == "win32":  # pragma: no cover - submitit's executors need POSIX signals

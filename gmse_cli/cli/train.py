@@ -116,8 +116,10 @@ def register(app: typer.Typer) -> None:
             runs = _shard(runs, shard)
         from gmse_cli.training.config import check_format_fits, check_local_inputs
         from gmse_cli.training.plan import split_batch
-        from gmse_cli.training.sweep import processes_per_run
+        from gmse_cli.training.sweep import check_slurm_device, processes_per_run
 
+        if launcher == "slurm":
+            check_slurm_device(device, spec.slurm)  # a dry run says it too
         processes = processes_per_run(launcher, nproc_per_node, spec.slurm)
         for cfg in runs:
             check_format_fits(cfg)
@@ -302,7 +304,7 @@ def _outside_the_corpus(source: str, outputs: list[tuple[Path | None, str]]) -> 
 
 def _slurm_plan(spec, jobs: int) -> None:
     """What `--launcher slurm` would submit, on stderr (stdout holds the plan's table or JSON)."""
-    from gmse_cli.progress import info
+    from gmse_cli.messages import info
     from gmse_cli.training.submitit_jobs import sbatch_options
 
     slurm = spec.slurm

@@ -38,7 +38,7 @@ from gmse_cli.training.submitit_jobs import (
     job_error,
     preemption_stops_after_the_step,
 )
-from gmse_cli.training.sweep import SlurmSettings
+from gmse_cli.training.sweep import SlurmSettings, check_slurm_device
 
 __all__ = ["SweepOutcome", "run_local", "run_torchrun", "run_slurm", "SlurmRun"]
 
@@ -305,9 +305,7 @@ def run_slurm(
         import submitit
     except ImportError:
         raise BackendMissing("--launcher slurm needs submitit: pip install 'uscl[train]'") from None
-    if device == "cuda" and settings.cluster == "slurm" and settings.gpus_per_node == 0:
-        # else every job failed on its node, after its wait in the queue
-        raise TrainError("--device cuda with [slurm] gpus_per_node = 0: the jobs would get no GPU")
+    check_slurm_device(device, settings)
     done = finished_keys(out)
     todo = [cfg for cfg in runs if cfg.run_key() not in done]
     outcome = SweepOutcome(records=[], skipped=[c.name for c in runs if c.run_key() in done], submitted=[])

@@ -58,6 +58,7 @@ __all__ = [
     "shipped_sweep_names",
     "expand_sweep",
     "PlannedRun",
+    "check_slurm_device",
     "plan_sweep",
     "DEFAULT_VOCAB_FOR_PLANS",
     "plan_vocab",
@@ -374,6 +375,13 @@ def plan_sweep(
         est = plan.flops / flops_per_second if flops_per_second else None
         out.append(PlannedRun(plan=plan, est_seconds=est, done=plan.run_key in finished))
     return out
+
+
+def check_slurm_device(device: str, slurm: SlurmSettings) -> None:
+    """``--device cuda`` on Slurm jobs that get no GPU: refused before anything is submitted (and
+    in a dry run), else every job fails on its node after its wait in the queue."""
+    if device == "cuda" and slurm.cluster == "slurm" and slurm.gpus_per_node == 0:
+        raise TrainError("--device cuda with [slurm] gpus_per_node = 0: the jobs would get no GPU")
 
 
 def processes_per_run(launcher: str, nproc_per_node: int, slurm: SlurmSettings) -> int:
