@@ -88,3 +88,14 @@ def test_a_tensor_wide_scale_is_measured_on_the_engines_tensors():
     n = (x ** 2).reshape(t, per, -1).sum(axis=(1, 2))
     assert g == pytest.approx(e.sum() / n.sum(), rel=1e-9)
     assert se == pytest.approx(np.sqrt((((e - g * n) / n.sum()) ** 2).sum() * t / (t - 1)), rel=1e-6)
+
+
+def test_a_scale_rule_the_search_does_not_enumerate_is_refused():
+    # absmean (and none) have no name in the enumeration: such a space gave no scalar candidate silently
+    import pydantic
+
+    from gmse_cli.spec import ScaleRule
+
+    with pytest.raises(pydantic.ValidationError, match="absmean is not searched"):
+        SearchSpace(scale_rules=(ScaleRule.ABSMEAN,))
+    assert SearchSpace(scale_rules=("rms", "mse")).scale_rules == (ScaleRule.RMS, ScaleRule.MSE)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gmse_cli.errors import SpecError
 from gmse_cli.frozen import Frozen
@@ -53,6 +53,15 @@ class SearchSpace(Frozen):
     vq_scale_formats: tuple[ScaleFormat, ...] = (ScaleFormat.FP32, ScaleFormat.BF16)
     rotations: tuple[int, ...] = Field(default=(), description="Hadamard blocks to try (real weights only)")
     include_catalog: bool = Field(default=True, description="catalog formats are candidates too")
+
+    @field_validator("scale_rules")
+    @classmethod
+    def _searched_rules(cls, rules: tuple[ScaleRule, ...]) -> tuple[ScaleRule, ...]:
+        # else a rule the enumeration has no name for yields no candidate, without a word
+        left = [rule.value for rule in rules if rule not in _RULE_TOKEN]
+        if left:
+            raise ValueError(f"scale rule {', '.join(left)} is not searched (searched: rms, absmax, mse)")
+        return rules
 
 
 class Candidate(Frozen):
