@@ -97,7 +97,9 @@ def stored_scale(raw: np.ndarray, amax: np.ndarray, q: dict) -> np.ndarray:
     if sf == "int8":  # unsigned codes 1..255 under an fp32 second-level scale
         top = float(np.float32(raw.max() / 255.0))
         return np.where(pos, np.clip(np.rint(raw / max(top, 1e-300)), 1, 255) * top, 0.0)
-    if q["rule"] == "rms" or q["round"] == "nearest-raw":  # c x RMS to the nearest power of two
+    if q["round"] == "rceil-raw":  # c x RMS or c x mean|x| rounded up to a power of two
+        ex = np.ceil(np.log2(np.where(pos, np.float32(raw).astype(float), 1.0)))
+    elif q["rule"] != "absmax" or q["round"] == "nearest-raw":  # to the nearest power of two
         ex = np.rint(np.log2(np.where(pos, raw, 1.0)))
     elif q["round"] == "ceil-raw":  # an asymmetric range's default: never clips
         ex = np.ceil(np.log2(np.where(pos, raw, 1.0)))
@@ -129,6 +131,8 @@ def ref_quantize(x: np.ndarray, q: dict, kept: np.ndarray) -> np.ndarray:
     amax = np.max(np.where(sk, np.abs(sx), 0.0), 1)
     if q["rule"] == "absmax":
         raw = amax / grid_top(q)
+    elif q["rule"] == "absmean":  # BitNet b1.58: C x the mean magnitude of the counted entries
+        raw = q["C"] * np.abs(sx).sum(1) / np.maximum(sk.sum(1), 1)
     else:
         raw = q["C"] * np.sqrt((sx**2).sum(1) / np.maximum(sk.sum(1), 1))
     s = stored_scale(raw, amax, q)[:, None]
@@ -226,8 +230,12 @@ def gen_quant(r: random.Random) -> tuple[dict, str]:
     q.update(group=r.choice([1, 2, 3, 8, 16, 48, 64, "row", "tensor"]), sfmt="fp32",
              allstats=False, round="floor", rule="absmax")
     mods = [q["group"] if isinstance(q["group"], str) else f"g{q['group']}"]
-    if kind != "aint":
-        if r.random() < 0.5:
+    if kind != "aint":  # an asymmetric grid's scale comes from min/max: absmax only
+        u = r.random()
+        if u < 0.3:
+            q["rule"], q["C"] = "absmean", r.choice([1.0, 1.0, round(r.uniform(0.3, 4.0), 3)])
+            mods.append("absmean" + ("" if q["C"] == 1 else f"{q['C']:g}"))
+        elif u < 0.65:
             text = np.format_float_positional(r.uniform(0.4, 3.0) / grid_top(q), precision=4,
                                               unique=False, fractional=False, trim="-")
             q["C"], q["rule"] = float(text), "rms"
@@ -245,6 +253,10 @@ def gen_quant(r: random.Random) -> tuple[dict, str]:
         elif sf == "e8m0" and q["rule"] == "absmax":
             q["round"] = r.choice(["floor", "ceil", "nearest", "rceil"])
             mods.append(q["round"])
+        elif sf == "e8m0":  # rms, absmean: no amax, so only the raw scale's roundings
+            q["round"] = r.choice(["nearest-raw", "nearest-raw", "rceil-raw"])
+            if q["round"] == "rceil-raw" or r.random() < 0.5:
+                mods.append(q["round"].removesuffix("-raw"))
     name = "-".join([name, *map(str, mods)])
     if name.startswith(CATALOG_PREFIXES):  # a catalog name is its own base (sint, fp16 scales)
         return gen_quant(r)
