@@ -173,7 +173,7 @@ class Q:
     m: int = 0
     fpstyle: str = ""
     values: tuple[float, ...] = ()
-    rule: str = "rms"               # rms absmax mse none
+    rule: str = "rms"               # rms absmax absmean mse none
     const: float | None = None
     group: object = "row"           # int | "row" | "tensor"
     sfmt: str = "fp32"
@@ -267,6 +267,8 @@ def _modify(st: Q, tok: str) -> Q:
         return replace(st, rule=tok, const=None)
     if mt := re.fullmatch(r"rms(\d+(?:\.\d+)?)?", tok):
         return replace(st, rule="rms", const=float(mt[1]) if mt[1] else None)
+    if mt := re.fullmatch(r"absmean(\d+(?:\.\d+)?)?", tok):
+        return replace(st, rule="absmean", const=float(mt[1]) if mt[1] else 1.0)
     if tok.startswith("s") and tok[1:] in ("fp32", "bf16", "fp16", "e8m0", "e4m3", "int8", "dq8"):
         return replace(st, sfmt=tok[1:])
     if tok in ("floor", "ceil", "even", "rceil", "nearest"):
@@ -520,6 +522,9 @@ def quantize(q: Q, x: np.ndarray, kept: np.ndarray) -> np.ndarray:
     elif q.rule == "absmax":
         raw = (hi - lo) / (n - 1) if asym else amax / grid_max(q)
         ratio_lo = lo
+    elif q.rule == "absmean":  # BitNet b1.58: C x mean |x| over the counted entries
+        raw = q.const * np.sum(np.abs(xk), -1) / np.maximum(count, 1)
+        ratio_lo = lo
     else:
         raw, ratio_lo = _mse_search(q, xg, kg, amax, lo, hi)
     if q.sfmt == "dq8":
@@ -596,9 +601,9 @@ def sparsity_mask(s: S, x: np.ndarray) -> np.ndarray:
     nb = L // s.k
     ndrop = math.floor(s.sparsity * nb + Fraction(1, 2))
     u = np.square(x).reshape(t, r, nb, s.k).sum(-1)
-    order = np.argsort(u, axis=-1, kind="stable")
-    keep = np.ones_like(u, dtype=bool)
-    np.put_along_axis(keep, order[..., :ndrop], False, axis=-1)
+    order = np.argsort(-u, axis=-1, kind="stable")  # equal norms: the lower index is kept
+    keep = np.zeros_like(u, dtype=bool)
+    np.put_along_axis(keep, order[..., : nb - ndrop], True, axis=-1)
     return np.repeat(keep[..., None], s.k, axis=-1).reshape(x.shape)
 
 
@@ -728,7 +733,7 @@ def _lut(rng: np.random.Generator) -> str:
     return "lut[" + ",".join(f"{v:g}" for v in vals) + "]"
 
 
-def random_quantizer(rng: np.random.Generator, sparse: bool) -> str:
+def random_quantizer(rng: np.random.Generator, sparse: bool, absmean: float = 0.0) -> str:
     kind = rng.choice(["int", "sint", "aint", "fint", "fp", "lm", "lut", "catalog"],
                       p=[0.14, 0.16, 0.12, 0.12, 0.2, 0.08, 0.08, 0.1])
     if kind == "catalog":
@@ -753,11 +758,13 @@ def random_quantizer(rng: np.random.Generator, sparse: bool) -> str:
     elif gran != "keep":
         mods.append(str(gran))
     # rule
-    rule = rng.choice(["keep", "absmax", "rms", "rmsc", "mse"], p=[0.35, 0.25, 0.15, 0.15, 0.1])
-    if asym and rule in ("rms", "rmsc"):
+    # (absmean = 0 draws exactly what the generator drew before it knew absmean)
+    weights = np.array([0.35, 0.25, 0.15, 0.15, 0.1, absmean / 2, absmean / 2])
+    rule = rng.choice(["keep", "absmax", "rms", "rmsc", "mse", "absmean", "absmeanc"], p=weights / weights.sum())
+    if asym and rule in ("rms", "rmsc", "absmean", "absmeanc"):
         rule = "absmax"
-    if rule == "rmsc":
-        mods.append(f"rms{rng.uniform(0.3, 4.0):.3f}")
+    if rule in ("rmsc", "absmeanc"):
+        mods.append(f"{rule[:-1]}{rng.uniform(0.3, 4.0):.3f}")
     elif rule != "keep":
         mods.append(str(rule))
     # scale format
@@ -783,7 +790,9 @@ def random_sparsity(rng: np.random.Generator) -> str:
     return f"block{int(rng.choice([2, 4, 8, 16]))}-{int(rng.choice([10, 25, 50, 75]))}"
 
 
-def random_spec(rng: np.random.Generator) -> str:
+def random_spec(rng: np.random.Generator, absmean: float = 0.0) -> str:
+    """A random shorthand; ``absmean``: the weight of absmean rules among the scale rules
+    (the others' weights sum to 1)."""
     parts = []
     if rng.random() < 0.08:
         parts.append(f"had{int(rng.choice([32, 64, 128, 256]))}")
@@ -791,5 +800,5 @@ def random_spec(rng: np.random.Generator) -> str:
     if sparse:
         parts.append(random_sparsity(rng))
     if not sparse or rng.random() < 0.85:
-        parts.append(random_quantizer(rng, sparse))
+        parts.append(random_quantizer(rng, sparse, absmean))
     return "+".join(parts)

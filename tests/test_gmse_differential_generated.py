@@ -1,7 +1,7 @@
 """uscl against an independent implementation of its format language (tests/gmse_independent.py,
 written from the README and the spec docstrings, importing nothing from gmse_cli) on formats
 generated across the shorthand grammar: int (midrise, signed, asymmetric, full), ExMy, lut and
-Lloyd-Max grids; groups, rows and tensors; absmax, rms, rmsC and mse rules; fp32, bf16, fp16,
+Lloyd-Max grids; groups, rows and tensors; absmax, rms, rmsC, absmean[C] and mse rules; fp32, bf16, fp16,
 e8m0 (each rounding), e4m3, int8 and dq8 scales; magnitude, N:M, N:MxK and block pruning with
 kept or all statistics; Hadamard rotations; rows of 256 to 8192.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import gmse_independent as gi
 import numpy as np
@@ -28,12 +29,14 @@ from gmse_cli.gmse import gmse_of
 from gmse_cli.spec import Quantize, resolve_format
 
 
-def _generated(n: int, seed: int, rows=gi.ROW_LENGTHS, keep=lambda spec: True) -> list[tuple[str, int]]:
-    """n generated (format, row length) pairs that uscl accepts, of those ``keep`` lets through."""
+def _generated(n: int, seed: int, rows=gi.ROW_LENGTHS, keep=lambda spec: True,
+               absmean: float = 0.0) -> list[tuple[str, int]]:
+    """n generated (format, row length) pairs that uscl accepts, of those ``keep`` lets through
+    (``absmean``: the generator's weight of absmean scale rules)."""
     rng = np.random.default_rng(seed)
     out: list[tuple[str, int]] = []
     while len(out) < n:
-        spec, row = gi.random_spec(rng), int(rng.choice(rows))
+        spec, row = gi.random_spec(rng, absmean), int(rng.choice(rows))
         if not keep(spec):
             continue
         try:
@@ -46,8 +49,13 @@ def _generated(n: int, seed: int, rows=gi.ROW_LENGTHS, keep=lambda spec: True) -
     return out
 
 
-BITS_CASES = _generated(400, 20261206)
+def _has_absmean(spec: str) -> bool:
+    return "absmean" in spec
+
+
+BITS_CASES = _generated(400, 20261206) + _generated(100, 20261207, keep=_has_absmean, absmean=1.0)
 COMPRESSOR_CASES = _generated(120, 7)
+ABSMEAN_CASES = _generated(40, 8, rows=[256, 1024, 4096], keep=_has_absmean, absmean=1.0)
 
 
 def test_bits_per_param_match_a_hand_count():
@@ -75,7 +83,7 @@ def _with_uscl_constants(spec: str) -> gi.Spec:
 def test_compressors_agree_element_by_element(chunk):
     rng = np.random.default_rng(100 + chunk)
     differing = []
-    for spec, row in COMPRESSOR_CASES[chunk::4]:
+    for spec, row in COMPRESSOR_CASES[chunk::4] + ABSMEAN_CASES[chunk::4]:
         x = rng.standard_normal((4, row), dtype=np.float32)
         ours = gi.compress(_with_uscl_constants(spec), x.astype(np.float64)[None])[0]
         theirs = np.asarray(compress(spec, x), dtype=np.float64)
@@ -105,8 +113,11 @@ def test_optimal_rms_constants_are_optimal():
 def _row_unit_cases() -> list[tuple[str, int]]:
     """Generated formats without a per-tensor statistic and without the mse rule (slow in
     numpy), on rows of at most 4096."""
-    return _generated(10, 41, rows=[256, 1024, 4096],
-                      keep=lambda spec: "-mse" not in spec and not gi.needs_tensor_units(gi.parse(spec)))
+    def keep(spec: str) -> bool:
+        return "-mse" not in spec and not gi.needs_tensor_units(gi.parse(spec))
+
+    return (_generated(10, 41, rows=[256, 1024, 4096], keep=keep)
+            + _generated(5, 42, rows=[256, 1024, 4096], keep=lambda s: keep(s) and _has_absmean(s), absmean=1.0))
 
 
 GMSE_CASES = _row_unit_cases()
@@ -135,3 +146,77 @@ def test_tied_optimal_constants_resolve_to_the_largest(name):
     here, half = gi.grid_mse(levels, c), gi.grid_mse(levels, c / 2)
     assert half == pytest.approx(here, rel=1e-9)  # a smaller constant ties ...
     assert 10 < c * levels.max() <= 20  # ... and doubling c would put the top level past 20 sigma
+
+
+def _absmean_legal(q: gi.Q) -> bool:
+    """The README's rule for absmean, written out: a centred scale (no asymmetric int grid),
+    no e8m0 rounding defined from a group's amax (floor, ceil, even), no dq8 double
+    quantization (which needs absmax)."""
+    return (not (q.grid == "int" and q.style == "asym") and q.rounding not in ("floor", "ceil", "even")
+            and q.sfmt != "dq8")
+
+
+def _absmean_specs(n: int, seed: int) -> list[tuple[str, bool]]:
+    """Generated absmean formats whose absmax twin (absmean's token read as absmax) is valid,
+    with whether absmean itself is legal there."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, bool]] = []
+    while len(out) < n:
+        spec = gi.random_spec(rng, absmean=1.0)
+        if rng.random() < 0.4:  # besides, asymmetric grids, amax roundings and dq8 on purpose
+            spec = (f"{rng.choice(['sint4', 'fint3', 'int2', 'aint4', 'e2m1', 'e4m3', 'nf4', 'lm3'])}"
+                    f"-{rng.choice(['g32', 'g64', 'row'])}-absmean{rng.choice(['', '0.8'])}"
+                    f"{rng.choice(['', '-sbf16', '-se8m0', '-se8m0-nearest', '-se8m0-rceil', '-se8m0-floor', '-se8m0-ceil', '-se8m0-even', '-sdq8'])}")
+        if "absmean" not in spec:
+            continue
+        twin = re.sub(r"absmean(\d+(\.\d+)?)?", "absmax", spec)
+        try:
+            resolve_format(twin)
+        except UsclError:
+            continue
+        q = next(st for st in gi.parse(spec).stages if isinstance(st, gi.Q))
+        out.append((spec, _absmean_legal(q)))
+    return out
+
+
+def test_absmean_is_accepted_exactly_where_it_is_legal():
+    wrong = []
+    for spec, legal in _absmean_specs(300, 11):
+        try:
+            resolve_format(spec)
+            accepted = True
+        except UsclError:
+            accepted = False
+        if accepted != legal:
+            wrong.append((spec, legal))
+    assert not wrong, wrong[:5]
+
+
+@pytest.mark.parametrize("data", ["heavy", "zeros"])
+def test_absmean_compressors_agree_on_hard_inputs(data):
+    """absmean formats element by element on heavy-tailed rows (Student t, 1.2 degrees of
+    freedom) and on rows half zero with an all-zero row (empty and all-zero groups, ties
+    among pruned blocks)."""
+    rng = np.random.default_rng(31 if data == "heavy" else 32)
+    differing = []
+    for spec, legal in _absmean_specs(60, 12):
+        row = int(rng.choice([256, 512]))
+        if not legal or any(row % (g if isinstance(g := getattr(st, "group", 1), int) else 1)
+                            for st in gi.parse(spec).stages):
+            continue
+        try:
+            for st in resolve_format(spec).stages:
+                st.check_row_length(row)
+        except UsclError:
+            continue
+        if data == "heavy":
+            x = rng.standard_t(1.2, (4, row)).astype(np.float32)
+        else:
+            x = rng.standard_normal((4, row)).astype(np.float32)
+            x[:, : row // 2] = 0.0
+            x[1] = 0.0
+        ours = gi.compress(_with_uscl_constants(spec), x.astype(np.float64)[None])[0]
+        theirs = np.asarray(compress(spec, x), dtype=np.float64)
+        if np.sum(np.abs(ours - theirs) > 1e-5 * float(np.max(np.abs(x)))) > 2:
+            differing.append((spec, row))
+    assert not differing, differing
