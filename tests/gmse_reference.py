@@ -1,7 +1,8 @@
-"""A second, independent GMSE and bits/param implementation for the scalar families, written
-from the README's format language and the paper's definitions only (never from
-``gmse_cli.compress``): plain float64 numpy over Gaussian rows, closed-form quadrature for
-RMS-scaled grids and magnitude pruning. ``tests/test_gmse_rederived.py`` compares it with uscl.
+"""A second, independent GMSE implementation for the scalar families, written from the README's
+format language and the paper's definitions only (never from ``gmse_cli.compress``): plain
+float64 numpy over Gaussian rows, closed-form quadrature for RMS- and absmean-scaled grids and
+magnitude pruning. ``tests/test_gmse_rederived.py`` compares it with uscl (bits per parameter:
+``tests/bits_reference.py``).
 
 It reads a resolved :class:`gmse_cli.spec.Format` (the parsed spec: field names only) and
 interprets every field itself.
@@ -222,8 +223,9 @@ def sparsify(x: np.ndarray, sp) -> np.ndarray:
     return np.repeat(keep, block, axis=-1)
 
 
-def quantize(x: np.ndarray, mask: np.ndarray, q, c_rms: float | None) -> np.ndarray:
-    """x: (T, R, L) with pruned entries already zero; returns the reconstruction."""
+def quantize(x: np.ndarray, mask: np.ndarray, q, c: float | None) -> np.ndarray:
+    """x: (T, R, L) with pruned entries already zero; ``c``: the rms or absmean rule's constant;
+    returns the reconstruction."""
     T, R, L = x.shape
     gsize = {"row": L, "tensor": R * L}.get(q.group, q.group)
     xg = x.reshape(T, -1, gsize)
@@ -251,18 +253,24 @@ def quantize(x: np.ndarray, mask: np.ndarray, q, c_rms: float | None) -> np.ndar
         stat = np.abs(xg).max(-1, keepdims=True)  # pruned entries are zero
     elif rule == "rms":
         stat = np.sqrt(np.sum(xg * xg, -1, keepdims=True) / kept)
+    elif rule == "absmean":  # BitNet b1.58: the mean magnitude of the kept entries
+        stat = np.sum(np.abs(xg), -1, keepdims=True) / kept
     else:
         raise ValueError(rule)
-    if fmt == "e8m0":
+    if fmt == "e8m0":  # (a group pruned whole: log2 0 = -inf, a zero scale)
         mant = q.mantissa_bits if q.grid.value == "fp" else 0
         if rule == "absmax":
             rounding = q.scale_rounding.value if q.scale_rounding else "floor"
             s = e8m0_scale(stat, levels, rounding, mant)
-        else:  # rms: c * RMS to the nearest power of two in log2 (the spec's default)
+        elif q.scale_rounding is not None and q.scale_rounding.value == "rceil":  # up, from float32
+            with np.errstate(divide="ignore"):
+                s = 2.0 ** np.ceil(np.log2((stat * c).astype(np.float32).astype(np.float64)))
+        else:  # c * RMS or c * mean|x| to the nearest power of two in log2 (the spec's default)
             assert q.scale_rounding is None or q.scale_rounding.value == "nearest"
-            s = 2.0 ** np.round(np.log2(stat * c_rms))
+            with np.errstate(divide="ignore"):
+                s = 2.0 ** np.round(np.log2(stat * c))
     else:
-        s = store_scale(stat / absmax_divisor(q, levels) if rule == "absmax" else stat * c_rms, fmt)
+        s = store_scale(stat / absmax_divisor(q, levels) if rule == "absmax" else stat * c, fmt)
     with np.errstate(invalid="ignore", divide="ignore"):  # a group pruned whole has no scale
         out = round_to(xg / s, levels) * s
     return np.where(mg, out, 0.0).reshape(x.shape)
@@ -295,6 +303,8 @@ def compress(x: np.ndarray, fmt) -> np.ndarray:
             c = None
             if st.scale.value == "rms":
                 c = st.scale_constant or optimal_constant(tuple(element_levels(st)))
+            elif st.scale.value == "absmean":
+                c = st.scale_constant or 1.0
             if st.scale_stats.value == "all" and pre is not None:
                 # statistics over every entry before pruning, values quantized where kept
                 full = quantize(pre, np.ones_like(mask), st, c)
@@ -330,6 +340,9 @@ def exact_gmse(fmt, row_length: int) -> float | None:
         lv = element_levels(st)
         c = st.scale_constant or optimal_constant(tuple(lv))
         return grid_gmse(lv, c)
+    if (st.kind == "quantize" and st.scale.value == "absmean" and st.group in ("row", "tensor")
+            and st.scale_format.value == "fp32"):  # mean |x| of an infinite row: sqrt(2 / pi)
+        return grid_gmse(element_levels(st), (st.scale_constant or 1.0) * math.sqrt(2 / math.pi))
     if st.kind == "quantize" and st.scale.value == "none" and st.mantissa_bits != 23:
         return grid_gmse(element_levels(st), 1.0)
     return None
@@ -354,52 +367,3 @@ def reference_gmse(fmt, bank: np.ndarray) -> tuple[float, float, str]:
     if exact is not None:
         return exact, 0.0, "exact"
     return (*mc_gmse(fmt, bank), "monte-carlo")
-
-
-# -- bits per parameter (README's storage rules) ---------------------------------------------------
-
-
-def element_bits(q) -> float:
-    g = q.grid.value
-    if g == "fp":
-        return 1 + q.exponent_bits + q.mantissa_bits
-    if g == "lut":
-        return math.log2(len(q.values))
-    return float(q.bits)
-
-
-SCALE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "e8m0": 8, "e4m3": 8, "int8": 8,
-              "dq8": 8 + 32 / 256}
-
-
-def entropy(p: float) -> float:
-    return 0.0 if p <= 0 or p >= 1 else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
-
-
-def reference_bits(fmt, row_length: int) -> float:
-    density, mask_bits, elem, scale = 1.0, 0.0, None, 0.0
-    for st in fmt.stages:
-        if st.kind == "sparsify":
-            if st.pattern.value == "n:m":
-                density = st.n / st.m
-                mask_bits = math.log2(math.comb(st.m, st.n)) / (st.m * (st.block or 1))
-            elif st.granularity == "tensor":  # one count over the whole tensor: the nominal density
-                density = 1 - st.sparsity
-                mask_bits = entropy(density) / (st.block or 1)
-            elif st.pattern.value == "block":  # README: round-half-up(P x blocks) blocks zeroed per row
-                blocks = row_length // st.block
-                density = (blocks - math.floor(st.sparsity * blocks + 0.5)) / blocks
-                mask_bits = entropy(density) / st.block
-            else:  # README: round-half-up((1 - P) L) entries kept per row
-                density = math.floor((1 - st.sparsity) * row_length + 0.5) / row_length
-                mask_bits = entropy(density)
-        elif st.kind == "quantize":
-            elem = element_bits(st)
-            g = {"row": row_length, "tensor": math.inf}.get(st.group, st.group)
-            per_group = 0.0 if st.scale.value == "none" else SCALE_BITS[st.scale_format.value]
-            if st.int_style is not None and st.int_style.value == "asymmetric":
-                per_group += st.bits  # an integer zero point on the code range
-            scale = per_group / g
-    if elem is None:
-        elem = 16  # kept values of a sparsity-only format count as bf16
-    return elem * density + scale + mask_bits

@@ -22,6 +22,7 @@ import math
 import random
 from functools import cache
 
+import bits_reference
 import gmse_reference as ref
 import ml_dtypes
 import numpy as np
@@ -93,6 +94,27 @@ def generated_formats(seed: int, count: int) -> list[tuple[str, int]]:
 
 
 GENERATED = generated_formats(SEED, 48)
+
+
+def generated_absmean(seed: int, count: int) -> list[tuple[str, int]]:
+    """absmean (BitNet b1.58's mean |x| scale) where it is legal: centred grids, raw-scale e8m0
+    roundings (nearest, rceil); exact where the statistic is a row's or the tensor's."""
+    r = random.Random(seed)
+    out = []
+    for _ in range(count):
+        row = r.choice([1024, 2048, 4096, 8192])
+        base = r.choice(["lut[-1,0,1]", "sint4", "fint3", "int2", "e2m1", "e4m3", "lm3", "nf4"])
+        mods = [base, r.choice(_GROUPS), r.choice(["absmean", "absmean0.7", "absmean1.8"])]
+        mods += r.choice([[], ["sbf16"], ["sfp16"], ["se4m3"], ["se8m0"], ["se8m0", "rceil"]])
+        name = "-".join(mods)
+        if (pre := r.choice([None, None, "sparse50", "2:4", "block4-25"])) is not None:
+            name = f"{pre}+{name}" + r.choice(["", "-allstats"])
+        out.append((name, row))
+    return out
+
+
+GENERATED_ABSMEAN = generated_absmean(SEED + 1, 10) + [("lut[-1,0,1]-row-absmean", 4096),
+                                                       ("sint3-tensor-absmean1.5", 8192)]
 
 # -- both sides, computed once ------------------------------------------------------------------
 
@@ -202,6 +224,13 @@ def test_generated_gmse_matches_the_reference(name, row_length):
     _check(name, row_length, group)
 
 
+@pytest.mark.parametrize(("name", "row_length"), GENERATED_ABSMEAN, ids=[f"{n}@{L}" for n, L in GENERATED_ABSMEAN])
+def test_generated_absmean_gmse_and_bits_match_the_reference(name, row_length):
+    _check(name, row_length, tuple(n for n, L in GENERATED_ABSMEAN if L == row_length))
+    assert resolve_format(name).bits_per_param(row_length) == pytest.approx(
+        bits_reference.reference_bits(resolve_format(name), row_length), abs=1e-9)
+
+
 def test_generated_formats_cover_every_family():
     names = " ".join(n for n, _ in GENERATED)
     for piece in ["int", "sint", "aint", "fint", "e2m1", "lm", "lut[", "nf4", "se8m0", "se4m3",
@@ -258,7 +287,7 @@ def test_catalog_bits_match_the_readme_rules(name):
     fmt = resolve_format(name)
     for row_length in (4096, 1024):
         assert fmt.bits_per_param(row_length) == pytest.approx(
-            ref.reference_bits(fmt, row_length), abs=1e-9
+            bits_reference.reference_bits(fmt, row_length), abs=1e-9
         )
 
 
@@ -266,7 +295,7 @@ def test_generated_bits_match_the_readme_rules():
     for name, row_length in GENERATED:
         fmt = resolve_format(name)
         assert fmt.bits_per_param(row_length) == pytest.approx(
-            ref.reference_bits(fmt, row_length), abs=1e-9
+            bits_reference.reference_bits(fmt, row_length), abs=1e-9
         ), name
 
 
@@ -285,13 +314,13 @@ def test_cli_formats_and_gmse_json(run_cli):
     assert listing.code == 0, listing.stderr
     rows = {r["name"]: r["bits_per_param"] for r in json.loads(listing.stdout)["results"]}
     for name in CATALOG:
-        assert rows[name] == pytest.approx(ref.reference_bits(resolve_format(name), 4096), abs=1e-9)
+        assert rows[name] == pytest.approx(bits_reference.reference_bits(resolve_format(name), 4096), abs=1e-9)
     picks = ["nvfp4", "sint4-g32-absmax-sbf16", "2:4x2+e4m3-g16-absmax-se8m0-rceil"]
     out = run_cli("gmse", *picks, "--json", "--row-length", "2048", "--rel-err", "3e-3")
     assert out.code == 0, out.stderr
     for item in json.loads(out.stdout)["results"]:
         fmt = resolve_format(item["name"])
-        assert item["bits_per_param"] == pytest.approx(ref.reference_bits(fmt, 2048), abs=1e-9)
+        assert item["bits_per_param"] == pytest.approx(bits_reference.reference_bits(fmt, 2048), abs=1e-9)
         mine = reference(item["name"], 2048)
         z = (mine[0] - item["gmse"]) / math.hypot(mine[1], item["gmse_std_err"])
         assert abs(z) <= 4, (item["name"], mine, item["gmse"])
