@@ -107,14 +107,33 @@ def test_groups_of_two_closed_form(base, bits):
     assert abs(est.gmse - _g2_closed_form(base, bits)) <= 4 * est.std_err
 
 
+@pytest.mark.parametrize(("name", "want"), [
+    # one entry per group: x / s = +-1 / C, rounded and clipped to the grid; the error is
+    # |x| |1 - C k| for the level k reached, so GMSE = mean over signs of (1 - C k)^2
+    ("sint4-g1-absmean0.3", (1 - 0.3 * 3) ** 2),  # 1 / C = 3.33 -> 3
+    ("sint2-g1-absmean0.3", (1 - 0.3 * 1) ** 2),  # clipped at q = 1
+    ("fint2-g1-absmean0.3", ((1 - 0.3) ** 2 + (1 - 0.6) ** 2) / 2),  # top +1, bottom -2
+    ("sint3-g1-absmean2.5", 1.0),  # 1 / C = 0.4 -> 0: everything rounds to zero
+    ("lut[-1,0,1]-g1-absmean", 0.0),  # BitNet b1.58: each entry is its own mean magnitude
+])
+def test_absmean_groups_of_one_closed_forms(name, want):
+    est = SampleBank(seed=3, row_length=64).estimate(resolve_format(name), rel_err=1e-3)
+    assert _sound(est)
+    # (fint2's two signs err differently: the draw of signs is sampling error)
+    assert abs(est.gmse - want) <= 4 * est.std_err + 1e-6 * want + 1e-12, (est.gmse, est.std_err)
+
+
 def _generated(count: int, seed: int) -> list[str]:
-    """Valid int formats whose scales follow their groups' extremes, drawn at random."""
+    """Valid int formats whose scales follow their groups' extremes, drawn at random; with
+    absmean scales (no quantizer controls) behind a pruning, whose control remains."""
     rng = np.random.default_rng(seed)
     out: list[str] = []
     while len(out) < count:
         base = str(rng.choice(["sint", "aint", "fint", "int"]))
         rule = "mse" if base == "int" or rng.random() < 0.2 else "absmax"
         prefix = str(rng.choice(["", "", "", "sparse30+", "2:4+", "2:4x2+"]))  # a rotation first: no controls
+        if prefix and base != "aint" and rng.random() < 0.25:  # absmean: centred grids only
+            rule = f"absmean{rng.choice(['', '0.5', '1.7'])}"
         name = (f"{prefix}{base}{rng.choice([2, 3, 4, 8])}-{rng.choice(['g1', 'g2', 'g8', 'g16', 'g32', 'g64', 'row'])}"
                 f"-{rule}{rng.choice(['', '', '-sfp16', '-sbf16', '-se8m0'])}" + ("-allstats" if prefix == "2:4x2+" else ""))
         if name not in out:

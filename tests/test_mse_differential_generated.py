@@ -47,13 +47,15 @@ def test_sampled_rows_use_the_tensors_second_level_scale(tmp_path, monkeypatch):
     rows = np.arange(10, 30)
     monkeypatch.setattr(measure_module, "sample_rows", lambda info, *a, **k: RowSample(rows, None, info.rows))
     layers = select_layers(open_checkpoint(path))
-    text = "e2m1-g16-se4m3"  # RMS group scales (the fp default rule), e4m3 under an fp32 scale
-    (tally,) = measure_layers(layers, [resolve_format(text)], sample=0.05)
-    err, norm = _reference_row_errors(text, x)
-    expected = err[rows].sum() / norm[rows].sum()
-    ((_, measured, mse, *_),) = tally.layers
-    assert measured == len(rows)
-    assert mse == pytest.approx(expected, rel=1e-6)
+    # RMS group scales (the fp default rule), e4m3 under an fp32 scale; and mean |w| group
+    # scales (absmean), whose largest is row 7's too
+    for text in ("e2m1-g16-se4m3", "sint3-g16-absmean1.5-se4m3"):
+        (tally,) = measure_layers(layers, [resolve_format(text)], sample=0.05)
+        err, norm = _reference_row_errors(text, x)
+        expected = err[rows].sum() / norm[rows].sum()
+        ((_, measured, mse, *_),) = tally.layers
+        assert measured == len(rows)
+        assert mse == pytest.approx(expected, rel=1e-6), text
 
 
 def test_mse_json_matches_the_reference_per_layer_and_overall(tmp_path, run_cli):
@@ -73,7 +75,7 @@ def test_mse_json_matches_the_reference_per_layer_and_overall(tmp_path, run_cli)
     }
     path = tmp_path / "m.safetensors"
     safetensors_numpy.save_file(tensors, str(path))
-    formats = ["int4", "nvfp4", "sint4-g64"]
+    formats = ["int4", "nvfp4", "sint4-g64", "lut[-1,0,1]-tensor-absmean"]
     result = run_cli("mse", str(path), *[a for f in formats for a in ("-f", f)], "--json")
     assert result.code == 0, result.stderr
     results = json.loads(result.stdout)["results"]
@@ -103,7 +105,8 @@ def test_sampled_rows_of_a_tensor_wide_format_keep_the_tensors_statistic(tmp_pat
     rows.sort()
     monkeypatch.setattr(measure_module, "sample_rows", lambda info, *a, **k: RowSample(rows, None, info.rows))
     layers = select_layers(open_checkpoint(path))
-    for text in ("int4-tensor", "e2m1-tensor", "sparse-50+int4-tensor"):
+    for text in ("int4-tensor", "e2m1-tensor", "sparse-50+int4-tensor", "lut[-1,0,1]-tensor-absmean",
+                 "sparse-50+e2m1-tensor-absmean0.7-se8m0-rceil-allstats"):
         (tally,) = measure_layers(layers, [resolve_format(text)], sample=0.1)
         err, norm = _reference_row_errors(text, x)
         ((_, _, mse, *_),) = tally.layers

@@ -27,9 +27,13 @@ GENERATED = [
     "2:4x2+int10-rms1.5-sfp16-allstats", "sparse-50+nf4-g16-rms1.5-sbf16-inf-keptstats",
     "sparse30+e3m0-sbf16-allstats", "4:8+sint5-g8-rms-se4m3-keptstats", "1:2+e3m3-tensor-absmax",
     "2:4+fint5-row-absmax", "1:4+fp16", "vq4-b2-g8", "vq2-b4-sbf16", "vq1-b3", "2:4+vq2-b2",
+    # absmean (BitNet b1.58's rule), drawn where it is legal: centred grids, raw-scale e8m0 roundings
+    "lut[-1,0,1]-tensor-absmean", "sint4-g32-absmean", "e2m1-g16-absmean1.5-se8m0-rceil",
+    "sparse-50+int3-row-absmean0.8-sbf16-allstats", "2:4+nf4-g8-absmean2.5-se4m3-keptstats",
+    "fint2-g8-absmean-sint8", "lm3-g16-absmean1.2-se8m0", "sparse30+e3m2-tensor-absmean-sfp16",
 ]
 ROTATED = ["had16+lut[-1.5,-0.5,0.5,1.5]-g16-rms-bnb", "had16+fp16", "had32+sint4-g32-se8m0",
-           "had32+2:4+lm2", "had16+vq2-b2"]
+           "had32+2:4+lm2", "had16+vq2-b2", "had32+sint3-g32-absmean1.4"]
 
 
 def _data(rows: int, cols: int, seed: int) -> np.ndarray:
