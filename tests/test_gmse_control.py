@@ -231,12 +231,11 @@ def test_pruned_energy_rows_and_exact_mean(name, length):
     """The dropped-energy statistic equals the energy sorting finds outside the kept units, and
     its mean over 16,384 rows matches the exact expectation (nm_gmse with the row as the group
     for row-wise magnitude pruning: not the infinite-row limit)."""
-    from gmse_cli.gmse.control import pruned_units
 
     (control,) = [c for c in controls_for(resolve_format(name), length) if c.kind == "pruned2"]
     x = np.random.default_rng(31).standard_normal((16384, length)).astype(np.float32)
     stat = control_rows(x, (control,))[:, 0]
-    np.testing.assert_allclose(stat, _dropped_energy_by_sorting(x, *pruned_units(control.pruning, length)),
+    np.testing.assert_allclose(stat, _dropped_energy_by_sorting(x, *control.pruning.kept_units(length)),
                                rtol=1e-9)
     se = stat.std(ddof=1) / math.sqrt(len(stat))
     assert abs(stat.mean() - expected_per_row(control, length)) < 4 * se

@@ -33,7 +33,7 @@ from scipy import integrate, special, stats
 from gmse_cli.compress.sparsity_gmse import nm_gmse
 from gmse_cli.gmse import SampleBank
 from gmse_cli.gmse.bank import _ratio_estimate
-from gmse_cli.gmse.control import controls_for, expected_per_row, pruned_units
+from gmse_cli.gmse.control import controls_for, expected_per_row
 from gmse_cli.spec import resolve_format
 
 
@@ -180,7 +180,7 @@ def _control_mean(control, row_length: int) -> float:
     (checked against closed forms in test_gmse_control.py)."""
     if control.pruning is None:
         return expected_per_row(control, row_length)
-    keep, units, unit = pruned_units(control.pruning, row_length)
+    keep, units, unit = control.pruning.kept_units(row_length)
     return row_length * _dropped_per_entry(keep, units, unit)
 
 

@@ -89,15 +89,9 @@ def _pruning_controls(fmt: Format, row_length: int) -> tuple[Control, ...]:
         return ()
     if any(isinstance(s, Rotate) for s in fmt.stages[: fmt.stages.index(stage)]):
         return ()
-    keep, units, unit = pruned_units(stage, row_length)
+    keep, units, unit = stage.kept_units(row_length)  # as the bit accounting counts them
     # Keeping none drops the whole row: the statistic is the row norm (and nm_gmse needs keep >= 1).
     return () if keep in (0, units) else (Control(units * unit, "pruned2", pruning=stage),)
-
-
-def pruned_units(stage: Sparsify, row_length: int) -> tuple[int, int, int]:
-    """(units kept, units, entries per unit) of each group ``stage`` prunes independently
-    (:meth:`Sparsify.kept_units`, which the bit accounting counts with too)."""
-    return stage.kept_units(row_length)
 
 
 def _quantizer_controls(fmt: Format, row_length: int) -> tuple[Control, ...]:
@@ -179,7 +173,7 @@ def control_rows(x: np.ndarray, controls: tuple[Control, ...]) -> np.ndarray:
 def expected_per_row(control: Control, row_length: int) -> float:
     """E[the control's row statistic] for i.i.d. N(0, 1) rows of ``row_length`` entries."""
     if control.pruning is not None:
-        return row_length * _pruned_energy(*pruned_units(control.pruning, row_length))
+        return row_length * _pruned_energy(*control.pruning.kept_units(row_length))
     return (row_length // control.group) * _expected_per_group(control.group, control.kind, control.top)
 
 
