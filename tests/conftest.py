@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,46 @@ def _private_gmse_cache(tmp_path_factory):
         patch.setattr(cache, "gmse_cache_dir", lambda: folder)
         patch.setattr(memo, "memo_dir", lambda namespace: _made(remembered / namespace))
         yield folder
+
+
+def computed_once(tmp_path_factory, name: str, make: Callable[[], object]) -> object:
+    """``make()``, computed once per test run and shared by pytest-xdist's workers through a
+    pickle in the run's common temporary folder: a slow result several modules read (a QuEST
+    fit takes 20 s) is not recomputed in each. Each call returns its own unpickled copy, so a
+    test that changes it changes no other test's."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder the workers' own basetemps live in
+    path = root / f"{name}.pickle"
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): each worker computes its own
+        return make()
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for the first's result
+        if not path.is_file():
+            staged = path.with_suffix(f".{os.getpid()}.tmp")
+            staged.write_bytes(pickle.dumps(make()))
+            os.replace(staged, path)
+        return pickle.loads(path.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def quest_unified_fit(shared_data, tmp_path_factory):
+    """The unified law fitted to QuEST's runs with the shipped base law, held-out refits and 12
+    bootstrap refits: what ``uscl fit ../shared/data/quest_runs.json --model unified
+    --bootstrap 12`` computes."""
+
+    def make():
+        from gmse_cli.fit import fit
+        from gmse_cli.law import load_law
+        from gmse_cli.runs import load_runs
+
+        runs = load_runs([shared_data / "quest_runs.json"])
+        return fit(runs, model="unified", bootstrap=12, seed=0, base_law=load_law(None),
+                   data_files=["quest_runs.json"])
+
+    return computed_once(tmp_path_factory, "quest-unified-fit", make)
 
 
 @pytest.fixture(scope="module")

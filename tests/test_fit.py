@@ -184,7 +184,7 @@ def quest(shared_data):
 
 @pytest.fixture(scope="module")
 def decoupled(quest):
-    return F.fit(quest, model="decoupled", bootstrap=40, seed=0)
+    return F.fit(quest, model="decoupled", bootstrap=40, seed=0, profile=False)  # no profile test here
 
 
 def _rho(res):
@@ -245,8 +245,8 @@ def test_simple_rank1_grid():
 
 
 @pytest.fixture(scope="module")
-def unified(quest):
-    return F.fit(quest, model="unified", base_law=load_law(), seed=0)
+def unified(quest_unified_fit):
+    return quest_unified_fit
 
 
 def test_unified_close_to_decoupled_and_loso_for_every_scheme(unified, decoupled):
@@ -266,7 +266,7 @@ def test_unified_quantization_curve_agrees_with_the_paper(unified):
 
 def test_capacity_model_fits_curves_through_decoupled_points(quest):
     runs = [r for r in quest if "had128" in r.scheme or r.scheme == "bf16"]
-    res = F.fit(runs, model="capacity", base_law=load_law(), bootstrap=10, seed=0)
+    res = F.fit(runs, model="capacity", base_law=load_law(), bootstrap=10, seed=0, loso=False, profile=False)
     curve = res.families["quantization"]
     assert not curve.held and res.families["sparsity"].held
     for cap in res.capacities:

@@ -151,9 +151,9 @@ def test_mse_and_search_say_when_the_law_records_no_stage_gmses(run_cli, tmp_pat
         rows = json.loads(run_cli("mse", str(weights), "-f", "int4", "--law", law, "--json").stdout)["results"]
         assert [r["fitted_gmse_recorded"] for r in rows] == [recorded]
 
-    found = json.loads(run_cli("search", "--bits", "2", "--law", str(hand_law), "--json").stdout)
+    found = json.loads(run_cli("search", "--bits", "1.5", "--law", str(hand_law), "--json").stdout)
     assert {p["fitted_gmse_recorded"] for p in found["results"]} == {False}
-    assert "records no fitted stage GMSEs" in run_cli("search", "--bits", "2", "--law", str(hand_law)).stdout
+    assert "records no fitted stage GMSEs" in run_cli("search", "--bits", "1.5", "--law", str(hand_law)).stdout
     assert json.loads(run_cli("predict", "int4", "--law", str(hand_law), "--json").stdout
                       )["results"][0]["fitted_gmse_recorded"] is False
 

@@ -10,15 +10,10 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def fitted(shared_data):
-    from gmse_cli.fit import fit
+def fitted(quest_unified_fit):
     from gmse_cli.law import load_law
-    from gmse_cli.runs import load_runs
 
-    base = load_law(None)
-    runs = load_runs([shared_data / "quest_runs.json"])
-    result = fit(runs, model="unified", bootstrap=12, seed=0, base_law=base)
-    return result, base
+    return quest_unified_fit, load_law(None)
 
 
 def _fitted_column(name: str, result) -> str:
@@ -116,7 +111,7 @@ def test_fit_out_writes_draws_and_every_family(run_cli, shared_data, tmp_path):
 
     out = tmp_path / "my-law.toml"
     res = run_cli("fit", str(shared_data / "quest_runs.json"), "--model", "unified", "--bootstrap", "6",
-                  "--out", str(out), "--csv")
+                  "--no-heldout", "--out", str(out), "--csv")
     assert res.code == 0, res.stderr
     assert res.stdout.splitlines()[0].startswith("constant,value,sigma,value_low,value_high")
     law = load_law(out)

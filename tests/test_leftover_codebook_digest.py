@@ -35,14 +35,25 @@ def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def trained():
+@pytest.fixture(scope="module")
+def trained_once():
+    """The codebook trained once for the module (5 s), with its files' bytes as written."""
     vq.clear_caches()
     for path in _files():
         path.unlink(missing_ok=True)
     first = vq.codebook(STAGE).copy()
     vq.clear_caches()
-    return first
+    return first, [path.read_bytes() for path in _files()]
+
+
+@pytest.fixture
+def trained(trained_once):
+    """Each test starts from the files training wrote, and no codebook in memory."""
+    first, written = trained_once
+    for path, data in zip(_files(), written, strict=True):
+        path.write_bytes(data)
+    vq.clear_caches()
+    return first.copy()
 
 
 def test_a_stored_codebook_records_the_digest_of_its_bytes(trained):

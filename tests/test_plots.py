@@ -242,15 +242,13 @@ def test_same_constants_share_one_curve():
 
 
 @pytest.fixture(scope="module")
-def quest_fits(shared_data):
+def quest_fits(shared_data, quest_unified_fit):
     from gmse_cli.fit import fit, with_stage_gmse
-    from gmse_cli.law import load_law
     from gmse_cli.runs import load_runs
 
     runs = load_runs([shared_data / "quest_runs.json"])
     decoupled = fit(runs, model="decoupled", sensitivity=False, bootstrap=4, data_files=["quest_runs.json"])
-    unified = fit(runs, model="unified", base_law=load_law(None), data_files=["quest_runs.json"])
-    return unified, decoupled, with_stage_gmse(decoupled.capacities)
+    return quest_unified_fit, decoupled, with_stage_gmse(decoupled.capacities)
 
 
 def test_fit_unified(quest_fits):

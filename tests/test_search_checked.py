@@ -174,10 +174,10 @@ def test_a_law_without_sparsity_searches_the_formats_it_can_rank(run_cli, tmp_pa
 
     law = tmp_path / "quant-only.toml"
     law.write_text(_without_family((files("gmse_cli") / "laws" / "quest-c4.toml").read_text(), "sparsity"))
-    res = run_cli("search", "--bits", "2.5", "--law", str(law), "--json")
+    res = run_cli("search", "--bits", "1.5", "--law", str(law), "--json")
     assert res.code == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["left_out_by_law"] > 0 and "left out (a family law" in res.stderr
     assert data["results"] and all(s["family"] != "sparsity" for point in data["results"] for s in point["stages"])
-    full = json.loads(run_cli("search", "--bits", "2.5", "--json").stdout)
+    full = json.loads(run_cli("search", "--bits", "1.5", "--json").stdout)
     assert full["left_out_by_law"] == 0 and full["candidates"] == data["candidates"]
