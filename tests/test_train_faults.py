@@ -25,7 +25,6 @@ from gmse_cli.training.launch import run_local  # noqa: E402
 from gmse_cli.training.results import load_records  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
 def text(tmp_path_factory, shared_data) -> Path:
     """200K characters of the offline corpus as plain text."""
