@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import conftest
+import pytest
 
 SCRIPT = r"""
 import sys
@@ -38,14 +39,22 @@ def _compiled(numba_cache, *formats: str) -> list[str]:
     return res.stdout.split()
 
 
-def test_a_format_compiles_its_own_grid_only_and_no_search_it_does_not_use(tmp_path):
-    names = _compiled(tmp_path, "sint4-g64")  # signed int grid, absmax rule, fp16 scales
+@pytest.fixture(scope="module")
+def sint4_cache(tmp_path_factory):
+    """A fresh numba cache and what a first process compiled into it for sint4-g64 alone."""
+    cache = tmp_path_factory.mktemp("numba")
+    return cache, _compiled(cache, "sint4-g64")
+
+
+def test_a_format_compiles_its_own_grid_only_and_no_search_it_does_not_use(sint4_cache):
+    _, names = sint4_cache  # signed int grid, absmax rule, fp16 scales
     assert names, "a fresh cache compiles"
     assert not [n for n in names if "mse_ratio" in n], names  # absmax: no mse search compiled
     assert "k_write_row" not in names, names  # the every-grid row writer is not compiled
 
 
-def test_a_second_process_compiles_nothing(tmp_path):
+def test_a_second_process_compiles_nothing(sint4_cache):
+    cache, _ = sint4_cache  # sint4-g64's kernels are there; the other two formats' are not
     formats = ("sint4-g64", "sint4-tensor-mse", "e3m2-g32-se4m3")
-    assert _compiled(tmp_path, *formats)
-    assert _compiled(tmp_path, *formats) == []
+    assert _compiled(cache, *formats)
+    assert _compiled(cache, *formats) == []

@@ -8,6 +8,7 @@ with ``os.utime`` instead of waiting.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -88,12 +89,27 @@ def test_the_cache_sweep_spares_young_temporaries_and_other_names(tmp_path):
 
 
 torch_needed = pytest.mark.skipif(
-    subprocess.run([sys.executable, "-c", "import torch, safetensors"], capture_output=True).returncode != 0,
+    not all(importlib.util.find_spec(name) for name in ("torch", "safetensors")),
     reason="torch and safetensors are the training extra's",
 )
 
+
+def write_checkpoint(run_dir: Path, step: int) -> None:
+    """One AdamW step on a 4 x 4 linear layer, saved as the checkpoint of ``step``."""
+    import torch
+
+    from gmse_cli.training.checkpoint import TrainState, save_checkpoint
+
+    model = torch.nn.Linear(4, 4)
+    optim = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 4)).sum().backward()
+    optim.step()
+    save_checkpoint(run_dir, model_state=model.state_dict(), optim_state=optim.state_dict(),
+                    state=TrainState(run_key="k", step=step))
+
+
 _KILLED_IN_CHECKPOINT = """
-import os, sys, torch
+import os, sys
 import safetensors.torch as st
 from pathlib import Path
 real = st.save_file
@@ -101,20 +117,16 @@ def dying(tensors, path, **kw):  # one file written, then killed
     real(tensors, path, **kw)
     os._exit(137)
 st.save_file = dying
-from gmse_cli.training.checkpoint import TrainState, save_checkpoint
-model = torch.nn.Linear(4, 4)
-optim = torch.optim.AdamW(model.parameters())
-model(torch.ones(1, 4)).sum().backward(); optim.step()
-save_checkpoint(Path(sys.argv[1]), model_state=model.state_dict(), optim_state=optim.state_dict(),
-                state=TrainState(run_key="k", step=int(sys.argv[2])))
+sys.path.insert(0, sys.argv[3])
+from test_crash_leftovers import write_checkpoint
+write_checkpoint(Path(sys.argv[1]), int(sys.argv[2]))
 """
 
 
-def _checkpoint(run_dir: Path, step: int, *, killed: bool) -> subprocess.CompletedProcess:
-    code = _KILLED_IN_CHECKPOINT if killed else _KILLED_IN_CHECKPOINT.replace("st.save_file = dying", "")
+def _killed_in_checkpoint(run_dir: Path, step: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-c", code, str(run_dir), str(step)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", _KILLED_IN_CHECKPOINT, str(run_dir), str(step), str(REPO / "tests")],
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 @torch_needed
@@ -122,8 +134,9 @@ def test_a_checkpoint_staging_folder_left_by_a_kill_goes_once_stale(tmp_path):
     from gmse_cli.training.checkpoint import latest_checkpoint
 
     run_dir = tmp_path / "run"
-    assert _checkpoint(run_dir, 10, killed=False).returncode == 0
-    assert _checkpoint(run_dir, 20, killed=True).returncode == 137
+    write_checkpoint(run_dir, 10)
+    killed = _killed_in_checkpoint(run_dir, 20)
+    assert killed.returncode == 137, killed.stderr[-2000:]
     staged = [p for p in run_dir.iterdir() if p.name.startswith(".step-000000020.")]
     assert len(staged) == 1 and (staged[0] / "model.safetensors").is_file()  # a whole model's bytes
     assert latest_checkpoint(run_dir) == run_dir / "step-000000010"  # never the torn one
@@ -131,8 +144,7 @@ def test_a_checkpoint_staging_folder_left_by_a_kill_goes_once_stale(tmp_path):
     young.mkdir()
     (young / "model.safetensors").write_bytes(b"x")
     _age(staged[0])
-    done = _checkpoint(run_dir, 30, killed=False)
-    assert done.returncode == 0, done.stderr
+    write_checkpoint(run_dir, 30)  # the next save, in this process or any other
     assert latest_checkpoint(run_dir) == run_dir / "step-000000030"
     assert not staged[0].exists()  # it stayed until the run's end (or for ever, under --models-dir)
     assert young.is_dir()

@@ -8,6 +8,7 @@ heavy-tailed (Student t, 2 degrees of freedom), outliers, all-zero groups and ex
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import numpy as np
@@ -106,6 +107,7 @@ def test_int_groups_match_compressed_tensors(name, bits, symmetric, kind):
 # -- bitsandbytes: NF4, with and without double quantization -------------------------------------
 
 
+@functools.cache
 def _bnb_cpu() -> str | None:
     if not _have("bitsandbytes"):
         return "bitsandbytes is not installed (pip install 'uscl[peers]')"
@@ -119,7 +121,16 @@ def _bnb_cpu() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_bnb_cpu() is not None, reason=str(_bnb_cpu()))
+@pytest.fixture
+def bnb_cpu() -> None:
+    """Skips, with the reason, where bitsandbytes cannot quantize on this CPU: probed on first use,
+    not at import, since importing bitsandbytes costs seconds of collection in every run."""
+    reason = _bnb_cpu()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.mark.usefixtures("bnb_cpu")
 @pytest.mark.parametrize("kind", KINDS)
 def test_nf4_matches_bitsandbytes(kind):
     import bitsandbytes.functional as F
@@ -129,7 +140,7 @@ def test_nf4_matches_bitsandbytes(kind):
     _same(compress(resolve_format("nf4"), x), F.dequantize_4bit(q, state).numpy())
 
 
-@pytest.mark.skipif(_bnb_cpu() is not None, reason=str(_bnb_cpu()))
+@pytest.mark.usefixtures("bnb_cpu")
 @pytest.mark.parametrize("kind", KINDS)
 def test_nf4_double_quantization_matches_bitsandbytes(kind):
     """The dq8 scales equal bitsandbytes' given its offset (torch's float32 mean, whose last bit

@@ -154,8 +154,12 @@ def test_a_long_command_interrupted_in_a_log_file_ends_with_one_line(tmp_path):
     argv = [sys.executable, "-m", "gmse_cli", "gmse", "int4", "nvfp4", "mxfp4", "int8", "--recompute",
             "--monte-carlo", "--rel-err", "1e-5", "--max-samples", "4000000000"]
     with open(log, "wb") as err:
+        # Ctrl-C's default action in the child even where this process ignores SIGINT (started
+        # with `&` from a script, or under nohup): an ignored SIGINT stays ignored across exec,
+        # and the child then ran on for the whole wait below.
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path,
-                                env=_env(USCL_CACHE_DIR=str(tmp_path / "c")))
+                                env=_env(USCL_CACHE_DIR=str(tmp_path / "c")),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             for _ in range(1200):  # up to 2 min for the first line (kernels may compile first)
                 if "elapsed" in log.read_text():

@@ -12,8 +12,6 @@ import errno
 import json
 import lzma
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,8 +23,6 @@ from gmse_cli.errors import DataError, TrainError  # noqa: E402
 from gmse_cli.training.config import RunConfig  # noqa: E402
 from gmse_cli.training.launch import run_local  # noqa: E402
 from gmse_cli.training.results import load_records  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,35 +65,52 @@ PHASES = {
     "between the append and the clean-up": ("gmse_cli.training.launch", "discard_checkpoints", "before", 1),
 }
 
-_CHILD = """
-import importlib, os, sys, torch
-from pathlib import Path
-torch.set_num_threads(1)
-sys.path.insert(0, {tests!r})
-import test_train_faults as t
-module, name, when, nth = {phase!r}
-target = importlib.import_module(module)
-real = getattr(target, name)
-calls = [0]
-def killed(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == nth and when == "before":
-        os._exit(137)
-    out = real(*args, **kwargs)
-    if calls[0] == nth and when == "after":
-        os._exit(137)
-    return out
-setattr(target, name, killed)
-t._run(t._config(Path({text!r})), Path({folder!r}))
-"""
+def _killed_child(phase: tuple, text: str, folder: str) -> None:
+    """A run in a child process whose patched ``phase`` ends it with ``os._exit``."""
+    import importlib
+
+    torch.set_num_threads(1)
+    err = os.open(os.path.join(folder, "child.err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(err, 2)  # its traceback, if any, for the test's message
+    module, name, when, nth = phase
+    target = importlib.import_module(module)
+    real = getattr(target, name)
+    calls = [0]
+
+    def killed(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == nth and when == "before":
+            os._exit(137)
+        out = real(*args, **kwargs)
+        if calls[0] == nth and when == "after":
+            os._exit(137)
+        return out
+
+    setattr(target, name, killed)
+    _run(_config(Path(text)), Path(folder))
+
+
+@pytest.fixture(scope="module")
+def child_processes():
+    """Children forked from a server process that has only imported torch, transformers and the
+    training code: each starts in a fraction of a second where a fresh interpreter spends about
+    6 s importing, and (unlike a fork of this process) holds no thread pools or caches of the
+    tests' (it ends with this process)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "gmse_cli.training.launch", "gmse_cli.training.loop.run",
+                                "transformers.models.llama.modeling_llama", "torch._dynamo"])
+    yield ctx
 
 
 @pytest.mark.parametrize("phase", list(PHASES))
-def test_a_kill_at_any_phase_loses_no_finished_run(phase, text, reference, tmp_path):
-    script = _CHILD.format(tests=str(REPO / "tests"), phase=PHASES[phase], text=str(text), folder=str(tmp_path))
-    child = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
-    assert child.returncode == 137, child.stderr[-2000:]
+def test_a_kill_at_any_phase_loses_no_finished_run(phase, text, reference, child_processes, tmp_path):
+    child = child_processes.Process(target=_killed_child, args=(PHASES[phase], str(text), str(tmp_path)))
+    child.start()
+    child.join(timeout=600)
+    assert child.exitcode == 137, (tmp_path / "child.err").read_text()[-2000:]
+    (tmp_path / "child.err").unlink()
     _run(_config(text), tmp_path)  # the rerun after the kill
     records = load_records(tmp_path / "runs.jsonl")
     assert len(records) == 1 and records[0].val_loss == reference
