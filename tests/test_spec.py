@@ -228,6 +228,17 @@ def test_bad_toml_is_a_clean_error(tmp_path, body, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["had11008+int4", "[[stages]]\nkind = 'rotate'\nblock = 11008\n"])
+def test_an_error_that_names_its_value_does_not_repeat_it(tmp_path, text):
+    """It said "Hadamard block 11008 is not a power of two (got 11008)"."""
+    if text.startswith("["):
+        (tmp_path / "r.toml").write_text(text)
+        text = str(tmp_path / "r.toml")
+    with pytest.raises(SpecError) as info:
+        resolve_format(text)
+    assert str(info.value).endswith("Hadamard block 11008 is not a power of two")
+
+
 def test_toml_keys_are_case_normalized(tmp_path):
     path = tmp_path / "m.toml"
     path.write_text("[[stages]]\nkind='quantize'\ngrid='FP'\nexponent_bits=2\nmantissa_bits=1\nscale='ABSMAX'\ngroup=32\nscale_format='E8M0'\n")

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gmse_cli.errors import SpecError, is_control
+from gmse_cli.errors import SpecError, got_suffix, is_control
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
@@ -258,6 +258,6 @@ def validation_message(exc: ValidationError) -> str:
     if err.get("type") == "extra_forbidden":
         msg = "unknown key (check its spelling)"
     given = err.get("input")
-    shown = f" (got {given!r})" if isinstance(given, str | int | float) and err.get("type") != "extra_forbidden" else ""
+    shown = got_suffix(msg, given) if isinstance(given, str | int | float) and err.get("type") != "extra_forbidden" else ""
     return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
 

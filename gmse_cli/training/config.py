@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from gmse_cli.errors import DataError, SpecError, TrainError
+from gmse_cli.errors import DataError, SpecError, TrainError, got_suffix
 from gmse_cli.frozen import FrozenInput
 from gmse_cli.inputs import does_not_exist, exists
 from gmse_cli.limits import MAX_SEED
@@ -63,7 +63,7 @@ def config_error(exc: ValidationError, *, source: str) -> TrainError:
         msg = "unknown key (check its spelling)"
         return TrainError(f"{source}: {where}: {msg}")
     given = err.get("input")
-    shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
+    shown = got_suffix(msg, given) if isinstance(given, str | int | float | bool) else ""
     return TrainError(f"{source}: {where}: {msg}{shown}")
 
 
