@@ -7,7 +7,6 @@ stderr and exit code 2; anything else is a bug and exits 1 with a traceback.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
     "visible",
     "is_control",
     "described",
-    "got_suffix",
     "list_of",
     "more_likewise",
     "bad_value",
@@ -36,16 +34,6 @@ __all__ = [
 def described(value: object) -> str:
     """``value`` as an error names an argument of the wrong kind: its type and the start of its text."""
     return f"{type(value).__name__} {str(value)[:60]!r}"
-
-
-def got_suffix(message: str, given: object) -> str:
-    """`` (got VALUE)`` to end an error line about ``given``, or nothing where ``message``
-    already names it ("Hadamard block 11008 is not a power of two" needs no "(got 11008)")."""
-    if isinstance(given, str):
-        named = repr(given) in message or f'"{given}"' in message
-    else:  # a number named as a whole token, not as a digit of "int4"
-        named = re.search(rf"(?<![\w.]){re.escape(str(given))}(?![\w.])", message) is not None
-    return "" if named else f" (got {given!r})"
 
 
 def list_of(items: object, kind: type, error: type[Exception], takes: str) -> list:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gmse_cli.errors import SpecError, got_suffix, is_control
+from gmse_cli.errors import SpecError, UsclError, is_control
 from gmse_cli.spec.stages import VQ, Quantize, Rotate, Sparsify, Stage
 from gmse_cli.spec.vocab import (
     DEFAULT_ROW_LENGTH,
@@ -246,18 +247,28 @@ def validate_format(data: Any, *, source: str) -> Format:
 
 
 def validation_message(exc: ValidationError) -> str:
-    """The first error of ``exc`` as one line: where, what, and the value given."""
+    """The first error of ``exc`` as one line: where, what, and the value given (what every
+    spec and training-config validation error says after its source)."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-"))
     msg = err.get("msg", str(exc))
     ctx_error = (err.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, SpecError):
+    if isinstance(ctx_error, UsclError):
         msg = str(ctx_error)
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if err.get("type") == "extra_forbidden":
         msg = "unknown key (check its spelling)"
     given = err.get("input")
-    shown = got_suffix(msg, given) if isinstance(given, str | int | float) and err.get("type") != "extra_forbidden" else ""
+    shown = _got_suffix(msg, given) if isinstance(given, str | int | float) and err.get("type") != "extra_forbidden" else ""
     return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
 
+
+def _got_suffix(message: str, given: object) -> str:
+    """`` (got VALUE)`` to end an error line about ``given``, or nothing where ``message``
+    already names it ("Hadamard block 11008 is not a power of two" needs no "(got 11008)")."""
+    if isinstance(given, str):
+        named = repr(given) in message or f'"{given}"' in message
+    else:  # a number named as a whole token, not as a digit of "int4"
+        named = re.search(rf"(?<![\w.]){re.escape(str(given))}(?![\w.])", message) is not None
+    return "" if named else f" (got {given!r})"

@@ -15,11 +15,12 @@ from typing import Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from gmse_cli.errors import DataError, SpecError, TrainError, got_suffix
+from gmse_cli.errors import DataError, SpecError, TrainError
 from gmse_cli.frozen import FrozenInput
 from gmse_cli.inputs import does_not_exist, exists
 from gmse_cli.limits import MAX_SEED
 from gmse_cli.spec import Format, resolve_format
+from gmse_cli.spec.format import validation_message
 
 # A run's plan lives in gmse_cli.training.plan; its names are here too, where callers have always
 # found them.
@@ -53,18 +54,7 @@ C4_SOURCE = "c4"
 
 def config_error(exc: ValidationError, *, source: str) -> TrainError:
     """One line naming the field, the bad value and what is allowed."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    msg = err.get("msg", str(exc)).removeprefix("Value error, ")
-    ctx_error = (err.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, SpecError | TrainError):
-        msg = str(ctx_error)
-    if err.get("type") == "extra_forbidden":
-        msg = "unknown key (check its spelling)"
-        return TrainError(f"{source}: {where}: {msg}")
-    given = err.get("input")
-    shown = got_suffix(msg, given) if isinstance(given, str | int | float | bool) else ""
-    return TrainError(f"{source}: {where}: {msg}{shown}")
+    return TrainError(f"{source}: {validation_message(exc)}")
 
 
 def is_identity_format(fmt: Format) -> bool:
