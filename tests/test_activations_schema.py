@@ -38,6 +38,7 @@ _BREAKS = {
     "a layer's zero_rows missing": lambda d: d["layers"][0].pop("zero_rows"),
     "a scheme's rho a string": lambda d: d["schemes"][0].update(rho="0.5"),
     "a weight format's mse missing": lambda d: d["weights"][0].pop("mse"),
+    "a stage's tensor unknown": lambda d: d["results"][0]["stages"][0].update(tensor="inputs"),
 }
 
 
@@ -53,6 +54,11 @@ def test_activation_output_validates_and_broken_keys_do_not(run_cli, validator, 
     # 130 tokens in windows of 64 (62 text tokens between [CLS] and [SEP]): two windows.
     assert (report["tokens"], report["windows"], report["context"]) == (128, 2, 64)
     assert len(report["layers"]) == 3 and len(report["schemes"]) == 2  # plain with plain, rotated with rotated
+    # Each format's stages say which tensor they compress, as predict's do.
+    assert [[(s["tensor"], s["name"]) for s in f["stages"]] for f in report["results"]] == [
+        [("activations", "int4[quantize]")], [("activations", "had128+int4[quantize]")]]
+    assert [[(s["tensor"], s["name"]) for s in f["stages"]] for f in report["weights"]] == [
+        [("weights", "int4[quantize]")], [("weights", "had128+int4[quantize]")]]
     passed = []
     for what, change in _BREAKS.items():
         broken = copy.deepcopy(report)

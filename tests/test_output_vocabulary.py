@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -78,3 +79,29 @@ def test_fit_residuals_say_params_tokens_and_predicted_loss_as_rank_and_train_do
         assert r["predicted_loss"] == r["predicted"]
         assert r["residual"] == pytest.approx(0.0, abs=1e-5) and r["predicted_loss"] == pytest.approx(run["loss"], rel=1e-5)
         assert RunResidual.model_validate(r).model_dump(mode="json") == r  # its own JSON reads back
+
+
+def test_mse_names_each_stage_as_predict_does(run_cli, tmp_path):
+    """`uscl mse --json` stages were bare (family, mse, gmse); a program joining them to predict's
+    could not tell which stage was which. Now each has predict's tensor, family and name."""
+    from safetensors.numpy import save_file
+
+    from gmse_cli.schema import output_schema
+
+    rng = np.random.default_rng(0)
+    model = tmp_path / "model.safetensors"
+    save_file({"layers.0.mlp.up_proj.weight": rng.standard_normal((8, 256)).astype(np.float32)}, str(model))
+    res = run_cli("mse", str(model), "-f", "2:4+int4", "-f", "int3", "--hadamard", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    errors = [f"{list(e.path)}: {e.message[:200]}" for e in jsonschema.Draft202012Validator(output_schema()).iter_errors(data)]
+    assert not errors, errors
+    for item in data["results"]:
+        pred = run_cli("predict", item["name"], "--json")
+        assert pred.code == 0, pred.stderr
+        expected = [(s["tensor"], s["family"], s["name"]) for s in json.loads(pred.stdout)["results"][0]["stages"]]
+        assert [(s["tensor"], s["family"], s["name"]) for s in item["stages"]] == expected
+    names = [[s["name"] for s in item["stages"]] for item in data["results"]]
+    assert names == [["2:4+int4[sparsify]", "2:4+int4[quantize]"],
+                     ["had128+2:4+int4[sparsify]", "had128+2:4+int4[quantize]"],
+                     ["int3[quantize]"], ["had128+int3[quantize]"]]

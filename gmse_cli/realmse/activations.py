@@ -320,7 +320,8 @@ def measure_activations(
         for t, v in zip(st.fits, st.ratios, strict=True):
             mse, psi = ratio_influence(v, np.ones_like(v), population=st.sample.population, certain=st.sample.certain)
             tallies[t].add(site, len(v), mse, psi, st.params, st.sample.certain)
-    results = assemble_results(plan, tallies, sites, law=law, rel_err=rel_err, seed=seed, backend=backend, warn=warn)
+    results = assemble_results(plan, tallies, sites, law=law, rel_err=rel_err, seed=seed, backend=backend, warn=warn,
+                               tensor="activations")
 
     layer_stats = [_layer_stats(st) for st in state]
     weight_results: list[FormatMse] = []

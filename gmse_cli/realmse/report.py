@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -67,9 +68,13 @@ class LayerMse(Frozen):
 
 
 class StageMse(Frozen):
-    """One lossy stage alone: its family, real-weight MSE and GMSE (for factorized capacity)."""
+    """One lossy stage alone: its family, real-weight MSE and GMSE (for factorized capacity).
 
+    ``tensor``, ``family`` and ``name`` are what ``predict`` calls the same stage."""
+
+    tensor: Literal["weights", "activations"] = Field(description="what the stage compresses")
     family: Family
+    name: str = Field(description="the stage as a format of its own: 'int4[quantize]', '2:4+int4[sparsify]'")
     mse: float
     gmse: float
 
@@ -235,10 +240,11 @@ def assemble_results(
     seed: int,
     backend: str = "numba",
     warn: Callable[[str], None] | None = None,
+    tensor: Literal["weights", "activations"] = "weights",
 ) -> list[FormatMse]:
     """One :class:`FormatMse` per planned variant from the per-layer tallies of its targets
-    (over ``layers``): the overall MSE, GMSE at the measured row lengths, and the capacities
-    from each.
+    (over ``layers``, which hold ``tensor``): the overall MSE, GMSE at the measured row lengths,
+    and the capacities from each.
 
     ``law`` is as for :func:`resolve_law`. Raises :class:`SpecError` when a format fit no layer.
     """
@@ -274,12 +280,13 @@ def assemble_results(
         stages = []
         # each stage alone on the same layers as the whole format (it may fit layers the whole skips)
         measured = {t.info.name for t in tally.layers}
-        for (family, sid), (_, stage_fmt) in zip(stage_ids, stage_targets(base), strict=True):
+        names = [named.display_name for _, named in fmt.stage_formats()]
+        for (family, sid), (_, stage_fmt), name in zip(stage_ids, stage_targets(base), names, strict=True):
             stage_mse, _, _ = tallies[sid].combined(measured)
             stage_g = g if len(stage_ids) == 1 else _weighted_gmse(
                 stage_fmt, row_lengths, rel_err=rel_err, seed=seed, cache=gmse_cache, backend=backend
             )[0]
-            stages.append(StageMse(family=family, mse=stage_mse, gmse=stage_g))
+            stages.append(StageMse(tensor=tensor, family=family, name=name, mse=stage_mse, gmse=stage_g))
         bits = sum(fmt.bits_per_param(length) * p for length, p in row_lengths.items()) / params
         measured_rows = sum(t.rows for t in tally.layers)
         total_rows = sum(t.info.rows for t in tally.layers)
