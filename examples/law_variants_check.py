@@ -28,7 +28,10 @@ Variants (capacity composition x loss form x fit weights):
   the runs inside the domain): ``nrho`` log rho scaled by (N/N0)^g; ``nlin`` rho^(1 + g
   log(N/N0)); ``nbits`` the quantization curve's bits scaled by (N/N0)^(-g) (bigger models need
   more bits); ``nfloor`` N rho + c N0 (a floor of effective parameters); ``nfloorq`` N rho + c
-  N0 (1 - rho) (the floor only where compression loses some);
+  N0 (1 - rho) (the floor only where compression loses some); ``emb`` N rho + c N_emb, N_emb
+  each run's token embedding and output head (QuEST: 2 V d, untied; uscl train: the record's
+  ``model.embedding_params``), which QuEST and uscl leave uncompressed: a floor that shrinks
+  relative to N as models grow (N_emb/N 1.06 at 30M, 0.13 at 822M);
 - fits: ``eqw`` each scheme's runs weighted 1/n_scheme (every scheme counts once); ``lsq``
   least squares (Huber delta 1); ``mixed`` Gaussian likelihood with a random log-loss offset
   per scheme (sigma and tau fitted by maximum likelihood).
@@ -61,12 +64,19 @@ and W1A1's held-out residual goes from prod's +0.020 (30M) -> +0.005 (822M) to a
 (0.0048 with it) and overshoots, -0.031 -> +0.006. On the CPU sweep (D = 8 N at every size, so
 the N and D terms are collinear) nrho, nlin and nbits lower the held-out error while rebuilding
 the loss's N-shape (alpha 0.05 -> 0.45-0.62, E 0 -> 2.3-2.5); the floors raise it.
+
+The uncompressed embedding and head as a floor (QuEST fit / held out / outside; CPU fit / held
+out): prod-emb .0030/.0066/.0197 (c = 0.0065, E 0.77, alpha 0.092: the best in-sample fit of
+any form), CPU .0073/.0212; prod-eqw-emb .0031/.0082/.0197, CPU .0071/.0261; harm-eqw-emb
+.0031/.0082/.0197, CPU .0071/.0274. Refit without rotated W1A1 the floor grows and W1A1 is
+under-predicted (-0.016 to -0.023): the floor overshoots as nfloor's does.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import sys
 import time
@@ -97,6 +107,18 @@ SP = (math.log(sp.L.value), math.log(sp.F.value), math.log(sp.C.value))
 _cache = GmseCache(seed=0)
 
 
+def embedding_params(path: Path, runs) -> np.ndarray:
+    """Each run's embedding and head parameters, from its raw record (QuEST: 2 V d, untied; uscl train:
+    ``model.embedding_params``)."""
+    if path.suffix == ".json":
+        records = json.loads(path.read_text())
+        args = [records[int(r.location.rsplit(" ", 1)[1])]["args"] for r in runs]
+        return np.array([2.0 * a["vocab_size"] * a["n_embd"] for a in args])
+    lines = path.read_text().splitlines()
+    return np.array([float(json.loads(lines[int(r.location.rsplit(":", 1)[1]) - 1])["model"]["embedding_params"])
+                     for r in runs])
+
+
 class Data:
     """One results file's runs as the arrays and tensors the variants read."""
 
@@ -124,6 +146,8 @@ class Data:
             qw[i] = qs[0] if qs else 0.0
             qa[i] = qs[1] if len(qs) > 1 else 0.0
             sg[i] = ss[0] if ss else 0.0
+        # parameters no format touches (token embedding and untied head): a floor of effective N ("emb")
+        self.tE = torch.tensor(np.log(embedding_params(self.path, runs)) - self.cN)
         self.TPP = torch.tensor(logD - logN - np.mean((logD - logN)[inside]))
         self.T = {k: torch.tensor(v) for k, v in dict(qw=qw, qa=qa, sg=sg, nq=nq).items()}
 
@@ -209,6 +233,8 @@ class Variant:
         if self.drift == "nfloorq":  # N rho + c N0 (1 - rho): the floor only where compression loses some
             lost = torch.log(torch.clamp(-torch.expm1(lr), min=1e-300))
             return torch.logaddexp(tN + lr, self.extra(th, "logc") + lost)
+        if self.drift == "emb":  # N rho + c N_emb: the embedding and head stay uncompressed
+            return torch.logaddexp(tN + lr, self.extra(th, "logc") + self.d.tE)
         raise ValueError(self.drift)
 
     def logrho(self, th):
@@ -373,7 +399,7 @@ def drift_variants():
     G = dict(extra=("g",), extra_starts=((0.0,), (0.1,)))
     FLOOR = dict(extra=("logc",), extra_starts=((-6.0,), (-3.0,)))
     out = []
-    for drift, kw in [("nrho", G), ("nlin", G), ("nbits", G), ("nfloor", FLOOR), ("nfloorq", FLOOR)]:
+    for drift, kw in [("nrho", G), ("nlin", G), ("nbits", G), ("nfloor", FLOOR), ("nfloorq", FLOOR), ("emb", FLOOR)]:
         out += [Variant(f"prod-{drift}", drift=drift, **kw), Variant(f"prod-eqw-{drift}", drift=drift,
                                                                      equal_weights=True, **kw)]
         starts = [np.concatenate(p) for p in itertools.product(HARM["extra_starts"], kw["extra_starts"])]
