@@ -56,6 +56,32 @@ def test_print_table_cuts_no_number_and_fits_where_it_can(monkeypatch, width):
         assert all(len(line) <= width for line in lines)
 
 
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_a_column_with_a_min_width_keeps_its_names_whole(monkeypatch, width):
+    """fit's constants folded to 'quantization.' over 'L' at 80 and 100 columns; a column whose
+    names must read whole asks for its min_width, and another text column folds instead."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gmse_cli.cli import console
+
+    names = ["quantization.L", "quantization.F", "sparsity.C"]
+    table = Table()
+    table.add_column("constant", min_width=max(map(len, names)))
+    for col in ("value", "profile 95%"):
+        table.add_column(col, justify="right")
+    table.add_column("source")
+    for name in names:
+        table.add_row(name, "0.41853", "[0.06151, 0.07324]", "held at law 'paper-llama-c4' " * 2)
+    screen = Console(file=io.StringIO(), width=width)
+    monkeypatch.setattr(console, "_out_console", lambda: screen)
+    console.print_table(table)
+    text = screen.file.getvalue()
+    for name in names:
+        assert name in text, (name, text)
+    assert all(len(line) <= width for line in text.splitlines())
+
+
 def test_mse_table_keeps_its_numbers_at_80_columns(tmp_path):
     from safetensors.numpy import save_file
 

@@ -55,9 +55,9 @@ def _out_console() -> Console:
 def print_table(table: Table, optional: Sequence[str] = ()) -> None:
     """Print a rich ``table`` to stdout, cutting nothing (rich alone cut cells to '0.0…' at 80
     columns): to fit the terminal, text columns (left-justified: names, layers) fold down to
-    :data:`FOLDED_TEXT_WIDTH` and headers wrap between words, while a number column stays as
-    wide as its widest number. If that is still too wide, the frame goes (a rule under the
-    header, two spaces between columns), then the ``optional`` columns (headers, least needed
+    :data:`FOLDED_TEXT_WIDTH` (or their ``min_width``) and headers wrap between words, while a
+    number column stays as wide as its widest number. If that is still too wide, the frame goes
+    (a rule under the header, two spaces between columns), then the ``optional`` columns (headers, least needed
     first) are left out, named in one note on stderr. A table that cannot fit so is drawn at
     the width it needs and the terminal wraps its lines, as with the plain-text tables."""
     console = _out_console()
@@ -131,7 +131,9 @@ def _column_range(column) -> tuple[int, int]:
     if column.justify == "right":
         return max([*body, header_word, 1]), widest
     word = max((cell_len(w) for cell in column.cells for line in lines(cell) for w in line.split()), default=1)
-    return min(widest, max(min(max(word, header_word), FOLDED_TEXT_WIDTH), 1)), widest
+    least = min(widest, max(min(max(word, header_word), FOLDED_TEXT_WIDTH), 1))
+    # a column of names that must read whole (a fitted constant's "quantization.L") says so by its min_width
+    return max(least, min(column.min_width or 0, widest)), widest
 
 
 def quiet_foreign_loggers() -> None:

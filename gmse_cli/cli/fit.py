@@ -213,7 +213,9 @@ def _render(result, show_residuals: bool) -> None:
                           "beyond them", highlight=False)
     table = Table(title="Constants (95% intervals: bootstrap; profile likelihood)", title_justify="left")
     for col in ("constant", "value", "sigma", "bootstrap 95%", "profile 95%", "source"):
-        table.add_column(col, justify="left" if col in ("constant", "source") else "right")
+        # a constant's name whole ("quantization.L"): the source column wraps instead
+        width = max(map(len, result.constants), default=0) if col == "constant" else None
+        table.add_column(col, justify="left" if col in ("constant", "source") else "right", min_width=width)
     for name, c in result.constants.items():
         interval = f"[{_fmt(c.low)}, {_fmt(c.high)}]" if c.low is not None else "-"
         prof = f"[{_fmt(c.profile_low)}, {_fmt(c.profile_high)}]" if c.profile_low is not None else "-"
