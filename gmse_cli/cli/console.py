@@ -57,9 +57,10 @@ def print_table(table: Table, optional: Sequence[str] = ()) -> None:
     columns): to fit the terminal, text columns (left-justified: names, layers) fold down to
     :data:`FOLDED_TEXT_WIDTH` (or their ``min_width``) and headers wrap between words, while a
     number column stays as wide as its widest number. If that is still too wide, the frame goes
-    (a rule under the header, two spaces between columns), then the ``optional`` columns (headers, least needed
-    first) are left out, named in one note on stderr. A table that cannot fit so is drawn at
-    the width it needs and the terminal wraps its lines, as with the plain-text tables."""
+    (a rule under the header, two spaces between columns), then the ``optional`` columns
+    (headers, least needed first) are left out, named in one note on stderr. A table that cannot
+    fit so is drawn at the width it needs and the terminal wraps its lines, as with the
+    plain-text tables."""
     console = _out_console()
     for column in table.columns:
         column.overflow = "fold"
