@@ -393,12 +393,17 @@ def score(v: Variant, d: Data | None = None, show=True):
 
 def score_scale(v: Variant, d: Data | None = None) -> float:
     """``uscl fit``'s scale split for ``v``: one cold refit without the largest third of the
-    distinct N inside the domain (rounded down), RMSE of log-loss at those sizes (inside)."""
+    distinct N inside the domain (rounded down, at least one, keeping at least 3 smaller sizes),
+    RMSE of log-loss at those sizes (inside); NaN where the runs have too few sizes."""
     v = v if d is None else v.on(d)
     d = v.d
     n = np.array([r.N for r in d.runs])
     sizes = sorted(set(n[d.inside]))
-    cut = sizes[-(len(sizes) // 3)]
+    held = max(1, len(sizes) // 3)
+    if len(sizes) - held < 3:
+        print(f"{v.name:14s} no scale split: {len(sizes)} sizes inside the domain", flush=True)
+        return math.nan
+    cut = sizes[-held]
     prob = Problem(v, {v.names.index(k): val for k, val in v.fixed.items()})
     x, _, _, _ = multistart_many(prob, starts_for(v), np.array([(d.inside & (n < cut)).astype(float)]))
     res = v.predict(prob.full(x))[0] - d.y
