@@ -367,25 +367,35 @@ def starts_for(v: Variant):
     return np.array(out)
 
 
+def refit(v: Variant, rows) -> tuple[np.ndarray, int]:
+    """Cold refits of ``v`` (uscl's start grid), one on each boolean mask of runs in ``rows``:
+    their constants (one row each) and the number of starts."""
+    prob = Problem(v, {v.names.index(k): val for k, val in v.fixed.items()})
+    x, _, _, starts = multistart_many(prob, starts_for(v), np.asarray(rows, dtype=float))
+    return prob.full(x), starts
+
+
+def loso(v: Variant, base: np.ndarray, parts: list[int]):
+    """Cold refits of ``v`` on the runs ``base`` and on ``base`` without each scheme in ``parts``:
+    the first fit's log-loss residuals, each part's held-out residuals (NaN elsewhere), the first
+    fit's constants and the number of starts."""
+    d = v.d
+    th, starts = refit(v, [base] + [base & (d.of != j) for j in parts])
+    pred = v.predict(th)
+    res = np.full(d.n, np.nan)
+    for k, j in enumerate(parts):
+        res[d.of == j] = pred[k + 1][d.of == j] - d.y[d.of == j]
+    return pred[0] - d.y, res, th, starts
+
+
 def score(v: Variant, d: Data | None = None, show=True):
     """Fit ``v`` on the runs ``d`` (default: QuEST's) and refit it cold without each scheme inside the domain."""
     v = v if d is None else v.on(d)
     d = v.d
-    of, inside, y, schemes = d.of, d.inside, d.y, d.schemes
+    of, inside, schemes = d.of, d.inside, d.schemes
     t0 = time.perf_counter()
-    fixed = {v.names.index(k): val for k, val in v.fixed.items()}
-    prob = Problem(v, fixed)
-    starts = starts_for(v)
     ins = [j for j in range(len(schemes)) if inside[of == j].all()]
-    rows = [inside.astype(float)] + [(inside & (of != j)).astype(float) for j in ins]
-    W = np.array(rows)
-    x, f, ok, S = multistart_many(prob, starts, W)
-    th = prob.full(x)
-    pred = v.predict(th)
-    full = pred[0] - y
-    res = np.full(d.n, np.nan)
-    for k, j in enumerate(ins):
-        res[of == j] = pred[k + 1][of == j] - y[of == j]
+    full, res, th, S = loso(v, inside, ins)
     fit_rmse = float(np.sqrt(np.mean(full[inside] ** 2)))
     ho = float(np.sqrt(np.mean(res[inside] ** 2)))
     outside = float(np.sqrt(np.mean(full[~inside] ** 2))) if (~inside).any() else math.nan
@@ -397,13 +407,6 @@ def score(v: Variant, d: Data | None = None, show=True):
               f"({time.perf_counter() - t0:.0f}s, {S} starts) theta {np.round(pub, 3).tolist()}", flush=True)
         print("    worst: " + ", ".join(f"{s} {r:.4f} ({b:+.4f})" for r, b, s in per[:4]), flush=True)
     return dict(fit=fit_rmse, heldout=ho, outside=outside, per=per, theta=th, res=res, full=full)
-
-
-def refit_predictions(v: Variant, rows) -> np.ndarray:
-    """Log-loss predictions (one row per fit) of cold refits of ``v`` on each boolean mask of runs in ``rows``."""
-    prob = Problem(v, {v.names.index(k): val for k, val in v.fixed.items()})
-    x, _, _, _ = multistart_many(prob, starts_for(v), np.asarray(rows, dtype=float))
-    return v.predict(prob.full(x))
 
 
 def score_scale(v: Variant, d: Data | None = None) -> float:
@@ -419,18 +422,17 @@ def score_scale(v: Variant, d: Data | None = None) -> float:
         print(f"{v.name:14s} no scale split: {len(sizes)} sizes inside the domain", flush=True)
         return math.nan
     cut = sizes[-held]
-    res = refit_predictions(v, [d.inside & (n < cut)])[0] - d.y
+    res = v.predict(refit(v, [d.inside & (n < cut)])[0])[0] - d.y
     tested = d.inside & (n >= cut)
     rmse = float(np.sqrt(np.mean(res[tested] ** 2)))
     print(f"{v.name:14s} held out by scale (N >= {cut / 1e6:.0f}M, {int(tested.sum())} runs): {rmse:.4f}", flush=True)
     return rmse
 
 
-def score_average(names: list[str], d: Data | None = None) -> dict:
+def score_average(names: list[str], parts: list[dict], d: Data) -> dict:
     """The equal-weight average of the named variants' log-loss predictions, in the full fit and
-    in each cold leave-one-scheme-out refit: its fit and held-out RMSE."""
-    parts = [score(VARIANTS[name], d, show=False) for name in names]
-    d = VARIANTS[names[0]].d if d is None else d
+    in each cold leave-one-scheme-out refit (``parts``: their :func:`score` results on ``d``):
+    its fit and held-out RMSE."""
     res, full = (np.mean([p[key] for p in parts], axis=0) for key in ("res", "full"))
     ins, of = d.inside, d.of
     per = sorted(((float(np.sqrt(np.mean(res[of == j] ** 2))), float(np.mean(res[of == j])), d.schemes[j])
@@ -447,22 +449,17 @@ def nested_average(names: list[str], d: Data | None = None) -> float:
     picks the candidate with the lowest inner RMSE, and that candidate's refit without the
     scheme predicts it. Returns the pooled RMSE of those outer predictions."""
     d = VARIANTS[names[0]].d if d is None else d
-    of, ins, y = d.of, d.inside, d.y
+    of, ins = d.of, d.inside
     schemes = [j for j in range(len(d.schemes)) if ins[of == j].all()]
     chosen = np.full(d.n, np.nan)
     for j in schemes:
         base = ins & (of != j)
         rest = [k for k in schemes if k != j]
-        inner, outer = {}, {}
+        outer, inner = {}, {}
         for name in names:
-            p = refit_predictions(VARIANTS[name].on(d), [base] + [base & (of != k) for k in rest])
-            outer[name] = p[0] - y
-            inner[name] = np.full(d.n, np.nan)
-            for i, k in enumerate(rest):
-                inner[name][of == k] = p[i + 1][of == k] - y[of == k]
-        average = "average"
-        inner[average] = np.mean([inner[n] for n in names], axis=0)
-        outer[average] = np.mean([outer[n] for n in names], axis=0)
+            outer[name], inner[name], _, _ = loso(VARIANTS[name].on(d), base, rest)
+        inner["average"] = np.mean([inner[n] for n in names], axis=0)
+        outer["average"] = np.mean([outer[n] for n in names], axis=0)
         scores = {k: float(np.sqrt(np.mean(r[base] ** 2))) for k, r in inner.items()}
         best = min(scores, key=scores.get)
         chosen[of == j] = outer[best][of == j]
@@ -537,13 +534,15 @@ if __name__ == "__main__":
     d = data(CPU if cpu else QUEST)
     print(f"{d.path.name}: {d.n} runs, {int(d.inside.sum())} inside the domain; "
           f"group split == scheme split inside the domain: {d.split_matches_groups()}")
+    scored = []
     for name in names:
         r = score(VARIANTS[name], d)
+        scored.append(r)
         if cpu:
             print("    held out: " + ", ".join(f"{s} {e:.4f} ({b:+.4f})" for e, b, s in r["per"]), flush=True)
         if scale:
             score_scale(VARIANTS[name], d)
     if average:
-        score_average(names, d)
+        score_average(names, scored, d)
     if nested:
         nested_average(names, d)
