@@ -9,9 +9,11 @@ folder can lie about itself or hold something uscl does not measure:
 - a layer the patterns name but stored as integers (already-quantized I8/U8) is named with its
   dtype when nothing else is selected;
 - an already-quantized checkpoint (GPTQ/AWQ qweight, compressed-tensors weight_packed, fp8
-  weights beside their weight_scale, bitsandbytes, gpt-oss MXFP4 blocks, or any config.json
-  with a quantization_config) is refused in one line, instead of measuring the layers it left
-  in floating point (or fp8 codes without their scales) as if they were the model;
+  weights beside their weight_scale with no config.json naming the layout, bitsandbytes,
+  gpt-oss MXFP4 blocks, or any config.json with another quantization_config) is refused in one
+  line, instead of measuring the layers it left in floating point (or fp8 codes without their
+  scales) as if they were the model (fp8 in a layout the config names is read as code x
+  scale: tests/test_fp8_checkpoints.py);
 - stacked MoE experts without a .weight suffix (gpt-oss's and Llama 4's (experts, in, out),
   transformers' fused Mixtral/Qwen (experts, out, in)) are measured by default, each row an
   output channel of one expert over its inputs;
@@ -202,7 +204,7 @@ def _llama_layer(q: np.ndarray) -> dict[str, np.ndarray]:
 _H, _I = 128, 256
 
 
-@pytest.mark.parametrize(("layout", "tensors", "config"), [
+_QUANTIZED = [
     ("GPTQ", {"model.layers.0.mlp.down_proj.qweight": np.zeros((_I // 8, _H), np.int32),
               "model.layers.0.mlp.down_proj.qzeros": np.zeros((_I // 128, _H // 8), np.int32),
               "model.layers.0.mlp.down_proj.scales": _w(_I // 128, _H).astype(np.float16)},
@@ -222,8 +224,15 @@ _H, _I = 128, 256
     ("gpt-oss mxfp4", {"model.layers.0.mlp.experts.down_proj_blocks": np.zeros((2, _H, _I // 32, 16), np.uint8),
                        "model.layers.0.mlp.experts.down_proj_scales": np.zeros((2, _H, _I // 32), np.uint8)},
      {"quant_method": "mxfp4"}),
+]
+
+
+# fp8 weights beside their scales and a config.json naming the layout are read as code x scale
+# (tests/test_fp8_checkpoints.py); without the config they stay refused.
+@pytest.mark.parametrize(("layout", "tensors", "config", "with_config"), [
+    (*case, with_config) for case in _QUANTIZED for with_config in (True, False)
+    if not (with_config and case[0].startswith("fp8"))
 ])
-@pytest.mark.parametrize("with_config", [True, False])
 def test_already_quantized_checkpoint_is_refused(tmp_path, layout, tensors, config, with_config):
     # The layers a quantizer leaves in floating point (here q_proj, beside the embeddings, norm
     # and head) are not the model: measuring them alone, or fp8 codes without their scales,

@@ -18,7 +18,8 @@ from ``config.json``'s ``model_type`` or, without one, from their names and shap
 transposed, so their rows are output channels too. Stacked experts stored ``(experts, in, out)``
 (gpt-oss's and Llama 4's ``experts.gate_up_proj`` / ``experts.down_proj``, which multiply as
 ``x @ W``; Mixtral's and Qwen's fused experts are ``(experts, out, in)``) are read transposed
-per expert (:func:`_experts_in_out`). An already-quantized checkpoint is marked so
+per expert (:func:`_experts_in_out`). An fp8 checkpoint's weights are read as code x scale
+(:mod:`gmse_cli.realmse.fp8_weights`); any other already-quantized checkpoint is marked so
 (:mod:`gmse_cli.realmse.prequantized`).
 
 Which tensors are measured is :mod:`gmse_cli.realmse.layers`' business.
@@ -35,6 +36,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from gmse_cli.errors import DataError, more_likewise
 from gmse_cli.frozen import Frozen
 from gmse_cli.inputs import does_not_exist, exists, parse_nested, read_text_file, user_path
+from gmse_cli.realmse.fp8_weights import fp8_weights
 from gmse_cli.realmse.prequantized import quantization_evidence
 from gmse_cli.realmse.tensorfile import TensorInfo, read_header
 
@@ -48,6 +50,7 @@ class Checkpoint(Frozen):
     files: tuple[Path, ...]
     tensors: tuple[TensorInfo, ...]
     quantized: str | None = None  # why the checkpoint is already quantized (None: it is not)
+    dequantized: str | None = None  # how its fp8 weights are read as floats (None: it stores floats)
 
     @cached_property
     def by_name(self) -> dict[str, TensorInfo]:
@@ -91,6 +94,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     tensors = [t.model_copy(update={"transposed": True}) if (conv1d and _is_conv1d(t)) or t.name in in_out else t
                for t in tensors]
     tensors = [t.model_copy(update={"kernel": True}) if _is_kernel(t) else t for t in tensors]
+    fp8 = fp8_weights(config, tensors)
+    if fp8 is not None:
+        return Checkpoint(path=path, files=tuple(files), tensors=tuple(fp8.tensors), dequantized=fp8.description)
     return Checkpoint(path=path, files=tuple(files), tensors=tuple(tensors),
                       quantized=quantization_evidence(config, tensors))
 

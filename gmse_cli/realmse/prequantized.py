@@ -7,7 +7,9 @@ in DeepSeek's layout ``weight_scale_inv``; bitsandbytes a uint8 ``weight`` besid
 ``weight.absmax`` / ``weight.quant_state.*`` (4-bit) or ``SCB`` (8-bit); gpt-oss's MXFP4 experts
 ``*_blocks``/``*_scales``. Every one of them also writes ``quantization_config`` into the Hugging
 Face ``config.json``. Measuring such a checkpoint would measure only the layers it left in
-floating point (or fp8 codes without their scales) and report them as the model.
+floating point (or fp8 codes without their scales) and report them as the model. (fp8 weights
+beside their scales, in a layout :mod:`gmse_cli.realmse.fp8_weights` knows, are read as the
+weights they stand for before this is asked.)
 """
 
 from __future__ import annotations

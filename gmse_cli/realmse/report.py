@@ -104,6 +104,9 @@ class FormatMse(Frozen):
         default=None, description="why rho (read at the real MSE) lies beyond the law's fitted stages, as in rank; "
                                   "None: within them, or not recorded (fitted_gmse_recorded)")
     stages: tuple[StageMse, ...] = Field(description="each lossy stage alone (capacity factors)")
+    dequantized: str | None = Field(
+        default=None, description="how an fp8 checkpoint's weights were read as floats (code x scale), which the "
+                                  "MSE is measured against; None: the checkpoint stores floats")
     params: int = Field(description="parameters in the measured layers")
     sample: float = Field(description="fraction of rows measured (1 = all)")
     layers: tuple[LayerMse, ...]
@@ -241,10 +244,11 @@ def assemble_results(
     backend: str = "numba",
     warn: Callable[[str], None] | None = None,
     tensor: Literal["weights", "activations"] = "weights",
+    dequantized: str | None = None,
 ) -> list[FormatMse]:
     """One :class:`FormatMse` per planned variant from the per-layer tallies of its targets
-    (over ``layers``, which hold ``tensor``): the overall MSE, GMSE at the measured row lengths,
-    and the capacities from each.
+    (over ``layers``, which hold ``tensor``, read as ``dequantized`` says when they come from fp8
+    codes): the overall MSE, GMSE at the measured row lengths, and the capacities from each.
 
     ``law`` is as for :func:`resolve_law`. Raises :class:`SpecError` when a format fit no layer.
     """
@@ -311,6 +315,7 @@ def assemble_results(
                 fitted_gmse_recorded=law_obj.fitted_gmse_recorded if law_obj else None,
                 beyond_fitted_gmse=law_obj.beyond_fitted_gmse((s.family, s.mse) for s in stages) if law_obj else None,
                 stages=tuple(stages),
+                dequantized=dequantized,
                 params=params,
                 sample=measured_rows / total_rows,
                 layers=tuple(
@@ -357,12 +362,15 @@ def measure_mse(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
     layers = select_layers(ckpt, include=include, exclude=exclude)
     resolve_law(law)  # a bad law fails before the measurement
+    if ckpt.dequantized and warn:
+        warn(f"checkpoint {ckpt.path}: {ckpt.dequantized}")
     with task("measuring", sum(t.params for t in layers), enabled=progress, count="percent") as bar:
         tallies = measure_layers(
             layers, plan.targets, sample=sample, seed=seed, chunk_bytes=chunk_bytes, backend=backend,
             on_layer=lambda info: bar.advance(info.params, detail=info.name),
         )
-    return assemble_results(plan, tallies, layers, law=law, rel_err=rel_err, seed=seed, backend=backend, warn=warn)
+    return assemble_results(plan, tallies, layers, law=law, rel_err=rel_err, seed=seed, backend=backend, warn=warn,
+                            dequantized=ckpt.dequantized)
 
 
 def range_note(fmt: Format, checked: int, over: int, flushed: int) -> str:

@@ -13,6 +13,7 @@ business.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import stat
@@ -94,6 +95,12 @@ class TensorInfo(Frozen):
     )
     kernel: bool = Field(
         default=False, description="a 1-D convolution's (out, in, k) kernel: one row per output channel over in*k"
+    )
+    scale: TensorInfo | None = Field(
+        default=None, description="an fp8 weight's scale tensor: each value is read as its code times its scale",
+    )
+    scale_block: tuple[int, int] | None = Field(
+        default=None, description="(rows, columns) of the weight that one value of ``scale`` covers",
     )
 
     @property
@@ -274,7 +281,42 @@ def _fill(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndar
     # An F64 value beyond float32's range casts to inf, which _check_finite reports.
     with np.errstate(over="ignore"):
         _fill_blocks(fh, info, out, rows, chunk_bytes)
+        if info.scale is not None:
+            _apply_scale(info, out, rows)
     _check_finite(info, out)
+
+
+def _apply_scale(info: TensorInfo, out: np.ndarray, rows: slice | np.ndarray) -> None:
+    """Multiply the rows ``rows`` of an fp8 weight, in ``out``, by their scales: one per
+    ``scale_block`` of the weight, the product in float32 as DeepSeek's ``weight_dequant`` and
+    compressed-tensors' fp32 path compute it."""
+    assert info.scale is not None and info.scale_block is not None and not info.transposed
+    block_rows, block_cols = info.scale_block
+    grid = read_tensor(info.scale).reshape(-(-info.rows // block_rows), -1)
+    wanted = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+    factors = grid[wanted // block_rows]  # (measured rows, blocks of columns)
+    whole = out.shape[1] // block_cols * block_cols
+    if whole:
+        blocks = out[:, :whole]
+        blocks.shape = (len(out), whole // block_cols, block_cols)  # a view, never a copy (raises if not)
+        blocks *= factors[:, : whole // block_cols, None]
+    if whole < out.shape[1]:  # a last, partial block of columns
+        out[:, whole:] *= factors[:, -1:]
+
+
+@functools.lru_cache(maxsize=4)  # keyed by the fp8 dtypes alone
+def _byte_values(dtype: np.dtype) -> np.ndarray:
+    """The float32 value of each of a 1-byte float dtype's 256 codes (fp8): decoding by table
+    is equal to ml_dtypes' cast, nan codes included, and 2-3x faster."""
+    return np.arange(256, dtype=np.uint8).view(dtype).astype(np.float32)
+
+
+def _store(dst: np.ndarray, block: np.ndarray) -> None:
+    """Write stored values ``block`` into float32 ``dst`` (the same shape)."""
+    if block.dtype.name.startswith("float8"):
+        dst[...] = _byte_values(block.dtype)[block.view(np.uint8)]
+    else:
+        dst[...] = block
 
 
 def _fill_blocks(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | np.ndarray, chunk_bytes: int) -> None:
@@ -291,13 +333,13 @@ def _fill_blocks(fh: BinaryIO, info: TensorInfo, out: np.ndarray, rows: slice | 
             at, cols = slice(int(mine[0]), int(mine[-1]) + 1), wanted[mine] - e * width
             for start in range(0, plane, step):
                 stop = min(start + step, plane)
-                out[at, start:stop] = _read_block(fh, info, e * plane + start, e * plane + stop)[:, cols].T
+                _store(out[at, start:stop], _read_block(fh, info, e * plane + start, e * plane + stop)[:, cols].T)
         return
     done = 0
     for first, last in _runs(rows):
         for start in range(first, last, step):
             stop = min(start + step, last)
-            out[done : done + stop - start] = _read_block(fh, info, start, stop)
+            _store(out[done : done + stop - start], _read_block(fh, info, start, stop))
             done += stop - start
 
 

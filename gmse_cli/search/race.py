@@ -28,6 +28,7 @@ import numpy as np
 
 from gmse_cli.errors import LawError, SpecError, bad_value
 from gmse_cli.limits import MAX_SEARCH_BITS, check_seed, is_real
+from gmse_cli.messages import note
 from gmse_cli.search.evaluate import CheckpointEvaluator, Evaluator, GaussianEvaluator
 from gmse_cli.search.frontier import Entry, Frontier, capacity_slope, pareto_frontier, thin
 from gmse_cli.search.results import SearchPoint, SearchResult, StagePoint, compare_catalog
@@ -342,7 +343,10 @@ def search_formats(
     if checkpoint is not None:
         from gmse_cli.realmse import open_checkpoint, select_layers
 
-        layers = select_layers(open_checkpoint(checkpoint), include=include, exclude=exclude)
+        ckpt = open_checkpoint(checkpoint)
+        layers = select_layers(ckpt, include=include, exclude=exclude)
+        if ckpt.dequantized:
+            note(f"checkpoint {ckpt.path}: {ckpt.dequantized}")
         by_length: dict[int, int] = {}
         for info in layers:
             by_length[info.row_length] = by_length.get(info.row_length, 0) + info.params
