@@ -383,6 +383,22 @@ def test_remote_code_never_runs(tmp_path):
     assert not marker.exists()
 
 
+def test_a_model_whose_quantized_loader_cannot_run_is_one_line(run_cli, tmp_path, tiny_model, corpus):
+    # transformers' fine-grained fp8 loader wants accelerate (an ImportError) and, with it, a GPU
+    # (a ValueError): either way the command says so in one line, never a traceback
+    import shutil
+
+    folder = tmp_path / "fp8"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    (folder / "config.json").write_text(json.dumps(config))
+    res = run_cli("mse", str(folder), "--format", "int4", "--activations", "--data", str(corpus))
+    assert res.code != 0 and "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"cannot load model folder {folder}" in lines[0], res.stderr
+
+
 def test_errors_name_the_fix(run_cli, tmp_path, minilm, corpus, monkeypatch):
     res = run_cli("mse", str(minilm), "--format", "int4", "--data", str(corpus))
     assert res.code == 2 and "--data applies to activations: add --activations" in res.stderr

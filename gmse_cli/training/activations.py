@@ -158,7 +158,9 @@ def load_model(
                 folder, config=config, local_files_only=True, trust_remote_code=False,
                 use_safetensors=True if not allow_pickle else None, dtype=DTYPES[dtype],
             )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except ImportError as exc:  # a quantized checkpoint's loader needs a package (accelerate, optimum, ...)
+            raise BackendMissing(f"cannot load model folder {folder}: {one_line(exc)[:300]}") from None
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, NotImplementedError) as exc:
             message = one_line(exc)[:300]
             raise DataError(f"cannot load model folder {folder} ({type(exc).__name__}: {message})") from None
     if compressed_forward:
