@@ -399,6 +399,25 @@ def test_a_model_whose_quantized_loader_cannot_run_is_one_line(run_cli, tmp_path
     assert len(lines) == 1 and f"cannot load model folder {folder}" in lines[0], res.stderr
 
 
+def test_a_checkpoint_missing_a_weight_is_refused_not_filled_at_random(run_cli, tmp_path, tiny_model, corpus):
+    # transformers would initialize the absent down projection at random and only log it
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "incomplete"
+    shutil.copytree(tiny_model, folder)
+    state = load_file(folder / "model.safetensors")
+    gone = sorted(name for name in state if name.endswith("mlp.down_proj.weight"))[0]
+    del state[gone]
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    res = run_cli("mse", str(folder), "--format", "int4", "--activations", "--data", str(corpus), "--json")
+    assert res.code == 2 and res.stdout == "", res.stderr
+    assert [line for line in res.stderr.splitlines() if line.strip()] == [
+        f"error: model folder {folder} lacks tensor '{gone}' that its config's LlamaForCausalLM needs; "
+        f"transformers would start it from random values"], res.stderr
+
+
 def test_errors_name_the_fix(run_cli, tmp_path, minilm, corpus, monkeypatch):
     res = run_cli("mse", str(minilm), "--format", "int4", "--data", str(corpus))
     assert res.code == 2 and "--data applies to activations: add --activations" in res.stderr

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmse_cli.errors import BackendMissing, DataError, SpecError, bad_value, one_line
+from gmse_cli.errors import BackendMissing, DataError, SpecError, bad_value, more_likewise, one_line
 from gmse_cli.inputs import exists, parse_nested, read_text_file, user_path
 from gmse_cli.spec import Format
 
@@ -147,6 +147,9 @@ def load_model(
 
     dev = resolve_device(device, dist_env())
     transformers.utils.logging.disable_progress_bar()
+    # its load report (tensors missing, unexpected) is checked below and said in one line
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
     with _offline():
         try:
             config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
@@ -154,15 +157,24 @@ def load_model(
             cls = getattr(transformers, arch, None) if arch else None
             if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
                 cls = transformers.AutoModel
-            model = cls.from_pretrained(
+            model, loading = cls.from_pretrained(
                 folder, config=config, local_files_only=True, trust_remote_code=False,
-                use_safetensors=True if not allow_pickle else None, dtype=DTYPES[dtype],
+                use_safetensors=True if not allow_pickle else None, dtype=DTYPES[dtype], output_loading_info=True,
             )
         except ImportError as exc:  # a quantized checkpoint's loader needs a package (accelerate, optimum, ...)
             raise BackendMissing(f"cannot load model folder {folder}: {one_line(exc)[:300]}") from None
         except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, NotImplementedError) as exc:
             message = one_line(exc)[:300]
             raise DataError(f"cannot load model folder {folder} ({type(exc).__name__}: {message})") from None
+        finally:
+            transformers.utils.logging.set_verbosity(verbosity)
+    # transformers starts a weight the checkpoint lacks from random values and only logs it: the
+    # activations would be those of another model
+    missing = sorted(loading.get("missing_keys") or ())
+    if missing:
+        more = more_likewise(len(missing) - 1, "tensor")
+        raise DataError(f"model folder {folder} lacks tensor '{missing[0]}'{more} that its config's "
+                        f"{type(model).__name__} needs; transformers would start it from random values")
     if compressed_forward:
         from gmse_cli.training.model import compress_linears
 
