@@ -383,20 +383,24 @@ def test_remote_code_never_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_a_model_whose_quantized_loader_cannot_run_is_one_line(run_cli, tmp_path, tiny_model, corpus):
+@pytest.mark.parametrize("edit", [
     # transformers' fine-grained fp8 loader wants accelerate (an ImportError) and, with it, a GPU
-    # (a ValueError): either way the command says so in one line, never a traceback
+    # (a ValueError)
+    {"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}},
+    # huggingface_hub's config validation raises its own class, neither ValueError nor OSError
+    {"hidden_size": -1},
+])
+def test_a_model_transformers_cannot_load_is_one_line(run_cli, tmp_path, tiny_model, corpus, edit):
     import shutil
 
-    folder = tmp_path / "fp8"
+    folder = tmp_path / "model"
     shutil.copytree(tiny_model, folder)
     config = json.loads((folder / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128]}
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "config.json").write_text(json.dumps({**config, **edit}))
     res = run_cli("mse", str(folder), "--format", "int4", "--activations", "--data", str(corpus))
-    assert res.code != 0 and "Traceback" not in res.stderr, res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and f"cannot load model folder {folder}" in lines[0], res.stderr
+    assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot load model folder {folder}"), res.stderr
 
 
 def test_a_checkpoint_missing_a_weight_is_refused_not_filled_at_random(run_cli, tmp_path, tiny_model, corpus):

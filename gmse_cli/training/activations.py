@@ -163,7 +163,7 @@ def load_model(
             )
         except ImportError as exc:  # a quantized checkpoint's loader needs a package (accelerate, optimum, ...)
             raise BackendMissing(f"cannot load model folder {folder}: {one_line(exc)[:300]}") from None
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, NotImplementedError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad folder raises transformers' and huggingface_hub's own classes
             message = one_line(exc)[:300]
             raise DataError(f"cannot load model folder {folder} ({type(exc).__name__}: {message})") from None
         finally:
