@@ -334,9 +334,17 @@ def _render_heldout(result) -> None:
              f"the largest model sizes [bold]{_fmt(n.rmse_inside)}[/] ({n.n_inside} runs)")
     out_console.print(
         f"held-out RMSE of log-loss inside the law's domain: leave one scheme out [bold]{_fmt(s.rmse_inside)}[/] "
-        f"({s.n_inside} runs), leave one GMSE group out [bold]{_fmt(g.rmse_inside)}[/] ({g.n_inside} runs), "
+        f"({s.n_inside} runs{_over_parts(s, 'schemes')}), leave one GMSE group out [bold]{_fmt(g.rmse_inside)}[/] "
+        f"({g.n_inside} runs{_over_parts(g, 'groups')}), "
         f"{scale}; outside the domain [bold]{_fmt(s.rmse_outside)}[/] ({s.n_outside} runs); fit error "
         f"(in-sample) {result.fit_error:.4g}", highlight=False)
+
+
+def _over_parts(report, parts: str) -> str:
+    """', 95% 0.0041-0.0071 over its schemes' when the report has an interval over its parts."""
+    if report.rmse_inside_low is None:
+        return ""
+    return f", 95% {_fmt(report.rmse_inside_low)}-{_fmt(report.rmse_inside_high)} drawing the {parts} again"
 
 
 def _render_drift(result) -> None:

@@ -50,6 +50,11 @@ class HeldoutReport(Frozen):
     split: Literal["scheme", "group", "scale"]
     entries: list[HeldoutEntry]
     rmse_inside: float | None = Field(description="RMSE over the tested runs inside the law's domain")
+    rmse_inside_low: float | None = Field(
+        default=None, description="95% interval of rmse_inside over the split's parts: the percentile interval of "
+                                  "the pooled RMSE when the parts (schemes, groups), each with its runs, are drawn "
+                                  "again with replacement; None: fewer than 3 parts")
+    rmse_inside_high: float | None = None
     n_inside: int
     rmse_outside: float | None = Field(description="RMSE over the tested runs outside the law's domain")
     n_outside: int

@@ -21,7 +21,10 @@ predicted by the full fit itself; the scale split's one refit predicts every run
 
 Every run then has a held-out residual, log(predicted) - log(observed), from the refit that
 excluded its part; a report gives each part's RMSE and bias (mean residual) and the RMSE pooled
-over all tested runs inside the domain and, separately, outside it.
+over all tested runs inside the domain and, separately, outside it. The pooled RMSE inside the
+domain carries a 95% interval from drawing the parts again with replacement
+(:func:`parts_interval`): with a dozen schemes, which ones happened to be there to hold out
+moves the figure by as much as any change to the law.
 
 A left-out part is a row of data weights that are zero on its runs, so every refit is a row of
 one batched L-BFGS run (resampling's replicates work the same way). Model-specific refitting
@@ -42,7 +45,7 @@ from gmse_cli.fit.evidence import HeldoutEntry, HeldoutReport
 from gmse_cli.fit.results import RunResidual
 
 __all__ = ["HELDOUT_METHOD", "LOSSLESS_NOTE", "group_labels", "flag_lossless_parts", "scale_cut", "Split", "RefitRows",
-           "heldout_reports", "score_heldout", "attach_heldout"]
+           "heldout_reports", "parts_interval", "score_heldout", "attach_heldout"]
 
 HELDOUT_METHOD = (
     "Held-out residual of a run = log(predicted loss) - log(observed loss), predicted by a cold refit on the "
@@ -57,7 +60,10 @@ HELDOUT_METHOD = (
     "group splits, a part none of whose runs were fitted (outside the law's domain) is predicted by the full fit; "
     "the scale split's refit predicts every run at the largest sizes, outside the domain too. heldout_scheme_rmse and "
     "heldout_group_rmse (and heldout_scale_rmse): RMSE of the held-out residuals over every tested run inside "
-    "the domain; heldout_outside_rmse: the same over the runs outside it (scheme split). Per-run residuals: "
+    "the domain; heldout_outside_rmse: the same over the runs outside it (scheme split). Each split's "
+    "rmse_inside_low/rmse_inside_high: the 2.5% and 97.5% quantiles of the pooled inside RMSE over 4000 draws (seed "
+    "0) of the split's parts with replacement, each part with all its inside runs (none with fewer than 3 parts). "
+    "Per-run residuals: "
     "residuals[].heldout_scheme, .heldout_group and .heldout_scale. Objective minimized (the fit's objective; each "
     "cold refit's is "
     "heldout_schemes/heldout_groups/heldout_scales entries[].objective): the sum over the fitted runs of Huber(log(predicted "
@@ -209,15 +215,34 @@ def heldout_reports(splits: dict[str, Split], *, train: np.ndarray, inside: np.n
                 ))
         tested = np.isfinite(resid)
         ins, outs = tested & inside, tested & ~inside
+        parts = [ins & (labels == part) for part in range(labels.max() + 1)]
+        low, high = parts_interval(np.array([np.sum(resid[m] ** 2) for m in parts if m.any()]),
+                                   np.array([m.sum() for m in parts if m.any()]))
         reports[split] = HeldoutReport(
             split=split, entries=entries,
             rmse_inside=float(np.sqrt(np.mean(resid[ins] ** 2))) if ins.any() else None, n_inside=int(ins.sum()),
+            rmse_inside_low=low, rmse_inside_high=high,
             rmse_outside=float(np.sqrt(np.mean(resid[outs] ** 2))) if outs.any() else None,
             n_outside=int(outs.sum()), refits=len({r for r in plan[split] if r is not None}),
             n_cut=n_cut,
         )
         residuals[split] = resid
     return reports, residuals
+
+
+def parts_interval(sq_sums: np.ndarray, counts: np.ndarray, *, draws: int = 4000,
+                   seed: int = 0) -> tuple[float | None, float | None]:
+    """The 95% percentile interval of the pooled RMSE sqrt(sum sq_sums / sum counts) when the
+    parts (each a scheme or group with its runs' squared residuals ``sq_sums`` and run ``counts``)
+    are drawn again with replacement: how much the held-out error owes to which few schemes were
+    there to hold out. (None, None) with fewer than 3 parts."""
+    k = len(counts)
+    if k < 3:
+        return None, None
+    times = np.random.default_rng(seed).multinomial(k, np.full(k, 1.0 / k), size=draws)  # each part's draws
+    pooled = np.sqrt((times @ sq_sums) / (times @ counts))
+    low, high = np.quantile(pooled, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def score_heldout(runs, train, inside, refitter, pred, logrho, y, stages_of_run, progress, *, curves: bool = True) -> dict:
