@@ -422,6 +422,30 @@ def test_a_checkpoint_missing_a_weight_is_refused_not_filled_at_random(run_cli, 
         f"transformers would start it from random values"], res.stderr
 
 
+def test_a_missing_pooler_feeds_no_measured_input_and_is_loaded(tmp_path, minilm):
+    # a BERT saved without its pooler: transformers starts the pooler at random, and no layer's
+    # input depends on it; a missing encoder weight is refused
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from gmse_cli.training.activations import load_model
+
+    for drop, refused in (("pooler.dense.", False), ("encoder.layer.0.attention.self.query.weight", True)):
+        folder = tmp_path / drop.rstrip(".")
+        shutil.copytree(minilm, folder)
+        state = load_file(folder / "model.safetensors")
+        save_file({k: v for k, v in state.items() if not k.startswith(drop)}, folder / "model.safetensors",
+                  metadata={"format": "pt"})
+        if refused:
+            with pytest.raises(DataError, match=rf"lacks tensor '{drop}' that its config's BertModel needs"):
+                load_model(folder, device="cpu")
+        else:
+            loaded = load_model(folder, device="cpu")
+            torch.testing.assert_close(loaded.model.encoder.layer[0].attention.self.query.weight,
+                                       state["encoder.layer.0.attention.self.query.weight"])
+
+
 def test_errors_name_the_fix(run_cli, tmp_path, minilm, corpus, monkeypatch):
     res = run_cli("mse", str(minilm), "--format", "int4", "--data", str(corpus))
     assert res.code == 2 and "--data applies to activations: add --activations" in res.stderr

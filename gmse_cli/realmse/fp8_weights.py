@@ -12,11 +12,12 @@ float scale tensor, and the weight the model computes with is code x scale, in t
   or per block of the config group's ``block_structure``;
 - ``quant_method: fbgemm_fp8`` (Meta's Llama 3.1 405B FP8): ``X.weight_scale`` per output channel.
 
-Anything else about such a checkpoint (an fp8 weight without its scale, a scale of another
-shape, a zero point, codes of another dtype) leaves it to :mod:`gmse_cli.realmse.prequantized`,
-which refuses it. The measured MSE of a format is then its error against the dequantized
-weights, which differ from the unpublished bf16 original by fp8's own error (about 2^-4
-relative per value, before the format's).
+An fp8 weight without its scale, or with a scale of a shape none of them gives, is refused
+naming both. Anything else (a zero point, codes of another dtype beside the fp8 ones, a layout
+not listed, no ``config.json``) leaves the checkpoint to :mod:`gmse_cli.realmse.prequantized`,
+which refuses it. The measured MSE of a format is its error against the dequantized weights,
+which differ from the unpublished bf16 original by fp8's own rounding (about 2^-4 relative per
+value).
 """
 
 from __future__ import annotations

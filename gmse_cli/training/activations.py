@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,9 @@ def _uscl_formats(meta: dict[str, Any]) -> tuple[Format | None, Format | None, A
     return weights, acts, EstimatorConfig.model_validate(meta.get("estimator") or {})
 
 
+_OUTPUT_ONLY = re.compile(r"(^|\.)(lm_head|embed_out|output_layer|pooler|classifier|score|qa_outputs)\.")
+
+
 def load_model(
     path: str | Path,
     *,
@@ -169,8 +173,9 @@ def load_model(
         finally:
             transformers.utils.logging.set_verbosity(verbosity)
     # transformers starts a weight the checkpoint lacks from random values and only logs it: the
-    # activations would be those of another model
-    missing = sorted(loading.get("missing_keys") or ())
+    # activations would be those of another model. An output head or pooler (a BERT checkpoint
+    # saved without its pooler) feeds no other layer: the inputs measured never depend on it.
+    missing = sorted(k for k in loading.get("missing_keys") or () if not _OUTPUT_ONLY.search(k))
     if missing:
         more = more_likewise(len(missing) - 1, "tensor")
         raise DataError(f"model folder {folder} lacks tensor '{missing[0]}'{more} that its config's "
