@@ -17,6 +17,8 @@ folder can lie about itself or hold something uscl does not measure:
 - stacked MoE experts without a .weight suffix (gpt-oss's and Llama 4's (experts, in, out),
   transformers' fused Mixtral/Qwen (experts, out, in)) are measured by default, each row an
   output channel of one expert over its inputs;
+- a vision-language model's image encoder and projector are left out by default, with a note,
+  and measured when named;
 - an all-zero weight matrix (a zero-initialized LoRA B or ControlNet zero convolution) has no
   relative MSE (0/0): it is skipped with that reason, never reported as MSE 0 and weighted
   into the overall mean.
@@ -348,3 +350,27 @@ def test_one_dimensional_convolution_is_measured_over_its_fan_in(tmp_path):
     # stacked experts (E, out, in) stay one row per expert's output channel
     assert got["model.experts.w1.weight"].shape == (16, 128)
     assert got["model.experts.w1.weight"].mse == pytest.approx(_int4_g128(experts.reshape(16, 128)), rel=1e-6)
+
+
+def test_a_vision_language_model_measures_its_language_model(tmp_path):
+    # LLaVA's and Gemma 3's vision_tower and multi_modal_projector, Qwen2-VL's visual: deployments
+    # keep the image encoder in bf16, and the law is fitted to language models
+    lm = _w(_H, _H, 3)
+    encoder = {"vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight": 10 * _w(_H, _H, 4),
+               "multi_modal_projector.linear_1.weight": _w(_H, _H, 5),
+               "model.visual.blocks.0.attn.qkv.weight": _w(3 * _H, _H, 6)}
+    _write(tmp_path / "model.safetensors", {**encoder, "language_model.model.layers.0.self_attn.q_proj.weight": lm,
+                                            "language_model.model.embed_tokens.weight": _w(64, _H, 7)})
+    notes: list[str] = []
+    (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05, warn=notes.append)
+    assert [layer.name for layer in result.layers] == ["language_model.model.layers.0.self_attn.q_proj.weight"]
+    assert result.mse == pytest.approx(_int4_g128(lm), rel=1e-6)
+    assert [n for n in notes if "vision encoder" in n] == [
+        "left out 3 weight matrices of the vision encoder (vision_tower.vision_model.encoder.layers.0.self_attn."
+        "q_proj.weight, ...): the language model is measured, as deployments quantize it; --include with their "
+        "names measures them"]
+    # named, they are measured, with no note
+    notes.clear()
+    (every,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05, include=["re:proj|qkv|linear_1"],
+                           warn=notes.append)
+    assert len(every.layers) == 4 and not [n for n in notes if "vision encoder" in n]

@@ -47,6 +47,8 @@ from gmse_cli.realmse.activations import measure_activations
 from gmse_cli.realmse.checkpoint import Checkpoint, checkpoint_name, open_checkpoint
 from gmse_cli.realmse.layers import (
     DEFAULT_EXCLUDE,
+    VISION_ENCODER,
+    checkpoint_notes,
     layer_kind,
     matches,
     model_order,
@@ -124,5 +126,7 @@ __all__ = [
     "model_order",
     "layer_kind",
     "DEFAULT_EXCLUDE",
+    "VISION_ENCODER",
+    "checkpoint_notes",
     "DEFAULT_CHUNK_BYTES",
 ]

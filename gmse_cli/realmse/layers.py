@@ -31,10 +31,12 @@ from gmse_cli.spec import VQ, Format, Quantize, ScaleFormat, Sparsify
 
 __all__ = [
     "DEFAULT_EXCLUDE",
+    "VISION_ENCODER",
     "matches",
     "model_order",
     "layer_kind",
     "select_layers",
+    "checkpoint_notes",
     "Locality",
     "locality",
     "row_local",
@@ -42,6 +44,13 @@ __all__ = [
     "stratified_rows",
     "sample_rows",
 ]
+
+# A vision-language model's image encoder and projector (LLaVA's and Gemma 3's vision_tower and
+# multi_modal_projector, Qwen2-VL's visual, Llama 3.2 Vision's and Idefics3's vision_model,
+# Phi-3-vision's vision_embed_tokens): deployments quantize the language model and keep these in
+# bf16 (llm-compressor's VLM recipes ignore them), and the law is fitted to language models.
+# --include measures them.
+VISION_ENCODER = r"re:(^|\.)(vision_tower|vision_model|visual|multi_modal_projector|mm_projector|vision_embed_tokens)\."
 
 DEFAULT_EXCLUDE: tuple[str, ...] = (
     # Embeddings and the output head are not linear layers of the model body (the paper's N
@@ -52,6 +61,7 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     # A MoE router (Mixtral's block_sparse_moe.gate, Qwen's and DeepSeek's mlp.gate, gpt-oss's and
     # Llama 4's router) stays in full precision in GPTQ/compressed-tensors recipes and vLLM.
     r"re:(^|\.)(gate|router|shared_expert_gate)(\.weight)?$",
+    VISION_ENCODER,
 )
 
 Locality = Literal["rows", "two-pass", "tensor"]
@@ -132,6 +142,21 @@ def select_layers(
         hint = _dtype_hint(checkpoint, include, exclude) or _layer_hint(checkpoint)
         raise DataError(f"no layers in {checkpoint.path} match {rule}{extra}; {hint}")
     return chosen
+
+
+def checkpoint_notes(checkpoint: Checkpoint, include: Sequence[str] = ()) -> list[str]:
+    """One-line notes on how a checkpoint is read: its fp8 weights dequantized, and the default
+    rule leaving out a vision-language model's image encoder (:data:`VISION_ENCODER`)."""
+    notes = [f"checkpoint {checkpoint.path}: {checkpoint.dequantized}"] if checkpoint.dequantized else []
+    vision = [] if include else [
+        t for t in checkpoint.tensors
+        if t.readable and t.is_float and len(t.shape) >= 2 and t.params and t.name.endswith("weight")
+        and matches(t.name, (VISION_ENCODER,))
+    ]
+    if vision:
+        notes.append(f"left out {len(vision)} weight matrices of the vision encoder ({vision[0].name}, ...): the "
+                     f"language model is measured, as deployments quantize it; --include with their names measures them")
+    return notes
 
 
 def _dtype_hint(checkpoint: Checkpoint, include: Sequence[str], exclude: Sequence[str]) -> str | None:

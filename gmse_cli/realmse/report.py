@@ -17,7 +17,7 @@ from gmse_cli.gmse.estimates import effective_bits_of, interval95
 from gmse_cli.limits import check_seed
 from gmse_cli.progress import task
 from gmse_cli.realmse.checkpoint import Checkpoint, open_checkpoint
-from gmse_cli.realmse.layers import select_layers
+from gmse_cli.realmse.layers import checkpoint_notes, select_layers
 from gmse_cli.realmse.measure import (
     MeasuredLayer,
     SkippedLayer,
@@ -362,8 +362,8 @@ def measure_mse(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
     layers = select_layers(ckpt, include=include, exclude=exclude)
     resolve_law(law)  # a bad law fails before the measurement
-    if ckpt.dequantized and warn:
-        warn(f"checkpoint {ckpt.path}: {ckpt.dequantized}")
+    for line in checkpoint_notes(ckpt, include) if warn else ():
+        warn(line)
     with task("measuring", sum(t.params for t in layers), enabled=progress, count="percent") as bar:
         tallies = measure_layers(
             layers, plan.targets, sample=sample, seed=seed, chunk_bytes=chunk_bytes, backend=backend,

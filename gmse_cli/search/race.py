@@ -341,12 +341,12 @@ def search_formats(
     space = space or SearchSpace()
 
     if checkpoint is not None:
-        from gmse_cli.realmse import open_checkpoint, select_layers
+        from gmse_cli.realmse import checkpoint_notes, open_checkpoint, select_layers
 
         ckpt = open_checkpoint(checkpoint)
         layers = select_layers(ckpt, include=include, exclude=exclude)
-        if ckpt.dequantized:
-            note(f"checkpoint {ckpt.path}: {ckpt.dequantized}")
+        for line in checkpoint_notes(ckpt, include):
+            note(line)
         by_length: dict[int, int] = {}
         for info in layers:
             by_length[info.row_length] = by_length.get(info.row_length, 0) + info.params
