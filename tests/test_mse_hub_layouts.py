@@ -374,3 +374,15 @@ def test_a_vision_language_model_measures_its_language_model(tmp_path):
     (every,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05, include=["re:proj|qkv|linear_1"],
                            warn=notes.append)
     assert len(every.layers) == 4 and not [n for n in notes if "vision encoder" in n]
+
+
+def test_a_vision_model_alone_is_measured_whole(tmp_path):
+    # CLIP's or SigLIP's vision tower on its own has no language model to measure instead
+    q, k = _w(_H, _H, 8), _w(_H, _H, 9)
+    _write(tmp_path / "model.safetensors", {"vision_model.encoder.layers.0.self_attn.q_proj.weight": q,
+                                            "vision_model.encoder.layers.0.self_attn.k_proj.weight": k})
+    notes: list[str] = []
+    (result,) = measure_mse(tmp_path, ["int4-g128"], law=None, rel_err=0.05, warn=notes.append)
+    assert len(result.layers) == 2 and not notes
+    # the parameter-weighted mean of the two layers' MSEs (equal sizes)
+    assert result.mse == pytest.approx((_int4_g128(q) + _int4_g128(k)) / 2, rel=1e-6)

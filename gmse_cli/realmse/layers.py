@@ -49,7 +49,8 @@ __all__ = [
 # multi_modal_projector, Qwen2-VL's visual, Llama 3.2 Vision's and Idefics3's vision_model,
 # Phi-3-vision's vision_embed_tokens): deployments quantize the language model and keep these in
 # bf16 (llm-compressor's VLM recipes ignore them), and the law is fitted to language models.
-# --include measures them.
+# The default rule leaves them out beside a language model (a vision model alone, CLIP's or
+# SigLIP's tower, is measured); --include measures them.
 VISION_ENCODER = r"re:(^|\.)(vision_tower|vision_model|visual|multi_modal_projector|mm_projector|vision_embed_tokens)\."
 
 DEFAULT_EXCLUDE: tuple[str, ...] = (
@@ -61,7 +62,6 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     # A MoE router (Mixtral's block_sparse_moe.gate, Qwen's and DeepSeek's mlp.gate, gpt-oss's and
     # Llama 4's router) stays in full precision in GPTQ/compressed-tensors recipes and vLLM.
     r"re:(^|\.)(gate|router|shared_expert_gate)(\.weight)?$",
-    VISION_ENCODER,
 )
 
 Locality = Literal["rows", "two-pass", "tensor"]
@@ -130,8 +130,9 @@ def select_layers(
         raise DataError(f"checkpoint {checkpoint.path} is already quantized ({checkpoint.quantized}): uscl measures "
                         f"the error of quantizing floating-point weights; give it the original, unquantized model")
     chosen = []
+    vision = {t.name for t in _vision_left_out(checkpoint, include)}
     for info in checkpoint.tensors:
-        if not info.readable or not info.is_float or len(info.shape) < 2 or info.params == 0:
+        if not _matrix(info) or info.name in vision:
             continue
         picked = matches(info.name, include) if include else _default_layer(info)
         if picked and not matches(info.name, exclude):
@@ -144,15 +145,27 @@ def select_layers(
     return chosen
 
 
+def _matrix(info: TensorInfo) -> bool:
+    """A floating-point tensor of at least two axes that uscl can read: a candidate layer."""
+    return info.readable and info.is_float and len(info.shape) >= 2 and info.params > 0
+
+
+def _vision_left_out(checkpoint: Checkpoint, include: Sequence[str]) -> list[TensorInfo]:
+    """The default rule's layers that are a vision-language model's image encoder
+    (:data:`VISION_ENCODER`), left out when the checkpoint has other layers; none with
+    ``include`` patterns, which replace the rule."""
+    if include:
+        return []
+    layers = [t for t in checkpoint.tensors if _matrix(t) and _default_layer(t)]
+    vision = [t for t in layers if matches(t.name, (VISION_ENCODER,))]
+    return vision if len(vision) < len(layers) else []
+
+
 def checkpoint_notes(checkpoint: Checkpoint, include: Sequence[str] = ()) -> list[str]:
     """One-line notes on how a checkpoint is read: its fp8 weights dequantized, and the default
-    rule leaving out a vision-language model's image encoder (:data:`VISION_ENCODER`)."""
+    rule leaving out a vision-language model's image encoder."""
     notes = [f"checkpoint {checkpoint.path}: {checkpoint.dequantized}"] if checkpoint.dequantized else []
-    vision = [] if include else [
-        t for t in checkpoint.tensors
-        if t.readable and t.is_float and len(t.shape) >= 2 and t.params and t.name.endswith("weight")
-        and matches(t.name, (VISION_ENCODER,))
-    ]
+    vision = _vision_left_out(checkpoint, include)
     if vision:
         notes.append(f"left out {len(vision)} weight matrices of the vision encoder ({vision[0].name}, ...): the "
                      f"language model is measured, as deployments quantize it; --include with their names measures them")
@@ -179,7 +192,7 @@ def _dtype_hint(checkpoint: Checkpoint, include: Sequence[str], exclude: Sequenc
 def _layer_hint(checkpoint: Checkpoint, *, kinds: int = 6) -> str:
     """What the checkpoint's weight matrices are called, one glob per kind of layer (the block
     number as ``*``), so a pattern can be written from the message."""
-    matrices = [t for t in checkpoint.tensors if t.readable and t.is_float and len(t.shape) >= 2 and t.params]
+    matrices = [t for t in checkpoint.tensors if _matrix(t)]
     linear = [t for t in matrices if _default_layer(t)]
     pool, what = (linear, "its linear layers") if linear else (matrices, "its weight matrices")
     if not pool:
