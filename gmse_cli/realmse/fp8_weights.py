@@ -27,13 +27,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from gmse_cli.errors import DataError
+from gmse_cli.realmse.prequantized import PLAIN_DTYPES
 from gmse_cli.realmse.tensorfile import TensorInfo
 
 __all__ = ["Fp8Weights", "fp8_weights"]
 
-_PLAIN = frozenset({"F64", "F32", "F16", "BF16", "I64"})
 _FP8 = frozenset({"F8_E4M3", "F8_E5M2"})
-_FLOAT = frozenset({"F64", "F32", "F16", "BF16"})
+_FLOAT = PLAIN_DTYPES - {"I64"}
 _SCALE_SUFFIX = {"fp8": "_scale_inv", "compressed-tensors": "_scale", "fbgemm_fp8": "_scale"}
 
 
@@ -95,7 +95,7 @@ def fp8_weights(config: dict | None, tensors: Sequence[TensorInfo]) -> Fp8Weight
         return None
     by_name = {t.name: t for t in tensors}
     fp8 = [t for t in tensors if t.dtype in _FP8]
-    if not fp8 or any(t.dtype not in _PLAIN | _FP8 for t in tensors) or any(n.endswith("_zero_point") for n in by_name):
+    if not fp8 or any(t.dtype not in PLAIN_DTYPES | _FP8 for t in tensors) or any(n.endswith("_zero_point") for n in by_name):
         return None
     suffix, block = _SCALE_SUFFIX[method], _block(quantization, method)
     bound: dict[str, TensorInfo] = {}

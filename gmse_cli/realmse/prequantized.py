@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from gmse_cli.realmse.tensorfile import TensorInfo
 
-__all__ = ["quantization_evidence"]
+__all__ = ["PLAIN_DTYPES", "quantization_evidence"]
 
 # The tensor names quantizers write beside (or instead of) a layer's weight.
 _PACKED = re.compile(
@@ -27,18 +27,19 @@ _PACKED = re.compile(
     r"|\.weight\.absmax|\.weight\.quant_map|\.weight\.quant_state\.\w+|\.SCB|_blocks)$"
 )
 
-_PLAIN = frozenset({"F64", "F32", "F16", "BF16", "I64"})  # (I64: buffers such as position_ids)
+PLAIN_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "I64"})
+"""The dtypes of a checkpoint that holds no quantizer's codes (I64: buffers such as position_ids)."""
 
 
 def quantization_evidence(config: dict | None, tensors: Sequence[TensorInfo]) -> str | None:
     """What shows a checkpoint is already quantized (``config.json``'s ``quantization_config``,
     or a tensor only a quantizer writes), in words; None when nothing does, and always for a
-    checkpoint of plain floats (:data:`_PLAIN`)."""
+    checkpoint of plain floats (:data:`PLAIN_DTYPES`)."""
     # Every quantizer stores its codes in some other dtype (int32-packed, uint8, int8, fp8): a
     # checkpoint of plain floats has none, whatever it says. A bf16 conversion of an fp8 model
     # often keeps DeepSeek's config, a sparse-only compressed-tensors model stored dense has
     # one too, and a float layer may own a tensor named like a quantizer's (a learned scale).
-    if all(info.dtype in _PLAIN for info in tensors):
+    if all(info.dtype in PLAIN_DTYPES for info in tensors):
         return None
     if isinstance(config, dict):
         for key in ("quantization_config", "compression_config"):
