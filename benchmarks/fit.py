@@ -135,9 +135,9 @@ def main(argv=None) -> int:
     gmse = F.GmseCache(seed=args.seed)
     law = load_law()
     stages = [F.run_stages(r, gmse) for r in quest]
-    F.fit(quest, model="unified", base_law=law, gmse=gmse, loso=False, starts=coarse_law_grid()[:2])
+    F.fit(quest, model="unified", curve="tanh", base_law=law, gmse=gmse, loso=False, starts=coarse_law_grid()[:2])
     t = time.perf_counter()
-    uni = F.fit(quest, model="unified", base_law=law, gmse=gmse, loso=False)
+    uni = F.fit(quest, model="unified", curve="tanh", base_law=law, gmse=gmse, loso=False)
     ours_uni = time.perf_counter() - t
     families = sorted({f.value for st in stages for f, _ in st})
     held = {5 + 3 * j + i: math.log(getattr(law.families[fam], k).value)

@@ -181,7 +181,7 @@ def joint_draws(point: Law, runs: list[Run], *, draws: int, refits: int, seed: i
                 **sparsity[k % refits]}
         resampled = [run for run, count in zip(runs, run_counts[k], strict=True) for _ in range(int(count))]
         try:
-            refit = fit(resampled, model="unified", fixed=held, starts=start, loso=False, sensitivity=False,
+            refit = fit(resampled, model="unified", curve="tanh", fixed=held, starts=start, loso=False, sensitivity=False,
                         profile=False, fit_outside=True)
         except FitError:
             continue
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed |= {f"sparsity.{k}": getattr(sparsity, k).value for k in ("L", "F", "C")}
     gmse = GmseCache(seed=args.seed)
     # All runs, the unrotated W+A ones too (fit_outside): the shipped recipe.
-    res = fit(runs, model="unified", fixed=fixed, bootstrap=args.bootstrap, seed=args.seed, gmse=gmse,
+    res = fit(runs, model="unified", curve="tanh", fixed=fixed, bootstrap=args.bootstrap, seed=args.seed, gmse=gmse,
               loso=False, profile=False, fit_outside=True, data_files=[str(args.data)])
     digest = hashlib.sha256(args.data.read_bytes()).hexdigest()
     how_ab = (f"calibrated here: fitted on QuEST's {res.n_runs} public runs ({args.data.name}, sha256 {digest[:16]}; "

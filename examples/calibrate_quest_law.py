@@ -6,7 +6,8 @@
 `uscl rank --law quest-c4` and `uscl predict FORMAT --law quest-c4` use it. It is the candidate
 that predicts held-out runs best (README, "How far to trust a prediction"): the free unified fit
 of QuEST's 80 public runs inside the law's domain (shared/data/quest_runs.json; Llama on C4,
-GPT-2 tokenizer, 30M-822M parameters), every constant fitted, Huber on log-loss (delta 1e-3),
+GPT-2 tokenizer, 30M-822M parameters), every constant fitted, the quantization curve erf-shaped
+(``uscl fit``'s default: rho = L erf(F bits)^C), Huber on log-loss (delta 1e-3),
 with 300 bootstrap refits as its joint draws. The sparsity curve (one sparse GMSE in the runs)
 comes from the shipped default law, and the VQ curve is the quantization curve fitted here (the
 shipped law gives VQ its quantization curve), as ``uscl fit --out`` writes them. The
@@ -90,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "note": "E at its lower bound 0: these runs do not identify an irreducible loss; beyond 822M "
                 "parameters the law extrapolates without one",
     }
-    description = ("Every constant fitted on QuEST's public runs inside the law's domain (the free unified fit: "
-                   "the lowest held-out error of the free, prior and held candidates); E at its bound 0; "
-                   "regenerate with examples/calibrate_quest_law.py")
+    description = ("Every constant fitted on QuEST's public runs inside the law's domain (the free unified fit "
+                   "with erf-shaped quantization curve: the lowest held-out error of the candidates); E at its "
+                   "bound 0; regenerate with examples/calibrate_quest_law.py")
     law = result.to_law(NAME, description=description, meta=meta, base=base)
     print(f"fit error {result.fit_error:.5f}; held out: scheme {result.heldout_scheme_rmse:.5f}, largest N "
           f"{result.heldout_scale_rmse:.5f}, outside {result.heldout_outside_rmse:.5f}; "

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     tally = Tally()
     for rep in range(args.reps):
         runs = draw_runs(np.random.default_rng(args.first_seed + rep), gmse, args.sigma)
-        res = fit(runs, model="unified", huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=rep,
+        res = fit(runs, model="unified", curve="tanh", huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=rep,
                   gmse=held, loso=False)
         tally_fit(tally, res, gmse)
         tally_predictions(tally, res, gmse, rep)

@@ -7,9 +7,10 @@ On QuEST's runs (``--data``), each candidate is fitted to the runs inside the la
 scored by cold leave-one-scheme-out and leave-one-GMSE-group-out refits and by one refit on the
 smaller models predicting the largest (the scale split; gmse_cli.fit.heldout),
 with the runs outside the domain (activations quantized without rotation) predicted by the full
-fit. Candidates: the free unified fit; MAP with the paper's priors; E held at 1.3; the
-quantization curve's L held at 1; every published constant held (only A and B fitted: the
-recipe of the shipped law); least squares (Huber delta 1); the two-stage capacity model; and
+fit. Candidates: the free unified fit (its default erf-shaped curves); the same with the paper's
+tanh curves; MAP with the paper's priors (on its tanh curve); E held at 1.3; the quantization
+curve's L held at 1; every published constant held (only A and B fitted: the recipe of the
+default law, a tanh curve); least squares (Huber delta 1); the two-stage capacity model; and
 Kumar's precision law.
 
 Choosing the candidate with the lowest held-out error is itself a fit to the held-out runs, so
@@ -38,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from gmse_cli.fit import GmseCache, domain_mask, fit  # noqa: E402
 from gmse_cli.fit.capacity_model import capacity_model_fit  # noqa: E402
-from gmse_cli.fit.design import group_by_scheme  # noqa: E402
+from gmse_cli.fit.design import group_by_scheme, resolve_curve  # noqa: E402
 from gmse_cli.fit.loss_fit import fit_loss_model  # noqa: E402
 from gmse_cli.fit.prior import PAPER_PRIOR, resolve_prior  # noqa: E402
 from gmse_cli.law import shipped_law  # noqa: E402
@@ -49,10 +50,11 @@ PAPER_HELD = {k: v for k, (v, _) in PAPER_PRIOR.items()}
 
 CANDIDATES: dict[str, dict] = {
     "free": {"model": "unified"},
+    "tanh": {"model": "unified", "curve": "tanh"},
     "prior": {"model": "unified", "prior": "paper"},
     "E=1.3": {"model": "unified", "fixed": {"E": 1.3}},
     "L=1": {"model": "unified", "fixed": {"quantization.L": 1.0}},
-    "paper-held": {"model": "unified", "fixed": PAPER_HELD},
+    "paper-held": {"model": "unified", "fixed": PAPER_HELD, "curve": "tanh"},
     "lsq": {"model": "unified", "huber_delta": 1.0},
     "capacity": {"model": "capacity"},
     "kumar": {"model": "kumar"},
@@ -83,9 +85,12 @@ def score(runs, name, gmse, law):
 def refitter_for(runs, name, gmse, law, train):
     opts = dict(CANDIDATES[name])
     model = opts.pop("model")
+    prior = resolve_prior(opts.pop("prior", None))
     common = dict(delta=opts.pop("huber_delta", 1e-3), bootstrap=0, seed=0, fixed=opts.pop("fixed", None),
                   base_law=law, gmse=gmse, starts=None, loso=False, bootstrap_starts=2, data_files=(),
-                  prior=resolve_prior(opts.pop("prior", None)), profile=False, progress=False, train=train)
+                  prior=prior, profile=False, progress=False, train=train)
+    if model in ("unified", "capacity"):
+        common["curve"] = resolve_curve(opts.pop("curve", None), prior)
     if model == "capacity":
         return capacity_model_fit(runs, capacity_delta=1e-4, **common)[1]
     return fit_loss_model(runs, model=model, sensitivity=False, **common).refitter

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.special
 from conftest import REPO_ROOT, SHARED_DATA
 from scipy.optimize import brentq, least_squares
 from scipy.stats import t as student_t
@@ -255,9 +256,10 @@ def bits_of(gmse) -> np.ndarray:
     return -np.log(np.asarray(gmse, float)) / LOG4
 
 
-def curve_log_rho(L, F, C, gmse) -> np.ndarray:
-    """log of L tanh(F log_1/4 GMSE)^C."""
-    return np.log(L) + C * np.log(np.tanh(F * bits_of(gmse)))
+def curve_log_rho(L, F, C, gmse, shape: str = "tanh") -> np.ndarray:
+    """log of L s(F log_1/4 GMSE)^C, s = tanh or erf (``shape``)."""
+    s = {"tanh": np.tanh, "erf": scipy.special.erf}[shape]
+    return np.log(L) + C * np.log(s(F * bits_of(gmse)))
 
 
 # weights (each with the GMSE its record carries), activations or None
@@ -304,11 +306,11 @@ def decoupled_reference(N, D, loss, scheme, reference: str, delta: float):
     return prob, z, f, others
 
 
-def curve_reference(points, delta=1e-4, held=None, fixed_c=None):
+def curve_reference(points, delta=1e-4, held=None, fixed_c=None, shapes=None):
     """(L, F, C) per family through (stages [(family, GMSE)], rho) points, Huber on rho; ``held``:
-    {family: (L, F, C)} kept, ``fixed_c``: {family: C} kept. Returns {family: (L, F, C)} and the
-    RMSE of rho."""
-    held, fixed_c = held or {}, fixed_c or {}
+    {family: (L, F, C)} kept, ``fixed_c``: {family: C} kept, ``shapes``: {family: 'tanh' or 'erf'}
+    (default tanh). Returns {family: (L, F, C)} and the RMSE of rho."""
+    held, fixed_c, shapes = held or {}, fixed_c or {}, shapes or {}
     fams = sorted({f for st, _ in points for f, _ in st} - set(held))
     target = np.array([rho for _, rho in points])
 
@@ -318,7 +320,8 @@ def curve_reference(points, delta=1e-4, held=None, fixed_c=None):
 
     def predict(x):
         curves = family_curves(x)
-        return np.array([math.exp(sum(float(curve_log_rho(*curves[f], g)) for f, g in st)) for st, _ in points])
+        return np.array([math.exp(sum(float(curve_log_rho(*curves[f], g, shapes.get(f, "tanh"))) for f, g in st))
+                         for st, _ in points])
 
     best = None
     for L in (1.0,):

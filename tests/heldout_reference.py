@@ -3,7 +3,7 @@ error, written from the README, the paper notes and what ``uscl fit --json`` rep
 from gmse_cli.fit): tests re-derive the JSON's held-out numbers with it.
 
 Loss(N, D) = A (N rho)^-alpha + B D^-beta + E, rho = prod over stages of
-L_f tanh(F_f log_{1/4} GMSE)^C_f; objective = sum over fitted runs of Huber_delta(log pred -
+L_f s_f(F_f log_{1/4} GMSE)^C_f, s_f the family's ``shape`` in the JSON (tanh or erf); objective = sum over fitted runs of Huber_delta(log pred -
 log obs), each term times its run's weight (1, or with ``scheme_weighted`` 1/(its scheme's
 fitted runs) x (fitted runs)/(fitted schemes), kept unchanged by a refit), plus with a prior
 sum_k (v_k - mu_k)^2 / (2 sigma_k^2) / c. Free constants: log A, alpha, log B, beta, E and the
@@ -18,6 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import erf
+
+SHAPES = {"tanh": np.tanh, "erf": erf}
+
+
+def shape_log_derivative(shape: str, z: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """z s'(z) / s(z) for s = tanh (z (1/t - t)) or erf (z (2/sqrt(pi)) exp(-z^2) / t), t = s(z)."""
+    if shape == "tanh":
+        return z * (1.0 / t - t)
+    return z * 2.0 / np.sqrt(np.pi) * np.exp(-z * z) / t
 
 LOG4 = np.log(4.0)
 # [log A, alpha, log B, beta, E, L, F, C]; wide boxes: none of the optima below touches one
@@ -29,7 +39,8 @@ BOUNDS = [(-10.0, 15.0), (1e-3, 2.0), (-10.0, 20.0), (1e-3, 2.0), (0.0, 10.0), (
 @dataclass(frozen=True)
 class Runs:
     """Per-run arrays: log N, log D, log loss, number of quantization stages k, the summed
-    log tanh-argument bits x per quantization stage (padded), and the held sparsity factor."""
+    log_{1/4} GMSE bits x per quantization stage (padded), the held sparsity factor, and the
+    quantization curve's shape."""
 
     log_n: np.ndarray
     log_d: np.ndarray
@@ -40,9 +51,14 @@ class Runs:
     scheme: np.ndarray
     fitted: np.ndarray
     weight: np.ndarray  # each run's Huber weight in the objective
+    shape: str = "tanh"  # the quantization curve's s
 
     def take(self, keep: np.ndarray) -> Runs:
-        return Runs(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
+        return Runs(*(getattr(self, f)[keep] for f in self.__dataclass_fields__ if f != "shape"), shape=self.shape)
+
+    def s(self, F: float) -> np.ndarray:
+        """s(F x) per quantization stage, 1 where there is none."""
+        return np.where(self.mask > 0, SHAPES[self.shape](F * self.bits), 1.0)
 
 
 def runs_from_json(result: dict) -> Runs:
@@ -63,11 +79,12 @@ def runs_from_json(result: dict) -> Runs:
                 j += 1
             else:
                 assert family == "sparsity"
-                log_rho_sparse[i] += np.log(sparse["L"] * np.tanh(sparse["F"] * x) ** sparse["C"])
+                log_rho_sparse[i] += np.log(sparse["L"] * SHAPES[sparse["shape"]](sparse["F"] * x) ** sparse["C"])
     col = lambda k: np.array([r[k] for r in rows])  # noqa: E731
     scheme, fitted = col("scheme"), col("fitted").astype(bool)
     return Runs(np.log(col("N")), np.log(col("D")), np.log(col("loss")), bits, mask, log_rho_sparse,
-                scheme, fitted, scheme_weights(scheme, fitted) if result.get("scheme_weighted") else np.ones(len(rows)))
+                scheme, fitted, scheme_weights(scheme, fitted) if result.get("scheme_weighted") else np.ones(len(rows)),
+                result["families"]["quantization"]["shape"])
 
 
 def scheme_weights(scheme: np.ndarray, fitted: np.ndarray) -> np.ndarray:
@@ -79,8 +96,7 @@ def scheme_weights(scheme: np.ndarray, fitted: np.ndarray) -> np.ndarray:
 
 def log_rho(theta: np.ndarray, runs: Runs) -> np.ndarray:
     L, F, C = theta[5:8]
-    t = np.where(runs.mask > 0, np.tanh(F * runs.bits), 1.0)
-    return runs.mask.sum(1) * np.log(L) + C * np.log(t).sum(1) + runs.log_rho_sparse
+    return runs.mask.sum(1) * np.log(L) + C * np.log(runs.s(F)).sum(1) + runs.log_rho_sparse
 
 
 def predict(theta: np.ndarray, runs: Runs, lr: np.ndarray | None = None) -> np.ndarray:
@@ -145,7 +161,7 @@ def likelihood_scale(resid: np.ndarray, delta: float) -> float:
 
 def objective(theta: np.ndarray, runs: Runs, delta: float, prior: Prior | None = None) -> tuple[float, np.ndarray]:
     a, alpha, b, beta, E, L, F, C = theta
-    t = np.where(runs.mask > 0, np.tanh(F * runs.bits), 1.0)
+    t = runs.s(F)
     lr = runs.mask.sum(1) * np.log(L) + C * np.log(t).sum(1) + runs.log_rho_sparse
     t1 = np.exp(a - alpha * (runs.log_n + lr))
     t2 = np.exp(b - beta * runs.log_d)
@@ -154,8 +170,8 @@ def objective(theta: np.ndarray, runs: Runs, delta: float, prior: Prior | None =
     h = h * runs.weight
     w = runs.weight * dh / pred  # d objective / d pred
     dlr = -alpha * t1 * w  # d objective / d log rho
-    # d tanh(Fx)/dF / tanh(Fx) = x (1/t - t)
-    dF = C * (runs.mask * runs.bits * (1.0 / t - t)).sum(1)
+    # d s(Fx)/dF / s(Fx) = (Fx s'(Fx) / s(Fx)) / F
+    dF = C * (runs.mask * shape_log_derivative(runs.shape, F * runs.bits, t)).sum(1) / F
     grad = np.array([
         (t1 * w).sum(), (-(runs.log_n + lr) * t1 * w).sum(), (t2 * w).sum(), (-runs.log_d * t2 * w).sum(),
         w.sum(), (dlr * runs.mask.sum(1) / L).sum(), (dlr * dF).sum(), (dlr * np.log(t).sum(1)).sum(),

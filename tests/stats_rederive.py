@@ -5,7 +5,8 @@ key table), never from gmse_cli.fit: profile-likelihood intervals of alpha and E
 outside-domain / per-scheme held-out tables.
 
 Model: loss = A (N rho)^-alpha + B D^-beta + E, log rho = sum over a run's lossy stages of
-log L_f + C_f log tanh(F_f b), b = log_{1/4} GMSE. Objective f = sum over fitted runs of
+log L_f + C_f log s_f(F_f b), b = log_{1/4} GMSE, s_f the family's shape (tanh or erf,
+``families[].shape``). Objective f = sum over fitted runs of
 Huber_delta(log pred - log obs). Parametrization here (unlike uscl's log E): z = [log A, alpha,
 log B, beta, E (natural, bounded at 0), then log L, log F, log C of each free family], minimized
 by scipy's L-BFGS-B with analytic gradients.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import brentq, minimize
+from scipy.special import erf
 from scipy.stats import chi2
 from scipy.stats import t as student_t
 
@@ -44,6 +46,7 @@ class Data:
     families: list  # every family seen
     free_fam: dict  # family -> list of free keys among 'L', 'F', 'C'
     held: dict = field(default_factory=dict)  # 'fam.K' -> value
+    shape: dict = field(default_factory=dict)  # family -> 'tanh' or 'erf'
 
     @property
     def dense(self) -> np.ndarray:
@@ -68,7 +71,8 @@ def data_from_result(res: dict) -> Data:
                 held[f"{f}.{k}"] = consts[f"{f}.{k}"]["value"]
     return Data(np.log([r["params"] for r in rows]), np.log([r["tokens"] for r in rows]),
                 np.log([r["loss"] for r in rows]), np.array([bool(r["fitted"]) for r in rows]),
-                [r["scheme"] for r in rows], stages, fams, free_fam, held)
+                [r["scheme"] for r in rows], stages, fams, free_fam, held,
+                {f: res["families"][f]["shape"] for f in fams})
 
 
 class Model:
@@ -109,14 +113,18 @@ class Model:
         for i, st in enumerate(self.d.stages):
             for f, b in st:
                 L, F, C = (self._fam(p, f, k) for k in "LFC")
-                th = 1.0 if not np.isfinite(b) else np.tanh(F * b)
+                is_erf = self.d.shape.get(f, "tanh") == "erf"
+                th = 1.0 if not np.isfinite(b) else (erf(F * b) if is_erf else np.tanh(F * b))
                 logrho[i] += np.log(L) + C * np.log(th)
                 if f"{f}.logL" in dlr:
                     dlr[f"{f}.logL"][i] += 1.0
                 if f"{f}.logC" in dlr:
                     dlr[f"{f}.logC"][i] += C * np.log(th)
                 if f"{f}.logF" in dlr and np.isfinite(b):
-                    dlr[f"{f}.logF"][i] += C * F * b * (1.0 / th - th)
+                    # z s'(z) / s(z), z = F b: tanh z (1/th - th), erf z (2/sqrt(pi)) e^(-z^2) / th
+                    z = F * b
+                    dlr[f"{f}.logF"][i] += C * (z * 2.0 / np.sqrt(np.pi) * np.exp(-z * z) / th if is_erf
+                                                else z * (1.0 / th - th))
         return self._law(p, logrho, dlr)
 
     def _law(self, p, logrho, dlogrho):

@@ -102,6 +102,8 @@ def _objectives():
         "dense": (NoCapacity(), []),
         "decoupled": (DecoupledPart(scheme, ["a", "b", "c", "d"], 0), [-0.02, -0.05, -0.1]),
         "unified": (StagePart(["quantization", "sparsity"], fam, bits, inc), [-0.05, -0.9, 0.3, 0.0, -1.2, -0.7]),
+        "unified-erf": (StagePart(["quantization", "sparsity"], fam, bits, inc, {"quantization": "erf"}),
+                        [-0.05, -0.9, 0.3, 0.0, -1.2, -0.7]),
         "kumar": (KumarPart(np.where(scheme > 1, 4.0, 16.0), np.where(scheme == 3, 8.0, 16.0)), [0.9, 1.1]),
     }
     for name, (part, extra) in parts.items():
@@ -111,6 +113,9 @@ def _objectives():
     cap = CapacityObjective(StagePart(["quantization", "sparsity"], fam, bits, inc[:, :4] + np.eye(3, 4)),
                             np.array([0.9, 0.5, 0.3, 0.2]), 1e-2)
     yield "capacity", cap, np.array([[-0.05, -0.9, 0.3, 0.0, -1.2, -0.7]])
+    cap_erf = CapacityObjective(StagePart(["quantization", "sparsity"], fam, bits, inc[:, :4] + np.eye(3, 4),
+                                          {"quantization": "erf", "sparsity": "erf"}), np.array([0.9, 0.5, 0.3, 0.2]), 1e-2)
+    yield "capacity-erf", cap_erf, np.array([[-0.05, -0.9, 0.3, 0.0, -1.2, -0.7]])
 
 
 @pytest.mark.parametrize("name, obj, theta", list(_objectives()), ids=lambda v: v if isinstance(v, str) else "")
@@ -257,9 +262,12 @@ def test_unified_close_to_decoupled_and_loso_for_every_scheme(unified, decoupled
     assert unified.families["sparsity"].held  # one sparse GMSE in QuEST: held at the shipped law
 
 
-def test_unified_quantization_curve_agrees_with_the_paper(unified):
-    """Fitted on QuEST's runs, the curve lands within 3 sigma of the paper's Llama/C4 constants."""
-    curve = unified.families["quantization"]
+def test_unified_quantization_curve_agrees_with_the_paper(quest):
+    """Fitted on QuEST's runs with the paper's tanh curve, it lands within 3 sigma of the paper's
+    Llama/C4 constants."""
+    res = F.fit(quest, model="unified", base_law=load_law(), curve="tanh", loso=False, profile=False)
+    curve = res.families["quantization"]
+    assert curve.shape == "tanh"
     for key, (value, sigma) in PAPER_QUANT.items():
         assert abs(getattr(curve, key) - value) <= 3 * sigma, key
 
@@ -273,7 +281,8 @@ def test_capacity_model_fits_curves_through_decoupled_points(quest):
         if len(cap.stage_gmse) == 1:  # weights-only: rho on the curve, written out here
             g = cap.stage_gmse[0][1]
             bits = -math.log(g) / math.log(4)
-            on_curve = curve.L * math.tanh(curve.F * bits) ** curve.C
+            s = {"tanh": math.tanh, "erf": math.erf}[curve.shape]
+            on_curve = curve.L * s(curve.F * bits) ** curve.C
             assert abs(on_curve - cap.rho) < 0.1, cap.scheme
     assert res.capacity_fit_error < 0.05
     assert res.constants["quantization.F"].low <= curve.F <= res.constants["quantization.F"].high
@@ -332,28 +341,34 @@ def test_synthetic_noiseless_recovery_is_exact():
     assert res.fit_error < 1e-7
 
 
-def test_synthetic_unified_recovers_the_curve():
+@pytest.mark.parametrize("shape", ["tanh", "erf"])
+def test_synthetic_unified_recovers_the_curve(shape):
     from gmse_cli.gmse import gmse_of
 
     curve = {"L": 1.0, "F": 0.41, "C": 1.39}
     specs = ["bf16", "int2", "int3", "int4", "int8", "int2|int2", "int3|int3", "int4|int4", "int8|int8"]
     gm = {s: gmse_of(s.split("|")[0]).gmse for s in specs}
-    rho = {s: capacity(gm[s], **curve) ** len(s.split("|")) for s in specs}
+    s_of = {"tanh": math.tanh, "erf": math.erf}[shape]  # the curve written out, not uscl's capacity()
+    rho = {s: (curve["L"] * s_of(curve["F"] * -math.log(gm[s]) / math.log(4)) ** curve["C"]) ** len(s.split("|"))
+           for s in specs}
     runs = _synthetic(np.random.default_rng(11), 0.002, rho, specs)
-    res = F.fit(runs, model="unified", starts=SMALL_GRID, loso=False)
+    res = F.fit(runs, model="unified", starts=SMALL_GRID, loso=False, curve=shape)
     fitted = res.families["quantization"]
+    assert fitted.shape == shape
     assert fitted.F == pytest.approx(curve["F"], rel=0.1)
     assert fitted.C == pytest.approx(curve["C"], rel=0.15)
     assert res.alpha == pytest.approx(TRUTH["alpha"], rel=0.1)
     assert res.fit_error < 0.004
 
 
-def test_capacity_fit_recovers_a_known_curve():
+@pytest.mark.parametrize("shape", ["tanh", "erf"])
+def test_capacity_fit_recovers_a_known_curve(shape):
     bits = np.linspace(0.3, 7, 12)
     truth = (0.95, 0.33, 0.7)
-    points = [F.CapacityPoint(name=f"p{i}", stages=(("sparsity", 4.0 ** -b),), rho=capacity(4.0 ** -b, *truth))
+    s_of = {"tanh": math.tanh, "erf": math.erf}[shape]
+    points = [F.CapacityPoint(name=f"p{i}", stages=(("sparsity", 4.0 ** -b),), rho=truth[0] * s_of(truth[1] * b) ** truth[2])
               for i, b in enumerate(bits)]
-    res = F.fit_capacity(points)
+    res = F.fit_capacity(points, curve=shape)
     got = res.families["sparsity"]
     np.testing.assert_allclose([got.L, got.F, got.C], truth, rtol=1e-5)
     assert res.fit_error < 1e-7

@@ -51,7 +51,7 @@ def test_weight_only_quantization_and_sparsity_keep_bf16_at_capacity_one():
     where its curve has saturated at L) keeps capacities relative to the uncompressed model.
     """
     rho = {s: _tanh_curve(_bits(s)) for s in QUANT} | {s: _tanh_curve(_bits(s), 0.8, 0.3, 0.5) for s in SPARSE}
-    res = F.fit(_runs(rho), model="unified", starts=SMALL_GRID, loso=False, profile=False)
+    res = F.fit(_runs(rho), model="unified", curve="tanh", starts=SMALL_GRID, loso=False, profile=False)
     assert res.constants["quantization.L"].fixed
     fitted = {c.scheme: c.rho for c in res.capacities}
     # bf16's capacity under the generating curve with L = 1: tanh(0.41 * 9.23)^1.39
@@ -68,7 +68,7 @@ def test_a_curve_that_never_bends_over_the_runs_is_flagged():
     z = 0.03 * max(_bits(s) for s in SPARSE)
     assert z < 0.1
     rho = {s: _tanh_curve(_bits(s)) for s in QUANT} | {s: _tanh_curve(_bits(s), 1.0, 0.03, 0.5) for s in SPARSE}
-    res = F.fit(_runs(rho), model="unified", starts=SMALL_GRID, loso=False, profile=False)
+    res = F.fit(_runs(rho), model="unified", curve="tanh", starts=SMALL_GRID, loso=False, profile=False)
     flag = res.constants["sparsity.F"].at_bound
     assert flag is not None and "power law" in flag
     assert res.constants["quantization.F"].at_bound is None

@@ -44,7 +44,8 @@ def test_a_held_out_scheme_with_only_gmse_0_stages_is_flagged():
     assert gmse_of("sparse-0").gmse == 0.0
     quant = {s: _capacity(s, 1.0, 0.41, 1.39) for s in ("bf16", "int4", "int2")}
     sparse = {s: _capacity(s, 1.0, 0.3, 0.5) for s in ("sparse-0", "sparse-50", "sparse-75")}
-    res = F.fit(_runs(quant | sparse), model="unified", starts=SMALL_GRID, profile=False, base_law=load_law(None))
+    res = F.fit(_runs(quant | sparse), model="unified", curve="tanh", starts=SMALL_GRID, profile=False,
+                base_law=load_law(None))
     for report in (res.heldout_schemes, res.heldout_groups):
         flagged = {s for e in report.entries if LOSSLESS_NOTE in e.note for s in e.schemes}
         assert flagged == {"sparse-0"}
@@ -78,14 +79,17 @@ def test_a_law_files_L_is_at_most_the_capacity_ceiling(tmp_path, run_cli):
         assert f"L = {L:g} is above 2" in bad.stderr and "families.quantization" in bad.stderr
 
 
-def test_a_fitted_law_is_read_back_or_refused_before_writing(tmp_path, run_cli):
+@pytest.mark.parametrize("shape", ["tanh", "erf"])
+def test_a_fitted_law_is_read_back_or_refused_before_writing(tmp_path, run_cli, shape):
     """A fit whose L is above the ceiling (here held there) is refused by to_law, so nothing unreadable
-    is written; one at the ceiling and a free fit are written, read back, and predict the closed form."""
+    is written; one at the ceiling and a free fit are written, read back, and predict the closed form
+    of their curve's shape."""
     from gmse_cli.errors import FitError
     from gmse_cli.law import save_law
 
     runs = _quantized_runs()
-    held = F.fit(runs, model="unified", starts=SMALL_GRID, loso=False, profile=False, fixed={"quantization.L": 2.5})
+    held = F.fit(runs, model="unified", curve=shape, starts=SMALL_GRID, loso=False, profile=False,
+                 fixed={"quantization.L": 2.5})
     try:
         held.to_law("too-high")
     except FitError as exc:
@@ -93,15 +97,17 @@ def test_a_fitted_law_is_read_back_or_refused_before_writing(tmp_path, run_cli):
     else:
         raise AssertionError("a law with L = 2.5 was built")
     for fixed in ({"quantization.L": 2.0}, {}):
-        res = F.fit(runs, model="unified", starts=SMALL_GRID, loso=False, profile=False, fixed=fixed)
+        res = F.fit(runs, model="unified", curve=shape, starts=SMALL_GRID, loso=False, profile=False, fixed=fixed)
         path = tmp_path / "law.toml"
         save_law(res.to_law("back"), path)
+        assert ('shape = "erf"' in path.read_text()) == (shape == "erf")  # tanh, the default, is left out
         out = run_cli("predict", "int4", "--law", str(path), "--params", "1B", "--tokens", "20x", "--json")
         assert out.code == 0, out.stderr
         got = json.loads(out.stdout)["results"][0]
         c = {k: v.value for k, v in res.constants.items()}
         g = gmse_of("int4").gmse
-        rho = c["quantization.L"] * math.tanh(c["quantization.F"] * -math.log(g) / math.log(4.0)) ** c["quantization.C"]
+        s = {"tanh": math.tanh, "erf": math.erf}[shape]
+        rho = c["quantization.L"] * s(c["quantization.F"] * -math.log(g) / math.log(4.0)) ** c["quantization.C"]
         N, D = 1e9, 2e10
         expected = c["A"] * (N * rho) ** -c["alpha"] + c["B"] * D ** -c["beta"] + c["E"]
         assert got["rho"] == pytest.approx(rho, rel=1e-12)
@@ -118,7 +124,7 @@ def test_noiseless_runs_at_the_limit_of_their_digits_converge():
         return math.tanh(0.41 * -math.log(g) / math.log(4.0)) ** 1.39
 
     runs = _runs({s: rounded_capacity(s) for s in ("bf16", "int8", "int4", "int3", "int2")})
-    res = F.fit(runs, model="unified", starts=SMALL_GRID, loso=False, profile=False)
+    res = F.fit(runs, model="unified", curve="tanh", starts=SMALL_GRID, loso=False, profile=False)
     assert res.fit_error < 1e-6
     for key in ("alpha", "beta", "E"):
         assert res.constants[key].value == pytest.approx(TRUTH[key], rel=1e-3), key

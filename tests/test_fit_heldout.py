@@ -23,7 +23,7 @@ from gmse_cli.runs import Run
 from gmse_cli.spec import resolve_format
 
 TRUTH = {"A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28, "E": 1.69}
-CURVE = {"L": 1.0, "F": 0.41, "C": 1.39}
+CURVE = {"L": 1.0, "F": 0.41, "C": 1.39}  # a tanh curve: every fit here fits one (curve="tanh")
 # Stage GMSEs, given (not measured): the test is about fitting, not Monte Carlo.
 GMSE = {"bf16": 1e-6, "int2": 0.118846, "int3": 0.037440, "int4": 0.011543, "int8": 8.782e-5, "had128+int4": 0.011543,
         "had128+int3": 0.037440}
@@ -112,7 +112,7 @@ def _reference_fit(runs, weights=None):
 @pytest.fixture(scope="module")
 def synthetic():
     runs = _runs(np.random.default_rng(3))
-    res = F.fit(runs, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False)
+    res = F.fit(runs, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False)
     return runs, res
 
 
@@ -150,8 +150,8 @@ def test_weigh_schemes_is_the_huber_fit_with_each_schemes_runs_weighted_once():
     count = {s: sum(r.scheme == s for r in runs) for s in {r.scheme for r in runs}}
     assert sorted(count.values()) == [3] * 5 + [8] * 2
     weights = [1 / count[r.scheme] for r in runs]
-    res = F.fit(runs, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False, weigh_schemes=True)
-    plain = F.fit(runs, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False)
+    res = F.fit(runs, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False, weigh_schemes=True)
+    plain = F.fit(runs, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False)
     assert res.scheme_weighted and not plain.scheme_weighted
     ref = _predict(_reference_fit(runs, weights), runs)
     y = np.log([r.loss for r in runs])
@@ -198,8 +198,8 @@ def test_runs_outside_the_domain_are_predicted_not_fitted():
     outside = [r.model_copy(update={"scheme": "W:int3 A:int3", "weights": "int3", "activations": "int3"})
                for r in _runs(rng, schemes=["had128+int3|had128+int3"],
                               rho_override={"had128+int3|had128+int3": 0.5 * capacity(GMSE["int3"], **CURVE) ** 2})]
-    both = F.fit(inside + outside, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False)
-    alone = F.fit(inside, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False)
+    both = F.fit(inside + outside, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False)
+    alone = F.fit(inside, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False)
     for key in ("A", "alpha", "B", "beta", "E"):
         assert getattr(both, key) == pytest.approx(getattr(alone, key), rel=1e-6), key
     assert both.n_fitted == len(inside) and both.n_runs == len(inside) + len(outside)
@@ -208,7 +208,7 @@ def test_runs_outside_the_domain_are_predicted_not_fitted():
     p = [both.A, both.alpha, both.B, both.beta, both.E, q.L, q.F, q.C]
     resid = _predict(p, outside) - np.log([r.loss for r in outside])
     assert np.mean(resid) < -0.01  # the law, blind to the rotation, promises too low a loss
-    with_heldout = F.fit(inside + outside, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False)
+    with_heldout = F.fit(inside + outside, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False)
     assert with_heldout.heldout_outside_rmse == pytest.approx(math.sqrt(np.mean(resid**2)), rel=1e-5)
     entry = next(e for e in with_heldout.heldout_schemes.entries if e.name == "W:int3 A:int3")
     assert entry.refit == "full" and not entry.inside
@@ -216,7 +216,7 @@ def test_runs_outside_the_domain_are_predicted_not_fitted():
     group = [e for e in with_heldout.heldout_groups.entries if "W:int3 A:int3" in e.schemes]
     assert len(group) == 1 and not group[0].inside and group[0].refit == "cold"
     assert with_heldout.heldout_groups.rmse_outside != with_heldout.heldout_outside_rmse
-    forced = F.fit(inside + outside, model="unified", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False,
+    forced = F.fit(inside + outside, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False, loso=False,
                    fit_outside=True)
     assert forced.n_fitted == forced.n_runs and forced.fit_error > alone.fit_error
 
@@ -238,16 +238,16 @@ def test_domain_rule():
 def test_all_runs_outside_is_one_clear_error():
     runs = _runs(np.random.default_rng(0), schemes=["int3|int3", "int4|int4"])
     with pytest.raises(FitError, match="--fit-outside"):
-        F.fit(runs, model="unified", gmse=_gmse, starts=SMALL_GRID)
+        F.fit(runs, model="unified", curve="tanh", gmse=_gmse, starts=SMALL_GRID)
 
 
 def test_capacity_model_heldout_equals_a_fit_without_the_scheme():
     """The capacity model's held-out prediction of int3: its curves and law refitted without int3."""
     runs = _runs(np.random.default_rng(5), schemes=["bf16", *SCHEMES[:5]])
-    res = F.fit(runs, model="capacity", gmse=_gmse, starts=SMALL_GRID, profile=False)
+    res = F.fit(runs, model="capacity", curve="tanh", gmse=_gmse, starts=SMALL_GRID, profile=False)
     entries = {e.name: e for e in res.heldout_schemes.entries}
     assert entries["bf16"].refit == "none" and "reference" in entries["bf16"].note
-    without = F.fit([r for r in runs if r.scheme != "int3"], model="capacity", gmse=_gmse, starts=SMALL_GRID,
+    without = F.fit([r for r in runs if r.scheme != "int3"], model="capacity", curve="tanh", gmse=_gmse, starts=SMALL_GRID,
                     profile=False, loso=False)
     c = without.families["quantization"]
     test = [r for r in runs if r.scheme == "int3"]

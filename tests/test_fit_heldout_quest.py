@@ -20,6 +20,7 @@ import json
 import heldout_reference as ref
 import numpy as np
 import pytest
+import scipy.special
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +135,15 @@ def _law_constants(path) -> dict:
     law = tomllib.loads(path.read_text(encoding="utf-8"))
     out = {k: law[k]["value"] for k in ("A", "alpha", "B", "beta", "E")}
     for fam, curve in law["families"].items():
-        out |= {f"{fam}.{k}": curve[k]["value"] for k in ("L", "F", "C")}
+        out |= {f"{fam}.{k}": curve[k]["value"] for k in ("L", "F", "C")} | {f"{fam}.shape": curve.get("shape", "tanh")}
     return out
 
 
 def _closed_form_loss(c: dict, N: float, D: float, stages) -> float:
     rho = 1.0
     for fam, g in stages:
-        rho *= c[f"{fam}.L"] * np.tanh(c[f"{fam}.F"] * np.log(g) / np.log(0.25)) ** c[f"{fam}.C"]
+        s = {"tanh": np.tanh, "erf": scipy.special.erf}[c[f"{fam}.shape"]]
+        rho *= c[f"{fam}.L"] * s(c[f"{fam}.F"] * np.log(g) / np.log(0.25)) ** c[f"{fam}.C"]
     return c["A"] * (N * rho) ** -c["alpha"] + c["B"] * D ** -c["beta"] + c["E"]
 
 

@@ -1,7 +1,7 @@
 """The two-stage ``capacity`` model: decoupled capacities, then curves through them.
 
 Stage 1 is a decoupled fit (one free capacity per scheme, the reference pinned at 1) on the
-fitted runs; stage 2 fits rho = prod over stages L_f tanh(F_f log_{1/4} GMSE)^C_f per family to
+fitted runs; stage 2 fits rho = prod over stages L_f s_f(F_f log_{1/4} GMSE)^C_f per family to
 the (stage GMSEs, rho) points (Huber on rho, delta 1e-4 as the paper). Every run is then
 re-predicted from the curves with the law constants of stage 1; that is the fit error, and the
 held-out refits (:class:`CapacityRefits`) repeat both stages cold without each part.
@@ -15,6 +15,7 @@ import numpy as np
 
 from gmse_cli.errors import FitError
 from gmse_cli.fit.curves import fit_capacity
+from gmse_cli.fit.design import DEFAULT_CURVE
 from gmse_cli.fit.drift import implied_capacity, run_drift
 from gmse_cli.fit.heldout import RefitRows, attach_heldout, score_heldout
 from gmse_cli.fit.loss_fit import domain_mask, fit_loss_model, heldout_fields
@@ -29,8 +30,8 @@ __all__ = ["fit_capacity_model", "capacity_model_fit", "CapacityRefits", "curve_
 
 def curve_log_rho(families: dict[str, FamilyFit], stages) -> float:
     """log rho of one run from capacity curves: the sum over its lossy stages."""
-    return float(sum(math.log(capacity(g, families[getattr(f, "value", f)].L, families[getattr(f, "value", f)].F,
-                                       families[getattr(f, "value", f)].C)) for f, g in stages))
+    curves = [(families[getattr(f, "value", f)], g) for f, g in stages]
+    return float(sum(math.log(capacity(g, c.L, c.F, c.C, shape=c.shape)) for c, g in curves))
 
 
 def _points(schemes, rho, stages_of_scheme, fitted) -> list[CapacityPoint]:
@@ -44,7 +45,8 @@ def fit_capacity_model(runs, **options) -> FitResult:
 
 
 def capacity_model_fit(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, starts, loso, bootstrap_starts,
-                       data_files, prior, profile, progress, train, capacity_delta) -> tuple[FitResult, CapacityRefits]:
+                       data_files, prior, profile, progress, train, capacity_delta, curve=DEFAULT_CURVE,
+                       ) -> tuple[FitResult, CapacityRefits]:
     """:func:`fit_capacity_model`, and its refitter (for held-out experiments on other splits)."""
     law_fixed = {k: v for k, v in (fixed or {}).items() if k in LAW}
     cap_fixed = {k: v for k, v in (fixed or {}).items() if k not in law_fixed}
@@ -58,11 +60,12 @@ def capacity_model_fit(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, s
     stages = {r.scheme: st for r, st in zip(runs, stages_of_run, strict=True)}
     fitted = {c.scheme: c.fitted for c in dec.capacities}
     points = _points([c.scheme for c in dec.capacities], {c.scheme: c.rho for c in dec.capacities}, stages, fitted)
-    cf = fit_capacity(points, huber_delta=capacity_delta, fixed=cap_fixed, base_law=base_law, seed=seed)
+    cf = fit_capacity(points, huber_delta=capacity_delta, fixed=cap_fixed, base_law=base_law, seed=seed, curve=curve)
     constants = dict(dec.constants)
     if reps:  # bootstrap the curves through the decoupled replicates: one curve fit per replicate
         T = np.stack([reps[p.name] for p in points], axis=1)
-        cfb = fit_capacity(points, huber_delta=capacity_delta, fixed=cap_fixed, base_law=base_law, seed=seed, targets=T)
+        cfb = fit_capacity(points, huber_delta=capacity_delta, fixed=cap_fixed, base_law=base_law, seed=seed, targets=T,
+                           curve=curve)
         cf = cf.model_copy(update={"constants": {k: cfb.constants[k].model_copy(update={"value": cf.constants[k].value})
                                                  for k in cf.constants}})
     constants.update(cf.constants)
@@ -83,7 +86,7 @@ def capacity_model_fit(runs, *, delta, bootstrap, seed, fixed, base_law, gmse, s
         notes.append("the prior applies to the decoupled stage's law constants; the curves are fitted without one")
     heldout: dict = {}
     refitter = CapacityRefits(dec_fit, runs, stages, base_law=base_law, capacity_delta=capacity_delta,
-                              cap_fixed=cap_fixed, seed=seed)
+                              cap_fixed=cap_fixed, seed=seed, curve=curve)
     if loso:
         heldout = score_heldout(runs, train, domain_mask(runs), refitter, pred, logrho, y, stages_of_run, progress)
         residuals = attach_heldout(residuals, heldout)
@@ -116,9 +119,10 @@ class CapacityRefits:
     reference's capacity at 1, and without its runs nothing sets the scale of the others.
     """
 
-    def __init__(self, dec_fit, runs, stages, *, base_law, capacity_delta, cap_fixed, seed):
+    def __init__(self, dec_fit, runs, stages, *, base_law, capacity_delta, cap_fixed, seed, curve):
         self.dec, self.runs, self.stages = dec_fit, runs, stages
         self.base_law, self.capacity_delta, self.cap_fixed, self.seed = base_law, capacity_delta, cap_fixed, seed
+        self.curve = curve
 
     def refits_per_row(self) -> int:
         return 1
@@ -162,7 +166,7 @@ class CapacityRefits:
             fitted = {s: bool(np.any(trains[r] & (dec.of_run == j))) for j, s in enumerate(dec.schemes)}
             try:
                 cf = fit_capacity(_points(dec.schemes, rho, self.stages, fitted), huber_delta=self.capacity_delta,
-                                  fixed=self.cap_fixed, base_law=self.base_law, seed=self.seed)
+                                  fixed=self.cap_fixed, base_law=self.base_law, seed=self.seed, curve=self.curve)
             except FitError as exc:
                 notes[r] = f"untestable: {exc}"
                 continue
@@ -173,7 +177,7 @@ class CapacityRefits:
                     notes[r] = f"untestable: without these runs no run carries family '{fam}' and no base law covers it"
                     break
                 c = self.base_law.curve(fam)
-                curves[fam] = FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, held=True, n_gmse=0)
+                curves[fam] = FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, shape=c.shape, held=True, n_gmse=0)
             if notes[r]:
                 continue
             law = dict(zip(LAW, problem.objective.to_public(theta)[0][:5], strict=True))

@@ -1,4 +1,4 @@
-"""Capacity curves: rho = prod over lossy stages of L_f tanh(F_f log_{1/4} GMSE)^C_f.
+"""Capacity curves: rho = prod over lossy stages of L_f s_f(F_f log_{1/4} GMSE)^C_f, s_f tanh or erf.
 
 :func:`fit_capacity` fits one (L, F, C) per family to (stage GMSEs, rho) points (Huber on rho,
 delta 1e-4 as the paper), from a grid of curve shapes; its bootstrap either resamples the
@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gmse_cli.errors import FitError
-from gmse_cli.fit.design import held_at_law
+from gmse_cli.fit.design import family_shapes, held_at_law
 from gmse_cli.fit.objective import DEFAULT_CAPACITY_DELTA, CapacityObjective
 from gmse_cli.fit.optimize import batched_lbfgs
 from gmse_cli.fit.params import FAMILY_KEYS, public_names
-from gmse_cli.fit.parts import StagePart
+from gmse_cli.fit.parts import StagePart, stage_names
 from gmse_cli.fit.problem import Problem
 from gmse_cli.fit.resampling import bootstrap_weights, constant_estimates, refit_replicates
 from gmse_cli.fit.results import CapacityFit, CapacityPoint, FamilyFit
@@ -51,8 +51,10 @@ def fit_capacity(
     bootstrap: int = 0,
     seed: int = 0,
     targets: np.ndarray | None = None,
+    curve: str = "tanh",
 ) -> CapacityFit:
-    """Fit L, F, C per family to (stage GMSEs, rho) points: rho = prod_stages L_f tanh(F_f bits)^C_f.
+    """Fit L, F, C per family to (stage GMSEs, rho) points: rho = prod_stages L_f s_f(F_f bits)^C_f,
+    s_f the shape ``curve`` (a family held at ``base_law`` keeps that law's shape).
 
     ``bootstrap`` resamples the points K times; ``targets`` (K, n_points) instead refits K
     given replicates of the rho values (e.g. from a decoupled fit's bootstrap), which carries
@@ -69,8 +71,7 @@ def fit_capacity(
     if not families:
         raise FitError("capacity fit: no point has a lossy stage")
     stage_family, stage_bits, incidence = stage_structure([p.stages for p in points], families)
-    part = StagePart(families, stage_family, stage_bits, incidence)
-    names = list(part.names)
+    names = list(stage_names(families))
     notes: list[str] = []
     n_gmse = {fam: len({b for b, sf in zip(stage_bits, stage_family, strict=True) if sf == j})
               for j, fam in enumerate(families)}
@@ -91,6 +92,7 @@ def fit_capacity(
             raise FitError(f"fixed constant {key} = {value} must be positive")
         user_fixed[names.index(f"{fam}.log{k}")] = math.log(value)
     fixed_all = {**{j: v for j, (v, _) in held.items()}, **user_fixed}
+    part = StagePart(families, stage_family, stage_bits, incidence, family_shapes(families, names, held, base_law, curve))
     target = np.array([p.rho for p in points])
     weight = np.array([p.weight for p in points])
     objective = CapacityObjective(part, target, huber_delta)
@@ -117,6 +119,7 @@ def fit_capacity(
     constants = constant_estimates(names, theta[0], boot_theta, fixed_all, held, user_fixed)
     pred = objective.predict(theta)[0]
     fams = {fam: FamilyFit(L=constants[f"{fam}.L"].value, F=constants[f"{fam}.F"].value, C=constants[f"{fam}.C"].value,
+                           shape=part.shapes[fam],
                            held=all(constants[f"{fam}.{k}"].fixed for k in FAMILY_KEYS), n_gmse=n_gmse[fam])
             for fam in families}
     return CapacityFit(

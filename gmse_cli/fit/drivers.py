@@ -12,8 +12,9 @@ the log-prediction is a log-sum-exp of three terms. The models differ only in rh
 - ``dense``      rho = 1;
 - ``decoupled``  one free rho per scheme, the uncompressed reference (bf16) pinned at 1
                  (Frantar et al. 2025; QuEST);
-- ``unified``    rho = prod over lossy stages of L_f * tanh(F_f * log_{1/4} GMSE)^C_f, one
-                 (L, F, C) per family f fitted jointly with the law (the paper's method);
+- ``unified``    rho = prod over lossy stages of L_f * s(F_f * log_{1/4} GMSE)^C_f, one
+                 (L, F, C) per family f fitted jointly with the law (the paper's method; s is
+                 erf by default, the paper's tanh with ``curve='tanh'``);
                  weights x activations and sparse+quantized formats multiply their stages;
 - ``kumar``      rho = prod over {weights, activations} (1 - exp(-P_x / gamma_x)), P the bits
                  (Kumar et al. 2024);
@@ -58,6 +59,7 @@ from gmse_cli.errors import FitError, list_of
 from gmse_cli.fit.design import (
     canonical_order,
     check_one_format_per_scheme,
+    resolve_curve,
     validate_options,
 )
 from gmse_cli.fit.loss_fit import DOMAIN_MODELS, domain_mask, fit_loss_model
@@ -98,6 +100,7 @@ def fit(
     weigh_schemes: bool = False,
     profile: bool = True,
     progress: bool = False,
+    curve: str | None = None,
 ) -> FitResult:
     """Fit ``model`` (``dense``, ``decoupled``, ``unified``, ``capacity`` or ``kumar``) to
     ``runs`` (a list of :class:`~gmse_cli.runs.Run`, as :func:`~gmse_cli.runs.load_runs` gives);
@@ -130,6 +133,9 @@ def fit(
       outweigh one with few (:func:`~gmse_cli.fit.design.scheme_weights`); not for the
       capacity model, whose decoupled stage fits each scheme's capacity on its own runs.
     - ``profile``: profile-likelihood intervals for alpha and E.
+    - ``curve``: the shape s of the capacity curves fitted (unified, capacity): ``erf`` (default)
+      or ``tanh`` (the paper's; the default under a prior on a curve's F or C, as the paper's is).
+      A family held at a base law keeps that law's shape.
     - ``progress``: a progress bar on stderr for the held-out refits.
     """
     delta = DEFAULT_HUBER_DELTA if huber_delta is None else huber_delta
@@ -149,6 +155,7 @@ def fit(
     check_one_format_per_scheme(runs)
     data_files = [printable_path(f) for f in data_files]  # shown in the law and the JSON
     prior_spec = resolve_prior(prior)
+    curve = resolve_curve(curve, prior_spec)
     train = domain_mask(runs) if model in DOMAIN_MODELS and not fit_outside else np.ones(len(runs), dtype=bool)
     if not train.any():
         raise FitError(f"all {len(runs)} runs quantize activations without a rotation, outside the law's validated "
@@ -159,7 +166,7 @@ def fit(
                        "not to the capacity model")
     options = dict(delta=delta, bootstrap=bootstrap, seed=seed, fixed=fixed, base_law=base_law, gmse=gmse,
                    starts=starts, loso=loso, bootstrap_starts=bootstrap_starts, data_files=data_files,
-                   prior=prior_spec, profile=profile, progress=progress, train=train)
+                   prior=prior_spec, profile=profile, progress=progress, train=train, curve=curve)
     # Held constants at the edge of a law's domain (--fix alpha=1e30: N^-alpha underflows to 0,
     # times an infinite A) make infinite or undefined intermediate values: the result's own
     # checks (law_problem, finite JSON) name them, never a numpy warning per expression.

@@ -70,7 +70,8 @@ HELDOUT_METHOD = (
     "loss) - log(observed loss)), Huber(r) = r^2/2 for |r| <= huber_delta and huber_delta (|r| - huber_delta/2) "
     "beyond; A, B, E and each family's L, F, C are fitted through their logarithms (positive, no other bounds); "
     "predicted loss = A (N rho)^-alpha + B D^-beta + E, in the unified model rho = the product over the scheme's "
-    "capacities[].stage_gmse of L tanh(F log_1/4 GMSE)^C with that family's constants (families[]). When "
+    "capacities[].stage_gmse of L s(F log_1/4 GMSE)^C with that family's constants and shape s, tanh or erf "
+    "(families[].L, .F, .C, .shape). When "
     "scheme_weighted is true, the full fit and every refit weigh each fitted run's Huber term by 1/(its scheme's "
     "fitted runs), times (fitted runs)/(fitted schemes), counted over the full fit's runs; a refit keeps the "
     "remaining runs' weights. With a prior (prior: each constant's centre +/- sigma): that sum plus "
@@ -281,7 +282,7 @@ def flag_lossless_parts(reports: dict[str, HeldoutReport], scheme_of_run: Sequen
                         stages_of_run: Sequence[Sequence[tuple[object, float]]]) -> tuple[dict[str, HeldoutReport], list[str]]:
     """Mark the cold-refitted scheme and group entries whose runs carry only GMSE-0 stages (:data:`LOSSLESS_NOTE`).
 
-    Such a scheme (``sparse-0``) has capacity prod L_f under the law: tanh(F x infinite bits) = 1 leaves no
+    Such a scheme (``sparse-0``) has capacity prod L_f under the law: s(F x infinite bits) = 1 leaves no
     GMSE for a refit without it to predict from, so its held-out error is no test of the capacity curves.
     """
     lossless: dict[str, bool] = {}

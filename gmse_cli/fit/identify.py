@@ -39,7 +39,7 @@ __all__ = ["CHI2_95", "bound_flags", "profile_interval", "identify_constants", "
 
 CHI2_95 = 3.841458820694124  # chi-square(1) 95% quantile
 _NEGLIGIBLE = 1e-4
-_STRAIGHT = 0.1  # F x largest fitted bits below this: tanh is linear over the runs (0.33% at most)
+_STRAIGHT = 0.1  # F x largest fitted bits below this: s is linear over the runs (0.33% at most, tanh or erf)
 
 
 def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: float, n_eff: np.ndarray,
@@ -47,7 +47,7 @@ def bound_flags(constants: dict[str, float], free: Sequence[str], *, min_loss: f
     """{public name: why it sits at a bound} for the free constants that do (module docstring).
 
     ``top_bits``: each family's largest fitted log_1/4 GMSE (finite). A curve whose F times it is
-    below :data:`_STRAIGHT` never bends over the fitted runs (tanh z = z within z^2/3), so the runs
+    below :data:`_STRAIGHT` never bends over the fitted runs (tanh z = z and erf z = 2z/sqrt(pi) within z^2/3), so the runs
     see only L F^C: L and F are not identified apart, and neither is the curve beyond them.
     """
     out: dict[str, str] = {}

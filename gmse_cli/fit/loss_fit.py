@@ -12,8 +12,10 @@ import numpy as np
 
 from gmse_cli.errors import FitError
 from gmse_cli.fit.design import (
+    DEFAULT_CURVE,
     canonical_order,
     check_runs,
+    family_shapes,
     group_by_scheme,
     hold_unidentified,
     reference_scheme,
@@ -25,7 +27,7 @@ from gmse_cli.fit.identify import identify_constants
 from gmse_cli.fit.loss_refits import LossRefits
 from gmse_cli.fit.objective import LossObjective
 from gmse_cli.fit.params import FAMILY_KEYS, LAW, LAW_INTERNAL, internal_fixed, public_name
-from gmse_cli.fit.parts import DecoupledPart, KumarPart, NoCapacity, StagePart
+from gmse_cli.fit.parts import DecoupledPart, KumarPart, NoCapacity, StagePart, stage_names
 from gmse_cli.fit.prior import MapObjective, PriorTerm, likelihood_scale
 from gmse_cli.fit.problem import (
     Problem,
@@ -87,7 +89,7 @@ class LossFit:
 
 def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse, starts, loso, sensitivity,
                    bootstrap_starts, data_files, prior=None, profile=True, progress=False, train=None,
-                   weigh_schemes=False) -> LossFit:
+                   weigh_schemes=False, curve=DEFAULT_CURVE) -> LossFit:
     """The dense, decoupled, unified and kumar fits on the runs marked ``train`` (default: all)."""
     rng = np.random.default_rng(seed)
     notes: list[str] = []
@@ -145,13 +147,14 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
             raise FitError(f"runs outside the domain carry families the fitted runs lack ({', '.join(missing)}); "
                            "drop them with --where, or pass --fit-outside")
         stage_family, stage_bits, incidence = stage_structure(stages_of_run, families)
-        part = StagePart(families, stage_family, stage_bits, incidence)
         for j, fam in enumerate(families):
             family_info[fam] = len({b for u, b in enumerate(stage_bits)
                                     if stage_family[u] == j and np.any(incidence[u, train] > 0)})
-        names = list(LAW_INTERNAL + part.names)
+        names = list(LAW_INTERNAL + stage_names(families))
         held.update(hold_unidentified(families, family_info, incidence[:, train], stage_family, base_law, names,
                                       notes, internal_fixed(fixed, names), stage_bits))
+        part = StagePart(families, stage_family, stage_bits, incidence,
+                         family_shapes(families, names, held, base_law, curve))
 
     names = list(LAW_INTERNAL + tuple(part.names))
     user_fixed = internal_fixed(fixed, names)
@@ -237,6 +240,7 @@ def fit_loss_model(runs, *, model, delta, bootstrap, seed, fixed, base_law, gmse
         for fam in part.families:
             families_out[fam] = FamilyFit(
                 L=constants[f"{fam}.L"].value, F=constants[f"{fam}.F"].value, C=constants[f"{fam}.C"].value,
+                shape=part.shapes[fam],
                 held=all(constants[f"{fam}.{k}"].fixed for k in FAMILY_KEYS), n_gmse=family_info[fam],
             )
 

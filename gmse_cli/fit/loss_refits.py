@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from gmse_cli.errors import FitError
-from gmse_cli.fit.design import check_runs, hold_unidentified
+from gmse_cli.fit.design import check_runs, family_shapes, hold_unidentified
 from gmse_cli.fit.heldout import RefitRows
 from gmse_cli.fit.params import LAW
 from gmse_cli.fit.prior import likelihood_scale
@@ -64,6 +64,10 @@ class LossRefits:
                                      self.names, [], problem.fixed, part.bits)
         except FitError as exc:
             return str(exc)
+        for fam, shape in family_shapes(part.families, self.names, held, self.base_law, None).items():
+            if shape not in (None, part.shapes[fam]):  # held at a curve of another shape: its constants would mean another curve
+                return (f"without these runs the {fam} curve is held at law '{self.base_law.name}', a {shape} curve, "
+                        f"where this fit's is {part.shapes[fam]} (fit --curve {shape} to test it)")
         position = {j: k for k, j in enumerate(problem.free)}
         for j, (value, _) in held.items():
             if j in position:

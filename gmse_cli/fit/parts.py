@@ -9,20 +9,28 @@ differs:
 - :class:`NoCapacity`     ``dense``: rho = 1;
 - :class:`DecoupledPart`  ``decoupled``: one free capacity per scheme;
 - :class:`StagePart`      ``unified`` (and the capacity curves): prod over lossy stages of
-                          L_f tanh(F_f bits)^C_f;
+                          L_f s_f(F_f bits)^C_f, s_f tanh or erf;
 - :class:`KumarPart`      ``kumar``: prod over tensors of 1 - exp(-P / gamma).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
 from gmse_cli.fit.params import FAMILY_KEYS
+from gmse_cli.law import curve_shape
 
-__all__ = ["NoCapacity", "DecoupledPart", "StagePart", "KumarPart"]
+__all__ = ["NoCapacity", "DecoupledPart", "StagePart", "KumarPart", "stage_names"]
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def stage_names(families: Sequence[str]) -> tuple[str, ...]:
+    """A :class:`StagePart`'s internal parameter names: log L, log F, log C per family."""
+    return tuple(f"{fam}.log{k}" for fam in families for k in FAMILY_KEYS)
 
 
 class NoCapacity:
@@ -71,19 +79,28 @@ class DecoupledPart:
 
 
 class StagePart:
-    """log rho = sum over a run's lossy stages of log L_f + C_f log tanh(F_f * bits).
+    """log rho = sum over a run's lossy stages of log L_f + C_f log s_f(F_f * bits).
 
     ``incidence[u, i]`` counts how often unique stage ``u`` (a family and a GMSE) occurs in
     item ``i`` (a run, or a capacity point); parameters per family: log L, log F, log C.
+    ``shapes`` gives each family's s, tanh or erf (default tanh).
     """
 
     def __init__(self, families: Sequence[str], stage_family: np.ndarray, stage_bits: np.ndarray,
-                 incidence: np.ndarray):
+                 incidence: np.ndarray, shapes: Mapping[str, str] | None = None):
         self.families = list(families)
-        self.names = tuple(f"{fam}.log{k}" for fam in families for k in FAMILY_KEYS)
+        self.names = stage_names(families)
+        self.shapes = {fam: (shapes or {}).get(fam, "tanh") for fam in self.families}
+        for shape in self.shapes.values():
+            curve_shape(shape)  # the LawError naming an unknown shape
         self.fam = stage_family
+        self.erf = np.array([self.shapes[self.families[j]] == "erf" for j in stage_family], dtype=bool)
+        if self.erf.any():  # scipy only for an erf curve: the core imports without it
+            from scipy.special import erf, erfc
+
+            self._erf, self._erfc = erf, erfc
         self.bits = stage_bits
-        self.lossless = ~np.isfinite(stage_bits)  # GMSE == 0: tanh(inf) = 1
+        self.lossless = ~np.isfinite(stage_bits)  # GMSE == 0: s(inf) = 1
         self.bits_finite = np.where(self.lossless, 1.0, stage_bits)
         self.incidence = incidence
         nf = len(families)
@@ -95,9 +112,16 @@ class StagePart:
         F = np.exp(c[:, 1::3])[:, self.fam]
         C = np.exp(c[:, 2::3])[:, self.fam]
         z = F * self.bits_finite
-        T = np.tanh(z)
-        # tanh underflows only for absurd trial shapes; a floor keeps -inf * 0 out of the sums.
-        logT = np.where(self.lossless, 0.0, np.log(np.maximum(T, 1e-300)))
+        if not self.erf.any():
+            T = np.tanh(z)
+            logS = np.log(np.maximum(T, 1e-300))  # tanh underflows only for absurd trial shapes
+        else:
+            T = self._erf(z) if self.erf.all() else np.where(self.erf, self._erf(z), np.tanh(z))
+            # log erf near 1 through erfc, where 1 - erfc keeps the digits erf rounds away
+            near_one = self.erf & (z > 0.5)
+            logS = np.where(near_one, np.log1p(-self._erfc(np.maximum(z, 0.5))), np.log(np.maximum(T, 1e-300)))
+        # a floor keeps -inf * 0 out of the sums
+        logT = np.where(self.lossless, 0.0, logS)
         return logL, F, C, z, T, logT
 
     def logrho(self, c, alpha=None):
@@ -107,9 +131,14 @@ class StagePart:
     def backprop(self, c, u, alpha=None):
         _, _, C, z, T, logT = self._stage_terms(c)
         us = u @ self.incidence.T  # (k, stages)
-        # d/dlogF of C log tanh(z) = C z (1 - T^2) / T = C * 2z / sinh(2z)
+        # d/dlogF of C log s(z) = C z s'(z) / s(z): tanh gives C 2z / sinh(2z), erf C z (2/sqrt(pi)) e^(-z^2) / erf(z)
         two_z = 2.0 * z
-        dF = np.where(self.lossless, 0.0, C * np.where(two_z < 1e-8, 1.0, two_z / np.sinh(np.minimum(two_z, 700.0))))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            d_log = np.where(two_z < 1e-8, 1.0, two_z / np.sinh(np.minimum(two_z, 700.0)))
+            if self.erf.any():
+                d_erf = np.where(z < 1e-8, 1.0, _TWO_OVER_SQRT_PI * z * np.exp(-z * z) / np.maximum(T, 1e-300))
+                d_log = np.where(self.erf, d_erf, d_log)
+        dF = np.where(self.lossless, 0.0, C * d_log)
         dC = C * logT
         out = np.empty((c.shape[0], c.shape[1]))
         out[:, 0::3] = us @ self.fam_onehot

@@ -20,6 +20,7 @@ import numpy as np
 
 from gmse_cli import figures
 from gmse_cli.fit.results import FamilyFit, FitResult, SchemeCapacity
+from gmse_cli.law import capacity
 from gmse_cli.runs import Run
 
 __all__ = ["plot_fit", "fit_figure", "plot_panels", "scheme_keys"]
@@ -181,7 +182,6 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
     gmse = [c.stage_gmse[0][1] for c in shown]
     g_lo = min([*gmse, 1e-3]) / 3
     grid = np.logspace(np.log10(g_lo), -1e-4, 300)
-    bits = -np.log(grid) / np.log(4.0)
     handles = []
     top = 1.0  # the highest point or bar: the view must not clip a capacity above 1
     for fam, c in sorted(curves.items()):
@@ -190,7 +190,7 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
             label = f"{fam} curve, held ({origin}): L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
         else:
             label = f"{fam} curve, fitted: L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
-        rho = c.L * np.tanh(c.F * bits) ** c.C
+        rho = capacity(grid, c.L, c.F, c.C, shape=c.shape)
         top = max(top, float(rho.max()))
         (line,) = ax.plot(grid, rho, color="0.55" if c.held else "black",
                           ls=_HELD_STYLE.get(fam, "--") if c.held else _FAMILY_STYLE.get(fam, "-"), lw=1.2, zorder=1, label=label)
@@ -286,7 +286,7 @@ def plot_panels(result: FitResult, runs: Sequence[Run], *, model: str | None = N
     model = result.model if model is None else model
     if model == "decoupled":
         law = base_law or load_law(None)
-        curves = {f.value: FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, held=True, n_gmse=0)
+        curves = {f.value: FamilyFit(L=c.L.value, F=c.F.value, C=c.C.value, shape=c.shape, held=True, n_gmse=0)
                   for f, c in law.families.items()}
         return {"curves": curves, "points": with_stage_gmse(result.capacities), "curve_label": f"law {law.name}"}
     if model == "unified":

@@ -22,6 +22,7 @@ from gmse_cli.fit.evidence import DriftReport, FactorizationCheck, HeldoutReport
 from gmse_cli.fit.params import FAMILY_KEYS, LAW
 from gmse_cli.frozen import Frozen
 from gmse_cli.law.fitted_range import FittedRange
+from gmse_cli.law.model import CurveShape
 from gmse_cli.spec import Family
 
 FitModel = Literal["dense", "decoupled", "unified", "capacity", "kumar"]
@@ -62,11 +63,12 @@ class SchemeCapacity(Frozen):
 
 
 class FamilyFit(Frozen):
-    """A capacity curve rho = L * tanh(F * log_{1/4} GMSE)^C (intervals in FitResult.constants)."""
+    """A capacity curve rho = L * s(F * log_{1/4} GMSE)^C, s its shape (intervals in FitResult.constants)."""
 
     L: float
     F: float
     C: float
+    shape: CurveShape = Field(default="tanh", description="the curve's s: tanh (the paper's) or erf")
     held: bool = Field(default=False, description="not identifiable from these runs; held at a base law")
     n_gmse: int = Field(description="distinct stage GMSE values of this family in the data")
 
@@ -256,7 +258,7 @@ class FitResult(Frozen):
                 raise FitError(f"the fit gives {fam}.L = {L.value:.4g}, above the capacity ceiling a law file holds "
                                f"({MAX_L:g}); {why} (hold it with --fix {fam}.L=1, or fit without --out)")
         families = {
-            Family(fam): FamilyCurve(**{k: const(f"{fam}.{k}") for k in FAMILY_KEYS})
+            Family(fam): FamilyCurve(**{k: const(f"{fam}.{k}") for k in FAMILY_KEYS}, shape=self.families[fam].shape)
             for fam in self.families
         }
         held_from_base, copies = [], {}
@@ -275,7 +277,7 @@ class FitResult(Frozen):
                                       f"this fit; law '{base.name}' gives {fam.value} the {source.value} curve): "
                                       f"{getattr(families[source], k).provenance}"})
                     for k in FAMILY_KEYS
-                })
+                }, shape=families[source].shape)
                 continue
             held_from_base.append(fam.value)
             families[fam] = FamilyCurve(**{
@@ -285,7 +287,7 @@ class FitResult(Frozen):
                                      if self.model == "dense" else f"no {fam.value} runs in this fit") + "): "
                                   f"{getattr(curve, k).provenance}"})
                 for k in FAMILY_KEYS
-            })
+            }, shape=curve.shape)
         draws = None
         columns = {k: v for k, v in (self.draws or {}).items() if k in LAW or k.split(".")[0] in self.families}
         if columns:

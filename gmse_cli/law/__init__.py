@@ -1,6 +1,6 @@
 """The capacity law and the scaling law, and the law files that carry their constants.
 
-    rho(GMSE) = L * tanh(F * log_{1/4}(GMSE))^C            (one L, F, C per family)
+    rho(GMSE) = L * s(F * log_{1/4}(GMSE))^C               (one L, F, C per family; s tanh or erf)
     Loss(N, D) = A * (N * rho)^(-alpha) + B * D^(-beta) + E
 
 Modules, each importing only those above it:
@@ -38,11 +38,13 @@ from gmse_cli.law.domain import (
 from gmse_cli.law.files import DEFAULT_LAW, law_to_toml, load_law, save_law, shipped_law
 from gmse_cli.law.fitted_range import FittedRange, fitted_range_of
 from gmse_cli.law.model import (
+    CURVE_SHAPES,
     Constant,
     FamilyCurve,
     Law,
     LawDraws,
     capacity,
+    curve_shape,
     effective_bits,
     predicted_loss,
 )
@@ -71,6 +73,8 @@ __all__ = [
     "LawDraws",
     "effective_bits",
     "capacity",
+    "curve_shape",
+    "CURVE_SHAPES",
     "predicted_loss",
     "load_law",
     "save_law",

@@ -8,6 +8,7 @@ Every constant carries its value, optional 1-sigma and interval, and its provena
     [meta]                 # free-form strings: data files, fit options, date, version
     [A]                    # value, sigma?, low?, high?, provenance
     [alpha] / [B] / [beta] / [E]
+    [families.quantization]  # shape = "erf" optional: the curve's s (a file without it: tanh)
     [families.quantization.L] / .F / .C
     [families.sparsity.L] ...
     [families.vq.L] ...
@@ -115,7 +116,8 @@ def _validate(data: dict[str, Any], *, source: str) -> Law:
 def law_to_toml(law: Law) -> str:
     """Render a law as TOML that :func:`load_law` reads back to an equal model.
 
-    Unset fields (None) and an empty description, [meta] or families are left out; a draws column
+    Unset fields (None), an empty description, [meta] or families, and a curve's default shape
+    (tanh) are left out; a draws column
     named like ``quantization.F`` is one quoted key of [draws.constants], not a nested table.
     """
     if not isinstance(law, Law):
@@ -124,6 +126,9 @@ def law_to_toml(law: Law) -> str:
     for key in ("description", "meta", "families"):
         if not data.get(key):
             data.pop(key, None)
+    for curve in data.get("families", {}).values():
+        if curve.get("shape") == "tanh":  # the default: a tanh law's file stays readable by an older uscl
+            curve.pop("shape")
     return dumps_toml(data)
 
 

@@ -1,8 +1,12 @@
 """The law as data: constants with their provenance, capacity curves, joint draws, and the two
 closed-form laws they parametrize.
 
-    rho(GMSE) = L * tanh(F * log_{1/4}(GMSE))^C            (one L, F, C per family)
+    rho(GMSE) = L * s(F * log_{1/4}(GMSE))^C               (one L, F, C per family)
     Loss(N, D) = A * (N * rho)^(-alpha) + B * D^(-beta) + E
+
+The curve's shape s is the paper's tanh, or erf (:data:`CURVE_SHAPES`): erf saturates faster in
+bits, and fitted to QuEST's runs it predicts held-out schemes better (README, "How far to trust a
+prediction").
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ from gmse_cli.law.fitted_range import FittedRange
 from gmse_cli.schema.versions import LAW_SCHEMA_VERSION
 from gmse_cli.spec import Family
 
-__all__ = ["MAX_CONSTANT", "MAX_L", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
-           "draws_in_domain", "L_ceiling", "number_array"]
+__all__ = ["CURVE_SHAPES", "CurveShape", "MAX_CONSTANT", "MAX_L", "Constant", "FamilyCurve", "LawDraws", "Law", "effective_bits", "capacity", "predicted_loss",
+           "draws_in_domain", "L_ceiling", "number_array", "curve_shape"]
+
+
+CurveShape = Literal["tanh", "erf"]
+CURVE_SHAPES: tuple[str, ...] = ("tanh", "erf")
+"""The shapes a capacity curve may take: rho = L * s(F * bits)^C with s = tanh (the paper's) or erf."""
 
 
 MAX_CONSTANT = 1e30
@@ -61,11 +70,12 @@ class Constant(Frozen):
 
 
 class FamilyCurve(Frozen):
-    """The capacity curve rho = L * tanh(F * log_{1/4} GMSE)^C of one family."""
+    """The capacity curve rho = L * s(F * log_{1/4} GMSE)^C of one family, s its ``shape``."""
 
     L: Constant
     F: Constant
     C: Constant
+    shape: CurveShape = Field(default="tanh", description="s: tanh (the paper's curve) or erf")
 
     @model_validator(mode="after")
     def _check(self) -> FamilyCurve:
@@ -78,7 +88,7 @@ class FamilyCurve(Frozen):
         return self
 
     def rho(self, gmse: np.ndarray | float) -> np.ndarray | float:
-        return capacity(gmse, self.L.value, self.F.value, self.C.value)
+        return capacity(gmse, self.L.value, self.F.value, self.C.value, shape=self.shape)
 
 
 _LAW_KEYS = ("A", "alpha", "B", "beta", "E")
@@ -278,17 +288,29 @@ def number_array(what: str, value: object) -> np.ndarray:
     return numbers
 
 
-def capacity(gmse: np.ndarray | float, L: float, F: float, C: float) -> np.ndarray | float:
-    """rho = L * tanh(F * log_{1/4}(GMSE))^C; GMSE >= 1 (nothing kept) gives 0.
+def capacity(gmse: np.ndarray | float, L: float, F: float, C: float, shape: str = "tanh") -> np.ndarray | float:
+    """rho = L * s(F * log_{1/4}(GMSE))^C, s = tanh or erf (``shape``); GMSE >= 1 (nothing kept) gives 0.
 
-    Raises :class:`LawError` for a GMSE that is nan, negative or not a number, and for
-    constants L, F, C that are not positive and finite (a curve of them would be no capacity).
+    Raises :class:`LawError` for a GMSE that is nan, negative or not a number, for constants
+    L, F, C that are not positive and finite (a curve of them would be no capacity), and for a
+    shape not in :data:`CURVE_SHAPES`.
     """
     gmse = _numbers("GMSE", gmse, finite=False)
     L, F, C = (_numbers(name, v, zero=False) for name, v in (("L", L), ("F", F), ("C", C)))
     bits = np.maximum(effective_bits(gmse), 0.0)
-    out = L * np.tanh(F * bits) ** C
+    out = L * curve_shape(shape)(F * bits) ** C
     return float(out) if np.ndim(out) == 0 else out
+
+
+def curve_shape(shape: str):
+    """The function s of a capacity curve's ``shape`` (numpy's tanh or scipy's erf)."""
+    if shape == "tanh":
+        return np.tanh
+    if shape == "erf":  # scipy only where an erf curve is read: the core imports without it
+        from scipy.special import erf
+
+        return erf
+    raise LawError(f"capacity curve shape {shape!r} is not one of {', '.join(CURVE_SHAPES)}")
 
 
 def predicted_loss(params, tokens, rho=1.0, *, A: float, alpha: float, B: float, beta: float, E: float):

@@ -162,9 +162,9 @@ class LawSamples:
         family = Family(family)
         if family is Family.NONE:
             return np.ones(self.draws)
-        self.law.curve(family)  # the LawError naming the covered families
+        shape = self.law.curve(family).shape  # the LawError naming the covered families
         L, F, C = self.curves[family]
-        return np.asarray(capacity(gmse, L, F, C), dtype=float) * np.ones(self.draws)
+        return np.asarray(capacity(gmse, L, F, C, shape=shape), dtype=float) * np.ones(self.draws)
 
     def capacity(
         self, stages: Iterable[tuple[Family | str, float, float]], *, rng: np.random.Generator
