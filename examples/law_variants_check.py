@@ -26,7 +26,7 @@ alg = z / sqrt(1 + z^2) .0046/.0105/.0216 (eqw .0052/.0081), hill = z / (1 + z) 
 hill. By scale (``--scale``) erf gives .0049 and tanhp .0050 (tanh .0049); on the CPU sweep
 (``--cpu``, no 1-bit runs) erf .0072/.0130 against tanh's .0071/.0128. Chosen among these six
 after seeing their held-out numbers; the honest figure is the nested one (``--nested
---no-average`` over the six; see README).
+--no-average`` over the six, 70 min: 0.0048, erf chosen in 5 of 12 folds, tanhp in 6, tanh in 1).
 
 Variants (capacity composition x loss form x fit weights):
 
@@ -504,7 +504,8 @@ def nested_average(names: list[str], d: Data | None = None) -> float:
         print(f"    without {d.schemes[j]}: inner " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
               + f" -> {best}", flush=True)
     rmse = float(np.sqrt(np.mean(chosen[ins] ** 2)))
-    print(f"nested choice among {', '.join(names)} and their average: held out {rmse:.4f}", flush=True)
+    among = ", ".join(names) + ("" if "--no-average" in sys.argv else " and their average")
+    print(f"nested choice among {among}: held out {rmse:.4f}", flush=True)
     return rmse
 
 
