@@ -122,7 +122,7 @@ def sparsity_points() -> list[CapacityPoint]:
 
 def calibrate_sparsity(bootstrap: int, seed: int) -> tuple[FamilyCurve, float, list[tuple[float, float, float, float]]]:
     points = sparsity_points()
-    cf = fit_capacity(points, huber_delta=SPARSITY_DELTA, bootstrap=bootstrap, seed=seed)
+    cf = fit_capacity(points, huber_delta=SPARSITY_DELTA, bootstrap=bootstrap, seed=seed, curve="tanh")
     how = ("calibrated here: Huber (delta 1e-4) fit of rho = L tanh(F log_1/4 GMSE)^C to the paper's "
            "unstructured-magnitude sparsity capacities (.95 .89 .84 .78 .72 .64 .56 .47 .35 at sparsity "
            ".1-.9, read off its figure) at the closed-form magnitude GMSE; sigma and 95% interval from "
@@ -147,7 +147,7 @@ def sparsity_refits(count: int, rng: np.random.Generator) -> list[dict[str, floa
     candidates = bootstrap_weights(np.zeros(len(points), dtype=int), 2 * count, rng)
     for counts in candidates:
         cf = fit_capacity([p.model_copy(update={"weight": float(c)}) for p, c in zip(points, counts, strict=True)],
-                          huber_delta=SPARSITY_DELTA)
+                          huber_delta=SPARSITY_DELTA, curve="tanh")
         curve = {f"sparsity.{k}": cf.constants[f"sparsity.{k}"].value for k in ("L", "F", "C")}
         if curve["sparsity.L"] <= 1.0:
             out.append(curve)

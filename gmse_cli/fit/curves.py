@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gmse_cli.errors import FitError
-from gmse_cli.fit.design import family_shapes, held_at_law
+from gmse_cli.fit.design import DEFAULT_CURVE, family_shapes, held_at_law
 from gmse_cli.fit.objective import DEFAULT_CAPACITY_DELTA, CapacityObjective
 from gmse_cli.fit.optimize import batched_lbfgs
 from gmse_cli.fit.params import FAMILY_KEYS, public_names
@@ -51,10 +51,11 @@ def fit_capacity(
     bootstrap: int = 0,
     seed: int = 0,
     targets: np.ndarray | None = None,
-    curve: str = "tanh",
+    curve: str = DEFAULT_CURVE,
 ) -> CapacityFit:
     """Fit L, F, C per family to (stage GMSEs, rho) points: rho = prod_stages L_f s_f(F_f bits)^C_f,
-    s_f the shape ``curve`` (a family held at ``base_law`` keeps that law's shape).
+    s_f the shape ``curve``, erf by default as in :func:`~gmse_cli.fit.fit` (``'tanh'`` for the
+    paper's; a family held at ``base_law`` keeps that law's shape).
 
     ``bootstrap`` resamples the points K times; ``targets`` (K, n_points) instead refits K
     given replicates of the rho values (e.g. from a decoupled fit's bootstrap), which carries
