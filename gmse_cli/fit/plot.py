@@ -185,11 +185,12 @@ def _capacity_panel(ax, result: FitResult, curves: Mapping[str, FamilyFit], show
     handles = []
     top = 1.0  # the highest point or bar: the view must not clip a capacity above 1
     for fam, c in sorted(curves.items()):
+        constants = f"{'' if c.shape == 'tanh' else f'{c.shape}, '}L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
         if c.held:
             origin = curve_label or _held_source(result, fam)
-            label = f"{fam} curve, held ({origin}): L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
+            label = f"{fam} curve, held ({origin}): {constants}"
         else:
-            label = f"{fam} curve, fitted: L {c.L:.3g}, F {c.F:.3g}, C {c.C:.3g}"
+            label = f"{fam} curve, fitted: {constants}"
         rho = capacity(grid, c.L, c.F, c.C, shape=c.shape)
         top = max(top, float(rho.max()))
         (line,) = ax.plot(grid, rho, color="0.55" if c.held else "black",

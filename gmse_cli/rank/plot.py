@@ -167,22 +167,22 @@ def _curves(ax, rows, law: Law, act: str | None, act_rho: float, handles: dict) 
     """Each family's curve (times the shared activation factor) and its 95% band; families
     with the same constants share one curve."""
     shown = {Family(f) for r in rows for f in r.family.split("+") if f != Family.NONE.value}
-    shared: dict[tuple[float, float, float], list[Family]] = {}
+    shared: dict[tuple[float, float, float, str], list[Family]] = {}
     for family, curve in sorted(law.families.items()):
         if family in shown:
-            shared.setdefault((curve.L.value, curve.F.value, curve.C.value), []).append(family)
+            shared.setdefault((curve.L.value, curve.F.value, curve.C.value, curve.shape), []).append(family)
     grid = np.logspace(math.log10(_GMSE_FLOOR / 1.6), math.log10(0.9999), 300)
     samples = sample_law(law, draws=1000, rng=0)
     band_label = "95% band of the law's draws"
     times = f" × ρ({act}) = {act_rho:.3f}" if act and act_rho != 1.0 else ""
-    for (L, F, C), families in shared.items():
+    for (L, F, C, shape), families in shared.items():
         color = figures.FAMILY_COLORS.get(families[0].value, "gray") if len(families) == 1 else figures.FAMILY_COLORS["quantization"]
         band = np.array([samples.rho(families[0], g) for g in grid]) * act_rho  # (grid, draws)
         lo, hi = np.quantile(band, [0.025, 0.975], axis=1)
         fill = ax.fill_between(grid, lo, hi, color="0.5", alpha=0.15, linewidth=0, label=band_label)
         handles.setdefault(band_label, fill)
         names = " and ".join(f.value for f in families)
-        label = f"{names} curve: L {L:.3g}, F {F:.3g}, C {C:.3g}{times}"
+        label = f"{names} curve{'' if shape == 'tanh' else f' ({shape})'}: L {L:.3g}, F {F:.3g}, C {C:.3g}{times}"
         (line,) = ax.plot(grid, law.rho(families[0], grid) * act_rho, color=color, lw=1.3, label=label, zorder=2)
         handles[label] = line
 
